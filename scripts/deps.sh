@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing Spillway needs, from Debian's packages,
+# and only what is missing. Uses sudo only when not root.
+set -euo pipefail
+
+pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev)
+pkgs+=("$@")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

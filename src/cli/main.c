@@ -1,0 +1,188 @@
+/*
+ * The spillway command: one binary, subcommands (SPEC §7). Exit codes:
+ * 0 ok, 1 failure (or damage found), 2 usage.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <stdlib.h>
+
+#include "cli/check.h"
+#include "core/error.h"
+#include "server/server.h"
+
+#define SPW_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fputs("usage: spillway <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  serve [--config FILE] [--data DIR] [--listen ADDR] ...   run the server (serve --help)\n"
+          "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
+          "                            exit 1 if damage is found\n"
+          "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
+          "  version                   print the version\n"
+          "\n"
+          "Run 'spillway <command> --help' for a command's options.\n",
+          f);
+}
+
+static void serve_help(FILE *f)
+{
+    fputs("usage: spillway serve [--config FILE] [--SETTING VALUE ...]\n"
+          "Runs the server until SIGTERM or SIGINT (then: stop accepting, finish requests in flight,\n"
+          "flush and fsync, exit 0). Every setting can be given in the config file as 'name = value'\n"
+          "or as a flag; flags win. Sizes take B/KiB/MiB/GiB, durations ms/s/m/h.\n\n"
+          "  --config FILE                    read settings from FILE first\n"
+          "  --ready-fd N                     write the bound HTTP port and a newline to fd N once listening\n",
+          f);
+    spw_cfg_help(spw_server_cfg_table, spw_server_cfg_count, f);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    spw_server_config c;
+    char err[512];
+    int ready_fd = -1;
+    spw_cfg_defaults(spw_server_cfg_table, spw_server_cfg_count, &c);
+    c.config[0] = 0;
+    /* The config file first, so flags override it wherever they stand. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            serve_help(stdout);
+            return 0;
+        }
+        if (strncmp(a, "--config", 8) == 0 && (a[8] == 0 || a[8] == '=')) {
+            const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fputs("spillway serve: --config needs a file\n", stderr);
+                return 2;
+            }
+            if (spw_cfg_load(spw_server_cfg_table, spw_server_cfg_count, &c, v, err, sizeof err)) {
+                fprintf(stderr, "spillway serve: %s\n", err);
+                return 2;
+            }
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "spillway serve: unexpected argument '%s'\n", a);
+            return 2;
+        }
+        char name[64];
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nl >= sizeof name) {
+            fprintf(stderr, "spillway serve: unknown option '%s'\n", a);
+            return 2;
+        }
+        memcpy(name, a + 2, nl);
+        name[nl] = 0;
+        const char *v = eq ? eq + 1 : NULL;
+        const spw_cfg_entry *e = spw_cfg_find(spw_server_cfg_table, spw_server_cfg_count, name);
+        if (!v && e && e->type == SPW_CFG_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+            v = "true";
+        if (!v)
+            v = i + 1 < argc ? argv[++i] : NULL;
+        if (!v) {
+            fprintf(stderr, "spillway serve: --%s needs a value\n", name);
+            return 2;
+        }
+        if (strcmp(name, "config") == 0)
+            continue;
+        if (strcmp(name, "ready-fd") == 0) {
+            ready_fd = atoi(v);
+            continue;
+        }
+        if (spw_cfg_set(spw_server_cfg_table, spw_server_cfg_count, &c, name, v, err, sizeof err)) {
+            fprintf(stderr, "spillway serve: %s (see spillway serve --help)\n", err);
+            return 2;
+        }
+    }
+    return spw_server_run(&c, ready_fd);
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        FILE *f = argc == 2 ? stdout : stderr;
+        fputs("usage: spillway check DIR\n"
+              "Verifies the header, CRC32C and every record of every batch in every segment of every\n"
+              "partition directory at or below DIR, and that offsets are dense. Prints one DAMAGED line\n"
+              "per damaged range and INDEX lines for index files that do not fit their data (indexes are\n"
+              "rebuilt when the partition opens). Changes nothing. Exit 0 clean, 1 damage, 2 usage.\n",
+              f);
+        return argc == 2 ? 0 : 2;
+    }
+    spw_check_result res;
+    int r = spw_check_dir(argv[1], stdout, &res);
+    if (r < 0) {
+        fprintf(stderr, "spillway check: %s: %s\n", argv[1], spw_strerror(r));
+        return 1;
+    }
+    printf("checked %u partition(s), %u segment(s), %llu batches, %llu records, %llu bytes: %u damaged "
+           "range(s), %u index issue(s)\n",
+           res.partitions, res.segments, res.batches, res.records, res.bytes, res.damaged, res.index_issues);
+    return res.damaged ? 1 : 0;
+}
+
+static int cmd_dump(int argc, char **argv)
+{
+    int headers = 0;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            puts("usage: spillway dump SEGMENT [--headers]\n"
+                 "Prints each batch header of a .log segment file and, unless --headers, each record\n"
+                 "(offset, id, ts, key, value, headers; bytes outside printable ASCII as \\xNN).");
+            return 0;
+        }
+        if (strcmp(argv[i], "--headers") == 0)
+            headers = 1;
+        else if (!path && argv[i][0] != '-')
+            path = argv[i];
+        else {
+            fprintf(stderr, "spillway dump: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!path) {
+        fputs("usage: spillway dump SEGMENT [--headers]\n", stderr);
+        return 2;
+    }
+    int r = spw_dump_segment(path, stdout, headers);
+    if (r < 0) {
+        fprintf(stderr, "spillway dump: %s: %s\n", path, spw_strerror(r));
+        return 1;
+    }
+    return r ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        puts("spillway " SPW_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "dump") == 0)
+        return cmd_dump(argc - 1, argv + 1);
+    fprintf(stderr, "spillway: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,46 @@
+/*
+ * A growable byte buffer owned by its user (a connection, a reader, an
+ * encoder). spw_buf_reserve keeps the memory for reuse, so steady-state
+ * encoding and reading allocate nothing.
+ */
+#ifndef SPW_BUF_H
+#define SPW_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+typedef struct spw_buf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+} spw_buf;
+
+#define SPW_BUF_INIT {NULL, 0, 0}
+
+/* Makes room for n bytes in total (not in addition). Returns 0 or SPW_ENOMEM. */
+static inline int spw_buf_reserve(spw_buf *b, size_t n)
+{
+    if (n <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < n)
+        cap *= 2;
+    uint8_t *p = spw_try_realloc(b->p, cap);
+    if (!p)
+        return SPW_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline void spw_buf_fini(spw_buf *b)
+{
+    spw_free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+#endif

@@ -1,0 +1,192 @@
+/* Table-driven configuration: see config.h. */
+#include "core/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int parse_num_unit(const char *s, uint64_t *out, const char *const *units, const uint64_t *mult, size_t nu)
+{
+    char *end;
+    errno = 0;
+    if (!s[0] || s[0] == '-')
+        return -1;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    while (*end == ' ')
+        end++;
+    uint64_t m = mult[0]; /* no unit: the first */
+    if (*end) {
+        size_t i;
+        for (i = 0; i < nu; i++)
+            if (strcasecmp(end, units[i]) == 0)
+                break;
+        if (i == nu)
+            return -1;
+        m = mult[i];
+    }
+    double r = v * (double)m;
+    if (r > 1.8e19)
+        return -1;
+    *out = (uint64_t)r;
+    return 0;
+}
+
+int spw_parse_size(const char *s, uint64_t *out)
+{
+    static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB", "KB", "MB", "GB", "TB", "K", "M", "G"};
+    static const uint64_t m[] = {1, 1ull << 10, 1ull << 20, 1ull << 30, 1ull << 40, 1000, 1000000, 1000000000,
+                                 1000000000000ull, 1ull << 10, 1ull << 20, 1ull << 30};
+    return parse_num_unit(s, out, u, m, sizeof m / sizeof *m);
+}
+
+int spw_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const char *const u[] = {"ms", "s", "m", "h", "d"};
+    static const uint64_t m[] = {1, 1000, 60000, 3600000, 86400000};
+    return parse_num_unit(s, out, u, m, sizeof m / sizeof *m);
+}
+
+const spw_cfg_entry *spw_cfg_find(const spw_cfg_entry *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].name, name) == 0)
+            return &t[i];
+    return NULL;
+}
+
+static int set_entry(const spw_cfg_entry *e, void *obj, const char *v, char *err, size_t cap)
+{
+    char *field = (char *)obj + e->off;
+    uint64_t x;
+    switch (e->type) {
+    case SPW_CFG_STR:
+        if (strlen(v) >= e->cap) {
+            snprintf(err, cap, "%s: value longer than %zu bytes", e->name, e->cap - 1);
+            return -1;
+        }
+        strcpy(field, v);
+        return 0;
+    case SPW_CFG_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+            *(int *)field = 1;
+        else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+            *(int *)field = 0;
+        else {
+            snprintf(err, cap, "%s: expected true or false, got '%s'", e->name, v);
+            return -1;
+        }
+        return 0;
+    case SPW_CFG_U32: {
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(v, &end, 10);
+        if (!v[0] || *end || errno || v[0] == '-' || u < e->min || u > e->max) {
+            snprintf(err, cap, "%s: expected an integer from %llu to %llu, got '%s'", e->name,
+                     (unsigned long long)e->min, (unsigned long long)e->max, v);
+            return -1;
+        }
+        *(uint32_t *)field = (uint32_t)u;
+        return 0;
+    }
+    case SPW_CFG_SIZE:
+        if (spw_parse_size(v, &x) || x < e->min || x > e->max) {
+            snprintf(err, cap, "%s: expected a size from %llu to %llu bytes (units B, KiB, MiB, GiB), got '%s'",
+                     e->name, (unsigned long long)e->min, (unsigned long long)e->max, v);
+            return -1;
+        }
+        *(uint64_t *)field = x;
+        return 0;
+    case SPW_CFG_DURATION:
+        if (spw_parse_duration_ms(v, &x) || x < e->min || x > e->max) {
+            snprintf(err, cap, "%s: expected a duration from %llu ms to %llu ms (units ms, s, m, h), got '%s'",
+                     e->name, (unsigned long long)e->min, (unsigned long long)e->max, v);
+            return -1;
+        }
+        *(uint64_t *)field = x;
+        return 0;
+    }
+    return -1;
+}
+
+void spw_cfg_defaults(const spw_cfg_entry *t, size_t n, void *obj)
+{
+    char err[256];
+    for (size_t i = 0; i < n; i++)
+        if (set_entry(&t[i], obj, t[i].def, err, sizeof err))
+            abort(); /* a default outside its own bounds is a programming error */
+}
+
+int spw_cfg_set(const spw_cfg_entry *t, size_t n, void *obj, const char *name, const char *value, char *err,
+                size_t errcap)
+{
+    const spw_cfg_entry *e = spw_cfg_find(t, n, name);
+    if (!e) {
+        snprintf(err, errcap, "unknown setting '%s'", name);
+        return -1;
+    }
+    return set_entry(e, obj, value, err, errcap);
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    return s;
+}
+
+int spw_cfg_load(const spw_cfg_entry *t, size_t n, void *obj, const char *path, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int ln = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errcap, "%s:%d: expected 'name = value'", path, ln);
+            fclose(f);
+            return -1;
+        }
+        *eq = 0;
+        char *name = trim(s), *value = trim(eq + 1);
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+            value[vl - 1] = 0;
+            value++;
+        }
+        char e2[300];
+        if (spw_cfg_set(t, n, obj, name, value, e2, sizeof e2)) {
+            snprintf(err, errcap, "%s:%d: %s", path, ln, e2);
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+void spw_cfg_help(const spw_cfg_entry *t, size_t n, FILE *f)
+{
+    static const char *kind[] = {"TEXT", "N", "SIZE", "DURATION", "BOOL"};
+    for (size_t i = 0; i < n; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s %s", t[i].name, kind[t[i].type]);
+        fprintf(f, "  %-32s %s (default %s)\n", flag, t[i].help, t[i].def[0] ? t[i].def : "\"\"");
+    }
+}

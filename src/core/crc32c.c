@@ -1,0 +1,97 @@
+/*
+ * CRC32C: hardware instruction on x86-64 with SSE4.2, table otherwise.
+ * The dispatch is decided once (first call) and cached in a function pointer.
+ */
+#include "core/crc32c.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#define POLY 0x82F63B78u
+
+static uint32_t table[8][256];
+static atomic_int table_ready;
+
+static void build_table(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ POLY : c >> 1;
+        table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
+    atomic_store_explicit(&table_ready, 1, memory_order_release);
+}
+
+uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n)
+{
+    /* Building the table twice from two threads is harmless: same values. */
+    if (!atomic_load_explicit(&table_ready, memory_order_acquire))
+        build_table();
+    const uint8_t *p = buf;
+    crc = ~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xff];
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc; /* little-endian: low 4 bytes mix with the crc */
+        crc = table[7][w & 0xff] ^ table[6][(w >> 8) & 0xff] ^ table[5][(w >> 16) & 0xff] ^
+              table[4][(w >> 24) & 0xff] ^ table[3][(w >> 32) & 0xff] ^ table[2][(w >> 40) & 0xff] ^
+              table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    uint64_t c = ~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+int spw__crc32c_hw_available(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2");
+}
+#else
+uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n) { return spw__crc32c_sw(crc, buf, n); }
+int spw__crc32c_hw_available(void) { return 0; }
+#endif
+
+typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
+static _Atomic(crc_fn) impl;
+
+uint32_t spw_crc32c_extend(uint32_t crc, const void *buf, size_t n)
+{
+    crc_fn f = atomic_load_explicit(&impl, memory_order_relaxed);
+    if (!f) {
+        f = spw__crc32c_hw_available() ? spw__crc32c_hw : spw__crc32c_sw;
+        atomic_store_explicit(&impl, f, memory_order_relaxed);
+    }
+    return f(crc, buf, n);
+}

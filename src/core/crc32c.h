@@ -1,0 +1,24 @@
+/*
+ * CRC32C (Castagnoli, polynomial 0x1EDC6F41, reflected 0x82F63B78), the
+ * checksum of every record batch (docs/formats/log.md). Uses the SSE4.2
+ * crc32 instruction when the CPU has it and a slicing-by-8 table otherwise;
+ * both give identical results (tests/unit/test_crc32c.c checks this).
+ *
+ * spw_crc32c_extend(crc, ...) continues a running checksum: start from 0;
+ * spw_crc32c(buf, n) == spw_crc32c_extend(0, buf, n).
+ */
+#ifndef SPW_CRC32C_H
+#define SPW_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint32_t spw_crc32c_extend(uint32_t crc, const void *buf, size_t n);
+static inline uint32_t spw_crc32c(const void *buf, size_t n) { return spw_crc32c_extend(0, buf, n); }
+
+/* The two implementations, exposed so tests can compare them. */
+uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n);
+uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n); /* REQUIRES: spw__crc32c_hw_available() */
+int spw__crc32c_hw_available(void);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * The durable partition log: Spillway's write-ahead log and buffer at once.
+ *
+ * A spw_log is one data directory's write path: one flusher thread, a pool
+ * of fsync threads, the global budget of accepted-but-unwritten bytes and a
+ * Snowflake id generator. A spw_part is one partition: a directory of
+ * segment files (NNNNNNNNNNNNNNNNNNNN.log + .idx, named by base offset).
+ *
+ * Appends are record batches (log/format.h). Any number of threads append
+ * to any partitions at once; an append assigns offsets in a short critical
+ * section, copies the batch into the partition's fill buffer and returns.
+ * Completion is asynchronous: the callback runs when the batch reaches the
+ * requested ack level (docs/architecture.md, "Flush cycle"):
+ *   SPW_ACK_NONE     before spw_part_append returns, on the caller's thread
+ *   SPW_ACK_WRITTEN  on the flusher thread, after write(2) of the batch
+ *   SPW_ACK_FSYNC    on the flusher thread, after fdatasync covering it
+ * If spw_part_append returns an error the callback never runs; otherwise it
+ * runs exactly once, with status 0 or the I/O error that failed the batch.
+ * A failed write or fdatasync fails every batch waiting on it and puts the
+ * partition in a failed state (appends return SPW_EROFS) until it is closed
+ * and opened again, which runs recovery: an fsync is never retried and
+ * then acknowledged.
+ *
+ * Thread safety: all functions may be called from any thread, except that
+ * spw_part_close and spw_log_close must not race with other calls on the
+ * same object. Callbacks must not block for long (they run on the flusher)
+ * and must not call spw_part_close nor append without SPW_APPEND_NOWAIT (a
+ * blocking append waits for the flusher that runs the callback).
+ */
+#ifndef SPW_LOG_H
+#define SPW_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/id.h"
+#include "log/format.h"
+
+typedef enum spw_ack {
+    SPW_ACK_NONE = 0,
+    SPW_ACK_WRITTEN = 1,
+    SPW_ACK_FSYNC = 2,
+    SPW_ACK_REPLICATED = 3, /* needs a replicated backend: the log alone refuses it */
+} spw_ack;
+
+const char *spw_ack_name(spw_ack a);
+int spw_ack_parse(const char *s, spw_ack *out); /* 0 or SPW_EINVAL */
+
+typedef struct spw_log spw_log;
+typedef struct spw_part spw_part;
+
+typedef struct spw_log_config {
+    uint64_t max_pending_bytes; /* budget of accepted, unwritten bytes (default 64 MiB) */
+    uint32_t sync_threads;      /* parallel fdatasync threads (default 4) */
+    uint32_t fsync_interval_ms; /* fsync data written at lower ack levels at least this often (default 1000) */
+    uint32_t node_id;           /* Snowflake node id, 0..1023 */
+} spw_log_config;
+
+typedef struct spw_part_config {
+    uint64_t segment_bytes;        /* roll when the next batch would pass this (default 128 MiB) */
+    int64_t segment_ms;            /* roll a segment this old at the next append (default 7 days) */
+    uint32_t index_interval_bytes; /* bytes between sparse index entries (default 4096) */
+    int64_t retention_bytes;       /* -1 = no limit */
+    int64_t retention_ms;          /* -1 = no limit */
+} spw_part_config;
+
+void spw_log_config_default(spw_log_config *c);
+void spw_part_config_default(spw_part_config *c);
+
+/* Starts the flusher. *out is owned by the caller; free with spw_log_close. */
+int spw_log_open(const spw_log_config *c, spw_log **out);
+/* REQUIRES: every partition closed. Stops the flusher and frees the log. */
+void spw_log_close(spw_log *log);
+spw_idgen *spw_log_idgen(spw_log *log);
+
+/* Counters since open (for /metrics and benchmarks). */
+typedef struct spw_log_stats {
+    uint64_t cycles;          /* flush cycles that wrote or synced something */
+    uint64_t writes;          /* pwrite calls of segment data */
+    uint64_t bytes_written;   /* segment bytes written */
+    uint64_t batches_written; /* batches written */
+    uint64_t fsyncs;          /* fdatasync calls of segment data */
+    uint64_t fsync_ns;        /* total time in those fdatasync calls, by cycle */
+    uint64_t acks_fsync;      /* appends completed at ack=fsync */
+} spw_log_stats;
+void spw_log_stats_get(spw_log *log, spw_log_stats *out);
+/* Live histograms: fdatasync round time (µs) and appends per fsync round. */
+struct spw_hist;
+void spw_log_hists(spw_log *log, struct spw_hist **fsync_us, struct spw_hist **group_size);
+uint64_t spw_log_pending_bytes(const spw_log *log);
+
+/* What recovery found when a partition was opened. */
+typedef struct spw_recovery_report {
+    uint32_t segments;
+    uint64_t truncated_bytes;   /* torn tail cut from the newest segment */
+    uint32_t truncated_batches; /* whole-header batches among what was cut */
+    uint32_t damaged_batches;   /* damaged batches kept in place (mid-segment) */
+    uint32_t indexes_rebuilt;
+} spw_recovery_report;
+
+/*
+ * Opens (creating if missing) the partition in dir and recovers it: checks
+ * the newest segment from its last good index entry, truncates a torn tail
+ * at the last whole batch, rebuilds missing or damaged indexes, and reports
+ * what it cut through spw_msg and *report (may be NULL).
+ */
+int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_part **out,
+                  spw_recovery_report *report);
+/* Waits until everything appended is written and fsynced, then frees p. */
+void spw_part_close(spw_part *p);
+
+typedef struct spw_append_result {
+    uint64_t base_offset;
+    uint32_t count;
+    uint64_t base_id;
+} spw_append_result;
+
+/* status: 0 or the negative error that failed the append. r is valid during the call. */
+typedef void (*spw_append_cb)(void *arg, int status, const spw_append_result *r);
+
+enum {
+    SPW_APPEND_NOWAIT = 1,   /* budget full: return SPW_EAGAIN instead of blocking */
+    SPW_APPEND_RESERVED = 2, /* the caller already took len bytes with spw_log_reserve */
+};
+
+/*
+ * Takes n bytes of the pending budget for appends to come (a request that
+ * appends to several partitions reserves once, so it is admitted whole or
+ * not at all). Returns 0, SPW_EAGAIN (nowait and full), SPW_EMSGSIZE.
+ * Each appended batch with SPW_APPEND_RESERVED consumes its length; give
+ * back what was not appended with spw_log_release.
+ */
+int spw_log_reserve(spw_log *log, uint64_t n, int nowait);
+void spw_log_release(spw_log *log, uint64_t n);
+
+/*
+ * Appends an encoded batch (spw_batch_encode) of len bytes; the log copies
+ * it, so batch may be reused at once. res (may be NULL) gets the offsets.
+ * Errors: SPW_EINVAL (not a valid batch, bad ack), SPW_EMSGSIZE (larger than
+ * the whole budget), SPW_EAGAIN (budget full and SPW_APPEND_NOWAIT),
+ * SPW_EROFS (partition failed), SPW_ECANCELED (closing), -ENOTSUP
+ * (SPW_ACK_REPLICATED).
+ */
+int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack ack, int flags, spw_append_cb cb,
+                          void *arg, spw_append_result *res);
+
+/* Encodes recs with the log's id generator (and o's options, may be NULL)
+ * into a per-thread buffer, then appends as above. */
+int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
+                    int flags, spw_append_cb cb, void *arg, spw_append_result *res);
+
+/* Appends and waits for the ack level; returns 0 or the error. */
+int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
+                         spw_append_result *res);
+
+typedef struct spw_part_state {
+    uint64_t start_offset;   /* oldest offset still stored */
+    uint64_t next_offset;    /* next offset an append gets */
+    uint64_t written_offset; /* offsets below are in the segment files (readable) */
+    uint64_t durable_offset; /* offsets below survived fdatasync */
+    uint64_t bytes;          /* bytes in segment files */
+    uint32_t segments;
+    int failed; /* 0 or the error that put the partition in the failed state */
+} spw_part_state;
+
+void spw_part_state_get(spw_part *p, spw_part_state *s);
+
+/*
+ * Reads whole, CRC-checked batches holding offsets >= offset into out
+ * (out->len set; out is reused, nothing else is allocated): at least one
+ * batch when any is readable, then more while they fit in max_bytes,
+ * never past the written offset and never across a segment. The first
+ * batch may begin before offset; skip its earlier records.
+ * Returns the number of batches (0: offset is the end, nothing yet),
+ * SPW_ERANGE (offset before start or after end), SPW_ECORRUPT (the batch
+ * at offset is damaged; *bad_next, if not NULL, gets the first offset after
+ * the damaged range so a reader can skip it), or an I/O error.
+ */
+int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next);
+
+/* The offset of the first record with ts >= ts_ms (next_offset if none);
+ * *offset is set. Returns 0 or an error as spw_part_read. */
+int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset);
+
+/*
+ * Retention: offsets below protected_offset may be deleted (sinks and
+ * protected consumer groups hold it back). UINT64_MAX protects nothing.
+ */
+void spw_part_set_protected(spw_part *p, uint64_t protected_offset);
+/* Deletes whole segments beyond retention bytes/age (never the active one,
+ * never one holding an offset >= the protected offset). Returns the number
+ * of segments deleted or an error. */
+int spw_part_enforce_retention(spw_part *p, int64_t now_ms);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * Internals shared by log.c (the log, its flusher and fsync pool) and
+ * partition.c (partitions: recovery, append, write-out, reads, retention).
+ *
+ * Locks, in the only order they may nest:
+ *   log->mu  →  part->mu
+ *   part->seg_lock is never held with either (readers hold it during pread;
+ *   the flusher takes it for writing only to add a rolled segment; retention
+ *   to remove old ones).
+ *   log->budget_mu is a leaf.
+ */
+#ifndef SPW_LOG_IMPL_H
+#define SPW_LOG_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+#include "core/hist.h"
+#include "log/log.h"
+#include "log/segment.h"
+
+/*
+ * Appended batches wait for the flusher in a chain of chunks: 1 MiB
+ * chunks from a per-log pool (a batch never spans chunks; a larger batch
+ * gets a chunk of its own). The pool keeps freed chunks for reuse, so a
+ * steady load touches the same memory over and over and the flusher writes
+ * a chain with pwritev, without copying or reallocating.
+ */
+#define SPW__CHUNK_SIZE (1u << 20)
+
+typedef struct spw_chunk {
+    struct spw_chunk *next;
+    uint64_t end_offset; /* offset after the chunk's last batch */
+    size_t len, cap;
+    uint8_t data[];
+} spw_chunk;
+
+typedef struct spw_chain {
+    spw_chunk *head, *tail;
+    size_t bytes;
+} spw_chain;
+
+typedef struct spw_waiter {
+    uint64_t end; /* complete once every offset below end reached the level */
+    spw_append_cb cb;
+    void *arg;
+    spw_append_result res;
+} spw_waiter;
+
+/* FIFO of waiters, ordered by end (appends take offsets in order). */
+typedef struct spw_wring {
+    spw_waiter *v;
+    size_t head, len, cap;
+} spw_wring;
+
+enum { SPW__RING_WRITTEN = 0, SPW__RING_FSYNC = 1 };
+
+struct spw_part {
+    spw_log *log;
+    char *dir;
+    spw_part_config cfg;
+
+    /* Append side, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t idle_cv; /* signalled when fill and waiters drain (close) */
+    uint64_t next_offset;
+    spw_chain fill; /* batches appended, not yet taken by the flusher */
+    spw_wring rings[2];
+    int failed;  /* first write/fsync error; appends then get SPW_EROFS */
+    int closing;
+
+    /* Under log->mu (queued is also read without it: see spw__log_enqueue). */
+    _Atomic int queued; /* on the log's dirty list */
+    int flusher_refs;  /* the flusher holds p in a cycle */
+    spw_part *next_dirty;
+    spw_part *next_all, *prev_all;
+
+    /* Flusher-owned (and recovery's before the partition is live). */
+    spw_chain flushing;
+    struct iovec *iov; /* flusher scratch for pwritev */
+    size_t iov_cap;
+    spw_buf idx_pending;
+    spw_segment *active;
+    int64_t unsynced_since_ms; /* 0: everything written is fsynced */
+    uint64_t written_local;    /* flusher's copy of written_end */
+
+    /* Segments, newest last. */
+    pthread_rwlock_t seg_lock;
+    spw_segment **segs;
+    size_t nsegs, segs_cap;
+
+    _Atomic uint64_t written_end;
+    _Atomic uint64_t durable_end;
+    _Atomic uint64_t start_offset;
+    _Atomic uint64_t protected_offset;
+    _Atomic int failed_pub; /* copy of failed for lock-free readers */
+};
+
+struct spw_log {
+    spw_log_config cfg;
+    spw_idgen idgen;
+
+    _Atomic uint64_t pending; /* accepted, unwritten bytes */
+    pthread_mutex_t chunk_mu; /* leaf */
+    spw_chunk *free_chunks;
+    size_t nfree_chunks, max_free_chunks;
+
+    pthread_mutex_t budget_mu;
+    pthread_cond_t budget_cv;
+    int budget_waiters;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* wakes the flusher */
+    pthread_cond_t idle_cv; /* the flusher dropped a partition (close) */
+    spw_part *dirty_head, *dirty_tail;
+    spw_part *all;
+    int flusher_sleeping;
+    int stop;
+    /* Gathering (see flusher_main): after a cycle completed K fsync waiters,
+     * the next cycle waits briefly for up to K appends to come back. */
+    _Atomic uint32_t gather_target;
+    _Atomic uint32_t arrivals;
+    uint64_t last_sync_ns;
+    /* Flusher-owned list of completions to run after a lock is dropped. */
+    struct spw_waiter *done_v;
+    size_t done_cap;
+    /* Counters: written by the flusher, read by anyone. */
+    spw_hist fsync_hist, group_hist;
+    _Atomic uint64_t st_cycles, st_writes, st_bytes, st_batches, st_fsyncs, st_fsync_ns, st_acks_fsync;
+    pthread_t flusher;
+
+    /* fsync pool */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv, pool_done_cv;
+    pthread_t *pool;
+    uint32_t pool_n;
+    uint64_t pool_gen;
+    int pool_stop;
+    struct spw_sync_job *jobs;
+    size_t njobs, jobs_next, jobs_done;
+};
+
+typedef struct spw_sync_job {
+    spw_part *p;
+    int fd;
+    uint64_t end; /* durable offset once this fdatasync returns */
+    int result;
+} spw_sync_job;
+
+/* partition.c, for the flusher. REQUIRES: flusher thread. */
+/* Moves whole chunks, at least max bytes when there are, from fill to
+ * flushing; returns the offset after the last batch moved and sets *more
+ * if fill still holds data. */
+uint64_t spw__part_take_fill(spw_part *p, size_t max, int *more);
+int spw__part_write(spw_part *p, spw_chain *batches); /* writes, rolls, indexes; 0 or -errno */
+void spw__part_fail(spw_part *p, int err);          /* fails every waiter, sets failed */
+size_t spw__part_complete(spw_part *p, int ring, uint64_t end); /* returns waiters completed */
+int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
+
+/* log.c, for partitions. */
+void spw__log_register(spw_log *log, spw_part *p);
+void spw__log_unregister(spw_log *log, spw_part *p); /* waits for the flusher to drop p */
+void spw__log_enqueue(spw_log *log, spw_part *p);
+spw_chunk *spw__chunk_get(spw_log *log, size_t need); /* NULL: out of memory */
+void spw__chain_put(spw_log *log, spw_chain *c);       /* returns chunks, empties c */
+int spw__log_reserve(spw_log *log, uint64_t n, int nowait);
+void spw__log_release(spw_log *log, uint64_t n);
+
+#endif

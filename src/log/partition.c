@@ -1,0 +1,1200 @@
+/*
+ * A partition: a directory of segments, its recovery, the append path
+ * (offsets assigned under a short lock, batch copied into the fill buffer),
+ * the write-out the flusher calls (rolls, index entries, one pwrite per
+ * segment touched) and reads by offset and time, and retention.
+ * See docs/architecture.md for the flush cycle and the lock order.
+ */
+#include <assert.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/msg.h"
+#include "log/log_impl.h"
+#include "os/os.h"
+
+/* ---- waiter rings ---- */
+
+static int ring_push(spw_wring *r, const spw_waiter *w)
+{
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        spw_waiter *v = spw_try_malloc(cap * sizeof *v);
+        if (!v)
+            return SPW_ENOMEM;
+        for (size_t i = 0; i < r->len; i++)
+            v[i] = r->v[(r->head + i) % r->cap];
+        spw_free(r->v);
+        r->v = v;
+        r->cap = cap;
+        r->head = 0;
+    }
+    r->v[(r->head + r->len) % r->cap] = *w;
+    r->len++;
+    return 0;
+}
+
+static spw_waiter *ring_front(spw_wring *r) { return r->len ? &r->v[r->head] : NULL; }
+
+static void ring_pop(spw_wring *r)
+{
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+}
+
+/* Moves the waiters of ring with end <= end into log->done_v (flusher-
+ * owned), to be called after p->mu is dropped. REQUIRES: p->mu held. */
+static size_t take_waiters(spw_part *p, int ring, uint64_t end)
+{
+    spw_log *log = p->log;
+    size_t n = 0;
+    spw_wring *r = &p->rings[ring];
+    spw_waiter *w;
+    while ((w = ring_front(r)) && w->end <= end) {
+        if (n == log->done_cap) {
+            log->done_cap = log->done_cap ? log->done_cap * 2 : 256;
+            log->done_v = spw_xrealloc(log->done_v, log->done_cap * sizeof *log->done_v);
+        }
+        log->done_v[n++] = *w;
+        ring_pop(r);
+    }
+    return n;
+}
+
+static void signal_idle_locked(spw_part *p)
+{
+    if (p->closing && p->fill.bytes == 0 && p->rings[0].len == 0 && p->rings[1].len == 0)
+        pthread_cond_broadcast(&p->idle_cv);
+}
+
+uint64_t spw__part_take_fill(spw_part *p, size_t max, int *more)
+{
+    assert(p->flushing.head == NULL);
+    pthread_mutex_lock(&p->mu);
+    uint64_t end = p->written_local;
+    spw_chunk *c;
+    while ((c = p->fill.head) && p->flushing.bytes < max) {
+        p->fill.head = c->next;
+        if (!p->fill.head)
+            p->fill.tail = NULL;
+        p->fill.bytes -= c->len;
+        c->next = NULL;
+        if (p->flushing.tail)
+            p->flushing.tail->next = c;
+        else
+            p->flushing.head = c;
+        p->flushing.tail = c;
+        p->flushing.bytes += c->len;
+        end = c->end_offset;
+    }
+    *more = p->fill.head != NULL;
+    signal_idle_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    return end;
+}
+
+size_t spw__part_complete(spw_part *p, int ring, uint64_t end)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = take_waiters(p, ring, end);
+    signal_idle_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    spw_waiter *done = p->log->done_v;
+    for (size_t i = 0; i < n; i++)
+        done[i].cb(done[i].arg, 0, &done[i].res);
+    return n;
+}
+
+int spw__part_has_waiters(spw_part *p, int ring, uint64_t end)
+{
+    pthread_mutex_lock(&p->mu);
+    spw_waiter *w = ring_front(&p->rings[ring]);
+    int has = w && w->end <= end;
+    pthread_mutex_unlock(&p->mu);
+    return has;
+}
+
+void spw__part_fail(spw_part *p, int err)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->failed) {
+        p->failed = err;
+        atomic_store(&p->failed_pub, err);
+        spw_error("partition %s: %s; failing pending appends, partition is read-only until reopened", p->dir,
+                  spw_strerror(err));
+    }
+    size_t n = take_waiters(p, SPW__RING_WRITTEN, UINT64_MAX);
+    size_t n2;
+    /* take_waiters appends from index 0: do the two rings one after the other. */
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < n; i++)
+        p->log->done_v[i].cb(p->log->done_v[i].arg, err, &p->log->done_v[i].res);
+    pthread_mutex_lock(&p->mu);
+    n2 = take_waiters(p, SPW__RING_FSYNC, UINT64_MAX);
+    spw_chain dropped = p->fill;
+    p->fill = (spw_chain){0};
+    signal_idle_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    if (dropped.bytes)
+        spw__log_release(p->log, dropped.bytes);
+    spw__chain_put(p->log, &dropped);
+    for (size_t i = 0; i < n2; i++)
+        p->log->done_v[i].cb(p->log->done_v[i].arg, err, &p->log->done_v[i].res);
+}
+
+/* ---- append ---- */
+
+int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack ack, int flags, spw_append_cb cb,
+                          void *arg, spw_append_result *res)
+{
+    spw_batch_hdr h;
+    if (ack == SPW_ACK_REPLICATED)
+        return -ENOTSUP;
+    if (ack < SPW_ACK_NONE || ack > SPW_ACK_FSYNC)
+        return SPW_EINVAL;
+    if (spw_batch_parse(batch, len, &h) != 0 || h.length != len)
+        return SPW_EINVAL;
+    spw_log *log = p->log;
+    if (len > log->cfg.max_pending_bytes)
+        return SPW_EMSGSIZE;
+    if (atomic_load_explicit(&p->failed_pub, memory_order_relaxed))
+        return SPW_EROFS;
+    int r = flags & SPW_APPEND_RESERVED ? 0 : spw__log_reserve(log, len, flags & SPW_APPEND_NOWAIT);
+    if (r)
+        return r;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->failed || p->closing) {
+        r = p->failed ? SPW_EROFS : SPW_ECANCELED;
+        goto refuse;
+    }
+    spw_chunk *t = p->fill.tail;
+    if (!t || t->cap - t->len < len) {
+        if (!(t = spw__chunk_get(log, len))) {
+            r = SPW_ENOMEM;
+            goto refuse;
+        }
+    }
+    spw_append_result out = {.base_offset = p->next_offset, .count = h.record_count, .base_id = h.base_id};
+    if (ack != SPW_ACK_NONE && cb) {
+        spw_waiter w = {.end = p->next_offset + h.record_count, .cb = cb, .arg = arg, .res = out};
+        if ((r = ring_push(&p->rings[ack == SPW_ACK_FSYNC ? SPW__RING_FSYNC : SPW__RING_WRITTEN], &w)))
+            goto refuse;
+    }
+    if (t != p->fill.tail) {
+        if (p->fill.tail)
+            p->fill.tail->next = t;
+        else
+            p->fill.head = t;
+        p->fill.tail = t;
+    }
+    uint8_t *dst = t->data + t->len;
+    memcpy(dst, batch, len);
+    spw_batch_set_base_offset(dst, p->next_offset);
+    t->len += len;
+    t->end_offset = p->next_offset + h.record_count;
+    p->fill.bytes += len;
+    p->next_offset += h.record_count;
+    pthread_mutex_unlock(&p->mu);
+
+    spw__log_enqueue(log, p);
+    if (res)
+        *res = out;
+    if (ack == SPW_ACK_NONE && cb)
+        cb(arg, 0, &out);
+    return 0;
+
+refuse:
+    pthread_mutex_unlock(&p->mu);
+    if (!(flags & SPW_APPEND_RESERVED))
+        spw__log_release(log, len);
+    return r;
+}
+
+/* Per-thread encode buffers, freed when the thread exits. */
+typedef struct enc_bufs {
+    spw_buf enc, scratch;
+} enc_bufs;
+static pthread_key_t enc_key;
+static pthread_once_t enc_once = PTHREAD_ONCE_INIT;
+
+static void enc_free(void *v)
+{
+    enc_bufs *b = v;
+    spw_buf_fini(&b->enc);
+    spw_buf_fini(&b->scratch);
+    spw_free(b);
+}
+
+static void enc_key_init(void) { pthread_key_create(&enc_key, enc_free); }
+
+int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack, int flags,
+                    spw_append_cb cb, void *arg, spw_append_result *res)
+{
+    pthread_once(&enc_once, enc_key_init);
+    enc_bufs *b = pthread_getspecific(enc_key);
+    if (!b) {
+        b = spw_xcalloc(1, sizeof *b);
+        pthread_setspecific(enc_key, b);
+    }
+    spw_buf *enc = &b->enc, *scratch = &b->scratch;
+    spw_batch_opts opts = o ? *o : (spw_batch_opts){0};
+    if (!opts.idgen)
+        opts.idgen = &p->log->idgen;
+    int r = spw_batch_encode(enc, scratch, recs, n, &opts);
+    if (r)
+        return r;
+    r = spw_part_append_batch(p, enc->p, enc->len, ack, flags, cb, arg, res);
+    /* Do not let one huge batch pin its buffer in every thread forever. */
+    if (enc->cap > (8u << 20))
+        spw_buf_fini(enc);
+    if (scratch->cap > (8u << 20))
+        spw_buf_fini(scratch);
+    return r;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int status;
+    spw_append_result res;
+} sync_wait;
+
+static void sync_wait_cb(void *arg, int status, const spw_append_result *r)
+{
+    sync_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    w->status = status;
+    w->res = *r;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
+                         spw_append_result *res)
+{
+    sync_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    int r = spw_part_append(p, recs, n, o, ack, 0, sync_wait_cb, &w, NULL);
+    if (r)
+        return r;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    if (res)
+        *res = w.res;
+    return w.status;
+}
+
+/* ---- segments array ---- */
+
+static void segs_push(spw_part *p, spw_segment *s)
+{
+    if (p->nsegs == p->segs_cap) {
+        p->segs_cap = p->segs_cap ? p->segs_cap * 2 : 8;
+        p->segs = spw_xrealloc(p->segs, p->segs_cap * sizeof *p->segs);
+    }
+    p->segs[p->nsegs++] = s;
+}
+
+/* Index of the segment holding offset. REQUIRES: seg_lock held, nsegs > 0. */
+static size_t segs_find(spw_part *p, uint64_t offset)
+{
+    size_t lo = 0, hi = p->nsegs;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->segs[mid]->base_offset <= offset)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ---- write-out (flusher) ---- */
+
+/* Adds [data, data + len) to the iovec list, merging with the previous
+ * entry when contiguous. */
+static void iov_add(spw_part *p, int *cnt, uint8_t *data, size_t len)
+{
+    if (*cnt > 0) {
+        struct iovec *last = &p->iov[*cnt - 1];
+        if ((uint8_t *)last->iov_base + last->iov_len == data) {
+            last->iov_len += len;
+            return;
+        }
+    }
+    if ((size_t)*cnt == p->iov_cap) {
+        p->iov_cap = p->iov_cap ? p->iov_cap * 2 : 16;
+        p->iov = spw_xrealloc(p->iov, p->iov_cap * sizeof *p->iov);
+    }
+    p->iov[(*cnt)++] = (struct iovec){.iov_base = data, .iov_len = len};
+}
+
+/*
+ * Zeros written ahead of small appends. On ext4 (and most file systems) an
+ * fdatasync after an append that grows the file must commit the new size
+ * through the journal; an fdatasync after overwriting blocks the file
+ * already has only flushes data. So when a write is small — latency-bound
+ * group commits, where the fsync is the cost — the same pwritev also writes
+ * zeros up to PREALLOC_STEP ahead, once per step; the next few hundred
+ * cycles then overwrite in place. Large writes are bandwidth-bound and get
+ * no zeros (they would only double the bytes). The zeros past the logical
+ * end are cut at roll and close; after a crash recovery cuts them like any
+ * torn tail. Measured here: docs/architecture.md, "Measured facts".
+ */
+#define PREALLOC_SMALL_RUN (64u << 10)
+#define PREALLOC_STEP (1u << 20)
+static const uint8_t zeros[PREALLOC_STEP];
+
+/* Writes the iovecs collected for segment s (len bytes), then the pending
+ * index entries, and publishes the new size. */
+static int write_run(spw_part *p, spw_segment *s, int iovcnt, size_t len, uint64_t end_offset, int64_t max_ts)
+{
+    uint64_t size = atomic_load_explicit(&s->size, memory_order_relaxed);
+    uint64_t alloc = s->alloc_end;
+    if (len < PREALLOC_SMALL_RUN && size + len > s->alloc_end && size + len + PREALLOC_STEP <= p->cfg.segment_bytes) {
+        alloc = size + len + PREALLOC_STEP;
+        int cnt = iovcnt;
+        iov_add(p, &cnt, (uint8_t *)zeros, PREALLOC_STEP);
+        iovcnt = cnt;
+    }
+    int r = spw_os_pwritev_all(s->fd, p->iov, iovcnt, (off_t)size);
+    if (r < 0) {
+        /* Take back whatever part of the run landed, best effort: the
+         * partition is failed either way and recovery will look again. */
+        spw_os.ftruncate(s->fd, (off_t)size);
+        return r;
+    }
+    uint32_t n_idx = (uint32_t)(p->idx_pending.len / SPW_IDX_ENTRY_LEN);
+    if (n_idx) {
+        uint32_t count = atomic_load_explicit(&s->idx_count, memory_order_relaxed);
+        r = spw_os_pwrite_all(s->idx_fd, p->idx_pending.p, p->idx_pending.len, (off_t)count * SPW_IDX_ENTRY_LEN);
+        if (r < 0)
+            return r;
+        p->idx_pending.len = 0;
+    }
+    s->synced = 0;
+    if (alloc > s->alloc_end)
+        s->alloc_end = alloc;
+    if (size + len > s->alloc_end)
+        s->alloc_end = size + len;
+    atomic_fetch_add_explicit(&p->log->st_writes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->log->st_bytes, len, memory_order_relaxed);
+    atomic_store_explicit(&s->size, size + len, memory_order_release);
+    atomic_store_explicit(&s->end_offset, end_offset, memory_order_release);
+    if (max_ts > atomic_load_explicit(&s->max_ts, memory_order_relaxed))
+        atomic_store_explicit(&s->max_ts, max_ts, memory_order_release);
+    atomic_store_explicit(&s->idx_count, atomic_load_explicit(&s->idx_count, memory_order_relaxed) + n_idx,
+                          memory_order_release);
+    atomic_store_explicit(&s->mtime_ms, spw_wall_ms(), memory_order_relaxed);
+    return 0;
+}
+
+/* Cuts zeros written ahead, so a closed segment is exactly its batches. */
+static int seg_trim(spw_segment *s)
+{
+    uint64_t size = atomic_load(&s->size);
+    if (s->alloc_end <= size)
+        return 0;
+    int r = spw_os.ftruncate(s->fd, (off_t)size);
+    if (r == 0) {
+        s->alloc_end = size;
+        s->synced = 0;
+        r = spw_os.fsync(s->fd);
+    }
+    return r;
+}
+
+static int seg_sync(spw_segment *s)
+{
+    int r = seg_trim(s);
+    if (r < 0)
+        return r;
+    if (s->synced)
+        return 0;
+    r = spw_os.fdatasync(s->fd);
+    if (r == 0)
+        r = spw_os.fdatasync(s->idx_fd);
+    if (r == 0)
+        s->synced = 1;
+    return r;
+}
+
+static int roll(spw_part *p, uint64_t base)
+{
+    /* Every segment but the newest is whole and durable: recovery relies on it. */
+    int r = seg_sync(p->active);
+    if (r < 0)
+        return r;
+    spw_segment *s;
+    if ((r = spw_seg_open(p->dir, base, 1, &s)) < 0)
+        return r;
+    pthread_rwlock_wrlock(&p->seg_lock);
+    segs_push(p, s);
+    pthread_rwlock_unlock(&p->seg_lock);
+    p->active = s;
+    return 0;
+}
+
+static void note_index(spw_part *p, spw_segment *s, const spw_batch_hdr *h, uint64_t pos)
+{
+    spw_idx_entry e;
+    if (spw_seg_index_note(s, h, pos, p->cfg.index_interval_bytes, &e)) {
+        spw_buf *b = &p->idx_pending;
+        if (spw_buf_reserve(b, b->len + SPW_IDX_ENTRY_LEN) == 0) {
+            spw_idx_encode(b->p + b->len, &e);
+            b->len += SPW_IDX_ENTRY_LEN;
+        }
+        /* On ENOMEM the entry is skipped: the index is sparse anyway. */
+    }
+}
+
+int spw__part_write(spw_part *p, spw_chain *batches)
+{
+    spw_segment *s = p->active;
+    uint64_t seg_pos = atomic_load_explicit(&s->size, memory_order_relaxed);
+    uint64_t end_offset = atomic_load_explicit(&s->end_offset, memory_order_relaxed);
+    int64_t max_ts = INT64_MIN;
+    int64_t now = spw_wall_ms();
+    int iovcnt = 0, r;
+    size_t run = 0; /* bytes collected for s */
+    for (spw_chunk *c = batches->head; c; c = c->next) {
+        size_t off = 0;
+        while (off < c->len) {
+            spw_batch_hdr h;
+            r = spw_batch_parse(c->data + off, c->len - off, &h);
+            assert(r == 0 && h.length <= c->len - off);
+            if (r)
+                return SPW_ECORRUPT;
+            int full = seg_pos + h.length > p->cfg.segment_bytes;
+            int old = now - s->created_ms >= p->cfg.segment_ms;
+            if (seg_pos > 0 && (full || old)) {
+                if (run && (r = write_run(p, s, iovcnt, run, end_offset, max_ts)))
+                    return r;
+                if ((r = roll(p, h.base_offset)))
+                    return r;
+                s = p->active;
+                seg_pos = 0;
+                iovcnt = 0;
+                run = 0;
+                max_ts = INT64_MIN;
+            }
+            note_index(p, s, &h, seg_pos);
+            atomic_fetch_add_explicit(&p->log->st_batches, 1, memory_order_relaxed);
+            iov_add(p, &iovcnt, c->data + off, h.length);
+            run += h.length;
+            seg_pos += h.length;
+            end_offset = spw_batch_next_offset(&h);
+            if (h.max_ts > max_ts)
+                max_ts = h.max_ts;
+            off += h.length;
+        }
+    }
+    if (run && (r = write_run(p, s, iovcnt, run, end_offset, max_ts)))
+        return r;
+    return 0;
+}
+
+/* ---- recovery ---- */
+
+typedef struct rec_ctx {
+    spw_part *p;
+    spw_segment *s;
+    uint64_t last_pos;
+} rec_ctx;
+
+static int rec_on_batch(void *arg, const spw_batch_hdr *h, uint64_t pos)
+{
+    rec_ctx *c = arg;
+    note_index(c->p, c->s, h, pos);
+    c->last_pos = pos;
+    return 0;
+}
+
+/* Reads idx entries [0, n) into a malloc'ed array; *n is lowered to what
+ * is readable and sane (strictly increasing, inside the file). */
+static spw_idx_entry *load_index(spw_segment *s, uint64_t file_size, uint32_t *n)
+{
+    off_t isz = spw_os.size(s->idx_fd);
+    uint32_t cnt = isz > 0 ? (uint32_t)(isz / SPW_IDX_ENTRY_LEN) : 0;
+    spw_idx_entry *v = spw_xmalloc((cnt ? cnt : 1) * sizeof *v);
+    uint8_t *raw = spw_xmalloc(cnt ? (size_t)cnt * SPW_IDX_ENTRY_LEN : 1);
+    ssize_t got = cnt ? spw_os_pread_full(s->idx_fd, raw, (size_t)cnt * SPW_IDX_ENTRY_LEN, 0) : 0;
+    if (got < (ssize_t)cnt * SPW_IDX_ENTRY_LEN)
+        cnt = got > 0 ? (uint32_t)(got / SPW_IDX_ENTRY_LEN) : 0;
+    uint32_t good = 0;
+    for (uint32_t i = 0; i < cnt; i++) {
+        spw_idx_decode(raw + (size_t)i * SPW_IDX_ENTRY_LEN, &v[i]);
+        if (v[i].position >= file_size)
+            break;
+        if (i > 0 && (v[i].rel_offset <= v[i - 1].rel_offset || v[i].position <= v[i - 1].position ||
+                      v[i].max_ts_before < v[i - 1].max_ts_before))
+            break;
+        good++;
+    }
+    spw_free(raw);
+    *n = good;
+    return v;
+}
+
+/* Does a batch header at pos carry base offset `expect`? */
+static int header_matches(int fd, uint64_t pos, uint64_t file_size, uint64_t expect)
+{
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    spw_batch_hdr h;
+    if (pos + SPW_BATCH_HEADER_LEN > file_size)
+        return 0;
+    if (spw_os_pread_full(fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb)
+        return 0;
+    return spw_batch_parse(hb, sizeof hb, &h) == 0 && h.base_offset == expect && pos + h.length <= file_size;
+}
+
+/* Chooses where to resume scanning s: the last sane index entry whose batch
+ * header matches. Truncates the .idx after the entries kept and sets the
+ * segment's index-building state. Returns the start position and *expect. */
+static uint64_t resume_point(spw_segment *s, uint64_t file_size, uint64_t *expect, int *rebuilt)
+{
+    uint32_t n;
+    spw_idx_entry *v = load_index(s, file_size, &n);
+    off_t isz = spw_os.size(s->idx_fd);
+    uint32_t k = n; /* entries kept before the resume entry */
+    uint64_t pos = 0;
+    *expect = s->base_offset;
+    s->last_idx_pos = 0;
+    s->running_max_ts = INT64_MIN;
+    for (int tries = 0; k > 0 && tries < 8; tries++) {
+        spw_idx_entry *e = &v[k - 1];
+        if (header_matches(s->fd, e->position, file_size, s->base_offset + e->rel_offset)) {
+            pos = e->position;
+            *expect = s->base_offset + e->rel_offset;
+            s->running_max_ts = e->max_ts_before;
+            k--;
+            s->last_idx_pos = k > 0 ? v[k - 1].position : 0;
+            break;
+        }
+        k--;
+    }
+    if (pos == 0) {
+        k = 0;
+        s->last_idx_pos = 0;
+        s->running_max_ts = INT64_MIN;
+    }
+    /* Anything in the file beyond the kept entries is stale or damaged. */
+    if (isz != (off_t)k * SPW_IDX_ENTRY_LEN) {
+        if (isz > 0 && (n == 0 || (off_t)(n * SPW_IDX_ENTRY_LEN) != isz || pos == 0))
+            *rebuilt = 1;
+        spw_os.ftruncate(s->idx_fd, (off_t)k * SPW_IDX_ENTRY_LEN);
+    }
+    atomic_store(&s->idx_count, k);
+    for (uint32_t i = 0; i < k; i++)
+        if (v[i].max_ts_before > s->running_max_ts)
+            s->running_max_ts = v[i].max_ts_before;
+    spw_free(v);
+    return pos;
+}
+
+static int flush_idx_pending(spw_part *p, spw_segment *s)
+{
+    if (!p->idx_pending.len)
+        return 0;
+    uint32_t count = atomic_load(&s->idx_count);
+    int r = spw_os_pwrite_all(s->idx_fd, p->idx_pending.p, p->idx_pending.len, (off_t)count * SPW_IDX_ENTRY_LEN);
+    if (r == 0)
+        atomic_store(&s->idx_count, count + (uint32_t)(p->idx_pending.len / SPW_IDX_ENTRY_LEN));
+    p->idx_pending.len = 0;
+    return r;
+}
+
+/* How many bytes at the end of [from, size) are zero. */
+static uint64_t zero_tail(int fd, uint64_t from, uint64_t size)
+{
+    uint8_t b[4096];
+    uint64_t end = size;
+    while (end > from) {
+        size_t n = end - from < sizeof b ? (size_t)(end - from) : sizeof b;
+        if (spw_os_pread_full(fd, b, n, (off_t)(end - n)) != (ssize_t)n)
+            break;
+        size_t k = n;
+        while (k > 0 && b[k - 1] == 0)
+            k--;
+        if (k > 0)
+            return size - (end - n + k);
+        end -= n;
+    }
+    return size - end;
+}
+
+/* Is there a whole batch with base offset expect and a good CRC at pos? */
+static int batch_valid_at(int fd, uint64_t pos, uint64_t file_size, uint64_t expect, spw_buf *buf)
+{
+    spw_batch_hdr h;
+    if (!header_matches(fd, pos, file_size, expect))
+        return 0;
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    if (spw_os_pread_full(fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb || spw_batch_parse(hb, sizeof hb, &h))
+        return 0;
+    if (spw_buf_reserve(buf, h.length) || spw_os_pread_full(fd, buf->p, h.length, (off_t)pos) != (ssize_t)h.length)
+        return 0;
+    return spw_batch_verify(buf->p, &h) == 0;
+}
+
+/*
+ * Recovers the newest segment: scans with CRC checks from the resume point.
+ * A batch whose header is intact but whose CRC fails, followed by a valid
+ * batch exactly where its length says with the next offset, is mid-segment
+ * damage: kept and reported. Anything else bad is a torn tail: cut.
+ */
+static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep, uint64_t *last_batch_pos)
+{
+    off_t fsz = spw_os.size(s->fd);
+    if (fsz < 0)
+        return (int)fsz;
+    uint64_t size = (uint64_t)fsz;
+    int rebuilt = 0;
+    uint64_t expect;
+    rec_ctx c = {.p = p, .s = s, .last_pos = UINT64_MAX};
+    spw_scan sc = {.file_size = size, .verify = 1, .on_batch = rec_on_batch, .arg = &c};
+    sc.pos = resume_point(s, size, &expect, &rebuilt);
+    sc.offset = expect;
+    sc.max_ts = s->running_max_ts;
+    int r;
+    for (;;) {
+        r = spw_seg_scan(s->fd, &sc);
+        if (r == 0 || !sc.bad_err) {
+            if (r)
+                goto out;
+            break;
+        }
+        spw_batch_hdr bh = sc.bad_hdr;
+        int mid = sc.bad_hdr_ok && sc.bad_err == SPW_ECORRUPT && bh.base_offset == sc.offset &&
+                  sc.pos + bh.length < size &&
+                  batch_valid_at(s->fd, sc.pos + bh.length, size, spw_batch_next_offset(&bh), &sc.buf);
+        if (!mid)
+            break;
+        spw_error("partition %s: damaged batch at position %" PRIu64 " of segment %020" PRIu64
+                  " (offsets %" PRIu64 "..%" PRIu64 "): kept in place, reads of it fail",
+                  p->dir, sc.pos, s->base_offset, bh.base_offset, spw_batch_next_offset(&bh) - 1);
+        rep->damaged_batches++;
+        rec_on_batch(&c, &bh, sc.pos);
+        sc.pos += bh.length;
+        sc.offset = spw_batch_next_offset(&bh);
+    }
+    if (sc.pos < size) {
+        uint64_t cut = size - sc.pos;
+        uint64_t zero = zero_tail(s->fd, sc.pos, size);
+        /* Count the whole headers among what is cut, for the report. */
+        uint32_t whole = 0;
+        uint64_t q = sc.pos;
+        while (q + SPW_BATCH_HEADER_LEN <= size - zero) {
+            uint8_t hb[SPW_BATCH_HEADER_LEN];
+            spw_batch_hdr h2;
+            if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)q) != (ssize_t)sizeof hb ||
+                spw_batch_parse(hb, sizeof hb, &h2) != 0)
+                break;
+            whole++;
+            q += h2.length;
+        }
+        if (zero == cut)
+            spw_info("partition %s: cut %" PRIu64 " bytes of zeros written ahead at the end of segment %020" PRIu64,
+                     p->dir, cut, s->base_offset);
+        else
+            spw_warn("partition %s: recovery cut %" PRIu64 " bytes (%u batch header(s), %" PRIu64
+                     " zero bytes written ahead) at position %" PRIu64 " of segment %020" PRIu64
+                     ", next offset %" PRIu64 " (%s)",
+                     p->dir, cut, whole, zero, sc.pos, s->base_offset, sc.offset, spw_strerror(sc.bad_err));
+        if ((r = spw_os.ftruncate(s->fd, (off_t)sc.pos)) < 0 || (r = spw_os.fsync(s->fd)) < 0)
+            goto out;
+        rep->truncated_bytes += cut;
+        rep->truncated_batches += whole;
+    }
+    if ((r = flush_idx_pending(p, s)) < 0)
+        goto out;
+    if (rebuilt)
+        rep->indexes_rebuilt++;
+    atomic_store(&s->size, sc.pos);
+    s->alloc_end = sc.pos;
+    atomic_store(&s->end_offset, sc.offset);
+    atomic_store(&s->max_ts, sc.max_ts);
+    s->running_max_ts = sc.max_ts > s->running_max_ts ? sc.max_ts : s->running_max_ts;
+    *last_batch_pos = c.last_pos;
+    r = 0;
+out:
+    spw_buf_fini(&sc.buf);
+    return r;
+}
+
+/* Opens an older (closed) segment: header walk from the last index entry
+ * to the end for its end offset and max ts; rebuild the index if it does
+ * not fit the data. Damage is reported; the segment is kept. */
+static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_recovery_report *rep)
+{
+    off_t fsz = spw_os.size(s->fd);
+    if (fsz < 0)
+        return (int)fsz;
+    uint64_t size = (uint64_t)fsz;
+    uint32_t n;
+    spw_idx_entry *v = load_index(s, size, &n);
+    off_t isz = spw_os.size(s->idx_fd);
+    int ok = isz == (off_t)n * SPW_IDX_ENTRY_LEN;
+    spw_scan sc = {.file_size = size, .verify = 0, .offset = s->base_offset, .max_ts = INT64_MIN};
+    if (ok && n > 0) {
+        spw_idx_entry *e = &v[n - 1];
+        ok = header_matches(s->fd, e->position, size, s->base_offset + e->rel_offset);
+        sc.pos = e->position;
+        sc.offset = s->base_offset + e->rel_offset;
+        sc.max_ts = e->max_ts_before;
+    }
+    int r = 0;
+    if (ok)
+        r = spw_seg_scan(s->fd, &sc);
+    if (!ok || (r && sc.bad_err) || (n == 0 && size > p->cfg.index_interval_bytes)) {
+        /* Rebuild from scratch. */
+        rec_ctx c = {.p = p, .s = s};
+        spw_os.ftruncate(s->idx_fd, 0);
+        atomic_store(&s->idx_count, 0);
+        s->last_idx_pos = 0;
+        s->running_max_ts = INT64_MIN;
+        spw_buf_fini(&sc.buf);
+        sc = (spw_scan){.file_size = size, .offset = s->base_offset, .max_ts = INT64_MIN,
+                        .on_batch = rec_on_batch, .arg = &c};
+        r = spw_seg_scan(s->fd, &sc);
+        int w = flush_idx_pending(p, s);
+        if (w < 0 && !r)
+            r = w;
+        if (atomic_load(&s->idx_count) > 0 || !ok)
+            rep->indexes_rebuilt++;
+    }
+    spw_free(v);
+    if (r && sc.bad_err) {
+        spw_error("partition %s: damage in segment %020" PRIu64 " at position %" PRIu64 " (offset %" PRIu64
+                  "): %s; run 'spillway check' — reads of that range fail",
+                  p->dir, s->base_offset, sc.pos, sc.offset, spw_strerror(sc.bad_err));
+        rep->damaged_batches++;
+        r = 0;
+        atomic_store(&s->end_offset, next_base);
+    } else {
+        atomic_store(&s->end_offset, sc.offset);
+        if (sc.offset != next_base)
+            spw_error("partition %s: segment %020" PRIu64 " ends at offset %" PRIu64
+                      " but the next segment starts at %" PRIu64,
+                      p->dir, s->base_offset, sc.offset, next_base);
+    }
+    atomic_store(&s->size, size);
+    atomic_store(&s->max_ts, sc.max_ts);
+    spw_buf_fini(&sc.buf);
+    return r;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The highest id stored in the batch at pos (its last record's). */
+static uint64_t last_id_at(spw_segment *s, uint64_t pos)
+{
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    spw_batch_hdr h;
+    uint64_t id = 0;
+    if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb ||
+        spw_batch_parse(hb, sizeof hb, &h))
+        return 0;
+    spw_buf b = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    if (spw_buf_reserve(&b, h.length) == 0 &&
+        spw_os_pread_full(s->fd, b.p, h.length, (off_t)pos) == (ssize_t)h.length && spw_batch_verify(b.p, &h) == 0) {
+        const uint8_t *recs;
+        size_t len;
+        if (spw_batch_records(b.p, &h, &scratch, &recs, &len) == 0) {
+            spw_rec_iter it;
+            spw_record_view rv;
+            spw_rec_iter_init(&it, &h, recs, len);
+            while (spw_rec_next(&it, &rv) == 1)
+                if (rv.id > id)
+                    id = rv.id;
+        }
+    }
+    spw_buf_fini(&b);
+    spw_buf_fini(&scratch);
+    return id;
+}
+
+void spw_part_config_default(spw_part_config *c)
+{
+    c->segment_bytes = 128u << 20;
+    c->segment_ms = 7LL * 24 * 3600 * 1000;
+    c->index_interval_bytes = 4096;
+    c->retention_bytes = -1;
+    c->retention_ms = -1;
+}
+
+static void part_free(spw_part *p)
+{
+    for (size_t i = 0; i < p->nsegs; i++)
+        spw_seg_close(p->segs[i]);
+    spw_free(p->segs);
+    spw__chain_put(p->log, &p->fill);
+    spw__chain_put(p->log, &p->flushing);
+    spw_free(p->iov);
+    spw_buf_fini(&p->idx_pending);
+    spw_free(p->rings[0].v);
+    spw_free(p->rings[1].v);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->idle_cv);
+    pthread_rwlock_destroy(&p->seg_lock);
+    spw_free(p->dir);
+    spw_free(p);
+}
+
+int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_part **out,
+                  spw_recovery_report *report)
+{
+    spw_recovery_report rep_local;
+    spw_recovery_report *rep = report ? report : &rep_local;
+    memset(rep, 0, sizeof *rep);
+    spw_part_config cfg;
+    spw_part_config_default(&cfg);
+    if (c)
+        cfg = *c;
+    if (cfg.segment_bytes < 1024 || cfg.segment_bytes > (1ull << 31) || cfg.index_interval_bytes < 64 ||
+        cfg.segment_ms <= 0)
+        return SPW_EINVAL;
+    int r = spw_os_mkdirs(dir, 0755);
+    if (r < 0)
+        return r;
+
+    /* Segment names, sorted. */
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    uint64_t *bases = NULL;
+    size_t nb = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        uint64_t b;
+        if (!spw_seg_parse_name(de->d_name, &b))
+            continue;
+        if (nb == cap) {
+            cap = cap ? cap * 2 : 16;
+            bases = spw_xrealloc(bases, cap * sizeof *bases);
+        }
+        bases[nb++] = b;
+    }
+    closedir(d);
+    if (nb > 1)
+        qsort(bases, nb, sizeof *bases, cmp_u64);
+
+    spw_part *p = spw_xcalloc(1, sizeof *p);
+    p->log = log;
+    p->dir = spw_xstrdup(dir);
+    p->cfg = cfg;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->idle_cv, NULL);
+    pthread_rwlock_init(&p->seg_lock, NULL);
+    atomic_init(&p->protected_offset, UINT64_MAX);
+
+    for (size_t i = 0; i < nb; i++) {
+        spw_segment *s;
+        if ((r = spw_seg_open(dir, bases[i], 0, &s)) < 0)
+            goto fail;
+        segs_push(p, s);
+    }
+    if (nb == 0) {
+        spw_segment *s;
+        if ((r = spw_seg_open(dir, 0, 1, &s)) < 0)
+            goto fail;
+        segs_push(p, s);
+    }
+    for (size_t i = 0; i + 1 < p->nsegs; i++)
+        if ((r = recover_closed(p, p->segs[i], p->segs[i + 1]->base_offset, rep)) < 0)
+            goto fail;
+    uint64_t last_pos = UINT64_MAX;
+    spw_segment *newest = p->segs[p->nsegs - 1];
+    if ((r = recover_newest(p, newest, rep, &last_pos)) < 0)
+        goto fail;
+    newest->created_ms = spw_wall_ms();
+    p->active = newest;
+    rep->segments = (uint32_t)p->nsegs;
+
+    p->next_offset = atomic_load(&newest->end_offset);
+    p->written_local = p->next_offset;
+    atomic_store(&p->written_end, p->next_offset);
+    atomic_store(&p->durable_end, p->next_offset);
+    atomic_store(&p->start_offset, p->segs[0]->base_offset);
+    if (last_pos != UINT64_MAX)
+        spw_idgen_observe(&log->idgen, last_id_at(newest, last_pos));
+    spw_free(bases);
+    spw__log_register(log, p);
+    *out = p;
+    return 0;
+fail:
+    spw_free(bases);
+    part_free(p);
+    return r;
+}
+
+void spw_part_close(spw_part *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->closing = 1;
+    while (p->fill.bytes || p->rings[0].len || p->rings[1].len)
+        pthread_cond_wait(&p->idle_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    spw__log_unregister(p->log, p);
+    if (!p->failed) {
+        int r = seg_sync(p->active);
+        if (r < 0)
+            spw_error("partition %s: fdatasync at close: %s", p->dir, spw_strerror(r));
+    }
+    part_free(p);
+}
+
+void spw_part_state_get(spw_part *p, spw_part_state *st)
+{
+    pthread_mutex_lock(&p->mu);
+    st->next_offset = p->next_offset;
+    st->failed = p->failed;
+    pthread_mutex_unlock(&p->mu);
+    st->written_offset = atomic_load(&p->written_end);
+    st->durable_offset = atomic_load(&p->durable_end);
+    pthread_rwlock_rdlock(&p->seg_lock);
+    st->start_offset = atomic_load(&p->start_offset);
+    st->segments = (uint32_t)p->nsegs;
+    st->bytes = 0;
+    for (size_t i = 0; i < p->nsegs; i++)
+        st->bytes += atomic_load(&p->segs[i]->size);
+    pthread_rwlock_unlock(&p->seg_lock);
+}
+
+/* ---- reads ---- */
+
+#define READ_MISLED (SPW__ERR_BASE - 50) /* internal: an index entry pointed past the offset */
+
+/*
+ * Reads batches of segment s from byte pos into out, keeping those that
+ * hold offsets >= offset and start below end, at most max_bytes (but at
+ * least one batch). Reads in large windows; skipped batches are overwritten
+ * in place, so out holds only kept batches. REQUIRES: seg_lock read-held.
+ * Returns batches kept, SPW_ECORRUPT, READ_MISLED, or -errno.
+ */
+static int read_from(spw_segment *s, uint64_t pos, uint64_t offset, uint64_t end, size_t max_bytes, spw_buf *out,
+                     uint64_t *bad_next)
+{
+    uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
+    size_t want = max_bytes < (64u << 10) ? (64u << 10) : max_bytes;
+    size_t keep = 0;
+    int nb = 0;
+    uint64_t expect = pos == 0 ? s->base_offset : UINT64_MAX;
+    out->len = 0;
+    while (pos < size && (keep < max_bytes || nb == 0)) {
+        size_t n = size - pos < want ? (size_t)(size - pos) : want;
+        int r = spw_buf_reserve(out, keep + n);
+        if (r)
+            return r;
+        uint8_t *win = out->p + keep;
+        ssize_t got = spw_os_pread_full(s->fd, win, n, (off_t)pos);
+        if (got < 0)
+            return (int)got;
+        size_t at = 0;
+        size_t need = 0; /* bytes the next batch needs when it did not fit */
+        while (at < (size_t)got && (keep < max_bytes || nb == 0)) {
+            spw_batch_hdr h;
+            r = spw_batch_parse(win + at, (size_t)got - at, &h);
+            if (r == SPW_ETRUNC || (r == 0 && h.length > (size_t)got - at)) {
+                need = r == 0 ? h.length : SPW_BATCH_HEADER_LEN;
+                if (pos + at + need <= size)
+                    break; /* fits in the segment: read another window */
+                r = SPW_ECORRUPT;
+            }
+            if (r == 0 && expect == UINT64_MAX && h.base_offset > offset)
+                return READ_MISLED;
+            if (r == 0 && expect != UINT64_MAX && h.base_offset != expect)
+                r = SPW_ECORRUPT;
+            if (r == 0)
+                r = spw_batch_verify(win + at, &h);
+            if (r) {
+                if (nb > 0)
+                    goto done;
+                if (bad_next)
+                    *bad_next = spw_batch_parse(win + at, (size_t)got - at, &h) == 0 && h.base_offset == expect
+                                    ? spw_batch_next_offset(&h)
+                                    : atomic_load(&s->end_offset);
+                return SPW_ECORRUPT;
+            }
+            if (h.base_offset >= end)
+                goto done;
+            expect = spw_batch_next_offset(&h);
+            if (expect > offset) {
+                if (win + at != out->p + keep)
+                    memmove(out->p + keep, win + at, h.length);
+                keep += h.length;
+                nb++;
+            }
+            at += h.length;
+        }
+        pos += at;
+        if (at == 0 && need > want)
+            want = need;
+    }
+done:
+    out->len = keep;
+    return nb;
+}
+
+int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next)
+{
+    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    out->len = 0;
+    if (offset > end)
+        return SPW_ERANGE;
+    if (offset == end)
+        return 0;
+    pthread_rwlock_rdlock(&p->seg_lock);
+    int r;
+    if (offset < atomic_load(&p->start_offset)) {
+        r = SPW_ERANGE;
+        goto out;
+    }
+    size_t i = segs_find(p, offset);
+    spw_segment *s = p->segs[i];
+    int64_t pos = spw_seg_lookup_offset(s, offset);
+    if (pos < 0) {
+        r = (int)pos;
+        goto out;
+    }
+    r = read_from(s, (uint64_t)pos, offset, end, max_bytes, out, bad_next);
+    if (r == READ_MISLED || (r == 0 && pos > 0)) {
+        spw_warn("partition %s: index of segment %020" PRIu64 " does not fit its data; scanning", p->dir,
+                 s->base_offset);
+        r = read_from(s, 0, offset, end, max_bytes, out, bad_next);
+    }
+    if (r == 0) {
+        /* offset < end yet nothing here: a gap left by damage. */
+        if (bad_next)
+            *bad_next = i + 1 < p->nsegs ? p->segs[i + 1]->base_offset : end;
+        r = SPW_ECORRUPT;
+    }
+out:
+    pthread_rwlock_unlock(&p->seg_lock);
+    return r;
+}
+
+int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
+{
+    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    *offset = end;
+    pthread_rwlock_rdlock(&p->seg_lock);
+    int r = 0;
+    spw_buf buf = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    for (size_t i = 0; i < p->nsegs; i++) {
+        spw_segment *s = p->segs[i];
+        if (atomic_load_explicit(&s->max_ts, memory_order_acquire) < ts_ms)
+            continue;
+        int64_t pos = spw_seg_lookup_ts(s, ts_ms);
+        if (pos < 0) {
+            r = (int)pos;
+            break;
+        }
+        uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
+        while ((uint64_t)pos < size) {
+            uint8_t hb[SPW_BATCH_HEADER_LEN];
+            spw_batch_hdr h;
+            if (spw_os_pread_full(s->fd, hb, sizeof hb, pos) != (ssize_t)sizeof hb ||
+                spw_batch_parse(hb, sizeof hb, &h)) {
+                r = SPW_ECORRUPT;
+                goto out;
+            }
+            if (h.base_offset >= end)
+                goto out;
+            if (h.max_ts >= ts_ms) {
+                const uint8_t *recs;
+                size_t len;
+                if ((r = spw_buf_reserve(&buf, h.length)))
+                    goto out;
+                if (spw_os_pread_full(s->fd, buf.p, h.length, pos) != (ssize_t)h.length ||
+                    spw_batch_verify(buf.p, &h) || spw_batch_records(buf.p, &h, &scratch, &recs, &len)) {
+                    r = SPW_ECORRUPT;
+                    goto out;
+                }
+                spw_rec_iter it;
+                spw_record_view rv;
+                spw_rec_iter_init(&it, &h, recs, len);
+                while ((r = spw_rec_next(&it, &rv)) == 1) {
+                    if (rv.ts >= ts_ms) {
+                        *offset = rv.offset;
+                        r = 0;
+                        goto out;
+                    }
+                }
+                if (r < 0)
+                    goto out;
+            }
+            pos += h.length;
+        }
+    }
+out:
+    pthread_rwlock_unlock(&p->seg_lock);
+    spw_buf_fini(&buf);
+    spw_buf_fini(&scratch);
+    return r;
+}
+
+/* ---- retention ---- */
+
+void spw_part_set_protected(spw_part *p, uint64_t protected_offset)
+{
+    atomic_store(&p->protected_offset, protected_offset);
+}
+
+int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
+{
+    if (p->cfg.retention_bytes < 0 && p->cfg.retention_ms < 0)
+        return 0;
+    uint64_t protect = atomic_load(&p->protected_offset);
+    spw_segment *victims[64];
+    size_t nv = 0;
+    pthread_rwlock_wrlock(&p->seg_lock);
+    uint64_t total = 0;
+    for (size_t i = 0; i < p->nsegs; i++)
+        total += atomic_load(&p->segs[i]->size);
+    while (nv < 64 && nv + 1 < p->nsegs) {
+        spw_segment *s = p->segs[nv];
+        uint64_t sz = atomic_load(&s->size);
+        uint64_t seg_end = p->segs[nv + 1]->base_offset;
+        /* As Kafka: delete a segment only if what remains is still at least the limit. */
+        int by_bytes = p->cfg.retention_bytes >= 0 && total - sz >= (uint64_t)p->cfg.retention_bytes;
+        int by_age = p->cfg.retention_ms >= 0 && now_ms - atomic_load(&s->mtime_ms) > p->cfg.retention_ms;
+        if (!(by_bytes || by_age) || seg_end > protect)
+            break;
+        victims[nv++] = s;
+        total -= sz;
+    }
+    if (nv) {
+        memmove(p->segs, p->segs + nv, (p->nsegs - nv) * sizeof *p->segs);
+        p->nsegs -= nv;
+        atomic_store(&p->start_offset, p->segs[0]->base_offset);
+    }
+    pthread_rwlock_unlock(&p->seg_lock);
+    int r = 0;
+    for (size_t i = 0; i < nv; i++) {
+        uint64_t base = victims[i]->base_offset;
+        spw_seg_close(victims[i]);
+        int u = spw_seg_unlink(p->dir, base);
+        if (u < 0 && !r)
+            r = u;
+        spw_info("partition %s: retention deleted segment %020" PRIu64, p->dir, base);
+    }
+    if (nv)
+        spw_os_fsync_dir(p->dir);
+    return r < 0 ? r : (int)nv;
+}

@@ -1,0 +1,234 @@
+/*
+ * Segment files and their sparse index: see segment.h for the formats and
+ * docs/formats/log.md for the full description. Everything here is single-
+ * writer: the flusher (or recovery before the partition is live) appends;
+ * readers only use the published atomics and pread.
+ */
+#include "log/segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/endian.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "os/os.h"
+
+void spw_seg_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext)
+{
+    snprintf(out, cap, "%s/%020" PRIu64 "%s", dir, base, ext);
+}
+
+int spw_seg_parse_name(const char *name, uint64_t *base)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < SPW_SEG_NAME_DIGITS; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        uint64_t d = (uint64_t)(name[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    if (strcmp(name + SPW_SEG_NAME_DIGITS, ".log") != 0)
+        return 0;
+    *base = v;
+    return 1;
+}
+
+int spw_seg_open(const char *dir, uint64_t base, int create, spw_segment **out)
+{
+    char path[4096];
+    int flags = O_RDWR | (create ? O_CREAT | O_EXCL : 0);
+    spw_seg_path(path, sizeof path, dir, base, ".log");
+    int fd = spw_os.open(path, flags, 0644);
+    if (fd < 0)
+        return fd;
+    spw_seg_path(path, sizeof path, dir, base, ".idx");
+    int ifd = spw_os.open(path, O_RDWR | O_CREAT | (create ? O_TRUNC : 0), 0644);
+    if (ifd < 0) {
+        spw_os.close(fd);
+        return ifd;
+    }
+    if (create) {
+        int r = spw_os_fsync_dir(dir);
+        if (r < 0) {
+            spw_os.close(fd);
+            spw_os.close(ifd);
+            return r;
+        }
+    }
+    spw_segment *s = spw_xcalloc(1, sizeof *s);
+    s->base_offset = base;
+    s->fd = fd;
+    s->idx_fd = ifd;
+    atomic_init(&s->size, 0);
+    atomic_init(&s->end_offset, base);
+    atomic_init(&s->max_ts, INT64_MIN);
+    atomic_init(&s->idx_count, 0);
+    struct stat st;
+    int64_t now = spw_wall_ms();
+    atomic_init(&s->mtime_ms, (!create && fstat(fd, &st) == 0) ? (int64_t)st.st_mtim.tv_sec * 1000 : now);
+    s->created_ms = now;
+    s->running_max_ts = INT64_MIN;
+    s->synced = 1;
+    *out = s;
+    return 0;
+}
+
+void spw_seg_close(spw_segment *s)
+{
+    if (!s)
+        return;
+    spw_os.close(s->fd);
+    spw_os.close(s->idx_fd);
+    spw_free(s);
+}
+
+int spw_seg_unlink(const char *dir, uint64_t base)
+{
+    char path[4096];
+    spw_seg_path(path, sizeof path, dir, base, ".idx");
+    int r1 = spw_os.unlink(path);
+    spw_seg_path(path, sizeof path, dir, base, ".log");
+    int r2 = spw_os.unlink(path);
+    if (r2 < 0 && r2 != -ENOENT)
+        return r2;
+    return r1 < 0 && r1 != -ENOENT ? r1 : 0;
+}
+
+void spw_idx_encode(uint8_t out[SPW_IDX_ENTRY_LEN], const spw_idx_entry *e)
+{
+    spw_put32(out, e->rel_offset);
+    spw_put32(out + 4, e->position);
+    spw_put64(out + 8, (uint64_t)e->max_ts_before);
+}
+
+void spw_idx_decode(const uint8_t in[SPW_IDX_ENTRY_LEN], spw_idx_entry *e)
+{
+    e->rel_offset = spw_get32(in);
+    e->position = spw_get32(in + 4);
+    e->max_ts_before = (int64_t)spw_get64(in + 8);
+}
+
+static int read_entry(spw_segment *s, uint32_t i, spw_idx_entry *e)
+{
+    uint8_t b[SPW_IDX_ENTRY_LEN];
+    ssize_t r = spw_os_pread_full(s->idx_fd, b, sizeof b, (off_t)i * SPW_IDX_ENTRY_LEN);
+    if (r < 0)
+        return (int)r;
+    if (r != (ssize_t)sizeof b)
+        return SPW_ECORRUPT;
+    spw_idx_decode(b, e);
+    return 0;
+}
+
+/* Binary search for the last entry satisfying pred (a prefix of entries
+ * satisfies it); returns its position or 0. */
+static int64_t lookup(spw_segment *s, int (*pred)(const spw_idx_entry *, const void *), const void *key)
+{
+    uint32_t n = atomic_load_explicit(&s->idx_count, memory_order_acquire);
+    uint32_t lo = 0, hi = n; /* answer in [lo, hi): first index where pred fails */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        spw_idx_entry e = {0};
+        int r = read_entry(s, mid, &e);
+        if (r < 0)
+            return r;
+        if (pred(&e, key))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return 0;
+    spw_idx_entry e = {0};
+    int r = read_entry(s, lo - 1, &e);
+    if (r < 0)
+        return r;
+    return e.position;
+}
+
+static int pred_offset(const spw_idx_entry *e, const void *key)
+{
+    return e->rel_offset <= *(const uint64_t *)key;
+}
+
+static int pred_ts(const spw_idx_entry *e, const void *key) { return e->max_ts_before < *(const int64_t *)key; }
+
+int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset)
+{
+    if (offset <= s->base_offset)
+        return 0;
+    uint64_t rel = offset - s->base_offset;
+    return lookup(s, pred_offset, &rel);
+}
+
+int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts) { return lookup(s, pred_ts, &ts); }
+
+int spw_seg_index_note(spw_segment *s, const spw_batch_hdr *h, uint64_t pos, uint32_t interval, spw_idx_entry *e)
+{
+    /* The first entry comes after one interval: position 0 needs none. */
+    int add = pos >= s->last_idx_pos + interval;
+    if (add) {
+        e->rel_offset = (uint32_t)(h->base_offset - s->base_offset);
+        e->position = (uint32_t)pos;
+        e->max_ts_before = s->running_max_ts;
+        s->last_idx_pos = pos;
+    }
+    if (h->max_ts > s->running_max_ts)
+        s->running_max_ts = h->max_ts;
+    return add;
+}
+
+int spw_seg_scan(int fd, spw_scan *sc)
+{
+    sc->bad_err = 0;
+    sc->bad_hdr_ok = 0;
+    int r = spw_buf_reserve(&sc->buf, 1 << 16);
+    if (r)
+        return r;
+    while (sc->pos < sc->file_size) {
+        uint64_t left = sc->file_size - sc->pos;
+        spw_batch_hdr h;
+        uint8_t hb[SPW_BATCH_HEADER_LEN];
+        ssize_t n = spw_os_pread_full(fd, hb, left < sizeof hb ? left : sizeof hb, (off_t)sc->pos);
+        if (n < 0)
+            return (int)n;
+        r = spw_batch_parse(hb, (size_t)n, &h);
+        if (r == 0) {
+            sc->bad_hdr = h;
+            sc->bad_hdr_ok = 1;
+            if (h.base_offset != sc->offset)
+                r = SPW_ECORRUPT;
+            else if (h.length > left)
+                r = SPW_ETRUNC;
+        }
+        if (r == 0 && sc->verify) {
+            if ((r = spw_buf_reserve(&sc->buf, h.length)))
+                return r;
+            n = spw_os_pread_full(fd, sc->buf.p, h.length, (off_t)sc->pos);
+            if (n < 0)
+                return (int)n;
+            r = n == (ssize_t)h.length ? spw_batch_verify(sc->buf.p, &h) : SPW_ETRUNC;
+        }
+        if (r) {
+            sc->bad_err = r;
+            return r;
+        }
+        sc->bad_hdr_ok = 0;
+        if (sc->on_batch && (r = sc->on_batch(sc->arg, &h, sc->pos)))
+            return r;
+        sc->pos += h.length;
+        sc->offset = spw_batch_next_offset(&h);
+        if (h.max_ts > sc->max_ts)
+            sc->max_ts = h.max_ts;
+        sc->batches++;
+    }
+    return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * Segment files of a partition (docs/formats/log.md, "Segments" and
+ * "Index"). A segment is NNNNNNNNNNNNNNNNNNNN.log (20-digit zero-padded
+ * base offset): record batches back to back, nothing else. Beside it,
+ * NNNNNNNNNNNNNNNNNNNN.idx is its sparse offset-and-time index: 16-byte
+ * entries, one per index_interval_bytes of data:
+ *
+ *   0 u32 rel_offset     batch base offset - segment base offset
+ *   4 u32 position       byte position of that batch in the .log
+ *   8 i64 max_ts_before  greatest first..max ts of every batch before it
+ *                        (INT64_MIN for none)
+ *
+ * Entries strictly increase in rel_offset and position; max_ts_before never
+ * decreases. One binary search on rel_offset finds where to read an offset;
+ * one on max_ts_before finds where records with ts >= T can begin. Because
+ * each entry carries the running maximum, recovery can resume index
+ * building from the last entry exactly. The index is rebuildable from the
+ * .log alone and is never fsynced on the append path (only at roll/close).
+ */
+#ifndef SPW_SEGMENT_H
+#define SPW_SEGMENT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "log/format.h"
+
+#define SPW_IDX_ENTRY_LEN 16
+#define SPW_SEG_NAME_DIGITS 20
+
+typedef struct spw_idx_entry {
+    uint32_t rel_offset;
+    uint32_t position;
+    int64_t max_ts_before;
+} spw_idx_entry;
+
+typedef struct spw_segment {
+    uint64_t base_offset;
+    int fd;     /* .log, read-write */
+    int idx_fd; /* .idx, read-write */
+    /* Published by the flusher with release stores; readers use acquire. */
+    _Atomic uint64_t size;       /* bytes of whole batches in the file */
+    _Atomic uint64_t end_offset; /* next offset after the last batch */
+    _Atomic int64_t max_ts;      /* greatest ts in the segment, INT64_MIN if empty */
+    _Atomic uint32_t idx_count;  /* entries in the .idx */
+    _Atomic int64_t mtime_ms;    /* when data was last written (retention by age) */
+    int64_t created_ms;          /* when the segment was opened for appends (roll by age) */
+    /* Index-building state, owned by whoever appends (flusher or recovery). */
+    uint64_t last_idx_pos;
+    int64_t running_max_ts;
+    int synced; /* data and index fsynced since the last write */
+    uint64_t alloc_end; /* file size: past size, zeros written ahead (flusher-owned) */
+} spw_segment;
+
+void spw_seg_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext);
+/* Parses "NNNNNNNNNNNNNNNNNNNN.log"; returns 1 and *base, else 0. */
+int spw_seg_parse_name(const char *name, uint64_t *base);
+
+/* Opens (create: creates empty, fsyncs dir) segment files. */
+int spw_seg_open(const char *dir, uint64_t base, int create, spw_segment **out);
+void spw_seg_close(spw_segment *s);
+/* Removes both files (after close). */
+int spw_seg_unlink(const char *dir, uint64_t base);
+
+/* Index lookups (pread binary search over the .idx). Return the byte
+ * position to start scanning from (0 when no entry applies), or -errno. */
+int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset);
+int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts);
+
+/*
+ * Index building: called for every batch in file order (by the flusher and
+ * by recovery) at byte position pos; returns 1 and fills *e when this batch
+ * gets an index entry, else 0. Updates the running state of s.
+ */
+int spw_seg_index_note(spw_segment *s, const spw_batch_hdr *h, uint64_t pos, uint32_t interval, spw_idx_entry *e);
+void spw_idx_encode(uint8_t out[SPW_IDX_ENTRY_LEN], const spw_idx_entry *e);
+void spw_idx_decode(const uint8_t in[SPW_IDX_ENTRY_LEN], spw_idx_entry *e);
+
+/*
+ * Scans batch by batch from pos with expected base offset `expect`, checking
+ * CRCs when verify is set (headers only otherwise), until the end of file or
+ * the first bad batch. Calls on_batch (may be NULL) for every good one.
+ * Returns 0 when the scan reached the end cleanly, else the error of the bad
+ * batch with *bad_pos at its position; *end_pos / *end_offset / *max_ts
+ * describe the good data scanned (max_ts only raised).
+ */
+typedef struct spw_scan {
+    uint64_t pos;        /* in: start; out: end of good data */
+    uint64_t offset;     /* in: expected base; out: next offset */
+    int64_t max_ts;      /* in/out */
+    uint64_t file_size;  /* in */
+    int verify;          /* in: check CRCs */
+    spw_buf buf;         /* scratch, caller frees */
+    int (*on_batch)(void *arg, const spw_batch_hdr *h, uint64_t pos);
+    void *arg;
+    uint32_t batches;    /* out: good batches seen */
+    int bad_err;         /* out: error of the bad batch (0 if clean) */
+    spw_batch_hdr bad_hdr; /* out: its header, when bad_hdr_ok */
+    int bad_hdr_ok;
+} spw_scan;
+
+int spw_seg_scan(int fd, spw_scan *sc);
+
+#endif

@@ -1,0 +1,953 @@
+/*
+ * HTTP/1.1 server loops: see http.h. One thread per loop; everything about
+ * a connection happens on its loop's thread, so connections need no locks.
+ * The only cross-thread path is spw_http_loop_post (a mutex-protected list
+ * and an eventfd).
+ */
+#include "net/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/msg.h"
+
+#define READ_CHUNK (64u << 10)
+#define TICK_MS 100
+
+typedef struct post {
+    struct post *next;
+    void (*fn)(void *);
+    void *arg;
+} post;
+
+typedef struct slot {
+    spw_http_req *req;
+    spw_buf resp;
+    int done;
+} slot;
+
+struct spw_conn {
+    int fd;
+    spw_http_loop *loop;
+    http_parser parser;
+    spw_http_req *cur;   /* request being parsed */
+    char hname[32];      /* current header name (truncated: only short names matter) */
+    size_t hname_len;
+    char *hval;          /* where the current header's value goes, or NULL */
+    size_t hval_cap, hval_len;
+    int in_value;
+    spw_buf url;
+    uint32_t header_bytes;
+    slot *slots; /* ring, cap = max_pipelined */
+    uint32_t s_head, s_len;
+    spw_buf out;
+    size_t out_off;
+    spw_buf pending_in; /* bytes read but not parsed (paused) */
+    int paused, want_out, close_after, closed, error_sent;
+    uint64_t last_active_ms, req_start_ms;
+    spw_conn *prev, *next;
+};
+
+struct spw_http_loop {
+    spw_http_server *srv;
+    int epfd, lfd, efd;
+    pthread_t th;
+    pthread_mutex_t post_mu;
+    post *post_head, *post_tail;
+    spw_conn *conns;
+    spw_conn *zombies; /* closed, freed once every request is answered */
+    int stopping;
+    uint32_t inflight; /* requests dispatched, not answered */
+};
+
+struct spw_http_server {
+    spw_http_config cfg;
+    spw_http_handler handler;
+    void *ctx;
+    spw_http_loop *loops;
+    uint32_t nloops;
+    int port;
+    _Atomic uint32_t nconns;
+    _Atomic uint64_t st_total, st_requests, st_rejected;
+    _Atomic int stop;
+};
+
+static http_parser_settings settings;
+
+static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+
+const char *spw_http_reason(int s)
+{
+    switch (s) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
+    default: return "Unknown";
+    }
+}
+
+/* ---- connection teardown ---- */
+
+static void conn_free(spw_conn *c)
+{
+    for (uint32_t i = 0; i < c->s_len; i++) {
+        slot *s = &c->slots[(c->s_head + i) % c->loop->srv->cfg.max_pipelined];
+        spw_buf_fini(&s->resp);
+    }
+    if (c->cur) {
+        spw_buf_fini(&c->cur->body);
+        spw_free(c->cur);
+    }
+    spw_free(c->slots);
+    spw_buf_fini(&c->url);
+    spw_buf_fini(&c->out);
+    spw_buf_fini(&c->pending_in);
+    spw_free(c);
+}
+
+static uint32_t conn_unanswered(spw_conn *c)
+{
+    uint32_t n = 0, cap = c->loop->srv->cfg.max_pipelined;
+    for (uint32_t i = 0; i < c->s_len; i++)
+        n += !c->slots[(c->s_head + i) % cap].done;
+    return n;
+}
+
+/* Closes the socket. The struct is freed later, by the loop (sweep), once
+ * its last request is answered: never under a parser callback or a
+ * handler that still uses it. */
+static void conn_close(spw_conn *c)
+{
+    if (!c->closed) {
+        c->closed = 1;
+        epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        atomic_fetch_sub(&c->loop->srv->nconns, 1);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            c->loop->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->prev = NULL;
+        c->next = c->loop->zombies;
+        c->loop->zombies = c;
+    }
+}
+
+static void sweep(spw_http_loop *l, int all)
+{
+    spw_conn **pp = &l->zombies;
+    while (*pp) {
+        spw_conn *c = *pp;
+        if (all || conn_unanswered(c) == 0) {
+            *pp = c->next;
+            conn_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+/* ---- output ---- */
+
+static void set_events(spw_conn *c)
+{
+    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | EPOLLRDHUP,
+                             .data.ptr = c};
+    epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void conn_resume(spw_conn *c);
+
+/* Moves finished responses, in order, to out and writes what the socket takes. */
+static void conn_flush(spw_conn *c)
+{
+    uint32_t cap = c->loop->srv->cfg.max_pipelined;
+    while (c->s_len && c->slots[c->s_head].done) {
+        slot *s = &c->slots[c->s_head];
+        if (c->out.len == c->out_off) {
+            /* Swap instead of copying when out is empty. */
+            spw_buf t = c->out;
+            c->out = s->resp;
+            s->resp = t;
+            s->resp.len = 0;
+            c->out_off = 0;
+        } else if (spw_buf_reserve(&c->out, c->out.len + s->resp.len) == 0) {
+            memcpy(c->out.p + c->out.len, s->resp.p, s->resp.len);
+            c->out.len += s->resp.len;
+        }
+        s->resp.len = 0;
+        if (s->resp.cap > (256u << 10))
+            spw_buf_fini(&s->resp);
+        s->done = 0;
+        c->s_head = (c->s_head + 1) % cap;
+        c->s_len--;
+    }
+    while (c->out_off < c->out.len) {
+        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                if (!c->want_out) {
+                    c->want_out = 1;
+                    set_events(c);
+                }
+                return;
+            }
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)w;
+    }
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > (1u << 20))
+        spw_buf_fini(&c->out);
+    if (c->want_out) {
+        c->want_out = 0;
+        set_events(c);
+    }
+    if (c->close_after && c->s_len == 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->paused && c->s_len < cap)
+        conn_resume(c);
+}
+
+static int appendf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int appendf(spw_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if (spw_buf_reserve(b, b->len + (size_t)n + 1))
+        return -1;
+    if ((size_t)n < sizeof tmp) {
+        memcpy(b->p + b->len, tmp, (size_t)n);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+    return 0;
+}
+
+void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
+                      size_t len)
+{
+    spw_conn *c = req->conn;
+    spw_http_loop *loop = req->loop;
+    uint32_t cap = loop->srv->cfg.max_pipelined;
+    slot *s = NULL;
+    for (uint32_t i = 0; i < c->s_len; i++) {
+        slot *t = &c->slots[(c->s_head + i) % cap];
+        if (t->req == req) {
+            s = t;
+            break;
+        }
+    }
+    req->answered = 1;
+    loop->inflight--;
+    spw_buf_fini(&req->body);
+    spw_free(req);
+    if (!s)
+        return; /* cannot happen: every dispatched request has a slot */
+    s->req = NULL;
+    s->done = 1;
+    if (!c->closed) {
+        spw_buf *b = &s->resp;
+        b->len = 0;
+        int close_now = c->close_after && s == &c->slots[(c->s_head + c->s_len - 1) % cap];
+        appendf(b, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s", status, spw_http_reason(status), len,
+                ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
+                close_now ? "Connection: close\r\n" : "");
+        if (headers)
+            appendf(b, "%s", headers);
+        appendf(b, "\r\n");
+        if (len && spw_buf_reserve(b, b->len + len) == 0) {
+            memcpy(b->p + b->len, body, len);
+            b->len += len;
+        }
+        conn_flush(c);
+    }
+}
+
+void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
+{
+    char msg[512], body[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* msg is ours: escape only quotes, backslashes and control bytes. */
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
+    for (const char *p = msg; *p && n + 8 < sizeof body; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\')
+            n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", ch);
+        else if (ch < 0x20)
+            n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
+        else
+            body[n++] = (char)ch;
+    }
+    n += (size_t)snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
+    spw_http_respond(req, status, headers, "application/json", body, n);
+}
+
+/* ---- requests ---- */
+
+/* Answers a protocol-level problem and closes after the response. */
+static void conn_fail(spw_conn *c, int status, const char *code, const char *msg)
+{
+    if (c->error_sent) {
+        conn_close(c);
+        return;
+    }
+    c->error_sent = 1;
+    c->close_after = 1;
+    atomic_fetch_add(&c->loop->srv->st_rejected, 1);
+    uint32_t cap = c->loop->srv->cfg.max_pipelined;
+    if (c->s_len == cap) {
+        conn_close(c);
+        return;
+    }
+    spw_http_req *r = c->cur ? c->cur : spw_xcalloc(1, sizeof *r);
+    c->cur = NULL;
+    r->conn = c;
+    r->loop = c->loop;
+    slot *s = &c->slots[(c->s_head + c->s_len) % cap];
+    s->req = r;
+    s->done = 0;
+    c->s_len++;
+    c->loop->inflight++;
+    spw_http_error(r, status, code, NULL, "%s", msg);
+}
+
+static int on_message_begin(http_parser *p)
+{
+    spw_conn *c = p->data;
+    c->cur = spw_xcalloc(1, sizeof *c->cur);
+    c->cur->conn = c;
+    c->cur->loop = c->loop;
+    c->url.len = 0;
+    c->header_bytes = 0;
+    c->in_value = 0;
+    c->hname_len = 0;
+    c->hval = NULL;
+    c->req_start_ms = now_ms();
+    return 0;
+}
+
+static int header_budget(spw_conn *c, size_t n)
+{
+    c->header_bytes += (uint32_t)n;
+    if (c->header_bytes > c->loop->srv->cfg.max_header_bytes) {
+        conn_fail(c, 431, "header_too_large", "request line and headers exceed the server's limit");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    spw_conn *c = p->data;
+    if (header_budget(c, n) || spw_buf_reserve(&c->url, c->url.len + n + 1))
+        return -1;
+    memcpy(c->url.p + c->url.len, at, n);
+    c->url.len += n;
+    return 0;
+}
+
+static void pick_header(spw_conn *c)
+{
+    static const struct {
+        const char *name;
+        size_t off, cap;
+    } known[] = {
+        {"content-type", offsetof(spw_http_req, content_type), sizeof(((spw_http_req *)0)->content_type)},
+        {"idempotency-key", offsetof(spw_http_req, idempotency_key), sizeof(((spw_http_req *)0)->idempotency_key)},
+        {"spillway-ack", offsetof(spw_http_req, ack), sizeof(((spw_http_req *)0)->ack)},
+        {"spillway-priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
+        {"authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
+        {"spillway-key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
+    };
+    c->hval = NULL;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (c->hname_len == strlen(known[i].name) && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
+            c->hval = (char *)c->cur + known[i].off;
+            c->hval_cap = known[i].cap;
+            c->hval_len = 0;
+            c->hval[0] = 0;
+        }
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    spw_conn *c = p->data;
+    if (header_budget(c, n))
+        return -1;
+    if (c->in_value) {
+        c->in_value = 0;
+        c->hname_len = 0;
+    }
+    for (size_t i = 0; i < n && c->hname_len < sizeof c->hname; i++)
+        c->hname[c->hname_len++] = at[i];
+    if (c->hname_len == sizeof c->hname)
+        c->hname_len = sizeof c->hname; /* too long to be one we read */
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    spw_conn *c = p->data;
+    if (header_budget(c, n))
+        return -1;
+    if (!c->in_value) {
+        c->in_value = 1;
+        pick_header(c);
+    }
+    if (c->hval) {
+        size_t k = n < c->hval_cap - 1 - c->hval_len ? n : c->hval_cap - 1 - c->hval_len;
+        memcpy(c->hval + c->hval_len, at, k);
+        c->hval_len += k;
+        c->hval[c->hval_len] = 0;
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    spw_conn *c = p->data;
+    spw_http_req *r = c->cur;
+    if (spw_buf_reserve(&c->url, c->url.len + 1))
+        return -1;
+    c->url.p[c->url.len] = 0;
+    if ((p->method == HTTP_POST || p->method == HTTP_PUT) && !(p->flags & (F_CONTENTLENGTH | F_CHUNKED))) {
+        conn_fail(c, 411, "length_required", "a request body needs Content-Length or chunked encoding");
+        return -1;
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->loop->srv->cfg.max_body_bytes) {
+        conn_fail(c, 413, "body_too_large", "request body exceeds max_request_bytes");
+        return -1;
+    }
+    switch (p->method) {
+    case HTTP_GET: r->method = SPW_HTTP_GET; break;
+    case HTTP_PUT: r->method = SPW_HTTP_PUT; break;
+    case HTTP_POST: r->method = SPW_HTTP_POST; break;
+    case HTTP_DELETE: r->method = SPW_HTTP_DELETE; break;
+    case HTTP_HEAD: r->method = SPW_HTTP_HEAD; break;
+    default: r->method = SPW_HTTP_OTHER; break;
+    }
+    if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH))
+        spw_buf_reserve(&r->body, (size_t)p->content_length);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    spw_conn *c = p->data;
+    spw_http_req *r = c->cur;
+    if (r->body.len + n > c->loop->srv->cfg.max_body_bytes) {
+        conn_fail(c, 413, "body_too_large", "request body exceeds max_request_bytes");
+        return -1;
+    }
+    if (spw_buf_reserve(&r->body, r->body.len + n)) {
+        conn_fail(c, 503, "overloaded", "out of memory for the request body");
+        return -1;
+    }
+    memcpy(r->body.p + r->body.len, at, n);
+    r->body.len += n;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    spw_conn *c = p->data;
+    spw_http_server *srv = c->loop->srv;
+    spw_http_req *r = c->cur;
+    c->cur = NULL;
+    c->req_start_ms = 0;
+    /* The URL buffer is per connection: give the request its own copy. */
+    char *u = (char *)c->url.p;
+    size_t ul = c->url.len;
+    char *q = memchr(u, '?', ul);
+    size_t pl = q ? (size_t)(q - u) : ul;
+    char *copy = spw_xmalloc(ul + 2);
+    memcpy(copy, u, pl);
+    copy[pl] = 0;
+    if (q) {
+        memcpy(copy + pl + 1, q + 1, ul - pl - 1);
+        copy[ul] = 0;
+    } else {
+        copy[pl + 1] = 0;
+    }
+    /* Keep the URL with the body buffer so it is freed with the request. */
+    size_t body_len = r->body.len;
+    if (spw_buf_reserve(&r->body, body_len + ul + 2) == 0) {
+        memcpy(r->body.p + body_len, copy, ul + 2);
+        r->path = (char *)r->body.p + body_len;
+        r->query = r->path + pl + 1;
+    } else {
+        r->path = "";
+        r->query = "";
+    }
+    spw_free(copy);
+    r->path_len = strlen(r->path);
+    if (!http_should_keep_alive(p))
+        c->close_after = 1;
+    uint32_t cap = srv->cfg.max_pipelined;
+    slot *s = &c->slots[(c->s_head + c->s_len) % cap];
+    s->req = r;
+    s->done = 0;
+    c->s_len++;
+    c->loop->inflight++;
+    atomic_fetch_add(&srv->st_requests, 1);
+    srv->handler(srv->ctx, r);
+    if (c->closed)
+        return -1;
+    if (c->s_len == cap || c->close_after)
+        http_parser_pause(p, 1);
+    return 0;
+}
+
+/* Feeds bytes to the parser; keeps what a pause left unparsed. */
+static void conn_parse(spw_conn *c, const char *buf, size_t n)
+{
+    size_t used = http_parser_execute(&c->parser, &settings, buf, n);
+    if (c->closed)
+        return;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+        if (!c->close_after) {
+            c->pending_in.len = 0;
+            if (spw_buf_reserve(&c->pending_in, n - used) == 0) {
+                memcpy(c->pending_in.p, buf + used, n - used);
+                c->pending_in.len = n - used;
+            }
+        }
+        c->paused = 1;
+        set_events(c);
+        return;
+    }
+    if (e != HPE_OK) {
+        if (!c->error_sent)
+            conn_fail(c, 400, "bad_request", http_errno_description(e));
+        else if (!c->closed)
+            c->paused = 1, set_events(c);
+        return;
+    }
+}
+
+static void conn_resume(spw_conn *c)
+{
+    if (c->close_after || c->closed)
+        return;
+    c->paused = 0;
+    http_parser_pause(&c->parser, 0);
+    set_events(c);
+    if (c->pending_in.len) {
+        spw_buf in = c->pending_in;
+        c->pending_in = (spw_buf)SPW_BUF_INIT;
+        conn_parse(c, (const char *)in.p, in.len);
+        spw_buf_fini(&in);
+    }
+}
+
+static void conn_read(spw_conn *c)
+{
+    char buf[READ_CHUNK];
+    for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                conn_close(c);
+            return;
+        }
+        if (n == 0) {
+            /* Peer closed its side: answer what is in flight, then close. */
+            if (c->s_len == 0 && !c->cur)
+                conn_close(c);
+            else
+                c->close_after = 1, c->paused = 1, set_events(c);
+            return;
+        }
+        c->last_active_ms = now_ms();
+        conn_parse(c, buf, (size_t)n);
+        if ((size_t)n < sizeof buf)
+            return;
+    }
+}
+
+/* ---- loop ---- */
+
+static void accept_all(spw_http_loop *l)
+{
+    spw_http_server *srv = l->srv;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
+            atomic_fetch_sub(&srv->nconns, 1);
+            atomic_fetch_add(&srv->st_rejected, 1);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        spw_conn *c = spw_xcalloc(1, sizeof *c);
+        c->fd = fd;
+        c->loop = l;
+        c->slots = spw_xcalloc(srv->cfg.max_pipelined, sizeof *c->slots);
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        c->last_active_ms = now_ms();
+        c->next = l->conns;
+        if (l->conns)
+            l->conns->prev = c;
+        l->conns = c;
+        atomic_fetch_add(&srv->st_total, 1);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+static void run_posts(spw_http_loop *l)
+{
+    uint64_t v;
+    if (read(l->efd, &v, sizeof v) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&l->post_mu);
+    post *p = l->post_head;
+    l->post_head = l->post_tail = NULL;
+    pthread_mutex_unlock(&l->post_mu);
+    while (p) {
+        post *n = p->next;
+        p->fn(p->arg);
+        spw_free(p);
+        p = n;
+    }
+}
+
+void spw_http_loop_post(spw_http_loop *l, void (*fn)(void *), void *arg)
+{
+    post *p = spw_xmalloc(sizeof *p);
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&l->post_mu);
+    int was_empty = l->post_head == NULL;
+    if (l->post_tail)
+        l->post_tail->next = p;
+    else
+        l->post_head = p;
+    l->post_tail = p;
+    pthread_mutex_unlock(&l->post_mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        if (write(l->efd, &one, sizeof one) < 0) {
+            /* eventfd counter full cannot happen with was_empty gating */
+        }
+    }
+}
+
+static void check_timeouts(spw_http_loop *l)
+{
+    spw_http_config *cfg = &l->srv->cfg;
+    uint64_t now = now_ms();
+    spw_conn *c = l->conns;
+    while (c) {
+        spw_conn *next = c->next;
+        if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms && !c->error_sent) {
+            conn_fail(c, 408, "request_timeout", "request not received in time");
+        } else if (!c->cur && c->s_len == 0 && c->out.len == c->out_off &&
+                   now - c->last_active_ms > cfg->idle_timeout_ms) {
+            conn_close(c);
+        } else if (c->error_sent && now - c->last_active_ms > cfg->idle_timeout_ms) {
+            conn_close(c);
+        }
+        c = next;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    spw_http_loop *l = arg;
+    struct epoll_event evs[256];
+    uint64_t next_tick = now_ms() + TICK_MS;
+    for (;;) {
+        int n = epoll_wait(l->epfd, evs, 256, TICK_MS);
+        for (int i = 0; i < n; i++) {
+            void *ptr = evs[i].data.ptr;
+            if (ptr == &l->lfd) {
+                if (!l->stopping)
+                    accept_all(l);
+                continue;
+            }
+            if (ptr == &l->efd) {
+                run_posts(l);
+                continue;
+            }
+            spw_conn *c = ptr;
+            if (evs[i].events & EPOLLOUT)
+                conn_flush(c);
+            if (c->closed)
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                conn_read(c);
+        }
+        if (l->zombies)
+            sweep(l, 0);
+        uint64_t now = now_ms();
+        if (now >= next_tick) {
+            check_timeouts(l);
+            next_tick = now + TICK_MS;
+        }
+        if (atomic_load(&l->srv->stop) == 2)
+            break;
+    }
+    return NULL;
+}
+
+static int parse_addr(const char *addr, struct sockaddr_in *sa)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof host)
+        return -EINVAL;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -EINVAL;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (host[0] == 0 || strcmp(host, "0.0.0.0") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (strcmp(host, "localhost") == 0)
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return -EINVAL;
+    return 0;
+}
+
+static int listen_on(struct sockaddr_in *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, 1024) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, spw_http_server **out)
+{
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    struct sockaddr_in sa;
+    int r = parse_addr(cfg->listen, &sa);
+    if (r)
+        return r;
+    spw_http_server *s = spw_xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    if (s->cfg.threads == 0)
+        s->cfg.threads = 1;
+    if (s->cfg.max_pipelined == 0)
+        s->cfg.max_pipelined = 64;
+    s->handler = h;
+    s->ctx = ctx;
+    s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
+    /* The first socket picks the port (":0"); the others bind the same. */
+    for (uint32_t i = 0; i < s->cfg.threads; i++) {
+        spw_http_loop *l = &s->loops[i];
+        l->srv = s;
+        l->lfd = l->epfd = l->efd = -1;
+        if ((r = listen_on(&sa)) < 0)
+            goto fail;
+        l->lfd = r;
+        if (i == 0) {
+            socklen_t sl = sizeof sa;
+            getsockname(l->lfd, (struct sockaddr *)&sa, &sl);
+            s->port = ntohs(sa.sin_port);
+        }
+        l->epfd = epoll_create1(EPOLL_CLOEXEC);
+        l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        pthread_mutex_init(&l->post_mu, NULL);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->lfd};
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &ev);
+        ev.data.ptr = &l->efd;
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->efd, &ev);
+        s->nloops++;
+    }
+    for (uint32_t i = 0; i < s->nloops; i++)
+        pthread_create(&s->loops[i].th, NULL, loop_main, &s->loops[i]);
+    *out = s;
+    return 0;
+fail:
+    for (uint32_t i = 0; i <= s->nloops && i < s->cfg.threads; i++) {
+        if (s->loops[i].lfd >= 0)
+            close(s->loops[i].lfd);
+        if (s->loops[i].epfd >= 0)
+            close(s->loops[i].epfd);
+        if (s->loops[i].efd >= 0)
+            close(s->loops[i].efd);
+    }
+    spw_free(s->loops);
+    spw_free(s);
+    return r;
+}
+
+int spw_http_port(spw_http_server *s) { return s->port; }
+
+static void stop_accepting(void *arg)
+{
+    spw_http_loop *l = arg;
+    l->stopping = 1;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
+    close(l->lfd);
+    l->lfd = -1;
+}
+
+typedef struct drain_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    uint32_t inflight;
+} drain_q;
+
+static void ask_inflight(void *arg)
+{
+    /* arg: {loop, drain_q} */
+    void **a = arg;
+    spw_http_loop *l = a[0];
+    drain_q *d = a[1];
+    pthread_mutex_lock(&d->mu);
+    d->inflight += l->inflight;
+    d->done++;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
+{
+    for (uint32_t i = 0; i < s->nloops; i++)
+        spw_http_loop_post(&s->loops[i], stop_accepting, &s->loops[i]);
+    uint64_t deadline = now_ms() + drain_ms;
+    for (;;) {
+        drain_q d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        void *args[64][2];
+        uint32_t n = s->nloops < 64 ? s->nloops : 64;
+        for (uint32_t i = 0; i < n; i++) {
+            args[i][0] = &s->loops[i];
+            args[i][1] = &d;
+            spw_http_loop_post(&s->loops[i], ask_inflight, args[i]);
+        }
+        pthread_mutex_lock(&d.mu);
+        while (d.done < (int)n)
+            pthread_cond_wait(&d.cv, &d.mu);
+        pthread_mutex_unlock(&d.mu);
+        if (d.inflight == 0 || now_ms() >= deadline)
+            break;
+        usleep(10000);
+    }
+    atomic_store(&s->stop, 2);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        uint64_t one = 1;
+        if (write(s->loops[i].efd, &one, sizeof one) < 0) {
+        }
+        pthread_join(s->loops[i].th, NULL);
+    }
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        spw_http_loop *l = &s->loops[i];
+        while (l->conns) {
+            spw_conn *c = l->conns;
+            /* Requests still unanswered after the drain are dropped. */
+            for (uint32_t k = 0; k < c->s_len; k++) {
+                slot *sl = &c->slots[(c->s_head + k) % s->cfg.max_pipelined];
+                sl->done = 1;
+            }
+            conn_close(c);
+        }
+        sweep(l, 1);
+        close(l->epfd);
+        close(l->efd);
+        post *p = l->post_head;
+        while (p) {
+            post *nx = p->next;
+            spw_free(p);
+            p = nx;
+        }
+        pthread_mutex_destroy(&l->post_mu);
+    }
+    spw_free(s->loops);
+    spw_free(s);
+}
+
+void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
+{
+    st->connections_open = atomic_load(&s->nconns);
+    st->connections_total = atomic_load(&s->st_total);
+    st->requests = atomic_load(&s->st_requests);
+    st->rejected_limits = atomic_load(&s->st_rejected);
+}

@@ -1,0 +1,96 @@
+/*
+ * The HTTP/1.1 front end: one epoll loop per I/O thread, each with its own
+ * SO_REUSEPORT listening socket so the kernel spreads connections, and no
+ * lock shared between loops on the request path. Parsing is Debian's
+ * libhttp-parser (keep-alive, pipelining, chunked bodies); responses of
+ * pipelined requests go out in request order even when a later request
+ * finishes first.
+ *
+ * A handler runs on the loop thread that owns the connection and answers
+ * with spw_http_respond, at once or later: work that completes on another
+ * thread (a log append's ack) comes back with spw_http_loop_post, which
+ * runs a function on the request's loop.
+ *
+ * Limits (docs/operations.md): connections, header bytes, body bytes, idle
+ * and slow-request timeouts, pipelined requests in flight per connection;
+ * a connection over a limit is answered (431/413/408) and closed, or paused
+ * (pipelining) until its earlier responses are sent.
+ */
+#ifndef SPW_HTTP_H
+#define SPW_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+typedef struct spw_http_server spw_http_server;
+typedef struct spw_http_loop spw_http_loop;
+typedef struct spw_conn spw_conn;
+
+enum { SPW_HTTP_GET = 1, SPW_HTTP_PUT, SPW_HTTP_POST, SPW_HTTP_DELETE, SPW_HTTP_HEAD, SPW_HTTP_OTHER };
+
+typedef struct spw_http_req {
+    spw_conn *conn;
+    spw_http_loop *loop;
+    int method;
+    const char *path; /* not decoded; NUL-terminated */
+    size_t path_len;
+    const char *query; /* after '?', NUL-terminated, "" if none */
+    /* Headers the API reads (NUL-terminated, "" if absent). */
+    char content_type[128];
+    char idempotency_key[256];
+    char ack[16];
+    char priority[8];
+    char authorization[512];
+    char key[256];
+    spw_buf body;
+    char peer[64]; /* client address */
+    int answered;
+    void *user; /* handler state for an asynchronous answer */
+} spw_http_req;
+
+typedef struct spw_http_config {
+    const char *listen; /* host:port */
+    uint32_t threads;
+    uint32_t max_connections;   /* all loops together */
+    uint32_t max_header_bytes;
+    uint64_t max_body_bytes;
+    uint32_t idle_timeout_ms;
+    uint32_t request_timeout_ms; /* from a request's first byte to its last */
+    uint32_t max_pipelined;      /* requests in flight per connection */
+} spw_http_config;
+
+typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);
+
+/* Binds and starts the loops. Returns 0 or -errno (address in use...). */
+int spw_http_start(const spw_http_config *c, spw_http_handler h, void *ctx, spw_http_server **out);
+/* The port actually bound (for listen ":0"). */
+int spw_http_port(spw_http_server *s);
+/* Stops accepting, waits until requests in flight are answered (at most
+ * drain_ms), closes every connection and frees. */
+void spw_http_stop(spw_http_server *s, uint32_t drain_ms);
+
+/*
+ * Answers req: status, extra header lines (each ending "\r\n", may be NULL),
+ * content type and body. Must run on req's loop thread. After this call req
+ * is gone.
+ */
+void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
+                      size_t len);
+/* An error body {"error":msg,"code":code} with status. */
+void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Runs fn(arg) on loop's thread soon. Callable from any thread. */
+void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);
+
+/* Counters for /metrics. */
+typedef struct spw_http_stats {
+    uint64_t connections_open, connections_total, requests, rejected_limits;
+} spw_http_stats;
+void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
+
+const char *spw_http_reason(int status);
+
+#endif

@@ -1,0 +1,155 @@
+/* OS wrappers: see os.h. */
+#include "os/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RETRY(expr)                                                                                                    \
+    ({                                                                                                                 \
+        __typeof__(expr) r_;                                                                                           \
+        do                                                                                                             \
+            r_ = (expr);                                                                                               \
+        while (r_ < 0 && errno == EINTR);                                                                              \
+        r_ < 0 ? -errno : r_;                                                                                          \
+    })
+
+static int os_open(const char *path, int flags, int mode) { return RETRY(open(path, flags | O_CLOEXEC, mode)); }
+static int os_close(int fd) { return close(fd) < 0 && errno != EINTR ? -errno : 0; }
+static ssize_t os_pwrite(int fd, const void *buf, size_t n, off_t off) { return RETRY(pwrite(fd, buf, n, off)); }
+static ssize_t os_pwritev(int fd, const struct iovec *iov, int cnt, off_t off) { return RETRY(pwritev(fd, iov, cnt, off)); }
+static ssize_t os_pread(int fd, void *buf, size_t n, off_t off) { return RETRY(pread(fd, buf, n, off)); }
+static int os_fdatasync(int fd) { return RETRY(fdatasync(fd)); }
+static int os_fsync(int fd) { return RETRY(fsync(fd)); }
+static int os_ftruncate(int fd, off_t len) { return RETRY(ftruncate(fd, len)); }
+static int os_unlink(const char *path) { return unlink(path) < 0 ? -errno : 0; }
+static int os_rename(const char *a, const char *b) { return rename(a, b) < 0 ? -errno : 0; }
+static int os_mkdir(const char *path, int mode) { return mkdir(path, (mode_t)mode) < 0 ? -errno : 0; }
+static off_t os_size(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    return st.st_size;
+}
+
+const spw_os_vtab spw_os_default = {
+    .open = os_open,
+    .close = os_close,
+    .pwrite = os_pwrite,
+    .pwritev = os_pwritev,
+    .pread = os_pread,
+    .fdatasync = os_fdatasync,
+    .fsync = os_fsync,
+    .ftruncate = os_ftruncate,
+    .unlink = os_unlink,
+    .rename = os_rename,
+    .mkdir = os_mkdir,
+    .size = os_size,
+};
+spw_os_vtab spw_os = {
+    .open = os_open,
+    .close = os_close,
+    .pwrite = os_pwrite,
+    .pwritev = os_pwritev,
+    .pread = os_pread,
+    .fdatasync = os_fdatasync,
+    .fsync = os_fsync,
+    .ftruncate = os_ftruncate,
+    .unlink = os_unlink,
+    .rename = os_rename,
+    .mkdir = os_mkdir,
+    .size = os_size,
+};
+
+int spw_os_pwrite_all(int fd, const void *buf, size_t n, off_t off)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = spw_os.pwrite(fd, p, n, off);
+        if (w < 0)
+            return (int)w;
+        if (w == 0)
+            return -EIO;
+        p += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+int spw_os_pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
+{
+    while (cnt > 0) {
+        while (cnt > 0 && iov->iov_len == 0) {
+            iov++;
+            cnt--;
+        }
+        if (cnt == 0)
+            break;
+        ssize_t w = spw_os.pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, off);
+        if (w < 0)
+            return (int)w;
+        if (w == 0)
+            return -EIO;
+        off += w;
+        while (cnt > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0 && w > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+ssize_t spw_os_pread_full(int fd, void *buf, size_t n, off_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = spw_os.pread(fd, (char *)buf + got, n - got, off + (off_t)got);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+int spw_os_fsync_dir(const char *dir)
+{
+    int fd = spw_os.open(dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int r = spw_os.fsync(fd);
+    spw_os.close(fd);
+    return r;
+}
+
+int spw_os_mkdirs(const char *path, int mode)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            int r = spw_os.mkdir(buf, mode);
+            if (r < 0 && r != -EEXIST)
+                return r;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,46 @@
+/*
+ * The only place the log calls the operating system for file I/O. Every call
+ * goes through the table spw_os, which tests replace entry by entry to inject
+ * faults (EIO, ENOSPC, short writes, slow fsync), as SQLite's os_unix.c does.
+ * Each wrapper returns the syscall's result, or -errno on failure (never -1),
+ * and retries EINTR. Short writes are completed by spw_os_pwrite_all.
+ */
+#ifndef SPW_OS_H
+#define SPW_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+typedef struct spw_os_vtab {
+    int (*open)(const char *path, int flags, int mode);
+    int (*close)(int fd);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int cnt, off_t off);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    int (*fdatasync)(int fd);
+    int (*fsync)(int fd);
+    int (*ftruncate)(int fd, off_t len);
+    int (*unlink)(const char *path);
+    int (*rename)(const char *from, const char *to);
+    int (*mkdir)(const char *path, int mode);
+    off_t (*size)(int fd); /* fstat st_size, or -errno */
+} spw_os_vtab;
+
+extern spw_os_vtab spw_os;
+extern const spw_os_vtab spw_os_default;
+
+/* Writes all n bytes at off (looping over short writes). Returns 0 or -errno. */
+int spw_os_pwrite_all(int fd, const void *buf, size_t n, off_t off);
+/* Writes every byte of iov[0..cnt) at off (looping over short writes and
+ * IOV_MAX). iov is modified. Returns 0 or -errno. */
+int spw_os_pwritev_all(int fd, struct iovec *iov, int cnt, off_t off);
+/* Reads up to n bytes at off, looping until n or end of file. Returns bytes read or -errno. */
+ssize_t spw_os_pread_full(int fd, void *buf, size_t n, off_t off);
+/* fsync of a directory, so a created or renamed entry survives power loss. */
+int spw_os_fsync_dir(const char *dir);
+/* mkdir -p; 0 if it exists. */
+int spw_os_mkdirs(const char *path, int mode);
+
+#endif

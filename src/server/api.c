@@ -1,0 +1,1062 @@
+/*
+ * HTTP API v1 handlers: see api.h and docs/api.md.
+ *
+ * Produce validates the whole body before anything is appended (one bad
+ * event → 400 naming its index or line and byte offset, nothing stored),
+ * groups events by partition (FNV-1a of the key; round robin without one),
+ * encodes one batch per partition with the event bytes as received,
+ * reserves the budget for all of them at once (so a request is admitted
+ * whole or refused with 503), appends, and answers 202 when every batch
+ * reached the ack level.
+ */
+#include "server/api.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/msg.h"
+
+#define SPW_VERSION_STR "0.1.0"
+#define IDS_MAX_IN_RESPONSE 1000
+
+/* ---- small output helpers ---- */
+
+static void out_raw(spw_buf *b, const void *p, size_t n)
+{
+    if (spw_buf_reserve(b, b->len + n))
+        abort(); /* spw_buf uses try_realloc; responses are bounded by read limits */
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+static void outf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(spw_buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        out_raw(b, tmp, (size_t)n);
+        return;
+    }
+    if (spw_buf_reserve(b, b->len + (size_t)n + 1))
+        abort();
+    va_start(ap, fmt);
+    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* A JSON string of bytes that are valid UTF-8 (keys are checked on the way in). */
+static void out_str(spw_buf *b, const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    out_raw(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out_raw(b, p + run, i - run);
+        run = i + 1;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            out_raw(b, e, 2);
+        } else {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            out_raw(b, e, 6);
+        }
+    }
+    out_raw(b, p + run, n - run);
+    out_raw(b, "\"", 1);
+}
+
+static void out_b64(spw_buf *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (spw_buf_reserve(b, b->len + (n + 2) / 3 * 4 + 2))
+        abort();
+    char *o = (char *)b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = tab[v >> 6 & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - (char *)b->p);
+}
+
+static void respond_json(spw_http_req *req, int status, spw_buf *b)
+{
+    spw_http_respond(req, status, NULL, "application/json", b->p, b->len);
+    spw_buf_fini(b);
+}
+
+/* ---- query strings ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Finds name in the query and percent-decodes its value into out.
+ * Returns 1 found, 0 absent, -1 malformed or too long. */
+static int query_get(const char *q, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            size_t o = 0;
+            for (size_t i = nl + 1; i < len; i++) {
+                char c = q[i];
+                if (c == '%') {
+                    if (i + 2 >= len)
+                        return -1;
+                    int h = hexval(q[i + 1]), l = hexval(q[i + 2]);
+                    if (h < 0 || l < 0)
+                        return -1;
+                    c = (char)(h << 4 | l);
+                    i += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                if (o + 1 >= cap || c == 0)
+                    return -1;
+                out[o++] = c;
+            }
+            out[o] = 0;
+            return 1;
+        }
+        q += len + (amp ? 1 : 0);
+        if (!amp)
+            break;
+    }
+    return 0;
+}
+
+/* Parses a non-negative decimal integer query parameter. 1 set, 0 absent, -1 bad. */
+static int query_u64(const char *q, const char *name, uint64_t *v)
+{
+    char buf[32];
+    int r = query_get(q, name, buf, sizeof buf);
+    if (r <= 0)
+        return r;
+    if (!buf[0])
+        return -1;
+    uint64_t x = 0;
+    for (char *p = buf; *p; p++) {
+        if (*p < '0' || *p > '9' || x > (UINT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(*p - '0');
+    }
+    *v = x;
+    return 1;
+}
+
+static int query_i64(const char *q, const char *name, int64_t *v)
+{
+    char buf[32];
+    int r = query_get(q, name, buf, sizeof buf);
+    if (r <= 0)
+        return r;
+    char *end;
+    errno = 0;
+    long long x = strtoll(buf, &end, 10);
+    if (!buf[0] || *end || errno)
+        return -1;
+    *v = x;
+    return 1;
+}
+
+/* ---- produce ---- */
+
+typedef struct ev {
+    uint32_t off, len; /* event bytes in the body */
+    int32_t key_off;   /* in the key arena, or -1 for no key */
+    uint32_t key_len;
+    int64_t ts;
+    uint32_t part;
+} ev;
+
+typedef struct pslot {
+    struct produce *pr;
+    uint32_t partition;
+    uint32_t count;
+    uint64_t first_offset;
+    uint64_t first_ticket;
+    uint32_t first_event; /* index into order[] */
+} pslot;
+
+typedef struct produce {
+    spw_api *api;
+    spw_http_req *req;
+    spw_stream *s;
+    _Atomic int pending;
+    _Atomic int err;
+    uint32_t n_events;
+    uint32_t n_slots;
+    uint64_t t0;
+    uint64_t bytes;
+    ev *evs;
+    uint32_t *order; /* event indexes grouped by partition */
+    pslot slots[];
+} produce;
+
+static void produce_free(produce *pr)
+{
+    spw_free(pr->evs);
+    spw_free(pr->order);
+    spw_free(pr);
+}
+
+static void produce_finish(void *arg)
+{
+    produce *pr = arg;
+    spw_api *api = pr->api;
+    int err = atomic_load(&pr->err);
+    spw_idgen *g = spw_log_idgen(api->log);
+    if (err) {
+        int status = err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT ? 507 : 500;
+        if (status == 507)
+            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+        spw_http_error(pr->req, status, status == 507 ? "disk" : "write_failed", NULL,
+                       "the write failed: %s; nothing of it is acknowledged", spw_strerror(err));
+    } else {
+        spw_buf b = SPW_BUF_INIT;
+        outf(&b, "{\"accepted\":%u,\"partitions\":[", pr->n_events);
+        for (uint32_t i = 0; i < pr->n_slots; i++)
+            outf(&b, "%s{\"partition\":%u,\"first_offset\":%" PRIu64 ",\"count\":%u}", i ? "," : "",
+                 pr->slots[i].partition, pr->slots[i].first_offset, pr->slots[i].count);
+        outf(&b, "]");
+        if (pr->n_events <= IDS_MAX_IN_RESPONSE) {
+            /* ids in request order: event e is record j of its partition's batch */
+            uint64_t *ids = spw_xmalloc(pr->n_events * sizeof *ids);
+            for (uint32_t i = 0; i < pr->n_slots; i++)
+                for (uint32_t j = 0; j < pr->slots[i].count; j++)
+                    ids[pr->order[pr->slots[i].first_event + j]] =
+                        spw_id_from_ticket(g, pr->slots[i].first_ticket + j);
+            outf(&b, ",\"ids\":[");
+            for (uint32_t e = 0; e < pr->n_events; e++)
+                outf(&b, "%s\"%" PRIu64 "\"", e ? "," : "", ids[e]);
+            outf(&b, "]");
+            spw_free(ids);
+        }
+        outf(&b, "}\n");
+        atomic_fetch_add(&pr->s->events_in, pr->n_events);
+        atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
+        atomic_fetch_add(&api->events_in, pr->n_events);
+        atomic_fetch_add(&api->bytes_in, pr->bytes);
+        respond_json(pr->req, 202, &b);
+    }
+    spw_hist_add(&api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
+    spw_stream_put(pr->s);
+    produce_free(pr);
+}
+
+static void produce_cb(void *arg, int status, const spw_append_result *r)
+{
+    pslot *sl = arg;
+    produce *pr = sl->pr;
+    if (status) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&pr->err, &zero, status);
+    } else {
+        sl->first_offset = r->base_offset;
+    }
+    if (atomic_fetch_sub(&pr->pending, 1) == 1)
+        spw_http_loop_post(pr->req->loop, produce_finish, pr);
+}
+
+/* Validation failure: 400 naming the event. */
+static void bad_event(spw_api *api, spw_http_req *req, int ndjson, uint32_t index, size_t byte, const char *code,
+                      const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void bad_event(spw_api *api, spw_http_req *req, int ndjson, uint32_t index, size_t byte, const char *code,
+                      const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+    spw_http_error(req, 400, code, NULL, "%s %u (byte %zu): %s; nothing was appended", ndjson ? "line" : "event",
+                   ndjson ? index + 1 : index, byte, msg);
+}
+
+typedef struct parse_ctx {
+    spw_api *api;
+    spw_http_req *req;
+    spw_stream *s;
+    spw_json_ptr ptrs[2];
+    int nptrs, key_i, ts_i;
+    ev *evs;
+    uint32_t n, cap;
+    spw_buf keys;
+    int64_t now;
+    int ndjson;
+} parse_ctx;
+
+/* Checks one event object at [p, end) of the body and records it. */
+static int take_event(parse_ctx *c, const char *body, const char *p, const char *end, uint32_t index)
+{
+    spw_json_span found[2];
+    spw_json_error e;
+    const char *vend;
+    spw_stream_config *cfg = &c->s->cfg;
+    if (spw_json_scan(p, end, c->ptrs, c->nptrs, found, &vend, &e)) {
+        bad_event(c->api, c->req, c->ndjson, index, (size_t)(p - body) + e.offset, "invalid_json", "%s", e.msg);
+        return -1;
+    }
+    const char *start = spw_json_ws(p, end);
+    if (*start != '{') {
+        bad_event(c->api, c->req, c->ndjson, index, (size_t)(start - body), "not_an_object",
+                  "each event must be a JSON object");
+        return -1;
+    }
+    if (c->ndjson && spw_json_ws(vend, end) != end) {
+        bad_event(c->api, c->req, c->ndjson, index, (size_t)(vend - body), "invalid_json",
+                  "data after the event on the same line");
+        return -1;
+    }
+    size_t len = (size_t)(vend - start);
+    if (len > cfg->max_event_bytes) {
+        bad_event(c->api, c->req, c->ndjson, index, (size_t)(start - body), "event_too_large",
+                  "event is %zu bytes, the stream's max_event_bytes is %u", len, cfg->max_event_bytes);
+        return -1;
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        c->evs = spw_xrealloc(c->evs, c->cap * sizeof *c->evs);
+    }
+    ev *v = &c->evs[c->n];
+    v->off = (uint32_t)(start - body);
+    v->len = (uint32_t)len;
+    v->key_off = -1;
+    v->key_len = 0;
+    v->ts = c->now;
+    if (c->key_i >= 0) {
+        spw_json_span *k = &found[c->key_i];
+        if (k->type == SPW_JSON_NONE || k->type == SPW_JSON_NULL) {
+            bad_event(c->api, c->req, c->ndjson, index, (size_t)(start - body), "missing_key",
+                      "the stream's key %s is missing", cfg->key);
+            return -1;
+        }
+        if (k->type != SPW_JSON_STRING && k->type != SPW_JSON_NUMBER) {
+            bad_event(c->api, c->req, c->ndjson, index, (size_t)(k->p - body), "bad_key",
+                      "the key %s must be a string or a number", cfg->key);
+            return -1;
+        }
+        if (spw_buf_reserve(&c->keys, c->keys.len + k->n))
+            abort();
+        long kl = (long)k->n;
+        if (k->type == SPW_JSON_STRING)
+            kl = spw_json_unescape(k, (char *)c->keys.p + c->keys.len, k->n);
+        else
+            memcpy(c->keys.p + c->keys.len, k->p, k->n);
+        v->key_off = (int32_t)c->keys.len;
+        v->key_len = (uint32_t)kl;
+        c->keys.len += (size_t)kl;
+    }
+    if (c->ts_i >= 0 && found[c->ts_i].type != SPW_JSON_NONE) {
+        if (spw_json_int64(&found[c->ts_i], &v->ts)) {
+            bad_event(c->api, c->req, c->ndjson, index, (size_t)(found[c->ts_i].p - body), "bad_timestamp",
+                      "the timestamp %s must be an integer of milliseconds since the Unix epoch", cfg->timestamp);
+            return -1;
+        }
+    }
+    c->n++;
+    return 0;
+}
+
+static int valid_utf8(const uint8_t *p, size_t n)
+{
+    spw_json_error e;
+    const char *end;
+    /* Reuse the scanner's UTF-8 check through a quoted copy would cost a
+     * copy; keys are short, so check directly. */
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!k || i + k > n)
+            return 0;
+        if (k > 1) {
+            char q[8] = {'"'};
+            memcpy(q + 1, p + i, k);
+            q[k + 1] = '"';
+            if (spw_json_scan(q, q + k + 2, NULL, 0, NULL, &end, &e))
+                return 0;
+        } else if (c < 0x20) {
+            return 0;
+        }
+        i += k;
+    }
+    return 1;
+}
+
+static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
+{
+    spw_stream_config *cfg = &s->cfg;
+    /* Ack level: header, then ?ack=, then the stream's default. */
+    spw_ack ack = cfg->ack;
+    char qa[16];
+    const char *ack_s = req->ack[0] ? req->ack : (query_get(req->query, "ack", qa, sizeof qa) == 1 ? qa : NULL);
+    if (ack_s && spw_ack_parse(ack_s, &ack)) {
+        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        spw_http_error(req, 400, "bad_ack", NULL, "ack must be none, written, fsync or replicated, not '%s'", ack_s);
+        spw_stream_put(s);
+        return;
+    }
+    if (ack == SPW_ACK_REPLICATED) {
+        spw_http_error(req, 501, "not_implemented", NULL,
+                       "ack=replicated needs a replicated backend, and this node has none");
+        spw_stream_put(s);
+        return;
+    }
+    /* Content type. */
+    const char *ct = req->content_type;
+    size_t ctl = strcspn(ct, "; ");
+    int ndjson = 0, bytes = cfg->format_bytes;
+    if (bytes) {
+        if (ctl && !(ctl == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0)) {
+            spw_http_error(req, 415, "unsupported_media_type", NULL,
+                           "a bytes stream takes Content-Type: application/octet-stream");
+            spw_stream_put(s);
+            return;
+        }
+    } else if (ctl == 20 && strncasecmp(ct, "application/x-ndjson", 20) == 0) {
+        ndjson = 1;
+    } else if (ctl && !(ctl == 16 && strncasecmp(ct, "application/json", 16) == 0)) {
+        spw_http_error(req, 415, "unsupported_media_type", NULL,
+                       "Content-Type must be application/json or application/x-ndjson, not '%.*s'", (int)ctl, ct);
+        spw_stream_put(s);
+        return;
+    }
+    const char *body = (const char *)req->body.p;
+    size_t blen = req->body.len;
+    parse_ctx c = {.api = api, .req = req, .s = s, .key_i = -1, .ts_i = -1, .now = spw_wall_ms(), .ndjson = ndjson};
+    if (bytes) {
+        if (blen > cfg->max_event_bytes) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 413, "event_too_large", NULL, "event is %zu bytes, the stream's max_event_bytes is %u",
+                           blen, cfg->max_event_bytes);
+            goto fail;
+        }
+        size_t kl = strlen(req->key);
+        if (kl && !valid_utf8((const uint8_t *)req->key, kl)) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 400, "bad_key", NULL, "Spillway-Key must be UTF-8 text");
+            goto fail;
+        }
+        c.evs = spw_xmalloc(sizeof *c.evs);
+        c.evs[0] = (ev){.off = 0, .len = (uint32_t)blen, .key_off = kl ? 0 : -1, .key_len = (uint32_t)kl,
+                        .ts = c.now};
+        if (kl) {
+            if (spw_buf_reserve(&c.keys, kl))
+                abort();
+            memcpy(c.keys.p, req->key, kl);
+            c.keys.len = kl;
+        }
+        c.n = 1;
+    } else {
+        if (cfg->key[0]) {
+            spw_json_ptr_compile(&c.ptrs[c.nptrs], cfg->key);
+            c.key_i = c.nptrs++;
+        }
+        if (cfg->timestamp[0]) {
+            spw_json_ptr_compile(&c.ptrs[c.nptrs], cfg->timestamp);
+            c.ts_i = c.nptrs++;
+        }
+        const char *end = body + blen;
+        if (ndjson) {
+            const char *p = body;
+            uint32_t line = 0;
+            while (p < end) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                const char *le = nl ? nl : end;
+                if (spw_json_ws(p, le) != le && take_event(&c, body, p, le, line))
+                    goto fail;
+                line++;
+                p = nl ? nl + 1 : end;
+            }
+        } else {
+            const char *p = spw_json_ws(body, end);
+            if (p < end && *p == '[') {
+                p = spw_json_ws(p + 1, end);
+                uint32_t idx = 0;
+                if (p < end && *p == ']') {
+                    p++;
+                } else {
+                    for (;;) {
+                        const char *vend;
+                        spw_json_error e;
+                        spw_json_span dummy;
+                        if (spw_json_scan(p, end, NULL, 0, &dummy, &vend, &e)) {
+                            bad_event(api, req, 0, idx, (size_t)(p - body) + e.offset, "invalid_json", "%s", e.msg);
+                            goto fail;
+                        }
+                        if (take_event(&c, body, p, vend, idx))
+                            goto fail;
+                        idx++;
+                        p = spw_json_ws(vend, end);
+                        if (p < end && *p == ',') {
+                            p = spw_json_ws(p + 1, end);
+                            continue;
+                        }
+                        if (p < end && *p == ']') {
+                            p++;
+                            break;
+                        }
+                        bad_event(api, req, 0, idx, (size_t)(p - body), "invalid_json",
+                                  "expected ',' or ']' after an event");
+                        goto fail;
+                    }
+                }
+                if (spw_json_ws(p, end) != end) {
+                    bad_event(api, req, 0, idx, (size_t)(p - body), "invalid_json", "data after the array");
+                    goto fail;
+                }
+            } else {
+                const char *vend;
+                spw_json_error e;
+                spw_json_span dummy;
+                if (spw_json_scan(p, end, NULL, 0, &dummy, &vend, &e)) {
+                    bad_event(api, req, 0, 0, (size_t)(p - body) + e.offset, "invalid_json", "%s", e.msg);
+                    goto fail;
+                }
+                if (take_event(&c, body, p, vend, 0))
+                    goto fail;
+                if (spw_json_ws(vend, end) != end) {
+                    bad_event(api, req, 0, 0, (size_t)(vend - body), "invalid_json",
+                              "data after the event (send an array or NDJSON for several)");
+                    goto fail;
+                }
+            }
+        }
+    }
+    if (c.n == 0) {
+        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        spw_http_error(req, 400, "no_events", NULL, "the body holds no events");
+        goto fail;
+    }
+
+    /* Partitions, then events grouped by partition (counting sort). */
+    uint32_t P = cfg->partitions;
+    uint32_t *counts = spw_xcalloc(P, sizeof *counts);
+    for (uint32_t i = 0; i < c.n; i++) {
+        ev *v = &c.evs[i];
+        v->part = v->key_off >= 0 ? spw_stream_partition(c.keys.p + v->key_off, v->key_len, P)
+                                  : atomic_fetch_add(&s->rr, 1) % P;
+        counts[v->part]++;
+    }
+    uint32_t used = 0;
+    for (uint32_t p = 0; p < P; p++)
+        used += counts[p] > 0;
+    produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(pslot));
+    pr->api = api;
+    pr->req = req;
+    pr->s = s;
+    pr->n_events = c.n;
+    pr->n_slots = used;
+    pr->t0 = spw_mono_ns();
+    pr->order = spw_xmalloc(c.n * sizeof *pr->order);
+    uint32_t *start = spw_xmalloc(P * sizeof *start);
+    for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
+        start[p] = at;
+        if (counts[p]) {
+            pr->slots[k] = (pslot){.pr = pr, .partition = p, .count = counts[p], .first_event = at};
+            k++;
+        }
+        at += counts[p];
+    }
+    for (uint32_t i = 0; i < c.n; i++)
+        pr->order[start[c.evs[i].part]++] = i;
+    spw_free(start);
+    spw_free(counts);
+
+    /* Encode every batch, then reserve the budget for all of them. */
+    spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
+    spw_buf *enc = spw_xcalloc(used, sizeof *enc);
+    spw_buf scratch = SPW_BUF_INIT;
+    uint64_t total = 0;
+    int r = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        pslot *sl = &pr->slots[k];
+        for (uint32_t j = 0; j < sl->count; j++) {
+            ev *v = &c.evs[pr->order[sl->first_event + j]];
+            recs[sl->first_event + j] = (spw_record){
+                .key = v->key_off >= 0 ? c.keys.p + v->key_off : NULL,
+                .key_len = v->key_off >= 0 ? (int32_t)v->key_len : -1,
+                .value = body + v->off,
+                .value_len = v->len,
+                .ts = v->ts,
+            };
+            pr->bytes += v->len;
+        }
+        spw_batch_opts o = {.idgen = spw_log_idgen(api->log), .first_ticket = &sl->first_ticket};
+        if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
+            break;
+        total += enc[k].len;
+    }
+    spw_free(recs);
+    spw_buf_fini(&scratch);
+    if (r == 0)
+        r = spw_log_reserve(api->log, total, 1);
+    if (r) {
+        if (r == SPW_EAGAIN) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+            spw_http_error(req, 503, "backpressure", "Retry-After: 1\r\n",
+                           "the server is writing as fast as the disk allows; retry shortly");
+        } else if (r == SPW_EMSGSIZE) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 413, "body_too_large", NULL, "the request's batches exceed max_pending_bytes");
+        } else {
+            spw_http_error(req, 500, "internal", NULL, "encoding failed: %s", spw_strerror(r));
+        }
+        for (uint32_t k = 0; k < used; k++)
+            spw_buf_fini(&enc[k]);
+        spw_free(enc);
+        produce_free(pr);
+        goto fail;
+    }
+    atomic_store(&pr->pending, (int)used);
+    atomic_fetch_add(&s->requests_in, 1);
+    /* From here the request completes through produce_cb / produce_finish. */
+    spw_stream *s_ref = s;
+    (void)s_ref;
+    uint64_t unused = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        pslot *sl = &pr->slots[k];
+        size_t len = enc[k].len;
+        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, ack, SPW_APPEND_RESERVED, produce_cb,
+                                      sl, NULL);
+        spw_buf_fini(&enc[k]);
+        if (e) {
+            unused += len;
+            spw_append_result none = {0};
+            produce_cb(sl, e, &none);
+        }
+    }
+    spw_log_release(api->log, unused);
+    spw_free(enc);
+    spw_free(c.evs);
+    spw_buf_fini(&c.keys);
+    return; /* the stream reference now belongs to the produce */
+fail:
+    spw_free(c.evs);
+    spw_buf_fini(&c.keys);
+    spw_stream_put(s);
+}
+
+/* ---- read ---- */
+
+static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
+{
+    (void)api;
+    spw_stream_config *cfg = &s->cfg;
+    uint64_t part = 0, offset = 0, limit = 100;
+    int64_t from_ts = 0;
+    int hp = query_u64(req->query, "partition", &part);
+    int ho = query_u64(req->query, "offset", &offset);
+    int hl = query_u64(req->query, "limit", &limit);
+    int ht = query_i64(req->query, "from_ts", &from_ts);
+    if (hp < 0 || ho < 0 || hl < 0 || ht < 0) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "partition, offset and limit must be non-negative integers, "
+                                                        "from_ts an integer");
+        goto out;
+    }
+    if (hp == 0 && cfg->partitions > 1) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "partition is required (the stream has %u)",
+                       cfg->partitions);
+        goto out;
+    }
+    if (part >= cfg->partitions) {
+        spw_http_error(req, 404, "no_such_partition", NULL, "partition %" PRIu64 " does not exist (the stream has %u)",
+                       part, cfg->partitions);
+        goto out;
+    }
+    if (ho > 0 && ht > 0) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "give offset or from_ts, not both");
+        goto out;
+    }
+    if (limit == 0 || limit > 10000)
+        limit = limit == 0 ? 1 : 10000;
+    spw_part *p = s->parts[part];
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    if (ht > 0) {
+        int r = spw_part_offset_for_ts(p, from_ts, &offset);
+        if (r < 0) {
+            spw_http_error(req, 500, "read_failed", NULL, "%s", spw_strerror(r));
+            goto out;
+        }
+    } else if (ho == 0) {
+        offset = st.start_offset;
+    }
+    if (offset < st.start_offset || offset > st.written_offset) {
+        char h[128];
+        snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
+                 st.start_offset, st.written_offset);
+        spw_http_error(req, 416, "offset_out_of_range", h,
+                       "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
+                       st.start_offset, st.written_offset);
+        goto out;
+    }
+    spw_buf out = SPW_BUF_INIT, data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t next = offset, sent = 0;
+    int status = 200;
+    while (sent < limit) {
+        uint64_t bad_next = 0;
+        int n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (sent == 0) {
+                spw_buf_fini(&out);
+                spw_http_error(req, n == SPW_ECORRUPT ? 500 : 500, n == SPW_ECORRUPT ? "damaged" : "read_failed", NULL,
+                               "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
+                spw_buf_fini(&data);
+                goto out;
+            }
+            break;
+        }
+        size_t pos = 0;
+        for (int b = 0; b < n && sent < limit; b++) {
+            spw_batch_hdr h;
+            spw_batch_parse(data.p + pos, data.len - pos, &h);
+            const uint8_t *recs;
+            size_t len;
+            if (spw_batch_records(data.p + pos, &h, &scratch, &recs, &len) == 0) {
+                spw_rec_iter it;
+                spw_record_view rv;
+                spw_rec_iter_init(&it, &h, recs, len);
+                while (sent < limit && spw_rec_next(&it, &rv) == 1) {
+                    if (rv.offset < next)
+                        continue;
+                    outf(&out, "{\"partition\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64
+                               "\",\"ts\":%" PRId64 ",\"key\":",
+                         part, rv.offset, rv.id, rv.ts);
+                    if (rv.key_len < 0)
+                        out_raw(&out, "null", 4);
+                    else
+                        out_str(&out, rv.key, (size_t)rv.key_len);
+                    out_raw(&out, ",\"value\":", 9);
+                    if (cfg->format_bytes)
+                        out_b64(&out, rv.value, rv.value_len);
+                    else
+                        out_raw(&out, rv.value, rv.value_len);
+                    out_raw(&out, "}\n", 2);
+                    next = rv.offset + 1;
+                    sent++;
+                }
+            }
+            pos += h.length;
+        }
+        if (out.len > (8u << 20))
+            break;
+    }
+    char h[96];
+    snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
+    spw_http_respond(req, status, h, "application/x-ndjson", out.p, out.len);
+    spw_buf_fini(&out);
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+out:
+    spw_stream_put(s);
+}
+
+/* ---- streams ---- */
+
+static void stream_json(spw_buf *b, spw_stream *s, int detail)
+{
+    spw_buf c = SPW_BUF_INIT;
+    spw_stream_config_json(&s->cfg, &c);
+    if (!detail) {
+        out_raw(b, c.p, c.len);
+        spw_buf_fini(&c);
+        return;
+    }
+    out_raw(b, c.p, c.len - 1); /* drop the closing brace */
+    spw_buf_fini(&c);
+    outf(b, ",\"partition_state\":[");
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        outf(b,
+             "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64 ",\"bytes\":%" PRIu64
+             ",\"segments\":%u}",
+             i ? "," : "", i, st.start_offset, st.written_offset, st.bytes, st.segments);
+    }
+    outf(b, "]}");
+}
+
+static void list_one(void *arg, spw_stream *s)
+{
+    spw_buf *b = arg;
+    if (b->len > 13)
+        out_raw(b, ",", 1);
+    stream_json(b, s, 0);
+}
+
+static void handle_stream(spw_api *api, spw_http_req *req, const char *name, size_t nl)
+{
+    char nm[SPW_STREAM_NAME_MAX + 1];
+    if (!spw_stream_name_ok(name, nl)) {
+        spw_http_error(req, 400, "bad_name", NULL,
+                       "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (and not '.' or '..')");
+        return;
+    }
+    memcpy(nm, name, nl);
+    nm[nl] = 0;
+    if (req->method == SPW_HTTP_PUT) {
+        spw_stream_config c;
+        char err[300];
+        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err)) {
+            spw_http_error(req, 400, "bad_config", NULL, "%s", err);
+            return;
+        }
+        int r = spw_catalog_create(api->cat, &c);
+        if (r == -EEXIST) {
+            spw_http_error(req, 409, "exists", NULL, "stream %s exists with a different definition", nm);
+            return;
+        }
+        if (r < 0) {
+            spw_http_error(req, 500, "create_failed", NULL, "creating stream %s: %s", nm, spw_strerror(r));
+            return;
+        }
+        spw_buf b = SPW_BUF_INIT;
+        spw_stream_config_json(&c, &b);
+        out_raw(&b, "\n", 1);
+        respond_json(req, r == 1 ? 201 : 200, &b);
+        return;
+    }
+    if (req->method == SPW_HTTP_DELETE) {
+        int r = spw_catalog_delete(api->cat, nm);
+        if (r == -ENOENT)
+            spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
+        else if (r < 0)
+            spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
+        else
+            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        return;
+    }
+    if (req->method != SPW_HTTP_GET) {
+        spw_http_error(req, 405, "method_not_allowed", "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
+        return;
+    }
+    spw_stream *s = spw_stream_get(api->cat, nm, nl);
+    if (!s) {
+        spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
+        return;
+    }
+    spw_buf b = SPW_BUF_INIT;
+    stream_json(&b, s, 1);
+    out_raw(&b, "\n", 1);
+    spw_stream_put(s);
+    respond_json(req, 200, &b);
+}
+
+/* ---- operations ---- */
+
+static void handle_ids(spw_api *api, spw_http_req *req)
+{
+    uint64_t n = 1;
+    if (query_u64(req->query, "count", &n) < 0 || n == 0 || n > 10000) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "count must be an integer from 1 to 10000");
+        return;
+    }
+    spw_idgen *g = spw_log_idgen(api->log);
+    uint64_t t = spw_idgen_reserve(g, (uint32_t)n);
+    spw_buf b = SPW_BUF_INIT;
+    outf(&b, "{\"ids\":[");
+    for (uint64_t i = 0; i < n; i++)
+        outf(&b, "%s\"%" PRIu64 "\"", i ? "," : "", spw_id_from_ticket(g, t + i));
+    outf(&b, "]}\n");
+    respond_json(req, 200, &b);
+}
+
+static void disk_one(void *arg, spw_stream *s)
+{
+    uint64_t *total = arg;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        *total += st.bytes;
+    }
+}
+
+static void handle_status(spw_api *api, spw_http_req *req)
+{
+    uint64_t disk = 0;
+    spw_catalog_each(api->cat, disk_one, &disk);
+    spw_http_stats hs;
+    spw_http_stats_get(api->http, &hs);
+    spw_buf b = SPW_BUF_INIT;
+    outf(&b,
+         "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
+         spw_wall_ms() - api->started_ms, api->node_id);
+    out_str(&b, (const uint8_t *)api->data_dir, strlen(api->data_dir));
+    outf(&b,
+         ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64 ",\"limits\":{\"max_pending_bytes\":%" PRIu64
+         ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u},\"disk\":{\"bytes\":%" PRIu64 "}}\n",
+         spw_catalog_count(api->cat), hs.connections_open, spw_log_pending_bytes(api->log), api->max_pending_bytes,
+         api->max_request_bytes, api->max_connections, disk);
+    respond_json(req, 200, &b);
+}
+
+static void metrics_stream(void *arg, spw_stream *s)
+{
+    spw_buf *b = arg;
+    outf(b, "spillway_stream_events_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->events_in));
+    outf(b, "spillway_stream_bytes_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->bytes_in));
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        outf(b, "spillway_partition_end_offset{stream=\"%s\",partition=\"%u\"} %" PRIu64 "\n", s->cfg.name, i,
+             st.written_offset);
+        outf(b, "spillway_partition_bytes{stream=\"%s\",partition=\"%u\"} %" PRIu64 "\n", s->cfg.name, i, st.bytes);
+    }
+}
+
+/* scale: 1e6 for µs recorded and seconds shown; 1 for plain counts. */
+static void hist_out(spw_buf *b, const char *name, const char *help, spw_hist *h, double scale)
+{
+    outf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < SPW_HIST_BUCKETS - 1; i++) {
+        cum += atomic_load(&h->b[i]);
+        outf(b, "%s_bucket{le=\"%.6g\"} %" PRIu64 "\n", name, (double)spw_hist_le(i) / scale, cum);
+    }
+    cum += atomic_load(&h->b[SPW_HIST_BUCKETS - 1]);
+    outf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name, cum, name,
+         (double)atomic_load(&h->sum_us) / scale, name, atomic_load(&h->count));
+}
+
+static void handle_metrics(spw_api *api, spw_http_req *req)
+{
+    static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
+    spw_buf b = SPW_BUF_INIT;
+    spw_log_stats ls;
+    spw_log_stats_get(api->log, &ls);
+    spw_http_stats hs;
+    spw_http_stats_get(api->http, &hs);
+    outf(&b, "# TYPE spillway_events_in_total counter\nspillway_events_in_total %" PRIu64 "\n",
+         atomic_load(&api->events_in));
+    outf(&b, "# TYPE spillway_bytes_in_total counter\nspillway_bytes_in_total %" PRIu64 "\n",
+         atomic_load(&api->bytes_in));
+    outf(&b, "# TYPE spillway_stream_events_in_total counter\n# TYPE spillway_stream_bytes_in_total counter\n");
+    spw_catalog_each(api->cat, metrics_stream, &b);
+    outf(&b, "# TYPE spillway_rejected_total counter\n");
+    for (int i = 0; i < SPW_REJ__N; i++)
+        outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
+    outf(&b, "# TYPE spillway_pending_bytes gauge\nspillway_pending_bytes %" PRIu64 "\n",
+         spw_log_pending_bytes(api->log));
+    outf(&b,
+         "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
+         "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"
+         "# TYPE spillway_log_fsyncs_total counter\nspillway_log_fsyncs_total %" PRIu64 "\n"
+         "# TYPE spillway_log_fsync_acks_total counter\nspillway_log_fsync_acks_total %" PRIu64 "\n",
+         ls.cycles, ls.bytes_written, ls.fsyncs, ls.acks_fsync);
+    spw_hist *fh, *gh;
+    spw_log_hists(api->log, &fh, &gh);
+    hist_out(&b, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
+    hist_out(&b, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
+    hist_out(&b, "spillway_produce_seconds", "produce request complete to answered", &api->produce_latency, 1e6);
+    outf(&b,
+         "# TYPE spillway_http_connections gauge\nspillway_http_connections %" PRIu64 "\n"
+         "# TYPE spillway_http_requests_total counter\nspillway_http_requests_total %" PRIu64 "\n"
+         "# TYPE spillway_http_refused_total counter\nspillway_http_refused_total %" PRIu64 "\n",
+         hs.connections_open, hs.requests, hs.rejected_limits);
+    spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
+    spw_buf_fini(&b);
+}
+
+/* ---- routing ---- */
+
+static int path_is(const spw_http_req *req, const char *p) { return strcmp(req->path, p) == 0; }
+
+static void method_not_allowed(spw_http_req *req, const char *allow)
+{
+    char h[64];
+    snprintf(h, sizeof h, "Allow: %s\r\n", allow);
+    spw_http_error(req, 405, "method_not_allowed", h, "use %s", allow);
+}
+
+void spw_api_handle(void *ctx, spw_http_req *req)
+{
+    spw_api *api = ctx;
+    if (path_is(req, "/healthz")) {
+        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+            return method_not_allowed(req, "GET");
+        spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
+        return;
+    }
+    if (path_is(req, "/metrics"))
+        return req->method == SPW_HTTP_GET ? handle_metrics(api, req) : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/status"))
+        return req->method == SPW_HTTP_GET ? handle_status(api, req) : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/ids"))
+        return req->method == SPW_HTTP_GET ? handle_ids(api, req) : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/streams") || path_is(req, "/v1/streams/")) {
+        if (req->method != SPW_HTTP_GET)
+            return method_not_allowed(req, "GET");
+        spw_buf b = SPW_BUF_INIT;
+        outf(&b, "{\"streams\":[");
+        spw_catalog_each(api->cat, list_one, &b);
+        outf(&b, "]}\n");
+        respond_json(req, 200, &b);
+        return;
+    }
+    if (strncmp(req->path, "/v1/streams/", 12) == 0) {
+        const char *name = req->path + 12;
+        const char *slash = strchr(name, '/');
+        size_t nl = slash ? (size_t)(slash - name) : strlen(name);
+        if (!slash)
+            return handle_stream(api, req, name, nl);
+        if (strcmp(slash, "/events") == 0) {
+            if (!spw_stream_name_ok(name, nl)) {
+                spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");
+                return;
+            }
+            spw_stream *s = spw_stream_get(api->cat, name, nl);
+            if (!s) {
+                spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
+                return;
+            }
+            if (req->method == SPW_HTTP_POST)
+                return handle_produce(api, req, s);
+            if (req->method == SPW_HTTP_GET)
+                return handle_read(api, req, s);
+            spw_stream_put(s);
+            return method_not_allowed(req, "GET, POST");
+        }
+    }
+    spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+}

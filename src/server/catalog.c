@@ -1,0 +1,343 @@
+/* The stream catalog: see catalog.h. */
+#include "server/catalog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/msg.h"
+#include "os/os.h"
+
+struct spw_catalog {
+    spw_log *log;
+    char *dir; /* DATA/streams */
+    pthread_rwlock_t lock;
+    pthread_mutex_t ddl; /* one create/delete at a time */
+    spw_stream **v;      /* sorted by name */
+    size_t n, cap;
+    uint64_t deleted_seq;
+};
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void rmrf(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static void part_config(const spw_stream_config *c, spw_part_config *pc)
+{
+    spw_part_config_default(pc);
+    pc->retention_ms = c->retention_ms;
+    pc->retention_bytes = c->retention_bytes;
+}
+
+static void stream_free(spw_stream *s)
+{
+    for (uint32_t i = 0; i < s->cfg.partitions; i++)
+        if (s->parts[i])
+            spw_part_close(s->parts[i]);
+    spw_free(s->parts);
+    spw_free(s);
+}
+
+/* Opens the partitions of a stream whose directory is dir. */
+static int stream_open(spw_catalog *cat, const spw_stream_config *c, const char *dir, spw_stream **out)
+{
+    spw_stream *s = spw_xcalloc(1, sizeof *s);
+    s->cfg = *c;
+    s->cat = cat;
+    atomic_init(&s->refs, 1);
+    s->parts = spw_xcalloc(c->partitions, sizeof *s->parts);
+    spw_part_config pc;
+    part_config(c, &pc);
+    for (uint32_t i = 0; i < c->partitions; i++) {
+        char pd[4096];
+        snprintf(pd, sizeof pd, "%s/%u", dir, i);
+        spw_recovery_report rep;
+        int r = spw_part_open(cat->log, pd, &pc, &s->parts[i], &rep);
+        if (r < 0) {
+            spw_error("stream %s: cannot open partition %u: %s", c->name, i, spw_strerror(r));
+            stream_free(s);
+            return r;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+static size_t find_pos(spw_catalog *cat, const char *name, size_t len, int *found)
+{
+    size_t lo = 0, hi = cat->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *m = cat->v[mid]->cfg.name;
+        size_t ml = strlen(m);
+        int c = memcmp(m, name, ml < len ? ml : len);
+        if (c == 0)
+            c = ml < len ? -1 : ml > len;
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+static void insert(spw_catalog *cat, spw_stream *s)
+{
+    int found;
+    size_t at = find_pos(cat, s->cfg.name, strlen(s->cfg.name), &found);
+    if (cat->n == cat->cap) {
+        cat->cap = cat->cap ? cat->cap * 2 : 16;
+        cat->v = spw_xrealloc(cat->v, cat->cap * sizeof *cat->v);
+    }
+    memmove(cat->v + at + 1, cat->v + at, (cat->n - at) * sizeof *cat->v);
+    cat->v[at] = s;
+    cat->n++;
+}
+
+static int read_file(const char *path, spw_buf *b)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    off_t sz = spw_os.size(fd);
+    int r = sz < 0 ? (int)sz : sz > (1 << 20) ? -EFBIG : spw_buf_reserve(b, (size_t)sz + 1);
+    if (r == 0) {
+        ssize_t got = spw_os_pread_full(fd, b->p, (size_t)sz, 0);
+        r = got < 0 ? (int)got : 0;
+        b->len = got > 0 ? (size_t)got : 0;
+    }
+    close(fd);
+    return r;
+}
+
+int spw_catalog_open(spw_log *log, const char *data_dir, spw_catalog **out)
+{
+    spw_catalog *cat = spw_xcalloc(1, sizeof *cat);
+    cat->log = log;
+    size_t n = strlen(data_dir) + 16;
+    cat->dir = spw_xmalloc(n);
+    snprintf(cat->dir, n, "%s/streams", data_dir);
+    pthread_rwlock_init(&cat->lock, NULL);
+    pthread_mutex_init(&cat->ddl, NULL);
+    int r = spw_os_mkdirs(cat->dir, 0755);
+    if (r < 0) {
+        spw_catalog_close(cat);
+        return r;
+    }
+    DIR *d = opendir(cat->dir);
+    if (!d) {
+        r = -errno;
+        spw_catalog_close(cat);
+        return r;
+    }
+    struct dirent *de;
+    spw_buf body = SPW_BUF_INIT;
+    while ((de = readdir(d))) {
+        char path[4096];
+        if (strncmp(de->d_name, ".deleted-", 9) == 0) {
+            /* A delete that did not finish before a crash. */
+            snprintf(path, sizeof path, "%s/%s", cat->dir, de->d_name);
+            rmrf(path);
+            continue;
+        }
+        if (!spw_stream_name_ok(de->d_name, strlen(de->d_name)))
+            continue;
+        snprintf(path, sizeof path, "%s/%s/stream.json", cat->dir, de->d_name);
+        if ((r = read_file(path, &body)) < 0) {
+            if (r != -ENOENT)
+                spw_error("catalog: %s: %s; stream skipped", path, spw_strerror(r));
+            continue;
+        }
+        spw_stream_config c;
+        char err[256];
+        if (spw_stream_config_parse(&c, de->d_name, (char *)body.p, body.len, err, sizeof err)) {
+            spw_error("catalog: %s: %s; stream skipped", path, err);
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", cat->dir, de->d_name);
+        spw_stream *s;
+        if (stream_open(cat, &c, path, &s) == 0)
+            insert(cat, s);
+    }
+    closedir(d);
+    spw_buf_fini(&body);
+    spw_info("catalog: %zu stream(s) in %s", cat->n, cat->dir);
+    *out = cat;
+    return 0;
+}
+
+void spw_catalog_close(spw_catalog *cat)
+{
+    for (size_t i = 0; i < cat->n; i++)
+        spw_stream_put(cat->v[i]);
+    spw_free(cat->v);
+    pthread_rwlock_destroy(&cat->lock);
+    pthread_mutex_destroy(&cat->ddl);
+    spw_free(cat->dir);
+    spw_free(cat);
+}
+
+/* Writes stream.json atomically: temp file, fsync, rename, fsync dir. */
+static int write_def(const char *dir, const spw_stream_config *c)
+{
+    spw_buf b = SPW_BUF_INIT;
+    int r = spw_stream_config_json(c, &b);
+    char tmp[4096 + 32], fin[4096 + 32]; /* dir is at most 4096 with its NUL */
+    snprintf(tmp, sizeof tmp, "%s/stream.json.tmp", dir);
+    snprintf(fin, sizeof fin, "%s/stream.json", dir);
+    int fd = r ? r : spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+        r = spw_os_pwrite_all(fd, b.p, b.len, 0);
+        if (r == 0)
+            r = spw_os.fsync(fd);
+        spw_os.close(fd);
+        if (r == 0)
+            r = spw_os.rename(tmp, fin);
+        if (r == 0)
+            r = spw_os_fsync_dir(dir);
+    } else {
+        r = fd;
+    }
+    spw_buf_fini(&b);
+    return r;
+}
+
+int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
+{
+    pthread_mutex_lock(&cat->ddl);
+    int found, r;
+    pthread_rwlock_rdlock(&cat->lock);
+    size_t at = find_pos(cat, c->name, strlen(c->name), &found);
+    if (found) {
+        r = spw_stream_config_equal(&cat->v[at]->cfg, c) ? 0 : -EEXIST;
+        pthread_rwlock_unlock(&cat->lock);
+        goto out;
+    }
+    pthread_rwlock_unlock(&cat->lock);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", cat->dir, c->name);
+    spw_stream *s;
+    if ((r = spw_os_mkdirs(dir, 0755)) < 0 || (r = spw_os_fsync_dir(cat->dir)) < 0 ||
+        (r = write_def(dir, c)) < 0 || (r = stream_open(cat, c, dir, &s)) < 0) {
+        spw_error("stream %s: create failed: %s", c->name, spw_strerror(r));
+        rmrf(dir);
+        goto out;
+    }
+    pthread_rwlock_wrlock(&cat->lock);
+    insert(cat, s);
+    pthread_rwlock_unlock(&cat->lock);
+    spw_info("stream %s: created with %u partition(s)", c->name, c->partitions);
+    r = 1;
+out:
+    pthread_mutex_unlock(&cat->ddl);
+    return r;
+}
+
+int spw_catalog_delete(spw_catalog *cat, const char *name)
+{
+    pthread_mutex_lock(&cat->ddl);
+    int found;
+    pthread_rwlock_wrlock(&cat->lock);
+    size_t at = find_pos(cat, name, strlen(name), &found);
+    spw_stream *s = found ? cat->v[at] : NULL;
+    if (s) {
+        memmove(cat->v + at, cat->v + at + 1, (cat->n - at - 1) * sizeof *cat->v);
+        cat->n--;
+    }
+    pthread_rwlock_unlock(&cat->lock);
+    int r = s ? 0 : -ENOENT;
+    if (s) {
+        /* Move the directory aside now so the name can be reused at once;
+         * the files go when the last request using the stream is done. */
+        char from[4096], to[4096];
+        snprintf(from, sizeof from, "%s/%s", cat->dir, name);
+        snprintf(to, sizeof to, "%s/.deleted-%s-%" PRIu64, cat->dir, name, ++cat->deleted_seq);
+        r = spw_os.rename(from, to);
+        if (r == 0)
+            r = spw_os_fsync_dir(cat->dir);
+        snprintf(s->deleted_dir, sizeof s->deleted_dir, "%s", to);
+        s->deleted = 1;
+        spw_info("stream %s: deleted", name);
+        spw_stream_put(s);
+    }
+    pthread_mutex_unlock(&cat->ddl);
+    return r;
+}
+
+spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len)
+{
+    int found;
+    pthread_rwlock_rdlock(&cat->lock);
+    size_t at = find_pos(cat, name, len, &found);
+    spw_stream *s = found ? cat->v[at] : NULL;
+    if (s)
+        atomic_fetch_add(&s->refs, 1);
+    pthread_rwlock_unlock(&cat->lock);
+    return s;
+}
+
+void spw_stream_put(spw_stream *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    char dir[sizeof s->deleted_dir];
+    memcpy(dir, s->deleted_dir, sizeof dir);
+    int deleted = s->deleted;
+    stream_free(s);
+    if (deleted)
+        rmrf(dir);
+}
+
+void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg)
+{
+    pthread_rwlock_rdlock(&cat->lock);
+    size_t n = cat->n;
+    spw_stream **v = spw_xmalloc((n ? n : 1) * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = cat->v[i];
+        atomic_fetch_add(&v[i]->refs, 1);
+    }
+    pthread_rwlock_unlock(&cat->lock);
+    for (size_t i = 0; i < n; i++) {
+        fn(arg, v[i]);
+        spw_stream_put(v[i]);
+    }
+    spw_free(v);
+}
+
+uint32_t spw_catalog_count(spw_catalog *cat)
+{
+    pthread_rwlock_rdlock(&cat->lock);
+    uint32_t n = (uint32_t)cat->n;
+    pthread_rwlock_unlock(&cat->lock);
+    return n;
+}
+
+static void retain_one(void *arg, spw_stream *s)
+{
+    int64_t now = *(int64_t *)arg;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++)
+        spw_part_enforce_retention(s->parts[i], now);
+}
+
+void spw_catalog_retention(spw_catalog *cat, int64_t now_ms) { spw_catalog_each(cat, retain_one, &now_ms); }

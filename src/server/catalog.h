@@ -1,0 +1,55 @@
+/*
+ * The catalog: every stream of a data directory, its definition and its
+ * open partitions. Layout (docs/architecture.md, "Data directory"):
+ *
+ *   DATA/streams/NAME/stream.json   canonical definition (temp file + fsync
+ *                                   + rename + fsync of the directory)
+ *   DATA/streams/NAME/P/            partition P's segments
+ *
+ * Lookups take a reference (spw_stream_get / spw_stream_put) so a stream
+ * being deleted stays valid until the last request using it finishes.
+ */
+#ifndef SPW_CATALOG_H
+#define SPW_CATALOG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "log/log.h"
+#include "server/stream.h"
+
+typedef struct spw_stream {
+    spw_stream_config cfg;
+    spw_part **parts;
+    _Atomic uint32_t rr; /* round robin for events without a key */
+    _Atomic int refs;
+    int deleted;
+    char deleted_dir[4096]; /* where delete moved the files */
+    struct spw_catalog *cat;
+    /* counters for /metrics */
+    _Atomic uint64_t events_in, bytes_in, requests_in;
+} spw_stream;
+
+typedef struct spw_catalog spw_catalog;
+
+int spw_catalog_open(spw_log *log, const char *data_dir, spw_catalog **out);
+void spw_catalog_close(spw_catalog *cat);
+
+/* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
+ * -EEXIST if one exists with another definition, or an I/O error. */
+int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c);
+/* Deletes a stream and its data. 0, -ENOENT, or an I/O error. */
+int spw_catalog_delete(spw_catalog *cat, const char *name);
+
+/* A referenced stream or NULL; release with spw_stream_put. */
+spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len);
+void spw_stream_put(spw_stream *s);
+
+/* Calls fn for every stream (referenced during the call), sorted by name. */
+void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg);
+uint32_t spw_catalog_count(spw_catalog *cat);
+
+/* Retention for every partition of every stream. */
+void spw_catalog_retention(spw_catalog *cat, int64_t now_ms);
+
+#endif

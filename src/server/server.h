@@ -1,0 +1,42 @@
+/*
+ * `spillway serve`: the configuration table and the server's lifecycle —
+ * open the log and the catalog (recovering every partition), start the
+ * HTTP loops, run until SIGTERM/SIGINT, then stop accepting, let requests
+ * in flight finish, flush and fsync every partition, and return.
+ */
+#ifndef SPW_SERVER_H
+#define SPW_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+typedef struct spw_server_config {
+    char config[1024];
+    char data[1024];
+    char listen[256];
+    uint32_t node_id;
+    int insecure;
+    uint32_t io_threads;
+    uint64_t max_pending_bytes;
+    uint32_t max_connections;
+    uint64_t max_header_bytes;
+    uint64_t max_request_bytes;
+    uint64_t idle_timeout_ms;
+    uint64_t request_timeout_ms;
+    uint32_t max_pipelined;
+    uint64_t fsync_interval_ms;
+    uint64_t retention_check_ms;
+    uint64_t shutdown_drain_ms;
+} spw_server_config;
+
+extern const spw_cfg_entry spw_server_cfg_table[];
+extern const size_t spw_server_cfg_count;
+
+/* Runs the server until a stop signal. Returns 0 after a clean stop, or 1
+ * with the reason printed. ready_fd >= 0 gets "PORT\n" written once
+ * listening (tests use it to learn the port of "--listen 127.0.0.1:0"). */
+int spw_server_run(const spw_server_config *c, int ready_fd);
+
+#endif

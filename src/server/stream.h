@@ -1,0 +1,58 @@
+/*
+ * Stream definitions (SPEC §1, §3 "Streams"): the validated configuration a
+ * `PUT /v1/streams/{name}` body describes, its canonical JSON form (stored
+ * as DATA/streams/NAME/stream.json and returned by GET), and the key →
+ * partition hash.
+ */
+#ifndef SPW_STREAM_H
+#define SPW_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "log/log.h"
+
+#define SPW_STREAM_NAME_MAX 128
+#define SPW_STREAM_PARTITIONS_MAX 1024
+
+typedef struct spw_stream_config {
+    char name[SPW_STREAM_NAME_MAX + 1];
+    uint32_t partitions;       /* default 4 */
+    int format_bytes;          /* 0 = json, 1 = bytes */
+    char key[128];             /* JSON pointer, "" = none */
+    char timestamp[128];       /* JSON pointer, "" = receive time */
+    spw_ack ack;               /* default fsync */
+    int64_t retention_ms;      /* -1 = none */
+    int64_t retention_bytes;   /* -1 = none, per partition */
+    int64_t dedupe_window_ms;  /* default 86400000 */
+    int coalesce;
+    int versioned;
+    uint32_t max_event_bytes;  /* default 1 MiB */
+    double rate;               /* events/s, 0 = unlimited */
+    double burst;
+    int rate_per;              /* 0 = tenant, 1 = ip */
+} spw_stream_config;
+
+/* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not "." or "..")? */
+int spw_stream_name_ok(const char *name, size_t len);
+
+/*
+ * Parses a create body (may be empty: all defaults) into c, with c->name set
+ * from name. Unknown fields, wrong types and out-of-range values are errors:
+ * returns 0, or -1 with a sentence in err (and the field in *field).
+ */
+int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
+                            size_t errcap);
+
+/* Canonical JSON of c (every field, fixed order) appended to out. */
+int spw_stream_config_json(const spw_stream_config *c, spw_buf *out);
+
+/* Same definition (for PUT: 200 if identical, 409 if different)? */
+int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config *b);
+
+/* Partition of a key: FNV-1a 64-bit of the key bytes, mod partitions
+ * (docs/api.md "Partitioning"). */
+uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions);
+
+#endif

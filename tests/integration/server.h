@@ -1,0 +1,171 @@
+/*
+ * Test support for integration tests: start `spillway serve` on a free
+ * loopback port (its --ready-fd tells the port), talk HTTP/1.1 over plain
+ * sockets, stop it by PID (SIGTERM or SIGKILL). Every wait is bounded.
+ */
+#ifndef SPW_TEST_SERVER_H
+#define SPW_TEST_SERVER_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "test.h"
+
+typedef struct srv {
+    pid_t pid;
+    int port;
+    char data[4096];
+} srv;
+
+/* Starts the server with extra flags (NULL-terminated list). */
+static inline void srv_start(srv *s, const char *bin, const char *data, const char *const *extra)
+{
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    snprintf(s->data, sizeof s->data, "%s", data);
+    s->pid = fork();
+    CHECK(s->pid >= 0);
+    if (s->pid == 0) {
+        dup2(pfd[1], 3);
+        if (pfd[1] != 3)
+            close(pfd[1]);
+        close(pfd[0]);
+        const char *argv[64] = {bin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--ready-fd", "3"};
+        int n = 8;
+        for (int i = 0; extra && extra[i] && n < 62; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        int devnull = open("/dev/null", O_WRONLY);
+        if (!getenv("SPW_TEST_VERBOSE"))
+            dup2(devnull, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char buf[32] = {0};
+    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+    CHECK(poll(&p, 1, 20000) == 1);
+    ssize_t n = read(pfd[0], buf, sizeof buf - 1);
+    close(pfd[0]);
+    CHECK(n > 0);
+    s->port = atoi(buf);
+    CHECK(s->port > 0);
+}
+
+/* Stops with sig and returns the exit status (or 128+signal). */
+static inline int srv_stop(srv *s, int sig)
+{
+    kill(s->pid, sig);
+    int st = 0;
+    for (int i = 0; i < 3000; i++) {
+        pid_t r = waitpid(s->pid, &st, WNOHANG);
+        if (r == s->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    CHECK(!"server did not stop within 30 s");
+    return -1;
+}
+
+static inline int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static inline void send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        CHECK(w > 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+typedef struct resp {
+    int status;
+    char headers[4096];
+    char *body;
+    size_t body_len;
+} resp;
+
+/* Reads one response (Content-Length framing). Returns 0, or -1 on EOF. */
+static inline int read_resp(int fd, resp *r, char *buf, size_t cap, size_t *have)
+{
+    for (;;) {
+        char *he = memmem(buf, *have, "\r\n\r\n", 4);
+        if (he) {
+            size_t hl = (size_t)(he - buf) + 4;
+            char *cl = memmem(buf, hl, "Content-Length: ", 16);
+            size_t blen = cl ? (size_t)atol(cl + 16) : 0;
+            if (*have >= hl + blen) {
+                r->status = atoi(buf + 9);
+                size_t k = hl < sizeof r->headers - 1 ? hl : sizeof r->headers - 1;
+                memcpy(r->headers, buf, k);
+                r->headers[k] = 0;
+                r->body = malloc(blen + 1);
+                memcpy(r->body, buf + hl, blen);
+                r->body[blen] = 0;
+                r->body_len = blen;
+                memmove(buf, buf + hl + blen, *have - hl - blen);
+                *have -= hl + blen;
+                return 0;
+            }
+        }
+        CHECK(*have < cap);
+        ssize_t n = recv(fd, buf + *have, cap - *have, 0);
+        if (n <= 0)
+            return -1;
+        *have += (size_t)n;
+    }
+}
+
+/* One request on a fresh connection. body may be NULL. */
+static inline resp http(int port, const char *method, const char *path, const char *ctype, const char *body,
+                        size_t blen)
+{
+    int fd = tcp_connect(port);
+    char head[1024];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%s", method, path,
+                     ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    if (body)
+        n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", blen);
+    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    send_all(fd, head, (size_t)n);
+    if (body)
+        send_all(fd, body, blen);
+    static char buf[1 << 22];
+    size_t have = 0;
+    resp r = {0};
+    CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == 0);
+    close(fd);
+    return r;
+}
+
+static inline resp http_json(int port, const char *method, const char *path, const char *body)
+{
+    return http(port, method, path, body ? "application/json" : NULL, body, body ? strlen(body) : 0);
+}
+
+#endif

@@ -1,0 +1,158 @@
+/* The strict JSON scanner: accepts what RFC 8259 allows, rejects the rest
+ * with the byte offset of the problem, and finds JSON Pointer values. */
+#include "core/json.h"
+#include "test.h"
+
+static int scan(const char *s, spw_json_error *e)
+{
+    const char *end;
+    spw_json_span f[1];
+    int r = spw_json_scan(s, s + strlen(s), NULL, 0, f, &end, e);
+    if (r == 0 && spw_json_ws(end, s + strlen(s)) != s + strlen(s)) {
+        e->offset = (size_t)(end - s);
+        e->msg = "trailing data";
+        return -1;
+    }
+    return r;
+}
+
+static void good(const char *s)
+{
+    spw_json_error e;
+    const char *end;
+    spw_json_span f[1];
+    int r = spw_json_scan(s, s + strlen(s), NULL, 0, f, &end, &e);
+    if (r)
+        fprintf(stderr, "rejected %s: %s at %zu\n", s, e.msg, e.offset);
+    CHECK_EQ(r, 0);
+    CHECK(spw_json_ws(end, s + strlen(s)) == s + strlen(s));
+}
+
+static void bad(const char *s, size_t at)
+{
+    spw_json_error e = {0};
+    int r = scan(s, &e);
+    if (r == 0)
+        fprintf(stderr, "accepted %s\n", s);
+    CHECK_EQ(r, -1);
+    CHECK(e.msg != NULL);
+    if (at != (size_t)-1 && e.offset != at)
+        fprintf(stderr, "%s: error '%s' at %zu, expected %zu\n", s, e.msg, e.offset, at);
+    if (at != (size_t)-1)
+        CHECK_EQ(e.offset, at);
+}
+
+static void find(const char *doc, const char *ptr, const char *want, int type)
+{
+    spw_json_ptr p;
+    CHECK_EQ(spw_json_ptr_compile(&p, ptr), 0);
+    spw_json_span f[1];
+    spw_json_error e;
+    const char *end;
+    CHECK_EQ(spw_json_scan(doc, doc + strlen(doc), &p, 1, f, &end, &e), 0);
+    if (!want) {
+        CHECK_EQ(f[0].type, SPW_JSON_NONE);
+        return;
+    }
+    if (f[0].n != strlen(want) || memcmp(f[0].p, want, f[0].n))
+        fprintf(stderr, "%s %s: got '%.*s'\n", doc, ptr, (int)f[0].n, f[0].p);
+    CHECK_EQ(f[0].n, strlen(want));
+    CHECK(memcmp(f[0].p, want, f[0].n) == 0);
+    CHECK_EQ(f[0].type, type);
+}
+
+int main(void)
+{
+    good("{}");
+    good("[]");
+    good(" {\"a\" : [1, -2.5e+10, 0, 0.0, 1E3, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"]} ");
+    good("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    good("-0");
+    good("123");
+    good("{\"a\":{\"b\":{\"c\":[[[]]]}}}");
+
+    bad("", 0);
+    bad("{", 1);
+    bad("{\"a\"}", 4);
+    bad("{\"a\":1,}", 7);
+    bad("[1,]", 3);
+    bad("[1 2]", 3);
+    bad("01", 1);
+    bad("1.", 0);
+    bad("1e", 0);
+    bad("+1", 0);
+    bad(".5", 0);
+    bad("tru", 0);
+    bad("nul", 0);
+    bad("\"abc", 4);
+    bad("\"a\tb\"", 2);
+    bad("\"\\x\"", 1);
+    bad("\"\\u12g4\"", 1);
+    bad("\"\\udc00\"", 1);
+    bad("\"\\ud800\"", 1);
+    bad("\"\\ud800\\u0041\"", 1);
+    bad("\"\xc0\xaf\"", 1);          /* overlong */
+    bad("\"\xed\xa0\x80\"", 1);      /* surrogate in UTF-8 */
+    bad("\"\xf4\x90\x80\x80\"", 1);  /* past U+10FFFF */
+    bad("\"\x80\"", 1);
+    bad("\"\xe2\x82\"", 1);
+    bad("{'a':1}", 1);
+    bad("{\"a\":1 \"b\":2}", 7);
+    bad("[NaN]", 1);
+    /* Depth limit. */
+    char deep[200];
+    memset(deep, '[', 65);
+    memset(deep + 65, ']', 65);
+    deep[130] = 0;
+    bad(deep, 64);
+    memset(deep, '[', 64);
+    memset(deep + 64, ']', 64);
+    deep[128] = 0;
+    good(deep);
+    /* Only the first value is scanned; the caller checks what follows. */
+    {
+        const char *s = "{} {}";
+        const char *end;
+        spw_json_error e;
+        CHECK_EQ(spw_json_scan(s, s + 5, NULL, 0, NULL, &end, &e), 0);
+        CHECK(end == s + 2);
+    }
+
+    /* Pointers. */
+    find("{\"device_id\":\"abc\",\"ts\":17}", "/device_id", "\"abc\"", SPW_JSON_STRING);
+    find("{\"device_id\":\"abc\",\"ts\":17}", "/ts", "17", SPW_JSON_NUMBER);
+    find("{\"a\":{\"b\":[10,{\"c\":true}]}}", "/a/b/1/c", "true", SPW_JSON_TRUE);
+    find("{\"a\":{\"b\":[10,{\"c\":true}]}}", "/a/b/0", "10", SPW_JSON_NUMBER);
+    find("{\"a\":{\"b\":[10,{\"c\":true}]}}", "/a/b", "[10,{\"c\":true}]", SPW_JSON_ARRAY);
+    find("{\"a\":{\"b\":[10,{\"c\":true}]}}", "/a", "{\"b\":[10,{\"c\":true}]}", SPW_JSON_OBJECT);
+    find("{\"a\":{\"b\":[10,{\"c\":true}]}}", "", "{\"a\":{\"b\":[10,{\"c\":true}]}}", SPW_JSON_OBJECT);
+    find("{\"a\":{\"b\":[10]}}", "/a/b/01", NULL, 0);
+    find("{\"a\":{\"b\":[10]}}", "/a/c", NULL, 0);
+    find("{\"x\":{\"a\":1},\"a\":2}", "/a", "2", SPW_JSON_NUMBER);
+    find("{\"a/b\":1,\"m~n\":2}", "/a~1b", "1", SPW_JSON_NUMBER);
+    find("{\"a/b\":1,\"m~n\":2}", "/m~0n", "2", SPW_JSON_NUMBER);
+    find("{\"k\\u0065y\":\"v\"}", "/key", "\"v\"", SPW_JSON_STRING);
+    CHECK_EQ(spw_json_ptr_compile(&(spw_json_ptr){0}, "nope"), -1);
+    CHECK_EQ(spw_json_ptr_compile(&(spw_json_ptr){0}, "/a~2"), -1);
+
+    /* Unescape and integers. */
+    {
+        const char *s = "\"a\\\"b\\\\c\\/\\n\\u00e9\\ud83d\\ude00\"";
+        spw_json_span sp = {s, strlen(s), SPW_JSON_STRING};
+        char out[64];
+        long n = spw_json_unescape(&sp, out, sizeof out);
+        CHECK_EQ(n, 13);
+        CHECK(memcmp(out, "a\"b\\c/\n\xc3\xa9\xf0\x9f\x98\x80", 13) == 0);
+        CHECK_EQ(spw_json_unescape(&sp, out, 3), -1);
+        int64_t v;
+        spw_json_span num = {"-9223372036854775808", 20, SPW_JSON_NUMBER};
+        CHECK_EQ(spw_json_int64(&num, &v), 0);
+        CHECK(v == INT64_MIN);
+        spw_json_span big = {"9223372036854775808", 19, SPW_JSON_NUMBER};
+        CHECK_EQ(spw_json_int64(&big, &v), -1);
+        spw_json_span fr = {"1.5", 3, SPW_JSON_NUMBER};
+        CHECK_EQ(spw_json_int64(&fr, &v), -1);
+    }
+    puts("test_json: ok");
+    return 0;
+}

@@ -1,0 +1,108 @@
+/* Stream definitions: defaults, every field, every error, canonical round trip, hashing. */
+#include "server/stream.h"
+#include "test.h"
+
+static int parse(spw_stream_config *c, const char *name, const char *body)
+{
+    char err[256] = "";
+    int r = spw_stream_config_parse(c, name, body, strlen(body), err, sizeof err);
+    if (r)
+        CHECK(err[0] != 0);
+    return r;
+}
+
+static void roundtrip(const spw_stream_config *c)
+{
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_stream_config_json(c, &b));
+    spw_stream_config d;
+    char err[256];
+    if (spw_stream_config_parse(&d, c->name, (char *)b.p, b.len, err, sizeof err)) {
+        fprintf(stderr, "%.*s: %s\n", (int)b.len, b.p, err);
+        CHECK(0);
+    }
+    CHECK(spw_stream_config_equal(c, &d));
+    spw_buf_fini(&b);
+}
+
+int main(void)
+{
+    spw_stream_config c, d;
+    CHECK_EQ(parse(&c, "clicks", ""), 0);
+    CHECK_EQ(c.partitions, 4);
+    CHECK_EQ(c.ack, SPW_ACK_FSYNC);
+    CHECK_EQ(c.dedupe_window_ms, 86400000);
+    CHECK_EQ(c.max_event_bytes, 1 << 20);
+    CHECK_EQ(c.retention_ms, -1);
+    roundtrip(&c);
+    CHECK_EQ(parse(&c, "gps.pings_v2-EU", "{\"partitions\":8,\"format\":\"json\",\"key\":\"/device_id\",\"timestamp\":\"/ts\","
+                                       "\"ack\":\"written\",\"retention\":{\"ms\":3600000,\"bytes\":1000000},"
+                                       "\"dedupe_window_ms\":60000,\"coalesce\":true,\"versioned\":false,"
+                                       "\"max_event_bytes\":4096,\"rate_limit\":{\"rate\":100.5,\"burst\":200,\"per\":\"ip\"}}"),
+             0);
+    CHECK_EQ(c.partitions, 8);
+    CHECK(strcmp(c.key, "/device_id") == 0);
+    CHECK(strcmp(c.timestamp, "/ts") == 0);
+    CHECK_EQ(c.ack, SPW_ACK_WRITTEN);
+    CHECK_EQ(c.retention_ms, 3600000);
+    CHECK_EQ(c.retention_bytes, 1000000);
+    CHECK_EQ(c.coalesce, 1);
+    CHECK_EQ(c.max_event_bytes, 4096);
+    CHECK(c.rate == 100.5 && c.burst == 200 && c.rate_per == 1);
+    roundtrip(&c);
+    CHECK_EQ(parse(&d, "gps.pings_v2-EU", "{\"partitions\":8}"), 0);
+    CHECK(!spw_stream_config_equal(&c, &d));
+    CHECK_EQ(parse(&c, "b", "{\"format\":\"bytes\"}"), 0);
+    CHECK_EQ(c.format_bytes, 1);
+    roundtrip(&c);
+    CHECK_EQ(parse(&c, "k", "{\"key\":\"/a~1b/c\\\"d\"}"), 0);
+    roundtrip(&c);
+
+    /* Errors. */
+    const char *bad[] = {
+        "{\"partitions\":0}", "{\"partitions\":1025}", "{\"partitions\":1.5}", "{\"partitions\":\"4\"}",
+        "{\"format\":\"xml\"}", "{\"key\":\"device_id\"}", "{\"key\":5}", "{\"ack\":\"always\"}",
+        "{\"retention\":{\"ms\":-1}}", "{\"retention\":{\"days\":1}}", "{\"retention\":5}",
+        "{\"coalesce\":1}", "{\"max_event_bytes\":0}", "{\"rate_limit\":{\"burst\":5}}",
+        "{\"rate_limit\":{\"rate\":5,\"per\":\"user\"}}", "{\"nope\":1}", "[1]", "{", "{} x",
+        "{\"format\":\"bytes\",\"key\":\"/k\"}", "{\"name\":\"other\"}", "{\"dedupe_window_ms\":-5}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (parse(&c, "s", bad[i]) == 0)
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+        CHECK_EQ(parse(&c, "s", bad[i]), -1);
+    }
+    CHECK_EQ(parse(&c, "s", "{\"name\":\"s\"}"), 0);
+
+    /* Names. */
+    CHECK(spw_stream_name_ok("a", 1));
+    CHECK(spw_stream_name_ok("A.b_c-9", 7));
+    CHECK(!spw_stream_name_ok("", 0));
+    CHECK(!spw_stream_name_ok(".", 1));
+    CHECK(!spw_stream_name_ok("..", 2));
+    CHECK(!spw_stream_name_ok("a/b", 3));
+    CHECK(!spw_stream_name_ok("a b", 3));
+    CHECK(!spw_stream_name_ok("caf\xc3\xa9", 5));
+    char longname[130];
+    memset(longname, 'x', 129);
+    longname[129] = 0;
+    CHECK(spw_stream_name_ok(longname, 128));
+    CHECK(!spw_stream_name_ok(longname, 129));
+    CHECK_EQ(parse(&c, "../etc", ""), -1);
+
+    /* FNV-1a 64, mod partitions: fixed values (docs/api.md). */
+    CHECK_EQ(spw_stream_partition("", 0, 1000), 0xcbf29ce484222325ull % 1000);
+    CHECK_EQ(spw_stream_partition("a", 1, 1000), 0xaf63dc4c8601ec8cull % 1000);
+    CHECK_EQ(spw_stream_partition("foobar", 6, 1000), 0x85944171f73967e8ull % 1000);
+    /* Spread: 100k keys over 8 partitions within 5% of even. */
+    uint32_t counts[8] = {0};
+    for (int i = 0; i < 100000; i++) {
+        char k[32];
+        int n = snprintf(k, sizeof k, "device-%d", i);
+        counts[spw_stream_partition(k, (size_t)n, 8)]++;
+    }
+    for (int i = 0; i < 8; i++)
+        CHECK(counts[i] > 12500 * 0.95 && counts[i] < 12500 * 1.05);
+    puts("test_stream: ok");
+    return 0;
+}
