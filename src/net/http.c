@@ -465,7 +465,9 @@ static int on_headers_complete(http_parser *p)
     if (spw_buf_reserve(&c->url, c->url.len + 1))
         return -1;
     c->url.p[c->url.len] = 0;
-    if ((p->method == HTTP_POST || p->method == HTTP_PUT) && !(p->flags & (F_CONTENTLENGTH | F_CHUNKED))) {
+    /* A PUT without a length has an empty body (RFC 9112 §6.3), as curl -X PUT
+     * sends it; a produce request must say how long its body is. */
+    if (p->method == HTTP_POST && !(p->flags & (F_CONTENTLENGTH | F_CHUNKED))) {
         conn_fail(c, 411, "length_required", "a request body needs Content-Length or chunked encoding");
         return -1;
     }

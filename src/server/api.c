@@ -543,7 +543,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                     bad_event(api, req, 0, idx, (size_t)(p - body), "invalid_json", "data after the array");
                     goto fail;
                 }
-            } else {
+            } else if (p < end) {
                 const char *vend;
                 spw_json_error e;
                 spw_json_span dummy;

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -35,10 +36,14 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
     s->pid = fork();
     CHECK(s->pid >= 0);
     if (s->pid == 0) {
-        dup2(pfd[1], 3);
-        if (pfd[1] != 3)
+        /* Dies with the test, so a failed CHECK never leaves a server behind
+         * holding ctest's output pipe open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(pfd[0]); /* first: it may be fd 3 itself */
+        if (pfd[1] != 3) {
+            dup2(pfd[1], 3);
             close(pfd[1]);
-        close(pfd[0]);
+        }
         const char *argv[64] = {bin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--ready-fd", "3"};
         int n = 8;
         for (int i = 0; extra && extra[i] && n < 62; i++)
