@@ -1,12 +1,39 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and demonstrates the durable
-# partition log on this machine by running the log benchmark briefly (the
-# raw write+fdatasync limit of this disk, then the log at every ack level).
-# Pass --full for the full-length benchmark.
+# The main job: installs what is missing (Debian packages), builds, starts
+# `spillway serve` on its embedded defaults at 127.0.0.1:7700 (data in
+# ./data), sends it a short demo load with `spillway bench` over HTTP and
+# prints what it measured, then keeps serving until Ctrl-C (which stops the
+# server cleanly: finish requests, flush, fsync).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-if [ "${1:-}" = "--full" ]; then
-  exec bench/run.sh log
+echo "== build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
+
+mkdir -p data
+echo "== starting spillway serve (http://127.0.0.1:7700, data in ./data)"
+build/spillway serve &   # embedded defaults: --data ./data --listen 127.0.0.1:7700
+pid=$!
+stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; exit 0; }
+trap stop INT TERM
+
+# bench waits up to 10 s for the server to accept connections.
+echo "== demo 1: 300,000 events of 100 B, 100 per NDJSON request, 4 connections, ack=fsync"
+build/spillway bench --stream demo --events 300000 --batch 100 --clients 4 --ack fsync || true
+echo "== demo 2: 20,000 single-event requests from 50 keep-alive connections, ack=fsync"
+build/spillway bench --stream demo --events 20000 --batch 1 --clients 50 --ack fsync || true
+if ! kill -0 "$pid" 2>/dev/null; then
+  echo "spillway serve exited (is port 7700 taken?)" >&2
+  wait "$pid" || exit 1
+  exit 1
 fi
-exec bench/run.sh log --seconds 1
+cat <<'TXT'
+
+== serving on http://127.0.0.1:7700 until Ctrl-C. Try:
+  curl -s localhost:7700/v1/streams/demo
+  curl -s -X POST localhost:7700/v1/streams/demo/events -H 'Content-Type: application/json' -d '{"k":"a","n":1}'
+  curl -s 'localhost:7700/v1/streams/demo/events?partition=0&offset=0&limit=3'
+  curl -s localhost:7700/metrics | grep spillway_
+TXT
+wait "$pid"

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 
+#include "cli/bench.h"
 #include "cli/check.h"
 #include "core/error.h"
 #include "server/server.h"
@@ -19,6 +20,7 @@ static void usage(FILE *f)
           "\n"
           "commands:\n"
           "  serve [--config FILE] [--data DIR] [--listen ADDR] ...   run the server (serve --help)\n"
+          "  bench [--server HOST:PORT] [--events N] ...              load a running server and measure it\n"
           "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
           "                            exit 1 if damage is found\n"
           "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
@@ -178,6 +180,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "dump") == 0)
