@@ -43,8 +43,10 @@ uint64_t spw_idgen_reserve(spw_idgen *g, uint32_t n)
 
 void spw_idgen_observe(spw_idgen *g, uint64_t id)
 {
-    uint64_t t = ((id >> (SPW_ID_NODE_BITS + SPW_ID_SEQ_BITS)) << SPW_ID_SEQ_BITS) | (id & 0xfff);
-    t += 1;
+    uint64_t ms = id >> (SPW_ID_NODE_BITS + SPW_ID_SEQ_BITS);
+    /* The node bits sit above the sequence: an id of a higher node (node_id
+     * changed across a restart) is only passed in the next millisecond. */
+    uint64_t t = spw_id_node(id) > g->node ? (ms + 1) << SPW_ID_SEQ_BITS : ((ms << SPW_ID_SEQ_BITS) | (id & 0xfff)) + 1;
     uint64_t cur = atomic_load(&g->ticket);
     while (cur < t && !atomic_compare_exchange_weak(&g->ticket, &cur, t))
         ;

@@ -35,13 +35,15 @@ void spw_idgen_init(spw_idgen *g, uint32_t node, int64_t (*clock_ms)(void));
 /* Reserves n consecutive tickets and returns the first; turn tickets into
  * ids with spw_id_from_ticket(g, t), t in [first, first + n). */
 uint64_t spw_idgen_reserve(spw_idgen *g, uint32_t n);
-static inline uint64_t spw_idgen_next(spw_idgen *g) { return spw_idgen_reserve(g, 1); }
 
 static inline uint64_t spw_id_from_ticket(const spw_idgen *g, uint64_t t)
 {
     return ((t >> SPW_ID_SEQ_BITS) << (SPW_ID_NODE_BITS + SPW_ID_SEQ_BITS)) |
            ((uint64_t)g->node << SPW_ID_SEQ_BITS) | (t & ((1u << SPW_ID_SEQ_BITS) - 1));
 }
+
+/* One id (not a ticket). */
+static inline uint64_t spw_idgen_next(spw_idgen *g) { return spw_id_from_ticket(g, spw_idgen_reserve(g, 1)); }
 
 /* Makes every future id greater than id (an id read back from storage). */
 void spw_idgen_observe(spw_idgen *g, uint64_t id);

@@ -20,9 +20,10 @@ size_t spw_batch_bound(const spw_record *recs, uint32_t n)
     size_t total = SPW_BATCH_HEADER_LEN;
     for (uint32_t i = 0; i < n; i++) {
         const spw_record *r = &recs[i];
-        total += 5 + 10 + 5 + 10 + 5 + 5 + 5 + r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
+        /* In size_t: u32 lengths near UINT32_MAX must not wrap the bound. */
+        total += 5 + 10 + 5 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
         for (uint32_t k = 0; k < r->header_count; k++)
-            total += 10 + r->headers[k].key_len + r->headers[k].value_len;
+            total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
     }
     return total;
 }
@@ -36,7 +37,8 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, i
         /* The body's length is needed first; encode the body after a 5-byte
          * gap, then move it down if the length varint is shorter. */
         uint8_t *body = p + 5, *q = body;
-        q += spw_varint_put(q, spw_zigzag(r->ts - first_ts));
+        /* Modulo 2^64: any two int64 timestamps have a delta that round-trips. */
+        q += spw_varint_put(q, spw_zigzag((int64_t)((uint64_t)r->ts - (uint64_t)first_ts)));
         q += spw_varint_put(q, i);
         q += spw_varint_put(q, id - base_id);
         q += spw_varint_put(q, spw_zigzag(r->key_len));
@@ -293,7 +295,7 @@ int spw_rec_next(spw_rec_iter *it, spw_record_view *out)
         return SPW_ECORRUPT;
     out->offset = it->h->base_offset + it->index;
     out->id = it->h->base_id + idd;
-    out->ts = it->h->first_ts + spw_unzigzag(tsd);
+    out->ts = (int64_t)((uint64_t)it->h->first_ts + (uint64_t)spw_unzigzag(tsd)); /* modulo 2^64, as encoded */
     it->p = end;
     it->index++;
     return 1;

@@ -662,6 +662,7 @@ static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep,
     uint64_t size = (uint64_t)fsz;
     int rebuilt = 0;
     uint64_t expect;
+    off_t isz0 = spw_os.size(s->idx_fd);
     rec_ctx c = {.p = p, .s = s, .last_pos = UINT64_MAX};
     spw_scan sc = {.file_size = size, .verify = 1, .on_batch = rec_on_batch, .arg = &c};
     sc.pos = resume_point(s, size, &expect, &rebuilt);
@@ -676,11 +677,14 @@ static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep,
             break;
         }
         spw_batch_hdr bh = sc.bad_hdr;
-        int mid = sc.bad_hdr_ok && sc.bad_err == SPW_ECORRUPT && bh.base_offset == sc.offset &&
-                  sc.pos + bh.length < size &&
-                  batch_valid_at(s->fd, sc.pos + bh.length, size, spw_batch_next_offset(&bh), &sc.buf);
+        /* base_offset is outside the CRC: a batch whose CRC holds but whose
+         * base_offset is wrong is damage in place too. */
+        int mid = sc.bad_hdr_ok && sc.bad_err == SPW_ECORRUPT && sc.pos + bh.length < size &&
+                  (bh.base_offset == sc.offset || batch_valid_at(s->fd, sc.pos, size, bh.base_offset, &sc.buf)) &&
+                  batch_valid_at(s->fd, sc.pos + bh.length, size, sc.offset + bh.record_count, &sc.buf);
         if (!mid)
             break;
+        bh.base_offset = sc.offset; /* what it must be, for the report and the index */
         spw_error("partition %s: damaged batch at position %" PRIu64 " of segment %020" PRIu64
                   " (offsets %" PRIu64 "..%" PRIu64 "): kept in place, reads of it fail",
                   p->dir, sc.pos, s->base_offset, bh.base_offset, spw_batch_next_offset(&bh) - 1);
@@ -719,6 +723,8 @@ static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep,
     }
     if ((r = flush_idx_pending(p, s)) < 0)
         goto out;
+    if (isz0 == 0 && atomic_load(&s->idx_count) > 0)
+        rebuilt = 1; /* a missing index, rebuilt by the scan from 0 */
     if (rebuilt)
         rep->indexes_rebuilt++;
     atomic_store(&s->size, sc.pos);
@@ -755,8 +761,10 @@ static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_r
         sc.max_ts = e->max_ts_before;
     }
     int r = 0;
-    if (ok)
+    if (ok) {
+        atomic_store(&s->idx_count, n); /* the index fits: reads use it */
         r = spw_seg_scan(s->fd, &sc);
+    }
     if (!ok || (r && sc.bad_err) || (n == 0 && size > p->cfg.index_interval_bytes)) {
         /* Rebuild from scratch. */
         rec_ctx c = {.p = p, .s = s};
@@ -978,23 +986,46 @@ void spw_part_state_get(spw_part *p, spw_part_state *st)
 
 /* ---- reads ---- */
 
-#define READ_MISLED (SPW__ERR_BASE - 50) /* internal: an index entry pointed past the offset */
+#define READ_MISLED (SPW__ERR_BASE - 50) /* internal: an index entry does not fit the data */
 
 /*
- * Reads batches of segment s from byte pos into out, keeping those that
- * hold offsets >= offset and start below end, at most max_bytes (but at
- * least one batch). Reads in large windows; skipped batches are overwritten
- * in place, so out holds only kept batches. REQUIRES: seg_lock read-held.
+ * The offset after the damaged batch at pos (header h, which should have
+ * started at offset expect), when the data proves it: the next batch's
+ * header follows at pos + length with the next offset, or the segment ends
+ * there at its end offset. UINT64_MAX when the damage hides where it ends.
+ */
+static uint64_t damaged_end(spw_segment *s, uint64_t pos, uint64_t size, uint64_t expect, const spw_batch_hdr *h)
+{
+    uint64_t next = expect + h->record_count, q = pos + h->length;
+    if (q == size)
+        return next == atomic_load(&s->end_offset) ? next : UINT64_MAX;
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    spw_batch_hdr nh;
+    if (q > size || spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)q) != (ssize_t)sizeof hb ||
+        spw_batch_parse(hb, sizeof hb, &nh) != 0 || nh.base_offset != next)
+        return UINT64_MAX;
+    return next;
+}
+
+/*
+ * Reads batches of segment s from byte pos, where the batch with base
+ * offset first starts (from the index, or the segment's base at 0), into
+ * out, keeping those that hold offsets >= offset and start below end, at
+ * most max_bytes (but at least one batch). Every base offset is checked by
+ * continuity from first: it is not covered by the CRC. A damaged batch
+ * wholly before offset is stepped over when the next batch proves where it
+ * ends. Reads in large windows; skipped batches are overwritten in place,
+ * so out holds only kept batches. REQUIRES: seg_lock read-held.
  * Returns batches kept, SPW_ECORRUPT, READ_MISLED, or -errno.
  */
-static int read_from(spw_segment *s, uint64_t pos, uint64_t offset, uint64_t end, size_t max_bytes, spw_buf *out,
-                     uint64_t *bad_next)
+static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offset, uint64_t end, size_t max_bytes,
+                     spw_buf *out, uint64_t *bad_next)
 {
     uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
     size_t want = max_bytes < (64u << 10) ? (64u << 10) : max_bytes;
     size_t keep = 0;
     int nb = 0;
-    uint64_t expect = pos == 0 ? s->base_offset : UINT64_MAX;
+    uint64_t expect = first, start = pos;
     out->len = 0;
     while (pos < size && (keep < max_bytes || nb == 0)) {
         size_t n = size - pos < want ? (size_t)(size - pos) : want;
@@ -1016,19 +1047,27 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t offset, uint64_t end
                     break; /* fits in the segment: read another window */
                 r = SPW_ECORRUPT;
             }
-            if (r == 0 && expect == UINT64_MAX && h.base_offset > offset)
-                return READ_MISLED;
-            if (r == 0 && expect != UINT64_MAX && h.base_offset != expect)
+            if (r == 0 && h.base_offset != expect)
                 r = SPW_ECORRUPT;
             if (r == 0)
                 r = spw_batch_verify(win + at, &h);
+            if (r && start > 0 && pos == start && at == 0)
+                return READ_MISLED; /* a bad index entry, or damage: a scan from 0 tells which */
             if (r) {
                 if (nb > 0)
                     goto done;
-                if (bad_next)
-                    *bad_next = spw_batch_parse(win + at, (size_t)got - at, &h) == 0 && h.base_offset == expect
-                                    ? spw_batch_next_offset(&h)
-                                    : atomic_load(&s->end_offset);
+                uint64_t dend = UINT64_MAX;
+                if (spw_batch_parse(win + at, (size_t)got - at, &h) == 0)
+                    dend = damaged_end(s, pos + at, size, expect, &h);
+                if (dend <= offset && h.length <= (size_t)got - at) {
+                    expect = dend; /* damage before what was asked: step over it */
+                    at += h.length;
+                    continue;
+                }
+                if (bad_next) {
+                    uint64_t bn = dend != UINT64_MAX ? dend : atomic_load(&s->end_offset);
+                    *bad_next = bn > offset ? bn : offset + 1;
+                }
                 return SPW_ECORRUPT;
             }
             if (h.base_offset >= end)
@@ -1067,16 +1106,17 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
     }
     size_t i = segs_find(p, offset);
     spw_segment *s = p->segs[i];
-    int64_t pos = spw_seg_lookup_offset(s, offset);
+    uint64_t first;
+    int64_t pos = spw_seg_lookup_offset(s, offset, &first);
     if (pos < 0) {
         r = (int)pos;
         goto out;
     }
-    r = read_from(s, (uint64_t)pos, offset, end, max_bytes, out, bad_next);
+    r = read_from(s, (uint64_t)pos, first, offset, end, max_bytes, out, bad_next);
     if (r == READ_MISLED || (r == 0 && pos > 0)) {
         spw_warn("partition %s: index of segment %020" PRIu64 " does not fit its data; scanning", p->dir,
                  s->base_offset);
-        r = read_from(s, 0, offset, end, max_bytes, out, bad_next);
+        r = read_from(s, 0, s->base_offset, offset, end, max_bytes, out, bad_next);
     }
     if (r == 0) {
         /* offset < end yet nothing here: a gap left by damage. */
@@ -1100,17 +1140,29 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
         spw_segment *s = p->segs[i];
         if (atomic_load_explicit(&s->max_ts, memory_order_acquire) < ts_ms)
             continue;
-        int64_t pos = spw_seg_lookup_ts(s, ts_ms);
+        uint64_t expect;
+        int64_t pos = spw_seg_lookup_ts(s, ts_ms, &expect);
         if (pos < 0) {
             r = (int)pos;
             break;
         }
+        int64_t start = pos;
         uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
         while ((uint64_t)pos < size) {
             uint8_t hb[SPW_BATCH_HEADER_LEN];
             spw_batch_hdr h;
+            /* Base offsets are not under the CRC: check them by continuity
+             * from the index entry, as reads do; an entry that does not fit
+             * means a scan from the start of the segment. */
             if (spw_os_pread_full(s->fd, hb, sizeof hb, pos) != (ssize_t)sizeof hb ||
-                spw_batch_parse(hb, sizeof hb, &h)) {
+                spw_batch_parse(hb, sizeof hb, &h) || h.base_offset != expect) {
+                if (start > 0 && pos == start) {
+                    spw_warn("partition %s: index of segment %020" PRIu64 " does not fit its data; scanning",
+                             p->dir, s->base_offset);
+                    pos = start = 0;
+                    expect = s->base_offset;
+                    continue;
+                }
                 r = SPW_ECORRUPT;
                 goto out;
             }
@@ -1139,6 +1191,7 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
                 if (r < 0)
                     goto out;
             }
+            expect = spw_batch_next_offset(&h);
             pos += h.length;
         }
     }

@@ -130,7 +130,8 @@ static int read_entry(spw_segment *s, uint32_t i, spw_idx_entry *e)
 
 /* Binary search for the last entry satisfying pred (a prefix of entries
  * satisfies it); returns its position or 0. */
-static int64_t lookup(spw_segment *s, int (*pred)(const spw_idx_entry *, const void *), const void *key)
+static int64_t lookup(spw_segment *s, int (*pred)(const spw_idx_entry *, const void *), const void *key,
+                      spw_idx_entry *found)
 {
     uint32_t n = atomic_load_explicit(&s->idx_count, memory_order_acquire);
     uint32_t lo = 0, hi = n; /* answer in [lo, hi): first index where pred fails */
@@ -151,6 +152,8 @@ static int64_t lookup(spw_segment *s, int (*pred)(const spw_idx_entry *, const v
     int r = read_entry(s, lo - 1, &e);
     if (r < 0)
         return r;
+    if (found)
+        *found = e;
     return e.position;
 }
 
@@ -161,15 +164,26 @@ static int pred_offset(const spw_idx_entry *e, const void *key)
 
 static int pred_ts(const spw_idx_entry *e, const void *key) { return e->max_ts_before < *(const int64_t *)key; }
 
-int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset)
+int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset, uint64_t *at_offset)
 {
+    *at_offset = s->base_offset;
     if (offset <= s->base_offset)
         return 0;
     uint64_t rel = offset - s->base_offset;
-    return lookup(s, pred_offset, &rel);
+    spw_idx_entry e = {0};
+    int64_t pos = lookup(s, pred_offset, &rel, &e);
+    if (pos > 0)
+        *at_offset = s->base_offset + e.rel_offset;
+    return pos;
 }
 
-int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts) { return lookup(s, pred_ts, &ts); }
+int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts, uint64_t *at_offset)
+{
+    spw_idx_entry e = {0};
+    int64_t pos = lookup(s, pred_ts, &ts, &e);
+    *at_offset = pos > 0 ? s->base_offset + e.rel_offset : s->base_offset;
+    return pos;
+}
 
 int spw_seg_index_note(spw_segment *s, const spw_batch_hdr *h, uint64_t pos, uint32_t interval, spw_idx_entry *e)
 {

@@ -63,9 +63,11 @@ void spw_seg_close(spw_segment *s);
 int spw_seg_unlink(const char *dir, uint64_t base);
 
 /* Index lookups (pread binary search over the .idx). Return the byte
- * position to start scanning from (0 when no entry applies), or -errno. */
-int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset);
-int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts);
+ * position to start scanning from (0 when no entry applies), or -errno.
+ * *at_offset gets the base offset the batch at that position must have
+ * (the segment's base offset for position 0). */
+int64_t spw_seg_lookup_offset(spw_segment *s, uint64_t offset, uint64_t *at_offset);
+int64_t spw_seg_lookup_ts(spw_segment *s, int64_t ts, uint64_t *at_offset);
 
 /*
  * Index building: called for every batch in file order (by the flusher and
