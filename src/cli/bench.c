@@ -15,21 +15,17 @@
  */
 #include "cli/bench.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/httpc.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/id.h"
@@ -57,99 +53,6 @@ typedef struct client {
     uint64_t errors;
     char last_error[512];
 } client;
-
-static int dial(const bench_cfg *c)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
-    if (getaddrinfo(c->host, c->port, &hints, &ai) != 0)
-        return -1;
-    int fd = -1;
-    for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-            break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct timeval tv = {.tv_sec = 60};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-    return fd;
-}
-
-/* Waits up to wait_ms for the server to accept connections. */
-static int dial_retry(const bench_cfg *c, int wait_ms)
-{
-    for (int waited = 0;; waited += 100) {
-        int fd = dial(c);
-        if (fd >= 0 || waited >= wait_ms)
-            return fd;
-        usleep(100000);
-    }
-}
-
-static int send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * Reads one response with a Content-Length body into in (keeping bytes of a
- * following response). Returns the status, or -1 if the connection failed.
- * body/body_len point into in until the next call.
- */
-static int read_response(int fd, spw_buf *in, size_t *consumed, const char **body, size_t *body_len)
-{
-    /* Drop the previous response. */
-    if (*consumed) {
-        memmove(in->p, in->p + *consumed, in->len - *consumed);
-        in->len -= *consumed;
-        *consumed = 0;
-    }
-    for (int rounds = 0; rounds < 1 << 20; rounds++) {
-        char *he = in->len ? memmem(in->p, in->len, "\r\n\r\n", 4) : NULL;
-        if (he) {
-            size_t hl = (size_t)(he - (char *)in->p) + 4;
-            size_t cl = 0;
-            const char *h = memmem(in->p, hl, "\r\nContent-Length:", 17);
-            if (h)
-                cl = (size_t)strtoull(h + 17, NULL, 10);
-            if (in->len >= hl + cl) {
-                *body = (const char *)in->p + hl;
-                *body_len = cl;
-                *consumed = hl + cl;
-                return in->len > 12 ? atoi((const char *)in->p + 9) : -1;
-            }
-            if (spw_buf_reserve(in, hl + cl + 1))
-                return -1;
-        }
-        if (in->cap - in->len < 4096 && spw_buf_reserve(in, in->cap * 2))
-            return -1;
-        ssize_t n = recv(fd, in->p + in->len, in->cap - in->len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        in->len += (size_t)n;
-    }
-    return -1;
-}
 
 /* The NDJSON body of one request: events [first, first + n) of client id. */
 static void build_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first, uint32_t n, const char *pad)
@@ -186,11 +89,12 @@ static void *client_main(void *arg)
     char *pad = spw_xmalloc(padn + 1);
     memset(pad, 'x', padn);
     pad[padn] = 0;
-    spw_buf body = SPW_BUF_INIT, req = SPW_BUF_INIT, in = SPW_BUF_INIT;
-    if (spw_buf_reserve(&in, 1 << 16))
+    spw_buf body = SPW_BUF_INIT, req = SPW_BUF_INIT;
+    spw_httpc h;
+    spw_httpc_init(&h, c->host, c->port);
+    if (spw_buf_reserve(&h.in, 1 << 16))
         abort();
-    size_t consumed = 0;
-    int fd = dial_retry(c, 0);
+    spw_httpc_connect(&h, 0);
     uint64_t sent = 0, t0 = now_ns();
     double ns_per_event = c->rate > 0 ? 1e9 * c->clients / c->rate : 0;
     int reconnects = 0;
@@ -205,28 +109,26 @@ static void *client_main(void *arg)
         req.len = 0;
         if (spw_buf_reserve(&req, body.len + 512))
             abort();
-        req.len = (size_t)sprintf((char *)req.p,
-                                  "POST /v1/streams/%s/events?ack=%s HTTP/1.1\r\nHost: %s\r\n"
-                                  "Content-Type: application/x-ndjson\r\nContent-Length: %zu\r\n\r\n",
-                                  c->stream, c->ack, c->host, body.len);
+        char target[256];
+        snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
+        int hn = spw_httpc_head(&h, (char *)req.p, 512, "POST", target, "application/x-ndjson", NULL, body.len);
+        if (hn < 0)
+            abort(); /* the target is bounded by the stream name's 128 bytes */
+        req.len = (size_t)hn;
         memcpy(req.p + req.len, body.p, body.len);
         req.len += body.len;
-        const char *rb;
-        size_t rbl;
-        int st = fd < 0 ? -1 : send_all(fd, req.p, req.len);
+        spw_httpc_resp resp;
+        int st = h.fd < 0 ? -1 : spw_httpc_send(&h, req.p, req.len);
         if (st == 0)
-            st = read_response(fd, &in, &consumed, &rb, &rbl);
+            st = spw_httpc_read(&h, &resp);
         if (st < 0) {
             /* Connection lost: count the request as failed, reconnect (bounded). */
             cl->errors += n;
             snprintf(cl->last_error, sizeof cl->last_error, "connection to %.200s:%s failed: %s", c->host, c->port,
                      strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            in.len = consumed = 0;
             if (++reconnects > 10)
                 break;
-            fd = dial_retry(c, 1000);
+            spw_httpc_connect(&h, 1000);
             sent += n;
             continue;
         }
@@ -236,15 +138,14 @@ static void *client_main(void *arg)
             cl->accepted += n;
         } else {
             cl->errors += n;
-            snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", st, (int)(rbl > 200 ? 200 : rbl), rb);
+            snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", st,
+                     (int)(resp.body_len > 200 ? 200 : resp.body_len), resp.body);
         }
         sent += n;
     }
-    if (fd >= 0)
-        close(fd);
+    spw_httpc_close(&h);
     spw_buf_fini(&body);
     spw_buf_fini(&req);
-    spw_buf_fini(&in);
     spw_free(pad);
     return NULL;
 }
@@ -267,24 +168,13 @@ static uint32_t pct(const uint32_t *v, uint64_t n, double q)
 static int simple_request(const bench_cfg *c, const char *method, const char *path, const char *json, char *out,
                           size_t outcap)
 {
-    int fd = dial_retry(c, 10000);
-    if (fd < 0)
-        return -1;
-    char head[1024];
-    size_t bl = json ? strlen(json) : 0;
-    int hn = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                      method, path, c->host, bl);
-    spw_buf in = SPW_BUF_INIT;
-    size_t consumed = 0;
-    const char *rb = "";
-    size_t rbl = 0;
-    int st = -1;
-    if (spw_buf_reserve(&in, 4096) == 0 && send_all(fd, head, (size_t)hn) == 0 && send_all(fd, json, bl) == 0)
-        st = read_response(fd, &in, &consumed, &rb, &rbl);
-    snprintf(out, outcap, "%.*s", st < 0 ? 0 : (int)rbl, rb);
-    spw_buf_fini(&in);
-    close(fd);
+    spw_httpc h;
+    spw_httpc_init(&h, c->host, c->port);
+    spw_httpc_resp r;
+    int st = spw_httpc_request(&h, method, path, "application/json", "Connection: close\r\n", json,
+                               json ? strlen(json) : 0, 10000, &r);
+    snprintf(out, outcap, "%.*s", st < 0 ? 0 : (int)r.body_len, st < 0 ? "" : r.body);
+    spw_httpc_close(&h);
     return st;
 }
 

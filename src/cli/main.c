@@ -9,6 +9,7 @@
 
 #include "cli/bench.h"
 #include "cli/check.h"
+#include "cli/cmds.h"
 #include "core/error.h"
 #include "server/server.h"
 
@@ -20,12 +21,16 @@ static void usage(FILE *f)
           "\n"
           "commands:\n"
           "  serve [--config FILE] [--data DIR] [--listen ADDR] ...   run the server (serve --help)\n"
+          "  produce STREAM [FILE|-] [--ack L] [--batch N] ...        send NDJSON lines to a stream\n"
+          "  consume STREAM [--partition P] [--offset O] [--follow]   print a stream's records as NDJSON\n"
+          "  stream create|list|show|delete ...                       manage streams\n"
           "  bench [--server HOST:PORT] [--events N] ...              load a running server and measure it\n"
           "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
           "                            exit 1 if damage is found\n"
           "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
           "  version                   print the version\n"
           "\n"
+          "Client commands (produce, consume, stream, bench) take --server HOST:PORT (default 127.0.0.1:7700).\n"
           "Run 'spillway <command> --help' for a command's options.\n",
           f);
 }
@@ -180,6 +185,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "produce") == 0)
+        return spw_cmd_produce(argc - 1, argv + 1);
+    if (strcmp(cmd, "consume") == 0)
+        return spw_cmd_consume(argc - 1, argv + 1);
+    if (strcmp(cmd, "stream") == 0)
+        return spw_cmd_stream(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)

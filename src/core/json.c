@@ -59,8 +59,7 @@ int spw_json_ptr_compile(spw_json_ptr *ptr, const char *text)
     return *s ? -1 : 0;
 }
 
-/* Validates one UTF-8 sequence at p (lead byte >= 0x80); returns its length or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t spw_utf8_seq_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0];
     if (c >= 0xc2 && c <= 0xdf)
@@ -127,7 +126,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
             *at = p;
             return NULL;
         case C_HIGH: {
-            size_t n = utf8_len(p, end);
+            size_t n = spw_utf8_seq_len(p, end);
             if (!n) {
                 *msg = "invalid UTF-8 in string";
                 *at = p;

@@ -91,4 +91,9 @@ long spw_json_unescape(const spw_json_span *s, char *out, size_t cap);
 /* Parses an integer number span (no fraction/exponent) into *v. Returns 0 or -1. */
 int spw_json_int64(const spw_json_span *s, int64_t *v);
 
+/* Validates one UTF-8 sequence at p (lead byte >= 0x80, p < end): no
+ * overlongs, surrogates or code points past U+10FFFF. Returns its length
+ * (2-4) or 0. */
+size_t spw_utf8_seq_len(const unsigned char *p, const unsigned char *end);
+
 #endif

@@ -6,6 +6,8 @@
  */
 #include "net/http.h"
 
+#include "core/json.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <http_parser.h>
@@ -126,10 +128,10 @@ const char *spw_http_reason(int s)
 
 static void conn_free(spw_conn *c)
 {
-    for (uint32_t i = 0; i < c->s_len; i++) {
-        slot *s = &c->slots[(c->s_head + i) % c->loop->srv->cfg.max_pipelined];
-        spw_buf_fini(&s->resp);
-    }
+    /* Every slot, not only the pending ones: a finished slot keeps its
+     * buffer (or the one swapped in from out) for reuse. */
+    for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
+        spw_buf_fini(&c->slots[i].resp);
     if (c->cur) {
         spw_buf_fini(&c->cur->body);
         spw_free(c->cur);
@@ -189,7 +191,9 @@ static void sweep(spw_http_loop *l, int all)
 
 static void set_events(spw_conn *c)
 {
-    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | EPOLLRDHUP,
+    /* No EPOLLRDHUP while paused: it is level-triggered, and a peer that
+     * half-closed would make the loop spin until the connection resumes. */
+    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_out ? EPOLLOUT : 0),
                              .data.ptr = c};
     epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -289,6 +293,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             break;
         }
     }
+    int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
     loop->inflight--;
     spw_buf_fini(&req->body);
@@ -307,7 +312,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
         if (headers)
             appendf(b, "%s", headers);
         appendf(b, "\r\n");
-        if (len && spw_buf_reserve(b, b->len + len) == 0) {
+        if (len && !head && spw_buf_reserve(b, b->len + len) == 0) {
             memcpy(b->p + b->len, body, len);
             b->len += len;
         }
@@ -324,16 +329,32 @@ void spw_http_error(spw_http_req *req, int status, const char *code, const char 
     va_end(ap);
     /* msg is ours: escape only quotes, backslashes and control bytes. */
     size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    for (const char *p = msg; *p && n + 8 < sizeof body; p++) {
+    /* Room for the longest escape plus the tail ("\",\"code\":\"" code "\"}\n"). */
+    size_t tail = strlen(code) + 16;
+    for (const char *p = msg; *p && n + 6 + tail < sizeof body; p++) {
         unsigned char ch = (unsigned char)*p;
         if (ch == '"' || ch == '\\')
             n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", ch);
         else if (ch < 0x20)
             n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
-        else
+        else if (ch < 0x80)
             body[n++] = (char)ch;
+        else {
+            /* A message may quote client bytes (a path): keep valid UTF-8
+             * whole, and replace anything else so the body stays JSON. */
+            size_t k = spw_utf8_seq_len((const unsigned char *)p, (const unsigned char *)p + strlen(p));
+            if (k) {
+                memcpy(body + n, p, k);
+                n += k;
+                p += k - 1;
+            } else {
+                n += (size_t)snprintf(body + n, sizeof body - n, "\\ufffd");
+            }
+        }
     }
-    n += (size_t)snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
+    int k = snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
+    /* snprintf returns the length it wanted: never send past the buffer. */
+    n += k < 0 ? 0 : (size_t)k < sizeof body - n ? (size_t)k : sizeof body - n - 1;
     spw_http_respond(req, status, headers, "application/json", body, n);
 }
 
@@ -565,7 +586,7 @@ static void conn_parse(spw_conn *c, const char *buf, size_t n)
     if (e == HPE_PAUSED) {
         if (!c->close_after) {
             c->pending_in.len = 0;
-            if (spw_buf_reserve(&c->pending_in, n - used) == 0) {
+            if (n > used && spw_buf_reserve(&c->pending_in, n - used) == 0) {
                 memcpy(c->pending_in.p, buf + used, n - used);
                 c->pending_in.len = n - used;
             }
@@ -744,6 +765,11 @@ static void *loop_main(void *arg)
                 continue;
             if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 conn_read(c);
+            /* Reset or error while paused: nothing more can be read or sent,
+             * and EPOLLHUP/EPOLLERR cannot be masked; close (answers still
+             * in flight are dropped when they come, see sweep). */
+            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && c->paused && !c->closed)
+                conn_close(c);
         }
         if (l->zombies)
             sweep(l, 0);
@@ -758,7 +784,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int parse_addr(const char *addr, struct sockaddr_in *sa)
+int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa)
 {
     char host[256];
     const char *colon = strrchr(addr, ':');
@@ -782,7 +808,7 @@ static int parse_addr(const char *addr, struct sockaddr_in *sa)
     return 0;
 }
 
-static int listen_on(struct sockaddr_in *sa)
+int spw__net_listen(struct sockaddr_in *sa)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -808,7 +834,7 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
     struct sockaddr_in sa;
-    int r = parse_addr(cfg->listen, &sa);
+    int r = spw__net_parse_addr(cfg->listen, &sa);
     if (r)
         return r;
     spw_http_server *s = spw_xcalloc(1, sizeof *s);
@@ -825,7 +851,7 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
         spw_http_loop *l = &s->loops[i];
         l->srv = s;
         l->lfd = l->epfd = l->efd = -1;
-        if ((r = listen_on(&sa)) < 0)
+        if ((r = spw__net_listen(&sa)) < 0)
             goto fail;
         l->lfd = r;
         if (i == 0) {

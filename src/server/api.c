@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "net/binproto.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -205,48 +206,16 @@ typedef struct ev {
     uint32_t part;
 } ev;
 
-typedef struct pslot {
-    struct produce *pr;
-    uint32_t partition;
-    uint32_t count;
-    uint64_t first_offset;
-    uint64_t first_ticket;
-    uint32_t first_event; /* index into order[] */
-} pslot;
-
-typedef struct produce {
-    spw_api *api;
-    spw_http_req *req;
-    spw_stream *s;
-    _Atomic int pending;
-    _Atomic int err;
-    uint32_t n_events;
-    uint32_t n_slots;
-    uint64_t t0;
-    uint64_t bytes;
-    ev *evs;
-    uint32_t *order; /* event indexes grouped by partition */
-    pslot slots[];
-} produce;
-
-static void produce_free(produce *pr)
-{
-    spw_free(pr->evs);
-    spw_free(pr->order);
-    spw_free(pr);
-}
-
 static void produce_finish(void *arg)
 {
-    produce *pr = arg;
+    spw_produce *pr = arg;
     spw_api *api = pr->api;
+    spw_http_req *req = pr->user;
     int err = atomic_load(&pr->err);
     spw_idgen *g = spw_log_idgen(api->log);
     if (err) {
         int status = err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT ? 507 : 500;
-        if (status == 507)
-            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
-        spw_http_error(pr->req, status, status == 507 ? "disk" : "write_failed", NULL,
+        spw_http_error(req, status, status == 507 ? "disk" : "write_failed", NULL,
                        "the write failed: %s; nothing of it is acknowledged", spw_strerror(err));
     } else {
         spw_buf b = SPW_BUF_INIT;
@@ -269,29 +238,149 @@ static void produce_finish(void *arg)
             spw_free(ids);
         }
         outf(&b, "}\n");
-        atomic_fetch_add(&pr->s->events_in, pr->n_events);
-        atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
-        atomic_fetch_add(&api->events_in, pr->n_events);
-        atomic_fetch_add(&api->bytes_in, pr->bytes);
-        respond_json(pr->req, 202, &b);
+        respond_json(req, 202, &b);
     }
     spw_hist_add(&api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
+    spw_api_produce_free(pr);
+}
+
+static void http_produce_done(spw_produce *pr, void *user)
+{
+    spw_http_req *req = user;
+    spw_http_loop_post(req->loop, produce_finish, pr);
+}
+
+void spw_api_produce_free(spw_produce *pr)
+{
     spw_stream_put(pr->s);
-    produce_free(pr);
+    spw_free(pr->order);
+    spw_free(pr);
 }
 
 static void produce_cb(void *arg, int status, const spw_append_result *r)
 {
-    pslot *sl = arg;
-    produce *pr = sl->pr;
+    spw_produce_part *sl = arg;
+    spw_produce *pr = sl->pr;
     if (status) {
         int zero = 0;
         atomic_compare_exchange_strong(&pr->err, &zero, status);
     } else {
         sl->first_offset = r->base_offset;
     }
-    if (atomic_fetch_sub(&pr->pending, 1) == 1)
-        spw_http_loop_post(pr->req->loop, produce_finish, pr);
+    if (atomic_fetch_sub(&pr->pending, 1) == 1) {
+        spw_api *api = pr->api;
+        int err = atomic_load(&pr->err);
+        if (err == 0) {
+            atomic_fetch_add(&pr->s->events_in, pr->n_events);
+            atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
+            atomic_fetch_add(&api->events_in, pr->n_events);
+            atomic_fetch_add(&api->bytes_in, pr->bytes);
+        } else if (err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+        }
+        pr->done(pr, pr->user);
+    }
+}
+
+int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, spw_ack ack,
+                    uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
+{
+    uint32_t P = s->cfg.partitions;
+    if (n == 0 || (partition != UINT32_MAX && partition >= P))
+        return SPW_EINVAL;
+    /* Partitions, then records grouped by partition (counting sort). */
+    uint32_t *counts = spw_xcalloc(P, sizeof *counts);
+    uint32_t *part_of = spw_xmalloc(n * sizeof *part_of);
+    for (uint32_t i = 0; i < n; i++) {
+        const spw_record *v = &in[i];
+        part_of[i] = partition != UINT32_MAX ? partition
+                     : v->key_len >= 0   ? spw_stream_partition(v->key, (size_t)v->key_len, P)
+                                         : atomic_fetch_add(&s->rr, 1) % P;
+        counts[part_of[i]]++;
+    }
+    uint32_t used = 0;
+    for (uint32_t p = 0; p < P; p++)
+        used += counts[p] > 0;
+    spw_produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(spw_produce_part));
+    pr->api = api;
+    pr->s = s;
+    pr->n_events = n;
+    pr->n_slots = used;
+    pr->t0 = spw_mono_ns();
+    pr->done = done;
+    pr->user = user;
+    pr->order = spw_xmalloc(n * sizeof *pr->order);
+    uint32_t *start = spw_xmalloc(P * sizeof *start);
+    for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
+        start[p] = at;
+        if (counts[p]) {
+            pr->slots[k] = (spw_produce_part){.pr = pr, .partition = p, .count = counts[p], .first_event = at};
+            k++;
+        }
+        at += counts[p];
+    }
+    for (uint32_t i = 0; i < n; i++)
+        pr->order[start[part_of[i]]++] = i;
+    spw_free(start);
+    spw_free(counts);
+    spw_free(part_of);
+
+    /* Encode every batch, then reserve the budget for all of them. */
+    spw_record *recs = spw_xmalloc(n * sizeof *recs);
+    spw_buf *enc = spw_xcalloc(used, sizeof *enc);
+    spw_buf scratch = SPW_BUF_INIT;
+    uint64_t total = 0;
+    int r = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        spw_produce_part *sl = &pr->slots[k];
+        for (uint32_t j = 0; j < sl->count; j++) {
+            recs[sl->first_event + j] = in[pr->order[sl->first_event + j]];
+            pr->bytes += recs[sl->first_event + j].value_len;
+        }
+        /* The batch's sequence is that of its first record in the request. */
+        spw_batch_opts o = {.idgen = spw_log_idgen(api->log),
+                            .first_ticket = &sl->first_ticket,
+                            .producer_id = producer_id,
+                            .producer_seq = producer_id ? producer_seq + pr->order[sl->first_event] : 0};
+        if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
+            break;
+        total += enc[k].len;
+    }
+    spw_free(recs);
+    spw_buf_fini(&scratch);
+    if (r == 0)
+        r = spw_log_reserve(api->log, total, 1);
+    if (r) {
+        if (r == SPW_EAGAIN)
+            atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+        else if (r == SPW_EMSGSIZE)
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        for (uint32_t k = 0; k < used; k++)
+            spw_buf_fini(&enc[k]);
+        spw_free(enc);
+        spw_free(pr->order);
+        spw_free(pr);
+        return r;
+    }
+    atomic_store(&pr->pending, (int)used);
+    atomic_fetch_add(&s->requests_in, 1);
+    /* From here the request completes through produce_cb and done. */
+    uint64_t unused = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        spw_produce_part *sl = &pr->slots[k];
+        size_t len = enc[k].len;
+        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, ack, SPW_APPEND_RESERVED, produce_cb,
+                                      sl, NULL);
+        spw_buf_fini(&enc[k]);
+        if (e) {
+            unused += len;
+            spw_append_result none = {0};
+            produce_cb(sl, e, &none);
+        }
+    }
+    spw_log_release(api->log, unused);
+    spw_free(enc);
+    return 0;
 }
 
 /* Validation failure: 400 naming the event. */
@@ -395,27 +484,12 @@ static int take_event(parse_ctx *c, const char *body, const char *p, const char 
     return 0;
 }
 
-static int valid_utf8(const uint8_t *p, size_t n)
+int spw__key_text_ok(const uint8_t *p, size_t n)
 {
-    spw_json_error e;
-    const char *end;
-    /* Reuse the scanner's UTF-8 check through a quoted copy would cost a
-     * copy; keys are short, so check directly. */
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = p[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!k || i + k > n)
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? (p[i] >= 0x20) : spw_utf8_seq_len(p + i, p + n);
+        if (!k)
             return 0;
-        if (k > 1) {
-            char q[8] = {'"'};
-            memcpy(q + 1, p + i, k);
-            q[k + 1] = '"';
-            if (spw_json_scan(q, q + k + 2, NULL, 0, NULL, &end, &e))
-                return 0;
-        } else if (c < 0x20) {
-            return 0;
-        }
         i += k;
     }
     return 1;
@@ -470,7 +544,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
             goto fail;
         }
         size_t kl = strlen(req->key);
-        if (kl && !valid_utf8((const uint8_t *)req->key, kl)) {
+        if (kl && !spw__key_text_ok((const uint8_t *)req->key, kl)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
             spw_http_error(req, 400, "bad_key", NULL, "Spillway-Key must be UTF-8 text");
             goto fail;
@@ -567,105 +641,29 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         goto fail;
     }
 
-    /* Partitions, then events grouped by partition (counting sort). */
-    uint32_t P = cfg->partitions;
-    uint32_t *counts = spw_xcalloc(P, sizeof *counts);
+    spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
     for (uint32_t i = 0; i < c.n; i++) {
         ev *v = &c.evs[i];
-        v->part = v->key_off >= 0 ? spw_stream_partition(c.keys.p + v->key_off, v->key_len, P)
-                                  : atomic_fetch_add(&s->rr, 1) % P;
-        counts[v->part]++;
+        recs[i] = (spw_record){
+            .key = v->key_off >= 0 ? c.keys.p + v->key_off : NULL,
+            .key_len = v->key_off >= 0 ? (int32_t)v->key_len : -1,
+            .value = body + v->off,
+            .value_len = v->len,
+            .ts = v->ts,
+        };
     }
-    uint32_t used = 0;
-    for (uint32_t p = 0; p < P; p++)
-        used += counts[p] > 0;
-    produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(pslot));
-    pr->api = api;
-    pr->req = req;
-    pr->s = s;
-    pr->n_events = c.n;
-    pr->n_slots = used;
-    pr->t0 = spw_mono_ns();
-    pr->order = spw_xmalloc(c.n * sizeof *pr->order);
-    uint32_t *start = spw_xmalloc(P * sizeof *start);
-    for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
-        start[p] = at;
-        if (counts[p]) {
-            pr->slots[k] = (pslot){.pr = pr, .partition = p, .count = counts[p], .first_event = at};
-            k++;
-        }
-        at += counts[p];
-    }
-    for (uint32_t i = 0; i < c.n; i++)
-        pr->order[start[c.evs[i].part]++] = i;
-    spw_free(start);
-    spw_free(counts);
-
-    /* Encode every batch, then reserve the budget for all of them. */
-    spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
-    spw_buf *enc = spw_xcalloc(used, sizeof *enc);
-    spw_buf scratch = SPW_BUF_INIT;
-    uint64_t total = 0;
-    int r = 0;
-    for (uint32_t k = 0; k < used; k++) {
-        pslot *sl = &pr->slots[k];
-        for (uint32_t j = 0; j < sl->count; j++) {
-            ev *v = &c.evs[pr->order[sl->first_event + j]];
-            recs[sl->first_event + j] = (spw_record){
-                .key = v->key_off >= 0 ? c.keys.p + v->key_off : NULL,
-                .key_len = v->key_off >= 0 ? (int32_t)v->key_len : -1,
-                .value = body + v->off,
-                .value_len = v->len,
-                .ts = v->ts,
-            };
-            pr->bytes += v->len;
-        }
-        spw_batch_opts o = {.idgen = spw_log_idgen(api->log), .first_ticket = &sl->first_ticket};
-        if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
-            break;
-        total += enc[k].len;
-    }
+    int r = spw_api_produce(api, s, recs, c.n, UINT32_MAX, ack, 0, 0, http_produce_done, req);
     spw_free(recs);
-    spw_buf_fini(&scratch);
-    if (r == 0)
-        r = spw_log_reserve(api->log, total, 1);
     if (r) {
-        if (r == SPW_EAGAIN) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+        if (r == SPW_EAGAIN)
             spw_http_error(req, 503, "backpressure", "Retry-After: 1\r\n",
                            "the server is writing as fast as the disk allows; retry shortly");
-        } else if (r == SPW_EMSGSIZE) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        else if (r == SPW_EMSGSIZE)
             spw_http_error(req, 413, "body_too_large", NULL, "the request's batches exceed max_pending_bytes");
-        } else {
+        else
             spw_http_error(req, 500, "internal", NULL, "encoding failed: %s", spw_strerror(r));
-        }
-        for (uint32_t k = 0; k < used; k++)
-            spw_buf_fini(&enc[k]);
-        spw_free(enc);
-        produce_free(pr);
         goto fail;
     }
-    atomic_store(&pr->pending, (int)used);
-    atomic_fetch_add(&s->requests_in, 1);
-    /* From here the request completes through produce_cb / produce_finish. */
-    spw_stream *s_ref = s;
-    (void)s_ref;
-    uint64_t unused = 0;
-    for (uint32_t k = 0; k < used; k++) {
-        pslot *sl = &pr->slots[k];
-        size_t len = enc[k].len;
-        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, ack, SPW_APPEND_RESERVED, produce_cb,
-                                      sl, NULL);
-        spw_buf_fini(&enc[k]);
-        if (e) {
-            unused += len;
-            spw_append_result none = {0};
-            produce_cb(sl, e, &none);
-        }
-    }
-    spw_log_release(api->log, unused);
-    spw_free(enc);
     spw_free(c.evs);
     spw_buf_fini(&c.keys);
     return; /* the stream reference now belongs to the produce */
@@ -994,6 +992,15 @@ static void handle_metrics(spw_api *api, spw_http_req *req)
          "# TYPE spillway_http_requests_total counter\nspillway_http_requests_total %" PRIu64 "\n"
          "# TYPE spillway_http_refused_total counter\nspillway_http_refused_total %" PRIu64 "\n",
          hs.connections_open, hs.requests, hs.rejected_limits);
+    if (api->bin) {
+        spw_bin_stats bs;
+        spw_bin_stats_get(api->bin, &bs);
+        outf(&b,
+             "# TYPE spillway_bin_connections gauge\nspillway_bin_connections %" PRIu64 "\n"
+             "# TYPE spillway_bin_requests_total counter\nspillway_bin_requests_total %" PRIu64 "\n"
+             "# TYPE spillway_bin_refused_total counter\nspillway_bin_refused_total %" PRIu64 "\n",
+             bs.connections_open, bs.requests, bs.rejected_frames);
+    }
     spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
     spw_buf_fini(&b);
 }

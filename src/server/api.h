@@ -16,10 +16,13 @@
 
 enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
 
+struct spw_bin_server;
+
 typedef struct spw_api {
     spw_log *log;
     spw_catalog *cat;
     spw_http_server *http;
+    struct spw_bin_server *bin; /* NULL when the binary listener is off */
     const char *data_dir;
     uint32_t node_id;
     int64_t started_ms;
@@ -30,6 +33,63 @@ typedef struct spw_api {
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
 } spw_api;
+
+/*
+ * One produce in flight, shared by the HTTP and binary front ends so an
+ * event from either is the same record: the records grouped by partition
+ * (FNV-1a of the key mod partitions, round robin without a key, or one
+ * fixed partition), one batch per partition, the budget reserved for all
+ * of them at once, then appended. slots[k] is partition k's batch;
+ * order[slots[k].first_event + j] is the request index of its record j.
+ */
+typedef struct spw_produce spw_produce;
+typedef void (*spw_produce_done)(spw_produce *pr, void *user);
+
+typedef struct spw_produce_part {
+    struct spw_produce *pr;
+    uint32_t partition;
+    uint32_t count;
+    uint64_t first_offset;
+    uint64_t first_ticket;
+    uint32_t first_event;
+} spw_produce_part;
+
+struct spw_produce {
+    struct spw_api *api;
+    spw_stream *s;
+    _Atomic int pending;
+    _Atomic int err; /* 0, or the first append error */
+    uint32_t n_events;
+    uint32_t n_slots;
+    uint64_t t0; /* spw_mono_ns at start */
+    uint64_t bytes;
+    uint32_t *order;
+    spw_produce_done done;
+    void *user;
+    spw_produce_part slots[];
+};
+
+/*
+ * Appends n records (copied: recs and what they point to may go once this
+ * returns) to stream s at ack level ack. partition is a partition index or
+ * UINT32_MAX to route by key. producer_id/producer_seq go into each batch
+ * header (docs/protocol.md; duplicates are not dropped yet).
+ * Returns 0: done(pr, user) then runs exactly once, on any thread (the
+ * caller's for ack none, the flusher's otherwise), with pr->err set; the
+ * reference to s now belongs to pr, released by spw_api_produce_free, and
+ * events_in/bytes_in (or rejected disk) are counted before done runs.
+ * Or returns an error and nothing was appended (s still the caller's):
+ * SPW_EAGAIN the budget is full (503), SPW_EMSGSIZE larger than the budget
+ * (413), SPW_EINVAL no records or no such partition, else encoding failed.
+ * REQUIRES: ack is not SPW_ACK_REPLICATED (callers answer 501).
+ */
+int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition, spw_ack ack,
+                    uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user);
+void spw_api_produce_free(spw_produce *pr);
+
+/* Is a key valid UTF-8 without control characters (so reads can show it
+ * as a JSON string)? Both front ends require it. */
+int spw__key_text_ok(const uint8_t *p, size_t n);
 
 /* The spw_http_handler for the API; ctx is a spw_api. */
 void spw_api_handle(void *ctx, spw_http_req *req);

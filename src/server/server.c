@@ -13,6 +13,8 @@
 #include "core/id.h"
 #include "core/msg.h"
 #include "log/log.h"
+#include "net/binproto.h"
+#include "net/frame.h"
 #include "net/http.h"
 #include "server/api.h"
 #include "server/catalog.h"
@@ -23,6 +25,8 @@
 const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("data", SPW_CFG_STR, data, "./data", 0, 0, "data directory"),
     CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0, "HTTP address host:port"),
+    CFG("listen-bin", SPW_CFG_STR, listen_bin, "127.0.0.1:7701", 0, 0,
+        "binary protocol address host:port (docs/protocol.md); \"\" or \"off\" disables it"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
     CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0, "allow a non-loopback listen address without tokens"),
     CFG("io-threads", SPW_CFG_U32, io_threads, "0", 0, 256, "I/O loops; 0 = one per core"),
@@ -61,11 +65,15 @@ static int is_loopback(const char *listen)
 
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
-    if (!is_loopback(c->listen) && !c->insecure) {
-        fprintf(stderr, "spillway serve: refusing to listen on %s: no tokens are configured, so only loopback "
-                        "addresses are allowed (start with --insecure to override)\n",
-                c->listen);
-        return 1;
+    int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
+    const char *addrs[2] = {c->listen, bin_on ? c->listen_bin : NULL};
+    for (int i = 0; i < 2; i++) {
+        if (addrs[i] && !is_loopback(addrs[i]) && !c->insecure) {
+            fprintf(stderr, "spillway serve: refusing to listen on %s: no tokens are configured, so only loopback "
+                            "addresses are allowed (start with --insecure to override)\n",
+                    addrs[i]);
+            return 1;
+        }
     }
     /* Signals are taken synchronously by this thread; block them everywhere. */
     sigset_t set;
@@ -122,11 +130,34 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         return 1;
     }
     api.http = http;
+    spw_bin_server *bin = NULL;
+    if (bin_on) {
+        spw_bin_config bc = {
+            .listen = c->listen_bin,
+            .threads = hc.threads,
+            .max_connections = c->max_connections,
+            .max_frame_bytes = c->max_request_bytes > SPW_FRAME_MAX_HARD ? SPW_FRAME_MAX_HARD
+                                                                         : (uint32_t)c->max_request_bytes,
+            .idle_timeout_ms = (uint32_t)c->idle_timeout_ms,
+            .request_timeout_ms = (uint32_t)c->request_timeout_ms,
+            .max_pipelined = c->max_pipelined,
+        };
+        if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
+            fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
+            spw_http_stop(http, 0);
+            spw_catalog_close(cat);
+            spw_log_close(log);
+            return 1;
+        }
+        api.bin = bin;
+        spw_info("binary protocol on %.*s:%d", (int)(strrchr(c->listen_bin, ':') - c->listen_bin), c->listen_bin,
+                 spw_bin_port(bin));
+    }
     spw_info("listening on http://%.*s:%d with %u I/O thread(s), data in %s",
              (int)(strrchr(c->listen, ':') - c->listen), c->listen, spw_http_port(http), hc.threads, c->data);
     if (ready_fd >= 0) {
         char buf[32];
-        int n = snprintf(buf, sizeof buf, "%d\n", spw_http_port(http));
+        int n = snprintf(buf, sizeof buf, "%d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0);
         if (write(ready_fd, buf, (size_t)n) < 0) {
         }
     }
@@ -145,7 +176,11 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         }
         spw_catalog_retention(cat, spw_wall_ms());
     }
+    if (bin)
+        spw_bin_stop_accepting(bin);
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
+    if (bin)
+        spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
     spw_catalog_close(cat);
     spw_log_close(log);
     spw_info("stopped cleanly");

@@ -1,8 +1,9 @@
 /*
  * `spillway serve`: the configuration table and the server's lifecycle —
  * open the log and the catalog (recovering every partition), start the
- * HTTP loops, run until SIGTERM/SIGINT, then stop accepting, let requests
- * in flight finish, flush and fsync every partition, and return.
+ * HTTP and binary-protocol loops, run until SIGTERM/SIGINT, then stop
+ * accepting, let requests in flight finish, flush and fsync every
+ * partition, and return.
  */
 #ifndef SPW_SERVER_H
 #define SPW_SERVER_H
@@ -16,6 +17,7 @@ typedef struct spw_server_config {
     char config[1024];
     char data[1024];
     char listen[256];
+    char listen_bin[256]; /* "" or "off": no binary listener */
     uint32_t node_id;
     int insecure;
     uint32_t io_threads;
@@ -35,8 +37,9 @@ extern const spw_cfg_entry spw_server_cfg_table[];
 extern const size_t spw_server_cfg_count;
 
 /* Runs the server until a stop signal. Returns 0 after a clean stop, or 1
- * with the reason printed. ready_fd >= 0 gets "PORT\n" written once
- * listening (tests use it to learn the port of "--listen 127.0.0.1:0"). */
+ * with the reason printed. ready_fd >= 0 gets "HTTPPORT BINPORT\n" written
+ * once listening (BINPORT 0 when the binary listener is off; tests use it
+ * to learn the ports of "--listen 127.0.0.1:0 --listen-bin 127.0.0.1:0"). */
 int spw_server_run(const spw_server_config *c, int ready_fd);
 
 #endif

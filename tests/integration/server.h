@@ -44,8 +44,10 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
             dup2(pfd[1], 3);
             close(pfd[1]);
         }
-        const char *argv[64] = {bin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--ready-fd", "3"};
-        int n = 8;
+        /* --listen-bin on a free port too, so tests never share 7701. */
+        const char *argv[64] = {bin,          "serve",       "--data",     data, "--listen", "127.0.0.1:0",
+                                "--listen-bin", "127.0.0.1:0", "--ready-fd", "3"};
+        int n = 10;
         for (int i = 0; extra && extra[i] && n < 62; i++)
             argv[n++] = extra[i];
         argv[n] = NULL;

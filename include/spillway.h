@@ -1,0 +1,206 @@
+/*
+ * Spillway's C client library: a batching, asynchronous producer and a
+ * simple synchronous client for fetch and metadata, speaking the binary
+ * protocol (docs/protocol.md) to one or more `spillway serve` nodes.
+ * Link with the static library `spillway_client` (and -lpthread).
+ *
+ * Conventions (as libuv's):
+ *  - Handles are opaque; each has a constructor and a destructor, and the
+ *    caller owns it until the destructor returns.
+ *  - Bytes are pointer + length; nothing needs to be NUL-terminated except
+ *    the server list and stream names.
+ *  - Every fallible call returns 0 (or a count) or a negative error:
+ *    -errno for system errors (connection refused, ...), SPW_ERR_* below,
+ *    and for an answer of the server the negative of its status, which
+ *    mirrors HTTP: SPW_ERR_NOT_FOUND is -404. spw_errstr names them all.
+ *  - If a call returns an error, no callback runs for what it was given.
+ *
+ * Delivery guarantee: at least once. A batch whose connection is lost
+ * before its answer arrives is sent again after reconnecting; the server
+ * may already have stored it. The producer id and sequence numbers the
+ * protocol carries will let the server drop such duplicates once it
+ * enforces them (it stores them but does not yet: docs/protocol.md).
+ *
+ * Routing: a record with a key goes to one server by consistent hashing
+ * (a ring of 160 virtual nodes per server; positions are 64-bit FNV-1a of
+ * "host:port#i" and of the key, each passed through the murmur3 fmix64
+ * finalizer; a key belongs to the first position at or after its hash,
+ * wrapping). Adding a server moves about 1/N of the keys. On that server
+ * the stream's partition is chosen by the key (same key, same partition).
+ * Records without a key go round robin over the servers.
+ */
+#ifndef SPILLWAY_H
+#define SPILLWAY_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ---- */
+
+#define SPW_ERR_INVALID (-EINVAL)      /* bad argument */
+#define SPW_ERR_NOMEM (-ENOMEM)
+#define SPW_ERR_TIMEOUT (-ETIMEDOUT)   /* not delivered / answered in time */
+#define SPW_ERR_CANCELED (-ECANCELED)  /* producer closed before delivery */
+#define SPW_ERR_AGAIN (-EAGAIN)        /* buffer full, from a delivery callback */
+#define SPW_ERR_PROTOCOL (-EPROTO)     /* the peer broke the protocol */
+#define SPW_ERR_BAD_REQUEST (-400)
+#define SPW_ERR_NOT_FOUND (-404)       /* no such stream or partition */
+#define SPW_ERR_REQUEST_TIMEOUT (-408)
+#define SPW_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
+#define SPW_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
+#define SPW_ERR_RATE_LIMITED (-429)    /* retried by the producer */
+#define SPW_ERR_INTERNAL (-500)
+#define SPW_ERR_NOT_IMPLEMENTED (-501) /* ack=replicated without a replicated backend */
+#define SPW_ERR_OVERLOADED (-503)      /* retried by the producer */
+#define SPW_ERR_DISK (-507)            /* disk limit or disk failure */
+
+/* A static sentence for any error this library returns. */
+const char *spw_errstr(int err);
+
+/* ---- acknowledgement levels (SPEC §2) ---- */
+
+enum {
+    SPW_ACK_LEVEL_NONE = 0,       /* after validation, before any write */
+    SPW_ACK_LEVEL_WRITTEN = 1,    /* after write(2): survives a process crash */
+    SPW_ACK_LEVEL_FSYNC = 2,      /* after fdatasync: survives power loss */
+    SPW_ACK_LEVEL_REPLICATED = 3, /* needs a replicated backend (else -501) */
+    SPW_ACK_LEVEL_DEFAULT = 255,  /* the stream's default */
+};
+
+#define SPW_TS_NOW INT64_MIN /* let the server stamp the record (or read the stream's timestamp field) */
+
+/* ---- producer ---- */
+
+typedef struct spw_producer spw_producer;
+
+/* What a delivery callback learns about one record. Pointers are valid
+ * during the callback only. */
+typedef struct spw_delivery {
+    int status;         /* 0, or a negative error: then partition/offset are 0 */
+    const char *stream; /* NUL-terminated */
+    uint32_t partition;
+    uint64_t offset;
+    void *opaque; /* as given to spw_producer_send */
+} spw_delivery;
+
+/* Runs on the producer's I/O thread, once per record spw_producer_send
+ * accepted, in no particular order across servers. It must not block for
+ * long and must not call spw_producer_flush or spw_producer_close. */
+typedef void (*spw_delivery_cb)(void *cb_opaque, const spw_delivery *d);
+
+typedef struct spw_producer_config {
+    uint32_t linger_ms;           /* wait this long for a batch to fill (default 5) */
+    uint32_t batch_bytes;         /* send a batch once it is this big (default 256 KiB) */
+    uint32_t max_in_flight;       /* unanswered batches per server (default 16) */
+    uint64_t buffer_bytes;        /* records accepted but not yet delivered; send blocks past it (default 64 MiB) */
+    uint32_t delivery_timeout_ms; /* fail a record not delivered within this (default 120000) */
+    uint32_t backoff_ms;          /* first reconnect delay, doubled up to backoff_max_ms (default 50) */
+    uint32_t backoff_max_ms;      /* (default 2000) */
+    uint32_t connect_timeout_ms;  /* (default 5000) */
+    spw_delivery_cb on_delivery;  /* may be NULL */
+    void *opaque;                 /* passed to on_delivery */
+} spw_producer_config;
+
+/* Fills c with the defaults. */
+void spw_producer_config_init(spw_producer_config *c);
+
+/*
+ * Creates a producer for the servers "host:port[,host:port...]" (IPv4
+ * addresses or "localhost"; at most 64) and starts its I/O thread.
+ * Connections are made lazily and remade after loss. c may be NULL for the
+ * defaults; it is copied. *out is the caller's until spw_producer_close.
+ * Returns 0, SPW_ERR_INVALID (bad list or config) or -errno.
+ */
+int spw_producer_new(const char *servers, const spw_producer_config *c, spw_producer **out);
+
+/*
+ * Queues one record for stream (1-128 bytes, NUL-terminated). key_len -1
+ * means no key (key may be NULL); ts is ms since the Unix epoch or
+ * SPW_TS_NOW; ack one of SPW_ACK_LEVEL_*. key and value are copied before
+ * this returns. Blocks while buffer_bytes are outstanding (at most
+ * delivery_timeout_ms: then SPW_ERR_TIMEOUT; from a delivery callback it
+ * returns SPW_ERR_AGAIN instead of blocking). On 0 the delivery callback
+ * runs exactly once for the record, with opaque.
+ */
+int spw_producer_send(spw_producer *p, const char *stream, const void *key, int32_t key_len, const void *value,
+                      size_t value_len, int64_t ts, int ack, void *opaque);
+
+/* Sends what is lingering and waits until every record sent so far has
+ * had its callback. Returns 0, or SPW_ERR_TIMEOUT after timeout_ms. */
+int spw_producer_flush(spw_producer *p, uint32_t timeout_ms);
+
+/* Flushes for up to timeout_ms, then fails what is left with
+ * SPW_ERR_CANCELED (callbacks run before this returns), stops the thread
+ * and frees p. */
+void spw_producer_close(spw_producer *p, uint32_t timeout_ms);
+
+/* Connections made again after a loss, since creation (for tests and metrics). */
+uint64_t spw_producer_reconnects(spw_producer *p);
+
+/* ---- synchronous client: fetch and metadata ---- */
+
+typedef struct spw_client spw_client;
+
+/* Connects to one server "host:port". Returns 0 or -errno / SPW_ERR_*. */
+int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out);
+void spw_client_close(spw_client *c);
+/* The server's sentence for the last error answer ("" if none). Valid
+ * until the next call on c. */
+const char *spw_client_last_error(spw_client *c);
+
+typedef struct spw_fetch_result spw_fetch_result;
+
+/* One fetched record; pointers live as long as the result. */
+typedef struct spw_fetched {
+    uint64_t offset;
+    uint64_t id; /* Snowflake id */
+    int64_t ts;
+    const uint8_t *key;
+    int32_t key_len; /* -1: no key */
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_fetched;
+
+/*
+ * Reads records of stream's partition from offset: at least one if any
+ * exists there, more while they fit in max_bytes (0: the server's default,
+ * 1 MiB). Returns 0 and a result to free with spw_fetch_free, or an error
+ * (SPW_ERR_OUT_OF_RANGE, SPW_ERR_NOT_FOUND, ...).
+ */
+int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
+                     spw_fetch_result **out);
+size_t spw_fetch_count(const spw_fetch_result *r);
+/* REQUIRES: i < spw_fetch_count(r). */
+void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out);
+/* Where the next fetch should start, and the partition's end when read. */
+uint64_t spw_fetch_next_offset(const spw_fetch_result *r);
+uint64_t spw_fetch_end_offset(const spw_fetch_result *r);
+void spw_fetch_free(spw_fetch_result *r);
+
+typedef struct spw_metadata spw_metadata;
+typedef struct spw_stream_info {
+    const char *name; /* NUL-terminated */
+    uint32_t partitions;
+    int format_bytes; /* 0 JSON, 1 bytes */
+    int ack;          /* the stream's default SPW_ACK_LEVEL_* */
+    const uint64_t *start_offsets, *end_offsets, *durable_offsets; /* [partitions] */
+} spw_stream_info;
+
+/* Streams and their partitions' offsets: one stream, or all when stream
+ * is NULL or "". Free the result with spw_metadata_free. */
+int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out);
+size_t spw_metadata_count(const spw_metadata *m);
+/* Pointers live as long as m. Returns 0 or SPW_ERR_INVALID (i out of range). */
+int spw_metadata_stream(const spw_metadata *m, size_t i, spw_stream_info *out);
+void spw_metadata_free(spw_metadata *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,161 @@
+/* Helpers shared by the client commands: see cmds.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cmds.h"
+
+int spw__cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **v)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *v = a + n + 1;
+        return 1;
+    }
+    if (a[n] != 0)
+        return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "spillway %s: %s needs a value\n", cmd, name);
+        return -1;
+    }
+    *v = argv[++*i];
+    return 1;
+}
+
+int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s[0] || s[0] == '-' || s[0] == '+' || s[0] == ' ')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int spw__cli_server(const char *cmd, const char *server, spw_httpc *c)
+{
+    char host[256], port[16];
+    if (!server)
+        server = SPW_CLI_DEFAULT_SERVER;
+    if (spw_httpc_parse_server(server, host, sizeof host, port, sizeof port)) {
+        fprintf(stderr, "spillway %s: --server takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, server);
+        return 2;
+    }
+    spw_httpc_init(c, host, port);
+    return 0;
+}
+
+int spw__cli_stream_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return 0;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+void spw__cli_conn_error(const char *cmd, const spw_httpc *c)
+{
+    fprintf(stderr, "spillway %s: cannot reach the server at %s:%s: %s\n", cmd, c->host, c->port, strerror(errno));
+}
+
+int spw__cli_parse(const char *p, size_t n, spw_json_span *out)
+{
+    spw_json_ptr root = {0};
+    spw_json_error e;
+    const char *end;
+    if (!p || spw_json_scan(p, p + n, &root, 1, out, &end, &e))
+        return -1;
+    return spw_json_ws(end, p + n) == p + n ? 0 : -1;
+}
+
+int spw__cli_member(const spw_json_span *obj, const char *name, spw_json_span *out)
+{
+    if (obj->type != SPW_JSON_OBJECT)
+        return 0;
+    spw_json_iter it;
+    spw_json_span k, v;
+    spw_json_iter_init(&it, obj);
+    while (spw_json_iter_next(&it, &k, &v))
+        if (spw_json_str_eq(&k, name)) {
+            *out = v;
+            return 1;
+        }
+    return 0;
+}
+
+int spw__cli_array_next(const spw_json_span *arr, const char **cursor, spw_json_span *elem)
+{
+    if (arr->type != SPW_JSON_ARRAY)
+        return 0;
+    const char *end = arr->p + arr->n - 1; /* the closing ']' */
+    const char *p = *cursor ? *cursor : arr->p + 1;
+    p = spw_json_ws(p, end);
+    if (p < end && *p == ',')
+        p = spw_json_ws(p + 1, end);
+    if (p >= end)
+        return 0;
+    spw_json_ptr root = {0};
+    spw_json_error e;
+    const char *vend;
+    if (spw_json_scan(p, end, &root, 1, elem, &vend, &e))
+        return 0;
+    *cursor = vend;
+    return 1;
+}
+
+void spw__cli_str(const spw_json_span *obj, const char *name, char *out, size_t cap)
+{
+    spw_json_span v;
+    out[0] = 0;
+    if (!spw__cli_member(obj, name, &v) || v.type != SPW_JSON_STRING)
+        return;
+    char *tmp = spw_xmalloc(v.n + 1);
+    long n = spw_json_unescape(&v, tmp, v.n);
+    if (n < 0)
+        n = 0;
+    size_t k = (size_t)n < cap - 1 ? (size_t)n : cap - 1;
+    memcpy(out, tmp, k);
+    out[k] = 0;
+    spw_free(tmp);
+}
+
+int64_t spw__cli_int(const spw_json_span *obj, const char *name, int64_t def)
+{
+    spw_json_span v;
+    int64_t x;
+    if (!spw__cli_member(obj, name, &v) || spw_json_int64(&v, &x))
+        return def;
+    return x;
+}
+
+int spw__cli_error_parts(const char *body, size_t len, char *msg, size_t msg_cap, char *code, size_t code_cap)
+{
+    spw_json_span o, v;
+    if (spw__cli_parse(body, len, &o) || !spw__cli_member(&o, "error", &v))
+        return -1;
+    if (msg)
+        spw__cli_str(&o, "error", msg, msg_cap);
+    if (code)
+        spw__cli_str(&o, "code", code, code_cap);
+    return 0;
+}
+
+void spw__cli_server_error(const char *cmd, const spw_httpc_resp *r)
+{
+    char msg[600], code[64];
+    if (spw__cli_error_parts(r->body, r->body_len, msg, sizeof msg, code, sizeof code) == 0) {
+        fprintf(stderr, "spillway %s: %s (HTTP %d, %s)\n", cmd, msg, r->status, code[0] ? code : "no code");
+        return;
+    }
+    size_t n = r->body_len;
+    while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
+        n--;
+    fprintf(stderr, "spillway %s: the server answered HTTP %d%s%.*s\n", cmd, r->status, n ? ": " : "",
+            (int)(n > 300 ? 300 : n), r->body);
+}

@@ -1,0 +1,63 @@
+/*
+ * Client commands of the spillway binary (SPEC §7) that talk to a running
+ * server over HTTP: produce, consume, stream create|list|show|delete.
+ * Each takes argv with argv[0] the command name and returns the process
+ * exit code: 0 ok, 1 failure (server error, rejected events, cannot
+ * connect), 2 usage.
+ *
+ * The spw__cli_* helpers (cli_common.c) are shared by these commands only.
+ */
+#ifndef SPW_CLI_CMDS_H
+#define SPW_CLI_CMDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cli/httpc.h"
+#include "core/json.h"
+
+int spw_cmd_produce(int argc, char **argv);
+int spw_cmd_consume(int argc, char **argv);
+int spw_cmd_stream(int argc, char **argv);
+
+#define SPW_CLI_DEFAULT_SERVER "127.0.0.1:7700"
+/* How long a command waits for a server that refuses connections. */
+#define SPW_CLI_CONNECT_WAIT_MS 2000
+
+/*
+ * Matches argv[*i] against "--name VALUE" or "--name=VALUE". Returns 1 and
+ * sets *v (advancing *i past a separate value), 0 if argv[*i] is another
+ * option, -1 (after printing "cmd: --name needs a value") if the value is
+ * missing.
+ */
+int spw__cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **v);
+/* Parses a decimal integer in [lo, hi]. Returns 0 or -1. */
+int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
+/* Sets up c from a --server value (NULL: the default). Returns 0, or 2
+ * after printing a usage message. */
+int spw__cli_server(const char *cmd, const char *server, spw_httpc *c);
+/* Is s a valid stream name (SPEC §1)? */
+int spw__cli_stream_name_ok(const char *s);
+
+/* Prints "spillway CMD: cannot reach HOST:PORT: reason" for a failed request. */
+void spw__cli_conn_error(const char *cmd, const spw_httpc *c);
+/* Prints the server's error sentence (the "error" member of its JSON body,
+ * or the status and body if it is not one) as "spillway CMD: ..." */
+void spw__cli_server_error(const char *cmd, const spw_httpc_resp *r);
+/* Copies the error sentence and code of an error body into msg/code
+ * (either may be NULL). Returns 0, or -1 if the body is not an error object. */
+int spw__cli_error_parts(const char *body, size_t len, char *msg, size_t msg_cap, char *code, size_t code_cap);
+
+/* Finds member name of the object span obj. Returns 1 found, 0 not. */
+int spw__cli_member(const spw_json_span *obj, const char *name, spw_json_span *out);
+/* Parses the whole of [p, p + n) as one JSON value. Returns 0 or -1. */
+int spw__cli_parse(const char *p, size_t n, spw_json_span *out);
+/* Next element of an array span; *cursor starts at NULL. Returns 1 or 0 at the end. */
+int spw__cli_array_next(const spw_json_span *arr, const char **cursor, spw_json_span *elem);
+/* A string member decoded into out (NUL-terminated, truncated to cap); "" if absent or not a string. */
+void spw__cli_str(const spw_json_span *obj, const char *name, char *out, size_t cap);
+/* An integer member; def if absent or not an integer. */
+int64_t spw__cli_int(const spw_json_span *obj, const char *name, int64_t def);
+
+#endif

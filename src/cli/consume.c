@@ -1,0 +1,307 @@
+/*
+ * `spillway consume STREAM`: a plain reader over GET /v1/streams/{s}/events
+ * (docs/api.md), NDJSON records to stdout.
+ *
+ * It reads each chosen partition from its start (or --offset / --from-ts)
+ * to its end, partition after partition, in requests of at most 10000
+ * records, continuing from each answer's Spillway-Next-Offset. With
+ * --follow it then polls every partition in turn, sleeping between rounds
+ * that found nothing (100 ms doubling to 1 s), until --max records or
+ * Ctrl-C (SIGINT/SIGTERM: exit 0 after the records already printed).
+ *
+ * Consumer groups (--group) need the server's group endpoints, which do
+ * not exist yet: asking for one is a usage error that says so.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cmds.h"
+
+#define READ_LIMIT_MAX 10000
+#define POLL_MIN_MS 100
+#define POLL_MAX_MS 1000
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static const char consume_help[] =
+    "usage: spillway consume STREAM [--server HOST:PORT] [--partition P] [--offset O | --from-ts T]\n"
+    "                        [--max N] [--follow] [--values]\n"
+    "Reads records of STREAM and prints them as NDJSON on stdout, one object a line:\n"
+    "{\"partition\",\"offset\",\"id\",\"ts\",\"key\",\"value\"}. Without --partition every partition is read\n"
+    "in turn.\n\n"
+    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --partition P        read only partition P\n"
+    "  --offset O           start at offset O (in every partition read); default: the oldest kept\n"
+    "  --from-ts T          start at the first record with ts >= T (ms since the Unix epoch)\n"
+    "  --max N              stop after N records in total\n"
+    "  --follow             after the end, keep polling for new records until --max or Ctrl-C\n"
+    "  --values             print only each record's value (the event as produced)\n"
+    "  --group G            consumer groups are not available yet (exit 2)\n";
+
+typedef struct part_pos {
+    uint64_t next;
+    int started; /* next is known (from an answer or --offset) */
+} part_pos;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL); /* a signal cuts it short: that is the point */
+}
+
+static uint64_t header_u64(const spw_httpc_resp *r, const char *name, int *found)
+{
+    size_t n;
+    const char *v = spw_httpc_header(r, name, &n);
+    char buf[24];
+    *found = 0;
+    if (!v || n == 0 || n >= sizeof buf)
+        return 0;
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    uint64_t x;
+    if (spw__cli_u64(buf, 0, UINT64_MAX, &x))
+        return 0;
+    *found = 1;
+    return x;
+}
+
+/* Prints the records of one answer; returns how many. */
+static uint64_t print_records(const char *p, size_t n, int values_only)
+{
+    uint64_t count = 0;
+    const char *end = p + n;
+    spw_json_ptr vp;
+    spw_json_ptr_compile(&vp, "/value");
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (le > p) {
+            count++;
+            spw_json_span v;
+            spw_json_error e;
+            const char *vend;
+            if (values_only && spw_json_scan(p, le, &vp, 1, &v, &vend, &e) == 0 && v.type != SPW_JSON_NONE) {
+                fwrite(v.p, 1, v.n, stdout);
+                fputc('\n', stdout);
+            } else {
+                fwrite(p, 1, (size_t)(le - p), stdout);
+                fputc('\n', stdout);
+            }
+        }
+        p = nl ? nl + 1 : end;
+    }
+    return count;
+}
+
+int spw_cmd_consume(int argc, char **argv)
+{
+    const char *server = NULL, *stream = NULL, *group = NULL;
+    uint64_t partition = 0, offset = 0, max = 0;
+    int64_t from_ts = 0;
+    int has_part = 0, has_offset = 0, has_ts = 0, follow = 0, values = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int m;
+        uint64_t u;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(consume_help, stdout);
+            return 0;
+        }
+        if ((m = spw__cli_opt("consume", argc, argv, &i, "--server", &v))) {
+            if (m < 0)
+                return 2;
+            server = v;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--partition", &v))) {
+            if (m < 0 || spw__cli_u64(v, 0, 1023, &partition)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway consume: --partition takes a partition number, not '%s'\n", v);
+                return 2;
+            }
+            has_part = 1;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--offset", &v))) {
+            if (m < 0 || spw__cli_u64(v, 0, UINT64_MAX, &offset)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway consume: --offset takes a non-negative integer, not '%s'\n", v);
+                return 2;
+            }
+            has_offset = 1;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--from-ts", &v))) {
+            int neg = v[0] == '-';
+            if (m < 0 || spw__cli_u64(v + neg, 0, INT64_MAX, &u)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway consume: --from-ts takes ms since the Unix epoch, not '%s'\n", v);
+                return 2;
+            }
+            from_ts = neg ? -(int64_t)u : (int64_t)u;
+            has_ts = 1;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--max", &v))) {
+            if (m < 0 || spw__cli_u64(v, 1, UINT64_MAX, &max)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway consume: --max takes a positive integer, not '%s'\n", v);
+                return 2;
+            }
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--group", &v))) {
+            if (m < 0)
+                return 2;
+            group = v;
+        } else if (strcmp(a, "--follow") == 0 || strcmp(a, "-f") == 0) {
+            follow = 1;
+        } else if (strcmp(a, "--values") == 0) {
+            values = 1;
+        } else if (a[0] != '-' && !stream) {
+            stream = a;
+        } else {
+            fprintf(stderr, "spillway consume: unexpected argument '%s'\n%s", a, consume_help);
+            return 2;
+        }
+    }
+    if (group) {
+        fprintf(stderr, "spillway consume: consumer groups (--group %s) are not available yet: this server has no "
+                        "group endpoints. Read without --group (plain reads by partition and offset).\n",
+                group);
+        return 2;
+    }
+    if (!stream) {
+        fprintf(stderr, "spillway consume: a STREAM is required\n%s", consume_help);
+        return 2;
+    }
+    if (!spw__cli_stream_name_ok(stream)) {
+        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -)\n", stream);
+        return 2;
+    }
+    if (has_offset && has_ts) {
+        fputs("spillway consume: give --offset or --from-ts, not both\n", stderr);
+        return 2;
+    }
+    spw_httpc c;
+    int rc = spw__cli_server("consume", server, &c);
+    if (rc)
+        return rc;
+
+    /* The stream's partition count. */
+    char target[300];
+    snprintf(target, sizeof target, "/v1/streams/%s", stream);
+    spw_httpc_resp r;
+    int st = spw_httpc_request(&c, "GET", target, NULL, NULL, NULL, 0, SPW_CLI_CONNECT_WAIT_MS, &r);
+    if (st < 0) {
+        spw__cli_conn_error("consume", &c);
+        spw_httpc_close(&c);
+        return 1;
+    }
+    if (st != 200) {
+        spw__cli_server_error("consume", &r);
+        spw_httpc_close(&c);
+        return 1;
+    }
+    spw_json_span o;
+    int64_t nparts = spw__cli_parse(r.body, r.body_len, &o) == 0 ? spw__cli_int(&o, "partitions", 0) : 0;
+    if (nparts <= 0) {
+        fputs("spillway consume: the server's stream description has no partition count\n", stderr);
+        spw_httpc_close(&c);
+        return 1;
+    }
+    if (has_part && partition >= (uint64_t)nparts) {
+        fprintf(stderr, "spillway consume: stream %s has %" PRId64 " partition(s), so there is no partition %" PRIu64
+                        "\n",
+                stream, nparts, partition);
+        spw_httpc_close(&c);
+        return 1;
+    }
+    uint32_t first = has_part ? (uint32_t)partition : 0, count = has_part ? 1 : (uint32_t)nparts;
+    part_pos *pos = spw_xcalloc(count, sizeof *pos);
+    for (uint32_t k = 0; k < count; k++) {
+        pos[k].next = offset;
+        pos[k].started = has_offset;
+    }
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    uint64_t printed = 0;
+    int sleep_for = POLL_MIN_MS;
+    rc = 0;
+    while (!stop_requested && rc == 0) {
+        uint64_t round = 0;
+        for (uint32_t k = 0; k < count && !stop_requested && rc == 0 && (!max || printed < max); k++) {
+            uint32_t p = first + k;
+            /* Read this partition until an answer comes back empty. */
+            for (;;) {
+                uint64_t limit = READ_LIMIT_MAX;
+                if (max && max - printed < limit)
+                    limit = max - printed;
+                int n = snprintf(target, sizeof target, "/v1/streams/%s/events?partition=%u&limit=%" PRIu64, stream,
+                                 p, limit);
+                if (pos[k].started)
+                    snprintf(target + n, sizeof target - (size_t)n, "&offset=%" PRIu64, pos[k].next);
+                else if (has_ts)
+                    snprintf(target + n, sizeof target - (size_t)n, "&from_ts=%" PRId64, from_ts);
+                st = spw_httpc_request(&c, "GET", target, NULL, NULL, NULL, 0, SPW_CLI_CONNECT_WAIT_MS, &r);
+                if (st < 0) {
+                    spw__cli_conn_error("consume", &c);
+                    rc = 1;
+                    break;
+                }
+                int found;
+                if (st == 416) {
+                    uint64_t start = header_u64(&r, "Spillway-Start-Offset", &found);
+                    if (found && pos[k].started && !has_offset && start > pos[k].next) {
+                        /* Retention removed records ahead of us while following. */
+                        fprintf(stderr, "spillway consume: partition %u: offsets %" PRIu64 "..%" PRIu64
+                                        " were removed by retention; continuing at %" PRIu64 "\n",
+                                p, pos[k].next, start - 1, start);
+                        pos[k].next = start;
+                        continue;
+                    }
+                    spw__cli_server_error("consume", &r);
+                    rc = 1;
+                    break;
+                }
+                if (st != 200) {
+                    spw__cli_server_error("consume", &r);
+                    rc = 1;
+                    break;
+                }
+                uint64_t got = print_records(r.body, r.body_len, values);
+                uint64_t next = header_u64(&r, "Spillway-Next-Offset", &found);
+                if (!found) {
+                    fputs("spillway consume: the server's answer has no Spillway-Next-Offset header\n", stderr);
+                    rc = 1;
+                    break;
+                }
+                pos[k].next = next;
+                pos[k].started = 1;
+                has_offset = 0; /* --offset only names where to begin */
+                printed += got;
+                round += got;
+                if (got)
+                    fflush(stdout);
+                if (got == 0 || (max && printed >= max) || stop_requested)
+                    break;
+            }
+        }
+        if (!follow || (max && printed >= max))
+            break;
+        if (round == 0) {
+            sleep_ms(sleep_for);
+            sleep_for = sleep_for * 2 > POLL_MAX_MS ? POLL_MAX_MS : sleep_for * 2;
+        } else {
+            sleep_for = POLL_MIN_MS;
+        }
+    }
+    fflush(stdout);
+    spw_free(pos);
+    spw_httpc_close(&c);
+    return rc;
+}

@@ -1,0 +1,371 @@
+/* A small blocking HTTP/1.1 client: see httpc.h. */
+#include "cli/httpc.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A response body larger than this is refused rather than buffered. */
+#define HTTPC_BODY_MAX ((size_t)1 << 30)
+
+int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *port, size_t port_cap)
+{
+    if (strncasecmp(s, "https://", 8) == 0)
+        return -1;
+    if (strncasecmp(s, "http://", 7) == 0)
+        s += 7;
+    size_t n = strcspn(s, "/");
+    if (s[n] == '/' && s[n + 1] != 0)
+        return -1; /* a path: not a server address */
+    const char *colon = memchr(s, ':', n);
+    size_t hl = colon ? (size_t)(colon - s) : n;
+    if (hl == 0 || hl >= host_cap || memchr(s, '@', n) || memchr(s, '[', n))
+        return -1;
+    const char *p = colon ? colon + 1 : "7700";
+    size_t pl = colon ? n - hl - 1 : 4;
+    if (pl == 0 || pl >= port_cap || pl > 5)
+        return -1;
+    unsigned v = 0;
+    for (size_t i = 0; i < pl; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    if (v == 0 || v > 65535)
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = 0;
+    memcpy(port, p, pl);
+    port[pl] = 0;
+    return 0;
+}
+
+void spw_httpc_init(spw_httpc *c, const char *host, const char *port)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->host, sizeof c->host, "%s", host);
+    snprintf(c->port, sizeof c->port, "%s", port);
+    c->fd = -1;
+    c->timeout_s = 60;
+}
+
+void spw_httpc_close(spw_httpc *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    spw_buf_fini(&c->in);
+    c->consumed = 0;
+}
+
+static int dial(spw_httpc *c)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(c->host, c->port, &hints, &ai) != 0) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    int fd = -1, e = ECONNREFUSED;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            break;
+        e = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    if (fd < 0) {
+        errno = e;
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (c->timeout_s > 0) {
+        struct timeval tv = {.tv_sec = c->timeout_s};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    return fd;
+}
+
+int spw_httpc_connect(spw_httpc *c, int wait_ms)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->in.len = 0;
+    c->consumed = 0;
+    for (int waited = 0;; waited += 100) {
+        int fd = dial(c);
+        if (fd >= 0) {
+            c->fd = fd;
+            return 0;
+        }
+        if (waited >= wait_ms)
+            return -1;
+        int e = errno;
+        usleep(100000);
+        errno = e;
+    }
+}
+
+int spw_httpc_send(spw_httpc *c, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = ECONNRESET;
+            return -1;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Header lookup in [head, head + len): value trimmed, or NULL. */
+static const char *find_header(const char *head, size_t len, const char *name, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    const char *end = head + len;
+    const char *p = memchr(head, '\n', len); /* skip the status line */
+    while (p && p + 1 < end) {
+        p++;
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            *vlen = (size_t)(ve - v);
+            return v;
+        }
+        p = eol;
+    }
+    return NULL;
+}
+
+const char *spw_httpc_header(const spw_httpc_resp *r, const char *name, size_t *len)
+{
+    return find_header(r->head, r->head_len, name, len);
+}
+
+/*
+ * Chunked body starting at position at of in. Returns 1 when complete (the
+ * body is then decoded in place at `at`, *blen its length, *end the first
+ * byte after the message), 0 if more bytes are needed, -1 if malformed.
+ */
+static int dechunk(spw_buf *in, size_t at, size_t *blen, size_t *end)
+{
+    char *b = (char *)in->p;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t pos = at, w = at;
+        for (;;) {
+            char *eol = memmem(b + pos, in->len - pos, "\r\n", 2);
+            if (!eol)
+                return pass ? -1 : 0;
+            size_t size = 0;
+            const char *q = b + pos;
+            if (q == eol)
+                return -1;
+            for (; q < eol && *q != ';' && *q != ' '; q++) {
+                int h = *q >= '0' && *q <= '9' ? *q - '0' : (*q | 0x20) >= 'a' && (*q | 0x20) <= 'f' ? (*q | 0x20) - 'a' + 10 : -1;
+                if (h < 0 || size > HTTPC_BODY_MAX)
+                    return -1;
+                size = size * 16 + (size_t)h;
+            }
+            pos = (size_t)(eol - b) + 2;
+            if (size == 0) {
+                /* Trailers (ignored) end with an empty line. */
+                size_t e;
+                if (in->len - pos >= 2 && b[pos] == '\r' && b[pos + 1] == '\n') {
+                    e = pos + 2;
+                } else {
+                    char *t = memmem(b + pos, in->len - pos, "\r\n\r\n", 4);
+                    if (!t)
+                        return pass ? -1 : 0;
+                    e = (size_t)(t - b) + 4;
+                }
+                if (pass) {
+                    *blen = w - at;
+                    *end = e;
+                    return 1;
+                }
+                break;
+            }
+            if (in->len - pos < size + 2)
+                return pass ? -1 : 0;
+            if (b[pos + size] != '\r' || b[pos + size + 1] != '\n')
+                return -1;
+            if (pass)
+                memmove(b + w, b + pos, size);
+            w += size;
+            if (w - at > HTTPC_BODY_MAX)
+                return -1;
+            pos += size + 2;
+        }
+    }
+    return -1;
+}
+
+int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r)
+{
+    spw_buf *in = &c->in;
+    if (c->consumed) {
+        memmove(in->p, in->p + c->consumed, in->len - c->consumed);
+        in->len -= c->consumed;
+        c->consumed = 0;
+    }
+    if (spw_buf_reserve(in, 4096))
+        return errno = ENOMEM, -1;
+    int eof = 0;
+    for (long rounds = 0; rounds < (1L << 20); rounds++) {
+        char *he = in->len ? memmem(in->p, in->len, "\r\n\r\n", 4) : NULL;
+        if (he) {
+            const char *b = (const char *)in->p;
+            size_t hl = (size_t)(he - b) + 4;
+            if (hl < 13 || strncmp(b, "HTTP/1.", 7) != 0 || b[8] != ' ' || b[9] < '1' || b[9] > '5')
+                return errno = EPROTO, -1;
+            int status = atoi(b + 9);
+            if (status < 200) {
+                /* 100 Continue and friends: skip, the real answer follows. */
+                memmove(in->p, in->p + hl, in->len - hl);
+                in->len -= hl;
+                continue;
+            }
+            size_t vl;
+            const char *v;
+            *r = (spw_httpc_resp){.status = status, .head = b, .head_len = hl - 2};
+            v = find_header(b, hl - 2, "Connection", &vl);
+            r->close = v && vl == 5 && strncasecmp(v, "close", 5) == 0;
+            int done = 0;
+            size_t end = 0;
+            v = find_header(b, hl - 2, "Transfer-Encoding", &vl);
+            if (status == 204 || status == 304) {
+                end = hl;
+                done = 1;
+            } else if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) {
+                int d = dechunk(in, hl, &r->body_len, &end);
+                if (d < 0)
+                    return errno = EPROTO, -1;
+                done = d;
+            } else if ((v = find_header(b, hl - 2, "Content-Length", &vl))) {
+                char num[24];
+                if (vl == 0 || vl >= sizeof num)
+                    return errno = EPROTO, -1;
+                memcpy(num, v, vl);
+                num[vl] = 0;
+                char *e;
+                unsigned long long cl = strtoull(num, &e, 10);
+                if (*e || num[0] == '-' || cl > HTTPC_BODY_MAX)
+                    return errno = EPROTO, -1;
+                r->body_len = (size_t)cl;
+                end = hl + (size_t)cl;
+                done = in->len >= end;
+                if (!done && spw_buf_reserve(in, end + 1))
+                    return errno = ENOMEM, -1;
+            } else {
+                /* No framing: the body runs to the end of the connection. */
+                r->close = 1;
+                if (eof) {
+                    r->body_len = in->len - hl;
+                    end = in->len;
+                    done = 1;
+                }
+            }
+            if (done) {
+                r->head = (const char *)in->p;
+                r->body = (const char *)in->p + hl;
+                c->consumed = end;
+                return status;
+            }
+        }
+        if (eof)
+            return errno = ECONNRESET, -1;
+        if (in->len > HTTPC_BODY_MAX + 65536)
+            return errno = EMSGSIZE, -1;
+        if (in->cap - in->len < 4096 && spw_buf_reserve(in, in->cap * 2))
+            return errno = ENOMEM, -1;
+        ssize_t n = recv(c->fd, in->p + in->len, in->cap - in->len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            eof = 1;
+        in->len += (size_t)n;
+    }
+    return errno = EPROTO, -1;
+}
+
+int spw_httpc_head(const spw_httpc *c, char *out, size_t cap, const char *method, const char *target,
+                   const char *ctype, const char *extra_headers, size_t body_len)
+{
+    int with_len = body_len || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+    int n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s", method, target, c->host,
+                     ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= cap)
+        return -1;
+    int m = with_len ? snprintf(out + n, cap - (size_t)n, "Content-Length: %zu\r\n", body_len) : 0;
+    if (m < 0 || (size_t)(n + m) >= cap)
+        return -1;
+    n += m;
+    m = snprintf(out + n, cap - (size_t)n, "%s\r\n", extra_headers ? extra_headers : "");
+    if (m < 0 || (size_t)(n + m) >= cap)
+        return -1;
+    return n + m;
+}
+
+int spw_httpc_request(spw_httpc *c, const char *method, const char *target, const char *ctype,
+                      const char *extra_headers, const void *body, size_t body_len, int wait_ms,
+                      spw_httpc_resp *r)
+{
+    char head[4096];
+    int hn = spw_httpc_head(c, head, sizeof head, method, target, ctype, extra_headers, body_len);
+    if (hn < 0)
+        return errno = E2BIG, -1;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = c->fd < 0;
+        if (fresh && spw_httpc_connect(c, wait_ms))
+            return -1;
+        int st = -1;
+        if (spw_httpc_send(c, head, (size_t)hn) == 0 && (!body_len || spw_httpc_send(c, body, body_len) == 0))
+            st = spw_httpc_read(c, r);
+        if (st >= 0) {
+            if (r->close) {
+                /* Keep the answer readable; the next request reconnects. */
+                close(c->fd);
+                c->fd = -1;
+            }
+            return st;
+        }
+        int e = errno;
+        close(c->fd);
+        c->fd = -1;
+        c->in.len = 0;
+        c->consumed = 0;
+        errno = e;
+        /* A kept-alive connection the server had closed (idle timeout): once more. */
+        if (fresh || (e != ECONNRESET && e != EPIPE))
+            return -1;
+    }
+    return -1;
+}

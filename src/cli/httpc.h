@@ -1,0 +1,93 @@
+/*
+ * A small blocking HTTP/1.1 client for the command-line tools (bench,
+ * produce, consume, stream): one keep-alive connection per spw_httpc, with
+ * pipelining left to the caller (send several requests, then read the
+ * answers in order). Responses are framed by Content-Length, by chunked
+ * transfer coding (the server does not use it today, but a proxy may), or by
+ * the connection closing. Nothing here is thread-safe; use one spw_httpc per
+ * thread.
+ *
+ * Errors: functions return -1 with errno set (ECONNRESET when the peer
+ * closed the connection early, EPROTO for a response that is not HTTP/1.x).
+ */
+#ifndef SPW_HTTPC_H
+#define SPW_HTTPC_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+
+typedef struct spw_httpc {
+    char host[256];
+    char port[16];
+    int fd;          /* -1 when not connected */
+    int timeout_s;   /* receive timeout per recv (SO_RCVTIMEO); 0 = none */
+    spw_buf in;      /* bytes received, starting with the current response */
+    size_t consumed; /* bytes of in that belong to the last response read */
+} spw_httpc;
+
+/* One response. Every pointer points into the client's buffer and stays
+ * valid until the next spw_httpc_read/request/close on the same client. */
+typedef struct spw_httpc_resp {
+    int status;
+    const char *head; /* status line and header lines, up to the blank line */
+    size_t head_len;
+    const char *body;
+    size_t body_len;
+    int close; /* the server will close the connection after this response */
+} spw_httpc_resp;
+
+/*
+ * Splits "HOST:PORT", "HOST" (port 7700), "http://HOST[:PORT][/]" into host
+ * and port. Returns 0, or -1 if the text is not one of those (https is not
+ * supported: -1).
+ */
+int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *port, size_t port_cap);
+
+/* Sets up c for host:port (copied) without connecting. */
+void spw_httpc_init(spw_httpc *c, const char *host, const char *port);
+/* Closes the connection (if any) and frees the buffer; c can be reused. */
+void spw_httpc_close(spw_httpc *c);
+
+/*
+ * Connects (closing any previous connection), trying again every 100 ms for
+ * up to wait_ms while the server refuses (wait_ms 0: one attempt). Sets
+ * TCP_NODELAY and a receive timeout of c->timeout_s. Returns 0 or -1.
+ */
+int spw_httpc_connect(spw_httpc *c, int wait_ms);
+
+/* Sends all n bytes. Returns 0 or -1. REQUIRES: connected. */
+int spw_httpc_send(spw_httpc *c, const void *p, size_t n);
+
+/*
+ * Reads the next response (the bytes of a following one are kept for the
+ * next call). Returns the status, or -1 if the connection failed first.
+ */
+int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r);
+
+/*
+ * One request and its answer on the keep-alive connection, connecting
+ * first if needed (waiting up to wait_ms for the server). If a kept-alive
+ * connection turns out to be closed before any byte of the answer, it
+ * reconnects and sends once more (safe: the server had not read it).
+ * ctype and extra_headers (lines each ending "\r\n") may be NULL. Returns
+ * the status or -1.
+ */
+int spw_httpc_request(spw_httpc *c, const char *method, const char *target, const char *ctype,
+                      const char *extra_headers, const void *body, size_t body_len, int wait_ms,
+                      spw_httpc_resp *r);
+
+/*
+ * Formats the request head for method/target into out (at most cap bytes):
+ * request line, Host, Content-Type (if ctype), Content-Length (if body_len
+ * or a method that carries a body), extra headers, blank line. Returns its
+ * length, or -1 if it does not fit.
+ */
+int spw_httpc_head(const spw_httpc *c, char *out, size_t cap, const char *method, const char *target,
+                   const char *ctype, const char *extra_headers, size_t body_len);
+
+/* Finds a header of r (case-insensitive name, no colon). Returns its value
+ * (spaces trimmed, not NUL-terminated) and sets *len, or NULL. */
+const char *spw_httpc_header(const spw_httpc_resp *r, const char *name, size_t *len);
+
+#endif

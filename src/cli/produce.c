@@ -1,0 +1,581 @@
+/*
+ * `spillway produce STREAM [FILE|-]`: NDJSON in, POST /v1/streams/{s}/events
+ * out (docs/api.md), over one keep-alive connection.
+ *
+ * Lines are read with a bounded buffer (a line longer than the limit is
+ * skipped, not buffered, and reported with its length), blank lines are
+ * skipped, and the rest go out --batch lines per request, at most
+ * max_request_bytes per request (the server's /v1/status says how much).
+ * Up to --pipeline requests are in flight; answers come back in order.
+ *
+ * The server validates a request whole and names the first bad line in it
+ * ("line K (byte B): ..."). The client maps K back to the file's line
+ * number, counts that line as rejected with the server's sentence, and
+ * sends the request's other lines again (the lines before K were valid;
+ * those after are checked again), so one bad line costs only itself. With
+ * --pipeline above 1 a re-sent remainder lands after the requests already
+ * in flight: use --pipeline 1 (the default) to keep the file's order
+ * exactly. 429/503 answers are retried after Retry-After (bounded); any
+ * other failure stops the run, and a lost connection leaves the requests
+ * in flight unknown (reported, never re-sent: they may have been stored).
+ *
+ * A summary goes to stderr at the end; a progress line too while stderr is
+ * a terminal. Exit 0 only if every non-blank line was accepted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cmds.h"
+#include "core/id.h"
+
+#define PIPELINE_MAX 64
+#define RETRIES_MAX 60 /* per request, for 429/503 */
+#define REJECTS_SHOWN 10
+
+static const char produce_help[] =
+    "usage: spillway produce STREAM [FILE|-] [--server HOST:PORT] [--ack L] [--batch N] [--pipeline D]\n"
+    "                        [--max-rejects N]\n"
+    "Sends the NDJSON lines of FILE (or stdin: '-' or no FILE) to STREAM, one event a line, blank\n"
+    "lines skipped. A line the server refuses is reported with its line number in FILE and the\n"
+    "server's reason, and the other lines of its request are sent again. Prints a summary\n"
+    "(accepted, rejected, elapsed, events/s) on stderr, and a progress line while stderr is a\n"
+    "terminal. Exit 0 if every line was accepted, 1 if any was rejected or the run failed.\n\n"
+    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER " (http://HOST:PORT also works)\n"
+    "  --ack L              none|written|fsync|replicated (default: the stream's)\n"
+    "  --batch N            lines per request (default 1000, at most 100000)\n"
+    "  --pipeline D         requests in flight on the connection (default 1 keeps the file's order\n"
+    "                       even around rejected lines; at most 64)\n"
+    "  --max-rejects N      stop reading after N rejected lines (default 100)\n"
+    "For a stream of format bytes, each line (without its newline) is one event, one per request.\n";
+
+/* ---- bounded line reader ---- */
+
+typedef struct reader {
+    int fd;
+    char *buf;
+    size_t cap, start, end;
+    int eof;
+    uint64_t line;       /* number of the last line returned (1-based) */
+    uint64_t bytes_read; /* for the progress line */
+} reader;
+
+/*
+ * Next line without its newline. Returns 1 with p and n set, 2 for a line
+ * longer than the buffer (skipped; n is its length), 0 at the end, -1 on a
+ * read error. The line stays valid until the next call.
+ */
+static int next_line(reader *r, const char **p, size_t *n)
+{
+    size_t skipped = 0;
+    int skipping = 0;
+    for (;;) {
+        char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+        if (nl) {
+            size_t len = (size_t)(nl - (r->buf + r->start));
+            r->line++;
+            if (skipping) {
+                *n = skipped + len;
+                r->start += len + 1;
+                return 2;
+            }
+            *p = r->buf + r->start;
+            *n = len;
+            r->start += len + 1;
+            return 1;
+        }
+        if (r->eof) {
+            size_t len = r->end - r->start;
+            if (len == 0 && !skipping)
+                return 0;
+            r->line++;
+            r->start = r->end;
+            if (skipping) {
+                *n = skipped + len;
+                return 2;
+            }
+            *p = r->buf + r->end - len;
+            *n = len;
+            return 1;
+        }
+        if (r->start == 0 && r->end == r->cap) {
+            /* Too long for the buffer: drop what we have, look for its end. */
+            skipping = 1;
+            skipped += r->end;
+            r->end = 0;
+        }
+        if (r->start > 0) {
+            memmove(r->buf, r->buf + r->start, r->end - r->start);
+            r->end -= r->start;
+            r->start = 0;
+        }
+        ssize_t k = read(r->fd, r->buf + r->end, r->cap - r->end);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            r->eof = 1;
+        r->end += (size_t)k;
+        r->bytes_read += (uint64_t)k;
+    }
+}
+
+/* ---- requests ---- */
+
+typedef struct req {
+    spw_buf body;
+    uint64_t *lines; /* file line number of each event line */
+    size_t *offs;    /* where each line starts in body */
+    uint32_t n, cap;
+    uint32_t retries;
+} req;
+
+typedef struct run {
+    const char *cmd;
+    spw_httpc c;
+    char target[300];
+    char extra[64];
+    const char *ctype;
+    int bytes_stream;
+    uint64_t accepted, rejected, failed, unknown, not_sent;
+    char shown[REJECTS_SHOWN][700];
+    uint32_t n_shown;
+    int fatal;
+} run;
+
+static void req_add(req *q, uint64_t line, const char *p, size_t n, int newline)
+{
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->lines = spw_xrealloc(q->lines, q->cap * sizeof *q->lines);
+        q->offs = spw_xrealloc(q->offs, q->cap * sizeof *q->offs);
+    }
+    if (spw_buf_reserve(&q->body, q->body.len + n + 1))
+        abort();
+    q->lines[q->n] = line;
+    q->offs[q->n] = q->body.len;
+    q->n++;
+    memcpy(q->body.p + q->body.len, p, n);
+    q->body.len += n;
+    if (newline)
+        q->body.p[q->body.len++] = '\n';
+}
+
+/* Drops line k of q, rebuilding the body without it. */
+static void req_drop(req *q, uint32_t k)
+{
+    size_t from = q->offs[k], to = k + 1 < q->n ? q->offs[k + 1] : q->body.len;
+    memmove(q->body.p + from, q->body.p + to, q->body.len - to);
+    q->body.len -= to - from;
+    for (uint32_t j = k + 1; j < q->n; j++) {
+        q->lines[j - 1] = q->lines[j];
+        q->offs[j - 1] = q->offs[j] - (to - from);
+    }
+    q->n--;
+}
+
+static void reject(run *R, uint64_t line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reject(run *R, uint64_t line, const char *fmt, ...)
+{
+    R->rejected++;
+    if (R->n_shown == REJECTS_SHOWN)
+        return;
+    char *s = R->shown[R->n_shown++];
+    int n = snprintf(s, sizeof R->shown[0], "line %" PRIu64 ": ", line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s + n, sizeof R->shown[0] - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+static int send_req(run *R, req *q)
+{
+    char head[512];
+    int hn = spw_httpc_head(&R->c, head, sizeof head, "POST", R->target, R->ctype, R->extra, q->body.len);
+    if (hn < 0)
+        return -1;
+    if (spw_httpc_send(&R->c, head, (size_t)hn) || spw_httpc_send(&R->c, q->body.p, q->body.len))
+        return -1;
+    return 0;
+}
+
+/*
+ * Handles the answer to q. Returns 0 when q is finished, 1 when q must be
+ * sent again (its bad line removed, or after a 429/503 wait).
+ */
+static int handle_answer(run *R, req *q, const spw_httpc_resp *r)
+{
+    if (r->status == 202) {
+        R->accepted += q->n;
+        return 0;
+    }
+    char msg[600] = "", code[64] = "";
+    if (spw__cli_error_parts(r->body, r->body_len, msg, sizeof msg, code, sizeof code))
+        snprintf(msg, sizeof msg, "HTTP %d: %.*s", r->status, (int)(r->body_len > 300 ? 300 : r->body_len), r->body);
+    if (r->status == 429 || r->status == 503) {
+        if (++q->retries > RETRIES_MAX) {
+            fprintf(stderr, "spillway %s: the server still refuses after %d tries: %s\n", R->cmd, RETRIES_MAX, msg);
+            R->fatal = 1;
+            R->failed += q->n;
+            return 0;
+        }
+        size_t vl;
+        const char *v = spw_httpc_header(r, "Retry-After", &vl);
+        int secs = v ? atoi(v) : 1;
+        if (secs < 1 || secs > 60)
+            secs = 1;
+        sleep((unsigned)secs);
+        return 1;
+    }
+    /* One event per request (bytes streams, or a single line): the answer is about that line. */
+    unsigned k = 0;
+    size_t byte = 0;
+    int at = 0;
+    int names_line = r->status == 400 && sscanf(msg, "line %u (byte %zu): %n", &k, &byte, &at) == 2 && at > 0 &&
+                     k >= 1 && k <= q->n;
+    if (!names_line && q->n == 1 && (r->status == 400 || (r->status == 413 && strcmp(code, "event_too_large") == 0))) {
+        reject(R, q->lines[0], "%s (%s)", msg, code);
+        return 0;
+    }
+    if (!names_line) {
+        fprintf(stderr, "spillway %s: lines %" PRIu64 "..%" PRIu64 " refused, stopping: %s (HTTP %d, %s)\n", R->cmd,
+                q->lines[0], q->lines[q->n - 1], msg, r->status, code[0] ? code : "no code");
+        R->fatal = 1;
+        R->failed += q->n;
+        return 0;
+    }
+    /* "line K (byte B): reason; nothing was appended" -> the file's line. */
+    char *reason = msg + at;
+    char *tail = strstr(reason, "; nothing was appended");
+    if (tail)
+        *tail = 0;
+    size_t in_line = byte >= q->offs[k - 1] ? byte - q->offs[k - 1] : 0;
+    reject(R, q->lines[k - 1], "%s (%s, byte %zu of the line)", reason, code, in_line);
+    req_drop(q, k - 1);
+    return q->n ? 1 : 0;
+}
+
+static void progress(const reader *rd, const run *R, off_t size, uint64_t t0, int done)
+{
+    double secs = (double)(spw_mono_ns() - t0) / 1e9;
+    double rate = secs > 0 ? (double)R->accepted / secs : 0;
+    char bar[32] = "";
+    if (size > 0) {
+        double f = (double)rd->bytes_read / (double)size;
+        if (f > 1)
+            f = 1;
+        int w = (int)(f * 20);
+        for (int i = 0; i < 20; i++)
+            bar[i] = i < w ? '#' : '.';
+        bar[20] = 0;
+        fprintf(stderr, "\r[%s] %3d%% ", bar, (int)(f * 100));
+    } else {
+        fputs("\r", stderr);
+    }
+    fprintf(stderr, "line %" PRIu64 ", %" PRIu64 " accepted, %" PRIu64 " rejected, %.0f events/s\033[K", rd->line,
+            R->accepted, R->rejected, rate);
+    if (done)
+        fputs("\r\033[K", stderr);
+}
+
+int spw_cmd_produce(int argc, char **argv)
+{
+    const char *server = NULL, *stream = NULL, *file = NULL, *ack = NULL;
+    uint64_t batch = 1000, pipeline = 1, max_rejects = 100;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int m;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(produce_help, stdout);
+            return 0;
+        }
+        if ((m = spw__cli_opt("produce", argc, argv, &i, "--server", &v))) {
+            if (m < 0)
+                return 2;
+            server = v;
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--ack", &v))) {
+            if (m < 0)
+                return 2;
+            if (strcmp(v, "none") && strcmp(v, "written") && strcmp(v, "fsync") && strcmp(v, "replicated")) {
+                fprintf(stderr, "spillway produce: --ack takes none, written, fsync or replicated, not '%s'\n", v);
+                return 2;
+            }
+            ack = v;
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--batch", &v))) {
+            if (m < 0 || spw__cli_u64(v, 1, 100000, &batch)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway produce: --batch takes 1 to 100000, not '%s'\n", v);
+                return 2;
+            }
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--pipeline", &v))) {
+            if (m < 0 || spw__cli_u64(v, 1, PIPELINE_MAX, &pipeline)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway produce: --pipeline takes 1 to %d, not '%s'\n", PIPELINE_MAX, v);
+                return 2;
+            }
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--max-rejects", &v))) {
+            if (m < 0 || spw__cli_u64(v, 1, UINT64_MAX, &max_rejects)) {
+                if (m > 0)
+                    fprintf(stderr, "spillway produce: --max-rejects takes a positive integer, not '%s'\n", v);
+                return 2;
+            }
+        } else if ((a[0] != '-' || strcmp(a, "-") == 0) && !stream) {
+            stream = a;
+        } else if ((a[0] != '-' || strcmp(a, "-") == 0) && !file) {
+            file = a;
+        } else {
+            fprintf(stderr, "spillway produce: unexpected argument '%s'\n%s", a, produce_help);
+            return 2;
+        }
+    }
+    if (!stream) {
+        fprintf(stderr, "spillway produce: a STREAM is required\n%s", produce_help);
+        return 2;
+    }
+    if (!spw__cli_stream_name_ok(stream)) {
+        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -)\n", stream);
+        return 2;
+    }
+    const char *label = file && strcmp(file, "-") ? file : "stdin";
+    int fd = 0;
+    if (file && strcmp(file, "-")) {
+        fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            fprintf(stderr, "spillway produce: %s: %s\n", file, strerror(errno));
+            return 1;
+        }
+    }
+    run R = {.cmd = "produce"};
+    int rc = spw__cli_server("produce", server, &R.c);
+    if (rc) {
+        if (fd > 0)
+            close(fd);
+        return rc;
+    }
+
+    /* The stream's format and event limit, the server's request limits. */
+    spw_httpc_resp r;
+    snprintf(R.target, sizeof R.target, "/v1/streams/%s", stream);
+    int st = spw_httpc_request(&R.c, "GET", R.target, NULL, NULL, NULL, 0, SPW_CLI_CONNECT_WAIT_MS, &r);
+    if (st != 200) {
+        if (st < 0)
+            spw__cli_conn_error("produce", &R.c);
+        else
+            spw__cli_server_error("produce", &r);
+        if (st == 404)
+            fprintf(stderr, "(create it with: spillway stream create %s)\n", stream);
+        spw_httpc_close(&R.c);
+        if (fd > 0)
+            close(fd);
+        return 1;
+    }
+    spw_json_span o, lim;
+    char fmt[16] = "json";
+    uint64_t max_event = 1 << 20, max_request = 16u << 20, max_pending = 64u << 20;
+    if (spw__cli_parse(r.body, r.body_len, &o) == 0) {
+        spw__cli_str(&o, "format", fmt, sizeof fmt);
+        max_event = (uint64_t)spw__cli_int(&o, "max_event_bytes", (int64_t)max_event);
+    }
+    if (spw_httpc_request(&R.c, "GET", "/v1/status", NULL, NULL, NULL, 0, 0, &r) == 200 &&
+        spw__cli_parse(r.body, r.body_len, &o) == 0 && spw__cli_member(&o, "limits", &lim)) {
+        max_request = (uint64_t)spw__cli_int(&lim, "max_request_bytes", (int64_t)max_request);
+        max_pending = (uint64_t)spw__cli_int(&lim, "max_pending_bytes", (int64_t)max_pending);
+    }
+    /* A request's batches must also fit the server's pending-bytes budget. */
+    uint64_t req_cap = max_request < max_pending / 4 ? max_request : max_pending / 4;
+    if (req_cap < 1024)
+        req_cap = 1024;
+    R.bytes_stream = strcmp(fmt, "bytes") == 0;
+    uint64_t line_limit = R.bytes_stream ? (max_event < max_request ? max_event : max_request)
+                                         : (max_event < req_cap - 1 ? max_event : req_cap - 1);
+    const char *limit_name = line_limit == max_event ? "the stream's max_event_bytes" : "the server's request size limit";
+    if (R.bytes_stream)
+        batch = 1;
+    snprintf(R.target, sizeof R.target, "/v1/streams/%s/events", stream);
+    R.ctype = R.bytes_stream ? "application/octet-stream" : "application/x-ndjson";
+    if (ack)
+        snprintf(R.extra, sizeof R.extra, "Spillway-Ack: %s\r\n", ack);
+
+    struct stat sb;
+    off_t size = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? sb.st_size : 0;
+    int tty = isatty(2);
+    reader rd = {.fd = fd};
+    /* Room for one line at the limit plus some trailing blanks; at least 64 KiB for efficient reads. */
+    rd.cap = (size_t)line_limit + 4096 > (64u << 10) ? (size_t)line_limit + 4096 : (64u << 10);
+    rd.buf = spw_xmalloc(rd.cap);
+
+    req slots[PIPELINE_MAX];
+    memset(slots, 0, sizeof slots);
+    uint32_t head = 0, inflight = 0, D = (uint32_t)pipeline;
+    int input_done = 0, conn_lost = 0;
+    uint64_t t0 = spw_mono_ns(), last_progress = 0;
+    /* A line read but not yet placed (it did not fit the request being built). */
+    int have_pending = 0;
+    const char *pp = NULL;
+    size_t pn = 0;
+    uint64_t pline = 0;
+
+    for (uint64_t guard = 0; guard < UINT64_MAX; guard++) {
+        /* Fill the pipeline. */
+        while (!input_done && !R.fatal && !conn_lost && inflight < D) {
+            if (R.rejected >= max_rejects) {
+                input_done = 1;
+                break;
+            }
+            req *q = &slots[(head + inflight) % D];
+            q->n = 0;
+            q->body.len = 0;
+            q->retries = 0;
+            while (q->n < batch) {
+                if (!have_pending) {
+                    int k = next_line(&rd, &pp, &pn);
+                    if (k < 0) {
+                        fprintf(stderr, "spillway produce: reading %s: %s\n", label, strerror(errno));
+                        R.fatal = 1;
+                        input_done = 1;
+                        break;
+                    }
+                    if (k == 0) {
+                        input_done = 1;
+                        break;
+                    }
+                    if (k == 2) {
+                        reject(&R, rd.line, "%zu bytes, over %s (%" PRIu64 " bytes); not sent", pn, limit_name,
+                               line_limit);
+                        if (R.rejected >= max_rejects)
+                            break;
+                        continue;
+                    }
+                    pline = rd.line;
+                    /* Blank lines (whitespace only, \r included) are skipped. */
+                    size_t b = 0;
+                    while (b < pn && (pp[b] == ' ' || pp[b] == '\t' || pp[b] == '\r'))
+                        b++;
+                    if (b == pn)
+                        continue;
+                    size_t t = pn;
+                    while (t > 0 && (pp[t - 1] == ' ' || pp[t - 1] == '\t' || pp[t - 1] == '\r'))
+                        t--;
+                    if ((uint64_t)(t - b) > line_limit) {
+                        reject(&R, pline, "%zu bytes, over %s (%" PRIu64 " bytes); not sent", t - b, limit_name,
+                               line_limit);
+                        if (R.rejected >= max_rejects)
+                            break;
+                        continue;
+                    }
+                    have_pending = 1;
+                }
+                if (q->n > 0 && q->body.len + pn + 1 > req_cap)
+                    break; /* full: the line starts the next request */
+                req_add(q, pline, pp, pn, !R.bytes_stream);
+                have_pending = 0;
+            }
+            if (have_pending && q->n == 0)
+                abort(); /* cannot happen: a line within the limit always fits an empty request */
+            /* The pending line points into the reader's buffer, which the next read moves:
+             * it is placed before any further read, as the loop above only reads when
+             * have_pending is 0. */
+            if (q->n == 0)
+                break;
+            if (R.c.fd < 0 && spw_httpc_connect(&R.c, SPW_CLI_CONNECT_WAIT_MS)) {
+                conn_lost = 1;
+                R.not_sent += q->n;
+                break;
+            }
+            if (send_req(&R, q)) {
+                conn_lost = 1;
+                R.unknown += q->n;
+                break;
+            }
+            inflight++;
+        }
+        if (tty && spw_mono_ns() - last_progress > 100000000ull) {
+            last_progress = spw_mono_ns();
+            progress(&rd, &R, size, t0, 0);
+        }
+        if (inflight == 0)
+            break;
+        /* The oldest answer. */
+        req *q = &slots[head];
+        st = conn_lost ? -1 : spw_httpc_read(&R.c, &r);
+        if (st < 0) {
+            if (!conn_lost)
+                fprintf(stderr, "spillway produce: connection to %s:%s lost: %s\n", R.c.host, R.c.port,
+                        strerror(errno));
+            conn_lost = 1;
+            for (uint32_t k = 0; k < inflight; k++) {
+                req *x = &slots[(head + k) % D];
+                if (x->n)
+                    fprintf(stderr, "spillway produce: lines %" PRIu64 "..%" PRIu64
+                                    " were in flight: not known whether they were stored\n",
+                            x->lines[0], x->lines[x->n - 1]);
+                R.unknown += x->n;
+            }
+            inflight = 0;
+            break;
+        }
+        int again = handle_answer(&R, q, &r);
+        if (r.close && !conn_lost) {
+            /* The server closes after this answer: later requests on it are lost. */
+            spw_httpc_close(&R.c);
+            spw_httpc_init(&R.c, R.c.host, R.c.port);
+        }
+        head = (head + 1) % D;
+        inflight--;
+        if (again && !R.fatal) {
+            /* Back of the queue, same buffers: swap it into the free slot. */
+            req *dst = &slots[(head + inflight) % D];
+            if (dst != q) {
+                req tmp = *dst;
+                *dst = *q;
+                *q = tmp;
+            }
+            if (R.c.fd < 0 && spw_httpc_connect(&R.c, SPW_CLI_CONNECT_WAIT_MS)) {
+                conn_lost = 1;
+                R.not_sent += dst->n;
+            } else if (send_req(&R, dst)) {
+                conn_lost = 1;
+                R.unknown += dst->n;
+            } else {
+                inflight++;
+            }
+        } else if (again) {
+            R.not_sent += q->n;
+        }
+    }
+    if (tty)
+        progress(&rd, &R, size, t0, 1);
+    double secs = (double)(spw_mono_ns() - t0) / 1e9;
+    fprintf(stderr, "produced %s to stream %s: %" PRIu64 " accepted, %" PRIu64 " rejected", label, stream,
+            R.accepted, R.rejected);
+    if (R.failed)
+        fprintf(stderr, ", %" PRIu64 " failed (their requests were refused)", R.failed);
+    if (R.unknown)
+        fprintf(stderr, ", %" PRIu64 " unknown (in flight when the connection failed)", R.unknown);
+    if (R.not_sent)
+        fprintf(stderr, ", %" PRIu64 " not sent", R.not_sent);
+    fprintf(stderr, " in %.3f s (%.0f events/s)\n", secs, secs > 0 ? (double)R.accepted / secs : 0.0);
+    for (uint32_t i = 0; i < R.n_shown; i++)
+        fprintf(stderr, "rejected %s\n", R.shown[i]);
+    if (R.rejected > R.n_shown)
+        fprintf(stderr, "... and %" PRIu64 " more rejected line(s)\n", R.rejected - R.n_shown);
+    if (R.fatal || conn_lost || R.rejected >= max_rejects)
+        fprintf(stderr, "stopped at line %" PRIu64 " of %s%s; the lines after it were not sent\n", rd.line, label,
+                !R.fatal && !conn_lost ? " (--max-rejects reached)" : "");
+    for (uint32_t i = 0; i < PIPELINE_MAX; i++) {
+        spw_buf_fini(&slots[i].body);
+        spw_free(slots[i].lines);
+        spw_free(slots[i].offs);
+    }
+    spw_free(rd.buf);
+    spw_httpc_close(&R.c);
+    if (fd > 0)
+        close(fd);
+    return R.rejected || R.failed || R.unknown || R.not_sent || R.fatal || conn_lost ? 1 : 0;
+}

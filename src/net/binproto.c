@@ -1,0 +1,1074 @@
+/*
+ * Binary protocol loops: see binproto.h and docs/protocol.md.
+ *
+ * A connection's bytes accumulate in `in`; whole frames are cut from it
+ * and dispatched in order. PRODUCE answers asynchronously (the log's
+ * callback posts the answer back to the loop); FETCH and METADATA answer
+ * at once. Answers are appended to `out` and written as the socket takes
+ * them. A connection that is closed with requests still in flight stays
+ * allocated (on the zombie list) until the last one completes, so a
+ * completion never touches freed memory.
+ *
+ * Bounds: `in` holds at most one frame plus one read (a frame's length is
+ * checked against max_frame_bytes before we wait for it); requests in
+ * flight are capped by max_pipelined and unsent answers by OUT_PAUSE_BYTES:
+ * past either the loop stops reading that socket.
+ */
+#include "net/binproto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "net/frame.h"
+#include "net/http.h"
+
+#define READ_CHUNK (64u << 10)
+#define TICK_MS 100
+#define OUT_PAUSE_BYTES (8u << 20)
+#define FETCH_DEFAULT_BYTES (1u << 20)
+#define FETCH_MAX_BYTES (16u << 20)
+#define RETRY_AFTER_MS 1000
+
+typedef struct bpost {
+    struct bpost *next;
+    void (*fn)(void *);
+    void *arg;
+} bpost;
+
+typedef struct bloop bloop;
+
+typedef struct bconn {
+    int fd;
+    bloop *loop;
+    spw_buf in;
+    size_t in_off;
+    spw_buf out;
+    size_t out_off;
+    uint32_t inflight;
+    int paused, want_out, close_after, closed;
+    int rdhup; /* peer shut its side down: stop watching for it (level-triggered) */
+    uint64_t last_active_ms, frame_start_ms;
+    struct bconn *prev, *next;
+} bconn;
+
+struct bloop {
+    spw_bin_server *srv;
+    int epfd, lfd, efd;
+    pthread_t th;
+    pthread_mutex_t post_mu;
+    bpost *post_head, *post_tail;
+    bconn *conns;
+    bconn *zombies;
+    int stopping;
+    uint32_t inflight;
+};
+
+struct spw_bin_server {
+    spw_bin_config cfg;
+    spw_api *api;
+    bloop *loops;
+    uint32_t nloops;
+    int port;
+    _Atomic uint32_t nconns;
+    _Atomic uint64_t st_total, st_requests, st_rejected;
+    _Atomic int stop;
+};
+
+/* A PRODUCE in flight. */
+typedef struct breq {
+    bconn *c;
+    uint64_t request_id;
+} breq;
+
+static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+
+/* ---- posting work to a loop ---- */
+
+static void loop_post(bloop *l, void (*fn)(void *), void *arg)
+{
+    bpost *p = spw_xmalloc(sizeof *p);
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&l->post_mu);
+    int was_empty = l->post_head == NULL;
+    if (l->post_tail)
+        l->post_tail->next = p;
+    else
+        l->post_head = p;
+    l->post_tail = p;
+    pthread_mutex_unlock(&l->post_mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        if (write(l->efd, &one, sizeof one) < 0) {
+            /* the counter cannot overflow: one write per empty → non-empty */
+        }
+    }
+}
+
+static void run_posts(bloop *l)
+{
+    uint64_t v;
+    if (read(l->efd, &v, sizeof v) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&l->post_mu);
+    bpost *p = l->post_head;
+    l->post_head = l->post_tail = NULL;
+    pthread_mutex_unlock(&l->post_mu);
+    while (p) {
+        bpost *n = p->next;
+        p->fn(p->arg);
+        spw_free(p);
+        p = n;
+    }
+}
+
+/* ---- connections ---- */
+
+static void set_events(bconn *c)
+{
+    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
+                                       (c->rdhup ? 0 : EPOLLRDHUP),
+                             .data.ptr = c};
+    epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void conn_close(bconn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    atomic_fetch_sub(&c->loop->srv->nconns, 1);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->loop->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = c->loop->zombies;
+    c->loop->zombies = c;
+}
+
+static void conn_free(bconn *c)
+{
+    spw_buf_fini(&c->in);
+    spw_buf_fini(&c->out);
+    spw_free(c);
+}
+
+static void sweep(bloop *l, int all)
+{
+    bconn **pp = &l->zombies;
+    while (*pp) {
+        bconn *c = *pp;
+        if (all || c->inflight == 0) {
+            *pp = c->next;
+            conn_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static void conn_process(bconn *c);
+
+/* Reading is on unless a limit or a pending close says otherwise. */
+static void conn_update_reading(bconn *c)
+{
+    if (c->closed)
+        return;
+    uint32_t cap = c->loop->srv->cfg.max_pipelined;
+    int want_pause = c->close_after || c->loop->stopping || c->inflight >= cap ||
+                     c->out.len - c->out_off > OUT_PAUSE_BYTES;
+    if (want_pause != c->paused) {
+        c->paused = want_pause;
+        set_events(c);
+        if (!want_pause)
+            conn_process(c); /* frames already buffered */
+    }
+}
+
+static void conn_flush(bconn *c)
+{
+    while (!c->closed && c->out_off < c->out.len) {
+        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                if (!c->want_out) {
+                    c->want_out = 1;
+                    set_events(c);
+                }
+                return;
+            }
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)w;
+    }
+    if (c->closed)
+        return;
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > (1u << 20))
+        spw_buf_fini(&c->out);
+    if (c->want_out) {
+        c->want_out = 0;
+        set_events(c);
+    }
+    if (c->close_after && c->inflight == 0) {
+        conn_close(c);
+        return;
+    }
+    conn_update_reading(c);
+}
+
+/* Sends an error answer; fatal ones close the connection after it. */
+static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, uint32_t retry_after_ms,
+                       const char *code, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, uint32_t retry_after_ms,
+                       const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->closed)
+        return;
+    if (spw_frame_error_encode(&c->out, opcode, id, status, retry_after_ms, code, msg))
+        conn_close(c);
+}
+
+static void conn_fatal(bconn *c, uint16_t status, const char *code, const char *msg)
+{
+    if (c->close_after)
+        return;
+    atomic_fetch_add(&c->loop->srv->st_rejected, 1);
+    send_error(c, 0, 0, status, 0, code, "%s; closing the connection", msg);
+    c->close_after = 1;
+    c->in.len = c->in_off = 0;
+    conn_flush(c);
+    conn_update_reading(c);
+}
+
+/* ---- PRODUCE ---- */
+
+static void produce_answer(void *arg)
+{
+    spw_produce *pr = arg;
+    breq *q = pr->user;
+    bconn *c = q->c;
+    c->inflight--;
+    c->loop->inflight--;
+    int err = atomic_load(&pr->err);
+    if (!c->closed) {
+        if (err) {
+            int disk = err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT;
+            send_error(c, SPW_OP_PRODUCE, q->request_id, disk ? SPW_ST_DISK : SPW_ST_INTERNAL, 0,
+                       disk ? "disk" : "write_failed", "the write failed: %s; nothing of it is acknowledged",
+                       spw_strerror(err));
+        } else {
+            spw_produce_slot *slots = spw_xmalloc(pr->n_slots * sizeof *slots);
+            uint32_t *parts = spw_xmalloc(pr->n_events * sizeof *parts);
+            for (uint32_t k = 0; k < pr->n_slots; k++) {
+                slots[k] = (spw_produce_slot){.partition = pr->slots[k].partition,
+                                              .first_offset = pr->slots[k].first_offset,
+                                              .count = pr->slots[k].count};
+                for (uint32_t j = 0; j < pr->slots[k].count; j++)
+                    parts[pr->order[pr->slots[k].first_event + j]] = pr->slots[k].partition;
+            }
+            size_t start;
+            int r = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, q->request_id, &start);
+            if (!r)
+                r = spw_answer_ok(&c->out);
+            if (!r)
+                r = spw_produce_resp_encode(&c->out, slots, pr->n_slots, parts, pr->n_events);
+            if (!r)
+                spw_frame_finish(&c->out, start);
+            else
+                conn_close(c);
+            spw_free(slots);
+            spw_free(parts);
+        }
+        conn_flush(c);
+    }
+    spw_hist_add(&pr->api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
+    spw_api_produce_free(pr);
+    spw_free(q);
+}
+
+static void produce_done(spw_produce *pr, void *user)
+{
+    breq *q = user;
+    loop_post(q->c->loop, produce_answer, pr);
+}
+
+static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    spw_produce_req pq;
+    const char *why;
+    if (spw_produce_req_decode(body, len, &pq, &why)) {
+        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    if (!spw_stream_name_ok(pq.stream, pq.stream_len)) {
+        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name",
+                   "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-'");
+        return;
+    }
+    spw_stream *s = spw_stream_get(api->cat, pq.stream, pq.stream_len);
+    if (!s) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
+                   (int)pq.stream_len, pq.stream);
+        return;
+    }
+    spw_stream_config *cfg = &s->cfg;
+    spw_ack ack = pq.ack == SPW_WIRE_ACK_DEFAULT ? cfg->ack : (spw_ack)pq.ack;
+    spw_record *recs = NULL;
+    spw_buf keys = SPW_BUF_INIT;
+    if (ack == SPW_ACK_REPLICATED) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_IMPLEMENTED, 0, "not_implemented",
+                   "ack=replicated needs a replicated backend, and this node has none");
+        goto out;
+    }
+    if (pq.partition != SPW_PARTITION_ANY && pq.partition >= cfg->partitions) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
+                   "partition %u does not exist (the stream has %u)", pq.partition, cfg->partitions);
+        goto out;
+    }
+    spw_json_ptr ptrs[2];
+    int nptrs = 0, key_i = -1, ts_i = -1;
+    if (!cfg->format_bytes) {
+        if (cfg->key[0] && spw_json_ptr_compile(&ptrs[nptrs], cfg->key) == 0)
+            key_i = nptrs++;
+        if (cfg->timestamp[0] && spw_json_ptr_compile(&ptrs[nptrs], cfg->timestamp) == 0)
+            ts_i = nptrs++;
+    }
+    /* Keys taken from JSON values are never longer than their values, and
+     * the arena is sized once, so pointers into it stay valid. */
+    if (key_i >= 0 && spw_buf_reserve(&keys, len)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
+        goto out;
+    }
+    recs = spw_xmalloc(pq.count * sizeof *recs);
+    int64_t now = spw_wall_ms();
+    spw_frame_rec_iter it;
+    spw_frame_rec fr;
+    spw_frame_rec_iter_init(&it, &pq);
+    for (uint32_t i = 0; spw_frame_rec_next(&it, &fr); i++) {
+        spw_record *r = &recs[i];
+        *r = (spw_record){.key = fr.key, .key_len = fr.key_len, .value = fr.value, .value_len = fr.value_len,
+                          .ts = fr.attrs & SPW_REC_HAS_TS ? fr.ts : now};
+        if (fr.value_len > cfg->max_event_bytes) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "event_too_large",
+                       "record %u is %u bytes, the stream's max_event_bytes is %u; nothing was appended", i,
+                       fr.value_len, cfg->max_event_bytes);
+            goto out;
+        }
+        if (fr.key_len > 0 && !spw__key_text_ok(fr.key, (size_t)fr.key_len)) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_key",
+                       "record %u: keys must be UTF-8 text without control characters; nothing was appended", i);
+            goto out;
+        }
+        if (cfg->format_bytes)
+            continue;
+        const char *vp = (const char *)fr.value, *vend = vp + fr.value_len, *after;
+        spw_json_span found[2];
+        spw_json_error e;
+        if (spw_json_scan(vp, vend, ptrs, nptrs, found, &after, &e)) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "invalid_json",
+                       "record %u (byte %zu of its value): %s; nothing was appended", i, e.offset, e.msg);
+            goto out;
+        }
+        const char *start = spw_json_ws(vp, vend);
+        if (*start != '{' || spw_json_ws(after, vend) != vend) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "not_an_object",
+                       "record %u: a JSON stream's values must each be one JSON object; nothing was appended", i);
+            goto out;
+        }
+        r->value = start;
+        r->value_len = (uint32_t)(after - start);
+        if (key_i >= 0 && fr.key_len < 0) {
+            spw_json_span *k = &found[key_i];
+            if (k->type != SPW_JSON_STRING && k->type != SPW_JSON_NUMBER) {
+                atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+                send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST,
+                           0, k->type == SPW_JSON_NONE || k->type == SPW_JSON_NULL ? "missing_key" : "bad_key",
+                           "record %u: the stream's key %s must be a string or a number; nothing was appended", i,
+                           cfg->key);
+                goto out;
+            }
+            char *dst = (char *)keys.p + keys.len;
+            long kl = (long)k->n;
+            if (k->type == SPW_JSON_STRING)
+                kl = spw_json_unescape(k, dst, keys.cap - keys.len);
+            else
+                memcpy(dst, k->p, k->n);
+            if (kl < 0 || !spw__key_text_ok((const uint8_t *)dst, (size_t)kl)) {
+                atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+                send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_key",
+                           "record %u: the key must be text without control characters", i);
+                goto out;
+            }
+            r->key = dst;
+            r->key_len = (int32_t)kl;
+            keys.len += (size_t)kl;
+        }
+        if (ts_i >= 0 && !(fr.attrs & SPW_REC_HAS_TS) && found[ts_i].type != SPW_JSON_NONE &&
+            spw_json_int64(&found[ts_i], &r->ts)) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_timestamp",
+                       "record %u: the timestamp %s must be an integer of milliseconds since the Unix epoch", i,
+                       cfg->timestamp);
+            goto out;
+        }
+    }
+    breq *q = spw_xmalloc(sizeof *q);
+    q->c = c;
+    q->request_id = h->request_id;
+    /* Counted before the call: with ack none, done runs inside it. */
+    c->inflight++;
+    c->loop->inflight++;
+    int r = spw_api_produce(api, s, recs, pq.count, pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition,
+                            ack, pq.producer_id, pq.producer_seq, produce_done, q);
+    if (r == 0) {
+        s = NULL; /* the produce holds the reference now */
+        goto out;
+    }
+    c->inflight--;
+    c->loop->inflight--;
+    spw_free(q);
+    if (r == SPW_EAGAIN)
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "backpressure",
+                   "the server is writing as fast as the disk allows; retry after retry_after_ms");
+    else if (r == SPW_EMSGSIZE)
+        send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "too_large",
+                   "the request's batches exceed max_pending_bytes");
+    else
+        send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "internal", "encoding failed: %s",
+                   spw_strerror(r));
+out:
+    spw_free(recs);
+    spw_buf_fini(&keys);
+    if (s)
+        spw_stream_put(s);
+}
+
+/* ---- FETCH ---- */
+
+static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    spw_fetch_req fq;
+    const char *why;
+    if (spw_fetch_req_decode(body, len, &fq, &why)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    spw_stream *s = spw_stream_get(api->cat, fq.stream, fq.stream_len);
+    if (!s) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
+                   (int)fq.stream_len, fq.stream);
+        return;
+    }
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    if (fq.partition >= s->cfg.partitions) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
+                   "partition %u does not exist (the stream has %u)", fq.partition, s->cfg.partitions);
+        goto out;
+    }
+    spw_part *p = s->parts[fq.partition];
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    if (fq.offset < st.start_offset || fq.offset > st.written_offset) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_OUT_OF_RANGE, 0, "offset_out_of_range",
+                   "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, fq.offset,
+                   st.start_offset, st.written_offset);
+        goto out;
+    }
+    uint32_t maxb = fq.max_bytes ? fq.max_bytes : FETCH_DEFAULT_BYTES;
+    uint32_t cap = c->loop->srv->cfg.max_frame_bytes / 2;
+    if (cap > FETCH_MAX_BYTES)
+        cap = FETCH_MAX_BYTES;
+    if (maxb > cap)
+        maxb = cap;
+    /* Built apart from out so that a read error can still become an error answer. */
+    spw_buf ans = SPW_BUF_INIT;
+    size_t fstart, count_at;
+    int oom = spw_frame_begin(&ans, SPW_OP_FETCH, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
+              spw_answer_ok(&ans) ||
+              spw_fetch_resp_head(&ans, st.start_offset, st.written_offset, 0, fq.mode, &count_at);
+    uint64_t next = fq.offset;
+    uint32_t count = 0;
+    size_t payload = 0;
+    int full = 0; /* the next item does not fit: stop, so offsets stay dense */
+    while (!oom && !full && payload < maxb && next < st.written_offset) {
+        uint64_t bad_next = 0;
+        int n = spw_part_read(p, next, maxb - payload, &data, &bad_next);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (count == 0) {
+                spw_buf_fini(&ans);
+                send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0,
+                           n == SPW_ECORRUPT ? "damaged" : "read_failed",
+                           "reading offset %" PRIu64 ": %s (next readable offset %" PRIu64 ")", next,
+                           spw_strerror(n), n == SPW_ECORRUPT ? bad_next : next);
+                goto out;
+            }
+            break;
+        }
+        size_t pos = 0;
+        for (int b = 0; b < n && !oom && !full; b++) {
+            spw_batch_hdr bh;
+            spw_batch_parse(data.p + pos, data.len - pos, &bh);
+            if (fq.mode == SPW_FETCH_BATCHES) {
+                if (count > 0 && payload + bh.length > maxb) {
+                    full = 1;
+                    break;
+                }
+                if (spw_buf_reserve(&ans, ans.len + bh.length)) {
+                    oom = 1;
+                    break;
+                }
+                memcpy(ans.p + ans.len, data.p + pos, bh.length);
+                ans.len += bh.length;
+                payload += bh.length;
+                count++;
+                next = spw_batch_next_offset(&bh);
+            } else {
+                const uint8_t *recs;
+                size_t rl;
+                if (spw_batch_records(data.p + pos, &bh, &scratch, &recs, &rl))
+                    break;
+                spw_rec_iter it;
+                spw_record_view rv;
+                spw_rec_iter_init(&it, &bh, recs, rl);
+                while (spw_rec_next(&it, &rv) == 1) {
+                    if (rv.offset < next)
+                        continue;
+                    size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+                    if (count > 0 && payload + sz > maxb) {
+                        full = 1;
+                        break;
+                    }
+                    spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                                        .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+                    if (spw_fetch_rec_put(&ans, &fr)) {
+                        oom = 1;
+                        break;
+                    }
+                    payload += sz;
+                    count++;
+                    next = rv.offset + 1;
+                }
+            }
+            pos += bh.length;
+        }
+        if (count == 0)
+            break; /* the batch held nothing at or after offset: cannot happen below written_offset */
+    }
+    if (oom) {
+        spw_buf_fini(&ans);
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
+        goto out;
+    }
+    /* next_offset sits 8 bytes before the mode byte that precedes count. */
+    spw_fetch_resp_set_count(&ans, count_at, count);
+    {
+        uint8_t *np = ans.p + count_at - 1 - 8;
+        memcpy(np, &next, 8);
+    }
+    spw_frame_finish(&ans, fstart);
+    if (c->out.len == c->out_off) {
+        spw_buf t = c->out;
+        c->out = ans;
+        ans = t;
+        c->out_off = 0;
+    } else if (spw_buf_reserve(&c->out, c->out.len + ans.len) == 0) {
+        memcpy(c->out.p + c->out.len, ans.p, ans.len);
+        c->out.len += ans.len;
+    } else {
+        conn_close(c);
+    }
+    spw_buf_fini(&ans);
+out:
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    spw_stream_put(s);
+}
+
+/* ---- METADATA ---- */
+
+typedef struct meta_ctx {
+    spw_buf *b;
+    uint32_t n;
+    int oom;
+} meta_ctx;
+
+static void meta_one(void *arg, spw_stream *s)
+{
+    meta_ctx *m = arg;
+    uint32_t np = s->cfg.partitions;
+    spw_meta_part *parts = spw_xmalloc(np * sizeof *parts);
+    for (uint32_t i = 0; i < np; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        parts[i] = (spw_meta_part){st.start_offset, st.written_offset, st.durable_offset};
+    }
+    if (spw_metadata_stream_put(m->b, s->cfg.name, strlen(s->cfg.name), (uint8_t)s->cfg.format_bytes,
+                                (uint8_t)s->cfg.ack, np, parts))
+        m->oom = 1;
+    m->n++;
+    spw_free(parts);
+}
+
+static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    const char *name;
+    uint16_t nl;
+    const char *why;
+    if (spw_metadata_req_decode(body, len, &name, &nl, &why)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    spw_stream *one = NULL;
+    if (nl) {
+        one = spw_stream_get(api->cat, name, nl);
+        if (!one) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
+                       (int)nl, name);
+            return;
+        }
+    }
+    spw_buf ans = SPW_BUF_INIT;
+    size_t fstart, count_at;
+    meta_ctx m = {.b = &ans};
+    m.oom = spw_frame_begin(&ans, SPW_OP_METADATA, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
+            spw_answer_ok(&ans);
+    count_at = ans.len;
+    m.oom |= spw_metadata_resp_head(&ans, 0) != 0;
+    if (one) {
+        meta_one(&m, one);
+        spw_stream_put(one);
+    } else {
+        spw_catalog_each(api->cat, meta_one, &m);
+    }
+    if (m.oom || spw_buf_reserve(&c->out, c->out.len + ans.len)) {
+        spw_buf_fini(&ans);
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
+        return;
+    }
+    memcpy(ans.p + count_at, &m.n, 4);
+    spw_frame_finish(&ans, fstart);
+    memcpy(c->out.p + c->out.len, ans.p, ans.len);
+    c->out.len += ans.len;
+    spw_buf_fini(&ans);
+}
+
+/* ---- framing ---- */
+
+static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    atomic_fetch_add(&c->loop->srv->st_requests, 1);
+    if (h->version != SPW_FRAME_VERSION) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unsupported_version",
+                   "protocol version %u is not supported (this server speaks %u)", h->version, SPW_FRAME_VERSION);
+        return;
+    }
+    if (h->flags & SPW_FLAG_RESPONSE) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request",
+                   "a request must not carry the response flag");
+        return;
+    }
+    switch (h->opcode) {
+    case SPW_OP_PRODUCE: handle_produce(c, h, body, len); break;
+    case SPW_OP_FETCH: handle_fetch(c, h, body, len); break;
+    case SPW_OP_METADATA: handle_metadata(c, h, body, len); break;
+    default:
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unknown_opcode", "opcode %u is not known",
+                   h->opcode);
+    }
+}
+
+/* Cuts whole frames from in and dispatches them while reading is allowed. */
+static void conn_process(bconn *c)
+{
+    spw_bin_server *srv = c->loop->srv;
+    uint32_t cap = srv->cfg.max_pipelined;
+    while (!c->closed && !c->close_after && !c->loop->stopping && c->inflight < cap &&
+           c->out.len - c->out_off <= OUT_PAUSE_BYTES) {
+        const uint8_t *p = c->in.p + c->in_off;
+        size_t avail = c->in.len - c->in_off;
+        spw_frame_hdr h;
+        int r = spw_frame_hdr_decode(p, avail, srv->cfg.max_frame_bytes, &h);
+        if (r == SPW_ETRUNC)
+            break;
+        if (r == SPW_EMSGSIZE) {
+            char m[128];
+            snprintf(m, sizeof m, "frame length %u exceeds the server's limit of %u bytes", h.length,
+                     srv->cfg.max_frame_bytes);
+            conn_fatal(c, SPW_ST_TOO_LARGE, "frame_too_large", m);
+            return;
+        }
+        if (r) {
+            conn_fatal(c, SPW_ST_BAD_REQUEST, "bad_frame", "not a Spillway frame (length below 12 or unknown flags)");
+            return;
+        }
+        size_t whole = 4 + (size_t)h.length;
+        if (avail < whole) {
+            if (spw_buf_reserve(&c->in, c->in_off + whole)) {
+                conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for the frame");
+                return;
+            }
+            break;
+        }
+        c->in_off += whole;
+        dispatch(c, &h, p + SPW_FRAME_HEADER_LEN, whole - SPW_FRAME_HEADER_LEN);
+    }
+    if (c->closed)
+        return;
+    /* Keep the partial frame at the front; note when it began. */
+    size_t rest = c->in.len - c->in_off;
+    if (c->in_off) {
+        memmove(c->in.p, c->in.p + c->in_off, rest);
+        c->in.len = rest;
+        c->in_off = 0;
+    }
+    if (rest == 0) {
+        c->frame_start_ms = 0;
+        if (c->in.cap > (1u << 20))
+            spw_buf_fini(&c->in);
+    } else if (!c->frame_start_ms) {
+        c->frame_start_ms = now_ms();
+    }
+    conn_flush(c);
+}
+
+static void conn_read(bconn *c)
+{
+    for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
+        if (spw_buf_reserve(&c->in, c->in.len + READ_CHUNK)) {
+            conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for input");
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, READ_CHUNK, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                conn_close(c);
+            return;
+        }
+        if (n == 0) {
+            /* Peer closed its side: answer what is in flight, then close. */
+            c->close_after = 1;
+            c->in.len = c->in_off = 0;
+            if (c->inflight == 0 && c->out.len == c->out_off)
+                conn_close(c);
+            else
+                conn_update_reading(c);
+            return;
+        }
+        c->in.len += (size_t)n;
+        c->last_active_ms = now_ms();
+        conn_process(c);
+        if ((size_t)n < READ_CHUNK)
+            return;
+    }
+}
+
+/* ---- loop ---- */
+
+static void accept_all(bloop *l)
+{
+    spw_bin_server *srv = l->srv;
+    for (;;) {
+        int fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
+            atomic_fetch_sub(&srv->nconns, 1);
+            atomic_fetch_add(&srv->st_rejected, 1);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        bconn *c = spw_xcalloc(1, sizeof *c);
+        c->fd = fd;
+        c->loop = l;
+        c->last_active_ms = now_ms();
+        c->next = l->conns;
+        if (l->conns)
+            l->conns->prev = c;
+        l->conns = c;
+        atomic_fetch_add(&srv->st_total, 1);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+static void check_timeouts(bloop *l)
+{
+    spw_bin_config *cfg = &l->srv->cfg;
+    uint64_t now = now_ms();
+    bconn *c = l->conns;
+    while (c) {
+        bconn *next = c->next;
+        if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
+            conn_fatal(c, SPW_ST_TIMEOUT, "request_timeout", "frame not received whole in time");
+        } else if (c->inflight == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
+            conn_close(c);
+        }
+        c = next;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    bloop *l = arg;
+    struct epoll_event evs[256];
+    uint64_t next_tick = now_ms() + TICK_MS;
+    for (;;) {
+        int n = epoll_wait(l->epfd, evs, 256, TICK_MS);
+        for (int i = 0; i < n; i++) {
+            void *ptr = evs[i].data.ptr;
+            if (ptr == &l->lfd) {
+                if (!l->stopping)
+                    accept_all(l);
+                continue;
+            }
+            if (ptr == &l->efd) {
+                run_posts(l);
+                continue;
+            }
+            bconn *c = ptr;
+            if (c->closed)
+                continue;
+            if (evs[i].events & EPOLLOUT)
+                conn_flush(c);
+            if (c->closed)
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                if (c->paused && (evs[i].events & (EPOLLHUP | EPOLLERR))) {
+                    conn_close(c); /* both directions gone: nobody to answer */
+                } else if (c->paused) {
+                    /* The rest is read once unpaused; stop the level-triggered
+                     * RDHUP from waking us until then. */
+                    if ((evs[i].events & EPOLLRDHUP) && !c->rdhup) {
+                        c->rdhup = 1;
+                        set_events(c);
+                    }
+                } else {
+                    conn_read(c);
+                }
+            }
+        }
+        if (l->zombies)
+            sweep(l, 0);
+        uint64_t now = now_ms();
+        if (now >= next_tick) {
+            check_timeouts(l);
+            next_tick = now + TICK_MS;
+        }
+        if (atomic_load(&l->srv->stop) == 2)
+            break;
+    }
+    return NULL;
+}
+
+int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
+{
+    struct sockaddr_in sa;
+    int r = spw__net_parse_addr(cfg->listen, &sa);
+    if (r)
+        return r;
+    spw_bin_server *s = spw_xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    if (s->cfg.threads == 0)
+        s->cfg.threads = 1;
+    if (s->cfg.max_pipelined == 0)
+        s->cfg.max_pipelined = 64;
+    if (s->cfg.max_frame_bytes < 4096)
+        s->cfg.max_frame_bytes = 4096;
+    if (s->cfg.max_frame_bytes > SPW_FRAME_MAX_HARD)
+        s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
+    s->api = api;
+    s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
+    for (uint32_t i = 0; i < s->cfg.threads; i++) {
+        bloop *l = &s->loops[i];
+        l->srv = s;
+        l->lfd = l->epfd = l->efd = -1;
+        if ((r = spw__net_listen(&sa)) < 0)
+            goto fail;
+        l->lfd = r;
+        if (i == 0) {
+            socklen_t sl = sizeof sa;
+            getsockname(l->lfd, (struct sockaddr *)&sa, &sl);
+            s->port = ntohs(sa.sin_port);
+        }
+        l->epfd = epoll_create1(EPOLL_CLOEXEC);
+        l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        pthread_mutex_init(&l->post_mu, NULL);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->lfd};
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &ev);
+        ev.data.ptr = &l->efd;
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->efd, &ev);
+        s->nloops++;
+    }
+    for (uint32_t i = 0; i < s->nloops; i++)
+        pthread_create(&s->loops[i].th, NULL, loop_main, &s->loops[i]);
+    *out = s;
+    return 0;
+fail:
+    for (uint32_t i = 0; i <= s->nloops && i < s->cfg.threads; i++) {
+        if (s->loops[i].lfd >= 0)
+            close(s->loops[i].lfd);
+        if (s->loops[i].epfd >= 0)
+            close(s->loops[i].epfd);
+        if (s->loops[i].efd >= 0)
+            close(s->loops[i].efd);
+        if (i < s->nloops)
+            pthread_mutex_destroy(&s->loops[i].post_mu);
+    }
+    spw_free(s->loops);
+    spw_free(s);
+    return r;
+}
+
+int spw_bin_port(spw_bin_server *s) { return s->port; }
+
+static void stop_accepting(void *arg)
+{
+    bloop *l = arg;
+    if (l->stopping)
+        return;
+    l->stopping = 1;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
+    close(l->lfd);
+    l->lfd = -1;
+    /* Draining: requests already dispatched are answered, nothing new is
+     * read (frames not yet dispatched are dropped with the connection, so
+     * the drain ends even while clients keep sending). */
+    for (bconn *c = l->conns; c; c = c->next)
+        conn_update_reading(c);
+}
+
+void spw_bin_stop_accepting(spw_bin_server *s)
+{
+    for (uint32_t i = 0; i < s->nloops; i++)
+        loop_post(&s->loops[i], stop_accepting, &s->loops[i]);
+}
+
+typedef struct drain_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t done;
+    uint32_t inflight;
+} drain_q;
+
+typedef struct drain_arg {
+    bloop *l;
+    drain_q *d;
+} drain_arg;
+
+static void ask_inflight(void *arg)
+{
+    drain_arg *a = arg;
+    pthread_mutex_lock(&a->d->mu);
+    a->d->inflight += a->l->inflight;
+    a->d->done++;
+    pthread_cond_signal(&a->d->cv);
+    pthread_mutex_unlock(&a->d->mu);
+}
+
+void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms)
+{
+    spw_bin_stop_accepting(s);
+    uint64_t deadline = now_ms() + drain_ms;
+    drain_arg *args = spw_xcalloc(s->nloops, sizeof *args);
+    int warned = 0;
+    for (;;) {
+        drain_q d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        for (uint32_t i = 0; i < s->nloops; i++) {
+            args[i] = (drain_arg){&s->loops[i], &d};
+            loop_post(&s->loops[i], ask_inflight, &args[i]);
+        }
+        pthread_mutex_lock(&d.mu);
+        while (d.done < s->nloops)
+            pthread_cond_wait(&d.cv, &d.mu);
+        pthread_mutex_unlock(&d.mu);
+        if (d.inflight == 0)
+            break;
+        /* Past the deadline we still wait: every append completes (the log
+         * runs each callback exactly once), and freeing the loops first
+         * would leave those callbacks posting to freed memory. */
+        if (now_ms() >= deadline && !warned) {
+            spw_warn("binary protocol: %u request(s) still in flight after the drain time; waiting for the log",
+                     d.inflight);
+            warned = 1;
+        }
+        usleep(10000);
+    }
+    spw_free(args);
+    atomic_store(&s->stop, 2);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        uint64_t one = 1;
+        if (write(s->loops[i].efd, &one, sizeof one) < 0) {
+        }
+        pthread_join(s->loops[i].th, NULL);
+    }
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        bloop *l = &s->loops[i];
+        /* Posted completions still queued (requests that outlived the drain)
+         * run now, against closed connections: they free what they hold. */
+        while (l->conns)
+            conn_close(l->conns);
+        run_posts(l);
+        sweep(l, 1);
+        close(l->epfd);
+        close(l->efd);
+        pthread_mutex_destroy(&l->post_mu);
+    }
+    spw_free(s->loops);
+    spw_free(s);
+}
+
+void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
+{
+    st->connections_open = atomic_load(&s->nconns);
+    st->connections_total = atomic_load(&s->st_total);
+    st->requests = atomic_load(&s->st_requests);
+    st->rejected_frames = atomic_load(&s->st_rejected);
+}

@@ -1,0 +1,55 @@
+/*
+ * The binary protocol listener (docs/protocol.md): length-prefixed frames
+ * on their own port (default 127.0.0.1:7701), served by epoll loops built
+ * like the HTTP ones (net/http.h): one loop per I/O thread, each with its
+ * own SO_REUSEPORT socket, everything about a connection on its loop's
+ * thread, completions from the log's flusher brought back by a posted
+ * function. PRODUCE goes through spw_api_produce, the same path as HTTP
+ * produce, so a record is the same whichever protocol carried it.
+ *
+ * Pipelining: up to max_pipelined requests per connection are in flight;
+ * past that the loop stops reading the socket (TCP flow control pushes
+ * back on the client) until answers go out. Answers are sent as they
+ * complete, so they may come back in another order than the requests:
+ * clients match them by request id.
+ *
+ * A frame that cannot be framed (length below 12, over the limit, unknown
+ * flag bits) is answered with an error frame (request id 0 when the header
+ * was unreadable) and the connection is closed once that answer and the
+ * answers in flight are sent.
+ */
+#ifndef SPW_BINPROTO_H
+#define SPW_BINPROTO_H
+
+#include <stdint.h>
+
+#include "server/api.h"
+
+typedef struct spw_bin_server spw_bin_server;
+
+typedef struct spw_bin_config {
+    const char *listen; /* host:port */
+    uint32_t threads;
+    uint32_t max_connections; /* of this listener */
+    uint32_t max_frame_bytes; /* length field limit (max-request-bytes) */
+    uint32_t idle_timeout_ms;
+    uint32_t request_timeout_ms; /* a frame must arrive whole within */
+    uint32_t max_pipelined;      /* requests in flight per connection */
+} spw_bin_config;
+
+/* Binds and starts the loops. api must outlive the server. 0 or -errno. */
+int spw_bin_start(const spw_bin_config *c, spw_api *api, spw_bin_server **out);
+int spw_bin_port(spw_bin_server *s);
+/* Stops accepting connections and reading requests (first step of a
+ * drain): requests already dispatched are still answered. */
+void spw_bin_stop_accepting(spw_bin_server *s);
+/* Stops accepting, waits up to drain_ms for requests in flight to be
+ * answered, closes every connection and frees s. */
+void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms);
+
+typedef struct spw_bin_stats {
+    uint64_t connections_open, connections_total, requests, rejected_frames;
+} spw_bin_stats;
+void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
+
+#endif

@@ -1,0 +1,577 @@
+/*
+ * Binary protocol codec: see frame.h and docs/protocol.md.
+ *
+ * Reading goes through spw_rd, whose every read checks what is left and
+ * latches `bad` instead of reading past the end; decoders test `bad` once
+ * at the end of each structure, and compare every count with the bytes
+ * that could hold it before trusting it.
+ */
+#include "net/frame.h"
+
+#include <string.h>
+
+#include "core/endian.h"
+#include "core/error.h"
+
+/* ---- reader ---- */
+
+static const uint8_t *take(spw_rd *r, size_t n)
+{
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p;
+    r->p += n;
+    return p;
+}
+
+uint8_t spw_rd_u8(spw_rd *r)
+{
+    const uint8_t *p = take(r, 1);
+    return p ? p[0] : 0;
+}
+uint16_t spw_rd_u16(spw_rd *r)
+{
+    const uint8_t *p = take(r, 2);
+    return p ? spw_get16(p) : 0;
+}
+uint32_t spw_rd_u32(spw_rd *r)
+{
+    const uint8_t *p = take(r, 4);
+    return p ? spw_get32(p) : 0;
+}
+uint64_t spw_rd_u64(spw_rd *r)
+{
+    const uint8_t *p = take(r, 8);
+    return p ? spw_get64(p) : 0;
+}
+const uint8_t *spw_rd_bytes(spw_rd *r, size_t n) { return take(r, n); }
+
+/* ---- writer ---- */
+
+static int put(spw_buf *b, const void *p, size_t n)
+{
+    if (spw_buf_reserve(b, b->len + n))
+        return SPW_ENOMEM;
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+static int put8(spw_buf *b, uint8_t v) { return put(b, &v, 1); }
+static int put16(spw_buf *b, uint16_t v)
+{
+    uint8_t t[2];
+    spw_put16(t, v);
+    return put(b, t, 2);
+}
+static int put32(spw_buf *b, uint32_t v)
+{
+    uint8_t t[4];
+    spw_put32(t, v);
+    return put(b, t, 4);
+}
+static int put64(spw_buf *b, uint64_t v)
+{
+    uint8_t t[8];
+    spw_put64(t, v);
+    return put(b, t, 8);
+}
+
+int spw_frame_status_known(uint32_t st)
+{
+    switch (st) {
+    case SPW_ST_OK:
+    case SPW_ST_BAD_REQUEST:
+    case SPW_ST_NOT_FOUND:
+    case SPW_ST_TIMEOUT:
+    case SPW_ST_TOO_LARGE:
+    case SPW_ST_OUT_OF_RANGE:
+    case SPW_ST_RATE_LIMITED:
+    case SPW_ST_INTERNAL:
+    case SPW_ST_NOT_IMPLEMENTED:
+    case SPW_ST_OVERLOADED:
+    case SPW_ST_DISK: return 1;
+    default: return 0;
+    }
+}
+
+/* ---- header ---- */
+
+int spw_frame_hdr_decode(const uint8_t *p, size_t avail, uint32_t max_length, spw_frame_hdr *h)
+{
+    if (avail < 4)
+        return SPW_ETRUNC;
+    h->length = spw_get32(p);
+    /* Judge the length first: a garbage length must not make us wait for
+     * bytes that will never come. */
+    if (h->length > max_length || h->length > SPW_FRAME_MAX_HARD)
+        return SPW_EMSGSIZE;
+    if (h->length < SPW_FRAME_MIN_LENGTH)
+        return SPW_ECORRUPT;
+    if (avail < SPW_FRAME_HEADER_LEN)
+        return SPW_ETRUNC;
+    h->opcode = p[4];
+    h->version = p[5];
+    h->flags = spw_get16(p + 6);
+    h->request_id = spw_get64(p + 8);
+    if (h->flags & ~SPW_FLAGS_KNOWN)
+        return SPW_ECORRUPT;
+    return 0;
+}
+
+int spw_frame_begin(spw_buf *b, uint8_t opcode, uint16_t flags, uint64_t request_id, size_t *start)
+{
+    *start = b->len;
+    uint8_t h[SPW_FRAME_HEADER_LEN];
+    spw_put32(h, 0);
+    h[4] = opcode;
+    h[5] = SPW_FRAME_VERSION;
+    spw_put16(h + 6, flags);
+    spw_put64(h + 8, request_id);
+    return put(b, h, sizeof h);
+}
+
+void spw_frame_finish(spw_buf *b, size_t start) { spw_put32(b->p + start, (uint32_t)(b->len - start - 4)); }
+
+/* ---- PRODUCE ---- */
+
+#define FAIL(msg)                                                                                                      \
+    do {                                                                                                               \
+        if (why)                                                                                                       \
+            *why = (msg);                                                                                              \
+        return SPW_EINVAL;                                                                                             \
+    } while (0)
+
+static int stream_name(spw_rd *r, const char **name, uint16_t *len, int allow_empty)
+{
+    *len = spw_rd_u16(r);
+    *name = (const char *)spw_rd_bytes(r, *len);
+    if (r->bad)
+        return -1;
+    if (*len == 0 ? !allow_empty : *len > SPW_STREAM_NAME_WIRE_MAX)
+        return -1;
+    return 0;
+}
+
+/* One record at r; 0 or -1 with *why. */
+static int rec_read(spw_rd *r, spw_frame_rec *o, const char **why)
+{
+    o->attrs = spw_rd_u8(r);
+    o->ts = (int64_t)spw_rd_u64(r);
+    uint32_t kl = spw_rd_u32(r);
+    if (r->bad)
+        FAIL("record truncated");
+    if (o->attrs & ~SPW_REC_ATTRS_KNOWN)
+        FAIL("record attributes have unknown bits");
+    if (!(o->attrs & SPW_REC_HAS_KEY) && kl != 0)
+        FAIL("record without a key has a key length");
+    if (kl > INT32_MAX)
+        FAIL("record key length out of range");
+    o->key = spw_rd_bytes(r, kl);
+    o->key_len = o->attrs & SPW_REC_HAS_KEY ? (int32_t)kl : -1;
+    o->value_len = spw_rd_u32(r);
+    o->value = spw_rd_bytes(r, o->value_len);
+    if (r->bad)
+        FAIL("record length runs past the frame");
+    return 0;
+}
+
+int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+    o->ack = spw_rd_u8(&r);
+    o->priority = spw_rd_u8(&r);
+    uint16_t reserved = spw_rd_u16(&r);
+    o->partition = spw_rd_u32(&r);
+    o->producer_id = spw_rd_u64(&r);
+    o->producer_seq = spw_rd_u32(&r);
+    o->count = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("produce header truncated");
+    if (o->ack > SPW_WIRE_ACK_REPLICATED && o->ack != SPW_WIRE_ACK_DEFAULT)
+        FAIL("ack must be 0 (none), 1 (written), 2 (fsync), 3 (replicated) or 255 (stream default)");
+    if (o->priority > 3)
+        FAIL("priority must be 0 to 3");
+    if (reserved)
+        FAIL("reserved field is not zero");
+    if (o->count == 0)
+        FAIL("a produce needs at least one record");
+    if (o->count > spw_rd_left(&r) / SPW_REC_MIN_LEN)
+        FAIL("record count larger than the frame could hold");
+    o->recs = r.p;
+    o->recs_len = spw_rd_left(&r);
+    for (uint32_t i = 0; i < o->count; i++) {
+        spw_frame_rec rec;
+        if (rec_read(&r, &rec, why))
+            return SPW_EINVAL;
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last record");
+    return 0;
+}
+
+void spw_frame_rec_iter_init(spw_frame_rec_iter *it, const spw_produce_req *req)
+{
+    spw_rd_init(&it->rd, req->recs, req->recs_len);
+    it->left = req->count;
+}
+
+int spw_frame_rec_next(spw_frame_rec_iter *it, spw_frame_rec *out)
+{
+    if (it->left == 0)
+        return 0;
+    if (rec_read(&it->rd, out, NULL))
+        return 0; /* cannot happen on a decoded request */
+    it->left--;
+    return 1;
+}
+
+int spw_produce_req_begin(spw_buf *b, const char *stream, size_t stream_len, uint8_t ack, uint8_t priority,
+                          uint32_t partition, uint64_t producer_id, uint32_t producer_seq, size_t *count_at)
+{
+    int r = put16(b, (uint16_t)stream_len) || put(b, stream, stream_len) || put8(b, ack) || put8(b, priority) ||
+            put16(b, 0) || put32(b, partition) || put64(b, producer_id) || put32(b, producer_seq);
+    *count_at = b->len;
+    r |= put32(b, 0);
+    return r ? SPW_ENOMEM : 0;
+}
+
+int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *rec)
+{
+    uint32_t kl = rec->attrs & SPW_REC_HAS_KEY ? (uint32_t)rec->key_len : 0;
+    if (spw_buf_reserve(b, b->len + spw_produce_rec_size(kl, rec->value_len)))
+        return SPW_ENOMEM;
+    put8(b, rec->attrs);
+    put64(b, (uint64_t)rec->ts);
+    put32(b, kl);
+    put(b, rec->key, kl);
+    put32(b, rec->value_len);
+    put(b, rec->value, rec->value_len);
+    return 0;
+}
+
+void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count) { spw_put32(b->p + count_at, count); }
+
+int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    o->nslots = spw_rd_u32(&r);
+    if (r.bad || o->nslots > spw_rd_left(&r) / 16)
+        FAIL("slot count larger than the frame");
+    o->slots = spw_rd_bytes(&r, (size_t)o->nslots * 16);
+    o->nrecords = spw_rd_u32(&r);
+    if (r.bad || o->nrecords > spw_rd_left(&r) / 4)
+        FAIL("record count larger than the frame");
+    o->parts = spw_rd_bytes(&r, (size_t)o->nrecords * 4);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("produce answer has the wrong length");
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < o->nslots; i++) {
+        spw_produce_slot s;
+        spw_produce_resp_slot(o, i, &s);
+        sum += s.count;
+        for (uint32_t j = 0; j < i; j++) {
+            spw_produce_slot t;
+            spw_produce_resp_slot(o, j, &t);
+            if (t.partition == s.partition)
+                FAIL("partition named twice in a produce answer");
+        }
+    }
+    if (sum != o->nrecords)
+        FAIL("slot counts do not add up to the records");
+    for (uint32_t i = 0; i < o->nrecords; i++) {
+        uint32_t p = spw_produce_resp_part(o, i), k;
+        for (k = 0; k < o->nslots; k++) {
+            spw_produce_slot s;
+            spw_produce_resp_slot(o, k, &s);
+            if (s.partition == p)
+                break;
+        }
+        if (k == o->nslots)
+            FAIL("record names a partition without a slot");
+    }
+    return 0;
+}
+
+void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_slot *out)
+{
+    const uint8_t *p = r->slots + (size_t)i * 16;
+    out->partition = spw_get32(p);
+    out->first_offset = spw_get64(p + 4);
+    out->count = spw_get32(p + 12);
+}
+
+uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i) { return spw_get32(r->parts + (size_t)i * 4); }
+
+int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
+                            uint32_t nrecords)
+{
+    if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * 4))
+        return SPW_ENOMEM;
+    put32(b, nslots);
+    for (uint32_t i = 0; i < nslots; i++) {
+        put32(b, slots[i].partition);
+        put64(b, slots[i].first_offset);
+        put32(b, slots[i].count);
+    }
+    put32(b, nrecords);
+    for (uint32_t i = 0; i < nrecords; i++)
+        put32(b, rec_parts[i]);
+    return 0;
+}
+
+/* ---- FETCH ---- */
+
+int spw_fetch_req_decode(const uint8_t *body, size_t len, spw_fetch_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+    o->partition = spw_rd_u32(&r);
+    o->offset = spw_rd_u64(&r);
+    o->max_bytes = spw_rd_u32(&r);
+    o->mode = spw_rd_u8(&r);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("fetch request has the wrong length");
+    if (o->mode > SPW_FETCH_BATCHES)
+        FAIL("fetch mode must be 0 (records) or 1 (batches)");
+    return 0;
+}
+
+int spw_fetch_req_encode(spw_buf *b, const spw_fetch_req *q)
+{
+    int r = put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put32(b, q->partition) ||
+            put64(b, q->offset) || put32(b, q->max_bytes) || put8(b, q->mode);
+    return r ? SPW_ENOMEM : 0;
+}
+
+#define FETCH_REC_MIN 32u /* offset, id, ts, key_len, value_len */
+
+static int fetch_rec_read(spw_rd *r, spw_fetch_rec *o)
+{
+    o->offset = spw_rd_u64(r);
+    o->id = spw_rd_u64(r);
+    o->ts = (int64_t)spw_rd_u64(r);
+    uint32_t kl = spw_rd_u32(r);
+    if (r->bad || (kl > INT32_MAX && kl != UINT32_MAX))
+        return -1;
+    o->key_len = kl == UINT32_MAX ? -1 : (int32_t)kl;
+    o->key = spw_rd_bytes(r, kl == UINT32_MAX ? 0 : kl);
+    o->value_len = spw_rd_u32(r);
+    o->value = spw_rd_bytes(r, o->value_len);
+    return r->bad ? -1 : 0;
+}
+
+int spw_fetch_resp_decode(const uint8_t *body, size_t len, spw_fetch_resp *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    o->start_offset = spw_rd_u64(&r);
+    o->end_offset = spw_rd_u64(&r);
+    o->next_offset = spw_rd_u64(&r);
+    o->mode = spw_rd_u8(&r);
+    o->count = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("fetch answer head truncated");
+    if (o->mode > SPW_FETCH_BATCHES)
+        FAIL("fetch answer mode unknown");
+    o->data = r.p;
+    o->data_len = spw_rd_left(&r);
+    if (o->mode == SPW_FETCH_RECORDS) {
+        if (o->count > o->data_len / FETCH_REC_MIN)
+            FAIL("record count larger than the frame");
+        for (uint32_t i = 0; i < o->count; i++) {
+            spw_fetch_rec fr;
+            if (fetch_rec_read(&r, &fr))
+                FAIL("fetched record runs past the frame");
+        }
+    } else {
+        /* Batches: each starts with u64 base_offset, u32 length (>= 16). */
+        if (o->count > o->data_len / 16)
+            FAIL("batch count larger than the frame");
+        for (uint32_t i = 0; i < o->count; i++) {
+            const uint8_t *h = spw_rd_bytes(&r, 12);
+            if (!h)
+                FAIL("batch header runs past the frame");
+            uint32_t bl = spw_get32(h + 8);
+            if (bl < 16 || !spw_rd_bytes(&r, bl - 12))
+                FAIL("batch length runs past the frame");
+        }
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last fetched item");
+    return 0;
+}
+
+int spw_fetch_resp_head(spw_buf *b, uint64_t start, uint64_t end, uint64_t next, uint8_t mode, size_t *count_at)
+{
+    int r = put64(b, start) || put64(b, end) || put64(b, next) || put8(b, mode);
+    *count_at = b->len;
+    r |= put32(b, 0);
+    return r ? SPW_ENOMEM : 0;
+}
+
+int spw_fetch_rec_put(spw_buf *b, const spw_fetch_rec *f)
+{
+    size_t kl = f->key_len < 0 ? 0 : (size_t)f->key_len;
+    if (spw_buf_reserve(b, b->len + FETCH_REC_MIN + kl + f->value_len))
+        return SPW_ENOMEM;
+    put64(b, f->offset);
+    put64(b, f->id);
+    put64(b, (uint64_t)f->ts);
+    put32(b, f->key_len < 0 ? UINT32_MAX : (uint32_t)f->key_len);
+    put(b, f->key, kl);
+    put32(b, f->value_len);
+    put(b, f->value, f->value_len);
+    return 0;
+}
+
+void spw_fetch_resp_set_count(spw_buf *b, size_t count_at, uint32_t count) { spw_put32(b->p + count_at, count); }
+
+void spw_fetch_iter_init(spw_fetch_iter *it, const spw_fetch_resp *r)
+{
+    spw_rd_init(&it->rd, r->data, r->data_len);
+    it->left = r->mode == SPW_FETCH_RECORDS ? r->count : 0;
+}
+
+int spw_fetch_iter_next(spw_fetch_iter *it, spw_fetch_rec *out)
+{
+    if (it->left == 0 || fetch_rec_read(&it->rd, out))
+        return 0;
+    it->left--;
+    return 1;
+}
+
+/* ---- METADATA ---- */
+
+int spw_metadata_req_decode(const uint8_t *body, size_t len, const char **stream, uint16_t *stream_len,
+                            const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, stream, stream_len, 1) || spw_rd_left(&r))
+        FAIL("metadata request is a u16 name length (0 = all streams, at most 128) and the name");
+    return 0;
+}
+
+int spw_metadata_req_encode(spw_buf *b, const char *stream, size_t stream_len)
+{
+    return put16(b, (uint16_t)stream_len) || put(b, stream, stream_len) ? SPW_ENOMEM : 0;
+}
+
+#define META_STREAM_MIN 8u /* name_len, format, ack, partitions */
+
+int spw_metadata_resp_decode(const uint8_t *body, size_t len, spw_metadata_resp *o, const char **why)
+{
+    spw_rd_init(&o->rd, body, len);
+    o->nstreams = spw_rd_u32(&o->rd);
+    if (o->rd.bad || o->nstreams > spw_rd_left(&o->rd) / META_STREAM_MIN)
+        FAIL("stream count larger than the frame");
+    spw_rd r = o->rd;
+    for (uint32_t i = 0; i < o->nstreams; i++) {
+        const char *name;
+        uint16_t nl;
+        if (stream_name(&r, &name, &nl, 0))
+            FAIL("stream name missing or truncated");
+        spw_rd_u8(&r);
+        spw_rd_u8(&r);
+        uint32_t np = spw_rd_u32(&r);
+        if (r.bad || np > spw_rd_left(&r) / 24 || !spw_rd_bytes(&r, (size_t)np * 24))
+            FAIL("partition list runs past the frame");
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last stream");
+    return 0;
+}
+
+int spw_metadata_resp_next(spw_metadata_resp *o, spw_meta_stream *s)
+{
+    if (o->nstreams == 0)
+        return 0;
+    if (stream_name(&o->rd, &s->name, &s->name_len, 0))
+        return 0;
+    s->format_bytes = spw_rd_u8(&o->rd);
+    s->ack = spw_rd_u8(&o->rd);
+    s->partitions = spw_rd_u32(&o->rd);
+    s->parts = spw_rd_bytes(&o->rd, (size_t)s->partitions * 24);
+    if (o->rd.bad)
+        return 0;
+    o->nstreams--;
+    return 1;
+}
+
+void spw_meta_part_get(const spw_meta_stream *s, uint32_t i, spw_meta_part *out)
+{
+    const uint8_t *p = s->parts + (size_t)i * 24;
+    out->start_offset = spw_get64(p);
+    out->end_offset = spw_get64(p + 8);
+    out->durable_offset = spw_get64(p + 16);
+}
+
+int spw_metadata_resp_head(spw_buf *b, uint32_t nstreams) { return put32(b, nstreams); }
+
+int spw_metadata_stream_put(spw_buf *b, const char *name, size_t name_len, uint8_t format_bytes, uint8_t ack,
+                            uint32_t partitions, const spw_meta_part *parts)
+{
+    int r = put16(b, (uint16_t)name_len) || put(b, name, name_len) || put8(b, format_bytes) || put8(b, ack) ||
+            put32(b, partitions);
+    for (uint32_t i = 0; i < partitions && !r; i++)
+        r = put64(b, parts[i].start_offset) || put64(b, parts[i].end_offset) || put64(b, parts[i].durable_offset);
+    return r ? SPW_ENOMEM : 0;
+}
+
+/* ---- answers ---- */
+
+int spw_answer_decode(const uint8_t *body, size_t len, uint16_t *status, const uint8_t **rest, size_t *rest_len,
+                      spw_frame_error *e, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *status = spw_rd_u16(&r);
+    if (r.bad)
+        FAIL("answer without a status");
+    if (!spw_frame_status_known(*status))
+        FAIL("answer status unknown");
+    if (*status == SPW_ST_OK) {
+        *rest = r.p;
+        *rest_len = spw_rd_left(&r);
+        return 0;
+    }
+    e->status = *status;
+    e->retry_after_ms = spw_rd_u32(&r);
+    e->code_len = spw_rd_u8(&r);
+    e->code = (const char *)spw_rd_bytes(&r, e->code_len);
+    e->msg_len = spw_rd_u16(&r);
+    e->msg = (const char *)spw_rd_bytes(&r, e->msg_len);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("error answer has the wrong length");
+    *rest = NULL;
+    *rest_len = 0;
+    return 0;
+}
+
+int spw_answer_ok(spw_buf *b) { return put16(b, SPW_ST_OK); }
+
+int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
+                           uint32_t retry_after_ms, const char *code, const char *msg)
+{
+    size_t start, cl = strlen(code), ml = strlen(msg);
+    if (cl > 255)
+        cl = 255;
+    if (ml > 1024)
+        ml = 1024;
+    int r = spw_frame_begin(b, opcode, SPW_FLAG_RESPONSE, request_id, &start);
+    r |= put16(b, status) || put32(b, retry_after_ms) || put8(b, (uint8_t)cl) || put(b, code, cl) ||
+         put16(b, (uint16_t)ml) || put(b, msg, ml);
+    if (r)
+        return SPW_ENOMEM;
+    spw_frame_finish(b, start);
+    return 0;
+}

@@ -1,0 +1,292 @@
+/*
+ * The binary protocol's frames: constants, encoders and strict decoders.
+ * Byte-by-byte definition: docs/protocol.md. Keep this header and that
+ * document in step.
+ *
+ * Every frame (little-endian, like every Spillway format):
+ *   0  u32 length      bytes after this field: 12 + body length
+ *   4  u8  opcode      SPW_OP_*
+ *   5  u8  version     SPW_FRAME_VERSION
+ *   6  u16 flags       SPW_FLAG_RESPONSE on answers; other bits must be 0
+ *   8  u64 request_id  chosen by the client, echoed by the answer
+ *  16  body            opcode-specific (docs/protocol.md)
+ *
+ * Decoders never read outside [p, p + len): every length is checked
+ * against what is left before it is used, counts are checked against the
+ * smallest possible encoding of what they count, and a body must be used
+ * exactly (no trailing bytes). They allocate nothing; decoded pointers
+ * point into the caller's buffer and live as long as it does. Encoders
+ * append to a spw_buf and fail only with SPW_ENOMEM.
+ */
+#ifndef SPW_FRAME_H
+#define SPW_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+#define SPW_FRAME_VERSION 1
+#define SPW_FRAME_HEADER_LEN 16       /* including the length field */
+#define SPW_FRAME_MIN_LENGTH 12       /* length field of an empty body */
+#define SPW_FRAME_MAX_DEFAULT (16u << 20) /* server: max-request-bytes */
+#define SPW_FRAME_MAX_HARD (1u << 30)  /* no frame is ever longer */
+#define SPW_FLAG_RESPONSE 0x0001u
+#define SPW_FLAGS_KNOWN 0x0001u
+
+enum {
+    SPW_OP_PRODUCE = 1,
+    SPW_OP_FETCH = 2,
+    SPW_OP_METADATA = 3,
+};
+
+/* Status of an answer: 0, or the HTTP status with the same meaning. */
+enum {
+    SPW_ST_OK = 0,
+    SPW_ST_BAD_REQUEST = 400,
+    SPW_ST_NOT_FOUND = 404,
+    SPW_ST_TIMEOUT = 408,
+    SPW_ST_TOO_LARGE = 413,
+    SPW_ST_OUT_OF_RANGE = 416,
+    SPW_ST_RATE_LIMITED = 429,
+    SPW_ST_INTERNAL = 500,
+    SPW_ST_NOT_IMPLEMENTED = 501,
+    SPW_ST_OVERLOADED = 503,
+    SPW_ST_DISK = 507,
+};
+/* Is st a status this protocol defines? */
+int spw_frame_status_known(uint32_t st);
+
+/* Ack levels on the wire (the values of spw_ack), and "stream default". */
+#define SPW_WIRE_ACK_NONE 0
+#define SPW_WIRE_ACK_WRITTEN 1
+#define SPW_WIRE_ACK_FSYNC 2
+#define SPW_WIRE_ACK_REPLICATED 3
+#define SPW_WIRE_ACK_DEFAULT 255
+
+#define SPW_PARTITION_ANY 0xFFFFFFFFu /* route by key, round robin without */
+#define SPW_REC_HAS_KEY 0x01u
+#define SPW_REC_HAS_TS 0x02u
+#define SPW_REC_ATTRS_KNOWN 0x03u
+#define SPW_REC_MIN_LEN 17u            /* attrs + ts + key_len + value_len */
+#define SPW_FETCH_RECORDS 0
+#define SPW_FETCH_BATCHES 1
+#define SPW_STREAM_NAME_WIRE_MAX 128
+
+typedef struct spw_frame_hdr {
+    uint32_t length;
+    uint8_t opcode;
+    uint8_t version;
+    uint16_t flags;
+    uint64_t request_id;
+} spw_frame_hdr;
+
+/*
+ * Decodes a frame header from avail bytes at p. Returns 0, SPW_ETRUNC (fewer
+ * than 16 bytes yet), SPW_EMSGSIZE (length > max_length: the peer must be
+ * answered 413 and closed) or SPW_ECORRUPT (length < 12, or flags with
+ * unknown bits: garbage, answer 400 and close). Version and opcode are
+ * not judged here: a well-framed request with an unknown one gets a 400
+ * answer and the connection stays usable.
+ */
+int spw_frame_hdr_decode(const uint8_t *p, size_t avail, uint32_t max_length, spw_frame_hdr *h);
+/* Appends a header whose length field is patched by spw_frame_finish. */
+int spw_frame_begin(spw_buf *b, uint8_t opcode, uint16_t flags, uint64_t request_id, size_t *start);
+/* Sets the length of the frame begun at start to what b holds after it. */
+void spw_frame_finish(spw_buf *b, size_t start);
+
+/* ---- a bounds-checked reader ---- */
+
+typedef struct spw_rd {
+    const uint8_t *p, *end;
+    int bad; /* set by any read past the end; reads then return zeros */
+} spw_rd;
+
+static inline void spw_rd_init(spw_rd *r, const void *p, size_t n)
+{
+    r->p = p;
+    r->end = r->p + n;
+    r->bad = 0;
+}
+static inline size_t spw_rd_left(const spw_rd *r) { return (size_t)(r->end - r->p); }
+uint8_t spw_rd_u8(spw_rd *r);
+uint16_t spw_rd_u16(spw_rd *r);
+uint32_t spw_rd_u32(spw_rd *r);
+uint64_t spw_rd_u64(spw_rd *r);
+/* n bytes in place, or NULL (and bad set) if fewer are left. */
+const uint8_t *spw_rd_bytes(spw_rd *r, size_t n);
+
+/* ---- PRODUCE ---- */
+
+typedef struct spw_frame_rec {
+    uint8_t attrs;  /* SPW_REC_* */
+    int64_t ts;     /* valid with SPW_REC_HAS_TS */
+    const uint8_t *key;
+    int32_t key_len; /* -1 without SPW_REC_HAS_KEY */
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_frame_rec;
+
+typedef struct spw_produce_req {
+    const char *stream; /* not NUL-terminated */
+    uint16_t stream_len;
+    uint8_t ack;        /* SPW_WIRE_ACK_* */
+    uint8_t priority;   /* 0..3 */
+    uint32_t partition; /* or SPW_PARTITION_ANY */
+    uint64_t producer_id;
+    uint32_t producer_seq;
+    uint32_t count;
+    const uint8_t *recs; /* count records, validated */
+    size_t recs_len;
+} spw_produce_req;
+
+/*
+ * Decodes and checks a PRODUCE body: stream name length 1..128, ack one of
+ * the five values, priority 0..3, reserved bytes 0, count >= 1, every
+ * record's attributes known and lengths inside the body, key_len 0 without
+ * SPW_REC_HAS_KEY, and no bytes after the last record. Returns 0 or
+ * SPW_EINVAL with a static sentence in *why.
+ */
+int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *out, const char **why);
+
+/* Iterates the records of a decoded request: 1 and *out filled, 0 at end. */
+typedef struct spw_frame_rec_iter {
+    spw_rd rd;
+    uint32_t left;
+} spw_frame_rec_iter;
+void spw_frame_rec_iter_init(spw_frame_rec_iter *it, const spw_produce_req *req);
+int spw_frame_rec_next(spw_frame_rec_iter *it, spw_frame_rec *out);
+
+/* Encoding a PRODUCE body: head, then records, then spw_produce_finish
+ * patches the count. *count_at gets where the count lives in b. */
+int spw_produce_req_begin(spw_buf *b, const char *stream, size_t stream_len, uint8_t ack, uint8_t priority,
+                          uint32_t partition, uint64_t producer_id, uint32_t producer_seq, size_t *count_at);
+int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *r);
+void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count);
+/* Encoded size of one record. */
+static inline size_t spw_produce_rec_size(size_t key_len, size_t value_len)
+{
+    return SPW_REC_MIN_LEN + key_len + value_len;
+}
+
+/* PRODUCE answer (status 0): the slots, then each record's partition in
+ * request order. Record i's offset is its slot's first_offset plus the
+ * number of earlier records of the request in the same partition. */
+typedef struct spw_produce_slot {
+    uint32_t partition;
+    uint64_t first_offset;
+    uint32_t count;
+} spw_produce_slot;
+
+typedef struct spw_produce_resp {
+    uint32_t nslots;
+    const uint8_t *slots; /* nslots × 16 bytes, read with spw_produce_resp_slot */
+    uint32_t nrecords;
+    const uint8_t *parts; /* nrecords × u32 */
+} spw_produce_resp;
+/* Checks that slot counts add up to nrecords and each record's partition
+ * names a slot. Returns 0 or SPW_EINVAL. */
+int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *out, const char **why);
+void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_slot *out);
+uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i);
+int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
+                            uint32_t nrecords);
+
+/* ---- FETCH ---- */
+
+typedef struct spw_fetch_req {
+    const char *stream;
+    uint16_t stream_len;
+    uint32_t partition;
+    uint64_t offset;
+    uint32_t max_bytes;
+    uint8_t mode; /* SPW_FETCH_RECORDS or SPW_FETCH_BATCHES */
+} spw_fetch_req;
+int spw_fetch_req_decode(const uint8_t *body, size_t len, spw_fetch_req *out, const char **why);
+int spw_fetch_req_encode(spw_buf *b, const spw_fetch_req *r);
+
+/* FETCH answer head; then records (mode 0) or raw batches (mode 1). */
+typedef struct spw_fetch_resp {
+    uint64_t start_offset, end_offset, next_offset;
+    uint8_t mode;
+    uint32_t count;      /* records, or batches */
+    const uint8_t *data; /* what follows the head */
+    size_t data_len;
+} spw_fetch_resp;
+typedef struct spw_fetch_rec {
+    uint64_t offset;
+    uint64_t id;
+    int64_t ts;
+    const uint8_t *key;
+    int32_t key_len; /* -1: no key */
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_fetch_rec;
+/* Checks the head and, for records, every record's lengths; for batches,
+ * that count length-prefixed batches exactly fill the rest (each batch's
+ * own CRC is the reader's to check with spw_batch_check). */
+int spw_fetch_resp_decode(const uint8_t *body, size_t len, spw_fetch_resp *out, const char **why);
+int spw_fetch_resp_head(spw_buf *b, uint64_t start, uint64_t end, uint64_t next, uint8_t mode, size_t *count_at);
+int spw_fetch_rec_put(spw_buf *b, const spw_fetch_rec *r);
+void spw_fetch_resp_set_count(spw_buf *b, size_t count_at, uint32_t count);
+/* Iterating records (mode 0) of a decoded answer: 1, 0 at end. */
+typedef struct spw_fetch_iter {
+    spw_rd rd;
+    uint32_t left;
+} spw_fetch_iter;
+void spw_fetch_iter_init(spw_fetch_iter *it, const spw_fetch_resp *r);
+int spw_fetch_iter_next(spw_fetch_iter *it, spw_fetch_rec *out);
+
+/* ---- METADATA ---- */
+
+/* Request body: u16 stream_len + name; 0 = every stream. */
+int spw_metadata_req_decode(const uint8_t *body, size_t len, const char **stream, uint16_t *stream_len,
+                            const char **why);
+int spw_metadata_req_encode(spw_buf *b, const char *stream, size_t stream_len);
+
+typedef struct spw_meta_part {
+    uint64_t start_offset, end_offset, durable_offset;
+} spw_meta_part;
+typedef struct spw_meta_stream {
+    const char *name;
+    uint16_t name_len;
+    uint8_t format_bytes;
+    uint8_t ack;
+    uint32_t partitions;
+    const uint8_t *parts; /* partitions × 24 bytes */
+} spw_meta_stream;
+typedef struct spw_metadata_resp {
+    uint32_t nstreams;
+    spw_rd rd; /* positioned at the first stream */
+} spw_metadata_resp;
+int spw_metadata_resp_decode(const uint8_t *body, size_t len, spw_metadata_resp *out, const char **why);
+/* 1 and *out filled, 0 at end. REQUIRES: r from spw_metadata_resp_decode. */
+int spw_metadata_resp_next(spw_metadata_resp *r, spw_meta_stream *out);
+void spw_meta_part_get(const spw_meta_stream *s, uint32_t i, spw_meta_part *out);
+int spw_metadata_resp_head(spw_buf *b, uint32_t nstreams);
+int spw_metadata_stream_put(spw_buf *b, const char *name, size_t name_len, uint8_t format_bytes, uint8_t ack,
+                            uint32_t partitions, const spw_meta_part *parts);
+
+/* ---- answers ---- */
+
+/* Every answer body starts with u16 status. For status != 0 the rest is
+ * u32 retry_after_ms, u8 code_len, code, u16 msg_len, msg. */
+typedef struct spw_frame_error {
+    uint16_t status;
+    uint32_t retry_after_ms;
+    const char *code;
+    uint8_t code_len;
+    const char *msg;
+    uint16_t msg_len;
+} spw_frame_error;
+
+/* Splits an answer body: *status, and for 0 the rest in *rest and *rest_len;
+ * otherwise the error in *err. Returns 0 or SPW_EINVAL. */
+int spw_answer_decode(const uint8_t *body, size_t len, uint16_t *status, const uint8_t **rest, size_t *rest_len,
+                      spw_frame_error *err, const char **why);
+int spw_answer_ok(spw_buf *b);
+/* A whole error answer frame (header included). msg is truncated to 1024. */
+int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
+                           uint32_t retry_after_ms, const char *code, const char *msg);
+
+#endif

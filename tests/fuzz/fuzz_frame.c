@@ -1,0 +1,276 @@
+/*
+ * libFuzzer target for the binary protocol codec (src/net/frame.c,
+ * docs/protocol.md).
+ *
+ * Input: byte 0 selects a body decoder (mod 8), the rest is its body; the
+ * whole input is also cut into frames the way the server's framing loop
+ * does (net/binproto.c conn_process). The decoders run on a heap copy of
+ * exactly the input's size, so ASan sees any read past it.
+ *
+ * Besides "no crash, no sanitizer report" it checks invariants that can fail:
+ *  - framing: a decoded header has 12 <= length <= the limit, no unknown
+ *    flag bits, and the loop always advances or stops;
+ *  - every message that decodes re-encodes to exactly the same bytes (the
+ *    encoding is canonical), so decoders and encoders agree field by field;
+ *  - iterators return exactly the count the decoder validated, with every
+ *    pointer inside the input;
+ *  - produce answers: slot counts add up and every record's partition has a slot.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "net/frame.h"
+
+#define FAILX(...)                                                                                                     \
+    do {                                                                                                               \
+        fprintf(stderr, "fuzz_frame invariant: " __VA_ARGS__);                                                         \
+        fputc('\n', stderr);                                                                                           \
+        abort();                                                                                                       \
+    } while (0)
+
+static const uint8_t *lo, *hi; /* the current body, for pointer checks */
+
+static void inside(const void *p, size_t n, const char *what)
+{
+    const uint8_t *c = p;
+    if (n && (c < lo || c + n > hi))
+        FAILX("%s points outside the input", what);
+}
+
+static void same(const spw_buf *b, const uint8_t *p, size_t n, const char *what)
+{
+    if (b->len != n || memcmp(b->p, p, n) != 0)
+        FAILX("%s does not re-encode to the same bytes (%zu vs %zu)", what, b->len, n);
+}
+
+static void check_produce_req(const uint8_t *p, size_t n)
+{
+    spw_produce_req q;
+    const char *why = NULL;
+    if (spw_produce_req_decode(p, n, &q, &why)) {
+        if (!why)
+            FAILX("produce request refused without a reason");
+        return;
+    }
+    inside(q.stream, q.stream_len, "stream");
+    spw_buf b = SPW_BUF_INIT;
+    size_t ca;
+    if (spw_produce_req_begin(&b, q.stream, q.stream_len, q.ack, q.priority, q.partition, q.producer_id,
+                              q.producer_seq, &ca))
+        abort();
+    spw_frame_rec_iter it;
+    spw_frame_rec r;
+    uint32_t k = 0;
+    spw_frame_rec_iter_init(&it, &q);
+    while (spw_frame_rec_next(&it, &r)) {
+        inside(r.value, r.value_len, "value");
+        if (r.key_len > 0)
+            inside(r.key, (size_t)r.key_len, "key");
+        if ((r.key_len >= 0) != !!(r.attrs & SPW_REC_HAS_KEY))
+            FAILX("key presence disagrees with attrs");
+        if (spw_produce_rec_put(&b, &r))
+            abort();
+        k++;
+    }
+    if (k != q.count)
+        FAILX("iterator gave %u records, count says %u", k, q.count);
+    spw_produce_req_set_count(&b, ca, k);
+    same(&b, p, n, "produce request");
+    spw_buf_fini(&b);
+}
+
+static void check_produce_resp(const uint8_t *p, size_t n)
+{
+    spw_produce_resp r;
+    const char *why;
+    if (spw_produce_resp_decode(p, n, &r, &why))
+        return;
+    spw_produce_slot *slots = malloc((r.nslots + 1) * sizeof *slots);
+    uint32_t *parts = malloc((r.nrecords + 1) * sizeof *parts);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < r.nslots; i++) {
+        spw_produce_resp_slot(&r, i, &slots[i]);
+        sum += slots[i].count;
+    }
+    if (sum != r.nrecords)
+        FAILX("slot counts do not add up");
+    for (uint32_t i = 0; i < r.nrecords; i++)
+        parts[i] = spw_produce_resp_part(&r, i);
+    spw_buf b = SPW_BUF_INIT;
+    if (spw_produce_resp_encode(&b, slots, r.nslots, parts, r.nrecords))
+        abort();
+    same(&b, p, n, "produce answer");
+    spw_buf_fini(&b);
+    free(slots);
+    free(parts);
+}
+
+static void check_fetch_req(const uint8_t *p, size_t n)
+{
+    spw_fetch_req q;
+    const char *why;
+    if (spw_fetch_req_decode(p, n, &q, &why))
+        return;
+    spw_buf b = SPW_BUF_INIT;
+    if (spw_fetch_req_encode(&b, &q))
+        abort();
+    same(&b, p, n, "fetch request");
+    spw_buf_fini(&b);
+}
+
+static void check_fetch_resp(const uint8_t *p, size_t n)
+{
+    spw_fetch_resp r;
+    const char *why;
+    if (spw_fetch_resp_decode(p, n, &r, &why))
+        return;
+    inside(r.data, r.data_len, "fetch data");
+    spw_buf b = SPW_BUF_INIT;
+    size_t ca;
+    if (spw_fetch_resp_head(&b, r.start_offset, r.end_offset, r.next_offset, r.mode, &ca))
+        abort();
+    if (r.mode == SPW_FETCH_RECORDS) {
+        spw_fetch_iter it;
+        spw_fetch_rec fr;
+        uint32_t k = 0;
+        spw_fetch_iter_init(&it, &r);
+        while (spw_fetch_iter_next(&it, &fr)) {
+            inside(fr.value, fr.value_len, "fetched value");
+            if (fr.key_len > 0)
+                inside(fr.key, (size_t)fr.key_len, "fetched key");
+            if (spw_fetch_rec_put(&b, &fr))
+                abort();
+            k++;
+        }
+        if (k != r.count)
+            FAILX("fetch iterator gave %u records, count says %u", k, r.count);
+    } else {
+        if (spw_buf_reserve(&b, b.len + r.data_len))
+            abort();
+        memcpy(b.p + b.len, r.data, r.data_len);
+        b.len += r.data_len;
+    }
+    spw_fetch_resp_set_count(&b, ca, r.count);
+    same(&b, p, n, "fetch answer");
+    spw_buf_fini(&b);
+}
+
+static void check_metadata(const uint8_t *p, size_t n)
+{
+    const char *s, *why;
+    uint16_t sl;
+    if (spw_metadata_req_decode(p, n, &s, &sl, &why) == 0) {
+        spw_buf b = SPW_BUF_INIT;
+        if (spw_metadata_req_encode(&b, s, sl))
+            abort();
+        same(&b, p, n, "metadata request");
+        spw_buf_fini(&b);
+    }
+    spw_metadata_resp r;
+    if (spw_metadata_resp_decode(p, n, &r, &why))
+        return;
+    spw_buf b = SPW_BUF_INIT;
+    uint32_t want = r.nstreams, k = 0;
+    if (spw_metadata_resp_head(&b, want))
+        abort();
+    spw_meta_stream ms;
+    while (spw_metadata_resp_next(&r, &ms)) {
+        inside(ms.name, ms.name_len, "stream name");
+        spw_meta_part *parts = malloc((ms.partitions + 1) * sizeof *parts);
+        for (uint32_t i = 0; i < ms.partitions; i++)
+            spw_meta_part_get(&ms, i, &parts[i]);
+        if (spw_metadata_stream_put(&b, ms.name, ms.name_len, ms.format_bytes, ms.ack, ms.partitions, parts))
+            abort();
+        free(parts);
+        k++;
+    }
+    if (k != want)
+        FAILX("metadata iterator gave %u streams, count says %u", k, want);
+    same(&b, p, n, "metadata answer");
+    spw_buf_fini(&b);
+}
+
+static void check_answer(const uint8_t *p, size_t n)
+{
+    uint16_t st;
+    const uint8_t *rest;
+    size_t rl;
+    spw_frame_error e;
+    const char *why;
+    if (spw_answer_decode(p, n, &st, &rest, &rl, &e, &why))
+        return;
+    if (!spw_frame_status_known(st))
+        FAILX("unknown status %u accepted", st);
+    if (st == 0) {
+        if (rest != p + 2 || rl != n - 2)
+            FAILX("OK answer's rest is not the remainder");
+    } else {
+        inside(e.code, e.code_len, "error code");
+        inside(e.msg, e.msg_len, "error message");
+        if ((size_t)7 + e.code_len + e.msg_len + 2 != n)
+            FAILX("error answer length mismatch");
+    }
+}
+
+/* The server's framing loop over the whole input. */
+static void check_framing(const uint8_t *p, size_t n)
+{
+    const uint32_t limit = 1u << 16;
+    size_t off = 0;
+    for (int guard = 0; guard < 100000; guard++) {
+        spw_frame_hdr h;
+        int r = spw_frame_hdr_decode(p + off, n - off, limit, &h);
+        if (r == SPW_ETRUNC || r == SPW_EMSGSIZE || r == SPW_ECORRUPT)
+            return;
+        if (r != 0)
+            FAILX("header decode returned %d", r);
+        if (h.length < SPW_FRAME_MIN_LENGTH || h.length > limit || (h.flags & ~SPW_FLAGS_KNOWN))
+            FAILX("accepted a header the server must refuse");
+        size_t whole = 4 + (size_t)h.length;
+        if (n - off < whole)
+            return;
+        const uint8_t *body = p + off + SPW_FRAME_HEADER_LEN;
+        size_t blen = whole - SPW_FRAME_HEADER_LEN;
+        lo = body;
+        hi = body + blen;
+        switch (h.opcode) {
+        case SPW_OP_PRODUCE: check_produce_req(body, blen); break;
+        case SPW_OP_FETCH: check_fetch_req(body, blen); break;
+        case SPW_OP_METADATA: check_metadata(body, blen); break;
+        default: check_answer(body, blen); break;
+        }
+        off += whole;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0)
+        return 0;
+    uint8_t *copy = malloc(size);
+    memcpy(copy, data, size);
+    const uint8_t *body = copy + 1;
+    size_t n = size - 1;
+    lo = body;
+    hi = body + n;
+    switch (copy[0] % 8) {
+    case 0: check_produce_req(body, n); break;
+    case 1: check_produce_resp(body, n); break;
+    case 2: check_fetch_req(body, n); break;
+    case 3: check_fetch_resp(body, n); break;
+    case 4: check_metadata(body, n); break;
+    case 5: check_answer(body, n); break;
+    default: break;
+    }
+    /* exact-size copy of the whole input for the framing loop */
+    uint8_t *whole = malloc(size);
+    memcpy(whole, data, size);
+    check_framing(whole, size);
+    free(whole);
+    free(copy);
+    return 0;
+}

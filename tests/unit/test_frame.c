@@ -1,0 +1,582 @@
+/*
+ * The binary protocol codec (src/net/frame.c, docs/protocol.md): round
+ * trips of every message, and every malformed input rejected — each
+ * truncation of every valid message, each length field pushed past the
+ * end, unknown bits and values, trailing bytes. Every decode runs on a
+ * heap copy of exactly the input's size, so an ASan build catches any
+ * read past it.
+ */
+#include "core/endian.h"
+#include "core/error.h"
+#include "net/frame.h"
+#include "test.h"
+
+typedef int (*decode_fn)(const uint8_t *p, size_t n);
+
+/* Decodes a heap copy of exactly n bytes. */
+static int run(decode_fn f, const uint8_t *p, size_t n)
+{
+    uint8_t *copy = malloc(n ? n : 1);
+    memcpy(copy, p, n);
+    int r = f(copy, n);
+    free(copy);
+    return r;
+}
+
+/* Every strict prefix and the message plus one trailing byte must fail. */
+static void check_prefixes_and_tail(decode_fn f, const spw_buf *b)
+{
+    CHECK_EQ(run(f, b->p, b->len), 0);
+    for (size_t n = 0; n < b->len; n++)
+        CHECK(run(f, b->p, n) != 0);
+    uint8_t *t = malloc(b->len + 1);
+    memcpy(t, b->p, b->len);
+    t[b->len] = 0;
+    CHECK(run(f, t, b->len + 1) != 0);
+    free(t);
+}
+
+/* Setting a u32 at `at` to large values must fail, never crash. */
+static void check_len_field(decode_fn f, const spw_buf *b, size_t at)
+{
+    uint32_t vals[] = {0xFFFFFFFFu, 0x7FFFFFFFu, (uint32_t)b->len, (uint32_t)b->len + 1000};
+    uint8_t *t = malloc(b->len);
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        memcpy(t, b->p, b->len);
+        spw_put32(t + at, vals[i]);
+        CHECK(run(f, t, b->len) != 0);
+    }
+    free(t);
+}
+
+static int dec_produce(const uint8_t *p, size_t n)
+{
+    spw_produce_req q;
+    const char *why = NULL;
+    int r = spw_produce_req_decode(p, n, &q, &why);
+    if (r)
+        CHECK(why != NULL);
+    else {
+        /* the iterator sees exactly count records inside the buffer */
+        spw_frame_rec_iter it;
+        spw_frame_rec fr;
+        uint32_t k = 0;
+        spw_frame_rec_iter_init(&it, &q);
+        while (spw_frame_rec_next(&it, &fr)) {
+            CHECK(fr.value >= p && fr.value + fr.value_len <= p + n);
+            k++;
+        }
+        CHECK_EQ(k, q.count);
+    }
+    return r;
+}
+
+static void test_header(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    size_t st;
+    CHECK_OK(spw_frame_begin(&b, SPW_OP_FETCH, 0, 0x1122334455667788ull, &st));
+    CHECK_OK(spw_answer_ok(&b));
+    spw_frame_finish(&b, st);
+    CHECK_EQ(b.len, 18);
+    CHECK_EQ(spw_get32(b.p), 14);
+    spw_frame_hdr h;
+    CHECK_EQ(spw_frame_hdr_decode(b.p, b.len, 1 << 20, &h), 0);
+    CHECK_EQ(h.length, 14);
+    CHECK_EQ(h.opcode, SPW_OP_FETCH);
+    CHECK_EQ(h.version, SPW_FRAME_VERSION);
+    CHECK_EQ(h.flags, 0);
+    CHECK(h.request_id == 0x1122334455667788ull);
+    /* The byte layout the doc shows. */
+    CHECK_EQ(b.p[4], 2);
+    CHECK_EQ(b.p[5], 1);
+    CHECK_EQ(b.p[8], 0x88);
+    /* Fewer than 16 bytes: wait for more, except that a bad length is judged at once. */
+    for (size_t n = 0; n < 16; n++)
+        CHECK_EQ(spw_frame_hdr_decode(b.p, n, 1 << 20, &h), n < 4 ? SPW_ETRUNC : SPW_ETRUNC);
+    uint8_t bad[16];
+    memcpy(bad, b.p, 16);
+    spw_put32(bad, 11);
+    CHECK_EQ(spw_frame_hdr_decode(bad, 4, 1 << 20, &h), SPW_ECORRUPT);
+    spw_put32(bad, 0);
+    CHECK_EQ(spw_frame_hdr_decode(bad, 16, 1 << 20, &h), SPW_ECORRUPT);
+    spw_put32(bad, (1 << 20) + 1);
+    CHECK_EQ(spw_frame_hdr_decode(bad, 4, 1 << 20, &h), SPW_EMSGSIZE);
+    spw_put32(bad, 0xFFFFFFFFu);
+    CHECK_EQ(spw_frame_hdr_decode(bad, 16, UINT32_MAX, &h), SPW_EMSGSIZE); /* the hard cap */
+    spw_put32(bad, 14);
+    spw_put16(bad + 6, 2); /* unknown flag */
+    CHECK_EQ(spw_frame_hdr_decode(bad, 16, 1 << 20, &h), SPW_ECORRUPT);
+    spw_put16(bad + 6, SPW_FLAG_RESPONSE);
+    CHECK_EQ(spw_frame_hdr_decode(bad, 16, 1 << 20, &h), 0);
+    CHECK_EQ(h.flags, SPW_FLAG_RESPONSE);
+    /* Version and opcode are the dispatcher's to judge. */
+    bad[5] = 9;
+    bad[4] = 200;
+    CHECK_EQ(spw_frame_hdr_decode(bad, 16, 1 << 20, &h), 0);
+    CHECK_EQ(h.version, 9);
+    spw_buf_fini(&b);
+}
+
+static void build_produce(spw_buf *b, uint8_t ack, uint8_t prio, uint32_t part, uint32_t nrec)
+{
+    size_t count_at;
+    b->len = 0;
+    CHECK_OK(spw_produce_req_begin(b, "orders", 6, ack, prio, part, 77, 1000, &count_at));
+    for (uint32_t i = 0; i < nrec; i++) {
+        char key[16], val[32];
+        int kl = snprintf(key, sizeof key, "k%u", i);
+        int vl = snprintf(val, sizeof val, "{\"n\":%u}", i);
+        spw_frame_rec r = {.attrs = (uint8_t)((i % 2 ? SPW_REC_HAS_KEY : 0) | (i % 3 ? SPW_REC_HAS_TS : 0)),
+                           .ts = 1700000000000 + i,
+                           .key = (const uint8_t *)key,
+                           .key_len = i % 2 ? kl : -1,
+                           .value = (const uint8_t *)val,
+                           .value_len = (uint32_t)vl};
+        CHECK_OK(spw_produce_rec_put(b, &r));
+    }
+    spw_produce_req_set_count(b, count_at, nrec);
+}
+
+static void test_produce(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    build_produce(&b, SPW_WIRE_ACK_FSYNC, 2, SPW_PARTITION_ANY, 5);
+    spw_produce_req q;
+    const char *why;
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), 0);
+    CHECK_EQ(q.stream_len, 6);
+    CHECK(memcmp(q.stream, "orders", 6) == 0);
+    CHECK_EQ(q.ack, SPW_WIRE_ACK_FSYNC);
+    CHECK_EQ(q.priority, 2);
+    CHECK(q.partition == SPW_PARTITION_ANY);
+    CHECK_EQ(q.producer_id, 77);
+    CHECK_EQ(q.producer_seq, 1000);
+    CHECK_EQ(q.count, 5);
+    spw_frame_rec_iter it;
+    spw_frame_rec fr;
+    spw_frame_rec_iter_init(&it, &q);
+    for (uint32_t i = 0; i < 5; i++) {
+        CHECK_EQ(spw_frame_rec_next(&it, &fr), 1);
+        char val[32];
+        int vl = snprintf(val, sizeof val, "{\"n\":%u}", i);
+        CHECK_EQ(fr.value_len, vl);
+        CHECK(memcmp(fr.value, val, (size_t)vl) == 0);
+        if (i % 2) {
+            char key[16];
+            int kl = snprintf(key, sizeof key, "k%u", i);
+            CHECK_EQ(fr.key_len, kl);
+            CHECK(memcmp(fr.key, key, (size_t)kl) == 0);
+        } else {
+            CHECK_EQ(fr.key_len, -1);
+        }
+        CHECK_EQ(!!(fr.attrs & SPW_REC_HAS_TS), !!(i % 3));
+        CHECK_EQ(fr.ts, 1700000000000 + i);
+    }
+    CHECK_EQ(spw_frame_rec_next(&it, &fr), 0);
+
+    check_prefixes_and_tail(dec_produce, &b);
+    /* the stream length, then the first record's key and value lengths */
+    uint8_t *t = malloc(b.len);
+    memcpy(t, b.p, b.len);
+    spw_put16(t, 0xFFFF);
+    CHECK(run(dec_produce, t, b.len) != 0);
+    spw_put16(t, 0); /* empty name */
+    CHECK(run(dec_produce, t, b.len) != 0);
+    size_t head = 2 + 6 + 1 + 1 + 2 + 4 + 8 + 4 + 4; /* 32 */
+    CHECK_EQ(head, 32);
+    check_len_field(dec_produce, &b, 28);               /* count */
+    check_len_field(dec_produce, &b, head + 1 + 8);     /* record 0 key_len (no key: must be 0) */
+    check_len_field(dec_produce, &b, head + 1 + 8 + 4); /* record 0 value_len */
+    /* field values */
+    struct {
+        size_t at;
+        uint8_t v;
+    } bytes[] = {
+        {8, 4},          /* ack 4 */
+        {8, 254},        /* ack 254 */
+        {9, 4},          /* priority 4 */
+        {10, 1},         /* reserved */
+        {head, 0x04},    /* record attrs unknown bit */
+        {head, 0x80},    /* record attrs unknown bit */
+    };
+    for (size_t i = 0; i < sizeof bytes / sizeof *bytes; i++) {
+        memcpy(t, b.p, b.len);
+        t[bytes[i].at] = bytes[i].v;
+        CHECK(run(dec_produce, t, b.len) != 0);
+    }
+    memcpy(t, b.p, b.len);
+    t[8] = SPW_WIRE_ACK_DEFAULT;
+    CHECK_EQ(run(dec_produce, t, b.len), 0);
+    /* count 0 */
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 28, 0);
+    CHECK(run(dec_produce, t, b.len) != 0);
+    /* count one less: trailing bytes */
+    spw_put32(t + 28, 4);
+    CHECK(run(dec_produce, t, b.len) != 0);
+    /* a stream name of 129 bytes */
+    spw_buf big = SPW_BUF_INIT;
+    char name[129];
+    memset(name, 'a', sizeof name);
+    size_t ca;
+    CHECK_OK(spw_produce_req_begin(&big, name, 129, 0, 0, 0, 0, 0, &ca));
+    spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)"{}", .value_len = 2};
+    CHECK_OK(spw_produce_rec_put(&big, &r));
+    spw_produce_req_set_count(&big, ca, 1);
+    CHECK(run(dec_produce, big.p, big.len) != 0);
+    /* 128 is fine; an empty value and an empty key are fine */
+    big.len = 0;
+    CHECK_OK(spw_produce_req_begin(&big, name, 128, 0, 0, 3, 0, 0, &ca));
+    r = (spw_frame_rec){.attrs = SPW_REC_HAS_KEY, .key = (const uint8_t *)"", .key_len = 0, .value_len = 0};
+    CHECK_OK(spw_produce_rec_put(&big, &r));
+    spw_produce_req_set_count(&big, ca, 1);
+    CHECK_EQ(run(dec_produce, big.p, big.len), 0);
+    CHECK_EQ(spw_produce_req_decode(big.p, big.len, &q, &why), 0);
+    CHECK_EQ(q.partition, 3);
+    spw_frame_rec_iter_init(&it, &q);
+    CHECK_EQ(spw_frame_rec_next(&it, &fr), 1);
+    CHECK_EQ(fr.key_len, 0);
+    CHECK_EQ(fr.value_len, 0);
+    spw_buf_fini(&big);
+    free(t);
+    spw_buf_fini(&b);
+}
+
+static int dec_presp(const uint8_t *p, size_t n)
+{
+    spw_produce_resp r;
+    const char *why;
+    return spw_produce_resp_decode(p, n, &r, &why);
+}
+
+static void test_produce_resp(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_produce_slot slots[2] = {{1, 100, 2}, {3, 7, 1}};
+    uint32_t parts[3] = {3, 1, 1};
+    CHECK_OK(spw_produce_resp_encode(&b, slots, 2, parts, 3));
+    spw_produce_resp r;
+    const char *why;
+    CHECK_EQ(spw_produce_resp_decode(b.p, b.len, &r, &why), 0);
+    CHECK_EQ(r.nslots, 2);
+    CHECK_EQ(r.nrecords, 3);
+    spw_produce_slot s;
+    spw_produce_resp_slot(&r, 0, &s);
+    CHECK_EQ(s.partition, 1);
+    CHECK_EQ(s.first_offset, 100);
+    CHECK_EQ(s.count, 2);
+    spw_produce_resp_slot(&r, 1, &s);
+    CHECK_EQ(s.partition, 3);
+    CHECK_EQ(spw_produce_resp_part(&r, 0), 3);
+    CHECK_EQ(spw_produce_resp_part(&r, 2), 1);
+    check_prefixes_and_tail(dec_presp, &b);
+    check_len_field(dec_presp, &b, 0);
+    check_len_field(dec_presp, &b, 4 + 32);
+    uint8_t *t = malloc(b.len);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 12, 5); /* counts no longer add up */
+    CHECK(run(dec_presp, t, b.len) != 0);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 32 + 4, 9); /* a record in a partition without a slot */
+    CHECK(run(dec_presp, t, b.len) != 0);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 16, 1); /* partition named twice */
+    CHECK(run(dec_presp, t, b.len) != 0);
+    free(t);
+    spw_buf_fini(&b);
+}
+
+static int dec_freq(const uint8_t *p, size_t n)
+{
+    spw_fetch_req q;
+    const char *why;
+    return spw_fetch_req_decode(p, n, &q, &why);
+}
+
+static int dec_fresp(const uint8_t *p, size_t n)
+{
+    spw_fetch_resp r;
+    const char *why;
+    int e = spw_fetch_resp_decode(p, n, &r, &why);
+    if (e == 0 && r.mode == SPW_FETCH_RECORDS) {
+        spw_fetch_iter it;
+        spw_fetch_rec fr;
+        uint32_t k = 0;
+        spw_fetch_iter_init(&it, &r);
+        while (spw_fetch_iter_next(&it, &fr))
+            k++;
+        CHECK_EQ(k, r.count);
+    }
+    return e;
+}
+
+static void test_fetch(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_fetch_req q = {.stream = "s1", .stream_len = 2, .partition = 3, .offset = 12345, .max_bytes = 999,
+                       .mode = SPW_FETCH_BATCHES};
+    CHECK_OK(spw_fetch_req_encode(&b, &q));
+    spw_fetch_req d;
+    const char *why;
+    CHECK_EQ(spw_fetch_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.partition, 3);
+    CHECK_EQ(d.offset, 12345);
+    CHECK_EQ(d.max_bytes, 999);
+    CHECK_EQ(d.mode, SPW_FETCH_BATCHES);
+    check_prefixes_and_tail(dec_freq, &b);
+    b.p[b.len - 1] = 2; /* mode */
+    CHECK(run(dec_freq, b.p, b.len) != 0);
+
+    /* records */
+    b.len = 0;
+    size_t ca;
+    CHECK_OK(spw_fetch_resp_head(&b, 1, 10, 5, SPW_FETCH_RECORDS, &ca));
+    spw_fetch_rec r1 = {.offset = 3, .id = 99, .ts = -5, .key = (const uint8_t *)"kk", .key_len = 2,
+                        .value = (const uint8_t *)"vvv", .value_len = 3};
+    spw_fetch_rec r2 = {.offset = 4, .id = 100, .ts = 7, .key = NULL, .key_len = -1, .value = NULL, .value_len = 0};
+    CHECK_OK(spw_fetch_rec_put(&b, &r1));
+    CHECK_OK(spw_fetch_rec_put(&b, &r2));
+    spw_fetch_resp_set_count(&b, ca, 2);
+    spw_fetch_resp fr;
+    CHECK_EQ(spw_fetch_resp_decode(b.p, b.len, &fr, &why), 0);
+    CHECK_EQ(fr.start_offset, 1);
+    CHECK_EQ(fr.end_offset, 10);
+    CHECK_EQ(fr.next_offset, 5);
+    CHECK_EQ(fr.count, 2);
+    spw_fetch_iter it;
+    spw_fetch_rec o;
+    spw_fetch_iter_init(&it, &fr);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 1);
+    CHECK_EQ(o.offset, 3);
+    CHECK_EQ(o.id, 99);
+    CHECK_EQ(o.ts, -5);
+    CHECK_EQ(o.key_len, 2);
+    CHECK(memcmp(o.key, "kk", 2) == 0);
+    CHECK_EQ(o.value_len, 3);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 1);
+    CHECK_EQ(o.key_len, -1);
+    CHECK_EQ(o.value_len, 0);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 0);
+    check_prefixes_and_tail(dec_fresp, &b);
+    check_len_field(dec_fresp, &b, ca);           /* count */
+    check_len_field(dec_fresp, &b, ca + 4 + 24);  /* key_len */
+    check_len_field(dec_fresp, &b, ca + 4 + 30);  /* value_len */
+    uint8_t *t = malloc(b.len);
+    memcpy(t, b.p, b.len);
+    t[ca - 1] = 7; /* mode */
+    CHECK(run(dec_fresp, t, b.len) != 0);
+    free(t);
+
+    /* batches: two fake length-prefixed batches */
+    b.len = 0;
+    CHECK_OK(spw_fetch_resp_head(&b, 0, 10, 10, SPW_FETCH_BATCHES, &ca));
+    uint8_t batch[40] = {0};
+    spw_put32(batch + 8, 40);
+    CHECK_OK(spw_buf_reserve(&b, b.len + 80));
+    memcpy(b.p + b.len, batch, 40);
+    memcpy(b.p + b.len + 40, batch, 40);
+    b.len += 80;
+    spw_fetch_resp_set_count(&b, ca, 2);
+    CHECK_EQ(spw_fetch_resp_decode(b.p, b.len, &fr, &why), 0);
+    CHECK_EQ(fr.data_len, 80);
+    check_prefixes_and_tail(dec_fresp, &b);
+    check_len_field(dec_fresp, &b, ca + 4 + 8); /* first batch length */
+    t = malloc(b.len);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + ca + 4 + 8, 11); /* a batch length below its own header */
+    CHECK(run(dec_fresp, t, b.len) != 0);
+    free(t);
+    spw_buf_fini(&b);
+}
+
+static int dec_mreq(const uint8_t *p, size_t n)
+{
+    const char *s, *why;
+    uint16_t l;
+    return spw_metadata_req_decode(p, n, &s, &l, &why);
+}
+
+static int dec_mresp(const uint8_t *p, size_t n)
+{
+    spw_metadata_resp r;
+    const char *why;
+    int e = spw_metadata_resp_decode(p, n, &r, &why);
+    if (e == 0) {
+        spw_meta_stream s;
+        uint32_t want = r.nstreams, k = 0;
+        while (spw_metadata_resp_next(&r, &s)) {
+            for (uint32_t i = 0; i < s.partitions; i++) {
+                spw_meta_part mp;
+                spw_meta_part_get(&s, i, &mp);
+            }
+            k++;
+        }
+        CHECK_EQ(k, want);
+    }
+    return e;
+}
+
+static void test_metadata(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_metadata_req_encode(&b, "abc", 3));
+    const char *s, *why;
+    uint16_t l;
+    CHECK_EQ(spw_metadata_req_decode(b.p, b.len, &s, &l, &why), 0);
+    CHECK_EQ(l, 3);
+    check_prefixes_and_tail(dec_mreq, &b);
+    b.len = 0;
+    CHECK_OK(spw_metadata_req_encode(&b, "", 0));
+    CHECK_EQ(spw_metadata_req_decode(b.p, b.len, &s, &l, &why), 0);
+    CHECK_EQ(l, 0);
+
+    b.len = 0;
+    spw_meta_part parts[2] = {{0, 10, 9}, {5, 6, 6}};
+    CHECK_OK(spw_metadata_resp_head(&b, 2));
+    CHECK_OK(spw_metadata_stream_put(&b, "one", 3, 0, 2, 2, parts));
+    CHECK_OK(spw_metadata_stream_put(&b, "two", 3, 1, 1, 1, parts + 1));
+    spw_metadata_resp r;
+    CHECK_EQ(spw_metadata_resp_decode(b.p, b.len, &r, &why), 0);
+    spw_meta_stream ms;
+    CHECK_EQ(spw_metadata_resp_next(&r, &ms), 1);
+    CHECK_EQ(ms.name_len, 3);
+    CHECK(memcmp(ms.name, "one", 3) == 0);
+    CHECK_EQ(ms.partitions, 2);
+    CHECK_EQ(ms.ack, 2);
+    spw_meta_part mp;
+    spw_meta_part_get(&ms, 1, &mp);
+    CHECK_EQ(mp.start_offset, 5);
+    CHECK_EQ(mp.end_offset, 6);
+    CHECK_EQ(spw_metadata_resp_next(&r, &ms), 1);
+    CHECK_EQ(ms.format_bytes, 1);
+    CHECK_EQ(spw_metadata_resp_next(&r, &ms), 0);
+    check_prefixes_and_tail(dec_mresp, &b);
+    check_len_field(dec_mresp, &b, 0);
+    check_len_field(dec_mresp, &b, 4 + 2 + 3 + 2); /* partitions of stream one */
+    spw_buf_fini(&b);
+}
+
+static int dec_answer(const uint8_t *p, size_t n)
+{
+    uint16_t st;
+    const uint8_t *rest;
+    size_t rl;
+    spw_frame_error e;
+    const char *why;
+    int r = spw_answer_decode(p, n, &st, &rest, &rl, &e, &why);
+    if (r == 0 && st != 0) {
+        CHECK((const uint8_t *)e.code + e.code_len <= p + n);
+        CHECK((const uint8_t *)e.msg + e.msg_len <= p + n);
+    }
+    return r;
+}
+
+static void test_errors(void)
+{
+    static const uint16_t codes[] = {400, 404, 408, 413, 416, 429, 500, 501, 503, 507};
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        spw_buf b = SPW_BUF_INIT;
+        CHECK_OK(spw_frame_error_encode(&b, SPW_OP_PRODUCE, 42 + i, codes[i], codes[i] == 503 ? 1000 : 0, "word",
+                                        "a sentence"));
+        spw_frame_hdr h;
+        CHECK_EQ(spw_frame_hdr_decode(b.p, b.len, 1 << 20, &h), 0);
+        CHECK_EQ(h.length + 4, b.len);
+        CHECK_EQ(h.flags, SPW_FLAG_RESPONSE);
+        CHECK_EQ(h.request_id, 42 + i);
+        uint16_t st;
+        const uint8_t *rest;
+        size_t rl;
+        spw_frame_error e;
+        const char *why;
+        CHECK_EQ(spw_answer_decode(b.p + 16, b.len - 16, &st, &rest, &rl, &e, &why), 0);
+        CHECK_EQ(st, codes[i]);
+        CHECK_EQ(e.retry_after_ms, codes[i] == 503 ? 1000 : 0);
+        CHECK_EQ(e.code_len, 4);
+        CHECK(memcmp(e.code, "word", 4) == 0);
+        CHECK_EQ(e.msg_len, 10);
+        CHECK(spw_frame_status_known(codes[i]));
+        spw_buf body = SPW_BUF_INIT;
+        CHECK_OK(spw_buf_reserve(&body, b.len - 16));
+        memcpy(body.p, b.p + 16, b.len - 16);
+        body.len = b.len - 16;
+        check_prefixes_and_tail(dec_answer, &body);
+        spw_buf_fini(&body);
+        spw_buf_fini(&b);
+    }
+    /* an unknown status is rejected; OK carries the rest */
+    uint8_t x[4] = {0x2c, 0x01, 0, 0}; /* 300 */
+    CHECK(run(dec_answer, x, 2) != 0);
+    uint16_t st;
+    const uint8_t *rest;
+    size_t rl;
+    spw_frame_error e;
+    const char *why;
+    x[0] = x[1] = 0;
+    CHECK_EQ(spw_answer_decode(x, 4, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(st, 0);
+    CHECK_EQ(rl, 2);
+    CHECK(!spw_frame_status_known(200));
+    /* long messages are cut at 1024 bytes */
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_frame_error_encode(&b, 1, 1, 400, 0, "c", big));
+    CHECK_EQ(spw_answer_decode(b.p + 16, b.len - 16, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(e.msg_len, 1024);
+    spw_buf_fini(&b);
+}
+
+/* The example in docs/protocol.md, byte for byte. */
+static void test_doc_example(void)
+{
+    static const uint8_t want[] = {
+        0x3a, 0, 0, 0, 1, 1, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,       /* header */
+        1, 0, 's', 2, 1, 0, 0, 0xff, 0xff, 0xff, 0xff,            /* stream, ack, prio, reserved, partition */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,           /* producer id, seq, count */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, '{', '}', /* record */
+    };
+    spw_buf b = SPW_BUF_INIT;
+    size_t st, ca;
+    CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, 7, &st));
+    CHECK_OK(spw_produce_req_begin(&b, "s", 1, SPW_WIRE_ACK_FSYNC, 1, SPW_PARTITION_ANY, 0, 0, &ca));
+    spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)"{}", .value_len = 2};
+    CHECK_OK(spw_produce_rec_put(&b, &r));
+    spw_produce_req_set_count(&b, ca, 1);
+    spw_frame_finish(&b, st);
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_buf_fini(&b);
+}
+
+/* Random bytes through every decoder: nothing but 0 or an error. */
+static void test_random(void)
+{
+    uint64_t x = 88172645463325252ull;
+    decode_fn fns[] = {dec_produce, dec_presp, dec_freq, dec_fresp, dec_mreq, dec_mresp, dec_answer};
+    for (int round = 0; round < 20000; round++) {
+        uint8_t buf[96];
+        size_t n = (size_t)(round % 96);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            buf[i] = (uint8_t)(x % 7 == 0 ? 0 : x);
+        }
+        for (size_t f = 0; f < sizeof fns / sizeof *fns; f++)
+            run(fns[f], buf, n);
+    }
+}
+
+int main(void)
+{
+    test_header();
+    test_produce();
+    test_produce_resp();
+    test_fetch();
+    test_metadata();
+    test_errors();
+    test_doc_example();
+    test_random();
+    printf("test_frame: ok\n");
+    return 0;
+}
