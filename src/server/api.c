@@ -729,20 +729,16 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     }
     spw_buf out = SPW_BUF_INIT, data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
     uint64_t next = offset, sent = 0;
-    int status = 200;
+    int status = 200, n = 0;
+    uint64_t bad_next = 0;
     while (sent < limit) {
-        uint64_t bad_next = 0;
-        int n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
+        bad_next = 0;
+        n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
         if (n == 0)
             break;
         if (n < 0) {
-            if (sent == 0) {
-                spw_buf_fini(&out);
-                spw_http_error(req, n == SPW_ECORRUPT ? 500 : 500, n == SPW_ECORRUPT ? "damaged" : "read_failed", NULL,
-                               "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
-                spw_buf_fini(&data);
-                goto out;
-            }
+            if (sent == 0)
+                goto damaged;
             break;
         }
         size_t pos = 0;
@@ -751,11 +747,12 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
             spw_batch_parse(data.p + pos, data.len - pos, &h);
             const uint8_t *recs;
             size_t len;
-            if (spw_batch_records(data.p + pos, &h, &scratch, &recs, &len) == 0) {
+            int rr = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len);
+            if (rr == 0) {
                 spw_rec_iter it;
                 spw_record_view rv;
                 spw_rec_iter_init(&it, &h, recs, len);
-                while (sent < limit && spw_rec_next(&it, &rv) == 1) {
+                while (sent < limit && (rr = spw_rec_next(&it, &rv)) == 1) {
                     if (rv.offset < next)
                         continue;
                     outf(&out, "{\"partition\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64
@@ -775,14 +772,43 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
                     sent++;
                 }
             }
+            if (rr < 0) {
+                /* A batch whose CRC held but whose records do not decode:
+                 * never skip records silently. Answer what came before it;
+                 * the next read starts at the damage and reports it. */
+                n = rr;
+                bad_next = spw_batch_next_offset(&h);
+                if (sent == 0)
+                    goto damaged;
+                goto done;
+            }
             pos += h.length;
         }
         if (out.len > (8u << 20))
             break;
     }
+done:;
     char h[96];
     snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
     spw_http_respond(req, status, h, "application/x-ndjson", out.p, out.len);
+    spw_buf_fini(&out);
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    goto out;
+damaged:
+    /* Nothing readable at next: say where reading can resume (past the
+     * damaged range) so a reader is never stuck and never misled. */
+    if (n == SPW_ECORRUPT && bad_next > next) {
+        char hn[96];
+        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
+        spw_http_error(req, 500, "damaged", hn,
+                       "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
+                       "at offset %" PRIu64,
+                       next, bad_next - 1, bad_next);
+    } else {
+        spw_http_error(req, 500, n == SPW_ECORRUPT ? "damaged" : "read_failed", NULL, "reading offset %" PRIu64 ": %s",
+                       next, spw_strerror(n));
+    }
     spw_buf_fini(&out);
     spw_buf_fini(&data);
     spw_buf_fini(&scratch);

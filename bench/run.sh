@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Benchmarks. With no argument, lists them; `bench/run.sh NAME [options]`
+# installs what is missing (scripts/deps.sh), builds (build/, release with
+# debug info, as scripts/test.sh) and runs one. Works from any directory.
+#
+#   bench/run.sh log [--seconds S] [--dir DIR] [spw_log_bench options]
+#       the durable partition log (src/log) against this machine's raw
+#       write+fdatasync limits; see bench/log_bench.c. Data goes to a fresh
+#       directory under DIR (default $TMPDIR or /var/tmp, on a real disk —
+#       not tmpfs), removed at the end.
+#
+# SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+list() {
+  cat <<'TXT'
+benchmarks (bench/run.sh NAME [options]):
+  log    durable partition log: raw disk limits, then threads {1,4,16} x records
+         per append {1,100,1000} x ack {none,written,fsync}; options:
+         --seconds S (default 3), --dir DIR, --partitions N, --threads, --batches,
+         --acks (bench/run.sh log --help)
+TXT
+}
+
+if [ $# -eq 0 ]; then
+  list
+  exit 0
+fi
+
+name=$1
+shift
+case "$name" in
+  log) target=spw_log_bench ;;
+  -h|--help|help|list) list; exit 0 ;;
+  *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
+esac
+
+build="${SPW_BUILD_DIR:-$root/build}"
+"$root/scripts/deps.sh"
+echo "== build ($build, RelWithDebInfo, target $target)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target "$target" >/dev/null
+
+echo "== $name benchmark"
+exec "$build/$target" "$@"
