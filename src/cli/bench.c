@@ -1,17 +1,27 @@
 /*
  * `spillway bench`: a load generator for a running server (SPEC §7).
  *
- * C client threads, one keep-alive connection each, send N events of B-byte
- * values over K keys, `--batch` events per request (NDJSON), and wait for
- * each answer before the next request (closed loop), or, with --rate R, send
- * on a fixed schedule of R events/s in total (open loop). Latency is
- * measured per request from its *scheduled* send time, so a stalled server
- * is not hidden by the client slowing down with it (coordinated omission).
- * Every request's latency is kept (one u32 per request, bounded by
- * --events), so the percentiles are exact.
+ * C client threads send N events of B-byte values over K keys, `--batch`
+ * events per request, and wait for each answer before the next request
+ * (closed loop), or, with --rate R, send on a fixed schedule of R events/s
+ * in total (open loop). Latency is measured per request from its
+ * *scheduled* send time, so a stalled server is not hidden by the client
+ * slowing down with it (coordinated omission). Every request's latency is
+ * kept (one u32 per request, bounded by --events), so the percentiles are
+ * exact.
  *
- * Protocols: http. The binary protocol (SPEC §4) is not part of the server
- * yet; asking for it is a usage error that says so.
+ * Protocols:
+ *  - http: one keep-alive connection per client, `--batch` events per
+ *    NDJSON POST; an event is about B bytes of JSON in all.
+ *  - bin: the binary protocol (docs/protocol.md) through the C client
+ *    library (include/spillway.h): one spw_producer (one connection and its
+ *    I/O thread) per client. A request is `--batch` records handed to
+ *    spw_producer_send, then spw_producer_flush: the producer's batch_bytes
+ *    is sized so that they travel as one PRODUCE frame (split only past the
+ *    server's 16 MiB frame limit). A record is a 16-byte key and a JSON
+ *    object value of exactly B bytes (when B >= 40). The request's latency
+ *    ends at the delivery callback of its last record. The binary protocol
+ *    has no stream creation, so the stream is created over HTTP (--http).
  */
 #include "cli/bench.h"
 
@@ -26,6 +36,7 @@
 #include <unistd.h>
 
 #include "cli/httpc.h"
+#include "spillway.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/id.h"
@@ -33,6 +44,9 @@
 typedef struct bench_cfg {
     char host[256];
     char port[16];
+    char http_host[256]; /* where the stream is created (bin: --http) */
+    char http_port[16];
+    int bin; /* --protocol bin */
     char stream[129];
     char ack[16];
     uint64_t events;
@@ -52,6 +66,11 @@ typedef struct client {
     uint64_t accepted;
     uint64_t errors;
     char last_error[512];
+    /* bin: the request in flight, advanced by the delivery callback (on
+     * the producer's I/O thread; read after spw_producer_flush returns,
+     * which synchronizes through the producer's mutex). */
+    uint32_t req_n, req_done;
+    uint64_t req_end_ns;
 } client;
 
 /* The NDJSON body of one request: events [first, first + n) of client id. */
