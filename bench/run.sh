@@ -3,6 +3,10 @@
 # installs what is missing (scripts/deps.sh), builds (build/, release with
 # debug info, as scripts/test.sh) and runs one. Works from any directory.
 #
+#   bench/run.sh peers [bench/peers.sh options]
+#       Spillway (binary protocol, HTTP NDJSON, single-event HTTP) against
+#       Redis Streams XADD with appendonly, in one run; see bench/peers.sh.
+#
 #   bench/run.sh log [--seconds S] [--dir DIR] [spw_log_bench options]
 #       the durable partition log (src/log) against this machine's raw
 #       write+fdatasync limits; see bench/log_bench.c. Data goes to a fresh
@@ -20,6 +24,9 @@ benchmarks (bench/run.sh NAME [options]):
          per append {1,100,1000} x ack {none,written,fsync}; options:
          --seconds S (default 3), --dir DIR, --partitions N, --threads, --batches,
          --acks (bench/run.sh log --help)
+  peers  the server at ack=fsync (binary, HTTP NDJSON, single-event HTTP) beside
+         Redis Streams XADD (appendfsync always / everysec, -P 64 and -P 1);
+         options: --events N, --single-events N, --clients C, --partitions P
 TXT
 }
 
@@ -32,6 +39,7 @@ name=$1
 shift
 case "$name" in
   log) target=spw_log_bench ;;
+  peers) exec "$root/bench/peers.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

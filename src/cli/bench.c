@@ -40,6 +40,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/id.h"
+#include "net/frame.h"
 
 typedef struct bench_cfg {
     char host[256];
@@ -54,6 +55,7 @@ typedef struct bench_cfg {
     uint32_t keys;
     uint32_t clients;
     uint32_t batch;
+    uint32_t partitions; /* for a stream bench creates; 0 = the server's default */
     double rate; /* events/s in total; 0 = as fast as answers come */
 } bench_cfg;
 
@@ -195,11 +197,11 @@ static void *bin_client_main(void *arg)
     client *cl = arg;
     const bench_cfg *c = cl->cfg;
     /* The value: a JSON object of exactly size bytes (when size allows):
-     * {"c":ID,"s":SEQ,"v":"xxx..."}, SEQ printed in a fixed width. */
+     * {"c":"ID","s":"SEQ","v":"xxx..."}, SEQ in a fixed width. */
     size_t cap = (size_t)c->size + 64;
     char *val = spw_xmalloc(cap);
-    int pre = snprintf(val, cap, "{\"c\":%4u,\"s\":%010u,\"v\":\"", cl->id % 10000, 0u);
-    size_t seq_at = 11; /* where the 10 digits of SEQ start */
+    int pre = snprintf(val, cap, "{\"c\":\"%04u\",\"s\":\"%010u\",\"v\":\"", cl->id % 10000, 0u);
+    size_t seq_at = (size_t)(strstr(val, "\"s\":\"") - val) + 5; /* SEQ's 10 digits */
     size_t vlen = (size_t)pre + 2 > c->size ? (size_t)pre + 2 : c->size;
     memset(val + pre, 'x', vlen - 2 - (size_t)pre);
     memcpy(val + vlen - 2, "\"}", 2);
@@ -295,7 +297,7 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
                           size_t outcap)
 {
     spw_httpc h;
-    spw_httpc_init(&h, c->host, c->port);
+    spw_httpc_init(&h, c->http_host, c->http_port);
     spw_httpc_resp r;
     int st = spw_httpc_request(&h, method, path, "application/json", "Connection: close\r\n", json,
                                json ? strlen(json) : 0, 10000, &r);
@@ -306,23 +308,50 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
 
 static void bench_help(FILE *f)
 {
-    fputs("usage: spillway bench [--server HOST:PORT] [--protocol http] [--stream S] [--events N]\n"
-          "                      [--size B] [--keys K] [--clients C] [--batch N] [--ack L] [--rate R]\n"
+    fputs("usage: spillway bench [--server HOST:PORT] [--protocol http|bin] [--http HOST:PORT] [--stream S]\n"
+          "                      [--events N] [--size B] [--keys K] [--clients C] [--batch N] [--ack L]\n"
+          "                      [--rate R]\n"
           "Creates the stream if missing (key /k), sends N events of about B bytes each over K keys\n"
-          "from C keep-alive connections, N per request (--batch, NDJSON), each connection waiting\n"
-          "for an answer before its next request, or at most R events/s in total (--rate).\n"
+          "from C clients, --batch events per request, each client waiting for an answer before\n"
+          "its next request, or at most R events/s in total (--rate).\n"
           "Prints throughput and request latency p50/p99/p999/max, then a BENCH line.\n\n"
-          "  --server HOST:PORT   default 127.0.0.1:7700\n"
-          "  --protocol http      http (the binary protocol is not in the server yet)\n"
+          "  --protocol http|bin  http (default): C keep-alive connections, one NDJSON POST of\n"
+          "                       --batch events per request, B bytes per event JSON included.\n"
+          "                       bin: the binary protocol through the C client library, one\n"
+          "                       producer (connection + I/O thread) per client, one PRODUCE\n"
+          "                       frame of --batch records per request, each a 16-byte key and a\n"
+          "                       B-byte JSON object value; latency ends at the delivery callback.\n"
+          "  --server HOST:PORT   where events go: default 127.0.0.1:7700 (http),\n"
+          "                       127.0.0.1:7701 (bin)\n"
+          "  --http HOST:PORT     bin only: the server's HTTP address, used to create the stream\n"
+          "                       (the binary protocol cannot); default 127.0.0.1:7700\n"
           "  --stream S           default bench\n"
+          "  --partitions P       partitions of the stream if bench creates it (default: the\n"
+          "                       server's, 4)\n"
           "  --events N           default 100000\n"
-          "  --size B             bytes per event, JSON included (default 100)\n"
+          "  --size B             bytes per event value (default 100)\n"
           "  --keys K             distinct keys (default 1000)\n"
-          "  --clients C          connections, one thread each (default 8, at most 1024)\n"
+          "  --clients C          clients, one thread each (default 8, at most 1024)\n"
           "  --batch N            events per request (default 100)\n"
           "  --ack L              none|written|fsync (default fsync)\n"
           "  --rate R             events/s in total (default: unlimited)\n",
           f);
+}
+
+/* "HOST:PORT" into host and port; -1 if it is not that. */
+static int parse_hostport(const char *v, char *host, size_t hcap, char *port, size_t pcap)
+{
+    const char *colon = strrchr(v, ':');
+    char *end;
+    if (!colon || colon == v || (size_t)(colon - v) >= hcap || strlen(colon + 1) >= pcap || !colon[1])
+        return -1;
+    errno = 0;
+    unsigned long u = strtoul(colon + 1, &end, 10);
+    if (errno || *end || colon[1] == '-' || u < 1 || u > 65535)
+        return -1;
+    snprintf(host, hcap, "%.*s", (int)(colon - v), v);
+    snprintf(port, pcap, "%s", colon + 1);
+    return 0;
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -338,8 +367,10 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 
 int spw_cmd_bench(int argc, char **argv)
 {
-    bench_cfg c = {.host = "127.0.0.1", .port = "7700", .stream = "bench", .ack = "fsync", .events = 100000,
-                   .size = 100, .keys = 1000, .clients = 8, .batch = 100};
+    bench_cfg c = {.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
+                   .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
+                   .batch = 100};
+    int server_set = 0, http_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -355,17 +386,24 @@ int spw_cmd_bench(int argc, char **argv)
         i++;
         uint64_t u;
         if (strcmp(a, "--server") == 0) {
-            const char *colon = strrchr(v, ':');
-            if (!colon || colon == v || (size_t)(colon - v) >= sizeof c.host || strlen(colon + 1) >= sizeof c.port ||
-                parse_u64(colon + 1, 1, 65535, &u)) {
+            if (parse_hostport(v, c.host, sizeof c.host, c.port, sizeof c.port)) {
                 fprintf(stderr, "spillway bench: --server takes HOST:PORT, not '%s'\n", v);
                 return 2;
             }
-            snprintf(c.host, sizeof c.host, "%.*s", (int)(colon - v), v);
-            snprintf(c.port, sizeof c.port, "%s", colon + 1);
+            server_set = 1;
+        } else if (strcmp(a, "--http") == 0) {
+            if (parse_hostport(v, c.http_host, sizeof c.http_host, c.http_port, sizeof c.http_port)) {
+                fprintf(stderr, "spillway bench: --http takes HOST:PORT, not '%s'\n", v);
+                return 2;
+            }
+            http_set = 1;
         } else if (strcmp(a, "--protocol") == 0) {
-            if (strcmp(v, "http") != 0) {
-                fprintf(stderr, "spillway bench: protocol '%s' is not available: this server speaks http only\n", v);
+            if (strcmp(v, "http") == 0) {
+                c.bin = 0;
+            } else if (strcmp(v, "bin") == 0) {
+                c.bin = 1;
+            } else {
+                fprintf(stderr, "spillway bench: --protocol takes http or bin, not '%s'\n", v);
                 return 2;
             }
         } else if (strcmp(a, "--stream") == 0) {
@@ -389,6 +427,8 @@ int spw_cmd_bench(int argc, char **argv)
             c.keys = (uint32_t)u;
         } else if (strcmp(a, "--clients") == 0 && !parse_u64(v, 1, 1024, &u)) {
             c.clients = (uint32_t)u;
+        } else if (strcmp(a, "--partitions") == 0 && !parse_u64(v, 1, 4096, &u)) {
+            c.partitions = (uint32_t)u;
         } else if (strcmp(a, "--batch") == 0 && !parse_u64(v, 1, 100000, &u)) {
             c.batch = (uint32_t)u;
         } else if (strcmp(a, "--rate") == 0 && !parse_u64(v, 1, 1000000000, &u)) {
@@ -401,17 +441,52 @@ int spw_cmd_bench(int argc, char **argv)
     }
     if (c.clients > c.events)
         c.clients = (uint32_t)c.events;
+    if (!c.bin && http_set) {
+        fprintf(stderr, "spillway bench: --http is for --protocol bin (http uses --server)\n");
+        return 2;
+    }
+    if (c.bin && !server_set)
+        snprintf(c.port, sizeof c.port, "7701");
+    if (!c.bin) {
+        memcpy(c.http_host, c.host, sizeof c.host);
+        memcpy(c.http_port, c.port, sizeof c.port);
+    }
 
     char out[1024], path[256];
     snprintf(path, sizeof path, "/v1/streams/%s", c.stream);
-    int st = simple_request(&c, "PUT", path, "{\"key\":\"/k\"}", out, sizeof out);
+    char create[64] = "{\"key\":\"/k\"}";
+    if (c.partitions)
+        snprintf(create, sizeof create, "{\"key\":\"/k\",\"partitions\":%u}", c.partitions);
+    int st = simple_request(&c, "PUT", path, create, out, sizeof out);
     if (st < 0) {
-        fprintf(stderr, "spillway bench: cannot reach %s:%s\n", c.host, c.port);
+        fprintf(stderr, "spillway bench: cannot reach %s:%s%s\n", c.http_host, c.http_port,
+                c.bin ? " (HTTP, to create the stream: --http)" : "");
         return 1;
     }
     if (st != 200 && st != 201 && st != 409) {
         fprintf(stderr, "spillway bench: creating stream %s: HTTP %d %s\n", c.stream, st, out);
         return 1;
+    }
+
+    if (c.bin) {
+        /* Fail fast when the binary listener is not there (the producers
+         * would retry until their delivery timeout), and check that the
+         * server behind --server knows the stream created over --http. */
+        char server[300];
+        snprintf(server, sizeof server, "%s:%s", c.host, c.port);
+        spw_client *mc = NULL;
+        spw_metadata *md = NULL;
+        int r = spw_client_connect(server, 10000, &mc);
+        if (!r)
+            r = spw_client_metadata(mc, c.stream, &md);
+        if (r) {
+            fprintf(stderr, "spillway bench: binary protocol at %s: %s%s%s\n", server, spw_errstr(r),
+                    mc && spw_client_last_error(mc)[0] ? ": " : "", mc ? spw_client_last_error(mc) : "");
+            spw_client_close(mc);
+            return 1;
+        }
+        spw_metadata_free(md);
+        spw_client_close(mc);
     }
 
     client *cls = spw_xcalloc(c.clients, sizeof *cls);
@@ -422,14 +497,14 @@ int spw_cmd_bench(int argc, char **argv)
         cls[i].events = c.events / c.clients + (i < c.events % c.clients);
         cls[i].lat_us = spw_xmalloc((cls[i].events / c.batch + 2) * sizeof(uint32_t));
     }
-    printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s:%s stream %s, %u client(s), %u per "
+    printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s%s:%s stream %s, %u client(s), %u per "
            "request, ack=%s%s\n",
-           c.events, c.size, c.keys, c.host, c.port, c.stream, c.clients, c.batch, c.ack,
+           c.events, c.size, c.keys, c.bin ? "bin://" : "", c.host, c.port, c.stream, c.clients, c.batch, c.ack,
            c.rate > 0 ? ", rate-limited" : "");
     fflush(stdout);
     uint64_t t0 = now_ns();
     for (uint32_t i = 0; i < c.clients; i++)
-        if (pthread_create(&th[i], NULL, client_main, &cls[i]) != 0) {
+        if (pthread_create(&th[i], NULL, c.bin ? bin_client_main : client_main, &cls[i]) != 0) {
             fprintf(stderr, "spillway bench: cannot start thread %u\n", i);
             return 1;
         }
@@ -459,9 +534,9 @@ int spw_cmd_bench(int argc, char **argv)
            pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
     if (last_error)
         printf("last error: %s\n", last_error);
-    printf("BENCH bench protocol=http ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
+    printf("BENCH bench protocol=%s ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
            "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 "\n",
-           c.ack, c.events, c.batch, c.clients, eps, pct(all, n_lat, 0.5), pct(all, n_lat, 0.99),
+           c.bin ? "bin" : "http", c.ack, c.events, c.batch, c.clients, eps, pct(all, n_lat, 0.5), pct(all, n_lat, 0.99),
            pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
     for (uint32_t i = 0; i < c.clients; i++)
         spw_free(cls[i].lat_us);

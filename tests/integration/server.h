@@ -23,7 +23,8 @@
 
 typedef struct srv {
     pid_t pid;
-    int port;
+    int port;    /* HTTP */
+    int binport; /* binary protocol, 0 if off */
     char data[4096];
 } srv;
 
@@ -64,7 +65,9 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
     ssize_t n = read(pfd[0], buf, sizeof buf - 1);
     close(pfd[0]);
     CHECK(n > 0);
-    s->port = atoi(buf);
+    /* "HTTPPORT BINPORT\n" (BINPORT 0 when the binary listener is off). */
+    s->binport = 0;
+    CHECK(sscanf(buf, "%d %d", &s->port, &s->binport) >= 1);
     CHECK(s->port > 0);
 }
 

@@ -31,43 +31,18 @@ typedef struct bsrv {
     int binport;
 } bsrv;
 
-/* Starts the server with both listeners; learns both ports from
- * --ready-fd's "HTTPPORT BINPORT" line. extra: NULL-terminated flags. */
+/* Starts the server with both listeners (two I/O threads). extra:
+ * NULL-terminated flags. */
 static void bsrv_start(bsrv *b, const char *data, const char *const *extra)
 {
-    int pfd[2];
-    CHECK(pipe(pfd) == 0);
-    snprintf(b->s.data, sizeof b->s.data, "%s", data);
-    b->s.pid = fork();
-    CHECK(b->s.pid >= 0);
-    if (b->s.pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(pfd[0]);
-        if (pfd[1] != 3) {
-            dup2(pfd[1], 3);
-            close(pfd[1]);
-        }
-        const char *argv[64] = {BIN,          "serve", "--data",       data, "--listen", "127.0.0.1:0",
-                                "--listen-bin", "127.0.0.1:0", "--ready-fd", "3", "--io-threads", "2"};
-        int n = 12;
-        for (int i = 0; extra && extra[i] && n < 62; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-        int devnull = open("/dev/null", O_WRONLY);
-        if (!getenv("SPW_TEST_VERBOSE"))
-            dup2(devnull, 2);
-        execv(BIN, (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    char buf[64] = {0};
-    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
-    CHECK(poll(&p, 1, 20000) == 1);
-    ssize_t n = read(pfd[0], buf, sizeof buf - 1);
-    close(pfd[0]);
-    CHECK(n > 0);
-    CHECK(sscanf(buf, "%d %d", &b->s.port, &b->binport) == 2);
-    CHECK(b->s.port > 0 && b->binport > 0);
+    const char *args[64] = {"--io-threads", "2"};
+    int n = 2;
+    for (int i = 0; extra && extra[i] && n < 63; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    srv_start(&b->s, BIN, data, args);
+    b->binport = b->s.binport;
+    CHECK(b->binport > 0);
 }
 
 /* ---- raw frames ---- */
