@@ -26,12 +26,15 @@
 #include "cli/bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,73 +103,237 @@ static void sleep_until(uint64_t t_ns)
     }
 }
 
-static void *client_main(void *arg)
+/*
+ * HTTP: each worker thread drives its share of the connections with epoll,
+ * as redis-benchmark does, so the load generator spends its CPU on requests
+ * rather than on one blocked thread per connection. A connection is a small
+ * state machine: due (waiting for its scheduled time) → sending → awaiting
+ * the answer → due again.
+ */
+typedef struct hconn {
+    client *cl;
+    spw_httpc h;
+    spw_buf req;
+    size_t req_off;  /* bytes of req sent */
+    uint32_t req_n;  /* events in the request in flight; 0 = none */
+    uint64_t sent;   /* events of this client sent so far (scheduled) */
+    uint64_t due_ns; /* when the next request is scheduled */
+    uint64_t t0_ns;
+    int reconnects;
+    int done;
+} hconn;
+
+typedef struct hworker {
+    const bench_cfg *cfg;
+    client *cls;
+    uint32_t first, n; /* clients [first, first + n) */
+} hworker;
+
+static int set_nonblock(int fd, int on)
 {
-    client *cl = arg;
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* Builds the next request of hc into hc->req. */
+static void hconn_build(hconn *hc, spw_buf *body, const char *pad)
+{
+    client *cl = hc->cl;
     const bench_cfg *c = cl->cfg;
+    uint32_t n = (uint32_t)(cl->events - hc->sent < c->batch ? cl->events - hc->sent : c->batch);
+    build_body(body, c, cl->id, hc->sent, n, pad);
+    if (spw_buf_reserve(&hc->req, body->len + 512))
+        abort();
+    char target[256];
+    snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
+    int hn = spw_httpc_head(&hc->h, (char *)hc->req.p, 512, "POST", target, "application/x-ndjson", NULL, body->len);
+    if (hn < 0)
+        abort(); /* the target is bounded by the stream name's 128 bytes */
+    memcpy(hc->req.p + hn, body->p, body->len);
+    hc->req.len = (size_t)hn + body->len;
+    hc->req_off = 0;
+    hc->req_n = n;
+}
+
+/* The request in flight failed on the connection: count it, reconnect
+ * (blocking, bounded), and go on with the next one. */
+static void hconn_fail(hconn *hc, int ep)
+{
+    client *cl = hc->cl;
+    const bench_cfg *c = cl->cfg;
+    cl->errors += hc->req_n;
+    snprintf(cl->last_error, sizeof cl->last_error, "connection to %.200s:%s failed: %s", c->host, c->port,
+             strerror(errno));
+    hc->sent += hc->req_n;
+    hc->req_n = 0;
+    if (hc->h.fd >= 0)
+        epoll_ctl(ep, EPOLL_CTL_DEL, hc->h.fd, NULL);
+    hc->h.in.len = hc->h.consumed = 0;
+    if (++hc->reconnects > 10 || spw_httpc_connect(&hc->h, 1000) < 0) {
+        hc->done = 1;
+        return;
+    }
+    set_nonblock(hc->h.fd, 1);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = hc};
+    epoll_ctl(ep, EPOLL_CTL_ADD, hc->h.fd, &ev);
+}
+
+/* Sends what it can of the request in flight. */
+static void hconn_send(hconn *hc, int ep)
+{
+    while (hc->req_off < hc->req.len) {
+        ssize_t w = send(hc->h.fd, hc->req.p + hc->req_off, hc->req.len - hc->req_off, MSG_NOSIGNAL);
+        if (w > 0) {
+            hc->req_off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        hconn_fail(hc, ep);
+        return;
+    }
+}
+
+/* Reads and handles the answer of the request in flight. */
+static void hconn_recv(hconn *hc, int ep)
+{
+    client *cl = hc->cl;
+    const bench_cfg *c = cl->cfg;
+    int eof = 0;
+    for (int rounds = 0; rounds < 1 << 16 && hc->req_n; rounds++) {
+        spw_httpc_resp resp;
+        int st = spw_httpc_parse(&hc->h, eof, &resp);
+        if (st > 0) {
+            uint64_t us = (now_ns() - hc->due_ns) / 1000;
+            cl->lat_us[cl->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            if (st == 202) {
+                cl->accepted += hc->req_n;
+            } else {
+                cl->errors += hc->req_n;
+                snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", st,
+                         (int)(resp.body_len > 200 ? 200 : resp.body_len), resp.body);
+            }
+            hc->sent += hc->req_n;
+            hc->req_n = 0;
+            hc->due_ns = c->rate > 0 ? hc->t0_ns + (uint64_t)(1e9 * c->clients / c->rate * (double)hc->sent) : now_ns();
+            if (resp.close && hc->sent < cl->events) {
+                errno = ECONNRESET;
+                hc->req_n = 0;
+                hconn_fail(hc, ep);
+            }
+            return;
+        }
+        if (st < 0) {
+            hconn_fail(hc, ep);
+            return;
+        }
+        ssize_t n = recv(hc->h.fd, hc->h.in.p + hc->h.in.len, hc->h.in.cap - hc->h.in.len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0) {
+            hconn_fail(hc, ep);
+            return;
+        }
+        if (n == 0)
+            eof = 1;
+        hc->h.in.len += (size_t)n;
+    }
+}
+
+static void *http_worker_main(void *arg)
+{
+    hworker *w = arg;
+    const bench_cfg *c = w->cfg;
     /* The value: size bytes in total per event, JSON framing included. */
     size_t frame = 50; /* {"k":"key-00000000000","c":N,"seq":N,"v":""} roughly */
     size_t padn = c->size > frame ? c->size - frame : 1;
     char *pad = spw_xmalloc(padn + 1);
     memset(pad, 'x', padn);
     pad[padn] = 0;
-    spw_buf body = SPW_BUF_INIT, req = SPW_BUF_INIT;
-    spw_httpc h;
-    spw_httpc_init(&h, c->host, c->port);
-    if (spw_buf_reserve(&h.in, 1 << 16))
+    spw_buf body = SPW_BUF_INIT;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
         abort();
-    spw_httpc_connect(&h, 0);
-    uint64_t sent = 0, t0 = now_ns();
-    double ns_per_event = c->rate > 0 ? 1e9 * c->clients / c->rate : 0;
-    int reconnects = 0;
-    while (sent < cl->events) {
-        uint32_t n = (uint32_t)(cl->events - sent < c->batch ? cl->events - sent : c->batch);
-        uint64_t scheduled = now_ns();
-        if (ns_per_event > 0) {
-            scheduled = t0 + (uint64_t)(ns_per_event * (double)sent);
-            sleep_until(scheduled);
-        }
-        build_body(&body, c, cl->id, sent, n, pad);
-        req.len = 0;
-        if (spw_buf_reserve(&req, body.len + 512))
-            abort();
-        char target[256];
-        snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
-        int hn = spw_httpc_head(&h, (char *)req.p, 512, "POST", target, "application/x-ndjson", NULL, body.len);
-        if (hn < 0)
-            abort(); /* the target is bounded by the stream name's 128 bytes */
-        req.len = (size_t)hn;
-        memcpy(req.p + req.len, body.p, body.len);
-        req.len += body.len;
-        spw_httpc_resp resp;
-        int st = h.fd < 0 ? -1 : spw_httpc_send(&h, req.p, req.len);
-        if (st == 0)
-            st = spw_httpc_read(&h, &resp);
-        if (st < 0) {
-            /* Connection lost: count the request as failed, reconnect (bounded). */
-            cl->errors += n;
-            snprintf(cl->last_error, sizeof cl->last_error, "connection to %.200s:%s failed: %s", c->host, c->port,
-                     strerror(errno));
-            if (++reconnects > 10)
-                break;
-            spw_httpc_connect(&h, 1000);
-            sent += n;
-            continue;
-        }
-        uint64_t us = (now_ns() - scheduled) / 1000;
-        cl->lat_us[cl->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-        if (st == 202) {
-            cl->accepted += n;
+    hconn *hcs = spw_xcalloc(w->n, sizeof *hcs);
+    uint64_t t0 = now_ns();
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < w->n; i++) {
+        hconn *hc = &hcs[i];
+        hc->cl = &w->cls[w->first + i];
+        hc->t0_ns = hc->due_ns = t0;
+        spw_httpc_init(&hc->h, c->host, c->port);
+        if (spw_httpc_connect(&hc->h, 0) < 0) {
+            hc->req_n = 0;
+            hconn_fail(hc, ep);
         } else {
-            cl->errors += n;
-            snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", st,
-                     (int)(resp.body_len > 200 ? 200 : resp.body_len), resp.body);
+            set_nonblock(hc->h.fd, 1);
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = hc};
+            epoll_ctl(ep, EPOLL_CTL_ADD, hc->h.fd, &ev);
         }
-        sent += n;
+        hc->done = hc->done || hc->cl->events == 0;
+        live += !hc->done;
     }
-    spw_httpc_close(&h);
+    struct epoll_event evs[256];
+    uint64_t last_event = now_ns();
+    while (live) {
+        /* Start every request that is due; find the next due time. */
+        uint64_t now = now_ns(), next = UINT64_MAX;
+        live = 0;
+        for (uint32_t i = 0; i < w->n; i++) {
+            hconn *hc = &hcs[i];
+            if (!hc->done && !hc->req_n && hc->sent >= hc->cl->events)
+                hc->done = 1;
+            if (hc->done)
+                continue;
+            live++;
+            if (hc->req_n)
+                continue;
+            if (hc->due_ns <= now) {
+                hconn_build(hc, &body, pad);
+                hconn_send(hc, ep);
+            } else if (hc->due_ns < next) {
+                next = hc->due_ns;
+            }
+        }
+        if (!live)
+            break;
+        int timeout = next == UINT64_MAX ? 1000 : (int)((next - now) / 1000000 + 1);
+        int k = epoll_wait(ep, evs, 256, timeout);
+        if (k > 0) {
+            last_event = now_ns();
+        } else if (now_ns() - last_event > 60000000000ull) {
+            /* Nothing moved for 60 s: the server is stuck; give up on what is in flight. */
+            for (uint32_t i = 0; i < w->n; i++) {
+                hconn *hc = &hcs[i];
+                if (!hc->done && hc->req_n) {
+                    hc->cl->errors += hc->cl->events - hc->sent;
+                    snprintf(hc->cl->last_error, sizeof hc->cl->last_error, "no answer within 60 s");
+                }
+                hc->done = 1;
+            }
+            break;
+        }
+        for (int e = 0; e < k; e++) {
+            hconn *hc = evs[e].data.ptr;
+            if (hc->done || !hc->req_n)
+                continue;
+            if (evs[e].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+                hconn_send(hc, ep);
+            if (hc->req_n && hc->req_off == hc->req.len && (evs[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                hconn_recv(hc, ep);
+        }
+    }
+    for (uint32_t i = 0; i < w->n; i++) {
+        spw_httpc_close(&hcs[i].h);
+        spw_buf_fini(&hcs[i].req);
+    }
+    spw_free(hcs);
+    close(ep);
     spw_buf_fini(&body);
-    spw_buf_fini(&req);
     spw_free(pad);
     return NULL;
 }
@@ -502,14 +669,25 @@ int spw_cmd_bench(int argc, char **argv)
            c.events, c.size, c.keys, c.bin ? "bin://" : "", c.host, c.port, c.stream, c.clients, c.batch, c.ack,
            c.rate > 0 ? ", rate-limited" : "");
     fflush(stdout);
+    /* bin: a thread per client (each producer has its own I/O thread too);
+     * http: the connections shared out over one epoll worker per core. */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t nthreads = c.bin ? c.clients : (uint32_t)(ncpu < 1 ? 1 : ncpu > c.clients ? c.clients : ncpu);
+    hworker *ws = spw_xcalloc(nthreads, sizeof *ws);
+    for (uint32_t t = 0, at = 0; !c.bin && t < nthreads; t++) {
+        uint32_t n = c.clients / nthreads + (t < c.clients % nthreads);
+        ws[t] = (hworker){.cfg = &c, .cls = cls, .first = at, .n = n};
+        at += n;
+    }
     uint64_t t0 = now_ns();
-    for (uint32_t i = 0; i < c.clients; i++)
-        if (pthread_create(&th[i], NULL, c.bin ? bin_client_main : client_main, &cls[i]) != 0) {
+    for (uint32_t i = 0; i < nthreads; i++)
+        if (pthread_create(&th[i], NULL, c.bin ? bin_client_main : http_worker_main, c.bin ? (void *)&cls[i] : &ws[i])) {
             fprintf(stderr, "spillway bench: cannot start thread %u\n", i);
             return 1;
         }
-    for (uint32_t i = 0; i < c.clients; i++)
+    for (uint32_t i = 0; i < nthreads; i++)
         pthread_join(th[i], NULL);
+    spw_free(ws);
     double secs = (double)(now_ns() - t0) / 1e9;
 
     uint64_t n_lat = 0, accepted = 0, errors = 0;

@@ -226,92 +226,106 @@ static int dechunk(spw_buf *in, size_t at, size_t *blen, size_t *end)
     return -1;
 }
 
-int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r)
+/* Drops the last response read from the buffer. */
+static void drop_consumed(spw_httpc *c)
 {
-    spw_buf *in = &c->in;
     if (c->consumed) {
-        memmove(in->p, in->p + c->consumed, in->len - c->consumed);
-        in->len -= c->consumed;
+        memmove(c->in.p, c->in.p + c->consumed, c->in.len - c->consumed);
+        c->in.len -= c->consumed;
         c->consumed = 0;
     }
-    if (spw_buf_reserve(in, 4096))
-        return errno = ENOMEM, -1;
-    int eof = 0;
-    for (long rounds = 0; rounds < (1L << 20); rounds++) {
+}
+
+int spw_httpc_parse(spw_httpc *c, int eof, spw_httpc_resp *r)
+{
+    spw_buf *in = &c->in;
+    drop_consumed(c);
+    for (;;) {
         char *he = in->len ? memmem(in->p, in->len, "\r\n\r\n", 4) : NULL;
-        if (he) {
-            const char *b = (const char *)in->p;
-            size_t hl = (size_t)(he - b) + 4;
-            if (hl < 13 || strncmp(b, "HTTP/1.", 7) != 0 || b[8] != ' ' || b[9] < '1' || b[9] > '5')
+        if (!he)
+            break;
+        const char *b = (const char *)in->p;
+        size_t hl = (size_t)(he - b) + 4;
+        if (hl < 13 || strncmp(b, "HTTP/1.", 7) != 0 || b[8] != ' ' || b[9] < '1' || b[9] > '5')
+            return errno = EPROTO, -1;
+        int status = atoi(b + 9);
+        if (status < 200) {
+            /* 100 Continue and friends: skip, the real answer follows. */
+            memmove(in->p, in->p + hl, in->len - hl);
+            in->len -= hl;
+            continue;
+        }
+        size_t vl;
+        const char *v;
+        *r = (spw_httpc_resp){.status = status, .head = b, .head_len = hl - 2};
+        v = find_header(b, hl - 2, "Connection", &vl);
+        r->close = v && vl == 5 && strncasecmp(v, "close", 5) == 0;
+        int done = 0;
+        size_t end = 0;
+        v = find_header(b, hl - 2, "Transfer-Encoding", &vl);
+        if (status == 204 || status == 304) {
+            end = hl;
+            done = 1;
+        } else if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) {
+            int d = dechunk(in, hl, &r->body_len, &end);
+            if (d < 0)
                 return errno = EPROTO, -1;
-            int status = atoi(b + 9);
-            if (status < 200) {
-                /* 100 Continue and friends: skip, the real answer follows. */
-                memmove(in->p, in->p + hl, in->len - hl);
-                in->len -= hl;
-                continue;
-            }
-            size_t vl;
-            const char *v;
-            *r = (spw_httpc_resp){.status = status, .head = b, .head_len = hl - 2};
-            v = find_header(b, hl - 2, "Connection", &vl);
-            r->close = v && vl == 5 && strncasecmp(v, "close", 5) == 0;
-            int done = 0;
-            size_t end = 0;
-            v = find_header(b, hl - 2, "Transfer-Encoding", &vl);
-            if (status == 204 || status == 304) {
-                end = hl;
+            done = d;
+        } else if ((v = find_header(b, hl - 2, "Content-Length", &vl))) {
+            char num[24];
+            if (vl == 0 || vl >= sizeof num)
+                return errno = EPROTO, -1;
+            memcpy(num, v, vl);
+            num[vl] = 0;
+            char *e;
+            unsigned long long cl = strtoull(num, &e, 10);
+            if (*e || num[0] == '-' || cl > HTTPC_BODY_MAX)
+                return errno = EPROTO, -1;
+            r->body_len = (size_t)cl;
+            end = hl + (size_t)cl;
+            done = in->len >= end;
+            if (!done && spw_buf_reserve(in, end + 1))
+                return errno = ENOMEM, -1;
+        } else {
+            /* No framing: the body runs to the end of the connection. */
+            r->close = 1;
+            if (eof) {
+                r->body_len = in->len - hl;
+                end = in->len;
                 done = 1;
-            } else if (v && vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0) {
-                int d = dechunk(in, hl, &r->body_len, &end);
-                if (d < 0)
-                    return errno = EPROTO, -1;
-                done = d;
-            } else if ((v = find_header(b, hl - 2, "Content-Length", &vl))) {
-                char num[24];
-                if (vl == 0 || vl >= sizeof num)
-                    return errno = EPROTO, -1;
-                memcpy(num, v, vl);
-                num[vl] = 0;
-                char *e;
-                unsigned long long cl = strtoull(num, &e, 10);
-                if (*e || num[0] == '-' || cl > HTTPC_BODY_MAX)
-                    return errno = EPROTO, -1;
-                r->body_len = (size_t)cl;
-                end = hl + (size_t)cl;
-                done = in->len >= end;
-                if (!done && spw_buf_reserve(in, end + 1))
-                    return errno = ENOMEM, -1;
-            } else {
-                /* No framing: the body runs to the end of the connection. */
-                r->close = 1;
-                if (eof) {
-                    r->body_len = in->len - hl;
-                    end = in->len;
-                    done = 1;
-                }
-            }
-            if (done) {
-                r->head = (const char *)in->p;
-                r->body = (const char *)in->p + hl;
-                c->consumed = end;
-                return status;
             }
         }
-        if (eof)
-            return errno = ECONNRESET, -1;
-        if (in->len > HTTPC_BODY_MAX + 65536)
-            return errno = EMSGSIZE, -1;
-        if (in->cap - in->len < 4096 && spw_buf_reserve(in, in->cap * 2))
-            return errno = ENOMEM, -1;
-        ssize_t n = recv(c->fd, in->p + in->len, in->cap - in->len, 0);
+        if (!done)
+            break;
+        r->head = (const char *)in->p;
+        r->body = (const char *)in->p + hl;
+        c->consumed = end;
+        return status;
+    }
+    if (eof)
+        return errno = ECONNRESET, -1;
+    if (in->len > HTTPC_BODY_MAX + 65536)
+        return errno = EMSGSIZE, -1;
+    if (in->cap - in->len < 4096 && spw_buf_reserve(in, in->cap ? in->cap * 2 : 4096))
+        return errno = ENOMEM, -1;
+    return 0;
+}
+
+int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r)
+{
+    int eof = 0;
+    for (long rounds = 0; rounds < (1L << 20); rounds++) {
+        int st = spw_httpc_parse(c, eof, r);
+        if (st != 0)
+            return st;
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
         if (n == 0)
             eof = 1;
-        in->len += (size_t)n;
+        c->in.len += (size_t)n;
     }
     return errno = EPROTO, -1;
 }

@@ -66,6 +66,16 @@ int spw_httpc_send(spw_httpc *c, const void *p, size_t n);
 int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r);
 
 /*
+ * The same from the bytes already in c->in, for callers that do their own
+ * (non-blocking) reading: returns the status of a whole buffered response
+ * (r as above), 0 when more bytes are needed — c->in then has at least
+ * 4 KiB free past c->in.len to receive into — or -1 (errno EPROTO,
+ * EMSGSIZE, ENOMEM; ECONNRESET if eof and the response is incomplete).
+ * eof: the peer has closed the connection.
+ */
+int spw_httpc_parse(spw_httpc *c, int eof, spw_httpc_resp *r);
+
+/*
  * One request and its answer on the keep-alive connection, connecting
  * first if needed (waiting up to wait_ms for the server). If a kept-alive
  * connection turns out to be closed before any byte of the answer, it
