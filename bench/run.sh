@@ -13,6 +13,12 @@
 #       directory under DIR (default $TMPDIR or /var/tmp, on a real disk —
 #       not tmpfs), removed at the end.
 #
+#   bench/run.sh json [--events N] [--reps R]
+#       our strict JSON scanner (src/core/json.c) against jansson on the
+#       server's per-event job (validate, extract /device_id and /ts), on
+#       ~100 B, ~1 KiB and ~10 KiB events, valid and invalid; installs
+#       libjansson-dev for this benchmark only; see bench/json_bench.c.
+#
 # SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +33,9 @@ benchmarks (bench/run.sh NAME [options]):
   peers  the server at ack=fsync (binary, HTTP NDJSON, single-event HTTP) beside
          Redis Streams XADD (appendfsync always / everysec, -P 64 and -P 1);
          options: --events N, --single-events N, --clients C, --partitions P
+  json   JSON scanner (spw_json_scan) against jansson (json_loadb + json_object_get)
+         on ~100 B / ~1 KiB / ~10 KiB events, valid and invalid; options:
+         --events N (default 100000), --reps R (default 5, median reported)
 TXT
 }
 
@@ -39,13 +48,14 @@ name=$1
 shift
 case "$name" in
   log) target=spw_log_bench ;;
+  json) target=spw_json_bench; extra_deps=(libjansson-dev) ;;
   peers) exec "$root/bench/peers.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac
 
 build="${SPW_BUILD_DIR:-$root/build}"
-"$root/scripts/deps.sh"
+"$root/scripts/deps.sh" ${extra_deps[@]+"${extra_deps[@]}"}
 echo "== build ($build, RelWithDebInfo, target $target)"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target "$target" >/dev/null
