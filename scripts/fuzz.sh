@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
-scripts/deps.sh clang
+# libFuzzer and the sanitizer runtimes are only "Recommends" of clang in Debian.
+scripts/deps.sh clang libclang-rt-14-dev
 jobs=$(nproc 2>/dev/null || echo 2)
 out=build-fuzz
 
