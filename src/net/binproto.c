@@ -15,6 +15,7 @@
  * past either the loop stops reading that socket.
  */
 #include "net/binproto.h"
+#include "net/loop.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,7 +38,6 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/frame.h"
-#include "net/http.h"
 
 #define READ_CHUNK (64u << 10)
 #define TICK_MS 100
@@ -46,12 +45,6 @@
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000
-
-typedef struct bpost {
-    struct bpost *next;
-    void (*fn)(void *);
-    void *arg;
-} bpost;
 
 typedef struct bloop bloop;
 
@@ -71,10 +64,7 @@ typedef struct bconn {
 
 struct bloop {
     spw_bin_server *srv;
-    int epfd, lfd, efd;
-    pthread_t th;
-    pthread_mutex_t post_mu;
-    bpost *post_head, *post_tail;
+    spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */
     bconn *conns;
     bconn *zombies;
     int stopping;
@@ -104,42 +94,9 @@ static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
 
 static void loop_post(bloop *l, void (*fn)(void *), void *arg)
 {
-    bpost *p = spw_xmalloc(sizeof *p);
-    p->next = NULL;
-    p->fn = fn;
-    p->arg = arg;
-    pthread_mutex_lock(&l->post_mu);
-    int was_empty = l->post_head == NULL;
-    if (l->post_tail)
-        l->post_tail->next = p;
-    else
-        l->post_head = p;
-    l->post_tail = p;
-    pthread_mutex_unlock(&l->post_mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(l->efd, &one, sizeof one) < 0) {
-            /* the counter cannot overflow: one write per empty → non-empty */
-        }
-    }
+    spw__loop_post(&l->b, fn, arg);
 }
 
-static void run_posts(bloop *l)
-{
-    uint64_t v;
-    if (read(l->efd, &v, sizeof v) < 0 && errno != EAGAIN)
-        return;
-    pthread_mutex_lock(&l->post_mu);
-    bpost *p = l->post_head;
-    l->post_head = l->post_tail = NULL;
-    pthread_mutex_unlock(&l->post_mu);
-    while (p) {
-        bpost *n = p->next;
-        p->fn(p->arg);
-        spw_free(p);
-        p = n;
-    }
-}
 
 /* ---- connections ---- */
 
@@ -148,7 +105,7 @@ static void set_events(bconn *c)
     struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
                                        (c->rdhup ? 0 : EPOLLRDHUP),
                              .data.ptr = c};
-    epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static void conn_close(bconn *c)
@@ -156,7 +113,7 @@ static void conn_close(bconn *c)
     if (c->closed)
         return;
     c->closed = 1;
-    epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     atomic_fetch_sub(&c->loop->srv->nconns, 1);
     if (c->prev)
@@ -814,7 +771,7 @@ static void accept_all(bloop *l)
 {
     spw_bin_server *srv = l->srv;
     for (;;) {
-        int fd = accept4(l->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->b.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
@@ -835,7 +792,7 @@ static void accept_all(bloop *l)
         l->conns = c;
         atomic_fetch_add(&srv->st_total, 1);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+        epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
     }
 }
 
@@ -861,16 +818,16 @@ static void *loop_main(void *arg)
     struct epoll_event evs[256];
     uint64_t next_tick = now_ms() + TICK_MS;
     for (;;) {
-        int n = epoll_wait(l->epfd, evs, 256, TICK_MS);
+        int n = epoll_wait(l->b.epfd, evs, 256, TICK_MS);
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
-            if (ptr == &l->lfd) {
+            if (ptr == &l->b.lfd) {
                 if (!l->stopping)
                     accept_all(l);
                 continue;
             }
-            if (ptr == &l->efd) {
-                run_posts(l);
+            if (ptr == &l->b.efd) {
+                spw__loop_run_posts(&l->b);
                 continue;
             }
             bconn *c = ptr;
@@ -929,39 +886,20 @@ int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
     for (uint32_t i = 0; i < s->cfg.threads; i++) {
         bloop *l = &s->loops[i];
         l->srv = s;
-        l->lfd = l->epfd = l->efd = -1;
-        if ((r = spw__net_listen(&sa)) < 0)
+        /* The first socket picks the port (":0"); the others bind the same. */
+        if ((r = spw__loop_base_open(&l->b, &sa)) < 0)
             goto fail;
-        l->lfd = r;
-        if (i == 0) {
-            socklen_t sl = sizeof sa;
-            getsockname(l->lfd, (struct sockaddr *)&sa, &sl);
+        if (i == 0)
             s->port = ntohs(sa.sin_port);
-        }
-        l->epfd = epoll_create1(EPOLL_CLOEXEC);
-        l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        pthread_mutex_init(&l->post_mu, NULL);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->lfd};
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &ev);
-        ev.data.ptr = &l->efd;
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->efd, &ev);
         s->nloops++;
     }
     for (uint32_t i = 0; i < s->nloops; i++)
-        pthread_create(&s->loops[i].th, NULL, loop_main, &s->loops[i]);
+        pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
     *out = s;
     return 0;
 fail:
-    for (uint32_t i = 0; i <= s->nloops && i < s->cfg.threads; i++) {
-        if (s->loops[i].lfd >= 0)
-            close(s->loops[i].lfd);
-        if (s->loops[i].epfd >= 0)
-            close(s->loops[i].epfd);
-        if (s->loops[i].efd >= 0)
-            close(s->loops[i].efd);
-        if (i < s->nloops)
-            pthread_mutex_destroy(&s->loops[i].post_mu);
-    }
+    for (uint32_t i = 0; i < s->nloops; i++)
+        spw__loop_base_close(&s->loops[i].b);
     spw_free(s->loops);
     spw_free(s);
     return r;
@@ -975,9 +913,7 @@ static void stop_accepting(void *arg)
     if (l->stopping)
         return;
     l->stopping = 1;
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
-    close(l->lfd);
-    l->lfd = -1;
+    spw__loop_base_stop_listening(&l->b);
     /* Draining: requests already dispatched are answered, nothing new is
      * read (frames not yet dispatched are dropped with the connection, so
      * the drain ends even while clients keep sending). */
@@ -1044,10 +980,8 @@ void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms)
     spw_free(args);
     atomic_store(&s->stop, 2);
     for (uint32_t i = 0; i < s->nloops; i++) {
-        uint64_t one = 1;
-        if (write(s->loops[i].efd, &one, sizeof one) < 0) {
-        }
-        pthread_join(s->loops[i].th, NULL);
+        spw__loop_wake(&s->loops[i].b);
+        pthread_join(s->loops[i].b.th, NULL);
     }
     for (uint32_t i = 0; i < s->nloops; i++) {
         bloop *l = &s->loops[i];
@@ -1055,11 +989,9 @@ void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms)
          * run now, against closed connections: they free what they hold. */
         while (l->conns)
             conn_close(l->conns);
-        run_posts(l);
+        spw__loop_run_posts(&l->b);
         sweep(l, 1);
-        close(l->epfd);
-        close(l->efd);
-        pthread_mutex_destroy(&l->post_mu);
+        spw__loop_base_close(&l->b);
     }
     spw_free(s->loops);
     spw_free(s);

@@ -5,6 +5,7 @@
  * and an eventfd).
  */
 #include "net/http.h"
+#include "net/loop.h"
 
 #include "core/json.h"
 
@@ -23,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,12 +34,6 @@
 
 #define READ_CHUNK (64u << 10)
 #define TICK_MS 100
-
-typedef struct post {
-    struct post *next;
-    void (*fn)(void *);
-    void *arg;
-} post;
 
 typedef struct slot {
     spw_http_req *req;
@@ -71,10 +65,7 @@ struct spw_conn {
 
 struct spw_http_loop {
     spw_http_server *srv;
-    int epfd, lfd, efd;
-    pthread_t th;
-    pthread_mutex_t post_mu;
-    post *post_head, *post_tail;
+    spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */
     spw_conn *conns;
     spw_conn *zombies; /* closed, freed once every request is answered */
     int stopping;
@@ -159,7 +150,7 @@ static void conn_close(spw_conn *c)
 {
     if (!c->closed) {
         c->closed = 1;
-        epoll_ctl(c->loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         atomic_fetch_sub(&c->loop->srv->nconns, 1);
         if (c->prev)
@@ -196,7 +187,7 @@ static void set_events(spw_conn *c)
      * half-closed would make the loop spin until the connection resumes. */
     struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_out ? EPOLLOUT : 0),
                              .data.ptr = c};
-    epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static void conn_resume(spw_conn *c);
@@ -655,7 +646,7 @@ static void accept_all(spw_http_loop *l)
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        int fd = accept4(l->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
@@ -679,47 +670,14 @@ static void accept_all(spw_http_loop *l)
         l->conns = c;
         atomic_fetch_add(&srv->st_total, 1);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+        epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
     }
 }
 
-static void run_posts(spw_http_loop *l)
-{
-    uint64_t v;
-    if (read(l->efd, &v, sizeof v) < 0 && errno != EAGAIN)
-        return;
-    pthread_mutex_lock(&l->post_mu);
-    post *p = l->post_head;
-    l->post_head = l->post_tail = NULL;
-    pthread_mutex_unlock(&l->post_mu);
-    while (p) {
-        post *n = p->next;
-        p->fn(p->arg);
-        spw_free(p);
-        p = n;
-    }
-}
 
 void spw_http_loop_post(spw_http_loop *l, void (*fn)(void *), void *arg)
 {
-    post *p = spw_xmalloc(sizeof *p);
-    p->next = NULL;
-    p->fn = fn;
-    p->arg = arg;
-    pthread_mutex_lock(&l->post_mu);
-    int was_empty = l->post_head == NULL;
-    if (l->post_tail)
-        l->post_tail->next = p;
-    else
-        l->post_head = p;
-    l->post_tail = p;
-    pthread_mutex_unlock(&l->post_mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(l->efd, &one, sizeof one) < 0) {
-            /* eventfd counter full cannot happen with was_empty gating */
-        }
-    }
+    spw__loop_post(&l->b, fn, arg);
 }
 
 static void check_timeouts(spw_http_loop *l)
@@ -747,16 +705,16 @@ static void *loop_main(void *arg)
     struct epoll_event evs[256];
     uint64_t next_tick = now_ms() + TICK_MS;
     for (;;) {
-        int n = epoll_wait(l->epfd, evs, 256, TICK_MS);
+        int n = epoll_wait(l->b.epfd, evs, 256, TICK_MS);
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
-            if (ptr == &l->lfd) {
+            if (ptr == &l->b.lfd) {
                 if (!l->stopping)
                     accept_all(l);
                 continue;
             }
-            if (ptr == &l->efd) {
-                run_posts(l);
+            if (ptr == &l->b.efd) {
+                spw__loop_run_posts(&l->b);
                 continue;
             }
             spw_conn *c = ptr;
@@ -785,46 +743,6 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof host)
-        return -EINVAL;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return -EINVAL;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (host[0] == 0 || strcmp(host, "0.0.0.0") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (strcmp(host, "localhost") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return -EINVAL;
-    return 0;
-}
-
-int spw__net_listen(struct sockaddr_in *sa)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, 1024) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
-}
-
 int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, spw_http_server **out)
 {
     settings.on_message_begin = on_message_begin;
@@ -847,41 +765,23 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     s->handler = h;
     s->ctx = ctx;
     s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
-    /* The first socket picks the port (":0"); the others bind the same. */
     for (uint32_t i = 0; i < s->cfg.threads; i++) {
         spw_http_loop *l = &s->loops[i];
         l->srv = s;
-        l->lfd = l->epfd = l->efd = -1;
-        if ((r = spw__net_listen(&sa)) < 0)
+        /* The first socket picks the port (":0"); the others bind the same. */
+        if ((r = spw__loop_base_open(&l->b, &sa)) < 0)
             goto fail;
-        l->lfd = r;
-        if (i == 0) {
-            socklen_t sl = sizeof sa;
-            getsockname(l->lfd, (struct sockaddr *)&sa, &sl);
+        if (i == 0)
             s->port = ntohs(sa.sin_port);
-        }
-        l->epfd = epoll_create1(EPOLL_CLOEXEC);
-        l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        pthread_mutex_init(&l->post_mu, NULL);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->lfd};
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->lfd, &ev);
-        ev.data.ptr = &l->efd;
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->efd, &ev);
         s->nloops++;
     }
     for (uint32_t i = 0; i < s->nloops; i++)
-        pthread_create(&s->loops[i].th, NULL, loop_main, &s->loops[i]);
+        pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
     *out = s;
     return 0;
 fail:
-    for (uint32_t i = 0; i <= s->nloops && i < s->cfg.threads; i++) {
-        if (s->loops[i].lfd >= 0)
-            close(s->loops[i].lfd);
-        if (s->loops[i].epfd >= 0)
-            close(s->loops[i].epfd);
-        if (s->loops[i].efd >= 0)
-            close(s->loops[i].efd);
-    }
+    for (uint32_t i = 0; i < s->nloops; i++)
+        spw__loop_base_close(&s->loops[i].b);
     spw_free(s->loops);
     spw_free(s);
     return r;
@@ -893,9 +793,7 @@ static void stop_accepting(void *arg)
 {
     spw_http_loop *l = arg;
     l->stopping = 1;
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->lfd, NULL);
-    close(l->lfd);
-    l->lfd = -1;
+    spw__loop_base_stop_listening(&l->b);
 }
 
 typedef struct drain_q {
@@ -942,10 +840,8 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
     }
     atomic_store(&s->stop, 2);
     for (uint32_t i = 0; i < s->nloops; i++) {
-        uint64_t one = 1;
-        if (write(s->loops[i].efd, &one, sizeof one) < 0) {
-        }
-        pthread_join(s->loops[i].th, NULL);
+        spw__loop_wake(&s->loops[i].b);
+        pthread_join(s->loops[i].b.th, NULL);
     }
     for (uint32_t i = 0; i < s->nloops; i++) {
         spw_http_loop *l = &s->loops[i];
@@ -959,15 +855,7 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
             conn_close(c);
         }
         sweep(l, 1);
-        close(l->epfd);
-        close(l->efd);
-        post *p = l->post_head;
-        while (p) {
-            post *nx = p->next;
-            spw_free(p);
-            p = nx;
-        }
-        pthread_mutex_destroy(&l->post_mu);
+        spw__loop_base_close(&l->b);
     }
     spw_free(s->loops);
     spw_free(s);

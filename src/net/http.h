@@ -93,11 +93,4 @@ void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 
 const char *spw_http_reason(int status);
 
-/* Shared with the binary listener (net/binproto.c). */
-struct sockaddr_in;
-/* "host:port" (IPv4, "localhost", "" or 0.0.0.0 for any) → sa. 0 or -EINVAL. */
-int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
-/* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, or -errno. */
-int spw__net_listen(struct sockaddr_in *sa);
-
 #endif

@@ -1,0 +1,57 @@
+/*
+ * What the HTTP and the binary-protocol listeners share about an I/O loop:
+ * its own SO_REUSEPORT listening socket (so the kernel spreads connections
+ * across loops), its epoll instance, and the one cross-thread path into it —
+ * a mutex-protected list of posted functions and an eventfd that wakes the
+ * loop when the list goes from empty to non-empty. Everything else about a
+ * connection lives on the loop's thread. The protocol files embed a
+ * spw__loop_base in their loop struct and keep their own connection logic.
+ *
+ * epoll registration: the listening socket and the eventfd are added with
+ * data.ptr = &b->lfd and &b->efd, so a loop tells them from its connections
+ * by address.
+ */
+#ifndef SPW_LOOP_H
+#define SPW_LOOP_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+
+/* "host:port" (IPv4, "localhost", "" or 0.0.0.0 for any) → sa. 0 or -EINVAL. */
+int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
+/* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, or -errno. */
+int spw__net_listen(struct sockaddr_in *sa);
+
+typedef struct spw__post {
+    struct spw__post *next;
+    void (*fn)(void *);
+    void *arg;
+} spw__post;
+
+typedef struct spw__loop_base {
+    int epfd, lfd, efd;
+    pthread_t th;
+    pthread_mutex_t post_mu;
+    spw__post *post_head, *post_tail;
+} spw__loop_base;
+
+/*
+ * Binds a listening socket to *sa (port 0: a free one, written back into
+ * *sa so the next loops bind the same), creates the epoll instance and the
+ * eventfd and registers both fds. Returns 0, or -errno with nothing left
+ * open.
+ */
+int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa);
+/* Stops accepting: removes the listening socket from epoll and closes it. */
+void spw__loop_base_stop_listening(spw__loop_base *b);
+/* Closes everything and frees posts never run. REQUIRES: the loop's thread
+ * has exited. */
+void spw__loop_base_close(spw__loop_base *b);
+/* Runs fn(arg) on the loop's thread soon. Callable from any thread. */
+void spw__loop_post(spw__loop_base *b, void (*fn)(void *), void *arg);
+/* Wakes the loop without posting (its epoll_wait returns). */
+void spw__loop_wake(spw__loop_base *b);
+/* On the loop's thread, when the eventfd is readable: runs every post. */
+void spw__loop_run_posts(spw__loop_base *b);
+
+#endif
