@@ -594,6 +594,15 @@ static void conn_parse(spw_conn *c, const char *buf, size_t n)
             c->paused = 1, set_events(c);
         return;
     }
+    if (c->parser.upgrade) {
+        /* An Upgrade or CONNECT request: the parser stops after it and what
+         * follows is another protocol, which we do not speak. The request
+         * itself is answered (405/404); then the connection closes. */
+        c->close_after = 1;
+        c->paused = 1;
+        set_events(c);
+        conn_flush(c); /* closes now if the request is already answered */
+    }
 }
 
 static void conn_resume(spw_conn *c)

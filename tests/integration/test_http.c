@@ -161,6 +161,15 @@ static void test_connection(int port)
     close(fd);
 }
 
+/* The server closes fd (EOF, not merely silence) within 5 s. */
+static void expect_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    char c;
+    CHECK(recv(fd, &c, 1, 0) == 0);
+}
+
 static void test_limits(int port)
 {
     /* Header too large: 431; body over the limit by Content-Length: 413; no length: 411. */
@@ -203,6 +212,24 @@ static void test_limits(int port)
     CHECK_EQ(r.status, 400);
     free(r.body);
     CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == -1);
+    close(fd);
+    /* An Upgrade request is answered, then the connection closes (what
+     * follows it is another protocol); so is CONNECT. */
+    fd = tcp_connect(port);
+    send_all(fd, "GET /healthz HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85garbage", 75);
+    have = 0;
+    CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    expect_closed(fd);
+    close(fd);
+    fd = tcp_connect(port);
+    send_all(fd, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nxyz", 62);
+    have = 0;
+    CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == 0);
+    CHECK(r.status >= 400 && r.status < 500);
+    free(r.body);
+    expect_closed(fd);
     close(fd);
     /* A slow request: 408 after request-timeout (1 s here). */
     fd = tcp_connect(port);
