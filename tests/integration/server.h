@@ -178,4 +178,41 @@ static inline resp http_json(int port, const char *method, const char *path, con
     return http(port, method, path, body ? "application/json" : NULL, body, body ? strlen(body) : 0);
 }
 
+/* What a command printed (stdout and stderr together) and its exit code. */
+typedef struct cli_out {
+    int rc;
+    char *text; /* malloc'ed */
+} cli_out;
+
+/* Runs "BIN ARGS" through the shell (args are the test's own: no quoting
+ * beyond paths without spaces). SPW_TEST_VERBOSE echoes each run. */
+static inline cli_out cli_run(const char *bin, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline cli_out cli_run(const char *bin, const char *fmt, ...)
+{
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
+    FILE *f = popen(cmd, "r");
+    CHECK(f != NULL);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (cap - n < 4096)
+            buf = realloc(buf, cap *= 2);
+        size_t k = fread(buf + n, 1, cap - n - 1, f);
+        if (k == 0)
+            break;
+        n += k;
+    }
+    buf[n] = 0;
+    int st = pclose(f);
+    cli_out o = {.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128, .text = buf};
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "$ spillway %s\n[exit %d]\n%s", args, o.rc, buf);
+    return o;
+}
+
 #endif

@@ -9,39 +9,8 @@
 
 static const char *BIN;
 
-typedef struct out {
-    int rc;
-    char *text; /* stdout and stderr together */
-} out;
-
-static out run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static out run(const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", BIN, args);
-    FILE *f = popen(cmd, "r");
-    CHECK(f != NULL);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (cap - n < 4096)
-            buf = realloc(buf, cap *= 2);
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        if (k == 0)
-            break;
-        n += k;
-    }
-    buf[n] = 0;
-    int st = pclose(f);
-    out o = {.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128, .text = buf};
-    if (getenv("SPW_TEST_VERBOSE") || o.rc != 0)
-        fprintf(stderr, "$ spillway %s\n[exit %d]\n%s", args, o.rc, buf);
-    return o;
-}
+typedef cli_out out;
+#define run(...) cli_run(BIN, __VA_ARGS__)
 
 /* Sum of the partitions' end_offset of stream name. */
 static unsigned long long stream_events(int port, const char *name)

@@ -17,41 +17,8 @@ static const char *bin;
 static char server_opt[64], server_addr[32];
 static char *tmp;
 
-typedef struct out {
-    int rc;
-    char *text; /* stdout and stderr together */
-} out;
-
-/* Runs "spillway ARGS" through the shell (args are ours: no quoting needed
- * beyond the paths, which have no spaces). */
-static out run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static out run(const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
-    FILE *f = popen(cmd, "r");
-    CHECK(f != NULL);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (cap - n < 4096)
-            buf = realloc(buf, cap *= 2);
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        if (k == 0)
-            break;
-        n += k;
-    }
-    buf[n] = 0;
-    int st = pclose(f);
-    out o = {.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128, .text = buf};
-    if (getenv("SPW_TEST_VERBOSE"))
-        fprintf(stderr, "$ spillway %s\n[exit %d]\n%s", args, o.rc, buf);
-    return o;
-}
+typedef cli_out out;
+#define run(...) cli_run(bin, __VA_ARGS__)
 
 static void expect(out o, int rc, const char *needle)
 {
