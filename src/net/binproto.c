@@ -883,26 +883,19 @@ int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
         s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
     s->api = api;
     s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
-    for (uint32_t i = 0; i < s->cfg.threads; i++) {
-        bloop *l = &s->loops[i];
-        l->srv = s;
-        /* The first socket picks the port (":0"); the others bind the same. */
-        if ((r = spw__loop_base_open(&l->b, &sa)) < 0)
-            goto fail;
-        if (i == 0)
-            s->port = ntohs(sa.sin_port);
-        s->nloops++;
+    if ((r = spw__loop_bases_open(&s->loops[0].b, sizeof *s->loops, s->cfg.threads, &sa)) < 0) {
+        spw_free(s->loops);
+        spw_free(s);
+        return r;
     }
-    for (uint32_t i = 0; i < s->nloops; i++)
+    s->nloops = s->cfg.threads;
+    s->port = ntohs(sa.sin_port);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        s->loops[i].srv = s;
         pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
+    }
     *out = s;
     return 0;
-fail:
-    for (uint32_t i = 0; i < s->nloops; i++)
-        spw__loop_base_close(&s->loops[i].b);
-    spw_free(s->loops);
-    spw_free(s);
-    return r;
 }
 
 int spw_bin_port(spw_bin_server *s) { return s->port; }

@@ -774,26 +774,19 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     s->handler = h;
     s->ctx = ctx;
     s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
-    for (uint32_t i = 0; i < s->cfg.threads; i++) {
-        spw_http_loop *l = &s->loops[i];
-        l->srv = s;
-        /* The first socket picks the port (":0"); the others bind the same. */
-        if ((r = spw__loop_base_open(&l->b, &sa)) < 0)
-            goto fail;
-        if (i == 0)
-            s->port = ntohs(sa.sin_port);
-        s->nloops++;
+    if ((r = spw__loop_bases_open(&s->loops[0].b, sizeof *s->loops, s->cfg.threads, &sa)) < 0) {
+        spw_free(s->loops);
+        spw_free(s);
+        return r;
     }
-    for (uint32_t i = 0; i < s->nloops; i++)
+    s->nloops = s->cfg.threads;
+    s->port = ntohs(sa.sin_port);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        s->loops[i].srv = s;
         pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
+    }
     *out = s;
     return 0;
-fail:
-    for (uint32_t i = 0; i < s->nloops; i++)
-        spw__loop_base_close(&s->loops[i].b);
-    spw_free(s->loops);
-    spw_free(s);
-    return r;
 }
 
 int spw_http_port(spw_http_server *s) { return s->port; }

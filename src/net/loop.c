@@ -86,6 +86,19 @@ int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa)
     return 0;
 }
 
+int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int r = spw__loop_base_open((spw__loop_base *)((char *)first + i * stride), sa);
+        if (r < 0) {
+            while (i--)
+                spw__loop_base_close((spw__loop_base *)((char *)first + i * stride));
+            return r;
+        }
+    }
+    return 0;
+}
+
 void spw__loop_base_stop_listening(spw__loop_base *b)
 {
     if (b->lfd < 0)

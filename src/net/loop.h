@@ -42,6 +42,13 @@ typedef struct spw__loop_base {
  * open.
  */
 int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa);
+/*
+ * Opens n loop bases, one inside each of n loop structs stride bytes apart
+ * (first: the base inside the first), all bound to *sa: the first picks the
+ * port of ":0" and the others bind the same (SO_REUSEPORT). Returns 0, or
+ * -errno with none left open.
+ */
+int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa);
 /* Stops accepting: removes the listening socket from epoll and closes it. */
 void spw__loop_base_stop_listening(spw__loop_base *b);
 /* Closes everything and frees posts never run. REQUIRES: the loop's thread

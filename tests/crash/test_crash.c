@@ -40,6 +40,7 @@
 #include "core/error.h"
 #include "core/msg.h"
 #include "log/log.h"
+#include "check_run.h"
 #include "test.h"
 
 #define NPARTS 2
@@ -499,51 +500,11 @@ static void verify(const char *dir, uint32_t gens, const reports *rs, stats *st,
     spw_log_close(log);
 }
 
-/* Runs `bin check dir`; returns its exit code (-1 if it did not exit normally). */
+/* Runs `bin check dir`; returns its exit code, printing its output if not 0. */
 static int run_check(const char *bin, const char *dir)
 {
-    int pfd[2];
-    CHECK(pipe(pfd) == 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pfd[1], 1);
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        execl(bin, bin, "check", dir, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    g_child = pid;
-    char out[1 << 16];
-    size_t len = 0;
-    int64_t deadline = now_ms() + 60000;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
-        if (poll(&pf, 1, (int)left) <= 0)
-            continue;
-        char tmp[4096];
-        ssize_t n = read(pfd[0], tmp, sizeof tmp);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        size_t k = (size_t)n < sizeof out - 1 - len ? (size_t)n : sizeof out - 1 - len;
-        memcpy(out + len, tmp, k);
-        len += k;
-    }
-    out[len] = 0;
-    kill(pid, SIGKILL); /* no-op when it exited; bounds a hung check */
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    g_child = 0;
-    close(pfd[0]);
-    int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    static char out[1 << 16];
+    int code = spw_test_run_check(bin, dir, out, sizeof out, 60000, &g_child);
     if (code != 0)
         fprintf(stderr, "test_crash: spillway check %s exited %d:\n%s", dir, code, out);
     return code;

@@ -61,6 +61,7 @@
 #include "core/msg.h"
 #include "log/log.h"
 #include "log/segment.h"
+#include "check_run.h"
 #include "test.h"
 
 #define TS0 1700000000000LL
@@ -329,47 +330,7 @@ static int64_t now_ms(void)
 /* Runs `spillway check dir`, its output into out; returns the exit code (-1: killed). */
 static int run_check(const char *dir, char *out, size_t cap)
 {
-    int pfd[2];
-    CHECK(pipe(pfd) == 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pfd[1], 1);
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        execl(g_bin, g_bin, "check", dir, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    g_child = pid;
-    size_t len = 0;
-    int64_t deadline = now_ms() + 30000;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
-        if (poll(&pf, 1, (int)left) <= 0)
-            continue;
-        char tmp[4096];
-        ssize_t n = read(pfd[0], tmp, sizeof tmp);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-        memcpy(out + len, tmp, k);
-        len += k;
-    }
-    out[len] = 0;
-    kill(pid, SIGKILL); /* no-op when it exited; bounds a hung check */
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    g_child = 0;
-    close(pfd[0]);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return spw_test_run_check(g_bin, dir, out, cap, 30000, &g_child);
 }
 
 /* ---- reading back ---- */
