@@ -59,6 +59,8 @@ typedef struct bconn {
     int paused, want_out, close_after, closed;
     int rdhup; /* peer shut its side down: stop watching for it (level-triggered) */
     uint64_t last_active_ms, frame_start_ms;
+    char peer[64];   /* client address */
+    char tenant[64]; /* set by authentication; "" when no tokens are configured */
     struct bconn *prev, *next;
 } bconn;
 
@@ -771,7 +773,9 @@ static void accept_all(bloop *l)
 {
     spw_bin_server *srv = l->srv;
     for (;;) {
-        int fd = accept4(l->b.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
@@ -785,6 +789,7 @@ static void accept_all(bloop *l)
         bconn *c = spw_xcalloc(1, sizeof *c);
         c->fd = fd;
         c->loop = l;
+        spw__net_peer_str(&ss, c->peer, sizeof c->peer);
         c->last_active_ms = now_ms();
         c->next = l->conns;
         if (l->conns)

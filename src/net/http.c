@@ -44,6 +44,7 @@ typedef struct slot {
 struct spw_conn {
     int fd;
     spw_http_loop *loop;
+    char peer[64];
     http_parser parser;
     spw_http_req *cur;   /* request being parsed */
     char hname[32];      /* current header name (truncated: only short names matter) */
@@ -383,6 +384,7 @@ static int on_message_begin(http_parser *p)
 {
     spw_conn *c = p->data;
     c->cur = spw_xcalloc(1, sizeof *c->cur);
+    memcpy(c->cur->peer, c->peer, sizeof c->peer);
     c->cur->conn = c;
     c->cur->loop = c->loop;
     c->url.len = 0;
@@ -669,6 +671,7 @@ static void accept_all(spw_http_loop *l)
         spw_conn *c = spw_xcalloc(1, sizeof *c);
         c->fd = fd;
         c->loop = l;
+        spw__net_peer_str(&ss, c->peer, sizeof c->peer);
         c->slots = spw_xcalloc(srv->cfg.max_pipelined, sizeof *c->slots);
         http_parser_init(&c->parser, HTTP_REQUEST);
         c->parser.data = c;

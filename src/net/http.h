@@ -46,6 +46,7 @@ typedef struct spw_http_req {
     char key[256];
     spw_buf body;
     char peer[64]; /* client address */
+    char tenant[64]; /* set by authentication; "" when no tokens are configured */
     int answered;
     void *user; /* handler state for an asynchronous answer */
 } spw_http_req;

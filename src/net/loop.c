@@ -169,3 +169,10 @@ void spw__loop_run_posts(spw__loop_base *b)
         p = n;
     }
 }
+
+void spw__net_peer_str(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    out[0] = 0;
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
+}

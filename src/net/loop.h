@@ -21,6 +21,9 @@
 int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, or -errno. */
 int spw__net_listen(struct sockaddr_in *sa);
+/* "a.b.c.d" of an accepted peer (IPv4; "" for anything else) into out. */
+struct sockaddr_storage;
+void spw__net_peer_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 typedef struct spw__post {
     struct spw__post *next;

@@ -87,6 +87,7 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
     c->retention_bytes = -1;
     c->dedupe_window_ms = 86400000;
     c->max_event_bytes = 1 << 20;
+    c->priority = 1;
     const char *p = spw_json_ws(body, body + len);
     if (p == body + len)
         return 0; /* empty body: defaults */
@@ -153,6 +154,11 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
         } else if (spw_json_str_eq(&k, "dedupe_window_ms")) {
             if (get_int(&v, 0, 30LL * 86400000, &c->dedupe_window_ms))
                 FAIL("\"dedupe_window_ms\" must be an integer from 0 to 2592000000 (30 days)");
+        } else if (spw_json_str_eq(&k, "priority")) {
+            int64_t pr;
+            if (get_int(&v, 0, 3, &pr))
+                FAIL("\"priority\" must be an integer from 0 (most important) to 3");
+            c->priority = (int)pr;
         } else if (spw_json_str_eq(&k, "coalesce")) {
             if (get_bool(&v, &c->coalesce))
                 FAIL("\"coalesce\" must be true or false");
@@ -244,8 +250,8 @@ int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
         r = appendf(b, "\"ms\":%lld%s", (long long)c->retention_ms, c->retention_bytes > 0 ? "," : "");
     if (!r && c->retention_bytes > 0)
         r = appendf(b, "\"bytes\":%lld", (long long)c->retention_bytes);
-    r = r ? r : appendf(b, "},\"dedupe_window_ms\":%lld,\"coalesce\":%s,\"versioned\":%s,\"max_event_bytes\":%u",
-                        (long long)c->dedupe_window_ms, c->coalesce ? "true" : "false",
+    r = r ? r : appendf(b, "},\"dedupe_window_ms\":%lld,\"priority\":%d,\"coalesce\":%s,\"versioned\":%s,\"max_event_bytes\":%u",
+                        (long long)c->dedupe_window_ms, c->priority, c->coalesce ? "true" : "false",
                         c->versioned ? "true" : "false", c->max_event_bytes);
     if (!r && c->rate > 0)
         r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\"}", c->rate, c->burst,
@@ -260,7 +266,7 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->retention_ms == b->retention_ms && a->retention_bytes == b->retention_bytes &&
            a->dedupe_window_ms == b->dedupe_window_ms && a->coalesce == b->coalesce && a->versioned == b->versioned &&
            a->max_event_bytes == b->max_event_bytes && a->rate == b->rate && a->burst == b->burst &&
-           a->rate_per == b->rate_per;
+           a->rate_per == b->rate_per && a->priority == b->priority;
 }
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)

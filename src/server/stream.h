@@ -32,6 +32,7 @@ typedef struct spw_stream_config {
     double rate;               /* events/s, 0 = unlimited */
     double burst;
     int rate_per;              /* 0 = tenant, 1 = ip */
+    int priority;              /* default Spillway-Priority, 0 (most important) .. 3; default 1 */
 } spw_stream_config;
 
 /* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not "." or "..")? */
