@@ -102,6 +102,7 @@ typedef struct spw_producer_config {
     uint32_t backoff_ms;          /* first reconnect delay, doubled up to backoff_max_ms (default 50) */
     uint32_t backoff_max_ms;      /* (default 2000) */
     uint32_t connect_timeout_ms;  /* (default 5000) */
+    int priority;                 /* 0 (most important) .. 3, or -1 for the stream's default (default -1) */
     spw_delivery_cb on_delivery;  /* may be NULL */
     void *opaque;                 /* passed to on_delivery */
 } spw_producer_config;

@@ -286,6 +286,7 @@ void spw_producer_config_init(spw_producer_config *c)
     c->backoff_ms = 50;
     c->backoff_max_ms = 2000;
     c->connect_timeout_ms = 5000;
+    c->priority = -1;
 }
 
 static void batch_free(batch *b)
@@ -521,7 +522,10 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
         b->deadline_ms = b->created_ms + p->cfg.delivery_timeout_ms;
         size_t st;
         if (spw_frame_begin(&b->frame, SPW_OP_PRODUCE, 0, 0, &st) ||
-            spw_produce_req_begin(&b->frame, stream, sl, (uint8_t)ack, 0, SPW_PARTITION_ANY, p->producer_id, 0,
+            spw_produce_req_begin(&b->frame, stream, sl, (uint8_t)ack,
+                                  p->cfg.priority >= 0 && p->cfg.priority <= 3 ? (uint8_t)p->cfg.priority
+                                                                               : SPW_WIRE_PRIORITY_DEFAULT,
+                                  SPW_PARTITION_ANY, p->producer_id, 0,
                                   &b->count_at)) {
             batch_free(b);
             goto fail;

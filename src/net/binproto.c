@@ -58,6 +58,7 @@ typedef struct bconn {
     uint32_t inflight;
     int paused, want_out, close_after, closed;
     int rdhup; /* peer shut its side down: stop watching for it (level-triggered) */
+    int held;  /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
     uint64_t last_active_ms, frame_start_ms;
     char peer[64];   /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
@@ -71,6 +72,7 @@ struct bloop {
     bconn *zombies;
     int stopping;
     uint32_t inflight;
+    uint32_t nheld; /* connections held by pressure */
 };
 
 struct spw_bin_server {
@@ -115,6 +117,10 @@ static void conn_close(bconn *c)
     if (c->closed)
         return;
     c->closed = 1;
+    if (c->held) {
+        c->held = 0;
+        c->loop->nheld--;
+    }
     epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     atomic_fetch_sub(&c->loop->srv->nconns, 1);
@@ -150,6 +156,54 @@ static void sweep(bloop *l, int all)
     }
 }
 
+/*
+ * Above the high watermark (admit.h level 3) a PRODUCE of priority 1..3 is
+ * not read: the connection stops reading until pressure falls below the
+ * low watermark, so the producer's socket buffers fill and TCP flow
+ * control slows it down, with no memory taken here. Priority 0 goes on
+ * (the log's own budget is its only limit). A body too short to say is
+ * left to the decoder, which answers it.
+ */
+static void conn_update_reading(bconn *c);
+static int hold_produce(bconn *c, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    if (spw_pressure_level(&api->pressure) < 3 || c->loop->stopping || len < 2)
+        return 0;
+    size_t sl = (size_t)body[0] | (size_t)body[1] << 8;
+    if (len < 2 + sl + 2)
+        return 0;
+    int prio = body[2 + sl + 1];
+    if (prio == SPW_WIRE_PRIORITY_DEFAULT) {
+        spw_stream *s = sl && spw_stream_name_ok((const char *)body + 2, sl)
+                            ? spw_stream_get(api->cat, (const char *)body + 2, sl)
+                            : NULL;
+        if (!s)
+            return 0;
+        prio = s->cfg.priority;
+        spw_stream_put(s);
+    }
+    if (prio == 0)
+        return 0;
+    atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+    return 1;
+}
+
+/* Lets held connections go on once pressure is below the low watermark. */
+static void release_held(bloop *l)
+{
+    if (!l->nheld || (!l->stopping && spw_pressure_level(&l->srv->api->pressure) >= 3))
+        return;
+    for (bconn *c = l->conns; c; c = c->next) {
+        if (c->held && !c->closed) {
+            c->held = 0;
+            l->nheld--;
+            c->frame_start_ms = 0;
+            conn_update_reading(c);
+        }
+    }
+}
+
 static void conn_process(bconn *c);
 
 /* Reading is on unless a limit or a pending close says otherwise. */
@@ -158,7 +212,7 @@ static void conn_update_reading(bconn *c)
     if (c->closed)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
-    int want_pause = c->close_after || c->loop->stopping || c->inflight >= cap ||
+    int want_pause = c->close_after || c->held || c->loop->stopping || c->inflight >= cap ||
                      c->out.len - c->out_off > OUT_PAUSE_BYTES;
     if (want_pause != c->paused) {
         c->paused = want_pause;
@@ -310,6 +364,15 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_ack ack = pq.ack == SPW_WIRE_ACK_DEFAULT ? cfg->ack : (spw_ack)pq.ack;
     spw_record *recs = NULL;
     spw_buf keys = SPW_BUF_INIT;
+    uint32_t retry_ms;
+    const char *refused =
+        spw_api_admit(api, pq.priority == SPW_WIRE_PRIORITY_DEFAULT ? cfg->priority : pq.priority, &retry_ms);
+    if (refused) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, retry_ms, refused,
+                   "the server is %s; retry after retry_after_ms",
+                   refused[0] == 's' ? "shedding load of this priority" : "writing as fast as the disk allows");
+        goto out;
+    }
     if (ack == SPW_ACK_REPLICATED) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_IMPLEMENTED, 0, "not_implemented",
                    "ack=replicated needs a replicated backend, and this node has none");
@@ -427,7 +490,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     c->loop->inflight--;
     spw_free(q);
     if (r == SPW_EAGAIN)
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "backpressure",
+        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, spw_pressure_retry_ms(&api->pressure),
+                   "backpressure",
                    "the server is writing as fast as the disk allows; retry after retry_after_ms");
     else if (r == SPW_EMSGSIZE)
         send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "too_large",
@@ -712,6 +776,15 @@ static void conn_process(bconn *c)
             }
             break;
         }
+        if (h.opcode == SPW_OP_PRODUCE && !(h.flags & SPW_FLAG_RESPONSE) &&
+            hold_produce(c, p + SPW_FRAME_HEADER_LEN, whole - SPW_FRAME_HEADER_LEN)) {
+            /* Left unread: TCP flow control pushes back on the producer. */
+            c->held = 1;
+            c->loop->nheld++;
+            c->frame_start_ms = now_ms();
+            conn_update_reading(c);
+            return;
+        }
         c->in_off += whole;
         dispatch(c, &h, p + SPW_FRAME_HEADER_LEN, whole - SPW_FRAME_HEADER_LEN);
     }
@@ -808,7 +881,9 @@ static void check_timeouts(bloop *l)
     bconn *c = l->conns;
     while (c) {
         bconn *next = c->next;
-        if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
+        if (c->held) {
+            c->frame_start_ms = now; /* waiting on us, not on the client */
+        } else if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
             conn_fatal(c, SPW_ST_TIMEOUT, "request_timeout", "frame not received whole in time");
         } else if (c->inflight == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
             conn_close(c);
@@ -857,10 +932,13 @@ static void *loop_main(void *arg)
                 }
             }
         }
+        if (l->nheld)
+            release_held(l); /* as soon as pressure falls, not a tick later */
         if (l->zombies)
             sweep(l, 0);
         uint64_t now = now_ms();
         if (now >= next_tick) {
+            release_held(l);
             check_timeouts(l);
             next_tick = now + TICK_MS;
         }

@@ -64,6 +64,7 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_WIRE_ACK_REPLICATED 3
 #define SPW_WIRE_ACK_DEFAULT 255
 
+#define SPW_WIRE_PRIORITY_DEFAULT 255 /* the stream's default priority */
 #define SPW_PARTITION_ANY 0xFFFFFFFFu /* route by key, round robin without */
 #define SPW_REC_HAS_KEY 0x01u
 #define SPW_REC_HAS_TS 0x02u
@@ -131,7 +132,7 @@ typedef struct spw_produce_req {
     const char *stream; /* not NUL-terminated */
     uint16_t stream_len;
     uint8_t ack;        /* SPW_WIRE_ACK_* */
-    uint8_t priority;   /* 0..3 */
+    uint8_t priority;   /* 0..3, or SPW_WIRE_PRIORITY_DEFAULT */
     uint32_t partition; /* or SPW_PARTITION_ANY */
     uint64_t producer_id;
     uint32_t producer_seq;
@@ -142,7 +143,7 @@ typedef struct spw_produce_req {
 
 /*
  * Decodes and checks a PRODUCE body: stream name length 1..128, ack one of
- * the five values, priority 0..3, reserved bytes 0, count >= 1, every
+ * the five values, priority 0..3 or 255, reserved bytes 0, count >= 1, every
  * record's attributes known and lengths inside the body, key_len 0 without
  * SPW_REC_HAS_KEY, and no bytes after the last record. Returns 0 or
  * SPW_EINVAL with a static sentence in *why.

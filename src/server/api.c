@@ -383,6 +383,32 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
     return 0;
 }
 
+const char *spw_api_admit(spw_api *api, int priority, uint32_t *retry_ms)
+{
+    int r = spw_pressure_admit(&api->pressure, priority, retry_ms);
+    if (r == SPW_ADMIT_OK)
+        return NULL;
+    atomic_fetch_add(&api->rejected[r == SPW_ADMIT_SHED ? SPW_REJ_SHED : SPW_REJ_BACKPRESSURE], 1);
+    return r == SPW_ADMIT_SHED ? "shed" : "backpressure";
+}
+
+/* 503 for a refused produce, with Retry-After in whole seconds. */
+static void overloaded(spw_http_req *req, const char *code, uint32_t retry_ms)
+{
+    char h[48];
+    snprintf(h, sizeof h, "Retry-After: %u\r\n", (retry_ms + 999) / 1000);
+    if (strcmp(code, "shed") == 0)
+        spw_http_error(req, 503, code, h,
+                       "the server is shedding load of this priority to keep more important writes flowing; "
+                       "retry after %u ms",
+                       retry_ms);
+    else
+        spw_http_error(req, 503, code, h,
+                       "the server is writing as fast as the disk allows and its pending budget is full; retry "
+                       "after %u ms",
+                       retry_ms);
+}
+
 /* Validation failure: 400 naming the event. */
 static void bad_event(spw_api *api, spw_http_req *req, int ndjson, uint32_t index, size_t byte, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 7, 8)));
@@ -511,6 +537,26 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     if (ack == SPW_ACK_REPLICATED) {
         spw_http_error(req, 501, "not_implemented", NULL,
                        "ack=replicated needs a replicated backend, and this node has none");
+        spw_stream_put(s);
+        return;
+    }
+    /* Priority: header, then the stream's default; then admission, before
+     * any work on the body (under overload, refusing must be cheap). */
+    int prio = cfg->priority;
+    if (req->priority[0]) {
+        if (!(req->priority[0] >= '0' && req->priority[0] <= '3' && req->priority[1] == 0)) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 400, "bad_priority", NULL, "Spillway-Priority must be 0, 1, 2 or 3, not '%s'",
+                           req->priority);
+            spw_stream_put(s);
+            return;
+        }
+        prio = req->priority[0] - '0';
+    }
+    uint32_t retry_ms;
+    const char *refused = spw_api_admit(api, prio, &retry_ms);
+    if (refused) {
+        overloaded(req, refused, retry_ms);
         spw_stream_put(s);
         return;
     }
@@ -656,8 +702,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     spw_free(recs);
     if (r) {
         if (r == SPW_EAGAIN)
-            spw_http_error(req, 503, "backpressure", "Retry-After: 1\r\n",
-                           "the server is writing as fast as the disk allows; retry shortly");
+            overloaded(req, "backpressure", spw_pressure_retry_ms(&api->pressure));
         else if (r == SPW_EMSGSIZE)
             spw_http_error(req, 413, "body_too_large", NULL, "the request's batches exceed max_pending_bytes");
         else
@@ -1002,6 +1047,15 @@ static void handle_metrics(spw_api *api, spw_http_req *req)
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
     outf(&b, "# TYPE spillway_pending_bytes gauge\nspillway_pending_bytes %" PRIu64 "\n",
          spw_log_pending_bytes(api->log));
+    spw_pressure *pz = &api->pressure;
+    outf(&b,
+         "# TYPE spillway_pending_budget_bytes gauge\nspillway_pending_budget_bytes %" PRIu64 "\n"
+         "# TYPE spillway_pending_high_watermark_bytes gauge\nspillway_pending_high_watermark_bytes %" PRIu64 "\n"
+         "# TYPE spillway_pending_low_watermark_bytes gauge\nspillway_pending_low_watermark_bytes %" PRIu64 "\n"
+         "# HELP spillway_pressure_level 0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high "
+         "watermark (all but priority 0 refused)\n"
+         "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
+         pz->budget, pz->high, pz->low, spw_pressure_level(pz));
     outf(&b,
          "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
          "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"

@@ -12,6 +12,7 @@
 #include "core/hist.h"
 #include "log/log.h"
 #include "net/http.h"
+#include "server/admit.h"
 #include "server/catalog.h"
 
 enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
@@ -29,6 +30,7 @@ typedef struct spw_api {
     uint64_t max_request_bytes;
     uint64_t max_pending_bytes;
     uint32_t max_connections;
+    spw_pressure pressure;    /* watermarks and shedding (admit.h) */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
@@ -86,6 +88,13 @@ struct spw_produce {
 int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition, spw_ack ack,
                     uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user);
 void spw_api_produce_free(spw_produce *pr);
+
+/*
+ * Pressure admission for a produce of this priority (admit.h), counted in
+ * rejected[] when refused. Returns 0, or 503's code ("shed" or
+ * "backpressure") with *retry_ms set.
+ */
+const char *spw_api_admit(spw_api *api, int priority, uint32_t *retry_ms);
 
 /* Is a key valid UTF-8 without control characters (so reads can show it
  * as a JSON string)? Both front ends require it. */

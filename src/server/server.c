@@ -32,6 +32,15 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("io-threads", SPW_CFG_U32, io_threads, "0", 0, 256, "I/O loops; 0 = one per core"),
     CFG("max-pending-bytes", SPW_CFG_SIZE, max_pending_bytes, "64MiB", 4096, 1ull << 40,
         "budget of accepted, not yet written bytes"),
+    CFG("pending-high-watermark", SPW_CFG_U32, high_watermark_pct, "80", 1, 100,
+        "percent of max-pending-bytes above which all but priority-0 produces are refused (503 backpressure; the "
+        "binary protocol stops reading)"),
+    CFG("pending-low-watermark", SPW_CFG_U32, low_watermark_pct, "60", 0, 99,
+        "percent of max-pending-bytes below which producers are let in again"),
+    CFG("shed-priority-3-at", SPW_CFG_U32, shed3_pct, "50", 1, 100,
+        "percent of max-pending-bytes from which priority-3 produces are shed (503 shed)"),
+    CFG("shed-priority-2-at", SPW_CFG_U32, shed2_pct, "65", 1, 100,
+        "percent of max-pending-bytes from which priority-2 produces are shed"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
@@ -75,6 +84,13 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             return 1;
         }
     }
+    if (!(c->shed3_pct <= c->shed2_pct && c->shed2_pct <= c->high_watermark_pct &&
+          c->low_watermark_pct < c->high_watermark_pct)) {
+        fprintf(stderr, "spillway serve: need shed-priority-3-at <= shed-priority-2-at <= pending-high-watermark and "
+                        "pending-low-watermark < pending-high-watermark (got %u, %u, %u, %u)\n",
+                c->shed3_pct, c->shed2_pct, c->high_watermark_pct, c->low_watermark_pct);
+        return 1;
+    }
     /* Signals are taken synchronously by this thread; block them everywhere. */
     sigset_t set;
     sigemptyset(&set);
@@ -112,6 +128,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_pending_bytes = c->max_pending_bytes,
         .max_connections = c->max_connections,
     };
+    spw_pressure_config pc = {.budget = c->max_pending_bytes,
+                               .shed3_pct = c->shed3_pct,
+                               .shed2_pct = c->shed2_pct,
+                               .high_pct = c->high_watermark_pct,
+                               .low_pct = c->low_watermark_pct};
+    spw_pressure_init(&api.pressure, log, &pc);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),

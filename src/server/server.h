@@ -22,6 +22,7 @@ typedef struct spw_server_config {
     int insecure;
     uint32_t io_threads;
     uint64_t max_pending_bytes;
+    uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;
     uint32_t max_connections;
     uint64_t max_header_bytes;
     uint64_t max_request_bytes;
