@@ -585,7 +585,11 @@ static int do_scrape(spw_httpc *c, scrape *s, char *err, size_t cap)
     s->uptime_ms = 0;
     int st = spw_httpc_request(c, "GET", "/metrics", NULL, NULL, NULL, 0, 0, &r);
     if (st < 0) {
-        snprintf(err, cap, "cannot reach the server at %s:%s: %s", c->host, c->port, strerror(errno));
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            snprintf(err, cap, "the server at %s:%s did not answer GET /metrics within %d s", c->host, c->port,
+                     TOP_HTTP_TIMEOUT_S);
+        else
+            snprintf(err, cap, "cannot reach the server at %s:%s: %s", c->host, c->port, strerror(errno));
         return -1;
     }
     if (st != 200) {

@@ -12,8 +12,8 @@
  *   (pressure level, watermarks, coalesced, duplicates, an unknown
  *   rejection reason), junk, an over-long line and a hostile stream name:
  *   exact deltas, quantiles from bucket deltas, sanitised names;
- * - failures: usage errors exit 2, an unreachable server or a non-200
- *   /metrics makes --once exit 1, and without --once a server that goes
+ * - failures: usage errors exit 2, an unreachable server, a non-200
+ *   /metrics or a server that never answers makes --once exit 1, and without --once a server that goes
  *   away is reported, retried and picked up again when it returns on the
  *   same port; SIGINT then exits 0.
  */
@@ -303,7 +303,7 @@ static void test_load(srv *s)
 
 typedef struct fake {
     int lfd, port;
-    int status; /* of /metrics */
+    int status; /* of /metrics; 0: never answer */
     _Atomic int scrapes;
     pthread_t th;
 } fake;
@@ -367,6 +367,12 @@ static void *fake_main(void *arg)
             }
             size_t hl = (size_t)(he - in) + 4, blen;
             int st = 200;
+            if (f->status == 0) {
+                /* A hung server: reads, never answers, until the client leaves. */
+                while (recv(fd, in, sizeof in, 0) > 0) {
+                }
+                break;
+            }
             if (strncmp(in, "GET /metrics ", 13) == 0) {
                 f->scrapes++;
                 st = f->status;
@@ -460,6 +466,12 @@ static void test_fake(void)
     fake_start(&f, 500);
     expect_rc(cli_run(bin, "top --once --interval 100ms --server 127.0.0.1:%d", f.port), 1,
               "answered HTTP 500 to GET /metrics");
+    fake_stop(&f);
+
+    /* One that never answers: top gives up on the request (after 5 s) and says so. */
+    fake_start(&f, 0);
+    expect_rc(cli_run(bin, "top --once --interval 100ms --server 127.0.0.1:%d", f.port), 1,
+              "did not answer GET /metrics within 5 s");
     fake_stop(&f);
 }
 
