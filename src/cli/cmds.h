@@ -1,6 +1,6 @@
 /*
  * Client commands of the spillway binary (SPEC §7) that talk to a running
- * server over HTTP: produce, consume, stream create|list|show|delete.
+ * server over HTTP: produce, consume, stream create|list|show|delete, top.
  * Each takes argv with argv[0] the command name and returns the process
  * exit code: 0 ok, 1 failure (server error, rejected events, cannot
  * connect), 2 usage.
@@ -20,6 +20,7 @@
 int spw_cmd_produce(int argc, char **argv);
 int spw_cmd_consume(int argc, char **argv);
 int spw_cmd_stream(int argc, char **argv);
+int spw_cmd_top(int argc, char **argv);
 
 #define SPW_CLI_DEFAULT_SERVER "127.0.0.1:7700"
 /* How long a command waits for a server that refuses connections. */

@@ -25,12 +25,13 @@ static void usage(FILE *f)
           "  consume STREAM [--partition P] [--offset O] [--follow]   print a stream's records as NDJSON\n"
           "  stream create|list|show|delete ...                       manage streams\n"
           "  bench [--server HOST:PORT] [--events N] ...              load a running server and measure it\n"
+          "  top [--server URL] [--interval 1s] [--once]              live rates, pending bytes, rejections\n"
           "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
           "                            exit 1 if damage is found\n"
           "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
           "  version                   print the version\n"
           "\n"
-          "Client commands (produce, consume, stream, bench) take --server HOST:PORT (default 127.0.0.1:7700).\n"
+          "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT (default 127.0.0.1:7700).\n"
           "Run 'spillway <command> --help' for a command's options.\n",
           f);
 }
@@ -193,6 +194,8 @@ int main(int argc, char **argv)
         return spw_cmd_stream(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "top") == 0)
+        return spw_cmd_top(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "dump") == 0)

@@ -392,7 +392,8 @@ static int on_message_begin(http_parser *p)
     c->in_value = 0;
     c->hname_len = 0;
     c->hval = NULL;
-    c->req_start_ms = now_ms();
+    if (!c->req_start_ms) /* conn_read may have started it at the first byte */
+        c->req_start_ms = now_ms();
     return 0;
 }
 
@@ -643,6 +644,12 @@ static void conn_read(spw_conn *c)
             return;
         }
         c->last_active_ms = now_ms();
+        /* Bytes while no request is under way start the request clock,
+         * also those the parser skips (CRLFs before a request line): else
+         * a client trickling CRLFs keeps the idle timer fresh without ever
+         * beginning a request, and neither timeout would close it. */
+        if (!c->req_start_ms)
+            c->req_start_ms = c->last_active_ms;
         conn_parse(c, buf, (size_t)n);
         if ((size_t)n < sizeof buf)
             return;

@@ -1,0 +1,757 @@
+/*
+ * `spillway top`: a live view of a running server, from what it already
+ * exports. Every interval it scrapes GET /metrics (Prometheus text, read
+ * by cli/promtext.c) and GET /v1/status (for limits.max_pending_bytes) on
+ * one keep-alive connection, and shows the difference to the previous
+ * scrape: rates are counter deltas divided by the time that really passed
+ * between the two scrapes; latencies are quantiles of the histogram
+ * buckets' deltas, so they describe the last interval only, not the
+ * server's whole life. A counter that went down (the server restarted)
+ * counts from zero.
+ *
+ * Metrics this server version may not have (pressure level, watermarks,
+ * coalesced, duplicates, the binary listener) are shown when present and
+ * left out when absent, so one top works across versions.
+ *
+ * Output: on a terminal, a screen redrawn in place with ANSI sequences;
+ * otherwise (or with --once) one plain snapshot per interval, made of
+ * `top key=value ...` and `stream name=... key=value ...` lines and a
+ * blank line, for scripts. A server that cannot be reached or answers
+ * badly is reported and tried again every interval; with --once it is an
+ * error (exit 1). SIGINT/SIGTERM exit 0.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cmds.h"
+#include "cli/promtext.h"
+#include "core/config.h"
+#include "core/id.h"
+
+#define TOP_INTERVAL_MIN_MS 100
+#define TOP_INTERVAL_MAX_MS 3600000
+#define TOP_HTTP_TIMEOUT_S 5
+/* Streams shown on a terminal at most (the rest are summed up in one line). */
+#define TOP_TTY_STREAMS_MAX 200
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t tty_mode;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (stop_requested) {
+        /* A second Ctrl-C while a scrape is blocked on a hung server. */
+        if (tty_mode) {
+            static const char show[] = "\033[?25h\n";
+            if (write(1, show, sizeof show - 1) < 0) {
+            }
+        }
+        _exit(0);
+    }
+    stop_requested = 1;
+}
+
+static const char top_help[] =
+    "usage: spillway top [--server URL] [--interval DURATION] [--once]\n"
+    "Shows a running server live: events/s and bytes/s in (total and per stream), pending bytes\n"
+    "against the max-pending-bytes budget, the pressure/watermark state, rejections/s by reason,\n"
+    "connections, fsync latency p50/p99 and the group-commit batch size over the last interval.\n"
+    "On a terminal the screen is redrawn in place; otherwise one plain snapshot is printed per\n"
+    "interval: a 'top key=value ...' line, one 'stream name=S key=value ...' line per stream and a\n"
+    "blank line (docs/operations.md lists the keys). Ctrl-C exits.\n\n"
+    "  --server URL         HOST:PORT or http://HOST:PORT, default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --interval DURATION  time between scrapes (ms/s/m), default 1s, 100ms..1h\n"
+    "  --once               scrape twice, one interval apart, print one plain snapshot and exit\n"
+    "                       (exit 1 if the server cannot be reached)\n";
+
+/* One scrape. */
+typedef struct scrape {
+    spw_prom_set m;
+    uint64_t t_ns;
+    int ok;
+    int has_budget;
+    double max_pending;
+    char version[32];
+    int64_t uptime_ms;
+} scrape;
+
+/* A stream's counters and, against the previous scrape, its rates. */
+typedef struct srow {
+    const char *name;
+    double ev, by;           /* totals */
+    double d_ev, d_by;       /* deltas over the interval */
+    double ev_rate, by_rate; /* NaN without a previous scrape */
+} srow;
+
+/* What one frame shows, computed from two scrapes (prev may be NULL). */
+typedef struct view {
+    double secs; /* between the scrapes; 0 without prev */
+    double ev, by, d_ev, d_by, ev_rate, by_rate;
+    int has_pending;
+    double pending;
+    int has_level, has_high, has_low;
+    double level, high, low;
+    double conns_http, conns_bin;
+    int has_http, has_bin;
+    int has_coalesced, has_dups;
+    double coalesced, coalesced_rate, dups, dups_rate;
+    double fsync_p50, fsync_p99, fsyncs_rate; /* seconds; NaN when none in the interval */
+    double gc_avg, gc_p99;                    /* appends per fsync round */
+    double prod_p50, prod_p99;
+    /* Rejections by reason, in the order the server lists them. */
+    size_t nrej;
+    struct {
+        char reason[32];
+        double total, rate;
+    } rej[16];
+    double rej_total, rej_rate;
+    srow *rows;
+    size_t nrows;
+} view;
+
+static double cdelta(double cur, double prev) { return cur >= prev ? cur - prev : cur; }
+
+static double metric(const spw_prom_set *m, const char *name, int *found)
+{
+    double v = 0;
+    int f = spw_prom_get(m, name, NULL, NULL, &v);
+    if (found)
+        *found = f;
+    return f ? v : 0;
+}
+
+/* Delta of a counter between two scrapes (prev NULL: NaN). */
+static double counter_delta(const scrape *prev, const scrape *cur, const char *name, const char *label,
+                            const char *value, double *total)
+{
+    double c = 0, p = 0;
+    spw_prom_get(&cur->m, name, label, value, &c);
+    if (total)
+        *total = c;
+    if (!prev)
+        return NAN;
+    if (!spw_prom_get(&prev->m, name, label, value, &p))
+        return c;
+    return cdelta(c, p);
+}
+
+/*
+ * The bucket-wise difference of histogram name between two scrapes into
+ * le/d; the current scrape alone if the previous lacks it, differs in
+ * layout or is ahead (a restart). Returns the bucket count, 0 without prev.
+ */
+static size_t hist_delta(const scrape *prev, const scrape *cur, const char *name, double *le, double *d)
+{
+    if (!prev)
+        return 0;
+    double ple[SPW_PROM_HIST_MAX], pc[SPW_PROM_HIST_MAX];
+    size_t n = spw_prom_hist(&cur->m, name, le, d, SPW_PROM_HIST_MAX);
+    size_t m = spw_prom_hist(&prev->m, name, ple, pc, SPW_PROM_HIST_MAX);
+    if (m != n)
+        return n;
+    for (size_t i = 0; i < n; i++)
+        if (ple[i] != le[i] || pc[i] > d[i])
+            return n;
+    for (size_t i = 0; i < n; i++)
+        d[i] -= pc[i];
+    return n;
+}
+
+static void hist_quantiles(const scrape *prev, const scrape *cur, const char *name, double *p50, double *p99)
+{
+    double le[SPW_PROM_HIST_MAX], d[SPW_PROM_HIST_MAX];
+    size_t n = hist_delta(prev, cur, name, le, d);
+    *p50 = spw_prom_quantile(le, d, n, 0.50);
+    *p99 = spw_prom_quantile(le, d, n, 0.99);
+}
+
+static int cmp_row_name(const void *a, const void *b)
+{
+    return strcmp(((const srow *)a)->name, ((const srow *)b)->name);
+}
+
+static int cmp_row_rate(const void *a, const void *b)
+{
+    const srow *x = a, *y = b;
+    double rx = isnan(x->ev_rate) ? x->ev : x->ev_rate, ry = isnan(y->ev_rate) ? y->ev : y->ev_rate;
+    if (rx != ry)
+        return rx > ry ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* The per-stream rows of one scrape, sorted by name (malloc'ed; *n rows). */
+static srow *stream_rows(const spw_prom_set *m, size_t *n)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const char *nm = spw_prom_name(m, &m->samples[i]);
+        cap += strcmp(nm, "spillway_stream_events_in_total") == 0 || strcmp(nm, "spillway_stream_bytes_in_total") == 0;
+    }
+    srow *r = spw_xcalloc(cap ? cap : 1, sizeof *r);
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const spw_prom_sample *x = &m->samples[i];
+        const char *nm = spw_prom_name(m, x);
+        int ev = strcmp(nm, "spillway_stream_events_in_total") == 0;
+        if (!ev && strcmp(nm, "spillway_stream_bytes_in_total") != 0)
+            continue;
+        const char *s = spw_prom_label_value(m, x, "stream");
+        if (!s)
+            continue;
+        r[k] = (srow){.name = s, .ev = ev ? x->value : 0, .by = ev ? 0 : x->value};
+        k++;
+    }
+    qsort(r, k, sizeof *r, cmp_row_name);
+    /* One row per stream: merge its events and bytes samples. */
+    size_t w = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (w && strcmp(r[w - 1].name, r[i].name) == 0) {
+            r[w - 1].ev += r[i].ev;
+            r[w - 1].by += r[i].by;
+        } else {
+            r[w++] = r[i];
+        }
+    }
+    *n = w;
+    return r;
+}
+
+static void view_build(view *v, const scrape *prev, const scrape *cur)
+{
+    memset(v, 0, sizeof *v);
+    const spw_prom_set *m = &cur->m;
+    v->secs = prev ? (double)(cur->t_ns - prev->t_ns) / 1e9 : 0;
+    double secs = v->secs > 0 ? v->secs : NAN;
+    v->d_ev = counter_delta(prev, cur, "spillway_events_in_total", NULL, NULL, &v->ev);
+    v->d_by = counter_delta(prev, cur, "spillway_bytes_in_total", NULL, NULL, &v->by);
+    v->ev_rate = v->d_ev / secs;
+    v->by_rate = v->d_by / secs;
+    v->pending = metric(m, "spillway_pending_bytes", &v->has_pending);
+    v->level = metric(m, "spillway_pressure_level", &v->has_level);
+    v->high = metric(m, "spillway_pending_high_watermark_bytes", &v->has_high);
+    v->low = metric(m, "spillway_pending_low_watermark_bytes", &v->has_low);
+    v->conns_http = metric(m, "spillway_http_connections", &v->has_http);
+    v->conns_bin = metric(m, "spillway_bin_connections", &v->has_bin);
+    v->has_coalesced = spw_prom_find(m, "spillway_coalesced_total", NULL, NULL) != NULL;
+    v->coalesced_rate = counter_delta(prev, cur, "spillway_coalesced_total", NULL, NULL, &v->coalesced) / secs;
+    v->has_dups = spw_prom_find(m, "spillway_duplicates_total", NULL, NULL) != NULL;
+    v->dups_rate = counter_delta(prev, cur, "spillway_duplicates_total", NULL, NULL, &v->dups) / secs;
+    v->fsyncs_rate = counter_delta(prev, cur, "spillway_log_fsyncs_total", NULL, NULL, NULL) / secs;
+    hist_quantiles(prev, cur, "spillway_log_fsync_seconds", &v->fsync_p50, &v->fsync_p99);
+    hist_quantiles(prev, cur, "spillway_produce_seconds", &v->prod_p50, &v->prod_p99);
+    double gcp50;
+    hist_quantiles(prev, cur, "spillway_log_group_commit_appends", &gcp50, &v->gc_p99);
+    v->gc_p99 = ceil(v->gc_p99); /* a batch is a whole number of appends */
+    double gsum = counter_delta(prev, cur, "spillway_log_group_commit_appends_sum", NULL, NULL, NULL);
+    double gcnt = counter_delta(prev, cur, "spillway_log_group_commit_appends_count", NULL, NULL, NULL);
+    v->gc_avg = gcnt > 0 ? gsum / gcnt : NAN;
+
+    /* Every reason the server lists, known or not, in its order. */
+    for (size_t i = 0; i < m->n && v->nrej < sizeof v->rej / sizeof *v->rej; i++) {
+        const spw_prom_sample *x = &m->samples[i];
+        if (strcmp(spw_prom_name(m, x), "spillway_rejected_total") != 0)
+            continue;
+        const char *reason = spw_prom_label_value(m, x, "reason");
+        if (!reason || strlen(reason) >= sizeof v->rej[0].reason)
+            continue;
+        int dup = 0;
+        for (size_t k = 0; k < v->nrej; k++)
+            dup |= strcmp(v->rej[k].reason, reason) == 0;
+        if (dup)
+            continue;
+        snprintf(v->rej[v->nrej].reason, sizeof v->rej[0].reason, "%s", reason);
+        v->rej[v->nrej].rate =
+            counter_delta(prev, cur, "spillway_rejected_total", "reason", reason, &v->rej[v->nrej].total) / secs;
+        v->rej_total += v->rej[v->nrej].total;
+        v->rej_rate += v->rej[v->nrej].rate;
+        v->nrej++;
+    }
+
+    v->rows = stream_rows(m, &v->nrows);
+    size_t np = 0;
+    srow *pr = prev ? stream_rows(&prev->m, &np) : NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < v->nrows; i++) {
+        srow *r = &v->rows[i];
+        while (j < np && strcmp(pr[j].name, r->name) < 0)
+            j++;
+        int same = j < np && strcmp(pr[j].name, r->name) == 0;
+        r->d_ev = !prev ? NAN : same ? cdelta(r->ev, pr[j].ev) : r->ev;
+        r->d_by = !prev ? NAN : same ? cdelta(r->by, pr[j].by) : r->by;
+        r->ev_rate = r->d_ev / secs;
+        r->by_rate = r->d_by / secs;
+    }
+    spw_free(pr);
+    qsort(v->rows, v->nrows, sizeof *v->rows, cmp_row_rate);
+}
+
+static const char *level_word(double l)
+{
+    switch (l >= 0 && l <= 4 ? (int)l : -1) {
+    case 0: return "normal";
+    case 1: return "shed_p3";
+    case 2: return "shed_p2_p3";
+    case 3: return "high_watermark";
+    case 4: return "hard_limit";
+    default: return "unknown";
+    }
+}
+
+static const char *level_text(double l)
+{
+    switch (l >= 0 && l <= 4 ? (int)l : -1) {
+    case 0: return "normal";
+    case 1: return "shedding priority 3";
+    case 2: return "shedding priorities 2-3";
+    case 3: return "high watermark: shedding all but priority 0";
+    case 4: return "hard limit: refusing everything";
+    default: return "unknown level";
+    }
+}
+
+/* A label value from the server, made safe to print (no control bytes, no spaces in plain mode). */
+static void safe_name(const char *s, char *out, size_t cap, int plain)
+{
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        out[n++] = c < 0x20 || c == 0x7f || (plain && (c == ' ' || c == '=')) ? '?' : (char)c;
+    }
+    out[n] = 0;
+}
+
+/* ---- plain snapshot ---- */
+
+static void kv_num(FILE *f, const char *key, double v, int decimals)
+{
+    if (!isnan(v))
+        fprintf(f, " %s=%.*f", key, decimals, v);
+}
+
+static void print_plain(FILE *f, const view *v, const scrape *cur, const char *server)
+{
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(f, "top time=%s server=%s interval_s=%.3f", ts, server, v->secs);
+    kv_num(f, "events_per_s", v->ev_rate, 1);
+    kv_num(f, "bytes_per_s", v->by_rate, 1);
+    kv_num(f, "events", v->d_ev, 0);
+    kv_num(f, "bytes", v->d_by, 0);
+    kv_num(f, "events_total", v->ev, 0);
+    kv_num(f, "bytes_total", v->by, 0);
+    if (v->has_pending)
+        kv_num(f, "pending_bytes", v->pending, 0);
+    if (cur->has_budget) {
+        kv_num(f, "max_pending_bytes", cur->max_pending, 0);
+        if (v->has_pending && cur->max_pending > 0)
+            kv_num(f, "pending_ratio", v->pending / cur->max_pending, 4);
+    }
+    if (v->has_high)
+        kv_num(f, "high_watermark_bytes", v->high, 0);
+    if (v->has_low)
+        kv_num(f, "low_watermark_bytes", v->low, 0);
+    if (v->has_level)
+        fprintf(f, " pressure_level=%.0f pressure=%s", v->level, level_word(v->level));
+    if (v->has_http || v->has_bin)
+        kv_num(f, "connections", v->conns_http + v->conns_bin, 0);
+    if (v->has_http)
+        kv_num(f, "http_connections", v->conns_http, 0);
+    if (v->has_bin)
+        kv_num(f, "bin_connections", v->conns_bin, 0);
+    kv_num(f, "rejected_per_s", v->nrej ? v->rej_rate : NAN, 1);
+    for (size_t i = 0; i < v->nrej; i++) {
+        char k[64], name[32];
+        safe_name(v->rej[i].reason, name, sizeof name, 1);
+        snprintf(k, sizeof k, "rejected_per_s_%s", name);
+        kv_num(f, k, v->rej[i].rate, 1);
+        snprintf(k, sizeof k, "rejected_total_%s", name);
+        kv_num(f, k, v->rej[i].total, 0);
+    }
+    if (v->has_coalesced) {
+        kv_num(f, "coalesced_per_s", v->coalesced_rate, 1);
+        kv_num(f, "coalesced_total", v->coalesced, 0);
+    }
+    if (v->has_dups) {
+        kv_num(f, "duplicates_per_s", v->dups_rate, 1);
+        kv_num(f, "duplicates_total", v->dups, 0);
+    }
+    kv_num(f, "fsyncs_per_s", v->fsyncs_rate, 1);
+    kv_num(f, "fsync_p50_ms", v->fsync_p50 * 1e3, 3);
+    kv_num(f, "fsync_p99_ms", v->fsync_p99 * 1e3, 3);
+    kv_num(f, "group_commit_avg", v->gc_avg, 2);
+    kv_num(f, "group_commit_p99", v->gc_p99, 1);
+    kv_num(f, "produce_p50_ms", v->prod_p50 * 1e3, 3);
+    kv_num(f, "produce_p99_ms", v->prod_p99 * 1e3, 3);
+    fputc('\n', f);
+    for (size_t i = 0; i < v->nrows; i++) {
+        const srow *r = &v->rows[i];
+        char name[260];
+        safe_name(r->name, name, sizeof name, 1);
+        fprintf(f, "stream name=%s", name);
+        kv_num(f, "events_per_s", r->ev_rate, 1);
+        kv_num(f, "bytes_per_s", r->by_rate, 1);
+        kv_num(f, "events", r->d_ev, 0);
+        kv_num(f, "bytes", r->d_by, 0);
+        kv_num(f, "events_total", r->ev, 0);
+        kv_num(f, "bytes_total", r->by, 0);
+        fputc('\n', f);
+    }
+    fputc('\n', f);
+    fflush(f);
+}
+
+/* ---- terminal ---- */
+
+static const char *human_bytes(double b, char *out, size_t cap)
+{
+    static const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (fabs(b) >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+    return out;
+}
+
+static const char *human_num(double x, char *out, size_t cap)
+{
+    if (isnan(x))
+        snprintf(out, cap, "-");
+    else if (fabs(x) >= 1e9)
+        snprintf(out, cap, "%.2fG", x / 1e9);
+    else if (fabs(x) >= 1e6)
+        snprintf(out, cap, "%.2fM", x / 1e6);
+    else if (fabs(x) >= 1e4)
+        snprintf(out, cap, "%.1fk", x / 1e3);
+    else if (x == floor(x))
+        snprintf(out, cap, "%.0f", x);
+    else
+        snprintf(out, cap, "%.1f", x);
+    return out;
+}
+
+static const char *human_secs(double s, char *out, size_t cap)
+{
+    if (isnan(s))
+        snprintf(out, cap, "-");
+    else if (s < 1e-3)
+        snprintf(out, cap, "%.0f us", s * 1e6);
+    else if (s < 1)
+        snprintf(out, cap, "%.2f ms", s * 1e3);
+    else
+        snprintf(out, cap, "%.2f s", s);
+    return out;
+}
+
+static void render_head(FILE *f, const view *v, const scrape *cur, const char *server, const char *interval)
+{
+    char a[32], b[32], c[32], d[32];
+    char ts[16];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+    fprintf(f, "spillway top - %s - every %s - %s", server, interval, ts);
+    if (cur->version[0])
+        fprintf(f, " - server %s, up %" PRId64 "s", cur->version, cur->uptime_ms / 1000);
+    fputc('\n', f);
+    fputc('\n', f);
+    fprintf(f, "in           %s events/s  %s/s   total %s events, %s\n", human_num(v->ev_rate, a, sizeof a),
+            isnan(v->by_rate) ? "-" : human_bytes(v->by_rate, b, sizeof b), human_num(v->ev, c, sizeof c),
+            human_bytes(v->by, d, sizeof d));
+    if (v->has_pending) {
+        fprintf(f, "pending      %s", human_bytes(v->pending, a, sizeof a));
+        if (cur->has_budget && cur->max_pending > 0)
+            fprintf(f, " of %s (%.1f%%)", human_bytes(cur->max_pending, b, sizeof b),
+                    100 * v->pending / cur->max_pending);
+        if (v->has_low)
+            fprintf(f, "   low watermark %s", human_bytes(v->low, a, sizeof a));
+        if (v->has_high)
+            fprintf(f, "   high watermark %s", human_bytes(v->high, a, sizeof a));
+        fputc('\n', f);
+    }
+    if (v->has_level)
+        fprintf(f, "pressure     %s (level %.0f)\n", level_text(v->level), v->level);
+    if (v->nrej) {
+        fprintf(f, "rejected/s  ");
+        for (size_t i = 0; i < v->nrej; i++) {
+            char name[32];
+            safe_name(v->rej[i].reason, name, sizeof name, 0);
+            fprintf(f, " %s %s", name, human_num(v->rej[i].rate, a, sizeof a));
+        }
+        fprintf(f, "   (total %s)\n", human_num(v->rej_total, a, sizeof a));
+    }
+    if (v->has_coalesced || v->has_dups) {
+        fprintf(f, "dropped/s   ");
+        if (v->has_coalesced)
+            fprintf(f, " coalesced %s", human_num(v->coalesced_rate, a, sizeof a));
+        if (v->has_dups)
+            fprintf(f, " duplicates %s", human_num(v->dups_rate, a, sizeof a));
+        fputc('\n', f);
+    }
+    if (v->has_http || v->has_bin) {
+        fprintf(f, "connections  %.0f", v->conns_http + v->conns_bin);
+        if (v->has_bin)
+            fprintf(f, " (http %.0f, binary %.0f)", v->conns_http, v->conns_bin);
+        fputc('\n', f);
+    }
+    fprintf(f, "fsync        p50 %s  p99 %s  %s fsyncs/s\n", human_secs(v->fsync_p50, a, sizeof a),
+            human_secs(v->fsync_p99, b, sizeof b), human_num(v->fsyncs_rate, c, sizeof c));
+    fprintf(f, "group commit avg %s  p99 %s appends per fsync\n", isnan(v->gc_avg) ? "-" : human_num(v->gc_avg, a, sizeof a),
+            human_num(v->gc_p99, b, sizeof b));
+    fprintf(f, "produce      p50 %s  p99 %s\n", human_secs(v->prod_p50, a, sizeof a),
+            human_secs(v->prod_p99, b, sizeof b));
+    fputc('\n', f);
+}
+
+/* The stream table in at most rows lines, busiest first. */
+static void render_streams(FILE *f, const view *v, int rows)
+{
+    char a[32], b[32], c[32];
+    fprintf(f, "%-32s %12s %14s %14s\n", "STREAM", "EVENTS/S", "BYTES/S", "EVENTS");
+    size_t avail = rows > 2 ? (size_t)rows - 1 : 1, show = v->nrows;
+    if (avail > TOP_TTY_STREAMS_MAX)
+        avail = TOP_TTY_STREAMS_MAX;
+    if (show > avail)
+        show = avail - 1; /* the last line says how many are left out */
+    for (size_t i = 0; i < show; i++) {
+        const srow *r = &v->rows[i];
+        char name[40];
+        safe_name(r->name, name, sizeof name, 0);
+        fprintf(f, "%-32s %12s %12s/s %14s\n", name, human_num(r->ev_rate, a, sizeof a),
+                isnan(r->by_rate) ? "-" : human_bytes(r->by_rate, b, sizeof b), human_num(r->ev, c, sizeof c));
+    }
+    if (show < v->nrows)
+        fprintf(f, "... %zu more stream(s)\n", v->nrows - show);
+    if (!v->nrows)
+        fprintf(f, "(no streams)\n");
+}
+
+/* Writes frame text to the terminal in place: each line clipped to the width and cleared to its end. */
+static void draw(const char *text, size_t len, int cols, int rows)
+{
+    fputs("\033[H", stdout);
+    const char *p = text, *end = text + len;
+    for (int row = 0; p < end && row < rows; row++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        int n = (int)(le - p) < cols ? (int)(le - p) : cols;
+        fwrite(p, 1, (size_t)n, stdout);
+        fputs("\033[K", stdout);
+        if (row + 1 < rows && nl)
+            fputc('\n', stdout);
+        p = nl ? nl + 1 : end;
+    }
+    fputs("\033[J", stdout);
+    fflush(stdout);
+}
+
+static void term_size(int *cols, int *rows)
+{
+    struct winsize ws;
+    *cols = 80;
+    *rows = 24;
+    if (ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0) {
+        *cols = ws.ws_col;
+        *rows = ws.ws_row;
+    }
+}
+
+/* ---- scraping ---- */
+
+/*
+ * Scrapes /metrics and /v1/status into s. Returns 0, or -1 with a reason
+ * in err. The status endpoint is optional: without it there is no budget.
+ */
+static int do_scrape(spw_httpc *c, scrape *s, char *err, size_t cap)
+{
+    spw_httpc_resp r;
+    spw_prom_clear(&s->m);
+    s->ok = 0;
+    s->has_budget = 0;
+    s->version[0] = 0;
+    s->uptime_ms = 0;
+    int st = spw_httpc_request(c, "GET", "/metrics", NULL, NULL, NULL, 0, 0, &r);
+    if (st < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            snprintf(err, cap, "the server at %s:%s did not answer GET /metrics within %d s", c->host, c->port,
+                     TOP_HTTP_TIMEOUT_S);
+        else
+            snprintf(err, cap, "cannot reach the server at %s:%s: %s", c->host, c->port, strerror(errno));
+        return -1;
+    }
+    if (st != 200) {
+        snprintf(err, cap, "the server at %s:%s answered HTTP %d to GET /metrics", c->host, c->port, st);
+        return -1;
+    }
+    s->t_ns = spw_mono_ns();
+    if (spw_prom_parse(&s->m, r.body, r.body_len) < 0) {
+        snprintf(err, cap, "out of memory reading /metrics");
+        return -1;
+    }
+    if (s->m.n == 0) {
+        snprintf(err, cap, "GET /metrics on %s:%s returned no samples", c->host, c->port);
+        return -1;
+    }
+    spw_json_span o, lim;
+    if (spw_httpc_request(c, "GET", "/v1/status", NULL, NULL, NULL, 0, 0, &r) == 200 &&
+        spw__cli_parse(r.body, r.body_len, &o) == 0) {
+        spw__cli_str(&o, "version", s->version, sizeof s->version);
+        s->uptime_ms = spw__cli_int(&o, "uptime_ms", 0);
+        if (spw__cli_member(&o, "limits", &lim)) {
+            int64_t mp = spw__cli_int(&lim, "max_pending_bytes", -1);
+            if (mp >= 0) {
+                s->has_budget = 1;
+                s->max_pending = (double)mp;
+            }
+        }
+    }
+    s->ok = 1;
+    return 0;
+}
+
+/* Sleeps until the monotonic time t_ns, or until a stop signal. */
+static void sleep_until(uint64_t t_ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000u), .tv_nsec = (long)(t_ns % 1000000000u)};
+    while (!stop_requested && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+int spw_cmd_top(int argc, char **argv)
+{
+    const char *server = NULL, *interval_s = "1s";
+    int once = 0;
+    uint64_t interval_ms = 1000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int m;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(top_help, stdout);
+            return 0;
+        }
+        if ((m = spw__cli_opt("top", argc, argv, &i, "--server", &v))) {
+            if (m < 0)
+                return 2;
+            server = v;
+        } else if ((m = spw__cli_opt("top", argc, argv, &i, "--interval", &v))) {
+            if (m < 0)
+                return 2;
+            if (spw_parse_duration_ms(v, &interval_ms) || interval_ms < TOP_INTERVAL_MIN_MS ||
+                interval_ms > TOP_INTERVAL_MAX_MS) {
+                fprintf(stderr, "spillway top: --interval takes a duration from 100ms to 1h (like 1s, 500ms), not '%s'\n",
+                        v);
+                return 2;
+            }
+            interval_s = v;
+        } else if (strcmp(a, "--once") == 0) {
+            once = 1;
+        } else {
+            fprintf(stderr, "spillway top: unexpected argument '%s' (see spillway top --help)\n", a);
+            return 2;
+        }
+    }
+    spw_httpc c;
+    int r = spw__cli_server("top", server, &c);
+    if (r)
+        return r;
+    c.timeout_s = TOP_HTTP_TIMEOUT_S;
+    char server_name[300];
+    snprintf(server_name, sizeof server_name, "%s:%s", c.host, c.port);
+
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: a signal cuts the sleep short */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int tty = !once && isatty(1);
+    tty_mode = tty;
+    scrape sc[2];
+    spw_prom_init(&sc[0].m);
+    spw_prom_init(&sc[1].m);
+    sc[0].ok = sc[1].ok = 0;
+    int cur = 0, rc = 0, failing = 0;
+    char err[512];
+    if (tty)
+        fputs("\033[?25l\033[2J", stdout);
+    uint64_t next = spw_mono_ns();
+    while (!stop_requested) {
+        next += interval_ms * 1000000u;
+        scrape *now = &sc[cur], *prev = sc[cur ^ 1].ok ? &sc[cur ^ 1] : NULL;
+        if (do_scrape(&c, now, err, sizeof err) < 0) {
+            if (once) {
+                fprintf(stderr, "spillway top: %s\n", err);
+                rc = 1;
+                break;
+            }
+            if (tty) {
+                char frame[1024];
+                int n = snprintf(frame, sizeof frame, "spillway top - %s - every %s\n\n%s\nretrying every %s ...\n",
+                                 server_name, interval_s, err, interval_s);
+                int cols, rows;
+                term_size(&cols, &rows);
+                draw(frame, (size_t)n < sizeof frame ? (size_t)n : sizeof frame - 1, cols, rows);
+            } else if (!failing) {
+                fprintf(stderr, "spillway top: %s; retrying every %s\n", err, interval_s);
+            }
+            failing = 1;
+            sc[cur ^ 1].ok = 0; /* rates restart after the gap */
+        } else {
+            if (failing && !tty)
+                fprintf(stderr, "spillway top: the server at %s answers again\n", server_name);
+            failing = 0;
+            if (prev || tty) {
+                view v;
+                view_build(&v, prev, now);
+                if (tty) {
+                    int cols, rows;
+                    term_size(&cols, &rows);
+                    char *text = NULL;
+                    size_t len = 0;
+                    FILE *mf = open_memstream(&text, &len);
+                    if (mf) {
+                        render_head(mf, &v, now, server_name, interval_s);
+                        fflush(mf);
+                        int used = 0;
+                        for (size_t i = 0; i < len; i++)
+                            used += text[i] == '\n';
+                        render_streams(mf, &v, rows - used);
+                        fclose(mf);
+                        draw(text, len, cols, rows);
+                        free(text);
+                    }
+                } else {
+                    print_plain(stdout, &v, now, server_name);
+                }
+                spw_free(v.rows);
+                if (once && prev)
+                    break;
+            }
+            cur ^= 1;
+        }
+        uint64_t t = spw_mono_ns();
+        if (next < t)
+            next = t; /* a slow scrape: no burst of catch-up rounds */
+        sleep_until(next);
+    }
+    if (tty)
+        fputs("\033[?25h\n", stdout);
+    fflush(stdout);
+    spw_prom_fini(&sc[0].m);
+    spw_prom_fini(&sc[1].m);
+    spw_httpc_close(&c);
+    return rc;
+}
