@@ -149,7 +149,8 @@ static void hconn_build(hconn *hc, spw_buf *body, const char *pad)
         abort();
     char target[256];
     snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
-    int hn = spw_httpc_head(&hc->h, (char *)hc->req.p, head_cap, "POST", target, "application/x-ndjson", NULL, body->len);
+    int hn = spw_httpc_head(&hc->h, (char *)hc->req.p, head_cap, "POST", target, "application/x-ndjson", NULL,
+                            body->len);
     if (hn < 0)
         abort(); /* the target is bounded by the stream name's 128 bytes */
     memcpy(hc->req.p + hn, body->p, body->len);
@@ -585,8 +586,7 @@ int spw_cmd_bench(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(a, "--stream") == 0) {
-            size_t n = strlen(v);
-            if (n == 0 || n > 128 || v[0] == '.' || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n) {
+            if (!spw__cli_stream_name_ok(v)) {
                 fprintf(stderr, "spillway bench: bad stream name '%s'\n", v);
                 return 2;
             }

@@ -180,7 +180,9 @@ int spw_cmd_consume(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n", stream);
+        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
+                        "with '.')\n",
+                stream);
         return 2;
     }
     if (has_offset && has_ts) {

@@ -343,7 +343,9 @@ int spw_cmd_produce(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n", stream);
+        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
+                        "with '.')\n",
+                stream);
         return 2;
     }
     const char *label = file && strcmp(file, "-") ? file : "stdin";

@@ -467,7 +467,9 @@ int spw_cmd_stream(int argc, char **argv)
             fprintf(stderr, "spillway %s: a stream NAME is required\n%s", cmd, stream_usage);
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
-            fprintf(stderr, "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n", cmd, name);
+            fprintf(stderr,
+                    "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n",
+                    cmd, name);
             rc = 2;
         }
     }

@@ -633,7 +633,8 @@ static void test_doc_example(void)
 static void test_random(void)
 {
     uint64_t x = 88172645463325252ull;
-    decode_fn fns[] = {dec_produce, dec_presp, dec_freq, dec_fresp, dec_mreq, dec_mresp, dec_answer, dec_areq, dec_aresp};
+    decode_fn fns[] = {dec_produce, dec_presp, dec_freq,   dec_fresp, dec_mreq,
+                       dec_mresp,   dec_answer, dec_areq, dec_aresp};
     for (int round = 0; round < 20000; round++) {
         uint8_t buf[96];
         size_t n = (size_t)(round % 96);

@@ -83,7 +83,8 @@ static void test_good(void)
     f.len = 11;
     for (int i = 0; i < 2000; i++) {
         int k = snprintf(line, sizeof line,
-                         "%s{\"token\":\"tok-%06d\",\"tenant\":\"t%d\",\"streams\":[\"s%d\"],\"permissions\":[\"consume\"]}",
+                         "%s{\"token\":\"tok-%06d\",\"tenant\":\"t%d\",\"streams\":[\"s%d\"],"
+                         "\"permissions\":[\"consume\"]}",
                          i ? "," : "", i, i, i);
         memcpy(f.p + f.len, line, (size_t)k);
         f.len += (size_t)k;
@@ -142,7 +143,8 @@ static void test_bad(void)
     /* Missing members. */
     bad("{\"tokens\":[{\"tenant\":\"a\",\"streams\":[],\"permissions\":[]}]}", "tokens[0] (tenant \"a\")",
         "\"token\" is missing");
-    bad("{\"tokens\":[{\"token\":\"SECRET\",\"streams\":[],\"permissions\":[]}]}", "tokens[0]: ", "\"tenant\" is missing");
+    bad("{\"tokens\":[{\"token\":\"SECRET\",\"streams\":[],\"permissions\":[]}]}", "tokens[0]: ",
+        "\"tenant\" is missing");
     bad("{\"tokens\":[{\"token\":\"SECRET\",\"tenant\":\"a\",\"permissions\":[]}]}", "tokens[0]",
         "\"streams\" is missing");
     bad("{\"tokens\":[{\"token\":\"SECRET\",\"tenant\":\"a\",\"streams\":[]}]}", "tokens[0]",
