@@ -834,6 +834,11 @@ static void test_traversal(const char *tmp)
     CHECK_EQ(bproduce(fd, longname, 129, code), 400); /* over 128: does not even decode */
     CHECK_EQ(bproduce(fd, "", 0, code), 400);
     CHECK_EQ(bproduce(fd, S("ok"), code), 0);
+    /* Without tokens AUTH is accepted (tenant "") and changes nothing. */
+    char tenant[80] = "x";
+    CHECK_EQ(bauth(fd, S("any-token"), tenant), 0);
+    CHECK(tenant[0] == 0);
+    CHECK_EQ(bproduce(fd, S("ok"), code), 0);
     close(fd);
 
     /* Nothing appeared anywhere: not beside the data directory, not in it,
