@@ -49,6 +49,8 @@ extern "C" {
 #define SPW_ERR_AGAIN (-EAGAIN)        /* buffer full, from a delivery callback */
 #define SPW_ERR_PROTOCOL (-EPROTO)     /* the peer broke the protocol */
 #define SPW_ERR_BAD_REQUEST (-400)
+#define SPW_ERR_UNAUTHORIZED (-401)    /* no token, or not a valid one (config.token / spw_client_auth) */
+#define SPW_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
 #define SPW_ERR_NOT_FOUND (-404)       /* no such stream or partition */
 #define SPW_ERR_REQUEST_TIMEOUT (-408)
 #define SPW_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
@@ -105,6 +107,9 @@ typedef struct spw_producer_config {
     int priority;                 /* 0 (most important) .. 3, or -1 for the stream's default (default -1) */
     spw_delivery_cb on_delivery;  /* may be NULL */
     void *opaque;                 /* passed to on_delivery */
+    const char *token;            /* bearer token sent (AUTH) first on every connection; NULL or "": none.
+                                     Copied by spw_producer_new. Without a valid one, a server with tokens
+                                     fails the records with SPW_ERR_UNAUTHORIZED (or SPW_ERR_FORBIDDEN) */
 } spw_producer_config;
 
 /* Fills c with the defaults. */
@@ -150,6 +155,10 @@ typedef struct spw_client spw_client;
 /* Connects to one server "host:port". Returns 0 or -errno / SPW_ERR_*. */
 int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out);
 void spw_client_close(spw_client *c);
+/* Authenticates the connection with a bearer token (the AUTH request,
+ * docs/protocol.md); later calls on c run as its tenant. Returns 0, or
+ * SPW_ERR_UNAUTHORIZED (the connection is then unauthenticated), ... */
+int spw_client_auth(spw_client *c, const char *token);
 /* The server's sentence for the last error answer ("" if none). Valid
  * until the next call on c. */
 const char *spw_client_last_error(spw_client *c);

@@ -51,10 +51,29 @@ int spw__cli_server(const char *cmd, const char *server, spw_httpc *c)
     return 0;
 }
 
+int spw__cli_token(const char *cmd, const char *opt, spw_httpc *c, const char **out)
+{
+    const char *t = opt ? opt : getenv("SPILLWAY_TOKEN");
+    if (t && !t[0])
+        t = NULL;
+    *out = t;
+    spw_httpc tmp;
+    if (!c) {
+        memset(&tmp, 0, sizeof tmp);
+        c = &tmp;
+    }
+    if (spw_httpc_set_token(c, t)) {
+        fprintf(stderr, "spillway %s: the token (%s) must be 1 to %d visible ASCII characters without spaces\n", cmd,
+                opt ? "--token" : "$SPILLWAY_TOKEN", SPW_HTTPC_TOKEN_MAX);
+        return 2;
+    }
+    return 0;
+}
+
 int spw__cli_stream_name_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 128 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+    if (n == 0 || n > 128 || s[0] == '.')
         return 0;
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }

@@ -38,6 +38,14 @@ int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 /* Sets up c from a --server value (NULL: the default). Returns 0, or 2
  * after printing a usage message. */
 int spw__cli_server(const char *cmd, const char *server, spw_httpc *c);
+/*
+ * The bearer token of a command: opt (--token), else $SPILLWAY_TOKEN, else
+ * none. Sets *out (NULL for none) and, if c is not NULL, c's token.
+ * Returns 0, or 2 after printing why the token cannot be sent.
+ */
+int spw__cli_token(const char *cmd, const char *opt, spw_httpc *c, const char **out);
+#define SPW_CLI_TOKEN_HELP                                                                                             \
+    "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN)\n"
 /* Is s a valid stream name (SPEC §1)? */
 int spw__cli_stream_name_ok(const char *s);
 

@@ -38,7 +38,7 @@ static const char consume_help[] =
     "Reads records of STREAM and prints them as NDJSON on stdout, one object a line:\n"
     "{\"partition\",\"offset\",\"id\",\"ts\",\"key\",\"value\"}. Without --partition every partition is read\n"
     "in turn.\n\n"
-    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER "\n" SPW_CLI_TOKEN_HELP
     "  --partition P        read only partition P\n"
     "  --offset O           start at offset O (in every partition read); default: the oldest kept\n"
     "  --from-ts T          start at the first record with ts >= T (ms since the Unix epoch)\n"
@@ -105,7 +105,7 @@ static uint64_t print_records(const char *p, size_t n, int values_only)
 
 int spw_cmd_consume(int argc, char **argv)
 {
-    const char *server = NULL, *stream = NULL, *group = NULL;
+    const char *server = NULL, *stream = NULL, *group = NULL, *token = NULL;
     uint64_t partition = 0, offset = 0, max = 0;
     int64_t from_ts = 0;
     int has_part = 0, has_offset = 0, has_ts = 0, follow = 0, values = 0;
@@ -121,6 +121,10 @@ int spw_cmd_consume(int argc, char **argv)
             if (m < 0)
                 return 2;
             server = v;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--token", &v))) {
+            if (m < 0)
+                return 2;
+            token = v;
         } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--partition", &v))) {
             if (m < 0 || spw__cli_u64(v, 0, 1023, &partition)) {
                 if (m > 0)
@@ -176,7 +180,9 @@ int spw_cmd_consume(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -)\n", stream);
+        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
+                        "with '.')\n",
+                stream);
         return 2;
     }
     if (has_offset && has_ts) {
@@ -185,6 +191,8 @@ int spw_cmd_consume(int argc, char **argv)
     }
     spw_httpc c;
     int rc = spw__cli_server("consume", server, &c);
+    if (!rc)
+        rc = spw__cli_token("consume", token, &c, &token);
     if (rc)
         return rc;
 

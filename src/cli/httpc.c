@@ -56,6 +56,21 @@ void spw_httpc_init(spw_httpc *c, const char *host, const char *port)
     c->timeout_s = 60;
 }
 
+int spw_httpc_set_token(spw_httpc *c, const char *token)
+{
+    size_t n = token ? strlen(token) : 0;
+    if (n > SPW_HTTPC_TOKEN_MAX)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)token[i] < 0x21 || (unsigned char)token[i] > 0x7e)
+            return -1;
+    if (n)
+        snprintf(c->auth, sizeof c->auth, "Authorization: Bearer %s\r\n", token);
+    else
+        c->auth[0] = 0;
+    return 0;
+}
+
 void spw_httpc_close(spw_httpc *c)
 {
     if (c->fd >= 0)
@@ -342,7 +357,7 @@ int spw_httpc_head(const spw_httpc *c, char *out, size_t cap, const char *method
     if (m < 0 || (size_t)(n + m) >= cap)
         return -1;
     n += m;
-    m = snprintf(out + n, cap - (size_t)n, "%s\r\n", extra_headers ? extra_headers : "");
+    m = snprintf(out + n, cap - (size_t)n, "%s%s\r\n", c->auth, extra_headers ? extra_headers : "");
     if (m < 0 || (size_t)(n + m) >= cap)
         return -1;
     return n + m;

@@ -17,6 +17,8 @@
 
 #include "core/buf.h"
 
+#define SPW_HTTPC_TOKEN_MAX 1024
+
 typedef struct spw_httpc {
     char host[256];
     char port[16];
@@ -24,6 +26,7 @@ typedef struct spw_httpc {
     int timeout_s;   /* receive timeout per recv (SO_RCVTIMEO); 0 = none */
     spw_buf in;      /* bytes received, starting with the current response */
     size_t consumed; /* bytes of in that belong to the last response read */
+    char auth[SPW_HTTPC_TOKEN_MAX + 32]; /* "Authorization: Bearer T\r\n" sent with every request, or "" */
 } spw_httpc;
 
 /* One response. Every pointer points into the client's buffer and stays
@@ -46,7 +49,12 @@ int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *por
 
 /* Sets up c for host:port (copied) without connecting. */
 void spw_httpc_init(spw_httpc *c, const char *host, const char *port);
-/* Closes the connection (if any) and frees the buffer; c can be reused. */
+/* Sends "Authorization: Bearer token" with every request from now on
+ * (NULL or "": none). Returns 0, or -1 if the token is longer than
+ * SPW_HTTPC_TOKEN_MAX or holds anything but visible ASCII. */
+int spw_httpc_set_token(spw_httpc *c, const char *token);
+/* Closes the connection (if any) and frees the buffer; c can be reused
+ * (host, port and token stay). */
 void spw_httpc_close(spw_httpc *c);
 
 /*
@@ -90,7 +98,8 @@ int spw_httpc_request(spw_httpc *c, const char *method, const char *target, cons
 /*
  * Formats the request head for method/target into out (at most cap bytes):
  * request line, Host, Content-Type (if ctype), Content-Length (if body_len
- * or a method that carries a body), extra headers, blank line. Returns its
+ * or a method that carries a body), Authorization (if a token is set),
+ * extra headers, blank line. Returns its
  * length, or -1 if it does not fit.
  */
 int spw_httpc_head(const spw_httpc *c, char *out, size_t cap, const char *method, const char *target,

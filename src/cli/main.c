@@ -31,7 +31,8 @@ static void usage(FILE *f)
           "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
           "  version                   print the version\n"
           "\n"
-          "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT (default 127.0.0.1:7700).\n"
+          "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT (default 127.0.0.1:7700)\n"
+          "and --token T (a bearer token for a server with a tokens file; default $SPILLWAY_TOKEN).\n"
           "Run 'spillway <command> --help' for a command's options.\n",
           f);
 }
@@ -40,7 +41,8 @@ static void serve_help(FILE *f)
 {
     fputs("usage: spillway serve [--config FILE] [--SETTING VALUE ...]\n"
           "Runs the server until SIGTERM or SIGINT (then: stop accepting, finish requests in flight,\n"
-          "flush and fsync, exit 0). Every setting can be given in the config file as 'name = value'\n"
+          "flush and fsync, exit 0); SIGHUP reloads the tokens file. Every setting can be given in the\n"
+          "config file as 'name = value'\n"
           "or as a flag; flags win. Sizes take B/KiB/MiB/GiB, durations ms/s/m/h.\n\n"
           "  --config FILE                    read settings from FILE first\n"
           "  --ready-fd N                     write the bound HTTP port and a newline to fd N once listening\n",

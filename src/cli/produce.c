@@ -46,7 +46,7 @@ static const char produce_help[] =
     "server's reason, and the other lines of its request are sent again. Prints a summary\n"
     "(accepted, rejected, elapsed, events/s) on stderr, and a progress line while stderr is a\n"
     "terminal. Exit 0 if every line was accepted, 1 if any was rejected or the run failed.\n\n"
-    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER " (http://HOST:PORT also works)\n"
+    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER " (http://HOST:PORT also works)\n" SPW_CLI_TOKEN_HELP
     "  --ack L              none|written|fsync|replicated (default: the stream's)\n"
     "  --batch N            lines per request (default 1000, at most 100000)\n"
     "  --pipeline D         requests in flight on the connection (default 1 keeps the file's order\n"
@@ -196,7 +196,7 @@ static void reject(run *R, uint64_t line, const char *fmt, ...)
 
 static int send_req(run *R, req *q)
 {
-    char head[512];
+    char head[512 + sizeof R->c.auth];
     int hn = spw_httpc_head(&R->c, head, sizeof head, "POST", R->target, R->ctype, R->extra, q->body.len);
     if (hn < 0)
         return -1;
@@ -286,7 +286,7 @@ static void progress(const reader *rd, const run *R, off_t size, uint64_t t0, in
 
 int spw_cmd_produce(int argc, char **argv)
 {
-    const char *server = NULL, *stream = NULL, *file = NULL, *ack = NULL;
+    const char *server = NULL, *stream = NULL, *file = NULL, *ack = NULL, *token = NULL;
     uint64_t batch = 1000, pipeline = 1, max_rejects = 100;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -299,6 +299,10 @@ int spw_cmd_produce(int argc, char **argv)
             if (m < 0)
                 return 2;
             server = v;
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--token", &v))) {
+            if (m < 0)
+                return 2;
+            token = v;
         } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--ack", &v))) {
             if (m < 0)
                 return 2;
@@ -339,7 +343,9 @@ int spw_cmd_produce(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -)\n", stream);
+        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
+                        "with '.')\n",
+                stream);
         return 2;
     }
     const char *label = file && strcmp(file, "-") ? file : "stdin";
@@ -353,6 +359,8 @@ int spw_cmd_produce(int argc, char **argv)
     }
     run R = {.cmd = "produce"};
     int rc = spw__cli_server("produce", server, &R.c);
+    if (!rc)
+        rc = spw__cli_token("produce", token, &R.c, &token);
     if (rc) {
         if (fd > 0)
             close(fd);
@@ -524,7 +532,6 @@ int spw_cmd_produce(int argc, char **argv)
         if (r.close && !conn_lost) {
             /* The server closes after this answer: later requests on it are lost. */
             spw_httpc_close(&R.c);
-            spw_httpc_init(&R.c, R.c.host, R.c.port);
         }
         head = (head + 1) % D;
         inflight--;

@@ -16,13 +16,15 @@ static const char stream_usage[] =
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
     "       spillway stream delete NAME\n"
-    "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ").\n";
+    "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ") and --token T (a bearer\n"
+    "token for a server with tokens; default $SPILLWAY_TOKEN).\n";
 
 static const char create_help[] =
     "usage: spillway stream create NAME [options]\n"
     "Creates stream NAME (PUT /v1/streams/NAME). Succeeds too if an identical stream exists;\n"
     "fails (exit 1) if one exists with another definition.\n\n"
     "  --server HOST:PORT        default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --token T                 bearer token (an admin one) for a server with tokens (default: $SPILLWAY_TOKEN)\n"
     "  --partitions N            1..1024 (server default 4)\n"
     "  --key PTR                 JSON pointer of the partitioning key, e.g. /device_id\n"
     "  --timestamp PTR           JSON pointer of the event time (integer ms since the epoch), e.g. /ts\n"
@@ -410,7 +412,7 @@ int spw_cmd_stream(int argc, char **argv)
         return 2;
     }
     /* Common options first (--server, --json, --help); the rest is the subcommand's. */
-    const char *server = NULL, *name = NULL;
+    const char *server = NULL, *name = NULL, *token = NULL;
     int json = 0, n_rest = 0;
     char **rest = spw_xcalloc((size_t)argc, sizeof *rest);
     int rc = -1;
@@ -423,6 +425,9 @@ int spw_cmd_stream(int argc, char **argv)
             fputs(strcmp(sub, "create") == 0 ? create_help : stream_usage, stdout);
             rc = 0;
         } else if ((m = spw__cli_opt(cmd, argc, argv, &i, "--server", &server))) {
+            if (m < 0)
+                rc = 2;
+        } else if ((m = spw__cli_opt(cmd, argc, argv, &i, "--token", &token))) {
             if (m < 0)
                 rc = 2;
         } else if (strcmp(a, "--json") == 0 && (strcmp(sub, "list") == 0 || strcmp(sub, "show") == 0)) {
@@ -462,12 +467,14 @@ int spw_cmd_stream(int argc, char **argv)
             fprintf(stderr, "spillway %s: a stream NAME is required\n%s", cmd, stream_usage);
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
-            fprintf(stderr, "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -)\n", cmd, name);
+            fprintf(stderr,
+                    "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n",
+                    cmd, name);
             rc = 2;
         }
     }
     spw_httpc c;
-    if (rc < 0 && (rc = spw__cli_server(cmd, server, &c)) == 0) {
+    if (rc < 0 && (rc = spw__cli_server(cmd, server, &c)) == 0 && (rc = spw__cli_token(cmd, token, &c, &token)) == 0) {
         if (strcmp(sub, "create") == 0)
             rc = cmd_create(&c, name, n_rest, rest);
         else if (strcmp(sub, "show") == 0)

@@ -65,6 +65,8 @@ const char *spw_errstr(int err)
     switch (err) {
     case 0: return "success";
     case SPW_ERR_BAD_REQUEST: return "the server refused the request as malformed (400)";
+    case SPW_ERR_UNAUTHORIZED: return "no valid token: the server needs one (401)";
+    case SPW_ERR_FORBIDDEN: return "the token is not allowed to do this on this stream (403)";
     case SPW_ERR_NOT_FOUND: return "no such stream or partition (404)";
     case SPW_ERR_REQUEST_TIMEOUT: return "the request did not reach the server in time (408)";
     case SPW_ERR_TOO_LARGE: return "record, frame or batch too large (413)";
@@ -233,10 +235,13 @@ typedef struct server {
     size_t out_off;
     spw_buf in;
     uint32_t producer_seq;
+    uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
 } server;
 
 struct spw_producer {
-    spw_producer_config cfg;
+    spw_producer_config cfg; /* cfg.token points at token below */
+    char *token;
+    size_t token_len;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* outstanding changed */
     pthread_t th;
@@ -414,9 +419,18 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
             break;
         s = comma + 1;
     }
+    size_t tl = cfg.token ? strlen(cfg.token) : 0;
+    if (tl > SPW_AUTH_TOKEN_WIRE_MAX)
+        return SPW_ERR_INVALID;
     spw_producer *p = calloc(1, sizeof *p);
     if (!p)
         return SPW_ERR_NOMEM;
+    if (tl && !(p->token = strdup(cfg.token))) {
+        free(p);
+        return SPW_ERR_NOMEM;
+    }
+    p->token_len = tl;
+    cfg.token = p->token;
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);
@@ -424,6 +438,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
     if (!p->servers || !p->ring || pipe2(p->wake, O_NONBLOCK | O_CLOEXEC)) {
         free(p->servers);
         free(p->ring);
+        free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
     }
@@ -450,6 +465,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         close(p->wake[1]);
         free(p->servers);
         free(p->ring);
+        free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
     }
@@ -591,6 +607,31 @@ static void srv_disconnect(spw_producer *p, server *s, uint64_t now)
     s->backoff_ms = s->backoff_ms * 2 > p->cfg.backoff_max_ms ? p->cfg.backoff_max_ms : s->backoff_ms * 2;
 }
 
+/*
+ * The connection is up: count a reconnect, and put AUTH first in its
+ * output when there is a token. The server handles frames in order, so
+ * the PRODUCEs written after it run authenticated without waiting for
+ * its answer; if the token is refused they are answered 401 one by one.
+ */
+static void srv_connected(spw_producer *p, server *s, uint64_t now)
+{
+    s->connecting = 0;
+    if (s->ever_connected)
+        atomic_fetch_add(&p->reconnects, 1);
+    s->ever_connected = 1;
+    s->auth_id = 0;
+    if (!p->token_len)
+        return;
+    size_t st;
+    uint64_t id = p->next_id++;
+    if (spw_frame_begin(&s->out, SPW_OP_AUTH, 0, id, &st) || spw_auth_req_encode(&s->out, p->token, p->token_len)) {
+        srv_disconnect(p, s, now);
+        return;
+    }
+    spw_frame_finish(&s->out, st);
+    s->auth_id = id;
+}
+
 static void srv_connect(spw_producer *p, server *s, uint64_t now)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -603,17 +644,11 @@ static void srv_connect(spw_producer *p, server *s, uint64_t now)
     s->fd = fd;
     s->connect_started_ms = now;
     if (connect(fd, (struct sockaddr *)&s->sa, sizeof s->sa) == 0) {
-        s->connecting = 0;
+        srv_connected(p, s, now);
     } else if (errno == EINPROGRESS) {
         s->connecting = 1;
     } else {
         srv_disconnect(p, s, now);
-        return;
-    }
-    if (!s->connecting) {
-        if (s->ever_connected)
-            atomic_fetch_add(&p->reconnects, 1);
-        s->ever_connected = 1;
     }
 }
 
@@ -657,6 +692,16 @@ static void srv_write(spw_producer *p, server *s, uint64_t now)
 static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const uint8_t *body, size_t len,
                       done_item **done, uint64_t now)
 {
+    if (h->opcode == SPW_OP_AUTH && s->auth_id && h->request_id == s->auth_id && (h->flags & SPW_FLAG_RESPONSE)) {
+        /* Nothing to do either way: refused, the PRODUCEs behind it come
+         * back 401 and fail their records with it. */
+        uint16_t st;
+        const uint8_t *rest;
+        size_t rl;
+        spw_frame_error e;
+        const char *why;
+        return spw_answer_decode(body, len, &st, &rest, &rl, &e, &why) ? -1 : 0;
+    }
     batch *b = s->inflight.head, *prev = NULL;
     while (b && b->request_id != h->request_id) {
         prev = b;
@@ -855,10 +900,7 @@ void *spw__producer_main(void *arg)
                     srv_disconnect(p, s, now);
                     continue;
                 }
-                s->connecting = 0;
-                if (s->ever_connected)
-                    atomic_fetch_add(&p->reconnects, 1);
-                s->ever_connected = 1;
+                srv_connected(p, s, now);
                 continue;
             }
             if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR))
@@ -931,6 +973,7 @@ void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
     pthread_cond_destroy(&p->cv);
     free(p->servers);
     free(p->ring);
+    free(p->token);
     free(p);
 }
 
@@ -1009,6 +1052,33 @@ void spw_client_close(spw_client *c)
 }
 
 const char *spw_client_last_error(spw_client *c) { return c->last_error; }
+
+static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+                     size_t *rest_len);
+
+int spw_client_auth(spw_client *c, const char *token)
+{
+    size_t tl = token ? strlen(token) : 0;
+    if (!c || tl == 0 || tl > SPW_AUTH_TOKEN_WIRE_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_auth_req_encode(&body, token, tl)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_AUTH, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const char *tenant, *why;
+    uint16_t n;
+    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPW_ERR_PROTOCOL : 0;
+    free(frame);
+    return r;
+}
 
 static int io_wait(spw_client *c, short ev, uint64_t deadline)
 {

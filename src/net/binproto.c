@@ -38,6 +38,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/frame.h"
+#include "server/auth.h"
 
 #define READ_CHUNK (64u << 10)
 #define TICK_MS 100
@@ -45,6 +46,7 @@
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000
+#define BAD_NAME_MSG "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
 
 typedef struct bloop bloop;
 
@@ -62,6 +64,7 @@ typedef struct bconn {
     uint64_t last_active_ms, frame_start_ms;
     char peer[64];   /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
+    spw_auth_session auth; /* the AUTH login (server/auth.h) */
     struct bconn *prev, *next;
 } bconn;
 
@@ -137,6 +140,7 @@ static void conn_close(bconn *c)
 
 static void conn_free(bconn *c)
 {
+    spw_auth_session_fini(&c->auth);
     spw_buf_fini(&c->in);
     spw_buf_fini(&c->out);
     spw_free(c);
@@ -286,6 +290,70 @@ static void conn_fatal(bconn *c, uint16_t status, const char *code, const char *
     conn_update_reading(c);
 }
 
+/* ---- AUTH ---- */
+
+static void handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_auth *a = c->loop->srv->api->auth;
+    const char *tok, *why;
+    uint16_t tl;
+    if (spw_auth_req_decode(body, len, &tok, &tl, &why)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    if (a) {
+        if (spw_auth_session_login(a, &c->auth, tok, tl)) {
+            c->tenant[0] = 0;
+            atomic_fetch_add(&a->unauthorized, 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_UNAUTHORIZED, 0, "unauthorized",
+                       "the token is not valid; this connection is not authenticated");
+            return;
+        }
+        snprintf(c->tenant, sizeof c->tenant, "%s", c->auth.e->tenant);
+    }
+    size_t start;
+    if (spw_frame_begin(&c->out, SPW_OP_AUTH, SPW_FLAG_RESPONSE, h->request_id, &start) ||
+        spw_answer_ok(&c->out) || spw_auth_resp_encode(&c->out, c->tenant, strlen(c->tenant))) {
+        conn_close(c);
+        return;
+    }
+    spw_frame_finish(&c->out, start);
+}
+
+/*
+ * With tokens configured: is this connection's login (still) valid and,
+ * for name != NULL, may it use perms on that stream? 1 go on, 0 answered
+ * 401 or 403. Without tokens: 1.
+ */
+static int bin_allowed(bconn *c, const spw_frame_hdr *h, unsigned perms, const char *name, size_t len)
+{
+    spw_auth *a = c->loop->srv->api->auth;
+    if (!a)
+        return 1;
+    const spw_token *who = spw_auth_session_who(a, &c->auth);
+    if (!who) {
+        c->tenant[0] = 0;
+        atomic_fetch_add(&a->unauthorized, 1);
+        send_error(c, h->opcode, h->request_id, SPW_ST_UNAUTHORIZED, 0, "unauthorized", "%s",
+                   c->auth.token_len ? "the token this connection authenticated with is no longer valid"
+                                     : "this server needs a token: send AUTH first");
+        return 0;
+    }
+    if (strcmp(c->tenant, who->tenant) != 0)
+        snprintf(c->tenant, sizeof c->tenant, "%s", who->tenant);
+    if (name && !spw_token_allows(who, perms, name, len)) {
+        atomic_fetch_add(&a->forbidden, 1);
+        if ((who->perms & perms) != perms)
+            send_error(c, h->opcode, h->request_id, SPW_ST_FORBIDDEN, 0, "forbidden",
+                       "the token of tenant %s lacks the %s permission", who->tenant, spw_perm_name(perms));
+        else
+            send_error(c, h->opcode, h->request_id, SPW_ST_FORBIDDEN, 0, "forbidden",
+                       "the token of tenant %s may not use stream %.*s", who->tenant, (int)len, name);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- PRODUCE ---- */
 
 static void produce_answer(void *arg)
@@ -350,10 +418,11 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     }
     if (!spw_stream_name_ok(pq.stream, pq.stream_len)) {
         atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name",
-                   "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-'");
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
         return;
     }
+    if (!bin_allowed(c, h, SPW_PERM_PRODUCE, pq.stream, pq.stream_len))
+        return;
     spw_stream *s = spw_stream_get(api->cat, pq.stream, pq.stream_len);
     if (!s) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
@@ -517,6 +586,12 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
         return;
     }
+    if (!spw_stream_name_ok(fq.stream, fq.stream_len)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+        return;
+    }
+    if (!bin_allowed(c, h, SPW_PERM_CONSUME, fq.stream, fq.stream_len))
+        return;
     spw_stream *s = spw_stream_get(api->cat, fq.stream, fq.stream_len);
     if (!s) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
@@ -656,11 +731,14 @@ typedef struct meta_ctx {
     spw_buf *b;
     uint32_t n;
     int oom;
+    const spw_token *who; /* NULL: no tokens configured, every stream */
 } meta_ctx;
 
 static void meta_one(void *arg, spw_stream *s)
 {
     meta_ctx *m = arg;
+    if (m->who && !spw_token_sees(m->who, s->cfg.name, strlen(s->cfg.name)))
+        return;
     uint32_t np = s->cfg.partitions;
     spw_meta_part *parts = spw_xmalloc(np * sizeof *parts);
     for (uint32_t i = 0; i < np; i++) {
@@ -687,6 +765,12 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     }
     spw_stream *one = NULL;
     if (nl) {
+        if (!spw_stream_name_ok(name, nl)) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+            return;
+        }
+        if (!bin_allowed(c, h, 0, name, nl))
+            return;
         one = spw_stream_get(api->cat, name, nl);
         if (!one) {
             send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
@@ -696,7 +780,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     }
     spw_buf ans = SPW_BUF_INIT;
     size_t fstart, count_at;
-    meta_ctx m = {.b = &ans};
+    meta_ctx m = {.b = &ans, .who = api->auth ? spw_auth_session_who(api->auth, &c->auth) : NULL};
     m.oom = spw_frame_begin(&ans, SPW_OP_METADATA, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
             spw_answer_ok(&ans);
     count_at = ans.len;
@@ -734,10 +818,15 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
                    "a request must not carry the response flag");
         return;
     }
+    int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA;
+    /* Not logged in: 401 before the body is even looked at (as HTTP does). */
+    if (known && !bin_allowed(c, h, 0, NULL, 0))
+        return;
     switch (h->opcode) {
     case SPW_OP_PRODUCE: handle_produce(c, h, body, len); break;
     case SPW_OP_FETCH: handle_fetch(c, h, body, len); break;
     case SPW_OP_METADATA: handle_metadata(c, h, body, len); break;
+    case SPW_OP_AUTH: handle_auth(c, h, body, len); break;
     default:
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unknown_opcode", "opcode %u is not known",
                    h->opcode);

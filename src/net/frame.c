@@ -84,6 +84,8 @@ int spw_frame_status_known(uint32_t st)
     switch (st) {
     case SPW_ST_OK:
     case SPW_ST_BAD_REQUEST:
+    case SPW_ST_UNAUTHORIZED:
+    case SPW_ST_FORBIDDEN:
     case SPW_ST_NOT_FOUND:
     case SPW_ST_TIMEOUT:
     case SPW_ST_TOO_LARGE:
@@ -525,6 +527,45 @@ int spw_metadata_stream_put(spw_buf *b, const char *name, size_t name_len, uint8
     for (uint32_t i = 0; i < partitions && !r; i++)
         r = put64(b, parts[i].start_offset) || put64(b, parts[i].end_offset) || put64(b, parts[i].durable_offset);
     return r ? SPW_ENOMEM : 0;
+}
+
+/* ---- AUTH ---- */
+
+int spw_auth_req_decode(const uint8_t *body, size_t len, const char **token, uint16_t *token_len, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *token_len = spw_rd_u16(&r);
+    *token = (const char *)spw_rd_bytes(&r, *token_len);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("auth request is a u16 token length and the token, nothing else");
+    if (*token_len == 0 || *token_len > SPW_AUTH_TOKEN_WIRE_MAX)
+        FAIL("auth token must be 1 to 1024 bytes");
+    return 0;
+}
+
+int spw_auth_req_encode(spw_buf *b, const char *token, size_t token_len)
+{
+    return put16(b, (uint16_t)token_len) || put(b, token, token_len) ? SPW_ENOMEM : 0;
+}
+
+int spw_auth_resp_decode(const uint8_t *body, size_t len, const char **tenant, uint16_t *tenant_len,
+                         const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *tenant_len = spw_rd_u16(&r);
+    *tenant = (const char *)spw_rd_bytes(&r, *tenant_len);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("auth answer is a u16 tenant length and the tenant, nothing else");
+    if (*tenant_len > SPW_TENANT_WIRE_MAX)
+        FAIL("auth answer tenant longer than 63 bytes");
+    return 0;
+}
+
+int spw_auth_resp_encode(spw_buf *b, const char *tenant, size_t tenant_len)
+{
+    return put16(b, (uint16_t)tenant_len) || put(b, tenant, tenant_len) ? SPW_ENOMEM : 0;
 }
 
 /* ---- answers ---- */

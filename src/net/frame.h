@@ -38,12 +38,15 @@ enum {
     SPW_OP_PRODUCE = 1,
     SPW_OP_FETCH = 2,
     SPW_OP_METADATA = 3,
+    SPW_OP_AUTH = 4,
 };
 
 /* Status of an answer: 0, or the HTTP status with the same meaning. */
 enum {
     SPW_ST_OK = 0,
     SPW_ST_BAD_REQUEST = 400,
+    SPW_ST_UNAUTHORIZED = 401,
+    SPW_ST_FORBIDDEN = 403,
     SPW_ST_NOT_FOUND = 404,
     SPW_ST_TIMEOUT = 408,
     SPW_ST_TOO_LARGE = 413,
@@ -73,6 +76,8 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_FETCH_RECORDS 0
 #define SPW_FETCH_BATCHES 1
 #define SPW_STREAM_NAME_WIRE_MAX 128
+#define SPW_AUTH_TOKEN_WIRE_MAX 1024
+#define SPW_TENANT_WIRE_MAX 63
 
 typedef struct spw_frame_hdr {
     uint32_t length;
@@ -267,6 +272,17 @@ void spw_meta_part_get(const spw_meta_stream *s, uint32_t i, spw_meta_part *out)
 int spw_metadata_resp_head(spw_buf *b, uint32_t nstreams);
 int spw_metadata_stream_put(spw_buf *b, const char *name, size_t name_len, uint8_t format_bytes, uint8_t ack,
                             uint32_t partitions, const spw_meta_part *parts);
+
+/* ---- AUTH ---- */
+
+/* Request body: str16 token, 1 to SPW_AUTH_TOKEN_WIRE_MAX bytes. */
+int spw_auth_req_decode(const uint8_t *body, size_t len, const char **token, uint16_t *token_len, const char **why);
+int spw_auth_req_encode(spw_buf *b, const char *token, size_t token_len);
+/* Answer body after status 0: str16 tenant, 0 to SPW_TENANT_WIRE_MAX bytes
+ * ("" when the server has no tokens configured). */
+int spw_auth_resp_decode(const uint8_t *body, size_t len, const char **tenant, uint16_t *tenant_len,
+                         const char **why);
+int spw_auth_resp_encode(spw_buf *b, const char *tenant, size_t tenant_len);
 
 /* ---- answers ---- */
 

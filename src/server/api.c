@@ -23,6 +23,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/binproto.h"
+#include "server/auth.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -886,22 +887,38 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
     outf(b, "]}");
 }
 
-static void list_one(void *arg, spw_stream *s)
+/* A catalog walk that shows only the streams a token may see (who NULL: all). */
+typedef struct seen_ctx {
+    spw_buf *b;
+    const spw_token *who;
+} seen_ctx;
+
+static int sees(const spw_token *who, const spw_stream *s)
 {
-    spw_buf *b = arg;
-    if (b->len > 13)
-        out_raw(b, ",", 1);
-    stream_json(b, s, 0);
+    return !who || spw_token_sees(who, s->cfg.name, strlen(s->cfg.name));
 }
 
-static void handle_stream(spw_api *api, spw_http_req *req, const char *name, size_t nl)
+static void list_one(void *arg, spw_stream *s)
+{
+    seen_ctx *x = arg;
+    if (!sees(x->who, s))
+        return;
+    if (x->b->len > 13)
+        out_raw(x->b, ",", 1);
+    stream_json(x->b, s, 0);
+}
+
+static void handle_stream(spw_api *api, spw_http_req *req, const char *name, size_t nl, const spw_auth_req *ar)
 {
     char nm[SPW_STREAM_NAME_MAX + 1];
     if (!spw_stream_name_ok(name, nl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (and not '.' or '..')");
+                       "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
         return;
     }
+    unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
+    if (!spw_auth_http_allow(api->auth, ar, req, need, name, nl))
+        return;
     memcpy(nm, name, nl);
     nm[nl] = 0;
     if (req->method == SPW_HTTP_PUT) {
@@ -1002,7 +1019,10 @@ static void handle_status(spw_api *api, spw_http_req *req)
 
 static void metrics_stream(void *arg, spw_stream *s)
 {
-    spw_buf *b = arg;
+    seen_ctx *x = arg;
+    if (!sees(x->who, s))
+        return;
+    spw_buf *b = x->b;
     outf(b, "spillway_stream_events_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->events_in));
     outf(b, "spillway_stream_bytes_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->bytes_in));
     for (uint32_t i = 0; i < s->cfg.partitions; i++) {
@@ -1028,7 +1048,7 @@ static void hist_out(spw_buf *b, const char *name, const char *help, spw_hist *h
          (double)atomic_load(&h->sum_us) / scale, name, atomic_load(&h->count));
 }
 
-static void handle_metrics(spw_api *api, spw_http_req *req)
+static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who)
 {
     static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
     spw_buf b = SPW_BUF_INIT;
@@ -1041,7 +1061,8 @@ static void handle_metrics(spw_api *api, spw_http_req *req)
     outf(&b, "# TYPE spillway_bytes_in_total counter\nspillway_bytes_in_total %" PRIu64 "\n",
          atomic_load(&api->bytes_in));
     outf(&b, "# TYPE spillway_stream_events_in_total counter\n# TYPE spillway_stream_bytes_in_total counter\n");
-    spw_catalog_each(api->cat, metrics_stream, &b);
+    seen_ctx sc = {&b, who};
+    spw_catalog_each(api->cat, metrics_stream, &sc);
     outf(&b, "# TYPE spillway_rejected_total counter\n");
     for (int i = 0; i < SPW_REJ__N; i++)
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
@@ -1081,6 +1102,16 @@ static void handle_metrics(spw_api *api, spw_http_req *req)
              "# TYPE spillway_bin_refused_total counter\nspillway_bin_refused_total %" PRIu64 "\n",
              bs.connections_open, bs.requests, bs.rejected_frames);
     }
+    if (api->auth)
+        outf(&b,
+             "# TYPE spillway_auth_refused_total counter\n"
+             "spillway_auth_refused_total{reason=\"unauthorized\"} %" PRIu64 "\n"
+             "spillway_auth_refused_total{reason=\"forbidden\"} %" PRIu64 "\n"
+             "# TYPE spillway_tokens_reloads_total counter\n"
+             "spillway_tokens_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+             "spillway_tokens_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+             atomic_load(&api->auth->unauthorized), atomic_load(&api->auth->forbidden),
+             atomic_load(&api->auth->reloads_ok), atomic_load(&api->auth->reloads_failed));
     spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
     spw_buf_fini(&b);
 }
@@ -1096,17 +1127,14 @@ static void method_not_allowed(spw_http_req *req, const char *allow)
     spw_http_error(req, 405, "method_not_allowed", h, "use %s", allow);
 }
 
-void spw_api_handle(void *ctx, spw_http_req *req)
+/* Routes an authenticated request (ar->who NULL: no tokens configured).
+ * Every path component that names something is validated before use:
+ * stream names by spw_stream_name_ok (no separators, no '.'-leading
+ * names, no percent escapes: paths are matched undecoded). */
+static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 {
-    spw_api *api = ctx;
-    if (path_is(req, "/healthz")) {
-        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
-            return method_not_allowed(req, "GET");
-        spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
-        return;
-    }
     if (path_is(req, "/metrics"))
-        return req->method == SPW_HTTP_GET ? handle_metrics(api, req) : method_not_allowed(req, "GET");
+        return req->method == SPW_HTTP_GET ? handle_metrics(api, req, ar->who) : method_not_allowed(req, "GET");
     if (path_is(req, "/v1/status"))
         return req->method == SPW_HTTP_GET ? handle_status(api, req) : method_not_allowed(req, "GET");
     if (path_is(req, "/v1/ids"))
@@ -1116,7 +1144,8 @@ void spw_api_handle(void *ctx, spw_http_req *req)
             return method_not_allowed(req, "GET");
         spw_buf b = SPW_BUF_INIT;
         outf(&b, "{\"streams\":[");
-        spw_catalog_each(api->cat, list_one, &b);
+        seen_ctx sc = {&b, ar->who};
+        spw_catalog_each(api->cat, list_one, &sc);
         outf(&b, "]}\n");
         respond_json(req, 200, &b);
         return;
@@ -1126,24 +1155,44 @@ void spw_api_handle(void *ctx, spw_http_req *req)
         const char *slash = strchr(name, '/');
         size_t nl = slash ? (size_t)(slash - name) : strlen(name);
         if (!slash)
-            return handle_stream(api, req, name, nl);
+            return handle_stream(api, req, name, nl, ar);
         if (strcmp(slash, "/events") == 0) {
             if (!spw_stream_name_ok(name, nl)) {
                 spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");
                 return;
             }
+            unsigned need = req->method == SPW_HTTP_POST ? SPW_PERM_PRODUCE
+                            : req->method == SPW_HTTP_GET ? SPW_PERM_CONSUME
+                                                          : 0;
+            if (!need)
+                return method_not_allowed(req, "GET, POST");
+            if (!spw_auth_http_allow(api->auth, ar, req, need, name, nl))
+                return;
             spw_stream *s = spw_stream_get(api->cat, name, nl);
             if (!s) {
                 spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
                 return;
             }
-            if (req->method == SPW_HTTP_POST)
-                return handle_produce(api, req, s);
-            if (req->method == SPW_HTTP_GET)
-                return handle_read(api, req, s);
-            spw_stream_put(s);
-            return method_not_allowed(req, "GET, POST");
+            return req->method == SPW_HTTP_POST ? handle_produce(api, req, s) : handle_read(api, req, s);
         }
     }
     spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+}
+
+void spw_api_handle(void *ctx, spw_http_req *req)
+{
+    spw_api *api = ctx;
+    if (path_is(req, "/healthz")) {
+        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+            return method_not_allowed(req, "GET");
+        spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
+        return;
+    }
+    /* With tokens, everything but /healthz needs one (unknown paths too:
+     * an anonymous client learns nothing about what exists). */
+    spw_auth_req ar;
+    if (!spw_auth_http(api->auth, req, &ar))
+        return;
+    route(api, req, &ar);
+    spw_auth_req_done(&ar);
 }

@@ -18,12 +18,14 @@
 enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
 
 struct spw_bin_server;
+struct spw_auth;
 
 typedef struct spw_api {
     spw_log *log;
     spw_catalog *cat;
     spw_http_server *http;
     struct spw_bin_server *bin; /* NULL when the binary listener is off */
+    struct spw_auth *auth;      /* the tokens (server/auth.h); NULL when no tokens file is configured */
     const char *data_dir;
     uint32_t node_id;
     int64_t started_ms;

@@ -17,6 +17,7 @@
 #include "net/frame.h"
 #include "net/http.h"
 #include "server/api.h"
+#include "server/auth.h"
 #include "server/catalog.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
@@ -29,6 +30,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "binary protocol address host:port (docs/protocol.md); \"\" or \"off\" disables it"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
     CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0, "allow a non-loopback listen address without tokens"),
+    CFG("tokens-file", SPW_CFG_STR, tokens_file, "", 0, 0,
+        "JSON file of bearer tokens (docs/operations.md); with it every request but /healthz needs a token, "
+        "any listen address is allowed, SIGHUP reloads it"),
     CFG("io-threads", SPW_CFG_U32, io_threads, "0", 0, 256, "I/O loops; 0 = one per core"),
     CFG("max-pending-bytes", SPW_CFG_SIZE, max_pending_bytes, "64MiB", 4096, 1ull << 40,
         "budget of accepted, not yet written bytes"),
@@ -76,10 +80,15 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
 {
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
     const char *addrs[2] = {c->listen, bin_on ? c->listen_bin : NULL};
-    for (int i = 0; i < 2; i++) {
+    /* Without tokens anyone who can connect may do anything: only loopback,
+     * unless the operator says the network is trusted. */
+    for (int i = 0; i < 2 && !c->tokens_file[0]; i++) {
         if (addrs[i] && !is_loopback(addrs[i]) && !c->insecure) {
-            fprintf(stderr, "spillway serve: refusing to listen on %s: no tokens are configured, so only loopback "
-                            "addresses are allowed (start with --insecure to override)\n",
+            fprintf(stderr,
+                    "spillway serve: refusing to listen on %s: it is not a loopback address and no tokens file is "
+                    "configured, so anyone who can reach it could read, write and delete every stream. Configure "
+                    "tokens with --tokens-file FILE (docs/operations.md), or start with --insecure if the network "
+                    "is trusted.\n",
                     addrs[i]);
             return 1;
         }
@@ -90,6 +99,27 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                         "pending-low-watermark < pending-high-watermark (got %u, %u, %u, %u)\n",
                 c->shed3_pct, c->shed2_pct, c->high_watermark_pct, c->low_watermark_pct);
         return 1;
+    }
+    spw_auth *auth = NULL;
+    if (c->tokens_file[0]) {
+        char err[600];
+        if (spw_auth_open(c->tokens_file, &auth, err, sizeof err)) {
+            fprintf(stderr, "spillway serve: tokens file %s\n", err);
+            return 1;
+        }
+        spw_tokens *t = spw_auth_acquire(auth, NULL);
+        uint32_t nt = spw_tokens_count(t);
+        spw_tokens_put(t);
+        if (nt == 0)
+            spw_warn("tokens file %s holds no tokens: every request but /healthz will be refused", c->tokens_file);
+        else
+            spw_info("%u token(s) loaded from %s; requests need one", nt, c->tokens_file);
+    } else {
+        for (int i = 0; i < 2; i++)
+            if (addrs[i] && !is_loopback(addrs[i]))
+                spw_warn("listening on %s without tokens (--insecure): anyone who can reach it may read, write and "
+                         "delete every stream",
+                         addrs[i]);
     }
     /* Signals are taken synchronously by this thread; block them everywhere. */
     sigset_t set;
@@ -109,12 +139,14 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     int r = spw_log_open(&lc, &log);
     if (r) {
         fprintf(stderr, "spillway serve: %s\n", spw_strerror(r));
+        spw_auth_close(auth);
         return 1;
     }
     spw_catalog *cat;
     if ((r = spw_catalog_open(log, c->data, &cat)) < 0) {
         fprintf(stderr, "spillway serve: data directory %s: %s\n", c->data, spw_strerror(r));
         spw_log_close(log);
+        spw_auth_close(auth);
         return 1;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -127,6 +159,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_request_bytes = c->max_request_bytes,
         .max_pending_bytes = c->max_pending_bytes,
         .max_connections = c->max_connections,
+        .auth = auth,
     };
     spw_pressure_config pc = {.budget = c->max_pending_bytes,
                                .shed3_pct = c->shed3_pct,
@@ -149,6 +182,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
         spw_catalog_close(cat);
         spw_log_close(log);
+        spw_auth_close(auth);
         return 1;
     }
     api.http = http;
@@ -169,6 +203,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             spw_http_stop(http, 0);
             spw_catalog_close(cat);
             spw_log_close(log);
+            spw_auth_close(auth);
             return 1;
         }
         api.bin = bin;
@@ -193,7 +228,16 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             break;
         }
         if (sig == SIGHUP) {
-            spw_info("SIGHUP: nothing to reload yet (tokens and limits arrive with admission control)");
+            char err[600];
+            if (!auth) {
+                spw_info("SIGHUP: no tokens file is configured; nothing to reload");
+            } else if (spw_auth_reload(auth, err, sizeof err)) {
+                spw_error("SIGHUP: tokens file %s; the tokens loaded before stay in force", err);
+            } else {
+                spw_tokens *t = spw_auth_acquire(auth, NULL);
+                spw_info("SIGHUP: %u token(s) reloaded from %s", spw_tokens_count(t), auth->path);
+                spw_tokens_put(t);
+            }
             continue;
         }
         spw_catalog_retention(cat, spw_wall_ms());
@@ -205,6 +249,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
     spw_catalog_close(cat);
     spw_log_close(log);
+    spw_auth_close(auth);
     spw_info("stopped cleanly");
     return 0;
 }

@@ -3,7 +3,7 @@
  * open the log and the catalog (recovering every partition), start the
  * HTTP and binary-protocol loops, run until SIGTERM/SIGINT, then stop
  * accepting, let requests in flight finish, flush and fsync every
- * partition, and return.
+ * partition, and return. SIGHUP reloads the tokens file (server/auth.h).
  */
 #ifndef SPW_SERVER_H
 #define SPW_SERVER_H
@@ -20,6 +20,7 @@ typedef struct spw_server_config {
     char listen_bin[256]; /* "" or "off": no binary listener */
     uint32_t node_id;
     int insecure;
+    char tokens_file[1024]; /* "" = no tokens: loopback only unless insecure */
     uint32_t io_threads;
     uint64_t max_pending_bytes;
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;

@@ -13,7 +13,9 @@ int spw_stream_name_ok(const char *name, size_t len)
 {
     if (len < 1 || len > SPW_STREAM_NAME_MAX)
         return 0;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+    /* A leading '.' (which covers "." and "..") is kept for the server's own
+     * entries beside the stream directories, such as ".deleted-NAME-N". */
+    if (name[0] == '.')
         return 0;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
@@ -79,7 +81,7 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
     memset(c, 0, sizeof *c);
     size_t nl = strlen(name);
     if (!spw_stream_name_ok(name, nl))
-        FAIL("stream name must be 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (and not '.' or '..')");
+        FAIL("stream name must be 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (not starting with '.')");
     memcpy(c->name, name, nl + 1);
     c->partitions = 4;
     c->ack = SPW_ACK_FSYNC;

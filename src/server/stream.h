@@ -35,7 +35,8 @@ typedef struct spw_stream_config {
     int priority;              /* default Spillway-Priority, 0 (most important) .. 3; default 1 */
 } spw_stream_config;
 
-/* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not "." or "..")? */
+/* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not starting with
+ * '.': so never "." or "..", and never the catalog's own ".deleted-*")? */
 int spw_stream_name_ok(const char *name, size_t len);
 
 /*

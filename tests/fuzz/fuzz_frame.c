@@ -2,7 +2,7 @@
  * libFuzzer target for the binary protocol codec (src/net/frame.c,
  * docs/protocol.md).
  *
- * Input: byte 0 selects a body decoder (mod 8), the rest is its body; the
+ * Input: byte 0 selects a body decoder (mod 8; 6 is AUTH request and answer), the rest is its body; the
  * whole input is also cut into frames the way the server's framing loop
  * does (net/binproto.c conn_process). The decoders run on a heap copy of
  * exactly the input's size, so ASan sees any read past it.
@@ -215,6 +215,32 @@ static void check_answer(const uint8_t *p, size_t n)
     }
 }
 
+static void check_auth(const uint8_t *p, size_t n)
+{
+    const char *s, *why;
+    uint16_t sl;
+    if (spw_auth_req_decode(p, n, &s, &sl, &why) == 0) {
+        inside(s, sl, "token");
+        if (sl == 0 || sl > SPW_AUTH_TOKEN_WIRE_MAX)
+            FAILX("auth token length %u accepted", sl);
+        spw_buf b = SPW_BUF_INIT;
+        if (spw_auth_req_encode(&b, s, sl))
+            abort();
+        same(&b, p, n, "auth request");
+        spw_buf_fini(&b);
+    }
+    if (spw_auth_resp_decode(p, n, &s, &sl, &why) == 0) {
+        inside(s, sl, "tenant");
+        if (sl > SPW_TENANT_WIRE_MAX)
+            FAILX("auth tenant length %u accepted", sl);
+        spw_buf b = SPW_BUF_INIT;
+        if (spw_auth_resp_encode(&b, s, sl))
+            abort();
+        same(&b, p, n, "auth answer");
+        spw_buf_fini(&b);
+    }
+}
+
 /* The server's framing loop over the whole input. */
 static void check_framing(const uint8_t *p, size_t n)
 {
@@ -240,6 +266,7 @@ static void check_framing(const uint8_t *p, size_t n)
         case SPW_OP_PRODUCE: check_produce_req(body, blen); break;
         case SPW_OP_FETCH: check_fetch_req(body, blen); break;
         case SPW_OP_METADATA: check_metadata(body, blen); break;
+        case SPW_OP_AUTH: check_auth(body, blen); break;
         default: check_answer(body, blen); break;
         }
         off += whole;
@@ -264,6 +291,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 3: check_fetch_resp(body, n); break;
     case 4: check_metadata(body, n); break;
     case 5: check_answer(body, n); break;
+    case 6: check_auth(body, n); break;
     default: break;
     }
     /* exact-size copy of the whole input for the framing loop */

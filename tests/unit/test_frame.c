@@ -474,7 +474,7 @@ static int dec_answer(const uint8_t *p, size_t n)
 
 static void test_errors(void)
 {
-    static const uint16_t codes[] = {400, 404, 408, 413, 416, 429, 500, 501, 503, 507};
+    static const uint16_t codes[] = {400, 401, 403, 404, 408, 413, 416, 429, 500, 501, 503, 507};
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
         spw_buf b = SPW_BUF_INIT;
         CHECK_OK(spw_frame_error_encode(&b, SPW_OP_PRODUCE, 42 + i, codes[i], codes[i] == 503 ? 1000 : 0, "word",
@@ -528,6 +528,85 @@ static void test_errors(void)
     spw_buf_fini(&b);
 }
 
+static int dec_areq(const uint8_t *p, size_t n)
+{
+    const char *t, *why;
+    uint16_t l;
+    int r = spw_auth_req_decode(p, n, &t, &l, &why);
+    if (r == 0)
+        CHECK((const uint8_t *)t + l <= p + n && l >= 1 && l <= SPW_AUTH_TOKEN_WIRE_MAX);
+    return r;
+}
+
+static int dec_aresp(const uint8_t *p, size_t n)
+{
+    const char *t, *why;
+    uint16_t l;
+    int r = spw_auth_resp_decode(p, n, &t, &l, &why);
+    if (r == 0)
+        CHECK((const uint8_t *)t + l <= p + n && l <= SPW_TENANT_WIRE_MAX);
+    return r;
+}
+
+static void test_auth(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_auth_req_encode(&b, "s3cr3t", 6));
+    const char *t, *why;
+    uint16_t l;
+    CHECK_EQ(spw_auth_req_decode(b.p, b.len, &t, &l, &why), 0);
+    CHECK(l == 6 && memcmp(t, "s3cr3t", 6) == 0);
+    check_prefixes_and_tail(dec_areq, &b);
+    /* the length pushed past the body */
+    spw_put16(b.p, 7);
+    CHECK(run(dec_areq, b.p, b.len) != 0);
+    spw_put16(b.p, 0xFFFF);
+    CHECK(run(dec_areq, b.p, b.len) != 0);
+    /* empty token, and the longest one and one past it */
+    b.len = 0;
+    CHECK_OK(spw_auth_req_encode(&b, "", 0));
+    CHECK(run(dec_areq, b.p, b.len) != 0);
+    static char big[SPW_AUTH_TOKEN_WIRE_MAX + 1];
+    memset(big, 'k', sizeof big);
+    b.len = 0;
+    CHECK_OK(spw_auth_req_encode(&b, big, SPW_AUTH_TOKEN_WIRE_MAX));
+    CHECK_EQ(run(dec_areq, b.p, b.len), 0);
+    b.len = 0;
+    CHECK_OK(spw_auth_req_encode(&b, big, SPW_AUTH_TOKEN_WIRE_MAX + 1));
+    CHECK(run(dec_areq, b.p, b.len) != 0);
+
+    /* answer: tenant, "" allowed (no tokens configured), at most 63 */
+    b.len = 0;
+    CHECK_OK(spw_auth_resp_encode(&b, "acme", 4));
+    CHECK_EQ(spw_auth_resp_decode(b.p, b.len, &t, &l, &why), 0);
+    CHECK(l == 4 && memcmp(t, "acme", 4) == 0);
+    check_prefixes_and_tail(dec_aresp, &b);
+    b.len = 0;
+    CHECK_OK(spw_auth_resp_encode(&b, "", 0));
+    CHECK_EQ(spw_auth_resp_decode(b.p, b.len, &t, &l, &why), 0);
+    CHECK_EQ(l, 0);
+    b.len = 0;
+    CHECK_OK(spw_auth_resp_encode(&b, big, 63));
+    CHECK_EQ(run(dec_aresp, b.p, b.len), 0);
+    b.len = 0;
+    CHECK_OK(spw_auth_resp_encode(&b, big, 64));
+    CHECK(run(dec_aresp, b.p, b.len) != 0);
+    spw_buf_fini(&b);
+
+    /* The AUTH example in docs/protocol.md, byte for byte. */
+    static const uint8_t want[] = {
+        0x14, 0, 0, 0, 4, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, /* length 20, AUTH, version 1, request id 1 */
+        6, 0, 's', '3', 'c', 'r', '3', 't',                 /* token */
+    };
+    size_t st;
+    CHECK_OK(spw_frame_begin(&b, SPW_OP_AUTH, 0, 1, &st));
+    CHECK_OK(spw_auth_req_encode(&b, "s3cr3t", 6));
+    spw_frame_finish(&b, st);
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_buf_fini(&b);
+}
+
 /* The example in docs/protocol.md, byte for byte. */
 static void test_doc_example(void)
 {
@@ -554,7 +633,8 @@ static void test_doc_example(void)
 static void test_random(void)
 {
     uint64_t x = 88172645463325252ull;
-    decode_fn fns[] = {dec_produce, dec_presp, dec_freq, dec_fresp, dec_mreq, dec_mresp, dec_answer};
+    decode_fn fns[] = {dec_produce, dec_presp, dec_freq,   dec_fresp, dec_mreq,
+                       dec_mresp,   dec_answer, dec_areq, dec_aresp};
     for (int round = 0; round < 20000; round++) {
         uint8_t buf[96];
         size_t n = (size_t)(round % 96);
@@ -575,6 +655,7 @@ int main(void)
     test_fetch();
     test_metadata();
     test_errors();
+    test_auth();
     test_doc_example();
     test_random();
     printf("test_frame: ok\n");

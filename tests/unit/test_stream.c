@@ -80,6 +80,10 @@ int main(void)
     CHECK(!spw_stream_name_ok("", 0));
     CHECK(!spw_stream_name_ok(".", 1));
     CHECK(!spw_stream_name_ok("..", 2));
+    CHECK(!spw_stream_name_ok("...", 3));
+    CHECK(!spw_stream_name_ok(".hidden", 7));
+    CHECK(!spw_stream_name_ok(".deleted-a-1", 12)); /* the catalog's own names */
+    CHECK(spw_stream_name_ok("a..b", 4));
     CHECK(!spw_stream_name_ok("a/b", 3));
     CHECK(!spw_stream_name_ok("a b", 3));
     CHECK(!spw_stream_name_ok("caf\xc3\xa9", 5));
