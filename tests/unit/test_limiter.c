@@ -446,6 +446,6 @@ int main(void)
     test_eviction();
     test_threads();
     test_admit_and_headers();
-    puts("test_ratelimit: ok");
+    puts("test_limiter: ok");
     return 0;
 }
