@@ -18,9 +18,10 @@
  *    count is never below the true count of the last second and the
  *    guarantee is exact: no 1-second window, wherever it starts, ever holds
  *    more than `rate` accepted events. The price is the part of the oldest
- *    slot that lies more than 1 s back: a client sending steadily at
- *    exactly `rate` can see about 1/17 of its events refused (16/17 pass).
- *    `burst` is not used (the window limit is `rate`). Cost per take: one
+ *    slot that lies more than 1 s back: a client sending evenly at exactly
+ *    `rate` sees 1 event in 11 (rate 10) to 1 in 17 (large rates) refused;
+ *    at 80% of `rate` none. `burst` is not used (the window limit is
+ *    `rate`). Cost per take: one
  *    slot advance (at most 17 counters cleared, usually none) and, only
  *    when refusing, a walk of 17 counters to compute the retry time. The
  *    two-window weighted approximation was not used: it can let up to
@@ -39,9 +40,11 @@
  * I/O threads contend only when their keys share a stripe. The server-wide
  * default limit is a seqlock: readers never block, SIGHUP writes it.
  *
- * Memory: at most max_keys entries (each stripe holds max_keys / stripes).
- * An entry is about 160 bytes plus its key (stream name + tenant or IP, at
- * most 196 bytes). A new key in a full stripe evicts an idle entry first
+ * Memory: at most max_keys entries (each stripe holds max_keys / stripes,
+ * rounded down). An entry is 144 bytes plus its key (stream name + 2 +
+ * tenant or IP: at most 193 bytes) plus the allocator's overhead, and each
+ * stripe has 8 bytes of hash bucket per entry it may hold: about 200 bytes
+ * per entry for short names, at most about 370. A new key in a full stripe evicts an idle entry first
  * (a full bucket, an empty window: forgetting it changes nothing, since an
  * absent key starts full), looking at the 8 least recently used; if none
  * of them is idle it evicts the least recently used entry, whose client
