@@ -55,8 +55,8 @@ static int cmd_serve(int argc, char **argv)
     spw_server_config c;
     char err[512];
     int ready_fd = -1;
+    memset(&c, 0, sizeof c);
     spw_cfg_defaults(spw_server_cfg_table, spw_server_cfg_count, &c);
-    c.config[0] = 0;
     /* The config file first, so flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -74,6 +74,11 @@ static int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "spillway serve: %s\n", err);
                 return 2;
             }
+            if (strlen(v) >= sizeof c.config) {
+                fputs("spillway serve: --config: path too long\n", stderr);
+                return 2;
+            }
+            strcpy(c.config, v); /* SIGHUP reads it again */
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -111,6 +116,7 @@ static int cmd_serve(int argc, char **argv)
             fprintf(stderr, "spillway serve: %s (see spillway serve --help)\n", err);
             return 2;
         }
+        c.from_flag[e - spw_server_cfg_table] = 1; /* set, so e is a row of the table */
     }
     return spw_server_run(&c, ready_fd);
 }

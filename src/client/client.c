@@ -14,8 +14,9 @@
  * Retries: when a connection is lost, its unanswered batches go back to
  * the front of its queue, in their original order, and are sent again
  * (with new request ids) after reconnecting: at least once. Answers 503
- * and 429 are retried after the server's retry_after_ms; other error
- * answers fail the batch's records. A record not delivered within
+ * and 429 are retried after the server's retry_after_ms (the batch goes
+ * back to the front of its queue, holding back the batches behind it);
+ * other error answers, 413 over_burst included, fail the batch's records. A record not delivered within
  * delivery_timeout_ms fails with SPW_ERR_TIMEOUT (checked while queued;
  * a batch already written waits for its answer or the connection's loss).
  *
@@ -730,7 +731,9 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
     b->next = NULL;
     if (st == SPW_ST_OVERLOADED || st == SPW_ST_RATE_LIMITED) {
         if (now + e.retry_after_ms < b->deadline_ms) {
-            b->not_before_ms = now + (e.retry_after_ms ? e.retry_after_ms : p->cfg.backoff_ms);
+            /* +1: now_ms() truncates, so this waits at least retry_after_ms
+             * of real time and the retry finds what the server promised. */
+            b->not_before_ms = now + (e.retry_after_ms ? e.retry_after_ms + 1 : p->cfg.backoff_ms);
             q_push_front(&s->queue, b);
             return 0;
         }

@@ -39,6 +39,7 @@
 #include "core/msg.h"
 #include "net/frame.h"
 #include "server/auth.h"
+#include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
 #define TICK_MS 100
@@ -543,6 +544,29 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
             goto out;
         }
     }
+    /* Rate limit (server/ratelimit.h): the same table as HTTP, keyed by
+     * the connection's tenant or address; refused means nothing appended. */
+    char rkey[SPW_RL_KEY_MAX];
+    size_t rkl = 0;
+    if (api->rl) {
+        spw_rl_answer ra;
+        int v = spw_rl_admit(api->rl, cfg, c->tenant, c->peer, pq.count, spw_mono_ns(), &ra, rkey, &rkl);
+        if (v != SPW_RL_ALLOWED) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_RATE_LIMIT], 1);
+            if (v == SPW_RL_OVER_BURST)
+                send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "over_burst",
+                           "a request of %u records can never pass the rate limit of stream %s: at most %" PRIu64
+                           " records pass at once (its burst); send smaller batches (nothing was appended)",
+                           pq.count, cfg->name, ra.limit);
+            else
+                send_error(c, h->opcode, h->request_id, SPW_ST_RATE_LIMITED,
+                           ra.retry_after_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ra.retry_after_ms, "rate_limited",
+                           "rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64 " records left, %u asked; "
+                           "retry after retry_after_ms (nothing was appended)",
+                           cfg->name, ra.remaining, ra.limit, pq.count);
+            goto out;
+        }
+    }
     breq *q = spw_xmalloc(sizeof *q);
     q->c = c;
     q->request_id = h->request_id;
@@ -558,6 +582,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     c->inflight--;
     c->loop->inflight--;
     spw_free(q);
+    if (rkl) /* not appended: not counted against the limit */
+        spw_rl_refund(api->rl, rkey, rkl, pq.count, spw_mono_ns());
     if (r == SPW_EAGAIN)
         send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, spw_pressure_retry_ms(&api->pressure),
                    "backpressure",

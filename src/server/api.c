@@ -24,6 +24,7 @@
 #include "core/msg.h"
 #include "net/binproto.h"
 #include "server/auth.h"
+#include "server/ratelimit.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -212,6 +213,8 @@ static void produce_finish(void *arg)
     spw_produce *pr = arg;
     spw_api *api = pr->api;
     spw_http_req *req = pr->user;
+    char *rl_headers = req->user; /* RateLimit-* lines for the 202, or NULL (rate_check) */
+    req->user = NULL;
     int err = atomic_load(&pr->err);
     spw_idgen *g = spw_log_idgen(api->log);
     if (err) {
@@ -239,8 +242,10 @@ static void produce_finish(void *arg)
             spw_free(ids);
         }
         outf(&b, "}\n");
-        respond_json(req, 202, &b);
+        spw_http_respond(req, 202, rl_headers, "application/json", b.p, b.len);
+        spw_buf_fini(&b);
     }
+    spw_free(rl_headers);
     spw_hist_add(&api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
     spw_api_produce_free(pr);
 }
@@ -522,6 +527,48 @@ int spw__key_text_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
+/*
+ * The rate limit of a validated produce of n events (server/ratelimit.h):
+ * returns 0 when admitted, with the key taken for a refund in key/kl and,
+ * for a limited stream, the RateLimit-* lines of the 202 in req->user
+ * (malloc'ed, freed by produce_finish); or 1 when refused and answered:
+ * 429 rate_limited, or 413 over_burst for more events than can ever pass.
+ */
+static int rate_check(spw_api *api, spw_http_req *req, spw_stream *s, uint32_t n, char *key, size_t *kl)
+{
+    *kl = 0;
+    if (!api->rl)
+        return 0;
+    spw_rl_answer a;
+    int v = spw_rl_admit(api->rl, &s->cfg, req->tenant, req->peer, n, spw_mono_ns(), &a, key, kl);
+    char h[256];
+    spw_rl_headers(&a, h, sizeof h);
+    if (v == SPW_RL_ALLOWED) {
+        if (a.limited)
+            req->user = spw_xstrdup(h);
+        return 0;
+    }
+    atomic_fetch_add(&api->rejected[SPW_REJ_RATE_LIMIT], 1);
+    spw_buf b = SPW_BUF_INIT;
+    if (v == SPW_RL_OVER_BURST) {
+        outf(&b,
+             "{\"error\":\"a request of %u events can never pass the rate limit of stream %s: at most %" PRIu64
+             " events pass at once; send smaller requests (nothing was appended)\",\"code\":\"over_burst\","
+             "\"burst\":%" PRIu64 ",\"events\":%u}\n",
+             n, s->cfg.name, a.limit, a.limit, n);
+        spw_http_respond(req, 413, h, "application/json", b.p, b.len);
+    } else {
+        outf(&b,
+             "{\"error\":\"rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64
+             " events left, %u asked; retry in %" PRIu64 " ms (nothing was appended)\",\"code\":\"rate_limited\","
+             "\"retry_after_ms\":%" PRIu64 "}\n",
+             s->cfg.name, a.remaining, a.limit, n, a.retry_after_ms, a.retry_after_ms);
+        spw_http_respond(req, 429, h, "application/json", b.p, b.len);
+    }
+    spw_buf_fini(&b);
+    return 1;
+}
+
 static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
 {
     spw_stream_config *cfg = &s->cfg;
@@ -688,6 +735,11 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         goto fail;
     }
 
+    char rkey[SPW_RL_KEY_MAX];
+    size_t rkl;
+    if (rate_check(api, req, s, c.n, rkey, &rkl))
+        goto fail;
+
     spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
     for (uint32_t i = 0; i < c.n; i++) {
         ev *v = &c.evs[i];
@@ -702,6 +754,11 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     int r = spw_api_produce(api, s, recs, c.n, UINT32_MAX, ack, 0, 0, http_produce_done, req);
     spw_free(recs);
     if (r) {
+        /* Not appended: the events do not count against the limit. */
+        if (rkl)
+            spw_rl_refund(api->rl, rkey, rkl, c.n, spw_mono_ns());
+        spw_free(req->user);
+        req->user = NULL;
         if (r == SPW_EAGAIN)
             overloaded(req, "backpressure", spw_pressure_retry_ms(&api->pressure));
         else if (r == SPW_EMSGSIZE)
@@ -1011,9 +1068,23 @@ static void handle_status(spw_api *api, spw_http_req *req)
     out_str(&b, (const uint8_t *)api->data_dir, strlen(api->data_dir));
     outf(&b,
          ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64 ",\"limits\":{\"max_pending_bytes\":%" PRIu64
-         ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u},\"disk\":{\"bytes\":%" PRIu64 "}}\n",
+         ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u",
          spw_catalog_count(api->cat), hs.connections_open, spw_log_pending_bytes(api->log), api->max_pending_bytes,
-         api->max_request_bytes, api->max_connections, disk);
+         api->max_request_bytes, api->max_connections);
+    if (api->rl) {
+        /* The server-wide default rate limit, as SIGHUP last set it. */
+        spw_rl_limit d;
+        spw_rl_get_default(api->rl, &d);
+        if (d.rate > 0 && d.algo == SPW_RL_SLIDING_WINDOW)
+            outf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}", d.rate,
+                 spw_rl_per_name(d.per));
+        else if (d.rate > 0)
+            outf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\",\"algorithm\":\"token_bucket\"}",
+                 d.rate, d.burst, spw_rl_per_name(d.per));
+        else
+            outf(&b, ",\"rate_limit\":null");
+    }
+    outf(&b, "},\"disk\":{\"bytes\":%" PRIu64 "}}\n", disk);
     respond_json(req, 200, &b);
 }
 
@@ -1077,6 +1148,17 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          "watermark (all but priority 0 refused)\n"
          "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
          pz->budget, pz->high, pz->low, spw_pressure_level(pz));
+    if (api->rl) {
+        spw_rl_stats rs;
+        spw_rl_stats_get(api->rl, &rs);
+        outf(&b,
+             "# TYPE spillway_ratelimit_keys gauge\nspillway_ratelimit_keys %" PRIu64 "\n"
+             "# TYPE spillway_ratelimit_max_keys gauge\nspillway_ratelimit_max_keys %" PRIu64 "\n"
+             "# TYPE spillway_ratelimit_evictions_total counter\n"
+             "spillway_ratelimit_evictions_total{kind=\"idle\"} %" PRIu64 "\n"
+             "spillway_ratelimit_evictions_total{kind=\"active\"} %" PRIu64 "\n",
+             rs.keys, rs.max_keys, rs.evicted_idle, rs.evicted_active);
+    }
     outf(&b,
          "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
          "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"

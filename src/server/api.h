@@ -33,6 +33,7 @@ typedef struct spw_api {
     uint64_t max_pending_bytes;
     uint32_t max_connections;
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
+    struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;

@@ -19,6 +19,7 @@
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
+#include "server/ratelimit.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -58,8 +59,113 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "how often retention runs"),
     CFG("shutdown-drain", SPW_CFG_DURATION, shutdown_drain_ms, "10s", 0, 600000,
         "on SIGTERM, wait this long for requests in flight"),
+    CFG("rate-limit", SPW_CFG_U32, rate_limit, "0", 0, 1000000000,
+        "events/s per tenant or IP for streams without their own rate_limit; 0 = off (SIGHUP reloads)"),
+    CFG("rate-limit-burst", SPW_CFG_U32, rate_limit_burst, "0", 0, 1000000000,
+        "token bucket capacity of that default; 0 = rate-limit (SIGHUP reloads)"),
+    CFG("rate-limit-per", SPW_CFG_STR, rate_limit_per, "tenant", 0, 0,
+        "key of that default: tenant (the client IP without one) or ip (SIGHUP reloads)"),
+    CFG("rate-limit-algorithm", SPW_CFG_STR, rate_limit_algorithm, "token_bucket", 0, 0,
+        "token_bucket or sliding_window (rate-limit events in any 1 s; SIGHUP reloads)"),
+    CFG("rate-limit-max-keys", SPW_CFG_U32, rate_limit_max_keys, "100000", 64, 100000000,
+        "rate-limiter entries kept (stream x tenant or IP); idle ones are evicted first"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
+_Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
+               "spw_server_config.from_flag needs a slot per table row");
+
+/* The settings SIGHUP applies; the others need a restart. */
+static int reloadable(const spw_cfg_entry *e)
+{
+    return strcmp(e->name, "rate-limit") == 0 || strcmp(e->name, "rate-limit-burst") == 0 ||
+           strcmp(e->name, "rate-limit-per") == 0 || strcmp(e->name, "rate-limit-algorithm") == 0;
+}
+
+static size_t field_size(const spw_cfg_entry *e)
+{
+    switch (e->type) {
+    case SPW_CFG_STR: return e->cap;
+    case SPW_CFG_U32: return sizeof(uint32_t);
+    case SPW_CFG_BOOL: return sizeof(int);
+    default: return sizeof(uint64_t);
+    }
+}
+
+/* The default rate limit of c. Returns 0, or -1 with a sentence in err. */
+static int rate_default(const spw_server_config *c, spw_rl_limit *out, char *err, size_t cap)
+{
+    memset(out, 0, sizeof *out);
+    if (spw_rl_per_parse(c->rate_limit_per, &out->per)) {
+        snprintf(err, cap, "rate-limit-per: expected tenant or ip, got '%s'", c->rate_limit_per);
+        return -1;
+    }
+    if (spw_rl_algo_parse(c->rate_limit_algorithm, &out->algo)) {
+        snprintf(err, cap, "rate-limit-algorithm: expected token_bucket or sliding_window, got '%s'",
+                 c->rate_limit_algorithm);
+        return -1;
+    }
+    out->rate = c->rate_limit;
+    out->burst = out->algo == SPW_RL_SLIDING_WINDOW ? 0 : c->rate_limit_burst ? c->rate_limit_burst : c->rate_limit;
+    return 0;
+}
+
+static void rate_describe(const spw_rl_limit *l, char *out, size_t cap)
+{
+    if (!(l->rate > 0))
+        snprintf(out, cap, "off");
+    else if (l->algo == SPW_RL_SLIDING_WINDOW)
+        snprintf(out, cap, "%.0f events in any 1 s per %s (sliding_window)", l->rate, spw_rl_per_name(l->per));
+    else
+        snprintf(out, cap, "%.0f events/s, burst %.0f, per %s (token_bucket)", l->rate, l->burst,
+                 spw_rl_per_name(l->per));
+}
+
+/*
+ * SIGHUP: defaults, then the config file again, then what the command
+ * line gave (flags still win); applies the rate-limit settings and says
+ * which other changed settings wait for a restart. A file that does not
+ * load, or a bad value, changes nothing.
+ */
+static void reload(spw_server_config *cur, spw_rl_table *rl)
+{
+    if (!cur->config[0]) {
+        spw_warn("SIGHUP: the server was started without --config; nothing to reload");
+        return;
+    }
+    static spw_server_config n; /* only the signal-handling thread reloads */
+    memset(&n, 0, sizeof n);
+    spw_cfg_defaults(spw_server_cfg_table, spw_server_cfg_count, &n);
+    char err[1200];
+    if (spw_cfg_load(spw_server_cfg_table, spw_server_cfg_count, &n, cur->config, err, sizeof err)) {
+        spw_error("SIGHUP: %s; keeping the current settings", err);
+        return;
+    }
+    for (size_t i = 0; i < spw_server_cfg_count; i++) {
+        const spw_cfg_entry *e = &spw_server_cfg_table[i];
+        if (cur->from_flag[i])
+            memcpy((char *)&n + e->off, (const char *)cur + e->off, field_size(e));
+    }
+    spw_rl_limit lim;
+    if (rate_default(&n, &lim, err, sizeof err)) {
+        spw_error("SIGHUP: %s: %s; keeping the current settings", cur->config, err);
+        return;
+    }
+    for (size_t i = 0; i < spw_server_cfg_count; i++) {
+        const spw_cfg_entry *e = &spw_server_cfg_table[i];
+        char *was = (char *)cur + e->off;
+        const char *now = (const char *)&n + e->off;
+        if (memcmp(was, now, field_size(e)) == 0 || (e->type == SPW_CFG_STR && strcmp(was, now) == 0))
+            continue;
+        if (reloadable(e))
+            memcpy(was, now, field_size(e));
+        else
+            spw_warn("SIGHUP: %s changed in %s; it takes effect at the next restart", e->name, cur->config);
+    }
+    spw_rl_set_default(rl, &lim);
+    char d[160];
+    rate_describe(&lim, d, sizeof d);
+    spw_info("SIGHUP: reloaded %s; default rate limit: %s", cur->config, d);
+}
 
 static int is_loopback(const char *listen)
 {
@@ -121,6 +227,13 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                          "delete every stream",
                          addrs[i]);
     }
+    spw_server_config cur = *c; /* what runs; SIGHUP updates its rate-limit settings */
+    spw_rl_limit rate_def;
+    char rerr[300];
+    if (rate_default(c, &rate_def, rerr, sizeof rerr)) {
+        fprintf(stderr, "spillway serve: %s\n", rerr);
+        return 2;
+    }
     /* Signals are taken synchronously by this thread; block them everywhere. */
     sigset_t set;
     sigemptyset(&set);
@@ -160,7 +273,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_pending_bytes = c->max_pending_bytes,
         .max_connections = c->max_connections,
         .auth = auth,
+        .rl = spw_rl_create(c->rate_limit_max_keys),
     };
+    spw_rl_set_default(api.rl, &rate_def);
     spw_pressure_config pc = {.budget = c->max_pending_bytes,
                                .shed3_pct = c->shed3_pct,
                                .shed2_pct = c->shed2_pct,
@@ -180,6 +295,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
+        spw_rl_destroy(api.rl);
         spw_catalog_close(cat);
         spw_log_close(log);
         spw_auth_close(auth);
@@ -201,6 +317,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_http_stop(http, 0);
+            spw_rl_destroy(api.rl);
             spw_catalog_close(cat);
             spw_log_close(log);
             spw_auth_close(auth);
@@ -212,6 +329,11 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     }
     spw_info("listening on http://%.*s:%d with %u I/O thread(s), data in %s",
              (int)(strrchr(c->listen, ':') - c->listen), c->listen, spw_http_port(http), hc.threads, c->data);
+    {
+        char d[160];
+        rate_describe(&rate_def, d, sizeof d);
+        spw_info("default rate limit: %s; at most %u limiter entries", d, c->rate_limit_max_keys);
+    }
     if (ready_fd >= 0) {
         char buf[32];
         int n = snprintf(buf, sizeof buf, "%d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0);
@@ -238,6 +360,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                 spw_info("SIGHUP: %u token(s) reloaded from %s", spw_tokens_count(t), auth->path);
                 spw_tokens_put(t);
             }
+            reload(&cur, api.rl);
             continue;
         }
         spw_catalog_retention(cat, spw_wall_ms());
@@ -247,6 +370,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
+    spw_rl_destroy(api.rl);
     spw_catalog_close(cat);
     spw_log_close(log);
     spw_auth_close(auth);

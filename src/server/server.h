@@ -13,6 +13,8 @@
 
 #include "core/config.h"
 
+#define SPW_SERVER_CFG_MAX 64 /* rows of spw_server_cfg_table, at most */
+
 typedef struct spw_server_config {
     char config[1024];
     char data[1024];
@@ -33,13 +35,24 @@ typedef struct spw_server_config {
     uint64_t fsync_interval_ms;
     uint64_t retention_check_ms;
     uint64_t shutdown_drain_ms;
+    uint32_t rate_limit;             /* default events/s per key for streams without rate_limit; 0 = off */
+    uint32_t rate_limit_burst;       /* token bucket capacity; 0 = rate_limit */
+    char rate_limit_per[16];         /* "tenant" | "ip" */
+    char rate_limit_algorithm[32];   /* "token_bucket" | "sliding_window" */
+    uint32_t rate_limit_max_keys;    /* entries of the limiter table (server/ratelimit.h) */
+    /* Not in the table: set by the command line. from_flag[i] says table
+     * entry i was given as a flag, so it still wins over the file when
+     * SIGHUP re-reads it. */
+    unsigned char from_flag[SPW_SERVER_CFG_MAX];
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];
 extern const size_t spw_server_cfg_count;
 
-/* Runs the server until a stop signal. Returns 0 after a clean stop, or 1
- * with the reason printed. ready_fd >= 0 gets "HTTPPORT BINPORT\n" written
+/* Runs the server until a stop signal. Returns 0 after a clean stop, 2 for
+ * a setting the table cannot judge alone (rate-limit-per, ...), or 1 with
+ * the reason printed. SIGHUP re-reads c->config (if set) and applies its
+ * rate-limit settings (docs/operations.md "Signals"). ready_fd >= 0 gets "HTTPPORT BINPORT\n" written
  * once listening (BINPORT 0 when the binary listener is off; tests use it
  * to learn the ports of "--listen 127.0.0.1:0 --listen-bin 127.0.0.1:0"). */
 int spw_server_run(const spw_server_config *c, int ready_fd);

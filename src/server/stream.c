@@ -173,10 +173,13 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
             c->max_event_bytes = (uint32_t)x;
         } else if (spw_json_str_eq(&k, "rate_limit")) {
             if (v.type != SPW_JSON_OBJECT)
-                FAIL("\"rate_limit\" must be an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\"}");
+                FAIL("\"rate_limit\" must be an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\","
+                     "\"algorithm\":\"token_bucket\"|\"sliding_window\"}");
             spw_json_iter it2;
             spw_json_span k2, v2;
             spw_json_iter_init(&it2, &v);
+            c->rate = c->burst = 0;
+            c->rate_per = c->rate_algo = 0;
             while (spw_json_iter_next(&it2, &k2, &v2)) {
                 if (spw_json_str_eq(&k2, "rate")) {
                     if (get_num(&v2, 0.001, 1e12, &c->rate))
@@ -191,14 +194,30 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
                         c->rate_per = 1;
                     else
                         FAIL("\"rate_limit.per\" must be \"tenant\" or \"ip\"");
+                } else if (spw_json_str_eq(&k2, "algorithm")) {
+                    if (spw_json_str_eq(&v2, "token_bucket"))
+                        c->rate_algo = 0;
+                    else if (spw_json_str_eq(&v2, "sliding_window"))
+                        c->rate_algo = 1;
+                    else
+                        FAIL("\"rate_limit.algorithm\" must be \"token_bucket\" or \"sliding_window\"");
                 } else {
                     FAIL("unknown field in \"rate_limit\": %.*s", (int)(k2.n < 64 ? k2.n : 64), k2.p);
                 }
             }
             if (c->rate <= 0)
                 FAIL("\"rate_limit\" needs \"rate\"");
-            if (c->burst <= 0)
-                c->burst = c->rate;
+            if (c->rate_algo == 1) {
+                /* The window limit is rate events in any 1 s (server/ratelimit.h). */
+                if (c->burst > 0)
+                    FAIL("\"rate_limit.burst\" is for \"token_bucket\"; a \"sliding_window\" allows \"rate\" "
+                         "events in any 1-second window");
+                if (c->rate < 1 || c->rate > 4294967295.0 || c->rate != floor(c->rate))
+                    FAIL("\"rate_limit.rate\" of a \"sliding_window\" must be a whole number of events per "
+                         "second from 1 to 4294967295");
+            } else if (c->burst <= 0) {
+                c->burst = c->rate < 1 ? 1 : c->rate; /* a bucket must hold one event */
+            }
         } else {
             FAIL("unknown field %.*s", (int)(k.n < 64 ? k.n : 64), k.p);
         }
@@ -255,8 +274,11 @@ int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
     r = r ? r : appendf(b, "},\"dedupe_window_ms\":%lld,\"priority\":%d,\"coalesce\":%s,\"versioned\":%s,\"max_event_bytes\":%u",
                         (long long)c->dedupe_window_ms, c->priority, c->coalesce ? "true" : "false",
                         c->versioned ? "true" : "false", c->max_event_bytes);
-    if (!r && c->rate > 0)
-        r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\"}", c->rate, c->burst,
+    if (!r && c->rate > 0 && c->rate_algo == 0)
+        r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\",\"algorithm\":\"token_bucket\"}",
+                    c->rate, c->burst, c->rate_per ? "ip" : "tenant");
+    else if (!r && c->rate > 0)
+        r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}", c->rate,
                     c->rate_per ? "ip" : "tenant");
     return r ? r : appendf(b, "}");
 }
@@ -268,7 +290,7 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->retention_ms == b->retention_ms && a->retention_bytes == b->retention_bytes &&
            a->dedupe_window_ms == b->dedupe_window_ms && a->coalesce == b->coalesce && a->versioned == b->versioned &&
            a->max_event_bytes == b->max_event_bytes && a->rate == b->rate && a->burst == b->burst &&
-           a->rate_per == b->rate_per && a->priority == b->priority;
+           a->rate_per == b->rate_per && a->rate_algo == b->rate_algo && a->priority == b->priority;
 }
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)

@@ -32,6 +32,7 @@ typedef struct spw_stream_config {
     double rate;               /* events/s, 0 = unlimited */
     double burst;
     int rate_per;              /* 0 = tenant, 1 = ip */
+    int rate_algo;             /* 0 = token_bucket, 1 = sliding_window (burst 0, unused) */
     int priority;              /* default Spillway-Priority, 0 (most important) .. 3; default 1 */
 } spw_stream_config;
 

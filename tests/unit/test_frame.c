@@ -472,6 +472,40 @@ static int dec_answer(const uint8_t *p, size_t n)
     return r;
 }
 
+/* The throttled answer byte by byte, as docs/protocol.md shows it. */
+static void test_throttled_bytes(void)
+{
+    static const uint8_t want[] = {
+        0x2a, 0x00, 0x00, 0x00,                         /* length 42 = 12 + 30 */
+        0x01, 0x01, 0x01, 0x00,                         /* PRODUCE, version 1, RESPONSE */
+        0x07, 0, 0, 0, 0, 0, 0, 0,                      /* request id 7 */
+        0xad, 0x01,                                     /* status 429 */
+        0xdc, 0x05, 0x00, 0x00,                         /* retry_after_ms 1500 */
+        0x0c, 'r', 'a', 't', 'e', '_', 'l', 'i', 'm', 'i', 't', 'e', 'd',
+        0x09, 0x00, 's', 'l', 'o', 'w', ' ', 'd', 'o', 'w', 'n',
+    };
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_frame_error_encode(&b, SPW_OP_PRODUCE, 7, SPW_ST_RATE_LIMITED, 1500, "rate_limited", "slow down"));
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    uint16_t st;
+    const uint8_t *rest;
+    size_t rl;
+    spw_frame_error e;
+    const char *why;
+    CHECK_EQ(spw_answer_decode(want + 16, sizeof want - 16, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(st, 429);
+    CHECK_EQ(e.retry_after_ms, 1500);
+    CHECK(e.code_len == 12 && memcmp(e.code, "rate_limited", 12) == 0);
+    CHECK(e.msg_len == 9 && memcmp(e.msg, "slow down", 9) == 0);
+    /* The largest wait the field holds (~49.7 days) survives. */
+    b.len = 0;
+    CHECK_OK(spw_frame_error_encode(&b, SPW_OP_PRODUCE, 7, SPW_ST_RATE_LIMITED, UINT32_MAX, "rate_limited", ""));
+    CHECK_EQ(spw_answer_decode(b.p + 16, b.len - 16, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(e.retry_after_ms, UINT32_MAX);
+    spw_buf_fini(&b);
+}
+
 static void test_errors(void)
 {
     static const uint16_t codes[] = {400, 401, 403, 404, 408, 413, 416, 429, 500, 501, 503, 507};
@@ -656,6 +690,7 @@ int main(void)
     test_metadata();
     test_errors();
     test_auth();
+    test_throttled_bytes();
     test_doc_example();
     test_random();
     printf("test_frame: ok\n");

@@ -48,7 +48,36 @@ int main(void)
     CHECK_EQ(c.retention_bytes, 1000000);
     CHECK_EQ(c.coalesce, 1);
     CHECK_EQ(c.max_event_bytes, 4096);
-    CHECK(c.rate == 100.5 && c.burst == 200 && c.rate_per == 1);
+    CHECK(c.rate == 100.5 && c.burst == 200 && c.rate_per == 1 && c.rate_algo == 0);
+    roundtrip(&c);
+
+    /* Rate-limit algorithms: token bucket (default, named in the output)
+     * and sliding window (no burst: its limit is rate per 1 s window). */
+    {
+        spw_buf b = SPW_BUF_INIT;
+        CHECK_OK(spw_stream_config_json(&c, &b));
+        CHECK(memmem(b.p, b.len, "\"algorithm\":\"token_bucket\"", 26) != NULL);
+        spw_buf_fini(&b);
+    }
+    CHECK_EQ(parse(&c, "w", "{\"rate_limit\":{\"algorithm\":\"sliding_window\",\"rate\":50}}"), 0);
+    CHECK(c.rate == 50 && c.burst == 0 && c.rate_algo == 1 && c.rate_per == 0);
+    roundtrip(&c);
+    {
+        spw_buf b = SPW_BUF_INIT;
+        CHECK_OK(spw_stream_config_json(&c, &b));
+        CHECK(memmem(b.p, b.len, "\"rate_limit\":{\"rate\":50,\"per\":\"tenant\",\"algorithm\":\"sliding_window\"}",
+                     68) != NULL);
+        spw_buf_fini(&b);
+    }
+    CHECK_EQ(parse(&d, "w", "{\"rate_limit\":{\"rate\":50,\"algorithm\":\"token_bucket\"}}"), 0);
+    CHECK(d.rate == 50 && d.burst == 50 && d.rate_algo == 0);
+    CHECK(!spw_stream_config_equal(&c, &d)); /* same rate, other algorithm */
+    CHECK_EQ(parse(&c, "w", "{\"rate_limit\":{\"rate\":50,\"per\":\"ip\",\"algorithm\":\"sliding_window\"}}"), 0);
+    CHECK(c.rate_per == 1 && c.rate_algo == 1);
+    roundtrip(&c);
+    /* A bucket holds at least one event, so a slow rate alone still passes one. */
+    CHECK_EQ(parse(&c, "w", "{\"rate_limit\":{\"rate\":0.5}}"), 0);
+    CHECK(c.burst == 1);
     roundtrip(&c);
     CHECK_EQ(parse(&d, "gps.pings_v2-EU", "{\"partitions\":8}"), 0);
     CHECK(!spw_stream_config_equal(&c, &d));
@@ -66,6 +95,12 @@ int main(void)
         "{\"coalesce\":1}", "{\"max_event_bytes\":0}", "{\"rate_limit\":{\"burst\":5}}",
         "{\"rate_limit\":{\"rate\":5,\"per\":\"user\"}}", "{\"nope\":1}", "[1]", "{", "{} x",
         "{\"format\":\"bytes\",\"key\":\"/k\"}", "{\"name\":\"other\"}", "{\"dedupe_window_ms\":-5}",
+        "{\"rate_limit\":{\"rate\":5,\"algorithm\":\"leaky_bucket\"}}", "{\"rate_limit\":{\"rate\":5,\"algorithm\":1}}",
+        "{\"rate_limit\":{\"rate\":5,\"burst\":10,\"algorithm\":\"sliding_window\"}}",
+        "{\"rate_limit\":{\"rate\":1.5,\"algorithm\":\"sliding_window\"}}",
+        "{\"rate_limit\":{\"rate\":0.5,\"algorithm\":\"sliding_window\"}}",
+        "{\"rate_limit\":{\"rate\":5000000000,\"algorithm\":\"sliding_window\"}}",
+        "{\"rate_limit\":{\"rate\":5,\"burst\":0.5}}", "{\"rate_limit\":{\"algorithm\":\"token_bucket\"}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         if (parse(&c, "s", bad[i]) == 0)
