@@ -45,8 +45,14 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "how often retention runs"),
     CFG("shutdown-drain", SPW_CFG_DURATION, shutdown_drain_ms, "10s", 0, 600000,
         "on SIGTERM, wait this long for requests in flight"),
+    CFG("max-disk-bytes", SPW_CFG_SIZE, max_disk_bytes, "0", 0, 1ull << 60,
+        "segment bytes of all streams together; at the limit produce answers 507 disk_limit; 0 = no limit"),
+    CFG("segment-bytes", SPW_CFG_SIZE, segment_bytes, "128MiB", 1024, 1ull << 31,
+        "roll a partition's segment file at this size (retention deletes whole segments)"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
+
+void (*spw_server_test_start)(const spw_server_config *c);
 
 static int is_loopback(const char *listen)
 {
@@ -84,6 +90,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (spw_server_test_start)
+        spw_server_test_start(c);
     spw_log_config lc;
     spw_log_config_default(&lc);
     lc.max_pending_bytes = c->max_pending_bytes;
@@ -96,7 +104,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         return 1;
     }
     spw_catalog *cat;
-    if ((r = spw_catalog_open(log, c->data, &cat)) < 0) {
+    if ((r = spw_catalog_open(log, c->data, c->segment_bytes, &cat)) < 0) {
         fprintf(stderr, "spillway serve: data directory %s: %s\n", c->data, spw_strerror(r));
         spw_log_close(log);
         return 1;
@@ -111,6 +119,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_request_bytes = c->max_request_bytes,
         .max_pending_bytes = c->max_pending_bytes,
         .max_connections = c->max_connections,
+        .max_disk_bytes = c->max_disk_bytes,
     };
     spw_http_config hc = {
         .listen = c->listen,
