@@ -880,6 +880,7 @@ static uint64_t last_id_at(spw_segment *s, uint64_t pos)
 
 #define RECOVER_BACKOFF_MIN_MS 100
 #define RECOVER_BACKOFF_MAX_MS 5000
+#define RECOVER_PROBE_BYTES 4096
 
 /* Writes [from, to) of fd again with the bytes the page cache holds, so the
  * next fdatasync writes them out whatever a failed one left behind (after a
@@ -918,7 +919,8 @@ static int rewrite_range(int fd, uint64_t from, uint64_t to)
  *   1. verify (CRC) every batch of the active segment after the last good
  *      fdatasync (sync_pos), and cut the file at the first that fails — a
  *      torn or failed write, zeros written ahead;
- *   2. write what validated again and fdatasync it (see rewrite_range);
+ *   2. write what validated again, and a block of zeros past it to prove
+ *      the disk takes new data, fdatasync, cut the zeros (rewrite_range);
  *   3. rebuild the index tail and the segment's end as recovery at open
  *      does (recover_newest), then take the end as the next offset.
  * Older segments were fsynced whole when they rolled and are not touched.
@@ -953,7 +955,17 @@ static int part_recover(spw_part *p)
     int r = 0;
     if ((uint64_t)fsz > good && (r = spw_os.ftruncate(s->fd, (off_t)good)) < 0)
         return r;
-    if ((r = rewrite_range(s->fd, from, good)) < 0 || (r = spw_os.fdatasync(s->fd)) < 0)
+    /* The probe: one block past the end must be allocated and synced, or
+     * the disk is still full (overwriting the blocks above would not tell).
+     * Its zeros are cut again below; if a crash comes first, the next open
+     * cuts them as zeros written ahead. */
+    if ((r = rewrite_range(s->fd, from, good)) < 0)
+        return r;
+    r = spw_os_pwrite_all(s->fd, zeros, RECOVER_PROBE_BYTES, (off_t)good);
+    if (r == 0)
+        r = spw_os.fdatasync(s->fd);
+    int t = spw_os.ftruncate(s->fd, (off_t)good);
+    if (r < 0 || (r = t) < 0)
         return r;
     spw_recovery_report rep = {0};
     uint64_t last_pos = UINT64_MAX;
