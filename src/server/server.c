@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -109,6 +110,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_log_close(log);
         return 1;
     }
+    if (c->max_disk_bytes && spw_log_disk_bytes(log) >= c->max_disk_bytes)
+        spw_warn("the data directory holds %" PRIu64 " segment bytes and max-disk-bytes is %" PRIu64
+                 ": produce answers 507 disk_limit until retention or deleted streams free space",
+                 spw_log_disk_bytes(log), c->max_disk_bytes);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     spw_api api = {
         .log = log,
