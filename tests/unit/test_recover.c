@@ -7,6 +7,8 @@
  *     clears, at the next offset, and everything survives a reopen;
  *   - a torn write (half the bytes, then ENOSPC, and the truncation that
  *     should take it back failing too): recovery cuts the torn tail itself;
+ *   - a disk that stays full: recovery's probe write fails, so the
+ *     partition keeps refusing until the disk takes writes again;
  *   - a roll whose new segment's directory fsync and clean-up unlink fail:
  *     the empty file left behind is taken over by the next roll;
  *   - the log's disk byte count follows all of it and returns to 0.
@@ -20,7 +22,7 @@
 #include "test.h"
 
 static _Atomic int f_fdatasync, f_fsync, f_write, f_ftruncate, f_unlink;
-static _Atomic int n_fdatasync_faults;
+static _Atomic int n_fdatasync_faults, n_write_faults;
 
 static int bad_fdatasync(int fd)
 {
@@ -39,8 +41,10 @@ static int bad_unlink(const char *path) { return atomic_load(&f_unlink) ? -EIO :
 static ssize_t bad_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
     int f = atomic_load(&f_write);
-    if (f == 1)
+    if (f == 1) {
+        atomic_fetch_add(&n_write_faults, 1);
         return -ENOSPC;
+    }
     if (f == 2 && iov[0].iov_len > 1) {
         atomic_store(&f_write, 1);
         return spw_os_default.pwrite(fd, iov[0].iov_base, iov[0].iov_len / 2, off);
@@ -50,7 +54,11 @@ static ssize_t bad_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 
 static ssize_t bad_pwrite(int fd, const void *b, size_t n, off_t off)
 {
-    return atomic_load(&f_write) ? -ENOSPC : spw_os_default.pwrite(fd, b, n, off);
+    if (atomic_load(&f_write)) {
+        atomic_fetch_add(&n_write_faults, 1);
+        return -ENOSPC;
+    }
+    return spw_os_default.pwrite(fd, b, n, off);
 }
 
 static void value_of(char *v, size_t cap, uint64_t tag) { snprintf(v, cap, "value-%llu-padding-padding", (unsigned long long)tag); }
@@ -197,6 +205,38 @@ static void test_torn(spw_log *log, const char *dir)
     spw_part_close(p);
 }
 
+/* A disk that stays full: recovery must not declare the partition healthy
+ * just because the data it already has is intact — it probes with a new
+ * block, which fails, so the partition keeps refusing until space is back. */
+static void test_full(spw_log *log, const char *dir)
+{
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, NULL, &p, NULL));
+    for (int i = 0; i < 5; i++)
+        CHECK_OK(append_one(p, SPW_ACK_FSYNC, (uint64_t)i, NULL));
+    atomic_store(&f_write, 1);
+    CHECK_EQ(append_one(p, SPW_ACK_FSYNC, 50, NULL), -ENOSPC);
+    int before = atomic_load(&n_write_faults);
+    for (int i = 0; i < 1000 && atomic_load(&n_write_faults) < before + 2; i++)
+        usleep(10000);
+    CHECK(atomic_load(&n_write_faults) >= before + 2); /* attempts probed and failed */
+    CHECK_EQ(spw_part_failed(p), -ENOSPC);
+    CHECK_EQ(append_one(p, SPW_ACK_FSYNC, 51, NULL), SPW_EROFS);
+    atomic_store(&f_write, 0);
+    wait_recovered(p);
+    uint64_t off;
+    CHECK_OK(append_one(p, SPW_ACK_FSYNC, 60, &off));
+    CHECK_EQ(off, 5);
+    for (int i = 0; i < 5; i++)
+        check_value(p, (uint64_t)i, (uint64_t)i);
+    check_value(p, 5, 60);
+    spw_part_close(p);
+    spw_recovery_report rep;
+    CHECK_OK(spw_part_open(log, dir, NULL, &p, &rep));
+    CHECK_EQ(rep.truncated_bytes, 0); /* the probe's zeros were cut */
+    spw_part_close(p);
+}
+
 static void test_roll(spw_log *log, const char *dir)
 {
     spw_part_config pc;
@@ -273,6 +313,8 @@ int main(void)
     test_fsync_eio(log, d);
     snprintf(d, sizeof d, "%s/torn", dir);
     test_torn(log, d);
+    snprintf(d, sizeof d, "%s/full", dir);
+    test_full(log, d);
     snprintf(d, sizeof d, "%s/roll", dir);
     test_roll(log, d);
     CHECK_EQ(spw_log_disk_bytes(log), 0);
