@@ -422,6 +422,15 @@ static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
  * often (each one's own backoff decides whether it tries). */
 #define RECOVER_TICK_MS 100
 
+/* When the idle flusher must wake: the fsync timer, or sooner for the next
+ * recovery pass while a partition is failed. */
+static int64_t next_wake(spw_log *log, int64_t next_timer, int64_t next_recover)
+{
+    if (atomic_load(&log->nfailed) && next_recover < next_timer)
+        return next_recover;
+    return next_timer;
+}
+
 static void *flusher_main(void *arg)
 {
     spw_log *log = arg;
@@ -433,9 +442,7 @@ static void *flusher_main(void *arg)
         /* nfailed only rises on this thread (spw__part_fail), so a failure
          * is seen here before the next wait. */
         int64_t wake;
-        while (!log->dirty_head && !log->stop &&
-               mono_ms() < (wake = atomic_load(&log->nfailed) && next_recover < next_timer ? next_recover
-                                                                                            : next_timer)) {
+        while (!log->dirty_head && !log->stop && mono_ms() < (wake = next_wake(log, next_timer, next_recover))) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t wait_ms = wake - mono_ms();
