@@ -955,12 +955,12 @@ static int part_recover(spw_part *p)
     int r = 0;
     if ((uint64_t)fsz > good && (r = spw_os.ftruncate(s->fd, (off_t)good)) < 0)
         return r;
-    /* The probe: one block past the end must be allocated and synced, or
-     * the disk is still full (overwriting the blocks above would not tell).
-     * Its zeros are cut again below; if a crash comes first, the next open
-     * cuts them as zeros written ahead. */
     if ((r = rewrite_range(s->fd, from, good)) < 0)
         return r;
+    /* The probe: one block past the end must be allocated and synced, or
+     * the disk is still full (overwriting the blocks above would not tell).
+     * Its zeros are cut again right after; if a crash comes first, the next
+     * open cuts them as zeros written ahead. */
     r = spw_os_pwrite_all(s->fd, zeros, RECOVER_PROBE_BYTES, (off_t)good);
     if (r == 0)
         r = spw_os.fdatasync(s->fd);
