@@ -12,6 +12,7 @@ const char *spw_strerror(int err)
     case SPW_EAGAIN: return "resource temporarily unavailable (budget full, try again)";
     case SPW_EROFS: return "partition is read-only after a failed write or fsync";
     case SPW_ERANGE: return "offset out of range";
+    case SPW_EDISKLIMIT: return "the data directory is at its max-disk-bytes limit";
     default: break;
     }
     if (err < 0 && err > SPW__ERR_BASE)

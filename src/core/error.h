@@ -24,6 +24,7 @@
 #define SPW__ERR_BASE (-10000)
 #define SPW_ECORRUPT (SPW__ERR_BASE - 1) /* checksum or structure mismatch */
 #define SPW_ETRUNC (SPW__ERR_BASE - 2)   /* data ends inside a structure */
+#define SPW_EDISKLIMIT (SPW__ERR_BASE - 20) /* the configured max-disk-bytes is reached */
 
 /* Returns a static human-readable sentence for an error code. */
 const char *spw_strerror(int err);

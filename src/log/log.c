@@ -13,6 +13,10 @@
  *   4. start again at once if anything was appended meanwhile: group commit
  *      without a timer, so an append waits at most for the cycle in
  *      progress plus its own.
+ * A partition failed by a write or fsync error takes no part in 2-3; while
+ * any is failed the flusher also wakes every RECOVER_TICK_MS and, for each
+ * failed one whose backoff allows, runs its recovery (partition.c,
+ * part_recover) in step 2's place.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -57,6 +61,20 @@ void spw_log_config_default(spw_log_config *c)
 
 spw_idgen *spw_log_idgen(spw_log *log) { return &log->idgen; }
 uint64_t spw_log_pending_bytes(const spw_log *log) { return atomic_load(&log->pending); }
+uint64_t spw_log_disk_bytes(const spw_log *log) { return atomic_load_explicit(&log->disk_bytes, memory_order_relaxed); }
+uint32_t spw_log_failed_partitions(const spw_log *log) { return atomic_load(&log->nfailed); }
+uint64_t spw_log_recoveries(const spw_log *log) { return atomic_load(&log->st_recoveries); }
+
+void spw__log_disk_add(spw_log *log, int64_t delta)
+{
+    if (delta >= 0) {
+        atomic_fetch_add_explicit(&log->disk_bytes, (uint64_t)delta, memory_order_relaxed);
+    } else {
+        uint64_t before = atomic_fetch_sub_explicit(&log->disk_bytes, (uint64_t)-delta, memory_order_relaxed);
+        assert(before >= (uint64_t)-delta);
+        (void)before;
+    }
+}
 
 void spw_log_hists(spw_log *log, spw_hist **fsync_us, spw_hist **group_size)
 {
@@ -317,6 +335,12 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
     /* Phase 1: write. */
     for (size_t i = 0; i < c->n; i++) {
         spw_part *p = c->v[i];
+        /* A failed partition has nothing to write (appends are refused):
+         * try to bring it back instead, when its backoff allows. */
+        if (p->failed) {
+            spw__part_try_recover(p, now);
+            continue;
+        }
         /* Write in pieces of WRITE_PIECE so the budget comes back while
          * producers keep filling; after CYCLE_MAX_BYTES move on to the
          * other partitions and come back next cycle. */
@@ -360,7 +384,8 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
         int due = final || now - p->unsynced_since_ms >= (int64_t)log->cfg.fsync_interval_ms;
         if (!due && !spw__part_has_waiters(p, SPW__RING_FSYNC, p->written_local))
             continue;
-        c->jobs[nj++] = (spw_sync_job){.p = p, .fd = p->active->fd, .end = p->written_local};
+        c->jobs[nj++] = (spw_sync_job){.p = p, .fd = p->active->fd, .end = p->written_local,
+                                       .pos = atomic_load_explicit(&p->active->size, memory_order_relaxed)};
     }
     uint64_t t0 = spw_mono_ns();
     sync_all(log, c->jobs, nj);
@@ -382,6 +407,8 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
             continue;
         }
         p->unsynced_since_ms = 0;
+        p->sync_pos = j->pos;
+        p->sync_offset = j->end;
         atomic_store_explicit(&p->durable_end, j->end, memory_order_release);
         completed += spw__part_complete(p, SPW__RING_FSYNC, j->end);
     }
@@ -395,17 +422,34 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
 
 static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
 
+/* While a partition is failed, the flusher visits the failed ones this
+ * often (each one's own backoff decides whether it tries). */
+#define RECOVER_TICK_MS 100
+
+/* When the idle flusher must wake: the fsync timer, or sooner for the next
+ * recovery pass while a partition is failed. */
+static int64_t next_wake(spw_log *log, int64_t next_timer, int64_t next_recover)
+{
+    if (atomic_load(&log->nfailed) && next_recover < next_timer)
+        return next_recover;
+    return next_timer;
+}
+
 static void *flusher_main(void *arg)
 {
     spw_log *log = arg;
     cycle c = {0};
     int64_t next_timer = mono_ms() + log->cfg.fsync_interval_ms;
+    int64_t next_recover = 0;
     pthread_mutex_lock(&log->mu);
     for (;;) {
-        while (!log->dirty_head && !log->stop && mono_ms() < next_timer) {
+        /* nfailed only rises on this thread (spw__part_fail), so a failure
+         * is seen here before the next wait. */
+        int64_t wake;
+        while (!log->dirty_head && !log->stop && mono_ms() < (wake = next_wake(log, next_timer, next_recover))) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait_ms = next_timer - mono_ms();
+            int64_t wait_ms = wake - mono_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
             ts.tv_sec += wait_ms / 1000;
@@ -463,6 +507,16 @@ static void *flusher_main(void *arg)
                 p->flusher_refs++;
             }
             next_timer = mono_ms() + log->cfg.fsync_interval_ms;
+        }
+        if (atomic_load(&log->nfailed) && mono_ms() >= next_recover) {
+            /* p->failed is written on this thread only (for registered p). */
+            for (spw_part *p = log->all; p; p = p->next_all) {
+                if (!p->failed || p->flusher_refs)
+                    continue;
+                cycle_add(&c, p);
+                p->flusher_refs++;
+            }
+            next_recover = mono_ms() + RECOVER_TICK_MS;
         }
         pthread_mutex_unlock(&log->mu);
 

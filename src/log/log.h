@@ -17,9 +17,14 @@
  * If spw_part_append returns an error the callback never runs; otherwise it
  * runs exactly once, with status 0 or the I/O error that failed the batch.
  * A failed write or fdatasync fails every batch waiting on it and puts the
- * partition in a failed state (appends return SPW_EROFS) until it is closed
- * and opened again, which runs recovery: an fsync is never retried and
- * then acknowledged.
+ * partition in a failed state: appends return SPW_EROFS (spw_part_failed
+ * says why) until the flusher has recovered it. Recovery is retried with
+ * backoff (100 ms doubling to 5 s) and does what opening does: it checks
+ * every batch written since the last good fdatasync, cuts what does not
+ * validate, writes the rest again from the page cache, fdatasyncs it and
+ * rebuilds the index tail; only then are appends accepted again. An fsync
+ * is never retried and then acknowledged: nothing a failed cycle covered is
+ * acknowledged, and what recovery keeps of it was synced again.
  *
  * Thread safety: all functions may be called from any thread, except that
  * spw_part_close and spw_log_close must not race with other calls on the
@@ -89,6 +94,14 @@ void spw_log_stats_get(spw_log *log, spw_log_stats *out);
 struct spw_hist;
 void spw_log_hists(spw_log *log, struct spw_hist **fsync_us, struct spw_hist **group_size);
 uint64_t spw_log_pending_bytes(const spw_log *log);
+/* Bytes of segment data of every open partition of this log (kept as
+ * segments grow, are cut, rolled, deleted by retention or closed; one
+ * atomic load). Index files and zeros written ahead are not counted. */
+uint64_t spw_log_disk_bytes(const spw_log *log);
+/* Partitions failed now (refusing appends until recovered), and how many
+ * recoveries succeeded since open. */
+uint32_t spw_log_failed_partitions(const spw_log *log);
+uint64_t spw_log_recoveries(const spw_log *log);
 
 /* What recovery found when a partition was opened. */
 typedef struct spw_recovery_report {
@@ -165,6 +178,8 @@ typedef struct spw_part_state {
 } spw_part_state;
 
 void spw_part_state_get(spw_part *p, spw_part_state *s);
+/* 0, or the error that failed the partition (one atomic load). */
+int spw_part_failed(spw_part *p);
 
 /*
  * Reads whole, CRC-checked batches holding offsets >= offset into out
@@ -184,13 +199,31 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset);
 
 /*
- * Retention: offsets below protected_offset may be deleted (sinks and
- * protected consumer groups hold it back). UINT64_MAX protects nothing.
+ * Holds: what retention must keep. Each reader that must not lose data —
+ * a sink, a protected consumer group — takes one hold per partition at the
+ * first offset it still needs (its committed offset) and moves it as it
+ * commits; retention never deletes a segment holding an offset at or
+ * above the lowest hold. Holds live in memory: a holder takes its holds
+ * again when it starts (before the server's first retention pass), from
+ * the offsets it keeps durably itself.
+ *
+ * spw_part_hold: 0 and *out, or SPW_ERANGE when offset is below the
+ * partition's start offset (those records are gone already: the holder
+ * learns where data starts from spw_part_state_get). Taking a hold and
+ * retention's choice are serialized, so a hold that was granted protects
+ * its offset. spw_hold_move: the same check; 0 or SPW_ERANGE (the hold
+ * is unchanged then). Any thread. REQUIRES: every hold of p released
+ * before spw_part_close(p).
  */
-void spw_part_set_protected(spw_part *p, uint64_t protected_offset);
+typedef struct spw_hold spw_hold;
+int spw_part_hold(spw_part *p, uint64_t offset, spw_hold **out);
+int spw_hold_move(spw_hold *h, uint64_t offset);
+void spw_hold_release(spw_hold *h);
+/* The lowest held offset, UINT64_MAX when nothing is held. */
+uint64_t spw_part_protected(spw_part *p);
 /* Deletes whole segments beyond retention bytes/age (never the active one,
- * never one holding an offset >= the protected offset). Returns the number
- * of segments deleted or an error. */
+ * never one holding an offset >= the lowest hold). Returns the number of
+ * segments deleted or an error. */
 int spw_part_enforce_retention(spw_part *p, int64_t now_ms);
 
 #endif

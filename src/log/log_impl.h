@@ -8,6 +8,7 @@
  *   the flusher takes it for writing only to add a rolled segment; retention
  *   to remove old ones).
  *   log->budget_mu is a leaf.
+ *   part->hold_mu is a leaf, taken inside seg_lock by retention.
  */
 #ifndef SPW_LOG_IMPL_H
 #define SPW_LOG_IMPL_H
@@ -67,7 +68,7 @@ struct spw_part {
     uint64_t next_offset;
     spw_chain fill; /* batches appended, not yet taken by the flusher */
     spw_wring rings[2];
-    int failed;  /* first write/fsync error; appends then get SPW_EROFS */
+    int failed;  /* first write/fsync error; appends then get SPW_EROFS (written by the flusher only) */
     int closing;
 
     /* Under log->mu (queued is also read without it: see spw__log_enqueue). */
@@ -84,6 +85,12 @@ struct spw_part {
     spw_segment *active;
     int64_t unsynced_since_ms; /* 0: everything written is fsynced */
     uint64_t written_local;    /* flusher's copy of written_end */
+    /* The active segment's bytes and offsets below these survived an
+     * fdatasync (or were there at open): recovery after a failure checks
+     * and syncs again what lies after them. */
+    uint64_t sync_pos, sync_offset;
+    int64_t recover_at_ms;       /* failed: next recovery attempt (monotonic ms) */
+    uint32_t recover_backoff_ms; /* failed: wait after the last failed attempt */
 
     /* Segments, newest last. */
     pthread_rwlock_t seg_lock;
@@ -93,8 +100,17 @@ struct spw_part {
     _Atomic uint64_t written_end;
     _Atomic uint64_t durable_end;
     _Atomic uint64_t start_offset;
-    _Atomic uint64_t protected_offset;
     _Atomic int failed_pub; /* copy of failed for lock-free readers */
+
+    /* Retention holds (spw_part_hold), a list under hold_mu. */
+    pthread_mutex_t hold_mu;
+    struct spw_hold *holds;
+};
+
+struct spw_hold {
+    spw_part *p;
+    uint64_t offset;
+    struct spw_hold *next, *prev;
 };
 
 struct spw_log {
@@ -102,6 +118,8 @@ struct spw_log {
     spw_idgen idgen;
 
     _Atomic uint64_t pending; /* accepted, unwritten bytes */
+    _Atomic uint64_t disk_bytes; /* segment bytes of every open partition */
+    _Atomic uint32_t nfailed;    /* partitions in the failed state */
     pthread_mutex_t chunk_mu; /* leaf */
     spw_chunk *free_chunks;
     size_t nfree_chunks, max_free_chunks;
@@ -128,6 +146,7 @@ struct spw_log {
     /* Counters: written by the flusher, read by anyone. */
     spw_hist fsync_hist, group_hist;
     _Atomic uint64_t st_cycles, st_writes, st_bytes, st_batches, st_fsyncs, st_fsync_ns, st_acks_fsync;
+    _Atomic uint64_t st_recoveries;
     pthread_t flusher;
 
     /* fsync pool */
@@ -145,6 +164,7 @@ typedef struct spw_sync_job {
     spw_part *p;
     int fd;
     uint64_t end; /* durable offset once this fdatasync returns */
+    uint64_t pos; /* and the active segment's bytes it covers */
     int result;
 } spw_sync_job;
 
@@ -155,6 +175,9 @@ typedef struct spw_sync_job {
 uint64_t spw__part_take_fill(spw_part *p, size_t max, int *more);
 int spw__part_write(spw_part *p, spw_chain *batches); /* writes, rolls, indexes; 0 or -errno */
 void spw__part_fail(spw_part *p, int err);          /* fails every waiter, sets failed */
+/* A failed partition: attempts recovery when its backoff allows (now:
+ * monotonic ms). Returns 1 if p accepts appends again, else 0. */
+int spw__part_try_recover(spw_part *p, int64_t now_ms);
 size_t spw__part_complete(spw_part *p, int ring, uint64_t end); /* returns waiters completed */
 int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
 
@@ -166,5 +189,6 @@ spw_chunk *spw__chunk_get(spw_log *log, size_t need); /* NULL: out of memory */
 void spw__chain_put(spw_log *log, spw_chain *c);       /* returns chunks, empties c */
 int spw__log_reserve(spw_log *log, uint64_t n, int nowait);
 void spw__log_release(spw_log *log, uint64_t n);
+void spw__log_disk_add(spw_log *log, int64_t delta); /* segment bytes grew (or shrank) */
 
 #endif

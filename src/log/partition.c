@@ -126,7 +126,10 @@ void spw__part_fail(spw_part *p, int err)
     if (!p->failed) {
         p->failed = err;
         atomic_store(&p->failed_pub, err);
-        spw_error("partition %s: %s; failing pending appends, partition is read-only until reopened", p->dir,
+        atomic_fetch_add(&p->log->nfailed, 1);
+        p->recover_at_ms = 0; /* first attempt at the flusher's next recovery pass */
+        p->recover_backoff_ms = 0;
+        spw_error("partition %s: %s; failing pending appends, partition is read-only until it recovers", p->dir,
                   spw_strerror(err));
     }
     size_t n = take_waiters(p, SPW__RING_WRITTEN, UINT64_MAX);
@@ -397,6 +400,7 @@ static int write_run(spw_part *p, spw_segment *s, int iovcnt, size_t len, uint64
         s->alloc_end = size + len;
     atomic_fetch_add_explicit(&p->log->st_writes, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->log->st_bytes, len, memory_order_relaxed);
+    spw__log_disk_add(p->log, (int64_t)len);
     atomic_store_explicit(&s->size, size + len, memory_order_release);
     atomic_store_explicit(&s->end_offset, end_offset, memory_order_release);
     if (max_ts > atomic_load_explicit(&s->max_ts, memory_order_relaxed))
@@ -437,19 +441,47 @@ static int seg_sync(spw_segment *s)
     return r;
 }
 
+/* Opens the new segment at base. A roll that failed after creating the
+ * file (its directory fsync failed, and so did the unlink) leaves it empty:
+ * take that one over. */
+static int seg_create(spw_part *p, uint64_t base, spw_segment **out)
+{
+    int r = spw_seg_open(p->dir, base, 1, out);
+    if (r != -EEXIST)
+        return r;
+    if ((r = spw_seg_open(p->dir, base, 0, out)) < 0)
+        return r;
+    off_t sz = spw_os.size((*out)->fd);
+    if (sz != 0)
+        r = sz < 0 ? (int)sz : -EEXIST; /* real data: leave it to recovery at the next start */
+    if (r == 0 && (r = spw_os.ftruncate((*out)->idx_fd, 0)) == 0)
+        r = spw_os_fsync_dir(p->dir);
+    if (r < 0) {
+        spw_seg_close(*out);
+        *out = NULL;
+        return r;
+    }
+    spw_info("partition %s: reusing the empty segment %020" PRIu64 " left by a failed roll", p->dir, base);
+    return 0;
+}
+
 static int roll(spw_part *p, uint64_t base)
 {
     /* Every segment but the newest is whole and durable: recovery relies on it. */
     int r = seg_sync(p->active);
     if (r < 0)
         return r;
+    p->sync_pos = atomic_load_explicit(&p->active->size, memory_order_relaxed);
+    p->sync_offset = atomic_load_explicit(&p->active->end_offset, memory_order_relaxed);
     spw_segment *s;
-    if ((r = spw_seg_open(p->dir, base, 1, &s)) < 0)
+    if ((r = seg_create(p, base, &s)) < 0)
         return r;
     pthread_rwlock_wrlock(&p->seg_lock);
     segs_push(p, s);
     pthread_rwlock_unlock(&p->seg_lock);
     p->active = s;
+    p->sync_pos = 0;
+    p->sync_offset = base;
     return 0;
 }
 
@@ -844,6 +876,158 @@ static uint64_t last_id_at(spw_segment *s, uint64_t pos)
     return id;
 }
 
+/* ---- recovery of a failed partition ---- */
+
+#define RECOVER_BACKOFF_MIN_MS 100
+#define RECOVER_BACKOFF_MAX_MS 5000
+#define RECOVER_PROBE_BYTES 4096
+
+/* Writes [from, to) of fd again with the bytes the page cache holds, so the
+ * next fdatasync writes them out whatever a failed one left behind (after a
+ * failed writeback, Linux marks the pages clean: a later fdatasync alone
+ * would not write them). */
+static int rewrite_range(int fd, uint64_t from, uint64_t to)
+{
+    if (from >= to)
+        return 0;
+    size_t cap = 1u << 20;
+    uint8_t *b = spw_try_malloc(cap);
+    if (!b)
+        return SPW_ENOMEM;
+    int r = 0;
+    while (from < to) {
+        size_t n = to - from < cap ? (size_t)(to - from) : cap;
+        ssize_t got = spw_os_pread_full(fd, b, n, (off_t)from);
+        if (got < 0) {
+            r = (int)got;
+            break;
+        }
+        if ((size_t)got != n) {
+            r = SPW_ETRUNC;
+            break;
+        }
+        if ((r = spw_os_pwrite_all(fd, b, n, (off_t)from)) < 0)
+            break;
+        from += n;
+    }
+    spw_free(b);
+    return r;
+}
+
+/*
+ * Brings a failed partition back, as opening it would, without closing it:
+ *   1. verify (CRC) every batch of the active segment after the last good
+ *      fdatasync (sync_pos), and cut the file at the first that fails — a
+ *      torn or failed write, zeros written ahead;
+ *   2. write what validated again, and a block of zeros past it to prove
+ *      the disk takes new data, fdatasync, cut the zeros (rewrite_range);
+ *   3. rebuild the index tail and the segment's end as recovery at open
+ *      does (recover_newest), then take the end as the next offset.
+ * Older segments were fsynced whole when they rolled and are not touched.
+ * Returns 0 (the partition accepts appends again) or the error that stopped
+ * it (it stays failed; nothing was lost that a retry cannot still keep).
+ * REQUIRES: p failed, its fill and waiters empty (spw__part_fail did it),
+ * and the caller is the flusher or p is unregistered (closing).
+ */
+static int part_recover(spw_part *p)
+{
+    spw_segment *s = p->active;
+    pthread_mutex_lock(&p->mu);
+    assert(p->failed);
+    assert(p->fill.bytes == 0 && p->rings[0].len == 0 && p->rings[1].len == 0);
+    pthread_mutex_unlock(&p->mu);
+    p->idx_pending.len = 0; /* entries of a run that failed */
+    uint64_t from = p->sync_pos, from_offset = p->sync_offset;
+    uint64_t old_size = atomic_load(&s->size);
+    off_t fsz = spw_os.size(s->fd);
+    if (fsz < 0)
+        return (int)fsz;
+    uint64_t good = (uint64_t)fsz;
+    if (good > from) {
+        spw_scan sc = {.pos = from, .offset = p->sync_offset, .file_size = good, .verify = 1,
+                       .max_ts = INT64_MIN};
+        int r = spw_seg_scan(s->fd, &sc);
+        spw_buf_fini(&sc.buf);
+        if (r < 0 && !sc.bad_err)
+            return r; /* could not read */
+        good = sc.pos;
+    }
+    int r = 0;
+    if ((uint64_t)fsz > good && (r = spw_os.ftruncate(s->fd, (off_t)good)) < 0)
+        return r;
+    if ((r = rewrite_range(s->fd, from, good)) < 0)
+        return r;
+    /* The probe: one block past the end must be allocated and synced, or
+     * the disk is still full (overwriting the blocks above would not tell).
+     * Its zeros are cut again right after; if a crash comes first, the next
+     * open cuts them as zeros written ahead. */
+    r = spw_os_pwrite_all(s->fd, zeros, RECOVER_PROBE_BYTES, (off_t)good);
+    if (r == 0)
+        r = spw_os.fdatasync(s->fd);
+    int t = spw_os.ftruncate(s->fd, (off_t)good);
+    if (r < 0 || (r = t) < 0)
+        return r;
+    spw_recovery_report rep = {0};
+    uint64_t last_pos = UINT64_MAX;
+    /* Readers see only offsets below written_end, which all validated; the
+     * lock keeps them off the index while its tail is rebuilt. */
+    pthread_rwlock_wrlock(&p->seg_lock);
+    r = recover_newest(p, s, &rep, &last_pos);
+    pthread_rwlock_unlock(&p->seg_lock);
+    if (r < 0)
+        return r;
+    uint64_t size = atomic_load(&s->size), end = atomic_load(&s->end_offset);
+    spw__log_disk_add(p->log, (int64_t)size - (int64_t)old_size);
+    uint64_t written = p->written_local;
+    if (end < written)
+        spw_error("partition %s: offsets %" PRIu64 "..%" PRIu64 " were written but do not validate on disk any "
+                  "more: they are gone and will be given to new records",
+                  p->dir, end, written - 1);
+    else if (end > written)
+        spw_warn("partition %s: offsets %" PRIu64 "..%" PRIu64 " of appends that failed reached the disk whole "
+                 "and are kept (their producers were told the write failed)",
+                 p->dir, written, end - 1);
+    p->sync_pos = size;
+    p->sync_offset = end;
+    p->written_local = end;
+    p->unsynced_since_ms = 0;
+    s->synced = 0; /* the index is not synced yet: roll and close sync both */
+    pthread_mutex_lock(&p->mu);
+    int err = p->failed;
+    p->next_offset = end;
+    atomic_store(&p->written_end, end);
+    atomic_store(&p->durable_end, end);
+    p->failed = 0;
+    atomic_store(&p->failed_pub, 0);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_sub(&p->log->nfailed, 1);
+    atomic_fetch_add(&p->log->st_recoveries, 1);
+    spw_info("partition %s: recovered from \"%s\": %" PRIu64 " record(s) from offset %" PRIu64 " (%" PRIu64
+             " bytes) after the last good fsync checked and synced again, %" PRIu64
+             " bytes cut; accepting appends again at offset %" PRIu64,
+             p->dir, spw_strerror(err), end > from_offset ? end - from_offset : 0, from_offset,
+             good > from ? good - from : 0,
+             ((uint64_t)fsz > good ? (uint64_t)fsz - good : 0) + rep.truncated_bytes, end);
+    return 0;
+}
+
+int spw__part_try_recover(spw_part *p, int64_t now_ms)
+{
+    if (!p->failed)
+        return 1;
+    if (now_ms < p->recover_at_ms)
+        return 0;
+    int r = part_recover(p);
+    if (r == 0)
+        return 1;
+    uint32_t b = p->recover_backoff_ms ? p->recover_backoff_ms * 2 : RECOVER_BACKOFF_MIN_MS;
+    p->recover_backoff_ms = b > RECOVER_BACKOFF_MAX_MS ? RECOVER_BACKOFF_MAX_MS : b;
+    p->recover_at_ms = now_ms + p->recover_backoff_ms;
+    spw_warn("partition %s: recovery failed: %s; next attempt in %u ms", p->dir, spw_strerror(r),
+             p->recover_backoff_ms);
+    return 0;
+}
+
 void spw_part_config_default(spw_part_config *c)
 {
     c->segment_bytes = 128u << 20;
@@ -867,6 +1051,7 @@ static void part_free(spw_part *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->idle_cv);
     pthread_rwlock_destroy(&p->seg_lock);
+    pthread_mutex_destroy(&p->hold_mu);
     spw_free(p->dir);
     spw_free(p);
 }
@@ -916,7 +1101,7 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle_cv, NULL);
     pthread_rwlock_init(&p->seg_lock, NULL);
-    atomic_init(&p->protected_offset, UINT64_MAX);
+    pthread_mutex_init(&p->hold_mu, NULL);
 
     for (size_t i = 0; i < nb; i++) {
         spw_segment *s;
@@ -946,9 +1131,15 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     atomic_store(&p->written_end, p->next_offset);
     atomic_store(&p->durable_end, p->next_offset);
     atomic_store(&p->start_offset, p->segs[0]->base_offset);
+    p->sync_pos = atomic_load(&newest->size);
+    p->sync_offset = p->next_offset;
     if (last_pos != UINT64_MAX)
         spw_idgen_observe(&log->idgen, last_id_at(newest, last_pos));
     spw_free(bases);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < p->nsegs; i++)
+        bytes += atomic_load(&p->segs[i]->size);
+    spw__log_disk_add(log, (int64_t)bytes);
     spw__log_register(log, p);
     *out = p;
     return 0;
@@ -966,13 +1157,30 @@ void spw_part_close(spw_part *p)
         pthread_cond_wait(&p->idle_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     spw__log_unregister(p->log, p);
+    assert(p->holds == NULL);
+    if (p->failed) {
+        /* One more attempt, so a clean stop after the fault cleared leaves
+         * whole, synced segments. */
+        int r = part_recover(p);
+        if (r < 0) {
+            spw_error("partition %s: closing while failed (recovery: %s); the next start recovers it", p->dir,
+                      spw_strerror(r));
+            atomic_fetch_sub(&p->log->nfailed, 1);
+        }
+    }
     if (!p->failed) {
         int r = seg_sync(p->active);
         if (r < 0)
             spw_error("partition %s: fdatasync at close: %s", p->dir, spw_strerror(r));
     }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < p->nsegs; i++)
+        bytes += atomic_load(&p->segs[i]->size);
+    spw__log_disk_add(p->log, -(int64_t)bytes);
     part_free(p);
 }
+
+int spw_part_failed(spw_part *p) { return atomic_load_explicit(&p->failed_pub, memory_order_relaxed); }
 
 void spw_part_state_get(spw_part *p, spw_part_state *st)
 {
@@ -1211,19 +1419,80 @@ out:
 
 /* ---- retention ---- */
 
-void spw_part_set_protected(spw_part *p, uint64_t protected_offset)
+int spw_part_hold(spw_part *p, uint64_t offset, spw_hold **out)
 {
-    atomic_store(&p->protected_offset, protected_offset);
+    pthread_mutex_lock(&p->hold_mu);
+    if (offset < atomic_load(&p->start_offset)) {
+        pthread_mutex_unlock(&p->hold_mu);
+        return SPW_ERANGE;
+    }
+    spw_hold *h = spw_xcalloc(1, sizeof *h);
+    h->p = p;
+    h->offset = offset;
+    h->next = p->holds;
+    if (p->holds)
+        p->holds->prev = h;
+    p->holds = h;
+    pthread_mutex_unlock(&p->hold_mu);
+    *out = h;
+    return 0;
+}
+
+int spw_hold_move(spw_hold *h, uint64_t offset)
+{
+    spw_part *p = h->p;
+    pthread_mutex_lock(&p->hold_mu);
+    int r = offset < atomic_load(&p->start_offset) ? SPW_ERANGE : 0;
+    if (r == 0)
+        h->offset = offset;
+    pthread_mutex_unlock(&p->hold_mu);
+    return r;
+}
+
+void spw_hold_release(spw_hold *h)
+{
+    spw_part *p = h->p;
+    pthread_mutex_lock(&p->hold_mu);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        p->holds = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    pthread_mutex_unlock(&p->hold_mu);
+    spw_free(h);
+}
+
+/* REQUIRES: hold_mu held. */
+static uint64_t lowest_hold(spw_part *p)
+{
+    uint64_t low = UINT64_MAX;
+    for (spw_hold *h = p->holds; h; h = h->next)
+        if (h->offset < low)
+            low = h->offset;
+    return low;
+}
+
+uint64_t spw_part_protected(spw_part *p)
+{
+    pthread_mutex_lock(&p->hold_mu);
+    uint64_t low = lowest_hold(p);
+    pthread_mutex_unlock(&p->hold_mu);
+    return low;
 }
 
 int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
 {
     if (p->cfg.retention_bytes < 0 && p->cfg.retention_ms < 0)
         return 0;
-    uint64_t protect = atomic_load(&p->protected_offset);
     spw_segment *victims[64];
     size_t nv = 0;
     pthread_rwlock_wrlock(&p->seg_lock);
+    /* Holds are taken and moved under hold_mu after checking start_offset:
+     * keeping it until start_offset moves means no hold is granted on a
+     * segment chosen here. */
+    pthread_mutex_lock(&p->hold_mu);
+    uint64_t protect = lowest_hold(p);
     uint64_t total = 0;
     for (size_t i = 0; i < p->nsegs; i++)
         total += atomic_load(&p->segs[i]->size);
@@ -1244,10 +1513,12 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
         p->nsegs -= nv;
         atomic_store(&p->start_offset, p->segs[0]->base_offset);
     }
+    pthread_mutex_unlock(&p->hold_mu);
     pthread_rwlock_unlock(&p->seg_lock);
     int r = 0;
     for (size_t i = 0; i < nv; i++) {
         uint64_t base = victims[i]->base_offset;
+        spw__log_disk_add(p->log, -(int64_t)atomic_load(&victims[i]->size));
         spw_seg_close(victims[i]);
         int u = spw_seg_unlink(p->dir, base);
         if (u < 0 && !r)

@@ -58,8 +58,11 @@ int spw_seg_open(const char *dir, uint64_t base, int create, spw_segment **out)
     if (create) {
         int r = spw_os_fsync_dir(dir);
         if (r < 0) {
+            /* Take the new files back (best effort), so that a later roll
+             * to the same base can create them again. */
             spw_os.close(fd);
             spw_os.close(ifd);
+            spw_seg_unlink(dir, base);
             return r;
         }
     }

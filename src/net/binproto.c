@@ -367,10 +367,12 @@ static void produce_answer(void *arg)
     int err = atomic_load(&pr->err);
     if (!c->closed) {
         if (err) {
-            int disk = err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT;
-            send_error(c, SPW_OP_PRODUCE, q->request_id, disk ? SPW_ST_DISK : SPW_ST_INTERNAL, 0,
-                       disk ? "disk" : "write_failed", "the write failed: %s; nothing of it is acknowledged",
-                       spw_strerror(err));
+            int hst;
+            uint16_t st;
+            const char *code;
+            char msg[400];
+            spw_api_disk_error(err, 0, &hst, &st, &code, msg, sizeof msg);
+            send_error(c, SPW_OP_PRODUCE, q->request_id, st, 0, code, "%s", msg);
         } else {
             spw_produce_slot *slots = spw_xmalloc(pr->n_slots * sizeof *slots);
             uint32_t *parts = spw_xmalloc(pr->n_events * sizeof *parts);
@@ -584,6 +586,10 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_free(q);
     if (rkl) /* not appended: not counted against the limit */
         spw_rl_refund(api->rl, rkey, rkl, pq.count, spw_mono_ns());
+    int hst;
+    uint16_t dst;
+    const char *dcode;
+    char dmsg[400];
     if (r == SPW_EAGAIN)
         send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, spw_pressure_retry_ms(&api->pressure),
                    "backpressure",
@@ -591,6 +597,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     else if (r == SPW_EMSGSIZE)
         send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "too_large",
                    "the request's batches exceed max_pending_bytes");
+    else if (spw_api_disk_error(r, 1, &hst, &dst, &dcode, dmsg, sizeof dmsg))
+        send_error(c, h->opcode, h->request_id, dst, 0, dcode, "%s", dmsg);
     else
         send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "internal", "encoding failed: %s",
                    spw_strerror(r));

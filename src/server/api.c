@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -25,6 +26,7 @@
 #include "net/binproto.h"
 #include "server/auth.h"
 #include "server/ratelimit.h"
+#include "net/frame.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -218,9 +220,12 @@ static void produce_finish(void *arg)
     int err = atomic_load(&pr->err);
     spw_idgen *g = spw_log_idgen(api->log);
     if (err) {
-        int status = err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT ? 507 : 500;
-        spw_http_error(req, status, status == 507 ? "disk" : "write_failed", NULL,
-                       "the write failed: %s; nothing of it is acknowledged", spw_strerror(err));
+        int status;
+        uint16_t bst;
+        const char *code;
+        char msg[400];
+        spw_api_disk_error(err, 0, &status, &bst, &code, msg, sizeof msg);
+        spw_http_error(req, status, code, NULL, "%s", msg);
     } else {
         spw_buf b = SPW_BUF_INIT;
         outf(&b, "{\"accepted\":%u,\"partitions\":[", pr->n_events);
@@ -263,6 +268,42 @@ void spw_api_produce_free(spw_produce *pr)
     spw_free(pr);
 }
 
+static int is_disk_error(int err)
+{
+    return err == SPW_EDISKLIMIT || (err < 0 && err > SPW__ERR_BASE && err != SPW_EAGAIN && err != SPW_EMSGSIZE &&
+                                     err != SPW_EINVAL && err != SPW_ENOMEM && err != SPW_ECANCELED);
+}
+
+int spw_api_disk_error(int err, int refused, int *http_status, uint16_t *bin_status, const char **code, char *msg,
+                       size_t cap)
+{
+    int disk = is_disk_error(err);
+    if (err == SPW_EDISKLIMIT) {
+        *http_status = 507;
+        *bin_status = SPW_ST_DISK;
+        *code = "disk_limit";
+        snprintf(msg, cap,
+                 "the data directory is at its max-disk-bytes limit: nothing was appended; space comes back when "
+                 "retention deletes segments or a stream is deleted");
+        return 1;
+    }
+    int full = err == -ENOSPC || err == -EDQUOT;
+    *http_status = full ? 507 : 500;
+    *bin_status = full ? SPW_ST_DISK : SPW_ST_INTERNAL;
+    *code = full ? "disk_full" : "write_failed";
+    if (refused)
+        snprintf(msg, cap,
+                 "a partition of the stream is read-only after a failed write (%s) until it recovers, which it does "
+                 "by itself once the disk works again: nothing was appended",
+                 spw_strerror(err));
+    else
+        snprintf(msg, cap,
+                 "the write failed: %s; nothing of it is acknowledged (the partition refuses writes until it has "
+                 "recovered)",
+                 spw_strerror(err));
+    return disk;
+}
+
 static void produce_cb(void *arg, int status, const spw_append_result *r)
 {
     spw_produce_part *sl = arg;
@@ -281,7 +322,7 @@ static void produce_cb(void *arg, int status, const spw_append_result *r)
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
             atomic_fetch_add(&api->events_in, pr->n_events);
             atomic_fetch_add(&api->bytes_in, pr->bytes);
-        } else if (err == SPW_EROFS || err == -ENOSPC || err == -EDQUOT) {
+        } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
         pr->done(pr, pr->user);
@@ -354,6 +395,18 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
     }
     spw_free(recs);
     spw_buf_fini(&scratch);
+    /* The disk: refused before anything is appended when the data would
+     * pass max_disk_bytes (stored + accepted-unwritten + this request), or
+     * when a partition it goes to failed a write and is recovering (an
+     * append there would be refused anyway; this keeps the request whole). */
+    if (r == 0 && api->max_disk_bytes &&
+        spw_log_disk_bytes(api->log) + spw_log_pending_bytes(api->log) + total > api->max_disk_bytes)
+        r = SPW_EDISKLIMIT;
+    for (uint32_t k = 0; r == 0 && k < used; k++) {
+        int f = spw_part_failed(s->parts[pr->slots[k].partition]);
+        if (f)
+            r = f;
+    }
     if (r == 0)
         r = spw_log_reserve(api->log, total, 1);
     if (r) {
@@ -361,6 +414,8 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
             atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
         else if (r == SPW_EMSGSIZE)
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        else if (is_disk_error(r))
+            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
         spw_free(enc);
@@ -378,6 +433,11 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
         int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, ack, SPW_APPEND_RESERVED, produce_cb,
                                       sl, NULL);
         spw_buf_fini(&enc[k]);
+        if (e == SPW_EROFS) {
+            /* Failed since the check above: answer with what failed it. */
+            int f = spw_part_failed(s->parts[sl->partition]);
+            e = f ? f : e;
+        }
         if (e) {
             unused += len;
             spw_append_result none = {0};
@@ -759,10 +819,16 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
             spw_rl_refund(api->rl, rkey, rkl, c.n, spw_mono_ns());
         spw_free(req->user);
         req->user = NULL;
+        int st;
+        uint16_t bst;
+        const char *code;
+        char msg[400];
         if (r == SPW_EAGAIN)
             overloaded(req, "backpressure", spw_pressure_retry_ms(&api->pressure));
         else if (r == SPW_EMSGSIZE)
             spw_http_error(req, 413, "body_too_large", NULL, "the request's batches exceed max_pending_bytes");
+        else if (spw_api_disk_error(r, 1, &st, &bst, &code, msg, sizeof msg))
+            spw_http_error(req, st, code, NULL, "%s", msg);
         else
             spw_http_error(req, 500, "internal", NULL, "encoding failed: %s", spw_strerror(r));
         goto fail;
@@ -1045,20 +1111,11 @@ static void handle_ids(spw_api *api, spw_http_req *req)
     respond_json(req, 200, &b);
 }
 
-static void disk_one(void *arg, spw_stream *s)
-{
-    uint64_t *total = arg;
-    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
-        spw_part_state st;
-        spw_part_state_get(s->parts[i], &st);
-        *total += st.bytes;
-    }
-}
-
 static void handle_status(spw_api *api, spw_http_req *req)
 {
-    uint64_t disk = 0;
-    spw_catalog_each(api->cat, disk_one, &disk);
+    uint64_t disk = spw_log_disk_bytes(api->log);
+    struct statvfs fs;
+    uint64_t fs_avail = statvfs(api->data_dir, &fs) == 0 ? (uint64_t)fs.f_bavail * fs.f_frsize : 0;
     spw_http_stats hs;
     spw_http_stats_get(api->http, &hs);
     spw_buf b = SPW_BUF_INIT;
@@ -1068,9 +1125,9 @@ static void handle_status(spw_api *api, spw_http_req *req)
     out_str(&b, (const uint8_t *)api->data_dir, strlen(api->data_dir));
     outf(&b,
          ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64 ",\"limits\":{\"max_pending_bytes\":%" PRIu64
-         ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u",
+         ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u,\"max_disk_bytes\":%" PRIu64,
          spw_catalog_count(api->cat), hs.connections_open, spw_log_pending_bytes(api->log), api->max_pending_bytes,
-         api->max_request_bytes, api->max_connections);
+         api->max_request_bytes, api->max_connections, api->max_disk_bytes);
     if (api->rl) {
         /* The server-wide default rate limit, as SIGHUP last set it. */
         spw_rl_limit d;
@@ -1084,7 +1141,10 @@ static void handle_status(spw_api *api, spw_http_req *req)
         else
             outf(&b, ",\"rate_limit\":null");
     }
-    outf(&b, "},\"disk\":{\"bytes\":%" PRIu64 "}}\n", disk);
+    outf(&b,
+         "},\"disk\":{\"bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"fs_available_bytes\":%" PRIu64
+         ",\"failed_partitions\":%u,\"recoveries\":%" PRIu64 "}}\n",
+         disk, api->max_disk_bytes, fs_avail, spw_log_failed_partitions(api->log), spw_log_recoveries(api->log));
     respond_json(req, 200, &b);
 }
 
@@ -1160,6 +1220,13 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              rs.keys, rs.max_keys, rs.evicted_idle, rs.evicted_active);
     }
     outf(&b,
+         "# TYPE spillway_disk_bytes gauge\nspillway_disk_bytes %" PRIu64 "\n"
+         "# TYPE spillway_max_disk_bytes gauge\nspillway_max_disk_bytes %" PRIu64 "\n"
+         "# TYPE spillway_partitions_failed gauge\nspillway_partitions_failed %u\n"
+         "# TYPE spillway_partition_recoveries_total counter\nspillway_partition_recoveries_total %" PRIu64 "\n",
+         spw_log_disk_bytes(api->log), api->max_disk_bytes, spw_log_failed_partitions(api->log),
+         spw_log_recoveries(api->log));
+    outf(&b,
          "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
          "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"
          "# TYPE spillway_log_fsyncs_total counter\nspillway_log_fsyncs_total %" PRIu64 "\n"
@@ -1208,6 +1275,8 @@ static void method_not_allowed(spw_http_req *req, const char *allow)
     snprintf(h, sizeof h, "Allow: %s\r\n", allow);
     spw_http_error(req, 405, "method_not_allowed", h, "use %s", allow);
 }
+
+void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
 
 /* Routes an authenticated request (ar->who NULL: no tokens configured).
  * Every path component that names something is validated before use:
@@ -1264,6 +1333,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 void spw_api_handle(void *ctx, spw_http_req *req)
 {
     spw_api *api = ctx;
+    if (spw_api_debug_handler && strncmp(req->path, "/debug/", 7) == 0)
+        return spw_api_debug_handler(api, req);
     if (path_is(req, "/healthz")) {
         if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
             return method_not_allowed(req, "GET");

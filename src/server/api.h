@@ -7,6 +7,7 @@
 #ifndef SPW_API_H
 #define SPW_API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/hist.h"
@@ -34,6 +35,7 @@ typedef struct spw_api {
     uint32_t max_connections;
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
     struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
+    uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
@@ -85,7 +87,10 @@ struct spw_produce {
  * events_in/bytes_in (or rejected disk) are counted before done runs.
  * Or returns an error and nothing was appended (s still the caller's):
  * SPW_EAGAIN the budget is full (503), SPW_EMSGSIZE larger than the budget
- * (413), SPW_EINVAL no records or no such partition, else encoding failed.
+ * (413), SPW_EINVAL no records or no such partition, SPW_ENOMEM encoding
+ * failed; or a disk refusal (spw_api_disk_error says which): SPW_EDISKLIMIT
+ * (max_disk_bytes reached), or the error that failed one of the request's
+ * partitions, which refuses appends until it recovers.
  * REQUIRES: ack is not SPW_ACK_REPLICATED (callers answer 501).
  */
 int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition, spw_ack ack,
@@ -98,6 +103,26 @@ void spw_api_produce_free(spw_produce *pr);
  * "backpressure") with *retry_ms set.
  */
 const char *spw_api_admit(spw_api *api, int priority, uint32_t *retry_ms);
+
+/*
+ * How both front ends answer a produce that the disk refused or failed
+ * (docs/api.md, docs/protocol.md): err is spw_api_produce's return
+ * (refused = 1: nothing was appended) or pr->err (refused = 0: the write
+ * failed on the way and nothing of it is acknowledged). Fills the HTTP
+ * status, the binary status, the code word and a sentence in msg (cap
+ * bytes), and returns 1 if err is a disk error:
+ *   SPW_EDISKLIMIT          507 disk_limit
+ *   -ENOSPC, -EDQUOT        507 disk_full
+ *   any other I/O error     500 write_failed (SPW_ST_INTERNAL)
+ * or 0 for the errors that are not (budget, size, encoding, closing),
+ * which a pr->err is answered as 500 write_failed all the same.
+ */
+int spw_api_disk_error(int err, int refused, int *http_status, uint16_t *bin_status, const char **code, char *msg,
+                       size_t cap);
+
+/* Test builds only (src/server/testhooks.c, linked into spillway_test):
+ * serves /debug/...; NULL in spillway, where those paths answer 404. */
+extern void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
 
 /* Is a key valid UTF-8 without control characters (so reads can show it
  * as a JSON string)? Both front ends require it. */

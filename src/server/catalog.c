@@ -20,6 +20,7 @@
 struct spw_catalog {
     spw_log *log;
     char *dir; /* DATA/streams */
+    uint64_t segment_bytes; /* 0: default */
     pthread_rwlock_t lock;
     pthread_mutex_t ddl; /* one create/delete at a time */
     spw_stream **v;      /* sorted by name */
@@ -37,9 +38,11 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 
 static void rmrf(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-static void part_config(const spw_stream_config *c, spw_part_config *pc)
+static void part_config(const spw_catalog *cat, const spw_stream_config *c, spw_part_config *pc)
 {
     spw_part_config_default(pc);
+    if (cat->segment_bytes)
+        pc->segment_bytes = cat->segment_bytes;
     pc->retention_ms = c->retention_ms;
     pc->retention_bytes = c->retention_bytes;
 }
@@ -62,7 +65,7 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, const char 
     atomic_init(&s->refs, 1);
     s->parts = spw_xcalloc(c->partitions, sizeof *s->parts);
     spw_part_config pc;
-    part_config(c, &pc);
+    part_config(cat, c, &pc);
     for (uint32_t i = 0; i < c->partitions; i++) {
         char pd[4096];
         snprintf(pd, sizeof pd, "%s/%u", dir, i);
@@ -130,10 +133,11 @@ static int read_file(const char *path, spw_buf *b)
     return r;
 }
 
-int spw_catalog_open(spw_log *log, const char *data_dir, spw_catalog **out)
+int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes, spw_catalog **out)
 {
     spw_catalog *cat = spw_xcalloc(1, sizeof *cat);
     cat->log = log;
+    cat->segment_bytes = segment_bytes;
     size_t n = strlen(data_dir) + 16;
     cat->dir = spw_xmalloc(n);
     snprintf(cat->dir, n, "%s/streams", data_dir);

@@ -32,7 +32,8 @@ typedef struct spw_stream {
 
 typedef struct spw_catalog spw_catalog;
 
-int spw_catalog_open(spw_log *log, const char *data_dir, spw_catalog **out);
+/* segment_bytes: every partition's segment size (0: the log's default). */
+int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes, spw_catalog **out);
 void spw_catalog_close(spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,6 +70,10 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "token_bucket or sliding_window (rate-limit events in any 1 s; SIGHUP reloads)"),
     CFG("rate-limit-max-keys", SPW_CFG_U32, rate_limit_max_keys, "100000", 64, 100000000,
         "rate-limiter entries kept (stream x tenant or IP); idle ones are evicted first"),
+    CFG("max-disk-bytes", SPW_CFG_SIZE, max_disk_bytes, "0", 0, 1ull << 60,
+        "segment bytes of all streams together; at the limit produce answers 507 disk_limit; 0 = no limit"),
+    CFG("segment-bytes", SPW_CFG_SIZE, segment_bytes, "128MiB", 1024, 1ull << 31,
+        "roll a partition's segment file at this size (retention deletes whole segments)"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
@@ -167,6 +172,8 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
     spw_info("SIGHUP: reloaded %s; default rate limit: %s", cur->config, d);
 }
 
+void (*spw_server_test_start)(const spw_server_config *c);
+
 static int is_loopback(const char *listen)
 {
     const char *colon = strrchr(listen, ':');
@@ -243,6 +250,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (spw_server_test_start)
+        spw_server_test_start(c);
     spw_log_config lc;
     spw_log_config_default(&lc);
     lc.max_pending_bytes = c->max_pending_bytes;
@@ -256,12 +265,16 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         return 1;
     }
     spw_catalog *cat;
-    if ((r = spw_catalog_open(log, c->data, &cat)) < 0) {
+    if ((r = spw_catalog_open(log, c->data, c->segment_bytes, &cat)) < 0) {
         fprintf(stderr, "spillway serve: data directory %s: %s\n", c->data, spw_strerror(r));
         spw_log_close(log);
         spw_auth_close(auth);
         return 1;
     }
+    if (c->max_disk_bytes && spw_log_disk_bytes(log) >= c->max_disk_bytes)
+        spw_warn("the data directory holds %" PRIu64 " segment bytes and max-disk-bytes is %" PRIu64
+                 ": produce answers 507 disk_limit until retention or deleted streams free space",
+                 spw_log_disk_bytes(log), c->max_disk_bytes);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     spw_api api = {
         .log = log,
@@ -274,6 +287,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_connections = c->max_connections,
         .auth = auth,
         .rl = spw_rl_create(c->rate_limit_max_keys),
+        .max_disk_bytes = c->max_disk_bytes,
     };
     spw_rl_set_default(api.rl, &rate_def);
     spw_pressure_config pc = {.budget = c->max_pending_bytes,

@@ -44,6 +44,8 @@ typedef struct spw_server_config {
      * entry i was given as a flag, so it still wins over the file when
      * SIGHUP re-reads it. */
     unsigned char from_flag[SPW_SERVER_CFG_MAX];
+    uint64_t max_disk_bytes; /* 0: no limit */
+    uint64_t segment_bytes;
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];
@@ -56,5 +58,13 @@ extern const size_t spw_server_cfg_count;
  * once listening (BINPORT 0 when the binary listener is off; tests use it
  * to learn the ports of "--listen 127.0.0.1:0 --listen-bin 127.0.0.1:0"). */
 int spw_server_run(const spw_server_config *c, int ready_fd);
+
+/*
+ * Test builds only: src/server/testhooks.c, linked into spillway_test and
+ * never into spillway, sets this before main runs; spw_server_run calls it
+ * with the configuration before it opens the data directory (the hook wraps
+ * spw_os to inject faults there). NULL in the production binary.
+ */
+extern void (*spw_server_test_start)(const spw_server_config *c);
 
 #endif

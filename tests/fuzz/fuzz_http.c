@@ -135,7 +135,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     lc.fsync_interval_ms = 200;
     if (spw_log_open(&lc, &g_log))
         die("spw_log_open");
-    if (spw_catalog_open(g_log, g_dir, &g_cat) < 0)
+    if (spw_catalog_open(g_log, g_dir, 0, &g_cat) < 0)
         die("spw_catalog_open");
     g_api = (spw_api){
         .log = g_log,

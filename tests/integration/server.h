@@ -2,6 +2,11 @@
  * Test support for integration tests: start `spillway serve` on a free
  * loopback port (its --ready-fd tells the port), talk HTTP/1.1 over plain
  * sockets, stop it by PID (SIGTERM or SIGKILL). Every wait is bounded.
+ *
+ * ctest runs every integration test as `test_X SPILLWAY SPILLWAY_TEST`:
+ * argv[1] the production binary, argv[2] the same server built with the
+ * test-only fault hook (POST/DELETE /debug/faults, docs/operations.md "Test
+ * builds"); pass either to srv_start.
  */
 #ifndef SPW_TEST_SERVER_H
 #define SPW_TEST_SERVER_H

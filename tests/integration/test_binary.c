@@ -982,7 +982,7 @@ static void test_client(const char *tmp)
 
 int main(int argc, char **argv)
 {
-    CHECK(argc == 2);
+    CHECK(argc >= 2);
     BIN = argv[1];
     signal(SIGPIPE, SIG_IGN);
     char *tmp = spw_test_tmpdir("binary");

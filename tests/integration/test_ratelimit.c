@@ -567,7 +567,7 @@ static void fairness(int port, const char *stream, const char *def)
 
 int main(int argc, char **argv)
 {
-    CHECK(argc == 2);
+    CHECK(argc >= 2);
     BIN = argv[1];
     char *tmp = spw_test_tmpdir("ratelimit");
     char dir[4200];

@@ -1,7 +1,8 @@
 /*
  * Failed writes and fsyncs (through the spw_os fault table): the waiting
  * appends get the error, none is acknowledged, the partition refuses
- * appends until reopened, and reopening recovers every acknowledged record.
+ * appends while failed, and closing and reopening it recovers every
+ * acknowledged record. (Recovery without a reopen: test_recover.c.)
  */
 #include <stdatomic.h>
 

@@ -276,7 +276,8 @@ static void test_retention(const char *dir)
     uint32_t segs_before = st.segments;
     CHECK(segs_before > 10);
     /* Protected at offset 300: nothing holding offsets >= 300 may go. */
-    spw_part_set_protected(p, 300);
+    spw_hold *hold;
+    CHECK_OK(spw_part_hold(p, 300, &hold));
     int n = spw_part_enforce_retention(p, spw_wall_ms());
     CHECK(n > 0);
     spw_part_state_get(p, &st);
@@ -288,7 +289,7 @@ static void test_retention(const char *dir)
     /* Nothing else can go while the protected offset stays. */
     CHECK_EQ(spw_part_enforce_retention(p, spw_wall_ms()), 0);
     /* Unprotected: down to the byte limit, never the active segment. */
-    spw_part_set_protected(p, UINT64_MAX);
+    spw_hold_release(hold);
     CHECK(spw_part_enforce_retention(p, spw_wall_ms()) > 0);
     spw_part_state_get(p, &st);
     CHECK(st.bytes >= 8192);

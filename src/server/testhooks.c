@@ -1,0 +1,359 @@
+/*
+ * Fault injection for tests, compiled into the spillway_test binary only
+ * (CMakeLists.txt): the production spillway binary has none of this, and
+ * answers 404 on /debug/... (docs/operations.md, "Test builds").
+ *
+ * A constructor, run before main, wraps entries of the spw_os table (every
+ * file I/O of the log and the catalog goes through it) and sets the two
+ * hooks the server leaves NULL otherwise: spw_server_test_start (told the
+ * data directory before anything is opened) and spw_api_debug_handler
+ * (serves /debug/faults on the HTTP listener):
+ *
+ *   POST /debug/faults?write_err=ENOSPC|EIO|EDQUOT|none&write_count=N
+ *                     &fsync_err=ENOSPC|EIO|EDQUOT|none&fsync_count=N
+ *                     &fsync_delay_us=U
+ *   DELETE /debug/faults      clears every fault
+ *   GET /debug/faults         the current settings
+ *
+ * write_err: the next N (write_count; default: until cleared) pwrite and
+ * pwritev calls on files under the data directory fail with that errno.
+ * fsync_err: the same for fdatasync and fsync. fsync_delay_us: every
+ * fdatasync/fsync there sleeps U µs first (a slow disk). Parameters not
+ * given keep their setting. Every answer is 200 with the settings as JSON;
+ * a bad parameter is 400 and changes nothing.
+ *
+ * The wrappers are thread-safe with atomics only; with no fault set they
+ * cost one relaxed load before calling the real function. A file counts as
+ * "under the data directory" if spw_os.open opened it by a path starting
+ * with the data directory (a per-descriptor flag, for fds below FD_TRACK).
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/msg.h"
+#include "net/http.h"
+#include "os/os.h"
+#include "server/api.h"
+#include "server/server.h"
+
+#define FD_TRACK (1 << 16)
+#define COUNT_MAX 1000000000LL
+#define DELAY_MAX_US 10000000u
+
+static char data_dir[4096];
+static size_t data_len;
+static _Atomic unsigned char fd_under[FD_TRACK]; /* 1: opened under the data directory */
+
+static _Atomic int armed; /* any fault or delay set: take the slow path */
+static _Atomic int write_err, fsync_err;        /* positive errno, 0 = none */
+static _Atomic long long write_left, fsync_left; /* calls still to fail; -1 = until cleared */
+static _Atomic uint32_t fsync_delay_us;
+static _Atomic uint64_t write_hits, fsync_hits;  /* calls failed so far */
+static pthread_mutex_t set_mu = PTHREAD_MUTEX_INITIALIZER; /* one settings change at a time */
+
+static int under(int fd) { return fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed); }
+
+/* Takes one failure from *left: 1 if this call fails. */
+static int take(_Atomic long long *left)
+{
+    long long v = atomic_load(left);
+    for (;;) {
+        if (v < 0)
+            return 1;
+        if (v == 0)
+            return 0;
+        if (atomic_compare_exchange_weak(left, &v, v - 1))
+            return 1;
+    }
+}
+
+static int fault(int fd, _Atomic int *err, _Atomic long long *left, _Atomic uint64_t *hits)
+{
+    int e = atomic_load(err);
+    if (!e || !under(fd) || !take(left))
+        return 0;
+    atomic_fetch_add(hits, 1);
+    return e;
+}
+
+static int hook_open(const char *path, int flags, int mode)
+{
+    int fd = spw_os_default.open(path, flags, mode);
+    if (fd >= 0 && fd < FD_TRACK) {
+        int in = data_len && strncmp(path, data_dir, data_len) == 0 && (path[data_len] == '/' || !path[data_len]);
+        atomic_store_explicit(&fd_under[fd], (unsigned char)in, memory_order_relaxed);
+    }
+    return fd;
+}
+
+static int hook_close(int fd)
+{
+    if (fd >= 0 && fd < FD_TRACK)
+        atomic_store_explicit(&fd_under[fd], 0, memory_order_relaxed);
+    return spw_os_default.close(fd);
+}
+
+static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    int e;
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = fault(fd, &write_err, &write_left, &write_hits)))
+        return -e;
+    return spw_os_default.pwrite(fd, buf, n, off);
+}
+
+static ssize_t hook_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    int e;
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = fault(fd, &write_err, &write_left, &write_hits)))
+        return -e;
+    return spw_os_default.pwritev(fd, iov, cnt, off);
+}
+
+/* The slow path of fdatasync/fsync: the delay, then the fault. */
+static int sync_fault(int fd)
+{
+    uint32_t d = atomic_load(&fsync_delay_us);
+    if (d && under(fd))
+        usleep(d);
+    return fault(fd, &fsync_err, &fsync_left, &fsync_hits);
+}
+
+static int hook_fdatasync(int fd)
+{
+    int e;
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
+        return -e;
+    return spw_os_default.fdatasync(fd);
+}
+
+static int hook_fsync(int fd)
+{
+    int e;
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
+        return -e;
+    return spw_os_default.fsync(fd);
+}
+
+static void rearm(void)
+{
+    atomic_store(&armed, atomic_load(&write_err) || atomic_load(&fsync_err) || atomic_load(&fsync_delay_us));
+}
+
+static void test_start(const spw_server_config *c)
+{
+    size_t n = strlen(c->data);
+    if (n >= sizeof data_dir)
+        n = sizeof data_dir - 1;
+    memcpy(data_dir, c->data, n);
+    while (n > 1 && data_dir[n - 1] == '/')
+        n--;
+    data_dir[n] = 0;
+    data_len = n;
+    spw_warn("test build: fault injection on files under %s (POST /debug/faults)", data_dir);
+}
+
+/* ---- /debug/faults ---- */
+
+static const char *err_name(int e)
+{
+    return e == ENOSPC ? "ENOSPC" : e == EIO ? "EIO" : e == EDQUOT ? "EDQUOT" : NULL;
+}
+
+/* "ENOSPC" → ENOSPC, "none" → 0; -1 if unknown. */
+static int err_parse(const char *v)
+{
+    static const int known[] = {ENOSPC, EIO, EDQUOT};
+    if (strcmp(v, "none") == 0)
+        return 0;
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (strcmp(v, err_name(known[i])) == 0)
+            return known[i];
+    return -1;
+}
+
+/* A decimal integer in [lo, hi]; -1 if not. */
+static long long int_parse(const char *v, long long lo, long long hi)
+{
+    long long x = 0;
+    if (!*v || strlen(v) > 12)
+        return -1;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        x = x * 10 + (*p - '0');
+    }
+    return x < lo || x > hi ? -1 : x;
+}
+
+static void out_settings(spw_buf *b)
+{
+    char s[512];
+    int we = atomic_load(&write_err), fe = atomic_load(&fsync_err);
+    long long wl = atomic_load(&write_left), fl = atomic_load(&fsync_left);
+    char wc[32] = "null", fc[32] = "null", wn[16] = "null", fn[16] = "null";
+    if (we) {
+        snprintf(wn, sizeof wn, "\"%s\"", err_name(we));
+        if (wl >= 0)
+            snprintf(wc, sizeof wc, "%lld", wl);
+    }
+    if (fe) {
+        snprintf(fn, sizeof fn, "\"%s\"", err_name(fe));
+        if (fl >= 0)
+            snprintf(fc, sizeof fc, "%lld", fl);
+    }
+    int n = snprintf(s, sizeof s,
+                     "{\"write_err\":%s,\"write_count\":%s,\"fsync_err\":%s,\"fsync_count\":%s,\"fsync_delay_us\":%u,"
+                     "\"write_hits\":%" PRIu64 ",\"fsync_hits\":%" PRIu64 "}\n",
+                     wn, wc, fn, fc, atomic_load(&fsync_delay_us), atomic_load(&write_hits),
+                     atomic_load(&fsync_hits));
+    if (spw_buf_reserve(b, (size_t)n) == 0) {
+        memcpy(b->p, s, (size_t)n);
+        b->len = (size_t)n;
+    }
+}
+
+static void respond_settings(spw_http_req *req)
+{
+    spw_buf b = SPW_BUF_INIT;
+    out_settings(&b);
+    spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
+    spw_buf_fini(&b);
+}
+
+/* Parses the whole query before changing anything: 0, or -1 with a 400 sent. */
+static int apply_query(spw_http_req *req)
+{
+    int set_we = 0, set_wc = 0, set_fe = 0, set_fc = 0, set_d = 0;
+    int we = 0, fe = 0;
+    long long wc = -1, fc = -1, d = 0;
+    const char *q = req->query;
+    if (!*q) {
+        spw_http_error(req, 400, "bad_parameter", NULL,
+                       "give write_err, write_count, fsync_err, fsync_count or fsync_delay_us");
+        return -1;
+    }
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        char kv[128];
+        if (len >= sizeof kv) {
+            spw_http_error(req, 400, "bad_parameter", NULL, "parameter too long");
+            return -1;
+        }
+        memcpy(kv, q, len);
+        kv[len] = 0;
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            spw_http_error(req, 400, "bad_parameter", NULL, "parameter '%s' has no value", kv);
+            return -1;
+        }
+        *eq = 0;
+        const char *k = kv, *v = eq + 1;
+        if (strcmp(k, "write_err") == 0 || strcmp(k, "fsync_err") == 0) {
+            int e = err_parse(v);
+            if (e < 0) {
+                spw_http_error(req, 400, "bad_parameter", NULL, "%s must be ENOSPC, EIO, EDQUOT or none", k);
+                return -1;
+            }
+            if (k[0] == 'w')
+                we = e, set_we = 1;
+            else
+                fe = e, set_fe = 1;
+        } else if (strcmp(k, "write_count") == 0 || strcmp(k, "fsync_count") == 0) {
+            long long n = int_parse(v, 1, COUNT_MAX);
+            if (n < 0) {
+                spw_http_error(req, 400, "bad_parameter", NULL, "%s must be an integer from 1 to %lld", k, COUNT_MAX);
+                return -1;
+            }
+            if (k[0] == 'w')
+                wc = n, set_wc = 1;
+            else
+                fc = n, set_fc = 1;
+        } else if (strcmp(k, "fsync_delay_us") == 0) {
+            if ((d = int_parse(v, 0, DELAY_MAX_US)) < 0) {
+                spw_http_error(req, 400, "bad_parameter", NULL, "fsync_delay_us must be an integer from 0 to %u",
+                               DELAY_MAX_US);
+                return -1;
+            }
+            set_d = 1;
+        } else {
+            spw_http_error(req, 400, "bad_parameter", NULL, "unknown parameter '%s'", k);
+            return -1;
+        }
+        q += len + (amp ? 1 : 0);
+        if (!amp)
+            break;
+    }
+    if ((set_wc && !(set_we && we)) || (set_fc && !(set_fe && fe))) {
+        spw_http_error(req, 400, "bad_parameter", NULL,
+                       "write_count and fsync_count go with write_err and fsync_err (not none) in the same request");
+        return -1;
+    }
+    pthread_mutex_lock(&set_mu);
+    /* The count before the error, so a fault is never seen with an old count. */
+    if (set_we) {
+        atomic_store(&write_err, 0);
+        atomic_store(&write_left, wc);
+        atomic_store(&write_err, we);
+    }
+    if (set_fe) {
+        atomic_store(&fsync_err, 0);
+        atomic_store(&fsync_left, fc);
+        atomic_store(&fsync_err, fe);
+    }
+    if (set_d)
+        atomic_store(&fsync_delay_us, (uint32_t)d);
+    rearm();
+    pthread_mutex_unlock(&set_mu);
+    spw_warn("test build: faults set: %s", req->query);
+    return 0;
+}
+
+static void debug_handler(spw_api *api, spw_http_req *req)
+{
+    (void)api;
+    if (strcmp(req->path, "/debug/faults") != 0) {
+        spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+        return;
+    }
+    if (req->method == SPW_HTTP_POST) {
+        if (apply_query(req) == 0)
+            respond_settings(req);
+        return;
+    }
+    if (req->method == SPW_HTTP_DELETE) {
+        pthread_mutex_lock(&set_mu);
+        atomic_store(&armed, 0);
+        atomic_store(&write_err, 0);
+        atomic_store(&fsync_err, 0);
+        atomic_store(&fsync_delay_us, 0);
+        pthread_mutex_unlock(&set_mu);
+        spw_warn("test build: faults cleared");
+        respond_settings(req);
+        return;
+    }
+    if (req->method == SPW_HTTP_GET) {
+        respond_settings(req);
+        return;
+    }
+    spw_http_error(req, 405, "method_not_allowed", "Allow: GET, POST, DELETE\r\n", "use GET, POST or DELETE");
+}
+
+__attribute__((constructor)) static void testhooks_install(void)
+{
+    spw_os.open = hook_open;
+    spw_os.close = hook_close;
+    spw_os.pwrite = hook_pwrite;
+    spw_os.pwritev = hook_pwritev;
+    spw_os.fdatasync = hook_fdatasync;
+    spw_os.fsync = hook_fsync;
+    spw_server_test_start = test_start;
+    spw_api_debug_handler = debug_handler;
+}
