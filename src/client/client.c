@@ -166,6 +166,8 @@ typedef struct batch {
     uint64_t deadline_ms; /* delivery timeout of its first record */
     uint64_t not_before_ms;
     uint64_t request_id;
+    int has_seq;  /* seq assigned at the first send, kept by every resend (dedupe) */
+    uint32_t seq;
 } batch;
 
 typedef struct bqueue {
@@ -235,7 +237,6 @@ typedef struct server {
     spw_buf out;
     size_t out_off;
     spw_buf in;
-    uint32_t producer_seq;
     uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
 } server;
 
@@ -255,6 +256,7 @@ struct spw_producer {
     uint32_t rr;
     uint64_t next_id;
     uint64_t producer_id;
+    uint32_t producer_seq; /* next record sequence number (all servers) */
     uint64_t outstanding_records, outstanding_bytes;
     _Atomic uint64_t reconnects;
     batch *done_head; /* finished batches, callbacks pending (I/O thread) */
@@ -660,9 +662,15 @@ static void srv_fill(spw_producer *p, server *s, uint64_t now)
         batch *b = q_pop(&s->queue);
         b->request_id = p->next_id++;
         spw_put64(b->frame.p + 8, b->request_id);
-        /* The sequence of the first record, per server (docs/protocol.md). */
-        spw_put32(b->frame.p + 16 + 2 + strlen(b->stream) + 1 + 1 + 2 + 4 + 8, s->producer_seq);
-        s->producer_seq += b->count;
+        /* The sequence of the first record, numbered per producer and
+         * fixed at the first send: a resend carries the same producer id
+         * and sequence, which the server recognises (docs/protocol.md). */
+        if (!b->has_seq) {
+            b->seq = p->producer_seq;
+            p->producer_seq += b->count;
+            b->has_seq = 1;
+        }
+        spw_put32(b->frame.p + 16 + 2 + strlen(b->stream) + 1 + 1 + 2 + 4 + 8, b->seq);
         if (spw_buf_reserve(&s->out, s->out.len + b->frame.len)) {
             q_push_front(&s->queue, b);
             return;

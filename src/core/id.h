@@ -42,6 +42,12 @@ static inline uint64_t spw_id_from_ticket(const spw_idgen *g, uint64_t t)
            ((uint64_t)g->node << SPW_ID_SEQ_BITS) | (t & ((1u << SPW_ID_SEQ_BITS) - 1));
 }
 
+/* The ticket an id was made from (its node bits dropped). */
+static inline uint64_t spw_id_ticket(uint64_t id)
+{
+    return (id >> (SPW_ID_NODE_BITS + SPW_ID_SEQ_BITS)) << SPW_ID_SEQ_BITS | (id & ((1u << SPW_ID_SEQ_BITS) - 1));
+}
+
 /* One id (not a ticket). */
 static inline uint64_t spw_idgen_next(spw_idgen *g) { return spw_id_from_ticket(g, spw_idgen_reserve(g, 1)); }
 

@@ -29,11 +29,11 @@ size_t spw_batch_bound(const spw_record *recs, uint32_t n)
 }
 
 static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, int64_t first_ts,
-                               const spw_idgen *g, uint64_t first_ticket, uint64_t base_id)
+                               const spw_idgen *g, uint64_t first_ticket, const uint64_t *tickets, uint64_t base_id)
 {
     for (uint32_t i = 0; i < n; i++) {
         const spw_record *r = &recs[i];
-        uint64_t id = g ? spw_id_from_ticket(g, first_ticket + i) : 0;
+        uint64_t id = g ? spw_id_from_ticket(g, tickets ? tickets[i] : first_ticket + i) : 0;
         /* The body's length is needed first; encode the body after a 5-byte
          * gap, then move it down if the length varint is shorter. */
         uint8_t *body = p + 5, *q = body;
@@ -90,7 +90,11 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     if (bound - SPW_BATCH_HEADER_LEN > SPW_BATCH_MAX_LEN * 2ull)
         return SPW_EMSGSIZE;
 
-    uint64_t first_ticket = o->idgen ? spw_idgen_reserve(o->idgen, n) : 0;
+    if (o->tickets)
+        for (uint32_t i = 1; i < n; i++)
+            if (o->tickets[i] <= o->tickets[i - 1])
+                return SPW_EINVAL;
+    uint64_t first_ticket = !o->idgen ? 0 : o->tickets ? o->tickets[0] : spw_idgen_reserve(o->idgen, n);
     if (o->first_ticket)
         *o->first_ticket = first_ticket;
     uint64_t base_id = o->idgen ? spw_id_from_ticket(o->idgen, first_ticket) : 0;
@@ -101,12 +105,12 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         if ((r = spw_buf_reserve(out, bound)))
             return r;
         uint8_t *end = encode_records(out->p + SPW_BATCH_HEADER_LEN, recs, n, first_ts, o->idgen, first_ticket,
-                                      base_id);
+                                      o->tickets, base_id);
         records_len = stored_len = (size_t)(end - out->p) - SPW_BATCH_HEADER_LEN;
     } else {
         if ((r = spw_buf_reserve(scratch, bound)))
             return r;
-        uint8_t *end = encode_records(scratch->p, recs, n, first_ts, o->idgen, first_ticket, base_id);
+        uint8_t *end = encode_records(scratch->p, recs, n, first_ts, o->idgen, first_ticket, o->tickets, base_id);
         records_len = (size_t)(end - scratch->p);
         if (records_len > SPW_BATCH_MAX_LEN)
             return SPW_EMSGSIZE;
@@ -146,7 +150,7 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     spw_put64(h + 48, base_id);
     spw_put64(h + 56, o->producer_id);
     spw_put32(h + 64, o->producer_seq);
-    spw_put32(h + 68, 0);
+    spw_put32(h + 68, o->request_count);
     spw_put64(h + 72, o->idem_hash);
     spw_put32(h + 12, spw_crc32c(h + SPW_BATCH_CRC_START, length - SPW_BATCH_CRC_START));
     out->len = length;
@@ -174,6 +178,7 @@ int spw_batch_parse(const uint8_t *p, size_t avail, spw_batch_hdr *h)
     h->base_id = spw_get64(p + 48);
     h->producer_id = spw_get64(p + 56);
     h->producer_seq = spw_get32(p + 64);
+    h->request_count = spw_get32(p + 68);
     h->idem_hash = spw_get64(p + 72);
     if (h->header_len != SPW_BATCH_HEADER_LEN || h->length < SPW_BATCH_HEADER_LEN || h->length > SPW_BATCH_MAX_LEN)
         return SPW_ECORRUPT;

@@ -20,8 +20,9 @@
  *  40  i64 max_ts
  *  48  u64 base_id        Snowflake id of the first record; ids are deltas
  *  56  u64 producer_id    0 = none (idempotent producer, binary protocol)
- *  64  u32 producer_seq   sequence number of the first record
- *  68  u32 reserved       0
+ *  64  u32 producer_seq   sequence number of the request's first record
+ *  68  u32 request_count  records in the whole request (all partitions)
+ *                         when producer_id or idem_hash is set, else 0
  *  72  u64 idem_hash      hash of the request's Idempotency-Key, 0 = none
  *  80  records section (compressed whole if attributes say so)
  */
@@ -59,6 +60,7 @@ typedef struct spw_batch_hdr {
     uint64_t base_id;
     uint64_t producer_id;
     uint32_t producer_seq;
+    uint32_t request_count;
     uint64_t idem_hash;
 } spw_batch_hdr;
 
@@ -87,8 +89,12 @@ typedef struct spw_batch_opts {
     spw_idgen *idgen;    /* NULL: ids are 0 */
     uint64_t producer_id;
     uint32_t producer_seq;
+    uint32_t request_count;
     uint64_t idem_hash;
     uint64_t *first_ticket; /* out, optional: record j's id is spw_id_from_ticket(idgen, *first_ticket + j) */
+    /* Optional: record j's id is spw_id_from_ticket(idgen, tickets[j])
+     * (increasing; the caller reserved them) instead of fresh tickets. */
+    const uint64_t *tickets;
 } spw_batch_opts;
 
 /* Upper bound of the encoded size of n records (before compression). */

@@ -194,6 +194,20 @@ int spw_part_failed(spw_part *p);
  */
 int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next);
 
+/*
+ * Walks the headers of the batches in segments written to since
+ * since_ms (wall clock; a segment's last write), oldest first, calling
+ * cb for each whole batch below the written end. Reads only the 80-byte
+ * headers (the CRC is not checked: recovery checked the newest segment,
+ * and a damaged older batch only misleads the caller's bookkeeping, never
+ * a read). Stops a segment's walk at a header that does not parse or
+ * does not continue its predecessor's offsets. Returns 0 or -errno.
+ * Used to rebuild the dedupe table at start (server/dedupe.h).
+ */
+struct spw_batch_hdr;
+int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, const struct spw_batch_hdr *h),
+                          void *arg);
+
 /* The offset of the first record with ts >= ts_ms (next_offset if none);
  * *offset is set. Returns 0 or an error as spw_part_read. */
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset);

@@ -1344,6 +1344,37 @@ out:
     return r;
 }
 
+int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, const spw_batch_hdr *h), void *arg)
+{
+    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    int r = 0;
+    pthread_rwlock_rdlock(&p->seg_lock);
+    for (size_t i = 0; i < p->nsegs && r == 0; i++) {
+        spw_segment *s = p->segs[i];
+        if (atomic_load_explicit(&s->mtime_ms, memory_order_relaxed) < since_ms)
+            continue;
+        uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
+        uint64_t pos = 0, expect = s->base_offset;
+        while (pos + SPW_BATCH_HEADER_LEN <= size) {
+            uint8_t hb[SPW_BATCH_HEADER_LEN];
+            spw_batch_hdr h;
+            ssize_t n = spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)pos);
+            if (n < 0) {
+                r = (int)n;
+                break;
+            }
+            if (n != (ssize_t)sizeof hb || spw_batch_parse(hb, sizeof hb, &h) || h.base_offset != expect ||
+                h.base_offset >= end || pos + h.length > size)
+                break;
+            cb(arg, &h);
+            pos += h.length;
+            expect = spw_batch_next_offset(&h);
+        }
+    }
+    pthread_rwlock_unlock(&p->seg_lock);
+    return r;
+}
+
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
 {
     uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);

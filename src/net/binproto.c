@@ -357,6 +357,33 @@ static int bin_allowed(bconn *c, const spw_frame_hdr *h, unsigned perms, const c
 
 /* ---- PRODUCE ---- */
 
+/* The OK answer of a request whose outcome the dedupe table holds: its
+ * slots, and each record's partition as the request routes it. */
+static void answer_result(bconn *c, uint64_t request_id, spw_stream *s, const spw_record *recs, uint32_t n,
+                          uint32_t partition, uint64_t idem_key, const spw_dd_result *res)
+{
+    spw_produce_slot *slots = spw_xmalloc((res->nslots ? res->nslots : 1) * sizeof *slots);
+    uint32_t *parts = spw_xmalloc(n * sizeof *parts);
+    for (uint32_t k = 0; k < res->nslots; k++)
+        slots[k] = (spw_produce_slot){.partition = res->slots[k].partition,
+                                      .first_offset = res->slots[k].first_offset,
+                                      .count = res->slots[k].count};
+    for (uint32_t i = 0; i < n; i++)
+        parts[i] = spw_api_route(s, &recs[i], i, partition, idem_key);
+    size_t start;
+    int r = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, request_id, &start);
+    if (!r)
+        r = spw_answer_ok(&c->out);
+    if (!r)
+        r = spw_produce_resp_encode(&c->out, slots, res->nslots, parts, n);
+    if (!r)
+        spw_frame_finish(&c->out, start);
+    else
+        conn_close(c);
+    spw_free(slots);
+    spw_free(parts);
+}
+
 static void produce_answer(void *arg)
 {
     spw_produce *pr = arg;
@@ -546,6 +573,40 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
             goto out;
         }
     }
+    /* Idempotent producer: producer id + the request's first sequence
+     * number is the request's dedupe key (server/dedupe.h), so a resend
+     * after a lost answer is answered as the first time and appends
+     * nothing. */
+    uint32_t route_part = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition;
+    spw_produce_opts po = {.partition = route_part, .ack = ack, .producer_id = pq.producer_id,
+                           .producer_seq = pq.producer_seq};
+    spw_dd_result stored = {0};
+    if (pq.producer_id && cfg->dedupe_window_ms > 0) {
+        po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);
+        int d = spw_dd_begin(api->dd, s->uid, po.idem_key, pq.count, spw_wall_ms(), &po.dd, &stored);
+        if (d == SPW_DD_DONE) {
+            atomic_fetch_add(&api->duplicates, 1);
+            answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
+            spw_free(stored.slots);
+            goto out;
+        }
+        if (d == SPW_DD_BUSY) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
+                       "this producer's request with the same sequence is still being written; retry after "
+                       "retry_after_ms to get its answer");
+            goto out;
+        }
+        if (d == SPW_DD_CONFLICT) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",
+                       "producer %" PRIu64 " used sequence %u for a request of another size within the stream's "
+                       "dedupe window; nothing was appended",
+                       pq.producer_id, pq.producer_seq);
+            goto out;
+        }
+        if (d == SPW_DD_PARTIAL)
+            po.stored = &stored;
+    }
     /* Rate limit (server/ratelimit.h): the same table as HTTP, keyed by
      * the connection's tenant or address; refused means nothing appended. */
     char rkey[SPW_RL_KEY_MAX];
@@ -566,6 +627,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                            "rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64 " records left, %u asked; "
                            "retry after retry_after_ms (nothing was appended)",
                            cfg->name, ra.remaining, ra.limit, pq.count);
+            if (po.dd)
+                spw_dd_finish(api->dd, po.dd, NULL, 0);
             goto out;
         }
     }
@@ -575,12 +638,13 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     /* Counted before the call: with ack none, done runs inside it. */
     c->inflight++;
     c->loop->inflight++;
-    int r = spw_api_produce(api, s, recs, pq.count, pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition,
-                            ack, pq.producer_id, pq.producer_seq, produce_done, q);
+    int r = spw_api_produce_ex(api, s, recs, pq.count, &po, produce_done, q);
     if (r == 0) {
         s = NULL; /* the produce holds the reference now */
         goto out;
     }
+    if (po.dd)
+        spw_dd_finish(api->dd, po.dd, NULL, 0);
     c->inflight--;
     c->loop->inflight--;
     spw_free(q);
@@ -603,6 +667,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
         send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "internal", "encoding failed: %s",
                    spw_strerror(r));
 out:
+    spw_free(stored.slots);
     spw_free(recs);
     spw_buf_fini(&keys);
     if (s)

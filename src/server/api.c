@@ -210,6 +210,41 @@ typedef struct ev {
     uint32_t part;
 } ev;
 
+/* The 202 body: accepted, partitions, ids (when known and few enough). */
+static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int duplicate)
+{
+    spw_idgen *g = spw_log_idgen(api->log);
+    outf(b, "{\"accepted\":%u,\"partitions\":[", r->n_events);
+    for (uint32_t i = 0; i < r->nslots; i++)
+        outf(b, "%s{\"partition\":%u,\"first_offset\":%" PRIu64 ",\"count\":%u}", i ? "," : "", r->slots[i].partition,
+             r->slots[i].first_offset, r->slots[i].count);
+    outf(b, "]");
+    if (r->complete && r->n_events <= IDS_MAX_IN_RESPONSE) {
+        /* A request's ids are consecutive tickets in request order. */
+        outf(b, ",\"ids\":[");
+        for (uint32_t e = 0; e < r->n_events; e++)
+            outf(b, "%s\"%" PRIu64 "\"", e ? "," : "", spw_id_from_ticket(g, r->first_ticket + e));
+        outf(b, "]");
+    }
+    if (duplicate)
+        outf(b, ",\"duplicate\":true");
+    outf(b, "}\n");
+}
+
+/* pr's outcome as a dedupe result (slots point into a buffer of n). */
+static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slots)
+{
+    for (uint32_t i = 0; i < pr->n_slots; i++)
+        slots[i] = (spw_dd_slot){.partition = pr->slots[i].partition,
+                                 .count = pr->slots[i].count,
+                                 .first_offset = pr->slots[i].first_offset};
+    *r = (spw_dd_result){.n_events = pr->n_events,
+                         .first_ticket = pr->first_ticket,
+                         .complete = !pr->ids_unknown,
+                         .nslots = pr->n_slots,
+                         .slots = slots};
+}
+
 static void produce_finish(void *arg)
 {
     spw_produce *pr = arg;
@@ -218,7 +253,6 @@ static void produce_finish(void *arg)
     char *rl_headers = req->user; /* RateLimit-* lines for the 202, or NULL (rate_check) */
     req->user = NULL;
     int err = atomic_load(&pr->err);
-    spw_idgen *g = spw_log_idgen(api->log);
     if (err) {
         int status;
         uint16_t bst;
@@ -228,25 +262,11 @@ static void produce_finish(void *arg)
         spw_http_error(req, status, code, NULL, "%s", msg);
     } else {
         spw_buf b = SPW_BUF_INIT;
-        outf(&b, "{\"accepted\":%u,\"partitions\":[", pr->n_events);
-        for (uint32_t i = 0; i < pr->n_slots; i++)
-            outf(&b, "%s{\"partition\":%u,\"first_offset\":%" PRIu64 ",\"count\":%u}", i ? "," : "",
-                 pr->slots[i].partition, pr->slots[i].first_offset, pr->slots[i].count);
-        outf(&b, "]");
-        if (pr->n_events <= IDS_MAX_IN_RESPONSE) {
-            /* ids in request order: event e is record j of its partition's batch */
-            uint64_t *ids = spw_xmalloc(pr->n_events * sizeof *ids);
-            for (uint32_t i = 0; i < pr->n_slots; i++)
-                for (uint32_t j = 0; j < pr->slots[i].count; j++)
-                    ids[pr->order[pr->slots[i].first_event + j]] =
-                        spw_id_from_ticket(g, pr->slots[i].first_ticket + j);
-            outf(&b, ",\"ids\":[");
-            for (uint32_t e = 0; e < pr->n_events; e++)
-                outf(&b, "%s\"%" PRIu64 "\"", e ? "," : "", ids[e]);
-            outf(&b, "]");
-            spw_free(ids);
-        }
-        outf(&b, "}\n");
+        spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
+        spw_dd_result r;
+        pr_result(pr, &r, slots);
+        result_json(&b, api, &r, 0);
+        spw_free(slots);
         spw_http_respond(req, 202, rl_headers, "application/json", b.p, b.len);
         spw_buf_fini(&b);
     }
@@ -304,19 +324,24 @@ int spw_api_disk_error(int err, int refused, int *http_status, uint16_t *bin_sta
     return disk;
 }
 
-static void produce_cb(void *arg, int status, const spw_append_result *r)
+/* One of pr's counts is done; the last one finishes the request. */
+static void produce_unref(spw_produce *pr)
 {
-    spw_produce_part *sl = arg;
-    spw_produce *pr = sl->pr;
-    if (status) {
-        int zero = 0;
-        atomic_compare_exchange_strong(&pr->err, &zero, status);
-    } else {
-        sl->first_offset = r->base_offset;
-    }
     if (atomic_fetch_sub(&pr->pending, 1) == 1) {
         spw_api *api = pr->api;
         int err = atomic_load(&pr->err);
+        if (pr->dd) {
+            if (err) {
+                spw_dd_finish(api->dd, pr->dd, NULL, 0);
+            } else {
+                spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
+                spw_dd_result res;
+                pr_result(pr, &res, slots);
+                spw_dd_finish(api->dd, pr->dd, &res, spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
+                spw_free(slots);
+            }
+            pr->dd = NULL;
+        }
         if (err == 0) {
             atomic_fetch_add(&pr->s->events_in, pr->n_events);
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
@@ -329,20 +354,51 @@ static void produce_cb(void *arg, int status, const spw_append_result *r)
     }
 }
 
+static void produce_cb(void *arg, int status, const spw_append_result *r)
+{
+    spw_produce_part *sl = arg;
+    spw_produce *pr = sl->pr;
+    if (status) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&pr->err, &zero, status);
+    } else {
+        sl->first_offset = r->base_offset;
+    }
+    produce_unref(pr);
+}
+
+uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key)
+{
+    uint32_t P = s->cfg.partitions;
+    if (partition != UINT32_MAX)
+        return partition;
+    if (v->key_len >= 0)
+        return spw_stream_partition(v->key, (size_t)v->key_len, P);
+    /* Keyless events of a keyed request go where a retry will send them. */
+    if (idem_key)
+        return (uint32_t)((idem_key + i) % P);
+    return atomic_fetch_add(&s->rr, 1) % P;
+}
+
 int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, spw_ack ack,
                     uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
 {
+    spw_produce_opts o = {.partition = partition, .ack = ack, .producer_id = producer_id, .producer_seq = producer_seq};
+    return spw_api_produce_ex(api, s, in, n, &o, done, user);
+}
+
+int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n, const spw_produce_opts *po,
+                       spw_produce_done done, void *user)
+{
     uint32_t P = s->cfg.partitions;
+    uint32_t partition = po->partition;
     if (n == 0 || (partition != UINT32_MAX && partition >= P))
         return SPW_EINVAL;
     /* Partitions, then records grouped by partition (counting sort). */
     uint32_t *counts = spw_xcalloc(P, sizeof *counts);
     uint32_t *part_of = spw_xmalloc(n * sizeof *part_of);
     for (uint32_t i = 0; i < n; i++) {
-        const spw_record *v = &in[i];
-        part_of[i] = partition != UINT32_MAX ? partition
-                     : v->key_len >= 0   ? spw_stream_partition(v->key, (size_t)v->key_len, P)
-                                         : atomic_fetch_add(&s->rr, 1) % P;
+        part_of[i] = spw_api_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
     }
     uint32_t used = 0;
@@ -372,8 +428,25 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
     spw_free(counts);
     spw_free(part_of);
 
+    /* A request's ids are reserved together, in request order, so that a
+     * dedupe result needs only the first (dedupe.h). */
+    spw_idgen *g = spw_log_idgen(api->log);
+    pr->first_ticket = spw_idgen_reserve(g, n);
+    /* Completing a request a crash cut: partitions already stored keep
+     * what they hold (and the answer cannot list ids). */
+    if (po->stored) {
+        pr->ids_unknown = 1;
+        for (uint32_t k = 0; k < used; k++)
+            for (uint32_t j = 0; j < po->stored->nslots; j++)
+                if (po->stored->slots[j].partition == pr->slots[k].partition) {
+                    pr->slots[k].stored = 1;
+                    pr->slots[k].first_offset = po->stored->slots[j].first_offset;
+                }
+    }
+
     /* Encode every batch, then reserve the budget for all of them. */
     spw_record *recs = spw_xmalloc(n * sizeof *recs);
+    uint64_t *tickets = spw_xmalloc(n * sizeof *tickets);
     spw_buf *enc = spw_xcalloc(used, sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
@@ -381,19 +454,27 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
     for (uint32_t k = 0; k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
         for (uint32_t j = 0; j < sl->count; j++) {
-            recs[sl->first_event + j] = in[pr->order[sl->first_event + j]];
-            pr->bytes += recs[sl->first_event + j].value_len;
+            uint32_t e = pr->order[sl->first_event + j];
+            recs[sl->first_event + j] = in[e];
+            tickets[sl->first_event + j] = pr->first_ticket + e;
+            pr->bytes += in[e].value_len;
         }
-        /* The batch's sequence is that of its first record in the request. */
-        spw_batch_opts o = {.idgen = spw_log_idgen(api->log),
-                            .first_ticket = &sl->first_ticket,
-                            .producer_id = producer_id,
-                            .producer_seq = producer_id ? producer_seq + pr->order[sl->first_event] : 0};
+        if (sl->stored)
+            continue;
+        /* Every batch of a request carries the request's first sequence
+         * number, its size and its dedupe key (docs/formats/log.md). */
+        spw_batch_opts o = {.idgen = g,
+                            .tickets = tickets + sl->first_event,
+                            .producer_id = po->producer_id,
+                            .producer_seq = po->producer_seq,
+                            .request_count = po->idem_key ? n : 0,
+                            .idem_hash = po->idem_key};
         if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
             break;
         total += enc[k].len;
     }
     spw_free(recs);
+    spw_free(tickets);
     spw_buf_fini(&scratch);
     /* The disk: refused before anything is appended when the data would
      * pass max_disk_bytes (stored + accepted-unwritten + this request), or
@@ -403,7 +484,7 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
         spw_log_disk_bytes(api->log) + spw_log_pending_bytes(api->log) + total > api->max_disk_bytes)
         r = SPW_EDISKLIMIT;
     for (uint32_t k = 0; r == 0 && k < used; k++) {
-        int f = spw_part_failed(s->parts[pr->slots[k].partition]);
+        int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
         if (f)
             r = f;
     }
@@ -423,21 +504,22 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
         spw_free(pr);
         return r;
     }
-    atomic_store(&pr->pending, (int)used);
+    pr->dd = po->dd;
+    uint32_t to_append = 0;
+    for (uint32_t k = 0; k < used; k++)
+        to_append += !pr->slots[k].stored;
+    atomic_store(&pr->pending, (int)to_append + 1);
     atomic_fetch_add(&s->requests_in, 1);
     /* From here the request completes through produce_cb and done. */
     uint64_t unused = 0;
     for (uint32_t k = 0; k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
+        if (sl->stored)
+            continue;
         size_t len = enc[k].len;
-        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, ack, SPW_APPEND_RESERVED, produce_cb,
-                                      sl, NULL);
+        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, po->ack, SPW_APPEND_RESERVED,
+                                      produce_cb, sl, NULL);
         spw_buf_fini(&enc[k]);
-        if (e == SPW_EROFS) {
-            /* Failed since the check above: answer with what failed it. */
-            int f = spw_part_failed(s->parts[sl->partition]);
-            e = f ? f : e;
-        }
         if (e) {
             unused += len;
             spw_append_result none = {0};
@@ -446,6 +528,9 @@ int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t 
     }
     spw_log_release(api->log, unused);
     spw_free(enc);
+    /* The extra count taken above: done cannot run before every batch was
+     * handed to the log (nor, with nothing to append, never). */
+    produce_unref(pr);
     return 0;
 }
 
@@ -795,10 +880,44 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         goto fail;
     }
 
+    /* Idempotency-Key: a retry within the window gets the first answer. */
+    spw_produce_opts po = {.partition = UINT32_MAX, .ack = ack};
+    spw_dd_result stored = {0};
+    if (req->idempotency_key[0] && cfg->dedupe_window_ms > 0) {
+        po.idem_key = spw_dd_http_key(req->tenant, req->idempotency_key);
+        int d = spw_dd_begin(api->dd, s->uid, po.idem_key, c.n, spw_wall_ms(), &po.dd, &stored);
+        if (d == SPW_DD_DONE) {
+            spw_buf b = SPW_BUF_INIT;
+            result_json(&b, api, &stored, 1);
+            spw_free(stored.slots);
+            atomic_fetch_add(&api->duplicates, 1);
+            respond_json(req, 202, &b);
+            goto fail;
+        }
+        if (d == SPW_DD_BUSY) {
+            spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
+                           "a request with this Idempotency-Key is still being written; retry to get its answer");
+            goto fail;
+        }
+        if (d == SPW_DD_CONFLICT) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 422, "idempotency_key_reused",
+                           NULL, "this Idempotency-Key was used for a request of a different size within the "
+                                 "stream's dedupe window; nothing was appended");
+            goto fail;
+        }
+        if (d == SPW_DD_PARTIAL)
+            po.stored = &stored;
+    }
+
     char rkey[SPW_RL_KEY_MAX];
     size_t rkl;
-    if (rate_check(api, req, s, c.n, rkey, &rkl))
+    if (rate_check(api, req, s, c.n, rkey, &rkl)) {
+        if (po.dd)
+            spw_dd_finish(api->dd, po.dd, NULL, 0);
+        spw_free(stored.slots);
         goto fail;
+    }
 
     spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
     for (uint32_t i = 0; i < c.n; i++) {
@@ -811,9 +930,12 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
             .ts = v->ts,
         };
     }
-    int r = spw_api_produce(api, s, recs, c.n, UINT32_MAX, ack, 0, 0, http_produce_done, req);
+    int r = spw_api_produce_ex(api, s, recs, c.n, &po, http_produce_done, req);
     spw_free(recs);
+    spw_free(stored.slots);
     if (r) {
+        if (po.dd)
+            spw_dd_finish(api->dd, po.dd, NULL, 0);
         /* Not appended: the events do not count against the limit. */
         if (rkl)
             spw_rl_refund(api->rl, rkey, rkl, c.n, spw_mono_ns());
@@ -840,6 +962,54 @@ fail:
     spw_free(c.evs);
     spw_buf_fini(&c.keys);
     spw_stream_put(s);
+}
+
+/* ---- dedupe rebuild ---- */
+
+typedef struct rebuild_ctx {
+    spw_api *api;
+    spw_stream *s;
+    uint32_t partition;
+    int64_t now;
+    uint64_t batches;
+} rebuild_ctx;
+
+static void rebuild_batch(void *arg, const spw_batch_hdr *h)
+{
+    rebuild_ctx *x = arg;
+    if (!h->idem_hash || !h->request_count)
+        return;
+    int64_t expires = spw_id_ms(h->base_id) + x->s->cfg.dedupe_window_ms;
+    if (expires <= x->now)
+        return;
+    spw_dd_restore(x->api->dd, x->s->uid, h->idem_hash, h->request_count, spw_id_ticket(h->base_id), x->partition,
+                   h->base_offset, h->record_count, expires);
+    x->batches++;
+}
+
+static void rebuild_stream(void *arg, spw_stream *s)
+{
+    rebuild_ctx *x = arg;
+    x->s = s;
+    if (s->cfg.dedupe_window_ms <= 0)
+        return;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        x->partition = i;
+        int r = spw_part_scan_headers(s->parts[i], x->now - s->cfg.dedupe_window_ms, rebuild_batch, x);
+        if (r)
+            spw_warn("stream %s partition %u: rebuilding the dedupe table: %s", s->cfg.name, i, spw_strerror(r));
+    }
+}
+
+void spw_api_dedupe_rebuild(spw_api *api)
+{
+    rebuild_ctx x = {.api = api, .now = spw_wall_ms()};
+    spw_catalog_each(api->cat, rebuild_stream, &x);
+    spw_dd_stats st;
+    spw_dd_stats_get(api->dd, &st);
+    if (x.batches)
+        spw_info("dedupe table rebuilt from the log: %" PRIu64 " keys from %" PRIu64 " batches", st.entries,
+                 x.batches);
 }
 
 /* ---- read ---- */
@@ -1208,6 +1378,18 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          "watermark (all but priority 0 refused)\n"
          "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
          pz->budget, pz->high, pz->low, spw_pressure_level(pz));
+    {
+        spw_dd_stats ds;
+        spw_dd_stats_get(api->dd, &ds);
+        outf(&b,
+             "# HELP spillway_duplicates_total produce requests answered from the dedupe table (a retried "
+             "Idempotency-Key or producer sequence), nothing appended\n"
+             "# TYPE spillway_duplicates_total counter\nspillway_duplicates_total %" PRIu64 "\n"
+             "# TYPE spillway_dedupe_keys gauge\nspillway_dedupe_keys %" PRIu64 "\n"
+             "# TYPE spillway_dedupe_max_keys gauge\nspillway_dedupe_max_keys %" PRIu64 "\n"
+             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n",
+             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted);
+    }
     if (api->rl) {
         spw_rl_stats rs;
         spw_rl_stats_get(api->rl, &rs);

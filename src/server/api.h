@@ -15,6 +15,7 @@
 #include "net/http.h"
 #include "server/admit.h"
 #include "server/catalog.h"
+#include "server/dedupe.h"
 
 enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
 
@@ -35,10 +36,12 @@ typedef struct spw_api {
     uint32_t max_connections;
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
     struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
+    spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h) */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
+    _Atomic uint64_t duplicates; /* requests answered from the dedupe table */
 } spw_api;
 
 /*
@@ -57,8 +60,8 @@ typedef struct spw_produce_part {
     uint32_t partition;
     uint32_t count;
     uint64_t first_offset;
-    uint64_t first_ticket;
     uint32_t first_event;
+    int stored; /* already in the log (completing a request a crash cut) */
 } spw_produce_part;
 
 struct spw_produce {
@@ -70,6 +73,9 @@ struct spw_produce {
     uint32_t n_slots;
     uint64_t t0; /* spw_mono_ns at start */
     uint64_t bytes;
+    uint64_t first_ticket; /* event i's id: spw_id_from_ticket(first_ticket + i) */
+    int ids_unknown;       /* some partitions were stored by an earlier attempt */
+    struct spw_dd_entry *dd; /* dedupe entry to finish, or NULL */
     uint32_t *order;
     spw_produce_done done;
     void *user;
@@ -96,6 +102,22 @@ struct spw_produce {
 int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition, spw_ack ack,
                     uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user);
 void spw_api_produce_free(spw_produce *pr);
+
+/* spw_api_produce with every option. */
+typedef struct spw_produce_opts {
+    uint32_t partition; /* UINT32_MAX: route by key */
+    spw_ack ack;
+    uint64_t producer_id;
+    uint32_t producer_seq;       /* the request's first sequence number */
+    uint64_t idem_key;           /* 0, or the dedupe key (dedupe.h): stored in every batch */
+    struct spw_dd_entry *dd;     /* reserved dedupe entry, finished when the request completes */
+    const spw_dd_result *stored; /* partitions a cut earlier attempt stored: not appended again */
+} spw_produce_opts;
+int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, const spw_produce_opts *o,
+                       spw_produce_done done, void *user);
+
+/* The partition of request event i (as spw_api_produce routes it). */
+uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key);
 
 /*
  * Pressure admission for a produce of this priority (admit.h), counted in
@@ -127,6 +149,9 @@ extern void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
 /* Is a key valid UTF-8 without control characters (so reads can show it
  * as a JSON string)? Both front ends require it. */
 int spw__key_text_ok(const uint8_t *p, size_t n);
+
+/* Fills api->dd from the batches of every stream's dedupe window (at start). */
+void spw_api_dedupe_rebuild(spw_api *api);
 
 /* The spw_http_handler for the API; ctx is a spw_api. */
 void spw_api_handle(void *ctx, spw_http_req *req);

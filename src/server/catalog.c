@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,9 +60,11 @@ static void stream_free(spw_stream *s)
 /* Opens the partitions of a stream whose directory is dir. */
 static int stream_open(spw_catalog *cat, const spw_stream_config *c, const char *dir, spw_stream **out)
 {
+    static _Atomic uint64_t next_uid = 1;
     spw_stream *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *c;
     s->cat = cat;
+    s->uid = atomic_fetch_add(&next_uid, 1);
     atomic_init(&s->refs, 1);
     s->parts = spw_xcalloc(c->partitions, sizeof *s->parts);
     spw_part_config pc;

@@ -22,6 +22,7 @@ typedef struct spw_stream {
     spw_stream_config cfg;
     spw_part **parts;
     _Atomic uint32_t rr; /* round robin for events without a key */
+    uint64_t uid;        /* unique in this process: the stream's dedupe scope */
     _Atomic int refs;
     int deleted;
     char deleted_dir[4096]; /* where delete moved the files */

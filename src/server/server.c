@@ -47,6 +47,8 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "percent of max-pending-bytes from which priority-3 produces are shed (503 shed)"),
     CFG("shed-priority-2-at", SPW_CFG_U32, shed2_pct, "65", 1, 100,
         "percent of max-pending-bytes from which priority-2 produces are shed"),
+    CFG("dedupe-max-keys", SPW_CFG_U32, dedupe_max_keys, "1000000", 1024, 100000000,
+        "idempotency keys and producer sequences remembered (about 100 bytes each); the oldest are forgotten past it"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
@@ -287,9 +289,11 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_connections = c->max_connections,
         .auth = auth,
         .rl = spw_rl_create(c->rate_limit_max_keys),
+        .dd = spw_dd_new(c->dedupe_max_keys),
         .max_disk_bytes = c->max_disk_bytes,
     };
     spw_rl_set_default(api.rl, &rate_def);
+    spw_api_dedupe_rebuild(&api);
     spw_pressure_config pc = {.budget = c->max_pending_bytes,
                                .shed3_pct = c->shed3_pct,
                                .shed2_pct = c->shed2_pct,
@@ -310,6 +314,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
         spw_rl_destroy(api.rl);
+        spw_dd_free(api.dd);
         spw_catalog_close(cat);
         spw_log_close(log);
         spw_auth_close(auth);
@@ -332,6 +337,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_http_stop(http, 0);
             spw_rl_destroy(api.rl);
+        spw_dd_free(api.dd);
             spw_catalog_close(cat);
             spw_log_close(log);
             spw_auth_close(auth);
@@ -385,6 +391,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
     spw_rl_destroy(api.rl);
+    spw_dd_free(api.dd);
     spw_catalog_close(cat);
     spw_log_close(log);
     spw_auth_close(auth);

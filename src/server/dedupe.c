@@ -1,0 +1,322 @@
+/* The dedupe table: see dedupe.h. */
+#include "server/dedupe.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+#define STRIPES 64
+#define BUCKETS_PER_STRIPE 1024 /* grows by doubling */
+
+enum { ST_BUSY, ST_DONE };
+
+struct spw_dd_entry {
+    uint64_t scope, key;
+    uint32_t n_events;
+    int state;
+    int64_t expires_ms;
+    spw_dd_result res;
+    uint32_t slots_cap;
+    struct spw_dd_entry *hnext;        /* hash chain */
+    struct spw_dd_entry *aprev, *anext; /* age list, oldest first */
+    struct stripe *st;
+};
+
+typedef struct stripe {
+    pthread_mutex_t mu;
+    spw_dd_entry **b;
+    size_t nb, n;
+    spw_dd_entry *old, *young;
+} stripe;
+
+struct spw_dd {
+    stripe st[STRIPES];
+    uint64_t max_keys;
+    _Atomic uint64_t n, hits, evicted;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+uint64_t spw_dd_http_key(const char *tenant, const char *key)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ull, "H", 1);
+    h = fnv(h, tenant, strlen(tenant) + 1);
+    h = mix(fnv(h, key, strlen(key)));
+    return h ? h : 1;
+}
+
+uint64_t spw_dd_producer_key(uint64_t producer_id, uint32_t producer_seq)
+{
+    uint64_t h = mix(mix(producer_id ^ 0x9e3779b97f4a7c15ull) ^ producer_seq ^ ((uint64_t)'P' << 56));
+    return h ? h : 1;
+}
+
+spw_dd *spw_dd_new(uint64_t max_keys)
+{
+    spw_dd *d = spw_xcalloc(1, sizeof *d);
+    d->max_keys = max_keys;
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&d->st[i].mu, NULL);
+        d->st[i].nb = BUCKETS_PER_STRIPE;
+        d->st[i].b = spw_xcalloc(BUCKETS_PER_STRIPE, sizeof *d->st[i].b);
+    }
+    return d;
+}
+
+static void entry_free(spw_dd_entry *e)
+{
+    spw_free(e->res.slots);
+    spw_free(e);
+}
+
+void spw_dd_free(spw_dd *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < STRIPES; i++) {
+        for (spw_dd_entry *e = d->st[i].old, *next; e; e = next) {
+            next = e->anext;
+            entry_free(e);
+        }
+        spw_free(d->st[i].b);
+        pthread_mutex_destroy(&d->st[i].mu);
+    }
+    spw_free(d);
+}
+
+static stripe *stripe_of(spw_dd *d, uint64_t scope, uint64_t key, uint64_t *h)
+{
+    *h = mix(scope * 0x9e3779b97f4a7c15ull ^ key);
+    return &d->st[*h % STRIPES];
+}
+
+static spw_dd_entry **find(stripe *s, uint64_t h, uint64_t scope, uint64_t key)
+{
+    spw_dd_entry **pp = &s->b[(h / STRIPES) & (s->nb - 1)];
+    while (*pp && !((*pp)->scope == scope && (*pp)->key == key))
+        pp = &(*pp)->hnext;
+    return pp;
+}
+
+static void unlink_entry(spw_dd *d, stripe *s, spw_dd_entry *e)
+{
+    uint64_t h = mix(e->scope * 0x9e3779b97f4a7c15ull ^ e->key);
+    spw_dd_entry **pp = find(s, h, e->scope, e->key);
+    if (*pp == e)
+        *pp = e->hnext;
+    if (e->aprev)
+        e->aprev->anext = e->anext;
+    else
+        s->old = e->anext;
+    if (e->anext)
+        e->anext->aprev = e->aprev;
+    else
+        s->young = e->aprev;
+    s->n--;
+    atomic_fetch_sub(&d->n, 1);
+}
+
+static void grow(stripe *s)
+{
+    size_t nb = s->nb * 2;
+    spw_dd_entry **b = spw_xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < s->nb; i++) {
+        for (spw_dd_entry *e = s->b[i], *next; e; e = next) {
+            next = e->hnext;
+            uint64_t h = mix(e->scope * 0x9e3779b97f4a7c15ull ^ e->key);
+            spw_dd_entry **slot = &b[(h / STRIPES) & (nb - 1)];
+            e->hnext = *slot;
+            *slot = e;
+        }
+    }
+    spw_free(s->b);
+    s->b = b;
+    s->nb = nb;
+}
+
+/* Drops expired entries from the old end, then, if the table is full,
+ * the oldest finished one. Called with s->mu held. */
+static void make_room(spw_dd *d, stripe *s, int64_t now_ms)
+{
+    while (s->old && s->old->state == ST_DONE && s->old->expires_ms <= now_ms) {
+        spw_dd_entry *e = s->old;
+        unlink_entry(d, s, e);
+        entry_free(e);
+    }
+    if (atomic_load(&d->n) < d->max_keys)
+        return;
+    int looked = 0;
+    for (spw_dd_entry *e = s->old; e && looked < 16; e = e->anext, looked++) {
+        if (e->state == ST_DONE) {
+            unlink_entry(d, s, e);
+            entry_free(e);
+            atomic_fetch_add(&d->evicted, 1);
+            return;
+        }
+    }
+}
+
+static spw_dd_entry *insert(spw_dd *d, stripe *s, uint64_t h, uint64_t scope, uint64_t key, int64_t now_ms)
+{
+    make_room(d, s, now_ms);
+    if (s->n >= s->nb)
+        grow(s);
+    spw_dd_entry *e = spw_xcalloc(1, sizeof *e);
+    e->scope = scope;
+    e->key = key;
+    e->st = s;
+    spw_dd_entry **slot = &s->b[(h / STRIPES) & (s->nb - 1)];
+    e->hnext = *slot;
+    *slot = e;
+    e->aprev = s->young;
+    if (s->young)
+        s->young->anext = e;
+    else
+        s->old = e;
+    s->young = e;
+    s->n++;
+    atomic_fetch_add(&d->n, 1);
+    return e;
+}
+
+static void copy_result(spw_dd_result *dst, const spw_dd_result *src)
+{
+    *dst = *src;
+    dst->slots = spw_xmalloc((src->nslots ? src->nslots : 1) * sizeof *dst->slots);
+    memcpy(dst->slots, src->slots, src->nslots * sizeof *dst->slots);
+}
+
+int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int64_t now_ms, spw_dd_entry **out,
+                 spw_dd_result *res)
+{
+    uint64_t h;
+    stripe *s = stripe_of(d, scope, key, &h);
+    pthread_mutex_lock(&s->mu);
+    spw_dd_entry *e = *find(s, h, scope, key);
+    if (e && e->state == ST_DONE && e->expires_ms <= now_ms) {
+        unlink_entry(d, s, e);
+        entry_free(e);
+        e = NULL;
+    }
+    int r;
+    if (!e) {
+        e = insert(d, s, h, scope, key, now_ms);
+        e->n_events = n_events;
+        e->state = ST_BUSY;
+        *out = e;
+        r = SPW_DD_NEW;
+    } else if (e->n_events != n_events) {
+        r = SPW_DD_CONFLICT;
+    } else if (e->state == ST_BUSY) {
+        r = SPW_DD_BUSY;
+    } else {
+        copy_result(res, &e->res);
+        atomic_fetch_add(&d->hits, 1);
+        if (e->res.complete) {
+            r = SPW_DD_DONE;
+        } else {
+            e->state = ST_BUSY;
+            *out = e;
+            r = SPW_DD_PARTIAL;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+void spw_dd_finish(spw_dd *d, spw_dd_entry *e, const spw_dd_result *r, int64_t expires_ms)
+{
+    stripe *s = e->st;
+    pthread_mutex_lock(&s->mu);
+    if (!r) {
+        if (e->res.nslots) {
+            e->state = ST_DONE; /* a rebuilt partial entry stays what the log holds */
+        } else {
+            unlink_entry(d, s, e);
+            entry_free(e);
+        }
+    } else {
+        spw_free(e->res.slots);
+        copy_result(&e->res, r);
+        e->slots_cap = r->nslots;
+        e->expires_ms = expires_ms;
+        e->state = ST_DONE;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void spw_dd_restore(spw_dd *d, uint64_t scope, uint64_t key, uint32_t request_count, uint64_t batch_first_ticket,
+                    uint32_t partition, uint64_t first_offset, uint32_t count, int64_t expires_ms)
+{
+    uint64_t h;
+    stripe *s = stripe_of(d, scope, key, &h);
+    pthread_mutex_lock(&s->mu);
+    spw_dd_entry *e = *find(s, h, scope, key);
+    if (!e) {
+        e = insert(d, s, h, scope, key, 0);
+        e->n_events = request_count;
+        e->state = ST_DONE;
+        e->res.n_events = request_count;
+        e->res.first_ticket = batch_first_ticket;
+    }
+    if (e->n_events == request_count) {
+        if (e->res.nslots == e->slots_cap) {
+            e->slots_cap = e->slots_cap ? e->slots_cap * 2 : 4;
+            e->res.slots = spw_xrealloc(e->res.slots, e->slots_cap * sizeof *e->res.slots);
+        }
+        e->res.slots[e->res.nslots++] = (spw_dd_slot){.partition = partition, .count = count, .first_offset = first_offset};
+        if (batch_first_ticket < e->res.first_ticket)
+            e->res.first_ticket = batch_first_ticket;
+        if (expires_ms > e->expires_ms)
+            e->expires_ms = expires_ms;
+        uint64_t stored = 0;
+        for (uint32_t i = 0; i < e->res.nslots; i++)
+            stored += e->res.slots[i].count;
+        e->res.complete = stored >= request_count;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void spw_dd_drop_scope(spw_dd *d, uint64_t scope)
+{
+    for (int i = 0; i < STRIPES; i++) {
+        stripe *s = &d->st[i];
+        pthread_mutex_lock(&s->mu);
+        for (spw_dd_entry *e = s->old, *next; e; e = next) {
+            next = e->anext;
+            if (e->scope == scope && e->state == ST_DONE) {
+                unlink_entry(d, s, e);
+                entry_free(e);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+void spw_dd_stats_get(spw_dd *d, spw_dd_stats *st)
+{
+    st->entries = atomic_load(&d->n);
+    st->max_entries = d->max_keys;
+    st->hits = atomic_load(&d->hits);
+    st->evicted = atomic_load(&d->evicted);
+}
