@@ -403,6 +403,8 @@ static void produce_answer(void *arg)
         } else {
             spw_produce_slot *slots = spw_xmalloc(pr->n_slots * sizeof *slots);
             uint32_t *parts = spw_xmalloc(pr->n_events * sizeof *parts);
+            for (uint32_t i = 0; i < pr->n_events; i++) /* coalescing: what no slot lists was superseded */
+                parts[i] = SPW_PART_SUPERSEDED;
             for (uint32_t k = 0; k < pr->n_slots; k++) {
                 slots[k] = (spw_produce_slot){.partition = pr->slots[k].partition,
                                               .first_offset = pr->slots[k].first_offset,
@@ -579,7 +581,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
      * nothing. */
     uint32_t route_part = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition;
     spw_produce_opts po = {.partition = route_part, .ack = ack, .producer_id = pq.producer_id,
-                           .producer_seq = pq.producer_seq};
+                           .producer_seq = pq.producer_seq,
+                           .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0};
     spw_dd_result stored = {0};
     if (pq.producer_id && cfg->dedupe_window_ms > 0) {
         po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);

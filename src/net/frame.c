@@ -189,7 +189,7 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
         FAIL("stream name missing, empty, longer than 128 bytes or truncated");
     o->ack = spw_rd_u8(&r);
     o->priority = spw_rd_u8(&r);
-    uint16_t reserved = spw_rd_u16(&r);
+    o->flags = spw_rd_u16(&r);
     o->partition = spw_rd_u32(&r);
     o->producer_id = spw_rd_u64(&r);
     o->producer_seq = spw_rd_u32(&r);
@@ -200,8 +200,8 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
         FAIL("ack must be 0 (none), 1 (written), 2 (fsync), 3 (replicated) or 255 (stream default)");
     if (o->priority > 3 && o->priority != SPW_WIRE_PRIORITY_DEFAULT)
         FAIL("priority must be 0 to 3, or 255 for the stream's default");
-    if (reserved)
-        FAIL("reserved field is not zero");
+    if (o->flags & ~SPW_PRODUCE_FLAGS_KNOWN)
+        FAIL("unknown produce flag bits");
     if (o->count == 0)
         FAIL("a produce needs at least one record");
     if (o->count > spw_rd_left(&r) / SPW_REC_MIN_LEN)
@@ -260,6 +260,10 @@ int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *rec)
 
 void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count) { spw_put32(b->p + count_at, count); }
 
+/* The flags sit 18 bytes before the count: u16 flags, u32 partition, u64
+ * producer_id, u32 producer_seq. */
+void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags) { spw_put16(b->p + count_at - 18, flags); }
+
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o, const char **why)
 {
     spw_rd r;
@@ -274,7 +278,7 @@ int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o
     o->parts = spw_rd_bytes(&r, (size_t)o->nrecords * 4);
     if (r.bad || spw_rd_left(&r))
         FAIL("produce answer has the wrong length");
-    uint64_t sum = 0;
+    uint64_t sum = 0, superseded = 0;
     for (uint32_t i = 0; i < o->nslots; i++) {
         spw_produce_slot s;
         spw_produce_resp_slot(o, i, &s);
@@ -286,10 +290,14 @@ int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o
                 FAIL("partition named twice in a produce answer");
         }
     }
-    if (sum != o->nrecords)
+    for (uint32_t i = 0; i < o->nrecords; i++)
+        superseded += spw_produce_resp_part(o, i) == SPW_PART_SUPERSEDED;
+    if (sum != o->nrecords - superseded)
         FAIL("slot counts do not add up to the records");
     for (uint32_t i = 0; i < o->nrecords; i++) {
         uint32_t p = spw_produce_resp_part(o, i), k;
+        if (p == SPW_PART_SUPERSEDED)
+            continue;
         for (k = 0; k < o->nslots; k++) {
             spw_produce_slot s;
             spw_produce_resp_slot(o, k, &s);

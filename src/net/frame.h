@@ -73,6 +73,10 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_REC_HAS_KEY 0x01u
 #define SPW_REC_HAS_TS 0x02u
 #define SPW_REC_ATTRS_KNOWN 0x03u
+/* PRODUCE request flags (the u16 after priority; docs/protocol.md). */
+#define SPW_PRODUCE_SUPERSEDE_OK 0x0001u /* the answer may mark records superseded (coalescing) */
+#define SPW_PRODUCE_FLAGS_KNOWN 0x0001u
+#define SPW_PART_SUPERSEDED 0xFFFFFFFFu /* a superseded record's partition in a PRODUCE answer */
 #define SPW_REC_MIN_LEN 17u            /* attrs + ts + key_len + value_len */
 #define SPW_FETCH_RECORDS 0
 #define SPW_FETCH_BATCHES 1
@@ -139,6 +143,7 @@ typedef struct spw_produce_req {
     uint16_t stream_len;
     uint8_t ack;        /* SPW_WIRE_ACK_* */
     uint8_t priority;   /* 0..3, or SPW_WIRE_PRIORITY_DEFAULT */
+    uint16_t flags;     /* SPW_PRODUCE_* */
     uint32_t partition; /* or SPW_PARTITION_ANY */
     uint64_t producer_id;
     uint32_t producer_seq;
@@ -149,7 +154,7 @@ typedef struct spw_produce_req {
 
 /*
  * Decodes and checks a PRODUCE body: stream name length 1..128, ack one of
- * the five values, priority 0..3 or 255, reserved bytes 0, count >= 1, every
+ * the five values, priority 0..3 or 255, no unknown flag bits, count >= 1, every
  * record's attributes known and lengths inside the body, key_len 0 without
  * SPW_REC_HAS_KEY, and no bytes after the last record. Returns 0 or
  * SPW_EINVAL with a static sentence in *why.
@@ -170,6 +175,8 @@ int spw_produce_req_begin(spw_buf *b, const char *stream, size_t stream_len, uin
                           uint32_t partition, uint64_t producer_id, uint32_t producer_seq, size_t *count_at);
 int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *r);
 void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count);
+/* Sets the request's flags (SPW_PRODUCE_*; spw_produce_req_begin writes 0). */
+void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags);
 /* Encoded size of one record. */
 static inline size_t spw_produce_rec_size(size_t key_len, size_t value_len)
 {
@@ -178,7 +185,10 @@ static inline size_t spw_produce_rec_size(size_t key_len, size_t value_len)
 
 /* PRODUCE answer (status 0): the slots, then each record's partition in
  * request order. Record i's offset is its slot's first_offset plus the
- * number of earlier records of the request in the same partition. */
+ * number of earlier records of the request in the same partition. A
+ * record's partition is SPW_PART_SUPERSEDED when coalescing replaced it
+ * (only ever sent to requests with SPW_PRODUCE_SUPERSEDE_OK): it has no
+ * slot and no offset. */
 typedef struct spw_produce_slot {
     uint32_t partition;
     uint64_t first_offset;
@@ -191,8 +201,8 @@ typedef struct spw_produce_resp {
     uint32_t nrecords;
     const uint8_t *parts; /* nrecords × u32 */
 } spw_produce_resp;
-/* Checks that slot counts add up to nrecords and each record's partition
- * names a slot. Returns 0 or SPW_EINVAL. */
+/* Checks that slot counts add up to the records not superseded and each
+ * of those names a slot. Returns 0 or SPW_EINVAL. */
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *out, const char **why);
 void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_slot *out);
 uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i);

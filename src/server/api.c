@@ -25,6 +25,7 @@
 #include "core/msg.h"
 #include "net/binproto.h"
 #include "server/auth.h"
+#include "server/coalesce.h"
 #include "server/ratelimit.h"
 #include "net/frame.h"
 
@@ -210,8 +211,11 @@ typedef struct ev {
     uint32_t part;
 } ev;
 
-/* The 202 body: accepted, partitions, ids (when known and few enough). */
-static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int duplicate)
+/* The 202 body: accepted, partitions, ids (when known and few enough);
+ * sup (NULL: none) marks the events coalescing superseded: their ids are
+ * null and "superseded" counts them (docs/api.md "Coalescing"). */
+static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int duplicate, const uint8_t *sup,
+                        uint32_t n_sup)
 {
     spw_idgen *g = spw_log_idgen(api->log);
     outf(b, "{\"accepted\":%u,\"partitions\":[", r->n_events);
@@ -223,9 +227,14 @@ static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int du
         /* A request's ids are consecutive tickets in request order. */
         outf(b, ",\"ids\":[");
         for (uint32_t e = 0; e < r->n_events; e++)
-            outf(b, "%s\"%" PRIu64 "\"", e ? "," : "", spw_id_from_ticket(g, r->first_ticket + e));
+            if (sup && sup[e])
+                outf(b, "%snull", e ? "," : "");
+            else
+                outf(b, "%s\"%" PRIu64 "\"", e ? "," : "", spw_id_from_ticket(g, r->first_ticket + e));
         outf(b, "]");
     }
+    if (sup)
+        outf(b, ",\"superseded\":%u", n_sup);
     if (duplicate)
         outf(b, ",\"duplicate\":true");
     outf(b, "}\n");
@@ -265,7 +274,7 @@ static void produce_finish(void *arg)
         spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
         spw_dd_result r;
         pr_result(pr, &r, slots);
-        result_json(&b, api, &r, 0);
+        result_json(&b, api, &r, 0, pr->superseded, pr->n_superseded);
         spw_free(slots);
         spw_http_respond(req, 202, rl_headers, "application/json", b.p, b.len);
         spw_buf_fini(&b);
@@ -285,6 +294,7 @@ void spw_api_produce_free(spw_produce *pr)
 {
     spw_stream_put(pr->s);
     spw_free(pr->order);
+    spw_free(pr->superseded);
     spw_free(pr);
 }
 
@@ -343,15 +353,22 @@ static void produce_unref(spw_produce *pr)
             pr->dd = NULL;
         }
         if (err == 0) {
-            atomic_fetch_add(&pr->s->events_in, pr->n_events);
+            /* Events written: superseded ones are counted by the coalescer. */
+            atomic_fetch_add(&pr->s->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
-            atomic_fetch_add(&api->events_in, pr->n_events);
+            atomic_fetch_add(&api->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&api->bytes_in, pr->bytes);
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
         pr->done(pr, pr->user);
     }
+}
+
+void spw__api_produce_complete(spw_produce *pr)
+{
+    atomic_store(&pr->pending, 1);
+    produce_unref(pr);
 }
 
 static void produce_cb(void *arg, int status, const spw_append_result *r)
@@ -427,6 +444,15 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     spw_free(start);
     spw_free(counts);
     spw_free(part_of);
+    /* coalesce: true under pressure: the coalescer takes it from here. */
+    int cr = s->cfg.coalesce && api->coal ? spw_coalesce_produce(api->coal, pr, in, po) : SPW_COALESCE_DIRECT;
+    if (cr != SPW_COALESCE_DIRECT) {
+        if (cr) {
+            spw_free(pr->order);
+            spw_free(pr);
+        }
+        return cr;
+    }
 
     /* A request's ids are reserved together, in request order, so that a
      * dedupe result needs only the first (dedupe.h). */
@@ -881,14 +907,14 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     }
 
     /* Idempotency-Key: a retry within the window gets the first answer. */
-    spw_produce_opts po = {.partition = UINT32_MAX, .ack = ack};
+    spw_produce_opts po = {.partition = UINT32_MAX, .ack = ack, .supersede_ok = 1};
     spw_dd_result stored = {0};
     if (req->idempotency_key[0] && cfg->dedupe_window_ms > 0) {
         po.idem_key = spw_dd_http_key(req->tenant, req->idempotency_key);
         int d = spw_dd_begin(api->dd, s->uid, po.idem_key, c.n, spw_wall_ms(), &po.dd, &stored);
         if (d == SPW_DD_DONE) {
             spw_buf b = SPW_BUF_INIT;
-            result_json(&b, api, &stored, 1);
+            result_json(&b, api, &stored, 1, NULL, 0);
             spw_free(stored.slots);
             atomic_fetch_add(&api->duplicates, 1);
             respond_json(req, 202, &b);
@@ -1326,6 +1352,9 @@ static void metrics_stream(void *arg, spw_stream *s)
     spw_buf *b = x->b;
     outf(b, "spillway_stream_events_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->events_in));
     outf(b, "spillway_stream_bytes_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->bytes_in));
+    if (s->cfg.coalesce)
+        outf(b, "spillway_stream_coalesced_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name,
+             spw_coalesce_stream_superseded(s));
     for (uint32_t i = 0; i < s->cfg.partitions; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
@@ -1361,7 +1390,8 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          atomic_load(&api->events_in));
     outf(&b, "# TYPE spillway_bytes_in_total counter\nspillway_bytes_in_total %" PRIu64 "\n",
          atomic_load(&api->bytes_in));
-    outf(&b, "# TYPE spillway_stream_events_in_total counter\n# TYPE spillway_stream_bytes_in_total counter\n");
+    outf(&b, "# TYPE spillway_stream_events_in_total counter\n# TYPE spillway_stream_bytes_in_total counter\n"
+             "# TYPE spillway_stream_coalesced_total counter\n");
     seen_ctx sc = {&b, who};
     spw_catalog_each(api->cat, metrics_stream, &sc);
     outf(&b, "# TYPE spillway_rejected_total counter\n");
@@ -1369,6 +1399,17 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
     outf(&b, "# TYPE spillway_pending_bytes gauge\nspillway_pending_bytes %" PRIu64 "\n",
          spw_log_pending_bytes(api->log));
+    if (api->coal) {
+        spw_coalesce_stats cs;
+        spw_coalesce_stats_get(api->coal, &cs);
+        outf(&b,
+             "# HELP spillway_coalesced_total events of coalesce streams replaced by a newer event for their key "
+             "before they were written\n# TYPE spillway_coalesced_total counter\nspillway_coalesced_total %" PRIu64
+             "\n# TYPE spillway_coalesce_buffered_events gauge\nspillway_coalesce_buffered_events %" PRIu64
+             "\n# TYPE spillway_coalesce_buffered_bytes gauge\nspillway_coalesce_buffered_bytes %" PRIu64
+             "\n# TYPE spillway_coalesce_batches_total counter\nspillway_coalesce_batches_total %" PRIu64 "\n",
+             cs.superseded, cs.buffered_events, cs.buffered_bytes, cs.batches);
+    }
     spw_pressure *pz = &api->pressure;
     outf(&b,
          "# TYPE spillway_pending_budget_bytes gauge\nspillway_pending_budget_bytes %" PRIu64 "\n"

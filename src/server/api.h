@@ -21,6 +21,7 @@ enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, 
 
 struct spw_bin_server;
 struct spw_auth;
+struct spw_coalescer;
 
 typedef struct spw_api {
     spw_log *log;
@@ -37,6 +38,7 @@ typedef struct spw_api {
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
     struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
     spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h) */
+    struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
@@ -77,6 +79,12 @@ struct spw_produce {
     int ids_unknown;       /* some partitions were stored by an earlier attempt */
     struct spw_dd_entry *dd; /* dedupe entry to finish, or NULL */
     uint32_t *order;
+    /* Coalesced requests (server/coalesce.h): events replaced by newer
+     * ones for their key before they were written. superseded is NULL,
+     * or one byte per request event, 1 = superseded (no offset, no id);
+     * slots and order then list only the events written. */
+    uint32_t n_superseded;
+    uint8_t *superseded;
     spw_produce_done done;
     void *user;
     spw_produce_part slots[];
@@ -112,9 +120,14 @@ typedef struct spw_produce_opts {
     uint64_t idem_key;           /* 0, or the dedupe key (dedupe.h): stored in every batch */
     struct spw_dd_entry *dd;     /* reserved dedupe entry, finished when the request completes */
     const spw_dd_result *stored; /* partitions a cut earlier attempt stored: not appended again */
+    int supersede_ok;            /* the answer can say "superseded" (coalesce.h): HTTP yes, binary by flag */
 } spw_produce_opts;
 int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n, const spw_produce_opts *o,
                        spw_produce_done done, void *user);
+
+/* Finishes a produce the coalescer carried (server/coalesce.h): dedupe
+ * entry, counters, then done. REQUIRES: pr->err, slots and order final. */
+void spw__api_produce_complete(spw_produce *pr);
 
 /* The partition of request event i (as spw_api_produce routes it). */
 uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key);

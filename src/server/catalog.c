@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/msg.h"
 #include "os/os.h"
+#include "server/coalesce.h"
 
 struct spw_catalog {
     spw_log *log;
@@ -54,6 +55,7 @@ static void stream_free(spw_stream *s)
         if (s->parts[i])
             spw_part_close(s->parts[i]);
     spw_free(s->parts);
+    spw_coal_stream_free(atomic_load(&s->coal));
     spw_free(s);
 }
 

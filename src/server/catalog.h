@@ -27,6 +27,7 @@ typedef struct spw_stream {
     int deleted;
     char deleted_dir[4096]; /* where delete moved the files */
     struct spw_catalog *cat;
+    _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
 } spw_stream;

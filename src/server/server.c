@@ -20,6 +20,7 @@
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
+#include "server/coalesce.h"
 #include "server/ratelimit.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
@@ -300,6 +301,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .high_pct = c->high_watermark_pct,
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
+    api.coal = spw_coalesce_new(&api);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -313,6 +315,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
+        spw_coalesce_close(api.coal);
         spw_rl_destroy(api.rl);
         spw_dd_free(api.dd);
         spw_catalog_close(cat);
@@ -336,8 +339,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_http_stop(http, 0);
+            spw_coalesce_close(api.coal);
             spw_rl_destroy(api.rl);
-        spw_dd_free(api.dd);
+            spw_dd_free(api.dd);
             spw_catalog_close(cat);
             spw_log_close(log);
             spw_auth_close(auth);
@@ -390,6 +394,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
+    spw_coalesce_close(api.coal); /* everything buffered written and answered */
     spw_rl_destroy(api.rl);
     spw_dd_free(api.dd);
     spw_catalog_close(cat);

@@ -196,7 +196,8 @@ static void test_produce(void)
         {8, 4},          /* ack 4 */
         {8, 254},        /* ack 254 */
         {9, 4},          /* priority 4 */
-        {10, 1},         /* reserved */
+        {10, 2},         /* unknown flag bit */
+        {11, 0x80},      /* unknown flag bit */
         {head, 0x04},    /* record attrs unknown bit */
         {head, 0x80},    /* record attrs unknown bit */
     };
@@ -208,6 +209,19 @@ static void test_produce(void)
     memcpy(t, b.p, b.len);
     t[8] = SPW_WIRE_ACK_DEFAULT;
     CHECK_EQ(run(dec_produce, t, b.len), 0);
+    /* flags: 0 from spw_produce_req_begin; SUPERSEDE_OK is bit 0 of the
+     * u16 at byte 10, which spw_produce_req_set_flags sets */
+    CHECK_EQ(q.flags, 0);
+    CHECK_EQ(t[10], 0);
+    memcpy(t, b.p, b.len);
+    spw_buf fb = {.p = t, .len = b.len, .cap = b.len};
+    spw_produce_req_set_flags(&fb, 28, SPW_PRODUCE_SUPERSEDE_OK);
+    CHECK_EQ(t[10], 1);
+    CHECK_EQ(t[11], 0);
+    CHECK_EQ(spw_produce_req_decode(t, b.len, &q, &why), 0);
+    CHECK_EQ(q.flags, SPW_PRODUCE_SUPERSEDE_OK);
+    CHECK_EQ(q.count, 5);
+    CHECK_EQ(q.producer_seq, 1000);
     /* count 0 */
     memcpy(t, b.p, b.len);
     spw_put32(t + 28, 0);
@@ -283,7 +297,44 @@ static void test_produce_resp(void)
     memcpy(t, b.p, b.len);
     spw_put32(t + 4 + 16, 1); /* partition named twice */
     CHECK(run(dec_presp, t, b.len) != 0);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 32 + 4, SPW_PART_SUPERSEDED); /* superseded, but the slot still counts it */
+    CHECK(run(dec_presp, t, b.len) != 0);
     free(t);
+    spw_buf_fini(&b);
+
+    /* Coalescing: records 1 and 3 superseded (no slot, no offset); the
+     * slots count the other three. Byte by byte (docs/protocol.md). */
+    spw_produce_slot cs[2] = {{2, 40, 2}, {0, 9, 1}};
+    uint32_t cp[5] = {2, SPW_PART_SUPERSEDED, 0, SPW_PART_SUPERSEDED, 2};
+    CHECK_OK(spw_produce_resp_encode(&b, cs, 2, cp, 5));
+    static const uint8_t want[] = {
+        2, 0, 0, 0,                                           /* nslots 2 */
+        2, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,      /* partition 2, first_offset 40, count 2 */
+        0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,       /* partition 0, first_offset 9, count 1 */
+        5, 0, 0, 0,                                           /* nrecords 5 */
+        2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0,
+    };
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    CHECK_EQ(spw_produce_resp_decode(b.p, b.len, &r, &why), 0);
+    CHECK_EQ(r.nrecords, 5);
+    CHECK(spw_produce_resp_part(&r, 1) == SPW_PART_SUPERSEDED);
+    CHECK_EQ(spw_produce_resp_part(&r, 4), 2);
+    t = malloc(b.len);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 32 + 4 + 4 * 4, SPW_PART_SUPERSEDED); /* now partition 2's slot counts one too many */
+    CHECK(run(dec_presp, t, b.len) != 0);
+    memcpy(t, b.p, b.len);
+    spw_put32(t + 4 + 32 + 4 + 4 * 1, 0); /* a superseded record back in partition 0: one too few */
+    CHECK(run(dec_presp, t, b.len) != 0);
+    free(t);
+    /* Everything superseded: no slots at all. */
+    b.len = 0;
+    uint32_t all[2] = {SPW_PART_SUPERSEDED, SPW_PART_SUPERSEDED};
+    CHECK_OK(spw_produce_resp_encode(&b, NULL, 0, all, 2));
+    CHECK_EQ(spw_produce_resp_decode(b.p, b.len, &r, &why), 0);
+    CHECK_EQ(r.nslots, 0);
     spw_buf_fini(&b);
 }
 
