@@ -587,7 +587,6 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
         if (d == SPW_DD_DONE) {
             atomic_fetch_add(&api->duplicates, 1);
             answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
-            spw_free(stored.slots);
             goto out;
         }
         if (d == SPW_DD_BUSY) {

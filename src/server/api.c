@@ -219,7 +219,7 @@ static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int du
         outf(b, "%s{\"partition\":%u,\"first_offset\":%" PRIu64 ",\"count\":%u}", i ? "," : "", r->slots[i].partition,
              r->slots[i].first_offset, r->slots[i].count);
     outf(b, "]");
-    if (r->complete && r->n_events <= IDS_MAX_IN_RESPONSE) {
+    if (r->ids_known && r->n_events <= IDS_MAX_IN_RESPONSE) {
         /* A request's ids are consecutive tickets in request order. */
         outf(b, ",\"ids\":[");
         for (uint32_t e = 0; e < r->n_events; e++)
@@ -240,7 +240,8 @@ static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slot
                                  .first_offset = pr->slots[i].first_offset};
     *r = (spw_dd_result){.n_events = pr->n_events,
                          .first_ticket = pr->first_ticket,
-                         .complete = !pr->ids_unknown,
+                         .complete = 1,
+                         .ids_known = !pr->ids_unknown,
                          .nslots = pr->n_slots,
                          .slots = slots};
 }
