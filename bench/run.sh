@@ -19,6 +19,12 @@
 #       ~100 B, ~1 KiB and ~10 KiB events, valid and invalid; installs
 #       libjansson-dev for this benchmark only; see bench/json_bench.c.
 #
+#   bench/run.sh burst [bench/burst.sh options]
+#       admission control under a burst: the server's capacity at
+#       ack=fsync, then open-loop offered load at 1x..5x of it; accepted and
+#       rejected events/s by reason and p99 latency per step, and a PNG of
+#       them (gnuplot); see bench/burst.sh.
+#
 # SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +42,13 @@ benchmarks (bench/run.sh NAME [options]):
   json   JSON scanner (spw_json_scan) against jansson (json_loadb + json_object_get)
          on ~100 B / ~1 KiB / ~10 KiB events, valid and invalid; options:
          --events N (default 100000), --reps R (default 5, median reported)
+  burst  admission control: capacity (closed loop, ack=fsync), then open-loop
+         offered load stepping 1x..5x of it with priorities 0..3; accepted and
+         rejected/s by reason (shed, backpressure, rate limit, other), p50/p99
+         of accepted requests per step, and a PNG plot (gnuplot) in a results
+         directory; fsync slowed by the test-only fault hook by default so the
+         capacity is small and steady; options: --step-seconds S, --steps LIST,
+         --fsync-delay-us U (0: real disk), ... (bench/run.sh burst --help)
 TXT
 }
 
@@ -50,6 +63,7 @@ case "$name" in
   log) target=spw_log_bench ;;
   json) target=spw_json_bench; extra_deps=(libjansson-dev) ;;
   peers) exec "$root/bench/peers.sh" "$@" ;;
+  burst) exec "$root/bench/burst.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

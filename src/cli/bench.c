@@ -4,11 +4,17 @@
  * C client threads send N events of B-byte values over K keys, `--batch`
  * events per request, and wait for each answer before the next request
  * (closed loop), or, with --rate R, send on a fixed schedule of R events/s
- * in total (open loop). Latency is measured per request from its
- * *scheduled* send time, so a stalled server is not hidden by the client
- * slowing down with it (coordinated omission). Every request's latency is
- * kept (one u32 per request, bounded by --events), so the percentiles are
- * exact.
+ * in total, each client still one request at a time. With --inflight the
+ * HTTP load is a true open loop (bench_open.c): requests leave on schedule
+ * whether or not earlier ones were answered. Latency is measured per
+ * request from its *scheduled* send time, so a stalled server is not
+ * hidden by the client slowing down with it (coordinated omission). Every
+ * request's latency is kept (one u32 per request, bounded by --events or
+ * by what --duration lets out), so the percentiles are exact.
+ *
+ * Over HTTP every answer is also counted by outcome (bench_int.h: 202,
+ * 503 shed / backpressure, 429 rate limit, 507, other, none) and by
+ * --priorities priority, for the burst benchmark (bench/burst.sh).
  *
  * Protocols:
  *  - http: one keep-alive connection per client, `--batch` events per
@@ -34,10 +40,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_int.h"
 #include "cli/cmds.h"
 #include "cli/httpc.h"
 #include "spillway.h"
@@ -46,42 +54,18 @@
 #include "core/id.h"
 #include "net/frame.h"
 
-typedef struct bench_cfg {
-    char host[256];
-    char port[16];
-    char http_host[256]; /* where the stream is created (bin: --http) */
-    char http_port[16];
-    int bin; /* --protocol bin */
-    char stream[129];
-    char ack[16];
-    uint64_t events;
-    uint32_t size;
-    uint32_t keys;
-    uint32_t clients;
-    uint32_t batch;
-    uint32_t partitions; /* for a stream bench creates; 0 = the server's default */
-    double rate; /* events/s in total; 0 = as fast as answers come */
-    const char *token; /* bearer token (--token, $SPILLWAY_TOKEN) or NULL */
-} bench_cfg;
+static uint64_t now_ns(void) { return spw_mono_ns(); }
 
-typedef struct client {
-    const bench_cfg *cfg;
-    uint32_t id;
-    uint64_t events;     /* events this client sends */
-    uint32_t *lat_us;    /* one per request */
-    uint64_t n_lat;
-    uint64_t accepted;
-    uint64_t errors;
-    char last_error[512];
-    /* bin: the request in flight, advanced by the delivery callback (on
-     * the producer's I/O thread; read after spw_producer_flush returns,
-     * which synchronizes through the producer's mutex). */
-    uint32_t req_n, req_done;
-    uint64_t req_end_ns;
-} client;
+void spw__bench_lat_push(bench_lat *l, uint64_t us)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 1024;
+        l->v = spw_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
 
-/* The NDJSON body of one request: events [first, first + n) of client id. */
-static void build_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first, uint32_t n, const char *pad)
+void spw__bench_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first, uint32_t n, const char *pad)
 {
     b->len = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -94,7 +78,86 @@ static void build_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t fir
     }
 }
 
-static uint64_t now_ns(void) { return spw_mono_ns(); }
+char *spw__bench_pad(const bench_cfg *c)
+{
+    /* The value: size bytes in total per event, JSON framing included. */
+    size_t frame = 50; /* {"k":"key-00000000000","c":N,"seq":N,"v":""} roughly */
+    size_t padn = c->size > frame ? c->size - frame : 1;
+    char *pad = spw_xmalloc(padn + 1);
+    memset(pad, 'x', padn);
+    pad[padn] = 0;
+    return pad;
+}
+
+void spw__bench_request(spw_buf *req, spw_buf *body, const spw_httpc *h, const bench_cfg *c, uint32_t id,
+                        uint64_t first, uint32_t n, int prio, const char *pad)
+{
+    spw__bench_body(body, c, id, first, n, pad);
+    size_t head_cap = 512 + sizeof h->auth;
+    if (spw_buf_reserve(req, body->len + head_cap))
+        abort();
+    char target[256], extra[40] = "";
+    snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
+    if (prio >= 0)
+        snprintf(extra, sizeof extra, "Spillway-Priority: %d\r\n", prio);
+    int hn = spw_httpc_head(h, (char *)req->p, head_cap, "POST", target, "application/x-ndjson", extra, body->len);
+    if (hn < 0)
+        abort(); /* the target is bounded by the stream name's 128 bytes */
+    memcpy(req->p + hn, body->p, body->len);
+    req->len = (size_t)hn + body->len;
+}
+
+/* The "code" of an error body {"error":..,"code":"X",..} is X? */
+static int body_code(const char *body, size_t len, const char *code)
+{
+    char want[48];
+    int wl = snprintf(want, sizeof want, "\"code\":\"%s\"", code);
+    return body && len >= (size_t)wl && memmem(body, len, want, (size_t)wl) != NULL;
+}
+
+static int classify(int status, const char *body, size_t len)
+{
+    switch (status) {
+    case 202: return SPW_BR_ACCEPTED;
+    case 503: return body_code(body, len, "shed") ? SPW_BR_SHED
+                     : body_code(body, len, "backpressure") ? SPW_BR_BACKPRESSURE
+                                                            : SPW_BR_OTHER;
+    case 429: return SPW_BR_RATE_LIMIT;
+    case 413: return body_code(body, len, "over_burst") ? SPW_BR_RATE_LIMIT : SPW_BR_OTHER;
+    case 507: return SPW_BR_DISK;
+    default: return SPW_BR_OTHER;
+    }
+}
+
+int spw__bench_note(client *cl, int status, const char *body, size_t body_len, uint32_t n, int prio, uint64_t us)
+{
+    int r = classify(status, body, body_len);
+    cl->req[r]++;
+    cl->ev[r] += n;
+    spw__bench_lat_push(&cl->lat[r], us);
+    if (prio >= 0 && prio <= 3)
+        cl->prio_ev[prio] += n;
+    if (r == SPW_BR_ACCEPTED) {
+        cl->accepted += n;
+        if (prio >= 0 && prio <= 3)
+            cl->prio_ok[prio] += n;
+    } else if (!(cl->cfg->refusals_ok && (r == SPW_BR_SHED || r == SPW_BR_BACKPRESSURE || r == SPW_BR_RATE_LIMIT))) {
+        cl->errors += n;
+        snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", status,
+                 (int)(body_len > 200 ? 200 : body_len), body ? body : "");
+    }
+    return r;
+}
+
+void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why)
+{
+    cl->req[SPW_BR_FAILED]++;
+    cl->ev[SPW_BR_FAILED] += n;
+    cl->errors += n;
+    if (prio >= 0 && prio <= 3)
+        cl->prio_ev[prio] += n;
+    snprintf(cl->last_error, sizeof cl->last_error, "%s", why);
+}
 
 static void sleep_until(uint64_t t_ns)
 {
@@ -121,6 +184,8 @@ typedef struct hconn {
     uint64_t sent;   /* events of this client sent so far (scheduled) */
     uint64_t due_ns; /* when the next request is scheduled */
     uint64_t t0_ns;
+    uint64_t end_ns; /* --duration without --rate: no request starts after this; 0 = none */
+    int prio;        /* of the request in flight; -1 = no header */
     int reconnects;
     int done;
 } hconn;
@@ -143,18 +208,9 @@ static void hconn_build(hconn *hc, spw_buf *body, const char *pad)
     client *cl = hc->cl;
     const bench_cfg *c = cl->cfg;
     uint32_t n = (uint32_t)(cl->events - hc->sent < c->batch ? cl->events - hc->sent : c->batch);
-    build_body(body, c, cl->id, hc->sent, n, pad);
-    size_t head_cap = 512 + sizeof hc->h.auth;
-    if (spw_buf_reserve(&hc->req, body->len + head_cap))
-        abort();
-    char target[256];
-    snprintf(target, sizeof target, "/v1/streams/%s/events?ack=%s", c->stream, c->ack);
-    int hn = spw_httpc_head(&hc->h, (char *)hc->req.p, head_cap, "POST", target, "application/x-ndjson", NULL,
-                            body->len);
-    if (hn < 0)
-        abort(); /* the target is bounded by the stream name's 128 bytes */
-    memcpy(hc->req.p + hn, body->p, body->len);
-    hc->req.len = (size_t)hn + body->len;
+    /* --priorities: the client's k-th request takes prios[(id + k) % n]. */
+    hc->prio = c->nprios ? c->prios[(cl->id + hc->sent / c->batch) % c->nprios] : -1;
+    spw__bench_request(&hc->req, body, &hc->h, c, cl->id, hc->sent, n, hc->prio, pad);
     hc->req_off = 0;
     hc->req_n = n;
 }
@@ -165,9 +221,12 @@ static void hconn_fail(hconn *hc, int ep)
 {
     client *cl = hc->cl;
     const bench_cfg *c = cl->cfg;
-    cl->errors += hc->req_n;
-    snprintf(cl->last_error, sizeof cl->last_error, "connection to %.200s:%s failed: %s", c->host, c->port,
-             strerror(errno));
+    char why[400];
+    snprintf(why, sizeof why, "connection to %.200s:%s failed: %s", c->host, c->port, strerror(errno));
+    if (hc->req_n)
+        spw__bench_failed(cl, hc->req_n, hc->prio, why);
+    else
+        snprintf(cl->last_error, sizeof cl->last_error, "%s", why);
     hc->sent += hc->req_n;
     hc->req_n = 0;
     if (hc->h.fd >= 0)
@@ -211,14 +270,7 @@ static void hconn_recv(hconn *hc, int ep)
         int st = spw_httpc_parse(&hc->h, eof, &resp);
         if (st > 0) {
             uint64_t us = (now_ns() - hc->due_ns) / 1000;
-            cl->lat_us[cl->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-            if (st == 202) {
-                cl->accepted += hc->req_n;
-            } else {
-                cl->errors += hc->req_n;
-                snprintf(cl->last_error, sizeof cl->last_error, "HTTP %d: %.*s", st,
-                         (int)(resp.body_len > 200 ? 200 : resp.body_len), resp.body);
-            }
+            spw__bench_note(cl, st, resp.body, resp.body_len, hc->req_n, hc->prio, us);
             hc->sent += hc->req_n;
             hc->req_n = 0;
             hc->due_ns = c->rate > 0 ? hc->t0_ns + (uint64_t)(1e9 * c->clients / c->rate * (double)hc->sent) : now_ns();
@@ -252,12 +304,7 @@ static void *http_worker_main(void *arg)
 {
     hworker *w = arg;
     const bench_cfg *c = w->cfg;
-    /* The value: size bytes in total per event, JSON framing included. */
-    size_t frame = 50; /* {"k":"key-00000000000","c":N,"seq":N,"v":""} roughly */
-    size_t padn = c->size > frame ? c->size - frame : 1;
-    char *pad = spw_xmalloc(padn + 1);
-    memset(pad, 'x', padn);
-    pad[padn] = 0;
+    char *pad = spw__bench_pad(c);
     spw_buf body = SPW_BUF_INIT;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
@@ -269,6 +316,8 @@ static void *http_worker_main(void *arg)
         hconn *hc = &hcs[i];
         hc->cl = &w->cls[w->first + i];
         hc->t0_ns = hc->due_ns = t0;
+        hc->end_ns = c->duration > 0 && !(c->rate > 0) ? t0 + (uint64_t)(c->duration * 1e9) : 0;
+        hc->prio = -1;
         spw_httpc_init(&hc->h, c->host, c->port);
         spw_httpc_set_token(&hc->h, c->token); /* checked by spw__cli_token */
         if (spw_httpc_connect(&hc->h, 0) < 0) {
@@ -290,7 +339,7 @@ static void *http_worker_main(void *arg)
         live = 0;
         for (uint32_t i = 0; i < w->n; i++) {
             hconn *hc = &hcs[i];
-            if (!hc->done && !hc->req_n && hc->sent >= hc->cl->events)
+            if (!hc->done && !hc->req_n && (hc->sent >= hc->cl->events || (hc->end_ns && now >= hc->end_ns)))
                 hc->done = 1;
             if (hc->done)
                 continue;
@@ -315,8 +364,10 @@ static void *http_worker_main(void *arg)
             for (uint32_t i = 0; i < w->n; i++) {
                 hconn *hc = &hcs[i];
                 if (!hc->done && hc->req_n) {
-                    hc->cl->errors += hc->cl->events - hc->sent;
-                    snprintf(hc->cl->last_error, sizeof hc->cl->last_error, "no answer within 60 s");
+                    spw__bench_failed(hc->cl, hc->req_n, hc->prio, "no answer within 60 s");
+                    /* What was never sent (--duration: nothing was due). */
+                    if (!hc->end_ns)
+                        hc->cl->errors += hc->cl->events - hc->sent - hc->req_n;
                 }
                 hc->done = 1;
             }
@@ -396,8 +447,9 @@ static void *bin_client_main(void *arg)
     snprintf(server, sizeof server, "%s:%s", c->host, c->port);
     spw_producer *p = NULL;
     int r = spw_producer_new(server, &pc, &p);
+    uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? now_ns() + (uint64_t)(c->duration * 1e9) : 0;
     if (r) {
-        cl->errors = cl->events;
+        cl->errors = end_ns ? 1 : cl->events; /* --duration: how many were due is unknown */
         snprintf(cl->last_error, sizeof cl->last_error, "producer for %s: %s", server, spw_errstr(r));
         spw_free(val);
         return NULL;
@@ -405,9 +457,10 @@ static void *bin_client_main(void *arg)
     int ack = bin_ack(c->ack);
     uint64_t sent = 0, t0 = now_ns();
     double ns_per_event = c->rate > 0 ? 1e9 * c->clients / c->rate : 0;
-    while (sent < cl->events) {
+    while (sent < cl->events && !(end_ns && now_ns() >= end_ns)) {
         uint32_t n = (uint32_t)(cl->events - sent < c->batch ? cl->events - sent : c->batch);
         uint64_t scheduled = now_ns();
+        uint64_t accepted0 = cl->accepted;
         if (ns_per_event > 0) {
             scheduled = t0 + (uint64_t)(ns_per_event * (double)sent);
             sleep_until(scheduled);
@@ -435,17 +488,24 @@ static void *bin_client_main(void *arg)
         cl->req_n = queued;
         r = spw_producer_flush(p, 120000);
         uint64_t end = cl->req_end_ns ? cl->req_end_ns : now_ns();
+        uint64_t ok = cl->accepted - accepted0;
         if (r) {
             snprintf(cl->last_error, sizeof cl->last_error, "flush: %s", spw_errstr(r));
+            cl->ev[SPW_BR_ACCEPTED] += ok;
+            cl->ev[SPW_BR_OTHER] += n - ok;
             sent += n;
             break; /* the rest are counted below (close cancels what is left) */
         }
         uint64_t us = (end > scheduled ? end - scheduled : 0) / 1000;
-        cl->lat_us[cl->n_lat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        int outcome = ok == n ? SPW_BR_ACCEPTED : SPW_BR_OTHER;
+        cl->req[outcome]++;
+        cl->ev[SPW_BR_ACCEPTED] += ok;
+        cl->ev[SPW_BR_OTHER] += n - ok;
+        spw__bench_lat_push(&cl->lat[outcome], us);
         sent += n;
     }
     spw_producer_close(p, 1000);
-    if (sent < cl->events)
+    if (sent < cl->events && !end_ns)
         cl->errors += cl->events - sent;
     spw_free(val);
     return NULL;
@@ -484,11 +544,15 @@ static void bench_help(FILE *f)
 {
     fputs("usage: spillway bench [--server HOST:PORT] [--protocol http|bin] [--http HOST:PORT] [--stream S]\n"
           "                      [--events N] [--size B] [--keys K] [--clients C] [--batch N] [--ack L]\n"
-          "                      [--rate R]\n"
+          "                      [--rate R] [--duration S] [--inflight N] [--priorities LIST]\n"
+          "                      [--refusals-ok]\n"
           "Creates the stream if missing (key /k), sends N events of about B bytes each over K keys\n"
           "from C clients, --batch events per request, each client waiting for an answer before\n"
-          "its next request, or at most R events/s in total (--rate).\n"
-          "Prints throughput and request latency p50/p99/p999/max, then a BENCH line.\n\n"
+          "its next request, or at most R events/s in total (--rate); or, with --inflight, R\n"
+          "events/s whatever the answers (open loop).\n"
+          "Prints throughput and request latency p50/p99/p999/max, then a BENCH line; over HTTP\n"
+          "also the answers by outcome (accepted, shed, backpressure, rate_limit, disk, other,\n"
+          "failed), per priority with --priorities, and a BENCH bench_responses line.\n\n"
           "  --protocol http|bin  http (default): C keep-alive connections, one NDJSON POST of\n"
           "                       --batch events per request, B bytes per event JSON included.\n"
           "                       bin: the binary protocol through the C client library, one\n"
@@ -509,6 +573,18 @@ static void bench_help(FILE *f)
           "  --batch N            events per request (default 100)\n"
           "  --ack L              none|written|fsync (default fsync)\n"
           "  --rate R             events/s in total (default: unlimited)\n"
+          "  --duration S         seconds (0.1-3600) instead of --events: with --rate, R x S events;\n"
+          "                       without, clients start requests until S seconds have passed\n"
+          "  --inflight N         http, with --rate: open loop. Request i leaves at i x batch / R s\n"
+          "                       whether or not earlier ones were answered, on any idle\n"
+          "                       connection (C are opened up front, more as needed), at most N\n"
+          "                       (1-100000) in flight; latency runs from the scheduled time, and a\n"
+          "                       request that had to wait 10 ms or more for a connection is late\n"
+          "  --priorities LIST    http: Spillway-Priority of the requests, round robin over LIST,\n"
+          "                       e.g. 0,1,2,3 (a quarter each) or 0,0,3 (at most 64 entries)\n"
+          "  --refusals-ok        http: 429 and 503 refusals (rate_limit, shed, backpressure) are\n"
+          "                       counted by reason but are not errors (exit 0 if nothing else\n"
+          "                       failed)\n"
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
           "                       it needs produce on the stream, and admin to create it\n",
           f);
@@ -541,6 +617,221 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
+/* Seconds, decimals allowed, in [0.1, 3600]. */
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 0.1 && v <= 3600))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "0,1,2,3": digits 0..3 separated by commas, at most SPW_BENCH_MAX_PRIOS. */
+static int parse_prios(const char *s, bench_cfg *c)
+{
+    uint32_t n = 0;
+    for (const char *p = s;; p += 2) {
+        if (!(p[0] >= '0' && p[0] <= '3') || (p[1] != ',' && p[1] != 0) || n == SPW_BENCH_MAX_PRIOS)
+            return -1;
+        c->prios[n++] = (uint8_t)(p[0] - '0');
+        if (!p[1])
+            break;
+    }
+    c->nprios = n;
+    return 0;
+}
+
+/* Open loop: room for every connection it may open (and a margin). */
+static void raise_nofile(uint64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Every latency of outcomes [lo, hi] of every client, sorted; *n set. */
+static uint32_t *gather_lat(const client *cls, uint32_t ncls, int lo, int hi, uint64_t *n)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < ncls; i++)
+        for (int r = lo; r <= hi; r++)
+            total += cls[i].lat[r].n;
+    uint32_t *all = spw_xmalloc((total ? total : 1) * sizeof *all);
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < ncls; i++)
+        for (int r = lo; r <= hi; r++) {
+            memcpy(all + at, cls[i].lat[r].v, cls[i].lat[r].n * sizeof *all);
+            at += cls[i].lat[r].n;
+        }
+    qsort(all, total, sizeof *all, cmp_u32);
+    *n = total;
+    return all;
+}
+
+static const char *const outcome_names[SPW_BR__N] = {"accepted", "shed", "backpressure", "rate_limit",
+                                                      "disk",     "other", "failed"};
+
+/* HTTP: the answers by outcome and priority, and their BENCH line; rates
+ * over secs (the schedule in the open loop, the run in the closed one). */
+static void print_responses(const bench_cfg *c, const client *cls, uint32_t ncls, double secs)
+{
+    uint64_t req[SPW_BR__N] = {0}, ev[SPW_BR__N] = {0}, pev[4] = {0}, pok[4] = {0}, late = 0, max_late = 0;
+    uint64_t offered = 0;
+    for (uint32_t i = 0; i < ncls; i++) {
+        for (int r = 0; r < SPW_BR__N; r++) {
+            req[r] += cls[i].req[r];
+            ev[r] += cls[i].ev[r];
+            offered += cls[i].ev[r];
+        }
+        for (int p = 0; p < 4; p++) {
+            pev[p] += cls[i].prio_ev[p];
+            pok[p] += cls[i].prio_ok[p];
+        }
+        late += cls[i].late;
+        if (cls[i].max_late_us > max_late)
+            max_late = cls[i].max_late_us;
+    }
+    printf("\n%-13s %10s %12s %10s %10s %10s %10s\n", "outcome", "requests", "events", "events/s", "p50_us", "p99_us",
+           "p999_us");
+    uint32_t ok50 = 0, ok99 = 0, ok999 = 0, okmax = 0;
+    for (int r = 0; r < SPW_BR__N; r++) {
+        uint64_t n;
+        uint32_t *v = gather_lat(cls, ncls, r, r, &n);
+        printf("%-13s %10" PRIu64 " %12" PRIu64 " %10.0f %10u %10u %10u\n", outcome_names[r], req[r], ev[r],
+               (double)ev[r] / secs, pct(v, n, 0.5), pct(v, n, 0.99), pct(v, n, 0.999));
+        if (r == SPW_BR_ACCEPTED) {
+            ok50 = pct(v, n, 0.5);
+            ok99 = pct(v, n, 0.99);
+            ok999 = pct(v, n, 0.999);
+            okmax = n ? v[n - 1] : 0;
+        }
+        spw_free(v);
+    }
+    if (c->inflight)
+        printf("open loop: %" PRIu64 " events offered in %.1f s (%.0f/s); %" PRIu64 " request(s) left 10 ms or more "
+               "late waiting for a connection (at most %" PRIu64 " us)\n",
+               offered, secs, (double)offered / secs, late, max_late);
+    char pbuf[256] = "";
+    if (c->nprios) {
+        printf("\n%-9s %15s %16s %13s\n", "priority", "offered_events", "accepted_events", "accepted_pct");
+        size_t at = 0;
+        for (int p = 0; p < 4; p++) {
+            double share = pev[p] ? 100.0 * (double)pok[p] / (double)pev[p] : 0;
+            if (pev[p])
+                printf("%-9d %15" PRIu64 " %16" PRIu64 " %12.1f%%\n", p, pev[p], pok[p], share);
+            at += (size_t)snprintf(pbuf + at, sizeof pbuf - at, " p%d_offered=%" PRIu64 " p%d_accepted=%" PRIu64, p,
+                                   pev[p], p, pok[p]);
+        }
+    }
+    uint64_t rejected = offered - ev[SPW_BR_ACCEPTED];
+    printf("BENCH bench_responses protocol=http loop=%s seconds=%.3f offered_per_s=%.0f accepted_per_s=%.0f "
+           "rejected_per_s=%.0f rejected_shed_per_s=%.0f rejected_backpressure_per_s=%.0f "
+           "rejected_rate_limit_per_s=%.0f rejected_disk_per_s=%.0f rejected_other_per_s=%.0f failed_per_s=%.0f "
+           "accepted_p50_us=%u accepted_p99_us=%u accepted_p999_us=%u accepted_max_us=%u late=%" PRIu64
+           " max_late_us=%" PRIu64 "%s\n",
+           c->inflight ? "open" : "closed", secs, (double)offered / secs, (double)ev[SPW_BR_ACCEPTED] / secs,
+           (double)rejected / secs, (double)ev[SPW_BR_SHED] / secs, (double)ev[SPW_BR_BACKPRESSURE] / secs,
+           (double)ev[SPW_BR_RATE_LIMIT] / secs, (double)ev[SPW_BR_DISK] / secs, (double)ev[SPW_BR_OTHER] / secs,
+           (double)ev[SPW_BR_FAILED] / secs, ok50, ok99, ok999, okmax, late, max_late, pbuf);
+}
+
+/* Runs the load of c (validated, stream created) and prints the results. */
+static int bench_run(bench_cfg *c)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    /* The open loop counts per epoll worker; the closed one per client. */
+    uint32_t nworkers = (uint32_t)(c->inflight ? (ncpu > c->inflight ? c->inflight : ncpu) : 0);
+    uint32_t ncls = c->inflight ? nworkers : c->clients;
+    client *cls = spw_xcalloc(ncls, sizeof *cls);
+    for (uint32_t i = 0; i < ncls; i++) {
+        cls[i].cfg = c;
+        cls[i].id = i;
+        cls[i].events = c->events / ncls + (i < c->events % ncls);
+    }
+    if (c->duration > 0 && !(c->rate > 0))
+        printf("spillway bench: events of %u B over %u keys to %s%s:%s stream %s for %.1f s, %u client(s), %u per "
+               "request, ack=%s\n",
+               c->size, c->keys, c->bin ? "bin://" : "", c->host, c->port, c->stream, c->duration, c->clients,
+               c->batch, c->ack);
+    else
+        printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s%s:%s stream %s, %u client(s), %u per "
+               "request, ack=%s%s\n",
+               c->events, c->size, c->keys, c->bin ? "bin://" : "", c->host, c->port, c->stream, c->clients, c->batch,
+               c->ack, c->inflight ? ", open loop" : c->rate > 0 ? ", rate-limited" : "");
+    fflush(stdout);
+
+    uint64_t t0 = now_ns();
+    if (c->inflight) {
+        raise_nofile((uint64_t)c->inflight + 64);
+        spw__bench_open_run(c, cls, nworkers);
+    } else {
+        /* bin: a thread per client (each producer has its own I/O thread
+         * too); http: the connections shared out over one epoll worker per
+         * core. */
+        uint32_t nthreads = c->bin ? c->clients : (uint32_t)(ncpu > c->clients ? c->clients : ncpu);
+        pthread_t *th = spw_xcalloc(nthreads, sizeof *th);
+        hworker *ws = spw_xcalloc(nthreads, sizeof *ws);
+        for (uint32_t t = 0, at = 0; !c->bin && t < nthreads; t++) {
+            uint32_t n = c->clients / nthreads + (t < c->clients % nthreads);
+            ws[t] = (hworker){.cfg = c, .cls = cls, .first = at, .n = n};
+            at += n;
+        }
+        for (uint32_t i = 0; i < nthreads; i++)
+            if (pthread_create(&th[i], NULL, c->bin ? bin_client_main : http_worker_main,
+                               c->bin ? (void *)&cls[i] : &ws[i])) {
+                fprintf(stderr, "spillway bench: cannot start thread %u\n", i);
+                return 1;
+            }
+        for (uint32_t i = 0; i < nthreads; i++)
+            pthread_join(th[i], NULL);
+        spw_free(ws);
+        spw_free(th);
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+
+    uint64_t n_lat = 0, accepted = 0, errors = 0, sent = 0;
+    uint32_t *all = gather_lat(cls, ncls, 0, SPW_BR__N - 1, &n_lat);
+    const char *last_error = NULL;
+    for (uint32_t i = 0; i < ncls; i++) {
+        accepted += cls[i].accepted;
+        errors += cls[i].errors;
+        for (int r = 0; r < SPW_BR__N; r++)
+            sent += cls[i].ev[r];
+        if (cls[i].errors)
+            last_error = cls[i].last_error;
+    }
+    /* --duration without --rate: the events are those the clock let out. */
+    if (c->duration > 0 && !(c->rate > 0))
+        c->events = sent;
+    double eps = (double)accepted / secs;
+    double mbps = eps * c->size / 1e6;
+    printf("\n%-12s %12s %10s %10s %10s %10s %10s %8s\n", "requests", "events/s", "MB/s", "p50_us", "p99_us",
+           "p999_us", "max_us", "errors");
+    printf("%-12" PRIu64 " %12.0f %10.1f %10u %10u %10u %10u %8" PRIu64 "\n", n_lat, eps, mbps, pct(all, n_lat, 0.5),
+           pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
+    if (last_error)
+        printf("last error: %s\n", last_error);
+    printf("BENCH bench protocol=%s ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
+           "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 "\n",
+           c->bin ? "bin" : "http", c->ack, c->events, c->batch, c->clients, eps, pct(all, n_lat, 0.5),
+           pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
+    if (!c->bin)
+        print_responses(c, cls, ncls, c->inflight ? (double)c->events / c->rate : secs);
+    for (uint32_t i = 0; i < ncls; i++)
+        for (int r = 0; r < SPW_BR__N; r++)
+            spw_free(cls[i].lat[r].v);
+    spw_free(all);
+    spw_free(cls);
+    return errors ? 1 : 0;
+}
+
 int spw_cmd_bench(int argc, char **argv)
 {
     bench_cfg c = {.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
@@ -553,6 +844,10 @@ int spw_cmd_bench(int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             bench_help(stdout);
             return 0;
+        }
+        if (strcmp(a, "--refusals-ok") == 0) {
+            c.refusals_ok = 1;
+            continue;
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v || strncmp(a, "--", 2) != 0) {
@@ -611,6 +906,20 @@ int spw_cmd_bench(int argc, char **argv)
             c.batch = (uint32_t)u;
         } else if (strcmp(a, "--rate") == 0 && !parse_u64(v, 1, 1000000000, &u)) {
             c.rate = (double)u;
+        } else if (strcmp(a, "--duration") == 0) {
+            if (parse_seconds(v, &c.duration)) {
+                fprintf(stderr, "spillway bench: --duration takes seconds from 0.1 to 3600, not '%s'\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--inflight") == 0 && !parse_u64(v, 1, 100000, &u)) {
+            c.inflight = (uint32_t)u;
+        } else if (strcmp(a, "--priorities") == 0) {
+            if (parse_prios(v, &c)) {
+                fprintf(stderr,
+                        "spillway bench: --priorities takes up to %d of 0, 1, 2, 3 separated by commas, not '%s'\n",
+                        SPW_BENCH_MAX_PRIOS, v);
+                return 2;
+            }
         } else {
             fprintf(stderr, "spillway bench: bad option or value: %s %s\n", a, v);
             bench_help(stderr);
@@ -620,12 +929,32 @@ int spw_cmd_bench(int argc, char **argv)
     int trc = spw__cli_token("bench", token_opt, NULL, &c.token);
     if (trc)
         return trc;
-    if (c.clients > c.events)
-        c.clients = (uint32_t)c.events;
     if (!c.bin && http_set) {
         fprintf(stderr, "spillway bench: --http is for --protocol bin (http uses --server)\n");
         return 2;
     }
+    if (c.bin && (c.inflight || c.nprios || c.refusals_ok)) {
+        fprintf(stderr, "spillway bench: --inflight, --priorities and --refusals-ok are for --protocol http\n");
+        return 2;
+    }
+    if (c.inflight && !(c.rate > 0)) {
+        fprintf(stderr, "spillway bench: --inflight (open loop) needs --rate\n");
+        return 2;
+    }
+    if (c.duration > 0) {
+        /* With a rate, the schedule decides the count; without, the clock
+         * stops the clients (events is then only a bound). */
+        double n = c.rate > 0 ? c.rate * c.duration + 0.5 : 1e9;
+        if (n > 1e9) {
+            fprintf(stderr, "spillway bench: --rate x --duration is over 1,000,000,000 events\n");
+            return 2;
+        }
+        c.events = n < 1 ? 1 : (uint64_t)n;
+    }
+    if (c.clients > c.events)
+        c.clients = (uint32_t)c.events;
+    if (c.inflight && c.clients > c.inflight)
+        c.clients = c.inflight;
     if (c.bin && !server_set)
         snprintf(c.port, sizeof c.port, "7701");
     if (!c.bin) {
@@ -675,70 +1004,5 @@ int spw_cmd_bench(int argc, char **argv)
         spw_client_close(mc);
     }
 
-    client *cls = spw_xcalloc(c.clients, sizeof *cls);
-    pthread_t *th = spw_xcalloc(c.clients, sizeof *th);
-    for (uint32_t i = 0; i < c.clients; i++) {
-        cls[i].cfg = &c;
-        cls[i].id = i;
-        cls[i].events = c.events / c.clients + (i < c.events % c.clients);
-        cls[i].lat_us = spw_xmalloc((cls[i].events / c.batch + 2) * sizeof(uint32_t));
-    }
-    printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s%s:%s stream %s, %u client(s), %u per "
-           "request, ack=%s%s\n",
-           c.events, c.size, c.keys, c.bin ? "bin://" : "", c.host, c.port, c.stream, c.clients, c.batch, c.ack,
-           c.rate > 0 ? ", rate-limited" : "");
-    fflush(stdout);
-    /* bin: a thread per client (each producer has its own I/O thread too);
-     * http: the connections shared out over one epoll worker per core. */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    uint32_t nthreads = c.bin ? c.clients : (uint32_t)(ncpu < 1 ? 1 : ncpu > c.clients ? c.clients : ncpu);
-    hworker *ws = spw_xcalloc(nthreads, sizeof *ws);
-    for (uint32_t t = 0, at = 0; !c.bin && t < nthreads; t++) {
-        uint32_t n = c.clients / nthreads + (t < c.clients % nthreads);
-        ws[t] = (hworker){.cfg = &c, .cls = cls, .first = at, .n = n};
-        at += n;
-    }
-    uint64_t t0 = now_ns();
-    for (uint32_t i = 0; i < nthreads; i++)
-        if (pthread_create(&th[i], NULL, c.bin ? bin_client_main : http_worker_main, c.bin ? (void *)&cls[i] : &ws[i])) {
-            fprintf(stderr, "spillway bench: cannot start thread %u\n", i);
-            return 1;
-        }
-    for (uint32_t i = 0; i < nthreads; i++)
-        pthread_join(th[i], NULL);
-    spw_free(ws);
-    double secs = (double)(now_ns() - t0) / 1e9;
-
-    uint64_t n_lat = 0, accepted = 0, errors = 0;
-    for (uint32_t i = 0; i < c.clients; i++)
-        n_lat += cls[i].n_lat;
-    uint32_t *all = spw_xmalloc((n_lat ? n_lat : 1) * sizeof *all);
-    const char *last_error = NULL;
-    for (uint32_t i = 0, at = 0; i < c.clients; i++) {
-        memcpy(all + at, cls[i].lat_us, cls[i].n_lat * sizeof *all);
-        at += (uint32_t)cls[i].n_lat;
-        accepted += cls[i].accepted;
-        errors += cls[i].errors;
-        if (cls[i].errors)
-            last_error = cls[i].last_error;
-    }
-    qsort(all, n_lat, sizeof *all, cmp_u32);
-    double eps = (double)accepted / secs;
-    double mbps = eps * c.size / 1e6;
-    printf("\n%-12s %12s %10s %10s %10s %10s %10s %8s\n", "requests", "events/s", "MB/s", "p50_us", "p99_us",
-           "p999_us", "max_us", "errors");
-    printf("%-12" PRIu64 " %12.0f %10.1f %10u %10u %10u %10u %8" PRIu64 "\n", n_lat, eps, mbps, pct(all, n_lat, 0.5),
-           pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
-    if (last_error)
-        printf("last error: %s\n", last_error);
-    printf("BENCH bench protocol=%s ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
-           "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 "\n",
-           c.bin ? "bin" : "http", c.ack, c.events, c.batch, c.clients, eps, pct(all, n_lat, 0.5), pct(all, n_lat, 0.99),
-           pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
-    for (uint32_t i = 0; i < c.clients; i++)
-        spw_free(cls[i].lat_us);
-    spw_free(all);
-    spw_free(cls);
-    spw_free(th);
-    return errors ? 1 : 0;
+    return bench_run(&c);
 }

@@ -60,7 +60,7 @@ static void on_signal(int sig)
 }
 
 static const char top_help[] =
-    "usage: spillway top [--server URL] [--interval DURATION] [--once]\n"
+    "usage: spillway top [--server URL] [--token T] [--interval DURATION] [--once]\n"
     "Shows a running server live: events/s and bytes/s in (total and per stream), pending bytes\n"
     "against the max-pending-bytes budget, the pressure/watermark state, rejections/s by reason,\n"
     "connections, fsync latency p50/p99 and the group-commit batch size over the last interval.\n"
@@ -68,6 +68,7 @@ static const char top_help[] =
     "interval: a 'top key=value ...' line, one 'stream name=S key=value ...' line per stream and a\n"
     "blank line (docs/operations.md lists the keys). Ctrl-C exits.\n\n"
     "  --server URL         HOST:PORT or http://HOST:PORT, default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --token T            bearer token for a server with a tokens file (default $SPILLWAY_TOKEN)\n"
     "  --interval DURATION  time between scrapes (ms/s/m), default 1s, 100ms..1h\n"
     "  --once               scrape twice, one interval apart, print one plain snapshot and exit\n"
     "                       (exit 1 if the server cannot be reached)\n";
@@ -634,6 +635,7 @@ int spw_cmd_top(int argc, char **argv)
 {
     const char *server = NULL, *interval_s = "1s";
     int once = 0;
+    const char *token = NULL;
     uint64_t interval_ms = 1000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -646,6 +648,10 @@ int spw_cmd_top(int argc, char **argv)
             if (m < 0)
                 return 2;
             server = v;
+        } else if ((m = spw__cli_opt("top", argc, argv, &i, "--token", &v))) {
+            if (m < 0)
+                return 2;
+            token = v;
         } else if ((m = spw__cli_opt("top", argc, argv, &i, "--interval", &v))) {
             if (m < 0)
                 return 2;
@@ -665,6 +671,8 @@ int spw_cmd_top(int argc, char **argv)
     }
     spw_httpc c;
     int r = spw__cli_server("top", server, &c);
+    if (r == 0)
+        r = spw__cli_token("top", token, &c, &token);
     if (r)
         return r;
     c.timeout_s = TOP_HTTP_TIMEOUT_S;

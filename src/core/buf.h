@@ -36,6 +36,31 @@ static inline int spw_buf_reserve(spw_buf *b, size_t n)
     return 0;
 }
 
+/* Appends n bytes. Returns 0 or SPW_ENOMEM. */
+static inline int spw_buf_put(spw_buf *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap && spw_buf_reserve(b, b->len + n))
+        return SPW_ENOMEM;
+    if (n)
+        __builtin_memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int spw_buf_puts(spw_buf *b, const char *s) { return spw_buf_put(b, s, __builtin_strlen(s)); }
+
+/* Appends v in decimal (the hot paths' printf-free formatting). */
+static inline int spw_buf_put_u64(spw_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return spw_buf_put(b, tmp + i, sizeof tmp - i);
+}
+
 static inline void spw_buf_fini(spw_buf *b)
 {
     spw_free(b->p);

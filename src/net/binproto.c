@@ -590,7 +590,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
         if (d == SPW_DD_DONE) {
             atomic_fetch_add(&api->duplicates, 1);
             answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
-            goto out; /* (out: frees stored.slots) */
+            goto out;
         }
         if (d == SPW_DD_BUSY) {
             send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",

@@ -249,28 +249,6 @@ static void conn_flush(spw_conn *c)
         conn_resume(c);
 }
 
-static int appendf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int appendf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char tmp[512];
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -1;
-    if (spw_buf_reserve(b, b->len + (size_t)n + 1))
-        return -1;
-    if ((size_t)n < sizeof tmp) {
-        memcpy(b->p + b->len, tmp, (size_t)n);
-    } else {
-        va_start(ap, fmt);
-        vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    b->len += (size_t)n;
-    return 0;
-}
 
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len)
@@ -299,12 +277,22 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
         spw_buf *b = &s->resp;
         b->len = 0;
         int close_now = c->close_after && s == &c->slots[(c->s_head + c->s_len - 1) % cap];
-        appendf(b, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s%s", status, spw_http_reason(status), len,
-                ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
-                close_now ? "Connection: close\r\n" : "");
-        if (headers)
-            appendf(b, "%s", headers);
-        appendf(b, "\r\n");
+        /* printf-free: this runs once per request. */
+        int r = spw_buf_puts(b, "HTTP/1.1 ") || spw_buf_put_u64(b, (uint64_t)status) || spw_buf_puts(b, " ") ||
+                spw_buf_puts(b, spw_http_reason(status)) || spw_buf_puts(b, "\r\nContent-Length: ") ||
+                spw_buf_put_u64(b, len) || spw_buf_puts(b, "\r\n");
+        if (!r && ctype)
+            r = spw_buf_puts(b, "Content-Type: ") || spw_buf_puts(b, ctype) || spw_buf_puts(b, "\r\n");
+        if (!r && close_now)
+            r = spw_buf_puts(b, "Connection: close\r\n");
+        if (!r && headers)
+            r = spw_buf_puts(b, headers);
+        if (!r)
+            r = spw_buf_puts(b, "\r\n");
+        if (r) {
+            conn_close(c);
+            return;
+        }
         if (len && !head && spw_buf_reserve(b, b->len + len) == 0) {
             memcpy(b->p + b->len, body, len);
             b->len += len;

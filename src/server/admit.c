@@ -61,7 +61,9 @@ uint32_t spw_pressure_retry_ms(spw_pressure *pr)
     uint64_t pending = spw_log_pending_bytes(pr->log);
     uint64_t excess = pending > pr->low ? pending - pr->low : 0;
     uint64_t bps = drain_rate(pr);
-    uint64_t ms = bps ? excess * 1000 / bps : 30000;
+    /* No estimate yet (nothing written since start): a second, not the
+     * maximum — the disk has not been seen to be slow. */
+    uint64_t ms = bps ? excess * 1000 / bps : 1000;
     return ms < 100 ? 100 : ms > 30000 ? 30000 : (uint32_t)ms;
 }
 

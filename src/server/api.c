@@ -217,27 +217,33 @@ typedef struct ev {
 static void result_json(spw_buf *b, spw_api *api, const spw_dd_result *r, int duplicate, const uint8_t *sup,
                         uint32_t n_sup)
 {
+    /* printf-free: this runs once per produce request. */
     spw_idgen *g = spw_log_idgen(api->log);
-    outf(b, "{\"accepted\":%u,\"partitions\":[", r->n_events);
-    for (uint32_t i = 0; i < r->nslots; i++)
-        outf(b, "%s{\"partition\":%u,\"first_offset\":%" PRIu64 ",\"count\":%u}", i ? "," : "", r->slots[i].partition,
-             r->slots[i].first_offset, r->slots[i].count);
-    outf(b, "]");
-    if (r->complete && r->n_events <= IDS_MAX_IN_RESPONSE) {
+    int e = spw_buf_puts(b, "{\"accepted\":") || spw_buf_put_u64(b, r->n_events) ||
+            spw_buf_puts(b, ",\"partitions\":[");
+    for (uint32_t i = 0; i < r->nslots && !e; i++)
+        e = spw_buf_puts(b, i ? ",{\"partition\":" : "{\"partition\":") || spw_buf_put_u64(b, r->slots[i].partition) ||
+            spw_buf_puts(b, ",\"first_offset\":") || spw_buf_put_u64(b, r->slots[i].first_offset) ||
+            spw_buf_puts(b, ",\"count\":") || spw_buf_put_u64(b, r->slots[i].count) || spw_buf_puts(b, "}");
+    e = e || spw_buf_puts(b, "]");
+    if (!e && r->ids_known && r->n_events <= IDS_MAX_IN_RESPONSE) {
         /* A request's ids are consecutive tickets in request order. */
-        outf(b, ",\"ids\":[");
-        for (uint32_t e = 0; e < r->n_events; e++)
-            if (sup && sup[e])
-                outf(b, "%snull", e ? "," : "");
+        e = spw_buf_puts(b, ",\"ids\":[");
+        for (uint32_t k = 0; k < r->n_events && !e; k++)
+            if (sup && sup[k])
+                e = spw_buf_puts(b, k ? ",null" : "null");
             else
-                outf(b, "%s\"%" PRIu64 "\"", e ? "," : "", spw_id_from_ticket(g, r->first_ticket + e));
-        outf(b, "]");
+                e = spw_buf_puts(b, k ? ",\"" : "\"") ||
+                    spw_buf_put_u64(b, spw_id_from_ticket(g, r->first_ticket + k)) || spw_buf_puts(b, "\"");
+        e = e || spw_buf_puts(b, "]");
     }
-    if (sup)
-        outf(b, ",\"superseded\":%u", n_sup);
-    if (duplicate)
-        outf(b, ",\"duplicate\":true");
-    outf(b, "}\n");
+    if (!e && sup)
+        e = spw_buf_puts(b, ",\"superseded\":") || spw_buf_put_u64(b, n_sup);
+    if (!e && duplicate)
+        e = spw_buf_puts(b, ",\"duplicate\":true");
+    e = e || spw_buf_puts(b, "}\n");
+    if (e)
+        abort(); /* as out_raw: spw_buf uses try_realloc; bounded by the request */
 }
 
 /* pr's outcome as a dedupe result (slots point into a buffer of n). */
@@ -249,7 +255,8 @@ static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slot
                                  .first_offset = pr->slots[i].first_offset};
     *r = (spw_dd_result){.n_events = pr->n_events,
                          .first_ticket = pr->first_ticket,
-                         .complete = !pr->ids_unknown,
+                         .complete = 1,
+                         .ids_known = !pr->ids_unknown,
                          .nslots = pr->n_slots,
                          .slots = slots};
 }
@@ -411,9 +418,16 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     uint32_t partition = po->partition;
     if (n == 0 || (partition != UINT32_MAX && partition >= P))
         return SPW_EINVAL;
-    /* Partitions, then records grouped by partition (counting sort). */
-    uint32_t *counts = spw_xcalloc(P, sizeof *counts);
-    uint32_t *part_of = spw_xmalloc(n * sizeof *part_of);
+    /* Partitions, then records grouped by partition (counting sort).
+     * Small requests (most single-event ones) use the stack. */
+    enum { SMALL_N = 32, SMALL_P = 256 };
+    uint32_t counts_s[SMALL_P], start_s[SMALL_P], part_of_s[SMALL_N];
+    uint64_t tickets_s[SMALL_N];
+    spw_record recs_s[SMALL_N];
+    int small_p = P <= SMALL_P, small_n = n <= SMALL_N;
+    uint32_t *counts = small_p ? counts_s : spw_xmalloc(P * sizeof *counts);
+    memset(counts, 0, P * sizeof *counts);
+    uint32_t *part_of = small_n ? part_of_s : spw_xmalloc(n * sizeof *part_of);
     for (uint32_t i = 0; i < n; i++) {
         part_of[i] = spw_api_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
@@ -430,7 +444,7 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     pr->done = done;
     pr->user = user;
     pr->order = spw_xmalloc(n * sizeof *pr->order);
-    uint32_t *start = spw_xmalloc(P * sizeof *start);
+    uint32_t *start = small_p ? start_s : spw_xmalloc(P * sizeof *start);
     for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
         start[p] = at;
         if (counts[p]) {
@@ -441,9 +455,12 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     }
     for (uint32_t i = 0; i < n; i++)
         pr->order[start[part_of[i]]++] = i;
-    spw_free(start);
-    spw_free(counts);
-    spw_free(part_of);
+    if (!small_p) {
+        spw_free(start);
+        spw_free(counts);
+    }
+    if (!small_n)
+        spw_free(part_of);
     /* coalesce: true under pressure: the coalescer takes it from here. */
     int cr = s->cfg.coalesce && api->coal ? spw_coalesce_produce(api->coal, pr, in, po) : SPW_COALESCE_DIRECT;
     if (cr != SPW_COALESCE_DIRECT) {
@@ -471,8 +488,8 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     }
 
     /* Encode every batch, then reserve the budget for all of them. */
-    spw_record *recs = spw_xmalloc(n * sizeof *recs);
-    uint64_t *tickets = spw_xmalloc(n * sizeof *tickets);
+    spw_record *recs = small_n ? recs_s : spw_xmalloc(n * sizeof *recs);
+    uint64_t *tickets = small_n ? tickets_s : spw_xmalloc(n * sizeof *tickets);
     spw_buf *enc = spw_xcalloc(used, sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
@@ -499,8 +516,10 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
             break;
         total += enc[k].len;
     }
-    spw_free(recs);
-    spw_free(tickets);
+    if (!small_n) {
+        spw_free(recs);
+        spw_free(tickets);
+    }
     spw_buf_fini(&scratch);
     /* The disk: refused before anything is appended when the data would
      * pass max_disk_bytes (stored + accepted-unwritten + this request), or

@@ -292,7 +292,7 @@ void spw_dd_restore(spw_dd *d, uint64_t scope, uint64_t key, uint32_t request_co
         uint64_t stored = 0;
         for (uint32_t i = 0; i < e->res.nslots; i++)
             stored += e->res.slots[i].count;
-        e->res.complete = stored >= request_count;
+        e->res.complete = e->res.ids_known = stored >= request_count;
     }
     pthread_mutex_unlock(&s->mu);
 }

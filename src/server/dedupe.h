@@ -38,6 +38,7 @@ typedef struct spw_dd_result {
     uint32_t n_events;
     uint64_t first_ticket; /* valid when complete */
     int complete;          /* every event is stored (0: a rebuilt entry whose request was cut by a crash) */
+    int ids_known;         /* first_ticket gives the ids (not after completing a cut request) */
     uint32_t nslots;
     spw_dd_slot *slots; /* spw_malloc'd by spw_dd_begin; the caller frees */
 } spw_dd_result;

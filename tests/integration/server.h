@@ -156,26 +156,35 @@ static inline int read_resp(int fd, resp *r, char *buf, size_t cap, size_t *have
     }
 }
 
-/* One request on a fresh connection. body may be NULL. */
-static inline resp http(int port, const char *method, const char *path, const char *ctype, const char *body,
-                        size_t blen)
+/* One request on a fresh connection; extra is header lines each ending
+ * "\r\n" (or NULL). Thread-safe. */
+static inline resp http_ex(int port, const char *method, const char *path, const char *ctype, const char *extra,
+                           const char *body, size_t blen)
 {
     int fd = tcp_connect(port);
-    char head[1024];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%s", method, path,
-                     ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    char head[2048];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%s%s", method, path,
+                     ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "", extra ? extra : "");
     if (body)
         n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", blen);
     n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
     send_all(fd, head, (size_t)n);
     if (body)
         send_all(fd, body, blen);
-    static char buf[1 << 22];
-    size_t have = 0;
+    size_t cap = 1 << 22, have = 0;
+    char *buf = malloc(cap);
+    CHECK(buf != NULL);
     resp r = {0};
-    CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == 0);
+    CHECK(read_resp(fd, &r, buf, cap, &have) == 0);
+    free(buf);
     close(fd);
     return r;
+}
+
+static inline resp http(int port, const char *method, const char *path, const char *ctype, const char *body,
+                        size_t blen)
+{
+    return http_ex(port, method, path, ctype, NULL, body, blen);
 }
 
 static inline resp http_json(int port, const char *method, const char *path, const char *body)

@@ -885,6 +885,15 @@ static void test_cli(srv *s)
     o = cli_run(BIN, "stream delete metrics.cli --server 127.0.0.1:%d --token %s", s->port, TOK[T_PROD]);
     CHECK_EQ(o.rc, 1);
     free(o.text);
+    /* spillway top: refused without a token, works with any valid one. */
+    o = cli_run(BIN, "top --once --interval 100ms --server 127.0.0.1:%d", s->port);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "401") != NULL);
+    free(o.text);
+    o = cli_run(BIN, "top --once --interval 100ms --server 127.0.0.1:%d --token %s", s->port, TOK[T_CONS]);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "top ") != NULL);
+    free(o.text);
 
     /* $SPILLWAY_TOKEN */
     char cmd[2048];

@@ -1,0 +1,128 @@
+/*
+ * The dedupe table (server/dedupe.h): first use, finished answers,
+ * in-flight and conflicting keys, expiry, the entry bound, scopes, and the
+ * rebuild of complete and crash-cut requests from batches.
+ */
+#include "server/dedupe.h"
+#include "core/alloc.h"
+#include "test.h"
+
+static void test_lifecycle(void)
+{
+    spw_dd *d = spw_dd_new(1000);
+    spw_dd_entry *e = NULL;
+    spw_dd_result res = {0};
+    CHECK_EQ(spw_dd_begin(d, 1, 42, 3, 1000, &e, &res), SPW_DD_NEW);
+    CHECK(e != NULL);
+    /* In flight: a second use waits; another size is a conflict. */
+    spw_dd_entry *e2 = NULL;
+    CHECK_EQ(spw_dd_begin(d, 1, 42, 3, 1001, &e2, &res), SPW_DD_BUSY);
+    CHECK_EQ(spw_dd_begin(d, 1, 42, 4, 1001, &e2, &res), SPW_DD_CONFLICT);
+    /* Another scope, the same key: independent. */
+    CHECK_EQ(spw_dd_begin(d, 2, 42, 3, 1001, &e2, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e2, NULL, 0); /* failed: forgotten */
+    CHECK_EQ(spw_dd_begin(d, 2, 42, 3, 1002, &e2, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e2, NULL, 0);
+    spw_dd_slot slots[2] = {{.partition = 0, .count = 2, .first_offset = 10}, {.partition = 3, .count = 1, .first_offset = 7}};
+    spw_dd_result r = {.n_events = 3, .first_ticket = 555, .complete = 1, .ids_known = 1, .nslots = 2, .slots = slots};
+    spw_dd_finish(d, e, &r, 5000);
+    CHECK_EQ(spw_dd_begin(d, 1, 42, 3, 4999, &e2, &res), SPW_DD_DONE);
+    CHECK_EQ(res.n_events, 3);
+    CHECK_EQ(res.first_ticket, 555);
+    CHECK_EQ(res.nslots, 2);
+    CHECK_EQ(res.slots[1].partition, 3);
+    CHECK_EQ(res.slots[1].first_offset, 7);
+    spw_free(res.slots);
+    /* Expired: the key is new again. */
+    CHECK_EQ(spw_dd_begin(d, 1, 42, 3, 5000, &e2, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e2, NULL, 0);
+    spw_dd_stats st;
+    spw_dd_stats_get(d, &st);
+    CHECK_EQ(st.entries, 0);
+    CHECK_EQ(st.hits, 1);
+    spw_dd_free(d);
+}
+
+static void test_bound(void)
+{
+    spw_dd *d = spw_dd_new(1024);
+    spw_dd_result res = {0};
+    spw_dd_slot slot = {.partition = 0, .count = 1, .first_offset = 0};
+    spw_dd_result r = {.n_events = 1, .complete = 1, .ids_known = 1, .nslots = 1, .slots = &slot};
+    for (uint64_t k = 1; k <= 100000; k++) {
+        spw_dd_entry *e;
+        CHECK_EQ(spw_dd_begin(d, 9, k, 1, 100, &e, &res), SPW_DD_NEW);
+        spw_dd_finish(d, e, &r, 1000000);
+    }
+    spw_dd_stats st;
+    spw_dd_stats_get(d, &st);
+    /* Never more than the bound (each stripe evicts its oldest). */
+    CHECK(st.entries <= 1024);
+    CHECK(st.evicted >= 100000 - 1024);
+    /* The newest key is still known; the oldest is forgotten. */
+    spw_dd_entry *e;
+    CHECK_EQ(spw_dd_begin(d, 9, 100000, 1, 100, &e, &res), SPW_DD_DONE);
+    spw_free(res.slots);
+    CHECK_EQ(spw_dd_begin(d, 9, 1, 1, 100, &e, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e, NULL, 0);
+    /* Dropping a scope forgets its keys. */
+    spw_dd_drop_scope(d, 9);
+    spw_dd_stats_get(d, &st);
+    CHECK_EQ(st.entries, 0);
+    spw_dd_free(d);
+}
+
+static void test_restore(void)
+{
+    spw_dd *d = spw_dd_new(1000);
+    /* A request of 5 events over partitions 0 (3) and 2 (2), both stored. */
+    spw_dd_restore(d, 1, 7, 5, 900, 2, 40, 2, 10000);
+    spw_dd_restore(d, 1, 7, 5, 897, 0, 100, 3, 10000);
+    spw_dd_entry *e = NULL;
+    spw_dd_result res = {0};
+    CHECK_EQ(spw_dd_begin(d, 1, 7, 5, 50, &e, &res), SPW_DD_DONE);
+    CHECK_EQ(res.first_ticket, 897);
+    CHECK(res.complete && res.ids_known);
+    CHECK_EQ(res.nslots, 2);
+    spw_free(res.slots);
+    /* A request of 4 whose partition-1 batch was lost: partial. */
+    spw_dd_restore(d, 1, 8, 4, 1000, 0, 5, 3, 10000);
+    CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 50, &e, &res), SPW_DD_PARTIAL);
+    CHECK(!res.complete);
+    CHECK_EQ(res.nslots, 1);
+    CHECK_EQ(res.slots[0].first_offset, 5);
+    spw_free(res.slots);
+    /* While it is being completed, retries wait. */
+    spw_dd_entry *e2;
+    CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 51, &e2, &res), SPW_DD_BUSY);
+    /* Completing fails: it stays partial (what the log holds). */
+    spw_dd_finish(d, e, NULL, 0);
+    CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 52, &e, &res), SPW_DD_PARTIAL);
+    spw_free(res.slots);
+    spw_dd_slot slots[2] = {{0, 3, 5}, {1, 1, 9}};
+    spw_dd_result done = {.n_events = 4, .complete = 1, .ids_known = 0, .nslots = 2, .slots = slots};
+    spw_dd_finish(d, e, &done, 10000);
+    CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 53, &e, &res), SPW_DD_DONE);
+    CHECK(res.complete && !res.ids_known);
+    CHECK_EQ(res.nslots, 2);
+    spw_free(res.slots);
+    spw_dd_free(d);
+}
+
+static void test_keys(void)
+{
+    CHECK(spw_dd_http_key("", "a") != spw_dd_http_key("t", "a"));
+    CHECK(spw_dd_http_key("a", "") != spw_dd_http_key("", "a"));
+    CHECK(spw_dd_producer_key(1, 2) != spw_dd_producer_key(2, 1));
+    CHECK(spw_dd_producer_key(1, 2) != 0);
+}
+
+int main(void)
+{
+    test_lifecycle();
+    test_bound();
+    test_restore();
+    test_keys();
+    printf("test_dedupe: ok\n");
+    return 0;
+}
