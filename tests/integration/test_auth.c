@@ -22,6 +22,7 @@
 
 #include "core/endian.h"
 #include "net/frame.h"
+#include "binframe.h"
 #include "server.h"
 #include "spillway.h"
 
@@ -160,25 +161,6 @@ static void hup_and_wait(srv *s, const char *which, long long before)
 }
 
 /* ---- raw binary frames ---- */
-
-typedef struct frame {
-    spw_frame_hdr h;
-    uint8_t *body;
-    size_t len;
-} frame;
-
-static int recv_exact(int fd, void *p, size_t n)
-{
-    uint8_t *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
 
 /* Sends one request and reads its answer; returns the status, the error
  * code word into code (if given), the OK body into *ok (malloc'ed, if given). */

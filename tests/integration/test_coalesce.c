@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 
 #include "net/frame.h"
+#include "binframe.h"
 #include "server.h"
 
 static const char *BIN, *TBIN;
@@ -363,30 +364,6 @@ static void check_log(int port, book *b)
 
 /* ---- binary protocol ---- */
 
-static void send_frame(int fd, uint64_t id, const spw_buf *body)
-{
-    spw_buf b = SPW_BUF_INIT;
-    size_t st;
-    CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, id, &st));
-    CHECK_OK(spw_buf_reserve(&b, b.len + body->len));
-    memcpy(b.p + b.len, body->p, body->len);
-    b.len += body->len;
-    spw_frame_finish(&b, st);
-    send_all(fd, b.p, b.len);
-    spw_buf_fini(&b);
-}
-
-static void recv_exact(int fd, void *p, size_t n)
-{
-    uint8_t *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        CHECK(r > 0);
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 /* A window of WIN pipelined PRODUCEs of one keyed record each; flags as
  * given (SPW_PRODUCE_SUPERSEDE_OK or 0). Answers may come in any order. */
 static void bin_window(int binport, book *b, uint16_t flags)
@@ -414,17 +391,17 @@ static void bin_window(int binport, book *b, uint16_t flags)
         CHECK_OK(spw_produce_rec_put(&body, &r));
         spw_produce_req_set_count(&body, ca, 1);
         spw_produce_req_set_flags(&body, ca, flags);
-        send_frame(fd, (uint64_t)(first + i), &body);
+        send_frame(fd, SPW_OP_PRODUCE, (uint64_t)(first + i), &body);
     }
     spw_buf_fini(&body);
     for (int i = 0; i < WIN; i++) {
         uint8_t h[16];
-        recv_exact(fd, h, 16);
+        CHECK(recv_exact(fd, h, 16) == 0);
         spw_frame_hdr fh;
         CHECK_EQ(spw_frame_hdr_decode(h, 16, 1 << 20, &fh), 0);
         size_t len = fh.length - 12;
         uint8_t *a = malloc(len);
-        recv_exact(fd, a, len);
+        CHECK(recv_exact(fd, a, len) == 0);
         CHECK(fh.request_id >= (uint64_t)first && fh.request_id < (uint64_t)b->n);
         sent *s = &b->v[fh.request_id];
         uint16_t st;
@@ -487,17 +464,17 @@ static void bin_idem_window(int binport, const char *stream, int first)
         CHECK_OK(spw_produce_rec_put(&body, &r));
         spw_produce_req_set_count(&body, ca, 1);
         spw_produce_req_set_flags(&body, ca, SPW_PRODUCE_SUPERSEDE_OK);
-        send_frame(fd, (uint64_t)i, &body);
+        send_frame(fd, SPW_OP_PRODUCE, (uint64_t)i, &body);
     }
     spw_buf_fini(&body);
     for (int i = 0; i < WIN; i++) {
         uint8_t h[16];
-        recv_exact(fd, h, 16);
+        CHECK(recv_exact(fd, h, 16) == 0);
         spw_frame_hdr fh;
         CHECK_EQ(spw_frame_hdr_decode(h, 16, 1 << 20, &fh), 0);
         size_t len = fh.length - 12;
         uint8_t *a = malloc(len);
-        recv_exact(fd, a, len);
+        CHECK(recv_exact(fd, a, len) == 0);
         CHECK(fh.request_id < WIN);
         uint16_t st;
         const uint8_t *rest;

@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 
 #include "net/frame.h"
+#include "binframe.h"
 #include "server.h"
 
 static const char *BIN, *TBIN;
@@ -239,19 +240,6 @@ static uint64_t metric(int port, const char *name)
 }
 
 /* ---- binary protocol (raw frames) ---- */
-
-static int recv_exact(int fd, void *p, size_t n)
-{
-    uint8_t *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
 
 /* One produce frame of one event on a fresh connection: the answer's
  * status, its code word into code; on 0 the event is recorded. */

@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "net/frame.h"
+#include "binframe.h"
 #include "server.h"
 
 static const char *bin;
@@ -168,17 +169,6 @@ static void test_http_concurrent(int port)
 }
 
 /* ---- binary protocol: raw PRODUCE frames with a producer id ---- */
-
-static int recv_exact(int fd, void *p, size_t n)
-{
-    for (size_t got = 0; got < n;) {
-        ssize_t r = recv(fd, (char *)p + got, n - got, 0);
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 /* Sends one PRODUCE of n keyless records; returns the status and, when
  * 0, the first slot's offset in *off. */

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "net/frame.h"
+#include "binframe.h"
 #include "server.h"
 #include "spillway.h"
 
@@ -208,32 +209,6 @@ static void test_http(int port)
 }
 
 /* ---- binary protocol ---- */
-
-static void send_frame(int fd, uint8_t op, uint64_t id, const spw_buf *body)
-{
-    spw_buf b = SPW_BUF_INIT;
-    size_t st;
-    CHECK_OK(spw_frame_begin(&b, op, 0, id, &st));
-    CHECK_OK(spw_buf_reserve(&b, b.len + body->len));
-    memcpy(b.p + b.len, body->p, body->len);
-    b.len += body->len;
-    spw_frame_finish(&b, st);
-    send_all(fd, b.p, b.len);
-    spw_buf_fini(&b);
-}
-
-static int recv_exact(int fd, void *p, size_t n)
-{
-    uint8_t *c = p;
-    while (n) {
-        ssize_t r = recv(fd, c, n, 0);
-        if (r <= 0)
-            return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
 
 /* A PRODUCE of n records "{}" on fd; the status, error code and retry. */
 static int bin_produce(int fd, const char *stream, uint32_t n, char *code, uint32_t *retry)
