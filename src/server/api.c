@@ -24,6 +24,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/binproto.h"
+#include "net/membudget.h"
 #include "server/auth.h"
 #include "server/ratelimit.h"
 #include "net/frame.h"
@@ -813,6 +814,8 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     }
     int r = spw_api_produce(api, s, recs, c.n, UINT32_MAX, ack, 0, 0, http_produce_done, req);
     spw_free(recs);
+    if (r == 0)
+        spw_http_req_release_body(req); /* copied: the wait for the ack holds no body */
     if (r) {
         /* Not appended: the events do not count against the limit. */
         if (rkl)
@@ -1208,6 +1211,16 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          "watermark (all but priority 0 refused)\n"
          "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
          pz->budget, pz->high, pz->low, spw_pressure_level(pz));
+    if (api->buffers) {
+        spw_membudget_stats ms;
+        spw_membudget_stats_get(api->buffers, &ms);
+        outf(&b,
+             "# TYPE spillway_buffer_bytes gauge\nspillway_buffer_bytes %" PRIu64 "\n"
+             "# TYPE spillway_buffer_peak_bytes gauge\nspillway_buffer_peak_bytes %" PRIu64 "\n"
+             "# TYPE spillway_max_buffer_bytes gauge\nspillway_max_buffer_bytes %" PRIu64 "\n"
+             "# TYPE spillway_buffer_waits_total counter\nspillway_buffer_waits_total %" PRIu64 "\n",
+             ms.used, ms.peak, ms.limit, ms.waits);
+    }
     if (api->rl) {
         spw_rl_stats rs;
         spw_rl_stats_get(api->rl, &rs);
