@@ -17,9 +17,11 @@
  * time, and to the whole size of a frame as soon as its header is in, each
  * step taken from the budget all or nothing; without room the connection
  * stops reading and waits on its loop's list of waiters (a frame begun
- * still has its request-timeout clock running). Once every whole frame in
- * it is dispatched and nothing is left over, `in` is freed, so an idle
- * connection holds none of the budget.
+ * still has its request-timeout clock running) — except that a connection
+ * holding none of it still reads SMALL_READ bytes, so small requests
+ * (METADATA, FETCH, small PRODUCEs) go on while big ones wait. Once every
+ * whole frame in it is dispatched and nothing is left over, `in` is freed,
+ * so an idle connection holds none of the budget.
  */
 #include "net/binproto.h"
 #include "net/loop.h"
@@ -50,6 +52,7 @@
 #include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
+#define SMALL_READ (4u << 10) /* a read while the buffer budget is full */
 #define TICK_MS 100
 #define OUT_PAUSE_BYTES (8u << 20)
 #define FETCH_DEFAULT_BYTES (1u << 20)
@@ -1051,6 +1054,18 @@ static void conn_read(bconn *c)
          * without more of the budget); a full buffer grows by one read. */
         if (c->in.len == c->in.cap) {
             int e = in_reserve(c, c->in.len + READ_CHUNK);
+            if (e == SPW_EAGAIN && c->in.cap == 0) {
+                /* No room, and this connection holds none of the budget:
+                 * a small read still, so small requests get through;
+                 * a frame larger than that waits for its room as a whole. */
+                uint8_t *p = spw_try_malloc(SMALL_READ);
+                if (p) {
+                    spw_membudget_add(budget_of(c->loop), SMALL_READ);
+                    c->in.p = p;
+                    c->in.cap = SMALL_READ;
+                    e = 0;
+                }
+            }
             if (e == SPW_EAGAIN) {
                 wait_for_room(c);
                 conn_update_reading(c);

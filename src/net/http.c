@@ -8,11 +8,12 @@
  * stack, and only what must outlive the read is kept and counted against
  * the budget: a body, reserved whole from its Content-Length when its
  * headers end (a chunked one grows in steps as it arrives), and the bytes
- * read past a pause (pending_in). A read happens only while the budget has
- * room for one more read; a body that does not fit pauses the parser right
- * after its headers. Either way the connection waits on its loop's list of
- * waiters, which is looked at whenever the budget has room again; a
- * request paused that way still has its request-timeout clock running.
+ * read past a pause (pending_in). A body that does not fit pauses the
+ * parser right after its headers; a full read happens only while the
+ * budget has room for one (read_size says what may be read otherwise).
+ * A connection that must wait goes on its loop's list of waiters, looked
+ * at whenever the budget has room again; a request paused that way still
+ * has its request-timeout clock running.
  */
 #include "net/http.h"
 #include "net/loop.h"
@@ -44,6 +45,7 @@
 #include "net/membudget.h"
 
 #define READ_CHUNK (64u << 10)
+#define SMALL_READ (4u << 10)        /* a read while the buffer budget is full */
 #define BODY_STEP (64u << 10)        /* a chunked body grows by this much */
 #define OUT_PAUSE_BYTES (8u << 20)   /* unsent response bytes that stop reading */
 #define TICK_MS 100
@@ -74,6 +76,7 @@ struct spw_conn {
     spw_buf pending_in; /* bytes read but not parsed (paused) */
     uint64_t pin_charged; /* budget held by pending_in */
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
+    int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int paused, want_out, close_after, closed, error_sent;
     int mem_wait; /* on the loop's waiters: no room in the buffer budget */
     uint64_t last_active_ms, req_start_ms;
@@ -215,6 +218,7 @@ static int body_take(spw_http_req *r, size_t n)
     spw_membudget_give(m, r->charged); /* what it held before (nothing, in practice) */
     r->body.cap = n;
     r->charged = n;
+    r->conn->body_whole = 1;
     return 0;
 }
 
@@ -496,6 +500,7 @@ static int on_message_begin(http_parser *p)
 {
     spw_conn *c = p->data;
     c->cur = spw_xcalloc(1, sizeof *c->cur);
+    c->body_whole = 0;
     memcpy(c->cur->peer, c->peer, sizeof c->peer);
     c->cur->conn = c;
     c->cur->loop = c->loop;
@@ -779,6 +784,27 @@ static void conn_resume(spw_conn *c)
 
 /* Lets waiting connections go on while the budget has room; those it
  * cannot take yet go back on the list. */
+/*
+ * How much c may read now (0: nothing, wait for room). What a read leaves
+ * behind is counted after it, so with room for a whole read: a whole one.
+ * Without: a body reserved whole reads on to its end (its memory is
+ * there); a connection holding none of the budget reads SMALL_READ (a
+ * request without a body — /healthz, /metrics, a read — still gets
+ * through, and what it can leave behind is that little); the others (a
+ * chunked body growing, bytes kept past a pause) wait.
+ */
+static size_t read_size(spw_conn *c)
+{
+    if (spw_membudget_room(budget_of(c->loop), READ_CHUNK))
+        return READ_CHUNK;
+    spw_http_req *r = c->cur;
+    if (c->body_whole && r && r->body.len < r->body.cap)
+        return r->body.cap - r->body.len < READ_CHUNK ? r->body.cap - r->body.len : READ_CHUNK;
+    if (c->pin_charged == 0 && (!r || r->charged == 0))
+        return SMALL_READ;
+    return 0;
+}
+
 static void conn_read(spw_conn *c);
 static void wake_waiters(spw_http_loop *l)
 {
@@ -809,13 +835,12 @@ static void conn_read(spw_conn *c)
 {
     char buf[READ_CHUNK];
     for (int rounds = 0; rounds < 8 && !c->paused && !c->closed && !c->mem_wait; rounds++) {
-        /* What a read leaves behind is counted after it: read only with
-         * room for a whole one. */
-        if (!spw_membudget_room(budget_of(c->loop), READ_CHUNK)) {
+        size_t want = read_size(c);
+        if (!want) {
             wait_for_room(c);
             return;
         }
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        ssize_t n = recv(c->fd, buf, want, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -839,7 +864,7 @@ static void conn_read(spw_conn *c)
         if (!c->req_start_ms)
             c->req_start_ms = c->last_active_ms;
         conn_parse(c, buf, (size_t)n);
-        if ((size_t)n < sizeof buf)
+        if ((size_t)n < want)
             return;
     }
 }

@@ -18,9 +18,13 @@
  * frame is reserved before it is read, so a request that was let in never
  * needs more to finish: no two half-read requests wait on each other);
  * spw_membudget_room asks whether one more read fits, and what that read
- * leaves behind is added with spw_membudget_add. So the counter passes the
- * limit by at most one read per I/O thread. All calls are lock-free and
- * callable from any thread; a NULL budget means no limit.
+ * leaves behind is added with spw_membudget_add. A connection that holds
+ * none of the budget may still read a few KiB when it is full (the front
+ * ends' SMALL_READ), so requests without a body — /healthz, /metrics, a
+ * fetch — are never starved by big ones. So the counter passes the limit
+ * by at most one read per I/O thread plus SMALL_READ per connection. All
+ * calls are lock-free and callable from any thread; a NULL budget means
+ * no limit.
  */
 #ifndef SPW_MEMBUDGET_H
 #define SPW_MEMBUDGET_H

@@ -358,6 +358,75 @@ static void test_budget_timeout(const char *tmp)
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 }
 
+/* ---- unsent answers ---- */
+
+/*
+ * A client that pipelines reads and does not read the answers: the server
+ * stops reading its requests once 8 MiB of answers wait unsent
+ * (docs/operations.md "Memory"), instead of building every answer. 40
+ * reads of ~3 MB each would be ~120 MB; the server's RSS must grow by far
+ * less, and once the client reads, every answer comes, whole and in order.
+ */
+static void test_unsent_answers(const char *tmp)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/unsent", tmp);
+    mkdir(dir, 0755);
+    const char *extra[] = {"--io-threads", "1", NULL};
+    srv s;
+    srv_start(&s, TBIN, dir, extra);
+    resp r = http_json(s.port, "PUT", "/v1/streams/r", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    /* 10,000 events of ~300 bytes: one read answer of ~3 MB. */
+    size_t cap = 4u << 20, n = 0;
+    char *nd = malloc(cap);
+    for (int i = 0; i < 10000; i++) {
+        n += (size_t)sprintf(nd + n, "{\"i\":%d,\"pad\":\"", i);
+        memset(nd + n, 'p', 260);
+        n += 260;
+        n += (size_t)sprintf(nd + n, "\"}\n");
+    }
+    r = http(s.port, "POST", "/v1/streams/r/events", "application/x-ndjson", nd, n);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    free(nd);
+    long rss0 = rss_kib(s.pid);
+
+    enum { NREADS = 40 };
+    static const char get[] = "GET /v1/streams/r/events?partition=0&offset=0&limit=10000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    int fd = tcp_connect(s.port);
+    int small = 64 << 10; /* a small receive buffer, so the answers stay in the server */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    for (int i = 0; i < NREADS; i++)
+        send_all(fd, get, sizeof get - 1);
+    /* Until the server's memory stops moving (bounded). */
+    long rss1 = rss_kib(s.pid), prev = -1;
+    for (int i = 0; i < 100 && rss1 != prev; i++) {
+        usleep(100000);
+        prev = rss1;
+        rss1 = rss_kib(s.pid);
+    }
+    printf("unsent answers: VmRSS %ld -> %ld KiB with %d reads of ~3 MB pipelined, none read\n", rss0, rss1, NREADS);
+    CHECK(rss1 - rss0 < 40 * 1024);
+    size_t bcap = 16u << 20, have = 0;
+    char *buf = malloc(bcap);
+    size_t first_len = 0;
+    for (int i = 0; i < NREADS; i++) {
+        resp a;
+        CHECK(read_resp(fd, &a, buf, bcap, &have) == 0);
+        CHECK_EQ(a.status, 200);
+        if (i == 0)
+            first_len = a.body_len;
+        CHECK(a.body_len > (size_t)2800000);
+        CHECK_EQ(a.body_len, first_len);
+        free(a.body);
+    }
+    free(buf);
+    close(fd);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+}
+
 /* ---- what a connection costs ---- */
 
 /*
@@ -1057,6 +1126,7 @@ int main(int argc, char **argv)
     TBIN = argv[2];
     char *tmp = spw_test_tmpdir("overload");
     test_conn_cost(tmp);
+    test_unsent_answers(tmp);
     test_buffer_budget(tmp);
     test_budget_timeout(tmp);
     test_overload(tmp);
