@@ -782,8 +782,6 @@ static void conn_resume(spw_conn *c)
     }
 }
 
-/* Lets waiting connections go on while the budget has room; those it
- * cannot take yet go back on the list. */
 /*
  * How much c may read now (0: nothing, wait for room). What a read leaves
  * behind is counted after it, so with room for a whole read: a whole one.
@@ -806,6 +804,9 @@ static size_t read_size(spw_conn *c)
 }
 
 static void conn_read(spw_conn *c);
+
+/* Lets waiting connections go on while the budget has room; those it
+ * cannot take yet go back on the list. */
 static void wake_waiters(spw_http_loop *l)
 {
     spw_conn *w = l->waiters;

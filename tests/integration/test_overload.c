@@ -254,6 +254,10 @@ static void test_buffer_budget(const char *tmp)
             big_pump(&b[i], b[i].len - 10);
         usleep(2000);
     }
+    /* Full, and still answering requests without a body. */
+    resp hz = http_json(s.port, "GET", "/healthz", NULL);
+    CHECK_EQ(hz.status, 200);
+    free(hz.body);
     double used = metric(s.port, "spillway_buffer_bytes");
     double peak = metric(s.port, "spillway_buffer_peak_bytes");
     double waits = metric(s.port, "spillway_buffer_waits_total");
