@@ -12,7 +12,16 @@
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
  * checked against max_frame_bytes before we wait for it); requests in
  * flight are capped by max_pipelined and unsent answers by OUT_PAUSE_BYTES:
- * past either the loop stops reading that socket.
+ * past either the loop stops reading that socket. `in` is memory of the
+ * buffer budget shared with HTTP (net/membudget.h): it grows a read at a
+ * time, and to the whole size of a frame as soon as its header is in, each
+ * step taken from the budget all or nothing; without room the connection
+ * stops reading and waits on its loop's list of waiters (a frame begun
+ * still has its request-timeout clock running) — except that a connection
+ * holding none of it still reads SMALL_READ bytes, so small requests
+ * (METADATA, FETCH, small PRODUCEs) go on while big ones wait. Once every
+ * whole frame in it is dispatched and nothing is left over, `in` is freed,
+ * so an idle connection holds none of the budget.
  */
 #include "net/binproto.h"
 #include "net/loop.h"
@@ -38,10 +47,12 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/frame.h"
+#include "net/membudget.h"
 #include "server/auth.h"
 #include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
+#define SMALL_READ (4u << 10) /* a read while the buffer budget is full */
 #define TICK_MS 100
 #define OUT_PAUSE_BYTES (8u << 20)
 #define FETCH_DEFAULT_BYTES (1u << 20)
@@ -54,7 +65,7 @@ typedef struct bloop bloop;
 typedef struct bconn {
     int fd;
     bloop *loop;
-    spw_buf in;
+    spw_buf in; /* in.cap bytes are taken from the buffer budget */
     size_t in_off;
     spw_buf out;
     size_t out_off;
@@ -62,11 +73,13 @@ typedef struct bconn {
     int paused, want_out, close_after, closed;
     int rdhup; /* peer shut its side down: stop watching for it (level-triggered) */
     int held;  /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
+    int mem_wait; /* on the loop's waiters: no room in the buffer budget */
     uint64_t last_active_ms, frame_start_ms;
     char peer[64];   /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     spw_auth_session auth; /* the AUTH login (server/auth.h) */
     struct bconn *prev, *next;
+    struct bconn *wprev, *wnext; /* the loop's waiters */
 } bconn;
 
 struct bloop {
@@ -77,6 +90,8 @@ struct bloop {
     int stopping;
     uint32_t inflight;
     uint32_t nheld; /* connections held by pressure */
+    bconn *waiters, *waiters_tail; /* connections waiting for the buffer budget, oldest first */
+    int rewaking;                  /* in wake_waiters: a wait again is not a new one */
 };
 
 struct spw_bin_server {
@@ -116,11 +131,102 @@ static void set_events(bconn *c)
     epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* ---- the buffer budget ---- */
+
+static spw_membudget *budget_of(bloop *l) { return l->srv->cfg.buffers; }
+
+/*
+ * Makes room for need bytes in `in` (rounded up to a read), taking the
+ * growth from the budget: 0, SPW_EAGAIN (no room now), SPW_ENOMEM.
+ */
+static int in_reserve(bconn *c, size_t need)
+{
+    if (need <= c->in.cap)
+        return 0;
+    size_t cap = (need + READ_CHUNK - 1) / READ_CHUNK * READ_CHUNK;
+    spw_membudget *m = budget_of(c->loop);
+    if (spw_membudget_take(m, cap - c->in.cap))
+        return SPW_EAGAIN;
+    uint8_t *p = spw_try_realloc(c->in.p, cap);
+    if (!p) {
+        spw_membudget_give(m, cap - c->in.cap);
+        return SPW_ENOMEM;
+    }
+    c->in.p = p;
+    c->in.cap = cap;
+    return 0;
+}
+
+static void in_free(bconn *c)
+{
+    spw_membudget_give(budget_of(c->loop), c->in.cap);
+    spw_buf_fini(&c->in);
+    c->in_off = 0;
+}
+
+static void conn_update_reading(bconn *c);
+
+/* Stops reading c until the budget has room (the loop's waiters). */
+static void wait_for_room(bconn *c)
+{
+    bloop *l = c->loop;
+    if (c->mem_wait)
+        return;
+    c->mem_wait = 1;
+    c->wnext = NULL;
+    c->wprev = l->waiters_tail;
+    if (l->waiters_tail)
+        l->waiters_tail->wnext = c;
+    else
+        l->waiters = c;
+    l->waiters_tail = c;
+    if (!l->rewaking)
+        spw_membudget_waited(budget_of(l));
+}
+
+static void unwait(bconn *c)
+{
+    bloop *l = c->loop;
+    if (!c->mem_wait)
+        return;
+    c->mem_wait = 0;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        l->waiters = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        l->waiters_tail = c->wprev;
+    c->wprev = c->wnext = NULL;
+}
+
+/* Lets waiting connections read again; those the budget still cannot
+ * take go back on the list (conn_read, conn_process). */
+static void wake_waiters(bloop *l)
+{
+    bconn *w = l->waiters;
+    l->waiters = l->waiters_tail = NULL;
+    for (bconn *x = w; x; x = x->wnext)
+        x->mem_wait = 0;
+    l->rewaking = 1;
+    while (w) {
+        bconn *next = w->wnext;
+        w->wprev = w->wnext = NULL;
+        conn_update_reading(w); /* unpaused: frames already buffered go on */
+        w = next;
+    }
+    l->rewaking = 0;
+}
+
 static void conn_close(bconn *c)
 {
     if (c->closed)
         return;
     c->closed = 1;
+    unwait(c);
+    /* `in` stays until conn_free: a handler may still be reading a frame
+     * in it (an answer it could not encode closes the connection). */
     if (c->held) {
         c->held = 0;
         c->loop->nheld--;
@@ -142,7 +248,7 @@ static void conn_close(bconn *c)
 static void conn_free(bconn *c)
 {
     spw_auth_session_fini(&c->auth);
-    spw_buf_fini(&c->in);
+    in_free(c);
     spw_buf_fini(&c->out);
     spw_free(c);
 }
@@ -217,7 +323,7 @@ static void conn_update_reading(bconn *c)
     if (c->closed)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
-    int want_pause = c->close_after || c->held || c->loop->stopping || c->inflight >= cap ||
+    int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
                      c->out.len - c->out_off > OUT_PAUSE_BYTES;
     if (want_pause != c->paused) {
         c->paused = want_pause;
@@ -286,7 +392,8 @@ static void conn_fatal(bconn *c, uint16_t status, const char *code, const char *
     atomic_fetch_add(&c->loop->srv->st_rejected, 1);
     send_error(c, 0, 0, status, 0, code, "%s; closing the connection", msg);
     c->close_after = 1;
-    c->in.len = c->in_off = 0;
+    unwait(c);
+    in_free(c);
     conn_flush(c);
     conn_update_reading(c);
 }
@@ -939,7 +1046,7 @@ static void conn_process(bconn *c)
 {
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
-    while (!c->closed && !c->close_after && !c->loop->stopping && c->inflight < cap &&
+    while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
            c->out.len - c->out_off <= OUT_PAUSE_BYTES) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
@@ -960,7 +1067,17 @@ static void conn_process(bconn *c)
         }
         size_t whole = 4 + (size_t)h.length;
         if (avail < whole) {
-            if (spw_buf_reserve(&c->in, c->in_off + whole)) {
+            /* Room for the whole frame now, so that once let in it never
+             * needs more of the budget to finish. */
+            if (c->in_off) {
+                memmove(c->in.p, c->in.p + c->in_off, avail);
+                c->in.len = avail;
+                c->in_off = 0;
+            }
+            int e = in_reserve(c, whole);
+            if (e == SPW_EAGAIN)
+                wait_for_room(c);
+            else if (e) {
                 conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for the frame");
                 return;
             }
@@ -989,8 +1106,8 @@ static void conn_process(bconn *c)
     }
     if (rest == 0) {
         c->frame_start_ms = 0;
-        if (c->in.cap > (1u << 20))
-            spw_buf_fini(&c->in);
+        if (!c->held)
+            in_free(c); /* an idle connection holds none of the budget */
     } else if (!c->frame_start_ms) {
         c->frame_start_ms = now_ms();
     }
@@ -1000,11 +1117,34 @@ static void conn_process(bconn *c)
 static void conn_read(bconn *c)
 {
     for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
-        if (spw_buf_reserve(&c->in, c->in.len + READ_CHUNK)) {
-            conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for input");
-            return;
+        /* Into the room there is (a frame reserved whole reads to its end
+         * without more of the budget); a full buffer grows by one read. */
+        if (c->in.len == c->in.cap) {
+            int e = in_reserve(c, c->in.len + READ_CHUNK);
+            if (e == SPW_EAGAIN && c->in.cap == 0) {
+                /* No room, and this connection holds none of the budget:
+                 * a small read still, so small requests get through;
+                 * a frame larger than that waits for its room as a whole. */
+                uint8_t *p = spw_try_malloc(SMALL_READ);
+                if (p) {
+                    spw_membudget_add(budget_of(c->loop), SMALL_READ);
+                    c->in.p = p;
+                    c->in.cap = SMALL_READ;
+                    e = 0;
+                }
+            }
+            if (e == SPW_EAGAIN) {
+                wait_for_room(c);
+                conn_update_reading(c);
+                return;
+            }
+            if (e) {
+                conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for input");
+                return;
+            }
         }
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, READ_CHUNK, 0);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, room < READ_CHUNK ? room : READ_CHUNK, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1015,7 +1155,7 @@ static void conn_read(bconn *c)
         if (n == 0) {
             /* Peer closed its side: answer what is in flight, then close. */
             c->close_after = 1;
-            c->in.len = c->in_off = 0;
+            in_free(c);
             if (c->inflight == 0 && c->out.len == c->out_off)
                 conn_close(c);
             else
@@ -1025,7 +1165,7 @@ static void conn_read(bconn *c)
         c->in.len += (size_t)n;
         c->last_active_ms = now_ms();
         conn_process(c);
-        if ((size_t)n < READ_CHUNK)
+        if ((size_t)n < room && (size_t)n < READ_CHUNK)
             return;
     }
 }
@@ -1071,6 +1211,8 @@ static void check_timeouts(bloop *l)
     bconn *c = l->conns;
     while (c) {
         bconn *next = c->next;
+        if (c->mem_wait && !c->frame_start_ms)
+            c->last_active_ms = now; /* its bytes wait on us, not on the client */
         if (c->held) {
             c->frame_start_ms = now; /* waiting on us, not on the client */
         } else if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
@@ -1124,6 +1266,8 @@ static void *loop_main(void *arg)
         }
         if (l->nheld)
             release_held(l); /* as soon as pressure falls, not a tick later */
+        if (l->waiters && spw_membudget_room(budget_of(l), READ_CHUNK))
+            wake_waiters(l); /* likewise for the buffer budget */
         if (l->zombies)
             sweep(l, 0);
         uint64_t now = now_ms();

@@ -35,6 +35,7 @@ typedef struct spw_bin_config {
     uint32_t idle_timeout_ms;
     uint32_t request_timeout_ms; /* a frame must arrive whole within */
     uint32_t max_pipelined;      /* requests in flight per connection */
+    struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
 } spw_bin_config;
 
 /* Binds and starts the loops. api must outlive the server. 0 or -errno. */

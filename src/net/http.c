@@ -3,6 +3,17 @@
  * a connection happens on its loop's thread, so connections need no locks.
  * The only cross-thread path is spw_http_loop_post (a mutex-protected list
  * and an eventfd).
+ *
+ * Input memory (net/membudget.h): a socket is read into a buffer on the
+ * stack, and only what must outlive the read is kept and counted against
+ * the budget: a body, reserved whole from its Content-Length when its
+ * headers end (a chunked one grows in steps as it arrives), and the bytes
+ * read past a pause (pending_in). A body that does not fit pauses the
+ * parser right after its headers; a full read happens only while the
+ * budget has room for one (read_size says what may be read otherwise).
+ * A connection that must wait goes on its loop's list of waiters, looked
+ * at whenever the budget has room again; a request paused that way still
+ * has its request-timeout clock running.
  */
 #include "net/http.h"
 #include "net/loop.h"
@@ -31,8 +42,12 @@
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "net/membudget.h"
 
 #define READ_CHUNK (64u << 10)
+#define SMALL_READ (4u << 10)        /* a read while the buffer budget is full */
+#define BODY_STEP (64u << 10)        /* a chunked body grows by this much */
+#define OUT_PAUSE_BYTES (8u << 20)   /* unsent response bytes that stop reading */
 #define TICK_MS 100
 
 typedef struct slot {
@@ -59,9 +74,14 @@ struct spw_conn {
     spw_buf out;
     size_t out_off;
     spw_buf pending_in; /* bytes read but not parsed (paused) */
+    uint64_t pin_charged; /* budget held by pending_in */
+    uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
+    int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int paused, want_out, close_after, closed, error_sent;
+    int mem_wait; /* on the loop's waiters: no room in the buffer budget */
     uint64_t last_active_ms, req_start_ms;
     spw_conn *prev, *next;
+    spw_conn *wprev, *wnext; /* the loop's waiters */
 };
 
 struct spw_http_loop {
@@ -69,6 +89,8 @@ struct spw_http_loop {
     spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */
     spw_conn *conns;
     spw_conn *zombies; /* closed, freed once every request is answered */
+    spw_conn *waiters, *waiters_tail; /* connections waiting for the buffer budget, oldest first */
+    int rewaking;                     /* in wake_waiters: a wait again is not a new one */
     int stopping;
     uint32_t inflight; /* requests dispatched, not answered */
 };
@@ -117,6 +139,89 @@ const char *spw_http_reason(int s)
     }
 }
 
+/* ---- the buffer budget ---- */
+
+static spw_membudget *budget_of(spw_http_loop *l) { return l->srv->cfg.buffers; }
+
+static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off; }
+
+/* Frees a request's body and gives its bytes back. */
+static void req_body_free(spw_http_req *r)
+{
+    spw_buf_fini(&r->body);
+    spw_membudget_give(budget_of(r->loop), r->charged);
+    r->charged = 0;
+}
+
+void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
+
+static void pin_free(spw_conn *c)
+{
+    spw_buf_fini(&c->pending_in);
+    spw_membudget_give(budget_of(c->loop), c->pin_charged);
+    c->pin_charged = 0;
+}
+
+static void set_events(spw_conn *c);
+
+/* Stops reading c until the budget has room (the loop's waiters). */
+static void wait_for_room(spw_conn *c)
+{
+    spw_http_loop *l = c->loop;
+    if (c->mem_wait)
+        return;
+    c->mem_wait = 1;
+    c->wnext = NULL;
+    c->wprev = l->waiters_tail;
+    if (l->waiters_tail)
+        l->waiters_tail->wnext = c;
+    else
+        l->waiters = c;
+    l->waiters_tail = c;
+    if (!l->rewaking)
+        spw_membudget_waited(budget_of(l));
+    set_events(c);
+}
+
+static void unwait(spw_conn *c)
+{
+    spw_http_loop *l = c->loop;
+    if (!c->mem_wait)
+        return;
+    c->mem_wait = 0;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        l->waiters = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        l->waiters_tail = c->wprev;
+    c->wprev = c->wnext = NULL;
+}
+
+/*
+ * Reserves a body of n bytes (a Content-Length) for r, whole: 0, SPW_EAGAIN
+ * when the budget has no room for it now, SPW_ENOMEM.
+ */
+static int body_take(spw_http_req *r, size_t n)
+{
+    spw_membudget *m = budget_of(r->loop);
+    if (spw_membudget_take(m, n))
+        return SPW_EAGAIN;
+    uint8_t *p = spw_try_realloc(r->body.p, n);
+    if (!p) {
+        spw_membudget_give(m, n);
+        return SPW_ENOMEM;
+    }
+    r->body.p = p;
+    spw_membudget_give(m, r->charged); /* what it held before (nothing, in practice) */
+    r->body.cap = n;
+    r->charged = n;
+    r->conn->body_whole = 1;
+    return 0;
+}
+
 /* ---- connection teardown ---- */
 
 static void conn_free(spw_conn *c)
@@ -126,13 +231,14 @@ static void conn_free(spw_conn *c)
     for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
         spw_buf_fini(&c->slots[i].resp);
     if (c->cur) {
-        spw_buf_fini(&c->cur->body);
+        req_body_free(c->cur);
+        spw_free(c->cur->url_mem);
         spw_free(c->cur);
     }
     spw_free(c->slots);
     spw_buf_fini(&c->url);
     spw_buf_fini(&c->out);
-    spw_buf_fini(&c->pending_in);
+    pin_free(c);
     spw_free(c);
 }
 
@@ -153,6 +259,13 @@ static void conn_close(spw_conn *c)
         c->closed = 1;
         epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
+        /* Nothing more is read: what input held goes back at once, not
+         * when the last answer lets the struct go. */
+        unwait(c);
+        c->body_wait = 0;
+        pin_free(c);
+        if (c->cur)
+            req_body_free(c->cur);
         atomic_fetch_sub(&c->loop->srv->nconns, 1);
         if (c->prev)
             c->prev->next = c->next;
@@ -186,7 +299,8 @@ static void set_events(spw_conn *c)
 {
     /* No EPOLLRDHUP while paused: it is level-triggered, and a peer that
      * half-closed would make the loop spin until the connection resumes. */
-    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_out ? EPOLLOUT : 0),
+    int reading = !c->paused && !c->mem_wait;
+    struct epoll_event ev = {.events = (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->want_out ? EPOLLOUT : 0),
                              .data.ptr = c};
     epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -267,7 +381,8 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
     loop->inflight--;
-    spw_buf_fini(&req->body);
+    req_body_free(req);
+    spw_free(req->url_mem);
     spw_free(req);
     if (!s)
         return; /* cannot happen: every dispatched request has a slot */
@@ -350,6 +465,7 @@ static void conn_fail(spw_conn *c, int status, const char *code, const char *msg
     }
     c->error_sent = 1;
     c->close_after = 1;
+    c->body_wait = 0;
     atomic_fetch_add(&c->loop->srv->st_rejected, 1);
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     if (c->s_len == cap) {
@@ -372,6 +488,7 @@ static int on_message_begin(http_parser *p)
 {
     spw_conn *c = p->data;
     c->cur = spw_xcalloc(1, sizeof *c->cur);
+    c->body_whole = 0;
     memcpy(c->cur->peer, c->peer, sizeof c->peer);
     c->cur->conn = c;
     c->cur->loop = c->loop;
@@ -487,8 +604,21 @@ static int on_headers_complete(http_parser *p)
     case HTTP_HEAD: r->method = SPW_HTTP_HEAD; break;
     default: r->method = SPW_HTTP_OTHER; break;
     }
-    if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH))
-        spw_buf_reserve(&r->body, (size_t)p->content_length);
+    /* The whole body is reserved now, so a request let in never needs
+     * more of the budget to finish; without room, the parser pauses here
+     * (before the body) until there is (conn_resume). */
+    if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
+        int e = body_take(r, (size_t)p->content_length);
+        if (e == SPW_ENOMEM) {
+            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            return -1;
+        }
+        if (e) {
+            c->body_wait = p->content_length;
+            wait_for_room(c);
+            http_parser_pause(p, 1);
+        }
+    }
     return 0;
 }
 
@@ -500,9 +630,20 @@ static int on_body(http_parser *p, const char *at, size_t n)
         conn_fail(c, 413, "body_too_large", "request body exceeds max_request_bytes");
         return -1;
     }
-    if (spw_buf_reserve(&r->body, r->body.len + n)) {
-        conn_fail(c, 503, "overloaded", "out of memory for the request body");
-        return -1;
+    if (r->body.len + n > r->body.cap) {
+        /* Chunked (a Content-Length body was reserved whole): grow in
+         * steps, counted as they come. These bytes are read already; the
+         * next read waits if they took the last of the budget. */
+        size_t cap = (r->body.len + n + BODY_STEP - 1) / BODY_STEP * BODY_STEP;
+        uint8_t *np = spw_try_realloc(r->body.p, cap);
+        if (!np) {
+            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            return -1;
+        }
+        spw_membudget_add(budget_of(c->loop), cap - r->body.cap);
+        r->charged += cap - r->body.cap;
+        r->body.p = np;
+        r->body.cap = cap;
     }
     memcpy(r->body.p + r->body.len, at, n);
     r->body.len += n;
@@ -516,7 +657,8 @@ static int on_message_complete(http_parser *p)
     spw_http_req *r = c->cur;
     c->cur = NULL;
     c->req_start_ms = 0;
-    /* The URL buffer is per connection: give the request its own copy. */
+    /* The URL buffer is per connection: give the request its own copy,
+     * apart from the body (which the handler may release early). */
     char *u = (char *)c->url.p;
     size_t ul = c->url.len;
     char *q = memchr(u, '?', ul);
@@ -530,17 +672,9 @@ static int on_message_complete(http_parser *p)
     } else {
         copy[pl + 1] = 0;
     }
-    /* Keep the URL with the body buffer so it is freed with the request. */
-    size_t body_len = r->body.len;
-    if (spw_buf_reserve(&r->body, body_len + ul + 2) == 0) {
-        memcpy(r->body.p + body_len, copy, ul + 2);
-        r->path = (char *)r->body.p + body_len;
-        r->query = r->path + pl + 1;
-    } else {
-        r->path = "";
-        r->query = "";
-    }
-    spw_free(copy);
+    r->url_mem = copy;
+    r->path = copy;
+    r->query = copy + pl + 1;
     r->path_len = strlen(r->path);
     if (!http_should_keep_alive(p))
         c->close_after = 1;
@@ -554,7 +688,7 @@ static int on_message_complete(http_parser *p)
     srv->handler(srv->ctx, r);
     if (c->closed)
         return -1;
-    if (c->s_len == cap || c->close_after)
+    if (c->s_len == cap || c->close_after || out_unsent(c) > OUT_PAUSE_BYTES)
         http_parser_pause(p, 1);
     return 0;
 }
@@ -572,6 +706,11 @@ static void conn_parse(spw_conn *c, const char *buf, size_t n)
             if (n > used && spw_buf_reserve(&c->pending_in, n - used) == 0) {
                 memcpy(c->pending_in.p, buf + used, n - used);
                 c->pending_in.len = n - used;
+            }
+            /* Read already: counted whatever the room (one read at most). */
+            if (c->pending_in.cap > c->pin_charged) {
+                spw_membudget_add(budget_of(c->loop), c->pending_in.cap - c->pin_charged);
+                c->pin_charged = c->pending_in.cap;
             }
         }
         c->paused = 1;
@@ -596,26 +735,101 @@ static void conn_parse(spw_conn *c, const char *buf, size_t n)
     }
 }
 
+/* Parses again after a pause, once nothing holds it: pipelining, unsent
+ * answers, a body waiting for the budget. */
 static void conn_resume(spw_conn *c)
 {
     if (c->close_after || c->closed)
         return;
+    if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES)
+        return;
+    if (c->body_wait) {
+        int e = body_take(c->cur, (size_t)c->body_wait);
+        if (e == SPW_EAGAIN) {
+            wait_for_room(c);
+            return;
+        }
+        c->body_wait = 0;
+        unwait(c);
+        if (e) {
+            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            return;
+        }
+    }
     c->paused = 0;
     http_parser_pause(&c->parser, 0);
     set_events(c);
     if (c->pending_in.len) {
         spw_buf in = c->pending_in;
+        uint64_t charged = c->pin_charged;
         c->pending_in = (spw_buf)SPW_BUF_INIT;
+        c->pin_charged = 0;
         conn_parse(c, (const char *)in.p, in.len);
         spw_buf_fini(&in);
+        spw_membudget_give(budget_of(c->loop), charged);
     }
+}
+
+/*
+ * How much c may read now (0: nothing, wait for room). What a read leaves
+ * behind is counted after it, so with room for a whole read: a whole one.
+ * Without: a body reserved whole reads on to its end (its memory is
+ * there); a connection holding none of the budget reads SMALL_READ (a
+ * request without a body — /healthz, /metrics, a read — still gets
+ * through, and what it can leave behind is that little); the others (a
+ * chunked body growing, bytes kept past a pause) wait.
+ */
+static size_t read_size(spw_conn *c)
+{
+    if (spw_membudget_room(budget_of(c->loop), READ_CHUNK))
+        return READ_CHUNK;
+    spw_http_req *r = c->cur;
+    if (c->body_whole && r && r->body.len < r->body.cap)
+        return r->body.cap - r->body.len < READ_CHUNK ? r->body.cap - r->body.len : READ_CHUNK;
+    if (c->pin_charged == 0 && (!r || r->charged == 0))
+        return SMALL_READ;
+    return 0;
+}
+
+static void conn_read(spw_conn *c);
+
+/* Lets waiting connections go on while the budget has room; those it
+ * cannot take yet go back on the list. */
+static void wake_waiters(spw_http_loop *l)
+{
+    spw_conn *w = l->waiters;
+    l->waiters = l->waiters_tail = NULL;
+    /* Off the list first, all of them: whatever happens to one below
+     * (closed, waiting again) then touches only the loop's new list. */
+    for (spw_conn *x = w; x; x = x->wnext)
+        x->mem_wait = 0;
+    l->rewaking = 1;
+    while (w) {
+        spw_conn *next = w->wnext;
+        w->wprev = w->wnext = NULL;
+        if (!w->closed) {
+            if (w->body_wait) {
+                conn_resume(w);
+            } else {
+                set_events(w);
+                conn_read(w);
+            }
+        }
+        w = next;
+    }
+    l->rewaking = 0;
 }
 
 static void conn_read(spw_conn *c)
 {
     char buf[READ_CHUNK];
-    for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    for (int rounds = 0; rounds < 8 && !c->paused && !c->closed && !c->mem_wait; rounds++) {
+        size_t want = read_size(c);
+        if (!want) {
+            wait_for_room(c);
+            return;
+        }
+        ssize_t n = recv(c->fd, buf, want, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -639,7 +853,7 @@ static void conn_read(spw_conn *c)
         if (!c->req_start_ms)
             c->req_start_ms = c->last_active_ms;
         conn_parse(c, buf, (size_t)n);
-        if ((size_t)n < sizeof buf)
+        if ((size_t)n < want)
             return;
     }
 }
@@ -694,6 +908,8 @@ static void check_timeouts(spw_http_loop *l)
     spw_conn *c = l->conns;
     while (c) {
         spw_conn *next = c->next;
+        if (c->mem_wait && !c->req_start_ms)
+            c->last_active_ms = now; /* its bytes wait on us, not on the client */
         if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms && !c->error_sent) {
             conn_fail(c, 408, "request_timeout", "request not received in time");
         } else if (!c->cur && c->s_len == 0 && c->out.len == c->out_off &&
@@ -734,9 +950,12 @@ static void *loop_main(void *arg)
             /* Reset or error while paused: nothing more can be read or sent,
              * and EPOLLHUP/EPOLLERR cannot be masked; close (answers still
              * in flight are dropped when they come, see sweep). */
-            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && c->paused && !c->closed)
+            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && (c->paused || c->mem_wait) && !c->closed)
                 conn_close(c);
         }
+        /* As soon as the budget has room, not a tick later. */
+        if (l->waiters && spw_membudget_room(budget_of(l), READ_CHUNK))
+            wake_waiters(l);
         if (l->zombies)
             sweep(l, 0);
         uint64_t now = now_ms();

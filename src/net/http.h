@@ -12,9 +12,13 @@
  * runs a function on the request's loop.
  *
  * Limits (docs/operations.md): connections, header bytes, body bytes, idle
- * and slow-request timeouts, pipelined requests in flight per connection;
- * a connection over a limit is answered (431/413/408) and closed, or paused
- * (pipelining) until its earlier responses are sent.
+ * and slow-request timeouts, pipelined requests in flight per connection,
+ * unsent response bytes per connection; a connection over a limit is
+ * answered (431/413/408) and closed, or paused (pipelining, unsent
+ * responses) until its earlier responses are sent. Input memory is shared:
+ * request bodies and bytes read ahead count against one budget for all
+ * connections (net/membudget.h, max-buffer-bytes); a connection that would
+ * pass it is not read until memory comes back.
  */
 #ifndef SPW_HTTP_H
 #define SPW_HTTP_H
@@ -49,6 +53,9 @@ typedef struct spw_http_req {
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     int answered;
     void *user; /* handler state for an asynchronous answer */
+    /* http.c's own: */
+    uint64_t charged; /* bytes of the buffer budget body holds */
+    char *url_mem;    /* path and query */
 } spw_http_req;
 
 typedef struct spw_http_config {
@@ -60,6 +67,7 @@ typedef struct spw_http_config {
     uint32_t idle_timeout_ms;
     uint32_t request_timeout_ms; /* from a request's first byte to its last */
     uint32_t max_pipelined;      /* requests in flight per connection */
+    struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
 } spw_http_config;
 
 typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);
@@ -79,6 +87,14 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms);
  */
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len);
+/*
+ * The handler is done with req->body (it copied what it keeps): frees it
+ * and gives its bytes back to the buffer budget, so that a request waiting
+ * for its answer (a produce waiting for fsync) holds no body. req->body is
+ * empty afterwards; path and query stay. On req's loop thread.
+ */
+void spw_http_req_release_body(spw_http_req *req);
+
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

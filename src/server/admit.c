@@ -6,6 +6,8 @@
 #include "core/id.h"
 
 #define RATE_WINDOW_MS 250
+#define PEAK_WINDOW_MS 500 /* the recent peak's window: at least this long */
+#define PEAK_CYCLES 2      /* and at least this many flush cycles */
 
 void spw_pressure_init(spw_pressure *pr, spw_log *log, const spw_pressure_config *c)
 {
@@ -16,14 +18,43 @@ void spw_pressure_init(spw_pressure *pr, spw_log *log, const spw_pressure_config
     pr->high = c->budget / 100 * c->high_pct;
     pr->low = c->budget / 100 * c->low_pct;
     atomic_init(&pr->above_high, 0);
+    atomic_init(&pr->win_start_ms, spw_mono_ns() / 1000000);
+    atomic_init(&pr->win_cycles, 0);
+    atomic_init(&pr->win_cur, 0);
+    atomic_init(&pr->win_prev, 0);
     atomic_init(&pr->rate_at_ms, 0);
     atomic_init(&pr->rate_bytes, 0);
     atomic_init(&pr->rate_bps, 0);
 }
 
+/* The highest pending bytes of this window and the last (see admit.h);
+ * pending is the value now. Any thread; one CAS decides who moves the
+ * window on. */
+static uint64_t recent_peak(spw_pressure *pr, uint64_t pending)
+{
+    uint64_t cur = atomic_load_explicit(&pr->win_cur, memory_order_relaxed);
+    while (pending > cur && !atomic_compare_exchange_weak(&pr->win_cur, &cur, pending))
+        ;
+    uint64_t now = spw_mono_ns() / 1000000;
+    uint64_t start = atomic_load(&pr->win_start_ms);
+    if (now - start >= PEAK_WINDOW_MS) {
+        spw_log_stats st;
+        spw_log_stats_get(pr->log, &st);
+        if ((st.cycles - atomic_load(&pr->win_cycles) >= PEAK_CYCLES || pending == 0) &&
+            atomic_compare_exchange_strong(&pr->win_start_ms, &start, now)) {
+            atomic_store(&pr->win_cycles, st.cycles);
+            atomic_store(&pr->win_prev, atomic_exchange(&pr->win_cur, pending));
+        }
+    }
+    uint64_t peak = atomic_load(&pr->win_cur);
+    uint64_t prev = atomic_load(&pr->win_prev);
+    peak = prev > peak ? prev : peak;
+    return pending > peak ? pending : peak;
+}
+
 int spw_pressure_level(spw_pressure *pr)
 {
-    uint64_t pending = spw_log_pending_bytes(pr->log);
+    uint64_t pending = recent_peak(pr, spw_log_pending_bytes(pr->log));
     if (atomic_load_explicit(&pr->above_high, memory_order_relaxed)) {
         if (pending >= pr->low)
             return 3;

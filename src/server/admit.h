@@ -4,7 +4,8 @@
  * refused producer is given.
  *
  * One number drives it: the log's pending bytes (accepted, not yet
- * written), against max_pending_bytes. As it rises:
+ * written) at their highest over the last flush cycles — the recent peak,
+ * see below — against max_pending_bytes. As it rises:
  *
  *   level 0  below shed3             everything is admitted
  *   level 1  >= shed3                priority 3 is refused ("shed")
@@ -17,7 +18,23 @@
  *
  * Level 3 has hysteresis: entered at the high watermark, left only below
  * the low one, so producers are not flapped in and out at the boundary.
- * Reads of the state are one atomic load on the request path.
+ *
+ * Why the recent peak and not pending bytes now: the flusher writes
+ * everything pending at the start of each cycle, then waits for fsync, so
+ * under overload pending bytes are a sawtooth that falls to about zero
+ * every cycle and climbs back to the budget while the disk syncs. Judged
+ * on the value now, every cycle would start at level 0 and let all
+ * priorities in until their thresholds: priorities 1..3 would take a fixed
+ * share of every cycle's budget (more than half of it) whatever priority
+ * 0 needs, and priority 0 would be refused at the hard limit in every
+ * cycle where it offers more than the rest. With the peak, a priority
+ * shed in one cycle stays shed in the next ones, and priority 0 gets the
+ * budget the others left. The window is PEAK_WINDOW_MS (admit.c) and at
+ * least two flush cycles, so a slow disk's long cycles are covered too; it
+ * moves on at once when nothing is pending (an idle log has no cycles).
+ * Two windows are kept (this one and the last), so the peak is that of the
+ * last one to two windows. The cost on the request path: a clock read and
+ * a few atomic loads; once per window, the log's counters.
  *
  * Retry-After is how long the disk needs, at the rate it drained over the
  * last few hundred milliseconds, to bring pending bytes down to the low
@@ -37,6 +54,8 @@ typedef struct spw_pressure {
     spw_log *log;
     uint64_t budget, shed3, shed2, high, low; /* bytes */
     _Atomic int above_high;                   /* level 3 entered, not yet left */
+    /* The recent peak: highest pending bytes in this window and the last. */
+    _Atomic uint64_t win_start_ms, win_cycles, win_cur, win_prev;
     /* Drain-rate estimate: written bytes over a sliding interval. */
     _Atomic uint64_t rate_at_ms, rate_bytes, rate_bps;
 } spw_pressure;

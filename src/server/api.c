@@ -24,6 +24,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "net/binproto.h"
+#include "net/membudget.h"
 #include "server/auth.h"
 #include "server/coalesce.h"
 #include "server/ratelimit.h"
@@ -978,6 +979,8 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     int r = spw_api_produce_ex(api, s, recs, c.n, &po, http_produce_done, req);
     spw_free(recs);
     spw_free(stored.slots);
+    if (r == 0)
+        spw_http_req_release_body(req); /* copied: the wait for the ack holds no body */
     if (r) {
         if (po.dd)
             spw_dd_finish(api->dd, po.dd, NULL, 0);
@@ -1449,6 +1452,16 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_dedupe_max_keys gauge\nspillway_dedupe_max_keys %" PRIu64 "\n"
              "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n",
              atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted);
+    }
+    if (api->buffers) {
+        spw_membudget_stats ms;
+        spw_membudget_stats_get(api->buffers, &ms);
+        outf(&b,
+             "# TYPE spillway_buffer_bytes gauge\nspillway_buffer_bytes %" PRIu64 "\n"
+             "# TYPE spillway_buffer_peak_bytes gauge\nspillway_buffer_peak_bytes %" PRIu64 "\n"
+             "# TYPE spillway_max_buffer_bytes gauge\nspillway_max_buffer_bytes %" PRIu64 "\n"
+             "# TYPE spillway_buffer_waits_total counter\nspillway_buffer_waits_total %" PRIu64 "\n",
+             ms.used, ms.peak, ms.limit, ms.waits);
     }
     if (api->rl) {
         spw_rl_stats rs;

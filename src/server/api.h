@@ -40,6 +40,7 @@ typedef struct spw_api {
     spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h) */
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
+    struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;

@@ -17,6 +17,7 @@
 #include "net/binproto.h"
 #include "net/frame.h"
 #include "net/http.h"
+#include "net/membudget.h"
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
@@ -53,6 +54,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
+    CFG("max-buffer-bytes", SPW_CFG_SIZE, max_buffer_bytes, "256MiB", 1ull << 20, 1ull << 40,
+        "request bodies and frames being read, all connections together; past it connections are not read "
+        "until memory comes back (at least max-request-bytes + 1MiB)"),
     CFG("idle-timeout", SPW_CFG_DURATION, idle_timeout_ms, "60s", 100, 86400000, "close idle connections after"),
     CFG("request-timeout", SPW_CFG_DURATION, request_timeout_ms, "30s", 100, 86400000,
         "a request must arrive whole within"),
@@ -216,6 +220,13 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                 c->shed3_pct, c->shed2_pct, c->high_watermark_pct, c->low_watermark_pct);
         return 1;
     }
+    if (c->max_buffer_bytes < c->max_request_bytes + (1u << 20)) {
+        fprintf(stderr,
+                "spillway serve: max-buffer-bytes (%" PRIu64 ") must be at least max-request-bytes (%" PRIu64
+                ") + 1MiB, or a request of the largest size could never be read\n",
+                c->max_buffer_bytes, c->max_request_bytes);
+        return 1;
+    }
     spw_auth *auth = NULL;
     if (c->tokens_file[0]) {
         char err[600];
@@ -279,6 +290,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                  ": produce answers 507 disk_limit until retention or deleted streams free space",
                  spw_log_disk_bytes(log), c->max_disk_bytes);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    spw_membudget buffers;
+    spw_membudget_init(&buffers, c->max_buffer_bytes);
     spw_api api = {
         .log = log,
         .cat = cat,
@@ -292,6 +305,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .rl = spw_rl_create(c->rate_limit_max_keys),
         .dd = spw_dd_new(c->dedupe_max_keys),
         .max_disk_bytes = c->max_disk_bytes,
+        .buffers = &buffers,
     };
     spw_rl_set_default(api.rl, &rate_def);
     spw_api_dedupe_rebuild(&api);
@@ -311,6 +325,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .idle_timeout_ms = (uint32_t)c->idle_timeout_ms,
         .request_timeout_ms = (uint32_t)c->request_timeout_ms,
         .max_pipelined = c->max_pipelined,
+        .buffers = &buffers,
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
@@ -335,6 +350,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .idle_timeout_ms = (uint32_t)c->idle_timeout_ms,
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
+            .buffers = &buffers,
         };
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
