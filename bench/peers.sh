@@ -3,7 +3,10 @@
 # append workload through
 #   spillway-bin          binary protocol (`spillway bench --protocol bin`), ack=fsync
 #   spillway-http         HTTP NDJSON, --batch events per request, ack=fsync
-#   spillway-http-single  HTTP, one event per request, keep-alive, ack=fsync
+#   spillway-http-single  HTTP, one event per request, keep-alive, ack=fsync,
+#                         into a 1-partition stream: the shape of Redis's
+#                         `XADD s` (one stream, one log, one fsync per commit)
+#   spillway-http-single-p4  the same into a 4-partition stream (shown, not a target)
 #   redis-always          Redis Streams XADD, appendonly yes, appendfsync always, pipelined -P 64
 #   redis-everysec        the same with appendfsync everysec
 #   redis-always-p1       appendfsync always, unpipelined (-P 1)
@@ -19,8 +22,9 @@
 #   --single-events N  events of the single-event and -P 1 runs (default 400000)
 #   --clients C        concurrent clients/connections (default 50)
 #   --batch N          records per binary frame / NDJSON request (default 1000)
-#   --partitions P     partitions of Spillway's stream (default 4, the server's
-#                      default; Redis appends to one stream key)
+#   --partitions P     partitions of Spillway's stream in the batched runs
+#                      (default 4, the server's default; Redis appends to one
+#                      stream key); the single-event run uses 1 (see above)
 #   --dir DIR          parent of the temporary data directories (default
 #                      $TMPDIR or /var/tmp: a real disk, not tmpfs)
 #
@@ -102,7 +106,7 @@ spw_start() {
 
 # spw_run SYSTEM EVENTS PARAMS BENCH-ARGS...: one fresh server, one `spillway bench`.
 spw_run() {
-  local sys=$1 n=$2 desc=$3; shift 3
+  local sys=$1 n=$2 desc=$3 partitions=${SPW_RUN_PARTITIONS:-$partitions}; shift 3
   spw_start "$sys"
   local args=("$@")
   args=("${args[@]//@HTTP@/127.0.0.1:$http_port}")
@@ -129,7 +133,8 @@ spw_run() {
 # HTTP events are one JSON object of 116 bytes (15-byte key inside it).
 spw_run spillway-bin "$events" "protocol=bin batch=$batch key_bytes=16 value_bytes=100" --protocol bin --server @BIN@ --http @HTTP@ --batch "$batch" --size 100
 spw_run spillway-http "$events" "protocol=http ndjson_batch=$batch event_bytes=116" --protocol http --server @HTTP@ --batch "$batch" --size 116
-spw_run spillway-http-single "$single" "protocol=http batch=1 keepalive=yes event_bytes=116" --protocol http --server @HTTP@ --batch 1 --size 116
+SPW_RUN_PARTITIONS=1 spw_run spillway-http-single "$single" "protocol=http batch=1 keepalive=yes event_bytes=116" --protocol http --server @HTTP@ --batch 1 --size 116
+SPW_RUN_PARTITIONS=4 spw_run spillway-http-single-p4 "$single" "protocol=http batch=1 keepalive=yes event_bytes=116" --protocol http --server @HTTP@ --batch 1 --size 116
 
 # ---- Redis ----
 
@@ -172,16 +177,16 @@ redis_run redis-always-p1 always 1 "$single"
 # ---- report ----
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
-sys_all=(spillway-bin spillway-http spillway-http-single redis-always redis-everysec redis-always-p1)
+sys_all=(spillway-bin spillway-http spillway-http-single spillway-http-single-p4 redis-always redis-everysec redis-always-p1)
 echo
 echo "== peers: $(nproc) cores, $(uname -r), data under $parent; ack=fsync / appendfsync as named"
-printf '%-22s %12s %14s %16s %17s\n' system events/s "/redis-always" "/redis-everysec" "/redis-always-p1"
+printf '%-24s %12s %14s %16s %17s\n' system events/s "/redis-always" "/redis-everysec" "/redis-always-p1"
 for s in "${sys_all[@]}"; do
   if [[ $s == spillway-* ]]; then
-    printf '%-22s %12s %14s %16s %17s\n' "$s" "${eps[$s]}" "$(ratio "${eps[$s]}" "${eps[redis-always]}")" \
+    printf '%-24s %12s %14s %16s %17s\n' "$s" "${eps[$s]}" "$(ratio "${eps[$s]}" "${eps[redis-always]}")" \
       "$(ratio "${eps[$s]}" "${eps[redis-everysec]}")" "$(ratio "${eps[$s]}" "${eps[redis-always-p1]}")"
   else
-    printf '%-22s %12s\n' "$s" "${eps[$s]}"
+    printf '%-24s %12s\n' "$s" "${eps[$s]}"
   fi
 done
 echo
@@ -195,7 +200,7 @@ for t in "${targets[@]}"; do
 done
 echo
 echo "parameters:"
-for s in "${sys_all[@]}"; do printf '  %-22s %s\n' "$s" "${params[$s]}"; done
+for s in "${sys_all[@]}"; do printf '  %-24s %s\n' "$s" "${params[$s]}"; done
 echo
 for s in "${sys_all[@]}"; do echo "BENCH peers system=$s events_per_s=${eps[$s]} ${params[$s]}"; done
 for t in "${targets[@]}"; do
