@@ -6,8 +6,10 @@
 #include "core/id.h"
 
 #define RATE_WINDOW_MS 250
-#define PEAK_WINDOW_MS 500 /* the recent peak's window: at least this long */
-#define PEAK_CYCLES 2      /* and at least this many flush cycles */
+#define CTRL_WINDOW_MS 250 /* the controller's window: at least this long */
+#define CTRL_CYCLES 2      /* and at least this many flush cycles */
+#define CTRL_CLEAN 2       /* clean windows before one more priority is let in */
+#define CTRL_CLEAN_MAX 64  /* ... at most, after letting one in overflowed again and again */
 
 void spw_pressure_init(spw_pressure *pr, spw_log *log, const spw_pressure_config *c)
 {
@@ -18,52 +20,94 @@ void spw_pressure_init(spw_pressure *pr, spw_log *log, const spw_pressure_config
     pr->high = c->budget / 100 * c->high_pct;
     pr->low = c->budget / 100 * c->low_pct;
     atomic_init(&pr->above_high, 0);
+    atomic_init(&pr->ctrl, 0);
+    atomic_init(&pr->ctrl_clean, 0);
+    atomic_init(&pr->full_hits, 0);
+    atomic_init(&pr->win_peak, 0);
+    atomic_init(&pr->relax_need, CTRL_CLEAN);
+    atomic_init(&pr->just_relaxed, 0);
     atomic_init(&pr->win_start_ms, spw_mono_ns() / 1000000);
     atomic_init(&pr->win_cycles, 0);
-    atomic_init(&pr->win_cur, 0);
-    atomic_init(&pr->win_prev, 0);
     atomic_init(&pr->rate_at_ms, 0);
     atomic_init(&pr->rate_bytes, 0);
     atomic_init(&pr->rate_bps, 0);
 }
 
-/* The highest pending bytes of this window and the last (see admit.h);
- * pending is the value now. Any thread; one CAS decides who moves the
- * window on. */
-static uint64_t recent_peak(spw_pressure *pr, uint64_t pending)
+void spw_pressure_note_full(spw_pressure *pr) { atomic_fetch_add_explicit(&pr->full_hits, 1, memory_order_relaxed); }
+
+/*
+ * The controller (admit.h): at the end of each window, a window in which
+ * the budget refused a request raises the floor one level (one more
+ * priority is shed), CTRL_CLEAN windows in a row without one lower it.
+ * Any thread; one CAS decides who closes the window.
+ */
+static int ctrl_level(spw_pressure *pr)
 {
-    uint64_t cur = atomic_load_explicit(&pr->win_cur, memory_order_relaxed);
-    while (pending > cur && !atomic_compare_exchange_weak(&pr->win_cur, &cur, pending))
-        ;
     uint64_t now = spw_mono_ns() / 1000000;
-    uint64_t start = atomic_load(&pr->win_start_ms);
-    if (now - start >= PEAK_WINDOW_MS) {
+    uint64_t start = atomic_load_explicit(&pr->win_start_ms, memory_order_relaxed);
+    if (now - start >= CTRL_WINDOW_MS) {
         spw_log_stats st;
         spw_log_stats_get(pr->log, &st);
-        if ((st.cycles - atomic_load(&pr->win_cycles) >= PEAK_CYCLES || pending == 0) &&
+        uint64_t idle = spw_log_pending_bytes(pr->log) == 0;
+        if ((st.cycles - atomic_load(&pr->win_cycles) >= CTRL_CYCLES || idle) &&
             atomic_compare_exchange_strong(&pr->win_start_ms, &start, now)) {
             atomic_store(&pr->win_cycles, st.cycles);
-            atomic_store(&pr->win_prev, atomic_exchange(&pr->win_cur, pending));
+            /* Only the thread that won the CAS gets here: plain
+             * read-modify-write of the controller's state is safe. */
+            int c = atomic_load(&pr->ctrl);
+            int need = atomic_load(&pr->relax_need);
+            int relaxed = atomic_exchange(&pr->just_relaxed, 0);
+            uint64_t peak = atomic_exchange(&pr->win_peak, 0);
+            if (atomic_exchange(&pr->full_hits, 0)) {
+                atomic_store(&pr->ctrl_clean, 0);
+                if (c < 3)
+                    atomic_store(&pr->ctrl, c + 1);
+                /* Letting a priority back in overflowed at once: wait
+                 * twice as long before trying again. */
+                if (relaxed)
+                    atomic_store(&pr->relax_need, need * 2 > CTRL_CLEAN_MAX ? CTRL_CLEAN_MAX : need * 2);
+            } else if (peak >= pr->high) {
+                /* No refusal, but no room either: what is admitted fills
+                 * the budget; letting one more priority in would not fit. */
+                atomic_store(&pr->ctrl_clean, 0);
+            } else {
+                if (relaxed && need > CTRL_CLEAN)
+                    atomic_store(&pr->relax_need, need / 2);
+                if (c > 0 && atomic_fetch_add(&pr->ctrl_clean, 1) + 1 >= need) {
+                    atomic_store(&pr->ctrl_clean, 0);
+                    atomic_store(&pr->ctrl, c - 1);
+                    atomic_store(&pr->just_relaxed, 1);
+                }
+            }
         }
     }
-    uint64_t peak = atomic_load(&pr->win_cur);
-    uint64_t prev = atomic_load(&pr->win_prev);
-    peak = prev > peak ? prev : peak;
-    return pending > peak ? pending : peak;
+    return atomic_load_explicit(&pr->ctrl, memory_order_relaxed);
 }
 
 int spw_pressure_level(spw_pressure *pr)
 {
-    uint64_t pending = recent_peak(pr, spw_log_pending_bytes(pr->log));
-    if (atomic_load_explicit(&pr->above_high, memory_order_relaxed)) {
-        if (pending >= pr->low)
-            return 3;
-        atomic_store(&pr->above_high, 0);
+    uint64_t pending = spw_log_pending_bytes(pr->log);
+    uint64_t peak = atomic_load_explicit(&pr->win_peak, memory_order_relaxed);
+    while (pending > peak && !atomic_compare_exchange_weak(&pr->win_peak, &peak, pending))
+        ;
+    int level;
+    if (atomic_load_explicit(&pr->above_high, memory_order_relaxed) && pending >= pr->low) {
+        level = 3;
     } else if (pending >= pr->high) {
         atomic_store(&pr->above_high, 1);
-        return 3;
+        level = 3;
+    } else {
+        if (atomic_load_explicit(&pr->above_high, memory_order_relaxed))
+            atomic_store(&pr->above_high, 0);
+        level = pending >= pr->shed2 ? 2 : pending >= pr->shed3 ? 1 : 0;
     }
-    return pending >= pr->shed2 ? 2 : pending >= pr->shed3 ? 1 : 0;
+    int c = ctrl_level(pr);
+    /* While the controller is shedding (more has been offered than the
+     * disk writes), the top of every cycle's budget kept for priority 0
+     * widens from high..100% to low..100%. */
+    if (c > 0 && pending >= pr->low && level < 3)
+        level = 3;
+    return c > level ? c : level;
 }
 
 /* Bytes per second the flusher wrote, refreshed at most every

@@ -3,9 +3,8 @@
  * pending budget's watermarks, priority shedding and the Retry-After a
  * refused producer is given.
  *
- * One number drives it: the log's pending bytes (accepted, not yet
- * written) at their highest over the last flush cycles — the recent peak,
- * see below — against max_pending_bytes. As it rises:
+ * Two signals drive it. The first is the log's pending bytes now
+ * (accepted, not yet written) against max_pending_bytes:
  *
  *   level 0  below shed3             everything is admitted
  *   level 1  >= shed3                priority 3 is refused ("shed")
@@ -17,24 +16,27 @@
  *                                    take more than max_pending_bytes
  *
  * Level 3 has hysteresis: entered at the high watermark, left only below
- * the low one, so producers are not flapped in and out at the boundary.
+ * the low one. Within one flush cycle this keeps the top of the budget
+ * (high..100%) for priority 0: whatever the others offer, the last part of
+ * each cycle's budget is priority 0's alone.
  *
- * Why the recent peak and not pending bytes now: the flusher writes
- * everything pending at the start of each cycle, then waits for fsync, so
- * under overload pending bytes are a sawtooth that falls to about zero
- * every cycle and climbs back to the budget while the disk syncs. Judged
- * on the value now, every cycle would start at level 0 and let all
- * priorities in until their thresholds: priorities 1..3 would take a fixed
- * share of every cycle's budget (more than half of it) whatever priority
- * 0 needs, and priority 0 would be refused at the hard limit in every
- * cycle where it offers more than the rest. With the peak, a priority
- * shed in one cycle stays shed in the next ones, and priority 0 gets the
- * budget the others left. The window is PEAK_WINDOW_MS (admit.c) and at
- * least two flush cycles, so a slow disk's long cycles are covered too; it
- * moves on at once when nothing is pending (an idle log has no cycles).
- * Two windows are kept (this one and the last), so the peak is that of the
- * last one to two windows. The cost on the request path: a clock read and
- * a few atomic loads; once per window, the log's counters.
+ * That alone is not enough: the flusher writes everything pending at the
+ * start of each cycle, then waits for fsync, so under overload pending
+ * bytes are a sawtooth that falls to about zero every cycle. Every cycle
+ * would start at level 0, and priorities 1..3 would take a fixed share of
+ * every cycle's budget whatever priority 0 needs. So the second signal is
+ * a controller with memory: a floor under the level. In each window
+ * (CTRL_WINDOW_MS and at least two flush cycles, admit.c) it counts the
+ * requests the budget itself refused (spw_pressure_note_full: more was
+ * offered than the disk wrote). A window with any raises the floor by
+ * one level — one more priority class is refused from the start of every
+ * cycle; CTRL_CLEAN windows in a row without any lower it by one. So the
+ * floor settles where the priorities still admitted fit what the disk
+ * writes: at twice the capacity with four equal priorities, 0 and 1 are
+ * admitted and 2 and 3 shed; priority 0 is refused only when it alone
+ * offers more than the disk can take. The level is the higher of the two.
+ * The cost on the request path: a clock read and a few atomic loads; once
+ * per window, the log's counters.
  *
  * Retry-After is how long the disk needs, at the rate it drained over the
  * last few hundred milliseconds, to bring pending bytes down to the low
@@ -54,8 +56,10 @@ typedef struct spw_pressure {
     spw_log *log;
     uint64_t budget, shed3, shed2, high, low; /* bytes */
     _Atomic int above_high;                   /* level 3 entered, not yet left */
-    /* The recent peak: highest pending bytes in this window and the last. */
-    _Atomic uint64_t win_start_ms, win_cycles, win_cur, win_prev;
+    /* The controller's floor level, and its window (see above). */
+    _Atomic int ctrl, ctrl_clean, relax_need, just_relaxed;
+    _Atomic uint64_t full_hits, win_peak;
+    _Atomic uint64_t win_start_ms, win_cycles;
     /* Drain-rate estimate: written bytes over a sliding interval. */
     _Atomic uint64_t rate_at_ms, rate_bytes, rate_bps;
 } spw_pressure;
@@ -81,6 +85,10 @@ int spw_pressure_level(spw_pressure *pr);
  */
 enum { SPW_ADMIT_OK = 0, SPW_ADMIT_SHED = 1, SPW_ADMIT_BACKPRESSURE = 2 };
 int spw_pressure_admit(spw_pressure *pr, int priority, uint32_t *retry_ms);
+
+/* A request did not fit in the budget (the log refused to reserve it):
+ * evidence for the controller that more is offered than is written. */
+void spw_pressure_note_full(spw_pressure *pr);
 
 /* Retry-After for a producer refused now, in ms (100..30000; HTTP rounds
  * it up to whole seconds). */

@@ -537,8 +537,10 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     if (r == 0)
         r = spw_log_reserve(api->log, total, 1);
     if (r) {
-        if (r == SPW_EAGAIN)
+        if (r == SPW_EAGAIN) {
             atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+            spw_pressure_note_full(&api->pressure);
+        }
         else if (r == SPW_EMSGSIZE)
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
         else if (is_disk_error(r))

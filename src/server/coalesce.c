@@ -433,8 +433,11 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
         if (f)
             r = f;
     }
-    if (r == 0 && (r = spw_log_reserve(api->log, total, 1)))
+    if (r == 0 && (r = spw_log_reserve(api->log, total, 1))) {
         rej = r == SPW_EAGAIN ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID;
+        if (r == SPW_EAGAIN)
+            spw_pressure_note_full(&api->pressure);
+    }
     if (r) {
         atomic_fetch_add(&api->rejected[rej], 1);
         return r;

@@ -4,13 +4,14 @@
  * - the level rises with pending bytes at once: 50% sheds priority 3, 65%
  *   priorities 2-3, 80% all but 0 (backpressure); priority 0 is always let
  *   through to the budget itself;
- * - it is the recent peak that counts: pending bytes falling back to zero
- *   (as they do at every flush) leave the level where the peak put it, so
- *   a priority shed stays shed — the fix that keeps priority 0's share
- *   under a sawtooth of pending bytes (docs/operations.md "Admission");
- * - an idle log forgets the peak: the level goes back to 0 on its own
- *   (bounded wait, no timing asserted);
+ * - the controller: a window in which the budget refused a request
+ *   (spw_pressure_note_full) raises the floor one level, which stays when
+ *   pending bytes fall back to zero (as they do at every flush); clean
+ *   windows with room to spare lower it again, one level per
+ *   CTRL_CLEAN windows; a floor above 0 keeps low..100% for priority 0;
  * - Retry-After stays within 100 ms .. 30 s.
+ * Windows close on the clock when the log is idle; the test sleeps past a
+ * window (bounded loops), it never asserts a duration.
  */
 #include "server/admit.h"
 
@@ -60,24 +61,51 @@ int main(void)
     /* The budget itself refuses priority 0 too (level 4). */
     CHECK_EQ(spw_log_reserve(log, 250000, 1), SPW_EAGAIN);
 
-    /* Everything "written": pending falls to zero, as after a flush. The
-     * peak still says level 3 — whatever time passed since the last look
-     * (a window moves on at most once per look, and the last one keeps
-     * the peak). */
+    /* Everything "written": pending falls to zero, as after a flush, and
+     * the instant level with it. */
     spw_log_release(log, 800000);
     CHECK_EQ(spw_log_pending_bytes(log), 0);
-    CHECK_EQ(spw_pressure_level(&pr), 3);
-    check_admit(&pr, 1, SPW_ADMIT_BACKPRESSURE);
-    check_admit(&pr, 0, SPW_ADMIT_OK);
+    CHECK_EQ(spw_pressure_level(&pr), 0);
 
-    /* Idle, the peak is forgotten window by window: back to 0 (bounded). */
-    int level = 3;
-    for (int i = 0; i < 1000 && level; i++) {
+    /* The budget refused a request: after the window closes, the floor is
+     * one level up, at any pending bytes. */
+    spw_pressure_note_full(&pr);
+    int level = 0;
+    for (int i = 0; i < 100 && level == 0; i++) {
+        struct timespec ts = {0, 30000000};
+        nanosleep(&ts, NULL);
+        level = spw_pressure_level(&pr);
+    }
+    CHECK_EQ(level, 1);
+    check_admit(&pr, 3, SPW_ADMIT_SHED);
+    check_admit(&pr, 2, SPW_ADMIT_OK);
+    /* More refusals, window after window: up to 3 (all but priority 0). */
+    for (int i = 0; i < 300 && level < 3; i++) {
+        spw_pressure_note_full(&pr);
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
         level = spw_pressure_level(&pr);
     }
+    CHECK_EQ(level, 3);
+    check_admit(&pr, 1, SPW_ADMIT_BACKPRESSURE);
+    check_admit(&pr, 0, SPW_ADMIT_OK);
+    /* With the floor up, priority 0's share starts at the low watermark:
+     * at 60% the level is 3 though the instant level would be 1. */
+    CHECK_OK(spw_log_reserve(log, 600000, 1));
+    CHECK_EQ(spw_pressure_level(&pr), 3);
+    spw_log_release(log, 600000);
+
+    /* Idle with room to spare: the floor comes down level by level, to 0
+     * (bounded). */
+    int seen2 = 0;
+    for (int i = 0; i < 1000 && level; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        level = spw_pressure_level(&pr);
+        seen2 |= level == 2;
+    }
     CHECK_EQ(level, 0);
+    CHECK(seen2); /* one level at a time */
     for (int p = 0; p < 4; p++)
         check_admit(&pr, p, SPW_ADMIT_OK);
 
