@@ -691,7 +691,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                            .producer_seq = pq.producer_seq,
                            .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0};
     spw_dd_result stored = {0};
-    if (pq.producer_id && cfg->dedupe_window_ms > 0) {
+    if (pq.producer_id && cfg->dedupe_window_ms > 0 && api->dd) {
         po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);
         int d = spw_dd_begin(api->dd, s->uid, po.idem_key, pq.count, spw_wall_ms(), &po.dd, &stored);
         if (d == SPW_DD_DONE) {

@@ -820,7 +820,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         spw_stream_put(s);
         return;
     }
-    const char *body = (const char *)req->body.p;
+    const char *body = req->body.p ? (const char *)req->body.p : ""; /* no body: p may be NULL */
     size_t blen = req->body.len;
     parse_ctx c = {.api = api, .req = req, .s = s, .key_i = -1, .ts_i = -1, .now = spw_wall_ms(), .ndjson = ndjson};
     if (bytes) {
@@ -931,7 +931,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     /* Idempotency-Key: a retry within the window gets the first answer. */
     spw_produce_opts po = {.partition = UINT32_MAX, .ack = ack, .supersede_ok = 1};
     spw_dd_result stored = {0};
-    if (req->idempotency_key[0] && cfg->dedupe_window_ms > 0) {
+    if (req->idempotency_key[0] && cfg->dedupe_window_ms > 0 && api->dd) {
         po.idem_key = spw_dd_http_key(req->tenant, req->idempotency_key);
         int d = spw_dd_begin(api->dd, s->uid, po.idem_key, c.n, spw_wall_ms(), &po.dd, &stored);
         if (d == SPW_DD_DONE) {
@@ -1053,6 +1053,8 @@ static void rebuild_stream(void *arg, spw_stream *s)
 
 void spw_api_dedupe_rebuild(spw_api *api)
 {
+    if (!api->dd)
+        return;
     rebuild_ctx x = {.api = api, .now = spw_wall_ms()};
     spw_catalog_each(api->cat, rebuild_stream, &x);
     spw_dd_stats st;
@@ -1443,7 +1445,7 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          "watermark (all but priority 0 refused)\n"
          "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
          pz->budget, pz->high, pz->low, spw_pressure_level(pz));
-    {
+    if (api->dd) {
         spw_dd_stats ds;
         spw_dd_stats_get(api->dd, &ds);
         outf(&b,

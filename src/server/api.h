@@ -37,7 +37,7 @@ typedef struct spw_api {
     uint32_t max_connections;
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
     struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
-    spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h) */
+    spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h); NULL: none */
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */

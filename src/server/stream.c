@@ -90,6 +90,8 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
     c->dedupe_window_ms = 86400000;
     c->max_event_bytes = 1 << 20;
     c->priority = 1;
+    if (len == 0)
+        return 0; /* no body (body may be NULL): defaults */
     const char *p = spw_json_ws(body, body + len);
     if (p == body + len)
         return 0; /* empty body: defaults */

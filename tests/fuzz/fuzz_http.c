@@ -157,6 +157,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .request_timeout_ms = 5000,
         .max_pipelined = 4,
     };
+    spw_pressure_config pc = {.budget = lc.max_pending_bytes, .shed3_pct = 50, .shed2_pct = 65, .high_pct = 80,
+                              .low_pct = 60};
+    spw_pressure_init(&g_api.pressure, g_log, &pc);
+    g_api.dd = spw_dd_new(10000);
     if (spw_http_start(&hc, spw_api_handle, &g_api, &g_http) < 0)
         die("spw_http_start");
     g_api.http = g_http;
