@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #endif
 #include "spillway.h"
+#include "core/hash.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -86,26 +87,9 @@ const char *spw_errstr(int err)
 
 /* ---- hashing (documented in spillway.h) ---- */
 
-static uint64_t fnv1a64(const void *p, size_t n)
-{
-    const uint8_t *c = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= c[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
+static uint64_t fnv1a64(const void *p, size_t n) { return spw_fnv1a64(SPW_FNV64_OFFSET, p, n); }
 
-static uint64_t fmix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ull;
-    k ^= k >> 33;
-    return k;
-}
+static uint64_t fmix64(uint64_t k) { return spw_fmix64(k); }
 
 typedef struct vnode {
     uint64_t h;

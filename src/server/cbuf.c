@@ -1,5 +1,6 @@
 /* The coalescing buffer of one partition: see cbuf.h. */
 #include "server/cbuf.h"
+#include "core/hash.h"
 
 #include <assert.h>
 #include <string.h>
@@ -27,18 +28,8 @@ void spw_cbuf_fini(spw_cbuf *b)
 
 static uint64_t key_hash(uint64_t seed, const uint8_t *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    /* murmur3's fmix64, so the low bits (the bucket) depend on every byte. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    /* fmix64, so the low bits (the bucket) depend on every byte. */
+    return spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET ^ seed, p, n));
 }
 
 static int same_key(const spw_cbuf_node *a, const spw_cbuf_node *b)

@@ -1,5 +1,6 @@
 /* The dedupe table: see dedupe.h. */
 #include "server/dedupe.h"
+#include "core/hash.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,25 +38,9 @@ struct spw_dd {
     _Atomic uint64_t n, hits, evicted;
 };
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
+static uint64_t mix(uint64_t x) { return spw_fmix64(x); }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= c[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
+static uint64_t fnv(uint64_t h, const void *p, size_t n) { return spw_fnv1a64(h, p, n); }
 
 uint64_t spw_dd_http_key(const char *tenant, const char *key)
 {

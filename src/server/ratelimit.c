@@ -15,6 +15,7 @@
  * retry-after we announced always suffices. Times are u64 nanoseconds.
  */
 #include "server/ratelimit.h"
+#include "core/hash.h"
 
 #include <assert.h>
 #include <math.h>
@@ -154,19 +155,8 @@ void spw_rl_destroy(spw_rl_table *t)
 
 static uint64_t key_hash(const spw_rl_table *t, const void *key, size_t len)
 {
-    const unsigned char *p = key;
-    uint64_t h = 0xcbf29ce484222325ull ^ t->seed;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    /* murmur3's fmix64: both the top (stripe) and low (bucket) bits mix. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    /* fmix64: both the top (stripe) and low (bucket) bits mix. */
+    return spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET ^ t->seed, key, len));
 }
 
 static rl_stripe *stripe_of(spw_rl_table *t, uint64_t h)

@@ -1,5 +1,6 @@
 /* Stream configuration: parsing, canonical form, partitioning. See stream.h. */
 #include "server/stream.h"
+#include "core/hash.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -297,11 +298,5 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)
 {
-    const unsigned char *p = key;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return (uint32_t)(h % partitions);
+    return (uint32_t)(spw_fnv1a64(SPW_FNV64_OFFSET, key, len) % partitions);
 }
