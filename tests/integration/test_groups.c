@@ -403,6 +403,63 @@ static void test_latest(int port)
     free(r.body);
 }
 
+typedef struct bg_cli {
+    int port;
+    cli_out o;
+} bg_cli;
+
+static void *bg_cli_run(void *arg)
+{
+    bg_cli *b = arg;
+    b->o = cli_run(bin, "consume s --group cli --member follower --follow --max 1 --values --server 127.0.0.1:%d",
+                   b->port);
+    return NULL;
+}
+
+static uint64_t group_lag_total(int port, const char *group)
+{
+    uint64_t n = 0;
+    for (int p = 0; p < NPARTS; p++)
+        n += group_field(port, group, p, "lag");
+    return n;
+}
+
+/* spillway consume --group: prints and commits; --max stops exactly there;
+ * without --follow it drains what is there; --follow waits for more. */
+static void test_cli(int port)
+{
+    uint64_t total = 0;
+    for (int p = 0; p < NPARTS; p++)
+        total += end_offset(port, p);
+    cli_out o = cli_run(bin, "consume s --group cli --max 5 --server 127.0.0.1:%d", port);
+    CHECK_EQ(o.rc, 0);
+    CHECK_EQ(count_lines(o.text), 5);
+    CHECK(strncmp(o.text, "{\"partition\":", 13) == 0);
+    free(o.text);
+    CHECK_EQ(group_lag_total(port, "cli"), total - 5);
+    o = cli_run(bin, "consume s --group cli --values --server 127.0.0.1:%d", port);
+    CHECK_EQ(o.rc, 0);
+    CHECK_EQ(count_lines(o.text), (int)(total - 5));
+    CHECK(strncmp(o.text, "{\"k\":", 5) == 0);
+    free(o.text);
+    CHECK_EQ(group_lag_total(port, "cli"), 0);
+    /* Nothing left: exits at once with nothing printed. */
+    o = cli_run(bin, "consume s --group cli --server 127.0.0.1:%d", port);
+    CHECK_EQ(o.rc, 0);
+    CHECK_EQ(o.text[0], 0);
+    free(o.text);
+    bg_cli b = {.port = port};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, bg_cli_run, &b) == 0);
+    usleep(300000);
+    produce(port, 1, 9000);
+    pthread_join(th, NULL);
+    CHECK_EQ(b.o.rc, 0);
+    CHECK(strstr(b.o.text, "\"n\":9000") != NULL);
+    free(b.o.text);
+    CHECK_EQ(group_lag_total(port, "cli"), 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -424,6 +481,7 @@ int main(int argc, char **argv)
     test_long_poll(a.port);
     test_bad_input(a.port);
     test_latest(a.port);
+    test_cli(a.port);
 
     /* Commits survive SIGTERM and kill -9; leases do not (409 after). */
     produce(a.port, 20, 8000);
