@@ -287,21 +287,16 @@ void spw_groups_each(spw_groups *gs, void (*fn)(void *arg, spw_group *g), void *
 
 /* ---- leases ---- */
 
-/* REQUIRES: g->mu held. */
-static void expire(spw_group *g, int64_t now_ms)
-{
-    for (uint32_t i = 0; i < g->nparts; i++)
-        if (g->parts[i].lease_id && g->parts[i].lease_expire_ms <= now_ms)
-            g->parts[i].lease_id = 0;
-}
-
-/* The partition a poll could take now, or -1. REQUIRES: g->mu held. */
-static int pick(spw_group *g, const uint64_t *end, uint32_t n)
+/* The partition a poll could take now, or -1: not leased, or its lease
+ * expired (kept until then so its commit is told "expired", not
+ * "unknown"), and records past its committed offset. REQUIRES: g->mu. */
+static int pick(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
 {
     uint32_t np = g->nparts < n ? g->nparts : n;
     for (uint32_t k = 0; k < np; k++) {
         uint32_t i = (g->rr + k) % np;
-        if (!g->parts[i].lease_id && end[i] > g->parts[i].committed)
+        gpart *p = &g->parts[i];
+        if ((!p->lease_id || p->lease_expire_ms <= now_ms) && end[i] > p->committed)
             return (int)i;
     }
     return -1;
@@ -311,8 +306,7 @@ int spw_group_acquire(spw_group *g, const uint64_t *end, const uint64_t *first, 
                       uint32_t lease_ms, const char *member, spw_lease *l)
 {
     pthread_mutex_lock(&g->mu);
-    expire(g, now_ms);
-    int i = pick(g, end, n);
+    int i = pick(g, end, n, now_ms);
     if (i < 0) {
         pthread_mutex_unlock(&g->mu);
         return 0;
@@ -358,8 +352,7 @@ void spw_group_release(spw_group *g, const spw_lease *l)
 int spw_group_ready(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
 {
     pthread_mutex_lock(&g->mu);
-    expire(g, now_ms);
-    int i = pick(g, end, n);
+    int i = pick(g, end, n, now_ms);
     pthread_mutex_unlock(&g->mu);
     return i >= 0;
 }

@@ -77,8 +77,9 @@ void spw_groups_each(spw_groups *gs, void (*fn)(void *arg, spw_group *g), void *
  * Takes a lease for member on a partition nobody holds and with records
  * past its committed offset: end[p] is partition p's end (written offset),
  * first[p] its oldest stored offset (a committed offset below it starts at
- * it: retention deleted those records). Expired leases are dropped first.
- * Partitions are tried round robin so every one gets its turn.
+ * it: retention deleted those records).
+ * An expired lease counts as free (taking it over ends it). Partitions
+ * are tried round robin so every one gets its turn.
  * Returns 1 with *l filled (l->to = l->from: set it with
  * spw_group_lease_delivered), or 0 if none is free with records.
  */
