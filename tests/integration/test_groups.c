@@ -460,6 +460,70 @@ static void test_cli(int port)
     CHECK_EQ(group_lag_total(port, "cli"), 0);
 }
 
+#define ENTRY(tok, streams, perms)                                                                                     \
+    "{\"token\":\"" tok "\",\"tenant\":\"t\",\"streams\":" streams ",\"permissions\":" perms "}"
+#define T_ADMIN "admin-a1a1a1a1a1a1a1a1a1a1"
+#define T_PROD "prod-b2b2b2b2b2b2b2b2b2b2"
+#define T_CONS "cons-c3c3c3c3c3c3c3c3c3c3"
+#define T_OTHER "other-d4d4d4d4d4d4d4d4d4d4"
+
+static int auth_status(int port, const char *method, const char *path, const char *tok, const char *body)
+{
+    char h[256] = "";
+    if (tok)
+        snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", tok);
+    resp r = http_ex(port, method, path, body ? "application/json" : NULL, h, body, body ? strlen(body) : 0);
+    free(r.body);
+    return r.status;
+}
+
+/* Poll and commit need consume on the stream; GET any token that sees it;
+ * /metrics shows a token only its streams' groups. */
+static void test_auth(const char *tmp)
+{
+    char data[4096 + 16], tokens[4096 + 16];
+    snprintf(data, sizeof data, "%s/authdata", tmp);
+    snprintf(tokens, sizeof tokens, "%s/tokens.json", tmp);
+    FILE *f = fopen(tokens, "w");
+    CHECK(f != NULL);
+    static const char file[] = "{\"tokens\":["                                                   /* */
+        ENTRY(T_ADMIN, "[\"*\"]", "[\"produce\",\"consume\",\"admin\"]") "," /* every permission */
+        ENTRY(T_PROD, "[\"s\"]", "[\"produce\"]") ","                         /* sees s, no consume */
+        ENTRY(T_CONS, "[\"s\"]", "[\"consume\"]") ","                         /* consumes s */
+        ENTRY(T_OTHER, "[\"o\"]", "[\"consume\"]") "]}\n";                    /* does not see s */
+    fputs(file, f);
+    fclose(f);
+    const char *extra[] = {"--tokens-file", tokens, NULL};
+    srv a;
+    srv_start(&a, bin, data, extra);
+    CHECK_EQ(auth_status(a.port, "PUT", "/v1/streams/s", T_ADMIN, "{\"partitions\":1}"), 201);
+    const char *poll = "/v1/streams/s/groups/g/poll", *get = "/v1/streams/s/groups/g",
+               *commit = "/v1/streams/s/groups/g/commit";
+    CHECK_EQ(auth_status(a.port, "POST", poll, NULL, ""), 401);
+    CHECK_EQ(auth_status(a.port, "POST", poll, T_PROD, ""), 403);
+    CHECK_EQ(auth_status(a.port, "POST", poll, T_OTHER, ""), 403);
+    CHECK_EQ(auth_status(a.port, "GET", get, T_CONS, NULL), 404); /* not created by the refused polls */
+    CHECK_EQ(auth_status(a.port, "POST", poll, T_CONS, ""), 204);
+    CHECK_EQ(auth_status(a.port, "GET", get, T_PROD, NULL), 200);
+    CHECK_EQ(auth_status(a.port, "GET", get, T_OTHER, NULL), 403);
+    CHECK_EQ(auth_status(a.port, "GET", get, NULL, NULL), 401);
+    const char *body = "{\"lease\":\"0-0000000000000001\",\"offset\":0}";
+    CHECK_EQ(auth_status(a.port, "POST", commit, T_PROD, body), 403);
+    CHECK_EQ(auth_status(a.port, "POST", commit, T_CONS, body), 409);
+    char h[128];
+    snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", T_OTHER);
+    resp r = http_ex(a.port, "GET", "/metrics", NULL, h, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "spillway_group_lag{stream=\"s\"") == NULL);
+    free(r.body);
+    snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", T_CONS);
+    r = http_ex(a.port, "GET", "/metrics", NULL, h, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "spillway_group_lag{stream=\"s\",group=\"g\",partition=\"0\"} 0") != NULL);
+    free(r.body);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -539,6 +603,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < NPARTS; i++)
         CHECK_EQ(group_field(a.port, "g", i, "committed"), committed[i]);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    test_auth(tmp);
     spw_test_rmrf(tmp);
     free(tmp);
     return 0;
