@@ -370,6 +370,7 @@ static void produce_unref(spw_produce *pr)
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
             atomic_fetch_add(&api->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&api->bytes_in, pr->bytes);
+            spw_groups_http_kick(api->groups); /* parked consumer-group polls */
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }

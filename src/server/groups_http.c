@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,8 @@ struct spw_groups_http {
     gcommit *commits;
     int stop;
     int started;
+    _Atomic uint32_t nparked; /* polls parked (read without mu by kicks) */
+    _Atomic int kicked;       /* a kick is on its way to the waiter */
 };
 
 static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
@@ -152,6 +155,7 @@ static void try_poll(gpoll *p)
     if (park) {
         p->next = gh->parked;
         gh->parked = p;
+        atomic_fetch_add(&gh->nparked, 1);
         pthread_cond_signal(&gh->cv);
     }
     pthread_mutex_unlock(&gh->mu);
@@ -495,6 +499,7 @@ static void *waiter(void *arg)
             }
             stop = gh->stop;
         }
+        atomic_store(&gh->kicked, 0); /* later writes kick again */
         gcommit *commits = gh->commits;
         gh->commits = NULL;
         gpoll *wake = NULL, **pp = &gh->parked;
@@ -503,6 +508,7 @@ static void *waiter(void *arg)
             gpoll *p = *pp;
             if (stop || poll_ready(p, now)) {
                 *pp = p->next;
+                atomic_fetch_sub(&gh->nparked, 1);
                 p->next = wake;
                 wake = p;
             } else {
@@ -569,6 +575,17 @@ void spw_groups_http_free(spw_groups_http *gh)
     pthread_cond_destroy(&gh->cv);
     spw_groups_close(gh->gs);
     spw_free(gh);
+}
+
+void spw_groups_http_kick(spw_groups_http *gh)
+{
+    if (!gh || !atomic_load_explicit(&gh->nparked, memory_order_relaxed))
+        return;
+    if (atomic_exchange(&gh->kicked, 1))
+        return; /* one signal per waiter round, however many writes */
+    pthread_mutex_lock(&gh->mu);
+    pthread_cond_signal(&gh->cv);
+    pthread_mutex_unlock(&gh->mu);
 }
 
 /* ---- metrics ---- */

@@ -7,8 +7,8 @@
  *
  * and their /metrics lines. A poll with nothing to deliver is parked (the
  * I/O loop goes on); one thread, the group waiter, checks parked polls
- * every SPW_GROUPS_TICK_MS and at once when a commit or a park signals
- * it, and hands a poll back to its loop (spw_http_loop_post) when a
+ * every SPW_GROUPS_TICK_MS and at once when a commit, a park or a
+ * completed produce (spw_groups_http_kick) signals it, and hands a poll back to its loop (spw_http_loop_post) when a
  * partition could be leased or its wait ended. The same thread writes the
  * offsets files of committed groups (one save covers every commit queued
  * before it) and then answers those commits, so no fsync runs on an I/O
@@ -40,6 +40,10 @@ void spw_groups_http_free(spw_groups_http *gh);
 /* Routes /v1/streams/NAME/groups/REST (rest: after "groups/"). */
 void spw_groups_http_route(spw_groups_http *gh, spw_http_req *req, const char *name, size_t nl, const char *rest,
                            const struct spw_auth_req *ar);
+
+/* A produce completed: wakes the waiter if polls are parked. Any thread;
+ * one atomic load when none is, at most one lock per waiter round. */
+void spw_groups_http_kick(spw_groups_http *gh);
 
 /* spillway_group_committed_offset and spillway_group_lag for the groups of
  * the streams who may see (NULL: all). */

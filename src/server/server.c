@@ -368,12 +368,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_groups_http_stop(api.groups);
             spw_http_stop(http, 0);
-            spw_groups_http_free(api.groups);
             spw_coalesce_close(api.coal);
             spw_rl_destroy(api.rl);
             spw_dd_free(api.dd);
             spw_catalog_close(cat);
             spw_log_close(log);
+            spw_groups_http_free(api.groups);
             spw_auth_close(auth);
             return 1;
         }
@@ -425,12 +425,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
-    spw_groups_http_free(api.groups);
     spw_coalesce_close(api.coal); /* everything buffered written and answered */
     spw_rl_destroy(api.rl);
     spw_dd_free(api.dd);
     spw_catalog_close(cat);
     spw_log_close(log);
+    spw_groups_http_free(api.groups); /* after the last produce completion, which may kick it */
     spw_auth_close(auth);
     spw_info("stopped cleanly");
     return 0;
