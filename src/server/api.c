@@ -1301,8 +1301,10 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
             spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
         else if (r < 0)
             spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
-        else
+        else {
+            spw_groups_http_drop_stream(api->groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        }
         return;
     }
     if (req->method != SPW_HTTP_GET) {

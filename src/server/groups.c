@@ -40,6 +40,7 @@ struct spw_group {
     uint64_t version;        /* bumped by every change of a committed offset */
     uint64_t saved_version;  /* what the file holds */
     gpart *parts;
+    int dropped; /* its stream was deleted: serves nothing, never saved */
     struct spw_group *next;
 };
 
@@ -47,6 +48,7 @@ struct spw_groups {
     char *dir; /* DATA/groups */
     pthread_rwlock_t lock;
     spw_group *head;
+    spw_group *dropped; /* groups of deleted streams, freed at close */
 };
 
 /* Lease ids: 24 bits that change between runs (so a lease from before a
@@ -229,10 +231,13 @@ void spw_groups_close(spw_groups *gs)
 {
     if (!gs)
         return;
-    while (gs->head) {
-        spw_group *g = gs->head;
-        gs->head = g->next;
-        group_free(g);
+    for (int k = 0; k < 2; k++) {
+        spw_group **list = k ? &gs->dropped : &gs->head;
+        while (*list) {
+            spw_group *g = *list;
+            *list = g->next;
+            group_free(g);
+        }
     }
     pthread_rwlock_destroy(&gs->lock);
     spw_free(gs->dir);
@@ -293,6 +298,8 @@ void spw_groups_each(spw_groups *gs, void (*fn)(void *arg, spw_group *g), void *
 static int pick(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
 {
     uint32_t np = g->nparts < n ? g->nparts : n;
+    if (g->dropped)
+        return -1;
     for (uint32_t k = 0; k < np; k++) {
         uint32_t i = (g->rr + k) % np;
         gpart *p = &g->parts[i];
@@ -404,7 +411,7 @@ int spw_group_save(spw_groups *gs, spw_group *g)
 {
     pthread_mutex_lock(&g->save_mu);
     pthread_mutex_lock(&g->mu);
-    uint64_t v = g->version;
+    uint64_t v = g->dropped ? g->saved_version : g->version; /* a dropped group is not written */
     int r = 0;
     spw_buf b = SPW_BUF_INIT;
     if (v != g->saved_version) {
@@ -453,6 +460,54 @@ int spw_group_save(spw_groups *gs, spw_group *g)
     }
     spw_buf_fini(&b);
     pthread_mutex_unlock(&g->save_mu);
+    return r;
+}
+
+int spw_groups_drop_stream(spw_groups *gs, const char *stream)
+{
+    pthread_rwlock_wrlock(&gs->lock);
+    spw_group **pp = &gs->head;
+    while (*pp) {
+        spw_group *g = *pp;
+        if (strcmp(g->stream, stream) != 0) {
+            pp = &g->next;
+            continue;
+        }
+        *pp = g->next;
+        /* After a save under way: none starts writing once this is set. */
+        pthread_mutex_lock(&g->save_mu);
+        pthread_mutex_lock(&g->mu);
+        g->dropped = 1;
+        pthread_mutex_unlock(&g->mu);
+        pthread_mutex_unlock(&g->save_mu);
+        g->next = gs->dropped;
+        gs->dropped = g;
+    }
+    pthread_rwlock_unlock(&gs->lock);
+    char dir[4096];
+    if ((size_t)snprintf(dir, sizeof dir, "%s/%s", gs->dir, stream) >= sizeof dir)
+        return -ENAMETOOLONG;
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int r = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char path[4096 + 256];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        int e = spw_os.unlink(path);
+        if (e < 0 && r == 0)
+            r = e;
+    }
+    closedir(d);
+    if (r == 0 && rmdir(dir) != 0)
+        r = -errno;
+    if (r == 0)
+        r = spw_os_fsync_dir(gs->dir);
+    if (r < 0)
+        spw_warn("removing the consumer groups of deleted stream %s (%s): %s", stream, dir, spw_strerror(r));
     return r;
 }
 

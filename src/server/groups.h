@@ -112,6 +112,12 @@ void spw_group_info(spw_group *g, spw_group_part_info *out, uint32_t n, int64_t 
  * group are serialized. */
 int spw_group_save(spw_groups *gs, spw_group *g);
 
+/* Stream deleted: forgets its groups (their memory stays until
+ * spw_groups_close: parked polls may still point at them; they lease
+ * nothing and are never saved) and removes DATA/groups/STREAM. Returns 0
+ * or the first -errno of the removal (logged). */
+int spw_groups_drop_stream(spw_groups *gs, const char *stream);
+
 /* "P-HHHH..." of a lease into out (cap >= 32); parsing the reverse:
  * 0 or -EINVAL. */
 void spw_lease_format(const spw_lease *l, char *out, size_t cap);

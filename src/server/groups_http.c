@@ -577,6 +577,12 @@ void spw_groups_http_free(spw_groups_http *gh)
     spw_free(gh);
 }
 
+void spw_groups_http_drop_stream(spw_groups_http *gh, const char *name)
+{
+    if (gh)
+        spw_groups_drop_stream(gh->gs, name);
+}
+
 void spw_groups_http_kick(spw_groups_http *gh)
 {
     if (!gh || !atomic_load_explicit(&gh->nparked, memory_order_relaxed))

@@ -41,6 +41,9 @@ void spw_groups_http_free(spw_groups_http *gh);
 void spw_groups_http_route(spw_groups_http *gh, spw_http_req *req, const char *name, size_t nl, const char *rest,
                            const struct spw_auth_req *ar);
 
+/* Stream name was deleted: its groups go too (spw_groups_drop_stream). */
+void spw_groups_http_drop_stream(spw_groups_http *gh, const char *name);
+
 /* A produce completed: wakes the waiter if polls are parked. Any thread;
  * one atomic load when none is, at most one lock per waiter round. */
 void spw_groups_http_kick(spw_groups_http *gh);

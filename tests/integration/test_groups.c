@@ -524,6 +524,52 @@ static void test_auth(const char *tmp)
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
 }
 
+/* Deleting a stream deletes its groups: a stream created again under the
+ * same name starts its groups afresh. */
+static void test_delete_stream(int port, const char *data)
+{
+    resp r = http_json(port, "PUT", "/v1/streams/d", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    const char *three = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
+    r = http(port, "POST", "/v1/streams/d/events", "application/x-ndjson", three, strlen(three));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    r = http(port, "POST", "/v1/streams/d/groups/gd/poll", NULL, "", 0);
+    CHECK_EQ(r.status, 200);
+    char lease[64];
+    CHECK(header(&r, "Spillway-Lease", lease, sizeof lease));
+    free(r.body);
+    char body[128];
+    snprintf(body, sizeof body, "{\"lease\":\"%s\",\"offset\":3}", lease);
+    r = http_json(port, "POST", "/v1/streams/d/groups/gd/commit", body);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/groups/d/gd", data);
+    CHECK(access(path, F_OK) == 0);
+    r = http_json(port, "DELETE", "/v1/streams/d", NULL);
+    CHECK_EQ(r.status, 204);
+    free(r.body);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "%s/groups/d", data);
+    CHECK(access(path, F_OK) != 0);
+    r = http_json(port, "PUT", "/v1/streams/d", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    r = http_json(port, "GET", "/v1/streams/d/groups/gd", NULL);
+    CHECK_EQ(r.status, 404);
+    free(r.body);
+    r = http(port, "POST", "/v1/streams/d/events", "application/x-ndjson", three, strlen(three));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    r = http(port, "POST", "/v1/streams/d/groups/gd/poll", NULL, "", 0);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(header_u64(&r, "Spillway-First-Offset"), 0);
+    CHECK_EQ(count_lines(r.body), 3);
+    free(r.body);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -546,6 +592,7 @@ int main(int argc, char **argv)
     test_bad_input(a.port);
     test_latest(a.port);
     test_cli(a.port);
+    test_delete_stream(a.port, data);
 
     /* Commits survive SIGTERM and kill -9; leases do not (409 after). */
     produce(a.port, 20, 8000);

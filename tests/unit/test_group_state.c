@@ -192,6 +192,35 @@ static void test_file(const char *dir)
     spw_groups_close(gs);
 }
 
+/* A deleted stream's groups: gone from lookups and disk, the memory kept
+ * for whoever still points at them, leasing nothing, never saved again. */
+static void test_drop(const char *dir)
+{
+    spw_groups *gs;
+    CHECK_OK(spw_groups_open(dir, &gs));
+    uint64_t start[2] = {0, 0}, end[2] = {4, 4}, first[2] = {0, 0};
+    spw_group *g = spw_group_find(gs, "dropme", "g1", 1, 2, start, NULL);
+    CHECK(g != NULL);
+    CHECK_OK(spw_group_save(gs, g));
+    spw_lease l;
+    CHECK_EQ(spw_group_acquire(g, end, first, 2, 0, 1000, "m", &l), 1);
+    CHECK_OK(spw_group_lease_delivered(g, &l, 4));
+    char path[4096 + 64];
+    snprintf(path, sizeof path, "%s/groups/dropme/g1", dir);
+    CHECK(access(path, F_OK) == 0);
+    CHECK_OK(spw_groups_drop_stream(gs, "dropme"));
+    CHECK(access(path, F_OK) != 0);
+    CHECK(spw_group_find(gs, "dropme", "g1", 0, 0, NULL, NULL) == NULL);
+    CHECK(spw_group_find(gs, "s", "g", 0, 0, NULL, NULL) != NULL); /* other streams' groups stay */
+    CHECK_EQ(spw_group_commit(g, l.partition, l.id, 4, 0), 0);     /* a commit in flight: harmless */
+    CHECK_OK(spw_group_save(gs, g));
+    CHECK(access(path, F_OK) != 0); /* not written again */
+    CHECK_EQ(spw_group_acquire(g, end, first, 2, 5000, 1000, "m", &l), 0);
+    CHECK(!spw_group_ready(g, end, 2, 5000));
+    CHECK_OK(spw_groups_drop_stream(gs, "never-had-groups"));
+    spw_groups_close(gs);
+}
+
 int main(void)
 {
     char *dir = spw_test_tmpdir("groups");
@@ -199,6 +228,7 @@ int main(void)
     test_lease_text();
     test_leases(dir);
     test_file(dir);
+    test_drop(dir);
     spw_test_rmrf(dir);
     free(dir);
     return 0;
