@@ -294,8 +294,9 @@ void spw_groups_each(spw_groups *gs, void (*fn)(void *arg, spw_group *g), void *
 
 /* The partition a poll could take now, or -1: not leased, or its lease
  * expired (kept until then so its commit is told "expired", not
- * "unknown"), and records past its committed offset. REQUIRES: g->mu. */
-static int pick(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
+ * "unknown"), and records stored past its committed offset. REQUIRES:
+ * g->mu. */
+static int pick(spw_group *g, const uint64_t *end, const uint64_t *first, uint32_t n, int64_t now_ms)
 {
     uint32_t np = g->nparts < n ? g->nparts : n;
     if (g->dropped)
@@ -303,7 +304,8 @@ static int pick(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
     for (uint32_t k = 0; k < np; k++) {
         uint32_t i = (g->rr + k) % np;
         gpart *p = &g->parts[i];
-        if ((!p->lease_id || p->lease_expire_ms <= now_ms) && end[i] > p->committed)
+        uint64_t from = p->committed < first[i] ? first[i] : p->committed;
+        if ((!p->lease_id || p->lease_expire_ms <= now_ms) && end[i] > from)
             return (int)i;
     }
     return -1;
@@ -313,7 +315,7 @@ int spw_group_acquire(spw_group *g, const uint64_t *end, const uint64_t *first, 
                       uint32_t lease_ms, const char *member, spw_lease *l)
 {
     pthread_mutex_lock(&g->mu);
-    int i = pick(g, end, n, now_ms);
+    int i = pick(g, end, first, n, now_ms);
     if (i < 0) {
         pthread_mutex_unlock(&g->mu);
         return 0;
@@ -356,10 +358,10 @@ void spw_group_release(spw_group *g, const spw_lease *l)
     pthread_mutex_unlock(&g->mu);
 }
 
-int spw_group_ready(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms)
+int spw_group_ready(spw_group *g, const uint64_t *end, const uint64_t *first, uint32_t n, int64_t now_ms)
 {
     pthread_mutex_lock(&g->mu);
-    int i = pick(g, end, n, now_ms);
+    int i = pick(g, end, first, n, now_ms);
     pthread_mutex_unlock(&g->mu);
     return i >= 0;
 }

@@ -91,7 +91,7 @@ int spw_group_lease_delivered(spw_group *g, const spw_lease *l, uint64_t to);
 /* Drops a lease without committing (a read failed). */
 void spw_group_release(spw_group *g, const spw_lease *l);
 /* Could a poll get something now (same test as acquire, nothing taken)? */
-int spw_group_ready(spw_group *g, const uint64_t *end, uint32_t n, int64_t now_ms);
+int spw_group_ready(spw_group *g, const uint64_t *end, const uint64_t *first, uint32_t n, int64_t now_ms);
 
 /*
  * Commits offset (the next offset to read) on lease (partition, id) and

@@ -92,6 +92,14 @@ static void part_ends(spw_stream *s, uint32_t n, uint64_t *ends, uint64_t *first
     }
 }
 
+/* Records still stored after the committed offset (retention may have
+ * removed some the group never read: those are not lag any more). */
+static uint64_t group_lag(uint64_t committed, uint64_t end, uint64_t first)
+{
+    uint64_t from = committed < first ? first : committed;
+    return end > from ? end - from : 0;
+}
+
 static uint32_t nparts_of(spw_stream *s, spw_group *g)
 {
     uint32_t n = spw_group_nparts(g);
@@ -364,15 +372,15 @@ static void handle_get(spw_groups_http *gh, spw_http_req *req, spw_stream *s, co
         return;
     }
     uint32_t n = nparts_of(s, g);
-    uint64_t *ends = spw_xmalloc((size_t)n * sizeof *ends);
+    uint64_t *ends = spw_xmalloc(2 * ((size_t)n + 1) * sizeof *ends), *firsts = ends + n + 1;
     spw_group_part_info *info = spw_xcalloc(n ? n : 1, sizeof *info);
-    part_ends(s, n, ends, NULL);
+    part_ends(s, n, ends, firsts);
     spw_group_info(g, info, n, now_ms());
     spw_buf b = SPW_BUF_INIT;
     bputf(&b, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t lag = ends[i] > info[i].committed ? ends[i] - info[i].committed : 0;
+        uint64_t lag = group_lag(info[i].committed, ends[i], firsts[i]);
         total += lag;
         bputf(&b, "%s{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64,
               i ? "," : "", i, info[i].committed, ends[i], lag);
@@ -469,11 +477,11 @@ static int poll_ready(gpoll *p, int64_t now)
     if (now >= p->deadline_ms)
         return 1;
     uint32_t n = nparts_of(p->s, p->g);
-    uint64_t ends_small[64];
-    uint64_t *ends = n <= 64 ? ends_small : spw_xmalloc((size_t)n * sizeof *ends);
-    part_ends(p->s, n, ends, NULL);
-    int r = spw_group_ready(p->g, ends, n, now);
-    if (ends != ends_small)
+    uint64_t small[2 * 64];
+    uint64_t *ends = n <= 64 ? small : spw_xmalloc(2 * (size_t)n * sizeof *ends), *firsts = ends + n;
+    part_ends(p->s, n, ends, firsts);
+    int r = spw_group_ready(p->g, ends, firsts, n, now);
+    if (ends != small)
         spw_free(ends);
     return r;
 }
@@ -614,12 +622,12 @@ static void metrics_group(void *arg, spw_group *g)
     if (!s)
         return;
     uint32_t n = nparts_of(s, g);
-    uint64_t *ends = spw_xmalloc(((size_t)n + 1) * sizeof *ends);
+    uint64_t *ends = spw_xmalloc(2 * ((size_t)n + 1) * sizeof *ends), *firsts = ends + n + 1;
     spw_group_part_info *info = spw_xcalloc((size_t)n + 1, sizeof *info);
-    part_ends(s, n, ends, NULL);
+    part_ends(s, n, ends, firsts);
     spw_group_info(g, info, n, now_ms());
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t v = x->pass == 0 ? info[i].committed : ends[i] > info[i].committed ? ends[i] - info[i].committed : 0;
+        uint64_t v = x->pass == 0 ? info[i].committed : group_lag(info[i].committed, ends[i], firsts[i]);
         bputf(x->b, "spillway_group_%s{stream=\"%s\",group=\"%s\",partition=\"%" PRIu32 "\"} %" PRIu64 "\n",
               x->pass == 0 ? "committed_offset" : "lag", sn, spw_group_name(g), i, v);
     }

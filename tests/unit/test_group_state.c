@@ -63,7 +63,7 @@ static void test_leases(const char *dir)
     CHECK_EQ(b.partition, 2); /* 1 has no records */
     CHECK(a.id != b.id);
     CHECK_EQ(spw_group_acquire(g, end, first, 3, 1000, 500, "m3", &c), 0);
-    CHECK(!spw_group_ready(g, end, 3, 1000));
+    CHECK(!spw_group_ready(g, end, first, 3, 1000));
     CHECK_OK(spw_group_lease_delivered(g, &a, 4));
     CHECK_OK(spw_group_lease_delivered(g, &b, 3));
     spw_group_part_info info[3];
@@ -82,8 +82,8 @@ static void test_leases(const char *dir)
     CHECK_EQ(spw_group_acquire(g, end, first, 3, 1200, 500, "m3", &c), 1);
     CHECK_EQ(c.partition, 0);
     CHECK_EQ(c.from, 3);
-    CHECK(!spw_group_ready(g, end, 3, 1499));
-    CHECK(spw_group_ready(g, end, 3, 1500));
+    CHECK(!spw_group_ready(g, end, first, 3, 1499));
+    CHECK(spw_group_ready(g, end, first, 3, 1500));
     CHECK_EQ(spw_group_commit(g, 2, b.id, 3, 1500), -ETIME);
     spw_lease d;
     CHECK_EQ(spw_group_acquire(g, end, first, 3, 1500, 500, "m1", &d), 1);
@@ -102,6 +102,17 @@ static void test_leases(const char *dir)
     spw_group_info(g, info, 3, 1600);
     CHECK_EQ(info[0].committed, 3);
     CHECK_EQ(info[2].committed, 3);
+    /* Retention removed every record partition 1 had not read (committed
+     * 0, oldest kept = end = 6): nothing to lease there, not ready. */
+    uint64_t end3[3] = {3, 6, 3}, first3[3] = {0, 6, 0};
+    CHECK(!spw_group_ready(g, end3, first3, 3, 1700));
+    CHECK_EQ(spw_group_acquire(g, end3, first3, 3, 1700, 500, "m1", &d), 0);
+    end3[1] = 7; /* one new record: leased from the oldest kept */
+    CHECK(spw_group_ready(g, end3, first3, 3, 1700));
+    CHECK_EQ(spw_group_acquire(g, end3, first3, 3, 1700, 500, "m1", &d), 1);
+    CHECK_EQ(d.partition, 1);
+    CHECK_EQ(d.from, 6);
+    spw_group_release(g, &d);
     CHECK_OK(spw_group_save(gs, g));
     spw_groups_close(gs);
 }
@@ -216,7 +227,7 @@ static void test_drop(const char *dir)
     CHECK_OK(spw_group_save(gs, g));
     CHECK(access(path, F_OK) != 0); /* not written again */
     CHECK_EQ(spw_group_acquire(g, end, first, 2, 5000, 1000, "m", &l), 0);
-    CHECK(!spw_group_ready(g, end, 2, 5000));
+    CHECK(!spw_group_ready(g, end, first, 2, 5000));
     CHECK_OK(spw_groups_drop_stream(gs, "never-had-groups"));
     spw_groups_close(gs);
 }
