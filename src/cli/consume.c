@@ -9,20 +9,27 @@
  * that found nothing (100 ms doubling to 1 s), until --max records or
  * Ctrl-C (SIGINT/SIGTERM: exit 0 after the records already printed).
  *
- * Consumer groups (--group) need the server's group endpoints, which do
- * not exist yet: asking for one is a usage error that says so.
+ * With --group G it is a member of consumer group G instead (docs/api.md
+ * "Consumer groups"): it polls POST .../groups/G/poll (any partition the
+ * server leases it), prints the records, then commits the lease up to the
+ * answer's Spillway-Next-Offset — printed before committed, so a crash in
+ * between prints those records again (at least once). Without --follow it
+ * stops at the first poll that finds nothing; with --follow it long-polls
+ * (1 s waits, so Ctrl-C is seen within a second) until --max or Ctrl-C.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cmds.h"
 
 #define READ_LIMIT_MAX 10000
 #define POLL_MIN_MS 100
 #define POLL_MAX_MS 1000
+#define GROUP_WAIT_MS 1000
 
 static volatile sig_atomic_t stop_requested;
 
@@ -35,6 +42,8 @@ static void on_signal(int sig)
 static const char consume_help[] =
     "usage: spillway consume STREAM [--server HOST:PORT] [--partition P] [--offset O | --from-ts T]\n"
     "                        [--max N] [--follow] [--values]\n"
+    "       spillway consume STREAM --group G [--member M] [--start earliest|latest] [--max N] [--follow]\n"
+    "                        [--values]\n"
     "Reads records of STREAM and prints them as NDJSON on stdout, one object a line:\n"
     "{\"partition\",\"offset\",\"id\",\"ts\",\"key\",\"value\"}. Without --partition every partition is read\n"
     "in turn.\n\n"
@@ -45,7 +54,10 @@ static const char consume_help[] =
     "  --max N              stop after N records in total\n"
     "  --follow             after the end, keep polling for new records until --max or Ctrl-C\n"
     "  --values             print only each record's value (the event as produced)\n"
-    "  --group G            consumer groups are not available yet (exit 2)\n";
+    "  --group G            read as a member of consumer group G: leased partitions, each answer\n"
+    "                       committed after it is printed (not with --partition, --offset, --from-ts)\n"
+    "  --member M           this member's name in the group (default cli-PID)\n"
+    "  --start W            where a new group starts: earliest (default) or latest\n";
 
 typedef struct part_pos {
     uint64_t next;
@@ -103,9 +115,86 @@ static uint64_t print_records(const char *p, size_t n, int values_only)
     return count;
 }
 
+/* The value of header name as a string into out (cap bytes); 1 found. */
+static int header_str(const spw_httpc_resp *r, const char *name, char *out, size_t cap)
+{
+    size_t n;
+    const char *v = spw_httpc_header(r, name, &n);
+    if (!v || n == 0 || n >= cap)
+        return 0;
+    memcpy(out, v, n);
+    out[n] = 0;
+    return 1;
+}
+
+/* --group: poll, print, commit, until nothing is left (or --max, or
+ * Ctrl-C with --follow). Returns the exit code. */
+static int consume_group(spw_httpc *c, const char *stream, const char *group, const char *member,
+                         const char *start, int follow, uint64_t max, int values)
+{
+    char target[600], body[160];
+    uint64_t printed = 0;
+    spw_httpc_resp r;
+    while (!stop_requested && (!max || printed < max)) {
+        uint64_t limit = READ_LIMIT_MAX;
+        if (max && max - printed < limit)
+            limit = max - printed;
+        snprintf(target, sizeof target, "/v1/streams/%s/groups/%s/poll?max=%" PRIu64 "&wait_ms=%d&member=%s&start=%s",
+                 stream, group, limit, follow ? GROUP_WAIT_MS : 0, member, start);
+        int st = spw_httpc_request(c, "POST", target, NULL, NULL, NULL, 0, SPW_CLI_CONNECT_WAIT_MS, &r);
+        if (st < 0) {
+            if (stop_requested)
+                break;
+            spw__cli_conn_error("consume", c);
+            return 1;
+        }
+        if (st == 204) {
+            if (!follow)
+                break;
+            continue;
+        }
+        if (st != 200) {
+            spw__cli_server_error("consume", &r);
+            return 1;
+        }
+        char lease[64];
+        int found;
+        uint64_t next = header_u64(&r, "Spillway-Next-Offset", &found);
+        if (!found || !header_str(&r, "Spillway-Lease", lease, sizeof lease)) {
+            fputs("spillway consume: the server's poll answer has no Spillway-Lease or Spillway-Next-Offset\n",
+                  stderr);
+            return 1;
+        }
+        printed += print_records(r.body, r.body_len, values);
+        fflush(stdout);
+        snprintf(target, sizeof target, "/v1/streams/%s/groups/%s/commit", stream, group);
+        int bl = snprintf(body, sizeof body, "{\"lease\":\"%s\",\"offset\":%" PRIu64 "}", lease, next);
+        st = spw_httpc_request(c, "POST", target, "application/json", NULL, body, (size_t)bl, SPW_CLI_CONNECT_WAIT_MS,
+                               &r);
+        if (st < 0) {
+            spw__cli_conn_error("consume", c);
+            return 1;
+        }
+        if (st == 409) {
+            /* The lease ran out before the commit: another member gets
+             * these records again. Not an error of ours to stop for. */
+            fprintf(stderr, "spillway consume: lease %s ended before its commit; its records will be delivered "
+                            "again\n",
+                    lease);
+            continue;
+        }
+        if (st != 200) {
+            spw__cli_server_error("consume", &r);
+            return 1;
+        }
+    }
+    fflush(stdout);
+    return 0;
+}
+
 int spw_cmd_consume(int argc, char **argv)
 {
-    const char *server = NULL, *stream = NULL, *group = NULL, *token = NULL;
+    const char *server = NULL, *stream = NULL, *group = NULL, *token = NULL, *member = NULL, *start = "earliest";
     uint64_t partition = 0, offset = 0, max = 0;
     int64_t from_ts = 0;
     int has_part = 0, has_offset = 0, has_ts = 0, follow = 0, values = 0;
@@ -158,6 +247,17 @@ int spw_cmd_consume(int argc, char **argv)
             if (m < 0)
                 return 2;
             group = v;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--member", &v))) {
+            if (m < 0)
+                return 2;
+            member = v;
+        } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--start", &v))) {
+            if (m < 0 || (strcmp(v, "earliest") && strcmp(v, "latest"))) {
+                if (m > 0)
+                    fprintf(stderr, "spillway consume: --start takes earliest or latest, not '%s'\n", v);
+                return 2;
+            }
+            start = v;
         } else if (strcmp(a, "--follow") == 0 || strcmp(a, "-f") == 0) {
             follow = 1;
         } else if (strcmp(a, "--values") == 0) {
@@ -168,12 +268,6 @@ int spw_cmd_consume(int argc, char **argv)
             fprintf(stderr, "spillway consume: unexpected argument '%s'\n%s", a, consume_help);
             return 2;
         }
-    }
-    if (group) {
-        fprintf(stderr, "spillway consume: consumer groups (--group %s) are not available yet: this server has no "
-                        "group endpoints. Read without --group (plain reads by partition and offset).\n",
-                group);
-        return 2;
     }
     if (!stream) {
         fprintf(stderr, "spillway consume: a STREAM is required\n%s", consume_help);
@@ -189,12 +283,49 @@ int spw_cmd_consume(int argc, char **argv)
         fputs("spillway consume: give --offset or --from-ts, not both\n", stderr);
         return 2;
     }
+    char member_buf[32];
+    if (group) {
+        if (!spw__cli_stream_name_ok(group) || strlen(group) > 128) {
+            fprintf(stderr, "spillway consume: '%s' is not a group name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
+                            "with '.')\n",
+                    group);
+            return 2;
+        }
+        if (has_part || has_offset || has_ts) {
+            fputs("spillway consume: --group reads where the group stands: no --partition, --offset or --from-ts\n",
+                  stderr);
+            return 2;
+        }
+        if (!member) {
+            snprintf(member_buf, sizeof member_buf, "cli-%ld", (long)getpid());
+            member = member_buf;
+        }
+        if (!spw__cli_stream_name_ok(member) || strlen(member) > 64) {
+            fprintf(stderr, "spillway consume: '%s' is not a member name (1 to 64 of a-z A-Z 0-9 . _ -, not starting "
+                            "with '.')\n",
+                    member);
+            return 2;
+        }
+    } else if (member || strcmp(start, "earliest")) {
+        fputs("spillway consume: --member and --start go with --group\n", stderr);
+        return 2;
+    }
     spw_httpc c;
     int rc = spw__cli_server("consume", server, &c);
     if (!rc)
         rc = spw__cli_token("consume", token, &c, &token);
     if (rc)
         return rc;
+
+    if (group) {
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        rc = consume_group(&c, stream, group, member, start, follow, max, values);
+        spw_httpc_close(&c);
+        return rc;
+    }
 
     /* The stream's partition count. */
     char target[300];

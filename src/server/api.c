@@ -27,6 +27,7 @@
 #include "net/membudget.h"
 #include "server/auth.h"
 #include "server/coalesce.h"
+#include "server/groups_http.h"
 #include "server/ratelimit.h"
 #include "net/frame.h"
 
@@ -186,6 +187,9 @@ static int query_u64(const char *q, const char *name, uint64_t *v)
     *v = x;
     return 1;
 }
+
+int spw__api_query_u64(const char *q, const char *name, uint64_t *v) { return query_u64(q, name, v); }
+int spw__api_query_str(const char *q, const char *name, char *out, size_t cap) { return query_get(q, name, out, cap); }
 
 static int query_i64(const char *q, const char *name, int64_t *v)
 {
@@ -366,6 +370,7 @@ static void produce_unref(spw_produce *pr)
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
             atomic_fetch_add(&api->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&api->bytes_in, pr->bytes);
+            spw_groups_http_kick(api->groups); /* parked consumer-group polls */
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
@@ -1066,6 +1071,70 @@ void spw_api_dedupe_rebuild(spw_api *api)
 
 /* ---- read ---- */
 
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next_out,
+                        uint64_t *bad_out)
+{
+    spw_part *p = s->parts[part];
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t next = offset, sent = 0, bad_next = 0;
+    int n = 0;
+    while (sent < limit) {
+        bad_next = 0;
+        n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
+        if (n <= 0)
+            break;
+        size_t pos = 0;
+        for (int b = 0; b < n && sent < limit; b++) {
+            spw_batch_hdr h;
+            spw_batch_parse(data.p + pos, data.len - pos, &h);
+            const uint8_t *recs;
+            size_t len;
+            int rr = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len);
+            if (rr == 0) {
+                spw_rec_iter it;
+                spw_record_view rv;
+                spw_rec_iter_init(&it, &h, recs, len);
+                while (sent < limit && (rr = spw_rec_next(&it, &rv)) == 1) {
+                    if (rv.offset < next)
+                        continue;
+                    outf(out, "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64
+                              "\",\"ts\":%" PRId64 ",\"key\":",
+                         part, rv.offset, rv.id, rv.ts);
+                    if (rv.key_len < 0)
+                        out_raw(out, "null", 4);
+                    else
+                        out_str(out, rv.key, (size_t)rv.key_len);
+                    out_raw(out, ",\"value\":", 9);
+                    if (s->cfg.format_bytes)
+                        out_b64(out, rv.value, rv.value_len);
+                    else
+                        out_raw(out, rv.value, rv.value_len);
+                    out_raw(out, "}\n", 2);
+                    next = rv.offset + 1;
+                    sent++;
+                }
+            }
+            if (rr < 0) {
+                /* A batch whose CRC held but whose records do not decode:
+                 * never skip records silently. Answer what came before it;
+                 * the next read starts at the damage and reports it. */
+                n = rr;
+                bad_next = spw_batch_next_offset(&h);
+                goto done;
+            }
+            pos += h.length;
+        }
+        if (out->len > (8u << 20))
+            break;
+    }
+done:
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    *next_out = next;
+    *bad_out = bad_next;
+    return n < 0 && sent == 0 ? n : (int)sent;
+}
+
 static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
 {
     (void)api;
@@ -1118,73 +1187,15 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
                        st.start_offset, st.written_offset);
         goto out;
     }
-    spw_buf out = SPW_BUF_INIT, data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    uint64_t next = offset, sent = 0;
-    int status = 200, n = 0;
-    uint64_t bad_next = 0;
-    while (sent < limit) {
-        bad_next = 0;
-        n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            if (sent == 0)
-                goto damaged;
-            break;
-        }
-        size_t pos = 0;
-        for (int b = 0; b < n && sent < limit; b++) {
-            spw_batch_hdr h;
-            spw_batch_parse(data.p + pos, data.len - pos, &h);
-            const uint8_t *recs;
-            size_t len;
-            int rr = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len);
-            if (rr == 0) {
-                spw_rec_iter it;
-                spw_record_view rv;
-                spw_rec_iter_init(&it, &h, recs, len);
-                while (sent < limit && (rr = spw_rec_next(&it, &rv)) == 1) {
-                    if (rv.offset < next)
-                        continue;
-                    outf(&out, "{\"partition\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64
-                               "\",\"ts\":%" PRId64 ",\"key\":",
-                         part, rv.offset, rv.id, rv.ts);
-                    if (rv.key_len < 0)
-                        out_raw(&out, "null", 4);
-                    else
-                        out_str(&out, rv.key, (size_t)rv.key_len);
-                    out_raw(&out, ",\"value\":", 9);
-                    if (cfg->format_bytes)
-                        out_b64(&out, rv.value, rv.value_len);
-                    else
-                        out_raw(&out, rv.value, rv.value_len);
-                    out_raw(&out, "}\n", 2);
-                    next = rv.offset + 1;
-                    sent++;
-                }
-            }
-            if (rr < 0) {
-                /* A batch whose CRC held but whose records do not decode:
-                 * never skip records silently. Answer what came before it;
-                 * the next read starts at the damage and reports it. */
-                n = rr;
-                bad_next = spw_batch_next_offset(&h);
-                if (sent == 0)
-                    goto damaged;
-                goto done;
-            }
-            pos += h.length;
-        }
-        if (out.len > (8u << 20))
-            break;
-    }
-done:;
+    spw_buf out = SPW_BUF_INIT;
+    uint64_t next = offset, bad_next = 0;
+    int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
+    if (n < 0)
+        goto damaged;
     char h[96];
     snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
-    spw_http_respond(req, status, h, "application/x-ndjson", out.p, out.len);
+    spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
     spw_buf_fini(&out);
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
     goto out;
 damaged:
     /* Nothing readable at next: say where reading can resume (past the
@@ -1201,8 +1212,6 @@ damaged:
                        next, spw_strerror(n));
     }
     spw_buf_fini(&out);
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
 out:
     spw_stream_put(s);
 }
@@ -1294,8 +1303,10 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
             spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
         else if (r < 0)
             spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
-        else
+        else {
+            spw_groups_http_drop_stream(api->groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        }
         return;
     }
     if (req->method != SPW_HTTP_GET) {
@@ -1420,6 +1431,7 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_stream_coalesced_total counter\n");
     seen_ctx sc = {&b, who};
     spw_catalog_each(api->cat, metrics_stream, &sc);
+    spw_groups_http_metrics(api->groups, &b, who);
     outf(&b, "# TYPE spillway_rejected_total counter\n");
     for (int i = 0; i < SPW_REJ__N; i++)
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
@@ -1566,6 +1578,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         size_t nl = slash ? (size_t)(slash - name) : strlen(name);
         if (!slash)
             return handle_stream(api, req, name, nl, ar);
+        if (strncmp(slash, "/groups/", 8) == 0 && api->groups)
+            return spw_groups_http_route(api->groups, req, name, nl, slash + 8, ar);
         if (strcmp(slash, "/events") == 0) {
             if (!spw_stream_name_ok(name, nl)) {
                 spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");

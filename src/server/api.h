@@ -22,6 +22,7 @@ enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, 
 struct spw_bin_server;
 struct spw_auth;
 struct spw_coalescer;
+struct spw_groups_http;
 
 typedef struct spw_api {
     spw_log *log;
@@ -40,6 +41,7 @@ typedef struct spw_api {
     spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h); NULL: none */
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
+    struct spw_groups_http *groups; /* consumer groups (groups_http.h); NULL: their routes answer 404 */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
@@ -166,6 +168,22 @@ int spw__key_text_ok(const uint8_t *p, size_t n);
 
 /* Fills api->dd from the batches of every stream's dedupe window (at start). */
 void spw_api_dedupe_rebuild(spw_api *api);
+
+/*
+ * Reads up to limit records of partition part from offset into out as
+ * NDJSON lines (the read endpoint's shape, docs/api.md), at most about 8
+ * MiB. Returns the number of records, *next the offset after the last
+ * one; or, when nothing is readable at offset, the error (SPW_ECORRUPT
+ * with *bad the first offset past the damaged range, when known).
+ * REQUIRES: part < s's partitions; offset within the partition.
+ */
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next,
+                        uint64_t *bad);
+
+/* api.c's query-string parsing, for the handlers in other files:
+ * 1 found, 0 absent, -1 malformed (query_str: or longer than cap - 1). */
+int spw__api_query_u64(const char *q, const char *name, uint64_t *v);
+int spw__api_query_str(const char *q, const char *name, char *out, size_t cap);
 
 /* The spw_http_handler for the API; ctx is a spw_api. */
 void spw_api_handle(void *ctx, spw_http_req *req);

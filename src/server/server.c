@@ -22,6 +22,7 @@
 #include "server/auth.h"
 #include "server/catalog.h"
 #include "server/coalesce.h"
+#include "server/groups_http.h"
 #include "server/ratelimit.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
@@ -316,6 +317,16 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
     api.coal = spw_coalesce_new(&api);
+    if ((r = spw_groups_http_start(&api, &api.groups)) < 0) {
+        fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
+        spw_coalesce_close(api.coal);
+        spw_rl_destroy(api.rl);
+        spw_dd_free(api.dd);
+        spw_catalog_close(cat);
+        spw_log_close(log);
+        spw_auth_close(auth);
+        return 1;
+    }
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -330,6 +341,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
+        spw_groups_http_free(api.groups);
         spw_coalesce_close(api.coal);
         spw_rl_destroy(api.rl);
         spw_dd_free(api.dd);
@@ -354,12 +366,14 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         };
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
+            spw_groups_http_stop(api.groups);
             spw_http_stop(http, 0);
             spw_coalesce_close(api.coal);
             spw_rl_destroy(api.rl);
             spw_dd_free(api.dd);
             spw_catalog_close(cat);
             spw_log_close(log);
+            spw_groups_http_free(api.groups);
             spw_auth_close(auth);
             return 1;
         }
@@ -407,6 +421,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     }
     if (bin)
         spw_bin_stop_accepting(bin);
+    spw_groups_http_stop(api.groups); /* parked polls answered before the loops stop */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
@@ -415,6 +430,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_dd_free(api.dd);
     spw_catalog_close(cat);
     spw_log_close(log);
+    spw_groups_http_free(api.groups); /* after the last produce completion, which may kick it */
     spw_auth_close(auth);
     spw_info("stopped cleanly");
     return 0;

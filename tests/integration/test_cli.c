@@ -2,7 +2,7 @@
  * The client commands against a real server on loopback: `spillway stream
  * create/list/show/delete`, `produce` (files, stdin, bad and over-long
  * lines, pipelining), `consume` (all partitions, one partition, offsets,
- * --values, --follow ended by --max and by SIGINT, --group refused), and
+ * --values, --follow ended by --max and by SIGINT, --group usage errors), and
  * `bench` through the shared HTTP client. The client's response framing
  * (chunked, 204, Content-Length, split reads) is checked against a fake
  * server thread.
@@ -68,8 +68,11 @@ static void test_usage(void)
     expect(run("stream create s --nope 1"), 2, "unknown option");
     expect(run("stream frobnicate"), 2, "unknown subcommand");
     expect(run("stream show s --server nohost:notaport"), 2, "--server takes");
-    /* Consumer groups are a later feature: a clear usage error. */
-    expect(run("consume s --group g %s", server_opt), 2, "consumer groups (--group g) are not available yet");
+    /* Consumer groups: usage errors (the group runs are in test_groups). */
+    expect(run("consume s --group .g %s", server_opt), 2, "not a group name");
+    expect(run("consume s --group g --partition 1 %s", server_opt), 2, "--group reads where the group stands");
+    expect(run("consume s --member m %s", server_opt), 2, "go with --group");
+    expect(run("consume s --group g --start middle %s", server_opt), 2, "--start takes");
 }
 
 static void test_streams(void)
