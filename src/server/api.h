@@ -41,6 +41,7 @@ typedef struct spw_api {
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
+    struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;

@@ -21,6 +21,7 @@
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
+#include "sink/sink.h"
 #include "server/coalesce.h"
 #include "server/ratelimit.h"
 
@@ -316,6 +317,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
     api.coal = spw_coalesce_new(&api);
+    if ((r = spw_sinks_open(&api, &api.sinks)) < 0)
+        spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -330,6 +333,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
+        spw_sinks_close(api.sinks);
         spw_coalesce_close(api.coal);
         spw_rl_destroy(api.rl);
         spw_dd_free(api.dd);
@@ -355,6 +359,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_http_stop(http, 0);
+            spw_sinks_close(api.sinks);
             spw_coalesce_close(api.coal);
             spw_rl_destroy(api.rl);
             spw_dd_free(api.dd);
@@ -410,6 +415,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
+    spw_sinks_close(api.sinks); /* workers stopped, holds released */
     spw_coalesce_close(api.coal); /* everything buffered written and answered */
     spw_rl_destroy(api.rl);
     spw_dd_free(api.dd);
