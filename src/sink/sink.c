@@ -75,6 +75,7 @@ typedef struct sink_part {
     _Atomic uint64_t end;  /* partition's next offset when last looked */
     spw_hold *hold;
     uint64_t first_seen_ms; /* when records past next were first seen (0: none) */
+    uint64_t checked_end;   /* written offset at the last read that was not due */
 } sink_part;
 
 enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };
@@ -640,6 +641,8 @@ static int collect(spw_sink *k, uint32_t pi)
 static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *err, size_t cap)
 {
     spw_sink *k = arg;
+    if (stopping(k)) /* deleted or shutting down: op_wait ends the delivery */
+        return SPW_SINK_RETRY;
     int r = k->def.kind->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
     if (r == SPW_SINK_OK) {
         uint64_t bytes = 0;
@@ -770,6 +773,8 @@ static int op_progress(void *arg, uint32_t upto)
 static int op_wait(void *arg, uint32_t attempt, const char *err)
 {
     spw_sink *k = arg;
+    if (stopping(k))
+        return 1;
     atomic_store(&k->state, ST_RETRYING);
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
@@ -836,17 +841,22 @@ static void *worker(void *arg)
                 sp->first_seen_ms = now;
             uint64_t avail = st.written_offset - next;
             uint64_t age = now - sp->first_seen_ms;
-            /* Read only when the count or the age says the batch may be
-             * due; bytes are known after reading. */
+            /* Nothing new since a read found the batch not due, and not
+             * old enough yet: no need to read it again. */
+            if (sp->checked_end == st.written_offset && avail < k->def.batch.max_events &&
+                age < k->def.batch.max_wait_ms)
+                continue;
             int n = collect(k, i);
             if (n < 0) {
                 set_error(k, "reading partition %u: %s", i, spw_strerror(n));
                 atomic_fetch_add(&k->errors, 1);
                 continue;
             }
-            (void)avail;
-            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->batch_bytes, age))
+            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->batch_bytes, age)) {
+                sp->checked_end = st.written_offset;
                 continue;
+            }
+            sp->checked_end = 0;
             k->cur_part = i;
             if (spw_sink_deliver(&deliver_ops, k, (uint32_t)n) < 0)
                 break;
