@@ -680,7 +680,7 @@ static void dlq_done(spw_produce *pr, void *user)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* The dead-letter record (docs/formats/sink-dlq.md). */
+/* The dead-letter record (docs/formats/sink-progress.md, "Dead-letter record"). */
 static void dlq_value(spw_sink *k, const spw_sink_rec *r, const char *err, spw_buf *b)
 {
     jf(b, "{\"error\":");
