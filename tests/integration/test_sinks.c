@@ -19,6 +19,7 @@
  *     delivered in order.
  */
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "server.h"
 #include "spillway.h"
@@ -308,10 +309,58 @@ static void test_retention(void)
     spw_test_rmrf(dir);
 }
 
+/* PUT and DELETE need the admin permission; GET any valid token. */
+static void test_auth(void)
+{
+    char *dir = spw_test_tmpdir("sinks-auth");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokens.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\":[{\"token\":\"admin-a1a1a1a1a1a1a1a1a1a1\",\"tenant\":\"ops\",\"streams\":[\"*\"],"
+          "\"permissions\":[\"produce\",\"consume\",\"admin\"]},"
+          "{\"token\":\"prod-b2b2b2b2b2b2b2b2b2b2\",\"tenant\":\"acme\",\"streams\":[\"*\"],"
+          "\"permissions\":[\"produce\",\"consume\"]}]}\n",
+          f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    srv s;
+    const char *extra[] = {"--tokens-file", path, NULL};
+    srv_start(&s, BIN, data, extra);
+    const char *body = "{\"stream\":\"nosuch\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:1\"}}";
+    const char *admin = "Authorization: Bearer admin-a1a1a1a1a1a1a1a1a1a1\r\n";
+    const char *prod = "Authorization: Bearer prod-b2b2b2b2b2b2b2b2b2b2\r\n";
+    struct {
+        const char *method, *path, *auth, *body;
+        int status;
+    } cases[] = {
+        {"GET", "/v1/sinks", NULL, NULL, 401},
+        {"PUT", "/v1/sinks/x", NULL, body, 401},
+        {"PUT", "/v1/sinks/x", prod, body, 403},
+        {"DELETE", "/v1/sinks/x", prod, NULL, 403},
+        {"GET", "/v1/sinks", prod, NULL, 200},
+        {"PUT", "/v1/sinks/x", admin, body, 404}, /* past auth: the stream is missing */
+        {"DELETE", "/v1/sinks/x", admin, NULL, 404},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        resp r = http_ex(s.port, cases[i].method, cases[i].path, cases[i].body ? "application/json" : NULL,
+                         cases[i].auth, cases[i].body, cases[i].body ? strlen(cases[i].body) : 0);
+        if (r.status != cases[i].status)
+            fprintf(stderr, "case %zu: %s %s -> %d\n", i, cases[i].method, cases[i].path, r.status);
+        CHECK_EQ(r.status, cases[i].status);
+        free(r.body);
+    }
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    spw_test_rmrf(dir);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
     BIN = argv[1];
+    test_auth();
     test_retention();
     char *edir = spw_test_tmpdir("sinks-edge"), *cdir = spw_test_tmpdir("sinks-core");
     srv edge, core;
