@@ -307,6 +307,7 @@ static void test_retention(void)
     CHECK(start > 0);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
+    free(dir);
 }
 
 /* PUT and DELETE need the admin permission; GET any valid token. */
@@ -354,6 +355,7 @@ static void test_auth(void)
     }
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
+    free(dir);
 }
 
 int main(int argc, char **argv)
@@ -481,6 +483,8 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&core, SIGTERM), 0);
     spw_test_rmrf(edir);
     spw_test_rmrf(cdir);
+    free(edir);
+    free(cdir);
     printf("test_sinks: ok\n");
     return 0;
 }
