@@ -550,6 +550,8 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_api *api = c->loop->srv->api;
     spw_produce_req pq;
     const char *why;
+    /* Before the first goto out: out frees stored.slots. */
+    spw_dd_result stored = {0};
     if (spw_produce_req_decode(body, len, &pq, &why)) {
         atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
@@ -690,7 +692,6 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_produce_opts po = {.partition = route_part, .ack = ack, .producer_id = pq.producer_id,
                            .producer_seq = pq.producer_seq,
                            .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0};
-    spw_dd_result stored = {0};
     if (pq.producer_id && cfg->dedupe_window_ms > 0 && api->dd) {
         po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);
         int d = spw_dd_begin(api->dd, s->uid, po.idem_key, pq.count, spw_wall_ms(), &po.dd, &stored);

@@ -29,6 +29,8 @@
 #include "server/coalesce.h"
 #include "server/groups_http.h"
 #include "server/ratelimit.h"
+#include "server/sink_api.h"
+#include "sink/sink.h"
 #include "net/frame.h"
 
 #define SPW_VERSION_STR "0.1.0"
@@ -1532,6 +1534,8 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "spillway_tokens_reloads_total{result=\"failed\"} %" PRIu64 "\n",
              atomic_load(&api->auth->unauthorized), atomic_load(&api->auth->forbidden),
              atomic_load(&api->auth->reloads_ok), atomic_load(&api->auth->reloads_failed));
+    if (api->sinks)
+        spw_sinks_metrics(api->sinks, &b);
     spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
     spw_buf_fini(&b);
 }
@@ -1572,6 +1576,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         respond_json(req, 200, &b);
         return;
     }
+    if (spw_sink_api_route(api, req, ar))
+        return;
     if (strncmp(req->path, "/v1/streams/", 12) == 0) {
         const char *name = req->path + 12;
         const char *slash = strchr(name, '/');

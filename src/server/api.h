@@ -43,6 +43,7 @@ typedef struct spw_api {
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
     struct spw_groups_http *groups; /* consumer groups (groups_http.h); NULL: their routes answer 404 */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
+    struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;

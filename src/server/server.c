@@ -21,6 +21,7 @@
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
+#include "sink/sink.h"
 #include "server/coalesce.h"
 #include "server/groups_http.h"
 #include "server/ratelimit.h"
@@ -327,6 +328,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_auth_close(auth);
         return 1;
     }
+    if ((r = spw_sinks_open(&api, &api.sinks)) < 0)
+        spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -342,6 +345,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
         spw_groups_http_free(api.groups);
+        spw_sinks_close(api.sinks);
         spw_coalesce_close(api.coal);
         spw_rl_destroy(api.rl);
         spw_dd_free(api.dd);
@@ -368,6 +372,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_groups_http_stop(api.groups);
             spw_http_stop(http, 0);
+            spw_sinks_close(api.sinks);
             spw_coalesce_close(api.coal);
             spw_rl_destroy(api.rl);
             spw_dd_free(api.dd);
@@ -425,6 +430,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
+    spw_sinks_close(api.sinks); /* workers stopped, holds released */
     spw_coalesce_close(api.coal); /* everything buffered written and answered */
     spw_rl_destroy(api.rl);
     spw_dd_free(api.dd);

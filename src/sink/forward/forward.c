@@ -1,0 +1,237 @@
+/*
+ * The `forward` sink: delivers to a stream of another Spillway node over
+ * the binary protocol with the C client's producer (include/spillway.h).
+ * Options: {"address":"host:port","stream":"NAME","timeout_ms":N}
+ * (stream defaults to the source stream's name, timeout_ms to 10000).
+ *
+ * One producer per sink, kept across writes, with one batch in flight so
+ * records arrive in order; the record's key and timestamp are kept, so
+ * the remote partitions by the same key hash. The producer's id and
+ * sequence numbers let the remote drop a batch it stored whose answer was
+ * lost, as long as the same producer sends it again (docs/api.md, "forward
+ * sink" says what that guarantees). A write sends the records, flushes,
+ * and reads the delivery reports: all delivered → OK; a 400 or 413 answer
+ * (the remote refuses the record itself: too large, invalid) → REJECT,
+ * with the delivered prefix; anything else (connection refused, timeout,
+ * 404 missing stream, 401/403, 5xx) → RETRY, the remote may come back.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "sink/sink.h"
+#include "spillway.h"
+
+typedef struct fwd {
+    char address[256];
+    char stream[129];
+    uint32_t timeout_ms;
+    spw_producer *p;
+    pthread_mutex_t mu;
+    uint64_t gen; /* reports of earlier writes are ignored */
+    int *status;  /* per record of the current write */
+    uint32_t n, reported;
+    /* Records delivered by a write that failed earlier in the window
+     * (the producer sends the batches after a refused one): offsets,
+     * increasing, of partition skip_part; not sent again. */
+    uint32_t skip_part;
+    uint64_t *skip;
+    uint32_t nskip;
+} fwd;
+
+static void on_delivery(void *opaque, const spw_delivery *d)
+{
+    fwd *f = opaque;
+    uintptr_t tag = (uintptr_t)d->opaque;
+    pthread_mutex_lock(&f->mu);
+    uint64_t gen = tag >> 32;
+    uint32_t i = (uint32_t)(tag & 0xffffffffu);
+    if (gen == (f->gen & 0xffffffffu) && f->status && i < f->n) {
+        f->status[i] = d->status;
+        f->reported++;
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static int make_producer(fwd *f)
+{
+    spw_producer_config c;
+    spw_producer_config_init(&c);
+    c.max_in_flight = 1;
+    c.linger_ms = 1;
+    c.delivery_timeout_ms = f->timeout_ms;
+    c.backoff_max_ms = 1000;
+    c.connect_timeout_ms = f->timeout_ms < 5000 ? f->timeout_ms : 5000;
+    c.on_delivery = on_delivery;
+    c.opaque = f;
+    return spw_producer_new(f->address, &c, &f->p);
+}
+
+static int fwd_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
+                    size_t cap)
+{
+    (void)sink;
+    fwd *f = spw_xcalloc(1, sizeof *f);
+    snprintf(f->stream, sizeof f->stream, "%s", stream);
+    f->timeout_ms = 10000;
+    spw_json_ptr root = {0};
+    spw_json_span obj, k, v;
+    spw_json_error je;
+    const char *end;
+    const char *bad = NULL;
+    if (spw_json_scan(options, options + len, &root, 1, &obj, &end, &je) || obj.type != SPW_JSON_OBJECT) {
+        bad = "\"options\" must be an object";
+    } else {
+        spw_json_iter it;
+        spw_json_iter_init(&it, &obj);
+        while (!bad && spw_json_iter_next(&it, &k, &v)) {
+            if (spw_json_str_eq(&k, "address")) {
+                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, f->address, sizeof f->address - 1) : -1;
+                if (n <= 0)
+                    bad = "options.address must be \"host:port\"";
+                else
+                    f->address[n] = 0;
+            } else if (spw_json_str_eq(&k, "stream")) {
+                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, f->stream, sizeof f->stream - 1) : -1;
+                if (n <= 0)
+                    bad = "options.stream must be a stream name";
+                else
+                    f->stream[n] = 0;
+            } else if (spw_json_str_eq(&k, "timeout_ms")) {
+                int64_t x;
+                if (v.type != SPW_JSON_NUMBER || spw_json_int64(&v, &x) || x < 100 || x > 600000)
+                    bad = "options.timeout_ms must be 100 to 600000";
+                else
+                    f->timeout_ms = (uint32_t)x;
+            } else {
+                bad = "unknown field in forward options (address, stream, timeout_ms)";
+            }
+        }
+    }
+    if (!bad && !f->address[0])
+        bad = "forward sinks need options.address (\"host:port\" of the other node's binary listener)";
+    if (!bad && (strchr(f->address, ',') || !strchr(f->address, ':')))
+        bad = "options.address must be one \"host:port\"";
+    /* the producer checks the address syntax (and resolves nothing yet:
+     * connections are lazy), so a bad address fails here, at PUT */
+    if (!bad && make_producer(f) < 0)
+        bad = "options.address is not a valid \"host:port\" (IPv4 or localhost)";
+    if (bad) {
+        snprintf(err, cap, "%s", bad);
+        spw_free(f);
+        return SPW_EINVAL;
+    }
+    pthread_mutex_init(&f->mu, NULL);
+    *st = f;
+    return 0;
+}
+
+static int is_bad_record(int st) { return st == SPW_ERR_BAD_REQUEST || st == SPW_ERR_TOO_LARGE; }
+
+static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                     size_t cap)
+{
+    (void)partition;
+    fwd *f = st;
+    if (!f->p && make_producer(f) < 0) {
+        snprintf(err, cap, "cannot create a producer for %s", f->address);
+        return SPW_SINK_RETRY;
+    }
+    int *status = spw_xmalloc((size_t)n * sizeof *status);
+    for (uint32_t i = 0; i < n; i++)
+        status[i] = 1; /* not reported */
+    pthread_mutex_lock(&f->mu);
+    f->gen++;
+    f->status = status;
+    f->n = n;
+    f->reported = 0;
+    uint64_t gen = f->gen & 0xffffffffu;
+    pthread_mutex_unlock(&f->mu);
+    if (f->nskip && f->skip_part != partition)
+        f->nskip = 0;
+    uint32_t si = 0;
+    int send_err = 0;
+    uint32_t sent = 0;
+    for (; sent < n; sent++) {
+        const spw_sink_rec *r = &recs[sent];
+        while (si < f->nskip && f->skip[si] < r->offset)
+            si++;
+        if (si < f->nskip && f->skip[si] == r->offset) {
+            status[sent] = 0;
+            continue;
+        }
+        int rc = spw_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
+                                   SPW_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
+        if (rc < 0) {
+            send_err = rc;
+            break;
+        }
+    }
+    int fr = spw_producer_flush(f->p, f->timeout_ms + 5000);
+    pthread_mutex_lock(&f->mu);
+    f->status = NULL;
+    f->n = 0;
+    pthread_mutex_unlock(&f->mu);
+    if (fr < 0) {
+        /* Reports still outstanding: start over with a new producer (its
+         * close fails what is left; those reports are ignored by gen). */
+        spw_producer_close(f->p, 0);
+        f->p = NULL;
+    }
+    uint32_t ok = 0;
+    while (ok < sent && status[ok] == 0)
+        ok++;
+    *done = ok;
+    /* Remember what got through past the first failure, and what of the
+     * old set lies past this window. */
+    uint64_t *ns = spw_xmalloc(((size_t)n + f->nskip + 1) * sizeof *ns);
+    uint32_t nn = 0;
+    for (uint32_t i = ok; i < sent; i++)
+        if (status[i] == 0)
+            ns[nn++] = recs[i].offset;
+    for (uint32_t i = 0; i < f->nskip; i++)
+        if (f->skip[i] > recs[n - 1].offset)
+            ns[nn++] = f->skip[i];
+    spw_free(f->skip);
+    f->skip = ns;
+    f->nskip = nn;
+    f->skip_part = partition;
+    int res;
+    if (ok == n) {
+        res = SPW_SINK_OK;
+    } else if (ok < sent && is_bad_record(status[ok])) {
+        snprintf(err, cap, "%s refused the record: %s", f->address, spw_errstr(status[ok]));
+        res = SPW_SINK_REJECT;
+    } else {
+        int e = ok < sent ? status[ok] : send_err ? send_err : SPW_ERR_TIMEOUT;
+        snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream,
+                 e == 1 ? "no delivery report in time" : spw_errstr(e));
+        res = SPW_SINK_RETRY;
+    }
+    spw_free(status);
+    return res;
+}
+
+static void fwd_close(void *st)
+{
+    fwd *f = st;
+    if (f->p)
+        spw_producer_close(f->p, 1000);
+    spw_free(f->skip);
+    pthread_mutex_destroy(&f->mu);
+    spw_free(f);
+}
+
+const spw_sink_kind spw_sink_kind_forward = {
+    .name = "forward",
+    .open = fwd_open,
+    .write = fwd_write,
+    .position = NULL,
+    .commit = NULL,
+    .close = fwd_close,
+};

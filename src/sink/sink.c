@@ -1,0 +1,1242 @@
+/*
+ * The sink manager and the shared loop: see sink.h.
+ *
+ * Each sink has one worker thread. It attaches to its stream (a catalog
+ * reference and one retention hold per partition at the sink's position),
+ * then cycles over the partitions: it reads what is written past the
+ * position (spw_part_read, which takes no append lock), and when the batch
+ * is due (loop.h: full by events or bytes, or its oldest record waited
+ * max_wait_ms) delivers it with spw_sink_deliver — kind write, bisection,
+ * dead letters, progress commit (file or kind) and hold move. Between
+ * cycles it sleeps on its condition variable (at most 20 ms, or max_wait
+ * if less), so stopping is prompt. A stream deleted under the sink drops
+ * the attachment; the sink waits for a stream of that name again.
+ *
+ * Locking: m->mu guards the list of sinks; k->mu guards a sink's state
+ * shown by GET (partition table, last error) and its "deleted" flag, which
+ * is checked under it before a progress file is written, so a deleted
+ * sink never writes into a directory a new sink of its name now owns.
+ */
+#include "sink/sink.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "log/format.h"
+#include "os/os.h"
+#include "server/api.h"
+#include "server/catalog.h"
+
+#define SINKS_MAX 256
+#define OPTIONS_MAX 65536
+#define DEF_MAX (OPTIONS_MAX + 4096)
+#define POLL_MS 20
+
+extern const spw_sink_kind spw_sink_kind_forward;
+static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward};
+
+const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strlen(kinds[i]->name) == len && memcmp(kinds[i]->name, name, len) == 0)
+            return kinds[i];
+    return NULL;
+}
+
+typedef struct sink_def {
+    char name[SPW_STREAM_NAME_MAX + 1];
+    char stream[SPW_STREAM_NAME_MAX + 1];
+    char dlq[SPW_STREAM_NAME_MAX + 1]; /* "" = none */
+    const spw_sink_kind *kind;
+    spw_sink_batch_cfg batch;
+    uint64_t retry_initial_ms, retry_max_ms;
+    char *options; /* raw JSON object text */
+    size_t options_len;
+} sink_def;
+
+typedef struct sink_part {
+    _Atomic uint64_t next; /* committed position */
+    _Atomic uint64_t end;  /* partition's next offset when last looked */
+    spw_hold *hold;
+    uint64_t first_seen_ms; /* when records past next were first seen (0: none) */
+    uint64_t checked_end;   /* written offset at the last read that was not due */
+} sink_part;
+
+enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };
+static const char *const state_names[] = {"running", "retrying", "no_stream", "stopped"};
+
+typedef struct spw_sink {
+    struct spw_sinks *m;
+    sink_def def;
+    char *canon; /* canonical definition JSON */
+    void *kst;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;    /* under mu */
+    int deleted; /* under mu */
+    /* attachment: parts replaced only under mu */
+    spw_stream *s;
+    uint32_t nparts;
+    sink_part *parts;
+    _Atomic int state;
+    char last_error[512]; /* under mu */
+    int64_t last_error_ms;
+    _Atomic uint64_t delivered, delivered_bytes, errors, dlq;
+    /* throughput, worker only (read racy as a plain double: display) */
+    uint64_t rate_t0_ms, rate_n0;
+    _Atomic uint64_t rate_milli; /* events/s * 1000 */
+    /* the batch being delivered (worker only) */
+    uint32_t cur_part;
+    spw_sink_rec *recs;
+    uint32_t nrecs, recs_cap;
+    spw_buf arena, rbuf, scratch;
+    uint64_t batch_bytes;
+    struct spw_sink *next_dead;
+} spw_sink;
+
+struct spw_sinks {
+    spw_api *api;
+    char dir[3800];
+    pthread_mutex_t mu;
+    spw_sink *v[SINKS_MAX];
+    uint32_t n;
+    spw_sink *dying; /* deleted, worker still stopping: joined at close */
+};
+
+/* ---- JSON output ---- */
+
+static void jstr(spw_buf *b, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    spw_buf_put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            spw_buf_put(b, e, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            spw_buf_put(b, e, 6);
+        } else {
+            spw_buf_put(b, &p[i], 1);
+        }
+    }
+    spw_buf_put(b, "\"", 1);
+}
+
+static void jb64(spw_buf *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    spw_buf_put(b, "\"", 1);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        char o[4] = {tab[v >> 18], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
+        spw_buf_put(b, o, 4);
+    }
+    spw_buf_put(b, "\"", 1);
+}
+
+static void jf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jf(spw_buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        spw_buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* ---- definitions ---- */
+
+static int get_u64(const spw_json_span *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    int64_t x;
+    if (v->type != SPW_JSON_NUMBER || spw_json_int64(v, &x) || x < (int64_t)lo || (uint64_t)x > hi)
+        return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int get_name(const spw_json_span *v, char *out)
+{
+    if (v->type != SPW_JSON_STRING)
+        return -1;
+    long n = spw_json_unescape(v, out, SPW_STREAM_NAME_MAX + 1);
+    if (n < 0 || !spw_stream_name_ok(out, (size_t)n))
+        return -1;
+    out[n] = 0;
+    return 0;
+}
+
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        snprintf(err, cap, __VA_ARGS__);                                                                               \
+        return SPW_EINVAL;                                                                                             \
+    } while (0)
+
+/* Parses a PUT body into d (options copied: free with def_fini). */
+static int def_parse(sink_def *d, const char *name, const char *body, size_t len, char *err, size_t cap)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    d->batch = (spw_sink_batch_cfg){.max_events = 5000, .max_bytes = 4u << 20, .max_wait_ms = 200};
+    d->retry_initial_ms = 100;
+    d->retry_max_ms = 30000;
+    spw_json_ptr root = {0};
+    spw_json_span obj;
+    spw_json_error je;
+    const char *end;
+    if (len > DEF_MAX)
+        FAIL("the definition is over %d bytes", DEF_MAX);
+    if (spw_json_scan(body, body + len, &root, 1, &obj, &end, &je))
+        FAIL("invalid JSON at byte %zu: %s", je.offset, je.msg);
+    if (spw_json_ws(end, body + len) != body + len || obj.type != SPW_JSON_OBJECT)
+        FAIL("the body must be one JSON object");
+    spw_json_iter it;
+    spw_json_span k, v;
+    const spw_json_span *opts = NULL;
+    spw_json_span opts_span;
+    spw_json_iter_init(&it, &obj);
+    while (spw_json_iter_next(&it, &k, &v)) {
+        if (spw_json_str_eq(&k, "name")) {
+            if (v.type != SPW_JSON_STRING || !spw_json_str_eq(&v, name))
+                FAIL("\"name\" must be the name in the path");
+        } else if (spw_json_str_eq(&k, "stream")) {
+            if (get_name(&v, d->stream))
+                FAIL("\"stream\" must be a stream name");
+        } else if (spw_json_str_eq(&k, "dlq")) {
+            if (v.type == SPW_JSON_NULL)
+                d->dlq[0] = 0;
+            else if (get_name(&v, d->dlq))
+                FAIL("\"dlq\" must be a stream name or null");
+        } else if (spw_json_str_eq(&k, "kind")) {
+            char kn[32];
+            long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, kn, sizeof kn - 1) : -1;
+            if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
+                FAIL("unknown sink kind (known: forward)");
+        } else if (spw_json_str_eq(&k, "batch")) {
+            if (v.type != SPW_JSON_OBJECT)
+                FAIL("\"batch\" must be an object");
+            spw_json_iter i2;
+            spw_json_span k2, v2;
+            spw_json_iter_init(&i2, &v);
+            while (spw_json_iter_next(&i2, &k2, &v2)) {
+                uint64_t x;
+                if (spw_json_str_eq(&k2, "max_events")) {
+                    if (get_u64(&v2, 1, 1000000, &x))
+                        FAIL("batch.max_events must be 1 to 1000000");
+                    d->batch.max_events = (uint32_t)x;
+                } else if (spw_json_str_eq(&k2, "max_bytes")) {
+                    if (get_u64(&v2, 1, 256u << 20, &d->batch.max_bytes))
+                        FAIL("batch.max_bytes must be 1 to 268435456");
+                } else if (spw_json_str_eq(&k2, "max_wait_ms")) {
+                    if (get_u64(&v2, 0, 3600000, &x))
+                        FAIL("batch.max_wait_ms must be 0 to 3600000");
+                    d->batch.max_wait_ms = (uint32_t)x;
+                } else {
+                    FAIL("unknown field in \"batch\" (max_events, max_bytes, max_wait_ms)");
+                }
+            }
+        } else if (spw_json_str_eq(&k, "retry")) {
+            if (v.type != SPW_JSON_OBJECT)
+                FAIL("\"retry\" must be an object");
+            spw_json_iter i2;
+            spw_json_span k2, v2;
+            spw_json_iter_init(&i2, &v);
+            while (spw_json_iter_next(&i2, &k2, &v2)) {
+                if (spw_json_str_eq(&k2, "initial_ms")) {
+                    if (get_u64(&v2, 1, 3600000, &d->retry_initial_ms))
+                        FAIL("retry.initial_ms must be 1 to 3600000");
+                } else if (spw_json_str_eq(&k2, "max_ms")) {
+                    if (get_u64(&v2, 1, 3600000, &d->retry_max_ms))
+                        FAIL("retry.max_ms must be 1 to 3600000");
+                } else {
+                    FAIL("unknown field in \"retry\" (initial_ms, max_ms)");
+                }
+            }
+        } else if (spw_json_str_eq(&k, "options")) {
+            if (v.type != SPW_JSON_OBJECT || v.n > OPTIONS_MAX)
+                FAIL("\"options\" must be an object of at most %d bytes", OPTIONS_MAX);
+            opts_span = v;
+            opts = &opts_span;
+        } else {
+            FAIL("unknown field (stream, kind, batch, retry, dlq, options)");
+        }
+    }
+    if (!d->stream[0])
+        FAIL("\"stream\" is required");
+    if (!d->kind)
+        FAIL("\"kind\" is required (forward)");
+    if (d->retry_max_ms < d->retry_initial_ms)
+        FAIL("retry.max_ms must be at least retry.initial_ms");
+    if (strcmp(d->dlq, d->stream) == 0)
+        FAIL("\"dlq\" must not be the sink's own stream");
+    d->options = spw_xmalloc(opts ? opts->n + 1 : 3);
+    if (opts) {
+        memcpy(d->options, opts->p, opts->n);
+        d->options_len = opts->n;
+    } else {
+        memcpy(d->options, "{}", 2);
+        d->options_len = 2;
+    }
+    d->options[d->options_len] = 0;
+    return 0;
+}
+
+static void def_fini(sink_def *d)
+{
+    spw_free(d->options);
+    d->options = NULL;
+}
+
+static void def_json(const sink_def *d, spw_buf *b)
+{
+    jf(b, "{\"name\":");
+    jstr(b, d->name, strlen(d->name));
+    jf(b, ",\"stream\":");
+    jstr(b, d->stream, strlen(d->stream));
+    jf(b, ",\"kind\":\"%s\",\"batch\":{\"max_events\":%" PRIu32 ",\"max_bytes\":%" PRIu64
+          ",\"max_wait_ms\":%" PRIu32 "},\"retry\":{\"initial_ms\":%" PRIu64 ",\"max_ms\":%" PRIu64 "},\"dlq\":",
+       d->kind->name, d->batch.max_events, d->batch.max_bytes, d->batch.max_wait_ms, d->retry_initial_ms,
+       d->retry_max_ms);
+    if (d->dlq[0])
+        jstr(b, d->dlq, strlen(d->dlq));
+    else
+        jf(b, "null");
+    jf(b, ",\"options\":");
+    spw_buf_put(b, d->options, d->options_len);
+    jf(b, "}");
+}
+
+/* ---- files ---- */
+
+/* Writes path atomically: temp file, fsync, rename, fsync of the directory. */
+static int write_atomic(const char *dir, const char *file, const void *p, size_t n)
+{
+    char tmp[4500], path[4500];
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, file);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fd;
+    int r = spw_os_pwrite_all(fd, p, n, 0);
+    if (r == 0)
+        r = spw_os.fsync(fd);
+    spw_os.close(fd);
+    if (r == 0)
+        r = spw_os.rename(tmp, path);
+    if (r == 0)
+        r = spw_os_fsync_dir(dir);
+    return r;
+}
+
+/* Reads a whole small file into a NUL-terminated malloc'ed buffer. */
+static int read_small(const char *path, char **out, size_t *len, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    char *b = spw_xmalloc(max + 1);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, b + n, max - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = -errno;
+            close(fd);
+            spw_free(b);
+            return e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n == max)
+            break;
+    }
+    close(fd);
+    b[n] = 0;
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+static void sink_dir(const spw_sink *k, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", k->m->dir, k->def.name);
+}
+
+/* Writes the progress file (the positions of every partition). */
+static int save_progress(spw_sink *k)
+{
+    uint64_t next[SPW_STREAM_PARTITIONS_MAX];
+    for (uint32_t i = 0; i < k->nparts; i++)
+        next[i] = atomic_load(&k->parts[i].next);
+    spw_buf b = SPW_BUF_INIT;
+    int r = spw_sink_progress_encode(&b, next, k->nparts);
+    char dir[4200];
+    sink_dir(k, dir, sizeof dir);
+    pthread_mutex_lock(&k->mu);
+    if (r == 0 && !k->deleted)
+        r = write_atomic(dir, "progress", b.p, b.len);
+    pthread_mutex_unlock(&k->mu);
+    spw_buf_fini(&b);
+    return r;
+}
+
+/* ---- state ---- */
+
+static void set_error(spw_sink *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(spw_sink *k, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&k->mu);
+    va_start(ap, fmt);
+    vsnprintf(k->last_error, sizeof k->last_error, fmt, ap);
+    va_end(ap);
+    k->last_error_ms = spw_wall_ms();
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Sleeps up to ms or until stop; returns stop. */
+static int nap(spw_sink *k, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
+    }
+    int stop = k->stop;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
+static int stopping(spw_sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int s = k->stop;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+static void detach(spw_sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    for (uint32_t i = 0; i < k->nparts; i++)
+        if (k->parts[i].hold) {
+            spw_hold_release(k->parts[i].hold);
+            k->parts[i].hold = NULL;
+        }
+    spw_stream *s = k->s;
+    k->s = NULL;
+    pthread_mutex_unlock(&k->mu);
+    if (s)
+        spw_stream_put(s);
+}
+
+/* Takes a hold at *pos (moved up to the partition's start if retention
+ * already passed it). 0 or an error. */
+static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (*pos > st.next_offset)
+            *pos = st.next_offset;
+        if (*pos < st.start_offset)
+            *pos = st.start_offset;
+        int r = spw_part_hold(p, *pos, h);
+        if (r != SPW_ERANGE)
+            return r;
+    }
+    return SPW_ERANGE;
+}
+
+/* Attaches to the stream: positions from the progress file (or the kind),
+ * holds taken. 0, or -ENOENT (no stream yet), or an error. */
+static int attach(spw_sink *k)
+{
+    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    if (!s)
+        return -ENOENT;
+    uint32_t np = s->cfg.partitions;
+    uint64_t next[SPW_STREAM_PARTITIONS_MAX];
+    memset(next, 0, sizeof next);
+    if (k->def.kind->position) {
+        for (uint32_t i = 0; i < np; i++) {
+            int r = k->def.kind->position(k->kst, i, &next[i]);
+            if (r < 0) {
+                spw_stream_put(s);
+                set_error(k, "reading the position of partition %u from the target: %s", i, spw_strerror(r));
+                return r;
+            }
+        }
+    } else {
+        char dir[4200], path[4300];
+        sink_dir(k, dir, sizeof dir);
+        snprintf(path, sizeof path, "%s/progress", dir);
+        char *text;
+        size_t len;
+        int r = read_small(path, &text, &len, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX);
+        if (r == 0) {
+            uint32_t n = 0;
+            if (spw_sink_progress_parse(text, len, next, SPW_STREAM_PARTITIONS_MAX, &n) < 0) {
+                spw_error("sink %s: %s is damaged; not starting (move it aside to start from the beginning)",
+                          k->def.name, path);
+                set_error(k, "progress file damaged: %s", path);
+                spw_free(text);
+                spw_stream_put(s);
+                return SPW_ECORRUPT;
+            }
+            spw_free(text);
+            for (uint32_t i = n; i < np; i++)
+                next[i] = 0;
+        } else if (r != -ENOENT) {
+            spw_stream_put(s);
+            set_error(k, "reading %s: %s", path, spw_strerror(r));
+            return r;
+        }
+    }
+    sink_part *parts = spw_xcalloc(np, sizeof *parts);
+    for (uint32_t i = 0; i < np; i++) {
+        uint64_t pos = next[i];
+        int r = take_hold(s->parts[i], &pos, &parts[i].hold);
+        if (r < 0) {
+            for (uint32_t j = 0; j < i; j++)
+                spw_hold_release(parts[j].hold);
+            spw_free(parts);
+            spw_stream_put(s);
+            set_error(k, "holding partition %u: %s", i, spw_strerror(r));
+            return r;
+        }
+        if (pos != next[i] && next[i] != 0)
+            spw_warn("sink %s: partition %u position %" PRIu64 " is outside the partition; starting at %" PRIu64,
+                     k->def.name, i, next[i], pos);
+        atomic_store(&parts[i].next, pos);
+    }
+    pthread_mutex_lock(&k->mu);
+    sink_part *old = k->parts;
+    k->parts = parts;
+    k->nparts = np;
+    k->s = s;
+    pthread_mutex_unlock(&k->mu);
+    spw_free(old);
+    return 0;
+}
+
+/* ---- reading a batch ---- */
+
+/* Collects records of partition pi from its position into k->recs. Returns
+ * the count (0: nothing), or an error. */
+static int collect(spw_sink *k, uint32_t pi)
+{
+    spw_part *p = k->s->parts[pi];
+    uint64_t off = atomic_load(&k->parts[pi].next);
+    k->nrecs = 0;
+    k->batch_bytes = 0;
+    k->arena.len = 0;
+    const spw_sink_batch_cfg *bc = &k->def.batch;
+    for (int rounds = 0; rounds < 64 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes; rounds++) {
+        uint64_t bad_next = 0;
+        size_t want = bc->max_bytes - k->batch_bytes + 4096;
+        int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
+        if (r == SPW_ECORRUPT && k->nrecs == 0 && bad_next > off) {
+            spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
+                      k->def.name, pi, off, bad_next);
+            atomic_fetch_add(&k->errors, 1);
+            atomic_store(&k->parts[pi].next, bad_next);
+            return 0;
+        }
+        if (r == SPW_ERANGE && k->nrecs == 0) {
+            spw_part_state st;
+            spw_part_state_get(p, &st);
+            if (off < st.start_offset) {
+                spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name,
+                         pi, off, st.start_offset);
+                atomic_store(&k->parts[pi].next, st.start_offset);
+            }
+            return 0;
+        }
+        if (r < 0)
+            return k->nrecs ? (int)k->nrecs : r;
+        if (r == 0)
+            break;
+        const uint8_t *b = k->rbuf.p;
+        size_t left = k->rbuf.len;
+        uint64_t before = off;
+        while (left > 0 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes) {
+            spw_batch_hdr h;
+            if (spw_batch_check(b, left, &h))
+                break;
+            const uint8_t *rs;
+            size_t rl;
+            if (spw_batch_records(b, &h, &k->scratch, &rs, &rl))
+                break;
+            spw_rec_iter it;
+            spw_rec_iter_init(&it, &h, rs, rl);
+            spw_record_view rv;
+            while (k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes && spw_rec_next(&it, &rv) == 1) {
+                if (rv.offset < off)
+                    continue;
+                if (k->nrecs == k->recs_cap) {
+                    k->recs_cap = k->recs_cap ? k->recs_cap * 2 : 256;
+                    k->recs = spw_xrealloc(k->recs, k->recs_cap * sizeof *k->recs);
+                }
+                size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
+                size_t ka = k->arena.len;
+                if (spw_buf_put(&k->arena, rv.key, kl) || spw_buf_put(&k->arena, rv.value, rv.value_len))
+                    return SPW_ENOMEM;
+                /* pointers fixed up below, once the arena stops moving */
+                k->recs[k->nrecs] = (spw_sink_rec){.offset = rv.offset,
+                                                   .id = rv.id,
+                                                   .ts = rv.ts,
+                                                   .key = (const uint8_t *)(uintptr_t)ka,
+                                                   .key_len = rv.key_len,
+                                                   .value = (const uint8_t *)(uintptr_t)(ka + kl),
+                                                   .value_len = rv.value_len};
+                k->nrecs++;
+                k->batch_bytes += kl + rv.value_len;
+                off = rv.offset + 1;
+            }
+            b += h.length;
+            left -= h.length;
+        }
+        if (off == before)
+            break;
+    }
+    for (uint32_t i = 0; i < k->nrecs; i++) {
+        k->recs[i].key = k->arena.p + (uintptr_t)k->recs[i].key;
+        k->recs[i].value = k->arena.p + (uintptr_t)k->recs[i].value;
+    }
+    return (int)k->nrecs;
+}
+
+/* ---- delivery ---- */
+
+static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *err, size_t cap)
+{
+    spw_sink *k = arg;
+    if (stopping(k)) /* deleted or shutting down: op_wait ends the delivery */
+        return SPW_SINK_RETRY;
+    int r = k->def.kind->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+    if (r == SPW_SINK_OK) {
+        uint64_t bytes = 0;
+        for (uint32_t i = 0; i < n; i++)
+            bytes += (k->recs[from + i].key_len > 0 ? (uint64_t)k->recs[from + i].key_len : 0) +
+                     k->recs[from + i].value_len;
+        atomic_fetch_add(&k->delivered, n);
+        atomic_fetch_add(&k->delivered_bytes, bytes);
+        if (atomic_load(&k->state) == ST_RETRYING)
+            atomic_store(&k->state, ST_RUNNING);
+    } else {
+        atomic_fetch_add(&k->delivered, *done < n ? *done : n);
+        atomic_fetch_add(&k->errors, 1);
+        set_error(k, "%s: %s", r == SPW_SINK_REJECT ? "rejected" : "target unavailable", err);
+    }
+    return r;
+}
+
+typedef struct dlq_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int err;
+    spw_produce *pr;
+} dlq_wait;
+
+static void dlq_done(spw_produce *pr, void *user)
+{
+    dlq_wait *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    w->err = atomic_load(&pr->err);
+    w->pr = pr;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* The dead-letter record (docs/formats/sink-progress.md, "Dead-letter record"). */
+static void dlq_value(spw_sink *k, const spw_sink_rec *r, const char *err, spw_buf *b)
+{
+    jf(b, "{\"error\":");
+    jstr(b, err, strlen(err));
+    jf(b, ",\"sink\":");
+    jstr(b, k->def.name, strlen(k->def.name));
+    jf(b, ",\"stream\":");
+    jstr(b, k->def.stream, strlen(k->def.stream));
+    jf(b, ",\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":%" PRIu64 ",\"ts\":%" PRId64 ",", k->cur_part,
+       r->offset, r->id, r->ts);
+    if (r->key_len < 0)
+        jf(b, "\"key\":null");
+    else if (spw__key_text_ok(r->key, (size_t)r->key_len)) {
+        jf(b, "\"key\":");
+        jstr(b, (const char *)r->key, (size_t)r->key_len);
+    } else {
+        jf(b, "\"key_b64\":");
+        jb64(b, r->key, (size_t)r->key_len);
+    }
+    if (!k->s->cfg.format_bytes) {
+        jf(b, ",\"value\":");
+        spw_buf_put(b, r->value, r->value_len);
+    } else {
+        jf(b, ",\"value_b64\":");
+        jb64(b, r->value, r->value_len);
+    }
+    jf(b, "}");
+}
+
+static int op_dead(void *arg, uint32_t i, const char *err)
+{
+    spw_sink *k = arg;
+    const spw_sink_rec *r = &k->recs[i];
+    if (!k->def.dlq[0]) {
+        set_error(k, "record at partition %u offset %" PRIu64 " rejected (%s) and the sink has no dlq: stopped there",
+                  k->cur_part, r->offset, err);
+        return SPW_EINVAL;
+    }
+    spw_stream *d = spw_stream_get(k->m->api->cat, k->def.dlq, strlen(k->def.dlq));
+    if (!d) {
+        set_error(k, "dead-letter stream %s does not exist", k->def.dlq);
+        return -ENOENT;
+    }
+    spw_buf v = SPW_BUF_INIT;
+    dlq_value(k, r, err, &v);
+    spw_record rec = {.key = r->key_len >= 0 ? r->key : NULL,
+                      .key_len = r->key_len,
+                      .value = v.p,
+                      .value_len = (uint32_t)v.len,
+                      .ts = spw_wall_ms()};
+    dlq_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    int rc = spw_api_produce(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
+    spw_buf_fini(&v);
+    if (rc < 0) {
+        spw_stream_put(d);
+        set_error(k, "appending to dead-letter stream %s: %s", k->def.dlq, spw_strerror(rc));
+        return rc;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    spw_api_produce_free(w.pr); /* releases the reference to d */
+    if (w.err) {
+        set_error(k, "appending to dead-letter stream %s: %s", k->def.dlq, spw_strerror(w.err));
+        return w.err;
+    }
+    atomic_fetch_add(&k->dlq, 1);
+    spw_warn("sink %s: partition %u offset %" PRIu64 " sent to dead-letter stream %s: %s", k->def.name, k->cur_part,
+             r->offset, k->def.dlq, err);
+    return 0;
+}
+
+static int op_progress(void *arg, uint32_t upto)
+{
+    spw_sink *k = arg;
+    uint64_t next = k->recs[upto - 1].offset + 1;
+    sink_part *sp = &k->parts[k->cur_part];
+    atomic_store(&sp->next, next);
+    int r = 0;
+    if (k->def.kind->commit)
+        r = k->def.kind->commit(k->kst, k->cur_part, next);
+    if (r == 0 && !k->def.kind->position)
+        r = save_progress(k);
+    if (r == 0 && sp->hold)
+        spw_hold_move(sp->hold, next); /* ERANGE impossible: next is above the held offset */
+    return r;
+}
+
+static int op_wait(void *arg, uint32_t attempt, const char *err)
+{
+    spw_sink *k = arg;
+    if (stopping(k))
+        return 1;
+    atomic_store(&k->state, ST_RETRYING);
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = spw_mono_ns();
+    uint64_t ms = spw_sink_backoff_ms(k->def.retry_initial_ms, k->def.retry_max_ms, attempt, rnd);
+    if (attempt == 0 || attempt % 10 == 0)
+        spw_warn("sink %s: %s; retrying in %" PRIu64 " ms (attempt %u)", k->def.name, err, ms, attempt + 1);
+    return nap(k, ms);
+}
+
+static const spw_sink_deliver_ops deliver_ops = {op_write, op_dead, op_progress, op_wait};
+
+static void update_rate(spw_sink *k, uint64_t now)
+{
+    if (now - k->rate_t0_ms < 1000)
+        return;
+    uint64_t d = atomic_load(&k->delivered);
+    atomic_store(&k->rate_milli, (d - k->rate_n0) * 1000000 / (now - k->rate_t0_ms));
+    k->rate_t0_ms = now;
+    k->rate_n0 = d;
+}
+
+static void *worker(void *arg)
+{
+    spw_sink *k = arg;
+    uint32_t attempt = 0;
+    k->rate_t0_ms = (uint64_t)spw_wall_ms();
+    while (!stopping(k)) {
+        if (!k->s) {
+            int r = attach(k);
+            if (r == -ENOENT) {
+                atomic_store(&k->state, ST_NO_STREAM);
+                if (nap(k, 500))
+                    break;
+                continue;
+            }
+            if (r < 0) {
+                if (op_wait(k, attempt++, "attaching to the stream"))
+                    break;
+                continue;
+            }
+            attempt = 0;
+            atomic_store(&k->state, ST_RUNNING);
+        }
+        if (k->s->deleted) {
+            set_error(k, "stream %s was deleted", k->def.stream);
+            detach(k);
+            continue;
+        }
+        uint64_t now = (uint64_t)spw_wall_ms();
+        uint64_t sleep_ms = k->def.batch.max_wait_ms < POLL_MS ? k->def.batch.max_wait_ms : POLL_MS;
+        int worked = 0;
+        for (uint32_t i = 0; i < k->nparts && !stopping(k); i++) {
+            sink_part *sp = &k->parts[i];
+            spw_part_state st;
+            spw_part_state_get(k->s->parts[i], &st);
+            atomic_store(&sp->end, st.next_offset);
+            uint64_t next = atomic_load(&sp->next);
+            if (st.written_offset <= next) {
+                sp->first_seen_ms = 0;
+                continue;
+            }
+            if (!sp->first_seen_ms)
+                sp->first_seen_ms = now;
+            uint64_t avail = st.written_offset - next;
+            uint64_t age = now - sp->first_seen_ms;
+            /* Nothing new since a read found the batch not due, and not
+             * old enough yet: no need to read it again. */
+            if (sp->checked_end == st.written_offset && avail < k->def.batch.max_events &&
+                age < k->def.batch.max_wait_ms)
+                continue;
+            int n = collect(k, i);
+            if (n < 0) {
+                set_error(k, "reading partition %u: %s", i, spw_strerror(n));
+                atomic_fetch_add(&k->errors, 1);
+                continue;
+            }
+            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->batch_bytes, age)) {
+                sp->checked_end = st.written_offset;
+                continue;
+            }
+            sp->checked_end = 0;
+            k->cur_part = i;
+            if (spw_sink_deliver(&deliver_ops, k, (uint32_t)n) < 0)
+                break;
+            sp->first_seen_ms = atomic_load(&sp->next) < st.written_offset ? now : 0;
+            worked = 1;
+        }
+        update_rate(k, (uint64_t)spw_wall_ms());
+        if (!worked && nap(k, sleep_ms ? sleep_ms : 1))
+            break;
+    }
+    detach(k);
+    atomic_store(&k->state, ST_STOPPED);
+    return NULL;
+}
+
+/* ---- manager ---- */
+
+static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
+{
+    spw_sink *k = spw_xcalloc(1, sizeof *k);
+    k->m = m;
+    k->def = *d;
+    k->kst = kst;
+    spw_buf b = SPW_BUF_INIT;
+    def_json(d, &b);
+    spw_buf_put(&b, "", 1);
+    k->canon = (char *)b.p;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return k;
+}
+
+static int sink_start(spw_sink *k)
+{
+    int r = pthread_create(&k->th, NULL, worker, k);
+    return r ? -r : 0;
+}
+
+static void sink_stop_free(spw_sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->th, NULL);
+    k->def.kind->close(k->kst);
+    def_fini(&k->def);
+    spw_free(k->canon);
+    spw_free(k->parts);
+    spw_free(k->recs);
+    spw_buf_fini(&k->arena);
+    spw_buf_fini(&k->rbuf);
+    spw_buf_fini(&k->scratch);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    spw_free(k);
+}
+
+static size_t find_pos(spw_sinks *m, const char *name, int *found)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(m->v[mid]->def.name, name);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+static void insert(spw_sinks *m, spw_sink *k)
+{
+    int found;
+    size_t at = find_pos(m, k->def.name, &found);
+    memmove(m->v + at + 1, m->v + at, (m->n - at) * sizeof *m->v);
+    m->v[at] = k;
+    m->n++;
+}
+
+static void load_one(spw_sinks *m, const char *name)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
+    char *text;
+    size_t len;
+    int r = read_small(path, &text, &len, DEF_MAX);
+    if (r < 0) {
+        if (r != -ENOENT)
+            spw_error("sink %s: reading %s: %s; not started", name, path, spw_strerror(r));
+        return;
+    }
+    sink_def d;
+    char err[300];
+    void *kst = NULL;
+    if (def_parse(&d, name, text, len, err, sizeof err) < 0) {
+        spw_error("sink %s: %s: %s; not started", name, path, err);
+    } else if (d.kind->open(d.name, d.stream, d.options, d.options_len, &kst, err, sizeof err) < 0) {
+        spw_error("sink %s: %s; not started", name, err);
+        def_fini(&d);
+    } else if (m->n >= SINKS_MAX) {
+        spw_error("sink %s: more than %d sinks; not started", name, SINKS_MAX);
+        d.kind->close(kst);
+        def_fini(&d);
+    } else {
+        spw_sink *k = sink_new(m, &d, kst);
+        if (sink_start(k) < 0) {
+            spw_error("sink %s: cannot start its thread", name);
+        } else {
+            insert(m, k);
+            spw_info("sink %s: %s from stream %s", name, d.kind->name, d.stream);
+        }
+    }
+    spw_free(text);
+}
+
+int spw_sinks_open(spw_api *api, spw_sinks **out)
+{
+    spw_sinks *m = spw_xcalloc(1, sizeof *m);
+    m->api = api;
+    snprintf(m->dir, sizeof m->dir, "%s/sinks", api->data_dir);
+    pthread_mutex_init(&m->mu, NULL);
+    int r = spw_os_mkdirs(m->dir, 0755);
+    if (r < 0) {
+        spw_free(m);
+        return r;
+    }
+    DIR *dir = opendir(m->dir);
+    if (!dir) {
+        r = -errno;
+        spw_free(m);
+        return r;
+    }
+    struct dirent *de;
+    pthread_mutex_lock(&m->mu);
+    while ((de = readdir(dir)) != NULL)
+        if (spw_stream_name_ok(de->d_name, strlen(de->d_name)))
+            load_one(m, de->d_name);
+    pthread_mutex_unlock(&m->mu);
+    closedir(dir);
+    *out = m;
+    return 0;
+}
+
+void spw_sinks_close(spw_sinks *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    for (uint32_t i = 0; i < m->n; i++) {
+        pthread_mutex_lock(&m->v[i]->mu);
+        m->v[i]->stop = 1;
+        pthread_cond_broadcast(&m->v[i]->cv);
+        pthread_mutex_unlock(&m->v[i]->mu);
+    }
+    for (uint32_t i = 0; i < m->n; i++)
+        sink_stop_free(m->v[i]);
+    m->n = 0;
+    while (m->dying) {
+        spw_sink *k = m->dying;
+        m->dying = k->next_dead;
+        sink_stop_free(k);
+    }
+    pthread_mutex_unlock(&m->mu);
+    pthread_mutex_destroy(&m->mu);
+    spw_free(m);
+}
+
+int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
+                  size_t cap)
+{
+    sink_def d;
+    int r = def_parse(&d, name, body, len, err, cap);
+    if (r < 0)
+        return r;
+    spw_stream *s = spw_stream_get(m->api->cat, d.stream, strlen(d.stream));
+    if (!s) {
+        snprintf(err, cap, "no stream named %s", d.stream);
+        def_fini(&d);
+        return -ENOENT;
+    }
+    spw_stream_put(s);
+    if (d.dlq[0]) {
+        s = spw_stream_get(m->api->cat, d.dlq, strlen(d.dlq));
+        if (!s) {
+            snprintf(err, cap, "no stream named %s (the dlq)", d.dlq);
+            def_fini(&d);
+            return -ENOENT;
+        }
+        spw_stream_put(s);
+    }
+    spw_buf b = SPW_BUF_INIT;
+    def_json(&d, &b);
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (found) {
+        const char *c = m->v[at]->canon;
+        int same = strlen(c) == b.len && memcmp(c, b.p, b.len) == 0;
+        pthread_mutex_unlock(&m->mu);
+        def_fini(&d);
+        if (!same) {
+            snprintf(err, cap, "sink %s exists with a different definition", name);
+            spw_buf_fini(&b);
+            return -EEXIST;
+        }
+        spw_buf_put(canon, b.p, b.len);
+        spw_buf_fini(&b);
+        return 0;
+    }
+    void *kst = NULL;
+    if (m->n >= SINKS_MAX) {
+        snprintf(err, cap, "at most %d sinks", SINKS_MAX);
+        r = SPW_EINVAL;
+    } else {
+        r = d.kind->open(d.name, d.stream, d.options, d.options_len, &kst, err, cap);
+    }
+    if (r == 0) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/%s", m->dir, name);
+        char pp[4300];
+        snprintf(pp, sizeof pp, "%s/progress", dir);
+        r = spw_os_mkdirs(dir, 0755);
+        if (r == 0)
+            unlink(pp); /* a leftover of a deleted sink of this name */
+        if (r == 0)
+            r = write_atomic(dir, "sink.json", b.p, b.len);
+        if (r == 0)
+            r = spw_os_fsync_dir(m->dir);
+        if (r < 0) {
+            snprintf(err, cap, "writing %s/sink.json: %s", dir, spw_strerror(r));
+            d.kind->close(kst);
+        }
+    }
+    if (r < 0) {
+        pthread_mutex_unlock(&m->mu);
+        def_fini(&d);
+        spw_buf_fini(&b);
+        return r;
+    }
+    spw_sink *k = sink_new(m, &d, kst);
+    r = sink_start(k);
+    if (r < 0) {
+        snprintf(err, cap, "cannot start the sink's thread: %s", spw_strerror(r));
+        k->th = pthread_self();
+        pthread_mutex_unlock(&m->mu);
+        k->def.kind->close(k->kst);
+        def_fini(&k->def);
+        spw_free(k->canon);
+        spw_free(k);
+        spw_buf_fini(&b);
+        return r;
+    }
+    insert(m, k);
+    pthread_mutex_unlock(&m->mu);
+    spw_info("sink %s: created (%s from stream %s)", name, d.kind->name, d.stream);
+    spw_buf_put(canon, b.p, b.len);
+    spw_buf_fini(&b);
+    return 1;
+}
+
+int spw_sinks_delete(spw_sinks *m, const char *name)
+{
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (!found) {
+        pthread_mutex_unlock(&m->mu);
+        return -ENOENT;
+    }
+    spw_sink *k = m->v[at];
+    memmove(m->v + at, m->v + at + 1, (m->n - at - 1) * sizeof *m->v);
+    m->n--;
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    k->deleted = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s/progress", m->dir, name);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s", m->dir, name);
+    rmdir(path);
+    spw_os_fsync_dir(m->dir);
+    k->next_dead = m->dying;
+    m->dying = k;
+    pthread_mutex_unlock(&m->mu);
+    spw_info("sink %s: deleted", name);
+    return 0;
+}
+
+static void one_json(spw_sink *k, spw_buf *b)
+{
+    jf(b, "{\"name\":");
+    jstr(b, k->def.name, strlen(k->def.name));
+    jf(b, ",\"definition\":%s,\"state\":\"%s\"", k->canon, state_names[atomic_load(&k->state)]);
+    pthread_mutex_lock(&k->mu);
+    uint64_t lag = 0;
+    spw_buf parts = SPW_BUF_INIT;
+    for (uint32_t i = 0; i < k->nparts; i++) {
+        uint64_t next = atomic_load(&k->parts[i].next), end = atomic_load(&k->parts[i].end);
+        uint64_t l = end > next ? end - next : 0;
+        lag += l;
+        jf(&parts, "%s{\"partition\":%" PRIu32 ",\"position\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64 "}",
+           i ? "," : "", i, next, end, l);
+    }
+    jf(b, ",\"lag\":%" PRIu64 ",\"partitions\":[", lag);
+    spw_buf_put(b, parts.p, parts.len);
+    spw_buf_fini(&parts);
+    jf(b, "],\"delivered_total\":%" PRIu64 ",\"delivered_bytes_total\":%" PRIu64 ",\"dlq_total\":%" PRIu64
+          ",\"errors_total\":%" PRIu64 ",\"events_per_sec\":%.1f,\"last_error\":",
+       atomic_load(&k->delivered), atomic_load(&k->delivered_bytes), atomic_load(&k->dlq), atomic_load(&k->errors),
+       (double)atomic_load(&k->rate_milli) / 1000.0);
+    if (k->last_error[0]) {
+        jstr(b, k->last_error, strlen(k->last_error));
+        jf(b, ",\"last_error_ms\":%" PRId64, k->last_error_ms);
+    } else {
+        jf(b, "null");
+    }
+    pthread_mutex_unlock(&k->mu);
+    jf(b, "}");
+}
+
+int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out)
+{
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (found)
+        one_json(m->v[at], out);
+    pthread_mutex_unlock(&m->mu);
+    return found ? 0 : -ENOENT;
+}
+
+void spw_sinks_list_json(spw_sinks *m, spw_buf *out)
+{
+    jf(out, "{\"sinks\":[");
+    pthread_mutex_lock(&m->mu);
+    for (uint32_t i = 0; i < m->n; i++) {
+        if (i)
+            jf(out, ",");
+        one_json(m->v[i], out);
+    }
+    pthread_mutex_unlock(&m->mu);
+    jf(out, "]}");
+}
+
+void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
+{
+    pthread_mutex_lock(&m->mu);
+    if (m->n)
+        jf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
+              "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n");
+    for (uint32_t i = 0; i < m->n; i++) {
+        spw_sink *k = m->v[i];
+        pthread_mutex_lock(&k->mu);
+        uint64_t lag = 0;
+        for (uint32_t j = 0; j < k->nparts; j++) {
+            uint64_t next = atomic_load(&k->parts[j].next), end = atomic_load(&k->parts[j].end);
+            lag += end > next ? end - next : 0;
+        }
+        pthread_mutex_unlock(&k->mu);
+        jf(b,
+           "spillway_sink_lag{sink=\"%s\"} %" PRIu64 "\nspillway_sink_delivered_total{sink=\"%s\"} %" PRIu64
+           "\nspillway_sink_errors_total{sink=\"%s\"} %" PRIu64 "\nspillway_sink_dlq_total{sink=\"%s\"} %" PRIu64
+           "\n",
+           k->def.name, lag, k->def.name, atomic_load(&k->delivered), k->def.name, atomic_load(&k->errors),
+           k->def.name, atomic_load(&k->dlq));
+    }
+    pthread_mutex_unlock(&m->mu);
+}

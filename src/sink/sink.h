@@ -1,0 +1,90 @@
+/*
+ * Sinks (SPEC §3 "Sinks"; docs/api.md "Sinks"; docs/architecture.md "The
+ * sink loop"): built-in writers that drain a stream into a target.
+ *
+ * A kind is a const struct of callbacks in src/sink/<kind>/; the shared
+ * loop (sink.c, loop.h) does everything else: one worker thread per sink
+ * reads the stream's partitions from the sink's committed positions
+ * (spw_part_read), batches per partition by events, bytes and time, calls
+ * write, commits progress, backs off with jitter while the target fails,
+ * bisects rejected batches and dead-letters the bad records, and holds
+ * retention at its positions (spw_part_hold).
+ *
+ * Layout of a data directory (docs/formats/sink-progress.md):
+ *   DATA/sinks/NAME/sink.json   the definition (canonical JSON)
+ *   DATA/sinks/NAME/progress    next offset per partition (unless the kind
+ *                               keeps progress in its target)
+ */
+#ifndef SPW_SINK_H
+#define SPW_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "sink/loop.h"
+
+/* One record handed to a kind; pointers valid during the call. */
+typedef struct spw_sink_rec {
+    uint64_t offset;
+    uint64_t id;
+    int64_t ts;
+    const uint8_t *key;
+    int32_t key_len; /* -1: no key */
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_sink_rec;
+
+typedef struct spw_sink_kind {
+    const char *name;
+    /* Checks the "options" object (raw JSON text, len bytes) and creates
+     * the kind's state: 0 and *st, or SPW_EINVAL with a sentence in err.
+     * Must not wait on the target (open is called by PUT). */
+    int (*open)(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
+                size_t cap);
+    /* Writes n >= 1 records of one partition, in offset order. Returns
+     * SPW_SINK_OK, SPW_SINK_RETRY (target unavailable: nothing or only
+     * the first *done records got there) or SPW_SINK_REJECT (the target
+     * refused records as bad data; *done as for RETRY). err gets the
+     * target's sentence. Runs on the sink's worker thread only. */
+    int (*write)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                 size_t cap);
+    /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
+     * the transaction that writes the rows): position gives partition's
+     * next offset at start (0 or a negative error, then retried), and no
+     * progress file is written. */
+    int (*position)(void *st, uint32_t partition, uint64_t *next);
+    /* Optional. Records below next are delivered or dead-lettered; a kind
+     * with position stores it (write already stored what it wrote). */
+    int (*commit)(void *st, uint32_t partition, uint64_t next);
+    /* Frees the state; may block briefly (closing connections). */
+    void (*close)(void *st);
+} spw_sink_kind;
+
+/* The kinds built in (NULL if none is named so). */
+const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len);
+
+struct spw_api;
+typedef struct spw_sinks spw_sinks;
+
+/* Loads every DATA/sinks/NAME/sink.json and starts every sink; api must stay valid until
+ * spw_sinks_close. Definitions that do not load are logged and skipped. */
+int spw_sinks_open(struct spw_api *api, spw_sinks **out);
+/* Stops every worker (a write in progress finishes first), releases
+ * their holds and frees. REQUIRES: before the catalog closes. */
+void spw_sinks_close(spw_sinks *m);
+
+/* PUT: 1 created, 0 identical existed, or an error with a sentence in err:
+ * SPW_EINVAL (bad definition), -ENOENT (no such stream), -EEXIST (exists
+ * with another definition), or an I/O error. */
+int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
+                  size_t cap);
+/* DELETE: 0 or -ENOENT. The worker stops in the background. */
+int spw_sinks_delete(spw_sinks *m, const char *name);
+/* GET one (JSON object appended; -ENOENT) or all ({"sinks":[...]}). */
+int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out);
+void spw_sinks_list_json(spw_sinks *m, spw_buf *out);
+/* Prometheus text for /metrics. */
+void spw_sinks_metrics(spw_sinks *m, spw_buf *out);
+
+#endif
