@@ -896,6 +896,22 @@ static void test_groups(void)
     CHECK_EQ(spw_gcommit_resp_decode(b.p, b.len, &part, &off, &why), 0);
     CHECK(part == 2 && off == 1000);
     check_prefixes_and_tail(dec_gcresp, &b);
+
+    /* docs/protocol.md's GROUP_POLL example, byte by byte. */
+    static const uint8_t doc[] = {0x2e, 0,    0,    0,    5,    1,    0,    0,    3,    0,    0,    0,
+                                  0,    0,    0,    0,    6,    0,    'o',  'r',  'd',  'e',  'r',  's',
+                                  7,    0,    'b',  'i',  'l',  'l',  'i',  'n',  'g',  2,    0,    'w',
+                                  '1',  0,    0x64, 0,    0,    0,    0x88, 0x13, 0,    0,    0x30, 0x75,
+                                  0,    0};
+    b.len = 0;
+    size_t fs;
+    spw_gpoll_req ex = {.stream = "orders", .stream_len = 6, .group = "billing", .group_len = 7, .member = "w1",
+                        .member_len = 2, .start = 0, .max = 100, .wait_ms = 5000, .lease_ms = 30000};
+    CHECK_OK(spw_frame_begin(&b, SPW_OP_GROUP_POLL, 0, 3, &fs));
+    CHECK_OK(spw_gpoll_req_encode(&b, &ex));
+    spw_frame_finish(&b, fs);
+    CHECK_EQ(b.len, sizeof doc);
+    CHECK(memcmp(b.p, doc, sizeof doc) == 0);
     spw_buf_fini(&b);
 }
 
