@@ -7,7 +7,7 @@
  * connection stays usable, nothing changes), stale and expired leases
  * (409), HTTP and binary members of one group seeing the same state (each
  * commits the other's lease), commits surviving a restart, and the token
- * checks (401, 403).
+ * checks (401, 403), and a poll parked at shutdown answered "nothing".
  */
 #include "binframe.h"
 
@@ -564,8 +564,22 @@ int main(int argc, char **argv)
     gpolled held;
     CHECK_EQ(bpoll(fd, "g", "m1", 2, 0, 0, &held, NULL), 0);
     CHECK_EQ(held.delivered, 1);
-    close(fd);
+    /* A poll parked at shutdown is answered "nothing" (a METADATA answered
+     * after it proves it was dispatched and parked). */
+    send_poll(fd, "idle", "m9", SPW_GPOLL_LATEST, 0, 60000, 0);
+    spw_buf mb = SPW_BUF_INIT;
+    CHECK_OK(spw_metadata_req_encode(&mb, "s", 1));
+    send_frame(fd, SPW_OP_METADATA, next_id++, &mb);
+    spw_buf_fini(&mb);
+    frame mf;
+    CHECK_EQ(read_frame(fd, &mf), 0);
+    CHECK_EQ(mf.h.opcode, SPW_OP_METADATA);
+    free(mf.body);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    gpolled idle;
+    CHECK_EQ(read_poll(fd, &idle, NULL), 0);
+    CHECK_EQ(idle.delivered, 0);
+    close(fd);
     srv_start(&a, bin, data, NULL);
     for (int i = 0; i < NPARTS; i++)
         CHECK_EQ(group_field(a.port, "g", i, "committed"), committed[i]);
