@@ -7,7 +7,9 @@
  * at once. Answers are appended to `out` and written as the socket takes
  * them. A connection that is closed with requests still in flight stays
  * allocated (on the zombie list) until the last one completes, so a
- * completion never touches freed memory.
+ * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT
+ * answer at once or later from the group waiter (server/groups_http.h),
+ * counted in flight like a PRODUCE meanwhile.
  *
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
  * checked against max_frame_bytes before we wait for it); requests in
@@ -49,6 +51,7 @@
 #include "net/frame.h"
 #include "net/membudget.h"
 #include "server/auth.h"
+#include "server/groups_http.h"
 #include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
@@ -92,6 +95,7 @@ struct bloop {
     uint32_t nheld; /* connections held by pressure */
     bconn *waiters, *waiters_tail; /* connections waiting for the buffer budget, oldest first */
     int rewaking;                  /* in wake_waiters: a wait again is not a new one */
+    int in_group_call;             /* a group poll/commit may answer inside the call: no flush there */
 };
 
 struct spw_bin_server {
@@ -1012,6 +1016,318 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     spw_buf_fini(&ans);
 }
 
+/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: server/groups_http.h) ---- */
+
+#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
+
+/* A group poll or commit between its request and its answer. */
+typedef struct bgroup {
+    bconn *c;
+    uint64_t request_id;
+    uint32_t partition; /* commit */
+    uint64_t offset;    /* commit */
+} bgroup;
+
+static void bin_post(void *loop, void (*fn)(void *), void *arg) { loop_post(loop, fn, arg); }
+
+/* The request is answered (or its connection is gone): 1 if c can take
+ * the answer. */
+static int group_answered(bconn *c)
+{
+    c->inflight--;
+    c->loop->inflight--;
+    return !c->closed;
+}
+
+/* Answers from the group waiter go out now; inside the call that made the
+ * request, conn_process flushes. */
+static void group_flush(bconn *c)
+{
+    if (!c->closed && !c->loop->in_group_call)
+        conn_flush(c);
+}
+
+/*
+ * Records of partition p from `from`, as FETCH mode 0 encodes them, into
+ * recs: at most max records and, past the first, max_bytes bytes. Returns
+ * the count (> 0) with *next one past the last, 0 if none is readable, or
+ * a read error (SPW_ECORRUPT: *bad the next readable offset).
+ */
+static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes, spw_buf *recs, uint64_t *next,
+                      uint64_t *bad)
+{
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint32_t count = 0;
+    int err = 0, full = 0;
+    *next = from;
+    while (!full && count < max) {
+        uint64_t bad_next = 0;
+        int n = spw_part_read(p, *next, max_bytes, &data, &bad_next);
+        if (n <= 0) {
+            if (n < 0 && count == 0) {
+                err = n;
+                *bad = bad_next;
+            }
+            break;
+        }
+        uint32_t before = count;
+        size_t pos = 0;
+        for (int b = 0; b < n && !full && count < max; b++) {
+            spw_batch_hdr bh;
+            spw_batch_parse(data.p + pos, data.len - pos, &bh);
+            const uint8_t *rp;
+            size_t rl;
+            if (spw_batch_records(data.p + pos, &bh, &scratch, &rp, &rl))
+                break;
+            spw_rec_iter it;
+            spw_record_view rv;
+            spw_rec_iter_init(&it, &bh, rp, rl);
+            while (count < max && spw_rec_next(&it, &rv) == 1) {
+                if (rv.offset < *next)
+                    continue;
+                size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+                if (count > 0 && recs->len + sz > max_bytes) {
+                    full = 1;
+                    break;
+                }
+                spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                                    .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+                if (spw_fetch_rec_put(recs, &fr)) {
+                    err = count ? 0 : SPW_ENOMEM;
+                    full = 1;
+                    break;
+                }
+                count++;
+                *next = rv.offset + 1;
+            }
+            pos += bh.length;
+        }
+        if (count == before)
+            break;
+    }
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    return err ? err : (int)count;
+}
+
+static void group_deliver(spw_group_poll *p, spw_lease *l)
+{
+    bgroup *q = p->ctx;
+    bconn *c = q->c;
+    if (!group_answered(c)) {
+        spw_group_release(p->g, l); /* nobody to deliver to: free for the others at once */
+        spw_free(q);
+        return;
+    }
+    size_t maxb = c->loop->srv->cfg.max_frame_bytes / 2;
+    if (maxb > FETCH_MAX_BYTES)
+        maxb = FETCH_MAX_BYTES;
+    spw_buf recs = SPW_BUF_INIT;
+    uint64_t next = l->from, bad = 0;
+    int n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad);
+    if (n <= 0) {
+        spw_group_release(p->g, l);
+        if (n == SPW_ECORRUPT && bad > l->from)
+            send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "damaged",
+                       "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check)",
+                       l->partition, l->from, bad - 1);
+        else
+            send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "read_failed",
+                       "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
+                       n ? spw_strerror(n) : "no records");
+    } else {
+        spw_group_lease_delivered(p->g, l, next);
+        spw_gpoll_resp a = {.delivered = 1, .partition = l->partition, .lease_id = l->id, .first_offset = l->from,
+                            .next_offset = next, .lease_ms = p->lease_ms, .count = (uint32_t)n, .data = recs.p,
+                            .data_len = recs.len};
+        size_t start;
+        if (spw_frame_begin(&c->out, SPW_OP_GROUP_POLL, SPW_FLAG_RESPONSE, q->request_id, &start) ||
+            spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a))
+            conn_close(c); /* the lease expires and its records go to another poll */
+        else
+            spw_frame_finish(&c->out, start);
+    }
+    spw_buf_fini(&recs);
+    group_flush(c);
+    spw_free(q);
+}
+
+static void group_nothing(spw_group_poll *p)
+{
+    bgroup *q = p->ctx;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        spw_gpoll_resp a = {.delivered = 0};
+        size_t start;
+        if (spw_frame_begin(&c->out, SPW_OP_GROUP_POLL, SPW_FLAG_RESPONSE, q->request_id, &start) ||
+            spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a))
+            conn_close(c);
+        else
+            spw_frame_finish(&c->out, start);
+        group_flush(c);
+    }
+    spw_free(q);
+}
+
+/* The stream of a group request, after the checks every one makes (names,
+ * permission, groups enabled); NULL after an error answer. */
+static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *stream, uint16_t sl, const char *group,
+                                uint16_t gl, const char *member, uint16_t ml)
+{
+    spw_api *api = c->loop->srv->api;
+    if (!spw_stream_name_ok(stream, sl)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+        return NULL;
+    }
+    if (!spw_group_name_ok(group, gl) || (ml && !spw_group_member_ok(member, ml))) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_GROUP_MSG);
+        return NULL;
+    }
+    if (!bin_allowed(c, h, SPW_PERM_CONSUME, stream, sl))
+        return NULL;
+    if (!api->groups) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "not_found",
+                   "consumer groups are not available on this server");
+        return NULL;
+    }
+    spw_stream *s = spw_stream_get(api->cat, stream, sl);
+    if (!s)
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
+                   (int)sl, stream);
+    return s;
+}
+
+static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    spw_gpoll_req q;
+    const char *why;
+    if (spw_gpoll_req_decode(body, len, &q, &why)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    spw_stream *s = group_stream(c, h, q.stream, q.stream_len, q.group, q.group_len, q.member, q.member_len);
+    if (!s)
+        return;
+    char gname[SPW_GROUP_NAME_MAX + 1];
+    memcpy(gname, q.group, q.group_len);
+    gname[q.group_len] = 0;
+    spw_group *g;
+    int e = spw_groups_http_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    if (e < 0) {
+        spw_stream_put(s);
+        if (e == -E2BIG)
+            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "too_many_partitions",
+                       "consumer groups need at most %d partitions", SPW_GROUP_PARTS_MAX);
+        else
+            send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "save_failed", "saving the new group: %s",
+                       spw_strerror(e));
+        return;
+    }
+    bgroup *bq = spw_xcalloc(1, sizeof *bq);
+    bq->c = c;
+    bq->request_id = h->request_id;
+    spw_group_poll *p = spw_xcalloc(1, sizeof *p);
+    p->post = bin_post;
+    p->loop = c->loop;
+    p->deliver = group_deliver;
+    p->nothing = group_nothing;
+    p->ctx = bq;
+    p->s = s;
+    p->g = g;
+    p->max = q.max ? q.max : SPW_GROUP_POLL_MAX_DEFAULT;
+    p->lease_ms = q.lease_ms ? q.lease_ms : SPW_GROUP_LEASE_MS_DEFAULT;
+    p->deadline_ms = (int64_t)now_ms() + (int64_t)q.wait_ms;
+    if (q.member_len) {
+        memcpy(p->member, q.member, q.member_len);
+        p->member[q.member_len] = 0;
+    } else {
+        snprintf(p->member, sizeof p->member, "%s", c->peer);
+    }
+    c->inflight++;
+    c->loop->inflight++;
+    c->loop->in_group_call++;
+    spw_groups_http_poll(api->groups, p);
+    c->loop->in_group_call--;
+}
+
+static void group_commit_done(void *arg, int err)
+{
+    bgroup *q = arg;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        if (err < 0) {
+            send_error(c, SPW_OP_GROUP_COMMIT, q->request_id, SPW_ST_INTERNAL, 0, "save_failed",
+                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+        } else {
+            size_t start;
+            if (spw_frame_begin(&c->out, SPW_OP_GROUP_COMMIT, SPW_FLAG_RESPONSE, q->request_id, &start) ||
+                spw_answer_ok(&c->out) || spw_gcommit_resp_encode(&c->out, q->partition, q->offset))
+                conn_close(c);
+            else
+                spw_frame_finish(&c->out, start);
+        }
+        group_flush(c);
+    }
+    spw_free(q);
+}
+
+static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_api *api = c->loop->srv->api;
+    spw_gcommit_req q;
+    const char *why;
+    if (spw_gcommit_req_decode(body, len, &q, &why)) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        return;
+    }
+    spw_stream *s = group_stream(c, h, q.stream, q.stream_len, q.group, q.group_len, NULL, 0);
+    if (!s)
+        return;
+    char gname[SPW_GROUP_NAME_MAX + 1];
+    memcpy(gname, q.group, q.group_len);
+    gname[q.group_len] = 0;
+    spw_group *g = spw_group_find(spw_groups_http_groups(api->groups), s->cfg.name, gname, 0, 0, NULL, NULL);
+    spw_stream_put(s);
+    if (!g) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",
+                   gname);
+        return;
+    }
+    int r = spw_group_commit(g, q.partition, q.lease_id, q.offset, (int64_t)now_ms());
+    if (r == -ESTALE || r == -EINVAL) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "stale_lease",
+                   "lease %016" PRIx64 " of partition %" PRIu32
+                   " is not held (already committed, expired and taken over, or from before a restart): poll again",
+                   q.lease_id, q.partition);
+        return;
+    }
+    if (r == -ETIME) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "lease_expired",
+                   "lease %016" PRIx64 " of partition %" PRIu32
+                   " expired: its records will be delivered again; poll again",
+                   q.lease_id, q.partition);
+        return;
+    }
+    if (r == -ERANGE) {
+        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_offset",
+                   "offset %" PRIu64 " is outside the lease's records (commit from its first_offset to its "
+                   "next_offset)",
+                   q.offset);
+        return;
+    }
+    bgroup *bq = spw_xcalloc(1, sizeof *bq);
+    bq->c = c;
+    bq->request_id = h->request_id;
+    bq->partition = q.partition;
+    bq->offset = q.offset;
+    c->inflight++;
+    c->loop->inflight++;
+    c->loop->in_group_call++;
+    spw_groups_http_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
+    c->loop->in_group_call--;
+}
+
 /* ---- framing ---- */
 
 static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
@@ -1027,7 +1343,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
                    "a request must not carry the response flag");
         return;
     }
-    int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA;
+    int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA ||
+                h->opcode == SPW_OP_GROUP_POLL || h->opcode == SPW_OP_GROUP_COMMIT;
     /* Not logged in: 401 before the body is even looked at (as HTTP does). */
     if (known && !bin_allowed(c, h, 0, NULL, 0))
         return;
@@ -1036,6 +1353,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
     case SPW_OP_FETCH: handle_fetch(c, h, body, len); break;
     case SPW_OP_METADATA: handle_metadata(c, h, body, len); break;
     case SPW_OP_AUTH: handle_auth(c, h, body, len); break;
+    case SPW_OP_GROUP_POLL: handle_group_poll(c, h, body, len); break;
+    case SPW_OP_GROUP_COMMIT: handle_group_commit(c, h, body, len); break;
     default:
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unknown_opcode", "opcode %u is not known",
                    h->opcode);

@@ -460,6 +460,143 @@ int spw_fetch_iter_next(spw_fetch_iter *it, spw_fetch_rec *out)
     return 1;
 }
 
+/* ---- GROUP_POLL, GROUP_COMMIT ---- */
+
+/* A str16 of lo..hi bytes; 0 or -1. */
+static int str16(spw_rd *r, const char **p, uint16_t *len, size_t lo, size_t hi)
+{
+    *len = spw_rd_u16(r);
+    *p = (const char *)spw_rd_bytes(r, *len);
+    return r->bad || *len < lo || *len > hi ? -1 : 0;
+}
+
+int spw_gpoll_req_decode(const uint8_t *body, size_t len, spw_gpoll_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+    if (str16(&r, &o->group, &o->group_len, 1, SPW_GROUP_WIRE_MAX))
+        FAIL("group name missing, empty, longer than 128 bytes or truncated");
+    if (str16(&r, &o->member, &o->member_len, 0, SPW_MEMBER_WIRE_MAX))
+        FAIL("member name longer than 64 bytes or truncated");
+    o->start = spw_rd_u8(&r);
+    o->max = spw_rd_u32(&r);
+    o->wait_ms = spw_rd_u32(&r);
+    o->lease_ms = spw_rd_u32(&r);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("group poll request has the wrong length");
+    if (o->start > SPW_GPOLL_LATEST)
+        FAIL("start must be 0 (earliest) or 1 (latest)");
+    if (o->max > SPW_GPOLL_MAX_RECORDS)
+        FAIL("max must be 0 (default 100) to 10000 records");
+    if (o->wait_ms > SPW_GPOLL_WAIT_MS_MAX)
+        FAIL("wait_ms must be 0 to 60000");
+    if (o->lease_ms && (o->lease_ms < SPW_GPOLL_LEASE_MS_MIN || o->lease_ms > SPW_GPOLL_LEASE_MS_MAX))
+        FAIL("lease_ms must be 0 (default 30000) or 100 to 3600000");
+    return 0;
+}
+
+int spw_gpoll_req_encode(spw_buf *b, const spw_gpoll_req *q)
+{
+    int r = put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put16(b, q->group_len) ||
+            put(b, q->group, q->group_len) || put16(b, q->member_len) || put(b, q->member, q->member_len) ||
+            put8(b, q->start) || put32(b, q->max) || put32(b, q->wait_ms) || put32(b, q->lease_ms);
+    return r ? SPW_ENOMEM : 0;
+}
+
+int spw_gpoll_resp_decode(const uint8_t *body, size_t len, spw_gpoll_resp *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    memset(o, 0, sizeof *o);
+    o->delivered = spw_rd_u8(&r);
+    if (r.bad || o->delivered > 1)
+        FAIL("group poll answer must start with 0 or 1");
+    if (!o->delivered) {
+        if (spw_rd_left(&r))
+            FAIL("bytes after an empty group poll answer");
+        return 0;
+    }
+    o->partition = spw_rd_u32(&r);
+    o->lease_id = spw_rd_u64(&r);
+    o->first_offset = spw_rd_u64(&r);
+    o->next_offset = spw_rd_u64(&r);
+    o->lease_ms = spw_rd_u32(&r);
+    o->count = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("group poll answer head truncated");
+    if (o->next_offset < o->first_offset)
+        FAIL("group poll answer's next offset is before its first");
+    o->data = r.p;
+    o->data_len = spw_rd_left(&r);
+    if (o->count == 0 || o->count > o->data_len / FETCH_REC_MIN)
+        FAIL("group poll record count is 0 or larger than the frame");
+    for (uint32_t i = 0; i < o->count; i++) {
+        spw_fetch_rec fr;
+        if (fetch_rec_read(&r, &fr))
+            FAIL("polled record runs past the frame");
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last polled record");
+    return 0;
+}
+
+int spw_gpoll_resp_encode(spw_buf *b, const spw_gpoll_resp *o)
+{
+    if (!o->delivered)
+        return put8(b, 0) ? SPW_ENOMEM : 0;
+    int r = put8(b, 1) || put32(b, o->partition) || put64(b, o->lease_id) || put64(b, o->first_offset) ||
+            put64(b, o->next_offset) || put32(b, o->lease_ms) || put32(b, o->count) || put(b, o->data, o->data_len);
+    return r ? SPW_ENOMEM : 0;
+}
+
+void spw_gpoll_iter_init(spw_fetch_iter *it, const spw_gpoll_resp *o)
+{
+    spw_rd_init(&it->rd, o->data, o->data_len);
+    it->left = o->delivered ? o->count : 0;
+}
+
+int spw_gcommit_req_decode(const uint8_t *body, size_t len, spw_gcommit_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+    if (str16(&r, &o->group, &o->group_len, 1, SPW_GROUP_WIRE_MAX))
+        FAIL("group name missing, empty, longer than 128 bytes or truncated");
+    o->partition = spw_rd_u32(&r);
+    o->lease_id = spw_rd_u64(&r);
+    o->offset = spw_rd_u64(&r);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("group commit request has the wrong length");
+    return 0;
+}
+
+int spw_gcommit_req_encode(spw_buf *b, const spw_gcommit_req *q)
+{
+    int r = put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put16(b, q->group_len) ||
+            put(b, q->group, q->group_len) || put32(b, q->partition) || put64(b, q->lease_id) || put64(b, q->offset);
+    return r ? SPW_ENOMEM : 0;
+}
+
+int spw_gcommit_resp_decode(const uint8_t *body, size_t len, uint32_t *partition, uint64_t *committed,
+                            const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *partition = spw_rd_u32(&r);
+    *committed = spw_rd_u64(&r);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("group commit answer has the wrong length");
+    return 0;
+}
+
+int spw_gcommit_resp_encode(spw_buf *b, uint32_t partition, uint64_t committed)
+{
+    return put32(b, partition) || put64(b, committed) ? SPW_ENOMEM : 0;
+}
+
 /* ---- METADATA ---- */
 
 int spw_metadata_req_decode(const uint8_t *body, size_t len, const char **stream, uint16_t *stream_len,

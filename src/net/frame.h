@@ -39,6 +39,8 @@ enum {
     SPW_OP_FETCH = 2,
     SPW_OP_METADATA = 3,
     SPW_OP_AUTH = 4,
+    SPW_OP_GROUP_POLL = 5,
+    SPW_OP_GROUP_COMMIT = 6,
 };
 
 /* Status of an answer: 0, or the HTTP status with the same meaning. */
@@ -83,6 +85,14 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_STREAM_NAME_WIRE_MAX 128
 #define SPW_AUTH_TOKEN_WIRE_MAX 1024
 #define SPW_TENANT_WIRE_MAX 63
+#define SPW_GROUP_WIRE_MAX 128  /* a group name */
+#define SPW_MEMBER_WIRE_MAX 64  /* a member name */
+#define SPW_GPOLL_EARLIEST 0
+#define SPW_GPOLL_LATEST 1
+#define SPW_GPOLL_MAX_RECORDS 10000
+#define SPW_GPOLL_WAIT_MS_MAX 60000
+#define SPW_GPOLL_LEASE_MS_MIN 100
+#define SPW_GPOLL_LEASE_MS_MAX 3600000
 
 typedef struct spw_frame_hdr {
     uint32_t length;
@@ -294,6 +304,55 @@ int spw_auth_req_encode(spw_buf *b, const char *token, size_t token_len);
 int spw_auth_resp_decode(const uint8_t *body, size_t len, const char **tenant, uint16_t *tenant_len,
                          const char **why);
 int spw_auth_resp_encode(spw_buf *b, const char *tenant, size_t tenant_len);
+
+/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups) ---- */
+
+typedef struct spw_gpoll_req {
+    const char *stream, *group, *member; /* not NUL-terminated */
+    uint16_t stream_len, group_len, member_len; /* member 0: the connection's address */
+    uint8_t start;     /* SPW_GPOLL_EARLIEST or SPW_GPOLL_LATEST (a new group only) */
+    uint32_t max;      /* records, 0 (= 100) .. SPW_GPOLL_MAX_RECORDS */
+    uint32_t wait_ms;  /* 0 .. SPW_GPOLL_WAIT_MS_MAX */
+    uint32_t lease_ms; /* 0 (= 30000) or SPW_GPOLL_LEASE_MS_MIN .. _MAX */
+} spw_gpoll_req;
+/* Checks lengths (stream 1..128, group 1..128, member 0..64) and every
+ * field's range; the name characters are the server's to judge. */
+int spw_gpoll_req_decode(const uint8_t *body, size_t len, spw_gpoll_req *out, const char **why);
+int spw_gpoll_req_encode(spw_buf *b, const spw_gpoll_req *q);
+
+/* GROUP_POLL answer after status 0: u8 delivered; with 1, the lease and
+ * count records encoded as FETCH mode 0 (spw_fetch_rec_put). */
+typedef struct spw_gpoll_resp {
+    uint8_t delivered; /* 0: nothing before the wait ended; nothing else is set */
+    uint32_t partition;
+    uint64_t lease_id;
+    uint64_t first_offset, next_offset; /* commit any offset in [first, next] */
+    uint32_t lease_ms;
+    uint32_t count;      /* >= 1 */
+    const uint8_t *data; /* count records */
+    size_t data_len;
+} spw_gpoll_resp;
+/* Checks every record's lengths and first <= next. */
+int spw_gpoll_resp_decode(const uint8_t *body, size_t len, spw_gpoll_resp *out, const char **why);
+/* Appends the answer after the status: delivered 0 alone, or the head and
+ * r->data (count records already encoded). */
+int spw_gpoll_resp_encode(spw_buf *b, const spw_gpoll_resp *r);
+/* Iterating a delivered answer's records with spw_fetch_iter_next. */
+void spw_gpoll_iter_init(spw_fetch_iter *it, const spw_gpoll_resp *r);
+
+typedef struct spw_gcommit_req {
+    const char *stream, *group;
+    uint16_t stream_len, group_len;
+    uint32_t partition;
+    uint64_t lease_id;
+    uint64_t offset; /* the next offset to read */
+} spw_gcommit_req;
+int spw_gcommit_req_decode(const uint8_t *body, size_t len, spw_gcommit_req *out, const char **why);
+int spw_gcommit_req_encode(spw_buf *b, const spw_gcommit_req *q);
+/* GROUP_COMMIT answer after status 0: u32 partition, u64 committed. */
+int spw_gcommit_resp_decode(const uint8_t *body, size_t len, uint32_t *partition, uint64_t *committed,
+                            const char **why);
+int spw_gcommit_resp_encode(spw_buf *b, uint32_t partition, uint64_t committed);
 
 /* ---- answers ---- */
 

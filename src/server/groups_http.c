@@ -22,35 +22,25 @@
 #include "server/auth.h"
 #include "server/groups.h"
 
-#define POLL_MAX_DEFAULT 100
-#define POLL_MAX_MAX 10000
-#define WAIT_MS_MAX 60000
-#define LEASE_MS_DEFAULT 30000
-#define LEASE_MS_MIN 100
-#define LEASE_MS_MAX 3600000
 #define COMMIT_BODY_MAX 4096
-
-/* A poll between its request and its answer. */
-typedef struct gpoll {
-    struct gpoll *next;
-    spw_groups_http *gh;
-    spw_http_req *req;
-    spw_stream *s; /* referenced */
-    spw_group *g;
-    uint32_t max, lease_ms;
-    int64_t deadline_ms;
-    char member[SPW_GROUP_MEMBER_MAX + 1];
-} gpoll;
 
 /* A commit applied in memory, waiting for its group's file. */
 typedef struct gcommit {
     struct gcommit *next;
-    spw_http_req *req;
     spw_group *g;
-    uint32_t partition;
-    uint64_t offset;
+    void (*post)(void *, void (*)(void *), void *);
+    void *loop;
+    void (*done)(void *arg, int err);
+    void *arg;
     int err; /* the save's result, set by the waiter */
 } gcommit;
+
+/* An HTTP commit's answer. */
+typedef struct hcommit {
+    spw_http_req *req;
+    uint32_t partition;
+    uint64_t offset;
+} hcommit;
 
 struct spw_groups_http {
     spw_api *api;
@@ -58,7 +48,7 @@ struct spw_groups_http {
     pthread_t th;
     pthread_mutex_t mu; /* the lists and stop */
     pthread_cond_t cv;
-    gpoll *parked;
+    spw_group_poll *parked;
     gcommit *commits;
     int stop;
     int started;
@@ -106,55 +96,29 @@ static uint32_t nparts_of(spw_stream *s, spw_group *g)
     return s->cfg.partitions < n ? s->cfg.partitions : n;
 }
 
-/* ---- poll ---- */
+/* ---- poll (both front ends) ---- */
 
-static void gpoll_free(gpoll *p)
+static void gpoll_free(spw_group_poll *p)
 {
     spw_stream_put(p->s);
     spw_free(p);
 }
 
-/* Tries to lease a partition for p and answer it; else parks it until the
- * waiter hands it back, or answers 204 when its wait is over. On the
- * request's loop. */
-static void try_poll(gpoll *p)
+/* Tries to lease a partition for p and deliver it; else parks it until the
+ * waiter hands it back, or answers "nothing" when its wait is over. On
+ * the poll's loop. */
+static void try_poll(spw_group_poll *p)
 {
     spw_groups_http *gh = p->gh;
     uint32_t n = nparts_of(p->s, p->g);
-    uint64_t *ends = spw_xmalloc(2 * (size_t)n * sizeof *ends), *firsts = ends + n;
+    uint64_t *ends = spw_xmalloc(2 * (size_t)n * sizeof *ends + 1), *firsts = ends + n;
     part_ends(p->s, n, ends, firsts);
     int64_t now = now_ms();
     spw_lease l;
     int got = spw_group_acquire(p->g, ends, firsts, n, now, p->lease_ms, p->member, &l);
     spw_free(ends);
     if (got) {
-        spw_buf out = SPW_BUF_INIT;
-        uint64_t next = l.from, bad = 0;
-        int r = spw_api_read_ndjson(p->s, l.partition, l.from, p->max, &out, &next, &bad);
-        if (r <= 0) {
-            spw_group_release(p->g, &l);
-            spw_buf_fini(&out);
-            if (r == SPW_ECORRUPT && bad > l.from)
-                spw_http_error(p->req, 500, "damaged", NULL,
-                               "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
-                               " are damaged on disk (run spillway check)",
-                               l.partition, l.from, bad - 1);
-            else
-                spw_http_error(p->req, 500, "read_failed", NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
-                               l.partition, l.from, r ? spw_strerror(r) : "no records");
-            gpoll_free(p);
-            return;
-        }
-        spw_group_lease_delivered(p->g, &l, next);
-        l.to = next;
-        char lease[48], h[384];
-        spw_lease_format(&l, lease, sizeof lease);
-        snprintf(h, sizeof h,
-                 "Spillway-Lease: %s\r\nSpillway-Partition: %" PRIu32 "\r\nSpillway-First-Offset: %" PRIu64
-                 "\r\nSpillway-Next-Offset: %" PRIu64 "\r\nSpillway-Lease-Ms: %" PRIu32 "\r\n",
-                 lease, l.partition, l.from, next, p->lease_ms);
-        spw_http_respond(p->req, 200, h, "application/x-ndjson", out.p, out.len);
-        spw_buf_fini(&out);
+        p->deliver(p, &l);
         gpoll_free(p);
         return;
     }
@@ -168,12 +132,85 @@ static void try_poll(gpoll *p)
     }
     pthread_mutex_unlock(&gh->mu);
     if (!park) {
-        spw_http_respond(p->req, 204, NULL, NULL, NULL, 0);
+        p->nothing(p);
         gpoll_free(p);
     }
 }
 
 static void poll_again(void *arg) { try_poll(arg); }
+
+void spw_groups_http_poll(spw_groups_http *gh, spw_group_poll *p)
+{
+    p->gh = gh;
+    try_poll(p);
+}
+
+spw_groups *spw_groups_http_groups(spw_groups_http *gh) { return gh->gs; }
+
+int spw_groups_http_poll_group(spw_groups_http *gh, spw_stream *s, const char *gname, int latest, spw_group **out)
+{
+    if (s->cfg.partitions > SPW_GROUP_PARTS_MAX)
+        return -E2BIG;
+    uint32_t n = s->cfg.partitions;
+    uint64_t *at = spw_xmalloc((size_t)n * sizeof *at + 1);
+    if (latest)
+        part_ends(s, n, at, NULL);
+    else
+        for (uint32_t i = 0; i < n; i++) {
+            spw_part_state st;
+            spw_part_state_get(s->parts[i], &st);
+            at[i] = st.start_offset;
+        }
+    int created = 0;
+    spw_group *g = spw_group_find(gh->gs, s->cfg.name, gname, 1, n, at, &created);
+    spw_free(at);
+    if (created) {
+        /* A new group's starting point is durable before anything is
+         * delivered (latest must mean the same after a restart). */
+        int e = spw_group_save(gh->gs, g);
+        if (e < 0)
+            return e;
+    }
+    *out = g;
+    return 0;
+}
+
+/* ---- HTTP poll ---- */
+
+static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
+
+static void http_deliver(spw_group_poll *p, spw_lease *l)
+{
+    spw_http_req *req = p->ctx;
+    spw_buf out = SPW_BUF_INIT;
+    uint64_t next = l->from, bad = 0;
+    int r = spw_api_read_ndjson(p->s, l->partition, l->from, p->max, &out, &next, &bad);
+    if (r <= 0) {
+        spw_group_release(p->g, l);
+        spw_buf_fini(&out);
+        if (r == SPW_ECORRUPT && bad > l->from)
+            spw_http_error(req, 500, "damaged", NULL,
+                           "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
+                           " are damaged on disk (run spillway check)",
+                           l->partition, l->from, bad - 1);
+        else
+            spw_http_error(req, 500, "read_failed", NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
+                           l->partition, l->from, r ? spw_strerror(r) : "no records");
+        return;
+    }
+    spw_group_lease_delivered(p->g, l, next);
+    l->to = next;
+    char lease[48], h[384];
+    spw_lease_format(l, lease, sizeof lease);
+    snprintf(h, sizeof h,
+             "Spillway-Lease: %s\r\nSpillway-Partition: %" PRIu32 "\r\nSpillway-First-Offset: %" PRIu64
+             "\r\nSpillway-Next-Offset: %" PRIu64 "\r\nSpillway-Lease-Ms: %" PRIu32 "\r\n",
+             lease, l->partition, l->from, next, p->lease_ms);
+    spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
+    spw_buf_fini(&out);
+}
+
+static void http_nothing(spw_group_poll *p) { spw_http_respond(p->ctx, 204, NULL, NULL, NULL, 0); }
 
 /* Reads an optional bounded integer parameter: 0 ok (*v set or left at
  * its default), -1 after answering 400. */
@@ -190,9 +227,9 @@ static int param(spw_http_req *req, const char *name, uint64_t lo, uint64_t hi, 
 
 static void handle_poll(spw_groups_http *gh, spw_http_req *req, spw_stream *s, const char *gname)
 {
-    uint64_t max = POLL_MAX_DEFAULT, wait = 0, lease = LEASE_MS_DEFAULT;
-    if (param(req, "max", 1, POLL_MAX_MAX, &max) || param(req, "wait_ms", 0, WAIT_MS_MAX, &wait) ||
-        param(req, "lease_ms", LEASE_MS_MIN, LEASE_MS_MAX, &lease))
+    uint64_t max = SPW_GROUP_POLL_MAX_DEFAULT, wait = 0, lease = SPW_GROUP_LEASE_MS_DEFAULT;
+    if (param(req, "max", 1, SPW_GROUP_POLL_MAX_MAX, &max) || param(req, "wait_ms", 0, SPW_GROUP_WAIT_MS_MAX, &wait) ||
+        param(req, "lease_ms", SPW_GROUP_LEASE_MS_MIN, SPW_GROUP_LEASE_MS_MAX, &lease))
         goto fail;
     char start[16] = "earliest", member[SPW_GROUP_MEMBER_MAX + 1];
     int r = spw__api_query_str(req->query, "start", start, sizeof start);
@@ -208,44 +245,31 @@ static void handle_poll(spw_groups_http *gh, spw_http_req *req, spw_stream *s, c
     }
     if (r == 0)
         snprintf(member, sizeof member, "%s", req->peer[0] ? req->peer : "anonymous");
-    if (s->cfg.partitions > SPW_GROUP_PARTS_MAX) {
+    spw_group *g;
+    int e = spw_groups_http_poll_group(gh, s, gname, strcmp(start, "latest") == 0, &g);
+    if (e == -E2BIG) {
         spw_http_error(req, 400, "too_many_partitions", NULL, "consumer groups need at most %d partitions",
                        SPW_GROUP_PARTS_MAX);
         goto fail;
     }
-    uint32_t n = s->cfg.partitions;
-    uint64_t *at = spw_xmalloc((size_t)n * sizeof *at);
-    if (strcmp(start, "latest") == 0)
-        part_ends(s, n, at, NULL);
-    else
-        for (uint32_t i = 0; i < n; i++) {
-            spw_part_state st;
-            spw_part_state_get(s->parts[i], &st);
-            at[i] = st.start_offset;
-        }
-    int created = 0;
-    spw_group *g = spw_group_find(gh->gs, s->cfg.name, gname, 1, n, at, &created);
-    spw_free(at);
-    if (created) {
-        /* A new group's starting point is durable before anything is
-         * delivered (latest must mean the same after a restart). */
-        int e = spw_group_save(gh->gs, g);
-        if (e < 0) {
-            spw_http_error(req, 500, "save_failed", NULL, "saving the new group: %s", spw_strerror(e));
-            goto fail;
-        }
+    if (e < 0) {
+        spw_http_error(req, 500, "save_failed", NULL, "saving the new group: %s", spw_strerror(e));
+        goto fail;
     }
     spw_http_req_release_body(req);
-    gpoll *p = spw_xcalloc(1, sizeof *p);
-    p->gh = gh;
-    p->req = req;
+    spw_group_poll *p = spw_xcalloc(1, sizeof *p);
+    p->post = http_post;
+    p->loop = req->loop;
+    p->deliver = http_deliver;
+    p->nothing = http_nothing;
+    p->ctx = req;
     p->s = s;
     p->g = g;
     p->max = (uint32_t)max;
     p->lease_ms = (uint32_t)lease;
     p->deadline_ms = now_ms() + (int64_t)wait;
     snprintf(p->member, sizeof p->member, "%s", member);
-    try_poll(p);
+    spw_groups_http_poll(gh, p);
     return;
 fail:
     spw_stream_put(s);
@@ -253,21 +277,46 @@ fail:
 
 /* ---- commit ---- */
 
-static const char *commit_json(gcommit *c, char *buf, size_t cap)
+void spw_groups_http_commit_saved(spw_groups_http *gh, spw_group *g, void (*post)(void *, void (*)(void *), void *),
+                                  void *loop, void (*done)(void *arg, int err), void *arg)
 {
-    snprintf(buf, cap, "{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 "}\n", c->partition, c->offset);
-    return buf;
+    gcommit *c = spw_xcalloc(1, sizeof *c);
+    c->g = g;
+    c->post = post;
+    c->loop = loop;
+    c->done = done;
+    c->arg = arg;
+    pthread_mutex_lock(&gh->mu);
+    int queued = !gh->stop;
+    if (queued) {
+        c->next = gh->commits;
+        gh->commits = c;
+        pthread_cond_signal(&gh->cv);
+    }
+    pthread_mutex_unlock(&gh->mu);
+    if (!queued) {
+        int err = spw_group_save(gh->gs, g);
+        spw_free(c);
+        done(arg, err);
+    }
 }
 
-static void commit_answer(void *arg)
+static void commit_ran(void *arg)
 {
     gcommit *c = arg;
-    if (c->err < 0) {
+    c->done(c->arg, c->err);
+    spw_free(c);
+}
+
+static void http_commit_answer(void *arg, int err)
+{
+    hcommit *c = arg;
+    if (err < 0) {
         spw_http_error(c->req, 500, "save_failed", NULL,
-                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(c->err));
+                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
     } else {
         char j[128];
-        commit_json(c, j, sizeof j);
+        snprintf(j, sizeof j, "{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 "}\n", c->partition, c->offset);
         spw_http_respond(c->req, 200, NULL, "application/json", j, strlen(j));
     }
     spw_free(c);
@@ -342,23 +391,11 @@ static void handle_commit(spw_groups_http *gh, spw_http_req *req, spw_stream *s,
         return;
     }
     spw_http_req_release_body(req);
-    gcommit *c = spw_xcalloc(1, sizeof *c);
+    hcommit *c = spw_xcalloc(1, sizeof *c);
     c->req = req;
-    c->g = g;
     c->partition = part;
     c->offset = offset;
-    pthread_mutex_lock(&gh->mu);
-    int queued = !gh->stop;
-    if (queued) {
-        c->next = gh->commits;
-        gh->commits = c;
-        pthread_cond_signal(&gh->cv);
-    }
-    pthread_mutex_unlock(&gh->mu);
-    if (!queued) {
-        c->err = spw_group_save(gh->gs, g);
-        commit_answer(c);
-    }
+    spw_groups_http_commit_saved(gh, g, http_post, req->loop, http_commit_answer, c);
 }
 
 /* ---- GET ---- */
@@ -468,11 +505,11 @@ static void finish_commits(spw_groups_http *gh, gcommit *list)
     while (list) {
         gcommit *c = list;
         list = c->next;
-        spw_http_loop_post(c->req->loop, commit_answer, c);
+        c->post(c->loop, commit_ran, c);
     }
 }
 
-static int poll_ready(gpoll *p, int64_t now)
+static int poll_ready(spw_group_poll *p, int64_t now)
 {
     if (now >= p->deadline_ms)
         return 1;
@@ -510,10 +547,10 @@ static void *waiter(void *arg)
         atomic_store(&gh->kicked, 0); /* later writes kick again */
         gcommit *commits = gh->commits;
         gh->commits = NULL;
-        gpoll *wake = NULL, **pp = &gh->parked;
+        spw_group_poll *wake = NULL, **pp = &gh->parked;
         int64_t now = now_ms();
         while (*pp) {
-            gpoll *p = *pp;
+            spw_group_poll *p = *pp;
             if (stop || poll_ready(p, now)) {
                 *pp = p->next;
                 atomic_fetch_sub(&gh->nparked, 1);
@@ -527,9 +564,9 @@ static void *waiter(void *arg)
         if (commits)
             finish_commits(gh, commits);
         while (wake) {
-            gpoll *p = wake;
+            spw_group_poll *p = wake;
             wake = p->next;
-            spw_http_loop_post(p->req->loop, poll_again, p);
+            p->post(p->loop, poll_again, p);
         }
         pthread_mutex_lock(&gh->mu);
         if (stop && !gh->commits && !gh->parked)

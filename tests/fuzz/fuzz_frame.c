@@ -2,7 +2,8 @@
  * libFuzzer target for the binary protocol codec (src/net/frame.c,
  * docs/protocol.md).
  *
- * Input: byte 0 selects a body decoder (mod 8; 6 is AUTH request and answer), the rest is its body; the
+ * Input: byte 0 selects a body decoder (mod 8; 6 is AUTH request and answer, 7 the
+ * consumer-group requests and answers), the rest is its body; the
  * whole input is also cut into frames the way the server's framing loop
  * does (net/binproto.c conn_process). The decoders run on a heap copy of
  * exactly the input's size, so ASan sees any read past it.
@@ -276,6 +277,62 @@ static void check_framing(const uint8_t *p, size_t n)
     }
 }
 
+/* GROUP_POLL and GROUP_COMMIT: each of the four decoders on the body. */
+static void check_groups(const uint8_t *p, size_t n)
+{
+    const char *why = NULL;
+    spw_buf b = SPW_BUF_INIT;
+    spw_gpoll_req q;
+    if (spw_gpoll_req_decode(p, n, &q, &why) == 0) {
+        inside(q.stream, q.stream_len, "stream");
+        inside(q.group, q.group_len, "group");
+        inside(q.member, q.member_len, "member");
+        if (!q.group_len || q.group_len > SPW_GROUP_WIRE_MAX || q.member_len > SPW_MEMBER_WIRE_MAX)
+            FAILX("group poll request names out of bounds");
+        if (spw_gpoll_req_encode(&b, &q))
+            abort();
+        same(&b, p, n, "group poll request");
+    } else if (!why) {
+        FAILX("group poll request refused without a reason");
+    }
+    spw_gpoll_resp r;
+    b.len = 0;
+    if (spw_gpoll_resp_decode(p, n, &r, &why) == 0) {
+        spw_fetch_iter it;
+        spw_fetch_rec fr;
+        uint32_t k = 0;
+        spw_gpoll_iter_init(&it, &r);
+        while (spw_fetch_iter_next(&it, &fr)) {
+            inside(fr.value, fr.value_len, "polled value");
+            if (fr.key_len > 0)
+                inside(fr.key, (size_t)fr.key_len, "polled key");
+            k++;
+        }
+        if (k != r.count || (r.delivered && !k))
+            FAILX("group poll iterator gave %u records, count says %u", k, r.count);
+        if (spw_gpoll_resp_encode(&b, &r))
+            abort();
+        same(&b, p, n, "group poll answer");
+    }
+    spw_gcommit_req c;
+    b.len = 0;
+    if (spw_gcommit_req_decode(p, n, &c, &why) == 0) {
+        inside(c.group, c.group_len, "group");
+        if (spw_gcommit_req_encode(&b, &c))
+            abort();
+        same(&b, p, n, "group commit request");
+    }
+    uint32_t part;
+    uint64_t off;
+    b.len = 0;
+    if (spw_gcommit_resp_decode(p, n, &part, &off, &why) == 0) {
+        if (spw_gcommit_resp_encode(&b, part, off))
+            abort();
+        same(&b, p, n, "group commit answer");
+    }
+    spw_buf_fini(&b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -295,6 +352,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4: check_metadata(body, n); break;
     case 5: check_answer(body, n); break;
     case 6: check_auth(body, n); break;
+    case 7: check_groups(body, n); break;
     default: break;
     }
     /* exact-size copy of the whole input for the framing loop */

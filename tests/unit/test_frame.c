@@ -715,11 +715,212 @@ static void test_doc_example(void)
 }
 
 /* Random bytes through every decoder: nothing but 0 or an error. */
+static int dec_gpreq(const uint8_t *p, size_t n)
+{
+    spw_gpoll_req q;
+    const char *why;
+    int r = spw_gpoll_req_decode(p, n, &q, &why);
+    if (r == 0)
+        CHECK((const uint8_t *)q.member + q.member_len <= p + n && q.group_len >= 1 && q.member_len <= 64);
+    return r;
+}
+
+static int dec_gpresp(const uint8_t *p, size_t n)
+{
+    spw_gpoll_resp r;
+    const char *why;
+    int e = spw_gpoll_resp_decode(p, n, &r, &why);
+    if (e == 0) {
+        spw_fetch_iter it;
+        spw_fetch_rec fr;
+        uint32_t k = 0;
+        spw_gpoll_iter_init(&it, &r);
+        while (spw_fetch_iter_next(&it, &fr))
+            k++;
+        CHECK_EQ(k, r.count);
+    }
+    return e;
+}
+
+static int dec_gcreq(const uint8_t *p, size_t n)
+{
+    spw_gcommit_req q;
+    const char *why;
+    return spw_gcommit_req_decode(p, n, &q, &why);
+}
+
+static int dec_gcresp(const uint8_t *p, size_t n)
+{
+    uint32_t part;
+    uint64_t off;
+    const char *why;
+    return spw_gcommit_resp_decode(p, n, &part, &off, &why);
+}
+
+/* Sets the byte or u32 at `at` of a copy of b to v: the decode must fail. */
+static void check_bad_u8(decode_fn f, const spw_buf *b, size_t at, uint8_t v)
+{
+    uint8_t *t = malloc(b->len);
+    memcpy(t, b->p, b->len);
+    t[at] = v;
+    CHECK(run(f, t, b->len) != 0);
+    free(t);
+}
+static void check_bad_u32(decode_fn f, const spw_buf *b, size_t at, uint32_t v)
+{
+    uint8_t *t = malloc(b->len);
+    memcpy(t, b->p, b->len);
+    spw_put32(t + at, v);
+    CHECK(run(f, t, b->len) != 0);
+    free(t);
+}
+
+static void test_groups(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    const char *why;
+    /* GROUP_POLL request */
+    spw_gpoll_req q = {.stream = "s1", .stream_len = 2, .group = "g", .group_len = 1, .member = "m-1",
+                       .member_len = 3, .start = SPW_GPOLL_LATEST, .max = 50, .wait_ms = 2000, .lease_ms = 500};
+    CHECK_OK(spw_gpoll_req_encode(&b, &q));
+    CHECK_EQ(b.len, 2 + 2 + 2 + 1 + 2 + 3 + 1 + 12);
+    spw_gpoll_req d;
+    CHECK_EQ(spw_gpoll_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.stream_len, 2);
+    CHECK(memcmp(d.group, "g", 1) == 0 && d.group_len == 1);
+    CHECK(memcmp(d.member, "m-1", 3) == 0 && d.member_len == 3);
+    CHECK_EQ(d.start, SPW_GPOLL_LATEST);
+    CHECK_EQ(d.max, 50);
+    CHECK_EQ(d.wait_ms, 2000);
+    CHECK_EQ(d.lease_ms, 500);
+    check_prefixes_and_tail(dec_gpreq, &b);
+    size_t st = 2 + 2 + 2 + 1 + 2 + 3;
+    check_bad_u8(dec_gpreq, &b, st, 2);                      /* start */
+    check_bad_u32(dec_gpreq, &b, st + 1, 10001);             /* max */
+    check_bad_u32(dec_gpreq, &b, st + 5, 60001);             /* wait_ms */
+    check_bad_u32(dec_gpreq, &b, st + 9, 99);                /* lease_ms below 100 */
+    check_bad_u32(dec_gpreq, &b, st + 9, 3600001);           /* lease_ms above an hour */
+    check_bad_u8(dec_gpreq, &b, 4, 0);                       /* empty group name (its length) */
+    /* an empty member and the defaults are fine; a member of 65 bytes is not */
+    char m65[65];
+    memset(m65, 'm', sizeof m65);
+    spw_gpoll_req q2 = {.stream = "s", .stream_len = 1, .group = "g", .group_len = 1};
+    b.len = 0;
+    CHECK_OK(spw_gpoll_req_encode(&b, &q2));
+    CHECK_EQ(spw_gpoll_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.member_len, 0);
+    CHECK_EQ(d.max, 0);
+    CHECK_EQ(d.lease_ms, 0);
+    q2.member = m65;
+    q2.member_len = 65;
+    b.len = 0;
+    CHECK_OK(spw_gpoll_req_encode(&b, &q2));
+    CHECK(run(dec_gpreq, b.p, b.len) != 0);
+    char g129[129];
+    memset(g129, 'g', sizeof g129);
+    q2.member_len = 0;
+    q2.group = g129;
+    q2.group_len = 129;
+    b.len = 0;
+    CHECK_OK(spw_gpoll_req_encode(&b, &q2));
+    CHECK(run(dec_gpreq, b.p, b.len) != 0);
+
+    /* GROUP_POLL answer: nothing, then two records */
+    b.len = 0;
+    spw_gpoll_resp none = {.delivered = 0};
+    CHECK_OK(spw_gpoll_resp_encode(&b, &none));
+    CHECK_EQ(b.len, 1);
+    spw_gpoll_resp pr;
+    CHECK_EQ(spw_gpoll_resp_decode(b.p, b.len, &pr, &why), 0);
+    CHECK_EQ(pr.delivered, 0);
+    check_prefixes_and_tail(dec_gpresp, &b);
+    check_bad_u8(dec_gpresp, &b, 0, 2);
+    spw_buf recs = SPW_BUF_INIT;
+    spw_fetch_rec r1 = {.offset = 7, .id = 1, .ts = 3, .key = (const uint8_t *)"k", .key_len = 1,
+                        .value = (const uint8_t *)"{}", .value_len = 2};
+    spw_fetch_rec r2 = {.offset = 8, .id = 2, .ts = 4, .key_len = -1, .value = (const uint8_t *)"x", .value_len = 1};
+    CHECK_OK(spw_fetch_rec_put(&recs, &r1));
+    CHECK_OK(spw_fetch_rec_put(&recs, &r2));
+    spw_gpoll_resp full = {.delivered = 1, .partition = 3, .lease_id = 0x1122334455667788ull, .first_offset = 7,
+                           .next_offset = 9, .lease_ms = 30000, .count = 2, .data = recs.p, .data_len = recs.len};
+    b.len = 0;
+    CHECK_OK(spw_gpoll_resp_encode(&b, &full));
+    CHECK_EQ(b.len, 1 + 4 + 8 + 8 + 8 + 4 + 4 + recs.len);
+    CHECK_EQ(spw_gpoll_resp_decode(b.p, b.len, &pr, &why), 0);
+    CHECK_EQ(pr.partition, 3);
+    CHECK_EQ(pr.lease_id, 0x1122334455667788ull);
+    CHECK_EQ(pr.first_offset, 7);
+    CHECK_EQ(pr.next_offset, 9);
+    CHECK_EQ(pr.lease_ms, 30000);
+    CHECK_EQ(pr.count, 2);
+    spw_fetch_iter it;
+    spw_fetch_rec o;
+    spw_gpoll_iter_init(&it, &pr);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 1);
+    CHECK_EQ(o.offset, 7);
+    CHECK(o.key_len == 1 && memcmp(o.key, "k", 1) == 0);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 1);
+    CHECK_EQ(o.key_len, -1);
+    CHECK_EQ(spw_fetch_iter_next(&it, &o), 0);
+    check_prefixes_and_tail(dec_gpresp, &b);
+    size_t ca = 1 + 4 + 8 + 8 + 8 + 4;
+    check_len_field(dec_gpresp, &b, ca);           /* count */
+    check_bad_u32(dec_gpresp, &b, ca, 0);          /* count 0 with delivered 1 */
+    check_len_field(dec_gpresp, &b, ca + 4 + 24);  /* key_len */
+    check_len_field(dec_gpresp, &b, ca + 4 + 29);  /* value_len */
+    {
+        uint8_t *t = malloc(b.len);
+        memcpy(t, b.p, b.len);
+        spw_put64(t + 13, 10); /* first_offset past next_offset */
+        CHECK(run(dec_gpresp, t, b.len) != 0);
+        free(t);
+    }
+    spw_buf_fini(&recs);
+
+    /* GROUP_COMMIT */
+    b.len = 0;
+    spw_gcommit_req c = {.stream = "str", .stream_len = 3, .group = "grp", .group_len = 3, .partition = 2,
+                         .lease_id = 42, .offset = 1000};
+    CHECK_OK(spw_gcommit_req_encode(&b, &c));
+    CHECK_EQ(b.len, 2 + 3 + 2 + 3 + 4 + 8 + 8);
+    spw_gcommit_req cd;
+    CHECK_EQ(spw_gcommit_req_decode(b.p, b.len, &cd, &why), 0);
+    CHECK(cd.partition == 2 && cd.lease_id == 42 && cd.offset == 1000);
+    CHECK(memcmp(cd.group, "grp", 3) == 0);
+    check_prefixes_and_tail(dec_gcreq, &b);
+    check_bad_u8(dec_gcreq, &b, 5, 0); /* empty group */
+    b.len = 0;
+    CHECK_OK(spw_gcommit_resp_encode(&b, 2, 1000));
+    uint32_t part;
+    uint64_t off;
+    CHECK_EQ(spw_gcommit_resp_decode(b.p, b.len, &part, &off, &why), 0);
+    CHECK(part == 2 && off == 1000);
+    check_prefixes_and_tail(dec_gcresp, &b);
+
+    /* docs/protocol.md's GROUP_POLL example, byte by byte. */
+    static const uint8_t doc[] = {0x2e, 0,    0,    0,    5,    1,    0,    0,    3,    0,    0,    0,
+                                  0,    0,    0,    0,    6,    0,    'o',  'r',  'd',  'e',  'r',  's',
+                                  7,    0,    'b',  'i',  'l',  'l',  'i',  'n',  'g',  2,    0,    'w',
+                                  '1',  0,    0x64, 0,    0,    0,    0x88, 0x13, 0,    0,    0x30, 0x75,
+                                  0,    0};
+    b.len = 0;
+    size_t fs;
+    spw_gpoll_req ex = {.stream = "orders", .stream_len = 6, .group = "billing", .group_len = 7, .member = "w1",
+                        .member_len = 2, .start = 0, .max = 100, .wait_ms = 5000, .lease_ms = 30000};
+    CHECK_OK(spw_frame_begin(&b, SPW_OP_GROUP_POLL, 0, 3, &fs));
+    CHECK_OK(spw_gpoll_req_encode(&b, &ex));
+    spw_frame_finish(&b, fs);
+    CHECK_EQ(b.len, sizeof doc);
+    CHECK(memcmp(b.p, doc, sizeof doc) == 0);
+    spw_buf_fini(&b);
+}
+
 static void test_random(void)
 {
     uint64_t x = 88172645463325252ull;
     decode_fn fns[] = {dec_produce, dec_presp, dec_freq,   dec_fresp, dec_mreq,
-                       dec_mresp,   dec_answer, dec_areq, dec_aresp};
+                       dec_mresp,   dec_answer, dec_areq, dec_aresp, dec_gpreq,
+                       dec_gpresp,  dec_gcreq,  dec_gcresp};
     for (int round = 0; round < 20000; round++) {
         uint8_t buf[96];
         size_t n = (size_t)(round % 96);
@@ -741,6 +942,7 @@ int main(void)
     test_metadata();
     test_errors();
     test_auth();
+    test_groups();
     test_throttled_bytes();
     test_doc_example();
     test_random();
