@@ -35,6 +35,7 @@
  * 22 data exception and 23 integrity constraint violation) → REJECT with
  * PostgreSQL's message, and the framework bisects to the bad record.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -315,7 +316,8 @@ static int exec_cmd(PGconn *c, const char *sql, char *err, size_t cap, const cha
     return ok ? 0 : -1;
 }
 
-/* Connected, progress table there, this shard's progress loaded: 0, or -1 with err. */
+/* Connected, progress table there, this shard's progress loaded: 0, or
+ * -2 (cannot connect) or -1 (a statement failed) with err. */
 static int ready(pg *g, uint32_t si, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
@@ -332,7 +334,7 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
             snprintf(pre, sizeof pre, "connecting to shard %u", si);
             pq_msg(err, cap, pre, s->c ? PQerrorMessage(s->c) : "out of memory");
             drop(s);
-            return -1;
+            return -2;
         }
     }
     char pre[64];
@@ -428,9 +430,10 @@ static int pg_position(void *st, uint32_t partition, uint64_t *next)
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++) {
         char err[512];
-        if (ready(g, i, err, sizeof err) < 0) {
+        int r = ready(g, i, err, sizeof err);
+        if (r < 0) {
             spw_warn("sink %s: %s", g->sink, err);
-            return SPW_EAGAIN;
+            return r == -2 ? -ECONNREFUSED : -EIO; /* the log line has PostgreSQL's words */
         }
         ensure_next(&g->sh[i], partition);
         if (g->sh[i].next[partition] < min)
@@ -695,9 +698,10 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
-        if (ready(g, si, err, sizeof err) < 0) {
+        int rr = ready(g, si, err, sizeof err);
+        if (rr < 0) {
             spw_warn("sink %s: %s", g->sink, err);
-            return SPW_EAGAIN;
+            return rr == -2 ? -ECONNREFUSED : -EIO;
         }
         ensure_next(s, partition);
         if (s->next[partition] >= next)
@@ -710,7 +714,7 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
         if (!ok) {
             spw_warn("sink %s: shard %u: %s", g->sink, si, err);
             drop(s);
-            return SPW_EAGAIN;
+            return -EIO;
         }
         s->next[partition] = next;
     }
