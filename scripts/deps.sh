@@ -4,6 +4,8 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev)
+# the postgres sink: libpq, and PostgreSQL's server binaries for its tests and bench/run.sh pg
+pkgs+=(libpq-dev postgresql)
 pkgs+=("$@")
 
 missing=()

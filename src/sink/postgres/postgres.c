@@ -1,0 +1,733 @@
+/*
+ * The `postgres` sink: loads a stream into a table sharded over several
+ * PostgreSQL servers, exactly once (docs/api.md "postgres sink").
+ * Options: {"shards":["libpq conninfo",...],"table":"name" or
+ * "schema.name","columns":{"col":"/json/pointer" | "$key" | "$ts" | "$id" |
+ * "$partition" | "$offset" | "$value", ...}}.
+ *
+ * Routing: a record's key picks its shard on the consistent-hash ring of
+ * src/core/ring.h, so a key's rows are on one shard only.
+ *
+ * Loading: COPY ... FROM STDIN in text format. The values come from JSON
+ * text and PostgreSQL's per-type input functions parse text into any
+ * column type (integers, numeric, jsonb, timestamptz, text, ...), so text
+ * costs us one escaping pass; binary would need the column types' wire
+ * encodings reimplemented here for every type, for little gain on the
+ * server side at these row widths.
+ *
+ * Exactly once: on each shard, a window's rows for that shard and the row
+ * (sink, stream, partition, shard) → next_offset of the progress table
+ * spillway_sink_progress (created if missing) are committed in one
+ * transaction; next_offset is the window's end, so "records of this
+ * partition below next_offset that belong here are here". At start
+ * (position) the sink reads every shard's value, resumes each partition
+ * at the minimum over shards, and skips on each shard the records below
+ * what that shard holds. After a connection error the outcome of a COMMIT
+ * is unknown, so the connection is dropped and the shard's values are read
+ * again before it is written to. commit (after dead-lettering and after a
+ * window) moves the shards that are behind up to the framework's position,
+ * so a dead-lettered record is not written again and restarts start near.
+ *
+ * Errors: a shard that cannot be reached, or any error but bad data →
+ * RETRY (the connection is dropped and made again next time); a missing
+ * table or column → RETRY with a sentence saying what is missing (creating
+ * the table is the user's job); data the table refuses (SQLSTATE classes
+ * 22 data exception and 23 integrity constraint violation) → REJECT with
+ * PostgreSQL's message, and the framework bisects to the bad record.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "core/ring.h"
+#include "sink/sink.h"
+
+#define PG_COLS_MAX 64
+#define PG_SHARDS_MAX 64
+#define PG_CONNINFO_MAX 1024
+#define PG_PROGRESS_TABLE "spillway_sink_progress"
+
+enum { SRC_PTR, SRC_KEY, SRC_TS, SRC_ID, SRC_PARTITION, SRC_OFFSET, SRC_VALUE };
+
+typedef struct pg_col {
+    char name[64];
+    int src;
+    int is_time; /* the column is a date/timestamp type: $ts as ISO 8601 */
+    spw_json_ptr ptr;
+} pg_col;
+
+typedef struct pg_shard {
+    char conninfo[PG_CONNINFO_MAX];
+    PGconn *c;
+    int ready;   /* connected, progress table there, progress loaded */
+    int checked; /* the user's table and columns were found */
+    uint64_t *next; /* per partition: what this shard holds */
+    uint32_t nnext;
+} pg_shard;
+
+typedef struct pg {
+    char sink[128];
+    char stream[130];
+    char table[300];  /* as given */
+    char qtable[620]; /* quoted */
+    pg_col cols[PG_COLS_MAX];
+    uint32_t ncols;
+    pg_shard *sh;
+    uint32_t nshards;
+    spw_ring ring;
+    spw_buf copy, sql;
+    char *tmp; /* unescaped JSON strings */
+    size_t tmpcap;
+    uint32_t *shard_of;
+    size_t shard_cap;
+} pg;
+
+/* ---- options ---- */
+
+static void quote_ident(spw_buf *b, const char *s, size_t n)
+{
+    spw_buf_puts(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            spw_buf_puts(b, "\"");
+        spw_buf_put(b, s + i, 1);
+    }
+    spw_buf_puts(b, "\"");
+}
+
+static const char *parse_columns(pg *g, const spw_json_span *obj)
+{
+    if (obj->type != SPW_JSON_OBJECT)
+        return "options.columns must be an object {\"column\":\"/pointer\" or \"$key\", ...}";
+    spw_json_iter it;
+    spw_json_span k, v;
+    spw_json_iter_init(&it, obj);
+    while (spw_json_iter_next(&it, &k, &v)) {
+        if (g->ncols == PG_COLS_MAX)
+            return "options.columns: at most 64 columns";
+        pg_col *c = &g->cols[g->ncols];
+        long n = spw_json_unescape(&k, c->name, sizeof c->name - 1);
+        if (n <= 0 || memchr(c->name, 0, (size_t)n))
+            return "options.columns: column names must be 1 to 63 bytes";
+        c->name[n] = 0;
+        for (uint32_t j = 0; j < g->ncols; j++)
+            if (strcmp(g->cols[j].name, c->name) == 0)
+                return "options.columns: a column is named twice";
+        char src[300];
+        n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, src, sizeof src - 1) : -1;
+        if (n <= 0)
+            return "options.columns: each source must be a JSON pointer (\"/a/b\") or one of $key, $ts, $id, "
+                   "$partition, $offset, $value";
+        src[n] = 0;
+        static const struct {
+            const char *name;
+            int src;
+        } named[] = {{"$key", SRC_KEY},       {"$ts", SRC_TS},         {"$id", SRC_ID},
+                     {"$partition", SRC_PARTITION}, {"$offset", SRC_OFFSET}, {"$value", SRC_VALUE}};
+        c->src = -1;
+        for (size_t j = 0; j < sizeof named / sizeof named[0]; j++)
+            if (strcmp(src, named[j].name) == 0)
+                c->src = named[j].src;
+        if (c->src < 0) {
+            if (src[0] != '/' || spw_json_ptr_compile(&c->ptr, src) < 0)
+                return "options.columns: a source is neither a JSON pointer (\"/a/b\", at most 16 levels) nor one "
+                       "of $key, $ts, $id, $partition, $offset, $value";
+            c->src = SRC_PTR;
+        }
+        g->ncols++;
+    }
+    if (g->ncols == 0)
+        return "options.columns must name at least one column";
+    return NULL;
+}
+
+static void pg_free(pg *g)
+{
+    for (uint32_t i = 0; i < g->nshards; i++) {
+        if (g->sh[i].c)
+            PQfinish(g->sh[i].c);
+        spw_free(g->sh[i].next);
+    }
+    spw_free(g->sh);
+    if (g->ring.pts)
+        spw_ring_free(&g->ring);
+    spw_buf_fini(&g->copy);
+    spw_buf_fini(&g->sql);
+    spw_free(g->tmp);
+    spw_free(g->shard_of);
+    spw_free(g);
+}
+
+static int pg_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
+                   size_t cap)
+{
+    pg *g = spw_xcalloc(1, sizeof *g);
+    snprintf(g->sink, sizeof g->sink, "%s", sink);
+    snprintf(g->stream, sizeof g->stream, "%s", stream);
+    spw_json_ptr root = {0};
+    spw_json_span obj, k, v;
+    spw_json_error je;
+    const char *end;
+    const char *bad = NULL;
+    int have_cols = 0;
+    if (spw_json_scan(options, options + len, &root, 1, &obj, &end, &je) || obj.type != SPW_JSON_OBJECT) {
+        bad = "\"options\" must be an object";
+    } else {
+        spw_json_iter it;
+        spw_json_iter_init(&it, &obj);
+        while (!bad && spw_json_iter_next(&it, &k, &v)) {
+            if (spw_json_str_eq(&k, "shards")) {
+                if (v.type != SPW_JSON_ARRAY || g->sh) {
+                    bad = "options.shards must be an array of libpq connection strings";
+                    break;
+                }
+                /* count, then fill */
+                const char *p = spw_json_ws(v.p + 1, v.p + v.n);
+                uint32_t cnt = 0;
+                spw_json_span e[PG_SHARDS_MAX + 1];
+                while (!bad && *p != ']') {
+                    const char *ee;
+                    if (cnt > PG_SHARDS_MAX) {
+                        bad = "options.shards: at most 64 shards";
+                        break;
+                    }
+                    if (spw_json_scan(p, v.p + v.n, &root, 1, &e[cnt], &ee, &je) || e[cnt].type != SPW_JSON_STRING)
+                        bad = "options.shards must be an array of libpq connection strings";
+                    cnt++;
+                    p = spw_json_ws(ee, v.p + v.n);
+                    if (*p == ',')
+                        p = spw_json_ws(p + 1, v.p + v.n);
+                }
+                if (bad)
+                    break;
+                if (cnt == 0 || cnt > PG_SHARDS_MAX) {
+                    bad = "options.shards must list 1 to 64 libpq connection strings";
+                    break;
+                }
+                g->sh = spw_xcalloc(cnt, sizeof *g->sh);
+                g->nshards = cnt;
+                for (uint32_t i = 0; i < cnt; i++) {
+                    long n = spw_json_unescape(&e[i], g->sh[i].conninfo, PG_CONNINFO_MAX - 1);
+                    if (n < 0 || memchr(g->sh[i].conninfo, 0, (size_t)n)) {
+                        bad = "options.shards: a connection string is longer than 1023 bytes";
+                        break;
+                    }
+                    g->sh[i].conninfo[n] = 0;
+                    char *perr = NULL;
+                    PQconninfoOption *o = PQconninfoParse(g->sh[i].conninfo, &perr);
+                    if (!o) {
+                        PQfreemem(perr);
+                        bad = "options.shards: a connection string does not parse (libpq conninfo: "
+                              "\"host=H port=P dbname=D user=U\" or a postgresql:// URI)";
+                        break;
+                    }
+                    PQconninfoFree(o);
+                }
+            } else if (spw_json_str_eq(&k, "table")) {
+                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, g->table, sizeof g->table - 1) : -1;
+                if (n <= 0 || memchr(g->table, 0, (size_t)n)) {
+                    bad = "options.table must be a table name (\"name\" or \"schema.name\")";
+                    break;
+                }
+                g->table[n] = 0;
+            } else if (spw_json_str_eq(&k, "columns")) {
+                bad = parse_columns(g, &v);
+                have_cols = 1;
+            } else {
+                bad = "unknown field in postgres options (shards, table, columns)";
+            }
+        }
+    }
+    if (!bad && !g->sh)
+        bad = "postgres sinks need options.shards (libpq connection strings)";
+    if (!bad && !g->table[0])
+        bad = "postgres sinks need options.table";
+    if (!bad && !have_cols)
+        bad = "postgres sinks need options.columns ({\"column\":\"/pointer\" or \"$key\", ...})";
+    if (bad) {
+        snprintf(err, cap, "%s", bad);
+        pg_free(g);
+        return SPW_EINVAL;
+    }
+    /* "schema.name" → "schema"."name"; a name with more dots is one identifier after the first */
+    spw_buf q = SPW_BUF_INIT;
+    const char *dot = strchr(g->table, '.');
+    if (dot && dot != g->table && dot[1]) {
+        quote_ident(&q, g->table, (size_t)(dot - g->table));
+        spw_buf_puts(&q, ".");
+        quote_ident(&q, dot + 1, strlen(dot + 1));
+    } else {
+        quote_ident(&q, g->table, strlen(g->table));
+    }
+    snprintf(g->qtable, sizeof g->qtable, "%.*s", (int)q.len, (const char *)q.p);
+    spw_buf_fini(&q);
+    spw_ring_init(&g->ring, g->nshards);
+    *st = g;
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void drop(pg_shard *s)
+{
+    if (s->c)
+        PQfinish(s->c);
+    s->c = NULL;
+    s->ready = 0;
+    s->checked = 0;
+}
+
+/* The first line of libpq's message for the connection (or result). */
+static void pq_msg(char *err, size_t cap, const char *prefix, const char *msg)
+{
+    size_t n = strcspn(msg ? msg : "", "\n");
+    snprintf(err, cap, "%s: %.*s", prefix, (int)n, msg ? msg : "");
+}
+
+static int ensure_next(pg_shard *s, uint32_t partition)
+{
+    if (partition < s->nnext)
+        return 0;
+    uint32_t n = partition + 1;
+    s->next = spw_xrealloc(s->next, (size_t)n * sizeof *s->next);
+    for (uint32_t i = s->nnext; i < n; i++)
+        s->next[i] = 0;
+    s->nnext = n;
+    return 0;
+}
+
+/* Runs a command without results: 0, or -1 with err set (the result's message). */
+static int exec_cmd(PGconn *c, const char *sql, char *err, size_t cap, const char *what)
+{
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        pq_msg(err, cap, what, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Connected, progress table there, this shard's progress loaded: 0, or
+ * -2 (cannot connect) or -1 (a statement failed) with err. */
+static int ready(pg *g, uint32_t si, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    if (s->c && PQstatus(s->c) != CONNECTION_OK)
+        drop(s);
+    if (s->ready)
+        return 0;
+    if (!s->c) {
+        const char *keys[] = {"connect_timeout", "dbname", NULL};
+        const char *vals[] = {"5", s->conninfo, NULL};
+        s->c = PQconnectdbParams(keys, vals, 1);
+        if (!s->c || PQstatus(s->c) != CONNECTION_OK) {
+            char pre[64];
+            snprintf(pre, sizeof pre, "connecting to shard %u", si);
+            pq_msg(err, cap, pre, s->c ? PQerrorMessage(s->c) : "out of memory");
+            drop(s);
+            return -2;
+        }
+    }
+    char pre[64];
+    snprintf(pre, sizeof pre, "shard %u: creating " PG_PROGRESS_TABLE, si);
+    if (exec_cmd(s->c,
+                 "SET client_min_messages = warning;"
+                 "CREATE TABLE IF NOT EXISTS " PG_PROGRESS_TABLE " (sink text NOT NULL, stream text NOT NULL,"
+                 " partition integer NOT NULL, shard integer NOT NULL, next_offset bigint NOT NULL,"
+                 " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard))",
+                 err, cap, pre)) {
+        drop(s);
+        return -1;
+    }
+    char shard[16];
+    snprintf(shard, sizeof shard, "%u", si);
+    const char *params[] = {g->sink, g->stream, shard};
+    PGresult *r = PQexecParams(s->c,
+                               "SELECT partition, next_offset FROM " PG_PROGRESS_TABLE
+                               " WHERE sink = $1 AND stream = $2 AND shard = $3",
+                               3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(pre, sizeof pre, "shard %u: reading progress", si);
+        pq_msg(err, cap, pre, PQresultErrorMessage(r));
+        PQclear(r);
+        drop(s);
+        return -1;
+    }
+    for (uint32_t i = 0; i < s->nnext; i++)
+        s->next[i] = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        long long p = atoll(PQgetvalue(r, i, 0)), n = atoll(PQgetvalue(r, i, 1));
+        if (p < 0 || p >= 65536 || n < 0)
+            continue;
+        ensure_next(s, (uint32_t)p);
+        s->next[p] = (uint64_t)n;
+    }
+    PQclear(r);
+    s->ready = 1;
+    return 0;
+}
+
+/* The user's table and every mapped column exist (and which are times): 0, or -1 with err. */
+static int check_table(pg *g, uint32_t si, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    if (s->checked)
+        return 0;
+    const char *params[] = {g->qtable};
+    PGresult *r = PQexecParams(s->c,
+                               "SELECT a.attname, t.typcategory FROM pg_attribute a JOIN pg_type t ON t.oid ="
+                               " a.atttypid WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT"
+                               " a.attisdropped",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char pre[400];
+        snprintf(pre, sizeof pre, "shard %u: looking up table %s", si, g->table);
+        pq_msg(err, cap, pre, PQresultErrorMessage(r));
+        PQclear(r);
+        drop(s);
+        return -1;
+    }
+    if (PQntuples(r) == 0) {
+        snprintf(err, cap,
+                 "table %s does not exist on shard %u (create it there, with the mapped columns: the sink "
+                 "does not create tables)",
+                 g->table, si);
+        PQclear(r);
+        return -1;
+    }
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        int found = 0;
+        for (int i = 0; i < PQntuples(r) && !found; i++) {
+            if (strcmp(PQgetvalue(r, i, 0), g->cols[c].name) == 0) {
+                found = 1;
+                g->cols[c].is_time = PQgetvalue(r, i, 1)[0] == 'D'; /* date/time category */
+            }
+        }
+        if (!found) {
+            snprintf(err, cap, "table %s on shard %u has no column %s (add it: the sink does not alter tables)",
+                     g->table, si, g->cols[c].name);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    s->checked = 1;
+    return 0;
+}
+
+static int pg_position(void *st, uint32_t partition, uint64_t *next)
+{
+    pg *g = st;
+    uint64_t min = UINT64_MAX;
+    for (uint32_t i = 0; i < g->nshards; i++) {
+        char err[512];
+        int r = ready(g, i, err, sizeof err);
+        if (r < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return r == -2 ? -ECONNREFUSED : -EIO; /* the log line has PostgreSQL's words */
+        }
+        ensure_next(&g->sh[i], partition);
+        if (g->sh[i].next[partition] < min)
+            min = g->sh[i].next[partition];
+    }
+    *next = min;
+    return 0;
+}
+
+/* ---- COPY rows ---- */
+
+static void put_escaped(spw_buf *b, const char *p, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        char e = 0;
+        switch (p[i]) {
+        case '\\': e = '\\'; break;
+        case '\n': e = 'n'; break;
+        case '\r': e = 'r'; break;
+        case '\t': e = 't'; break;
+        default: continue;
+        }
+        spw_buf_put(b, p + run, i - run);
+        char two[2] = {'\\', e};
+        spw_buf_put(b, two, 2);
+        run = i + 1;
+    }
+    spw_buf_put(b, p + run, n - run);
+}
+
+static void put_ts(spw_buf *b, int64_t ms, int is_time)
+{
+    char t[64];
+    if (is_time) {
+        time_t sec = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+        int milli = (int)(ms - (int64_t)sec * 1000);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        snprintf(t, sizeof t, "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, milli);
+    } else {
+        snprintf(t, sizeof t, "%" PRId64, ms);
+    }
+    spw_buf_puts(b, t);
+}
+
+static void put_u64(spw_buf *b, uint64_t v) { spw_buf_put_u64(b, v); }
+
+/* One COPY text line for record r. */
+static void put_row(pg *g, uint32_t partition, const spw_sink_rec *r)
+{
+    spw_buf *b = &g->copy;
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        const pg_col *col = &g->cols[c];
+        if (c)
+            spw_buf_puts(b, "\t");
+        switch (col->src) {
+        case SRC_KEY:
+            if (r->key_len < 0)
+                spw_buf_puts(b, "\\N");
+            else
+                put_escaped(b, (const char *)r->key, (size_t)r->key_len);
+            break;
+        case SRC_TS: put_ts(b, r->ts, col->is_time); break;
+        case SRC_ID: put_u64(b, r->id); break;
+        case SRC_PARTITION: put_u64(b, partition); break;
+        case SRC_OFFSET: put_u64(b, r->offset); break;
+        case SRC_VALUE: put_escaped(b, (const char *)r->value, r->value_len); break;
+        default: {
+            spw_json_span f;
+            spw_json_error je;
+            const char *end;
+            const char *vp = (const char *)r->value;
+            if (spw_json_scan(vp, vp + r->value_len, &col->ptr, 1, &f, &end, &je) || f.type == SPW_JSON_NONE ||
+                f.type == SPW_JSON_NULL) {
+                spw_buf_puts(b, "\\N"); /* not JSON, or no such field */
+            } else if (f.type == SPW_JSON_STRING) {
+                if (g->tmpcap < f.n) {
+                    g->tmpcap = f.n;
+                    g->tmp = spw_xrealloc(g->tmp, g->tmpcap);
+                }
+                long n = spw_json_unescape(&f, g->tmp, g->tmpcap);
+                put_escaped(b, g->tmp, n > 0 ? (size_t)n : 0);
+            } else {
+                put_escaped(b, f.p, f.n);
+            }
+        }
+        }
+    }
+    spw_buf_puts(b, "\n");
+}
+
+enum { W_OK, W_RETRY, W_REJECT };
+
+/* Is this failed result bad data (SQLSTATE class 22 or 23)? */
+static int is_data_error(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0);
+}
+
+static int is_missing(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st && (strcmp(st, "42P01") == 0 || strcmp(st, "42703") == 0);
+}
+
+/* After a failed statement inside the transaction: W_REJECT (rolled back, connection kept) or W_RETRY. */
+static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    char pre[96];
+    snprintf(pre, sizeof pre, "shard %u: %s", si, what);
+    pq_msg(err, cap, pre, r ? PQresultErrorMessage(r) : PQerrorMessage(s->c));
+    int data = r && is_data_error(r);
+    if (r && is_missing(r))
+        s->checked = 0;
+    if (r)
+        PQclear(r);
+    if (data && PQstatus(s->c) == CONNECTION_OK) {
+        PGresult *rb = PQexec(s->c, "ROLLBACK");
+        int ok = PQresultStatus(rb) == PGRES_COMMAND_OK;
+        PQclear(rb);
+        if (ok)
+            return W_REJECT;
+    }
+    /* anything else: the transaction's outcome may be unknown; reconnect and reread */
+    drop(s);
+    return data ? W_REJECT : W_RETRY;
+}
+
+/* Upserts (sink, stream, partition, shard) → next inside the open transaction. */
+static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t next)
+{
+    char ps[16], sh[16], nx[24];
+    snprintf(ps, sizeof ps, "%u", partition);
+    snprintf(sh, sizeof sh, "%u", si);
+    snprintf(nx, sizeof nx, "%" PRIu64, next);
+    const char *params[] = {g->sink, g->stream, ps, sh, nx};
+    return PQexecParams(g->sh[si].c,
+                        "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset)"
+                        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET"
+                        " next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset), updated_at = now()",
+                        5, NULL, params, NULL, NULL, 0);
+}
+
+/* Writes the rows of records [0, n) routed to shard si (not yet there) and
+ * the shard's progress in one transaction. */
+static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
+                       size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    uint64_t end = recs[n - 1].offset + 1;
+    uint32_t mine = 0;
+    for (uint32_t i = 0; i < n; i++)
+        mine += g->shard_of[i] == si;
+    if (mine == 0)
+        return W_OK; /* nothing of this window goes there: a shard that is down does not matter */
+    if (ready(g, si, err, cap) < 0)
+        return W_RETRY;
+    ensure_next(s, partition);
+    g->copy.len = 0;
+    uint32_t rows = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
+            continue;
+        put_row(g, partition, &recs[i]);
+        rows++;
+    }
+    if (rows == 0)
+        return W_OK;
+    if (check_table(g, si, err, cap) < 0)
+        return W_RETRY;
+    if (exec_cmd(s->c, "BEGIN", err, cap, "BEGIN") < 0) {
+        drop(s);
+        return W_RETRY;
+    }
+    g->sql.len = 0;
+    spw_buf_puts(&g->sql, "COPY ");
+    spw_buf_puts(&g->sql, g->qtable);
+    spw_buf_puts(&g->sql, " (");
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        if (c)
+            spw_buf_puts(&g->sql, ", ");
+        quote_ident(&g->sql, g->cols[c].name, strlen(g->cols[c].name));
+    }
+    spw_buf_puts(&g->sql, ") FROM STDIN");
+    spw_buf_put(&g->sql, "", 1);
+    PGresult *r = PQexec(s->c, (const char *)g->sql.p);
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        return fail(g, si, r, "COPY", err, cap);
+    PQclear(r);
+    if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1 || PQputCopyEnd(s->c, NULL) != 1)
+        return fail(g, si, NULL, "COPY data", err, cap);
+    r = PQgetResult(s->c);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        /* drain to the end of the command before rolling back */
+        PGresult *more;
+        while ((more = PQgetResult(s->c)))
+            PQclear(more);
+        return fail(g, si, r, "COPY", err, cap);
+    }
+    PQclear(r);
+    while ((r = PQgetResult(s->c)))
+        PQclear(r);
+    r = put_progress(g, si, partition, end);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(g, si, r, "saving progress", err, cap);
+    PQclear(r);
+    r = PQexec(s->c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(g, si, r, "COMMIT", err, cap);
+    PQclear(r);
+    s->next[partition] = end;
+    return W_OK;
+}
+
+static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                    size_t cap)
+{
+    pg *g = st;
+    if (g->shard_cap < n) {
+        g->shard_cap = n;
+        g->shard_of = spw_xrealloc(g->shard_of, (size_t)n * sizeof *g->shard_of);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        g->shard_of[i] =
+            spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
+    int res = W_OK;
+    char e1[512] = "";
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        char e[512] = "";
+        int r = write_shard(g, si, partition, recs, n, e, sizeof e);
+        if (r == W_OK)
+            continue;
+        /* a shard that is down takes precedence: no record is dead-lettered while unsure */
+        if (res == W_OK || (r == W_RETRY && res == W_REJECT)) {
+            res = r;
+            snprintf(e1, sizeof e1, "%s", e);
+        }
+    }
+    /* the delivered prefix: records every shard now holds */
+    uint32_t d = 0;
+    while (d < n) {
+        pg_shard *s = &g->sh[g->shard_of[d]];
+        if (partition >= s->nnext || recs[d].offset >= s->next[partition])
+            break;
+        d++;
+    }
+    *done = d;
+    if (res == W_OK)
+        return SPW_SINK_OK;
+    snprintf(err, cap, "%s", e1);
+    return res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+}
+
+/* Records below next are delivered or dead-lettered: shards behind move up. */
+static int pg_commit(void *st, uint32_t partition, uint64_t next)
+{
+    pg *g = st;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        pg_shard *s = &g->sh[si];
+        char err[512];
+        int rr = ready(g, si, err, sizeof err);
+        if (rr < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return rr == -2 ? -ECONNREFUSED : -EIO;
+        }
+        ensure_next(s, partition);
+        if (s->next[partition] >= next)
+            continue;
+        PGresult *r = put_progress(g, si, partition, next);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            pq_msg(err, sizeof err, "saving progress", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok) {
+            spw_warn("sink %s: shard %u: %s", g->sink, si, err);
+            drop(s);
+            return -EIO;
+        }
+        s->next[partition] = next;
+    }
+    return 0;
+}
+
+static void pg_close(void *st) { pg_free(st); }
+
+const spw_sink_kind spw_sink_kind_postgres = {
+    .name = "postgres",
+    .open = pg_open,
+    .write = pg_write,
+    .position = pg_position,
+    .commit = pg_commit,
+    .close = pg_close,
+};

@@ -1,0 +1,409 @@
+/*
+ * The postgres sink end to end (SPEC §3 "Sinks", docs/api.md "postgres
+ * sink") against two real PostgreSQL servers started here (initdb +
+ * pg_ctl in a temp dir, private ports, 127.0.0.1 only; as the postgres
+ * user when run as root), stopped by pg_ctl at the end (and on a failed
+ * check). PostgreSQL's binaries missing is a failure: scripts/deps.sh
+ * installs them.
+ *   - Bad options are refused (400) at PUT.
+ *   - N events (SPW_PG_EVENTS, default 100,000) drained into two shards;
+ *     Spillway killed -9 mid-drain and restarted; one shard stopped while
+ *     more events arrive (the sink retries, says why) and started again.
+ *     At the end, on the union of the shards, count(*) = count(DISTINCT
+ *     id) = events sent, and each key's rows are on one shard only.
+ *   - Poison records (violating a CHECK constraint) land in the DLQ
+ *     stream with PostgreSQL's error text; every other event is in the
+ *     table.
+ */
+#include <libpq-fe.h>
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include "server.h"
+#include "spillway.h"
+
+static const char *BIN;
+static char PGBIN[256];
+static char *TMP;
+static char PGDIR[2][4200];
+static int PGPORT[2];
+static int pg_started[2];
+static int as_postgres; /* running as root: run PostgreSQL as the postgres user */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "+ %s\n", cmd);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const char *runas(void) { return as_postgres ? "runuser -u postgres -- " : ""; }
+
+static void pg_stop(int i)
+{
+    if (pg_started[i])
+        sh("%s%s/pg_ctl -D %s -m fast -w stop >/dev/null 2>&1", runas(), PGBIN, PGDIR[i]);
+    pg_started[i] = 0;
+}
+
+static void pg_start(int i)
+{
+    CHECK_EQ(sh("%s%s/pg_ctl -D %s -l %s/log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 "
+                "-c fsync=off\" start >/dev/null",
+                runas(), PGBIN, PGDIR[i], PGDIR[i], PGPORT[i], PGDIR[i]),
+             0);
+    pg_started[i] = 1;
+}
+
+static void on_abort(int sig)
+{
+    (void)sig;
+    pg_stop(0);
+    pg_stop(1);
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    socklen_t l = sizeof sa;
+    CHECK(getsockname(fd, (struct sockaddr *)&sa, &l) == 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void find_pgbin(void)
+{
+    FILE *f = popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1", "r");
+    CHECK(f);
+    if (!fgets(PGBIN, sizeof PGBIN, f))
+        PGBIN[0] = 0;
+    pclose(f);
+    PGBIN[strcspn(PGBIN, "\n")] = 0;
+    char p[300];
+    snprintf(p, sizeof p, "%s/initdb", PGBIN);
+    if (!PGBIN[0] || access(p, X_OK) != 0) {
+        fprintf(stderr, "test_pg: PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) "
+                        "are missing: run scripts/deps.sh (installs Debian's postgresql)\n");
+        CHECK(!"PostgreSQL binaries missing");
+    }
+}
+
+static void pg_init(int i)
+{
+    snprintf(PGDIR[i], sizeof PGDIR[i], "%s/pg%d", TMP, i);
+    CHECK(mkdir(PGDIR[i], 0700) == 0);
+    if (as_postgres) {
+        struct passwd *pw = getpwnam("postgres");
+        CHECK(pw);
+        CHECK(chown(PGDIR[i], pw->pw_uid, pw->pw_gid) == 0);
+    }
+    CHECK_EQ(sh("%s%s/initdb -D %s -U postgres -A trust --no-sync >/dev/null 2>&1", runas(), PGBIN, PGDIR[i]), 0);
+    PGPORT[i] = free_port();
+    pg_start(i);
+}
+
+static PGconn *pg_conn(int i)
+{
+    char ci[128];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres", PGPORT[i]);
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK)
+        fprintf(stderr, "%s", PQerrorMessage(c));
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    return c;
+}
+
+static void pg_exec(int i, const char *sql)
+{
+    PGconn *c = pg_conn(i);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* One number from a query on shard i (-1 if the shard does not answer). */
+static long long pg_num(int i, const char *sql)
+{
+    char ci[128];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5", PGPORT[i]);
+    PGconn *c = PQconnectdb(ci);
+    long long v = -1;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return v;
+}
+
+static long long total(const char *table)
+{
+    char q[128];
+    snprintf(q, sizeof q, "SELECT count(*) FROM %s", table);
+    long long a = pg_num(0, q), b = pg_num(1, q);
+    return a < 0 || b < 0 ? -1 : a + b;
+}
+
+static void put_stream(int port, const char *name, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/%s", name);
+    resp r = http_json(port, "PUT", path, body);
+    CHECK(r.status == 201 || r.status == 200);
+    free(r.body);
+}
+
+static int req_status(int port, const char *method, const char *path, const char *body)
+{
+    resp r = http_json(port, method, path, body);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "%s %s -> %d %s\n", method, path, r.status, r.body);
+    free(r.body);
+    return r.status;
+}
+
+/* n events: key "k<i % keys>", value {"i":i,"v":v} with v = -1 when poison(i). */
+static void produce(int binport, const char *stream, int first, int n, int keys, int poison_every)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spw_producer *p;
+    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    char key[32], val[128];
+    for (int i = first; i < first + n; i++) {
+        int kl = snprintf(key, sizeof key, "k%d", i % keys);
+        int v = poison_every && i % poison_every == 0 ? -1 : i % 100;
+        int vl = snprintf(val, sizeof val, "{\"i\":%d,\"v\":%d,\"s\":\"tab\\there\"}", i, v);
+        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+    }
+    CHECK_EQ(spw_producer_flush(p, 60000), 0);
+    spw_producer_close(p, 1000);
+}
+
+static void wait_rows(const char *table, long long want)
+{
+    long long n = -1;
+    for (int i = 0; i < 1800; i++) {
+        n = total(table);
+        if (n >= want)
+            break;
+        usleep(100000);
+    }
+    if (n != want)
+        fprintf(stderr, "table %s: %lld rows, want %lld\n", table, n, want);
+    CHECK_EQ(n, want);
+}
+
+static const char *TABLE_SQL = "CREATE TABLE events (id bigint NOT NULL, k text, part int, off bigint, v int "
+                               "CHECK (v >= 0), s text, ts timestamptz, eid bigint)";
+
+static void sink_body(char *b, size_t cap, const char *stream, const char *table, int max_events)
+{
+    snprintf(b, cap,
+             "{\"stream\":\"%s\",\"kind\":\"postgres\",\"dlq\":\"dlq\",\"batch\":{\"max_events\":%d,"
+             "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
+             "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\","
+             "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{"
+             "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\",\"s\":\"/s\","
+             "\"ts\":\"$ts\",\"eid\":\"$id\"}}}",
+             stream, max_events, PGPORT[0], PGPORT[1], table);
+}
+
+static void test_options(int port)
+{
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x", "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{}}"), 400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[],\"table\":\"t\","
+                        "\"columns\":{\"a\":\"$key\"}}}"),
+             400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],\"table\":\"t\","
+                        "\"columns\":{\"a\":\"$nope\"}}}"),
+             400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],\"table\":\"t\","
+                        "\"columns\":{}}}"),
+             400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],"
+                        "\"columns\":{\"a\":\"$key\"}}}"),
+             400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"bad = = conninfo\"],"
+                        "\"table\":\"t\",\"columns\":{\"a\":\"$key\"}}}"),
+             400);
+    CHECK_EQ(req_status(port, "GET", "/v1/sinks/x", NULL), 404);
+}
+
+/* Waits until the sink's GET body contains needle. */
+static void wait_sink_says(int port, const char *sink, const char *needle)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/sinks/%s", sink);
+    for (int i = 0; i < 600; i++) {
+        resp r = http_json(port, "GET", path, NULL);
+        int ok = r.status == 200 && strstr(r.body, needle);
+        if (ok || i == 599)
+            fprintf(stderr, "sink %s: %s", sink, r.body);
+        free(r.body);
+        if (ok)
+            return;
+        usleep(100000);
+    }
+    CHECK(!"the sink did not report it");
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 2);
+    BIN = argv[1];
+    find_pgbin();
+    as_postgres = geteuid() == 0;
+    TMP = spw_test_tmpdir("pg");
+    CHECK(chmod(TMP, 0755) == 0);
+    signal(SIGABRT, on_abort);
+    pg_init(0);
+    pg_init(1);
+    for (int i = 0; i < 2; i++) {
+        pg_exec(i, TABLE_SQL);
+        pg_exec(i, "CREATE TABLE poison (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0), "
+                   "s text, ts timestamptz, eid bigint)");
+    }
+    int N = getenv("SPW_PG_EVENTS") ? atoi(getenv("SPW_PG_EVENTS")) : 100000;
+    CHECK(N >= 1000);
+    int EXTRA = N / 10;
+
+    char data[4200];
+    snprintf(data, sizeof data, "%s/spw", TMP);
+    srv s;
+    srv_start(&s, BIN, data, NULL);
+    put_stream(s.port, "ev", "{\"partitions\":4}");
+    put_stream(s.port, "dlq", "{\"partitions\":1}");
+    test_options(s.port);
+    char body[2048];
+
+    /* a missing table: a clear error, retried; nothing lost once it exists */
+    put_stream(s.port, "late", "{\"partitions\":2}");
+    sink_body(body, sizeof body, "late", "later", 100);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/late", body), 201);
+    produce(s.binport, "late", 0, 500, 50, 0);
+    wait_sink_says(s.port, "late", "table later does not exist on shard");
+    for (int i = 0; i < 2; i++)
+        pg_exec(i, "CREATE TABLE later (id bigint NOT NULL, k text, part int, off bigint, v int, s text)");
+    wait_sink_says(s.port, "late", "has no column ts");
+    for (int i = 0; i < 2; i++)
+        pg_exec(i, "ALTER TABLE later ADD COLUMN ts timestamptz, ADD COLUMN eid bigint");
+    wait_rows("later", 500);
+
+    /* exactly once through kill -9 and a shard outage */
+    sink_body(body, sizeof body, "ev", "events", 1000);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/pg", body), 201);
+    produce(s.binport, "ev", 0, N, 1000, 0);
+    for (int i = 0; i < 1200 && total("events") < N / 4; i++)
+        usleep(5000);
+    long long before = total("events");
+    CHECK_EQ(srv_stop(&s, SIGKILL), 128 + SIGKILL);
+    fprintf(stderr, "killed -9 with %lld of %d rows in\n", before, N);
+    srv_start(&s, BIN, data, NULL);
+    pg_stop(1);
+    produce(s.binport, "ev", N, EXTRA, 1000, 0);
+    wait_sink_says(s.port, "pg", "\"state\":\"retrying\"");
+    pg_start(1);
+    wait_rows("events", N + EXTRA);
+    usleep(500000); /* anything extra would show now */
+    CHECK_EQ(total("events"), N + EXTRA);
+    for (int i = 0; i < 2; i++) {
+        long long c = pg_num(i, "SELECT count(*) FROM events"), d = pg_num(i, "SELECT count(DISTINCT id) FROM events");
+        CHECK_EQ(c, d);
+        CHECK_EQ(pg_num(i, "SELECT count(*) FROM events WHERE s <> E'tab\\there' OR ts IS NULL OR eid IS NULL"), 0);
+    }
+    /* ids: the two shards' sets are disjoint and cover 0 .. N+EXTRA-1 */
+    CHECK_EQ(pg_num(0, "SELECT count(*) FROM events WHERE id < 0"), 0);
+    long long s0 = pg_num(0, "SELECT coalesce(sum(id),0) FROM events"), s1 = pg_num(1, "SELECT coalesce(sum(id),0) FROM events");
+    long long M = N + EXTRA;
+    CHECK_EQ(s0 + s1, M * (M - 1) / 2);
+    CHECK_EQ(pg_num(0, "SELECT max(id) FROM events") < M && pg_num(1, "SELECT max(id) FROM events") < M, 1);
+    /* each key on one shard only: key sets of the shards are disjoint */
+    {
+        PGconn *a = pg_conn(0), *b = pg_conn(1);
+        PGresult *ra = PQexec(a, "SELECT DISTINCT k FROM events"), *rb = PQexec(b, "SELECT DISTINCT k FROM events");
+        CHECK(PQresultStatus(ra) == PGRES_TUPLES_OK && PQresultStatus(rb) == PGRES_TUPLES_OK);
+        CHECK_EQ(PQntuples(ra) + PQntuples(rb), 1000);
+        CHECK(PQntuples(ra) > 0 && PQntuples(rb) > 0);
+        for (int i = 0; i < PQntuples(ra); i++)
+            for (int j = 0; j < PQntuples(rb); j++)
+                CHECK(strcmp(PQgetvalue(ra, i, 0), PQgetvalue(rb, j, 0)) != 0);
+        PQclear(ra);
+        PQclear(rb);
+        PQfinish(a);
+        PQfinish(b);
+    }
+    fprintf(stderr, "events: %lld rows on shard 0, %lld on shard 1\n", pg_num(0, "SELECT count(*) FROM events"),
+            pg_num(1, "SELECT count(*) FROM events"));
+
+    /* poison: every 97th event violates CHECK (v >= 0) */
+    put_stream(s.port, "ps", "{\"partitions\":2}");
+    sink_body(body, sizeof body, "ps", "poison", 500);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/ps", body), 201);
+    int P = 2000, bad = 0;
+    for (int i = 0; i < P; i++)
+        bad += i % 97 == 0;
+    produce(s.binport, "ps", 0, P, 100, 97);
+    wait_rows("poison", P - bad);
+    wait_sink_says(s.port, "ps", "\"dlq_total\":");
+    for (int i = 0; i < 600; i++) {
+        resp r = http_json(s.port, "GET", "/v1/sinks/ps", NULL);
+        char want[64];
+        snprintf(want, sizeof want, "\"dlq_total\":%d", bad);
+        int ok = strstr(r.body, want) != NULL;
+        free(r.body);
+        if (ok)
+            break;
+        usleep(100000);
+    }
+    CHECK_EQ(pg_num(0, "SELECT count(*) FROM poison WHERE v < 0") + pg_num(1, "SELECT count(*) FROM poison WHERE v < 0"), 0);
+    /* the DLQ stream holds the poison records with PostgreSQL's message */
+    {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", s.binport);
+        spw_client *c;
+        CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+        spw_fetch_result *fr;
+        CHECK_EQ(spw_client_fetch(c, "dlq", 0, 0, 4 << 20, &fr), 0);
+        size_t cnt = spw_fetch_count(fr);
+        CHECK_EQ(cnt, (size_t)bad);
+        for (size_t i = 0; i < cnt; i++) {
+            spw_fetched f;
+            spw_fetch_get(fr, i, &f);
+            char *v = strndup((const char *)f.value, f.value_len);
+            if (i == 0)
+                fprintf(stderr, "dlq record: %s\n", v);
+            CHECK(strstr(v, "violates check constraint") != NULL);
+            free(v);
+        }
+        spw_fetch_free(fr);
+        spw_client_close(c);
+    }
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    pg_stop(0);
+    pg_stop(1);
+    spw_test_rmrf(TMP);
+    free(TMP);
+    return 0;
+}
