@@ -49,7 +49,8 @@
 #define POLL_MS 20
 
 extern const spw_sink_kind spw_sink_kind_forward;
-static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward};
+extern const spw_sink_kind spw_sink_kind_kafka;
+static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward, &spw_sink_kind_kafka};
 
 const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len)
 {
