@@ -293,12 +293,17 @@ int main(int argc, char **argv)
 
     /* 2. Produce requests answered with retriable errors: the producer
      * retries them itself; nothing lost, nothing doubled (idempotence) */
-    rd_kafka_mock_push_request_errors(mc, 0 /* Produce */, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+    CHECK_EQ(rd_kafka_mock_broker_push_request_error_rtts(
+                 mc, 1, 0 /* Produce */, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0,
+                 RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 0, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0,
+                 RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 0,
+                 RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0),
+             RD_KAFKA_RESP_ERR_NO_ERROR);
     produce(s.binport, "ev", 3000, 1000, KEYS, -1);
     wait_drained(s.port, "kf", 4000);
+    size_t left = 99;
+    CHECK_EQ(rd_kafka_mock_broker_error_stack_cnt(mc, 1, 0, &left), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(left, 0); /* every injected error was answered to a Produce request */
     m = consume_all(bs, "ev", 3, &n);
     CHECK_EQ(n, 4000);
     check_events(m, n, 4000, KEYS, 1);
