@@ -17,6 +17,9 @@
  *     (records may appear twice: at least once).
  *   - A record over message.max.bytes goes to the DLQ stream with
  *     librdkafka's error text; the others arrive in order.
+ *   - Three brokers, one refusing a Produce request as too large: the
+ *     records acknowledged on the other partitions are not sent again
+ *     while the refused ones are bisected; order per key kept.
  */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -373,7 +376,45 @@ int main(int argc, char **argv)
     spw_fetch_free(fr);
     spw_client_close(c);
 
-    /* 5. the definitions survive a restart */
+    /* 5. a three-broker cluster (a partition led by each), one Produce
+     * request of broker 2 refused as too large: that partition's records
+     * are rejected and bisected (then accepted alone); those acknowledged
+     * on the other partitions are not sent again (exact count), and every
+     * key keeps its order */
+    rd_kafka_mock_cluster_t *mc3 = rd_kafka_mock_cluster_new(host, 3);
+    CHECK(mc3 != NULL);
+    const char *bs3 = rd_kafka_mock_cluster_bootstraps(mc3);
+    CHECK_EQ(rd_kafka_mock_topic_create(mc3, "three", 3, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int p = 0; p < 3; p++)
+        CHECK_EQ(rd_kafka_mock_partition_set_leader(mc3, "three", p, p + 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/p3", "{\"partitions\":1}"), 201);
+    produce(s.binport, "p3", 0, 600, KEYS, -1); /* before the sink: one full batch */
+    CHECK_EQ(rd_kafka_mock_broker_push_request_error_rtts(mc3, 2, 0 /* Produce */, 1,
+                                                          RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0),
+             RD_KAFKA_RESP_ERR_NO_ERROR);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"p3\",\"kind\":\"kafka\",\"dlq\":\"dlq\","
+             "\"batch\":{\"max_events\":600,\"max_wait_ms\":50},\"retry\":{\"initial_ms\":50,\"max_ms\":400},"
+             "\"options\":{\"brokers\":\"%s\",\"topic\":\"three\",\"timeout_ms\":5000}}",
+             bs3);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/three", body), 201);
+    wait_drained(s.port, "three", 600);
+    size_t left3 = 99;
+    CHECK_EQ(rd_kafka_mock_broker_error_stack_cnt(mc3, 2, 0, &left3), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(left3, 0);
+    r = http_json(s.port, "GET", "/v1/sinks/three", NULL);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "%s\n", r.body);
+    CHECK_EQ(jnum(r.body, "dlq_total"), 0);
+    CHECK_EQ(jnum(r.body, "delivered_total"), 600);
+    CHECK(jnum(r.body, "errors_total") >= 1); /* the refused write happened */
+    free(r.body);
+    m = consume_all(bs3, "three", 3, &n);
+    CHECK_EQ(n, 600);
+    check_events(m, n, 600, KEYS, 1);
+    free(m);
+
+    /* 6. the definitions survive a restart */
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     srv_start(&s, BIN, dir, NULL);
     r = http_json(s.port, "GET", "/v1/sinks/kf", NULL);
@@ -382,6 +423,7 @@ int main(int argc, char **argv)
     free(r.body);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 
+    rd_kafka_mock_cluster_destroy(mc3);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(host);
     spw_test_rmrf(dir);

@@ -18,8 +18,9 @@
  * failed for a reason the record itself causes (too large, invalid,
  * corrupt) → REJECT with librdkafka's error text; anything else (broker
  * down, timed out, not leader, topic missing) → RETRY. Records delivered
- * past the first failure are remembered by offset and not sent again
- * when the framework writes that window again.
+ * past the first failure with no undelivered record of their key before
+ * them are remembered by offset and not sent again when the framework
+ * writes that window again.
  */
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
@@ -29,6 +30,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/json.h"
 #include "core/msg.h"
 #include "sink/sink.h"
@@ -285,6 +287,39 @@ static int is_bad_record(rd_kafka_resp_err_t e)
     }
 }
 
+static uint64_t key_hash(const spw_sink_rec *r)
+{
+    uint64_t h = r->key_len < 0 ? 1 : spw_fnv1a64(SPW_FNV64_OFFSET, r->key, (size_t)r->key_len);
+    return h ? h : 2; /* 0 marks a free slot */
+}
+
+/* Of records [ok, n), the offsets (into out) of those delivered with no
+ * undelivered record of the same key before them in the window: they
+ * need not be sent again, and skipping them keeps each key's order. A
+ * delivered record behind an undelivered one of its key is sent again
+ * after it (a repeat, never a reordering). Keys are compared by hash: a
+ * collision only sends a record again. Returns the count. */
+static uint32_t skippable(const spw_sink_rec *recs, const int32_t *status, uint32_t ok, uint32_t n, uint64_t *out)
+{
+    size_t cap = 16;
+    while (cap < 2 * (size_t)(n - ok))
+        cap *= 2;
+    uint64_t *failed = spw_xcalloc(cap, sizeof *failed);
+    uint32_t cnt = 0;
+    for (uint32_t i = ok; i < n; i++) {
+        uint64_t h = key_hash(&recs[i]);
+        size_t j = (size_t)spw_fmix64(h) & (cap - 1);
+        while (failed[j] && failed[j] != h)
+            j = (j + 1) & (cap - 1);
+        if (status[i] != 0)
+            failed[j] = h;
+        else if (!failed[j])
+            out[cnt++] = recs[i].offset;
+    }
+    spw_free(failed);
+    return cnt;
+}
+
 static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                      size_t cap)
 {
@@ -347,9 +382,8 @@ static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
      * lies past this window */
     uint64_t *ns = spw_xmalloc(((size_t)n + k->nskip + 1) * sizeof *ns);
     uint32_t nn = 0;
-    for (uint32_t i = ok; i < n; i++)
-        if (status[i] == 0)
-            ns[nn++] = recs[i].offset;
+    if (ok < n)
+        nn = skippable(recs, status, ok, n, ns);
     for (uint32_t i = 0; i < k->nskip; i++)
         if (k->skip[i] > recs[n - 1].offset)
             ns[nn++] = k->skip[i];
