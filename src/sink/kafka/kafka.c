@@ -327,6 +327,7 @@ static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     char fe[512];
     if (k->rk && rd_kafka_fatal_error(k->rk, fe, sizeof fe)) {
         /* an idempotent producer in a fatal state produces nothing more */
+        spw_warn("sink %s: kafka producer failed (%s): starting a new one", k->sink, fe);
         drop_producer(k);
     }
     if (!k->rk && make_producer(k, err, cap) < 0)
