@@ -50,7 +50,8 @@
 
 extern const spw_sink_kind spw_sink_kind_forward;
 extern const spw_sink_kind spw_sink_kind_postgres;
-static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward, &spw_sink_kind_postgres};
+extern const spw_sink_kind spw_sink_kind_kafka;
+static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward, &spw_sink_kind_postgres, &spw_sink_kind_kafka};
 
 const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len)
 {
@@ -233,7 +234,7 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
             char kn[32];
             long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, kn, sizeof kn - 1) : -1;
             if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
-                FAIL("unknown sink kind (known: forward, postgres)");
+                FAIL("unknown sink kind (known: forward, postgres, kafka)");
         } else if (spw_json_str_eq(&k, "batch")) {
             if (v.type != SPW_JSON_OBJECT)
                 FAIL("\"batch\" must be an object");
@@ -286,7 +287,7 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
     if (!d->stream[0])
         FAIL("\"stream\" is required");
     if (!d->kind)
-        FAIL("\"kind\" is required (forward, postgres)");
+        FAIL("\"kind\" is required (forward, postgres, kafka)");
     if (d->retry_max_ms < d->retry_initial_ms)
         FAIL("retry.max_ms must be at least retry.initial_ms");
     if (strcmp(d->dlq, d->stream) == 0)
