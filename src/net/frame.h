@@ -126,7 +126,7 @@ typedef struct spw_rd {
 static inline void spw_rd_init(spw_rd *r, const void *p, size_t n)
 {
     r->p = p;
-    r->end = r->p + n;
+    r->end = n ? r->p + n : r->p; /* p may be NULL when n is 0 */
     r->bad = 0;
 }
 static inline size_t spw_rd_left(const spw_rd *r) { return (size_t)(r->end - r->p); }
