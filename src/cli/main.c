@@ -12,6 +12,7 @@
 #include "cli/cmds.h"
 #include "core/error.h"
 #include "server/server.h"
+#include "server/sink_config.h"
 
 #define SPW_VERSION "0.1.0"
 
@@ -70,7 +71,9 @@ static int cmd_serve(int argc, char **argv)
                 fputs("spillway serve: --config needs a file\n", stderr);
                 return 2;
             }
-            if (spw_cfg_load(spw_server_cfg_table, spw_server_cfg_count, &c, v, err, sizeof err)) {
+            /* sink lines are applied once the data directory is open (server.c) */
+            if (spw_cfg_load_ex(spw_server_cfg_table, spw_server_cfg_count, &c, v, SPW_SINK_CONFIG_PREFIX, NULL, NULL,
+                                err, sizeof err)) {
                 fprintf(stderr, "spillway serve: %s\n", err);
                 return 2;
             }

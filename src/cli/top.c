@@ -65,8 +65,8 @@ static const char top_help[] =
     "against the max-pending-bytes budget, the pressure/watermark state, rejections/s by reason,\n"
     "connections, fsync latency p50/p99 and the group-commit batch size over the last interval.\n"
     "On a terminal the screen is redrawn in place; otherwise one plain snapshot is printed per\n"
-    "interval: a 'top key=value ...' line, one 'stream name=S key=value ...' line per stream and a\n"
-    "blank line (docs/operations.md lists the keys). Ctrl-C exits.\n\n"
+    "interval: a 'top key=value ...' line, one 'stream name=S key=value ...' line per stream, one\n"
+    "'sink name=S key=value ...' line per sink and a blank line (docs/operations.md lists the keys). Ctrl-C exits.\n\n"
     "  --server URL         HOST:PORT or http://HOST:PORT, default " SPW_CLI_DEFAULT_SERVER "\n"
     "  --token T            bearer token for a server with a tokens file (default $SPILLWAY_TOKEN)\n"
     "  --interval DURATION  time between scrapes (ms/s/m), default 1s, 100ms..1h\n"
@@ -92,6 +92,14 @@ typedef struct srow {
     double ev_rate, by_rate; /* NaN without a previous scrape */
 } srow;
 
+/* A sink's numbers (spillway_sink_* lines) and its delivery rate. */
+typedef struct krow {
+    const char *name;
+    const char *state; /* NULL when the server does not export it */
+    double lag, delivered, errors, dlq;
+    double rate; /* delivered/s; NaN without a previous scrape */
+} krow;
+
 /* What one frame shows, computed from two scrapes (prev may be NULL). */
 typedef struct view {
     double secs; /* between the scrapes; 0 without prev */
@@ -116,6 +124,8 @@ typedef struct view {
     double rej_total, rej_rate;
     srow *rows;
     size_t nrows;
+    krow *sinks; /* sorted by name; none when the server has no sinks */
+    size_t nsinks;
 } view;
 
 static double cdelta(double cur, double prev) { return cur >= prev ? cur - prev : cur; }
@@ -179,6 +189,11 @@ static int cmp_row_name(const void *a, const void *b)
     return strcmp(((const srow *)a)->name, ((const srow *)b)->name);
 }
 
+static int cmp_row_name_k(const void *a, const void *b)
+{
+    return strcmp(((const krow *)a)->name, ((const krow *)b)->name);
+}
+
 static int cmp_row_rate(const void *a, const void *b)
 {
     const srow *x = a, *y = b;
@@ -222,6 +237,44 @@ static srow *stream_rows(const spw_prom_set *m, size_t *n)
         }
     }
     *n = w;
+    return r;
+}
+
+/* The sinks of one scrape, one per spillway_sink_lag line, sorted by name (malloc'ed; *n rows). */
+static krow *sink_rows(const spw_prom_set *m, size_t *n)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < m->n; i++)
+        cap += strcmp(spw_prom_name(m, &m->samples[i]), "spillway_sink_lag") == 0;
+    krow *r = spw_xcalloc(cap ? cap : 1, sizeof *r);
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const spw_prom_sample *x = &m->samples[i];
+        if (strcmp(spw_prom_name(m, x), "spillway_sink_lag") != 0)
+            continue;
+        const char *nm = spw_prom_label_value(m, x, "sink");
+        int dup = 0;
+        for (size_t j = 0; nm && j < k; j++)
+            dup |= strcmp(r[j].name, nm) == 0;
+        if (!nm || dup)
+            continue;
+        r[k] = (krow){.name = nm, .lag = x->value, .rate = NAN};
+        spw_prom_get(m, "spillway_sink_delivered_total", "sink", nm, &r[k].delivered);
+        spw_prom_get(m, "spillway_sink_errors_total", "sink", nm, &r[k].errors);
+        spw_prom_get(m, "spillway_sink_dlq_total", "sink", nm, &r[k].dlq);
+        for (size_t j = 0; j < m->n; j++) {
+            const spw_prom_sample *y = &m->samples[j];
+            const char *sn;
+            if (y->value == 1 && strcmp(spw_prom_name(m, y), "spillway_sink_state") == 0 &&
+                (sn = spw_prom_label_value(m, y, "sink")) && strcmp(sn, nm) == 0) {
+                r[k].state = spw_prom_label_value(m, y, "state");
+                break;
+            }
+        }
+        k++;
+    }
+    qsort(r, k, sizeof *r, cmp_row_name_k);
+    *n = k;
     return r;
 }
 
@@ -292,6 +345,16 @@ static void view_build(view *v, const scrape *prev, const scrape *cur)
     }
     spw_free(pr);
     qsort(v->rows, v->nrows, sizeof *v->rows, cmp_row_rate);
+
+    v->sinks = sink_rows(m, &v->nsinks);
+    for (size_t i = 0; i < v->nsinks && prev; i++) {
+        krow *r = &v->sinks[i];
+        double p;
+        r->rate = (spw_prom_get(&prev->m, "spillway_sink_delivered_total", "sink", r->name, &p)
+                       ? cdelta(r->delivered, p)
+                       : r->delivered) /
+                  secs;
+    }
 }
 
 static const char *level_word(double l)
@@ -408,6 +471,23 @@ static void print_plain(FILE *f, const view *v, const scrape *cur, const char *s
         kv_num(f, "bytes_total", r->by, 0);
         fputc('\n', f);
     }
+    for (size_t i = 0; i < v->nsinks; i++) {
+        const krow *r = &v->sinks[i];
+        char name[260];
+        safe_name(r->name, name, sizeof name, 1);
+        fprintf(f, "sink name=%s", name);
+        if (r->state) {
+            char st[40];
+            safe_name(r->state, st, sizeof st, 1);
+            fprintf(f, " state=%s", st);
+        }
+        kv_num(f, "lag", r->lag, 0);
+        kv_num(f, "delivered_per_s", r->rate, 1);
+        kv_num(f, "delivered_total", r->delivered, 0);
+        kv_num(f, "errors_total", r->errors, 0);
+        kv_num(f, "dlq_total", r->dlq, 0);
+        fputc('\n', f);
+    }
     fputc('\n', f);
     fflush(f);
 }
@@ -514,6 +594,24 @@ static void render_head(FILE *f, const view *v, const scrape *cur, const char *s
             human_num(v->gc_p99, b, sizeof b));
     fprintf(f, "produce      p50 %s  p99 %s\n", human_secs(v->prod_p50, a, sizeof a),
             human_secs(v->prod_p99, b, sizeof b));
+    fputc('\n', f);
+}
+
+/* The sink table (nothing when the server has no sinks), every sink, by name. */
+static void render_sinks(FILE *f, const view *v)
+{
+    if (!v->nsinks)
+        return;
+    char a[32], b[32], c[32], d[32];
+    fprintf(f, "%-32s %-10s %12s %12s %10s %10s\n", "SINK", "STATE", "LAG", "DELIVERED/S", "ERRORS", "DLQ");
+    for (size_t i = 0; i < v->nsinks; i++) {
+        const krow *r = &v->sinks[i];
+        char name[40], st[12];
+        safe_name(r->name, name, sizeof name, 0);
+        safe_name(r->state ? r->state : "-", st, sizeof st, 0);
+        fprintf(f, "%-32s %-10s %12s %12s %10s %10s\n", name, st, human_num(r->lag, a, sizeof a),
+                human_num(r->rate, b, sizeof b), human_num(r->errors, c, sizeof c), human_num(r->dlq, d, sizeof d));
+    }
     fputc('\n', f);
 }
 
@@ -732,6 +830,7 @@ int spw_cmd_top(int argc, char **argv)
                     FILE *mf = open_memstream(&text, &len);
                     if (mf) {
                         render_head(mf, &v, now, server_name, interval_s);
+                        render_sinks(mf, &v);
                         fflush(mf);
                         int used = 0;
                         for (size_t i = 0; i < len; i++)
@@ -745,6 +844,7 @@ int spw_cmd_top(int argc, char **argv)
                     print_plain(stdout, &v, now, server_name);
                 }
                 spw_free(v.rows);
+                spw_free(v.sinks);
                 if (once && prev)
                     break;
             }

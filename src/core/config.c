@@ -142,22 +142,44 @@ static char *trim(char *s)
 
 int spw_cfg_load(const spw_cfg_entry *t, size_t n, void *obj, const char *path, char *err, size_t errcap)
 {
+    return spw_cfg_load_ex(t, n, obj, path, NULL, NULL, NULL, err, errcap);
+}
+
+int spw_cfg_load_ex(const spw_cfg_entry *t, size_t n, void *obj, const char *path, const char *prefix,
+                    spw_cfg_extra_fn fn, void *user, char *err, size_t errcap)
+{
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
         return -1;
     }
-    char line[4096];
+    size_t pl = prefix ? strlen(prefix) : 0;
+    char line[SPW_CFG_LINE_MAX + 2];
     int ln = 0;
     while (fgets(line, sizeof line, f)) {
         ln++;
+        size_t ll = strlen(line);
+        if (ll == sizeof line - 1 && line[ll - 1] != '\n' && !feof(f)) {
+            snprintf(err, errcap, "%s:%d: line longer than %d bytes", path, ln, SPW_CFG_LINE_MAX);
+            fclose(f);
+            return -1;
+        }
+        char *eq = strchr(line, '=');
         char *hash = strchr(line, '#');
-        if (hash)
+        /* A prefixed line's value runs to the end of the line: its JSON may hold '#'. */
+        int extra = 0;
+        if (pl && eq && (!hash || hash > eq)) {
+            char *nm = line;
+            while (*nm == ' ' || *nm == '\t')
+                nm++;
+            extra = strncmp(nm, prefix, pl) == 0;
+        }
+        if (hash && !extra)
             *hash = 0;
         char *s = trim(line);
         if (!*s)
             continue;
-        char *eq = strchr(s, '=');
+        eq = strchr(s, '=');
         if (!eq) {
             snprintf(err, errcap, "%s:%d: expected 'name = value'", path, ln);
             fclose(f);
@@ -165,12 +187,22 @@ int spw_cfg_load(const spw_cfg_entry *t, size_t n, void *obj, const char *path, 
         }
         *eq = 0;
         char *name = trim(s), *value = trim(eq + 1);
+        char e2[600];
+        if (extra) {
+            if (fn && fn(user, name, value, e2, sizeof e2)) {
+                snprintf(err, errcap, "%s:%d: %s", path, ln, e2);
+                fclose(f);
+                return -1;
+            }
+            continue;
+        }
+        if (!t)
+            continue;
         size_t vl = strlen(value);
         if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
             value[vl - 1] = 0;
             value++;
         }
-        char e2[300];
         if (spw_cfg_set(t, n, obj, name, value, e2, sizeof e2)) {
             snprintf(err, errcap, "%s:%d: %s", path, ln, e2);
             fclose(f);

@@ -35,6 +35,17 @@ int spw_cfg_set(const spw_cfg_entry *t, size_t n, void *obj, const char *name, c
 int spw_cfg_load(const spw_cfg_entry *t, size_t n, void *obj, const char *path, char *err, size_t errcap);
 /* Prints "  --name VALUE  help (default ...)" lines. */
 void spw_cfg_help(const spw_cfg_entry *t, size_t n, FILE *f);
+/* Longest line of a config file, without its newline. */
+#define SPW_CFG_LINE_MAX 16384
+/* A line whose name starts with a prefix (see spw_cfg_load_ex): name and
+ * value trimmed, value kept to the end of the line ('#' is no comment
+ * there). Returns 0, or -1 with a sentence in err. */
+typedef int (*spw_cfg_extra_fn)(void *user, const char *name, const char *value, char *err, size_t errcap);
+/* spw_cfg_load, but lines whose name starts with prefix (non-NULL) go to fn
+ * instead of the table (skipped if fn is NULL), and with t NULL every
+ * other line is skipped. Errors are "path:line: reason". */
+int spw_cfg_load_ex(const spw_cfg_entry *t, size_t n, void *obj, const char *path, const char *prefix,
+                    spw_cfg_extra_fn fn, void *user, char *err, size_t errcap);
 const spw_cfg_entry *spw_cfg_find(const spw_cfg_entry *t, size_t n, const char *name);
 
 int spw_parse_size(const char *s, uint64_t *out);        /* 0 or -1 */

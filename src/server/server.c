@@ -25,6 +25,7 @@
 #include "server/coalesce.h"
 #include "server/groups_http.h"
 #include "server/ratelimit.h"
+#include "server/sink_config.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -150,7 +151,8 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
     memset(&n, 0, sizeof n);
     spw_cfg_defaults(spw_server_cfg_table, spw_server_cfg_count, &n);
     char err[1200];
-    if (spw_cfg_load(spw_server_cfg_table, spw_server_cfg_count, &n, cur->config, err, sizeof err)) {
+    if (spw_cfg_load_ex(spw_server_cfg_table, spw_server_cfg_count, &n, cur->config, SPW_SINK_CONFIG_PREFIX, NULL,
+                        NULL, err, sizeof err)) {
         spw_error("SIGHUP: %s; keeping the current settings", err);
         return;
     }
@@ -178,7 +180,9 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
     spw_rl_set_default(rl, &lim);
     char d[160];
     rate_describe(&lim, d, sizeof d);
-    spw_info("SIGHUP: reloaded %s; default rate limit: %s", cur->config, d);
+    spw_info("SIGHUP: reloaded %s; default rate limit: %s (sink lines apply at start only; change sinks at run "
+             "time through /v1/sinks)",
+             cur->config, d);
 }
 
 void (*spw_server_test_start)(const spw_server_config *c);
@@ -330,6 +334,24 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     }
     if ((r = spw_sinks_open(&api, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
+    if (c->config[0]) {
+        char serr[1400];
+        int ns = spw_sink_config_apply(&api, c->config, serr, sizeof serr);
+        if (ns < 0) {
+            fprintf(stderr, "spillway serve: %s\n", serr);
+            spw_groups_http_free(api.groups);
+            spw_sinks_close(api.sinks);
+            spw_coalesce_close(api.coal);
+            spw_rl_destroy(api.rl);
+            spw_dd_free(api.dd);
+            spw_catalog_close(cat);
+            spw_log_close(log);
+            spw_auth_close(auth);
+            return 1;
+        }
+        if (ns > 0)
+            spw_info("%d sink(s) defined in %s", ns, c->config);
+    }
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),

@@ -1223,7 +1223,8 @@ void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
     pthread_mutex_lock(&m->mu);
     if (m->n)
         jf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
-              "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n");
+              "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n"
+              "# TYPE spillway_sink_state gauge\n");
     for (uint32_t i = 0; i < m->n; i++) {
         spw_sink *k = m->v[i];
         pthread_mutex_lock(&k->mu);
@@ -1239,6 +1240,7 @@ void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
            "\n",
            k->def.name, lag, k->def.name, atomic_load(&k->delivered), k->def.name, atomic_load(&k->errors),
            k->def.name, atomic_load(&k->dlq));
+        jf(b, "spillway_sink_state{sink=\"%s\",state=\"%s\"} 1\n", k->def.name, state_names[atomic_load(&k->state)]);
     }
     pthread_mutex_unlock(&m->mu);
 }
