@@ -1,0 +1,216 @@
+/*
+ * Sinks defined in the config file (docs/operations.md "Sinks in the
+ * config file") and shown by `spillway top`:
+ *   - an edge started with "sink.fwd = {...}" in its --config creates the
+ *     forward sink and delivers every event to a core server; started again
+ *     with the same file it keeps the sink (identical: nothing to do);
+ *   - `top --once` prints a "sink name=fwd state=running lag=0 ..." line,
+ *     and no sink line for a server without sinks;
+ *   - bad sink lines (missing stream, bad JSON, bad name, defined twice,
+ *     another definition than the existing sink's, an over-long line) make
+ *     `spillway serve` exit 1 with "FILE:LINE: reason".
+ */
+#include "server.h"
+#include "spillway.h"
+
+static const char *BIN;
+
+static void put_stream(int port, const char *name, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/%s", name);
+    resp r = http_json(port, "PUT", path, body);
+    CHECK(r.status == 201 || r.status == 200);
+    free(r.body);
+}
+
+static void produce(int binport, const char *stream, int n)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spw_producer *p;
+    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    char key[32], val[64];
+    for (int i = 0; i < n; i++) {
+        int kl = snprintf(key, sizeof key, "k%d", i % 7);
+        int vl = snprintf(val, sizeof val, "{\"i\":%d}", i);
+        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+    }
+    CHECK_EQ(spw_producer_flush(p, 30000), 0);
+    spw_producer_close(p, 1000);
+}
+
+/* Records in stream (all partitions), by fetching to the end. */
+static uint64_t stream_count(int binport, const char *stream, uint32_t parts)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spw_client *c;
+    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+    uint64_t total = 0;
+    for (uint32_t p = 0; p < parts; p++) {
+        uint64_t off = 0;
+        for (int rounds = 0; rounds < 100000; rounds++) {
+            spw_fetch_result *fr;
+            CHECK_EQ(spw_client_fetch(c, stream, p, off, 1 << 20, &fr), 0);
+            size_t cnt = spw_fetch_count(fr);
+            total += cnt;
+            off = spw_fetch_next_offset(fr);
+            uint64_t end = spw_fetch_end_offset(fr);
+            spw_fetch_free(fr);
+            if (off >= end || cnt == 0)
+                break;
+        }
+    }
+    spw_client_close(c);
+    return total;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(text, f);
+    CHECK(fclose(f) == 0);
+}
+
+/* `serve` with config file cfg must exit 1 saying want (timeout: a server
+ * that wrongly starts is killed, and the check fails). */
+static void expect_refused(const char *data, const char *cfg, const char *text, const char *want)
+{
+    write_file(cfg, text);
+    cli_out o = cli_run("timeout", "20 %s serve --data %s --listen 127.0.0.1:0 --listen-bin off --config %s", BIN,
+                        data, cfg);
+    if (o.rc != 1 || !strstr(o.text, want))
+        fprintf(stderr, "expected exit 1 and '%s', got exit %d:\n%s\n", want, o.rc, o.text);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, want) != NULL);
+    free(o.text);
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 2);
+    BIN = argv[1];
+    char *edir = spw_test_tmpdir("sinkcfg-edge"), *cdir = spw_test_tmpdir("sinkcfg-core");
+    srv edge, core;
+    srv_start(&core, BIN, cdir, NULL);
+    put_stream(core.port, "ev", "{\"partitions\":2}");
+
+    /* The edge's stream exists before the config names it. */
+    srv_start(&edge, BIN, edir, NULL);
+    put_stream(edge.port, "ev", "{\"partitions\":2}");
+    put_stream(edge.port, "dlq", "{\"partitions\":1}");
+    produce(edge.binport, "ev", 1000);
+    CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+
+    char cfg[4200], body[1024], text[4096];
+    snprintf(cfg, sizeof cfg, "%s/spillway.conf", edir);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"ev\",\"kind\":\"forward\",\"dlq\":\"dlq\","
+             "\"batch\":{\"max_events\":200,\"max_wait_ms\":50},\"retry\":{\"initial_ms\":50,\"max_ms\":400},"
+             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"ev\"}}",
+             core.binport);
+    snprintf(text, sizeof text,
+             "# an edge that forwards ev to the core\n"
+             "idle-timeout = 60s  # comments still work on other lines\n"
+             "\n"
+             "sink.fwd = %s\n",
+             body);
+    write_file(cfg, text);
+    const char *extra[] = {"--config", cfg, NULL};
+    srv_start(&edge, BIN, edir, extra);
+    resp r = http_json(edge.port, "GET", "/v1/sinks/fwd", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"kind\":\"forward\"") != NULL);
+    free(r.body);
+    int drained = 0;
+    for (int i = 0; i < 1200 && !drained; i++) {
+        drained = stream_count(core.binport, "ev", 2) == 1000;
+        if (!drained)
+            usleep(100000);
+    }
+    CHECK(drained);
+
+    /* top shows the sink once its lag is 0 (progress is committed after delivery). */
+    int seen = 0;
+    for (int i = 0; i < 100 && !seen; i++) {
+        cli_out o = cli_run(BIN, "top --once --interval 200ms --server 127.0.0.1:%d", edge.port);
+        CHECK_EQ(o.rc, 0);
+        CHECK(strstr(o.text, "sink name=fwd state=") != NULL);
+        seen = strstr(o.text, "sink name=fwd state=running lag=0 ") && strstr(o.text, " delivered_total=1000 ") &&
+               strstr(o.text, " errors_total=0 dlq_total=0\n");
+        if (!seen && i == 99)
+            fprintf(stderr, "%s", o.text);
+        free(o.text);
+    }
+    CHECK(seen);
+    cli_out o = cli_run(BIN, "top --once --interval 200ms --server 127.0.0.1:%d", core.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "stream name=ev") != NULL);
+    CHECK(strstr(o.text, "sink name=") == NULL); /* no sinks, no sink lines */
+    free(o.text);
+    CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+
+    /* The same file again: the sink is there, unchanged, and delivers what is new. */
+    srv_start(&edge, BIN, edir, extra);
+    produce(edge.binport, "ev", 10);
+    drained = 0;
+    for (int i = 0; i < 1200 && !drained; i++) {
+        drained = stream_count(core.binport, "ev", 2) >= 1010;
+        if (!drained)
+            usleep(100000);
+    }
+    CHECK(drained);
+    CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+
+    /* Bad lines: exit 1 naming the file and line; nothing else changes. */
+    char bad[4200];
+    snprintf(bad, sizeof bad, "%s/bad.conf", edir);
+    char want[4400];
+    snprintf(want, sizeof want, "%s:2: sink.x: no stream named nosuch", bad);
+    expect_refused(edir, bad,
+                   "idle-timeout = 60s\n"
+                   "sink.x = {\"stream\":\"nosuch\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:1\"}}\n",
+                   want);
+    snprintf(want, sizeof want, "%s:3: sink.x:", bad);
+    expect_refused(edir, bad, "# bad JSON\n\nsink.x = {\"stream\":\"ev\",\"kind\":\n", want);
+    snprintf(want, sizeof want, "%s:1: sink.x: expected a JSON object", bad);
+    expect_refused(edir, bad, "sink.x = forward\n", want);
+    snprintf(want, sizeof want, "%s:1: sink.: sink names are", bad);
+    expect_refused(edir, bad, "sink. = {}\n", want);
+    snprintf(want, sizeof want, "%s:2: sink.fwd: sink fwd is defined twice", bad);
+    snprintf(text, sizeof text, "sink.fwd = %s\nsink.fwd = %s\n", body, body);
+    expect_refused(edir, bad, text, want);
+    snprintf(want, sizeof want, "%s:1: sink.fwd: sink fwd exists with a different definition", bad);
+    snprintf(text, sizeof text,
+             "sink.fwd = {\"stream\":\"ev\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:%d\"}}\n",
+             core.binport);
+    expect_refused(edir, bad, text, want);
+    /* an over-long line */
+    {
+        static char big[20000];
+        memset(big, 'a', sizeof big - 2);
+        memcpy(big, "sink.y = ", 9);
+        big[sizeof big - 2] = '\n';
+        big[sizeof big - 1] = 0;
+        snprintf(want, sizeof want, "%s:1: line longer than", bad);
+        write_file(bad, big);
+        cli_out ol = cli_run("timeout", "20 %s serve --data %s --listen 127.0.0.1:0 --listen-bin off --config %s",
+                             BIN, edir, bad);
+        CHECK(ol.rc != 0);
+        CHECK(strstr(ol.text, want) != NULL);
+        free(ol.text);
+    }
+
+    /* After all the refusals the good file still starts and the sink is as it was. */
+    srv_start(&edge, BIN, edir, extra);
+    r = http_json(edge.port, "GET", "/v1/sinks", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"name\":\"fwd\"") != NULL);
+    CHECK(strstr(r.body, "\"name\":\"x\"") == NULL);
+    free(r.body);
+    CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+    CHECK_EQ(srv_stop(&core, SIGTERM), 0);
+    return 0;
+}
