@@ -12,7 +12,12 @@
 #   sink          Spillway end to end: a server with a postgres sink into
 #                 the same table; N events produced over the binary protocol
 #                 (`spillway bench --protocol bin`, ack=fsync), timed from
-#                 just before the first produce until `count(*)` = N
+#                 just before the first produce until all N are committed
+#                 in PostgreSQL (polled every 50 ms; count(*) = N checked)
+#   sink-drain    not a target: the same sink created after N events were
+#                 produced into another stream, timed from its creation until
+#                 all are committed: the sink alone, without producing on the
+#                 same cores at the same time
 #
 # Every method loads the same rows into the same table
 #   bench (id bigint, k text, v jsonb)
@@ -92,6 +97,7 @@ chmod 711 "$work"      # the postgres user reaches its directory inside
 pgdir="$work/pg"
 pg_up=""
 pid=""
+bpid=""
 stop_pid() { # PID: TERM, wait up to 30 s, then KILL
   local p=$1 i
   kill -TERM "$p" 2>/dev/null || return 0
@@ -100,6 +106,7 @@ stop_pid() { # PID: TERM, wait up to 30 s, then KILL
   wait "$p" 2>/dev/null || true
 }
 cleanup() {
+  [ -n "$bpid" ] && stop_pid "$bpid"
   [ -n "$pid" ] && stop_pid "$pid"
   [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
   rm -rf "$work"
@@ -205,7 +212,6 @@ record copy "$rows" "$t0" "$t1"
 
 # ---- 4. the Spillway sink ----
 
-fresh
 mkdir -p "$work/spw"
 "$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
   3>"$work/spw/ready" 2>"$work/spw/log" &
@@ -226,40 +232,89 @@ put() { # PATH BODY
   [ "$code" = 201 ] || [ "$code" = 200 ] ||
     { cat "$work/put.out" >&2; echo; echo "bench/pg.sh: PUT $1: HTTP $code" >&2; exit 1; }
 }
+put_sink() { # NAME: a postgres sink from stream NAME into bench
+  put "/v1/sinks/$1" "{\"stream\":\"$1\",\"kind\":\"postgres\",\"batch\":{\"max_events\":$sink_batch},
+    \"options\":{\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
+    \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+}
+produce() { # STREAM: `spillway bench` of $rows events into STREAM, in the background (sets bpid)
+  "$spw" bench --protocol bin --server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port" --stream "$1" \
+    --partitions "$partitions" --events "$rows" --clients "$clients" --batch 1000 --size 100 --keys 1000 \
+    --ack fsync >"$work/spw/bench-$1.out" 2>&1 &
+  bpid=$!
+}
+produced() { # STREAM: waits for the `spillway bench` started by produce; sets produce_eps
+  local rc=0
+  wait "$bpid" || rc=$?
+  bpid=""
+  [ "$rc" -eq 0 ] ||
+    { cat "$work/spw/bench-$1.out" >&2; echo "bench/pg.sh: spillway bench failed (exit $rc)" >&2; exit 1; }
+  produce_eps=$(grep '^BENCH bench ' "$work/spw/bench-$1.out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
+}
+# Waits (bounded) until the sink NAME has committed all $rows rows; sets
+# t1 and, if the producer was still running, produce_end (seconds since
+# t0) and at_produce_end (rows committed then). Polled on the sink's
+# progress rows (committed in the same transaction as the rows they count;
+# the stream's offsets start at 0), cheaper than count(*) on a growing
+# table; count(*) is checked by record.
+drained() {
+  local got deadline
+  deadline=$(awk -v t="$t0" -v n="$rows" 'BEGIN { printf "%d", t + 120 + n / 1000 }')
+  while :; do
+    got=$(sql "SELECT coalesce(sum(next_offset), 0) FROM spillway_sink_progress WHERE sink = '$1'" 2>/dev/null) ||
+      got=0
+    [ "$got" -ge "$rows" ] && break
+    if [ -n "$bpid" ] && [ -z "$produce_end" ] && ! kill -0 "$bpid" 2>/dev/null; then
+      produce_end=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+      at_produce_end=$got
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      curl -s -m 10 "$url/v1/sinks/$1" >&2 || true
+      echo >&2
+      echo "bench/pg.sh: sink $1: $got of $rows rows committed in PostgreSQL after $((deadline - ${t0%.*})) s" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+  t1=$(now)
+}
+
+fresh
 put /v1/streams/pg "{\"partitions\":$partitions}"
-put /v1/sinks/pg "{\"stream\":\"pg\",\"kind\":\"postgres\",\"batch\":{\"max_events\":$sink_batch},
-  \"options\":{\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
-  \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+put_sink pg
 echo "== sink: spillway bench --protocol bin --events $rows --clients $clients --batch 1000 --size 100" \
   "--keys 1000 --ack fsync into a $partitions-partition stream; postgres sink (batch.max_events $sink_batch)" \
-  "into bench; timed until count(*) = $rows"
+  "into bench; timed until all $rows are committed"
+produce_end=""
+at_produce_end=""
 t0=$(now)
-"$spw" bench --protocol bin --server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port" --stream pg \
-  --partitions "$partitions" --events "$rows" --clients "$clients" --batch 1000 --size 100 --keys 1000 \
-  --ack fsync >"$work/spw/bench.out" 2>&1 &
-bpid=$!
-got=0
-deadline=$(awk -v t="$t0" -v n="$rows" 'BEGIN { printf "%d", t + 120 + n / 1000 }')
-while :; do
-  got=$(count)
-  [ "$got" -ge "$rows" ] && break
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    cat "$work/spw/bench.out" >&2
-    curl -s -m 10 "$url/v1/sinks/pg" >&2 || true
-    echo >&2
-    echo "bench/pg.sh: sink: $got of $rows rows in PostgreSQL after $((deadline - ${t0%.*})) s" >&2
-    exit 1
-  fi
-  sleep 0.05
-done
-t1=$(now)
-rc=0
-wait "$bpid" || rc=$?
-[ "$rc" -eq 0 ] || { cat "$work/spw/bench.out" >&2; echo "bench/pg.sh: spillway bench failed (exit $rc)" >&2; exit 1; }
-produce_line=$(grep '^BENCH bench ' "$work/spw/bench.out" | tail -1) || true
-produce_eps=$(echo "$produce_line" | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
+produce pg
+drained pg
+produced pg
 record sink "$rows" "$t0" "$t1"
-echo "   (produce alone, acked at fsync: ${produce_eps:-?} events/s)"
+if [ -n "$produce_end" ]; then
+  echo "   produce ended after $produce_end s (${produce_eps:-?} events/s acked at fsync); $at_produce_end rows were" \
+    "committed in PostgreSQL then"
+else
+  echo "   produce: ${produce_eps:-?} events/s acked at fsync (it ended after the last row was committed)"
+fi
+
+# Not a target: the same sink draining N events already stored (sink
+# created after the produce), to tell the sink's own rate from the
+# contention of producing on the same 2 cores.
+fresh
+put /v1/streams/pg-drain "{\"partitions\":$partitions}"
+echo "== sink-drain: $rows events produced first into stream pg-drain, then a postgres sink created on it;" \
+  "timed from its PUT until all are committed"
+produce pg-drain
+produced pg-drain
+sleep 1
+sql "CHECKPOINT"
+produce_end=""
+t0=$(now)
+put_sink pg-drain
+drained pg-drain
+record sink-drain "$rows" "$t0" "$t1"
 stop_pid "$pid"; pid=""
 
 # ---- report ----
@@ -268,13 +323,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 echo "== pg: rows/s into one PostgreSQL $pgver (fsync on), same table and rows; ratio to single-row INSERT"
 printf '%-12s %10s %9s %11s %10s\n' method rows seconds rows_per_s x_insert
-for m in insert insert-1000 copy sink; do
+for m in insert insert-1000 copy sink sink-drain; do
   printf '%-12s %10s %9s %11s %9sx\n' "$m" "${nrows[$m]}" "${secs[$m]}" "${rps[$m]}" "$(ratio "${rps[$m]}" "${rps[insert]}")"
 done
 sc=$(ratio "${rps[sink]}" "${rps[copy]}")
-echo "sink / copy = $sc (target 0.8)"
+echo "sink / copy = $sc (target 0.8); sink-drain / copy = $(ratio "${rps[sink-drain]}" "${rps[copy]}") (not a target)"
 echo
-for m in insert insert-1000 copy sink; do
+for m in insert insert-1000 copy sink sink-drain; do
   echo "BENCH pg method=$m rows=${nrows[$m]} seconds=${secs[$m]} rows_per_s=${rps[$m]}" \
     "ratio_to_insert=$(ratio "${rps[$m]}" "${rps[insert]}")"
 done
