@@ -106,6 +106,7 @@ stop_pid() { # PID: TERM, wait up to 30 s, then KILL
   wait "$p" 2>/dev/null || true
 }
 cleanup() {
+  [ -n "${POLL_PID:-}" ] && stop_pid "$POLL_PID"
   [ -n "$bpid" ] && stop_pid "$bpid"
   [ -n "$pid" ] && stop_pid "$pid"
   [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
@@ -133,6 +134,15 @@ pg_up=1
 psqlc=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres)
 sql() { "${psqlc[@]}" -Atc "$1"; }
 sql "CREATE TABLE bench (id bigint, k text, v jsonb)"
+# One psql session kept for polling while the sink runs (a psql started
+# every 50 ms, and the backend forked for it, would take CPU from the run).
+coproc POLL { psql -X -q -At -v VERBOSITY=terse -h 127.0.0.1 -p "$pgport" -U postgres -d postgres 2>&1; }
+poll() { # SQL: its one-line answer from the kept session (10 s at most)
+  local ans
+  echo "$1;" >&"${POLL[1]}"
+  read -r -t 10 ans <&"${POLL[0]}" || { echo "bench/pg.sh: no answer from psql to: $1" >&2; exit 1; }
+  echo "$ans"
+}
 pgver=$(sql "SHOW server_version" | cut -d" " -f1)
 pgfsync=$(sql "SHOW fsync")
 pgsync=$(sql "SHOW synchronous_commit")
@@ -258,11 +268,17 @@ produced() { # STREAM: waits for the `spillway bench` started by produce; sets p
 # the stream's offsets start at 0), cheaper than count(*) on a growing
 # table; count(*) is checked by record.
 drained() {
-  local got deadline
+  local got deadline table=""
   deadline=$(awk -v t="$t0" -v n="$rows" 'BEGIN { printf "%d", t + 120 + n / 1000 }')
   while :; do
-    got=$(sql "SELECT coalesce(sum(next_offset), 0) FROM spillway_sink_progress WHERE sink = '$1'" 2>/dev/null) ||
-      got=0
+    got=0
+    # the sink creates its progress table when it first connects
+    [ -n "$table" ] ||
+      table=$(poll "SELECT 1 WHERE to_regclass('spillway_sink_progress') IS NOT NULL UNION ALL SELECT NULL LIMIT 1")
+    if [ -n "$table" ]; then
+      got=$(poll "SELECT coalesce(sum(next_offset), 0) FROM spillway_sink_progress WHERE sink = '$1'")
+      [[ "$got" =~ ^[0-9]+$ ]] || { echo "bench/pg.sh: polling the sink's progress: $got" >&2; exit 1; }
+    fi
     [ "$got" -ge "$rows" ] && break
     if [ -n "$bpid" ] && [ -z "$produce_end" ] && ! kill -0 "$bpid" 2>/dev/null; then
       produce_end=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
