@@ -108,6 +108,8 @@ stop_pid() { # PID: TERM, wait up to 30 s, then KILL
   wait "$p" 2>/dev/null || true
 }
 cleanup() {
+  # finish even if the output is a closed pipe (| head) or a second signal comes
+  trap '' PIPE INT TERM
   [ -n "${POLL_PID:-}" ] && stop_pid "$POLL_PID"
   [ -n "$bpid" ] && stop_pid "$bpid"
   [ -n "$pid" ] && stop_pid "$pid"
