@@ -25,6 +25,12 @@
 #       rejected events/s by reason and p99 latency per step, and a PNG of
 #       them (gnuplot); see bench/burst.sh.
 #
+#   bench/run.sh pg [bench/pg.sh options]
+#       loading one fresh PostgreSQL (fsync on): single-row INSERTs,
+#       1000-row INSERTs, psql COPY and the postgres sink end to end
+#       (produce over the binary protocol until the rows are committed),
+#       rows/s and the ratios; see bench/pg.sh.
+#
 # SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +55,11 @@ benchmarks (bench/run.sh NAME [options]):
          directory; fsync slowed by the test-only fault hook by default so the
          capacity is small and steady; options: --step-seconds S, --steps LIST,
          --fsync-delay-us U (0: real disk), ... (bench/run.sh burst --help)
+  pg     one fresh PostgreSQL (fsync on), the same rows into the same table by
+         single-row INSERT, 1000-row INSERT, psql \copy and the postgres sink end
+         to end (binary produce until committed); rows/s, ratios to INSERT and
+         sink/copy (target 0.8); options: --rows N (default 1000000),
+         --insert-rows N, --sink-batch N, ... (bench/run.sh pg --help)
 TXT
 }
 
@@ -64,6 +75,7 @@ case "$name" in
   json) target=spw_json_bench; extra_deps=(libjansson-dev) ;;
   peers) exec "$root/bench/peers.sh" "$@" ;;
   burst) exec "$root/bench/burst.sh" "$@" ;;
+  pg) exec "$root/bench/pg.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

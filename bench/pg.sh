@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# Loading rows into PostgreSQL, in one run against the same fresh server:
+#
+#   insert        single-row INSERTs, each its own transaction (autocommit),
+#                 one psql session: the classic 1x baseline. It commits (and
+#                 so fsyncs the WAL) once per row, so it runs on fewer rows
+#                 (--insert-rows) and its rate is rows/s over those.
+#   insert-1000   multi-value INSERTs of 1000 rows each, autocommit, one
+#                 psql session
+#   copy          psql `\copy ... FROM 'file'` of a prepared text file: one
+#                 COPY FROM STDIN, one transaction
+#   sink          Spillway end to end: a server with a postgres sink into
+#                 the same table; N events produced over the binary protocol
+#                 (`spillway bench --protocol bin`, ack=fsync), timed from
+#                 just before the first produce until all N are committed
+#                 in PostgreSQL (polled every 50 ms; count(*) = N checked)
+#   sink-drain    not a target: the same sink created after N events were
+#                 produced into another stream, timed from its creation until
+#                 all are committed: the sink alone, without producing on the
+#                 same cores at the same time
+#
+# Every method loads the same rows into the same table
+#   bench (id bigint, k text, v jsonb)
+# truncated (and CHECKPOINTed) before each method: k is the 16-byte key
+# `key-NNNNNNNNNNNN` over 1000 keys and v the 100-byte JSON object that
+# `spillway bench --size 100` sends ({"c":"0000","s":"SEQ","v":"xx..."}).
+# The sink maps id <- $id (Snowflake id), k <- $key, v <- $value.
+#
+# Prints a table of rows/s with the ratio of each to single-row INSERT and
+# of the sink to COPY, `BENCH pg method=...` lines, and
+#   BENCH pg ratio=sink/copy value=X target=0.8 result=PASS|MISS
+#
+# usage: bench/pg.sh [options]
+#   --rows N          rows of insert-1000, copy and the sink runs (default
+#                     1000000: at 200000 COPY takes 0.3 s and the ratios move
+#                     by 10% from run to run)
+#   --insert-rows N   rows of the single-row INSERT run (default 10000)
+#   --clients C       `spillway bench` producers (default 4)
+#   --partitions P    partitions of Spillway's stream (default 4)
+#   --sink-batch N    the sink's batch.max_events (default 5000, the sink's
+#                     default)
+#   --dir DIR         parent of the temporary directory (default $TMPDIR or
+#                     /var/tmp: a real disk, not tmpfs)
+#
+# PostgreSQL runs with its defaults (fsync on, synchronous_commit on), on
+# 127.0.0.1 on a free port, its socket in the temporary directory, as the
+# postgres user when run as root (runuser), and is stopped by pg_ctl at
+# exit; Spillway runs on 127.0.0.1 on free ports and is stopped by its PID.
+# Installs what is missing (scripts/deps.sh: postgresql, libpq-dev, curl),
+# builds build/spillway (RelWithDebInfo; SPW_BUILD_DIR overrides the
+# directory). Every wait is bounded; the temporary directory is removed at
+# exit.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+rows=1000000
+insert_rows=10000
+clients=4
+partitions=4
+sink_batch=5000
+parent="${TMPDIR:-/var/tmp}"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) rows=${2:?}; shift 2 ;;
+    --insert-rows) insert_rows=${2:?}; shift 2 ;;
+    --clients) clients=${2:?}; shift 2 ;;
+    --partitions) partitions=${2:?}; shift 2 ;;
+    --sink-batch) sink_batch=${2:?}; shift 2 ;;
+    --dir) parent=${2:?}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/pg.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+bad() { echo "bench/pg.sh: $*" >&2; exit 2; }
+for v in "$rows" "$insert_rows" "$clients" "$partitions" "$sink_batch"; do
+  [[ "$v" =~ ^[1-9][0-9]{0,9}$ ]] || bad "not a positive number: $v"
+done
+[ "$rows" -le 100000000 ] || bad "--rows is at most 100000000"
+[ "$insert_rows" -le "$rows" ] || bad "--insert-rows is at most --rows ($rows)"
+[ "$clients" -le 1024 ] || bad "--clients is at most 1024"
+[ "$partitions" -le 1024 ] || bad "--partitions is at most 1024"
+[ "$sink_batch" -le 1000000 ] || bad "--sink-batch is at most 1000000"
+
+"$root/scripts/deps.sh" curl
+build="${SPW_BUILD_DIR:-$root/build}"
+echo "== build ($build, RelWithDebInfo, target spillway)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
+spw="$build/spillway"
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/pg.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
+runas=()
+[ "$(id -u)" -eq 0 ] && runas=(runuser -u postgres --)
+
+work="$(mktemp -d "$parent/spillway-pg.XXXXXX")"
+chmod 711 "$work"      # the postgres user reaches its directory inside
+pgdir="$work/pg"
+pg_up=""
+pid=""
+bpid=""
+stop_pid() { # PID: TERM, wait up to 30 s, then KILL
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+cleanup() {
+  # finish even if the output is a closed pipe (| head) or a second signal comes
+  trap '' PIPE INT TERM
+  [ -n "${POLL_PID:-}" ] && stop_pid "$POLL_PID"
+  [ -n "$bpid" ] && stop_pid "$bpid"
+  [ -n "$pid" ] && stop_pid "$pid"
+  [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 30000))
+}
+
+# ---- PostgreSQL ----
+
+mkdir "$pgdir"
+[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pgdir"
+"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log" >&2; echo "bench/pg.sh: initdb failed" >&2; exit 1; }
+pgport=$(free_port)
+"${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w -t 60 \
+  -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null ||
+  { cat "$pgdir/log" >&2; echo "bench/pg.sh: pg_ctl start failed" >&2; exit 1; }
+pg_up=1
+psqlc=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres)
+sql() { "${psqlc[@]}" -Atc "$1"; }
+sql "CREATE TABLE bench (id bigint, k text, v jsonb)"
+# One psql session kept for polling while the sink runs (a psql started
+# every 50 ms, and the backend forked for it, would take CPU from the run).
+coproc POLL { psql -X -q -At -v VERBOSITY=terse -h 127.0.0.1 -p "$pgport" -U postgres -d postgres 2>&1; }
+poll() { # SQL: its one-line answer from the kept session (10 s at most)
+  local ans
+  echo "$1;" >&"${POLL[1]}"
+  read -r -t 10 ans <&"${POLL[0]}" || { echo "bench/pg.sh: no answer from psql to: $1" >&2; exit 1; }
+  echo "$ans"
+}
+pgver=$(sql "SHOW server_version" | cut -d" " -f1)
+pgfsync=$(sql "SHOW fsync")
+pgsync=$(sql "SHOW synchronous_commit")
+
+# ---- the rows ----
+
+# Row i: id i, key key-%012u of (i * 2654435761) % 1000, value the 100-byte
+# JSON object of `spillway bench --size 100` with SEQ i.
+echo "== preparing $rows rows (COPY text file, INSERT scripts)"
+pad=$(printf 'x%.0s' $(seq 64))
+gen() { # MODE N: rows 0..N-1 as tsv | insert | multi
+  awk -v mode="$1" -v n="$2" -v pad="$pad" 'BEGIN {
+    for (i = 0; i < n; i++) {
+      k = sprintf("key-%012d", (i * 2654435761) % 1000)
+      v = sprintf("{\"c\":\"%04d\",\"s\":\"%010d\",\"v\":\"%s\"}", i % 4, i, pad)
+      if (mode == "tsv") print i "\t" k "\t" v
+      else if (mode == "insert") print "INSERT INTO bench VALUES (" i ",'\''" k "'\'','\''" v "'\'');"
+      else {
+        sep = (i % 1000 == 0) ? "INSERT INTO bench VALUES\n" : ",\n"
+        end = (i % 1000 == 999 || i == n - 1) ? ";" : ""
+        printf "%s(%d,'\''%s'\'','\''%s'\'')%s", sep, i, k, v, end
+        if (end != "") printf "\n"
+      }
+    }
+  }'
+}
+gen tsv "$rows" >"$work/rows.tsv"
+gen insert "$insert_rows" >"$work/insert.sql"
+gen multi "$rows" >"$work/multi.sql"
+vlen=$(head -1 "$work/rows.tsv" | cut -f3 | tr -d '\n' | wc -c)
+[ "$vlen" -eq 100 ] || { echo "bench/pg.sh: internal: value of $vlen bytes, not 100" >&2; exit 1; }
+
+now() { date +%s.%N; }
+declare -A rps secs nrows
+count() { sql "SELECT count(*) FROM bench"; }
+fresh() { sql "TRUNCATE bench"; sql "CHECKPOINT"; }
+record() { # METHOD ROWS T0 T1
+  local m=$1 n=$2
+  secs[$m]=$(awk -v a="$3" -v b="$4" 'BEGIN { printf "%.3f", b - a }')
+  rps[$m]=$(awk -v n="$n" -v s="${secs[$m]}" 'BEGIN { printf "%d", (s > 0 ? n / s + 0.5 : 0) }')
+  nrows[$m]=$n
+  local got
+  got=$(count)
+  [ "$got" -eq "$n" ] || { echo "bench/pg.sh: $m: $got rows in the table, not $n" >&2; exit 1; }
+  printf '   %s: %s rows in %s s = %s rows/s\n' "$m" "$n" "${secs[$m]}" "${rps[$m]}"
+}
+
+echo "== pg: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "   PostgreSQL $pgver on 127.0.0.1:$pgport, fsync=$pgfsync synchronous_commit=$pgsync, data in $pgdir"
+
+# ---- 1. single-row INSERTs ----
+
+fresh
+echo "== insert: $insert_rows single-row INSERTs, autocommit, one psql session"
+t0=$(now)
+"${psqlc[@]}" -f "$work/insert.sql" >/dev/null
+t1=$(now)
+record insert "$insert_rows" "$t0" "$t1"
+
+# ---- 2. 1000-row INSERTs ----
+
+fresh
+echo "== insert-1000: $rows rows as INSERTs of 1000 rows each, autocommit, one psql session"
+t0=$(now)
+"${psqlc[@]}" -f "$work/multi.sql" >/dev/null
+t1=$(now)
+record insert-1000 "$rows" "$t0" "$t1"
+
+# ---- 3. COPY ----
+
+fresh
+echo "== copy: psql \\copy bench FROM '$work/rows.tsv' ($rows rows, one COPY FROM STDIN)"
+t0=$(now)
+"${psqlc[@]}" -c "\\copy bench (id, k, v) FROM '$work/rows.tsv'" >/dev/null
+t1=$(now)
+record copy "$rows" "$t0" "$t1"
+
+# ---- 4. the Spillway sink ----
+
+mkdir -p "$work/spw"
+"$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
+  3>"$work/spw/ready" 2>"$work/spw/log" &
+pid=$!
+for i in $(seq 200); do
+  [ -s "$work/spw/ready" ] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/spw/log" >&2; echo "bench/pg.sh: spillway serve exited" >&2; exit 1; }
+  sleep 0.05
+done
+read -r http_port bin_port <"$work/spw/ready" || true
+[ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
+  { cat "$work/spw/log" >&2; echo "bench/pg.sh: spillway serve did not start" >&2; exit 1; }
+url="http://127.0.0.1:$http_port"
+put() { # PATH BODY
+  local code
+  code=$(curl -s -m 10 -o "$work/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    --data-binary "$2" "$url$1") || true
+  [ "$code" = 201 ] || [ "$code" = 200 ] ||
+    { cat "$work/put.out" >&2; echo; echo "bench/pg.sh: PUT $1: HTTP $code" >&2; exit 1; }
+}
+put_sink() { # NAME: a postgres sink from stream NAME into bench
+  put "/v1/sinks/$1" "{\"stream\":\"$1\",\"kind\":\"postgres\",\"batch\":{\"max_events\":$sink_batch},
+    \"options\":{\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
+    \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+}
+produce() { # STREAM: `spillway bench` of $rows events into STREAM, in the background (sets bpid)
+  "$spw" bench --protocol bin --server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port" --stream "$1" \
+    --partitions "$partitions" --events "$rows" --clients "$clients" --batch 1000 --size 100 --keys 1000 \
+    --ack fsync >"$work/spw/bench-$1.out" 2>&1 &
+  bpid=$!
+}
+produced() { # STREAM: waits for the `spillway bench` started by produce; sets produce_eps
+  local rc=0
+  wait "$bpid" || rc=$?
+  bpid=""
+  [ "$rc" -eq 0 ] ||
+    { cat "$work/spw/bench-$1.out" >&2; echo "bench/pg.sh: spillway bench failed (exit $rc)" >&2; exit 1; }
+  produce_eps=$(grep '^BENCH bench ' "$work/spw/bench-$1.out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
+}
+# Waits (bounded) until the sink NAME has committed all $rows rows; sets
+# t1 and, if the producer was still running, produce_end (seconds since
+# t0) and at_produce_end (rows committed then). Polled on the sink's
+# progress rows (committed in the same transaction as the rows they count;
+# the stream's offsets start at 0), cheaper than count(*) on a growing
+# table; count(*) is checked by record.
+drained() {
+  local got deadline table=""
+  deadline=$(awk -v t="$t0" -v n="$rows" 'BEGIN { printf "%d", t + 120 + n / 1000 }')
+  while :; do
+    got=0
+    # the sink creates its progress table when it first connects
+    [ -n "$table" ] ||
+      table=$(poll "SELECT 1 WHERE to_regclass('spillway_sink_progress') IS NOT NULL UNION ALL SELECT NULL LIMIT 1")
+    if [ -n "$table" ]; then
+      got=$(poll "SELECT coalesce(sum(next_offset), 0) FROM spillway_sink_progress WHERE sink = '$1'")
+      [[ "$got" =~ ^[0-9]+$ ]] || { echo "bench/pg.sh: polling the sink's progress: $got" >&2; exit 1; }
+    fi
+    [ "$got" -ge "$rows" ] && break
+    if [ -n "$bpid" ] && [ -z "$produce_end" ] && ! kill -0 "$bpid" 2>/dev/null; then
+      produce_end=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+      at_produce_end=$got
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      curl -s -m 10 "$url/v1/sinks/$1" >&2 || true
+      echo >&2
+      echo "bench/pg.sh: sink $1: $got of $rows rows committed in PostgreSQL after $((deadline - ${t0%.*})) s" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+  t1=$(now)
+}
+
+fresh
+put /v1/streams/pg "{\"partitions\":$partitions}"
+put_sink pg
+echo "== sink: spillway bench --protocol bin --events $rows --clients $clients --batch 1000 --size 100" \
+  "--keys 1000 --ack fsync into a $partitions-partition stream; postgres sink (batch.max_events $sink_batch)" \
+  "into bench; timed until all $rows are committed"
+produce_end=""
+at_produce_end=""
+t0=$(now)
+produce pg
+drained pg
+produced pg
+record sink "$rows" "$t0" "$t1"
+if [ -n "$produce_end" ]; then
+  echo "   produce ended after $produce_end s (${produce_eps:-?} events/s acked at fsync); $at_produce_end rows were" \
+    "committed in PostgreSQL then"
+else
+  echo "   produce: ${produce_eps:-?} events/s acked at fsync (it ended after the last row was committed)"
+fi
+
+# Not a target: the same sink draining N events already stored (sink
+# created after the produce), to tell the sink's own rate from the
+# contention of producing on the same 2 cores.
+fresh
+put /v1/streams/pg-drain "{\"partitions\":$partitions}"
+echo "== sink-drain: $rows events produced first into stream pg-drain, then a postgres sink created on it;" \
+  "timed from its PUT until all are committed"
+produce pg-drain
+produced pg-drain
+sleep 1
+sql "CHECKPOINT"
+produce_end=""
+t0=$(now)
+put_sink pg-drain
+drained pg-drain
+record sink-drain "$rows" "$t0" "$t1"
+stop_pid "$pid"; pid=""
+
+# ---- report ----
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+echo
+echo "== pg: rows/s into one PostgreSQL $pgver (fsync on), same table and rows; ratio to single-row INSERT"
+printf '%-12s %10s %9s %11s %10s\n' method rows seconds rows_per_s x_insert
+for m in insert insert-1000 copy sink sink-drain; do
+  printf '%-12s %10s %9s %11s %9sx\n' "$m" "${nrows[$m]}" "${secs[$m]}" "${rps[$m]}" "$(ratio "${rps[$m]}" "${rps[insert]}")"
+done
+sc=$(ratio "${rps[sink]}" "${rps[copy]}")
+echo "sink / copy = $sc (target 0.8); sink-drain / copy = $(ratio "${rps[sink-drain]}" "${rps[copy]}") (not a target)"
+echo
+for m in insert insert-1000 copy sink sink-drain; do
+  echo "BENCH pg method=$m rows=${nrows[$m]} seconds=${secs[$m]} rows_per_s=${rps[$m]}" \
+    "ratio_to_insert=$(ratio "${rps[$m]}" "${rps[insert]}")"
+done
+res=$(awk -v r="$sc" 'BEGIN { print (r >= 0.8) ? "PASS" : "MISS" }')
+echo "BENCH pg ratio=sink/copy value=$sc target=0.8 result=$res"
