@@ -202,6 +202,27 @@ static int is_loopback(const char *listen)
     return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
+/*
+ * Closes what serve opened behind its listeners, in the one order that is
+ * safe: sinks (workers stopped, holds released), the coalescer (buffers
+ * written and answered), the tables, the catalog and the log (flush and
+ * fsync), then the groups' state (after the last produce completion, which
+ * may kick it; its waiter thread is stopped first) and the tokens. Every part may be NULL (start failed
+ * before it). The listeners are the caller's: stopped before this.
+ */
+static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
+{
+    spw_groups_http_stop(api->groups); /* its waiter thread first (idempotent) */
+    spw_sinks_close(api->sinks);
+    spw_coalesce_close(api->coal);
+    spw_rl_destroy(api->rl);
+    spw_dd_free(api->dd);
+    spw_catalog_close(cat);
+    spw_log_close(log);
+    spw_groups_http_free(api->groups);
+    spw_auth_close(auth);
+}
+
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
@@ -324,12 +345,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     api.coal = spw_coalesce_new(&api);
     if ((r = spw_groups_http_start(&api, &api.groups)) < 0) {
         fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
-        spw_coalesce_close(api.coal);
-        spw_rl_destroy(api.rl);
-        spw_dd_free(api.dd);
-        spw_catalog_close(cat);
-        spw_log_close(log);
-        spw_auth_close(auth);
+        close_server_parts(&api, cat, log, auth);
         return 1;
     }
     if ((r = spw_sinks_open(&api, &api.sinks)) < 0)
@@ -339,14 +355,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         int ns = spw_sink_config_apply(&api, c->config, serr, sizeof serr);
         if (ns < 0) {
             fprintf(stderr, "spillway serve: %s\n", serr);
-            spw_groups_http_free(api.groups);
-            spw_sinks_close(api.sinks);
-            spw_coalesce_close(api.coal);
-            spw_rl_destroy(api.rl);
-            spw_dd_free(api.dd);
-            spw_catalog_close(cat);
-            spw_log_close(log);
-            spw_auth_close(auth);
+            close_server_parts(&api, cat, log, auth);
             return 1;
         }
         if (ns > 0)
@@ -366,14 +375,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
         fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
-        spw_groups_http_free(api.groups);
-        spw_sinks_close(api.sinks);
-        spw_coalesce_close(api.coal);
-        spw_rl_destroy(api.rl);
-        spw_dd_free(api.dd);
-        spw_catalog_close(cat);
-        spw_log_close(log);
-        spw_auth_close(auth);
+        close_server_parts(&api, cat, log, auth);
         return 1;
     }
     api.http = http;
@@ -394,14 +396,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
             spw_groups_http_stop(api.groups);
             spw_http_stop(http, 0);
-            spw_sinks_close(api.sinks);
-            spw_coalesce_close(api.coal);
-            spw_rl_destroy(api.rl);
-            spw_dd_free(api.dd);
-            spw_catalog_close(cat);
-            spw_log_close(log);
-            spw_groups_http_free(api.groups);
-            spw_auth_close(auth);
+            close_server_parts(&api, cat, log, auth);
             return 1;
         }
         api.bin = bin;
@@ -452,14 +447,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
-    spw_sinks_close(api.sinks); /* workers stopped, holds released */
-    spw_coalesce_close(api.coal); /* everything buffered written and answered */
-    spw_rl_destroy(api.rl);
-    spw_dd_free(api.dd);
-    spw_catalog_close(cat);
-    spw_log_close(log);
-    spw_groups_http_free(api.groups); /* after the last produce completion, which may kick it */
-    spw_auth_close(auth);
+    close_server_parts(&api, cat, log, auth);
     spw_info("stopped cleanly");
     return 0;
 }
