@@ -6,6 +6,7 @@
 #ifndef SPW_BUF_H
 #define SPW_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,11 @@ static inline int spw_buf_put_u64(spw_buf *b, uint64_t v)
     } while (v);
     return spw_buf_put(b, tmp + i, sizeof tmp - i);
 }
+
+/* Appends printf-formatted text, whatever its length (not NUL-terminated).
+ * Returns 0, SPW_ENOMEM or SPW_EINVAL (an output error of vsnprintf). */
+int spw_buf_printf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int spw_buf_vprintf(spw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 static inline void spw_buf_fini(spw_buf *b)
 {

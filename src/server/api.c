@@ -49,23 +49,12 @@ static void out_raw(spw_buf *b, const void *p, size_t n)
 static void outf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void outf(spw_buf *b, const char *fmt, ...)
 {
-    char tmp[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int r = spw_buf_vprintf(b, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof tmp) {
-        out_raw(b, tmp, (size_t)n);
-        return;
-    }
-    if (spw_buf_reserve(b, b->len + (size_t)n + 1))
+    if (r == SPW_ENOMEM)
         abort();
-    va_start(ap, fmt);
-    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
 }
 
 /* A JSON string of bytes that are valid UTF-8 (keys are checked on the way in). */

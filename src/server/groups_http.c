@@ -61,12 +61,11 @@ static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
 static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bputf(spw_buf *b, const char *fmt, ...)
 {
-    char tmp[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int r = spw_buf_vprintf(b, fmt, ap);
     va_end(ap);
-    if (n > 0 && spw_buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1))
+    if (r == SPW_ENOMEM)
         abort(); /* spw_buf uses try_realloc; these answers are small */
 }
 

@@ -110,6 +110,7 @@ typedef struct spw_sink {
     uint32_t nrecs, recs_cap;
     spw_buf arena, rbuf, scratch;
     uint64_t batch_bytes;
+    uint64_t log_per_rec; /* log bytes per record in the last batch read (collect's read size) */
     struct spw_sink *next_dead;
 } spw_sink;
 
@@ -158,13 +159,12 @@ static void jb64(spw_buf *b, const uint8_t *p, size_t n)
 static void jf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void jf(spw_buf *b, const char *fmt, ...)
 {
-    char tmp[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int r = spw_buf_vprintf(b, fmt, ap);
     va_end(ap);
-    if (n > 0)
-        spw_buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (r == SPW_ENOMEM)
+        abort(); /* as spw_xmalloc */
 }
 
 /* ---- definitions ---- */
@@ -217,6 +217,7 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
     spw_json_span k, v;
     const spw_json_span *opts = NULL;
     spw_json_span opts_span;
+    int have_events = 0, have_bytes = 0;
     spw_json_iter_init(&it, &obj);
     while (spw_json_iter_next(&it, &k, &v)) {
         if (spw_json_str_eq(&k, "name")) {
@@ -247,9 +248,11 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
                     if (get_u64(&v2, 1, 1000000, &x))
                         FAIL("batch.max_events must be 1 to 1000000");
                     d->batch.max_events = (uint32_t)x;
+                    have_events = 1;
                 } else if (spw_json_str_eq(&k2, "max_bytes")) {
                     if (get_u64(&v2, 1, 256u << 20, &d->batch.max_bytes))
                         FAIL("batch.max_bytes must be 1 to 268435456");
+                    have_bytes = 1;
                 } else if (spw_json_str_eq(&k2, "max_wait_ms")) {
                     if (get_u64(&v2, 0, 3600000, &x))
                         FAIL("batch.max_wait_ms must be 0 to 3600000");
@@ -288,6 +291,10 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
         FAIL("\"stream\" is required");
     if (!d->kind)
         FAIL("\"kind\" is required (forward, postgres, kafka)");
+    if (!have_events && d->kind->default_max_events)
+        d->batch.max_events = d->kind->default_max_events;
+    if (!have_bytes && d->kind->default_max_bytes)
+        d->batch.max_bytes = d->kind->default_max_bytes;
     if (d->retry_max_ms < d->retry_initial_ms)
         FAIL("retry.max_ms must be at least retry.initial_ms");
     if (strcmp(d->dlq, d->stream) == 0)
@@ -566,6 +573,16 @@ static int collect(spw_sink *k, uint32_t pi)
     for (int rounds = 0; rounds < 64 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes; rounds++) {
         uint64_t bad_next = 0;
         size_t want = bc->max_bytes - k->batch_bytes + 4096;
+        /* Log bytes for the records still wanted, from what earlier reads
+         * measured (with a quarter more): a read of max_bytes for a window
+         * that max_events fills in a fraction of it would copy and discard
+         * the rest. One batch is always read, so a short guess costs one
+         * more round, never a stall. */
+        if (k->log_per_rec) {
+            uint64_t guess = (uint64_t)(bc->max_events - k->nrecs) * k->log_per_rec * 5 / 4 + 4096;
+            if (guess < want)
+                want = (size_t)guess;
+        }
         int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
         if (r == SPW_ECORRUPT && k->nrecs == 0 && bad_next > off) {
             spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
@@ -593,8 +610,11 @@ static int collect(spw_sink *k, uint32_t pi)
         uint64_t before = off;
         while (left > 0 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes) {
             spw_batch_hdr h;
-            if (spw_batch_check(b, left, &h))
+            /* spw_part_read checked every batch's CRC: parse only */
+            if (spw_batch_parse(b, left, &h) || h.length > left)
                 break;
+            if (h.record_count)
+                k->log_per_rec = (h.length + h.record_count - 1) / h.record_count;
             const uint8_t *rs;
             size_t rl;
             if (spw_batch_records(b, &h, &k->scratch, &rs, &rl))

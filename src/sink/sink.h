@@ -59,6 +59,10 @@ typedef struct spw_sink_kind {
     int (*commit)(void *st, uint32_t partition, uint64_t next);
     /* Frees the state; may block briefly (closing connections). */
     void (*close)(void *st);
+    /* The kind's defaults for batch.max_events and batch.max_bytes when a
+     * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
+    uint32_t default_max_events;
+    uint64_t default_max_bytes;
 } spw_sink_kind;
 
 /* The kinds built in (NULL if none is named so). */

@@ -14,6 +14,11 @@
  *   - Poison records (violating a CHECK constraint) land in the DLQ
  *     stream with PostgreSQL's error text; every other event is in the
  *     table.
+ *   - COPY formats: the same events through a sink in binary format (a
+ *     table whose every column allows it) and one in text format
+ *     (copy_format "text") give identical rows, the same records refused,
+ *     and each sink used the format it says (PostgreSQL's statement log).
+ *   - A postgres sink without "batch" gets the kind's defaults.
  */
 #include <libpq-fe.h>
 #include <pwd.h>
@@ -248,7 +253,222 @@ static void test_options(int port)
                         "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"bad = = conninfo\"],"
                         "\"table\":\"t\",\"columns\":{\"a\":\"$key\"}}}"),
              400);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],"
+                        "\"table\":\"t\",\"columns\":{\"a\":\"$key\"},\"copy_format\":\"binary\"}}"),
+             400);
     CHECK_EQ(req_status(port, "GET", "/v1/sinks/x", NULL), 404);
+    /* without "batch": the postgres kind's defaults (50000 events, 8 MiB) */
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/d",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=127.0.0.1 "
+                        "port=1 connect_timeout=1\"],\"table\":\"t\",\"columns\":{\"a\":\"$key\"}}}"),
+             201);
+    resp r = http_json(port, "GET", "/v1/sinks/d", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"max_events\":50000,\"max_bytes\":8388608,") != NULL);
+    free(r.body);
+    /* given: kept */
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/d2",
+                        "{\"stream\":\"ev\",\"kind\":\"postgres\",\"batch\":{\"max_events\":7},\"options\":{"
+                        "\"shards\":[\"host=127.0.0.1 port=1 connect_timeout=1\"],\"table\":\"t\",\"columns\":{"
+                        "\"a\":\"$key\"}}}"),
+             201);
+    r = http_json(port, "GET", "/v1/sinks/d2", NULL);
+    CHECK(strstr(r.body, "\"max_events\":7,\"max_bytes\":8388608,") != NULL);
+    free(r.body);
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/d", NULL), 204);
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/d2", NULL), 204);
+}
+
+/* The whole of shard i's server log (malloc'd). */
+static char *pg_log(int i)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/log", PGDIR[i]);
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap);
+    CHECK(b);
+    size_t n;
+    while ((n = fread(b + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            cap *= 2;
+            b = realloc(b, cap);
+            CHECK(b);
+        }
+    }
+    fclose(f);
+    b[len] = 0;
+    return b;
+}
+
+/* Does every COPY statement into table in log end with "(FORMAT binary)"
+ * (want 1) or none (want 0)? And there is at least one. */
+static void check_copy_format(const char *log, const char *table, int want)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "COPY \"%s\" (", table);
+    int seen = 0;
+    for (const char *p = strstr(log, pat); p; p = strstr(p + 1, pat)) {
+        size_t line = strcspn(p, "\n");
+        char *l = strndup(p, line);
+        int bin = strstr(l, "FROM STDIN (FORMAT binary)") != NULL;
+        if (bin != want)
+            fprintf(stderr, "table %s: COPY statement in the wrong format: %s\n", table, l);
+        CHECK_EQ(bin, want);
+        CHECK(strstr(l, "FROM STDIN") != NULL);
+        free(l);
+        seen++;
+    }
+    CHECK(seen > 0);
+}
+
+/* Records in partition 0 of stream (a 1-partition stream). */
+static size_t stream_count(int binport, const char *stream)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spw_client *c;
+    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+    spw_fetch_result *fr;
+    CHECK_EQ(spw_client_fetch(c, stream, 0, 0, 4 << 20, &fr), 0);
+    size_t n = spw_fetch_count(fr);
+    spw_fetch_free(fr);
+    spw_client_close(c);
+    return n;
+}
+
+static void count_failed(void *opaque, const spw_delivery *d)
+{
+    if (d->status) {
+        fprintf(stderr, "produce to %s failed: %d\n", d->stream, d->status);
+        __atomic_add_fetch((int *)opaque, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* Events for the format test: edge cases of keys, values and timestamps. */
+static int produce_formats(int binport, const char *stream)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spw_producer *p;
+    int failed = 0;
+    spw_producer_config pc;
+    spw_producer_config_init(&pc);
+    pc.on_delivery = count_failed;
+    pc.opaque = &failed;
+    CHECK_EQ(spw_producer_new(addr, &pc, &p), 0);
+    static const int64_t ts[] = {SPW_TS_NOW, -1, 0, 946684800000, 946684799999, 1700000000123, -62135596800000};
+    int n = 0;
+    for (int i = 0; i < 300; i++) {
+        char key[64], val[512];
+        int kl = snprintf(key, sizeof key, i % 3 == 0 ? "k\\%d \xc3\xa9 \"q\"" : "k%d", i % 40);
+        int vl = snprintf(val, sizeof val,
+                          "{\"i\":%d,\"s\":\"tab\\there\\nnew \\\\ back \\\"q\\\" \\u00e9 \\ud83d\\ude00\","
+                          "\"n\":%d.5,\"o\":{\"a\":[1,\"x\\ty\",null],\"b\":%s},\"nul\":null}",
+                          i, i - 150, i % 2 ? "true" : "false");
+        int64_t t = ts[i % (int)(sizeof ts / sizeof ts[0])];
+        CHECK_EQ(spw_producer_send(p, stream, i % 7 == 0 ? NULL : key, i % 7 == 0 ? -1 : kl, val, (size_t)vl, t,
+                                   SPW_ACK_LEVEL_DEFAULT, NULL),
+                 0);
+        n++;
+    }
+    /* refused by both formats: a value that is not JSON (jsonb column), a
+     * timestamp past PostgreSQL's range (year 296,682) */
+    CHECK_EQ(spw_producer_send(p, stream, "bad", 3, "not json \\ \t at all", 19, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT,
+                               NULL),
+             0);
+    CHECK_EQ(spw_producer_send(p, stream, "bad", 3, "{\"i\":1000}", 10, INT64_C(9300000000000000),
+                               SPW_ACK_LEVEL_DEFAULT, NULL),
+             0);
+    CHECK_EQ(spw_producer_flush(p, 60000), 0);
+    spw_producer_close(p, 1000);
+    CHECK_EQ(failed, 0);
+    return n;
+}
+
+static const char *FMT_COLS = "id bigint, k text, part int, off bigint, ts timestamptz, tsl timestamp, tsms bigint, "
+                              "v jsonb, vj json, s text, sv varchar(200), n jsonb, o jsonb, miss text, nul text";
+static const char *FMT_SELECT = "SELECT id, k, part, off, ts, tsl, tsms, v, vj::text, s, sv, n, o, miss, nul FROM ";
+
+static void fmt_sink_body(char *b, size_t cap, const char *table, const char *format)
+{
+    snprintf(b, cap,
+             "{\"stream\":\"fmt\",\"kind\":\"postgres\",\"dlq\":\"fdlq\",\"batch\":{\"max_events\":64,"
+             "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
+             "\"host=127.0.0.1 port=%d user=fmt dbname=postgres\",\"host=127.0.0.1 port=%d user=fmt dbname=postgres\"],"
+             "\"table\":\"%s\",\"copy_format\":\"%s\",\"columns\":{\"id\":\"$id\",\"k\":\"$key\",\"part\":\"$partition\","
+             "\"off\":\"$offset\",\"ts\":\"$ts\",\"tsl\":\"$ts\",\"tsms\":\"$ts\",\"v\":\"$value\",\"vj\":\"$value\","
+             "\"s\":\"/s\",\"sv\":\"/s\",\"n\":\"/n\",\"o\":\"/o\",\"miss\":\"/nope\",\"nul\":\"/nul\"}}}",
+             PGPORT[0], PGPORT[1], table, format);
+}
+
+/* Binary and text COPY give the same rows and refuse the same records. */
+static void test_formats(int port, int binport)
+{
+    char sql[1024], body[2048];
+    for (int i = 0; i < 2; i++) {
+        /* the sinks connect as fmt, whose statements the server logs */
+        pg_exec(i, "CREATE ROLE fmt LOGIN SUPERUSER");
+        pg_exec(i, "ALTER ROLE fmt SET log_statement = 'all'");
+        snprintf(sql, sizeof sql, "CREATE TABLE fmt_b (%s); CREATE TABLE fmt_t (%s)", FMT_COLS, FMT_COLS);
+        pg_exec(i, sql);
+    }
+    put_stream(port, "fmt", "{\"partitions\":2,\"format\":\"bytes\"}"); /* bytes: a value that is not JSON too */
+    put_stream(port, "fdlq", "{\"partitions\":1}");
+    fmt_sink_body(body, sizeof body, "fmt_b", "auto");
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/fb", body), 201);
+    fmt_sink_body(body, sizeof body, "fmt_t", "text");
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/ft", body), 201);
+    int n = produce_formats(binport, "fmt");
+    wait_rows("fmt_b", n);
+    wait_rows("fmt_t", n);
+    for (int i = 0; i < 600 && stream_count(binport, "fdlq") < 4; i++)
+        usleep(100000);
+    usleep(300000); /* anything extra would show now */
+    CHECK_EQ(stream_count(binport, "fdlq"), 4); /* each sink refused the same two */
+    for (int i = 0; i < 2; i++) {
+        for (int dir = 0; dir < 2; dir++) {
+            snprintf(sql, sizeof sql, "SELECT count(*) FROM (%s%s EXCEPT ALL %s%s) x", FMT_SELECT,
+                     dir ? "fmt_t" : "fmt_b", FMT_SELECT, dir ? "fmt_b" : "fmt_t");
+            CHECK_EQ(pg_num(i, sql), 0);
+        }
+    }
+    /* and the values are the ones sent (spot checks, on the union) */
+    static const char *const zero[] = {
+        "SELECT count(*) FROM fmt_b WHERE s <> E'tab\\there\\nnew \\\\ back \"q\" \\u00e9 \\U0001F600' OR sv <> s",
+        "SELECT count(*) FROM fmt_b WHERE miss IS NOT NULL OR nul IS NOT NULL OR v->>'i' IS NULL OR vj::jsonb <> v",
+        "SELECT count(*) FROM fmt_b WHERE o->'a'->>1 <> E'x\\ty' OR n::text <> ((v->>'i')::int - 150)::text || '.5'",
+        "SELECT count(*) FROM fmt_b WHERE tsms = -1 AND (ts <> '1969-12-31 23:59:59.999+00' OR "
+        "tsl <> '1969-12-31 23:59:59.999')",
+        "SELECT count(*) FROM fmt_b WHERE tsms = 946684800000 AND ts <> '2000-01-01 00:00:00+00'",
+        "SELECT count(*) FROM fmt_b WHERE tsms = -62135596800000 AND ts <> '0001-01-01 00:00:00+00'",
+        "SELECT count(*) FROM fmt_b WHERE ts <> 'epoch'::timestamptz + tsms * interval '1 millisecond' OR "
+        "tsl <> (ts AT TIME ZONE 'UTC')",
+        "SELECT count(*) FROM fmt_b WHERE (k IS NULL) <> ((v->>'i')::int % 7 = 0)",
+        "SELECT count(*) FROM fmt_b WHERE (v->>'i')::int % 3 = 0 AND (v->>'i')::int % 7 <> 0 AND "
+        "k <> E'k\\\\' || ((v->>'i')::int % 40) || E' \\u00e9 \"q\"'",
+    };
+    for (size_t q = 0; q < sizeof zero / sizeof zero[0]; q++) {
+        long long a = pg_num(0, zero[q]), b = pg_num(1, zero[q]);
+        if (a != 0 || b != 0)
+            fprintf(stderr, "%s: %lld + %lld\n", zero[q], a, b);
+        CHECK_EQ(a + b, 0);
+    }
+    int at_minus1 = 0; /* events sent with ts -1: i % 7 == 1 */
+    for (int i = 0; i < 300; i++)
+        at_minus1 += i % 7 == 1;
+    CHECK_EQ(pg_num(0, "SELECT count(*) FROM fmt_b WHERE tsms = -1") +
+                 pg_num(1, "SELECT count(*) FROM fmt_b WHERE tsms = -1"),
+             at_minus1);
+    for (int i = 0; i < 2; i++) {
+        char *log = pg_log(i);
+        check_copy_format(log, "fmt_b", 1);
+        check_copy_format(log, "fmt_t", 0);
+        free(log);
+    }
 }
 
 /* Waits until the sink's GET body contains needle. */
@@ -400,6 +620,7 @@ int main(int argc, char **argv)
         spw_fetch_free(fr);
         spw_client_close(c);
     }
+    test_formats(s.port, s.binport);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     pg_stop(0);
     pg_stop(1);

@@ -262,6 +262,22 @@ static void test_api(int port, int core_bin)
     CHECK_EQ(req_status(port, "PUT", "/v1/sinks/tmp", other), 409);
     CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/tmp", NULL), 204);
     CHECK_EQ(req_status(port, "GET", "/v1/sinks/tmp", NULL), 404);
+    /* a definition of over 512 bytes comes back whole in GET and the list */
+    char big[4096];
+    int bl = snprintf(big, sizeof big, "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":["
+                                        "\"host=127.0.0.1 port=1 connect_timeout=1\"],\"table\":\"t\",\"columns\":{");
+    for (int i = 0; i < 40; i++)
+        bl += snprintf(big + bl, sizeof big - (size_t)bl, "%s\"column_%02d\":\"/field_%02d\"", i ? "," : "", i, i);
+    snprintf(big + bl, sizeof big - (size_t)bl, "}}}");
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/big", big), 201);
+    for (int list = 0; list < 2; list++) {
+        r = http_json(port, "GET", list ? "/v1/sinks" : "/v1/sinks/big", NULL);
+        CHECK_EQ(r.status, 200);
+        CHECK(strstr(r.body, "\"column_39\":\"/field_39\"}}},\"state\":") != NULL);
+        CHECK(strstr(r.body, "\"last_error\":") != NULL);
+        free(r.body);
+    }
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/big", NULL), 204);
 }
 
 /* Retention never deletes what a sink still has to deliver. */

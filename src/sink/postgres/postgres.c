@@ -61,7 +61,6 @@ enum { SRC_PTR, SRC_KEY, SRC_TS, SRC_ID, SRC_PARTITION, SRC_OFFSET, SRC_VALUE };
 typedef struct pg_col {
     char name[64];
     int src;
-    int is_time; /* the column is a date/timestamp type: $ts as ISO 8601 */
     spw_json_ptr ptr;
 } pg_col;
 
@@ -70,6 +69,9 @@ typedef struct pg_shard {
     PGconn *c;
     int ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
+    int binary;  /* COPY in binary format here (every column's type and source allow it) */
+    uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
+    uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
     uint64_t *next; /* per partition: what this shard holds */
     uint32_t nnext;
 } pg_shard;
@@ -79,6 +81,7 @@ typedef struct pg {
     char stream[130];
     char table[300];  /* as given */
     char qtable[620]; /* quoted */
+    int text_only;    /* options.copy_format "text" */
     pg_col cols[PG_COLS_MAX];
     uint32_t ncols;
     pg_shard *sh;
@@ -242,8 +245,15 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
             } else if (spw_json_str_eq(&k, "columns")) {
                 bad = parse_columns(g, &v);
                 have_cols = 1;
+            } else if (spw_json_str_eq(&k, "copy_format")) {
+                if (spw_json_str_eq(&v, "text"))
+                    g->text_only = 1;
+                else if (spw_json_str_eq(&v, "auto"))
+                    g->text_only = 0;
+                else
+                    bad = "options.copy_format must be \"auto\" (binary where every column allows it) or \"text\"";
             } else {
-                bad = "unknown field in postgres options (shards, table, columns)";
+                bad = "unknown field in postgres options (shards, table, columns, copy_format)";
             }
         }
     }
@@ -376,7 +386,38 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
     return 0;
 }
 
-/* The user's table and every mapped column exist (and which are times): 0, or -1 with err. */
+/*
+ * Built-in type OIDs (stable across PostgreSQL versions: pg_type.dat).
+ * A column of any other type (a domain included), or a source this
+ * table does not list for its type, makes the shard's COPY text.
+ */
+enum {
+    OID_INT8 = 20,
+    OID_INT4 = 23,
+    OID_TEXT = 25,
+    OID_JSON = 114,
+    OID_VARCHAR = 1043,
+    OID_TIMESTAMP = 1114,
+    OID_TIMESTAMPTZ = 1184,
+    OID_JSONB = 3802,
+};
+
+/* Can a column of type oid get source src in COPY's binary format, with
+ * the same result (value or error) as the text form would give? */
+static int binary_ok(int src, uint32_t oid, int int_times)
+{
+    switch (src) {
+    case SRC_ID:
+    case SRC_OFFSET: return oid == OID_INT8;
+    case SRC_PARTITION: return oid == OID_INT8 || oid == OID_INT4;
+    case SRC_TS: return oid == OID_INT8 || ((oid == OID_TIMESTAMPTZ || oid == OID_TIMESTAMP) && int_times);
+    default: /* key, value, JSON pointer: text the type's receive function parses as its input function does */
+        return oid == OID_TEXT || oid == OID_VARCHAR || oid == OID_JSON || oid == OID_JSONB;
+    }
+}
+
+/* The user's table and every mapped column exist (their types, and so the
+ * COPY format): 0, or -1 with err. */
 static int check_table(pg *g, uint32_t si, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
@@ -384,9 +425,9 @@ static int check_table(pg *g, uint32_t si, char *err, size_t cap)
         return 0;
     const char *params[] = {g->qtable};
     PGresult *r = PQexecParams(s->c,
-                               "SELECT a.attname, t.typcategory FROM pg_attribute a JOIN pg_type t ON t.oid ="
-                               " a.atttypid WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT"
-                               " a.attisdropped",
+                               "SELECT a.attname, t.typcategory, a.atttypid FROM pg_attribute a JOIN pg_type t"
+                               " ON t.oid = a.atttypid WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND"
+                               " NOT a.attisdropped",
                                1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char pre[400];
@@ -404,12 +445,18 @@ static int check_table(pg *g, uint32_t si, char *err, size_t cap)
         PQclear(r);
         return -1;
     }
+    const char *idt = PQparameterStatus(s->c, "integer_datetimes");
+    int int_times = idt && strcmp(idt, "on") == 0;
+    s->binary = !g->text_only;
     for (uint32_t c = 0; c < g->ncols; c++) {
         int found = 0;
         for (int i = 0; i < PQntuples(r) && !found; i++) {
             if (strcmp(PQgetvalue(r, i, 0), g->cols[c].name) == 0) {
                 found = 1;
-                g->cols[c].is_time = PQgetvalue(r, i, 1)[0] == 'D'; /* date/time category */
+                s->is_time[c] = PQgetvalue(r, i, 1)[0] == 'D'; /* date/time category */
+                s->oid[c] = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+                if (!binary_ok(g->cols[c].src, s->oid[c], int_times))
+                    s->binary = 0;
             }
         }
         if (!found) {
@@ -483,8 +530,45 @@ static void put_ts(spw_buf *b, int64_t ms, int is_time)
 
 static void put_u64(spw_buf *b, uint64_t v) { spw_buf_put_u64(b, v); }
 
+/* The text of a key, value or JSON-pointer column for r: 1 with *p, *n,
+ * or 0 for NULL (no key; value not JSON or no such field; JSON null). A
+ * JSON string field is its unescaped text; any other field its JSON. */
+static int col_text(pg *g, const pg_col *col, const spw_sink_rec *r, const char **p, size_t *n)
+{
+    if (col->src == SRC_KEY) {
+        *p = (const char *)r->key;
+        *n = r->key_len > 0 ? (size_t)r->key_len : 0;
+        return r->key_len >= 0;
+    }
+    if (col->src == SRC_VALUE) {
+        *p = (const char *)r->value;
+        *n = r->value_len;
+        return 1;
+    }
+    spw_json_span f;
+    spw_json_error je;
+    const char *end;
+    const char *vp = (const char *)r->value;
+    if (spw_json_scan(vp, vp + r->value_len, &col->ptr, 1, &f, &end, &je) || f.type == SPW_JSON_NONE ||
+        f.type == SPW_JSON_NULL)
+        return 0;
+    if (f.type != SPW_JSON_STRING) {
+        *p = f.p;
+        *n = f.n;
+        return 1;
+    }
+    if (g->tmpcap < f.n) {
+        g->tmpcap = f.n;
+        g->tmp = spw_xrealloc(g->tmp, g->tmpcap);
+    }
+    long u = spw_json_unescape(&f, g->tmp, g->tmpcap);
+    *p = g->tmp;
+    *n = u > 0 ? (size_t)u : 0;
+    return 1;
+}
+
 /* One COPY text line for record r. */
-static void put_row(pg *g, uint32_t partition, const spw_sink_rec *r)
+static void put_row_text(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r)
 {
     spw_buf *b = &g->copy;
     for (uint32_t c = 0; c < g->ncols; c++) {
@@ -492,39 +576,93 @@ static void put_row(pg *g, uint32_t partition, const spw_sink_rec *r)
         if (c)
             spw_buf_puts(b, "\t");
         switch (col->src) {
-        case SRC_KEY:
-            if (r->key_len < 0)
-                spw_buf_puts(b, "\\N");
-            else
-                put_escaped(b, (const char *)r->key, (size_t)r->key_len);
-            break;
-        case SRC_TS: put_ts(b, r->ts, col->is_time); break;
+        case SRC_TS: put_ts(b, r->ts, s->is_time[c]); break;
         case SRC_ID: put_u64(b, r->id); break;
         case SRC_PARTITION: put_u64(b, partition); break;
         case SRC_OFFSET: put_u64(b, r->offset); break;
-        case SRC_VALUE: put_escaped(b, (const char *)r->value, r->value_len); break;
         default: {
-            spw_json_span f;
-            spw_json_error je;
-            const char *end;
-            const char *vp = (const char *)r->value;
-            if (spw_json_scan(vp, vp + r->value_len, &col->ptr, 1, &f, &end, &je) || f.type == SPW_JSON_NONE ||
-                f.type == SPW_JSON_NULL) {
-                spw_buf_puts(b, "\\N"); /* not JSON, or no such field */
-            } else if (f.type == SPW_JSON_STRING) {
-                if (g->tmpcap < f.n) {
-                    g->tmpcap = f.n;
-                    g->tmp = spw_xrealloc(g->tmp, g->tmpcap);
-                }
-                long n = spw_json_unescape(&f, g->tmp, g->tmpcap);
-                put_escaped(b, g->tmp, n > 0 ? (size_t)n : 0);
-            } else {
-                put_escaped(b, f.p, f.n);
-            }
+            const char *p;
+            size_t n;
+            if (col_text(g, col, r, &p, &n))
+                put_escaped(b, p, n);
+            else
+                spw_buf_puts(b, "\\N");
         }
         }
     }
     spw_buf_puts(b, "\n");
+}
+
+/* COPY binary format (PostgreSQL's "Binary Format" of COPY; docs/api.md
+ * "postgres sink"): a signature, flags and header-extension length; per
+ * row an int16 field count, then per field an int32 length (-1: NULL) and
+ * the type's send form; an int16 -1 at the end. Integers big-endian. */
+static const uint8_t copy_bin_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+                                            0,   0,   0,   0,   0,   0,   0,    0};
+static const uint8_t copy_bin_trailer[2] = {0xff, 0xff};
+
+static void put_be(spw_buf *b, uint64_t v, unsigned bytes)
+{
+    uint8_t t[8];
+    for (unsigned i = 0; i < bytes; i++)
+        t[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+    spw_buf_put(b, t, bytes);
+}
+
+/* Milliseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01. */
+#define PG_EPOCH_MS INT64_C(946684800000)
+/* Inside PostgreSQL's timestamp range (4714-11-24 BC to 294277 AD) with a
+ * margin: ms outside gets a finite out-of-range value, so the server
+ * answers "timestamp out of range" as it does for the text form. */
+#define TS_MS_MIN INT64_C(-210866803200000)
+#define TS_MS_MAX INT64_C(9224318015999999)
+
+static void put_ts_bin(spw_buf *b, int64_t ms, uint32_t oid)
+{
+    put_be(b, 8, 4);
+    if (oid == OID_INT8) {
+        put_be(b, (uint64_t)ms, 8);
+        return;
+    }
+    int64_t us = ms >= TS_MS_MIN && ms <= TS_MS_MAX ? (ms - PG_EPOCH_MS) * 1000 : INT64_MAX - 1;
+    put_be(b, (uint64_t)us, 8);
+}
+
+/* One COPY binary row for record r (every column passed binary_ok). */
+static void put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r)
+{
+    spw_buf *b = &g->copy;
+    put_be(b, g->ncols, 2);
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        const pg_col *col = &g->cols[c];
+        switch (col->src) {
+        case SRC_TS: put_ts_bin(b, r->ts, s->oid[c]); break;
+        case SRC_ID: put_be(b, 8, 4); put_be(b, r->id, 8); break;
+        case SRC_OFFSET: put_be(b, 8, 4); put_be(b, r->offset, 8); break;
+        case SRC_PARTITION:
+            if (s->oid[c] == OID_INT4) {
+                put_be(b, 4, 4);
+                put_be(b, partition, 4);
+            } else {
+                put_be(b, 8, 4);
+                put_be(b, partition, 8);
+            }
+            break;
+        default: {
+            const char *p;
+            size_t n;
+            if (!col_text(g, col, r, &p, &n)) {
+                put_be(b, UINT32_MAX, 4); /* -1: NULL */
+                break;
+            }
+            int jsonb = s->oid[c] == OID_JSONB; /* jsonb's send form: version 1, then the JSON text */
+            put_be(b, n + (size_t)jsonb, 4);
+            if (jsonb)
+                spw_buf_put(b, "\1", 1);
+            spw_buf_put(b, p, n);
+        }
+        }
+    }
 }
 
 enum { W_OK, W_RETRY, W_REJECT };
@@ -566,7 +704,13 @@ static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, si
     return data ? W_REJECT : W_RETRY;
 }
 
-/* Upserts (sink, stream, partition, shard) → next inside the open transaction. */
+#define PROGRESS_UPSERT                                                                                          \
+    "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset) VALUES "
+#define PROGRESS_ON_CONFLICT                                                                                     \
+    " ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET"                                               \
+    " next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset), updated_at = now()"
+
+/* Upserts (sink, stream, partition, shard) → next (its own statement). */
 static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t next)
 {
     char ps[16], sh[16], nx[24];
@@ -574,15 +718,35 @@ static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t n
     snprintf(sh, sizeof sh, "%u", si);
     snprintf(nx, sizeof nx, "%" PRIu64, next);
     const char *params[] = {g->sink, g->stream, ps, sh, nx};
-    return PQexecParams(g->sh[si].c,
-                        "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset)"
-                        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET"
-                        " next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset), updated_at = now()",
-                        5, NULL, params, NULL, NULL, 0);
+    return PQexecParams(g->sh[si].c, PROGRESS_UPSERT "($1, $2, $3, $4, $5)" PROGRESS_ON_CONFLICT, 5, NULL, params,
+                        NULL, NULL, 0);
 }
 
-/* Writes the rows of records [0, n) routed to shard si (not yet there) and
- * the shard's progress in one transaction. */
+/* Appends a string literal for s to the statement b (PQescapeLiteral:
+ * quotes and backslashes as the connection's settings need). */
+static int put_literal(PGconn *c, spw_buf *b, const char *s)
+{
+    char *lit = PQescapeLiteral(c, s, strlen(s));
+    if (!lit)
+        return -1;
+    spw_buf_puts(b, lit);
+    PQfreemem(lit);
+    return 0;
+}
+
+/* Rows are handed to libpq in pieces of about this size while the rest
+ * are formatted, so the server parses one piece while the next is made. */
+#define COPY_PIECE (128u << 10)
+
+/*
+ * Writes the rows of records [0, n) routed to shard si (not yet there) and
+ * the shard's progress in one transaction, in two round trips and the
+ * rows' stream:
+ *   "BEGIN; INSERT progress ... ON CONFLICT ...; COPY t (cols) FROM STDIN"
+ *   rows, in COPY_PIECE pieces as they are formatted; end of data
+ *   "COMMIT"
+ * The progress row goes first; it commits with the rows or not at all.
+ */
 static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
                        size_t cap)
 {
@@ -596,38 +760,57 @@ static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     if (ready(g, si, err, cap) < 0)
         return W_RETRY;
     ensure_next(s, partition);
-    g->copy.len = 0;
     uint32_t rows = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
-            continue;
-        put_row(g, partition, &recs[i]);
-        rows++;
-    }
+    for (uint32_t i = 0; i < n; i++)
+        rows += g->shard_of[i] == si && recs[i].offset >= s->next[partition];
     if (rows == 0)
         return W_OK;
     if (check_table(g, si, err, cap) < 0)
         return W_RETRY;
-    if (exec_cmd(s->c, "BEGIN", err, cap, "BEGIN") < 0) {
-        drop(s);
-        return W_RETRY;
-    }
-    g->sql.len = 0;
-    spw_buf_puts(&g->sql, "COPY ");
-    spw_buf_puts(&g->sql, g->qtable);
-    spw_buf_puts(&g->sql, " (");
+    spw_buf *q = &g->sql;
+    q->len = 0;
+    spw_buf_puts(q, "BEGIN; " PROGRESS_UPSERT "(");
+    if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
+        return fail(g, si, NULL, "quoting the progress row", err, cap);
+    char nums[80];
+    snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ")", partition, si, end);
+    spw_buf_puts(q, nums);
+    spw_buf_puts(q, PROGRESS_ON_CONFLICT "; COPY ");
+    spw_buf_puts(q, g->qtable);
+    spw_buf_puts(q, " (");
     for (uint32_t c = 0; c < g->ncols; c++) {
         if (c)
-            spw_buf_puts(&g->sql, ", ");
-        quote_ident(&g->sql, g->cols[c].name, strlen(g->cols[c].name));
+            spw_buf_puts(q, ", ");
+        quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
     }
-    spw_buf_puts(&g->sql, ") FROM STDIN");
-    spw_buf_put(&g->sql, "", 1);
-    PGresult *r = PQexec(s->c, (const char *)g->sql.p);
+    spw_buf_puts(q, s->binary ? ") FROM STDIN (FORMAT binary)" : ") FROM STDIN");
+    spw_buf_put(q, "", 1);
+    /* One simple-query message: PQexec stops at the COPY (PGRES_COPY_IN),
+     * or returns the first error (the statements after it are skipped). */
+    PGresult *r = PQexec(s->c, (const char *)q->p);
     if (PQresultStatus(r) != PGRES_COPY_IN)
-        return fail(g, si, r, "COPY", err, cap);
+        return fail(g, si, r, "BEGIN, progress and COPY", err, cap);
     PQclear(r);
-    if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1 || PQputCopyEnd(s->c, NULL) != 1)
+    g->copy.len = 0;
+    if (s->binary)
+        spw_buf_put(&g->copy, copy_bin_header, sizeof copy_bin_header);
+    for (uint32_t i = 0; i < n; i++) {
+        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
+            continue;
+        if (s->binary)
+            put_row_bin(g, s, partition, &recs[i]);
+        else
+            put_row_text(g, s, partition, &recs[i]);
+        if (g->copy.len >= COPY_PIECE) {
+            if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1)
+                return fail(g, si, NULL, "COPY data", err, cap);
+            g->copy.len = 0;
+        }
+    }
+    if (s->binary)
+        spw_buf_put(&g->copy, copy_bin_trailer, sizeof copy_bin_trailer);
+    if ((g->copy.len && PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1) ||
+        PQputCopyEnd(s->c, NULL) != 1)
         return fail(g, si, NULL, "COPY data", err, cap);
     r = PQgetResult(s->c);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -640,10 +823,6 @@ static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     PQclear(r);
     while ((r = PQgetResult(s->c)))
         PQclear(r);
-    r = put_progress(g, si, partition, end);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(g, si, r, "saving progress", err, cap);
-    PQclear(r);
     r = PQexec(s->c, "COMMIT");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(g, si, r, "COMMIT", err, cap);
@@ -730,4 +909,9 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .position = pg_position,
     .commit = pg_commit,
     .close = pg_close,
+    /* Each window is one transaction per shard, whose COMMIT waits for
+     * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
+     * (docs/operations.md "PostgreSQL benchmark"). */
+    .default_max_events = 50000,
+    .default_max_bytes = 8u << 20,
 };
