@@ -37,8 +37,13 @@
 #   --insert-rows N   rows of the single-row INSERT run (default 10000)
 #   --clients C       `spillway bench` producers (default 4)
 #   --partitions P    partitions of Spillway's stream (default 4)
-#   --sink-batch N    the sink's batch.max_events (default 5000, the sink's
-#                     default)
+#   --sink-batch N    the sink's batch.max_events (default: none given, so
+#                     the postgres sink's own default, 50000 events or 8 MiB)
+#   --repeat R        copy and sink are run R times each, alternately
+#                     (copy, sink, copy, sink, ...), and the median of each
+#                     is reported and compared (default 3: this machine's
+#                     speed drifts by 30% over a minute, and alternating
+#                     gives both the same drift)
 #   --dir DIR         parent of the temporary directory (default $TMPDIR or
 #                     /var/tmp: a real disk, not tmpfs)
 #
@@ -57,7 +62,8 @@ rows=1000000
 insert_rows=10000
 clients=4
 partitions=4
-sink_batch=5000
+sink_batch=
+repeat=3
 parent="${TMPDIR:-/var/tmp}"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -67,20 +73,22 @@ while [ $# -gt 0 ]; do
     --clients) clients=${2:?}; shift 2 ;;
     --partitions) partitions=${2:?}; shift 2 ;;
     --sink-batch) sink_batch=${2:?}; shift 2 ;;
+    --repeat) repeat=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/pg.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 bad() { echo "bench/pg.sh: $*" >&2; exit 2; }
-for v in "$rows" "$insert_rows" "$clients" "$partitions" "$sink_batch"; do
+for v in "$rows" "$insert_rows" "$clients" "$partitions" ${sink_batch:+"$sink_batch"} "$repeat"; do
   [[ "$v" =~ ^[1-9][0-9]{0,9}$ ]] || bad "not a positive number: $v"
 done
 [ "$rows" -le 100000000 ] || bad "--rows is at most 100000000"
 [ "$insert_rows" -le "$rows" ] || bad "--insert-rows is at most --rows ($rows)"
 [ "$clients" -le 1024 ] || bad "--clients is at most 1024"
 [ "$partitions" -le 1024 ] || bad "--partitions is at most 1024"
-[ "$sink_batch" -le 1000000 ] || bad "--sink-batch is at most 1000000"
+[ -z "$sink_batch" ] || [ "$sink_batch" -le 1000000 ] || bad "--sink-batch is at most 1000000"
+[ "$repeat" -le 20 ] || bad "--repeat is at most 20"
 
 "$root/scripts/deps.sh" curl
 build="${SPW_BUILD_DIR:-$root/build}"
@@ -215,16 +223,7 @@ t0=$(now)
 t1=$(now)
 record insert-1000 "$rows" "$t0" "$t1"
 
-# ---- 3. COPY ----
-
-fresh
-echo "== copy: psql \\copy bench FROM '$work/rows.tsv' ($rows rows, one COPY FROM STDIN)"
-t0=$(now)
-"${psqlc[@]}" -c "\\copy bench (id, k, v) FROM '$work/rows.tsv'" >/dev/null
-t1=$(now)
-record copy "$rows" "$t0" "$t1"
-
-# ---- 4. the Spillway sink ----
+# ---- 3. COPY and 4. the Spillway sink, alternately ----
 
 mkdir -p "$work/spw"
 "$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
@@ -246,8 +245,10 @@ put() { # PATH BODY
   [ "$code" = 201 ] || [ "$code" = 200 ] ||
     { cat "$work/put.out" >&2; echo; echo "bench/pg.sh: PUT $1: HTTP $code" >&2; exit 1; }
 }
+batch_json=""
+[ -n "$sink_batch" ] && batch_json="\"batch\":{\"max_events\":$sink_batch},"
 put_sink() { # NAME: a postgres sink from stream NAME into bench
-  put "/v1/sinks/$1" "{\"stream\":\"$1\",\"kind\":\"postgres\",\"batch\":{\"max_events\":$sink_batch},
+  put "/v1/sinks/$1" "{\"stream\":\"$1\",\"kind\":\"postgres\",$batch_json
     \"options\":{\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
     \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
 }
@@ -299,25 +300,53 @@ drained() {
   t1=$(now)
 }
 
-fresh
-put /v1/streams/pg "{\"partitions\":$partitions}"
-put_sink pg
-echo "== sink: spillway bench --protocol bin --events $rows --clients $clients --batch 1000 --size 100" \
-  "--keys 1000 --ack fsync into a $partitions-partition stream; postgres sink (batch.max_events $sink_batch)" \
-  "into bench; timed until all $rows are committed"
-produce_end=""
-at_produce_end=""
-t0=$(now)
-produce pg
-drained pg
-produced pg
-record sink "$rows" "$t0" "$t1"
-if [ -n "$produce_end" ]; then
-  echo "   produce ended after $produce_end s (${produce_eps:-?} events/s acked at fsync); $at_produce_end rows were" \
-    "committed in PostgreSQL then"
-else
-  echo "   produce: ${produce_eps:-?} events/s acked at fsync (it ended after the last row was committed)"
-fi
+copy_run() { # R
+  fresh
+  echo "== copy ($1/$repeat): psql \\copy bench FROM '$work/rows.tsv' ($rows rows, one COPY FROM STDIN)"
+  t0=$(now)
+  "${psqlc[@]}" -c "\\copy bench (id, k, v) FROM '$work/rows.tsv'" >/dev/null
+  t1=$(now)
+  record "copy.$1" "$rows" "$t0" "$t1"
+}
+sink_run() { # R
+  local st="pg$1"
+  fresh
+  put "/v1/streams/$st" "{\"partitions\":$partitions}"
+  put_sink "$st"
+  echo "== sink ($1/$repeat): spillway bench --protocol bin --events $rows --clients $clients --batch 1000" \
+    "--size 100 --keys 1000 --ack fsync into a $partitions-partition stream; postgres sink" \
+    "(batch.max_events ${sink_batch:-default}) into bench; timed until all $rows are committed"
+  produce_end=""
+  at_produce_end=""
+  t0=$(now)
+  produce "$st"
+  drained "$st"
+  produced "$st"
+  record "sink.$1" "$rows" "$t0" "$t1"
+  curl -s -m 10 -o /dev/null -X DELETE "$url/v1/sinks/$st" || true
+  if [ -n "$produce_end" ]; then
+    echo "   produce ended after $produce_end s (${produce_eps:-?} events/s acked at fsync); $at_produce_end rows" \
+      "were committed in PostgreSQL then"
+  else
+    echo "   produce: ${produce_eps:-?} events/s acked at fsync (it ended after the last row was committed)"
+  fi
+}
+median() { # METHOD: sets rps/secs/nrows[METHOD] to the run of median rate among METHOD.1..R; runs[METHOD] lists all
+  local m=$1 r pick list=""
+  for r in $(seq "$repeat"); do list="$list ${rps[$m.$r]}:$r"; done
+  pick=$(echo $list | tr ' ' '\n' | sort -t: -k1,1n | sed -n "$(((repeat + 1) / 2))p" | cut -d: -f2)
+  rps[$m]=${rps[$m.$pick]}
+  secs[$m]=${secs[$m.$pick]}
+  nrows[$m]=${nrows[$m.$pick]}
+  runs[$m]=$(for r in $(seq "$repeat"); do printf '%s ' "${rps[$m.$r]}"; done)
+}
+declare -A runs
+for r in $(seq "$repeat"); do
+  copy_run "$r"
+  sink_run "$r"
+done
+median copy
+median sink
 
 # Not a target: the same sink draining N events already stored (sink
 # created after the produce), to tell the sink's own rate from the
@@ -346,6 +375,7 @@ printf '%-12s %10s %9s %11s %10s\n' method rows seconds rows_per_s x_insert
 for m in insert insert-1000 copy sink sink-drain; do
   printf '%-12s %10s %9s %11s %9sx\n' "$m" "${nrows[$m]}" "${secs[$m]}" "${rps[$m]}" "$(ratio "${rps[$m]}" "${rps[insert]}")"
 done
+echo "copy and sink: the median of $repeat alternate runs each (rows/s of every run: copy ${runs[copy]}; sink ${runs[sink]})"
 sc=$(ratio "${rps[sink]}" "${rps[copy]}")
 echo "sink / copy = $sc (target 0.8); sink-drain / copy = $(ratio "${rps[sink-drain]}" "${rps[copy]}") (not a target)"
 echo
