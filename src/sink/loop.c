@@ -177,3 +177,9 @@ int spw_sink_progress_parse(const char *text, size_t len, uint64_t *next, uint32
     *n = (uint32_t)np;
     return 0;
 }
+
+int spw_sink_commit(const spw_sink_deliver_ops *ops, void *arg, uint32_t upto)
+{
+    uint32_t attempt = 0;
+    return commit(ops, arg, upto, &attempt);
+}

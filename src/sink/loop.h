@@ -66,6 +66,12 @@ typedef struct spw_sink_deliver_ops {
  */
 int spw_sink_deliver(const spw_sink_deliver_ops *ops, void *arg, uint32_t n);
 
+/* Commits progress for [0, upto) after a write delivered all of it
+ * outside spw_sink_deliver (a pipelined write's end), waiting out
+ * failures as spw_sink_deliver does: 0, or SPW_ECANCELED when wait said
+ * stop. */
+int spw_sink_commit(const spw_sink_deliver_ops *ops, void *arg, uint32_t upto);
+
 /* Progress file (docs/formats/sink-progress.md): next[i] is partition i's
  * next offset to deliver. encode appends the text to out; parse returns 0
  * and fills next[0..*n) (at most cap), or SPW_ECORRUPT. */

@@ -111,6 +111,17 @@ typedef struct spw_sink {
     spw_buf arena, rbuf, scratch;
     uint64_t batch_bytes;
     uint64_t log_per_rec; /* log bytes per record in the last batch read (collect's read size) */
+    /* the batch begun with the kind's write_begin and not yet ended, kept
+     * here while the next batch is read into the fields above (worker only) */
+    struct {
+        uint32_t part;
+        spw_sink_rec *recs;
+        uint32_t nrecs, recs_cap;
+        spw_buf arena;
+        uint64_t batch_bytes;
+    } pend;
+    int has_pend;
+    uint64_t pend_end; /* the offset after its last record */
     struct spw_sink *next_dead;
 } spw_sink;
 
@@ -560,12 +571,14 @@ static int attach(spw_sink *k)
 
 /* ---- reading a batch ---- */
 
-/* Collects records of partition pi from its position into k->recs. Returns
- * the count (0: nothing), or an error. */
-static int collect(spw_sink *k, uint32_t pi)
+/* Collects records of partition pi from offset off into k->recs: the
+ * sink's position, or where the pending batch ends. Returns the count (0:
+ * nothing), or an error. */
+static int collect(spw_sink *k, uint32_t pi, uint64_t off)
 {
     spw_part *p = k->s->parts[pi];
-    uint64_t off = atomic_load(&k->parts[pi].next);
+    /* a damaged or deleted range moves the position only when reading from it */
+    int at_position = off == atomic_load(&k->parts[pi].next);
     k->nrecs = 0;
     k->batch_bytes = 0;
     k->arena.len = 0;
@@ -584,14 +597,14 @@ static int collect(spw_sink *k, uint32_t pi)
                 want = (size_t)guess;
         }
         int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
-        if (r == SPW_ECORRUPT && k->nrecs == 0 && bad_next > off) {
+        if (r == SPW_ECORRUPT && k->nrecs == 0 && bad_next > off && at_position) {
             spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
                       k->def.name, pi, off, bad_next);
             atomic_fetch_add(&k->errors, 1);
             atomic_store(&k->parts[pi].next, bad_next);
             return 0;
         }
-        if (r == SPW_ERANGE && k->nrecs == 0) {
+        if (r == SPW_ERANGE && k->nrecs == 0 && at_position) {
             spw_part_state st;
             spw_part_state_get(p, &st);
             if (off < st.start_offset) {
@@ -660,12 +673,9 @@ static int collect(spw_sink *k, uint32_t pi)
 
 /* ---- delivery ---- */
 
-static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *err, size_t cap)
+/* Counts a write's answer r for records [from, from+n) of the batch. */
+static void account(spw_sink *k, int r, uint32_t from, uint32_t n, uint32_t done, const char *err)
 {
-    spw_sink *k = arg;
-    if (stopping(k)) /* deleted or shutting down: op_wait ends the delivery */
-        return SPW_SINK_RETRY;
-    int r = k->def.kind->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
     if (r == SPW_SINK_OK) {
         uint64_t bytes = 0;
         for (uint32_t i = 0; i < n; i++)
@@ -676,10 +686,19 @@ static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *
         if (atomic_load(&k->state) == ST_RETRYING)
             atomic_store(&k->state, ST_RUNNING);
     } else {
-        atomic_fetch_add(&k->delivered, *done < n ? *done : n);
+        atomic_fetch_add(&k->delivered, done < n ? done : n);
         atomic_fetch_add(&k->errors, 1);
         set_error(k, "%s: %s", r == SPW_SINK_REJECT ? "rejected" : "target unavailable", err);
     }
+}
+
+static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *err, size_t cap)
+{
+    spw_sink *k = arg;
+    if (stopping(k)) /* deleted or shutting down: op_wait ends the delivery */
+        return SPW_SINK_RETRY;
+    int r = k->def.kind->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+    account(k, r, from, n, *done, err);
     return r;
 }
 
@@ -809,6 +828,62 @@ static int op_wait(void *arg, uint32_t attempt, const char *err)
 
 static const spw_sink_deliver_ops deliver_ops = {op_write, op_dead, op_progress, op_wait};
 
+/* ---- pipelined writes (the kind's write_begin/write_end) ---- */
+
+/* Exchanges the batch being read with the pending one (their buffers move, nothing is copied). */
+static void swap_pend(spw_sink *k)
+{
+#define SWAP(a, b)                                                                                                     \
+    do {                                                                                                               \
+        __typeof__(a) t_ = (a);                                                                                        \
+        (a) = (b);                                                                                                     \
+        (b) = t_;                                                                                                      \
+    } while (0)
+    SWAP(k->cur_part, k->pend.part);
+    SWAP(k->recs, k->pend.recs);
+    SWAP(k->nrecs, k->pend.nrecs);
+    SWAP(k->recs_cap, k->pend.recs_cap);
+    SWAP(k->arena, k->pend.arena);
+    SWAP(k->batch_bytes, k->pend.batch_bytes);
+#undef SWAP
+}
+
+/* Ends the pending batch: progress when all of it got there, else the
+ * usual delivery of it (retries, bisection, dead letters). */
+static void finish_pending(spw_sink *k)
+{
+    k->has_pend = 0;
+    swap_pend(k);
+    uint32_t done = 0;
+    char err[512] = "";
+    int r = k->def.kind->write_end(k->kst, k->cur_part, k->recs, k->nrecs, &done, err, sizeof err);
+    account(k, r, 0, k->nrecs, done, err);
+    if (r == SPW_SINK_OK)
+        spw_sink_commit(&deliver_ops, k, k->nrecs);
+    else
+        spw_sink_deliver(&deliver_ops, k, k->nrecs);
+    swap_pend(k);
+}
+
+/* Delivers the batch just read: begun and left pending when the kind
+ * writes in halves (the next batch is read meanwhile), else written now. */
+static void deliver_batch(spw_sink *k)
+{
+    if (k->def.kind->write_begin && !stopping(k)) {
+        uint32_t done = 0;
+        char err[512] = "";
+        int r = k->def.kind->write_begin(k->kst, k->cur_part, k->recs, k->nrecs, &done, err, sizeof err);
+        if (r == SPW_SINK_OK) {
+            k->pend_end = k->recs[k->nrecs - 1].offset + 1;
+            swap_pend(k);
+            k->has_pend = 1;
+            return;
+        }
+        account(k, r, 0, k->nrecs, done, err);
+    }
+    spw_sink_deliver(&deliver_ops, k, k->nrecs);
+}
+
 static void update_rate(spw_sink *k, uint64_t now)
 {
     if (now - k->rate_t0_ms < 1000)
@@ -843,6 +918,8 @@ static void *worker(void *arg)
         }
         if (k->s->deleted) {
             set_error(k, "stream %s was deleted", k->def.stream);
+            if (k->has_pend)
+                finish_pending(k);
             detach(k);
             continue;
         }
@@ -854,21 +931,22 @@ static void *worker(void *arg)
             spw_part_state st;
             spw_part_state_get(k->s->parts[i], &st);
             atomic_store(&sp->end, st.next_offset);
-            uint64_t next = atomic_load(&sp->next);
-            if (st.written_offset <= next) {
+            /* reading goes on after the pending batch, if it is this partition's */
+            uint64_t from = k->has_pend && k->pend.part == i ? k->pend_end : atomic_load(&sp->next);
+            if (st.written_offset <= from) {
                 sp->first_seen_ms = 0;
                 continue;
             }
             if (!sp->first_seen_ms)
                 sp->first_seen_ms = now;
-            uint64_t avail = st.written_offset - next;
+            uint64_t avail = st.written_offset - from;
             uint64_t age = now - sp->first_seen_ms;
             /* Nothing new since a read found the batch not due, and not
              * old enough yet: no need to read it again. */
             if (sp->checked_end == st.written_offset && avail < k->def.batch.max_events &&
                 age < k->def.batch.max_wait_ms)
                 continue;
-            int n = collect(k, i);
+            int n = collect(k, i, from);
             if (n < 0) {
                 set_error(k, "reading partition %u: %s", i, spw_strerror(n));
                 atomic_fetch_add(&k->errors, 1);
@@ -879,16 +957,34 @@ static void *worker(void *arg)
                 continue;
             }
             sp->checked_end = 0;
+            if (k->has_pend) {
+                int same = k->pend.part == i;
+                finish_pending(k);
+                if (stopping(k))
+                    break;
+                /* what was read after the pending batch follows on only if all of it got there */
+                if (same && atomic_load(&sp->next) != from)
+                    continue;
+            }
             k->cur_part = i;
-            if (spw_sink_deliver(&deliver_ops, k, (uint32_t)n) < 0)
+            deliver_batch(k);
+            if (stopping(k))
                 break;
-            sp->first_seen_ms = atomic_load(&sp->next) < st.written_offset ? now : 0;
+            uint64_t after = k->has_pend ? k->pend_end : atomic_load(&sp->next);
+            sp->first_seen_ms = after < st.written_offset ? now : 0;
+            worked = 1;
+        }
+        /* nothing else to write: the pending batch is not kept waiting */
+        if (k->has_pend && !worked) {
+            finish_pending(k);
             worked = 1;
         }
         update_rate(k, (uint64_t)spw_wall_ms());
         if (!worked && nap(k, sleep_ms ? sleep_ms : 1))
             break;
     }
+    if (k->has_pend)
+        finish_pending(k);
     detach(k);
     atomic_store(&k->state, ST_STOPPED);
     return NULL;
@@ -934,6 +1030,8 @@ static void sink_stop_free(spw_sink *k)
     spw_free(k->parts);
     spw_free(k->recs);
     spw_buf_fini(&k->arena);
+    spw_free(k->pend.recs);
+    spw_buf_fini(&k->pend.arena);
     spw_buf_fini(&k->rbuf);
     spw_buf_fini(&k->scratch);
     pthread_mutex_destroy(&k->mu);

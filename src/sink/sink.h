@@ -49,6 +49,17 @@ typedef struct spw_sink_kind {
      * target's sentence. Runs on the sink's worker thread only. */
     int (*write)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                  size_t cap);
+    /* Optional, both or neither: write in two halves, so the loop reads
+     * the next batch while the target finishes this one. write_begin
+     * starts writing records [0, n), which stay valid and unchanged until
+     * write_end, and answers SPW_SINK_OK when write_end must follow, or as
+     * write does (then write_end is not called). write_end waits and
+     * answers as write does for the whole batch. No other callback runs
+     * between them. write is still used for retries and bisection. */
+    int (*write_begin)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                       size_t cap);
+    int (*write_end)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                     size_t cap);
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
      * next offset at start (0 or a negative error, then retried), and no

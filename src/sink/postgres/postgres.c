@@ -70,6 +70,8 @@ typedef struct pg_shard {
     int ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
+    int inflight; /* a COPY was begun (pg_begin) and waits for pg_end */
+    uint64_t inflight_end; /* its window's end: next_offset once committed */
     uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
     uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
     uint64_t *next; /* per partition: what this shard holds */
@@ -92,6 +94,8 @@ typedef struct pg {
     size_t tmpcap;
     uint32_t *shard_of;
     size_t shard_cap;
+    int res;       /* between pg_begin and pg_end: the window's answer so far (W_*) */
+    char e1[512];  /* and its sentence */
 } pg;
 
 /* ---- options ---- */
@@ -294,6 +298,7 @@ static void drop(pg_shard *s)
     s->c = NULL;
     s->ready = 0;
     s->checked = 0;
+    s->inflight = 0;
 }
 
 /* The first line of libpq's message for the connection (or result). */
@@ -739,15 +744,16 @@ static int put_literal(PGconn *c, spw_buf *b, const char *s)
 #define COPY_PIECE (128u << 10)
 
 /*
- * Writes the rows of records [0, n) routed to shard si (not yet there) and
- * the shard's progress in one transaction, in two round trips and the
- * rows' stream:
+ * Begins writing the rows of records [0, n) routed to shard si (not yet
+ * there) and the shard's progress in one transaction, in two round trips
+ * and the rows' stream:
  *   "BEGIN; INSERT progress ... ON CONFLICT ...; COPY t (cols) FROM STDIN"
  *   rows, in COPY_PIECE pieces as they are formatted; end of data
- *   "COMMIT"
- * The progress row goes first; it commits with the rows or not at all.
+ * here, and the COPY's answer and "COMMIT" in shard_end. The progress row
+ * goes first; it commits with the rows or not at all. W_OK with
+ * s->inflight set when shard_end must follow.
  */
-static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
+static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
                        size_t cap)
 {
     pg_shard *s = &g->sh[si];
@@ -812,7 +818,17 @@ static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     if ((g->copy.len && PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1) ||
         PQputCopyEnd(s->c, NULL) != 1)
         return fail(g, si, NULL, "COPY data", err, cap);
-    r = PQgetResult(s->c);
+    s->inflight = 1;
+    s->inflight_end = end;
+    return W_OK;
+}
+
+/* The COPY's answer and COMMIT of what shard_begin began. */
+static int shard_end(pg *g, uint32_t si, uint32_t partition, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    s->inflight = 0;
+    PGresult *r = PQgetResult(s->c);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         /* drain to the end of the command before rolling back */
         PGresult *more;
@@ -827,13 +843,28 @@ static int write_shard(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(g, si, r, "COMMIT", err, cap);
     PQclear(r);
-    s->next[partition] = end;
+    s->next[partition] = s->inflight_end;
     return W_OK;
 }
 
-static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+/* Folds one shard's answer into the window's: a shard that is down takes
+ * precedence (no record is dead-lettered while unsure), then the first. */
+static void fold(pg *g, int r, const char *e)
+{
+    if (r != W_OK && (g->res == W_OK || (r == W_RETRY && g->res == W_REJECT))) {
+        g->res = r;
+        snprintf(g->e1, sizeof g->e1, "%s", e);
+    }
+}
+
+/* Sends the window to every shard it touches (so the shards parse in
+ * parallel, and the sink loop reads its next batch meanwhile). */
+static int pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                     size_t cap)
 {
+    (void)done;
+    (void)err;
+    (void)cap;
     pg *g = st;
     if (g->shard_cap < n) {
         g->shard_cap = n;
@@ -842,18 +873,25 @@ static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint
     for (uint32_t i = 0; i < n; i++)
         g->shard_of[i] =
             spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
-    int res = W_OK;
-    char e1[512] = "";
+    g->res = W_OK;
+    g->e1[0] = 0;
     for (uint32_t si = 0; si < g->nshards; si++) {
         char e[512] = "";
-        int r = write_shard(g, si, partition, recs, n, e, sizeof e);
-        if (r == W_OK)
+        fold(g, shard_begin(g, si, partition, recs, n, e, sizeof e), e);
+    }
+    return SPW_SINK_OK; /* pg_end answers for the window */
+}
+
+/* Commits what pg_begin began on each shard; answers for the window. */
+static int pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                  size_t cap)
+{
+    pg *g = st;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        if (!g->sh[si].inflight)
             continue;
-        /* a shard that is down takes precedence: no record is dead-lettered while unsure */
-        if (res == W_OK || (r == W_RETRY && res == W_REJECT)) {
-            res = r;
-            snprintf(e1, sizeof e1, "%s", e);
-        }
+        char e[512] = "";
+        fold(g, shard_end(g, si, partition, e, sizeof e), e);
     }
     /* the delivered prefix: records every shard now holds */
     uint32_t d = 0;
@@ -864,10 +902,17 @@ static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint
         d++;
     }
     *done = d;
-    if (res == W_OK)
+    if (g->res == W_OK)
         return SPW_SINK_OK;
-    snprintf(err, cap, "%s", e1);
-    return res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+    snprintf(err, cap, "%s", g->e1);
+    return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+}
+
+static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                    size_t cap)
+{
+    pg_begin(st, partition, recs, n, done, err, cap);
+    return pg_end(st, partition, recs, n, done, err, cap);
 }
 
 /* Records below next are delivered or dead-lettered: shards behind move up. */
@@ -906,6 +951,8 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .name = "postgres",
     .open = pg_open,
     .write = pg_write,
+    .write_begin = pg_begin,
+    .write_end = pg_end,
     .position = pg_position,
     .commit = pg_commit,
     .close = pg_close,
