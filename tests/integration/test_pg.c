@@ -6,9 +6,10 @@
  * check). PostgreSQL's binaries missing is a failure: scripts/deps.sh
  * installs them.
  *   - Bad options are refused (400) at PUT.
- *   - N events (SPW_PG_EVENTS, default 100,000) drained into two shards;
- *     Spillway killed -9 mid-drain and restarted; one shard stopped while
- *     more events arrive (the sink retries, says why) and started again.
+ *   - N events (SPW_PG_EVENTS, default 1,000,000) drained into two shards;
+ *     Spillway killed -9 mid-drain and restarted; one shard stopped as if
+ *     it crashed (pg_ctl -m immediate) mid-drain while more events arrive
+ *     (the sink retries, says why) and started again (crash recovery).
  *     At the end, on the union of the shards, count(*) = count(DISTINCT
  *     id) = events sent, and each key's rows are on one shard only.
  *   - Poison records (violating a CHECK constraint) land in the DLQ
@@ -51,12 +52,16 @@ static int sh(const char *fmt, ...)
 
 static const char *runas(void) { return as_postgres ? "runuser -u postgres -- " : ""; }
 
-static void pg_stop(int i)
+/* Stops shard i: mode "fast" (clean), or "immediate" (as a crash: every
+ * backend quits mid-transaction, the next start recovers from the WAL). */
+static void pg_stop_mode(int i, const char *mode)
 {
     if (pg_started[i])
-        sh("%s%s/pg_ctl -D %s -m fast -w stop >/dev/null 2>&1", runas(), PGBIN, PGDIR[i]);
+        sh("%s%s/pg_ctl -D %s -m %s -w stop >/dev/null 2>&1", runas(), PGBIN, PGDIR[i], mode);
     pg_started[i] = 0;
 }
+
+static void pg_stop(int i) { pg_stop_mode(i, "fast"); }
 
 static void pg_start(int i)
 {
@@ -505,7 +510,7 @@ int main(int argc, char **argv)
         pg_exec(i, "CREATE TABLE poison (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0), "
                    "s text, ts timestamptz, eid bigint)");
     }
-    int N = getenv("SPW_PG_EVENTS") ? atoi(getenv("SPW_PG_EVENTS")) : 100000;
+    int N = getenv("SPW_PG_EVENTS") ? atoi(getenv("SPW_PG_EVENTS")) : 1000000;
     CHECK(N >= 1000);
     int EXTRA = N / 10;
 
@@ -541,7 +546,10 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&s, SIGKILL), 128 + SIGKILL);
     fprintf(stderr, "killed -9 with %lld of %d rows in\n", before, N);
     srv_start(&s, BIN, data, NULL);
-    pg_stop(1);
+    for (int i = 0; i < 1200 && total("events") < N / 2; i++) /* the restarted sink is loading again */
+        usleep(5000);
+    pg_stop_mode(1, "immediate");
+    fprintf(stderr, "shard 1 stopped (immediate) with %lld rows on shard 0\n", pg_num(0, "SELECT count(*) FROM events"));
     produce(s.binport, "ev", N, EXTRA, 1000, 0);
     wait_sink_says(s.port, "pg", "\"state\":\"retrying\"");
     pg_start(1);
