@@ -941,10 +941,14 @@ static void *worker(void *arg)
                 sp->first_seen_ms = now;
             uint64_t avail = st.written_offset - from;
             uint64_t age = now - sp->first_seen_ms;
-            /* Nothing new since a read found the batch not due, and not
-             * old enough yet: no need to read it again. */
-            if (sp->checked_end == st.written_offset && avail < k->def.batch.max_events &&
-                age < k->def.batch.max_wait_ms)
+            /* Not due by count or age, and not by bytes either: nothing
+             * new since a read found it not due, or fewer records than
+             * max_bytes of log holds (log bytes per record, as last
+             * measured, exceed the key + value bytes the batch counts).
+             * No need to read it yet. */
+            if (avail < k->def.batch.max_events && age < k->def.batch.max_wait_ms &&
+                (sp->checked_end == st.written_offset ||
+                 (k->log_per_rec && avail * k->log_per_rec < k->def.batch.max_bytes)))
                 continue;
             int n = collect(k, i, from);
             if (n < 0) {
