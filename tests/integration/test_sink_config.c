@@ -212,5 +212,9 @@ int main(int argc, char **argv)
     free(r.body);
     CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
     CHECK_EQ(srv_stop(&core, SIGTERM), 0);
+    spw_test_rmrf(edir);
+    spw_test_rmrf(cdir);
+    free(edir);
+    free(cdir);
     return 0;
 }
