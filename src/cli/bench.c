@@ -665,6 +665,8 @@ static uint32_t *gather_lat(const client *cls, uint32_t ncls, int lo, int hi, ui
     uint64_t at = 0;
     for (uint32_t i = 0; i < ncls; i++)
         for (int r = lo; r <= hi; r++) {
+            if (!cls[i].lat[r].n)
+                continue; /* v may be NULL: memcpy's pointers must not be, even for 0 bytes */
             memcpy(all + at, cls[i].lat[r].v, cls[i].lat[r].n * sizeof *all);
             at += cls[i].lat[r].n;
         }

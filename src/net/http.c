@@ -78,6 +78,7 @@ struct spw_conn {
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int paused, want_out, close_after, closed, error_sent;
+    int rdhup; /* the peer shut its side while we were paused: no more watching for it (level-triggered) */
     int mem_wait; /* on the loop's waiters: no room in the buffer budget */
     uint64_t last_active_ms, req_start_ms;
     spw_conn *prev, *next;
@@ -154,6 +155,8 @@ static void req_body_free(spw_http_req *r)
 }
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
+
+int spw_http_req_gone(const spw_http_req *req) { return req->conn->closed || req->conn->rdhup; }
 
 static void pin_free(spw_conn *c)
 {
@@ -297,10 +300,12 @@ static void sweep(spw_http_loop *l, int all)
 
 static void set_events(spw_conn *c)
 {
-    /* No EPOLLRDHUP while paused: it is level-triggered, and a peer that
-     * half-closed would make the loop spin until the connection resumes. */
+    /* While paused, EPOLLRDHUP is watched until it fires once (then
+     * c->rdhup): it is level-triggered, and a peer that half-closed would
+     * make the loop spin until the connection resumes. */
     int reading = !c->paused && !c->mem_wait;
-    struct epoll_event ev = {.events = (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->want_out ? EPOLLOUT : 0),
+    struct epoll_event ev = {.events = (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->want_out ? EPOLLOUT : 0) |
+                                       (!reading && c->paused && !c->rdhup ? EPOLLRDHUP : 0),
                              .data.ptr = c};
     epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -842,7 +847,7 @@ static void conn_read(spw_conn *c)
             if (c->s_len == 0 && !c->cur)
                 conn_close(c);
             else
-                c->close_after = 1, c->paused = 1, set_events(c);
+                c->close_after = 1, c->rdhup = 1, c->paused = 1, set_events(c);
             return;
         }
         c->last_active_ms = now_ms();
@@ -945,6 +950,13 @@ static void *loop_main(void *arg)
                 conn_flush(c);
             if (c->closed)
                 continue;
+            /* Paused (a request waits for its answer) and the peer sent its
+             * FIN: a client that gave up, or one that only half-closed.
+             * Noted for spw_http_req_gone; answers still go out. */
+            if ((evs[i].events & EPOLLRDHUP) && c->paused && !c->rdhup) {
+                c->rdhup = 1;
+                set_events(c);
+            }
             if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 conn_read(c);
             /* Reset or error while paused: nothing more can be read or sent,

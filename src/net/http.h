@@ -95,6 +95,12 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
  */
 void spw_http_req_release_body(spw_http_req *req);
 
+/* Has req's client gone while req waited for its answer: its connection
+ * closed, or the client sent its FIN (it gave up, or half-closed: it may
+ * still read an answer, so answer it, but give it nothing others could
+ * have)? On req's loop thread. */
+int spw_http_req_gone(const spw_http_req *req);
+
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

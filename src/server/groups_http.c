@@ -181,6 +181,12 @@ static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop
 static void http_deliver(spw_group_poll *p, spw_lease *l)
 {
     spw_http_req *req = p->ctx;
+    if (spw_http_req_gone(req)) {
+        /* nobody to deliver to: free for the others at once, not after lease_ms */
+        spw_group_release(p->g, l);
+        spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
+        return;
+    }
     spw_buf out = SPW_BUF_INIT;
     uint64_t next = l->from, bad = 0;
     int r = spw_api_read_ndjson(p->s, l->partition, l->from, p->max, &out, &next, &bad);

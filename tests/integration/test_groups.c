@@ -334,6 +334,38 @@ static void expect(int port, const char *method, const char *path, int status, c
     free(r.body);
 }
 
+/* A poll parked for a client that then disconnects takes no lease: a
+ * record produced after is delivered at once to another member, not after
+ * the dead poll's lease_ms. */
+static void test_poll_client_gone(int port)
+{
+    resp r = http_json(port, "PUT", "/v1/streams/gone", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    int fd = tcp_connect(port);
+    const char *req = "POST /v1/streams/gone/groups/gg/poll?member=dead&wait_ms=20000&lease_ms=60000 HTTP/1.1\r\n"
+                      "Host: t\r\nContent-Length: 0\r\n\r\n";
+    CHECK_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    /* parked: the group exists once the poll was taken in */
+    for (int i = 0; i < 200; i++) {
+        r = http(port, "GET", "/v1/streams/gone/groups/gg", NULL, "", 0);
+        int ok = r.status == 200;
+        free(r.body);
+        if (ok)
+            break;
+        usleep(10000);
+    }
+    close(fd);
+    usleep(200000); /* the server sees the close */
+    r = http(port, "POST", "/v1/streams/gone/events", "application/x-ndjson", "{\"n\":1}\n", 7);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    r = http(port, "POST", "/v1/streams/gone/groups/gg/poll?member=alive&wait_ms=5000", NULL, "", 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"n\":1") != NULL);
+    free(r.body);
+}
+
 static void test_bad_input(int port)
 {
     expect(port, "POST", "/v1/streams/s/groups/.hidden/poll", 400, "bad_name");
@@ -589,6 +621,7 @@ int main(int argc, char **argv)
     test_share(a.port);
     test_member_dies(a.port);
     test_long_poll(a.port);
+    test_poll_client_gone(a.port);
     test_bad_input(a.port);
     test_latest(a.port);
     test_cli(a.port);
