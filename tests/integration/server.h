@@ -192,6 +192,26 @@ static inline resp http_json(int port, const char *method, const char *path, con
     return http(port, method, path, body ? "application/json" : NULL, body, body ? strlen(body) : 0);
 }
 
+/* The status of a JSON request (body freed); SPW_TEST_VERBOSE prints the exchange. */
+static inline int req_status(int port, const char *method, const char *path, const char *body)
+{
+    resp r = http_json(port, method, path, body);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "%s %s -> %d %s\n", method, path, r.status, r.body);
+    free(r.body);
+    return r.status;
+}
+
+/* PUT /v1/streams/NAME with body: created (201) or already so (200). */
+static inline void put_stream(int port, const char *name, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/%s", name);
+    resp r = http_json(port, "PUT", path, body);
+    CHECK(r.status == 201 || r.status == 200);
+    free(r.body);
+}
+
 /* What a command printed (stdout and stderr together) and its exit code. */
 typedef struct cli_out {
     int rc;

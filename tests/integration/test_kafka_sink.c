@@ -31,15 +31,6 @@
 
 static const char *BIN;
 
-static int req_status(int port, const char *method, const char *path, const char *body)
-{
-    resp r = http_json(port, method, path, body);
-    if (getenv("SPW_TEST_VERBOSE"))
-        fprintf(stderr, "%s %s -> %d %s\n", method, path, r.status, r.body);
-    free(r.body);
-    return r.status;
-}
-
 /* A JSON number field of a body ("\"name\":N"), or -1. */
 static long long jnum(const char *body, const char *name)
 {

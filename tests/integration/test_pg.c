@@ -170,24 +170,6 @@ static long long total(const char *table)
     return a < 0 || b < 0 ? -1 : a + b;
 }
 
-static void put_stream(int port, const char *name, const char *body)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/v1/streams/%s", name);
-    resp r = http_json(port, "PUT", path, body);
-    CHECK(r.status == 201 || r.status == 200);
-    free(r.body);
-}
-
-static int req_status(int port, const char *method, const char *path, const char *body)
-{
-    resp r = http_json(port, method, path, body);
-    if (getenv("SPW_TEST_VERBOSE"))
-        fprintf(stderr, "%s %s -> %d %s\n", method, path, r.status, r.body);
-    free(r.body);
-    return r.status;
-}
-
 /* n events: key "k<i % keys>", value {"i":i,"v":v} with v = -1 when poison(i). */
 static void produce(int binport, const char *stream, int first, int n, int keys, int poison_every)
 {

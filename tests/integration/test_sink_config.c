@@ -15,15 +15,6 @@
 
 static const char *BIN;
 
-static void put_stream(int port, const char *name, const char *body)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/v1/streams/%s", name);
-    resp r = http_json(port, "PUT", path, body);
-    CHECK(r.status == 201 || r.status == 200);
-    free(r.body);
-}
-
 static void produce(int binport, const char *stream, int n)
 {
     char addr[64];
