@@ -1110,6 +1110,19 @@ static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes
     return err ? err : (int)count;
 }
 
+/* The answer "nothing was leased" (delivered 0) to q. */
+static void group_send_empty(bconn *c, bgroup *q)
+{
+    spw_gpoll_resp a = {.delivered = 0};
+    size_t start;
+    if (spw_frame_begin(&c->out, SPW_OP_GROUP_POLL, SPW_FLAG_RESPONSE, q->request_id, &start) ||
+        spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a))
+        conn_close(c);
+    else
+        spw_frame_finish(&c->out, start);
+    group_flush(c);
+}
+
 static void group_deliver(spw_group_poll *p, spw_lease *l)
 {
     bgroup *q = p->ctx;
@@ -1124,7 +1137,17 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
         maxb = FETCH_MAX_BYTES;
     spw_buf recs = SPW_BUF_INIT;
     uint64_t next = l->from, bad = 0;
-    int n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad);
+    int n, skips = 0;
+    while ((n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad)) == SPW_ECORRUPT &&
+           skips < SPW_GROUP_SKIPS_MAX && spw_groups_http_skip_damaged(p, l, bad) == 0)
+        skips++;
+    if (n == 0 && skips) { /* nothing readable after the damage yet: an empty answer */
+        spw_group_release(p->g, l);
+        spw_buf_fini(&recs);
+        group_send_empty(c, q);
+        spw_free(q);
+        return;
+    }
     if (n <= 0) {
         spw_group_release(p->g, l);
         if (n == SPW_ECORRUPT && bad > l->from)
@@ -1156,16 +1179,8 @@ static void group_nothing(spw_group_poll *p)
 {
     bgroup *q = p->ctx;
     bconn *c = q->c;
-    if (group_answered(c)) {
-        spw_gpoll_resp a = {.delivered = 0};
-        size_t start;
-        if (spw_frame_begin(&c->out, SPW_OP_GROUP_POLL, SPW_FLAG_RESPONSE, q->request_id, &start) ||
-            spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a))
-            conn_close(c);
-        else
-            spw_frame_finish(&c->out, start);
-        group_flush(c);
-    }
+    if (group_answered(c))
+        group_send_empty(c, q);
     spw_free(q);
 }
 

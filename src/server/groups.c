@@ -350,6 +350,24 @@ int spw_group_lease_delivered(spw_group *g, const spw_lease *l, uint64_t to)
     return r;
 }
 
+int spw_group_skip(spw_group *g, spw_lease *l, uint64_t to)
+{
+    int r = -ESTALE;
+    pthread_mutex_lock(&g->mu);
+    gpart *p = &g->parts[l->partition];
+    if (p->lease_id == l->id && to > p->lease_from) {
+        if (p->committed < to) {
+            p->committed = to;
+            g->version++;
+        }
+        p->lease_from = p->lease_to = to;
+        l->from = l->to = to;
+        r = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return r;
+}
+
 void spw_group_release(spw_group *g, const spw_lease *l)
 {
     pthread_mutex_lock(&g->mu);

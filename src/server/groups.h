@@ -88,6 +88,11 @@ int spw_group_acquire(spw_group *g, const uint64_t *end, const uint64_t *first, 
 /* Records what the lease delivered: [l->from, to). 0, or -ESTALE if the
  * lease is gone. */
 int spw_group_lease_delivered(spw_group *g, const spw_lease *l, uint64_t to);
+/* The records of the lease's partition from l->from up to to cannot be
+ * read (damaged on disk): the committed offset moves to to (saved with the
+ * next save) and the lease, kept, starts there (l->from = l->to = to).
+ * 0, or -ESTALE if the lease is gone. */
+int spw_group_skip(spw_group *g, spw_lease *l, uint64_t to);
 /* Drops a lease without committing (a read failed). */
 void spw_group_release(spw_group *g, const spw_lease *l);
 /* Could a poll get something now (same test as acquire, nothing taken)? */

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
+#include "core/msg.h"
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/groups.h"
@@ -54,6 +55,7 @@ struct spw_groups_http {
     int started;
     _Atomic uint32_t nparked; /* polls parked (read without mu by kicks) */
     _Atomic int kicked;       /* a kick is on its way to the waiter */
+    _Atomic uint64_t skipped; /* records skipped as damaged (spw_groups_http_skip_damaged) */
 };
 
 static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
@@ -174,9 +176,23 @@ int spw_groups_http_poll_group(spw_groups_http *gh, spw_stream *s, const char *g
     return 0;
 }
 
+int spw_groups_http_skip_damaged(spw_group_poll *p, spw_lease *l, uint64_t bad)
+{
+    uint64_t from = l->from;
+    if (bad <= from || spw_group_skip(p->g, l, bad) < 0)
+        return -1;
+    atomic_fetch_add(&p->gh->skipped, bad - from);
+    spw_error("group %s of stream %s: partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
+              " are damaged on disk and cannot be delivered; the group skips them (run spillway check)",
+              spw_group_name(p->g), p->s->cfg.name, l->partition, from, bad - 1);
+    return 0;
+}
+
 /* ---- HTTP poll ---- */
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
+
+static void http_nothing(spw_group_poll *p);
 
 static void http_deliver(spw_group_poll *p, spw_lease *l)
 {
@@ -189,7 +205,16 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
     }
     spw_buf out = SPW_BUF_INIT;
     uint64_t next = l->from, bad = 0;
-    int r = spw_api_read_ndjson(p->s, l->partition, l->from, p->max, &out, &next, &bad);
+    int r, skips = 0;
+    while ((r = spw_api_read_ndjson(p->s, l->partition, l->from, p->max, &out, &next, &bad)) == SPW_ECORRUPT &&
+           skips < SPW_GROUP_SKIPS_MAX && spw_groups_http_skip_damaged(p, l, bad) == 0)
+        skips++;
+    if (r == 0 && skips) { /* nothing readable after the damage yet */
+        spw_group_release(p->g, l);
+        spw_buf_fini(&out);
+        http_nothing(p);
+        return;
+    }
     if (r <= 0) {
         spw_group_release(p->g, l);
         spw_buf_fini(&out);
@@ -690,4 +715,9 @@ void spw_groups_http_metrics(spw_groups_http *gh, spw_buf *b, const spw_token *w
     bputf(b, "# HELP spillway_group_lag records after a consumer group's committed offset\n"
              "# TYPE spillway_group_lag gauge\n");
     spw_groups_each(gh->gs, metrics_group, &x);
+    bputf(b,
+          "# HELP spillway_group_damaged_skipped_total records consumer groups skipped because they are damaged on "
+          "disk\n# TYPE spillway_group_damaged_skipped_total counter\nspillway_group_damaged_skipped_total %" PRIu64
+          "\n",
+          atomic_load(&gh->skipped));
 }

@@ -91,6 +91,14 @@ struct spw_group_poll {
  * and saved before anything is delivered. 0 and *out, or -E2BIG (more
  * than SPW_GROUP_PARTS_MAX partitions) or the save's -errno. */
 int spw_groups_http_poll_group(spw_groups_http *gh, spw_stream *s, const char *gname, int latest, spw_group **out);
+/* Damaged records (a read of the lease's partition failed with
+ * SPW_ECORRUPT, bad the first offset after them) are skipped: the group's
+ * committed offset and the lease move to bad, logged and counted
+ * (spillway_group_damaged_skipped_total). 0, or -1 (bad not past l->from,
+ * or the lease is gone: answer the error). A deliver callback then reads
+ * again from l->from, at most SPW_GROUP_SKIPS_MAX times. */
+#define SPW_GROUP_SKIPS_MAX 16
+int spw_groups_http_skip_damaged(spw_group_poll *p, spw_lease *l, uint64_t bad);
 /* Leases and delivers at once if a partition is ready, else parks p until
  * one is or its deadline passes. On p's loop. */
 void spw_groups_http_poll(spw_groups_http *gh, spw_group_poll *p);
