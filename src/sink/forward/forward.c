@@ -42,6 +42,9 @@ typedef struct fwd {
     uint32_t skip_part;
     uint64_t *skip;
     uint32_t nskip;
+    /* between fwd_begin and fwd_end (worker only) */
+    uint32_t sent;  /* records handed to the producer */
+    int send_err;   /* why the sending stopped before n, or 0 */
 } fwd;
 
 static void on_delivery(void *opaque, const spw_delivery *d)
@@ -133,11 +136,13 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
 
 static int is_bad_record(int st) { return st == SPW_ERR_BAD_REQUEST || st == SPW_ERR_TOO_LARGE; }
 
-static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+/* Hands the window to the producer (it sends as it goes); fwd_end waits
+ * for the remote's answers. */
+static int fwd_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                      size_t cap)
 {
-    (void)partition;
     fwd *f = st;
+    *done = 0;
     if (!f->p && make_producer(f) < 0) {
         snprintf(err, cap, "cannot create a producer for %s", f->address);
         return SPW_SINK_RETRY;
@@ -172,8 +177,20 @@ static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
             break;
         }
     }
+    f->sent = sent;
+    f->send_err = send_err;
+    return SPW_SINK_OK;
+}
+
+static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                   size_t cap)
+{
+    fwd *f = st;
+    uint32_t sent = f->sent;
+    int send_err = f->send_err;
     int fr = spw_producer_flush(f->p, f->timeout_ms + 5000);
     pthread_mutex_lock(&f->mu);
+    int *status = f->status;
     f->status = NULL;
     f->n = 0;
     pthread_mutex_unlock(&f->mu);
@@ -217,6 +234,13 @@ static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     return res;
 }
 
+static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                     size_t cap)
+{
+    int r = fwd_begin(st, partition, recs, n, done, err, cap);
+    return r == SPW_SINK_OK ? fwd_end(st, partition, recs, n, done, err, cap) : r;
+}
+
 static void fwd_close(void *st)
 {
     fwd *f = st;
@@ -231,6 +255,8 @@ const spw_sink_kind spw_sink_kind_forward = {
     .name = "forward",
     .open = fwd_open,
     .write = fwd_write,
+    .write_begin = fwd_begin,
+    .write_end = fwd_end,
     .position = NULL,
     .commit = NULL,
     .close = fwd_close,
