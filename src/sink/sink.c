@@ -848,8 +848,31 @@ static void swap_pend(spw_sink *k)
 #undef SWAP
 }
 
+/* After a pipelined write answered r with the first done records
+ * delivered: progress for those, then the usual delivery of the rest
+ * (retries, bisection, dead letters), as spw_sink_deliver would have gone
+ * on after such an answer. */
+static void deliver_rest(spw_sink *k, int r, uint32_t done)
+{
+    uint32_t n = k->nrecs;
+    if (r == SPW_SINK_OK)
+        done = n;
+    if (done > n)
+        done = n;
+    if (done && spw_sink_commit(&deliver_ops, k, done) < 0)
+        return; /* stopping */
+    if (done == n)
+        return;
+    spw_sink_rec *base = k->recs; /* the rest as a batch of its own */
+    k->recs += done;
+    k->nrecs -= done;
+    spw_sink_deliver(&deliver_ops, k, n - done);
+    k->recs = base;
+    k->nrecs = n;
+}
+
 /* Ends the pending batch: progress when all of it got there, else the
- * usual delivery of it (retries, bisection, dead letters). */
+ * usual delivery of what did not. */
 static void finish_pending(spw_sink *k)
 {
     k->has_pend = 0;
@@ -858,10 +881,7 @@ static void finish_pending(spw_sink *k)
     char err[512] = "";
     int r = k->def.kind->write_end(k->kst, k->cur_part, k->recs, k->nrecs, &done, err, sizeof err);
     account(k, r, 0, k->nrecs, done, err);
-    if (r == SPW_SINK_OK)
-        spw_sink_commit(&deliver_ops, k, k->nrecs);
-    else
-        spw_sink_deliver(&deliver_ops, k, k->nrecs);
+    deliver_rest(k, r, done);
     swap_pend(k);
 }
 
@@ -880,6 +900,8 @@ static void deliver_batch(spw_sink *k)
             return;
         }
         account(k, r, 0, k->nrecs, done, err);
+        deliver_rest(k, r, done);
+        return;
     }
     spw_sink_deliver(&deliver_ops, k, k->nrecs);
 }

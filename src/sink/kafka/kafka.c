@@ -320,10 +320,13 @@ static uint32_t skippable(const spw_sink_rec *recs, const int32_t *status, uint3
     return cnt;
 }
 
-static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+/* Produces the window (librdkafka sends it in the background); kfk_end
+ * serves the delivery reports. */
+static int kfk_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                      size_t cap)
 {
     kfk *k = st;
+    *done = 0;
     char fe[512];
     if (k->rk && rd_kafka_fatal_error(k->rk, fe, sizeof fe)) {
         /* an idempotent producer in a fatal state produces nothing more */
@@ -370,6 +373,14 @@ static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
             break;
         }
     }
+    return SPW_SINK_OK;
+}
+
+static int kfk_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                   size_t cap)
+{
+    kfk *k = st;
+    int32_t *status = k->status;
     rd_kafka_resp_err_t fr = rd_kafka_flush(k->rk, (int)k->timeout_ms + 5000);
     k->status = NULL;
     k->n = 0;
@@ -409,6 +420,13 @@ static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     return res;
 }
 
+static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                     size_t cap)
+{
+    int r = kfk_begin(st, partition, recs, n, done, err, cap);
+    return r == SPW_SINK_OK ? kfk_end(st, partition, recs, n, done, err, cap) : r;
+}
+
 static void kfk_close(void *st)
 {
     kfk *k = st;
@@ -421,6 +439,8 @@ const spw_sink_kind spw_sink_kind_kafka = {
     .name = "kafka",
     .open = kfk_open,
     .write = kfk_write,
+    .write_begin = kfk_begin,
+    .write_end = kfk_end,
     .position = NULL,
     .commit = NULL,
     .close = kfk_close,
