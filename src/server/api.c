@@ -707,13 +707,17 @@ static int take_event(parse_ctx *c, const char *body, const char *p, const char 
 
 int spw__key_text_ok(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        size_t k = p[i] < 0x80 ? (p[i] >= 0x20) : spw_utf8_seq_len(p + i, p + n);
+    size_t i = 0;
+    for (;;) {
+        while (i < n && (uint8_t)(p[i] - 0x20) < 0x60) /* printable ASCII, 0x20..0x7f: the common case */
+            i++;
+        if (i == n)
+            return 1;
+        size_t k = p[i] < 0x80 ? 0 : spw_utf8_seq_len(p + i, p + n); /* a control character, or UTF-8 */
         if (!k)
             return 0;
         i += k;
     }
-    return 1;
 }
 
 /*

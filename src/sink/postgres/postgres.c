@@ -606,12 +606,11 @@ static const uint8_t copy_bin_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 
                                             0,   0,   0,   0,   0,   0,   0,    0};
 static const uint8_t copy_bin_trailer[2] = {0xff, 0xff};
 
-static void put_be(spw_buf *b, uint64_t v, unsigned bytes)
+/* The low bytes (2, 4 or 8) of v, big-endian. */
+static inline void put_be(spw_buf *b, uint64_t v, unsigned bytes)
 {
-    uint8_t t[8];
-    for (unsigned i = 0; i < bytes; i++)
-        t[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
-    spw_buf_put(b, t, bytes);
+    uint64_t be = __builtin_bswap64(v << (8 * (8 - bytes))); /* little-endian host (core/endian.h) */
+    spw_buf_put(b, &be, bytes);
 }
 
 /* Milliseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01. */
@@ -870,9 +869,12 @@ static int pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint
         g->shard_cap = n;
         g->shard_of = spw_xrealloc(g->shard_of, (size_t)n * sizeof *g->shard_of);
     }
-    for (uint32_t i = 0; i < n; i++)
-        g->shard_of[i] =
-            spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
+    if (g->nshards == 1)
+        memset(g->shard_of, 0, (size_t)n * sizeof *g->shard_of);
+    else
+        for (uint32_t i = 0; i < n; i++)
+            g->shard_of[i] =
+                spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
     g->res = W_OK;
     g->e1[0] = 0;
     for (uint32_t si = 0; si < g->nshards; si++) {
