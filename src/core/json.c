@@ -111,6 +111,19 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
     p++; /* opening quote */
     *escaped = 0;
     for (;;) {
+        /* 8 bytes at a time while none is a quote, a backslash, a control
+         * character or a non-ASCII byte (SWAR: a byte b of x is flagged
+         * when b < 0x20, b == '"' or b == '\\'; 0x80 bits flag the rest) */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+            uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+            uint64_t flags = ((x - ones * 0x20) | (q - ones) | (b - ones)) & ~x;
+            if ((flags | x) & highs)
+                break;
+            p += 8;
+        }
         while (p < end && str_class[*p] == C_OK)
             p++;
         if (p >= end) {

@@ -61,8 +61,51 @@ static void find(const char *doc, const char *ptr, const char *want, int type)
     CHECK_EQ(f[0].type, type);
 }
 
+/* Strings of every length up to 40 with one special byte sequence at
+ * every position: the 8-bytes-at-a-time scan must stop for each exactly
+ * where the byte-by-byte scan would. */
+static void strings_at_every_position(void)
+{
+    static const struct {
+        const char *seq;
+        int ok;
+    } special[] = {{"\\n", 1}, {"\\\"", 1}, {"\\u00e9", 1}, {"\xc3\xa9", 1}, {"\x7f", 1}, {"\x01", 0},
+                   {"\x1f", 0},  {"\x80", 0},      {"\xc3", 0},        {"\\x", 0},      {"\t", 0}};
+    char doc[128];
+    for (size_t len = 0; len <= 40; len++)
+        for (size_t at = 0; at <= len; at++)
+            for (size_t k = 0; k < sizeof special / sizeof special[0]; k++) {
+                size_t n = 0;
+                doc[n++] = '"';
+                for (size_t i = 0; i < at; i++)
+                    doc[n++] = (char)('a' + i % 26);
+                size_t sl = strlen(special[k].seq);
+                memcpy(doc + n, special[k].seq, sl);
+                n += sl;
+                for (size_t i = at; i < len; i++)
+                    doc[n++] = (char)('A' + i % 26);
+                doc[n++] = '"';
+                doc[n] = 0;
+                if (special[k].ok)
+                    good(doc);
+                else
+                    bad(doc, 1 + at); /* the error is at the special byte */
+            }
+    /* and a quote inside ends the string there: what follows is trailing data */
+    for (size_t at = 0; at < 40; at++) {
+        size_t n = 0;
+        doc[n++] = '"';
+        for (size_t i = 0; i < 40; i++)
+            doc[n++] = i == at ? '"' : 'x';
+        doc[n++] = '"';
+        doc[n] = 0;
+        bad(doc, 2 + at);
+    }
+}
+
 int main(void)
 {
+    strings_at_every_position();
     good("{}");
     good("[]");
     good(" {\"a\" : [1, -2.5e+10, 0, 0.0, 1E3, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"]} ");
