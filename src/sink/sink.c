@@ -697,7 +697,15 @@ static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *
     spw_sink *k = arg;
     if (stopping(k)) /* deleted or shutting down: op_wait ends the delivery */
         return SPW_SINK_RETRY;
-    int r = k->def.kind->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+    const spw_sink_kind *kd = k->def.kind;
+    int r;
+    if (kd->write) {
+        r = kd->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+    } else { /* a kind that writes in halves: both, now */
+        r = kd->write_begin(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+        if (r == SPW_SINK_OK)
+            r = kd->write_end(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+    }
     account(k, r, from, n, *done, err);
     return r;
 }

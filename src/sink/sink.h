@@ -42,7 +42,8 @@ typedef struct spw_sink_kind {
      * Must not wait on the target (open is called by PUT). */
     int (*open)(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
                 size_t cap);
-    /* Writes n >= 1 records of one partition, in offset order. Returns
+    /* Writes n >= 1 records of one partition, in offset order (optional
+     * when write_begin and write_end are given: then both, in turn). Returns
      * SPW_SINK_OK, SPW_SINK_RETRY (target unavailable: nothing or only
      * the first *done records got there) or SPW_SINK_REJECT (the target
      * refused records as bad data; *done as for RETRY). err gets the
@@ -55,7 +56,7 @@ typedef struct spw_sink_kind {
      * write_end, and answers SPW_SINK_OK when write_end must follow, or as
      * write does (then write_end is not called). write_end waits and
      * answers as write does for the whole batch. No other callback runs
-     * between them. write is still used for retries and bisection. */
+     * between them. Retries and bisection write (or begin + end) again. */
     int (*write_begin)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                        size_t cap);
     int (*write_end)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,

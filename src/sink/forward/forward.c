@@ -234,12 +234,6 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     return res;
 }
 
-static int fwd_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
-                     size_t cap)
-{
-    int r = fwd_begin(st, partition, recs, n, done, err, cap);
-    return r == SPW_SINK_OK ? fwd_end(st, partition, recs, n, done, err, cap) : r;
-}
 
 static void fwd_close(void *st)
 {
@@ -254,7 +248,6 @@ static void fwd_close(void *st)
 const spw_sink_kind spw_sink_kind_forward = {
     .name = "forward",
     .open = fwd_open,
-    .write = fwd_write,
     .write_begin = fwd_begin,
     .write_end = fwd_end,
     .position = NULL,

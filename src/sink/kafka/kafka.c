@@ -420,12 +420,6 @@ static int kfk_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     return res;
 }
 
-static int kfk_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
-                     size_t cap)
-{
-    int r = kfk_begin(st, partition, recs, n, done, err, cap);
-    return r == SPW_SINK_OK ? kfk_end(st, partition, recs, n, done, err, cap) : r;
-}
 
 static void kfk_close(void *st)
 {
@@ -438,7 +432,6 @@ static void kfk_close(void *st)
 const spw_sink_kind spw_sink_kind_kafka = {
     .name = "kafka",
     .open = kfk_open,
-    .write = kfk_write,
     .write_begin = kfk_begin,
     .write_end = kfk_end,
     .position = NULL,

@@ -910,13 +910,6 @@ static int pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32
     return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
 }
 
-static int pg_write(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
-                    size_t cap)
-{
-    pg_begin(st, partition, recs, n, done, err, cap);
-    return pg_end(st, partition, recs, n, done, err, cap);
-}
-
 /* Records below next are delivered or dead-lettered: shards behind move up. */
 static int pg_commit(void *st, uint32_t partition, uint64_t next)
 {
@@ -952,7 +945,6 @@ static void pg_close(void *st) { pg_free(st); }
 const spw_sink_kind spw_sink_kind_postgres = {
     .name = "postgres",
     .open = pg_open,
-    .write = pg_write,
     .write_begin = pg_begin,
     .write_end = pg_end,
     .position = pg_position,
