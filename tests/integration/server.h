@@ -202,6 +202,47 @@ static inline int req_status(int port, const char *method, const char *path, con
     return r.status;
 }
 
+/* The value of header name (e.g. "Spillway-Lease") of r into out; 1 found. */
+static inline int header(const resp *r, const char *name, char *out, size_t cap)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "\r\n%s: ", name);
+    const char *p = strstr(r->headers, needle);
+    if (!p)
+        return 0;
+    p += strlen(needle);
+    size_t n = strcspn(p, "\r\n");
+    CHECK(n < cap);
+    memcpy(out, p, n);
+    out[n] = 0;
+    return 1;
+}
+
+static inline uint64_t header_u64(const resp *r, const char *name)
+{
+    char v[64];
+    CHECK(header(r, name, v, sizeof v));
+    return strtoull(v, NULL, 10);
+}
+
+/* The number field of partition part's object in the JSON of GET path,
+ * e.g. ("/v1/streams/s", 0, "end_offset") or a group's "committed". */
+static inline uint64_t part_field(int port, const char *path, int part, const char *field)
+{
+    resp r = http_json(port, "GET", path, NULL);
+    CHECK_EQ(r.status, 200);
+    char needle[96];
+    snprintf(needle, sizeof needle, "{\"partition\":%d,", part);
+    char *p = strstr(r.body, needle);
+    CHECK(p != NULL);
+    snprintf(needle, sizeof needle, "\"%s\":", field);
+    p = strstr(p, needle);
+    CHECK(p != NULL);
+    uint64_t v = strtoull(p + strlen(needle), NULL, 10);
+    free(r.body);
+    return v;
+}
+
 /* PUT /v1/streams/NAME with body: created (201) or already so (200). */
 static inline void put_stream(int port, const char *name, const char *body)
 {

@@ -13,29 +13,6 @@
 
 static const char *bin;
 
-/* The value of header name (e.g. "Spillway-Lease") into out; 1 found. */
-static int header(const resp *r, const char *name, char *out, size_t cap)
-{
-    char needle[96];
-    snprintf(needle, sizeof needle, "\r\n%s: ", name);
-    const char *p = strstr(r->headers, needle);
-    if (!p)
-        return 0;
-    p += strlen(needle);
-    size_t n = strcspn(p, "\r\n");
-    CHECK(n < cap);
-    memcpy(out, p, n);
-    out[n] = 0;
-    return 1;
-}
-
-static uint64_t header_u64(const resp *r, const char *name)
-{
-    char v[64];
-    CHECK(header(r, name, v, sizeof v));
-    return strtoull(v, NULL, 10);
-}
-
 static resp poll_g(int port, const char *group, const char *query)
 {
     char path[512];
@@ -63,38 +40,14 @@ static void produce(int port, int n, int base)
     free(body);
 }
 
-static uint64_t end_offset(int port, int part)
-{
-    resp r = http_json(port, "GET", "/v1/streams/s", NULL);
-    CHECK_EQ(r.status, 200);
-    char needle[64];
-    snprintf(needle, sizeof needle, "{\"partition\":%d,", part);
-    char *p = strstr(r.body, needle);
-    CHECK(p != NULL);
-    p = strstr(p, "\"end_offset\":");
-    CHECK(p != NULL);
-    uint64_t v = strtoull(p + 13, NULL, 10);
-    free(r.body);
-    return v;
-}
+static uint64_t end_offset(int port, int part) { return part_field(port, "/v1/streams/s", part, "end_offset"); }
 
 /* committed / lag of partition part in GET /v1/streams/s/groups/G. */
 static uint64_t group_field(int port, const char *group, int part, const char *field)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/streams/s/groups/%s", group);
-    resp r = http_json(port, "GET", path, NULL);
-    CHECK_EQ(r.status, 200);
-    char needle[64];
-    snprintf(needle, sizeof needle, "{\"partition\":%d,", part);
-    char *p = strstr(r.body, needle);
-    CHECK(p != NULL);
-    snprintf(needle, sizeof needle, "\"%s\":", field);
-    p = strstr(p, needle);
-    CHECK(p != NULL);
-    uint64_t v = strtoull(p + strlen(needle), NULL, 10);
-    free(r.body);
-    return v;
+    return part_field(port, path, part, field);
 }
 
 static long long metric(int port, const char *line_prefix)

@@ -19,17 +19,7 @@ static uint64_t end_offset(int port, const char *stream, int part)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/streams/%s", stream);
-    resp r = http_json(port, "GET", path, NULL);
-    CHECK_EQ(r.status, 200);
-    char needle[64];
-    snprintf(needle, sizeof needle, "{\"partition\":%d,", part);
-    char *p = strstr(r.body, needle);
-    CHECK(p != NULL);
-    p = strstr(p, "\"end_offset\":");
-    CHECK(p != NULL);
-    uint64_t v = strtoull(p + 13, NULL, 10);
-    free(r.body);
-    return v;
+    return part_field(port, path, part, "end_offset");
 }
 
 static uint64_t total_events(int port, const char *stream, int parts)
