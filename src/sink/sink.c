@@ -83,6 +83,16 @@ typedef struct sink_part {
 enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };
 static const char *const state_names[] = {"running", "retrying", "no_stream", "stopped"};
 
+/* A batch of records of one partition: the records (their key and value
+ * pointers into arena) and their key + value bytes. */
+typedef struct sink_batch {
+    uint32_t part;
+    spw_sink_rec *recs;
+    uint32_t nrecs, recs_cap;
+    spw_buf arena;
+    uint64_t bytes;
+} sink_batch;
+
 typedef struct spw_sink {
     struct spw_sinks *m;
     sink_def def;
@@ -104,24 +114,13 @@ typedef struct spw_sink {
     /* throughput, worker only (read racy as a plain double: display) */
     uint64_t rate_t0_ms, rate_n0;
     _Atomic uint64_t rate_milli; /* events/s * 1000 */
-    /* the batch being delivered (worker only) */
-    uint32_t cur_part;
-    spw_sink_rec *recs;
-    uint32_t nrecs, recs_cap;
-    spw_buf arena, rbuf, scratch;
-    uint64_t batch_bytes;
-    uint64_t log_per_rec; /* log bytes per record in the last batch read (collect's read size) */
-    /* the batch begun with the kind's write_begin and not yet ended, kept
-     * here while the next batch is read into the fields above (worker only) */
-    struct {
-        uint32_t part;
-        spw_sink_rec *recs;
-        uint32_t nrecs, recs_cap;
-        spw_buf arena;
-        uint64_t batch_bytes;
-    } pend;
+    /* the batch being read and delivered, and the one begun with the
+     * kind's write_begin and not yet ended, kept while the next is read
+     * (worker only; swapped whole, buffers and all) */
+    sink_batch b, pend;
     int has_pend;
-    uint64_t pend_end; /* the offset after its last record */
+    spw_buf rbuf, scratch; /* collect's read buffers */
+    uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
     struct spw_sink *next_dead;
 } spw_sink;
 
@@ -571,7 +570,7 @@ static int attach(spw_sink *k)
 
 /* ---- reading a batch ---- */
 
-/* Collects records of partition pi from offset off into k->recs: the
+/* Collects records of partition pi from offset off into k->b.recs: the
  * sink's position, or where the pending batch ends. Returns the count (0:
  * nothing), or an error. */
 static int collect(spw_sink *k, uint32_t pi, uint64_t off)
@@ -579,32 +578,32 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
     spw_part *p = k->s->parts[pi];
     /* a damaged or deleted range moves the position only when reading from it */
     int at_position = off == atomic_load(&k->parts[pi].next);
-    k->nrecs = 0;
-    k->batch_bytes = 0;
-    k->arena.len = 0;
+    k->b.nrecs = 0;
+    k->b.bytes = 0;
+    k->b.arena.len = 0;
     const spw_sink_batch_cfg *bc = &k->def.batch;
-    for (int rounds = 0; rounds < 64 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes; rounds++) {
+    for (int rounds = 0; rounds < 64 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes; rounds++) {
         uint64_t bad_next = 0;
-        size_t want = bc->max_bytes - k->batch_bytes + 4096;
+        size_t want = bc->max_bytes - k->b.bytes + 4096;
         /* Log bytes for the records still wanted, from what earlier reads
          * measured (with a quarter more): a read of max_bytes for a window
          * that max_events fills in a fraction of it would copy and discard
          * the rest. One batch is always read, so a short guess costs one
          * more round, never a stall. */
         if (k->log_per_rec) {
-            uint64_t guess = (uint64_t)(bc->max_events - k->nrecs) * k->log_per_rec * 5 / 4 + 4096;
+            uint64_t guess = (uint64_t)(bc->max_events - k->b.nrecs) * k->log_per_rec * 5 / 4 + 4096;
             if (guess < want)
                 want = (size_t)guess;
         }
         int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
-        if (r == SPW_ECORRUPT && k->nrecs == 0 && bad_next > off && at_position) {
+        if (r == SPW_ECORRUPT && k->b.nrecs == 0 && bad_next > off && at_position) {
             spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
                       k->def.name, pi, off, bad_next);
             atomic_fetch_add(&k->errors, 1);
             atomic_store(&k->parts[pi].next, bad_next);
             return 0;
         }
-        if (r == SPW_ERANGE && k->nrecs == 0 && at_position) {
+        if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
             spw_part_state st;
             spw_part_state_get(p, &st);
             if (off < st.start_offset) {
@@ -615,13 +614,13 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
             return 0;
         }
         if (r < 0)
-            return k->nrecs ? (int)k->nrecs : r;
+            return k->b.nrecs ? (int)k->b.nrecs : r;
         if (r == 0)
             break;
         const uint8_t *b = k->rbuf.p;
         size_t left = k->rbuf.len;
         uint64_t before = off;
-        while (left > 0 && k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes) {
+        while (left > 0 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes) {
             spw_batch_hdr h;
             /* spw_part_read checked every batch's CRC: parse only */
             if (spw_batch_parse(b, left, &h) || h.length > left)
@@ -635,27 +634,27 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
             spw_rec_iter it;
             spw_rec_iter_init(&it, &h, rs, rl);
             spw_record_view rv;
-            while (k->nrecs < bc->max_events && k->batch_bytes < bc->max_bytes && spw_rec_next(&it, &rv) == 1) {
+            while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && spw_rec_next(&it, &rv) == 1) {
                 if (rv.offset < off)
                     continue;
-                if (k->nrecs == k->recs_cap) {
-                    k->recs_cap = k->recs_cap ? k->recs_cap * 2 : 256;
-                    k->recs = spw_xrealloc(k->recs, k->recs_cap * sizeof *k->recs);
+                if (k->b.nrecs == k->b.recs_cap) {
+                    k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
+                    k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
                 }
                 size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
-                size_t ka = k->arena.len;
-                if (spw_buf_put(&k->arena, rv.key, kl) || spw_buf_put(&k->arena, rv.value, rv.value_len))
+                size_t ka = k->b.arena.len;
+                if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len))
                     return SPW_ENOMEM;
                 /* pointers fixed up below, once the arena stops moving */
-                k->recs[k->nrecs] = (spw_sink_rec){.offset = rv.offset,
+                k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
                                                    .id = rv.id,
                                                    .ts = rv.ts,
                                                    .key = (const uint8_t *)(uintptr_t)ka,
                                                    .key_len = rv.key_len,
                                                    .value = (const uint8_t *)(uintptr_t)(ka + kl),
                                                    .value_len = rv.value_len};
-                k->nrecs++;
-                k->batch_bytes += kl + rv.value_len;
+                k->b.nrecs++;
+                k->b.bytes += kl + rv.value_len;
                 off = rv.offset + 1;
             }
             b += h.length;
@@ -664,11 +663,11 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         if (off == before)
             break;
     }
-    for (uint32_t i = 0; i < k->nrecs; i++) {
-        k->recs[i].key = k->arena.p + (uintptr_t)k->recs[i].key;
-        k->recs[i].value = k->arena.p + (uintptr_t)k->recs[i].value;
+    for (uint32_t i = 0; i < k->b.nrecs; i++) {
+        k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
+        k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
     }
-    return (int)k->nrecs;
+    return (int)k->b.nrecs;
 }
 
 /* ---- delivery ---- */
@@ -679,8 +678,8 @@ static void account(spw_sink *k, int r, uint32_t from, uint32_t n, uint32_t done
     if (r == SPW_SINK_OK) {
         uint64_t bytes = 0;
         for (uint32_t i = 0; i < n; i++)
-            bytes += (k->recs[from + i].key_len > 0 ? (uint64_t)k->recs[from + i].key_len : 0) +
-                     k->recs[from + i].value_len;
+            bytes += (k->b.recs[from + i].key_len > 0 ? (uint64_t)k->b.recs[from + i].key_len : 0) +
+                     k->b.recs[from + i].value_len;
         atomic_fetch_add(&k->delivered, n);
         atomic_fetch_add(&k->delivered_bytes, bytes);
         if (atomic_load(&k->state) == ST_RETRYING)
@@ -700,11 +699,11 @@ static int op_write(void *arg, uint32_t from, uint32_t n, uint32_t *done, char *
     const spw_sink_kind *kd = k->def.kind;
     int r;
     if (kd->write) {
-        r = kd->write(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+        r = kd->write(k->kst, k->b.part, k->b.recs + from, n, done, err, cap);
     } else { /* a kind that writes in halves: both, now */
-        r = kd->write_begin(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+        r = kd->write_begin(k->kst, k->b.part, k->b.recs + from, n, done, err, cap);
         if (r == SPW_SINK_OK)
-            r = kd->write_end(k->kst, k->cur_part, k->recs + from, n, done, err, cap);
+            r = kd->write_end(k->kst, k->b.part, k->b.recs + from, n, done, err, cap);
     }
     account(k, r, from, n, *done, err);
     return r;
@@ -738,7 +737,7 @@ static void dlq_value(spw_sink *k, const spw_sink_rec *r, const char *err, spw_b
     jstr(b, k->def.name, strlen(k->def.name));
     jf(b, ",\"stream\":");
     jstr(b, k->def.stream, strlen(k->def.stream));
-    jf(b, ",\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":%" PRIu64 ",\"ts\":%" PRId64 ",", k->cur_part,
+    jf(b, ",\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":%" PRIu64 ",\"ts\":%" PRId64 ",", k->b.part,
        r->offset, r->id, r->ts);
     if (r->key_len < 0)
         jf(b, "\"key\":null");
@@ -762,10 +761,10 @@ static void dlq_value(spw_sink *k, const spw_sink_rec *r, const char *err, spw_b
 static int op_dead(void *arg, uint32_t i, const char *err)
 {
     spw_sink *k = arg;
-    const spw_sink_rec *r = &k->recs[i];
+    const spw_sink_rec *r = &k->b.recs[i];
     if (!k->def.dlq[0]) {
         set_error(k, "record at partition %u offset %" PRIu64 " rejected (%s) and the sink has no dlq: stopped there",
-                  k->cur_part, r->offset, err);
+                  k->b.part, r->offset, err);
         return SPW_EINVAL;
     }
     spw_stream *d = spw_stream_get(k->m->api->cat, k->def.dlq, strlen(k->def.dlq));
@@ -798,7 +797,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
         return w.err;
     }
     atomic_fetch_add(&k->dlq, 1);
-    spw_warn("sink %s: partition %u offset %" PRIu64 " sent to dead-letter stream %s: %s", k->def.name, k->cur_part,
+    spw_warn("sink %s: partition %u offset %" PRIu64 " sent to dead-letter stream %s: %s", k->def.name, k->b.part,
              r->offset, k->def.dlq, err);
     return 0;
 }
@@ -806,12 +805,12 @@ static int op_dead(void *arg, uint32_t i, const char *err)
 static int op_progress(void *arg, uint32_t upto)
 {
     spw_sink *k = arg;
-    uint64_t next = k->recs[upto - 1].offset + 1;
-    sink_part *sp = &k->parts[k->cur_part];
+    uint64_t next = k->b.recs[upto - 1].offset + 1;
+    sink_part *sp = &k->parts[k->b.part];
     atomic_store(&sp->next, next);
     int r = 0;
     if (k->def.kind->commit)
-        r = k->def.kind->commit(k->kst, k->cur_part, next);
+        r = k->def.kind->commit(k->kst, k->b.part, next);
     if (r == 0 && !k->def.kind->position)
         r = save_progress(k);
     if (r == 0 && sp->hold)
@@ -838,22 +837,15 @@ static const spw_sink_deliver_ops deliver_ops = {op_write, op_dead, op_progress,
 
 /* ---- pipelined writes (the kind's write_begin/write_end) ---- */
 
+/* The offset after the pending batch's last record. */
+static uint64_t pend_end(const spw_sink *k) { return k->pend.recs[k->pend.nrecs - 1].offset + 1; }
+
 /* Exchanges the batch being read with the pending one (their buffers move, nothing is copied). */
 static void swap_pend(spw_sink *k)
 {
-#define SWAP(a, b)                                                                                                     \
-    do {                                                                                                               \
-        __typeof__(a) t_ = (a);                                                                                        \
-        (a) = (b);                                                                                                     \
-        (b) = t_;                                                                                                      \
-    } while (0)
-    SWAP(k->cur_part, k->pend.part);
-    SWAP(k->recs, k->pend.recs);
-    SWAP(k->nrecs, k->pend.nrecs);
-    SWAP(k->recs_cap, k->pend.recs_cap);
-    SWAP(k->arena, k->pend.arena);
-    SWAP(k->batch_bytes, k->pend.batch_bytes);
-#undef SWAP
+    sink_batch t = k->b;
+    k->b = k->pend;
+    k->pend = t;
 }
 
 /* After a pipelined write answered r with the first done records
@@ -862,7 +854,7 @@ static void swap_pend(spw_sink *k)
  * on after such an answer. */
 static void deliver_rest(spw_sink *k, int r, uint32_t done)
 {
-    uint32_t n = k->nrecs;
+    uint32_t n = k->b.nrecs;
     if (r == SPW_SINK_OK)
         done = n;
     if (done > n)
@@ -871,12 +863,12 @@ static void deliver_rest(spw_sink *k, int r, uint32_t done)
         return; /* stopping */
     if (done == n)
         return;
-    spw_sink_rec *base = k->recs; /* the rest as a batch of its own */
-    k->recs += done;
-    k->nrecs -= done;
+    spw_sink_rec *base = k->b.recs; /* the rest as a batch of its own */
+    k->b.recs += done;
+    k->b.nrecs -= done;
     spw_sink_deliver(&deliver_ops, k, n - done);
-    k->recs = base;
-    k->nrecs = n;
+    k->b.recs = base;
+    k->b.nrecs = n;
 }
 
 /* Ends the pending batch: progress when all of it got there, else the
@@ -887,8 +879,8 @@ static void finish_pending(spw_sink *k)
     swap_pend(k);
     uint32_t done = 0;
     char err[512] = "";
-    int r = k->def.kind->write_end(k->kst, k->cur_part, k->recs, k->nrecs, &done, err, sizeof err);
-    account(k, r, 0, k->nrecs, done, err);
+    int r = k->def.kind->write_end(k->kst, k->b.part, k->b.recs, k->b.nrecs, &done, err, sizeof err);
+    account(k, r, 0, k->b.nrecs, done, err);
     deliver_rest(k, r, done);
     swap_pend(k);
 }
@@ -900,18 +892,17 @@ static void deliver_batch(spw_sink *k)
     if (k->def.kind->write_begin && !stopping(k)) {
         uint32_t done = 0;
         char err[512] = "";
-        int r = k->def.kind->write_begin(k->kst, k->cur_part, k->recs, k->nrecs, &done, err, sizeof err);
+        int r = k->def.kind->write_begin(k->kst, k->b.part, k->b.recs, k->b.nrecs, &done, err, sizeof err);
         if (r == SPW_SINK_OK) {
-            k->pend_end = k->recs[k->nrecs - 1].offset + 1;
             swap_pend(k);
             k->has_pend = 1;
             return;
         }
-        account(k, r, 0, k->nrecs, done, err);
+        account(k, r, 0, k->b.nrecs, done, err);
         deliver_rest(k, r, done);
         return;
     }
-    spw_sink_deliver(&deliver_ops, k, k->nrecs);
+    spw_sink_deliver(&deliver_ops, k, k->b.nrecs);
 }
 
 static void update_rate(spw_sink *k, uint64_t now)
@@ -962,7 +953,7 @@ static void *worker(void *arg)
             spw_part_state_get(k->s->parts[i], &st);
             atomic_store(&sp->end, st.next_offset);
             /* reading goes on after the pending batch, if it is this partition's */
-            uint64_t from = k->has_pend && k->pend.part == i ? k->pend_end : atomic_load(&sp->next);
+            uint64_t from = k->has_pend && k->pend.part == i ? pend_end(k) : atomic_load(&sp->next);
             if (st.written_offset <= from) {
                 sp->first_seen_ms = 0;
                 continue;
@@ -986,7 +977,7 @@ static void *worker(void *arg)
                 atomic_fetch_add(&k->errors, 1);
                 continue;
             }
-            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->batch_bytes, age)) {
+            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->b.bytes, age)) {
                 sp->checked_end = st.written_offset;
                 continue;
             }
@@ -1000,11 +991,11 @@ static void *worker(void *arg)
                 if (same && atomic_load(&sp->next) != from)
                     continue;
             }
-            k->cur_part = i;
+            k->b.part = i;
             deliver_batch(k);
             if (stopping(k))
                 break;
-            uint64_t after = k->has_pend ? k->pend_end : atomic_load(&sp->next);
+            uint64_t after = k->has_pend ? pend_end(k) : atomic_load(&sp->next);
             sp->first_seen_ms = after < st.written_offset ? now : 0;
             worked = 1;
         }
@@ -1062,8 +1053,8 @@ static void sink_stop_free(spw_sink *k)
     def_fini(&k->def);
     spw_free(k->canon);
     spw_free(k->parts);
-    spw_free(k->recs);
-    spw_buf_fini(&k->arena);
+    spw_free(k->b.recs);
+    spw_buf_fini(&k->b.arena);
     spw_free(k->pend.recs);
     spw_buf_fini(&k->pend.arena);
     spw_buf_fini(&k->rbuf);
