@@ -1224,7 +1224,7 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
     }
     out_raw(b, c.p, c.len - 1); /* drop the closing brace */
     spw_buf_fini(&c);
-    outf(b, ",\"partition_state\":[");
+    outf(b, ",\"incarnation\":%" PRIu64 ",\"partition_state\":[", s->incarnation);
     for (uint32_t i = 0; i < s->cfg.partitions; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);

@@ -60,11 +60,13 @@ static void stream_free(spw_stream *s)
 }
 
 /* Opens the partitions of a stream whose directory is dir. */
-static int stream_open(spw_catalog *cat, const spw_stream_config *c, const char *dir, spw_stream **out)
+static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t incarnation, const char *dir,
+                       spw_stream **out)
 {
     static _Atomic uint64_t next_uid = 1;
     spw_stream *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *c;
+    s->incarnation = incarnation;
     s->cat = cat;
     s->uid = atomic_fetch_add(&next_uid, 1);
     atomic_init(&s->refs, 1);
@@ -178,14 +180,15 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
             continue;
         }
         spw_stream_config c;
+        uint64_t inc;
         char err[256];
-        if (spw_stream_config_parse(&c, de->d_name, (char *)body.p, body.len, err, sizeof err)) {
+        if (spw_stream_def_parse(&c, &inc, de->d_name, (char *)body.p, body.len, err, sizeof err)) {
             spw_error("catalog: %s: %s; stream skipped", path, err);
             continue;
         }
         snprintf(path, sizeof path, "%s/%s", cat->dir, de->d_name);
         spw_stream *s;
-        if (stream_open(cat, &c, path, &s) == 0)
+        if (stream_open(cat, &c, inc, path, &s) == 0)
             insert(cat, s);
     }
     closedir(d);
@@ -206,11 +209,16 @@ void spw_catalog_close(spw_catalog *cat)
     spw_free(cat);
 }
 
-/* Writes stream.json atomically: temp file, fsync, rename, fsync dir. */
-static int write_def(const char *dir, const spw_stream_config *c)
+/* Writes stream.json atomically: temp file, fsync, rename, fsync dir. The
+ * canonical definition with "incarnation" added as its last member. */
+static int write_def(const char *dir, const spw_stream_config *c, uint64_t incarnation)
 {
     spw_buf b = SPW_BUF_INIT;
     int r = spw_stream_config_json(c, &b);
+    if (r == 0) {
+        b.len--; /* the closing brace */
+        r = spw_buf_printf(&b, ",\"incarnation\":%" PRIu64 "}", incarnation);
+    }
     char tmp[4096 + 32], fin[4096 + 32]; /* dir is at most 4096 with its NUL */
     snprintf(tmp, sizeof tmp, "%s/stream.json.tmp", dir);
     snprintf(fin, sizeof fin, "%s/stream.json", dir);
@@ -246,8 +254,9 @@ int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", cat->dir, c->name);
     spw_stream *s;
+    uint64_t inc = spw_idgen_next(spw_log_idgen(cat->log));
     if ((r = spw_os_mkdirs(dir, 0755)) < 0 || (r = spw_os_fsync_dir(cat->dir)) < 0 ||
-        (r = write_def(dir, c)) < 0 || (r = stream_open(cat, c, dir, &s)) < 0) {
+        (r = write_def(dir, c, inc)) < 0 || (r = stream_open(cat, c, inc, dir, &s)) < 0) {
         spw_error("stream %s: create failed: %s", c->name, spw_strerror(r));
         rmrf(dir);
         goto out;
@@ -255,7 +264,7 @@ int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
     pthread_rwlock_wrlock(&cat->lock);
     insert(cat, s);
     pthread_rwlock_unlock(&cat->lock);
-    spw_info("stream %s: created with %u partition(s)", c->name, c->partitions);
+    spw_info("stream %s: created with %u partition(s), incarnation %" PRIu64, c->name, c->partitions, inc);
     r = 1;
 out:
     pthread_mutex_unlock(&cat->ddl);

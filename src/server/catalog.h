@@ -2,8 +2,9 @@
  * The catalog: every stream of a data directory, its definition and its
  * open partitions. Layout (docs/architecture.md, "Data directory"):
  *
- *   DATA/streams/NAME/stream.json   canonical definition (temp file + fsync
- *                                   + rename + fsync of the directory)
+ *   DATA/streams/NAME/stream.json   canonical definition and incarnation
+ *                                   (docs/formats/stream.md; temp file +
+ *                                   fsync + rename + fsync of the directory)
  *   DATA/streams/NAME/P/            partition P's segments
  *
  * Lookups take a reference (spw_stream_get / spw_stream_put) so a stream
@@ -23,6 +24,12 @@ typedef struct spw_stream {
     spw_part **parts;
     _Atomic uint32_t rr; /* round robin for events without a key */
     uint64_t uid;        /* unique in this process: the stream's dedupe scope */
+    /* Which stream of this name this is: a Snowflake id taken when it was
+     * created, kept in stream.json (0: created before incarnations were
+     * kept). A position stored for a stream (group offsets, sink progress)
+     * carries it, so a stream deleted and created again under the same
+     * name never inherits the old one's positions. */
+    uint64_t incarnation;
     _Atomic int refs;
     int deleted;
     char deleted_dir[4096]; /* where delete moved the files */

@@ -34,6 +34,7 @@ struct spw_group {
     char stream[SPW_STREAM_NAME_MAX + 1];
     char name[SPW_GROUP_NAME_MAX + 1];
     uint32_t nparts;
+    uint64_t incarnation;    /* the stream's (catalog.h); 0 in files written before incarnations */
     pthread_mutex_t mu;      /* everything below */
     pthread_mutex_t save_mu; /* one save at a time */
     uint32_t rr;             /* next partition acquire tries first */
@@ -92,9 +93,10 @@ static int read_small(const char *path, spw_buf *b)
 
 /* Parses the file's JSON (docs/formats/group-offsets.md) into committed[]
  * (up to cap) and checks its names. Returns the partition count or -1. */
-static int parse_file(const char *p, size_t n, const char *stream, const char *group, uint64_t *committed,
-                      uint32_t cap)
+static int parse_file(const char *p, size_t n, const char *stream, const char *group, uint64_t *incarnation,
+                      uint64_t *committed, uint32_t cap)
 {
+    *incarnation = 0;
     spw_json_span v;
     const char *vend;
     spw_json_error e;
@@ -116,6 +118,11 @@ static int parse_file(const char *p, size_t n, const char *stream, const char *g
             have_s = val.type == SPW_JSON_STRING && spw_json_str_eq(&val, stream);
         } else if (spw_json_str_eq(&k, "group")) {
             have_g = val.type == SPW_JSON_STRING && spw_json_str_eq(&val, group);
+        } else if (spw_json_str_eq(&k, "incarnation")) {
+            int64_t x;
+            if (val.type != SPW_JSON_NUMBER || spw_json_int64(&val, &x) || x < 0)
+                return -1;
+            *incarnation = (uint64_t)x;
         } else if (spw_json_str_eq(&k, "committed")) {
             if (val.type != SPW_JSON_ARRAY)
                 return -1;
@@ -181,8 +188,9 @@ static void load_stream_dir(spw_groups *gs, const char *stream)
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         spw_buf b = SPW_BUF_INIT;
         int r = read_small(path, &b), n = -1;
+        uint64_t inc = 0;
         if (r == 0)
-            n = parse_file((const char *)b.p, b.len, stream, de->d_name, c, SPW_GROUP_PARTS_MAX);
+            n = parse_file((const char *)b.p, b.len, stream, de->d_name, &inc, c, SPW_GROUP_PARTS_MAX);
         spw_buf_fini(&b);
         if (n < 0) {
             spw_warn("consumer group file %s: %s; group skipped", path,
@@ -190,6 +198,7 @@ static void load_stream_dir(spw_groups *gs, const char *stream)
             continue;
         }
         spw_group *g = group_new(stream, de->d_name, (uint32_t)n);
+        g->incarnation = inc;
         for (int i = 0; i < n; i++)
             g->parts[i].committed = c[i];
         g->next = gs->head;
@@ -252,20 +261,68 @@ static spw_group *lookup(spw_groups *gs, const char *stream, const char *name)
     return NULL;
 }
 
-spw_group *spw_group_find(spw_groups *gs, const char *stream, const char *name, int create, uint32_t nparts,
-                          const uint64_t *start, int *created)
+/* Removes g's file (g was unlinked from the list and marked dropped). */
+static void remove_file(spw_groups *gs, const spw_group *g)
+{
+    char dir[4096], path[4096 + 300];
+    snprintf(dir, sizeof dir, "%s/%s", gs->dir, g->stream);
+    snprintf(path, sizeof path, "%s/%s", dir, g->name);
+    int r = spw_os.unlink(path);
+    if (r == 0)
+        r = spw_os_fsync_dir(dir);
+    if (r < 0 && r != -ENOENT)
+        spw_warn("removing %s: %s", path, spw_strerror(r));
+}
+
+/* Moves g from the live list to the dropped one. REQUIRES: gs->lock for writing. */
+static void drop_locked(spw_groups *gs, spw_group *g)
+{
+    for (spw_group **pp = &gs->head; *pp; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    /* After a save under way: none starts writing once this is set. */
+    pthread_mutex_lock(&g->save_mu);
+    pthread_mutex_lock(&g->mu);
+    g->dropped = 1;
+    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_unlock(&g->save_mu);
+    g->next = gs->dropped;
+    gs->dropped = g;
+}
+
+spw_group *spw_group_find(spw_groups *gs, const char *stream, uint64_t incarnation, const char *name, int create,
+                          uint32_t nparts, const uint64_t *start, int *created)
 {
     if (created)
         *created = 0;
     pthread_rwlock_rdlock(&gs->lock);
     spw_group *g = lookup(gs, stream, name);
     pthread_rwlock_unlock(&gs->lock);
-    if (g || !create || nparts == 0 || nparts > SPW_GROUP_PARTS_MAX)
+    if (g && g->incarnation == incarnation)
         return g;
+    if (g ? g->incarnation > incarnation : !create || nparts == 0 || nparts > SPW_GROUP_PARTS_MAX)
+        return NULL; /* no such group, or the caller holds a deleted stream */
     pthread_rwlock_wrlock(&gs->lock);
     g = lookup(gs, stream, name);
-    if (!g) {
+    if (g && g->incarnation > incarnation) {
+        pthread_rwlock_unlock(&gs->lock);
+        return NULL;
+    }
+    if (g && g->incarnation < incarnation) {
+        /* Left from an earlier stream of this name (deleted, then created
+         * again): its offsets mean nothing for this one. */
+        spw_warn("consumer group %s/%s belonged to an earlier stream %s (incarnation %" PRIu64 ", now %" PRIu64
+                 "); its offsets are dropped",
+                 stream, name, stream, g->incarnation, incarnation);
+        drop_locked(gs, g);
+        remove_file(gs, g);
+        g = NULL;
+    }
+    if (!g && create && nparts > 0 && nparts <= SPW_GROUP_PARTS_MAX) {
         g = group_new(stream, name, nparts);
+        g->incarnation = incarnation;
         for (uint32_t i = 0; i < nparts; i++)
             g->parts[i].committed = start[i];
         g->version = 1; /* not on disk yet */
@@ -437,7 +494,8 @@ int spw_group_save(spw_groups *gs, spw_group *g)
     if (v != g->saved_version) {
         r = spw_buf_puts(&b, "{\"version\":1,\"stream\":\"") || spw_buf_puts(&b, g->stream) ||
             spw_buf_puts(&b, "\",\"group\":\"") || spw_buf_puts(&b, g->name) ||
-            spw_buf_puts(&b, "\",\"committed\":[");
+            spw_buf_puts(&b, "\",\"incarnation\":") || spw_buf_put_u64(&b, g->incarnation) ||
+            spw_buf_puts(&b, ",\"committed\":[");
         for (uint32_t i = 0; i < g->nparts && !r; i++)
             r = (i && spw_buf_puts(&b, ",")) || spw_buf_put_u64(&b, g->parts[i].committed);
         if (!r)
@@ -493,15 +551,7 @@ int spw_groups_drop_stream(spw_groups *gs, const char *stream)
             pp = &g->next;
             continue;
         }
-        *pp = g->next;
-        /* After a save under way: none starts writing once this is set. */
-        pthread_mutex_lock(&g->save_mu);
-        pthread_mutex_lock(&g->mu);
-        g->dropped = 1;
-        pthread_mutex_unlock(&g->mu);
-        pthread_mutex_unlock(&g->save_mu);
-        g->next = gs->dropped;
-        gs->dropped = g;
+        drop_locked(gs, g);
     }
     pthread_rwlock_unlock(&gs->lock);
     char dir[4096];

@@ -58,13 +58,16 @@ int spw_groups_open(const char *data_dir, spw_groups **out);
 void spw_groups_close(spw_groups *gs);
 
 /*
- * The group (stream, name), or NULL. With create and no such group, makes
+ * The group (stream, name) of the stream's incarnation (catalog.h), or
+ * NULL. A group of an older incarnation (left from an earlier stream of the
+ * same name) is dropped and its file removed, logged; one of a newer
+ * incarnation is not the caller's (it holds a deleted stream): NULL. With create and no such group, makes
  * it with nparts partitions committed at start[] (the first offset each
  * partition will deliver), marked dirty (not yet on disk), and sets
  * *created. The pointer stays valid until spw_groups_close.
  */
-spw_group *spw_group_find(spw_groups *gs, const char *stream, const char *name, int create, uint32_t nparts,
-                          const uint64_t *start, int *created);
+spw_group *spw_group_find(spw_groups *gs, const char *stream, uint64_t incarnation, const char *name, int create,
+                          uint32_t nparts, const uint64_t *start, int *created);
 uint32_t spw_group_nparts(const spw_group *g);
 const char *spw_group_stream(const spw_group *g);
 const char *spw_group_name(const spw_group *g);

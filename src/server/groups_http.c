@@ -163,7 +163,7 @@ int spw_groups_http_poll_group(spw_groups_http *gh, spw_stream *s, const char *g
             at[i] = st.start_offset;
         }
     int created = 0;
-    spw_group *g = spw_group_find(gh->gs, s->cfg.name, gname, 1, n, at, &created);
+    spw_group *g = spw_group_find(gh->gs, s->cfg.name, s->incarnation, gname, 1, n, at, &created);
     spw_free(at);
     if (created) {
         /* A new group's starting point is durable before anything is
@@ -354,7 +354,7 @@ static void http_commit_answer(void *arg, int err)
 
 static void handle_commit(spw_groups_http *gh, spw_http_req *req, spw_stream *s, const char *gname)
 {
-    spw_group *g = spw_group_find(gh->gs, s->cfg.name, gname, 0, 0, NULL, NULL);
+    spw_group *g = spw_group_find(gh->gs, s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);
@@ -432,7 +432,7 @@ static void handle_commit(spw_groups_http *gh, spw_http_req *req, spw_stream *s,
 
 static void handle_get(spw_groups_http *gh, spw_http_req *req, spw_stream *s, const char *gname)
 {
-    spw_group *g = spw_group_find(gh->gs, s->cfg.name, gname, 0, 0, NULL, NULL);
+    spw_group *g = spw_group_find(gh->gs, s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     if (!g) {
         spw_stream_put(s);
         spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);

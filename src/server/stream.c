@@ -76,10 +76,12 @@ static int get_ptr(const spw_json_span *v, char *out, size_t cap)
         return -1;                                                                                                     \
     } while (0)
 
-int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
-                            size_t errcap)
+static int parse(spw_stream_config *c, uint64_t *incarnation, const char *name, const char *body, size_t len,
+                 char *err, size_t errcap)
 {
     memset(c, 0, sizeof *c);
+    if (incarnation)
+        *incarnation = 0;
     size_t nl = strlen(name);
     if (!spw_stream_name_ok(name, nl))
         FAIL("stream name must be 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (not starting with '.')");
@@ -111,7 +113,11 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
     spw_json_iter_init(&it, &obj);
     while (spw_json_iter_next(&it, &k, &v)) {
         int64_t x;
-        if (spw_json_str_eq(&k, "name")) {
+        if (incarnation && spw_json_str_eq(&k, "incarnation")) {
+            if (get_int(&v, 1, INT64_MAX, &x))
+                FAIL("\"incarnation\" must be a positive integer");
+            *incarnation = (uint64_t)x;
+        } else if (spw_json_str_eq(&k, "name")) {
             if (!spw_json_str_eq(&v, name))
                 FAIL("\"name\" in the body must match the stream name in the path");
         } else if (spw_json_str_eq(&k, "partitions")) {
@@ -228,6 +234,18 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
     if (c->format_bytes && (c->key[0] || c->timestamp[0]))
         FAIL("\"key\" and \"timestamp\" pointers need \"format\": \"json\"");
     return 0;
+}
+
+int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
+                            size_t errcap)
+{
+    return parse(c, NULL, name, body, len, err, errcap);
+}
+
+int spw_stream_def_parse(spw_stream_config *c, uint64_t *incarnation, const char *name, const char *body,
+                         size_t len, char *err, size_t errcap)
+{
+    return parse(c, incarnation, name, body, len, err, errcap);
 }
 
 static int appendf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -48,6 +48,15 @@ int spw_stream_name_ok(const char *name, size_t len);
 int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
                             size_t errcap);
 
+/*
+ * Parses a stored definition (DATA/streams/NAME/stream.json): the create
+ * body's fields plus "incarnation" (docs/formats/stream.md), which a PUT body
+ * may not carry. *incarnation is 0 when the file has none (written before
+ * incarnations existed).
+ */
+int spw_stream_def_parse(spw_stream_config *c, uint64_t *incarnation, const char *name, const char *body,
+                         size_t len, char *err, size_t errcap);
+
 /* Canonical JSON of c (every field, fixed order) appended to out. */
 int spw_stream_config_json(const spw_stream_config *c, spw_buf *out);
 

@@ -16,7 +16,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 
-#define PROGRESS_MAGIC "spillway-sink-progress 1\n"
+#define PROGRESS_MAGIC "spillway-sink-progress "
 
 int spw_sink_batch_due(const spw_sink_batch_cfg *c, uint32_t count, uint64_t bytes, uint64_t age_ms)
 {
@@ -106,13 +106,13 @@ int spw_sink_deliver(const spw_sink_deliver_ops *ops, void *arg, uint32_t n)
     return 0;
 }
 
-int spw_sink_progress_encode(spw_buf *out, const uint64_t *next, uint32_t n)
+int spw_sink_progress_encode(spw_buf *out, uint64_t incarnation, const uint64_t *next, uint32_t n)
 {
     size_t start = out->len;
     char line[64];
-    if (spw_buf_puts(out, PROGRESS_MAGIC))
+    if (spw_buf_puts(out, PROGRESS_MAGIC "2\n"))
         return SPW_ENOMEM;
-    snprintf(line, sizeof line, "partitions %" PRIu32 "\n", n);
+    snprintf(line, sizeof line, "incarnation %" PRIu64 "\npartitions %" PRIu32 "\n", incarnation, n);
     if (spw_buf_puts(out, line))
         return SPW_ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
@@ -145,13 +145,24 @@ static int read_u64(const char **p, const char *end, char term, uint64_t *v)
     return 0;
 }
 
-int spw_sink_progress_parse(const char *text, size_t len, uint64_t *next, uint32_t cap, uint32_t *n)
+int spw_sink_progress_parse(const char *text, size_t len, uint64_t *incarnation, uint64_t *next, uint32_t cap,
+                            uint32_t *n)
 {
     const char *p = text, *end = text + len;
     size_t ml = strlen(PROGRESS_MAGIC);
+    uint64_t version, inc = 0;
     if (len < ml || memcmp(p, PROGRESS_MAGIC, ml) != 0)
         return SPW_ECORRUPT;
     p += ml;
+    if (read_u64(&p, end, '\n', &version) || version < 1 || version > 2)
+        return SPW_ECORRUPT;
+    if (version == 2) { /* version 1 has no incarnation line: 0 */
+        if (end - p < 12 || memcmp(p, "incarnation ", 12) != 0)
+            return SPW_ECORRUPT;
+        p += 12;
+        if (read_u64(&p, end, '\n', &inc))
+            return SPW_ECORRUPT;
+    }
     uint64_t np;
     if (end - p < 11 || memcmp(p, "partitions ", 11) != 0)
         return SPW_ECORRUPT;
@@ -174,6 +185,7 @@ int spw_sink_progress_parse(const char *text, size_t len, uint64_t *next, uint32
     unsigned long crc = strtoul(hex, &e, 16);
     if (*e || crc != spw_crc32c(text, body))
         return SPW_ECORRUPT;
+    *incarnation = inc;
     *n = (uint32_t)np;
     return 0;
 }

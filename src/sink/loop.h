@@ -72,10 +72,13 @@ int spw_sink_deliver(const spw_sink_deliver_ops *ops, void *arg, uint32_t n);
  * stop. */
 int spw_sink_commit(const spw_sink_deliver_ops *ops, void *arg, uint32_t upto);
 
-/* Progress file (docs/formats/sink-progress.md): next[i] is partition i's
- * next offset to deliver. encode appends the text to out; parse returns 0
- * and fills next[0..*n) (at most cap), or SPW_ECORRUPT. */
-int spw_sink_progress_encode(spw_buf *out, const uint64_t *next, uint32_t n);
-int spw_sink_progress_parse(const char *text, size_t len, uint64_t *next, uint32_t cap, uint32_t *n);
+/* Progress file (docs/formats/sink-progress.md): the incarnation of the
+ * stream the positions belong to (server/catalog.h), and next[i], partition
+ * i's next offset to deliver. encode appends the text (version 2) to out;
+ * parse reads version 1 (incarnation 0) or 2, returns 0 and fills
+ * *incarnation and next[0..*n) (at most cap), or SPW_ECORRUPT. */
+int spw_sink_progress_encode(spw_buf *out, uint64_t incarnation, const uint64_t *next, uint32_t n);
+int spw_sink_progress_parse(const char *text, size_t len, uint64_t *incarnation, uint64_t *next, uint32_t cap,
+                            uint32_t *n);
 
 #endif

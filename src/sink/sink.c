@@ -103,6 +103,16 @@ typedef struct spw_sink {
     pthread_cond_t cv;
     int stop;    /* under mu */
     int deleted; /* under mu */
+    /* Holds taken when the sink was loaded or created, at its local lower
+     * bound (the progress file), before the worker attaches: retention
+     * must not delete what the sink has not delivered while the target is
+     * down and position cannot be asked (docs/architecture.md, "Sinks
+     * and retention"). Released once attach holds at the real positions,
+     * or when the stream goes. Worker only after sink_start. */
+    spw_stream *pre_s;
+    spw_hold **pre_holds;
+    uint32_t pre_n;
+    uint64_t lb_saved_ms; /* when the lower-bound file was last written (kinds with position) */
     /* attachment: parts replaced only under mu */
     spw_stream *s;
     uint32_t nparts;
@@ -411,7 +421,7 @@ static int save_progress(spw_sink *k)
     for (uint32_t i = 0; i < k->nparts; i++)
         next[i] = atomic_load(&k->parts[i].next);
     spw_buf b = SPW_BUF_INIT;
-    int r = spw_sink_progress_encode(&b, next, k->nparts);
+    int r = spw_sink_progress_encode(&b, k->s->incarnation, next, k->nparts);
     char dir[4200];
     sink_dir(k, dir, sizeof dir);
     pthread_mutex_lock(&k->mu);
@@ -496,19 +506,99 @@ static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h)
     return SPW_ERANGE;
 }
 
+/* Reads the progress file into next[] for the stream s (np partitions):
+ * 0 (partitions the file lacks, and every partition when the file is of
+ * another incarnation of the stream, start at 0), -ENOENT (no file),
+ * SPW_ECORRUPT (damaged; logged), or an I/O error. */
+static int read_progress(spw_sink *k, const spw_stream *s, uint64_t *next, uint32_t np)
+{
+    char dir[4200], path[4300];
+    sink_dir(k, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/progress", dir);
+    char *text;
+    size_t len;
+    int r = read_small(path, &text, &len, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX);
+    if (r < 0)
+        return r;
+    uint32_t n = 0;
+    uint64_t inc = 0;
+    r = spw_sink_progress_parse(text, len, &inc, next, SPW_STREAM_PARTITIONS_MAX, &n);
+    spw_free(text);
+    if (r < 0) {
+        spw_error("sink %s: %s is damaged%s", k->def.name, path,
+                  k->def.kind->position ? "" : "; not starting (move it aside to start from the beginning)");
+        return SPW_ECORRUPT;
+    }
+    if (inc != s->incarnation) {
+        spw_warn("sink %s: %s belongs to an earlier stream %s (incarnation %" PRIu64 ", now %" PRIu64
+                 "); starting from the oldest offsets",
+                 k->def.name, path, s->cfg.name, inc, s->incarnation);
+        n = 0;
+    }
+    for (uint32_t i = n; i < np; i++)
+        next[i] = 0;
+    return 0;
+}
+
+static void release_pre(spw_sink *k)
+{
+    for (uint32_t i = 0; i < k->pre_n; i++)
+        if (k->pre_holds[i])
+            spw_hold_release(k->pre_holds[i]);
+    spw_free(k->pre_holds);
+    k->pre_holds = NULL;
+    k->pre_n = 0;
+    if (k->pre_s)
+        spw_stream_put(k->pre_s);
+    k->pre_s = NULL;
+}
+
+static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h);
+
+/* Takes the holds kept until the worker attaches (see pre_s): at the
+ * progress file's positions, or at each partition's start when there is
+ * no file or it does not say (a new sink delivers from the oldest
+ * offset). Runs before sink_start, so before the server's first
+ * retention pass and before its listeners. */
+static void take_pre_holds(spw_sink *k)
+{
+    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    if (!s)
+        return; /* nothing to hold yet */
+    uint32_t np = s->cfg.partitions;
+    uint64_t *next = spw_xcalloc(SPW_STREAM_PARTITIONS_MAX, sizeof *next);
+    if (read_progress(k, s, next, np) < 0)
+        memset(next, 0, SPW_STREAM_PARTITIONS_MAX * sizeof *next);
+    k->pre_s = s;
+    k->pre_holds = spw_xcalloc(np, sizeof *k->pre_holds);
+    k->pre_n = np;
+    for (uint32_t i = 0; i < np; i++) {
+        uint64_t pos = next[i];
+        int r = take_hold(s->parts[i], &pos, &k->pre_holds[i]);
+        if (r < 0)
+            spw_error("sink %s: holding partition %u of %s at %" PRIu64 ": %s", k->def.name, i, s->cfg.name, pos,
+                      spw_strerror(r));
+    }
+    spw_free(next);
+}
+
 /* Attaches to the stream: positions from the progress file (or the kind),
  * holds taken. 0, or -ENOENT (no stream yet), or an error. */
 static int attach(spw_sink *k)
 {
     spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
-    if (!s)
+    if (!s) {
+        release_pre(k);
         return -ENOENT;
+    }
+    if (k->pre_s && k->pre_s != s)
+        release_pre(k); /* held a stream deleted since */
     uint32_t np = s->cfg.partitions;
     uint64_t next[SPW_STREAM_PARTITIONS_MAX];
     memset(next, 0, sizeof next);
     if (k->def.kind->position) {
         for (uint32_t i = 0; i < np; i++) {
-            int r = k->def.kind->position(k->kst, i, &next[i]);
+            int r = k->def.kind->position(k->kst, s->incarnation, i, &next[i]);
             if (r < 0) {
                 spw_stream_put(s);
                 set_error(k, "reading the position of partition %u from the target: %s", i, spw_strerror(r));
@@ -516,28 +606,17 @@ static int attach(spw_sink *k)
             }
         }
     } else {
-        char dir[4200], path[4300];
-        sink_dir(k, dir, sizeof dir);
-        snprintf(path, sizeof path, "%s/progress", dir);
-        char *text;
-        size_t len;
-        int r = read_small(path, &text, &len, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX);
-        if (r == 0) {
-            uint32_t n = 0;
-            if (spw_sink_progress_parse(text, len, next, SPW_STREAM_PARTITIONS_MAX, &n) < 0) {
-                spw_error("sink %s: %s is damaged; not starting (move it aside to start from the beginning)",
-                          k->def.name, path);
-                set_error(k, "progress file damaged: %s", path);
-                spw_free(text);
-                spw_stream_put(s);
-                return SPW_ECORRUPT;
-            }
-            spw_free(text);
-            for (uint32_t i = n; i < np; i++)
-                next[i] = 0;
-        } else if (r != -ENOENT) {
+        int r = read_progress(k, s, next, np);
+        if (r == SPW_ECORRUPT) {
+            char dir[4200];
+            sink_dir(k, dir, sizeof dir);
+            set_error(k, "progress file damaged: %s/progress", dir);
             spw_stream_put(s);
-            set_error(k, "reading %s: %s", path, spw_strerror(r));
+            return r;
+        }
+        if (r < 0 && r != -ENOENT) {
+            spw_stream_put(s);
+            set_error(k, "reading the progress file: %s", spw_strerror(r));
             return r;
         }
     }
@@ -565,6 +644,7 @@ static int attach(spw_sink *k)
     k->s = s;
     pthread_mutex_unlock(&k->mu);
     spw_free(old);
+    release_pre(k); /* the holds at the real positions replace them */
     return 0;
 }
 
@@ -811,8 +891,21 @@ static int op_progress(void *arg, uint32_t upto)
     int r = 0;
     if (k->def.kind->commit)
         r = k->def.kind->commit(k->kst, k->b.part, next);
-    if (r == 0 && !k->def.kind->position)
+    if (r == 0 && !k->def.kind->position) {
         r = save_progress(k);
+    } else if (r == 0) {
+        /* The target holds the position; the file is the lower bound that
+         * retention holds at before the target answers again after a
+         * restart. Lagging is safe, so at most once a second, and a
+         * failure only logged. */
+        uint64_t now = (uint64_t)spw_wall_ms();
+        if (now - k->lb_saved_ms >= 1000) {
+            k->lb_saved_ms = now;
+            int e = save_progress(k);
+            if (e < 0)
+                spw_warn("sink %s: saving the local lower bound of its progress: %s", k->def.name, spw_strerror(e));
+        }
+    }
     if (r == 0 && sp->hold)
         spw_hold_move(sp->hold, next); /* ERANGE impossible: next is above the held offset */
     return r;
@@ -824,6 +917,13 @@ static int op_wait(void *arg, uint32_t attempt, const char *err)
     if (stopping(k))
         return 1;
     atomic_store(&k->state, ST_RETRYING);
+    /* The cycle that updates each partition's end waits for this retry:
+     * keep the lag shown by GET and /metrics current meanwhile. */
+    for (uint32_t i = 0; k->s && i < k->nparts; i++) {
+        spw_part_state st;
+        spw_part_state_get(k->s->parts[i], &st);
+        atomic_store(&k->parts[i].end, st.next_offset);
+    }
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
         rnd = spw_mono_ns();
@@ -1011,6 +1111,7 @@ static void *worker(void *arg)
     if (k->has_pend)
         finish_pending(k);
     detach(k);
+    release_pre(k);
     atomic_store(&k->state, ST_STOPPED);
     return NULL;
 }
@@ -1038,7 +1139,10 @@ static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
 
 static int sink_start(spw_sink *k)
 {
+    take_pre_holds(k);
     int r = pthread_create(&k->th, NULL, worker, k);
+    if (r)
+        release_pre(k);
     return r ? -r : 0;
 }
 

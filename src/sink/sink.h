@@ -63,9 +63,12 @@ typedef struct spw_sink_kind {
                      size_t cap);
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
-     * next offset at start (0 or a negative error, then retried), and no
-     * progress file is written. */
-    int (*position)(void *st, uint32_t partition, uint64_t *next);
+     * next offset at start (0 or a negative error, then retried). The
+     * stream's incarnation (server/catalog.h) is stored with the progress
+     * and a position stored for another incarnation counts as none. The
+     * progress file is then a lower bound only, for retention holds
+     * before the target is reachable (docs/formats/sink-progress.md). */
+    int (*position)(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next);
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);

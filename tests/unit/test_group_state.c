@@ -51,10 +51,10 @@ static void test_leases(const char *dir)
     CHECK_OK(spw_groups_open(dir, &gs));
     uint64_t start[3] = {0, 0, 0}, end[3] = {5, 0, 3}, first[3] = {0, 0, 0};
     int created;
-    spw_group *g = spw_group_find(gs, "s", "g", 1, 3, start, &created);
+    spw_group *g = spw_group_find(gs, "s", 0, "g", 1, 3, start, &created);
     CHECK(g && created);
-    CHECK(spw_group_find(gs, "s", "g", 1, 3, start, &created) == g && !created);
-    CHECK(spw_group_find(gs, "s", "other", 0, 0, NULL, NULL) == NULL);
+    CHECK(spw_group_find(gs, "s", 0, "g", 1, 3, start, &created) == g && !created);
+    CHECK(spw_group_find(gs, "s", 0, "other", 0, 0, NULL, NULL) == NULL);
     spw_lease a, b, c;
     CHECK_EQ(spw_group_acquire(g, end, first, 3, 1000, 500, "m1", &a), 1);
     CHECK_EQ(a.partition, 0);
@@ -136,7 +136,7 @@ static void test_file(const char *dir)
     /* test_leases saved s/g as {3,0,3}. */
     spw_groups *gs;
     CHECK_OK(spw_groups_open(dir, &gs));
-    spw_group *g = spw_group_find(gs, "s", "g", 0, 0, NULL, NULL);
+    spw_group *g = spw_group_find(gs, "s", 0, "g", 0, 0, NULL, NULL);
     CHECK(g != NULL);
     CHECK_EQ(spw_group_nparts(g), 3);
     spw_group_part_info info[3];
@@ -156,7 +156,7 @@ static void test_file(const char *dir)
     spw_os = spw_os_default;
     spw_groups_close(gs);
     CHECK_OK(spw_groups_open(dir, &gs));
-    g = spw_group_find(gs, "s", "g", 0, 0, NULL, NULL);
+    g = spw_group_find(gs, "s", 0, "g", 0, 0, NULL, NULL);
     spw_group_info(g, info, 3, 0);
     CHECK_EQ(info[l.partition].committed, l.partition == 1 ? 0 : 3); /* the failed save changed nothing */
     CHECK_EQ(spw_group_acquire(g, end, first, 3, 0, 1000, "m", &l), 1);
@@ -168,7 +168,7 @@ static void test_file(const char *dir)
     CHECK_OK(spw_group_save(gs, g)); /* still dirty: written now */
     spw_groups_close(gs);
     CHECK_OK(spw_groups_open(dir, &gs));
-    g = spw_group_find(gs, "s", "g", 0, 0, NULL, NULL);
+    g = spw_group_find(gs, "s", 0, "g", 0, 0, NULL, NULL);
     spw_group_info(g, info, 3, 0);
     CHECK_EQ(info[l.partition].committed, 9);
     spw_groups_close(gs);
@@ -184,8 +184,8 @@ static void test_file(const char *dir)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         write_text(path, bad[i]);
         CHECK_OK(spw_groups_open(dir, &gs));
-        CHECK(spw_group_find(gs, "s", "b", 0, 0, NULL, NULL) == NULL);
-        CHECK(spw_group_find(gs, "s", "g", 0, 0, NULL, NULL) != NULL);
+        CHECK(spw_group_find(gs, "s", 0, "b", 0, 0, NULL, NULL) == NULL);
+        CHECK(spw_group_find(gs, "s", 0, "g", 0, 0, NULL, NULL) != NULL);
         spw_groups_close(gs);
     }
     write_text(path, "{\"version\":1,\"stream\":\"s\",\"group\":\"b\",\"committed\":[7, 8]}\n");
@@ -193,13 +193,13 @@ static void test_file(const char *dir)
     snprintf(path, sizeof path, "%s/groups/s/.b.tmp", dir);
     write_text(path, "{\"version\":1,\"stream\":\"s\",\"group\":\".b.tmp\",\"committed\":[1]}\n");
     CHECK_OK(spw_groups_open(dir, &gs));
-    g = spw_group_find(gs, "s", "b", 0, 0, NULL, NULL);
+    g = spw_group_find(gs, "s", 0, "b", 0, 0, NULL, NULL);
     CHECK(g != NULL);
     CHECK_EQ(spw_group_nparts(g), 2);
     spw_group_info(g, info, 2, 0);
     CHECK_EQ(info[0].committed, 7);
     CHECK_EQ(info[1].committed, 8);
-    CHECK(spw_group_find(gs, "s", ".b.tmp", 0, 0, NULL, NULL) == NULL);
+    CHECK(spw_group_find(gs, "s", 0, ".b.tmp", 0, 0, NULL, NULL) == NULL);
     spw_groups_close(gs);
 }
 
@@ -210,7 +210,7 @@ static void test_drop(const char *dir)
     spw_groups *gs;
     CHECK_OK(spw_groups_open(dir, &gs));
     uint64_t start[2] = {0, 0}, end[2] = {4, 4}, first[2] = {0, 0};
-    spw_group *g = spw_group_find(gs, "dropme", "g1", 1, 2, start, NULL);
+    spw_group *g = spw_group_find(gs, "dropme", 0, "g1", 1, 2, start, NULL);
     CHECK(g != NULL);
     CHECK_OK(spw_group_save(gs, g));
     spw_lease l;
@@ -221,14 +221,58 @@ static void test_drop(const char *dir)
     CHECK(access(path, F_OK) == 0);
     CHECK_OK(spw_groups_drop_stream(gs, "dropme"));
     CHECK(access(path, F_OK) != 0);
-    CHECK(spw_group_find(gs, "dropme", "g1", 0, 0, NULL, NULL) == NULL);
-    CHECK(spw_group_find(gs, "s", "g", 0, 0, NULL, NULL) != NULL); /* other streams' groups stay */
+    CHECK(spw_group_find(gs, "dropme", 0, "g1", 0, 0, NULL, NULL) == NULL);
+    CHECK(spw_group_find(gs, "s", 0, "g", 0, 0, NULL, NULL) != NULL); /* other streams' groups stay */
     CHECK_EQ(spw_group_commit(g, l.partition, l.id, 4, 0), 0);     /* a commit in flight: harmless */
     CHECK_OK(spw_group_save(gs, g));
     CHECK(access(path, F_OK) != 0); /* not written again */
     CHECK_EQ(spw_group_acquire(g, end, first, 2, 5000, 1000, "m", &l), 0);
     CHECK(!spw_group_ready(g, end, first, 2, 5000));
     CHECK_OK(spw_groups_drop_stream(gs, "never-had-groups"));
+    spw_groups_close(gs);
+}
+
+/* A stream deleted and created again under its name is another
+ * incarnation: a group file left from the old one (its removal cut by a
+ * crash) is never served to the new one, and is removed. */
+static void test_incarnation(const char *dir)
+{
+    spw_groups *gs;
+    CHECK_OK(spw_groups_open(dir, &gs));
+    uint64_t start[2] = {0, 0}, end[2] = {50, 50}, first[2] = {0, 0};
+    spw_group *g = spw_group_find(gs, "re", 5, "g", 1, 2, start, NULL);
+    CHECK(g != NULL);
+    spw_lease l;
+    CHECK_EQ(spw_group_acquire(g, end, first, 2, 0, 1000, "m", &l), 1);
+    CHECK_OK(spw_group_lease_delivered(g, &l, 40));
+    CHECK_EQ(spw_group_commit(g, l.partition, l.id, 40, 0), 0);
+    CHECK_OK(spw_group_save(gs, g));
+    uint32_t moved = l.partition;
+    spw_groups_close(gs);
+
+    char path[4096 + 64];
+    snprintf(path, sizeof path, "%s/groups/re/g", dir);
+    CHECK_OK(spw_groups_open(dir, &gs));
+    g = spw_group_find(gs, "re", 5, "g", 0, 0, NULL, NULL); /* the same incarnation: kept */
+    CHECK(g != NULL);
+    spw_group_part_info info[2];
+    spw_group_info(g, info, 2, 0);
+    CHECK_EQ(info[moved].committed, 40);
+    /* Another incarnation: not served, file gone; created afresh at start. */
+    CHECK(spw_group_find(gs, "re", 9, "g", 0, 0, NULL, NULL) == NULL);
+    CHECK(access(path, F_OK) != 0);
+    int created = 0;
+    g = spw_group_find(gs, "re", 9, "g", 1, 2, start, &created);
+    CHECK(g != NULL && created);
+    spw_group_info(g, info, 2, 0);
+    CHECK_EQ(info[moved].committed, 0);
+    CHECK_OK(spw_group_save(gs, g));
+    spw_groups_close(gs);
+    CHECK_OK(spw_groups_open(dir, &gs));
+    /* A request still holding the deleted stream: nothing, and the new
+     * incarnation's group stays. */
+    CHECK(spw_group_find(gs, "re", 5, "g", 1, 2, start, NULL) == NULL);
+    CHECK(spw_group_find(gs, "re", 9, "g", 0, 0, NULL, NULL) != NULL);
     spw_groups_close(gs);
 }
 
@@ -240,6 +284,7 @@ int main(void)
     test_leases(dir);
     test_file(dir);
     test_drop(dir);
+    test_incarnation(dir);
     spw_test_rmrf(dir);
     free(dir);
     return 0;

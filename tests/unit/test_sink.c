@@ -3,6 +3,7 @@
  * bounds, delivery with bisection and dead letters against a fake target,
  * and the progress file's text form.
  */
+#include "core/crc32c.h"
 #include "sink/loop.h"
 
 #include <string.h>
@@ -193,30 +194,43 @@ static void test_progress(void)
 {
     uint64_t next[3] = {0, 12345678901234ull, 7};
     spw_buf b = SPW_BUF_INIT;
-    CHECK_OK(spw_sink_progress_encode(&b, next, 3));
-    uint64_t got[8];
+    CHECK_OK(spw_sink_progress_encode(&b, 7301234567890123ull, next, 3));
+    uint64_t got[8], inc = 0;
     uint32_t n = 0;
-    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, got, 8, &n), 0);
+    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, &inc, got, 8, &n), 0);
     CHECK_EQ(n, 3);
+    CHECK(inc == 7301234567890123ull);
     for (int i = 0; i < 3; i++)
         CHECK(got[i] == next[i]);
-    static const char want[] = "spillway-sink-progress 1\npartitions 3\n0 0\n1 12345678901234\n2 7\ncrc32c ";
+    static const char want[] =
+        "spillway-sink-progress 2\nincarnation 7301234567890123\npartitions 3\n0 0\n1 12345678901234\n2 7\ncrc32c ";
     CHECK(memcmp(b.p, want, sizeof want - 1) == 0);
     /* too many partitions for the caller */
-    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, got, 2, &n), SPW_ECORRUPT);
+    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, &inc, got, 2, &n), SPW_ECORRUPT);
     /* every flipped byte and every truncation is caught */
     for (size_t i = 0; i < b.len; i++) {
         char t[256];
         memcpy(t, b.p, b.len);
         t[i] ^= 0x01;
-        CHECK_EQ(spw_sink_progress_parse(t, b.len, got, 8, &n), SPW_ECORRUPT);
-        CHECK_EQ(spw_sink_progress_parse((const char *)b.p, i, got, 8, &n), SPW_ECORRUPT);
+        CHECK_EQ(spw_sink_progress_parse(t, b.len, &inc, got, 8, &n), SPW_ECORRUPT);
+        CHECK_EQ(spw_sink_progress_parse((const char *)b.p, i, &inc, got, 8, &n), SPW_ECORRUPT);
     }
     spw_buf_fini(&b);
     /* zero partitions is valid */
-    CHECK_OK(spw_sink_progress_encode(&b, next, 0));
-    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, got, 8, &n), 0);
+    CHECK_OK(spw_sink_progress_encode(&b, 0, next, 0));
+    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, &inc, got, 8, &n), 0);
     CHECK_EQ(n, 0);
+    CHECK(inc == 0);
+    spw_buf_fini(&b);
+    /* version 1 (no incarnation line) is read as incarnation 0 */
+    static const char v1[] = "spillway-sink-progress 1\npartitions 2\n0 5\n1 9\n";
+    spw_buf_puts(&b, v1);
+    char crc[32];
+    snprintf(crc, sizeof crc, "crc32c %08x\n", (unsigned)spw_crc32c(v1, sizeof v1 - 1));
+    spw_buf_puts(&b, crc);
+    inc = 1;
+    CHECK_EQ(spw_sink_progress_parse((const char *)b.p, b.len, &inc, got, 8, &n), 0);
+    CHECK(n == 2 && got[0] == 5 && got[1] == 9 && inc == 0);
     spw_buf_fini(&b);
 }
 

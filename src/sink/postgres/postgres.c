@@ -95,6 +95,7 @@ typedef struct pg {
     uint32_t *shard_of;
     size_t shard_cap;
     int res;       /* between pg_begin and pg_end: the window's answer so far (W_*) */
+    uint64_t incarnation; /* the stream's (server/catalog.h), from pg_position: progress rows carry it */
     char e1[512];  /* and its sentence */
 } pg;
 
@@ -358,7 +359,8 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
                  "SET client_min_messages = warning;"
                  "CREATE TABLE IF NOT EXISTS " PG_PROGRESS_TABLE " (sink text NOT NULL, stream text NOT NULL,"
                  " partition integer NOT NULL, shard integer NOT NULL, next_offset bigint NOT NULL,"
-                 " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard))",
+                 " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard));"
+                 "ALTER TABLE " PG_PROGRESS_TABLE " ADD COLUMN IF NOT EXISTS incarnation bigint NOT NULL DEFAULT 0",
                  err, cap, pre)) {
         drop(s);
         return -1;
@@ -367,7 +369,7 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
     snprintf(shard, sizeof shard, "%u", si);
     const char *params[] = {g->sink, g->stream, shard};
     PGresult *r = PQexecParams(s->c,
-                               "SELECT partition, next_offset FROM " PG_PROGRESS_TABLE
+                               "SELECT partition, next_offset, incarnation FROM " PG_PROGRESS_TABLE
                                " WHERE sink = $1 AND stream = $2 AND shard = $3",
                                3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -383,6 +385,16 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
         long long p = atoll(PQgetvalue(r, i, 0)), n = atoll(PQgetvalue(r, i, 1));
         if (p < 0 || p >= 65536 || n < 0)
             continue;
+        uint64_t inc = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+        if (inc != g->incarnation) {
+            /* Written for an earlier stream of this name (deleted and
+             * created again): its positions mean nothing here. The next
+             * commit of this partition overwrites the row. */
+            spw_warn("sink %s: shard %u: the progress of partition %lld belongs to an earlier stream %s "
+                     "(incarnation %" PRIu64 ", now %" PRIu64 "); starting it from the oldest offset",
+                     g->sink, si, p, g->stream, inc, g->incarnation);
+            n = 0;
+        }
         ensure_next(s, (uint32_t)p);
         s->next[p] = (uint64_t)n;
     }
@@ -476,9 +488,15 @@ static int check_table(pg *g, uint32_t si, char *err, size_t cap)
     return 0;
 }
 
-static int pg_position(void *st, uint32_t partition, uint64_t *next)
+static int pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next)
 {
     pg *g = st;
+    if (incarnation != g->incarnation) {
+        /* Another stream of this name: reread every shard's rows against it. */
+        g->incarnation = incarnation;
+        for (uint32_t i = 0; i < g->nshards; i++)
+            g->sh[i].ready = 0;
+    }
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++) {
         char err[512];
@@ -709,21 +727,26 @@ static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, si
 }
 
 #define PROGRESS_UPSERT                                                                                          \
-    "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset) VALUES "
+    "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset, incarnation) VALUES "
+/* A row of another incarnation (an earlier stream of this name) is
+ * replaced, not moved up from. */
 #define PROGRESS_ON_CONFLICT                                                                                     \
     " ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET"                                               \
-    " next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset), updated_at = now()"
+    " next_offset = CASE WHEN p.incarnation = EXCLUDED.incarnation"                                             \
+    " THEN GREATEST(p.next_offset, EXCLUDED.next_offset) ELSE EXCLUDED.next_offset END,"                        \
+    " incarnation = EXCLUDED.incarnation, updated_at = now()"
 
 /* Upserts (sink, stream, partition, shard) → next (its own statement). */
 static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t next)
 {
-    char ps[16], sh[16], nx[24];
+    char ps[16], sh[16], nx[24], inc[24];
     snprintf(ps, sizeof ps, "%u", partition);
     snprintf(sh, sizeof sh, "%u", si);
     snprintf(nx, sizeof nx, "%" PRIu64, next);
-    const char *params[] = {g->sink, g->stream, ps, sh, nx};
-    return PQexecParams(g->sh[si].c, PROGRESS_UPSERT "($1, $2, $3, $4, $5)" PROGRESS_ON_CONFLICT, 5, NULL, params,
-                        NULL, NULL, 0);
+    snprintf(inc, sizeof inc, "%" PRIu64, g->incarnation);
+    const char *params[] = {g->sink, g->stream, ps, sh, nx, inc};
+    return PQexecParams(g->sh[si].c, PROGRESS_UPSERT "($1, $2, $3, $4, $5, $6)" PROGRESS_ON_CONFLICT, 6, NULL,
+                        params, NULL, NULL, 0);
 }
 
 /* Appends a string literal for s to the statement b (PQescapeLiteral:
@@ -778,7 +801,7 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
         return fail(g, si, NULL, "quoting the progress row", err, cap);
     char nums[80];
-    snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ")", partition, si, end);
+    snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", partition, si, end, g->incarnation);
     spw_buf_puts(q, nums);
     spw_buf_puts(q, PROGRESS_ON_CONFLICT "; COPY ");
     spw_buf_puts(q, g->qtable);
