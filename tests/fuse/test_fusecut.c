@@ -1,0 +1,530 @@
+/*
+ * Power cuts of the whole server, end to end: `spillway serve` runs with its
+ * data directory on lossyfs (tests/fuse/lossyfs.c: unsynced writes live in
+ * that process's memory and are lost, all but a random torn few, when it
+ * "loses power"). Each cycle lets producers and a consumer group run for a
+ * random while, then kills the server with SIGKILL, cuts the power, and
+ * starts the server again on the same ports.
+ *
+ *   - an HTTP producer sends requests of 10 events with an Idempotency-Key
+ *     at ack=fsync and retries each one (same key) until it is answered 2xx;
+ *   - a binary producer (the C client library) sends single records at
+ *     ack=fsync; the library resends what a lost connection left unanswered;
+ *   - a third producer sends at ack=written, without retries: what it
+ *     sends may be lost, but the group must never be given an event that a
+ *     cut then replaces (readers see only durable records);
+ *   - a consumer group polls and commits.
+ *
+ * At the end (everything retried, the group drained, the stream read back)
+ * the model says: every acknowledged event is stored exactly once; no event
+ * is stored twice; every offset the group was given still holds what it was
+ * given; the group was given every acknowledged event. Prints
+ * "fusecut: cycles=N ... violations=V"; fails on any violation.
+ *
+ *   test_fusecut SPILLWAY LOSSYFS        (SPW_FUSECUT_CYCLES, default 20)
+ *
+ * Exits 77 (skipped) where FUSE cannot be mounted.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "../integration/server.h"
+#include "spillway.h"
+
+#define STREAM "pl"
+#define NPARTS 2
+#define HTTP_MAX 20000      /* requests */
+#define HTTP_EVENTS 10      /* events per request */
+#define BIN_MAX 2000000     /* binary records */
+#define BIN_BASE 100000000u /* binary events' ids start here */
+#define LAZY_BASE 50000000u /* ack=written events' ids start here */
+
+static const char *BIN;
+static srv S;
+static char DATA[4200];
+static const char *const *EXTRA;
+static _Atomic int stop_http, stop_bin, stop_group, stop_lazy;
+static _Atomic int http_port;
+
+static _Atomic uint8_t h_acked[HTTP_MAX], b_acked[BIN_MAX];
+static _Atomic uint32_t h_sent, b_sent;
+static uint32_t h_count[HTTP_MAX * HTTP_EVENTS], *b_count;
+static uint8_t h_given[HTTP_MAX * HTTP_EVENTS], *b_given;
+
+/* What the group was given: per partition, offset → event id + 1 (0: none). */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t *seen[NPARTS];
+static size_t seen_cap[NPARTS];
+static long violations;
+
+#define VIOLATION(...)                                                                                                 \
+    do {                                                                                                               \
+        if (violations++ < 20)                                                                                         \
+            printf("VIOLATION: " __VA_ARGS__);                                                                         \
+    } while (0)
+
+/* ---- a plain HTTP client that never aborts: status, or -1 (no answer) ---- */
+
+typedef struct hresp {
+    int status;
+    char *head, *body;
+    size_t body_len;
+} hresp;
+
+static int hreq(int port, const char *method, const char *path, const char *headers, const char *body, size_t len,
+                hresp *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\n"
+                      "Content-Length: %zu\r\n%s\r\n",
+                      method, path, len, headers ? headers : "");
+    if (send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn || (len && send(fd, body, len, MSG_NOSIGNAL) != (ssize_t)len)) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+        }
+        ssize_t r = recv(fd, buf + n, cap - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (n < 12 || strncmp(buf, "HTTP/1.1 ", 9) != 0 || !sep) {
+        free(buf);
+        return -1;
+    }
+    *sep = 0;
+    out->status = atoi(buf + 9);
+    out->head = buf;
+    out->body = sep + 4;
+    out->body_len = n - (size_t)(sep + 4 - buf);
+    return out->status;
+}
+
+static void hfree(hresp *r) { free(r->head); }
+
+static int hheader(const hresp *r, const char *name, char *out, size_t cap)
+{
+    const char *p = r->head;
+    size_t nl = strlen(name);
+    while ((p = strstr(p, "\r\n"))) {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            p += nl + 1;
+            while (*p == ' ')
+                p++;
+            size_t i = 0;
+            while (p[i] && p[i] != '\r' && i + 1 < cap) {
+                out[i] = p[i];
+                i++;
+            }
+            out[i] = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- producers ---- */
+
+static void *http_producer(void *arg)
+{
+    (void)arg;
+    char body[HTTP_EVENTS * 64];
+    for (uint32_t i = 0; i < HTTP_MAX && !stop_http; i++) {
+        size_t len = 0;
+        for (uint32_t j = 0; j < HTTP_EVENTS; j++)
+            len += (size_t)sprintf(body + len, "{\"k\":\"k%u\",\"u\":%u}\n", (i * 7 + j) % 11, i * HTTP_EVENTS + j);
+        char hdr[64];
+        snprintf(hdr, sizeof hdr, "Idempotency-Key: fc-%u\r\n", i);
+        atomic_store(&h_sent, i + 1);
+        /* retried with the same key until answered: bounded by 60 s of no answer */
+        for (int tries = 0; tries < 3000; tries++) {
+            hresp r;
+            int st = hreq(http_port, "POST", "/v1/streams/" STREAM "/events", hdr, body, len, &r);
+            if (st >= 0)
+                hfree(&r);
+            if (st >= 200 && st < 300) {
+                h_acked[i] = 1;
+                break;
+            }
+            usleep(20000);
+        }
+    }
+    return NULL;
+}
+
+/* ack=written, no key, no retry: may be lost by a cut, never half-seen. */
+static void *lazy_producer(void *arg)
+{
+    (void)arg;
+    char body[HTTP_EVENTS * 64];
+    for (uint32_t i = 0; !stop_lazy && i < 1000000; i++) {
+        size_t len = 0;
+        for (uint32_t j = 0; j < HTTP_EVENTS; j++)
+            len += (size_t)sprintf(body + len, "{\"k\":\"w%u\",\"u\":%u}\n", j % 5, LAZY_BASE + i * HTTP_EVENTS + j);
+        hresp r;
+        int st = hreq(http_port, "POST", "/v1/streams/" STREAM "/events?ack=written", NULL, body, len, &r);
+        if (st >= 0)
+            hfree(&r);
+        usleep(st >= 200 && st < 300 ? 1000 : 20000);
+    }
+    return NULL;
+}
+
+static void on_delivery(void *opaque, const spw_delivery *d)
+{
+    (void)opaque;
+    uintptr_t n = (uintptr_t)d->opaque;
+    if (d->status == 0 && n < BIN_MAX)
+        b_acked[n] = 1;
+}
+
+static void *bin_producer(void *arg)
+{
+    spw_producer *p = arg;
+    for (uint32_t n = 0; n < BIN_MAX && !stop_bin; n++) {
+        char v[64], k[16];
+        int vl = snprintf(v, sizeof v, "{\"k\":\"b%u\",\"u\":%u}", n % 13, BIN_BASE + n);
+        int kl = snprintf(k, sizeof k, "b%u", n % 13);
+        atomic_store(&b_sent, n + 1);
+        if (spw_producer_send(p, STREAM, k, kl, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC,
+                              (void *)(uintptr_t)n) != 0)
+            break;
+        if (n % 64 == 63)
+            usleep(2000);
+    }
+    return NULL;
+}
+
+/* ---- what was read ---- */
+
+static int64_t field(const char *line, const char *name)
+{
+    const char *p = strstr(line, name);
+    return p ? strtoll(p + strlen(name), NULL, 10) : -1;
+}
+
+/* Calls fn for each record line of an NDJSON body. */
+static void each_line(char *body, void (*fn)(int part, uint64_t off, uint64_t u))
+{
+    for (char *line = body; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        int64_t p = field(line, "\"partition\":"), o = field(line, "\"offset\":"), u = field(line, "\"u\":");
+        if (p >= 0 && p < NPARTS && o >= 0 && u >= 0)
+            fn((int)p, (uint64_t)o, (uint64_t)u);
+        line = nl ? nl + 1 : NULL;
+    }
+}
+
+static void mark_given(uint64_t u)
+{
+    if (u >= BIN_BASE) {
+        if (u - BIN_BASE < BIN_MAX)
+            b_given[u - BIN_BASE] = 1;
+    } else if (u < HTTP_MAX * HTTP_EVENTS) {
+        h_given[u] = 1;
+    }
+}
+
+static void on_seen(int p, uint64_t off, uint64_t u)
+{
+    pthread_mutex_lock(&seen_mu);
+    if (off >= seen_cap[p]) {
+        size_t cap = seen_cap[p] ? seen_cap[p] : 4096;
+        while (cap <= off)
+            cap *= 2;
+        seen[p] = realloc(seen[p], cap * sizeof *seen[p]);
+        memset(seen[p] + seen_cap[p], 0, (cap - seen_cap[p]) * sizeof *seen[p]);
+        seen_cap[p] = cap;
+    }
+    if (seen[p][off] && seen[p][off] != u + 1)
+        VIOLATION("the group was given offset %d/%" PRIu64 " twice with different events (%" PRIu64 ", %" PRIu64
+                  ")\n",
+                  p, off, seen[p][off] - 1, u);
+    seen[p][off] = u + 1;
+    mark_given(u);
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static int group_round(int wait_ms)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/" STREAM "/groups/cg/poll?member=m&max=2000&wait_ms=%d&lease_ms=5000",
+             wait_ms);
+    hresp r;
+    int st = hreq(http_port, "POST", path, NULL, "", 0, &r);
+    if (st != 200) {
+        if (st >= 0)
+            hfree(&r);
+        return st == 204 ? 0 : -1;
+    }
+    char lease[128], next[32];
+    int ok = hheader(&r, "Spillway-Lease", lease, sizeof lease) && hheader(&r, "Spillway-Next-Offset", next, sizeof next);
+    each_line(r.body, on_seen);
+    hfree(&r);
+    if (!ok)
+        return -1;
+    char body[256];
+    int bl = snprintf(body, sizeof body, "{\"lease\":\"%s\",\"offset\":%s}", lease, next);
+    st = hreq(http_port, "POST", "/v1/streams/" STREAM "/groups/cg/commit", NULL, body, (size_t)bl, &r);
+    if (st >= 0)
+        hfree(&r);
+    return 1;
+}
+
+static void *group_consumer(void *arg)
+{
+    (void)arg;
+    while (!stop_group)
+        if (group_round(100) < 0)
+            usleep(20000);
+    return NULL;
+}
+
+static void on_final(int p, uint64_t off, uint64_t u)
+{
+    (void)p, (void)off;
+    if (u >= BIN_BASE) {
+        if (u - BIN_BASE < BIN_MAX)
+            b_count[u - BIN_BASE]++;
+    } else if (u < HTTP_MAX * HTTP_EVENTS) {
+        h_count[u]++;
+    }
+    pthread_mutex_lock(&seen_mu);
+    if (off < seen_cap[p] && seen[p][off] && seen[p][off] != u + 1)
+        VIOLATION("offset %d/%" PRIu64 " was given to the group as event %" PRIu64 " and now holds %" PRIu64 "\n", p,
+                  off, seen[p][off] - 1, u);
+    pthread_mutex_unlock(&seen_mu);
+}
+
+/* Reads every partition from its start; returns the records read. */
+static uint64_t read_all(void)
+{
+    uint64_t total = 0;
+    for (int p = 0; p < NPARTS; p++) {
+        uint64_t off = 0;
+        for (int guard = 0; guard < 100000; guard++) {
+            char path[256];
+            snprintf(path, sizeof path, "/v1/streams/" STREAM "/events?partition=%d&offset=%" PRIu64 "&limit=10000", p,
+                     off);
+            hresp r;
+            int st = hreq(http_port, "GET", path, NULL, "", 0, &r);
+            char next[32] = "";
+            if (st == 500 && hheader(&r, "Spillway-Next-Offset", next, sizeof next)) {
+                printf("partition %d: damaged records reported at %" PRIu64 ", resuming at %s\n", p, off, next);
+                off = strtoull(next, NULL, 10);
+                hfree(&r);
+                continue;
+            }
+            CHECK_EQ(st, 200);
+            CHECK(hheader(&r, "Spillway-Next-Offset", next, sizeof next));
+            uint64_t nx = strtoull(next, NULL, 10);
+            for (char *q = r.body; *q; q++)
+                total += *q == '\n';
+            each_line(r.body, on_final);
+            hfree(&r);
+            if (nx == off)
+                break;
+            off = nx;
+        }
+    }
+    return total;
+}
+
+/* ---- the filesystem ---- */
+
+typedef struct lossy {
+    pid_t pid;
+    FILE *out;
+} lossy;
+
+static int lossy_start(lossy *l, const char *bin, const char *back, const char *mnt, unsigned seed)
+{
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    l->pid = fork();
+    CHECK(l->pid >= 0);
+    if (l->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        close(pfd[1]);
+        char s[32];
+        snprintf(s, sizeof s, "%u", seed);
+        execl(bin, bin, back, mnt, s, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    l->out = fdopen(pfd[0], "r");
+    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+    char line[128];
+    if (poll(&p, 1, 10000) != 1 || !fgets(line, sizeof line, l->out) || strncmp(line, "ready", 5) != 0)
+        return -1;
+    return 0;
+}
+
+static void lossy_cut(lossy *l)
+{
+    CHECK(kill(l->pid, SIGUSR1) == 0);
+    char line[256];
+    struct pollfd p = {.fd = fileno(l->out), .events = POLLIN};
+    CHECK(poll(&p, 1, 10000) == 1);
+    CHECK(fgets(line, sizeof line, l->out) != NULL);
+    CHECK(strncmp(line, "cut ", 4) == 0);
+    if (getenv("SPW_TEST_VERBOSE"))
+        printf("%s", line);
+}
+
+static void lossy_stop(lossy *l)
+{
+    kill(l->pid, SIGTERM);
+    int st;
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(l->pid, &st, WNOHANG) == l->pid) {
+            fclose(l->out);
+            return;
+        }
+        usleep(10000);
+    }
+    kill(l->pid, SIGKILL);
+    waitpid(l->pid, &st, 0);
+    fclose(l->out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s SPILLWAY LOSSYFS\n", argv[0]);
+        return 2;
+    }
+    BIN = argv[1];
+    int cycles = getenv("SPW_FUSECUT_CYCLES") ? atoi(getenv("SPW_FUSECUT_CYCLES")) : 20;
+    unsigned seed = getenv("SPW_FUSECUT_SEED") ? (unsigned)atoi(getenv("SPW_FUSECUT_SEED")) : (unsigned)getpid();
+    srand(seed);
+    char *dir = spw_test_tmpdir("fusecut");
+    char back[4200], mnt[4200];
+    snprintf(back, sizeof back, "%s/back", dir);
+    snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+    CHECK(mkdir(back, 0755) == 0 && mkdir(mnt, 0755) == 0);
+    lossy fs = {0};
+    if (access("/dev/fuse", R_OK | W_OK) != 0 || lossy_start(&fs, argv[2], back, mnt, seed) != 0) {
+        printf("test_fusecut: skipped: cannot mount a FUSE filesystem here\n");
+        if (fs.pid > 0)
+            lossy_stop(&fs);
+        spw_test_rmrf(dir);
+        return 77;
+    }
+    b_count = calloc(BIN_MAX, sizeof *b_count);
+    b_given = calloc(BIN_MAX, 1);
+    snprintf(DATA, sizeof DATA, "%s/data", mnt);
+    srv_start(&S, BIN, DATA, NULL);
+    char lh[64], lb[64];
+    snprintf(lh, sizeof lh, "127.0.0.1:%d", S.port);
+    snprintf(lb, sizeof lb, "127.0.0.1:%d", S.binport);
+    const char *extra[] = {"--listen", lh, "--listen-bin", lb, "--segment-bytes", "65536", NULL};
+    EXTRA = extra;
+    http_port = S.port;
+    CHECK_EQ(srv_stop(&S, SIGTERM), 0); /* again with small segments, on these ports */
+    srv_start(&S, BIN, DATA, EXTRA);
+    put_stream(S.port, STREAM, "{\"partitions\":2,\"key\":\"/k\"}");
+
+    spw_producer_config pc;
+    spw_producer_config_init(&pc);
+    pc.on_delivery = on_delivery;
+    pc.delivery_timeout_ms = 600000;
+    pc.backoff_max_ms = 200;
+    spw_producer *prod;
+    CHECK_OK(spw_producer_new(lb, &pc, &prod));
+    pthread_t th_h, th_b, th_g, th_w;
+    pthread_create(&th_w, NULL, lazy_producer, NULL);
+    pthread_create(&th_h, NULL, http_producer, NULL);
+    pthread_create(&th_b, NULL, bin_producer, prod);
+    pthread_create(&th_g, NULL, group_consumer, NULL);
+    for (int c = 0; c < cycles; c++) {
+        usleep((useconds_t)(150000 + rand() % 450000));
+        CHECK_EQ(srv_stop(&S, SIGKILL), 128 + SIGKILL);
+        lossy_cut(&fs);
+        srv_start(&S, BIN, DATA, EXTRA);
+    }
+    usleep(200000);
+    stop_http = 1;
+    stop_bin = 1;
+    stop_lazy = 1;
+    pthread_join(th_w, NULL);
+    pthread_join(th_h, NULL);
+    pthread_join(th_b, NULL);
+    CHECK_OK(spw_producer_flush(prod, 120000));
+    spw_producer_close(prod, 10000);
+    stop_group = 1;
+    pthread_join(th_g, NULL);
+    int idle = 0;
+    for (int i = 0; i < 2000 && idle < 3; i++) /* drain the group */
+        idle = group_round(50) == 0 ? idle + 1 : 0;
+    uint64_t stored = read_all();
+
+    uint32_t hs = h_sent, bs = b_sent;
+    uint64_t h_ack = 0, b_ack = 0, unacked_stored = 0;
+    for (uint32_t i = 0; i < hs; i++)
+        for (uint32_t j = 0; j < HTTP_EVENTS; j++) {
+            uint32_t u = i * HTTP_EVENTS + j, n = h_count[u];
+            if (n > 1)
+                VIOLATION("http event %u stored %u times\n", u, n);
+            if (h_acked[i]) {
+                h_ack++;
+                if (n != 1)
+                    VIOLATION("http event %u was acknowledged and is stored %u times\n", u, n);
+                if (!h_given[u])
+                    VIOLATION("http event %u was acknowledged and never given to the group\n", u);
+            } else if (n) {
+                unacked_stored++;
+            }
+        }
+    for (uint32_t n = 0; n < bs; n++) {
+        if (b_count[n] > 1)
+            VIOLATION("binary record %u stored %u times\n", n, b_count[n]);
+        if (b_acked[n]) {
+            b_ack++;
+            if (b_count[n] != 1)
+                VIOLATION("binary record %u was acknowledged and is stored %u times\n", n, b_count[n]);
+            if (!b_given[n])
+                VIOLATION("binary record %u was acknowledged and never given to the group\n", n);
+        } else if (b_count[n]) {
+            unacked_stored++;
+        }
+    }
+    printf("fusecut: cycles=%d seed=%u acked_http_events=%" PRIu64 " acked_binary=%" PRIu64
+           " stored=%" PRIu64 " unacked_stored=%" PRIu64 " violations=%ld\n",
+           cycles, seed, h_ack, b_ack, stored, unacked_stored, violations);
+    CHECK_EQ(srv_stop(&S, SIGTERM), 0);
+    lossy_stop(&fs);
+    spw_test_rmrf(dir);
+    free(dir);
+    return violations ? 1 : 0;
+}
