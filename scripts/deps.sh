@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
 # the postgres sink: libpq, and PostgreSQL's server binaries for its tests and bench/run.sh pg
 pkgs+=(libpq-dev postgresql)
+# the end-to-end power-cut test (tests/fuse): lossyfs is a FUSE filesystem
+pkgs+=(pkg-config libfuse3-dev fuse3)
 pkgs+=("$@")
 
 missing=()
