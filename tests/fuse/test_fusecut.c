@@ -13,12 +13,17 @@
  *   - a third producer sends at ack=written, without retries: what it
  *     sends may be lost, but the group must never be given an event that a
  *     cut then replaces (readers see only durable records);
- *   - a consumer group polls and commits.
+ *   - a consumer group polls and commits;
+ *   - a postgres sink drains the stream into a real PostgreSQL server
+ *     (started here, on the real disk: it is the target, not the system
+ *     under test).
  *
  * At the end (everything retried, the group drained, the stream read back)
  * the model says: every acknowledged event is stored exactly once; no event
  * is stored twice; every offset the group was given still holds what it was
- * given; the group was given every acknowledged event. Prints
+ * given; the group was given every acknowledged event; PostgreSQL holds
+ * exactly one row per acknowledged event, at the offset the log has it,
+ * and no row for an event the log does not hold. Prints
  * "fusecut: cycles=N ... violations=V"; fails on any violation.
  *
  *   test_fusecut SPILLWAY LOSSYFS        (SPW_FUSECUT_CYCLES, default 20)
@@ -30,7 +35,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
-#include "../integration/server.h"
+#include "../integration/pg.h"
 #include "spillway.h"
 
 #define STREAM "pl"
@@ -55,8 +60,8 @@ static uint8_t h_given[HTTP_MAX * HTTP_EVENTS], *b_given;
 
 /* What the group was given: per partition, offset → event id + 1 (0: none). */
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t *seen[NPARTS];
-static size_t seen_cap[NPARTS];
+static uint64_t *seen[NPARTS], *fin[NPARTS];
+static size_t seen_cap[NPARTS], fin_cap[NPARTS];
 static long violations;
 
 #define VIOLATION(...)                                                                                                 \
@@ -253,17 +258,22 @@ static void mark_given(uint64_t u)
     }
 }
 
+static void grow(uint64_t **v, size_t *have, uint64_t off)
+{
+    if (off < *have)
+        return;
+    size_t cap = *have ? *have : 4096;
+    while (cap <= off)
+        cap *= 2;
+    *v = realloc(*v, cap * sizeof **v);
+    memset(*v + *have, 0, (cap - *have) * sizeof **v);
+    *have = cap;
+}
+
 static void on_seen(int p, uint64_t off, uint64_t u)
 {
     pthread_mutex_lock(&seen_mu);
-    if (off >= seen_cap[p]) {
-        size_t cap = seen_cap[p] ? seen_cap[p] : 4096;
-        while (cap <= off)
-            cap *= 2;
-        seen[p] = realloc(seen[p], cap * sizeof *seen[p]);
-        memset(seen[p] + seen_cap[p], 0, (cap - seen_cap[p]) * sizeof *seen[p]);
-        seen_cap[p] = cap;
-    }
+    grow(&seen[p], &seen_cap[p], off);
     if (seen[p][off] && seen[p][off] != u + 1)
         VIOLATION("the group was given offset %d/%" PRIu64 " twice with different events (%" PRIu64 ", %" PRIu64
                   ")\n",
@@ -318,6 +328,8 @@ static void on_final(int p, uint64_t off, uint64_t u)
         h_count[u]++;
     }
     pthread_mutex_lock(&seen_mu);
+    grow(&fin[p], &fin_cap[p], off);
+    fin[p][off] = u + 1;
     if (off < seen_cap[p] && seen[p][off] && seen[p][off] != u + 1)
         VIOLATION("offset %d/%" PRIu64 " was given to the group as event %" PRIu64 " and now holds %" PRIu64 "\n", p,
                   off, seen[p][off] - 1, u);
@@ -418,6 +430,48 @@ static void lossy_stop(lossy *l)
     fclose(l->out);
 }
 
+/* The sink has delivered everything (bounded wait), then every row is checked. */
+static void check_pg(int port, const pgsrv *pg)
+{
+    int drained = 0;
+    for (int i = 0; i < 1200 && !drained; i++) {
+        hresp r;
+        if (hreq(port, "GET", "/v1/sinks/pgs", NULL, "", 0, &r) == 200)
+            drained = strstr(r.body, "\"lag\":0,") != NULL;
+        hfree(&r);
+        if (!drained)
+            usleep(100000);
+    }
+    CHECK(drained);
+    PGconn *c = pg_conn(pg);
+    PGresult *r = PQexec(c, "SELECT u, p, o FROM fc");
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+    uint32_t *hc = calloc(HTTP_MAX * HTTP_EVENTS, sizeof *hc), *bc = calloc(BIN_MAX, sizeof *bc);
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint64_t u = strtoull(PQgetvalue(r, i, 0), NULL, 10), o = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+        int p = atoi(PQgetvalue(r, i, 1));
+        if (p < 0 || p >= NPARTS || o >= fin_cap[p] || fin[p][o] != u + 1)
+            VIOLATION("PostgreSQL has event %" PRIu64 " at %d/%" PRIu64 ", which the log does not hold there\n", u, p,
+                      o);
+        if (u >= BIN_BASE && u - BIN_BASE < BIN_MAX)
+            bc[u - BIN_BASE]++;
+        else if (u < HTTP_MAX * HTTP_EVENTS)
+            hc[u]++;
+    }
+    long rows = PQntuples(r);
+    PQclear(r);
+    PQfinish(c);
+    for (uint32_t u = 0; u < HTTP_MAX * HTTP_EVENTS; u++)
+        if (hc[u] > 1 || (h_acked[u / HTTP_EVENTS] && hc[u] != 1))
+            VIOLATION("http event %u has %u rows in PostgreSQL\n", u, hc[u]);
+    for (uint32_t n = 0; n < BIN_MAX; n++)
+        if (bc[n] > 1 || (b_acked[n] && bc[n] != 1))
+            VIOLATION("binary record %u has %u rows in PostgreSQL\n", n, bc[n]);
+    printf("fusecut: PostgreSQL holds %ld rows\n", rows);
+    free(hc);
+    free(bc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -454,6 +508,20 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&S, SIGTERM), 0); /* again with small segments, on these ports */
     srv_start(&S, BIN, DATA, EXTRA);
     put_stream(S.port, STREAM, "{\"partitions\":2,\"key\":\"/k\"}");
+    pgsrv pg = {0};
+    CHECK(pg_find() == 0);
+    pg_init(&pg, dir, "pg");
+    pg_exec(&pg, "CREATE TABLE fc (u bigint NOT NULL, p integer NOT NULL, o bigint NOT NULL)");
+    {
+        char ci[160], def[1024];
+        pg_conninfo(&pg, ci, sizeof ci);
+        snprintf(def, sizeof def,
+                 "{\"stream\":\"" STREAM "\",\"kind\":\"postgres\",\"batch\":{\"max_events\":5000,\"max_wait_ms\":50},"
+                 "\"retry\":{\"initial_ms\":20,\"max_ms\":200},\"options\":{\"shards\":[\"%s\"],\"table\":\"fc\","
+                 "\"columns\":{\"u\":\"/u\",\"p\":\"$partition\",\"o\":\"$offset\"}}}",
+                 ci);
+        CHECK_EQ(req_status(S.port, "PUT", "/v1/sinks/pgs", def), 201);
+    }
 
     spw_producer_config pc;
     spw_producer_config_init(&pc);
@@ -488,6 +556,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2000 && idle < 3; i++) /* drain the group */
         idle = group_round(50) == 0 ? idle + 1 : 0;
     uint64_t stored = read_all();
+    check_pg(S.port, &pg);
 
     uint32_t hs = h_sent, bs = b_sent;
     uint64_t h_ack = 0, b_ack = 0, unacked_stored = 0;
@@ -523,6 +592,7 @@ int main(int argc, char **argv)
            " stored=%" PRIu64 " unacked_stored=%" PRIu64 " violations=%ld\n",
            cycles, seed, h_ack, b_ack, stored, unacked_stored, violations);
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
+    pg_stop_all();
     lossy_stop(&fs);
     spw_test_rmrf(dir);
     free(dir);

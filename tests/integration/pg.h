@@ -1,0 +1,160 @@
+/*
+ * Real PostgreSQL servers for tests: initdb + pg_ctl in a temp directory,
+ * a private port on 127.0.0.1, stopped by pg_ctl (also from a failed
+ * CHECK: pg_stop_all from a SIGABRT handler). As root, PostgreSQL runs as
+ * the postgres user. Clusters are made with an explicit encoding and
+ * locale (UTF8, C), never the environment's: a root shell without LANG
+ * would make SQL_ASCII clusters.
+ */
+#ifndef SPW_TEST_PG_H
+#define SPW_TEST_PG_H
+
+#include <libpq-fe.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
+#include "server.h"
+
+#define PG_MAX 4
+
+typedef struct pgsrv {
+    char dir[4200];
+    int port;
+    int started;
+} pgsrv;
+
+static char PG_BIN[256];
+static pgsrv *PG_ALL[PG_MAX];
+static int PG_N;
+
+static int pg_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int pg_sh(const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "+ %s\n", cmd);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const char *pg_runas(void) { return geteuid() == 0 ? "runuser -u postgres -- " : ""; }
+
+/* 0, or -1 (and a message) when PostgreSQL's server binaries are missing. */
+static int pg_find(void)
+{
+    FILE *f = popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1", "r");
+    CHECK(f);
+    if (!fgets(PG_BIN, sizeof PG_BIN, f))
+        PG_BIN[0] = 0;
+    pclose(f);
+    PG_BIN[strcspn(PG_BIN, "\n")] = 0;
+    char p[300];
+    snprintf(p, sizeof p, "%s/initdb", PG_BIN);
+    if (!PG_BIN[0] || access(p, X_OK) != 0) {
+        fprintf(stderr, "PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) are missing: "
+                        "run scripts/deps.sh (installs Debian's postgresql)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int pg_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    socklen_t l = sizeof sa;
+    CHECK(getsockname(fd, (struct sockaddr *)&sa, &l) == 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* mode "fast" (clean) or "immediate" (as a crash: recovery from the WAL at the next start). */
+static void pg_stop_mode(pgsrv *s, const char *mode)
+{
+    if (s->started)
+        pg_sh("%s%s/pg_ctl -D %s -m %s -w stop >/dev/null 2>&1", pg_runas(), PG_BIN, s->dir, mode);
+    s->started = 0;
+}
+
+static void pg_start(pgsrv *s)
+{
+    CHECK_EQ(pg_sh("%s%s/pg_ctl -D %s -l %s/log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off\" start >/dev/null",
+                   pg_runas(), PG_BIN, s->dir, s->dir, s->port, s->dir),
+             0);
+    s->started = 1;
+}
+
+static void pg_stop_all(void)
+{
+    for (int i = 0; i < PG_N; i++)
+        pg_stop_mode(PG_ALL[i], "fast");
+}
+
+static void pg_on_abort(int sig)
+{
+    (void)sig;
+    pg_stop_all();
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+/* A new cluster in DIR/NAME (encoding UTF8, locale C unless encoding says
+ * otherwise), started. */
+static void pg_init_enc(pgsrv *s, const char *dir, const char *name, const char *encoding)
+{
+    CHECK(PG_N < PG_MAX);
+    snprintf(s->dir, sizeof s->dir, "%s/%s", dir, name);
+    CHECK(chmod(dir, 0755) == 0); /* the postgres user must reach it */
+    CHECK(mkdir(s->dir, 0700) == 0);
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("postgres");
+        CHECK(pw);
+        CHECK(chown(s->dir, pw->pw_uid, pw->pw_gid) == 0);
+    }
+    CHECK_EQ(pg_sh("%s%s/initdb -D %s -U postgres -A trust --no-sync --encoding=%s --locale=C >/dev/null 2>&1",
+                   pg_runas(), PG_BIN, s->dir, encoding),
+             0);
+    s->port = pg_free_port();
+    PG_ALL[PG_N++] = s;
+    signal(SIGABRT, pg_on_abort);
+    pg_start(s);
+}
+
+static void pg_init(pgsrv *s, const char *dir, const char *name) { pg_init_enc(s, dir, name, "UTF8"); }
+
+static PGconn *pg_conn(const pgsrv *s)
+{
+    char ci[160];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=10", s->port);
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK)
+        fprintf(stderr, "%s", PQerrorMessage(c));
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    return c;
+}
+
+static void pg_exec(const pgsrv *s, const char *sql)
+{
+    PGconn *c = pg_conn(s);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* The conninfo a sink definition names s by. */
+static void pg_conninfo(const pgsrv *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->port);
+}
+
+#endif
