@@ -854,13 +854,17 @@ static int cut_tail(spw_part *p, spw_segment *s, uint64_t pos, uint64_t size, ui
                  p->dir, cut, s->base_offset);
     } else {
         char name[128];
-        if ((r = save_aside(p, s, pos, size - zero, name, sizeof name)) < 0) {
+        /* A batch may end in zero bytes itself: keep the page they are in. */
+        uint64_t save_end = (size - zero + 4095) & ~(uint64_t)4095;
+        if (save_end > size)
+            save_end = size;
+        if ((r = save_aside(p, s, pos, save_end, name, sizeof name)) < 0) {
             spw_error("partition %s: cannot save the %" PRIu64 " bytes to cut at position %" PRIu64
                       " of segment %020" PRIu64 " aside: %s; nothing cut",
-                      p->dir, size - zero - pos, pos, s->base_offset, spw_strerror(r));
+                      p->dir, save_end - pos, pos, s->base_offset, spw_strerror(r));
             return r;
         }
-        rep->saved_bytes += size - zero - pos;
+        rep->saved_bytes += save_end - pos;
         spw_warn("partition %s: recovery cut %" PRIu64 " bytes (%u batch header(s), %" PRIu64
                  " zero bytes written ahead) at position %" PRIu64 " of segment %020" PRIu64
                  ", after the recovery point, next offset %" PRIu64 " (%s); the bytes are saved in %s",
