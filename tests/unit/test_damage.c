@@ -15,6 +15,8 @@
  *     it, it verifies from the start of the segment;
  *   - an .idx file far larger than its segment could need: rebuilt, not
  *     read (its size is not trusted for an allocation);
+ *   - `spillway check` reports each damaged range with the offsets
+ *     recovery gives it, and a tail after the recovery point as one;
  *   - a failed fdatasync followed by the rewrite of what it covered, with a
  *     page evicted between verification and rewrite (a pread hook returns
  *     the zeros the disk holds): the bytes written back are the verified
@@ -27,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "cli/check.h"
 #include "core/error.h"
 #include "core/msg.h"
 #include "log/log.h"
@@ -182,6 +185,31 @@ static void check_reads(spw_part *p, uint64_t end, uint64_t lo, uint64_t hi)
     }
 }
 
+/* `spillway check` on the damaged directory reports the damaged range with
+ * the offsets recovery gives it (one DAMAGED line containing want). */
+static void check_reports(const char *dir, const char *want)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CHECK(f != NULL);
+    spw_check_result res;
+    CHECK_OK(spw_check_dir(dir, f, &res));
+    fclose(f);
+    if (!strstr(buf, want) || res.damaged != 1)
+        fprintf(stderr, "spillway check %s: want one DAMAGED line with \"%s\", got:\n%s", dir, want, buf);
+    CHECK(strstr(buf, want) != NULL);
+    CHECK_EQ(res.damaged, 1);
+    free(buf);
+}
+
+static void check_reports_hole(const char *dir, uint64_t lo, uint64_t hi)
+{
+    char want[128];
+    snprintf(want, sizeof want, "(offsets %llu..%llu)", (unsigned long long)lo, (unsigned long long)hi - 1);
+    check_reports(dir, want);
+}
+
 /* ---- 8: damage below the recovery point, newest segment ---- */
 
 enum { ZERO_SECTOR, FLIP_LENGTH, FLIP_COUNT };
@@ -221,6 +249,7 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
         lo = bt->base[k];
         hi = lo + bt->count[k];
     }
+    check_reports_hole(dir, lo, hi);
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     spw_part_state st;
@@ -285,6 +314,7 @@ static void test_closed(spw_log *log, const char *dir, int how)
         CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
         close(fd);
     }
+    check_reports_hole(dir, lo, hi);
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     spw_part_state st;
@@ -368,6 +398,7 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash)
     uint8_t *orig = load(dst, &olen);
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
     patch(dst, cut_pos, z, sizeof z);
+    check_reports(crash, "after the recovery point");
 
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, crash, &pc, &p, &rep));
