@@ -206,8 +206,9 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
  * cb for each whole batch below the written end. Reads only the 80-byte
  * headers (the CRC is not checked: recovery checked the newest segment,
  * and a damaged older batch only misleads the caller's bookkeeping, never
- * a read). Stops a segment's walk at a header that does not parse or
- * does not continue its predecessor's offsets. Returns 0 or -errno.
+ * a read). At a header that does not parse or does not continue its
+ * predecessor's offsets the walk goes on after the damaged range
+ * (docs/formats/log.md, "Damaged ranges"). Returns 0 or -errno.
  * Used to rebuild the dedupe table at start (server/dedupe.h).
  */
 struct spw_batch_hdr;

@@ -1626,9 +1626,26 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
                 r = (int)n;
                 break;
             }
-            if (n != (ssize_t)sizeof hb || spw_batch_parse(hb, sizeof hb, &h) || h.base_offset != expect ||
-                h.base_offset >= end || pos + h.length > size)
+            int ok = n == (ssize_t)sizeof hb && spw_batch_parse(hb, sizeof hb, &h) == 0 && h.base_offset == expect &&
+                     pos + h.length <= size;
+            if (ok && h.base_offset >= end)
                 break;
+            if (!ok) {
+                /* A damaged range: go on at its end (docs/formats/log.md). */
+                spw_buf tmp = SPW_BUF_INIT;
+                uint64_t q;
+                int f = spw_seg_find_valid(s->fd, pos + 1, size, expect, &tmp, &q, &h);
+                spw_buf_fini(&tmp);
+                if (f < 0) {
+                    r = f;
+                    break;
+                }
+                if (f == 0 || spw_batch_next_offset(&h) > atomic_load(&s->end_offset))
+                    break;
+                pos = q;
+                expect = h.base_offset;
+                continue;
+            }
             cb(arg, &h);
             pos += h.length;
             expect = spw_batch_next_offset(&h);
@@ -1672,8 +1689,19 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
                     expect = s->base_offset;
                     continue;
                 }
-                r = SPW_ECORRUPT;
-                goto out;
+                /* A damaged range: its records' times are unknown; go on
+                 * at its end (docs/formats/log.md, "Damaged ranges"). */
+                uint64_t q;
+                int f = spw_seg_find_valid(s->fd, (uint64_t)pos + 1, size, expect, &scratch, &q, &h);
+                if (f == 1 && spw_batch_next_offset(&h) > atomic_load(&s->end_offset))
+                    f = 0;
+                if (f <= 0) {
+                    r = f < 0 ? f : SPW_ECORRUPT;
+                    goto out;
+                }
+                pos = (int64_t)q;
+                expect = h.base_offset;
+                continue;
             }
             if (h.base_offset >= end)
                 goto out;

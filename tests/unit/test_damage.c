@@ -210,6 +210,30 @@ static void check_reports_hole(const char *dir, uint64_t lo, uint64_t hi)
     check_reports(dir, want);
 }
 
+/* The dedupe rebuild's header walk and lookups by time go on after a
+ * damaged range: every batch outside [lo, hi) is seen, and each of their
+ * timestamps (1000 + offset) maps back to its offset. */
+static void count_hdr(void *arg, const spw_batch_hdr *h)
+{
+    (void)h;
+    (*(uint64_t *)arg)++;
+}
+
+static void check_walks(spw_part *p, uint64_t end, uint64_t lo, uint64_t hi)
+{
+    uint64_t seen = 0;
+    CHECK_OK(spw_part_scan_headers(p, 0, count_hdr, &seen));
+    if (seen != end - (hi - lo))
+        fprintf(stderr, "header walk saw %llu batches, want %llu\n", (unsigned long long)seen,
+                (unsigned long long)(end - (hi - lo)));
+    CHECK_EQ(seen, end - (hi - lo));
+    for (uint64_t o = hi; o < end; o += 7) {
+        uint64_t got = UINT64_MAX;
+        CHECK_OK(spw_part_offset_for_ts(p, 1000 + (int64_t)o, &got));
+        CHECK_EQ(got, o);
+    }
+}
+
 /* ---- 8: damage below the recovery point, newest segment ---- */
 
 enum { ZERO_SECTOR, FLIP_LENGTH, FLIP_COUNT };
@@ -265,6 +289,7 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
     CHECK_EQ(rep.damaged_batches, 1);
     CHECK_EQ(rep.hole_offsets, hi - lo);
     check_reads(p, n, lo, hi);
+    check_walks(p, n, lo, hi);
     /* Appends go on after the kept data. */
     CHECK_EQ(append_one(p, SPW_ACK_FSYNC), n);
     spw_part_close(p);
@@ -323,6 +348,7 @@ static void test_closed(spw_log *log, const char *dir, int how)
     CHECK_EQ(rep.truncated_bytes, 0);
     CHECK_EQ(rep.holes, 1);
     check_reads(p, n, lo, hi);
+    check_walks(p, n, lo, hi);
     spw_part_close(p);
     free(bt);
 }
