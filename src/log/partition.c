@@ -1617,7 +1617,7 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
         if (atomic_load_explicit(&s->mtime_ms, memory_order_relaxed) < since_ms)
             continue;
         uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
-        uint64_t pos = 0, expect = s->base_offset;
+        uint64_t pos = 0, expect = s->base_offset, prev_pos = UINT64_MAX, prev_base = 0;
         while (pos + SPW_BATCH_HEADER_LEN <= size) {
             uint8_t hb[SPW_BATCH_HEADER_LEN];
             spw_batch_hdr h;
@@ -1631,10 +1631,14 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
             if (ok && h.base_offset >= end)
                 break;
             if (!ok) {
-                /* A damaged range: go on at its end (docs/formats/log.md). */
+                /* A damaged range: go on at its end (docs/formats/log.md).
+                 * Headers are not CRC-checked here, so the batch before may
+                 * be the damaged one (a wrong length or count): search
+                 * from just after its start. */
                 spw_buf tmp = SPW_BUF_INIT;
-                uint64_t q;
-                int f = spw_seg_find_valid(s->fd, pos + 1, size, expect, &tmp, &q, &h);
+                uint64_t q, from = prev_pos != UINT64_MAX ? prev_pos + 1 : pos + 1;
+                uint64_t after = prev_pos != UINT64_MAX ? prev_base : expect;
+                int f = spw_seg_find_valid(s->fd, from, size, after, &tmp, &q, &h);
                 spw_buf_fini(&tmp);
                 if (f < 0) {
                     r = f;
@@ -1644,9 +1648,12 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
                     break;
                 pos = q;
                 expect = h.base_offset;
+                prev_pos = UINT64_MAX;
                 continue;
             }
             cb(arg, &h);
+            prev_pos = pos;
+            prev_base = h.base_offset;
             pos += h.length;
             expect = spw_batch_next_offset(&h);
         }

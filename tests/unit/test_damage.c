@@ -211,8 +211,10 @@ static void check_reports_hole(const char *dir, uint64_t lo, uint64_t hi)
 }
 
 /* The dedupe rebuild's header walk and lookups by time go on after a
- * damaged range: every batch outside [lo, hi) is seen, and each of their
- * timestamps (1000 + offset) maps back to its offset. */
+ * damaged range: every batch outside [lo, hi) is seen (and those inside
+ * whose headers still parse, at most: headers only, no CRC), and each of
+ * their timestamps (1000 + offset) maps back to its offset. Batches hold
+ * one record each here. */
 static void count_hdr(void *arg, const spw_batch_hdr *h)
 {
     (void)h;
@@ -223,10 +225,10 @@ static void check_walks(spw_part *p, uint64_t end, uint64_t lo, uint64_t hi)
 {
     uint64_t seen = 0;
     CHECK_OK(spw_part_scan_headers(p, 0, count_hdr, &seen));
-    if (seen != end - (hi - lo))
-        fprintf(stderr, "header walk saw %llu batches, want %llu\n", (unsigned long long)seen,
-                (unsigned long long)(end - (hi - lo)));
-    CHECK_EQ(seen, end - (hi - lo));
+    if (seen < end - (hi - lo) || seen > end)
+        fprintf(stderr, "header walk saw %llu batches, want %llu..%llu\n", (unsigned long long)seen,
+                (unsigned long long)(end - (hi - lo)), (unsigned long long)end);
+    CHECK(seen >= end - (hi - lo) && seen <= end);
     for (uint64_t o = hi; o < end; o += 7) {
         uint64_t got = UINT64_MAX;
         CHECK_OK(spw_part_offset_for_ts(p, 1000 + (int64_t)o, &got));
