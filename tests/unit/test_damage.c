@@ -15,6 +15,8 @@
  *     it, it verifies from the start of the segment;
  *   - an .idx file far larger than its segment could need: rebuilt, not
  *     read (its size is not trusted for an allocation);
+ *   - the flusher writes the recovery point after an fdatasync, naming
+ *     exactly what was synced;
  *   - `spillway check` reports each damaged range with the offsets
  *     recovery gives it, and a tail after the recovery point as one;
  *   - a failed fdatasync followed by the rewrite of what it covered, with a
@@ -690,8 +692,39 @@ static void test_rewrite_verified(spw_log *log, const char *dir)
     spw_part_close(p);
 }
 
+/* ---- the flusher writes the recovery point ---- */
+
+/* After an fdatasync the flusher writes the recovery point (the first time
+ * at once, later at most every few seconds), without a close or a roll;
+ * it names exactly what was synced. */
+static void test_flusher_writes_rp(spw_log *log, const char *dir)
+{
+    spw_part_config pc = cfg(1u << 20, 4096);
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
+    append_one(p, SPW_ACK_FSYNC);
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    int got = 0;
+    spw_rp rp = {0};
+    for (int i = 0; i < 1000 && got != 1; i++) {
+        got = spw_rp_load(dir, &rp);
+        if (got != 1)
+            usleep(10000);
+    }
+    CHECK_EQ(got, 1);
+    CHECK_EQ(rp.base, 0);
+    CHECK_EQ(rp.pos, st.bytes);
+    CHECK_EQ(rp.offset, 1);
+    spw_part_close(p);
+    /* Close moves it to the end. */
+    CHECK_EQ(spw_rp_load(dir, &rp), 1);
+    CHECK_EQ(rp.pos, st.bytes);
+    CHECK_EQ(rp.offset, 1);
+}
+
 /* Runs every case, or only the one named by argv[1] (newest, closed,
- * above, index-ahead, huge-index, rewrite). */
+ * above, index-ahead, huge-index, flusher, rewrite). */
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -734,6 +767,10 @@ int main(int argc, char **argv)
     if (RUN("huge-index")) {
         snprintf(d, sizeof d, "%s/huge-index", base);
         test_huge_index(log, d);
+    }
+    if (RUN("flusher")) {
+        snprintf(d, sizeof d, "%s/flusher", base);
+        test_flusher_writes_rp(log, d);
     }
     if (RUN("rewrite")) {
         snprintf(d, sizeof d, "%s/rewrite", base);
