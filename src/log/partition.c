@@ -476,40 +476,6 @@ void spw__part_checkpoint(spw_part *p, int64_t now_ms)
     rp_write(p, now_ms);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The highest id stored in the batch at pos (its last record's). */
-static uint64_t last_id_at(spw_segment *s, uint64_t pos)
-{
-    uint8_t hb[SPW_BATCH_HEADER_LEN];
-    spw_batch_hdr h;
-    uint64_t id = 0;
-    if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb ||
-        spw_batch_parse(hb, sizeof hb, &h))
-        return 0;
-    spw_buf b = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    if (spw_buf_reserve(&b, h.length) == 0 &&
-        spw_os_pread_full(s->fd, b.p, h.length, (off_t)pos) == (ssize_t)h.length && spw_batch_verify(b.p, &h) == 0) {
-        const uint8_t *recs;
-        size_t len;
-        if (spw_batch_records(b.p, &h, &scratch, &recs, &len) == 0) {
-            spw_rec_iter it;
-            spw_record_view rv;
-            spw_rec_iter_init(&it, &h, recs, len);
-            while (spw_rec_next(&it, &rv) == 1)
-                if (rv.id > id)
-                    id = rv.id;
-        }
-    }
-    spw_buf_fini(&b);
-    spw_buf_fini(&scratch);
-    return id;
-}
-
 /* Opens the new segment at base. A roll that failed after creating the
  * file (its directory fsync failed, and so did the unlink) leaves it empty:
  * take that one over. */
@@ -1085,6 +1051,40 @@ static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_r
     atomic_store(&s->max_ts, sc.max_ts);
     spw_buf_fini(&sc.buf);
     return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The highest id stored in the batch at pos (its last record's). */
+static uint64_t last_id_at(spw_segment *s, uint64_t pos)
+{
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    spw_batch_hdr h;
+    uint64_t id = 0;
+    if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)pos) != (ssize_t)sizeof hb ||
+        spw_batch_parse(hb, sizeof hb, &h))
+        return 0;
+    spw_buf b = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    if (spw_buf_reserve(&b, h.length) == 0 &&
+        spw_os_pread_full(s->fd, b.p, h.length, (off_t)pos) == (ssize_t)h.length && spw_batch_verify(b.p, &h) == 0) {
+        const uint8_t *recs;
+        size_t len;
+        if (spw_batch_records(b.p, &h, &scratch, &recs, &len) == 0) {
+            spw_rec_iter it;
+            spw_record_view rv;
+            spw_rec_iter_init(&it, &h, recs, len);
+            while (spw_rec_next(&it, &rv) == 1)
+                if (rv.id > id)
+                    id = rv.id;
+        }
+    }
+    spw_buf_fini(&b);
+    spw_buf_fini(&scratch);
+    return id;
 }
 
 /* ---- recovery of a failed partition ---- */
