@@ -1,9 +1,12 @@
 /*
  * Offline verification and dumping of segment files. check walks each
  * segment batch by batch with full CRC and record decoding; on a bad batch
- * it looks for the next good one (where the bad header's length says, else
- * by searching for the batch magic) so that one damaged range does not hide
- * the state of the rest.
+ * it finds where the damage ends by the rule recovery uses (the next valid
+ * batch whose offsets fit, docs/formats/log.md "Damaged ranges"), so each
+ * damaged range is reported with the offsets reads will skip, and one
+ * damaged range does not hide the state of the rest. In the newest
+ * segment it reads the partition's recovery point: a bad tail after it is
+ * reported as the torn tail the next open cuts (saving it aside first).
  */
 #include "cli/check.h"
 
@@ -87,15 +90,26 @@ static int batch_ok(const unsigned char *p, size_t avail, spw_batch_hdr *h, spw_
     return 0;
 }
 
-/* Next position after from where a fully valid batch starts, or size. */
-static size_t resync(const unsigned char *d, size_t size, size_t from, spw_buf *scratch)
+/*
+ * Where a damaged range that starts at from - 1 (where offset `expect`
+ * should have begun) ends, by the rule recovery uses (docs/formats/log.md,
+ * "Damaged ranges"): the next fully valid batch whose base offset is past
+ * expect and whose offsets fit — below the recovery point (rp_pos, rp_off)
+ * ending by rp_off, at or after it starting at rp_off or later; every one
+ * ending by limit (the next segment's base). Returns its position, or size
+ * when none follows; *h is its header.
+ */
+static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t expect, uint64_t rp_pos,
+                     uint64_t rp_off, uint64_t limit, spw_buf *scratch, spw_batch_hdr *h)
 {
     unsigned long long dummy = 0;
     for (size_t q = from; q + SPW_BATCH_HEADER_LEN <= size; q++) {
         if (spw_get32(d + q + 16) != SPW_BATCH_MAGIC)
             continue;
-        spw_batch_hdr h;
-        if (batch_ok(d + q, size - q, &h, scratch, &dummy) == 0)
+        if (batch_ok(d + q, size - q, h, scratch, &dummy) != 0 || h->base_offset <= expect)
+            continue;
+        uint64_t end = spw_batch_next_offset(h);
+        if (end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h->base_offset >= rp_off))
             return q;
     }
     return size;
@@ -142,6 +156,10 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
     struct dirent *de;
     while ((de = readdir(d))) {
         uint64_t b;
+        if (strstr(de->d_name, ".log.cut-"))
+            fprintf(out, "NOTE %s/%s: bytes cut by recovery after the recovery point, saved aside (not part of the "
+                         "log)\n",
+                    dir, de->d_name);
         if (!spw_seg_parse_name(de->d_name, &b))
             continue;
         if (nb == cap) {
@@ -158,6 +176,19 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
             bases[j - 1] = t;
         }
     res->partitions++;
+    spw_rp rp;
+    int have_rp = spw_rp_load(dir, &rp);
+    if (have_rp < 0) {
+        fprintf(out, "RECOVERY-POINT %s/%s: %s (ignored when the partition opens)\n", dir, SPW_RP_NAME,
+                spw_strerror(have_rp));
+        res->index_issues++;
+        have_rp = 0;
+    } else if (have_rp && nb && rp.base > bases[nb - 1]) {
+        fprintf(out, "RECOVERY-POINT %s/%s: names segment %020" PRIu64 ", which does not exist (ignored)\n", dir,
+                SPW_RP_NAME, rp.base);
+        res->index_issues++;
+        have_rp = 0;
+    }
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t expect = nb ? bases[0] : 0;
     for (size_t i = 0; i < nb; i++) {
@@ -177,6 +208,16 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
             res->damaged++;
         }
         expect = sf.base;
+        int newest = i + 1 == nb;
+        uint64_t limit = newest ? UINT64_MAX : bases[i + 1];
+        /* The recovery point: in the newest segment, below it nothing is
+         * ever cut (damage there is a damaged range, kept); after it a bad
+         * tail is cut when the partition opens, saved aside first. */
+        uint64_t rp_pos = 0, rp_off = 0;
+        if (newest && have_rp && rp.base == sf.base) {
+            rp_pos = rp.pos;
+            rp_off = rp.offset;
+        }
         size_t pos = 0;
         while (pos < sf.size) {
             spw_batch_hdr h;
@@ -189,37 +230,60 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 pos += h.length;
                 continue;
             }
-            /* Zeros to the end of the newest segment: written ahead by
-             * the log for small appends, or by a crash before a write;
-             * not data, and opening the partition cuts them. */
-            if (i + 1 == nb && all_zero(sf.data + pos, sf.size - pos)) {
+            int below = pos < rp_pos;
+            /* Zeros to the end of the newest segment, after the recovery
+             * point: written ahead by the log for small appends, or by a
+             * crash before a write; not data, and opening the partition
+             * cuts them. */
+            if (newest && !below && all_zero(sf.data + pos, sf.size - pos)) {
                 fprintf(out, "NOTE %s: %zu zero bytes after the last batch (written ahead; cut when the partition "
                              "opens)\n",
                         path, sf.size - pos);
                 break;
             }
-            /* Damage: find where good data resumes. */
+            /* Damage: find where it ends. A header that still parses,
+             * followed by a valid batch exactly where its length says with
+             * the next offset, proves it; otherwise the next valid batch. */
             spw_batch_hdr bh;
             size_t next;
+            uint64_t next_off;
             unsigned long long dummy = 0;
             int hdr_ok = spw_batch_parse(sf.data + pos, sf.size - pos, &bh) == 0 && bh.base_offset == expect &&
                          bh.length <= sf.size - pos;
             if (hdr_ok && pos + bh.length < sf.size &&
                 batch_ok(sf.data + pos + bh.length, sf.size - pos - bh.length, &h, &scratch, &dummy) == 0 &&
-                h.base_offset == spw_batch_next_offset(&bh))
+                h.base_offset == spw_batch_next_offset(&bh)) {
                 next = pos + bh.length;
-            else
-                next = resync(sf.data, sf.size, pos + 1, &scratch);
-            fprintf(out,
-                    "DAMAGED %s: bytes %zu..%zu (from offset %" PRIu64 "): %s%s\n", path, pos, next - 1, expect,
-                    spw_strerror(r), next == sf.size ? " (to end of segment)" : "");
-            res->damaged++;
-            if (next < sf.size) {
-                spw_batch_hdr nh;
-                spw_batch_parse(sf.data + next, sf.size - next, &nh);
-                expect = nh.base_offset;
+                next_off = h.base_offset;
+            } else if (newest && !below) {
+                fprintf(out,
+                        "DAMAGED %s: bytes %zu..%zu (from offset %" PRIu64 "): %s (after the recovery point: a torn "
+                        "tail, cut when the partition opens; the bytes are saved aside first)\n",
+                        path, pos, sf.size - 1, expect, spw_strerror(r));
+                res->damaged++;
+                break;
+            } else {
+                next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
+                if (next < sf.size)
+                    next_off = h.base_offset;
+                else if (below)
+                    next = rp_pos < sf.size ? (size_t)rp_pos : sf.size, next_off = rp_off;
+                else
+                    next_off = limit;
             }
+            fprintf(out, "DAMAGED %s: bytes %zu..%zu (offsets %" PRIu64 "..%" PRIu64 "): %s%s; kept, reads of it fail\n",
+                    path, pos, (next < sf.size ? next : sf.size) - 1, expect, next_off - 1, spw_strerror(r),
+                    next >= sf.size ? " (to end of segment)" : "");
+            res->damaged++;
+            expect = next_off;
             pos = next;
+        }
+        if (newest && rp_pos > sf.size && expect < rp_off) {
+            fprintf(out,
+                    "DAMAGED %s: %zu bytes but the recovery point says %" PRIu64 " were fsynced: bytes %zu..%" PRIu64
+                    " (offsets %" PRIu64 "..%" PRIu64 ") are lost; kept as a damaged range when the partition opens\n",
+                    path, sf.size, rp_pos, sf.size, rp_pos - 1, expect, rp_off - 1);
+            res->damaged++;
         }
         check_index(dir, &sf, out, res);
         spw_free(sf.data);

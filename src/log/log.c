@@ -412,6 +412,9 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
         atomic_store_explicit(&p->durable_end, j->end, memory_order_release);
         completed += spw__part_complete(p, SPW__RING_FSYNC, j->end);
     }
+    for (size_t i = 0; i < nj; i++)
+        if (c->jobs[i].result == 0)
+            spw__part_checkpoint(c->jobs[i].p, now); /* the recovery point, lazily */
     atomic_store(&log->gather_target, completed > 1 ? (uint32_t)completed : 0);
     atomic_fetch_add_explicit(&log->st_acks_fsync, completed, memory_order_relaxed);
     if (nj)

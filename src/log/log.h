@@ -106,17 +106,23 @@ uint64_t spw_log_recoveries(const spw_log *log);
 /* What recovery found when a partition was opened. */
 typedef struct spw_recovery_report {
     uint32_t segments;
-    uint64_t truncated_bytes;   /* torn tail cut from the newest segment */
+    uint64_t truncated_bytes;   /* torn tail cut from the newest segment (after the recovery point) */
     uint32_t truncated_batches; /* whole-header batches among what was cut */
-    uint32_t damaged_batches;   /* damaged batches kept in place (mid-segment) */
+    uint64_t saved_bytes;       /* of those, bytes saved aside first (NNN.log.cut-POS-MS; zeros are not) */
+    uint32_t damaged_batches;   /* damaged ranges kept in place (mid-segment batches and holes) */
+    uint32_t holes;             /* of those, ranges whose end was found by searching for the next valid batch */
+    uint64_t hole_offsets;      /* offsets inside those holes (reads of them fail, bad_next = the hole's end) */
     uint32_t indexes_rebuilt;
 } spw_recovery_report;
 
 /*
- * Opens (creating if missing) the partition in dir and recovers it: checks
- * the newest segment from its last good index entry, truncates a torn tail
- * at the last whole batch, rebuilds missing or damaged indexes, and reports
- * what it cut through spw_msg and *report (may be NULL).
+ * Opens (creating if missing) the partition in dir and recovers it
+ * (docs/formats/log.md, "Recovery rules"): verifies the newest segment
+ * from its start; below the recovery point (the last position known
+ * fsynced) damage is kept in place as a damaged range and every batch
+ * after it is kept; after it a torn tail is saved aside, then cut at the
+ * last whole batch. Rebuilds missing or damaged indexes, and reports
+ * through spw_msg and *report (may be NULL).
  */
 int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_part **out,
                   spw_recovery_report *report);
@@ -200,8 +206,9 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
  * cb for each whole batch below the written end. Reads only the 80-byte
  * headers (the CRC is not checked: recovery checked the newest segment,
  * and a damaged older batch only misleads the caller's bookkeeping, never
- * a read). Stops a segment's walk at a header that does not parse or
- * does not continue its predecessor's offsets. Returns 0 or -errno.
+ * a read). At a header that does not parse or does not continue its
+ * predecessor's offsets the walk goes on after the damaged range
+ * (docs/formats/log.md, "Damaged ranges"). Returns 0 or -errno.
  * Used to rebuild the dedupe table at start (server/dedupe.h).
  */
 struct spw_batch_hdr;

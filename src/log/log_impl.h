@@ -89,6 +89,12 @@ struct spw_part {
      * fdatasync (or were there at open): recovery after a failure checks
      * and syncs again what lies after them. */
     uint64_t sync_pos, sync_offset;
+    /* The recovery point as the partition's file says it (docs/formats/
+     * log.md, "Recovery point"): rewritten lazily, at most every
+     * SPW__RP_INTERVAL_MS, and at roll and close. */
+    uint64_t rp_base, rp_pos, rp_offset;
+    int rp_valid;
+    int64_t rp_written_ms; /* monotonic ms of the last attempt */
     int64_t recover_at_ms;       /* failed: next recovery attempt (monotonic ms) */
     uint32_t recover_backoff_ms; /* failed: wait after the last failed attempt */
 
@@ -179,6 +185,11 @@ void spw__part_fail(spw_part *p, int err);          /* fails every waiter, sets 
  * monotonic ms). Returns 1 if p accepts appends again, else 0. */
 int spw__part_try_recover(spw_part *p, int64_t now_ms);
 size_t spw__part_complete(spw_part *p, int ring, uint64_t end); /* returns waiters completed */
+/* After an fdatasync of p succeeded (sync_pos/sync_offset updated): writes
+ * the recovery point file when it changed and SPW__RP_INTERVAL_MS passed
+ * since the last write (now_ms: monotonic). */
+#define SPW__RP_INTERVAL_MS 5000
+void spw__part_checkpoint(spw_part *p, int64_t now_ms);
 int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
 
 /* log.c, for partitions. */

@@ -10,11 +10,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/id.h"
 #include "core/msg.h"
 #include "log/log_impl.h"
 #include "os/os.h"
@@ -441,6 +443,39 @@ static int seg_sync(spw_segment *s)
     return r;
 }
 
+/* ---- recovery point ---- */
+
+/* Writes the recovery point (the active segment's sync_pos/sync_offset)
+ * when it differs from what the file holds. REQUIRES: flusher (or p not
+ * live). A failure is logged and left for the next attempt: an older
+ * recovery point stays true. */
+static void rp_write(spw_part *p, int64_t now_ms)
+{
+    spw_rp rp = {.base = p->active->base_offset, .pos = p->sync_pos, .offset = p->sync_offset};
+    if (p->rp_valid && p->rp_base == rp.base && p->rp_pos == rp.pos && p->rp_offset == rp.offset)
+        return;
+    p->rp_written_ms = now_ms;
+    int r = spw_rp_store(p->dir, &rp);
+    if (r < 0) {
+        spw_warn("partition %s: writing the recovery point: %s (the previous one stays in force)", p->dir,
+                 spw_strerror(r));
+        return;
+    }
+    p->rp_base = rp.base;
+    p->rp_pos = rp.pos;
+    p->rp_offset = rp.offset;
+    p->rp_valid = 1;
+}
+
+static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
+
+void spw__part_checkpoint(spw_part *p, int64_t now_ms)
+{
+    if (p->failed || (p->rp_written_ms && now_ms - p->rp_written_ms < SPW__RP_INTERVAL_MS))
+        return;
+    rp_write(p, now_ms);
+}
+
 /* Opens the new segment at base. A roll that failed after creating the
  * file (its directory fsync failed, and so did the unlink) leaves it empty:
  * take that one over. */
@@ -482,6 +517,7 @@ static int roll(spw_part *p, uint64_t base)
     p->active = s;
     p->sync_pos = 0;
     p->sync_offset = base;
+    rp_write(p, mono_ms());
     return 0;
 }
 
@@ -549,7 +585,8 @@ int spw__part_write(spw_part *p, spw_chain *batches)
 typedef struct rec_ctx {
     spw_part *p;
     spw_segment *s;
-    uint64_t last_pos;
+    uint64_t last_pos;  /* position of the last good batch (UINT64_MAX: none) */
+    uint64_t last_base; /* and its base offset */
 } rec_ctx;
 
 static int rec_on_batch(void *arg, const spw_batch_hdr *h, uint64_t pos)
@@ -557,15 +594,22 @@ static int rec_on_batch(void *arg, const spw_batch_hdr *h, uint64_t pos)
     rec_ctx *c = arg;
     note_index(c->p, c->s, h, pos);
     c->last_pos = pos;
+    c->last_base = h->base_offset;
     return 0;
 }
 
 /* Reads idx entries [0, n) into a malloc'ed array; *n is lowered to what
- * is readable and sane (strictly increasing, inside the file). */
-static spw_idx_entry *load_index(spw_segment *s, uint64_t file_size, uint32_t *n)
+ * is readable and sane (strictly increasing, inside the file). An index
+ * larger than the segment could need (one entry per batch, each batch at
+ * least a header long) is not read at all: *implausible is set and *n is 0. */
+static spw_idx_entry *load_index(spw_segment *s, uint64_t file_size, uint32_t *n, int *implausible)
 {
     off_t isz = spw_os.size(s->idx_fd);
-    uint32_t cnt = isz > 0 ? (uint32_t)(isz / SPW_IDX_ENTRY_LEN) : 0;
+    uint64_t max_entries = file_size / SPW_BATCH_HEADER_LEN + 1;
+    uint32_t cnt = isz > 0 ? (uint32_t)((uint64_t)isz / SPW_IDX_ENTRY_LEN) : 0;
+    *implausible = isz > 0 && (uint64_t)isz / SPW_IDX_ENTRY_LEN > max_entries;
+    if (*implausible)
+        cnt = 0;
     spw_idx_entry *v = spw_xmalloc((cnt ? cnt : 1) * sizeof *v);
     uint8_t *raw = spw_xmalloc(cnt ? (size_t)cnt * SPW_IDX_ENTRY_LEN : 1);
     ssize_t got = cnt ? spw_os_pread_full(s->idx_fd, raw, (size_t)cnt * SPW_IDX_ENTRY_LEN, 0) : 0;
@@ -598,50 +642,6 @@ static int header_matches(int fd, uint64_t pos, uint64_t file_size, uint64_t exp
     return spw_batch_parse(hb, sizeof hb, &h) == 0 && h.base_offset == expect && pos + h.length <= file_size;
 }
 
-/* Chooses where to resume scanning s: the last sane index entry whose batch
- * header matches. Truncates the .idx after the entries kept and sets the
- * segment's index-building state. Returns the start position and *expect. */
-static uint64_t resume_point(spw_segment *s, uint64_t file_size, uint64_t *expect, int *rebuilt)
-{
-    uint32_t n;
-    spw_idx_entry *v = load_index(s, file_size, &n);
-    off_t isz = spw_os.size(s->idx_fd);
-    uint32_t k = n; /* entries kept before the resume entry */
-    uint64_t pos = 0;
-    *expect = s->base_offset;
-    s->last_idx_pos = 0;
-    s->running_max_ts = INT64_MIN;
-    for (int tries = 0; k > 0 && tries < 8; tries++) {
-        spw_idx_entry *e = &v[k - 1];
-        if (header_matches(s->fd, e->position, file_size, s->base_offset + e->rel_offset)) {
-            pos = e->position;
-            *expect = s->base_offset + e->rel_offset;
-            s->running_max_ts = e->max_ts_before;
-            k--;
-            s->last_idx_pos = k > 0 ? v[k - 1].position : 0;
-            break;
-        }
-        k--;
-    }
-    if (pos == 0) {
-        k = 0;
-        s->last_idx_pos = 0;
-        s->running_max_ts = INT64_MIN;
-    }
-    /* Anything in the file beyond the kept entries is stale or damaged. */
-    if (isz != (off_t)k * SPW_IDX_ENTRY_LEN) {
-        if (isz > 0 && (n == 0 || (off_t)(n * SPW_IDX_ENTRY_LEN) != isz || pos == 0))
-            *rebuilt = 1;
-        spw_os.ftruncate(s->idx_fd, (off_t)k * SPW_IDX_ENTRY_LEN);
-    }
-    atomic_store(&s->idx_count, k);
-    for (uint32_t i = 0; i < k; i++)
-        if (v[i].max_ts_before > s->running_max_ts)
-            s->running_max_ts = v[i].max_ts_before;
-    spw_free(v);
-    return pos;
-}
-
 static int flush_idx_pending(spw_part *p, spw_segment *s)
 {
     if (!p->idx_pending.len)
@@ -650,6 +650,33 @@ static int flush_idx_pending(spw_part *p, spw_segment *s)
     int r = spw_os_pwrite_all(s->idx_fd, p->idx_pending.p, p->idx_pending.len, (off_t)count * SPW_IDX_ENTRY_LEN);
     if (r == 0)
         atomic_store(&s->idx_count, count + (uint32_t)(p->idx_pending.len / SPW_IDX_ENTRY_LEN));
+    p->idx_pending.len = 0;
+    return r;
+}
+
+/* Makes s's .idx exactly the entries in idx_pending (built by a walk of the
+ * whole segment), writing only when the file differs; *rebuilt when it did. */
+static int idx_replace(spw_part *p, spw_segment *s, int *rebuilt)
+{
+    size_t len = p->idx_pending.len;
+    off_t isz = spw_os.size(s->idx_fd);
+    if (isz < 0)
+        return (int)isz;
+    int same = (uint64_t)isz == len;
+    if (same && len) {
+        uint8_t *old = spw_try_malloc(len);
+        same = old && spw_os_pread_full(s->idx_fd, old, len, 0) == (ssize_t)len &&
+               memcmp(old, p->idx_pending.p, len) == 0;
+        spw_free(old);
+    }
+    int r = 0;
+    if (!same) {
+        *rebuilt = 1;
+        r = spw_os.ftruncate(s->idx_fd, 0);
+        if (r == 0 && len)
+            r = spw_os_pwrite_all(s->idx_fd, p->idx_pending.p, len, 0);
+    }
+    atomic_store(&s->idx_count, r == 0 ? (uint32_t)(len / SPW_IDX_ENTRY_LEN) : 0);
     p->idx_pending.len = 0;
     return r;
 }
@@ -688,32 +715,188 @@ static int batch_valid_at(int fd, uint64_t pos, uint64_t file_size, uint64_t exp
 }
 
 /*
- * Recovers the newest segment: scans with CRC checks from the resume point.
- * A batch whose header is intact but whose CRC fails, followed by a valid
- * batch exactly where its length says with the next offset, is mid-segment
- * damage: kept and reported. Anything else bad is a torn tail: cut.
+ * The end of the damaged range starting at bad (where offset `expect`
+ * should have started): the next valid batch (spw_seg_find_valid) whose
+ * offsets fit. Below the recovery point (rp_pos, rp_off) a batch must end
+ * by rp_off, at or after it start at rp_off or later; limit bounds every
+ * batch's end (a closed segment's next base; UINT64_MAX for none).
+ * Returns 1 with *next_pos / *next_off, 0 when no valid batch follows, or
+ * -errno.
  */
-static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep, uint64_t *last_batch_pos)
+static int find_hole_end(int fd, uint64_t bad, uint64_t size, uint64_t expect, uint64_t rp_pos, uint64_t rp_off,
+                         uint64_t limit, spw_buf *buf, uint64_t *next_pos, uint64_t *next_off)
+{
+    uint64_t from = bad + 1, q;
+    spw_batch_hdr h;
+    for (;;) {
+        int f = spw_seg_find_valid(fd, from, size, expect, buf, &q, &h);
+        if (f <= 0)
+            return f;
+        uint64_t end = spw_batch_next_offset(&h);
+        int fits = end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h.base_offset >= rp_off);
+        if (fits) {
+            *next_pos = q;
+            *next_off = h.base_offset;
+            return 1;
+        }
+        from = q + 1;
+    }
+}
+
+static void report_hole(spw_part *p, spw_segment *s, uint64_t bad, uint64_t next_pos, uint64_t expect,
+                        uint64_t next_off, const char *why, spw_recovery_report *rep)
+{
+    spw_error("partition %s: damaged range in segment %020" PRIu64 ": bytes %" PRIu64 "..%" PRIu64
+              " (offsets %" PRIu64 "..%" PRIu64 ", %s): kept in place, reads of it fail and resume at offset %" PRIu64
+              "; every batch after it is kept",
+              p->dir, s->base_offset, bad, next_pos - 1, expect, next_off - 1, why, next_off);
+    rep->holes++;
+    rep->damaged_batches++;
+    rep->hole_offsets += next_off > expect ? next_off - expect : 0;
+}
+
+/* Copies [from, to) of s to "<base>.log.cut-<from>-<unix ms>" in the
+ * partition directory, fsynced with its directory entry, before a cut. */
+static int save_aside(spw_part *p, spw_segment *s, uint64_t from, uint64_t to, char *name, size_t cap)
+{
+    char path[4096];
+    snprintf(name, cap, "%020" PRIu64 ".log.cut-%" PRIu64 "-%" PRId64, s->base_offset, from, spw_wall_ms());
+    snprintf(path, sizeof path, "%s/%s", p->dir, name);
+    int fd = spw_os.open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return fd;
+    size_t bcap = 1u << 20;
+    uint8_t *b = spw_try_malloc(bcap);
+    int r = b ? 0 : SPW_ENOMEM;
+    for (uint64_t at = from; r == 0 && at < to;) {
+        size_t n = to - at < bcap ? (size_t)(to - at) : bcap;
+        ssize_t got = spw_os_pread_full(s->fd, b, n, (off_t)at);
+        if (got < 0)
+            r = (int)got;
+        else if ((size_t)got != n)
+            r = SPW_ETRUNC;
+        else
+            r = spw_os_pwrite_all(fd, b, n, (off_t)(at - from));
+        at += n;
+    }
+    spw_free(b);
+    if (r == 0)
+        r = spw_os.fsync(fd);
+    spw_os.close(fd);
+    if (r == 0)
+        r = spw_os_fsync_dir(p->dir);
+    if (r < 0)
+        spw_os.unlink(path);
+    return r;
+}
+
+/*
+ * Cuts s at pos (a torn tail above the recovery point). The bytes cut,
+ * up to the zeros written ahead at the end, are saved aside first; when
+ * that fails nothing is cut and the error is returned.
+ */
+static int cut_tail(spw_part *p, spw_segment *s, uint64_t pos, uint64_t size, uint64_t next_offset, int bad_err,
+                    spw_recovery_report *rep)
+{
+    if (pos >= size)
+        return 0;
+    uint64_t cut = size - pos;
+    uint64_t zero = zero_tail(s->fd, pos, size);
+    /* Count the whole headers among what is cut, for the report. */
+    uint32_t whole = 0;
+    uint64_t q = pos;
+    while (q + SPW_BATCH_HEADER_LEN <= size - zero) {
+        uint8_t hb[SPW_BATCH_HEADER_LEN];
+        spw_batch_hdr h2;
+        if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)q) != (ssize_t)sizeof hb ||
+            spw_batch_parse(hb, sizeof hb, &h2) != 0)
+            break;
+        whole++;
+        q += h2.length;
+    }
+    int r;
+    if (zero == cut) {
+        spw_info("partition %s: cut %" PRIu64 " bytes of zeros written ahead at the end of segment %020" PRIu64,
+                 p->dir, cut, s->base_offset);
+    } else {
+        char name[128];
+        /* A batch may end in zero bytes itself: keep the page they are in. */
+        uint64_t save_end = (size - zero + 4095) & ~(uint64_t)4095;
+        if (save_end > size)
+            save_end = size;
+        if ((r = save_aside(p, s, pos, save_end, name, sizeof name)) < 0) {
+            spw_error("partition %s: cannot save the %" PRIu64 " bytes to cut at position %" PRIu64
+                      " of segment %020" PRIu64 " aside: %s; nothing cut",
+                      p->dir, save_end - pos, pos, s->base_offset, spw_strerror(r));
+            return r;
+        }
+        rep->saved_bytes += save_end - pos;
+        spw_warn("partition %s: recovery cut %" PRIu64 " bytes (%u batch header(s), %" PRIu64
+                 " zero bytes written ahead) at position %" PRIu64 " of segment %020" PRIu64
+                 ", after the recovery point, next offset %" PRIu64 " (%s); the bytes are saved in %s",
+                 p->dir, cut, whole, zero, pos, s->base_offset, next_offset, spw_strerror(bad_err), name);
+    }
+    if ((r = spw_os.ftruncate(s->fd, (off_t)pos)) < 0 || (r = spw_os.fsync(s->fd)) < 0)
+        return r;
+    rep->truncated_bytes += cut;
+    rep->truncated_batches += whole;
+    return 0;
+}
+
+/*
+ * Recovers the newest segment: verifies every batch (CRC) from position 0
+ * and rebuilds the index from that walk (the index may have reached the
+ * disk before the data it points at). rp_pos/rp_off: the recovery point
+ * in this segment (everything before rp_pos was fsynced; 0 for none).
+ *   - Below the recovery point nothing is cut: a bad batch starts a
+ *     damaged range that ends at the next valid batch whose offsets fit
+ *     (or at the recovery point itself); it is kept in place and reported.
+ *   - Above it, a batch whose header is intact but whose CRC (or only
+ *     base_offset) is wrong, followed by a valid batch exactly where its
+ *     length says with the next offset, is kept in place too; anything
+ *     else bad is a torn tail: saved aside, then cut.
+ */
+static int recover_newest(spw_part *p, spw_segment *s, uint64_t rp_pos, uint64_t rp_off, spw_recovery_report *rep,
+                          uint64_t *last_batch_pos)
 {
     off_t fsz = spw_os.size(s->fd);
     if (fsz < 0)
         return (int)fsz;
     uint64_t size = (uint64_t)fsz;
-    int rebuilt = 0;
-    uint64_t expect;
-    off_t isz0 = spw_os.size(s->idx_fd);
+    int r, rebuilt = 0;
+    if (size < rp_pos) {
+        spw_error("partition %s: segment %020" PRIu64 " is %" PRIu64 " bytes but its first %" PRIu64
+                  " were fsynced (recovery point): the file lost data; the missing bytes are kept as a damaged range",
+                  p->dir, s->base_offset, size, rp_pos);
+        if ((r = spw_os.ftruncate(s->fd, (off_t)rp_pos)) < 0 || (r = spw_os.fsync(s->fd)) < 0)
+            return r;
+        size = rp_pos;
+    }
+    p->idx_pending.len = 0;
+    s->last_idx_pos = 0;
+    s->running_max_ts = INT64_MIN;
     rec_ctx c = {.p = p, .s = s, .last_pos = UINT64_MAX};
-    spw_scan sc = {.file_size = size, .verify = 1, .on_batch = rec_on_batch, .arg = &c};
-    sc.pos = resume_point(s, size, &expect, &rebuilt);
-    sc.offset = expect;
-    sc.max_ts = s->running_max_ts;
-    int r;
+    spw_scan sc = {.pos = 0, .offset = s->base_offset, .max_ts = INT64_MIN, .file_size = size, .verify = 1,
+                   .on_batch = rec_on_batch, .arg = &c};
     for (;;) {
         r = spw_seg_scan(s->fd, &sc);
-        if (r == 0 || !sc.bad_err) {
-            if (r)
-                goto out;
+        if (r == 0)
             break;
+        if (!sc.bad_err)
+            goto out;
+        uint64_t bad = sc.pos, expect = sc.offset;
+        if (bad < rp_pos) {
+            uint64_t next_pos = rp_pos, next_off = rp_off > expect ? rp_off : expect;
+            int f = find_hole_end(s->fd, bad, size, expect, rp_pos, rp_off, UINT64_MAX, &sc.buf, &next_pos,
+                                  &next_off);
+            if (f < 0) {
+                r = f;
+                goto out;
+            }
+            report_hole(p, s, bad, next_pos, expect, next_off, spw_strerror(sc.bad_err), rep);
+            sc.pos = next_pos;
+            sc.offset = next_off;
+            continue;
         }
         spw_batch_hdr bh = sc.bad_hdr;
         /* base_offset is outside the CRC: a batch whose CRC holds but whose
@@ -732,38 +915,10 @@ static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep,
         sc.pos += bh.length;
         sc.offset = spw_batch_next_offset(&bh);
     }
-    if (sc.pos < size) {
-        uint64_t cut = size - sc.pos;
-        uint64_t zero = zero_tail(s->fd, sc.pos, size);
-        /* Count the whole headers among what is cut, for the report. */
-        uint32_t whole = 0;
-        uint64_t q = sc.pos;
-        while (q + SPW_BATCH_HEADER_LEN <= size - zero) {
-            uint8_t hb[SPW_BATCH_HEADER_LEN];
-            spw_batch_hdr h2;
-            if (spw_os_pread_full(s->fd, hb, sizeof hb, (off_t)q) != (ssize_t)sizeof hb ||
-                spw_batch_parse(hb, sizeof hb, &h2) != 0)
-                break;
-            whole++;
-            q += h2.length;
-        }
-        if (zero == cut)
-            spw_info("partition %s: cut %" PRIu64 " bytes of zeros written ahead at the end of segment %020" PRIu64,
-                     p->dir, cut, s->base_offset);
-        else
-            spw_warn("partition %s: recovery cut %" PRIu64 " bytes (%u batch header(s), %" PRIu64
-                     " zero bytes written ahead) at position %" PRIu64 " of segment %020" PRIu64
-                     ", next offset %" PRIu64 " (%s)",
-                     p->dir, cut, whole, zero, sc.pos, s->base_offset, sc.offset, spw_strerror(sc.bad_err));
-        if ((r = spw_os.ftruncate(s->fd, (off_t)sc.pos)) < 0 || (r = spw_os.fsync(s->fd)) < 0)
-            goto out;
-        rep->truncated_bytes += cut;
-        rep->truncated_batches += whole;
-    }
-    if ((r = flush_idx_pending(p, s)) < 0)
+    if ((r = cut_tail(p, s, sc.pos, size, sc.offset, sc.bad_err, rep)) < 0)
         goto out;
-    if (isz0 == 0 && atomic_load(&s->idx_count) > 0)
-        rebuilt = 1; /* a missing index, rebuilt by the scan from 0 */
+    if ((r = idx_replace(p, s, &rebuilt)) < 0)
+        goto out;
     if (rebuilt)
         rep->indexes_rebuilt++;
     atomic_store(&s->size, sc.pos);
@@ -774,13 +929,73 @@ static int recover_newest(spw_part *p, spw_segment *s, spw_recovery_report *rep,
     *last_batch_pos = c.last_pos;
     r = 0;
 out:
+    p->idx_pending.len = 0;
+    spw_buf_fini(&sc.buf);
+    return r;
+}
+
+/*
+ * Walks the headers of closed segment s from position 0, rebuilding its
+ * index and stepping over damaged ranges: at a header that does not
+ * continue the walk, the batch before it is checked too (a damaged length
+ * or count sends the walk astray only one batch later), and the range
+ * ends at the next valid batch whose offsets fit below next_base (or at
+ * the segment's end). Sets the segment's end offset and max ts.
+ */
+static int rebuild_closed(spw_part *p, spw_segment *s, uint64_t size, uint64_t next_base, spw_recovery_report *rep)
+{
+    rec_ctx c = {.p = p, .s = s, .last_pos = UINT64_MAX};
+    spw_os.ftruncate(s->idx_fd, 0);
+    atomic_store(&s->idx_count, 0);
+    p->idx_pending.len = 0;
+    s->last_idx_pos = 0;
+    s->running_max_ts = INT64_MIN;
+    spw_scan sc = {.file_size = size, .offset = s->base_offset, .max_ts = INT64_MIN, .on_batch = rec_on_batch,
+                   .arg = &c};
+    int r, damaged = 0;
+    for (;;) {
+        r = spw_seg_scan(s->fd, &sc);
+        if (r == 0 || !sc.bad_err)
+            break;
+        damaged = 1;
+        uint64_t bad = sc.pos, expect = sc.offset;
+        if (c.last_pos != UINT64_MAX && !batch_valid_at(s->fd, c.last_pos, size, c.last_base, &sc.buf)) {
+            bad = c.last_pos;
+            expect = c.last_base;
+        }
+        uint64_t next_pos = size, next_off = next_base;
+        int f = find_hole_end(s->fd, bad, size, expect, 0, 0, next_base, &sc.buf, &next_pos, &next_off);
+        if (f < 0) {
+            r = f;
+            break;
+        }
+        report_hole(p, s, bad, next_pos, expect, next_off, spw_strerror(sc.bad_err), rep);
+        c.last_pos = UINT64_MAX;
+        sc.pos = next_pos;
+        sc.offset = next_off;
+        if (!f)
+            break;
+    }
+    int w = flush_idx_pending(p, s);
+    if (w < 0 && !r)
+        r = w;
+    if (r == 0) {
+        atomic_store(&s->end_offset, damaged ? next_base : sc.offset);
+        if (!damaged && sc.offset != next_base)
+            spw_error("partition %s: segment %020" PRIu64 " ends at offset %" PRIu64
+                      " but the next segment starts at %" PRIu64,
+                      p->dir, s->base_offset, sc.offset, next_base);
+        atomic_store(&s->max_ts, sc.max_ts);
+    }
     spw_buf_fini(&sc.buf);
     return r;
 }
 
 /* Opens an older (closed) segment: header walk from the last index entry
- * to the end for its end offset and max ts; rebuild the index if it does
- * not fit the data. Damage is reported; the segment is kept. */
+ * to the end for its end offset and max ts. When the index does not fit
+ * the data, or the walk meets damage, the whole segment is walked again
+ * from 0 (rebuild_closed), stepping over damaged ranges. The segment is
+ * kept whole either way. */
 static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_recovery_report *rep)
 {
     off_t fsz = spw_os.size(s->fd);
@@ -788,9 +1003,14 @@ static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_r
         return (int)fsz;
     uint64_t size = (uint64_t)fsz;
     uint32_t n;
-    spw_idx_entry *v = load_index(s, size, &n);
+    int implausible;
+    spw_idx_entry *v = load_index(s, size, &n, &implausible);
     off_t isz = spw_os.size(s->idx_fd);
-    int ok = isz == (off_t)n * SPW_IDX_ENTRY_LEN;
+    int ok = !implausible && isz == (off_t)n * SPW_IDX_ENTRY_LEN;
+    if (implausible)
+        spw_warn("partition %s: index of segment %020" PRIu64 " is %lld bytes, more than the segment could need; "
+                 "rebuilt",
+                 p->dir, s->base_offset, (long long)isz);
     spw_scan sc = {.file_size = size, .verify = 0, .offset = s->base_offset, .max_ts = INT64_MIN};
     if (ok && n > 0) {
         spw_idx_entry *e = &v[n - 1];
@@ -799,47 +1019,38 @@ static int recover_closed(spw_part *p, spw_segment *s, uint64_t next_base, spw_r
         sc.offset = s->base_offset + e->rel_offset;
         sc.max_ts = e->max_ts_before;
     }
+    spw_free(v);
     int r = 0;
     if (ok) {
         atomic_store(&s->idx_count, n); /* the index fits: reads use it */
         r = spw_seg_scan(s->fd, &sc);
     }
     if (!ok || (r && sc.bad_err) || (n == 0 && size > p->cfg.index_interval_bytes)) {
-        /* Rebuild from scratch. */
-        rec_ctx c = {.p = p, .s = s};
-        spw_os.ftruncate(s->idx_fd, 0);
-        atomic_store(&s->idx_count, 0);
-        s->last_idx_pos = 0;
-        s->running_max_ts = INT64_MIN;
+        int damaged = r && sc.bad_err;
+        uint32_t holes = rep->holes;
         spw_buf_fini(&sc.buf);
-        sc = (spw_scan){.file_size = size, .offset = s->base_offset, .max_ts = INT64_MIN,
-                        .on_batch = rec_on_batch, .arg = &c};
-        r = spw_seg_scan(s->fd, &sc);
-        int w = flush_idx_pending(p, s);
-        if (w < 0 && !r)
-            r = w;
-        if (atomic_load(&s->idx_count) > 0 || !ok)
+        r = rebuild_closed(p, s, size, next_base, rep);
+        if (r == 0 && (atomic_load(&s->idx_count) > 0 || !ok) && !(damaged && rep->holes > holes && ok))
             rep->indexes_rebuilt++;
+        if (r == 0 && damaged && rep->holes == holes) {
+            /* The walk from the index entry failed, the one from 0 did not. */
+            spw_warn("partition %s: segment %020" PRIu64 ": the index did not fit its data; rebuilt", p->dir,
+                     s->base_offset);
+        }
+        atomic_store(&s->size, size);
+        return r;
     }
-    spw_free(v);
-    if (r && sc.bad_err) {
-        spw_error("partition %s: damage in segment %020" PRIu64 " at position %" PRIu64 " (offset %" PRIu64
-                  "): %s; run 'spillway check' — reads of that range fail",
-                  p->dir, s->base_offset, sc.pos, sc.offset, spw_strerror(sc.bad_err));
-        rep->damaged_batches++;
-        r = 0;
-        atomic_store(&s->end_offset, next_base);
-    } else {
-        atomic_store(&s->end_offset, sc.offset);
-        if (sc.offset != next_base)
-            spw_error("partition %s: segment %020" PRIu64 " ends at offset %" PRIu64
-                      " but the next segment starts at %" PRIu64,
-                      p->dir, s->base_offset, sc.offset, next_base);
-    }
+    if (r)
+        return r;
+    atomic_store(&s->end_offset, sc.offset);
+    if (sc.offset != next_base)
+        spw_error("partition %s: segment %020" PRIu64 " ends at offset %" PRIu64
+                  " but the next segment starts at %" PRIu64,
+                  p->dir, s->base_offset, sc.offset, next_base);
     atomic_store(&s->size, size);
     atomic_store(&s->max_ts, sc.max_ts);
     spw_buf_fini(&sc.buf);
-    return r;
+    return 0;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -882,47 +1093,37 @@ static uint64_t last_id_at(spw_segment *s, uint64_t pos)
 #define RECOVER_BACKOFF_MAX_MS 5000
 #define RECOVER_PROBE_BYTES 4096
 
-/* Writes [from, to) of fd again with the bytes the page cache holds, so the
- * next fdatasync writes them out whatever a failed one left behind (after a
- * failed writeback, Linux marks the pages clean: a later fdatasync alone
- * would not write them). */
-static int rewrite_range(int fd, uint64_t from, uint64_t to)
+/* part_recover's verification scan keeps every batch it verified. */
+typedef struct keep_ctx {
+    spw_scan *sc;
+    spw_buf keep;
+    int err;
+} keep_ctx;
+
+static int keep_batch(void *arg, const spw_batch_hdr *h, uint64_t pos)
 {
-    if (from >= to)
-        return 0;
-    size_t cap = 1u << 20;
-    uint8_t *b = spw_try_malloc(cap);
-    if (!b)
-        return SPW_ENOMEM;
-    int r = 0;
-    while (from < to) {
-        size_t n = to - from < cap ? (size_t)(to - from) : cap;
-        ssize_t got = spw_os_pread_full(fd, b, n, (off_t)from);
-        if (got < 0) {
-            r = (int)got;
-            break;
-        }
-        if ((size_t)got != n) {
-            r = SPW_ETRUNC;
-            break;
-        }
-        if ((r = spw_os_pwrite_all(fd, b, n, (off_t)from)) < 0)
-            break;
-        from += n;
-    }
-    spw_free(b);
+    (void)pos;
+    keep_ctx *k = arg;
+    int r = spw_buf_put(&k->keep, k->sc->buf.p, h->length);
+    if (r)
+        k->err = r;
     return r;
 }
 
 /*
  * Brings a failed partition back, as opening it would, without closing it:
  *   1. verify (CRC) every batch of the active segment after the last good
- *      fdatasync (sync_pos), and cut the file at the first that fails — a
- *      torn or failed write, zeros written ahead;
- *   2. write what validated again, and a block of zeros past it to prove
- *      the disk takes new data, fdatasync, cut the zeros (rewrite_range);
- *   3. rebuild the index tail and the segment's end as recovery at open
- *      does (recover_newest), then take the end as the next offset.
+ *      fdatasync (sync_pos), keeping the bytes verified in memory, and cut
+ *      the file at the first that fails — a torn or failed write, zeros
+ *      written ahead (what is cut is saved aside first, as at open);
+ *   2. write exactly the bytes verified again (after a failed writeback
+ *      Linux marks the pages clean, and one evicted since would read back
+ *      as whatever the disk has: reading them again is not safe), and a
+ *      block of zeros past them to prove the disk takes new data,
+ *      fdatasync, cut the zeros;
+ *   3. rebuild the index and the segment's end as recovery at open does
+ *      (recover_newest, with sync_pos as its recovery point), then take
+ *      the end as the next offset.
  * Older segments were fsynced whole when they rolled and are not touched.
  * Returns 0 (the partition accepts appends again) or the error that stopped
  * it (it stays failed; nothing was lost that a retry cannot still keep).
@@ -943,19 +1144,27 @@ static int part_recover(spw_part *p)
     if (fsz < 0)
         return (int)fsz;
     uint64_t good = (uint64_t)fsz;
+    spw_scan sc = {.pos = from, .offset = p->sync_offset, .file_size = good, .verify = 1, .max_ts = INT64_MIN};
+    keep_ctx k = {.sc = &sc, .keep = SPW_BUF_INIT};
+    spw_recovery_report rep = {0};
+    int r = 0;
     if (good > from) {
-        spw_scan sc = {.pos = from, .offset = p->sync_offset, .file_size = good, .verify = 1,
-                       .max_ts = INT64_MIN};
-        int r = spw_seg_scan(s->fd, &sc);
-        spw_buf_fini(&sc.buf);
-        if (r < 0 && !sc.bad_err)
-            return r; /* could not read */
+        sc.on_batch = keep_batch;
+        sc.arg = &k;
+        r = spw_seg_scan(s->fd, &sc);
+        if (k.err)
+            r = k.err;
+        else if (r < 0 && sc.bad_err)
+            r = 0;
         good = sc.pos;
     }
-    int r = 0;
-    if ((uint64_t)fsz > good && (r = spw_os.ftruncate(s->fd, (off_t)good)) < 0)
-        return r;
-    if ((r = rewrite_range(s->fd, from, good)) < 0)
+    spw_buf_fini(&sc.buf);
+    if (r == 0 && (uint64_t)fsz > good)
+        r = cut_tail(p, s, good, (uint64_t)fsz, sc.offset, sc.bad_err, &rep);
+    if (r == 0 && k.keep.len)
+        r = spw_os_pwrite_all(s->fd, k.keep.p, k.keep.len, (off_t)from);
+    spw_buf_fini(&k.keep);
+    if (r < 0)
         return r;
     /* The probe: one block past the end must be allocated and synced, or
      * the disk is still full (overwriting the blocks above would not tell).
@@ -967,12 +1176,11 @@ static int part_recover(spw_part *p)
     int t = spw_os.ftruncate(s->fd, (off_t)good);
     if (r < 0 || (r = t) < 0)
         return r;
-    spw_recovery_report rep = {0};
     uint64_t last_pos = UINT64_MAX;
     /* Readers see only offsets below written_end, which all validated; the
-     * lock keeps them off the index while its tail is rebuilt. */
+     * lock keeps them off the index while it is rebuilt. */
     pthread_rwlock_wrlock(&p->seg_lock);
-    r = recover_newest(p, s, &rep, &last_pos);
+    r = recover_newest(p, s, from, from_offset, &rep, &last_pos);
     pthread_rwlock_unlock(&p->seg_lock);
     if (r < 0)
         return r;
@@ -1006,8 +1214,7 @@ static int part_recover(spw_part *p)
              " bytes) after the last good fsync checked and synced again, %" PRIu64
              " bytes cut; accepting appends again at offset %" PRIu64,
              p->dir, spw_strerror(err), end > from_offset ? end - from_offset : 0, from_offset,
-             good > from ? good - from : 0,
-             ((uint64_t)fsz > good ? (uint64_t)fsz - good : 0) + rep.truncated_bytes, end);
+             good > from ? good - from : 0, rep.truncated_bytes, end);
     return 0;
 }
 
@@ -1120,7 +1327,27 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
             goto fail;
     uint64_t last_pos = UINT64_MAX;
     spw_segment *newest = p->segs[p->nsegs - 1];
-    if ((r = recover_newest(p, newest, rep, &last_pos)) < 0)
+    /* The recovery point: below it the newest segment is never cut. */
+    spw_rp rp;
+    uint64_t rp_pos = 0, rp_off = newest->base_offset;
+    int rpr = spw_rp_load(dir, &rp);
+    if (rpr < 0) {
+        spw_warn("partition %s: recovery point file %s: %s; ignored (the newest segment is checked as if none "
+                 "of it were known fsynced)",
+                 dir, SPW_RP_NAME, spw_strerror(rpr));
+    } else if (rpr == 1 && rp.base == newest->base_offset) {
+        rp_pos = rp.pos;
+        rp_off = rp.offset;
+        p->rp_base = rp.base;
+        p->rp_pos = rp.pos;
+        p->rp_offset = rp.offset;
+        p->rp_valid = 1;
+    } else if (rpr == 1 && rp.base > newest->base_offset) {
+        spw_warn("partition %s: the recovery point names segment %020" PRIu64 ", which does not exist (newest: "
+                 "%020" PRIu64 "); ignored",
+                 dir, rp.base, newest->base_offset);
+    }
+    if ((r = recover_newest(p, newest, rp_pos, rp_off, rep, &last_pos)) < 0)
         goto fail;
     newest->created_ms = spw_wall_ms();
     p->active = newest;
@@ -1133,6 +1360,12 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     atomic_store(&p->start_offset, p->segs[0]->base_offset);
     p->sync_pos = atomic_load(&newest->size);
     p->sync_offset = p->next_offset;
+    /* What recovery kept may be only in the page cache (a process crash):
+     * make it durable before calling it so, then move the recovery point. */
+    if (p->sync_pos > rp_pos && (r = spw_os.fdatasync(newest->fd)) < 0)
+        goto fail;
+    if (p->sync_pos > 0 || p->rp_valid)
+        rp_write(p, mono_ms());
     if (last_pos != UINT64_MAX)
         spw_idgen_observe(&log->idgen, last_id_at(newest, last_pos));
     spw_free(bases);
@@ -1170,8 +1403,13 @@ void spw_part_close(spw_part *p)
     }
     if (!p->failed) {
         int r = seg_sync(p->active);
-        if (r < 0)
+        if (r < 0) {
             spw_error("partition %s: fdatasync at close: %s", p->dir, spw_strerror(r));
+        } else {
+            p->sync_pos = atomic_load(&p->active->size);
+            p->sync_offset = atomic_load(&p->active->end_offset);
+            rp_write(p, mono_ms());
+        }
     }
     uint64_t bytes = 0;
     for (size_t i = 0; i < p->nsegs; i++)
@@ -1227,9 +1465,11 @@ static uint64_t damaged_end(spw_segment *s, uint64_t pos, uint64_t size, uint64_
  * offset first starts (from the index, or the segment's base at 0), into
  * out, keeping those that hold offsets >= offset and start below end, at
  * most max_bytes (but at least one batch). Every base offset is checked by
- * continuity from first: it is not covered by the CRC. A damaged batch
- * wholly before offset is stepped over when the next batch proves where it
- * ends. Reads in large windows; skipped batches are overwritten in place,
+ * continuity from first: it is not covered by the CRC. A damaged range
+ * ends where the next batch proves it (damaged_end) or, when its header
+ * hides that, at the next valid batch (spw_seg_find_valid: the same rule
+ * as recovery's); one wholly before offset is stepped over, and a read of
+ * an offset inside one fails with *bad_next at its end. Reads in large windows; skipped batches are overwritten in place,
  * so out holds only kept batches. REQUIRES: seg_lock read-held.
  * Returns batches kept, SPW_ECORRUPT, READ_MISLED, or -errno.
  */
@@ -1240,7 +1480,7 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offs
     size_t want = max_bytes < (64u << 10) ? (64u << 10) : max_bytes;
     size_t keep = 0;
     int nb = 0;
-    uint64_t expect = first, start = pos;
+    uint64_t expect = first, start = pos, jump = 0;
     out->len = 0;
     while (pos < size && (keep < max_bytes || nb == 0)) {
         size_t n = size - pos < want ? (size_t)(size - pos) : want;
@@ -1271,13 +1511,31 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offs
             if (r) {
                 if (nb > 0)
                     goto done;
-                uint64_t dend = UINT64_MAX;
-                if (spw_batch_parse(win + at, (size_t)got - at, &h) == 0)
+                uint64_t dend = UINT64_MAX, dpos = 0;
+                if (spw_batch_parse(win + at, (size_t)got - at, &h) == 0) {
                     dend = damaged_end(s, pos + at, size, expect, &h);
-                if (dend <= offset && h.length <= (size_t)got - at) {
+                    dpos = pos + at + h.length;
+                }
+                if (dend == UINT64_MAX) {
+                    /* The header hides where the damage ends: it ends at the
+                     * next valid batch, as recovery decides (find_hole_end). */
+                    spw_buf tmp = SPW_BUF_INIT;
+                    spw_batch_hdr nh;
+                    int f = spw_seg_find_valid(s->fd, pos + at + 1, size, expect, &tmp, &dpos, &nh);
+                    spw_buf_fini(&tmp);
+                    if (f < 0)
+                        return f;
+                    if (f == 1 && spw_batch_next_offset(&nh) <= atomic_load(&s->end_offset))
+                        dend = nh.base_offset;
+                }
+                if (dend <= offset) {
                     expect = dend; /* damage before what was asked: step over it */
-                    at += h.length;
-                    continue;
+                    if (dpos - pos <= (uint64_t)got) {
+                        at = (size_t)(dpos - pos);
+                        continue;
+                    }
+                    jump = dpos;
+                    break;
                 }
                 if (bad_next) {
                     uint64_t bn = dend != UINT64_MAX ? dend : atomic_load(&s->end_offset);
@@ -1295,6 +1553,11 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offs
                 nb++;
             }
             at += h.length;
+        }
+        if (jump) {
+            pos = jump;
+            jump = 0;
+            continue;
         }
         pos += at;
         if (at == 0 && need > want)
@@ -1354,7 +1617,7 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
         if (atomic_load_explicit(&s->mtime_ms, memory_order_relaxed) < since_ms)
             continue;
         uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
-        uint64_t pos = 0, expect = s->base_offset;
+        uint64_t pos = 0, expect = s->base_offset, prev_pos = UINT64_MAX, prev_base = 0;
         while (pos + SPW_BATCH_HEADER_LEN <= size) {
             uint8_t hb[SPW_BATCH_HEADER_LEN];
             spw_batch_hdr h;
@@ -1363,10 +1626,34 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
                 r = (int)n;
                 break;
             }
-            if (n != (ssize_t)sizeof hb || spw_batch_parse(hb, sizeof hb, &h) || h.base_offset != expect ||
-                h.base_offset >= end || pos + h.length > size)
+            int ok = n == (ssize_t)sizeof hb && spw_batch_parse(hb, sizeof hb, &h) == 0 && h.base_offset == expect &&
+                     pos + h.length <= size;
+            if (ok && h.base_offset >= end)
                 break;
+            if (!ok) {
+                /* A damaged range: go on at its end (docs/formats/log.md).
+                 * Headers are not CRC-checked here, so the batch before may
+                 * be the damaged one (a wrong length or count): search
+                 * from just after its start. */
+                spw_buf tmp = SPW_BUF_INIT;
+                uint64_t q, from = prev_pos != UINT64_MAX ? prev_pos + 1 : pos + 1;
+                uint64_t after = prev_pos != UINT64_MAX ? prev_base : expect;
+                int f = spw_seg_find_valid(s->fd, from, size, after, &tmp, &q, &h);
+                spw_buf_fini(&tmp);
+                if (f < 0) {
+                    r = f;
+                    break;
+                }
+                if (f == 0 || spw_batch_next_offset(&h) > atomic_load(&s->end_offset))
+                    break;
+                pos = q;
+                expect = h.base_offset;
+                prev_pos = UINT64_MAX;
+                continue;
+            }
             cb(arg, &h);
+            prev_pos = pos;
+            prev_base = h.base_offset;
             pos += h.length;
             expect = spw_batch_next_offset(&h);
         }
@@ -1409,8 +1696,19 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
                     expect = s->base_offset;
                     continue;
                 }
-                r = SPW_ECORRUPT;
-                goto out;
+                /* A damaged range: its records' times are unknown; go on
+                 * at its end (docs/formats/log.md, "Damaged ranges"). */
+                uint64_t q;
+                int f = spw_seg_find_valid(s->fd, (uint64_t)pos + 1, size, expect, &scratch, &q, &h);
+                if (f == 1 && spw_batch_next_offset(&h) > atomic_load(&s->end_offset))
+                    f = 0;
+                if (f <= 0) {
+                    r = f < 0 ? f : SPW_ECORRUPT;
+                    goto out;
+                }
+                pos = (int64_t)q;
+                expect = h.base_offset;
+                continue;
             }
             if (h.base_offset >= end)
                 goto out;

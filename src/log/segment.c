@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "core/crc32c.h"
 #include "core/endian.h"
 #include "core/error.h"
 #include "core/id.h"
@@ -248,4 +249,126 @@ int spw_seg_scan(int fd, spw_scan *sc)
         sc->batches++;
     }
     return 0;
+}
+
+#define FIND_WINDOW (1u << 20)
+
+int spw_seg_find_valid(int fd, uint64_t from, uint64_t file_size, uint64_t after, spw_buf *buf, uint64_t *pos,
+                       spw_batch_hdr *h)
+{
+    static const uint8_t magic[4] = {'S', 'P', 'W', 'B'}; /* SPW_BATCH_MAGIC, little-endian */
+    uint8_t *win = spw_try_malloc(FIND_WINDOW);
+    if (!win)
+        return SPW_ENOMEM;
+    int found = 0;
+    uint64_t wpos = from;
+    while (!found && wpos + SPW_BATCH_HEADER_LEN <= file_size) {
+        size_t n = file_size - wpos < FIND_WINDOW ? (size_t)(file_size - wpos) : FIND_WINDOW;
+        ssize_t got = spw_os_pread_full(fd, win, n, (off_t)wpos);
+        if (got < 0) {
+            found = (int)got;
+            break;
+        }
+        if ((size_t)got < SPW_BATCH_HEADER_LEN)
+            break;
+        /* Magic at window index i (>= 16) means a batch at wpos + i - 16. */
+        size_t i = 16;
+        while (i + sizeof magic <= (size_t)got) {
+            uint8_t *m = memmem(win + i, (size_t)got - i, magic, sizeof magic);
+            if (!m)
+                break;
+            i = (size_t)(m - win);
+            uint64_t q = wpos + i - 16;
+            i++;
+            uint8_t hb[SPW_BATCH_HEADER_LEN];
+            spw_batch_hdr c;
+            if (spw_os_pread_full(fd, hb, sizeof hb, (off_t)q) != (ssize_t)sizeof hb ||
+                spw_batch_parse(hb, sizeof hb, &c) != 0 || c.base_offset <= after || c.length > file_size - q)
+                continue;
+            if (spw_buf_reserve(buf, c.length) != 0) {
+                found = SPW_ENOMEM;
+                break;
+            }
+            ssize_t r = spw_os_pread_full(fd, buf->p, c.length, (off_t)q);
+            if (r < 0) {
+                found = (int)r;
+                break;
+            }
+            if (r == (ssize_t)c.length && spw_batch_verify(buf->p, &c) == 0) {
+                *pos = q;
+                *h = c;
+                found = 1;
+                break;
+            }
+        }
+        if ((size_t)got < n || (size_t)got <= 19)
+            break;
+        wpos += (size_t)got - 19; /* the next window checks magic from where this one stopped */
+    }
+    spw_free(win);
+    return found;
+}
+
+/* ---- recovery point ---- */
+
+void spw_rp_encode(uint8_t out[SPW_RP_LEN], const spw_rp *rp)
+{
+    spw_put32(out, SPW_RP_MAGIC);
+    spw_put32(out + 4, SPW_RP_VERSION);
+    spw_put64(out + 8, rp->base);
+    spw_put64(out + 16, rp->pos);
+    spw_put64(out + 24, rp->offset);
+    spw_put32(out + 32, spw_crc32c(out, 32));
+}
+
+int spw_rp_decode(const uint8_t *in, size_t len, spw_rp *rp)
+{
+    if (len != SPW_RP_LEN || spw_get32(in) != SPW_RP_MAGIC || spw_get32(in + 4) != SPW_RP_VERSION ||
+        spw_get32(in + 32) != spw_crc32c(in, 32))
+        return SPW_ECORRUPT;
+    rp->base = spw_get64(in + 8);
+    rp->pos = spw_get64(in + 16);
+    rp->offset = spw_get64(in + 24);
+    if (rp->offset < rp->base)
+        return SPW_ECORRUPT;
+    return 0;
+}
+
+int spw_rp_load(const char *dir, spw_rp *rp)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, SPW_RP_NAME);
+    int fd = spw_os.open(path, O_RDONLY, 0);
+    if (fd == -ENOENT)
+        return 0;
+    if (fd < 0)
+        return fd;
+    uint8_t b[SPW_RP_LEN + 1];
+    ssize_t n = spw_os_pread_full(fd, b, sizeof b, 0);
+    spw_os.close(fd);
+    if (n < 0)
+        return (int)n;
+    int r = spw_rp_decode(b, (size_t)n, rp);
+    return r ? r : 1;
+}
+
+int spw_rp_store(const char *dir, const spw_rp *rp)
+{
+    char tmp[4096], path[4096];
+    snprintf(tmp, sizeof tmp, "%s/%s", dir, SPW_RP_TMP_NAME);
+    snprintf(path, sizeof path, "%s/%s", dir, SPW_RP_NAME);
+    uint8_t b[SPW_RP_LEN];
+    spw_rp_encode(b, rp);
+    int fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return fd;
+    int r = spw_os_pwrite_all(fd, b, sizeof b, 0);
+    if (r == 0)
+        r = spw_os.fdatasync(fd);
+    spw_os.close(fd);
+    if (r == 0)
+        r = spw_os.rename(tmp, path);
+    if (r == 0)
+        r = spw_os_fsync_dir(dir);
+    return r;
 }

@@ -52,6 +52,32 @@ typedef struct spw_segment {
     uint64_t alloc_end; /* file size: past size, zeros written ahead (flusher-owned) */
 } spw_segment;
 
+/*
+ * The partition's recovery point file (docs/formats/log.md, "Recovery
+ * point"): the last position known fsynced. 36 bytes:
+ *   0 u32 magic "SPRP"   4 u32 version 1   8 u64 segment base offset
+ *  16 u64 position      24 u64 next offset at that position
+ *  32 u32 CRC32C of bytes [0, 32)
+ */
+#define SPW_RP_NAME "recovery-point"
+#define SPW_RP_TMP_NAME "recovery-point.tmp"
+#define SPW_RP_MAGIC 0x50525053u /* bytes 'S' 'P' 'R' 'P' */
+#define SPW_RP_VERSION 1
+#define SPW_RP_LEN 36
+
+typedef struct spw_rp {
+    uint64_t base, pos, offset;
+} spw_rp;
+
+void spw_rp_encode(uint8_t out[SPW_RP_LEN], const spw_rp *rp);
+/* 0, or SPW_ECORRUPT when magic, version or CRC is wrong. */
+int spw_rp_decode(const uint8_t *in, size_t len, spw_rp *rp);
+/* Reads dir's recovery point: 1 and *rp, 0 when there is none, SPW_ECORRUPT
+ * when the file is damaged, or -errno. */
+int spw_rp_load(const char *dir, spw_rp *rp);
+/* Writes it atomically: temp file, fdatasync, rename, directory fsync. */
+int spw_rp_store(const char *dir, const spw_rp *rp);
+
 void spw_seg_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext);
 /* Parses "NNNNNNNNNNNNNNNNNNNN.log"; returns 1 and *base, else 0. */
 int spw_seg_parse_name(const char *name, uint64_t *base);
@@ -102,5 +128,18 @@ typedef struct spw_scan {
 } spw_scan;
 
 int spw_seg_scan(int fd, spw_scan *sc);
+
+/*
+ * After damage at from - 1: finds the first position q >= from where a
+ * whole batch with a valid CRC starts whose base offset is greater than
+ * `after` (the offset the damaged batch should have had: offsets go on
+ * past a hole, never back). Searches for the batch magic byte by byte, in
+ * 1 MiB windows. Returns 1 with *pos and *h, 0 when none follows up to
+ * file_size, or -errno. buf is scratch (caller frees). The caller applies
+ * any further bound on the offsets (recovery point, next segment).
+ * docs/formats/log.md, "Damaged ranges".
+ */
+int spw_seg_find_valid(int fd, uint64_t from, uint64_t file_size, uint64_t after, spw_buf *buf, uint64_t *pos,
+                       spw_batch_hdr *h);
 
 #endif

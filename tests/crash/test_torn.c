@@ -24,9 +24,10 @@
  * time, base_offset included (it is outside the CRC and checked only by
  * continuity). Then:
  *   (a) `spillway check DIR` exits 1 and prints a DAMAGED line;
- *   (b) spw_part_open either cuts the tail at the damaged batch (newest
- *       segment only; always for its last batch, which nothing follows) or
- *       keeps the whole log, reporting the damage when it verified there;
+ *   (b) spw_part_open keeps the whole log (the partition was closed
+ *       cleanly, so its recovery point is the end and nothing below it is
+ *       ever cut), reporting the damage when it verified there (always in
+ *       the newest segment);
  *   (c) no read ever returns wrong data: every record returned is at its
  *       offset with its content, and reads of the damaged offsets fail with
  *       SPW_ECORRUPT;
@@ -36,9 +37,8 @@
  *       and bad_next is no further than the end of the damaged batch. When the
  *       header is too damaged for that, reads may skip good data up to the
  *       next index entry or the segment's end: printed as a note.
- * Recovery cutting good batches after a damaged header in the newest
- * segment is the documented rule ("anything else → torn tail") and is
- * counted in the output, not failed.
+ * A torn tail (after the recovery point) is cut; the test writes the
+ * recovery point at the torn batch's start, as the flusher would have.
  *
  * Index flips: every byte of two .idx files is flipped; the index is a
  * rebuildable hint, so check must stay clean (INDEX lines only) and every
@@ -469,6 +469,10 @@ static void test_torn(pristine *pr, const char *dir)
     for (uint64_t size = last->pos; size < last->pos + last->len; size++) {
         restore(pr, dir);
         CHECK(truncate(path, (off_t)size) == 0);
+        /* A torn write is one no fdatasync covered: the recovery point is
+         * at most the batch's start (the pristine one is the end). */
+        spw_rp rp = {.base = last->seg_base, .pos = last->pos, .offset = last->base};
+        CHECK_OK(spw_rp_store(dir, &rp));
         uint64_t torn = size - last->pos;
         uint64_t zeros = trailing_zeros(seg->data + last->pos, torn);
 
@@ -590,18 +594,18 @@ static void flip_one(pristine *pr, const char *dir, spw_log *log, const batch_in
             ft->cut_later_batches++;
         read_all(p, t->base, 0, 0, &rs);
     } else {
-        /* The newest segment's last batch has nothing valid after it: a
-         * damaged one is indistinguishable from a torn write. */
-        CHECK(!is_last);
+        /* The pristine partition was closed cleanly: its recovery point
+         * is the end, so damage anywhere is below it and kept (even in the
+         * newest segment's last batch, which nothing valid follows). */
         CHECK_EQ(st.next_offset, pr->end);
         ft->kept++;
         if (rep.damaged_batches)
             ft->reported_damaged++;
         CHECK(rep.damaged_batches <= 1);
-        /* Without index entries recovery verifies the whole newest segment,
-         * so damage kept there is reported. (Older segments get a header
-         * walk only, by design: their CRCs are for reads and check.) */
-        if (newest && pr->pc.index_interval_bytes >= SEGMENT_BYTES)
+        /* Recovery verifies the whole newest segment, so damage kept there
+         * is reported. (Older segments get a header walk only, by design:
+         * their CRCs are for reads and check.) */
+        if (newest)
             CHECK_EQ(rep.damaged_batches, 1);
         read_all(p, pr->end, t->base, t->base + t->count, &rs);
     }
