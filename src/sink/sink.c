@@ -693,10 +693,10 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
             }
             return 0;
         }
-        if (r < 0)
-            return k->b.nrecs ? (int)k->b.nrecs : r;
-        if (r == 0)
-            break;
+        if (r < 0 && !k->b.nrecs)
+            return r;
+        if (r <= 0)
+            break; /* the end, or an error after records: deliver those first */
         const uint8_t *b = k->rbuf.p;
         size_t left = k->rbuf.len;
         uint64_t before = off;
@@ -723,8 +723,10 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
                 }
                 size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
                 size_t ka = k->b.arena.len;
-                if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len))
+                if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
+                    k->b.nrecs = 0;
                     return SPW_ENOMEM;
+                }
                 /* pointers fixed up below, once the arena stops moving */
                 k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
                                                    .id = rv.id,
@@ -743,6 +745,7 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         if (off == before)
             break;
     }
+    /* Every return with records comes here: their pointers are offsets until now. */
     for (uint32_t i = 0; i < k->b.nrecs; i++) {
         k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
         k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
