@@ -1305,9 +1305,12 @@ done:
     return nb;
 }
 
+uint64_t spw_part_visible_end(spw_part *p) { return atomic_load_explicit(&p->durable_end, memory_order_acquire); }
+
 int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next)
 {
-    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    /* The visibility rule (log.h): only what survived fdatasync. */
+    uint64_t end = atomic_load_explicit(&p->durable_end, memory_order_acquire);
     out->len = 0;
     if (offset > end)
         return SPW_ERANGE;
@@ -1377,7 +1380,7 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
 
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
 {
-    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    uint64_t end = atomic_load_explicit(&p->durable_end, memory_order_acquire);
     *offset = end;
     pthread_rwlock_rdlock(&p->seg_lock);
     int r = 0;

@@ -3,7 +3,7 @@
  *
  * Each sink has one worker thread. It attaches to its stream (a catalog
  * reference and one retention hold per partition at the sink's position),
- * then cycles over the partitions: it reads what is written past the
+ * then cycles over the partitions: it reads what is durable past the
  * position (spw_part_read, which takes no append lock), and when the batch
  * is due (loop.h: full by events or bytes, or its oldest record waited
  * max_wait_ms) delivers it with spw_sink_deliver — kind write, bisection,
@@ -541,6 +541,33 @@ static int attach(spw_sink *k)
             return r;
         }
     }
+    /* A position past the partition's end points at offsets recovery gave
+     * to new records (the sink was shown records a power loss then cut,
+     * before reads were limited to durable ones, or the log was cut by
+     * hand): go on from there and the new records are skipped. Set it
+     * down to the end, loudly (docs/architecture.md, "What readers see"). */
+    int clamped = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        uint64_t end = spw_part_visible_end(s->parts[i]);
+        if (next[i] <= end)
+            continue;
+        if (k->def.kind->position) {
+            int r = k->def.kind->rewind ? k->def.kind->rewind(k->kst, i, end) : -ENOTSUP;
+            if (r < 0) {
+                spw_stream_put(s);
+                set_error(k, "partition %u: setting the target's position %" PRIu64 " down to the end %" PRIu64
+                             ": %s",
+                          i, next[i], end, spw_strerror(r));
+                return r;
+            }
+        }
+        spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
+                  " (records were lost, and their offsets go to new records); continuing at %" PRIu64,
+                  k->def.name, i, next[i], end, end);
+        atomic_fetch_add(&k->m->api->positions_clamped, 1);
+        next[i] = end;
+        clamped = 1;
+    }
     sink_part *parts = spw_xcalloc(np, sizeof *parts);
     for (uint32_t i = 0; i < np; i++) {
         uint64_t pos = next[i];
@@ -565,6 +592,12 @@ static int attach(spw_sink *k)
     k->s = s;
     pthread_mutex_unlock(&k->mu);
     spw_free(old);
+    if (clamped && !k->def.kind->position) {
+        int r = save_progress(k);
+        if (r < 0)
+            spw_warn("sink %s: saving the clamped progress: %s (the next commit saves it)", k->def.name,
+                     spw_strerror(r));
+    }
     return 0;
 }
 
@@ -954,13 +987,23 @@ static void *worker(void *arg)
             atomic_store(&sp->end, st.next_offset);
             /* reading goes on after the pending batch, if it is this partition's */
             uint64_t from = k->has_pend && k->pend.part == i ? pend_end(k) : atomic_load(&sp->next);
+            /* Only durable records are read (docs/architecture.md, "What
+             * readers see"): progress never passes what a power loss keeps. */
+            uint64_t vend = st.durable_offset;
             if (st.written_offset <= from) {
                 sp->first_seen_ms = 0;
                 continue;
             }
             if (!sp->first_seen_ms)
                 sp->first_seen_ms = now;
-            uint64_t avail = st.written_offset - from;
+            if (vend <= from) {
+                /* Written, not yet durable: once the batch would be due by
+                 * age, ask for the fsync instead of waiting for the timer. */
+                if (now - sp->first_seen_ms >= k->def.batch.max_wait_ms)
+                    spw_part_sync_soon(k->s->parts[i]);
+                continue;
+            }
+            uint64_t avail = vend - from;
             uint64_t age = now - sp->first_seen_ms;
             /* Not due by count or age, and not by bytes either: nothing
              * new since a read found it not due, or fewer records than
@@ -968,7 +1011,7 @@ static void *worker(void *arg)
              * measured, exceed the key + value bytes the batch counts).
              * No need to read it yet. */
             if (avail < k->def.batch.max_events && age < k->def.batch.max_wait_ms &&
-                (sp->checked_end == st.written_offset ||
+                (sp->checked_end == vend ||
                  (k->log_per_rec && avail * k->log_per_rec < k->def.batch.max_bytes)))
                 continue;
             int n = collect(k, i, from);
@@ -978,7 +1021,7 @@ static void *worker(void *arg)
                 continue;
             }
             if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->b.bytes, age)) {
-                sp->checked_end = st.written_offset;
+                sp->checked_end = vend;
                 continue;
             }
             sp->checked_end = 0;
@@ -996,7 +1039,7 @@ static void *worker(void *arg)
             if (stopping(k))
                 break;
             uint64_t after = k->has_pend ? pend_end(k) : atomic_load(&sp->next);
-            sp->first_seen_ms = after < st.written_offset ? now : 0;
+            sp->first_seen_ms = after < vend ? now : 0;
             worked = 1;
         }
         /* nothing else to write: the pending batch is not kept waiting */

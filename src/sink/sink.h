@@ -69,6 +69,12 @@ typedef struct spw_sink_kind {
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);
+    /* Required with position. The position of partition was past the
+     * partition's end at attach (records were cut after the target got
+     * them; their offsets go to new records): set what the target keeps
+     * down to end, so the records that now take those offsets are
+     * written, not skipped. 0 or a negative error (attach is retried). */
+    int (*rewind)(void *st, uint32_t partition, uint64_t end);
     /* Frees the state; may block briefly (closing connections). */
     void (*close)(void *st);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a

@@ -940,6 +940,91 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
     return 0;
 }
 
+/*
+ * The position was past the partition's end at attach (docs/api.md,
+ * "postgres sink"): each shard whose progress row is past end is set down
+ * to end, and when the table maps both $partition and $offset, its rows of
+ * this partition at offsets >= end are deleted in the same transaction.
+ * Those rows came from records a power loss cut (read before reads were
+ * limited to durable records); the records that now hold those offsets are
+ * written next. Without both columns the rows cannot be told apart and
+ * stay (the log line says so).
+ */
+static int pg_rewind(void *st, uint32_t partition, uint64_t end)
+{
+    pg *g = st;
+    int pcol = -1, ocol = -1;
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        if (g->cols[c].src == SRC_PARTITION && pcol < 0)
+            pcol = (int)c;
+        if (g->cols[c].src == SRC_OFFSET && ocol < 0)
+            ocol = (int)c;
+    }
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        pg_shard *s = &g->sh[si];
+        char err[512];
+        int rr = ready(g, si, err, sizeof err);
+        if (rr < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return rr == -2 ? -ECONNREFUSED : -EIO;
+        }
+        ensure_next(s, partition);
+        if (s->next[partition] <= end)
+            continue;
+        char ps[16], sh[16], nx[24];
+        snprintf(ps, sizeof ps, "%u", partition);
+        snprintf(sh, sizeof sh, "%u", si);
+        snprintf(nx, sizeof nx, "%" PRIu64, end);
+        spw_buf *q = &g->sql;
+        q->len = 0;
+        spw_buf_puts(q, "BEGIN; UPDATE " PG_PROGRESS_TABLE " SET next_offset = ");
+        spw_buf_puts(q, nx);
+        spw_buf_puts(q, ", updated_at = now() WHERE sink = ");
+        if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, " AND stream = "), put_literal(s->c, q, g->stream)) < 0) {
+            drop(s);
+            return -EIO;
+        }
+        spw_buf_puts(q, " AND partition = ");
+        spw_buf_puts(q, ps);
+        spw_buf_puts(q, " AND shard = ");
+        spw_buf_puts(q, sh);
+        spw_buf_puts(q, ";");
+        if (pcol >= 0 && ocol >= 0) {
+            spw_buf_puts(q, " DELETE FROM ");
+            spw_buf_puts(q, g->qtable);
+            spw_buf_puts(q, " WHERE ");
+            quote_ident(q, g->cols[pcol].name, strlen(g->cols[pcol].name));
+            spw_buf_puts(q, " = ");
+            spw_buf_puts(q, ps);
+            spw_buf_puts(q, " AND ");
+            quote_ident(q, g->cols[ocol].name, strlen(g->cols[ocol].name));
+            spw_buf_puts(q, " >= ");
+            spw_buf_puts(q, nx);
+            spw_buf_puts(q, ";");
+        }
+        spw_buf_puts(q, " COMMIT");
+        spw_buf_put(q, "", 1);
+        char pre[64];
+        snprintf(pre, sizeof pre, "shard %u: setting progress down", si);
+        if (exec_cmd(s->c, (const char *)q->p, err, sizeof err, pre) < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            drop(s); /* the transaction's outcome is read again on reconnect */
+            return -EIO;
+        }
+        if (pcol >= 0 && ocol >= 0)
+            spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
+                      "; rows of offsets >= %" PRIu64 " deleted (their records were lost)",
+                      g->sink, si, partition, s->next[partition], end, end);
+        else
+            spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
+                      "; table %s maps no $partition and $offset columns, so rows of the lost records at offsets "
+                      "%" PRIu64 "..%" PRIu64 " cannot be found and stay",
+                      g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
+        s->next[partition] = end;
+    }
+    return 0;
+}
+
 static void pg_close(void *st) { pg_free(st); }
 
 const spw_sink_kind spw_sink_kind_postgres = {
@@ -949,6 +1034,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .write_end = pg_end,
     .position = pg_position,
     .commit = pg_commit,
+    .rewind = pg_rewind,
     .close = pg_close,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
