@@ -204,6 +204,16 @@ uint64_t spw_part_visible_end(spw_part *p); /* durable_offset: one atomic load *
 void spw_part_sync_soon(spw_part *p);
 
 /*
+ * The partition's end when spw_part_open returned (after recovery; 0 for
+ * a partition created then). A position a reader kept from before this
+ * open (a group's committed offset, a sink's progress) can be valid only
+ * up to it: offsets past it were either cut by recovery or given to
+ * records appended since. Readers clamp such positions to it when they
+ * attach (docs/architecture.md, "What readers see").
+ */
+uint64_t spw_part_open_end(const spw_part *p);
+
+/*
  * Called on the flusher thread after a cycle in which some partition's
  * durable end advanced (fdatasync, or a recovery): wakes readers waiting
  * for records to become visible. Must not block nor call into the log

@@ -100,6 +100,7 @@ struct spw_part {
 
     _Atomic uint64_t written_end;
     _Atomic uint64_t durable_end;
+    uint64_t open_end; /* next_offset when opened, after recovery (set once) */
     _Atomic uint64_t start_offset;
     _Atomic int failed_pub; /* copy of failed for lock-free readers */
     _Atomic int sync_asked; /* a reader waits for written data (spw_part_sync_soon) */

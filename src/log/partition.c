@@ -1130,6 +1130,7 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     p->written_local = p->next_offset;
     atomic_store(&p->written_end, p->next_offset);
     atomic_store(&p->durable_end, p->next_offset);
+    p->open_end = p->next_offset;
     atomic_store(&p->start_offset, p->segs[0]->base_offset);
     p->sync_pos = atomic_load(&newest->size);
     p->sync_offset = p->next_offset;
@@ -1306,6 +1307,7 @@ done:
 }
 
 uint64_t spw_part_visible_end(spw_part *p) { return atomic_load_explicit(&p->durable_end, memory_order_acquire); }
+uint64_t spw_part_open_end(const spw_part *p) { return p->open_end; }
 
 int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next)
 {

@@ -665,7 +665,7 @@ static void clamp_groups(spw_groups_http *gh)
         uint32_t n = nparts_of(s, g);
         int changed = 0;
         for (uint32_t i = 0; i < n; i++) {
-            uint64_t end = spw_part_visible_end(s->parts[i]), old;
+            uint64_t end = spw_part_open_end(s->parts[i]), old;
             if (!spw_group_clamp(g, i, end, &old))
                 continue;
             changed = 1;

@@ -548,7 +548,12 @@ static int attach(spw_sink *k)
      * down to the end, loudly (docs/architecture.md, "What readers see"). */
     int clamped = 0;
     for (uint32_t i = 0; i < np; i++) {
-        uint64_t end = spw_part_visible_end(s->parts[i]);
+        /* The end at open, not now: records appended since (the sink may
+         * attach late, e.g. while its target is down) take the offsets a
+         * stale position points at. A sink attaches once per partition
+         * (a re-created stream has new partitions), so a position it kept
+         * is from before this open. */
+        uint64_t end = spw_part_open_end(s->parts[i]);
         if (next[i] <= end)
             continue;
         if (k->def.kind->position) {

@@ -943,23 +943,17 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
 /*
  * The position was past the partition's end at attach (docs/api.md,
  * "postgres sink"): each shard whose progress row is past end is set down
- * to end, and when the table maps both $partition and $offset, its rows of
- * this partition at offsets >= end are deleted in the same transaction.
- * Those rows came from records a power loss cut (read before reads were
- * limited to durable records); the records that now hold those offsets are
- * written next. Without both columns the rows cannot be told apart and
- * stay (the log line says so).
+ * to end (the upsert of a window only raises it), so the records that now
+ * hold those offsets are loaded, not skipped. Rows the table holds for
+ * offsets >= end are left alone: they may be rows of records a power loss
+ * cut (loaded before reads were limited to durable records), but the same
+ * state follows from a stream deleted and created again, whose old rows
+ * are the user's data; the error line names the range, and a table that
+ * maps $partition and $offset lets the operator find them.
  */
 static int pg_rewind(void *st, uint32_t partition, uint64_t end)
 {
     pg *g = st;
-    int pcol = -1, ocol = -1;
-    for (uint32_t c = 0; c < g->ncols; c++) {
-        if (g->cols[c].src == SRC_PARTITION && pcol < 0)
-            pcol = (int)c;
-        if (g->cols[c].src == SRC_OFFSET && ocol < 0)
-            ocol = (int)c;
-    }
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
@@ -975,51 +969,24 @@ static int pg_rewind(void *st, uint32_t partition, uint64_t end)
         snprintf(ps, sizeof ps, "%u", partition);
         snprintf(sh, sizeof sh, "%u", si);
         snprintf(nx, sizeof nx, "%" PRIu64, end);
-        spw_buf *q = &g->sql;
-        q->len = 0;
-        spw_buf_puts(q, "BEGIN; UPDATE " PG_PROGRESS_TABLE " SET next_offset = ");
-        spw_buf_puts(q, nx);
-        spw_buf_puts(q, ", updated_at = now() WHERE sink = ");
-        if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, " AND stream = "), put_literal(s->c, q, g->stream)) < 0) {
-            drop(s);
+        const char *params[] = {g->sink, g->stream, ps, sh, nx};
+        PGresult *r = PQexecParams(s->c,
+                                   "UPDATE " PG_PROGRESS_TABLE " SET next_offset = $5, updated_at = now()"
+                                   " WHERE sink = $1 AND stream = $2 AND partition = $3 AND shard = $4",
+                                   5, NULL, params, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            pq_msg(err, sizeof err, "setting progress down", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok) {
+            spw_warn("sink %s: shard %u: %s", g->sink, si, err);
+            drop(s); /* read the shard's values again before it is used */
             return -EIO;
         }
-        spw_buf_puts(q, " AND partition = ");
-        spw_buf_puts(q, ps);
-        spw_buf_puts(q, " AND shard = ");
-        spw_buf_puts(q, sh);
-        spw_buf_puts(q, ";");
-        if (pcol >= 0 && ocol >= 0) {
-            spw_buf_puts(q, " DELETE FROM ");
-            spw_buf_puts(q, g->qtable);
-            spw_buf_puts(q, " WHERE ");
-            quote_ident(q, g->cols[pcol].name, strlen(g->cols[pcol].name));
-            spw_buf_puts(q, " = ");
-            spw_buf_puts(q, ps);
-            spw_buf_puts(q, " AND ");
-            quote_ident(q, g->cols[ocol].name, strlen(g->cols[ocol].name));
-            spw_buf_puts(q, " >= ");
-            spw_buf_puts(q, nx);
-            spw_buf_puts(q, ";");
-        }
-        spw_buf_puts(q, " COMMIT");
-        spw_buf_put(q, "", 1);
-        char pre[64];
-        snprintf(pre, sizeof pre, "shard %u: setting progress down", si);
-        if (exec_cmd(s->c, (const char *)q->p, err, sizeof err, pre) < 0) {
-            spw_warn("sink %s: %s", g->sink, err);
-            drop(s); /* the transaction's outcome is read again on reconnect */
-            return -EIO;
-        }
-        if (pcol >= 0 && ocol >= 0)
-            spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
-                      "; rows of offsets >= %" PRIu64 " deleted (their records were lost)",
-                      g->sink, si, partition, s->next[partition], end, end);
-        else
-            spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
-                      "; table %s maps no $partition and $offset columns, so rows of the lost records at offsets "
-                      "%" PRIu64 "..%" PRIu64 " cannot be found and stay",
-                      g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
+        spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
+                  "; rows table %s holds for offsets %" PRIu64 "..%" PRIu64
+                  " of this partition, if any, came from records that are not in the stream any more and stay",
+                  g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
         s->next[partition] = end;
     }
     return 0;
