@@ -251,6 +251,10 @@ void spw__log_enqueue(spw_log *log, spw_part *p)
 
 void spw_part_sync_soon(spw_part *p)
 {
+    /* Nothing written past the durable end: nothing to ask for. */
+    if (atomic_load_explicit(&p->written_end, memory_order_acquire) <=
+        atomic_load_explicit(&p->durable_end, memory_order_acquire))
+        return;
     /* One request per cycle: the flusher clears the flag when it decides
      * p's fdatasync, which covers everything written before that. */
     if (atomic_load_explicit(&p->sync_asked, memory_order_relaxed) ||

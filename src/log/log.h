@@ -193,12 +193,12 @@ int spw_part_failed(spw_part *p);
  * there is no read of the written tail.
  *
  * The durable end moves at each fdatasync: at once for ack=fsync appends,
- * and at least every fsync_interval_ms for the others. A reader that finds
- * written records past the visible end (written_offset > durable_offset)
- * and waits for them calls spw_part_sync_soon: the flusher then fsyncs p
- * in its next cycle, as if an ack=fsync append waited. One atomic load
- * when a request is already pending; otherwise the log's lock to queue p.
- * Any thread.
+ * and at least every fsync_interval_ms for the others. A reader that waits
+ * at the visible end calls spw_part_sync_soon: if records are written past
+ * it (written_offset > durable_offset), the flusher fsyncs p in its next
+ * cycle, as if an ack=fsync append waited. Two atomic loads when nothing
+ * is written past the durable end or a request is pending already;
+ * otherwise the log's lock to queue p. Any thread.
  */
 uint64_t spw_part_visible_end(spw_part *p); /* durable_offset: one atomic load */
 void spw_part_sync_soon(spw_part *p);

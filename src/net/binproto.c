@@ -829,8 +829,8 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
                    st.start_offset, vend);
         goto out;
     }
-    if (fq.offset == vend && st.written_offset > vend)
-        spw_part_sync_soon(p); /* a reader at the end waits for written records */
+    if (fq.offset == vend)
+        spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
     uint32_t maxb = fq.max_bytes ? fq.max_bytes : FETCH_DEFAULT_BYTES;
     uint32_t cap = c->loop->srv->cfg.max_frame_bytes / 2;
     if (cap > FETCH_MAX_BYTES)

@@ -1194,7 +1194,7 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
         goto damaged;
     /* Stopped at the durable end with written records after it: a reader
      * polls for them, so fsync them in the next flush cycle. */
-    if ((uint64_t)n < limit && next >= spw_part_visible_end(p) && st.written_offset > next)
+    if ((uint64_t)n < limit && next >= spw_part_visible_end(p))
         spw_part_sync_soon(p);
     char h[96];
     snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);

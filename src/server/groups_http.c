@@ -88,15 +88,12 @@ static void part_ends(spw_stream *s, uint32_t n, uint64_t *ends, uint64_t *first
 
 /* A poll found nothing to deliver and waits: partitions with written
  * records past the durable end are fsynced in the next flush cycle (the
- * durable hook then wakes the waiter). */
+ * durable hook then wakes the waiter). Atomic loads only, but for a
+ * partition with such records. */
 static void ask_sync(spw_stream *s, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        spw_part_state st;
-        spw_part_state_get(s->parts[i], &st);
-        if (st.written_offset > st.durable_offset)
-            spw_part_sync_soon(s->parts[i]);
-    }
+    for (uint32_t i = 0; i < n; i++)
+        spw_part_sync_soon(s->parts[i]);
 }
 
 /* Records still stored after the committed offset (retention may have

@@ -554,10 +554,11 @@ static int attach(spw_sink *k)
          * (a re-created stream has new partitions), so a position it kept
          * is from before this open. */
         uint64_t end = spw_part_open_end(s->parts[i]);
-        if (next[i] <= end)
-            continue;
+        int rewound = 0;
         if (k->def.kind->position) {
-            int r = k->def.kind->rewind ? k->def.kind->rewind(k->kst, i, end) : -ENOTSUP;
+            /* Asked even when the position (the kind's lowest) is not past
+             * the end: a part of the target (a shard) may be. */
+            int r = k->def.kind->rewind ? k->def.kind->rewind(k->kst, i, end) : next[i] > end ? -ENOTSUP : 0;
             if (r < 0) {
                 spw_stream_put(s);
                 set_error(k, "partition %u: setting the target's position %" PRIu64 " down to the end %" PRIu64
@@ -565,12 +566,21 @@ static int attach(spw_sink *k)
                           i, next[i], end, spw_strerror(r));
                 return r;
             }
+            rewound = r > 0;
         }
-        spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
-                  " (records were lost, and their offsets go to new records); continuing at %" PRIu64,
-                  k->def.name, i, next[i], end, end);
+        if (next[i] <= end && !rewound)
+            continue;
+        if (next[i] > end)
+            spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
+                      " (records were lost, and their offsets go to new records); continuing at %" PRIu64,
+                      k->def.name, i, next[i], end, end);
+        else
+            spw_error("sink %s: partition %u: the target's position was past the partition's end %" PRIu64
+                      " in part (records were lost, and their offsets go to new records); set down to it",
+                      k->def.name, i, end);
         atomic_fetch_add(&k->m->api->positions_clamped, 1);
-        next[i] = end;
+        if (next[i] > end)
+            next[i] = end;
         clamped = 1;
     }
     sink_part *parts = spw_xcalloc(np, sizeof *parts);

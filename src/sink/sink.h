@@ -69,11 +69,13 @@ typedef struct spw_sink_kind {
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);
-    /* Required with position. The position of partition was past the
-     * partition's end at attach (records were cut after the target got
-     * them; their offsets go to new records): set what the target keeps
-     * down to end, so the records that now take those offsets are
-     * written, not skipped. 0 or a negative error (attach is retried). */
+    /* Required with position; called at attach for every partition. Set
+     * any position the target keeps for partition past end (the
+     * partition's end when opened: records past it were cut after the
+     * target got them, and their offsets go to new records) down to end,
+     * so the records that now take those offsets are written, not
+     * skipped. 1 if something was set down, 0 if nothing was past end, or
+     * a negative error (attach is retried). */
     int (*rewind)(void *st, uint32_t partition, uint64_t end);
     /* Frees the state; may block briefly (closing connections). */
     void (*close)(void *st);

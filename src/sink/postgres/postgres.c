@@ -954,6 +954,7 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
 static int pg_rewind(void *st, uint32_t partition, uint64_t end)
 {
     pg *g = st;
+    int moved = 0;
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
@@ -988,8 +989,9 @@ static int pg_rewind(void *st, uint32_t partition, uint64_t end)
                   " of this partition, if any, came from records that are not in the stream any more and stay",
                   g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
         s->next[partition] = end;
+        moved = 1;
     }
-    return 0;
+    return moved;
 }
 
 static void pg_close(void *st) { pg_free(st); }
