@@ -572,11 +572,13 @@ static int attach(spw_sink *k)
             continue;
         if (next[i] > end)
             spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
-                      " (records were lost, and their offsets go to new records); continuing at %" PRIu64,
+                      " (records were lost and their offsets go to new records, or the stream was created again);"
+                      " continuing at %" PRIu64,
                       k->def.name, i, next[i], end, end);
         else
             spw_error("sink %s: partition %u: the target's position was past the partition's end %" PRIu64
-                      " in part (records were lost, and their offsets go to new records); set down to it",
+                      " in part (records were lost and their offsets go to new records, or the stream was created"
+                      " again); set down to it",
                       k->def.name, i, end);
         atomic_fetch_add(&k->m->api->positions_clamped, 1);
         if (next[i] > end)
