@@ -714,6 +714,10 @@ void spw_groups_http_stop(spw_groups_http *gh)
 {
     if (!gh || !gh->started)
         return;
+    /* No more wake-ups from the flusher (the log may be closed before
+     * this is freed; parked polls are answered below). */
+    if (gh->api->log)
+        spw_log_set_durable_hook(gh->api->log, NULL, NULL);
     pthread_mutex_lock(&gh->mu);
     gh->stop = 1;
     pthread_cond_signal(&gh->cv);
@@ -726,8 +730,6 @@ void spw_groups_http_free(spw_groups_http *gh)
 {
     if (!gh)
         return;
-    if (gh->api->log)
-        spw_log_set_durable_hook(gh->api->log, NULL, NULL);
     spw_groups_http_stop(gh);
     pthread_mutex_destroy(&gh->mu);
     pthread_cond_destroy(&gh->cv);
