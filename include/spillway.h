@@ -180,14 +180,18 @@ typedef struct spw_fetched {
  * Reads records of stream's partition from offset: at least one if any
  * exists there, more while they fit in max_bytes (0: the server's default,
  * 1 MiB). Returns 0 and a result to free with spw_fetch_free, or an error
- * (SPW_ERR_OUT_OF_RANGE, SPW_ERR_NOT_FOUND, ...).
+ * (SPW_ERR_OUT_OF_RANGE, SPW_ERR_NOT_FOUND, ...). Only durable (fsynced)
+ * records are readable: a fetch at the durable end returns none, and asks
+ * the server to fsync the records written after it, so a fetch repeated
+ * shortly after sees them (docs/protocol.md, FETCH).
  */
 int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
                      spw_fetch_result **out);
 size_t spw_fetch_count(const spw_fetch_result *r);
 /* REQUIRES: i < spw_fetch_count(r). */
 void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out);
-/* Where the next fetch should start, and the partition's end when read. */
+/* Where the next fetch should start, and the partition's readable
+ * (durable) end when read. */
 uint64_t spw_fetch_next_offset(const spw_fetch_result *r);
 uint64_t spw_fetch_end_offset(const spw_fetch_result *r);
 void spw_fetch_free(spw_fetch_result *r);
@@ -198,7 +202,8 @@ typedef struct spw_stream_info {
     uint32_t partitions;
     int format_bytes; /* 0 JSON, 1 bytes */
     int ack;          /* the stream's default SPW_ACK_LEVEL_* */
-    const uint64_t *start_offsets, *end_offsets, *durable_offsets; /* [partitions] */
+    /* [partitions]: end: written; durable: fsynced, what a fetch can read */
+    const uint64_t *start_offsets, *end_offsets, *durable_offsets;
 } spw_stream_info;
 
 /* Streams and their partitions' offsets: one stream, or all when stream

@@ -214,6 +214,24 @@ void spw__log_unregister(spw_log *log, spw_part *p)
     pthread_mutex_unlock(&log->mu);
 }
 
+/* Puts p on the dirty list (if it is not) and wakes a sleeping flusher. */
+static void dirty_add(spw_log *log, spw_part *p)
+{
+    pthread_mutex_lock(&log->mu);
+    if (!p->queued) {
+        p->queued = 1;
+        p->next_dirty = NULL;
+        if (log->dirty_tail)
+            log->dirty_tail->next_dirty = p;
+        else
+            log->dirty_head = p;
+        log->dirty_tail = p;
+        if (log->flusher_sleeping)
+            pthread_cond_signal(&log->cv);
+    }
+    pthread_mutex_unlock(&log->mu);
+}
+
 void spw__log_enqueue(spw_log *log, spw_part *p)
 {
     uint32_t target = atomic_load_explicit(&log->gather_target, memory_order_relaxed);
@@ -228,19 +246,38 @@ void spw__log_enqueue(spw_log *log, spw_part *p)
      * the buffer that holds the batch. */
     if (atomic_load(&p->queued))
         return;
-    pthread_mutex_lock(&log->mu);
-    if (!p->queued) {
-        p->queued = 1;
-        p->next_dirty = NULL;
-        if (log->dirty_tail)
-            log->dirty_tail->next_dirty = p;
-        else
-            log->dirty_head = p;
-        log->dirty_tail = p;
-        if (log->flusher_sleeping)
-            pthread_cond_signal(&log->cv);
-    }
-    pthread_mutex_unlock(&log->mu);
+    dirty_add(log, p);
+}
+
+void spw_part_sync_soon(spw_part *p)
+{
+    /* Nothing written past the durable end: nothing to ask for. */
+    if (atomic_load_explicit(&p->written_end, memory_order_acquire) <=
+        atomic_load_explicit(&p->durable_end, memory_order_acquire))
+        return;
+    /* One request per cycle: the flusher clears the flag when it decides
+     * p's fdatasync, which covers everything written before that. */
+    if (atomic_load_explicit(&p->sync_asked, memory_order_relaxed) ||
+        atomic_exchange_explicit(&p->sync_asked, 1, memory_order_acq_rel))
+        return;
+    dirty_add(p->log, p);
+}
+
+void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&log->hook_mu);
+    log->durable_hook = fn;
+    log->durable_hook_arg = arg;
+    pthread_mutex_unlock(&log->hook_mu);
+}
+
+/* Some durable end advanced: tell the hook (flusher thread). */
+static void durable_advanced(spw_log *log)
+{
+    pthread_mutex_lock(&log->hook_mu);
+    if (log->durable_hook)
+        log->durable_hook(log->durable_hook_arg);
+    pthread_mutex_unlock(&log->hook_mu);
 }
 
 /* ---- fsync pool ---- */
@@ -331,14 +368,15 @@ static void cycle_add(cycle *c, spw_part *p)
 
 static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
 {
-    int did = 0;
+    int did = 0, advanced = 0;
     /* Phase 1: write. */
     for (size_t i = 0; i < c->n; i++) {
         spw_part *p = c->v[i];
         /* A failed partition has nothing to write (appends are refused):
          * try to bring it back instead, when its backoff allows. */
         if (p->failed) {
-            spw__part_try_recover(p, now);
+            if (spw__part_try_recover(p, now))
+                advanced = 1; /* what recovery kept is durable */
             continue;
         }
         /* Write in pieces of WRITE_PIECE so the budget comes back while
@@ -371,7 +409,8 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
             }
         }
     }
-    /* Phase 2: fdatasync what someone waits for, or what is too old. */
+    /* Phase 2: fdatasync what someone waits for (an fsync ack, or a reader
+     * that asked with spw_part_sync_soon), or what is too old. */
     if (c->jobs_cap < c->n) {
         c->jobs_cap = c->cap;
         c->jobs = spw_xrealloc(c->jobs, c->jobs_cap * sizeof *c->jobs);
@@ -379,9 +418,14 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
     size_t nj = 0;
     for (size_t i = 0; i < c->n; i++) {
         spw_part *p = c->v[i];
+        /* A reader's request is served by this decision: a failed
+         * partition's recovery syncs, an fsync below covers every write
+         * the reader saw, and without unsynced data there is none to see. */
+        int asked = atomic_load_explicit(&p->sync_asked, memory_order_relaxed) &&
+                    atomic_exchange_explicit(&p->sync_asked, 0, memory_order_acq_rel);
         if (p->failed || !p->unsynced_since_ms)
             continue;
-        int due = final || now - p->unsynced_since_ms >= (int64_t)log->cfg.fsync_interval_ms;
+        int due = final || asked || now - p->unsynced_since_ms >= (int64_t)log->cfg.fsync_interval_ms;
         if (!due && !spw__part_has_waiters(p, SPW__RING_FSYNC, p->written_local))
             continue;
         c->jobs[nj++] = (spw_sync_job){.p = p, .fd = p->active->fd, .end = p->written_local,
@@ -410,11 +454,14 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
         p->sync_pos = j->pos;
         p->sync_offset = j->end;
         atomic_store_explicit(&p->durable_end, j->end, memory_order_release);
+        advanced = 1;
         completed += spw__part_complete(p, SPW__RING_FSYNC, j->end);
     }
     for (size_t i = 0; i < nj; i++)
         if (c->jobs[i].result == 0)
             spw__part_checkpoint(c->jobs[i].p, now); /* the recovery point, lazily */
+    if (advanced)
+        durable_advanced(log);
     atomic_store(&log->gather_target, completed > 1 ? (uint32_t)completed : 0);
     atomic_fetch_add_explicit(&log->st_acks_fsync, completed, memory_order_relaxed);
     if (nj)
@@ -559,6 +606,7 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     pthread_mutex_init(&log->budget_mu, NULL);
     pthread_cond_init(&log->budget_cv, NULL);
     pthread_mutex_init(&log->mu, NULL);
+    pthread_mutex_init(&log->hook_mu, NULL);
     pthread_cond_init(&log->cv, NULL);
     pthread_cond_init(&log->idle_cv, NULL);
     pthread_mutex_init(&log->pool_mu, NULL);
@@ -609,6 +657,7 @@ void spw_log_close(spw_log *log)
     pthread_mutex_destroy(&log->budget_mu);
     pthread_cond_destroy(&log->budget_cv);
     pthread_mutex_destroy(&log->mu);
+    pthread_mutex_destroy(&log->hook_mu);
     pthread_cond_destroy(&log->cv);
     pthread_cond_destroy(&log->idle_cv);
     pthread_mutex_destroy(&log->pool_mu);

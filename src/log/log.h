@@ -176,8 +176,8 @@ int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const 
 typedef struct spw_part_state {
     uint64_t start_offset;   /* oldest offset still stored */
     uint64_t next_offset;    /* next offset an append gets */
-    uint64_t written_offset; /* offsets below are in the segment files (readable) */
-    uint64_t durable_offset; /* offsets below survived fdatasync */
+    uint64_t written_offset; /* offsets below are in the segment files (not yet readable) */
+    uint64_t durable_offset; /* offsets below survived fdatasync: the visible end, readable */
     uint64_t bytes;          /* bytes in segment files */
     uint32_t segments;
     int failed; /* 0 or the error that put the partition in the failed state */
@@ -188,15 +188,57 @@ void spw_part_state_get(spw_part *p, spw_part_state *s);
 int spw_part_failed(spw_part *p);
 
 /*
+ * Visibility (docs/architecture.md, "What readers see"): readers see only
+ * durable records, the offsets below durable_offset (the high watermark).
+ * A record that is written but not yet fsynced can still be lost — a power
+ * loss, or a failed fdatasync, cuts it and recovery gives its offset to a
+ * new record — so no reader may see it, and no position a reader keeps
+ * (a consumer group's committed offset, a sink's progress) can point past
+ * what survives. Every read below (spw_part_read, spw_part_offset_for_ts)
+ * and every end reported to readers is capped at spw_part_visible_end;
+ * there is no read of the written tail.
+ *
+ * The durable end moves at each fdatasync: at once for ack=fsync appends,
+ * and at least every fsync_interval_ms for the others. A reader that waits
+ * at the visible end calls spw_part_sync_soon: if records are written past
+ * it (written_offset > durable_offset), the flusher fsyncs p in its next
+ * cycle, as if an ack=fsync append waited. Two atomic loads when nothing
+ * is written past the durable end or a request is pending already;
+ * otherwise the log's lock to queue p. Any thread.
+ */
+uint64_t spw_part_visible_end(spw_part *p); /* durable_offset: one atomic load */
+void spw_part_sync_soon(spw_part *p);
+
+/*
+ * The partition's end when spw_part_open returned (after recovery; 0 for
+ * a partition created then). A position a reader kept from before this
+ * open (a group's committed offset, a sink's progress) can be valid only
+ * up to it: offsets past it were either cut by recovery or given to
+ * records appended since. Readers clamp such positions to it when they
+ * attach (docs/architecture.md, "What readers see").
+ */
+uint64_t spw_part_open_end(const spw_part *p);
+
+/*
+ * Called on the flusher thread after a cycle in which some partition's
+ * durable end advanced (fdatasync, or a recovery): wakes readers waiting
+ * for records to become visible. Must not block nor call into the log
+ * but spw_part_sync_soon and reads. NULL removes it; once this returns, a
+ * call in progress has finished, so arg may be freed.
+ */
+void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
+
+/*
  * Reads whole, CRC-checked batches holding offsets >= offset into out
  * (out->len set; out is reused, nothing else is allocated): at least one
  * batch when any is readable, then more while they fit in max_bytes,
- * never past the written offset and never across a segment. The first
- * batch may begin before offset; skip its earlier records.
- * Returns the number of batches (0: offset is the end, nothing yet),
- * SPW_ERANGE (offset before start or after end), SPW_ECORRUPT (the batch
- * at offset is damaged; *bad_next, if not NULL, gets the first offset after
- * the damaged range so a reader can skip it), or an I/O error.
+ * never past the visible (durable) end and never across a segment. The
+ * first batch may begin before offset; skip its earlier records.
+ * Returns the number of batches (0: offset is the visible end, nothing
+ * yet), SPW_ERANGE (offset before start or after the visible end),
+ * SPW_ECORRUPT (the batch at offset is damaged; *bad_next, if not NULL,
+ * gets the first offset after the damaged range so a reader can skip it),
+ * or an I/O error. Lock-free but for the segment list's read lock.
  */
 int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next);
 
@@ -215,8 +257,8 @@ struct spw_batch_hdr;
 int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, const struct spw_batch_hdr *h),
                           void *arg);
 
-/* The offset of the first record with ts >= ts_ms (next_offset if none);
- * *offset is set. Returns 0 or an error as spw_part_read. */
+/* The offset of the first visible record with ts >= ts_ms (the visible
+ * end if none); *offset is set. Returns 0 or an error as spw_part_read. */
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset);
 
 /*

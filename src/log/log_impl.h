@@ -7,7 +7,8 @@
  *   part->seg_lock is never held with either (readers hold it during pread;
  *   the flusher takes it for writing only to add a rolled segment; retention
  *   to remove old ones).
- *   log->budget_mu is a leaf.
+ *   log->budget_mu is a leaf; so is log->hook_mu (no log lock is held
+ *   while the flusher calls the durable hook under it).
  *   part->hold_mu is a leaf, taken inside seg_lock by retention.
  */
 #ifndef SPW_LOG_IMPL_H
@@ -105,8 +106,10 @@ struct spw_part {
 
     _Atomic uint64_t written_end;
     _Atomic uint64_t durable_end;
+    uint64_t open_end; /* next_offset when opened, after recovery (set once) */
     _Atomic uint64_t start_offset;
     _Atomic int failed_pub; /* copy of failed for lock-free readers */
+    _Atomic int sync_asked; /* a reader waits for written data (spw_part_sync_soon) */
 
     /* Retention holds (spw_part_hold), a list under hold_mu. */
     pthread_mutex_t hold_mu;
@@ -154,6 +157,11 @@ struct spw_log {
     _Atomic uint64_t st_cycles, st_writes, st_bytes, st_batches, st_fsyncs, st_fsync_ns, st_acks_fsync;
     _Atomic uint64_t st_recoveries;
     pthread_t flusher;
+    /* spw_log_set_durable_hook; hook_mu is a leaf, held by the flusher
+     * while it calls the hook, so clearing it waits for a call in progress. */
+    pthread_mutex_t hook_mu;
+    void (*durable_hook)(void *arg);
+    void *durable_hook_arg;
 
     /* fsync pool */
     pthread_mutex_t pool_mu;

@@ -1357,6 +1357,7 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     p->written_local = p->next_offset;
     atomic_store(&p->written_end, p->next_offset);
     atomic_store(&p->durable_end, p->next_offset);
+    p->open_end = p->next_offset;
     atomic_store(&p->start_offset, p->segs[0]->base_offset);
     p->sync_pos = atomic_load(&newest->size);
     p->sync_offset = p->next_offset;
@@ -1568,9 +1569,13 @@ done:
     return nb;
 }
 
+uint64_t spw_part_visible_end(spw_part *p) { return atomic_load_explicit(&p->durable_end, memory_order_acquire); }
+uint64_t spw_part_open_end(const spw_part *p) { return p->open_end; }
+
 int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, uint64_t *bad_next)
 {
-    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    /* The visibility rule (log.h): only what survived fdatasync. */
+    uint64_t end = atomic_load_explicit(&p->durable_end, memory_order_acquire);
     out->len = 0;
     if (offset > end)
         return SPW_ERANGE;
@@ -1664,7 +1669,7 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
 
 int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
 {
-    uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
+    uint64_t end = atomic_load_explicit(&p->durable_end, memory_order_acquire);
     *offset = end;
     pthread_rwlock_rdlock(&p->seg_lock);
     int r = 0;

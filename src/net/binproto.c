@@ -820,12 +820,17 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     spw_part *p = s->parts[fq.partition];
     spw_part_state st;
     spw_part_state_get(p, &st);
-    if (fq.offset < st.start_offset || fq.offset > st.written_offset) {
+    /* Readers see durable records only (docs/architecture.md, "What
+     * readers see"): the end of a FETCH is the durable end. */
+    uint64_t vend = st.durable_offset;
+    if (fq.offset < st.start_offset || fq.offset > vend) {
         send_error(c, h->opcode, h->request_id, SPW_ST_OUT_OF_RANGE, 0, "offset_out_of_range",
                    "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, fq.offset,
-                   st.start_offset, st.written_offset);
+                   st.start_offset, vend);
         goto out;
     }
+    if (fq.offset == vend)
+        spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
     uint32_t maxb = fq.max_bytes ? fq.max_bytes : FETCH_DEFAULT_BYTES;
     uint32_t cap = c->loop->srv->cfg.max_frame_bytes / 2;
     if (cap > FETCH_MAX_BYTES)
@@ -837,12 +842,12 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     size_t fstart, count_at;
     int oom = spw_frame_begin(&ans, SPW_OP_FETCH, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
               spw_answer_ok(&ans) ||
-              spw_fetch_resp_head(&ans, st.start_offset, st.written_offset, 0, fq.mode, &count_at);
+              spw_fetch_resp_head(&ans, st.start_offset, vend, 0, fq.mode, &count_at);
     uint64_t next = fq.offset;
     uint32_t count = 0;
     size_t payload = 0;
     int full = 0; /* the next item does not fit: stop, so offsets stay dense */
-    while (!oom && !full && payload < maxb && next < st.written_offset) {
+    while (!oom && !full && payload < maxb && next < vend) {
         uint64_t bad_next = 0;
         int n = spw_part_read(p, next, maxb - payload, &data, &bad_next);
         if (n == 0)
@@ -906,7 +911,7 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
             pos += bh.length;
         }
         if (count == 0)
-            break; /* the batch held nothing at or after offset: cannot happen below written_offset */
+            break; /* the batch held nothing at or after offset: cannot happen below the durable end */
     }
     if (oom) {
         spw_buf_fini(&ans);
@@ -957,6 +962,8 @@ static void meta_one(void *arg, spw_stream *s)
     for (uint32_t i = 0; i < np; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
+        /* end_offset: the written end; FETCH sees below durable_offset only
+         * (docs/protocol.md, METADATA). */
         parts[i] = (spw_meta_part){st.start_offset, st.written_offset, st.durable_offset};
     }
     if (spw_metadata_stream_put(m->b, s->cfg.name, strlen(s->cfg.name), (uint8_t)s->cfg.format_bytes,

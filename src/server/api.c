@@ -361,7 +361,10 @@ static void produce_unref(spw_produce *pr)
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
             atomic_fetch_add(&api->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&api->bytes_in, pr->bytes);
-            spw_groups_http_kick(api->groups); /* parked consumer-group polls */
+            /* Parked consumer-group polls: records at ack < fsync are not
+             * visible yet, and the waiter asks for their fsync; the log's
+             * durable hook wakes the polls again when they are visible. */
+            spw_groups_http_kick(api->groups);
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
@@ -1173,13 +1176,15 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     } else if (ho == 0) {
         offset = st.start_offset;
     }
-    if (offset < st.start_offset || offset > st.written_offset) {
+    /* Reads see durable records only (docs/architecture.md, "What readers
+     * see"): the end a reader is told is the durable one. */
+    if (offset < st.start_offset || offset > st.durable_offset) {
         char h[128];
         snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
-                 st.start_offset, st.written_offset);
+                 st.start_offset, st.durable_offset);
         spw_http_error(req, 416, "offset_out_of_range", h,
                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
-                       st.start_offset, st.written_offset);
+                       st.start_offset, st.durable_offset);
         goto out;
     }
     spw_buf out = SPW_BUF_INIT;
@@ -1187,6 +1192,10 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
     if (n < 0)
         goto damaged;
+    /* Stopped at the durable end with written records after it: a reader
+     * polls for them, so fsync them in the next flush cycle. */
+    if ((uint64_t)n < limit && next >= spw_part_visible_end(p))
+        spw_part_sync_soon(p);
     char h[96];
     snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
     spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
@@ -1229,9 +1238,9 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
         outf(b,
-             "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64 ",\"bytes\":%" PRIu64
-             ",\"segments\":%u}",
-             i ? "," : "", i, st.start_offset, st.written_offset, st.bytes, st.segments);
+             "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64
+             ",\"durable_offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"segments\":%u}",
+             i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
     }
     outf(b, "]}");
 }
@@ -1489,9 +1498,12 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
          "# TYPE spillway_disk_bytes gauge\nspillway_disk_bytes %" PRIu64 "\n"
          "# TYPE spillway_max_disk_bytes gauge\nspillway_max_disk_bytes %" PRIu64 "\n"
          "# TYPE spillway_partitions_failed gauge\nspillway_partitions_failed %u\n"
-         "# TYPE spillway_partition_recoveries_total counter\nspillway_partition_recoveries_total %" PRIu64 "\n",
+         "# TYPE spillway_partition_recoveries_total counter\nspillway_partition_recoveries_total %" PRIu64 "\n"
+         "# HELP spillway_positions_clamped_total consumer-group offsets and sink positions found past their "
+         "partition's end at attach and moved down to it\n"
+         "# TYPE spillway_positions_clamped_total counter\nspillway_positions_clamped_total %" PRIu64 "\n",
          spw_log_disk_bytes(api->log), api->max_disk_bytes, spw_log_failed_partitions(api->log),
-         spw_log_recoveries(api->log));
+         spw_log_recoveries(api->log), atomic_load(&api->positions_clamped));
     outf(&b,
          "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
          "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"

@@ -467,6 +467,22 @@ int spw_group_commit(spw_group *g, uint32_t partition, uint64_t id, uint64_t off
     return r;
 }
 
+int spw_group_clamp(spw_group *g, uint32_t partition, uint64_t end, uint64_t *old)
+{
+    int r = 0;
+    pthread_mutex_lock(&g->mu);
+    if (partition < g->nparts && g->parts[partition].committed > end) {
+        gpart *p = &g->parts[partition];
+        *old = p->committed;
+        p->committed = end;
+        p->lease_id = 0;
+        g->version++;
+        r = 1;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return r;
+}
+
 void spw_group_info(spw_group *g, spw_group_part_info *out, uint32_t n, int64_t now_ms)
 {
     pthread_mutex_lock(&g->mu);

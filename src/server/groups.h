@@ -120,6 +120,11 @@ void spw_group_info(spw_group *g, spw_group_part_info *out, uint32_t n, int64_t 
  * group are serialized. */
 int spw_group_save(spw_groups *gs, spw_group *g);
 
+/* A committed offset past the partition's end (end: its end when opened,
+ * spw_part_open_end) is set down to end: returns 1 with *old the offset it
+ * had (the caller logs it and saves the group), else 0. Any thread. */
+int spw_group_clamp(spw_group *g, uint32_t partition, uint64_t end, uint64_t *old);
+
 /* Stream deleted: forgets its groups (their memory stays until
  * spw_groups_close: parked polls may still point at them; they lease
  * nothing and are never saved) and removes DATA/groups/STREAM. Returns 0

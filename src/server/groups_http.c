@@ -71,16 +71,29 @@ static void bputf(spw_buf *b, const char *fmt, ...)
         abort(); /* spw_buf uses try_realloc; these answers are small */
 }
 
-/* ends[i], firsts[i] of the stream's first n partitions. */
+/* ends[i], firsts[i] of the stream's first n partitions. The end is the
+ * durable one: groups deliver only records that survive a power loss
+ * (docs/architecture.md, "What readers see"), so a committed offset never
+ * passes what recovery keeps. */
 static void part_ends(spw_stream *s, uint32_t n, uint64_t *ends, uint64_t *firsts)
 {
     for (uint32_t i = 0; i < n; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
-        ends[i] = st.written_offset;
+        ends[i] = st.durable_offset;
         if (firsts)
             firsts[i] = st.start_offset;
     }
+}
+
+/* A poll found nothing to deliver and waits: partitions with written
+ * records past the durable end are fsynced in the next flush cycle (the
+ * durable hook then wakes the waiter). Atomic loads only, but for a
+ * partition with such records. */
+static void ask_sync(spw_stream *s, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        spw_part_sync_soon(s->parts[i]);
 }
 
 /* Records still stored after the committed offset (retention may have
@@ -123,6 +136,8 @@ static void try_poll(spw_group_poll *p)
         gpoll_free(p);
         return;
     }
+    if (now < p->deadline_ms)
+        ask_sync(p->s, n);
     pthread_mutex_lock(&gh->mu);
     int park = !gh->stop && now < p->deadline_ms;
     if (park) {
@@ -550,6 +565,8 @@ static int poll_ready(spw_group_poll *p, int64_t now)
     int r = spw_group_ready(p->g, ends, firsts, n, now);
     if (ends != small)
         spw_free(ends);
+    if (!r)
+        ask_sync(p->s, n); /* records written since it parked */
     return r;
 }
 
@@ -606,6 +623,66 @@ static void *waiter(void *arg)
     return NULL;
 }
 
+/* The log's durable hook: records became visible; parked polls look. */
+static void durable_kick(void *arg) { spw_groups_http_kick(arg); }
+
+typedef struct clamp_ctx {
+    spw_groups_http *gh;
+    spw_group **v; /* groups to clamp, walked after the list's lock */
+    size_t n, cap;
+} clamp_ctx;
+
+static void clamp_collect(void *arg, spw_group *g)
+{
+    clamp_ctx *x = arg;
+    if (x->n == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 16;
+        x->v = spw_xrealloc(x->v, x->cap * sizeof *x->v);
+    }
+    x->v[x->n++] = g;
+}
+
+/*
+ * Attach: a committed offset past its partition's end points at offsets
+ * recovery gave to new records (a power loss cut records a group was
+ * shown before reads were limited to durable records, or the log was cut
+ * by hand): delivering from there would skip the new records forever.
+ * Set it down to the end, loudly, and save the group.
+ */
+static void clamp_groups(spw_groups_http *gh)
+{
+    clamp_ctx x = {.gh = gh};
+    spw_groups_each(gh->gs, clamp_collect, &x);
+    for (size_t k = 0; k < x.n; k++) {
+        spw_group *g = x.v[k];
+        const char *sn = spw_group_stream(g);
+        spw_stream *s = spw_stream_get(gh->api->cat, sn, strlen(sn));
+        if (!s)
+            continue;
+        uint32_t n = nparts_of(s, g);
+        int changed = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t end = spw_part_open_end(s->parts[i]), old;
+            if (!spw_group_clamp(g, i, end, &old))
+                continue;
+            changed = 1;
+            atomic_fetch_add(&gh->api->positions_clamped, 1);
+            spw_error("group %s of stream %s: partition %" PRIu32 " committed offset %" PRIu64
+                      " is past the partition's end %" PRIu64 " (records were lost, and their offsets go to new "
+                      "records); the group continues at %" PRIu64,
+                      spw_group_name(g), sn, i, old, end, end);
+        }
+        if (changed) {
+            int e = spw_group_save(gh->gs, g);
+            if (e < 0)
+                spw_error("group %s of stream %s: saving the clamped offsets: %s", spw_group_name(g), sn,
+                          spw_strerror(e));
+        }
+        spw_stream_put(s);
+    }
+    spw_free(x.v);
+}
+
 int spw_groups_http_start(spw_api *api, spw_groups_http **out)
 {
     spw_groups_http *gh = spw_xcalloc(1, sizeof *gh);
@@ -625,6 +702,10 @@ int spw_groups_http_start(spw_api *api, spw_groups_http **out)
         return -r;
     }
     gh->started = 1;
+    if (api->cat)
+        clamp_groups(gh);
+    if (api->log)
+        spw_log_set_durable_hook(api->log, durable_kick, gh);
     *out = gh;
     return 0;
 }
@@ -633,6 +714,10 @@ void spw_groups_http_stop(spw_groups_http *gh)
 {
     if (!gh || !gh->started)
         return;
+    /* No more wake-ups from the flusher (the log may be closed before
+     * this is freed; parked polls are answered below). */
+    if (gh->api->log)
+        spw_log_set_durable_hook(gh->api->log, NULL, NULL);
     pthread_mutex_lock(&gh->mu);
     gh->stop = 1;
     pthread_cond_signal(&gh->cv);

@@ -37,8 +37,8 @@ typedef struct spw_groups_http spw_groups_http;
 
 /* Loads DATA/groups and starts the waiter. 0 or -errno. */
 int spw_groups_http_start(struct spw_api *api, spw_groups_http **out);
-/* Answers every parked poll (204), saves and answers queued commits, and
- * stops the waiter; later requests are answered at once (a poll does not
+/* Removes the log's durable hook, answers every parked poll (204), saves
+ * and answers queued commits, and stops the waiter; later requests are answered at once (a poll does not
  * wait, a commit saves on the calling loop). REQUIRES: the HTTP loops
  * still run (call before spw_http_stop). */
 void spw_groups_http_stop(spw_groups_http *gh);

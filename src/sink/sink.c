@@ -3,7 +3,7 @@
  *
  * Each sink has one worker thread. It attaches to its stream (a catalog
  * reference and one retention hold per partition at the sink's position),
- * then cycles over the partitions: it reads what is written past the
+ * then cycles over the partitions: it reads what is durable past the
  * position (spw_part_read, which takes no append lock), and when the batch
  * is due (loop.h: full by events or bytes, or its oldest record waited
  * max_wait_ms) delivers it with spw_sink_deliver — kind write, bisection,
@@ -620,6 +620,50 @@ static int attach(spw_sink *k)
             return r;
         }
     }
+    /* A position past the partition's end points at offsets recovery gave
+     * to new records (the sink was shown records a power loss then cut,
+     * before reads were limited to durable ones, or the log was cut by
+     * hand): go on from there and the new records are skipped. Set it
+     * down to the end, loudly (docs/architecture.md, "What readers see"). */
+    int clamped = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        /* The end at open, not now: records appended since (the sink may
+         * attach late, e.g. while its target is down) take the offsets a
+         * stale position points at. A sink attaches once per partition
+         * (a re-created stream has new partitions), so a position it kept
+         * is from before this open. */
+        uint64_t end = spw_part_open_end(s->parts[i]);
+        int rewound = 0;
+        if (k->def.kind->position) {
+            /* Asked even when the position (the kind's lowest) is not past
+             * the end: a part of the target (a shard) may be. */
+            int r = k->def.kind->rewind ? k->def.kind->rewind(k->kst, i, end) : next[i] > end ? -ENOTSUP : 0;
+            if (r < 0) {
+                spw_stream_put(s);
+                set_error(k, "partition %u: setting the target's position %" PRIu64 " down to the end %" PRIu64
+                             ": %s",
+                          i, next[i], end, spw_strerror(r));
+                return r;
+            }
+            rewound = r > 0;
+        }
+        if (next[i] <= end && !rewound)
+            continue;
+        if (next[i] > end)
+            spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
+                      " (records were lost and their offsets go to new records, or the stream was created again);"
+                      " continuing at %" PRIu64,
+                      k->def.name, i, next[i], end, end);
+        else
+            spw_error("sink %s: partition %u: the target's position was past the partition's end %" PRIu64
+                      " in part (records were lost and their offsets go to new records, or the stream was created"
+                      " again); set down to it",
+                      k->def.name, i, end);
+        atomic_fetch_add(&k->m->api->positions_clamped, 1);
+        if (next[i] > end)
+            next[i] = end;
+        clamped = 1;
+    }
     sink_part *parts = spw_xcalloc(np, sizeof *parts);
     for (uint32_t i = 0; i < np; i++) {
         uint64_t pos = next[i];
@@ -645,6 +689,12 @@ static int attach(spw_sink *k)
     pthread_mutex_unlock(&k->mu);
     spw_free(old);
     release_pre(k); /* the holds at the real positions replace them */
+    if (clamped && !k->def.kind->position) {
+        int r = save_progress(k);
+        if (r < 0)
+            spw_warn("sink %s: saving the clamped progress: %s (the next commit saves it)", k->def.name,
+                     spw_strerror(r));
+    }
     return 0;
 }
 
@@ -1057,13 +1107,23 @@ static void *worker(void *arg)
             atomic_store(&sp->end, st.next_offset);
             /* reading goes on after the pending batch, if it is this partition's */
             uint64_t from = k->has_pend && k->pend.part == i ? pend_end(k) : atomic_load(&sp->next);
+            /* Only durable records are read (docs/architecture.md, "What
+             * readers see"): progress never passes what a power loss keeps. */
+            uint64_t vend = st.durable_offset;
             if (st.written_offset <= from) {
                 sp->first_seen_ms = 0;
                 continue;
             }
             if (!sp->first_seen_ms)
                 sp->first_seen_ms = now;
-            uint64_t avail = st.written_offset - from;
+            if (vend <= from) {
+                /* Written, not yet durable: once the batch would be due by
+                 * age, ask for the fsync instead of waiting for the timer. */
+                if (now - sp->first_seen_ms >= k->def.batch.max_wait_ms)
+                    spw_part_sync_soon(k->s->parts[i]);
+                continue;
+            }
+            uint64_t avail = vend - from;
             uint64_t age = now - sp->first_seen_ms;
             /* Not due by count or age, and not by bytes either: nothing
              * new since a read found it not due, or fewer records than
@@ -1071,7 +1131,7 @@ static void *worker(void *arg)
              * measured, exceed the key + value bytes the batch counts).
              * No need to read it yet. */
             if (avail < k->def.batch.max_events && age < k->def.batch.max_wait_ms &&
-                (sp->checked_end == st.written_offset ||
+                (sp->checked_end == vend ||
                  (k->log_per_rec && avail * k->log_per_rec < k->def.batch.max_bytes)))
                 continue;
             int n = collect(k, i, from);
@@ -1081,7 +1141,7 @@ static void *worker(void *arg)
                 continue;
             }
             if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->b.bytes, age)) {
-                sp->checked_end = st.written_offset;
+                sp->checked_end = vend;
                 continue;
             }
             sp->checked_end = 0;
@@ -1099,7 +1159,7 @@ static void *worker(void *arg)
             if (stopping(k))
                 break;
             uint64_t after = k->has_pend ? pend_end(k) : atomic_load(&sp->next);
-            sp->first_seen_ms = after < st.written_offset ? now : 0;
+            sp->first_seen_ms = after < vend ? now : 0;
             worked = 1;
         }
         /* nothing else to write: the pending batch is not kept waiting */

@@ -72,6 +72,14 @@ typedef struct spw_sink_kind {
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);
+    /* Required with position; called at attach for every partition. Set
+     * any position the target keeps for partition past end (the
+     * partition's end when opened: records past it were cut after the
+     * target got them, and their offsets go to new records) down to end,
+     * so the records that now take those offsets are written, not
+     * skipped. 1 if something was set down, 0 if nothing was past end, or
+     * a negative error (attach is retried). */
+    int (*rewind)(void *st, uint32_t partition, uint64_t end);
     /* Frees the state; may block briefly (closing connections). */
     void (*close)(void *st);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a

@@ -33,8 +33,11 @@ typedef struct srv {
     char data[4096];
 } srv;
 
-/* Starts the server with extra flags (NULL-terminated list). */
-static inline void srv_start(srv *s, const char *bin, const char *data, const char *const *extra)
+/* Starts the server with extra flags (NULL-terminated list); its stderr
+ * (the log) goes to log_path when not NULL (appended), else nowhere (or to
+ * the test's stderr with SPW_TEST_VERBOSE). */
+static inline void srv_start_log(srv *s, const char *bin, const char *data, const char *const *extra,
+                                 const char *log_path)
 {
     int pfd[2];
     CHECK(pipe(pfd) == 0);
@@ -58,8 +61,13 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
             argv[n++] = extra[i];
         argv[n] = NULL;
         int devnull = open("/dev/null", O_WRONLY);
-        if (!getenv("SPW_TEST_VERBOSE"))
+        if (log_path) {
+            int lf = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (lf >= 0)
+                dup2(lf, 2);
+        } else if (!getenv("SPW_TEST_VERBOSE")) {
             dup2(devnull, 2);
+        }
         execv(bin, (char *const *)argv);
         _exit(127);
     }
@@ -74,6 +82,11 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
     s->binport = 0;
     CHECK(sscanf(buf, "%d %d", &s->port, &s->binport) >= 1);
     CHECK(s->port > 0);
+}
+
+static inline void srv_start(srv *s, const char *bin, const char *data, const char *const *extra)
+{
+    srv_start_log(s, bin, data, extra, NULL);
 }
 
 /* Stops with sig and returns the exit status (or 128+signal). */

@@ -12,6 +12,7 @@
 #include "binframe.h"
 
 static const char *bin;
+static const char *tbin; /* spillway_test: with the fault hook (/debug/faults) */
 static uint64_t next_id = 1;
 
 #define NPARTS 4
@@ -126,17 +127,22 @@ static int raw(int fd, uint8_t op, const void *body, size_t len, char *code)
     return st;
 }
 
-static void produce(int port, int n, int base)
+/* n events {"k":..,"n":base+i} at ack level ack (NULL: the stream's). */
+static void produce_ack(int port, int n, int base, const char *ack)
 {
     char *body = malloc((size_t)n * 64 + 1);
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += (size_t)sprintf(body + len, "{\"k\":\"key%d\",\"n\":%d}\n", (base + i) % 13, base + i);
-    resp r = http(port, "POST", "/v1/streams/s/events", "application/x-ndjson", body, len);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/streams/s/events%s%s", ack ? "?ack=" : "", ack ? ack : "");
+    resp r = http(port, "POST", path, "application/x-ndjson", body, len);
     CHECK_EQ(r.status, 202);
     free(r.body);
     free(body);
 }
+
+static void produce(int port, int n, int base) { produce_ack(port, n, base, NULL); }
 
 static uint64_t end_offset(int port, int part) { return part_field(port, "/v1/streams/s", part, "end_offset"); }
 
@@ -487,10 +493,64 @@ static void test_auth(const char *tmp)
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
 }
 
+/*
+ * A binary GROUP_POLL never delivers records that are not durable
+ * (docs/architecture.md, "What readers see"): records acknowledged at
+ * ack=written while every fsync fails are not delivered; once the disk
+ * works again, recovery keeps them (they validate on disk) and syncs them,
+ * and a poll parked meanwhile is woken by that durable advance and gets
+ * them. The fsync timer is 10 minutes: only the poll's request and the
+ * recovery make anything durable here.
+ */
+static void test_not_durable(const char *tmp)
+{
+    char data[4200];
+    snprintf(data, sizeof data, "%s/nd", tmp);
+    const char *slow[] = {"--fsync-interval", "600s", NULL};
+    srv a;
+    srv_start(&a, tbin, data, slow);
+    CHECK(a.binport > 0);
+    put_stream(a.port, "s", "{\"partitions\":1,\"key\":\"/k\"}");
+    produce_ack(a.port, 4, 0, "fsync");
+    int fd = tcp_connect(a.binport);
+    gpolled g;
+    CHECK_EQ(bpoll(fd, "nd", "m1", 100, 0, 0, &g, NULL), 0);
+    CHECK_EQ(g.delivered, 1);
+    CHECK_EQ(g.first, 0);
+    CHECK_EQ(g.count, 4);
+    CHECK_EQ(bcommit(fd, "nd", 0, g.lease_id, 4, NULL), 0);
+
+    resp r = http(a.port, "POST", "/debug/faults?fsync_err=EIO", NULL, "", 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    produce_ack(a.port, 3, 100, "written");
+    CHECK_EQ(end_offset(a.port, 0), 7);
+    /* The poll asks for the fsync, which fails: nothing delivered. */
+    CHECK_EQ(bpoll(fd, "nd", "m1", 100, 300, 0, &g, NULL), 0);
+    CHECK_EQ(g.delivered, 0);
+    CHECK_EQ(part_field(a.port, "/v1/streams/s", 0, "durable_offset"), 4);
+
+    /* A poll parks; the disk comes back; recovery keeps and syncs the
+     * three records: the durable advance wakes the poll. */
+    send_poll(fd, "nd", "m1", SPW_GPOLL_EARLIEST, 100, 30000, 0);
+    r = http(a.port, "DELETE", "/debug/faults", NULL, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    CHECK_EQ(read_poll(fd, &g, NULL), 0);
+    CHECK_EQ(g.delivered, 1);
+    CHECK_EQ(g.first, 4);
+    CHECK_EQ(g.count, 3);
+    CHECK(strstr(g.values[0], "\"n\":100}") && strstr(g.values[2], "\"n\":102}"));
+    CHECK_EQ(bcommit(fd, "nd", 0, g.lease_id, 7, NULL), 0);
+    close(fd);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
-    CHECK(argc >= 2);
+    CHECK(argc >= 3);
     bin = argv[1];
+    tbin = argv[2];
     char *tmp = spw_test_tmpdir("bingroups");
     char data[4096 + 16];
     snprintf(data, sizeof data, "%s/data", tmp);
@@ -559,6 +619,7 @@ int main(int argc, char **argv)
         CHECK_EQ(group_field(a.port, "g", i, "committed"), committed[i]);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
     test_auth(tmp);
+    test_not_durable(tmp);
     spw_test_rmrf(tmp);
     free(tmp);
     return 0;

@@ -73,21 +73,25 @@ static void test_produce(int port)
     expect(http(port, "POST", "/v1/streams/gps/events", "text/plain", "{}", 2), 415, NULL);
     expect(http_json(port, "POST", "/v1/streams/none/events", "{}"), 404, NULL);
     /* 5 events accepted so far, none of the refused ones. Two were sent
-     * at ack=none (answered before written): wait, bounded, until the
-     * flusher has written them. */
-    long total = 0;
+     * at ack=none (answered before written) and two at ack=written: wait,
+     * bounded, until the flusher has written and fsynced them (readers see
+     * durable records only; the fsync timer makes them so). */
+    long total = 0, durable = 0;
     for (int tries = 0; tries < 1000; tries++) {
         resp r = http_json(port, "GET", "/v1/streams/gps", NULL);
         CHECK_EQ(r.status, 200);
-        total = 0;
+        total = durable = 0;
         for (char *p = r.body; (p = strstr(p, "\"end_offset\":")); p++)
             total += atol(p + 13);
+        for (char *p = r.body; (p = strstr(p, "\"durable_offset\":")); p++)
+            durable += atol(p + 17);
         free(r.body);
-        if (total >= 5)
+        if (total >= 5 && durable >= 5)
             break;
         usleep(10000);
     }
     CHECK_EQ(total, 5);
+    CHECK_EQ(durable, 5);
 }
 
 static int pa = -1; /* the partition of key "a" in stream gps */

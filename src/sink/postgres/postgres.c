@@ -963,6 +963,60 @@ static int pg_commit(void *st, uint32_t partition, uint64_t next)
     return 0;
 }
 
+/*
+ * The position was past the partition's end at attach (docs/api.md,
+ * "postgres sink"): each shard whose progress row is past end is set down
+ * to end (the upsert of a window only raises it), so the records that now
+ * hold those offsets are loaded, not skipped. Rows the table holds for
+ * offsets >= end are left alone: they may be rows of records a power loss
+ * cut (loaded before reads were limited to durable records), but the same
+ * state follows from a stream deleted and created again, whose old rows
+ * are the user's data; the error line names the range, and a table that
+ * maps $partition and $offset lets the operator find them.
+ */
+static int pg_rewind(void *st, uint32_t partition, uint64_t end)
+{
+    pg *g = st;
+    int moved = 0;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        pg_shard *s = &g->sh[si];
+        char err[512];
+        int rr = ready(g, si, err, sizeof err);
+        if (rr < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return rr == -2 ? -ECONNREFUSED : -EIO;
+        }
+        ensure_next(s, partition);
+        if (s->next[partition] <= end)
+            continue;
+        char ps[16], sh[16], nx[24];
+        snprintf(ps, sizeof ps, "%u", partition);
+        snprintf(sh, sizeof sh, "%u", si);
+        snprintf(nx, sizeof nx, "%" PRIu64, end);
+        const char *params[] = {g->sink, g->stream, ps, sh, nx};
+        PGresult *r = PQexecParams(s->c,
+                                   "UPDATE " PG_PROGRESS_TABLE " SET next_offset = $5, updated_at = now()"
+                                   " WHERE sink = $1 AND stream = $2 AND partition = $3 AND shard = $4",
+                                   5, NULL, params, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            pq_msg(err, sizeof err, "setting progress down", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok) {
+            spw_warn("sink %s: shard %u: %s", g->sink, si, err);
+            drop(s); /* read the shard's values again before it is used */
+            return -EIO;
+        }
+        spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
+                  "; rows table %s holds for offsets %" PRIu64 "..%" PRIu64
+                  " of this partition, if any, came from records that are not in the stream any more and stay",
+                  g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
+        s->next[partition] = end;
+        moved = 1;
+    }
+    return moved;
+}
+
 static void pg_close(void *st) { pg_free(st); }
 
 const spw_sink_kind spw_sink_kind_postgres = {
@@ -972,6 +1026,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .write_end = pg_end,
     .position = pg_position,
     .commit = pg_commit,
+    .rewind = pg_rewind,
     .close = pg_close,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
