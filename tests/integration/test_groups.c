@@ -656,12 +656,17 @@ static void test_clamp(const char *tmp)
     put_stream(a.port, "s", "{\"partitions\":1,\"key\":\"/k\"}");
     produce_ack(a.port, 5, 0, "fsync");
     free(poll_commit(a.port, "cl", "max=100", 0, 5));
+    resp gr = http_json(a.port, "GET", "/v1/streams/s", NULL);
+    const char *ip = strstr(gr.body, "\"incarnation\":");
+    CHECK(ip != NULL);
+    unsigned long long inc = strtoull(ip + 14, NULL, 10); /* the file is this stream's */
+    free(gr.body);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
 
     snprintf(path, sizeof path, "%s/groups/s/cl", data);
     FILE *f = fopen(path, "w");
     CHECK(f != NULL);
-    fputs("{\"version\":1,\"stream\":\"s\",\"group\":\"cl\",\"committed\":[9]}\n", f);
+    fprintf(f, "{\"version\":1,\"stream\":\"s\",\"group\":\"cl\",\"incarnation\":%llu,\"committed\":[9]}\n", inc);
     fclose(f);
     srv_start_log(&a, bin, data, NULL, logp);
     CHECK_EQ(group_field(a.port, "cl", 0, "committed"), 5);
