@@ -68,6 +68,7 @@ typedef struct spw_produce_part {
     uint64_t first_offset;
     uint32_t first_event;
     int stored; /* already in the log (completing a request a crash cut) */
+    uint32_t fp; /* keyed requests: fingerprint of its records (spw_api_dd_fingerprint) */
 } spw_produce_part;
 
 struct spw_produce {
@@ -135,6 +136,27 @@ void spw__api_produce_complete(spw_produce *pr);
 
 /* The partition of request event i (as spw_api_produce routes it). */
 uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key);
+
+/*
+ * The dedupe step of a keyed produce, for both front ends: spw_dd_begin,
+ * then
+ *   - an indeterminate key (a failed request that may have left batches,
+ *     dedupe.h) is resolved from the headers of the partitions it wrote to,
+ *     once none of them is failed; while one is, SPW_DD_BUSY (in_progress);
+ *   - a stored request (DONE, PARTIAL) is compared with this one, partition
+ *     by partition (count and fingerprint of the records, read back from
+ *     the log where the table has none): different content is
+ *     SPW_DD_REUSED, and nothing is reserved.
+ * Returns as spw_dd_begin (never SPW_DD_INDET), or SPW_DD_REUSED.
+ * partition: as spw_api_produce_ex (UINT32_MAX: by key).
+ */
+enum { SPW_DD_REUSED = 16 };
+int spw_api_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n, uint32_t partition,
+                     struct spw_dd_entry **e, spw_dd_result *res);
+
+/* The fingerprint of records (CRC32C over each one's key, value and
+ * headers, lengths included; not the timestamp), continuing crc. */
+uint32_t spw_api_dd_fingerprint(uint32_t crc, const spw_record *v);
 
 /*
  * Pressure admission for a produce of this priority (admit.h), counted in
