@@ -12,7 +12,10 @@
  * until the failed partition recovered, then resolved from the log.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
+#include "spillway.h"
+#include "client/client_int.h"
 #include "core/buf.h"
 #include "net/frame.h"
 #include "binframe.h"
@@ -341,6 +344,56 @@ static void test_reused(srv *a)
     CHECK_EQ(end_offset(a->port, "b", 0), n_b);
 }
 
+/*
+ * The C producer across the end of its 32-bit sequence: 5 records, one
+ * batch each, from sequence 0; then from UINT32_MAX - 2 on, 5 more. The
+ * producer takes a new producer id before the sequence would wrap, so the
+ * later records are not (id, 0..) again — which the server would answer
+ * as duplicates of the first ones (dropping them) or, with other content,
+ * refuse. Every record is delivered and stored once.
+ */
+static _Atomic int deliv_ok, deliv_err;
+
+static void on_delivery(void *opaque, const spw_delivery *d)
+{
+    (void)opaque;
+    if (d->status == 0)
+        atomic_fetch_add(&deliv_ok, 1);
+    else {
+        fprintf(stderr, "delivery failed: %s\n", spw_errstr(d->status));
+        atomic_fetch_add(&deliv_err, 1);
+    }
+}
+
+static void test_producer_wrap(srv *a)
+{
+    resp r = http_json(a->port, "PUT", "/v1/streams/wrap", "{\"partitions\":1,\"format\":\"bytes\"}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    char servers[64];
+    snprintf(servers, sizeof servers, "127.0.0.1:%d", a->binport);
+    spw_producer_config c;
+    spw_producer_config_init(&c);
+    c.linger_ms = 0;
+    c.on_delivery = on_delivery;
+    spw_producer *p;
+    CHECK_EQ(spw_producer_new(servers, &c, &p), 0);
+    uint64_t id0 = spw__producer_id(p);
+    for (int i = 0; i < 10; i++) {
+        if (i == 5)
+            spw__producer_set_next_seq(p, UINT32_MAX - 2);
+        char v[32];
+        int vl = snprintf(v, sizeof v, "wrap-%d", i);
+        CHECK_EQ(spw_producer_send(p, "wrap", NULL, -1, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
+        CHECK_EQ(spw_producer_flush(p, 30000), 0); /* one batch each */
+    }
+    CHECK(spw__producer_id(p) != id0);
+    spw_producer_close(p, 30000);
+    CHECK_EQ(atomic_load(&deliv_err), 0);
+    CHECK_EQ(atomic_load(&deliv_ok), 10);
+    CHECK_EQ(end_offset(a->port, "wrap", 0), 10);
+}
+
 /* POST /debug/faults?query on the test build. */
 static void faults(int port, const char *query)
 {
@@ -493,6 +546,7 @@ int main(int argc, char **argv)
     test_http_concurrent(a.port);
     test_binary(&a);
     test_reused(&a);
+    test_producer_wrap(&a);
 
     /* kill -9, restart: the table is rebuilt from the log; every key is
      * still answered as a duplicate and nothing is appended. */
