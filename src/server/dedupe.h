@@ -38,7 +38,7 @@
  * caller derives it from the stored records when it needs it.
  *
  * Memory: at most max_keys entries (config dedupe-max-keys); an entry is
- * about 100 bytes plus 16 per partition the request touched. When full,
+ * about 100 bytes plus 24 per partition the request touched. When full,
  * the oldest finished entry of the stripe is forgotten (counted): a retry
  * of it after that would append again. Thread-safe: 64 stripes, each with
  * its own mutex, hash chains and age list.
