@@ -710,6 +710,12 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                        "retry_after_ms to get its answer");
             goto out;
         }
+        if (d == SPW_DD_UNRESOLVED) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
+                       "this producer's request with the same sequence failed while being written and may be "
+                       "partly stored; a partition it wrote to is still recovering: retry after retry_after_ms");
+            goto out;
+        }
         if (d == SPW_DD_CONFLICT) {
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
             send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",

@@ -584,8 +584,8 @@ static void resolve_batch(void *arg, const spw_batch_hdr *h)
  * the request's size and ids from the attempt's tickets, and are found in
  * the segments written since the attempt began. Only once none of those
  * partitions is failed: a failed one is recovering, and its recovery
- * decides whether the batch stays. Returns SPW_DD_BUSY (not yet: the entry
- * is indeterminate again), SPW_DD_NEW (nothing stored; e still reserved),
+ * decides whether the batch stays. Returns SPW_DD_UNRESOLVED (not yet: the
+ * entry is indeterminate again), SPW_DD_NEW (nothing stored; e still reserved),
  * SPW_DD_PARTIAL (some stored: res has them, e reserved) or SPW_DD_DONE
  * (all stored: e finished, res is the answer).
  */
@@ -594,10 +594,13 @@ static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e
     for (uint32_t j = 0; j < res->nunknown; j++)
         if (res->unknown[j] >= s->cfg.partitions || spw_part_failed(s->parts[res->unknown[j]])) {
             spw_dd_unresolved(api->dd, e);
-            return SPW_DD_BUSY;
+            return SPW_DD_UNRESOLVED;
         }
     spw_idgen *g = spw_log_idgen(api->log);
-    int64_t since = spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) - 1000; /* a clock's step */
+    /* Segments last written since the attempt began; a minute's slack for
+     * a wall clock stepped back in between (the ticket range is the real
+     * filter, this only skips older segments). */
+    int64_t since = spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) - 60000;
     uint32_t known = res->nslots;
     resolve_ctx x = {.res = res, .key = key, .t0 = res->attempt_ticket, .t1 = res->attempt_ticket + res->n_events,
                      .n = res->n_events, .cap = res->nslots};
@@ -608,7 +611,7 @@ static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e
             spw_warn("stream %s partition %u: resolving a failed keyed request: %s", s->cfg.name, x.partition,
                      spw_strerror(r));
             spw_dd_unresolved(api->dd, e);
-            return SPW_DD_BUSY;
+            return SPW_DD_UNRESOLVED;
         }
     }
     uint64_t stored = 0;
@@ -635,7 +638,7 @@ int spw_api_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record
     int d = spw_dd_begin(api->dd, s->uid, key, n, spw_wall_ms(), e, res);
     if (d == SPW_DD_INDET) {
         d = dd_resolve(api, s, key, *e, res);
-        if (d == SPW_DD_BUSY || d == SPW_DD_NEW)
+        if (d == SPW_DD_UNRESOLVED || d == SPW_DD_NEW)
             spw_dd_result_free(res);
     }
     if (d != SPW_DD_DONE && d != SPW_DD_PARTIAL)
@@ -1220,6 +1223,12 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         if (d == SPW_DD_BUSY) {
             spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
                            "a request with this Idempotency-Key is still being written; retry to get its answer");
+            goto fail;
+        }
+        if (d == SPW_DD_UNRESOLVED) {
+            spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
+                           "a request with this Idempotency-Key failed while being written and may be partly "
+                           "stored; a partition it wrote to is still recovering: retry to get its outcome");
             goto fail;
         }
         if (d == SPW_DD_CONFLICT) {
