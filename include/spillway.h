@@ -17,9 +17,12 @@
  *
  * Delivery guarantee: at least once. A batch whose connection is lost
  * before its answer arrives is sent again after reconnecting; the server
- * may already have stored it. The producer id and sequence numbers the
- * protocol carries will let the server drop such duplicates once it
- * enforces them (it stores them but does not yet: docs/protocol.md).
+ * may already have stored it; the producer id and sequence numbers every
+ * batch carries (fixed at its first send) let the server answer such a
+ * resend from its dedupe table instead of storing it again, within the
+ * stream's dedupe window (docs/protocol.md "Idempotence"). Before its
+ * 32-bit sequence would wrap, a producer takes a new random producer id
+ * and starts again at 0, so no (id, sequence) is ever used twice.
  *
  * Routing: a record with a key goes to one server by consistent hashing
  * (a ring of 160 virtual nodes per server; positions are 64-bit FNV-1a of
@@ -53,6 +56,7 @@ extern "C" {
 #define SPW_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
 #define SPW_ERR_NOT_FOUND (-404)       /* no such stream or partition */
 #define SPW_ERR_REQUEST_TIMEOUT (-408)
+#define SPW_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records */
 #define SPW_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
 #define SPW_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
 #define SPW_ERR_RATE_LIMITED (-429)    /* retried by the producer */

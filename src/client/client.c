@@ -20,6 +20,12 @@
  * delivery_timeout_ms fails with SPW_ERR_TIMEOUT (checked while queued;
  * a batch already written waits for its answer or the connection's loss).
  *
+ * Sequences: each batch gets its producer id and first sequence at its
+ * first send and keeps both for every resend (the server's dedupe key);
+ * before a sequence would pass 2^32 - 1 the producer takes a new random
+ * producer id and starts at 0 again (client_int.h), so no (id, sequence)
+ * is ever used twice.
+ *
  * Locking: one mutex protects all producer state; socket calls are
  * non-blocking and made under it; poll(2) and callbacks run without it.
  */
@@ -27,6 +33,7 @@
 #define _GNU_SOURCE
 #endif
 #include "spillway.h"
+#include "client/client_int.h"
 #include "core/hash.h"
 
 #include <arpa/inet.h>
@@ -55,6 +62,38 @@
 
 void *spw__producer_main(void *arg); /* the I/O thread */
 
+static uint64_t fmix64(uint64_t x);
+static uint64_t now_ms(void);
+
+/* A random producer id, never 0 and never *(uint64_t *)old (if given). */
+static uint64_t random_id(void *old)
+{
+    uint64_t id = 0, o = old ? *(uint64_t *)old : 0;
+    static _Atomic uint64_t salt;
+    while (id == 0 || id == o)
+        if (getrandom(&id, sizeof id, 0) != sizeof id)
+            id = fmix64((uint64_t)getpid() ^ now_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
+    return id;
+}
+
+int spw__producer_seq_take(uint64_t *pid, uint32_t *next, uint32_t count, uint64_t (*new_id)(void *arg), void *arg,
+                           uint64_t *out_pid, uint32_t *out_seq)
+{
+    int fresh = 0;
+    if ((uint64_t)*next + count > UINT32_MAX) {
+        uint64_t old = *pid, id = new_id(arg);
+        while (id == 0 || id == old)
+            id = new_id(arg);
+        *pid = id;
+        *next = 0;
+        fresh = 1;
+    }
+    *out_pid = *pid;
+    *out_seq = *next;
+    *next += count;
+    return fresh;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -71,6 +110,7 @@ const char *spw_errstr(int err)
     case SPW_ERR_FORBIDDEN: return "the token is not allowed to do this on this stream (403)";
     case SPW_ERR_NOT_FOUND: return "no such stream or partition (404)";
     case SPW_ERR_REQUEST_TIMEOUT: return "the request did not reach the server in time (408)";
+    case SPW_ERR_CONFLICT: return "this producer id and sequence were used for other records (409 sequence_reused)";
     case SPW_ERR_TOO_LARGE: return "record, frame or batch too large (413)";
     case SPW_ERR_OUT_OF_RANGE: return "offset outside the partition (416)";
     case SPW_ERR_RATE_LIMITED: return "rate limited (429)";
@@ -150,7 +190,8 @@ typedef struct batch {
     uint64_t deadline_ms; /* delivery timeout of its first record */
     uint64_t not_before_ms;
     uint64_t request_id;
-    int has_seq;  /* seq assigned at the first send, kept by every resend (dedupe) */
+    int has_seq;  /* pid and seq assigned at the first send, kept by every resend (dedupe) */
+    uint64_t pid;
     uint32_t seq;
 } batch;
 
@@ -440,10 +481,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         }
     }
     qsort(p->ring, p->nring, sizeof *p->ring, vnode_cmp);
-    if (getrandom(&p->producer_id, sizeof p->producer_id, 0) != sizeof p->producer_id)
-        p->producer_id = fmix64((uint64_t)getpid() ^ now_ms());
-    if (p->producer_id == 0)
-        p->producer_id = 1;
+    p->producer_id = random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -650,11 +688,13 @@ static void srv_fill(spw_producer *p, server *s, uint64_t now)
          * fixed at the first send: a resend carries the same producer id
          * and sequence, which the server recognises (docs/protocol.md). */
         if (!b->has_seq) {
-            b->seq = p->producer_seq;
-            p->producer_seq += b->count;
+            spw__producer_seq_take(&p->producer_id, &p->producer_seq, b->count, random_id, &p->producer_id,
+                                   &b->pid, &b->seq);
             b->has_seq = 1;
         }
-        spw_put32(b->frame.p + 16 + 2 + strlen(b->stream) + 1 + 1 + 2 + 4 + 8, b->seq);
+        size_t seq_at = 16 + 2 + strlen(b->stream) + 1 + 1 + 2 + 4 + 8;
+        spw_put64(b->frame.p + seq_at - 8, b->pid);
+        spw_put32(b->frame.p + seq_at, b->seq);
         if (spw_buf_reserve(&s->out, s->out.len + b->frame.len)) {
             q_push_front(&s->queue, b);
             return;
@@ -1318,4 +1358,19 @@ void spw_metadata_free(spw_metadata *m)
     free(m->offsets);
     free(m->frame);
     free(m);
+}
+
+void spw__producer_set_next_seq(spw_producer *p, uint32_t seq)
+{
+    pthread_mutex_lock(&p->mu);
+    p->producer_seq = seq;
+    pthread_mutex_unlock(&p->mu);
+}
+
+uint64_t spw__producer_id(spw_producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t id = p->producer_id;
+    pthread_mutex_unlock(&p->mu);
+    return id;
 }

@@ -554,7 +554,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_api *api = c->loop->srv->api;
     spw_produce_req pq;
     const char *why;
-    /* Before the first goto out: out frees stored.slots. */
+    /* Before the first goto out: out frees it. */
     spw_dd_result stored = {0};
     if (spw_produce_req_decode(body, len, &pq, &why)) {
         atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
@@ -698,7 +698,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                            .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0};
     if (pq.producer_id && cfg->dedupe_window_ms > 0 && api->dd) {
         po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);
-        int d = spw_dd_begin(api->dd, s->uid, po.idem_key, pq.count, spw_wall_ms(), &po.dd, &stored);
+        int d = spw_api_dd_begin(api, s, po.idem_key, recs, pq.count, route_part, &po.dd, &stored);
         if (d == SPW_DD_DONE) {
             atomic_fetch_add(&api->duplicates, 1);
             answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
@@ -710,11 +710,26 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                        "retry_after_ms to get its answer");
             goto out;
         }
+        if (d == SPW_DD_UNRESOLVED) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
+                       "this producer's request with the same sequence failed while being written and may be "
+                       "partly stored; a partition it wrote to is still recovering: retry after retry_after_ms");
+            goto out;
+        }
         if (d == SPW_DD_CONFLICT) {
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
             send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",
                        "producer %" PRIu64 " used sequence %u for a request of another size within the stream's "
                        "dedupe window; nothing was appended",
+                       pq.producer_id, pq.producer_seq);
+            goto out;
+        }
+        if (d == SPW_DD_REUSED) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",
+                       "producer %" PRIu64 " used sequence %u for a request with different records within the "
+                       "stream's dedupe window; nothing was appended (a client takes a new producer id before its "
+                       "sequence wraps)",
                        pq.producer_id, pq.producer_seq);
             goto out;
         }
@@ -781,7 +796,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
         send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "internal", "encoding failed: %s",
                    spw_strerror(r));
 out:
-    spw_free(stored.slots);
+    spw_dd_result_free(&stored);
     spw_free(recs);
     spw_buf_fini(&keys);
     if (s)

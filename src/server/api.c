@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 
 #include "core/alloc.h"
+#include "core/crc32c.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -248,7 +249,9 @@ static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slot
     for (uint32_t i = 0; i < pr->n_slots; i++)
         slots[i] = (spw_dd_slot){.partition = pr->slots[i].partition,
                                  .count = pr->slots[i].count,
-                                 .first_offset = pr->slots[i].first_offset};
+                                 .first_offset = pr->slots[i].first_offset,
+                                 .fp = pr->slots[i].fp,
+                                 .fp_known = 1};
     *r = (spw_dd_result){.n_events = pr->n_events,
                          .first_ticket = pr->first_ticket,
                          .complete = 1,
@@ -345,7 +348,26 @@ static void produce_unref(spw_produce *pr)
         int err = atomic_load(&pr->err);
         if (pr->dd) {
             if (err) {
-                spw_dd_finish(api->dd, pr->dd, NULL, 0);
+                /* Handed to the log and failed: a batch may be stored all
+                 * the same (another partition's append succeeded; the
+                 * failed partition's recovery kept it whole). The key stays
+                 * indeterminate until a retry resolves it (dedupe.h). */
+                spw_dd_slot *known = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *known);
+                uint32_t *unknown = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *unknown);
+                uint32_t nk = 0, nu = 0;
+                for (uint32_t i = 0; i < pr->n_slots; i++) {
+                    const spw_produce_part *sl = &pr->slots[i];
+                    if (sl->stored)
+                        known[nk++] = (spw_dd_slot){.partition = sl->partition, .count = sl->count,
+                                                    .first_offset = sl->first_offset, .fp = sl->fp, .fp_known = 1};
+                    else
+                        unknown[nu++] = sl->partition;
+                }
+                spw_dd_result kr = {.n_events = pr->n_events, .nslots = nk, .slots = known};
+                spw_dd_fail(api->dd, pr->dd, &kr, unknown, nu, pr->first_ticket,
+                            spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
+                spw_free(known);
+                spw_free(unknown);
             } else {
                 spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
                 spw_dd_result res;
@@ -404,6 +426,239 @@ uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t 
     return atomic_fetch_add(&s->rr, 1) % P;
 }
 
+/* ---- the dedupe step: resolving failed requests, comparing retries ---- */
+
+static uint32_t fp_u32(uint32_t crc, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    return spw_crc32c_extend(crc, b, 4);
+}
+
+uint32_t spw_api_dd_fingerprint(uint32_t crc, const spw_record *v)
+{
+    crc = fp_u32(crc, (uint32_t)v->key_len);
+    if (v->key_len > 0)
+        crc = spw_crc32c_extend(crc, v->key, (size_t)v->key_len);
+    crc = fp_u32(crc, v->value_len);
+    crc = spw_crc32c_extend(crc, v->value, v->value_len);
+    crc = fp_u32(crc, v->header_count);
+    for (uint32_t i = 0; i < v->header_count; i++) {
+        const spw_kv *h = &v->headers[i];
+        crc = fp_u32(crc, h->key_len);
+        crc = spw_crc32c_extend(crc, h->key, h->key_len);
+        crc = fp_u32(crc, h->value_len);
+        crc = spw_crc32c_extend(crc, h->value, h->value_len);
+    }
+    return crc;
+}
+
+/* As spw_api_dd_fingerprint, for a record read from the log. */
+static int fp_view(uint32_t *crc, const spw_record_view *v)
+{
+    uint32_t c = fp_u32(*crc, (uint32_t)v->key_len);
+    if (v->key_len > 0)
+        c = spw_crc32c_extend(c, v->key, (size_t)v->key_len);
+    c = fp_u32(c, v->value_len);
+    c = spw_crc32c_extend(c, v->value, v->value_len);
+    c = fp_u32(c, v->header_count);
+    const uint8_t *p = v->headers, *end = v->headers + v->headers_len;
+    for (uint32_t i = 0; i < v->header_count; i++) {
+        spw_kv h;
+        if (spw_kv_next(&p, end, &h) != 1)
+            return SPW_ECORRUPT;
+        c = fp_u32(c, h.key_len);
+        c = spw_crc32c_extend(c, h.key, h.key_len);
+        c = fp_u32(c, h.value_len);
+        c = spw_crc32c_extend(c, h.value, h.value_len);
+    }
+    *crc = c;
+    return 0;
+}
+
+/* The fingerprint of a stored slot, from its records in the log. */
+static int fp_from_log(spw_stream *s, const spw_dd_slot *sl, uint32_t *out)
+{
+    if (sl->partition >= s->cfg.partitions)
+        return SPW_ECORRUPT;
+    spw_part *p = s->parts[sl->partition];
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t next = sl->first_offset, end = sl->first_offset + sl->count;
+    uint32_t crc = 0;
+    int r = 0;
+    while (r == 0 && next < end) {
+        int n = spw_part_read(p, next, 1 << 20, &data, NULL);
+        if (n <= 0) {
+            r = n < 0 ? n : SPW_ECORRUPT;
+            break;
+        }
+        size_t pos = 0;
+        for (int b = 0; b < n && r == 0 && next < end; b++) {
+            spw_batch_hdr h;
+            const uint8_t *recs;
+            size_t len;
+            if ((r = spw_batch_parse(data.p + pos, data.len - pos, &h)) ||
+                (r = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len)))
+                break;
+            spw_rec_iter it;
+            spw_record_view rv;
+            spw_rec_iter_init(&it, &h, recs, len);
+            int rr = 0;
+            while (next < end && (rr = spw_rec_next(&it, &rv)) == 1) {
+                if (rv.offset < next)
+                    continue;
+                if ((r = fp_view(&crc, &rv)))
+                    break;
+                next = rv.offset + 1;
+            }
+            if (r == 0 && rr < 0)
+                r = rr;
+            pos += h.length;
+        }
+    }
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    *out = crc;
+    return r;
+}
+
+/*
+ * Does this request (in, n, routed as spw_api_produce_ex routes it) match
+ * the stored slots of res, partition by partition? 1 yes, 0 no, or an
+ * error reading the log.
+ */
+static int dd_same(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, uint64_t key,
+                   const spw_dd_result *res)
+{
+    uint32_t P = s->cfg.partitions;
+    uint32_t *fp = spw_xcalloc(P, sizeof *fp), *cnt = spw_xcalloc(P, sizeof *cnt);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t p = spw_api_route(s, &in[i], i, partition, key);
+        fp[p] = spw_api_dd_fingerprint(fp[p], &in[i]);
+        cnt[p]++;
+    }
+    int same = 1;
+    for (uint32_t j = 0; j < res->nslots && same == 1; j++) {
+        const spw_dd_slot *sl = &res->slots[j];
+        uint32_t want = sl->fp;
+        if (sl->partition >= P || cnt[sl->partition] != sl->count) {
+            same = 0;
+            break;
+        }
+        if (!sl->fp_known) {
+            int r = fp_from_log(s, sl, &want);
+            if (r) {
+                same = r;
+                break;
+            }
+        }
+        same = want == fp[sl->partition];
+    }
+    spw_free(fp);
+    spw_free(cnt);
+    return same;
+}
+
+typedef struct resolve_ctx {
+    spw_dd_result *res;
+    uint32_t partition;
+    uint64_t key, t0, t1;
+    uint32_t n;
+    uint32_t cap;
+} resolve_ctx;
+
+static void resolve_batch(void *arg, const spw_batch_hdr *h)
+{
+    resolve_ctx *x = arg;
+    uint64_t t = spw_id_ticket(h->base_id);
+    if (h->idem_hash != x->key || h->request_count != x->n || t < x->t0 || t >= x->t1)
+        return;
+    spw_dd_result *r = x->res;
+    if (r->nslots == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 8;
+        r->slots = spw_xrealloc(r->slots, x->cap * sizeof *r->slots);
+    }
+    r->slots[r->nslots++] = (spw_dd_slot){.partition = x->partition, .count = h->record_count,
+                                          .first_offset = h->base_offset};
+}
+
+/*
+ * Resolves an indeterminate entry (dedupe.h): which of the partitions the
+ * failed attempt wrote to hold its batch now. Their batches carry the key,
+ * the request's size and ids from the attempt's tickets, and are found in
+ * the segments written since the attempt began. Only once none of those
+ * partitions is failed: a failed one is recovering, and its recovery
+ * decides whether the batch stays. Returns SPW_DD_UNRESOLVED (not yet: the
+ * entry is indeterminate again), SPW_DD_NEW (nothing stored; e still reserved),
+ * SPW_DD_PARTIAL (some stored: res has them, e reserved) or SPW_DD_DONE
+ * (all stored: e finished, res is the answer).
+ */
+static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
+{
+    for (uint32_t j = 0; j < res->nunknown; j++)
+        if (res->unknown[j] >= s->cfg.partitions || spw_part_failed(s->parts[res->unknown[j]])) {
+            spw_dd_unresolved(api->dd, e);
+            return SPW_DD_UNRESOLVED;
+        }
+    spw_idgen *g = spw_log_idgen(api->log);
+    /* Segments last written since the attempt began; a minute's slack for
+     * a wall clock stepped back in between (the ticket range is the real
+     * filter, this only skips older segments). */
+    int64_t since = spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) - 60000;
+    uint32_t known = res->nslots;
+    resolve_ctx x = {.res = res, .key = key, .t0 = res->attempt_ticket, .t1 = res->attempt_ticket + res->n_events,
+                     .n = res->n_events, .cap = res->nslots};
+    for (uint32_t j = 0; j < res->nunknown; j++) {
+        x.partition = res->unknown[j];
+        int r = spw_part_scan_headers(s->parts[x.partition], since, resolve_batch, &x);
+        if (r) {
+            spw_warn("stream %s partition %u: resolving a failed keyed request: %s", s->cfg.name, x.partition,
+                     spw_strerror(r));
+            spw_dd_unresolved(api->dd, e);
+            return SPW_DD_UNRESOLVED;
+        }
+    }
+    uint64_t stored = 0;
+    for (uint32_t j = 0; j < res->nslots; j++)
+        stored += res->slots[j].count;
+    spw_free(res->unknown);
+    res->unknown = NULL;
+    res->nunknown = 0;
+    if (stored == 0)
+        return SPW_DD_NEW;
+    res->first_ticket = res->attempt_ticket;
+    res->complete = stored >= res->n_events;
+    res->ids_known = res->complete && known == 0; /* all from the one attempt */
+    spw_dd_update(api->dd, e, res);
+    if (!res->complete)
+        return SPW_DD_PARTIAL;
+    spw_dd_finish(api->dd, e, res, spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) + s->cfg.dedupe_window_ms);
+    return SPW_DD_DONE;
+}
+
+int spw_api_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n, uint32_t partition,
+                     spw_dd_entry **e, spw_dd_result *res)
+{
+    int d = spw_dd_begin(api->dd, s->uid, key, n, spw_wall_ms(), e, res);
+    if (d == SPW_DD_INDET) {
+        d = dd_resolve(api, s, key, *e, res);
+        if (d == SPW_DD_UNRESOLVED || d == SPW_DD_NEW)
+            spw_dd_result_free(res);
+    }
+    if (d != SPW_DD_DONE && d != SPW_DD_PARTIAL)
+        return d;
+    int same = dd_same(s, in, n, partition, key, res);
+    if (same == 1)
+        return d;
+    if (same < 0)
+        spw_warn("stream %s: comparing a retried keyed request with the stored one: %s; refused as reused",
+                 s->cfg.name, spw_strerror(same));
+    if (d == SPW_DD_PARTIAL)
+        spw_dd_finish(api->dd, *e, NULL, 0); /* stays what the log holds */
+    *e = NULL;
+    spw_dd_result_free(res);
+    return SPW_DD_REUSED;
+}
+
 int spw_api_produce(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, spw_ack ack,
                     uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
 {
@@ -455,6 +710,16 @@ int spw_api_produce_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32
     }
     for (uint32_t i = 0; i < n; i++)
         pr->order[start[part_of[i]]++] = i;
+    /* A keyed request's fingerprint per partition: a retry with other
+     * content under the same key is refused (spw_api_dd_begin). */
+    if (po->idem_key)
+        for (uint32_t k = 0; k < used; k++) {
+            spw_produce_part *sl = &pr->slots[k];
+            uint32_t fp = 0;
+            for (uint32_t j = 0; j < sl->count; j++)
+                fp = spw_api_dd_fingerprint(fp, &in[pr->order[sl->first_event + j]]);
+            sl->fp = fp;
+        }
     if (!small_p) {
         spw_free(start);
         spw_free(counts);
@@ -768,6 +1033,7 @@ static int rate_check(spw_api *api, spw_http_req *req, spw_stream *s, uint32_t n
 static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
 {
     spw_stream_config *cfg = &s->cfg;
+    spw_record *recs = NULL;
     /* Ack level: header, then ?ack=, then the stream's default. */
     spw_ack ack = cfg->ack;
     char qa[16];
@@ -931,16 +1197,28 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         goto fail;
     }
 
+    recs = spw_xmalloc(c.n * sizeof *recs);
+    for (uint32_t i = 0; i < c.n; i++) {
+        ev *v = &c.evs[i];
+        recs[i] = (spw_record){
+            .key = v->key_off >= 0 ? c.keys.p + v->key_off : NULL,
+            .key_len = v->key_off >= 0 ? (int32_t)v->key_len : -1,
+            .value = body + v->off,
+            .value_len = v->len,
+            .ts = v->ts,
+        };
+    }
+
     /* Idempotency-Key: a retry within the window gets the first answer. */
     spw_produce_opts po = {.partition = UINT32_MAX, .ack = ack, .supersede_ok = 1};
     spw_dd_result stored = {0};
     if (req->idempotency_key[0] && cfg->dedupe_window_ms > 0 && api->dd) {
         po.idem_key = spw_dd_http_key(req->tenant, req->idempotency_key);
-        int d = spw_dd_begin(api->dd, s->uid, po.idem_key, c.n, spw_wall_ms(), &po.dd, &stored);
+        int d = spw_api_dd_begin(api, s, po.idem_key, recs, c.n, UINT32_MAX, &po.dd, &stored);
         if (d == SPW_DD_DONE) {
             spw_buf b = SPW_BUF_INIT;
             result_json(&b, api, &stored, 1, NULL, 0);
-            spw_free(stored.slots);
+            spw_dd_result_free(&stored);
             atomic_fetch_add(&api->duplicates, 1);
             respond_json(req, 202, &b);
             goto fail;
@@ -950,10 +1228,23 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                            "a request with this Idempotency-Key is still being written; retry to get its answer");
             goto fail;
         }
+        if (d == SPW_DD_UNRESOLVED) {
+            spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
+                           "a request with this Idempotency-Key failed while being written and may be partly "
+                           "stored; a partition it wrote to is still recovering: retry to get its outcome");
+            goto fail;
+        }
         if (d == SPW_DD_CONFLICT) {
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
             spw_http_error(req, 422, "idempotency_key_reused",
                            NULL, "this Idempotency-Key was used for a request of a different size within the "
+                                 "stream's dedupe window; nothing was appended");
+            goto fail;
+        }
+        if (d == SPW_DD_REUSED) {
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            spw_http_error(req, 422, "idempotency_key_reused",
+                           NULL, "this Idempotency-Key was used for a request with different events within the "
                                  "stream's dedupe window; nothing was appended");
             goto fail;
         }
@@ -966,24 +1257,14 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     if (rate_check(api, req, s, c.n, rkey, &rkl)) {
         if (po.dd)
             spw_dd_finish(api->dd, po.dd, NULL, 0);
-        spw_free(stored.slots);
+        spw_dd_result_free(&stored);
         goto fail;
     }
 
-    spw_record *recs = spw_xmalloc(c.n * sizeof *recs);
-    for (uint32_t i = 0; i < c.n; i++) {
-        ev *v = &c.evs[i];
-        recs[i] = (spw_record){
-            .key = v->key_off >= 0 ? c.keys.p + v->key_off : NULL,
-            .key_len = v->key_off >= 0 ? (int32_t)v->key_len : -1,
-            .value = body + v->off,
-            .value_len = v->len,
-            .ts = v->ts,
-        };
-    }
     int r = spw_api_produce_ex(api, s, recs, c.n, &po, http_produce_done, req);
     spw_free(recs);
-    spw_free(stored.slots);
+    recs = NULL;
+    spw_dd_result_free(&stored);
     if (r == 0)
         spw_http_req_release_body(req); /* copied: the wait for the ack holds no body */
     if (r) {
@@ -1012,6 +1293,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     spw_buf_fini(&c.keys);
     return; /* the stream reference now belongs to the produce */
 fail:
+    spw_free(recs);
     spw_free(c.evs);
     spw_buf_fini(&c.keys);
     spw_stream_put(s);

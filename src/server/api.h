@@ -71,6 +71,7 @@ typedef struct spw_produce_part {
     uint64_t first_offset;
     uint32_t first_event;
     int stored; /* already in the log (completing a request a crash cut) */
+    uint32_t fp; /* keyed requests: fingerprint of its records (spw_api_dd_fingerprint) */
 } spw_produce_part;
 
 struct spw_produce {
@@ -101,7 +102,8 @@ struct spw_produce {
  * Appends n records (copied: recs and what they point to may go once this
  * returns) to stream s at ack level ack. partition is a partition index or
  * UINT32_MAX to route by key. producer_id/producer_seq go into each batch
- * header (docs/protocol.md; duplicates are not dropped yet).
+ * header (docs/protocol.md); dropping duplicates is the front ends' step
+ * before this call (spw_api_dd_begin, with the dedupe entry in o->dd).
  * Returns 0: done(pr, user) then runs exactly once, on any thread (the
  * caller's for ack none, the flusher's otherwise), with pr->err set; the
  * reference to s now belongs to pr, released by spw_api_produce_free, and
@@ -138,6 +140,29 @@ void spw__api_produce_complete(spw_produce *pr);
 
 /* The partition of request event i (as spw_api_produce routes it). */
 uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key);
+
+/*
+ * The dedupe step of a keyed produce, for both front ends: spw_dd_begin,
+ * then
+ *   - an indeterminate key (a failed request that may have left batches,
+ *     dedupe.h) is resolved from the headers of the partitions it wrote to,
+ *     once none of them is failed; while one is, SPW_DD_UNRESOLVED
+ *     (answered in_progress, as SPW_DD_BUSY);
+ *   - a stored request (DONE, PARTIAL) is compared with this one, partition
+ *     by partition (count and fingerprint of the records, read back from
+ *     the log where the table has none): different content is
+ *     SPW_DD_REUSED, and nothing is reserved.
+ * Returns as spw_dd_begin (never SPW_DD_INDET), SPW_DD_UNRESOLVED or
+ * SPW_DD_REUSED; e is reserved only for SPW_DD_NEW and SPW_DD_PARTIAL.
+ * partition: as spw_api_produce_ex (UINT32_MAX: by key).
+ */
+enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17 };
+int spw_api_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n, uint32_t partition,
+                     struct spw_dd_entry **e, spw_dd_result *res);
+
+/* The fingerprint of records (CRC32C over each one's key, value and
+ * headers, lengths included; not the timestamp), continuing crc. */
+uint32_t spw_api_dd_fingerprint(uint32_t crc, const spw_record *v);
 
 /*
  * Pressure admission for a produce of this priority (admit.h), counted in

@@ -7,9 +7,19 @@
  *            works on it, so it cannot complete under that thread's feet)
  *   centry   one pending event: a cbuf node, a copy of key and value,
  *            the budget it holds, and which request and slot it is
+ *   cwait    a superseded event waiting for its replacement: one per
+ *            supersedable event of a request, in the request (creq.waits)
  *   coal_part one partition: lock, buffer, coalesced batches in the log
  *   bctx     one coalesced batch in the log: its spans (runs of one
- *            request's events) and a reference to the stream
+ *            request's events), the superseded events waiting on it, and
+ *            a reference to the stream
+ *
+ * A superseded event is settled with its replacement, never before
+ * (docs/architecture.md "Coalescing"): it hangs on the entry that replaced
+ * it (and moves on with the rest of that entry's waiters if that one is
+ * replaced in turn); the entry is written at the highest ack level of its
+ * own request and its waiters, and when its batch reaches that level — or
+ * fails — the waiters are settled with it, with its error if it failed.
  *
  * Threads: the produce path (I/O loops) queues and, when the partition
  * has no batch in the log, drains inline; the flusher runs batch_cb,
@@ -38,7 +48,14 @@
 /* A drain cuts batches at request boundaries past this size. */
 #define RUN_MAX_BYTES (4u << 20)
 
-typedef struct creq {
+typedef struct creq creq;
+
+typedef struct cwait {
+    struct cwait *next;
+    creq *q;
+} cwait;
+
+struct creq {
     spw_produce *pr;
     _Atomic uint32_t left; /* events not settled, + guards */
     _Atomic uint32_t n_superseded;
@@ -48,8 +65,9 @@ typedef struct creq {
     uint64_t producer_id;
     uint32_t producer_seq;
     uint64_t idem_key;
+    cwait *waits; /* one per event when its events may be superseded */
     struct creq *next_done;
-} creq;
+};
 
 typedef struct centry {
     spw_cbuf_node node; /* first: a node is its entry */
@@ -57,8 +75,10 @@ typedef struct centry {
     uint32_t idx;  /* the event's index in its request */
     uint32_t slot; /* its partition's slot in q->pr->slots */
     uint32_t value_len;
+    uint8_t fsync; /* it or one of its waiters asked for ack fsync */
     int64_t ts;
     uint64_t cost; /* budget bytes it holds */
+    cwait *waiters; /* the events it replaced, settled with it */
     uint8_t data[]; /* key bytes, then value bytes */
 } centry;
 
@@ -93,6 +113,7 @@ typedef struct span {
 typedef struct bctx {
     struct bctx *next;
     spw_coal_stream *cs;
+    cwait *waiters; /* superseded events settled by batch_cb (ack written/fsync) */
     uint32_t pi;
     uint32_t nspans;
     span spans[];
@@ -133,6 +154,18 @@ static void settle(creq *q, uint32_t k, creq **done)
     }
 }
 
+/* Settles the superseded events of list w, with error err if not 0. */
+static void settle_waiters(cwait *w, int err, creq **done)
+{
+    while (w) {
+        cwait *next = w->next; /* w is its request's: gone once settled */
+        if (err)
+            set_err(w->q, err);
+        settle(w->q, 1, done);
+        w = next;
+    }
+}
+
 /* Completes settled requests. Called with no coalescer lock held. */
 static void finish_list(creq *q)
 {
@@ -147,6 +180,7 @@ static void finish_list(creq *q)
             if (pr->slots[i].count || pr->slots[i].stored)
                 pr->slots[k++] = pr->slots[i];
         pr->n_slots = k;
+        spw_free(q->waits);
         spw_free(q);
         spw__api_produce_complete(pr);
         q = next;
@@ -173,9 +207,17 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
     centry **ents = spw_xmalloc(m * sizeof *ents);
     uint64_t cost = 0;
     uint32_t nspans = 0;
+    cwait *w_cb = NULL, *w_now = NULL; /* waiters settled by batch_cb / once appended */
     for (size_t j = 0; j < m; j++, n = n->next) {
         centry *e = (centry *)n;
         ents[j] = e;
+        for (cwait *w = e->waiters, *next; w; w = next) {
+            next = w->next;
+            cwait **to = w->q->ack == SPW_ACK_NONE ? &w_now : &w_cb;
+            w->next = *to;
+            *to = w;
+        }
+        e->waiters = NULL;
         size_t kl = e->node.key_len > 0 ? (size_t)e->node.key_len : 0;
         recs[j] = (spw_record){.key = e->node.key_len >= 0 ? e->data : NULL,
                                .key_len = e->node.key_len,
@@ -190,6 +232,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
     b->cs = cs;
     b->pi = pi;
     b->nspans = nspans;
+    b->waiters = w_cb;
     for (size_t j = 0, k = 0; j < m; j++) {
         if (j && ents[j - 1]->q == ents[j]->q) {
             b->spans[k - 1].count++;
@@ -235,6 +278,8 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
             set_err(b->spans[k].q, r);
             settle(b->spans[k].q, b->spans[k].count + 1, done);
         }
+        settle_waiters(w_cb, r, done);
+        settle_waiters(w_now, r, done);
         spw_free(b);
     } else {
         spw_log_release(api->log, cost - enc.len);
@@ -255,6 +300,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
         }
         /* The drain thread frees b only after taking this partition's
          * lock, which is held: reading b here is safe. */
+        settle_waiters(w_now, 0, done); /* before the spans, as in batch_cb */
         for (uint32_t k = 0; k < nspans; k++)
             settle(b->spans[k].q, 1 + (b->spans[k].at_cb ? 0 : b->spans[k].count), done);
     }
@@ -288,14 +334,14 @@ static void drain(spw_coal_stream *cs, uint32_t pi, creq **done)
     while (n) {
         centry *first = (centry *)n;
         creq *own = first->q->own_batch ? first->q : NULL;
-        int fsync = first->q->ack == SPW_ACK_FSYNC;
+        int fsync = first->fsync;
         size_t m = 0;
         uint64_t run = 0;
         spw_cbuf_node *end = n;
         creq *prev = NULL;
         while (end) {
             centry *e = (centry *)end;
-            if (m && ((e->q->ack == SPW_ACK_FSYNC) != fsync || (own ? e->q != own : e->q->own_batch) ||
+            if (m && (e->fsync != fsync || (own ? e->q != own : e->q->own_batch) ||
                       (e->q != prev && run >= RUN_MAX_BYTES)))
                 break;
             m++;
@@ -315,6 +361,11 @@ static void batch_cb(void *arg, int status, const spw_append_result *r)
     bctx *b = arg;
     spw_coalescer *co = b->cs->co;
     creq *done = NULL;
+    /* The waiters first: finish_list completes the last settled first, so
+     * a replacement's answer goes out before those of the events it
+     * replaced. */
+    settle_waiters(b->waiters, status, &done);
+    b->waiters = NULL;
     for (uint32_t k = 0; k < b->nspans; k++) {
         if (!b->spans[k].at_cb)
             continue;
@@ -452,8 +503,10 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     q->idem_key = po->idem_key;
     atomic_init(&q->left, n + 1); /* + our guard */
     int sup = po->supersede_ok && !q->own_batch;
-    if (sup)
+    if (sup) {
         pr->superseded = spw_xcalloc(n, 1);
+        q->waits = spw_xcalloc(n, sizeof *q->waits);
+    }
     pr->dd = po->dd;
     atomic_fetch_add(&s->requests_in, 1);
 
@@ -484,6 +537,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
             c->idx = e;
             c->slot = k;
             c->value_len = v->value_len;
+            c->fsync = q->ack == SPW_ACK_FSYNC;
             c->ts = v->ts;
             c->cost = entry_cost(v);
             ents[ne++] = c;
@@ -508,6 +562,23 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
         coal_part *cp = &cs->parts[pr->slots[ents[i]->slot].partition];
         spw_cbuf_node *old = spw_cbuf_put(&cp->buf, &ents[i]->node);
         if (old) {
+            /* The replaced event waits on its replacement, and so do the
+             * events it had replaced; the replacement is written at the
+             * highest ack level among them. */
+            centry *o = (centry *)old;
+            cwait *w = &o->q->waits[o->idx];
+            w->q = o->q;
+            w->next = o->waiters;
+            o->waiters = NULL;
+            ents[i]->waiters = w;
+            ents[i]->fsync |= o->fsync;
+            /* Marked and counted here, under the lock: the replacement's
+             * batch may settle o's request on the flusher before the lock
+             * is let go. */
+            o->q->pr->superseded[o->idx] = 1;
+            atomic_fetch_add(&o->q->n_superseded, 1);
+            atomic_fetch_add(&cs->superseded, 1);
+            atomic_fetch_add(&co->superseded, 1);
             old->next = gone;
             gone = old;
             ngone++;
@@ -529,16 +600,12 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     }
     spw_free(ents);
 
-    /* The replaced events: their requests learn it, their budget returns. */
+    /* The replaced events: their requests learn it, their budget returns;
+     * they are settled with their replacements (flush_run, batch_cb). */
     while (gone) {
         centry *e = (centry *)gone;
         gone = gone->next;
-        e->q->pr->superseded[e->idx] = 1;
-        atomic_fetch_add(&e->q->n_superseded, 1);
-        atomic_fetch_add(&cs->superseded, 1);
-        atomic_fetch_add(&co->superseded, 1);
         spw_log_release(api->log, e->cost);
-        settle(e->q, 1, &done);
         spw_free(e);
     }
     settle(q, 1 + stored, &done);

@@ -26,7 +26,10 @@
  * (one flush cycle of waiting at most), with the newest value per key.
  *
  * Answers: a request completes when each of its events is written at the
- * request's ack level (ack none: handed to the log) or superseded. ids
+ * request's ack level (ack none: handed to the log) or superseded and its
+ * replacement written at that level (its replacement's failure is its
+ * failure; the replacement is written at the highest ack level among
+ * itself and what it replaced). ids
  * are reserved per request in request order, as on the normal path, under
  * the locks of the request's partitions so that every batch's ids rise;
  * a superseded event's id is never stored. Which events may be

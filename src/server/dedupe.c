@@ -11,13 +11,14 @@
 #define STRIPES 64
 #define BUCKETS_PER_STRIPE 1024 /* grows by doubling */
 
-enum { ST_BUSY, ST_DONE };
+enum { ST_BUSY, ST_DONE, ST_INDET };
 
 struct spw_dd_entry {
     uint64_t scope, key;
     uint32_t n_events;
     int state;
     int64_t expires_ms;
+    int prev_state; /* ST_INDET: what a reserved entry goes back to if unresolved */
     spw_dd_result res;
     uint32_t slots_cap;
     struct spw_dd_entry *hnext;        /* hash chain */
@@ -68,9 +69,18 @@ spw_dd *spw_dd_new(uint64_t max_keys)
     return d;
 }
 
+void spw_dd_result_free(spw_dd_result *r)
+{
+    spw_free(r->slots);
+    spw_free(r->unknown);
+    r->slots = NULL;
+    r->unknown = NULL;
+    r->nslots = r->nunknown = 0;
+}
+
 static void entry_free(spw_dd_entry *e)
 {
-    spw_free(e->res.slots);
+    spw_dd_result_free(&e->res);
     spw_free(e);
 }
 
@@ -143,7 +153,7 @@ static void grow(stripe *s)
  * the oldest finished one. Called with s->mu held. */
 static void make_room(spw_dd *d, stripe *s, int64_t now_ms)
 {
-    while (s->old && s->old->state == ST_DONE && s->old->expires_ms <= now_ms) {
+    while (s->old && s->old->state != ST_BUSY && s->old->expires_ms <= now_ms) {
         spw_dd_entry *e = s->old;
         unlink_entry(d, s, e);
         entry_free(e);
@@ -188,7 +198,13 @@ static void copy_result(spw_dd_result *dst, const spw_dd_result *src)
 {
     *dst = *src;
     dst->slots = spw_xmalloc((src->nslots ? src->nslots : 1) * sizeof *dst->slots);
-    memcpy(dst->slots, src->slots, src->nslots * sizeof *dst->slots);
+    if (src->nslots)
+        memcpy(dst->slots, src->slots, src->nslots * sizeof *dst->slots);
+    dst->unknown = NULL;
+    if (src->nunknown) {
+        dst->unknown = spw_xmalloc(src->nunknown * sizeof *dst->unknown);
+        memcpy(dst->unknown, src->unknown, src->nunknown * sizeof *dst->unknown);
+    }
 }
 
 int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int64_t now_ms, spw_dd_entry **out,
@@ -198,7 +214,7 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
     stripe *s = stripe_of(d, scope, key, &h);
     pthread_mutex_lock(&s->mu);
     spw_dd_entry *e = *find(s, h, scope, key);
-    if (e && e->state == ST_DONE && e->expires_ms <= now_ms) {
+    if (e && e->state != ST_BUSY && e->expires_ms <= now_ms) {
         unlink_entry(d, s, e);
         entry_free(e);
         e = NULL;
@@ -214,6 +230,12 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
         r = SPW_DD_CONFLICT;
     } else if (e->state == ST_BUSY) {
         r = SPW_DD_BUSY;
+    } else if (e->state == ST_INDET) {
+        copy_result(res, &e->res);
+        e->state = ST_BUSY;
+        e->prev_state = ST_INDET;
+        *out = e;
+        r = SPW_DD_INDET;
     } else {
         copy_result(res, &e->res);
         atomic_fetch_add(&d->hits, 1);
@@ -221,6 +243,7 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
             r = SPW_DD_DONE;
         } else {
             e->state = ST_BUSY;
+            e->prev_state = ST_DONE;
             *out = e;
             r = SPW_DD_PARTIAL;
         }
@@ -241,12 +264,64 @@ void spw_dd_finish(spw_dd *d, spw_dd_entry *e, const spw_dd_result *r, int64_t e
             entry_free(e);
         }
     } else {
-        spw_free(e->res.slots);
+        spw_dd_result_free(&e->res);
         copy_result(&e->res, r);
+        e->res.nunknown = 0;
+        spw_free(e->res.unknown);
+        e->res.unknown = NULL;
         e->slots_cap = r->nslots;
         e->expires_ms = expires_ms;
         e->state = ST_DONE;
     }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void spw_dd_fail(spw_dd *d, spw_dd_entry *e, const spw_dd_result *known, const uint32_t *unknown,
+                 uint32_t nunknown, uint64_t attempt_ticket, int64_t expires_ms)
+{
+    (void)d;
+    stripe *s = e->st;
+    spw_dd_result r = {.n_events = e->n_events,
+                       .nslots = known ? known->nslots : 0,
+                       .slots = known ? known->slots : NULL,
+                       .nunknown = nunknown,
+                       .unknown = (uint32_t *)unknown,
+                       .attempt_ticket = attempt_ticket};
+    spw_dd_result c;
+    copy_result(&c, &r); /* outside the lock: it allocates */
+    pthread_mutex_lock(&s->mu);
+    spw_dd_result_free(&e->res);
+    e->res = c;
+    e->slots_cap = c.nslots;
+    if (expires_ms > e->expires_ms)
+        e->expires_ms = expires_ms;
+    e->state = ST_INDET;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void spw_dd_unresolved(spw_dd *d, spw_dd_entry *e)
+{
+    (void)d;
+    stripe *s = e->st;
+    pthread_mutex_lock(&s->mu);
+    e->state = e->prev_state;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void spw_dd_update(spw_dd *d, spw_dd_entry *e, const spw_dd_result *r)
+{
+    (void)d;
+    spw_dd_result c;
+    copy_result(&c, r);
+    spw_free(c.unknown);
+    c.unknown = NULL;
+    c.nunknown = 0;
+    stripe *s = e->st;
+    pthread_mutex_lock(&s->mu);
+    spw_dd_result_free(&e->res);
+    e->res = c;
+    e->slots_cap = c.nslots;
+    e->prev_state = ST_DONE;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -289,7 +364,7 @@ void spw_dd_drop_scope(spw_dd *d, uint64_t scope)
         pthread_mutex_lock(&s->mu);
         for (spw_dd_entry *e = s->old, *next; e; e = next) {
             next = e->anext;
-            if (e->scope == scope && e->state == ST_DONE) {
+            if (e->scope == scope && e->state != ST_BUSY) {
                 unlink_entry(d, s, e);
                 entry_free(e);
             }

@@ -15,10 +15,30 @@
  * A result is compact: the request's event count, the ticket of its first
  * event (event i's id is spw_id_from_ticket(first_ticket + i): a request's
  * ids are reserved together, in request order) and one slot per partition
- * (partition, first offset, count).
+ * (partition, first offset, count, and the fingerprint of the request's
+ * records there — see below).
+ *
+ * A request that failed after it was handed to the log may still have
+ * left batches behind: a partition whose append succeeded, or a failed one
+ * whose recovery found the batch whole on disk and kept it. So a failed
+ * request's key is not forgotten but kept *indeterminate*: the slots known
+ * to be stored (from an earlier cut attempt) plus the partitions whose
+ * outcome is unknown and the failed attempt's first ticket. The next
+ * request with the key gets SPW_DD_INDET and resolves it (api.c: once none
+ * of those partitions is failed, their batch headers since the attempt
+ * say what is there — batches carry the key, docs/formats/log.md); until
+ * then it is answered in_progress. Resolved, the key is a finished
+ * request (answered as a duplicate), a cut one (the retry completes the
+ * missing partitions), or nothing stored (the retry is new).
+ *
+ * Fingerprints: CRC32C over a partition's records of the request (keys,
+ * values, headers; api.c spw_api_dd_fingerprint), so that a key reused for
+ * different content is refused instead of answered as a duplicate. Slots
+ * rebuilt from the log, or resolved from it, have none (fp_known 0): the
+ * caller derives it from the stored records when it needs it.
  *
  * Memory: at most max_keys entries (config dedupe-max-keys); an entry is
- * about 100 bytes plus 16 per partition the request touched. When full,
+ * about 100 bytes plus 24 per partition the request touched. When full,
  * the oldest finished entry of the stripe is forgotten (counted): a retry
  * of it after that would append again. Thread-safe: 64 stripes, each with
  * its own mutex, hash chains and age list.
@@ -32,6 +52,8 @@ typedef struct spw_dd_slot {
     uint32_t partition;
     uint32_t count;
     uint64_t first_offset;
+    uint32_t fp;       /* fingerprint of the request's records in this partition */
+    uint32_t fp_known; /* 0: derive it from the log */
 } spw_dd_slot;
 
 typedef struct spw_dd_result {
@@ -40,8 +62,16 @@ typedef struct spw_dd_result {
     int complete;          /* every event is stored (0: a rebuilt entry whose request was cut by a crash) */
     int ids_known;         /* first_ticket gives the ids (not after completing a cut request) */
     uint32_t nslots;
-    spw_dd_slot *slots; /* spw_malloc'd by spw_dd_begin; the caller frees */
+    spw_dd_slot *slots; /* spw_malloc'd by spw_dd_begin; the caller frees (spw_dd_result_free) */
+    /* SPW_DD_INDET only: partitions a failed attempt may or may not have
+     * stored, and that attempt's first ticket (its batches' ids). */
+    uint32_t nunknown;
+    uint32_t *unknown;
+    uint64_t attempt_ticket;
 } spw_dd_result;
+
+/* Frees what spw_dd_begin allocated in r (slots, unknown). */
+void spw_dd_result_free(spw_dd_result *r);
 
 typedef struct spw_dd spw_dd;
 typedef struct spw_dd_entry spw_dd_entry;
@@ -55,6 +85,8 @@ enum {
     SPW_DD_BUSY = 2,     /* the first request with this key is still in flight */
     SPW_DD_CONFLICT = 3, /* the key was used for a request of another size */
     SPW_DD_PARTIAL = 4,  /* a crash cut the first request: *res has what is stored, *e is reserved to finish it */
+    SPW_DD_INDET = 5,    /* the first request failed maybe partly stored: *res has what is known, *e is reserved
+                            to resolve it (spw_dd_update, spw_dd_finish or spw_dd_unresolved) */
 };
 
 /*
@@ -66,8 +98,24 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
                  spw_dd_result *res);
 
 /* Completes a reserved entry: r the result (copied), kept until
- * expires_ms; or r NULL: the request failed, forget the key. */
+ * expires_ms; or r NULL: the request was not appended at all — forget the
+ * key (an entry that knows stored slots keeps them, as a cut request). */
 void spw_dd_finish(spw_dd *d, spw_dd_entry *e, const spw_dd_result *r, int64_t expires_ms);
+
+/* A reserved entry's request failed after it was handed to the log: keep
+ * the key indeterminate until expires_ms. known: slots stored by an
+ * earlier attempt (NULL or none); unknown: the partitions this attempt
+ * wrote to; attempt_ticket: its first ticket. */
+void spw_dd_fail(spw_dd *d, spw_dd_entry *e, const spw_dd_result *known, const uint32_t *unknown,
+                 uint32_t nunknown, uint64_t attempt_ticket, int64_t expires_ms);
+
+/* A reserved entry that could not be resolved yet (SPW_DD_INDET): back to
+ * indeterminate, as it was. */
+void spw_dd_unresolved(spw_dd *d, spw_dd_entry *e);
+
+/* A reserved entry's stored slots are now r (copied; resolved from the
+ * log): it stays reserved, and a spw_dd_finish(NULL) keeps them. */
+void spw_dd_update(spw_dd *d, spw_dd_entry *e, const spw_dd_result *r);
 
 /* Rebuild: one stored batch of a keyed request (docs/formats/log.md). */
 void spw_dd_restore(spw_dd *d, uint64_t scope, uint64_t key, uint32_t request_count, uint64_t batch_first_ticket,

@@ -17,7 +17,10 @@
  *   - without pressure nothing is coalesced;
  *   - SIGTERM with events still buffered: every request read is answered
  *     202, the server exits 0, and after a restart every event answered as
- *     written is there; `spillway check` is clean.
+ *     written is there; `spillway check` is clean;
+ *   - a superseded request is answered only after its replacement reached
+ *     its ack level (binary answers arrive in that order), and gets the
+ *     replacement's error when that one's fsync fails.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -152,6 +155,7 @@ static uint64_t num_after(const char *s, const char *key)
 /* ---- the filler: keeps pending bytes above the first shedding level ---- */
 
 static _Atomic int filler_stop;
+static _Atomic int filler_any; /* any answer will do (fsync fails on purpose) */
 static int filler_port;
 
 /* Two 300 KiB events, so one request holds 600 KiB of a 1 MiB budget
@@ -178,8 +182,8 @@ static void *filler_main(void *arg)
                           "Spillway-Priority: 0\r\nSpillway-Ack: written\r\n", body);
         if (!r)
             break; /* the server stopped */
-        CHECK(r->status == 202 || r->status == 503);
-        if (r->status == 503)
+        CHECK(r->status == 202 || r->status == 503 || atomic_load(&filler_any));
+        if (r->status != 202)
             usleep(5000);
         free(r->body);
         free(r);
@@ -209,6 +213,7 @@ typedef struct sent {
     int key;
     int seq;
     int state; /* 0 written, 1 superseded */
+    int arrived; /* binary: the answer's place in its window's arrival order */
     int part;
     uint64_t off;
 } sent;
@@ -365,8 +370,12 @@ static void check_log(int port, book *b)
 /* ---- binary protocol ---- */
 
 /* A window of WIN pipelined PRODUCEs of one keyed record each; flags as
- * given (SPW_PRODUCE_SUPERSEDE_OK or 0). Answers may come in any order. */
-static void bin_window(int binport, book *b, uint16_t flags)
+ * given (SPW_PRODUCE_SUPERSEDE_OK or 0). Answers may come in any order,
+ * but a superseded record's answer never before that of the record that
+ * finally replaced it (the next one of its key written): it is settled
+ * only when that one reached the superseded request's ack level (fsync,
+ * the stream's default; the fsync is slow here). */
+static void bin_window_ex(int binport, book *b, uint16_t flags, int *errors)
 {
     int fd = tcp_connect(binport);
     int first = b->n;
@@ -404,12 +413,19 @@ static void bin_window(int binport, book *b, uint16_t flags)
         CHECK(recv_exact(fd, a, len) == 0);
         CHECK(fh.request_id >= (uint64_t)first && fh.request_id < (uint64_t)b->n);
         sent *s = &b->v[fh.request_id];
+        s->arrived = i;
         uint16_t st;
         const uint8_t *rest;
         size_t rl;
         spw_frame_error e;
         const char *why;
         CHECK_EQ(spw_answer_decode(a, len, &st, &rest, &rl, &e, &why), 0);
+        if (errors && st != 0) {
+            s->state = 2;
+            (*errors)++;
+            free(a);
+            continue;
+        }
         CHECK_EQ(st, 0);
         spw_produce_resp pr;
         CHECK_EQ(spw_produce_resp_decode(rest, rl, &pr, &why), 0);
@@ -431,7 +447,21 @@ static void bin_window(int binport, book *b, uint16_t flags)
         free(a);
     }
     close(fd);
+    for (int i = first; i < b->n && !errors; i++) {
+        if (b->v[i].state != 1)
+            continue;
+        int j = i + 1;
+        while (j < b->n && (b->v[j].key != b->v[i].key || b->v[j].state != 0))
+            j++;
+        CHECK(j < b->n); /* a window's last value of a key is written */
+        if (b->v[j].arrived > b->v[i].arrived)
+            fprintf(stderr, "seq %d (superseded) answered before seq %d that replaced it was durable\n",
+                    b->v[i].seq, b->v[j].seq);
+        CHECK(b->v[j].arrived < b->v[i].arrived);
+    }
 }
+
+static void bin_window(int binport, book *b, uint16_t flags) { bin_window_ex(binport, b, flags, NULL); }
 
 /*
  * An idempotent producer (producer id + sequence) with SUPERSEDE_OK under
@@ -689,6 +719,43 @@ static void test_shutdown(srv *s, const char *data)
     free(c.text);
 }
 
+/*
+ * Every fsync fails while a window of ack=fsync updates coalesces: the
+ * superseded requests get the error of the batch that carried their
+ * replacements, never a 202 "superseded" (their values were never
+ * durable). Retried on a fresh stream while a window happens to see no
+ * pressure (then nothing coalesces and it proves nothing).
+ */
+static void test_fsync_fails(srv *s)
+{
+    int port = s->port;
+    atomic_store(&filler_any, 1);
+    long long superseded = 0;
+    for (int attempt = 0; attempt < 20 && superseded == 0; attempt++) {
+        static book b[20];
+        static char name[20][16];
+        snprintf(name[attempt], sizeof name[attempt], "fails%d", attempt);
+        b[attempt].stream = name[attempt];
+        create_stream(port, name[attempt], "{\"partitions\":2,\"key\":\"/k\",\"coalesce\":true}");
+        faults(port, "fsync_err=none&fsync_delay_us=300000");
+        filler_start(port);
+        wait_level(port, 1, 3);
+        faults(port, "fsync_err=EIO");
+        int errors = 0;
+        bin_window_ex(s->binport, &b[attempt], SPW_PRODUCE_SUPERSEDE_OK, &errors);
+        superseded = stream_coalesced(port, name[attempt]);
+        faults(port, "fsync_err=none&fsync_delay_us=0");
+        filler_join();
+        if (getenv("SPW_TEST_VERBOSE"))
+            fprintf(stderr, "%s: %d errors, %d superseded answered 202, %lld superseded\n", name[attempt], errors,
+                    b[attempt].superseded, superseded);
+        CHECK_EQ(b[attempt].superseded, 0); /* no 202 "superseded" */
+        CHECK_EQ(errors, WIN);              /* nothing reached the disk: every answer an error */
+    }
+    CHECK(superseded > 0);
+    atomic_store(&filler_any, 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 3);
@@ -701,6 +768,9 @@ int main(int argc, char **argv)
     test_under_pressure(&s, data);
     test_no_pressure(&s);
     test_shutdown(&s, data);
+    srv_start(&s, TBIN, data, args);
+    test_fsync_fails(&s);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(data);
     free(data);
     printf("test_coalesce: ok\n");

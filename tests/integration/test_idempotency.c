@@ -3,16 +3,25 @@
  * docs/protocol.md "Idempotence"): an Idempotency-Key or a binary
  * producer id + sequence retried — at once, concurrently, and after
  * kill -9 and a restart — appends exactly once and is answered with the
- * first request's result.
+ * first request's result. A key or sequence reused for other content is
+ * refused (422 idempotency_key_reused / 409 sequence_reused), before and
+ * after a restart, and appends nothing. On the test build (argv[2], with
+ * the fault hook): a keyed request over two partitions whose fsync fails
+ * in one of them fails, and its retries (HTTP and binary) leave exactly
+ * one copy of each record — the key is kept indeterminate (in_progress)
+ * until the failed partition recovered, then resolved from the log.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
+#include "spillway.h"
+#include "client/client_int.h"
 #include "core/buf.h"
 #include "net/frame.h"
 #include "binframe.h"
 #include "server.h"
 
-static const char *bin;
+static const char *bin, *tbin;
 
 /* The partition's end offset, from GET /v1/streams/NAME (partition 0). */
 static uint64_t end_offset(int port, const char *stream, int part)
@@ -160,17 +169,19 @@ static void test_http_concurrent(int port)
 
 /* ---- binary protocol: raw PRODUCE frames with a producer id ---- */
 
-/* Sends one PRODUCE of n keyless records; returns the status and, when
- * 0, the first slot's offset in *off. */
-static int bin_produce(int fd, uint64_t pid, uint32_t seq, uint32_t n, uint64_t *off)
+/* Sends one PRODUCE of n keyless records ("v<tag><seq>-<i>") to stream;
+ * returns the status and, when 0, the first slot's offset in *off. */
+static int bin_produce_ex(int fd, const char *stream, uint64_t pid, uint32_t seq, uint32_t n, const char *tag,
+                          uint64_t *off)
 {
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, seq, &st));
-    CHECK_OK(spw_produce_req_begin(&b, "b", 1, SPW_WIRE_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT, 0, pid, seq, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_WIRE_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT,
+                                   SPW_PARTITION_ANY, pid, seq, &ca));
     for (uint32_t i = 0; i < n; i++) {
         char v[32];
-        int vl = snprintf(v, sizeof v, "v%u-%u", seq, i);
+        int vl = snprintf(v, sizeof v, "v%s%u-%u", tag, seq, i);
         spw_frame_rec r = {.attrs = 0, .key_len = -1, .value = (const uint8_t *)v, .value_len = (uint32_t)vl};
         CHECK_OK(spw_produce_rec_put(&b, &r));
     }
@@ -196,11 +207,17 @@ static int bin_produce(int fd, uint64_t pid, uint32_t seq, uint32_t n, uint64_t 
         CHECK_EQ(spw_produce_resp_decode(rest, rl, &pr, &why), 0);
         spw_produce_slot sl;
         spw_produce_resp_slot(&pr, 0, &sl);
-        CHECK_EQ(sl.count, n);
+        if (pr.nslots == 1)
+            CHECK_EQ(sl.count, n);
         *off = sl.first_offset;
     }
     free(body);
     return status;
+}
+
+static int bin_produce(int fd, uint64_t pid, uint32_t seq, uint32_t n, uint64_t *off)
+{
+    return bin_produce_ex(fd, "b", pid, seq, n, "", off);
 }
 
 static void test_binary(srv *a)
@@ -297,12 +314,233 @@ static void test_cut_request(srv *a, const char *data)
     free(third.body);
 }
 
+/*
+ * A key (HTTP) or producer sequence (binary) reused for a request of the
+ * same size but other records: refused, nothing appended; the same
+ * records again: the duplicate answer. Run once after the first requests
+ * (fingerprints in the table) and once after a kill -9 (entries rebuilt
+ * from the log: fingerprints read back from the stored records).
+ */
+static const char *BODY3B = "{\"k\":\"a\",\"n\":1}\n{\"k\":\"b\",\"n\":2}\n{\"k\":\"c\",\"n\":4}\n";
+
+static void test_reused(srv *a)
+{
+    uint64_t n_s = total_events(a->port, "s", 4), n_b = end_offset(a->port, "b", 0);
+    resp r = post_key(a->port, "s", "order-1", BODY3B);
+    if (r.status != 422)
+        fprintf(stderr, "reused key: %d %s\n", r.status, r.body);
+    CHECK_EQ(r.status, 422);
+    CHECK(strstr(r.body, "\"idempotency_key_reused\"") != NULL);
+    free(r.body);
+    CHECK_EQ(total_events(a->port, "s", 4), n_s);
+    r = post_key(a->port, "s", "order-1", BODY3);
+    CHECK_EQ(r.status, 202);
+    CHECK(strstr(r.body, ",\"duplicate\":true") != NULL);
+    free(r.body);
+    int fd = tcp_connect(a->binport);
+    uint64_t o;
+    CHECK_EQ(bin_produce_ex(fd, "b", 77, 0, 5, "other", &o), 409);
+    CHECK_EQ(end_offset(a->port, "b", 0), n_b);
+    CHECK_EQ(bin_produce(fd, 77, 0, 5, &o), 0);
+    CHECK_EQ(o, 0);
+    close(fd);
+    CHECK_EQ(total_events(a->port, "s", 4), n_s);
+    CHECK_EQ(end_offset(a->port, "b", 0), n_b);
+}
+
+/*
+ * The C producer across the end of its 32-bit sequence: 5 records, one
+ * batch each, from sequence 0; then from UINT32_MAX - 2 on, 5 more. The
+ * producer takes a new producer id before the sequence would wrap, so the
+ * later records are not (id, 0..) again — which the server would answer
+ * as duplicates of the first ones (dropping them) or, with other content,
+ * refuse. Every record is delivered and stored once.
+ */
+static _Atomic int deliv_ok, deliv_err;
+
+static void on_delivery(void *opaque, const spw_delivery *d)
+{
+    (void)opaque;
+    if (d->status == 0)
+        atomic_fetch_add(&deliv_ok, 1);
+    else {
+        fprintf(stderr, "delivery failed: %s\n", spw_errstr(d->status));
+        atomic_fetch_add(&deliv_err, 1);
+    }
+}
+
+static void test_producer_wrap(srv *a)
+{
+    resp r = http_json(a->port, "PUT", "/v1/streams/wrap", "{\"partitions\":1,\"format\":\"bytes\"}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    char servers[64];
+    snprintf(servers, sizeof servers, "127.0.0.1:%d", a->binport);
+    spw_producer_config c;
+    spw_producer_config_init(&c);
+    c.linger_ms = 0;
+    c.on_delivery = on_delivery;
+    spw_producer *p;
+    CHECK_EQ(spw_producer_new(servers, &c, &p), 0);
+    uint64_t id0 = spw__producer_id(p);
+    for (int i = 0; i < 10; i++) {
+        if (i == 5)
+            spw__producer_set_next_seq(p, UINT32_MAX - 2);
+        char v[32];
+        int vl = snprintf(v, sizeof v, "wrap-%d", i);
+        CHECK_EQ(spw_producer_send(p, "wrap", NULL, -1, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
+        CHECK_EQ(spw_producer_flush(p, 30000), 0); /* one batch each */
+    }
+    CHECK(spw__producer_id(p) != id0);
+    spw_producer_close(p, 30000);
+    CHECK_EQ(atomic_load(&deliv_err), 0);
+    CHECK_EQ(atomic_load(&deliv_ok), 10);
+    CHECK_EQ(end_offset(a->port, "wrap", 0), 10);
+}
+
+/* POST /debug/faults?query on the test build. */
+static void faults(int port, const char *query)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/debug/faults?%s", query);
+    resp r = http_json(port, "POST", path, "");
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+}
+
+/* Each value of partition part of stream, checked to appear exactly once
+ * there; returns how many records the partition holds. */
+static uint64_t once_each(int port, const char *stream, int part)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?partition=%d&offset=0&limit=1000", stream, part);
+    resp r = http_json(port, "GET", path, NULL);
+    CHECK_EQ(r.status, 200);
+    uint64_t n = 0;
+    for (char *line = r.body; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        char *v = strstr(line, "\"value\":");
+        CHECK(v != NULL);
+        for (char *later = nl ? nl + 1 : NULL; later && *later;) {
+            char *nl2 = strchr(later, '\n');
+            char *v2 = strstr(later, "\"value\":");
+            CHECK(v2 != NULL);
+            size_t l1 = strlen(v), l2 = nl2 ? (size_t)(nl2 - v2) : strlen(v2);
+            if (l1 == l2 && memcmp(v, v2, l1) == 0)
+                fprintf(stderr, "partition %d of %s holds %s twice\n", part, stream, v);
+            CHECK(!(l1 == l2 && memcmp(v, v2, l1) == 0));
+            later = nl2 ? nl2 + 1 : NULL;
+        }
+        n++;
+        line = nl ? nl + 1 : NULL;
+    }
+    free(r.body);
+    return n;
+}
+
+/*
+ * A keyed request over two partitions, one of whose writes fails: the
+ * request fails, yet the other partition's batch is durable (and with a
+ * failed fsync the failed partition's recovery keeps its batch, which
+ * reached the disk whole; with a failed write it is gone). Retried until
+ * it is answered 202 (in_progress or the failed partition's refusal
+ * meanwhile): then each partition holds each record exactly once — the
+ * retry was answered from what was stored, or completed only the missing
+ * partition — and a further retry is a duplicate. HTTP and binary.
+ */
+static void partly_stored(srv *t, const char *fault, const char *hs, const char *bs)
+{
+    char path[128], def[128];
+    snprintf(path, sizeof path, "/v1/streams/%s", hs);
+    resp r = http_json(t->port, "PUT", path, "{\"partitions\":2,\"ack\":\"fsync\"}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    snprintf(path, sizeof path, "/v1/streams/%s", bs);
+    snprintf(def, sizeof def, "{\"partitions\":2,\"ack\":\"fsync\",\"format\":\"bytes\"}");
+    r = http_json(t->port, "PUT", path, def);
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+
+    /* HTTP: keyless events of a keyed request go to both partitions. */
+    const char *body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n";
+    faults(t->port, fault);
+    r = post_key(t->port, hs, "half-1", body);
+    if (r.status != 500)
+        fprintf(stderr, "first attempt: %d %s\n", r.status, r.body);
+    CHECK_EQ(r.status, 500);
+    free(r.body);
+    int in_progress = 0, ok = 0;
+    for (int i = 0; i < 1000 && !ok; i++) {
+        r = post_key(t->port, hs, "half-1", body);
+        if (r.status == 202) {
+            ok = 1;
+        } else {
+            CHECK(r.status == 409 || r.status == 500 || r.status == 503);
+            in_progress += r.status == 409 && strstr(r.body, "\"in_progress\"") != NULL;
+            usleep(10000);
+        }
+        free(r.body);
+    }
+    CHECK(ok);
+    CHECK_EQ(once_each(t->port, hs, 0) + once_each(t->port, hs, 1), 4);
+    r = post_key(t->port, hs, "half-1", body);
+    CHECK_EQ(r.status, 202);
+    CHECK(strstr(r.body, ",\"duplicate\":true") != NULL);
+    free(r.body);
+    CHECK_EQ(once_each(t->port, hs, 0) + once_each(t->port, hs, 1), 4);
+    if (getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "%s: %d in_progress answers\n", fault, in_progress);
+
+    /* Binary: the same with a producer id. */
+    int fd = tcp_connect(t->binport);
+    uint64_t o;
+    faults(t->port, fault);
+    int st = bin_produce_ex(fd, bs, 5, 100, 4, "", &o);
+    CHECK(st != 0);
+    ok = 0;
+    for (int i = 0; i < 1000 && !ok; i++) {
+        st = bin_produce_ex(fd, bs, 5, 100, 4, "", &o);
+        if (st == 0)
+            ok = 1;
+        else {
+            CHECK(st == 503 || st == 500);
+            usleep(10000);
+        }
+    }
+    CHECK(ok);
+    CHECK_EQ(once_each(t->port, bs, 0) + once_each(t->port, bs, 1), 4);
+    CHECK_EQ(bin_produce_ex(fd, bs, 5, 100, 4, "", &o), 0);
+    CHECK_EQ(once_each(t->port, bs, 0) + once_each(t->port, bs, 1), 4);
+    close(fd);
+}
+
+static void test_failed_partly_stored(void)
+{
+    if (!tbin)
+        return;
+    char tmp[] = "/tmp/spw-idemf-XXXXXX";
+    CHECK(mkdtemp(tmp) != NULL);
+    char data[4096 + 16];
+    snprintf(data, sizeof data, "%s/data", tmp);
+    srv t;
+    srv_start(&t, tbin, data, NULL);
+    partly_stored(&t, "fsync_err=EIO&fsync_count=1", "f2", "fb");
+    partly_stored(&t, "write_err=EIO&write_count=1", "w2", "wb");
+    CHECK_EQ(srv_stop(&t, SIGTERM), 0);
+    char cmd[4096 + 64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
     bin = argv[1];
     char tmp[] = "/tmp/spw-idem-XXXXXX";
     CHECK(mkdtemp(tmp) != NULL);
+    tbin = argc >= 3 ? argv[2] : NULL;
     char data[4096 + 16];
     snprintf(data, sizeof data, "%s/data", tmp);
     srv a;
@@ -323,6 +561,8 @@ int main(int argc, char **argv)
     test_http_basic(a.port);
     test_http_concurrent(a.port);
     test_binary(&a);
+    test_reused(&a);
+    test_producer_wrap(&a);
 
     /* kill -9, restart: the table is rebuilt from the log; every key is
      * still answered as a duplicate and nothing is appended. */
@@ -349,10 +589,13 @@ int main(int argc, char **argv)
     CHECK_EQ(bin_produce(fd, 77, 0, 3, &o), 409);
     close(fd);
     CHECK_EQ(end_offset(a.port, "b", 0), n_b);
+    /* Rebuilt entries have no fingerprint: it is derived from the log. */
+    test_reused(&a);
     free(first.body);
     free(again.body);
     test_cut_request(&a, data);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    test_failed_partly_stored();
 
     char cmd[4096 + 64];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

@@ -99,7 +99,7 @@ static void test_restore(void)
     spw_dd_finish(d, e, NULL, 0);
     CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 52, &e, &res), SPW_DD_PARTIAL);
     spw_free(res.slots);
-    spw_dd_slot slots[2] = {{0, 3, 5}, {1, 1, 9}};
+    spw_dd_slot slots[2] = {{0, 3, 5, 0, 0}, {1, 1, 9, 0, 0}};
     spw_dd_result done = {.n_events = 4, .complete = 1, .ids_known = 0, .nslots = 2, .slots = slots};
     spw_dd_finish(d, e, &done, 10000);
     CHECK_EQ(spw_dd_begin(d, 1, 8, 4, 53, &e, &res), SPW_DD_DONE);
@@ -117,12 +117,66 @@ static void test_keys(void)
     CHECK(spw_dd_producer_key(1, 2) != 0);
 }
 
+/* A request that failed after reaching the log: indeterminate, never
+ * forgotten, until a retry resolves it. */
+static void test_indeterminate(void)
+{
+    spw_dd *d = spw_dd_new(100);
+    spw_dd_entry *e, *e2;
+    spw_dd_result res = {0};
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 10, &e, &res), SPW_DD_NEW);
+    uint32_t parts[2] = {0, 1};
+    spw_dd_fail(d, e, NULL, parts, 2, 777, 1000);
+    /* Not forgotten: the retry must resolve it. */
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 20, &e, &res), SPW_DD_INDET);
+    CHECK_EQ(res.nunknown, 2);
+    CHECK_EQ(res.unknown[0], 0);
+    CHECK_EQ(res.unknown[1], 1);
+    CHECK_EQ(res.attempt_ticket, 777);
+    CHECK_EQ(res.nslots, 0);
+    spw_dd_result_free(&res);
+    /* While one resolves, others wait; a size conflict is still one. */
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 21, &e2, &res), SPW_DD_BUSY);
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 4, 21, &e2, &res), SPW_DD_CONFLICT);
+    /* Could not resolve yet: indeterminate again. */
+    spw_dd_unresolved(d, e);
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 22, &e, &res), SPW_DD_INDET);
+    spw_dd_result_free(&res);
+    /* Resolved: partition 0 holds 2 of the 3 events; the completion fails
+     * before appending: what the log holds stays (a cut request). */
+    spw_dd_slot got = {.partition = 0, .count = 2, .first_offset = 40};
+    spw_dd_result r = {.n_events = 3, .nslots = 1, .slots = &got};
+    spw_dd_update(d, e, &r);
+    spw_dd_finish(d, e, NULL, 0);
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 23, &e, &res), SPW_DD_PARTIAL);
+    CHECK_EQ(res.nslots, 1);
+    CHECK_EQ(res.slots[0].first_offset, 40);
+    CHECK_EQ(res.nunknown, 0);
+    /* The completion fails after reaching the log: indeterminate, keeping
+     * the stored slot known and the attempted partition unknown. */
+    uint32_t p1 = 1;
+    spw_dd_fail(d, e, &res, &p1, 1, 900, 1000);
+    spw_dd_result_free(&res);
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 24, &e, &res), SPW_DD_INDET);
+    CHECK_EQ(res.nslots, 1);
+    CHECK_EQ(res.nunknown, 1);
+    CHECK_EQ(res.unknown[0], 1);
+    CHECK_EQ(res.attempt_ticket, 900);
+    spw_dd_result_free(&res);
+    spw_dd_unresolved(d, e);
+    /* An indeterminate key expires with its window like any other. */
+    CHECK_EQ(spw_dd_begin(d, 1, 9, 3, 1000, &e, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e, NULL, 0);
+    spw_dd_free(d);
+}
+
 int main(void)
 {
     test_lifecycle();
     test_bound();
     test_restore();
     test_keys();
+    test_indeterminate();
     printf("test_dedupe: ok\n");
     return 0;
 }
