@@ -48,6 +48,11 @@ typedef struct spw_http_req {
     char priority[8];
     char authorization[512];
     char key[256];
+    /* The first header above whose value did not fit its field (its name as
+     * the client would write it), or NULL: such a request is refused whole
+     * (400 header_too_long), never served with a cut value. */
+    const char *too_long;
+    size_t too_long_max; /* that field's limit in bytes */
     spw_buf body;
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
