@@ -584,7 +584,9 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         c->hval[c->hval_len] = 0;
         /* A value that does not fit is never used cut: two long keys with
          * a common prefix would be one key. The handler refuses it. */
-        if (k < n && !c->cur->too_long) {
+        if (k < n && c->hval == c->cur->authorization) {
+            c->cur->authorization_cut = 1;
+        } else if (k < n && !c->cur->too_long) {
             c->cur->too_long = c->hval_name;
             c->cur->too_long_max = c->hval_cap - 1;
         }

@@ -1607,13 +1607,6 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     spw_api *api = ctx;
     if (spw_api_debug_handler && strncmp(req->path, "/debug/", 7) == 0)
         return spw_api_debug_handler(api, req);
-    /* A header the server reads whose value is longer than it keeps
-     * (net/http.h) is refused, never used cut (docs/api.md#headers). */
-    if (req->too_long) {
-        spw_http_error(req, 400, "header_too_long", NULL, "the %s header is longer than %zu bytes; nothing was done",
-                       req->too_long, req->too_long_max);
-        return;
-    }
     if (path_is(req, "/healthz")) {
         if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
             return method_not_allowed(req, "GET");
@@ -1625,6 +1618,15 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     spw_auth_req ar;
     if (!spw_auth_http(api->auth, req, &ar))
         return;
+    /* A header the server reads whose value is longer than it keeps
+     * (net/http.h) is refused, never used cut (docs/api.md#headers); an
+     * Authorization that long is no valid token (auth.c). */
+    if (req->too_long) {
+        spw_http_error(req, 400, "header_too_long", NULL, "the %s header is longer than %zu bytes; nothing was done",
+                       req->too_long, req->too_long_max);
+        spw_auth_req_done(&ar);
+        return;
+    }
     route(api, req, &ar);
     spw_auth_req_done(&ar);
 }

@@ -4,11 +4,15 @@
  * over 255 bytes is 400 header_too_long and appends nothing (cut, two long
  * keys with a common prefix would be one request); one of exactly 255
  * bytes is served. The binary protocol carries a record key with its
- * length: a 1,000-byte key is stored whole.
+ * length: a 1,000-byte key is stored whole. An Authorization longer than
+ * the server keeps is no token (401), never a token cut out of it.
  */
+#include <sys/stat.h>
+
 #include "binframe.h"
 #include "server.h"
 
+static const char *BIN;
 static const char *BODY = "{\"n\":1}\n";
 
 static resp post_hdr(int port, const char *stream, const char *hname, const char *val, const char *body)
@@ -133,9 +137,43 @@ static void test_binary_key(srv *a)
     free(k);
 }
 
+/* With tokens: an Authorization whose value is a valid token followed by
+ * more blanks than the server keeps is no token (401): cut, then trimmed,
+ * it would be the token. One that fits is accepted. */
+static void test_authorization(const char *tmp)
+{
+    char tokens[4200], data[4200];
+    snprintf(tokens, sizeof tokens, "%s/tokens.json", tmp);
+    snprintf(data, sizeof data, "%s/authdata", tmp);
+    FILE *f = fopen(tokens, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\":[{\"token\":\"tok-a1a1a1a1a1a1a1a1a1a1\",\"tenant\":\"t\",\"streams\":[\"*\"],"
+          "\"permissions\":[\"produce\",\"consume\",\"admin\"]}]}\n",
+          f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(tokens, 0600) == 0);
+    const char *args[] = {"--tokens-file", tokens, NULL};
+    srv a;
+    srv_start(&a, BIN, data, args);
+    char hdr[1024];
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer tok-a1a1a1a1a1a1a1a1a1a1\r\n");
+    resp r = http_ex(a.port, "GET", "/v1/status", NULL, hdr, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    int n = snprintf(hdr, sizeof hdr, "Authorization: Bearer tok-a1a1a1a1a1a1a1a1a1a1");
+    memset(hdr + n, ' ', 600);
+    strcpy(hdr + n + 600, "\r\n");
+    r = http_ex(a.port, "GET", "/v1/status", NULL, hdr, NULL, 0);
+    CHECK_EQ(r.status, 401);
+    CHECK(strstr(r.body, "\"code\":\"unauthorized\"") != NULL);
+    free(r.body);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
+    BIN = argv[1];
     signal(SIGPIPE, SIG_IGN);
     char *tmp = spw_test_tmpdir("longkeys");
     char data[4096 + 16];
@@ -148,6 +186,7 @@ int main(int argc, char **argv)
     test_spillway_key(a.port);
     test_binary_key(&a);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    test_authorization(tmp);
     spw_test_rmrf(tmp);
     free(tmp);
     printf("test_longkeys: ok\n");
