@@ -66,6 +66,9 @@ typedef struct spw_sink_kind {
      * next offset at start (0 or a negative error, then retried), and no
      * progress file is written. */
     int (*position)(void *st, uint32_t partition, uint64_t *next);
+    /* Optional: after position failed, the target's sentence saying why
+     * (shown as the sink's last_error), or NULL. */
+    const char *(*position_error)(void *st);
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);
