@@ -136,6 +136,20 @@ int spw_os_fsync_dir(const char *dir)
     return r;
 }
 
+/* fsync of the directory holding path's last component ("." if none). */
+static int fsync_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return spw_os_fsync_dir(".");
+    if (slash == path)
+        return spw_os_fsync_dir("/");
+    *slash = '\0';
+    int r = spw_os_fsync_dir(path);
+    *slash = '/';
+    return r;
+}
+
 int spw_os_mkdirs(const char *path, int mode)
 {
     char buf[PATH_MAX];
@@ -149,6 +163,11 @@ int spw_os_mkdirs(const char *path, int mode)
             buf[i] = '\0';
             int r = spw_os.mkdir(buf, mode);
             if (r < 0 && r != -EEXIST)
+                return r;
+            /* A directory made here is durable only once its parent's entry
+             * is: fsync the parent before going deeper (a power loss must not
+             * leave a child whose parent is gone). */
+            if (r == 0 && (r = fsync_parent(buf)) < 0)
                 return r;
             buf[i] = c;
         }
