@@ -942,6 +942,12 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
             respond_json(req, 202, &b);
             goto fail;
         }
+        if (d == SPW_DD_FULL) {
+            spw_http_error(req, 503, "dedupe_full", "Retry-After: 1\r\n",
+                           "the server remembers dedupe-max-keys idempotency keys, all inside their windows; a new "
+                           "key is refused rather than an older one forgotten; retry later (nothing was appended)");
+            goto fail;
+        }
         if (d == SPW_DD_BUSY) {
             spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
                            "a request with this Idempotency-Key is still being written; retry to get its answer");
@@ -1273,7 +1279,8 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
     if (req->method == SPW_HTTP_PUT) {
         spw_stream_config c;
         char err[300];
-        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err)) {
+        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
+            spw_stream_config_check(&c, err, sizeof err)) {
             spw_http_error(req, 400, "bad_config", NULL, "%s", err);
             return;
         }
@@ -1461,8 +1468,12 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_duplicates_total counter\nspillway_duplicates_total %" PRIu64 "\n"
              "# TYPE spillway_dedupe_keys gauge\nspillway_dedupe_keys %" PRIu64 "\n"
              "# TYPE spillway_dedupe_max_keys gauge\nspillway_dedupe_max_keys %" PRIu64 "\n"
-             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n",
-             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted);
+             "# HELP spillway_dedupe_evicted_total keys forgotten after their window passed\n"
+             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n"
+             "# HELP spillway_dedupe_refused_total keyed produce requests refused (503 dedupe_full) because the "
+             "table was full of keys inside their windows\n"
+             "# TYPE spillway_dedupe_refused_total counter\nspillway_dedupe_refused_total %" PRIu64 "\n",
+             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted, ds.refused);
     }
     if (api->buffers) {
         spw_membudget_stats ms;

@@ -183,6 +183,8 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
             spw_error("catalog: %s: %s; stream skipped", path, err);
             continue;
         }
+        if (spw_stream_config_check(&c, err, sizeof err))
+            spw_warn("catalog: stream %s: %s (a stream made before this rule; loaded as it is)", de->d_name, err);
         snprintf(path, sizeof path, "%s/%s", cat->dir, de->d_name);
         spw_stream *s;
         if (stream_open(cat, &c, path, &s) == 0)

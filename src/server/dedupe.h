@@ -18,10 +18,14 @@
  * (partition, first offset, count).
  *
  * Memory: at most max_keys entries (config dedupe-max-keys); an entry is
- * about 100 bytes plus 16 per partition the request touched. When full,
- * the oldest finished entry of the stripe is forgotten (counted): a retry
- * of it after that would append again. Thread-safe: 64 stripes, each with
- * its own mutex, hash chains and age list.
+ * about 100 bytes plus 16 per partition the request touched. An entry is
+ * forgotten only once its window has passed (counted as evicted): when
+ * the table is full of entries inside their windows, a new key is refused
+ * (SPW_DD_FULL, counted; the request is answered 503 and appends nothing)
+ * rather than a live key forgotten, whose retry would append again. The
+ * rebuild at start (spw_dd_restore) never refuses: the table may start
+ * above max_keys. Thread-safe: 64 stripes, each with its own mutex, hash
+ * chains and age list.
  */
 #ifndef SPW_DEDUPE_H
 #define SPW_DEDUPE_H
@@ -55,6 +59,7 @@ enum {
     SPW_DD_BUSY = 2,     /* the first request with this key is still in flight */
     SPW_DD_CONFLICT = 3, /* the key was used for a request of another size */
     SPW_DD_PARTIAL = 4,  /* a crash cut the first request: *res has what is stored, *e is reserved to finish it */
+    SPW_DD_FULL = 5,     /* a new key, and the table is full of keys inside their windows: refuse the request */
 };
 
 /*
@@ -77,7 +82,7 @@ void spw_dd_restore(spw_dd *d, uint64_t scope, uint64_t key, uint32_t request_co
 void spw_dd_drop_scope(spw_dd *d, uint64_t scope);
 
 typedef struct spw_dd_stats {
-    uint64_t entries, max_entries, hits, evicted;
+    uint64_t entries, max_entries, hits, evicted, refused;
 } spw_dd_stats;
 void spw_dd_stats_get(spw_dd *d, spw_dd_stats *st);
 

@@ -54,7 +54,7 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("shed-priority-2-at", SPW_CFG_U32, shed2_pct, "65", 1, 100,
         "percent of max-pending-bytes from which priority-2 produces are shed"),
     CFG("dedupe-max-keys", SPW_CFG_U32, dedupe_max_keys, "1000000", 1024, 100000000,
-        "idempotency keys and producer sequences remembered (about 100 bytes each); the oldest are forgotten past it"),
+        "idempotency keys and producer sequences remembered (about 100 bytes each); past it new keys get 503 dedupe_full"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
