@@ -352,3 +352,68 @@ static void retain_one(void *arg, spw_stream *s)
 }
 
 void spw_catalog_retention(spw_catalog *cat, int64_t now_ms) { spw_catalog_each(cat, retain_one, &now_ms); }
+
+/* ---- ids after a restart ---- */
+
+typedef struct ids_ctx {
+    int64_t since_ms;
+    spw_idgen *g;
+    uint64_t batches;
+    /* per partition, while its headers are walked: */
+    int have;
+    uint64_t top_ticket, top_offset, top_base_id;
+} ids_ctx;
+
+static void ids_header(void *arg, const spw_batch_hdr *h)
+{
+    ids_ctx *x = arg;
+    x->batches++;
+    spw_idgen_observe(x->g, h->base_id);
+    uint64_t t = spw_id_ticket(h->base_id);
+    if (!x->have || t > x->top_ticket) {
+        x->have = 1;
+        x->top_ticket = t;
+        x->top_offset = h->base_offset;
+        x->top_base_id = h->base_id;
+    }
+}
+
+/* The highest id of the batch at offset (its base id if it cannot be read). */
+static uint64_t batch_max_id(spw_part *p, uint64_t offset, uint64_t base_id)
+{
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t id = base_id;
+    spw_batch_hdr h;
+    const uint8_t *recs;
+    size_t len;
+    if (spw_part_read(p, offset, 1, &data, NULL) > 0 && spw_batch_parse(data.p, data.len, &h) == 0 &&
+        h.base_offset == offset && spw_batch_records(data.p, &h, &scratch, &recs, &len) == 0) {
+        spw_rec_iter it;
+        spw_record_view rv;
+        spw_rec_iter_init(&it, &h, recs, len);
+        while (spw_rec_next(&it, &rv) == 1)
+            if (rv.id > id)
+                id = rv.id;
+    }
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    return id;
+}
+
+static void ids_stream(void *arg, spw_stream *s)
+{
+    ids_ctx *x = arg;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        x->have = 0;
+        if (spw_part_scan_headers(s->parts[i], x->since_ms, ids_header, x) < 0 || !x->have)
+            continue;
+        spw_idgen_observe(x->g, batch_max_id(s->parts[i], x->top_offset, x->top_base_id));
+    }
+}
+
+uint64_t spw_catalog_observe_ids(spw_catalog *cat, int64_t since_ms)
+{
+    ids_ctx x = {.since_ms = since_ms, .g = spw_log_idgen(cat->log)};
+    spw_catalog_each(cat, ids_stream, &x);
+    return x.batches;
+}

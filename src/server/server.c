@@ -359,6 +359,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     };
     spw_rl_set_default(api.rl, &rate_def);
     spw_api_dedupe_rebuild(&api);
+    /* No id at or below one stored, whatever the clock did while the server
+     * was down. The segments of the last hour: a clock that went back
+     * finds the segments written before the stop "in the future" (mtime
+     * above now), so they are walked; one that went forward issues ids
+     * above the stored ones anyway. */
+    spw_catalog_observe_ids(cat, spw_wall_ms() - 3600 * 1000);
     spw_pressure_config pc = {.budget = c->max_pending_bytes,
                                .shed3_pct = c->shed3_pct,
                                .shed2_pct = c->shed2_pct,
