@@ -1289,6 +1289,14 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
             spw_http_error(req, 409, "exists", NULL, "stream %s exists with a different definition", nm);
             return;
         }
+        if (r == -ENOTEMPTY) {
+            spw_http_error(req, 409, "directory_exists", NULL,
+                           "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
+                           "is missing or bad: see the server's messages at start); it is left as it is: move it "
+                           "away, or repair its stream.json and restart",
+                           nm);
+            return;
+        }
         if (r < 0) {
             spw_http_error(req, 500, "create_failed", NULL, "creating stream %s: %s", nm, spw_strerror(r));
             return;

@@ -233,6 +233,22 @@ static int write_def(const char *dir, const spw_stream_config *c)
     return r;
 }
 
+/* A directory that holds nothing but what a create cut by a crash leaves
+ * (stream.json.tmp: stream.json is written before any partition)? */
+static int leftover_of_create(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int ok = 1;
+    while (ok && (de = readdir(d)))
+        ok = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+             strcmp(de->d_name, "stream.json.tmp") == 0;
+    closedir(d);
+    return ok;
+}
+
 int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
 {
     pthread_mutex_lock(&cat->ddl);
@@ -248,10 +264,22 @@ int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", cat->dir, c->name);
     spw_stream *s;
-    if ((r = spw_os_mkdirs(dir, 0755)) < 0 || (r = spw_os_fsync_dir(cat->dir)) < 0 ||
-        (r = write_def(dir, c)) < 0 || (r = stream_open(cat, c, dir, &s)) < 0) {
+    /* The directory must be new (or what a create cut by a crash left):
+     * one the catalog did not load — its stream.json missing or bad, with
+     * partitions in it — is never adopted, overwritten or, on a failure
+     * below, deleted. */
+    r = spw_os.mkdir(dir, 0755);
+    if (r == -EEXIST && !leftover_of_create(dir)) {
+        spw_error("stream %s: create refused: %s exists and holds files of no loaded stream (see the messages at "
+                  "start); move it away, or repair its stream.json and restart",
+                  c->name, dir);
+        r = -ENOTEMPTY;
+        goto out;
+    }
+    if ((r < 0 && r != -EEXIST) || (r = spw_os_fsync_dir(cat->dir)) < 0 || (r = write_def(dir, c)) < 0 ||
+        (r = stream_open(cat, c, dir, &s)) < 0) {
         spw_error("stream %s: create failed: %s", c->name, spw_strerror(r));
-        rmrf(dir);
+        rmrf(dir); /* all of it made here (or by the create a crash cut) */
         goto out;
     }
     pthread_rwlock_wrlock(&cat->lock);

@@ -39,7 +39,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
 void spw_catalog_close(spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
- * -EEXIST if one exists with another definition, or an I/O error. */
+ * -EEXIST if one exists with another definition, -ENOTEMPTY if its
+ * directory exists with files of no loaded stream (left untouched), or an
+ * I/O error (then everything it made is removed, nothing else). */
 int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c);
 /* Deletes a stream and its data. 0, -ENOENT, or an I/O error. */
 int spw_catalog_delete(spw_catalog *cat, const char *name);

@@ -8,8 +8,12 @@
  *     503 dedupe_full and Retry-After, nothing appended, counted in
  *     spillway_dedupe_refused_total; every remembered key is still
  *     answered as a duplicate; unkeyed produce goes on. The binary
- *     protocol refuses a new producer sequence the same way.
+ *     protocol refuses a new producer sequence the same way;
+ *   - a stream create never adopts, overwrites or deletes a directory it
+ *     did not make (one left with a bad stream.json and data in it).
  */
+#include <sys/stat.h>
+
 #include "binframe.h"
 #include "server.h"
 
@@ -116,6 +120,62 @@ static void test_dedupe_full(srv *a)
     CHECK_EQ(part_field(a->port, "/v1/streams/s", 0, "end_offset"), MAX + 1);
 }
 
+static void put_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    CHECK(fputs(text, f) >= 0);
+    CHECK(fclose(f) == 0);
+}
+
+static int file_is(const char *path, const char *text)
+{
+    char buf[256] = "";
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strcmp(buf, text) == 0;
+}
+
+/* A stream directory the catalog did not load (its stream.json bad, data
+ * in it): a create of that name is refused (409 directory_exists) and
+ * touches nothing. One a crashed create left (only stream.json.tmp) is
+ * used. */
+static void test_foreign_dir(srv *a, const char *data)
+{
+    CHECK_EQ(srv_stop(a, SIGTERM), 0);
+    char d[4300], p[4400];
+    snprintf(d, sizeof d, "%s/streams/orphan", data);
+    CHECK(mkdir(d, 0755) == 0);
+    snprintf(p, sizeof p, "%s/stream.json", d);
+    put_file(p, "{bad");
+    snprintf(p, sizeof p, "%s/0", d);
+    CHECK(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof p, "%s/0/00000000000000000000.log", d);
+    put_file(p, "precious");
+    snprintf(d, sizeof d, "%s/streams/cut", data);
+    CHECK(mkdir(d, 0755) == 0);
+    snprintf(p, sizeof p, "%s/stream.json.tmp", d);
+    put_file(p, "{\"partitions\":");
+    srv_start(a, BIN, data, NULL);
+
+    resp r = http_json(a->port, "PUT", "/v1/streams/orphan", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 409);
+    CHECK(strstr(r.body, "\"code\":\"directory_exists\"") != NULL);
+    free(r.body);
+    snprintf(p, sizeof p, "%s/streams/orphan/stream.json", data);
+    CHECK(file_is(p, "{bad"));
+    snprintf(p, sizeof p, "%s/streams/orphan/0/00000000000000000000.log", data);
+    CHECK(file_is(p, "precious"));
+    CHECK_EQ(req_status(a->port, "GET", "/v1/streams/orphan", NULL), 404);
+
+    CHECK_EQ(req_status(a->port, "PUT", "/v1/streams/cut", "{\"partitions\":1}"), 201);
+    CHECK_EQ(req_status(a->port, "POST", "/v1/streams/cut/events", "{\"x\":1}"), 202);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -130,6 +190,7 @@ int main(int argc, char **argv)
     test_retention(a.port);
     put_stream(a.port, "s", "{\"partitions\":1}");
     test_dedupe_full(&a);
+    test_foreign_dir(&a, data);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
     spw_test_rmrf(tmp);
     free(tmp);
