@@ -100,7 +100,7 @@ spw="$build/spillway"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/pg.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
 runas=()
-[ "$(id -u)" -eq 0 ] && runas=(runuser -u postgres --)
+[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)  # by path: PATH may lack /usr/sbin
 
 work="$(mktemp -d "$parent/spillway-pg.XXXXXX")"
 chmod 711 "$work"      # the postgres user reaches its directory inside
@@ -136,7 +136,8 @@ free_port() {
 
 mkdir "$pgdir"
 [ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pgdir"
-"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust >"$work/initdb.log" 2>&1 ||
+# Encoding and locale explicit: without LANG initdb makes a SQL_ASCII cluster.
+"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
   { cat "$work/initdb.log" >&2; echo "bench/pg.sh: initdb failed" >&2; exit 1; }
 pgport=$(free_port)
 "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w -t 60 \

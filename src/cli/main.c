@@ -2,6 +2,7 @@
  * The spillway command: one binary, subcommands (SPEC §7). Exit codes:
  * 0 ok, 1 failure (or damage found), 2 usage.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include "cli/check.h"
 #include "cli/cmds.h"
 #include "core/error.h"
+#include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
 
@@ -132,9 +134,34 @@ static int cmd_check(int argc, char **argv)
               "Verifies the header, CRC32C and every record of every batch in every segment of every\n"
               "partition directory at or below DIR, and that offsets are dense. Prints one DAMAGED line\n"
               "per damaged range and INDEX lines for index files that do not fit their data (indexes are\n"
-              "rebuilt when the partition opens). Changes nothing. Exit 0 clean, 1 damage, 2 usage.\n",
+              "rebuilt when the partition opens). Changes nothing. Exit 0 clean, 1 damage, 2 usage,\n"
+              "3 a running server holds DIR (or a directory above it): stop it first.\n",
               f);
         return argc == 2 ? 0 : 2;
+    }
+    /* A live server changes the files as they are read (an active
+     * segment's tail is mid-write): its directory — DIR or one above it —
+     * is not checked. */
+    char dir[PATH_MAX];
+    if (realpath(argv[1], dir)) {
+        for (;;) {
+            long pid;
+            if (spw_os_dir_locked(dir, &pid)) {
+                if (pid)
+                    fprintf(stderr, "spillway check: %s is in use by a running spillway server (pid %ld holds %s/%s); "
+                                    "stop it first: a live server's files change while they are read\n",
+                            dir, pid, dir, SPW_LOCK_FILE);
+                else
+                    fprintf(stderr, "spillway check: %s is in use by a running spillway server (it holds %s/%s); "
+                                    "stop it first: a live server's files change while they are read\n",
+                            dir, dir, SPW_LOCK_FILE);
+                return 3;
+            }
+            char *slash = strrchr(dir, '/');
+            if (!slash || slash == dir)
+                break;
+            *slash = 0;
+        }
     }
     spw_check_result res;
     int r = spw_check_dir(argv[1], stdout, &res);

@@ -9,9 +9,10 @@
  * catches up), and 4096 ids a millisecond roll into the next millisecond
  * rather than collide. Lock-free: one CAS per reservation, any n.
  *
- * Across restarts the log tells the generator the highest id it has stored
- * (spw_idgen_observe), so a clock that went back while the process was down
- * cannot repeat ids either.
+ * Across restarts the log and the catalog tell the generator the highest id
+ * stored (spw_idgen_observe; server/catalog.h spw_catalog_observe_ids), so
+ * a clock that went back while the process was down cannot repeat ids
+ * either.
  */
 #ifndef SPW_ID_H
 #define SPW_ID_H

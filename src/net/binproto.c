@@ -704,6 +704,12 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
             answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
             goto out;
         }
+        if (d == SPW_DD_FULL) {
+            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 1000, "dedupe_full",
+                       "the server remembers dedupe-max-keys producer sequences, all inside their windows; a new one "
+                       "is refused rather than an older one forgotten; retry later (nothing was appended)");
+            goto out;
+        }
         if (d == SPW_DD_BUSY) {
             send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
                        "this producer's request with the same sequence is still being written; retry after "

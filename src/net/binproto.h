@@ -1,8 +1,8 @@
 /*
  * The binary protocol listener (docs/protocol.md): length-prefixed frames
  * on their own port (default 127.0.0.1:7701), served by epoll loops built
- * like the HTTP ones (net/http.h): one loop per I/O thread, each with its
- * own SO_REUSEPORT socket, everything about a connection on its loop's
+ * like the HTTP ones (net/http.h): one loop per I/O thread, all on one
+ * listening socket (net/loop.h), everything about a connection on its loop's
  * thread, completions from the log's flusher brought back by a posted
  * function. PRODUCE goes through spw_api_produce, the same path as HTTP
  * produce, so a record is the same whichever protocol carried it.

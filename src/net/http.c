@@ -65,6 +65,7 @@ struct spw_conn {
     char hname[32];      /* current header name (truncated: only short names matter) */
     size_t hname_len;
     char *hval;          /* where the current header's value goes, or NULL */
+    const char *hval_name; /* its header's name */
     size_t hval_cap, hval_len;
     int in_value;
     spw_buf url;
@@ -533,17 +534,18 @@ static void pick_header(spw_conn *c)
         const char *name;
         size_t off, cap;
     } known[] = {
-        {"content-type", offsetof(spw_http_req, content_type), sizeof(((spw_http_req *)0)->content_type)},
-        {"idempotency-key", offsetof(spw_http_req, idempotency_key), sizeof(((spw_http_req *)0)->idempotency_key)},
-        {"spillway-ack", offsetof(spw_http_req, ack), sizeof(((spw_http_req *)0)->ack)},
-        {"spillway-priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
-        {"authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
-        {"spillway-key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
+        {"Content-Type", offsetof(spw_http_req, content_type), sizeof(((spw_http_req *)0)->content_type)},
+        {"Idempotency-Key", offsetof(spw_http_req, idempotency_key), sizeof(((spw_http_req *)0)->idempotency_key)},
+        {"Spillway-Ack", offsetof(spw_http_req, ack), sizeof(((spw_http_req *)0)->ack)},
+        {"Spillway-Priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
+        {"Authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
+        {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (c->hname_len == strlen(known[i].name) && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
             c->hval = (char *)c->cur + known[i].off;
+            c->hval_name = known[i].name;
             c->hval_cap = known[i].cap;
             c->hval_len = 0;
             c->hval[0] = 0;
@@ -580,6 +582,14 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         memcpy(c->hval + c->hval_len, at, k);
         c->hval_len += k;
         c->hval[c->hval_len] = 0;
+        /* A value that does not fit is never used cut: two long keys with
+         * a common prefix would be one key. The handler refuses it. */
+        if (k < n && c->hval == c->cur->authorization) {
+            c->cur->authorization_cut = 1;
+        } else if (k < n && !c->cur->too_long) {
+            c->cur->too_long = c->hval_name;
+            c->cur->too_long_max = c->hval_cap - 1;
+        }
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 /*
- * The HTTP/1.1 front end: one epoll loop per I/O thread, each with its own
- * SO_REUSEPORT listening socket so the kernel spreads connections, and no
- * lock shared between loops on the request path. Parsing is Debian's
+ * The HTTP/1.1 front end: one epoll loop per I/O thread, all waiting on one
+ * listening socket (net/loop.h: no SO_REUSEPORT, so no other process can
+ * share the address; EPOLLEXCLUSIVE spreads connections), and no lock
+ * shared between loops on the request path. Parsing is Debian's
  * libhttp-parser (keep-alive, pipelining, chunked bodies); responses of
  * pipelined requests go out in request order even when a later request
  * finishes first.
@@ -48,6 +49,13 @@ typedef struct spw_http_req {
     char priority[8];
     char authorization[512];
     char key[256];
+    /* The first header above but Authorization whose value did not fit its
+     * field (its name as the client would write it), or NULL: such a
+     * request is refused whole (400 header_too_long), never served with a
+     * cut value. */
+    const char *too_long;
+    size_t too_long_max; /* that field's limit in bytes */
+    int authorization_cut; /* Authorization did not fit: no token (401) */
     spw_buf body;
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -45,8 +46,11 @@ int spw__net_listen(struct sockaddr_in *sa)
     if (fd < 0)
         return -errno;
     int one = 1;
+    /* SO_REUSEADDR only (a restart binds at once over old TIME_WAIT
+     * connections). Never SO_REUSEPORT: with it a second process — another
+     * server, on another data directory or on this one — could bind the
+     * same address and take half of its connections. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, 1024) < 0) {
         int e = -errno;
         close(fd);
@@ -55,22 +59,19 @@ int spw__net_listen(struct sockaddr_in *sa)
     return fd;
 }
 
-int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa)
+/* Adopts the listening socket lfd (closed on failure). */
+static int base_open(spw__loop_base *b, int lfd)
 {
     b->post_head = b->post_tail = NULL;
-    b->epfd = b->efd = -1;
-    b->lfd = spw__net_listen(sa);
-    if (b->lfd < 0)
-        return b->lfd;
-    socklen_t sl = sizeof *sa;
-    getsockname(b->lfd, (struct sockaddr *)sa, &sl);
+    b->lfd = lfd;
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int r = 0;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &b->lfd};
+    /* EPOLLEXCLUSIVE: a new connection wakes one idle loop, not all. */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &b->lfd};
     if (b->epfd < 0 || b->efd < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->lfd, &ev) < 0)
         r = -errno;
-    ev.data.ptr = &b->efd;
+    ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &b->efd};
     if (r == 0 && epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->efd, &ev) < 0)
         r = -errno;
     if (r < 0) {
@@ -88,9 +89,19 @@ int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa)
 
 int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa)
 {
+    int lfd = spw__net_listen(sa);
+    if (lfd < 0)
+        return lfd;
+    socklen_t sl = sizeof *sa;
+    getsockname(lfd, (struct sockaddr *)sa, &sl);
     for (uint32_t i = 0; i < n; i++) {
-        int r = spw__loop_base_open((spw__loop_base *)((char *)first + i * stride), sa);
+        /* Each loop its own descriptor of the one socket, so each closes
+         * its own; the socket closes with the last. */
+        int fd = i + 1 == n ? lfd : fcntl(lfd, F_DUPFD_CLOEXEC, 0);
+        int r = fd < 0 ? -errno : base_open((spw__loop_base *)((char *)first + i * stride), fd);
         if (r < 0) {
+            if (i + 1 < n)
+                close(lfd);
             while (i--)
                 spw__loop_base_close((spw__loop_base *)((char *)first + i * stride));
             return r;

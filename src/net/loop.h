@@ -1,7 +1,6 @@
 /*
  * What the HTTP and the binary-protocol listeners share about an I/O loop:
- * its own SO_REUSEPORT listening socket (so the kernel spreads connections
- * across loops), its epoll instance, and the one cross-thread path into it —
+ * the listening socket, its epoll instance, and the one cross-thread path into it —
  * a mutex-protected list of posted functions and an eventfd that wakes the
  * loop when the list goes from empty to non-empty. Everything else about a
  * connection lives on the loop's thread. The protocol files embed a
@@ -10,6 +9,14 @@
  * epoll registration: the listening socket and the eventfd are added with
  * data.ptr = &b->lfd and &b->efd, so a loop tells them from its connections
  * by address.
+ *
+ * One listening socket per address, bound once without SO_REUSEPORT, so no
+ * other process can bind the address while this one listens (a second
+ * server gets EADDRINUSE instead of half the connections). Every loop
+ * waits on it (its own dup of the descriptor) with EPOLLEXCLUSIVE: a
+ * connection wakes one loop that is idle in epoll_wait, which spreads
+ * connections across the loops as the per-loop SO_REUSEPORT sockets did,
+ * without letting another process join.
  */
 #ifndef SPW_LOOP_H
 #define SPW_LOOP_H
@@ -19,7 +26,7 @@
 
 /* "host:port" (IPv4, "localhost", "" or 0.0.0.0 for any) → sa. 0 or -EINVAL. */
 int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
-/* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, or -errno. */
+/* A non-blocking listening socket with SO_REUSEADDR (never SO_REUSEPORT), or -errno. */
 int spw__net_listen(struct sockaddr_in *sa);
 /* "a.b.c.d" of an accepted peer (IPv4; "" for anything else) into out. */
 struct sockaddr_storage;
@@ -39,17 +46,10 @@ typedef struct spw__loop_base {
 } spw__loop_base;
 
 /*
- * Binds a listening socket to *sa (port 0: a free one, written back into
- * *sa so the next loops bind the same), creates the epoll instance and the
- * eventfd and registers both fds. Returns 0, or -errno with nothing left
- * open.
- */
-int spw__loop_base_open(spw__loop_base *b, struct sockaddr_in *sa);
-/*
  * Opens n loop bases, one inside each of n loop structs stride bytes apart
- * (first: the base inside the first), all bound to *sa: the first picks the
- * port of ":0" and the others bind the same (SO_REUSEPORT). Returns 0, or
- * -errno with none left open.
+ * (first: the base inside the first), all on one socket bound to *sa (port
+ * 0: a free one, written back into *sa). Returns 0, or -errno with none
+ * left open.
  */
 int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa);
 /* Stops accepting: removes the listening socket from epoll and closes it. */

@@ -6,6 +6,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -134,6 +136,20 @@ int spw_os_fsync_dir(const char *dir)
     return r;
 }
 
+/* fsync of the directory holding path's last component ("." if none). */
+static int fsync_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return spw_os_fsync_dir(".");
+    if (slash == path)
+        return spw_os_fsync_dir("/");
+    *slash = '\0';
+    int r = spw_os_fsync_dir(path);
+    *slash = '/';
+    return r;
+}
+
 int spw_os_mkdirs(const char *path, int mode)
 {
     char buf[PATH_MAX];
@@ -148,8 +164,71 @@ int spw_os_mkdirs(const char *path, int mode)
             int r = spw_os.mkdir(buf, mode);
             if (r < 0 && r != -EEXIST)
                 return r;
+            /* A directory made here is durable only once its parent's entry
+             * is: fsync the parent before going deeper (a power loss must not
+             * leave a child whose parent is gone). */
+            if (r == 0 && (r = fsync_parent(buf)) < 0)
+                return r;
             buf[i] = c;
         }
     }
     return 0;
+}
+
+static long lock_holder(int fd)
+{
+    char b[32];
+    ssize_t n = pread(fd, b, sizeof b - 1, 0);
+    if (n <= 0)
+        return 0;
+    b[n] = 0;
+    long pid = strtol(b, NULL, 10);
+    return pid > 0 ? pid : 0;
+}
+
+int spw_os_lock_dir(const char *dir, int *fd_out, long *holder)
+{
+    char path[PATH_MAX];
+    *holder = 0;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, SPW_LOCK_FILE) >= sizeof path)
+        return -ENAMETOOLONG;
+    int fd = RETRY(open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (fd < 0)
+        return fd;
+    if (RETRY(flock(fd, LOCK_EX | LOCK_NB)) < 0) {
+        int e = -errno;
+        if (e == -EWOULDBLOCK)
+            *holder = lock_holder(fd);
+        close(fd);
+        return e;
+    }
+    /* Ours: say who holds it (read only for the error of a second server). */
+    char b[32];
+    int n = snprintf(b, sizeof b, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, b, (size_t)n, 0) != n) {
+        int e = -errno;
+        close(fd);
+        return e ? e : -EIO;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int spw_os_dir_locked(const char *dir, long *holder)
+{
+    char path[PATH_MAX];
+    *holder = 0;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, SPW_LOCK_FILE) >= sizeof path)
+        return 0;
+    int fd = RETRY(open(path, O_RDONLY | O_CLOEXEC));
+    if (fd < 0)
+        return 0;
+    int held = 0;
+    if (RETRY(flock(fd, LOCK_SH | LOCK_NB)) < 0) {
+        held = errno == EWOULDBLOCK;
+        if (held)
+            *holder = lock_holder(fd);
+    }
+    close(fd); /* releases the shared lock if it was taken */
+    return held;
 }

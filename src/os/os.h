@@ -40,7 +40,25 @@ int spw_os_pwritev_all(int fd, struct iovec *iov, int cnt, off_t off);
 ssize_t spw_os_pread_full(int fd, void *buf, size_t n, off_t off);
 /* fsync of a directory, so a created or renamed entry survives power loss. */
 int spw_os_fsync_dir(const char *dir);
-/* mkdir -p; 0 if it exists. */
+/* mkdir -p; 0 if it exists. The parent of each directory it makes is
+ * fsynced (spw_os_fsync_dir) right after, so what it made survives power
+ * loss. */
 int spw_os_mkdirs(const char *path, int mode);
+
+/*
+ * The data directory's lock (docs/operations.md "One server per data
+ * directory"): an exclusive flock(2) on DIR/spillway.lock, which holds the
+ * PID of its holder as text. The lock belongs to the open file: it is held
+ * while *fd stays open (for the process's life: never closed, released by
+ * the kernel at exit, kill -9 included, so a stale file never blocks).
+ * Not through spw_os: it is no data I/O and no fault applies to it.
+ * Returns 0; -EWOULDBLOCK when a live process holds it (*holder its PID
+ * from the file, 0 if unknown); or another -errno.
+ */
+#define SPW_LOCK_FILE "spillway.lock"
+int spw_os_lock_dir(const char *dir, int *fd, long *holder);
+/* 1 if a live process holds DIR's lock (*holder its PID, 0 if unknown),
+ * else 0; takes nothing. */
+int spw_os_dir_locked(const char *dir, long *holder);
 
 #endif

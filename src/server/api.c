@@ -1223,6 +1223,12 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
             respond_json(req, 202, &b);
             goto fail;
         }
+        if (d == SPW_DD_FULL) {
+            spw_http_error(req, 503, "dedupe_full", "Retry-After: 1\r\n",
+                           "the server remembers dedupe-max-keys idempotency keys, all inside their windows; a new "
+                           "key is refused rather than an older one forgotten; retry later (nothing was appended)");
+            goto fail;
+        }
         if (d == SPW_DD_BUSY) {
             spw_http_error(req, 409, "in_progress", "Retry-After: 1\r\n",
                            "a request with this Idempotency-Key is still being written; retry to get its answer");
@@ -1564,13 +1570,22 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
     if (req->method == SPW_HTTP_PUT) {
         spw_stream_config c;
         char err[300];
-        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err)) {
+        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
+            spw_stream_config_check(&c, err, sizeof err)) {
             spw_http_error(req, 400, "bad_config", NULL, "%s", err);
             return;
         }
         int r = spw_catalog_create(api->cat, &c);
         if (r == -EEXIST) {
             spw_http_error(req, 409, "exists", NULL, "stream %s exists with a different definition", nm);
+            return;
+        }
+        if (r == -ENOTEMPTY) {
+            spw_http_error(req, 409, "directory_exists", NULL,
+                           "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
+                           "is missing or bad: see the server's messages at start); it is left as it is: move it "
+                           "away, or repair its stream.json and restart",
+                           nm);
             return;
         }
         if (r < 0) {
@@ -1752,8 +1767,12 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_duplicates_total counter\nspillway_duplicates_total %" PRIu64 "\n"
              "# TYPE spillway_dedupe_keys gauge\nspillway_dedupe_keys %" PRIu64 "\n"
              "# TYPE spillway_dedupe_max_keys gauge\nspillway_dedupe_max_keys %" PRIu64 "\n"
-             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n",
-             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted);
+             "# HELP spillway_dedupe_evicted_total keys forgotten after their window passed\n"
+             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n"
+             "# HELP spillway_dedupe_refused_total keyed produce requests refused (503 dedupe_full) because the "
+             "table was full of keys inside their windows\n"
+             "# TYPE spillway_dedupe_refused_total counter\nspillway_dedupe_refused_total %" PRIu64 "\n",
+             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted, ds.refused);
     }
     if (api->buffers) {
         spw_membudget_stats ms;
@@ -1912,6 +1931,15 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     spw_auth_req ar;
     if (!spw_auth_http(api->auth, req, &ar))
         return;
+    /* A header the server reads whose value is longer than it keeps
+     * (net/http.h) is refused, never used cut (docs/api.md#headers); an
+     * Authorization that long is no valid token (auth.c). */
+    if (req->too_long) {
+        spw_http_error(req, 400, "header_too_long", NULL, "the %s header is longer than %zu bytes; nothing was done",
+                       req->too_long, req->too_long_max);
+        spw_auth_req_done(&ar);
+        return;
+    }
     route(api, req, &ar);
     spw_auth_req_done(&ar);
 }

@@ -186,6 +186,8 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
             spw_error("catalog: %s: %s; stream skipped", path, err);
             continue;
         }
+        if (spw_stream_config_check(&c, err, sizeof err))
+            spw_warn("catalog: stream %s: %s (a stream made before this rule; loaded as it is)", de->d_name, err);
         snprintf(path, sizeof path, "%s/%s", cat->dir, de->d_name);
         spw_stream *s;
         if (stream_open(cat, &c, inc, path, &s) == 0)
@@ -239,6 +241,22 @@ static int write_def(const char *dir, const spw_stream_config *c, uint64_t incar
     return r;
 }
 
+/* A directory that holds nothing but what a create cut by a crash leaves
+ * (stream.json.tmp: stream.json is written before any partition)? */
+static int leftover_of_create(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int ok = 1;
+    while (ok && (de = readdir(d)))
+        ok = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+             strcmp(de->d_name, "stream.json.tmp") == 0;
+    closedir(d);
+    return ok;
+}
+
 int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
 {
     pthread_mutex_lock(&cat->ddl);
@@ -254,11 +272,23 @@ int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", cat->dir, c->name);
     spw_stream *s;
+    /* The directory must be new (or what a create cut by a crash left):
+     * one the catalog did not load — its stream.json missing or bad, with
+     * partitions in it — is never adopted, overwritten or, on a failure
+     * below, deleted. */
     uint64_t inc = spw_idgen_next(spw_log_idgen(cat->log));
-    if ((r = spw_os_mkdirs(dir, 0755)) < 0 || (r = spw_os_fsync_dir(cat->dir)) < 0 ||
-        (r = write_def(dir, c, inc)) < 0 || (r = stream_open(cat, c, inc, dir, &s)) < 0) {
+    r = spw_os.mkdir(dir, 0755);
+    if (r == -EEXIST && !leftover_of_create(dir)) {
+        spw_error("stream %s: create refused: %s exists and holds files of no loaded stream (see the messages at "
+                  "start); move it away, or repair its stream.json and restart",
+                  c->name, dir);
+        r = -ENOTEMPTY;
+        goto out;
+    }
+    if ((r < 0 && r != -EEXIST) || (r = spw_os_fsync_dir(cat->dir)) < 0 || (r = write_def(dir, c, inc)) < 0 ||
+        (r = stream_open(cat, c, inc, dir, &s)) < 0) {
         spw_error("stream %s: create failed: %s", c->name, spw_strerror(r));
-        rmrf(dir);
+        rmrf(dir); /* all of it made here (or by the create a crash cut) */
         goto out;
     }
     pthread_rwlock_wrlock(&cat->lock);
@@ -359,3 +389,68 @@ static void retain_one(void *arg, spw_stream *s)
 }
 
 void spw_catalog_retention(spw_catalog *cat, int64_t now_ms) { spw_catalog_each(cat, retain_one, &now_ms); }
+
+/* ---- ids after a restart ---- */
+
+typedef struct ids_ctx {
+    int64_t since_ms;
+    spw_idgen *g;
+    uint64_t batches;
+    /* per partition, while its headers are walked: */
+    int have;
+    uint64_t top_ticket, top_offset, top_base_id;
+} ids_ctx;
+
+static void ids_header(void *arg, const spw_batch_hdr *h)
+{
+    ids_ctx *x = arg;
+    x->batches++;
+    spw_idgen_observe(x->g, h->base_id);
+    uint64_t t = spw_id_ticket(h->base_id);
+    if (!x->have || t > x->top_ticket) {
+        x->have = 1;
+        x->top_ticket = t;
+        x->top_offset = h->base_offset;
+        x->top_base_id = h->base_id;
+    }
+}
+
+/* The highest id of the batch at offset (its base id if it cannot be read). */
+static uint64_t batch_max_id(spw_part *p, uint64_t offset, uint64_t base_id)
+{
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t id = base_id;
+    spw_batch_hdr h;
+    const uint8_t *recs;
+    size_t len;
+    if (spw_part_read(p, offset, 1, &data, NULL) > 0 && spw_batch_parse(data.p, data.len, &h) == 0 &&
+        h.base_offset == offset && spw_batch_records(data.p, &h, &scratch, &recs, &len) == 0) {
+        spw_rec_iter it;
+        spw_record_view rv;
+        spw_rec_iter_init(&it, &h, recs, len);
+        while (spw_rec_next(&it, &rv) == 1)
+            if (rv.id > id)
+                id = rv.id;
+    }
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    return id;
+}
+
+static void ids_stream(void *arg, spw_stream *s)
+{
+    ids_ctx *x = arg;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        x->have = 0;
+        if (spw_part_scan_headers(s->parts[i], x->since_ms, ids_header, x) < 0 || !x->have)
+            continue;
+        spw_idgen_observe(x->g, batch_max_id(s->parts[i], x->top_offset, x->top_base_id));
+    }
+}
+
+uint64_t spw_catalog_observe_ids(spw_catalog *cat, int64_t since_ms)
+{
+    ids_ctx x = {.since_ms = since_ms, .g = spw_log_idgen(cat->log)};
+    spw_catalog_each(cat, ids_stream, &x);
+    return x.batches;
+}

@@ -46,7 +46,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
 void spw_catalog_close(spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
- * -EEXIST if one exists with another definition, or an I/O error. */
+ * -EEXIST if one exists with another definition, -ENOTEMPTY if its
+ * directory exists with files of no loaded stream (left untouched), or an
+ * I/O error (then everything it made is removed, nothing else). */
 int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c);
 /* Deletes a stream and its data. 0, -ENOENT, or an I/O error. */
 int spw_catalog_delete(spw_catalog *cat, const char *name);
@@ -58,6 +60,18 @@ void spw_stream_put(spw_stream *s);
 /* Calls fn for every stream (referenced during the call), sorted by name. */
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg);
 uint32_t spw_catalog_count(spw_catalog *cat);
+
+/*
+ * At start, before any id is issued: makes the log's id generator issue
+ * only ids above every id stored in segments written since since_ms
+ * (spw_idgen_observe), so a clock that stepped back while the server was
+ * down cannot repeat one. Requests reserve their ids in order and write
+ * one batch per partition, and a coalescing partition's batches hold
+ * rising ids, so in each partition the batch with the highest base id
+ * holds the partition's highest id: its records are read, every other
+ * batch costs its 80-byte header. Returns the batches walked.
+ */
+uint64_t spw_catalog_observe_ids(spw_catalog *cat, int64_t since_ms);
 
 /* Retention for every partition of every stream. */
 void spw_catalog_retention(spw_catalog *cat, int64_t now_ms);

@@ -36,7 +36,8 @@ typedef struct stripe {
 struct spw_dd {
     stripe st[STRIPES];
     uint64_t max_keys;
-    _Atomic uint64_t n, hits, evicted;
+    _Atomic uint64_t n, hits, evicted, refused;
+    _Atomic int64_t last_sweep_ms;
 };
 
 static uint64_t mix(uint64_t x) { return spw_fmix64(x); }
@@ -149,8 +150,8 @@ static void grow(stripe *s)
     s->nb = nb;
 }
 
-/* Drops expired entries from the old end, then, if the table is full,
- * the oldest finished one. Called with s->mu held. */
+/* Drops expired entries from the old end. Called with s->mu held. An
+ * entry inside its window is never dropped to make room (dedupe.h). */
 static void make_room(spw_dd *d, stripe *s, int64_t now_ms)
 {
     while (s->old && s->old->state != ST_BUSY && s->old->expires_ms <= now_ms) {
@@ -158,16 +159,28 @@ static void make_room(spw_dd *d, stripe *s, int64_t now_ms)
         unlink_entry(d, s, e);
         entry_free(e);
     }
-    if (atomic_load(&d->n) < d->max_keys)
+}
+
+/* The table is full: frees every expired entry of every stripe (windows
+ * differ per stream, so age order is not expiry order), at most once a
+ * second. Takes the stripes' mutexes one at a time; none may be held. */
+static void sweep(spw_dd *d, int64_t now_ms)
+{
+    int64_t last = atomic_load(&d->last_sweep_ms);
+    if (now_ms - last < 1000 || !atomic_compare_exchange_strong(&d->last_sweep_ms, &last, now_ms))
         return;
-    int looked = 0;
-    for (spw_dd_entry *e = s->old; e && looked < 16; e = e->anext, looked++) {
-        if (e->state == ST_DONE) {
-            unlink_entry(d, s, e);
-            entry_free(e);
-            atomic_fetch_add(&d->evicted, 1);
-            return;
+    for (int i = 0; i < STRIPES; i++) {
+        stripe *s = &d->st[i];
+        pthread_mutex_lock(&s->mu);
+        for (spw_dd_entry *e = s->old, *next; e; e = next) {
+            next = e->anext;
+            if (e->state == ST_DONE && e->expires_ms <= now_ms) {
+                unlink_entry(d, s, e);
+                entry_free(e);
+                atomic_fetch_add(&d->evicted, 1);
+            }
         }
+        pthread_mutex_unlock(&s->mu);
     }
 }
 
@@ -212,6 +225,8 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
 {
     uint64_t h;
     stripe *s = stripe_of(d, scope, key, &h);
+    if (atomic_load(&d->n) >= d->max_keys)
+        sweep(d, now_ms);
     pthread_mutex_lock(&s->mu);
     spw_dd_entry *e = *find(s, h, scope, key);
     if (e && e->state != ST_BUSY && e->expires_ms <= now_ms) {
@@ -219,8 +234,15 @@ int spw_dd_begin(spw_dd *d, uint64_t scope, uint64_t key, uint32_t n_events, int
         entry_free(e);
         e = NULL;
     }
+    if (!e)
+        make_room(d, s, now_ms);
     int r;
-    if (!e) {
+    if (!e && atomic_load(&d->n) >= d->max_keys) {
+        /* Full of keys still inside their windows: forgetting one would
+         * let its retry append again, so the new key is refused instead. */
+        atomic_fetch_add(&d->refused, 1);
+        r = SPW_DD_FULL;
+    } else if (!e) {
         e = insert(d, s, h, scope, key, now_ms);
         e->n_events = n_events;
         e->state = ST_BUSY;
@@ -379,4 +401,5 @@ void spw_dd_stats_get(spw_dd *d, spw_dd_stats *st)
     st->max_entries = d->max_keys;
     st->hits = atomic_load(&d->hits);
     st->evicted = atomic_load(&d->evicted);
+    st->refused = atomic_load(&d->refused);
 }

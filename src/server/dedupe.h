@@ -38,10 +38,14 @@
  * caller derives it from the stored records when it needs it.
  *
  * Memory: at most max_keys entries (config dedupe-max-keys); an entry is
- * about 100 bytes plus 24 per partition the request touched. When full,
- * the oldest finished entry of the stripe is forgotten (counted): a retry
- * of it after that would append again. Thread-safe: 64 stripes, each with
- * its own mutex, hash chains and age list.
+ * about 100 bytes plus 24 per partition the request touched. An entry is
+ * forgotten only once its window has passed (counted as evicted): when
+ * the table is full of entries inside their windows, a new key is refused
+ * (SPW_DD_FULL, counted; the request is answered 503 and appends nothing)
+ * rather than a live key forgotten, whose retry would append again. The
+ * rebuild at start (spw_dd_restore) never refuses: the table may start
+ * above max_keys. Thread-safe: 64 stripes, each with its own mutex, hash
+ * chains and age list.
  */
 #ifndef SPW_DEDUPE_H
 #define SPW_DEDUPE_H
@@ -87,6 +91,7 @@ enum {
     SPW_DD_PARTIAL = 4,  /* a crash cut the first request: *res has what is stored, *e is reserved to finish it */
     SPW_DD_INDET = 5,    /* the first request failed maybe partly stored: *res has what is known, *e is reserved
                             to resolve it (spw_dd_update, spw_dd_finish or spw_dd_unresolved) */
+    SPW_DD_FULL = 6,     /* a new key, and the table is full of keys inside their windows: refuse the request */
 };
 
 /*
@@ -125,7 +130,7 @@ void spw_dd_restore(spw_dd *d, uint64_t scope, uint64_t key, uint32_t request_co
 void spw_dd_drop_scope(spw_dd *d, uint64_t scope);
 
 typedef struct spw_dd_stats {
-    uint64_t entries, max_entries, hits, evicted;
+    uint64_t entries, max_entries, hits, evicted, refused;
 } spw_dd_stats;
 void spw_dd_stats_get(spw_dd *d, spw_dd_stats *st);
 

@@ -18,6 +18,7 @@
 #include "net/frame.h"
 #include "net/http.h"
 #include "net/membudget.h"
+#include "os/os.h"
 #include "server/api.h"
 #include "server/auth.h"
 #include "server/catalog.h"
@@ -53,7 +54,7 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("shed-priority-2-at", SPW_CFG_U32, shed2_pct, "65", 1, 100,
         "percent of max-pending-bytes from which priority-2 produces are shed"),
     CFG("dedupe-max-keys", SPW_CFG_U32, dedupe_max_keys, "1000000", 1024, 100000000,
-        "idempotency keys and producer sequences remembered (about 100 bytes each); the oldest are forgotten past it"),
+        "idempotency keys and producer sequences remembered (about 100 bytes each); past it new keys get 503 dedupe_full"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
@@ -282,6 +283,28 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         fprintf(stderr, "spillway serve: %s\n", rerr);
         return 2;
     }
+    /* One server per data directory: two would run two flushers over the
+     * same files (docs/operations.md "One server per data directory"). The
+     * lock is held until the process ends. */
+    int lock_fd = -1, r;
+    long holder = 0;
+    if ((r = spw_os_mkdirs(c->data, 0755)) < 0 || (r = spw_os_lock_dir(c->data, &lock_fd, &holder)) < 0) {
+        if (r == -EWOULDBLOCK && holder)
+            fprintf(stderr,
+                    "spillway serve: data directory %s is in use by another spillway server (pid %ld holds %s/%s); "
+                    "stop it first, or give this one another --data\n",
+                    c->data, holder, c->data, SPW_LOCK_FILE);
+        else if (r == -EWOULDBLOCK)
+            fprintf(stderr,
+                    "spillway serve: data directory %s is in use by another spillway server (it holds %s/%s); "
+                    "stop it first, or give this one another --data\n",
+                    c->data, c->data, SPW_LOCK_FILE);
+        else
+            fprintf(stderr, "spillway serve: data directory %s: cannot lock %s: %s\n", c->data, SPW_LOCK_FILE,
+                    spw_strerror(r));
+        spw_auth_close(auth);
+        return 1;
+    }
     /* Signals are taken synchronously by this thread; block them everywhere. */
     sigset_t set;
     sigemptyset(&set);
@@ -299,7 +322,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     lc.fsync_interval_ms = (uint32_t)c->fsync_interval_ms;
     lc.node_id = c->node_id;
     spw_log *log;
-    int r = spw_log_open(&lc, &log);
+    r = spw_log_open(&lc, &log);
     if (r) {
         fprintf(stderr, "spillway serve: %s\n", spw_strerror(r));
         spw_auth_close(auth);
@@ -336,6 +359,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     };
     spw_rl_set_default(api.rl, &rate_def);
     spw_api_dedupe_rebuild(&api);
+    /* No id at or below one stored, whatever the clock did while the server
+     * was down. The segments of the last hour: a clock that went back
+     * finds the segments written before the stop "in the future" (mtime
+     * above now), so they are walked; one that went forward issues ids
+     * above the stored ones anyway. */
+    spw_catalog_observe_ids(cat, spw_wall_ms() - 3600 * 1000);
     spw_pressure_config pc = {.budget = c->max_pending_bytes,
                                .shed3_pct = c->shed3_pct,
                                .shed2_pct = c->shed2_pct,
@@ -374,7 +403,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
-        fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen, spw_strerror(r));
+        fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen, spw_strerror(r),
+                    r == -EADDRINUSE ? " (another process, perhaps another spillway server, listens there)" : "");
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
@@ -393,7 +423,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .buffers = &buffers,
         };
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
-            fprintf(stderr, "spillway serve: cannot listen on %s: %s\n", c->listen_bin, spw_strerror(r));
+            fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
+                    r == -EADDRINUSE ? " (another process, perhaps another spillway server, listens there)" : "");
             spw_groups_http_stop(api.groups);
             spw_http_stop(http, 0);
             close_server_parts(&api, cat, log, auth);
@@ -448,6 +479,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
     close_server_parts(&api, cat, log, auth);
+    close(lock_fd); /* everything is on disk and closed: the next server may start */
     spw_info("stopped cleanly");
     return 0;
 }

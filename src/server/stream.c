@@ -248,6 +248,19 @@ int spw_stream_def_parse(spw_stream_config *c, uint64_t *incarnation, const char
     return parse(c, incarnation, name, body, len, err, errcap);
 }
 
+int spw_stream_config_check(const spw_stream_config *c, char *err, size_t errcap)
+{
+    if (c->dedupe_window_ms > 0 && c->retention_ms > 0 && c->retention_ms < c->dedupe_window_ms) {
+        snprintf(err, errcap,
+                 "\"retention.ms\" (%lld) is shorter than \"dedupe_window_ms\" (%lld): idempotency keys would be "
+                 "forgotten with the batches that carry them while a retry must still find them; make retention.ms "
+                 "at least dedupe_window_ms, or lower dedupe_window_ms",
+                 (long long)c->retention_ms, (long long)c->dedupe_window_ms);
+        return -1;
+    }
+    return 0;
+}
+
 static int appendf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int appendf(spw_buf *b, const char *fmt, ...)
 {

@@ -57,6 +57,16 @@ int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *
 int spw_stream_def_parse(spw_stream_config *c, uint64_t *incarnation, const char *name, const char *body,
                          size_t len, char *err, size_t errcap);
 
+/*
+ * Rules between fields that a new stream must keep (PUT), beyond parse's
+ * per-field ones; streams already stored are loaded as they are. A
+ * retention.ms shorter than dedupe_window_ms is refused: the batches that
+ * carry the keys (docs/formats/log.md) would be deleted while their keys
+ * should still be answered, and the table rebuilt at start would forget
+ * them. Returns 0, or -1 with a sentence in err.
+ */
+int spw_stream_config_check(const spw_stream_config *c, char *err, size_t errcap);
+
 /* Canonical JSON of c (every field, fixed order) appended to out. */
 int spw_stream_config_json(const spw_stream_config *c, spw_buf *out);
 

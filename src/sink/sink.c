@@ -601,7 +601,9 @@ static int attach(spw_sink *k)
             int r = k->def.kind->position(k->kst, s->incarnation, i, &next[i]);
             if (r < 0) {
                 spw_stream_put(s);
-                set_error(k, "reading the position of partition %u from the target: %s", i, spw_strerror(r));
+                const char *why = k->def.kind->position_error ? k->def.kind->position_error(k->kst) : NULL;
+                set_error(k, "reading the position of partition %u from the target: %s", i,
+                          why && *why ? why : spw_strerror(r));
                 return r;
             }
         }

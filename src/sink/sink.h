@@ -69,6 +69,9 @@ typedef struct spw_sink_kind {
      * progress file is then a lower bound only, for retention holds
      * before the target is reachable (docs/formats/sink-progress.md). */
     int (*position)(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next);
+    /* Optional: after position failed, the target's sentence saying why
+     * (shown as the sink's last_error), or NULL. */
+    const char *(*position_error)(void *st);
     /* Optional. Records below next are delivered or dead-lettered; a kind
      * with position stores it (write already stored what it wrote). */
     int (*commit)(void *st, uint32_t partition, uint64_t next);

@@ -560,7 +560,7 @@ static void run_limit(const char *root)
     CHECK(metric(s.port, "spillway_disk_bytes ") < used);
 
     /* Retention gives space back too. */
-    create_stream(s.port, "r", "{\"partitions\":2,\"retention\":{\"ms\":1000}}");
+    create_stream(s.port, "r", "{\"partitions\":2,\"retention\":{\"ms\":1000},\"dedupe_window_ms\":1000}");
     pad_extra = 400; /* fewer, larger events: the limit comes long before retention's 1 s */
     fill_to_limit(&s, "r", 0);
     pad_extra = 0;

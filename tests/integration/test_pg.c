@@ -31,9 +31,12 @@
 static const char *BIN;
 static char PGBIN[256];
 static char *TMP;
-static char PGDIR[2][4200];
-static int PGPORT[2];
-static int pg_started[2];
+/* 0 and 1: the shards of most tests (UTF8); 2: LATIN1, 3: SQL_ASCII (the
+ * encoding test). */
+#define NPG 4
+static char PGDIR[NPG][4200];
+static int PGPORT[NPG];
+static int pg_started[NPG];
 static int as_postgres; /* running as root: run PostgreSQL as the postgres user */
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -50,7 +53,8 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static const char *runas(void) { return as_postgres ? "runuser -u postgres -- " : ""; }
+/* runuser by its path: a root shell's PATH may lack /usr/sbin (env -i). */
+static const char *runas(void) { return as_postgres ? "/usr/sbin/runuser -u postgres -- " : ""; }
 
 /* Stops shard i: mode "fast" (clean), or "immediate" (as a crash: every
  * backend quits mid-transaction, the next start recovers from the WAL). */
@@ -75,8 +79,8 @@ static void pg_start(int i)
 static void on_abort(int sig)
 {
     (void)sig;
-    pg_stop(0);
-    pg_stop(1);
+    for (int i = 0; i < NPG; i++)
+        pg_stop(i);
     signal(SIGABRT, SIG_DFL);
     abort();
 }
@@ -109,7 +113,7 @@ static void find_pgbin(void)
     }
 }
 
-static void pg_init(int i)
+static void pg_init(int i, const char *encoding)
 {
     snprintf(PGDIR[i], sizeof PGDIR[i], "%s/pg%d", TMP, i);
     CHECK(mkdir(PGDIR[i], 0700) == 0);
@@ -118,7 +122,11 @@ static void pg_init(int i)
         CHECK(pw);
         CHECK(chown(PGDIR[i], pw->pw_uid, pw->pw_gid) == 0);
     }
-    CHECK_EQ(sh("%s%s/initdb -D %s -U postgres -A trust --no-sync >/dev/null 2>&1", runas(), PGBIN, PGDIR[i]), 0);
+    /* Encoding and locale explicit: without LANG (a fresh root shell, env -i)
+     * initdb would make a SQL_ASCII cluster. */
+    CHECK_EQ(sh("%s%s/initdb -D %s -U postgres -A trust --no-sync --encoding=%s --locale=C >/dev/null 2>&1",
+                runas(), PGBIN, PGDIR[i], encoding),
+             0);
     PGPORT[i] = free_port();
     pg_start(i);
 }
@@ -156,6 +164,8 @@ static long long pg_num(int i, const char *sql)
         PGresult *r = PQexec(c, sql);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             v = atoll(PQgetvalue(r, 0, 0));
+        else if (getenv("SPW_TEST_VERBOSE"))
+            fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
         PQclear(r);
     }
     PQfinish(c);
@@ -497,6 +507,11 @@ static void test_rewind(srv *s, const char *data)
     CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rw", body), 201);
     produce(s->binport, "rw", 0, 10, 10, 0);
     wait_rows("rw", 10);
+    resp gr = http_json(s->port, "GET", "/v1/streams/rw", NULL);
+    const char *ip = strstr(gr.body, "\"incarnation\":");
+    CHECK(ip != NULL);
+    unsigned long long inc = strtoull(ip + 14, NULL, 10); /* the rows are this stream's */
+    free(gr.body);
     CHECK_EQ(srv_stop(s, SIGTERM), 0);
     /* The records after the end are produced before the sink attaches
      * (PostgreSQL connections take a while): the end at open counts. */
@@ -504,9 +519,9 @@ static void test_rewind(srv *s, const char *data)
         char q[512];
         snprintf(q, sizeof q,
                  "INSERT INTO rw (id, k, part, off, v) VALUES (%d, 'x', 0, %d, 0), (%d, 'x', 0, %d, 0);"
-                 "INSERT INTO spillway_sink_progress (sink, stream, partition, shard, next_offset) VALUES "
-                 "('rw', 'rw', 0, %d, 14) ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET next_offset = 14",
-                 1000 + 2 * i, 10 + 2 * i, 1001 + 2 * i, 11 + 2 * i, i);
+                 "INSERT INTO spillway_sink_progress (sink, stream, partition, shard, next_offset, incarnation) VALUES "
+                 "('rw', 'rw', 0, %d, 14, %llu) ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET next_offset = 14",
+                 1000 + 2 * i, 10 + 2 * i, 1001 + 2 * i, 11 + 2 * i, i, inc);
         pg_exec(i, q);
     }
     CHECK_EQ(total("rw"), 14);
@@ -569,6 +584,89 @@ static void test_rewind(srv *s, const char *data)
     CHECK(strstr(text, "sink rw: shard 0: partition 0 progress 18 set down to 14"));
 }
 
+/* One-shard sink body for the encoding test. */
+static void enc_sink_body(char *b, size_t cap, int shard, const char *dlq)
+{
+    snprintf(b, cap,
+             "{\"stream\":\"enc\",\"kind\":\"postgres\",\"dlq\":\"%s\",\"batch\":{\"max_events\":100,"
+             "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
+             "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"enc\",\"columns\":{"
+             "\"id\":\"/i\",\"s\":\"/s\",\"j\":\"$value\"}}}",
+             dlq, PGPORT[shard]);
+}
+
+/*
+ * Encodings: the sink writes UTF-8 whatever the database's encoding.
+ *   - LATIN1 database: text LATIN1 holds arrives as the same characters
+ *     (the sink's client_encoding is UTF8, so PostgreSQL converts; taken
+ *     as LATIN1 bytes it would be mojibake), and a record with a character
+ *     LATIN1 lacks is rejected (SQLSTATE 22P05) into the DLQ — the records
+ *     after it are loaded, nothing stalls.
+ *   - SQL_ASCII database: refused at attach with a sentence naming
+ *     server_encoding; the stream is not loaded.
+ */
+static void test_encodings(int port, int binport)
+{
+    pg_init(2, "LATIN1");
+    pg_init(3, "SQL_ASCII");
+    for (int i = 2; i < 4; i++)
+        pg_exec(i, "CREATE TABLE enc (id bigint NOT NULL, s text, j jsonb)");
+    put_stream(port, "enc", "{\"partitions\":1}");
+    put_stream(port, "dlqenc", "{\"partitions\":1}");
+    put_stream(port, "dlqascii", "{\"partitions\":1}");
+    /* 0 plain; 1 e-acute as a JSON escape; 2 e-acute as UTF-8 bytes;
+     * 3 an emoji (not in LATIN1); 4 plain, after it. */
+    const char *body = "{\"i\":0,\"s\":\"plain\"}\n"
+                       "{\"i\":1,\"s\":\"caf\\u00e9\"}\n"
+                       "{\"i\":2,\"s\":\"caf\xc3\xa9\"}\n"
+                       "{\"i\":3,\"s\":\"smile \xf0\x9f\x98\x80\"}\n"
+                       "{\"i\":4,\"s\":\"after\"}\n";
+    resp r = http(port, "POST", "/v1/streams/enc/events", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    char sb[2048];
+    enc_sink_body(sb, sizeof sb, 2, "dlqenc");
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/enclatin", sb), 201);
+    enc_sink_body(sb, sizeof sb, 3, "dlqascii");
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/encascii", sb), 201);
+
+    /* LATIN1: 0, 1, 2, 4 loaded; 3 dead-lettered with PostgreSQL's reason. */
+    wait_sink_says(port, "enclatin", "\"position\":5,");
+    CHECK_EQ(pg_num(2, "SELECT count(*) FROM enc"), 4);
+    CHECK_EQ(pg_num(2, "SELECT count(*) FROM enc WHERE id = 3"), 0);
+    /* The characters, not their UTF-8 bytes taken as LATIN1. */
+    CHECK_EQ(pg_num(2, "SELECT count(*) FROM enc WHERE id IN (1, 2) AND convert_to(s, 'UTF8') = '\\x636166c3a9'"), 2);
+    CHECK_EQ(pg_num(2, "SELECT count(*) FROM enc WHERE id = 1 AND j->>'s' = s"), 1);
+    wait_sink_says(port, "enclatin", "\"dlq_total\":1");
+    CHECK_EQ(stream_count(binport, "dlqenc"), 1);
+    {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+        spw_client *c;
+        CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+        spw_fetch_result *fr;
+        CHECK_EQ(spw_client_fetch(c, "dlqenc", 0, 0, 1 << 20, &fr), 0);
+        spw_fetched f;
+        spw_fetch_get(fr, 0, &f);
+        char *v = strndup((const char *)f.value, f.value_len);
+        fprintf(stderr, "dlq record: %s\n", v);
+        CHECK(strstr(v, "has no equivalent in encoding") != NULL);
+        CHECK(strstr(v, "\"i\":3") != NULL);
+        free(v);
+        spw_fetch_free(fr);
+        spw_client_close(c);
+    }
+
+    /* SQL_ASCII: refused at attach, the setting named; nothing loaded. */
+    wait_sink_says(port, "encascii", "server_encoding is SQL_ASCII");
+    CHECK_EQ(pg_num(3, "SELECT count(*) FROM enc"), 0);
+    CHECK_EQ(stream_count(binport, "dlqascii"), 0);
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/encascii", NULL), 204);
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/enclatin", NULL), 204);
+    pg_stop(2);
+    pg_stop(3);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -578,8 +676,8 @@ int main(int argc, char **argv)
     TMP = spw_test_tmpdir("pg");
     CHECK(chmod(TMP, 0755) == 0);
     signal(SIGABRT, on_abort);
-    pg_init(0);
-    pg_init(1);
+    pg_init(0, "UTF8");
+    pg_init(1, "UTF8");
     for (int i = 0; i < 2; i++) {
         pg_exec(i, TABLE_SQL);
         pg_exec(i, "CREATE TABLE poison (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0), "
@@ -705,9 +803,10 @@ int main(int argc, char **argv)
     }
     test_formats(s.port, s.binport);
     test_rewind(&s, data);
+    test_encodings(s.port, s.binport);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
-    pg_stop(0);
-    pg_stop(1);
+    for (int i = 0; i < NPG; i++)
+        pg_stop(i);
     spw_test_rmrf(TMP);
     free(TMP);
     return 0;

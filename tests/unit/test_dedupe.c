@@ -49,24 +49,45 @@ static void test_bound(void)
     spw_dd_result res = {0};
     spw_dd_slot slot = {.partition = 0, .count = 1, .first_offset = 0};
     spw_dd_result r = {.n_events = 1, .complete = 1, .ids_known = 1, .nslots = 1, .slots = &slot};
-    for (uint64_t k = 1; k <= 100000; k++) {
+    /* 1024 keys, each remembered until 1,000,000 ms. */
+    for (uint64_t k = 1; k <= 1024; k++) {
         spw_dd_entry *e;
         CHECK_EQ(spw_dd_begin(d, 9, k, 1, 100, &e, &res), SPW_DD_NEW);
         spw_dd_finish(d, e, &r, 1000000);
     }
     spw_dd_stats st;
     spw_dd_stats_get(d, &st);
-    /* Never more than the bound (each stripe evicts its oldest). */
-    CHECK(st.entries <= 1024);
-    CHECK(st.evicted >= 100000 - 1024);
-    /* The newest key is still known; the oldest is forgotten. */
+    CHECK_EQ(st.entries, 1024);
+    /* Full of keys inside their windows: a new key is refused (counted),
+     * never an old one forgotten — every key is still answered. */
     spw_dd_entry *e;
-    CHECK_EQ(spw_dd_begin(d, 9, 100000, 1, 100, &e, &res), SPW_DD_DONE);
+    for (uint64_t k = 1025; k <= 2000; k++)
+        CHECK_EQ(spw_dd_begin(d, 9, k, 1, 5000, &e, &res), SPW_DD_FULL);
+    spw_dd_stats_get(d, &st);
+    CHECK_EQ(st.entries, 1024);
+    CHECK_EQ(st.refused, 2000 - 1024);
+    CHECK_EQ(st.evicted, 0);
+    for (uint64_t k = 1; k <= 1024; k++) {
+        CHECK_EQ(spw_dd_begin(d, 9, k, 1, 5000, &e, &res), SPW_DD_DONE);
+        spw_free(res.slots);
+    }
+    /* Once their window has passed they make room, in any stripe. */
+    CHECK_EQ(spw_dd_begin(d, 9, 1025, 1, 1000000, &e, &res), SPW_DD_NEW);
+    spw_dd_finish(d, e, &r, 3000000);
+    spw_dd_stats_get(d, &st);
+    CHECK_EQ(st.entries, 1);
+    CHECK_EQ(st.evicted, 1024);
+    /* The rebuild at start never refuses: the table may start above the bound. */
+    for (uint64_t k = 1; k <= 2000; k++)
+        spw_dd_restore(d, 8, k, 1, k, 0, k, 1, 3000000);
+    spw_dd_stats_get(d, &st);
+    CHECK_EQ(st.entries, 2001);
+    CHECK_EQ(spw_dd_begin(d, 8, 7, 1, 1000000, &e, &res), SPW_DD_DONE);
     spw_free(res.slots);
-    CHECK_EQ(spw_dd_begin(d, 9, 1, 1, 100, &e, &res), SPW_DD_NEW);
-    spw_dd_finish(d, e, NULL, 0);
+    CHECK_EQ(spw_dd_begin(d, 8, 5000, 1, 1000000, &e, &res), SPW_DD_FULL);
     /* Dropping a scope forgets its keys. */
     spw_dd_drop_scope(d, 9);
+    spw_dd_drop_scope(d, 8);
     spw_dd_stats_get(d, &st);
     CHECK_EQ(st.entries, 0);
     spw_dd_free(d);

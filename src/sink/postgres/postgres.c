@@ -31,9 +31,13 @@
  * Errors: a shard that cannot be reached, or any error but bad data →
  * RETRY (the connection is dropped and made again next time); a missing
  * table or column → RETRY with a sentence saying what is missing (creating
- * the table is the user's job); data the table refuses (SQLSTATE classes
- * 22 data exception and 23 integrity constraint violation) → REJECT with
- * PostgreSQL's message, and the framework bisects to the bad record.
+ * the table is the user's job); a database whose server_encoding is
+ * SQL_ASCII → RETRY with a sentence naming the setting (the sink connects
+ * with client_encoding UTF8 and needs a database that converts it); data
+ * the table refuses (SQLSTATE classes 22 data exception — a character the
+ * database's encoding cannot hold included — and 23 integrity constraint
+ * violation) → REJECT with PostgreSQL's message, and the framework bisects
+ * to the bad record.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -97,6 +101,7 @@ typedef struct pg {
     int res;       /* between pg_begin and pg_end: the window's answer so far (W_*) */
     uint64_t incarnation; /* the stream's (server/catalog.h), from pg_position: progress rows carry it */
     char e1[512];  /* and its sentence */
+    char pos_err[512]; /* why the last pg_position failed */
 } pg;
 
 /* ---- options ---- */
@@ -342,8 +347,9 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
     if (s->ready)
         return 0;
     if (!s->c) {
-        const char *keys[] = {"connect_timeout", "dbname", NULL};
-        const char *vals[] = {"5", s->conninfo, NULL};
+        /* client_encoding after dbname: it wins over the conninfo's own. */
+        const char *keys[] = {"connect_timeout", "dbname", "client_encoding", NULL};
+        const char *vals[] = {"5", s->conninfo, "UTF8", NULL};
         s->c = PQconnectdbParams(keys, vals, 1);
         if (!s->c || PQstatus(s->c) != CONNECTION_OK) {
             char pre[64];
@@ -351,6 +357,29 @@ static int ready(pg *g, uint32_t si, char *err, size_t cap)
             pq_msg(err, cap, pre, s->c ? PQerrorMessage(s->c) : "out of memory");
             drop(s);
             return -2;
+        }
+        /* The sink sends UTF-8 (JSON's encoding): the server must take it
+         * as UTF-8 and be able to convert it. SQL_ASCII converts nothing
+         * (JSON's \u escapes fail for every record that has one, not as
+         * bad data) and checks nothing: refused, with the setting named. */
+        const char *se = PQparameterStatus(s->c, "server_encoding");
+        const char *ce = PQparameterStatus(s->c, "client_encoding");
+        if (!se || strcmp(se, "SQL_ASCII") == 0) {
+            snprintf(err, cap,
+                     "shard %u: the database's server_encoding is %s; the sink writes UTF-8 text and needs an "
+                     "encoding that holds it (UTF8, or one PostgreSQL converts UTF-8 to: create the database with "
+                     "ENCODING 'UTF8', e.g. initdb --encoding=UTF8)",
+                     si, se ? se : "unknown");
+            drop(s);
+            return -1;
+        }
+        if (!ce || strcmp(ce, "UTF8") != 0) {
+            snprintf(err, cap,
+                     "shard %u: client_encoding is %s after asking for UTF8 (does the connection's options "
+                     "set it?); the sink writes UTF-8 text",
+                     si, ce ? ce : "unknown");
+            drop(s);
+            return -1;
         }
     }
     char pre[64];
@@ -499,8 +528,8 @@ static int pg_position(void *st, uint64_t incarnation, uint32_t partition, uint6
     }
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++) {
-        char err[512];
-        int r = ready(g, i, err, sizeof err);
+        char *err = g->pos_err;
+        int r = ready(g, i, err, sizeof g->pos_err);
         if (r < 0) {
             spw_warn("sink %s: %s", g->sink, err);
             return r == -2 ? -ECONNREFUSED : -EIO; /* the log line has PostgreSQL's words */
@@ -512,6 +541,8 @@ static int pg_position(void *st, uint64_t incarnation, uint32_t partition, uint6
     *next = min;
     return 0;
 }
+
+static const char *pg_position_error(void *st) { return ((pg *)st)->pos_err; }
 
 /* ---- COPY rows ---- */
 
@@ -689,7 +720,9 @@ static void put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_
 
 enum { W_OK, W_RETRY, W_REJECT };
 
-/* Is this failed result bad data (SQLSTATE class 22 or 23)? */
+/* Is this failed result bad data (SQLSTATE class 22 or 23)? A record's
+ * text the database's encoding cannot hold is one: 22P05
+ * untranslatable_character, 22021 character_not_in_repertoire. */
 static int is_data_error(const PGresult *r)
 {
     const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -1025,6 +1058,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .write_begin = pg_begin,
     .write_end = pg_end,
     .position = pg_position,
+    .position_error = pg_position_error,
     .commit = pg_commit,
     .rewind = pg_rewind,
     .close = pg_close,
