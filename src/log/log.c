@@ -587,6 +587,72 @@ static void *flusher_main(void *arg)
 
 /* unsynced_since_ms is compared with mono_ms(): keep both on one clock. */
 
+/* ---- the checkpoint thread ---- */
+
+void spw__ckpt_post(spw_log *log, spw_part *p, uint64_t base, uint64_t pos, uint64_t offset)
+{
+    pthread_mutex_lock(&log->ckpt_mu);
+    p->ckpt_base = base;
+    p->ckpt_pos = pos;
+    p->ckpt_offset = offset;
+    if (!p->ckpt_queued) {
+        p->ckpt_queued = 1;
+        p->ckpt_next = NULL;
+        if (log->ckpt_tail)
+            log->ckpt_tail->ckpt_next = p;
+        else
+            log->ckpt_head = p;
+        log->ckpt_tail = p;
+        pthread_cond_signal(&log->ckpt_cv);
+    }
+    pthread_mutex_unlock(&log->ckpt_mu);
+}
+
+void spw__ckpt_quiesce(spw_log *log, spw_part *p)
+{
+    pthread_mutex_lock(&log->ckpt_mu);
+    if (p->ckpt_queued) {
+        spw_part **pp = &log->ckpt_head, *prev = NULL;
+        while (*pp != p) {
+            prev = *pp;
+            pp = &(*pp)->ckpt_next;
+        }
+        *pp = p->ckpt_next;
+        if (log->ckpt_tail == p)
+            log->ckpt_tail = prev;
+        p->ckpt_queued = 0;
+    }
+    while (p->ckpt_busy)
+        pthread_cond_wait(&log->ckpt_idle_cv, &log->ckpt_mu);
+    pthread_mutex_unlock(&log->ckpt_mu);
+}
+
+static void *ckpt_main(void *arg)
+{
+    spw_log *log = arg;
+    pthread_mutex_lock(&log->ckpt_mu);
+    for (;;) {
+        while (!log->ckpt_head && !log->ckpt_stop)
+            pthread_cond_wait(&log->ckpt_cv, &log->ckpt_mu);
+        if (!log->ckpt_head)
+            break;
+        spw_part *p = log->ckpt_head;
+        log->ckpt_head = p->ckpt_next;
+        if (!log->ckpt_head)
+            log->ckpt_tail = NULL;
+        p->ckpt_queued = 0;
+        p->ckpt_busy = 1;
+        uint64_t base = p->ckpt_base, pos = p->ckpt_pos, offset = p->ckpt_offset;
+        pthread_mutex_unlock(&log->ckpt_mu);
+        spw__part_rp_store(p, base, pos, offset);
+        pthread_mutex_lock(&log->ckpt_mu);
+        p->ckpt_busy = 0;
+        pthread_cond_broadcast(&log->ckpt_idle_cv);
+    }
+    pthread_mutex_unlock(&log->ckpt_mu);
+    return NULL;
+}
+
 int spw_log_open(const spw_log_config *cfg, spw_log **out)
 {
     spw_log_config c;
@@ -618,7 +684,11 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
             break;
         log->pool_n++;
     }
-    if (pthread_create(&log->flusher, NULL, flusher_main, log) != 0) {
+    pthread_mutex_init(&log->ckpt_mu, NULL);
+    pthread_cond_init(&log->ckpt_cv, NULL);
+    pthread_cond_init(&log->ckpt_idle_cv, NULL);
+    log->ckpt_started = pthread_create(&log->ckpt_th, NULL, ckpt_main, log) == 0;
+    if (!log->ckpt_started || pthread_create(&log->flusher, NULL, flusher_main, log) != 0) {
         log->stop = 1;
         spw_log_close(log);
         return SPW_ENOMEM;
@@ -646,6 +716,15 @@ void spw_log_close(spw_log *log)
     pthread_mutex_unlock(&log->pool_mu);
     for (uint32_t i = 0; i < log->pool_n; i++)
         pthread_join(log->pool[i], NULL);
+    pthread_mutex_lock(&log->ckpt_mu);
+    log->ckpt_stop = 1; /* every partition is closed: the queue is empty */
+    pthread_cond_signal(&log->ckpt_cv);
+    pthread_mutex_unlock(&log->ckpt_mu);
+    if (log->ckpt_started)
+        pthread_join(log->ckpt_th, NULL);
+    pthread_mutex_destroy(&log->ckpt_mu);
+    pthread_cond_destroy(&log->ckpt_cv);
+    pthread_cond_destroy(&log->ckpt_idle_cv);
     spw_free(log->pool);
     spw_free(log->done_v);
     while (log->free_chunks) {

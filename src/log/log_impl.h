@@ -95,7 +95,15 @@ struct spw_part {
      * SPW__RP_INTERVAL_MS, and at roll and close. */
     uint64_t rp_base, rp_pos, rp_offset;
     int rp_valid;
-    int64_t rp_written_ms; /* monotonic ms of the last attempt */
+    int64_t rp_written_ms; /* monotonic ms of the last checkpoint handed over */
+    /* A recovery point handed to the log's checkpoint thread (log.c), and
+     * that thread at work on p: under log->ckpt_mu. The rp_* fields above
+     * belong to whoever writes the file: the checkpoint thread while
+     * ckpt_busy, else the flusher (and open and close) once
+     * spw__ckpt_quiesce returned. */
+    int ckpt_queued, ckpt_busy;
+    uint64_t ckpt_base, ckpt_pos, ckpt_offset;
+    spw_part *ckpt_next;
     int64_t recover_at_ms;       /* failed: next recovery attempt (monotonic ms) */
     uint32_t recover_backoff_ms; /* failed: wait after the last failed attempt */
 
@@ -157,6 +165,14 @@ struct spw_log {
     _Atomic uint64_t st_cycles, st_writes, st_bytes, st_batches, st_fsyncs, st_fsync_ns, st_acks_fsync;
     _Atomic uint64_t st_recoveries;
     pthread_t flusher;
+
+    /* The checkpoint thread: writes recovery points (three syncs each) off
+     * the flusher, so a slow disk does not stall group commit. */
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv, ckpt_idle_cv;
+    spw_part *ckpt_head, *ckpt_tail;
+    int ckpt_stop, ckpt_started;
+    pthread_t ckpt_th;
     /* spw_log_set_durable_hook; hook_mu is a leaf, held by the flusher
      * while it calls the hook, so clearing it waits for a call in progress. */
     pthread_mutex_t hook_mu;
@@ -198,6 +214,14 @@ size_t spw__part_complete(spw_part *p, int ring, uint64_t end); /* returns waite
  * since the last write (now_ms: monotonic). */
 #define SPW__RP_INTERVAL_MS 5000
 void spw__part_checkpoint(spw_part *p, int64_t now_ms);
+/* log.c: hands p's recovery point (base, pos, offset) to the checkpoint
+ * thread, replacing one still queued. */
+void spw__ckpt_post(spw_log *log, spw_part *p, uint64_t base, uint64_t pos, uint64_t offset);
+/* log.c: returns once p is neither queued nor being written (a queued one
+ * is dropped). */
+void spw__ckpt_quiesce(spw_log *log, spw_part *p);
+/* partition.c, for the checkpoint thread: writes the file if it differs. */
+void spw__part_rp_store(spw_part *p, uint64_t base, uint64_t pos, uint64_t offset);
 int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
 
 /* log.c, for partitions. */

@@ -445,16 +445,15 @@ static int seg_sync(spw_segment *s)
 
 /* ---- recovery point ---- */
 
-/* Writes the recovery point (the active segment's sync_pos/sync_offset)
- * when it differs from what the file holds. REQUIRES: flusher (or p not
- * live). A failure is logged and left for the next attempt: an older
- * recovery point stays true. */
-static void rp_write(spw_part *p, int64_t now_ms)
+/* Writes the recovery point when it differs from what the file holds.
+ * REQUIRES: the checkpoint thread with p busy, or p quiesced (log_impl.h).
+ * A failure is logged and left for the next attempt: an older recovery
+ * point stays true. */
+void spw__part_rp_store(spw_part *p, uint64_t base, uint64_t pos, uint64_t offset)
 {
-    spw_rp rp = {.base = p->active->base_offset, .pos = p->sync_pos, .offset = p->sync_offset};
+    spw_rp rp = {.base = base, .pos = pos, .offset = offset};
     if (p->rp_valid && p->rp_base == rp.base && p->rp_pos == rp.pos && p->rp_offset == rp.offset)
         return;
-    p->rp_written_ms = now_ms;
     int r = spw_rp_store(p->dir, &rp);
     if (r < 0) {
         spw_warn("partition %s: writing the recovery point: %s (the previous one stays in force)", p->dir,
@@ -467,13 +466,25 @@ static void rp_write(spw_part *p, int64_t now_ms)
     p->rp_valid = 1;
 }
 
+/* The active segment's sync_pos/sync_offset, written now. REQUIRES: the
+ * flusher, or p not live; waits for the checkpoint thread to leave p. */
+static void rp_write(spw_part *p, int64_t now_ms)
+{
+    spw__ckpt_quiesce(p->log, p);
+    p->rp_written_ms = now_ms;
+    spw__part_rp_store(p, p->active->base_offset, p->sync_pos, p->sync_offset);
+}
+
 static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
 
+/* Flusher, after an fdatasync: the recovery point moves lazily, written by
+ * the checkpoint thread so its syncs never hold up a flush cycle. */
 void spw__part_checkpoint(spw_part *p, int64_t now_ms)
 {
     if (p->failed || (p->rp_written_ms && now_ms - p->rp_written_ms < SPW__RP_INTERVAL_MS))
         return;
-    rp_write(p, now_ms);
+    p->rp_written_ms = now_ms;
+    spw__ckpt_post(p->log, p, p->active->base_offset, p->sync_pos, p->sync_offset);
 }
 
 /* Opens the new segment at base. A roll that failed after creating the
@@ -517,7 +528,8 @@ static int roll(spw_part *p, uint64_t base)
     p->active = s;
     p->sync_pos = 0;
     p->sync_offset = base;
-    rp_write(p, mono_ms());
+    p->rp_written_ms = mono_ms();
+    spw__ckpt_post(p->log, p, base, 0, base); /* off the flusher, as a checkpoint */
     return 0;
 }
 
@@ -1391,6 +1403,7 @@ void spw_part_close(spw_part *p)
         pthread_cond_wait(&p->idle_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     spw__log_unregister(p->log, p);
+    spw__ckpt_quiesce(p->log, p); /* the checkpoint thread is done with p */
     assert(p->holds == NULL);
     if (p->failed) {
         /* One more attempt, so a clean stop after the fault cleared leaves
