@@ -134,6 +134,20 @@ int spw_os_fsync_dir(const char *dir)
     return r;
 }
 
+/* fsync of the directory holding path (a new entry in it survives power
+ * loss only then). */
+static int fsync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return spw_os_fsync_dir(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return spw_os_fsync_dir(dir);
+}
+
 int spw_os_mkdirs(const char *path, int mode)
 {
     char buf[PATH_MAX];
@@ -147,6 +161,8 @@ int spw_os_mkdirs(const char *path, int mode)
             buf[i] = '\0';
             int r = spw_os.mkdir(buf, mode);
             if (r < 0 && r != -EEXIST)
+                return r;
+            if (r == 0 && (r = fsync_parent(buf)) < 0)
                 return r;
             buf[i] = c;
         }
