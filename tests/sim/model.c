@@ -17,6 +17,7 @@ enum {
     F_SEEN = 4,
     F_SEEN_UNDURABLE = 8, /* every sighting was beyond the durable end */
     F_DAMAGED = 16,
+    F_DAMAGED_KNOWN = 32, /* in a damaged range the test classed as known */
 };
 
 #define PRINT_MAX 8
@@ -215,7 +216,7 @@ void simmodel_damaged(simmodel *m, uint32_t part, uint64_t from, uint64_t to, in
 {
     pthread_mutex_lock(&m->mu);
     for (uint64_t o = from; o < to; o++) {
-        get(m, part, o)->flags |= F_DAMAGED;
+        get(m, part, o)->flags |= F_DAMAGED | (how == SIMMODEL_UNREPORTED_KNOWN ? F_DAMAGED_KNOWN : 0);
         m->damaged++;
         if (how == SIMMODEL_UNREPORTED)
             m->unreported++;
@@ -235,12 +236,24 @@ void simmodel_found_reset(simmodel *m)
     for (size_t i = 0; i < m->cap; i++) {
         m->v[i].found_n = 0;
         m->v[i].found_hash = 0;
-        m->v[i].flags &= ~(uint32_t)F_DAMAGED;
+        m->v[i].flags &= ~(uint32_t)(F_DAMAGED | F_DAMAGED_KNOWN);
     }
     memset(m->c, 0, m->ccap * sizeof *m->c);
     m->cn = 0;
     m->unreported = m->unreported_known = m->damaged = m->wrong_found = 0;
     m->printed_wrong = 0;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void simmodel_forget_from(simmodel *m, uint32_t part, uint64_t from)
+{
+    pthread_mutex_lock(&m->mu);
+    /* Slots stay in the table (open addressing): only their state goes. */
+    for (size_t i = 0; i < m->cap; i++) {
+        slot *s = &m->v[i];
+        if (s->used && s->part == part && s->offset >= from)
+            *s = (slot){.part = s->part, .offset = s->offset, .used = 1};
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -263,6 +276,7 @@ void simmodel_result_add(simmodel_result *a, const simmodel_result *b)
     a->seen_undurable += b->seen_undurable;
     a->unreported += b->unreported;
     a->unreported_known += b->unreported_known;
+    a->lost_known += b->lost_known;
 }
 
 uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
@@ -280,7 +294,9 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
         r.found += s->found_n;
         if (s->flags & F_ACKED) {
             r.acked++;
-            if (s->found_n == 0 || s->found_hash != s->hash) {
+            if (s->found_n == 0 && (s->flags & F_DAMAGED_KNOWN)) {
+                r.lost_known++;
+            } else if (s->found_n == 0 || s->found_hash != s->hash) {
                 r.lost++;
                 if (np_lost++ < PRINT_MAX)
                     fprintf(stderr, "%s: VIOLATION lost: acknowledged offset %u/%" PRIu64 " %s\n", m->name, s->part,

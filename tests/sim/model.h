@@ -29,7 +29,8 @@
  *   seen_lost   a record a reader saw while durable is gone or changed
  *   seen_undurable  the same for records seen beyond the durable end
  *   unreported  damaged offsets without a recovery report
- * Every count but seen_undurable and unreported_known is a violation; simmodel_check prints the
+ * Every count but seen_undurable, unreported_known and lost_known is a
+ * violation; simmodel_check prints the
  * first few of each kind.
  *
  * Thread-safe: one mutex. simmodel_found_reset forgets what was found, so
@@ -47,6 +48,7 @@ typedef struct simmodel simmodel;
 typedef struct simmodel_result {
     uint64_t appended, acked, seen, found, damaged; /* what was tracked */
     uint64_t lost, wrong, duplicated, seen_lost, seen_undurable, unreported, unreported_known;
+    uint64_t lost_known; /* acknowledged, unreadable inside a range marked SIMMODEL_UNREPORTED_KNOWN */
 } simmodel_result;
 
 enum { SIMMODEL_REPORTED = 1, SIMMODEL_UNREPORTED = 0, SIMMODEL_UNREPORTED_KNOWN = 2 };
@@ -64,6 +66,9 @@ void simmodel_seen(simmodel *m, uint32_t part, uint64_t offset, uint64_t hash, i
 void simmodel_found(simmodel *m, uint32_t part, uint64_t offset, uint64_t hash);
 void simmodel_damaged(simmodel *m, uint32_t part, uint64_t from, uint64_t to, int how);
 void simmodel_found_reset(simmodel *m);
+/* Forgets everything about offsets >= from of part (after a check judged
+ * them: a recovery ended there and new appends will reuse them). */
+void simmodel_forget_from(simmodel *m, uint32_t part, uint64_t from);
 
 /* Compares; fills *out. Returns the number of violations (0: all held). */
 uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out);
