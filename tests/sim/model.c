@@ -49,6 +49,11 @@ struct simmodel {
     uint64_t unreported, unreported_known, damaged, wrong_found;
     uint64_t wrong_seen;
     int printed_wrong;
+    struct {
+        uint32_t part;
+        uint64_t from;
+    } known[64];
+    int nknown;
 };
 
 static uint64_t mix(uint64_t x)
@@ -257,6 +262,30 @@ void simmodel_forget_from(simmodel *m, uint32_t part, uint64_t from)
     pthread_mutex_unlock(&m->mu);
 }
 
+void simmodel_known_from(simmodel *m, uint32_t part, uint64_t from)
+{
+    pthread_mutex_lock(&m->mu);
+    int i;
+    for (i = 0; i < m->nknown && m->known[i].part != part; i++)
+        ;
+    if (i == m->nknown && m->nknown < 64) {
+        m->known[m->nknown].part = part;
+        m->known[m->nknown++].from = from;
+    } else if (i < m->nknown && from < m->known[i].from) {
+        m->known[i].from = from;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* REQUIRES: mu held. */
+static int is_known(const simmodel *m, uint32_t part, uint64_t off)
+{
+    for (int i = 0; i < m->nknown; i++)
+        if (m->known[i].part == part && off >= m->known[i].from)
+            return 1;
+    return 0;
+}
+
 uint64_t simmodel_violations(const simmodel_result *r)
 {
     return r->lost + r->wrong + r->duplicated + r->seen_lost + r->unreported;
@@ -277,6 +306,7 @@ void simmodel_result_add(simmodel_result *a, const simmodel_result *b)
     a->unreported += b->unreported;
     a->unreported_known += b->unreported_known;
     a->lost_known += b->lost_known;
+    a->seen_known += b->seen_known;
 }
 
 uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
@@ -294,7 +324,8 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
         r.found += s->found_n;
         if (s->flags & F_ACKED) {
             r.acked++;
-            if (s->found_n == 0 && (s->flags & F_DAMAGED_KNOWN)) {
+            if ((s->found_n == 0 || s->found_hash != s->hash) &&
+                ((s->flags & F_DAMAGED_KNOWN) || is_known(m, s->part, s->offset))) {
                 r.lost_known++;
             } else if (s->found_n == 0 || s->found_hash != s->hash) {
                 r.lost++;
@@ -312,6 +343,8 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
         if ((s->flags & F_SEEN) && (s->found_n == 0 || s->found_hash != s->seen_hash)) {
             if (s->flags & F_SEEN_UNDURABLE) {
                 r.seen_undurable++;
+            } else if (is_known(m, s->part, s->offset)) {
+                r.seen_known++;
             } else {
                 r.seen_lost++;
                 if (np_seen++ < PRINT_MAX)

@@ -29,8 +29,8 @@
  *   seen_lost   a record a reader saw while durable is gone or changed
  *   seen_undurable  the same for records seen beyond the durable end
  *   unreported  damaged offsets without a recovery report
- * Every count but seen_undurable, unreported_known and lost_known is a
- * violation; simmodel_check prints the
+ * Every count but seen_undurable, unreported_known, lost_known and
+ * seen_known is a violation; simmodel_check prints the
  * first few of each kind.
  *
  * Thread-safe: one mutex. simmodel_found_reset forgets what was found, so
@@ -48,7 +48,9 @@ typedef struct simmodel simmodel;
 typedef struct simmodel_result {
     uint64_t appended, acked, seen, found, damaged; /* what was tracked */
     uint64_t lost, wrong, duplicated, seen_lost, seen_undurable, unreported, unreported_known;
-    uint64_t lost_known; /* acknowledged, unreadable inside a range marked SIMMODEL_UNREPORTED_KNOWN */
+    uint64_t lost_known; /* acknowledged, unreadable inside a range marked SIMMODEL_UNREPORTED_KNOWN, or
+                          * lost at or after a simmodel_known_from offset */
+    uint64_t seen_known; /* seen while durable, lost or changed at or after a simmodel_known_from offset */
 } simmodel_result;
 
 enum { SIMMODEL_REPORTED = 1, SIMMODEL_UNREPORTED = 0, SIMMODEL_UNREPORTED_KNOWN = 2 };
@@ -69,6 +71,12 @@ void simmodel_found_reset(simmodel *m);
 /* Forgets everything about offsets >= from of part (after a check judged
  * them: a recovery ended there and new appends will reuse them). */
 void simmodel_forget_from(simmodel *m, uint32_t part, uint64_t from);
+
+/* Known damage: from offset from of part on, the test knows the code under
+ * test may lose or change records for a reason it names (a finding being
+ * fixed); lost and seen_lost records there are counted as lost_known and
+ * seen_known, not as violations. The lowest from per part counts. */
+void simmodel_known_from(simmodel *m, uint32_t part, uint64_t from);
 
 /* Compares; fills *out. Returns the number of violations (0: all held). */
 uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out);
