@@ -62,7 +62,23 @@
  * (cycle i uses seed + i; default from the clock; printed),
  * SPW_POWERLOSS_STRICT, SPW_POWERLOSS_VERBOSE (every cycle's configuration,
  * recovery reports and damaged ranges), SPW_POWERLOSS_KEEP (keep the
- * recovered directory of a failing cycle). The seed fixes the configuration, the moment of
+ * recovered directory of a failing cycle), SPW_POWERLOSS_FSYNC_FAIL=P (in
+ * half the generations, P percent of the file fsyncs fail with EIO and
+ * leave their pages clean but not durable, to be dropped from the page
+ * cache later: simdisk_fail_syncs; default 0; not in the default suite
+ * nor in scripts/torture.sh yet, because of KNOWN_READ_SPIN).
+ *
+ * KNOWN_READ_SPIN, seen with SPW_POWERLOSS_FSYNC_FAIL=3 (seed 106, the
+ * run never ends): data is written, its fdatasync fails, the page cache
+ * drops the page; the partition's recovery re-reads from the last good
+ * fsync, finds no valid batch and ftruncates the segment to 0 bytes before
+ * it takes seg_lock; meanwhile a reader that had loaded the segment's
+ * published size (996) is in read_from, whose pread now returns 0 bytes:
+ * the batch "fits in the segment", so it reads the same window again,
+ * forever, holding seg_lock for reading. The recovery then waits for the
+ * write lock forever, on the flusher thread: no partition of the log is
+ * written or synced again. (A short pread must end the read, and the cut
+ * must not go under a reader.) The seed fixes the configuration, the moment of
  * the cut (in appends) and its outcome; thread timing still varies.
  * Prints "powerloss: cycles=N violations=V ..." and exits 1 on violations,
  * naming the seeds of the failing cycles.
@@ -273,6 +289,7 @@ static void on_found(void *arg, uint64_t offset, uint64_t hash)
 }
 
 typedef struct totals {
+    uint64_t failed_syncs, evicted_pages;
     uint64_t cycles, cuts, appends, torn_pages, kept_pages, dirty_pages, cut_bytes, damaged_batches;
     simmodel_result r;
     uint64_t failed_seeds[MAX_FAILED_SEEDS];
@@ -296,6 +313,7 @@ static uint64_t newest_base(const char *dir)
 }
 
 static int strict; /* SPW_POWERLOSS_STRICT: known findings fail too */
+static uint32_t fsync_fail_pct; /* SPW_POWERLOSS_FSYNC_FAIL */
 
 /*
  * Damage classed as known stays known when its segment is no longer the
@@ -473,6 +491,8 @@ static void run_cycle(uint64_t seed, totals *tot)
             part_path(d, sizeof d, dir, i);
             CHECK_OK(spw_part_open(log, d, &pc, &c.parts[i], NULL));
         }
+        if (fsync_fail_pct && mix(rng++) % 2)
+            simdisk_fail_syncs(fsync_fail_pct, seed * 4 + (uint64_t)g);
         atomic_store(&c.stop, 0);
         atomic_store(&c.appends, 0);
         c.gen = (uint32_t)g;
@@ -505,6 +525,8 @@ static void run_cycle(uint64_t seed, totals *tot)
         tot->dirty_pages += ss.dirty_pages;
         tot->kept_pages += ss.kept_pages;
         tot->torn_pages += ss.torn_pages;
+        tot->failed_syncs += ss.failed_syncs;
+        tot->evicted_pages += ss.evicted_pages;
         simdisk_stop();
     }
 
@@ -764,6 +786,8 @@ int main(void)
     uint64_t seed = e && *e ? strtoull(e, NULL, 10) : (uint64_t)ts.tv_sec * 1000003u + (uint64_t)ts.tv_nsec % 1000;
     e = getenv("SPW_POWERLOSS_STRICT");
     strict = e && *e && strcmp(e, "0") != 0;
+    e = getenv("SPW_POWERLOSS_FSYNC_FAIL");
+    fsync_fail_pct = e && *e ? (uint32_t)strtoul(e, NULL, 10) : 0;
     case_simulator();
     int known_read = case_undurable_read();
     int known_idx = case_unverified_before_index();
@@ -784,7 +808,7 @@ int main(void)
            "duplicated=%llu seen_lost=%llu unreported=%llu known_undurable_reads=%llu known_unverified=%llu "
            "known_lost_after_damage=%llu known_seen_after_damage=%llu "
            "dirty_pages=%llu "
-           "kept=%llu torn=%llu cut_bytes=%llu damaged_batches=%llu\n",
+           "kept=%llu torn=%llu cut_bytes=%llu damaged_batches=%llu failed_fsyncs=%llu evicted_pages=%llu\n",
            (unsigned long long)tot.cycles, (unsigned long long)v, (unsigned long long)tot.cuts, (unsigned long long)seed,
            (unsigned long long)tot.appends, (unsigned long long)tot.r.acked, (unsigned long long)tot.r.lost,
            (unsigned long long)tot.r.wrong, (unsigned long long)tot.r.duplicated, (unsigned long long)tot.r.seen_lost,
@@ -793,7 +817,8 @@ int main(void)
            (unsigned long long)tot.r.seen_known,
            (unsigned long long)tot.dirty_pages, (unsigned long long)tot.kept_pages,
            (unsigned long long)tot.torn_pages, (unsigned long long)tot.cut_bytes,
-           (unsigned long long)tot.damaged_batches);
+           (unsigned long long)tot.damaged_batches, (unsigned long long)tot.failed_syncs,
+           (unsigned long long)tot.evicted_pages);
     if (tot.r.seen_undurable)
         printf("powerloss: known: %llu record(s) read before they were durable were lost by the cut "
                "(reads stop at the written end, not the durable end)%s\n",

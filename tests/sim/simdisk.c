@@ -29,6 +29,13 @@
 
 #define DIR_INODE (-1)
 
+/* Page states (inode.dirty). A failed fsync leaves the pages it covered
+ * PAGE_FAILED: the page cache still has the new bytes but marks them clean
+ * (as Linux does after a failed writeback), so no later fsync writes them
+ * and a power cut keeps the old ones; and the page cache may drop them: a
+ * later read through the table may find the old bytes (simdisk_fail_syncs). */
+enum { PAGE_CLEAN = 0, PAGE_DIRTY = 1, PAGE_FAILED = 2 };
+
 typedef struct inode {
     uint8_t *cur, *dur;
     size_t cur_len, dur_len, cur_cap, dur_cap;
@@ -86,6 +93,8 @@ static image_file *image;
 static size_t nimage;
 static int (*page_filter)(void *arg, const char *path, uint64_t page);
 static void *page_filter_arg;
+static uint32_t sync_fail_pct; /* simdisk_fail_syncs */
+static uint64_t sync_rng;
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -335,7 +344,7 @@ static void mark_dirty(inode *in, size_t from, size_t to)
         memset(in->dirty + old, 0, in->dirty_cap - old);
     }
     for (size_t pg = from / SIMDISK_PAGE; pg <= last; pg++)
-        in->dirty[pg] = 1;
+        in->dirty[pg] = PAGE_DIRTY;
 }
 
 /* Makes the current length len (zeros when growing), marking the change. */
@@ -363,9 +372,11 @@ static void inode_write(inode *in, const uint8_t *b, size_t n, size_t off)
 static void inode_sync(inode *in)
 {
     reserve(&in->dur, &in->dur_cap, in->cur_len);
+    if (in->cur_len > in->dur_len) /* what no dirty page covers: never written back (PAGE_FAILED) */
+        memset(in->dur + in->dur_len, 0, in->cur_len - in->dur_len);
     size_t pages = in->dirty_cap;
     for (size_t pg = 0; pg < pages; pg++) {
-        if (!in->dirty[pg])
+        if (in->dirty[pg] != PAGE_DIRTY)
             continue;
         size_t a = pg * SIMDISK_PAGE, b = a + SIMDISK_PAGE;
         if (b > in->cur_len)
@@ -539,9 +550,37 @@ static ssize_t sim_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
     return w;
 }
 
+/* The page cache drops failed pages: each one in [off, off + n) goes, one
+ * time in four, and reads give the bytes on disk again (the durable ones,
+ * zeros past the durable size). REQUIRES: mu held. */
+static void evict_failed(int fd, inode *in, size_t off, size_t n)
+{
+    if (!in->dirty_cap || n == 0)
+        return;
+    size_t last = (off + n - 1) / SIMDISK_PAGE;
+    for (size_t pg = off / SIMDISK_PAGE; pg <= last && pg < in->dirty_cap; pg++) {
+        if (in->dirty[pg] != PAGE_FAILED || mix(sync_rng++) % 4 != 0)
+            continue;
+        size_t a = pg * SIMDISK_PAGE, e = a + SIMDISK_PAGE;
+        if (e > in->cur_len)
+            e = in->cur_len;
+        for (size_t i = a; i < e; i++)
+            in->cur[i] = i < in->dur_len ? in->dur[i] : 0;
+        if (a < e && spw_os_default.pwrite(fd, in->cur + a, e - a, (off_t)a) != (ssize_t)(e - a)) {
+            fprintf(stderr, "simdisk: could not write an evicted page back\n");
+            abort();
+        }
+        in->dirty[pg] = PAGE_CLEAN;
+        stats.evicted_pages++;
+    }
+}
+
 static ssize_t sim_pread(int fd, void *buf, size_t n, off_t off)
 {
     pthread_mutex_lock(&mu);
+    fdinfo *f = dead ? NULL : fd_get(fd);
+    if (f && f->kind == 1)
+        evict_failed(fd, &inodes[f->ino], (size_t)off, n);
     ssize_t r = dead ? -EIO : spw_os_default.pread(fd, buf, n, off);
     pthread_mutex_unlock(&mu);
     return r;
@@ -555,7 +594,14 @@ static int sim_sync(int fd)
         r = -EIO;
     } else {
         fdinfo *f = fd_get(fd);
-        if (f && f->kind == 1)
+        if (f && f->kind == 1 && sync_fail_pct && mix(sync_rng++) % 100 < sync_fail_pct) {
+            inode *in = &inodes[f->ino];
+            for (size_t pg = 0; pg < in->dirty_cap; pg++)
+                if (in->dirty[pg] == PAGE_DIRTY)
+                    in->dirty[pg] = PAGE_FAILED;
+            stats.failed_syncs++;
+            r = -EIO;
+        } else if (f && f->kind == 1)
             inode_sync(&inodes[f->ino]);
         else if (f && f->kind == 2)
             dir_commit(f->path);
@@ -708,7 +754,7 @@ static void file_outcome(const inode *in, const char *path, uint64_t *rng, uint3
     if (page_filter) { /* the durable size, grown to cover the pages kept */
         len = in->dur_len;
         for (size_t pg = 0; pg < in->dirty_cap; pg++)
-            if (in->dirty[pg] && page_filter(page_filter_arg, path, pg)) {
+            if (in->dirty[pg] == PAGE_DIRTY && page_filter(page_filter_arg, path, pg)) {
                 size_t e = (pg + 1) * SIMDISK_PAGE < in->cur_len ? (pg + 1) * SIMDISK_PAGE : in->cur_len;
                 if (e > len)
                     len = e;
@@ -721,7 +767,7 @@ static void file_outcome(const inode *in, const char *path, uint64_t *rng, uint3
     if (in->dur_len && len)
         memcpy(b, in->dur, in->dur_len < len ? in->dur_len : len);
     for (size_t pg = 0; pg < in->dirty_cap; pg++) {
-        if (!in->dirty[pg])
+        if (in->dirty[pg] != PAGE_DIRTY)
             continue;
         stats.dirty_pages++;
         if (page_filter ? !page_filter(page_filter_arg, path, pg) : mix((*rng)++) % 100 >= keep_pct)
@@ -909,6 +955,7 @@ void simdisk_stop(void)
     shadow_bytes = 0;
     page_filter = NULL;
     page_filter_arg = NULL;
+    sync_fail_pct = 0;
     dead = 0;
     pthread_mutex_unlock(&mu);
 }
@@ -918,6 +965,14 @@ void simdisk_set_page_filter(int (*fn)(void *arg, const char *path, uint64_t pag
     pthread_mutex_lock(&mu);
     page_filter = fn;
     page_filter_arg = arg;
+    pthread_mutex_unlock(&mu);
+}
+
+void simdisk_fail_syncs(uint32_t pct, uint64_t seed)
+{
+    pthread_mutex_lock(&mu);
+    sync_fail_pct = pct > 100 ? 100 : pct;
+    sync_rng = mix(seed);
     pthread_mutex_unlock(&mu);
 }
 

@@ -53,6 +53,8 @@ typedef struct simdisk_stats {
     uint64_t file_syncs;     /* fdatasync/fsync of files */
     uint64_t dir_syncs;      /* fsync of directories */
     uint64_t dir_ops;        /* create/mkdir/unlink/rename shadowed */
+    uint64_t failed_syncs;   /* fsyncs failed on purpose (simdisk_fail_syncs) */
+    uint64_t evicted_pages;  /* pages of failed fsyncs dropped from the page cache */
     /* Filled by simdisk_power_cut: */
     uint64_t dirty_pages;    /* pages written since their file's last sync */
     uint64_t kept_pages;     /* of those, reaching the disk (whole or torn) */
@@ -76,6 +78,15 @@ void simdisk_power_cut(uint64_t seed);
  * operation is applied. NULL
  * restores the random outcome. Cleared by simdisk_stop. */
 void simdisk_set_page_filter(int (*fn)(void *arg, const char *path, uint64_t page), void *arg);
+/* Makes pct percent of the fdatasync/fsync calls on files fail with EIO
+ * (drawn from seed), as a disk that fails writeback: the pages that fsync
+ * covered stay in the page cache with their new bytes but are marked clean
+ * (no later fsync writes them; a power cut keeps their old bytes, as Linux
+ * does), and each later read through the table that touches one drops it
+ * from the cache one time in four (the read gives the old bytes again). A
+ * write to such a page makes it dirty again. 0 turns it off. Cleared by
+ * simdisk_stop. */
+void simdisk_fail_syncs(uint32_t pct, uint64_t seed);
 /* Writes the outcome of the cut: into dir (an existing, empty directory),
  * or into the root itself when dir is NULL (everything in the root is
  * removed first: tear the code under test down before). 0 or -errno. */
