@@ -407,7 +407,9 @@ static void recover_and_read(const char *dir, const spw_part_config *pc, int npa
                 if (getenv("SPW_POWERLOSS_VERBOSE"))
                     fprintf(stderr, "powerloss: seed %llu: %s: offsets %llu..%llu damaged (%s)\n",
                             (unsigned long long)seed, d, (unsigned long long)off, (unsigned long long)bad - 1,
-                            how == SIMMODEL_REPORTED ? "reported" : how == SIMMODEL_UNREPORTED_KNOWN ? "known" : "unreported");
+                            how == SIMMODEL_REPORTED           ? "reported"
+                            : how == SIMMODEL_UNREPORTED_KNOWN ? "known"
+                                                               : "unreported");
                 off = bad;
                 continue;
             }
@@ -802,14 +804,17 @@ int main(void)
     totals tot = {0};
     for (uint64_t i = 0; i < cycles; i++)
         run_cycle(seed + i, &tot);
-    uint64_t v = simmodel_violations(&tot.r) + (strict ? tot.r.seen_undurable + (uint64_t)known_read + (uint64_t)known_idx : 0);
+    uint64_t v = simmodel_violations(&tot.r);
+    if (strict)
+        v += tot.r.seen_undurable + (uint64_t)known_read + (uint64_t)known_idx;
     /* (unreported_known is 0 when strict: such damage counts as unreported) */
     printf("powerloss: cycles=%llu violations=%llu cuts=%llu seed=%llu appends=%llu acked=%llu lost=%llu wrong=%llu "
            "duplicated=%llu seen_lost=%llu unreported=%llu known_undurable_reads=%llu known_unverified=%llu "
            "known_lost_after_damage=%llu known_seen_after_damage=%llu "
            "dirty_pages=%llu "
            "kept=%llu torn=%llu cut_bytes=%llu damaged_batches=%llu failed_fsyncs=%llu evicted_pages=%llu\n",
-           (unsigned long long)tot.cycles, (unsigned long long)v, (unsigned long long)tot.cuts, (unsigned long long)seed,
+           (unsigned long long)tot.cycles, (unsigned long long)v, (unsigned long long)tot.cuts,
+           (unsigned long long)seed,
            (unsigned long long)tot.appends, (unsigned long long)tot.r.acked, (unsigned long long)tot.r.lost,
            (unsigned long long)tot.r.wrong, (unsigned long long)tot.r.duplicated, (unsigned long long)tot.r.seen_lost,
            (unsigned long long)tot.r.unreported, (unsigned long long)tot.r.seen_undurable,

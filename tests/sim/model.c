@@ -331,7 +331,10 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
                 r.lost++;
                 if (np_lost++ < PRINT_MAX)
                     fprintf(stderr, "%s: VIOLATION lost: acknowledged offset %u/%" PRIu64 " %s\n", m->name, s->part,
-                            s->offset, s->found_n ? "holds other content" : (s->flags & F_DAMAGED) ? "is damaged" : "is gone");
+                            s->offset,
+                            s->found_n                  ? "holds other content"
+                            : (s->flags & F_DAMAGED) ? "is damaged"
+                                                     : "is gone");
             }
         }
         if (s->found_n > 1 && !allow_duplicates) {
