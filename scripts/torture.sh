@@ -71,9 +71,10 @@ while ((SECONDS < end)); do
     rc=$?
     line=$(grep '^kill9: cycles=' "$out" | tail -1)
     echo "${line:-kill9: run with seed $seed died (exit $rc), see $out}"
-    k_cycles=$((k_cycles + $(field cycles "$line" || echo 0)))
+    c=$(field cycles "$line")
     l=$(field lost "$line")
     d=$(field duplicated "$line")
+    k_cycles=$((k_cycles + ${c:-0}))
     k_lost=$((k_lost + ${l:-0}))
     k_dup=$((k_dup + ${d:-0}))
     k_runs=$((k_runs + 1))
