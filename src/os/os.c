@@ -136,18 +136,18 @@ int spw_os_fsync_dir(const char *dir)
     return r;
 }
 
-/* fsync of the directory holding path's last component ("." if none). */
-static int fsync_parent(char *path)
+/* fsync of the directory holding path (a new entry in it survives power
+ * loss only then). */
+static int fsync_parent(const char *path)
 {
-    char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
     if (!slash)
         return spw_os_fsync_dir(".");
-    if (slash == path)
-        return spw_os_fsync_dir("/");
-    *slash = '\0';
-    int r = spw_os_fsync_dir(path);
-    *slash = '/';
-    return r;
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return spw_os_fsync_dir(dir);
 }
 
 int spw_os_mkdirs(const char *path, int mode)

@@ -40,9 +40,8 @@ int spw_os_pwritev_all(int fd, struct iovec *iov, int cnt, off_t off);
 ssize_t spw_os_pread_full(int fd, void *buf, size_t n, off_t off);
 /* fsync of a directory, so a created or renamed entry survives power loss. */
 int spw_os_fsync_dir(const char *dir);
-/* mkdir -p; 0 if it exists. The parent of each directory it makes is
- * fsynced (spw_os_fsync_dir) right after, so what it made survives power
- * loss. */
+/* mkdir -p; 0 if it exists. Each directory it makes is made durable: its
+ * parent is fsynced (spw_os_fsync_dir) right after. */
 int spw_os_mkdirs(const char *path, int mode);
 
 /*
