@@ -8,12 +8,18 @@
 #   kill9      build/test_kill9: the real server SIGKILLed and restarted on
 #              the same directory while HTTP clients (Idempotency-Key) and a
 #              binary producer retry until acknowledged; every event
-#              exactly once; runs of 100 cycles on fresh directories.
-# The time is split in half between the two. Usage: scripts/torture.sh
+#              exactly once; runs of 100 cycles on fresh directories;
+#   fusecut    build/test_fusecut: the real server on lossyfs (a FUSE
+#              filesystem that loses unsynced writes on a power cut) with
+#              idempotent HTTP and binary producers, an ack=written
+#              producer, a consumer group and a postgres sink; runs of 20
+#              cuts (skipped where FUSE cannot be mounted).
+# The time is split 40/40/20 between them. Usage: scripts/torture.sh
 # [MINUTES] (default 30; fractions allowed, e.g. 0.5). Builds first. Prints
 # per run the test's own summary line, then the totals:
 #   torture: powerloss cycles=N violations=V
 #   torture: kill9 cycles=N lost=L duplicated=D
+#   torture: fusecut cuts=N violations=V
 # and exits 1 if any run found a violation or failed. The output of a
 # failing run is kept in the directory it names (its seed reproduces its
 # configuration: SPW_POWERLOSS_SEED / SPW_KILL9_SEED).
@@ -25,10 +31,13 @@ if ! [[ $minutes =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     exit 2
 fi
 total_s=$(awk -v m="$minutes" 'BEGIN { s = int(m * 60); if (s < 2) s = 2; print s }')
-half_s=$((total_s / 2))
+half_s=$((total_s * 2 / 5))      # power loss
+kill_s=$((total_s * 2 / 5))      # kill -9; the rest: FUSE power cuts
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
 cmake --build build -j2 --target test_powerloss test_kill9 spillway >/dev/null || exit 1
+have_fuse=0
+cmake --build build -j2 --target test_fusecut spw_lossyfs >/dev/null 2>&1 && have_fuse=1
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/spw-torture-XXXXXX")
 failed=0
@@ -60,7 +69,7 @@ done
 
 # ---- kill -9 of the server ----
 k_cycles=0 k_lost=0 k_dup=0 k_runs=0
-end=$((SECONDS + total_s - half_s))
+end=$((SECONDS + kill_s))
 while ((SECONDS < end)); do
     seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     left=$((end - SECONDS))
@@ -86,8 +95,34 @@ while ((SECONDS < end)); do
     fi
 done
 
+# ---- power cuts of the whole server on lossyfs ----
+f_cuts=0 f_viol=0 f_runs=0
+end=$((SECONDS + total_s - half_s - kill_s))
+while ((have_fuse && SECONDS < end)); do
+    seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+    seed=$((seed % 2000000000))
+    out="$logs/fusecut-$seed.log"
+    SPW_FUSECUT_SEED=$seed SPW_FUSECUT_CYCLES=20 build/test_fusecut build/spillway build/spw_lossyfs >"$out" 2>&1
+    rc=$?
+    ((rc == 77)) && { echo "fusecut: skipped (FUSE cannot be mounted here)"; rm -f "$out"; break; }
+    line=$(grep '^fusecut: cycles=' "$out" | tail -1)
+    echo "${line:-fusecut: run with seed $seed died (exit $rc), see $out}"
+    c=$(field cycles "$line")
+    v=$(field violations "$line")
+    f_cuts=$((f_cuts + ${c:-0}))
+    f_viol=$((f_viol + ${v:-0}))
+    f_runs=$((f_runs + 1))
+    if ((rc != 0)) || [[ -z $line ]]; then
+        failed=1
+        echo "torture: fusecut run failed (exit $rc): $out" >&2
+    else
+        rm -f "$out"
+    fi
+done
+
 echo "torture: powerloss cycles=$pl_cycles violations=$pl_viol runs=$pl_runs"
 echo "torture: kill9 cycles=$k_cycles lost=$k_lost duplicated=$k_dup runs=$k_runs"
+echo "torture: fusecut cuts=$f_cuts violations=$f_viol runs=$f_runs"
 if ((failed)); then
     echo "torture: FAILED; logs of the failing runs in $logs" >&2
     exit 1
