@@ -1,7 +1,7 @@
 /*
- * The HTTP/1.1 front end: one epoll loop per I/O thread, all waiting on one
- * listening socket (net/loop.h: no SO_REUSEPORT, so no other process can
- * share the address; EPOLLEXCLUSIVE spreads connections), and no lock
+ * The HTTP/1.1 front end: one epoll loop per I/O thread, each with its own
+ * SO_REUSEPORT listening socket (net/loop.h: a probe bound without it first
+ * keeps other processes off the address), and no lock
  * shared between loops on the request path. Parsing is Debian's
  * libhttp-parser (keep-alive, pipelining, chunked bodies); responses of
  * pipelined requests go out in request order even when a later request

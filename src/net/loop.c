@@ -40,17 +40,16 @@ int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa)
     return 0;
 }
 
-int spw__net_listen(struct sockaddr_in *sa)
+int spw__net_listen(struct sockaddr_in *sa, int reuseport)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
-    /* SO_REUSEADDR only (a restart binds at once over old TIME_WAIT
-     * connections). Never SO_REUSEPORT: with it a second process — another
-     * server, on another data directory or on this one — could bind the
-     * same address and take half of its connections. */
+    /* SO_REUSEADDR: a restart binds at once over old TIME_WAIT connections. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, 1024) < 0) {
         int e = -errno;
         close(fd);
@@ -67,8 +66,7 @@ static int base_open(spw__loop_base *b, int lfd)
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int r = 0;
-    /* EPOLLEXCLUSIVE: a new connection wakes one idle loop, not all. */
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &b->lfd};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &b->lfd};
     if (b->epfd < 0 || b->efd < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->lfd, &ev) < 0)
         r = -errno;
     ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &b->efd};
@@ -89,19 +87,19 @@ static int base_open(spw__loop_base *b, int lfd)
 
 int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa)
 {
-    int lfd = spw__net_listen(sa);
-    if (lfd < 0)
-        return lfd;
+    /* The probe: the address bound without SO_REUSEPORT, so it fails while
+     * any other socket holds it — another process's group included (see
+     * loop.h). Port 0 picks the port here; the loops then bind that one. */
+    int probe = spw__net_listen(sa, 0);
+    if (probe < 0)
+        return probe;
     socklen_t sl = sizeof *sa;
-    getsockname(lfd, (struct sockaddr *)sa, &sl);
+    getsockname(probe, (struct sockaddr *)sa, &sl);
+    close(probe);
     for (uint32_t i = 0; i < n; i++) {
-        /* Each loop its own descriptor of the one socket, so each closes
-         * its own; the socket closes with the last. */
-        int fd = i + 1 == n ? lfd : fcntl(lfd, F_DUPFD_CLOEXEC, 0);
-        int r = fd < 0 ? -errno : base_open((spw__loop_base *)((char *)first + i * stride), fd);
+        int fd = spw__net_listen(sa, 1);
+        int r = fd < 0 ? fd : base_open((spw__loop_base *)((char *)first + i * stride), fd);
         if (r < 0) {
-            if (i + 1 < n)
-                close(lfd);
             while (i--)
                 spw__loop_base_close((spw__loop_base *)((char *)first + i * stride));
             return r;

@@ -10,13 +10,17 @@
  * data.ptr = &b->lfd and &b->efd, so a loop tells them from its connections
  * by address.
  *
- * One listening socket per address, bound once without SO_REUSEPORT, so no
- * other process can bind the address while this one listens (a second
- * server gets EADDRINUSE instead of half the connections). Every loop
- * waits on it (its own dup of the descriptor) with EPOLLEXCLUSIVE: a
- * connection wakes one loop that is idle in epoll_wait, which spreads
- * connections across the loops as the per-loop SO_REUSEPORT sockets did,
- * without letting another process join.
+ * Each loop has its own SO_REUSEPORT listening socket on the address, so
+ * the kernel hashes connections evenly over the loops (with one shared
+ * socket woken with EPOLLEXCLUSIVE, whichever loop happens to be idle takes
+ * the next connection, so a burst of connects can land on one loop).
+ * Another process must not join that group and take
+ * half the connections: before binding them, spw__loop_bases_open binds the
+ * address once WITHOUT SO_REUSEPORT — which fails (EADDRINUSE) while any
+ * socket holds it — and closes that probe. A second server started later
+ * is refused the same way by its own probe. (Two started in the same
+ * instant could both pass: the data directory's lock still keeps them
+ * off each other's files.)
  */
 #ifndef SPW_LOOP_H
 #define SPW_LOOP_H
@@ -26,8 +30,9 @@
 
 /* "host:port" (IPv4, "localhost", "" or 0.0.0.0 for any) → sa. 0 or -EINVAL. */
 int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
-/* A non-blocking listening socket with SO_REUSEADDR (never SO_REUSEPORT), or -errno. */
-int spw__net_listen(struct sockaddr_in *sa);
+/* A non-blocking listening socket with SO_REUSEADDR (and SO_REUSEPORT if
+ * reuseport), or -errno. */
+int spw__net_listen(struct sockaddr_in *sa, int reuseport);
 /* "a.b.c.d" of an accepted peer (IPv4; "" for anything else) into out. */
 struct sockaddr_storage;
 void spw__net_peer_str(const struct sockaddr_storage *ss, char *out, size_t cap);
