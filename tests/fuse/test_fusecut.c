@@ -443,7 +443,7 @@ static void check_pg(int port, const pgsrv *pg)
             usleep(100000);
     }
     CHECK(drained);
-    PGconn *c = pg_conn(pg);
+    PGconn *c = pgsrv_conn(pg);
     PGresult *r = PQexec(c, "SELECT u, p, o FROM fc");
     CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
     uint32_t *hc = calloc(HTTP_MAX * HTTP_EVENTS, sizeof *hc), *bc = calloc(BIN_MAX, sizeof *bc);
@@ -509,12 +509,12 @@ int main(int argc, char **argv)
     srv_start(&S, BIN, DATA, EXTRA);
     put_stream(S.port, STREAM, "{\"partitions\":2,\"key\":\"/k\"}");
     pgsrv pg = {0};
-    CHECK(pg_find() == 0);
-    pg_init(&pg, dir, "pg");
-    pg_exec(&pg, "CREATE TABLE fc (u bigint NOT NULL, p integer NOT NULL, o bigint NOT NULL)");
+    CHECK(pgsrv_find() == 0);
+    pgsrv_init(&pg, dir, "pg");
+    pgsrv_exec(&pg, "CREATE TABLE fc (u bigint NOT NULL, p integer NOT NULL, o bigint NOT NULL)");
     {
         char ci[160], def[1024];
-        pg_conninfo(&pg, ci, sizeof ci);
+        pgsrv_conninfo(&pg, ci, sizeof ci);
         snprintf(def, sizeof def,
                  "{\"stream\":\"" STREAM "\",\"kind\":\"postgres\",\"batch\":{\"max_events\":5000,\"max_wait_ms\":50},"
                  "\"retry\":{\"initial_ms\":20,\"max_ms\":200},\"options\":{\"shards\":[\"%s\"],\"table\":\"fc\","
@@ -592,7 +592,7 @@ int main(int argc, char **argv)
            " stored=%" PRIu64 " unacked_stored=%" PRIu64 " violations=%ld\n",
            cycles, seed, h_ack, b_ack, stored, unacked_stored, violations);
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
-    pg_stop_all();
+    pgsrv_stop_all();
     lossy_stop(&fs);
     spw_test_rmrf(dir);
     free(dir);

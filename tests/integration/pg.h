@@ -1,7 +1,7 @@
 /*
  * Real PostgreSQL servers for tests: initdb + pg_ctl in a temp directory,
  * a private port on 127.0.0.1, stopped by pg_ctl (also from a failed
- * CHECK: pg_stop_all from a SIGABRT handler). As root, PostgreSQL runs as
+ * CHECK: pgsrv_stop_all from a SIGABRT handler). As root, PostgreSQL runs as
  * the postgres user. Clusters are made with an explicit encoding and
  * locale (UTF8, C), never the environment's: a root shell without LANG
  * would make SQL_ASCII clusters.
@@ -28,8 +28,8 @@ static char PG_BIN[256];
 static pgsrv *PG_ALL[PG_MAX];
 static int PG_N;
 
-static int pg_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int pg_sh(const char *fmt, ...)
+static inline int pgsrv_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int pgsrv_sh(const char *fmt, ...)
 {
     char cmd[16384];
     va_list ap;
@@ -42,10 +42,11 @@ static int pg_sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static const char *pg_runas(void) { return geteuid() == 0 ? "runuser -u postgres -- " : ""; }
+/* As root, PostgreSQL runs as postgres; runuser by its path (env -i has no /usr/sbin). */
+static inline const char *pgsrv_runas(void) { return geteuid() == 0 ? "/usr/sbin/runuser -u postgres -- " : ""; }
 
 /* 0, or -1 (and a message) when PostgreSQL's server binaries are missing. */
-static int pg_find(void)
+static inline int pgsrv_find(void)
 {
     FILE *f = popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1", "r");
     CHECK(f);
@@ -63,7 +64,7 @@ static int pg_find(void)
     return 0;
 }
 
-static int pg_free_port(void)
+static inline int pgsrv_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -75,39 +76,39 @@ static int pg_free_port(void)
 }
 
 /* mode "fast" (clean) or "immediate" (as a crash: recovery from the WAL at the next start). */
-static void pg_stop_mode(pgsrv *s, const char *mode)
+static inline void pgsrv_stop_mode(pgsrv *s, const char *mode)
 {
     if (s->started)
-        pg_sh("%s%s/pg_ctl -D %s -m %s -w stop >/dev/null 2>&1", pg_runas(), PG_BIN, s->dir, mode);
+        pgsrv_sh("%s%s/pg_ctl -D %s -m %s -w stop >/dev/null 2>&1", pgsrv_runas(), PG_BIN, s->dir, mode);
     s->started = 0;
 }
 
-static void pg_start(pgsrv *s)
+static inline void pgsrv_start(pgsrv *s)
 {
-    CHECK_EQ(pg_sh("%s%s/pg_ctl -D %s -l %s/log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 "
+    CHECK_EQ(pgsrv_sh("%s%s/pg_ctl -D %s -l %s/log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 "
                    "-c fsync=off\" start >/dev/null",
-                   pg_runas(), PG_BIN, s->dir, s->dir, s->port, s->dir),
+                   pgsrv_runas(), PG_BIN, s->dir, s->dir, s->port, s->dir),
              0);
     s->started = 1;
 }
 
-static void pg_stop_all(void)
+static inline void pgsrv_stop_all(void)
 {
     for (int i = 0; i < PG_N; i++)
-        pg_stop_mode(PG_ALL[i], "fast");
+        pgsrv_stop_mode(PG_ALL[i], "fast");
 }
 
-static void pg_on_abort(int sig)
+static inline void pgsrv_on_abort(int sig)
 {
     (void)sig;
-    pg_stop_all();
+    pgsrv_stop_all();
     signal(SIGABRT, SIG_DFL);
     abort();
 }
 
 /* A new cluster in DIR/NAME (encoding UTF8, locale C unless encoding says
  * otherwise), started. */
-static void pg_init_enc(pgsrv *s, const char *dir, const char *name, const char *encoding)
+static inline void pgsrv_init_enc(pgsrv *s, const char *dir, const char *name, const char *encoding)
 {
     CHECK(PG_N < PG_MAX);
     snprintf(s->dir, sizeof s->dir, "%s/%s", dir, name);
@@ -118,18 +119,18 @@ static void pg_init_enc(pgsrv *s, const char *dir, const char *name, const char 
         CHECK(pw);
         CHECK(chown(s->dir, pw->pw_uid, pw->pw_gid) == 0);
     }
-    CHECK_EQ(pg_sh("%s%s/initdb -D %s -U postgres -A trust --no-sync --encoding=%s --locale=C >/dev/null 2>&1",
-                   pg_runas(), PG_BIN, s->dir, encoding),
+    CHECK_EQ(pgsrv_sh("%s%s/initdb -D %s -U postgres -A trust --no-sync --encoding=%s --locale=C >/dev/null 2>&1",
+                   pgsrv_runas(), PG_BIN, s->dir, encoding),
              0);
-    s->port = pg_free_port();
+    s->port = pgsrv_free_port();
     PG_ALL[PG_N++] = s;
-    signal(SIGABRT, pg_on_abort);
-    pg_start(s);
+    signal(SIGABRT, pgsrv_on_abort);
+    pgsrv_start(s);
 }
 
-static void pg_init(pgsrv *s, const char *dir, const char *name) { pg_init_enc(s, dir, name, "UTF8"); }
+static inline void pgsrv_init(pgsrv *s, const char *dir, const char *name) { pgsrv_init_enc(s, dir, name, "UTF8"); }
 
-static PGconn *pg_conn(const pgsrv *s)
+static inline PGconn *pgsrv_conn(const pgsrv *s)
 {
     char ci[160];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=10", s->port);
@@ -140,9 +141,9 @@ static PGconn *pg_conn(const pgsrv *s)
     return c;
 }
 
-static void pg_exec(const pgsrv *s, const char *sql)
+static inline void pgsrv_exec(const pgsrv *s, const char *sql)
 {
-    PGconn *c = pg_conn(s);
+    PGconn *c = pgsrv_conn(s);
     PGresult *r = PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
         fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
@@ -151,8 +152,27 @@ static void pg_exec(const pgsrv *s, const char *sql)
     PQfinish(c);
 }
 
+/* One number from a query (-1 if the server does not answer). */
+static inline long long pgsrv_num(const pgsrv *s, const char *sql)
+{
+    char ci[160];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5", s->port);
+    PGconn *c = PQconnectdb(ci);
+    long long v = -1;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = atoll(PQgetvalue(r, 0, 0));
+        else if (getenv("SPW_TEST_VERBOSE"))
+            fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return v;
+}
+
 /* The conninfo a sink definition names s by. */
-static void pg_conninfo(const pgsrv *s, char *out, size_t cap)
+static inline void pgsrv_conninfo(const pgsrv *s, char *out, size_t cap)
 {
     snprintf(out, cap, "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->port);
 }

@@ -21,156 +21,33 @@
  *     and each sink used the format it says (PostgreSQL's statement log).
  *   - A postgres sink without "batch" gets the kind's defaults.
  */
-#include <libpq-fe.h>
-#include <pwd.h>
-#include <sys/stat.h>
-
-#include "server.h"
+#include "pg.h"
 #include "spillway.h"
 
 static const char *BIN;
-static char PGBIN[256];
 static char *TMP;
 /* 0 and 1: the shards of most tests (UTF8); 2: LATIN1, 3: SQL_ASCII (the
- * encoding test). */
+ * encoding test). The servers themselves: pg.h. */
 #define NPG 4
-static char PGDIR[NPG][4200];
-static int PGPORT[NPG];
-static int pg_started[NPG];
-static int as_postgres; /* running as root: run PostgreSQL as the postgres user */
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (getenv("SPW_TEST_VERBOSE"))
-        fprintf(stderr, "+ %s\n", cmd);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* runuser by its path: a root shell's PATH may lack /usr/sbin (env -i). */
-static const char *runas(void) { return as_postgres ? "/usr/sbin/runuser -u postgres -- " : ""; }
+static pgsrv PG[NPG];
 
 /* Stops shard i: mode "fast" (clean), or "immediate" (as a crash: every
  * backend quits mid-transaction, the next start recovers from the WAL). */
-static void pg_stop_mode(int i, const char *mode)
-{
-    if (pg_started[i])
-        sh("%s%s/pg_ctl -D %s -m %s -w stop >/dev/null 2>&1", runas(), PGBIN, PGDIR[i], mode);
-    pg_started[i] = 0;
-}
-
+static void pg_stop_mode(int i, const char *mode) { pgsrv_stop_mode(&PG[i], mode); }
 static void pg_stop(int i) { pg_stop_mode(i, "fast"); }
-
-static void pg_start(int i)
-{
-    CHECK_EQ(sh("%s%s/pg_ctl -D %s -l %s/log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 "
-                "-c fsync=off\" start >/dev/null",
-                runas(), PGBIN, PGDIR[i], PGDIR[i], PGPORT[i], PGDIR[i]),
-             0);
-    pg_started[i] = 1;
-}
-
-static void on_abort(int sig)
-{
-    (void)sig;
-    for (int i = 0; i < NPG; i++)
-        pg_stop(i);
-    signal(SIGABRT, SIG_DFL);
-    abort();
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    socklen_t l = sizeof sa;
-    CHECK(getsockname(fd, (struct sockaddr *)&sa, &l) == 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void find_pgbin(void)
-{
-    FILE *f = popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1", "r");
-    CHECK(f);
-    if (!fgets(PGBIN, sizeof PGBIN, f))
-        PGBIN[0] = 0;
-    pclose(f);
-    PGBIN[strcspn(PGBIN, "\n")] = 0;
-    char p[300];
-    snprintf(p, sizeof p, "%s/initdb", PGBIN);
-    if (!PGBIN[0] || access(p, X_OK) != 0) {
-        fprintf(stderr, "test_pg: PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) "
-                        "are missing: run scripts/deps.sh (installs Debian's postgresql)\n");
-        CHECK(!"PostgreSQL binaries missing");
-    }
-}
+static void pg_start(int i) { pgsrv_start(&PG[i]); }
 
 static void pg_init(int i, const char *encoding)
 {
-    snprintf(PGDIR[i], sizeof PGDIR[i], "%s/pg%d", TMP, i);
-    CHECK(mkdir(PGDIR[i], 0700) == 0);
-    if (as_postgres) {
-        struct passwd *pw = getpwnam("postgres");
-        CHECK(pw);
-        CHECK(chown(PGDIR[i], pw->pw_uid, pw->pw_gid) == 0);
-    }
-    /* Encoding and locale explicit: without LANG (a fresh root shell, env -i)
-     * initdb would make a SQL_ASCII cluster. */
-    CHECK_EQ(sh("%s%s/initdb -D %s -U postgres -A trust --no-sync --encoding=%s --locale=C >/dev/null 2>&1",
-                runas(), PGBIN, PGDIR[i], encoding),
-             0);
-    PGPORT[i] = free_port();
-    pg_start(i);
+    char name[16];
+    snprintf(name, sizeof name, "pg%d", i);
+    pgsrv_init_enc(&PG[i], TMP, name, encoding);
 }
 
-static PGconn *pg_conn(int i)
-{
-    char ci[128];
-    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres", PGPORT[i]);
-    PGconn *c = PQconnectdb(ci);
-    if (PQstatus(c) != CONNECTION_OK)
-        fprintf(stderr, "%s", PQerrorMessage(c));
-    CHECK(PQstatus(c) == CONNECTION_OK);
-    return c;
-}
-
-static void pg_exec(int i, const char *sql)
-{
-    PGconn *c = pg_conn(i);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
-    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
-    PQclear(r);
-    PQfinish(c);
-}
-
+static PGconn *pg_conn(int i) { return pgsrv_conn(&PG[i]); }
+static void pg_exec(int i, const char *sql) { pgsrv_exec(&PG[i], sql); }
 /* One number from a query on shard i (-1 if the shard does not answer). */
-static long long pg_num(int i, const char *sql)
-{
-    char ci[128];
-    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5", PGPORT[i]);
-    PGconn *c = PQconnectdb(ci);
-    long long v = -1;
-    if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, sql);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-            v = atoll(PQgetvalue(r, 0, 0));
-        else if (getenv("SPW_TEST_VERBOSE"))
-            fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
-        PQclear(r);
-    }
-    PQfinish(c);
-    return v;
-}
+static long long pg_num(int i, const char *sql) { return pgsrv_num(&PG[i], sql); }
 
 static long long total(const char *table)
 {
@@ -224,7 +101,7 @@ static void sink_body(char *b, size_t cap, const char *stream, const char *table
              "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{"
              "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\",\"s\":\"/s\","
              "\"ts\":\"$ts\",\"eid\":\"$id\"}}}",
-             stream, max_events, PGPORT[0], PGPORT[1], table);
+             stream, max_events, PG[0].port, PG[1].port, table);
 }
 
 static void test_options(int port)
@@ -281,7 +158,7 @@ static void test_options(int port)
 static char *pg_log(int i)
 {
     char path[4300];
-    snprintf(path, sizeof path, "%s/log", PGDIR[i]);
+    snprintf(path, sizeof path, "%s/log", PG[i].dir);
     FILE *f = fopen(path, "r");
     CHECK(f);
     size_t cap = 1 << 16, len = 0;
@@ -399,7 +276,7 @@ static void fmt_sink_body(char *b, size_t cap, const char *table, const char *fo
              "\"table\":\"%s\",\"copy_format\":\"%s\",\"columns\":{\"id\":\"$id\",\"k\":\"$key\",\"part\":\"$partition\","
              "\"off\":\"$offset\",\"ts\":\"$ts\",\"tsl\":\"$ts\",\"tsms\":\"$ts\",\"v\":\"$value\",\"vj\":\"$value\","
              "\"s\":\"/s\",\"sv\":\"/s\",\"n\":\"/n\",\"o\":\"/o\",\"miss\":\"/nope\",\"nul\":\"/nul\"}}}",
-             PGPORT[0], PGPORT[1], table, format);
+             PG[0].port, PG[1].port, table, format);
 }
 
 /* Binary and text COPY give the same rows and refuse the same records. */
@@ -592,7 +469,7 @@ static void enc_sink_body(char *b, size_t cap, int shard, const char *dlq)
              "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
              "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"enc\",\"columns\":{"
              "\"id\":\"/i\",\"s\":\"/s\",\"j\":\"$value\"}}}",
-             dlq, PGPORT[shard]);
+             dlq, PG[shard].port);
 }
 
 /*
@@ -671,11 +548,8 @@ int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
     BIN = argv[1];
-    find_pgbin();
-    as_postgres = geteuid() == 0;
+    CHECK(pgsrv_find() == 0);
     TMP = spw_test_tmpdir("pg");
-    CHECK(chmod(TMP, 0755) == 0);
-    signal(SIGABRT, on_abort);
     pg_init(0, "UTF8");
     pg_init(1, "UTF8");
     for (int i = 0; i < 2; i++) {
