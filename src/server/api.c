@@ -428,25 +428,28 @@ uint32_t spw_api_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t 
 
 /* ---- the dedupe step: resolving failed requests, comparing retries ---- */
 
-static uint32_t fp_u32(uint32_t crc, uint32_t v)
+/* The lengths of a record's parts, folded into its fingerprint in one step. */
+static uint32_t fp_lens(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
 {
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return spw_crc32c_extend(crc, b, 4);
+    uint8_t w[12] = {(uint8_t)a, (uint8_t)(a >> 8), (uint8_t)(a >> 16), (uint8_t)(a >> 24),
+                     (uint8_t)b, (uint8_t)(b >> 8), (uint8_t)(b >> 16), (uint8_t)(b >> 24),
+                     (uint8_t)c, (uint8_t)(c >> 8), (uint8_t)(c >> 16), (uint8_t)(c >> 24)};
+    return spw_crc32c_extend(crc, w, sizeof w);
 }
 
+/* CRC32C over (key length, value length, header count), key, value, then
+ * each header's (key length, value length), key, value: three calls for a
+ * record without headers (this runs for every record of a keyed request). */
 uint32_t spw_api_dd_fingerprint(uint32_t crc, const spw_record *v)
 {
-    crc = fp_u32(crc, (uint32_t)v->key_len);
+    crc = fp_lens(crc, (uint32_t)v->key_len, v->value_len, v->header_count);
     if (v->key_len > 0)
         crc = spw_crc32c_extend(crc, v->key, (size_t)v->key_len);
-    crc = fp_u32(crc, v->value_len);
     crc = spw_crc32c_extend(crc, v->value, v->value_len);
-    crc = fp_u32(crc, v->header_count);
     for (uint32_t i = 0; i < v->header_count; i++) {
         const spw_kv *h = &v->headers[i];
-        crc = fp_u32(crc, h->key_len);
+        crc = fp_lens(crc, h->key_len, h->value_len, 0);
         crc = spw_crc32c_extend(crc, h->key, h->key_len);
-        crc = fp_u32(crc, h->value_len);
         crc = spw_crc32c_extend(crc, h->value, h->value_len);
     }
     return crc;
@@ -455,20 +458,17 @@ uint32_t spw_api_dd_fingerprint(uint32_t crc, const spw_record *v)
 /* As spw_api_dd_fingerprint, for a record read from the log. */
 static int fp_view(uint32_t *crc, const spw_record_view *v)
 {
-    uint32_t c = fp_u32(*crc, (uint32_t)v->key_len);
+    uint32_t c = fp_lens(*crc, (uint32_t)v->key_len, v->value_len, v->header_count);
     if (v->key_len > 0)
         c = spw_crc32c_extend(c, v->key, (size_t)v->key_len);
-    c = fp_u32(c, v->value_len);
     c = spw_crc32c_extend(c, v->value, v->value_len);
-    c = fp_u32(c, v->header_count);
     const uint8_t *p = v->headers, *end = v->headers + v->headers_len;
     for (uint32_t i = 0; i < v->header_count; i++) {
         spw_kv h;
         if (spw_kv_next(&p, end, &h) != 1)
             return SPW_ECORRUPT;
-        c = fp_u32(c, h.key_len);
+        c = fp_lens(c, h.key_len, h.value_len, 0);
         c = spw_crc32c_extend(c, h.key, h.key_len);
-        c = fp_u32(c, h.value_len);
         c = spw_crc32c_extend(c, h.value, h.value_len);
     }
     *crc = c;
