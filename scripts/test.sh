@@ -3,7 +3,8 @@
 # suite (unit, crash and integration tests), then the unit tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
 # for 20 s (scripts/fuzz.sh). Exits non-zero on any failure; ends with one
-# summary line over all of it.
+# summary line over all of it. Integration tests labelled asan (CMakeLists.txt)
+# run in the sanitizer pass too.
 # SPW_CRASH_CYCLES raises the number of kill cycles of the crash test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,11 @@ cmake --build build -j"$jobs"
 echo "== tests"
 (cd build && ctest --output-on-failure --timeout 900) | tee "$logs/main"
 
-echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "== unit tests (and integration tests labelled asan) under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPW_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest -L unit --output-on-failure --timeout 900) | tee "$logs/asan"
+  ctest -L 'unit|asan' --output-on-failure --timeout 900) | tee "$logs/asan"
 
 scripts/fuzz.sh 20 | tee "$logs/fuzz"
 
