@@ -26,7 +26,7 @@
  * so an idle connection holds none of the budget.
  */
 #include "net/binproto.h"
-#include "net/loop.h"
+#include "net/conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,9 +54,8 @@
 #include "server/groups_http.h"
 #include "server/ratelimit.h"
 
-#define READ_CHUNK (64u << 10)
+#define READ_CHUNK SPW_NET_READ_CHUNK
 #define SMALL_READ (4u << 10) /* a read while the buffer budget is full */
-#define TICK_MS 100
 #define OUT_PAUSE_BYTES (8u << 20)
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
@@ -65,49 +64,44 @@
 
 typedef struct bloop bloop;
 
+/* A connection: the core's fields (net/conn.h: fd, out, inflight,
+ * closed, ...) by name, then the binary protocol's. */
 typedef struct bconn {
-    int fd;
-    bloop *loop;
-    spw_buf in; /* in.cap bytes are taken from the buffer budget */
+    union {
+        spw_netconn nc;
+        struct {
+            SPW_NETCONN_FIELDS
+        };
+    };
+    bloop *loop; /* nc.nl as the binary protocol's loop */
+    spw_buf in;  /* in.cap bytes are taken from the buffer budget */
     size_t in_off;
-    spw_buf out;
-    size_t out_off;
-    uint32_t inflight;
-    int paused, want_out, close_after, closed;
-    int rdhup; /* peer shut its side down: stop watching for it (level-triggered) */
-    int held;  /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
-    int mem_wait; /* on the loop's waiters: no room in the buffer budget */
-    uint64_t last_active_ms, frame_start_ms;
-    char peer[64];   /* client address */
+    int held; /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
+    uint64_t frame_start_ms;
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     spw_auth_session auth; /* the AUTH login (server/auth.h) */
-    struct bconn *prev, *next;
-    struct bconn *wprev, *wnext; /* the loop's waiters */
 } bconn;
 
 struct bloop {
+    union {
+        spw_netloop nl;
+        struct {
+            SPW_NETLOOP_FIELDS
+        };
+    };
     spw_bin_server *srv;
-    spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */
-    bconn *conns;
-    bconn *zombies;
-    int stopping;
-    uint32_t inflight;
-    uint32_t nheld; /* connections held by pressure */
-    bconn *waiters, *waiters_tail; /* connections waiting for the buffer budget, oldest first */
-    int rewaking;                  /* in wake_waiters: a wait again is not a new one */
-    int in_group_call;             /* a group poll/commit may answer inside the call: no flush there */
+    uint32_t nheld;    /* connections held by pressure */
+    int in_group_call; /* a group poll/commit may answer inside the call: no flush there */
 };
 
 struct spw_bin_server {
+    spw_netsrv ns; /* loops, connections, drain (net/conn.h) */
     spw_bin_config cfg;
     spw_api *api;
-    bloop *loops;
-    uint32_t nloops;
-    int port;
-    _Atomic uint32_t nconns;
-    _Atomic uint64_t st_total, st_requests, st_rejected;
-    _Atomic int stop;
+    _Atomic uint64_t st_requests, st_rejected;
 };
+
+static bconn *bc(spw_netconn *c) { return (bconn *)c; }
 
 /* A PRODUCE in flight. */
 typedef struct breq {
@@ -115,25 +109,25 @@ typedef struct breq {
     uint64_t request_id;
 } breq;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_net_now_ms(); }
 
 /* ---- posting work to a loop ---- */
 
 static void loop_post(bloop *l, void (*fn)(void *), void *arg)
 {
-    spw__loop_post(&l->b, fn, arg);
+    spw_netloop_post(&l->nl, fn, arg);
 }
 
 
 /* ---- connections ---- */
 
-static void set_events(bconn *c)
+static uint32_t bin_events(spw_netconn *nc)
 {
-    struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) |
-                                       (c->rdhup ? 0 : EPOLLRDHUP),
-                             .data.ptr = c};
-    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    bconn *c = bc(nc);
+    return (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | (c->rdhup ? 0 : EPOLLRDHUP);
 }
+
+static void set_events(bconn *c) { spw_netconn_set_events(&c->nc); }
 
 /* ---- the buffer budget ---- */
 
@@ -171,104 +165,34 @@ static void in_free(bconn *c)
 static void conn_update_reading(bconn *c);
 
 /* Stops reading c until the budget has room (the loop's waiters). */
-static void wait_for_room(bconn *c)
-{
-    bloop *l = c->loop;
-    if (c->mem_wait)
-        return;
-    c->mem_wait = 1;
-    c->wnext = NULL;
-    c->wprev = l->waiters_tail;
-    if (l->waiters_tail)
-        l->waiters_tail->wnext = c;
-    else
-        l->waiters = c;
-    l->waiters_tail = c;
-    if (!l->rewaking)
-        spw_membudget_waited(budget_of(l));
-}
+static void wait_for_room(bconn *c) { spw_netconn_wait_for_room(&c->nc); }
 
-static void unwait(bconn *c)
-{
-    bloop *l = c->loop;
-    if (!c->mem_wait)
-        return;
-    c->mem_wait = 0;
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else
-        l->waiters = c->wnext;
-    if (c->wnext)
-        c->wnext->wprev = c->wprev;
-    else
-        l->waiters_tail = c->wprev;
-    c->wprev = c->wnext = NULL;
-}
+static void unwait(bconn *c) { spw_netconn_unwait(&c->nc); }
 
-/* Lets waiting connections read again; those the budget still cannot
- * take go back on the list (conn_read, conn_process). */
-static void wake_waiters(bloop *l)
-{
-    bconn *w = l->waiters;
-    l->waiters = l->waiters_tail = NULL;
-    for (bconn *x = w; x; x = x->wnext)
-        x->mem_wait = 0;
-    l->rewaking = 1;
-    while (w) {
-        bconn *next = w->wnext;
-        w->wprev = w->wnext = NULL;
-        conn_update_reading(w); /* unpaused: frames already buffered go on */
-        w = next;
-    }
-    l->rewaking = 0;
-}
+/* The budget has room again for c, which waited: unpaused, frames already
+ * buffered go on; if the budget still cannot take it, it waits again
+ * (conn_read, conn_process). */
+static void bin_room(spw_netconn *c) { conn_update_reading(bc(c)); }
 
-static void conn_close(bconn *c)
+/* Socket closed (net/conn.h). `in` stays until conn_free: a handler may
+ * still be reading a frame in it (an answer it could not encode closes
+ * the connection). */
+static void bin_closing(spw_netconn *nc)
 {
-    if (c->closed)
-        return;
-    c->closed = 1;
-    unwait(c);
-    /* `in` stays until conn_free: a handler may still be reading a frame
-     * in it (an answer it could not encode closes the connection). */
+    bconn *c = bc(nc);
     if (c->held) {
         c->held = 0;
         c->loop->nheld--;
     }
-    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    atomic_fetch_sub(&c->loop->srv->nconns, 1);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->loop->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = NULL;
-    c->next = c->loop->zombies;
-    c->loop->zombies = c;
 }
 
-static void conn_free(bconn *c)
+static void conn_close(bconn *c) { spw_netconn_close(&c->nc); }
+
+static void bin_conn_free(spw_netconn *nc)
 {
+    bconn *c = bc(nc);
     spw_auth_session_fini(&c->auth);
     in_free(c);
-    spw_buf_fini(&c->out);
-    spw_free(c);
-}
-
-static void sweep(bloop *l, int all)
-{
-    bconn **pp = &l->zombies;
-    while (*pp) {
-        bconn *c = *pp;
-        if (all || c->inflight == 0) {
-            *pp = c->next;
-            conn_free(c);
-        } else {
-            pp = &c->next;
-        }
-    }
 }
 
 /*
@@ -309,7 +233,7 @@ static void release_held(bloop *l)
 {
     if (!l->nheld || (!l->stopping && spw_pressure_level(&l->srv->api->pressure) >= 3))
         return;
-    for (bconn *c = l->conns; c; c = c->next) {
+    for (bconn *c = bc(l->conns); c; c = bc(c->next)) {
         if (c->held && !c->closed) {
             c->held = 0;
             l->nheld--;
@@ -339,32 +263,8 @@ static void conn_update_reading(bconn *c)
 
 static void conn_flush(bconn *c)
 {
-    while (!c->closed && c->out_off < c->out.len) {
-        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                if (!c->want_out) {
-                    c->want_out = 1;
-                    set_events(c);
-                }
-                return;
-            }
-            conn_close(c);
-            return;
-        }
-        c->out_off += (size_t)w;
-    }
-    if (c->closed)
+    if (c->closed || spw_netconn_send(&c->nc) != 1)
         return;
-    c->out.len = c->out_off = 0;
-    if (c->out.cap > (1u << 20))
-        spw_buf_fini(&c->out);
-    if (c->want_out) {
-        c->want_out = 0;
-        set_events(c);
-    }
     if (c->close_after && c->inflight == 0) {
         conn_close(c);
         return;
@@ -1533,124 +1433,82 @@ static void conn_read(bconn *c)
     }
 }
 
-/* ---- loop ---- */
+/* ---- the protocol over the connection core (net/conn.h) ---- */
 
-static void accept_all(bloop *l)
+static void bin_loop_init(spw_netloop *nl, void *owner) { ((bloop *)nl)->srv = owner; }
+
+static void bin_conn_init(spw_netconn *nc) { bc(nc)->loop = (bloop *)nc->nl; }
+
+static void bin_io(spw_netconn *nc, uint32_t events)
 {
-    spw_bin_server *srv = l->srv;
-    for (;;) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
-            atomic_fetch_sub(&srv->nconns, 1);
-            atomic_fetch_add(&srv->st_rejected, 1);
-            close(fd);
-            continue;
+    bconn *c = bc(nc);
+    if (events & EPOLLOUT)
+        conn_flush(c);
+    if (c->closed)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->paused && (events & (EPOLLHUP | EPOLLERR))) {
+            conn_close(c); /* both directions gone: nobody to answer */
+        } else if (c->paused) {
+            /* The rest is read once unpaused; stop the level-triggered
+             * RDHUP from waking us until then. */
+            if ((events & EPOLLRDHUP) && !c->rdhup) {
+                c->rdhup = 1;
+                set_events(c);
+            }
+        } else {
+            conn_read(c);
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        bconn *c = spw_xcalloc(1, sizeof *c);
-        c->fd = fd;
-        c->loop = l;
-        spw__net_peer_str(&ss, c->peer, sizeof c->peer);
-        c->last_active_ms = now_ms();
-        c->next = l->conns;
-        if (l->conns)
-            l->conns->prev = c;
-        l->conns = c;
-        atomic_fetch_add(&srv->st_total, 1);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-        epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
     }
 }
 
-static void check_timeouts(bloop *l)
+/* As soon as pressure falls, not a tick later. */
+static void bin_after_events(spw_netloop *nl)
 {
-    spw_bin_config *cfg = &l->srv->cfg;
-    uint64_t now = now_ms();
-    bconn *c = l->conns;
-    while (c) {
-        bconn *next = c->next;
-        if (c->mem_wait && !c->frame_start_ms)
-            c->last_active_ms = now; /* its bytes wait on us, not on the client */
-        if (c->held) {
-            c->frame_start_ms = now; /* waiting on us, not on the client */
-        } else if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
-            conn_fatal(c, SPW_ST_TIMEOUT, "request_timeout", "frame not received whole in time");
-        } else if (c->inflight == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
-            conn_close(c);
-        }
-        c = next;
+    bloop *l = (bloop *)nl;
+    if (l->nheld)
+        release_held(l);
+}
+
+static void bin_loop_tick(spw_netloop *nl) { release_held((bloop *)nl); }
+
+static void bin_conn_tick(spw_netconn *nc, uint64_t now)
+{
+    bconn *c = bc(nc);
+    spw_bin_config *cfg = &c->loop->srv->cfg;
+    if (c->mem_wait && !c->frame_start_ms)
+        c->last_active_ms = now; /* its bytes wait on us, not on the client */
+    if (c->held) {
+        c->frame_start_ms = now; /* waiting on us, not on the client */
+    } else if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
+        conn_fatal(c, SPW_ST_TIMEOUT, "request_timeout", "frame not received whole in time");
+    } else if (c->inflight == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
+        conn_close(c);
     }
 }
 
-static void *loop_main(void *arg)
-{
-    bloop *l = arg;
-    struct epoll_event evs[256];
-    uint64_t next_tick = now_ms() + TICK_MS;
-    for (;;) {
-        int n = epoll_wait(l->b.epfd, evs, 256, TICK_MS);
-        for (int i = 0; i < n; i++) {
-            void *ptr = evs[i].data.ptr;
-            if (ptr == &l->b.lfd) {
-                if (!l->stopping)
-                    accept_all(l);
-                continue;
-            }
-            if (ptr == &l->b.efd) {
-                spw__loop_run_posts(&l->b);
-                continue;
-            }
-            bconn *c = ptr;
-            if (c->closed)
-                continue;
-            if (evs[i].events & EPOLLOUT)
-                conn_flush(c);
-            if (c->closed)
-                continue;
-            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-                if (c->paused && (evs[i].events & (EPOLLHUP | EPOLLERR))) {
-                    conn_close(c); /* both directions gone: nobody to answer */
-                } else if (c->paused) {
-                    /* The rest is read once unpaused; stop the level-triggered
-                     * RDHUP from waking us until then. */
-                    if ((evs[i].events & EPOLLRDHUP) && !c->rdhup) {
-                        c->rdhup = 1;
-                        set_events(c);
-                    }
-                } else {
-                    conn_read(c);
-                }
-            }
-        }
-        if (l->nheld)
-            release_held(l); /* as soon as pressure falls, not a tick later */
-        if (l->waiters && spw_membudget_room(budget_of(l), READ_CHUNK))
-            wake_waiters(l); /* likewise for the buffer budget */
-        if (l->zombies)
-            sweep(l, 0);
-        uint64_t now = now_ms();
-        if (now >= next_tick) {
-            release_held(l);
-            check_timeouts(l);
-            next_tick = now + TICK_MS;
-        }
-        if (atomic_load(&l->srv->stop) == 2)
-            break;
-    }
-    return NULL;
-}
+/* Draining: conn_update_reading sees loop->stopping. */
+static void bin_stop_reading(spw_netconn *nc) { conn_update_reading(bc(nc)); }
+
+static const spw_netproto bin_proto = {
+    .name = "binary protocol",
+    .conn_size = sizeof(bconn),
+    .loop_size = sizeof(bloop),
+    .loop_init = bin_loop_init,
+    .conn_init = bin_conn_init,
+    .events = bin_events,
+    .io = bin_io,
+    .room = bin_room,
+    .closing = bin_closing,
+    .conn_free = bin_conn_free,
+    .stop_reading = bin_stop_reading,
+    .after_events = bin_after_events,
+    .loop_tick = bin_loop_tick,
+    .conn_tick = bin_conn_tick,
+};
 
 int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
 {
-    struct sockaddr_in sa;
-    int r = spw__net_parse_addr(cfg->listen, &sa);
-    if (r)
-        return r;
     spw_bin_server *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     if (s->cfg.threads == 0)
@@ -1662,118 +1520,31 @@ int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
     if (s->cfg.max_frame_bytes > SPW_FRAME_MAX_HARD)
         s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
     s->api = api;
-    s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
-    if ((r = spw__loop_bases_open(&s->loops[0].b, sizeof *s->loops, s->cfg.threads, &sa)) < 0) {
-        spw_free(s->loops);
+    spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+    int r = spw_netsrv_start(&s->ns, &bin_proto, &nc, s);
+    if (r < 0) {
         spw_free(s);
         return r;
-    }
-    s->nloops = s->cfg.threads;
-    s->port = ntohs(sa.sin_port);
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        s->loops[i].srv = s;
-        pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
     }
     *out = s;
     return 0;
 }
 
-int spw_bin_port(spw_bin_server *s) { return s->port; }
+int spw_bin_port(spw_bin_server *s) { return s->ns.port; }
 
-static void stop_accepting(void *arg)
-{
-    bloop *l = arg;
-    if (l->stopping)
-        return;
-    l->stopping = 1;
-    spw__loop_base_stop_listening(&l->b);
-    /* Draining: requests already dispatched are answered, nothing new is
-     * read (frames not yet dispatched are dropped with the connection, so
-     * the drain ends even while clients keep sending). */
-    for (bconn *c = l->conns; c; c = c->next)
-        conn_update_reading(c);
-}
-
-void spw_bin_stop_accepting(spw_bin_server *s)
-{
-    for (uint32_t i = 0; i < s->nloops; i++)
-        loop_post(&s->loops[i], stop_accepting, &s->loops[i]);
-}
-
-typedef struct drain_q {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint32_t done;
-    uint32_t inflight;
-} drain_q;
-
-typedef struct drain_arg {
-    bloop *l;
-    drain_q *d;
-} drain_arg;
-
-static void ask_inflight(void *arg)
-{
-    drain_arg *a = arg;
-    pthread_mutex_lock(&a->d->mu);
-    a->d->inflight += a->l->inflight;
-    a->d->done++;
-    pthread_cond_signal(&a->d->cv);
-    pthread_mutex_unlock(&a->d->mu);
-}
+void spw_bin_stop_accepting(spw_bin_server *s) { spw_netsrv_stop_accepting(&s->ns); }
 
 void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms)
 {
-    spw_bin_stop_accepting(s);
-    uint64_t deadline = now_ms() + drain_ms;
-    drain_arg *args = spw_xcalloc(s->nloops, sizeof *args);
-    int warned = 0;
-    for (;;) {
-        drain_q d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-        for (uint32_t i = 0; i < s->nloops; i++) {
-            args[i] = (drain_arg){&s->loops[i], &d};
-            loop_post(&s->loops[i], ask_inflight, &args[i]);
-        }
-        pthread_mutex_lock(&d.mu);
-        while (d.done < s->nloops)
-            pthread_cond_wait(&d.cv, &d.mu);
-        pthread_mutex_unlock(&d.mu);
-        if (d.inflight == 0)
-            break;
-        /* Past the deadline we still wait: every append completes (the log
-         * runs each callback exactly once), and freeing the loops first
-         * would leave those callbacks posting to freed memory. */
-        if (now_ms() >= deadline && !warned) {
-            spw_warn("binary protocol: %u request(s) still in flight after the drain time; waiting for the log",
-                     d.inflight);
-            warned = 1;
-        }
-        usleep(10000);
-    }
-    spw_free(args);
-    atomic_store(&s->stop, 2);
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        spw__loop_wake(&s->loops[i].b);
-        pthread_join(s->loops[i].b.th, NULL);
-    }
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        bloop *l = &s->loops[i];
-        /* Posted completions still queued (requests that outlived the drain)
-         * run now, against closed connections: they free what they hold. */
-        while (l->conns)
-            conn_close(l->conns);
-        spw__loop_run_posts(&l->b);
-        sweep(l, 1);
-        spw__loop_base_close(&l->b);
-    }
-    spw_free(s->loops);
+    spw_netsrv_stop(&s->ns, drain_ms);
     spw_free(s);
 }
 
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
 {
-    st->connections_open = atomic_load(&s->nconns);
-    st->connections_total = atomic_load(&s->st_total);
+    st->connections_open = atomic_load(&s->ns.nconns);
+    st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
-    st->rejected_frames = atomic_load(&s->st_rejected);
+    st->rejected_frames = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
 }

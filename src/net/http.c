@@ -16,7 +16,7 @@
  * has its request-timeout clock running.
  */
 #include "net/http.h"
-#include "net/loop.h"
+#include "net/conn.h"
 
 #include "core/json.h"
 
@@ -44,11 +44,10 @@
 #include "core/msg.h"
 #include "net/membudget.h"
 
-#define READ_CHUNK (64u << 10)
+#define READ_CHUNK SPW_NET_READ_CHUNK
 #define SMALL_READ (4u << 10)        /* a read while the buffer budget is full */
 #define BODY_STEP (64u << 10)        /* a chunked body grows by this much */
 #define OUT_PAUSE_BYTES (8u << 20)   /* unsent response bytes that stop reading */
-#define TICK_MS 100
 
 typedef struct slot {
     spw_http_req *req;
@@ -56,10 +55,16 @@ typedef struct slot {
     int done;
 } slot;
 
+/* A connection: the core's fields (net/conn.h: fd, out, inflight, closed,
+ * ...) by name, then HTTP's. */
 struct spw_conn {
-    int fd;
-    spw_http_loop *loop;
-    char peer[64];
+    union {
+        spw_netconn nc;
+        struct {
+            SPW_NETCONN_FIELDS
+        };
+    };
+    spw_http_loop *loop; /* nc.nl as HTTP's loop */
     http_parser parser;
     spw_http_req *cur;   /* request being parsed */
     char hname[32];      /* current header name (truncated: only short names matter) */
@@ -72,46 +77,37 @@ struct spw_conn {
     uint32_t header_bytes;
     slot *slots; /* ring, cap = max_pipelined */
     uint32_t s_head, s_len;
-    spw_buf out;
-    size_t out_off;
     spw_buf pending_in; /* bytes read but not parsed (paused) */
     uint64_t pin_charged; /* budget held by pending_in */
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
-    int paused, want_out, close_after, closed, error_sent;
-    int rdhup; /* the peer shut its side while we were paused: no more watching for it (level-triggered) */
-    int mem_wait; /* on the loop's waiters: no room in the buffer budget */
-    uint64_t last_active_ms, req_start_ms;
-    spw_conn *prev, *next;
-    spw_conn *wprev, *wnext; /* the loop's waiters */
+    int error_sent;
+    uint64_t req_start_ms;
 };
 
 struct spw_http_loop {
+    union {
+        spw_netloop nl;
+        struct {
+            SPW_NETLOOP_FIELDS
+        };
+    };
     spw_http_server *srv;
-    spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */
-    spw_conn *conns;
-    spw_conn *zombies; /* closed, freed once every request is answered */
-    spw_conn *waiters, *waiters_tail; /* connections waiting for the buffer budget, oldest first */
-    int rewaking;                     /* in wake_waiters: a wait again is not a new one */
-    int stopping;
-    uint32_t inflight; /* requests dispatched, not answered */
 };
 
 struct spw_http_server {
+    spw_netsrv ns; /* loops, connections, drain (net/conn.h) */
     spw_http_config cfg;
     spw_http_handler handler;
     void *ctx;
-    spw_http_loop *loops;
-    uint32_t nloops;
-    int port;
-    _Atomic uint32_t nconns;
-    _Atomic uint64_t st_total, st_requests, st_rejected;
-    _Atomic int stop;
+    _Atomic uint64_t st_requests, st_rejected;
 };
+
+static spw_conn *hc(spw_netconn *c) { return (spw_conn *)c; }
 
 static http_parser_settings settings;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_net_now_ms(); }
 
 const char *spw_http_reason(int s)
 {
@@ -171,38 +167,13 @@ static void set_events(spw_conn *c);
 /* Stops reading c until the budget has room (the loop's waiters). */
 static void wait_for_room(spw_conn *c)
 {
-    spw_http_loop *l = c->loop;
     if (c->mem_wait)
         return;
-    c->mem_wait = 1;
-    c->wnext = NULL;
-    c->wprev = l->waiters_tail;
-    if (l->waiters_tail)
-        l->waiters_tail->wnext = c;
-    else
-        l->waiters = c;
-    l->waiters_tail = c;
-    if (!l->rewaking)
-        spw_membudget_waited(budget_of(l));
+    spw_netconn_wait_for_room(&c->nc);
     set_events(c);
 }
 
-static void unwait(spw_conn *c)
-{
-    spw_http_loop *l = c->loop;
-    if (!c->mem_wait)
-        return;
-    c->mem_wait = 0;
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else
-        l->waiters = c->wnext;
-    if (c->wnext)
-        c->wnext->wprev = c->wprev;
-    else
-        l->waiters_tail = c->wprev;
-    c->wprev = c->wnext = NULL;
-}
+static void unwait(spw_conn *c) { spw_netconn_unwait(&c->nc); }
 
 /*
  * Reserves a body of n bytes (a Content-Length) for r, whole: 0, SPW_EAGAIN
@@ -228,8 +199,9 @@ static int body_take(spw_http_req *r, size_t n)
 
 /* ---- connection teardown ---- */
 
-static void conn_free(spw_conn *c)
+static void http_conn_free(spw_netconn *nc)
 {
+    spw_conn *c = hc(nc);
     /* Every slot, not only the pending ones: a finished slot keeps its
      * buffer (or the one swapped in from out) for reuse. */
     for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
@@ -241,75 +213,39 @@ static void conn_free(spw_conn *c)
     }
     spw_free(c->slots);
     spw_buf_fini(&c->url);
-    spw_buf_fini(&c->out);
     pin_free(c);
-    spw_free(c);
 }
 
-static uint32_t conn_unanswered(spw_conn *c)
+/* Socket closed (net/conn.h): nothing more is read, so what input held
+ * goes back at once, not when the last answer lets the struct go. */
+static void http_closing(spw_netconn *nc)
 {
-    uint32_t n = 0, cap = c->loop->srv->cfg.max_pipelined;
-    for (uint32_t i = 0; i < c->s_len; i++)
-        n += !c->slots[(c->s_head + i) % cap].done;
-    return n;
+    spw_conn *c = hc(nc);
+    c->body_wait = 0;
+    pin_free(c);
+    if (c->cur)
+        req_body_free(c->cur);
 }
 
-/* Closes the socket. The struct is freed later, by the loop (sweep), once
- * its last request is answered: never under a parser callback or a
- * handler that still uses it. */
-static void conn_close(spw_conn *c)
-{
-    if (!c->closed) {
-        c->closed = 1;
-        epoll_ctl(c->loop->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        /* Nothing more is read: what input held goes back at once, not
-         * when the last answer lets the struct go. */
-        unwait(c);
-        c->body_wait = 0;
-        pin_free(c);
-        if (c->cur)
-            req_body_free(c->cur);
-        atomic_fetch_sub(&c->loop->srv->nconns, 1);
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            c->loop->conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        c->prev = NULL;
-        c->next = c->loop->zombies;
-        c->loop->zombies = c;
-    }
-}
-
-static void sweep(spw_http_loop *l, int all)
-{
-    spw_conn **pp = &l->zombies;
-    while (*pp) {
-        spw_conn *c = *pp;
-        if (all || conn_unanswered(c) == 0) {
-            *pp = c->next;
-            conn_free(c);
-        } else {
-            pp = &c->next;
-        }
-    }
-}
+/* Closes the socket. The struct is freed later, by the loop, once its
+ * last request is answered: never under a parser callback or a handler
+ * that still uses it. */
+static void conn_close(spw_conn *c) { spw_netconn_close(&c->nc); }
 
 /* ---- output ---- */
 
-static void set_events(spw_conn *c)
+static uint32_t http_events(spw_netconn *nc)
 {
+    spw_conn *c = hc(nc);
     /* While paused, EPOLLRDHUP is watched until it fires once (then
      * c->rdhup): it is level-triggered, and a peer that half-closed would
      * make the loop spin until the connection resumes. */
     int reading = !c->paused && !c->mem_wait;
-    struct epoll_event ev = {.events = (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->want_out ? EPOLLOUT : 0) |
-                                       (!reading && c->paused && !c->rdhup ? EPOLLRDHUP : 0),
-                             .data.ptr = c};
-    epoll_ctl(c->loop->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    return (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->want_out ? EPOLLOUT : 0) |
+           (!reading && c->paused && !c->rdhup ? EPOLLRDHUP : 0);
 }
+
+static void set_events(spw_conn *c) { spw_netconn_set_events(&c->nc); }
 
 static void conn_resume(spw_conn *c);
 
@@ -337,30 +273,8 @@ static void conn_flush(spw_conn *c)
         c->s_head = (c->s_head + 1) % cap;
         c->s_len--;
     }
-    while (c->out_off < c->out.len) {
-        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN) {
-                if (!c->want_out) {
-                    c->want_out = 1;
-                    set_events(c);
-                }
-                return;
-            }
-            conn_close(c);
-            return;
-        }
-        c->out_off += (size_t)w;
-    }
-    c->out.len = c->out_off = 0;
-    if (c->out.cap > (1u << 20))
-        spw_buf_fini(&c->out);
-    if (c->want_out) {
-        c->want_out = 0;
-        set_events(c);
-    }
+    if (spw_netconn_send(&c->nc) != 1)
+        return;
     if (c->close_after && c->s_len == 0) {
         conn_close(c);
         return;
@@ -387,6 +301,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
     loop->inflight--;
+    c->inflight--;
     req_body_free(req);
     spw_free(req->url_mem);
     spw_free(req);
@@ -486,6 +401,7 @@ static void conn_fail(spw_conn *c, int status, const char *code, const char *msg
     s->req = r;
     s->done = 0;
     c->s_len++;
+    c->inflight++;
     c->loop->inflight++;
     spw_http_error(r, status, code, NULL, "%s", msg);
 }
@@ -698,6 +614,7 @@ static int on_message_complete(http_parser *p)
     s->req = r;
     s->done = 0;
     c->s_len++;
+    c->inflight++;
     c->loop->inflight++;
     atomic_fetch_add(&srv->st_requests, 1);
     srv->handler(srv->ctx, r);
@@ -808,31 +725,17 @@ static size_t read_size(spw_conn *c)
 
 static void conn_read(spw_conn *c);
 
-/* Lets waiting connections go on while the budget has room; those it
- * cannot take yet go back on the list. */
-static void wake_waiters(spw_http_loop *l)
+/* The budget has room again for w, which waited (net/conn.h); if it still
+ * cannot take w, w waits again. */
+static void http_room(spw_netconn *nc)
 {
-    spw_conn *w = l->waiters;
-    l->waiters = l->waiters_tail = NULL;
-    /* Off the list first, all of them: whatever happens to one below
-     * (closed, waiting again) then touches only the loop's new list. */
-    for (spw_conn *x = w; x; x = x->wnext)
-        x->mem_wait = 0;
-    l->rewaking = 1;
-    while (w) {
-        spw_conn *next = w->wnext;
-        w->wprev = w->wnext = NULL;
-        if (!w->closed) {
-            if (w->body_wait) {
-                conn_resume(w);
-            } else {
-                set_events(w);
-                conn_read(w);
-            }
-        }
-        w = next;
+    spw_conn *w = hc(nc);
+    if (w->body_wait) {
+        conn_resume(w);
+    } else {
+        set_events(w);
+        conn_read(w);
     }
-    l->rewaking = 0;
 }
 
 static void conn_read(spw_conn *c)
@@ -873,123 +776,85 @@ static void conn_read(spw_conn *c)
     }
 }
 
-/* ---- loop ---- */
+/* ---- the protocol over the connection core (net/conn.h) ---- */
 
-static void accept_all(spw_http_loop *l)
+void spw_http_loop_post(spw_http_loop *l, void (*fn)(void *), void *arg) { spw_netloop_post(&l->nl, fn, arg); }
+
+static void http_loop_init(spw_netloop *nl, void *owner) { ((spw_http_loop *)nl)->srv = owner; }
+
+static void http_conn_init(spw_netconn *nc)
 {
-    spw_http_server *srv = l->srv;
-    for (;;) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
-            atomic_fetch_sub(&srv->nconns, 1);
-            atomic_fetch_add(&srv->st_rejected, 1);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        spw_conn *c = spw_xcalloc(1, sizeof *c);
-        c->fd = fd;
-        c->loop = l;
-        spw__net_peer_str(&ss, c->peer, sizeof c->peer);
-        c->slots = spw_xcalloc(srv->cfg.max_pipelined, sizeof *c->slots);
-        http_parser_init(&c->parser, HTTP_REQUEST);
-        c->parser.data = c;
-        c->last_active_ms = now_ms();
-        c->next = l->conns;
-        if (l->conns)
-            l->conns->prev = c;
-        l->conns = c;
-        atomic_fetch_add(&srv->st_total, 1);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-        epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
+    spw_conn *c = hc(nc);
+    c->loop = (spw_http_loop *)nc->nl;
+    c->slots = spw_xcalloc(c->loop->srv->cfg.max_pipelined, sizeof *c->slots);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+}
+
+static void http_io(spw_netconn *nc, uint32_t events)
+{
+    spw_conn *c = hc(nc);
+    if (events & EPOLLOUT)
+        conn_flush(c);
+    if (c->closed)
+        return;
+    /* Paused (a request waits for its answer) and the peer sent its FIN: a
+     * client that gave up, or one that only half-closed. Noted for
+     * spw_http_req_gone; answers still go out. */
+    if ((events & EPOLLRDHUP) && c->paused && !c->rdhup) {
+        c->rdhup = 1;
+        set_events(c);
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        conn_read(c);
+    /* Reset or error while paused: nothing more can be read or sent, and
+     * EPOLLHUP/EPOLLERR cannot be masked; close (answers still in flight
+     * are dropped when they come: the connection is a zombie until then). */
+    if ((events & (EPOLLHUP | EPOLLERR)) && (c->paused || c->mem_wait) && !c->closed)
+        conn_close(c);
+}
+
+static void http_conn_tick(spw_netconn *nc, uint64_t now)
+{
+    spw_conn *c = hc(nc);
+    spw_http_config *cfg = &c->loop->srv->cfg;
+    if (c->mem_wait && !c->req_start_ms)
+        c->last_active_ms = now; /* its bytes wait on us, not on the client */
+    if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms && !c->error_sent) {
+        conn_fail(c, 408, "request_timeout", "request not received in time");
+    } else if (!c->cur && c->s_len == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
+        conn_close(c);
+    } else if (c->error_sent && now - c->last_active_ms > cfg->idle_timeout_ms) {
+        conn_close(c);
     }
 }
 
-
-void spw_http_loop_post(spw_http_loop *l, void (*fn)(void *), void *arg)
+/* Draining: no new request is parsed (conn_resume and on_message_complete
+ * see loop->stopping); answers in flight still go out. */
+static void http_stop_reading(spw_netconn *nc)
 {
-    spw__loop_post(&l->b, fn, arg);
+    spw_conn *c = hc(nc);
+    if (c->paused)
+        return;
+    c->paused = 1;
+    http_parser_pause(&c->parser, 1);
+    set_events(c);
 }
 
-static void check_timeouts(spw_http_loop *l)
-{
-    spw_http_config *cfg = &l->srv->cfg;
-    uint64_t now = now_ms();
-    spw_conn *c = l->conns;
-    while (c) {
-        spw_conn *next = c->next;
-        if (c->mem_wait && !c->req_start_ms)
-            c->last_active_ms = now; /* its bytes wait on us, not on the client */
-        if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms && !c->error_sent) {
-            conn_fail(c, 408, "request_timeout", "request not received in time");
-        } else if (!c->cur && c->s_len == 0 && c->out.len == c->out_off &&
-                   now - c->last_active_ms > cfg->idle_timeout_ms) {
-            conn_close(c);
-        } else if (c->error_sent && now - c->last_active_ms > cfg->idle_timeout_ms) {
-            conn_close(c);
-        }
-        c = next;
-    }
-}
-
-static void *loop_main(void *arg)
-{
-    spw_http_loop *l = arg;
-    struct epoll_event evs[256];
-    uint64_t next_tick = now_ms() + TICK_MS;
-    for (;;) {
-        int n = epoll_wait(l->b.epfd, evs, 256, TICK_MS);
-        for (int i = 0; i < n; i++) {
-            void *ptr = evs[i].data.ptr;
-            if (ptr == &l->b.lfd) {
-                if (!l->stopping)
-                    accept_all(l);
-                continue;
-            }
-            if (ptr == &l->b.efd) {
-                spw__loop_run_posts(&l->b);
-                continue;
-            }
-            spw_conn *c = ptr;
-            if (evs[i].events & EPOLLOUT)
-                conn_flush(c);
-            if (c->closed)
-                continue;
-            /* Paused (a request waits for its answer) and the peer sent its
-             * FIN: a client that gave up, or one that only half-closed.
-             * Noted for spw_http_req_gone; answers still go out. */
-            if ((evs[i].events & EPOLLRDHUP) && c->paused && !c->rdhup) {
-                c->rdhup = 1;
-                set_events(c);
-            }
-            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                conn_read(c);
-            /* Reset or error while paused: nothing more can be read or sent,
-             * and EPOLLHUP/EPOLLERR cannot be masked; close (answers still
-             * in flight are dropped when they come, see sweep). */
-            if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && (c->paused || c->mem_wait) && !c->closed)
-                conn_close(c);
-        }
-        /* As soon as the budget has room, not a tick later. */
-        if (l->waiters && spw_membudget_room(budget_of(l), READ_CHUNK))
-            wake_waiters(l);
-        if (l->zombies)
-            sweep(l, 0);
-        uint64_t now = now_ms();
-        if (now >= next_tick) {
-            check_timeouts(l);
-            next_tick = now + TICK_MS;
-        }
-        if (atomic_load(&l->srv->stop) == 2)
-            break;
-    }
-    return NULL;
-}
+static const spw_netproto http_proto = {
+    .name = "HTTP",
+    .conn_size = sizeof(spw_conn),
+    .loop_size = sizeof(spw_http_loop),
+    .loop_init = http_loop_init,
+    .conn_init = http_conn_init,
+    .events = http_events,
+    .io = http_io,
+    .room = http_room,
+    .closing = http_closing,
+    .conn_free = http_conn_free,
+    .stop_reading = http_stop_reading,
+    .conn_tick = http_conn_tick,
+};
 
 int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, spw_http_server **out)
 {
@@ -1000,10 +865,6 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
-    struct sockaddr_in sa;
-    int r = spw__net_parse_addr(cfg->listen, &sa);
-    if (r)
-        return r;
     spw_http_server *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     if (s->cfg.threads == 0)
@@ -1012,115 +873,29 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
         s->cfg.max_pipelined = 64;
     s->handler = h;
     s->ctx = ctx;
-    s->loops = spw_xcalloc(s->cfg.threads, sizeof *s->loops);
-    if ((r = spw__loop_bases_open(&s->loops[0].b, sizeof *s->loops, s->cfg.threads, &sa)) < 0) {
-        spw_free(s->loops);
+    spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+    int r = spw_netsrv_start(&s->ns, &http_proto, &nc, s);
+    if (r < 0) {
         spw_free(s);
         return r;
-    }
-    s->nloops = s->cfg.threads;
-    s->port = ntohs(sa.sin_port);
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        s->loops[i].srv = s;
-        pthread_create(&s->loops[i].b.th, NULL, loop_main, &s->loops[i]);
     }
     *out = s;
     return 0;
 }
 
-int spw_http_port(spw_http_server *s) { return s->port; }
-
-static void stop_accepting(void *arg)
-{
-    spw_http_loop *l = arg;
-    if (l->stopping)
-        return;
-    l->stopping = 1;
-    spw__loop_base_stop_listening(&l->b);
-    /* Draining: requests already dispatched are answered, nothing new is
-     * read (requests not yet dispatched are dropped with the connection,
-     * so the drain ends even while clients keep sending). */
-    for (spw_conn *c = l->conns; c; c = c->next)
-        if (!c->paused) {
-            c->paused = 1;
-            http_parser_pause(&c->parser, 1);
-            set_events(c);
-        }
-}
-
-typedef struct drain_q {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint32_t done;
-    uint32_t inflight;
-} drain_q;
-
-typedef struct drain_arg {
-    spw_http_loop *l;
-    drain_q *d;
-} drain_arg;
-
-static void ask_inflight(void *arg)
-{
-    drain_arg *a = arg;
-    pthread_mutex_lock(&a->d->mu);
-    a->d->inflight += a->l->inflight;
-    a->d->done++;
-    pthread_cond_signal(&a->d->cv);
-    pthread_mutex_unlock(&a->d->mu);
-}
+int spw_http_port(spw_http_server *s) { return s->ns.port; }
 
 void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
 {
-    for (uint32_t i = 0; i < s->nloops; i++)
-        spw_http_loop_post(&s->loops[i], stop_accepting, &s->loops[i]);
-    uint64_t deadline = now_ms() + drain_ms;
-    drain_arg *args = spw_xcalloc(s->nloops, sizeof *args);
-    int warned = 0;
-    for (;;) {
-        /* Every loop is asked, every round. */
-        drain_q d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-        for (uint32_t i = 0; i < s->nloops; i++) {
-            args[i] = (drain_arg){&s->loops[i], &d};
-            spw_http_loop_post(&s->loops[i], ask_inflight, &args[i]);
-        }
-        pthread_mutex_lock(&d.mu);
-        while (d.done < s->nloops)
-            pthread_cond_wait(&d.cv, &d.mu);
-        pthread_mutex_unlock(&d.mu);
-        if (d.inflight == 0)
-            break;
-        /* Past the deadline we still wait: every append completes (the log
-         * runs each callback exactly once), and freeing the loops first
-         * would leave those callbacks posting to freed memory. */
-        if (now_ms() >= deadline && !warned) {
-            spw_warn("HTTP: %u request(s) still in flight after the drain time; waiting for the log", d.inflight);
-            warned = 1;
-        }
-        usleep(10000);
-    }
-    spw_free(args);
-    atomic_store(&s->stop, 2);
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        spw__loop_wake(&s->loops[i].b);
-        pthread_join(s->loops[i].b.th, NULL);
-    }
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        spw_http_loop *l = &s->loops[i];
-        while (l->conns)
-            conn_close(l->conns);
-        spw__loop_run_posts(&l->b);
-        sweep(l, 1);
-        spw__loop_base_close(&l->b);
-    }
-    spw_free(s->loops);
+    spw_netsrv_stop(&s->ns, drain_ms);
     spw_free(s);
 }
 
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
 {
-    st->connections_open = atomic_load(&s->nconns);
-    st->connections_total = atomic_load(&s->st_total);
+    st->connections_open = atomic_load(&s->ns.nconns);
+    st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
-    st->rejected_limits = atomic_load(&s->st_rejected);
+    st->rejected_limits = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
 }

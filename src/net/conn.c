@@ -1,0 +1,429 @@
+/*
+ * The connection core (net/conn.h): what the HTTP and the binary listener
+ * share about their connections. The protocols parse, dispatch and encode;
+ * everything about a connection's life is here, once.
+ *
+ * Threads. One thread per loop, each with its own SO_REUSEPORT listening
+ * socket (net/loop.h). A connection belongs to the loop that accepted it
+ * for its whole life: its fields, its buffers and its protocol state are
+ * touched on that thread only, so they need no lock. The one way in from
+ * another thread is spw_netloop_post (a mutex-protected list and an
+ * eventfd): the log's completion callbacks (an append acknowledged, an
+ * fsync done) and the group waiter post the answer of a request to its
+ * loop, and the drain asks each loop through it.
+ *
+ * Ownership. The loop owns its connections: the open ones on `conns`, the
+ * closed ones on `zombies`. Closing a connection (spw_netconn_close) closes
+ * its socket at once, gives back its input memory (proto->closing) and
+ * moves it to the zombies; the struct stays until its last request in
+ * flight is answered (c->inflight 0), because a posted completion still
+ * holds a pointer to it. The loop frees zombies after each round of events
+ * (sweep), never inside a callback. The core frees c->out and the struct;
+ * the protocol frees its own part (proto->conn_free).
+ *
+ * The buffer budget. A connection that cannot take input memory goes on
+ * its loop's waiters (oldest first) and stops reading; after every round of
+ * events, when the budget has room for one read, all waiters are taken off
+ * the list and each gets proto->room (those still without room wait again,
+ * not counted as a new wait).
+ *
+ * The drain (spw_netsrv_stop), in this order:
+ *   1. every loop is posted stop_accepting: it stops listening (the socket
+ *      is closed, so a new server may bind) and each open connection gets
+ *      proto->stop_reading — no new request is read from then on, so the
+ *      number in flight can only fall;
+ *   2. every loop — all of them, every round — is asked its in-flight
+ *      count, on its own thread; the stopping thread sums the answers and
+ *      asks again every 10 ms until the sum is 0. drain_ms only says when
+ *      to warn: a request in flight is an append the log will complete
+ *      (it runs every callback exactly once), and its completion posts to
+ *      the loop, so the loops must outlive it;
+ *   3. the loops are told to stop and joined;
+ *   4. on the stopping thread, every connection still open is closed, the
+ *      posts left in each loop's list run (against closed connections),
+ *      every zombie is freed and the loop's sockets closed; then the loops.
+ * With nothing in flight after step 2 and nothing read after step 1, no
+ * thread can post to a loop after step 3.
+ */
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/id.h"
+#include "core/msg.h"
+
+uint64_t spw_net_now_ms(void) { return spw_mono_ns() / 1000000; }
+
+static spw_netloop *loop_at(spw_netsrv *s, uint32_t i)
+{
+    return (spw_netloop *)(s->loops + (size_t)i * s->proto->loop_size);
+}
+
+spw_netloop *spw_netsrv_loop(spw_netsrv *s, uint32_t i) { return loop_at(s, i); }
+
+void spw_netloop_post(spw_netloop *l, void (*fn)(void *), void *arg) { spw__loop_post(&l->b, fn, arg); }
+
+/* ---- connections ---- */
+
+void spw_netconn_set_events(spw_netconn *c)
+{
+    struct epoll_event ev = {.events = c->nl->ns->proto->events(c), .data.ptr = c};
+    epoll_ctl(c->nl->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void spw_netconn_wait_for_room(spw_netconn *c)
+{
+    spw_netloop *l = c->nl;
+    if (c->mem_wait)
+        return;
+    c->mem_wait = 1;
+    c->wnext = NULL;
+    c->wprev = l->waiters_tail;
+    if (l->waiters_tail)
+        l->waiters_tail->wnext = c;
+    else
+        l->waiters = c;
+    l->waiters_tail = c;
+    if (!l->rewaking)
+        spw_membudget_waited(l->ns->cfg.buffers);
+}
+
+void spw_netconn_unwait(spw_netconn *c)
+{
+    spw_netloop *l = c->nl;
+    if (!c->mem_wait)
+        return;
+    c->mem_wait = 0;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        l->waiters = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        l->waiters_tail = c->wprev;
+    c->wprev = c->wnext = NULL;
+}
+
+/* Lets waiting connections go on; those the budget still cannot take go
+ * back on the list (through proto->room). */
+static void wake_waiters(spw_netloop *l)
+{
+    spw_netconn *w = l->waiters;
+    l->waiters = l->waiters_tail = NULL;
+    /* Off the list first, all of them: whatever happens to one below
+     * (closed, waiting again) then touches only the loop's new list. */
+    for (spw_netconn *x = w; x; x = x->wnext)
+        x->mem_wait = 0;
+    l->rewaking = 1;
+    while (w) {
+        spw_netconn *next = w->wnext;
+        w->wprev = w->wnext = NULL;
+        if (!w->closed)
+            l->ns->proto->room(w);
+        w = next;
+    }
+    l->rewaking = 0;
+}
+
+void spw_netconn_close(spw_netconn *c)
+{
+    if (c->closed)
+        return;
+    spw_netloop *l = c->nl;
+    c->closed = 1;
+    epoll_ctl(l->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    /* Nothing more is read: what input held goes back at once, not when
+     * the last answer lets the struct go. */
+    spw_netconn_unwait(c);
+    if (l->ns->proto->closing)
+        l->ns->proto->closing(c);
+    atomic_fetch_sub(&l->ns->nconns, 1);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = l->zombies;
+    l->zombies = c;
+}
+
+static void conn_free(spw_netconn *c)
+{
+    if (c->nl->ns->proto->conn_free)
+        c->nl->ns->proto->conn_free(c);
+    spw_buf_fini(&c->out);
+    spw_free(c);
+}
+
+/* Frees the zombies nothing is in flight on (all: every one). */
+static void sweep(spw_netloop *l, int all)
+{
+    spw_netconn **pp = &l->zombies;
+    while (*pp) {
+        spw_netconn *c = *pp;
+        if (all || c->inflight == 0) {
+            *pp = c->next;
+            conn_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+int spw_netconn_send(spw_netconn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                if (!c->want_out) {
+                    c->want_out = 1;
+                    spw_netconn_set_events(c);
+                }
+                return 0;
+            }
+            spw_netconn_close(c);
+            return -1;
+        }
+        c->out_off += (size_t)w;
+    }
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > (1u << 20))
+        spw_buf_fini(&c->out);
+    if (c->want_out) {
+        c->want_out = 0;
+        spw_netconn_set_events(c);
+    }
+    return 1;
+}
+
+/* ---- the loop ---- */
+
+static void accept_all(spw_netloop *l)
+{
+    spw_netsrv *s = l->ns;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (atomic_fetch_add(&s->nconns, 1) >= s->cfg.max_connections) {
+            atomic_fetch_sub(&s->nconns, 1);
+            atomic_fetch_add(&s->refused, 1);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        spw_netconn *c = spw_xcalloc(1, s->proto->conn_size);
+        c->fd = fd;
+        c->nl = l;
+        spw__net_peer_str(&ss, c->peer, sizeof c->peer);
+        c->last_active_ms = spw_net_now_ms();
+        if (s->proto->conn_init)
+            s->proto->conn_init(c);
+        c->next = l->conns;
+        if (l->conns)
+            l->conns->prev = c;
+        l->conns = c;
+        atomic_fetch_add(&s->accepted, 1);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+static void tick(spw_netloop *l, uint64_t now)
+{
+    const spw_netproto *p = l->ns->proto;
+    if (p->loop_tick)
+        p->loop_tick(l);
+    if (!p->conn_tick)
+        return;
+    spw_netconn *c = l->conns;
+    while (c) {
+        spw_netconn *next = c->next; /* c may close (and leave the list) */
+        p->conn_tick(c, now);
+        c = next;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    spw_netloop *l = arg;
+    const spw_netproto *p = l->ns->proto;
+    struct epoll_event evs[256];
+    uint64_t next_tick = spw_net_now_ms() + SPW_NET_TICK_MS;
+    for (;;) {
+        int n = epoll_wait(l->b.epfd, evs, 256, SPW_NET_TICK_MS);
+        for (int i = 0; i < n; i++) {
+            void *ptr = evs[i].data.ptr;
+            if (ptr == &l->b.lfd) {
+                if (!l->stopping)
+                    accept_all(l);
+                continue;
+            }
+            if (ptr == &l->b.efd) {
+                spw__loop_run_posts(&l->b);
+                continue;
+            }
+            spw_netconn *c = ptr;
+            /* Closed earlier in this round (its fd may already be another
+             * connection's): a zombie, nothing to do with its events. */
+            if (!c->closed)
+                p->io(c, evs[i].events);
+        }
+        if (p->after_events)
+            p->after_events(l);
+        /* As soon as the budget has room, not a tick later. */
+        if (l->waiters && spw_membudget_room(l->ns->cfg.buffers, SPW_NET_READ_CHUNK))
+            wake_waiters(l);
+        if (l->zombies)
+            sweep(l, 0);
+        uint64_t now = spw_net_now_ms();
+        if (now >= next_tick) {
+            tick(l, now);
+            next_tick = now + SPW_NET_TICK_MS;
+        }
+        if (atomic_load(&l->ns->stop) == 2)
+            break;
+    }
+    return NULL;
+}
+
+int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_config *cfg, void *owner)
+{
+    struct sockaddr_in sa;
+    int r = spw__net_parse_addr(cfg->listen, &sa);
+    if (r)
+        return r;
+    memset(s, 0, sizeof *s);
+    s->proto = proto;
+    s->owner = owner;
+    s->cfg = *cfg;
+    if (s->cfg.threads == 0)
+        s->cfg.threads = 1;
+    s->loops = spw_xcalloc(s->cfg.threads, proto->loop_size);
+    if ((r = spw__loop_bases_open(&loop_at(s, 0)->b, proto->loop_size, s->cfg.threads, &sa)) < 0) {
+        spw_free(s->loops);
+        s->loops = NULL;
+        return r;
+    }
+    s->nloops = s->cfg.threads;
+    s->port = ntohs(sa.sin_port);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        spw_netloop *l = loop_at(s, i);
+        l->ns = s;
+        if (proto->loop_init)
+            proto->loop_init(l, owner);
+    }
+    for (uint32_t i = 0; i < s->nloops; i++)
+        pthread_create(&loop_at(s, i)->b.th, NULL, loop_main, loop_at(s, i));
+    return 0;
+}
+
+/* ---- the drain ---- */
+
+static void stop_accepting(void *arg)
+{
+    spw_netloop *l = arg;
+    if (l->stopping)
+        return;
+    l->stopping = 1;
+    spw__loop_base_stop_listening(&l->b);
+    /* Requests already dispatched are answered; nothing new is read (what
+     * was not dispatched yet goes with the connection, so the drain ends
+     * even while clients keep sending). */
+    if (l->ns->proto->stop_reading)
+        for (spw_netconn *c = l->conns; c; c = c->next)
+            l->ns->proto->stop_reading(c);
+}
+
+void spw_netsrv_stop_accepting(spw_netsrv *s)
+{
+    for (uint32_t i = 0; i < s->nloops; i++)
+        spw_netloop_post(loop_at(s, i), stop_accepting, loop_at(s, i));
+}
+
+typedef struct drain_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t done;
+    uint32_t inflight;
+} drain_q;
+
+typedef struct drain_arg {
+    spw_netloop *l;
+    drain_q *d;
+} drain_arg;
+
+/* On l's thread: adds its in-flight count to the round's sum. */
+static void ask_inflight(void *arg)
+{
+    drain_arg *a = arg;
+    pthread_mutex_lock(&a->d->mu);
+    a->d->inflight += a->l->inflight;
+    a->d->done++;
+    pthread_cond_signal(&a->d->cv);
+    pthread_mutex_unlock(&a->d->mu);
+}
+
+void spw_netsrv_stop(spw_netsrv *s, uint32_t drain_ms)
+{
+    spw_netsrv_stop_accepting(s);
+    uint64_t deadline = spw_net_now_ms() + drain_ms;
+    drain_arg *args = spw_xcalloc(s->nloops, sizeof *args);
+    int warned = 0;
+    for (;;) {
+        drain_q d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        for (uint32_t i = 0; i < s->nloops; i++) {
+            args[i] = (drain_arg){loop_at(s, i), &d};
+            spw_netloop_post(loop_at(s, i), ask_inflight, &args[i]);
+        }
+        pthread_mutex_lock(&d.mu);
+        while (d.done < s->nloops)
+            pthread_cond_wait(&d.cv, &d.mu);
+        pthread_mutex_unlock(&d.mu);
+        if (d.inflight == 0)
+            break;
+        if (spw_net_now_ms() >= deadline && !warned) {
+            spw_warn("%s: %u request(s) still in flight after the drain time; waiting for the log", s->proto->name,
+                     d.inflight);
+            warned = 1;
+        }
+        usleep(10000);
+    }
+    spw_free(args);
+    atomic_store(&s->stop, 2);
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        spw__loop_wake(&loop_at(s, i)->b);
+        pthread_join(loop_at(s, i)->b.th, NULL);
+    }
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        spw_netloop *l = loop_at(s, i);
+        while (l->conns)
+            spw_netconn_close(l->conns);
+        spw__loop_run_posts(&l->b);
+        sweep(l, 1);
+        spw__loop_base_close(&l->b);
+    }
+    spw_free(s->loops);
+    s->loops = NULL;
+    s->nloops = 0;
+}

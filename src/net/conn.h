@@ -1,0 +1,158 @@
+/*
+ * The connection core shared by both listeners (HTTP: net/http.c; the
+ * binary protocol: net/binproto.c): listening sockets and I/O loops (over
+ * net/loop.h), accepting, the list of a loop's connections, closing,
+ * zombies (closed connections kept until their last request is answered),
+ * waiters for the buffer budget (net/membudget.h), writing answers, the
+ * per-connection tick (timeouts), and the drain at shutdown. A protocol is
+ * a table of callbacks (spw_netproto): what a connection needs beyond the
+ * core's fields, what to do with its socket's events, when to give back
+ * its input memory, what "stop reading new requests" means for it, its
+ * timeouts. Design and the drain order: conn.c; docs/architecture.md, "The
+ * connection core".
+ *
+ * A protocol's connection struct opens with the core's fields, so the
+ * core hands it back as an spw_netconn * and the protocol reads them by
+ * name (c->out, c->closed, c->inflight) without a prefix:
+ *
+ *     typedef struct myconn {
+ *         union { spw_netconn nc; struct { SPW_NETCONN_FIELDS }; };
+ *         myloop *loop;   (the protocol's view of c->nl)
+ *         ... protocol state ...
+ *     } myconn;
+ *
+ * and likewise a loop struct with SPW_NETLOOP_FIELDS. &c->nc is the core's
+ * view; (myconn *)nc the protocol's (the core struct is at offset 0).
+ */
+#ifndef SPW_CONN_H
+#define SPW_CONN_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "net/loop.h"
+#include "net/membudget.h"
+
+#define SPW_NET_READ_CHUNK (64u << 10) /* one read; the budget's room for it lets waiters go on */
+#define SPW_NET_TICK_MS 100            /* timeouts are looked at this often */
+
+struct spw_netloop;
+struct spw_netsrv;
+
+/* Every connection's fields (owned by its loop's thread). */
+#define SPW_NETCONN_FIELDS                                                                                             \
+    int fd;                                                                                                            \
+    struct spw_netloop *nl; /* its loop */                                                                             \
+    char peer[64];          /* client address ("" if not IPv4) */                                                      \
+    spw_buf out;            /* answers not yet written, from out_off */                                                \
+    size_t out_off;                                                                                                    \
+    uint32_t inflight; /* requests dispatched, not answered: the struct outlives its socket until 0 */               \
+    int paused;        /* the protocol stops reading (its own reasons) */                                              \
+    int want_out;      /* EPOLLOUT: out did not go in one send */                                                      \
+    int close_after;   /* close once the answers in flight are sent */                                                 \
+    int closed;        /* socket closed; on the zombies until inflight is 0 */                                         \
+    int rdhup;         /* peer shut its side: no more watching for it (level-triggered) */                             \
+    int mem_wait;      /* on the loop's waiters: no room in the buffer budget */                                       \
+    uint64_t last_active_ms;                                                                                           \
+    struct spw_netconn *prev, *next; /* the loop's conns, or its zombies (next only) */                                \
+    struct spw_netconn *wprev, *wnext; /* the loop's waiters */
+
+typedef struct spw_netconn {
+    SPW_NETCONN_FIELDS
+} spw_netconn;
+
+/* Every loop's fields. */
+#define SPW_NETLOOP_FIELDS                                                                                             \
+    spw__loop_base b; /* listening socket, epoll, eventfd, posts (net/loop.h) */                                       \
+    struct spw_netsrv *ns;                                                                                             \
+    struct spw_netconn *conns;                  /* open connections */                                                 \
+    struct spw_netconn *zombies;                /* closed, freed once inflight is 0 */                                 \
+    struct spw_netconn *waiters, *waiters_tail; /* waiting for the buffer budget, oldest first */                      \
+    int rewaking; /* in the waiters' wake-up: a wait again is not a new one */                                         \
+    int stopping; /* draining: no accepting, no new request read */                                                    \
+    uint32_t inflight; /* requests dispatched on this loop, not answered */
+
+typedef struct spw_netloop {
+    SPW_NETLOOP_FIELDS
+} spw_netloop;
+
+/* A protocol over the core. Every callback runs on the connection's (or
+ * the loop's) thread; NULL ones are skipped. */
+typedef struct spw_netproto {
+    const char *name;  /* in log lines: "HTTP", "binary protocol" */
+    size_t conn_size;  /* sizeof the protocol's connection struct */
+    size_t loop_size;  /* sizeof its loop struct */
+    void (*loop_init)(spw_netloop *l, void *owner); /* before the loop's thread starts */
+    void (*conn_init)(spw_netconn *c);              /* accepted: the core's fields are set */
+    uint32_t (*events)(spw_netconn *c);             /* the epoll mask c wants now */
+    void (*io)(spw_netconn *c, uint32_t events);    /* events on an open connection */
+    void (*room)(spw_netconn *c);      /* c waited for the budget and there is room now */
+    void (*closing)(spw_netconn *c);   /* socket just closed: give back input memory */
+    void (*conn_free)(spw_netconn *c); /* the protocol's part (the core frees out and c) */
+    void (*stop_reading)(spw_netconn *c); /* draining: read no new request; answers still go out */
+    void (*after_events)(spw_netloop *l); /* after each round of events */
+    void (*loop_tick)(spw_netloop *l);    /* every tick, before the connections' */
+    void (*conn_tick)(spw_netconn *c, uint64_t now_ms); /* every tick, each open connection */
+} spw_netproto;
+
+typedef struct spw_netsrv_config {
+    const char *listen; /* host:port */
+    uint32_t threads;   /* loops; 0: 1 */
+    uint32_t max_connections; /* of this listener */
+    spw_membudget *buffers;   /* input memory of all connections; NULL: no limit */
+} spw_netsrv_config;
+
+typedef struct spw_netsrv {
+    const spw_netproto *proto;
+    void *owner; /* the protocol's server */
+    spw_netsrv_config cfg;
+    char *loops; /* nloops × proto->loop_size */
+    uint32_t nloops;
+    int port;
+    _Atomic uint32_t nconns;
+    _Atomic uint64_t accepted, refused; /* refused: over max_connections */
+    _Atomic int stop;
+} spw_netsrv;
+
+uint64_t spw_net_now_ms(void);
+
+/* Binds (see net/loop.h for the socket rules) and starts the loops. s is
+ * the caller's (inside its server); owner goes to proto->loop_init. 0 or
+ * -errno with nothing left open. */
+int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_config *cfg, void *owner);
+spw_netloop *spw_netsrv_loop(spw_netsrv *s, uint32_t i);
+/* Every loop stops accepting and reading new requests (posted: returns at
+ * once). Requests already dispatched are still answered. */
+void spw_netsrv_stop_accepting(spw_netsrv *s);
+/*
+ * The drain: stops accepting, then asks every loop, again and again, how
+ * many requests it has in flight until all say 0 — past drain_ms too (with
+ * a warning once): a completion still to come would post to a freed loop.
+ * Then stops and joins the loops, closes every connection, runs the posts
+ * left and frees every connection and the loops. s itself stays the
+ * caller's.
+ */
+void spw_netsrv_stop(spw_netsrv *s, uint32_t drain_ms);
+
+/* Runs fn(arg) on l's thread soon. Callable from any thread. */
+void spw_netloop_post(spw_netloop *l, void (*fn)(void *), void *arg);
+
+/* Closes c's socket and puts it on the zombies (freed by the loop once
+ * c->inflight is 0: never under a callback that still uses it). */
+void spw_netconn_close(spw_netconn *c);
+/* Applies proto->events(c). */
+void spw_netconn_set_events(spw_netconn *c);
+/* Writes c->out from out_off as far as the socket takes it: 1 all
+ * written (out emptied, EPOLLOUT off), 0 the rest waits for EPOLLOUT, -1
+ * the connection failed and is closed. */
+int spw_netconn_send(spw_netconn *c);
+/* Puts c on its loop's waiters (counted in the budget's waits unless it
+ * is waiting again during a wake-up); proto->room is called once there is
+ * room. The caller updates c's events. */
+void spw_netconn_wait_for_room(spw_netconn *c);
+/* Takes c off the waiters. */
+void spw_netconn_unwait(spw_netconn *c);
+
+#endif
