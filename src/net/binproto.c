@@ -1,5 +1,9 @@
 /*
- * Binary protocol loops: see binproto.h and docs/protocol.md.
+ * The binary protocol over the connection core (net/conn.h): see
+ * binproto.h and docs/protocol.md. The core owns the loops, accepting,
+ * closing, zombies, the budget's waiters, writing `out`, ticks and the
+ * drain; this file frames, dispatches and encodes (the callbacks in
+ * bin_proto near the end).
  *
  * A connection's bytes accumulate in `in`; whole frames are cut from it
  * and dispatched in order. PRODUCE answers asynchronously (the log's

@@ -1,8 +1,17 @@
 /*
- * HTTP/1.1 server loops: see http.h. One thread per loop; everything about
- * a connection happens on its loop's thread, so connections need no locks.
- * The only cross-thread path is spw_http_loop_post (a mutex-protected list
- * and an eventfd).
+ * HTTP/1.1 over the connection core (net/conn.h): see http.h. The core
+ * owns the loops, accepting, closing, zombies, the budget's waiters,
+ * writing `out`, ticks and the drain; this file is the protocol: parsing
+ * (libhttp-parser callbacks), the pipelining slots that keep answers in
+ * request order, the answer's encoding, and the limits and timeouts of a
+ * request (the callbacks in http_proto at the end). Everything about a
+ * connection happens on its loop's thread; the only cross-thread path is
+ * spw_http_loop_post (spw_netloop_post).
+ *
+ * Draining (spw_http_stop, the core's order): each connection is paused
+ * (http_stop_reading) and stays paused (conn_resume and
+ * on_message_complete look at loop->stopping), so no new request is
+ * dispatched; requests in flight are answered, whatever the drain time.
  *
  * Input memory (net/membudget.h): a socket is read into a buffer on the
  * stack, and only what must outlive the read is kept and counted against

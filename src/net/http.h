@@ -1,8 +1,8 @@
 /*
- * The HTTP/1.1 front end: one epoll loop per I/O thread, each with its own
- * SO_REUSEPORT listening socket (net/loop.h: a probe bound without it first
- * keeps other processes off the address), and no lock
- * shared between loops on the request path. Parsing is Debian's
+ * The HTTP/1.1 front end, a protocol over the connection core (net/conn.h):
+ * one epoll loop per I/O thread, each with its own SO_REUSEPORT listening
+ * socket (net/loop.h: a probe bound without it first keeps other processes
+ * off the address), and no lock shared between loops on the request path. Parsing is Debian's
  * libhttp-parser (keep-alive, pipelining, chunked bodies); responses of
  * pipelined requests go out in request order even when a later request
  * finishes first.
@@ -84,8 +84,9 @@ typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);
 int spw_http_start(const spw_http_config *c, spw_http_handler h, void *ctx, spw_http_server **out);
 /* The port actually bound (for listen ":0"). */
 int spw_http_port(spw_http_server *s);
-/* Stops accepting, waits until requests in flight are answered (at most
- * drain_ms), closes every connection and frees. */
+/* Stops accepting and reading new requests, waits until every request in
+ * flight is answered (past drain_ms too, with a warning: see net/conn.h),
+ * closes every connection and frees. */
 void spw_http_stop(spw_http_server *s, uint32_t drain_ms);
 
 /*

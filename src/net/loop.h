@@ -3,8 +3,8 @@
  * the listening socket, its epoll instance, and the one cross-thread path into it —
  * a mutex-protected list of posted functions and an eventfd that wakes the
  * loop when the list goes from empty to non-empty. Everything else about a
- * connection lives on the loop's thread. The protocol files embed a
- * spw__loop_base in their loop struct and keep their own connection logic.
+ * connection lives on the loop's thread. The connection core (net/conn.h)
+ * embeds a spw__loop_base in its loop struct.
  *
  * epoll registration: the listening socket and the eventfd are added with
  * data.ptr = &b->lfd and &b->efd, so a loop tells them from its connections
