@@ -59,8 +59,8 @@
 #include "server/ratelimit.h"
 
 #define READ_CHUNK SPW_NET_READ_CHUNK
-#define SMALL_READ (4u << 10) /* a read while the buffer budget is full */
-#define OUT_PAUSE_BYTES (8u << 20)
+#define SMALL_READ SPW_NET_SMALL_READ
+#define OUT_PAUSE_BYTES SPW_NET_OUT_PAUSE_BYTES
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000

@@ -36,6 +36,8 @@
 #include "net/membudget.h"
 
 #define SPW_NET_READ_CHUNK (64u << 10) /* one read; the budget's room for it lets waiters go on */
+#define SPW_NET_SMALL_READ (4u << 10)  /* a read by a connection holding none of a full budget */
+#define SPW_NET_OUT_PAUSE_BYTES (8u << 20) /* unsent answer bytes past which a connection stops reading */
 #define SPW_NET_TICK_MS 100            /* timeouts are looked at this often */
 
 struct spw_netloop;

@@ -54,9 +54,9 @@
 #include "net/membudget.h"
 
 #define READ_CHUNK SPW_NET_READ_CHUNK
-#define SMALL_READ (4u << 10)        /* a read while the buffer budget is full */
+#define SMALL_READ SPW_NET_SMALL_READ
 #define BODY_STEP (64u << 10)        /* a chunked body grows by this much */
-#define OUT_PAUSE_BYTES (8u << 20)   /* unsent response bytes that stop reading */
+#define OUT_PAUSE_BYTES SPW_NET_OUT_PAUSE_BYTES
 
 typedef struct slot {
     spw_http_req *req;
