@@ -6,7 +6,8 @@
  * request order, the answer's encoding, and the limits and timeouts of a
  * request (the callbacks in http_proto at the end). Everything about a
  * connection happens on its loop's thread; the only cross-thread path is
- * spw_http_loop_post (spw_netloop_post).
+ * spw_http_loop_post (spw_netloop_post). One concept, the HTTP/1.1
+ * protocol, so one file.
  *
  * Draining (spw_http_stop, the core's order): each connection is paused
  * (http_stop_reading) and stays paused (conn_resume and
