@@ -105,15 +105,13 @@ struct spw_bin_server {
     _Atomic uint64_t st_requests, st_rejected;
 };
 
-static bconn *bc(spw_netconn *c) { return (bconn *)c; }
-
 /* A PRODUCE in flight. */
 typedef struct breq {
     bconn *c;
     uint64_t request_id;
 } breq;
 
-static uint64_t now_ms(void) { return spw_net_now_ms(); }
+static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
 
 /* ---- posting work to a loop ---- */
 
@@ -124,6 +122,8 @@ static void loop_post(bloop *l, void (*fn)(void *), void *arg)
 
 
 /* ---- connections ---- */
+
+static bconn *bc(spw_netconn *c) { return (bconn *)c; }
 
 static uint32_t bin_events(spw_netconn *nc)
 {
