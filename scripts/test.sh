@@ -3,8 +3,7 @@
 # suite (unit, crash and integration tests), then the unit tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then each libFuzzer target
 # for 20 s (scripts/fuzz.sh). Exits non-zero on any failure; ends with one
-# summary line over all of it. Integration tests labelled asan (CMakeLists.txt)
-# run in the sanitizer pass too.
+# summary line over all of it.
 # SPW_CRASH_CYCLES raises the number of kill cycles of the crash test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

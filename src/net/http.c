@@ -117,7 +117,7 @@ static spw_conn *hc(spw_netconn *c) { return (spw_conn *)c; }
 
 static http_parser_settings settings;
 
-static uint64_t now_ms(void) { return spw_net_now_ms(); }
+static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
 
 const char *spw_http_reason(int s)
 {
