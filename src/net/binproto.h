@@ -1,10 +1,10 @@
 /*
  * The binary protocol listener (docs/protocol.md): length-prefixed frames
- * on their own port (default 127.0.0.1:7701), a protocol over the
- * connection core shared with HTTP (net/conn.h): one loop per I/O thread,
- * each with its own listening socket (net/loop.h), everything about a
- * connection on its loop's thread, completions from the log's flusher
- * brought back by a posted function. PRODUCE goes through spw_api_produce, the same path as HTTP
+ * on their own port (default 127.0.0.1:7701), served by epoll loops built
+ * like the HTTP ones (net/http.h): one loop per I/O thread, all on one
+ * listening socket (net/loop.h), everything about a connection on its loop's
+ * thread, completions from the log's flusher brought back by a posted
+ * function. PRODUCE goes through spw_api_produce, the same path as HTTP
  * produce, so a record is the same whichever protocol carried it.
  *
  * Pipelining: up to max_pipelined requests per connection are in flight;
@@ -45,8 +45,8 @@ int spw_bin_port(spw_bin_server *s);
  * drain): requests already dispatched are still answered. */
 void spw_bin_stop_accepting(spw_bin_server *s);
 /* Stops accepting, waits until every request in flight is answered (past
- * drain_ms too, with a warning: see net/conn.h), closes every connection
- * and frees s. */
+ * drain_ms too, with a warning), closes every connection and frees s: the
+ * drain of the connection core both listeners run on (net/conn.h). */
 void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms);
 
 typedef struct spw_bin_stats {
