@@ -358,56 +358,6 @@ static void def_json(const sink_def *d, spw_buf *b)
 
 /* ---- files ---- */
 
-/* Writes path atomically: temp file, fsync, rename, fsync of the directory. */
-static int write_atomic(const char *dir, const char *file, const void *p, size_t n)
-{
-    char tmp[4500], path[4500];
-    snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, file);
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    int fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fd;
-    int r = spw_os_pwrite_all(fd, p, n, 0);
-    if (r == 0)
-        r = spw_os.fsync(fd);
-    spw_os.close(fd);
-    if (r == 0)
-        r = spw_os.rename(tmp, path);
-    if (r == 0)
-        r = spw_os_fsync_dir(dir);
-    return r;
-}
-
-/* Reads a whole small file into a NUL-terminated malloc'ed buffer. */
-static int read_small(const char *path, char **out, size_t *len, size_t max)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    char *b = spw_xmalloc(max + 1);
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, b + n, max - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = -errno;
-            close(fd);
-            spw_free(b);
-            return e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n == max)
-            break;
-    }
-    close(fd);
-    b[n] = 0;
-    *out = b;
-    *len = n;
-    return 0;
-}
 
 static void sink_dir(const spw_sink *k, char *out, size_t cap)
 {
@@ -426,7 +376,7 @@ static int save_progress(spw_sink *k)
     sink_dir(k, dir, sizeof dir);
     pthread_mutex_lock(&k->mu);
     if (r == 0 && !k->deleted)
-        r = write_atomic(dir, "progress", b.p, b.len);
+        r = spw_os_write_file_atomic(dir, "progress", "progress.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
     pthread_mutex_unlock(&k->mu);
     spw_buf_fini(&b);
     return r;
@@ -517,9 +467,13 @@ static int read_progress(spw_sink *k, const spw_stream *s, uint64_t *next, uint3
     snprintf(path, sizeof path, "%s/progress", dir);
     char *text;
     size_t len;
-    int r = read_small(path, &text, &len, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX);
-    if (r < 0)
+    int r = spw_os_read_file(path, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX, &text, &len);
+    if (r == -EFBIG) {
+        text = spw_xstrdup(""); /* larger than any progress file: damaged, as below */
+        len = 0;
+    } else if (r < 0) {
         return r;
+    }
     uint32_t n = 0;
     uint64_t inc = 0;
     r = spw_sink_progress_parse(text, len, &inc, next, SPW_STREAM_PARTITIONS_MAX, &n);
@@ -1267,7 +1221,7 @@ static void load_one(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
     char *text;
     size_t len;
-    int r = read_small(path, &text, &len, DEF_MAX);
+    int r = spw_os_read_file(path, DEF_MAX, &text, &len);
     if (r < 0) {
         if (r != -ENOENT)
             spw_error("sink %s: reading %s: %s; not started", name, path, spw_strerror(r));
@@ -1407,7 +1361,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         if (r == 0)
             unlink(pp); /* a leftover of a deleted sink of this name */
         if (r == 0)
-            r = write_atomic(dir, "sink.json", b.p, b.len);
+            r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
         if (r == 0)
             r = spw_os_fsync_dir(m->dir);
         if (r < 0) {
