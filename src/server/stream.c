@@ -277,29 +277,13 @@ static int appendf(spw_buf *b, const char *fmt, ...)
     return 0;
 }
 
-/* Pointers are printable ASCII after validation except for escapes we emit. */
-static int append_json_str(spw_buf *b, const char *s)
-{
-    if (appendf(b, "\""))
-        return SPW_ENOMEM;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        int r = ch == '"' || ch == '\\' ? appendf(b, "\\%c", ch)
-                : ch < 0x20           ? appendf(b, "\\u%04x", ch)
-                                      : appendf(b, "%c", ch);
-        if (r)
-            return r;
-    }
-    return appendf(b, "\"");
-}
-
 int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
 {
     int r = appendf(b, "{\"name\":\"%s\",\"partitions\":%u,\"format\":\"%s\",\"key\":", c->name, c->partitions,
                     c->format_bytes ? "bytes" : "json");
-    r = r ? r : append_json_str(b, c->key);
+    r = r ? r : spw_json_put_str(b, c->key, strlen(c->key));
     r = r ? r : appendf(b, ",\"timestamp\":");
-    r = r ? r : append_json_str(b, c->timestamp);
+    r = r ? r : spw_json_put_str(b, c->timestamp, strlen(c->timestamp));
     r = r ? r : appendf(b, ",\"ack\":\"%s\",\"retention\":{", spw_ack_name(c->ack));
     if (!r && c->retention_ms > 0)
         r = appendf(b, "\"ms\":%lld%s", (long long)c->retention_ms, c->retention_bytes > 0 ? "," : "");

@@ -147,33 +147,14 @@ struct spw_sinks {
 
 static void jstr(spw_buf *b, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    spw_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            spw_buf_put(b, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            spw_buf_put(b, e, 6);
-        } else {
-            spw_buf_put(b, &p[i], 1);
-        }
-    }
-    spw_buf_put(b, "\"", 1);
+    if (spw_json_put_str(b, p, n))
+        abort(); /* as spw_xmalloc */
 }
 
 static void jb64(spw_buf *b, const uint8_t *p, size_t n)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    spw_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        char o[4] = {tab[v >> 18], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
-        spw_buf_put(b, o, 4);
-    }
-    spw_buf_put(b, "\"", 1);
+    if (spw_json_put_b64(b, p, n))
+        abort();
 }
 
 static void jf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
