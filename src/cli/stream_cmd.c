@@ -10,6 +10,7 @@
 
 #include "cli/cmds.h"
 #include "core/buf.h"
+#include "core/name.h"
 #include "core/config.h"
 #include "core/json.h"
 
@@ -460,7 +461,7 @@ int spw_cmd_stream(int argc, char **argv)
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
             fprintf(stderr,
-                    "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n",
+                    "spillway %s: '%s' is not a stream name (" SPW_NAME_RULE ")\n",
                     cmd, name);
             rc = 2;
         }

@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -1522,7 +1523,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
     char nm[SPW_STREAM_NAME_MAX + 1];
     if (!spw_stream_name_ok(name, nl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "stream names are " SPW_NAME_RULE);
         return;
     }
     unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;

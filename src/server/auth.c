@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/endian.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -191,18 +192,12 @@ static int fail(perr *pe, const char *fmt, ...)
     return -1;
 }
 
-static int name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-}
-
 static int tenant_ok(const char *s, size_t n)
 {
     if (n < 1 || n > SPW_TENANT_MAX)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (!name_char(s[i]))
+        if (!spw_name_char(s[i]))
             return 0;
     return 1;
 }
@@ -230,7 +225,7 @@ static int parse_pattern(const char *p, size_t n, spw_stream_pattern *out, perr 
             return fail(pe, "%s: stream pattern \"%.*s\": '*' may only end a pattern", where, (int)n, p);
     if (prefix) {
         for (size_t i = 0; i < tl; i++)
-            if (!name_char(p[i]))
+            if (!spw_name_char(p[i]))
                 return fail(pe, "%s: stream pattern \"%.*s\" has a character stream names cannot have", where,
                             (int)n, p);
         if (tl >= SPW_STREAM_NAME_MAX)
@@ -240,8 +235,8 @@ static int parse_pattern(const char *p, size_t n, spw_stream_pattern *out, perr 
                         where, (int)n, p);
     } else if (!spw_stream_name_ok(p, n)) {
         return fail(pe,
-                    "%s: stream pattern \"%.*s\" is neither a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not "
-                    "starting with '.'), a prefix ending in '*', nor \"*\"",
+                    "%s: stream pattern \"%.*s\" is neither a stream name (" SPW_NAME_RULE
+                    "), a prefix ending in '*', nor \"*\"",
                     where, (int)(n > 140 ? 140 : n), p);
     }
     out->text = spw_xmalloc(tl + 1);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/buf.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -57,21 +58,8 @@ struct spw_groups {
 static uint64_t lease_nonce;
 static _Atomic uint64_t lease_seq;
 
-static int name_chars_ok(const char *n, size_t len, size_t max)
-{
-    if (len == 0 || len > max || n[0] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = n[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-int spw_group_name_ok(const char *name, size_t len) { return name_chars_ok(name, len, SPW_GROUP_NAME_MAX); }
-int spw_group_member_ok(const char *name, size_t len) { return name_chars_ok(name, len, SPW_GROUP_MEMBER_MAX); }
+int spw_group_name_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_GROUP_NAME_MAX); }
+int spw_group_member_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_GROUP_MEMBER_MAX); }
 
 /* ---- the file ---- */
 

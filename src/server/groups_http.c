@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
@@ -285,7 +286,7 @@ static void handle_poll(spw_groups_http *gh, spw_http_req *req, spw_stream *s, c
     r = spw__api_query_str(req->query, "member", member, sizeof member);
     if (r < 0 || (r > 0 && !spw_group_member_ok(member, strlen(member)))) {
         spw_http_error(req, 400, "bad_parameter", NULL,
-                       "member must be 1 to 64 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "member must be 1 to 64 " SPW_NAME_CHARS);
         goto fail;
     }
     if (r == 0)
@@ -492,7 +493,7 @@ void spw_groups_http_route(spw_groups_http *gh, spw_http_req *req, const char *n
     }
     if (!spw_group_name_ok(rest, gl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "group names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "group names are " SPW_NAME_RULE);
         return;
     }
     int op; /* 0 GET, 1 poll, 2 commit */

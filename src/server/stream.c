@@ -9,23 +9,9 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/name.h"
 
-int spw_stream_name_ok(const char *name, size_t len)
-{
-    if (len < 1 || len > SPW_STREAM_NAME_MAX)
-        return 0;
-    /* A leading '.' (which covers "." and "..") is kept for the server's own
-     * entries beside the stream directories, such as ".deleted-NAME-N". */
-    if (name[0] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
+int spw_stream_name_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_STREAM_NAME_MAX); }
 
 static int get_int(const spw_json_span *v, int64_t lo, int64_t hi, int64_t *out)
 {
@@ -84,7 +70,7 @@ static int parse(spw_stream_config *c, uint64_t *incarnation, const char *name, 
         *incarnation = 0;
     size_t nl = strlen(name);
     if (!spw_stream_name_ok(name, nl))
-        FAIL("stream name must be 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (not starting with '.')");
+        FAIL("stream names are " SPW_NAME_RULE);
     memcpy(c->name, name, nl + 1);
     c->partitions = 4;
     c->ack = SPW_ACK_FSYNC;

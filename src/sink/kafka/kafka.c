@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/json.h"
@@ -149,12 +150,9 @@ static int topic_ok(const char *t)
     size_t n = strlen(t);
     if (n == 0 || n > 249 || strcmp(t, ".") == 0 || strcmp(t, "..") == 0)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+    for (size_t i = 0; i < n; i++)
+        if (!spw_name_char(t[i]))
             return 0;
-    }
     return 1;
 }
 
