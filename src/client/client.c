@@ -34,6 +34,7 @@
 #endif
 #include "spillway.h"
 #include "client/client_int.h"
+#include "core/clock.h"
 #include "core/hash.h"
 
 #include <arpa/inet.h>
@@ -63,7 +64,6 @@
 void *spw__producer_main(void *arg); /* the I/O thread */
 
 static uint64_t fmix64(uint64_t x);
-static uint64_t now_ms(void);
 
 /* A random producer id, never 0 and never *(uint64_t *)old (if given). */
 static uint64_t random_id(void *old)
@@ -72,7 +72,7 @@ static uint64_t random_id(void *old)
     static _Atomic uint64_t salt;
     while (id == 0 || id == o)
         if (getrandom(&id, sizeof id, 0) != sizeof id)
-            id = fmix64((uint64_t)getpid() ^ now_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
+            id = fmix64((uint64_t)getpid() ^ spw_mono_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
     return id;
 }
 
@@ -92,13 +92,6 @@ int spw__producer_seq_take(uint64_t *pid, uint32_t *next, uint32_t count, uint64
     *out_seq = *next;
     *next += count;
     return fresh;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 const char *spw_errstr(int err)
@@ -522,11 +515,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
             pthread_mutex_unlock(&p->mu);
             return SPW_ERR_AGAIN;
         }
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull;
-        dl.tv_sec += (time_t)(ns / 1000000000ull);
-        dl.tv_nsec = (long)(ns % 1000000000ull);
+        struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull);
         while (p->outstanding_bytes + rec_size > p->cfg.buffer_bytes && p->outstanding_bytes > 0 && !p->stop) {
             seal_all(p);
             wake_io(p);
@@ -559,7 +548,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
         b->server = si;
         memcpy(b->stream, stream, sl + 1);
         b->ack = (uint8_t)ack;
-        b->created_ms = now_ms();
+        b->created_ms = spw_mono_ms();
         b->deadline_ms = b->created_ms + p->cfg.delivery_timeout_ms;
         size_t st;
         if (spw_frame_begin(&b->frame, SPW_OP_PRODUCE, 0, 0, &st) ||
@@ -763,7 +752,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
     b->next = NULL;
     if (st == SPW_ST_OVERLOADED || st == SPW_ST_RATE_LIMITED) {
         if (now + e.retry_after_ms < b->deadline_ms) {
-            /* +1: now_ms() truncates, so this waits at least retry_after_ms
+            /* +1: spw_mono_ms() truncates, so this waits at least retry_after_ms
              * of real time and the retry finds what the server promised. */
             b->not_before_ms = now + (e.retry_after_ms ? e.retry_after_ms + 1 : p->cfg.backoff_ms);
             q_push_front(&s->queue, b);
@@ -866,7 +855,7 @@ void *spw__producer_main(void *arg)
     int map[MAX_SERVERS + 1];
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        uint64_t now = now_ms();
+        uint64_t now = spw_mono_ms();
         done_item *done = NULL;
         int timeout = 1000;
         for (uint32_t i = 0; i < p->nservers; i++) {
@@ -917,7 +906,7 @@ void *spw__producer_main(void *arg)
         done = NULL;
         poll(pfd, (nfds_t)n, timeout < 0 ? 0 : timeout);
         pthread_mutex_lock(&p->mu);
-        now = now_ms();
+        now = spw_mono_ms();
         if (pfd[0].revents & POLLIN) {
             char buf[256];
             while (read(p->wake[0], buf, sizeof buf) > 0) {
@@ -955,11 +944,7 @@ void *spw__producer_main(void *arg)
 
 int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
-    dl.tv_sec += (time_t)(ns / 1000000000ull);
-    dl.tv_nsec = (long)(ns % 1000000000ull);
+    struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)timeout_ms * 1000000ull);
     pthread_mutex_lock(&p->mu);
     seal_all(p);
     wake_io(p);
@@ -1117,7 +1102,7 @@ int spw_client_auth(spw_client *c, const char *token)
 
 static int io_wait(spw_client *c, short ev, uint64_t deadline)
 {
-    uint64_t now = now_ms();
+    uint64_t now = spw_mono_ms();
     if (now >= deadline)
         return SPW_ERR_TIMEOUT;
     struct pollfd pf = {.fd = c->fd, .events = ev};
@@ -1134,7 +1119,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
                      size_t *rest_len)
 {
     c->last_error[0] = 0;
-    uint64_t deadline = now_ms() + c->timeout_ms;
+    uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
     uint64_t id = c->next_id++;

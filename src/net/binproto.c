@@ -116,7 +116,7 @@ typedef struct breq {
     uint64_t request_id;
 } breq;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */
 

@@ -112,7 +112,7 @@ struct spw_http_server {
 
 static http_parser_settings settings;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_mono_ms(); }
 
 const char *spw_http_reason(int s)
 {

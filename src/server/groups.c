@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/name.h"
 #include "core/buf.h"
 #include "core/json.h"
@@ -194,9 +195,8 @@ int spw_groups_open(const char *data_dir, spw_groups **out)
         return r;
     }
     pthread_rwlock_init(&gs->lock, NULL);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lease_nonce = ((uint64_t)(ts.tv_nsec ^ ts.tv_sec ^ (long)getpid() << 8) & 0xffffffu) << 40;
+    uint64_t t = spw_mono_ns() ^ (uint64_t)spw_wall_ms() * 1000000u; /* differs between runs */
+    lease_nonce = ((t ^ (uint64_t)getpid() << 8) & 0xffffffu) << 40;
     DIR *d = opendir(gs->dir);
     if (d) {
         struct dirent *de;

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/name.h"
 #include "core/error.h"
 #include "core/id.h"
@@ -59,7 +60,7 @@ struct spw_groups_http {
     _Atomic uint64_t skipped; /* records skipped as damaged (spw_groups_http_skip_damaged) */
 };
 
-static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
+static int64_t now_ms(void) { return (int64_t)spw_mono_ms(); }
 
 static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bputf(spw_buf *b, const char *fmt, ...)
@@ -581,13 +582,7 @@ static void *waiter(void *arg)
             if (!gh->parked) {
                 pthread_cond_wait(&gh->cv, &gh->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += SPW_GROUPS_TICK_MS * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = spw_deadline(CLOCK_REALTIME, SPW_GROUPS_TICK_MS * 1000000u);
                 pthread_cond_timedwait(&gh->cv, &gh->mu, &ts);
             }
             stop = gh->stop;

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
@@ -404,14 +405,7 @@ static void set_error(spw_sink *k, const char *fmt, ...)
 /* Sleeps up to ms or until stop; returns stop. */
 static int nap(spw_sink *k, uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = spw_deadline(CLOCK_MONOTONIC, ms * 1000000u);
     pthread_mutex_lock(&k->mu);
     while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
     }
