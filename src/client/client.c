@@ -54,16 +54,14 @@
 
 #include "core/endian.h"
 #include "core/error.h"
+#include "core/ring.h"
 #include "net/frame.h"
 
 #define MAX_SERVERS 64
-#define VNODES 160
 #define MAX_ANSWER_BYTES (256u << 20)
 #define READ_CHUNK (64u << 10)
 
 void *spw__producer_main(void *arg); /* the I/O thread */
-
-static uint64_t fmix64(uint64_t x);
 
 /* A random producer id, never 0 and never *(uint64_t *)old (if given). */
 static uint64_t random_id(void *old)
@@ -72,7 +70,7 @@ static uint64_t random_id(void *old)
     static _Atomic uint64_t salt;
     while (id == 0 || id == o)
         if (getrandom(&id, sizeof id, 0) != sizeof id)
-            id = fmix64((uint64_t)getpid() ^ spw_mono_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
+            id = spw_fmix64((uint64_t)getpid() ^ spw_mono_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
     return id;
 }
 
@@ -119,21 +117,6 @@ const char *spw_errstr(int err)
 }
 
 /* ---- hashing (documented in spillway.h) ---- */
-
-static uint64_t fnv1a64(const void *p, size_t n) { return spw_fnv1a64(SPW_FNV64_OFFSET, p, n); }
-
-static uint64_t fmix64(uint64_t k) { return spw_fmix64(k); }
-
-typedef struct vnode {
-    uint64_t h;
-    uint32_t server;
-} vnode;
-
-static int vnode_cmp(const void *a, const void *b)
-{
-    const vnode *x = a, *y = b;
-    return x->h < y->h ? -1 : x->h > y->h ? 1 : (x->server < y->server ? -1 : x->server > y->server);
-}
 
 /* ---- addresses ---- */
 
@@ -269,8 +252,7 @@ struct spw_producer {
     int stop;
     server *servers;
     uint32_t nservers;
-    vnode *ring;
-    uint32_t nring;
+    spw_ring ring; /* servers by key: core/ring.h */
     uint32_t rr;
     uint64_t next_id;
     uint64_t producer_id;
@@ -400,16 +382,22 @@ static uint32_t route(spw_producer *p, const void *key, int32_t key_len)
 {
     if (key_len < 0 || p->nservers == 1)
         return p->nservers == 1 ? 0 : p->rr++ % p->nservers;
-    uint64_t h = fmix64(fnv1a64(key, (size_t)key_len));
-    uint32_t lo = 0, hi = p->nring;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (p->ring[mid].h < h)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return p->ring[lo == p->nring ? 0 : lo].server;
+    return spw_ring_shard(&p->ring, key, (size_t)key_len);
+}
+
+uint32_t spw__producer_route(spw_producer *p, const void *key, int32_t key_len)
+{
+    pthread_mutex_lock(&p->mu);
+    uint32_t s = route(p, key, key_len);
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+/* Point v of server i on the ring: "host:port#v" (include/spillway.h "Routing"). */
+static int server_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
+{
+    const server *tmp = arg;
+    return snprintf(out, cap, "%s#%u", tmp[i].name, v);
 }
 
 int spw_producer_new(const char *servers, const spw_producer_config *c, spw_producer **out)
@@ -455,10 +443,10 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);
-    p->ring = calloc((size_t)n * VNODES, sizeof *p->ring);
-    if (!p->servers || !p->ring || pipe2(p->wake, O_NONBLOCK | O_CLOEXEC)) {
+    if (!p->servers || spw_ring_build(&p->ring, n, SPW_RING_CLIENT_VNODES, server_label, tmp) ||
+        pipe2(p->wake, O_NONBLOCK | O_CLOEXEC)) {
         free(p->servers);
-        free(p->ring);
+        spw_ring_free(&p->ring);
         free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
@@ -467,13 +455,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         p->servers[i] = tmp[i];
         p->servers[i].fd = -1;
         p->servers[i].backoff_ms = cfg.backoff_ms;
-        for (uint32_t v = 0; v < VNODES; v++) {
-            char key[320];
-            int kl = snprintf(key, sizeof key, "%s#%u", tmp[i].name, v);
-            p->ring[p->nring++] = (vnode){fmix64(fnv1a64(key, (size_t)kl)), i};
-        }
     }
-    qsort(p->ring, p->nring, sizeof *p->ring, vnode_cmp);
     p->producer_id = random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
@@ -482,7 +464,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         close(p->wake[0]);
         close(p->wake[1]);
         free(p->servers);
-        free(p->ring);
+        spw_ring_free(&p->ring);
         free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
@@ -992,7 +974,7 @@ void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->servers);
-    free(p->ring);
+    spw_ring_free(&p->ring);
     free(p->token);
     free(p);
 }
