@@ -12,9 +12,13 @@ static const char *type_name(const spw_opt *o)
     switch (o->type) {
     case SPW_OPT_INT: return "integer";
     case SPW_OPT_STR: return o->flags & SPW_OPT_NULLABLE ? "string or null" : "string";
-    case SPW_OPT_ENUM: return "one of";
+    case SPW_OPT_ENUM: return "string";
     case SPW_OPT_BOOL: return "true or false";
-    default: return "JSON";
+    default:
+        return o->min == 1 << SPW_JSON_OBJECT  ? "object"
+               : o->min == 1 << SPW_JSON_ARRAY ? "array"
+               : o->min == 1 << SPW_JSON_STRING ? "string"
+                                                 : "JSON";
     }
 }
 
@@ -273,7 +277,9 @@ void spw_opts_help(const spw_opt *t, size_t n, const char *where, spw_buf *out)
     spw_buf dt = SPW_BUF_INIT;
     for (size_t i = 0; i < n; i++) {
         const spw_opt *o = &t[i];
-        spw_buf_printf(out, "  %s%s%-16s %-14s", where ? where : "", where ? "." : "", o->name, type_name(o));
+        char name[80];
+        snprintf(name, sizeof name, "%s%s%s", where ? where : "", where ? "." : "", o->name);
+        spw_buf_printf(out, "  %-24s %-14s", name, type_name(o));
         if (o->type == SPW_OPT_ENUM)
             for (size_t j = 0; o->choices[j]; j++)
                 spw_buf_printf(out, "%s%s", j ? "|" : " ", o->choices[j]);

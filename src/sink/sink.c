@@ -305,6 +305,17 @@ static const spw_opt def_opts[] = {
      .must = "an object", .help = "the kind's options"},
 };
 
+void spw_sinks_help(spw_buf *out)
+{
+    spw_opts_help(def_opts, sizeof def_opts / sizeof def_opts[0], NULL, out);
+    spw_opts_help(batch_opts, sizeof batch_opts / sizeof batch_opts[0], "batch", out);
+    spw_opts_help(retry_opts, sizeof retry_opts / sizeof retry_opts[0], "retry", out);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        spw_buf_printf(out, "\n  kind \"%s\" options:\n", kinds[i]->name);
+        spw_opts_help(kinds[i]->opts, kinds[i]->nopts, "options", out);
+    }
+}
+
 #define FAIL(...)                                                                                                      \
     do {                                                                                                               \
         snprintf(err, cap, __VA_ARGS__);                                                                               \

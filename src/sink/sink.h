@@ -99,6 +99,11 @@ typedef struct spw_sink_kind {
 /* The kinds built in (NULL if none is named so). */
 const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len);
 
+/* The fields of a sink definition and of each kind's options, one line
+ * each, from their tables (for serve --help). */
+struct spw_buf;
+void spw_sinks_help(struct spw_buf *out);
+
 struct spw_api;
 typedef struct spw_sinks spw_sinks;
 
