@@ -16,6 +16,7 @@
 #include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
+#include "server/stream.h"
 #include "sink/sink.h"
 
 #define SPW_VERSION "0.1.0"
@@ -54,6 +55,9 @@ static void serve_help(FILE *f)
           f);
     spw_cfg_help(spw_server_cfg_table, spw_server_cfg_count, f);
     spw_buf h = SPW_BUF_INIT;
+    spw_stream_help(&h);
+    fprintf(f, "\nStreams: the body of PUT /v1/streams/NAME.\n%.*s", (int)h.len, h.p ? (const char *)h.p : "");
+    h.len = 0;
     spw_sinks_help(&h);
     fprintf(f,
             "\nSinks: 'sink.NAME = {JSON}' lines in the config file, or PUT /v1/sinks/NAME with the same body.\n"

@@ -2,7 +2,9 @@
 #include "core/opts.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define OPTS_MAX 32 /* rows in one table */
@@ -11,6 +13,7 @@ static const char *type_name(const spw_opt *o)
 {
     switch (o->type) {
     case SPW_OPT_INT: return "integer";
+    case SPW_OPT_NUM: return "number";
     case SPW_OPT_STR: return o->flags & SPW_OPT_NULLABLE ? "string or null" : "string";
     case SPW_OPT_ENUM: return "string";
     case SPW_OPT_BOOL: return "true or false";
@@ -25,12 +28,14 @@ static const char *type_name(const spw_opt *o)
 /* "options.NAME must be ..." for a bad value of o. */
 static void bad_value(const spw_opt *o, const char *where, char *err, size_t cap)
 {
-    int k = snprintf(err, cap, "%s%s%s must be ", where ? where : "", where ? "." : "", o->name);
+    int k = where ? snprintf(err, cap, "%s.%s must be ", where, o->name) : snprintf(err, cap, "\"%s\" must be ", o->name);
     size_t at = k < 0 ? 0 : (size_t)k < cap ? (size_t)k : cap - 1;
     if (o->must) {
         snprintf(err + at, cap - at, "%s", o->must);
     } else if (o->type == SPW_OPT_INT) {
         snprintf(err + at, cap - at, "%" PRId64 " to %" PRId64, o->min, o->max);
+    } else if (o->type == SPW_OPT_NUM) {
+        snprintf(err + at, cap - at, "a number from %g to %g", o->dmin, o->dmax);
     } else if (o->type == SPW_OPT_ENUM) {
         for (size_t i = 0; o->choices[i] && at < cap; i++) {
             k = snprintf(err + at, cap - at, "%s\"%s\"", i == 0 ? "" : o->choices[i + 1] ? ", " : " or ",
@@ -42,12 +47,12 @@ static void bad_value(const spw_opt *o, const char *where, char *err, size_t cap
     }
 }
 
-static int str_value(const spw_json_span *v, char *out, size_t cap, long *len)
+static int str_value(const spw_json_span *v, char *out, size_t cap, int empty_ok, long *len)
 {
     if (v->type != SPW_JSON_STRING || cap < 2)
         return -1;
     long n = spw_json_unescape(v, out, cap - 1);
-    if (n <= 0 || memchr(out, 0, (size_t)n))
+    if (n < 0 || (n == 0 && !empty_ok) || memchr(out, 0, (size_t)n))
         return -1;
     out[n] = 0;
     *len = n;
@@ -56,15 +61,15 @@ static int str_value(const spw_json_span *v, char *out, size_t cap, long *len)
 
 /* One given value of o: checked, stored in obj (non-NULL), and its
  * canonical text appended to canon (non-NULL). 0 or -1 (err set). */
-static int take(const spw_opt *o, const spw_json_span *v, const char *where, void *obj, spw_buf *canon, char *err,
-                size_t cap)
+static int take(const spw_opt *o, const spw_json_span *v, int is_def, const char *where, void *obj, spw_buf *canon,
+                char *err, size_t cap)
 {
     char *field = obj ? (char *)obj + o->off : NULL;
     int r = 0;
     switch (o->type) {
     case SPW_OPT_INT: {
         int64_t x;
-        if (v->type != SPW_JSON_NUMBER || spw_json_int64(v, &x) || x < o->min || x > o->max)
+        if (v->type != SPW_JSON_NUMBER || spw_json_int64(v, &x) || (!is_def && (x < o->min || x > o->max)))
             goto bad;
         if (field && o->size == 4) {
             uint32_t u = (uint32_t)x;
@@ -74,6 +79,24 @@ static int take(const spw_opt *o, const spw_json_span *v, const char *where, voi
         }
         if (canon)
             r = spw_buf_printf(canon, "%" PRId64, x);
+        break;
+    }
+    case SPW_OPT_NUM: {
+        char t[64];
+        double x = o->ddef;
+        if (!is_def) {
+            if (v->type != SPW_JSON_NUMBER || v->n >= sizeof t)
+                goto bad;
+            memcpy(t, v->p, v->n);
+            t[v->n] = 0;
+            x = strtod(t, NULL);
+            if (!isfinite(x) || x < o->dmin || x > o->dmax)
+                goto bad;
+        }
+        if (field)
+            memcpy(field, &x, sizeof x);
+        if (canon)
+            r = spw_buf_printf(canon, "%.17g", x);
         break;
     }
     case SPW_OPT_STR: {
@@ -86,7 +109,7 @@ static int take(const spw_opt *o, const spw_json_span *v, const char *where, voi
         }
         char tmp[4096];
         long n;
-        if (o->size > sizeof tmp || str_value(v, tmp, o->size, &n))
+        if (o->size > sizeof tmp || str_value(v, tmp, o->size, (o->flags & SPW_OPT_EMPTY_OK) != 0, &n))
             goto bad;
         if (field)
             memcpy(field, tmp, (size_t)n + 1);
@@ -131,7 +154,7 @@ static int take(const spw_opt *o, const spw_json_span *v, const char *where, voi
         return -1;
     }
     /* The field's own rule (and, for JSON, its storing), with obj only. */
-    if (obj && o->parse) {
+    if (obj && o->parse && (!is_def || o->type == SPW_OPT_JSON)) {
         char buf[400];
         const char *why = o->parse(obj, v, o, buf, sizeof buf);
         if (why) {
@@ -152,12 +175,15 @@ static const char *default_text(const spw_opt *o, const char *ctx, spw_buf *tmp)
     int r = 0;
     switch (o->type) {
     case SPW_OPT_INT: r = spw_buf_printf(tmp, "%" PRId64, o->def); break;
+    case SPW_OPT_NUM: r = spw_buf_printf(tmp, "%.17g", o->ddef); break;
     case SPW_OPT_BOOL: r = spw_buf_puts(tmp, o->def ? "true" : "false"); break;
     case SPW_OPT_ENUM: r = spw_json_put_str(tmp, o->choices[o->def], strlen(o->choices[o->def])); break;
     case SPW_OPT_STR: {
         const char *d = (o->flags & SPW_OPT_DEF_CTX) ? ctx : o->def_str;
-        if (d && d[0])
+        if (d && (d[0] || (o->flags & SPW_OPT_EMPTY_OK)))
             r = spw_json_put_str(tmp, d, strlen(d));
+        else if (o->flags & SPW_OPT_EMPTY_OK)
+            r = spw_buf_puts(tmp, "\"\"");
         else if (o->flags & SPW_OPT_NULLABLE)
             r = spw_buf_puts(tmp, "null");
         else
@@ -241,14 +267,14 @@ int spw_opts_parse(const spw_opt *t, size_t n, const char *where, const char *wh
                 rc = -1;
                 break;
             }
-            if (take(&t[i], &d, where, given_i ? NULL : obj, &dc, err, cap)) {
+            if (take(&t[i], &d, 1, where, given_i ? NULL : obj, &dc, err, cap)) {
                 rc = -1;
                 break;
             }
         }
         if (!given_i)
             continue;
-        if (take(&t[i], &given[i], where, obj, &gc, err, cap)) {
+        if (take(&t[i], &given[i], 0, where, obj, &gc, err, cap)) {
             rc = -1;
             break;
         }

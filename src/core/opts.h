@@ -19,7 +19,10 @@
  *   - help: spw_opts_help prints one line per field.
  *
  * A table is a const array; obj may be NULL to check and canonicalize only
- * (each field's parse callback then does not run).
+ * (each field's parse callback then does not run). Defaults are the
+ * table's own values: they are stored without a bounds check (so a
+ * default may be a "none" outside the bounds, such as -1), and a parse
+ * callback runs for them only on JSON fields (which it stores).
  */
 #ifndef SPW_OPTS_H
 #define SPW_OPTS_H
@@ -32,6 +35,7 @@
 
 typedef enum {
     SPW_OPT_INT,  /* integer in [min, max]; stored as uint32_t (size 4) or int64_t (size 8) */
+    SPW_OPT_NUM,  /* number in [dmin, dmax]; stored as double */
     SPW_OPT_STR,  /* string of 1 .. size-1 bytes (no NUL) into char[size] */
     SPW_OPT_ENUM, /* one of choices[]; stored as int (its index) */
     SPW_OPT_BOOL, /* true/false; stored as int */
@@ -41,6 +45,7 @@ typedef enum {
 #define SPW_OPT_REQUIRED 1u /* no default: the field must be given */
 #define SPW_OPT_NULLABLE 2u /* STR: null is allowed and stores "" (and is the default) */
 #define SPW_OPT_DEF_CTX 4u  /* STR: the default is the ctx string given to spw_opts_parse */
+#define SPW_OPT_EMPTY_OK 8u /* STR: "" is a value (and, without def_str, the default) */
 
 struct spw_opt;
 /* Checks (and with obj, stores) a value: NULL, or a sentence saying what
@@ -56,6 +61,7 @@ typedef struct spw_opt {
     int64_t def; /* INT, BOOL, ENUM (index) default */
     const char *def_str;        /* STR default (NULL: none); JSON default text (NULL: none) */
     int64_t min, max;           /* INT bounds; JSON: allowed types as bits (1 << SPW_JSON_OBJECT ...) */
+    double dmin, dmax, ddef;    /* NUM bounds and default */
     const char *const *choices; /* ENUM: NULL-terminated */
     spw_opt_parse_fn parse;     /* optional; required for JSON */
     unsigned flags;

@@ -158,6 +158,17 @@ int main(void)
         spw_buf_fini(&jb);
         CHECK_EQ(parse(&b, "s", "{\"partitions\":2,\"key\":\"/k\",\"rate_limit\":{\"rate\":5,\"burst\":6}}"), 0);
         CHECK(!spw_stream_config_equal(&a, &b));
+        /* incarnation is the stored file's only; a field given twice is refused */
+        CHECK_EQ(parse(&b, "s", "{\"incarnation\":3}"), -1);
+        CHECK_EQ(parse(&b, "s", "{\"partitions\":2,\"partitions\":3}"), -1);
+        uint64_t inc = 0;
+        char err[256];
+        const char *stored = "{\"name\":\"s\",\"partitions\":2,\"incarnation\":3}";
+        CHECK_EQ(spw_stream_def_parse(&b, &inc, "s", stored, strlen(stored), err, sizeof err), 0);
+        CHECK_EQ(inc, 3);
+        CHECK_EQ(b.partitions, 2);
+        CHECK_EQ(b.dedupe_window_ms, 86400000);
+        CHECK(b.retention_ms == -1 && b.retention_bytes == -1 && b.ack == SPW_ACK_FSYNC && b.priority == 1);
     }
 
     /* FNV-1a 64, mod partitions: fixed values (docs/api.md). */
