@@ -4,7 +4,8 @@
  * spw_os.open failing for stream.json, the catalog neither writes a new
  * definition (the create fails) nor reads a stored one (the stream is
  * skipped at open, as for any unreadable stream.json) — and with the fault
- * gone the same directory loads the stream again.
+ * gone the same directory loads the stream again. The tokens file is read
+ * the same way: a fault on its open fails the load with the error.
  */
 #include <errno.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "core/msg.h"
 #include "log/log.h"
 #include "os/os.h"
+#include "server/auth.h"
 #include "server/catalog.h"
 #include "test.h"
 
@@ -22,7 +24,7 @@ static int hook_open(const char *path, int flags, int mode)
 {
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;
-    if (strcmp(b, "stream.json") == 0 || strcmp(b, "stream.json.tmp") == 0) {
+    if (strcmp(b, "stream.json") == 0 || strcmp(b, "stream.json.tmp") == 0 || strcmp(b, "tokens.json") == 0) {
         seen_defs++;
         if (fail_defs)
             return -EIO;
@@ -71,6 +73,25 @@ int main(void)
     CHECK(seen_defs > 0);
     fail_defs = 0;
     CHECK_EQ(count_after_open(dir), 1);
+
+    /* The tokens file. */
+    char tp[4200];
+    snprintf(tp, sizeof tp, "%s/tokens.json", dir);
+    FILE *f = fopen(tp, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\":[{\"token\":\"SECRET-1\",\"tenant\":\"acme\",\"streams\":[\"a\"],"
+          "\"permissions\":[\"produce\"]}]}",
+          f);
+    CHECK(fclose(f) == 0);
+    spw_tokens *t = NULL;
+    char terr[512] = "";
+    fail_defs = 1;
+    seen_defs = 0;
+    CHECK_EQ(spw_tokens_load(tp, &t, terr, sizeof terr), -1);
+    CHECK(seen_defs == 1 && strstr(terr, strerror(EIO)) != NULL);
+    fail_defs = 0;
+    CHECK_EQ(spw_tokens_load(tp, &t, terr, sizeof terr), 0);
+    spw_tokens_put(t);
 
     spw_os = spw_os_default;
     spw_test_rmrf(dir);
