@@ -43,7 +43,7 @@ static void bad_value(const spw_opt *o, const char *where, char *err, size_t cap
             at += k < 0 ? 0 : (size_t)k < cap - at ? (size_t)k : cap - at - 1;
         }
     } else {
-        snprintf(err + at, cap - at, "a %s", type_name(o));
+        snprintf(err + at, cap - at, "%s%s", o->type == SPW_OPT_BOOL ? "" : "a ", type_name(o));
     }
 }
 

@@ -143,7 +143,7 @@ int main(void)
     refused("{\"addr\":7}", "options.addr must be \"host:port\"");
     refused("{\"addr\":\"\"}", "options.addr must be");
     refused("{\"addr\":\"h\",\"mode\":\"binary\"}", "options.mode must be \"auto\" or \"text\"");
-    refused("{\"addr\":\"h\",\"flag\":1}", "options.flag must be a true or false");
+    refused("{\"addr\":\"h\",\"flag\":1}", "options.flag must be true or false");
     refused("{\"addr\":null}", "options.addr must be");
     refused("{\"addr\":\"h\",\"extra\":\"s\"}", "options.extra must be a JSON");
     refused("{\"addr\":\"h\",\"extra\":{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":1}}", "extra is too long");
