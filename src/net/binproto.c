@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
@@ -61,7 +62,7 @@
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000
-#define BAD_NAME_MSG "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
+#define BAD_NAME_MSG "stream names are " SPW_NAME_RULE
 
 typedef struct bloop bloop;
 
@@ -115,7 +116,7 @@ typedef struct breq {
     uint64_t request_id;
 } breq;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */
 
@@ -1046,7 +1047,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
 
 /* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: server/groups_http.h) ---- */
 
-#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
+#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) " SPW_NAME_CHARS
 
 /* A group poll or commit between its request and its answer. */
 typedef struct bgroup {

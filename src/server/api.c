@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -61,51 +62,14 @@ static void outf(spw_buf *b, const char *fmt, ...)
 /* A JSON string of bytes that are valid UTF-8 (keys are checked on the way in). */
 static void out_str(spw_buf *b, const uint8_t *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    out_raw(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        out_raw(b, p + run, i - run);
-        run = i + 1;
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            out_raw(b, e, 2);
-        } else {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            out_raw(b, e, 6);
-        }
-    }
-    out_raw(b, p + run, n - run);
-    out_raw(b, "\"", 1);
+    if (spw_json_put_str(b, (const char *)p, n))
+        abort();
 }
 
 static void out_b64(spw_buf *b, const uint8_t *p, size_t n)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if (spw_buf_reserve(b, b->len + (n + 2) / 3 * 4 + 2))
+    if (spw_json_put_b64(b, p, n))
         abort();
-    char *o = (char *)b->p + b->len;
-    *o++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = tab[v >> 18];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = tab[v >> 6 & 63];
-        *o++ = tab[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-        *o++ = tab[v >> 18];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
-        *o++ = '=';
-    }
-    *o++ = '"';
-    b->len = (size_t)(o - (char *)b->p);
 }
 
 static void respond_json(spw_http_req *req, int status, spw_buf *b)
@@ -1559,7 +1523,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
     char nm[SPW_STREAM_NAME_MAX + 1];
     if (!spw_stream_name_ok(name, nl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "stream names are " SPW_NAME_RULE);
         return;
     }
     unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;

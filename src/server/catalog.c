@@ -124,22 +124,6 @@ static void insert(spw_catalog *cat, spw_stream *s)
     cat->n++;
 }
 
-static int read_file(const char *path, spw_buf *b)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    off_t sz = spw_os.size(fd);
-    int r = sz < 0 ? (int)sz : sz > (1 << 20) ? -EFBIG : spw_buf_reserve(b, (size_t)sz + 1);
-    if (r == 0) {
-        ssize_t got = spw_os_pread_full(fd, b->p, (size_t)sz, 0);
-        r = got < 0 ? (int)got : 0;
-        b->len = got > 0 ? (size_t)got : 0;
-    }
-    close(fd);
-    return r;
-}
-
 int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes, spw_catalog **out)
 {
     spw_catalog *cat = spw_xcalloc(1, sizeof *cat);
@@ -162,7 +146,6 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         return r;
     }
     struct dirent *de;
-    spw_buf body = SPW_BUF_INIT;
     while ((de = readdir(d))) {
         char path[4096];
         if (strncmp(de->d_name, ".deleted-", 9) == 0) {
@@ -174,7 +157,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         if (!spw_stream_name_ok(de->d_name, strlen(de->d_name)))
             continue;
         snprintf(path, sizeof path, "%s/%s/stream.json", cat->dir, de->d_name);
-        if ((r = read_file(path, &body)) < 0) {
+        char *body;
+        size_t blen;
+        if ((r = spw_os_read_file(path, 1 << 20, &body, &blen)) < 0) {
             if (r != -ENOENT)
                 spw_error("catalog: %s: %s; stream skipped", path, spw_strerror(r));
             continue;
@@ -182,7 +167,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         spw_stream_config c;
         uint64_t inc;
         char err[256];
-        if (spw_stream_def_parse(&c, &inc, de->d_name, (char *)body.p, body.len, err, sizeof err)) {
+        r = spw_stream_def_parse(&c, &inc, de->d_name, body, blen, err, sizeof err);
+        spw_free(body);
+        if (r) {
             spw_error("catalog: %s: %s; stream skipped", path, err);
             continue;
         }
@@ -194,7 +181,6 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
             insert(cat, s);
     }
     closedir(d);
-    spw_buf_fini(&body);
     spw_info("catalog: %zu stream(s) in %s", cat->n, cat->dir);
     *out = cat;
     return 0;
@@ -221,22 +207,8 @@ static int write_def(const char *dir, const spw_stream_config *c, uint64_t incar
         b.len--; /* the closing brace */
         r = spw_buf_printf(&b, ",\"incarnation\":%" PRIu64 "}", incarnation);
     }
-    char tmp[4096 + 32], fin[4096 + 32]; /* dir is at most 4096 with its NUL */
-    snprintf(tmp, sizeof tmp, "%s/stream.json.tmp", dir);
-    snprintf(fin, sizeof fin, "%s/stream.json", dir);
-    int fd = r ? r : spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-        r = spw_os_pwrite_all(fd, b.p, b.len, 0);
-        if (r == 0)
-            r = spw_os.fsync(fd);
-        spw_os.close(fd);
-        if (r == 0)
-            r = spw_os.rename(tmp, fin);
-        if (r == 0)
-            r = spw_os_fsync_dir(dir);
-    } else {
-        r = fd;
-    }
+    if (r == 0)
+        r = spw_os_write_file_atomic(dir, "stream.json", "stream.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
     spw_buf_fini(&b);
     return r;
 }

@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "server/cbuf.h"
@@ -641,13 +642,7 @@ void spw_coalesce_close(spw_coalescer *co)
     /* Every buffered event is drained once its partition's batch in the
      * log completes; wait for the last of them (as long as the log takes). */
     while (atomic_load(&co->inflight) || atomic_load(&co->buffered_events)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = spw_deadline(CLOCK_MONOTONIC, 100 * 1000000u);
         pthread_cond_timedwait(&co->idle_cv, &co->mu, &ts);
     }
     co->stop = 1;

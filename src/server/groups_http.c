@@ -15,6 +15,8 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
@@ -58,7 +60,7 @@ struct spw_groups_http {
     _Atomic uint64_t skipped; /* records skipped as damaged (spw_groups_http_skip_damaged) */
 };
 
-static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
+static int64_t now_ms(void) { return (int64_t)spw_mono_ms(); }
 
 static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bputf(spw_buf *b, const char *fmt, ...)
@@ -285,7 +287,7 @@ static void handle_poll(spw_groups_http *gh, spw_http_req *req, spw_stream *s, c
     r = spw__api_query_str(req->query, "member", member, sizeof member);
     if (r < 0 || (r > 0 && !spw_group_member_ok(member, strlen(member)))) {
         spw_http_error(req, 400, "bad_parameter", NULL,
-                       "member must be 1 to 64 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "member must be 1 to 64 " SPW_NAME_CHARS);
         goto fail;
     }
     if (r == 0)
@@ -492,7 +494,7 @@ void spw_groups_http_route(spw_groups_http *gh, spw_http_req *req, const char *n
     }
     if (!spw_group_name_ok(rest, gl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "group names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "group names are " SPW_NAME_RULE);
         return;
     }
     int op; /* 0 GET, 1 poll, 2 commit */
@@ -580,13 +582,7 @@ static void *waiter(void *arg)
             if (!gh->parked) {
                 pthread_cond_wait(&gh->cv, &gh->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += SPW_GROUPS_TICK_MS * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = spw_deadline(CLOCK_REALTIME, SPW_GROUPS_TICK_MS * 1000000u);
                 pthread_cond_timedwait(&gh->cv, &gh->mu, &ts);
             }
             stop = gh->stop;
