@@ -233,11 +233,13 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
     if (r <= 0) {
         spw_group_release(p->g, l);
         spw_buf_fini(&out);
+        char hn[64];
+        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad);
         if (r == SPW_ECORRUPT && bad > l->from)
-            spw_http_error(req, 500, "damaged", NULL,
+            spw_http_error(req, 500, "damaged", hn,
                            "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
-                           " are damaged on disk (run spillway check)",
-                           l->partition, l->from, bad - 1);
+                           " are damaged on disk (run spillway check); reading can resume at offset %" PRIu64,
+                           l->partition, l->from, bad - 1, bad);
         else
             spw_http_error(req, 500, "read_failed", NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
                            l->partition, l->from, r ? spw_strerror(r) : "no records");
