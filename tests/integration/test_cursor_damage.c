@@ -320,7 +320,7 @@ int main(int argc, char **argv)
     CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fw", body), 201);
     uint64_t got = 0;
     for (int i = 0; i < 1000 && got < 8; i++) {
-        got = part_field(core.port, "/v1/streams/dst", 0, "end_offset");
+        got = part_field(core.port, "/v1/streams/dst", 0, "durable_offset");
         if (got < 8)
             usleep(10000);
     }
