@@ -8,7 +8,7 @@
  * them. A connection that is closed with requests still in flight stays
  * allocated (on the zombie list) until the last one completes, so a
  * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT
- * answer at once or later from the group waiter (server/groups_http.h),
+ * answer at once or later from the group waiter (svc/consume.h),
  * counted in flight like a PRODUCE meanwhile.
  *
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
@@ -52,7 +52,7 @@
 #include "net/frame.h"
 #include "net/membudget.h"
 #include "server/auth.h"
-#include "server/groups_http.h"
+#include "svc/consume.h"
 #include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
@@ -1040,7 +1040,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     spw_buf_fini(&ans);
 }
 
-/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: server/groups_http.h) ---- */
+/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
 #define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
 
@@ -1113,6 +1113,21 @@ static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes
     return err ? err : (int)count;
 }
 
+/* spw_consume_read_lease's read: group_read into recs (emptied first). */
+typedef struct group_rd {
+    spw_part *p;
+    uint32_t max;
+    size_t max_bytes;
+    spw_buf *recs;
+} group_rd;
+
+static int group_read_lease(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
+{
+    group_rd *rd = arg;
+    rd->recs->len = 0;
+    return group_read(rd->p, from, rd->max, rd->max_bytes, rd->recs, next, bad);
+}
+
 /* The answer "nothing was leased" (delivered 0) to q. */
 static void group_send_empty(bconn *c, bgroup *q)
 {
@@ -1139,12 +1154,10 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     if (maxb > FETCH_MAX_BYTES)
         maxb = FETCH_MAX_BYTES;
     spw_buf recs = SPW_BUF_INIT;
-    uint64_t next = l->from, bad = 0;
-    int n, skips = 0;
-    while ((n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad)) == SPW_ECORRUPT &&
-           skips < SPW_GROUP_SKIPS_MAX && spw_groups_http_skip_damaged(p, l, bad) == 0)
-        skips++;
-    if (n == 0 && skips) { /* nothing readable after the damage yet: an empty answer */
+    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
+    uint64_t next, bad;
+    int n = spw_consume_read_lease(p, l, group_read_lease, &rd, &next, &bad);
+    if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
         group_send_empty(c, q);
@@ -1229,7 +1242,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_groups_http_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int e = spw_consume_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -1263,7 +1276,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_poll(api->groups, p);
+    spw_consume_poll(api->groups, p);
     c->loop->in_group_call--;
 }
 
@@ -1303,7 +1316,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     char gname[SPW_GROUP_NAME_MAX + 1];
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
-    spw_group *g = spw_group_find(spw_groups_http_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    spw_group *g = spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",
@@ -1340,7 +1353,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
+    spw_consume_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
     c->loop->in_group_call--;
 }
 

@@ -387,7 +387,7 @@ static void produce_unref(spw_produce *pr)
             /* Parked consumer-group polls: records at ack < fsync are not
              * visible yet, and the waiter asks for their fsync; the log's
              * durable hook wakes the polls again when they are visible. */
-            spw_groups_http_kick(api->groups);
+            spw_consume_kick(api->groups);
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
@@ -1572,7 +1572,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         else if (r < 0)
             spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
         else {
-            spw_groups_http_drop_stream(api->groups, nm); /* its consumer groups go with it */
+            spw_consume_drop_stream(api->groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
         }
         return;
@@ -1699,7 +1699,7 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_stream_coalesced_total counter\n");
     seen_ctx sc = {&b, who};
     spw_catalog_each(api->cat, metrics_stream, &sc);
-    spw_groups_http_metrics(api->groups, &b, who);
+    spw_consume_metrics(api->groups, &b, who);
     outf(&b, "# TYPE spillway_rejected_total counter\n");
     for (int i = 0; i < SPW_REJ__N; i++)
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
@@ -1858,7 +1858,7 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         if (!slash)
             return handle_stream(api, req, name, nl, ar);
         if (strncmp(slash, "/groups/", 8) == 0 && api->groups)
-            return spw_groups_http_route(api->groups, req, name, nl, slash + 8, ar);
+            return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
         if (strcmp(slash, "/events") == 0) {
             if (!spw_stream_name_ok(name, nl)) {
                 spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");

@@ -1,0 +1,352 @@
+/*
+ * The consumer-group endpoints over HTTP (docs/api.md, "Consumer groups"):
+ * decoding of the requests and encoding of the answers; the service behind
+ * them (parking, leases, the commit queue, the waiter) is svc/consume.c.
+ */
+#include "server/groups_http.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "server/api.h"
+#include "server/auth.h"
+#include "server/groups.h"
+
+#define COMMIT_BODY_MAX 4096
+
+/* An HTTP commit's answer. */
+typedef struct hcommit {
+    spw_http_req *req;
+    uint32_t partition;
+    uint64_t offset;
+} hcommit;
+
+static int64_t now_ms(void) { return (int64_t)(spw_mono_ns() / 1000000u); }
+
+static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bputf(spw_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = spw_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    if (r == SPW_ENOMEM)
+        abort(); /* spw_buf uses try_realloc; these answers are small */
+}
+
+/* ---- HTTP poll ---- */
+
+static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
+
+static void http_nothing(spw_group_poll *p);
+
+/* spw_consume_read_lease's read: NDJSON lines as GET .../events has them. */
+typedef struct ndjson_read {
+    spw_stream *s;
+    uint32_t partition, max;
+    spw_buf *out;
+} ndjson_read;
+
+static int read_ndjson(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
+{
+    ndjson_read *rd = arg;
+    rd->out->len = 0;
+    return spw_api_read_ndjson(rd->s, rd->partition, from, rd->max, rd->out, next, bad);
+}
+
+static void http_deliver(spw_group_poll *p, spw_lease *l)
+{
+    spw_http_req *req = p->ctx;
+    if (spw_http_req_gone(req)) {
+        /* nobody to deliver to: free for the others at once, not after lease_ms */
+        spw_group_release(p->g, l);
+        spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
+        return;
+    }
+    spw_buf out = SPW_BUF_INIT;
+    ndjson_read rd = {p->s, l->partition, p->max, &out};
+    uint64_t next, bad;
+    int r = spw_consume_read_lease(p, l, read_ndjson, &rd, &next, &bad);
+    if (r == 0) { /* nothing readable after the damage yet */
+        spw_group_release(p->g, l);
+        spw_buf_fini(&out);
+        http_nothing(p);
+        return;
+    }
+    if (r <= 0) {
+        spw_group_release(p->g, l);
+        spw_buf_fini(&out);
+        char hn[64];
+        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad);
+        if (r == SPW_ECORRUPT && bad > l->from)
+            spw_http_error(req, 500, "damaged", hn,
+                           "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
+                           " are damaged on disk (run spillway check); reading can resume at offset %" PRIu64,
+                           l->partition, l->from, bad - 1, bad);
+        else
+            spw_http_error(req, 500, "read_failed", NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
+                           l->partition, l->from, r ? spw_strerror(r) : "no records");
+        return;
+    }
+    spw_group_lease_delivered(p->g, l, next);
+    l->to = next;
+    char lease[48], h[384];
+    spw_lease_format(l, lease, sizeof lease);
+    snprintf(h, sizeof h,
+             "Spillway-Lease: %s\r\nSpillway-Partition: %" PRIu32 "\r\nSpillway-First-Offset: %" PRIu64
+             "\r\nSpillway-Next-Offset: %" PRIu64 "\r\nSpillway-Lease-Ms: %" PRIu32 "\r\n",
+             lease, l->partition, l->from, next, p->lease_ms);
+    spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
+    spw_buf_fini(&out);
+}
+
+static void http_nothing(spw_group_poll *p) { spw_http_respond(p->ctx, 204, NULL, NULL, NULL, 0); }
+
+/* Reads an optional bounded integer parameter: 0 ok (*v set or left at
+ * its default), -1 after answering 400. */
+static int param(spw_http_req *req, const char *name, uint64_t lo, uint64_t hi, uint64_t *v)
+{
+    int r = spw__api_query_u64(req->query, name, v);
+    if (r < 0 || (r > 0 && (*v < lo || *v > hi))) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "%s must be an integer from %" PRIu64 " to %" PRIu64, name,
+                       lo, hi);
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const char *gname)
+{
+    uint64_t max = SPW_GROUP_POLL_MAX_DEFAULT, wait = 0, lease = SPW_GROUP_LEASE_MS_DEFAULT;
+    if (param(req, "max", 1, SPW_GROUP_POLL_MAX_MAX, &max) || param(req, "wait_ms", 0, SPW_GROUP_WAIT_MS_MAX, &wait) ||
+        param(req, "lease_ms", SPW_GROUP_LEASE_MS_MIN, SPW_GROUP_LEASE_MS_MAX, &lease))
+        goto fail;
+    char start[16] = "earliest", member[SPW_GROUP_MEMBER_MAX + 1];
+    int r = spw__api_query_str(req->query, "start", start, sizeof start);
+    if (r < 0 || (strcmp(start, "earliest") && strcmp(start, "latest"))) {
+        spw_http_error(req, 400, "bad_parameter", NULL, "start must be earliest or latest");
+        goto fail;
+    }
+    r = spw__api_query_str(req->query, "member", member, sizeof member);
+    if (r < 0 || (r > 0 && !spw_group_member_ok(member, strlen(member)))) {
+        spw_http_error(req, 400, "bad_parameter", NULL,
+                       "member must be 1 to 64 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+        goto fail;
+    }
+    if (r == 0)
+        snprintf(member, sizeof member, "%s", req->peer[0] ? req->peer : "anonymous");
+    spw_group *g;
+    int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g);
+    if (e == -E2BIG) {
+        spw_http_error(req, 400, "too_many_partitions", NULL, "consumer groups need at most %d partitions",
+                       SPW_GROUP_PARTS_MAX);
+        goto fail;
+    }
+    if (e < 0) {
+        spw_http_error(req, 500, "save_failed", NULL, "saving the new group: %s", spw_strerror(e));
+        goto fail;
+    }
+    spw_http_req_release_body(req);
+    spw_group_poll *p = spw_xcalloc(1, sizeof *p);
+    p->post = http_post;
+    p->loop = req->loop;
+    p->deliver = http_deliver;
+    p->nothing = http_nothing;
+    p->ctx = req;
+    p->s = s;
+    p->g = g;
+    p->max = (uint32_t)max;
+    p->lease_ms = (uint32_t)lease;
+    p->deadline_ms = now_ms() + (int64_t)wait;
+    snprintf(p->member, sizeof p->member, "%s", member);
+    spw_consume_poll(cs, p);
+    return;
+fail:
+    spw_stream_put(s);
+}
+
+/* ---- commit ---- */
+
+static void http_commit_answer(void *arg, int err)
+{
+    hcommit *c = arg;
+    if (err < 0) {
+        spw_http_error(c->req, 500, "save_failed", NULL,
+                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+    } else {
+        char j[128];
+        snprintf(j, sizeof j, "{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 "}\n", c->partition, c->offset);
+        spw_http_respond(c->req, 200, NULL, "application/json", j, strlen(j));
+    }
+    spw_free(c);
+}
+
+static void handle_commit(spw_consume *cs, spw_http_req *req, spw_stream *s, const char *gname)
+{
+    spw_group *g = spw_group_find(spw_consume_groups(cs), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    spw_stream_put(s);
+    if (!g) {
+        spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);
+        return;
+    }
+    const char *p = (const char *)req->body.p, *end = p + req->body.len, *vend;
+    spw_json_span v, k, val, lease_v = {0}, off_v = {0};
+    spw_json_error e;
+    if (req->body.len == 0 || req->body.len > COMMIT_BODY_MAX || spw_json_scan(p, end, NULL, 0, &v, &vend, &e) < 0) {
+        spw_http_error(req, 400, "bad_json", NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
+        return;
+    }
+    while (p < vend && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    if (*p != '{') {
+        spw_http_error(req, 400, "bad_json", NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
+        return;
+    }
+    spw_json_span obj = {p, (size_t)(vend - p), SPW_JSON_OBJECT};
+    spw_json_iter it;
+    spw_json_iter_init(&it, &obj);
+    while (spw_json_iter_next(&it, &k, &val)) {
+        if (spw_json_str_eq(&k, "lease"))
+            lease_v = val;
+        else if (spw_json_str_eq(&k, "offset"))
+            off_v = val;
+    }
+    uint32_t part;
+    uint64_t id, offset = 0;
+    if (lease_v.type != SPW_JSON_STRING || lease_v.n < 2 ||
+        spw_lease_parse(lease_v.p + 1, lease_v.n - 2, &part, &id) < 0) {
+        spw_http_error(req, 400, "bad_lease", NULL, "lease must be the string a poll returned in Spillway-Lease");
+        return;
+    }
+    int ok = off_v.type == SPW_JSON_NUMBER && off_v.n > 0 && off_v.n <= 20;
+    for (size_t i = 0; ok && i < off_v.n; i++) {
+        char c = off_v.p[i];
+        ok = c >= '0' && c <= '9' && offset <= (UINT64_MAX - 9) / 10;
+        offset = offset * 10 + (uint64_t)(c - '0');
+    }
+    if (!ok) {
+        spw_http_error(req, 400, "bad_offset", NULL, "offset must be a non-negative integer (the next offset to read)");
+        return;
+    }
+    int r = spw_group_commit(g, part, id, offset, now_ms());
+    if (r == -ESTALE || r == -EINVAL) {
+        spw_http_error(req, 409, "stale_lease", NULL,
+                       "lease %.*s is not held (already committed, expired and taken over, or from before a "
+                       "restart): poll again",
+                       (int)(lease_v.n - 2), lease_v.p + 1);
+        return;
+    }
+    if (r == -ETIME) {
+        spw_http_error(req, 409, "lease_expired", NULL,
+                       "lease %.*s expired: its records will be delivered again; poll again", (int)(lease_v.n - 2),
+                       lease_v.p + 1);
+        return;
+    }
+    if (r == -ERANGE) {
+        spw_http_error(req, 400, "bad_offset", NULL,
+                       "offset %" PRIu64 " is outside the lease's records (commit from its Spillway-First-Offset to "
+                       "its Spillway-Next-Offset)",
+                       offset);
+        return;
+    }
+    spw_http_req_release_body(req);
+    hcommit *c = spw_xcalloc(1, sizeof *c);
+    c->req = req;
+    c->partition = part;
+    c->offset = offset;
+    spw_consume_commit_saved(cs, g, http_post, req->loop, http_commit_answer, c);
+}
+
+/* ---- GET ---- */
+
+static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const char *gname)
+{
+    spw_group *g = spw_group_find(spw_consume_groups(cs), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    if (!g) {
+        spw_stream_put(s);
+        spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);
+        return;
+    }
+    spw_consume_part *v;
+    uint32_t n = spw_consume_view(s, g, &v);
+    spw_buf b = SPW_BUF_INIT;
+    bputf(&b, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        total += v[i].lag;
+        bputf(&b, "%s{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64,
+              i ? "," : "", i, v[i].info.committed, v[i].end, v[i].lag);
+        if (v[i].info.held)
+            bputf(&b, ",\"holder\":\"%s\",\"lease_ms_left\":%" PRId64 "}", v[i].info.holder,
+                  v[i].info.lease_left_ms);
+        else
+            bputf(&b, ",\"holder\":null}");
+    }
+    bputf(&b, "],\"lag\":%" PRIu64 "}\n", total);
+    spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
+    spw_buf_fini(&b);
+    spw_free(v);
+    spw_stream_put(s);
+}
+
+/* ---- routing ---- */
+
+void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *name, size_t nl, const char *rest,
+                           const spw_auth_req *ar)
+{
+    const char *slash = strchr(rest, '/');
+    size_t gl = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (!spw_stream_name_ok(name, nl)) {
+        spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");
+        return;
+    }
+    if (!spw_group_name_ok(rest, gl)) {
+        spw_http_error(req, 400, "bad_name", NULL,
+                       "group names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+        return;
+    }
+    int op; /* 0 GET, 1 poll, 2 commit */
+    if (!slash)
+        op = 0;
+    else if (strcmp(slash, "/poll") == 0)
+        op = 1;
+    else if (strcmp(slash, "/commit") == 0)
+        op = 2;
+    else {
+        spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+        return;
+    }
+    int want = op ? SPW_HTTP_POST : SPW_HTTP_GET;
+    if (req->method != want) {
+        char h[32];
+        snprintf(h, sizeof h, "Allow: %s\r\n", op ? "POST" : "GET");
+        spw_http_error(req, 405, "method_not_allowed", h, "use %s", op ? "POST" : "GET");
+        return;
+    }
+    if (!spw_auth_http_allow(api->auth, ar, req, op ? SPW_PERM_CONSUME : 0, name, nl))
+        return;
+    spw_stream *s = spw_stream_get(api->cat, name, nl);
+    if (!s) {
+        spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
+        return;
+    }
+    char gname[SPW_GROUP_NAME_MAX + 1];
+    memcpy(gname, rest, gl);
+    gname[gl] = 0;
+    if (op == 0)
+        handle_get(api->groups, req, s, gname);
+    else if (op == 1)
+        handle_poll(api->groups, req, s, gname);
+    else
+        handle_commit(api->groups, req, s, gname);
+}
+
