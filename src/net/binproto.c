@@ -1316,7 +1316,8 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     char gname[SPW_GROUP_NAME_MAX + 1];
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
-    spw_group *g = spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    spw_group *g =
+        spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",

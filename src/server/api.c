@@ -1370,7 +1370,9 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     uint64_t sent = 0;
     int n = 0;
     while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
-        outf(out, "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64 ",\"key\":",
+        outf(out,
+             "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
+             ",\"key\":",
              part, rv.offset, rv.id, rv.ts);
         if (rv.key_len < 0)
             out_raw(out, "null", 4);
