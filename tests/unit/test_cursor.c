@@ -46,10 +46,10 @@ static void appended(void *arg, int status, const spw_append_result *r)
     atomic_store((_Atomic int *)arg, 1);
 }
 
-/* Appends a batch of n records whose CRC holds but whose last record's
- * offset_delta is wrong: its records do not decode (docs/formats/log.md,
+/* Appends a batch of n records whose CRC holds but whose record `bad`
+ * has a wrong offset_delta: its records do not decode (docs/formats/log.md,
  * "Records"). All records have ts TS0, so each ts_delta is one byte. */
-static void append_spoiled(spw_part *p, uint64_t from, uint32_t n)
+static void append_spoiled(spw_part *p, uint64_t from, uint32_t n, uint32_t bad)
 {
     spw_record r[16];
     char v[16][32];
@@ -60,7 +60,7 @@ static void append_spoiled(spw_part *p, uint64_t from, uint32_t n)
     spw_buf b = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
     CHECK_OK(spw_batch_encode(&b, &scratch, r, n, NULL));
     const uint8_t *q = b.p + SPW_BATCH_HEADER_LEN, *end = b.p + b.len;
-    for (uint32_t i = 0; i + 1 < n; i++) {
+    for (uint32_t i = 0; i < bad; i++) {
         uint64_t len;
         size_t k = spw_varint_get(q, end, &len);
         CHECK(k > 0);
@@ -70,7 +70,7 @@ static void append_spoiled(spw_part *p, uint64_t from, uint32_t n)
     size_t k = spw_varint_get(q, end, &len);
     CHECK(k > 0);
     uint8_t *od = (uint8_t *)q + k + 1; /* after length and the one-byte ts_delta */
-    CHECK_EQ(*od, n - 1);
+    CHECK_EQ(*od, bad);
     *od = 0x7f;
     uint32_t crc = spw_crc32c(b.p + SPW_BATCH_CRC_START, b.len - SPW_BATCH_CRC_START);
     memcpy(b.p + 12, &crc, 4);
@@ -110,7 +110,7 @@ int main(void)
     CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
 
     append_values(p, 0, 3, SPW_ACK_FSYNC); /* 0..2 */
-    append_spoiled(p, 3, 4);               /* 3..6: records 3..5 decode, 6 does not */
+    append_spoiled(p, 3, 4, 3);            /* 3..6: records 3..5 decode, 6 does not */
     append_values(p, 7, 2, SPW_ACK_FSYNC); /* 7..8, and the fsync covers 3..6 */
     CHECK_EQ(spw_part_visible_end(p), 9);
 
@@ -173,6 +173,24 @@ int main(void)
     CHECK_EQ(spw_cursor_next_batch(&c, &batch, &h), 0);
     spw_cursor_fini(&c);
 
+    /* A batch whose first record does not decode: the same answer, never
+     * an empty success at the same offset (a reader would ask forever). */
+    append_spoiled(p, 9, 3, 0);             /* 9..11 */
+    append_values(p, 12, 1, SPW_ACK_FSYNC); /* 12, and the fsync covers 9..11 */
+    spw_cursor_init(&c, p, 7, 1 << 16);
+    CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+    check_value(&rv, 7);
+    CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+    check_value(&rv, 8);
+    CHECK_EQ(spw_cursor_next(&c, &rv), SPW_ECORRUPT);
+    CHECK_EQ(c.damage_from, 9);
+    CHECK_EQ(c.resume, 12);
+    spw_cursor_seek(&c, p, c.resume);
+    CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+    check_value(&rv, 12);
+    CHECK_EQ(spw_cursor_next(&c, &rv), 0);
+    spw_cursor_fini(&c);
+
     /* Out of range. */
     spw_cursor_init(&c, p, 100, 1 << 16);
     CHECK_EQ(spw_cursor_next(&c, &rv), SPW_ERANGE);
@@ -180,20 +198,20 @@ int main(void)
 
     /* Visibility: written, not fsynced, is not returned; the cursor at
      * the visible end asks for the fsync (the timer is a minute). */
-    append_values(p, 9, 2, SPW_ACK_WRITTEN);
+    append_values(p, 13, 2, SPW_ACK_WRITTEN);
     spw_part_state st;
     spw_part_state_get(p, &st);
-    CHECK_EQ(st.written_offset, 11);
-    CHECK_EQ(spw_part_visible_end(p), 9);
-    spw_cursor_init(&c, p, 9, 1 << 16);
+    CHECK_EQ(st.written_offset, 15);
+    CHECK_EQ(spw_part_visible_end(p), 13);
+    spw_cursor_init(&c, p, 13, 1 << 16);
     CHECK_EQ(spw_cursor_next(&c, &rv), 0);
-    for (int i = 0; i < 10000 && spw_part_visible_end(p) < 11; i++)
+    for (int i = 0; i < 10000 && spw_part_visible_end(p) < 15; i++)
         usleep(1000);
-    CHECK_EQ(spw_part_visible_end(p), 11);
+    CHECK_EQ(spw_part_visible_end(p), 15);
     CHECK_EQ(spw_cursor_next(&c, &rv), 1);
-    check_value(&rv, 9);
+    check_value(&rv, 13);
     CHECK_EQ(spw_cursor_next(&c, &rv), 1);
-    check_value(&rv, 10);
+    check_value(&rv, 14);
     CHECK_EQ(spw_cursor_next(&c, &rv), 0);
     spw_cursor_fini(&c);
 
