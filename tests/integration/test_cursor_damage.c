@@ -7,7 +7,8 @@
  *   - HTTP read: 200 with 0..4 (stops before the damage), then 500
  *     damaged with Spillway-Next-Offset 9, from 5 and from 7 alike;
  *   - binary FETCH, records and batches mode: 500 damaged whose error
- *     answer carries next_offset 9 (docs/protocol.md, "Answers");
+ *     answer carries next_offset 9 (docs/protocol.md, "Answers"), which
+ *     the C client gives as spw_client_resume_offset;
  *   - consumer-group polls over HTTP and over the binary protocol: after
  *     0..4 are committed the group skips the damage (logged, counted) and
  *     the next poll delivers from 9 (first offset 9);
@@ -22,6 +23,7 @@
 #include "core/crc32c.h"
 #include "core/varint.h"
 #include "log/log.h"
+#include "spillway.h"
 
 static const char *BIN;
 static uint64_t next_id = 1;
@@ -280,6 +282,19 @@ int main(int argc, char **argv)
         CHECK_EQ(fetch_at(edge.binport, 9, mode, code, &next, &count), 0);
         CHECK_EQ(next, 12);
     }
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", edge.binport);
+    spw_client *cl;
+    CHECK_OK(spw_client_connect(addr, 5000, &cl));
+    spw_fetch_result *fr;
+    CHECK_EQ(spw_client_fetch(cl, "src", 0, 6, 0, &fr), SPW_ERR_INTERNAL);
+    CHECK_EQ(spw_client_resume_offset(cl), 9);
+    CHECK(strstr(spw_client_last_error(cl), "damaged") != NULL);
+    CHECK_OK(spw_client_fetch(cl, "src", 0, 9, 0, &fr));
+    CHECK_EQ(spw_client_resume_offset(cl), 0);
+    CHECK_EQ(spw_fetch_count(fr), 3);
+    spw_fetch_free(fr);
+    spw_client_close(cl);
 
     /* HTTP group poll. */
     char lease[64], body[256];
