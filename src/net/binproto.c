@@ -887,6 +887,7 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     spw_cursor_init(&cur, p, fq.offset, maxb);
     int n = 0;
     while (!oom && payload < maxb && next < vend) {
+        cur.read_bytes = maxb - payload; /* a read when the cursor needs one: what still fits */
         if (fq.mode == SPW_FETCH_BATCHES) {
             const uint8_t *bp;
             const spw_batch_hdr *bh;
@@ -1089,6 +1090,7 @@ static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes
     *next = from;
     spw_record_view rv;
     while (count < max) {
+        cur.read_bytes = max_bytes > recs->len ? max_bytes - recs->len : 1;
         int n = spw_cursor_next(&cur, &rv);
         if (n <= 0) {
             if (n < 0 && count == 0) {

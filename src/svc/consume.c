@@ -2,7 +2,7 @@
  * The consume service: parked group polls, the commit queue, leases and
  * the group waiter thread, shared by the HTTP and binary front ends. See
  * consume.h, server/groups.h (the groups' state) and docs/architecture.md
- * ("Consumer groups", "The consume service").
+ * ("Consumer groups", "The record cursor and the consume service").
  */
 #include "svc/consume.h"
 

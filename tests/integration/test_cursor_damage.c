@@ -344,11 +344,19 @@ int main(int argc, char **argv)
     CHECK_EQ(r.status, 200);
     CHECK(strstr(r.body, "{\"u\":9}") != NULL);
     free(r.body);
-    r = http_json(edge.port, "GET", "/v1/sinks/fw", NULL);
-    CHECK_EQ(r.status, 200);
-    CHECK(strstr(r.body, "\"position\":12,") != NULL);
-    CHECK(strstr(r.body, "\"errors_total\":0,") == NULL); /* the skip is counted */
-    free(r.body);
+    /* The sink's position moves once the target answered: wait for it. */
+    int at_end = 0;
+    for (int i = 0; i < 1000 && !at_end; i++) {
+        r = http_json(edge.port, "GET", "/v1/sinks/fw", NULL);
+        CHECK_EQ(r.status, 200);
+        at_end = strstr(r.body, "\"position\":12,") != NULL;
+        if (at_end)
+            CHECK(strstr(r.body, "\"errors_total\":0,") == NULL); /* the skip is counted */
+        else
+            usleep(10000);
+        free(r.body);
+    }
+    CHECK(at_end);
     CHECK(file_has(logpath, "sink fw: partition 0: offsets 5..8 are damaged"));
     CHECK(file_has(logpath, "resuming at offset 9"));
 
