@@ -112,6 +112,8 @@ int spw_cursor_next(spw_cursor *c, spw_record_view *rv)
 
 int spw_cursor_next_batch(spw_cursor *c, const uint8_t **batch, const spw_batch_hdr **h)
 {
+    if (c->in_batch && spw_batch_next_offset(&c->h) <= c->next)
+        c->in_batch = 0; /* spw_cursor_next returned its last record */
     if (!c->in_batch) {
         int r = enter_batch(c);
         if (r <= 0)

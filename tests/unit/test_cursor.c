@@ -191,6 +191,20 @@ int main(void)
     CHECK_EQ(spw_cursor_next(&c, &rv), 0);
     spw_cursor_fini(&c);
 
+    /* Records, then batches: the batch after the last record returned. */
+    spw_cursor_init(&c, p, 0, 1 << 16);
+    for (uint64_t o = 0; o < 3; o++)
+        CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+    CHECK_EQ(spw_cursor_next_batch(&c, &batch, &h), SPW_ECORRUPT); /* 3..6, not 0..2 again */
+    CHECK_EQ(c.damage_from, 3);
+    spw_cursor_seek(&c, p, 7);
+    CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+    check_value(&rv, 7);
+    CHECK_EQ(spw_cursor_next_batch(&c, &batch, &h), 1); /* the batch holding 8 */
+    CHECK_EQ(h->base_offset, 7);
+    CHECK_EQ(c.next, 9);
+    spw_cursor_fini(&c);
+
     /* Out of range. */
     spw_cursor_init(&c, p, 100, 1 << 16);
     CHECK_EQ(spw_cursor_next(&c, &rv), SPW_ERANGE);
