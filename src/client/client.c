@@ -988,6 +988,7 @@ struct spw_client {
     uint32_t timeout_ms;
     uint64_t next_id;
     char last_error[1100];
+    uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
 };
 
 struct spw_fetch_result {
@@ -1055,6 +1056,8 @@ void spw_client_close(spw_client *c)
 
 const char *spw_client_last_error(spw_client *c) { return c->last_error; }
 
+uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
+
 static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
@@ -1101,6 +1104,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
                      size_t *rest_len)
 {
     c->last_error[0] = 0;
+    c->resume_offset = 0;
     uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
@@ -1167,6 +1171,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
+        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
         free(buf);
         return -(int)status;
     }

@@ -8,7 +8,7 @@
  * them. A connection that is closed with requests still in flight stays
  * allocated (on the zombie list) until the last one completes, so a
  * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT
- * answer at once or later from the group waiter (server/groups_http.h),
+ * answer at once or later from the group waiter (svc/consume.h),
  * counted in flight like a PRODUCE meanwhile.
  *
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
@@ -49,10 +49,11 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "net/frame.h"
 #include "net/membudget.h"
 #include "server/auth.h"
-#include "server/groups_http.h"
+#include "svc/consume.h"
 #include "server/ratelimit.h"
 
 #define READ_CHUNK (64u << 10)
@@ -387,6 +388,19 @@ static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, u
     if (c->closed)
         return;
     if (spw_frame_error_encode(&c->out, opcode, id, status, retry_after_ms, code, msg))
+        conn_close(c);
+}
+
+/* "damaged" for offsets [from, resume) of partition part, carrying resume
+ * as the error answer's next_offset (docs/protocol.md, "Answers"). */
+static void send_damaged(bconn *c, uint8_t opcode, uint64_t id, uint32_t part, uint64_t from, uint64_t resume)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); "
+             "reading can resume at offset %" PRIu64,
+             part, from, resume - 1, resume);
+    if (!c->closed && spw_frame_error_encode_next(&c->out, opcode, id, SPW_ST_INTERNAL, "damaged", msg, resume))
         conn_close(c);
 }
 
@@ -833,7 +847,6 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
                    (int)fq.stream_len, fq.stream);
         return;
     }
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
     if (fq.partition >= s->cfg.partitions) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
                    "partition %u does not exist (the stream has %u)", fq.partition, s->cfg.partitions);
@@ -865,76 +878,62 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     int oom = spw_frame_begin(&ans, SPW_OP_FETCH, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
               spw_answer_ok(&ans) ||
               spw_fetch_resp_head(&ans, st.start_offset, vend, 0, fq.mode, &count_at);
+    /* The record cursor (log/cursor.h) gives the records or the batches;
+     * at damage the answer holds what came before it, or, when nothing
+     * did, is "damaged" with the offset to resume at. */
     uint64_t next = fq.offset;
     uint32_t count = 0;
     size_t payload = 0;
-    int full = 0; /* the next item does not fit: stop, so offsets stay dense */
-    while (!oom && !full && payload < maxb && next < vend) {
-        uint64_t bad_next = 0;
-        int n = spw_part_read(p, next, maxb - payload, &data, &bad_next);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            if (count == 0) {
-                spw_buf_fini(&ans);
-                send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0,
-                           n == SPW_ECORRUPT ? "damaged" : "read_failed",
-                           "reading offset %" PRIu64 ": %s (next readable offset %" PRIu64 ")", next,
-                           spw_strerror(n), n == SPW_ECORRUPT ? bad_next : next);
-                goto out;
+    spw_cursor cur;
+    spw_cursor_init(&cur, p, fq.offset, maxb);
+    int n = 0;
+    while (!oom && payload < maxb && next < vend) {
+        cur.read_bytes = maxb - payload; /* a read when the cursor needs one: what still fits */
+        if (fq.mode == SPW_FETCH_BATCHES) {
+            const uint8_t *bp;
+            const spw_batch_hdr *bh;
+            if ((n = spw_cursor_next_batch(&cur, &bp, &bh)) != 1)
+                break;
+            if (count > 0 && payload + bh->length > maxb)
+                break; /* does not fit: stop, so offsets stay dense */
+            if (spw_buf_reserve(&ans, ans.len + bh->length)) {
+                oom = 1;
+                break;
             }
-            break;
-        }
-        size_t pos = 0;
-        for (int b = 0; b < n && !oom && !full; b++) {
-            spw_batch_hdr bh;
-            spw_batch_parse(data.p + pos, data.len - pos, &bh);
-            if (fq.mode == SPW_FETCH_BATCHES) {
-                if (count > 0 && payload + bh.length > maxb) {
-                    full = 1;
-                    break;
-                }
-                if (spw_buf_reserve(&ans, ans.len + bh.length)) {
-                    oom = 1;
-                    break;
-                }
-                memcpy(ans.p + ans.len, data.p + pos, bh.length);
-                ans.len += bh.length;
-                payload += bh.length;
-                count++;
-                next = spw_batch_next_offset(&bh);
-            } else {
-                const uint8_t *recs;
-                size_t rl;
-                if (spw_batch_records(data.p + pos, &bh, &scratch, &recs, &rl))
-                    break;
-                spw_rec_iter it;
-                spw_record_view rv;
-                spw_rec_iter_init(&it, &bh, recs, rl);
-                while (spw_rec_next(&it, &rv) == 1) {
-                    if (rv.offset < next)
-                        continue;
-                    size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
-                    if (count > 0 && payload + sz > maxb) {
-                        full = 1;
-                        break;
-                    }
-                    spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
-                                        .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
-                    if (spw_fetch_rec_put(&ans, &fr)) {
-                        oom = 1;
-                        break;
-                    }
-                    payload += sz;
-                    count++;
-                    next = rv.offset + 1;
-                }
+            memcpy(ans.p + ans.len, bp, bh->length);
+            ans.len += bh->length;
+            payload += bh->length;
+            count++;
+            next = spw_batch_next_offset(bh);
+        } else {
+            spw_record_view rv;
+            if ((n = spw_cursor_next(&cur, &rv)) != 1)
+                break;
+            size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+            if (count > 0 && payload + sz > maxb)
+                break;
+            spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                                .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+            if (spw_fetch_rec_put(&ans, &fr)) {
+                oom = 1;
+                break;
             }
-            pos += bh.length;
+            payload += sz;
+            count++;
+            next = rv.offset + 1;
         }
-        if (count == 0)
-            break; /* the batch held nothing at or after offset: cannot happen below the durable end */
     }
+    if (!oom && n < 0 && count == 0) {
+        spw_buf_fini(&ans);
+        if (n == SPW_ECORRUPT && cur.resume)
+            send_damaged(c, h->opcode, h->request_id, fq.partition, cur.damage_from, cur.resume);
+        else
+            send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, n == SPW_ECORRUPT ? "damaged" : "read_failed",
+                       "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
+        spw_cursor_fini(&cur);
+        goto out;
+    }
+    spw_cursor_fini(&cur);
     if (oom) {
         spw_buf_fini(&ans);
         send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
@@ -960,8 +959,6 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     }
     spw_buf_fini(&ans);
 out:
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
     spw_stream_put(s);
 }
 
@@ -1045,7 +1042,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     spw_buf_fini(&ans);
 }
 
-/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: server/groups_http.h) ---- */
+/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
 #define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) " SPW_NAME_CHARS
 
@@ -1080,63 +1077,58 @@ static void group_flush(bconn *c)
  * Records of partition p from `from`, as FETCH mode 0 encodes them, into
  * recs: at most max records and, past the first, max_bytes bytes. Returns
  * the count (> 0) with *next one past the last, 0 if none is readable, or
- * a read error (SPW_ECORRUPT: *bad the next readable offset).
+ * a read error (SPW_ECORRUPT: *bad the offset to resume at, 0 if unknown).
+ * The record cursor's rules (log/cursor.h): records before damage are
+ * returned, the damage itself only when nothing came before it.
  */
 static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes, spw_buf *recs, uint64_t *next,
                       uint64_t *bad)
 {
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    spw_cursor cur;
+    spw_cursor_init(&cur, p, from, max_bytes);
     uint32_t count = 0;
-    int err = 0, full = 0;
+    int err = 0;
     *next = from;
-    while (!full && count < max) {
-        uint64_t bad_next = 0;
-        int n = spw_part_read(p, *next, max_bytes, &data, &bad_next);
+    spw_record_view rv;
+    while (count < max) {
+        cur.read_bytes = max_bytes > recs->len ? max_bytes - recs->len : 1;
+        int n = spw_cursor_next(&cur, &rv);
         if (n <= 0) {
             if (n < 0 && count == 0) {
                 err = n;
-                *bad = bad_next;
+                *bad = n == SPW_ECORRUPT ? cur.resume : 0;
             }
             break;
         }
-        uint32_t before = count;
-        size_t pos = 0;
-        for (int b = 0; b < n && !full && count < max; b++) {
-            spw_batch_hdr bh;
-            spw_batch_parse(data.p + pos, data.len - pos, &bh);
-            const uint8_t *rp;
-            size_t rl;
-            if (spw_batch_records(data.p + pos, &bh, &scratch, &rp, &rl))
-                break;
-            spw_rec_iter it;
-            spw_record_view rv;
-            spw_rec_iter_init(&it, &bh, rp, rl);
-            while (count < max && spw_rec_next(&it, &rv) == 1) {
-                if (rv.offset < *next)
-                    continue;
-                size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
-                if (count > 0 && recs->len + sz > max_bytes) {
-                    full = 1;
-                    break;
-                }
-                spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
-                                    .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
-                if (spw_fetch_rec_put(recs, &fr)) {
-                    err = count ? 0 : SPW_ENOMEM;
-                    full = 1;
-                    break;
-                }
-                count++;
-                *next = rv.offset + 1;
-            }
-            pos += bh.length;
-        }
-        if (count == before)
+        size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+        if (count > 0 && recs->len + sz > max_bytes)
             break;
+        spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                            .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+        if (spw_fetch_rec_put(recs, &fr)) {
+            err = count ? 0 : SPW_ENOMEM;
+            break;
+        }
+        count++;
+        *next = rv.offset + 1;
     }
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&cur);
     return err ? err : (int)count;
+}
+
+/* spw_consume_read_lease's read: group_read into recs (emptied first). */
+typedef struct group_rd {
+    spw_part *p;
+    uint32_t max;
+    size_t max_bytes;
+    spw_buf *recs;
+} group_rd;
+
+static int group_read_lease(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
+{
+    group_rd *rd = arg;
+    rd->recs->len = 0;
+    return group_read(rd->p, from, rd->max, rd->max_bytes, rd->recs, next, bad);
 }
 
 /* The answer "nothing was leased" (delivered 0) to q. */
@@ -1165,12 +1157,10 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     if (maxb > FETCH_MAX_BYTES)
         maxb = FETCH_MAX_BYTES;
     spw_buf recs = SPW_BUF_INIT;
-    uint64_t next = l->from, bad = 0;
-    int n, skips = 0;
-    while ((n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad)) == SPW_ECORRUPT &&
-           skips < SPW_GROUP_SKIPS_MAX && spw_groups_http_skip_damaged(p, l, bad) == 0)
-        skips++;
-    if (n == 0 && skips) { /* nothing readable after the damage yet: an empty answer */
+    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
+    uint64_t next, bad;
+    int n = spw_consume_read_lease(p, l, group_read_lease, &rd, &next, &bad);
+    if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
         group_send_empty(c, q);
@@ -1180,9 +1170,7 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     if (n <= 0) {
         spw_group_release(p->g, l);
         if (n == SPW_ECORRUPT && bad > l->from)
-            send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "damaged",
-                       "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check)",
-                       l->partition, l->from, bad - 1);
+            send_damaged(c, SPW_OP_GROUP_POLL, q->request_id, l->partition, l->from, bad);
         else
             send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "read_failed",
                        "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
@@ -1257,7 +1245,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_groups_http_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int e = spw_consume_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -1291,7 +1279,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_poll(api->groups, p);
+    spw_consume_poll(api->groups, p);
     c->loop->in_group_call--;
 }
 
@@ -1331,7 +1319,8 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     char gname[SPW_GROUP_NAME_MAX + 1];
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
-    spw_group *g = spw_group_find(spw_groups_http_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    spw_group *g =
+        spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",
@@ -1368,7 +1357,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
+    spw_consume_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
     c->loop->in_group_call--;
 }
 

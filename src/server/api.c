@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "net/binproto.h"
 #include "net/membudget.h"
 #include "server/auth.h"
@@ -350,7 +351,7 @@ static void produce_unref(spw_produce *pr)
             /* Parked consumer-group polls: records at ack < fsync are not
              * visible yet, and the waiter asks for their fsync; the log's
              * durable hook wakes the polls again when they are visible. */
-            spw_groups_http_kick(api->groups);
+            spw_consume_kick(api->groups);
         } else if (is_disk_error(err)) {
             atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
         }
@@ -1324,64 +1325,34 @@ void spw_api_dedupe_rebuild(spw_api *api)
 int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next_out,
                         uint64_t *bad_out)
 {
-    spw_part *p = s->parts[part];
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    uint64_t next = offset, sent = 0, bad_next = 0;
+    /* The record cursor's rules (log/cursor.h): durable records only; at
+     * damage, answer what came before it and stop there, so the next read
+     * starts at the damage and reports it with the offset to resume at. */
+    spw_cursor c;
+    spw_cursor_init(&c, s->parts[part], offset, 1 << 20);
+    spw_record_view rv;
+    uint64_t sent = 0;
     int n = 0;
-    while (sent < limit) {
-        bad_next = 0;
-        n = spw_part_read(p, next, 1 << 20, &data, &bad_next);
-        if (n <= 0)
-            break;
-        size_t pos = 0;
-        for (int b = 0; b < n && sent < limit; b++) {
-            spw_batch_hdr h;
-            spw_batch_parse(data.p + pos, data.len - pos, &h);
-            const uint8_t *recs;
-            size_t len;
-            int rr = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len);
-            if (rr == 0) {
-                spw_rec_iter it;
-                spw_record_view rv;
-                spw_rec_iter_init(&it, &h, recs, len);
-                while (sent < limit && (rr = spw_rec_next(&it, &rv)) == 1) {
-                    if (rv.offset < next)
-                        continue;
-                    outf(out, "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64
-                              "\",\"ts\":%" PRId64 ",\"key\":",
-                         part, rv.offset, rv.id, rv.ts);
-                    if (rv.key_len < 0)
-                        out_raw(out, "null", 4);
-                    else
-                        out_str(out, rv.key, (size_t)rv.key_len);
-                    out_raw(out, ",\"value\":", 9);
-                    if (s->cfg.format_bytes)
-                        out_b64(out, rv.value, rv.value_len);
-                    else
-                        out_raw(out, rv.value, rv.value_len);
-                    out_raw(out, "}\n", 2);
-                    next = rv.offset + 1;
-                    sent++;
-                }
-            }
-            if (rr < 0) {
-                /* A batch whose CRC held but whose records do not decode:
-                 * never skip records silently. Answer what came before it;
-                 * the next read starts at the damage and reports it. */
-                n = rr;
-                bad_next = spw_batch_next_offset(&h);
-                goto done;
-            }
-            pos += h.length;
-        }
-        if (out->len > (8u << 20))
-            break;
+    while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
+        outf(out,
+             "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
+             ",\"key\":",
+             part, rv.offset, rv.id, rv.ts);
+        if (rv.key_len < 0)
+            out_raw(out, "null", 4);
+        else
+            out_str(out, rv.key, (size_t)rv.key_len);
+        out_raw(out, ",\"value\":", 9);
+        if (s->cfg.format_bytes)
+            out_b64(out, rv.value, rv.value_len);
+        else
+            out_raw(out, rv.value, rv.value_len);
+        out_raw(out, "}\n", 2);
+        sent++;
     }
-done:
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
-    *next_out = next;
-    *bad_out = bad_next;
+    *next_out = c.next;
+    *bad_out = n == SPW_ECORRUPT ? c.resume : 0;
+    spw_cursor_fini(&c);
     return n < 0 && sent == 0 ? n : (int)sent;
 }
 
@@ -1442,12 +1413,10 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     spw_buf out = SPW_BUF_INIT;
     uint64_t next = offset, bad_next = 0;
     int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
+    /* A read that stopped at the durable end has asked for an fsync of
+     * what is written after it (the cursor does). */
     if (n < 0)
         goto damaged;
-    /* Stopped at the durable end with written records after it: a reader
-     * polls for them, so fsync them in the next flush cycle. */
-    if ((uint64_t)n < limit && next >= spw_part_visible_end(p))
-        spw_part_sync_soon(p);
     char h[96];
     snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
     spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
@@ -1569,7 +1538,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         else if (r < 0)
             spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
         else {
-            spw_groups_http_drop_stream(api->groups, nm); /* its consumer groups go with it */
+            spw_consume_drop_stream(api->groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
         }
         return;
@@ -1696,7 +1665,7 @@ static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who
              "# TYPE spillway_stream_coalesced_total counter\n");
     seen_ctx sc = {&b, who};
     spw_catalog_each(api->cat, metrics_stream, &sc);
-    spw_groups_http_metrics(api->groups, &b, who);
+    spw_consume_metrics(api->groups, &b, who);
     outf(&b, "# TYPE spillway_rejected_total counter\n");
     for (int i = 0; i < SPW_REJ__N; i++)
         outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
@@ -1855,7 +1824,7 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         if (!slash)
             return handle_stream(api, req, name, nl, ar);
         if (strncmp(slash, "/groups/", 8) == 0 && api->groups)
-            return spw_groups_http_route(api->groups, req, name, nl, slash + 8, ar);
+            return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
         if (strcmp(slash, "/events") == 0) {
             if (!spw_stream_name_ok(name, nl)) {
                 spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");

@@ -22,7 +22,7 @@ enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, 
 struct spw_bin_server;
 struct spw_auth;
 struct spw_coalescer;
-struct spw_groups_http;
+struct spw_consume;
 
 typedef struct spw_api {
     spw_log *log;
@@ -41,7 +41,7 @@ typedef struct spw_api {
     spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h); NULL: none */
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_api_produce refuses past it) */
-    struct spw_groups_http *groups; /* consumer groups (groups_http.h); NULL: their routes answer 404 */
+    struct spw_consume *groups; /* consumer groups (svc/consume.h); NULL: their routes answer 404 */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
     struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
     spw_hist produce_latency; /* request complete → answered, µs */

@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "os/os.h"
 #include "server/coalesce.h"
 
@@ -387,25 +388,25 @@ static void ids_header(void *arg, const spw_batch_hdr *h)
     }
 }
 
-/* The highest id of the batch at offset (its base id if it cannot be read). */
+/* The highest id of the batch at offset (its base id if it cannot be read:
+ * the record cursor answers damage for a batch whose records do not
+ * decode, and returns none of them). */
 static uint64_t batch_max_id(spw_part *p, uint64_t offset, uint64_t base_id)
 {
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    spw_cursor c;
+    spw_cursor_init(&c, p, offset, 1);
     uint64_t id = base_id;
-    spw_batch_hdr h;
-    const uint8_t *recs;
-    size_t len;
-    if (spw_part_read(p, offset, 1, &data, NULL) > 0 && spw_batch_parse(data.p, data.len, &h) == 0 &&
-        h.base_offset == offset && spw_batch_records(data.p, &h, &scratch, &recs, &len) == 0) {
-        spw_rec_iter it;
-        spw_record_view rv;
-        spw_rec_iter_init(&it, &h, recs, len);
-        while (spw_rec_next(&it, &rv) == 1)
-            if (rv.id > id)
-                id = rv.id;
+    spw_record_view rv;
+    while (spw_cursor_next(&c, &rv) == 1) {
+        const spw_batch_hdr *h = spw_cursor_batch(&c);
+        if (h->base_offset != offset)
+            break;
+        if (rv.id > id)
+            id = rv.id;
+        if (c.next >= spw_batch_next_offset(h))
+            break;
     }
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&c);
     return id;
 }
 

@@ -10,8 +10,8 @@
  *                              (temp file + fsync + rename + fsync of the
  *                              directory)
  *
- * This file is the state and its file; the HTTP side (long-poll parking,
- * answers, persistence off the I/O loop) is server/groups_http.c.
+ * This file is the state and its file; the service around it (long-poll parking,
+ * answers, persistence off the I/O loop) is svc/consume.c.
  * Every function here is thread-safe: a group has its own mutex, the
  * registry a rwlock taken for lookups.
  */

@@ -24,7 +24,7 @@
 #include "server/catalog.h"
 #include "sink/sink.h"
 #include "server/coalesce.h"
-#include "server/groups_http.h"
+#include "svc/consume.h"
 #include "server/ratelimit.h"
 #include "server/sink_config.h"
 
@@ -213,14 +213,14 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
-    spw_groups_http_stop(api->groups); /* its waiter thread first (idempotent) */
+    spw_consume_stop(api->groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
     spw_coalesce_close(api->coal);
     spw_rl_destroy(api->rl);
     spw_dd_free(api->dd);
     spw_catalog_close(cat);
     spw_log_close(log);
-    spw_groups_http_free(api->groups);
+    spw_consume_free(api->groups);
     spw_auth_close(auth);
 }
 
@@ -372,7 +372,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
     api.coal = spw_coalesce_new(&api);
-    if ((r = spw_groups_http_start(&api, &api.groups)) < 0) {
+    if ((r = spw_consume_start(api.data_dir, api.cat, api.log, &api.positions_clamped, &api.groups)) < 0) {
         fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
         close_server_parts(&api, cat, log, auth);
         return 1;
@@ -425,7 +425,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
                     r == -EADDRINUSE ? " (another process, perhaps another spillway server, listens there)" : "");
-            spw_groups_http_stop(api.groups);
+            spw_consume_stop(api.groups);
             spw_http_stop(http, 0);
             close_server_parts(&api, cat, log, auth);
             return 1;
@@ -474,7 +474,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     }
     if (bin)
         spw_bin_stop_accepting(bin);
-    spw_groups_http_stop(api.groups); /* parked polls answered before the loops stop */
+    spw_consume_stop(api.groups); /* parked polls answered before the loops stop */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);

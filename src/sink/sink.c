@@ -40,6 +40,7 @@
 #include "core/json.h"
 #include "core/opts.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "log/format.h"
 #include "os/os.h"
 #include "server/api.h"
@@ -131,7 +132,7 @@ typedef struct spw_sink {
      * (worker only; swapped whole, buffers and all) */
     sink_batch b, pend;
     int has_pend;
-    spw_buf rbuf, scratch; /* collect's read buffers */
+    spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
     struct spw_sink *next_dead;
 } spw_sink;
@@ -668,7 +669,10 @@ static int attach(spw_sink *k)
 
 /* Collects records of partition pi from offset off into k->b.recs: the
  * sink's position, or where the pending batch ends. Returns the count (0:
- * nothing), or an error. */
+ * nothing), or an error. Reads with the record cursor (log/cursor.h):
+ * damage met after records ends the window (they are delivered first);
+ * damage at the position is skipped to the cursor's resume offset, logged
+ * with its offsets, counted in errors_total and shown as last_error. */
 static int collect(spw_sink *k, uint32_t pi, uint64_t off)
 {
     spw_part *p = k->s->parts[pi];
@@ -678,90 +682,71 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
     k->b.bytes = 0;
     k->b.arena.len = 0;
     const spw_sink_batch_cfg *bc = &k->def.batch;
-    for (int rounds = 0; rounds < 64 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes; rounds++) {
-        uint64_t bad_next = 0;
-        size_t want = bc->max_bytes - k->b.bytes + 4096;
-        /* Log bytes for the records still wanted, from what earlier reads
-         * measured (with a quarter more): a read of max_bytes for a window
-         * that max_events fills in a fraction of it would copy and discard
-         * the rest. One batch is always read, so a short guess costs one
-         * more round, never a stall. */
-        if (k->log_per_rec) {
-            uint64_t guess = (uint64_t)(bc->max_events - k->b.nrecs) * k->log_per_rec * 5 / 4 + 4096;
-            if (guess < want)
-                want = (size_t)guess;
-        }
-        int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
-        if (r == SPW_ECORRUPT && k->b.nrecs == 0 && bad_next > off && at_position) {
-            spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
-                      k->def.name, pi, off, bad_next);
-            atomic_fetch_add(&k->errors, 1);
-            atomic_store(&k->parts[pi].next, bad_next);
-            return 0;
-        }
-        if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
-            spw_part_state st;
-            spw_part_state_get(p, &st);
-            if (off < st.start_offset) {
-                spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name,
-                         pi, off, st.start_offset);
-                atomic_store(&k->parts[pi].next, st.start_offset);
-            }
-            return 0;
-        }
-        if (r < 0 && !k->b.nrecs)
-            return r;
-        if (r <= 0)
-            break; /* the end, or an error after records: deliver those first */
-        const uint8_t *b = k->rbuf.p;
-        size_t left = k->rbuf.len;
-        uint64_t before = off;
-        while (left > 0 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes) {
-            spw_batch_hdr h;
-            /* spw_part_read checked every batch's CRC: parse only */
-            if (spw_batch_parse(b, left, &h) || h.length > left)
-                break;
-            if (h.record_count)
-                k->log_per_rec = (h.length + h.record_count - 1) / h.record_count;
-            const uint8_t *rs;
-            size_t rl;
-            if (spw_batch_records(b, &h, &k->scratch, &rs, &rl))
-                break;
-            spw_rec_iter it;
-            spw_rec_iter_init(&it, &h, rs, rl);
-            spw_record_view rv;
-            while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && spw_rec_next(&it, &rv) == 1) {
-                if (rv.offset < off)
-                    continue;
-                if (k->b.nrecs == k->b.recs_cap) {
-                    k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
-                    k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
-                }
-                size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
-                size_t ka = k->b.arena.len;
-                if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
-                    k->b.nrecs = 0;
-                    return SPW_ENOMEM;
-                }
-                /* pointers fixed up below, once the arena stops moving */
-                k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
-                                                   .id = rv.id,
-                                                   .ts = rv.ts,
-                                                   .key = (const uint8_t *)(uintptr_t)ka,
-                                                   .key_len = rv.key_len,
-                                                   .value = (const uint8_t *)(uintptr_t)(ka + kl),
-                                                   .value_len = rv.value_len};
-                k->b.nrecs++;
-                k->b.bytes += kl + rv.value_len;
-                off = rv.offset + 1;
-            }
-            b += h.length;
-            left -= h.length;
-        }
-        if (off == before)
-            break;
+    /* Log bytes for the records wanted, from what earlier reads measured
+     * (with a quarter more): a read of max_bytes for a window that
+     * max_events fills in a fraction of it would copy and discard the
+     * rest. The cursor reads one batch at least and reads again when
+     * it needs more, so a short guess costs a read, never a stall. */
+    size_t want = bc->max_bytes + 4096;
+    if (k->log_per_rec) {
+        uint64_t guess = (uint64_t)bc->max_events * k->log_per_rec * 5 / 4 + 4096;
+        if (guess < want)
+            want = (size_t)guess;
     }
-    /* Every return with records comes here: their pointers are offsets until now. */
+    spw_cursor_seek(&k->cur, p, off);
+    k->cur.read_bytes = want > (64u << 20) ? (64u << 20) : want;
+    spw_record_view rv;
+    int r = 0;
+    while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && (r = spw_cursor_next(&k->cur, &rv)) == 1) {
+        const spw_batch_hdr *h = spw_cursor_batch(&k->cur);
+        k->log_per_rec = (h->length + h->record_count - 1) / h->record_count;
+        if (k->b.nrecs == k->b.recs_cap) {
+            k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
+            k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
+        }
+        size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
+        size_t ka = k->b.arena.len;
+        if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
+            k->b.nrecs = 0;
+            return SPW_ENOMEM;
+        }
+        /* pointers fixed up below, once the arena stops moving */
+        k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
+                                           .id = rv.id,
+                                           .ts = rv.ts,
+                                           .key = (const uint8_t *)(uintptr_t)ka,
+                                           .key_len = rv.key_len,
+                                           .value = (const uint8_t *)(uintptr_t)(ka + kl),
+                                           .value_len = rv.value_len};
+        k->b.nrecs++;
+        k->b.bytes += kl + rv.value_len;
+    }
+    if (r == SPW_ECORRUPT && k->b.nrecs == 0 && k->cur.resume && at_position) {
+        uint64_t from = k->cur.damage_from, resume = k->cur.resume;
+        spw_error("sink %s: partition %u: offsets %" PRIu64 "..%" PRIu64
+                  " are damaged on disk and cannot be delivered (run spillway check); skipping them, resuming at "
+                  "offset %" PRIu64,
+                  k->def.name, pi, from, resume - 1, resume);
+        set_error(k, "partition %u: offsets %" PRIu64 "..%" PRIu64 " are damaged on disk: skipped, resumed at %" PRIu64,
+                  pi, from, resume - 1, resume);
+        atomic_fetch_add(&k->errors, 1);
+        atomic_store(&k->parts[pi].next, resume);
+        return 0;
+    }
+    if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (off < st.start_offset) {
+            spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name, pi,
+                     off, st.start_offset);
+            atomic_store(&k->parts[pi].next, st.start_offset);
+        }
+        return 0;
+    }
+    if (r < 0 && !k->b.nrecs)
+        return r;
+    /* Every return with records comes here (an error after records: those
+     * are delivered first); their pointers are offsets until now. */
     for (uint32_t i = 0; i < k->b.nrecs; i++) {
         k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
         k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
@@ -1190,8 +1175,7 @@ static void sink_stop_free(spw_sink *k)
     spw_buf_fini(&k->b.arena);
     spw_free(k->pend.recs);
     spw_buf_fini(&k->pend.arena);
-    spw_buf_fini(&k->rbuf);
-    spw_buf_fini(&k->scratch);
+    spw_cursor_fini(&k->cur);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     spw_free(k);
