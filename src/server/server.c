@@ -358,7 +358,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .buffers = &buffers,
     };
     spw_rl_set_default(api.rl, &rate_def);
-    spw_api_dedupe_rebuild(&api);
+    spw_produce_dedupe_rebuild(&api);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime
