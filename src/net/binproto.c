@@ -284,19 +284,7 @@ static int hold_produce(bconn *c, const uint8_t *body, size_t len)
     if (len < 2 + sl + 2)
         return 0;
     int prio = body[2 + sl + 1];
-    if (prio == SPW_WIRE_PRIORITY_DEFAULT) {
-        spw_stream *s = sl && spw_stream_name_ok((const char *)body + 2, sl)
-                            ? spw_stream_get(api->cat, (const char *)body + 2, sl)
-                            : NULL;
-        if (!s)
-            return 0;
-        prio = s->cfg.priority;
-        spw_stream_put(s);
-    }
-    if (prio == 0)
-        return 0;
-    atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
-    return 1;
+    return spw_produce_hold(api, (const char *)body + 2, sl, prio == SPW_WIRE_PRIORITY_DEFAULT ? -1 : prio);
 }
 
 /* Lets held connections go on once pressure is below the low watermark. */

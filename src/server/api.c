@@ -1,13 +1,14 @@
 /*
  * HTTP API v1 handlers: see api.h and docs/api.md.
  *
- * Produce validates the whole body before anything is appended (one bad
- * event → 400 naming its index or line and byte offset, nothing stored),
- * groups events by partition (FNV-1a of the key; round robin without one),
- * encodes one batch per partition with the event bytes as received,
- * reserves the budget for all of them at once (so a request is admitted
- * whole or refused with 503), appends, and answers 202 when every batch
- * reached the ack level.
+ * Produce is the HTTP front end of the produce service (svc/produce.h):
+ * it reads the ack level, priority and content type, cuts the body into
+ * events (one JSON object, an array, NDJSON lines, or a bytes body) for
+ * the service to validate, and frames the service's one answer: 202 with
+ * partitions and ids, or the status and code word of the status table
+ * (svc/status.h), naming the event ("event N" / "line N") and its byte
+ * in the body. Admission, validation, dedupe, the rate limit and the
+ * append are the service's, the same for every protocol.
  */
 #include "server/api.h"
 
@@ -20,7 +21,6 @@
 #include <sys/statvfs.h>
 
 #include "core/alloc.h"
-#include "core/crc32c.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -32,7 +32,6 @@
 #include "server/ratelimit.h"
 #include "server/sink_api.h"
 #include "sink/sink.h"
-#include "net/frame.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000

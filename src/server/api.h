@@ -1,8 +1,9 @@
 /*
  * The HTTP API v1 (SPEC §3; docs/api.md): routing and the handlers for
  * streams, produce, read, ids, health, status and metrics. Handlers run on
- * the I/O loop that owns the connection; a produce answers asynchronously
- * once the log reports every partition's batch at the requested ack level.
+ * the I/O loop that owns the connection; a produce goes through the
+ * produce service (svc/produce.h), which answers asynchronously once the
+ * log reports every partition's batch at the requested ack level.
  */
 #ifndef SPW_API_H
 #define SPW_API_H

@@ -881,6 +881,23 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     }
 }
 
+int spw_produce_hold(spw_api *api, const char *name, size_t sl, int prio)
+{
+    if (spw_pressure_level(&api->pressure) < 3)
+        return 0;
+    if (prio < 0) {
+        spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(api->cat, name, sl) : NULL;
+        if (!s)
+            return 0;
+        prio = s->cfg.priority;
+        spw_stream_put(s);
+    }
+    if (prio == 0)
+        return 0;
+    atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+    return 1;
+}
+
 int spw_produce_request(spw_api *api, const spw_produce_in *in, spw_produce_res *res)
 {
     memset(res, 0, sizeof *res);

@@ -145,6 +145,16 @@ struct spw_produce_res {
 int spw_produce_request(struct spw_api *api, const spw_produce_in *in, spw_produce_res *res);
 void spw_produce_res_fini(spw_produce_res *res);
 
+/*
+ * Above the high watermark (admit.h level 3), is a produce of this
+ * priority (-1: the stream's) to stream name (sl bytes, not checked yet)
+ * held rather than read? A front end that can leave a request unread
+ * (the binary protocol: TCP then slows the producer) asks this before
+ * reading it; 1 is counted as backpressure. Priority 0 is never held, nor
+ * a request to a stream that does not exist (the request answers that).
+ */
+int spw_produce_hold(struct spw_api *api, const char *name, size_t sl, int priority);
+
 /* Fills res as a refusal with code c about event ev (NULL: the request),
  * at byte offset at of ev's value (SIZE_MAX: no byte); for iterators. */
 void spw_produce_refuse_at(spw_produce_res *res, spw_sc c, const spw_produce_ev *ev, size_t at, const char *fmt, ...)
