@@ -53,6 +53,7 @@
 #include "server/auth.h"
 #include "server/groups_http.h"
 #include "svc/produce.h"
+#include "svc/metrics.h"
 #include "svc/status.h"
 
 #define READ_CHUNK (64u << 10)
@@ -1558,4 +1559,21 @@ void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
     st->connections_total = atomic_load(&s->st_total);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_frames = atomic_load(&s->st_rejected);
+}
+
+static uint64_t m_bin(spw_bin_server *s, int i)
+{
+    spw_bin_stats st;
+    spw_bin_stats_get(s, &st);
+    return i == 0 ? st.connections_open : i == 1 ? st.requests : st.rejected_frames;
+}
+static uint64_t m_bin_conns(void *s) { return m_bin(s, 0); }
+static uint64_t m_bin_requests(void *s) { return m_bin(s, 1); }
+static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
+
+void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
+{
+    spw_metrics_add_u64(m, "spillway_bin_connections", NULL, SPW_METRIC_GAUGE, m_bin_conns, s);
+    spw_metrics_add_u64(m, "spillway_bin_requests_total", NULL, SPW_METRIC_COUNTER, m_bin_requests, s);
+    spw_metrics_add_u64(m, "spillway_bin_refused_total", NULL, SPW_METRIC_COUNTER, m_bin_refused, s);
 }

@@ -53,4 +53,9 @@ typedef struct spw_bin_stats {
 } spw_bin_stats;
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
 
+/* Registers the listener's families (connections, requests, refused
+ * frames) into a metrics registry (svc/metrics.h); s must outlive it. */
+struct spw_metrics;
+void spw_bin_metrics_register(struct spw_metrics *m, spw_bin_server *s);
+
 #endif

@@ -24,7 +24,6 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
-#include "net/binproto.h"
 #include "net/membudget.h"
 #include "server/auth.h"
 #include "server/coalesce.h"
@@ -32,6 +31,7 @@
 #include "server/ratelimit.h"
 #include "server/sink_api.h"
 #include "sink/sink.h"
+#include "svc/metrics.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -788,166 +788,213 @@ static void handle_status(spw_api *api, spw_http_req *req)
     respond_json(req, 200, &b);
 }
 
-static void metrics_stream(void *arg, spw_stream *s)
+/* ---- metrics: the server's families (svc/metrics.h) ---- */
+
+#define API(a) ((spw_api *)(a))
+static uint64_t m_pending(void *a) { return spw_log_pending_bytes(API(a)->log); }
+static uint64_t m_coal(void *a, int i)
 {
-    seen_ctx *x = arg;
-    if (!sees(x->who, s))
+    spw_coalesce_stats cs;
+    spw_coalesce_stats_get(API(a)->coal, &cs);
+    return i == 0 ? cs.superseded : i == 1 ? cs.buffered_events : i == 2 ? cs.buffered_bytes : cs.batches;
+}
+static uint64_t m_coal_superseded(void *a) { return m_coal(a, 0); }
+static uint64_t m_coal_events(void *a) { return m_coal(a, 1); }
+static uint64_t m_coal_bytes(void *a) { return m_coal(a, 2); }
+static uint64_t m_coal_batches(void *a) { return m_coal(a, 3); }
+static uint64_t m_budget(void *a) { return API(a)->pressure.budget; }
+static uint64_t m_high(void *a) { return API(a)->pressure.high; }
+static uint64_t m_low(void *a) { return API(a)->pressure.low; }
+static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&API(a)->pressure); }
+static uint64_t m_dd(void *a, int i)
+{
+    spw_dd_stats ds;
+    spw_dd_stats_get(API(a)->dd, &ds);
+    return i == 0 ? ds.entries : i == 1 ? ds.max_entries : i == 2 ? ds.evicted : ds.refused;
+}
+static uint64_t m_dd_keys(void *a) { return m_dd(a, 0); }
+static uint64_t m_dd_max(void *a) { return m_dd(a, 1); }
+static uint64_t m_dd_evicted(void *a) { return m_dd(a, 2); }
+static uint64_t m_dd_refused(void *a) { return m_dd(a, 3); }
+static uint64_t m_buf(void *a, int i)
+{
+    spw_membudget_stats ms;
+    spw_membudget_stats_get(API(a)->buffers, &ms);
+    return i == 0 ? ms.used : i == 1 ? ms.peak : i == 2 ? ms.limit : ms.waits;
+}
+static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
+static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
+static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
+static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
+static uint64_t m_rl(void *a, int i)
+{
+    spw_rl_stats rs;
+    spw_rl_stats_get(API(a)->rl, &rs);
+    return i == 0 ? rs.keys : i == 1 ? rs.max_keys : i == 2 ? rs.evicted_idle : rs.evicted_active;
+}
+static uint64_t m_rl_keys(void *a) { return m_rl(a, 0); }
+static uint64_t m_rl_max(void *a) { return m_rl(a, 1); }
+static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "kind=\"idle\"", m_rl(a, 2));
+    spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
+}
+static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->log); }
+static uint64_t m_max_disk(void *a) { return API(a)->max_disk_bytes; }
+static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->log); }
+static uint64_t m_recoveries(void *a) { return spw_log_recoveries(API(a)->log); }
+static uint64_t m_clamped(void *a) { return atomic_load(&API(a)->positions_clamped); }
+static uint64_t m_log(void *a, int i)
+{
+    spw_log_stats ls;
+    spw_log_stats_get(API(a)->log, &ls);
+    return i == 0 ? ls.cycles : i == 1 ? ls.bytes_written : i == 2 ? ls.fsyncs : ls.acks_fsync;
+}
+static uint64_t m_log_cycles(void *a) { return m_log(a, 0); }
+static uint64_t m_log_written(void *a) { return m_log(a, 1); }
+static uint64_t m_log_fsyncs(void *a) { return m_log(a, 2); }
+static uint64_t m_log_acks(void *a) { return m_log(a, 3); }
+static uint64_t m_http(void *a, int i)
+{
+    spw_http_stats hs;
+    spw_http_stats_get(API(a)->http, &hs);
+    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : hs.rejected_limits;
+}
+static uint64_t m_http_conns(void *a) { return m_http(a, 0); }
+static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
+static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
+static void m_auth_refused(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "reason=\"unauthorized\"", atomic_load(&API(a)->auth->unauthorized));
+    spw_metrics_line(o, name, "reason=\"forbidden\"", atomic_load(&API(a)->auth->forbidden));
+}
+static void m_auth_reloads(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "result=\"ok\"", atomic_load(&API(a)->auth->reloads_ok));
+    spw_metrics_line(o, name, "result=\"failed\"", atomic_load(&API(a)->auth->reloads_failed));
+}
+
+typedef struct part_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int bytes;
+} part_walk;
+
+static void part_one(void *arg, spw_stream *s)
+{
+    part_walk *w = arg;
+    if (!spw_metrics_sees(w->o, s->cfg.name))
         return;
-    spw_buf *b = x->b;
-    outf(b, "spillway_stream_events_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->events_in));
-    outf(b, "spillway_stream_bytes_in_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name, atomic_load(&s->bytes_in));
-    if (s->cfg.coalesce)
-        outf(b, "spillway_stream_coalesced_total{stream=\"%s\"} %" PRIu64 "\n", s->cfg.name,
-             spw_coalesce_stream_superseded(s));
     for (uint32_t i = 0; i < s->cfg.partitions; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
-        outf(b, "spillway_partition_end_offset{stream=\"%s\",partition=\"%u\"} %" PRIu64 "\n", s->cfg.name, i,
-             st.written_offset);
-        outf(b, "spillway_partition_bytes{stream=\"%s\",partition=\"%u\"} %" PRIu64 "\n", s->cfg.name, i, st.bytes);
+        char l[192];
+        snprintf(l, sizeof l, "stream=\"%s\",partition=\"%u\"", s->cfg.name, i);
+        spw_metrics_line(w->o, w->name, l, w->bytes ? st.bytes : st.written_offset);
     }
 }
-
-/* scale: 1e6 for µs recorded and seconds shown; 1 for plain counts. */
-static void hist_out(spw_buf *b, const char *name, const char *help, spw_hist *h, double scale)
+static void m_part_end(void *a, spw_metrics_out *o, const char *name)
 {
-    outf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    uint64_t cum = 0;
-    for (int i = 0; i < SPW_HIST_BUCKETS - 1; i++) {
-        cum += atomic_load(&h->b[i]);
-        outf(b, "%s_bucket{le=\"%.6g\"} %" PRIu64 "\n", name, (double)spw_hist_le(i) / scale, cum);
+    part_walk w = {o, name, 0};
+    spw_catalog_each(API(a)->cat, part_one, &w);
+}
+static void m_part_bytes(void *a, spw_metrics_out *o, const char *name)
+{
+    part_walk w = {o, name, 1};
+    spw_catalog_each(API(a)->cat, part_one, &w);
+}
+
+static void m_groups(void *a, spw_metrics_out *o) { spw_groups_http_metrics(API(a)->groups, o->b, o->who); }
+static void m_sinks(void *a, spw_metrics_out *o)
+{
+    if (API(a)->sinks)
+        spw_sinks_metrics(API(a)->sinks, o->b);
+}
+
+/* Per-stream samples: only the streams the token may see. */
+static int metrics_filter(const void *who, const char *stream)
+{
+    return !who || spw_token_sees(who, stream, strlen(stream));
+}
+
+void spw_api_metrics_register(spw_api *api)
+{
+    spw_metrics *m = api->metrics;
+    spw_metrics_set_filter(m, metrics_filter);
+    spw_produce_metrics_register(m, api);
+    /* Untyped, as /metrics has always shown them (docs/operations.md). */
+    spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
+    spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
+    spw_metrics_add_block(m, m_groups, api);
+    spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
+    if (api->coal) {
+        spw_metrics_add_u64(m, "spillway_coalesced_total",
+                            "events of coalesce streams replaced by a newer event for their key before they were "
+                            "written",
+                            SPW_METRIC_COUNTER, m_coal_superseded, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, api);
     }
-    cum += atomic_load(&h->b[SPW_HIST_BUCKETS - 1]);
-    outf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name, cum, name,
-         (double)atomic_load(&h->sum_us) / scale, name, atomic_load(&h->count));
+    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, api);
+    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, api);
+    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, api);
+    spw_metrics_add_u64(m, "spillway_pressure_level",
+                        "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
+                        "priority 0 refused)",
+                        SPW_METRIC_GAUGE, m_level, api);
+    if (api->dd) {
+        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
+                            SPW_METRIC_COUNTER, m_dd_evicted, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
+                            "keyed produce requests refused (503 dedupe_full) because the table was full of keys "
+                            "inside their windows",
+                            SPW_METRIC_COUNTER, m_dd_refused, api);
+    }
+    if (api->buffers) {
+        spw_metrics_add_u64(m, "spillway_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_used, api);
+        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes", NULL, SPW_METRIC_GAUGE, m_buf_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
+        spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
+    }
+    if (api->rl) {
+        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, api);
+        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, api);
+        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
+                               api);
+    }
+    spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
+    spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);
+    spw_metrics_add_u64(m, "spillway_partitions_failed", NULL, SPW_METRIC_GAUGE, m_failed, api);
+    spw_metrics_add_u64(m, "spillway_partition_recoveries_total", NULL, SPW_METRIC_COUNTER, m_recoveries, api);
+    spw_metrics_add_u64(m, "spillway_positions_clamped_total",
+                        "consumer-group offsets and sink positions found past their partition's end at attach and "
+                        "moved down to it",
+                        SPW_METRIC_COUNTER, m_clamped, api);
+    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", NULL, SPW_METRIC_COUNTER, m_log_cycles, api);
+    spw_metrics_add_u64(m, "spillway_log_written_bytes_total", NULL, SPW_METRIC_COUNTER, m_log_written, api);
+    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", NULL, SPW_METRIC_COUNTER, m_log_fsyncs, api);
+    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total", NULL, SPW_METRIC_COUNTER, m_log_acks, api);
+    spw_hist *fh, *gh;
+    spw_log_hists(api->log, &fh, &gh);
+    spw_metrics_add_hist(m, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
+    spw_metrics_add_hist(m, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
+    spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
+    spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
+    spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    if (api->auth) {
+        spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
+        spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);
+    }
+    spw_metrics_add_block(m, m_sinks, api);
 }
 
 static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who)
 {
-    static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
     spw_buf b = SPW_BUF_INIT;
-    spw_log_stats ls;
-    spw_log_stats_get(api->log, &ls);
-    spw_http_stats hs;
-    spw_http_stats_get(api->http, &hs);
-    outf(&b, "# TYPE spillway_events_in_total counter\nspillway_events_in_total %" PRIu64 "\n",
-         atomic_load(&api->events_in));
-    outf(&b, "# TYPE spillway_bytes_in_total counter\nspillway_bytes_in_total %" PRIu64 "\n",
-         atomic_load(&api->bytes_in));
-    outf(&b, "# TYPE spillway_stream_events_in_total counter\n# TYPE spillway_stream_bytes_in_total counter\n"
-             "# TYPE spillway_stream_coalesced_total counter\n");
-    seen_ctx sc = {&b, who};
-    spw_catalog_each(api->cat, metrics_stream, &sc);
-    spw_groups_http_metrics(api->groups, &b, who);
-    outf(&b, "# TYPE spillway_rejected_total counter\n");
-    for (int i = 0; i < SPW_REJ__N; i++)
-        outf(&b, "spillway_rejected_total{reason=\"%s\"} %" PRIu64 "\n", reasons[i], atomic_load(&api->rejected[i]));
-    outf(&b, "# TYPE spillway_pending_bytes gauge\nspillway_pending_bytes %" PRIu64 "\n",
-         spw_log_pending_bytes(api->log));
-    if (api->coal) {
-        spw_coalesce_stats cs;
-        spw_coalesce_stats_get(api->coal, &cs);
-        outf(&b,
-             "# HELP spillway_coalesced_total events of coalesce streams replaced by a newer event for their key "
-             "before they were written\n# TYPE spillway_coalesced_total counter\nspillway_coalesced_total %" PRIu64
-             "\n# TYPE spillway_coalesce_buffered_events gauge\nspillway_coalesce_buffered_events %" PRIu64
-             "\n# TYPE spillway_coalesce_buffered_bytes gauge\nspillway_coalesce_buffered_bytes %" PRIu64
-             "\n# TYPE spillway_coalesce_batches_total counter\nspillway_coalesce_batches_total %" PRIu64 "\n",
-             cs.superseded, cs.buffered_events, cs.buffered_bytes, cs.batches);
-    }
-    spw_pressure *pz = &api->pressure;
-    outf(&b,
-         "# TYPE spillway_pending_budget_bytes gauge\nspillway_pending_budget_bytes %" PRIu64 "\n"
-         "# TYPE spillway_pending_high_watermark_bytes gauge\nspillway_pending_high_watermark_bytes %" PRIu64 "\n"
-         "# TYPE spillway_pending_low_watermark_bytes gauge\nspillway_pending_low_watermark_bytes %" PRIu64 "\n"
-         "# HELP spillway_pressure_level 0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high "
-         "watermark (all but priority 0 refused)\n"
-         "# TYPE spillway_pressure_level gauge\nspillway_pressure_level %d\n",
-         pz->budget, pz->high, pz->low, spw_pressure_level(pz));
-    if (api->dd) {
-        spw_dd_stats ds;
-        spw_dd_stats_get(api->dd, &ds);
-        outf(&b,
-             "# HELP spillway_duplicates_total produce requests answered from the dedupe table (a retried "
-             "Idempotency-Key or producer sequence), nothing appended\n"
-             "# TYPE spillway_duplicates_total counter\nspillway_duplicates_total %" PRIu64 "\n"
-             "# TYPE spillway_dedupe_keys gauge\nspillway_dedupe_keys %" PRIu64 "\n"
-             "# TYPE spillway_dedupe_max_keys gauge\nspillway_dedupe_max_keys %" PRIu64 "\n"
-             "# HELP spillway_dedupe_evicted_total keys forgotten after their window passed\n"
-             "# TYPE spillway_dedupe_evicted_total counter\nspillway_dedupe_evicted_total %" PRIu64 "\n"
-             "# HELP spillway_dedupe_refused_total keyed produce requests refused (503 dedupe_full) because the "
-             "table was full of keys inside their windows\n"
-             "# TYPE spillway_dedupe_refused_total counter\nspillway_dedupe_refused_total %" PRIu64 "\n",
-             atomic_load(&api->duplicates), ds.entries, ds.max_entries, ds.evicted, ds.refused);
-    }
-    if (api->buffers) {
-        spw_membudget_stats ms;
-        spw_membudget_stats_get(api->buffers, &ms);
-        outf(&b,
-             "# TYPE spillway_buffer_bytes gauge\nspillway_buffer_bytes %" PRIu64 "\n"
-             "# TYPE spillway_buffer_peak_bytes gauge\nspillway_buffer_peak_bytes %" PRIu64 "\n"
-             "# TYPE spillway_max_buffer_bytes gauge\nspillway_max_buffer_bytes %" PRIu64 "\n"
-             "# TYPE spillway_buffer_waits_total counter\nspillway_buffer_waits_total %" PRIu64 "\n",
-             ms.used, ms.peak, ms.limit, ms.waits);
-    }
-    if (api->rl) {
-        spw_rl_stats rs;
-        spw_rl_stats_get(api->rl, &rs);
-        outf(&b,
-             "# TYPE spillway_ratelimit_keys gauge\nspillway_ratelimit_keys %" PRIu64 "\n"
-             "# TYPE spillway_ratelimit_max_keys gauge\nspillway_ratelimit_max_keys %" PRIu64 "\n"
-             "# TYPE spillway_ratelimit_evictions_total counter\n"
-             "spillway_ratelimit_evictions_total{kind=\"idle\"} %" PRIu64 "\n"
-             "spillway_ratelimit_evictions_total{kind=\"active\"} %" PRIu64 "\n",
-             rs.keys, rs.max_keys, rs.evicted_idle, rs.evicted_active);
-    }
-    outf(&b,
-         "# TYPE spillway_disk_bytes gauge\nspillway_disk_bytes %" PRIu64 "\n"
-         "# TYPE spillway_max_disk_bytes gauge\nspillway_max_disk_bytes %" PRIu64 "\n"
-         "# TYPE spillway_partitions_failed gauge\nspillway_partitions_failed %u\n"
-         "# TYPE spillway_partition_recoveries_total counter\nspillway_partition_recoveries_total %" PRIu64 "\n"
-         "# HELP spillway_positions_clamped_total consumer-group offsets and sink positions found past their "
-         "partition's end at attach and moved down to it\n"
-         "# TYPE spillway_positions_clamped_total counter\nspillway_positions_clamped_total %" PRIu64 "\n",
-         spw_log_disk_bytes(api->log), api->max_disk_bytes, spw_log_failed_partitions(api->log),
-         spw_log_recoveries(api->log), atomic_load(&api->positions_clamped));
-    outf(&b,
-         "# TYPE spillway_log_flush_cycles_total counter\nspillway_log_flush_cycles_total %" PRIu64 "\n"
-         "# TYPE spillway_log_written_bytes_total counter\nspillway_log_written_bytes_total %" PRIu64 "\n"
-         "# TYPE spillway_log_fsyncs_total counter\nspillway_log_fsyncs_total %" PRIu64 "\n"
-         "# TYPE spillway_log_fsync_acks_total counter\nspillway_log_fsync_acks_total %" PRIu64 "\n",
-         ls.cycles, ls.bytes_written, ls.fsyncs, ls.acks_fsync);
-    spw_hist *fh, *gh;
-    spw_log_hists(api->log, &fh, &gh);
-    hist_out(&b, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
-    hist_out(&b, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
-    hist_out(&b, "spillway_produce_seconds", "produce request complete to answered", &api->produce_latency, 1e6);
-    outf(&b,
-         "# TYPE spillway_http_connections gauge\nspillway_http_connections %" PRIu64 "\n"
-         "# TYPE spillway_http_requests_total counter\nspillway_http_requests_total %" PRIu64 "\n"
-         "# TYPE spillway_http_refused_total counter\nspillway_http_refused_total %" PRIu64 "\n",
-         hs.connections_open, hs.requests, hs.rejected_limits);
-    if (api->bin) {
-        spw_bin_stats bs;
-        spw_bin_stats_get(api->bin, &bs);
-        outf(&b,
-             "# TYPE spillway_bin_connections gauge\nspillway_bin_connections %" PRIu64 "\n"
-             "# TYPE spillway_bin_requests_total counter\nspillway_bin_requests_total %" PRIu64 "\n"
-             "# TYPE spillway_bin_refused_total counter\nspillway_bin_refused_total %" PRIu64 "\n",
-             bs.connections_open, bs.requests, bs.rejected_frames);
-    }
-    if (api->auth)
-        outf(&b,
-             "# TYPE spillway_auth_refused_total counter\n"
-             "spillway_auth_refused_total{reason=\"unauthorized\"} %" PRIu64 "\n"
-             "spillway_auth_refused_total{reason=\"forbidden\"} %" PRIu64 "\n"
-             "# TYPE spillway_tokens_reloads_total counter\n"
-             "spillway_tokens_reloads_total{result=\"ok\"} %" PRIu64 "\n"
-             "spillway_tokens_reloads_total{result=\"failed\"} %" PRIu64 "\n",
-             atomic_load(&api->auth->unauthorized), atomic_load(&api->auth->forbidden),
-             atomic_load(&api->auth->reloads_ok), atomic_load(&api->auth->reloads_failed));
-    if (api->sinks)
-        spw_sinks_metrics(api->sinks, &b);
+    spw_metrics_render(api->metrics, &b, who);
     spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
     spw_buf_fini(&b);
 }

@@ -46,6 +46,7 @@ typedef struct spw_api {
     struct spw_groups_http *groups; /* consumer groups (groups_http.h); NULL: their routes answer 404 */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
     struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
+    struct spw_metrics *metrics;   /* what /metrics shows (svc/metrics.h); each module registers its own */
     spw_hist produce_latency; /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
@@ -74,6 +75,11 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
  * 1 found, 0 absent, -1 malformed (query_str: or longer than cap - 1). */
 int spw__api_query_u64(const char *q, const char *name, uint64_t *v);
 int spw__api_query_str(const char *q, const char *name, char *out, size_t cap);
+
+/* Registers the server's metric families into api->metrics (produce's,
+ * the log's, pressure, dedupe, buffers, rate limits, disk, HTTP, tokens,
+ * consumer groups, sinks); a listener registers its own (binproto.h). */
+void spw_api_metrics_register(spw_api *api);
 
 /* The spw_http_handler for the API; ctx is a spw_api. */
 void spw_api_handle(void *ctx, spw_http_req *req);

@@ -32,6 +32,7 @@
 #include "server/api.h"
 #include "server/coalesce.h"
 #include "server/groups_http.h"
+#include "svc/metrics.h"
 
 /* ---- submit ---- */
 
@@ -1086,4 +1087,73 @@ answered:
     spw_buf_fini(&v.keys);
     spw_stream_put(s);
     return 1;
+}
+
+/* ---- metrics (svc/metrics.h) ---- */
+
+static uint64_t m_events_in(void *a) { return atomic_load(&((spw_api *)a)->events_in); }
+static uint64_t m_bytes_in(void *a) { return atomic_load(&((spw_api *)a)->bytes_in); }
+static uint64_t m_duplicates(void *a) { return atomic_load(&((spw_api *)a)->duplicates); }
+
+typedef struct stream_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int what; /* 0 events_in, 1 bytes_in, 2 coalesced */
+} stream_walk;
+
+static void stream_one(void *arg, spw_stream *s)
+{
+    stream_walk *w = arg;
+    if (!spw_metrics_sees(w->o, s->cfg.name) || (w->what == 2 && !s->cfg.coalesce))
+        return;
+    char l[160];
+    snprintf(l, sizeof l, "stream=\"%s\"", s->cfg.name);
+    uint64_t v = w->what == 0   ? atomic_load(&s->events_in)
+                 : w->what == 1 ? atomic_load(&s->bytes_in)
+                                : spw_coalesce_stream_superseded(s);
+    spw_metrics_line(w->o, w->name, l, v);
+}
+
+static void m_stream_events(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 0};
+    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+}
+static void m_stream_bytes(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 1};
+    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+}
+static void m_stream_coalesced(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 2};
+    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+}
+
+static void m_rejected(void *a, spw_metrics_out *o, const char *name)
+{
+    static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
+    spw_api *api = a;
+    for (int i = 0; i < SPW_REJ__N; i++) {
+        char l[48];
+        snprintf(l, sizeof l, "reason=\"%s\"", reasons[i]);
+        spw_metrics_line(o, name, l, atomic_load(&api->rejected[i]));
+    }
+}
+
+void spw_produce_metrics_register(spw_metrics *m, spw_api *api)
+{
+    spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, api);
+    spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, api);
+    spw_metrics_add_family(m, "spillway_stream_events_in_total", NULL, SPW_METRIC_COUNTER, m_stream_events, api);
+    spw_metrics_add_family(m, "spillway_stream_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_stream_bytes, api);
+    spw_metrics_add_family(m, "spillway_stream_coalesced_total", NULL, SPW_METRIC_COUNTER, m_stream_coalesced, api);
+    spw_metrics_add_family(m, "spillway_rejected_total", NULL, SPW_METRIC_COUNTER, m_rejected, api);
+    if (api->dd)
+        spw_metrics_add_u64(m, "spillway_duplicates_total",
+                            "produce requests answered from the dedupe table (a retried Idempotency-Key or producer "
+                            "sequence), nothing appended",
+                            SPW_METRIC_COUNTER, m_duplicates, api);
+    spw_metrics_add_hist(m, "spillway_produce_seconds", "produce request complete to answered",
+                         &api->produce_latency, 1e6);
 }

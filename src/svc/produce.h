@@ -257,6 +257,11 @@ uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v);
  * as a JSON string)? Every produce requires it. */
 int spw__key_text_ok(const uint8_t *p, size_t n);
 
+/* Registers the produce service's metrics (events and bytes in, per
+ * stream too, refusals by reason, duplicates, produce latency). */
+struct spw_metrics;
+void spw_produce_metrics_register(struct spw_metrics *m, struct spw_api *api);
+
 /* Fills api->dd from the batches of every stream's dedupe window (at start). */
 void spw_produce_dedupe_rebuild(struct spw_api *api);
 
