@@ -272,10 +272,14 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
         snprintf(ra, sizeof ra, "Retry-After: %u\r\n", (r->retry_ms + 999) / 1000);
         hdr = ra;
     }
-    if (r->at_event && body != BODY_BYTES)
-        spw_http_error(req, status, word, hdr, "%s %u (byte %zu): %s; nothing was appended",
-                       body == BODY_NDJSON ? "line" : "event", body == BODY_NDJSON ? r->index + 1 : r->index, r->byte,
-                       r->msg);
+    const char *what = body == BODY_NDJSON ? "line" : "event";
+    uint32_t n = body == BODY_NDJSON ? r->index + 1 : r->index;
+    if (r->at_event && r->at_byte && body != BODY_BYTES)
+        spw_http_error(req, status, word, hdr, "%s %u (byte %zu): %s; nothing was appended", what, n, r->byte, r->msg);
+    else if (r->at_event && body != BODY_BYTES)
+        spw_http_error(req, status, word, hdr, "%s %u: %s; nothing was appended", what, n, r->msg);
+    else if (r->at_event) /* the body is the event */
+        spw_http_error(req, status, word, hdr, "%s; nothing was appended", r->msg);
     else
         spw_http_error(req, status, word, hdr, "%s", r->msg);
 }
@@ -283,8 +287,9 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
 static void produce_answer(spw_produce_res *res, void *user)
 {
     spw_http_req *req = user;
-    produce_respond(req->user, req, BODY_JSON, res);
-    req->user = NULL;
+    spw_api *api = req->user;
+    req->user = NULL; /* before answering: spw_http_respond may free req */
+    produce_respond(api, req, BODY_JSON, res);
 }
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
