@@ -279,7 +279,7 @@ static void conn_update_reading(bconn *c);
 static int hold_produce(bconn *c, const uint8_t *body, size_t len)
 {
     spw_api *api = c->loop->srv->api;
-    if (spw_pressure_level(&api->pressure) < 3 || c->loop->stopping || len < 2)
+    if (!spw_produce_holding(api) || c->loop->stopping || len < 2)
         return 0;
     size_t sl = (size_t)body[0] | (size_t)body[1] << 8;
     if (len < 2 + sl + 2)
@@ -291,7 +291,7 @@ static int hold_produce(bconn *c, const uint8_t *body, size_t len)
 /* Lets held connections go on once pressure is below the low watermark. */
 static void release_held(bloop *l)
 {
-    if (!l->nheld || (!l->stopping && spw_pressure_level(&l->srv->api->pressure) >= 3))
+    if (!l->nheld || (!l->stopping && spw_produce_holding(l->srv->api)))
         return;
     for (bconn *c = l->conns; c; c = c->next) {
         if (c->held && !c->closed) {

@@ -797,30 +797,6 @@ static void handle_status(spw_api *api, spw_http_req *req)
 
 #define API(a) ((spw_api *)(a))
 static uint64_t m_pending(void *a) { return spw_log_pending_bytes(API(a)->log); }
-static uint64_t m_coal(void *a, int i)
-{
-    spw_coalesce_stats cs;
-    spw_coalesce_stats_get(API(a)->coal, &cs);
-    return i == 0 ? cs.superseded : i == 1 ? cs.buffered_events : i == 2 ? cs.buffered_bytes : cs.batches;
-}
-static uint64_t m_coal_superseded(void *a) { return m_coal(a, 0); }
-static uint64_t m_coal_events(void *a) { return m_coal(a, 1); }
-static uint64_t m_coal_bytes(void *a) { return m_coal(a, 2); }
-static uint64_t m_coal_batches(void *a) { return m_coal(a, 3); }
-static uint64_t m_budget(void *a) { return API(a)->pressure.budget; }
-static uint64_t m_high(void *a) { return API(a)->pressure.high; }
-static uint64_t m_low(void *a) { return API(a)->pressure.low; }
-static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&API(a)->pressure); }
-static uint64_t m_dd(void *a, int i)
-{
-    spw_dd_stats ds;
-    spw_dd_stats_get(API(a)->dd, &ds);
-    return i == 0 ? ds.entries : i == 1 ? ds.max_entries : i == 2 ? ds.evicted : ds.refused;
-}
-static uint64_t m_dd_keys(void *a) { return m_dd(a, 0); }
-static uint64_t m_dd_max(void *a) { return m_dd(a, 1); }
-static uint64_t m_dd_evicted(void *a) { return m_dd(a, 2); }
-static uint64_t m_dd_refused(void *a) { return m_dd(a, 3); }
 static uint64_t m_buf(void *a, int i)
 {
     spw_membudget_stats ms;
@@ -831,19 +807,6 @@ static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
 static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
 static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
 static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
-static uint64_t m_rl(void *a, int i)
-{
-    spw_rl_stats rs;
-    spw_rl_stats_get(API(a)->rl, &rs);
-    return i == 0 ? rs.keys : i == 1 ? rs.max_keys : i == 2 ? rs.evicted_idle : rs.evicted_active;
-}
-static uint64_t m_rl_keys(void *a) { return m_rl(a, 0); }
-static uint64_t m_rl_max(void *a) { return m_rl(a, 1); }
-static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
-{
-    spw_metrics_line(o, name, "kind=\"idle\"", m_rl(a, 2));
-    spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
-}
 static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->log); }
 static uint64_t m_max_disk(void *a) { return API(a)->max_disk_bytes; }
 static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->log); }
@@ -932,43 +895,11 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
     spw_metrics_add_block(m, m_groups, api);
     spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
-    if (api->coal) {
-        spw_metrics_add_u64(m, "spillway_coalesced_total",
-                            "events of coalesce streams replaced by a newer event for their key before they were "
-                            "written",
-                            SPW_METRIC_COUNTER, m_coal_superseded, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, api);
-    }
-    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, api);
-    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, api);
-    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, api);
-    spw_metrics_add_u64(m, "spillway_pressure_level",
-                        "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
-                        "priority 0 refused)",
-                        SPW_METRIC_GAUGE, m_level, api);
-    if (api->dd) {
-        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, api);
-        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, api);
-        spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
-                            SPW_METRIC_COUNTER, m_dd_evicted, api);
-        spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
-                            "keyed produce requests refused (503 dedupe_full) because the table was full of keys "
-                            "inside their windows",
-                            SPW_METRIC_COUNTER, m_dd_refused, api);
-    }
     if (api->buffers) {
         spw_metrics_add_u64(m, "spillway_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_used, api);
         spw_metrics_add_u64(m, "spillway_buffer_peak_bytes", NULL, SPW_METRIC_GAUGE, m_buf_peak, api);
         spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
         spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
-    }
-    if (api->rl) {
-        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, api);
-        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, api);
-        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
-                               api);
     }
     spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
     spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);

@@ -587,9 +587,11 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     }
 }
 
+int spw_produce_holding(spw_api *api) { return spw_pressure_level(&api->pressure) >= 3; }
+
 int spw_produce_hold(spw_api *api, const char *name, size_t sl, int prio)
 {
-    if (spw_pressure_level(&api->pressure) < 3)
+    if (!spw_produce_holding(api))
         return 0;
     if (prio < 0) {
         spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(api->cat, name, sl) : NULL;
@@ -846,6 +848,44 @@ static void m_rejected(void *a, spw_metrics_out *o, const char *name)
     }
 }
 
+static uint64_t m_coal(void *a, int i)
+{
+    spw_coalesce_stats cs;
+    spw_coalesce_stats_get(((spw_api *)(a))->coal, &cs);
+    return i == 0 ? cs.superseded : i == 1 ? cs.buffered_events : i == 2 ? cs.buffered_bytes : cs.batches;
+}
+static uint64_t m_coal_superseded(void *a) { return m_coal(a, 0); }
+static uint64_t m_coal_events(void *a) { return m_coal(a, 1); }
+static uint64_t m_coal_bytes(void *a) { return m_coal(a, 2); }
+static uint64_t m_coal_batches(void *a) { return m_coal(a, 3); }
+static uint64_t m_budget(void *a) { return ((spw_api *)(a))->pressure.budget; }
+static uint64_t m_high(void *a) { return ((spw_api *)(a))->pressure.high; }
+static uint64_t m_low(void *a) { return ((spw_api *)(a))->pressure.low; }
+static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&((spw_api *)(a))->pressure); }
+static uint64_t m_dd(void *a, int i)
+{
+    spw_dd_stats ds;
+    spw_dd_stats_get(((spw_api *)(a))->dd, &ds);
+    return i == 0 ? ds.entries : i == 1 ? ds.max_entries : i == 2 ? ds.evicted : ds.refused;
+}
+static uint64_t m_dd_keys(void *a) { return m_dd(a, 0); }
+static uint64_t m_dd_max(void *a) { return m_dd(a, 1); }
+static uint64_t m_dd_evicted(void *a) { return m_dd(a, 2); }
+static uint64_t m_dd_refused(void *a) { return m_dd(a, 3); }
+static uint64_t m_rl(void *a, int i)
+{
+    spw_rl_stats rs;
+    spw_rl_stats_get(((spw_api *)(a))->rl, &rs);
+    return i == 0 ? rs.keys : i == 1 ? rs.max_keys : i == 2 ? rs.evicted_idle : rs.evicted_active;
+}
+static uint64_t m_rl_keys(void *a) { return m_rl(a, 0); }
+static uint64_t m_rl_max(void *a) { return m_rl(a, 1); }
+static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "kind=\"idle\"", m_rl(a, 2));
+    spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
+}
+
 void spw_produce_metrics_register(spw_metrics *m, spw_api *api)
 {
     spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, api);
@@ -861,4 +901,37 @@ void spw_produce_metrics_register(spw_metrics *m, spw_api *api)
                             SPW_METRIC_COUNTER, m_duplicates, api);
     spw_metrics_add_hist(m, "spillway_produce_seconds", "produce request complete to answered",
                          &api->produce_latency, 1e6);
+    /* Its steps' state: coalescing, admission, the dedupe table, rate limits. */
+    if (api->coal) {
+        spw_metrics_add_u64(m, "spillway_coalesced_total",
+                            "events of coalesce streams replaced by a newer event for their key before they were "
+                            "written",
+                            SPW_METRIC_COUNTER, m_coal_superseded, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, api);
+        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, api);
+    }
+    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, api);
+    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, api);
+    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, api);
+    spw_metrics_add_u64(m, "spillway_pressure_level",
+                        "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
+                        "priority 0 refused)",
+                        SPW_METRIC_GAUGE, m_level, api);
+    if (api->dd) {
+        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
+                            SPW_METRIC_COUNTER, m_dd_evicted, api);
+        spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
+                            "keyed produce requests refused (503 dedupe_full) because the table was full of keys "
+                            "inside their windows",
+                            SPW_METRIC_COUNTER, m_dd_refused, api);
+    }
+    if (api->rl) {
+        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, api);
+        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, api);
+        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
+                               api);
+    }
 }

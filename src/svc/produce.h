@@ -154,6 +154,9 @@ void spw_produce_res_fini(spw_produce_res *res);
  * a request to a stream that does not exist (the request answers that).
  */
 int spw_produce_hold(struct spw_api *api, const char *name, size_t sl, int priority);
+/* Does spw_produce_hold hold anything now? Held requests are let go once
+ * it does not (pressure below the low watermark). One atomic load. */
+int spw_produce_holding(struct spw_api *api);
 
 /* Fills res as a refusal with code c about event ev (NULL: the request),
  * at byte offset at of ev's value (SIZE_MAX: no byte); for iterators. */
@@ -258,7 +261,9 @@ uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v);
 int spw__key_text_ok(const uint8_t *p, size_t n);
 
 /* Registers the produce service's metrics (events and bytes in, per
- * stream too, refusals by reason, duplicates, produce latency). */
+ * stream too, refusals by reason, duplicates, produce latency) and those
+ * of its steps (pressure and watermarks, coalescing, the dedupe table,
+ * rate limits). */
 struct spw_metrics;
 void spw_produce_metrics_register(struct spw_metrics *m, struct spw_api *api);
 
