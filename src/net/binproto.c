@@ -2,9 +2,10 @@
  * Binary protocol loops: see binproto.h and docs/protocol.md.
  *
  * A connection's bytes accumulate in `in`; whole frames are cut from it
- * and dispatched in order. PRODUCE answers asynchronously (the log's
- * callback posts the answer back to the loop); FETCH and METADATA answer
- * at once. Answers are appended to `out` and written as the socket takes
+ * and dispatched in order. PRODUCE is the produce service's
+ * (svc/produce.h): decoded here, answered at once when refused, else
+ * asynchronously (the service posts the answer back to the loop); FETCH
+ * and METADATA answer at once. Answers are appended to `out` and written as the socket takes
  * them. A connection that is closed with requests still in flight stays
  * allocated (on the zombie list) until the last one completes, so a
  * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT

@@ -4,8 +4,10 @@
  * like the HTTP ones (net/http.h): one loop per I/O thread, all on one
  * listening socket (net/loop.h), everything about a connection on its loop's
  * thread, completions from the log's flusher brought back by a posted
- * function. PRODUCE goes through spw_api_produce, the same path as HTTP
- * produce, so a record is the same whichever protocol carried it.
+ * function. PRODUCE is decoded into the produce service's request
+ * (svc/produce.h), the same path as HTTP produce, and its one answer is
+ * framed with the status table's wire status and word (svc/status.h), so
+ * a record and an answer are the same whichever protocol carried them.
  *
  * Pipelining: up to max_pipelined requests per connection are in flight;
  * past that the loop stops reading the socket (TCP flow control pushes
