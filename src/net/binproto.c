@@ -5,12 +5,12 @@
  * and dispatched in order. PRODUCE is the produce service's
  * (svc/produce.h): decoded here, answered at once when refused, else
  * asynchronously (the service posts the answer back to the loop); FETCH
- * and METADATA answer at once. Answers are appended to `out` and written as the socket takes
- * them. A connection that is closed with requests still in flight stays
- * allocated (on the zombie list) until the last one completes, so a
- * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT
- * answer at once or later from the group waiter (server/groups_http.h),
- * counted in flight like a PRODUCE meanwhile.
+ * and METADATA answer at once. Answers are appended to `out` and written
+ * as the socket takes them. A connection that is closed with requests
+ * still in flight stays allocated (on the zombie list) until the last one
+ * completes, so a completion never touches freed memory. GROUP_POLL and
+ * GROUP_COMMIT answer at once or later from the group waiter
+ * (server/groups_http.h), counted in flight like a PRODUCE meanwhile.
  *
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
  * checked against max_frame_bytes before we wait for it); requests in
