@@ -183,7 +183,7 @@ static void finish_list(creq *q)
         pr->n_slots = k;
         spw_free(q->waits);
         spw_free(q);
-        spw__api_produce_complete(pr);
+        spw__produce_complete(pr);
         q = next;
     }
 }
@@ -456,7 +456,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     cs = stream_state(co, s);
     uint32_t n = pr->n_events;
 
-    /* Completing a request a crash cut: as spw_api_produce_ex. */
+    /* Completing a request a crash cut: as spw_produce_submit_ex. */
     if (po->stored) {
         pr->ids_unknown = 1;
         for (uint32_t k = 0; k < pr->n_slots; k++)

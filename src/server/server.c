@@ -27,6 +27,7 @@
 #include "svc/consume.h"
 #include "server/ratelimit.h"
 #include "server/sink_config.h"
+#include "svc/metrics.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -222,6 +223,7 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
     spw_log_close(log);
     spw_consume_free(api->groups);
     spw_auth_close(auth);
+    spw_metrics_free(api->metrics); /* last: every loop that served /metrics has stopped */
 }
 
 int spw_server_run(const spw_server_config *c, int ready_fd)
@@ -356,9 +358,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .dd = spw_dd_new(c->dedupe_max_keys),
         .max_disk_bytes = c->max_disk_bytes,
         .buffers = &buffers,
+        .metrics = spw_metrics_new(),
     };
     spw_rl_set_default(api.rl, &rate_def);
-    spw_api_dedupe_rebuild(&api);
+    spw_produce_dedupe_rebuild(&api);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime
@@ -390,6 +393,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if (ns > 0)
             spw_info("%d sink(s) defined in %s", ns, c->config);
     }
+    spw_api_metrics_register(&api);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -431,6 +435,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             return 1;
         }
         api.bin = bin;
+        spw_bin_metrics_register(api.metrics, bin);
         spw_info("binary protocol on %.*s:%d", (int)(strrchr(c->listen_bin, ':') - c->listen_bin), c->listen_bin,
                  spw_bin_port(bin));
     }

@@ -864,7 +864,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
                       .value_len = (uint32_t)v.len,
                       .ts = spw_wall_ms()};
     dlq_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    int rc = spw_api_produce(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
+    int rc = spw_produce_submit(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
     spw_buf_fini(&v);
     if (rc < 0) {
         spw_stream_put(d);
@@ -875,7 +875,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    spw_api_produce_free(w.pr); /* releases the reference to d */
+    spw_produce_free(w.pr); /* releases the reference to d */
     if (w.err) {
         set_error(k, "appending to dead-letter stream %s: %s", k->def.dlq, spw_strerror(w.err));
         return w.err;
