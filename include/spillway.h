@@ -166,6 +166,11 @@ int spw_client_auth(spw_client *c, const char *token);
 /* The server's sentence for the last error answer ("" if none). Valid
  * until the next call on c. */
 const char *spw_client_last_error(spw_client *c);
+/* After a fetch answered SPW_ERR_INTERNAL "damaged" (records damaged on
+ * disk, docs/protocol.md "Answers"): the first offset after the damage,
+ * where reading can resume knowingly; 0 when the last call's answer named
+ * none. */
+uint64_t spw_client_resume_offset(spw_client *c);
 
 typedef struct spw_fetch_result spw_fetch_result;
 

@@ -54,7 +54,6 @@
 #include "core/id.h"
 #include "net/frame.h"
 
-static uint64_t now_ns(void) { return spw_mono_ns(); }
 
 void spw__bench_lat_push(bench_lat *l, uint64_t us)
 {
@@ -161,7 +160,7 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why)
 
 static void sleep_until(uint64_t t_ns)
 {
-    uint64_t n = now_ns();
+    uint64_t n = spw_mono_ns();
     if (t_ns > n) {
         struct timespec ts = {.tv_sec = (time_t)((t_ns - n) / 1000000000u), .tv_nsec = (long)((t_ns - n) % 1000000000u)};
         nanosleep(&ts, NULL);
@@ -269,11 +268,11 @@ static void hconn_recv(hconn *hc, int ep)
         spw_httpc_resp resp;
         int st = spw_httpc_parse(&hc->h, eof, &resp);
         if (st > 0) {
-            uint64_t us = (now_ns() - hc->due_ns) / 1000;
+            uint64_t us = (spw_mono_ns() - hc->due_ns) / 1000;
             spw__bench_note(cl, st, resp.body, resp.body_len, hc->req_n, hc->prio, us);
             hc->sent += hc->req_n;
             hc->req_n = 0;
-            hc->due_ns = c->rate > 0 ? hc->t0_ns + (uint64_t)(1e9 * c->clients / c->rate * (double)hc->sent) : now_ns();
+            hc->due_ns = c->rate > 0 ? hc->t0_ns + (uint64_t)(1e9 * c->clients / c->rate * (double)hc->sent) : spw_mono_ns();
             if (resp.close && hc->sent < cl->events) {
                 errno = ECONNRESET;
                 hc->req_n = 0;
@@ -310,7 +309,7 @@ static void *http_worker_main(void *arg)
     if (ep < 0)
         abort();
     hconn *hcs = spw_xcalloc(w->n, sizeof *hcs);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = spw_mono_ns();
     uint32_t live = 0;
     for (uint32_t i = 0; i < w->n; i++) {
         hconn *hc = &hcs[i];
@@ -332,10 +331,10 @@ static void *http_worker_main(void *arg)
         live += !hc->done;
     }
     struct epoll_event evs[256];
-    uint64_t last_event = now_ns();
+    uint64_t last_event = spw_mono_ns();
     while (live) {
         /* Start every request that is due; find the next due time. */
-        uint64_t now = now_ns(), next = UINT64_MAX;
+        uint64_t now = spw_mono_ns(), next = UINT64_MAX;
         live = 0;
         for (uint32_t i = 0; i < w->n; i++) {
             hconn *hc = &hcs[i];
@@ -358,8 +357,8 @@ static void *http_worker_main(void *arg)
         int timeout = next == UINT64_MAX ? 1000 : (int)((next - now) / 1000000 + 1);
         int k = epoll_wait(ep, evs, 256, timeout);
         if (k > 0) {
-            last_event = now_ns();
-        } else if (now_ns() - last_event > 60000000000ull) {
+            last_event = spw_mono_ns();
+        } else if (spw_mono_ns() - last_event > 60000000000ull) {
             /* Nothing moved for 60 s: the server is stuck; give up on what is in flight. */
             for (uint32_t i = 0; i < w->n; i++) {
                 hconn *hc = &hcs[i];
@@ -406,7 +405,7 @@ static void bin_delivered(void *arg, const spw_delivery *d)
         snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spw_errstr(d->status), d->status);
     }
     if (++cl->req_done == cl->req_n)
-        cl->req_end_ns = now_ns();
+        cl->req_end_ns = spw_mono_ns();
 }
 
 static int bin_ack(const char *a)
@@ -447,7 +446,7 @@ static void *bin_client_main(void *arg)
     snprintf(server, sizeof server, "%s:%s", c->host, c->port);
     spw_producer *p = NULL;
     int r = spw_producer_new(server, &pc, &p);
-    uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? now_ns() + (uint64_t)(c->duration * 1e9) : 0;
+    uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? spw_mono_ns() + (uint64_t)(c->duration * 1e9) : 0;
     if (r) {
         cl->errors = end_ns ? 1 : cl->events; /* --duration: how many were due is unknown */
         snprintf(cl->last_error, sizeof cl->last_error, "producer for %s: %s", server, spw_errstr(r));
@@ -455,11 +454,11 @@ static void *bin_client_main(void *arg)
         return NULL;
     }
     int ack = bin_ack(c->ack);
-    uint64_t sent = 0, t0 = now_ns();
+    uint64_t sent = 0, t0 = spw_mono_ns();
     double ns_per_event = c->rate > 0 ? 1e9 * c->clients / c->rate : 0;
-    while (sent < cl->events && !(end_ns && now_ns() >= end_ns)) {
+    while (sent < cl->events && !(end_ns && spw_mono_ns() >= end_ns)) {
         uint32_t n = (uint32_t)(cl->events - sent < c->batch ? cl->events - sent : c->batch);
-        uint64_t scheduled = now_ns();
+        uint64_t scheduled = spw_mono_ns();
         uint64_t accepted0 = cl->accepted;
         if (ns_per_event > 0) {
             scheduled = t0 + (uint64_t)(ns_per_event * (double)sent);
@@ -487,7 +486,7 @@ static void *bin_client_main(void *arg)
         cl->errors += n - queued;
         cl->req_n = queued;
         r = spw_producer_flush(p, 120000);
-        uint64_t end = cl->req_end_ns ? cl->req_end_ns : now_ns();
+        uint64_t end = cl->req_end_ns ? cl->req_end_ns : spw_mono_ns();
         uint64_t ok = cl->accepted - accepted0;
         if (r) {
             snprintf(cl->last_error, sizeof cl->last_error, "flush: %s", spw_errstr(r));
@@ -769,7 +768,7 @@ static int bench_run(bench_cfg *c)
                c->ack, c->inflight ? ", open loop" : c->rate > 0 ? ", rate-limited" : "");
     fflush(stdout);
 
-    uint64_t t0 = now_ns();
+    uint64_t t0 = spw_mono_ns();
     if (c->inflight) {
         raise_nofile((uint64_t)c->inflight + 64);
         spw__bench_open_run(c, cls, nworkers);
@@ -796,7 +795,7 @@ static int bench_run(bench_cfg *c)
         spw_free(ws);
         spw_free(th);
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(spw_mono_ns() - t0) / 1e9;
 
     uint64_t n_lat = 0, accepted = 0, errors = 0, sent = 0;
     uint32_t *all = gather_lat(cls, ncls, 0, SPW_BR__N - 1, &n_lat);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cmds.h"
+#include "core/name.h"
 
 int spw__cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **v)
 {
@@ -72,10 +73,7 @@ int spw__cli_token(const char *cmd, const char *opt, spw_httpc *c, const char **
 
 int spw__cli_stream_name_ok(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 128 || s[0] == '.')
-        return 0;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+    return spw_name_ok(s, strlen(s), SPW_NAME_MAX);
 }
 
 void spw__cli_conn_error(const char *cmd, const spw_httpc *c)

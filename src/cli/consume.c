@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cli/cmds.h"
+#include "core/name.h"
 
 #define READ_LIMIT_MAX 10000
 #define POLL_MIN_MS 100
@@ -274,8 +275,7 @@ int spw_cmd_consume(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway consume: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
-                        "with '.')\n",
+        fprintf(stderr, "spillway consume: '%s' is not a stream name (" SPW_NAME_RULE ")\n",
                 stream);
         return 2;
     }
@@ -285,9 +285,8 @@ int spw_cmd_consume(int argc, char **argv)
     }
     char member_buf[32];
     if (group) {
-        if (!spw__cli_stream_name_ok(group) || strlen(group) > 128) {
-            fprintf(stderr, "spillway consume: '%s' is not a group name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
-                            "with '.')\n",
+        if (!spw_name_ok(group, strlen(group), SPW_NAME_MAX)) {
+            fprintf(stderr, "spillway consume: '%s' is not a group name (" SPW_NAME_RULE ")\n",
                     group);
             return 2;
         }
@@ -300,9 +299,8 @@ int spw_cmd_consume(int argc, char **argv)
             snprintf(member_buf, sizeof member_buf, "cli-%ld", (long)getpid());
             member = member_buf;
         }
-        if (!spw__cli_stream_name_ok(member) || strlen(member) > 64) {
-            fprintf(stderr, "spillway consume: '%s' is not a member name (1 to 64 of a-z A-Z 0-9 . _ -, not starting "
-                            "with '.')\n",
+        if (!spw_name_ok(member, strlen(member), 64)) {
+            fprintf(stderr, "spillway consume: '%s' is not a member name (1 to 64 " SPW_NAME_CHARS ")\n",
                     member);
             return 2;
         }

@@ -11,10 +11,13 @@
 #include "cli/bench.h"
 #include "cli/check.h"
 #include "cli/cmds.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
+#include "server/stream.h"
+#include "sink/sink.h"
 
 #define SPW_VERSION "0.1.0"
 
@@ -51,6 +54,17 @@ static void serve_help(FILE *f)
           "  --ready-fd N                     write the bound HTTP port and a newline to fd N once listening\n",
           f);
     spw_cfg_help(spw_server_cfg_table, spw_server_cfg_count, f);
+    spw_buf h = SPW_BUF_INIT;
+    spw_stream_help(&h);
+    fprintf(f, "\nStreams: the body of PUT /v1/streams/NAME.\n%.*s", (int)h.len, h.p ? (const char *)h.p : "");
+    h.len = 0;
+    spw_sinks_help(&h);
+    fprintf(f,
+            "\nSinks: 'sink.NAME = {JSON}' lines in the config file, or PUT /v1/sinks/NAME with the same body.\n"
+            "Definitions that differ only in spacing, field order or defaults written out are the same.\n"
+            "%.*s",
+            (int)h.len, h.p ? (const char *)h.p : "");
+    spw_buf_fini(&h);
 }
 
 static int cmd_serve(int argc, char **argv)

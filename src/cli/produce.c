@@ -33,6 +33,7 @@
 
 #include "cli/cmds.h"
 #include "core/id.h"
+#include "core/name.h"
 
 #define PIPELINE_MAX 64
 #define RETRIES_MAX 60 /* per request, for 429/503 */
@@ -343,8 +344,7 @@ int spw_cmd_produce(int argc, char **argv)
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
-        fprintf(stderr, "spillway produce: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting "
-                        "with '.')\n",
+        fprintf(stderr, "spillway produce: '%s' is not a stream name (" SPW_NAME_RULE ")\n",
                 stream);
         return 2;
     }

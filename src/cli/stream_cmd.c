@@ -6,9 +6,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <stdio.h>
 
 #include "cli/cmds.h"
+#include "core/buf.h"
+#include "core/name.h"
 #include "core/config.h"
+#include "core/json.h"
 
 static const char stream_usage[] =
     "usage: spillway stream create NAME [--partitions N] [--key PTR] [--timestamp PTR] [--format json|bytes]\n"
@@ -34,24 +38,13 @@ static const char create_help[] =
     "  --retention-bytes S       keep at most about S per partition (bytes, or 512MiB, 10GiB)\n"
     "  --max-event-bytes S       largest event accepted (server default 1MiB)\n";
 
-/* A JSON string literal of s into out. */
+/* A JSON string literal of s into out (truncated to cap). */
 static void json_str(char *out, size_t cap, const char *s)
 {
-    size_t n = 0;
-    if (cap < 3)
-        return;
-    out[n++] = '"';
-    for (; *s && n + 8 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            n += (size_t)snprintf(out + n, cap - n, "\\%c", c);
-        else if (c < 0x20)
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        else
-            out[n++] = (char)c;
-    }
-    out[n++] = '"';
-    out[n] = 0;
+    spw_buf b = SPW_BUF_INIT;
+    int r = spw_json_put_str(&b, s, strlen(s));
+    snprintf(out, cap, "%.*s", r ? 0 : (int)b.len, (const char *)b.p);
+    spw_buf_fini(&b);
 }
 
 /* "1.5 GiB" style, for tables. */
@@ -468,7 +461,7 @@ int spw_cmd_stream(int argc, char **argv)
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
             fprintf(stderr,
-                    "spillway %s: '%s' is not a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not starting with '.')\n",
+                    "spillway %s: '%s' is not a stream name (" SPW_NAME_RULE ")\n",
                     cmd, name);
             rc = 2;
         }

@@ -34,6 +34,7 @@
 #endif
 #include "spillway.h"
 #include "client/client_int.h"
+#include "core/clock.h"
 #include "core/hash.h"
 
 #include <arpa/inet.h>
@@ -53,17 +54,14 @@
 
 #include "core/endian.h"
 #include "core/error.h"
+#include "core/ring.h"
 #include "net/frame.h"
 
 #define MAX_SERVERS 64
-#define VNODES 160
 #define MAX_ANSWER_BYTES (256u << 20)
 #define READ_CHUNK (64u << 10)
 
 void *spw__producer_main(void *arg); /* the I/O thread */
-
-static uint64_t fmix64(uint64_t x);
-static uint64_t now_ms(void);
 
 /* A random producer id, never 0 and never *(uint64_t *)old (if given). */
 static uint64_t random_id(void *old)
@@ -72,7 +70,7 @@ static uint64_t random_id(void *old)
     static _Atomic uint64_t salt;
     while (id == 0 || id == o)
         if (getrandom(&id, sizeof id, 0) != sizeof id)
-            id = fmix64((uint64_t)getpid() ^ now_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
+            id = spw_fmix64((uint64_t)getpid() ^ spw_mono_ms() ^ atomic_fetch_add(&salt, 0x9e3779b97f4a7c15ull));
     return id;
 }
 
@@ -92,13 +90,6 @@ int spw__producer_seq_take(uint64_t *pid, uint32_t *next, uint32_t count, uint64
     *out_seq = *next;
     *next += count;
     return fresh;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 const char *spw_errstr(int err)
@@ -126,21 +117,6 @@ const char *spw_errstr(int err)
 }
 
 /* ---- hashing (documented in spillway.h) ---- */
-
-static uint64_t fnv1a64(const void *p, size_t n) { return spw_fnv1a64(SPW_FNV64_OFFSET, p, n); }
-
-static uint64_t fmix64(uint64_t k) { return spw_fmix64(k); }
-
-typedef struct vnode {
-    uint64_t h;
-    uint32_t server;
-} vnode;
-
-static int vnode_cmp(const void *a, const void *b)
-{
-    const vnode *x = a, *y = b;
-    return x->h < y->h ? -1 : x->h > y->h ? 1 : (x->server < y->server ? -1 : x->server > y->server);
-}
 
 /* ---- addresses ---- */
 
@@ -276,8 +252,7 @@ struct spw_producer {
     int stop;
     server *servers;
     uint32_t nservers;
-    vnode *ring;
-    uint32_t nring;
+    spw_ring ring; /* servers by key: core/ring.h */
     uint32_t rr;
     uint64_t next_id;
     uint64_t producer_id;
@@ -407,16 +382,22 @@ static uint32_t route(spw_producer *p, const void *key, int32_t key_len)
 {
     if (key_len < 0 || p->nservers == 1)
         return p->nservers == 1 ? 0 : p->rr++ % p->nservers;
-    uint64_t h = fmix64(fnv1a64(key, (size_t)key_len));
-    uint32_t lo = 0, hi = p->nring;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (p->ring[mid].h < h)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return p->ring[lo == p->nring ? 0 : lo].server;
+    return spw_ring_shard(&p->ring, key, (size_t)key_len);
+}
+
+uint32_t spw__producer_route(spw_producer *p, const void *key, int32_t key_len)
+{
+    pthread_mutex_lock(&p->mu);
+    uint32_t s = route(p, key, key_len);
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+/* Point v of server i on the ring: "host:port#v" (include/spillway.h "Routing"). */
+static int server_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
+{
+    const server *tmp = arg;
+    return snprintf(out, cap, "%s#%u", tmp[i].name, v);
 }
 
 int spw_producer_new(const char *servers, const spw_producer_config *c, spw_producer **out)
@@ -462,10 +443,10 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);
-    p->ring = calloc((size_t)n * VNODES, sizeof *p->ring);
-    if (!p->servers || !p->ring || pipe2(p->wake, O_NONBLOCK | O_CLOEXEC)) {
+    if (!p->servers || spw_ring_build(&p->ring, n, SPW_RING_CLIENT_VNODES, server_label, tmp) ||
+        pipe2(p->wake, O_NONBLOCK | O_CLOEXEC)) {
         free(p->servers);
-        free(p->ring);
+        spw_ring_free(&p->ring);
         free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
@@ -474,13 +455,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         p->servers[i] = tmp[i];
         p->servers[i].fd = -1;
         p->servers[i].backoff_ms = cfg.backoff_ms;
-        for (uint32_t v = 0; v < VNODES; v++) {
-            char key[320];
-            int kl = snprintf(key, sizeof key, "%s#%u", tmp[i].name, v);
-            p->ring[p->nring++] = (vnode){fmix64(fnv1a64(key, (size_t)kl)), i};
-        }
     }
-    qsort(p->ring, p->nring, sizeof *p->ring, vnode_cmp);
     p->producer_id = random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
@@ -489,7 +464,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         close(p->wake[0]);
         close(p->wake[1]);
         free(p->servers);
-        free(p->ring);
+        spw_ring_free(&p->ring);
         free(p->token);
         free(p);
         return SPW_ERR_NOMEM;
@@ -522,11 +497,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
             pthread_mutex_unlock(&p->mu);
             return SPW_ERR_AGAIN;
         }
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull;
-        dl.tv_sec += (time_t)(ns / 1000000000ull);
-        dl.tv_nsec = (long)(ns % 1000000000ull);
+        struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull);
         while (p->outstanding_bytes + rec_size > p->cfg.buffer_bytes && p->outstanding_bytes > 0 && !p->stop) {
             seal_all(p);
             wake_io(p);
@@ -559,7 +530,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
         b->server = si;
         memcpy(b->stream, stream, sl + 1);
         b->ack = (uint8_t)ack;
-        b->created_ms = now_ms();
+        b->created_ms = spw_mono_ms();
         b->deadline_ms = b->created_ms + p->cfg.delivery_timeout_ms;
         size_t st;
         if (spw_frame_begin(&b->frame, SPW_OP_PRODUCE, 0, 0, &st) ||
@@ -763,7 +734,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
     b->next = NULL;
     if (st == SPW_ST_OVERLOADED || st == SPW_ST_RATE_LIMITED) {
         if (now + e.retry_after_ms < b->deadline_ms) {
-            /* +1: now_ms() truncates, so this waits at least retry_after_ms
+            /* +1: spw_mono_ms() truncates, so this waits at least retry_after_ms
              * of real time and the retry finds what the server promised. */
             b->not_before_ms = now + (e.retry_after_ms ? e.retry_after_ms + 1 : p->cfg.backoff_ms);
             q_push_front(&s->queue, b);
@@ -866,7 +837,7 @@ void *spw__producer_main(void *arg)
     int map[MAX_SERVERS + 1];
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        uint64_t now = now_ms();
+        uint64_t now = spw_mono_ms();
         done_item *done = NULL;
         int timeout = 1000;
         for (uint32_t i = 0; i < p->nservers; i++) {
@@ -917,7 +888,7 @@ void *spw__producer_main(void *arg)
         done = NULL;
         poll(pfd, (nfds_t)n, timeout < 0 ? 0 : timeout);
         pthread_mutex_lock(&p->mu);
-        now = now_ms();
+        now = spw_mono_ms();
         if (pfd[0].revents & POLLIN) {
             char buf[256];
             while (read(p->wake[0], buf, sizeof buf) > 0) {
@@ -955,11 +926,7 @@ void *spw__producer_main(void *arg)
 
 int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
-    dl.tv_sec += (time_t)(ns / 1000000000ull);
-    dl.tv_nsec = (long)(ns % 1000000000ull);
+    struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)timeout_ms * 1000000ull);
     pthread_mutex_lock(&p->mu);
     seal_all(p);
     wake_io(p);
@@ -1007,7 +974,7 @@ void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->servers);
-    free(p->ring);
+    spw_ring_free(&p->ring);
     free(p->token);
     free(p);
 }
@@ -1021,6 +988,7 @@ struct spw_client {
     uint32_t timeout_ms;
     uint64_t next_id;
     char last_error[1100];
+    uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
 };
 
 struct spw_fetch_result {
@@ -1088,6 +1056,8 @@ void spw_client_close(spw_client *c)
 
 const char *spw_client_last_error(spw_client *c) { return c->last_error; }
 
+uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
+
 static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
@@ -1117,7 +1087,7 @@ int spw_client_auth(spw_client *c, const char *token)
 
 static int io_wait(spw_client *c, short ev, uint64_t deadline)
 {
-    uint64_t now = now_ms();
+    uint64_t now = spw_mono_ms();
     if (now >= deadline)
         return SPW_ERR_TIMEOUT;
     struct pollfd pf = {.fd = c->fd, .events = ev};
@@ -1134,7 +1104,8 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
                      size_t *rest_len)
 {
     c->last_error[0] = 0;
-    uint64_t deadline = now_ms() + c->timeout_ms;
+    c->resume_offset = 0;
+    uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
     uint64_t id = c->next_id++;
@@ -1200,6 +1171,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
+        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
         free(buf);
         return -(int)status;
     }

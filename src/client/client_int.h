@@ -33,4 +33,8 @@ void spw__producer_set_next_seq(spw_producer *p, uint32_t seq);
 /* The producer id the producer's next batch would use. */
 uint64_t spw__producer_id(spw_producer *p);
 
+/* The server (index into the servers string) a record with this key goes
+ * to (key_len -1: no key, round robin). */
+uint32_t spw__producer_route(spw_producer *p, const void *key, int32_t key_len);
+
 #endif

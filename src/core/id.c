@@ -5,20 +5,6 @@
 #include <stdatomic.h>
 #include <time.h>
 
-int64_t spw_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t spw_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void spw_idgen_init(spw_idgen *g, uint32_t node, int64_t (*clock_ms)(void))
 {
     assert(node <= SPW_ID_NODE_MAX);

@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "core/clock.h" /* spw_wall_ms, the ids' clock */
+
 #define SPW_ID_EPOCH_MS 1704067200000LL /* 2024-01-01T00:00:00Z */
 #define SPW_ID_NODE_BITS 10
 #define SPW_ID_SEQ_BITS 12
@@ -59,8 +61,5 @@ void spw_idgen_observe(spw_idgen *g, uint64_t id);
 static inline int64_t spw_id_ms(uint64_t id) { return (int64_t)(id >> 22) + SPW_ID_EPOCH_MS; }
 static inline uint32_t spw_id_node(uint64_t id) { return (uint32_t)(id >> 12) & SPW_ID_NODE_MAX; }
 static inline uint32_t spw_id_seq(uint64_t id) { return (uint32_t)id & 0xfff; }
-
-int64_t spw_wall_ms(void);  /* CLOCK_REALTIME in ms */
-uint64_t spw_mono_ns(void); /* CLOCK_MONOTONIC in ns */
 
 #endif

@@ -8,6 +8,9 @@
 
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/buf.h"
+
 /* Character classes inside strings. */
 enum { C_OK = 0, C_QUOTE, C_BSLASH, C_CTRL, C_HIGH };
 static const uint8_t str_class[256] = {
@@ -555,4 +558,116 @@ int spw_json_str_eq(const spw_json_span *str, const char *s)
     char buf[256];
     long k = spw_json_unescape(str, buf, sizeof buf);
     return k == (long)n && memcmp(buf, s, n) == 0;
+}
+
+/* ---- output ---- */
+
+int spw_json_put_str(spw_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    if (spw_buf_put(b, "\"", 1))
+        return SPW_ENOMEM;
+    size_t run = 0; /* start of the bytes copied as they are */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        size_t k = c >= 0x80 ? spw_utf8_seq_len(p + i, end) : 0;
+        if (k) {
+            i += k;
+            continue;
+        }
+        if (spw_buf_put(b, p + run, i - run))
+            return SPW_ENOMEM;
+        int r;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            r = spw_buf_put(b, e, 2);
+        } else if (c < 0x80) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            r = spw_buf_put(b, e, 6);
+        } else {
+            r = spw_buf_put(b, "\\ufffd", 6);
+        }
+        if (r)
+            return SPW_ENOMEM;
+        run = ++i;
+    }
+    if (spw_buf_put(b, p + run, n - run) || spw_buf_put(b, "\"", 1))
+        return SPW_ENOMEM;
+    return 0;
+}
+
+int spw_json_put_b64(spw_buf *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (spw_buf_reserve(b, b->len + (n + 2) / 3 * 4 + 2))
+        return SPW_ENOMEM;
+    char *o = (char *)b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = tab[v >> 6 & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - (char *)b->p);
+    return 0;
+}
+
+int spw_json_put_canon(spw_buf *b, const spw_json_span *v)
+{
+    /* The span is valid JSON, so a flat walk suffices: drop whitespace,
+     * rewrite each string, copy every other token. */
+    const char *p = v->p, *end = v->p + v->n;
+    char *tmp = NULL;
+    size_t tcap = 0;
+    int r = 0;
+    while (p < end && !r) {
+        char c = *p;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            p++;
+        } else if (c == '"') {
+            int esc;
+            const char *msg;
+            const unsigned char *at;
+            const char *q = (const char *)scan_string((const unsigned char *)p, (const unsigned char *)end, &esc,
+                                                      &msg, &at);
+            if (!q)
+                break; /* not from spw_json_scan: stop rather than guess */
+            spw_json_span s = {p, (size_t)(q - p), SPW_JSON_STRING};
+            if (s.n > tcap) {
+                spw_free(tmp);
+                tcap = s.n;
+                if (!(tmp = spw_try_malloc(tcap))) {
+                    r = SPW_ENOMEM;
+                    break;
+                }
+            }
+            long n = spw_json_unescape(&s, tmp, tcap);
+            r = n < 0 ? SPW_ENOMEM : spw_json_put_str(b, tmp, (size_t)n);
+            p = q;
+        } else {
+            const char *q = p + 1;
+            while (q < end && *q != '"' && *q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+                q++;
+            r = spw_buf_put(b, p, (size_t)(q - p)) ? SPW_ENOMEM : 0;
+            p = q;
+        }
+    }
+    spw_free(tmp);
+    return r;
 }

@@ -96,4 +96,26 @@ int spw_json_int64(const spw_json_span *s, int64_t *v);
  * (2-4) or 0. */
 size_t spw_utf8_seq_len(const unsigned char *p, const unsigned char *end);
 
+/*
+ * Output: the server's one JSON writer (responses, stored definitions,
+ * dead-letter records, error bodies). Each appends to b and returns 0 or
+ * SPW_ENOMEM (b then holds a prefix of the output).
+ *
+ * spw_json_put_str writes s[0..n) as a JSON string: '"' and '\\' escaped
+ * with a backslash, bytes below 0x20 and DEL as \u00XX, valid UTF-8 kept as
+ * it is, and any other byte as \ufffd, so the output is always valid JSON.
+ */
+struct spw_buf;
+int spw_json_put_str(struct spw_buf *b, const char *s, size_t n);
+/* Bytes as a base64 (RFC 4648, padded) JSON string. */
+int spw_json_put_b64(struct spw_buf *b, const uint8_t *p, size_t n);
+/*
+ * The canonical text of a valid JSON value (a span from spw_json_scan):
+ * no whitespace, each string decoded and written again by
+ * spw_json_put_str, numbers and literals as written, object members in
+ * their order. Two texts that differ only in spacing or in how a string
+ * is escaped give the same canonical text.
+ */
+int spw_json_put_canon(struct spw_buf *b, const spw_json_span *v);
+
 #endif

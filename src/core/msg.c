@@ -1,4 +1,5 @@
 /* Operator messages: see msg.h. */
+#include "core/clock.h"
 #include "core/msg.h"
 
 #include <pthread.h>
@@ -35,12 +36,12 @@ void spw_msg(int level, const char *fmt, ...)
     if (sink_fn) {
         sink_fn(sink_arg, level, line);
     } else {
-        struct timespec ts;
         struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
+        int64_t ms = spw_wall_ms();
+        time_t sec = (time_t)(ms / 1000);
+        gmtime_r(&sec, &tm);
         fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s\n", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level & 3], line);
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ms % 1000), names[level & 3], line);
     }
     pthread_mutex_unlock(&mu);
 }

@@ -1,5 +1,6 @@
 /*
- * The consistent-hash ring (ring.h says how points are placed).
+ * The consistent-hash ring (ring.h says how points are placed and which
+ * maps use it).
  */
 #include "core/ring.h"
 
@@ -18,25 +19,49 @@ static int cmp_point(const void *a, const void *b)
     return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
+int spw_ring_build(spw_ring *r, uint32_t nnodes, uint32_t vnodes, spw_ring_label_fn label, void *arg)
+{
+    if (nnodes == 0 || vnodes == 0 || (uint64_t)nnodes * vnodes > SPW_RING_POINTS_MAX)
+        return SPW_EINVAL;
+    uint32_t npts = nnodes * vnodes;
+    spw_ring_point *pts = spw_try_malloc((size_t)npts * sizeof *pts);
+    if (!pts)
+        return SPW_ENOMEM;
+    uint32_t i = 0;
+    for (uint32_t s = 0; s < nnodes; s++) {
+        for (uint32_t v = 0; v < vnodes; v++) {
+            char l[512];
+            int n = label(arg, s, v, l, sizeof l);
+            if (n < 0 || (size_t)n >= sizeof l) {
+                spw_free(pts);
+                return SPW_EINVAL;
+            }
+            pts[i].h = spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET, l, (size_t)n));
+            pts[i].shard = s;
+            i++;
+        }
+    }
+    qsort(pts, npts, sizeof *pts, cmp_point);
+    r->pts = pts;
+    r->npts = npts;
+    r->nshards = nnodes;
+    return 0;
+}
+
+static int shard_label(void *arg, uint32_t s, uint32_t v, char *out, size_t cap)
+{
+    (void)arg;
+    return snprintf(out, cap, "%u:%u", s, v);
+}
+
 int spw_ring_init(spw_ring *r, uint32_t nshards)
 {
     if (nshards == 0 || nshards > SPW_RING_SHARDS_MAX)
         return SPW_EINVAL;
-    r->nshards = nshards;
-    r->npts = nshards * SPW_RING_VNODES;
-    r->pts = spw_xmalloc((size_t)r->npts * sizeof *r->pts);
-    uint32_t i = 0;
-    for (uint32_t s = 0; s < nshards; s++) {
-        for (uint32_t v = 0; v < SPW_RING_VNODES; v++) {
-            char label[32];
-            int n = snprintf(label, sizeof label, "%u:%u", s, v);
-            r->pts[i].h = spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET, label, (size_t)n));
-            r->pts[i].shard = s;
-            i++;
-        }
-    }
-    qsort(r->pts, r->npts, sizeof *r->pts, cmp_point);
-    return 0;
+    int rc = spw_ring_build(r, nshards, SPW_RING_VNODES, shard_label, NULL);
+    if (rc == SPW_ENOMEM)
+        abort(); /* as spw_xmalloc: at most 256 x 1024 points */
+    return rc;
 }
 
 void spw_ring_free(spw_ring *r)

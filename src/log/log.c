@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/msg.h"
 #include "log/log_impl.h"
@@ -470,7 +471,7 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
         atomic_fetch_add_explicit(&log->st_cycles, 1, memory_order_relaxed);
 }
 
-static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
+static int64_t mono_ms(void) { return (int64_t)spw_mono_ms(); }
 
 /* While a partition is failed, the flusher visits the failed ones this
  * often (each one's own backoff decides whether it tries). */
@@ -497,17 +498,10 @@ static void *flusher_main(void *arg)
          * is seen here before the next wait. */
         int64_t wake;
         while (!log->dirty_head && !log->stop && mono_ms() < (wake = next_wake(log, next_timer, next_recover))) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
             int64_t wait_ms = wake - mono_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
-            ts.tv_sec += wait_ms / 1000;
-            ts.tv_nsec += (wait_ms % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = spw_deadline(CLOCK_REALTIME, (uint64_t)wait_ms * 1000000u);
             log->flusher_sleeping = 1;
             pthread_cond_timedwait(&log->cv, &log->mu, &ts);
             log->flusher_sleeping = 0;
@@ -525,13 +519,7 @@ static void *flusher_main(void *arg)
             uint64_t wait_ns = log->last_sync_ns / 2;
             if (wait_ns > 1000000)
                 wait_ns = 1000000;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)wait_ns;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = spw_deadline(CLOCK_REALTIME, wait_ns);
             while (atomic_load(&log->arrivals) < target && !log->stop)
                 if (pthread_cond_timedwait(&log->cv, &log->mu, &ts) != 0)
                     break;

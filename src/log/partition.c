@@ -475,7 +475,7 @@ static void rp_write(spw_part *p, int64_t now_ms)
     spw__part_rp_store(p, p->active->base_offset, p->sync_pos, p->sync_offset);
 }
 
-static int64_t mono_ms(void) { return (int64_t)(spw_mono_ns() / 1000000); }
+static int64_t mono_ms(void) { return (int64_t)spw_mono_ms(); }
 
 /* Flusher, after an fdatasync: the recovery point moves lazily, written by
  * the checkpoint thread so its syncs never hold up a flush cycle. */

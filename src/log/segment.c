@@ -338,37 +338,23 @@ int spw_rp_load(const char *dir, spw_rp *rp)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, SPW_RP_NAME);
-    int fd = spw_os.open(path, O_RDONLY, 0);
-    if (fd == -ENOENT)
+    char *b;
+    size_t n;
+    int r = spw_os_read_file(path, SPW_RP_LEN, &b, &n);
+    if (r == -ENOENT)
         return 0;
-    if (fd < 0)
-        return fd;
-    uint8_t b[SPW_RP_LEN + 1];
-    ssize_t n = spw_os_pread_full(fd, b, sizeof b, 0);
-    spw_os.close(fd);
-    if (n < 0)
-        return (int)n;
-    int r = spw_rp_decode(b, (size_t)n, rp);
+    if (r == -EFBIG)
+        return SPW_ECORRUPT; /* not a recovery point: decode refuses any other length */
+    if (r < 0)
+        return r;
+    r = spw_rp_decode((const uint8_t *)b, n, rp);
+    spw_free(b);
     return r ? r : 1;
 }
 
 int spw_rp_store(const char *dir, const spw_rp *rp)
 {
-    char tmp[4096], path[4096];
-    snprintf(tmp, sizeof tmp, "%s/%s", dir, SPW_RP_TMP_NAME);
-    snprintf(path, sizeof path, "%s/%s", dir, SPW_RP_NAME);
     uint8_t b[SPW_RP_LEN];
     spw_rp_encode(b, rp);
-    int fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return fd;
-    int r = spw_os_pwrite_all(fd, b, sizeof b, 0);
-    if (r == 0)
-        r = spw_os.fdatasync(fd);
-    spw_os.close(fd);
-    if (r == 0)
-        r = spw_os.rename(tmp, path);
-    if (r == 0)
-        r = spw_os_fsync_dir(dir);
-    return r;
+    return spw_os_write_file_atomic(dir, SPW_RP_NAME, SPW_RP_TMP_NAME, b, sizeof b, SPW_OS_SYNC_DATA);
 }

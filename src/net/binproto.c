@@ -6,14 +6,15 @@
  * bin_proto near the end).
  *
  * A connection's bytes accumulate in `in`; whole frames are cut from it
- * and dispatched in order. PRODUCE answers asynchronously (the log's
- * callback posts the answer back to the loop); FETCH and METADATA answer
- * at once. Answers are appended to `out` and written as the socket takes
- * them. A connection that is closed with requests still in flight stays
- * allocated (on the zombie list) until the last one completes, so a
- * completion never touches freed memory. GROUP_POLL and GROUP_COMMIT
- * answer at once or later from the group waiter (server/groups_http.h),
- * counted in flight like a PRODUCE meanwhile.
+ * and dispatched in order. PRODUCE is the produce service's
+ * (svc/produce.h): decoded here, answered at once when refused, else
+ * asynchronously (the service posts the answer back to the loop); FETCH
+ * and METADATA answer at once. Answers are appended to `out` and written
+ * as the socket takes them. A connection that is closed with requests
+ * still in flight stays allocated (on the zombie list) until the last one
+ * completes, so a completion never touches freed memory. GROUP_POLL and
+ * GROUP_COMMIT answer at once or later from the group waiter
+ * (svc/consume.h), counted in flight like a PRODUCE meanwhile.
  *
  * Bounds: `in` holds at most one frame plus one read (a frame's length is
  * checked against max_frame_bytes before we wait for it); requests in
@@ -48,15 +49,19 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "net/frame.h"
 #include "net/membudget.h"
 #include "server/auth.h"
-#include "server/groups_http.h"
-#include "server/ratelimit.h"
+#include "svc/consume.h"
+#include "svc/metrics.h"
+#include "svc/produce.h"
+#include "svc/status.h"
 
 #define READ_CHUNK SPW_NET_READ_CHUNK
 #define SMALL_READ SPW_NET_SMALL_READ
@@ -64,7 +69,7 @@
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000
-#define BAD_NAME_MSG "stream names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
+#define BAD_NAME_MSG "stream names are " SPW_NAME_RULE
 
 typedef struct bloop bloop;
 
@@ -105,13 +110,7 @@ struct spw_bin_server {
     _Atomic uint64_t st_requests, st_rejected;
 };
 
-/* A PRODUCE in flight. */
-typedef struct breq {
-    bconn *c;
-    uint64_t request_id;
-} breq;
-
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */
 
@@ -211,31 +210,19 @@ static void conn_update_reading(bconn *c);
 static int hold_produce(bconn *c, const uint8_t *body, size_t len)
 {
     spw_api *api = c->loop->srv->api;
-    if (spw_pressure_level(&api->pressure) < 3 || c->loop->stopping || len < 2)
+    if (!spw_produce_holding(api) || c->loop->stopping || len < 2)
         return 0;
     size_t sl = (size_t)body[0] | (size_t)body[1] << 8;
     if (len < 2 + sl + 2)
         return 0;
     int prio = body[2 + sl + 1];
-    if (prio == SPW_WIRE_PRIORITY_DEFAULT) {
-        spw_stream *s = sl && spw_stream_name_ok((const char *)body + 2, sl)
-                            ? spw_stream_get(api->cat, (const char *)body + 2, sl)
-                            : NULL;
-        if (!s)
-            return 0;
-        prio = s->cfg.priority;
-        spw_stream_put(s);
-    }
-    if (prio == 0)
-        return 0;
-    atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
-    return 1;
+    return spw_produce_hold(api, (const char *)body + 2, sl, prio == SPW_WIRE_PRIORITY_DEFAULT ? -1 : prio);
 }
 
 /* Lets held connections go on once pressure is below the low watermark. */
 static void release_held(bloop *l)
 {
-    if (!l->nheld || (!l->stopping && spw_pressure_level(&l->srv->api->pressure) >= 3))
+    if (!l->nheld || (!l->stopping && spw_produce_holding(l->srv->api)))
         return;
     for (bconn *c = bc(l->conns); c; c = bc(c->next)) {
         if (c->held && !c->closed) {
@@ -290,6 +277,19 @@ static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, u
     if (c->closed)
         return;
     if (spw_frame_error_encode(&c->out, opcode, id, status, retry_after_ms, code, msg))
+        conn_close(c);
+}
+
+/* "damaged" for offsets [from, resume) of partition part, carrying resume
+ * as the error answer's next_offset (docs/protocol.md, "Answers"). */
+static void send_damaged(bconn *c, uint8_t opcode, uint64_t id, uint32_t part, uint64_t from, uint64_t resume)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); "
+             "reading can resume at offset %" PRIu64,
+             part, from, resume - 1, resume);
+    if (!c->closed && spw_frame_error_encode_next(&c->out, opcode, id, SPW_ST_INTERNAL, "damaged", msg, resume))
         conn_close(c);
 }
 
@@ -370,87 +370,86 @@ static int bin_allowed(bconn *c, const spw_frame_hdr *h, unsigned perms, const c
     return 1;
 }
 
-/* ---- PRODUCE ---- */
+/* ---- PRODUCE: the binary decoder and encoder over the service (svc/produce.h) ---- */
 
-/* The OK answer of a request whose outcome the dedupe table holds: its
- * slots, and each record's partition as the request routes it. */
-static void answer_result(bconn *c, uint64_t request_id, spw_stream *s, const spw_record *recs, uint32_t n,
-                          uint32_t partition, uint64_t idem_key, const spw_dd_result *res)
+/* A PRODUCE in flight. */
+typedef struct breq {
+    bconn *c;
+    uint64_t request_id;
+} breq;
+
+/* A produce's answer as a frame: the OK answer with each record's
+ * partition, or the error with the status and word of the status table. */
+static void produce_send(bconn *c, uint64_t request_id, spw_produce_res *r)
 {
-    spw_produce_slot *slots = spw_xmalloc((res->nslots ? res->nslots : 1) * sizeof *slots);
-    uint32_t *parts = spw_xmalloc(n * sizeof *parts);
-    for (uint32_t k = 0; k < res->nslots; k++)
-        slots[k] = (spw_produce_slot){.partition = res->slots[k].partition,
-                                      .first_offset = res->slots[k].first_offset,
-                                      .count = res->slots[k].count};
+    if (c->closed)
+        return;
+    if (r->code != SPW_SC_OK) {
+        if (r->at_event && r->at_byte)
+            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
+                       "record %u (byte %zu of its value): %s; nothing was appended", r->index, r->byte, r->msg);
+        else if (r->at_event)
+            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
+                       "record %u: %s; nothing was appended", r->index, r->msg);
+        else
+            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
+                       "%s", r->msg);
+        return;
+    }
+    spw_produce_slot *slots = spw_xmalloc((r->nslots ? r->nslots : 1) * sizeof *slots);
+    for (uint32_t k = 0; k < r->nslots; k++)
+        slots[k] = (spw_produce_slot){.partition = r->slots[k].partition,
+                                      .first_offset = r->slots[k].first_offset,
+                                      .count = r->slots[k].count};
+    uint32_t n = r->n_events;
     for (uint32_t i = 0; i < n; i++)
-        parts[i] = spw_api_route(s, &recs[i], i, partition, idem_key);
+        if (r->part_of[i] == UINT32_MAX)
+            r->part_of[i] = SPW_PART_SUPERSEDED;
     size_t start;
-    int r = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, request_id, &start);
-    if (!r)
-        r = spw_answer_ok(&c->out);
-    if (!r)
-        r = spw_produce_resp_encode(&c->out, slots, res->nslots, parts, n);
-    if (!r)
+    int e = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, request_id, &start);
+    if (!e)
+        e = spw_answer_ok(&c->out);
+    if (!e)
+        e = spw_produce_resp_encode(&c->out, slots, r->nslots, r->part_of, n);
+    if (!e)
         spw_frame_finish(&c->out, start);
     else
         conn_close(c);
     spw_free(slots);
-    spw_free(parts);
 }
 
-static void produce_answer(void *arg)
+static void produce_answer(spw_produce_res *res, void *user)
 {
-    spw_produce *pr = arg;
-    breq *q = pr->user;
+    breq *q = user;
     bconn *c = q->c;
     c->inflight--;
     c->loop->inflight--;
-    int err = atomic_load(&pr->err);
     if (!c->closed) {
-        if (err) {
-            int hst;
-            uint16_t st;
-            const char *code;
-            char msg[400];
-            spw_api_disk_error(err, 0, &hst, &st, &code, msg, sizeof msg);
-            send_error(c, SPW_OP_PRODUCE, q->request_id, st, 0, code, "%s", msg);
-        } else {
-            spw_produce_slot *slots = spw_xmalloc(pr->n_slots * sizeof *slots);
-            uint32_t *parts = spw_xmalloc(pr->n_events * sizeof *parts);
-            for (uint32_t i = 0; i < pr->n_events; i++) /* coalescing: what no slot lists was superseded */
-                parts[i] = SPW_PART_SUPERSEDED;
-            for (uint32_t k = 0; k < pr->n_slots; k++) {
-                slots[k] = (spw_produce_slot){.partition = pr->slots[k].partition,
-                                              .first_offset = pr->slots[k].first_offset,
-                                              .count = pr->slots[k].count};
-                for (uint32_t j = 0; j < pr->slots[k].count; j++)
-                    parts[pr->order[pr->slots[k].first_event + j]] = pr->slots[k].partition;
-            }
-            size_t start;
-            int r = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, q->request_id, &start);
-            if (!r)
-                r = spw_answer_ok(&c->out);
-            if (!r)
-                r = spw_produce_resp_encode(&c->out, slots, pr->n_slots, parts, pr->n_events);
-            if (!r)
-                spw_frame_finish(&c->out, start);
-            else
-                conn_close(c);
-            spw_free(slots);
-            spw_free(parts);
-        }
+        produce_send(c, q->request_id, res);
         conn_flush(c);
     }
-    spw_hist_add(&pr->api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
-    spw_api_produce_free(pr);
     spw_free(q);
 }
 
-static void produce_done(spw_produce *pr, void *user)
+static void bin_post_loop(void *loop, void (*fn)(void *), void *arg) { loop_post(loop, fn, arg); }
+
+/* The records of a PRODUCE frame, as events. */
+typedef struct frame_src {
+    spw_frame_rec_iter it;
+    uint32_t i;
+} frame_src;
+
+static int frame_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
 {
-    breq *q = user;
-    loop_post(q->c->loop, produce_answer, pr);
+    (void)res;
+    frame_src *x = arg;
+    spw_frame_rec fr;
+    if (!spw_frame_rec_next(&x->it, &fr))
+        return 0;
+    *ev = (spw_produce_ev){.value = (const char *)fr.value, .len = fr.value_len, .key = fr.key,
+                           .key_len = fr.key_len, .has_ts = (fr.attrs & SPW_REC_HAS_TS) != 0, .ts = fr.ts,
+                           .index = x->i++};
+    return 1;
 }
 
 static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
@@ -458,8 +457,6 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_api *api = c->loop->srv->api;
     spw_produce_req pq;
     const char *why;
-    /* Before the first goto out: out frees it. */
-    spw_dd_result stored = {0};
     if (spw_produce_req_decode(body, len, &pq, &why)) {
         atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
@@ -478,239 +475,41 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
                    (int)pq.stream_len, pq.stream);
         return;
     }
-    spw_stream_config *cfg = &s->cfg;
-    spw_ack ack = pq.ack == SPW_WIRE_ACK_DEFAULT ? cfg->ack : (spw_ack)pq.ack;
-    spw_record *recs = NULL;
-    spw_buf keys = SPW_BUF_INIT;
-    uint32_t retry_ms;
-    const char *refused =
-        spw_api_admit(api, pq.priority == SPW_WIRE_PRIORITY_DEFAULT ? cfg->priority : pq.priority, &retry_ms);
-    if (refused) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, retry_ms, refused,
-                   "the server is %s; retry after retry_after_ms",
-                   refused[0] == 's' ? "shedding load of this priority" : "writing as fast as the disk allows");
-        goto out;
-    }
-    if (ack == SPW_ACK_REPLICATED) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_IMPLEMENTED, 0, "not_implemented",
-                   "ack=replicated needs a replicated backend, and this node has none");
-        goto out;
-    }
-    if (pq.partition != SPW_PARTITION_ANY && pq.partition >= cfg->partitions) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
-                   "partition %u does not exist (the stream has %u)", pq.partition, cfg->partitions);
-        goto out;
-    }
-    spw_json_ptr ptrs[2];
-    int nptrs = 0, key_i = -1, ts_i = -1;
-    if (!cfg->format_bytes) {
-        if (cfg->key[0] && spw_json_ptr_compile(&ptrs[nptrs], cfg->key) == 0)
-            key_i = nptrs++;
-        if (cfg->timestamp[0] && spw_json_ptr_compile(&ptrs[nptrs], cfg->timestamp) == 0)
-            ts_i = nptrs++;
-    }
-    /* Keys taken from JSON values are never longer than their values, and
-     * the arena is sized once, so pointers into it stay valid. */
-    if (key_i >= 0 && spw_buf_reserve(&keys, len)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
-        goto out;
-    }
-    recs = spw_xmalloc(pq.count * sizeof *recs);
-    int64_t now = spw_wall_ms();
-    spw_frame_rec_iter it;
-    spw_frame_rec fr;
-    spw_frame_rec_iter_init(&it, &pq);
-    for (uint32_t i = 0; spw_frame_rec_next(&it, &fr); i++) {
-        spw_record *r = &recs[i];
-        *r = (spw_record){.key = fr.key, .key_len = fr.key_len, .value = fr.value, .value_len = fr.value_len,
-                          .ts = fr.attrs & SPW_REC_HAS_TS ? fr.ts : now};
-        if (fr.value_len > cfg->max_event_bytes) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "event_too_large",
-                       "record %u is %u bytes, the stream's max_event_bytes is %u; nothing was appended", i,
-                       fr.value_len, cfg->max_event_bytes);
-            goto out;
-        }
-        if (fr.key_len > 0 && !spw__key_text_ok(fr.key, (size_t)fr.key_len)) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_key",
-                       "record %u: keys must be UTF-8 text without control characters; nothing was appended", i);
-            goto out;
-        }
-        if (cfg->format_bytes)
-            continue;
-        const char *vp = (const char *)fr.value, *vend = vp + fr.value_len, *after;
-        spw_json_span found[2];
-        spw_json_error e;
-        if (spw_json_scan(vp, vend, ptrs, nptrs, found, &after, &e)) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "invalid_json",
-                       "record %u (byte %zu of its value): %s; nothing was appended", i, e.offset, e.msg);
-            goto out;
-        }
-        const char *start = spw_json_ws(vp, vend);
-        if (*start != '{' || spw_json_ws(after, vend) != vend) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "not_an_object",
-                       "record %u: a JSON stream's values must each be one JSON object; nothing was appended", i);
-            goto out;
-        }
-        r->value = start;
-        r->value_len = (uint32_t)(after - start);
-        if (key_i >= 0 && fr.key_len < 0) {
-            spw_json_span *k = &found[key_i];
-            if (k->type != SPW_JSON_STRING && k->type != SPW_JSON_NUMBER) {
-                atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-                send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST,
-                           0, k->type == SPW_JSON_NONE || k->type == SPW_JSON_NULL ? "missing_key" : "bad_key",
-                           "record %u: the stream's key %s must be a string or a number; nothing was appended", i,
-                           cfg->key);
-                goto out;
-            }
-            char *dst = (char *)keys.p + keys.len;
-            long kl = (long)k->n;
-            if (k->type == SPW_JSON_STRING)
-                kl = spw_json_unescape(k, dst, keys.cap - keys.len);
-            else
-                memcpy(dst, k->p, k->n);
-            if (kl < 0 || !spw__key_text_ok((const uint8_t *)dst, (size_t)kl)) {
-                atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-                send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_key",
-                           "record %u: the key must be text without control characters", i);
-                goto out;
-            }
-            r->key = dst;
-            r->key_len = (int32_t)kl;
-            keys.len += (size_t)kl;
-        }
-        if (ts_i >= 0 && !(fr.attrs & SPW_REC_HAS_TS) && found[ts_i].type != SPW_JSON_NONE &&
-            spw_json_int64(&found[ts_i], &r->ts)) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_timestamp",
-                       "record %u: the timestamp %s must be an integer of milliseconds since the Unix epoch", i,
-                       cfg->timestamp);
-            goto out;
-        }
-    }
-    /* Idempotent producer: producer id + the request's first sequence
-     * number is the request's dedupe key (server/dedupe.h), so a resend
-     * after a lost answer is answered as the first time and appends
-     * nothing. */
-    uint32_t route_part = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition;
-    spw_produce_opts po = {.partition = route_part, .ack = ack, .producer_id = pq.producer_id,
-                           .producer_seq = pq.producer_seq,
-                           .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0};
-    if (pq.producer_id && cfg->dedupe_window_ms > 0 && api->dd) {
-        po.idem_key = spw_dd_producer_key(pq.producer_id, pq.producer_seq);
-        int d = spw_api_dd_begin(api, s, po.idem_key, recs, pq.count, route_part, &po.dd, &stored);
-        if (d == SPW_DD_DONE) {
-            atomic_fetch_add(&api->duplicates, 1);
-            answer_result(c, h->request_id, s, recs, pq.count, route_part, po.idem_key, &stored);
-            goto out;
-        }
-        if (d == SPW_DD_FULL) {
-            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 1000, "dedupe_full",
-                       "the server remembers dedupe-max-keys producer sequences, all inside their windows; a new one "
-                       "is refused rather than an older one forgotten; retry later (nothing was appended)");
-            goto out;
-        }
-        if (d == SPW_DD_BUSY) {
-            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
-                       "this producer's request with the same sequence is still being written; retry after "
-                       "retry_after_ms to get its answer");
-            goto out;
-        }
-        if (d == SPW_DD_UNRESOLVED) {
-            send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, 20, "in_progress",
-                       "this producer's request with the same sequence failed while being written and may be "
-                       "partly stored; a partition it wrote to is still recovering: retry after retry_after_ms");
-            goto out;
-        }
-        if (d == SPW_DD_CONFLICT) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",
-                       "producer %" PRIu64 " used sequence %u for a request of another size within the stream's "
-                       "dedupe window; nothing was appended",
-                       pq.producer_id, pq.producer_seq);
-            goto out;
-        }
-        if (d == SPW_DD_REUSED) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "sequence_reused",
-                       "producer %" PRIu64 " used sequence %u for a request with different records within the "
-                       "stream's dedupe window; nothing was appended (a client takes a new producer id before its "
-                       "sequence wraps)",
-                       pq.producer_id, pq.producer_seq);
-            goto out;
-        }
-        if (d == SPW_DD_PARTIAL)
-            po.stored = &stored;
-    }
-    /* Rate limit (server/ratelimit.h): the same table as HTTP, keyed by
-     * the connection's tenant or address; refused means nothing appended. */
-    char rkey[SPW_RL_KEY_MAX];
-    size_t rkl = 0;
-    if (api->rl) {
-        spw_rl_answer ra;
-        int v = spw_rl_admit(api->rl, cfg, c->tenant, c->peer, pq.count, spw_mono_ns(), &ra, rkey, &rkl);
-        if (v != SPW_RL_ALLOWED) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_RATE_LIMIT], 1);
-            if (v == SPW_RL_OVER_BURST)
-                send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "over_burst",
-                           "a request of %u records can never pass the rate limit of stream %s: at most %" PRIu64
-                           " records pass at once (its burst); send smaller batches (nothing was appended)",
-                           pq.count, cfg->name, ra.limit);
-            else
-                send_error(c, h->opcode, h->request_id, SPW_ST_RATE_LIMITED,
-                           ra.retry_after_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ra.retry_after_ms, "rate_limited",
-                           "rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64 " records left, %u asked; "
-                           "retry after retry_after_ms (nothing was appended)",
-                           cfg->name, ra.remaining, ra.limit, pq.count);
-            if (po.dd)
-                spw_dd_finish(api->dd, po.dd, NULL, 0);
-            goto out;
-        }
-    }
+    frame_src src = {.i = 0};
+    spw_frame_rec_iter_init(&src.it, &pq);
     breq *q = spw_xmalloc(sizeof *q);
     q->c = c;
     q->request_id = h->request_id;
-    /* Counted before the call: with ack none, done runs inside it. */
+    spw_produce_in in = {.s = s,
+                         .tenant = c->tenant,
+                         .peer = c->peer,
+                         .priority = pq.priority == SPW_WIRE_PRIORITY_DEFAULT ? -1 : pq.priority,
+                         .ack = pq.ack == SPW_WIRE_ACK_DEFAULT ? -1 : pq.ack,
+                         .partition = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition,
+                         .count_hint = pq.count,
+                         .trailing = SPW_PRODUCE_TRAIL_OBJECT,
+                         .next = frame_next,
+                         .src = &src,
+                         .producer_id = pq.producer_id,
+                         .producer_seq = pq.producer_seq,
+                         .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0,
+                         .want_parts = 1,
+                         .post = bin_post_loop,
+                         .loop = c->loop,
+                         .done = produce_answer,
+                         .user = q};
+    /* Counted before the call: the answer of a submitted request comes
+     * later on this loop, and the connection stays allocated until then. */
     c->inflight++;
     c->loop->inflight++;
-    int r = spw_api_produce_ex(api, s, recs, pq.count, &po, produce_done, q);
-    if (r == 0) {
-        s = NULL; /* the produce holds the reference now */
-        goto out;
-    }
-    if (po.dd)
-        spw_dd_finish(api->dd, po.dd, NULL, 0);
+    spw_produce_res res;
+    if (spw_produce_request(api, &in, &res) == 0)
+        return;
     c->inflight--;
     c->loop->inflight--;
     spw_free(q);
-    if (rkl) /* not appended: not counted against the limit */
-        spw_rl_refund(api->rl, rkey, rkl, pq.count, spw_mono_ns());
-    int hst;
-    uint16_t dst;
-    const char *dcode;
-    char dmsg[400];
-    if (r == SPW_EAGAIN)
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, spw_pressure_retry_ms(&api->pressure),
-                   "backpressure",
-                   "the server is writing as fast as the disk allows; retry after retry_after_ms");
-    else if (r == SPW_EMSGSIZE)
-        send_error(c, h->opcode, h->request_id, SPW_ST_TOO_LARGE, 0, "too_large",
-                   "the request's batches exceed max_pending_bytes");
-    else if (spw_api_disk_error(r, 1, &hst, &dst, &dcode, dmsg, sizeof dmsg))
-        send_error(c, h->opcode, h->request_id, dst, 0, dcode, "%s", dmsg);
-    else
-        send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "internal", "encoding failed: %s",
-                   spw_strerror(r));
-out:
-    spw_dd_result_free(&stored);
-    spw_free(recs);
-    spw_buf_fini(&keys);
-    if (s)
-        spw_stream_put(s);
+    produce_send(c, h->request_id, &res);
+    spw_produce_res_fini(&res);
 }
 
 /* ---- FETCH ---- */
@@ -736,7 +535,6 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
                    (int)fq.stream_len, fq.stream);
         return;
     }
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
     if (fq.partition >= s->cfg.partitions) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
                    "partition %u does not exist (the stream has %u)", fq.partition, s->cfg.partitions);
@@ -768,76 +566,62 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     int oom = spw_frame_begin(&ans, SPW_OP_FETCH, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
               spw_answer_ok(&ans) ||
               spw_fetch_resp_head(&ans, st.start_offset, vend, 0, fq.mode, &count_at);
+    /* The record cursor (log/cursor.h) gives the records or the batches;
+     * at damage the answer holds what came before it, or, when nothing
+     * did, is "damaged" with the offset to resume at. */
     uint64_t next = fq.offset;
     uint32_t count = 0;
     size_t payload = 0;
-    int full = 0; /* the next item does not fit: stop, so offsets stay dense */
-    while (!oom && !full && payload < maxb && next < vend) {
-        uint64_t bad_next = 0;
-        int n = spw_part_read(p, next, maxb - payload, &data, &bad_next);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            if (count == 0) {
-                spw_buf_fini(&ans);
-                send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0,
-                           n == SPW_ECORRUPT ? "damaged" : "read_failed",
-                           "reading offset %" PRIu64 ": %s (next readable offset %" PRIu64 ")", next,
-                           spw_strerror(n), n == SPW_ECORRUPT ? bad_next : next);
-                goto out;
+    spw_cursor cur;
+    spw_cursor_init(&cur, p, fq.offset, maxb);
+    int n = 0;
+    while (!oom && payload < maxb && next < vend) {
+        cur.read_bytes = maxb - payload; /* a read when the cursor needs one: what still fits */
+        if (fq.mode == SPW_FETCH_BATCHES) {
+            const uint8_t *bp;
+            const spw_batch_hdr *bh;
+            if ((n = spw_cursor_next_batch(&cur, &bp, &bh)) != 1)
+                break;
+            if (count > 0 && payload + bh->length > maxb)
+                break; /* does not fit: stop, so offsets stay dense */
+            if (spw_buf_reserve(&ans, ans.len + bh->length)) {
+                oom = 1;
+                break;
             }
-            break;
-        }
-        size_t pos = 0;
-        for (int b = 0; b < n && !oom && !full; b++) {
-            spw_batch_hdr bh;
-            spw_batch_parse(data.p + pos, data.len - pos, &bh);
-            if (fq.mode == SPW_FETCH_BATCHES) {
-                if (count > 0 && payload + bh.length > maxb) {
-                    full = 1;
-                    break;
-                }
-                if (spw_buf_reserve(&ans, ans.len + bh.length)) {
-                    oom = 1;
-                    break;
-                }
-                memcpy(ans.p + ans.len, data.p + pos, bh.length);
-                ans.len += bh.length;
-                payload += bh.length;
-                count++;
-                next = spw_batch_next_offset(&bh);
-            } else {
-                const uint8_t *recs;
-                size_t rl;
-                if (spw_batch_records(data.p + pos, &bh, &scratch, &recs, &rl))
-                    break;
-                spw_rec_iter it;
-                spw_record_view rv;
-                spw_rec_iter_init(&it, &bh, recs, rl);
-                while (spw_rec_next(&it, &rv) == 1) {
-                    if (rv.offset < next)
-                        continue;
-                    size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
-                    if (count > 0 && payload + sz > maxb) {
-                        full = 1;
-                        break;
-                    }
-                    spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
-                                        .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
-                    if (spw_fetch_rec_put(&ans, &fr)) {
-                        oom = 1;
-                        break;
-                    }
-                    payload += sz;
-                    count++;
-                    next = rv.offset + 1;
-                }
+            memcpy(ans.p + ans.len, bp, bh->length);
+            ans.len += bh->length;
+            payload += bh->length;
+            count++;
+            next = spw_batch_next_offset(bh);
+        } else {
+            spw_record_view rv;
+            if ((n = spw_cursor_next(&cur, &rv)) != 1)
+                break;
+            size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+            if (count > 0 && payload + sz > maxb)
+                break;
+            spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                                .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+            if (spw_fetch_rec_put(&ans, &fr)) {
+                oom = 1;
+                break;
             }
-            pos += bh.length;
+            payload += sz;
+            count++;
+            next = rv.offset + 1;
         }
-        if (count == 0)
-            break; /* the batch held nothing at or after offset: cannot happen below the durable end */
     }
+    if (!oom && n < 0 && count == 0) {
+        spw_buf_fini(&ans);
+        if (n == SPW_ECORRUPT && cur.resume)
+            send_damaged(c, h->opcode, h->request_id, fq.partition, cur.damage_from, cur.resume);
+        else
+            send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, n == SPW_ECORRUPT ? "damaged" : "read_failed",
+                       "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
+        spw_cursor_fini(&cur);
+        goto out;
+    }
+    spw_cursor_fini(&cur);
     if (oom) {
         spw_buf_fini(&ans);
         send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
@@ -863,8 +647,6 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
     }
     spw_buf_fini(&ans);
 out:
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
     spw_stream_put(s);
 }
 
@@ -948,9 +730,9 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     spw_buf_fini(&ans);
 }
 
-/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: server/groups_http.h) ---- */
+/* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
-#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'"
+#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) " SPW_NAME_CHARS
 
 /* A group poll or commit between its request and its answer. */
 typedef struct bgroup {
@@ -983,63 +765,58 @@ static void group_flush(bconn *c)
  * Records of partition p from `from`, as FETCH mode 0 encodes them, into
  * recs: at most max records and, past the first, max_bytes bytes. Returns
  * the count (> 0) with *next one past the last, 0 if none is readable, or
- * a read error (SPW_ECORRUPT: *bad the next readable offset).
+ * a read error (SPW_ECORRUPT: *bad the offset to resume at, 0 if unknown).
+ * The record cursor's rules (log/cursor.h): records before damage are
+ * returned, the damage itself only when nothing came before it.
  */
 static int group_read(spw_part *p, uint64_t from, uint32_t max, size_t max_bytes, spw_buf *recs, uint64_t *next,
                       uint64_t *bad)
 {
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    spw_cursor cur;
+    spw_cursor_init(&cur, p, from, max_bytes);
     uint32_t count = 0;
-    int err = 0, full = 0;
+    int err = 0;
     *next = from;
-    while (!full && count < max) {
-        uint64_t bad_next = 0;
-        int n = spw_part_read(p, *next, max_bytes, &data, &bad_next);
+    spw_record_view rv;
+    while (count < max) {
+        cur.read_bytes = max_bytes > recs->len ? max_bytes - recs->len : 1;
+        int n = spw_cursor_next(&cur, &rv);
         if (n <= 0) {
             if (n < 0 && count == 0) {
                 err = n;
-                *bad = bad_next;
+                *bad = n == SPW_ECORRUPT ? cur.resume : 0;
             }
             break;
         }
-        uint32_t before = count;
-        size_t pos = 0;
-        for (int b = 0; b < n && !full && count < max; b++) {
-            spw_batch_hdr bh;
-            spw_batch_parse(data.p + pos, data.len - pos, &bh);
-            const uint8_t *rp;
-            size_t rl;
-            if (spw_batch_records(data.p + pos, &bh, &scratch, &rp, &rl))
-                break;
-            spw_rec_iter it;
-            spw_record_view rv;
-            spw_rec_iter_init(&it, &bh, rp, rl);
-            while (count < max && spw_rec_next(&it, &rv) == 1) {
-                if (rv.offset < *next)
-                    continue;
-                size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
-                if (count > 0 && recs->len + sz > max_bytes) {
-                    full = 1;
-                    break;
-                }
-                spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
-                                    .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
-                if (spw_fetch_rec_put(recs, &fr)) {
-                    err = count ? 0 : SPW_ENOMEM;
-                    full = 1;
-                    break;
-                }
-                count++;
-                *next = rv.offset + 1;
-            }
-            pos += bh.length;
-        }
-        if (count == before)
+        size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len;
+        if (count > 0 && recs->len + sz > max_bytes)
             break;
+        spw_fetch_rec fr = {.offset = rv.offset, .id = rv.id, .ts = rv.ts, .key = rv.key,
+                            .key_len = rv.key_len, .value = rv.value, .value_len = rv.value_len};
+        if (spw_fetch_rec_put(recs, &fr)) {
+            err = count ? 0 : SPW_ENOMEM;
+            break;
+        }
+        count++;
+        *next = rv.offset + 1;
     }
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&cur);
     return err ? err : (int)count;
+}
+
+/* spw_consume_read_lease's read: group_read into recs (emptied first). */
+typedef struct group_rd {
+    spw_part *p;
+    uint32_t max;
+    size_t max_bytes;
+    spw_buf *recs;
+} group_rd;
+
+static int group_read_lease(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
+{
+    group_rd *rd = arg;
+    rd->recs->len = 0;
+    return group_read(rd->p, from, rd->max, rd->max_bytes, rd->recs, next, bad);
 }
 
 /* The answer "nothing was leased" (delivered 0) to q. */
@@ -1068,12 +845,10 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     if (maxb > FETCH_MAX_BYTES)
         maxb = FETCH_MAX_BYTES;
     spw_buf recs = SPW_BUF_INIT;
-    uint64_t next = l->from, bad = 0;
-    int n, skips = 0;
-    while ((n = group_read(p->s->parts[l->partition], l->from, p->max, maxb, &recs, &next, &bad)) == SPW_ECORRUPT &&
-           skips < SPW_GROUP_SKIPS_MAX && spw_groups_http_skip_damaged(p, l, bad) == 0)
-        skips++;
-    if (n == 0 && skips) { /* nothing readable after the damage yet: an empty answer */
+    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
+    uint64_t next, bad;
+    int n = spw_consume_read_lease(p, l, group_read_lease, &rd, &next, &bad);
+    if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
         group_send_empty(c, q);
@@ -1083,9 +858,7 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     if (n <= 0) {
         spw_group_release(p->g, l);
         if (n == SPW_ECORRUPT && bad > l->from)
-            send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "damaged",
-                       "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check)",
-                       l->partition, l->from, bad - 1);
+            send_damaged(c, SPW_OP_GROUP_POLL, q->request_id, l->partition, l->from, bad);
         else
             send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "read_failed",
                        "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
@@ -1160,7 +933,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_groups_http_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int e = spw_consume_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -1194,7 +967,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_poll(api->groups, p);
+    spw_consume_poll(api->groups, p);
     c->loop->in_group_call--;
 }
 
@@ -1234,7 +1007,8 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     char gname[SPW_GROUP_NAME_MAX + 1];
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
-    spw_group *g = spw_group_find(spw_groups_http_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+    spw_group *g =
+        spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",
@@ -1271,7 +1045,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_groups_http_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
+    spw_consume_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
     c->loop->in_group_call--;
 }
 
@@ -1551,4 +1325,21 @@ void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_frames = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+}
+
+static uint64_t m_bin(spw_bin_server *s, int i)
+{
+    spw_bin_stats st;
+    spw_bin_stats_get(s, &st);
+    return i == 0 ? st.connections_open : i == 1 ? st.requests : st.rejected_frames;
+}
+static uint64_t m_bin_conns(void *s) { return m_bin(s, 0); }
+static uint64_t m_bin_requests(void *s) { return m_bin(s, 1); }
+static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
+
+void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
+{
+    spw_metrics_add_u64(m, "spillway_bin_connections", NULL, SPW_METRIC_GAUGE, m_bin_conns, s);
+    spw_metrics_add_u64(m, "spillway_bin_requests_total", NULL, SPW_METRIC_COUNTER, m_bin_requests, s);
+    spw_metrics_add_u64(m, "spillway_bin_refused_total", NULL, SPW_METRIC_COUNTER, m_bin_refused, s);
 }

@@ -4,8 +4,10 @@
  * like the HTTP ones (net/http.h): one loop per I/O thread, all on one
  * listening socket (net/loop.h), everything about a connection on its loop's
  * thread, completions from the log's flusher brought back by a posted
- * function. PRODUCE goes through spw_api_produce, the same path as HTTP
- * produce, so a record is the same whichever protocol carried it.
+ * function. PRODUCE is decoded into the produce service's request
+ * (svc/produce.h), the same path as HTTP produce, and its one answer is
+ * framed with the status table's wire status and word (svc/status.h), so
+ * a record and an answer are the same whichever protocol carried them.
  *
  * Pipelining: up to max_pipelined requests per connection are in flight;
  * past that the loop stops reading the socket (TCP flow control pushes
@@ -53,5 +55,10 @@ typedef struct spw_bin_stats {
     uint64_t connections_open, connections_total, requests, rejected_frames;
 } spw_bin_stats;
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
+
+/* Registers the listener's families (connections, requests, refused
+ * frames) into a metrics registry (svc/metrics.h); s must outlive it. */
+struct spw_metrics;
+void spw_bin_metrics_register(struct spw_metrics *m, spw_bin_server *s);
 
 #endif

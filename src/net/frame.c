@@ -737,6 +737,8 @@ int spw_answer_decode(const uint8_t *body, size_t len, uint16_t *status, const u
     e->code = (const char *)spw_rd_bytes(&r, e->code_len);
     e->msg_len = spw_rd_u16(&r);
     e->msg = (const char *)spw_rd_bytes(&r, e->msg_len);
+    e->has_next_offset = !r.bad && spw_rd_left(&r) == 8;
+    e->next_offset = e->has_next_offset ? spw_rd_u64(&r) : 0;
     if (r.bad || spw_rd_left(&r))
         FAIL("error answer has the wrong length");
     *rest = NULL;
@@ -746,8 +748,8 @@ int spw_answer_decode(const uint8_t *body, size_t len, uint16_t *status, const u
 
 int spw_answer_ok(spw_buf *b) { return put16(b, SPW_ST_OK); }
 
-int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
-                           uint32_t retry_after_ms, const char *code, const char *msg)
+static int error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status, uint32_t retry_after_ms,
+                        const char *code, const char *msg, const uint64_t *next_offset)
 {
     size_t start, cl = strlen(code), ml = strlen(msg);
     if (cl > 255)
@@ -756,9 +758,21 @@ int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint
         ml = 1024;
     int r = spw_frame_begin(b, opcode, SPW_FLAG_RESPONSE, request_id, &start);
     r |= put16(b, status) || put32(b, retry_after_ms) || put8(b, (uint8_t)cl) || put(b, code, cl) ||
-         put16(b, (uint16_t)ml) || put(b, msg, ml);
+         put16(b, (uint16_t)ml) || put(b, msg, ml) || (next_offset && put64(b, *next_offset));
     if (r)
         return SPW_ENOMEM;
     spw_frame_finish(b, start);
     return 0;
+}
+
+int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
+                           uint32_t retry_after_ms, const char *code, const char *msg)
+{
+    return error_encode(b, opcode, request_id, status, retry_after_ms, code, msg, NULL);
+}
+
+int spw_frame_error_encode_next(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
+                                const char *code, const char *msg, uint64_t next_offset)
+{
+    return error_encode(b, opcode, request_id, status, 0, code, msg, &next_offset);
 }

@@ -357,7 +357,9 @@ int spw_gcommit_resp_encode(spw_buf *b, uint32_t partition, uint64_t committed);
 /* ---- answers ---- */
 
 /* Every answer body starts with u16 status. For status != 0 the rest is
- * u32 retry_after_ms, u8 code_len, code, u16 msg_len, msg. */
+ * u32 retry_after_ms, u8 code_len, code, u16 msg_len, msg, and for code
+ * "damaged" with a known end of the damage, u64 next_offset: where reading
+ * can resume (docs/protocol.md, "Answers"). */
 typedef struct spw_frame_error {
     uint16_t status;
     uint32_t retry_after_ms;
@@ -365,6 +367,8 @@ typedef struct spw_frame_error {
     uint8_t code_len;
     const char *msg;
     uint16_t msg_len;
+    int has_next_offset;  /* the answer carries next_offset */
+    uint64_t next_offset; /* damaged: the first readable offset after the damage */
 } spw_frame_error;
 
 /* Splits an answer body: *status, and for 0 the rest in *rest and *rest_len;
@@ -375,5 +379,8 @@ int spw_answer_ok(spw_buf *b);
 /* A whole error answer frame (header included). msg is truncated to 1024. */
 int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
                            uint32_t retry_after_ms, const char *code, const char *msg);
+/* The same with next_offset after msg (a "damaged" answer). */
+int spw_frame_error_encode_next(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
+                                const char *code, const char *msg, uint64_t next_offset);
 
 #endif

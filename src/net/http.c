@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
@@ -117,7 +118,7 @@ static spw_conn *hc(spw_netconn *c) { return (spw_conn *)c; }
 
 static http_parser_settings settings;
 
-static uint64_t now_ms(void) { return spw_mono_ns() / 1000000; }
+static uint64_t now_ms(void) { return spw_mono_ms(); }
 
 const char *spw_http_reason(int s)
 {
@@ -349,40 +350,19 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
 
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
 {
-    char msg[512], body[1200];
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    /* msg is ours: escape only quotes, backslashes and control bytes. */
-    size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    /* Room for the longest escape plus the tail ("\",\"code\":\"" code "\"}\n"). */
-    size_t tail = strlen(code) + 16;
-    for (const char *p = msg; *p && n + 6 + tail < sizeof body; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"' || ch == '\\')
-            n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", ch);
-        else if (ch < 0x20)
-            n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
-        else if (ch < 0x80)
-            body[n++] = (char)ch;
-        else {
-            /* A message may quote client bytes (a path): keep valid UTF-8
-             * whole, and replace anything else so the body stays JSON. */
-            size_t k = spw_utf8_seq_len((const unsigned char *)p, (const unsigned char *)p + strlen(p));
-            if (k) {
-                memcpy(body + n, p, k);
-                n += k;
-                p += k - 1;
-            } else {
-                n += (size_t)snprintf(body + n, sizeof body - n, "\\ufffd");
-            }
-        }
-    }
-    int k = snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
-    /* snprintf returns the length it wanted: never send past the buffer. */
-    n += k < 0 ? 0 : (size_t)k < sizeof body - n ? (size_t)k : sizeof body - n - 1;
-    spw_http_respond(req, status, headers, "application/json", body, n);
+    /* A message may quote client bytes (a path): spw_json_put_str keeps
+     * valid UTF-8 whole and replaces anything else, so the body stays JSON. */
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_buf_puts(&body, "{\"error\":") || spw_json_put_str(&body, msg, strlen(msg)) ||
+        spw_buf_puts(&body, ",\"code\":") || spw_json_put_str(&body, code, strlen(code)) || spw_buf_puts(&body, "}\n"))
+        abort(); /* as spw_xmalloc: a few hundred bytes */
+    spw_http_respond(req, status, headers, "application/json", (const char *)body.p, body.len);
+    spw_buf_fini(&body);
 }
 
 /* ---- requests ---- */

@@ -1,6 +1,8 @@
 /* OS wrappers: see os.h. */
 #include "os/os.h"
 
+#include "core/alloc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -231,4 +233,51 @@ int spw_os_dir_locked(const char *dir, long *holder)
     }
     close(fd); /* releases the shared lock if it was taken */
     return held;
+}
+
+int spw_os_write_file_atomic(const char *dir, const char *name, const char *tmp, const void *p, size_t n,
+                             int sync)
+{
+    char tp[PATH_MAX], fp[PATH_MAX];
+    if ((size_t)snprintf(tp, sizeof tp, "%s/%s", dir, tmp) >= sizeof tp ||
+        (size_t)snprintf(fp, sizeof fp, "%s/%s", dir, name) >= sizeof fp)
+        return -ENAMETOOLONG;
+    int fd = spw_os.open(tp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fd;
+    int r = spw_os_pwrite_all(fd, p, n, 0);
+    if (r == 0)
+        r = sync == SPW_OS_SYNC_DATA ? spw_os.fdatasync(fd) : spw_os.fsync(fd);
+    spw_os.close(fd);
+    if (r == 0)
+        r = spw_os.rename(tp, fp);
+    if (r == 0)
+        r = spw_os_fsync_dir(dir);
+    return r;
+}
+
+int spw_os_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+    int fd = spw_os.open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    off_t sz = spw_os.size(fd);
+    int r = sz < 0 ? (int)sz : (uint64_t)sz > max ? -EFBIG : 0;
+    char *b = r ? NULL : spw_try_malloc((size_t)sz + 1);
+    if (!r && !b)
+        r = -ENOMEM;
+    ssize_t got = 0;
+    if (!r) {
+        got = spw_os_pread_full(fd, b, (size_t)sz, 0);
+        r = got < 0 ? (int)got : 0;
+    }
+    spw_os.close(fd);
+    if (r) {
+        spw_free(b);
+        return r;
+    }
+    b[got] = 0;
+    *out = b;
+    *len = (size_t)got;
+    return 0;
 }

@@ -45,6 +45,31 @@ int spw_os_fsync_dir(const char *dir);
 int spw_os_mkdirs(const char *path, int mode);
 
 /*
+ * Small files (definitions, recovery points, group offsets, sink progress):
+ * the one way the server writes and reads a whole file, through spw_os so
+ * injected faults reach every such file.
+ *
+ * spw_os_write_file_atomic writes DIR/NAME so that after a crash it holds
+ * either its old or its new bytes: n bytes into DIR/TMP (created or
+ * truncated), that file synced (fdatasync with SPW_OS_SYNC_DATA, else
+ * fsync), closed, renamed over DIR/NAME, and DIR fsynced. TMP is the temp
+ * file's name within DIR; recovery code knows these names, so each caller
+ * names its own. Returns 0 or -errno; on failure DIR/NAME is unchanged
+ * (DIR/TMP may remain, and the next write truncates it).
+ */
+#define SPW_OS_SYNC_FULL 0
+#define SPW_OS_SYNC_DATA 1
+int spw_os_write_file_atomic(const char *dir, const char *name, const char *tmp, const void *p, size_t n,
+                             int sync);
+/*
+ * Reads the whole file at path, which may hold at most max bytes, into a
+ * new buffer (malloc'ed through core/alloc.h's spw_try_malloc: free with
+ * spw_free) with a NUL after its *len bytes. Returns 0; -ENOENT; -EFBIG
+ * when the file is larger than max (nothing read); -ENOMEM; or -errno.
+ */
+int spw_os_read_file(const char *path, size_t max, char **out, size_t *len);
+
+/*
  * The data directory's lock (docs/operations.md "One server per data
  * directory"): an exclusive flock(2) on DIR/spillway.lock, which holds the
  * PID of its holder as text. The lock belongs to the open file: it is held

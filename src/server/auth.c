@@ -20,9 +20,11 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/endian.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "os/os.h"
 #include "server/stream.h"
 
 struct spw_tokens {
@@ -191,18 +193,12 @@ static int fail(perr *pe, const char *fmt, ...)
     return -1;
 }
 
-static int name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-}
-
 static int tenant_ok(const char *s, size_t n)
 {
     if (n < 1 || n > SPW_TENANT_MAX)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (!name_char(s[i]))
+        if (!spw_name_char(s[i]))
             return 0;
     return 1;
 }
@@ -230,7 +226,7 @@ static int parse_pattern(const char *p, size_t n, spw_stream_pattern *out, perr 
             return fail(pe, "%s: stream pattern \"%.*s\": '*' may only end a pattern", where, (int)n, p);
     if (prefix) {
         for (size_t i = 0; i < tl; i++)
-            if (!name_char(p[i]))
+            if (!spw_name_char(p[i]))
                 return fail(pe, "%s: stream pattern \"%.*s\" has a character stream names cannot have", where,
                             (int)n, p);
         if (tl >= SPW_STREAM_NAME_MAX)
@@ -240,8 +236,8 @@ static int parse_pattern(const char *p, size_t n, spw_stream_pattern *out, perr 
                         where, (int)n, p);
     } else if (!spw_stream_name_ok(p, n)) {
         return fail(pe,
-                    "%s: stream pattern \"%.*s\" is neither a stream name (1 to 128 of a-z A-Z 0-9 . _ -, not "
-                    "starting with '.'), a prefix ending in '*', nor \"*\"",
+                    "%s: stream pattern \"%.*s\" is neither a stream name (" SPW_NAME_RULE
+                    "), a prefix ending in '*', nor \"*\"",
                     where, (int)(n > 140 ? 140 : n), p);
     }
     out->text = spw_xmalloc(tl + 1);
@@ -453,43 +449,23 @@ bad:
 
 int spw_tokens_load(const char *path, spw_tokens **out, char *err, size_t errcap)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errcap, "%s: %s", path, strerror(errno));
-        return -1;
-    }
     struct stat st;
-    const char *why = fstat(fd, &st) < 0                           ? strerror(errno)
-                      : !S_ISREG(st.st_mode)                       ? "not a regular file"
-                      : st.st_size > (off_t)SPW_TOKENS_FILE_MAX ? "larger than 16 MiB"
-                                                                   : NULL;
-    if (why) {
-        snprintf(err, errcap, "%s: %s", path, why);
-        close(fd);
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, errcap, "%s: not a regular file", path);
         return -1;
     }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *text = spw_xmalloc(n + 1);
-    while (got < n) {
-        ssize_t r = read(fd, text + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
+    char *text;
+    size_t n;
+    int r = spw_os_read_file(path, SPW_TOKENS_FILE_MAX, &text, &n);
+    if (r < 0) {
+        snprintf(err, errcap, "%s: %s", path, r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
+        return -1;
     }
-    int rerr = got < n ? errno : 0;
-    close(fd);
-    int rc = -1;
-    if (got < n) {
-        snprintf(err, errcap, "%s: read failed: %s", path, rerr ? strerror(rerr) : "the file shrank");
-    } else {
-        char e[400];
-        rc = spw_tokens_parse(text, n, out, e, sizeof e);
-        if (rc)
-            snprintf(err, errcap, "%s: %s", path, e);
-    }
-    memset(text, 0, n);
+    char e[400];
+    int rc = spw_tokens_parse(text, n, out, e, sizeof e);
+    if (rc)
+        snprintf(err, errcap, "%s: %s", path, e);
+    memset(text, 0, n); /* the tokens' text does not outlive the load */
     spw_free(text);
     return rc;
 }

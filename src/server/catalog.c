@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "os/os.h"
 #include "server/coalesce.h"
 
@@ -124,22 +125,6 @@ static void insert(spw_catalog *cat, spw_stream *s)
     cat->n++;
 }
 
-static int read_file(const char *path, spw_buf *b)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    off_t sz = spw_os.size(fd);
-    int r = sz < 0 ? (int)sz : sz > (1 << 20) ? -EFBIG : spw_buf_reserve(b, (size_t)sz + 1);
-    if (r == 0) {
-        ssize_t got = spw_os_pread_full(fd, b->p, (size_t)sz, 0);
-        r = got < 0 ? (int)got : 0;
-        b->len = got > 0 ? (size_t)got : 0;
-    }
-    close(fd);
-    return r;
-}
-
 int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes, spw_catalog **out)
 {
     spw_catalog *cat = spw_xcalloc(1, sizeof *cat);
@@ -162,7 +147,6 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         return r;
     }
     struct dirent *de;
-    spw_buf body = SPW_BUF_INIT;
     while ((de = readdir(d))) {
         char path[4096];
         if (strncmp(de->d_name, ".deleted-", 9) == 0) {
@@ -174,7 +158,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         if (!spw_stream_name_ok(de->d_name, strlen(de->d_name)))
             continue;
         snprintf(path, sizeof path, "%s/%s/stream.json", cat->dir, de->d_name);
-        if ((r = read_file(path, &body)) < 0) {
+        char *body;
+        size_t blen;
+        if ((r = spw_os_read_file(path, 1 << 20, &body, &blen)) < 0) {
             if (r != -ENOENT)
                 spw_error("catalog: %s: %s; stream skipped", path, spw_strerror(r));
             continue;
@@ -182,7 +168,9 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
         spw_stream_config c;
         uint64_t inc;
         char err[256];
-        if (spw_stream_def_parse(&c, &inc, de->d_name, (char *)body.p, body.len, err, sizeof err)) {
+        r = spw_stream_def_parse(&c, &inc, de->d_name, body, blen, err, sizeof err);
+        spw_free(body);
+        if (r) {
             spw_error("catalog: %s: %s; stream skipped", path, err);
             continue;
         }
@@ -194,7 +182,6 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
             insert(cat, s);
     }
     closedir(d);
-    spw_buf_fini(&body);
     spw_info("catalog: %zu stream(s) in %s", cat->n, cat->dir);
     *out = cat;
     return 0;
@@ -221,22 +208,8 @@ static int write_def(const char *dir, const spw_stream_config *c, uint64_t incar
         b.len--; /* the closing brace */
         r = spw_buf_printf(&b, ",\"incarnation\":%" PRIu64 "}", incarnation);
     }
-    char tmp[4096 + 32], fin[4096 + 32]; /* dir is at most 4096 with its NUL */
-    snprintf(tmp, sizeof tmp, "%s/stream.json.tmp", dir);
-    snprintf(fin, sizeof fin, "%s/stream.json", dir);
-    int fd = r ? r : spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-        r = spw_os_pwrite_all(fd, b.p, b.len, 0);
-        if (r == 0)
-            r = spw_os.fsync(fd);
-        spw_os.close(fd);
-        if (r == 0)
-            r = spw_os.rename(tmp, fin);
-        if (r == 0)
-            r = spw_os_fsync_dir(dir);
-    } else {
-        r = fd;
-    }
+    if (r == 0)
+        r = spw_os_write_file_atomic(dir, "stream.json", "stream.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
     spw_buf_fini(&b);
     return r;
 }
@@ -415,25 +388,25 @@ static void ids_header(void *arg, const spw_batch_hdr *h)
     }
 }
 
-/* The highest id of the batch at offset (its base id if it cannot be read). */
+/* The highest id of the batch at offset (its base id if it cannot be read:
+ * the record cursor answers damage for a batch whose records do not
+ * decode, and returns none of them). */
 static uint64_t batch_max_id(spw_part *p, uint64_t offset, uint64_t base_id)
 {
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    spw_cursor c;
+    spw_cursor_init(&c, p, offset, 1);
     uint64_t id = base_id;
-    spw_batch_hdr h;
-    const uint8_t *recs;
-    size_t len;
-    if (spw_part_read(p, offset, 1, &data, NULL) > 0 && spw_batch_parse(data.p, data.len, &h) == 0 &&
-        h.base_offset == offset && spw_batch_records(data.p, &h, &scratch, &recs, &len) == 0) {
-        spw_rec_iter it;
-        spw_record_view rv;
-        spw_rec_iter_init(&it, &h, recs, len);
-        while (spw_rec_next(&it, &rv) == 1)
-            if (rv.id > id)
-                id = rv.id;
+    spw_record_view rv;
+    while (spw_cursor_next(&c, &rv) == 1) {
+        const spw_batch_hdr *h = spw_cursor_batch(&c);
+        if (h->base_offset != offset)
+            break;
+        if (rv.id > id)
+            id = rv.id;
+        if (c.next >= spw_batch_next_offset(h))
+            break;
     }
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&c);
     return id;
 }
 

@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "server/cbuf.h"
@@ -182,7 +183,7 @@ static void finish_list(creq *q)
         pr->n_slots = k;
         spw_free(q->waits);
         spw_free(q);
-        spw__api_produce_complete(pr);
+        spw__produce_complete(pr);
         q = next;
     }
 }
@@ -455,7 +456,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     cs = stream_state(co, s);
     uint32_t n = pr->n_events;
 
-    /* Completing a request a crash cut: as spw_api_produce_ex. */
+    /* Completing a request a crash cut: as spw_produce_submit_ex. */
     if (po->stored) {
         pr->ids_unknown = 1;
         for (uint32_t k = 0; k < pr->n_slots; k++)
@@ -641,13 +642,7 @@ void spw_coalesce_close(spw_coalescer *co)
     /* Every buffered event is drained once its partition's batch in the
      * log completes; wait for the last of them (as long as the log takes). */
     while (atomic_load(&co->inflight) || atomic_load(&co->buffered_events)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = spw_deadline(CLOCK_MONOTONIC, 100 * 1000000u);
         pthread_cond_timedwait(&co->idle_cv, &co->mu, &ts);
     }
     co->stop = 1;

@@ -7,7 +7,7 @@
  * where only the newest value of a key matters: when the disk is behind,
  * it writes that and skips the values nobody will read.
  *
- * Which requests: spw_api_produce_ex hands a produce to a coalesce stream
+ * Which requests: spw_produce_submit_ex hands a produce to a coalesce stream
  * over (after routing its events to partitions) when the pressure level
  * (admit.h) is 1 or more — shedding has started — or while the stream
  * still has events buffered, so that a later request never overtakes an
@@ -70,11 +70,11 @@ spw_coalescer *spw_coalesce_new(spw_api *api);
 void spw_coalesce_close(spw_coalescer *co);
 
 /*
- * Called by spw_api_produce_ex for a coalesce stream, with pr built
+ * Called by spw_produce_submit_ex for a coalesce stream, with pr built
  * (routed: slots with partition, first_event and count; order) and in[]
  * the request's records. Returns SPW_COALESCE_DIRECT: not here, take the
- * normal path (pr untouched). Or as spw_api_produce_ex: 0, and the
- * request completes through spw__api_produce_complete exactly once (maybe
+ * normal path (pr untouched). Or as spw_produce_submit_ex: 0, and the
+ * request completes through spw__produce_complete exactly once (maybe
  * before this returns); or an error and nothing was taken (pr, with its
  * order, is the caller's to free): SPW_EAGAIN, SPW_EMSGSIZE,
  * SPW_EDISKLIMIT or a failed partition's error.

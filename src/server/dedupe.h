@@ -32,7 +32,7 @@
  * missing partitions), or nothing stored (the retry is new).
  *
  * Fingerprints: CRC32C over a partition's records of the request (keys,
- * values, headers; api.c spw_api_dd_fingerprint), so that a key reused for
+ * values, headers; svc/produce.c spw_produce_fingerprint), so that a key reused for
  * different content is refused instead of answered as a duplicate. Slots
  * rebuilt from the log, or resolved from it, have none (fp_known 0): the
  * caller derives it from the stored records when it needs it.

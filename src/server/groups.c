@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
+#include "core/name.h"
 #include "core/buf.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -57,39 +59,10 @@ struct spw_groups {
 static uint64_t lease_nonce;
 static _Atomic uint64_t lease_seq;
 
-static int name_chars_ok(const char *n, size_t len, size_t max)
-{
-    if (len == 0 || len > max || n[0] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = n[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-int spw_group_name_ok(const char *name, size_t len) { return name_chars_ok(name, len, SPW_GROUP_NAME_MAX); }
-int spw_group_member_ok(const char *name, size_t len) { return name_chars_ok(name, len, SPW_GROUP_MEMBER_MAX); }
+int spw_group_name_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_GROUP_NAME_MAX); }
+int spw_group_member_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_GROUP_MEMBER_MAX); }
 
 /* ---- the file ---- */
-
-static int read_small(const char *path, spw_buf *b)
-{
-    int fd = spw_os.open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fd;
-    off_t sz = spw_os.size(fd);
-    int r = sz < 0 ? (int)sz : sz > (1 << 20) ? -EFBIG : spw_buf_reserve(b, (size_t)sz + 1);
-    if (r == 0) {
-        ssize_t got = spw_os_pread_full(fd, b->p, (size_t)sz, 0);
-        r = got < 0 ? (int)got : 0;
-        b->len = got > 0 ? (size_t)got : 0;
-    }
-    spw_os.close(fd);
-    return r;
-}
 
 /* Parses the file's JSON (docs/formats/group-offsets.md) into committed[]
  * (up to cap) and checks its names. Returns the partition count or -1. */
@@ -186,12 +159,13 @@ static void load_stream_dir(spw_groups *gs, const char *stream)
             continue; /* ".", "..", ".NAME.tmp" of a save a crash cut */
         char path[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        spw_buf b = SPW_BUF_INIT;
-        int r = read_small(path, &b), n = -1;
+        char *text = NULL;
+        size_t len = 0;
+        int r = spw_os_read_file(path, 1 << 20, &text, &len), n = -1;
         uint64_t inc = 0;
         if (r == 0)
-            n = parse_file((const char *)b.p, b.len, stream, de->d_name, &inc, c, SPW_GROUP_PARTS_MAX);
-        spw_buf_fini(&b);
+            n = parse_file(text, len, stream, de->d_name, &inc, c, SPW_GROUP_PARTS_MAX);
+        spw_free(text);
         if (n < 0) {
             spw_warn("consumer group file %s: %s; group skipped", path,
                      r < 0 ? spw_strerror(r) : "not a valid offsets file");
@@ -221,9 +195,8 @@ int spw_groups_open(const char *data_dir, spw_groups **out)
         return r;
     }
     pthread_rwlock_init(&gs->lock, NULL);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lease_nonce = ((uint64_t)(ts.tv_nsec ^ ts.tv_sec ^ (long)getpid() << 8) & 0xffffffu) << 40;
+    uint64_t t = spw_mono_ns() ^ (uint64_t)spw_wall_ms() * 1000000u; /* differs between runs */
+    lease_nonce = ((t ^ (uint64_t)getpid() << 8) & 0xffffffu) << 40;
     DIR *d = opendir(gs->dir);
     if (d) {
         struct dirent *de;
@@ -520,30 +493,18 @@ int spw_group_save(spw_groups *gs, spw_group *g)
     }
     pthread_mutex_unlock(&g->mu);
     if (v != g->saved_version && r == 0) {
-        char dir[4096], tmp[4096 + 300], fin[4096 + 300];
+        char dir[4096], tmp[300];
         snprintf(dir, sizeof dir, "%s/%s", gs->dir, g->stream);
-        snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, g->name);
-        snprintf(fin, sizeof fin, "%s/%s", dir, g->name);
+        snprintf(tmp, sizeof tmp, ".%s.tmp", g->name);
         int fresh = 0;
         if (access(dir, F_OK) != 0) {
             r = spw_os_mkdirs(dir, 0755);
             fresh = 1;
         }
-        int fd = r ? r : spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            r = spw_os_pwrite_all(fd, b.p, b.len, 0);
-            if (r == 0)
-                r = spw_os.fsync(fd);
-            spw_os.close(fd);
-            if (r == 0)
-                r = spw_os.rename(tmp, fin);
-            if (r == 0)
-                r = spw_os_fsync_dir(dir);
-            if (r == 0 && fresh)
-                r = spw_os_fsync_dir(gs->dir);
-        } else {
-            r = fd;
-        }
+        if (r == 0)
+            r = spw_os_write_file_atomic(dir, g->name, tmp, b.p, b.len, SPW_OS_SYNC_FULL);
+        if (r == 0 && fresh)
+            r = spw_os_fsync_dir(gs->dir);
         if (r == 0) {
             pthread_mutex_lock(&g->mu);
             g->saved_version = v;

@@ -10,8 +10,8 @@
  *                              (temp file + fsync + rename + fsync of the
  *                              directory)
  *
- * This file is the state and its file; the HTTP side (long-poll parking,
- * answers, persistence off the I/O loop) is server/groups_http.c.
+ * This file is the state and its file; the service around it (long-poll parking,
+ * answers, persistence off the I/O loop) is svc/consume.c.
  * Every function here is thread-safe: a group has its own mutex, the
  * registry a rwlock taken for lookups.
  */
@@ -45,9 +45,8 @@ typedef struct spw_group_part_info {
     char holder[SPW_GROUP_MEMBER_MAX + 1]; /* when held */
 } spw_group_part_info;
 
-/* Group names follow the stream-name rule (spw_stream_name_ok): 1 to 128
- * of a-z A-Z 0-9 . _ -, not starting with '.'. Member names the same, at
- * most 64. */
+/* Group names follow the name rule (core/name.h) with at most 128
+ * characters; member names the same rule with at most 64. */
 int spw_group_name_ok(const char *name, size_t len);
 int spw_group_member_ok(const char *name, size_t len);
 

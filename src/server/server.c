@@ -24,9 +24,10 @@
 #include "server/catalog.h"
 #include "sink/sink.h"
 #include "server/coalesce.h"
-#include "server/groups_http.h"
+#include "svc/consume.h"
 #include "server/ratelimit.h"
 #include "server/sink_config.h"
+#include "svc/metrics.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -213,15 +214,16 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
-    spw_groups_http_stop(api->groups); /* its waiter thread first (idempotent) */
+    spw_consume_stop(api->groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
     spw_coalesce_close(api->coal);
     spw_rl_destroy(api->rl);
     spw_dd_free(api->dd);
     spw_catalog_close(cat);
     spw_log_close(log);
-    spw_groups_http_free(api->groups);
+    spw_consume_free(api->groups);
     spw_auth_close(auth);
+    spw_metrics_free(api->metrics); /* last: every loop that served /metrics has stopped */
 }
 
 int spw_server_run(const spw_server_config *c, int ready_fd)
@@ -356,9 +358,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .dd = spw_dd_new(c->dedupe_max_keys),
         .max_disk_bytes = c->max_disk_bytes,
         .buffers = &buffers,
+        .metrics = spw_metrics_new(),
     };
     spw_rl_set_default(api.rl, &rate_def);
-    spw_api_dedupe_rebuild(&api);
+    spw_produce_dedupe_rebuild(&api);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime
@@ -372,7 +375,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
     api.coal = spw_coalesce_new(&api);
-    if ((r = spw_groups_http_start(&api, &api.groups)) < 0) {
+    if ((r = spw_consume_start(api.data_dir, api.cat, api.log, &api.positions_clamped, &api.groups)) < 0) {
         fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
         close_server_parts(&api, cat, log, auth);
         return 1;
@@ -390,6 +393,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if (ns > 0)
             spw_info("%d sink(s) defined in %s", ns, c->config);
     }
+    spw_api_metrics_register(&api);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -425,12 +429,13 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
                     r == -EADDRINUSE ? " (another process, perhaps another spillway server, listens there)" : "");
-            spw_groups_http_stop(api.groups);
+            spw_consume_stop(api.groups);
             spw_http_stop(http, 0);
             close_server_parts(&api, cat, log, auth);
             return 1;
         }
         api.bin = bin;
+        spw_bin_metrics_register(api.metrics, bin);
         spw_info("binary protocol on %.*s:%d", (int)(strrchr(c->listen_bin, ':') - c->listen_bin), c->listen_bin,
                  spw_bin_port(bin));
     }
@@ -474,7 +479,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     }
     if (bin)
         spw_bin_stop_accepting(bin);
-    spw_groups_http_stop(api.groups); /* parked polls answered before the loops stop */
+    spw_consume_stop(api.groups); /* parked polls answered before the loops stop */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/name.h"
 #include "server/auth.h"
 #include "sink/sink.h"
 
@@ -41,7 +42,7 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     }
     if (!spw_stream_name_ok(name, nl)) {
         spw_http_error(req, 400, "bad_name", NULL,
-                       "sink names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'");
+                       "sink names are " SPW_NAME_RULE);
         return 1;
     }
     unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/name.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/msg.h"
@@ -25,7 +26,7 @@ static int apply_line(void *user, const char *key, const char *value, char *err,
     size_t nl = strlen(name);
     if (!spw_stream_name_ok(name, nl)) {
         snprintf(err, cap,
-                 "%s: sink names are 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-', not starting with '.'",
+                 "%s: sink names are " SPW_NAME_RULE,
                  key);
         return -1;
     }

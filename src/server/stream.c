@@ -3,72 +3,158 @@
 #include "core/hash.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/json.h"
+#include "core/name.h"
+#include "core/opts.h"
 
-int spw_stream_name_ok(const char *name, size_t len)
+int spw_stream_name_ok(const char *name, size_t len) { return spw_name_ok(name, len, SPW_STREAM_NAME_MAX); }
+
+/*
+ * A definition's fields in option tables (core/opts.h), one row each with
+ * its default and bounds; the callbacks hold the rules a type and bounds
+ * cannot say. A stored definition (stream.json) also has "incarnation".
+ */
+typedef struct stream_def {
+    spw_stream_config c;
+    int64_t incarnation;
+    int stored; /* parsing stream.json: "incarnation" allowed */
+    const char *name;
+} stream_def;
+
+static const char *def_name(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
 {
-    if (len < 1 || len > SPW_STREAM_NAME_MAX)
-        return 0;
-    /* A leading '.' (which covers "." and "..") is kept for the server's own
-     * entries beside the stream directories, such as ".deleted-NAME-N". */
-    if (name[0] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
+    (void)o, (void)buf, (void)cap;
+    return spw_json_str_eq(v, ((stream_def *)obj)->name) ? NULL
+                                                         : "\"name\" in the body must match the stream name in the path";
 }
 
-static int get_int(const spw_json_span *v, int64_t lo, int64_t hi, int64_t *out)
+static const char *def_incarnation(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
 {
-    int64_t x;
-    if (spw_json_int64(v, &x) || x < lo || x > hi)
-        return -1;
-    *out = x;
-    return 0;
+    (void)v, (void)o, (void)buf, (void)cap;
+    return ((stream_def *)obj)->stored ? NULL : "unknown field incarnation (it is the server's, not a setting)";
 }
 
-static int get_num(const spw_json_span *v, double lo, double hi, double *out)
+static const char *def_ptr(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
 {
-    if (v->type != SPW_JSON_NUMBER || v->n > 63)
-        return -1;
-    char buf[64];
-    memcpy(buf, v->p, v->n);
-    buf[v->n] = 0;
-    double x = strtod(buf, NULL);
-    if (!isfinite(x) || x < lo || x > hi)
-        return -1;
-    *out = x;
-    return 0;
+    (void)v, (void)buf, (void)cap;
+    const char *p = (const char *)obj + o->off;
+    spw_json_ptr ptr;
+    if (spw_json_ptr_compile(&ptr, p) == 0)
+        return NULL;
+    return strcmp(o->name, "key") == 0 ? "\"key\" must be a JSON pointer such as \"/device_id\" (at most 127 bytes)"
+                                       : "\"timestamp\" must be a JSON pointer such as \"/ts\" (at most 127 bytes)";
 }
 
-static int get_bool(const spw_json_span *v, int *out)
+static const char *def_ack(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
 {
-    if (v->type != SPW_JSON_TRUE && v->type != SPW_JSON_FALSE)
-        return -1;
-    *out = v->type == SPW_JSON_TRUE;
-    return 0;
-}
-
-static int get_ptr(const spw_json_span *v, char *out, size_t cap)
-{
-    if (v->type != SPW_JSON_STRING)
-        return -1;
-    long n = spw_json_unescape(v, out, cap - 1);
+    (void)o, (void)buf, (void)cap;
+    char a[16];
+    long n = spw_json_unescape(v, a, sizeof a - 1);
     if (n < 0)
-        return -1;
-    out[n] = 0;
-    spw_json_ptr p;
-    return memchr(out, 0, (size_t)n) || spw_json_ptr_compile(&p, out) ? -1 : 0;
+        return "\"ack\" must be one of \"none\", \"written\", \"fsync\", \"replicated\"";
+    a[n] = 0;
+    return spw_ack_parse(a, &((stream_def *)obj)->c.ack) ? "\"ack\" must be one of \"none\", \"written\", \"fsync\", "
+                                                           "\"replicated\""
+                                                         : NULL;
 }
+
+static const spw_opt retention_opts[] = {
+    {.name = "ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.retention_ms), .size = 8, .def = -1, .min = 1,
+     .max = INT64_MAX / 2, .must = "a positive integer", .help = "delete segments older than this (-1: never)"},
+    {.name = "bytes", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.retention_bytes), .size = 8, .def = -1,
+     .min = 1, .max = INT64_MAX / 2, .must = "a positive integer", .help = "keep about this much per partition (-1: no limit)"},
+};
+
+static const char *def_retention(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o;
+    return spw_opts_parse(retention_opts, sizeof retention_opts / sizeof retention_opts[0], "retention", "stream",
+                          v->p, v->n, NULL, obj, NULL, buf, cap)
+               ? buf
+               : NULL;
+}
+
+static const char *const rate_pers[] = {"tenant", "ip", NULL};
+static const char *const rate_algos[] = {"token_bucket", "sliding_window", NULL};
+
+static const spw_opt rate_opts[] = {
+    {.name = "rate", .type = SPW_OPT_NUM, .off = offsetof(stream_def, c.rate), .dmin = 0.001, .dmax = 1e12,
+     .must = "a positive number of events per second", .help = "events per second (required; 0: no limit)"},
+    {.name = "burst", .type = SPW_OPT_NUM, .off = offsetof(stream_def, c.burst), .dmin = 1, .dmax = 1e12,
+     .must = "a number >= 1", .help = "token_bucket: events at once (default: rate, at least 1)"},
+    {.name = "per", .type = SPW_OPT_ENUM, .off = offsetof(stream_def, c.rate_per), .choices = rate_pers,
+     .help = "one limit per tenant or per client IP"},
+    {.name = "algorithm", .type = SPW_OPT_ENUM, .off = offsetof(stream_def, c.rate_algo), .choices = rate_algos,
+     .help = "token_bucket or sliding_window (rate events in any 1 s)"},
+};
+
+static const char *def_rate(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o;
+    spw_stream_config *c = &((stream_def *)obj)->c;
+    if (spw_opts_parse(rate_opts, sizeof rate_opts / sizeof rate_opts[0], "rate_limit", "stream", v->p, v->n, NULL,
+                       obj, NULL, buf, cap))
+        return buf;
+    if (c->rate <= 0)
+        return "\"rate_limit\" needs \"rate\"";
+    if (c->rate_algo == 1) {
+        /* The window limit is rate events in any 1 s (server/ratelimit.h). */
+        if (c->burst > 0)
+            return "\"rate_limit.burst\" is for \"token_bucket\"; a \"sliding_window\" allows \"rate\" events in any "
+                   "1-second window";
+        if (c->rate < 1 || c->rate > 4294967295.0 || c->rate != floor(c->rate))
+            return "\"rate_limit.rate\" of a \"sliding_window\" must be a whole number of events per second from 1 "
+                   "to 4294967295";
+    } else if (c->burst <= 0) {
+        c->burst = c->rate < 1 ? 1 : c->rate; /* a bucket must hold one event */
+    }
+    return NULL;
+}
+
+static const char *const formats[] = {"json", "bytes", NULL};
+
+static const spw_opt stream_opts[] = {
+    {.name = "incarnation", .type = SPW_OPT_INT, .off = offsetof(stream_def, incarnation), .size = 8, .min = 1,
+     .max = INT64_MAX, .parse = def_incarnation, .must = "a positive integer",
+     .help = "stream.json only: which creation of the name this is"},
+    {.name = "name", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .parse = def_name,
+     .must = "the stream name in the path", .help = "the stream's name, as in the path"},
+    {.name = "partitions", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.partitions), .size = 4, .def = 4,
+     .min = 1, .max = SPW_STREAM_PARTITIONS_MAX, .must = "an integer from 1 to 1024", .help = "partition count"},
+    {.name = "format", .type = SPW_OPT_ENUM, .off = offsetof(stream_def, c.format_bytes), .choices = formats,
+     .help = "json: events are JSON; bytes: opaque values"},
+    {.name = "key", .type = SPW_OPT_STR, .off = offsetof(stream_def, c.key), .size = 128, .parse = def_ptr,
+     .flags = SPW_OPT_EMPTY_OK, .must = "a JSON pointer such as \"/device_id\" (at most 127 bytes)",
+     .help = "JSON pointer to the partitioning key"},
+    {.name = "timestamp", .type = SPW_OPT_STR, .off = offsetof(stream_def, c.timestamp), .size = 128,
+     .parse = def_ptr, .flags = SPW_OPT_EMPTY_OK, .must = "a JSON pointer such as \"/ts\" (at most 127 bytes)",
+     .help = "JSON pointer to the event time (ms since the epoch)"},
+    {.name = "ack", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .def_str = "\"fsync\"", .parse = def_ack,
+     .must = "one of \"none\", \"written\", \"fsync\", \"replicated\"", .help = "default durability"},
+    {.name = "retention", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_retention,
+     .must = "an object {\"ms\":..,\"bytes\":..}", .help = "{ms, bytes}"},
+    {.name = "dedupe_window_ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.dedupe_window_ms), .size = 8,
+     .def = 86400000, .min = 0, .max = 30LL * 86400000,
+     .must = "an integer from 0 to 2592000000 (30 days)", .help = "how long idempotency keys are remembered"},
+    {.name = "priority", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.priority), .size = 4, .def = 1, .min = 0,
+     .max = 3, .must = "an integer from 0 (most important) to 3", .help = "shedding priority"},
+    {.name = "coalesce", .type = SPW_OPT_BOOL, .off = offsetof(stream_def, c.coalesce),
+     .help = "coalesce by key under pressure"},
+    {.name = "versioned", .type = SPW_OPT_BOOL, .off = offsetof(stream_def, c.versioned), .help = "versioned keys"},
+    {.name = "max_event_bytes", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.max_event_bytes), .size = 4,
+     .def = 1 << 20, .min = 1, .max = 64 << 20, .must = "an integer from 1 to 67108864",
+     .help = "largest event accepted"},
+    {.name = "rate_limit", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .parse = def_rate,
+     .must = "an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\",\"algorithm\":\"token_bucket\"|"
+             "\"sliding_window\"}",
+     .help = "{rate, burst, per, algorithm}"},
+};
 
 #define FAIL(...)                                                                                                      \
     do {                                                                                                               \
@@ -79,161 +165,40 @@ static int get_ptr(const spw_json_span *v, char *out, size_t cap)
 static int parse(spw_stream_config *c, uint64_t *incarnation, const char *name, const char *body, size_t len,
                  char *err, size_t errcap)
 {
-    memset(c, 0, sizeof *c);
     if (incarnation)
         *incarnation = 0;
     size_t nl = strlen(name);
-    if (!spw_stream_name_ok(name, nl))
-        FAIL("stream name must be 1 to 128 characters of a-z, A-Z, 0-9, '.', '_' or '-' (not starting with '.')");
-    memcpy(c->name, name, nl + 1);
-    c->partitions = 4;
-    c->ack = SPW_ACK_FSYNC;
-    c->retention_ms = -1;
-    c->retention_bytes = -1;
-    c->dedupe_window_ms = 86400000;
-    c->max_event_bytes = 1 << 20;
-    c->priority = 1;
-    if (len == 0)
-        return 0; /* no body (body may be NULL): defaults */
-    const char *p = spw_json_ws(body, body + len);
-    if (p == body + len)
-        return 0; /* empty body: defaults */
-    spw_json_ptr root = {0};
-    spw_json_span obj;
-    spw_json_error je;
-    const char *end;
-    if (spw_json_scan(body, body + len, &root, 1, &obj, &end, &je))
-        FAIL("body is not valid JSON: %s at byte %zu", je.msg, je.offset);
-    if (spw_json_ws(end, body + len) != body + len)
-        FAIL("body has data after the JSON object at byte %zu", (size_t)(end - body));
-    if (obj.type != SPW_JSON_OBJECT)
-        FAIL("body must be a JSON object");
-    spw_json_iter it;
-    spw_json_span k, v;
-    spw_json_iter_init(&it, &obj);
-    while (spw_json_iter_next(&it, &k, &v)) {
-        int64_t x;
-        if (incarnation && spw_json_str_eq(&k, "incarnation")) {
-            if (get_int(&v, 1, INT64_MAX, &x))
-                FAIL("\"incarnation\" must be a positive integer");
-            *incarnation = (uint64_t)x;
-        } else if (spw_json_str_eq(&k, "name")) {
-            if (!spw_json_str_eq(&v, name))
-                FAIL("\"name\" in the body must match the stream name in the path");
-        } else if (spw_json_str_eq(&k, "partitions")) {
-            if (get_int(&v, 1, SPW_STREAM_PARTITIONS_MAX, &x))
-                FAIL("\"partitions\" must be an integer from 1 to %d", SPW_STREAM_PARTITIONS_MAX);
-            c->partitions = (uint32_t)x;
-        } else if (spw_json_str_eq(&k, "format")) {
-            if (spw_json_str_eq(&v, "json"))
-                c->format_bytes = 0;
-            else if (spw_json_str_eq(&v, "bytes"))
-                c->format_bytes = 1;
-            else
-                FAIL("\"format\" must be \"json\" or \"bytes\"");
-        } else if (spw_json_str_eq(&k, "key")) {
-            if (get_ptr(&v, c->key, sizeof c->key))
-                FAIL("\"key\" must be a JSON pointer such as \"/device_id\" (at most 127 bytes)");
-        } else if (spw_json_str_eq(&k, "timestamp")) {
-            if (get_ptr(&v, c->timestamp, sizeof c->timestamp))
-                FAIL("\"timestamp\" must be a JSON pointer such as \"/ts\" (at most 127 bytes)");
-        } else if (spw_json_str_eq(&k, "ack")) {
-            char a[16];
-            long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, a, sizeof a - 1) : -1;
-            if (n < 0)
-                FAIL("\"ack\" must be one of \"none\", \"written\", \"fsync\", \"replicated\"");
-            a[n] = 0;
-            if (spw_ack_parse(a, &c->ack))
-                FAIL("\"ack\" must be one of \"none\", \"written\", \"fsync\", \"replicated\"");
-        } else if (spw_json_str_eq(&k, "retention")) {
-            if (v.type != SPW_JSON_OBJECT)
-                FAIL("\"retention\" must be an object {\"ms\":..,\"bytes\":..}");
-            spw_json_iter it2;
-            spw_json_span k2, v2;
-            spw_json_iter_init(&it2, &v);
-            while (spw_json_iter_next(&it2, &k2, &v2)) {
-                if (spw_json_str_eq(&k2, "ms")) {
-                    if (get_int(&v2, 1, INT64_MAX / 2, &c->retention_ms))
-                        FAIL("\"retention.ms\" must be a positive integer");
-                } else if (spw_json_str_eq(&k2, "bytes")) {
-                    if (get_int(&v2, 1, INT64_MAX / 2, &c->retention_bytes))
-                        FAIL("\"retention.bytes\" must be a positive integer");
-                } else {
-                    FAIL("unknown field in \"retention\": %.*s", (int)(k2.n < 64 ? k2.n : 64), k2.p);
-                }
-            }
-        } else if (spw_json_str_eq(&k, "dedupe_window_ms")) {
-            if (get_int(&v, 0, 30LL * 86400000, &c->dedupe_window_ms))
-                FAIL("\"dedupe_window_ms\" must be an integer from 0 to 2592000000 (30 days)");
-        } else if (spw_json_str_eq(&k, "priority")) {
-            int64_t pr;
-            if (get_int(&v, 0, 3, &pr))
-                FAIL("\"priority\" must be an integer from 0 (most important) to 3");
-            c->priority = (int)pr;
-        } else if (spw_json_str_eq(&k, "coalesce")) {
-            if (get_bool(&v, &c->coalesce))
-                FAIL("\"coalesce\" must be true or false");
-        } else if (spw_json_str_eq(&k, "versioned")) {
-            if (get_bool(&v, &c->versioned))
-                FAIL("\"versioned\" must be true or false");
-        } else if (spw_json_str_eq(&k, "max_event_bytes")) {
-            if (get_int(&v, 1, 64 << 20, &x))
-                FAIL("\"max_event_bytes\" must be an integer from 1 to 67108864");
-            c->max_event_bytes = (uint32_t)x;
-        } else if (spw_json_str_eq(&k, "rate_limit")) {
-            if (v.type != SPW_JSON_OBJECT)
-                FAIL("\"rate_limit\" must be an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\","
-                     "\"algorithm\":\"token_bucket\"|\"sliding_window\"}");
-            spw_json_iter it2;
-            spw_json_span k2, v2;
-            spw_json_iter_init(&it2, &v);
-            c->rate = c->burst = 0;
-            c->rate_per = c->rate_algo = 0;
-            while (spw_json_iter_next(&it2, &k2, &v2)) {
-                if (spw_json_str_eq(&k2, "rate")) {
-                    if (get_num(&v2, 0.001, 1e12, &c->rate))
-                        FAIL("\"rate_limit.rate\" must be a positive number of events per second");
-                } else if (spw_json_str_eq(&k2, "burst")) {
-                    if (get_num(&v2, 1, 1e12, &c->burst))
-                        FAIL("\"rate_limit.burst\" must be a number >= 1");
-                } else if (spw_json_str_eq(&k2, "per")) {
-                    if (spw_json_str_eq(&v2, "tenant"))
-                        c->rate_per = 0;
-                    else if (spw_json_str_eq(&v2, "ip"))
-                        c->rate_per = 1;
-                    else
-                        FAIL("\"rate_limit.per\" must be \"tenant\" or \"ip\"");
-                } else if (spw_json_str_eq(&k2, "algorithm")) {
-                    if (spw_json_str_eq(&v2, "token_bucket"))
-                        c->rate_algo = 0;
-                    else if (spw_json_str_eq(&v2, "sliding_window"))
-                        c->rate_algo = 1;
-                    else
-                        FAIL("\"rate_limit.algorithm\" must be \"token_bucket\" or \"sliding_window\"");
-                } else {
-                    FAIL("unknown field in \"rate_limit\": %.*s", (int)(k2.n < 64 ? k2.n : 64), k2.p);
-                }
-            }
-            if (c->rate <= 0)
-                FAIL("\"rate_limit\" needs \"rate\"");
-            if (c->rate_algo == 1) {
-                /* The window limit is rate events in any 1 s (server/ratelimit.h). */
-                if (c->burst > 0)
-                    FAIL("\"rate_limit.burst\" is for \"token_bucket\"; a \"sliding_window\" allows \"rate\" "
-                         "events in any 1-second window");
-                if (c->rate < 1 || c->rate > 4294967295.0 || c->rate != floor(c->rate))
-                    FAIL("\"rate_limit.rate\" of a \"sliding_window\" must be a whole number of events per "
-                         "second from 1 to 4294967295");
-            } else if (c->burst <= 0) {
-                c->burst = c->rate < 1 ? 1 : c->rate; /* a bucket must hold one event */
-            }
-        } else {
-            FAIL("unknown field %.*s", (int)(k.n < 64 ? k.n : 64), k.p);
-        }
+    if (!spw_stream_name_ok(name, nl)) {
+        memset(c, 0, sizeof *c);
+        FAIL("stream names are " SPW_NAME_RULE);
     }
+    stream_def d;
+    memset(&d, 0, sizeof d);
+    d.stored = incarnation != NULL;
+    d.name = name;
+    memcpy(d.c.name, name, nl + 1);
+    if (len == 0 || spw_json_ws(body, body + len) == body + len) {
+        body = "{}"; /* no body, or an empty one: defaults */
+        len = 2;
+    }
+    int r = spw_opts_parse(stream_opts, sizeof stream_opts / sizeof stream_opts[0], NULL, "stream", body, len, NULL,
+                           &d, NULL, err, errcap);
+    *c = d.c;
+    if (r)
+        return -1;
+    if (incarnation)
+        *incarnation = (uint64_t)d.incarnation;
     if (c->format_bytes && (c->key[0] || c->timestamp[0]))
         FAIL("\"key\" and \"timestamp\" pointers need \"format\": \"json\"");
     return 0;
+}
+
+void spw_stream_help(spw_buf *out)
+{
+    /* "incarnation" is the server's own field: not listed */
+    spw_opts_help(stream_opts + 1, sizeof stream_opts / sizeof stream_opts[0] - 1, NULL, out);
+    spw_opts_help(retention_opts, sizeof retention_opts / sizeof retention_opts[0], "retention", out);
+    spw_opts_help(rate_opts, sizeof rate_opts / sizeof rate_opts[0], "rate_limit", out);
 }
 
 int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
@@ -277,29 +242,13 @@ static int appendf(spw_buf *b, const char *fmt, ...)
     return 0;
 }
 
-/* Pointers are printable ASCII after validation except for escapes we emit. */
-static int append_json_str(spw_buf *b, const char *s)
-{
-    if (appendf(b, "\""))
-        return SPW_ENOMEM;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        int r = ch == '"' || ch == '\\' ? appendf(b, "\\%c", ch)
-                : ch < 0x20           ? appendf(b, "\\u%04x", ch)
-                                      : appendf(b, "%c", ch);
-        if (r)
-            return r;
-    }
-    return appendf(b, "\"");
-}
-
 int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
 {
     int r = appendf(b, "{\"name\":\"%s\",\"partitions\":%u,\"format\":\"%s\",\"key\":", c->name, c->partitions,
                     c->format_bytes ? "bytes" : "json");
-    r = r ? r : append_json_str(b, c->key);
+    r = r ? r : spw_json_put_str(b, c->key, strlen(c->key));
     r = r ? r : appendf(b, ",\"timestamp\":");
-    r = r ? r : append_json_str(b, c->timestamp);
+    r = r ? r : spw_json_put_str(b, c->timestamp, strlen(c->timestamp));
     r = r ? r : appendf(b, ",\"ack\":\"%s\",\"retention\":{", spw_ack_name(c->ack));
     if (!r && c->retention_ms > 0)
         r = appendf(b, "\"ms\":%lld%s", (long long)c->retention_ms, c->retention_bytes > 0 ? "," : "");

@@ -67,6 +67,10 @@ int spw_stream_def_parse(spw_stream_config *c, uint64_t *incarnation, const char
  */
 int spw_stream_config_check(const spw_stream_config *c, char *err, size_t errcap);
 
+/* The fields of a stream definition, one line each, from the table the
+ * parser uses (for serve --help). */
+void spw_stream_help(spw_buf *out);
+
 /* Canonical JSON of c (every field, fixed order) appended to out. */
 int spw_stream_config_json(const spw_stream_config *c, spw_buf *out);
 

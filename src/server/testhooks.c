@@ -11,14 +11,18 @@
  *
  *   POST /debug/faults?write_err=ENOSPC|EIO|EDQUOT|none&write_count=N
  *                     &fsync_err=ENOSPC|EIO|EDQUOT|none&fsync_count=N
- *                     &fsync_delay_us=U
+ *                     &fsync_delay_us=U&files=all|segments
  *   DELETE /debug/faults      clears every fault
  *   GET /debug/faults         the current settings
  *
  * write_err: the next N (write_count; default: until cleared) pwrite and
  * pwritev calls on files under the data directory fail with that errno.
  * fsync_err: the same for fdatasync and fsync. fsync_delay_us: every
- * fdatasync/fsync there sleeps U µs first (a slow disk). Parameters not
+ * fdatasync/fsync there sleeps U µs first (a slow disk). files=segments
+ * narrows the faults and the delay to the log's segment files (names ending
+ * in ".log"), so a fault meant for a write of records is not taken by a
+ * background write of a small file (the recovery point, group offsets);
+ * files=all (the default) is every file. Parameters not
  * given keep their setting. Every answer is 200 with the settings as JSON;
  * a bad parameter is 400 and changes nothing.
  *
@@ -49,16 +53,23 @@
 
 static char data_dir[4096];
 static size_t data_len;
-static _Atomic unsigned char fd_under[FD_TRACK]; /* 1: opened under the data directory */
+static _Atomic unsigned char fd_under[FD_TRACK]; /* 1: opened under the data directory; 2: a segment there */
 
 static _Atomic int armed; /* any fault or delay set: take the slow path */
 static _Atomic int write_err, fsync_err;        /* positive errno, 0 = none */
 static _Atomic long long write_left, fsync_left; /* calls still to fail; -1 = until cleared */
 static _Atomic uint32_t fsync_delay_us;
+static _Atomic int segments_only; /* files=segments */
 static _Atomic uint64_t write_hits, fsync_hits;  /* calls failed so far */
 static pthread_mutex_t set_mu = PTHREAD_MUTEX_INITIALIZER; /* one settings change at a time */
 
-static int under(int fd) { return fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed); }
+static int under(int fd)
+{
+    if (fd < 0 || fd >= FD_TRACK)
+        return 0;
+    int in = atomic_load_explicit(&fd_under[fd], memory_order_relaxed);
+    return atomic_load_explicit(&segments_only, memory_order_relaxed) ? in == 2 : in != 0;
+}
 
 /* Takes one failure from *left: 1 if this call fails. */
 static int take(_Atomic long long *left)
@@ -88,6 +99,9 @@ static int hook_open(const char *path, int flags, int mode)
     int fd = spw_os_default.open(path, flags, mode);
     if (fd >= 0 && fd < FD_TRACK) {
         int in = data_len && strncmp(path, data_dir, data_len) == 0 && (path[data_len] == '/' || !path[data_len]);
+        size_t n = strlen(path);
+        if (in && n > 4 && strcmp(path + n - 4, ".log") == 0)
+            in = 2;
         atomic_store_explicit(&fd_under[fd], (unsigned char)in, memory_order_relaxed);
     }
     return fd;
@@ -210,8 +224,9 @@ static void out_settings(spw_buf *b)
     }
     int n = snprintf(s, sizeof s,
                      "{\"write_err\":%s,\"write_count\":%s,\"fsync_err\":%s,\"fsync_count\":%s,\"fsync_delay_us\":%u,"
-                     "\"write_hits\":%" PRIu64 ",\"fsync_hits\":%" PRIu64 "}\n",
-                     wn, wc, fn, fc, atomic_load(&fsync_delay_us), atomic_load(&write_hits),
+                     "\"files\":\"%s\",\"write_hits\":%" PRIu64 ",\"fsync_hits\":%" PRIu64 "}\n",
+                     wn, wc, fn, fc, atomic_load(&fsync_delay_us),
+                     atomic_load(&segments_only) ? "segments" : "all", atomic_load(&write_hits),
                      atomic_load(&fsync_hits));
     if (spw_buf_reserve(b, (size_t)n) == 0) {
         memcpy(b->p, s, (size_t)n);
@@ -230,13 +245,13 @@ static void respond_settings(spw_http_req *req)
 /* Parses the whole query before changing anything: 0, or -1 with a 400 sent. */
 static int apply_query(spw_http_req *req)
 {
-    int set_we = 0, set_wc = 0, set_fe = 0, set_fc = 0, set_d = 0;
+    int set_we = 0, set_wc = 0, set_fe = 0, set_fc = 0, set_d = 0, set_files = 0, seg = 0;
     int we = 0, fe = 0;
     long long wc = -1, fc = -1, d = 0;
     const char *q = req->query;
     if (!*q) {
         spw_http_error(req, 400, "bad_parameter", NULL,
-                       "give write_err, write_count, fsync_err, fsync_count or fsync_delay_us");
+                       "give write_err, write_count, fsync_err, fsync_count, fsync_delay_us or files");
         return -1;
     }
     while (*q) {
@@ -283,6 +298,13 @@ static int apply_query(spw_http_req *req)
                 return -1;
             }
             set_d = 1;
+        } else if (strcmp(k, "files") == 0) {
+            if (strcmp(v, "all") != 0 && strcmp(v, "segments") != 0) {
+                spw_http_error(req, 400, "bad_parameter", NULL, "files must be all or segments");
+                return -1;
+            }
+            seg = v[0] == 's';
+            set_files = 1;
         } else {
             spw_http_error(req, 400, "bad_parameter", NULL, "unknown parameter '%s'", k);
             return -1;
@@ -310,6 +332,8 @@ static int apply_query(spw_http_req *req)
     }
     if (set_d)
         atomic_store(&fsync_delay_us, (uint32_t)d);
+    if (set_files)
+        atomic_store(&segments_only, seg);
     rearm();
     pthread_mutex_unlock(&set_mu);
     spw_warn("test build: faults set: %s", req->query);
@@ -334,6 +358,7 @@ static void debug_handler(spw_api *api, spw_http_req *req)
         atomic_store(&write_err, 0);
         atomic_store(&fsync_err, 0);
         atomic_store(&fsync_delay_us, 0);
+        atomic_store(&segments_only, 0);
         pthread_mutex_unlock(&set_mu);
         spw_warn("test build: faults cleared");
         respond_settings(req);

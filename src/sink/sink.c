@@ -34,10 +34,13 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/json.h"
+#include "core/opts.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "log/format.h"
 #include "os/os.h"
 #include "server/api.h"
@@ -129,7 +132,7 @@ typedef struct spw_sink {
      * (worker only; swapped whole, buffers and all) */
     sink_batch b, pend;
     int has_pend;
-    spw_buf rbuf, scratch; /* collect's read buffers */
+    spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
     struct spw_sink *next_dead;
 } spw_sink;
@@ -147,33 +150,14 @@ struct spw_sinks {
 
 static void jstr(spw_buf *b, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    spw_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            spw_buf_put(b, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            spw_buf_put(b, e, 6);
-        } else {
-            spw_buf_put(b, &p[i], 1);
-        }
-    }
-    spw_buf_put(b, "\"", 1);
+    if (spw_json_put_str(b, p, n))
+        abort(); /* as spw_xmalloc */
 }
 
 static void jb64(spw_buf *b, const uint8_t *p, size_t n)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    spw_buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        char o[4] = {tab[v >> 18], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
-        spw_buf_put(b, o, 4);
-    }
-    spw_buf_put(b, "\"", 1);
+    if (spw_json_put_b64(b, p, n))
+        abort();
 }
 
 static void jf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -189,24 +173,148 @@ static void jf(spw_buf *b, const char *fmt, ...)
 
 /* ---- definitions ---- */
 
-static int get_u64(const spw_json_span *v, uint64_t lo, uint64_t hi, uint64_t *out)
+/*
+ * A definition's fields, and batch's and retry's, in option tables
+ * (core/opts.h); each callback runs after the fields above it in its
+ * table, so "batch" sees "kind". The stored and compared form is def_json
+ * of the parsed definition, with "options" canonicalized by the kind's
+ * table: definitions that mean the same are equal (docs/api.md "PUT
+ * /v1/sinks/{name}").
+ */
+static const spw_opt batch_opts[] = {
+    {.name = "max_events", .type = SPW_OPT_INT, .off = offsetof(sink_def, batch.max_events), .size = 4,
+     .def = 5000, .min = 1, .max = 1000000, .help = "records in one write at most (the kind may choose another default)"},
+    {.name = "max_bytes", .type = SPW_OPT_INT, .off = offsetof(sink_def, batch.max_bytes), .size = 8,
+     .def = 4 << 20, .min = 1, .max = 256 << 20, .help = "keys and values in one write at most"},
+    {.name = "max_wait_ms", .type = SPW_OPT_INT, .off = offsetof(sink_def, batch.max_wait_ms), .size = 4, .def = 200,
+     .min = 0, .max = 3600000, .help = "how long a partial batch waits"},
+};
+
+static const spw_opt retry_opts[] = {
+    {.name = "initial_ms", .type = SPW_OPT_INT, .off = offsetof(sink_def, retry_initial_ms), .size = 8, .def = 100,
+     .min = 1, .max = 3600000, .help = "the first retry's delay"},
+    {.name = "max_ms", .type = SPW_OPT_INT, .off = offsetof(sink_def, retry_max_ms), .size = 8, .def = 30000,
+     .min = 1, .max = 3600000, .help = "the longest delay between retries"},
+};
+
+static int has_member(const spw_json_span *obj, const char *name)
 {
-    int64_t x;
-    if (v->type != SPW_JSON_NUMBER || spw_json_int64(v, &x) || x < (int64_t)lo || (uint64_t)x > hi)
-        return -1;
-    *out = (uint64_t)x;
+    spw_json_iter it;
+    spw_json_span k, v;
+    spw_json_iter_init(&it, obj);
+    while (spw_json_iter_next(&it, &k, &v))
+        if (spw_json_str_eq(&k, name))
+            return 1;
     return 0;
 }
 
-static int get_name(const spw_json_span *v, char *out)
+static const char *sub_table(sink_def *d, const spw_json_span *v, const spw_opt *t, size_t n, const char *where,
+                             char *buf, size_t cap)
 {
-    if (v->type != SPW_JSON_STRING)
-        return -1;
-    long n = spw_json_unescape(v, out, SPW_STREAM_NAME_MAX + 1);
-    if (n < 0 || !spw_stream_name_ok(out, (size_t)n))
-        return -1;
-    out[n] = 0;
-    return 0;
+    return spw_opts_parse(t, n, where, "sink", v->p, v->n, NULL, d, NULL, buf, cap) == 0 ? NULL : buf;
+}
+
+static const char *def_name(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    return spw_json_str_eq(v, ((sink_def *)obj)->name) ? NULL : "\"name\" must be the name in the path";
+}
+
+static const char *def_stream(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)v, (void)o, (void)buf, (void)cap;
+    const char *s = ((sink_def *)obj)->stream;
+    return spw_stream_name_ok(s, strlen(s)) ? NULL : "\"stream\" must be a stream name";
+}
+
+static const char *def_dlq(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)v, (void)o, (void)buf, (void)cap;
+    const char *s = ((sink_def *)obj)->dlq;
+    return !s[0] || spw_stream_name_ok(s, strlen(s)) ? NULL : "\"dlq\" must be a stream name or null";
+}
+
+static const char *def_kind(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    sink_def *d = obj;
+    char kn[32];
+    long n = spw_json_unescape(v, kn, sizeof kn - 1);
+    if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
+        return "unknown sink kind (known: forward, postgres, kafka)";
+    return NULL;
+}
+
+static const char *def_batch(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    sink_def *d = obj;
+    const char *bad = sub_table(d, v, batch_opts, sizeof batch_opts / sizeof batch_opts[0], "batch", buf, cap);
+    if (!bad && d->kind->default_max_events && !has_member(v, "max_events"))
+        d->batch.max_events = d->kind->default_max_events;
+    if (!bad && d->kind->default_max_bytes && !has_member(v, "max_bytes"))
+        d->batch.max_bytes = d->kind->default_max_bytes;
+    return bad;
+}
+
+static const char *def_retry(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    return sub_table(obj, v, retry_opts, sizeof retry_opts / sizeof retry_opts[0], "retry", buf, cap);
+}
+
+/* "options": canonicalized by the kind's table (its values checked by it;
+ * the kind's open checks the rest). */
+static const char *def_options(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    sink_def *d = obj;
+    if (v->n > OPTIONS_MAX)
+        return "\"options\" must be an object of at most 65536 bytes";
+    char what[48];
+    snprintf(what, sizeof what, "%s sink", d->kind->name);
+    spw_buf c = SPW_BUF_INIT;
+    if (spw_opts_parse(d->kind->opts, d->kind->nopts, "options", what, v->p, v->n, d->stream, NULL, &c, buf, cap) <
+        0) {
+        spw_buf_fini(&c);
+        return buf;
+    }
+    spw_free(d->options);
+    d->options = spw_xmalloc(c.len + 1);
+    memcpy(d->options, c.p, c.len);
+    d->options[c.len] = 0;
+    d->options_len = c.len;
+    spw_buf_fini(&c);
+    return NULL;
+}
+
+static const spw_opt def_opts[] = {
+    {.name = "name", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .parse = def_name,
+     .must = "the name in the path", .help = "the sink's name, as in the path"},
+    {.name = "stream", .type = SPW_OPT_STR, .off = offsetof(sink_def, stream), .size = sizeof ((sink_def *)0)->stream,
+     .parse = def_stream, .flags = SPW_OPT_REQUIRED, .must = "a stream name", .help = "the stream delivered"},
+    {.name = "kind", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .parse = def_kind, .flags = SPW_OPT_REQUIRED,
+     .must = "a sink kind (forward, postgres, kafka)", .help = "forward, postgres or kafka"},
+    {.name = "batch", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_batch,
+     .must = "an object", .help = "{max_events, max_bytes, max_wait_ms}"},
+    {.name = "retry", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_retry,
+     .must = "an object", .help = "{initial_ms, max_ms}"},
+    {.name = "dlq", .type = SPW_OPT_STR, .off = offsetof(sink_def, dlq), .size = sizeof ((sink_def *)0)->dlq,
+     .parse = def_dlq, .flags = SPW_OPT_NULLABLE, .must = "a stream name or null",
+     .help = "the dead-letter stream, or null"},
+    {.name = "options", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_options,
+     .must = "an object", .help = "the kind's options"},
+};
+
+void spw_sinks_help(spw_buf *out)
+{
+    spw_opts_help(def_opts, sizeof def_opts / sizeof def_opts[0], NULL, out);
+    spw_opts_help(batch_opts, sizeof batch_opts / sizeof batch_opts[0], "batch", out);
+    spw_opts_help(retry_opts, sizeof retry_opts / sizeof retry_opts[0], "retry", out);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        spw_buf_printf(out, "\n  kind \"%s\" options:\n", kinds[i]->name);
+        spw_opts_help(kinds[i]->opts, kinds[i]->nopts, "options", out);
+    }
 }
 
 #define FAIL(...)                                                                                                      \
@@ -215,119 +323,29 @@ static int get_name(const spw_json_span *v, char *out)
         return SPW_EINVAL;                                                                                             \
     } while (0)
 
-/* Parses a PUT body into d (options copied: free with def_fini). */
+/* Parses a PUT body into d (options canonicalized and copied: free with def_fini). */
 static int def_parse(sink_def *d, const char *name, const char *body, size_t len, char *err, size_t cap)
 {
     memset(d, 0, sizeof *d);
     snprintf(d->name, sizeof d->name, "%s", name);
-    d->batch = (spw_sink_batch_cfg){.max_events = 5000, .max_bytes = 4u << 20, .max_wait_ms = 200};
-    d->retry_initial_ms = 100;
-    d->retry_max_ms = 30000;
-    spw_json_ptr root = {0};
-    spw_json_span obj;
-    spw_json_error je;
-    const char *end;
     if (len > DEF_MAX)
         FAIL("the definition is over %d bytes", DEF_MAX);
-    if (spw_json_scan(body, body + len, &root, 1, &obj, &end, &je))
-        FAIL("invalid JSON at byte %zu: %s", je.offset, je.msg);
-    if (spw_json_ws(end, body + len) != body + len || obj.type != SPW_JSON_OBJECT)
-        FAIL("the body must be one JSON object");
-    spw_json_iter it;
-    spw_json_span k, v;
-    const spw_json_span *opts = NULL;
-    spw_json_span opts_span;
-    int have_events = 0, have_bytes = 0;
-    spw_json_iter_init(&it, &obj);
-    while (spw_json_iter_next(&it, &k, &v)) {
-        if (spw_json_str_eq(&k, "name")) {
-            if (v.type != SPW_JSON_STRING || !spw_json_str_eq(&v, name))
-                FAIL("\"name\" must be the name in the path");
-        } else if (spw_json_str_eq(&k, "stream")) {
-            if (get_name(&v, d->stream))
-                FAIL("\"stream\" must be a stream name");
-        } else if (spw_json_str_eq(&k, "dlq")) {
-            if (v.type == SPW_JSON_NULL)
-                d->dlq[0] = 0;
-            else if (get_name(&v, d->dlq))
-                FAIL("\"dlq\" must be a stream name or null");
-        } else if (spw_json_str_eq(&k, "kind")) {
-            char kn[32];
-            long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, kn, sizeof kn - 1) : -1;
-            if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
-                FAIL("unknown sink kind (known: forward, postgres, kafka)");
-        } else if (spw_json_str_eq(&k, "batch")) {
-            if (v.type != SPW_JSON_OBJECT)
-                FAIL("\"batch\" must be an object");
-            spw_json_iter i2;
-            spw_json_span k2, v2;
-            spw_json_iter_init(&i2, &v);
-            while (spw_json_iter_next(&i2, &k2, &v2)) {
-                uint64_t x;
-                if (spw_json_str_eq(&k2, "max_events")) {
-                    if (get_u64(&v2, 1, 1000000, &x))
-                        FAIL("batch.max_events must be 1 to 1000000");
-                    d->batch.max_events = (uint32_t)x;
-                    have_events = 1;
-                } else if (spw_json_str_eq(&k2, "max_bytes")) {
-                    if (get_u64(&v2, 1, 256u << 20, &d->batch.max_bytes))
-                        FAIL("batch.max_bytes must be 1 to 268435456");
-                    have_bytes = 1;
-                } else if (spw_json_str_eq(&k2, "max_wait_ms")) {
-                    if (get_u64(&v2, 0, 3600000, &x))
-                        FAIL("batch.max_wait_ms must be 0 to 3600000");
-                    d->batch.max_wait_ms = (uint32_t)x;
-                } else {
-                    FAIL("unknown field in \"batch\" (max_events, max_bytes, max_wait_ms)");
-                }
-            }
-        } else if (spw_json_str_eq(&k, "retry")) {
-            if (v.type != SPW_JSON_OBJECT)
-                FAIL("\"retry\" must be an object");
-            spw_json_iter i2;
-            spw_json_span k2, v2;
-            spw_json_iter_init(&i2, &v);
-            while (spw_json_iter_next(&i2, &k2, &v2)) {
-                if (spw_json_str_eq(&k2, "initial_ms")) {
-                    if (get_u64(&v2, 1, 3600000, &d->retry_initial_ms))
-                        FAIL("retry.initial_ms must be 1 to 3600000");
-                } else if (spw_json_str_eq(&k2, "max_ms")) {
-                    if (get_u64(&v2, 1, 3600000, &d->retry_max_ms))
-                        FAIL("retry.max_ms must be 1 to 3600000");
-                } else {
-                    FAIL("unknown field in \"retry\" (initial_ms, max_ms)");
-                }
-            }
-        } else if (spw_json_str_eq(&k, "options")) {
-            if (v.type != SPW_JSON_OBJECT || v.n > OPTIONS_MAX)
-                FAIL("\"options\" must be an object of at most %d bytes", OPTIONS_MAX);
-            opts_span = v;
-            opts = &opts_span;
-        } else {
-            FAIL("unknown field (stream, kind, batch, retry, dlq, options)");
-        }
+    if (spw_opts_parse(def_opts, sizeof def_opts / sizeof def_opts[0], NULL, "sink", body, len, NULL, d, NULL, err,
+                       cap) < 0) {
+        spw_free(d->options);
+        d->options = NULL;
+        return SPW_EINVAL;
     }
-    if (!d->stream[0])
-        FAIL("\"stream\" is required");
-    if (!d->kind)
-        FAIL("\"kind\" is required (forward, postgres, kafka)");
-    if (!have_events && d->kind->default_max_events)
-        d->batch.max_events = d->kind->default_max_events;
-    if (!have_bytes && d->kind->default_max_bytes)
-        d->batch.max_bytes = d->kind->default_max_bytes;
-    if (d->retry_max_ms < d->retry_initial_ms)
+    if (d->retry_max_ms < d->retry_initial_ms) {
+        spw_free(d->options);
+        d->options = NULL;
         FAIL("retry.max_ms must be at least retry.initial_ms");
-    if (strcmp(d->dlq, d->stream) == 0)
-        FAIL("\"dlq\" must not be the sink's own stream");
-    d->options = spw_xmalloc(opts ? opts->n + 1 : 3);
-    if (opts) {
-        memcpy(d->options, opts->p, opts->n);
-        d->options_len = opts->n;
-    } else {
-        memcpy(d->options, "{}", 2);
-        d->options_len = 2;
     }
-    d->options[d->options_len] = 0;
+    if (strcmp(d->dlq, d->stream) == 0) {
+        spw_free(d->options);
+        d->options = NULL;
+        FAIL("\"dlq\" must not be the sink's own stream");
+    }
     return 0;
 }
 
@@ -358,56 +376,6 @@ static void def_json(const sink_def *d, spw_buf *b)
 
 /* ---- files ---- */
 
-/* Writes path atomically: temp file, fsync, rename, fsync of the directory. */
-static int write_atomic(const char *dir, const char *file, const void *p, size_t n)
-{
-    char tmp[4500], path[4500];
-    snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, file);
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    int fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fd;
-    int r = spw_os_pwrite_all(fd, p, n, 0);
-    if (r == 0)
-        r = spw_os.fsync(fd);
-    spw_os.close(fd);
-    if (r == 0)
-        r = spw_os.rename(tmp, path);
-    if (r == 0)
-        r = spw_os_fsync_dir(dir);
-    return r;
-}
-
-/* Reads a whole small file into a NUL-terminated malloc'ed buffer. */
-static int read_small(const char *path, char **out, size_t *len, size_t max)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    char *b = spw_xmalloc(max + 1);
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, b + n, max - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = -errno;
-            close(fd);
-            spw_free(b);
-            return e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n == max)
-            break;
-    }
-    close(fd);
-    b[n] = 0;
-    *out = b;
-    *len = n;
-    return 0;
-}
 
 static void sink_dir(const spw_sink *k, char *out, size_t cap)
 {
@@ -426,7 +394,7 @@ static int save_progress(spw_sink *k)
     sink_dir(k, dir, sizeof dir);
     pthread_mutex_lock(&k->mu);
     if (r == 0 && !k->deleted)
-        r = write_atomic(dir, "progress", b.p, b.len);
+        r = spw_os_write_file_atomic(dir, "progress", "progress.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
     pthread_mutex_unlock(&k->mu);
     spw_buf_fini(&b);
     return r;
@@ -449,14 +417,7 @@ static void set_error(spw_sink *k, const char *fmt, ...)
 /* Sleeps up to ms or until stop; returns stop. */
 static int nap(spw_sink *k, uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = spw_deadline(CLOCK_MONOTONIC, ms * 1000000u);
     pthread_mutex_lock(&k->mu);
     while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
     }
@@ -517,9 +478,13 @@ static int read_progress(spw_sink *k, const spw_stream *s, uint64_t *next, uint3
     snprintf(path, sizeof path, "%s/progress", dir);
     char *text;
     size_t len;
-    int r = read_small(path, &text, &len, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX);
-    if (r < 0)
+    int r = spw_os_read_file(path, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX, &text, &len);
+    if (r == -EFBIG) {
+        text = spw_xstrdup(""); /* larger than any progress file: damaged, as below */
+        len = 0;
+    } else if (r < 0) {
         return r;
+    }
     uint32_t n = 0;
     uint64_t inc = 0;
     r = spw_sink_progress_parse(text, len, &inc, next, SPW_STREAM_PARTITIONS_MAX, &n);
@@ -704,7 +669,10 @@ static int attach(spw_sink *k)
 
 /* Collects records of partition pi from offset off into k->b.recs: the
  * sink's position, or where the pending batch ends. Returns the count (0:
- * nothing), or an error. */
+ * nothing), or an error. Reads with the record cursor (log/cursor.h):
+ * damage met after records ends the window (they are delivered first);
+ * damage at the position is skipped to the cursor's resume offset, logged
+ * with its offsets, counted in errors_total and shown as last_error. */
 static int collect(spw_sink *k, uint32_t pi, uint64_t off)
 {
     spw_part *p = k->s->parts[pi];
@@ -714,90 +682,71 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
     k->b.bytes = 0;
     k->b.arena.len = 0;
     const spw_sink_batch_cfg *bc = &k->def.batch;
-    for (int rounds = 0; rounds < 64 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes; rounds++) {
-        uint64_t bad_next = 0;
-        size_t want = bc->max_bytes - k->b.bytes + 4096;
-        /* Log bytes for the records still wanted, from what earlier reads
-         * measured (with a quarter more): a read of max_bytes for a window
-         * that max_events fills in a fraction of it would copy and discard
-         * the rest. One batch is always read, so a short guess costs one
-         * more round, never a stall. */
-        if (k->log_per_rec) {
-            uint64_t guess = (uint64_t)(bc->max_events - k->b.nrecs) * k->log_per_rec * 5 / 4 + 4096;
-            if (guess < want)
-                want = (size_t)guess;
-        }
-        int r = spw_part_read(p, off, want > (64u << 20) ? (64u << 20) : want, &k->rbuf, &bad_next);
-        if (r == SPW_ECORRUPT && k->b.nrecs == 0 && bad_next > off && at_position) {
-            spw_error("sink %s: partition %u: damaged batch at offset %" PRIu64 "; skipping to %" PRIu64,
-                      k->def.name, pi, off, bad_next);
-            atomic_fetch_add(&k->errors, 1);
-            atomic_store(&k->parts[pi].next, bad_next);
-            return 0;
-        }
-        if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
-            spw_part_state st;
-            spw_part_state_get(p, &st);
-            if (off < st.start_offset) {
-                spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name,
-                         pi, off, st.start_offset);
-                atomic_store(&k->parts[pi].next, st.start_offset);
-            }
-            return 0;
-        }
-        if (r < 0 && !k->b.nrecs)
-            return r;
-        if (r <= 0)
-            break; /* the end, or an error after records: deliver those first */
-        const uint8_t *b = k->rbuf.p;
-        size_t left = k->rbuf.len;
-        uint64_t before = off;
-        while (left > 0 && k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes) {
-            spw_batch_hdr h;
-            /* spw_part_read checked every batch's CRC: parse only */
-            if (spw_batch_parse(b, left, &h) || h.length > left)
-                break;
-            if (h.record_count)
-                k->log_per_rec = (h.length + h.record_count - 1) / h.record_count;
-            const uint8_t *rs;
-            size_t rl;
-            if (spw_batch_records(b, &h, &k->scratch, &rs, &rl))
-                break;
-            spw_rec_iter it;
-            spw_rec_iter_init(&it, &h, rs, rl);
-            spw_record_view rv;
-            while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && spw_rec_next(&it, &rv) == 1) {
-                if (rv.offset < off)
-                    continue;
-                if (k->b.nrecs == k->b.recs_cap) {
-                    k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
-                    k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
-                }
-                size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
-                size_t ka = k->b.arena.len;
-                if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
-                    k->b.nrecs = 0;
-                    return SPW_ENOMEM;
-                }
-                /* pointers fixed up below, once the arena stops moving */
-                k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
-                                                   .id = rv.id,
-                                                   .ts = rv.ts,
-                                                   .key = (const uint8_t *)(uintptr_t)ka,
-                                                   .key_len = rv.key_len,
-                                                   .value = (const uint8_t *)(uintptr_t)(ka + kl),
-                                                   .value_len = rv.value_len};
-                k->b.nrecs++;
-                k->b.bytes += kl + rv.value_len;
-                off = rv.offset + 1;
-            }
-            b += h.length;
-            left -= h.length;
-        }
-        if (off == before)
-            break;
+    /* Log bytes for the records wanted, from what earlier reads measured
+     * (with a quarter more): a read of max_bytes for a window that
+     * max_events fills in a fraction of it would copy and discard the
+     * rest. The cursor reads one batch at least and reads again when
+     * it needs more, so a short guess costs a read, never a stall. */
+    size_t want = bc->max_bytes + 4096;
+    if (k->log_per_rec) {
+        uint64_t guess = (uint64_t)bc->max_events * k->log_per_rec * 5 / 4 + 4096;
+        if (guess < want)
+            want = (size_t)guess;
     }
-    /* Every return with records comes here: their pointers are offsets until now. */
+    spw_cursor_seek(&k->cur, p, off);
+    k->cur.read_bytes = want > (64u << 20) ? (64u << 20) : want;
+    spw_record_view rv;
+    int r = 0;
+    while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && (r = spw_cursor_next(&k->cur, &rv)) == 1) {
+        const spw_batch_hdr *h = spw_cursor_batch(&k->cur);
+        k->log_per_rec = (h->length + h->record_count - 1) / h->record_count;
+        if (k->b.nrecs == k->b.recs_cap) {
+            k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
+            k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
+        }
+        size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
+        size_t ka = k->b.arena.len;
+        if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
+            k->b.nrecs = 0;
+            return SPW_ENOMEM;
+        }
+        /* pointers fixed up below, once the arena stops moving */
+        k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
+                                           .id = rv.id,
+                                           .ts = rv.ts,
+                                           .key = (const uint8_t *)(uintptr_t)ka,
+                                           .key_len = rv.key_len,
+                                           .value = (const uint8_t *)(uintptr_t)(ka + kl),
+                                           .value_len = rv.value_len};
+        k->b.nrecs++;
+        k->b.bytes += kl + rv.value_len;
+    }
+    if (r == SPW_ECORRUPT && k->b.nrecs == 0 && k->cur.resume && at_position) {
+        uint64_t from = k->cur.damage_from, resume = k->cur.resume;
+        spw_error("sink %s: partition %u: offsets %" PRIu64 "..%" PRIu64
+                  " are damaged on disk and cannot be delivered (run spillway check); skipping them, resuming at "
+                  "offset %" PRIu64,
+                  k->def.name, pi, from, resume - 1, resume);
+        set_error(k, "partition %u: offsets %" PRIu64 "..%" PRIu64 " are damaged on disk: skipped, resumed at %" PRIu64,
+                  pi, from, resume - 1, resume);
+        atomic_fetch_add(&k->errors, 1);
+        atomic_store(&k->parts[pi].next, resume);
+        return 0;
+    }
+    if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (off < st.start_offset) {
+            spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name, pi,
+                     off, st.start_offset);
+            atomic_store(&k->parts[pi].next, st.start_offset);
+        }
+        return 0;
+    }
+    if (r < 0 && !k->b.nrecs)
+        return r;
+    /* Every return with records comes here (an error after records: those
+     * are delivered first); their pointers are offsets until now. */
     for (uint32_t i = 0; i < k->b.nrecs; i++) {
         k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
         k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
@@ -915,7 +864,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
                       .value_len = (uint32_t)v.len,
                       .ts = spw_wall_ms()};
     dlq_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    int rc = spw_api_produce(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
+    int rc = spw_produce_submit(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
     spw_buf_fini(&v);
     if (rc < 0) {
         spw_stream_put(d);
@@ -926,7 +875,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    spw_api_produce_free(w.pr); /* releases the reference to d */
+    spw_produce_free(w.pr); /* releases the reference to d */
     if (w.err) {
         set_error(k, "appending to dead-letter stream %s: %s", k->def.dlq, spw_strerror(w.err));
         return w.err;
@@ -1226,8 +1175,7 @@ static void sink_stop_free(spw_sink *k)
     spw_buf_fini(&k->b.arena);
     spw_free(k->pend.recs);
     spw_buf_fini(&k->pend.arena);
-    spw_buf_fini(&k->rbuf);
-    spw_buf_fini(&k->scratch);
+    spw_cursor_fini(&k->cur);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     spw_free(k);
@@ -1267,7 +1215,7 @@ static void load_one(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
     char *text;
     size_t len;
-    int r = read_small(path, &text, &len, DEF_MAX);
+    int r = spw_os_read_file(path, DEF_MAX, &text, &len);
     if (r < 0) {
         if (r != -ENOENT)
             spw_error("sink %s: reading %s: %s; not started", name, path, spw_strerror(r));
@@ -1407,7 +1355,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         if (r == 0)
             unlink(pp); /* a leftover of a deleted sink of this name */
         if (r == 0)
-            r = write_atomic(dir, "sink.json", b.p, b.len);
+            r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
         if (r == 0)
             r = spw_os_fsync_dir(m->dir);
         if (r < 0) {

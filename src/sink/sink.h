@@ -89,10 +89,20 @@ typedef struct spw_sink_kind {
      * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
     uint32_t default_max_events;
     uint64_t default_max_bytes;
+    /* The "options" fields (core/opts.h): open parses options by this
+     * table, and a definition's stored and compared form carries the
+     * options canonicalized by it. */
+    const struct spw_opt *opts;
+    size_t nopts;
 } spw_sink_kind;
 
 /* The kinds built in (NULL if none is named so). */
 const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len);
+
+/* The fields of a sink definition and of each kind's options, one line
+ * each, from their tables (for serve --help). */
+struct spw_buf;
+void spw_sinks_help(struct spw_buf *out);
 
 struct spw_api;
 typedef struct spw_sinks spw_sinks;

@@ -588,7 +588,9 @@ static void run_hook(const char *root)
                                       "fsync_delay_us=-1",
                                       "nope=1",
                                       "write_err",
-                                      "write_err=EIO&later=1"};
+                                      "write_err=EIO&later=1",
+                                      "files=some",
+                                      "write_err=EIO&files="};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char path[256];
         snprintf(path, sizeof path, "/debug/faults?%s", bad[i]);
@@ -600,6 +602,14 @@ static void run_hook(const char *root)
     /* Nothing was changed by them. */
     resp r = req(s.port, "GET", "/debug/faults", NULL, NULL);
     CHECK(has(&r, "\"write_err\":null") && has(&r, "\"fsync_err\":null") && has(&r, "\"fsync_delay_us\":0"));
+    CHECK(has(&r, "\"files\":\"all\""));
+    free(r.body);
+    r = req(s.port, "POST", "/debug/faults?files=segments", NULL, "");
+    CHECK_EQ(r.status, 200);
+    CHECK(has(&r, "\"files\":\"segments\""));
+    free(r.body);
+    r = req(s.port, "DELETE", "/debug/faults", NULL, NULL);
+    CHECK(has(&r, "\"files\":\"all\""));
     free(r.body);
     r = req(s.port, "PUT", "/debug/faults", NULL, "");
     CHECK_EQ(r.status, 405);

@@ -8,7 +8,12 @@
  *     and no sink line for a server without sinks;
  *   - bad sink lines (missing stream, bad JSON, bad name, defined twice,
  *     another definition than the existing sink's, an over-long line) make
- *     `spillway serve` exit 1 with "FILE:LINE: reason".
+ *     `spillway serve` exit 1 with "FILE:LINE: reason";
+ *   - definitions are compared in canonical form (core/opts.h): a line that
+ *     differs from the sink's only by spaces inside "options", by the order
+ *     of its fields or by defaults written out starts the server with the
+ *     sink unchanged, and a PUT of such a body answers 200 (identical);
+ *     a genuinely different value still answers 409.
  */
 #include "server.h"
 #include "spillway.h"
@@ -193,6 +198,40 @@ int main(int argc, char **argv)
         CHECK(strstr(ol.text, want) != NULL);
         free(ol.text);
     }
+
+    /* The same definition written differently: spaces inside "options",
+     * fields in another order, and defaults written out (options.stream is
+     * the sink's stream, timeout_ms 10000, batch.max_bytes 4 MiB). */
+    char same[1024], same_cfg[4200];
+    snprintf(same, sizeof same,
+             "{\"kind\":\"forward\",\"stream\":\"ev\",\"dlq\":\"dlq\","
+             "\"batch\":{\"max_wait_ms\":50,\"max_events\":200,\"max_bytes\":4194304},"
+             "\"retry\":{\"initial_ms\":50,\"max_ms\":400},"
+             "\"options\":{ \"timeout_ms\" : 10000, \"address\": \"127.0.0.1:%d\" }}",
+             core.binport);
+    snprintf(same_cfg, sizeof same_cfg, "%s/same.conf", edir);
+    snprintf(text, sizeof text, "sink.fwd = %s\n", same);
+    write_file(same_cfg, text);
+    const char *same_extra[] = {"--config", same_cfg, NULL};
+    srv_start(&edge, BIN, edir, same_extra); /* the server starts: the sink is unchanged */
+    CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fwd", same), 200);
+    CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fwd", body), 200);
+    /* a genuinely different value still conflicts */
+    char diff[1024];
+    snprintf(diff, sizeof diff,
+             "{\"kind\":\"forward\",\"stream\":\"ev\",\"dlq\":\"dlq\","
+             "\"batch\":{\"max_wait_ms\":50,\"max_events\":200},\"retry\":{\"initial_ms\":50,\"max_ms\":400},"
+             "\"options\":{\"timeout_ms\":10001,\"address\":\"127.0.0.1:%d\"}}",
+             core.binport);
+    CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fwd", diff), 409);
+    r = http_json(edge.port, "GET", "/v1/sinks/fwd", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"timeout_ms\":10001") == NULL);
+    free(r.body);
+    CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+    snprintf(want, sizeof want, "%s:1: sink.fwd: sink fwd exists with a different definition", bad);
+    snprintf(text, sizeof text, "sink.fwd = %s\n", diff);
+    expect_refused(edir, bad, text, want);
 
     /* After all the refusals the good file still starts and the sink is as it was. */
     srv_start(&edge, BIN, edir, extra);

@@ -557,6 +557,49 @@ static void test_throttled_bytes(void)
     spw_buf_fini(&b);
 }
 
+/* docs/protocol.md, "Answers": a damaged answer carries next_offset after
+ * msg, byte by byte as the document shows; an error answer without it
+ * decodes with has_next_offset 0; any other trailing length is refused. */
+static void test_damaged_bytes(void)
+{
+    static const uint8_t want[] = {
+        0x27, 0x00, 0x00, 0x00,                         /* length 39 = 12 + 27 */
+        0x02, 0x01, 0x01, 0x00,                         /* FETCH, version 1, RESPONSE */
+        0x09, 0, 0, 0, 0, 0, 0, 0,                      /* request id 9 */
+        0xf4, 0x01,                                     /* status 500 */
+        0x00, 0x00, 0x00, 0x00,                         /* retry_after_ms 0 */
+        0x07, 'd', 'a', 'm', 'a', 'g', 'e', 'd',        /* code */
+        0x03, 0x00, 'd', 'm', 'g',                      /* msg */
+        0x09, 0, 0, 0, 0, 0, 0, 0,                      /* next_offset 9 */
+    };
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_OK(spw_frame_error_encode_next(&b, SPW_OP_FETCH, 9, SPW_ST_INTERNAL, "damaged", "dmg", 9));
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    uint16_t st;
+    const uint8_t *rest;
+    size_t rl;
+    spw_frame_error e;
+    const char *why;
+    CHECK_EQ(spw_answer_decode(want + 16, sizeof want - 16, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(st, 500);
+    CHECK(e.code_len == 7 && memcmp(e.code, "damaged", 7) == 0);
+    CHECK(e.msg_len == 3 && memcmp(e.msg, "dmg", 3) == 0);
+    CHECK_EQ(e.has_next_offset, 1);
+    CHECK_EQ(e.next_offset, 9);
+    /* without it */
+    CHECK_EQ(spw_answer_decode(want + 16, sizeof want - 16 - 8, &st, &rest, &rl, &e, &why), 0);
+    CHECK_EQ(e.has_next_offset, 0);
+    /* 1..7 or 9 trailing bytes: malformed */
+    for (size_t cut = 1; cut < 8; cut++)
+        CHECK_EQ(spw_answer_decode(want + 16, sizeof want - 16 - cut, &st, &rest, &rl, &e, &why), SPW_EINVAL);
+    uint8_t longer[sizeof want + 1];
+    memcpy(longer, want, sizeof want);
+    longer[sizeof want] = 0;
+    CHECK_EQ(spw_answer_decode(longer + 16, sizeof longer - 16, &st, &rest, &rl, &e, &why), SPW_EINVAL);
+    spw_buf_fini(&b);
+}
+
 static void test_errors(void)
 {
     static const uint16_t codes[] = {400, 401, 403, 404, 408, 413, 416, 429, 500, 501, 503, 507};
@@ -944,6 +987,7 @@ int main(void)
     test_auth();
     test_groups();
     test_throttled_bytes();
+    test_damaged_bytes();
     test_doc_example();
     test_random();
     printf("test_frame: ok\n");

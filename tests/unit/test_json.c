@@ -1,7 +1,43 @@
 /* The strict JSON scanner: accepts what RFC 8259 allows, rejects the rest
  * with the byte offset of the problem, and finds JSON Pointer values. */
+#include "core/buf.h"
 #include "core/json.h"
 #include "test.h"
+
+/* The writer's output of s[0..n) equals want, and scans as JSON. */
+static void put_str_is(const char *s, size_t n, const char *want)
+{
+    spw_buf b = SPW_BUF_INIT;
+    CHECK_EQ(spw_json_put_str(&b, s, n), 0);
+    if (b.len != strlen(want) || memcmp(b.p, want, b.len) != 0)
+        fprintf(stderr, "put_str: got %.*s, want %s\n", (int)b.len, (const char *)b.p, want);
+    CHECK(b.len == strlen(want) && memcmp(b.p, want, b.len) == 0);
+    const char *end;
+    spw_json_span f[1];
+    spw_json_error e;
+    CHECK_EQ(spw_json_scan((const char *)b.p, (const char *)b.p + b.len, NULL, 0, f, &end, &e), 0);
+    spw_buf_fini(&b);
+}
+
+/* Two texts have the same canonical form (or not). */
+static void canon_same(const char *a, const char *b, int same)
+{
+    spw_buf x = SPW_BUF_INIT, y = SPW_BUF_INIT;
+    const char *end;
+    spw_json_span sa, sb;
+    spw_json_error e;
+    spw_json_ptr root = {0}; /* the empty pointer: the whole value */
+    CHECK_EQ(spw_json_scan(a, a + strlen(a), &root, 1, &sa, &end, &e), 0);
+    CHECK_EQ(spw_json_scan(b, b + strlen(b), &root, 1, &sb, &end, &e), 0);
+    CHECK_EQ(spw_json_put_canon(&x, &sa), 0);
+    CHECK_EQ(spw_json_put_canon(&y, &sb), 0);
+    int eq = x.len == y.len && memcmp(x.p, y.p, x.len) == 0;
+    if (eq != same)
+        fprintf(stderr, "canon: %.*s vs %.*s\n", (int)x.len, (const char *)x.p, (int)y.len, (const char *)y.p);
+    CHECK_EQ(eq, same);
+    spw_buf_fini(&x);
+    spw_buf_fini(&y);
+}
 
 static int scan(const char *s, spw_json_error *e)
 {
@@ -196,6 +232,26 @@ int main(void)
         spw_json_span fr = {"1.5", 3, SPW_JSON_NUMBER};
         CHECK_EQ(spw_json_int64(&fr, &v), -1);
     }
+    /* The writer: escapes, control bytes and DEL, UTF-8 kept, bad bytes replaced. */
+    put_str_is("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
+    put_str_is("x\ny\x01\x7f", 5, "\"x\\u000ay\\u0001\\u007f\"");
+    put_str_is("\xc3\xa9t\xc3\xa9", 5, "\"\xc3\xa9t\xc3\xa9\"");
+    put_str_is("a\xff\xc3", 3, "\"a\\ufffd\\ufffd\"");
+    put_str_is("nul\0x", 5, "\"nul\\u0000x\"");
+    put_str_is("", 0, "\"\"");
+    {
+        spw_buf b = SPW_BUF_INIT;
+        CHECK_EQ(spw_json_put_b64(&b, (const uint8_t *)"abcd", 4), 0);
+        CHECK(b.len == 10 && memcmp(b.p, "\"YWJjZA==\"", 10) == 0);
+        spw_buf_fini(&b);
+    }
+    /* Canonical text: spacing and string escapes do not matter; order,
+     * values and numbers as written do. */
+    canon_same("{\"a\": 1, \"b\" : [ \"x\" , true ]}", "{\"a\":1,\"b\":[\"x\",true]}", 1);
+    canon_same("{\"p\":\"\\/a\\u0062\"}", "{ \"p\" : \"/ab\" }", 1);
+    canon_same("{\"s\":\"a b\"}", "{\"s\":\"ab\"}", 0);
+    canon_same("{\"a\":1,\"b\":2}", "{\"b\":2,\"a\":1}", 0);
+    canon_same("{\"a\":1}", "{\"a\":2}", 0);
     puts("test_json: ok");
     return 0;
 }

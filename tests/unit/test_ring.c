@@ -3,16 +3,71 @@
  * moves 20-30% of a million keys (ideal: 1/4), and only to the new shard;
  * each of 3 or 4 shards gets its fair share within ±10%; the map is
  * deterministic (the documented hash), and bad shard counts are refused.
+ *
+ * One ring serves the postgres sink's shards and the C client's servers
+ * (core/ring.h): each keeps its documented placement (fixed placements
+ * below, taken from the two separate implementations this one replaced),
+ * and the client routes every key exactly as spw_ring_shard does over a
+ * ring of "host:port#v" labels with 160 points a server.
  */
 #include "core/ring.h"
 
+#include "client/client_int.h"
 #include "core/error.h"
 #include "test.h"
+
+static const char *const keys[] = {"", "a", "user-1", "user-42", "device-7", "k0", "k1", "k2", "orders/123",
+                                   "\xc3\xa9t\xc3\xa9"};
+#define NK (sizeof keys / sizeof keys[0])
+
+static const char *const servers[] = {"127.0.0.1:7001", "127.0.0.1:7002", "localhost:7003"};
+
+static int client_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
+{
+    (void)arg;
+    return snprintf(out, cap, "%s#%u", servers[i], v);
+}
+
+/* Both documented placements, and the client's route is the ring's. */
+static void placements(void)
+{
+    static const uint32_t shard4[NK] = {1, 2, 2, 0, 2, 2, 3, 3, 1, 3};
+    static const uint32_t server3[NK] = {0, 2, 1, 2, 1, 2, 2, 0, 1, 1};
+    spw_ring r4, rc;
+    CHECK_OK(spw_ring_init(&r4, 4));
+    CHECK_OK(spw_ring_build(&rc, 3, SPW_RING_CLIENT_VNODES, client_label, NULL));
+    spw_producer *p;
+    CHECK_EQ(spw_producer_new("127.0.0.1:7001,127.0.0.1:7002,localhost:7003", NULL, &p), 0);
+    for (size_t i = 0; i < NK; i++) {
+        size_t n = strlen(keys[i]);
+        CHECK_EQ(spw_ring_shard(&r4, keys[i], n), shard4[i]);
+        CHECK_EQ(spw_ring_shard(&rc, keys[i], n), server3[i]);
+        CHECK_EQ(spw__producer_route(p, keys[i], (int32_t)n), server3[i]);
+    }
+    /* a hundred thousand keys: the same fold as the old implementations gave */
+    unsigned long long a = 0, b = 0;
+    char k[32];
+    for (unsigned i = 0; i < 100000; i++) {
+        int n = snprintf(k, sizeof k, "user-%u", i);
+        uint32_t s = spw__producer_route(p, k, n);
+        CHECK_EQ(spw_ring_shard(&rc, k, (size_t)n), s);
+        a = a * 31 + s;
+        b = b * 31 + spw_ring_shard(&r4, k, (size_t)n);
+    }
+    CHECK(a == 5622807250070357775ull);
+    CHECK(b == 12149844552045889423ull);
+    spw_producer_close(p, 0);
+    spw_ring_free(&r4);
+    spw_ring_free(&rc);
+    CHECK_EQ(spw_ring_build(&rc, 0, 10, client_label, NULL), SPW_EINVAL);
+    CHECK_EQ(spw_ring_build(&rc, 3, 0, client_label, NULL), SPW_EINVAL);
+}
 
 #define NKEYS 1000000
 
 int main(void)
 {
+    placements();
     spw_ring r3, r4, again;
     CHECK_EQ(spw_ring_init(&r3, 0), SPW_EINVAL);
     CHECK_EQ(spw_ring_init(&r3, SPW_RING_SHARDS_MAX + 1), SPW_EINVAL);

@@ -1,4 +1,5 @@
 /* Stream definitions: defaults, every field, every error, canonical round trip, hashing. */
+#include "core/name.h"
 #include "server/stream.h"
 #include "test.h"
 
@@ -128,6 +129,47 @@ int main(void)
     CHECK(spw_stream_name_ok(longname, 128));
     CHECK(!spw_stream_name_ok(longname, 129));
     CHECK_EQ(parse(&c, "../etc", ""), -1);
+    {
+        /* One rule (core/name.h), one sentence, other lengths. */
+        char err[256] = "";
+        CHECK_EQ(spw_stream_config_parse(&c, "../etc", "", 0, err, sizeof err), -1);
+        CHECK(strstr(err, SPW_NAME_RULE) != NULL);
+        CHECK(spw_name_ok(longname, 64, 64));
+        CHECK(!spw_name_ok(longname, 65, 64));
+        CHECK(!spw_name_ok(".x", 2, 64));
+    }
+    {
+        /* Definitions are compared by meaning: spacing, escapes, field
+         * order and defaults written out make no difference; the stored
+         * canonical text is the same too. */
+        spw_stream_config a, b;
+        CHECK_EQ(parse(&a, "s", "{\"partitions\":2,\"key\":\"/k\",\"rate_limit\":{\"rate\":5}}"), 0);
+        CHECK_EQ(parse(&b, "s",
+                       "{ \"rate_limit\" : {\"burst\":5, \"rate\":5, \"per\":\"tenant\"}, \"key\":\"\\/k\", "
+                       "\"partitions\" : 2, \"ack\":\"fsync\", \"dedupe_window_ms\":86400000, \"priority\":1, "
+                       "\"retention\":{}, \"format\":\"json\", \"coalesce\":false, \"max_event_bytes\":1048576 }"),
+                 0);
+        CHECK(spw_stream_config_equal(&a, &b));
+        spw_buf ja = SPW_BUF_INIT, jb = SPW_BUF_INIT;
+        CHECK_EQ(spw_stream_config_json(&a, &ja), 0);
+        CHECK_EQ(spw_stream_config_json(&b, &jb), 0);
+        CHECK(ja.len == jb.len && memcmp(ja.p, jb.p, ja.len) == 0);
+        spw_buf_fini(&ja);
+        spw_buf_fini(&jb);
+        CHECK_EQ(parse(&b, "s", "{\"partitions\":2,\"key\":\"/k\",\"rate_limit\":{\"rate\":5,\"burst\":6}}"), 0);
+        CHECK(!spw_stream_config_equal(&a, &b));
+        /* incarnation is the stored file's only; a field given twice is refused */
+        CHECK_EQ(parse(&b, "s", "{\"incarnation\":3}"), -1);
+        CHECK_EQ(parse(&b, "s", "{\"partitions\":2,\"partitions\":3}"), -1);
+        uint64_t inc = 0;
+        char err[256];
+        const char *stored = "{\"name\":\"s\",\"partitions\":2,\"incarnation\":3}";
+        CHECK_EQ(spw_stream_def_parse(&b, &inc, "s", stored, strlen(stored), err, sizeof err), 0);
+        CHECK_EQ(inc, 3);
+        CHECK_EQ(b.partitions, 2);
+        CHECK_EQ(b.dedupe_window_ms, 86400000);
+        CHECK(b.retention_ms == -1 && b.retention_bytes == -1 && b.ack == SPW_ACK_FSYNC && b.priority == 1);
+    }
 
     /* FNV-1a 64, mod partitions: fixed values (docs/api.md). */
     CHECK_EQ(spw_stream_partition("", 0, 1000), 0xcbf29ce484222325ull % 1000);

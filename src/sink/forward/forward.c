@@ -16,6 +16,7 @@
  * 404 missing stream, 401/403, 5xx) → RETRY, the remote may come back.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "core/opts.h"
 #include "sink/sink.h"
 #include "spillway.h"
 
@@ -75,49 +77,27 @@ static int make_producer(fwd *f)
     return spw_producer_new(f->address, &c, &f->p);
 }
 
+/* The options (docs/api.md "forward sink"): one table, core/opts.h. */
+static const spw_opt fwd_opts[] = {
+    {.name = "address", .type = SPW_OPT_STR, .off = offsetof(fwd, address), .size = sizeof ((fwd *)0)->address,
+     .flags = SPW_OPT_REQUIRED, .must = "\"host:port\"", .help = "\"host:port\" of the other node's binary listener"},
+    {.name = "stream", .type = SPW_OPT_STR, .off = offsetof(fwd, stream), .size = sizeof ((fwd *)0)->stream,
+     .flags = SPW_OPT_DEF_CTX, .must = "a stream name", .help = "the stream there to append to"},
+    {.name = "timeout_ms", .type = SPW_OPT_INT, .off = offsetof(fwd, timeout_ms), .size = 4, .def = 10000,
+     .min = 100, .max = 600000, .help = "how long a write may wait for the other node's answer"},
+};
+
 static int fwd_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
                     size_t cap)
 {
     (void)sink;
     fwd *f = spw_xcalloc(1, sizeof *f);
-    snprintf(f->stream, sizeof f->stream, "%s", stream);
-    f->timeout_ms = 10000;
-    spw_json_ptr root = {0};
-    spw_json_span obj, k, v;
-    spw_json_error je;
-    const char *end;
     const char *bad = NULL;
-    if (spw_json_scan(options, options + len, &root, 1, &obj, &end, &je) || obj.type != SPW_JSON_OBJECT) {
-        bad = "\"options\" must be an object";
-    } else {
-        spw_json_iter it;
-        spw_json_iter_init(&it, &obj);
-        while (!bad && spw_json_iter_next(&it, &k, &v)) {
-            if (spw_json_str_eq(&k, "address")) {
-                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, f->address, sizeof f->address - 1) : -1;
-                if (n <= 0)
-                    bad = "options.address must be \"host:port\"";
-                else
-                    f->address[n] = 0;
-            } else if (spw_json_str_eq(&k, "stream")) {
-                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, f->stream, sizeof f->stream - 1) : -1;
-                if (n <= 0)
-                    bad = "options.stream must be a stream name";
-                else
-                    f->stream[n] = 0;
-            } else if (spw_json_str_eq(&k, "timeout_ms")) {
-                int64_t x;
-                if (v.type != SPW_JSON_NUMBER || spw_json_int64(&v, &x) || x < 100 || x > 600000)
-                    bad = "options.timeout_ms must be 100 to 600000";
-                else
-                    f->timeout_ms = (uint32_t)x;
-            } else {
-                bad = "unknown field in forward options (address, stream, timeout_ms)";
-            }
-        }
+    if (spw_opts_parse(fwd_opts, sizeof fwd_opts / sizeof fwd_opts[0], "options", "forward sink", options, len,
+                       stream, f, NULL, err, cap) < 0) {
+        spw_free(f);
+        return SPW_EINVAL;
     }
-    if (!bad && !f->address[0])
-        bad = "forward sinks need options.address (\"host:port\" of the other node's binary listener)";
     if (!bad && (strchr(f->address, ',') || !strchr(f->address, ':')))
         bad = "options.address must be one \"host:port\"";
     /* the producer checks the address syntax (and resolves nothing yet:
@@ -248,6 +228,8 @@ static void fwd_close(void *st)
 const spw_sink_kind spw_sink_kind_forward = {
     .name = "forward",
     .open = fwd_open,
+    .opts = fwd_opts,
+    .nopts = sizeof fwd_opts / sizeof fwd_opts[0],
     .write_begin = fwd_begin,
     .write_end = fwd_end,
     .position = NULL,

@@ -23,16 +23,19 @@
  * writes that window again.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/name.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "core/opts.h"
 #include "sink/sink.h"
 
 #define KFK_PROPS_MAX 64
@@ -147,21 +150,18 @@ static int topic_ok(const char *t)
     size_t n = strlen(t);
     if (n == 0 || n > 249 || strcmp(t, ".") == 0 || strcmp(t, "..") == 0)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+    for (size_t i = 0; i < n; i++)
+        if (!spw_name_char(t[i]))
             return 0;
-    }
     return 1;
 }
 
 /* options.properties: an object of strings (numbers and booleans are
  * taken as their text). NULL or a sentence. */
-static const char *parse_props(kfk *k, const spw_json_span *obj)
+static const char *parse_props(void *st, const spw_json_span *obj, const spw_opt *o, char *buf, size_t cap)
 {
-    if (obj->type != SPW_JSON_OBJECT)
-        return "options.properties must be an object of librdkafka properties";
+    (void)o, (void)buf, (void)cap;
+    kfk *k = st;
     spw_json_iter it;
     spw_json_span name, v;
     spw_json_iter_init(&it, obj);
@@ -204,6 +204,20 @@ static void kfk_free(kfk *k)
     spw_free(k);
 }
 
+/* The options (docs/api.md "kafka sink"): one table, core/opts.h. */
+static const spw_opt kfk_opts[] = {
+    {.name = "brokers", .type = SPW_OPT_STR, .off = offsetof(kfk, brokers), .size = sizeof ((kfk *)0)->brokers,
+     .flags = SPW_OPT_REQUIRED, .must = "\"host:port[,host:port...]\"",
+     .help = "\"host:port[,host:port...]\", the bootstrap servers"},
+    {.name = "topic", .type = SPW_OPT_STR, .off = offsetof(kfk, topic), .size = sizeof ((kfk *)0)->topic,
+     .flags = SPW_OPT_DEF_CTX, .must = "a Kafka topic name", .help = "the topic to write to"},
+    {.name = "timeout_ms", .type = SPW_OPT_INT, .off = offsetof(kfk, timeout_ms), .size = 4, .def = 10000,
+     .min = 100, .max = 600000, .help = "message.timeout.ms: how long a write may wait for the brokers"},
+    {.name = "properties", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}",
+     .parse = parse_props, .must = "an object of librdkafka properties",
+     .help = "more librdkafka producer properties, values as strings"},
+};
+
 static int kfk_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
                     size_t cap)
 {
@@ -211,46 +225,12 @@ static int kfk_open(const char *sink, const char *stream, const char *options, s
     snprintf(k->sink, sizeof k->sink, "%s", sink);
     k->pk = spw_xcalloc(KFK_PROPS_MAX, sizeof *k->pk);
     k->pv = spw_xcalloc(KFK_PROPS_MAX, sizeof *k->pv);
-    snprintf(k->topic, sizeof k->topic, "%s", stream);
-    k->timeout_ms = 10000;
-    spw_json_ptr root = {0};
-    spw_json_span obj, name, v;
-    spw_json_error je;
-    const char *end;
     const char *bad = NULL;
-    if (spw_json_scan(options, options + len, &root, 1, &obj, &end, &je) || obj.type != SPW_JSON_OBJECT) {
-        bad = "\"options\" must be an object";
-    } else {
-        spw_json_iter it;
-        spw_json_iter_init(&it, &obj);
-        while (!bad && spw_json_iter_next(&it, &name, &v)) {
-            if (spw_json_str_eq(&name, "brokers")) {
-                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, k->brokers, sizeof k->brokers - 1) : -1;
-                if (n <= 0 || memchr(k->brokers, 0, (size_t)n))
-                    bad = "options.brokers must be \"host:port[,host:port...]\"";
-                else
-                    k->brokers[n] = 0;
-            } else if (spw_json_str_eq(&name, "topic")) {
-                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, k->topic, sizeof k->topic - 1) : -1;
-                if (n <= 0)
-                    bad = "options.topic must be a Kafka topic name";
-                else
-                    k->topic[n] = 0;
-            } else if (spw_json_str_eq(&name, "timeout_ms")) {
-                int64_t x;
-                if (v.type != SPW_JSON_NUMBER || spw_json_int64(&v, &x) || x < 100 || x > 600000)
-                    bad = "options.timeout_ms must be 100 to 600000";
-                else
-                    k->timeout_ms = (uint32_t)x;
-            } else if (spw_json_str_eq(&name, "properties")) {
-                bad = parse_props(k, &v);
-            } else {
-                bad = "unknown field in kafka options (brokers, topic, timeout_ms, properties)";
-            }
-        }
+    if (spw_opts_parse(kfk_opts, sizeof kfk_opts / sizeof kfk_opts[0], "options", "kafka sink", options, len,
+                       stream, k, NULL, err, cap) < 0) {
+        kfk_free(k);
+        return SPW_EINVAL;
     }
-    if (!bad && !k->brokers[0])
-        bad = "kafka sinks need options.brokers (\"host:port[,host:port...]\", the bootstrap servers)";
     if (!bad && !topic_ok(k->topic))
         bad = "options.topic must be 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' or '-'";
     if (bad) {
@@ -432,6 +412,8 @@ static void kfk_close(void *st)
 const spw_sink_kind spw_sink_kind_kafka = {
     .name = "kafka",
     .open = kfk_open,
+    .opts = kfk_opts,
+    .nopts = sizeof kfk_opts / sizeof kfk_opts[0],
     .write_begin = kfk_begin,
     .write_end = kfk_end,
     .position = NULL,

@@ -41,6 +41,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "core/opts.h"
 #include "core/ring.h"
 #include "sink/sink.h"
 
@@ -117,10 +119,10 @@ static void quote_ident(spw_buf *b, const char *s, size_t n)
     spw_buf_puts(b, "\"");
 }
 
-static const char *parse_columns(pg *g, const spw_json_span *obj)
+static const char *parse_columns(void *st, const spw_json_span *obj, const spw_opt *o, char *buf, size_t cap)
 {
-    if (obj->type != SPW_JSON_OBJECT)
-        return "options.columns must be an object {\"column\":\"/pointer\" or \"$key\", ...}";
+    (void)o, (void)buf, (void)cap;
+    pg *g = st;
     spw_json_iter it;
     spw_json_span k, v;
     spw_json_iter_init(&it, obj);
@@ -180,101 +182,73 @@ static void pg_free(pg *g)
     spw_free(g);
 }
 
+/* options.shards: 1 to 64 libpq connection strings, each checked by libpq. */
+static const char *parse_shards(void *st, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o, (void)buf, (void)cap;
+    pg *g = st;
+    spw_json_ptr root = {0};
+    spw_json_error je;
+    const char *p = spw_json_ws(v->p + 1, v->p + v->n);
+    uint32_t cnt = 0;
+    spw_json_span e[PG_SHARDS_MAX + 1];
+    while (*p != ']') {
+        const char *ee;
+        if (cnt > PG_SHARDS_MAX)
+            return "options.shards: at most 64 shards";
+        if (spw_json_scan(p, v->p + v->n, &root, 1, &e[cnt], &ee, &je) || e[cnt].type != SPW_JSON_STRING)
+            return "options.shards must be an array of libpq connection strings";
+        cnt++;
+        p = spw_json_ws(ee, v->p + v->n);
+        if (*p == ',')
+            p = spw_json_ws(p + 1, v->p + v->n);
+    }
+    if (cnt == 0 || cnt > PG_SHARDS_MAX)
+        return "options.shards must list 1 to 64 libpq connection strings";
+    g->sh = spw_xcalloc(cnt, sizeof *g->sh);
+    g->nshards = cnt;
+    for (uint32_t i = 0; i < cnt; i++) {
+        long n = spw_json_unescape(&e[i], g->sh[i].conninfo, PG_CONNINFO_MAX - 1);
+        if (n < 0 || memchr(g->sh[i].conninfo, 0, (size_t)n))
+            return "options.shards: a connection string is longer than 1023 bytes";
+        g->sh[i].conninfo[n] = 0;
+        char *perr = NULL;
+        PQconninfoOption *co = PQconninfoParse(g->sh[i].conninfo, &perr);
+        if (!co) {
+            PQfreemem(perr);
+            return "options.shards: a connection string does not parse (libpq conninfo: "
+                   "\"host=H port=P dbname=D user=U\" or a postgresql:// URI)";
+        }
+        PQconninfoFree(co);
+    }
+    return NULL;
+}
+
+static const char *const copy_formats[] = {"auto", "text", NULL};
+
+/* The options (docs/api.md "postgres sink"): one table, core/opts.h. */
+static const spw_opt pg_opts[] = {
+    {.name = "shards", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_ARRAY, .parse = parse_shards,
+     .flags = SPW_OPT_REQUIRED, .must = "an array of libpq connection strings",
+     .help = "libpq connection strings; shard i is the i-th"},
+    {.name = "table", .type = SPW_OPT_STR, .off = offsetof(pg, table), .size = sizeof ((pg *)0)->table,
+     .flags = SPW_OPT_REQUIRED, .must = "a table name (\"name\" or \"schema.name\")",
+     .help = "the target table, \"name\" or \"schema.name\""},
+    {.name = "columns", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .parse = parse_columns,
+     .flags = SPW_OPT_REQUIRED, .must = "an object {\"column\":\"/pointer\" or \"$key\", ...}",
+     .help = "{\"column\":\"/pointer\" or \"$key\", ...}"},
+    {.name = "copy_format", .type = SPW_OPT_ENUM, .off = offsetof(pg, text_only), .choices = copy_formats,
+     .help = "auto: COPY binary where every column allows it; text: always text"},
+};
+
 static int pg_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
                    size_t cap)
 {
     pg *g = spw_xcalloc(1, sizeof *g);
     snprintf(g->sink, sizeof g->sink, "%s", sink);
     snprintf(g->stream, sizeof g->stream, "%s", stream);
-    spw_json_ptr root = {0};
-    spw_json_span obj, k, v;
-    spw_json_error je;
-    const char *end;
-    const char *bad = NULL;
-    int have_cols = 0;
-    if (spw_json_scan(options, options + len, &root, 1, &obj, &end, &je) || obj.type != SPW_JSON_OBJECT) {
-        bad = "\"options\" must be an object";
-    } else {
-        spw_json_iter it;
-        spw_json_iter_init(&it, &obj);
-        while (!bad && spw_json_iter_next(&it, &k, &v)) {
-            if (spw_json_str_eq(&k, "shards")) {
-                if (v.type != SPW_JSON_ARRAY || g->sh) {
-                    bad = "options.shards must be an array of libpq connection strings";
-                    break;
-                }
-                /* count, then fill */
-                const char *p = spw_json_ws(v.p + 1, v.p + v.n);
-                uint32_t cnt = 0;
-                spw_json_span e[PG_SHARDS_MAX + 1];
-                while (!bad && *p != ']') {
-                    const char *ee;
-                    if (cnt > PG_SHARDS_MAX) {
-                        bad = "options.shards: at most 64 shards";
-                        break;
-                    }
-                    if (spw_json_scan(p, v.p + v.n, &root, 1, &e[cnt], &ee, &je) || e[cnt].type != SPW_JSON_STRING)
-                        bad = "options.shards must be an array of libpq connection strings";
-                    cnt++;
-                    p = spw_json_ws(ee, v.p + v.n);
-                    if (*p == ',')
-                        p = spw_json_ws(p + 1, v.p + v.n);
-                }
-                if (bad)
-                    break;
-                if (cnt == 0 || cnt > PG_SHARDS_MAX) {
-                    bad = "options.shards must list 1 to 64 libpq connection strings";
-                    break;
-                }
-                g->sh = spw_xcalloc(cnt, sizeof *g->sh);
-                g->nshards = cnt;
-                for (uint32_t i = 0; i < cnt; i++) {
-                    long n = spw_json_unescape(&e[i], g->sh[i].conninfo, PG_CONNINFO_MAX - 1);
-                    if (n < 0 || memchr(g->sh[i].conninfo, 0, (size_t)n)) {
-                        bad = "options.shards: a connection string is longer than 1023 bytes";
-                        break;
-                    }
-                    g->sh[i].conninfo[n] = 0;
-                    char *perr = NULL;
-                    PQconninfoOption *o = PQconninfoParse(g->sh[i].conninfo, &perr);
-                    if (!o) {
-                        PQfreemem(perr);
-                        bad = "options.shards: a connection string does not parse (libpq conninfo: "
-                              "\"host=H port=P dbname=D user=U\" or a postgresql:// URI)";
-                        break;
-                    }
-                    PQconninfoFree(o);
-                }
-            } else if (spw_json_str_eq(&k, "table")) {
-                long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, g->table, sizeof g->table - 1) : -1;
-                if (n <= 0 || memchr(g->table, 0, (size_t)n)) {
-                    bad = "options.table must be a table name (\"name\" or \"schema.name\")";
-                    break;
-                }
-                g->table[n] = 0;
-            } else if (spw_json_str_eq(&k, "columns")) {
-                bad = parse_columns(g, &v);
-                have_cols = 1;
-            } else if (spw_json_str_eq(&k, "copy_format")) {
-                if (spw_json_str_eq(&v, "text"))
-                    g->text_only = 1;
-                else if (spw_json_str_eq(&v, "auto"))
-                    g->text_only = 0;
-                else
-                    bad = "options.copy_format must be \"auto\" (binary where every column allows it) or \"text\"";
-            } else {
-                bad = "unknown field in postgres options (shards, table, columns, copy_format)";
-            }
-        }
-    }
-    if (!bad && !g->sh)
-        bad = "postgres sinks need options.shards (libpq connection strings)";
-    if (!bad && !g->table[0])
-        bad = "postgres sinks need options.table";
-    if (!bad && !have_cols)
-        bad = "postgres sinks need options.columns ({\"column\":\"/pointer\" or \"$key\", ...})";
-    if (bad) {
-        snprintf(err, cap, "%s", bad);
+    if (spw_opts_parse(pg_opts, sizeof pg_opts / sizeof pg_opts[0], "options", "postgres sink", options, len,
+                       NULL, g, NULL, err, cap) < 0) {
         pg_free(g);
         return SPW_EINVAL;
     }
@@ -1055,6 +1029,8 @@ static void pg_close(void *st) { pg_free(st); }
 const spw_sink_kind spw_sink_kind_postgres = {
     .name = "postgres",
     .open = pg_open,
+    .opts = pg_opts,
+    .nopts = sizeof pg_opts / sizeof pg_opts[0],
     .write_begin = pg_begin,
     .write_end = pg_end,
     .position = pg_position,

@@ -1,0 +1,311 @@
+/*
+ * The dedupe step of the produce service (svc/produce.h, step 4; docs/api.md
+ * "Idempotency", docs/architecture.md "Idempotency"): what a keyed request
+ * finds in the dedupe table (server/dedupe.h) before it is appended.
+ *
+ *   - A request whose earlier attempt failed after handing batches to the
+ *     log is indeterminate: the headers of the partitions it wrote to are
+ *     walked for its key and tickets, once none of them is failed.
+ *   - A stored request is compared with the retry, partition by partition,
+ *     by count and fingerprint (CRC32C of keys, values and headers), read
+ *     back from the log where the table holds none: other content under
+ *     the same key is refused as reused, never answered as a duplicate.
+ *   - At start the table is rebuilt from the batch headers of every
+ *     stream's dedupe window.
+ *
+ * Called by spw_produce_request (produce.c) on the request's loop, and by
+ * the server once at start (spw_produce_dedupe_rebuild).
+ */
+#include <inttypes.h>
+
+#include "core/alloc.h"
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "core/msg.h"
+#include "server/api.h"
+#include "svc/produce.h"
+#include "svc/produce_int.h"
+
+/* ---- the dedupe step: resolving failed requests, comparing retries ---- */
+
+/* The lengths of a record's parts, folded into its fingerprint in one step. */
+static uint32_t fp_lens(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
+{
+    uint8_t w[12] = {(uint8_t)a, (uint8_t)(a >> 8), (uint8_t)(a >> 16), (uint8_t)(a >> 24),
+                     (uint8_t)b, (uint8_t)(b >> 8), (uint8_t)(b >> 16), (uint8_t)(b >> 24),
+                     (uint8_t)c, (uint8_t)(c >> 8), (uint8_t)(c >> 16), (uint8_t)(c >> 24)};
+    return spw_crc32c_extend(crc, w, sizeof w);
+}
+
+/* CRC32C over (key length, value length, header count), key, value, then
+ * each header's (key length, value length), key, value: three calls for a
+ * record without headers (this runs for every record of a keyed request). */
+uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v)
+{
+    crc = fp_lens(crc, (uint32_t)v->key_len, v->value_len, v->header_count);
+    if (v->key_len > 0)
+        crc = spw_crc32c_extend(crc, v->key, (size_t)v->key_len);
+    crc = spw_crc32c_extend(crc, v->value, v->value_len);
+    for (uint32_t i = 0; i < v->header_count; i++) {
+        const spw_kv *h = &v->headers[i];
+        crc = fp_lens(crc, h->key_len, h->value_len, 0);
+        crc = spw_crc32c_extend(crc, h->key, h->key_len);
+        crc = spw_crc32c_extend(crc, h->value, h->value_len);
+    }
+    return crc;
+}
+
+/* As spw_produce_fingerprint, for a record read from the log. */
+static int fp_view(uint32_t *crc, const spw_record_view *v)
+{
+    uint32_t c = fp_lens(*crc, (uint32_t)v->key_len, v->value_len, v->header_count);
+    if (v->key_len > 0)
+        c = spw_crc32c_extend(c, v->key, (size_t)v->key_len);
+    c = spw_crc32c_extend(c, v->value, v->value_len);
+    const uint8_t *p = v->headers, *end = v->headers + v->headers_len;
+    for (uint32_t i = 0; i < v->header_count; i++) {
+        spw_kv h;
+        if (spw_kv_next(&p, end, &h) != 1)
+            return SPW_ECORRUPT;
+        c = fp_lens(c, h.key_len, h.value_len, 0);
+        c = spw_crc32c_extend(c, h.key, h.key_len);
+        c = spw_crc32c_extend(c, h.value, h.value_len);
+    }
+    *crc = c;
+    return 0;
+}
+
+/* The fingerprint of a stored slot, from its records in the log. */
+static int fp_from_log(spw_stream *s, const spw_dd_slot *sl, uint32_t *out)
+{
+    if (sl->partition >= s->cfg.partitions)
+        return SPW_ECORRUPT;
+    spw_part *p = s->parts[sl->partition];
+    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    uint64_t next = sl->first_offset, end = sl->first_offset + sl->count;
+    uint32_t crc = 0;
+    int r = 0;
+    while (r == 0 && next < end) {
+        int n = spw_part_read(p, next, 1 << 20, &data, NULL);
+        if (n <= 0) {
+            r = n < 0 ? n : SPW_ECORRUPT;
+            break;
+        }
+        size_t pos = 0;
+        for (int b = 0; b < n && r == 0 && next < end; b++) {
+            spw_batch_hdr h;
+            const uint8_t *recs;
+            size_t len;
+            if ((r = spw_batch_parse(data.p + pos, data.len - pos, &h)) ||
+                (r = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len)))
+                break;
+            spw_rec_iter it;
+            spw_record_view rv;
+            spw_rec_iter_init(&it, &h, recs, len);
+            int rr = 0;
+            while (next < end && (rr = spw_rec_next(&it, &rv)) == 1) {
+                if (rv.offset < next)
+                    continue;
+                if ((r = fp_view(&crc, &rv)))
+                    break;
+                next = rv.offset + 1;
+            }
+            if (r == 0 && rr < 0)
+                r = rr;
+            pos += h.length;
+        }
+    }
+    spw_buf_fini(&data);
+    spw_buf_fini(&scratch);
+    *out = crc;
+    return r;
+}
+
+/*
+ * Does this request (in, n, routed as spw_produce_submit_ex routes it) match
+ * the stored slots of res, partition by partition? 1 yes, 0 no, or an
+ * error reading the log.
+ */
+static int dd_same(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, uint64_t key,
+                   const spw_dd_result *res)
+{
+    uint32_t P = s->cfg.partitions;
+    uint32_t *fp = spw_xcalloc(P, sizeof *fp), *cnt = spw_xcalloc(P, sizeof *cnt);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t p = spw_produce_route(s, &in[i], i, partition, key);
+        fp[p] = spw_produce_fingerprint(fp[p], &in[i]);
+        cnt[p]++;
+    }
+    int same = 1;
+    for (uint32_t j = 0; j < res->nslots && same == 1; j++) {
+        const spw_dd_slot *sl = &res->slots[j];
+        uint32_t want = sl->fp;
+        if (sl->partition >= P || cnt[sl->partition] != sl->count) {
+            same = 0;
+            break;
+        }
+        if (!sl->fp_known) {
+            int r = fp_from_log(s, sl, &want);
+            if (r) {
+                same = r;
+                break;
+            }
+        }
+        same = want == fp[sl->partition];
+    }
+    spw_free(fp);
+    spw_free(cnt);
+    return same;
+}
+
+typedef struct resolve_ctx {
+    spw_dd_result *res;
+    uint32_t partition;
+    uint64_t key, t0, t1;
+    uint32_t n;
+    uint32_t cap;
+} resolve_ctx;
+
+static void resolve_batch(void *arg, const spw_batch_hdr *h)
+{
+    resolve_ctx *x = arg;
+    uint64_t t = spw_id_ticket(h->base_id);
+    if (h->idem_hash != x->key || h->request_count != x->n || t < x->t0 || t >= x->t1)
+        return;
+    spw_dd_result *r = x->res;
+    if (r->nslots == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 8;
+        r->slots = spw_xrealloc(r->slots, x->cap * sizeof *r->slots);
+    }
+    r->slots[r->nslots++] = (spw_dd_slot){.partition = x->partition, .count = h->record_count,
+                                          .first_offset = h->base_offset};
+}
+
+/*
+ * Resolves an indeterminate entry (dedupe.h): which of the partitions the
+ * failed attempt wrote to hold its batch now. Their batches carry the key,
+ * the request's size and ids from the attempt's tickets, and are found in
+ * the segments written since the attempt began. Only once none of those
+ * partitions is failed: a failed one is recovering, and its recovery
+ * decides whether the batch stays. Returns SPW_DD_UNRESOLVED (not yet: the
+ * entry is indeterminate again), SPW_DD_NEW (nothing stored; e still reserved),
+ * SPW_DD_PARTIAL (some stored: res has them, e reserved) or SPW_DD_DONE
+ * (all stored: e finished, res is the answer).
+ */
+static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
+{
+    for (uint32_t j = 0; j < res->nunknown; j++)
+        if (res->unknown[j] >= s->cfg.partitions || spw_part_failed(s->parts[res->unknown[j]])) {
+            spw_dd_unresolved(api->dd, e);
+            return SPW_DD_UNRESOLVED;
+        }
+    spw_idgen *g = spw_log_idgen(api->log);
+    /* Segments last written since the attempt began; a minute's slack for
+     * a wall clock stepped back in between (the ticket range is the real
+     * filter, this only skips older segments). */
+    int64_t since = spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) - 60000;
+    uint32_t known = res->nslots;
+    resolve_ctx x = {.res = res, .key = key, .t0 = res->attempt_ticket, .t1 = res->attempt_ticket + res->n_events,
+                     .n = res->n_events, .cap = res->nslots};
+    for (uint32_t j = 0; j < res->nunknown; j++) {
+        x.partition = res->unknown[j];
+        int r = spw_part_scan_headers(s->parts[x.partition], since, resolve_batch, &x);
+        if (r) {
+            spw_warn("stream %s partition %u: resolving a failed keyed request: %s", s->cfg.name, x.partition,
+                     spw_strerror(r));
+            spw_dd_unresolved(api->dd, e);
+            return SPW_DD_UNRESOLVED;
+        }
+    }
+    uint64_t stored = 0;
+    for (uint32_t j = 0; j < res->nslots; j++)
+        stored += res->slots[j].count;
+    spw_free(res->unknown);
+    res->unknown = NULL;
+    res->nunknown = 0;
+    if (stored == 0)
+        return SPW_DD_NEW;
+    res->first_ticket = res->attempt_ticket;
+    res->complete = stored >= res->n_events;
+    res->ids_known = res->complete && known == 0; /* all from the one attempt */
+    spw_dd_update(api->dd, e, res);
+    if (!res->complete)
+        return SPW_DD_PARTIAL;
+    spw_dd_finish(api->dd, e, res, spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) + s->cfg.dedupe_window_ms);
+    return SPW_DD_DONE;
+}
+
+/* See produce_int.h. */
+int spw__produce_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+                          uint32_t partition, spw_dd_entry **e, spw_dd_result *res)
+{
+    int d = spw_dd_begin(api->dd, s->uid, key, n, spw_wall_ms(), e, res);
+    if (d == SPW_DD_INDET) {
+        d = dd_resolve(api, s, key, *e, res);
+        if (d == SPW_DD_UNRESOLVED || d == SPW_DD_NEW)
+            spw_dd_result_free(res);
+    }
+    if (d != SPW_DD_DONE && d != SPW_DD_PARTIAL)
+        return d;
+    int same = dd_same(s, in, n, partition, key, res);
+    if (same == 1)
+        return d;
+    if (same < 0)
+        spw_warn("stream %s: comparing a retried keyed request with the stored one: %s; refused as reused",
+                 s->cfg.name, spw_strerror(same));
+    if (d == SPW_DD_PARTIAL)
+        spw_dd_finish(api->dd, *e, NULL, 0); /* stays what the log holds */
+    *e = NULL;
+    spw_dd_result_free(res);
+    return SPW_DD_REUSED;
+}
+
+/* ---- dedupe rebuild ---- */
+
+typedef struct rebuild_ctx {
+    spw_api *api;
+    spw_stream *s;
+    uint32_t partition;
+    int64_t now;
+    uint64_t batches;
+} rebuild_ctx;
+
+static void rebuild_batch(void *arg, const spw_batch_hdr *h)
+{
+    rebuild_ctx *x = arg;
+    if (!h->idem_hash || !h->request_count)
+        return;
+    int64_t expires = spw_id_ms(h->base_id) + x->s->cfg.dedupe_window_ms;
+    if (expires <= x->now)
+        return;
+    spw_dd_restore(x->api->dd, x->s->uid, h->idem_hash, h->request_count, spw_id_ticket(h->base_id), x->partition,
+                   h->base_offset, h->record_count, expires);
+    x->batches++;
+}
+
+static void rebuild_stream(void *arg, spw_stream *s)
+{
+    rebuild_ctx *x = arg;
+    x->s = s;
+    if (s->cfg.dedupe_window_ms <= 0)
+        return;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        x->partition = i;
+        int r = spw_part_scan_headers(s->parts[i], x->now - s->cfg.dedupe_window_ms, rebuild_batch, x);
+        if (r)
+            spw_warn("stream %s partition %u: rebuilding the dedupe table: %s", s->cfg.name, i, spw_strerror(r));
+    }
+}
+
+void spw_produce_dedupe_rebuild(spw_api *api)
+{
+    if (!api->dd)
+        return;
+    rebuild_ctx x = {.api = api, .now = spw_wall_ms()};
+    spw_catalog_each(api->cat, rebuild_stream, &x);
+    spw_dd_stats st;
+    spw_dd_stats_get(api->dd, &st);
+    if (x.batches)
+        spw_info("dedupe table rebuilt from the log: %" PRIu64 " keys from %" PRIu64 " batches", st.entries,
+                 x.batches);
+}

@@ -1,0 +1,30 @@
+/*
+ * Inside the produce service (src/svc/produce*.c) only: the dedupe step
+ * (produce_dedupe.c), called by spw_produce_request (produce.c).
+ */
+#ifndef SPW_SVC_PRODUCE_INT_H
+#define SPW_SVC_PRODUCE_INT_H
+
+#include "svc/produce.h"
+
+/* spw__produce_dd_begin's answers besides spw_dd_begin's (dedupe.h). */
+enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17 };
+
+/*
+ * The dedupe step of a keyed produce: spw_dd_begin, then
+ *   - an indeterminate key (a failed request that may have left batches,
+ *     dedupe.h) is resolved from the headers of the partitions it wrote to,
+ *     once none of them is failed; while one is, SPW_DD_UNRESOLVED
+ *     (answered in_progress, as SPW_DD_BUSY);
+ *   - a stored request (DONE, PARTIAL) is compared with this one, partition
+ *     by partition (count and fingerprint of the records, read back from
+ *     the log where the table has none): different content is
+ *     SPW_DD_REUSED, and nothing is reserved.
+ * Returns as spw_dd_begin (never SPW_DD_INDET), SPW_DD_UNRESOLVED or
+ * SPW_DD_REUSED; e is reserved only for SPW_DD_NEW and SPW_DD_PARTIAL.
+ * partition: as spw_produce_submit_ex (UINT32_MAX: by key).
+ */
+int spw__produce_dd_begin(struct spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+                          uint32_t partition, spw_dd_entry **e, spw_dd_result *res);
+
+#endif

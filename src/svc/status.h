@@ -1,0 +1,93 @@
+/*
+ * The status table: every answer a service request (src/svc) can give,
+ * as one code (enum spw_sc), and for each its code word, its HTTP status,
+ * its binary-protocol status (docs/protocol.md "Status") and a default
+ * sentence. The service layer returns codes; each front end maps a code
+ * through this table and only adds its own framing (where in the request,
+ * headers, the frame), so a new front end answers the same as the others
+ * without a copy of anything.
+ *
+ * Contracts:
+ *   - The table is constant and complete: every code has a row; rows are
+ *     looked up by index (O(1), no lock).
+ *   - A condition whose documented code word differs between the two
+ *     protocols (the budget one: HTTP body_too_large, binary too_large;
+ *     a reused dedupe key: idempotency_key_reused / sequence_reused) has
+ *     one row naming both words (docs/api.md, docs/protocol.md keep them).
+ *   - A condition whose documented HTTP status differs by stream format
+ *     (event_too_large: 400 for a JSON event, 413 for a bytes body) has
+ *     one row per status, with the same word.
+ *   - Wire statuses are those of net/frame.h (the wire codec, the lowest
+ *     library, shared with the client); only status.c includes it.
+ */
+#ifndef SPW_SVC_STATUS_H
+#define SPW_SVC_STATUS_H
+
+#include <stdint.h>
+
+typedef enum spw_sc {
+    SPW_SC_OK = 0,
+    /* the request */
+    SPW_SC_NOT_IMPLEMENTED,    /* ack=replicated */
+    SPW_SC_NO_SUCH_PARTITION,
+    SPW_SC_INVALID_JSON,
+    SPW_SC_NOT_AN_OBJECT,
+    SPW_SC_MISSING_KEY,
+    SPW_SC_BAD_KEY,
+    SPW_SC_BAD_TIMESTAMP,
+    SPW_SC_EVENT_TOO_LARGE,      /* a JSON event: HTTP 400 */
+    SPW_SC_BODY_EVENT_TOO_LARGE, /* a bytes event: HTTP 413 */
+    SPW_SC_NO_EVENTS,
+    /* dedupe */
+    SPW_SC_KEY_REUSED,  /* idempotency_key_reused / sequence_reused */
+    SPW_SC_IN_PROGRESS,
+    SPW_SC_DEDUPE_FULL,
+    /* limits and pressure */
+    SPW_SC_RATE_LIMITED,
+    SPW_SC_OVER_BURST,
+    SPW_SC_SHED,
+    SPW_SC_BACKPRESSURE,
+    SPW_SC_TOO_LARGE, /* the request's batches exceed max-pending-bytes */
+    /* the disk */
+    SPW_SC_DISK_LIMIT,
+    SPW_SC_DISK_FULL,
+    SPW_SC_WRITE_FAILED,
+    SPW_SC_INTERNAL,
+    SPW_SC__N
+} spw_sc;
+
+typedef struct spw_sc_row {
+    const char *word;      /* the code word (HTTP "code", binary error code) */
+    const char *wire_word; /* the binary protocol's word where it differs, else NULL */
+    uint16_t http;         /* HTTP status */
+    uint16_t wire;         /* binary status (SPW_ST_*) */
+    const char *sentence;  /* default sentence, when the service gives none */
+} spw_sc_row;
+
+/* The row of code c. REQUIRES: 0 <= c < SPW_SC__N. */
+const spw_sc_row *spw_sc_row_of(spw_sc c);
+
+static inline const char *spw_sc_word(spw_sc c) { return spw_sc_row_of(c)->word; }
+static inline const char *spw_sc_wire_word(spw_sc c)
+{
+    const spw_sc_row *r = spw_sc_row_of(c);
+    return r->wire_word ? r->wire_word : r->word;
+}
+static inline int spw_sc_http(spw_sc c) { return spw_sc_row_of(c)->http; }
+static inline uint16_t spw_sc_wire(spw_sc c) { return spw_sc_row_of(c)->wire; }
+
+/*
+ * A produce the disk refused (refused = 1: nothing was appended) or whose
+ * write failed on the way (refused = 0: nothing of it is acknowledged):
+ * err is the log's error. Returns its code — SPW_SC_DISK_LIMIT
+ * (SPW_EDISKLIMIT), SPW_SC_DISK_FULL (-ENOSPC, -EDQUOT) or
+ * SPW_SC_WRITE_FAILED (any other I/O error) — with the sentence in msg
+ * (cap bytes); or SPW_SC_OK when err is not a disk error (budget, size,
+ * encoding, closing), which the caller answers itself.
+ */
+spw_sc spw_sc_disk(int err, int refused, char *msg, unsigned cap);
+
+/* Is err an error of the disk (as spw_sc_disk maps)? */
+int spw_sc_is_disk_error(int err);
+
+#endif
