@@ -1254,6 +1254,7 @@ void spw_part_config_default(spw_part_config *c)
     c->index_interval_bytes = 4096;
     c->retention_bytes = -1;
     c->retention_ms = -1;
+    c->retention_min_age_ms = 0;
 }
 
 static void part_free(spw_part *p)
@@ -1449,6 +1450,7 @@ void spw_part_state_get(spw_part *p, spw_part_state *st)
     for (size_t i = 0; i < p->nsegs; i++)
         st->bytes += atomic_load(&p->segs[i]->size);
     pthread_rwlock_unlock(&p->seg_lock);
+    st->retention_held_bytes = atomic_load_explicit(&p->retention_held_bytes, memory_order_relaxed);
 }
 
 /* ---- reads ---- */
@@ -1843,18 +1845,33 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
     uint64_t total = 0;
     for (size_t i = 0; i < p->nsegs; i++)
         total += atomic_load(&p->segs[i]->size);
+    uint64_t held = 0;
     while (nv < 64 && nv + 1 < p->nsegs) {
         spw_segment *s = p->segs[nv];
         uint64_t sz = atomic_load(&s->size);
         uint64_t seg_end = p->segs[nv + 1]->base_offset;
+        int64_t age = now_ms - atomic_load(&s->mtime_ms);
         /* As Kafka: delete a segment only if what remains is still at least the limit. */
         int by_bytes = p->cfg.retention_bytes >= 0 && total - sz >= (uint64_t)p->cfg.retention_bytes;
-        int by_age = p->cfg.retention_ms >= 0 && now_ms - atomic_load(&s->mtime_ms) > p->cfg.retention_ms;
+        int by_age = p->cfg.retention_ms >= 0 && age > p->cfg.retention_ms;
+        if (by_bytes && !by_age && age <= p->cfg.retention_min_age_ms) {
+            /* Written within the dedupe window: its batch headers name
+             * keys and sequences a retry must still find after a restart.
+             * Later segments are younger still: all of the excess is held. */
+            for (size_t i = nv; i + 1 < p->nsegs; i++) {
+                uint64_t z = atomic_load(&p->segs[i]->size);
+                if (total - held - z < (uint64_t)p->cfg.retention_bytes)
+                    break;
+                held += z;
+            }
+            break;
+        }
         if (!(by_bytes || by_age) || seg_end > protect)
             break;
         victims[nv++] = s;
         total -= sz;
     }
+    uint64_t was = atomic_exchange_explicit(&p->retention_held_bytes, held, memory_order_relaxed);
     if (nv) {
         memmove(p->segs, p->segs + nv, (p->nsegs - nv) * sizeof *p->segs);
         p->nsegs -= nv;
@@ -1874,5 +1891,10 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
     }
     if (nv)
         spw_os_fsync_dir(p->dir);
+    if (held && !was)
+        spw_warn("partition %s: retention.bytes is exceeded by %" PRIu64 " bytes written within the dedupe window "
+                 "(%" PRId64 " ms); they are kept until they leave it (docs/architecture.md, \"Retention and the "
+                 "dedupe window\")",
+                 p->dir, held, p->cfg.retention_min_age_ms);
     return r < 0 ? r : (int)nv;
 }
