@@ -985,8 +985,10 @@ static int rebuild_closed(spw_part *p, spw_segment *s, uint64_t size, uint64_t n
         c.last_pos = UINT64_MAX;
         sc.pos = next_pos;
         sc.offset = next_off;
-        if (!f)
+        if (!f) { /* the range runs to the segment's end: reported, kept, not an error */
+            r = 0;
             break;
+        }
     }
     int w = flush_idx_pending(p, s);
     if (w < 0 && !r)

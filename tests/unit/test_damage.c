@@ -7,7 +7,9 @@
  *     cut, the range is reported (report fields) and reads of its offsets
  *     fail with SPW_ECORRUPT and bad_next at its end;
  *   - the same in a closed segment: reads skip only the damaged range, not
- *     the rest of the segment;
+ *     the rest of the segment; also in its first batch, and in its last
+ *     (the range then runs to the segment's end: the partition still
+ *     opens);
  *   - damage after the recovery point: the cut is allowed, but the bytes
  *     cut are in the saved-aside file first;
  *   - an index whose entries point past pages that never reached the disk
@@ -308,7 +310,9 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
 
 /* ---- 8: damage in a closed segment ---- */
 
-static void test_closed(spw_log *log, const char *dir, int how)
+/* where: 0 a batch in the middle of the segment, 1 its last batch (the
+ * damaged range then runs to the segment's end), 2 its first. */
+static void test_closed(spw_log *log, const char *dir, int how, int where)
 {
     /* No index entries inside a segment: reads walk from position 0. */
     spw_part_config pc = cfg(8192, 1u << 20);
@@ -329,7 +333,7 @@ static void test_closed(spw_log *log, const char *dir, int how)
     batches *bt = calloc(1, sizeof *bt);
     CHECK(bt != NULL);
     list_batches(path, bt);
-    size_t k = bt->n / 3;
+    size_t k = where == 1 ? bt->n - 1 : where == 2 ? 0 : bt->n / 3;
     uint64_t lo = bt->base[k], hi = lo + bt->count[k];
     if (how == ZERO_SECTOR) {
         static const uint8_t z[SPW_BATCH_HEADER_LEN];
@@ -755,10 +759,13 @@ int main(int argc, char **argv)
         }
     }
     if (RUN("closed")) {
-        snprintf(d, sizeof d, "%s/closed-zero", base);
-        test_closed(log, d, ZERO_SECTOR);
-        snprintf(d, sizeof d, "%s/closed-flip", base);
-        test_closed(log, d, FLIP_LENGTH);
+        static const char *where_name[] = {"middle", "last", "first"};
+        for (int w = 0; w < 3; w++) {
+            snprintf(d, sizeof d, "%s/closed-zero-%s", base, where_name[w]);
+            test_closed(log, d, ZERO_SECTOR, w);
+            snprintf(d, sizeof d, "%s/closed-flip-%s", base, where_name[w]);
+            test_closed(log, d, FLIP_LENGTH, w);
+        }
     }
     if (RUN("above")) {
         snprintf(d, sizeof d, "%s/above", base);
