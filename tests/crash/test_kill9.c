@@ -598,16 +598,12 @@ static void corrupt(int parts, uint64_t r)
         lo = b->pos + 8 + (r >> 32) % (b->len - 8); /* not base_offset: outside the CRC */
         hi = lo + 1;
     }
-    /* Kinds of damage the server does not survive yet (counted as known,
-     * and made only with SPW_KILL9_STRICT=1): in a segment's first batch or
-     * a closed segment's last one, the partition fails to open ("cannot
-     * open partition": the stream is not loaded, every request gets 404);
-     * in the active segment
-     * past the recovery point, recovery takes a damaged header for a torn
-     * tail and cuts every later batch (acknowledged ones too; saved aside,
-     * their offsets reused). */
-    if (!strict && (lo < sp[0].pos + sp[0].len || (!active && hi > sp[ns - 1].pos) ||
-                    (active && hi > recovery_position(pdir, sp[0].base)))) {
+    /* Damage the server does not survive yet (counted as known, and made
+     * only with SPW_KILL9_STRICT=1): in the active segment past the
+     * recovery point, recovery takes a damaged header for a torn tail and
+     * cuts every later batch (acknowledged ones too; saved aside, their
+     * offsets reused). */
+    if (!strict && active && hi > recovery_position(pdir, sp[0].base)) {
         known_skipped++;
         free(buf);
         close(fd);
