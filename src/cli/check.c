@@ -6,7 +6,9 @@
  * damaged range is reported with the offsets reads will skip, and one
  * damaged range does not hide the state of the rest. In the newest
  * segment it reads the partition's recovery point: a bad tail after it is
- * reported as the torn tail the next open cuts (saving it aside first).
+ * reported as the torn tail the next open cuts (saving it aside first),
+ * unless a valid batch follows from which everything verifies to the end
+ * (damage in place, kept, as recovery keeps it).
  */
 #include "cli/check.h"
 
@@ -113,6 +115,25 @@ static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t 
             return q;
     }
     return size;
+}
+
+/* Do the batches from pos verify, offsets in order, to the end of the
+ * data (nothing but zeros after the last)? Recovery's rule for damage
+ * after the recovery point: then it is damage in place, not a torn tail. */
+static int whole_to_end(const unsigned char *d, size_t size, size_t pos, spw_buf *scratch)
+{
+    unsigned long long dummy = 0;
+    spw_batch_hdr h;
+    uint64_t expect = 0;
+    int first = 1;
+    while (pos < size) {
+        if (batch_ok(d + pos, size - pos, &h, scratch, &dummy) != 0 || (!first && h.base_offset != expect))
+            return all_zero(d + pos, size - pos);
+        first = 0;
+        expect = spw_batch_next_offset(&h);
+        pos += h.length;
+    }
+    return 1;
 }
 
 static void check_index(const char *dir, const seg_file *sf, FILE *out, spw_check_result *res)
@@ -245,7 +266,7 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
              * followed by a valid batch exactly where its length says with
              * the next offset, proves it; otherwise the next valid batch. */
             spw_batch_hdr bh;
-            size_t next;
+            size_t next = sf.size;
             uint64_t next_off;
             unsigned long long dummy = 0;
             int hdr_ok = spw_batch_parse(sf.data + pos, sf.size - pos, &bh) == 0 && bh.base_offset == expect &&
@@ -255,7 +276,10 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 h.base_offset == spw_batch_next_offset(&bh)) {
                 next = pos + bh.length;
                 next_off = h.base_offset;
-            } else if (newest && !below) {
+            } else if (newest && !below &&
+                       ((next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h)) >=
+                            sf.size ||
+                        !whole_to_end(sf.data, sf.size, next, &scratch))) {
                 fprintf(out,
                         "DAMAGED %s: bytes %zu..%zu (from offset %" PRIu64 "): %s (after the recovery point: a torn "
                         "tail, cut when the partition opens; the bytes are saved aside first)\n",
@@ -263,7 +287,11 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 res->damaged++;
                 break;
             } else {
-                next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
+                /* (after the recovery point, resync already ran above and
+                 * found a batch from which all verifies to the end:
+                 * damage in place, as recovery keeps it) */
+                if (!(newest && !below))
+                    next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
                 if (next < sf.size)
                     next_off = h.base_offset;
                 else if (below)

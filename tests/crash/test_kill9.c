@@ -26,9 +26,12 @@
  * count is drawn per run. On a third of the cycles, while the server is
  * down, the media is damaged: a 512-byte sector zeroed or a bit flipped
  * inside a record batch of a closed or the active segment (never in the
- * active segment's last batch, which recovery may cut as a torn tail);
- * then `spillway check` must report a damaged range covering every batch
- * hit. After the last cycle the clients finish, the group is drained, the
+ * active segment's last batch: damage there is indistinguishable from a
+ * torn write, which recovery cuts); then `spillway check` must report a
+ * damaged range covering every batch hit. A keyed request whose stored
+ * batch the damage hit may be refused as reused (422) on retry: the server
+ * cannot compare it with what it stored; its events then count as sent,
+ * not acknowledged (http_refused_damaged). After the last cycle the clients finish, the group is drained, the
  * sink catches up, the stream is read back whole, and the model checks:
  *   the log         every acknowledged record exactly once at its offset,
  *                   nothing else stored (a failed binary record at most
@@ -49,8 +52,7 @@
  * SPW_KILL9_CYCLES, cycles until then: scripts/torture.sh),
  * SPW_KILL9_SEED (the configuration, the kill moments and the damage; not
  * thread timing), SPW_KILL9_CORRUPT (percent of cycles with media damage,
- * default 33), SPW_KILL9_STRICT=1 (also the damage the server does not
- * survive yet: see corrupt()). Usage: test_kill9 SPILLWAY_BINARY.
+ * default 33). Usage: test_kill9 SPILLWAY_BINARY.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -315,6 +317,10 @@ static void *http_main(void *arg)
             http_event(c->t, i, j, key, sizeof key, val, sizeof val);
             n += (size_t)snprintf(body + n, sizeof body - n, "%s\n", val);
         }
+        for (uint32_t j = 0; j < k; j++) { /* sent: stored at most once, wherever */
+            int vl = http_event(c->t, i, j, key, sizeof key, val, sizeof val);
+            tell_unacked(hash_kv(key, val, (size_t)vl));
+        }
         snprintf(hdr, sizeof hdr, "Idempotency-Key: h%u-%u\r\nSpillway-Ack: fsync\r\n", c->t, i);
         c->nreq = i + 1;
         for (int attempt = 0;; attempt++) {
@@ -394,6 +400,7 @@ static void *bin_main(void *arg)
         char v[96], key[32];
         int vl = bin_record(n, key, sizeof key, v, sizeof v);
         atomic_store(&bin_sent, n + 1);
+        tell_unacked(hash_kv(key, v, (size_t)vl)); /* sent: stored at most once, wherever */
         CHECK_OK(spw_producer_send(p, "k", key, (int32_t)strlen(key), v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC,
                                    (void *)(uintptr_t)n));
         if (n % 32 == 31)
@@ -473,25 +480,7 @@ static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static uint64_t corruptions, unreported, known_skipped;
-static int strict;
-
-/* The recovery point's position if it names segment base (else 0: none of
- * it is known fsynced); docs/formats/log.md "Recovery point". */
-static uint64_t recovery_position(const char *pdir, uint64_t base)
-{
-    char path[4500];
-    snprintf(path, sizeof path, "%s/recovery-point", pdir);
-    uint8_t b[36];
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, b, sizeof b);
-    close(fd);
-    if (n != 36 || le32(b) != 0x50525053u || le64(b + 8) != base)
-        return 0;
-    return le64(b + 16);
-}
+static uint64_t corruptions, unreported;
 
 /* Parses `spillway check` output: "DAMAGED .../streams/k/P/...: bytes A..B
  * (offsets X..Y)". Tells the models each range; returns 1 if one of
@@ -597,17 +586,6 @@ static void corrupt(int parts, uint64_t r)
     } else {
         lo = b->pos + 8 + (r >> 32) % (b->len - 8); /* not base_offset: outside the CRC */
         hi = lo + 1;
-    }
-    /* Damage the server does not survive yet (counted as known, and made
-     * only with SPW_KILL9_STRICT=1): in the active segment past the
-     * recovery point, recovery takes a damaged header for a torn tail and
-     * cuts every later batch (acknowledged ones too; saved aside, their
-     * offsets reused). */
-    if (!strict && active && hi > recovery_position(pdir, sp[0].base)) {
-        known_skipped++;
-        free(buf);
-        close(fd);
-        return;
     }
     if (hi - lo > 1) {
         uint8_t z[512] = {0};
@@ -725,8 +703,6 @@ int main(int argc, char **argv)
     long cycles = e && *e ? atol(e) : seconds > 0 ? 1000000 : 10;
     e = getenv("SPW_KILL9_CORRUPT");
     int corrupt_pct = e && *e ? atoi(e) : 33;
-    e = getenv("SPW_KILL9_STRICT");
-    strict = e && *e == '1';
     const int parts = 1 + (int)(mix(seed) % 4);
 
     char *dir = spw_test_tmpdir("kill9");
@@ -825,14 +801,13 @@ int main(int argc, char **argv)
     }
     printf("kill9: cycles=%ld lost=%llu duplicated=%llu wrong=%llu seen_lost=%llu group_lost=%llu pg_lost=%llu "
            "pg_duplicated=%llu pg_wrong=%llu unreported=%llu violations=%llu check=%s seed=%llu partitions=%d "
-           "corruptions=%llu lost_damaged=%llu known_skipped=%llu http_refused_damaged=%llu http_requests=%llu http_attempts=%llu bin_records=%llu "
+           "corruptions=%llu lost_damaged=%llu http_refused_damaged=%llu http_requests=%llu http_attempts=%llu bin_records=%llu "
            "bin_delivered=%llu bin_failed=%llu acked=%llu stored=%llu group_given=%zu pg_rows=%ld\n",
            n, (unsigned long long)rl.lost, (unsigned long long)rl.duplicated, (unsigned long long)(rl.wrong + rg.wrong),
            (unsigned long long)rl.seen_lost, (unsigned long long)rg.lost, (unsigned long long)rp.lost,
            (unsigned long long)rp.duplicated, (unsigned long long)rp.wrong, (unsigned long long)(rl.unreported + unreported),
            (unsigned long long)v, check_ok ? "ok" : "FAILED", (unsigned long long)seed, parts,
-           (unsigned long long)corruptions, (unsigned long long)rl.lost_damaged, (unsigned long long)known_skipped,
-           (unsigned long long)atomic_load(&http_refused_damaged), (unsigned long long)reqs,
+           (unsigned long long)corruptions, (unsigned long long)rl.lost_damaged, (unsigned long long)atomic_load(&http_refused_damaged), (unsigned long long)reqs,
            (unsigned long long)attempts, (unsigned long long)atomic_load(&bin_sent),
            (unsigned long long)atomic_load(&bin_delivered), (unsigned long long)atomic_load(&bin_failed),
            (unsigned long long)rl.acked, (unsigned long long)stored, ngiven, rows);

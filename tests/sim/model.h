@@ -91,6 +91,9 @@ void simmodel_promised(simmodel *m, uint64_t hash, int acked);
  * only by hash cannot be placed, so the test also declares it:
  * simmodel_promise_damaged says that content was in a damaged range. */
 void simmodel_corrupted(simmodel *m, uint32_t part, uint64_t from, uint64_t to);
+/* (A promised record found inside such a range where nothing was appended
+ * is a copy whose dedupe key the damage hid from a retry: neither wrong
+ * nor counted as a duplicate.) */
 void simmodel_promise_damaged(simmodel *m, uint64_t hash);
 
 /* Known damage: from offset from of part on, the test knows the code under

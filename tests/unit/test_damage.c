@@ -10,11 +10,14 @@
  *     the rest of the segment; also in its first batch, and in its last
  *     (the range then runs to the segment's end: the partition still
  *     opens);
- *   - damage after the recovery point: the cut is allowed, but the bytes
- *     cut are in the saved-aside file first;
+ *   - damage after the recovery point: a zeroed header with every batch
+ *     after it whole to the end is damage in place (kept, reported: that
+ *     data was fsynced, maybe acknowledged); with a torn tail after it the
+ *     cut is allowed, but the bytes cut are in the saved-aside file first;
  *   - an index whose entries point past pages that never reached the disk
  *     (the index was written before the data): recovery does not trust
- *     it, it verifies from the start of the segment;
+ *     it, it verifies from the start of the segment and reports the lost
+ *     pages as a damaged range (every batch after them is whole);
  *   - an .idx file far larger than its segment could need: rebuilt, not
  *     read (its size is not trusted for an allocation);
  *   - the flusher writes the recovery point after an fdatasync, naming
@@ -391,7 +394,12 @@ static int find_cut(const char *dir, char *out, size_t cap)
     return n;
 }
 
-static void test_above_rp(spw_log *log, const char *dir, const char *crash)
+/* torn_end 0: the only damage is a zeroed header at batch 100, and every
+ * batch after it verifies to the end: damage in place (data fsynced after
+ * the recovery point was written, maybe acknowledged), kept and reported.
+ * torn_end 1: the last batch is torn too: a torn tail, cut from batch 100,
+ * saved aside first. */
+static void test_above_rp(spw_log *log, const char *dir, const char *crash, int torn_end)
 {
     spw_part_config pc = cfg(1u << 20, 4096);
     spw_part *p;
@@ -428,16 +436,41 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash)
     CHECK_EQ(bt->n, 150);
     size_t k = 100;
     uint64_t cut_pos = bt->pos[k], data_end = bt->pos[149] + bt->len[149];
+    static const uint8_t z[SPW_BATCH_HEADER_LEN];
+    if (torn_end) {
+        uint8_t b = 0;
+        uint64_t at = data_end - 3; /* inside the last record */
+        int fd = open(dst, O_RDWR);
+        CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)at) == 1);
+        b ^= 0x10;
+        CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
+        close(fd);
+    }
     size_t olen;
     uint8_t *orig = load(dst, &olen);
-    static const uint8_t z[SPW_BATCH_HEADER_LEN];
     patch(dst, cut_pos, z, sizeof z);
-    check_reports(crash, "after the recovery point");
+    if (torn_end)
+        check_reports(crash, "after the recovery point");
+    else
+        check_reports_hole(crash, 100, 101);
 
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, crash, &pc, &p, &rep));
     spw_part_state st;
     spw_part_state_get(p, &st);
+    if (!torn_end) {
+        /* kept: batch 100 (offset 100) is a damaged range, 101.. read */
+        CHECK_EQ(st.next_offset, 150);
+        CHECK_EQ(rep.truncated_bytes, 0);
+        CHECK_EQ(rep.holes, 1);
+        check_reads(p, 150, 100, 101);
+        spw_part_close(p);
+        char cut[4200];
+        CHECK_EQ(find_cut(crash, cut, sizeof cut), 0);
+        free(orig);
+        free(bt);
+        return;
+    }
     CHECK_EQ(st.next_offset, 100);
     CHECK_EQ(rep.truncated_bytes, olen - cut_pos);
     CHECK(rep.saved_bytes >= data_end - cut_pos);
@@ -491,26 +524,27 @@ static void test_index_ahead(spw_log *log, const char *dir)
     while (bt->base[first_bad] != lo)
         first_bad++;
 
+    /* Every batch after the lost pages verifies to the end: the pages are
+     * a damaged range, kept and reported (its offsets never go to new
+     * records), and the batches after it are kept. Trusting the index
+     * instead would have left the zeros unnoticed. */
+    (void)first_bad;
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     spw_part_state st;
     spw_part_state_get(p, &st);
-    if (st.next_offset != lo)
-        fprintf(stderr, "index ahead of the data: next offset %llu after reopen, want %llu (the first offset "
-                        "in the lost pages)\n",
-                (unsigned long long)st.next_offset, (unsigned long long)lo);
-    CHECK_EQ(st.next_offset, lo);
-    CHECK_EQ(st.bytes, bt->pos[first_bad]);
-    CHECK(rep.truncated_bytes > 0);
+    CHECK_EQ(st.next_offset, n);
+    CHECK_EQ(rep.truncated_bytes, 0);
+    CHECK_EQ(rep.holes, 1);
     CHECK(rep.indexes_rebuilt >= 1);
-    check_reads(p, lo, 0, 0);
-    CHECK_EQ(append_one(p, SPW_ACK_FSYNC), lo);
+    check_reads(p, n, lo, hi);
+    CHECK_EQ(append_one(p, SPW_ACK_FSYNC), n);
     spw_part_close(p);
     /* The index now fits the data: reads from it are right. */
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     CHECK_EQ(rep.truncated_bytes, 0);
     CHECK_EQ(rep.indexes_rebuilt, 0);
-    check_reads(p, lo + 1, 0, 0);
+    check_reads(p, n + 1, lo, hi);
     spw_part_close(p);
     free(bt);
 }
@@ -768,9 +802,11 @@ int main(int argc, char **argv)
         }
     }
     if (RUN("above")) {
-        snprintf(d, sizeof d, "%s/above", base);
-        snprintf(d2, sizeof d2, "%s/above-crash", base);
-        test_above_rp(log, d, d2);
+        for (int torn = 0; torn < 2; torn++) {
+            snprintf(d, sizeof d, "%s/above-%d", base, torn);
+            snprintf(d2, sizeof d2, "%s/above-crash-%d", base, torn);
+            test_above_rp(log, d, d2, torn);
+        }
     }
     if (RUN("index-ahead")) {
         snprintf(d, sizeof d, "%s/index-ahead", base);
