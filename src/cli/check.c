@@ -7,8 +7,8 @@
  * damaged range does not hide the state of the rest. In the newest
  * segment it reads the partition's recovery point: a bad tail after it is
  * reported as the torn tail the next open cuts (saving it aside first),
- * unless a valid batch follows from which everything verifies to the end
- * (damage in place, kept, as recovery keeps it).
+ * unless a whole batch whose offsets go on follows (damage in place, kept,
+ * as recovery keeps it).
  */
 #include "cli/check.h"
 
@@ -115,25 +115,6 @@ static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t 
             return q;
     }
     return size;
-}
-
-/* Do the batches from pos verify, offsets in order, to the end of the
- * data (nothing but zeros after the last)? Recovery's rule for damage
- * after the recovery point: then it is damage in place, not a torn tail. */
-static int whole_to_end(const unsigned char *d, size_t size, size_t pos, spw_buf *scratch)
-{
-    unsigned long long dummy = 0;
-    spw_batch_hdr h;
-    uint64_t expect = 0;
-    int first = 1;
-    while (pos < size) {
-        if (batch_ok(d + pos, size - pos, &h, scratch, &dummy) != 0 || (!first && h.base_offset != expect))
-            return all_zero(d + pos, size - pos);
-        first = 0;
-        expect = spw_batch_next_offset(&h);
-        pos += h.length;
-    }
-    return 1;
 }
 
 static void check_index(const char *dir, const seg_file *sf, FILE *out, spw_check_result *res)
@@ -277,9 +258,8 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 next = pos + bh.length;
                 next_off = h.base_offset;
             } else if (newest && !below &&
-                       ((next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h)) >=
-                            sf.size ||
-                        !whole_to_end(sf.data, sf.size, next, &scratch))) {
+                       (next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h)) >=
+                           sf.size) {
                 fprintf(out,
                         "DAMAGED %s: bytes %zu..%zu (from offset %" PRIu64 "): %s (after the recovery point: a torn "
                         "tail, cut when the partition opens; the bytes are saved aside first)\n",
@@ -288,8 +268,8 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 break;
             } else {
                 /* (after the recovery point, resync already ran above and
-                 * found a batch from which all verifies to the end:
-                 * damage in place, as recovery keeps it) */
+                 * found a whole batch after the damage: damage in place, as
+                 * recovery keeps it) */
                 if (!(newest && !below))
                     next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
                 if (next < sf.size)

@@ -855,18 +855,6 @@ static int cut_tail(spw_part *p, spw_segment *s, uint64_t pos, uint64_t size, ui
     return 0;
 }
 
-/* Does every batch from pos (base offset `offset`) verify up to the end of
- * the data (nothing but zeros written ahead after the last)? */
-static int verifies_to_end(int fd, uint64_t pos, uint64_t offset, uint64_t size, spw_buf *buf)
-{
-    spw_scan t = {.pos = pos, .offset = offset, .max_ts = INT64_MIN, .file_size = size, .verify = 1, .buf = *buf};
-    int r = spw_seg_scan(fd, &t);
-    *buf = t.buf;
-    if (r == 0)
-        return 1;
-    return t.bad_err && zero_tail(fd, t.pos, size) == size - t.pos;
-}
-
 /*
  * Recovers the newest segment: verifies every batch (CRC) from position 0
  * and rebuilds the index from that walk (the index may have reached the
@@ -878,9 +866,9 @@ static int verifies_to_end(int fd, uint64_t pos, uint64_t offset, uint64_t size,
  *   - Above it, a batch whose header is intact but whose CRC (or only
  *     base_offset) is wrong, followed by a valid batch exactly where its
  *     length says with the next offset, is kept in place too; so is any
- *     bad range followed by a valid batch whose offsets go on and from
- *     which every batch verifies to the end of the data; anything else
- *     bad is a torn tail: saved aside, then cut.
+ *     bad range followed by a valid batch whose offsets go on; a bad
+ *     range with nothing valid after it is a torn tail: saved aside, then
+ *     cut.
  */
 static int recover_newest(spw_part *p, spw_segment *s, uint64_t rp_pos, uint64_t rp_off, spw_recovery_report *rep,
                           uint64_t *last_batch_pos)
@@ -931,19 +919,23 @@ static int recover_newest(spw_part *p, spw_segment *s, uint64_t rp_pos, uint64_t
                   (bh.base_offset == sc.offset || batch_valid_at(s->fd, sc.pos, size, bh.base_offset, &sc.buf)) &&
                   batch_valid_at(s->fd, sc.pos + bh.length, size, sc.offset + bh.record_count, &sc.buf);
         if (!mid) {
-            /* Damage in place rather than a torn tail: a valid batch whose
-             * offsets go on follows, and from it every batch verifies to
-             * the end of the data. A torn write leaves nothing whole after
-             * it that also runs to the end; media damage (a zeroed sector,
-             * flipped bits) in data fsynced since the recovery point was
-             * last written does, and that data may have been acknowledged. */
+            /* Damage in place rather than a torn tail when a whole batch
+             * whose offsets go on follows (as a damaged range ends): media
+             * damage (a zeroed sector, flipped bits) in data fsynced since
+             * the recovery point was last written, which may have been
+             * acknowledged, or pages of unsynced data that reached the
+             * disk out of order. Either way the batches after it are
+             * whole, the range is reported and its offsets are never
+             * given to new records; the scan goes on, and a torn end
+             * after them is still cut. With nothing whole after it, the
+             * bad range is the torn tail. */
             uint64_t np = 0, no = 0;
             int f = find_hole_end(s->fd, bad, size, expect, rp_pos, rp_off, UINT64_MAX, &sc.buf, &np, &no);
             if (f < 0) {
                 r = f;
                 goto out;
             }
-            if (f == 0 || !verifies_to_end(s->fd, np, no, size, &sc.buf))
+            if (f == 0)
                 break;
             report_hole(p, s, bad, np, expect, no, spw_strerror(sc.bad_err), rep);
             sc.pos = np;

@@ -598,9 +598,16 @@ static void corrupt(int parts, uint64_t r)
     close(fd);
     corruptions++;
     atomic_store(&corruptions_made, corruptions);
-    /* every batch the changed bytes touch */
+    /* every batch whose bytes changed (a zeroed sector can cover bytes of a
+     * neighbour that were zeros already: that batch is intact) */
     for (int i = 0; i < ns; i++) {
         if (sp[i].pos + sp[i].len <= lo || sp[i].pos >= hi)
+            continue;
+        uint64_t a = sp[i].pos > lo ? sp[i].pos : lo, e = sp[i].pos + sp[i].len < hi ? sp[i].pos + sp[i].len : hi;
+        int changed = hi - lo == 1; /* a flipped bit */
+        for (uint64_t q = a; q < e && !changed; q++)
+            changed = buf[q] != 0;
+        if (!changed)
             continue;
         simmodel *ms[3] = {m_log, m_group, m_pg};
         for (int k = 0; k < 3; k++)
@@ -608,6 +615,21 @@ static void corrupt(int parts, uint64_t r)
                 simmodel_corrupted(ms[k], part, sp[i].base, sp[i].base + sp[i].count);
         if (!check_reports(part, sp[i].base, sp[i].base + sp[i].count)) {
             unreported++;
+            /* Keep the segment before and after the damage, for a look. */
+            char keep[4800];
+            snprintf(keep, sizeof keep, "%s-unreported-%llu-%llu", path, (unsigned long long)seed,
+                     (unsigned long long)lo);
+            int kf = open(keep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (kf >= 0) {
+                CHECK(write(kf, buf, (size_t)st.st_size) == st.st_size);
+                close(kf);
+            }
+            char cmd[9800];
+            snprintf(cmd, sizeof cmd, "cp '%s' '%s.damaged'; mkdir -p /tmp/spw-kill9-kept; cp '%s' '%s.damaged' "
+                     "/tmp/spw-kill9-kept/; %s check '%s' >&2", path, keep, keep, keep, bin, pdir);
+            if (system(cmd) != 0) {
+                /* check exits 1 on damage: its output is what matters */
+            }
             fprintf(stderr, "kill9: VIOLATION unreported: bytes %llu..%llu of %s (offsets %llu..%llu) were damaged "
                     "and spillway check does not report them\n", (unsigned long long)lo, (unsigned long long)hi - 1,
                     path, (unsigned long long)sp[i].base, (unsigned long long)(sp[i].base + sp[i].count - 1));

@@ -10,10 +10,11 @@
  *     the rest of the segment; also in its first batch, and in its last
  *     (the range then runs to the segment's end: the partition still
  *     opens);
- *   - damage after the recovery point: a zeroed header with every batch
- *     after it whole to the end is damage in place (kept, reported: that
- *     data was fsynced, maybe acknowledged); with a torn tail after it the
- *     cut is allowed, but the bytes cut are in the saved-aside file first;
+ *   - damage after the recovery point: a zeroed header with whole batches
+ *     after it is damage in place (kept, reported: that data was fsynced,
+ *     maybe acknowledged), and a torn end after those is still cut; with
+ *     nothing whole after the damage the cut is allowed, but the bytes cut
+ *     are in the saved-aside file first;
  *   - an index whose entries point past pages that never reached the disk
  *     (the index was written before the data): recovery does not trust
  *     it, it verifies from the start of the segment and reports the lost
@@ -394,12 +395,16 @@ static int find_cut(const char *dir, char *out, size_t cap)
     return n;
 }
 
-/* torn_end 0: the only damage is a zeroed header at batch 100, and every
- * batch after it verifies to the end: damage in place (data fsynced after
- * the recovery point was written, maybe acknowledged), kept and reported.
- * torn_end 1: the last batch is torn too: a torn tail, cut from batch 100,
- * saved aside first. */
-static void test_above_rp(spw_log *log, const char *dir, const char *crash, int torn_end)
+/* The files as after a crash, with the recovery point at offset 50 and
+ * 150 batches; then damage after the recovery point:
+ *   how 0: a zeroed header at batch 100, whole batches after it: damage in
+ *          place (data fsynced after the recovery point was written, maybe
+ *          acknowledged), kept and reported, nothing cut;
+ *   how 1: the same, and the last batch torn: batch 100 kept as a damaged
+ *          range, 101..148 kept, 149 cut as the torn tail (saved aside);
+ *   how 2: every header from batch 100 on zeroed (nothing whole after
+ *          the damage): a torn tail, cut from batch 100, saved aside. */
+static void test_above_rp(spw_log *log, const char *dir, const char *crash, int how)
 {
     spw_part_config pc = cfg(1u << 20, 4096);
     spw_part *p;
@@ -437,7 +442,7 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash, int 
     size_t k = 100;
     uint64_t cut_pos = bt->pos[k], data_end = bt->pos[149] + bt->len[149];
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
-    if (torn_end) {
+    if (how == 1) {
         uint8_t b = 0;
         uint64_t at = data_end - 3; /* inside the last record */
         int fd = open(dst, O_RDWR);
@@ -446,46 +451,57 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash, int 
         CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
         close(fd);
     }
+    for (size_t i = k; i < (how == 2 ? 150 : k + 1); i++)
+        patch(dst, bt->pos[i], z, sizeof z);
     size_t olen;
-    uint8_t *orig = load(dst, &olen);
-    patch(dst, cut_pos, z, sizeof z);
-    if (torn_end)
-        check_reports(crash, "after the recovery point");
-    else
+    uint8_t *orig = load(dst, &olen); /* as damaged */
+    if (how == 0) {
         check_reports_hole(crash, 100, 101);
+    } else if (how == 2) {
+        check_reports(crash, "after the recovery point");
+    } else {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        CHECK(f != NULL);
+        spw_check_result res;
+        CHECK_OK(spw_check_dir(crash, f, &res));
+        fclose(f);
+        CHECK_EQ(res.damaged, 2);
+        CHECK(strstr(buf, "(offsets 100..100)") != NULL);
+        CHECK(strstr(buf, "(from offset 149)") != NULL && strstr(buf, "after the recovery point") != NULL);
+        free(buf);
+    }
 
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, crash, &pc, &p, &rep));
     spw_part_state st;
     spw_part_state_get(p, &st);
-    if (!torn_end) {
-        /* kept: batch 100 (offset 100) is a damaged range, 101.. read */
-        CHECK_EQ(st.next_offset, 150);
+    uint64_t next = how == 0 ? 150 : how == 1 ? 149 : 100;
+    CHECK_EQ(st.next_offset, next);
+    CHECK_EQ(rep.holes, how == 2 ? 0 : 1);
+    check_reads(p, next, how == 2 ? 0 : 100, how == 2 ? 0 : 101);
+    spw_part_close(p);
+    char cut[4200];
+    if (how == 0) {
         CHECK_EQ(rep.truncated_bytes, 0);
-        CHECK_EQ(rep.holes, 1);
-        check_reads(p, 150, 100, 101);
-        spw_part_close(p);
-        char cut[4200];
         CHECK_EQ(find_cut(crash, cut, sizeof cut), 0);
         free(orig);
         free(bt);
         return;
     }
-    CHECK_EQ(st.next_offset, 100);
+    if (how == 1)
+        cut_pos = bt->pos[149];
     CHECK_EQ(rep.truncated_bytes, olen - cut_pos);
     CHECK(rep.saved_bytes >= data_end - cut_pos);
-    check_reads(p, 100, 0, 0);
-    spw_part_close(p);
-    /* The bytes cut are in the saved-aside file: what was there, with the
-     * header as damaged, then nothing but zeros. */
-    char cut[4200];
+    /* The bytes cut are in the saved-aside file: what was there (as
+     * damaged), then nothing but zeros. */
     CHECK_EQ(find_cut(crash, cut, sizeof cut), 1);
     size_t clen;
     uint8_t *c = load(cut, &clen);
     CHECK_EQ(clen, rep.saved_bytes);
     CHECK(clen >= data_end - cut_pos && clen <= olen - cut_pos);
-    CHECK(memcmp(c, z, sizeof z) == 0);
-    CHECK(memcmp(c + sizeof z, orig + cut_pos + sizeof z, data_end - cut_pos - sizeof z) == 0);
+    CHECK(memcmp(c, orig + cut_pos, data_end - cut_pos) == 0);
     for (size_t i = data_end - cut_pos; i < clen; i++)
         CHECK_EQ(c[i], 0);
     free(c);
@@ -802,10 +818,10 @@ int main(int argc, char **argv)
         }
     }
     if (RUN("above")) {
-        for (int torn = 0; torn < 2; torn++) {
-            snprintf(d, sizeof d, "%s/above-%d", base, torn);
-            snprintf(d2, sizeof d2, "%s/above-crash-%d", base, torn);
-            test_above_rp(log, d, d2, torn);
+        for (int how = 0; how < 3; how++) {
+            snprintf(d, sizeof d, "%s/above-%d", base, how);
+            snprintf(d2, sizeof d2, "%s/above-crash-%d", base, how);
+            test_above_rp(log, d, d2, how);
         }
     }
     if (RUN("index-ahead")) {
