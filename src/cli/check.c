@@ -98,8 +98,10 @@ static int batch_ok(const unsigned char *p, size_t avail, spw_batch_hdr *h, spw_
  * "Damaged ranges"): the next fully valid batch whose base offset is past
  * expect and whose offsets fit — below the recovery point (rp_pos, rp_off)
  * ending by rp_off, at or after it starting at rp_off or later; every one
- * ending by limit (the next segment's base). Returns its position, or size
- * when none follows; *h is its header.
+ * ending by limit (the next segment's base), and confirmed by the batch
+ * after it continuing its offsets or by the end of the data (base_offset is
+ * outside the CRC). Returns its position, or size when none follows; *h is
+ * its header.
  */
 static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t expect, uint64_t rp_pos,
                      uint64_t rp_off, uint64_t limit, spw_buf *scratch, spw_batch_hdr *h)
@@ -111,7 +113,14 @@ static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t 
         if (batch_ok(d + q, size - q, h, scratch, &dummy) != 0 || h->base_offset <= expect)
             continue;
         uint64_t end = spw_batch_next_offset(h);
-        if (end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h->base_offset >= rp_off))
+        if (!(end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h->base_offset >= rp_off)))
+            continue;
+        /* confirmed by the next batch continuing its offsets, or at the end
+         * of the data (base_offset is outside the CRC) */
+        size_t succ = q + h->length;
+        spw_batch_hdr h2;
+        if (succ >= size || all_zero(d + succ, size - succ) ||
+            (batch_ok(d + succ, size - succ, &h2, scratch, &dummy) == 0 && h2.base_offset == end))
             return q;
     }
     return size;

@@ -732,6 +732,7 @@ static int batch_valid_at(int fd, uint64_t pos, uint64_t file_size, uint64_t exp
  * offsets fit. Below the recovery point (rp_pos, rp_off) a batch must end
  * by rp_off, at or after it start at rp_off or later; limit bounds every
  * batch's end (a closed segment's next base; UINT64_MAX for none).
+ * (spw_seg_find_valid wants it confirmed by the batch after it.)
  * Returns 1 with *next_pos / *next_off, 0 when no valid batch follows, or
  * -errno.
  */

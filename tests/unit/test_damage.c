@@ -6,6 +6,9 @@
  *     batch after the damaged range is still there and readable, nothing is
  *     cut, the range is reported (report fields) and reads of its offsets
  *     fail with SPW_ECORRUPT and bad_next at its end;
+ *   - a batch right after a damaged range whose base_offset (outside the
+ *     CRC) is damaged too does not end the range with wrong offsets: only a
+ *     batch the next one continues does;
  *   - the same in a closed segment: reads skip only the damaged range, not
  *     the rest of the segment; also in its first batch, and in its last
  *     (the range then runs to the segment's end: the partition still
@@ -308,6 +311,52 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
     CHECK_EQ(rep.truncated_bytes, 0);
     CHECK_EQ(rep.holes, 1);
     check_reads(p, n + 1, lo, hi);
+    spw_part_close(p);
+    free(bt);
+}
+
+/* ---- 8: a damaged base_offset right after a damaged range ---- */
+
+/* base_offset is outside the CRC. A zeroed header at batch k and bit 8 of
+ * batch k+1's base_offset flipped (101 -> 357): k+1 still has a valid CRC,
+ * offsets that go on past the damage and fit below the recovery point, but
+ * the batch after it (102) does not continue them. The range must not end
+ * at k+1 (its records would be read at offsets 357.. and the following
+ * batches reported damaged): it ends at k+2, and every other offset reads
+ * its own record. */
+static void test_base_in_hole(spw_log *log, const char *dir)
+{
+    spw_part_config pc = cfg(1u << 20, 4096);
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
+    const uint64_t n = 600;
+    for (uint64_t i = 0; i < n; i++)
+        append_one(p, SPW_ACK_FSYNC);
+    spw_part_close(p); /* the recovery point is now the end */
+    char path[4200];
+    seg_path(path, sizeof path, dir, 0, ".log");
+    batches *bt = calloc(1, sizeof *bt);
+    CHECK(bt != NULL);
+    list_batches(path, bt);
+    CHECK_EQ(bt->n, n);
+    size_t k = 100;
+    static const uint8_t z[SPW_BATCH_HEADER_LEN];
+    patch(path, bt->pos[k], z, sizeof z);
+    uint8_t b;
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
+    b ^= 0x01; /* bit 8 of base_offset */
+    CHECK(pwrite(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
+    close(fd);
+    check_reports_hole(dir, bt->base[k], bt->base[k + 2]);
+    spw_recovery_report rep;
+    CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    CHECK_EQ(st.next_offset, n);
+    CHECK_EQ(rep.truncated_bytes, 0);
+    CHECK_EQ(rep.holes, 1);
+    check_reads(p, n, bt->base[k], bt->base[k + 2]);
     spw_part_close(p);
     free(bt);
 }
@@ -807,6 +856,10 @@ int main(int argc, char **argv)
             snprintf(d, sizeof d, "%s/newest-%s-%u", base, how_name[how], intervals[i]);
             test_newest_below_rp(log, d, how, intervals[i]);
         }
+    }
+    if (RUN("base-in-hole")) {
+        snprintf(d, sizeof d, "%s/base-in-hole", base);
+        test_base_in_hole(log, d);
     }
     if (RUN("closed")) {
         static const char *where_name[] = {"middle", "last", "first"};
