@@ -47,7 +47,8 @@
  * but the test's own.
  *
  * Prints "kill9: cycles=N lost=L duplicated=D ... violations=V" and exits 1
- * on any violation. Environment: SPW_KILL9_CYCLES (default 10),
+ * on any violation. A damage `spillway check` does not report leaves the
+ * segment before and after it in /tmp/spw-kill9-kept. Environment: SPW_KILL9_CYCLES (default 10),
  * SPW_KILL9_SECONDS (also stop once that much time is spent; without
  * SPW_KILL9_CYCLES, cycles until then: scripts/torture.sh),
  * SPW_KILL9_SEED (the configuration, the kill moments and the damage; not
