@@ -114,6 +114,12 @@ typedef struct spw_producer_config {
     const char *token;            /* bearer token sent (AUTH) first on every connection; NULL or "": none.
                                      Copied by spw_producer_new. Without a valid one, a server with tokens
                                      fails the records with SPW_ERR_UNAUTHORIZED (or SPW_ERR_FORBIDDEN) */
+    int stop_on_error;            /* 1: the first record that fails (an error answer, a delivery timeout)
+                                     stops the producer: every record not yet written to a server fails
+                                     with SPW_ERR_CANCELED and spw_producer_send returns SPW_ERR_CANCELED,
+                                     until spw_producer_flush returns. With max_in_flight 1 nothing sent
+                                     after the failed batch is delivered, so a resend from the first
+                                     failed record keeps the order (default 0: later batches go on) */
 } spw_producer_config;
 
 /* Fills c with the defaults. */
@@ -141,7 +147,8 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
                       size_t value_len, int64_t ts, int ack, void *opaque);
 
 /* Sends what is lingering and waits until every record sent so far has
- * had its callback. Returns 0, or SPW_ERR_TIMEOUT after timeout_ms. */
+ * had its callback. Returns 0, or SPW_ERR_TIMEOUT after timeout_ms. Ends a
+ * stop (stop_on_error) either way. */
 int spw_producer_flush(spw_producer *p, uint32_t timeout_ms);
 
 /* Flushes for up to timeout_ms, then fails what is left with

@@ -6,7 +6,9 @@
  * damaged range is reported with the offsets reads will skip, and one
  * damaged range does not hide the state of the rest. In the newest
  * segment it reads the partition's recovery point: a bad tail after it is
- * reported as the torn tail the next open cuts (saving it aside first).
+ * reported as the torn tail the next open cuts (saving it aside first),
+ * unless a whole batch whose offsets go on follows (damage in place, kept,
+ * as recovery keeps it).
  */
 #include "cli/check.h"
 
@@ -96,8 +98,10 @@ static int batch_ok(const unsigned char *p, size_t avail, spw_batch_hdr *h, spw_
  * "Damaged ranges"): the next fully valid batch whose base offset is past
  * expect and whose offsets fit — below the recovery point (rp_pos, rp_off)
  * ending by rp_off, at or after it starting at rp_off or later; every one
- * ending by limit (the next segment's base). Returns its position, or size
- * when none follows; *h is its header.
+ * ending by limit (the next segment's base), and confirmed by the batch
+ * after it continuing its offsets or by the end of the data (base_offset is
+ * outside the CRC). Returns its position, or size when none follows; *h is
+ * its header.
  */
 static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t expect, uint64_t rp_pos,
                      uint64_t rp_off, uint64_t limit, spw_buf *scratch, spw_batch_hdr *h)
@@ -109,7 +113,14 @@ static size_t resync(const unsigned char *d, size_t size, size_t from, uint64_t 
         if (batch_ok(d + q, size - q, h, scratch, &dummy) != 0 || h->base_offset <= expect)
             continue;
         uint64_t end = spw_batch_next_offset(h);
-        if (end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h->base_offset >= rp_off))
+        if (!(end <= limit && (q < rp_pos ? end <= rp_off : rp_pos == 0 || h->base_offset >= rp_off)))
+            continue;
+        /* confirmed by the next batch continuing its offsets, or at the end
+         * of the data (base_offset is outside the CRC) */
+        size_t succ = q + h->length;
+        spw_batch_hdr h2;
+        if (succ >= size || all_zero(d + succ, size - succ) ||
+            (batch_ok(d + succ, size - succ, &h2, scratch, &dummy) == 0 && h2.base_offset == end))
             return q;
     }
     return size;
@@ -245,7 +256,7 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
              * followed by a valid batch exactly where its length says with
              * the next offset, proves it; otherwise the next valid batch. */
             spw_batch_hdr bh;
-            size_t next;
+            size_t next = sf.size;
             uint64_t next_off;
             unsigned long long dummy = 0;
             int hdr_ok = spw_batch_parse(sf.data + pos, sf.size - pos, &bh) == 0 && bh.base_offset == expect &&
@@ -255,7 +266,9 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 h.base_offset == spw_batch_next_offset(&bh)) {
                 next = pos + bh.length;
                 next_off = h.base_offset;
-            } else if (newest && !below) {
+            } else if (newest && !below &&
+                       (next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h)) >=
+                           sf.size) {
                 fprintf(out,
                         "DAMAGED %s: bytes %zu..%zu (from offset %" PRIu64 "): %s (after the recovery point: a torn "
                         "tail, cut when the partition opens; the bytes are saved aside first)\n",
@@ -263,7 +276,11 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
                 res->damaged++;
                 break;
             } else {
-                next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
+                /* (after the recovery point, resync already ran above and
+                 * found a whole batch after the damage: damage in place, as
+                 * recovery keeps it) */
+                if (!(newest && !below))
+                    next = resync(sf.data, sf.size, pos + 1, expect, rp_pos, rp_off, limit, &scratch, &h);
                 if (next < sf.size)
                     next_off = h.base_offset;
                 else if (below)

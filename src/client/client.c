@@ -19,6 +19,11 @@
  * other error answers, 413 over_burst included, fail the batch's records. A record not delivered within
  * delivery_timeout_ms fails with SPW_ERR_TIMEOUT (checked while queued;
  * a batch already written waits for its answer or the connection's loss).
+ * With stop_on_error, a failed batch stops the producer (p->stopped): the
+ * I/O thread fails every batch not yet written (open or queued) with
+ * SPW_ERR_CANCELED before it writes another, and sends are refused, until
+ * a flush returns — so a caller that resends from its first failed record
+ * never has later records delivered ahead of it.
  *
  * Sequences: each batch gets its producer id and first sequence at its
  * first send and keeps both for every resend (the server's dedupe key);
@@ -258,6 +263,7 @@ struct spw_producer {
     uint64_t producer_id;
     uint32_t producer_seq; /* next record sequence number (all servers) */
     uint64_t outstanding_records, outstanding_bytes;
+    int stopped; /* stop_on_error: a batch failed, nothing more is written */
     _Atomic uint64_t reconnects;
     batch *done_head; /* finished batches, callbacks pending (I/O thread) */
 };
@@ -309,7 +315,8 @@ static void batch_free(batch *b)
 /* Queues b's callbacks (run by run_done outside the lock). REQUIRES: mu. */
 static void finish(spw_producer *p, done_item **list, batch *b, int status, uint32_t *parts, uint64_t *offs)
 {
-    (void)p;
+    if (status && p->cfg.stop_on_error)
+        p->stopped = 1;
     done_item *d = calloc(1, sizeof *d);
     if (!d)
         abort(); /* a callback promised must run: nothing sane is left to do */
@@ -376,6 +383,16 @@ static void seal_all(spw_producer *p)
     for (uint32_t i = 0; i < p->nservers; i++)
         while (p->servers[i].open)
             seal(p, &p->servers[i], p->servers[i].open);
+}
+
+/* stop_on_error: fails every batch of s not yet written. REQUIRES: mu. */
+static void cancel_unsent(spw_producer *p, server *s, done_item **done)
+{
+    while (s->open)
+        seal(p, s, s->open);
+    batch *b;
+    while ((b = q_pop(&s->queue)))
+        finish(p, done, b, SPW_ERR_CANCELED, NULL, NULL);
 }
 
 static uint32_t route(spw_producer *p, const void *key, int32_t key_len)
@@ -487,7 +504,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
     if (rec_size + 64 + sl > SPW_FRAME_MAX_DEFAULT)
         return SPW_ERR_TOO_LARGE;
     pthread_mutex_lock(&p->mu);
-    if (p->stop) {
+    if (p->stop || p->stopped) {
         pthread_mutex_unlock(&p->mu);
         return SPW_ERR_CANCELED;
     }
@@ -506,7 +523,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
                 return SPW_ERR_TIMEOUT;
             }
         }
-        if (p->stop) {
+        if (p->stop || p->stopped) {
             pthread_mutex_unlock(&p->mu);
             return SPW_ERR_CANCELED;
         }
@@ -651,7 +668,8 @@ static void srv_connect(spw_producer *p, server *s, uint64_t now)
 /* Moves queued batches into out while the in-flight window allows. */
 static void srv_fill(spw_producer *p, server *s, uint64_t now)
 {
-    while (s->queue.head && s->inflight.n < p->cfg.max_in_flight && s->queue.head->not_before_ms <= now) {
+    while (!p->stopped && s->queue.head && s->inflight.n < p->cfg.max_in_flight &&
+           s->queue.head->not_before_ms <= now) {
         batch *b = q_pop(&s->queue);
         b->request_id = p->next_id++;
         spw_put64(b->frame.p + 8, b->request_id);
@@ -851,6 +869,8 @@ void *spw__producer_main(void *arg)
                     timeout = (int)(b->created_ms + p->cfg.linger_ms - now);
             }
             expire(p, s, &done, now);
+            if (p->stopped)
+                cancel_unsent(p, s, &done);
             if (s->fd < 0 && (s->queue.head || s->inflight.head)) {
                 if (now >= s->next_connect_ms)
                     srv_connect(p, s, now);
@@ -937,6 +957,7 @@ int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
             break;
         }
     }
+    p->stopped = 0;
     pthread_mutex_unlock(&p->mu);
     return r;
 }

@@ -68,6 +68,11 @@ typedef struct spw_part_config {
     uint32_t index_interval_bytes; /* bytes between sparse index entries (default 4096) */
     int64_t retention_bytes;       /* -1 = no limit */
     int64_t retention_ms;          /* -1 = no limit */
+    /* Retention by bytes keeps every segment written within this many ms
+     * (0 = none): the stream's dedupe window, whose batch headers the
+     * server reads back at start to remember idempotency keys and producer
+     * sequences (docs/architecture.md, "Retention and the dedupe window"). */
+    int64_t retention_min_age_ms;
 } spw_part_config;
 
 void spw_log_config_default(spw_log_config *c);
@@ -179,6 +184,9 @@ typedef struct spw_part_state {
     uint64_t written_offset; /* offsets below are in the segment files (not yet readable) */
     uint64_t durable_offset; /* offsets below survived fdatasync: the visible end, readable */
     uint64_t bytes;          /* bytes in segment files */
+    /* bytes retention.bytes would have deleted at its last pass but kept
+     * because they are younger than retention_min_age_ms */
+    uint64_t retention_held_bytes;
     uint32_t segments;
     int failed; /* 0 or the error that put the partition in the failed state */
 } spw_part_state;
@@ -285,8 +293,10 @@ void spw_hold_release(spw_hold *h);
 /* The lowest held offset, UINT64_MAX when nothing is held. */
 uint64_t spw_part_protected(spw_part *p);
 /* Deletes whole segments beyond retention bytes/age (never the active one,
- * never one holding an offset >= the lowest hold). Returns the number of
- * segments deleted or an error. */
+ * never one holding an offset >= the lowest hold, and by bytes never one
+ * written within retention_min_age_ms: those count in
+ * retention_held_bytes). Returns the number of segments deleted or an
+ * error. */
 int spw_part_enforce_retention(spw_part *p, int64_t now_ms);
 
 #endif

@@ -116,6 +116,7 @@ struct spw_part {
     _Atomic uint64_t durable_end;
     uint64_t open_end; /* next_offset when opened, after recovery (set once) */
     _Atomic uint64_t start_offset;
+    _Atomic uint64_t retention_held_bytes; /* spw_part_state.retention_held_bytes */
     _Atomic int failed_pub; /* copy of failed for lock-free readers */
     _Atomic int sync_asked; /* a reader waits for written data (spw_part_sync_soon) */
 

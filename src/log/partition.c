@@ -732,6 +732,7 @@ static int batch_valid_at(int fd, uint64_t pos, uint64_t file_size, uint64_t exp
  * offsets fit. Below the recovery point (rp_pos, rp_off) a batch must end
  * by rp_off, at or after it start at rp_off or later; limit bounds every
  * batch's end (a closed segment's next base; UINT64_MAX for none).
+ * (spw_seg_find_valid wants it confirmed by the batch after it.)
  * Returns 1 with *next_pos / *next_off, 0 when no valid batch follows, or
  * -errno.
  */
@@ -865,8 +866,10 @@ static int cut_tail(spw_part *p, spw_segment *s, uint64_t pos, uint64_t size, ui
  *     (or at the recovery point itself); it is kept in place and reported.
  *   - Above it, a batch whose header is intact but whose CRC (or only
  *     base_offset) is wrong, followed by a valid batch exactly where its
- *     length says with the next offset, is kept in place too; anything
- *     else bad is a torn tail: saved aside, then cut.
+ *     length says with the next offset, is kept in place too; so is any
+ *     bad range followed by a valid batch whose offsets go on; a bad
+ *     range with nothing valid after it is a torn tail: saved aside, then
+ *     cut.
  */
 static int recover_newest(spw_part *p, spw_segment *s, uint64_t rp_pos, uint64_t rp_off, spw_recovery_report *rep,
                           uint64_t *last_batch_pos)
@@ -916,8 +919,30 @@ static int recover_newest(spw_part *p, spw_segment *s, uint64_t rp_pos, uint64_t
         int mid = sc.bad_hdr_ok && sc.bad_err == SPW_ECORRUPT && sc.pos + bh.length < size &&
                   (bh.base_offset == sc.offset || batch_valid_at(s->fd, sc.pos, size, bh.base_offset, &sc.buf)) &&
                   batch_valid_at(s->fd, sc.pos + bh.length, size, sc.offset + bh.record_count, &sc.buf);
-        if (!mid)
-            break;
+        if (!mid) {
+            /* Damage in place rather than a torn tail when a whole batch
+             * whose offsets go on follows (as a damaged range ends): media
+             * damage (a zeroed sector, flipped bits) in data fsynced since
+             * the recovery point was last written, which may have been
+             * acknowledged, or pages of unsynced data that reached the
+             * disk out of order. Either way the batches after it are
+             * whole, the range is reported and its offsets are never
+             * given to new records; the scan goes on, and a torn end
+             * after them is still cut. With nothing whole after it, the
+             * bad range is the torn tail. */
+            uint64_t np = 0, no = 0;
+            int f = find_hole_end(s->fd, bad, size, expect, rp_pos, rp_off, UINT64_MAX, &sc.buf, &np, &no);
+            if (f < 0) {
+                r = f;
+                goto out;
+            }
+            if (f == 0)
+                break;
+            report_hole(p, s, bad, np, expect, no, spw_strerror(sc.bad_err), rep);
+            sc.pos = np;
+            sc.offset = no;
+            continue;
+        }
         bh.base_offset = sc.offset; /* what it must be, for the report and the index */
         spw_error("partition %s: damaged batch at position %" PRIu64 " of segment %020" PRIu64
                   " (offsets %" PRIu64 "..%" PRIu64 "): kept in place, reads of it fail",
@@ -985,8 +1010,10 @@ static int rebuild_closed(spw_part *p, spw_segment *s, uint64_t size, uint64_t n
         c.last_pos = UINT64_MAX;
         sc.pos = next_pos;
         sc.offset = next_off;
-        if (!f)
+        if (!f) { /* the range runs to the segment's end: reported, kept, not an error */
+            r = 0;
             break;
+        }
     }
     int w = flush_idx_pending(p, s);
     if (w < 0 && !r)
@@ -1254,6 +1281,7 @@ void spw_part_config_default(spw_part_config *c)
     c->index_interval_bytes = 4096;
     c->retention_bytes = -1;
     c->retention_ms = -1;
+    c->retention_min_age_ms = 0;
 }
 
 static void part_free(spw_part *p)
@@ -1449,6 +1477,7 @@ void spw_part_state_get(spw_part *p, spw_part_state *st)
     for (size_t i = 0; i < p->nsegs; i++)
         st->bytes += atomic_load(&p->segs[i]->size);
     pthread_rwlock_unlock(&p->seg_lock);
+    st->retention_held_bytes = atomic_load_explicit(&p->retention_held_bytes, memory_order_relaxed);
 }
 
 /* ---- reads ---- */
@@ -1843,18 +1872,33 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
     uint64_t total = 0;
     for (size_t i = 0; i < p->nsegs; i++)
         total += atomic_load(&p->segs[i]->size);
+    uint64_t held = 0;
     while (nv < 64 && nv + 1 < p->nsegs) {
         spw_segment *s = p->segs[nv];
         uint64_t sz = atomic_load(&s->size);
         uint64_t seg_end = p->segs[nv + 1]->base_offset;
+        int64_t age = now_ms - atomic_load(&s->mtime_ms);
         /* As Kafka: delete a segment only if what remains is still at least the limit. */
         int by_bytes = p->cfg.retention_bytes >= 0 && total - sz >= (uint64_t)p->cfg.retention_bytes;
-        int by_age = p->cfg.retention_ms >= 0 && now_ms - atomic_load(&s->mtime_ms) > p->cfg.retention_ms;
+        int by_age = p->cfg.retention_ms >= 0 && age > p->cfg.retention_ms;
+        if (by_bytes && !by_age && age <= p->cfg.retention_min_age_ms) {
+            /* Written within the dedupe window: its batch headers name
+             * keys and sequences a retry must still find after a restart.
+             * Later segments are younger still: all of the excess is held. */
+            for (size_t i = nv; i + 1 < p->nsegs; i++) {
+                uint64_t z = atomic_load(&p->segs[i]->size);
+                if (total - held - z < (uint64_t)p->cfg.retention_bytes)
+                    break;
+                held += z;
+            }
+            break;
+        }
         if (!(by_bytes || by_age) || seg_end > protect)
             break;
         victims[nv++] = s;
         total -= sz;
     }
+    uint64_t was = atomic_exchange_explicit(&p->retention_held_bytes, held, memory_order_relaxed);
     if (nv) {
         memmove(p->segs, p->segs + nv, (p->nsegs - nv) * sizeof *p->segs);
         p->nsegs -= nv;
@@ -1874,5 +1918,10 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
     }
     if (nv)
         spw_os_fsync_dir(p->dir);
+    if (held && !was)
+        spw_warn("partition %s: retention.bytes is exceeded by %" PRIu64 " bytes written within the dedupe window "
+                 "(%" PRId64 " ms); they are kept until they leave it (docs/architecture.md, \"Retention and the "
+                 "dedupe window\")",
+                 p->dir, held, p->cfg.retention_min_age_ms);
     return r < 0 ? r : (int)nv;
 }

@@ -253,6 +253,49 @@ int spw_seg_scan(int fd, spw_scan *sc)
 
 #define FIND_WINDOW (1u << 20)
 
+/* Is a batch ending at succ confirmed: the data ends there (or only zeros
+ * follow), or a whole batch with base offset `next` starts there? Its own
+ * base_offset is outside its CRC, so a damaged one looks valid with other
+ * offsets; the batch after it tells. 1, 0, or -errno. */
+static int continued(int fd, uint64_t succ, uint64_t file_size, uint64_t next)
+{
+    if (succ >= file_size)
+        return 1;
+    uint8_t hb[SPW_BATCH_HEADER_LEN];
+    spw_batch_hdr n;
+    ssize_t got = spw_os_pread_full(fd, hb, file_size - succ < sizeof hb ? (size_t)(file_size - succ) : sizeof hb,
+                                    (off_t)succ);
+    if (got < 0)
+        return (int)got;
+    if ((size_t)got == sizeof hb && spw_batch_parse(hb, sizeof hb, &n) == 0 && n.base_offset == next &&
+        n.length <= file_size - succ) {
+        spw_buf b = SPW_BUF_INIT;
+        int ok = spw_buf_reserve(&b, n.length);
+        if (ok == 0) {
+            ssize_t r = spw_os_pread_full(fd, b.p, n.length, (off_t)succ);
+            ok = r < 0 ? (int)r : r == (ssize_t)n.length && spw_batch_verify(b.p, &n) == 0;
+        }
+        spw_buf_fini(&b);
+        if (ok != 0)
+            return ok;
+    }
+    /* zeros to the end (written ahead)? */
+    uint8_t z[4096];
+    for (uint64_t at = succ; at < file_size;) {
+        size_t k = file_size - at < sizeof z ? (size_t)(file_size - at) : sizeof z;
+        ssize_t r = spw_os_pread_full(fd, z, k, (off_t)at);
+        if (r < 0)
+            return (int)r;
+        if ((size_t)r != k)
+            return 0;
+        for (size_t i = 0; i < k; i++)
+            if (z[i])
+                return 0;
+        at += k;
+    }
+    return 1;
+}
+
 int spw_seg_find_valid(int fd, uint64_t from, uint64_t file_size, uint64_t after, spw_buf *buf, uint64_t *pos,
                        spw_batch_hdr *h)
 {
@@ -294,7 +337,10 @@ int spw_seg_find_valid(int fd, uint64_t from, uint64_t file_size, uint64_t after
                 found = (int)r;
                 break;
             }
-            if (r == (ssize_t)c.length && spw_batch_verify(buf->p, &c) == 0) {
+            if (r == (ssize_t)c.length && spw_batch_verify(buf->p, &c) == 0 &&
+                (found = continued(fd, q + c.length, file_size, spw_batch_next_offset(&c))) != 0) {
+                if (found < 0)
+                    break;
                 *pos = q;
                 *h = c;
                 found = 1;

@@ -133,7 +133,10 @@ int spw_seg_scan(int fd, spw_scan *sc);
  * After damage at from - 1: finds the first position q >= from where a
  * whole batch with a valid CRC starts whose base offset is greater than
  * `after` (the offset the damaged batch should have had: offsets go on
- * past a hole, never back). Searches for the batch magic byte by byte, in
+ * past a hole, never back), and which is confirmed: the data ends after it
+ * (or only zeros follow), or the batch after it is whole and continues its
+ * offsets (base_offset is outside the CRC: a damaged one would look valid
+ * with other offsets). Searches for the batch magic byte by byte, in
  * 1 MiB windows. Returns 1 with *pos and *h, 0 when none follows up to
  * file_size, or -errno. buf is scratch (caller frees). The caller applies
  * any further bound on the offsets (recovery point, next segment).

@@ -48,6 +48,7 @@ static void part_config(const spw_catalog *cat, const spw_stream_config *c, spw_
         pc->segment_bytes = cat->segment_bytes;
     pc->retention_ms = c->retention_ms;
     pc->retention_bytes = c->retention_bytes;
+    pc->retention_min_age_ms = c->dedupe_window_ms;
 }
 
 static void stream_free(spw_stream *s)

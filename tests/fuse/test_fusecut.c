@@ -19,12 +19,14 @@
  *     under test).
  *
  * At the end (everything retried, the group drained, the stream read back)
- * the model says: every acknowledged event is stored exactly once; no event
- * is stored twice; every offset the group was given still holds what it was
- * given; the group was given every acknowledged event; PostgreSQL holds
- * exactly one row per acknowledged event, at the offset the log has it,
- * and no row for an event the log does not hold. Prints
- * "fusecut: cycles=N ... violations=V"; fails on any violation.
+ * the shared model (tests/sim/model.h) says: every acknowledged event is
+ * stored exactly once (a binary record at the offset its delivery named);
+ * no event is stored twice, nor anything no producer sent; every offset
+ * the group was given still holds what it was given; the group was given
+ * every acknowledged event; PostgreSQL holds exactly one row per
+ * acknowledged event, at the offset the log has it, and no row for an
+ * event the log does not hold. Prints "fusecut: cycles=N ...
+ * violations=V"; fails on any violation.
  *
  *   test_fusecut SPILLWAY LOSSYFS        (SPW_FUSECUT_CYCLES, default 20)
  *
@@ -36,6 +38,7 @@
 #include <sys/stat.h>
 
 #include "../integration/pg.h"
+#include "sim/model.h"
 #include "spillway.h"
 
 #define STREAM "pl"
@@ -55,20 +58,41 @@ static _Atomic int http_port;
 
 static _Atomic uint8_t h_acked[HTTP_MAX], b_acked[BIN_MAX];
 static _Atomic uint32_t h_sent, b_sent;
-static uint32_t h_count[HTTP_MAX * HTTP_EVENTS], *b_count;
-static uint8_t h_given[HTTP_MAX * HTTP_EVENTS], *b_given;
 
-/* What the group was given: per partition, offset → event id + 1 (0: none). */
+/* The shared model (tests/sim/model.h): the log as producers were told
+ * and as it reads back; the group's deliveries and PostgreSQL's rows
+ * against the log as it reads back. An event's content is its id u. */
+static simmodel *m_log, *m_group, *m_pg;
+
+static uint64_t hash_u(uint64_t u) { return simmodel_hash("u", 1, &u, sizeof u); }
+
+/* Was event u acknowledged (ack=fsync, answered)? */
+static int acked_u(uint64_t u)
+{
+    if (u >= BIN_BASE)
+        return u - BIN_BASE < BIN_MAX && b_acked[u - BIN_BASE];
+    return u < HTTP_MAX * HTTP_EVENTS && h_acked[u / HTTP_EVENTS];
+}
+
+/* What the group was given (judged at the end, against the final log) and
+ * what the log holds at the end. */
+typedef struct rec {
+    uint32_t p;
+    uint64_t o, u;
+} rec;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t *seen[NPARTS], *fin[NPARTS];
-static size_t seen_cap[NPARTS], fin_cap[NPARTS];
-static long violations;
+static rec *given, *fin;
+static size_t ngiven, given_cap, nfin, fin_cap;
 
-#define VIOLATION(...)                                                                                                 \
-    do {                                                                                                               \
-        if (violations++ < 20)                                                                                         \
-            printf("VIOLATION: " __VA_ARGS__);                                                                         \
-    } while (0)
+static void rec_push(rec **v, size_t *n, size_t *cap, int p, uint64_t o, uint64_t u)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 65536;
+        *v = realloc(*v, *cap * sizeof **v);
+        CHECK(*v != NULL);
+    }
+    (*v)[(*n)++] = (rec){(uint32_t)p, o, u};
+}
 
 /* ---- a plain HTTP client that never aborts: status, or -1 (no answer) ---- */
 
@@ -166,6 +190,8 @@ static void *http_producer(void *arg)
             len += (size_t)sprintf(body + len, "{\"k\":\"k%u\",\"u\":%u}\n", (i * 7 + j) % 11, i * HTTP_EVENTS + j);
         char hdr[64];
         snprintf(hdr, sizeof hdr, "Idempotency-Key: fc-%u\r\n", i);
+        for (uint32_t j = 0; j < HTTP_EVENTS; j++)
+            simmodel_promised(m_log, hash_u(i * HTTP_EVENTS + j), 0);
         atomic_store(&h_sent, i + 1);
         /* retried with the same key until answered: bounded by 60 s of no answer */
         for (int tries = 0; tries < 3000; tries++) {
@@ -175,6 +201,8 @@ static void *http_producer(void *arg)
                 hfree(&r);
             if (st >= 200 && st < 300) {
                 h_acked[i] = 1;
+                for (uint32_t j = 0; j < HTTP_EVENTS; j++) /* the answer's offsets are per partition: by content */
+                    simmodel_promised(m_log, hash_u(i * HTTP_EVENTS + j), 1);
                 break;
             }
             usleep(20000);
@@ -192,6 +220,8 @@ static void *lazy_producer(void *arg)
         size_t len = 0;
         for (uint32_t j = 0; j < HTTP_EVENTS; j++)
             len += (size_t)sprintf(body + len, "{\"k\":\"w%u\",\"u\":%u}\n", j % 5, LAZY_BASE + i * HTTP_EVENTS + j);
+        for (uint32_t j = 0; j < HTTP_EVENTS; j++) /* may be lost, never stored twice */
+            simmodel_promised(m_log, hash_u(LAZY_BASE + i * HTTP_EVENTS + j), 0);
         hresp r;
         int st = hreq(http_port, "POST", "/v1/streams/" STREAM "/events?ack=written", NULL, body, len, &r);
         if (st >= 0)
@@ -205,8 +235,11 @@ static void on_delivery(void *opaque, const spw_delivery *d)
 {
     (void)opaque;
     uintptr_t n = (uintptr_t)d->opaque;
-    if (d->status == 0 && n < BIN_MAX)
+    if (d->status == 0 && n < BIN_MAX) {
         b_acked[n] = 1;
+        simmodel_appended(m_log, d->partition, d->offset, hash_u(BIN_BASE + n));
+        simmodel_acked(m_log, d->partition, d->offset);
+    }
 }
 
 static void *bin_producer(void *arg)
@@ -217,6 +250,7 @@ static void *bin_producer(void *arg)
         int vl = snprintf(v, sizeof v, "{\"k\":\"b%u\",\"u\":%u}", n % 13, BIN_BASE + n);
         int kl = snprintf(k, sizeof k, "b%u", n % 13);
         atomic_store(&b_sent, n + 1);
+        simmodel_promised(m_log, hash_u(BIN_BASE + n), 0);
         if (spw_producer_send(p, STREAM, k, kl, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC,
                               (void *)(uintptr_t)n) != 0)
             break;
@@ -248,38 +282,10 @@ static void each_line(char *body, void (*fn)(int part, uint64_t off, uint64_t u)
     }
 }
 
-static void mark_given(uint64_t u)
-{
-    if (u >= BIN_BASE) {
-        if (u - BIN_BASE < BIN_MAX)
-            b_given[u - BIN_BASE] = 1;
-    } else if (u < HTTP_MAX * HTTP_EVENTS) {
-        h_given[u] = 1;
-    }
-}
-
-static void grow(uint64_t **v, size_t *have, uint64_t off)
-{
-    if (off < *have)
-        return;
-    size_t cap = *have ? *have : 4096;
-    while (cap <= off)
-        cap *= 2;
-    *v = realloc(*v, cap * sizeof **v);
-    memset(*v + *have, 0, (cap - *have) * sizeof **v);
-    *have = cap;
-}
-
 static void on_seen(int p, uint64_t off, uint64_t u)
 {
     pthread_mutex_lock(&seen_mu);
-    grow(&seen[p], &seen_cap[p], off);
-    if (seen[p][off] && seen[p][off] != u + 1)
-        VIOLATION("the group was given offset %d/%" PRIu64 " twice with different events (%" PRIu64 ", %" PRIu64
-                  ")\n",
-                  p, off, seen[p][off] - 1, u);
-    seen[p][off] = u + 1;
-    mark_given(u);
+    rec_push(&given, &ngiven, &given_cap, p, off, u);
     pthread_mutex_unlock(&seen_mu);
 }
 
@@ -320,19 +326,9 @@ static void *group_consumer(void *arg)
 
 static void on_final(int p, uint64_t off, uint64_t u)
 {
-    (void)p, (void)off;
-    if (u >= BIN_BASE) {
-        if (u - BIN_BASE < BIN_MAX)
-            b_count[u - BIN_BASE]++;
-    } else if (u < HTTP_MAX * HTTP_EVENTS) {
-        h_count[u]++;
-    }
+    simmodel_found(m_log, (uint32_t)p, off, hash_u(u));
     pthread_mutex_lock(&seen_mu);
-    grow(&fin[p], &fin_cap[p], off);
-    fin[p][off] = u + 1;
-    if (off < seen_cap[p] && seen[p][off] && seen[p][off] != u + 1)
-        VIOLATION("offset %d/%" PRIu64 " was given to the group as event %" PRIu64 " and now holds %" PRIu64 "\n", p,
-                  off, seen[p][off] - 1, u);
+    rec_push(&fin, &nfin, &fin_cap, p, off, u);
     pthread_mutex_unlock(&seen_mu);
 }
 
@@ -351,6 +347,7 @@ static uint64_t read_all(void)
             char next[32] = "";
             if (st == 500 && hheader(&r, "Spillway-Next-Offset", next, sizeof next)) {
                 printf("partition %d: damaged records reported at %" PRIu64 ", resuming at %s\n", p, off, next);
+                simmodel_damaged(m_log, (uint32_t)p, off, strtoull(next, NULL, 10), SIMMODEL_REPORTED);
                 off = strtoull(next, NULL, 10);
                 hfree(&r);
                 continue;
@@ -446,30 +443,13 @@ static void check_pg(int port, const pgsrv *pg)
     PGconn *c = pgsrv_conn(pg);
     PGresult *r = PQexec(c, "SELECT u, p, o FROM fc");
     CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
-    uint32_t *hc = calloc(HTTP_MAX * HTTP_EVENTS, sizeof *hc), *bc = calloc(BIN_MAX, sizeof *bc);
-    for (int i = 0; i < PQntuples(r); i++) {
-        uint64_t u = strtoull(PQgetvalue(r, i, 0), NULL, 10), o = strtoull(PQgetvalue(r, i, 2), NULL, 10);
-        int p = atoi(PQgetvalue(r, i, 1));
-        if (p < 0 || p >= NPARTS || o >= fin_cap[p] || fin[p][o] != u + 1)
-            VIOLATION("PostgreSQL has event %" PRIu64 " at %d/%" PRIu64 ", which the log does not hold there\n", u, p,
-                      o);
-        if (u >= BIN_BASE && u - BIN_BASE < BIN_MAX)
-            bc[u - BIN_BASE]++;
-        else if (u < HTTP_MAX * HTTP_EVENTS)
-            hc[u]++;
-    }
     long rows = PQntuples(r);
+    for (long i = 0; i < rows; i++)
+        simmodel_found(m_pg, (uint32_t)atoi(PQgetvalue(r, (int)i, 1)), strtoull(PQgetvalue(r, (int)i, 2), NULL, 10),
+                       hash_u(strtoull(PQgetvalue(r, (int)i, 0), NULL, 10)));
     PQclear(r);
     PQfinish(c);
-    for (uint32_t u = 0; u < HTTP_MAX * HTTP_EVENTS; u++)
-        if (hc[u] > 1 || (h_acked[u / HTTP_EVENTS] && hc[u] != 1))
-            VIOLATION("http event %u has %u rows in PostgreSQL\n", u, hc[u]);
-    for (uint32_t n = 0; n < BIN_MAX; n++)
-        if (bc[n] > 1 || (b_acked[n] && bc[n] != 1))
-            VIOLATION("binary record %u has %u rows in PostgreSQL\n", n, bc[n]);
     printf("fusecut: PostgreSQL holds %ld rows\n", rows);
-    free(hc);
-    free(bc);
 }
 
 int main(int argc, char **argv)
@@ -495,8 +475,9 @@ int main(int argc, char **argv)
         spw_test_rmrf(dir);
         return 77;
     }
-    b_count = calloc(BIN_MAX, sizeof *b_count);
-    b_given = calloc(BIN_MAX, 1);
+    m_log = simmodel_new("fusecut log");
+    m_group = simmodel_new("fusecut group");
+    m_pg = simmodel_new("fusecut postgres");
     snprintf(DATA, sizeof DATA, "%s/data", mnt);
     srv_start(&S, BIN, DATA, NULL);
     char lh[64], lb[64];
@@ -556,41 +537,43 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2000 && idle < 3; i++) /* drain the group */
         idle = group_round(50) == 0 ? idle + 1 : 0;
     uint64_t stored = read_all();
-    check_pg(S.port, &pg);
-
-    uint32_t hs = h_sent, bs = b_sent;
-    uint64_t h_ack = 0, b_ack = 0, unacked_stored = 0;
-    for (uint32_t i = 0; i < hs; i++)
-        for (uint32_t j = 0; j < HTTP_EVENTS; j++) {
-            uint32_t u = i * HTTP_EVENTS + j, n = h_count[u];
-            if (n > 1)
-                VIOLATION("http event %u stored %u times\n", u, n);
-            if (h_acked[i]) {
-                h_ack++;
-                if (n != 1)
-                    VIOLATION("http event %u was acknowledged and is stored %u times\n", u, n);
-                if (!h_given[u])
-                    VIOLATION("http event %u was acknowledged and never given to the group\n", u);
-            } else if (n) {
-                unacked_stored++;
-            }
-        }
-    for (uint32_t n = 0; n < bs; n++) {
-        if (b_count[n] > 1)
-            VIOLATION("binary record %u stored %u times\n", n, b_count[n]);
-        if (b_acked[n]) {
-            b_ack++;
-            if (b_count[n] != 1)
-                VIOLATION("binary record %u was acknowledged and is stored %u times\n", n, b_count[n]);
-            if (!b_given[n])
-                VIOLATION("binary record %u was acknowledged and never given to the group\n", n);
-        } else if (b_count[n]) {
-            unacked_stored++;
+    /* The group and PostgreSQL are judged against the log as it reads back:
+     * each record there is expected at its offset, required if it was
+     * acknowledged. */
+    for (size_t i = 0; i < nfin; i++) {
+        simmodel *ms[2] = {m_group, m_pg};
+        for (int k = 0; k < 2; k++) {
+            simmodel_appended(ms[k], fin[i].p, fin[i].o, hash_u(fin[i].u));
+            if (acked_u(fin[i].u))
+                simmodel_acked(ms[k], fin[i].p, fin[i].o);
         }
     }
-    printf("fusecut: cycles=%d seed=%u acked_http_events=%" PRIu64 " acked_binary=%" PRIu64
-           " stored=%" PRIu64 " unacked_stored=%" PRIu64 " violations=%ld\n",
-           cycles, seed, h_ack, b_ack, stored, unacked_stored, violations);
+    for (size_t i = 0; i < ngiven; i++) {
+        simmodel_seen(m_log, given[i].p, given[i].o, hash_u(given[i].u), 0);
+        simmodel_found(m_group, given[i].p, given[i].o, hash_u(given[i].u));
+    }
+    check_pg(S.port, &pg);
+
+    simmodel_result rl, rg, rp;
+    long violations = (long)simmodel_check(m_log, 0, &rl);
+    violations += (long)simmodel_check(m_group, 1, &rg);
+    violations += (long)simmodel_check(m_pg, 0, &rp);
+    uint64_t h_ack = 0, b_ack = 0;
+    for (uint32_t i = 0; i < h_sent; i++)
+        h_ack += h_acked[i] ? HTTP_EVENTS : 0;
+    for (uint32_t n = 0; n < b_sent; n++)
+        b_ack += b_acked[n];
+    printf("fusecut: cycles=%d seed=%u acked_http_events=%" PRIu64 " acked_binary=%" PRIu64 " stored=%" PRIu64
+           " lost=%" PRIu64 " duplicated=%" PRIu64 " wrong=%" PRIu64 " seen_lost=%" PRIu64 " group_lost=%" PRIu64
+           " group_wrong=%" PRIu64 " pg_lost=%" PRIu64 " pg_duplicated=%" PRIu64 " pg_wrong=%" PRIu64
+           " group_given=%zu violations=%ld\n",
+           cycles, seed, h_ack, b_ack, stored, rl.lost, rl.duplicated, rl.wrong, rl.seen_lost, rg.lost, rg.wrong,
+           rp.lost, rp.duplicated, rp.wrong, ngiven, violations);
+    simmodel_free(m_log);
+    simmodel_free(m_group);
+    simmodel_free(m_pg);
+    free(given);
+    free(fin);
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     pgsrv_stop_all();
     lossy_stop(&fs);

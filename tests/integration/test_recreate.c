@@ -186,7 +186,7 @@ static void test_holds(void)
     const char *extra[] = {"--segment-bytes", "4096", "--retention-check", "100ms", NULL};
     srv s;
     srv_start(&s, BIN, dir, extra);
-    const char *def = "{\"partitions\":1,\"retention\":{\"bytes\":8192}}";
+    const char *def = "{\"partitions\":1,\"retention\":{\"bytes\":8192},\"dedupe_window_ms\":0}";
     put_stream(s.port, "held", def);
     put_stream(s.port, "free", def);
     /* port 1 on loopback: nothing listens, the shard is down from the start */

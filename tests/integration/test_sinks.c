@@ -270,7 +270,7 @@ static void test_retention(void)
     srv s;
     const char *extra[] = {"--segment-bytes", "4096", "--retention-check", "100ms", NULL};
     srv_start(&s, BIN, dir, extra);
-    put_stream(s.port, "rt", "{\"partitions\":1,\"retention\":{\"bytes\":1}}");
+    put_stream(s.port, "rt", "{\"partitions\":1,\"retention\":{\"bytes\":1},\"dedupe_window_ms\":0}");
     /* a target that is never there: port 1 refuses connections */
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/held",
                         "{\"stream\":\"rt\",\"kind\":\"forward\",\"retry\":{\"initial_ms\":50,\"max_ms\":200},"

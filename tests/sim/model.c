@@ -18,7 +18,10 @@ enum {
     F_SEEN_UNDURABLE = 8, /* every sighting was beyond the durable end */
     F_DAMAGED = 16,
     F_DAMAGED_KNOWN = 32, /* in a damaged range the test classed as known */
+    F_CORRUPTED = 64,     /* the test damaged the media here (simmodel_corrupted) */
 };
+
+enum { P_PROMISED = 1, P_ACKED = 2, P_DAMAGED = 4 }; /* pslot.flags */
 
 #define PRINT_MAX 8
 
@@ -35,7 +38,7 @@ typedef struct slot {
 
 typedef struct cslot {
     uint64_t hash;
-    uint32_t n;
+    uint32_t n;     /* content table: times found; promise table: P_* flags */
     uint32_t used;
 } cslot;
 
@@ -46,6 +49,8 @@ struct simmodel {
     size_t cap, n;
     cslot *c;
     size_t ccap, cn;
+    cslot *pr; /* promises by content: hash -> P_* flags */
+    size_t prcap, prn;
     uint64_t unreported, unreported_known, damaged, wrong_found;
     uint64_t wrong_seen;
     int printed_wrong;
@@ -96,6 +101,8 @@ simmodel *simmodel_new(const char *name)
     m->v = xcalloc(m->cap, sizeof *m->v);
     m->ccap = 1024;
     m->c = xcalloc(m->ccap, sizeof *m->c);
+    m->prcap = 1024;
+    m->pr = xcalloc(m->prcap, sizeof *m->pr);
     return m;
 }
 
@@ -106,6 +113,7 @@ void simmodel_free(simmodel *m)
     pthread_mutex_destroy(&m->mu);
     free(m->v);
     free(m->c);
+    free(m->pr);
     free(m);
 }
 
@@ -167,6 +175,58 @@ static uint32_t content_found(simmodel *m, uint64_t hash)
     return ++m->c[i].n;
 }
 
+/* The promise slot of hash, made if missing (make) or NULL. REQUIRES: mu. */
+static cslot *promise(simmodel *m, uint64_t hash, int make)
+{
+    if (make && (m->prn + 1) * 2 > m->prcap) {
+        size_t cap = m->prcap * 2;
+        cslot *c = xcalloc(cap, sizeof *c);
+        for (size_t i = 0; i < m->prcap; i++)
+            if (m->pr[i].used)
+                c[content_slot(c, cap, m->pr[i].hash)] = m->pr[i];
+        free(m->pr);
+        m->pr = c;
+        m->prcap = cap;
+    }
+    size_t i = content_slot(m->pr, m->prcap, hash);
+    if (!m->pr[i].used) {
+        if (!make)
+            return NULL;
+        m->pr[i] = (cslot){.hash = hash, .used = 1};
+        m->prn++;
+    }
+    return &m->pr[i];
+}
+
+/* How often content hash was found. REQUIRES: mu. */
+static uint32_t content_count(const simmodel *m, uint64_t hash)
+{
+    size_t i = content_slot(m->c, m->ccap, hash);
+    return m->c[i].used ? m->c[i].n : 0;
+}
+
+void simmodel_promised(simmodel *m, uint64_t hash, int acked)
+{
+    pthread_mutex_lock(&m->mu);
+    promise(m, hash, 1)->n |= P_PROMISED | (acked ? P_ACKED : 0);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void simmodel_promise_damaged(simmodel *m, uint64_t hash)
+{
+    pthread_mutex_lock(&m->mu);
+    promise(m, hash, 1)->n |= P_DAMAGED;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void simmodel_corrupted(simmodel *m, uint32_t part, uint64_t from, uint64_t to)
+{
+    pthread_mutex_lock(&m->mu);
+    for (uint64_t o = from; o < to; o++)
+        get(m, part, o)->flags |= F_CORRUPTED;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void simmodel_appended(simmodel *m, uint32_t part, uint64_t offset, uint64_t hash)
 {
     pthread_mutex_lock(&m->mu);
@@ -205,7 +265,18 @@ void simmodel_found(simmodel *m, uint32_t part, uint64_t offset, uint64_t hash)
 {
     pthread_mutex_lock(&m->mu);
     slot *s = get(m, part, offset);
-    if (!(s->flags & F_APPENDED) || s->hash != hash) {
+    if ((s->flags & F_CORRUPTED) && !(s->flags & F_APPENDED) && promise(m, hash, 0)) {
+        /* A copy inside a range the test damaged, of a record whose
+         * acknowledgement names another offset: the damage hid this copy's
+         * dedupe key, so a retry stored the record again. Not counted. */
+        s->found_n++;
+        s->found_hash = hash;
+        pthread_mutex_unlock(&m->mu);
+        return;
+    }
+    cslot *pr = promise(m, hash, 0);
+    int promised = pr && (pr->n & P_PROMISED);
+    if (((s->flags & F_APPENDED) && s->hash != hash) || (!(s->flags & F_APPENDED) && !promised)) {
         m->wrong_found++;
         if (m->printed_wrong++ < PRINT_MAX)
             fprintf(stderr, "%s: VIOLATION wrong: offset %u/%" PRIu64 " holds %s\n", m->name, part, offset,
@@ -307,6 +378,9 @@ void simmodel_result_add(simmodel_result *a, const simmodel_result *b)
     a->unreported_known += b->unreported_known;
     a->lost_known += b->lost_known;
     a->seen_known += b->seen_known;
+    a->promised += b->promised;
+    a->promised_acked += b->promised_acked;
+    a->lost_damaged += b->lost_damaged;
 }
 
 uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
@@ -327,6 +401,10 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
             if ((s->found_n == 0 || s->found_hash != s->hash) &&
                 ((s->flags & F_DAMAGED_KNOWN) || is_known(m, s->part, s->offset))) {
                 r.lost_known++;
+            } else if ((s->found_n == 0 || s->found_hash != s->hash) &&
+                       (s->flags & (F_CORRUPTED | F_DAMAGED)) == (F_CORRUPTED | F_DAMAGED) &&
+                       !(s->flags & F_DAMAGED_KNOWN) && s->found_n == 0) {
+                r.lost_damaged++; /* the test damaged it, and the damage was reported */
             } else if (s->found_n == 0 || s->found_hash != s->hash) {
                 r.lost++;
                 if (np_lost++ < PRINT_MAX)
@@ -344,7 +422,9 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
                         s->offset, s->found_n);
         }
         if ((s->flags & F_SEEN) && (s->found_n == 0 || s->found_hash != s->seen_hash)) {
-            if (s->flags & F_SEEN_UNDURABLE) {
+            if (s->found_n == 0 && (s->flags & (F_CORRUPTED | F_DAMAGED)) == (F_CORRUPTED | F_DAMAGED)) {
+                /* damaged by the test, reported: not a reader's loss */
+            } else if (s->flags & F_SEEN_UNDURABLE) {
                 r.seen_undurable++;
             } else if (is_known(m, s->part, s->offset)) {
                 r.seen_known++;
@@ -353,6 +433,24 @@ uint64_t simmodel_check(simmodel *m, int allow_duplicates, simmodel_result *out)
                 if (np_seen++ < PRINT_MAX)
                     fprintf(stderr, "%s: VIOLATION seen_lost: offset %u/%" PRIu64 " was read while durable and is %s\n",
                             m->name, s->part, s->offset, s->found_n ? "changed" : "gone");
+            }
+        }
+    }
+    for (size_t i = 0; i < m->prcap; i++) {
+        cslot *p = &m->pr[i];
+        if (!p->used || !(p->n & P_PROMISED))
+            continue;
+        r.promised++;
+        uint32_t n = content_count(m, p->hash);
+        if (p->n & P_ACKED) {
+            r.promised_acked++;
+            if (n == 0 && (p->n & P_DAMAGED)) {
+                r.lost_damaged++;
+            } else if (n == 0) {
+                r.lost++;
+                if (np_lost++ < PRINT_MAX)
+                    fprintf(stderr, "%s: VIOLATION lost: an acknowledged record (content %016" PRIx64 ") is gone\n",
+                            m->name, p->hash);
             }
         }
     }

@@ -29,8 +29,8 @@
  *   seen_lost   a record a reader saw while durable is gone or changed
  *   seen_undurable  the same for records seen beyond the durable end
  *   unreported  damaged offsets without a recovery report
- * Every count but seen_undurable, unreported_known, lost_known and
- * seen_known is a violation; simmodel_check prints the
+ * Every count but seen_undurable, unreported_known, lost_known,
+ * seen_known and lost_damaged is a violation; simmodel_check prints the
  * first few of each kind.
  *
  * Thread-safe: one mutex. simmodel_found_reset forgets what was found, so
@@ -51,6 +51,8 @@ typedef struct simmodel_result {
     uint64_t lost_known; /* acknowledged, unreadable inside a range marked SIMMODEL_UNREPORTED_KNOWN, or
                           * lost at or after a simmodel_known_from offset */
     uint64_t seen_known; /* seen while durable, lost or changed at or after a simmodel_known_from offset */
+    uint64_t promised, promised_acked; /* simmodel_promised */
+    uint64_t lost_damaged; /* acknowledged, lost inside a range simmodel_corrupted hit and recovery reported */
 } simmodel_result;
 
 enum { SIMMODEL_REPORTED = 1, SIMMODEL_UNREPORTED = 0, SIMMODEL_UNREPORTED_KNOWN = 2 };
@@ -71,6 +73,28 @@ void simmodel_found_reset(simmodel *m);
 /* Forgets everything about offsets >= from of part (after a check judged
  * them: a recovery ended there and new appends will reuse them). */
 void simmodel_forget_from(simmodel *m, uint32_t part, uint64_t from);
+
+/* Promises by content, for records whose sender does not learn their
+ * offset (or not reliably: an answer that never arrived): a record with
+ * content hash was sent; acked says it was acknowledged (ack >= fsync).
+ * The check then wants an acked content found exactly once (somewhere:
+ * not found is lost), and any promised content found at most once (unless
+ * duplicates are allowed); found content that was promised is not wrong
+ * at an offset where nothing was appended. Promises survive
+ * simmodel_found_reset. */
+void simmodel_promised(simmodel *m, uint64_t hash, int acked);
+
+/* Media damage the test made itself (zeroed sectors, flipped bits), as
+ * the offsets it hit: an acknowledged record there may be lost without a
+ * violation (counted as lost_damaged) — but only if the range was also
+ * reported (simmodel_damaged with SIMMODEL_REPORTED); content promised
+ * only by hash cannot be placed, so the test also declares it:
+ * simmodel_promise_damaged says that content was in a damaged range. */
+void simmodel_corrupted(simmodel *m, uint32_t part, uint64_t from, uint64_t to);
+/* (A promised record found inside such a range where nothing was appended
+ * is a copy whose dedupe key the damage hid from a retry: neither wrong
+ * nor counted as a duplicate.) */
+void simmodel_promise_damaged(simmodel *m, uint64_t hash);
 
 /* Known damage: from offset from of part on, the test knows the code under
  * test may lose or change records for a reason it names (a finding being

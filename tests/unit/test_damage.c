@@ -6,13 +6,22 @@
  *     batch after the damaged range is still there and readable, nothing is
  *     cut, the range is reported (report fields) and reads of its offsets
  *     fail with SPW_ECORRUPT and bad_next at its end;
+ *   - a batch right after a damaged range whose base_offset (outside the
+ *     CRC) is damaged too does not end the range with wrong offsets: only a
+ *     batch the next one continues does;
  *   - the same in a closed segment: reads skip only the damaged range, not
- *     the rest of the segment;
- *   - damage after the recovery point: the cut is allowed, but the bytes
- *     cut are in the saved-aside file first;
+ *     the rest of the segment; also in its first batch, and in its last
+ *     (the range then runs to the segment's end: the partition still
+ *     opens);
+ *   - damage after the recovery point: a zeroed header with whole batches
+ *     after it is damage in place (kept, reported: that data was fsynced,
+ *     maybe acknowledged), and a torn end after those is still cut; with
+ *     nothing whole after the damage the cut is allowed, but the bytes cut
+ *     are in the saved-aside file first;
  *   - an index whose entries point past pages that never reached the disk
  *     (the index was written before the data): recovery does not trust
- *     it, it verifies from the start of the segment;
+ *     it, it verifies from the start of the segment and reports the lost
+ *     pages as a damaged range (every batch after them is whole);
  *   - an .idx file far larger than its segment could need: rebuilt, not
  *     read (its size is not trusted for an allocation);
  *   - the flusher writes the recovery point after an fdatasync, naming
@@ -306,9 +315,57 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
     free(bt);
 }
 
+/* ---- 8: a damaged base_offset right after a damaged range ---- */
+
+/* base_offset is outside the CRC. A zeroed header at batch k and bit 8 of
+ * batch k+1's base_offset flipped (101 -> 357): k+1 still has a valid CRC,
+ * offsets that go on past the damage and fit below the recovery point, but
+ * the batch after it (102) does not continue them. The range must not end
+ * at k+1 (its records would be read at offsets 357.. and the following
+ * batches reported damaged): it ends at k+2, and every other offset reads
+ * its own record. */
+static void test_base_in_hole(spw_log *log, const char *dir)
+{
+    spw_part_config pc = cfg(1u << 20, 4096);
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
+    const uint64_t n = 600;
+    for (uint64_t i = 0; i < n; i++)
+        append_one(p, SPW_ACK_FSYNC);
+    spw_part_close(p); /* the recovery point is now the end */
+    char path[4200];
+    seg_path(path, sizeof path, dir, 0, ".log");
+    batches *bt = calloc(1, sizeof *bt);
+    CHECK(bt != NULL);
+    list_batches(path, bt);
+    CHECK_EQ(bt->n, n);
+    size_t k = 100;
+    static const uint8_t z[SPW_BATCH_HEADER_LEN];
+    patch(path, bt->pos[k], z, sizeof z);
+    uint8_t b;
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
+    b ^= 0x01; /* bit 8 of base_offset */
+    CHECK(pwrite(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
+    close(fd);
+    check_reports_hole(dir, bt->base[k], bt->base[k + 2]);
+    spw_recovery_report rep;
+    CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    CHECK_EQ(st.next_offset, n);
+    CHECK_EQ(rep.truncated_bytes, 0);
+    CHECK_EQ(rep.holes, 1);
+    check_reads(p, n, bt->base[k], bt->base[k + 2]);
+    spw_part_close(p);
+    free(bt);
+}
+
 /* ---- 8: damage in a closed segment ---- */
 
-static void test_closed(spw_log *log, const char *dir, int how)
+/* where: 0 a batch in the middle of the segment, 1 its last batch (the
+ * damaged range then runs to the segment's end), 2 its first. */
+static void test_closed(spw_log *log, const char *dir, int how, int where)
 {
     /* No index entries inside a segment: reads walk from position 0. */
     spw_part_config pc = cfg(8192, 1u << 20);
@@ -329,7 +386,7 @@ static void test_closed(spw_log *log, const char *dir, int how)
     batches *bt = calloc(1, sizeof *bt);
     CHECK(bt != NULL);
     list_batches(path, bt);
-    size_t k = bt->n / 3;
+    size_t k = where == 1 ? bt->n - 1 : where == 2 ? 0 : bt->n / 3;
     uint64_t lo = bt->base[k], hi = lo + bt->count[k];
     if (how == ZERO_SECTOR) {
         static const uint8_t z[SPW_BATCH_HEADER_LEN];
@@ -387,7 +444,16 @@ static int find_cut(const char *dir, char *out, size_t cap)
     return n;
 }
 
-static void test_above_rp(spw_log *log, const char *dir, const char *crash)
+/* The files as after a crash, with the recovery point at offset 50 and
+ * 150 batches; then damage after the recovery point:
+ *   how 0: a zeroed header at batch 100, whole batches after it: damage in
+ *          place (data fsynced after the recovery point was written, maybe
+ *          acknowledged), kept and reported, nothing cut;
+ *   how 1: the same, and the last batch torn: batch 100 kept as a damaged
+ *          range, 101..148 kept, 149 cut as the torn tail (saved aside);
+ *   how 2: every header from batch 100 on zeroed (nothing whole after
+ *          the damage): a torn tail, cut from batch 100, saved aside. */
+static void test_above_rp(spw_log *log, const char *dir, const char *crash, int how)
 {
     spw_part_config pc = cfg(1u << 20, 4096);
     spw_part *p;
@@ -424,31 +490,67 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash)
     CHECK_EQ(bt->n, 150);
     size_t k = 100;
     uint64_t cut_pos = bt->pos[k], data_end = bt->pos[149] + bt->len[149];
-    size_t olen;
-    uint8_t *orig = load(dst, &olen);
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
-    patch(dst, cut_pos, z, sizeof z);
-    check_reports(crash, "after the recovery point");
+    if (how == 1) {
+        uint8_t b = 0;
+        uint64_t at = data_end - 3; /* inside the last record */
+        int fd = open(dst, O_RDWR);
+        CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)at) == 1);
+        b ^= 0x10;
+        CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
+        close(fd);
+    }
+    for (size_t i = k; i < (how == 2 ? 150 : k + 1); i++)
+        patch(dst, bt->pos[i], z, sizeof z);
+    size_t olen;
+    uint8_t *orig = load(dst, &olen); /* as damaged */
+    if (how == 0) {
+        check_reports_hole(crash, 100, 101);
+    } else if (how == 2) {
+        check_reports(crash, "after the recovery point");
+    } else {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        CHECK(f != NULL);
+        spw_check_result res;
+        CHECK_OK(spw_check_dir(crash, f, &res));
+        fclose(f);
+        CHECK_EQ(res.damaged, 2);
+        CHECK(strstr(buf, "(offsets 100..100)") != NULL);
+        CHECK(strstr(buf, "(from offset 149)") != NULL && strstr(buf, "after the recovery point") != NULL);
+        free(buf);
+    }
 
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, crash, &pc, &p, &rep));
     spw_part_state st;
     spw_part_state_get(p, &st);
-    CHECK_EQ(st.next_offset, 100);
+    uint64_t next = how == 0 ? 150 : how == 1 ? 149 : 100;
+    CHECK_EQ(st.next_offset, next);
+    CHECK_EQ(rep.holes, how == 2 ? 0 : 1);
+    check_reads(p, next, how == 2 ? 0 : 100, how == 2 ? 0 : 101);
+    spw_part_close(p);
+    char cut[4200];
+    if (how == 0) {
+        CHECK_EQ(rep.truncated_bytes, 0);
+        CHECK_EQ(find_cut(crash, cut, sizeof cut), 0);
+        free(orig);
+        free(bt);
+        return;
+    }
+    if (how == 1)
+        cut_pos = bt->pos[149];
     CHECK_EQ(rep.truncated_bytes, olen - cut_pos);
     CHECK(rep.saved_bytes >= data_end - cut_pos);
-    check_reads(p, 100, 0, 0);
-    spw_part_close(p);
-    /* The bytes cut are in the saved-aside file: what was there, with the
-     * header as damaged, then nothing but zeros. */
-    char cut[4200];
+    /* The bytes cut are in the saved-aside file: what was there (as
+     * damaged), then nothing but zeros. */
     CHECK_EQ(find_cut(crash, cut, sizeof cut), 1);
     size_t clen;
     uint8_t *c = load(cut, &clen);
     CHECK_EQ(clen, rep.saved_bytes);
     CHECK(clen >= data_end - cut_pos && clen <= olen - cut_pos);
-    CHECK(memcmp(c, z, sizeof z) == 0);
-    CHECK(memcmp(c + sizeof z, orig + cut_pos + sizeof z, data_end - cut_pos - sizeof z) == 0);
+    CHECK(memcmp(c, orig + cut_pos, data_end - cut_pos) == 0);
     for (size_t i = data_end - cut_pos; i < clen; i++)
         CHECK_EQ(c[i], 0);
     free(c);
@@ -487,26 +589,27 @@ static void test_index_ahead(spw_log *log, const char *dir)
     while (bt->base[first_bad] != lo)
         first_bad++;
 
+    /* Every batch after the lost pages verifies to the end: the pages are
+     * a damaged range, kept and reported (its offsets never go to new
+     * records), and the batches after it are kept. Trusting the index
+     * instead would have left the zeros unnoticed. */
+    (void)first_bad;
     spw_recovery_report rep;
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     spw_part_state st;
     spw_part_state_get(p, &st);
-    if (st.next_offset != lo)
-        fprintf(stderr, "index ahead of the data: next offset %llu after reopen, want %llu (the first offset "
-                        "in the lost pages)\n",
-                (unsigned long long)st.next_offset, (unsigned long long)lo);
-    CHECK_EQ(st.next_offset, lo);
-    CHECK_EQ(st.bytes, bt->pos[first_bad]);
-    CHECK(rep.truncated_bytes > 0);
+    CHECK_EQ(st.next_offset, n);
+    CHECK_EQ(rep.truncated_bytes, 0);
+    CHECK_EQ(rep.holes, 1);
     CHECK(rep.indexes_rebuilt >= 1);
-    check_reads(p, lo, 0, 0);
-    CHECK_EQ(append_one(p, SPW_ACK_FSYNC), lo);
+    check_reads(p, n, lo, hi);
+    CHECK_EQ(append_one(p, SPW_ACK_FSYNC), n);
     spw_part_close(p);
     /* The index now fits the data: reads from it are right. */
     CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
     CHECK_EQ(rep.truncated_bytes, 0);
     CHECK_EQ(rep.indexes_rebuilt, 0);
-    check_reads(p, lo + 1, 0, 0);
+    check_reads(p, n + 1, lo, hi);
     spw_part_close(p);
     free(bt);
 }
@@ -754,16 +857,25 @@ int main(int argc, char **argv)
             test_newest_below_rp(log, d, how, intervals[i]);
         }
     }
+    if (RUN("base-in-hole")) {
+        snprintf(d, sizeof d, "%s/base-in-hole", base);
+        test_base_in_hole(log, d);
+    }
     if (RUN("closed")) {
-        snprintf(d, sizeof d, "%s/closed-zero", base);
-        test_closed(log, d, ZERO_SECTOR);
-        snprintf(d, sizeof d, "%s/closed-flip", base);
-        test_closed(log, d, FLIP_LENGTH);
+        static const char *where_name[] = {"middle", "last", "first"};
+        for (int w = 0; w < 3; w++) {
+            snprintf(d, sizeof d, "%s/closed-zero-%s", base, where_name[w]);
+            test_closed(log, d, ZERO_SECTOR, w);
+            snprintf(d, sizeof d, "%s/closed-flip-%s", base, where_name[w]);
+            test_closed(log, d, FLIP_LENGTH, w);
+        }
     }
     if (RUN("above")) {
-        snprintf(d, sizeof d, "%s/above", base);
-        snprintf(d2, sizeof d2, "%s/above-crash", base);
-        test_above_rp(log, d, d2);
+        for (int how = 0; how < 3; how++) {
+            snprintf(d, sizeof d, "%s/above-%d", base, how);
+            snprintf(d2, sizeof d2, "%s/above-crash-%d", base, how);
+            test_above_rp(log, d, d2, how);
+        }
     }
     if (RUN("index-ahead")) {
         snprintf(d, sizeof d, "%s/index-ahead", base);

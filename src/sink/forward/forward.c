@@ -4,8 +4,13 @@
  * Options: {"address":"host:port","stream":"NAME","timeout_ms":N}
  * (stream defaults to the source stream's name, timeout_ms to 10000).
  *
- * One producer per sink, kept across writes, with one batch in flight so
- * records arrive in order; the record's key and timestamp are kept, so
+ * One producer per sink, kept across writes, with one batch in flight and
+ * stop_on_error, so records arrive in order: when a batch fails, nothing
+ * after it is sent (the producer fails the rest of the window unsent), the
+ * write reports the prefix before it delivered, and the loop resends from
+ * the first undelivered record. A key's later record never reaches the
+ * remote before an earlier one that is still to be resent. The record's
+ * key and timestamp are kept, so
  * the remote partitions by the same key hash. The producer's id and
  * sequence numbers let the remote drop a batch it stored whose answer was
  * lost, as long as the same producer sends it again (docs/api.md, "forward
@@ -38,12 +43,6 @@ typedef struct fwd {
     uint64_t gen; /* reports of earlier writes are ignored */
     int *status;  /* per record of the current write */
     uint32_t n, reported;
-    /* Records delivered by a write that failed earlier in the window
-     * (the producer sends the batches after a refused one): offsets,
-     * increasing, of partition skip_part; not sent again. */
-    uint32_t skip_part;
-    uint64_t *skip;
-    uint32_t nskip;
     /* between fwd_begin and fwd_end (worker only) */
     uint32_t sent;  /* records handed to the producer */
     int send_err;   /* why the sending stopped before n, or 0 */
@@ -68,6 +67,7 @@ static int make_producer(fwd *f)
     spw_producer_config c;
     spw_producer_config_init(&c);
     c.max_in_flight = 1;
+    c.stop_on_error = 1;
     c.linger_ms = 1;
     c.delivery_timeout_ms = f->timeout_ms;
     c.backoff_max_ms = 1000;
@@ -137,19 +137,12 @@ static int fwd_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     f->reported = 0;
     uint64_t gen = f->gen & 0xffffffffu;
     pthread_mutex_unlock(&f->mu);
-    if (f->nskip && f->skip_part != partition)
-        f->nskip = 0;
-    uint32_t si = 0;
+    (void)partition;
     int send_err = 0;
     uint32_t sent = 0;
     for (; sent < n; sent++) {
         const spw_sink_rec *r = &recs[sent];
-        while (si < f->nskip && f->skip[si] < r->offset)
-            si++;
-        if (si < f->nskip && f->skip[si] == r->offset) {
-            status[sent] = 0;
-            continue;
-        }
+        /* SPW_ERR_CANCELED once an earlier batch of the window failed */
         int rc = spw_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
                                    SPW_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
         if (rc < 0) {
@@ -184,20 +177,8 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     while (ok < sent && status[ok] == 0)
         ok++;
     *done = ok;
-    /* Remember what got through past the first failure, and what of the
-     * old set lies past this window. */
-    uint64_t *ns = spw_xmalloc(((size_t)n + f->nskip + 1) * sizeof *ns);
-    uint32_t nn = 0;
-    for (uint32_t i = ok; i < sent; i++)
-        if (status[i] == 0)
-            ns[nn++] = recs[i].offset;
-    for (uint32_t i = 0; i < f->nskip; i++)
-        if (f->skip[i] > recs[n - 1].offset)
-            ns[nn++] = f->skip[i];
-    spw_free(f->skip);
-    f->skip = ns;
-    f->nskip = nn;
-    f->skip_part = partition;
+    (void)partition;
+    (void)recs;
     int res;
     if (ok == n) {
         res = SPW_SINK_OK;
@@ -220,7 +201,6 @@ static void fwd_close(void *st)
     fwd *f = st;
     if (f->p)
         spw_producer_close(f->p, 1000);
-    spw_free(f->skip);
     pthread_mutex_destroy(&f->mu);
     spw_free(f);
 }
