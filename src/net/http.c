@@ -1104,6 +1104,10 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
 
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
 {
+    if (!s) { /* a request served before the server recorded its listener */
+        memset(st, 0, sizeof *st);
+        return;
+    }
     st->connections_open = atomic_load(&s->nconns);
     st->connections_total = atomic_load(&s->st_total);
     st->requests = atomic_load(&s->st_requests);
