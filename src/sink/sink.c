@@ -48,19 +48,6 @@
 #define DEF_MAX (OPTIONS_MAX + 4096)
 #define POLL_MS 20
 
-extern const spw_sink_kind spw_sink_kind_forward;
-extern const spw_sink_kind spw_sink_kind_postgres;
-extern const spw_sink_kind spw_sink_kind_kafka;
-static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward, &spw_sink_kind_postgres, &spw_sink_kind_kafka};
-
-const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len)
-{
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strlen(kinds[i]->name) == len && memcmp(kinds[i]->name, name, len) == 0)
-            return kinds[i];
-    return NULL;
-}
-
 typedef struct sink_def {
     char name[SPW_STREAM_NAME_MAX + 1];
     char stream[SPW_STREAM_NAME_MAX + 1];
@@ -254,8 +241,11 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
         } else if (spw_json_str_eq(&k, "kind")) {
             char kn[32];
             long n = v.type == SPW_JSON_STRING ? spw_json_unescape(&v, kn, sizeof kn - 1) : -1;
-            if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
-                FAIL("unknown sink kind (known: forward, postgres, kafka)");
+            if (n < 0)
+                FAIL("\"kind\" must be a sink kind's name");
+            int kr = spw_sink_kind_lookup(kn, (size_t)n, &d->kind, err, cap);
+            if (kr < 0)
+                return kr; /* unknown, or not built in (kinds.c) */
         } else if (spw_json_str_eq(&k, "batch")) {
             if (v.type != SPW_JSON_OBJECT)
                 FAIL("\"batch\" must be an object");
@@ -309,8 +299,11 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
     }
     if (!d->stream[0])
         FAIL("\"stream\" is required");
-    if (!d->kind)
-        FAIL("\"kind\" is required (forward, postgres, kafka)");
+    if (!d->kind) {
+        char kinds[128];
+        spw_sink_kinds_built(kinds, sizeof kinds);
+        FAIL("\"kind\" is required (%s)", kinds);
+    }
     if (!have_events && d->kind->default_max_events)
         d->batch.max_events = d->kind->default_max_events;
     if (!have_bytes && d->kind->default_max_bytes)
