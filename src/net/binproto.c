@@ -45,6 +45,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/id.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -500,6 +501,7 @@ static void produce_answer(void *arg)
     spw_produce *pr = arg;
     breq *q = pr->user;
     bconn *c = q->c;
+    SPW_ASSERT(c->inflight > 0 && c->loop->inflight > 0); /* answered once, after being dispatched */
     c->inflight--;
     c->loop->inflight--;
     int err = atomic_load(&pr->err);

@@ -40,6 +40,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/id.h"
 #include "core/msg.h"
 #include "net/membudget.h"
@@ -386,6 +387,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     }
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
+    SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
     req_body_free(req);
     spw_free(req->url_mem);
