@@ -534,6 +534,10 @@ static void test_huge_index(spw_log *log, const char *dir)
     char path[4200];
     seg_path(path, sizeof path, dir, 0, ".idx");
     CHECK_OK(truncate(path, 4ll << 30));
+#if !defined(__SANITIZE_THREAD__)
+    /* (ThreadSanitizer cannot follow a forked child of a threaded process
+     * that starts threads: it reports "dup thread". There the open below,
+     * with no limit, rebuilds the index; the plain build checks the limit.) */
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -570,6 +574,7 @@ static void test_huge_index(spw_log *log, const char *dir)
     struct stat sb;
     CHECK(stat(path, &sb) == 0);
     CHECK(sb.st_size < 4096);
+#endif
     CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
     check_reads(p, n, 0, 0);
     spw_part_close(p);
@@ -577,7 +582,7 @@ static void test_huge_index(spw_log *log, const char *dir)
 
 /* ---- 10: the rewrite after a failed fdatasync writes the verified bytes ---- */
 
-static ino_t g_ino;                   /* the segment file the faults apply to */
+static _Atomic ino_t g_ino;           /* the segment file the faults apply to (read by the log threads) */
 static _Atomic int g_fail_syncs;      /* fdatasyncs of it still to fail */
 static _Atomic int g_armed;           /* the page below is lost on "disk" */
 static _Atomic int g_evicted;         /* ... and no longer in the page cache */
