@@ -14,7 +14,7 @@ trap 'rm -rf "$reports"' EXIT
 
 echo "== unit and integration tests under ThreadSanitizer $*"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPW_TSAN=ON -DSPW_WITH_KAFKA=OFF >/dev/null
-cmake --build build-tsan -j"$jobs"
+cmake --build build-tsan -j"$jobs" --target spillway spillway_test spw_unit_tests spw_integration_tests
 rc=0
 # die_after_fork=0: tests fork children that start threads (the crash
 # harness); history_size=4: enough history for the loops' long-lived reads.
