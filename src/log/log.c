@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/msg.h"
 #include "log/log_impl.h"
 #include "os/os.h"
@@ -398,6 +399,7 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
                 spw__part_fail(p, r);
                 break;
             }
+            SPW_ASSERT(end >= p->written_local); /* offsets are written in order */
             p->written_local = end;
             atomic_store_explicit(&p->written_end, end, memory_order_release);
             if (!p->unsynced_since_ms)

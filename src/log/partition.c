@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/id.h"
 #include "core/msg.h"
 #include "log/log_impl.h"
@@ -199,6 +200,7 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
             p->fill.head = t;
         p->fill.tail = t;
     }
+    SPW_ASSERT(t->cap - t->len >= len); /* the chunk has room (spw__chunk_get) */
     uint8_t *dst = t->data + t->len;
     memcpy(dst, batch, len);
     spw_batch_set_base_offset(dst, p->next_offset);

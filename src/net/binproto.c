@@ -51,6 +51,7 @@
 #include "core/alloc.h"
 #include "core/name.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/id.h"
 #include "core/json.h"
 #include "core/msg.h"
@@ -422,6 +423,7 @@ static void produce_answer(spw_produce_res *res, void *user)
 {
     breq *q = user;
     bconn *c = q->c;
+    SPW_ASSERT(c->inflight > 0 && c->loop->inflight > 0); /* answered once, after being dispatched */
     c->inflight--;
     c->loop->inflight--;
     if (!c->closed) {

@@ -51,6 +51,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/id.h"
 #include "core/msg.h"
 #include "net/membudget.h"
@@ -311,6 +312,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     }
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
+    SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
     c->inflight--;
     req_body_free(req);
@@ -884,6 +886,10 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms)
 
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
 {
+    if (!s) { /* a request served before the server recorded its listener */
+        memset(st, 0, sizeof *st);
+        return;
+    }
     st->connections_open = atomic_load(&s->ns.nconns);
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);

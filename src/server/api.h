@@ -9,6 +9,7 @@
 #define SPW_API_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/hist.h"
@@ -29,8 +30,11 @@ struct spw_consume;
 typedef struct spw_api {
     spw_log *log;
     spw_catalog *cat;
-    spw_http_server *http;
-    struct spw_bin_server *bin; /* NULL when the binary listener is off */
+    /* Set by the server after each listener's loops started, while the
+     * other listener's loops may already read them (/status, /metrics):
+     * atomic, NULL until set. */
+    spw_http_server *_Atomic http;
+    struct spw_bin_server *_Atomic bin; /* NULL when the binary listener is off */
     struct spw_auth *auth;      /* the tokens (server/auth.h); NULL when no tokens file is configured */
     const char *data_dir;
     uint32_t node_id;

@@ -15,6 +15,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/invariant.h"
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "os/os.h"
@@ -320,7 +321,9 @@ spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len)
 
 void spw_stream_put(spw_stream *s)
 {
-    if (atomic_fetch_sub(&s->refs, 1) != 1)
+    int refs = atomic_fetch_sub(&s->refs, 1);
+    SPW_ASSERT(refs >= 1); /* a put without its get */
+    if (refs != 1)
         return;
     char dir[sizeof s->deleted_dir];
     memcpy(dir, s->deleted_dir, sizeof dir);

@@ -31,8 +31,8 @@ typedef struct spw_stream {
      * name never inherits the old one's positions. */
     uint64_t incarnation;
     _Atomic int refs;
-    int deleted;
-    char deleted_dir[4096]; /* where delete moved the files */
+    _Atomic int deleted;    /* set under the catalog's ddl lock; read by holders (sink workers) without it */
+    char deleted_dir[4096]; /* where delete moved the files (written before deleted is set) */
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     /* counters for /metrics */

@@ -54,6 +54,8 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         int r = spw_sinks_put(api->sinks, name, (const char *)req->body.p, req->body.len, &b, err, sizeof err);
         if (r == SPW_EINVAL)
             spw_http_error(req, 400, "bad_config", NULL, "%s", err);
+        else if (r == SPW_SINK_ENOTBUILT)
+            spw_http_error(req, 400, "kind_not_built", NULL, "%s", err);
         else if (r == -ENOENT)
             spw_http_error(req, 404, "no_such_stream", NULL, "%s", err);
         else if (r == -EEXIST)

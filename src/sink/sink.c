@@ -51,19 +51,6 @@
 #define DEF_MAX (OPTIONS_MAX + 4096)
 #define POLL_MS 20
 
-extern const spw_sink_kind spw_sink_kind_forward;
-extern const spw_sink_kind spw_sink_kind_postgres;
-extern const spw_sink_kind spw_sink_kind_kafka;
-static const spw_sink_kind *const kinds[] = {&spw_sink_kind_forward, &spw_sink_kind_postgres, &spw_sink_kind_kafka};
-
-const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len)
-{
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strlen(kinds[i]->name) == len && memcmp(kinds[i]->name, name, len) == 0)
-            return kinds[i];
-    return NULL;
-}
-
 typedef struct sink_def {
     char name[SPW_STREAM_NAME_MAX + 1];
     char stream[SPW_STREAM_NAME_MAX + 1];
@@ -73,6 +60,7 @@ typedef struct sink_def {
     uint64_t retry_initial_ms, retry_max_ms;
     char *options; /* raw JSON object text */
     size_t options_len;
+    int kind_err; /* while parsing: the kind lookup's error (kinds.c), 0 if none */
 } sink_def;
 
 typedef struct sink_part {
@@ -240,9 +228,11 @@ static const char *def_kind(void *obj, const spw_json_span *v, const spw_opt *o,
     sink_def *d = obj;
     char kn[32];
     long n = spw_json_unescape(v, kn, sizeof kn - 1);
-    if (n < 0 || !(d->kind = spw_sink_kind_find(kn, (size_t)n)))
-        return "unknown sink kind (known: forward, postgres, kafka)";
-    return NULL;
+    if (n < 0)
+        return "\"kind\" must be a sink kind's name";
+    /* unknown, or not built in (kinds.c): def_parse answers with its code */
+    d->kind_err = spw_sink_kind_lookup(kn, (size_t)n, &d->kind, buf, cap);
+    return d->kind_err < 0 ? buf : NULL;
 }
 
 static const char *def_batch(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
@@ -294,7 +284,7 @@ static const spw_opt def_opts[] = {
     {.name = "stream", .type = SPW_OPT_STR, .off = offsetof(sink_def, stream), .size = sizeof ((sink_def *)0)->stream,
      .parse = def_stream, .flags = SPW_OPT_REQUIRED, .must = "a stream name", .help = "the stream delivered"},
     {.name = "kind", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .parse = def_kind, .flags = SPW_OPT_REQUIRED,
-     .must = "a sink kind (forward, postgres, kafka)", .help = "forward, postgres or kafka"},
+     .must = "a sink kind's name", .help = "the kind: forward, postgres or kafka (those built in)"},
     {.name = "batch", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_batch,
      .must = "an object", .help = "{max_events, max_bytes, max_wait_ms}"},
     {.name = "retry", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .def_str = "{}", .parse = def_retry,
@@ -311,9 +301,10 @@ void spw_sinks_help(spw_buf *out)
     spw_opts_help(def_opts, sizeof def_opts / sizeof def_opts[0], NULL, out);
     spw_opts_help(batch_opts, sizeof batch_opts / sizeof batch_opts[0], "batch", out);
     spw_opts_help(retry_opts, sizeof retry_opts / sizeof retry_opts[0], "retry", out);
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        spw_buf_printf(out, "\n  kind \"%s\" options:\n", kinds[i]->name);
-        spw_opts_help(kinds[i]->opts, kinds[i]->nopts, "options", out);
+    const spw_sink_kind *k;
+    for (size_t i = 0; (k = spw_sink_kind_at(i)) != NULL; i++) {
+        spw_buf_printf(out, "\n  kind \"%s\" options:\n", k->name);
+        spw_opts_help(k->opts, k->nopts, "options", out);
     }
 }
 
@@ -334,7 +325,7 @@ static int def_parse(sink_def *d, const char *name, const char *body, size_t len
                        cap) < 0) {
         spw_free(d->options);
         d->options = NULL;
-        return SPW_EINVAL;
+        return d->kind_err < 0 ? d->kind_err : SPW_EINVAL; /* SPW_SINK_ENOTBUILT: its own answer */
     }
     if (d->retry_max_ms < d->retry_initial_ms) {
         spw_free(d->options);

@@ -18,6 +18,7 @@
 #ifndef SPW_SINK_H
 #define SPW_SINK_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,8 +97,17 @@ typedef struct spw_sink_kind {
     size_t nopts;
 } spw_sink_kind;
 
-/* The kinds built in (NULL if none is named so). */
+/* The kinds (kinds.c). spw_sink_kind_lookup: 0 and *out, SPW_EINVAL for a
+ * name no kind has, or SPW_SINK_ENOTBUILT for a kind this build leaves out
+ * (a build option); both with a sentence in err. spw_sink_kind_find: the
+ * kind, or NULL for either. spw_sink_kinds_built writes "forward,
+ * postgres, ..." (the kinds built in) to out and returns its length. */
+#define SPW_SINK_ENOTBUILT (-ENOTSUP)
+int spw_sink_kind_lookup(const char *name, size_t len, const spw_sink_kind **out, char *err, size_t cap);
 const spw_sink_kind *spw_sink_kind_find(const char *name, size_t len);
+size_t spw_sink_kinds_built(char *out, size_t cap);
+/* The i-th kind built in (i from 0), NULL past the last. */
+const spw_sink_kind *spw_sink_kind_at(size_t i);
 
 /* The fields of a sink definition and of each kind's options, one line
  * each, from their tables (for serve --help). */
@@ -115,8 +125,9 @@ int spw_sinks_open(struct spw_api *api, spw_sinks **out);
 void spw_sinks_close(spw_sinks *m);
 
 /* PUT: 1 created, 0 identical existed, or an error with a sentence in err:
- * SPW_EINVAL (bad definition), -ENOENT (no such stream), -EEXIST (exists
- * with another definition), or an I/O error. */
+ * SPW_EINVAL (bad definition), SPW_SINK_ENOTBUILT (a kind this build
+ * leaves out), -ENOENT (no such stream), -EEXIST (exists with another
+ * definition), or an I/O error. */
 int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap);
 /* DELETE: 0 or -ENOENT. The worker stops in the background. */
