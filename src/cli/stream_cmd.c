@@ -17,6 +17,7 @@
 static const char stream_usage[] =
     "usage: spillway stream create NAME [--partitions N] [--key PTR] [--timestamp PTR] [--format json|bytes]\n"
     "                             [--ack L] [--retention-ms T] [--retention-bytes S] [--max-event-bytes S]\n"
+    "                             [--compression none|lz4|zstd]\n"
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
     "       spillway stream delete NAME\n"
@@ -36,7 +37,8 @@ static const char create_help[] =
     "  --ack L                   default durability: none, written, fsync (default) or replicated\n"
     "  --retention-ms T          delete segments older than T (ms, or with a unit: 90s, 12h, 7d)\n"
     "  --retention-bytes S       keep at most about S per partition (bytes, or 512MiB, 10GiB)\n"
-    "  --max-event-bytes S       largest event accepted (server default 1MiB)\n";
+    "  --max-event-bytes S       largest event accepted (server default 1MiB)\n"
+    "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n";
 
 /* A JSON string literal of s into out (truncated to cap). */
 static void json_str(char *out, size_t cap, const char *s)
@@ -116,6 +118,8 @@ static void print_config(const spw_json_span *o)
     human_bytes(h, sizeof h, (uint64_t)spw__cli_int(o, "max_event_bytes", 0));
     printf("max event size   %s\n", h);
     spw_json_span v;
+    if (spw__cli_member(o, "compression", &v) && v.type == SPW_JSON_STRING)
+        printf("compression      %.*s\n", (int)v.n - 2, v.p + 1);
     if (spw__cli_member(o, "coalesce", &v) && v.type == SPW_JSON_TRUE)
         printf("coalesce         true\n");
     if (spw__cli_member(o, "versioned", &v) && v.type == SPW_JSON_TRUE)
@@ -233,6 +237,14 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
                 return 2;
             }
             ADD("\"max_event_bytes\":%" PRIu64, u);
+        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--compression", &v))) {
+            if (m < 0)
+                return 2;
+            if (strcmp(v, "none") && strcmp(v, "lz4") && strcmp(v, "zstd")) {
+                fprintf(stderr, "spillway stream create: --compression takes none, lz4 or zstd, not '%s'\n", v);
+                return 2;
+            }
+            ADD("\"compression\":\"%s\"", v);
         } else {
             fprintf(stderr, "spillway stream create: unexpected argument '%s'\n%s", argv[i], stream_usage);
             return 2;
@@ -431,7 +443,7 @@ int spw_cmd_stream(int argc, char **argv)
             /* create's own options, with their values, go to cmd_create. */
             static const char *const opts[] = {"--partitions", "--key",           "--timestamp",
                                                "--format",     "--ack",           "--retention-ms",
-                                               "--retention-bytes", "--max-event-bytes"};
+                                               "--retention-bytes", "--max-event-bytes", "--compression"};
             int matched = 0;
             for (size_t k = 0; k < sizeof opts / sizeof *opts && !matched; k++) {
                 int at = i;

@@ -241,7 +241,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
         }
         b->spans[k++] = (span){.q = ents[j]->q, .count = 1, .at_cb = ents[j]->q->ack != SPW_ACK_NONE};
     }
-    spw_batch_opts o = {.idgen = spw_log_idgen(api->log), .tickets = tickets};
+    spw_batch_opts o = {.idgen = spw_log_idgen(api->log), .tickets = tickets, .compression = cs->s->cfg.compression};
     if (own) {
         o.producer_id = own->producer_id;
         o.producer_seq = own->producer_seq;

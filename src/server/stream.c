@@ -118,6 +118,8 @@ static const char *def_rate(void *obj, const spw_json_span *v, const spw_opt *o,
 }
 
 static const char *const formats[] = {"json", "bytes", NULL};
+/* In the order of SPW_COMPRESS_* (log/format.h): the index is the code. */
+static const char *const compressions[] = {"none", "lz4", "zstd", NULL};
 
 static const spw_opt stream_opts[] = {
     {.name = "incarnation", .type = SPW_OPT_INT, .off = offsetof(stream_def, incarnation), .size = 8, .min = 1,
@@ -150,6 +152,9 @@ static const spw_opt stream_opts[] = {
     {.name = "max_event_bytes", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.max_event_bytes), .size = 4,
      .def = 1 << 20, .min = 1, .max = 64 << 20, .must = "an integer from 1 to 67108864",
      .help = "largest event accepted"},
+    {.name = "compression", .type = SPW_OPT_ENUM, .off = offsetof(stream_def, c.compression),
+     .choices = compressions,
+     .help = "how new batches are written: none, lz4 or zstd (readers decompress; changing it needs a new stream)"},
     {.name = "rate_limit", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .parse = def_rate,
      .must = "an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\",\"algorithm\":\"token_bucket\"|"
              "\"sliding_window\"}",
@@ -257,6 +262,8 @@ int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
     r = r ? r : appendf(b, "},\"dedupe_window_ms\":%lld,\"priority\":%d,\"coalesce\":%s,\"versioned\":%s,\"max_event_bytes\":%u",
                         (long long)c->dedupe_window_ms, c->priority, c->coalesce ? "true" : "false",
                         c->versioned ? "true" : "false", c->max_event_bytes);
+    if (!r && c->compression)
+        r = appendf(b, ",\"compression\":\"%s\"", compressions[c->compression]);
     if (!r && c->rate > 0 && c->rate_algo == 0)
         r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\",\"algorithm\":\"token_bucket\"}",
                     c->rate, c->burst, c->rate_per ? "ip" : "tenant");
@@ -273,7 +280,8 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->retention_ms == b->retention_ms && a->retention_bytes == b->retention_bytes &&
            a->dedupe_window_ms == b->dedupe_window_ms && a->coalesce == b->coalesce && a->versioned == b->versioned &&
            a->max_event_bytes == b->max_event_bytes && a->rate == b->rate && a->burst == b->burst &&
-           a->rate_per == b->rate_per && a->rate_algo == b->rate_algo && a->priority == b->priority;
+           a->rate_per == b->rate_per && a->rate_algo == b->rate_algo && a->priority == b->priority &&
+           a->compression == b->compression;
 }
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)

@@ -34,6 +34,7 @@ typedef struct spw_stream_config {
     int rate_per;              /* 0 = tenant, 1 = ip */
     int rate_algo;             /* 0 = token_bucket, 1 = sliding_window (burst 0, unused) */
     int priority;              /* default Spillway-Priority, 0 (most important) .. 3; default 1 */
+    int compression;           /* batches written: SPW_COMPRESS_NONE, _LZ4 or _ZSTD (log/format.h); default none */
 } spw_stream_config;
 
 /* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not starting with

@@ -263,6 +263,7 @@ int spw_produce_submit_ex(spw_api *api, spw_stream *s, const spw_record *in, uin
         /* Every batch of a request carries the request's first sequence
          * number, its size and its dedupe key (docs/formats/log.md). */
         spw_batch_opts o = {.idgen = g,
+                            .compression = s->cfg.compression,
                             .tickets = tickets + sl->first_event,
                             .producer_id = po->producer_id,
                             .producer_seq = po->producer_seq,

@@ -125,6 +125,7 @@ typedef struct cycle {
     _Atomic int stop;
     _Atomic uint64_t appends; /* accepted appends */
     uint32_t fsync_pct;       /* share of appends at ack=fsync */
+    int compression;          /* of every batch appended (SPW_COMPRESS_*) */
     uint32_t gen;             /* generation: part of every record's key */
 } cycle;
 
@@ -190,7 +191,8 @@ static void *append_main(void *arg)
         seq += n;
         w.done = 0;
         spw_append_result res;
-        int r = spw_part_append(c->parts[part], recs, n, NULL, ack, 0, ack == SPW_ACK_NONE ? NULL : on_ack, &w, &res);
+        spw_batch_opts bo = {.compression = c->compression};
+        int r = spw_part_append(c->parts[part], recs, n, &bo, ack, 0, ack == SPW_ACK_NONE ? NULL : on_ack, &w, &res);
         if (r != 0) {
             /* Refused (the power is off, the partition failed): nothing was appended. */
             CHECK(r == SPW_EROFS || r == SPW_ECANCELED || r == SPW_EAGAIN || r == SPW_ENOMEM);
@@ -462,6 +464,7 @@ static void run_cycle(uint64_t seed, totals *tot)
     uint32_t nappenders = 1 + (uint32_t)(mix(rng++) % MAX_APPENDERS);
     int gens = 1 + (int)(mix(rng++) % 3);
     int first_fresh = (int)(mix(rng++) % 2); /* the first outcome into a fresh directory */
+    c.compression = (int)(mix(seed ^ 0xc0de) % 3); /* apart from rng: older seeds draw as they did */
 
     char *root = spw_test_tmpdir("powerloss");
     char *dir = root, *out = NULL;
@@ -543,12 +546,13 @@ static void run_cycle(uint64_t seed, totals *tot)
     if (v > 0 || getenv("SPW_POWERLOSS_VERBOSE"))
         fprintf(stderr,
                 "powerloss: cycle seed=%llu parts=%d segment_bytes=%llu index_interval=%u appenders=%u fsync_pct=%u "
+                "compression=%d "
                 "generations=%d last_cut_after=%llu first outcome %s: last cut: dirty_pages=%llu kept=%llu torn=%llu "
                 "keep_pct=%u resized=%llu dir_ops=%u/%u kept; appended=%llu acked=%llu found=%llu lost=%llu "
                 "wrong=%llu duplicated=%llu seen_lost=%llu unreported=%llu undurable_reads_lost=%llu "
                 "unverified_known=%llu\n",
                 (unsigned long long)seed, c.nparts, (unsigned long long)pc.segment_bytes, pc.index_interval_bytes,
-                nappenders, c.fsync_pct, gens, (unsigned long long)cut_after,
+                nappenders, c.fsync_pct, c.compression, gens, (unsigned long long)cut_after,
                 first_fresh ? "in a fresh dir" : "in place", (unsigned long long)ss.dirty_pages,
                 (unsigned long long)ss.kept_pages, (unsigned long long)ss.torn_pages, ss.page_keep_pct,
                 (unsigned long long)ss.files_resized, ss.kept_ops, ss.pending_ops, (unsigned long long)r.appended,
