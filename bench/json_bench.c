@@ -2,7 +2,7 @@
  * spw_json_bench: our strict JSON scanner (src/core/json.c) against jansson
  * on the server's real per-event job, in one run.
  *
- * The job (what produce does per event, src/server/api.c take_event, minus
+ * The job (what produce does per event, src/http/api.c take_event, minus
  * the bookkeeping): validate one event, require an object with nothing but
  * whitespace after it, and extract two fields — the key /device_id (copied,
  * unescaped, into a key arena) and the timestamp /ts (an int64).

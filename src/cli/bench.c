@@ -52,7 +52,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/id.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 
 
 void spw__bench_lat_push(bench_lat *l, uint64_t us)

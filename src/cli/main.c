@@ -16,7 +16,7 @@
 #include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 #include "sink/sink.h"
 
 #define SPW_VERSION "0.1.0"

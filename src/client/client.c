@@ -60,7 +60,7 @@
 #include "core/endian.h"
 #include "core/error.h"
 #include "core/ring.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 
 #define MAX_SERVERS 64
 #define MAX_ANSWER_BYTES (256u << 20)

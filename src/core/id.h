@@ -10,7 +10,7 @@
  * rather than collide. Lock-free: one CAS per reservation, any n.
  *
  * Across restarts the log and the catalog tell the generator the highest id
- * stored (spw_idgen_observe; server/catalog.h spw_catalog_observe_ids), so
+ * stored (spw_idgen_observe; catalog/catalog.h spw_catalog_observe_ids), so
  * a clock that went back while the process was down cannot repeat ids
  * either.
  */

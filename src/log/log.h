@@ -259,7 +259,7 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
  * a read). At a header that does not parse or does not continue its
  * predecessor's offsets the walk goes on after the damaged range
  * (docs/formats/log.md, "Damaged ranges"). Returns 0 or -errno.
- * Used to rebuild the dedupe table at start (server/dedupe.h).
+ * Used to rebuild the dedupe table at start (admit/dedupe.h).
  */
 struct spw_batch_hdr;
 int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, const struct spw_batch_hdr *h),

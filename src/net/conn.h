@@ -1,6 +1,6 @@
 /*
- * The connection core shared by both listeners (HTTP: net/http.c; the
- * binary protocol: net/binproto.c): listening sockets and I/O loops (over
+ * The connection core shared by both listeners (HTTP: http/http.c; the
+ * binary protocol: bin/binproto.c): listening sockets and I/O loops (over
  * net/loop.h), accepting, the list of a loop's connections, closing,
  * zombies (closed connections kept until their last request is answered),
  * waiters for the buffer budget (net/membudget.h), writing answers, the

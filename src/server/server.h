@@ -3,7 +3,7 @@
  * open the log and the catalog (recovering every partition), start the
  * HTTP and binary-protocol loops, run until SIGTERM/SIGINT, then stop
  * accepting, let requests in flight finish, flush and fsync every
- * partition, and return. SIGHUP reloads the tokens file (server/auth.h).
+ * partition, and return. SIGHUP reloads the tokens file (svc/auth.h).
  */
 #ifndef SPW_SERVER_H
 #define SPW_SERVER_H
@@ -40,7 +40,7 @@ typedef struct spw_server_config {
     uint32_t rate_limit_burst;       /* token bucket capacity; 0 = rate_limit */
     char rate_limit_per[16];         /* "tenant" | "ip" */
     char rate_limit_algorithm[32];   /* "token_bucket" | "sliding_window" */
-    uint32_t rate_limit_max_keys;    /* entries of the limiter table (server/ratelimit.h) */
+    uint32_t rate_limit_max_keys;    /* entries of the limiter table (admit/ratelimit.h) */
     /* Not in the table: set by the command line. from_flag[i] says table
      * entry i was given as a flag, so it still wins over the file when
      * SIGHUP re-reads it. */

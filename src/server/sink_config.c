@@ -10,7 +10,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/msg.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 #include "sink/sink.h"
 
 typedef struct apply_ctx {

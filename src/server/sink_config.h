@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "server/api.h"
+#include "http/api.h"
 
 /* The prefix of a sink line's name. */
 #define SPW_SINK_CONFIG_PREFIX "sink."

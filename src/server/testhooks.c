@@ -42,9 +42,9 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/msg.h"
-#include "net/http.h"
+#include "http/http.h"
 #include "os/os.h"
-#include "server/api.h"
+#include "http/api.h"
 #include "server/server.h"
 
 #define FD_TRACK (1 << 16)

@@ -73,7 +73,7 @@ int spw_sink_deliver(const spw_sink_deliver_ops *ops, void *arg, uint32_t n);
 int spw_sink_commit(const spw_sink_deliver_ops *ops, void *arg, uint32_t upto);
 
 /* Progress file (docs/formats/sink-progress.md): the incarnation of the
- * stream the positions belong to (server/catalog.h), and next[i], partition
+ * stream the positions belong to (catalog/catalog.h), and next[i], partition
  * i's next offset to deliver. encode appends the text (version 2) to out;
  * parse reads version 1 (incarnation 0) or 2, returns 0 and fills
  * *incarnation and next[0..*n) (at most cap), or SPW_ECORRUPT. */

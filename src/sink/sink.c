@@ -43,8 +43,8 @@
 #include "log/cursor.h"
 #include "log/format.h"
 #include "os/os.h"
-#include "server/api.h"
-#include "server/catalog.h"
+#include "http/api.h"
+#include "catalog/catalog.h"
 
 #define SINKS_MAX 256
 #define OPTIONS_MAX 65536

@@ -65,7 +65,7 @@ typedef struct spw_sink_kind {
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
      * next offset at start (0 or a negative error, then retried). The
-     * stream's incarnation (server/catalog.h) is stored with the progress
+     * stream's incarnation (catalog/catalog.h) is stored with the progress
      * and a position stored for another incarnation counts as none. The
      * progress file is then a lower bound only, for retention holds
      * before the target is reachable (docs/formats/sink-progress.md). */

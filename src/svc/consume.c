@@ -1,7 +1,7 @@
 /*
  * The consume service: parked group polls, the commit queue, leases and
  * the group waiter thread, shared by the HTTP and binary front ends. See
- * consume.h, server/groups.h (the groups' state) and docs/architecture.md
+ * consume.h, catalog/groups.h (the groups' state) and docs/architecture.md
  * ("Consumer groups", "The record cursor and the consume service").
  */
 #include "svc/consume.h"
@@ -21,8 +21,8 @@
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
-#include "server/auth.h"
-#include "server/groups.h"
+#include "svc/auth.h"
+#include "catalog/groups.h"
 
 /* A commit applied in memory, waiting for its group's file. */
 typedef struct gcommit {

@@ -1,7 +1,7 @@
 /*
  * The consume service: consumer-group polls, commits and leases, for every
- * front end (HTTP in server/groups_http.c, the binary protocol in
- * net/binproto.c; docs/api.md "Consumer groups", docs/protocol.md
+ * front end (HTTP in http/groups_http.c, the binary protocol in
+ * bin/binproto.c; docs/api.md "Consumer groups", docs/protocol.md
  * GROUP_POLL and GROUP_COMMIT). It knows no wire: a front end decodes a
  * request, hands the service a poll or a commit with callbacks that run on
  * its own loop, and encodes what the callbacks are given.
@@ -29,8 +29,8 @@
 
 #include "core/buf.h"
 #include "log/log.h"
-#include "server/catalog.h"
-#include "server/groups.h"
+#include "catalog/catalog.h"
+#include "catalog/groups.h"
 
 #define SPW_GROUPS_TICK_MS 10
 #define SPW_GROUP_POLL_MAX_DEFAULT 100 /* records per poll */

@@ -5,7 +5,7 @@
  * it. /metrics renders every family in registration order: its # HELP
  * and # TYPE lines, then its samples, in Prometheus text format 0.0.4.
  * A module owns its families' names and values; the front end that
- * serves /metrics (server/api.c) knows none of them, so a new module
+ * serves /metrics (http/api.c) knows none of them, so a new module
  * adds metrics without touching it, and no front end includes another
  * module's header for its counters.
  *
@@ -14,7 +14,7 @@
  *   - labelled samples (spw_metrics_add_family): a callback writing one
  *     line per label set with spw_metrics_line; per-stream samples are
  *     shown only for streams the viewer may see (spw_metrics_sees, from
- *     the filter the server sets: tokens, server/auth.h);
+ *     the filter the server sets: tokens, svc/auth.h);
  *   - a histogram (spw_metrics_add_hist) over a core/hist.h spw_hist,
  *     shown in seconds (scale 1e6 for µs recorded) or plain (scale 1);
  *   - a block (spw_metrics_add_block): a module that writes several

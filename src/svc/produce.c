@@ -9,7 +9,7 @@
  * with the stored one by fingerprint, the rebuild at start) is in
  * produce_dedupe.c.
  *
- * Counters (server/api.h): every refusal is counted once in
+ * Counters (http/api.h): every refusal is counted once in
  * api->rejected[] by reason — a request that does not decode or validate,
  * a reused dedupe key and a batch larger than the budget as invalid; the
  * rate limit; shed and backpressure (admission and a full budget); the
@@ -30,8 +30,8 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
-#include "server/api.h"
-#include "server/coalesce.h"
+#include "http/api.h"
+#include "admit/coalesce.h"
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"

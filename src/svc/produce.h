@@ -1,6 +1,6 @@
 /*
  * The produce service: one request path for every front end (HTTP
- * server/api.c, the binary protocol net/binproto.c, and whatever comes
+ * http/api.c, the binary protocol bin/binproto.c, and whatever comes
  * next). A front end decodes its request into a spw_produce_in — the
  * stream, who asks, the ack level and priority it asked for, a dedupe key
  * if any, and an iterator over its events — and calls spw_produce_request
@@ -8,7 +8,7 @@
  *
  *   1. what can never succeed: ack=replicated (501), a partition the
  *      stream does not have (404);
- *   2. admission (server/admit.h): the priority against the pressure
+ *   2. admission (admit/admit.h): the priority against the pressure
  *      level, before any event is looked at (refusing must be cheap);
  *   3. validation of every event (docs/api.md "Produce"): for a JSON
  *      stream one JSON object each, within max_event_bytes, its key taken
@@ -17,14 +17,14 @@
  *      timestamp from the request or the stream's timestamp field; for a
  *      bytes stream its size and key. One bad event refuses the whole
  *      request, naming the event; nothing is appended;
- *   4. dedupe (server/dedupe.h): an Idempotency-Key or a producer's
+ *   4. dedupe (admit/dedupe.h): an Idempotency-Key or a producer's
  *      sequence is looked up, resolved and compared with the request
  *      (docs/api.md "Idempotency"); a stored request is answered from the
  *      table;
- *   5. the rate limit (server/ratelimit.h), refunded if the log refuses;
+ *   5. the rate limit (admit/ratelimit.h), refunded if the log refuses;
  *   6. submit: records grouped by partition, one batch per partition, the
  *      budget reserved for all at once, coalesced under pressure for
- *      coalesce streams (server/coalesce.h), appended; the answer comes
+ *      coalesce streams (admit/coalesce.h), appended; the answer comes
  *      when every batch reached the ack level.
  *
  * The answer is ONE spw_produce_res: a status code (svc/status.h: the
@@ -49,10 +49,10 @@
 #include <stdint.h>
 
 #include "log/log.h"
-#include "server/dedupe.h"
-#include "server/ratelimit.h"
-#include "server/catalog.h"
-#include "server/stream.h"
+#include "admit/dedupe.h"
+#include "admit/ratelimit.h"
+#include "catalog/catalog.h"
+#include "catalog/stream.h"
 #include "svc/status.h"
 
 struct spw_api;
@@ -198,7 +198,7 @@ struct spw_produce {
     int ids_unknown;       /* some partitions were stored by an earlier attempt */
     struct spw_dd_entry *dd; /* dedupe entry to finish, or NULL */
     uint32_t *order;
-    /* Coalesced requests (server/coalesce.h): events replaced by newer
+    /* Coalesced requests (admit/coalesce.h): events replaced by newer
      * ones for their key before they were written. superseded is NULL,
      * or one byte per request event, 1 = superseded (no offset, no id);
      * slots and order then list only the events written. */
@@ -245,7 +245,7 @@ typedef struct spw_produce_opts {
 int spw_produce_submit_ex(struct spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n,
                           const spw_produce_opts *o, spw_produce_done done, void *user);
 
-/* Finishes a produce the coalescer carried (server/coalesce.h): dedupe
+/* Finishes a produce the coalescer carried (admit/coalesce.h): dedupe
  * entry, counters, then done. REQUIRES: pr->err, slots and order final. */
 void spw__produce_complete(spw_produce *pr);
 

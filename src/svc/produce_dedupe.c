@@ -1,7 +1,7 @@
 /*
  * The dedupe step of the produce service (svc/produce.h, step 4; docs/api.md
  * "Idempotency", docs/architecture.md "Idempotency"): what a keyed request
- * finds in the dedupe table (server/dedupe.h) before it is appended.
+ * finds in the dedupe table (admit/dedupe.h) before it is appended.
  *
  *   - A request whose earlier attempt failed after handing batches to the
  *     log is indeterminate: the headers of the partitions it wrote to are
@@ -22,7 +22,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/msg.h"
-#include "server/api.h"
+#include "http/api.h"
 #include "svc/produce.h"
 #include "svc/produce_int.h"
 

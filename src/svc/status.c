@@ -10,7 +10,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 
 static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_OK] = {"ok", NULL, 200, SPW_ST_OK, "ok"},

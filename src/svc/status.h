@@ -17,7 +17,7 @@
  *   - A condition whose documented HTTP status differs by stream format
  *     (event_too_large: 400 for a JSON event, 413 for a bytes body) has
  *     one row per status, with the same word.
- *   - Wire statuses are those of net/frame.h (the wire codec, the lowest
+ *   - Wire statuses are those of wire/frame.h (the wire codec, the lowest
  *     library, shared with the client); only status.c includes it.
  */
 #ifndef SPW_SVC_STATUS_H

@@ -1,11 +1,11 @@
 /*
- * libFuzzer target for the binary protocol codec (src/net/frame.c,
+ * libFuzzer target for the binary protocol codec (src/wire/frame.c,
  * docs/protocol.md).
  *
  * Input: byte 0 selects a body decoder (mod 8; 6 is AUTH request and answer, 7 the
  * consumer-group requests and answers), the rest is its body; the
  * whole input is also cut into frames the way the server's framing loop
- * does (net/binproto.c conn_process). The decoders run on a heap copy of
+ * does (bin/binproto.c conn_process). The decoders run on a heap copy of
  * exactly the input's size, so ASan sees any read past it.
  *
  * Besides "no crash, no sanitizer report" it checks invariants that can fail:
@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 
 #define FAILX(...)                                                                                                     \
     do {                                                                                                               \

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for the HTTP front end and the API's request handling,
- * end to end: the real HTTP loop (src/net/http.c, libhttp-parser) and the
- * API (src/server/api.c) with its log and catalog run in this process on a
+ * end to end: the real HTTP loop (src/http/http.c, libhttp-parser) and the
+ * API (src/http/api.c) with its log and catalog run in this process on a
  * temporary data directory, listening on 127.0.0.1:<ephemeral>. Each input
  * is a byte stream written to a fresh connection; the harness then
  * half-closes and reads until the server closes.
@@ -43,10 +43,10 @@
 #include "core/id.h"
 #include "core/msg.h"
 #include "log/log.h"
-#include "net/http.h"
-#include "server/api.h"
-#include "server/catalog.h"
-#include "server/stream.h"
+#include "http/http.h"
+#include "http/api.h"
+#include "catalog/catalog.h"
+#include "catalog/stream.h"
 
 #define HANG_MS 20000
 

@@ -8,7 +8,7 @@
 #define SPW_TEST_BINFRAME_H
 
 #include "core/buf.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "server.h"
 
 typedef struct frame {

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 
 #include "core/endian.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "binframe.h"
 #include "server.h"
 #include "spillway.h"

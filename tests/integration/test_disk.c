@@ -19,7 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "binframe.h"
 #include "server.h"
 

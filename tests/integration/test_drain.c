@@ -21,7 +21,7 @@
 #include <poll.h>
 
 #include "binframe.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "server.h"
 
 #define NHTTP 12

@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 
 #include "core/buf.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "server.h"
 #include "spillway.h"
 

@@ -17,7 +17,7 @@
 #include "spillway.h"
 #include "client/client_int.h"
 #include "core/buf.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "binframe.h"
 #include "server.h"
 

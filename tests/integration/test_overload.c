@@ -55,7 +55,7 @@
 #include <sys/stat.h>
 
 #include "core/endian.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "server.h"
 
 static const char *TBIN; /* spillway_test */

@@ -15,17 +15,17 @@ fail() { echo "test_layers: $*" >&2; exit 1; }
 
 "$t/scripts/layers.sh" "$t" >/dev/null || fail "the tree as it stands does not pass"
 
-# an upward include: log -> catalog (server/catalog.h)
+# an upward include: log -> catalog (catalog/catalog.h)
 f=src/log/segment.c
 line=$(grep -n '^#include "' "$t/$f" | tail -1 | cut -d: -f1)
-sed -i "${line}a #include \"server/catalog.h\"" "$t/$f"
+sed -i "${line}a #include \"catalog/catalog.h\"" "$t/$f"
 rc=0; out=$("$t/scripts/layers.sh" "$t" 2>&1) || rc=$?
 [ "$rc" -eq 1 ] || fail "upward include: exit $rc, want 1"
-printf '%s\n' "$out" | grep -q "^$f:$((line + 1)): #include \"server/catalog.h\": layer log may not include layer catalog" ||
+printf '%s\n' "$out" | grep -q "^$f:$((line + 1)): #include \"catalog/catalog.h\": layer log may not include layer catalog" ||
   fail "upward include not named: $out"
 
 # listed in layers.allow: accepted
-echo "$f: server/catalog.h" >>"$t/scripts/layers.allow"
+echo "$f: catalog/catalog.h" >>"$t/scripts/layers.allow"
 "$t/scripts/layers.sh" "$t" >/dev/null || fail "an allowed include still fails"
 
 # a file in a directory no layer places

@@ -1,5 +1,5 @@
 /*
- * Pressure levels (server/admit.h) on a real log's budget, moved with
+ * Pressure levels (admit/admit.h) on a real log's budget, moved with
  * spw_log_reserve/release (no partition, no disk):
  * - the level rises with pending bytes at once: 50% sheds priority 3, 65%
  *   priorities 2-3, 80% all but 0 (backpressure); priority 0 is always let
@@ -13,7 +13,7 @@
  * Windows close on the clock when the log is idle; the test sleeps past a
  * window (bounded loops), it never asserts a duration.
  */
-#include "server/admit.h"
+#include "admit/admit.h"
 
 #include <time.h>
 

@@ -1,10 +1,10 @@
 /*
- * The coalescing buffer (src/server/cbuf.h): acceptance order of the
+ * The coalescing buffer (src/admit/cbuf.h): acceptance order of the
  * survivors, newest-per-key replacement, events that must not be
  * replaced, keyless events, table growth, a random run against a plain
  * model, and memory running out.
  */
-#include "server/cbuf.h"
+#include "admit/cbuf.h"
 
 #include "core/alloc.h"
 #include "test.h"

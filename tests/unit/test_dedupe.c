@@ -1,9 +1,9 @@
 /*
- * The dedupe table (server/dedupe.h): first use, finished answers,
+ * The dedupe table (admit/dedupe.h): first use, finished answers,
  * in-flight and conflicting keys, expiry, the entry bound, scopes, and the
  * rebuild of complete and crash-cut requests from batches.
  */
-#include "server/dedupe.h"
+#include "admit/dedupe.h"
 #include "core/alloc.h"
 #include "test.h"
 

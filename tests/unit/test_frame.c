@@ -1,5 +1,5 @@
 /*
- * The binary protocol codec (src/net/frame.c, docs/protocol.md): round
+ * The binary protocol codec (src/wire/frame.c, docs/protocol.md): round
  * trips of every message, and every malformed input rejected — each
  * truncation of every valid message, each length field pushed past the
  * end, unknown bits and values, trailing bytes. Every decode runs on a
@@ -8,7 +8,7 @@
  */
 #include "core/endian.h"
 #include "core/error.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "test.h"
 
 typedef int (*decode_fn)(const uint8_t *p, size_t n);

@@ -1,5 +1,5 @@
 /*
- * Consumer-group state (server/groups.h): names, lease ids on the wire,
+ * Consumer-group state (catalog/groups.h): names, lease ids on the wire,
  * leases (one holder per partition, round robin, expiry, retention clamp),
  * commits (stale, expired, out of range), and the offsets file (saved,
  * reloaded, a failed fsync leaves the group dirty, bad files skipped).
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "os/os.h"
-#include "server/groups.h"
+#include "catalog/groups.h"
 #include "test.h"
 
 static void test_names(void)

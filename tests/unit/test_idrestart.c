@@ -1,6 +1,6 @@
 /*
  * Ids after a restart whose clock stepped back (core/id.h,
- * server/catalog.h spw_catalog_observe_ids): two requests reserve their
+ * catalog/catalog.h spw_catalog_observe_ids): two requests reserve their
  * ids in order, A then B, but B's batch reaches the partition first, so
  * the partition's last batch is A's, with the lower ids. The process
  * stops; the clock goes back 10 minutes; at the next start every new id
@@ -9,7 +9,7 @@
 #include "core/id.h"
 #include "core/msg.h"
 #include "log/log.h"
-#include "server/catalog.h"
+#include "catalog/catalog.h"
 #include "test.h"
 
 static int64_t fake_now;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "core/json.h"
-#include "server/api.h"
+#include "http/api.h"
 #include "test.h"
 
 /* The rule, one byte or sequence at a time. */

@@ -1,5 +1,5 @@
 /*
- * The rate-limit table (server/ratelimit.h) with an injected clock: token
+ * The rate-limit table (admit/ratelimit.h) with an injected clock: token
  * bucket refill, burst and retry-after values; sliding-window edges and
  * its guarantee (never more than the limit in any 1-second window);
  * limit changes; refunds; the memory bound and which entries eviction
@@ -8,7 +8,7 @@
  */
 #include <pthread.h>
 
-#include "server/ratelimit.h"
+#include "admit/ratelimit.h"
 #include "test.h"
 
 #define MS 1000000ull

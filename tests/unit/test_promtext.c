@@ -244,7 +244,7 @@ static void test_hist(void)
     CHECK(isnan(spw_prom_quantile(linf, cinf, 1, 0.5)));
 }
 
-/* The shape handle_metrics (src/server/api.c) writes. */
+/* The shape handle_metrics (src/http/api.c) writes. */
 static void test_server_shape(void)
 {
     CHECK_EQ(parse("# TYPE spillway_events_in_total counter\nspillway_events_in_total 120\n"

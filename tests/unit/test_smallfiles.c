@@ -13,8 +13,8 @@
 #include "core/msg.h"
 #include "log/log.h"
 #include "os/os.h"
-#include "server/auth.h"
-#include "server/catalog.h"
+#include "svc/auth.h"
+#include "catalog/catalog.h"
 #include "test.h"
 
 static int fail_defs;  /* fail opens of stream.json and its temp file */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "svc/status.h"
 #include "test.h"
 

@@ -1,6 +1,6 @@
 /* Stream definitions: defaults, every field, every error, canonical round trip, hashing. */
 #include "core/name.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 #include "test.h"
 
 static int parse(spw_stream_config *c, const char *name, const char *body)

@@ -1,5 +1,5 @@
 /*
- * The tokens file and the checks built on it (src/server/auth.c): a good
+ * The tokens file and the checks built on it (src/svc/auth.c): a good
  * file parses and answers lookups and permission questions; every kind of
  * bad file is refused with a sentence that names the entry and never the
  * token; the lookup hash matches SipHash-2-4's published vectors; a
@@ -9,7 +9,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include "server/auth.h"
+#include "svc/auth.h"
 #include "test.h"
 
 uint64_t spw__siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len);

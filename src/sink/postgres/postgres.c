@@ -101,7 +101,7 @@ typedef struct pg {
     uint32_t *shard_of;
     size_t shard_cap;
     int res;       /* between pg_begin and pg_end: the window's answer so far (W_*) */
-    uint64_t incarnation; /* the stream's (server/catalog.h), from pg_position: progress rows carry it */
+    uint64_t incarnation; /* the stream's (catalog/catalog.h), from pg_position: progress rows carry it */
     char e1[512];  /* and its sentence */
     char pos_err[512]; /* why the last pg_position failed */
 } pg;

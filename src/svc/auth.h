@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "net/http.h"
+#include "http/http.h"
 
 #define SPW_TOKEN_MAX 256        /* bytes of a token in the file */
 #define SPW_TENANT_MAX 63        /* [a-zA-Z0-9._-]{1,63} */

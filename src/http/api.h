@@ -14,10 +14,10 @@
 
 #include "core/hist.h"
 #include "log/log.h"
-#include "net/http.h"
-#include "server/admit.h"
-#include "server/catalog.h"
-#include "server/dedupe.h"
+#include "http/http.h"
+#include "admit/admit.h"
+#include "catalog/catalog.h"
+#include "admit/dedupe.h"
 #include "svc/produce.h"
 
 enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
@@ -35,7 +35,7 @@ typedef struct spw_api {
      * atomic, NULL until set. */
     spw_http_server *_Atomic http;
     struct spw_bin_server *_Atomic bin; /* NULL when the binary listener is off */
-    struct spw_auth *auth;      /* the tokens (server/auth.h); NULL when no tokens file is configured */
+    struct spw_auth *auth;      /* the tokens (svc/auth.h); NULL when no tokens file is configured */
     const char *data_dir;
     uint32_t node_id;
     int64_t started_ms;
@@ -43,7 +43,7 @@ typedef struct spw_api {
     uint64_t max_pending_bytes;
     uint32_t max_connections;
     spw_pressure pressure;    /* watermarks and shedding (admit.h) */
-    struct spw_rl_table *rl; /* rate limits (server/ratelimit.h); NULL: none */
+    struct spw_rl_table *rl; /* rate limits (admit/ratelimit.h); NULL: none */
     spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h); NULL: none */
     struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
     uint64_t max_disk_bytes; /* 0: no limit (spw_produce_submit refuses past it) */

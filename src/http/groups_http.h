@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "net/http.h"
+#include "http/http.h"
 #include "svc/consume.h"
 
 struct spw_api;

@@ -7,7 +7,7 @@
  * yields half a table. Error messages name an entry by its index and, when
  * it has a valid one, its tenant; they never quote a token.
  */
-#include "server/auth.h"
+#include "svc/auth.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +25,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "os/os.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 
 struct spw_tokens {
     _Atomic int refs;
@@ -616,7 +616,7 @@ int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar)
     while (n && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
         n--;
     spw_tokens *t = spw_auth_acquire(a, NULL);
-    /* A value longer than the field was cut (net/http.h): never a token. */
+    /* A value longer than the field was cut (http/http.h): never a token. */
     const spw_token *e = req->authorization_cut ? NULL : spw_tokens_find(t, tok, n);
     if (!e) {
         spw_tokens_put(t);

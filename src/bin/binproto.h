@@ -1,7 +1,7 @@
 /*
  * The binary protocol listener (docs/protocol.md): length-prefixed frames
  * on their own port (default 127.0.0.1:7701), served by epoll loops built
- * like the HTTP ones (net/http.h): one loop per I/O thread, all on one
+ * like the HTTP ones (http/http.h): one loop per I/O thread, all on one
  * listening socket (net/loop.h), everything about a connection on its loop's
  * thread, completions from the log's flusher brought back by a posted
  * function. PRODUCE is decoded into the produce service's request
@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#include "server/api.h"
+#include "http/api.h"
 
 typedef struct spw_bin_server spw_bin_server;
 

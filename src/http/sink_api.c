@@ -3,14 +3,14 @@
  * live in src/sink. PUT and DELETE need the admin permission, GET any
  * valid token (with tokens configured).
  */
-#include "server/sink_api.h"
+#include "http/sink_api.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/name.h"
-#include "server/auth.h"
+#include "svc/auth.h"
 #include "sink/sink.h"
 
 static void respond(spw_http_req *req, int status, spw_buf *b)

@@ -1,5 +1,5 @@
 /* Pressure-based admission: see admit.h. */
-#include "server/admit.h"
+#include "admit/admit.h"
 
 #include <stdatomic.h>
 

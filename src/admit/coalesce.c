@@ -30,7 +30,7 @@
  * one; under them only the log's append (its own lock) is called.
  * Requests complete outside these locks.
  */
-#include "server/coalesce.h"
+#include "admit/coalesce.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -44,7 +44,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
-#include "server/cbuf.h"
+#include "admit/cbuf.h"
 
 /* A drain cuts batches at request boundaries past this size. */
 #define RUN_MAX_BYTES (4u << 20)

@@ -62,7 +62,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server/stream.h"
+#include "catalog/stream.h"
 
 typedef enum { SPW_RL_TOKEN_BUCKET = 0, SPW_RL_SLIDING_WINDOW = 1 } spw_rl_algo;
 typedef enum { SPW_RL_PER_TENANT = 0, SPW_RL_PER_IP = 1 } spw_rl_per;

@@ -6,7 +6,7 @@
  * at the end of each structure, and compare every count with the bytes
  * that could hold it before trusting it.
  */
-#include "net/frame.h"
+#include "wire/frame.h"
 
 #include <string.h>
 

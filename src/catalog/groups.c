@@ -2,7 +2,7 @@
  * Consumer-group state, leases and the offsets file: see groups.h and
  * docs/formats/group-offsets.md.
  */
-#include "server/groups.h"
+#include "catalog/groups.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,7 +22,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "os/os.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 
 typedef struct gpart {
     uint64_t committed;

@@ -3,7 +3,7 @@
  * decoding of the requests and encoding of the answers; the service behind
  * them (parking, leases, the commit queue, the waiter) is svc/consume.c.
  */
-#include "server/groups_http.h"
+#include "http/groups_http.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -19,9 +19,9 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/msg.h"
-#include "server/api.h"
-#include "server/auth.h"
-#include "server/groups.h"
+#include "http/api.h"
+#include "svc/auth.h"
+#include "catalog/groups.h"
 
 #define COMMIT_BODY_MAX 4096
 

@@ -30,7 +30,7 @@
  * whole frame in it is dispatched and nothing is left over, `in` is freed,
  * so an idle connection holds none of the budget.
  */
-#include "net/binproto.h"
+#include "bin/binproto.h"
 #include "net/conn.h"
 
 #include <arpa/inet.h>
@@ -56,9 +56,9 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "log/cursor.h"
-#include "net/frame.h"
+#include "wire/frame.h"
 #include "net/membudget.h"
-#include "server/auth.h"
+#include "svc/auth.h"
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce.h"
@@ -89,7 +89,7 @@ typedef struct bconn {
     int held; /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
     uint64_t frame_start_ms;
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
-    spw_auth_session auth; /* the AUTH login (server/auth.h) */
+    spw_auth_session auth; /* the AUTH login (svc/auth.h) */
 } bconn;
 
 struct bloop {

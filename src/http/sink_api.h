@@ -4,8 +4,8 @@
 #ifndef SPW_SINK_API_H
 #define SPW_SINK_API_H
 
-#include "server/api.h"
-#include "server/auth.h"
+#include "http/api.h"
+#include "svc/auth.h"
 
 /* Handles req if its path is /v1/sinks or /v1/sinks/NAME: 1 (answered),
  * or 0 (not a sinks path). */

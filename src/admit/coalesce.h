@@ -56,7 +56,7 @@
 
 #include <stdint.h>
 
-#include "server/api.h"
+#include "http/api.h"
 
 typedef struct spw_coalescer spw_coalescer;
 typedef struct spw_coal_stream spw_coal_stream;

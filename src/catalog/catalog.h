@@ -17,7 +17,7 @@
 #include <stdatomic.h>
 
 #include "log/log.h"
-#include "server/stream.h"
+#include "catalog/stream.h"
 
 typedef struct spw_stream {
     spw_stream_config cfg;

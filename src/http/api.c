@@ -10,7 +10,7 @@
  * in the body. Admission, validation, dedupe, the rate limit and the
  * append are the service's, the same for every protocol.
  */
-#include "server/api.h"
+#include "http/api.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -27,12 +27,12 @@
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "net/membudget.h"
-#include "server/auth.h"
-#include "server/coalesce.h"
-#include "server/groups_http.h"
+#include "svc/auth.h"
+#include "admit/coalesce.h"
+#include "http/groups_http.h"
 #include "svc/consume.h"
-#include "server/ratelimit.h"
-#include "server/sink_api.h"
+#include "admit/ratelimit.h"
+#include "http/sink_api.h"
 #include "sink/sink.h"
 #include "svc/metrics.h"
 
@@ -955,7 +955,7 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     if (!spw_auth_http(api->auth, req, &ar))
         return;
     /* A header the server reads whose value is longer than it keeps
-     * (net/http.h) is refused, never used cut (docs/api.md#headers); an
+     * (http/http.h) is refused, never used cut (docs/api.md#headers); an
      * Authorization that long is no valid token (auth.c). */
     if (req->too_long) {
         spw_http_error(req, 400, "header_too_long", NULL, "the %s header is longer than %zu bytes; nothing was done",

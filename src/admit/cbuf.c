@@ -1,5 +1,5 @@
 /* The coalescing buffer of one partition: see cbuf.h. */
-#include "server/cbuf.h"
+#include "admit/cbuf.h"
 #include "core/hash.h"
 
 #include <assert.h>

@@ -1,5 +1,5 @@
 /* The stream catalog: see catalog.h. */
-#include "server/catalog.h"
+#include "catalog/catalog.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +19,7 @@
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "os/os.h"
-#include "server/coalesce.h"
+#include "admit/coalesce.h"
 
 struct spw_catalog {
     spw_log *log;

@@ -1,5 +1,5 @@
 /* Stream configuration: parsing, canonical form, partitioning. See stream.h. */
-#include "server/stream.h"
+#include "catalog/stream.h"
 #include "core/hash.h"
 
 #include <math.h>
@@ -104,7 +104,7 @@ static const char *def_rate(void *obj, const spw_json_span *v, const spw_opt *o,
     if (c->rate <= 0)
         return "\"rate_limit\" needs \"rate\"";
     if (c->rate_algo == 1) {
-        /* The window limit is rate events in any 1 s (server/ratelimit.h). */
+        /* The window limit is rate events in any 1 s (admit/ratelimit.h). */
         if (c->burst > 0)
             return "\"rate_limit.burst\" is for \"token_bucket\"; a \"sliding_window\" allows \"rate\" events in any "
                    "1-second window";

@@ -14,7 +14,7 @@
  * comparisons allow 1e-9 of a token so that waiting exactly the
  * retry-after we announced always suffices. Times are u64 nanoseconds.
  */
-#include "server/ratelimit.h"
+#include "admit/ratelimit.h"
 #include "core/hash.h"
 
 #include <assert.h>

@@ -25,7 +25,7 @@
  * at whenever the budget has room again; a request paused that way still
  * has its request-timeout clock running.
  */
-#include "net/http.h"
+#include "http/http.h"
 #include "net/conn.h"
 
 #include "core/json.h"

@@ -1,5 +1,5 @@
 /* The dedupe table: see dedupe.h. */
-#include "server/dedupe.h"
+#include "admit/dedupe.h"
 #include "core/hash.h"
 
 #include <pthread.h>
