@@ -620,6 +620,7 @@ spw_coalescer *spw_coalesce_new(spw_api *api)
 {
     spw_coalescer *co = spw_xcalloc(1, sizeof *co);
     co->api = api;
+    spw_catalog_set_coal_free(api->cat, spw_coal_stream_free);
     if (getrandom(&co->seed, sizeof co->seed, GRND_NONBLOCK) != (ssize_t)sizeof co->seed)
         co->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)co;
     pthread_mutex_init(&co->mu, NULL);

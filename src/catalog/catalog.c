@@ -19,7 +19,6 @@
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "os/os.h"
-#include "admit/coalesce.h"
 
 struct spw_catalog {
     spw_log *log;
@@ -30,6 +29,9 @@ struct spw_catalog {
     spw_stream **v;      /* sorted by name */
     size_t n, cap;
     uint64_t deleted_seq;
+    /* Frees a stream's coalescing state (spw_stream.coal): set by the
+     * coalescer (admit layer, above this one) before it makes any. */
+    void (*coal_free)(struct spw_coal_stream *);
 };
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -58,7 +60,9 @@ static void stream_free(spw_stream *s)
         if (s->parts[i])
             spw_part_close(s->parts[i]);
     spw_free(s->parts);
-    spw_coal_stream_free(atomic_load(&s->coal));
+    struct spw_coal_stream *cs = atomic_load(&s->coal);
+    if (cs) /* only the coalescer makes one, after setting coal_free */
+        s->cat->coal_free(cs);
     spw_free(s);
 }
 
@@ -187,6 +191,11 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
     spw_info("catalog: %zu stream(s) in %s", cat->n, cat->dir);
     *out = cat;
     return 0;
+}
+
+void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
+{
+    cat->coal_free = fn;
 }
 
 void spw_catalog_close(spw_catalog *cat)

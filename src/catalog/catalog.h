@@ -43,6 +43,10 @@ typedef struct spw_catalog spw_catalog;
 
 /* segment_bytes: every partition's segment size (0: the log's default). */
 int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes, spw_catalog **out);
+/* How a stream's coalescing state (spw_stream.coal) is freed with the
+ * stream; the coalescer sets it before it makes any (the catalog does
+ * not include the layers above it). */
+void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *));
 void spw_catalog_close(spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
