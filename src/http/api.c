@@ -27,7 +27,7 @@
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "net/membudget.h"
-#include "svc/auth.h"
+#include "http/auth_http.h"
 #include "admit/coalesce.h"
 #include "http/groups_http.h"
 #include "svc/consume.h"

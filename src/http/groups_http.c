@@ -20,7 +20,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "http/api.h"
-#include "svc/auth.h"
+#include "http/auth_http.h"
 #include "catalog/groups.h"
 
 #define COMMIT_BODY_MAX 4096

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/name.h"
-#include "svc/auth.h"
+#include "http/auth_http.h"
 #include "sink/sink.h"
 
 static void respond(spw_http_req *req, int status, spw_buf *b)

@@ -5,7 +5,7 @@
 #define SPW_SINK_API_H
 
 #include "http/api.h"
-#include "svc/auth.h"
+#include "http/auth_http.h"
 
 /* Handles req if its path is /v1/sinks or /v1/sinks/NAME: 1 (answered),
  * or 0 (not a sinks path). */

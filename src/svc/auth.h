@@ -32,7 +32,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http/http.h"
 
 #define SPW_TOKEN_MAX 256        /* bytes of a token in the file */
 #define SPW_TENANT_MAX 63        /* [a-zA-Z0-9._-]{1,63} */
@@ -124,27 +123,6 @@ int spw_auth_session_login(spw_auth *a, spw_auth_session *s, const char *tok, si
  * reload), or NULL when not logged in or the token was revoked. */
 const spw_token *spw_auth_session_who(spw_auth *a, spw_auth_session *s);
 void spw_auth_session_fini(spw_auth_session *s);
-
-/* ---- HTTP ---- */
-
-/* What a request authenticated as; who is NULL without a tokens file. */
-typedef struct spw_auth_req {
-    spw_tokens *t;
-    const spw_token *who;
-} spw_auth_req;
-
-/*
- * Authenticates req by its "Authorization: Bearer TOKEN" header. a NULL:
- * returns 1 with ar->who NULL (no tokens configured). Else 1 with ar->who
- * set and req->tenant filled (release ar with spw_auth_req_done), or 0
- * after answering 401 (code "unauthorized", WWW-Authenticate: Bearer).
- */
-int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar);
-/* Is the request allowed perms on stream name? 1 yes (or no tokens
- * configured), 0 after answering 403 (code "forbidden"). */
-int spw_auth_http_allow(spw_auth *a, const spw_auth_req *ar, spw_http_req *req, unsigned perms, const char *name,
-                        size_t len);
-void spw_auth_req_done(spw_auth_req *ar);
 
 /* A permission's name ("produce", ...) for messages. */
 const char *spw_perm_name(unsigned perm);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "core/buf.h"
 #include "svc/auth.h"
 #include "test.h"
 
