@@ -94,4 +94,8 @@ void spw_pressure_note_full(spw_pressure *pr);
  * it up to whole seconds). */
 uint32_t spw_pressure_retry_ms(spw_pressure *pr);
 
+/* Why a produce was refused: the index of the service's refusal counters
+ * (svc/svc.h spw_svc.rejected; spillway_produce_rejected_total{reason}). */
+enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
+
 #endif

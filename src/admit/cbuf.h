@@ -1,5 +1,5 @@
 /*
- * The coalescing buffer of one partition (admit/coalesce.h; SPEC §5
+ * The coalescing buffer of one partition (svc/coalesce.h; SPEC §5
  * "Coalescing"): events accepted but not yet handed to the log, queued in
  * acceptance order, with a map from key to the newest of them so that a
  * newer event for a key replaces an older one in O(1).

@@ -28,7 +28,7 @@
 #include "log/cursor.h"
 #include "net/membudget.h"
 #include "http/auth_http.h"
-#include "admit/coalesce.h"
+#include "svc/coalesce.h"
 #include "http/groups_http.h"
 #include "svc/consume.h"
 #include "admit/ratelimit.h"

@@ -20,7 +20,6 @@
 #include "admit/dedupe.h"
 #include "svc/produce.h"
 
-enum { SPW_REJ_INVALID, SPW_REJ_RATE_LIMIT, SPW_REJ_SHED, SPW_REJ_BACKPRESSURE, SPW_REJ_DISK, SPW_REJ__N };
 
 struct spw_bin_server;
 struct spw_auth;

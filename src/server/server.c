@@ -23,7 +23,7 @@
 #include "svc/auth.h"
 #include "catalog/catalog.h"
 #include "sink/sink.h"
-#include "admit/coalesce.h"
+#include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
 #include "server/sink_config.h"
@@ -374,7 +374,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .high_pct = c->high_watermark_pct,
                                .low_pct = c->low_watermark_pct};
     spw_pressure_init(&api.pressure, log, &pc);
-    api.coal = spw_coalesce_new(&api);
+    spw_coalesce_env ce = {.log = api.log,
+                           .cat = api.cat,
+                           .pressure = &api.pressure,
+                           .max_disk_bytes = api.max_disk_bytes,
+                           .rejected = api.rejected};
+    api.coal = spw_coalesce_new(&ce);
     if ((r = spw_consume_start(api.data_dir, api.cat, api.log, &api.positions_clamped, &api.groups)) < 0) {
         fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
         close_server_parts(&api, cat, log, auth);

@@ -31,7 +31,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "http/api.h"
-#include "admit/coalesce.h"
+#include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"

@@ -24,7 +24,7 @@
  *   5. the rate limit (admit/ratelimit.h), refunded if the log refuses;
  *   6. submit: records grouped by partition, one batch per partition, the
  *      budget reserved for all at once, coalesced under pressure for
- *      coalesce streams (admit/coalesce.h), appended; the answer comes
+ *      coalesce streams (svc/coalesce.h), appended; the answer comes
  *      when every batch reached the ack level.
  *
  * The answer is ONE spw_produce_res: a status code (svc/status.h: the
@@ -198,7 +198,7 @@ struct spw_produce {
     int ids_unknown;       /* some partitions were stored by an earlier attempt */
     struct spw_dd_entry *dd; /* dedupe entry to finish, or NULL */
     uint32_t *order;
-    /* Coalesced requests (admit/coalesce.h): events replaced by newer
+    /* Coalesced requests (svc/coalesce.h): events replaced by newer
      * ones for their key before they were written. superseded is NULL,
      * or one byte per request event, 1 = superseded (no offset, no id);
      * slots and order then list only the events written. */
@@ -245,7 +245,7 @@ typedef struct spw_produce_opts {
 int spw_produce_submit_ex(struct spw_api *api, spw_stream *s, const spw_record *recs, uint32_t n,
                           const spw_produce_opts *o, spw_produce_done done, void *user);
 
-/* Finishes a produce the coalescer carried (admit/coalesce.h): dedupe
+/* Finishes a produce the coalescer carried (svc/coalesce.h): dedupe
  * entry, counters, then done. REQUIRES: pr->err, slots and order final. */
 void spw__produce_complete(spw_produce *pr);
 

@@ -30,7 +30,7 @@
  * one; under them only the log's append (its own lock) is called.
  * Requests complete outside these locks.
  */
-#include "admit/coalesce.h"
+#include "svc/coalesce.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -121,7 +121,7 @@ typedef struct bctx {
 } bctx;
 
 struct spw_coalescer {
-    spw_api *api;
+    spw_coalesce_env env; /* the service parts it writes through */
     uint64_t seed;
     pthread_t th;
     pthread_mutex_t mu;
@@ -201,7 +201,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
                       creq **done)
 {
     spw_coalescer *co = cs->co;
-    spw_api *api = co->api;
+    const spw_coalesce_env *env = &co->env;
     coal_part *cp = &cs->parts[pi];
     spw_record *recs = spw_xmalloc(m * sizeof *recs);
     uint64_t *tickets = spw_xmalloc(m * sizeof *tickets);
@@ -241,7 +241,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
         }
         b->spans[k++] = (span){.q = ents[j]->q, .count = 1, .at_cb = ents[j]->q->ack != SPW_ACK_NONE};
     }
-    spw_batch_opts o = {.idgen = spw_log_idgen(api->log), .tickets = tickets, .compression = cs->s->cfg.compression};
+    spw_batch_opts o = {.idgen = spw_log_idgen(env->log), .tickets = tickets, .compression = cs->s->cfg.compression};
     if (own) {
         o.producer_id = own->producer_id;
         o.producer_seq = own->producer_seq;
@@ -254,7 +254,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
     if (r == 0 && enc.len > cost) {
         /* Cannot happen (ENTRY_OVERHEAD covers a header), but never
          * append more than was reserved. */
-        r = spw_log_reserve(api->log, enc.len - cost, 1);
+        r = spw_log_reserve(env->log, enc.len - cost, 1);
         if (r == 0)
             cost = enc.len;
     }
@@ -274,7 +274,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
         }
     }
     if (r) {
-        spw_log_release(api->log, cost);
+        spw_log_release(env->log, cost);
         for (uint32_t k = 0; k < nspans; k++) {
             set_err(b->spans[k].q, r);
             settle(b->spans[k].q, b->spans[k].count + 1, done);
@@ -283,7 +283,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
         settle_waiters(w_now, r, done);
         spw_free(b);
     } else {
-        spw_log_release(api->log, cost - enc.len);
+        spw_log_release(env->log, cost - enc.len);
         cp->inflight++;
         atomic_fetch_add(&co->inflight, 1);
         atomic_fetch_add(&co->batches, 1);
@@ -448,10 +448,10 @@ static spw_coal_stream *stream_state(spw_coalescer *co, spw_stream *s)
 
 int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *in, const spw_produce_opts *po)
 {
-    spw_api *api = co->api;
+    const spw_coalesce_env *env = &co->env;
     spw_stream *s = pr->s;
     spw_coal_stream *cs = atomic_load(&s->coal);
-    if (spw_pressure_level(&api->pressure) < 1 && (!cs || atomic_load(&cs->buffered) == 0))
+    if (spw_pressure_level(env->pressure) < 1 && (!cs || atomic_load(&cs->buffered) == 0))
         return SPW_COALESCE_DIRECT;
     cs = stream_state(co, s);
     uint32_t n = pr->n_events;
@@ -477,21 +477,21 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
         }
     }
     int r = 0, rej = SPW_REJ_DISK;
-    if (api->max_disk_bytes &&
-        spw_log_disk_bytes(api->log) + spw_log_pending_bytes(api->log) + total > api->max_disk_bytes)
+    if (env->max_disk_bytes &&
+        spw_log_disk_bytes(env->log) + spw_log_pending_bytes(env->log) + total > env->max_disk_bytes)
         r = SPW_EDISKLIMIT;
     for (uint32_t k = 0; r == 0 && k < pr->n_slots; k++) {
         int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
         if (f)
             r = f;
     }
-    if (r == 0 && (r = spw_log_reserve(api->log, total, 1))) {
+    if (r == 0 && (r = spw_log_reserve(env->log, total, 1))) {
         rej = r == SPW_EAGAIN ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID;
         if (r == SPW_EAGAIN)
-            spw_pressure_note_full(&api->pressure);
+            spw_pressure_note_full(env->pressure);
     }
     if (r) {
-        atomic_fetch_add(&api->rejected[rej], 1);
+        atomic_fetch_add(&env->rejected[rej], 1);
         return r;
     }
 
@@ -553,7 +553,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     for (uint32_t k = 0; k < pr->n_slots; k++)
         if (!pr->slots[k].stored)
             pthread_mutex_lock(&cs->parts[pr->slots[k].partition].mu);
-    pr->first_ticket = spw_idgen_reserve(spw_log_idgen(api->log), n);
+    pr->first_ticket = spw_idgen_reserve(spw_log_idgen(env->log), n);
     atomic_fetch_add(&cs->buffered, ne);
     atomic_fetch_add(&co->buffered_events, ne);
     atomic_fetch_add(&co->buffered_bytes, total);
@@ -606,7 +606,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     while (gone) {
         centry *e = (centry *)gone;
         gone = gone->next;
-        spw_log_release(api->log, e->cost);
+        spw_log_release(env->log, e->cost);
         spw_free(e);
     }
     settle(q, 1 + stored, &done);
@@ -616,11 +616,11 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
 
 /* ---- lifecycle and stats ---- */
 
-spw_coalescer *spw_coalesce_new(spw_api *api)
+spw_coalescer *spw_coalesce_new(const spw_coalesce_env *env)
 {
     spw_coalescer *co = spw_xcalloc(1, sizeof *co);
-    co->api = api;
-    spw_catalog_set_coal_free(api->cat, spw_coal_stream_free);
+    co->env = *env;
+    spw_catalog_set_coal_free(env->cat, spw_coal_stream_free);
     if (getrandom(&co->seed, sizeof co->seed, GRND_NONBLOCK) != (ssize_t)sizeof co->seed)
         co->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)co;
     pthread_mutex_init(&co->mu, NULL);

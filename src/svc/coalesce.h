@@ -56,13 +56,26 @@
 
 #include <stdint.h>
 
-#include "http/api.h"
+#include "admit/admit.h"
+#include "catalog/catalog.h"
+#include "log/log.h"
+#include "svc/produce.h"
 
 typedef struct spw_coalescer spw_coalescer;
 typedef struct spw_coal_stream spw_coal_stream;
 
-/* Starts the drain thread. api->log and api->pressure must be set. */
-spw_coalescer *spw_coalesce_new(spw_api *api);
+/* What the coalescer writes through: parts of the service context
+ * (svc/svc.h), which must outlive it. */
+typedef struct spw_coalesce_env {
+    spw_log *log;
+    spw_catalog *cat;
+    spw_pressure *pressure;      /* initialized */
+    uint64_t max_disk_bytes;     /* 0: no limit */
+    _Atomic uint64_t *rejected;  /* refusal counters, [SPW_REJ__N] (admit.h) */
+} spw_coalesce_env;
+
+/* Starts the drain thread; copies *env. */
+spw_coalescer *spw_coalesce_new(const spw_coalesce_env *env);
 
 /* Waits until nothing is buffered or in flight (REQUIRES: no more
  * produces, i.e. the front ends are stopped), then stops the thread and
