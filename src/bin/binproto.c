@@ -107,7 +107,7 @@ struct bloop {
 struct spw_bin_server {
     spw_netsrv ns; /* loops, connections, drain (net/conn.h) */
     spw_bin_config cfg;
-    spw_api *api;
+    spw_svc *api;
     _Atomic uint64_t st_requests, st_rejected;
 };
 
@@ -210,7 +210,7 @@ static void bin_conn_free(spw_netconn *nc)
 static void conn_update_reading(bconn *c);
 static int hold_produce(bconn *c, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     if (!spw_produce_holding(api) || c->loop->stopping || len < 2)
         return 0;
     size_t sl = (size_t)body[0] | (size_t)body[1] << 8;
@@ -456,7 +456,7 @@ static int frame_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
 
 static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     spw_produce_req pq;
     const char *why;
     if (spw_produce_req_decode(body, len, &pq, &why)) {
@@ -518,7 +518,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
 
 static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     spw_fetch_req fq;
     const char *why;
     if (spw_fetch_req_decode(body, len, &fq, &why)) {
@@ -684,7 +684,7 @@ static void meta_one(void *arg, spw_stream *s)
 
 static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     const char *name;
     uint16_t nl;
     const char *why;
@@ -896,7 +896,7 @@ static void group_nothing(spw_group_poll *p)
 static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *stream, uint16_t sl, const char *group,
                                 uint16_t gl, const char *member, uint16_t ml)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     if (!spw_stream_name_ok(stream, sl)) {
         send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
         return NULL;
@@ -921,7 +921,7 @@ static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *st
 
 static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     spw_gpoll_req q;
     const char *why;
     if (spw_gpoll_req_decode(body, len, &q, &why)) {
@@ -996,7 +996,7 @@ static void group_commit_done(void *arg, int err)
 
 static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_api *api = c->loop->srv->api;
+    spw_svc *api = c->loop->srv->api;
     spw_gcommit_req q;
     const char *why;
     if (spw_gcommit_req_decode(body, len, &q, &why)) {
@@ -1287,7 +1287,7 @@ static const spw_netproto bin_proto = {
     .conn_tick = bin_conn_tick,
 };
 
-int spw_bin_start(const spw_bin_config *cfg, spw_api *api, spw_bin_server **out)
+int spw_bin_start(const spw_bin_config *cfg, spw_svc *api, spw_bin_server **out)
 {
     spw_bin_server *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *cfg;

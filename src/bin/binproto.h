@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#include "http/api.h"
+#include "svc/svc.h"
 
 typedef struct spw_bin_server spw_bin_server;
 
@@ -41,7 +41,7 @@ typedef struct spw_bin_config {
 } spw_bin_config;
 
 /* Binds and starts the loops. api must outlive the server. 0 or -errno. */
-int spw_bin_start(const spw_bin_config *c, spw_api *api, spw_bin_server **out);
+int spw_bin_start(const spw_bin_config *c, spw_svc *api, spw_bin_server **out);
 int spw_bin_port(spw_bin_server *s);
 /* Stops accepting connections and reading requests (first step of a
  * drain): requests already dispatched are still answered. */

@@ -173,7 +173,7 @@ enum { BODY_JSON, BODY_NDJSON, BODY_BYTES };
 static void result_json(spw_buf *b, spw_api *api, const spw_produce_res *r)
 {
     /* printf-free: this runs once per produce request. */
-    spw_idgen *g = spw_log_idgen(api->log);
+    spw_idgen *g = spw_log_idgen(api->svc.log);
     const uint8_t *sup = r->superseded;
     int e = spw_buf_puts(b, "{\"accepted\":") || spw_buf_put_u64(b, r->n_events) ||
             spw_buf_puts(b, ",\"partitions\":[");
@@ -367,7 +367,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     char qa[16];
     const char *ack_s = req->ack[0] ? req->ack : (query_get(req->query, "ack", qa, sizeof qa) == 1 ? qa : NULL);
     if (ack_s && spw_ack_parse(ack_s, &ack)) {
-        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
         spw_http_error(req, 400, "bad_ack", NULL, "ack must be none, written, fsync or replicated, not '%s'", ack_s);
         spw_stream_put(s);
         return;
@@ -376,7 +376,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     int prio = -1;
     if (req->priority[0]) {
         if (!(req->priority[0] >= '0' && req->priority[0] <= '3' && req->priority[1] == 0)) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
             spw_http_error(req, 400, "bad_priority", NULL, "Spillway-Priority must be 0, 1, 2 or 3, not '%s'",
                            req->priority);
             spw_stream_put(s);
@@ -423,7 +423,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .user = req};
     spw_produce_res res;
     req->user = api; /* for produce_answer */
-    if (spw_produce_request(api, &in, &res) == 0) {
+    if (spw_produce_request(&api->svc, &in, &res) == 0) {
         spw_http_req_release_body(req); /* copied: the wait for the ack holds no body */
         return;
     }
@@ -608,7 +608,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         return;
     }
     unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
-    if (!spw_auth_http_allow(api->auth, ar, req, need, name, nl))
+    if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
         return;
     memcpy(nm, name, nl);
     nm[nl] = 0;
@@ -620,7 +620,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
             spw_http_error(req, 400, "bad_config", NULL, "%s", err);
             return;
         }
-        int r = spw_catalog_create(api->cat, &c);
+        int r = spw_catalog_create(api->svc.cat, &c);
         if (r == -EEXIST) {
             spw_http_error(req, 409, "exists", NULL, "stream %s exists with a different definition", nm);
             return;
@@ -644,13 +644,13 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         return;
     }
     if (req->method == SPW_HTTP_DELETE) {
-        int r = spw_catalog_delete(api->cat, nm);
+        int r = spw_catalog_delete(api->svc.cat, nm);
         if (r == -ENOENT)
             spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
         else if (r < 0)
             spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
         else {
-            spw_consume_drop_stream(api->groups, nm); /* its consumer groups go with it */
+            spw_consume_drop_stream(api->svc.groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
         }
         return;
@@ -659,7 +659,7 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         spw_http_error(req, 405, "method_not_allowed", "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
         return;
     }
-    spw_stream *s = spw_stream_get(api->cat, nm, nl);
+    spw_stream *s = spw_stream_get(api->svc.cat, nm, nl);
     if (!s) {
         spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
         return;
@@ -680,7 +680,7 @@ static void handle_ids(spw_api *api, spw_http_req *req)
         spw_http_error(req, 400, "bad_parameter", NULL, "count must be an integer from 1 to 10000");
         return;
     }
-    spw_idgen *g = spw_log_idgen(api->log);
+    spw_idgen *g = spw_log_idgen(api->svc.log);
     uint64_t t = spw_idgen_reserve(g, (uint32_t)n);
     spw_buf b = SPW_BUF_INIT;
     outf(&b, "{\"ids\":[");
@@ -692,25 +692,25 @@ static void handle_ids(spw_api *api, spw_http_req *req)
 
 static void handle_status(spw_api *api, spw_http_req *req)
 {
-    uint64_t disk = spw_log_disk_bytes(api->log);
+    uint64_t disk = spw_log_disk_bytes(api->svc.log);
     struct statvfs fs;
-    uint64_t fs_avail = statvfs(api->data_dir, &fs) == 0 ? (uint64_t)fs.f_bavail * fs.f_frsize : 0;
+    uint64_t fs_avail = statvfs(api->svc.data_dir, &fs) == 0 ? (uint64_t)fs.f_bavail * fs.f_frsize : 0;
     spw_http_stats hs;
     spw_http_stats_get(api->http, &hs);
     spw_buf b = SPW_BUF_INIT;
     outf(&b,
          "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
-         spw_wall_ms() - api->started_ms, api->node_id);
-    out_str(&b, (const uint8_t *)api->data_dir, strlen(api->data_dir));
+         spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
+    out_str(&b, (const uint8_t *)api->svc.data_dir, strlen(api->svc.data_dir));
     outf(&b,
          ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64 ",\"limits\":{\"max_pending_bytes\":%" PRIu64
          ",\"max_request_bytes\":%" PRIu64 ",\"max_connections\":%u,\"max_disk_bytes\":%" PRIu64,
-         spw_catalog_count(api->cat), hs.connections_open, spw_log_pending_bytes(api->log), api->max_pending_bytes,
-         api->max_request_bytes, api->max_connections, api->max_disk_bytes);
-    if (api->rl) {
+         spw_catalog_count(api->svc.cat), hs.connections_open, spw_log_pending_bytes(api->svc.log), api->svc.max_pending_bytes,
+         api->svc.max_request_bytes, api->max_connections, api->svc.max_disk_bytes);
+    if (api->svc.rl) {
         /* The server-wide default rate limit, as SIGHUP last set it. */
         spw_rl_limit d;
-        spw_rl_get_default(api->rl, &d);
+        spw_rl_get_default(api->svc.rl, &d);
         if (d.rate > 0 && d.algo == SPW_RL_SLIDING_WINDOW)
             outf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}", d.rate,
                  spw_rl_per_name(d.per));
@@ -723,14 +723,14 @@ static void handle_status(spw_api *api, spw_http_req *req)
     outf(&b,
          "},\"disk\":{\"bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"fs_available_bytes\":%" PRIu64
          ",\"failed_partitions\":%u,\"recoveries\":%" PRIu64 "}}\n",
-         disk, api->max_disk_bytes, fs_avail, spw_log_failed_partitions(api->log), spw_log_recoveries(api->log));
+         disk, api->svc.max_disk_bytes, fs_avail, spw_log_failed_partitions(api->svc.log), spw_log_recoveries(api->svc.log));
     respond_json(req, 200, &b);
 }
 
 /* ---- metrics: the server's families (svc/metrics.h) ---- */
 
 #define API(a) ((spw_api *)(a))
-static uint64_t m_pending(void *a) { return spw_log_pending_bytes(API(a)->log); }
+static uint64_t m_pending(void *a) { return spw_log_pending_bytes(API(a)->svc.log); }
 static uint64_t m_buf(void *a, int i)
 {
     spw_membudget_stats ms;
@@ -741,15 +741,15 @@ static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
 static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
 static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
 static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
-static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->log); }
-static uint64_t m_max_disk(void *a) { return API(a)->max_disk_bytes; }
-static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->log); }
-static uint64_t m_recoveries(void *a) { return spw_log_recoveries(API(a)->log); }
-static uint64_t m_clamped(void *a) { return atomic_load(&API(a)->positions_clamped); }
+static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
+static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
+static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
+static uint64_t m_recoveries(void *a) { return spw_log_recoveries(API(a)->svc.log); }
+static uint64_t m_clamped(void *a) { return atomic_load(&API(a)->svc.positions_clamped); }
 static uint64_t m_log(void *a, int i)
 {
     spw_log_stats ls;
-    spw_log_stats_get(API(a)->log, &ls);
+    spw_log_stats_get(API(a)->svc.log, &ls);
     return i == 0 ? ls.cycles : i == 1 ? ls.bytes_written : i == 2 ? ls.fsyncs : ls.acks_fsync;
 }
 static uint64_t m_log_cycles(void *a) { return m_log(a, 0); }
@@ -767,13 +767,13 @@ static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
 static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
 static void m_auth_refused(void *a, spw_metrics_out *o, const char *name)
 {
-    spw_metrics_line(o, name, "reason=\"unauthorized\"", atomic_load(&API(a)->auth->unauthorized));
-    spw_metrics_line(o, name, "reason=\"forbidden\"", atomic_load(&API(a)->auth->forbidden));
+    spw_metrics_line(o, name, "reason=\"unauthorized\"", atomic_load(&API(a)->svc.auth->unauthorized));
+    spw_metrics_line(o, name, "reason=\"forbidden\"", atomic_load(&API(a)->svc.auth->forbidden));
 }
 static void m_auth_reloads(void *a, spw_metrics_out *o, const char *name)
 {
-    spw_metrics_line(o, name, "result=\"ok\"", atomic_load(&API(a)->auth->reloads_ok));
-    spw_metrics_line(o, name, "result=\"failed\"", atomic_load(&API(a)->auth->reloads_failed));
+    spw_metrics_line(o, name, "result=\"ok\"", atomic_load(&API(a)->svc.auth->reloads_ok));
+    spw_metrics_line(o, name, "result=\"failed\"", atomic_load(&API(a)->svc.auth->reloads_failed));
 }
 
 typedef struct part_walk {
@@ -798,15 +798,15 @@ static void part_one(void *arg, spw_stream *s)
 static void m_part_end(void *a, spw_metrics_out *o, const char *name)
 {
     part_walk w = {o, name, 0};
-    spw_catalog_each(API(a)->cat, part_one, &w);
+    spw_catalog_each(API(a)->svc.cat, part_one, &w);
 }
 static void m_part_bytes(void *a, spw_metrics_out *o, const char *name)
 {
     part_walk w = {o, name, 1};
-    spw_catalog_each(API(a)->cat, part_one, &w);
+    spw_catalog_each(API(a)->svc.cat, part_one, &w);
 }
 
-static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->groups, o->b, o->who); }
+static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->svc.groups, o->b, o->who); }
 static void m_sinks(void *a, spw_metrics_out *o)
 {
     if (API(a)->sinks)
@@ -821,9 +821,9 @@ static int metrics_filter(const void *who, const char *stream)
 
 void spw_api_metrics_register(spw_api *api)
 {
-    spw_metrics *m = api->metrics;
+    spw_metrics *m = api->svc.metrics;
     spw_metrics_set_filter(m, metrics_filter);
-    spw_produce_metrics_register(m, api);
+    spw_produce_metrics_register(m, &api->svc);
     /* Untyped, as /metrics has always shown them (docs/operations.md). */
     spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
     spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
@@ -848,13 +848,13 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_u64(m, "spillway_log_fsyncs_total", NULL, SPW_METRIC_COUNTER, m_log_fsyncs, api);
     spw_metrics_add_u64(m, "spillway_log_fsync_acks_total", NULL, SPW_METRIC_COUNTER, m_log_acks, api);
     spw_hist *fh, *gh;
-    spw_log_hists(api->log, &fh, &gh);
+    spw_log_hists(api->svc.log, &fh, &gh);
     spw_metrics_add_hist(m, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
     spw_metrics_add_hist(m, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
     spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
     spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
     spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
-    if (api->auth) {
+    if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
         spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);
     }
@@ -864,7 +864,7 @@ void spw_api_metrics_register(spw_api *api)
 static void handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who)
 {
     spw_buf b = SPW_BUF_INIT;
-    spw_metrics_render(api->metrics, &b, who);
+    spw_metrics_render(api->svc.metrics, &b, who);
     spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
     spw_buf_fini(&b);
 }
@@ -900,7 +900,7 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         spw_buf b = SPW_BUF_INIT;
         outf(&b, "{\"streams\":[");
         seen_ctx sc = {&b, ar->who};
-        spw_catalog_each(api->cat, list_one, &sc);
+        spw_catalog_each(api->svc.cat, list_one, &sc);
         outf(&b, "]}\n");
         respond_json(req, 200, &b);
         return;
@@ -913,7 +913,7 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         size_t nl = slash ? (size_t)(slash - name) : strlen(name);
         if (!slash)
             return handle_stream(api, req, name, nl, ar);
-        if (strncmp(slash, "/groups/", 8) == 0 && api->groups)
+        if (strncmp(slash, "/groups/", 8) == 0 && api->svc.groups)
             return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
         if (strcmp(slash, "/events") == 0) {
             if (!spw_stream_name_ok(name, nl)) {
@@ -925,9 +925,9 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
                                                           : 0;
             if (!need)
                 return method_not_allowed(req, "GET, POST");
-            if (!spw_auth_http_allow(api->auth, ar, req, need, name, nl))
+            if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
                 return;
-            spw_stream *s = spw_stream_get(api->cat, name, nl);
+            spw_stream *s = spw_stream_get(api->svc.cat, name, nl);
             if (!s) {
                 spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
                 return;
@@ -952,7 +952,7 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     /* With tokens, everything but /healthz needs one (unknown paths too:
      * an anonymous client learns nothing about what exists). */
     spw_auth_req ar;
-    if (!spw_auth_http(api->auth, req, &ar))
+    if (!spw_auth_http(api->svc.auth, req, &ar))
         return;
     /* A header the server reads whose value is longer than it keeps
      * (http/http.h) is refused, never used cut (docs/api.md#headers); an

@@ -19,44 +19,26 @@
 #include "catalog/catalog.h"
 #include "admit/dedupe.h"
 #include "svc/produce.h"
+#include "svc/svc.h"
 
 
 struct spw_bin_server;
-struct spw_auth;
-struct spw_coalescer;
-struct spw_consume;
+struct spw_membudget;
+struct spw_sinks;
 
+/* The HTTP front end's context: the service (svc/svc.h) and what only
+ * the HTTP routes see (the listeners for /status and /metrics, the sinks
+ * for /sinks). */
 typedef struct spw_api {
-    spw_log *log;
-    spw_catalog *cat;
+    spw_svc svc;
     /* Set by the server after each listener's loops started, while the
      * other listener's loops may already read them (/status, /metrics):
      * atomic, NULL until set. */
     spw_http_server *_Atomic http;
     struct spw_bin_server *_Atomic bin; /* NULL when the binary listener is off */
-    struct spw_auth *auth;      /* the tokens (svc/auth.h); NULL when no tokens file is configured */
-    const char *data_dir;
-    uint32_t node_id;
-    int64_t started_ms;
-    uint64_t max_request_bytes;
-    uint64_t max_pending_bytes;
     uint32_t max_connections;
-    spw_pressure pressure;    /* watermarks and shedding (admit.h) */
-    struct spw_rl_table *rl; /* rate limits (admit/ratelimit.h); NULL: none */
-    spw_dd *dd;              /* idempotency keys and producer sequences (dedupe.h); NULL: none */
-    struct spw_coalescer *coal; /* coalesce: true streams under pressure (coalesce.h); NULL: off */
-    uint64_t max_disk_bytes; /* 0: no limit (spw_produce_submit refuses past it) */
-    struct spw_consume *groups; /* consumer groups (svc/consume.h); NULL: their routes answer 404 */
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
     struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
-    struct spw_metrics *metrics;   /* what /metrics shows (svc/metrics.h); each module registers its own */
-    spw_hist produce_latency; /* request complete → answered, µs */
-    _Atomic uint64_t rejected[SPW_REJ__N];
-    _Atomic uint64_t events_in, bytes_in;
-    _Atomic uint64_t duplicates; /* requests answered from the dedupe table */
-    /* Persisted reader positions (group offsets, sink progress) found past
-     * their partition's end at attach and moved down to it. */
-    _Atomic uint64_t positions_clamped;
 } spw_api;
 
 /* Test builds only (src/server/testhooks.c, linked into spillway_test):

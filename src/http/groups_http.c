@@ -334,9 +334,9 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
         spw_http_error(req, 405, "method_not_allowed", h, "use %s", op ? "POST" : "GET");
         return;
     }
-    if (!spw_auth_http_allow(api->auth, ar, req, op ? SPW_PERM_CONSUME : 0, name, nl))
+    if (!spw_auth_http_allow(api->svc.auth, ar, req, op ? SPW_PERM_CONSUME : 0, name, nl))
         return;
-    spw_stream *s = spw_stream_get(api->cat, name, nl);
+    spw_stream *s = spw_stream_get(api->svc.cat, name, nl);
     if (!s) {
         spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
         return;
@@ -345,10 +345,10 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
     memcpy(gname, rest, gl);
     gname[gl] = 0;
     if (op == 0)
-        handle_get(api->groups, req, s, gname);
+        handle_get(api->svc.groups, req, s, gname);
     else if (op == 1)
-        handle_poll(api->groups, req, s, gname);
+        handle_poll(api->svc.groups, req, s, gname);
     else
-        handle_commit(api->groups, req, s, gname);
+        handle_commit(api->svc.groups, req, s, gname);
 }
 

@@ -46,7 +46,7 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         return 1;
     }
     unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
-    if (!spw_auth_http_allow(api->auth, ar, req, need, name, nl))
+    if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
         return 1;
     spw_buf b = SPW_BUF_INIT;
     if (req->method == SPW_HTTP_PUT) {

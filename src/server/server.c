@@ -214,16 +214,16 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
-    spw_consume_stop(api->groups); /* its waiter thread first (idempotent) */
+    spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
-    spw_coalesce_close(api->coal);
-    spw_rl_destroy(api->rl);
-    spw_dd_free(api->dd);
+    spw_coalesce_close(api->svc.coal);
+    spw_rl_destroy(api->svc.rl);
+    spw_dd_free(api->svc.dd);
     spw_catalog_close(cat);
     spw_log_close(log);
-    spw_consume_free(api->groups);
+    spw_consume_free(api->svc.groups);
     spw_auth_close(auth);
-    spw_metrics_free(api->metrics); /* last: every loop that served /metrics has stopped */
+    spw_metrics_free(api->svc.metrics); /* last: every loop that served /metrics has stopped */
 }
 
 int spw_server_run(const spw_server_config *c, int ready_fd)
@@ -345,23 +345,25 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_membudget buffers;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
     spw_api api = {
-        .log = log,
-        .cat = cat,
-        .data_dir = c->data,
-        .node_id = c->node_id,
-        .started_ms = spw_wall_ms(),
-        .max_request_bytes = c->max_request_bytes,
-        .max_pending_bytes = c->max_pending_bytes,
+        .svc = {
+            .log = log,
+            .cat = cat,
+            .data_dir = c->data,
+            .node_id = c->node_id,
+            .started_ms = spw_wall_ms(),
+            .max_request_bytes = c->max_request_bytes,
+            .max_pending_bytes = c->max_pending_bytes,
+            .auth = auth,
+            .rl = spw_rl_create(c->rate_limit_max_keys),
+            .dd = spw_dd_new(c->dedupe_max_keys),
+            .max_disk_bytes = c->max_disk_bytes,
+            .metrics = spw_metrics_new(),
+        },
         .max_connections = c->max_connections,
-        .auth = auth,
-        .rl = spw_rl_create(c->rate_limit_max_keys),
-        .dd = spw_dd_new(c->dedupe_max_keys),
-        .max_disk_bytes = c->max_disk_bytes,
         .buffers = &buffers,
-        .metrics = spw_metrics_new(),
     };
-    spw_rl_set_default(api.rl, &rate_def);
-    spw_produce_dedupe_rebuild(&api);
+    spw_rl_set_default(api.svc.rl, &rate_def);
+    spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime
@@ -373,19 +375,19 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                                .shed2_pct = c->shed2_pct,
                                .high_pct = c->high_watermark_pct,
                                .low_pct = c->low_watermark_pct};
-    spw_pressure_init(&api.pressure, log, &pc);
-    spw_coalesce_env ce = {.log = api.log,
-                           .cat = api.cat,
-                           .pressure = &api.pressure,
-                           .max_disk_bytes = api.max_disk_bytes,
-                           .rejected = api.rejected};
-    api.coal = spw_coalesce_new(&ce);
-    if ((r = spw_consume_start(api.data_dir, api.cat, api.log, &api.positions_clamped, &api.groups)) < 0) {
+    spw_pressure_init(&api.svc.pressure, log, &pc);
+    spw_coalesce_env ce = {.log = api.svc.log,
+                           .cat = api.svc.cat,
+                           .pressure = &api.svc.pressure,
+                           .max_disk_bytes = api.svc.max_disk_bytes,
+                           .rejected = api.svc.rejected};
+    api.svc.coal = spw_coalesce_new(&ce);
+    if ((r = spw_consume_start(api.svc.data_dir, api.svc.cat, api.svc.log, &api.svc.positions_clamped, &api.svc.groups)) < 0) {
         fprintf(stderr, "spillway serve: %s/groups: %s\n", c->data, spw_strerror(r));
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
-    if ((r = spw_sinks_open(&api, &api.sinks)) < 0)
+    if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {
         char serr[1400];
@@ -431,16 +433,16 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
         };
-        if ((r = spw_bin_start(&bc, &api, &bin)) < 0) {
+        if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
                     r == -EADDRINUSE ? " (another process, perhaps another spillway server, listens there)" : "");
-            spw_consume_stop(api.groups);
+            spw_consume_stop(api.svc.groups);
             spw_http_stop(http, 0);
             close_server_parts(&api, cat, log, auth);
             return 1;
         }
         api.bin = bin;
-        spw_bin_metrics_register(api.metrics, bin);
+        spw_bin_metrics_register(api.svc.metrics, bin);
         spw_info("binary protocol on %.*s:%d", (int)(strrchr(c->listen_bin, ':') - c->listen_bin), c->listen_bin,
                  spw_bin_port(bin));
     }
@@ -477,14 +479,14 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                 spw_info("SIGHUP: %u token(s) reloaded from %s", spw_tokens_count(t), auth->path);
                 spw_tokens_put(t);
             }
-            reload(&cur, api.rl);
+            reload(&cur, api.svc.rl);
             continue;
         }
         spw_catalog_retention(cat, spw_wall_ms());
     }
     if (bin)
         spw_bin_stop_accepting(bin);
-    spw_consume_stop(api.groups); /* parked polls answered before the loops stop */
+    spw_consume_stop(api.svc.groups); /* parked polls answered before the loops stop */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);

@@ -43,7 +43,8 @@
 #include "log/cursor.h"
 #include "log/format.h"
 #include "os/os.h"
-#include "http/api.h"
+#include "svc/produce.h"
+#include "svc/svc.h"
 #include "catalog/catalog.h"
 
 #define SINKS_MAX 256
@@ -126,7 +127,7 @@ typedef struct spw_sink {
 } spw_sink;
 
 struct spw_sinks {
-    spw_api *api;
+    spw_svc *api;
     char dir[3800];
     pthread_mutex_t mu;
     spw_sink *v[SINKS_MAX];
@@ -1236,7 +1237,7 @@ static void load_one(spw_sinks *m, const char *name)
     spw_free(text);
 }
 
-int spw_sinks_open(spw_api *api, spw_sinks **out)
+int spw_sinks_open(spw_svc *api, spw_sinks **out)
 {
     spw_sinks *m = spw_xcalloc(1, sizeof *m);
     m->api = api;

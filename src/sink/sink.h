@@ -114,12 +114,12 @@ const spw_sink_kind *spw_sink_kind_at(size_t i);
 struct spw_buf;
 void spw_sinks_help(struct spw_buf *out);
 
-struct spw_api;
+struct spw_svc;
 typedef struct spw_sinks spw_sinks;
 
 /* Loads every DATA/sinks/NAME/sink.json and starts every sink; api must stay valid until
  * spw_sinks_close. Definitions that do not load are logged and skipped. */
-int spw_sinks_open(struct spw_api *api, spw_sinks **out);
+int spw_sinks_open(struct spw_svc *api, spw_sinks **out);
 /* Stops every worker (a write in progress finishes first), releases
  * their holds and frees. REQUIRES: before the catalog closes. */
 void spw_sinks_close(spw_sinks *m);

@@ -30,7 +30,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
-#include "http/api.h"
+#include "svc/svc.h"
 #include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "svc/metrics.h"
@@ -68,7 +68,7 @@ void spw_produce_free(spw_produce *pr)
 static void produce_unref(spw_produce *pr)
 {
     if (atomic_fetch_sub(&pr->pending, 1) == 1) {
-        spw_api *api = pr->api;
+        spw_svc *api = pr->api;
         int err = atomic_load(&pr->err);
         if (pr->dd) {
             if (err) {
@@ -150,14 +150,14 @@ uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint3
     return atomic_fetch_add(&s->rr, 1) % P;
 }
 
-int spw_produce_submit(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+int spw_produce_submit(spw_svc *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
                        spw_ack ack, uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
 {
     spw_produce_opts o = {.partition = partition, .ack = ack, .producer_id = producer_id, .producer_seq = producer_seq};
     return spw_produce_submit_ex(api, s, in, n, &o, done, user);
 }
 
-int spw_produce_submit_ex(spw_api *api, spw_stream *s, const spw_record *in, uint32_t n,
+int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uint32_t n,
                           const spw_produce_opts *po, spw_produce_done done, void *user)
 {
     uint32_t P = s->cfg.partitions;
@@ -338,7 +338,7 @@ int spw_produce_submit_ex(spw_api *api, spw_stream *s, const spw_record *in, uin
     return 0;
 }
 
-static const char *admit(spw_api *api, int priority, uint32_t *retry_ms)
+static const char *admit(spw_svc *api, int priority, uint32_t *retry_ms)
 {
     int r = spw_pressure_admit(&api->pressure, priority, retry_ms);
     if (r == SPW_ADMIT_OK)
@@ -588,9 +588,9 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     }
 }
 
-int spw_produce_holding(spw_api *api) { return spw_pressure_level(&api->pressure) >= 3; }
+int spw_produce_holding(spw_svc *api) { return spw_pressure_level(&api->pressure) >= 3; }
 
-int spw_produce_hold(spw_api *api, const char *name, size_t sl, int prio)
+int spw_produce_hold(spw_svc *api, const char *name, size_t sl, int prio)
 {
     if (!spw_produce_holding(api))
         return 0;
@@ -607,7 +607,7 @@ int spw_produce_hold(spw_api *api, const char *name, size_t sl, int prio)
     return 1;
 }
 
-int spw_produce_request(spw_api *api, const spw_produce_in *in, spw_produce_res *res)
+int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res *res)
 {
     memset(res, 0, sizeof *res);
     spw_stream *s = in->s;
@@ -799,9 +799,9 @@ answered:
 
 /* ---- metrics (svc/metrics.h) ---- */
 
-static uint64_t m_events_in(void *a) { return atomic_load(&((spw_api *)a)->events_in); }
-static uint64_t m_bytes_in(void *a) { return atomic_load(&((spw_api *)a)->bytes_in); }
-static uint64_t m_duplicates(void *a) { return atomic_load(&((spw_api *)a)->duplicates); }
+static uint64_t m_events_in(void *a) { return atomic_load(&((spw_svc *)a)->events_in); }
+static uint64_t m_bytes_in(void *a) { return atomic_load(&((spw_svc *)a)->bytes_in); }
+static uint64_t m_duplicates(void *a) { return atomic_load(&((spw_svc *)a)->duplicates); }
 
 typedef struct stream_walk {
     spw_metrics_out *o;
@@ -825,23 +825,23 @@ static void stream_one(void *arg, spw_stream *s)
 static void m_stream_events(void *a, spw_metrics_out *o, const char *name)
 {
     stream_walk w = {o, name, 0};
-    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
 }
 static void m_stream_bytes(void *a, spw_metrics_out *o, const char *name)
 {
     stream_walk w = {o, name, 1};
-    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
 }
 static void m_stream_coalesced(void *a, spw_metrics_out *o, const char *name)
 {
     stream_walk w = {o, name, 2};
-    spw_catalog_each(((spw_api *)a)->cat, stream_one, &w);
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
 }
 
 static void m_rejected(void *a, spw_metrics_out *o, const char *name)
 {
     static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
-    spw_api *api = a;
+    spw_svc *api = a;
     for (int i = 0; i < SPW_REJ__N; i++) {
         char l[48];
         snprintf(l, sizeof l, "reason=\"%s\"", reasons[i]);
@@ -852,21 +852,21 @@ static void m_rejected(void *a, spw_metrics_out *o, const char *name)
 static uint64_t m_coal(void *a, int i)
 {
     spw_coalesce_stats cs;
-    spw_coalesce_stats_get(((spw_api *)(a))->coal, &cs);
+    spw_coalesce_stats_get(((spw_svc *)(a))->coal, &cs);
     return i == 0 ? cs.superseded : i == 1 ? cs.buffered_events : i == 2 ? cs.buffered_bytes : cs.batches;
 }
 static uint64_t m_coal_superseded(void *a) { return m_coal(a, 0); }
 static uint64_t m_coal_events(void *a) { return m_coal(a, 1); }
 static uint64_t m_coal_bytes(void *a) { return m_coal(a, 2); }
 static uint64_t m_coal_batches(void *a) { return m_coal(a, 3); }
-static uint64_t m_budget(void *a) { return ((spw_api *)(a))->pressure.budget; }
-static uint64_t m_high(void *a) { return ((spw_api *)(a))->pressure.high; }
-static uint64_t m_low(void *a) { return ((spw_api *)(a))->pressure.low; }
-static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&((spw_api *)(a))->pressure); }
+static uint64_t m_budget(void *a) { return ((spw_svc *)(a))->pressure.budget; }
+static uint64_t m_high(void *a) { return ((spw_svc *)(a))->pressure.high; }
+static uint64_t m_low(void *a) { return ((spw_svc *)(a))->pressure.low; }
+static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&((spw_svc *)(a))->pressure); }
 static uint64_t m_dd(void *a, int i)
 {
     spw_dd_stats ds;
-    spw_dd_stats_get(((spw_api *)(a))->dd, &ds);
+    spw_dd_stats_get(((spw_svc *)(a))->dd, &ds);
     return i == 0 ? ds.entries : i == 1 ? ds.max_entries : i == 2 ? ds.evicted : ds.refused;
 }
 static uint64_t m_dd_keys(void *a) { return m_dd(a, 0); }
@@ -876,7 +876,7 @@ static uint64_t m_dd_refused(void *a) { return m_dd(a, 3); }
 static uint64_t m_rl(void *a, int i)
 {
     spw_rl_stats rs;
-    spw_rl_stats_get(((spw_api *)(a))->rl, &rs);
+    spw_rl_stats_get(((spw_svc *)(a))->rl, &rs);
     return i == 0 ? rs.keys : i == 1 ? rs.max_keys : i == 2 ? rs.evicted_idle : rs.evicted_active;
 }
 static uint64_t m_rl_keys(void *a) { return m_rl(a, 0); }
@@ -887,7 +887,7 @@ static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
     spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
 }
 
-void spw_produce_metrics_register(spw_metrics *m, spw_api *api)
+void spw_produce_metrics_register(spw_metrics *m, spw_svc *api)
 {
     spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, api);
     spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, api);

@@ -22,7 +22,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/msg.h"
-#include "http/api.h"
+#include "svc/svc.h"
 #include "svc/produce.h"
 #include "svc/produce_int.h"
 
@@ -192,7 +192,7 @@ static void resolve_batch(void *arg, const spw_batch_hdr *h)
  * SPW_DD_PARTIAL (some stored: res has them, e reserved) or SPW_DD_DONE
  * (all stored: e finished, res is the answer).
  */
-static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
+static int dd_resolve(spw_svc *api, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
 {
     for (uint32_t j = 0; j < res->nunknown; j++)
         if (res->unknown[j] >= s->cfg.partitions || spw_part_failed(s->parts[res->unknown[j]])) {
@@ -236,7 +236,7 @@ static int dd_resolve(spw_api *api, spw_stream *s, uint64_t key, spw_dd_entry *e
 }
 
 /* See produce_int.h. */
-int spw__produce_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+int spw__produce_dd_begin(spw_svc *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                           uint32_t partition, spw_dd_entry **e, spw_dd_result *res)
 {
     int d = spw_dd_begin(api->dd, s->uid, key, n, spw_wall_ms(), e, res);
@@ -263,7 +263,7 @@ int spw__produce_dd_begin(spw_api *api, spw_stream *s, uint64_t key, const spw_r
 /* ---- dedupe rebuild ---- */
 
 typedef struct rebuild_ctx {
-    spw_api *api;
+    spw_svc *api;
     spw_stream *s;
     uint32_t partition;
     int64_t now;
@@ -297,7 +297,7 @@ static void rebuild_stream(void *arg, spw_stream *s)
     }
 }
 
-void spw_produce_dedupe_rebuild(spw_api *api)
+void spw_produce_dedupe_rebuild(spw_svc *api)
 {
     if (!api->dd)
         return;

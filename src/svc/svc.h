@@ -1,0 +1,52 @@
+/*
+ * The service context: every subsystem a request needs, whatever protocol
+ * it came over (docs/architecture.md "Layers"). The front ends (http/api.h,
+ * bin/binproto.h) and the sinks hold a pointer to it; it knows none of
+ * them, nor the listeners. server.c fills it before any listener starts
+ * and tears it down after they stopped; the pointers are not changed in
+ * between, the counters are atomic.
+ */
+#ifndef SPW_SVC_H
+#define SPW_SVC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/hist.h"
+#include "log/log.h"
+#include "admit/admit.h"
+#include "admit/dedupe.h"
+#include "catalog/catalog.h"
+
+struct spw_auth;
+struct spw_coalescer;
+struct spw_consume;
+struct spw_metrics;
+struct spw_rl_table;
+
+typedef struct spw_svc {
+    spw_log *log;
+    spw_catalog *cat;
+    struct spw_auth *auth; /* the tokens (svc/auth.h); NULL when no tokens file is configured */
+    const char *data_dir;
+    uint32_t node_id;
+    int64_t started_ms;
+    uint64_t max_request_bytes;
+    uint64_t max_pending_bytes;
+    spw_pressure pressure;      /* watermarks and shedding (admit.h) */
+    struct spw_rl_table *rl;    /* rate limits (admit/ratelimit.h); NULL: none */
+    spw_dd *dd;                 /* idempotency keys and producer sequences (dedupe.h); NULL: none */
+    struct spw_coalescer *coal; /* coalesce: true streams under pressure (svc/coalesce.h); NULL: off */
+    uint64_t max_disk_bytes;    /* 0: no limit (spw_produce_submit refuses past it) */
+    struct spw_consume *groups; /* consumer groups (svc/consume.h); NULL: their requests answer not found */
+    struct spw_metrics *metrics; /* what /metrics shows (svc/metrics.h); each module registers its own */
+    spw_hist produce_latency;   /* request complete → answered, µs */
+    _Atomic uint64_t rejected[SPW_REJ__N];
+    _Atomic uint64_t events_in, bytes_in;
+    _Atomic uint64_t duplicates; /* requests answered from the dedupe table */
+    /* Persisted reader positions (group offsets, sink progress) found past
+     * their partition's end at attach and moved down to it. */
+    _Atomic uint64_t positions_clamped;
+} spw_svc;
+
+#endif
