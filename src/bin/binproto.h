@@ -40,8 +40,8 @@ typedef struct spw_bin_config {
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
 } spw_bin_config;
 
-/* Binds and starts the loops. api must outlive the server. 0 or -errno. */
-int spw_bin_start(const spw_bin_config *c, spw_svc *api, spw_bin_server **out);
+/* Binds and starts the loops. svc must outlive the server. 0 or -errno. */
+int spw_bin_start(const spw_bin_config *c, spw_svc *svc, spw_bin_server **out);
 int spw_bin_port(spw_bin_server *s);
 /* Stops accepting connections and reading requests (first step of a
  * drain): requests already dispatched are still answered. */

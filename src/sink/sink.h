@@ -117,9 +117,9 @@ void spw_sinks_help(struct spw_buf *out);
 struct spw_svc;
 typedef struct spw_sinks spw_sinks;
 
-/* Loads every DATA/sinks/NAME/sink.json and starts every sink; api must stay valid until
+/* Loads every DATA/sinks/NAME/sink.json and starts every sink; svc must stay valid until
  * spw_sinks_close. Definitions that do not load are logged and skipped. */
-int spw_sinks_open(struct spw_svc *api, spw_sinks **out);
+int spw_sinks_open(struct spw_svc *svc, spw_sinks **out);
 /* Stops every worker (a write in progress finishes first), releases
  * their holds and frees. REQUIRES: before the catalog closes. */
 void spw_sinks_close(spw_sinks *m);

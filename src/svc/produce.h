@@ -142,7 +142,7 @@ struct spw_produce_res {
  * way in->s now belongs to the service, and nothing the request points to
  * is used after the call returns (events are copied).
  */
-int spw_produce_request(struct spw_svc *api, const spw_produce_in *in, spw_produce_res *res);
+int spw_produce_request(struct spw_svc *svc, const spw_produce_in *in, spw_produce_res *res);
 void spw_produce_res_fini(spw_produce_res *res);
 
 /*
@@ -153,10 +153,10 @@ void spw_produce_res_fini(spw_produce_res *res);
  * reading it; 1 is counted as backpressure. Priority 0 is never held, nor
  * a request to a stream that does not exist (the request answers that).
  */
-int spw_produce_hold(struct spw_svc *api, const char *name, size_t sl, int priority);
+int spw_produce_hold(struct spw_svc *svc, const char *name, size_t sl, int priority);
 /* Does spw_produce_hold hold anything now? Held requests are let go once
  * it does not (pressure below the low watermark). One atomic load. */
-int spw_produce_holding(struct spw_svc *api);
+int spw_produce_holding(struct spw_svc *svc);
 
 /* Fills res as a refusal with code c about event ev (NULL: the request),
  * at byte offset at of ev's value (SIZE_MAX: no byte); for iterators. */
@@ -227,7 +227,7 @@ struct spw_produce {
  * partitions, which refuses appends until it recovers.
  * REQUIRES: ack is not SPW_ACK_REPLICATED.
  */
-int spw_produce_submit(struct spw_svc *api, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition,
+int spw_produce_submit(struct spw_svc *svc, spw_stream *s, const spw_record *recs, uint32_t n, uint32_t partition,
                        spw_ack ack, uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user);
 void spw_produce_free(spw_produce *pr);
 
@@ -242,7 +242,7 @@ typedef struct spw_produce_opts {
     const spw_dd_result *stored; /* partitions a cut earlier attempt stored: not appended again */
     int supersede_ok;            /* the answer can say "superseded" (coalesce.h) */
 } spw_produce_opts;
-int spw_produce_submit_ex(struct spw_svc *api, spw_stream *s, const spw_record *recs, uint32_t n,
+int spw_produce_submit_ex(struct spw_svc *svc, spw_stream *s, const spw_record *recs, uint32_t n,
                           const spw_produce_opts *o, spw_produce_done done, void *user);
 
 /* Finishes a produce the coalescer carried (svc/coalesce.h): dedupe
@@ -265,9 +265,9 @@ int spw__key_text_ok(const uint8_t *p, size_t n);
  * of its steps (pressure and watermarks, coalescing, the dedupe table,
  * rate limits). */
 struct spw_metrics;
-void spw_produce_metrics_register(struct spw_metrics *m, struct spw_svc *api);
+void spw_produce_metrics_register(struct spw_metrics *m, struct spw_svc *svc);
 
-/* Fills api->dd from the batches of every stream's dedupe window (at start). */
-void spw_produce_dedupe_rebuild(struct spw_svc *api);
+/* Fills svc->dd from the batches of every stream's dedupe window (at start). */
+void spw_produce_dedupe_rebuild(struct spw_svc *svc);
 
 #endif
