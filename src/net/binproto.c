@@ -478,7 +478,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_sc sc;
     spw_stream *s = bin_stream(c, h, pq.stream, pq.stream_len, SPW_PERM_PRODUCE, &sc);
     if (!s) {
-        if (sc == SPW_SC_BAD_NAME) /* counted as an invalid produce, as always over this protocol */
+        if (sc == SPW_SC_BAD_NAME) /* an invalid produce, over HTTP too (docs/operations.md) */
             atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
         return;
     }

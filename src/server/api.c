@@ -920,8 +920,11 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         if (strcmp(slash, "/events") == 0) {
             char msg[300];
             spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
-            if (sc != SPW_SC_OK)
+            if (sc != SPW_SC_OK) {
+                if (req->method == SPW_HTTP_POST) /* an invalid produce, as over the binary protocol */
+                    atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
                 return spw_http_answer(req, sc, NULL, "%s", msg);
+            }
             unsigned need = req->method == SPW_HTTP_POST ? SPW_PERM_PRODUCE
                             : req->method == SPW_HTTP_GET ? SPW_PERM_CONSUME
                                                           : 0;

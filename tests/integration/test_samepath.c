@@ -75,6 +75,20 @@ static uint64_t end_sum(int port, const char *stream)
     return part_field(port, path, 0, "end_offset") + part_field(port, path, 1, "end_offset");
 }
 
+/* spillway_rejected_total{reason="invalid"}: produce requests refused as
+ * invalid, HTTP and binary together (docs/operations.md). */
+static long long rejected_invalid(int port)
+{
+    resp r = http_json(port, "GET", "/metrics", NULL);
+    CHECK_EQ(r.status, 200);
+    const char *line = "spillway_rejected_total{reason=\"invalid\"} ";
+    const char *p = r.body ? strstr(r.body, line) : NULL;
+    CHECK(p != NULL);
+    long long v = atoll(p + strlen(line));
+    free(r.body);
+    return v;
+}
+
 /* Sends body over both protocols; both must answer want_status (0 = 202
  * over HTTP, OK over binary) with want_code, and append 2 or 0 records. */
 static void same(const srv *a, int fd, const char *body, int want_status, const char *want_code)
@@ -306,6 +320,25 @@ int main(int argc, char **argv)
     same(&a, fd, "{\"k\":\"a\",\"ts\":\"x\"}", 400, "bad_timestamp");
     same(&a, fd, "{\"k\":\"a\",", 400, "invalid_json");
     same(&a, fd, "[1]", 400, "not_an_object");
+
+    /* A produce to a name the rule refuses: 400 bad_name over both, and
+     * counted as an invalid produce over both. */
+    for (int proto = 0; proto < 2; proto++) {
+        long long before = rejected_invalid(a.port);
+        char code[64];
+        int st;
+        if (proto == 0) {
+            resp r = http_json(a.port, "POST", "/v1/streams/.hidden/events", "{\"k\":\"a\"}");
+            http_code(&r, code, sizeof code);
+            st = r.status;
+            free(r.body);
+        } else {
+            st = bin_produce(fd, ".hidden", "{\"k\":\"a\"}", code);
+        }
+        CHECK_EQ(st, 400);
+        CHECK(strcmp(code, "bad_name") == 0);
+        CHECK_EQ(rejected_invalid(a.port), before + 1);
+    }
 
     close(fd);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
