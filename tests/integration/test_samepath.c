@@ -173,6 +173,8 @@ static const char *const OPNAME[NOPS] = {"produce", "read", "group poll"};
 
 /* op on stream over HTTP with token tok (NULL: none): status, code word
  * and sentence. */
+static const char *group_name = "g1"; /* the group a poll names */
+
 static int http_op(int port, const char *tok, int op, const char *stream, char *code, size_t cap, char *msg,
                    size_t mcap)
 {
@@ -188,7 +190,7 @@ static int http_op(int port, const char *tok, int op, const char *stream, char *
         snprintf(path, sizeof path, "/v1/streams/%s/events?partition=0&offset=0", stream);
         r = http_ex(port, "GET", path, NULL, auth, NULL, 0);
     } else {
-        snprintf(path, sizeof path, "/v1/streams/%s/groups/g1/poll?wait_ms=0", stream);
+        snprintf(path, sizeof path, "/v1/streams/%s/groups/%s/poll?wait_ms=0", stream, group_name);
         r = http_ex(port, "POST", path, NULL, auth, "", 0);
     }
     http_code(&r, code, cap);
@@ -211,7 +213,8 @@ static int bin_op(int fd, int op, const char *stream, char *code)
         CHECK_OK(spw_fetch_req_encode(&b, &q));
         opcode = SPW_OP_FETCH;
     } else {
-        spw_gpoll_req q = {.stream = stream, .stream_len = (uint16_t)strlen(stream), .group = "g1", .group_len = 2,
+        spw_gpoll_req q = {.stream = stream, .stream_len = (uint16_t)strlen(stream), .group = group_name,
+                           .group_len = (uint16_t)strlen(group_name),
                            .start = SPW_GPOLL_EARLIEST, .max = 1};
         CHECK_OK(spw_gpoll_req_encode(&b, &q));
         opcode = SPW_OP_GROUP_POLL;
@@ -287,6 +290,11 @@ static void test_checks(const char *argv1, const char *tmp)
         same_check(&s, op == OP_PRODUCE ? fc : fp, op == OP_PRODUCE ? TOK_CONS : TOK_PROD, op, "s", 403,
                    "forbidden");
     }
+    /* A group name the rule refuses: the same answer, after the stream's name. */
+    group_name = ".g";
+    same_check(&s, fa, TOK_ADMIN, OP_POLL, "s", 400, "bad_name");
+    same_check(&s, fa, TOK_ADMIN, OP_POLL, ".hidden", 400, "bad_name");
+    group_name = "g1";
     close(fa);
     close(fp);
     close(fc);
