@@ -62,6 +62,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce.h"
+#include "svc/request.h"
 #include "svc/status.h"
 
 #define READ_CHUNK SPW_NET_READ_CHUNK
@@ -70,7 +71,6 @@
 #define FETCH_DEFAULT_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (16u << 20)
 #define RETRY_AFTER_MS 1000
-#define BAD_NAME_MSG "stream names are " SPW_NAME_RULE
 
 typedef struct bloop bloop;
 
@@ -264,11 +264,11 @@ static void conn_flush(bconn *c)
     conn_update_reading(c);
 }
 
-/* Sends an error answer; fatal ones close the connection after it. */
-static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, uint32_t retry_after_ms,
-                       const char *code, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
-static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, uint32_t retry_after_ms,
-                       const char *code, const char *fmt, ...)
+/* Sends the error answer of status-table code sc (svc/status.h): its
+ * binary status and word, with the sentence fmt. */
+static void send_sc(bconn *c, uint8_t opcode, uint64_t id, spw_sc sc, uint32_t retry_after_ms, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void send_sc(bconn *c, uint8_t opcode, uint64_t id, spw_sc sc, uint32_t retry_after_ms, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -277,7 +277,7 @@ static void send_error(bconn *c, uint8_t opcode, uint64_t id, uint16_t status, u
     va_end(ap);
     if (c->closed)
         return;
-    if (spw_frame_error_encode(&c->out, opcode, id, status, retry_after_ms, code, msg))
+    if (spw_frame_error_encode(&c->out, opcode, id, spw_sc_wire(sc), retry_after_ms, spw_sc_wire_word(sc), msg))
         conn_close(c);
 }
 
@@ -290,16 +290,17 @@ static void send_damaged(bconn *c, uint8_t opcode, uint64_t id, uint32_t part, u
              "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); "
              "reading can resume at offset %" PRIu64,
              part, from, resume - 1, resume);
-    if (!c->closed && spw_frame_error_encode_next(&c->out, opcode, id, SPW_ST_INTERNAL, "damaged", msg, resume))
+    if (!c->closed && spw_frame_error_encode_next(&c->out, opcode, id, spw_sc_wire(SPW_SC_DAMAGED),
+                                                  spw_sc_wire_word(SPW_SC_DAMAGED), msg, resume))
         conn_close(c);
 }
 
-static void conn_fatal(bconn *c, uint16_t status, const char *code, const char *msg)
+static void conn_fatal(bconn *c, spw_sc sc, const char *msg)
 {
     if (c->close_after)
         return;
     atomic_fetch_add(&c->loop->srv->st_rejected, 1);
-    send_error(c, 0, 0, status, 0, code, "%s; closing the connection", msg);
+    send_sc(c, 0, 0, sc, 0, "%s; closing the connection", msg);
     c->close_after = 1;
     unwait(c);
     in_free(c);
@@ -315,15 +316,15 @@ static void handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, s
     const char *tok, *why;
     uint16_t tl;
     if (spw_auth_req_decode(body, len, &tok, &tl, &why)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
     if (a) {
         if (spw_auth_session_login(a, &c->auth, tok, tl)) {
             c->tenant[0] = 0;
             atomic_fetch_add(&a->unauthorized, 1);
-            send_error(c, h->opcode, h->request_id, SPW_ST_UNAUTHORIZED, 0, "unauthorized",
-                       "the token is not valid; this connection is not authenticated");
+            send_sc(c, h->opcode, h->request_id, SPW_SC_UNAUTHORIZED, 0,
+                    "the token is not valid; this connection is not authenticated");
             return;
         }
         snprintf(c->tenant, sizeof c->tenant, "%s", c->auth.e->tenant);
@@ -338,37 +339,48 @@ static void handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, s
 }
 
 /*
- * With tokens configured: is this connection's login (still) valid and,
- * for name != NULL, may it use perms on that stream? 1 go on, 0 answered
- * 401 or 403. Without tokens: 1.
+ * With tokens configured: is this connection's login (still) valid? 1 go
+ * on, with *who its token (NULL without tokens), 0 answered 401.
  */
-static int bin_allowed(bconn *c, const spw_frame_hdr *h, unsigned perms, const char *name, size_t len)
+static int bin_who(bconn *c, const spw_frame_hdr *h, const spw_token **who)
 {
     spw_auth *a = c->loop->srv->api->auth;
+    *who = NULL;
     if (!a)
         return 1;
-    const spw_token *who = spw_auth_session_who(a, &c->auth);
-    if (!who) {
+    *who = spw_auth_session_who(a, &c->auth);
+    if (!*who) {
         c->tenant[0] = 0;
         atomic_fetch_add(&a->unauthorized, 1);
-        send_error(c, h->opcode, h->request_id, SPW_ST_UNAUTHORIZED, 0, "unauthorized", "%s",
-                   c->auth.token_len ? "the token this connection authenticated with is no longer valid"
-                                     : "this server needs a token: send AUTH first");
+        send_sc(c, h->opcode, h->request_id, SPW_SC_UNAUTHORIZED, 0, "%s",
+                c->auth.token_len ? "the token this connection authenticated with is no longer valid"
+                                  : "this server needs a token: send AUTH first");
         return 0;
     }
-    if (strcmp(c->tenant, who->tenant) != 0)
-        snprintf(c->tenant, sizeof c->tenant, "%s", who->tenant);
-    if (name && !spw_token_allows(who, perms, name, len)) {
-        atomic_fetch_add(&a->forbidden, 1);
-        if ((who->perms & perms) != perms)
-            send_error(c, h->opcode, h->request_id, SPW_ST_FORBIDDEN, 0, "forbidden",
-                       "the token of tenant %s lacks the %s permission", who->tenant, spw_perm_name(perms));
-        else
-            send_error(c, h->opcode, h->request_id, SPW_ST_FORBIDDEN, 0, "forbidden",
-                       "the token of tenant %s may not use stream %.*s", who->tenant, (int)len, name);
-        return 0;
-    }
+    if (strcmp(c->tenant, (*who)->tenant) != 0)
+        snprintf(c->tenant, sizeof c->tenant, "%s", (*who)->tenant);
     return 1;
+}
+
+/* The stream a request names, after the checks every request makes
+ * (svc/request.h: login, name, permission, existence); NULL after the
+ * error answer. sc_out (may be NULL) gets the code. */
+static spw_stream *bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, size_t len, unsigned perms,
+                              spw_sc *sc_out)
+{
+    spw_svc *api = c->loop->srv->api;
+    const spw_token *who;
+    spw_stream *s = NULL;
+    char msg[300];
+    spw_sc sc = SPW_SC_UNAUTHORIZED;
+    if (bin_who(c, h, &who)) {
+        sc = spw_svc_stream_for(api->cat, api->auth, who, name, len, perms, &s, msg, sizeof msg);
+        if (sc != SPW_SC_OK)
+            send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
+    }
+    if (sc_out)
+        *sc_out = sc;
+    return s;
 }
 
 /* ---- PRODUCE: the binary decoder and encoder over the service (svc/produce.h) ---- */
@@ -387,14 +399,13 @@ static void produce_send(bconn *c, uint64_t request_id, spw_produce_res *r)
         return;
     if (r->code != SPW_SC_OK) {
         if (r->at_event && r->at_byte)
-            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
-                       "record %u (byte %zu of its value): %s; nothing was appended", r->index, r->byte, r->msg);
+            send_sc(c, SPW_OP_PRODUCE, request_id, r->code, r->retry_ms,
+                    "record %u (byte %zu of its value): %s; nothing was appended", r->index, r->byte, r->msg);
         else if (r->at_event)
-            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
-                       "record %u: %s; nothing was appended", r->index, r->msg);
+            send_sc(c, SPW_OP_PRODUCE, request_id, r->code, r->retry_ms, "record %u: %s; nothing was appended",
+                    r->index, r->msg);
         else
-            send_error(c, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code), r->retry_ms, spw_sc_wire_word(r->code),
-                       "%s", r->msg);
+            send_sc(c, SPW_OP_PRODUCE, request_id, r->code, r->retry_ms, "%s", r->msg);
         return;
     }
     spw_produce_slot *slots = spw_xmalloc((r->nslots ? r->nslots : 1) * sizeof *slots);
@@ -461,20 +472,14 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     const char *why;
     if (spw_produce_req_decode(body, len, &pq, &why)) {
         atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
-    if (!spw_stream_name_ok(pq.stream, pq.stream_len)) {
-        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
-        return;
-    }
-    if (!bin_allowed(c, h, SPW_PERM_PRODUCE, pq.stream, pq.stream_len))
-        return;
-    spw_stream *s = spw_stream_get(api->cat, pq.stream, pq.stream_len);
+    spw_sc sc;
+    spw_stream *s = bin_stream(c, h, pq.stream, pq.stream_len, SPW_PERM_PRODUCE, &sc);
     if (!s) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
-                   (int)pq.stream_len, pq.stream);
+        if (sc == SPW_SC_BAD_NAME) /* an invalid produce, over HTTP too (docs/operations.md) */
+            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
         return;
     }
     frame_src src = {.i = 0};
@@ -518,28 +523,18 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
 
 static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
     spw_fetch_req fq;
     const char *why;
     if (spw_fetch_req_decode(body, len, &fq, &why)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
-    if (!spw_stream_name_ok(fq.stream, fq.stream_len)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+    spw_stream *s = bin_stream(c, h, fq.stream, fq.stream_len, SPW_PERM_CONSUME, NULL);
+    if (!s)
         return;
-    }
-    if (!bin_allowed(c, h, SPW_PERM_CONSUME, fq.stream, fq.stream_len))
-        return;
-    spw_stream *s = spw_stream_get(api->cat, fq.stream, fq.stream_len);
-    if (!s) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
-                   (int)fq.stream_len, fq.stream);
-        return;
-    }
     if (fq.partition >= s->cfg.partitions) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_partition",
-                   "partition %u does not exist (the stream has %u)", fq.partition, s->cfg.partitions);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_NO_SUCH_PARTITION, 0,
+                "partition %u does not exist (the stream has %u)", fq.partition, s->cfg.partitions);
         goto out;
     }
     spw_part *p = s->parts[fq.partition];
@@ -549,9 +544,9 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
      * readers see"): the end of a FETCH is the durable end. */
     uint64_t vend = st.durable_offset;
     if (fq.offset < st.start_offset || fq.offset > vend) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_OUT_OF_RANGE, 0, "offset_out_of_range",
-                   "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, fq.offset,
-                   st.start_offset, vend);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_OFFSET_OUT_OF_RANGE, 0,
+                "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, fq.offset,
+                st.start_offset, vend);
         goto out;
     }
     if (fq.offset == vend)
@@ -618,15 +613,15 @@ static void handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, 
         if (n == SPW_ECORRUPT && cur.resume)
             send_damaged(c, h->opcode, h->request_id, fq.partition, cur.damage_from, cur.resume);
         else
-            send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, n == SPW_ECORRUPT ? "damaged" : "read_failed",
-                       "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
+            send_sc(c, h->opcode, h->request_id, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, 0,
+                    "reading offset %" PRIu64 ": %s", next, spw_strerror(n));
         spw_cursor_fini(&cur);
         goto out;
     }
     spw_cursor_fini(&cur);
     if (oom) {
         spw_buf_fini(&ans);
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
+        send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS, "out of memory");
         goto out;
     }
     /* next_offset sits 8 bytes before the mode byte that precedes count. */
@@ -689,23 +684,14 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     uint16_t nl;
     const char *why;
     if (spw_metadata_req_decode(body, len, &name, &nl, &why)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
     spw_stream *one = NULL;
     if (nl) {
-        if (!spw_stream_name_ok(name, nl)) {
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+        one = bin_stream(c, h, name, nl, 0, NULL);
+        if (!one)
             return;
-        }
-        if (!bin_allowed(c, h, 0, name, nl))
-            return;
-        one = spw_stream_get(api->cat, name, nl);
-        if (!one) {
-            send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
-                       (int)nl, name);
-            return;
-        }
     }
     spw_buf ans = SPW_BUF_INIT;
     size_t fstart, count_at;
@@ -722,7 +708,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     }
     if (m.oom || spw_buf_reserve(&c->out, c->out.len + ans.len)) {
         spw_buf_fini(&ans);
-        send_error(c, h->opcode, h->request_id, SPW_ST_OVERLOADED, RETRY_AFTER_MS, "overloaded", "out of memory");
+        send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS, "out of memory");
         return;
     }
     memcpy(ans.p + count_at, &m.n, 4);
@@ -734,7 +720,6 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
 
 /* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
-#define BAD_GROUP_MSG "group and member names are 1 to 128 (members 64) " SPW_NAME_CHARS
 
 /* A group poll or commit between its request and its answer. */
 typedef struct bgroup {
@@ -862,9 +847,9 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
         if (n == SPW_ECORRUPT && bad > l->from)
             send_damaged(c, SPW_OP_GROUP_POLL, q->request_id, l->partition, l->from, bad);
         else
-            send_error(c, SPW_OP_GROUP_POLL, q->request_id, SPW_ST_INTERNAL, 0, "read_failed",
-                       "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
-                       n ? spw_strerror(n) : "no records");
+            send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_READ_FAILED, 0,
+                    "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
+                    n ? spw_strerror(n) : "no records");
     } else {
         spw_group_lease_delivered(p->g, l, next);
         spw_gpoll_resp a = {.delivered = 1, .partition = l->partition, .lease_id = l->id, .first_offset = l->from,
@@ -897,26 +882,17 @@ static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *st
                                 uint16_t gl, const char *member, uint16_t ml)
 {
     spw_svc *api = c->loop->srv->api;
-    if (!spw_stream_name_ok(stream, sl)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_NAME_MSG);
+    char msg[300];
+    spw_sc sc = spw_svc_names(stream, sl, group, gl, member, ml, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
         return NULL;
     }
-    if (!spw_group_name_ok(group, gl) || (ml && !spw_group_member_ok(member, ml))) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_name", BAD_GROUP_MSG);
-        return NULL;
-    }
-    if (!bin_allowed(c, h, SPW_PERM_CONSUME, stream, sl))
-        return NULL;
     if (!api->groups) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "not_found",
-                   "consumer groups are not available on this server");
+        send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0, "consumer groups are not available on this server");
         return NULL;
     }
-    spw_stream *s = spw_stream_get(api->cat, stream, sl);
-    if (!s)
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_stream", "no stream named %.*s",
-                   (int)sl, stream);
-    return s;
+    return bin_stream(c, h, stream, sl, SPW_PERM_CONSUME, NULL);
 }
 
 static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
@@ -925,7 +901,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     spw_gpoll_req q;
     const char *why;
     if (spw_gpoll_req_decode(body, len, &q, &why)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
     spw_stream *s = group_stream(c, h, q.stream, q.stream_len, q.group, q.group_len, q.member, q.member_len);
@@ -939,11 +915,11 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
-            send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "too_many_partitions",
-                       "consumer groups need at most %d partitions", SPW_GROUP_PARTS_MAX);
+            send_sc(c, h->opcode, h->request_id, SPW_SC_TOO_MANY_PARTITIONS, 0,
+                    "consumer groups need at most %d partitions", SPW_GROUP_PARTS_MAX);
         else
-            send_error(c, h->opcode, h->request_id, SPW_ST_INTERNAL, 0, "save_failed", "saving the new group: %s",
-                       spw_strerror(e));
+            send_sc(c, h->opcode, h->request_id, SPW_SC_SAVE_FAILED, 0, "saving the new group: %s",
+                    spw_strerror(e));
         return;
     }
     bgroup *bq = spw_xcalloc(1, sizeof *bq);
@@ -979,8 +955,8 @@ static void group_commit_done(void *arg, int err)
     bconn *c = q->c;
     if (group_answered(c)) {
         if (err < 0) {
-            send_error(c, SPW_OP_GROUP_COMMIT, q->request_id, SPW_ST_INTERNAL, 0, "save_failed",
-                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+            send_sc(c, SPW_OP_GROUP_COMMIT, q->request_id, SPW_SC_SAVE_FAILED, 0,
+                    "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
         } else {
             size_t start;
             if (spw_frame_begin(&c->out, SPW_OP_GROUP_COMMIT, SPW_FLAG_RESPONSE, q->request_id, &start) ||
@@ -1000,7 +976,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     spw_gcommit_req q;
     const char *why;
     if (spw_gcommit_req_decode(body, len, &q, &why)) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request", "%s", why);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
     spw_stream *s = group_stream(c, h, q.stream, q.stream_len, q.group, q.group_len, NULL, 0);
@@ -1013,30 +989,30 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
         spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_NOT_FOUND, 0, "no_such_group", "no consumer group named %s",
-                   gname);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_NO_SUCH_GROUP, 0, "no consumer group named %s",
+                gname);
         return;
     }
     int r = spw_group_commit(g, q.partition, q.lease_id, q.offset, (int64_t)now_ms());
     if (r == -ESTALE || r == -EINVAL) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "stale_lease",
-                   "lease %016" PRIx64 " of partition %" PRIu32
-                   " is not held (already committed, expired and taken over, or from before a restart): poll again",
-                   q.lease_id, q.partition);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_STALE_LEASE, 0,
+                "lease %016" PRIx64 " of partition %" PRIu32
+                " is not held (already committed, expired and taken over, or from before a restart): poll again",
+                q.lease_id, q.partition);
         return;
     }
     if (r == -ETIME) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_CONFLICT, 0, "lease_expired",
-                   "lease %016" PRIx64 " of partition %" PRIu32
-                   " expired: its records will be delivered again; poll again",
-                   q.lease_id, q.partition);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_LEASE_EXPIRED, 0,
+                "lease %016" PRIx64 " of partition %" PRIu32
+                " expired: its records will be delivered again; poll again",
+                q.lease_id, q.partition);
         return;
     }
     if (r == -ERANGE) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_offset",
-                   "offset %" PRIu64 " is outside the lease's records (commit from its first_offset to its "
-                   "next_offset)",
-                   q.offset);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_OFFSET, 0,
+                "offset %" PRIu64 " is outside the lease's records (commit from its first_offset to its "
+                "next_offset)",
+                q.offset);
         return;
     }
     bgroup *bq = spw_xcalloc(1, sizeof *bq);
@@ -1057,19 +1033,20 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
 {
     atomic_fetch_add(&c->loop->srv->st_requests, 1);
     if (h->version != SPW_FRAME_VERSION) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unsupported_version",
-                   "protocol version %u is not supported (this server speaks %u)", h->version, SPW_FRAME_VERSION);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_UNSUPPORTED_VERSION, 0,
+                "protocol version %u is not supported (this server speaks %u)", h->version, SPW_FRAME_VERSION);
         return;
     }
     if (h->flags & SPW_FLAG_RESPONSE) {
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "bad_request",
-                   "a request must not carry the response flag");
+        send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0,
+                "a request must not carry the response flag");
         return;
     }
     int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA ||
                 h->opcode == SPW_OP_GROUP_POLL || h->opcode == SPW_OP_GROUP_COMMIT;
     /* Not logged in: 401 before the body is even looked at (as HTTP does). */
-    if (known && !bin_allowed(c, h, 0, NULL, 0))
+    const spw_token *who;
+    if (known && !bin_who(c, h, &who))
         return;
     switch (h->opcode) {
     case SPW_OP_PRODUCE: handle_produce(c, h, body, len); break;
@@ -1079,8 +1056,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
     case SPW_OP_GROUP_POLL: handle_group_poll(c, h, body, len); break;
     case SPW_OP_GROUP_COMMIT: handle_group_commit(c, h, body, len); break;
     default:
-        send_error(c, h->opcode, h->request_id, SPW_ST_BAD_REQUEST, 0, "unknown_opcode", "opcode %u is not known",
-                   h->opcode);
+        send_sc(c, h->opcode, h->request_id, SPW_SC_UNKNOWN_OPCODE, 0, "opcode %u is not known",
+                h->opcode);
     }
 }
 
@@ -1101,11 +1078,11 @@ static void conn_process(bconn *c)
             char m[128];
             snprintf(m, sizeof m, "frame length %u exceeds the server's limit of %u bytes", h.length,
                      srv->cfg.max_frame_bytes);
-            conn_fatal(c, SPW_ST_TOO_LARGE, "frame_too_large", m);
+            conn_fatal(c, SPW_SC_REQUEST_TOO_LARGE, m);
             return;
         }
         if (r) {
-            conn_fatal(c, SPW_ST_BAD_REQUEST, "bad_frame", "not a Spillway frame (length below 12 or unknown flags)");
+            conn_fatal(c, SPW_SC_BAD_FRAME, "not a Spillway frame (length below 12 or unknown flags)");
             return;
         }
         size_t whole = 4 + (size_t)h.length;
@@ -1121,7 +1098,7 @@ static void conn_process(bconn *c)
             if (e == SPW_EAGAIN)
                 wait_for_room(c);
             else if (e) {
-                conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for the frame");
+                conn_fatal(c, SPW_SC_OVERLOADED, "out of memory for the frame");
                 return;
             }
             break;
@@ -1182,7 +1159,7 @@ static void conn_read(bconn *c)
                 return;
             }
             if (e) {
-                conn_fatal(c, SPW_ST_OVERLOADED, "overloaded", "out of memory for input");
+                conn_fatal(c, SPW_SC_OVERLOADED, "out of memory for input");
                 return;
             }
         }
@@ -1261,7 +1238,7 @@ static void bin_conn_tick(spw_netconn *nc, uint64_t now)
     if (c->held) {
         c->frame_start_ms = now; /* waiting on us, not on the client */
     } else if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms) {
-        conn_fatal(c, SPW_ST_TIMEOUT, "request_timeout", "frame not received whole in time");
+        conn_fatal(c, SPW_SC_REQUEST_TIMEOUT, "frame not received whole in time");
     } else if (c->inflight == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
         conn_close(c);
     }

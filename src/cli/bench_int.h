@@ -1,7 +1,8 @@
 /*
- * `spillway bench` internals shared by its closed-loop drivers (bench.c)
- * and the open-loop HTTP driver (bench_open.c): the parsed options, one
- * client's (or open-loop worker's) counters, and how an answer is counted.
+ * `spillway bench` internals shared by the command (bench.c), its
+ * closed-loop drivers (bench_http.c, bench_bin.c) and the open-loop HTTP
+ * driver (bench_open.c): the parsed options, one client's (or open-loop
+ * worker's) counters, and how an answer is counted.
  *
  * What became of a request is one of SPW_BR_*: accepted (202), refused by
  * admission control for a reason the server names (503 "shed" or
@@ -107,5 +108,19 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why);
  * request was answered or given up on.
  */
 void spw__bench_open_run(const bench_cfg *c, client *cls, uint32_t nworkers);
+
+/* Sleeps until the monotonic time t_ns (now if it has passed). */
+void spw__bench_sleep_until(uint64_t t_ns);
+
+/* bench_http.c: the closed-loop HTTP driver, one thread per hworker. */
+typedef struct hworker {
+    const bench_cfg *cfg;
+    client *cls;
+    uint32_t first, n; /* clients [first, first + n) */
+} hworker;
+void *spw__bench_http_worker_main(void *arg); /* arg: hworker */
+
+/* bench_bin.c: the binary-protocol driver, one thread per client. */
+void *spw__bench_bin_client_main(void *arg); /* arg: client */
 
 #endif

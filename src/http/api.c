@@ -35,6 +35,7 @@
 #include "http/sink_api.h"
 #include "sink/sink.h"
 #include "svc/metrics.h"
+#include "svc/request.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
@@ -241,13 +242,13 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
     const char *what = body == BODY_NDJSON ? "line" : "event";
     uint32_t n = body == BODY_NDJSON ? r->index + 1 : r->index;
     if (r->at_event && r->at_byte && body != BODY_BYTES)
-        spw_http_error(req, status, word, hdr, "%s %u (byte %zu): %s; nothing was appended", what, n, r->byte, r->msg);
+        spw_http_answer(req, r->code, hdr, "%s %u (byte %zu): %s; nothing was appended", what, n, r->byte, r->msg);
     else if (r->at_event && body != BODY_BYTES)
-        spw_http_error(req, status, word, hdr, "%s %u: %s; nothing was appended", what, n, r->msg);
+        spw_http_answer(req, r->code, hdr, "%s %u: %s; nothing was appended", what, n, r->msg);
     else if (r->at_event) /* the body is the event */
-        spw_http_error(req, status, word, hdr, "%s; nothing was appended", r->msg);
+        spw_http_answer(req, r->code, hdr, "%s; nothing was appended", r->msg);
     else
-        spw_http_error(req, status, word, hdr, "%s", r->msg);
+        spw_http_answer(req, r->code, hdr, "%s", r->msg);
 }
 
 static void produce_answer(spw_produce_res *res, void *user)
@@ -368,7 +369,7 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     const char *ack_s = req->ack[0] ? req->ack : (query_get(req->query, "ack", qa, sizeof qa) == 1 ? qa : NULL);
     if (ack_s && spw_ack_parse(ack_s, &ack)) {
         atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
-        spw_http_error(req, 400, "bad_ack", NULL, "ack must be none, written, fsync or replicated, not '%s'", ack_s);
+        spw_http_answer(req, SPW_SC_BAD_ACK, NULL, "ack must be none, written, fsync or replicated, not '%s'", ack_s);
         spw_stream_put(s);
         return;
     }
@@ -377,8 +378,8 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     if (req->priority[0]) {
         if (!(req->priority[0] >= '0' && req->priority[0] <= '3' && req->priority[1] == 0)) {
             atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
-            spw_http_error(req, 400, "bad_priority", NULL, "Spillway-Priority must be 0, 1, 2 or 3, not '%s'",
-                           req->priority);
+            spw_http_answer(req, SPW_SC_BAD_PRIORITY, NULL, "Spillway-Priority must be 0, 1, 2 or 3, not '%s'",
+                            req->priority);
             spw_stream_put(s);
             return;
         }
@@ -390,8 +391,8 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     int kind = BODY_JSON;
     if (cfg->format_bytes) {
         if (ctl && !(ctl == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0)) {
-            spw_http_error(req, 415, "unsupported_media_type", NULL,
-                           "a bytes stream takes Content-Type: application/octet-stream");
+            spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
+                            "a bytes stream takes Content-Type: application/octet-stream");
             spw_stream_put(s);
             return;
         }
@@ -399,8 +400,8 @@ static void handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     } else if (ctl == 20 && strncasecmp(ct, "application/x-ndjson", 20) == 0) {
         kind = BODY_NDJSON;
     } else if (ctl && !(ctl == 16 && strncasecmp(ct, "application/json", 16) == 0)) {
-        spw_http_error(req, 415, "unsupported_media_type", NULL,
-                       "Content-Type must be application/json or application/x-ndjson, not '%.*s'", (int)ctl, ct);
+        spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
+                        "Content-Type must be application/json or application/x-ndjson, not '%.*s'", (int)ctl, ct);
         spw_stream_put(s);
         return;
     }
@@ -479,22 +480,22 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     int hl = query_u64(req->query, "limit", &limit);
     int ht = query_i64(req->query, "from_ts", &from_ts);
     if (hp < 0 || ho < 0 || hl < 0 || ht < 0) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "partition, offset and limit must be non-negative integers, "
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "partition, offset and limit must be non-negative integers, "
                                                         "from_ts an integer");
         goto out;
     }
     if (hp == 0 && cfg->partitions > 1) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "partition is required (the stream has %u)",
-                       cfg->partitions);
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "partition is required (the stream has %u)",
+                        cfg->partitions);
         goto out;
     }
     if (part >= cfg->partitions) {
-        spw_http_error(req, 404, "no_such_partition", NULL, "partition %" PRIu64 " does not exist (the stream has %u)",
-                       part, cfg->partitions);
+        spw_http_answer(req, SPW_SC_NO_SUCH_PARTITION, NULL, "partition %" PRIu64 " does not exist (the stream has %u)",
+                        part, cfg->partitions);
         goto out;
     }
     if (ho > 0 && ht > 0) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "give offset or from_ts, not both");
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "give offset or from_ts, not both");
         goto out;
     }
     if (limit == 0 || limit > 10000)
@@ -505,7 +506,7 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     if (ht > 0) {
         int r = spw_part_offset_for_ts(p, from_ts, &offset);
         if (r < 0) {
-            spw_http_error(req, 500, "read_failed", NULL, "%s", spw_strerror(r));
+            spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(r));
             goto out;
         }
     } else if (ho == 0) {
@@ -517,9 +518,9 @@ static void handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
         char h[128];
         snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
                  st.start_offset, st.durable_offset);
-        spw_http_error(req, 416, "offset_out_of_range", h,
-                       "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
-                       st.start_offset, st.durable_offset);
+        spw_http_answer(req, SPW_SC_OFFSET_OUT_OF_RANGE, h,
+                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
+                        st.start_offset, st.durable_offset);
         goto out;
     }
     spw_buf out = SPW_BUF_INIT;
@@ -540,13 +541,14 @@ damaged:
     if (n == SPW_ECORRUPT && bad_next > next) {
         char hn[96];
         snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
-        spw_http_error(req, 500, "damaged", hn,
-                       "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
-                       "at offset %" PRIu64,
-                       next, bad_next - 1, bad_next);
+        spw_http_answer(req, SPW_SC_DAMAGED, hn,
+                        "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
+                        "at offset %" PRIu64,
+                        next, bad_next - 1, bad_next);
     } else {
-        spw_http_error(req, 500, n == SPW_ECORRUPT ? "damaged" : "read_failed", NULL, "reading offset %" PRIu64 ": %s",
-                       next, spw_strerror(n));
+        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
+                        "reading offset %" PRIu64 ": %s",
+                        next, spw_strerror(n));
     }
     spw_buf_fini(&out);
 out:
@@ -601,15 +603,15 @@ static void list_one(void *arg, spw_stream *s)
 
 static void handle_stream(spw_api *api, spw_http_req *req, const char *name, size_t nl, const spw_auth_req *ar)
 {
-    char nm[SPW_STREAM_NAME_MAX + 1];
-    if (!spw_stream_name_ok(name, nl)) {
-        spw_http_error(req, 400, "bad_name", NULL,
-                       "stream names are " SPW_NAME_RULE);
+    char nm[SPW_STREAM_NAME_MAX + 1], msg[300];
+    unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
+    spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
+    if (sc == SPW_SC_OK)
+        sc = spw_svc_allowed(api->svc.auth, ar->who, name, nl, need, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
         return;
     }
-    unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
-    if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
-        return;
     memcpy(nm, name, nl);
     nm[nl] = 0;
     if (req->method == SPW_HTTP_PUT) {
@@ -617,24 +619,24 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         char err[300];
         if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
             spw_stream_config_check(&c, err, sizeof err)) {
-            spw_http_error(req, 400, "bad_config", NULL, "%s", err);
+            spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
             return;
         }
         int r = spw_catalog_create(api->svc.cat, &c);
         if (r == -EEXIST) {
-            spw_http_error(req, 409, "exists", NULL, "stream %s exists with a different definition", nm);
+            spw_http_answer(req, SPW_SC_EXISTS, NULL, "stream %s exists with a different definition", nm);
             return;
         }
         if (r == -ENOTEMPTY) {
-            spw_http_error(req, 409, "directory_exists", NULL,
-                           "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
-                           "is missing or bad: see the server's messages at start); it is left as it is: move it "
-                           "away, or repair its stream.json and restart",
-                           nm);
+            spw_http_answer(req, SPW_SC_DIRECTORY_EXISTS, NULL,
+                            "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
+                            "is missing or bad: see the server's messages at start); it is left as it is: move it "
+                            "away, or repair its stream.json and restart",
+                            nm);
             return;
         }
         if (r < 0) {
-            spw_http_error(req, 500, "create_failed", NULL, "creating stream %s: %s", nm, spw_strerror(r));
+            spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "creating stream %s: %s", nm, spw_strerror(r));
             return;
         }
         spw_buf b = SPW_BUF_INIT;
@@ -646,9 +648,9 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
     if (req->method == SPW_HTTP_DELETE) {
         int r = spw_catalog_delete(api->svc.cat, nm);
         if (r == -ENOENT)
-            spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
+            spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
         else if (r < 0)
-            spw_http_error(req, 500, "delete_failed", NULL, "deleting stream %s: %s", nm, spw_strerror(r));
+            spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", nm, spw_strerror(r));
         else {
             spw_consume_drop_stream(api->svc.groups, nm); /* its consumer groups go with it */
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
@@ -656,12 +658,12 @@ static void handle_stream(spw_api *api, spw_http_req *req, const char *name, siz
         return;
     }
     if (req->method != SPW_HTTP_GET) {
-        spw_http_error(req, 405, "method_not_allowed", "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
+        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
         return;
     }
     spw_stream *s = spw_stream_get(api->svc.cat, nm, nl);
     if (!s) {
-        spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %s", nm);
+        spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
         return;
     }
     spw_buf b = SPW_BUF_INIT;
@@ -677,7 +679,7 @@ static void handle_ids(spw_api *api, spw_http_req *req)
 {
     uint64_t n = 1;
     if (query_u64(req->query, "count", &n) < 0 || n == 0 || n > 10000) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "count must be an integer from 1 to 10000");
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "count must be an integer from 1 to 10000");
         return;
     }
     spw_idgen *g = spw_log_idgen(api->svc.log);
@@ -877,7 +879,7 @@ static void method_not_allowed(spw_http_req *req, const char *allow)
 {
     char h[64];
     snprintf(h, sizeof h, "Allow: %s\r\n", allow);
-    spw_http_error(req, 405, "method_not_allowed", h, "use %s", allow);
+    spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, h, "use %s", allow);
 }
 
 void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
@@ -916,26 +918,26 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         if (strncmp(slash, "/groups/", 8) == 0 && api->svc.groups)
             return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
         if (strcmp(slash, "/events") == 0) {
-            if (!spw_stream_name_ok(name, nl)) {
-                spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");
-                return;
+            char msg[300];
+            spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
+            if (sc != SPW_SC_OK) {
+                if (req->method == SPW_HTTP_POST) /* an invalid produce, as over the binary protocol */
+                    atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+                return spw_http_answer(req, sc, NULL, "%s", msg);
             }
             unsigned need = req->method == SPW_HTTP_POST ? SPW_PERM_PRODUCE
                             : req->method == SPW_HTTP_GET ? SPW_PERM_CONSUME
                                                           : 0;
             if (!need)
                 return method_not_allowed(req, "GET, POST");
-            if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
-                return;
-            spw_stream *s = spw_stream_get(api->svc.cat, name, nl);
-            if (!s) {
-                spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
-                return;
-            }
+            spw_stream *s;
+            sc = spw_svc_stream_for(api->svc.cat, api->svc.auth, ar->who, name, nl, need, &s, msg, sizeof msg);
+            if (sc != SPW_SC_OK)
+                return spw_http_answer(req, sc, NULL, "%s", msg);
             return req->method == SPW_HTTP_POST ? handle_produce(api, req, s) : handle_read(api, req, s);
         }
     }
-    spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+    spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
 }
 
 void spw_api_handle(void *ctx, spw_http_req *req)
@@ -958,8 +960,8 @@ void spw_api_handle(void *ctx, spw_http_req *req)
      * (http/http.h) is refused, never used cut (docs/api.md#headers); an
      * Authorization that long is no valid token (auth.c). */
     if (req->too_long) {
-        spw_http_error(req, 400, "header_too_long", NULL, "the %s header is longer than %zu bytes; nothing was done",
-                       req->too_long, req->too_long_max);
+        spw_http_answer(req, SPW_SC_HEADER_TOO_LONG, NULL, "the %s header is longer than %zu bytes; nothing was done",
+                        req->too_long, req->too_long_max);
         spw_auth_req_done(&ar);
         return;
     }

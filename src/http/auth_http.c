@@ -3,6 +3,7 @@
  * (auth_http.h); the tokens themselves are svc/auth.c's.
  */
 #include "http/auth_http.h"
+#include "svc/request.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,14 +24,14 @@ int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar)
         h++;
     if (!*h) {
         atomic_fetch_add(&a->unauthorized, 1);
-        spw_http_error(req, 401, "unauthorized", WWW_AUTH,
-                       "this server needs a token: send the header Authorization: Bearer <token>");
+        spw_http_answer(req, SPW_SC_UNAUTHORIZED, WWW_AUTH,
+                        "this server needs a token: send the header Authorization: Bearer <token>");
         return 0;
     }
     if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t')) {
         atomic_fetch_add(&a->unauthorized, 1);
-        spw_http_error(req, 401, "unauthorized", WWW_AUTH,
-                       "only bearer tokens are accepted: send the header Authorization: Bearer <token>");
+        spw_http_answer(req, SPW_SC_UNAUTHORIZED, WWW_AUTH,
+                        "only bearer tokens are accepted: send the header Authorization: Bearer <token>");
         return 0;
     }
     const char *tok = h + 7;
@@ -45,7 +46,7 @@ int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar)
     if (!e) {
         spw_tokens_put(t);
         atomic_fetch_add(&a->unauthorized, 1);
-        spw_http_error(req, 401, "unauthorized", WWW_AUTH_INVALID, "the token is not valid");
+        spw_http_answer(req, SPW_SC_UNAUTHORIZED, WWW_AUTH_INVALID, "the token is not valid");
         return 0;
     }
     ar->t = t;
@@ -57,15 +58,11 @@ int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar)
 int spw_auth_http_allow(spw_auth *a, const spw_auth_req *ar, spw_http_req *req, unsigned perms, const char *name,
                         size_t len)
 {
-    if (!ar->who || spw_token_allows(ar->who, perms, name, len))
+    char msg[300];
+    spw_sc sc = spw_svc_allowed(a, ar->who, name, len, perms, msg, sizeof msg);
+    if (sc == SPW_SC_OK)
         return 1;
-    atomic_fetch_add(&a->forbidden, 1);
-    if ((ar->who->perms & perms) != perms)
-        spw_http_error(req, 403, "forbidden", NULL, "the token of tenant %s lacks the %s permission", ar->who->tenant,
-                       spw_perm_name(perms));
-    else
-        spw_http_error(req, 403, "forbidden", NULL, "the token of tenant %s may not use stream %.*s", ar->who->tenant,
-                       (int)len, name);
+    spw_http_answer(req, sc, NULL, "%s", msg);
     return 0;
 }
 

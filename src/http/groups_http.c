@@ -21,6 +21,7 @@
 #include "core/msg.h"
 #include "http/api.h"
 #include "http/auth_http.h"
+#include "svc/request.h"
 #include "catalog/groups.h"
 
 #define COMMIT_BODY_MAX 4096
@@ -90,13 +91,13 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
         char hn[64];
         snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad);
         if (r == SPW_ECORRUPT && bad > l->from)
-            spw_http_error(req, 500, "damaged", hn,
-                           "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
-                           " are damaged on disk (run spillway check); reading can resume at offset %" PRIu64,
-                           l->partition, l->from, bad - 1, bad);
+            spw_http_answer(req, SPW_SC_DAMAGED, hn,
+                            "partition %" PRIu32 " offsets %" PRIu64 "..%" PRIu64
+                            " are damaged on disk (run spillway check); reading can resume at offset %" PRIu64,
+                            l->partition, l->from, bad - 1, bad);
         else
-            spw_http_error(req, 500, "read_failed", NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
-                           l->partition, l->from, r ? spw_strerror(r) : "no records");
+            spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
+                            l->partition, l->from, r ? spw_strerror(r) : "no records");
         return;
     }
     spw_group_lease_delivered(p->g, l, next);
@@ -119,8 +120,8 @@ static int param(spw_http_req *req, const char *name, uint64_t lo, uint64_t hi, 
 {
     int r = spw__api_query_u64(req->query, name, v);
     if (r < 0 || (r > 0 && (*v < lo || *v > hi))) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "%s must be an integer from %" PRIu64 " to %" PRIu64, name,
-                       lo, hi);
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "%s must be an integer from %" PRIu64 " to %" PRIu64, name,
+                        lo, hi);
         return -1;
     }
     return 0;
@@ -135,13 +136,13 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     char start[16] = "earliest", member[SPW_GROUP_MEMBER_MAX + 1];
     int r = spw__api_query_str(req->query, "start", start, sizeof start);
     if (r < 0 || (strcmp(start, "earliest") && strcmp(start, "latest"))) {
-        spw_http_error(req, 400, "bad_parameter", NULL, "start must be earliest or latest");
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "start must be earliest or latest");
         goto fail;
     }
     r = spw__api_query_str(req->query, "member", member, sizeof member);
     if (r < 0 || (r > 0 && !spw_group_member_ok(member, strlen(member)))) {
-        spw_http_error(req, 400, "bad_parameter", NULL,
-                       "member must be 1 to 64 " SPW_NAME_CHARS);
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL,
+                        "member must be 1 to 64 " SPW_NAME_CHARS);
         goto fail;
     }
     if (r == 0)
@@ -149,12 +150,12 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     spw_group *g;
     int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g);
     if (e == -E2BIG) {
-        spw_http_error(req, 400, "too_many_partitions", NULL, "consumer groups need at most %d partitions",
-                       SPW_GROUP_PARTS_MAX);
+        spw_http_answer(req, SPW_SC_TOO_MANY_PARTITIONS, NULL, "consumer groups need at most %d partitions",
+                        SPW_GROUP_PARTS_MAX);
         goto fail;
     }
     if (e < 0) {
-        spw_http_error(req, 500, "save_failed", NULL, "saving the new group: %s", spw_strerror(e));
+        spw_http_answer(req, SPW_SC_SAVE_FAILED, NULL, "saving the new group: %s", spw_strerror(e));
         goto fail;
     }
     spw_http_req_release_body(req);
@@ -182,8 +183,8 @@ static void http_commit_answer(void *arg, int err)
 {
     hcommit *c = arg;
     if (err < 0) {
-        spw_http_error(c->req, 500, "save_failed", NULL,
-                       "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+        spw_http_answer(c->req, SPW_SC_SAVE_FAILED, NULL,
+                        "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
     } else {
         char j[128];
         snprintf(j, sizeof j, "{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 "}\n", c->partition, c->offset);
@@ -197,20 +198,20 @@ static void handle_commit(spw_consume *cs, spw_http_req *req, spw_stream *s, con
     spw_group *g = spw_group_find(spw_consume_groups(cs), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
-        spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);
+        spw_http_answer(req, SPW_SC_NO_SUCH_GROUP, NULL, "no consumer group named %s", gname);
         return;
     }
     const char *p = (const char *)req->body.p, *end = p + req->body.len, *vend;
     spw_json_span v, k, val, lease_v = {0}, off_v = {0};
     spw_json_error e;
     if (req->body.len == 0 || req->body.len > COMMIT_BODY_MAX || spw_json_scan(p, end, NULL, 0, &v, &vend, &e) < 0) {
-        spw_http_error(req, 400, "bad_json", NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
         return;
     }
     while (p < vend && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
         p++;
     if (*p != '{') {
-        spw_http_error(req, 400, "bad_json", NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "the body must be {\"lease\":\"...\",\"offset\":N}");
         return;
     }
     spw_json_span obj = {p, (size_t)(vend - p), SPW_JSON_OBJECT};
@@ -226,7 +227,7 @@ static void handle_commit(spw_consume *cs, spw_http_req *req, spw_stream *s, con
     uint64_t id, offset = 0;
     if (lease_v.type != SPW_JSON_STRING || lease_v.n < 2 ||
         spw_lease_parse(lease_v.p + 1, lease_v.n - 2, &part, &id) < 0) {
-        spw_http_error(req, 400, "bad_lease", NULL, "lease must be the string a poll returned in Spillway-Lease");
+        spw_http_answer(req, SPW_SC_BAD_LEASE, NULL, "lease must be the string a poll returned in Spillway-Lease");
         return;
     }
     int ok = off_v.type == SPW_JSON_NUMBER && off_v.n > 0 && off_v.n <= 20;
@@ -236,28 +237,29 @@ static void handle_commit(spw_consume *cs, spw_http_req *req, spw_stream *s, con
         offset = offset * 10 + (uint64_t)(c - '0');
     }
     if (!ok) {
-        spw_http_error(req, 400, "bad_offset", NULL, "offset must be a non-negative integer (the next offset to read)");
+        spw_http_answer(req, SPW_SC_BAD_OFFSET, NULL,
+                        "offset must be a non-negative integer (the next offset to read)");
         return;
     }
     int r = spw_group_commit(g, part, id, offset, now_ms());
     if (r == -ESTALE || r == -EINVAL) {
-        spw_http_error(req, 409, "stale_lease", NULL,
-                       "lease %.*s is not held (already committed, expired and taken over, or from before a "
-                       "restart): poll again",
-                       (int)(lease_v.n - 2), lease_v.p + 1);
+        spw_http_answer(req, SPW_SC_STALE_LEASE, NULL,
+                        "lease %.*s is not held (already committed, expired and taken over, or from before a "
+                        "restart): poll again",
+                        (int)(lease_v.n - 2), lease_v.p + 1);
         return;
     }
     if (r == -ETIME) {
-        spw_http_error(req, 409, "lease_expired", NULL,
-                       "lease %.*s expired: its records will be delivered again; poll again", (int)(lease_v.n - 2),
-                       lease_v.p + 1);
+        spw_http_answer(req, SPW_SC_LEASE_EXPIRED, NULL,
+                        "lease %.*s expired: its records will be delivered again; poll again", (int)(lease_v.n - 2),
+                        lease_v.p + 1);
         return;
     }
     if (r == -ERANGE) {
-        spw_http_error(req, 400, "bad_offset", NULL,
-                       "offset %" PRIu64 " is outside the lease's records (commit from its Spillway-First-Offset to "
-                       "its Spillway-Next-Offset)",
-                       offset);
+        spw_http_answer(req, SPW_SC_BAD_OFFSET, NULL,
+                        "offset %" PRIu64 " is outside the lease's records (commit from its Spillway-First-Offset to "
+                        "its Spillway-Next-Offset)",
+                        offset);
         return;
     }
     spw_http_req_release_body(req);
@@ -275,7 +277,7 @@ static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const 
     spw_group *g = spw_group_find(spw_consume_groups(cs), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     if (!g) {
         spw_stream_put(s);
-        spw_http_error(req, 404, "no_such_group", NULL, "no consumer group named %s", gname);
+        spw_http_answer(req, SPW_SC_NO_SUCH_GROUP, NULL, "no consumer group named %s", gname);
         return;
     }
     spw_consume_part *v;
@@ -307,13 +309,10 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
 {
     const char *slash = strchr(rest, '/');
     size_t gl = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (!spw_stream_name_ok(name, nl)) {
-        spw_http_error(req, 400, "bad_name", NULL, "invalid stream name");
-        return;
-    }
-    if (!spw_group_name_ok(rest, gl)) {
-        spw_http_error(req, 400, "bad_name", NULL,
-                       "group names are " SPW_NAME_RULE);
+    char msg[300];
+    spw_sc sc = spw_svc_names(name, nl, rest, gl, NULL, 0, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
         return;
     }
     int op; /* 0 GET, 1 poll, 2 commit */
@@ -324,21 +323,20 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
     else if (strcmp(slash, "/commit") == 0)
         op = 2;
     else {
-        spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+        spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
         return;
     }
     int want = op ? SPW_HTTP_POST : SPW_HTTP_GET;
     if (req->method != want) {
         char h[32];
         snprintf(h, sizeof h, "Allow: %s\r\n", op ? "POST" : "GET");
-        spw_http_error(req, 405, "method_not_allowed", h, "use %s", op ? "POST" : "GET");
+        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, h, "use %s", op ? "POST" : "GET");
         return;
     }
-    if (!spw_auth_http_allow(api->svc.auth, ar, req, op ? SPW_PERM_CONSUME : 0, name, nl))
-        return;
-    spw_stream *s = spw_stream_get(api->svc.cat, name, nl);
-    if (!s) {
-        spw_http_error(req, 404, "no_such_stream", NULL, "no stream named %.*s", (int)nl, name);
+    spw_stream *s;
+    sc = spw_svc_stream_for(api->svc.cat, api->svc.auth, ar->who, name, nl, op ? SPW_PERM_CONSUME : 0, &s, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
         return;
     }
     char gname[SPW_GROUP_NAME_MAX + 1];

@@ -367,11 +367,23 @@ void spw_http_error(spw_http_req *req, int status, const char *code, const char 
     spw_buf_fini(&body);
 }
 
+void spw_http_answer(spw_http_req *req, spw_sc sc, const char *headers, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    spw_http_error(req, spw_sc_http(sc), spw_sc_word(sc), headers, "%s", msg);
+}
+
 /* ---- requests ---- */
 
 /* Answers a protocol-level problem and closes after the response. */
-static void conn_fail(spw_conn *c, int status, const char *code, const char *msg)
+static void conn_fail(spw_conn *c, spw_sc sc, const char *msg)
 {
+    int status = spw_sc_http(sc);
+    const char *code = spw_sc_word(sc);
     if (c->error_sent) {
         conn_close(c);
         return;
@@ -420,7 +432,7 @@ static int header_budget(spw_conn *c, size_t n)
 {
     c->header_bytes += (uint32_t)n;
     if (c->header_bytes > c->loop->srv->cfg.max_header_bytes) {
-        conn_fail(c, 431, "header_too_large", "request line and headers exceed the server's limit");
+        conn_fail(c, SPW_SC_HEADER_TOO_LARGE, "request line and headers exceed the server's limit");
         return -1;
     }
     return 0;
@@ -512,11 +524,11 @@ static int on_headers_complete(http_parser *p)
     /* A PUT without a length has an empty body (RFC 9112 §6.3), as curl -X PUT
      * sends it; a produce request must say how long its body is. */
     if (p->method == HTTP_POST && !(p->flags & (F_CONTENTLENGTH | F_CHUNKED))) {
-        conn_fail(c, 411, "length_required", "a request body needs Content-Length or chunked encoding");
+        conn_fail(c, SPW_SC_LENGTH_REQUIRED, "a request body needs Content-Length or chunked encoding");
         return -1;
     }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->loop->srv->cfg.max_body_bytes) {
-        conn_fail(c, 413, "body_too_large", "request body exceeds max_request_bytes");
+        conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
         return -1;
     }
     switch (p->method) {
@@ -533,7 +545,7 @@ static int on_headers_complete(http_parser *p)
     if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
         int e = body_take(r, (size_t)p->content_length);
         if (e == SPW_ENOMEM) {
-            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            conn_fail(c, SPW_SC_OVERLOADED, "out of memory for the request body");
             return -1;
         }
         if (e) {
@@ -550,7 +562,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
     spw_conn *c = p->data;
     spw_http_req *r = c->cur;
     if (r->body.len + n > c->loop->srv->cfg.max_body_bytes) {
-        conn_fail(c, 413, "body_too_large", "request body exceeds max_request_bytes");
+        conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
         return -1;
     }
     if (r->body.len + n > r->body.cap) {
@@ -560,7 +572,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
         size_t cap = (r->body.len + n + BODY_STEP - 1) / BODY_STEP * BODY_STEP;
         uint8_t *np = spw_try_realloc(r->body.p, cap);
         if (!np) {
-            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            conn_fail(c, SPW_SC_OVERLOADED, "out of memory for the request body");
             return -1;
         }
         spw_membudget_add(budget_of(c->loop), cap - r->body.cap);
@@ -643,7 +655,7 @@ static void conn_parse(spw_conn *c, const char *buf, size_t n)
     }
     if (e != HPE_OK) {
         if (!c->error_sent)
-            conn_fail(c, 400, "bad_request", http_errno_description(e));
+            conn_fail(c, SPW_SC_BAD_REQUEST, http_errno_description(e));
         else if (!c->closed)
             c->paused = 1, set_events(c);
         return;
@@ -676,7 +688,7 @@ static void conn_resume(spw_conn *c)
         c->body_wait = 0;
         unwait(c);
         if (e) {
-            conn_fail(c, 503, "overloaded", "out of memory for the request body");
+            conn_fail(c, SPW_SC_OVERLOADED, "out of memory for the request body");
             return;
         }
     }
@@ -813,7 +825,7 @@ static void http_conn_tick(spw_netconn *nc, uint64_t now)
     if (c->mem_wait && !c->req_start_ms)
         c->last_active_ms = now; /* its bytes wait on us, not on the client */
     if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms && !c->error_sent) {
-        conn_fail(c, 408, "request_timeout", "request not received in time");
+        conn_fail(c, SPW_SC_REQUEST_TIMEOUT, "request not received in time");
     } else if (!c->cur && c->s_len == 0 && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms) {
         conn_close(c);
     } else if (c->error_sent && now - c->last_active_ms > cfg->idle_timeout_ms) {

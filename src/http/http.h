@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "svc/status.h"
 
 typedef struct spw_http_server spw_http_server;
 typedef struct spw_http_loop spw_http_loop;
@@ -113,6 +114,12 @@ int spw_http_req_gone(const spw_http_req *req);
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* The error answer of status-table code sc (svc/status.h): its HTTP
+ * status and code word, with the sentence fmt. Every error answer of the
+ * HTTP front end goes through here (spw_http_error is what it encodes). */
+void spw_http_answer(spw_http_req *req, spw_sc sc, const char *headers, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Runs fn(arg) on loop's thread soon. Callable from any thread. */
 void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);

@@ -15,8 +15,8 @@
  *      progress plus its own.
  * A partition failed by a write or fsync error takes no part in 2-3; while
  * any is failed the flusher also wakes every RECOVER_TICK_MS and, for each
- * failed one whose backoff allows, runs its recovery (partition.c,
- * part_recover) in step 2's place.
+ * failed one whose backoff allows, runs its recovery (part_recover.c,
+ * spw__part_recover) in step 2's place.
  */
 #include <assert.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /*
  * Internals shared by log.c (the log, its flusher and fsync pool) and
- * partition.c (partitions: recovery, append, write-out, reads, retention).
+ * the files of a partition (partition.c and part_*.c: recovery, append,
+ * write-out, reads, retention; partition_int.h is what only they share).
  *
  * Locks, in the only order they may nest:
  *   log->mu  →  part->mu
@@ -199,7 +200,7 @@ typedef struct spw_sync_job {
     int result;
 } spw_sync_job;
 
-/* partition.c, for the flusher. REQUIRES: flusher thread. */
+/* part_append.c, part_write.c, part_recover.c, for the flusher. REQUIRES: flusher thread. */
 /* Moves whole chunks, at least max bytes when there are, from fill to
  * flushing; returns the offset after the last batch moved and sets *more
  * if fill still holds data. */
@@ -221,7 +222,7 @@ void spw__ckpt_post(spw_log *log, spw_part *p, uint64_t base, uint64_t pos, uint
 /* log.c: returns once p is neither queued nor being written (a queued one
  * is dropped). */
 void spw__ckpt_quiesce(spw_log *log, spw_part *p);
-/* partition.c, for the checkpoint thread: writes the file if it differs. */
+/* part_write.c, for the checkpoint thread: writes the file if it differs. */
 void spw__part_rp_store(spw_part *p, uint64_t base, uint64_t pos, uint64_t offset);
 int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
 

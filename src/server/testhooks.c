@@ -250,8 +250,8 @@ static int apply_query(spw_http_req *req)
     long long wc = -1, fc = -1, d = 0;
     const char *q = req->query;
     if (!*q) {
-        spw_http_error(req, 400, "bad_parameter", NULL,
-                       "give write_err, write_count, fsync_err, fsync_count, fsync_delay_us or files");
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL,
+                        "give write_err, write_count, fsync_err, fsync_count, fsync_delay_us or files");
         return -1;
     }
     while (*q) {
@@ -259,14 +259,14 @@ static int apply_query(spw_http_req *req)
         size_t len = amp ? (size_t)(amp - q) : strlen(q);
         char kv[128];
         if (len >= sizeof kv) {
-            spw_http_error(req, 400, "bad_parameter", NULL, "parameter too long");
+            spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "parameter too long");
             return -1;
         }
         memcpy(kv, q, len);
         kv[len] = 0;
         char *eq = strchr(kv, '=');
         if (!eq) {
-            spw_http_error(req, 400, "bad_parameter", NULL, "parameter '%s' has no value", kv);
+            spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "parameter '%s' has no value", kv);
             return -1;
         }
         *eq = 0;
@@ -274,7 +274,7 @@ static int apply_query(spw_http_req *req)
         if (strcmp(k, "write_err") == 0 || strcmp(k, "fsync_err") == 0) {
             int e = err_parse(v);
             if (e < 0) {
-                spw_http_error(req, 400, "bad_parameter", NULL, "%s must be ENOSPC, EIO, EDQUOT or none", k);
+                spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "%s must be ENOSPC, EIO, EDQUOT or none", k);
                 return -1;
             }
             if (k[0] == 'w')
@@ -284,7 +284,7 @@ static int apply_query(spw_http_req *req)
         } else if (strcmp(k, "write_count") == 0 || strcmp(k, "fsync_count") == 0) {
             long long n = int_parse(v, 1, COUNT_MAX);
             if (n < 0) {
-                spw_http_error(req, 400, "bad_parameter", NULL, "%s must be an integer from 1 to %lld", k, COUNT_MAX);
+                spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "%s must be an integer from 1 to %lld", k, COUNT_MAX);
                 return -1;
             }
             if (k[0] == 'w')
@@ -293,20 +293,20 @@ static int apply_query(spw_http_req *req)
                 fc = n, set_fc = 1;
         } else if (strcmp(k, "fsync_delay_us") == 0) {
             if ((d = int_parse(v, 0, DELAY_MAX_US)) < 0) {
-                spw_http_error(req, 400, "bad_parameter", NULL, "fsync_delay_us must be an integer from 0 to %u",
-                               DELAY_MAX_US);
+                spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "fsync_delay_us must be an integer from 0 to %u",
+                                DELAY_MAX_US);
                 return -1;
             }
             set_d = 1;
         } else if (strcmp(k, "files") == 0) {
             if (strcmp(v, "all") != 0 && strcmp(v, "segments") != 0) {
-                spw_http_error(req, 400, "bad_parameter", NULL, "files must be all or segments");
+                spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "files must be all or segments");
                 return -1;
             }
             seg = v[0] == 's';
             set_files = 1;
         } else {
-            spw_http_error(req, 400, "bad_parameter", NULL, "unknown parameter '%s'", k);
+            spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "unknown parameter '%s'", k);
             return -1;
         }
         q += len + (amp ? 1 : 0);
@@ -314,8 +314,8 @@ static int apply_query(spw_http_req *req)
             break;
     }
     if ((set_wc && !(set_we && we)) || (set_fc && !(set_fe && fe))) {
-        spw_http_error(req, 400, "bad_parameter", NULL,
-                       "write_count and fsync_count go with write_err and fsync_err (not none) in the same request");
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL,
+                        "write_count and fsync_count go with write_err and fsync_err (not none) in the same request");
         return -1;
     }
     pthread_mutex_lock(&set_mu);
@@ -344,7 +344,7 @@ static void debug_handler(spw_api *api, spw_http_req *req)
 {
     (void)api;
     if (strcmp(req->path, "/debug/faults") != 0) {
-        spw_http_error(req, 404, "not_found", NULL, "no such endpoint: %s", req->path);
+        spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
         return;
     }
     if (req->method == SPW_HTTP_POST) {
@@ -368,7 +368,7 @@ static void debug_handler(spw_api *api, spw_http_req *req)
         respond_settings(req);
         return;
     }
-    spw_http_error(req, 405, "method_not_allowed", "Allow: GET, POST, DELETE\r\n", "use GET, POST or DELETE");
+    spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, POST, DELETE\r\n", "use GET, POST or DELETE");
 }
 
 __attribute__((constructor)) static void testhooks_install(void)

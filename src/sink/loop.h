@@ -1,8 +1,9 @@
 /*
- * The pure parts of the sink loop (src/sink/sink.c drives them): when a
- * batch is due, how long to back off, how a batch is delivered — written
- * through the kind, bisected when the target rejects records, bad records
- * dead-lettered — and the progress file's text form
+ * The pure parts of the sink loop (src/sink/sink_worker.c and
+ * sink_deliver.c drive them): when a batch is due, how long to back off,
+ * how a batch is delivered — written through the kind, bisected when the
+ * target rejects records, bad records dead-lettered — and the progress
+ * file's text form
  * (docs/formats/sink-progress.md). Nothing here does I/O or takes locks,
  * so tests/unit/test_sink.c drives it with fakes.
  */

@@ -3,7 +3,7 @@
  * sink loop"): built-in writers that drain a stream into a target.
  *
  * A kind is a const struct of callbacks in src/sink/<kind>/; the shared
- * loop (sink.c, loop.h) does everything else: one worker thread per sink
+ * loop (sink*.c, loop.h) does everything else: one worker thread per sink
  * reads the stream's partitions from the sink's committed positions
  * (spw_part_read), batches per partition by events, bytes and time, calls
  * write, commits progress, backs off with jitter while the target fails,

@@ -726,6 +726,13 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
                        in->producer_id, in->producer_seq,
                        d == SPW_DD_CONFLICT ? "of another size" : "with different records");
             goto answered;
+        case SPW_DD_UNREADABLE:
+            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+            refuse(res, SPW_SC_DAMAGED,
+                   "%s was stored before, and its stored records cannot be read back to compare (damaged on disk: "
+                   "spillway check reports where); nothing was appended",
+                   what);
+            goto answered;
         case SPW_DD_PARTIAL:
             po.stored = &stored;
             break;

@@ -251,13 +251,13 @@ int spw__produce_dd_begin(spw_svc *api, spw_stream *s, uint64_t key, const spw_r
     if (same == 1)
         return d;
     if (same < 0)
-        spw_warn("stream %s: comparing a retried keyed request with the stored one: %s; refused as reused",
-                 s->cfg.name, spw_strerror(same));
+        spw_warn("stream %s: a retried keyed request cannot be compared with the stored one: %s", s->cfg.name,
+                 spw_strerror(same));
     if (d == SPW_DD_PARTIAL)
         spw_dd_finish(api->dd, *e, NULL, 0); /* stays what the log holds */
     *e = NULL;
     spw_dd_result_free(res);
-    return SPW_DD_REUSED;
+    return same < 0 ? SPW_DD_UNREADABLE : SPW_DD_REUSED;
 }
 
 /* ---- dedupe rebuild ---- */

@@ -8,7 +8,7 @@
 #include "svc/produce.h"
 
 /* spw__produce_dd_begin's answers besides spw_dd_begin's (dedupe.h). */
-enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17 };
+enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17, SPW_DD_UNREADABLE = 18 };
 
 /*
  * The dedupe step of a keyed produce: spw_dd_begin, then
@@ -19,9 +19,13 @@ enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17 };
  *   - a stored request (DONE, PARTIAL) is compared with this one, partition
  *     by partition (count and fingerprint of the records, read back from
  *     the log where the table has none): different content is
- *     SPW_DD_REUSED, and nothing is reserved.
- * Returns as spw_dd_begin (never SPW_DD_INDET), SPW_DD_UNRESOLVED or
- * SPW_DD_REUSED; e is reserved only for SPW_DD_NEW and SPW_DD_PARTIAL.
+ *     SPW_DD_REUSED, and nothing is reserved; stored records that cannot
+ *     be read back (damaged on disk, an I/O error) are SPW_DD_UNREADABLE:
+ *     the retry can be neither answered as a duplicate nor refused as a
+ *     reuse, and nothing is reserved.
+ * Returns as spw_dd_begin (never SPW_DD_INDET), SPW_DD_UNRESOLVED,
+ * SPW_DD_REUSED or SPW_DD_UNREADABLE; e is reserved only for SPW_DD_NEW and
+ * SPW_DD_PARTIAL.
  * partition: as spw_produce_submit_ex (UINT32_MAX: by key).
  */
 int spw__produce_dd_begin(struct spw_svc *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,

@@ -8,9 +8,14 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/error.h"
+#include "core/name.h"
 #include "wire/frame.h"
+
+#define H SPW_SC_HTTP_ONLY
+#define B SPW_SC_BIN_ONLY
 
 static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_OK] = {"ok", NULL, 200, SPW_ST_OK, "ok"},
@@ -50,7 +55,77 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_DISK_FULL] = {"disk_full", NULL, 507, SPW_ST_DISK, "the disk is full"},
     [SPW_SC_WRITE_FAILED] = {"write_failed", NULL, 500, SPW_ST_INTERNAL, "the write failed"},
     [SPW_SC_INTERNAL] = {"internal", NULL, 500, SPW_ST_INTERNAL, "internal error"},
+    [SPW_SC_BAD_NAME] = {"bad_name", NULL, 400, SPW_ST_BAD_REQUEST, "stream names are " SPW_NAME_RULE},
+    [SPW_SC_BAD_GROUP_NAME] = {"bad_name", NULL, 400, SPW_ST_BAD_REQUEST,
+                               "group and member names are 1 to 128 (members 64) " SPW_NAME_CHARS},
+    [SPW_SC_UNAUTHORIZED] = {"unauthorized", NULL, 401, SPW_ST_UNAUTHORIZED, "this server needs a valid token"},
+    [SPW_SC_FORBIDDEN] = {"forbidden", NULL, 403, SPW_ST_FORBIDDEN, "the token may not do this"},
+    [SPW_SC_NO_SUCH_STREAM] = {"no_such_stream", NULL, 404, SPW_ST_NOT_FOUND, "no such stream"},
+    [SPW_SC_BAD_REQUEST] = {"bad_request", NULL, 400, SPW_ST_BAD_REQUEST, "the request is malformed"},
+    [SPW_SC_NOT_FOUND] = {"not_found", NULL, 404, SPW_ST_NOT_FOUND, "no such endpoint"},
+    [SPW_SC_REQUEST_TOO_LARGE] = {"body_too_large", "frame_too_large", 413, SPW_ST_TOO_LARGE,
+                                  "the request is larger than the server accepts"},
+    [SPW_SC_REQUEST_TIMEOUT] = {"request_timeout", NULL, 408, SPW_ST_TIMEOUT, "request not received in time"},
+    [SPW_SC_OVERLOADED] = {"overloaded", NULL, 503, SPW_ST_OVERLOADED, "out of memory"},
+    [SPW_SC_BAD_FRAME] = {"bad_frame", NULL, 400, SPW_ST_BAD_REQUEST,
+                          "not a Spillway frame (length below 12 or unknown flags)", B},
+    [SPW_SC_UNKNOWN_OPCODE] = {"unknown_opcode", NULL, 400, SPW_ST_BAD_REQUEST, "the opcode is not known", B},
+    [SPW_SC_UNSUPPORTED_VERSION] = {"unsupported_version", NULL, 400, SPW_ST_BAD_REQUEST,
+                                    "the frame's version is not supported", B},
+    [SPW_SC_METHOD_NOT_ALLOWED] = {"method_not_allowed", NULL, 405, SPW_ST_BAD_REQUEST, "method not allowed", H},
+    [SPW_SC_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", NULL, 415, SPW_ST_BAD_REQUEST,
+                                       "the body's Content-Type is not accepted here", H},
+    [SPW_SC_LENGTH_REQUIRED] = {"length_required", NULL, 411, SPW_ST_BAD_REQUEST,
+                                "a request body needs Content-Length or chunked encoding", H},
+    [SPW_SC_HEADER_TOO_LARGE] = {"header_too_large", NULL, 431, SPW_ST_TOO_LARGE,
+                                 "request line and headers exceed the server's limit", H},
+    [SPW_SC_HEADER_TOO_LONG] = {"header_too_long", NULL, 400, SPW_ST_BAD_REQUEST,
+                                "a header is longer than the server keeps; nothing was done", H},
+    [SPW_SC_BAD_ACK] = {"bad_ack", NULL, 400, SPW_ST_BAD_REQUEST, "ack must be none, written, fsync or replicated", H},
+    [SPW_SC_BAD_PRIORITY] = {"bad_priority", NULL, 400, SPW_ST_BAD_REQUEST, "Spillway-Priority must be 0, 1, 2 or 3",
+                             H},
+    [SPW_SC_BAD_PARAMETER] = {"bad_parameter", NULL, 400, SPW_ST_BAD_REQUEST, "a query parameter is not valid", H},
+    [SPW_SC_BAD_JSON] = {"bad_json", NULL, 400, SPW_ST_BAD_REQUEST, "the body is not the JSON expected", H},
+    [SPW_SC_BAD_LEASE] = {"bad_lease", NULL, 400, SPW_ST_BAD_REQUEST,
+                          "lease must be the string a poll returned in Spillway-Lease", H},
+    [SPW_SC_OFFSET_OUT_OF_RANGE] = {"offset_out_of_range", NULL, 416, SPW_ST_OUT_OF_RANGE,
+                                    "the offset is outside the partition's records"},
+    [SPW_SC_DAMAGED] = {"damaged", NULL, 500, SPW_ST_INTERNAL, "the records are damaged on disk (run spillway check)"},
+    [SPW_SC_READ_FAILED] = {"read_failed", NULL, 500, SPW_ST_INTERNAL, "the read failed"},
+    [SPW_SC_NO_SUCH_GROUP] = {"no_such_group", NULL, 404, SPW_ST_NOT_FOUND, "no such consumer group"},
+    [SPW_SC_STALE_LEASE] = {"stale_lease", NULL, 409, SPW_ST_CONFLICT, "the lease is no longer current: poll again"},
+    [SPW_SC_LEASE_EXPIRED] = {"lease_expired", NULL, 409, SPW_ST_CONFLICT,
+                              "the lease expired: its records will be delivered again; poll again"},
+    [SPW_SC_BAD_OFFSET] = {"bad_offset", NULL, 400, SPW_ST_BAD_REQUEST, "the offset is outside the lease"},
+    [SPW_SC_TOO_MANY_PARTITIONS] = {"too_many_partitions", NULL, 400, SPW_ST_BAD_REQUEST,
+                                    "the stream has more partitions than a consumer group can follow"},
+    [SPW_SC_SAVE_FAILED] = {"save_failed", NULL, 500, SPW_ST_INTERNAL, "saving the group failed"},
+    [SPW_SC_BAD_CONFIG] = {"bad_config", NULL, 400, SPW_ST_BAD_REQUEST, "the definition is not valid", H},
+    [SPW_SC_EXISTS] = {"exists", NULL, 409, SPW_ST_CONFLICT, "it exists with a different definition", H},
+    [SPW_SC_DIRECTORY_EXISTS] = {"directory_exists", NULL, 409, SPW_ST_CONFLICT,
+                                 "the data directory holds a directory of that name that is no loaded stream", H},
+    [SPW_SC_CREATE_FAILED] = {"create_failed", NULL, 500, SPW_ST_INTERNAL, "creating it failed", H},
+    [SPW_SC_DELETE_FAILED] = {"delete_failed", NULL, 500, SPW_ST_INTERNAL, "deleting it failed", H},
+    [SPW_SC_KIND_NOT_BUILT] = {"kind_not_built", NULL, 400, SPW_ST_BAD_REQUEST,
+                               "this server was built without that sink kind", H},
+    [SPW_SC_NO_SUCH_SINK] = {"no_such_sink", NULL, 404, SPW_ST_NOT_FOUND, "no such sink", H},
+    [SPW_SC_UNAVAILABLE] = {"unavailable", NULL, 503, SPW_ST_OVERLOADED, "not available on this server", H},
 };
+
+spw_sc spw_sc_by_word(const char *word, int wire)
+{
+    for (int c = 0; c < SPW_SC__N; c++) {
+        const spw_sc_row *r = &rows[c];
+        if (r->only == (wire ? SPW_SC_HTTP_ONLY : SPW_SC_BIN_ONLY))
+            continue;
+        if (strcmp(wire ? (r->wire_word ? r->wire_word : r->word) : r->word, word) == 0)
+            return (spw_sc)c;
+    }
+    return SPW_SC__N;
+}
+
+#undef H
+#undef B
 
 const spw_sc_row *spw_sc_row_of(spw_sc c) { return &rows[(unsigned)c < SPW_SC__N ? c : SPW_SC_INTERNAL]; }
 

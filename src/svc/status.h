@@ -17,6 +17,10 @@
  *   - A condition whose documented HTTP status differs by stream format
  *     (event_too_large: 400 for a JSON event, 413 for a bytes body) has
  *     one row per status, with the same word.
+ *   - Every error answer of both front ends (HTTP and binary) goes
+ *     through this table, the protocol-level ones (framing, headers,
+ *     timeouts) and the administrative ones too; a row only one protocol
+ *     can give says so (only), and its other status is never sent.
  *   - Wire statuses are those of wire/frame.h (the wire codec, the lowest
  *     library, shared with the client); only status.c includes it.
  */
@@ -53,8 +57,56 @@ typedef enum spw_sc {
     SPW_SC_DISK_FULL,
     SPW_SC_WRITE_FAILED,
     SPW_SC_INTERNAL,
+    /* the checks before a request (spw_svc_stream_for) */
+    SPW_SC_BAD_NAME,       /* a stream name */
+    SPW_SC_BAD_GROUP_NAME, /* a group or member name: "bad_name" too */
+    SPW_SC_UNAUTHORIZED,
+    SPW_SC_FORBIDDEN,
+    SPW_SC_NO_SUCH_STREAM,
+    /* the request itself, before any service */
+    SPW_SC_BAD_REQUEST,      /* a malformed request (HTTP: its syntax; binary: its frame body) */
+    SPW_SC_NOT_FOUND,        /* no such endpoint (HTTP), consumer groups unavailable */
+    SPW_SC_REQUEST_TOO_LARGE, /* body_too_large / frame_too_large */
+    SPW_SC_REQUEST_TIMEOUT,
+    SPW_SC_OVERLOADED,       /* out of memory for the request */
+    SPW_SC_BAD_FRAME,        /* binary only */
+    SPW_SC_UNKNOWN_OPCODE,   /* binary only */
+    SPW_SC_UNSUPPORTED_VERSION, /* binary only */
+    SPW_SC_METHOD_NOT_ALLOWED,  /* HTTP only, from here to SPW_SC_BAD_LEASE */
+    SPW_SC_UNSUPPORTED_MEDIA_TYPE,
+    SPW_SC_LENGTH_REQUIRED,
+    SPW_SC_HEADER_TOO_LARGE,
+    SPW_SC_HEADER_TOO_LONG,
+    SPW_SC_BAD_ACK,
+    SPW_SC_BAD_PRIORITY,
+    SPW_SC_BAD_PARAMETER,
+    SPW_SC_BAD_JSON,
+    SPW_SC_BAD_LEASE,
+    /* reading */
+    SPW_SC_OFFSET_OUT_OF_RANGE,
+    SPW_SC_DAMAGED,
+    SPW_SC_READ_FAILED,
+    /* consumer groups */
+    SPW_SC_NO_SUCH_GROUP,
+    SPW_SC_STALE_LEASE,
+    SPW_SC_LEASE_EXPIRED,
+    SPW_SC_BAD_OFFSET,
+    SPW_SC_TOO_MANY_PARTITIONS,
+    SPW_SC_SAVE_FAILED,
+    /* administration (HTTP only): streams and sinks */
+    SPW_SC_BAD_CONFIG,
+    SPW_SC_EXISTS,
+    SPW_SC_DIRECTORY_EXISTS,
+    SPW_SC_CREATE_FAILED,
+    SPW_SC_DELETE_FAILED,
+    SPW_SC_KIND_NOT_BUILT,
+    SPW_SC_NO_SUCH_SINK,
+    SPW_SC_UNAVAILABLE,
     SPW_SC__N
 } spw_sc;
+
+/* Which front ends can give an answer (the others have no such request). */
+enum { SPW_SC_BOTH = 0, SPW_SC_HTTP_ONLY = 1, SPW_SC_BIN_ONLY = 2 };
 
 typedef struct spw_sc_row {
     const char *word;      /* the code word (HTTP "code", binary error code) */
@@ -62,6 +114,7 @@ typedef struct spw_sc_row {
     uint16_t http;         /* HTTP status */
     uint16_t wire;         /* binary status (SPW_ST_*) */
     const char *sentence;  /* default sentence, when the service gives none */
+    uint8_t only;          /* SPW_SC_BOTH, SPW_SC_HTTP_ONLY or SPW_SC_BIN_ONLY */
 } spw_sc_row;
 
 /* The row of code c. REQUIRES: 0 <= c < SPW_SC__N. */
@@ -74,7 +127,12 @@ static inline const char *spw_sc_wire_word(spw_sc c)
     return r->wire_word ? r->wire_word : r->word;
 }
 static inline int spw_sc_http(spw_sc c) { return spw_sc_row_of(c)->http; }
+static inline const char *spw_sc_sentence(spw_sc c) { return spw_sc_row_of(c)->sentence; }
 static inline uint16_t spw_sc_wire(spw_sc c) { return spw_sc_row_of(c)->wire; }
+
+/* The first code whose word over HTTP (wire 0) or binary (wire 1) is
+ * word, among the rows that protocol can give; SPW_SC__N if none. */
+spw_sc spw_sc_by_word(const char *word, int wire);
 
 /*
  * A produce the disk refused (refused = 1: nothing was appended) or whose

@@ -536,6 +536,60 @@ static void test_failed_partly_stored(void)
     CHECK(system(cmd) == 0);
 }
 
+/*
+ * A retry whose stored request was damaged on disk after it was
+ * acknowledged: the server cannot compare the retry with what it stored,
+ * so it neither answers it as a duplicate nor refuses it as a reused key
+ * (422 would tell the client it sent two different requests under one key,
+ * which it did not): 500 damaged, nothing appended.
+ */
+static void test_damaged_stored(void)
+{
+    char tmp[] = "/tmp/spw-idemd-XXXXXX";
+    CHECK(mkdtemp(tmp) != NULL);
+    char data[4096 + 16], seg[4096 + 96];
+    snprintf(data, sizeof data, "%s/data", tmp);
+    srv a;
+    srv_start(&a, bin, data, NULL);
+    resp r = http_json(a.port, "PUT", "/v1/streams/d", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    const char *ev = "{\"n\":\"DAMAGE-ME-DAMAGE-ME\"}\n";
+    r = post_key(a.port, "d", "dk", ev);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    for (int i = 0; i < 3; i++) {
+        r = post_key(a.port, "d", NULL, "{\"m\":1}\n");
+        CHECK_EQ(r.status, 202);
+        free(r.body);
+    }
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    /* One bit of the first batch's record flipped: its CRC fails. */
+    snprintf(seg, sizeof seg, "%s/streams/d/0/00000000000000000000.log", data);
+    FILE *f = fopen(seg, "r+b");
+    CHECK(f != NULL);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    char *at = memmem(buf, n, "DAMAGE-ME", 9);
+    CHECK(at != NULL);
+    *at ^= 1;
+    CHECK_EQ(fseek(f, at - buf, SEEK_SET), 0);
+    CHECK_EQ(fwrite(at, 1, 1, f), 1u);
+    CHECK_EQ(fclose(f), 0);
+    srv_start(&a, bin, data, NULL);
+    r = post_key(a.port, "d", "dk", ev);
+    if (r.status != 500)
+        fprintf(stderr, "retry of a damaged request: %d %s\n", r.status, r.body);
+    CHECK_EQ(r.status, 500);
+    CHECK(strstr(r.body, "\"code\":\"damaged\"") != NULL);
+    free(r.body);
+    CHECK_EQ(end_offset(a.port, "d", 0), 4);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    char cmd[4096 + 64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -598,6 +652,7 @@ int main(int argc, char **argv)
     test_cut_request(&a, data);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
     test_failed_partly_stored();
+    test_damaged_stored();
 
     char cmd[4096 + 64];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

@@ -1,0 +1,171 @@
+/*
+ * Internals shared by the files of the C client library (client.c,
+ * producer.c, producer_io.c, sync_client.c) and by no one else; what tests
+ * reach is client_int.h.
+ *
+ * Locking: one mutex (spw_producer.mu) protects all producer state
+ * (producer.c, "Locking").
+ */
+#ifndef SPW_CLIENT_IMPL_H
+#define SPW_CLIENT_IMPL_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "core/ring.h"
+#include "wire/frame.h"
+#include "spillway.h"
+
+#define MAX_SERVERS 64
+#define MAX_ANSWER_BYTES (256u << 20)
+#define READ_CHUNK (64u << 10)
+
+void *spw__producer_main(void *arg); /* the I/O thread */
+
+/* ---- producer state ---- */
+
+typedef struct batch {
+    struct batch *next;
+    uint32_t server;
+    char stream[SPW_STREAM_NAME_WIRE_MAX + 1];
+    uint8_t ack;
+    spw_buf frame; /* header + PRODUCE body being built */
+    size_t count_at;
+    uint32_t count;
+    void **opaques;
+    uint32_t opaques_cap;
+    uint64_t bytes;       /* what this batch counts against buffer_bytes */
+    uint64_t created_ms;  /* for linger */
+    uint64_t deadline_ms; /* delivery timeout of its first record */
+    uint64_t not_before_ms;
+    uint64_t request_id;
+    int has_seq;  /* pid and seq assigned at the first send, kept by every resend (dedupe) */
+    uint64_t pid;
+    uint32_t seq;
+} batch;
+
+typedef struct bqueue {
+    batch *head, *tail;
+    uint32_t n;
+} bqueue;
+
+static inline void q_push(bqueue *q, batch *b)
+{
+    b->next = NULL;
+    if (q->tail)
+        q->tail->next = b;
+    else
+        q->head = b;
+    q->tail = b;
+    q->n++;
+}
+
+static inline void q_push_front(bqueue *q, batch *b)
+{
+    b->next = q->head;
+    q->head = b;
+    if (!q->tail)
+        q->tail = b;
+    q->n++;
+}
+
+static inline batch *q_pop(bqueue *q)
+{
+    batch *b = q->head;
+    if (b) {
+        q->head = b->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+        b->next = NULL;
+    }
+    return b;
+}
+
+/* Moves all of src in front of dst, keeping src's order. */
+static inline void q_prepend_all(bqueue *dst, bqueue *src)
+{
+    if (!src->head)
+        return;
+    src->tail->next = dst->head;
+    dst->head = src->head;
+    if (!dst->tail)
+        dst->tail = src->tail;
+    dst->n += src->n;
+    src->head = src->tail = NULL;
+    src->n = 0;
+}
+
+typedef struct server {
+    char name[300];
+    struct sockaddr_in sa;
+    int fd;
+    int connecting;  /* non-blocking connect in progress */
+    int ever_connected;
+    uint64_t connect_started_ms;
+    uint64_t next_connect_ms;
+    uint32_t backoff_ms;
+    batch *open; /* open batches for this server (few: per stream and ack) */
+    bqueue queue;    /* sealed, waiting to be sent */
+    bqueue inflight; /* written (or in out), waiting for an answer */
+    spw_buf out;
+    size_t out_off;
+    spw_buf in;
+    uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
+} server;
+
+struct spw_producer {
+    spw_producer_config cfg; /* cfg.token points at token below */
+    char *token;
+    size_t token_len;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* outstanding changed */
+    pthread_t th;
+    int wake[2];
+    int stop;
+    server *servers;
+    uint32_t nservers;
+    spw_ring ring; /* servers by key: core/ring.h */
+    uint32_t rr;
+    uint64_t next_id;
+    uint64_t producer_id;
+    uint32_t producer_seq; /* next record sequence number (all servers) */
+    uint64_t outstanding_records, outstanding_bytes;
+    int stopped; /* stop_on_error: a batch failed, nothing more is written */
+    _Atomic uint64_t reconnects;
+    batch *done_head; /* finished batches, callbacks pending (I/O thread) */
+};
+
+/* A finished batch carries its results until its callbacks run. */
+typedef struct result {
+    int status;
+    uint32_t *partitions; /* per record, or NULL on error */
+    uint64_t *offsets;
+} result;
+
+typedef struct done_item {
+    struct done_item *next;
+    batch *b;
+    result r;
+} done_item;
+
+
+/* client.c: parses "host:port" (an IPv4 address or localhost) of length n
+ * into sa, and the copy into name. 0 or SPW_ERR_INVALID. */
+int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, char *name, size_t namecap);
+
+/* producer.c */
+uint64_t spw__producer_random_id(void *old); /* never 0, never *(uint64_t *)old */
+void spw__producer_wake_io(spw_producer *p);
+void spw__producer_finish(spw_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
+                          uint64_t *offs);
+void spw__producer_run_done(spw_producer *p, done_item *list);
+void spw__producer_seal(spw_producer *p, server *s, batch *b);
+void spw__producer_seal_all(spw_producer *p);
+void spw__producer_cancel_unsent(spw_producer *p, server *s, done_item **done);
+
+#endif

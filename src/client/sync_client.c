@@ -1,0 +1,386 @@
+/*
+ * The synchronous client of the C library (spw_client_*): one blocking
+ * connection, one request at a time with a deadline — AUTH, FETCH (its
+ * records decoded in place in the answer frame; a damaged batch answers
+ * with the offset to resume at, spw_client_resume_offset) and METADATA.
+ * Independent of the producer; shares only the address parser.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "spillway.h"
+#include "client/client_int.h"
+#include "client/client_impl.h"
+#include "core/clock.h"
+#include "core/hash.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/endian.h"
+#include "core/error.h"
+#include "core/ring.h"
+#include "wire/frame.h"
+
+/* ---- synchronous client ---- */
+
+struct spw_client {
+    int fd;
+    uint32_t timeout_ms;
+    uint64_t next_id;
+    char last_error[1100];
+    uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
+};
+
+struct spw_fetch_result {
+    uint8_t *frame;
+    spw_fetch_resp resp;
+    size_t count;
+    spw_fetched *recs;
+};
+
+struct spw_metadata {
+    uint8_t *frame;
+    size_t count;
+    spw_stream_info *streams;
+    char **names;
+    uint64_t *offsets;
+};
+
+int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out)
+{
+    struct sockaddr_in sa;
+    char name[300];
+    if (!server || !out || spw__client_parse_hostport(server, strlen(server), &sa, name, sizeof name))
+        return SPW_ERR_INVALID;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (errno != EINPROGRESS) {
+            int e = -errno;
+            close(fd);
+            return e;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int r = poll(&pf, 1, (int)timeout_ms);
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (r == 1)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (r != 1 || err) {
+            close(fd);
+            return r == 1 ? -err : SPW_ERR_TIMEOUT;
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    spw_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return SPW_ERR_NOMEM;
+    }
+    c->fd = fd;
+    c->timeout_ms = timeout_ms ? timeout_ms : 30000;
+    c->next_id = 1;
+    *out = c;
+    return 0;
+}
+
+void spw_client_close(spw_client *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c);
+}
+
+const char *spw_client_last_error(spw_client *c) { return c->last_error; }
+
+uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
+
+static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+                     size_t *rest_len);
+
+int spw_client_auth(spw_client *c, const char *token)
+{
+    size_t tl = token ? strlen(token) : 0;
+    if (!c || tl == 0 || tl > SPW_AUTH_TOKEN_WIRE_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_auth_req_encode(&body, token, tl)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_AUTH, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const char *tenant, *why;
+    uint16_t n;
+    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPW_ERR_PROTOCOL : 0;
+    free(frame);
+    return r;
+}
+
+static int io_wait(spw_client *c, short ev, uint64_t deadline)
+{
+    uint64_t now = spw_mono_ms();
+    if (now >= deadline)
+        return SPW_ERR_TIMEOUT;
+    struct pollfd pf = {.fd = c->fd, .events = ev};
+    int r = poll(&pf, 1, (int)(deadline - now));
+    return r == 1 ? 0 : r == 0 ? SPW_ERR_TIMEOUT : -errno;
+}
+
+/*
+ * Sends body as opcode and reads the answer (one request in flight, so
+ * the next frame is ours). On 0, *frame (malloc'ed, caller frees) holds the
+ * answer frame and rest/rest_len the OK body after the status.
+ */
+static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+                     size_t *rest_len)
+{
+    c->last_error[0] = 0;
+    c->resume_offset = 0;
+    uint64_t deadline = spw_mono_ms() + c->timeout_ms;
+    spw_buf f = SPW_BUF_INIT;
+    size_t st;
+    uint64_t id = c->next_id++;
+    if (spw_frame_begin(&f, op, 0, id, &st) || spw_buf_reserve(&f, f.len + body->len)) {
+        spw_buf_fini(&f);
+        return SPW_ERR_NOMEM;
+    }
+    memcpy(f.p + f.len, body->p, body->len);
+    f.len += body->len;
+    spw_frame_finish(&f, st);
+    size_t off = 0;
+    int r = 0;
+    while (off < f.len && r == 0) {
+        ssize_t w = send(c->fd, f.p + off, f.len - off, MSG_NOSIGNAL);
+        if (w > 0)
+            off += (size_t)w;
+        else if (w < 0 && errno == EAGAIN)
+            r = io_wait(c, POLLOUT, deadline);
+        else if (w < 0 && errno != EINTR)
+            r = -errno;
+    }
+    spw_buf_fini(&f);
+    if (r)
+        return r;
+    uint8_t hdr[16];
+    size_t have = 0, need = 16;
+    uint8_t *buf = hdr;
+    spw_frame_hdr h = {0};
+    while (have < need) {
+        ssize_t n = recv(c->fd, buf + have, need - have, 0);
+        if (n > 0) {
+            have += (size_t)n;
+            if (buf == hdr && have == 16) {
+                if (spw_frame_hdr_decode(hdr, 16, MAX_ANSWER_BYTES, &h) || !(h.flags & SPW_FLAG_RESPONSE))
+                    return SPW_ERR_PROTOCOL;
+                buf = malloc(4 + (size_t)h.length);
+                if (!buf)
+                    return SPW_ERR_NOMEM;
+                memcpy(buf, hdr, 16);
+                need = 4 + (size_t)h.length;
+            }
+            continue;
+        }
+        if (n == 0)
+            r = SPW_ERR_PROTOCOL; /* closed mid-answer */
+        else if (errno == EAGAIN)
+            r = io_wait(c, POLLIN, deadline);
+        else if (errno != EINTR)
+            r = -errno;
+        if (r) {
+            if (buf != hdr)
+                free(buf);
+            return r == SPW_ERR_PROTOCOL && have == 0 ? -ECONNRESET : r;
+        }
+    }
+    uint16_t status;
+    spw_frame_error e;
+    const char *why;
+    if (h.request_id != id || h.opcode != op ||
+        spw_answer_decode(buf + 16, need - 16, &status, rest, rest_len, &e, &why)) {
+        free(buf);
+        return SPW_ERR_PROTOCOL;
+    }
+    if (status) {
+        snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
+        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
+        free(buf);
+        return -(int)status;
+    }
+    *frame = buf;
+    return 0;
+}
+
+int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
+                     spw_fetch_result **out)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_fetch_req q = {.stream = stream, .stream_len = (uint16_t)sl, .partition = partition, .offset = offset,
+                       .max_bytes = max_bytes, .mode = SPW_FETCH_RECORDS};
+    if (spw_fetch_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_FETCH, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_fetch_result *res = calloc(1, sizeof *res);
+    const char *why;
+    if (!res || spw_fetch_resp_decode(rest, rl, &res->resp, &why) || res->resp.mode != SPW_FETCH_RECORDS) {
+        free(res);
+        free(frame);
+        return res ? SPW_ERR_PROTOCOL : SPW_ERR_NOMEM;
+    }
+    res->frame = frame;
+    res->count = res->resp.count;
+    res->recs = calloc(res->count ? res->count : 1, sizeof *res->recs);
+    if (!res->recs) {
+        free(frame);
+        free(res);
+        return SPW_ERR_NOMEM;
+    }
+    spw_fetch_iter it;
+    spw_fetch_rec fr;
+    spw_fetch_iter_init(&it, &res->resp);
+    for (size_t i = 0; i < res->count && spw_fetch_iter_next(&it, &fr); i++)
+        res->recs[i] = (spw_fetched){fr.offset, fr.id, fr.ts, fr.key, fr.key_len, fr.value, fr.value_len};
+    *out = res;
+    return 0;
+}
+
+size_t spw_fetch_count(const spw_fetch_result *r) { return r->count; }
+void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out) { *out = r->recs[i]; }
+uint64_t spw_fetch_next_offset(const spw_fetch_result *r) { return r->resp.next_offset; }
+uint64_t spw_fetch_end_offset(const spw_fetch_result *r) { return r->resp.end_offset; }
+
+void spw_fetch_free(spw_fetch_result *r)
+{
+    if (!r)
+        return;
+    free(r->recs);
+    free(r->frame);
+    free(r);
+}
+
+int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || !out || sl > SPW_STREAM_NAME_WIRE_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_metadata_req_encode(&body, stream ? stream : "", sl)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_METADATA, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_metadata_resp mr;
+    const char *why;
+    if (spw_metadata_resp_decode(rest, rl, &mr, &why)) {
+        free(frame);
+        return SPW_ERR_PROTOCOL;
+    }
+    spw_metadata *m = calloc(1, sizeof *m);
+    size_t total_parts = 0;
+    spw_metadata_resp scan = mr;
+    spw_meta_stream ms;
+    while (spw_metadata_resp_next(&scan, &ms))
+        total_parts += ms.partitions;
+    if (m) {
+        m->count = mr.nstreams;
+        m->streams = calloc(m->count ? m->count : 1, sizeof *m->streams);
+        m->names = calloc(m->count ? m->count : 1, sizeof *m->names);
+        m->offsets = calloc(total_parts ? total_parts * 3 : 1, sizeof *m->offsets);
+    }
+    if (!m || !m->streams || !m->names || !m->offsets) {
+        spw_metadata_free(m);
+        free(frame);
+        return SPW_ERR_NOMEM;
+    }
+    m->frame = frame;
+    size_t at = 0;
+    for (size_t i = 0; i < m->count && spw_metadata_resp_next(&mr, &ms); i++) {
+        m->names[i] = malloc((size_t)ms.name_len + 1);
+        if (!m->names[i]) {
+            spw_metadata_free(m);
+            return SPW_ERR_NOMEM;
+        }
+        memcpy(m->names[i], ms.name, ms.name_len);
+        m->names[i][ms.name_len] = 0;
+        spw_stream_info *si = &m->streams[i];
+        si->name = m->names[i];
+        si->partitions = ms.partitions;
+        si->format_bytes = ms.format_bytes;
+        si->ack = ms.ack;
+        uint64_t *so = m->offsets + at * 3;
+        si->start_offsets = so;
+        si->end_offsets = so + ms.partitions;
+        si->durable_offsets = so + 2 * (size_t)ms.partitions;
+        for (uint32_t k = 0; k < ms.partitions; k++) {
+            spw_meta_part mp;
+            spw_meta_part_get(&ms, k, &mp);
+            so[k] = mp.start_offset;
+            so[ms.partitions + k] = mp.end_offset;
+            so[2 * (size_t)ms.partitions + k] = mp.durable_offset;
+        }
+        at += ms.partitions;
+    }
+    *out = m;
+    return 0;
+}
+
+size_t spw_metadata_count(const spw_metadata *m) { return m->count; }
+
+int spw_metadata_stream(const spw_metadata *m, size_t i, spw_stream_info *out)
+{
+    if (i >= m->count)
+        return SPW_ERR_INVALID;
+    *out = m->streams[i];
+    return 0;
+}
+
+void spw_metadata_free(spw_metadata *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; m->names && i < m->count; i++)
+        free(m->names[i]);
+    free(m->names);
+    free(m->streams);
+    free(m->offsets);
+    free(m->frame);
+    free(m);
+}

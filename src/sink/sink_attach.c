@@ -1,0 +1,327 @@
+/*
+ * A sink's progress and its hold on the stream. The progress file
+ * (DATA/sinks/NAME/progress, docs/formats/sink-progress.md) holds the
+ * next position of every partition; attaching takes a catalog reference
+ * and one retention hold per partition at the sink's position (the
+ * progress file's, or the kind's own position), and the holds taken before the worker starts
+ * (pre-holds) keep retention off what the sink has not delivered while
+ * the target is down. Also the small pieces of sink state the worker and
+ * delivery share: last error, nap, stop check, detach.
+ * Contract: a progress file is written only under k->mu with k->deleted
+ * unset, so a deleted sink never writes into its successor's directory.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/opts.h"
+#include "core/msg.h"
+#include "log/cursor.h"
+#include "log/format.h"
+#include "os/os.h"
+#include "sink/sink_int.h"
+
+/* ---- files ---- */
+
+static void sink_dir(const spw_sink *k, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", k->m->dir, k->def.name);
+}
+
+/* Writes the progress file (the positions of every partition). */
+int spw__sink_save_progress(spw_sink *k)
+{
+    uint64_t next[SPW_STREAM_PARTITIONS_MAX];
+    for (uint32_t i = 0; i < k->nparts; i++)
+        next[i] = atomic_load(&k->parts[i].next);
+    spw_buf b = SPW_BUF_INIT;
+    int r = spw_sink_progress_encode(&b, k->s->incarnation, next, k->nparts);
+    char dir[4200];
+    sink_dir(k, dir, sizeof dir);
+    pthread_mutex_lock(&k->mu);
+    if (r == 0 && !k->deleted)
+        r = spw_os_write_file_atomic(dir, "progress", "progress.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
+    pthread_mutex_unlock(&k->mu);
+    spw_buf_fini(&b);
+    return r;
+}
+
+/* ---- state ---- */
+
+void spw__sink_set_error(spw_sink *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void spw__sink_set_error(spw_sink *k, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&k->mu);
+    va_start(ap, fmt);
+    vsnprintf(k->last_error, sizeof k->last_error, fmt, ap);
+    va_end(ap);
+    k->last_error_ms = spw_wall_ms();
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Sleeps up to ms or until stop; returns stop. */
+int spw__sink_nap(spw_sink *k, uint64_t ms)
+{
+    struct timespec ts = spw_deadline(CLOCK_MONOTONIC, ms * 1000000u);
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
+    }
+    int stop = k->stop;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
+int spw__sink_stopping(spw_sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int s = k->stop;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+void spw__sink_detach(spw_sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    for (uint32_t i = 0; i < k->nparts; i++)
+        if (k->parts[i].hold) {
+            spw_hold_release(k->parts[i].hold);
+            k->parts[i].hold = NULL;
+        }
+    spw_stream *s = k->s;
+    k->s = NULL;
+    pthread_mutex_unlock(&k->mu);
+    if (s)
+        spw_stream_put(s);
+}
+
+/* Takes a hold at *pos (moved up to the partition's start if retention
+ * already passed it). 0 or an error. */
+static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (*pos > st.next_offset)
+            *pos = st.next_offset;
+        if (*pos < st.start_offset)
+            *pos = st.start_offset;
+        int r = spw_part_hold(p, *pos, h);
+        if (r != SPW_ERANGE)
+            return r;
+    }
+    return SPW_ERANGE;
+}
+
+/* Reads the progress file into next[] for the stream s (np partitions):
+ * 0 (partitions the file lacks, and every partition when the file is of
+ * another incarnation of the stream, start at 0), -ENOENT (no file),
+ * SPW_ECORRUPT (damaged; logged), or an I/O error. */
+static int read_progress(spw_sink *k, const spw_stream *s, uint64_t *next, uint32_t np)
+{
+    char dir[4200], path[4300];
+    sink_dir(k, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/progress", dir);
+    char *text;
+    size_t len;
+    int r = spw_os_read_file(path, 64 + 48 * (size_t)SPW_STREAM_PARTITIONS_MAX, &text, &len);
+    if (r == -EFBIG) {
+        text = spw_xstrdup(""); /* larger than any progress file: damaged, as below */
+        len = 0;
+    } else if (r < 0) {
+        return r;
+    }
+    uint32_t n = 0;
+    uint64_t inc = 0;
+    r = spw_sink_progress_parse(text, len, &inc, next, SPW_STREAM_PARTITIONS_MAX, &n);
+    spw_free(text);
+    if (r < 0) {
+        spw_error("sink %s: %s is damaged%s", k->def.name, path,
+                  k->def.kind->position ? "" : "; not starting (move it aside to start from the beginning)");
+        return SPW_ECORRUPT;
+    }
+    if (inc != s->incarnation) {
+        spw_warn("sink %s: %s belongs to an earlier stream %s (incarnation %" PRIu64 ", now %" PRIu64
+                 "); starting from the oldest offsets",
+                 k->def.name, path, s->cfg.name, inc, s->incarnation);
+        n = 0;
+    }
+    for (uint32_t i = n; i < np; i++)
+        next[i] = 0;
+    return 0;
+}
+
+void spw__sink_release_pre(spw_sink *k)
+{
+    for (uint32_t i = 0; i < k->pre_n; i++)
+        if (k->pre_holds[i])
+            spw_hold_release(k->pre_holds[i]);
+    spw_free(k->pre_holds);
+    k->pre_holds = NULL;
+    k->pre_n = 0;
+    if (k->pre_s)
+        spw_stream_put(k->pre_s);
+    k->pre_s = NULL;
+}
+
+static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h);
+
+/* Takes the holds kept until the worker attaches (see pre_s): at the
+ * progress file's positions, or at each partition's start when there is
+ * no file or it does not say (a new sink delivers from the oldest
+ * offset). Runs before sink_start, so before the server's first
+ * retention pass and before its listeners. */
+void spw__sink_take_pre_holds(spw_sink *k)
+{
+    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    if (!s)
+        return; /* nothing to hold yet */
+    uint32_t np = s->cfg.partitions;
+    uint64_t *next = spw_xcalloc(SPW_STREAM_PARTITIONS_MAX, sizeof *next);
+    if (read_progress(k, s, next, np) < 0)
+        memset(next, 0, SPW_STREAM_PARTITIONS_MAX * sizeof *next);
+    k->pre_s = s;
+    k->pre_holds = spw_xcalloc(np, sizeof *k->pre_holds);
+    k->pre_n = np;
+    for (uint32_t i = 0; i < np; i++) {
+        uint64_t pos = next[i];
+        int r = take_hold(s->parts[i], &pos, &k->pre_holds[i]);
+        if (r < 0)
+            spw_error("sink %s: holding partition %u of %s at %" PRIu64 ": %s", k->def.name, i, s->cfg.name, pos,
+                      spw_strerror(r));
+    }
+    spw_free(next);
+}
+
+/* Attaches to the stream: positions from the progress file (or the kind),
+ * holds taken. 0, or -ENOENT (no stream yet), or an error. */
+int spw__sink_attach(spw_sink *k)
+{
+    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    if (!s) {
+        spw__sink_release_pre(k);
+        return -ENOENT;
+    }
+    if (k->pre_s && k->pre_s != s)
+        spw__sink_release_pre(k); /* held a stream deleted since */
+    uint32_t np = s->cfg.partitions;
+    uint64_t next[SPW_STREAM_PARTITIONS_MAX];
+    memset(next, 0, sizeof next);
+    if (k->def.kind->position) {
+        for (uint32_t i = 0; i < np; i++) {
+            int r = k->def.kind->position(k->kst, s->incarnation, i, &next[i]);
+            if (r < 0) {
+                spw_stream_put(s);
+                const char *why = k->def.kind->position_error ? k->def.kind->position_error(k->kst) : NULL;
+                spw__sink_set_error(k, "reading the position of partition %u from the target: %s", i,
+                          why && *why ? why : spw_strerror(r));
+                return r;
+            }
+        }
+    } else {
+        int r = read_progress(k, s, next, np);
+        if (r == SPW_ECORRUPT) {
+            char dir[4200];
+            sink_dir(k, dir, sizeof dir);
+            spw__sink_set_error(k, "progress file damaged: %s/progress", dir);
+            spw_stream_put(s);
+            return r;
+        }
+        if (r < 0 && r != -ENOENT) {
+            spw_stream_put(s);
+            spw__sink_set_error(k, "reading the progress file: %s", spw_strerror(r));
+            return r;
+        }
+    }
+    /* A position past the partition's end points at offsets recovery gave
+     * to new records (the sink was shown records a power loss then cut,
+     * before reads were limited to durable ones, or the log was cut by
+     * hand): go on from there and the new records are skipped. Set it
+     * down to the end, loudly (docs/architecture.md, "What readers see"). */
+    int clamped = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        /* The end at open, not now: records appended since (the sink may
+         * attach late, e.g. while its target is down) take the offsets a
+         * stale position points at. A sink attaches once per partition
+         * (a re-created stream has new partitions), so a position it kept
+         * is from before this open. */
+        uint64_t end = spw_part_open_end(s->parts[i]);
+        int rewound = 0;
+        if (k->def.kind->position) {
+            /* Asked even when the position (the kind's lowest) is not past
+             * the end: a part of the target (a shard) may be. */
+            int r = k->def.kind->rewind ? k->def.kind->rewind(k->kst, i, end) : next[i] > end ? -ENOTSUP : 0;
+            if (r < 0) {
+                spw_stream_put(s);
+                spw__sink_set_error(k, "partition %u: setting the target's position %" PRIu64 " down to the end %" PRIu64
+                             ": %s",
+                          i, next[i], end, spw_strerror(r));
+                return r;
+            }
+            rewound = r > 0;
+        }
+        if (next[i] <= end && !rewound)
+            continue;
+        if (next[i] > end)
+            spw_error("sink %s: partition %u position %" PRIu64 " is past the partition's end %" PRIu64
+                      " (records were lost and their offsets go to new records, or the stream was created again);"
+                      " continuing at %" PRIu64,
+                      k->def.name, i, next[i], end, end);
+        else
+            spw_error("sink %s: partition %u: the target's position was past the partition's end %" PRIu64
+                      " in part (records were lost and their offsets go to new records, or the stream was created"
+                      " again); set down to it",
+                      k->def.name, i, end);
+        atomic_fetch_add(&k->m->api->positions_clamped, 1);
+        if (next[i] > end)
+            next[i] = end;
+        clamped = 1;
+    }
+    sink_part *parts = spw_xcalloc(np, sizeof *parts);
+    for (uint32_t i = 0; i < np; i++) {
+        uint64_t pos = next[i];
+        int r = take_hold(s->parts[i], &pos, &parts[i].hold);
+        if (r < 0) {
+            for (uint32_t j = 0; j < i; j++)
+                spw_hold_release(parts[j].hold);
+            spw_free(parts);
+            spw_stream_put(s);
+            spw__sink_set_error(k, "holding partition %u: %s", i, spw_strerror(r));
+            return r;
+        }
+        if (pos != next[i] && next[i] != 0)
+            spw_warn("sink %s: partition %u position %" PRIu64 " is outside the partition; starting at %" PRIu64,
+                     k->def.name, i, next[i], pos);
+        atomic_store(&parts[i].next, pos);
+    }
+    pthread_mutex_lock(&k->mu);
+    sink_part *old = k->parts;
+    k->parts = parts;
+    k->nparts = np;
+    k->s = s;
+    pthread_mutex_unlock(&k->mu);
+    spw_free(old);
+    spw__sink_release_pre(k); /* the holds at the real positions replace them */
+    if (clamped && !k->def.kind->position) {
+        int r = spw__sink_save_progress(k);
+        if (r < 0)
+            spw_warn("sink %s: saving the clamped progress: %s (the next commit saves it)", k->def.name,
+                     spw_strerror(r));
+    }
+    return 0;
+}

@@ -1,0 +1,246 @@
+/*
+ * A sink's worker thread. It attaches to its stream (sink_attach.c), then
+ * cycles over the partitions: it reads what is durable past the position
+ * with the record cursor (collect; log/cursor.h, no append lock), and
+ * when the batch is due (loop.h: full by events or bytes, or its oldest
+ * record waited max_wait_ms) hands it to delivery (sink_deliver.c).
+ * Between cycles it sleeps on its condition variable (at most POLL_MS, or
+ * max_wait if less), so stopping is prompt. A stream deleted under the
+ * sink drops the attachment; the sink waits for a stream of that name
+ * again.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/json.h"
+#include "core/opts.h"
+#include "core/msg.h"
+#include "log/cursor.h"
+#include "log/format.h"
+#include "os/os.h"
+#include "sink/sink_int.h"
+
+/* ---- reading a batch ---- */
+
+/* Collects records of partition pi from offset off into k->b.recs: the
+ * sink's position, or where the pending batch ends. Returns the count (0:
+ * nothing), or an error. Reads with the record cursor (log/cursor.h):
+ * damage met after records ends the window (they are delivered first);
+ * damage at the position is skipped to the cursor's resume offset, logged
+ * with its offsets, counted in errors_total and shown as last_error. */
+static int collect(spw_sink *k, uint32_t pi, uint64_t off)
+{
+    spw_part *p = k->s->parts[pi];
+    /* a damaged or deleted range moves the position only when reading from it */
+    int at_position = off == atomic_load(&k->parts[pi].next);
+    k->b.nrecs = 0;
+    k->b.bytes = 0;
+    k->b.arena.len = 0;
+    const spw_sink_batch_cfg *bc = &k->def.batch;
+    /* Log bytes for the records wanted, from what earlier reads measured
+     * (with a quarter more): a read of max_bytes for a window that
+     * max_events fills in a fraction of it would copy and discard the
+     * rest. The cursor reads one batch at least and reads again when
+     * it needs more, so a short guess costs a read, never a stall. */
+    size_t want = bc->max_bytes + 4096;
+    if (k->log_per_rec) {
+        uint64_t guess = (uint64_t)bc->max_events * k->log_per_rec * 5 / 4 + 4096;
+        if (guess < want)
+            want = (size_t)guess;
+    }
+    spw_cursor_seek(&k->cur, p, off);
+    k->cur.read_bytes = want > (64u << 20) ? (64u << 20) : want;
+    spw_record_view rv;
+    int r = 0;
+    while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && (r = spw_cursor_next(&k->cur, &rv)) == 1) {
+        const spw_batch_hdr *h = spw_cursor_batch(&k->cur);
+        k->log_per_rec = (h->length + h->record_count - 1) / h->record_count;
+        if (k->b.nrecs == k->b.recs_cap) {
+            k->b.recs_cap = k->b.recs_cap ? k->b.recs_cap * 2 : 256;
+            k->b.recs = spw_xrealloc(k->b.recs, k->b.recs_cap * sizeof *k->b.recs);
+        }
+        size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
+        size_t ka = k->b.arena.len;
+        if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
+            k->b.nrecs = 0;
+            return SPW_ENOMEM;
+        }
+        /* pointers fixed up below, once the arena stops moving */
+        k->b.recs[k->b.nrecs] = (spw_sink_rec){.offset = rv.offset,
+                                           .id = rv.id,
+                                           .ts = rv.ts,
+                                           .key = (const uint8_t *)(uintptr_t)ka,
+                                           .key_len = rv.key_len,
+                                           .value = (const uint8_t *)(uintptr_t)(ka + kl),
+                                           .value_len = rv.value_len};
+        k->b.nrecs++;
+        k->b.bytes += kl + rv.value_len;
+    }
+    if (r == SPW_ECORRUPT && k->b.nrecs == 0 && k->cur.resume && at_position) {
+        uint64_t from = k->cur.damage_from, resume = k->cur.resume;
+        spw_error("sink %s: partition %u: offsets %" PRIu64 "..%" PRIu64
+                  " are damaged on disk and cannot be delivered (run spillway check); skipping them, resuming at "
+                  "offset %" PRIu64,
+                  k->def.name, pi, from, resume - 1, resume);
+        spw__sink_set_error(k, "partition %u: offsets %" PRIu64 "..%" PRIu64 " are damaged on disk: skipped, resumed at %" PRIu64,
+                  pi, from, resume - 1, resume);
+        atomic_fetch_add(&k->errors, 1);
+        atomic_store(&k->parts[pi].next, resume);
+        return 0;
+    }
+    if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (off < st.start_offset) {
+            spw_warn("sink %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, k->def.name, pi,
+                     off, st.start_offset);
+            atomic_store(&k->parts[pi].next, st.start_offset);
+        }
+        return 0;
+    }
+    if (r < 0 && !k->b.nrecs)
+        return r;
+    /* Every return with records comes here (an error after records: those
+     * are delivered first); their pointers are offsets until now. */
+    for (uint32_t i = 0; i < k->b.nrecs; i++) {
+        k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
+        k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
+    }
+    return (int)k->b.nrecs;
+}
+
+static void update_rate(spw_sink *k, uint64_t now)
+{
+    if (now - k->rate_t0_ms < 1000)
+        return;
+    uint64_t d = atomic_load(&k->delivered);
+    atomic_store(&k->rate_milli, (d - k->rate_n0) * 1000000 / (now - k->rate_t0_ms));
+    k->rate_t0_ms = now;
+    k->rate_n0 = d;
+}
+
+void *spw__sink_worker(void *arg)
+{
+    spw_sink *k = arg;
+    uint32_t attempt = 0;
+    k->rate_t0_ms = (uint64_t)spw_wall_ms();
+    while (!spw__sink_stopping(k)) {
+        if (!k->s) {
+            int r = spw__sink_attach(k);
+            if (r == -ENOENT) {
+                atomic_store(&k->state, ST_NO_STREAM);
+                if (spw__sink_nap(k, 500))
+                    break;
+                continue;
+            }
+            if (r < 0) {
+                if (spw__sink_op_wait(k, attempt++, "attaching to the stream"))
+                    break;
+                continue;
+            }
+            attempt = 0;
+            atomic_store(&k->state, ST_RUNNING);
+        }
+        if (k->s->deleted) {
+            spw__sink_set_error(k, "stream %s was deleted", k->def.stream);
+            if (k->has_pend)
+                spw__sink_finish_pending(k);
+            spw__sink_detach(k);
+            continue;
+        }
+        uint64_t now = (uint64_t)spw_wall_ms();
+        uint64_t sleep_ms = k->def.batch.max_wait_ms < POLL_MS ? k->def.batch.max_wait_ms : POLL_MS;
+        int worked = 0;
+        for (uint32_t i = 0; i < k->nparts && !spw__sink_stopping(k); i++) {
+            sink_part *sp = &k->parts[i];
+            spw_part_state st;
+            spw_part_state_get(k->s->parts[i], &st);
+            atomic_store(&sp->end, st.next_offset);
+            /* reading goes on after the pending batch, if it is this partition's */
+            uint64_t from = k->has_pend && k->pend.part == i ? spw__sink_pend_end(k) : atomic_load(&sp->next);
+            /* Only durable records are read (docs/architecture.md, "What
+             * readers see"): progress never passes what a power loss keeps. */
+            uint64_t vend = st.durable_offset;
+            if (st.written_offset <= from) {
+                sp->first_seen_ms = 0;
+                continue;
+            }
+            if (!sp->first_seen_ms)
+                sp->first_seen_ms = now;
+            if (vend <= from) {
+                /* Written, not yet durable: once the batch would be due by
+                 * age, ask for the fsync instead of waiting for the timer. */
+                if (now - sp->first_seen_ms >= k->def.batch.max_wait_ms)
+                    spw_part_sync_soon(k->s->parts[i]);
+                continue;
+            }
+            uint64_t avail = vend - from;
+            uint64_t age = now - sp->first_seen_ms;
+            /* Not due by count or age, and not by bytes either: nothing
+             * new since a read found it not due, or fewer records than
+             * max_bytes of log holds (log bytes per record, as last
+             * measured, exceed the key + value bytes the batch counts).
+             * No need to read it yet. */
+            if (avail < k->def.batch.max_events && age < k->def.batch.max_wait_ms &&
+                (sp->checked_end == vend ||
+                 (k->log_per_rec && avail * k->log_per_rec < k->def.batch.max_bytes)))
+                continue;
+            int n = collect(k, i, from);
+            if (n < 0) {
+                spw__sink_set_error(k, "reading partition %u: %s", i, spw_strerror(n));
+                atomic_fetch_add(&k->errors, 1);
+                continue;
+            }
+            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->b.bytes, age)) {
+                sp->checked_end = vend;
+                continue;
+            }
+            sp->checked_end = 0;
+            if (k->has_pend) {
+                int same = k->pend.part == i;
+                spw__sink_finish_pending(k);
+                if (spw__sink_stopping(k))
+                    break;
+                /* what was read after the pending batch follows on only if all of it got there */
+                if (same && atomic_load(&sp->next) != from)
+                    continue;
+            }
+            k->b.part = i;
+            spw__sink_deliver_batch(k);
+            if (spw__sink_stopping(k))
+                break;
+            uint64_t after = k->has_pend ? spw__sink_pend_end(k) : atomic_load(&sp->next);
+            sp->first_seen_ms = after < vend ? now : 0;
+            worked = 1;
+        }
+        /* nothing else to write: the pending batch is not kept waiting */
+        if (k->has_pend && !worked) {
+            spw__sink_finish_pending(k);
+            worked = 1;
+        }
+        update_rate(k, (uint64_t)spw_wall_ms());
+        if (!worked && spw__sink_nap(k, sleep_ms ? sleep_ms : 1))
+            break;
+    }
+    if (k->has_pend)
+        spw__sink_finish_pending(k);
+    spw__sink_detach(k);
+    spw__sink_release_pre(k);
+    atomic_store(&k->state, ST_STOPPED);
+    return NULL;
+}
