@@ -107,7 +107,7 @@ struct bloop {
 struct spw_bin_server {
     spw_netsrv ns; /* loops, connections, drain (net/conn.h) */
     spw_bin_config cfg;
-    spw_svc *api;
+    spw_svc *svc;
     _Atomic uint64_t st_requests, st_rejected;
 };
 
@@ -210,20 +210,20 @@ static void bin_conn_free(spw_netconn *nc)
 static void conn_update_reading(bconn *c);
 static int hold_produce(bconn *c, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
-    if (!spw_produce_holding(api) || c->loop->stopping || len < 2)
+    spw_svc *svc = c->loop->srv->svc;
+    if (!spw_produce_holding(svc) || c->loop->stopping || len < 2)
         return 0;
     size_t sl = (size_t)body[0] | (size_t)body[1] << 8;
     if (len < 2 + sl + 2)
         return 0;
     int prio = body[2 + sl + 1];
-    return spw_produce_hold(api, (const char *)body + 2, sl, prio == SPW_WIRE_PRIORITY_DEFAULT ? -1 : prio);
+    return spw_produce_hold(svc, (const char *)body + 2, sl, prio == SPW_WIRE_PRIORITY_DEFAULT ? -1 : prio);
 }
 
 /* Lets held connections go on once pressure is below the low watermark. */
 static void release_held(bloop *l)
 {
-    if (!l->nheld || (!l->stopping && spw_produce_holding(l->srv->api)))
+    if (!l->nheld || (!l->stopping && spw_produce_holding(l->srv->svc)))
         return;
     for (bconn *c = bc(l->conns); c; c = bc(c->next)) {
         if (c->held && !c->closed) {
@@ -312,7 +312,7 @@ static void conn_fatal(bconn *c, spw_sc sc, const char *msg)
 
 static void handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_auth *a = c->loop->srv->api->auth;
+    spw_auth *a = c->loop->srv->svc->auth;
     const char *tok, *why;
     uint16_t tl;
     if (spw_auth_req_decode(body, len, &tok, &tl, &why)) {
@@ -344,7 +344,7 @@ static void handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, s
  */
 static int bin_who(bconn *c, const spw_frame_hdr *h, const spw_token **who)
 {
-    spw_auth *a = c->loop->srv->api->auth;
+    spw_auth *a = c->loop->srv->svc->auth;
     *who = NULL;
     if (!a)
         return 1;
@@ -368,13 +368,13 @@ static int bin_who(bconn *c, const spw_frame_hdr *h, const spw_token **who)
 static spw_stream *bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, size_t len, unsigned perms,
                               spw_sc *sc_out)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     const spw_token *who;
     spw_stream *s = NULL;
     char msg[300];
     spw_sc sc = SPW_SC_UNAUTHORIZED;
     if (bin_who(c, h, &who)) {
-        sc = spw_svc_stream_for(api->cat, api->auth, who, name, len, perms, &s, msg, sizeof msg);
+        sc = spw_svc_stream_for(svc->cat, svc->auth, who, name, len, perms, &s, msg, sizeof msg);
         if (sc != SPW_SC_OK)
             send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
     }
@@ -467,11 +467,11 @@ static int frame_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
 
 static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     spw_produce_req pq;
     const char *why;
     if (spw_produce_req_decode(body, len, &pq, &why)) {
-        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
         send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
         return;
     }
@@ -479,7 +479,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     spw_stream *s = bin_stream(c, h, pq.stream, pq.stream_len, SPW_PERM_PRODUCE, &sc);
     if (!s) {
         if (sc == SPW_SC_BAD_NAME) /* an invalid produce, over HTTP too (docs/operations.md) */
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
         return;
     }
     frame_src src = {.i = 0};
@@ -510,7 +510,7 @@ static void handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     c->inflight++;
     c->loop->inflight++;
     spw_produce_res res;
-    if (spw_produce_request(api, &in, &res) == 0)
+    if (spw_produce_request(svc, &in, &res) == 0)
         return;
     c->inflight--;
     c->loop->inflight--;
@@ -679,7 +679,7 @@ static void meta_one(void *arg, spw_stream *s)
 
 static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     const char *name;
     uint16_t nl;
     const char *why;
@@ -695,7 +695,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
     }
     spw_buf ans = SPW_BUF_INIT;
     size_t fstart, count_at;
-    meta_ctx m = {.b = &ans, .who = api->auth ? spw_auth_session_who(api->auth, &c->auth) : NULL};
+    meta_ctx m = {.b = &ans, .who = svc->auth ? spw_auth_session_who(svc->auth, &c->auth) : NULL};
     m.oom = spw_frame_begin(&ans, SPW_OP_METADATA, SPW_FLAG_RESPONSE, h->request_id, &fstart) ||
             spw_answer_ok(&ans);
     count_at = ans.len;
@@ -704,7 +704,7 @@ static void handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *bod
         meta_one(&m, one);
         spw_stream_put(one);
     } else {
-        spw_catalog_each(api->cat, meta_one, &m);
+        spw_catalog_each(svc->cat, meta_one, &m);
     }
     if (m.oom || spw_buf_reserve(&c->out, c->out.len + ans.len)) {
         spw_buf_fini(&ans);
@@ -881,14 +881,14 @@ static void group_nothing(spw_group_poll *p)
 static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *stream, uint16_t sl, const char *group,
                                 uint16_t gl, const char *member, uint16_t ml)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     char msg[300];
     spw_sc sc = spw_svc_names(stream, sl, group, gl, member, ml, msg, sizeof msg);
     if (sc != SPW_SC_OK) {
         send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
         return NULL;
     }
-    if (!api->groups) {
+    if (!svc->groups) {
         send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0, "consumer groups are not available on this server");
         return NULL;
     }
@@ -897,7 +897,7 @@ static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *st
 
 static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     spw_gpoll_req q;
     const char *why;
     if (spw_gpoll_req_decode(body, len, &q, &why)) {
@@ -911,7 +911,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_consume_poll_group(api->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int e = spw_consume_poll_group(svc->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -945,7 +945,7 @@ static void handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_consume_poll(api->groups, p);
+    spw_consume_poll(svc->groups, p);
     c->loop->in_group_call--;
 }
 
@@ -972,7 +972,7 @@ static void group_commit_done(void *arg, int err)
 
 static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
 {
-    spw_svc *api = c->loop->srv->api;
+    spw_svc *svc = c->loop->srv->svc;
     spw_gcommit_req q;
     const char *why;
     if (spw_gcommit_req_decode(body, len, &q, &why)) {
@@ -986,7 +986,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g =
-        spw_group_find(spw_consume_groups(api->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
+        spw_group_find(spw_consume_groups(svc->groups), s->cfg.name, s->incarnation, gname, 0, 0, NULL, NULL);
     spw_stream_put(s);
     if (!g) {
         send_sc(c, h->opcode, h->request_id, SPW_SC_NO_SUCH_GROUP, 0, "no consumer group named %s",
@@ -1023,7 +1023,7 @@ static void handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_t 
     c->inflight++;
     c->loop->inflight++;
     c->loop->in_group_call++;
-    spw_consume_commit_saved(api->groups, g, bin_post, c->loop, group_commit_done, bq);
+    spw_consume_commit_saved(svc->groups, g, bin_post, c->loop, group_commit_done, bq);
     c->loop->in_group_call--;
 }
 
@@ -1264,7 +1264,7 @@ static const spw_netproto bin_proto = {
     .conn_tick = bin_conn_tick,
 };
 
-int spw_bin_start(const spw_bin_config *cfg, spw_svc *api, spw_bin_server **out)
+int spw_bin_start(const spw_bin_config *cfg, spw_svc *svc, spw_bin_server **out)
 {
     spw_bin_server *s = spw_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
@@ -1276,7 +1276,7 @@ int spw_bin_start(const spw_bin_config *cfg, spw_svc *api, spw_bin_server **out)
         s->cfg.max_frame_bytes = 4096;
     if (s->cfg.max_frame_bytes > SPW_FRAME_MAX_HARD)
         s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
-    s->api = api;
+    s->svc = svc;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers};
     int r = spw_netsrv_start(&s->ns, &bin_proto, &nc, s);

@@ -156,11 +156,11 @@ static void load_one(spw_sinks *m, const char *name)
     spw_free(text);
 }
 
-int spw_sinks_open(spw_svc *api, spw_sinks **out)
+int spw_sinks_open(spw_svc *svc, spw_sinks **out)
 {
     spw_sinks *m = spw_xcalloc(1, sizeof *m);
-    m->api = api;
-    snprintf(m->dir, sizeof m->dir, "%s/sinks", api->data_dir);
+    m->svc = svc;
+    snprintf(m->dir, sizeof m->dir, "%s/sinks", svc->data_dir);
     pthread_mutex_init(&m->mu, NULL);
     int r = spw_os_mkdirs(m->dir, 0755);
     if (r < 0) {
@@ -215,7 +215,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     int r = spw__sink_def_parse(&d, name, body, len, err, cap);
     if (r < 0)
         return r;
-    spw_stream *s = spw_stream_get(m->api->cat, d.stream, strlen(d.stream));
+    spw_stream *s = spw_stream_get(m->svc->cat, d.stream, strlen(d.stream));
     if (!s) {
         snprintf(err, cap, "no stream named %s", d.stream);
         spw__sink_def_fini(&d);
@@ -223,7 +223,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     }
     spw_stream_put(s);
     if (d.dlq[0]) {
-        s = spw_stream_get(m->api->cat, d.dlq, strlen(d.dlq));
+        s = spw_stream_get(m->svc->cat, d.dlq, strlen(d.dlq));
         if (!s) {
             snprintf(err, cap, "no stream named %s (the dlq)", d.dlq);
             spw__sink_def_fini(&d);

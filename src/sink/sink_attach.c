@@ -188,7 +188,7 @@ static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h);
  * retention pass and before its listeners. */
 void spw__sink_take_pre_holds(spw_sink *k)
 {
-    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    spw_stream *s = spw_stream_get(k->m->svc->cat, k->def.stream, strlen(k->def.stream));
     if (!s)
         return; /* nothing to hold yet */
     uint32_t np = s->cfg.partitions;
@@ -212,7 +212,7 @@ void spw__sink_take_pre_holds(spw_sink *k)
  * holds taken. 0, or -ENOENT (no stream yet), or an error. */
 int spw__sink_attach(spw_sink *k)
 {
-    spw_stream *s = spw_stream_get(k->m->api->cat, k->def.stream, strlen(k->def.stream));
+    spw_stream *s = spw_stream_get(k->m->svc->cat, k->def.stream, strlen(k->def.stream));
     if (!s) {
         spw__sink_release_pre(k);
         return -ENOENT;
@@ -287,7 +287,7 @@ int spw__sink_attach(spw_sink *k)
                       " in part (records were lost and their offsets go to new records, or the stream was created"
                       " again); set down to it",
                       k->def.name, i, end);
-        atomic_fetch_add(&k->m->api->positions_clamped, 1);
+        atomic_fetch_add(&k->m->svc->positions_clamped, 1);
         if (next[i] > end)
             next[i] = end;
         clamped = 1;

@@ -131,7 +131,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
                   k->b.part, r->offset, err);
         return SPW_EINVAL;
     }
-    spw_stream *d = spw_stream_get(k->m->api->cat, k->def.dlq, strlen(k->def.dlq));
+    spw_stream *d = spw_stream_get(k->m->svc->cat, k->def.dlq, strlen(k->def.dlq));
     if (!d) {
         spw__sink_set_error(k, "dead-letter stream %s does not exist", k->def.dlq);
         return -ENOENT;
@@ -144,7 +144,7 @@ static int op_dead(void *arg, uint32_t i, const char *err)
                       .value_len = (uint32_t)v.len,
                       .ts = spw_wall_ms()};
     dlq_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    int rc = spw_produce_submit(k->m->api, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
+    int rc = spw_produce_submit(k->m->svc, d, &rec, 1, UINT32_MAX, SPW_ACK_FSYNC, 0, 0, dlq_done, &w);
     spw_buf_fini(&v);
     if (rc < 0) {
         spw_stream_put(d);

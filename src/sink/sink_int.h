@@ -104,7 +104,7 @@ typedef struct spw_sink {
 } spw_sink;
 
 struct spw_sinks {
-    spw_svc *api;
+    spw_svc *svc;
     char dir[3800];
     pthread_mutex_t mu;
     spw_sink *v[SINKS_MAX];

@@ -10,10 +10,10 @@
  * produce_dedupe.c.
  *
  * Counters (http/api.h): every refusal is counted once in
- * api->rejected[] by reason — a request that does not decode or validate,
+ * svc->rejected[] by reason — a request that does not decode or validate,
  * a reused dedupe key and a batch larger than the budget as invalid; the
  * rate limit; shed and backpressure (admission and a full budget); the
- * disk — and a request answered from the dedupe table in api->duplicates.
+ * disk — and a request answered from the dedupe table in svc->duplicates.
  * events_in/bytes_in count what was written; produce_latency the time from
  * a submitted request's start to its answer.
  */
@@ -68,7 +68,7 @@ void spw_produce_free(spw_produce *pr)
 static void produce_unref(spw_produce *pr)
 {
     if (atomic_fetch_sub(&pr->pending, 1) == 1) {
-        spw_svc *api = pr->api;
+        spw_svc *svc = pr->svc;
         int err = atomic_load(&pr->err);
         if (pr->dd) {
             if (err) {
@@ -88,7 +88,7 @@ static void produce_unref(spw_produce *pr)
                         unknown[nu++] = sl->partition;
                 }
                 spw_dd_result kr = {.n_events = pr->n_events, .nslots = nk, .slots = known};
-                spw_dd_fail(api->dd, pr->dd, &kr, unknown, nu, pr->first_ticket,
+                spw_dd_fail(svc->dd, pr->dd, &kr, unknown, nu, pr->first_ticket,
                             spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
                 spw_free(known);
                 spw_free(unknown);
@@ -96,7 +96,7 @@ static void produce_unref(spw_produce *pr)
                 spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
                 spw_dd_result res;
                 pr_result(pr, &res, slots);
-                spw_dd_finish(api->dd, pr->dd, &res, spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
+                spw_dd_finish(svc->dd, pr->dd, &res, spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
                 spw_free(slots);
             }
             pr->dd = NULL;
@@ -105,14 +105,14 @@ static void produce_unref(spw_produce *pr)
             /* Events written: superseded ones are counted by the coalescer. */
             atomic_fetch_add(&pr->s->events_in, pr->n_events - pr->n_superseded);
             atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
-            atomic_fetch_add(&api->events_in, pr->n_events - pr->n_superseded);
-            atomic_fetch_add(&api->bytes_in, pr->bytes);
+            atomic_fetch_add(&svc->events_in, pr->n_events - pr->n_superseded);
+            atomic_fetch_add(&svc->bytes_in, pr->bytes);
             /* Parked consumer-group polls: records at ack < fsync are not
              * visible yet, and the waiter asks for their fsync; the log's
              * durable hook wakes the polls again when they are visible. */
-            spw_consume_kick(api->groups);
+            spw_consume_kick(svc->groups);
         } else if (spw_sc_is_disk_error(err)) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
         }
         pr->done(pr, pr->user);
     }
@@ -150,14 +150,14 @@ uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint3
     return atomic_fetch_add(&s->rr, 1) % P;
 }
 
-int spw_produce_submit(spw_svc *api, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+int spw_produce_submit(spw_svc *svc, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
                        spw_ack ack, uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
 {
     spw_produce_opts o = {.partition = partition, .ack = ack, .producer_id = producer_id, .producer_seq = producer_seq};
-    return spw_produce_submit_ex(api, s, in, n, &o, done, user);
+    return spw_produce_submit_ex(svc, s, in, n, &o, done, user);
 }
 
-int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uint32_t n,
+int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uint32_t n,
                           const spw_produce_opts *po, spw_produce_done done, void *user)
 {
     uint32_t P = s->cfg.partitions;
@@ -182,7 +182,7 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
     for (uint32_t p = 0; p < P; p++)
         used += counts[p] > 0;
     spw_produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(spw_produce_part));
-    pr->api = api;
+    pr->svc = svc;
     pr->s = s;
     pr->n_events = n;
     pr->n_slots = used;
@@ -218,7 +218,7 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
     if (!small_n)
         spw_free(part_of);
     /* coalesce: true under pressure: the coalescer takes it from here. */
-    int cr = s->cfg.coalesce && api->coal ? spw_coalesce_produce(api->coal, pr, in, po) : SPW_COALESCE_DIRECT;
+    int cr = s->cfg.coalesce && svc->coal ? spw_coalesce_produce(svc->coal, pr, in, po) : SPW_COALESCE_DIRECT;
     if (cr != SPW_COALESCE_DIRECT) {
         if (cr) {
             spw_free(pr->order);
@@ -229,7 +229,7 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
 
     /* A request's ids are reserved together, in request order, so that a
      * dedupe result needs only the first (dedupe.h). */
-    spw_idgen *g = spw_log_idgen(api->log);
+    spw_idgen *g = spw_log_idgen(svc->log);
     pr->first_ticket = spw_idgen_reserve(g, n);
     /* Completing a request a crash cut: partitions already stored keep
      * what they hold (and the answer cannot list ids). */
@@ -282,8 +282,8 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
      * pass max_disk_bytes (stored + accepted-unwritten + this request), or
      * when a partition it goes to failed a write and is recovering (an
      * append there would be refused anyway; this keeps the request whole). */
-    if (r == 0 && api->max_disk_bytes &&
-        spw_log_disk_bytes(api->log) + spw_log_pending_bytes(api->log) + total > api->max_disk_bytes)
+    if (r == 0 && svc->max_disk_bytes &&
+        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes)
         r = SPW_EDISKLIMIT;
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
@@ -291,16 +291,16 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
             r = f;
     }
     if (r == 0)
-        r = spw_log_reserve(api->log, total, 1);
+        r = spw_log_reserve(svc->log, total, 1);
     if (r) {
         if (r == SPW_EAGAIN) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
-            spw_pressure_note_full(&api->pressure);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_BACKPRESSURE], 1);
+            spw_pressure_note_full(&svc->pressure);
         }
         else if (r == SPW_EMSGSIZE)
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
         else if (spw_sc_is_disk_error(r))
-            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
         spw_free(enc);
@@ -330,7 +330,7 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
             produce_cb(sl, e, &none);
         }
     }
-    spw_log_release(api->log, unused);
+    spw_log_release(svc->log, unused);
     spw_free(enc);
     /* The extra count taken above: done cannot run before every batch was
      * handed to the log (nor, with nothing to append, never). */
@@ -338,12 +338,12 @@ int spw_produce_submit_ex(spw_svc *api, spw_stream *s, const spw_record *in, uin
     return 0;
 }
 
-static const char *admit(spw_svc *api, int priority, uint32_t *retry_ms)
+static const char *admit(spw_svc *svc, int priority, uint32_t *retry_ms)
 {
-    int r = spw_pressure_admit(&api->pressure, priority, retry_ms);
+    int r = spw_pressure_admit(&svc->pressure, priority, retry_ms);
     if (r == SPW_ADMIT_OK)
         return NULL;
-    atomic_fetch_add(&api->rejected[r == SPW_ADMIT_SHED ? SPW_REJ_SHED : SPW_REJ_BACKPRESSURE], 1);
+    atomic_fetch_add(&svc->rejected[r == SPW_ADMIT_SHED ? SPW_REJ_SHED : SPW_REJ_BACKPRESSURE], 1);
     return r == SPW_ADMIT_SHED ? "shed" : "backpressure";
 }
 
@@ -557,7 +557,7 @@ static void request_answer(void *arg)
     }
     q->done(&res, q->user);
     spw_produce_res_fini(&res);
-    spw_hist_add(&pr->api->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
+    spw_hist_add(&pr->svc->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
     spw_produce_free(pr);
     spw_free(q);
 }
@@ -588,14 +588,14 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     }
 }
 
-int spw_produce_holding(spw_svc *api) { return spw_pressure_level(&api->pressure) >= 3; }
+int spw_produce_holding(spw_svc *svc) { return spw_pressure_level(&svc->pressure) >= 3; }
 
-int spw_produce_hold(spw_svc *api, const char *name, size_t sl, int prio)
+int spw_produce_hold(spw_svc *svc, const char *name, size_t sl, int prio)
 {
-    if (!spw_produce_holding(api))
+    if (!spw_produce_holding(svc))
         return 0;
     if (prio < 0) {
-        spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(api->cat, name, sl) : NULL;
+        spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(svc->cat, name, sl) : NULL;
         if (!s)
             return 0;
         prio = s->cfg.priority;
@@ -603,11 +603,11 @@ int spw_produce_hold(spw_svc *api, const char *name, size_t sl, int prio)
     }
     if (prio == 0)
         return 0;
-    atomic_fetch_add(&api->rejected[SPW_REJ_BACKPRESSURE], 1);
+    atomic_fetch_add(&svc->rejected[SPW_REJ_BACKPRESSURE], 1);
     return 1;
 }
 
-int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res *res)
+int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res *res)
 {
     memset(res, 0, sizeof *res);
     spw_stream *s = in->s;
@@ -620,7 +620,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
                            .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok};
     int is_http_key = in->idempotency_key && in->idempotency_key[0];
-    int keyed = (is_http_key || in->producer_id) && cfg->dedupe_window_ms > 0 && api->dd;
+    int keyed = (is_http_key || in->producer_id) && cfg->dedupe_window_ms > 0 && svc->dd;
 
     /* 1. What can never succeed. */
     if (ack == SPW_ACK_REPLICATED) {
@@ -635,7 +635,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
     /* 2. Admission, before any work on the events (under overload,
      * refusing must be cheap). */
     uint32_t retry_ms;
-    const char *refused = admit(api, prio, &retry_ms);
+    const char *refused = admit(svc, prio, &retry_ms);
     if (refused) {
         res->retry_ms = retry_ms;
         if (refused[0] == 's')
@@ -668,11 +668,11 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
         if (take_event(&v, &ev, res))
             break;
     if (more != 0) {
-        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
         goto answered;
     }
     if (v.n == 0) {
-        atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
         refuse(res, SPW_SC_NO_EVENTS, "the body holds no events");
         goto answered;
     }
@@ -687,10 +687,10 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
                                   : spw_dd_producer_key(in->producer_id, in->producer_seq);
         const char *what = is_http_key ? "a request with this Idempotency-Key"
                                        : "this producer's request with the same sequence";
-        int d = spw__produce_dd_begin(api, s, po.idem_key, v.recs, v.n, partition, &po.dd, &stored);
+        int d = spw__produce_dd_begin(svc, s, po.idem_key, v.recs, v.n, partition, &po.dd, &stored);
         switch (d) {
         case SPW_DD_DONE:
-            atomic_fetch_add(&api->duplicates, 1);
+            atomic_fetch_add(&svc->duplicates, 1);
             answer_stored(res, in, &v, partition, po.idem_key, &stored);
             goto answered;
         case SPW_DD_FULL:
@@ -713,7 +713,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
             goto answered;
         case SPW_DD_CONFLICT:
         case SPW_DD_REUSED:
-            atomic_fetch_add(&api->rejected[SPW_REJ_INVALID], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
             if (is_http_key)
                 refuse(res, SPW_SC_KEY_REUSED,
                        "this Idempotency-Key was used for a request with %s within the stream's dedupe window; "
@@ -727,7 +727,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
                        d == SPW_DD_CONFLICT ? "of another size" : "with different records");
             goto answered;
         case SPW_DD_UNREADABLE:
-            atomic_fetch_add(&api->rejected[SPW_REJ_DISK], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
             refuse(res, SPW_SC_DAMAGED,
                    "%s was stored before, and its stored records cannot be read back to compare (damaged on disk: "
                    "spillway check reports where); nothing was appended",
@@ -745,10 +745,10 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
      * tenant or the client's address; refused means nothing appended. */
     char rkey[SPW_RL_KEY_MAX];
     size_t rkl = 0;
-    if (api->rl) {
-        int rv = spw_rl_admit(api->rl, cfg, in->tenant, in->peer, v.n, spw_mono_ns(), &res->rl, rkey, &rkl);
+    if (svc->rl) {
+        int rv = spw_rl_admit(svc->rl, cfg, in->tenant, in->peer, v.n, spw_mono_ns(), &res->rl, rkey, &rkl);
         if (rv != SPW_RL_ALLOWED) {
-            atomic_fetch_add(&api->rejected[SPW_REJ_RATE_LIMIT], 1);
+            atomic_fetch_add(&svc->rejected[SPW_REJ_RATE_LIMIT], 1);
             if (rv == SPW_RL_OVER_BURST)
                 refuse(res, SPW_SC_OVER_BURST,
                        "a request of %u events can never pass the rate limit of stream %s: at most %" PRIu64
@@ -762,7 +762,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
                        cfg->name, res->rl.remaining, res->rl.limit, v.n, res->rl.retry_after_ms);
             }
             if (po.dd)
-                spw_dd_finish(api->dd, po.dd, NULL, 0);
+                spw_dd_finish(svc->dd, po.dd, NULL, 0);
             goto answered;
         }
     }
@@ -771,7 +771,7 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
     preq *q = spw_xmalloc(sizeof *q);
     *q = (preq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .rl = res->rl,
                 .want_parts = in->want_parts};
-    int r = spw_produce_submit_ex(api, s, v.recs, v.n, &po, request_done, q);
+    int r = spw_produce_submit_ex(svc, s, v.recs, v.n, &po, request_done, q);
     if (r == 0) {
         spw_dd_result_free(&stored);
         spw_free(v.recs);
@@ -781,12 +781,12 @@ int spw_produce_request(spw_svc *api, const spw_produce_in *in, spw_produce_res 
     }
     spw_free(q);
     if (po.dd)
-        spw_dd_finish(api->dd, po.dd, NULL, 0);
+        spw_dd_finish(svc->dd, po.dd, NULL, 0);
     if (rkl) /* not appended: the events do not count against the limit */
-        spw_rl_refund(api->rl, rkey, rkl, v.n, spw_mono_ns());
+        spw_rl_refund(svc->rl, rkey, rkl, v.n, spw_mono_ns());
     res->rl = (spw_rl_answer){0};
     if (r == SPW_EAGAIN) {
-        res->retry_ms = spw_pressure_retry_ms(&api->pressure);
+        res->retry_ms = spw_pressure_retry_ms(&svc->pressure);
         refuse(res, SPW_SC_BACKPRESSURE,
                "the server is writing as fast as the disk allows and its pending budget is full; retry after %u ms",
                res->retry_ms);
@@ -848,11 +848,11 @@ static void m_stream_coalesced(void *a, spw_metrics_out *o, const char *name)
 static void m_rejected(void *a, spw_metrics_out *o, const char *name)
 {
     static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
-    spw_svc *api = a;
+    spw_svc *svc = a;
     for (int i = 0; i < SPW_REJ__N; i++) {
         char l[48];
         snprintf(l, sizeof l, "reason=\"%s\"", reasons[i]);
-        spw_metrics_line(o, name, l, atomic_load(&api->rejected[i]));
+        spw_metrics_line(o, name, l, atomic_load(&svc->rejected[i]));
     }
 }
 
@@ -894,52 +894,52 @@ static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
     spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
 }
 
-void spw_produce_metrics_register(spw_metrics *m, spw_svc *api)
+void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
 {
-    spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, api);
-    spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, api);
-    spw_metrics_add_family(m, "spillway_stream_events_in_total", NULL, SPW_METRIC_COUNTER, m_stream_events, api);
-    spw_metrics_add_family(m, "spillway_stream_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_stream_bytes, api);
-    spw_metrics_add_family(m, "spillway_stream_coalesced_total", NULL, SPW_METRIC_COUNTER, m_stream_coalesced, api);
-    spw_metrics_add_family(m, "spillway_rejected_total", NULL, SPW_METRIC_COUNTER, m_rejected, api);
-    if (api->dd)
+    spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, svc);
+    spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, svc);
+    spw_metrics_add_family(m, "spillway_stream_events_in_total", NULL, SPW_METRIC_COUNTER, m_stream_events, svc);
+    spw_metrics_add_family(m, "spillway_stream_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_stream_bytes, svc);
+    spw_metrics_add_family(m, "spillway_stream_coalesced_total", NULL, SPW_METRIC_COUNTER, m_stream_coalesced, svc);
+    spw_metrics_add_family(m, "spillway_rejected_total", NULL, SPW_METRIC_COUNTER, m_rejected, svc);
+    if (svc->dd)
         spw_metrics_add_u64(m, "spillway_duplicates_total",
                             "produce requests answered from the dedupe table (a retried Idempotency-Key or producer "
                             "sequence), nothing appended",
-                            SPW_METRIC_COUNTER, m_duplicates, api);
+                            SPW_METRIC_COUNTER, m_duplicates, svc);
     spw_metrics_add_hist(m, "spillway_produce_seconds", "produce request complete to answered",
-                         &api->produce_latency, 1e6);
+                         &svc->produce_latency, 1e6);
     /* Its steps' state: coalescing, admission, the dedupe table, rate limits. */
-    if (api->coal) {
+    if (svc->coal) {
         spw_metrics_add_u64(m, "spillway_coalesced_total",
                             "events of coalesce streams replaced by a newer event for their key before they were "
                             "written",
-                            SPW_METRIC_COUNTER, m_coal_superseded, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, api);
-        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, api);
+                            SPW_METRIC_COUNTER, m_coal_superseded, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, svc);
     }
-    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, api);
-    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, api);
-    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, api);
+    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, svc);
+    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, svc);
+    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, svc);
     spw_metrics_add_u64(m, "spillway_pressure_level",
                         "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
                         "priority 0 refused)",
-                        SPW_METRIC_GAUGE, m_level, api);
-    if (api->dd) {
-        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, api);
-        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, api);
+                        SPW_METRIC_GAUGE, m_level, svc);
+    if (svc->dd) {
+        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, svc);
         spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
-                            SPW_METRIC_COUNTER, m_dd_evicted, api);
+                            SPW_METRIC_COUNTER, m_dd_evicted, svc);
         spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
                             "keyed produce requests refused (503 dedupe_full) because the table was full of keys "
                             "inside their windows",
-                            SPW_METRIC_COUNTER, m_dd_refused, api);
+                            SPW_METRIC_COUNTER, m_dd_refused, svc);
     }
-    if (api->rl) {
-        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, api);
-        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, api);
+    if (svc->rl) {
+        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, svc);
+        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, svc);
         spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
-                               api);
+                               svc);
     }
 }

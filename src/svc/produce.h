@@ -186,7 +186,7 @@ typedef struct spw_produce_part {
 } spw_produce_part;
 
 struct spw_produce {
-    struct spw_svc *api;
+    struct spw_svc *svc;
     spw_stream *s;
     _Atomic int pending;
     _Atomic int err; /* 0, or the first append error */

@@ -192,14 +192,14 @@ static void resolve_batch(void *arg, const spw_batch_hdr *h)
  * SPW_DD_PARTIAL (some stored: res has them, e reserved) or SPW_DD_DONE
  * (all stored: e finished, res is the answer).
  */
-static int dd_resolve(spw_svc *api, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
+static int dd_resolve(spw_svc *svc, spw_stream *s, uint64_t key, spw_dd_entry *e, spw_dd_result *res)
 {
     for (uint32_t j = 0; j < res->nunknown; j++)
         if (res->unknown[j] >= s->cfg.partitions || spw_part_failed(s->parts[res->unknown[j]])) {
-            spw_dd_unresolved(api->dd, e);
+            spw_dd_unresolved(svc->dd, e);
             return SPW_DD_UNRESOLVED;
         }
-    spw_idgen *g = spw_log_idgen(api->log);
+    spw_idgen *g = spw_log_idgen(svc->log);
     /* Segments last written since the attempt began; a minute's slack for
      * a wall clock stepped back in between (the ticket range is the real
      * filter, this only skips older segments). */
@@ -213,7 +213,7 @@ static int dd_resolve(spw_svc *api, spw_stream *s, uint64_t key, spw_dd_entry *e
         if (r) {
             spw_warn("stream %s partition %u: resolving a failed keyed request: %s", s->cfg.name, x.partition,
                      spw_strerror(r));
-            spw_dd_unresolved(api->dd, e);
+            spw_dd_unresolved(svc->dd, e);
             return SPW_DD_UNRESOLVED;
         }
     }
@@ -228,20 +228,20 @@ static int dd_resolve(spw_svc *api, spw_stream *s, uint64_t key, spw_dd_entry *e
     res->first_ticket = res->attempt_ticket;
     res->complete = stored >= res->n_events;
     res->ids_known = res->complete && known == 0; /* all from the one attempt */
-    spw_dd_update(api->dd, e, res);
+    spw_dd_update(svc->dd, e, res);
     if (!res->complete)
         return SPW_DD_PARTIAL;
-    spw_dd_finish(api->dd, e, res, spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) + s->cfg.dedupe_window_ms);
+    spw_dd_finish(svc->dd, e, res, spw_id_ms(spw_id_from_ticket(g, res->attempt_ticket)) + s->cfg.dedupe_window_ms);
     return SPW_DD_DONE;
 }
 
 /* See produce_int.h. */
-int spw__produce_dd_begin(spw_svc *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+int spw__produce_dd_begin(spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                           uint32_t partition, spw_dd_entry **e, spw_dd_result *res)
 {
-    int d = spw_dd_begin(api->dd, s->uid, key, n, spw_wall_ms(), e, res);
+    int d = spw_dd_begin(svc->dd, s->uid, key, n, spw_wall_ms(), e, res);
     if (d == SPW_DD_INDET) {
-        d = dd_resolve(api, s, key, *e, res);
+        d = dd_resolve(svc, s, key, *e, res);
         if (d == SPW_DD_UNRESOLVED || d == SPW_DD_NEW)
             spw_dd_result_free(res);
     }
@@ -254,7 +254,7 @@ int spw__produce_dd_begin(spw_svc *api, spw_stream *s, uint64_t key, const spw_r
         spw_warn("stream %s: a retried keyed request cannot be compared with the stored one: %s", s->cfg.name,
                  spw_strerror(same));
     if (d == SPW_DD_PARTIAL)
-        spw_dd_finish(api->dd, *e, NULL, 0); /* stays what the log holds */
+        spw_dd_finish(svc->dd, *e, NULL, 0); /* stays what the log holds */
     *e = NULL;
     spw_dd_result_free(res);
     return same < 0 ? SPW_DD_UNREADABLE : SPW_DD_REUSED;
@@ -263,7 +263,7 @@ int spw__produce_dd_begin(spw_svc *api, spw_stream *s, uint64_t key, const spw_r
 /* ---- dedupe rebuild ---- */
 
 typedef struct rebuild_ctx {
-    spw_svc *api;
+    spw_svc *svc;
     spw_stream *s;
     uint32_t partition;
     int64_t now;
@@ -278,7 +278,7 @@ static void rebuild_batch(void *arg, const spw_batch_hdr *h)
     int64_t expires = spw_id_ms(h->base_id) + x->s->cfg.dedupe_window_ms;
     if (expires <= x->now)
         return;
-    spw_dd_restore(x->api->dd, x->s->uid, h->idem_hash, h->request_count, spw_id_ticket(h->base_id), x->partition,
+    spw_dd_restore(x->svc->dd, x->s->uid, h->idem_hash, h->request_count, spw_id_ticket(h->base_id), x->partition,
                    h->base_offset, h->record_count, expires);
     x->batches++;
 }
@@ -297,14 +297,14 @@ static void rebuild_stream(void *arg, spw_stream *s)
     }
 }
 
-void spw_produce_dedupe_rebuild(spw_svc *api)
+void spw_produce_dedupe_rebuild(spw_svc *svc)
 {
-    if (!api->dd)
+    if (!svc->dd)
         return;
-    rebuild_ctx x = {.api = api, .now = spw_wall_ms()};
-    spw_catalog_each(api->cat, rebuild_stream, &x);
+    rebuild_ctx x = {.svc = svc, .now = spw_wall_ms()};
+    spw_catalog_each(svc->cat, rebuild_stream, &x);
     spw_dd_stats st;
-    spw_dd_stats_get(api->dd, &st);
+    spw_dd_stats_get(svc->dd, &st);
     if (x.batches)
         spw_info("dedupe table rebuilt from the log: %" PRIu64 " keys from %" PRIu64 " batches", st.entries,
                  x.batches);

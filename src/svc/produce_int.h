@@ -28,7 +28,7 @@ enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17, SPW_DD_UNREADABLE = 18 };
  * SPW_DD_PARTIAL.
  * partition: as spw_produce_submit_ex (UINT32_MAX: by key).
  */
-int spw__produce_dd_begin(struct spw_svc *api, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+int spw__produce_dd_begin(struct spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                           uint32_t partition, spw_dd_entry **e, spw_dd_result *res);
 
 #endif
