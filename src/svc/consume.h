@@ -1,7 +1,7 @@
 /*
  * The consume service: consumer-group polls, commits and leases, for every
  * front end (HTTP in http/groups_http.c, the binary protocol in
- * bin/binproto.c; docs/api.md "Consumer groups", docs/protocol.md
+ * bin/bin_group.c; docs/api.md "Consumer groups", docs/protocol.md
  * GROUP_POLL and GROUP_COMMIT). It knows no wire: a front end decodes a
  * request, hands the service a poll or a commit with callbacks that run on
  * its own loop, and encodes what the callbacks are given.
