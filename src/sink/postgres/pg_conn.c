@@ -1,0 +1,242 @@
+/*
+ * The postgres sink's connections: connecting to a shard (client_encoding
+ * UTF8; a SQL_ASCII database refused with a sentence naming the setting),
+ * creating the progress table if missing and reading this sink's progress
+ * rows (ready), checking the user's table and each mapped column's type,
+ * which decides text or binary COPY per shard (check_table, binary_ok),
+ * and the resume position over every shard (pg_position). A connection
+ * whose state is unknown is dropped (spw__pg_drop) and made again next
+ * time; its progress is then read again before it is written to.
+ */
+#include "sink/postgres/pg_int.h"
+/* ---- connections ---- */
+
+void spw__pg_drop(pg_shard *s)
+{
+    if (s->c)
+        PQfinish(s->c);
+    s->c = NULL;
+    s->spw__pg_ready = 0;
+    s->checked = 0;
+    s->inflight = 0;
+}
+
+/* The first line of libpq's message for the connection (or result). */
+void spw__pg_pq_msg(char *err, size_t cap, const char *prefix, const char *msg)
+{
+    size_t n = strcspn(msg ? msg : "", "\n");
+    snprintf(err, cap, "%s: %.*s", prefix, (int)n, msg ? msg : "");
+}
+
+int spw__pg_ensure_next(pg_shard *s, uint32_t partition)
+{
+    if (partition < s->nnext)
+        return 0;
+    uint32_t n = partition + 1;
+    s->next = spw_xrealloc(s->next, (size_t)n * sizeof *s->next);
+    for (uint32_t i = s->nnext; i < n; i++)
+        s->next[i] = 0;
+    s->nnext = n;
+    return 0;
+}
+
+/* Runs a command without results: 0, or -1 with err set (the result's message). */
+static int exec_cmd(PGconn *c, const char *sql, char *err, size_t cap, const char *what)
+{
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        spw__pg_pq_msg(err, cap, what, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Connected, progress table there, this shard's progress loaded: 0, or
+ * -2 (cannot connect) or -1 (a statement failed) with err. */
+int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    if (s->c && PQstatus(s->c) != CONNECTION_OK)
+        spw__pg_drop(s);
+    if (s->spw__pg_ready)
+        return 0;
+    if (!s->c) {
+        /* client_encoding after dbname: it wins over the conninfo's own. */
+        const char *keys[] = {"connect_timeout", "dbname", "client_encoding", NULL};
+        const char *vals[] = {"5", s->conninfo, "UTF8", NULL};
+        s->c = PQconnectdbParams(keys, vals, 1);
+        if (!s->c || PQstatus(s->c) != CONNECTION_OK) {
+            char pre[64];
+            snprintf(pre, sizeof pre, "connecting to shard %u", si);
+            spw__pg_pq_msg(err, cap, pre, s->c ? PQerrorMessage(s->c) : "out of memory");
+            spw__pg_drop(s);
+            return -2;
+        }
+        /* The sink sends UTF-8 (JSON's encoding): the server must take it
+         * as UTF-8 and be able to convert it. SQL_ASCII converts nothing
+         * (JSON's \u escapes fail for every record that has one, not as
+         * bad data) and checks nothing: refused, with the setting named. */
+        const char *se = PQparameterStatus(s->c, "server_encoding");
+        const char *ce = PQparameterStatus(s->c, "client_encoding");
+        if (!se || strcmp(se, "SQL_ASCII") == 0) {
+            snprintf(err, cap,
+                     "shard %u: the database's server_encoding is %s; the sink writes UTF-8 text and needs an "
+                     "encoding that holds it (UTF8, or one PostgreSQL converts UTF-8 to: create the database with "
+                     "ENCODING 'UTF8', e.g. initdb --encoding=UTF8)",
+                     si, se ? se : "unknown");
+            spw__pg_drop(s);
+            return -1;
+        }
+        if (!ce || strcmp(ce, "UTF8") != 0) {
+            snprintf(err, cap,
+                     "shard %u: client_encoding is %s after asking for UTF8 (does the connection's options "
+                     "set it?); the sink writes UTF-8 text",
+                     si, ce ? ce : "unknown");
+            spw__pg_drop(s);
+            return -1;
+        }
+    }
+    char pre[64];
+    snprintf(pre, sizeof pre, "shard %u: creating " PG_PROGRESS_TABLE, si);
+    if (exec_cmd(s->c,
+                 "SET client_min_messages = warning;"
+                 "CREATE TABLE IF NOT EXISTS " PG_PROGRESS_TABLE " (sink text NOT NULL, stream text NOT NULL,"
+                 " partition integer NOT NULL, shard integer NOT NULL, next_offset bigint NOT NULL,"
+                 " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard));"
+                 "ALTER TABLE " PG_PROGRESS_TABLE " ADD COLUMN IF NOT EXISTS incarnation bigint NOT NULL DEFAULT 0",
+                 err, cap, pre)) {
+        spw__pg_drop(s);
+        return -1;
+    }
+    char shard[16];
+    snprintf(shard, sizeof shard, "%u", si);
+    const char *params[] = {g->sink, g->stream, shard};
+    PGresult *r = PQexecParams(s->c,
+                               "SELECT partition, next_offset, incarnation FROM " PG_PROGRESS_TABLE
+                               " WHERE sink = $1 AND stream = $2 AND shard = $3",
+                               3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(pre, sizeof pre, "shard %u: reading progress", si);
+        spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+        PQclear(r);
+        spw__pg_drop(s);
+        return -1;
+    }
+    for (uint32_t i = 0; i < s->nnext; i++)
+        s->next[i] = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        long long p = atoll(PQgetvalue(r, i, 0)), n = atoll(PQgetvalue(r, i, 1));
+        if (p < 0 || p >= 65536 || n < 0)
+            continue;
+        uint64_t inc = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+        if (inc != g->incarnation) {
+            /* Written for an earlier stream of this name (deleted and
+             * created again): its positions mean nothing here. The next
+             * commit of this partition overwrites the row. */
+            spw_warn("sink %s: shard %u: the progress of partition %lld belongs to an earlier stream %s "
+                     "(incarnation %" PRIu64 ", now %" PRIu64 "); starting it from the oldest offset",
+                     g->sink, si, p, g->stream, inc, g->incarnation);
+            n = 0;
+        }
+        spw__pg_ensure_next(s, (uint32_t)p);
+        s->next[p] = (uint64_t)n;
+    }
+    PQclear(r);
+    s->spw__pg_ready = 1;
+    return 0;
+}
+/* Can a column of type oid get source src in COPY's binary format, with
+ * the same result (value or error) as the text form would give? */
+static int binary_ok(int src, uint32_t oid, int int_times)
+{
+    switch (src) {
+    case SRC_ID:
+    case SRC_OFFSET: return oid == OID_INT8;
+    case SRC_PARTITION: return oid == OID_INT8 || oid == OID_INT4;
+    case SRC_TS: return oid == OID_INT8 || ((oid == OID_TIMESTAMPTZ || oid == OID_TIMESTAMP) && int_times);
+    default: /* key, value, JSON pointer: text the type's receive function parses as its input function does */
+        return oid == OID_TEXT || oid == OID_VARCHAR || oid == OID_JSON || oid == OID_JSONB;
+    }
+}
+
+/* The user's table and every mapped column exist (their types, and so the
+ * COPY format): 0, or -1 with err. */
+int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    if (s->checked)
+        return 0;
+    const char *params[] = {g->qtable};
+    PGresult *r = PQexecParams(s->c,
+                               "SELECT a.attname, t.typcategory, a.atttypid FROM pg_attribute a JOIN pg_type t"
+                               " ON t.oid = a.atttypid WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND"
+                               " NOT a.attisdropped",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char pre[400];
+        snprintf(pre, sizeof pre, "shard %u: looking up table %s", si, g->table);
+        spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+        PQclear(r);
+        spw__pg_drop(s);
+        return -1;
+    }
+    if (PQntuples(r) == 0) {
+        snprintf(err, cap,
+                 "table %s does not exist on shard %u (create it there, with the mapped columns: the sink "
+                 "does not create tables)",
+                 g->table, si);
+        PQclear(r);
+        return -1;
+    }
+    const char *idt = PQparameterStatus(s->c, "integer_datetimes");
+    int int_times = idt && strcmp(idt, "on") == 0;
+    s->binary = !g->text_only;
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        int found = 0;
+        for (int i = 0; i < PQntuples(r) && !found; i++) {
+            if (strcmp(PQgetvalue(r, i, 0), g->cols[c].name) == 0) {
+                found = 1;
+                s->is_time[c] = PQgetvalue(r, i, 1)[0] == 'D'; /* date/time category */
+                s->oid[c] = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+                if (!binary_ok(g->cols[c].src, s->oid[c], int_times))
+                    s->binary = 0;
+            }
+        }
+        if (!found) {
+            snprintf(err, cap, "table %s on shard %u has no column %s (add it: the sink does not alter tables)",
+                     g->table, si, g->cols[c].name);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    s->checked = 1;
+    return 0;
+}
+
+int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next)
+{
+    pg *g = st;
+    if (incarnation != g->incarnation) {
+        /* Another stream of this name: reread every shard's rows against it. */
+        g->incarnation = incarnation;
+        for (uint32_t i = 0; i < g->nshards; i++)
+            g->sh[i].spw__pg_ready = 0;
+    }
+    uint64_t min = UINT64_MAX;
+    for (uint32_t i = 0; i < g->nshards; i++) {
+        char *err = g->pos_err;
+        int r = spw__pg_ready(g, i, err, sizeof g->pos_err);
+        if (r < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return r == -2 ? -ECONNREFUSED : -EIO; /* the log line has PostgreSQL's words */
+        }
+        spw__pg_ensure_next(&g->sh[i], partition);
+        if (g->sh[i].next[partition] < min)
+            min = g->sh[i].next[partition];
+    }
+    *next = min;
+    return 0;
+}
+
+const char *spw__pg_position_error(void *st) { return ((pg *)st)->pos_err; }

@@ -1,0 +1,348 @@
+/*
+ * The postgres sink's delivery: a window is sent to every shard it touches
+ * (pg_begin: per shard BEGIN, the progress row's upsert, COPY of its rows)
+ * and then committed (pg_end), so the shards parse in parallel. A failure
+ * is classified here: bad data (SQLSTATE classes 22, 23) rolls back and
+ * answers REJECT, so the framework bisects to the record and dead-letters
+ * it; anything else drops the connection and answers RETRY. pg_commit
+ * moves the progress rows of shards that are behind up to the framework's
+ * position; pg_rewind sets them back (both in their own statements).
+ */
+
+/* COPY binary format's signature + flags + header-extension length, and
+ * its end (pg_rows.c formats the rows between them). */
+#include "sink/postgres/pg_int.h"
+static const uint8_t copy_bin_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+                                            0,   0,   0,   0,   0,   0,   0,    0};
+static const uint8_t copy_bin_trailer[2] = {0xff, 0xff};
+enum { W_OK, W_RETRY, W_REJECT };
+
+/* Is this failed result bad data (SQLSTATE class 22 or 23)? A record's
+ * text the database's encoding cannot hold is one: 22P05
+ * untranslatable_character, 22021 character_not_in_repertoire. */
+static int is_data_error(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st && (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0);
+}
+
+static int is_missing(const PGresult *r)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return st && (strcmp(st, "42P01") == 0 || strcmp(st, "42703") == 0);
+}
+
+/* After a failed statement inside the transaction: W_REJECT (rolled back, connection kept) or W_RETRY. */
+static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    char pre[96];
+    snprintf(pre, sizeof pre, "shard %u: %s", si, what);
+    spw__pg_pq_msg(err, cap, pre, r ? PQresultErrorMessage(r) : PQerrorMessage(s->c));
+    int data = r && is_data_error(r);
+    if (r && is_missing(r))
+        s->checked = 0;
+    if (r)
+        PQclear(r);
+    if (data && PQstatus(s->c) == CONNECTION_OK) {
+        PGresult *rb = PQexec(s->c, "ROLLBACK");
+        int ok = PQresultStatus(rb) == PGRES_COMMAND_OK;
+        PQclear(rb);
+        if (ok)
+            return W_REJECT;
+    }
+    /* anything else: the transaction's outcome may be unknown; reconnect and reread */
+    spw__pg_drop(s);
+    return data ? W_REJECT : W_RETRY;
+}
+
+#define PROGRESS_UPSERT                                                                                          \
+    "INSERT INTO " PG_PROGRESS_TABLE " AS p (sink, stream, partition, shard, next_offset, incarnation) VALUES "
+/* A row of another incarnation (an earlier stream of this name) is
+ * replaced, not moved up from. */
+#define PROGRESS_ON_CONFLICT                                                                                     \
+    " ON CONFLICT (sink, stream, partition, shard) DO UPDATE SET"                                               \
+    " next_offset = CASE WHEN p.incarnation = EXCLUDED.incarnation"                                             \
+    " THEN GREATEST(p.next_offset, EXCLUDED.next_offset) ELSE EXCLUDED.next_offset END,"                        \
+    " incarnation = EXCLUDED.incarnation, updated_at = now()"
+
+/* Upserts (sink, stream, partition, shard) → next (its own statement). */
+static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t next)
+{
+    char ps[16], sh[16], nx[24], inc[24];
+    snprintf(ps, sizeof ps, "%u", partition);
+    snprintf(sh, sizeof sh, "%u", si);
+    snprintf(nx, sizeof nx, "%" PRIu64, next);
+    snprintf(inc, sizeof inc, "%" PRIu64, g->incarnation);
+    const char *params[] = {g->sink, g->stream, ps, sh, nx, inc};
+    return PQexecParams(g->sh[si].c, PROGRESS_UPSERT "($1, $2, $3, $4, $5, $6)" PROGRESS_ON_CONFLICT, 6, NULL,
+                        params, NULL, NULL, 0);
+}
+
+/* Appends a string literal for s to the statement b (PQescapeLiteral:
+ * quotes and backslashes as the connection's settings need). */
+static int put_literal(PGconn *c, spw_buf *b, const char *s)
+{
+    char *lit = PQescapeLiteral(c, s, strlen(s));
+    if (!lit)
+        return -1;
+    spw_buf_puts(b, lit);
+    PQfreemem(lit);
+    return 0;
+}
+
+/* Rows are handed to libpq in pieces of about this size while the rest
+ * are formatted, so the server parses one piece while the next is made. */
+#define COPY_PIECE (128u << 10)
+
+/*
+ * Begins writing the rows of records [0, n) routed to shard si (not yet
+ * there) and the shard's progress in one transaction, in two round trips
+ * and the rows' stream:
+ *   "BEGIN; INSERT progress ... ON CONFLICT ...; COPY t (cols) FROM STDIN"
+ *   rows, in COPY_PIECE pieces as they are formatted; end of data
+ * here, and the COPY's answer and "COMMIT" in shard_end. The progress row
+ * goes first; it commits with the rows or not at all. W_OK with
+ * s->inflight set when shard_end must follow.
+ */
+static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
+                       size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    uint64_t end = recs[n - 1].offset + 1;
+    uint32_t mine = 0;
+    for (uint32_t i = 0; i < n; i++)
+        mine += g->shard_of[i] == si;
+    if (mine == 0)
+        return W_OK; /* nothing of this window goes there: a shard that is down does not matter */
+    if (spw__pg_ready(g, si, err, cap) < 0)
+        return W_RETRY;
+    spw__pg_ensure_next(s, partition);
+    uint32_t rows = 0;
+    for (uint32_t i = 0; i < n; i++)
+        rows += g->shard_of[i] == si && recs[i].offset >= s->next[partition];
+    if (rows == 0)
+        return W_OK;
+    if (spw__pg_check_table(g, si, err, cap) < 0)
+        return W_RETRY;
+    spw_buf *q = &g->sql;
+    q->len = 0;
+    spw_buf_puts(q, "BEGIN; " PROGRESS_UPSERT "(");
+    if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
+        return fail(g, si, NULL, "quoting the progress row", err, cap);
+    char nums[80];
+    snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", partition, si, end, g->incarnation);
+    spw_buf_puts(q, nums);
+    spw_buf_puts(q, PROGRESS_ON_CONFLICT "; COPY ");
+    spw_buf_puts(q, g->qtable);
+    spw_buf_puts(q, " (");
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        if (c)
+            spw_buf_puts(q, ", ");
+        spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
+    }
+    spw_buf_puts(q, s->binary ? ") FROM STDIN (FORMAT binary)" : ") FROM STDIN");
+    spw_buf_put(q, "", 1);
+    /* One simple-query message: PQexec stops at the COPY (PGRES_COPY_IN),
+     * or returns the first error (the statements after it are skipped). */
+    PGresult *r = PQexec(s->c, (const char *)q->p);
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        return fail(g, si, r, "BEGIN, progress and COPY", err, cap);
+    PQclear(r);
+    g->copy.len = 0;
+    if (s->binary)
+        spw_buf_put(&g->copy, copy_bin_header, sizeof copy_bin_header);
+    for (uint32_t i = 0; i < n; i++) {
+        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
+            continue;
+        if (s->binary)
+            spw__pg_put_row_bin(g, s, partition, &recs[i]);
+        else
+            spw__pg_put_row_text(g, s, partition, &recs[i]);
+        if (g->copy.len >= COPY_PIECE) {
+            if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1)
+                return fail(g, si, NULL, "COPY data", err, cap);
+            g->copy.len = 0;
+        }
+    }
+    if (s->binary)
+        spw_buf_put(&g->copy, copy_bin_trailer, sizeof copy_bin_trailer);
+    if ((g->copy.len && PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1) ||
+        PQputCopyEnd(s->c, NULL) != 1)
+        return fail(g, si, NULL, "COPY data", err, cap);
+    s->inflight = 1;
+    s->inflight_end = end;
+    return W_OK;
+}
+
+/* The COPY's answer and COMMIT of what shard_begin began. */
+static int shard_end(pg *g, uint32_t si, uint32_t partition, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    s->inflight = 0;
+    PGresult *r = PQgetResult(s->c);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        /* drain to the end of the command before rolling back */
+        PGresult *more;
+        while ((more = PQgetResult(s->c)))
+            PQclear(more);
+        return fail(g, si, r, "COPY", err, cap);
+    }
+    PQclear(r);
+    while ((r = PQgetResult(s->c)))
+        PQclear(r);
+    r = PQexec(s->c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(g, si, r, "COMMIT", err, cap);
+    PQclear(r);
+    s->next[partition] = s->inflight_end;
+    return W_OK;
+}
+
+/* Folds one shard's answer into the window's: a shard that is down takes
+ * precedence (no record is dead-lettered while unsure), then the first. */
+static void fold(pg *g, int r, const char *e)
+{
+    if (r != W_OK && (g->res == W_OK || (r == W_RETRY && g->res == W_REJECT))) {
+        g->res = r;
+        snprintf(g->e1, sizeof g->e1, "%s", e);
+    }
+}
+
+/* Sends the window to every shard it touches (so the shards parse in
+ * parallel, and the sink loop reads its next batch meanwhile). */
+int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                  size_t cap)
+{
+    (void)done;
+    (void)err;
+    (void)cap;
+    pg *g = st;
+    if (g->shard_cap < n) {
+        g->shard_cap = n;
+        g->shard_of = spw_xrealloc(g->shard_of, (size_t)n * sizeof *g->shard_of);
+    }
+    if (g->nshards == 1)
+        memset(g->shard_of, 0, (size_t)n * sizeof *g->shard_of);
+    else
+        for (uint32_t i = 0; i < n; i++)
+            g->shard_of[i] =
+                spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
+    g->res = W_OK;
+    g->e1[0] = 0;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        char e[512] = "";
+        fold(g, shard_begin(g, si, partition, recs, n, e, sizeof e), e);
+    }
+    return SPW_SINK_OK; /* spw__pg_end answers for the window */
+}
+
+/* Commits what spw__pg_begin began on each shard; answers for the window. */
+int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                size_t cap)
+{
+    pg *g = st;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        if (!g->sh[si].inflight)
+            continue;
+        char e[512] = "";
+        fold(g, shard_end(g, si, partition, e, sizeof e), e);
+    }
+    /* the delivered prefix: records every shard now holds */
+    uint32_t d = 0;
+    while (d < n) {
+        pg_shard *s = &g->sh[g->shard_of[d]];
+        if (partition >= s->nnext || recs[d].offset >= s->next[partition])
+            break;
+        d++;
+    }
+    *done = d;
+    if (g->res == W_OK)
+        return SPW_SINK_OK;
+    snprintf(err, cap, "%s", g->e1);
+    return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+}
+
+/* Records below next are delivered or dead-lettered: shards behind move up. */
+int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
+{
+    pg *g = st;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        pg_shard *s = &g->sh[si];
+        char err[512];
+        int rr = spw__pg_ready(g, si, err, sizeof err);
+        if (rr < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return rr == -2 ? -ECONNREFUSED : -EIO;
+        }
+        spw__pg_ensure_next(s, partition);
+        if (s->next[partition] >= next)
+            continue;
+        PGresult *r = put_progress(g, si, partition, next);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            spw__pg_pq_msg(err, sizeof err, "saving progress", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok) {
+            spw_warn("sink %s: shard %u: %s", g->sink, si, err);
+            spw__pg_drop(s);
+            return -EIO;
+        }
+        s->next[partition] = next;
+    }
+    return 0;
+}
+
+/*
+ * The position was past the partition's end at attach (docs/api.md,
+ * "postgres sink"): each shard whose progress row is past end is set down
+ * to end (the upsert of a window only raises it), so the records that now
+ * hold those offsets are loaded, not skipped. Rows the table holds for
+ * offsets >= end are left alone: they may be rows of records a power loss
+ * cut (loaded before reads were limited to durable records), but the same
+ * state follows from a stream deleted and created again, whose old rows
+ * are the user's data; the error line names the range, and a table that
+ * maps $partition and $offset lets the operator find them.
+ */
+int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
+{
+    pg *g = st;
+    int moved = 0;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        pg_shard *s = &g->sh[si];
+        char err[512];
+        int rr = spw__pg_ready(g, si, err, sizeof err);
+        if (rr < 0) {
+            spw_warn("sink %s: %s", g->sink, err);
+            return rr == -2 ? -ECONNREFUSED : -EIO;
+        }
+        spw__pg_ensure_next(s, partition);
+        if (s->next[partition] <= end)
+            continue;
+        char ps[16], sh[16], nx[24];
+        snprintf(ps, sizeof ps, "%u", partition);
+        snprintf(sh, sizeof sh, "%u", si);
+        snprintf(nx, sizeof nx, "%" PRIu64, end);
+        const char *params[] = {g->sink, g->stream, ps, sh, nx};
+        PGresult *r = PQexecParams(s->c,
+                                   "UPDATE " PG_PROGRESS_TABLE " SET next_offset = $5, updated_at = now()"
+                                   " WHERE sink = $1 AND stream = $2 AND partition = $3 AND shard = $4",
+                                   5, NULL, params, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            spw__pg_pq_msg(err, sizeof err, "setting progress down", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok) {
+            spw_warn("sink %s: shard %u: %s", g->sink, si, err);
+            spw__pg_drop(s); /* read the shard's values again before it is used */
+            return -EIO;
+        }
+        spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64
+                  "; rows table %s holds for offsets %" PRIu64 "..%" PRIu64
+                  " of this partition, if any, came from records that are not in the stream any more and stay",
+                  g->sink, si, partition, s->next[partition], end, g->table, end, s->next[partition] - 1);
+        s->next[partition] = end;
+        moved = 1;
+    }
+    return moved;
+}

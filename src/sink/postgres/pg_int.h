@@ -1,0 +1,120 @@
+/*
+ * The postgres sink's private interface, shared by its files (not for use
+ * outside src/sink/postgres; the design is in postgres.c's opening
+ * comment): the sink's state (pg), a shard's (pg_shard), a mapped
+ * column's (pg_col), the built-in type OIDs COPY's binary format knows,
+ * and the helpers one file defines and another calls. Every function runs
+ * on the sink's worker thread (sink/sink.h), so none of this is locked.
+ */
+#ifndef SPW_SINK_PG_INT_H
+#define SPW_SINK_PG_INT_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "core/opts.h"
+#include "core/ring.h"
+#include "sink/sink.h"
+
+#define PG_COLS_MAX 64
+#define PG_SHARDS_MAX 64
+#define PG_CONNINFO_MAX 1024
+#define PG_PROGRESS_TABLE "spillway_sink_progress"
+
+enum { SRC_PTR, SRC_KEY, SRC_TS, SRC_ID, SRC_PARTITION, SRC_OFFSET, SRC_VALUE };
+
+typedef struct pg_col {
+    char name[64];
+    int src;
+    spw_json_ptr ptr;
+} pg_col;
+
+typedef struct pg_shard {
+    char conninfo[PG_CONNINFO_MAX];
+    PGconn *c;
+    int spw__pg_ready;   /* connected, progress table there, progress loaded */
+    int checked; /* the user's table and columns were found */
+    int binary;  /* COPY in binary format here (every column's type and source allow it) */
+    int inflight; /* a COPY was begun (spw__pg_begin) and waits for spw__pg_end */
+    uint64_t inflight_end; /* its window's end: next_offset once committed */
+    uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
+    uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
+    uint64_t *next; /* per partition: what this shard holds */
+    uint32_t nnext;
+} pg_shard;
+
+typedef struct pg {
+    char sink[128];
+    char stream[130];
+    char table[300];  /* as given */
+    char qtable[620]; /* quoted */
+    int text_only;    /* options.copy_format "text" */
+    pg_col cols[PG_COLS_MAX];
+    uint32_t ncols;
+    pg_shard *sh;
+    uint32_t nshards;
+    spw_ring ring;
+    spw_buf copy, sql;
+    char *tmp; /* unescaped JSON strings */
+    size_t tmpcap;
+    uint32_t *shard_of;
+    size_t shard_cap;
+    int res;       /* between spw__pg_begin and spw__pg_end: the window's answer so far (W_*) */
+    uint64_t incarnation; /* the stream's (catalog/catalog.h), from spw__pg_position: progress rows carry it */
+    char e1[512];  /* and its sentence */
+    char pos_err[512]; /* why the last spw__pg_position failed */
+} pg;
+
+/*
+ * Built-in type OIDs (stable across PostgreSQL versions: pg_type.dat).
+ * A column of any other type (a domain included), or a source this
+ * table does not list for its type, makes the shard's COPY text.
+ */
+enum {
+    OID_INT8 = 20,
+    OID_INT4 = 23,
+    OID_TEXT = 25,
+    OID_JSON = 114,
+    OID_VARCHAR = 1043,
+    OID_TIMESTAMP = 1114,
+    OID_TIMESTAMPTZ = 1184,
+    OID_JSONB = 3802,
+};
+
+
+/* postgres.c */
+void spw__pg_quote_ident(spw_buf *b, const char *s, size_t n);
+
+/* pg_conn.c */
+void spw__pg_drop(pg_shard *s);
+void spw__pg_pq_msg(char *err, size_t cap, const char *prefix, const char *msg);
+int spw__pg_ensure_next(pg_shard *s, uint32_t partition);
+int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap);
+int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap);
+int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next);
+const char *spw__pg_position_error(void *st);
+
+/* pg_rows.c */
+void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
+void spw__pg_put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
+
+/* pg_deliver.c */
+int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                  size_t cap);
+int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
+                size_t cap);
+int spw__pg_commit(void *st, uint32_t partition, uint64_t next);
+int spw__pg_rewind(void *st, uint32_t partition, uint64_t end);
+
+#endif
