@@ -178,7 +178,8 @@ static spw_stream *group_stream(bconn *c, const spw_frame_hdr *h, const char *st
         return NULL;
     }
     if (!svc->groups) {
-        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0, "consumer groups are not available on this server");
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0,
+                         "consumer groups are not available on this server");
         return NULL;
     }
     return spw__bin_stream(c, h, stream, sl, SPW_PERM_CONSUME, NULL);
@@ -245,7 +246,8 @@ static void group_commit_done(void *arg, int err)
     if (group_answered(c)) {
         if (err < 0) {
             spw__bin_send_sc(c, SPW_OP_GROUP_COMMIT, q->request_id, SPW_SC_SAVE_FAILED, 0,
-                             "the commit was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+                             "the commit was applied but writing the group's offsets file failed: %s",
+                             spw_strerror(err));
         } else {
             size_t start;
             if (spw_frame_begin(&c->out, SPW_OP_GROUP_COMMIT, SPW_FLAG_RESPONSE, q->request_id, &start) ||
@@ -284,10 +286,11 @@ void spw__bin_handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_
     }
     int r = spw_group_commit(g, q.partition, q.lease_id, q.offset, (int64_t)spw__bin_now_ms());
     if (r == -ESTALE || r == -EINVAL) {
-        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_STALE_LEASE, 0,
-                         "lease %016" PRIx64 " of partition %" PRIu32
-                         " is not held (already committed, expired and taken over, or from before a restart): poll again",
-                         q.lease_id, q.partition);
+        spw__bin_send_sc(
+            c, h->opcode, h->request_id, SPW_SC_STALE_LEASE, 0,
+            "lease %016" PRIx64 " of partition %" PRIu32
+            " is not held (already committed, expired and taken over, or from before a restart): poll again",
+            q.lease_id, q.partition);
         return;
     }
     if (r == -ETIME) {

@@ -5,7 +5,7 @@
  * it. /metrics renders every family in registration order: its # HELP
  * and # TYPE lines, then its samples, in Prometheus text format 0.0.4.
  * A module owns its families' names and values; the front end that
- * serves /metrics (http/api.c) knows none of them, so a new module
+ * serves /metrics (http/api_ops.c) knows none of them, so a new module
  * adds metrics without touching it, and no front end includes another
  * module's header for its counters.
  *

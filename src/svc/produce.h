@@ -1,6 +1,6 @@
 /*
  * The produce service: one request path for every front end (HTTP
- * http/api.c, the binary protocol bin/bin_produce.c, and whatever comes
+ * http/api_events.c, the binary protocol bin/bin_produce.c, and whatever comes
  * next). A front end decodes its request into a spw_produce_in — the
  * stream, who asks, the ack level and priority it asked for, a dedupe key
  * if any, and an iterator over its events — and calls spw_produce_request

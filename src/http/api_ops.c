@@ -1,0 +1,209 @@
+/*
+ * The operations routes (docs/api.md "Operations"): /v1/ids, /v1/status,
+ * and /metrics with the server's metric families registered into the
+ * registry (svc/metrics.h): pending and disk bytes, buffers, the log's
+ * counters, HTTP's connections, auth, per-partition ends and sizes, groups
+ * and sinks. The names and values are a contract (docs/operations.md).
+ */
+#include "http/api_int.h"
+/* ---- operations ---- */
+
+void spw__api_handle_ids(spw_api *api, spw_http_req *req)
+{
+    uint64_t n = 1;
+    if (spw__api_query_u64(req->query, "count", &n) < 0 || n == 0 || n > 10000) {
+        spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "count must be an integer from 1 to 10000");
+        return;
+    }
+    spw_idgen *g = spw_log_idgen(api->svc.log);
+    uint64_t t = spw_idgen_reserve(g, (uint32_t)n);
+    spw_buf b = SPW_BUF_INIT;
+    spw__api_outf(&b, "{\"ids\":[");
+    for (uint64_t i = 0; i < n; i++)
+        spw__api_outf(&b, "%s\"%" PRIu64 "\"", i ? "," : "", spw_id_from_ticket(g, t + i));
+    spw__api_outf(&b, "]}\n");
+    spw__api_respond_json(req, 200, &b);
+}
+
+void spw__api_handle_status(spw_api *api, spw_http_req *req)
+{
+    uint64_t disk = spw_log_disk_bytes(api->svc.log);
+    struct statvfs fs;
+    uint64_t fs_avail = statvfs(api->svc.data_dir, &fs) == 0 ? (uint64_t)fs.f_bavail * fs.f_frsize : 0;
+    spw_http_stats hs;
+    spw_http_stats_get(api->http, &hs);
+    spw_buf b = SPW_BUF_INIT;
+    spw__api_outf(&b,
+                  "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
+                  spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
+    spw__api_out_str(&b, (const uint8_t *)api->svc.data_dir, strlen(api->svc.data_dir));
+    spw__api_outf(&b,
+                  ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
+                  ",\"limits\":{\"max_pending_bytes\":%" PRIu64 ",\"max_request_bytes\":%" PRIu64
+                  ",\"max_connections\":%u,\"max_disk_bytes\":%" PRIu64,
+                  spw_catalog_count(api->svc.cat), hs.connections_open, spw_log_pending_bytes(api->svc.log),
+                  api->svc.max_pending_bytes, api->svc.max_request_bytes, api->max_connections,
+                  api->svc.max_disk_bytes);
+    if (api->svc.rl) {
+        /* The server-wide default rate limit, as SIGHUP last set it. */
+        spw_rl_limit d;
+        spw_rl_get_default(api->svc.rl, &d);
+        if (d.rate > 0 && d.algo == SPW_RL_SLIDING_WINDOW)
+            spw__api_outf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}",
+                          d.rate, spw_rl_per_name(d.per));
+        else if (d.rate > 0)
+            spw__api_outf(
+                &b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\",\"algorithm\":\"token_bucket\"}",
+                d.rate, d.burst, spw_rl_per_name(d.per));
+        else
+            spw__api_outf(&b, ",\"rate_limit\":null");
+    }
+    spw__api_outf(&b,
+                  "},\"disk\":{\"bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"fs_available_bytes\":%" PRIu64
+                  ",\"failed_partitions\":%u,\"recoveries\":%" PRIu64 "}}\n",
+                  disk, api->svc.max_disk_bytes, fs_avail, spw_log_failed_partitions(api->svc.log),
+                  spw_log_recoveries(api->svc.log));
+    spw__api_respond_json(req, 200, &b);
+}
+
+/* ---- metrics: the server's families (svc/metrics.h) ---- */
+
+#define API(a) ((spw_api *)(a))
+static uint64_t m_pending(void *a) { return spw_log_pending_bytes(API(a)->svc.log); }
+static uint64_t m_buf(void *a, int i)
+{
+    spw_membudget_stats ms;
+    spw_membudget_stats_get(API(a)->buffers, &ms);
+    return i == 0 ? ms.used : i == 1 ? ms.peak : i == 2 ? ms.limit : ms.waits;
+}
+static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
+static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
+static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
+static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
+static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
+static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
+static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
+static uint64_t m_recoveries(void *a) { return spw_log_recoveries(API(a)->svc.log); }
+static uint64_t m_clamped(void *a) { return atomic_load(&API(a)->svc.positions_clamped); }
+static uint64_t m_log(void *a, int i)
+{
+    spw_log_stats ls;
+    spw_log_stats_get(API(a)->svc.log, &ls);
+    return i == 0 ? ls.cycles : i == 1 ? ls.bytes_written : i == 2 ? ls.fsyncs : ls.acks_fsync;
+}
+static uint64_t m_log_cycles(void *a) { return m_log(a, 0); }
+static uint64_t m_log_written(void *a) { return m_log(a, 1); }
+static uint64_t m_log_fsyncs(void *a) { return m_log(a, 2); }
+static uint64_t m_log_acks(void *a) { return m_log(a, 3); }
+static uint64_t m_http(void *a, int i)
+{
+    spw_http_stats hs;
+    spw_http_stats_get(API(a)->http, &hs);
+    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : hs.rejected_limits;
+}
+static uint64_t m_http_conns(void *a) { return m_http(a, 0); }
+static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
+static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
+static void m_auth_refused(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "reason=\"unauthorized\"", atomic_load(&API(a)->svc.auth->unauthorized));
+    spw_metrics_line(o, name, "reason=\"forbidden\"", atomic_load(&API(a)->svc.auth->forbidden));
+}
+static void m_auth_reloads(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "result=\"ok\"", atomic_load(&API(a)->svc.auth->reloads_ok));
+    spw_metrics_line(o, name, "result=\"failed\"", atomic_load(&API(a)->svc.auth->reloads_failed));
+}
+
+typedef struct part_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int bytes;
+} part_walk;
+
+static void part_one(void *arg, spw_stream *s)
+{
+    part_walk *w = arg;
+    if (!spw_metrics_sees(w->o, s->cfg.name))
+        return;
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        char l[192];
+        snprintf(l, sizeof l, "stream=\"%s\",partition=\"%u\"", s->cfg.name, i);
+        spw_metrics_line(w->o, w->name, l, w->bytes ? st.bytes : st.written_offset);
+    }
+}
+static void m_part_end(void *a, spw_metrics_out *o, const char *name)
+{
+    part_walk w = {o, name, 0};
+    spw_catalog_each(API(a)->svc.cat, part_one, &w);
+}
+static void m_part_bytes(void *a, spw_metrics_out *o, const char *name)
+{
+    part_walk w = {o, name, 1};
+    spw_catalog_each(API(a)->svc.cat, part_one, &w);
+}
+
+static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->svc.groups, o->b, o->who); }
+static void m_sinks(void *a, spw_metrics_out *o)
+{
+    if (API(a)->sinks)
+        spw_sinks_metrics(API(a)->sinks, o->b);
+}
+
+/* Per-stream samples: only the streams the token may see. */
+static int metrics_filter(const void *who, const char *stream)
+{
+    return !who || spw_token_sees(who, stream, strlen(stream));
+}
+
+void spw_api_metrics_register(spw_api *api)
+{
+    spw_metrics *m = api->svc.metrics;
+    spw_metrics_set_filter(m, metrics_filter);
+    spw_produce_metrics_register(m, &api->svc);
+    /* Untyped, as /metrics has always shown them (docs/operations.md). */
+    spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
+    spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
+    spw_metrics_add_block(m, m_groups, api);
+    spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
+    if (api->buffers) {
+        spw_metrics_add_u64(m, "spillway_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_used, api);
+        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes", NULL, SPW_METRIC_GAUGE, m_buf_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
+        spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
+    }
+    spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
+    spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);
+    spw_metrics_add_u64(m, "spillway_partitions_failed", NULL, SPW_METRIC_GAUGE, m_failed, api);
+    spw_metrics_add_u64(m, "spillway_partition_recoveries_total", NULL, SPW_METRIC_COUNTER, m_recoveries, api);
+    spw_metrics_add_u64(m, "spillway_positions_clamped_total",
+                        "consumer-group offsets and sink positions found past their partition's end at attach and "
+                        "moved down to it",
+                        SPW_METRIC_COUNTER, m_clamped, api);
+    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", NULL, SPW_METRIC_COUNTER, m_log_cycles, api);
+    spw_metrics_add_u64(m, "spillway_log_written_bytes_total", NULL, SPW_METRIC_COUNTER, m_log_written, api);
+    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", NULL, SPW_METRIC_COUNTER, m_log_fsyncs, api);
+    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total", NULL, SPW_METRIC_COUNTER, m_log_acks, api);
+    spw_hist *fh, *gh;
+    spw_log_hists(api->svc.log, &fh, &gh);
+    spw_metrics_add_hist(m, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
+    spw_metrics_add_hist(m, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
+    spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
+    spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
+    spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    if (api->svc.auth) {
+        spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
+        spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);
+    }
+    spw_metrics_add_block(m, m_sinks, api);
+}
+
+void spw__api_handle_metrics(spw_api *api, spw_http_req *req, const spw_token *who)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_metrics_render(api->svc.metrics, &b, who);
+    spw_http_respond(req, 200, NULL, "text/plain; version=0.0.4", b.p, b.len);
+    spw_buf_fini(&b);
+}

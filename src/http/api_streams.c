@@ -1,0 +1,135 @@
+/*
+ * The stream routes (docs/api.md "Streams"): the list (only the streams
+ * the token may see), one stream's definition and state, and PUT / DELETE
+ * through the catalog (catalog/catalog.h), with the name rule and
+ * permission checks of svc/request.h.
+ */
+#include "http/api_int.h"
+/* ---- streams ---- */
+
+static void stream_json(spw_buf *b, spw_stream *s, int detail)
+{
+    spw_buf c = SPW_BUF_INIT;
+    spw_stream_config_json(&s->cfg, &c);
+    if (!detail) {
+        spw__api_out_raw(b, c.p, c.len);
+        spw_buf_fini(&c);
+        return;
+    }
+    spw__api_out_raw(b, c.p, c.len - 1); /* drop the closing brace */
+    spw_buf_fini(&c);
+    spw__api_outf(b, ",\"incarnation\":%" PRIu64 ",\"partition_state\":[", s->incarnation);
+    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        spw__api_outf(b,
+                      "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64
+                      ",\"durable_offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"segments\":%u}",
+                      i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
+    }
+    spw__api_outf(b, "]}");
+}
+
+/* A catalog walk that shows only the streams a token may see (who NULL: all). */
+typedef struct seen_ctx {
+    spw_buf *b;
+    const spw_token *who;
+} seen_ctx;
+
+static int sees(const spw_token *who, const spw_stream *s)
+{
+    return !who || spw_token_sees(who, s->cfg.name, strlen(s->cfg.name));
+}
+
+static void list_one(void *arg, spw_stream *s)
+{
+    seen_ctx *x = arg;
+    if (!sees(x->who, s))
+        return;
+    if (x->b->len > 13)
+        spw__api_out_raw(x->b, ",", 1);
+    stream_json(x->b, s, 0);
+}
+
+/* GET /v1/streams: the streams who may see. */
+void spw__api_handle_list(spw_api *api, spw_http_req *req, const spw_token *who)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw__api_outf(&b, "{\"streams\":[");
+    seen_ctx sc = {&b, who};
+    spw_catalog_each(api->svc.cat, list_one, &sc);
+    spw__api_outf(&b, "]}\n");
+    spw__api_respond_json(req, 200, &b);
+}
+
+void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, size_t nl, const spw_auth_req *ar)
+{
+    char nm[SPW_STREAM_NAME_MAX + 1], msg[300];
+    unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
+    spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
+    if (sc == SPW_SC_OK)
+        sc = spw_svc_allowed(api->svc.auth, ar->who, name, nl, need, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
+        return;
+    }
+    memcpy(nm, name, nl);
+    nm[nl] = 0;
+    if (req->method == SPW_HTTP_PUT) {
+        spw_stream_config c;
+        char err[300];
+        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
+            spw_stream_config_check(&c, err, sizeof err)) {
+            spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
+            return;
+        }
+        int r = spw_catalog_create(api->svc.cat, &c);
+        if (r == -EEXIST) {
+            spw_http_answer(req, SPW_SC_EXISTS, NULL, "stream %s exists with a different definition", nm);
+            return;
+        }
+        if (r == -ENOTEMPTY) {
+            spw_http_answer(req, SPW_SC_DIRECTORY_EXISTS, NULL,
+                            "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
+                            "is missing or bad: see the server's messages at start); it is left as it is: move it "
+                            "away, or repair its stream.json and restart",
+                            nm);
+            return;
+        }
+        if (r < 0) {
+            spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "creating stream %s: %s", nm, spw_strerror(r));
+            return;
+        }
+        spw_buf b = SPW_BUF_INIT;
+        spw_stream_config_json(&c, &b);
+        spw__api_out_raw(&b, "\n", 1);
+        spw__api_respond_json(req, r == 1 ? 201 : 200, &b);
+        return;
+    }
+    if (req->method == SPW_HTTP_DELETE) {
+        int r = spw_catalog_delete(api->svc.cat, nm);
+        if (r == -ENOENT)
+            spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
+        else if (r < 0)
+            spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", nm, spw_strerror(r));
+        else {
+            spw_consume_drop_stream(api->svc.groups, nm); /* its consumer groups go with it */
+            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        }
+        return;
+    }
+    if (req->method != SPW_HTTP_GET) {
+        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
+        return;
+    }
+    spw_stream *s = spw_stream_get(api->svc.cat, nm, nl);
+    if (!s) {
+        spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
+        return;
+    }
+    spw_buf b = SPW_BUF_INIT;
+    stream_json(&b, s, 1);
+    spw__api_out_raw(&b, "\n", 1);
+    spw_stream_put(s);
+    spw__api_respond_json(req, 200, &b);
+}
