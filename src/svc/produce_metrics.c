@@ -1,0 +1,165 @@
+/*
+ * The produce service's metric families (svc/metrics.h), registered by
+ * spw_produce_metrics_register: events and bytes in, duplicates, refusals
+ * by reason, per-stream counts, the coalescer's, the pressure levels, the
+ * dedupe table's and the rate limiter's. Their names and values are a
+ * contract (docs/operations.md); each reads the service's counters.
+ */
+#include "svc/produce.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "svc/svc.h"
+#include "svc/coalesce.h"
+#include "svc/consume.h"
+#include "svc/metrics.h"
+#include "svc/produce_int.h"
+
+/* ---- metrics (svc/metrics.h) ---- */
+
+static uint64_t m_events_in(void *a) { return atomic_load(&((spw_svc *)a)->events_in); }
+static uint64_t m_bytes_in(void *a) { return atomic_load(&((spw_svc *)a)->bytes_in); }
+static uint64_t m_duplicates(void *a) { return atomic_load(&((spw_svc *)a)->duplicates); }
+
+typedef struct stream_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int what; /* 0 events_in, 1 bytes_in, 2 coalesced */
+} stream_walk;
+
+static void stream_one(void *arg, spw_stream *s)
+{
+    stream_walk *w = arg;
+    if (!spw_metrics_sees(w->o, s->cfg.name) || (w->what == 2 && !s->cfg.coalesce))
+        return;
+    char l[160];
+    snprintf(l, sizeof l, "stream=\"%s\"", s->cfg.name);
+    uint64_t v = w->what == 0   ? atomic_load(&s->events_in)
+                 : w->what == 1 ? atomic_load(&s->bytes_in)
+                                : spw_coalesce_stream_superseded(s);
+    spw_metrics_line(w->o, w->name, l, v);
+}
+
+static void m_stream_events(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 0};
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
+}
+static void m_stream_bytes(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 1};
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
+}
+static void m_stream_coalesced(void *a, spw_metrics_out *o, const char *name)
+{
+    stream_walk w = {o, name, 2};
+    spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
+}
+
+static void m_rejected(void *a, spw_metrics_out *o, const char *name)
+{
+    static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
+    spw_svc *svc = a;
+    for (int i = 0; i < SPW_REJ__N; i++) {
+        char l[48];
+        snprintf(l, sizeof l, "reason=\"%s\"", reasons[i]);
+        spw_metrics_line(o, name, l, atomic_load(&svc->rejected[i]));
+    }
+}
+
+static uint64_t m_coal(void *a, int i)
+{
+    spw_coalesce_stats cs;
+    spw_coalesce_stats_get(((spw_svc *)(a))->coal, &cs);
+    return i == 0 ? cs.superseded : i == 1 ? cs.buffered_events : i == 2 ? cs.buffered_bytes : cs.batches;
+}
+static uint64_t m_coal_superseded(void *a) { return m_coal(a, 0); }
+static uint64_t m_coal_events(void *a) { return m_coal(a, 1); }
+static uint64_t m_coal_bytes(void *a) { return m_coal(a, 2); }
+static uint64_t m_coal_batches(void *a) { return m_coal(a, 3); }
+static uint64_t m_budget(void *a) { return ((spw_svc *)(a))->pressure.budget; }
+static uint64_t m_high(void *a) { return ((spw_svc *)(a))->pressure.high; }
+static uint64_t m_low(void *a) { return ((spw_svc *)(a))->pressure.low; }
+static uint64_t m_level(void *a) { return (uint64_t)spw_pressure_level(&((spw_svc *)(a))->pressure); }
+static uint64_t m_dd(void *a, int i)
+{
+    spw_dd_stats ds;
+    spw_dd_stats_get(((spw_svc *)(a))->dd, &ds);
+    return i == 0 ? ds.entries : i == 1 ? ds.max_entries : i == 2 ? ds.evicted : ds.refused;
+}
+static uint64_t m_dd_keys(void *a) { return m_dd(a, 0); }
+static uint64_t m_dd_max(void *a) { return m_dd(a, 1); }
+static uint64_t m_dd_evicted(void *a) { return m_dd(a, 2); }
+static uint64_t m_dd_refused(void *a) { return m_dd(a, 3); }
+static uint64_t m_rl(void *a, int i)
+{
+    spw_rl_stats rs;
+    spw_rl_stats_get(((spw_svc *)(a))->rl, &rs);
+    return i == 0 ? rs.keys : i == 1 ? rs.max_keys : i == 2 ? rs.evicted_idle : rs.evicted_active;
+}
+static uint64_t m_rl_keys(void *a) { return m_rl(a, 0); }
+static uint64_t m_rl_max(void *a) { return m_rl(a, 1); }
+static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
+{
+    spw_metrics_line(o, name, "kind=\"idle\"", m_rl(a, 2));
+    spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
+}
+
+void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
+{
+    spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, svc);
+    spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, svc);
+    spw_metrics_add_family(m, "spillway_stream_events_in_total", NULL, SPW_METRIC_COUNTER, m_stream_events, svc);
+    spw_metrics_add_family(m, "spillway_stream_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_stream_bytes, svc);
+    spw_metrics_add_family(m, "spillway_stream_coalesced_total", NULL, SPW_METRIC_COUNTER, m_stream_coalesced, svc);
+    spw_metrics_add_family(m, "spillway_rejected_total", NULL, SPW_METRIC_COUNTER, m_rejected, svc);
+    if (svc->dd)
+        spw_metrics_add_u64(m, "spillway_duplicates_total",
+                            "produce requests answered from the dedupe table (a retried Idempotency-Key or producer "
+                            "sequence), nothing appended",
+                            SPW_METRIC_COUNTER, m_duplicates, svc);
+    spw_metrics_add_hist(m, "spillway_produce_seconds", "produce request complete to answered",
+                         &svc->produce_latency, 1e6);
+    /* Its steps' state: coalescing, admission, the dedupe table, rate limits. */
+    if (svc->coal) {
+        spw_metrics_add_u64(m, "spillway_coalesced_total",
+                            "events of coalesce streams replaced by a newer event for their key before they were "
+                            "written",
+                            SPW_METRIC_COUNTER, m_coal_superseded, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, svc);
+    }
+    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, svc);
+    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, svc);
+    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, svc);
+    spw_metrics_add_u64(m, "spillway_pressure_level",
+                        "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
+                        "priority 0 refused)",
+                        SPW_METRIC_GAUGE, m_level, svc);
+    if (svc->dd) {
+        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
+                            SPW_METRIC_COUNTER, m_dd_evicted, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
+                            "keyed produce requests refused (503 dedupe_full) because the table was full of keys "
+                            "inside their windows",
+                            SPW_METRIC_COUNTER, m_dd_refused, svc);
+    }
+    if (svc->rl) {
+        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, svc);
+        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, svc);
+        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
+                               svc);
+    }
+}

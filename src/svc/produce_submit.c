@@ -1,0 +1,330 @@
+/*
+ * The produce service's submit step (produce.h: spw_produce_submit,
+ * spw_produce_submit_ex, spw_produce_route): groups a request's records by
+ * partition, encodes one batch per partition, takes their bytes from the
+ * log's budget all or nothing, appends them, and completes the request
+ * (dedupe record, counters, answer: spw__produce_complete) when the last
+ * batch's append completes. A spw_produce is counted: each batch holds a
+ * reference and the submit holds one until every batch was handed to the
+ * log, so the completion runs once, after all of them.
+ */
+#include "svc/produce.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/msg.h"
+#include "svc/svc.h"
+#include "svc/coalesce.h"
+#include "svc/consume.h"
+#include "svc/metrics.h"
+#include "svc/produce_int.h"
+
+/* ---- submit ---- */
+
+
+/* pr's outcome as a dedupe result (slots point into a buffer of n). */
+static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slots)
+{
+    for (uint32_t i = 0; i < pr->n_slots; i++)
+        slots[i] = (spw_dd_slot){.partition = pr->slots[i].partition,
+                                 .count = pr->slots[i].count,
+                                 .first_offset = pr->slots[i].first_offset,
+                                 .fp = pr->slots[i].fp,
+                                 .fp_known = 1};
+    *r = (spw_dd_result){.n_events = pr->n_events,
+                         .first_ticket = pr->first_ticket,
+                         .complete = 1,
+                         .ids_known = !pr->ids_unknown,
+                         .nslots = pr->n_slots,
+                         .slots = slots};
+}
+
+void spw_produce_free(spw_produce *pr)
+{
+    spw_stream_put(pr->s);
+    spw_free(pr->order);
+    spw_free(pr->superseded);
+    spw_free(pr);
+}
+
+/* One of pr's counts is done; the last one finishes the request. */
+static void produce_unref(spw_produce *pr)
+{
+    if (atomic_fetch_sub(&pr->pending, 1) == 1) {
+        spw_svc *svc = pr->svc;
+        int err = atomic_load(&pr->err);
+        if (pr->dd) {
+            if (err) {
+                /* Handed to the log and failed: a batch may be stored all
+                 * the same (another partition's append succeeded; the
+                 * failed partition's recovery kept it whole). The key stays
+                 * indeterminate until a retry resolves it (dedupe.h). */
+                spw_dd_slot *known = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *known);
+                uint32_t *unknown = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *unknown);
+                uint32_t nk = 0, nu = 0;
+                for (uint32_t i = 0; i < pr->n_slots; i++) {
+                    const spw_produce_part *sl = &pr->slots[i];
+                    if (sl->stored)
+                        known[nk++] = (spw_dd_slot){.partition = sl->partition, .count = sl->count,
+                                                    .first_offset = sl->first_offset, .fp = sl->fp, .fp_known = 1};
+                    else
+                        unknown[nu++] = sl->partition;
+                }
+                spw_dd_result kr = {.n_events = pr->n_events, .nslots = nk, .slots = known};
+                spw_dd_fail(svc->dd, pr->dd, &kr, unknown, nu, pr->first_ticket,
+                            spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
+                spw_free(known);
+                spw_free(unknown);
+            } else {
+                spw_dd_slot *slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *slots);
+                spw_dd_result res;
+                pr_result(pr, &res, slots);
+                spw_dd_finish(svc->dd, pr->dd, &res, spw_wall_ms() + pr->s->cfg.dedupe_window_ms);
+                spw_free(slots);
+            }
+            pr->dd = NULL;
+        }
+        if (err == 0) {
+            /* Events written: superseded ones are counted by the coalescer. */
+            atomic_fetch_add(&pr->s->events_in, pr->n_events - pr->n_superseded);
+            atomic_fetch_add(&pr->s->bytes_in, pr->bytes);
+            atomic_fetch_add(&svc->events_in, pr->n_events - pr->n_superseded);
+            atomic_fetch_add(&svc->bytes_in, pr->bytes);
+            /* Parked consumer-group polls: records at ack < fsync are not
+             * visible yet, and the waiter asks for their fsync; the log's
+             * durable hook wakes the polls again when they are visible. */
+            spw_consume_kick(svc->groups);
+        } else if (spw_sc_is_disk_error(err)) {
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+        }
+        pr->done(pr, pr->user);
+    }
+}
+
+void spw__produce_complete(spw_produce *pr)
+{
+    atomic_store(&pr->pending, 1);
+    produce_unref(pr);
+}
+
+static void produce_cb(void *arg, int status, const spw_append_result *r)
+{
+    spw_produce_part *sl = arg;
+    spw_produce *pr = sl->pr;
+    if (status) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&pr->err, &zero, status);
+    } else {
+        sl->first_offset = r->base_offset;
+    }
+    produce_unref(pr);
+}
+
+uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key)
+{
+    uint32_t P = s->cfg.partitions;
+    if (partition != UINT32_MAX)
+        return partition;
+    if (v->key_len >= 0)
+        return spw_stream_partition(v->key, (size_t)v->key_len, P);
+    /* Keyless events of a keyed request go where a retry will send them. */
+    if (idem_key)
+        return (uint32_t)((idem_key + i) % P);
+    return atomic_fetch_add(&s->rr, 1) % P;
+}
+
+int spw_produce_submit(spw_svc *svc, spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+                       spw_ack ack, uint64_t producer_id, uint32_t producer_seq, spw_produce_done done, void *user)
+{
+    spw_produce_opts o = {.partition = partition, .ack = ack, .producer_id = producer_id, .producer_seq = producer_seq};
+    return spw_produce_submit_ex(svc, s, in, n, &o, done, user);
+}
+
+int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uint32_t n,
+                          const spw_produce_opts *po, spw_produce_done done, void *user)
+{
+    uint32_t P = s->cfg.partitions;
+    uint32_t partition = po->partition;
+    if (n == 0 || (partition != UINT32_MAX && partition >= P))
+        return SPW_EINVAL;
+    /* Partitions, then records grouped by partition (counting sort).
+     * Small requests (most single-event ones) use the stack. */
+    enum { SMALL_N = 32, SMALL_P = 256 };
+    uint32_t counts_s[SMALL_P], start_s[SMALL_P], part_of_s[SMALL_N];
+    uint64_t tickets_s[SMALL_N];
+    spw_record recs_s[SMALL_N];
+    int small_p = P <= SMALL_P, small_n = n <= SMALL_N;
+    uint32_t *counts = small_p ? counts_s : spw_xmalloc(P * sizeof *counts);
+    memset(counts, 0, P * sizeof *counts);
+    uint32_t *part_of = small_n ? part_of_s : spw_xmalloc(n * sizeof *part_of);
+    for (uint32_t i = 0; i < n; i++) {
+        part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
+        counts[part_of[i]]++;
+    }
+    uint32_t used = 0;
+    for (uint32_t p = 0; p < P; p++)
+        used += counts[p] > 0;
+    spw_produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(spw_produce_part));
+    pr->svc = svc;
+    pr->s = s;
+    pr->n_events = n;
+    pr->n_slots = used;
+    pr->t0 = spw_mono_ns();
+    pr->done = done;
+    pr->user = user;
+    pr->order = spw_xmalloc(n * sizeof *pr->order);
+    uint32_t *start = small_p ? start_s : spw_xmalloc(P * sizeof *start);
+    for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
+        start[p] = at;
+        if (counts[p]) {
+            pr->slots[k] = (spw_produce_part){.pr = pr, .partition = p, .count = counts[p], .first_event = at};
+            k++;
+        }
+        at += counts[p];
+    }
+    for (uint32_t i = 0; i < n; i++)
+        pr->order[start[part_of[i]]++] = i;
+    /* A keyed request's fingerprint per partition: a retry with other
+     * content under the same key is refused (produce_dedupe.c). */
+    if (po->idem_key)
+        for (uint32_t k = 0; k < used; k++) {
+            spw_produce_part *sl = &pr->slots[k];
+            uint32_t fp = 0;
+            for (uint32_t j = 0; j < sl->count; j++)
+                fp = spw_produce_fingerprint(fp, &in[pr->order[sl->first_event + j]]);
+            sl->fp = fp;
+        }
+    if (!small_p) {
+        spw_free(start);
+        spw_free(counts);
+    }
+    if (!small_n)
+        spw_free(part_of);
+    /* coalesce: true under pressure: the coalescer takes it from here. */
+    int cr = s->cfg.coalesce && svc->coal ? spw_coalesce_produce(svc->coal, pr, in, po) : SPW_COALESCE_DIRECT;
+    if (cr != SPW_COALESCE_DIRECT) {
+        if (cr) {
+            spw_free(pr->order);
+            spw_free(pr);
+        }
+        return cr;
+    }
+
+    /* A request's ids are reserved together, in request order, so that a
+     * dedupe result needs only the first (dedupe.h). */
+    spw_idgen *g = spw_log_idgen(svc->log);
+    pr->first_ticket = spw_idgen_reserve(g, n);
+    /* Completing a request a crash cut: partitions already stored keep
+     * what they hold (and the answer cannot list ids). */
+    if (po->stored) {
+        pr->ids_unknown = 1;
+        for (uint32_t k = 0; k < used; k++)
+            for (uint32_t j = 0; j < po->stored->nslots; j++)
+                if (po->stored->slots[j].partition == pr->slots[k].partition) {
+                    pr->slots[k].stored = 1;
+                    pr->slots[k].first_offset = po->stored->slots[j].first_offset;
+                }
+    }
+
+    /* Encode every batch, then reserve the budget for all of them. */
+    spw_record *recs = small_n ? recs_s : spw_xmalloc(n * sizeof *recs);
+    uint64_t *tickets = small_n ? tickets_s : spw_xmalloc(n * sizeof *tickets);
+    spw_buf *enc = spw_xcalloc(used, sizeof *enc);
+    spw_buf scratch = SPW_BUF_INIT;
+    uint64_t total = 0;
+    int r = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        spw_produce_part *sl = &pr->slots[k];
+        for (uint32_t j = 0; j < sl->count; j++) {
+            uint32_t e = pr->order[sl->first_event + j];
+            recs[sl->first_event + j] = in[e];
+            tickets[sl->first_event + j] = pr->first_ticket + e;
+            pr->bytes += in[e].value_len;
+        }
+        if (sl->stored)
+            continue;
+        /* Every batch of a request carries the request's first sequence
+         * number, its size and its dedupe key (docs/formats/log.md). */
+        spw_batch_opts o = {.idgen = g,
+                            .compression = s->cfg.compression,
+                            .tickets = tickets + sl->first_event,
+                            .producer_id = po->producer_id,
+                            .producer_seq = po->producer_seq,
+                            .request_count = po->idem_key ? n : 0,
+                            .idem_hash = po->idem_key};
+        if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
+            break;
+        total += enc[k].len;
+    }
+    if (!small_n) {
+        spw_free(recs);
+        spw_free(tickets);
+    }
+    spw_buf_fini(&scratch);
+    /* The disk: refused before anything is appended when the data would
+     * pass max_disk_bytes (stored + accepted-unwritten + this request), or
+     * when a partition it goes to failed a write and is recovering (an
+     * append there would be refused anyway; this keeps the request whole). */
+    if (r == 0 && svc->max_disk_bytes &&
+        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes)
+        r = SPW_EDISKLIMIT;
+    for (uint32_t k = 0; r == 0 && k < used; k++) {
+        int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
+        if (f)
+            r = f;
+    }
+    if (r == 0)
+        r = spw_log_reserve(svc->log, total, 1);
+    if (r) {
+        if (r == SPW_EAGAIN) {
+            atomic_fetch_add(&svc->rejected[SPW_REJ_BACKPRESSURE], 1);
+            spw_pressure_note_full(&svc->pressure);
+        }
+        else if (r == SPW_EMSGSIZE)
+            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        else if (spw_sc_is_disk_error(r))
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+        for (uint32_t k = 0; k < used; k++)
+            spw_buf_fini(&enc[k]);
+        spw_free(enc);
+        spw_free(pr->order);
+        spw_free(pr);
+        return r;
+    }
+    pr->dd = po->dd;
+    uint32_t to_append = 0;
+    for (uint32_t k = 0; k < used; k++)
+        to_append += !pr->slots[k].stored;
+    atomic_store(&pr->pending, (int)to_append + 1);
+    atomic_fetch_add(&s->requests_in, 1);
+    /* From here the request completes through produce_cb and done. */
+    uint64_t unused = 0;
+    for (uint32_t k = 0; k < used; k++) {
+        spw_produce_part *sl = &pr->slots[k];
+        if (sl->stored)
+            continue;
+        size_t len = enc[k].len;
+        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, po->ack, SPW_APPEND_RESERVED,
+                                      produce_cb, sl, NULL);
+        spw_buf_fini(&enc[k]);
+        if (e) {
+            unused += len;
+            spw_append_result none = {0};
+            produce_cb(sl, e, &none);
+        }
+    }
+    spw_log_release(svc->log, unused);
+    spw_free(enc);
+    /* The extra count taken above: done cannot run before every batch was
+     * handed to the log (nor, with nothing to append, never). */
+    produce_unref(pr);
+    return 0;
+}
