@@ -7,7 +7,13 @@
  * request (the callbacks in http_proto at the end). Everything about a
  * connection happens on its loop's thread; the only cross-thread path is
  * spw_http_loop_post (spw_netloop_post). One concept, the HTTP/1.1
- * protocol, so one file.
+ * protocol, so one file (over 800 lines on purpose): the parser's
+ * callbacks, the pipelining slots, the answer encoder and the budget's
+ * pauses are one state machine over one connection's fields — an answer
+ * frees its slot and resumes the parser (conn_resume), the parser pauses
+ * on the budget and on unsent answers (conn_flush) — so a split would only
+ * spread spw_conn's private state over several files. The requests'
+ * handlers are elsewhere (api.c and its resource files).
  *
  * Draining (spw_http_stop, the core's order): each connection is paused
  * (http_stop_reading) and stays paused (conn_resume and
