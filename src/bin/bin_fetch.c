@@ -6,6 +6,7 @@
  * resume at).
  */
 #include "bin/bin_int.h"
+
 /* ---- FETCH ---- */
 
 void spw__bin_handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)

@@ -7,6 +7,7 @@
  * rules (log/cursor.h), as FETCH mode 0 encodes them.
  */
 #include "bin/bin_int.h"
+
 /* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
 

@@ -6,6 +6,7 @@
  * loop's thread; an error is answered here and the caller only stops.
  */
 #include "bin/bin_int.h"
+
 /* ---- AUTH ---- */
 
 void spw__bin_handle_auth(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)

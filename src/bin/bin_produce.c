@@ -7,6 +7,7 @@
  * so a connection closed meanwhile stays a zombie until then.
  */
 #include "bin/bin_int.h"
+
 /* ---- PRODUCE: the binary decoder and encoder over the service (svc/produce.h) ---- */
 
 /* A PRODUCE in flight. */

@@ -35,6 +35,7 @@
  * so an idle connection holds none of the budget.
  */
 #include "bin/bin_int.h"
+
 uint64_t spw__bin_now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */

@@ -18,6 +18,7 @@
  * status, the server's metric families and /metrics).
  */
 #include "http/api_int.h"
+
 /* ---- small output helpers ---- */
 
 void spw__api_out_raw(spw_buf *b, const void *p, size_t n)

@@ -6,6 +6,7 @@
  * (log/cursor.h) as NDJSON, reporting damage with the offset to resume at.
  */
 #include "http/api_int.h"
+
 /* ---- produce: HTTP's decoder and encoder over the service (svc/produce.h) ---- */
 
 enum { BODY_JSON, BODY_NDJSON, BODY_BYTES };

@@ -6,6 +6,7 @@
  * and sinks. The names and values are a contract (docs/operations.md).
  */
 #include "http/api_int.h"
+
 /* ---- operations ---- */
 
 void spw__api_handle_ids(spw_api *api, spw_http_req *req)

@@ -5,6 +5,7 @@
  * permission checks of svc/request.h.
  */
 #include "http/api_int.h"
+
 /* ---- streams ---- */
 
 static void stream_json(spw_buf *b, spw_stream *s, int detail)

@@ -29,7 +29,6 @@
 
 /* ---- submit ---- */
 
-
 /* pr's outcome as a dedupe result (slots point into a buffer of n). */
 static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slots)
 {

@@ -2,13 +2,14 @@
  * The postgres sink's connections: connecting to a shard (client_encoding
  * UTF8; a SQL_ASCII database refused with a sentence naming the setting),
  * creating the progress table if missing and reading this sink's progress
- * rows (ready), checking the user's table and each mapped column's type,
- * which decides text or binary COPY per shard (check_table, binary_ok),
- * and the resume position over every shard (pg_position). A connection
- * whose state is unknown is dropped (spw__pg_drop) and made again next
- * time; its progress is then read again before it is written to.
+ * rows (spw__pg_ready), checking the user's table and each mapped column's
+ * type, which decides text or binary COPY per shard (spw__pg_check_table,
+ * binary_ok), and the resume position over every shard (spw__pg_position).
+ * A connection whose state is unknown is dropped (spw__pg_drop) and made
+ * again next time; its progress is then read again before it is written to.
  */
 #include "sink/postgres/pg_int.h"
+
 /* ---- connections ---- */
 
 void spw__pg_drop(pg_shard *s)

@@ -1,17 +1,19 @@
 /*
  * The postgres sink's delivery: a window is sent to every shard it touches
- * (pg_begin: per shard BEGIN, the progress row's upsert, COPY of its rows)
- * and then committed (pg_end), so the shards parse in parallel. A failure
- * is classified here: bad data (SQLSTATE classes 22, 23) rolls back and
- * answers REJECT, so the framework bisects to the record and dead-letters
- * it; anything else drops the connection and answers RETRY. pg_commit
- * moves the progress rows of shards that are behind up to the framework's
- * position; pg_rewind sets them back (both in their own statements).
+ * (spw__pg_begin: per shard BEGIN, the progress row's upsert, COPY of its
+ * rows) and then committed (spw__pg_end), so the shards parse in parallel.
+ * A failure is classified here: bad data (SQLSTATE classes 22, 23) rolls
+ * back and answers REJECT, so the framework bisects to the record and
+ * dead-letters it; anything else drops the connection and answers RETRY.
+ * spw__pg_commit moves the progress rows of shards that are behind up to
+ * the framework's position; spw__pg_rewind sets them back (both in their
+ * own statements).
  */
 
 /* COPY binary format's signature + flags + header-extension length, and
  * its end (pg_rows.c formats the rows between them). */
 #include "sink/postgres/pg_int.h"
+
 static const uint8_t copy_bin_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
                                             0,   0,   0,   0,   0,   0,   0,    0};
 static const uint8_t copy_bin_trailer[2] = {0xff, 0xff};

@@ -6,6 +6,7 @@
  * timestamp, id, partition or offset. Pure formatting: no connection.
  */
 #include "sink/postgres/pg_int.h"
+
 /* ---- COPY rows ---- */
 
 static void put_escaped(spw_buf *b, const char *p, size_t n)

@@ -48,6 +48,7 @@
  * moves or rewinds progress rows (commit, rewind).
  */
 #include "sink/postgres/pg_int.h"
+
 /* ---- options ---- */
 
 void spw__pg_quote_ident(spw_buf *b, const char *s, size_t n)
