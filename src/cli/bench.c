@@ -163,15 +163,6 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why)
     snprintf(cl->last_error, sizeof cl->last_error, "%s", why);
 }
 
-void spw__bench_sleep_until(uint64_t t_ns)
-{
-    uint64_t n = spw_mono_ns();
-    if (t_ns > n) {
-        struct timespec ts = {.tv_sec = (time_t)((t_ns - n) / 1000000000u), .tv_nsec = (long)((t_ns - n) % 1000000000u)};
-        nanosleep(&ts, NULL);
-    }
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
