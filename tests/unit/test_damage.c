@@ -247,6 +247,25 @@ static void check_walks(spw_part *p, uint64_t end, uint64_t lo, uint64_t hi)
     }
 }
 
+/* n fsync'd appends to a fresh partition at dir, closed (the recovery
+ * point is then the end); the batches of its segment 0, whose path goes
+ * into path. The caller frees the list. */
+static batches *fill_closed(spw_log *log, const char *dir, const spw_part_config *pc, uint64_t n, char *path,
+                            size_t cap)
+{
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, pc, &p, NULL));
+    for (uint64_t i = 0; i < n; i++)
+        append_one(p, SPW_ACK_FSYNC);
+    spw_part_close(p);
+    seg_path(path, cap, dir, 0, ".log");
+    batches *bt = calloc(1, sizeof *bt);
+    CHECK(bt != NULL);
+    list_batches(path, bt);
+    CHECK_EQ(bt->n, n);
+    return bt;
+}
+
 /* ---- 8: damage below the recovery point, newest segment ---- */
 
 enum { ZERO_SECTOR, FLIP_LENGTH, FLIP_COUNT };
@@ -255,18 +274,9 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
 {
     spw_part_config pc = cfg(1u << 20, index_interval);
     spw_part *p;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
     const uint64_t n = 300;
-    for (uint64_t i = 0; i < n; i++)
-        append_one(p, SPW_ACK_FSYNC);
-    spw_part_close(p); /* the recovery point is now the end */
-
     char path[4200];
-    seg_path(path, sizeof path, dir, 0, ".log");
-    batches *bt = calloc(1, sizeof *bt);
-    CHECK(bt != NULL);
-    list_batches(path, bt);
-    CHECK_EQ(bt->n, n);
+    batches *bt = fill_closed(log, dir, &pc, n, path, sizeof path);
     size_t k = n / 2;
     uint64_t lo, hi;
     if (how == ZERO_SECTOR) {
@@ -328,17 +338,9 @@ static void test_base_in_hole(spw_log *log, const char *dir)
 {
     spw_part_config pc = cfg(1u << 20, 4096);
     spw_part *p;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
     const uint64_t n = 600;
-    for (uint64_t i = 0; i < n; i++)
-        append_one(p, SPW_ACK_FSYNC);
-    spw_part_close(p); /* the recovery point is now the end */
     char path[4200];
-    seg_path(path, sizeof path, dir, 0, ".log");
-    batches *bt = calloc(1, sizeof *bt);
-    CHECK(bt != NULL);
-    list_batches(path, bt);
-    CHECK_EQ(bt->n, n);
+    batches *bt = fill_closed(log, dir, &pc, n, path, sizeof path);
     size_t k = 100;
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
     patch(path, bt->pos[k], z, sizeof z);
