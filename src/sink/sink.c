@@ -33,6 +33,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/opts.h"
+#include "core/sorted.h"
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "log/format.h"
@@ -92,23 +93,21 @@ static void sink_stop_free(spw_sink *k)
     spw_free(k);
 }
 
+typedef struct name_key {
+    spw_sinks *m;
+    const char *name;
+} name_key;
+
+static int cmp_name(const void *arg, size_t i)
+{
+    const name_key *k = arg;
+    return strcmp(k->m->v[i]->def.name, k->name);
+}
+
 static size_t find_pos(spw_sinks *m, const char *name, int *found)
 {
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(m->v[mid]->def.name, name);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    name_key k = {m, name};
+    return spw_sorted_find(m->n, cmp_name, &k, found);
 }
 
 static void insert(spw_sinks *m, spw_sink *k)
