@@ -80,6 +80,20 @@ static inline int answer_status(const frame *f, char *code, uint32_t *retry)
     return st;
 }
 
+/* The first slot of an OK PRODUCE answer; the number of slots into
+ * *nslots (may be NULL). */
+static inline spw_produce_slot produce_slot0(const frame *f, uint32_t *nslots)
+{
+    spw_produce_resp pr;
+    const char *why;
+    CHECK_EQ(spw_produce_resp_decode(f->body + 2, f->len - 2, &pr, &why), 0);
+    spw_produce_slot sl;
+    spw_produce_resp_slot(&pr, 0, &sl);
+    if (nslots)
+        *nslots = pr.nslots;
+    return sl;
+}
+
 /* GROUP_COMMIT of offset for group on stream's partition under lease, as
  * request id: the answer's status (its code word into code, may be NULL);
  * a committed answer must name the partition and offset asked for. */
