@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/invariant.h"
 #include "core/msg.h"
+#include "core/sorted.h"
 #include "log/cursor.h"
 #include "os/os.h"
 
@@ -95,27 +96,25 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t in
     return 0;
 }
 
+typedef struct name_key {
+    spw_catalog *cat;
+    const char *name;
+    size_t len;
+} name_key;
+
+static int cmp_name(const void *arg, size_t i)
+{
+    const name_key *k = arg;
+    const char *m = k->cat->v[i]->cfg.name;
+    size_t ml = strlen(m);
+    int c = memcmp(m, k->name, ml < k->len ? ml : k->len);
+    return c ? c : ml < k->len ? -1 : ml > k->len;
+}
+
 static size_t find_pos(spw_catalog *cat, const char *name, size_t len, int *found)
 {
-    size_t lo = 0, hi = cat->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const char *m = cat->v[mid]->cfg.name;
-        size_t ml = strlen(m);
-        int c = memcmp(m, name, ml < len ? ml : len);
-        if (c == 0)
-            c = ml < len ? -1 : ml > len;
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    name_key k = {cat, name, len};
+    return spw_sorted_find(cat->n, cmp_name, &k, found);
 }
 
 static void insert(spw_catalog *cat, spw_stream *s)

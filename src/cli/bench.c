@@ -56,6 +56,7 @@
 #include "spillway.h"
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/hostport.h"
 #include "core/id.h"
 #include "wire/frame.h"
 
@@ -163,15 +164,6 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why)
     snprintf(cl->last_error, sizeof cl->last_error, "%s", why);
 }
 
-void spw__bench_sleep_until(uint64_t t_ns)
-{
-    uint64_t n = spw_mono_ns();
-    if (t_ns > n) {
-        struct timespec ts = {.tv_sec = (time_t)((t_ns - n) / 1000000000u), .tv_nsec = (long)((t_ns - n) % 1000000000u)};
-        nanosleep(&ts, NULL);
-    }
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -254,16 +246,12 @@ static void bench_help(FILE *f)
 /* "HOST:PORT" into host and port; -1 if it is not that. */
 static int parse_hostport(const char *v, char *host, size_t hcap, char *port, size_t pcap)
 {
-    const char *colon = strrchr(v, ':');
-    char *end;
-    if (!colon || colon == v || (size_t)(colon - v) >= hcap || strlen(colon + 1) >= pcap || !colon[1])
+    size_t hl;
+    uint16_t p;
+    if (spw_hostport_split(v, &hl, &p) || hl >= hcap || strlen(v + hl + 1) >= pcap)
         return -1;
-    errno = 0;
-    unsigned long u = strtoul(colon + 1, &end, 10);
-    if (errno || *end || colon[1] == '-' || u < 1 || u > 65535)
-        return -1;
-    snprintf(host, hcap, "%.*s", (int)(colon - v), v);
-    snprintf(port, pcap, "%s", colon + 1);
+    snprintf(host, hcap, "%.*s", (int)hl, v);
+    snprintf(port, pcap, "%s", v + hl + 1);
     return 0;
 }
 

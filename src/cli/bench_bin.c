@@ -20,6 +20,7 @@
 
 #include "cli/bench_int.h"
 #include "cli/cmds.h"
+#include "core/clock.h"
 #include "cli/httpc.h"
 #include "spillway.h"
 #include "core/alloc.h"
@@ -97,7 +98,7 @@ void *spw__bench_bin_client_main(void *arg)
         uint64_t accepted0 = cl->accepted;
         if (ns_per_event > 0) {
             scheduled = t0 + (uint64_t)(ns_per_event * (double)sent);
-            spw__bench_sleep_until(scheduled);
+            spw_sleep_until(scheduled); /* a signal ends it early, as before */
         }
         cl->req_n = n;
         cl->req_done = 0;

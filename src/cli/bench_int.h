@@ -109,9 +109,6 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why);
  */
 void spw__bench_open_run(const bench_cfg *c, client *cls, uint32_t nworkers);
 
-/* Sleeps until the monotonic time t_ns (now if it has passed). */
-void spw__bench_sleep_until(uint64_t t_ns);
-
 /* bench_http.c: the closed-loop HTTP driver, one thread per hworker. */
 typedef struct hworker {
     const bench_cfg *cfg;

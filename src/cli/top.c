@@ -36,6 +36,7 @@
 #include "cli/cmds.h"
 #include "cli/promtext.h"
 #include "cli/top_int.h"
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/id.h"
 
@@ -357,14 +358,6 @@ static int do_scrape(spw_httpc *c, scrape *s, char *err, size_t cap)
     return 0;
 }
 
-/* Sleeps until the monotonic time t_ns, or until a stop signal. */
-static void sleep_until(uint64_t t_ns)
-{
-    struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000u), .tv_nsec = (long)(t_ns % 1000000000u)};
-    while (!stop_requested && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-}
-
 int spw_cmd_top(int argc, char **argv)
 {
     const char *server = NULL, *interval_s = "1s";
@@ -489,7 +482,8 @@ int spw_cmd_top(int argc, char **argv)
         uint64_t t = spw_mono_ns();
         if (next < t)
             next = t; /* a slow scrape: no burst of catch-up rounds */
-        sleep_until(next);
+        while (!stop_requested && spw_sleep_until(next) == EINTR) { /* until next, or a stop signal */
+        }
     }
     if (tty)
         fputs("\033[?25h\n", stdout);

@@ -15,6 +15,7 @@
 #include "client/client_impl.h"
 #include "core/clock.h"
 #include "core/hash.h"
+#include "core/hostport.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -70,22 +71,18 @@ int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, 
         return SPW_ERR_INVALID;
     memcpy(name, s, n);
     name[n] = 0;
-    char *colon = strrchr(name, ':');
-    if (!colon || colon == name)
-        return SPW_ERR_INVALID;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535 || colon[1] == 0)
+    size_t hl;
+    uint16_t port;
+    if (spw_hostport_split(name, &hl, &port))
         return SPW_ERR_INVALID;
     char host[256];
-    size_t hl = (size_t)(colon - name);
     if (hl >= sizeof host)
         return SPW_ERR_INVALID;
     memcpy(host, name, hl);
     host[hl] = 0;
     memset(sa, 0, sizeof *sa);
     sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
+    sa->sin_port = htons(port);
     if (strcmp(host, "localhost") == 0)
         sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 int spw_buf_vprintf(spw_buf *b, const char *fmt, va_list ap)
 {
@@ -32,4 +33,14 @@ int spw_buf_printf(spw_buf *b, const char *fmt, ...)
     int r = spw_buf_vprintf(b, fmt, ap);
     va_end(ap);
     return r;
+}
+
+void spw_buf_xprintf(spw_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = spw_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    if (r == SPW_ENOMEM)
+        abort(); /* as spw_xmalloc */
 }

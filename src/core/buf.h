@@ -66,6 +66,10 @@ static inline int spw_buf_put_u64(spw_buf *b, uint64_t v)
  * Returns 0, SPW_ENOMEM or SPW_EINVAL (an output error of vsnprintf). */
 int spw_buf_printf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int spw_buf_vprintf(spw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* spw_buf_printf for answers and texts whose size the caller bounds: out of
+ * memory aborts, as spw_xmalloc; an output error of vsnprintf appends
+ * nothing. */
+void spw_buf_xprintf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static inline void spw_buf_fini(spw_buf *b)
 {

@@ -1,6 +1,8 @@
 /* The clocks: see clock.h. */
 #include "core/clock.h"
 
+#include <errno.h>
+
 int64_t spw_wall_ms(void)
 {
     struct timespec ts;
@@ -26,4 +28,11 @@ struct timespec spw_deadline(clockid_t clk, uint64_t ns)
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+int spw_sleep_until(uint64_t t_ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000u), .tv_nsec = (long)(t_ns % 1000000000u)};
+    int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    return r == EINTR ? EINTR : 0;
 }

@@ -24,4 +24,9 @@ static inline uint64_t spw_mono_ms(void) { return spw_mono_ns() / 1000000u; }
  * pthread_cond_timedwait. */
 struct timespec spw_deadline(clockid_t clk, uint64_t ns);
 
+/* Sleeps until the monotonic time t_ns (returns at once if it has passed).
+ * Returns 0, or EINTR when a signal ended the sleep early (the caller that
+ * must sleep on calls again). */
+int spw_sleep_until(uint64_t t_ns);
+
 #endif

@@ -6,6 +6,7 @@
  */
 #include "core/json.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -599,6 +600,18 @@ int spw_json_put_str(spw_buf *b, const char *s, size_t n)
     if (spw_buf_put(b, p + run, n - run) || spw_buf_put(b, "\"", 1))
         return SPW_ENOMEM;
     return 0;
+}
+
+void spw_json_xput_str(spw_buf *b, const char *s, size_t n)
+{
+    if (spw_json_put_str(b, s, n))
+        abort(); /* as spw_xmalloc */
+}
+
+void spw_json_xput_b64(spw_buf *b, const uint8_t *p, size_t n)
+{
+    if (spw_json_put_b64(b, p, n))
+        abort(); /* as spw_xmalloc */
 }
 
 int spw_json_put_b64(spw_buf *b, const uint8_t *p, size_t n)

@@ -109,6 +109,10 @@ struct spw_buf;
 int spw_json_put_str(struct spw_buf *b, const char *s, size_t n);
 /* Bytes as a base64 (RFC 4648, padded) JSON string. */
 int spw_json_put_b64(struct spw_buf *b, const uint8_t *p, size_t n);
+/* The same for output whose size the caller bounds: out of memory aborts,
+ * as spw_xmalloc. */
+void spw_json_xput_str(struct spw_buf *b, const char *s, size_t n);
+void spw_json_xput_b64(struct spw_buf *b, const uint8_t *p, size_t n);
 /*
  * The canonical text of a valid JSON value (a span from spw_json_scan):
  * no whitespace, each string decoded and written again by

@@ -35,17 +35,6 @@ typedef struct hcommit {
 
 static int64_t now_ms(void) { return (int64_t)spw_mono_ms(); }
 
-static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bputf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = spw_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    if (r == SPW_ENOMEM)
-        abort(); /* spw_buf uses try_realloc; these answers are small */
-}
-
 /* ---- HTTP poll ---- */
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
@@ -283,19 +272,19 @@ static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const 
     spw_consume_part *v;
     uint32_t n = spw_consume_view(s, g, &v);
     spw_buf b = SPW_BUF_INIT;
-    bputf(&b, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
+    spw_buf_xprintf(&b, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
         total += v[i].lag;
-        bputf(&b, "%s{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64,
+        spw_buf_xprintf(&b, "%s{\"partition\":%" PRIu32 ",\"committed\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64,
               i ? "," : "", i, v[i].info.committed, v[i].end, v[i].lag);
         if (v[i].info.held)
-            bputf(&b, ",\"holder\":\"%s\",\"lease_ms_left\":%" PRId64 "}", v[i].info.holder,
+            spw_buf_xprintf(&b, ",\"holder\":\"%s\",\"lease_ms_left\":%" PRId64 "}", v[i].info.holder,
                   v[i].info.lease_left_ms);
         else
-            bputf(&b, ",\"holder\":null}");
+            spw_buf_xprintf(&b, ",\"holder\":null}");
     }
-    bputf(&b, "],\"lag\":%" PRIu64 "}\n", total);
+    spw_buf_xprintf(&b, "],\"lag\":%" PRIu64 "}\n", total);
     spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
     spw_buf_fini(&b);
     spw_free(v);

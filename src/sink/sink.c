@@ -33,6 +33,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/opts.h"
+#include "core/sorted.h"
 #include "core/msg.h"
 #include "log/cursor.h"
 #include "log/format.h"
@@ -92,23 +93,21 @@ static void sink_stop_free(spw_sink *k)
     spw_free(k);
 }
 
+typedef struct name_key {
+    spw_sinks *m;
+    const char *name;
+} name_key;
+
+static int cmp_name(const void *arg, size_t i)
+{
+    const name_key *k = arg;
+    return strcmp(k->m->v[i]->def.name, k->name);
+}
+
 static size_t find_pos(spw_sinks *m, const char *name, int *found)
 {
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(m->v[mid]->def.name, name);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    name_key k = {m, name};
+    return spw_sorted_find(m->n, cmp_name, &k, found);
 }
 
 static void insert(spw_sinks *m, spw_sink *k)
@@ -335,9 +334,9 @@ int spw_sinks_delete(spw_sinks *m, const char *name)
 
 static void one_json(spw_sink *k, spw_buf *b)
 {
-    jf(b, "{\"name\":");
-    jstr(b, k->def.name, strlen(k->def.name));
-    jf(b, ",\"definition\":%s,\"state\":\"%s\"", k->canon, state_names[atomic_load(&k->state)]);
+    spw_buf_xprintf(b, "{\"name\":");
+    spw_json_xput_str(b, k->def.name, strlen(k->def.name));
+    spw_buf_xprintf(b, ",\"definition\":%s,\"state\":\"%s\"", k->canon, state_names[atomic_load(&k->state)]);
     pthread_mutex_lock(&k->mu);
     uint64_t lag = 0;
     spw_buf parts = SPW_BUF_INIT;
@@ -345,24 +344,24 @@ static void one_json(spw_sink *k, spw_buf *b)
         uint64_t next = atomic_load(&k->parts[i].next), end = atomic_load(&k->parts[i].end);
         uint64_t l = end > next ? end - next : 0;
         lag += l;
-        jf(&parts, "%s{\"partition\":%" PRIu32 ",\"position\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64 "}",
+        spw_buf_xprintf(&parts, "%s{\"partition\":%" PRIu32 ",\"position\":%" PRIu64 ",\"end\":%" PRIu64 ",\"lag\":%" PRIu64 "}",
            i ? "," : "", i, next, end, l);
     }
-    jf(b, ",\"lag\":%" PRIu64 ",\"partitions\":[", lag);
+    spw_buf_xprintf(b, ",\"lag\":%" PRIu64 ",\"partitions\":[", lag);
     spw_buf_put(b, parts.p, parts.len);
     spw_buf_fini(&parts);
-    jf(b, "],\"delivered_total\":%" PRIu64 ",\"delivered_bytes_total\":%" PRIu64 ",\"dlq_total\":%" PRIu64
+    spw_buf_xprintf(b, "],\"delivered_total\":%" PRIu64 ",\"delivered_bytes_total\":%" PRIu64 ",\"dlq_total\":%" PRIu64
           ",\"errors_total\":%" PRIu64 ",\"events_per_sec\":%.1f,\"last_error\":",
        atomic_load(&k->delivered), atomic_load(&k->delivered_bytes), atomic_load(&k->dlq), atomic_load(&k->errors),
        (double)atomic_load(&k->rate_milli) / 1000.0);
     if (k->last_error[0]) {
-        jstr(b, k->last_error, strlen(k->last_error));
-        jf(b, ",\"last_error_ms\":%" PRId64, k->last_error_ms);
+        spw_json_xput_str(b, k->last_error, strlen(k->last_error));
+        spw_buf_xprintf(b, ",\"last_error_ms\":%" PRId64, k->last_error_ms);
     } else {
-        jf(b, "null");
+        spw_buf_xprintf(b, "null");
     }
     pthread_mutex_unlock(&k->mu);
-    jf(b, "}");
+    spw_buf_xprintf(b, "}");
 }
 
 int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out)
@@ -378,22 +377,22 @@ int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out)
 
 void spw_sinks_list_json(spw_sinks *m, spw_buf *out)
 {
-    jf(out, "{\"sinks\":[");
+    spw_buf_xprintf(out, "{\"sinks\":[");
     pthread_mutex_lock(&m->mu);
     for (uint32_t i = 0; i < m->n; i++) {
         if (i)
-            jf(out, ",");
+            spw_buf_xprintf(out, ",");
         one_json(m->v[i], out);
     }
     pthread_mutex_unlock(&m->mu);
-    jf(out, "]}");
+    spw_buf_xprintf(out, "]}");
 }
 
 void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
 {
     pthread_mutex_lock(&m->mu);
     if (m->n)
-        jf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
+        spw_buf_xprintf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
               "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n"
               "# TYPE spillway_sink_state gauge\n");
     for (uint32_t i = 0; i < m->n; i++) {
@@ -405,13 +404,13 @@ void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
             lag += end > next ? end - next : 0;
         }
         pthread_mutex_unlock(&k->mu);
-        jf(b,
+        spw_buf_xprintf(b,
            "spillway_sink_lag{sink=\"%s\"} %" PRIu64 "\nspillway_sink_delivered_total{sink=\"%s\"} %" PRIu64
            "\nspillway_sink_errors_total{sink=\"%s\"} %" PRIu64 "\nspillway_sink_dlq_total{sink=\"%s\"} %" PRIu64
            "\n",
            k->def.name, lag, k->def.name, atomic_load(&k->delivered), k->def.name, atomic_load(&k->errors),
            k->def.name, atomic_load(&k->dlq));
-        jf(b, "spillway_sink_state{sink=\"%s\",state=\"%s\"} 1\n", k->def.name, state_names[atomic_load(&k->state)]);
+        spw_buf_xprintf(b, "spillway_sink_state{sink=\"%s\",state=\"%s\"} 1\n", k->def.name, state_names[atomic_load(&k->state)]);
     }
     pthread_mutex_unlock(&m->mu);
 }

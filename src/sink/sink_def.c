@@ -221,19 +221,19 @@ void spw__sink_def_fini(sink_def *d)
 
 void spw__sink_def_json(const sink_def *d, spw_buf *b)
 {
-    jf(b, "{\"name\":");
-    jstr(b, d->name, strlen(d->name));
-    jf(b, ",\"stream\":");
-    jstr(b, d->stream, strlen(d->stream));
-    jf(b, ",\"kind\":\"%s\",\"batch\":{\"max_events\":%" PRIu32 ",\"max_bytes\":%" PRIu64
+    spw_buf_xprintf(b, "{\"name\":");
+    spw_json_xput_str(b, d->name, strlen(d->name));
+    spw_buf_xprintf(b, ",\"stream\":");
+    spw_json_xput_str(b, d->stream, strlen(d->stream));
+    spw_buf_xprintf(b, ",\"kind\":\"%s\",\"batch\":{\"max_events\":%" PRIu32 ",\"max_bytes\":%" PRIu64
           ",\"max_wait_ms\":%" PRIu32 "},\"retry\":{\"initial_ms\":%" PRIu64 ",\"max_ms\":%" PRIu64 "},\"dlq\":",
        d->kind->name, d->batch.max_events, d->batch.max_bytes, d->batch.max_wait_ms, d->retry_initial_ms,
        d->retry_max_ms);
     if (d->dlq[0])
-        jstr(b, d->dlq, strlen(d->dlq));
+        spw_json_xput_str(b, d->dlq, strlen(d->dlq));
     else
-        jf(b, "null");
-    jf(b, ",\"options\":");
+        spw_buf_xprintf(b, "null");
+    spw_buf_xprintf(b, ",\"options\":");
     spw_buf_put(b, d->options, d->options_len);
-    jf(b, "}");
+    spw_buf_xprintf(b, "}");
 }

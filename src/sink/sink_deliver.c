@@ -95,31 +95,31 @@ static void dlq_done(spw_produce *pr, void *user)
 /* The dead-letter record (docs/formats/sink-progress.md, "Dead-letter record"). */
 static void dlq_value(spw_sink *k, const spw_sink_rec *r, const char *err, spw_buf *b)
 {
-    jf(b, "{\"error\":");
-    jstr(b, err, strlen(err));
-    jf(b, ",\"sink\":");
-    jstr(b, k->def.name, strlen(k->def.name));
-    jf(b, ",\"stream\":");
-    jstr(b, k->def.stream, strlen(k->def.stream));
-    jf(b, ",\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":%" PRIu64 ",\"ts\":%" PRId64 ",", k->b.part,
+    spw_buf_xprintf(b, "{\"error\":");
+    spw_json_xput_str(b, err, strlen(err));
+    spw_buf_xprintf(b, ",\"sink\":");
+    spw_json_xput_str(b, k->def.name, strlen(k->def.name));
+    spw_buf_xprintf(b, ",\"stream\":");
+    spw_json_xput_str(b, k->def.stream, strlen(k->def.stream));
+    spw_buf_xprintf(b, ",\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":%" PRIu64 ",\"ts\":%" PRId64 ",", k->b.part,
        r->offset, r->id, r->ts);
     if (r->key_len < 0)
-        jf(b, "\"key\":null");
+        spw_buf_xprintf(b, "\"key\":null");
     else if (spw__key_text_ok(r->key, (size_t)r->key_len)) {
-        jf(b, "\"key\":");
-        jstr(b, (const char *)r->key, (size_t)r->key_len);
+        spw_buf_xprintf(b, "\"key\":");
+        spw_json_xput_str(b, (const char *)r->key, (size_t)r->key_len);
     } else {
-        jf(b, "\"key_b64\":");
-        jb64(b, r->key, (size_t)r->key_len);
+        spw_buf_xprintf(b, "\"key_b64\":");
+        spw_json_xput_b64(b, r->key, (size_t)r->key_len);
     }
     if (!k->s->cfg.format_bytes) {
-        jf(b, ",\"value\":");
+        spw_buf_xprintf(b, ",\"value\":");
         spw_buf_put(b, r->value, r->value_len);
     } else {
-        jf(b, ",\"value_b64\":");
-        jb64(b, r->value, r->value_len);
+        spw_buf_xprintf(b, ",\"value_b64\":");
+        spw_json_xput_b64(b, r->value, r->value_len);
     }
-    jf(b, "}");
+    spw_buf_xprintf(b, "}");
 }
 
 static int op_dead(void *arg, uint32_t i, const char *err)

@@ -113,30 +113,6 @@ struct spw_sinks {
 };
 
 
-/* JSON output; out of memory aborts, as spw_xmalloc. */
-static inline void jstr(spw_buf *b, const char *p, size_t n)
-{
-    if (spw_json_put_str(b, p, n))
-        abort(); /* as spw_xmalloc */
-}
-
-static inline void jb64(spw_buf *b, const uint8_t *p, size_t n)
-{
-    if (spw_json_put_b64(b, p, n))
-        abort();
-}
-
-static inline void jf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static inline void jf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = spw_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    if (r == SPW_ENOMEM)
-        abort(); /* as spw_xmalloc */
-}
-
 /* sink_def.c */
 int spw__sink_def_parse(sink_def *d, const char *name, const char *body, size_t len, char *err, size_t cap);
 void spw__sink_def_fini(sink_def *d);

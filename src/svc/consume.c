@@ -54,17 +54,6 @@ struct spw_consume {
 
 static int64_t now_ms(void) { return (int64_t)spw_mono_ms(); }
 
-static void bputf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bputf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = spw_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    if (r == SPW_ENOMEM)
-        abort(); /* spw_buf uses try_realloc; these answers are small */
-}
-
 /* ends[i], firsts[i] of the stream's first n partitions. The end is the
  * durable one: groups deliver only records that survive a power loss
  * (docs/architecture.md, "What readers see"), so a committed offset never
@@ -511,7 +500,7 @@ static void metrics_group(void *arg, spw_group *g)
     spw_consume_part *v;
     uint32_t n = spw_consume_view(s, g, &v);
     for (uint32_t i = 0; i < n; i++)
-        bputf(x->b, "spillway_group_%s{stream=\"%s\",group=\"%s\",partition=\"%" PRIu32 "\"} %" PRIu64 "\n",
+        spw_buf_xprintf(x->b, "spillway_group_%s{stream=\"%s\",group=\"%s\",partition=\"%" PRIu32 "\"} %" PRIu64 "\n",
               x->pass == 0 ? "committed_offset" : "lag", sn, spw_group_name(g), i,
               x->pass == 0 ? v[i].info.committed : v[i].lag);
     spw_free(v);
@@ -523,14 +512,14 @@ void spw_consume_metrics(spw_consume *cs, spw_buf *b, const spw_token *who)
     if (!cs)
         return;
     metrics_ctx x = {cs, b, who, 0};
-    bputf(b, "# HELP spillway_group_committed_offset a consumer group's committed offset (next to read)\n"
+    spw_buf_xprintf(b, "# HELP spillway_group_committed_offset a consumer group's committed offset (next to read)\n"
              "# TYPE spillway_group_committed_offset gauge\n");
     spw_groups_each(cs->gs, metrics_group, &x);
     x.pass = 1;
-    bputf(b, "# HELP spillway_group_lag records after a consumer group's committed offset\n"
+    spw_buf_xprintf(b, "# HELP spillway_group_lag records after a consumer group's committed offset\n"
              "# TYPE spillway_group_lag gauge\n");
     spw_groups_each(cs->gs, metrics_group, &x);
-    bputf(b,
+    spw_buf_xprintf(b,
           "# HELP spillway_group_damaged_skipped_total records consumer groups skipped because they are damaged on "
           "disk\n# TYPE spillway_group_damaged_skipped_total counter\nspillway_group_damaged_skipped_total %" PRIu64
           "\n",

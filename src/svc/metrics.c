@@ -96,23 +96,12 @@ void spw_metrics_add_block(spw_metrics *m, spw_metric_block block, void *ctx)
     add(m, &(family){.kind = KIND_BLOCK, .block = block, .ctx = ctx});
 }
 
-static void outf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void outf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = spw_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    if (r == SPW_ENOMEM)
-        abort(); /* spw_buf uses try_realloc; the text is bounded by the streams */
-}
-
 void spw_metrics_line(spw_metrics_out *o, const char *name, const char *labels, uint64_t v)
 {
     if (labels && labels[0])
-        outf(o->b, "%s{%s} %" PRIu64 "\n", name, labels, v);
+        spw_buf_xprintf(o->b, "%s{%s} %" PRIu64 "\n", name, labels, v);
     else
-        outf(o->b, "%s %" PRIu64 "\n", name, v);
+        spw_buf_xprintf(o->b, "%s %" PRIu64 "\n", name, v);
 }
 
 static const char *type_name(spw_metric_type t)
@@ -126,10 +115,10 @@ static void hist_out(spw_buf *b, const char *name, spw_hist *h, double scale)
     uint64_t cum = 0;
     for (int i = 0; i < SPW_HIST_BUCKETS - 1; i++) {
         cum += atomic_load(&h->b[i]);
-        outf(b, "%s_bucket{le=\"%.6g\"} %" PRIu64 "\n", name, (double)spw_hist_le(i) / scale, cum);
+        spw_buf_xprintf(b, "%s_bucket{le=\"%.6g\"} %" PRIu64 "\n", name, (double)spw_hist_le(i) / scale, cum);
     }
     cum += atomic_load(&h->b[SPW_HIST_BUCKETS - 1]);
-    outf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name, cum, name,
+    spw_buf_xprintf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name, cum, name,
          (double)atomic_load(&h->sum_us) / scale, name, atomic_load(&h->count));
 }
 
@@ -144,9 +133,9 @@ void spw_metrics_render(spw_metrics *m, spw_buf *b, const void *who)
             continue;
         }
         if (f->help)
-            outf(b, "# HELP %s %s\n", f->name, f->help);
+            spw_buf_xprintf(b, "# HELP %s %s\n", f->name, f->help);
         if (f->type != SPW_METRIC_UNTYPED)
-            outf(b, "# TYPE %s %s\n", f->name, type_name(f->type));
+            spw_buf_xprintf(b, "# TYPE %s %s\n", f->name, type_name(f->type));
         if (f->kind == KIND_U64)
             spw_metrics_line(&o, f->name, NULL, f->get(f->ctx));
         else if (f->kind == KIND_FAMILY)

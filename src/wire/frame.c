@@ -147,6 +147,9 @@ void spw_frame_finish(spw_buf *b, size_t start) { spw_put32(b->p + start, (uint3
         return SPW_EINVAL;                                                                                             \
     } while (0)
 
+/* What a request whose stream name stream_name refuses is told. */
+#define BAD_STREAM_NAME "stream name missing, empty, longer than 128 bytes or truncated"
+
 static int stream_name(spw_rd *r, const char **name, uint16_t *len, int allow_empty)
 {
     *len = spw_rd_u16(r);
@@ -186,7 +189,7 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
     spw_rd r;
     spw_rd_init(&r, body, len);
     if (stream_name(&r, &o->stream, &o->stream_len, 0))
-        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+        FAIL(BAD_STREAM_NAME);
     o->ack = spw_rd_u8(&r);
     o->priority = spw_rd_u8(&r);
     o->flags = spw_rd_u16(&r);
@@ -344,7 +347,7 @@ int spw_fetch_req_decode(const uint8_t *body, size_t len, spw_fetch_req *o, cons
     spw_rd r;
     spw_rd_init(&r, body, len);
     if (stream_name(&r, &o->stream, &o->stream_len, 0))
-        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+        FAIL(BAD_STREAM_NAME);
     o->partition = spw_rd_u32(&r);
     o->offset = spw_rd_u64(&r);
     o->max_bytes = spw_rd_u32(&r);
@@ -475,7 +478,7 @@ int spw_gpoll_req_decode(const uint8_t *body, size_t len, spw_gpoll_req *o, cons
     spw_rd r;
     spw_rd_init(&r, body, len);
     if (stream_name(&r, &o->stream, &o->stream_len, 0))
-        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+        FAIL(BAD_STREAM_NAME);
     if (str16(&r, &o->group, &o->group_len, 1, SPW_GROUP_WIRE_MAX))
         FAIL("group name missing, empty, longer than 128 bytes or truncated");
     if (str16(&r, &o->member, &o->member_len, 0, SPW_MEMBER_WIRE_MAX))
@@ -562,7 +565,7 @@ int spw_gcommit_req_decode(const uint8_t *body, size_t len, spw_gcommit_req *o, 
     spw_rd r;
     spw_rd_init(&r, body, len);
     if (stream_name(&r, &o->stream, &o->stream_len, 0))
-        FAIL("stream name missing, empty, longer than 128 bytes or truncated");
+        FAIL(BAD_STREAM_NAME);
     if (str16(&r, &o->group, &o->group_len, 1, SPW_GROUP_WIRE_MAX))
         FAIL("group name missing, empty, longer than 128 bytes or truncated");
     o->partition = spw_rd_u32(&r);

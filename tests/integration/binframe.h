@@ -80,4 +80,46 @@ static inline int answer_status(const frame *f, char *code, uint32_t *retry)
     return st;
 }
 
+/* The first slot of an OK PRODUCE answer; the number of slots into
+ * *nslots (may be NULL). */
+static inline spw_produce_slot produce_slot0(const frame *f, uint32_t *nslots)
+{
+    spw_produce_resp pr;
+    const char *why;
+    CHECK_EQ(spw_produce_resp_decode(f->body + 2, f->len - 2, &pr, &why), 0);
+    spw_produce_slot sl;
+    spw_produce_resp_slot(&pr, 0, &sl);
+    if (nslots)
+        *nslots = pr.nslots;
+    return sl;
+}
+
+/* GROUP_COMMIT of offset for group on stream's partition under lease, as
+ * request id: the answer's status (its code word into code, may be NULL);
+ * a committed answer must name the partition and offset asked for. */
+static inline int bin_gcommit(int fd, uint64_t id, const char *stream, const char *group, uint32_t part,
+                              uint64_t lease, uint64_t offset, char *code)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_gcommit_req q = {.stream = stream, .stream_len = (uint16_t)strlen(stream), .group = group,
+                         .group_len = (uint16_t)strlen(group), .partition = part, .lease_id = lease, .offset = offset};
+    CHECK_OK(spw_gcommit_req_encode(&b, &q));
+    send_frame(fd, SPW_OP_GROUP_COMMIT, id, &b);
+    spw_buf_fini(&b);
+    frame f;
+    CHECK_EQ(read_frame(fd, &f), 0);
+    CHECK_EQ(f.h.opcode, SPW_OP_GROUP_COMMIT);
+    int st = answer_status(&f, code, NULL);
+    if (st == 0) {
+        uint32_t p;
+        uint64_t c;
+        const char *why;
+        CHECK_EQ(spw_gcommit_resp_decode(f.body + 2, f.len - 2, &p, &c, &why), 0);
+        CHECK_EQ(p, part);
+        CHECK_EQ(c, offset);
+    }
+    free(f.body);
+    return st;
+}
+
 #endif

@@ -256,6 +256,68 @@ static inline uint64_t part_field(int port, const char *path, int part, const ch
     return v;
 }
 
+/* A value in a /metrics text: the line that starts with name (exactly,
+ * labels included) and a space; -1 if there is none. */
+static inline long long metric_in(const char *text, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, nl) == 0 && p[nl] == ' ')
+            return atoll(p + nl + 1);
+    return -1;
+}
+
+/* Polls (bounded: 1000 rounds of 10 ms) until part_field(...) reaches
+ * want; returns the last value read. */
+static inline uint64_t wait_part_field(int port, const char *path, int part, const char *field, uint64_t want)
+{
+    uint64_t got = 0;
+    for (int i = 0; i < 1000 && got < want; i++) {
+        got = part_field(port, path, part, field);
+        if (got < want)
+            usleep(10000);
+    }
+    return got;
+}
+
+/* PUT /v1/sinks/NAME on port (201): a forward sink of stream to the stream
+ * dst of the server whose binary port is binport, in batches of up to 1000
+ * events or 20 ms, retries from 20 to 200 ms. */
+static inline void put_forward_sink(int port, const char *name, const char *stream, int binport, const char *dst)
+{
+    char path[256], body[1024];
+    snprintf(path, sizeof path, "/v1/sinks/%s", name);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"%s\",\"kind\":\"forward\",\"batch\":{\"max_events\":1000,\"max_wait_ms\":20},"
+             "\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
+             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"%s\",\"timeout_ms\":2000}}",
+             stream, binport, dst);
+    CHECK_EQ(req_status(port, "PUT", path, body), 201);
+}
+
+/* Waits (bounded) until sink NAME's position is position; there, its
+ * errors_total must not be 0 (a damaged range it went past is counted).
+ * Returns whether it got there. A sink's position moves once its target
+ * has answered, which can be after the target shows the records. */
+static inline int wait_sink_past_damage(int port, const char *name, uint64_t position)
+{
+    char path[256], want[64];
+    snprintf(path, sizeof path, "/v1/sinks/%s", name);
+    snprintf(want, sizeof want, "\"position\":%llu,", (unsigned long long)position);
+    int at_end = 0;
+    for (int i = 0; i < 1000 && !at_end; i++) {
+        resp r = http_json(port, "GET", path, NULL);
+        CHECK_EQ(r.status, 200);
+        at_end = strstr(r.body, want) != NULL;
+        if (at_end)
+            CHECK(strstr(r.body, "\"errors_total\":0,") == NULL);
+        else
+            usleep(10000);
+        free(r.body);
+    }
+    return at_end;
+}
+
 /* PUT /v1/streams/NAME with body: created (201) or already so (200). */
 static inline void put_stream(int port, const char *name, const char *body)
 {

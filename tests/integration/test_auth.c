@@ -168,40 +168,15 @@ static int bcall(int fd, uint8_t op, const spw_buf *body, char *code, frame *ok)
 {
     static uint64_t next_id = 1;
     uint64_t id = next_id++;
-    spw_buf b = SPW_BUF_INIT;
-    size_t st;
-    CHECK_OK(spw_frame_begin(&b, op, 0, id, &st));
-    CHECK_OK(spw_buf_reserve(&b, b.len + body->len));
-    memcpy(b.p + b.len, body->p, body->len);
-    b.len += body->len;
-    spw_frame_finish(&b, st);
-    send_all(fd, b.p, b.len);
-    spw_buf_fini(&b);
-    uint8_t h[16];
-    CHECK(recv_exact(fd, h, 16) == 0);
+    send_frame(fd, op, id, body);
     frame f;
-    CHECK_EQ(spw_frame_hdr_decode(h, 16, 64u << 20, &f.h), 0);
-    CHECK(f.h.flags & SPW_FLAG_RESPONSE);
+    CHECK_EQ(read_frame(fd, &f), 0);
     CHECK_EQ(f.h.request_id, id);
     CHECK_EQ(f.h.opcode, op);
-    f.len = f.h.length - 12;
-    f.body = malloc(f.len + 1);
-    CHECK(recv_exact(fd, f.body, f.len) == 0);
-    uint16_t status;
-    const uint8_t *rest;
-    size_t rl;
-    spw_frame_error e;
-    const char *why;
-    CHECK_EQ(spw_answer_decode(f.body, f.len, &status, &rest, &rl, &e, &why), 0);
-    if (status && code) {
-        memcpy(code, e.code, e.code_len);
-        code[e.code_len] = 0;
-    }
-    if (status && getenv("SPW_TEST_VERBOSE"))
-        fprintf(stderr, "answer %u %.*s: %.*s\n", status, e.code_len, e.code, e.msg_len, e.msg);
-    if (ok && status == 0) {
-        f.body = memmove(f.body, rest, rl);
-        f.len = rl;
+    int status = answer_status(&f, code, NULL);
+    if (ok && status == 0) { /* an OK answer's body follows its 2-byte status */
+        f.len -= 2;
+        f.body = memmove(f.body, f.body + 2, f.len);
         *ok = f;
     } else {
         free(f.body);

@@ -88,26 +88,7 @@ static int bpoll(int fd, const char *group, const char *member, uint32_t max, ui
 
 static int bcommit(int fd, const char *group, uint32_t part, uint64_t lease, uint64_t offset, char *code)
 {
-    spw_buf b = SPW_BUF_INIT;
-    spw_gcommit_req q = {.stream = "s", .stream_len = 1, .group = group, .group_len = (uint16_t)strlen(group),
-                         .partition = part, .lease_id = lease, .offset = offset};
-    CHECK_OK(spw_gcommit_req_encode(&b, &q));
-    send_frame(fd, SPW_OP_GROUP_COMMIT, next_id++, &b);
-    spw_buf_fini(&b);
-    frame f;
-    CHECK_EQ(read_frame(fd, &f), 0);
-    CHECK_EQ(f.h.opcode, SPW_OP_GROUP_COMMIT);
-    int st = answer_status(&f, code, NULL);
-    if (st == 0) {
-        uint32_t p;
-        uint64_t c;
-        const char *why;
-        CHECK_EQ(spw_gcommit_resp_decode(f.body + 2, f.len - 2, &p, &c, &why), 0);
-        CHECK_EQ(p, part);
-        CHECK_EQ(c, offset);
-    }
-    free(f.body);
-    return st;
+    return bin_gcommit(fd, next_id++, "s", group, part, lease, offset, code);
 }
 
 /* A raw request body; the answer's status and code. */

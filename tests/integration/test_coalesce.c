@@ -115,13 +115,7 @@ static long long metric(int port, const char *name)
 {
     resp r = req(port, "GET", "/metrics", NULL, NULL);
     CHECK_EQ(r.status, 200);
-    long long v = -1;
-    size_t nl = strlen(name);
-    for (char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, name, nl) == 0 && p[nl] == ' ') {
-            v = atoll(p + nl + 1);
-            break;
-        }
+    long long v = metric_in(r.body, name);
     free(r.body);
     return v;
 }

@@ -200,17 +200,7 @@ static int bpoll(int fd, const char *g, uint64_t *lease, uint32_t *part, uint64_
 
 static int bcommit(int fd, const char *g, uint32_t part, uint64_t lease, uint64_t offset)
 {
-    spw_buf b = SPW_BUF_INIT;
-    spw_gcommit_req q = {.stream = "src", .stream_len = 3, .group = g, .group_len = (uint16_t)strlen(g),
-                         .partition = part, .lease_id = lease, .offset = offset};
-    CHECK_OK(spw_gcommit_req_encode(&b, &q));
-    send_frame(fd, SPW_OP_GROUP_COMMIT, next_id++, &b);
-    spw_buf_fini(&b);
-    frame f;
-    CHECK_EQ(read_frame(fd, &f), 0);
-    int st = answer_status(&f, NULL, NULL);
-    free(f.body);
-    return st;
+    return bin_gcommit(fd, next_id++, "src", g, part, lease, offset, NULL);
 }
 
 static int file_has(const char *path, const char *needle)
@@ -327,36 +317,14 @@ int main(int argc, char **argv)
     /* A forward sink: goes on past the damage. */
     srv_start(&core, BIN, cdir, NULL);
     put_stream(core.port, "dst", "{\"partitions\":1}");
-    snprintf(body, sizeof body,
-             "{\"stream\":\"src\",\"kind\":\"forward\",\"batch\":{\"max_events\":1000,\"max_wait_ms\":20},"
-             "\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
-             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"dst\",\"timeout_ms\":2000}}",
-             core.binport);
-    CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fw", body), 201);
-    uint64_t got = 0;
-    for (int i = 0; i < 1000 && got < 8; i++) {
-        got = part_field(core.port, "/v1/streams/dst", 0, "durable_offset");
-        if (got < 8)
-            usleep(10000);
-    }
+    put_forward_sink(edge.port, "fw", "src", core.binport, "dst");
+    uint64_t got = wait_part_field(core.port, "/v1/streams/dst", 0, "durable_offset", 8);
     CHECK_EQ(got, 8); /* 12 less the damaged 4 */
     r = http_json(core.port, "GET", "/v1/streams/dst/events?partition=0&offset=5&limit=10", NULL);
     CHECK_EQ(r.status, 200);
     CHECK(strstr(r.body, "{\"u\":9}") != NULL);
     free(r.body);
-    /* The sink's position moves once the target answered: wait for it. */
-    int at_end = 0;
-    for (int i = 0; i < 1000 && !at_end; i++) {
-        r = http_json(edge.port, "GET", "/v1/sinks/fw", NULL);
-        CHECK_EQ(r.status, 200);
-        at_end = strstr(r.body, "\"position\":12,") != NULL;
-        if (at_end)
-            CHECK(strstr(r.body, "\"errors_total\":0,") == NULL); /* the skip is counted */
-        else
-            usleep(10000);
-        free(r.body);
-    }
-    CHECK(at_end);
+    CHECK(wait_sink_past_damage(edge.port, "fw", 12));
     CHECK(file_has(logpath, "sink fw: partition 0: offsets 5..8 are damaged"));
     CHECK(file_has(logpath, "resuming at offset 9"));
 

@@ -270,33 +270,17 @@ static int bin_produce(int binport, const char *stream, uint32_t t, char *code)
     int fd = tcp_connect(binport);
     send_all(fd, b.p, b.len);
     spw_buf_fini(&b);
-    uint8_t h[16];
-    CHECK(recv_exact(fd, h, 16) == 0);
-    spw_frame_hdr fh;
-    CHECK_EQ(spw_frame_hdr_decode(h, 16, 64u << 20, &fh), 0);
-    CHECK_EQ(fh.request_id, 77);
-    size_t len = fh.length - 12;
-    uint8_t *body = malloc(len + 1);
-    CHECK(recv_exact(fd, body, len) == 0);
+    frame f;
+    CHECK_EQ(read_frame(fd, &f), 0);
+    CHECK_EQ(f.h.request_id, 77);
     close(fd);
-    uint16_t status;
-    const uint8_t *rest;
-    size_t rl;
-    spw_frame_error e;
-    const char *why;
-    CHECK_EQ(spw_answer_decode(body, len, &status, &rest, &rl, &e, &why), 0);
-    if (status) {
-        memcpy(code, e.code, e.code_len);
-        code[e.code_len] = 0;
-    } else {
-        spw_produce_resp pr;
-        CHECK_EQ(spw_produce_resp_decode(rest, rl, &pr, &why), 0);
-        spw_produce_slot sl;
-        spw_produce_resp_slot(&pr, 0, &sl);
+    int status = answer_status(&f, code, NULL);
+    if (status == 0) {
+        spw_produce_slot sl = produce_slot0(&f, NULL);
         acked[t].part = (int)sl.partition;
         acked[t].off = sl.first_offset;
     }
-    free(body);
+    free(f.body);
     return status;
 }
 

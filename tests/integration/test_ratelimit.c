@@ -226,27 +226,13 @@ static int bin_produce(int fd, const char *stream, uint32_t n, char *code, uint3
     uint64_t my = id++;
     send_frame(fd, SPW_OP_PRODUCE, my, &b);
     spw_buf_fini(&b);
-    uint8_t h[16];
-    CHECK(recv_exact(fd, h, 16) == 0);
-    spw_frame_hdr fh;
-    CHECK_EQ(spw_frame_hdr_decode(h, 16, 64u << 20, &fh), 0);
-    CHECK_EQ(fh.request_id, my);
-    uint8_t *body = malloc(fh.length - 12);
-    CHECK(recv_exact(fd, body, fh.length - 12) == 0);
-    uint16_t st;
-    const uint8_t *rest;
-    size_t rl;
-    spw_frame_error e;
-    const char *why;
-    CHECK_EQ(spw_answer_decode(body, fh.length - 12, &st, &rest, &rl, &e, &why), 0);
+    frame f;
+    CHECK_EQ(read_frame(fd, &f), 0);
+    CHECK_EQ(f.h.request_id, my);
     code[0] = 0;
     *retry = 0;
-    if (st) {
-        memcpy(code, e.code, e.code_len);
-        code[e.code_len] = 0;
-        *retry = e.retry_after_ms;
-    }
-    free(body);
+    int st = answer_status(&f, code, retry);
+    free(f.body);
     return st;
 }
 

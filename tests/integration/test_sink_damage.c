@@ -75,36 +75,12 @@ int main(int argc, char **argv)
     srv_start(&core, BIN, cdir, NULL);
     put_stream(core.port, "dst", "{\"partitions\":1}");
     srv_start(&edge, BIN, edir, extra);
-    char body[1024];
     /* a window larger than a segment: its first read ends at the first
      * segment's end, the next meets the damage */
-    snprintf(body, sizeof body,
-             "{\"stream\":\"src\",\"kind\":\"forward\",\"batch\":{\"max_events\":1000,\"max_wait_ms\":20},"
-             "\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
-             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"dst\",\"timeout_ms\":2000}}",
-             core.binport);
-    CHECK_EQ(req_status(edge.port, "PUT", "/v1/sinks/fw", body), 201);
-    uint64_t got = 0;
-    for (int i = 0; i < 1000 && got < 220; i++) {
-        got = part_field(core.port, "/v1/streams/dst", 0, "end_offset");
-        if (got < 220)
-            usleep(10000);
-    }
+    put_forward_sink(edge.port, "fw", "src", core.binport, "dst");
+    uint64_t got = wait_part_field(core.port, "/v1/streams/dst", 0, "end_offset", 220);
     CHECK_EQ(got, 220); /* 240 less the damaged batch's 20 */
-    /* The position moves once the target has answered, which can be after
-     * the target shows the records: wait for it (bounded). */
-    int at_end = 0;
-    for (int i = 0; i < 1000 && !at_end; i++) {
-        resp r = http_json(edge.port, "GET", "/v1/sinks/fw", NULL);
-        CHECK_EQ(r.status, 200);
-        at_end = strstr(r.body, "\"position\":240,") != NULL;
-        if (at_end)
-            CHECK(strstr(r.body, "\"errors_total\":0,") == NULL); /* the skip is counted */
-        else
-            usleep(10000);
-        free(r.body);
-    }
-    CHECK(at_end);
+    CHECK(wait_sink_past_damage(edge.port, "fw", 240));
     CHECK_EQ(srv_stop(&edge, SIGTERM), 0); /* alive: 0, not 128 + SIGSEGV */
     CHECK_EQ(srv_stop(&core, SIGTERM), 0);
     spw_test_rmrf(edir);

@@ -121,6 +121,17 @@ static void patch(const char *path, uint64_t pos, const void *b, size_t n)
     close(fd);
 }
 
+/* Flips the bits mask of the byte at pos of the file at path. */
+static void flip_byte(const char *path, uint64_t pos, uint8_t mask)
+{
+    uint8_t b;
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)pos) == 1);
+    b ^= mask;
+    CHECK(pwrite(fd, &b, 1, (off_t)pos) == 1);
+    close(fd);
+}
+
 static void seg_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext)
 {
     spw_seg_path(out, cap, dir, base, ext);
@@ -247,6 +258,40 @@ static void check_walks(spw_part *p, uint64_t end, uint64_t lo, uint64_t hi)
     }
 }
 
+/* Reopens the partition at dir after damage below its recovery point:
+ * nothing cut, one hole reported, the next offset still n. */
+static spw_part *reopen_one_hole(spw_log *log, const char *dir, const spw_part_config *pc, uint64_t n,
+                                 spw_recovery_report *rep)
+{
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, pc, &p, rep));
+    spw_part_state st;
+    spw_part_state_get(p, &st);
+    CHECK_EQ(st.next_offset, n);
+    CHECK_EQ(rep->truncated_bytes, 0);
+    CHECK_EQ(rep->holes, 1);
+    return p;
+}
+
+/* n fsync'd appends to a fresh partition at dir, closed (the recovery
+ * point is then the end); the batches of its segment 0, whose path goes
+ * into path. The caller frees the list. */
+static batches *fill_closed(spw_log *log, const char *dir, const spw_part_config *pc, uint64_t n, char *path,
+                            size_t cap)
+{
+    spw_part *p;
+    CHECK_OK(spw_part_open(log, dir, pc, &p, NULL));
+    for (uint64_t i = 0; i < n; i++)
+        append_one(p, SPW_ACK_FSYNC);
+    spw_part_close(p);
+    seg_path(path, cap, dir, 0, ".log");
+    batches *bt = calloc(1, sizeof *bt);
+    CHECK(bt != NULL);
+    list_batches(path, bt);
+    CHECK_EQ(bt->n, n);
+    return bt;
+}
+
 /* ---- 8: damage below the recovery point, newest segment ---- */
 
 enum { ZERO_SECTOR, FLIP_LENGTH, FLIP_COUNT };
@@ -255,18 +300,9 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
 {
     spw_part_config pc = cfg(1u << 20, index_interval);
     spw_part *p;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
     const uint64_t n = 300;
-    for (uint64_t i = 0; i < n; i++)
-        append_one(p, SPW_ACK_FSYNC);
-    spw_part_close(p); /* the recovery point is now the end */
-
     char path[4200];
-    seg_path(path, sizeof path, dir, 0, ".log");
-    batches *bt = calloc(1, sizeof *bt);
-    CHECK(bt != NULL);
-    list_batches(path, bt);
-    CHECK_EQ(bt->n, n);
+    batches *bt = fill_closed(log, dir, &pc, n, path, sizeof path);
     size_t k = n / 2;
     uint64_t lo, hi;
     if (how == ZERO_SECTOR) {
@@ -276,13 +312,7 @@ static void test_newest_below_rp(spw_log *log, const char *dir, int how, uint32_
         offsets_touching(bt, a, a + 512, &lo, &hi);
     } else {
         /* Bits of the length (byte 9: +-512 bytes) or of the record count. */
-        uint64_t at = bt->pos[k] + (how == FLIP_LENGTH ? 9 : 25);
-        uint8_t b;
-        int fd = open(path, O_RDWR);
-        CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)at) == 1);
-        b ^= 0x02;
-        CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
-        close(fd);
+        flip_byte(path, bt->pos[k] + (how == FLIP_LENGTH ? 9 : 25), 0x02);
         lo = bt->base[k];
         hi = lo + bt->count[k];
     }
@@ -328,34 +358,16 @@ static void test_base_in_hole(spw_log *log, const char *dir)
 {
     spw_part_config pc = cfg(1u << 20, 4096);
     spw_part *p;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, NULL));
     const uint64_t n = 600;
-    for (uint64_t i = 0; i < n; i++)
-        append_one(p, SPW_ACK_FSYNC);
-    spw_part_close(p); /* the recovery point is now the end */
     char path[4200];
-    seg_path(path, sizeof path, dir, 0, ".log");
-    batches *bt = calloc(1, sizeof *bt);
-    CHECK(bt != NULL);
-    list_batches(path, bt);
-    CHECK_EQ(bt->n, n);
+    batches *bt = fill_closed(log, dir, &pc, n, path, sizeof path);
     size_t k = 100;
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
     patch(path, bt->pos[k], z, sizeof z);
-    uint8_t b;
-    int fd = open(path, O_RDWR);
-    CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
-    b ^= 0x01; /* bit 8 of base_offset */
-    CHECK(pwrite(fd, &b, 1, (off_t)bt->pos[k + 1] + 1) == 1);
-    close(fd);
+    flip_byte(path, bt->pos[k + 1] + 1, 0x01); /* bit 8 of base_offset */
     check_reports_hole(dir, bt->base[k], bt->base[k + 2]);
     spw_recovery_report rep;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
-    spw_part_state st;
-    spw_part_state_get(p, &st);
-    CHECK_EQ(st.next_offset, n);
-    CHECK_EQ(rep.truncated_bytes, 0);
-    CHECK_EQ(rep.holes, 1);
+    p = reopen_one_hole(log, dir, &pc, n, &rep);
     check_reads(p, n, bt->base[k], bt->base[k + 2]);
     spw_part_close(p);
     free(bt);
@@ -392,22 +404,11 @@ static void test_closed(spw_log *log, const char *dir, int how, int where)
         static const uint8_t z[SPW_BATCH_HEADER_LEN];
         patch(path, bt->pos[k], z, sizeof z); /* the whole header */
     } else {
-        uint8_t b = 0x02;
-        uint64_t at = bt->pos[k] + 9;
-        int fd = open(path, O_RDWR);
-        CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)at) == 1);
-        b ^= 0x02;
-        CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
-        close(fd);
+        flip_byte(path, bt->pos[k] + 9, 0x02); /* a bit of the length */
     }
     check_reports_hole(dir, lo, hi);
     spw_recovery_report rep;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
-    spw_part_state st;
-    spw_part_state_get(p, &st);
-    CHECK_EQ(st.next_offset, n);
-    CHECK_EQ(rep.truncated_bytes, 0);
-    CHECK_EQ(rep.holes, 1);
+    p = reopen_one_hole(log, dir, &pc, n, &rep);
     check_reads(p, n, lo, hi);
     check_walks(p, n, lo, hi);
     spw_part_close(p);
@@ -492,13 +493,7 @@ static void test_above_rp(spw_log *log, const char *dir, const char *crash, int 
     uint64_t cut_pos = bt->pos[k], data_end = bt->pos[149] + bt->len[149];
     static const uint8_t z[SPW_BATCH_HEADER_LEN];
     if (how == 1) {
-        uint8_t b = 0;
-        uint64_t at = data_end - 3; /* inside the last record */
-        int fd = open(dst, O_RDWR);
-        CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)at) == 1);
-        b ^= 0x10;
-        CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
-        close(fd);
+        flip_byte(dst, data_end - 3, 0x10); /* inside the last record */
     }
     for (size_t i = k; i < (how == 2 ? 150 : k + 1); i++)
         patch(dst, bt->pos[i], z, sizeof z);
@@ -595,12 +590,7 @@ static void test_index_ahead(spw_log *log, const char *dir)
      * instead would have left the zeros unnoticed. */
     (void)first_bad;
     spw_recovery_report rep;
-    CHECK_OK(spw_part_open(log, dir, &pc, &p, &rep));
-    spw_part_state st;
-    spw_part_state_get(p, &st);
-    CHECK_EQ(st.next_offset, n);
-    CHECK_EQ(rep.truncated_bytes, 0);
-    CHECK_EQ(rep.holes, 1);
+    p = reopen_one_hole(log, dir, &pc, n, &rep);
     CHECK(rep.indexes_rebuilt >= 1);
     check_reads(p, n, lo, hi);
     CHECK_EQ(append_one(p, SPW_ACK_FSYNC), n);
