@@ -29,29 +29,6 @@ void spw__api_out_raw(spw_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-void spw__api_outf(spw_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = spw_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    if (r == SPW_ENOMEM)
-        abort();
-}
-
-/* A JSON string of bytes that are valid UTF-8 (keys are checked on the way in). */
-void spw__api_out_str(spw_buf *b, const uint8_t *p, size_t n)
-{
-    if (spw_json_put_str(b, (const char *)p, n))
-        abort();
-}
-
-void spw__api_out_b64(spw_buf *b, const uint8_t *p, size_t n)
-{
-    if (spw_json_put_b64(b, p, n))
-        abort();
-}
-
 void spw__api_respond_json(spw_http_req *req, int status, spw_buf *b)
 {
     spw_http_respond(req, status, NULL, "application/json", b->p, b->len);

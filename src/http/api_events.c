@@ -67,10 +67,10 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
     if (r->code == SPW_SC_RATE_LIMITED || r->code == SPW_SC_OVER_BURST) {
         spw_buf b = SPW_BUF_INIT;
         if (r->code == SPW_SC_OVER_BURST)
-            spw__api_outf(&b, "{\"error\":\"%s\",\"code\":\"%s\",\"burst\":%" PRIu64 ",\"events\":%u}\n", r->msg, word,
+            spw_buf_xprintf(&b, "{\"error\":\"%s\",\"code\":\"%s\",\"burst\":%" PRIu64 ",\"events\":%u}\n", r->msg, word,
                           r->rl.limit, r->n_events);
         else
-            spw__api_outf(&b, "{\"error\":\"%s\",\"code\":\"%s\",\"retry_after_ms\":%" PRIu64 "}\n", r->msg, word,
+            spw_buf_xprintf(&b, "{\"error\":\"%s\",\"code\":\"%s\",\"retry_after_ms\":%" PRIu64 "}\n", r->msg, word,
                           r->rl.retry_after_ms);
         spw_http_respond(req, status, h, "application/json", b.p, b.len);
         spw_buf_fini(&b);
@@ -291,17 +291,17 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     uint64_t sent = 0;
     int n = 0;
     while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
-        spw__api_outf(out,
+        spw_buf_xprintf(out,
                       "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
                       ",\"key\":",
                       part, rv.offset, rv.id, rv.ts);
         if (rv.key_len < 0)
             spw__api_out_raw(out, "null", 4);
         else
-            spw__api_out_str(out, rv.key, (size_t)rv.key_len);
+            spw_json_xput_str(out, (const char *)rv.key, (size_t)rv.key_len);
         spw__api_out_raw(out, ",\"value\":", 9);
         if (s->cfg.format_bytes)
-            spw__api_out_b64(out, rv.value, rv.value_len);
+            spw_json_xput_b64(out, rv.value, rv.value_len);
         else
             spw__api_out_raw(out, rv.value, rv.value_len);
         spw__api_out_raw(out, "}\n", 2);

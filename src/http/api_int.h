@@ -42,9 +42,6 @@
 
 /* api.c */
 void spw__api_out_raw(spw_buf *b, const void *p, size_t n);
-void spw__api_outf(spw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void spw__api_out_str(spw_buf *b, const uint8_t *p, size_t n);
-void spw__api_out_b64(spw_buf *b, const uint8_t *p, size_t n);
 void spw__api_respond_json(spw_http_req *req, int status, spw_buf *b);
 int spw__api_query_get(const char *q, const char *name, char *out, size_t cap);
 int spw__api_query_u64(const char *q, const char *name, uint64_t *v); /* also api.h */

@@ -19,10 +19,10 @@ void spw__api_handle_ids(spw_api *api, spw_http_req *req)
     spw_idgen *g = spw_log_idgen(api->svc.log);
     uint64_t t = spw_idgen_reserve(g, (uint32_t)n);
     spw_buf b = SPW_BUF_INIT;
-    spw__api_outf(&b, "{\"ids\":[");
+    spw_buf_xprintf(&b, "{\"ids\":[");
     for (uint64_t i = 0; i < n; i++)
-        spw__api_outf(&b, "%s\"%" PRIu64 "\"", i ? "," : "", spw_id_from_ticket(g, t + i));
-    spw__api_outf(&b, "]}\n");
+        spw_buf_xprintf(&b, "%s\"%" PRIu64 "\"", i ? "," : "", spw_id_from_ticket(g, t + i));
+    spw_buf_xprintf(&b, "]}\n");
     spw__api_respond_json(req, 200, &b);
 }
 
@@ -34,11 +34,11 @@ void spw__api_handle_status(spw_api *api, spw_http_req *req)
     spw_http_stats hs;
     spw_http_stats_get(api->http, &hs);
     spw_buf b = SPW_BUF_INIT;
-    spw__api_outf(&b,
+    spw_buf_xprintf(&b,
                   "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
                   spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
-    spw__api_out_str(&b, (const uint8_t *)api->svc.data_dir, strlen(api->svc.data_dir));
-    spw__api_outf(&b,
+    spw_json_xput_str(&b, api->svc.data_dir, strlen(api->svc.data_dir));
+    spw_buf_xprintf(&b,
                   ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
                   ",\"limits\":{\"max_pending_bytes\":%" PRIu64 ",\"max_request_bytes\":%" PRIu64
                   ",\"max_connections\":%u,\"max_disk_bytes\":%" PRIu64,
@@ -50,16 +50,16 @@ void spw__api_handle_status(spw_api *api, spw_http_req *req)
         spw_rl_limit d;
         spw_rl_get_default(api->svc.rl, &d);
         if (d.rate > 0 && d.algo == SPW_RL_SLIDING_WINDOW)
-            spw__api_outf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}",
+            spw_buf_xprintf(&b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}",
                           d.rate, spw_rl_per_name(d.per));
         else if (d.rate > 0)
-            spw__api_outf(
+            spw_buf_xprintf(
                 &b, ",\"rate_limit\":{\"rate\":%.17g,\"burst\":%.17g,\"per\":\"%s\",\"algorithm\":\"token_bucket\"}",
                 d.rate, d.burst, spw_rl_per_name(d.per));
         else
-            spw__api_outf(&b, ",\"rate_limit\":null");
+            spw_buf_xprintf(&b, ",\"rate_limit\":null");
     }
-    spw__api_outf(&b,
+    spw_buf_xprintf(&b,
                   "},\"disk\":{\"bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"fs_available_bytes\":%" PRIu64
                   ",\"failed_partitions\":%u,\"recoveries\":%" PRIu64 "}}\n",
                   disk, api->svc.max_disk_bytes, fs_avail, spw_log_failed_partitions(api->svc.log),

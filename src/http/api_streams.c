@@ -19,16 +19,16 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
     }
     spw__api_out_raw(b, c.p, c.len - 1); /* drop the closing brace */
     spw_buf_fini(&c);
-    spw__api_outf(b, ",\"incarnation\":%" PRIu64 ",\"partition_state\":[", s->incarnation);
+    spw_buf_xprintf(b, ",\"incarnation\":%" PRIu64 ",\"partition_state\":[", s->incarnation);
     for (uint32_t i = 0; i < s->cfg.partitions; i++) {
         spw_part_state st;
         spw_part_state_get(s->parts[i], &st);
-        spw__api_outf(b,
+        spw_buf_xprintf(b,
                       "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64
                       ",\"durable_offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"segments\":%u}",
                       i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
     }
-    spw__api_outf(b, "]}");
+    spw_buf_xprintf(b, "]}");
 }
 
 /* A catalog walk that shows only the streams a token may see (who NULL: all). */
@@ -56,10 +56,10 @@ static void list_one(void *arg, spw_stream *s)
 void spw__api_handle_list(spw_api *api, spw_http_req *req, const spw_token *who)
 {
     spw_buf b = SPW_BUF_INIT;
-    spw__api_outf(&b, "{\"streams\":[");
+    spw_buf_xprintf(&b, "{\"streams\":[");
     seen_ctx sc = {&b, who};
     spw_catalog_each(api->svc.cat, list_one, &sc);
-    spw__api_outf(&b, "]}\n");
+    spw_buf_xprintf(&b, "]}\n");
     spw__api_respond_json(req, 200, &b);
 }
 
