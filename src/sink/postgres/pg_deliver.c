@@ -265,6 +265,20 @@ int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t
     return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
 }
 
+/* Shard si connected and its position of partition known, for a
+ * per-shard statement: 0, or -ECONNREFUSED / -EIO (said in a warning). */
+static int shard_at(pg *g, uint32_t si, uint32_t partition)
+{
+    char err[512];
+    int rr = spw__pg_ready(g, si, err, sizeof err);
+    if (rr < 0) {
+        spw_warn("sink %s: %s", g->sink, err);
+        return rr == -2 ? -ECONNREFUSED : -EIO;
+    }
+    spw__pg_ensure_next(&g->sh[si], partition);
+    return 0;
+}
+
 /* Records below next are delivered or dead-lettered: shards behind move up. */
 int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
 {
@@ -272,12 +286,9 @@ int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
-        int rr = spw__pg_ready(g, si, err, sizeof err);
-        if (rr < 0) {
-            spw_warn("sink %s: %s", g->sink, err);
-            return rr == -2 ? -ECONNREFUSED : -EIO;
-        }
-        spw__pg_ensure_next(s, partition);
+        int rr = shard_at(g, si, partition);
+        if (rr < 0)
+            return rr;
         if (s->next[partition] >= next)
             continue;
         PGresult *r = put_progress(g, si, partition, next);
@@ -313,12 +324,9 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
-        int rr = spw__pg_ready(g, si, err, sizeof err);
-        if (rr < 0) {
-            spw_warn("sink %s: %s", g->sink, err);
-            return rr == -2 ? -ECONNREFUSED : -EIO;
-        }
-        spw__pg_ensure_next(s, partition);
+        int rr = shard_at(g, si, partition);
+        if (rr < 0)
+            return rr;
         if (s->next[partition] <= end)
             continue;
         char ps[16], sh[16], nx[24];
