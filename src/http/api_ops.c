@@ -119,7 +119,7 @@ static void m_auth_reloads(void *a, spw_metrics_out *o, const char *name)
 typedef struct part_walk {
     spw_metrics_out *o;
     const char *name;
-    int bytes;
+    int what; /* 0 end offset, 1 bytes, 2 bytes retention holds for the dedupe window */
 } part_walk;
 
 static void part_one(void *arg, spw_stream *s)
@@ -132,7 +132,8 @@ static void part_one(void *arg, spw_stream *s)
         spw_part_state_get(s->parts[i], &st);
         char l[192];
         snprintf(l, sizeof l, "stream=\"%s\",partition=\"%u\"", s->cfg.name, i);
-        spw_metrics_line(w->o, w->name, l, w->bytes ? st.bytes : st.written_offset);
+        spw_metrics_line(w->o, w->name, l,
+                         w->what == 2 ? st.retention_held_bytes : w->what == 1 ? st.bytes : st.written_offset);
     }
 }
 static void m_part_end(void *a, spw_metrics_out *o, const char *name)
@@ -143,6 +144,11 @@ static void m_part_end(void *a, spw_metrics_out *o, const char *name)
 static void m_part_bytes(void *a, spw_metrics_out *o, const char *name)
 {
     part_walk w = {o, name, 1};
+    spw_catalog_each(API(a)->svc.cat, part_one, &w);
+}
+static void m_part_held(void *a, spw_metrics_out *o, const char *name)
+{
+    part_walk w = {o, name, 2};
     spw_catalog_each(API(a)->svc.cat, part_one, &w);
 }
 
@@ -167,6 +173,10 @@ void spw_api_metrics_register(spw_api *api)
     /* Untyped, as /metrics has always shown them (docs/operations.md). */
     spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
     spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
+    spw_metrics_add_family(m, "spillway_partition_retention_held_bytes",
+                           "bytes retention.bytes would delete but keeps: segments written within the stream's "
+                           "dedupe window",
+                           SPW_METRIC_GAUGE, m_part_held, api);
     spw_metrics_add_block(m, m_groups, api);
     spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
     if (api->buffers) {

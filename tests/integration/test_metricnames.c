@@ -43,6 +43,7 @@ static const char *const WANT[] = {
     "spillway_partition_bytes untyped",
     "spillway_partition_end_offset untyped",
     "spillway_partition_recoveries_total counter",
+    "spillway_partition_retention_held_bytes gauge",
     "spillway_partitions_failed gauge",
     "spillway_pending_budget_bytes gauge",
     "spillway_pending_bytes gauge",

@@ -88,8 +88,14 @@ int main(int argc, char **argv)
 
     uint64_t c = wait_pass(a.port, start_of(a.port, "control"));
     wait_pass(a.port, c);
-    /* The window holds every segment of "keyed". */
+    /* The window holds every segment of "keyed"; /metrics says how much
+     * retention.bytes is kept from deleting, and nothing for "control". */
     CHECK_EQ(start_of(a.port, "keyed"), 0);
+    resp m = http(a.port, "GET", "/metrics", NULL, NULL, 0);
+    CHECK_EQ(m.status, 200);
+    CHECK(metric_in(m.body, "spillway_partition_retention_held_bytes{stream=\"keyed\",partition=\"0\"}") > 0);
+    CHECK_EQ(metric_in(m.body, "spillway_partition_retention_held_bytes{stream=\"control\",partition=\"0\"}"), 0);
+    free(m.body);
     /* "short": written more than 1 s ago by now, or soon; deleted. */
     uint64_t s = 0;
     for (int i = 0; i < 3000 && (s = start_of(a.port, "short")) == 0; i++)
