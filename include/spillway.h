@@ -68,7 +68,7 @@ extern "C" {
 /* A static sentence for any error this library returns. */
 const char *spw_errstr(int err);
 
-/* ---- acknowledgement levels (SPEC §2) ---- */
+/* ---- acknowledgement levels (docs/operations.md "Durability levels") ---- */
 
 enum {
     SPW_ACK_LEVEL_NONE = 0,       /* after validation, before any write */

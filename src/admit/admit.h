@@ -1,5 +1,5 @@
 /*
- * Pressure-based admission (SPEC §5; docs/operations.md "Admission"): the
+ * Pressure-based admission (docs/operations.md "Admission"): the
  * pending budget's watermarks, priority shedding and the Retry-After a
  * refused producer is given.
  *

@@ -1,5 +1,5 @@
 /*
- * The dedupe table (SPEC §3 "Produce", §4; docs/api.md "Idempotency"):
+ * The dedupe table (docs/api.md "Idempotency"):
  * what a request that carried an idempotency key was answered, so that a
  * retry within the stream's dedupe_window_ms is answered the same and
  * appends nothing.

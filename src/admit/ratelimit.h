@@ -1,5 +1,5 @@
 /*
- * Rate limits (SPEC §5; docs/api.md "Rate limits", docs/operations.md):
+ * Rate limits (docs/api.md "Rate limits", docs/operations.md):
  * a table of limiter states keyed by (stream, tenant or client IP), shared
  * by the HTTP and the binary front ends, so one client's events count
  * against one limit whichever protocol carries them.

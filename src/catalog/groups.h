@@ -1,5 +1,5 @@
 /*
- * Consumer groups (SPEC §3): per stream and group, a committed offset per
+ * Consumer groups (docs/api.md): per stream and group, a committed offset per
  * partition (the next offset to deliver) and at most one lease per
  * partition. A lease hands the records [from, to) of one partition to one
  * member until it is committed or expires; an expired lease is dropped and

@@ -1,5 +1,5 @@
 /*
- * Stream definitions (SPEC §1, §3 "Streams"): the validated configuration a
+ * Stream definitions (docs/architecture.md "Streams"): the validated configuration a
  * `PUT /v1/streams/{name}` body describes, its canonical JSON form (stored
  * as DATA/streams/NAME/stream.json and returned by GET), and the key →
  * partition hash.

@@ -1,5 +1,5 @@
 /*
- * `spillway bench`: a load generator for a running server (SPEC §7).
+ * `spillway bench`: a load generator for a running server (docs/api.md "Command line").
  *
  * C client threads send N events of B-byte values over K keys, `--batch`
  * events per request, and wait for each answer before the next request

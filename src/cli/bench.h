@@ -1,5 +1,5 @@
 /*
- * `spillway bench`: load generator against a running server (SPEC §7).
+ * `spillway bench`: load generator against a running server (docs/api.md "Command line").
  */
 #ifndef SPW_BENCH_H
 #define SPW_BENCH_H

@@ -1,5 +1,5 @@
 /*
- * Client commands of the spillway binary (SPEC §7) that talk to a running
+ * Client commands of the spillway binary (docs/api.md "Command line") that talk to a running
  * server over HTTP: produce, consume, stream create|list|show|delete, top.
  * Each takes argv with argv[0] the command name and returns the process
  * exit code: 0 ok, 1 failure (server error, rejected events, cannot
@@ -46,7 +46,7 @@ int spw__cli_server(const char *cmd, const char *server, spw_httpc *c);
 int spw__cli_token(const char *cmd, const char *opt, spw_httpc *c, const char **out);
 #define SPW_CLI_TOKEN_HELP                                                                                             \
     "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN)\n"
-/* Is s a valid stream name (SPEC §1)? */
+/* Is s a valid stream name (docs/architecture.md)? */
 int spw__cli_stream_name_ok(const char *s);
 
 /* Prints "spillway CMD: cannot reach HOST:PORT: reason" for a failed request. */

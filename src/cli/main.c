@@ -1,5 +1,5 @@
 /*
- * The spillway command: one binary, subcommands (SPEC §7). Exit codes:
+ * The spillway command: one binary, subcommands (docs/api.md "Command line"). Exit codes:
  * 0 ok, 1 failure (or damage found), 2 usage.
  */
 #include <limits.h>

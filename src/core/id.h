@@ -1,5 +1,5 @@
 /*
- * Snowflake ids (SPEC §1): 41 bits of milliseconds since 2024-01-01T00:00Z,
+ * Snowflake ids (docs/architecture.md): 41 bits of milliseconds since 2024-01-01T00:00Z,
  * 10 bits node id, 12 bits sequence. Unique per node, roughly time-sortable.
  *
  * The generator keeps one 64-bit "ticket" counter: ticket = ms * 4096 + seq.

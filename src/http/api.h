@@ -1,5 +1,5 @@
 /*
- * The HTTP API v1 (SPEC §3; docs/api.md): routing and the handlers for
+ * The HTTP API v1 (docs/api.md): routing and the handlers for
  * streams, produce, read, ids, health, status and metrics. Handlers run on
  * the I/O loop that owns the connection; a produce goes through the
  * produce service (svc/produce.h), which answers asynchronously once the

@@ -1,5 +1,5 @@
 /*
- * Sinks (SPEC §3 "Sinks"; docs/api.md "Sinks"; docs/architecture.md "The
+ * Sinks (docs/api.md "Sinks"; docs/architecture.md "The
  * sink loop"): built-in writers that drain a stream into a target.
  *
  * A kind is a const struct of callbacks in src/sink/<kind>/; the shared
@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
-#include "sink/loop.h"
+#include "sink/rules.h"
 
 /* One record handed to a kind; pointers valid during the call. */
 typedef struct spw_sink_rec {

@@ -1,7 +1,7 @@
 /*
  * Delivery of a batch a sink's worker read: the kind's write (whole, or in
  * halves with write_begin/write_end so the next batch is read meanwhile),
- * and around it the shared loop of loop.c through deliver_ops — retries
+ * and around it the shared delivery rules of rules.c through deliver_ops — retries
  * with backoff, bisection of a rejected batch, dead letters to the DLQ
  * stream (produced like any record, and waited for), then
  * progress (file or the kind's commit) and the hold moved. Worker thread

@@ -22,7 +22,7 @@
 #include "log/cursor.h"
 #include "svc/svc.h"
 #include "catalog/catalog.h"
-#include "sink/loop.h"
+#include "sink/rules.h"
 #include "sink/sink.h"
 
 #define SINKS_MAX 256

@@ -1,5 +1,5 @@
 /*
- * Authentication and authorization (SPEC §6; docs/operations.md "Tokens"):
+ * Authentication and authorization (docs/operations.md "Tokens"):
  * the tokens file, which maps a bearer token to a tenant, the streams it
  * may touch and its permissions (produce, consume, admin), and the checks
  * both front ends make with it.

@@ -5,7 +5,7 @@
  *   creq     one request the coalescer carries: its spw_produce, how
  *            many of its events are unsettled (+1 while a thread still
  *            works on it, so it cannot complete under that thread's feet)
- *   centry   one pending event: a cbuf node, a copy of key and value,
+ *   centry   one pending event: a coalbuf node, a copy of key and value,
  *            the budget it holds, and which request and slot it is
  *   cwait    a superseded event waiting for its replacement: one per
  *            supersedable event of a request, in the request (creq.waits)
@@ -44,7 +44,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
-#include "admit/cbuf.h"
+#include "admit/coalbuf.h"
 
 /* A drain cuts batches at request boundaries past this size. */
 #define RUN_MAX_BYTES (4u << 20)
@@ -71,7 +71,7 @@ struct creq {
 };
 
 typedef struct centry {
-    spw_cbuf_node node; /* first: a node is its entry */
+    spw_coalbuf_node node; /* first: a node is its entry */
     creq *q;
     uint32_t idx;  /* the event's index in its request */
     uint32_t slot; /* its partition's slot in q->pr->slots */
@@ -92,7 +92,7 @@ _Static_assert(sizeof(centry) + 2 * sizeof(void *) >= SPW_BATCH_HEADER_LEN, "an 
 
 typedef struct coal_part {
     pthread_mutex_t mu;
-    spw_cbuf buf;
+    spw_coalbuf buf;
     uint32_t inflight; /* coalesced batches in the log, not completed */
 } coal_part;
 
@@ -197,7 +197,7 @@ static void batch_cb(void *arg, int status, const spw_append_result *r);
  * hands it to the log, then frees them. own: the one idempotent request
  * they all belong to, or NULL. REQUIRES: the partition's lock held.
  */
-static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t m, int fsync, creq *own,
+static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_coalbuf_node *n, size_t m, int fsync, creq *own,
                       creq **done)
 {
     spw_coalescer *co = cs->co;
@@ -323,9 +323,9 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_cbuf_node *n, size_t
 static void drain(spw_coal_stream *cs, uint32_t pi, creq **done)
 {
     spw_coalescer *co = cs->co;
-    spw_cbuf_node *n = spw_cbuf_take(&cs->parts[pi].buf);
+    spw_coalbuf_node *n = spw_coalbuf_take(&cs->parts[pi].buf);
     uint64_t count = 0, bytes = 0;
-    for (spw_cbuf_node *x = n; x; x = x->next) {
+    for (spw_coalbuf_node *x = n; x; x = x->next) {
         count++;
         bytes += ((centry *)x)->cost;
     }
@@ -338,7 +338,7 @@ static void drain(spw_coal_stream *cs, uint32_t pi, creq **done)
         int fsync = first->fsync;
         size_t m = 0;
         uint64_t run = 0;
-        spw_cbuf_node *end = n;
+        spw_coalbuf_node *end = n;
         creq *prev = NULL;
         while (end) {
             centry *e = (centry *)end;
@@ -438,7 +438,7 @@ static spw_coal_stream *stream_state(spw_coalescer *co, spw_stream *s)
     n->nparts = P;
     for (uint32_t i = 0; i < P; i++) {
         pthread_mutex_init(&n->parts[i].mu, NULL);
-        spw_cbuf_init(&n->parts[i].buf, co->seed ^ (s->uid * 0x9e3779b97f4a7c15ull) ^ i);
+        spw_coalbuf_init(&n->parts[i].buf, co->seed ^ (s->uid * 0x9e3779b97f4a7c15ull) ^ i);
     }
     if (atomic_compare_exchange_strong(&s->coal, &cs, n))
         return n;
@@ -557,11 +557,11 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     atomic_fetch_add(&cs->buffered, ne);
     atomic_fetch_add(&co->buffered_events, ne);
     atomic_fetch_add(&co->buffered_bytes, total);
-    spw_cbuf_node *gone = NULL;
+    spw_coalbuf_node *gone = NULL;
     uint64_t ngone = 0, gone_bytes = 0;
     for (uint32_t i = 0; i < ne; i++) {
         coal_part *cp = &cs->parts[pr->slots[ents[i]->slot].partition];
-        spw_cbuf_node *old = spw_cbuf_put(&cp->buf, &ents[i]->node);
+        spw_coalbuf_node *old = spw_coalbuf_put(&cp->buf, &ents[i]->node);
         if (old) {
             /* The replaced event waits on its replacement, and so do the
              * events it had replaced; the replacement is written at the
@@ -662,7 +662,7 @@ void spw_coal_stream_free(spw_coal_stream *cs)
         return;
     for (uint32_t i = 0; i < cs->nparts; i++) {
         assert(cs->parts[i].inflight == 0);
-        spw_cbuf_fini(&cs->parts[i].buf);
+        spw_coalbuf_fini(&cs->parts[i].buf);
         pthread_mutex_destroy(&cs->parts[i].mu);
     }
     spw_free(cs);

@@ -1,5 +1,5 @@
 /*
- * Coalescing (SPEC §5; docs/api.md "Coalescing", docs/architecture.md
+ * Coalescing (docs/api.md "Coalescing", docs/architecture.md
  * "Coalescing"): on a stream created with "coalesce": true, under
  * pressure, a newer pending event for a key replaces an older one that
  * is not written yet; the older one's request is answered as accepted,
@@ -13,7 +13,7 @@
  * still has events buffered, so that a later request never overtakes an
  * earlier one. Everything else takes the normal path, unchanged.
  *
- * How: one buffer per (stream, partition) (cbuf.h): the pending events
+ * How: one buffer per (stream, partition) (admit/coalbuf.h): the pending events
  * in acceptance order, and key → newest. Each event is copied in, with
  * its share of the pending budget reserved (spw_log_reserve; admitted
  * whole or refused 503, as the normal path), so memory stays bounded by

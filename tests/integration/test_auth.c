@@ -1,5 +1,5 @@
 /*
- * Security (SPEC §6) end to end, against a real `spillway serve`:
+ * Security (docs/api.md "Authentication") end to end, against a real `spillway serve`:
  *  - HTTP: every endpoint with no token, a wrong token and tokens of each
  *    permission and stream pattern: allowed → the endpoint's own status,
  *    missing or wrong token → 401 + WWW-Authenticate, valid but not

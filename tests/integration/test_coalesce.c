@@ -1,5 +1,5 @@
 /*
- * Coalescing (SPEC §5, docs/api.md "Coalescing") end to end, on the test
+ * Coalescing (docs/operations.md "Admission", docs/api.md "Coalescing") end to end, on the test
  * build (spillway_test) with a slow fsync and a filler producer that keeps
  * the pending budget above the first shedding level:
  *   - HTTP, under pressure: many pipelined updates to a few keys of a

@@ -1,5 +1,5 @@
 /*
- * The `kafka` sink end to end (SPEC §3 "Sinks", docs/api.md "kafka
+ * The `kafka` sink end to end (docs/api.md "Sinks", docs/api.md "kafka
  * sink"). There is no Kafka broker here: this test process runs
  * librdkafka's mock cluster (rd_kafka_mock_cluster_new, real TCP
  * listeners on 127.0.0.1) and the real server binary's sink points at its

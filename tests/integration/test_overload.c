@@ -1,5 +1,5 @@
 /*
- * Overload (SPEC §5; docs/operations.md "Admission" and "Memory"), against
+ * Overload (docs/operations.md "Admission" and "Memory"), against
  * the test build (argv[2], spillway_test) with a slow disk: every fsync
  * first sleeps (POST /debug/faults?fsync_delay_us=...), so the server can
  * make durable only a few MiB a second.

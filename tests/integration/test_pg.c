@@ -1,5 +1,5 @@
 /*
- * The postgres sink end to end (SPEC §3 "Sinks", docs/api.md "postgres
+ * The postgres sink end to end (docs/api.md "Sinks", docs/api.md "postgres
  * sink") against two real PostgreSQL servers started here (initdb +
  * pg_ctl in a temp dir, private ports, 127.0.0.1 only; as the postgres
  * user when run as root), stopped by pg_ctl at the end (and on a failed

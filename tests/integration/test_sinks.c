@@ -1,5 +1,5 @@
 /*
- * Sinks end to end (SPEC §3 "Sinks"): two real servers, an edge whose
+ * Sinks end to end (docs/api.md "Sinks"): two real servers, an edge whose
  * `forward` sink drains a stream into a core server's stream over the
  * binary protocol.
  *   - API: bad names, unknown kinds, missing streams and bad bodies are
@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 
 #include "server.h"
-#include "sink/loop.h"
+#include "sink/rules.h"
 #include "spillway.h"
 
 static const char *BIN;

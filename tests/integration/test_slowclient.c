@@ -1,5 +1,5 @@
 /*
- * Slow and idle clients cannot stall others (SPEC §5 "Client limits"):
+ * Slow and idle clients cannot stall others (docs/operations.md "Client limits"):
  *
  * 1. 1,000 connections trickle one byte a second, driven by one epoll
  *    thread: a third trickle the request head from its first byte, a third

@@ -1,10 +1,10 @@
 /*
- * The sink loop's pure parts (src/sink/loop.h): batch triggers, backoff
+ * The sink loop's pure parts (src/sink/rules.h): batch triggers, backoff
  * bounds, delivery with bisection and dead letters against a fake target,
  * and the progress file's text form.
  */
 #include "core/crc32c.h"
-#include "sink/loop.h"
+#include "sink/rules.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* The coalescing buffer of one partition: see cbuf.h. */
-#include "admit/cbuf.h"
+#include "admit/coalbuf.h"
 #include "core/hash.h"
 
 #include <assert.h>
@@ -12,13 +12,13 @@
  * cleared: a burst should not pin its table for good. */
 #define BUCKETS_KEEP 1024
 
-void spw_cbuf_init(spw_cbuf *b, uint64_t seed)
+void spw_coalbuf_init(spw_coalbuf *b, uint64_t seed)
 {
     memset(b, 0, sizeof *b);
     b->seed = seed;
 }
 
-void spw_cbuf_fini(spw_cbuf *b)
+void spw_coalbuf_fini(spw_coalbuf *b)
 {
     assert(b->len == 0);
     spw_free(b->buckets);
@@ -32,24 +32,24 @@ static uint64_t key_hash(uint64_t seed, const uint8_t *p, size_t n)
     return spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET ^ seed, p, n));
 }
 
-static int same_key(const spw_cbuf_node *a, const spw_cbuf_node *b)
+static int same_key(const spw_coalbuf_node *a, const spw_coalbuf_node *b)
 {
     return a->hash == b->hash && a->key_len == b->key_len && memcmp(a->key, b->key, (size_t)a->key_len) == 0;
 }
 
 /* Doubles the bucket array (or makes the first); keeps the old one when
  * memory is short. */
-static void grow(spw_cbuf *b)
+static void grow(spw_coalbuf *b)
 {
     size_t nb = b->nbuckets ? b->nbuckets * 2 : BUCKETS_MIN;
-    spw_cbuf_node **v = spw_try_malloc(nb * sizeof *v);
+    spw_coalbuf_node **v = spw_try_malloc(nb * sizeof *v);
     if (!v)
         return;
     memset(v, 0, nb * sizeof *v);
     for (size_t i = 0; i < b->nbuckets; i++) {
-        spw_cbuf_node *n = b->buckets[i];
+        spw_coalbuf_node *n = b->buckets[i];
         while (n) {
-            spw_cbuf_node *next = n->hnext;
+            spw_coalbuf_node *next = n->hnext;
             size_t k = n->hash & (nb - 1);
             n->hnext = v[k];
             v[k] = n;
@@ -61,7 +61,7 @@ static void grow(spw_cbuf *b)
     b->nbuckets = nb;
 }
 
-static void unqueue(spw_cbuf *b, spw_cbuf_node *n)
+static void unqueue(spw_coalbuf *b, spw_coalbuf_node *n)
 {
     if (n->prev)
         n->prev->next = n->next;
@@ -75,9 +75,9 @@ static void unqueue(spw_cbuf *b, spw_cbuf_node *n)
     b->len--;
 }
 
-spw_cbuf_node *spw_cbuf_put(spw_cbuf *b, spw_cbuf_node *n)
+spw_coalbuf_node *spw_coalbuf_put(spw_coalbuf *b, spw_coalbuf_node *n)
 {
-    spw_cbuf_node *gone = NULL;
+    spw_coalbuf_node *gone = NULL;
     n->in_map = 0;
     n->hnext = NULL;
     if (n->key_len >= 0) {
@@ -85,10 +85,10 @@ spw_cbuf_node *spw_cbuf_put(spw_cbuf *b, spw_cbuf_node *n)
         if (b->nkeys >= b->nbuckets)
             grow(b);
         if (b->nbuckets) {
-            spw_cbuf_node **at = &b->buckets[n->hash & (b->nbuckets - 1)];
+            spw_coalbuf_node **at = &b->buckets[n->hash & (b->nbuckets - 1)];
             while (*at && !same_key(*at, n))
                 at = &(*at)->hnext;
-            spw_cbuf_node *old = *at;
+            spw_coalbuf_node *old = *at;
             if (old) {
                 /* n takes old's place in the chain as the key's newest. */
                 n->hnext = old->hnext;
@@ -118,10 +118,10 @@ spw_cbuf_node *spw_cbuf_put(spw_cbuf *b, spw_cbuf_node *n)
     return gone;
 }
 
-spw_cbuf_node *spw_cbuf_take(spw_cbuf *b)
+spw_coalbuf_node *spw_coalbuf_take(spw_coalbuf *b)
 {
-    spw_cbuf_node *h = b->head;
-    for (spw_cbuf_node *n = h; n; n = n->next) {
+    spw_coalbuf_node *h = b->head;
+    for (spw_coalbuf_node *n = h; n; n = n->next) {
         n->in_map = 0;
         n->hnext = NULL;
     }

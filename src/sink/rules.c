@@ -1,11 +1,12 @@
 /*
- * The sink loop's pure parts: see loop.h. The bisection keeps a window
+ * The sink rules (the pure parts of the sink loop): see rules.h. The
+ * bisection keeps a window
  * [pos, pos+span): a rejected window shrinks to half of what it left
  * undelivered, a delivered one doubles, so one bad record in a batch of
  * 5000 is found in about 13 writes and the records after it go out in
  * growing windows again.
  */
-#include "sink/loop.h"
+#include "sink/rules.h"
 
 #include <assert.h>
 #include <inttypes.h>

@@ -1,5 +1,5 @@
 /*
- * The pure parts of the sink loop (src/sink/sink_worker.c and
+ * The sink rules: the pure parts of the sink loop (src/sink/sink_worker.c and
  * sink_deliver.c drive them): when a batch is due, how long to back off,
  * how a batch is delivered — written through the kind, bisected when the
  * target rejects records, bad records dead-lettered — and the progress
@@ -7,8 +7,8 @@
  * (docs/formats/sink-progress.md). Nothing here does I/O or takes locks,
  * so tests/unit/test_sink.c drives it with fakes.
  */
-#ifndef SPW_SINK_LOOP_H
-#define SPW_SINK_LOOP_H
+#ifndef SPW_SINK_RULES_H
+#define SPW_SINK_RULES_H
 
 #include <stddef.h>
 #include <stdint.h>

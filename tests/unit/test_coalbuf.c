@@ -1,16 +1,16 @@
 /*
- * The coalescing buffer (src/admit/cbuf.h): acceptance order of the
+ * The coalescing buffer (src/admit/coalbuf.h): acceptance order of the
  * survivors, newest-per-key replacement, events that must not be
  * replaced, keyless events, table growth, a random run against a plain
  * model, and memory running out.
  */
-#include "admit/cbuf.h"
+#include "admit/coalbuf.h"
 
 #include "core/alloc.h"
 #include "test.h"
 
 typedef struct ev {
-    spw_cbuf_node node;
+    spw_coalbuf_node node;
     char key[16];
     int id;
 } ev;
@@ -31,9 +31,9 @@ static ev *mk(int id, const char *key, int supersedable)
 }
 
 /* Puts e; returns the id of the event it replaced (freed), or -1. */
-static int put(spw_cbuf *b, ev *e)
+static int put(spw_coalbuf *b, ev *e)
 {
-    spw_cbuf_node *g = spw_cbuf_put(b, &e->node);
+    spw_coalbuf_node *g = spw_coalbuf_put(b, &e->node);
     if (!g)
         return -1;
     CHECK(g->next == NULL && g->prev == NULL);
@@ -43,13 +43,13 @@ static int put(spw_cbuf *b, ev *e)
 }
 
 /* Takes everything; writes the ids in order to out (cap n), frees; returns the count. */
-static size_t take(spw_cbuf *b, int *out, size_t n)
+static size_t take(spw_coalbuf *b, int *out, size_t n)
 {
     size_t k = 0;
-    spw_cbuf_node *x = spw_cbuf_take(b);
+    spw_coalbuf_node *x = spw_coalbuf_take(b);
     CHECK(b->len == 0 && b->head == NULL && b->tail == NULL);
     while (x) {
-        spw_cbuf_node *next = x->next;
+        spw_coalbuf_node *next = x->next;
         CHECK(k < n);
         out[k++] = ((ev *)x)->id;
         free(x);
@@ -60,10 +60,10 @@ static size_t take(spw_cbuf *b, int *out, size_t n)
 
 static void test_basic(void)
 {
-    spw_cbuf b;
-    spw_cbuf_init(&b, 42);
+    spw_coalbuf b;
+    spw_coalbuf_init(&b, 42);
     int out[16];
-    CHECK(spw_cbuf_take(&b) == NULL);
+    CHECK(spw_coalbuf_take(&b) == NULL);
     CHECK_EQ(put(&b, mk(1, "a", 1)), -1);
     CHECK_EQ(put(&b, mk(2, "b", 1)), -1);
     CHECK_EQ(put(&b, mk(3, "c", 1)), -1);
@@ -79,13 +79,13 @@ static void test_basic(void)
     CHECK_EQ(put(&b, mk(7, "a", 1)), -1);
     CHECK_EQ(take(&b, out, 16), 1);
     CHECK_EQ(out[0], 7);
-    spw_cbuf_fini(&b);
+    spw_coalbuf_fini(&b);
 }
 
 static void test_not_supersedable_and_keyless(void)
 {
-    spw_cbuf b;
-    spw_cbuf_init(&b, 7);
+    spw_coalbuf b;
+    spw_coalbuf_init(&b, 7);
     int out[16];
     /* an event that may not be replaced stays, but the newer one is the
      * key's newest: a third replaces the second, not the first */
@@ -107,13 +107,13 @@ static void test_not_supersedable_and_keyless(void)
     int want[] = {1, 4, 5, 6, 7, 9, 10};
     for (int i = 0; i < 7; i++)
         CHECK_EQ(out[i], want[i]);
-    spw_cbuf_fini(&b);
+    spw_coalbuf_fini(&b);
 }
 
 static void test_growth(void)
 {
-    spw_cbuf b;
-    spw_cbuf_init(&b, 1);
+    spw_coalbuf b;
+    spw_coalbuf_init(&b, 1);
     enum { K = 20000 };
     static int out[K];
     char key[16];
@@ -133,7 +133,7 @@ static void test_growth(void)
         CHECK_EQ(out[i], 2 * K - 1 - i);
     /* a large table is let go after a take */
     CHECK_EQ(b.nbuckets, 0);
-    spw_cbuf_fini(&b);
+    spw_coalbuf_fini(&b);
 }
 
 /* A random run against a plain model: a list of (id, key, supersedable),
@@ -144,8 +144,8 @@ static void test_model(void)
     enum { OPS = 200000, KEYS = 50, MAXQ = OPS };
     static int m_id[MAXQ], m_key[MAXQ], m_sup[MAXQ], out[MAXQ];
     size_t mlen = 0;
-    spw_cbuf b;
-    spw_cbuf_init(&b, 99);
+    spw_coalbuf b;
+    spw_coalbuf_init(&b, 99);
     uint64_t x = 88172645463325252ull;
     int next_id = 0;
     for (int op = 0; op < OPS; op++) {
@@ -190,15 +190,15 @@ static void test_model(void)
     CHECK_EQ(n, mlen);
     for (size_t i = 0; i < n; i++)
         CHECK_EQ(out[i], m_id[i]);
-    spw_cbuf_fini(&b);
+    spw_coalbuf_fini(&b);
 }
 
 /* No memory for the table: events are queued unmapped (not coalesced),
  * in order, and nothing breaks; with memory back, coalescing resumes. */
 static void test_no_memory(void)
 {
-    spw_cbuf b;
-    spw_cbuf_init(&b, 5);
+    spw_coalbuf b;
+    spw_coalbuf_init(&b, 5);
     int out[8];
     spw_alloc_fail_after(0);
     CHECK_EQ(put(&b, mk(1, "a", 1)), -1);
@@ -208,7 +208,7 @@ static void test_no_memory(void)
     CHECK_EQ(put(&b, mk(3, "a", 1)), 2);
     CHECK_EQ(take(&b, out, 8), 2);
     CHECK(out[0] == 1 && out[1] == 3);
-    spw_cbuf_fini(&b);
+    spw_coalbuf_fini(&b);
 }
 
 int main(void)
@@ -218,6 +218,6 @@ int main(void)
     test_growth();
     test_model();
     test_no_memory();
-    printf("test_cbuf: ok\n");
+    printf("test_coalbuf: ok\n");
     return 0;
 }

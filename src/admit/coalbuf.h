@@ -1,5 +1,5 @@
 /*
- * The coalescing buffer of one partition (svc/coalesce.h; SPEC §5
+ * The coalescing buffer of one partition (svc/coalesce.h; docs/operations.md "Admission"
  * "Coalescing"): events accepted but not yet handed to the log, queued in
  * acceptance order, with a map from key to the newest of them so that a
  * newer event for a key replaces an older one in O(1).
@@ -15,8 +15,8 @@
  *   So the queue always holds the survivors in acceptance order, and per
  *   key the newest event is the last one written.
  *
- * Intrusive: the caller embeds a spw_cbuf_node in its own entry and sets
- * key, key_len and supersedable before spw_cbuf_put; the key bytes must
+ * Intrusive: the caller embeds a spw_coalbuf_node in its own entry and sets
+ * key, key_len and supersedable before spw_coalbuf_put; the key bytes must
  * stay put while the node is queued. The buffer allocates only its bucket
  * array (a power of two, doubled while it holds more keys than buckets;
  * if growing fails the chains just get longer). Keys are hashed with a
@@ -25,41 +25,41 @@
  * Not thread-safe: the caller serializes (coalesce.c holds the
  * partition's lock).
  */
-#ifndef SPW_CBUF_H
-#define SPW_CBUF_H
+#ifndef SPW_COALBUF_H
+#define SPW_COALBUF_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct spw_cbuf_node {
-    struct spw_cbuf_node *next, *prev; /* queue, oldest first */
-    struct spw_cbuf_node *hnext;       /* hash chain, while in_map */
+typedef struct spw_coalbuf_node {
+    struct spw_coalbuf_node *next, *prev; /* queue, oldest first */
+    struct spw_coalbuf_node *hnext;       /* hash chain, while in_map */
     uint64_t hash;
     const uint8_t *key;
     int32_t key_len; /* -1: no key */
     uint8_t supersedable;
     uint8_t in_map; /* the newest queued event of its key */
-} spw_cbuf_node;
+} spw_coalbuf_node;
 
-typedef struct spw_cbuf {
-    spw_cbuf_node *head, *tail;
+typedef struct spw_coalbuf {
+    spw_coalbuf_node *head, *tail;
     size_t len; /* nodes queued */
-    spw_cbuf_node **buckets;
+    spw_coalbuf_node **buckets;
     size_t nbuckets; /* 0 or a power of two */
     size_t nkeys;    /* nodes in the map */
     uint64_t seed;
-} spw_cbuf;
+} spw_coalbuf;
 
-void spw_cbuf_init(spw_cbuf *b, uint64_t seed);
+void spw_coalbuf_init(spw_coalbuf *b, uint64_t seed);
 /* Frees the bucket array. REQUIRES: nothing queued. */
-void spw_cbuf_fini(spw_cbuf *b);
+void spw_coalbuf_fini(spw_coalbuf *b);
 
 /* Queues n (see the rules above). Returns the node n replaced, now out of
  * the buffer and the caller's again, or NULL. */
-spw_cbuf_node *spw_cbuf_put(spw_cbuf *b, spw_cbuf_node *n);
+spw_coalbuf_node *spw_coalbuf_put(spw_coalbuf *b, spw_coalbuf_node *n);
 
 /* Detaches every queued node and returns the oldest (follow next; the
  * last has next NULL), or NULL when empty. The buffer is empty after. */
-spw_cbuf_node *spw_cbuf_take(spw_cbuf *b);
+spw_coalbuf_node *spw_coalbuf_take(spw_coalbuf *b);
 
 #endif
