@@ -116,7 +116,7 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
                          .tenant = c->tenant,
                          .peer = c->peer,
                          .priority = pq.priority == SPW_WIRE_PRIORITY_DEFAULT ? -1 : pq.priority,
-                         .ack = pq.ack == SPW_WIRE_ACK_DEFAULT ? -1 : pq.ack,
+                         .ack = pq.ack == SPW_ACK_DEFAULT ? -1 : pq.ack,
                          .partition = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition,
                          .count_hint = pq.count,
                          .trailing = SPW_PRODUCE_TRAIL_OBJECT,

@@ -43,6 +43,7 @@
 #include "spillway.h"
 #include "client/client_int.h"
 #include "client/client_impl.h"
+#include "core/ack.h"
 #include "core/clock.h"
 #include "core/hash.h"
 
@@ -65,6 +66,13 @@
 #include "core/error.h"
 #include "core/ring.h"
 #include "wire/frame.h"
+
+/* The public ack levels are the protocol's (core/ack.h), value for value. */
+_Static_assert((int)SPW_ACK_LEVEL_NONE == (int)SPW_ACK_NONE && (int)SPW_ACK_LEVEL_WRITTEN == (int)SPW_ACK_WRITTEN &&
+                   (int)SPW_ACK_LEVEL_FSYNC == (int)SPW_ACK_FSYNC &&
+                   (int)SPW_ACK_LEVEL_REPLICATED == (int)SPW_ACK_REPLICATED &&
+                   (int)SPW_ACK_LEVEL_DEFAULT == (int)SPW_ACK_DEFAULT,
+               "include/spillway.h's ack levels must equal core/ack.h's");
 
 /* A random producer id, never 0 and never *(uint64_t *)old (if given). */
 uint64_t spw__producer_random_id(void *old)

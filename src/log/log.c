@@ -38,6 +38,7 @@ const char *spw_ack_name(spw_ack a)
     case SPW_ACK_WRITTEN: return "written";
     case SPW_ACK_FSYNC: return "fsync";
     case SPW_ACK_REPLICATED: return "replicated";
+    case SPW_ACK_DEFAULT: break; /* a request's "the stream's default", never a stream's level */
     }
     return "?";
 }

@@ -38,16 +38,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ack.h"
 #include "core/buf.h"
 #include "core/id.h"
 #include "log/format.h"
 
-typedef enum spw_ack {
-    SPW_ACK_NONE = 0,
-    SPW_ACK_WRITTEN = 1,
-    SPW_ACK_FSYNC = 2,
-    SPW_ACK_REPLICATED = 3, /* needs a replicated backend: the log alone refuses it */
-} spw_ack;
 
 const char *spw_ack_name(spw_ack a);
 int spw_ack_parse(const char *s, spw_ack *out); /* 0 or SPW_EINVAL */

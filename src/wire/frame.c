@@ -199,7 +199,7 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
     o->count = spw_rd_u32(&r);
     if (r.bad)
         FAIL("produce header truncated");
-    if (o->ack > SPW_WIRE_ACK_REPLICATED && o->ack != SPW_WIRE_ACK_DEFAULT)
+    if (o->ack > SPW_ACK_REPLICATED && o->ack != SPW_ACK_DEFAULT)
         FAIL("ack must be 0 (none), 1 (written), 2 (fsync), 3 (replicated) or 255 (stream default)");
     if (o->priority > 3 && o->priority != SPW_WIRE_PRIORITY_DEFAULT)
         FAIL("priority must be 0 to 3, or 255 for the stream's default");

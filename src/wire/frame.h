@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ack.h"
 #include "core/buf.h"
 
 #define SPW_FRAME_VERSION 1
@@ -63,12 +64,8 @@ enum {
 /* Is st a status this protocol defines? */
 int spw_frame_status_known(uint32_t st);
 
-/* Ack levels on the wire (the values of spw_ack), and "stream default". */
-#define SPW_WIRE_ACK_NONE 0
-#define SPW_WIRE_ACK_WRITTEN 1
-#define SPW_WIRE_ACK_FSYNC 2
-#define SPW_WIRE_ACK_REPLICATED 3
-#define SPW_WIRE_ACK_DEFAULT 255
+/* Ack levels on the wire: the values of spw_ack (core/ack.h), with
+ * SPW_ACK_DEFAULT for "the stream's default". */
 
 #define SPW_WIRE_PRIORITY_DEFAULT 255 /* the stream's default priority */
 #define SPW_PARTITION_ANY 0xFFFFFFFFu /* route by key, round robin without */
@@ -151,7 +148,7 @@ typedef struct spw_frame_rec {
 typedef struct spw_produce_req {
     const char *stream; /* not NUL-terminated */
     uint16_t stream_len;
-    uint8_t ack;        /* SPW_WIRE_ACK_* */
+    uint8_t ack;        /* SPW_ACK_* */
     uint8_t priority;   /* 0..3, or SPW_WIRE_PRIORITY_DEFAULT */
     uint16_t flags;     /* SPW_PRODUCE_* */
     uint32_t partition; /* or SPW_PARTITION_ANY */

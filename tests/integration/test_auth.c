@@ -212,7 +212,7 @@ static int bproduce(int fd, const char *stream, size_t sl, char *code)
 {
     spw_buf b = SPW_BUF_INIT;
     size_t ca;
-    CHECK_OK(spw_produce_req_begin(&b, stream, sl, SPW_WIRE_ACK_WRITTEN, 1, SPW_PARTITION_ANY, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, stream, sl, SPW_ACK_WRITTEN, 1, SPW_PARTITION_ANY, 0, 0, &ca));
     spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)"{\"b\":1}", .value_len = 7};
     CHECK_OK(spw_produce_rec_put(&b, &r));
     spw_produce_req_set_count(&b, ca, 1);

@@ -142,7 +142,7 @@ static void test_raw(bsrv *a)
     char code[256];
 
     /* Every ack level, the stream default included. */
-    uint8_t acks[] = {SPW_WIRE_ACK_NONE, SPW_WIRE_ACK_WRITTEN, SPW_WIRE_ACK_FSYNC, SPW_WIRE_ACK_DEFAULT};
+    uint8_t acks[] = {SPW_ACK_NONE, SPW_ACK_WRITTEN, SPW_ACK_FSYNC, SPW_ACK_DEFAULT};
     for (size_t i = 0; i < sizeof acks; i++)
         CHECK_EQ(produce1(fd, "j", acks[i], NULL, "{\"dev\":\"d1\",\"ts\":1700000000123,\"n\":1}", code), 0);
     CHECK_EQ(meta_end_sum(fd, "j"), 4);
@@ -166,7 +166,7 @@ static void test_raw(bsrv *a)
         CHECK_EQ(spw_metadata_resp_next(&mr, &ms), 1);
         CHECK_EQ(ms.partitions, 4);
         CHECK_EQ(ms.format_bytes, 0);
-        CHECK_EQ(ms.ack, SPW_WIRE_ACK_FSYNC);
+        CHECK_EQ(ms.ack, SPW_ACK_FSYNC);
         int nonempty = 0;
         for (uint32_t i = 0; i < 4; i++) {
             spw_meta_part mp;
@@ -309,7 +309,7 @@ static void test_raw(bsrv *a)
         spw_buf pb = SPW_BUF_INIT;
         const char *vals[2] = {"\x01\x02 not json", ""};
         const char *keys[2] = {"kk", NULL};
-        produce_body(&pb, "b", SPW_WIRE_ACK_WRITTEN, 1, 2, keys, vals);
+        produce_body(&pb, "b", SPW_ACK_WRITTEN, 1, 2, keys, vals);
         frame f;
         CHECK_EQ(call(fd, SPW_OP_PRODUCE, &pb, NULL, &f), 0);
         spw_produce_resp pr;
@@ -365,7 +365,7 @@ static void test_raw(bsrv *a)
             char v[64];
             snprintf(v, sizeof v, "{\"dev\":\"p%d\",\"i\":%d}", i, i);
             const char *vals[1] = {v};
-            produce_body(&pb, "j", i % 2 ? SPW_WIRE_ACK_NONE : SPW_WIRE_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL,
+            produce_body(&pb, "j", i % 2 ? SPW_ACK_NONE : SPW_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL,
                          vals);
             size_t st;
             CHECK_OK(spw_frame_begin(&all, SPW_OP_PRODUCE, 0, ids[i], &st));
@@ -411,7 +411,7 @@ static void test_raw(bsrv *a)
     CHECK(strcmp(code, "bad_timestamp") == 0);
     CHECK_EQ(produce1(fd, "j", 2, "bad\001key", "{\"dev\":\"x\"}", code), 400);
     CHECK(strcmp(code, "bad_key") == 0);
-    CHECK_EQ(produce1(fd, "j", SPW_WIRE_ACK_REPLICATED, NULL, "{\"dev\":\"x\"}", code), 501);
+    CHECK_EQ(produce1(fd, "j", SPW_ACK_REPLICATED, NULL, "{\"dev\":\"x\"}", code), 501);
     CHECK(strcmp(code, "not_implemented") == 0);
     char big[200];
     memset(big, 'x', sizeof big - 1);
@@ -505,7 +505,7 @@ static void *drain_writer(void *arg)
     drain_io *d = arg;
     spw_buf pb = SPW_BUF_INIT, f = SPW_BUF_INIT;
     const char *vals[1] = {"{\"dev\":\"w\"}"};
-    produce_body(&pb, "j", SPW_WIRE_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL, vals);
+    produce_body(&pb, "j", SPW_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL, vals);
     for (uint64_t id = 1; id < 10000000; id++) {
         f.len = 0;
         size_t st;
@@ -601,7 +601,7 @@ static void test_limits(const char *tmp)
         memset(v, 'w', sizeof v - 1);
         spw_buf all = SPW_BUF_INIT, pb = SPW_BUF_INIT;
         const char *vals[1] = {v};
-        produce_body(&pb, "b", SPW_WIRE_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL, vals);
+        produce_body(&pb, "b", SPW_ACK_FSYNC, SPW_PARTITION_ANY, 1, NULL, vals);
         pb.p[2 + 1 + 1] = (uint8_t)prio; /* after str16 "b" and ack */
         for (int round = 0; round < (prio ? 3 : 200) && !seen503; round++) {
             all.len = 0;

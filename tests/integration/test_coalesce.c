@@ -384,7 +384,7 @@ static void bin_window_ex(int binport, book *b, uint16_t flags, int *errors)
         snprintf(val, sizeof val, "{\"k\":\"key-%d\",\"seq\":%d}", s->key, s->seq);
         size_t ca;
         body.len = 0;
-        CHECK_OK(spw_produce_req_begin(&body, b->stream, strlen(b->stream), SPW_WIRE_ACK_DEFAULT, 0,
+        CHECK_OK(spw_produce_req_begin(&body, b->stream, strlen(b->stream), SPW_ACK_DEFAULT, 0,
                                        SPW_PARTITION_ANY, 0, 0, &ca));
         spw_frame_rec r = {.attrs = SPW_REC_HAS_KEY,
                            .key = (const uint8_t *)key,
@@ -478,7 +478,7 @@ static void bin_idem_window(int binport, const char *stream, int first)
         snprintf(val, sizeof val, "{\"k\":\"key-%d\",\"seq\":%d}", i % K, i + 1);
         size_t ca;
         body.len = 0;
-        CHECK_OK(spw_produce_req_begin(&body, stream, strlen(stream), SPW_WIRE_ACK_DEFAULT, 0, SPW_PARTITION_ANY,
+        CHECK_OK(spw_produce_req_begin(&body, stream, strlen(stream), SPW_ACK_DEFAULT, 0, SPW_PARTITION_ANY,
                                        77, (uint32_t)i, &ca));
         spw_frame_rec r = {.attrs = SPW_REC_HAS_KEY,
                            .key = (const uint8_t *)key,

@@ -262,7 +262,7 @@ static int bin_produce(int binport, const char *stream, uint32_t t, char *code)
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, 77, &st));
-    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_WIRE_ACK_FSYNC, 1, SPW_PARTITION_ANY, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_FSYNC, 1, SPW_PARTITION_ANY, 0, 0, &ca));
     spw_frame_rec rec = {.key_len = -1, .value = (const uint8_t *)val, .value_len = (uint32_t)strlen(val)};
     CHECK_OK(spw_produce_rec_put(&b, &rec));
     spw_produce_req_set_count(&b, ca, 1);

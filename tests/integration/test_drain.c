@@ -75,7 +75,7 @@ static void bin_send(sent *x, int port, int i)
     snprintf(val, sizeof val, "{\"tag\":\"%s\"}", x->tag);
     spw_buf b = SPW_BUF_INIT;
     size_t ca;
-    CHECK_OK(spw_produce_req_begin(&b, "d", 1, SPW_WIRE_ACK_FSYNC, 0, SPW_PARTITION_ANY, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, "d", 1, SPW_ACK_FSYNC, 0, SPW_PARTITION_ANY, 0, 0, &ca));
     spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)val, .value_len = (uint32_t)strlen(val)};
     CHECK_OK(spw_produce_rec_put(&b, &r));
     spw_produce_req_set_count(&b, ca, 1);

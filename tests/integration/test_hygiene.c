@@ -63,7 +63,7 @@ static int bin_produce(int binport, uint64_t pid, uint32_t seq, char *code)
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, 1, &st));
-    CHECK_OK(spw_produce_req_begin(&b, "s", 1, SPW_WIRE_ACK_DEFAULT, SPW_WIRE_PRIORITY_DEFAULT, 0, pid, seq, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, "s", 1, SPW_ACK_DEFAULT, SPW_WIRE_PRIORITY_DEFAULT, 0, pid, seq, &ca));
     spw_frame_rec rec = {.attrs = 0, .key_len = -1, .value = (const uint8_t *)"{\"n\":2}", .value_len = 7};
     CHECK_OK(spw_produce_rec_put(&b, &rec));
     spw_produce_req_set_count(&b, ca, 1);

@@ -177,7 +177,7 @@ static int bin_produce_ex(int fd, const char *stream, uint64_t pid, uint32_t seq
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, seq, &st));
-    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_WIRE_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT,
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT,
                                    SPW_PARTITION_ANY, pid, seq, &ca));
     for (uint32_t i = 0; i < n; i++) {
         char v[32];

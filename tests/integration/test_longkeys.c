@@ -108,7 +108,7 @@ static void test_binary_key(srv *a)
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, 1, &st));
-    CHECK_OK(spw_produce_req_begin(&b, "b", 1, SPW_WIRE_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT, 0, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, "b", 1, SPW_ACK_FSYNC, SPW_WIRE_PRIORITY_DEFAULT, 0, 0, 0, &ca));
     spw_frame_rec rec = {.attrs = SPW_REC_HAS_KEY,
                          .key = (const uint8_t *)k,
                          .key_len = (int32_t)strlen(k),

@@ -148,7 +148,7 @@ static void big_bin(big *b, const char *stream)
 {
     spw_buf body = SPW_BUF_INIT, fr = SPW_BUF_INIT;
     size_t ca, st;
-    CHECK_OK(spw_produce_req_begin(&body, stream, strlen(stream), SPW_WIRE_ACK_FSYNC, 0, SPW_PARTITION_ANY, 0, 0,
+    CHECK_OK(spw_produce_req_begin(&body, stream, strlen(stream), SPW_ACK_FSYNC, 0, SPW_PARTITION_ANY, 0, 0,
                                    &ca));
     uint8_t *v = malloc(BIG);
     memset(v, 'f', BIG);
@@ -646,7 +646,7 @@ static void prod_init(prod *p, int port, int bin, int prio, uint64_t interval_us
     } else {
         spw_buf body = SPW_BUF_INIT;
         size_t ca, st;
-        CHECK_OK(spw_produce_req_begin(&body, STREAM, strlen(STREAM), SPW_WIRE_ACK_FSYNC, (uint8_t)prio,
+        CHECK_OK(spw_produce_req_begin(&body, STREAM, strlen(STREAM), SPW_ACK_FSYNC, (uint8_t)prio,
                                        SPW_PARTITION_ANY, 0, 0, &ca));
         size_t rec_tags[EV_PER_REQ];
         for (int i = 0; i < EV_PER_REQ; i++) {

@@ -216,7 +216,7 @@ static int bin_produce(int fd, const char *stream, uint32_t n, char *code, uint3
     static uint64_t id = 1;
     spw_buf b = SPW_BUF_INIT;
     size_t ca;
-    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_WIRE_ACK_DEFAULT, 1, SPW_PARTITION_ANY, 0, 0,
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_DEFAULT, 1, SPW_PARTITION_ANY, 0, 0,
                                    &ca));
     for (uint32_t i = 0; i < n; i++) {
         spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)"{}", .value_len = 2};

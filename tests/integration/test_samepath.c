@@ -43,7 +43,7 @@ static int bin_produce(int fd, const char *stream, const char *val, char *code)
     static uint64_t id = 1;
     spw_buf b = SPW_BUF_INIT;
     size_t ca;
-    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_WIRE_ACK_WRITTEN, 1, SPW_PARTITION_ANY, 0, 0,
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_WRITTEN, 1, SPW_PARTITION_ANY, 0, 0,
                                    &ca));
     spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)val, .value_len = (uint32_t)strlen(val)};
     CHECK_OK(spw_produce_rec_put(&b, &r));

@@ -141,13 +141,13 @@ static void build_produce(spw_buf *b, uint8_t ack, uint8_t prio, uint32_t part, 
 static void test_produce(void)
 {
     spw_buf b = SPW_BUF_INIT;
-    build_produce(&b, SPW_WIRE_ACK_FSYNC, 2, SPW_PARTITION_ANY, 5);
+    build_produce(&b, SPW_ACK_FSYNC, 2, SPW_PARTITION_ANY, 5);
     spw_produce_req q;
     const char *why;
     CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), 0);
     CHECK_EQ(q.stream_len, 6);
     CHECK(memcmp(q.stream, "orders", 6) == 0);
-    CHECK_EQ(q.ack, SPW_WIRE_ACK_FSYNC);
+    CHECK_EQ(q.ack, SPW_ACK_FSYNC);
     CHECK_EQ(q.priority, 2);
     CHECK(q.partition == SPW_PARTITION_ANY);
     CHECK_EQ(q.producer_id, 77);
@@ -207,7 +207,7 @@ static void test_produce(void)
         CHECK(run(dec_produce, t, b.len) != 0);
     }
     memcpy(t, b.p, b.len);
-    t[8] = SPW_WIRE_ACK_DEFAULT;
+    t[8] = SPW_ACK_DEFAULT;
     CHECK_EQ(run(dec_produce, t, b.len), 0);
     /* flags: 0 from spw_produce_req_begin; SUPERSEDE_OK is bit 0 of the
      * u16 at byte 10, which spw_produce_req_set_flags sets */
@@ -747,7 +747,7 @@ static void test_doc_example(void)
     spw_buf b = SPW_BUF_INIT;
     size_t st, ca;
     CHECK_OK(spw_frame_begin(&b, SPW_OP_PRODUCE, 0, 7, &st));
-    CHECK_OK(spw_produce_req_begin(&b, "s", 1, SPW_WIRE_ACK_FSYNC, 1, SPW_PARTITION_ANY, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, "s", 1, SPW_ACK_FSYNC, 1, SPW_PARTITION_ANY, 0, 0, &ca));
     spw_frame_rec r = {.key_len = -1, .value = (const uint8_t *)"{}", .value_len = 2};
     CHECK_OK(spw_produce_rec_put(&b, &r));
     spw_produce_req_set_count(&b, ca, 1);
