@@ -45,6 +45,7 @@
 #include "log/log.h"
 #include "http/http.h"
 #include "http/api.h"
+#include "svc/metrics.h"
 #include "catalog/catalog.h"
 #include "catalog/stream.h"
 
@@ -138,13 +139,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (spw_catalog_open(g_log, g_dir, 0, &g_cat) < 0)
         die("spw_catalog_open");
     g_api = (spw_api){
-        .log = g_log,
-        .cat = g_cat,
-        .data_dir = g_dir,
-        .node_id = 1,
-        .started_ms = spw_wall_ms(),
-        .max_request_bytes = 2048,
-        .max_pending_bytes = lc.max_pending_bytes,
+        .svc =
+            {
+                .log = g_log,
+                .cat = g_cat,
+                .data_dir = g_dir,
+                .node_id = 1,
+                .started_ms = spw_wall_ms(),
+                .max_request_bytes = 2048,
+                .max_pending_bytes = lc.max_pending_bytes,
+            },
         .max_connections = 64,
     };
     spw_http_config hc = {
@@ -159,8 +163,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     };
     spw_pressure_config pc = {.budget = lc.max_pending_bytes, .shed3_pct = 50, .shed2_pct = 65, .high_pct = 80,
                               .low_pct = 60};
-    spw_pressure_init(&g_api.pressure, g_log, &pc);
-    g_api.dd = spw_dd_new(10000);
+    spw_pressure_init(&g_api.svc.pressure, g_log, &pc);
+    g_api.svc.dd = spw_dd_new(10000);
+    g_api.svc.metrics = spw_metrics_new(); /* /metrics as the server shows it */
+    spw_api_metrics_register(&g_api);
     if (spw_http_start(&hc, spw_api_handle, &g_api, &g_http) < 0)
         die("spw_http_start");
     g_api.http = g_http;
