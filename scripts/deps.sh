@@ -8,6 +8,9 @@ pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev librdka
 pkgs+=(libpq-dev postgresql)
 # the end-to-end power-cut test (tests/fuse): lossyfs is a FUSE filesystem
 pkgs+=(pkg-config libfuse3-dev fuse3)
+# views and the event-sourcing index are stored in RocksDB; rocksdb-tools
+# has db_bench, the peer of bench/run.sh views
+pkgs+=(librocksdb-dev rocksdb-tools)
 pkgs+=("$@")
 
 missing=()
