@@ -13,13 +13,13 @@
 #include "cli/cmds.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/version.h"
 #include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
 #include "catalog/stream.h"
 #include "sink/sink.h"
 
-#define SPW_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
@@ -233,7 +233,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        puts("spillway " SPW_VERSION);
+        printf("spillway %s (commit %s)\n", spw_version, spw_commit);
         return 0;
     }
     if (strcmp(cmd, "serve") == 0)

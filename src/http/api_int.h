@@ -36,7 +36,6 @@
 #include "svc/metrics.h"
 #include "svc/request.h"
 
-#define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
 
 

@@ -7,6 +7,8 @@
  */
 #include "http/api_int.h"
 
+#include "core/version.h"
+
 /* ---- operations ---- */
 
 void spw__api_handle_ids(spw_api *api, spw_http_req *req)
@@ -35,8 +37,9 @@ void spw__api_handle_status(spw_api *api, spw_http_req *req)
     spw_http_stats_get(api->http, &hs);
     spw_buf b = SPW_BUF_INIT;
     spw_buf_xprintf(&b,
-                  "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
-                  spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
+                  "{\"version\":\"%s\",\"commit\":\"%s\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,"
+                  "\"data_dir\":",
+                  spw_version, spw_commit, spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
     spw_json_xput_str(&b, api->svc.data_dir, strlen(api->svc.data_dir));
     spw_buf_xprintf(&b,
                   ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
