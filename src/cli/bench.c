@@ -20,9 +20,9 @@
  *  - http: one keep-alive connection per client, `--batch` events per
  *    NDJSON POST; an event is about B bytes of JSON in all.
  *  - bin: the binary protocol (docs/protocol.md) through the C client
- *    library (include/spillway.h): one spw_producer (one connection and its
+ *    library (include/spillway.h): one spillway_producer (one connection and its
  *    I/O thread) per client. A request is `--batch` records handed to
- *    spw_producer_send, then spw_producer_flush: the producer's batch_bytes
+ *    spillway_producer_send, then spillway_producer_flush: the producer's batch_bytes
  *    is sized so that they travel as one PRODUCE frame (split only past the
  *    server's 16 MiB frame limit). A record is a 16-byte key and a JSON
  *    object value of exactly B bytes (when B >= 40). The request's latency
@@ -34,6 +34,7 @@
  * are bench_http.c (HTTP, closed loop), bench_open.c (HTTP, open loop)
  * and bench_bin.c (binary protocol); bench_int.h is what they share.
  */
+#include "core/help.h"
 #include "cli/bench.h"
 
 #include <errno.h>
@@ -195,8 +196,9 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
 
 static void bench_help(FILE *f)
 {
-    fputs("usage: spillway bench [--server HOST:PORT] [--protocol http|bin] [--http HOST:PORT] [--stream S]\n"
-          "                      [--events N] [--size B] [--keys K] [--clients C] [--batch N] [--ack L]\n"
+    spw_help_write(f, "usage: spillway bench [--server HOST:PORT] [--protocol http|bin]\n"
+          "                      [--http HOST:PORT] [--stream S] [--events N] [--size B]\n"
+          "                      [--keys K] [--clients C] [--batch N] [--ack L]\n"
           "                      [--rate R] [--duration S] [--inflight N] [--priorities LIST]\n"
           "                      [--refusals-ok]\n"
           "Creates the stream if missing (key /k), sends N events of about B bytes each over K keys\n"
@@ -239,8 +241,7 @@ static void bench_help(FILE *f)
           "                       counted by reason but are not errors (exit 0 if nothing else\n"
           "                       failed)\n"
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
-          "                       it needs produce on the stream, and admin to create it\n",
-          f);
+          "                       it needs produce on the stream, and admin to create it\n", SPW_HELP_WIDTH);
 }
 
 /* "HOST:PORT" into host and port; -1 if it is not that. */
@@ -638,21 +639,21 @@ int spw_cmd_bench(int argc, char **argv)
          * server behind --server knows the stream created over --http. */
         char server[300];
         snprintf(server, sizeof server, "%s:%s", c.host, c.port);
-        spw_client *mc = NULL;
-        spw_metadata *md = NULL;
-        int r = spw_client_connect(server, 10000, &mc);
+        spillway_client *mc = NULL;
+        spillway_metadata *md = NULL;
+        int r = spillway_client_connect(server, 10000, &mc);
         if (!r && c.token)
-            r = spw_client_auth(mc, c.token);
+            r = spillway_client_auth(mc, c.token);
         if (!r)
-            r = spw_client_metadata(mc, c.stream, &md);
+            r = spillway_client_metadata(mc, c.stream, &md);
         if (r) {
-            fprintf(stderr, "spillway bench: binary protocol at %s: %s%s%s\n", server, spw_errstr(r),
-                    mc && spw_client_last_error(mc)[0] ? ": " : "", mc ? spw_client_last_error(mc) : "");
-            spw_client_close(mc);
+            fprintf(stderr, "spillway bench: binary protocol at %s: %s%s%s\n", server, spillway_errstr(r),
+                    mc && spillway_client_last_error(mc)[0] ? ": " : "", mc ? spillway_client_last_error(mc) : "");
+            spillway_client_close(mc);
             return 1;
         }
-        spw_metadata_free(md);
-        spw_client_close(mc);
+        spillway_metadata_free(md);
+        spillway_client_close(mc);
     }
 
     return bench_run(&c);

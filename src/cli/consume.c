@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/name.h"
 
@@ -41,10 +42,10 @@ static void on_signal(int sig)
 }
 
 static const char consume_help[] =
-    "usage: spillway consume STREAM [--server HOST:PORT] [--partition P] [--offset O | --from-ts T]\n"
+    "usage: spillway consume STREAM [--server HOST:PORT] [--partition P]\n"
+    "                        [--offset O | --from-ts T] [--max N] [--follow] [--values]\n"
+    "       spillway consume STREAM --group G [--member M] [--start earliest|latest]\n"
     "                        [--max N] [--follow] [--values]\n"
-    "       spillway consume STREAM --group G [--member M] [--start earliest|latest] [--max N] [--follow]\n"
-    "                        [--values]\n"
     "Reads records of STREAM and prints them as NDJSON on stdout, one object a line:\n"
     "{\"partition\",\"offset\",\"id\",\"ts\",\"key\",\"value\"}. Without --partition every partition is read\n"
     "in turn.\n\n"
@@ -204,7 +205,7 @@ int spw_cmd_consume(int argc, char **argv)
         int m;
         uint64_t u;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(consume_help, stdout);
+            spw_help_write(stdout, consume_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("consume", argc, argv, &i, "--server", &v))) {
@@ -266,12 +267,14 @@ int spw_cmd_consume(int argc, char **argv)
         } else if (a[0] != '-' && !stream) {
             stream = a;
         } else {
-            fprintf(stderr, "spillway consume: unexpected argument '%s'\n%s", a, consume_help);
+            fprintf(stderr, "spillway consume: unexpected argument '%s'\n", a);
+            spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
             return 2;
         }
     }
     if (!stream) {
-        fprintf(stderr, "spillway consume: a STREAM is required\n%s", consume_help);
+        fputs("spillway consume: a STREAM is required\n", stderr);
+            spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/id.h"
 #include "core/name.h"
@@ -40,8 +41,8 @@
 #define REJECTS_SHOWN 10
 
 static const char produce_help[] =
-    "usage: spillway produce STREAM [FILE|-] [--server HOST:PORT] [--ack L] [--batch N] [--pipeline D]\n"
-    "                        [--max-rejects N]\n"
+    "usage: spillway produce STREAM [FILE|-] [--server HOST:PORT] [--ack L]\n"
+    "                        [--batch N] [--pipeline D] [--max-rejects N]\n"
     "Sends the NDJSON lines of FILE (or stdin: '-' or no FILE) to STREAM, one event a line, blank\n"
     "lines skipped. A line the server refuses is reported with its line number in FILE and the\n"
     "server's reason, and the other lines of its request are sent again. Prints a summary\n"
@@ -293,7 +294,7 @@ int spw_cmd_produce(int argc, char **argv)
         const char *a = argv[i], *v;
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(produce_help, stdout);
+            spw_help_write(stdout, produce_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("produce", argc, argv, &i, "--server", &v))) {
@@ -335,12 +336,14 @@ int spw_cmd_produce(int argc, char **argv)
         } else if ((a[0] != '-' || strcmp(a, "-") == 0) && !file) {
             file = a;
         } else {
-            fprintf(stderr, "spillway produce: unexpected argument '%s'\n%s", a, produce_help);
+            fprintf(stderr, "spillway produce: unexpected argument '%s'\n", a);
+            spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
             return 2;
         }
     }
     if (!stream) {
-        fprintf(stderr, "spillway produce: a STREAM is required\n%s", produce_help);
+        fputs("spillway produce: a STREAM is required\n", stderr);
+            spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {

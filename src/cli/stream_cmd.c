@@ -8,6 +8,7 @@
 #include <string.h>
 #include <stdio.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/buf.h"
 #include "core/name.h"
@@ -15,8 +16,10 @@
 #include "core/json.h"
 
 static const char stream_usage[] =
-    "usage: spillway stream create NAME [--partitions N] [--key PTR] [--timestamp PTR] [--format json|bytes]\n"
-    "                             [--ack L] [--retention-ms T] [--retention-bytes S] [--max-event-bytes S]\n"
+    "usage: spillway stream create NAME [--partitions N] [--key PTR]\n"
+    "                             [--timestamp PTR] [--format json|bytes] [--ack L]\n"
+    "                             [--retention-ms T]\n"
+    "                             [--retention-bytes S] [--max-event-bytes S]\n"
     "                             [--compression none|lz4|zstd]\n"
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
@@ -246,7 +249,8 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
             }
             ADD("\"compression\":\"%s\"", v);
         } else {
-            fprintf(stderr, "spillway stream create: unexpected argument '%s'\n%s", argv[i], stream_usage);
+            fprintf(stderr, "spillway stream create: unexpected argument '%s'\n", argv[i]);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             return 2;
         }
     }
@@ -404,16 +408,17 @@ static int cmd_delete(spw_httpc *c, const char *name)
 int spw_cmd_stream(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs(stream_usage, stderr);
+        spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
-        fputs(stream_usage, stdout);
+        spw_help_write(stdout, stream_usage, SPW_HELP_WIDTH);
         return 0;
     }
     if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "delete")) {
-        fprintf(stderr, "spillway stream: unknown subcommand '%s'\n%s", sub, stream_usage);
+        fprintf(stderr, "spillway stream: unknown subcommand '%s'\n", sub);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     /* Common options first (--server, --json, --help); the rest is the subcommand's. */
@@ -427,7 +432,7 @@ int spw_cmd_stream(int argc, char **argv)
         const char *a = argv[i];
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(strcmp(sub, "create") == 0 ? create_help : stream_usage, stdout);
+            spw_help_write(stdout, strcmp(sub, "create") == 0 ? create_help : stream_usage, SPW_HELP_WIDTH);
             rc = 0;
         } else if ((m = spw__cli_opt(cmd, argc, argv, &i, "--server", &server))) {
             if (m < 0)
@@ -459,17 +464,20 @@ int spw_cmd_stream(int argc, char **argv)
                 }
             }
             if (!matched) {
-                fprintf(stderr, "spillway %s: unknown option '%s'\n%s", cmd, a, create_help);
+                fprintf(stderr, "spillway %s: unknown option '%s'\n", cmd, a);
+            spw_help_write(stderr, create_help, SPW_HELP_WIDTH);
                 rc = 2;
             }
         } else {
-            fprintf(stderr, "spillway %s: unexpected argument '%s'\n%s", cmd, a, stream_usage);
+            fprintf(stderr, "spillway %s: unexpected argument '%s'\n", cmd, a);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             rc = 2;
         }
     }
     if (rc < 0 && strcmp(sub, "list") != 0) {
         if (!name) {
-            fprintf(stderr, "spillway %s: a stream NAME is required\n%s", cmd, stream_usage);
+            fprintf(stderr, "spillway %s: a stream NAME is required\n", cmd);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
             fprintf(stderr,

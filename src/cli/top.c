@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "cli/promtext.h"
 #include "cli/top_int.h"
@@ -368,7 +369,7 @@ int spw_cmd_top(int argc, char **argv)
         const char *a = argv[i], *v;
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(top_help, stdout);
+            spw_help_write(stdout, top_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("top", argc, argv, &i, "--server", &v))) {

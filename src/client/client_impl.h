@@ -3,7 +3,7 @@
  * producer.c, producer_io.c, sync_client.c) and by no one else; what tests
  * reach is client_int.h.
  *
- * Locking: one mutex (spw_producer.mu) protects all producer state
+ * Locking: one mutex (spillway_producer.mu) protects all producer state
  * (producer.c, "Locking").
  */
 #ifndef SPW_CLIENT_IMPL_H
@@ -118,8 +118,8 @@ typedef struct server {
     uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
 } server;
 
-struct spw_producer {
-    spw_producer_config cfg; /* cfg.token points at token below */
+struct spillway_producer {
+    spillway_producer_config cfg; /* cfg.token points at token below */
     char *token;
     size_t token_len;
     pthread_mutex_t mu;
@@ -155,17 +155,17 @@ typedef struct done_item {
 
 
 /* client.c: parses "host:port" (an IPv4 address or localhost) of length n
- * into sa, and the copy into name. 0 or SPW_ERR_INVALID. */
+ * into sa, and the copy into name. 0 or SPILLWAY_ERR_INVALID. */
 int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, char *name, size_t namecap);
 
 /* producer.c */
 uint64_t spw__producer_random_id(void *old); /* never 0, never *(uint64_t *)old */
-void spw__producer_wake_io(spw_producer *p);
-void spw__producer_finish(spw_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
+void spw__producer_wake_io(spillway_producer *p);
+void spw__producer_finish(spillway_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
                           uint64_t *offs);
-void spw__producer_run_done(spw_producer *p, done_item *list);
-void spw__producer_seal(spw_producer *p, server *s, batch *b);
-void spw__producer_seal_all(spw_producer *p);
-void spw__producer_cancel_unsent(spw_producer *p, server *s, done_item **done);
+void spw__producer_run_done(spillway_producer *p, done_item *list);
+void spw__producer_seal(spillway_producer *p, server *s, batch *b);
+void spw__producer_seal_all(spillway_producer *p);
+void spw__producer_cancel_unsent(spillway_producer *p, server *s, done_item **done);
 
 #endif

@@ -39,7 +39,7 @@
 
 /* ---- I/O thread ---- */
 
-static void srv_disconnect(spw_producer *p, server *s, uint64_t now)
+static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 {
     if (s->fd >= 0)
         close(s->fd);
@@ -59,7 +59,7 @@ static void srv_disconnect(spw_producer *p, server *s, uint64_t now)
  * the PRODUCEs written after it run authenticated without waiting for
  * its answer; if the token is refused they are answered 401 one by one.
  */
-static void srv_connected(spw_producer *p, server *s, uint64_t now)
+static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
     if (s->ever_connected)
@@ -78,7 +78,7 @@ static void srv_connected(spw_producer *p, server *s, uint64_t now)
     s->auth_id = id;
 }
 
-static void srv_connect(spw_producer *p, server *s, uint64_t now)
+static void srv_connect(spillway_producer *p, server *s, uint64_t now)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -99,7 +99,7 @@ static void srv_connect(spw_producer *p, server *s, uint64_t now)
 }
 
 /* Moves queued batches into out while the in-flight window allows. */
-static void srv_fill(spw_producer *p, server *s, uint64_t now)
+static void srv_fill(spillway_producer *p, server *s, uint64_t now)
 {
     while (!p->stopped && s->queue.head && s->inflight.n < p->cfg.max_in_flight &&
            s->queue.head->not_before_ms <= now) {
@@ -127,7 +127,7 @@ static void srv_fill(spw_producer *p, server *s, uint64_t now)
     }
 }
 
-static void srv_write(spw_producer *p, server *s, uint64_t now)
+static void srv_write(spillway_producer *p, server *s, uint64_t now)
 {
     while (s->out_off < s->out.len) {
         ssize_t w = send(s->fd, s->out.p + s->out_off, s->out.len - s->out_off, MSG_NOSIGNAL);
@@ -144,7 +144,7 @@ static void srv_write(spw_producer *p, server *s, uint64_t now)
 }
 
 /* Handles one answer. Returns 0, or -1 if the connection must be dropped. */
-static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const uint8_t *body, size_t len,
+static int srv_answer(spillway_producer *p, server *s, const spw_frame_hdr *h, const uint8_t *body, size_t len,
                       done_item **done, uint64_t now)
 {
     if (h->opcode == SPW_OP_AUTH && s->auth_id && h->request_id == s->auth_id && (h->flags & SPW_FLAG_RESPONSE)) {
@@ -191,7 +191,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
             q_push_front(&s->queue, b);
             return 0;
         }
-        spw__producer_finish(p, done, b, SPW_ERR_TIMEOUT, NULL, NULL);
+        spw__producer_finish(p, done, b, SPILLWAY_ERR_TIMEOUT, NULL, NULL);
         return 0;
     }
     if (st) {
@@ -225,7 +225,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
     return 0;
 }
 
-static void srv_read(spw_producer *p, server *s, done_item **done, uint64_t now)
+static void srv_read(spillway_producer *p, server *s, done_item **done, uint64_t now)
 {
     for (int rounds = 0; rounds < 16; rounds++) {
         if (spw_buf_reserve(&s->in, s->in.len + READ_CHUNK)) {
@@ -268,13 +268,13 @@ static void srv_read(spw_producer *p, server *s, done_item **done, uint64_t now)
 }
 
 /* Fails queued batches past their delivery deadline. */
-static void expire(spw_producer *p, server *s, done_item **done, uint64_t now)
+static void expire(spillway_producer *p, server *s, done_item **done, uint64_t now)
 {
     bqueue keep = {0};
     batch *b;
     while ((b = q_pop(&s->queue))) {
         if (now >= b->deadline_ms)
-            spw__producer_finish(p, done, b, SPW_ERR_TIMEOUT, NULL, NULL);
+            spw__producer_finish(p, done, b, SPILLWAY_ERR_TIMEOUT, NULL, NULL);
         else
             q_push(&keep, b);
     }
@@ -283,7 +283,7 @@ static void expire(spw_producer *p, server *s, done_item **done, uint64_t now)
 
 void *spw__producer_main(void *arg)
 {
-    spw_producer *p = arg;
+    spillway_producer *p = arg;
     struct pollfd pfd[MAX_SERVERS + 1];
     int map[MAX_SERVERS + 1];
     pthread_mutex_lock(&p->mu);

@@ -2,7 +2,7 @@
  * The synchronous client of the C library (spw_client_*): one blocking
  * connection, one request at a time with a deadline — AUTH, FETCH (its
  * records decoded in place in the answer frame; a damaged batch answers
- * with the offset to resume at, spw_client_resume_offset) and METADATA.
+ * with the offset to resume at, spillway_client_resume_offset) and METADATA.
  * Independent of the producer; shares only the address parser.
  */
 #ifndef _GNU_SOURCE
@@ -36,7 +36,7 @@
 
 /* ---- synchronous client ---- */
 
-struct spw_client {
+struct spillway_client {
     int fd;
     uint32_t timeout_ms;
     uint64_t next_id;
@@ -44,27 +44,27 @@ struct spw_client {
     uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
 };
 
-struct spw_fetch_result {
+struct spillway_fetch_result {
     uint8_t *frame;
     spw_fetch_resp resp;
     size_t count;
-    spw_fetched *recs;
+    spillway_fetched *recs;
 };
 
-struct spw_metadata {
+struct spillway_metadata {
     uint8_t *frame;
     size_t count;
-    spw_stream_info *streams;
+    spillway_stream_info *streams;
     char **names;
     uint64_t *offsets;
 };
 
-int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out)
+int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
 {
     struct sockaddr_in sa;
     char name[300];
     if (!server || !out || spw__client_parse_hostport(server, strlen(server), &sa, name, sizeof name))
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -82,15 +82,15 @@ int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
         if (r != 1 || err) {
             close(fd);
-            return r == 1 ? -err : SPW_ERR_TIMEOUT;
+            return r == 1 ? -err : SPILLWAY_ERR_TIMEOUT;
         }
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    spw_client *c = calloc(1, sizeof *c);
+    spillway_client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     c->fd = fd;
     c->timeout_ms = timeout_ms ? timeout_ms : 30000;
@@ -99,7 +99,7 @@ int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out
     return 0;
 }
 
-void spw_client_close(spw_client *c)
+void spillway_client_close(spillway_client *c)
 {
     if (!c)
         return;
@@ -107,22 +107,22 @@ void spw_client_close(spw_client *c)
     free(c);
 }
 
-const char *spw_client_last_error(spw_client *c) { return c->last_error; }
+const char *spillway_client_last_error(spillway_client *c) { return c->last_error; }
 
-uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
+uint64_t spillway_client_resume_offset(spillway_client *c) { return c->resume_offset; }
 
-static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
-int spw_client_auth(spw_client *c, const char *token)
+int spillway_client_auth(spillway_client *c, const char *token)
 {
     size_t tl = token ? strlen(token) : 0;
     if (!c || tl == 0 || tl > SPW_AUTH_TOKEN_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     if (spw_auth_req_encode(&body, token, tl)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -133,19 +133,19 @@ int spw_client_auth(spw_client *c, const char *token)
         return r;
     const char *tenant, *why;
     uint16_t n;
-    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPW_ERR_PROTOCOL : 0;
+    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPILLWAY_ERR_PROTOCOL : 0;
     free(frame);
     return r;
 }
 
-static int io_wait(spw_client *c, short ev, uint64_t deadline)
+static int io_wait(spillway_client *c, short ev, uint64_t deadline)
 {
     uint64_t now = spw_mono_ms();
     if (now >= deadline)
-        return SPW_ERR_TIMEOUT;
+        return SPILLWAY_ERR_TIMEOUT;
     struct pollfd pf = {.fd = c->fd, .events = ev};
     int r = poll(&pf, 1, (int)(deadline - now));
-    return r == 1 ? 0 : r == 0 ? SPW_ERR_TIMEOUT : -errno;
+    return r == 1 ? 0 : r == 0 ? SPILLWAY_ERR_TIMEOUT : -errno;
 }
 
 /*
@@ -153,7 +153,7 @@ static int io_wait(spw_client *c, short ev, uint64_t deadline)
  * the next frame is ours). On 0, *frame (malloc'ed, caller frees) holds the
  * answer frame and rest/rest_len the OK body after the status.
  */
-static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len)
 {
     c->last_error[0] = 0;
@@ -164,7 +164,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     uint64_t id = c->next_id++;
     if (spw_frame_begin(&f, op, 0, id, &st) || spw_buf_reserve(&f, f.len + body->len)) {
         spw_buf_fini(&f);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     memcpy(f.p + f.len, body->p, body->len);
     f.len += body->len;
@@ -193,17 +193,17 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
             have += (size_t)n;
             if (buf == hdr && have == 16) {
                 if (spw_frame_hdr_decode(hdr, 16, MAX_ANSWER_BYTES, &h) || !(h.flags & SPW_FLAG_RESPONSE))
-                    return SPW_ERR_PROTOCOL;
+                    return SPILLWAY_ERR_PROTOCOL;
                 buf = malloc(4 + (size_t)h.length);
                 if (!buf)
-                    return SPW_ERR_NOMEM;
+                    return SPILLWAY_ERR_NOMEM;
                 memcpy(buf, hdr, 16);
                 need = 4 + (size_t)h.length;
             }
             continue;
         }
         if (n == 0)
-            r = SPW_ERR_PROTOCOL; /* closed mid-answer */
+            r = SPILLWAY_ERR_PROTOCOL; /* closed mid-answer */
         else if (errno == EAGAIN)
             r = io_wait(c, POLLIN, deadline);
         else if (errno != EINTR)
@@ -211,7 +211,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
         if (r) {
             if (buf != hdr)
                 free(buf);
-            return r == SPW_ERR_PROTOCOL && have == 0 ? -ECONNRESET : r;
+            return r == SPILLWAY_ERR_PROTOCOL && have == 0 ? -ECONNRESET : r;
         }
     }
     uint16_t status;
@@ -220,7 +220,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     if (h.request_id != id || h.opcode != op ||
         spw_answer_decode(buf + 16, need - 16, &status, rest, rest_len, &e, &why)) {
         free(buf);
-        return SPW_ERR_PROTOCOL;
+        return SPILLWAY_ERR_PROTOCOL;
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
@@ -232,18 +232,18 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     return 0;
 }
 
-int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
-                     spw_fetch_result **out)
+int spillway_client_fetch(spillway_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
+                     spillway_fetch_result **out)
 {
     size_t sl = stream ? strlen(stream) : 0;
     if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     spw_fetch_req q = {.stream = stream, .stream_len = (uint16_t)sl, .partition = partition, .offset = offset,
                        .max_bytes = max_bytes, .mode = SPW_FETCH_RECORDS};
     if (spw_fetch_req_encode(&body, &q)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -252,12 +252,12 @@ int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint
     spw_buf_fini(&body);
     if (r)
         return r;
-    spw_fetch_result *res = calloc(1, sizeof *res);
+    spillway_fetch_result *res = calloc(1, sizeof *res);
     const char *why;
     if (!res || spw_fetch_resp_decode(rest, rl, &res->resp, &why) || res->resp.mode != SPW_FETCH_RECORDS) {
         free(res);
         free(frame);
-        return res ? SPW_ERR_PROTOCOL : SPW_ERR_NOMEM;
+        return res ? SPILLWAY_ERR_PROTOCOL : SPILLWAY_ERR_NOMEM;
     }
     res->frame = frame;
     res->count = res->resp.count;
@@ -265,23 +265,23 @@ int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint
     if (!res->recs) {
         free(frame);
         free(res);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     spw_fetch_iter it;
     spw_fetch_rec fr;
     spw_fetch_iter_init(&it, &res->resp);
     for (size_t i = 0; i < res->count && spw_fetch_iter_next(&it, &fr); i++)
-        res->recs[i] = (spw_fetched){fr.offset, fr.id, fr.ts, fr.key, fr.key_len, fr.value, fr.value_len};
+        res->recs[i] = (spillway_fetched){fr.offset, fr.id, fr.ts, fr.key, fr.key_len, fr.value, fr.value_len};
     *out = res;
     return 0;
 }
 
-size_t spw_fetch_count(const spw_fetch_result *r) { return r->count; }
-void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out) { *out = r->recs[i]; }
-uint64_t spw_fetch_next_offset(const spw_fetch_result *r) { return r->resp.next_offset; }
-uint64_t spw_fetch_end_offset(const spw_fetch_result *r) { return r->resp.end_offset; }
+size_t spillway_fetch_count(const spillway_fetch_result *r) { return r->count; }
+void spillway_fetch_get(const spillway_fetch_result *r, size_t i, spillway_fetched *out) { *out = r->recs[i]; }
+uint64_t spillway_fetch_next_offset(const spillway_fetch_result *r) { return r->resp.next_offset; }
+uint64_t spillway_fetch_end_offset(const spillway_fetch_result *r) { return r->resp.end_offset; }
 
-void spw_fetch_free(spw_fetch_result *r)
+void spillway_fetch_free(spillway_fetch_result *r)
 {
     if (!r)
         return;
@@ -290,15 +290,15 @@ void spw_fetch_free(spw_fetch_result *r)
     free(r);
 }
 
-int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
+int spillway_client_metadata(spillway_client *c, const char *stream, spillway_metadata **out)
 {
     size_t sl = stream ? strlen(stream) : 0;
     if (!c || !out || sl > SPW_STREAM_NAME_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     if (spw_metadata_req_encode(&body, stream ? stream : "", sl)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -311,9 +311,9 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
     const char *why;
     if (spw_metadata_resp_decode(rest, rl, &mr, &why)) {
         free(frame);
-        return SPW_ERR_PROTOCOL;
+        return SPILLWAY_ERR_PROTOCOL;
     }
-    spw_metadata *m = calloc(1, sizeof *m);
+    spillway_metadata *m = calloc(1, sizeof *m);
     size_t total_parts = 0;
     spw_metadata_resp scan = mr;
     spw_meta_stream ms;
@@ -326,21 +326,21 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
         m->offsets = calloc(total_parts ? total_parts * 3 : 1, sizeof *m->offsets);
     }
     if (!m || !m->streams || !m->names || !m->offsets) {
-        spw_metadata_free(m);
+        spillway_metadata_free(m);
         free(frame);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     m->frame = frame;
     size_t at = 0;
     for (size_t i = 0; i < m->count && spw_metadata_resp_next(&mr, &ms); i++) {
         m->names[i] = malloc((size_t)ms.name_len + 1);
         if (!m->names[i]) {
-            spw_metadata_free(m);
-            return SPW_ERR_NOMEM;
+            spillway_metadata_free(m);
+            return SPILLWAY_ERR_NOMEM;
         }
         memcpy(m->names[i], ms.name, ms.name_len);
         m->names[i][ms.name_len] = 0;
-        spw_stream_info *si = &m->streams[i];
+        spillway_stream_info *si = &m->streams[i];
         si->name = m->names[i];
         si->partitions = ms.partitions;
         si->format_bytes = ms.format_bytes;
@@ -362,17 +362,17 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
     return 0;
 }
 
-size_t spw_metadata_count(const spw_metadata *m) { return m->count; }
+size_t spillway_metadata_count(const spillway_metadata *m) { return m->count; }
 
-int spw_metadata_stream(const spw_metadata *m, size_t i, spw_stream_info *out)
+int spillway_metadata_stream(const spillway_metadata *m, size_t i, spillway_stream_info *out)
 {
     if (i >= m->count)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     *out = m->streams[i];
     return 0;
 }
 
-void spw_metadata_free(spw_metadata *m)
+void spillway_metadata_free(spillway_metadata *m)
 {
     if (!m)
         return;

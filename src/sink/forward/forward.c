@@ -38,7 +38,7 @@ typedef struct fwd {
     char address[256];
     char stream[129];
     uint32_t timeout_ms;
-    spw_producer *p;
+    spillway_producer *p;
     pthread_mutex_t mu;
     uint64_t gen; /* reports of earlier writes are ignored */
     int *status;  /* per record of the current write */
@@ -48,7 +48,7 @@ typedef struct fwd {
     int send_err;   /* why the sending stopped before n, or 0 */
 } fwd;
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     fwd *f = opaque;
     uintptr_t tag = (uintptr_t)d->opaque;
@@ -64,8 +64,8 @@ static void on_delivery(void *opaque, const spw_delivery *d)
 
 static int make_producer(fwd *f)
 {
-    spw_producer_config c;
-    spw_producer_config_init(&c);
+    spillway_producer_config c;
+    spillway_producer_config_init(&c);
     c.max_in_flight = 1;
     c.stop_on_error = 1;
     c.linger_ms = 1;
@@ -74,7 +74,7 @@ static int make_producer(fwd *f)
     c.connect_timeout_ms = f->timeout_ms < 5000 ? f->timeout_ms : 5000;
     c.on_delivery = on_delivery;
     c.opaque = f;
-    return spw_producer_new(f->address, &c, &f->p);
+    return spillway_producer_new(f->address, &c, &f->p);
 }
 
 /* The options (docs/api.md "forward sink"): one table, core/opts.h. */
@@ -114,7 +114,7 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
     return 0;
 }
 
-static int is_bad_record(int st) { return st == SPW_ERR_BAD_REQUEST || st == SPW_ERR_TOO_LARGE; }
+static int is_bad_record(int st) { return st == SPILLWAY_ERR_BAD_REQUEST || st == SPILLWAY_ERR_TOO_LARGE; }
 
 /* Hands the window to the producer (it sends as it goes); fwd_end waits
  * for the remote's answers. */
@@ -142,9 +142,9 @@ static int fwd_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     uint32_t sent = 0;
     for (; sent < n; sent++) {
         const spw_sink_rec *r = &recs[sent];
-        /* SPW_ERR_CANCELED once an earlier batch of the window failed */
-        int rc = spw_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
-                                   SPW_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
+        /* SPILLWAY_ERR_CANCELED once an earlier batch of the window failed */
+        int rc = spillway_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
+                                   SPILLWAY_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
         if (rc < 0) {
             send_err = rc;
             break;
@@ -161,7 +161,7 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     fwd *f = st;
     uint32_t sent = f->sent;
     int send_err = f->send_err;
-    int fr = spw_producer_flush(f->p, f->timeout_ms + 5000);
+    int fr = spillway_producer_flush(f->p, f->timeout_ms + 5000);
     pthread_mutex_lock(&f->mu);
     int *status = f->status;
     f->status = NULL;
@@ -170,7 +170,7 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     if (fr < 0) {
         /* Reports still outstanding: start over with a new producer (its
          * close fails what is left; those reports are ignored by gen). */
-        spw_producer_close(f->p, 0);
+        spillway_producer_close(f->p, 0);
         f->p = NULL;
     }
     uint32_t ok = 0;
@@ -183,12 +183,12 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     if (ok == n) {
         res = SPW_SINK_OK;
     } else if (ok < sent && is_bad_record(status[ok])) {
-        snprintf(err, cap, "%s refused the record: %s", f->address, spw_errstr(status[ok]));
+        snprintf(err, cap, "%s refused the record: %s", f->address, spillway_errstr(status[ok]));
         res = SPW_SINK_REJECT;
     } else {
-        int e = ok < sent ? status[ok] : send_err ? send_err : SPW_ERR_TIMEOUT;
+        int e = ok < sent ? status[ok] : send_err ? send_err : SPILLWAY_ERR_TIMEOUT;
         snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream,
-                 e == 1 ? "no delivery report in time" : spw_errstr(e));
+                 e == 1 ? "no delivery report in time" : spillway_errstr(e));
         res = SPW_SINK_RETRY;
     }
     spw_free(status);
@@ -200,7 +200,7 @@ static void fwd_close(void *st)
 {
     fwd *f = st;
     if (f->p)
-        spw_producer_close(f->p, 1000);
+        spillway_producer_close(f->p, 1000);
     pthread_mutex_destroy(&f->mu);
     spw_free(f);
 }
