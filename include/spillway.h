@@ -2,7 +2,9 @@
  * Spillway's C client library: a batching, asynchronous producer and a
  * simple synchronous client for fetch and metadata, speaking the binary
  * protocol (docs/protocol.md) to one or more `spillway serve` nodes.
- * Link with the static library `spillway_client` (and -lpthread).
+ * Link with `pkg-config --cflags --libs spillway` (libspillway.so, or
+ * libspillway.a with --static). Every public name is spillway_* or
+ * SPILLWAY_*.
  *
  * Conventions (as libuv's):
  *  - Handles are opaque; each has a constructor and a destructor, and the

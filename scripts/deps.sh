@@ -3,7 +3,7 @@
 # and only what is missing. Uses sudo only when not root.
 set -euo pipefail
 
-pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
+pkgs=(gcc libc6-dev make cmake curl liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
 # the postgres sink: libpq, and PostgreSQL's server binaries for its tests and bench/run.sh pg
 pkgs+=(libpq-dev postgresql)
 # the end-to-end power-cut test (tests/fuse): lossyfs is a FUSE filesystem

@@ -274,7 +274,7 @@ int spw_cmd_consume(int argc, char **argv)
     }
     if (!stream) {
         fputs("spillway consume: a STREAM is required\n", stderr);
-            spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
+        spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {

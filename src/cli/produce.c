@@ -343,7 +343,7 @@ int spw_cmd_produce(int argc, char **argv)
     }
     if (!stream) {
         fputs("spillway produce: a STREAM is required\n", stderr);
-            spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
+        spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {

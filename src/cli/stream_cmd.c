@@ -408,7 +408,7 @@ static int cmd_delete(spw_httpc *c, const char *name)
 int spw_cmd_stream(int argc, char **argv)
 {
     if (argc < 2) {
-        spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
+    spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     const char *sub = argv[1];
@@ -418,7 +418,7 @@ int spw_cmd_stream(int argc, char **argv)
     }
     if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "delete")) {
         fprintf(stderr, "spillway stream: unknown subcommand '%s'\n", sub);
-            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
+        spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     /* Common options first (--server, --json, --help); the rest is the subcommand's. */
@@ -465,7 +465,7 @@ int spw_cmd_stream(int argc, char **argv)
             }
             if (!matched) {
                 fprintf(stderr, "spillway %s: unknown option '%s'\n", cmd, a);
-            spw_help_write(stderr, create_help, SPW_HELP_WIDTH);
+                spw_help_write(stderr, create_help, SPW_HELP_WIDTH);
                 rc = 2;
             }
         } else {
