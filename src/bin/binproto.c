@@ -523,7 +523,13 @@ static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
 
 void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
 {
-    spw_metrics_add_u64(m, "spillway_bin_connections", NULL, SPW_METRIC_GAUGE, m_bin_conns, s);
-    spw_metrics_add_u64(m, "spillway_bin_requests_total", NULL, SPW_METRIC_COUNTER, m_bin_requests, s);
-    spw_metrics_add_u64(m, "spillway_bin_refused_total", NULL, SPW_METRIC_COUNTER, m_bin_refused, s);
+    spw_metrics_add_u64(m, "spillway_bin_connections",
+                        "open binary-protocol connections",
+                        SPW_METRIC_GAUGE, m_bin_conns, s);
+    spw_metrics_add_u64(m, "spillway_bin_requests_total",
+                        "binary-protocol requests",
+                        SPW_METRIC_COUNTER, m_bin_requests, s);
+    spw_metrics_add_u64(m, "spillway_bin_refused_total",
+                        "binary-protocol frames refused",
+                        SPW_METRIC_COUNTER, m_bin_refused, s);
 }

@@ -159,7 +159,7 @@ static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->
 static void m_sinks(void *a, spw_metrics_out *o)
 {
     if (API(a)->sinks)
-        spw_sinks_metrics(API(a)->sinks, o->b);
+        spw_sinks_metrics(API(a)->sinks, o);
 }
 
 /* Per-stream samples: only the streams the token may see. */
@@ -172,44 +172,80 @@ void spw_api_metrics_register(spw_api *api)
 {
     spw_metrics *m = api->svc.metrics;
     spw_metrics_set_filter(m, metrics_filter);
+    spw_metrics_register_process(m);
     spw_produce_metrics_register(m, &api->svc);
-    /* Untyped, as /metrics has always shown them (docs/operations.md). */
-    spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
-    spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
+    spw_metrics_add_family(m, "spillway_partition_end_offset",
+                           "the offset the next event of the partition gets",
+                           SPW_METRIC_GAUGE, m_part_end, api);
+    spw_metrics_add_family(m, "spillway_partition_bytes",
+                           "bytes of the partition's segment files",
+                           SPW_METRIC_GAUGE, m_part_bytes, api);
     spw_metrics_add_family(m, "spillway_partition_retention_held_bytes",
                            "bytes retention.bytes would delete but keeps: segments written within the stream's "
                            "dedupe window",
                            SPW_METRIC_GAUGE, m_part_held, api);
     spw_metrics_add_block(m, m_groups, api);
-    spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
+    spw_metrics_add_u64(m, "spillway_pending_bytes",
+                        "accepted, not yet written bytes",
+                        SPW_METRIC_GAUGE, m_pending, api);
     if (api->buffers) {
-        spw_metrics_add_u64(m, "spillway_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_used, api);
-        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes", NULL, SPW_METRIC_GAUGE, m_buf_peak, api);
-        spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
-        spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
+        spw_metrics_add_u64(m, "spillway_buffer_bytes",
+                            "bytes of request bodies and frames being read, all connections (what max-buffer-bytes "
+                            "limits; see Memory)",
+                            SPW_METRIC_GAUGE, m_buf_used, api);
+        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes",
+                            "the highest spillway_buffer_bytes since start",
+                            SPW_METRIC_GAUGE, m_buf_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_buffer_bytes",
+                            "the max-buffer-bytes setting",
+                            SPW_METRIC_GAUGE, m_buf_limit, api);
+        spw_metrics_add_u64(m, "spillway_buffer_waits_total",
+                            "times a connection stopped being read because max-buffer-bytes was reached",
+                            SPW_METRIC_COUNTER, m_buf_waits, api);
     }
-    spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
-    spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);
-    spw_metrics_add_u64(m, "spillway_partitions_failed", NULL, SPW_METRIC_GAUGE, m_failed, api);
-    spw_metrics_add_u64(m, "spillway_partition_recoveries_total", NULL, SPW_METRIC_COUNTER, m_recoveries, api);
+    spw_metrics_add_u64(m, "spillway_disk_bytes",
+                        "segment bytes of every partition (what max-disk-bytes limits)",
+                        SPW_METRIC_GAUGE, m_disk, api);
+    spw_metrics_add_u64(m, "spillway_max_disk_bytes",
+                        "the max-disk-bytes setting (0: no limit)",
+                        SPW_METRIC_GAUGE, m_max_disk, api);
+    spw_metrics_add_u64(m, "spillway_partitions_failed",
+                        "partitions refusing writes after a failed write or fsync, until they recover",
+                        SPW_METRIC_GAUGE, m_failed, api);
+    spw_metrics_add_u64(m, "spillway_partition_recoveries_total",
+                        "recoveries of failed partitions that succeeded",
+                        SPW_METRIC_COUNTER, m_recoveries, api);
     spw_metrics_add_u64(m, "spillway_positions_clamped_total",
                         "consumer-group offsets and sink positions found past their partition's end at attach and "
                         "moved down to it",
                         SPW_METRIC_COUNTER, m_clamped, api);
-    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", NULL, SPW_METRIC_COUNTER, m_log_cycles, api);
-    spw_metrics_add_u64(m, "spillway_log_written_bytes_total", NULL, SPW_METRIC_COUNTER, m_log_written, api);
-    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", NULL, SPW_METRIC_COUNTER, m_log_fsyncs, api);
-    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total", NULL, SPW_METRIC_COUNTER, m_log_acks, api);
+    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", "flusher cycles", SPW_METRIC_COUNTER, m_log_cycles, api);
+    spw_metrics_add_u64(m, "spillway_log_written_bytes_total",
+                        "bytes written to segment files",
+                        SPW_METRIC_COUNTER, m_log_written, api);
+    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", "fdatasync calls", SPW_METRIC_COUNTER, m_log_fsyncs, api);
+    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total",
+                        "appends acknowledged at fsync",
+                        SPW_METRIC_COUNTER, m_log_acks, api);
     spw_hist *fh, *gh;
     spw_log_hists(api->svc.log, &fh, &gh);
     spw_metrics_add_hist(m, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
     spw_metrics_add_hist(m, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
-    spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
-    spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
-    spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_connections", "open HTTP connections", SPW_METRIC_GAUGE, m_http_conns, api);
+    spw_metrics_add_u64(m, "spillway_http_requests_total",
+                        "HTTP requests received",
+                        SPW_METRIC_COUNTER, m_http_requests, api);
+    spw_metrics_add_u64(m, "spillway_http_refused_total",
+                        "connections and requests refused by a limit (connections, headers, body, timeouts, "
+                        "malformed)",
+                        SPW_METRIC_COUNTER, m_http_refused, api);
     if (api->svc.auth) {
-        spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
-        spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);
+        spw_metrics_add_family(m, "spillway_auth_refused_total",
+                               "requests answered 401 (no or unknown token) and 403 (not allowed), both protocols",
+                               SPW_METRIC_COUNTER, m_auth_refused, api);
+        spw_metrics_add_family(m, "spillway_tokens_reloads_total",
+                               "SIGHUP reloads of the tokens file",
+                               SPW_METRIC_COUNTER, m_auth_reloads, api);
     }
     spw_metrics_add_block(m, m_sinks, api);
 }

@@ -10,6 +10,7 @@
  *                   progress commit.
  * Locking: sink_int.h.
  */
+#include "svc/metrics.h"
 #include "sink/sink.h"
 
 
@@ -388,29 +389,60 @@ void spw_sinks_list_json(spw_sinks *m, spw_buf *out)
     spw_buf_xprintf(out, "]}");
 }
 
-void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
+/* The sink families, each whole (Prometheus text: a family's samples are
+ * contiguous), with a sample per sink whose source stream the viewer may
+ * see (spw_metrics_sees). */
+void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o)
 {
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"spillway_sink_lag", "gauge", "records of the source stream not yet delivered, all partitions"},
+        {"spillway_sink_delivered_total", "counter", "records the sink's target accepted since start"},
+        {"spillway_sink_errors_total", "counter", "failed writes to the target (each retry counts) and damaged "
+                                                  "records skipped"},
+        {"spillway_sink_dlq_total", "counter", "records moved to the sink's dead-letter stream"},
+        {"spillway_sink_state", "gauge", "1 for the sink's current state, 0 for the others"},
+    };
     pthread_mutex_lock(&m->mu);
-    if (m->n)
-        spw_buf_xprintf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
-              "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n"
-              "# TYPE spillway_sink_state gauge\n");
-    for (uint32_t i = 0; i < m->n; i++) {
-        spw_sink *k = m->v[i];
-        pthread_mutex_lock(&k->mu);
-        uint64_t lag = 0;
-        for (uint32_t j = 0; j < k->nparts; j++) {
-            uint64_t next = atomic_load(&k->parts[j].next), end = atomic_load(&k->parts[j].end);
-            lag += end > next ? end - next : 0;
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0] && m->n; f++) {
+        spw_buf_xprintf(o->b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (uint32_t i = 0; i < m->n; i++) {
+            spw_sink *k = m->v[i];
+            if (!spw_metrics_sees(o, k->def.stream))
+                continue;
+            char labels[300];
+            snprintf(labels, sizeof labels, "sink=\"%s\"", k->def.name);
+            switch (f) {
+            case 0: {
+                uint64_t lag = 0;
+                pthread_mutex_lock(&k->mu);
+                for (uint32_t j = 0; j < k->nparts; j++) {
+                    uint64_t next = atomic_load(&k->parts[j].next), end = atomic_load(&k->parts[j].end);
+                    lag += end > next ? end - next : 0;
+                }
+                pthread_mutex_unlock(&k->mu);
+                spw_metrics_line(o, fam[f].name, labels, lag);
+                break;
+            }
+            case 1:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->delivered));
+                break;
+            case 2:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->errors));
+                break;
+            case 3:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->dlq));
+                break;
+            default: {
+                unsigned st = (unsigned)atomic_load(&k->state);
+                for (unsigned s = 0; s < sizeof state_names / sizeof state_names[0]; s++) {
+                    snprintf(labels, sizeof labels, "sink=\"%s\",state=\"%s\"", k->def.name, state_names[s]);
+                    spw_metrics_line(o, fam[f].name, labels, s == st);
+                }
+            }
+            }
         }
-        pthread_mutex_unlock(&k->mu);
-        spw_buf_xprintf(b,
-           "spillway_sink_lag{sink=\"%s\"} %" PRIu64 "\nspillway_sink_delivered_total{sink=\"%s\"} %" PRIu64
-           "\nspillway_sink_errors_total{sink=\"%s\"} %" PRIu64 "\nspillway_sink_dlq_total{sink=\"%s\"} %" PRIu64
-           "\n",
-           k->def.name, lag, k->def.name, atomic_load(&k->delivered), k->def.name, atomic_load(&k->errors),
-           k->def.name, atomic_load(&k->dlq));
-        spw_buf_xprintf(b, "spillway_sink_state{sink=\"%s\",state=\"%s\"} 1\n", k->def.name, state_names[atomic_load(&k->state)]);
     }
     pthread_mutex_unlock(&m->mu);
 }

@@ -24,6 +24,7 @@
 
 #include "core/buf.h"
 #include "sink/rules.h"
+#include "svc/metrics.h"
 
 /* One record handed to a kind; pointers valid during the call. */
 typedef struct spw_sink_rec {
@@ -135,7 +136,9 @@ int spw_sinks_delete(spw_sinks *m, const char *name);
 /* GET one (JSON object appended; -ENOENT) or all ({"sinks":[...]}). */
 int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out);
 void spw_sinks_list_json(spw_sinks *m, spw_buf *out);
-/* Prometheus text for /metrics. */
-void spw_sinks_metrics(spw_sinks *m, spw_buf *out);
+/* The sink families for /metrics (a block of svc/metrics.h): lag,
+ * delivered, errors, dead-lettered, and the state as one 0/1 series per
+ * state; only sinks whose source stream the viewer may see. */
+void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o);
 
 #endif
