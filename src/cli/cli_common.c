@@ -42,10 +42,15 @@ int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 int spw__cli_server(const char *cmd, const char *server, spw_httpc *c)
 {
     char host[256], port[16];
-    if (!server)
-        server = SPW_CLI_DEFAULT_SERVER;
+    const char *from = "--server";
+    if (!server) {
+        server = getenv("SPILLWAY_SERVER");
+        from = "$SPILLWAY_SERVER";
+        if (!server || !server[0])
+            server = SPW_CLI_DEFAULT_SERVER;
+    }
     if (spw_httpc_parse_server(server, host, sizeof host, port, sizeof port)) {
-        fprintf(stderr, "spillway %s: --server takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, server);
+        fprintf(stderr, "spillway %s: %s takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, from, server);
         return 2;
     }
     spw_httpc_init(c, host, port);

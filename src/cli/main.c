@@ -40,9 +40,11 @@ static void usage(FILE *f)
                    "  version   print the version and the commit\n"
                    "\n"
                    "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT\n"
-                   "(default 127.0.0.1:7700) and --token T (a bearer token for a server with a\n"
-                   "tokens file; default $SPILLWAY_TOKEN). Sizes take B/KiB/MiB/GiB, durations\n"
-                   "ms/s/m/h. Run 'spillway <command> --help' for a command's options.\n",
+                   "or http://HOST:PORT (default $SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
+                   "--token T (a bearer token for a server with a tokens file; default\n"
+                   "$SPILLWAY_TOKEN). Options are --name VALUE or --name=VALUE. Sizes take\n"
+                   "B/KiB/MiB/GiB, durations ms/s/m/h. Run 'spillway <command> --help' for a\n"
+                   "command's options.\n",
                    SPW_HELP_WIDTH);
 }
 

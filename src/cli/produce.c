@@ -48,7 +48,7 @@ static const char produce_help[] =
     "server's reason, and the other lines of its request are sent again. Prints a summary\n"
     "(accepted, rejected, elapsed, events/s) on stderr, and a progress line while stderr is a\n"
     "terminal. Exit 0 if every line was accepted, 1 if any was rejected or the run failed.\n\n"
-    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER " (http://HOST:PORT also works)\n" SPW_CLI_TOKEN_HELP
+    SPW_CLI_SERVER_HELP SPW_CLI_TOKEN_HELP
     "  --ack L              none|written|fsync|replicated (default: the stream's)\n"
     "  --batch N            lines per request (default 1000, at most 100000)\n"
     "  --pipeline D         requests in flight on the connection (default 1 keeps the file's order\n"

@@ -19,6 +19,8 @@
  */
 #include "http/api_int.h"
 
+#include "svc/health.h"
+
 /* ---- small output helpers ---- */
 
 void spw__api_out_raw(spw_buf *b, const void *p, size_t n)
@@ -198,7 +200,16 @@ void spw_api_handle(void *ctx, spw_http_req *req)
         spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
         return;
     }
-    /* With tokens, everything but /healthz needs one (unknown paths too:
+    if (path_is(req, "/readyz")) { /* like /healthz, without a token: for probes */
+        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+            return method_not_allowed(req, "GET");
+        spw_buf b = SPW_BUF_INIT;
+        int ok = spw_svc_ready(&api->svc, &b);
+        spw_http_respond(req, ok ? 200 : 503, NULL, "application/json", (const char *)b.p, b.len);
+        spw_buf_fini(&b);
+        return;
+    }
+    /* With tokens, everything but /healthz and /readyz needs one (unknown paths too:
      * an anonymous client learns nothing about what exists). */
     spw_auth_req ar;
     if (!spw_auth_http(api->svc.auth, req, &ar))

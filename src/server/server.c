@@ -453,6 +453,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         rate_describe(&rate_def, d, sizeof d);
         spw_info("default rate limit: %s; at most %u limiter entries", d, c->rate_limit_max_keys);
     }
+    atomic_store(&api.svc.ready, 1); /* GET /readyz: started */
     if (ready_fd >= 0) {
         char buf[32];
         int n = snprintf(buf, sizeof buf, "%d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0);

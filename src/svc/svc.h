@@ -47,6 +47,7 @@ typedef struct spw_svc {
     /* Persisted reader positions (group offsets, sink progress) found past
      * their partition's end at attach and moved down to it. */
     _Atomic uint64_t positions_clamped;
+    _Atomic int ready; /* set once startup is done (svc/health.h) */
 } spw_svc;
 
 #endif

@@ -8,6 +8,13 @@
 #include "server.h"
 
 static const char *const WANT[] = {
+    "process_cpu_seconds_total counter",
+    "process_max_fds gauge",
+    "process_open_fds gauge",
+    "process_resident_memory_bytes gauge",
+    "process_start_time_seconds gauge",
+    "process_virtual_memory_bytes gauge",
+    "spillway_build_info gauge",
     "spillway_bin_connections gauge",
     "spillway_bin_refused_total counter",
     "spillway_bin_requests_total counter",
@@ -40,8 +47,8 @@ static const char *const WANT[] = {
     "spillway_log_written_bytes_total counter",
     "spillway_max_buffer_bytes gauge",
     "spillway_max_disk_bytes gauge",
-    "spillway_partition_bytes untyped",
-    "spillway_partition_end_offset untyped",
+    "spillway_partition_bytes gauge",
+    "spillway_partition_end_offset gauge",
     "spillway_partition_recoveries_total counter",
     "spillway_partition_retention_held_bytes gauge",
     "spillway_partitions_failed gauge",
