@@ -2,7 +2,9 @@
  * The spillway command: one binary, subcommands (docs/api.md "Command line"). Exit codes:
  * 0 ok, 1 failure (or damage found), 2 usage.
  */
+#include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -170,14 +172,23 @@ static int cmd_check(int argc, char **argv)
 {
     if (argc != 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *f = argc == 2 ? stdout : stderr;
-        spw_help_write(f, "usage: spillway check DIR\n"
-              "Verifies the header, CRC32C and every record of every batch in every segment\n"
+        spw_help_write(f,
+                       "usage: spillway check DIR\n"
+                       "Verifies the header, CRC32C and every record of every batch in every segment\n"
                        "of every partition directory at or below DIR, and that offsets are dense.\n"
                        "Prints one DAMAGED line per damaged range and INDEX lines for index files\n"
                        "that do not fit their data (indexes are rebuilt when the partition opens).\n"
-                       "Changes nothing. Exit 0 clean, 1 damage, 2 usage, 3 a running server holds\n"
-                       "DIR (or a directory above it): stop it first.\n", SPW_HELP_WIDTH);
+                       "Changes nothing. Exit 0 clean, 1 damage, 2 usage or DIR is not a directory,\n"
+                       "3 a running server holds DIR (or a directory above it): stop it first,\n"
+                       "4 DIR could not be read to the end.\n",
+                       SPW_HELP_WIDTH);
         return argc == 2 ? 0 : 2;
+    }
+    struct stat st;
+    if (stat(argv[1], &st) != 0 || !S_ISDIR(st.st_mode)) { /* nothing to check is not damage */
+        fprintf(stderr, "spillway check: %s: %s\n", argv[1],
+                stat(argv[1], &st) != 0 ? strerror(errno) : "not a directory");
+        return 2;
     }
     /* A live server changes the files as they are read (an active
      * segment's tail is mid-write): its directory — DIR or one above it —
@@ -207,7 +218,7 @@ static int cmd_check(int argc, char **argv)
     int r = spw_check_dir(argv[1], stdout, &res);
     if (r < 0) {
         fprintf(stderr, "spillway check: %s: %s\n", argv[1], spw_strerror(r));
-        return 1;
+        return 4;
     }
     printf("checked %u partition(s), %u segment(s), %llu batches, %llu records, %llu bytes: %u damaged "
            "range(s), %u index issue(s)\n",
