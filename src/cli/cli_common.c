@@ -173,11 +173,17 @@ void spw__cli_server_error(const char *cmd, const spw_httpc_resp *r)
     char msg[600], code[64];
     if (spw__cli_error_parts(r->body, r->body_len, msg, sizeof msg, code, sizeof code) == 0) {
         fprintf(stderr, "spillway %s: %s (HTTP %d, %s)\n", cmd, msg, r->status, code[0] ? code : "no code");
-        return;
+    } else {
+        size_t n = r->body_len;
+        while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
+            n--;
+        fprintf(stderr, "spillway %s: the server answered HTTP %d%s%.*s\n", cmd, r->status, n ? ": " : "",
+                (int)(n > 300 ? 300 : n), r->body);
     }
-    size_t n = r->body_len;
-    while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
-        n--;
-    fprintf(stderr, "spillway %s: the server answered HTTP %d%s%.*s\n", cmd, r->status, n ? ": " : "",
-            (int)(n > 300 ? 300 : n), r->body);
+    if (r->status == 401) /* what to do about it */
+        fprintf(stderr, "spillway %s: the server wants a token: give --token T or set $SPILLWAY_TOKEN\n", cmd);
+    else if (r->status == 403)
+        fprintf(stderr, "spillway %s: the token given is not allowed this (its streams or permissions; "
+                        "docs/operations.md \"Tokens\")\n",
+                cmd);
 }

@@ -822,6 +822,7 @@ static void test_cli(srv *s)
     cli_out o = cli_run(BIN, "stream list --server 127.0.0.1:%d", s->port);
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "401") || strstr(o.text, "unauthorized"));
+    CHECK(strstr(o.text, "give --token T or set $SPILLWAY_TOKEN") != NULL); /* says what to do */
     free(o.text);
     o = cli_run(BIN, "stream list --server 127.0.0.1:%d --token %s", s->port, TOK[T_CONS]);
     CHECK_EQ(o.rc, 0);
