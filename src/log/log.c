@@ -504,9 +504,8 @@ static void *flusher_main(void *arg)
             int64_t wait_ms = wake - mono_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
-            struct timespec ts = spw_deadline(CLOCK_REALTIME, (uint64_t)wait_ms * 1000000u);
             log->flusher_sleeping = 1;
-            pthread_cond_timedwait(&log->cv, &log->mu, &ts);
+            spw_cond_wait_ns(&log->cv, &log->mu, (uint64_t)wait_ms * 1000000u);
             log->flusher_sleeping = 0;
         }
         /*
@@ -522,9 +521,9 @@ static void *flusher_main(void *arg)
             uint64_t wait_ns = log->last_sync_ns / 2;
             if (wait_ns > 1000000)
                 wait_ns = 1000000;
-            struct timespec ts = spw_deadline(CLOCK_REALTIME, wait_ns);
+            uint64_t until = spw_mono_ns() + wait_ns;
             while (atomic_load(&log->arrivals) < target && !log->stop)
-                if (pthread_cond_timedwait(&log->cv, &log->mu, &ts) != 0)
+                if (spw_cond_wait_until(&log->cv, &log->mu, until) != 0)
                     break;
         }
         atomic_store(&log->gather_target, 0);
@@ -664,7 +663,7 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     pthread_cond_init(&log->budget_cv, NULL);
     pthread_mutex_init(&log->mu, NULL);
     pthread_mutex_init(&log->hook_mu, NULL);
-    pthread_cond_init(&log->cv, NULL);
+    spw_cond_init(&log->cv); /* the flusher's timed waits */
     pthread_cond_init(&log->idle_cv, NULL);
     pthread_mutex_init(&log->pool_mu, NULL);
     pthread_cond_init(&log->pool_cv, NULL);

@@ -26,6 +26,12 @@
  * given keep their setting. Every answer is 200 with the settings as JSON;
  * a bad parameter is 400 and changes nothing.
  *
+ * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
+ * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
+ * process's wall clock reads N s ahead of the kernel's, which is what a
+ * wait timed on CLOCK_REALTIME meets when the clock is stepped back N s
+ * while it waits (tests/integration/test_clockstep.c).
+ *
  * The wrappers are thread-safe with atomics only; with no fault set they
  * cost one relaxed load before calling the real function. A file counts as
  * "under the data directory" if spw_os.open opened it by a path starting
@@ -40,6 +46,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/msg.h"
 #include "http/http.h"
@@ -381,4 +388,7 @@ __attribute__((constructor)) static void testhooks_install(void)
     spw_os.fsync = hook_fsync;
     spw_server_test_start = test_start;
     spw_api_debug_handler = debug_handler;
+    const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
+    if (off && *off)
+        atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);
 }
