@@ -60,11 +60,13 @@ void spw_log_config_default(spw_log_config *c)
     c->sync_threads = 4;
     c->fsync_interval_ms = 1000;
     c->node_id = 0;
+    c->fd_cache_segments = SPW_FDCACHE_DEFAULT;
 }
 
 spw_idgen *spw_log_idgen(spw_log *log) { return &log->idgen; }
 uint64_t spw_log_pending_bytes(const spw_log *log) { return atomic_load(&log->pending); }
 uint64_t spw_log_disk_bytes(const spw_log *log) { return atomic_load_explicit(&log->disk_bytes, memory_order_relaxed); }
+void spw_log_fdcache_stats(spw_log *log, spw_fdcache_stats *out) { spw_fdcache_stats_get(log->fdc, out); }
 uint32_t spw_log_failed_partitions(const spw_log *log) { return atomic_load(&log->nfailed); }
 uint64_t spw_log_recoveries(const spw_log *log) { return atomic_load(&log->st_recoveries); }
 
@@ -650,10 +652,11 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     if (cfg)
         c = *cfg;
     if (c.node_id > SPW_ID_NODE_MAX || c.max_pending_bytes < 4096 || c.sync_threads > 64 ||
-        c.fsync_interval_ms == 0)
+        c.fsync_interval_ms == 0 || c.fd_cache_segments == 0)
         return SPW_EINVAL;
     spw_log *log = spw_xcalloc(1, sizeof *log);
     log->cfg = c;
+    log->fdc = spw_fdcache_create(c.fd_cache_segments);
     spw_idgen_init(&log->idgen, c.node_id, NULL);
     atomic_init(&log->pending, 0);
     pthread_mutex_init(&log->chunk_mu, NULL);
@@ -732,5 +735,6 @@ void spw_log_close(spw_log *log)
     pthread_mutex_destroy(&log->pool_mu);
     pthread_cond_destroy(&log->pool_cv);
     pthread_cond_destroy(&log->pool_done_cv);
+    spw_fdcache_destroy(log->fdc);
     spw_free(log);
 }
