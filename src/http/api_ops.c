@@ -6,6 +6,9 @@
  * and sinks. The names and values are a contract (docs/operations.md).
  */
 #include "http/api_int.h"
+#include "log/log.h"
+#include "net/conn.h"
+#include "os/os.h"
 
 /* ---- operations ---- */
 
@@ -100,8 +103,40 @@ static uint64_t m_http(void *a, int i)
 {
     spw_http_stats hs;
     spw_http_stats_get(API(a)->http, &hs);
-    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : hs.rejected_limits;
+    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : i == 2 ? hs.rejected_limits : hs.accept_fd_errors;
 }
+static uint64_t m_http_fd_errors(void *a) { return m_http(a, 3); }
+/* File descriptors: how close the process is to its limit. */
+static uint64_t m_open_fds(void *a)
+{
+    (void)a;
+    int n = spw_os_count_fds();
+    return n > 0 ? (uint64_t)n : 0;
+}
+static uint64_t m_max_fds(void *a)
+{
+    (void)a;
+    return spw_os_fd_limit();
+}
+static uint64_t m_conn_fds_max(void *a)
+{
+    (void)a;
+    uint32_t v = spw_net_conn_fds();
+    return v == UINT32_MAX ? 0 : v;
+}
+static uint64_t m_fdc(void *a, int i)
+{
+    spw_fdcache_stats st;
+    spw_log_fdcache_stats(API(a)->svc.log, &st);
+    return i == 0 ? st.open : i == 1 ? st.capacity : i == 2 ? st.hits : i == 3 ? st.misses : i == 4 ? st.evictions
+                                                                                             : st.open_errors;
+}
+static uint64_t m_fdc_open(void *a) { return m_fdc(a, 0); }
+static uint64_t m_fdc_cap(void *a) { return m_fdc(a, 1); }
+static uint64_t m_fdc_hits(void *a) { return m_fdc(a, 2); }
+static uint64_t m_fdc_misses(void *a) { return m_fdc(a, 3); }
+static uint64_t m_fdc_evictions(void *a) { return m_fdc(a, 4); }
+static uint64_t m_fdc_errors(void *a) { return m_fdc(a, 5); }
 static uint64_t m_http_conns(void *a) { return m_http(a, 0); }
 static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
 static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
@@ -204,6 +239,31 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
     spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
     spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_accept_fd_errors_total",
+                        "HTTP accepts that failed for want of a file descriptor (EMFILE, ENFILE)", SPW_METRIC_COUNTER,
+                        m_http_fd_errors, api);
+    spw_metrics_add_u64(m, "spillway_open_fds", "file descriptors the process has open", SPW_METRIC_GAUGE,
+                        m_open_fds, api);
+    spw_metrics_add_u64(m, "spillway_max_fds", "the process's limit on open file descriptors (RLIMIT_NOFILE)",
+                        SPW_METRIC_GAUGE, m_max_fds, api);
+    spw_metrics_add_u64(m, "spillway_connection_fds_max",
+                        "client connections of both listeners together that the fd limit leaves room for (0: no "
+                        "bound but max-connections)",
+                        SPW_METRIC_GAUGE, m_conn_fds_max, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open", "sealed segments whose files are open",
+                        SPW_METRIC_GAUGE, m_fdc_open, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_capacity", "fd-cache-segments", SPW_METRIC_GAUGE, m_fdc_cap,
+                        api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_hits_total", "reads of a sealed segment found open",
+                        SPW_METRIC_COUNTER, m_fdc_hits, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_misses_total", "reads that opened a sealed segment again",
+                        SPW_METRIC_COUNTER, m_fdc_misses, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_evictions_total",
+                        "sealed segments closed to stay within fd-cache-segments", SPW_METRIC_COUNTER,
+                        m_fdc_evictions, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open_errors_total",
+                        "reopens of a sealed segment that failed (EMFILE, or deleted by retention)",
+                        SPW_METRIC_COUNTER, m_fdc_errors, api);
     if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
         spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);

@@ -10,7 +10,7 @@
  * reader pins it. So the fds a log holds are 2 per partition (active) plus
  * 2 per cached segment plus 2 per segment pinned at this moment beyond the
  * capacity (readers in the middle of a read), whatever the data retained:
- * docs/operations.md, "Memory and file descriptors".
+ * docs/operations.md, "File descriptors".
  *
  * A segment's fds are valid between spw_seg_pin and spw_seg_unpin; a
  * pinned segment is never closed. The cache state of every segment that
