@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "core/workq.h"
 #include "log/log.h"
 #include "bin/binproto.h"
 #include "wire/frame.h"
@@ -103,6 +104,11 @@ static void count_parts(void *arg, spw_stream *s) { *(uint64_t *)arg += s->cfg.p
  * and eventfds, the data directory's lock, small files written, sinks'
  * sockets, segments being read past the cache, partitions created
  * later). Past it a connection is accepted and closed (net/conn.h). */
+/* The I/O workers: reads of segments, stream deletion, a new group's
+ * fsyncs (docs/architecture.md, "Threads of spillway serve"). Past
+ * SPW_IO_QUEUE waiting jobs a read is answered 503 unavailable. */
+#define SPW_IO_WORKERS 4
+#define SPW_IO_QUEUE 4096
 #define FD_HEADROOM 128
 #define FD_MIN_CONNECTIONS 16
 static void limit_connection_fds(spw_catalog *cat, uint64_t limit, uint32_t fd_cache, uint32_t max_connections)
@@ -244,6 +250,7 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
     spw_coalesce_close(api->svc.coal);
@@ -406,6 +413,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_connections = c->max_connections,
         .buffers = &buffers,
     };
+    /* Disk work of requests, off the I/O loops (core/workq.h). */
+    api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server
