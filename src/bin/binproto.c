@@ -509,14 +509,16 @@ void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_frames = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->accept_fd_errors = atomic_load(&s->ns.fd_errors);
 }
 
 static uint64_t m_bin(spw_bin_server *s, int i)
 {
     spw_bin_stats st;
     spw_bin_stats_get(s, &st);
-    return i == 0 ? st.connections_open : i == 1 ? st.requests : st.rejected_frames;
+    return i == 0 ? st.connections_open : i == 1 ? st.requests : i == 2 ? st.rejected_frames : st.accept_fd_errors;
 }
+static uint64_t m_bin_fd_errors(void *s) { return m_bin(s, 3); }
 static uint64_t m_bin_conns(void *s) { return m_bin(s, 0); }
 static uint64_t m_bin_requests(void *s) { return m_bin(s, 1); }
 static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
@@ -532,4 +534,7 @@ void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
     spw_metrics_add_u64(m, "spillway_bin_refused_total",
                         "binary-protocol frames refused",
                         SPW_METRIC_COUNTER, m_bin_refused, s);
+    spw_metrics_add_u64(m, "spillway_bin_accept_fd_errors_total",
+                        "binary-protocol accepts that failed for want of a file descriptor (EMFILE, ENFILE)",
+                        SPW_METRIC_COUNTER, m_bin_fd_errors, s);
 }

@@ -53,6 +53,7 @@ void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms);
 
 typedef struct spw_bin_stats {
     uint64_t connections_open, connections_total, requests, rejected_frames;
+    uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
 } spw_bin_stats;
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
 

@@ -299,7 +299,7 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
     p->producer_id = spw__producer_random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    spw_cond_init(&p->cv); /* timed waits: core/clock.h */
     if (pthread_create(&p->th, NULL, spw__producer_main, p)) {
         close(p->wake[0]);
         close(p->wake[1]);
@@ -337,11 +337,11 @@ int spillway_producer_send(spillway_producer *p, const char *stream, const void 
             pthread_mutex_unlock(&p->mu);
             return SPILLWAY_ERR_AGAIN;
         }
-        struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull);
+        uint64_t dl = spw_mono_ns() + (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull;
         while (p->outstanding_bytes + rec_size > p->cfg.buffer_bytes && p->outstanding_bytes > 0 && !p->stop) {
             spw__producer_seal_all(p);
             spw__producer_wake_io(p);
-            if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
+            if (spw_cond_wait_until(&p->cv, &p->mu, dl) == ETIMEDOUT) {
                 pthread_mutex_unlock(&p->mu);
                 return SPILLWAY_ERR_TIMEOUT;
             }
@@ -429,13 +429,13 @@ fail:
 
 int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms)
 {
-    struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)timeout_ms * 1000000ull);
+    uint64_t dl = spw_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
     pthread_mutex_lock(&p->mu);
     spw__producer_seal_all(p);
     spw__producer_wake_io(p);
     int r = 0;
     while (p->outstanding_records > 0) {
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
+        if (spw_cond_wait_until(&p->cv, &p->mu, dl) == ETIMEDOUT) {
             r = p->outstanding_records ? SPILLWAY_ERR_TIMEOUT : 0;
             break;
         }

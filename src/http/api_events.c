@@ -6,6 +6,7 @@
  * (log/cursor.h) as NDJSON, reporting damage with the offset to resume at.
  */
 #include "http/api_int.h"
+#include "core/workq.h"
 
 /* ---- produce: HTTP's decoder and encoder over the service (svc/produce.h) ---- */
 
@@ -313,9 +314,105 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     return n < 0 && sent == 0 ? n : (int)sent;
 }
 
+/*
+ * A read is checked on the loop (parameters, partition), then its disk
+ * work — the time lookup, the segment reads through the cursor — runs on
+ * an I/O worker (svc->io, core/workq.h) and the answer is posted back to
+ * the request's loop: a read of up to 8 MiB from a slow disk never holds
+ * up the other connections of its loop. Without workers it runs in place.
+ */
+typedef struct read_job {
+    spw_api *api;
+    spw_http_req *req;
+    spw_stream *s;
+    uint32_t part;
+    uint64_t offset, limit;
+    int64_t from_ts;
+    int by_ts, by_offset;
+    /* results */
+    int r_ts; /* the time lookup's error, or 0 */
+    spw_part_state st;
+    spw_buf out;
+    uint64_t next, bad_next;
+    int n;
+} read_job;
+
+/* On a worker (or in place): everything that touches the disk. */
+static void read_work(read_job *j)
+{
+    spw_part *p = j->s->parts[j->part];
+    spw_part_state_get(p, &j->st);
+    if (j->by_ts) {
+        j->r_ts = spw_part_offset_for_ts(p, j->from_ts, &j->offset);
+        if (j->r_ts < 0)
+            return;
+    } else if (!j->by_offset) {
+        j->offset = j->st.start_offset;
+    }
+    if (j->offset < j->st.start_offset || j->offset > j->st.durable_offset)
+        return;
+    j->next = j->offset;
+    j->n = spw_api_read_ndjson(j->s, j->part, j->offset, j->limit, &j->out, &j->next, &j->bad_next);
+}
+
+/* On the request's loop: the answer. */
+static void read_answer(void *arg)
+{
+    read_job *j = arg;
+    spw_http_req *req = j->req;
+    req->user = NULL;
+    if (j->r_ts < 0) {
+        spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(j->r_ts));
+        goto out;
+    }
+    /* Reads see durable records only (docs/architecture.md, "What readers
+     * see"): the end a reader is told is the durable one. */
+    if (j->offset < j->st.start_offset || j->offset > j->st.durable_offset) {
+        char h[128];
+        snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
+                 j->st.start_offset, j->st.durable_offset);
+        spw_http_answer(req, SPW_SC_OFFSET_OUT_OF_RANGE, h,
+                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, j->offset,
+                        j->st.start_offset, j->st.durable_offset);
+        goto out;
+    }
+    int n = j->n;
+    uint64_t next = j->next, bad_next = j->bad_next;
+    /* A read that stopped at the durable end has asked for an fsync of
+     * what is written after it (the cursor does). */
+    if (n >= 0) {
+        char h[96];
+        snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
+        spw_http_respond(req, 200, h, "application/x-ndjson", j->out.p, j->out.len);
+    } else if (n == SPW_ECORRUPT && bad_next > next) {
+        /* Nothing readable at next: say where reading can resume (past the
+         * damaged range) so a reader is never stuck and never misled. */
+        char hn[96];
+        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
+        spw_http_answer(req, SPW_SC_DAMAGED, hn,
+                        "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
+                        "at offset %" PRIu64,
+                        next, bad_next - 1, bad_next);
+    } else {
+        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
+                        "reading offset %" PRIu64 ": %s",
+                        next, spw_strerror(n));
+    }
+out:
+    spw_buf_fini(&j->out);
+    spw_stream_put(j->s);
+    spw_free(j);
+}
+
+static void read_worker(void *arg)
+{
+    read_job *j = arg;
+    read_work(j);
+    spw_http_loop_post(j->req->loop, read_answer, j);
+}
+
 void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
 {
-    (void)api;
     spw_stream_config *cfg = &s->cfg;
     uint64_t part = 0, offset = 0, limit = 100;
     int64_t from_ts = 0;
@@ -344,57 +441,31 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     }
     if (limit == 0 || limit > 10000)
         limit = limit == 0 ? 1 : 10000;
-    spw_part *p = s->parts[part];
-    spw_part_state st;
-    spw_part_state_get(p, &st);
-    if (ht > 0) {
-        int r = spw_part_offset_for_ts(p, from_ts, &offset);
-        if (r < 0) {
-            spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(r));
-            goto out;
-        }
-    } else if (ho == 0) {
-        offset = st.start_offset;
-    }
-    /* Reads see durable records only (docs/architecture.md, "What readers
-     * see"): the end a reader is told is the durable one. */
-    if (offset < st.start_offset || offset > st.durable_offset) {
-        char h[128];
-        snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
-                 st.start_offset, st.durable_offset);
-        spw_http_answer(req, SPW_SC_OFFSET_OUT_OF_RANGE, h,
-                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
-                        st.start_offset, st.durable_offset);
+    read_job *j = spw_xcalloc(1, sizeof *j);
+    *j = (read_job){.api = api,
+                    .req = req,
+                    .s = s, /* the handler's reference, given back by read_answer */
+                    .part = (uint32_t)part,
+                    .offset = offset,
+                    .limit = limit,
+                    .from_ts = from_ts,
+                    .by_ts = ht > 0,
+                    .by_offset = ho > 0,
+                    .out = SPW_BUF_INIT};
+    req->user = j;
+    if (api->svc.io) {
+        int r = spw_workq_submit(api->svc.io, read_worker, j);
+        if (r == 0)
+            return;
+        req->user = NULL;
+        spw_free(j);
+        spw_http_answer(req, SPW_SC_UNAVAILABLE, NULL,
+                        "too many reads are waiting for the disk; try again");
         goto out;
     }
-    spw_buf out = SPW_BUF_INIT;
-    uint64_t next = offset, bad_next = 0;
-    int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
-    /* A read that stopped at the durable end has asked for an fsync of
-     * what is written after it (the cursor does). */
-    if (n < 0)
-        goto damaged;
-    char h[96];
-    snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
-    spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
-    spw_buf_fini(&out);
-    goto out;
-damaged:
-    /* Nothing readable at next: say where reading can resume (past the
-     * damaged range) so a reader is never stuck and never misled. */
-    if (n == SPW_ECORRUPT && bad_next > next) {
-        char hn[96];
-        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
-        spw_http_answer(req, SPW_SC_DAMAGED, hn,
-                        "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
-                        "at offset %" PRIu64,
-                        next, bad_next - 1, bad_next);
-    } else {
-        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
-                        "reading offset %" PRIu64 ": %s",
-                        next, spw_strerror(n));
-    }
-    spw_buf_fini(&out);
+    read_work(j);
+    read_answer(j);
+    return;
 out:
     spw_stream_put(s);
 }

@@ -6,6 +6,9 @@
  * and sinks. The names and values are a contract (docs/operations.md).
  */
 #include "http/api_int.h"
+#include "log/log.h"
+#include "net/conn.h"
+#include "os/os.h"
 
 #include "core/version.h"
 
@@ -103,8 +106,28 @@ static uint64_t m_http(void *a, int i)
 {
     spw_http_stats hs;
     spw_http_stats_get(API(a)->http, &hs);
-    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : hs.rejected_limits;
+    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : i == 2 ? hs.rejected_limits : hs.accept_fd_errors;
 }
+static uint64_t m_http_fd_errors(void *a) { return m_http(a, 3); }
+static uint64_t m_conn_fds_max(void *a)
+{
+    (void)a;
+    uint32_t v = spw_net_conn_fds();
+    return v == UINT32_MAX ? 0 : v;
+}
+static uint64_t m_fdc(void *a, int i)
+{
+    spw_fdcache_stats st;
+    spw_log_fdcache_stats(API(a)->svc.log, &st);
+    return i == 0 ? st.open : i == 1 ? st.capacity : i == 2 ? st.hits : i == 3 ? st.misses : i == 4 ? st.evictions
+                                                                                             : st.open_errors;
+}
+static uint64_t m_fdc_open(void *a) { return m_fdc(a, 0); }
+static uint64_t m_fdc_cap(void *a) { return m_fdc(a, 1); }
+static uint64_t m_fdc_hits(void *a) { return m_fdc(a, 2); }
+static uint64_t m_fdc_misses(void *a) { return m_fdc(a, 3); }
+static uint64_t m_fdc_evictions(void *a) { return m_fdc(a, 4); }
+static uint64_t m_fdc_errors(void *a) { return m_fdc(a, 5); }
 static uint64_t m_http_conns(void *a) { return m_http(a, 0); }
 static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
 static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
@@ -239,6 +262,27 @@ void spw_api_metrics_register(spw_api *api)
                         "connections and requests refused by a limit (connections, headers, body, timeouts, "
                         "malformed)",
                         SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_accept_fd_errors_total",
+                        "HTTP accepts that failed for want of a file descriptor (EMFILE, ENFILE)", SPW_METRIC_COUNTER,
+                        m_http_fd_errors, api);
+    spw_metrics_add_u64(m, "spillway_connection_fds_max",
+                        "client connections of both listeners together that the fd limit leaves room for (0: no "
+                        "bound but max-connections)",
+                        SPW_METRIC_GAUGE, m_conn_fds_max, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open", "sealed segments whose files are open",
+                        SPW_METRIC_GAUGE, m_fdc_open, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_capacity", "fd-cache-segments", SPW_METRIC_GAUGE, m_fdc_cap,
+                        api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_hits_total", "reads of a sealed segment found open",
+                        SPW_METRIC_COUNTER, m_fdc_hits, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_misses_total", "reads that opened a sealed segment again",
+                        SPW_METRIC_COUNTER, m_fdc_misses, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_evictions_total",
+                        "sealed segments closed to stay within fd-cache-segments", SPW_METRIC_COUNTER,
+                        m_fdc_evictions, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open_errors_total",
+                        "reopens of a sealed segment that failed (EMFILE, or deleted by retention)",
+                        SPW_METRIC_COUNTER, m_fdc_errors, api);
     if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total",
                                "requests answered 401 (no or unknown token) and 403 (not allowed), both protocols",

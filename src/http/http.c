@@ -918,4 +918,5 @@ void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_limits = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->accept_fd_errors = atomic_load(&s->ns.fd_errors);
 }

@@ -127,6 +127,7 @@ void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);
 /* Counters for /metrics. */
 typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
+    uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 

@@ -74,6 +74,7 @@ typedef struct spw_netconn {
     struct spw_netconn *waiters, *waiters_tail; /* waiting for the buffer budget, oldest first */                      \
     int rewaking; /* in the waiters' wake-up: a wait again is not a new one */                                         \
     int stopping; /* draining: no accepting, no new request read */                                                    \
+    uint64_t accept_resume_ms; /* out of fds: not accepting until then (0: accepting) */                                  \
     uint32_t inflight; /* requests dispatched on this loop, not answered */
 
 typedef struct spw_netloop {
@@ -114,11 +115,33 @@ typedef struct spw_netsrv {
     uint32_t nloops;
     int port;
     _Atomic uint32_t nconns;
-    _Atomic uint64_t accepted, refused; /* refused: over max_connections */
+    _Atomic uint64_t accepted, refused; /* refused: over max_connections, or the process's connection fds */
+    _Atomic uint64_t fd_errors;          /* accept failed for want of an fd (EMFILE, ENFILE, ENOBUFS, ENOMEM) */
+    _Atomic uint64_t last_fd_warn_ms;
     _Atomic int stop;
 } spw_netsrv;
 
 uint64_t spw_net_now_ms(void);
+
+/*
+ * File descriptors (docs/operations.md, "File descriptors").
+ * The connections of every listener of the process together hold at most
+ * spw_net_set_conn_fds' number of sockets (default: no bound beyond each
+ * listener's max_connections); past it a new connection is accepted and
+ * closed at once (counted refused), so the fds the log needs for segment
+ * rolls and small files stay free whatever the clients do. When accept
+ * fails for want of an fd all the same (EMFILE: another part of the
+ * process took them), the loop closes its reserve fd (one per process,
+ * /dev/null, opened at the first start), accepts and closes that
+ * connection — its client learns at once instead of waiting — opens the
+ * reserve again, and stops accepting for SPW_NET_ACCEPT_PAUSE_MS: the
+ * listening socket would otherwise stay readable and the loop spin. Each
+ * such failure is counted (fd_errors) and logged at most every 10 s.
+ */
+#define SPW_NET_ACCEPT_PAUSE_MS 100
+void spw_net_set_conn_fds(uint32_t max);
+uint32_t spw_net_conn_fds(void);      /* the bound (UINT32_MAX: none) */
+uint32_t spw_net_conn_fds_open(void); /* connections of every listener now */
 
 /* Binds (see net/loop.h for the socket rules) and starts the loops. s is
  * the caller's (inside its server); owner goes to proto->loop_init. 0 or

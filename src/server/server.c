@@ -13,10 +13,12 @@
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "core/workq.h"
 #include "log/log.h"
 #include "bin/binproto.h"
 #include "wire/frame.h"
 #include "http/http.h"
+#include "net/conn.h"
 #include "net/membudget.h"
 #include "os/os.h"
 #include "http/api.h"
@@ -86,10 +88,44 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "segment bytes of all streams together; at the limit produce answers 507 disk_limit; 0 = no limit"),
     CFG("segment-bytes", SPW_CFG_SIZE, segment_bytes, "128MiB", 1024, 1ull << 31,
         "roll a partition's segment file at this size (retention deletes whole segments)"),
+    CFG("fd-cache-segments", SPW_CFG_U32, fd_cache_segments, "256", 1, 1000000,
+        "older segments whose files stay open (2 fds each; the least recently read are closed past it, and "
+        "opened again when read; lowered to an eighth of the fd limit)"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
                "spw_server_config.from_flag needs a slot per table row");
+
+static void count_parts(void *arg, spw_stream *s) { *(uint64_t *)arg += s->cfg.partitions; }
+
+/* What the fd limit leaves for client connections (both listeners):
+ * the limit less 2 per partition open now (its active segment), 2 per
+ * cached segment and FD_HEADROOM for the rest (listening sockets, epoll
+ * and eventfds, the data directory's lock, small files written, sinks'
+ * sockets, segments being read past the cache, partitions created
+ * later). Past it a connection is accepted and closed (net/conn.h). */
+/* The I/O workers: reads of segments, stream deletion, a new group's
+ * fsyncs (docs/architecture.md, "Threads of spillway serve"). Past
+ * SPW_IO_QUEUE waiting jobs a read is answered 503 unavailable. */
+#define SPW_IO_WORKERS 4
+#define SPW_IO_QUEUE 4096
+#define FD_HEADROOM 128
+#define FD_MIN_CONNECTIONS 16
+static void limit_connection_fds(spw_catalog *cat, uint64_t limit, uint32_t fd_cache, uint32_t max_connections)
+{
+    uint64_t parts = 0;
+    spw_catalog_each(cat, count_parts, &parts);
+    uint64_t files = 2 * parts + 2 * (uint64_t)fd_cache + FD_HEADROOM;
+    uint64_t room = limit > files + FD_MIN_CONNECTIONS ? limit - files : FD_MIN_CONNECTIONS;
+    if (room > UINT32_MAX - 1)
+        room = UINT32_MAX - 1;
+    spw_net_set_conn_fds((uint32_t)room);
+    if (room < 2 * (uint64_t)max_connections)
+        spw_info("file descriptors: limit %" PRIu64 ", %" PRIu64 " partitions, fd cache %u segments: at most %" PRIu64
+                 " client connections together (max-connections %u per listener); raise the limit (ulimit -n, "
+                 "LimitNOFILE=) for more",
+                 limit, parts, fd_cache, room, max_connections);
+}
 
 /* The settings SIGHUP applies; the others need a restart. */
 static int reloadable(const spw_cfg_entry *e)
@@ -214,6 +250,7 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
     spw_coalesce_close(api->svc.coal);
@@ -318,8 +355,20 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
 
     if (spw_server_test_start)
         spw_server_test_start(c);
+    /* File descriptors (docs/operations.md, "File descriptors"):
+     * the soft limit raised to the hard one; the fd cache within an eighth
+     * of it, so segments never take the fds connections and files need. */
+    long fd_limit = spw_os_raise_fd_limit();
+    uint32_t fd_cache = c->fd_cache_segments;
+    if (fd_limit > 0 && (uint64_t)fd_cache * 2 > (uint64_t)fd_limit / 4) {
+        fd_cache = (uint32_t)(fd_limit / 8 > 0 ? fd_limit / 8 : 1);
+        spw_warn("fd-cache-segments %u lowered to %u: the file descriptor limit is %ld (2 fds per cached segment, "
+                 "at most a quarter of the limit)",
+                 c->fd_cache_segments, fd_cache, fd_limit);
+    }
     spw_log_config lc;
     spw_log_config_default(&lc);
+    lc.fd_cache_segments = fd_cache;
     lc.max_pending_bytes = c->max_pending_bytes;
     lc.fsync_interval_ms = (uint32_t)c->fsync_interval_ms;
     lc.node_id = c->node_id;
@@ -341,6 +390,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_warn("the data directory holds %" PRIu64 " segment bytes and max-disk-bytes is %" PRIu64
                  ": produce answers 507 disk_limit until retention or deleted streams free space",
                  spw_log_disk_bytes(log), c->max_disk_bytes);
+    if (fd_limit > 0)
+        limit_connection_fds(cat, (uint64_t)fd_limit, fd_cache, c->max_connections);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     spw_membudget buffers;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
@@ -362,6 +413,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .max_connections = c->max_connections,
         .buffers = &buffers,
     };
+    /* Disk work of requests, off the I/O loops (core/workq.h). */
+    api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server

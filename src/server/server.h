@@ -47,6 +47,7 @@ typedef struct spw_server_config {
     unsigned char from_flag[SPW_SERVER_CFG_MAX];
     uint64_t max_disk_bytes; /* 0: no limit */
     uint64_t segment_bytes;
+    uint32_t fd_cache_segments;
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
 } spw_server_config;
 

@@ -26,11 +26,21 @@
  * given keep their setting. Every answer is 200 with the settings as JSON;
  * a bad parameter is 400 and changes nothing.
  *
+ * SPW_TEST_READ_GATE=PATH: segment reads wait while the file PATH
+ * exists (hook_pread).
+ *
+ * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
+ * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
+ * process's wall clock reads N s ahead of the kernel's, which is what a
+ * wait timed on CLOCK_REALTIME meets when the clock is stepped back N s
+ * while it waits (tests/integration/test_clockstep.c).
+ *
  * The wrappers are thread-safe with atomics only; with no fault set they
  * cost one relaxed load before calling the real function. A file counts as
  * "under the data directory" if spw_os.open opened it by a path starting
  * with the data directory (a per-descriptor flag, for fds below FD_TRACK).
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +50,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/msg.h"
 #include "http/http.h"
@@ -112,6 +123,28 @@ static int hook_close(int fd)
     if (fd >= 0 && fd < FD_TRACK)
         atomic_store_explicit(&fd_under[fd], 0, memory_order_relaxed);
     return spw_os_default.close(fd);
+}
+
+/* SPW_TEST_READ_GATE=PATH (read by the constructor): while the file PATH
+ * exists, every pread of a segment file (*.log under the data directory)
+ * waits for it to go, after creating PATH.waiting to say one does — a
+ * disk that stalls reads, for as long as a test wants, without a timer
+ * (tests/integration/test_readloop.c). */
+static char read_gate[4096];
+
+static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
+{
+    if (read_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 2 &&
+        access(read_gate, F_OK) == 0) {
+        char w[4200];
+        snprintf(w, sizeof w, "%s.waiting", read_gate);
+        int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (wf >= 0)
+            close(wf);
+        while (access(read_gate, F_OK) == 0)
+            usleep(2000);
+    }
+    return spw_os_default.pread(fd, buf, n, off);
 }
 
 static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
@@ -376,9 +409,16 @@ __attribute__((constructor)) static void testhooks_install(void)
     spw_os.open = hook_open;
     spw_os.close = hook_close;
     spw_os.pwrite = hook_pwrite;
+    spw_os.pread = hook_pread;
     spw_os.pwritev = hook_pwritev;
     spw_os.fdatasync = hook_fdatasync;
     spw_os.fsync = hook_fsync;
     spw_server_test_start = test_start;
     spw_api_debug_handler = debug_handler;
+    const char *gate = getenv("SPW_TEST_READ_GATE");
+    if (gate && strlen(gate) < sizeof read_gate)
+        strcpy(read_gate, gate);
+    const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
+    if (off && *off)
+        atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);
 }

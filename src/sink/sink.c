@@ -56,11 +56,7 @@ static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
     spw_buf_put(&b, "", 1);
     k->canon = (char *)b.p;
     pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    spw_cond_init(&k->cv);
     return k;
 }
 

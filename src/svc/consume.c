@@ -306,8 +306,7 @@ static void *waiter(void *arg)
             if (!cs->parked) {
                 pthread_cond_wait(&cs->cv, &cs->mu);
             } else {
-                struct timespec ts = spw_deadline(CLOCK_REALTIME, SPW_GROUPS_TICK_MS * 1000000u);
-                pthread_cond_timedwait(&cs->cv, &cs->mu, &ts);
+                spw_cond_wait_ns(&cs->cv, &cs->mu, SPW_GROUPS_TICK_MS * 1000000u);
             }
             stop = cs->stop;
         }
@@ -417,7 +416,7 @@ int spw_consume_start(const char *data_dir, spw_catalog *cat, spw_log *log, _Ato
         return r;
     }
     pthread_mutex_init(&cs->mu, NULL);
-    pthread_cond_init(&cs->cv, NULL);
+    spw_cond_init(&cs->cv); /* the waiter's tick */
     if ((r = pthread_create(&cs->th, NULL, waiter, cs)) != 0) {
         pthread_mutex_destroy(&cs->mu);
         pthread_cond_destroy(&cs->cv);

@@ -3,18 +3,18 @@
  * spw_metrics_register_process): spillway_build_info and the process_*
  * families Prometheus's client libraries export under these names, so
  * dashboards and alerts written for any exporter work. Each scrape reads
- * /proc/self: stat (CPU time, start time, virtual size), statm (resident
- * pages) and the fd directory; nothing is kept between scrapes.
+ * /proc/self: stat (CPU time, start time, virtual size) and statm
+ * (resident pages); the fds are os/os.h's count and limit. Nothing is
+ * kept between scrapes.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/version.h"
+#include "os/os.h"
 #include "svc/metrics.h"
 
 static void m_build(void *ctx, spw_metrics_out *o, const char *name)
@@ -99,23 +99,15 @@ static void m_rss(void *ctx, spw_metrics_out *o, const char *name)
 static void m_open_fds(void *ctx, spw_metrics_out *o, const char *name)
 {
     (void)ctx;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return;
-    uint64_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        n += de->d_name[0] != '.';
-    closedir(d);
-    spw_metrics_line(o, name, NULL, n > 0 ? n - 1 : 0); /* not the directory's own fd */
+    int n = spw_os_count_fds();
+    if (n >= 0)
+        spw_metrics_line(o, name, NULL, (uint64_t)n);
 }
 
 static void m_max_fds(void *ctx, spw_metrics_out *o, const char *name)
 {
     (void)ctx;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        spw_metrics_line(o, name, NULL, rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur);
+    spw_metrics_line(o, name, NULL, spw_os_fd_limit());
 }
 
 void spw_metrics_register_process(spw_metrics *m)
