@@ -36,6 +36,8 @@
  */
 #include "bin/bin_int.h"
 
+#define UNAUTH_FRAME_MAX (16u << 10) /* the largest frame of a connection not logged in (with tokens) */
+
 uint64_t spw__bin_now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */
@@ -291,6 +293,18 @@ static void conn_process(bconn *c)
             return;
         }
         size_t whole = 4 + (size_t)h.length;
+        /* Authentication first (docs/protocol.md "AUTH"): with tokens, a
+         * connection not logged in sends small frames only (AUTH, or
+         * requests it is refused), so it never holds the buffer budget
+         * that authenticated clients need. */
+        if (whole > UNAUTH_FRAME_MAX && srv->svc->auth && !spw_auth_session_who(srv->svc->auth, &c->auth)) {
+            char m[160];
+            snprintf(m, sizeof m, "a frame over %u bytes needs an authenticated connection: send AUTH first",
+                     UNAUTH_FRAME_MAX);
+            atomic_fetch_add(&srv->svc->auth->unauthorized, 1);
+            conn_fatal(c, SPW_SC_UNAUTHORIZED, m);
+            return;
+        }
         if (avail < whole) {
             /* Room for the whole frame now, so that once let in it never
              * needs more of the budget to finish. */

@@ -66,6 +66,11 @@ int spw__api_query_str(const char *q, const char *name, char *out, size_t cap);
  * consumer groups, sinks); a listener registers its own (binproto.h). */
 void spw_api_metrics_register(spw_api *api);
 
+/* spw_http_config.body_allowed for the API (ctx a spw_api): with tokens,
+ * only a request whose headers carry a valid one may have its body kept
+ * (docs/operations.md "Memory"). */
+int spw_api_body_allowed(void *ctx, const spw_http_req *req, const char *url);
+
 /* The spw_http_handler for the API; ctx is a spw_api. */
 void spw_api_handle(void *ctx, spw_http_req *req);
 

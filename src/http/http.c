@@ -545,10 +545,17 @@ static int on_headers_complete(http_parser *p)
     case HTTP_HEAD: r->method = SPW_HTTP_HEAD; break;
     default: r->method = SPW_HTTP_OTHER; break;
     }
+    /* Authentication first (docs/operations.md "Memory"): a body whose
+     * headers carry no valid token is read and dropped, so unauthenticated
+     * clients never hold the budget that authenticated ones need. */
+    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+    if (has_body && c->loop->srv->cfg.body_allowed &&
+        !c->loop->srv->cfg.body_allowed(c->loop->srv->ctx, r, (const char *)c->url.p))
+        r->body_dropped = 1;
     /* The whole body is reserved now, so a request let in never needs
      * more of the budget to finish; without room, the parser pauses here
      * (before the body) until there is (conn_resume). */
-    if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
+    if (!r->body_dropped && p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
         int e = body_take(r, (size_t)p->content_length);
         if (e == SPW_ENOMEM) {
             conn_fail(c, SPW_SC_OVERLOADED, "out of memory for the request body");
@@ -567,6 +574,14 @@ static int on_body(http_parser *p, const char *at, size_t n)
 {
     spw_conn *c = p->data;
     spw_http_req *r = c->cur;
+    if (r->body_dropped) {
+        r->dropped += n;
+        if (r->dropped > c->loop->srv->cfg.max_body_bytes) {
+            conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
+            return -1;
+        }
+        return 0;
+    }
     if (r->body.len + n > c->loop->srv->cfg.max_body_bytes) {
         conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
         return -1;

@@ -57,6 +57,10 @@ typedef struct spw_http_req {
     const char *too_long;
     size_t too_long_max; /* that field's limit in bytes */
     int authorization_cut; /* Authorization did not fit: no token (401) */
+    /* The body was read and dropped, never kept: its headers did not
+     * authenticate (spw_http_config.body_allowed). The handler refuses such
+     * a request whatever its token says by then. */
+    int body_dropped;
     spw_buf body;
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
@@ -64,6 +68,7 @@ typedef struct spw_http_req {
     void *user; /* handler state for an asynchronous answer */
     /* http.c's own: */
     uint64_t charged; /* bytes of the buffer budget body holds */
+    uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
 } spw_http_req;
 
@@ -77,6 +82,13 @@ typedef struct spw_http_config {
     uint32_t request_timeout_ms; /* from a request's first byte to its last */
     uint32_t max_pipelined;      /* requests in flight per connection */
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
+    /* May this request's body be kept? Called (with the handler's ctx) once
+     * its headers are in, before any of its body is reserved: 0 means no
+     * (its sender did not authenticate), and the body is read and dropped
+     * as it arrives, holding none of the buffer budget (the request comes
+     * to the handler with body_dropped set). url is the raw request
+     * target. NULL: every body is kept. */
+    int (*body_allowed)(void *ctx, const spw_http_req *req, const char *url);
 } spw_http_config;
 
 typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);

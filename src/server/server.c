@@ -411,6 +411,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .request_timeout_ms = (uint32_t)c->request_timeout_ms,
         .max_pipelined = c->max_pipelined,
         .buffers = &buffers,
+        .body_allowed = spw_api_body_allowed,
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
