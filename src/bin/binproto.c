@@ -171,7 +171,7 @@ static void conn_update_reading(bconn *c)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
-                     c->out.len - c->out_off > OUT_PAUSE_BYTES;
+                     c->out.len - c->out_off > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
     if (want_pause != c->paused) {
         c->paused = want_pause;
         set_events(c);
@@ -274,7 +274,7 @@ static void conn_process(bconn *c)
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
-           c->out.len - c->out_off <= OUT_PAUSE_BYTES) {
+           c->out.len - c->out_off <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         spw_frame_hdr h;
@@ -497,7 +497,8 @@ int spw_bin_start(const spw_bin_config *cfg, spw_svc *svc, spw_bin_server **out)
         s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
     s->svc = svc;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
-                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers,
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &bin_proto, &nc, s);
     if (r < 0) {
         spw_free(s);
@@ -523,14 +524,16 @@ void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_frames = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->send_timeouts = atomic_load(&s->ns.send_timeouts);
 }
 
 static uint64_t m_bin(spw_bin_server *s, int i)
 {
     spw_bin_stats st;
     spw_bin_stats_get(s, &st);
-    return i == 0 ? st.connections_open : i == 1 ? st.requests : st.rejected_frames;
+    return i == 0 ? st.connections_open : i == 1 ? st.requests : i == 2 ? st.rejected_frames : st.send_timeouts;
 }
+static uint64_t m_bin_send_timeouts(void *s) { return m_bin(s, 3); }
 static uint64_t m_bin_conns(void *s) { return m_bin(s, 0); }
 static uint64_t m_bin_requests(void *s) { return m_bin(s, 1); }
 static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
@@ -540,4 +543,5 @@ void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
     spw_metrics_add_u64(m, "spillway_bin_connections", NULL, SPW_METRIC_GAUGE, m_bin_conns, s);
     spw_metrics_add_u64(m, "spillway_bin_requests_total", NULL, SPW_METRIC_COUNTER, m_bin_requests, s);
     spw_metrics_add_u64(m, "spillway_bin_refused_total", NULL, SPW_METRIC_COUNTER, m_bin_refused, s);
+    spw_metrics_add_u64(m, "spillway_bin_send_timeouts_total", NULL, SPW_METRIC_COUNTER, m_bin_send_timeouts, s);
 }

@@ -38,6 +38,7 @@ typedef struct spw_api {
     struct spw_bin_server *_Atomic bin; /* NULL when the binary listener is off */
     uint32_t max_connections;
     struct spw_membudget *buffers; /* connection input memory (net/membudget.h), for /metrics */
+    struct spw_membudget *unsent;  /* answers not yet written (net/conn.h), for /metrics */
     struct spw_sinks *sinks;       /* sinks (sink/sink.h); NULL until started */
 } spw_api;
 
@@ -45,16 +46,18 @@ typedef struct spw_api {
  * serves /debug/...; NULL in spillway, where those paths answer 404. */
 extern void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
 
+#define SPW_API_READ_MAX_BYTES (8u << 20) /* a read answer's size, at most (plus one record) */
+
 /*
  * Reads up to limit records of partition part from offset into out as
- * NDJSON lines (the read endpoint's shape, docs/api.md), at most about 8
- * MiB. Returns the number of records, *next the offset after the last
+ * NDJSON lines (the read endpoint's shape, docs/api.md), stopping once
+ * out holds max_bytes (at least one record). Returns the number of records, *next the offset after the last
  * one; or, when nothing is readable at offset, the error (SPW_ECORRUPT
  * with *bad the first offset past the damaged range, when known).
  * REQUIRES: part < s's partitions; offset within the partition.
  */
-int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next,
-                        uint64_t *bad);
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, uint64_t max_bytes, spw_buf *out,
+                        uint64_t *next, uint64_t *bad);
 
 /* api.c's query-string parsing, for the handlers in other files:
  * 1 found, 0 absent, -1 malformed (query_str: or longer than cap - 1). */

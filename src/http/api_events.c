@@ -279,8 +279,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
 
 /* ---- read ---- */
 
-int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next_out,
-                        uint64_t *bad_out)
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, uint64_t max_bytes, spw_buf *out,
+                        uint64_t *next_out, uint64_t *bad_out)
 {
     /* The record cursor's rules (log/cursor.h): durable records only; at
      * damage, answer what came before it and stop there, so the next read
@@ -290,7 +290,7 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     spw_record_view rv;
     uint64_t sent = 0;
     int n = 0;
-    while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
+    while (sent < limit && (sent == 0 || out->len < max_bytes) && (n = spw_cursor_next(&c, &rv)) == 1) {
         spw_buf_xprintf(out,
                       "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
                       ",\"key\":",
@@ -367,9 +367,19 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
                         st.start_offset, st.durable_offset);
         goto out;
     }
+    /* At most READ_MAX_BYTES, and what the budget of unsent answers has
+     * left (docs/operations.md "Memory"): none left, and the read waits
+     * for clients that do not read theirs to be sent or closed. */
+    uint64_t max_bytes = spw_http_req_out_allow(req, SPW_API_READ_MAX_BYTES);
+    if (max_bytes == 0) {
+        spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
+                        "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                        "read theirs; retry later");
+        goto out;
+    }
     spw_buf out = SPW_BUF_INIT;
     uint64_t next = offset, bad_next = 0;
-    int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
+    int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, max_bytes, &out, &next, &bad_next);
     /* A read that stopped at the durable end has asked for an fsync of
      * what is written after it (the cursor does). */
     if (n < 0)

@@ -81,6 +81,21 @@ static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
 static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
 static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
 static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
+static uint64_t m_unsent(void *a, int i)
+{
+    spw_membudget_stats ms;
+    spw_membudget_stats_get(API(a)->unsent, &ms);
+    return i == 0 ? ms.used : i == 1 ? ms.peak : ms.limit;
+}
+static uint64_t m_unsent_used(void *a) { return m_unsent(a, 0); }
+static uint64_t m_unsent_peak(void *a) { return m_unsent(a, 1); }
+static uint64_t m_unsent_limit(void *a) { return m_unsent(a, 2); }
+static uint64_t m_http_send_timeouts(void *a)
+{
+    spw_http_stats st;
+    spw_http_stats_get(API(a)->http, &st);
+    return st.send_timeouts;
+}
 static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
 static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
 static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
@@ -185,6 +200,11 @@ void spw_api_metrics_register(spw_api *api)
         spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
         spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
     }
+    if (api->unsent) {
+        spw_metrics_add_u64(m, "spillway_unsent_bytes", NULL, SPW_METRIC_GAUGE, m_unsent_used, api);
+        spw_metrics_add_u64(m, "spillway_unsent_peak_bytes", NULL, SPW_METRIC_GAUGE, m_unsent_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_unsent_bytes", NULL, SPW_METRIC_GAUGE, m_unsent_limit, api);
+    }
     spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
     spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);
     spw_metrics_add_u64(m, "spillway_partitions_failed", NULL, SPW_METRIC_GAUGE, m_failed, api);
@@ -204,6 +224,7 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
     spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
     spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_send_timeouts_total", NULL, SPW_METRIC_COUNTER, m_http_send_timeouts, api);
     if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
         spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);

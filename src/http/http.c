@@ -171,6 +171,11 @@ static void req_body_free(spw_http_req *r)
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
 
+uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want)
+{
+    return spw_netconn_out_allow(&req->conn->nc, want);
+}
+
 int spw_http_req_gone(const spw_http_req *req) { return req->conn->closed || req->conn->rdhup; }
 
 static void pin_free(spw_conn *c)
@@ -352,6 +357,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             memcpy(b->p + b->len, body, len);
             b->len += len;
         }
+        spw_netconn_out_hold(&c->nc, b->len); /* unsent from now (net/conn.h) */
         conn_flush(c);
     }
 }
@@ -645,7 +651,8 @@ static int on_message_complete(http_parser *p)
     srv->handler(srv->ctx, r);
     if (c->closed)
         return -1;
-    if (c->s_len == cap || c->close_after || c->loop->stopping || out_unsent(c) > OUT_PAUSE_BYTES)
+    if (c->s_len == cap || c->close_after || c->loop->stopping || out_unsent(c) > OUT_PAUSE_BYTES ||
+        spw_netconn_out_full(&c->nc))
         http_parser_pause(p, 1);
     return 0;
 }
@@ -698,7 +705,8 @@ static void conn_resume(spw_conn *c)
 {
     if (c->close_after || c->closed || c->loop->stopping)
         return;
-    if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES)
+    if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES ||
+        spw_netconn_out_full(&c->nc))
         return;
     if (c->body_wait) {
         int e = body_take(c->cur, (size_t)c->body_wait);
@@ -899,7 +907,8 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     s->handler = h;
     s->ctx = ctx;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
-                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers,
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &http_proto, &nc, s);
     if (r < 0) {
         spw_free(s);
@@ -927,4 +936,5 @@ void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_limits = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->send_timeouts = atomic_load(&s->ns.send_timeouts);
 }

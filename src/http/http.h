@@ -82,6 +82,8 @@ typedef struct spw_http_config {
     uint32_t request_timeout_ms; /* from a request's first byte to its last */
     uint32_t max_pipelined;      /* requests in flight per connection */
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
+    struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
+    uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
     /* May this request's body be kept? Called (with the handler's ctx) once
      * its headers are in, before any of its body is reserved: 0 means no
      * (its sender did not authenticate), and the body is read and dropped
@@ -123,6 +125,11 @@ void spw_http_req_release_body(spw_http_req *req);
  * have)? On req's loop thread. */
 int spw_http_req_gone(const spw_http_req *req);
 
+/* How many bytes an answer to req may have now (a read asks before it
+ * builds one): min(want, what the budget of unsent answers has left), 0
+ * when it is spent — answer overloaded (503) then. net/conn.h. */
+uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want);
+
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -139,6 +146,7 @@ void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);
 /* Counters for /metrics. */
 typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
+    uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 

@@ -86,6 +86,11 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "segment bytes of all streams together; at the limit produce answers 507 disk_limit; 0 = no limit"),
     CFG("segment-bytes", SPW_CFG_SIZE, segment_bytes, "128MiB", 1024, 1ull << 31,
         "roll a partition's segment file at this size (retention deletes whole segments)"),
+    CFG("max-unsent-bytes", SPW_CFG_SIZE, max_unsent_bytes, "256MiB", 1ull << 20, 1ull << 40,
+        "answers built and not yet sent, all connections together; past it reads are answered 503 overloaded and "
+        "connections holding unsent answers are not read"),
+    CFG("send-timeout", SPW_CFG_DURATION, send_timeout_ms, "60s", 100, 86400000,
+        "close a connection whose unsent answers do not move (its client does not read) for this long"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
@@ -342,8 +347,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                  ": produce answers 507 disk_limit until retention or deleted streams free space",
                  spw_log_disk_bytes(log), c->max_disk_bytes);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    spw_membudget buffers;
+    spw_membudget buffers, unsent;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
+    spw_membudget_init(&unsent, c->max_unsent_bytes);
     spw_api api = {
         .svc = {
             .log = log,
@@ -361,6 +367,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         },
         .max_connections = c->max_connections,
         .buffers = &buffers,
+        .unsent = &unsent,
     };
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_produce_dedupe_rebuild(&api.svc);
@@ -411,6 +418,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .request_timeout_ms = (uint32_t)c->request_timeout_ms,
         .max_pipelined = c->max_pipelined,
         .buffers = &buffers,
+        .unsent = &unsent,
+        .send_timeout_ms = (uint32_t)c->send_timeout_ms,
         .body_allowed = spw_api_body_allowed,
     };
     spw_http_server *http;
@@ -433,6 +442,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
+            .unsent = &unsent,
+            .send_timeout_ms = (uint32_t)c->send_timeout_ms,
         };
         if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),

@@ -48,6 +48,8 @@ typedef struct spw_server_config {
     uint64_t max_disk_bytes; /* 0: no limit */
     uint64_t segment_bytes;
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
+    uint64_t max_unsent_bytes; /* answers not yet written, all connections (net/conn.h) */
+    uint64_t send_timeout_ms;  /* close a connection whose unsent answers do not move for this long */
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];

@@ -37,7 +37,7 @@ static const char *BIN;
 #define CHECK_RSS(cond) CHECK(cond)
 #endif
 
-__attribute__((unused)) static long rss_kib(pid_t pid)
+static long rss_kib(pid_t pid)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
@@ -52,7 +52,7 @@ __attribute__((unused)) static long rss_kib(pid_t pid)
     return v;
 }
 
-__attribute__((unused)) static uint64_t now_us(void)
+static uint64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -81,12 +81,143 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-__attribute__((unused)) static uint64_t p99(uint64_t *v, size_t n)
+static uint64_t p99(uint64_t *v, size_t n)
 {
     if (!n)
         return 0;
     qsort(v, n, sizeof *v, cmp_u64);
     return v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+/* ---- 1: unsent answers ---- */
+
+/* A stream "r" of 10,000 events of ~1 KiB: a read of all of them is an
+ * answer of 8 MiB (SPW_API_READ_MAX_BYTES), past the kernel's buffers. */
+static void fill_stream(int port)
+{
+    resp r = http_json(port, "PUT", "/v1/streams/r", "{\"partitions\":1}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    size_t cap = 12u << 20, n = 0;
+    char *nd = malloc(cap);
+    for (int i = 0; i < 10000; i++) {
+        n += (size_t)sprintf(nd + n, "{\"i\":%d,\"pad\":\"", i);
+        memset(nd + n, 'p', 1000);
+        n += 1000;
+        n += (size_t)sprintf(nd + n, "\"}\n");
+    }
+    r = http(port, "POST", "/v1/streams/r/events", "application/x-ndjson", nd, n);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    free(nd);
+}
+
+static void test_unsent(const char *tmp)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/unsent", tmp);
+    enum { NH = 40, NB = 10, MAX_UNSENT_MIB = 16, NORMAL = 60 };
+    const char *extra[] = {"--io-threads", "1", "--max-unsent-bytes", "16MiB", "--send-timeout", "2s",
+                           "--idle-timeout", "600s", NULL};
+    srv s;
+    srv_start(&s, BIN, dir, extra);
+    fill_stream(s.port);
+    long rss_idle = rss_kib(s.pid);
+    /* Clients that ask for a large read and never read: HTTP, and binary
+     * FETCHes of 8 MiB. A small receive buffer, so the answers stay in
+     * the server. */
+    static const char get[] = "GET /v1/streams/r/events?partition=0&offset=0&limit=10000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    int hh[NH], bh[NB];
+    int small = 4096;
+    for (int i = 0; i < NH; i++) {
+        hh[i] = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(hh[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK(connect(hh[i], (struct sockaddr *)&sa, sizeof sa) == 0);
+        send_all(hh[i], get, sizeof get - 1);
+    }
+    for (int i = 0; i < NB; i++) {
+        bh[i] = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(bh[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.binport)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK(connect(bh[i], (struct sockaddr *)&sa, sizeof sa) == 0);
+        spw_buf fb = SPW_BUF_INIT;
+        spw_fetch_req fq = {.stream = "r", .stream_len = 1, .partition = 0, .offset = 0, .max_bytes = 8u << 20};
+        CHECK_OK(spw_fetch_req_encode(&fb, &fq));
+        send_frame(bh[i], SPW_OP_FETCH, 1, &fb);
+        spw_buf_fini(&fb);
+    }
+    /* A normal client reads (~100 KiB answers) all along; the server's
+     * VmRSS is sampled after each read. */
+    uint64_t lat[NORMAL];
+    int n200 = 0, n503 = 0;
+    long rss_max = rss_idle;
+    for (int i = 0; i < NORMAL; i++) {
+        uint64_t t0 = now_us();
+        resp r = http_json(s.port, "GET", "/v1/streams/r/events?partition=0&offset=0&limit=100", NULL);
+        lat[i] = now_us() - t0;
+        CHECK(r.status == 200 || r.status == 503);
+        if (r.status == 200) {
+            n200++;
+            CHECK_EQ(header_u64(&r, "Spillway-Next-Offset"), 100);
+        } else {
+            char ra[16];
+            CHECK(header(&r, "Retry-After", ra, sizeof ra));
+            CHECK(strstr(r.body, "overloaded") != NULL);
+            n503++;
+        }
+        free(r.body);
+        long rss = rss_kib(s.pid);
+        if (rss > rss_max)
+            rss_max = rss;
+        usleep(50000);
+    }
+    /* The bound (docs/operations.md "Memory"): max-unsent-bytes, plus 24
+     * MiB per I/O thread of each listener (a read answer being built, its
+     * copy, the log's read buffer), 4 KiB per connection, the allocator
+     * slack (16 MiB). Without the budget these clients pin ~500 MiB. */
+    long bound = rss_idle + MAX_UNSENT_MIB * 1024 + 2 * 24 * 1024 + (NH + NB + 2) * 4 + 16 * 1024;
+    printf("unsent: %d HTTP + %d binary non-reading readers; normal client %d x 200, %d x 503, p99 %.1f ms; VmRSS "
+           "idle %ld max %ld KiB (bound %ld)\n",
+           NH, NB, n200, n503, p99(lat, NORMAL) / 1000.0, rss_idle, rss_max, bound);
+    fflush(stdout);
+    CHECK_RSS(rss_max <= bound);
+    CHECK(n200 > 0);
+    /* The non-reading connections are closed once their answers have not
+     * moved for send-timeout, and what they held comes back. */
+    long long to = 0, unsent = -1;
+    for (int i = 0; i < 300; i++) {
+        to = metric_tok(s.port, NULL, "spillway_http_send_timeouts_total") +
+             metric_tok(s.port, NULL, "spillway_bin_send_timeouts_total");
+        unsent = metric_tok(s.port, NULL, "spillway_unsent_bytes");
+        if (unsent == 0 && to > 0)
+            break;
+        usleep(100000);
+    }
+    printf("unsent: %lld connections closed by send-timeout; spillway_unsent_bytes %lld\n", to, unsent);
+    CHECK(to > 0);
+    CHECK_EQ(unsent, 0);
+    /* A closed one finds its socket closed after what the kernel held. */
+    size_t got = 0;
+    char buf[65536];
+    ssize_t k;
+    set_rcvtimeo(hh[0], 10);
+    while ((k = recv(hh[0], buf, sizeof buf, 0)) > 0)
+        got += (size_t)k;
+    CHECK(k == 0 || (k < 0 && errno == ECONNRESET));
+    CHECK(got < (8u << 20));
+    for (int i = 0; i < NH; i++)
+        close(hh[i]);
+    for (int i = 0; i < NB; i++)
+        close(bh[i]);
+    /* Served as before. */
+    resp r = http_json(s.port, "GET", "/v1/streams/r/events?partition=0&offset=0&limit=3000", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(header_u64(&r, "Spillway-Next-Offset"), 3000);
+    free(r.body);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 }
 
 /* ---- 3: authentication before the budget ---- */
@@ -221,6 +352,8 @@ int main(int argc, char **argv)
     BIN = argv[1];
     char *tmp = spw_test_tmpdir("hostile");
     const char *only = getenv("SPW_HOSTILE_ONLY");
+    if (!only || strcmp(only, "unsent") == 0)
+        test_unsent(tmp);
     if (!only || strcmp(only, "auth") == 0)
         test_auth_first(tmp);
     spw_test_rmrf(tmp);

@@ -11,6 +11,7 @@ static const char *const WANT[] = {
     "spillway_bin_connections gauge",
     "spillway_bin_refused_total counter",
     "spillway_bin_requests_total counter",
+    "spillway_bin_send_timeouts_total counter",
     "spillway_buffer_bytes gauge",
     "spillway_buffer_peak_bytes gauge",
     "spillway_buffer_waits_total counter",
@@ -32,6 +33,7 @@ static const char *const WANT[] = {
     "spillway_http_connections gauge",
     "spillway_http_refused_total counter",
     "spillway_http_requests_total counter",
+    "spillway_http_send_timeouts_total counter",
     "spillway_log_flush_cycles_total counter",
     "spillway_log_fsync_acks_total counter",
     "spillway_log_fsync_seconds histogram",
@@ -40,6 +42,7 @@ static const char *const WANT[] = {
     "spillway_log_written_bytes_total counter",
     "spillway_max_buffer_bytes gauge",
     "spillway_max_disk_bytes gauge",
+    "spillway_max_unsent_bytes gauge",
     "spillway_partition_bytes untyped",
     "spillway_partition_end_offset untyped",
     "spillway_partition_recoveries_total counter",
@@ -59,6 +62,8 @@ static const char *const WANT[] = {
     "spillway_stream_bytes_in_total counter",
     "spillway_stream_coalesced_total counter",
     "spillway_stream_events_in_total counter",
+    "spillway_unsent_bytes gauge",
+    "spillway_unsent_peak_bytes gauge",
 };
 #define NWANT (sizeof WANT / sizeof WANT[0])
 
