@@ -104,6 +104,10 @@ static void produce_answer(spw_produce_res *res, void *user)
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
 
+/* A produce's working memory comes from the input budget (produce.h). */
+static void work_add(void *m, uint64_t n) { spw_membudget_add(m, n); }
+static void work_give(void *m, uint64_t n) { spw_membudget_give(m, n); }
+
 /* The events of a body: one JSON object, an array of them, NDJSON lines
  * (blank ones skipped, still counted), or for a bytes stream the body. */
 typedef struct body_src {
@@ -266,6 +270,11 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .loop = req->loop,
                          .done = produce_answer,
                          .user = req};
+    if (api->buffers) { /* counted in the input budget, beside the body */
+        in.work_add = work_add;
+        in.work_give = work_give;
+        in.work = api->buffers;
+    }
     spw_produce_res res;
     req->user = api; /* for produce_answer */
     if (spw_produce_request(&api->svc, &in, &res) == 0) {
