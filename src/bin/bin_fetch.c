@@ -45,6 +45,16 @@ void spw__bin_handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body
         cap = FETCH_MAX_BYTES;
     if (maxb > cap)
         maxb = cap;
+    /* What the budget of unsent answers has left (net/conn.h): the answer
+     * is cut to it, and refused when it is spent. */
+    uint64_t allow = spw_netconn_out_allow(&c->nc, maxb);
+    if (allow == 0) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS,
+                         "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                         "read theirs; retry later");
+        goto out;
+    }
+    maxb = (uint32_t)allow;
     /* Built apart from out so that a read error can still become an error answer. */
     spw_buf ans = SPW_BUF_INIT;
     size_t fstart, count_at;

@@ -121,6 +121,18 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     size_t maxb = c->loop->srv->cfg.max_frame_bytes / 2;
     if (maxb > FETCH_MAX_BYTES)
         maxb = FETCH_MAX_BYTES;
+    /* What the budget of unsent answers has left (net/conn.h); none: the
+     * lease goes back at once, for a later poll. */
+    maxb = (size_t)spw_netconn_out_allow(&c->nc, maxb);
+    if (maxb == 0) {
+        spw_group_release(p->g, l);
+        spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS,
+                         "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                         "read theirs; retry later");
+        group_flush(c);
+        spw_free(q);
+        return;
+    }
     spw_buf recs = SPW_BUF_INIT;
     group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
     uint64_t next, bad;

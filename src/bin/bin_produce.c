@@ -71,6 +71,10 @@ static void produce_answer(spw_produce_res *res, void *user)
 
 static void bin_post_loop(void *loop, void (*fn)(void *), void *arg) { spw__bin_loop_post(loop, fn, arg); }
 
+/* A produce's working memory comes from the input budget (produce.h). */
+static void work_add(void *m, uint64_t n) { spw_membudget_add(m, n); }
+static void work_give(void *m, uint64_t n) { spw_membudget_give(m, n); }
+
 /* The records of a PRODUCE frame, as events. */
 typedef struct frame_src {
     spw_frame_rec_iter it;
@@ -130,6 +134,12 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
                          .loop = c->loop,
                          .done = produce_answer,
                          .user = q};
+    spw_membudget *m = c->loop->srv->cfg.buffers;
+    if (m) { /* counted in the input budget, beside the frame */
+        in.work_add = work_add;
+        in.work_give = work_give;
+        in.work = m;
+    }
     /* Counted before the call: the answer of a submitted request comes
      * later on this loop, and the connection stays allocated until then. */
     c->inflight++;

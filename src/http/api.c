@@ -189,6 +189,16 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
 }
 
+int spw_api_body_allowed(void *ctx, const spw_http_req *req, const char *url)
+{
+    spw_api *api = ctx;
+    /* The test-only fault hook authenticates nothing (docs/operations.md
+     * "Test builds"); everything else needs a token (spw_api_handle). */
+    if (spw_api_debug_handler && strncmp(url, "/debug/", 7) == 0)
+        return 1;
+    return spw_auth_http_valid(api->svc.auth, req);
+}
+
 void spw_api_handle(void *ctx, spw_http_req *req)
 {
     spw_api *api = ctx;
@@ -214,6 +224,15 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     spw_auth_req ar;
     if (!spw_auth_http(api->svc.auth, req, &ar))
         return;
+    /* Its token was not valid when its headers came (tokens reloaded
+     * since): the body was dropped unread, so there is nothing to serve. */
+    if (req->body_dropped) {
+        atomic_fetch_add(&api->svc.auth->unauthorized, 1);
+        spw_http_answer(req, SPW_SC_UNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"spillway\"\r\n",
+                        "the token was not valid when the request's headers arrived; its body was not read");
+        spw_auth_req_done(&ar);
+        return;
+    }
     /* A header the server reads whose value is longer than it keeps
      * (http/http.h) is refused, never used cut (docs/api.md#headers); an
      * Authorization that long is no valid token (auth.c). */

@@ -105,6 +105,10 @@ static void produce_answer(spw_produce_res *res, void *user)
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
 
+/* A produce's working memory comes from the input budget (produce.h). */
+static void work_add(void *m, uint64_t n) { spw_membudget_add(m, n); }
+static void work_give(void *m, uint64_t n) { spw_membudget_give(m, n); }
+
 /* The events of a body: one JSON object, an array of them, NDJSON lines
  * (blank ones skipped, still counted), or for a bytes stream the body. */
 typedef struct body_src {
@@ -267,6 +271,11 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .loop = req->loop,
                          .done = produce_answer,
                          .user = req};
+    if (api->buffers) { /* counted in the input budget, beside the body */
+        in.work_add = work_add;
+        in.work_give = work_give;
+        in.work = api->buffers;
+    }
     spw_produce_res res;
     req->user = api; /* for produce_answer */
     if (spw_produce_request(&api->svc, &in, &res) == 0) {
@@ -280,8 +289,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
 
 /* ---- read ---- */
 
-int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next_out,
-                        uint64_t *bad_out)
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, uint64_t max_bytes, spw_buf *out,
+                        uint64_t *next_out, uint64_t *bad_out)
 {
     /* The record cursor's rules (log/cursor.h): durable records only; at
      * damage, answer what came before it and stop there, so the next read
@@ -291,7 +300,7 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     spw_record_view rv;
     uint64_t sent = 0;
     int n = 0;
-    while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
+    while (sent < limit && (sent == 0 || out->len < max_bytes) && (n = spw_cursor_next(&c, &rv)) == 1) {
         spw_buf_xprintf(out,
                       "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
                       ",\"key\":",
@@ -326,7 +335,7 @@ typedef struct read_job {
     spw_http_req *req;
     spw_stream *s;
     uint32_t part;
-    uint64_t offset, limit;
+    uint64_t offset, limit, max_bytes;
     int64_t from_ts;
     int by_ts, by_offset;
     /* results */
@@ -352,7 +361,7 @@ static void read_work(read_job *j)
     if (j->offset < j->st.start_offset || j->offset > j->st.durable_offset)
         return;
     j->next = j->offset;
-    j->n = spw_api_read_ndjson(j->s, j->part, j->offset, j->limit, &j->out, &j->next, &j->bad_next);
+    j->n = spw_api_read_ndjson(j->s, j->part, j->offset, j->limit, j->max_bytes, &j->out, &j->next, &j->bad_next);
 }
 
 /* On the request's loop: the answer. */
@@ -441,6 +450,16 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     }
     if (limit == 0 || limit > 10000)
         limit = limit == 0 ? 1 : 10000;
+    /* At most READ_MAX_BYTES, and what the budget of unsent answers has
+     * left (docs/operations.md "Memory"): none left, and the read waits
+     * for clients that do not read theirs to be sent or closed. */
+    uint64_t max_bytes = spw_http_req_out_reserve(req, SPW_API_READ_MAX_BYTES);
+    if (max_bytes == 0) {
+        spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
+                        "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                        "read theirs; retry later");
+        goto out;
+    }
     read_job *j = spw_xcalloc(1, sizeof *j);
     *j = (read_job){.api = api,
                     .req = req,
@@ -448,12 +467,14 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
                     .part = (uint32_t)part,
                     .offset = offset,
                     .limit = limit,
+                    .max_bytes = max_bytes,
                     .from_ts = from_ts,
                     .by_ts = ht > 0,
                     .by_offset = ho > 0,
                     .out = SPW_BUF_INIT};
     req->user = j;
     if (api->svc.io) {
+        spw_http_req_hold(req); /* pipelined reads one at a time: their answers are large */
         int r = spw_workq_submit(api->svc.io, read_worker, j);
         if (r == 0)
             return;

@@ -87,6 +87,21 @@ static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
 static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
 static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
 static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
+static uint64_t m_unsent(void *a, int i)
+{
+    spw_membudget_stats ms;
+    spw_membudget_stats_get(API(a)->unsent, &ms);
+    return i == 0 ? ms.used : i == 1 ? ms.peak : ms.limit;
+}
+static uint64_t m_unsent_used(void *a) { return m_unsent(a, 0); }
+static uint64_t m_unsent_peak(void *a) { return m_unsent(a, 1); }
+static uint64_t m_unsent_limit(void *a) { return m_unsent(a, 2); }
+static uint64_t m_http_send_timeouts(void *a)
+{
+    spw_http_stats st;
+    spw_http_stats_get(API(a)->http, &st);
+    return st.send_timeouts;
+}
 static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
 static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
 static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
@@ -226,6 +241,14 @@ void spw_api_metrics_register(spw_api *api)
                             "times a connection stopped being read because max-buffer-bytes was reached",
                             SPW_METRIC_COUNTER, m_buf_waits, api);
     }
+    if (api->unsent) {
+        spw_metrics_add_u64(m, "spillway_unsent_bytes", "answers built and not yet sent, all connections (what max-unsent-bytes limits)",
+                            SPW_METRIC_GAUGE, m_unsent_used, api);
+        spw_metrics_add_u64(m, "spillway_unsent_peak_bytes", "the highest spillway_unsent_bytes since start",
+                            SPW_METRIC_GAUGE, m_unsent_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_unsent_bytes", "the max-unsent-bytes setting", SPW_METRIC_GAUGE,
+                            m_unsent_limit, api);
+    }
     spw_metrics_add_u64(m, "spillway_disk_bytes",
                         "segment bytes of every partition (what max-disk-bytes limits)",
                         SPW_METRIC_GAUGE, m_disk, api);
@@ -283,6 +306,9 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_u64(m, "spillway_segment_fd_cache_open_errors_total",
                         "reopens of a sealed segment that failed (EMFILE, or deleted by retention)",
                         SPW_METRIC_COUNTER, m_fdc_errors, api);
+    spw_metrics_add_u64(m, "spillway_http_send_timeouts_total",
+                        "HTTP connections closed because their answers did not move for send-timeout",
+                        SPW_METRIC_COUNTER, m_http_send_timeouts, api);
     if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total",
                                "requests answered 401 (no or unknown token) and 403 (not allowed), both protocols",

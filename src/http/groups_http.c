@@ -45,6 +45,7 @@ static void http_nothing(spw_group_poll *p);
 typedef struct ndjson_read {
     spw_stream *s;
     uint32_t partition, max;
+    uint64_t max_bytes;
     spw_buf *out;
 } ndjson_read;
 
@@ -52,7 +53,7 @@ static int read_ndjson(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
 {
     ndjson_read *rd = arg;
     rd->out->len = 0;
-    return spw_api_read_ndjson(rd->s, rd->partition, from, rd->max, rd->out, next, bad);
+    return spw_api_read_ndjson(rd->s, rd->partition, from, rd->max, rd->max_bytes, rd->out, next, bad);
 }
 
 static void http_deliver(spw_group_poll *p, spw_lease *l)
@@ -64,8 +65,18 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
         spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
         return;
     }
+    /* What the budget of unsent answers has left (docs/operations.md
+     * "Memory"); none: the lease goes back at once, for a later poll. */
+    uint64_t max_bytes = spw_http_req_out_allow(req, SPW_API_READ_MAX_BYTES);
+    if (max_bytes == 0) {
+        spw_group_release(p->g, l);
+        spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
+                        "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                        "read theirs; retry later");
+        return;
+    }
     spw_buf out = SPW_BUF_INIT;
-    ndjson_read rd = {p->s, l->partition, p->max, &out};
+    ndjson_read rd = {p->s, l->partition, p->max, max_bytes, &out};
     uint64_t next, bad;
     int r = spw_consume_read_lease(p, l, read_ndjson, &rd, &next, &bad);
     if (r == 0) { /* nothing readable after the damage yet */

@@ -57,13 +57,20 @@ typedef struct spw_http_req {
     const char *too_long;
     size_t too_long_max; /* that field's limit in bytes */
     int authorization_cut; /* Authorization did not fit: no token (401) */
+    /* The body was read and dropped, never kept: its headers did not
+     * authenticate (spw_http_config.body_allowed). The handler refuses such
+     * a request whatever its token says by then. */
+    int body_dropped;
     spw_buf body;
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     int answered;
+    int holds;  /* spw_http_req_hold was called */
+    uint64_t out_reserved; /* unsent-answer budget reserved (spw_http_req_out_reserve) */
     void *user; /* handler state for an asynchronous answer */
     /* http.c's own: */
     uint64_t charged; /* bytes of the buffer budget body holds */
+    uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
 } spw_http_req;
 
@@ -77,6 +84,15 @@ typedef struct spw_http_config {
     uint32_t request_timeout_ms; /* from a request's first byte to its last */
     uint32_t max_pipelined;      /* requests in flight per connection */
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
+    struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
+    uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
+    /* May this request's body be kept? Called (with the handler's ctx) once
+     * its headers are in, before any of its body is reserved: 0 means no
+     * (its sender did not authenticate), and the body is read and dropped
+     * as it arrives, holding none of the buffer budget (the request comes
+     * to the handler with body_dropped set). url is the raw request
+     * target. NULL: every body is kept. */
+    int (*body_allowed)(void *ctx, const spw_http_req *req, const char *url);
 } spw_http_config;
 
 typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);
@@ -111,6 +127,21 @@ void spw_http_req_release_body(spw_http_req *req);
  * have)? On req's loop thread. */
 int spw_http_req_gone(const spw_http_req *req);
 
+/* The connection of req parses no further request until req is answered:
+ * for a request answered later whose answer may be large (a read done on
+ * an I/O worker), so that pipelined ones run one at a time and the
+ * unsent-answer pause (OUT_PAUSE_BYTES) sees each answer before the next
+ * request starts. Loop thread, from the handler. */
+void spw_http_req_hold(spw_http_req *req);
+
+/* How many bytes an answer to req may have now (a read asks before it
+ * builds one): min(want, what the budget of unsent answers has left), 0
+ * when it is spent — answer overloaded (503) then. net/conn.h. */
+uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want);
+/* The same, reserved at once until req is answered: for an answer built
+ * on another thread (net/conn.h spw_netconn_out_reserve). Loop thread. */
+uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want);
+
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -128,6 +159,7 @@ void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);
 typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
     uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
+    uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 

@@ -193,11 +193,62 @@ static void wake_waiters(spw_netloop *l)
     l->rewaking = 0;
 }
 
+/* ---- the budget of unsent answers ---- */
+
+static spw_membudget *unsent_of(const spw_netconn *c) { return c->nl->ns->cfg.unsent; }
+
+void spw_netconn_out_hold(spw_netconn *c, uint64_t n)
+{
+    if (c->closed || n == 0)
+        return;
+    spw_membudget_add(unsent_of(c), n);
+    c->out_held += n;
+}
+
+static void out_give(spw_netconn *c, uint64_t n)
+{
+    if (n > c->out_held)
+        n = c->out_held;
+    spw_membudget_give(unsent_of(c), n);
+    c->out_held -= n;
+}
+
+uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want)
+{
+    uint64_t n = spw_netconn_out_allow(c, want);
+    if (unsent_of(c))
+        spw_netconn_out_hold(c, n);
+    return n;
+}
+
+void spw_netconn_out_release(spw_netconn *c, uint64_t n)
+{
+    if (unsent_of(c))
+        out_give(c, n);
+}
+
+uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want)
+{
+    const spw_membudget *m = unsent_of(c);
+    if (!m)
+        return want;
+    uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+    uint64_t room = used < m->limit ? m->limit - used : 0;
+    return want < room ? want : room;
+}
+
+int spw_netconn_out_full(const spw_netconn *c)
+{
+    return c->out_held > 0 && unsent_of(c) && !spw_membudget_room(unsent_of(c), 1);
+}
+
 void spw_netconn_close(spw_netconn *c)
 {
     if (c->closed)
         return;
     spw_netloop *l = c->nl;
+    out_give(c, c->out_held);
+    c->out_wait_ms = 0;
     c->closed = 1;
     epoll_ctl(l->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -244,12 +295,17 @@ static void sweep(spw_netloop *l, int all)
 
 int spw_netconn_send(spw_netconn *c)
 {
+    uint64_t unsent = c->out.len - c->out_off;
+    if (unsent > c->out_held) /* appended to out since: held from now */
+        spw_netconn_out_hold(c, unsent - c->out_held);
     while (c->out_off < c->out.len) {
         ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
+                if (!c->out_wait_ms) /* the send timeout runs from here, or from the last byte written */
+                    c->out_wait_ms = spw_net_now_ms();
                 if (!c->want_out) {
                     c->want_out = 1;
                     spw_netconn_set_events(c);
@@ -260,7 +316,11 @@ int spw_netconn_send(spw_netconn *c)
             return -1;
         }
         c->out_off += (size_t)w;
+        out_give(c, (uint64_t)w);
+        if (c->out_wait_ms)
+            c->out_wait_ms = spw_net_now_ms();
     }
+    c->out_wait_ms = 0;
     c->out.len = c->out_off = 0;
     if (c->out.cap > (1u << 20))
         spw_buf_fini(&c->out);
@@ -325,12 +385,18 @@ static void tick(spw_netloop *l, uint64_t now)
     const spw_netproto *p = l->ns->proto;
     if (p->loop_tick)
         p->loop_tick(l);
-    if (!p->conn_tick)
-        return;
+    uint32_t st = l->ns->cfg.send_timeout_ms;
     spw_netconn *c = l->conns;
     while (c) {
         spw_netconn *next = c->next; /* c may close (and leave the list) */
-        p->conn_tick(c, now);
+        if (st && c->out_wait_ms && now - c->out_wait_ms > st) {
+            /* Its client has not taken a byte of its answers for
+             * send-timeout: it gives back what they hold. */
+            atomic_fetch_add(&l->ns->send_timeouts, 1);
+            spw_netconn_close(c);
+        } else if (p->conn_tick) {
+            p->conn_tick(c, now);
+        }
         c = next;
     }
 }

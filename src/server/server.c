@@ -91,6 +91,11 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("fd-cache-segments", SPW_CFG_U32, fd_cache_segments, "256", 1, 1000000,
         "older segments whose files stay open (2 fds each; the least recently read are closed past it, and "
         "opened again when read; lowered to an eighth of the fd limit)"),
+    CFG("max-unsent-bytes", SPW_CFG_SIZE, max_unsent_bytes, "256MiB", 1ull << 20, 1ull << 40,
+        "answers built and not yet sent, all connections together; past it reads are answered 503 overloaded and "
+        "connections holding unsent answers are not read"),
+    CFG("send-timeout", SPW_CFG_DURATION, send_timeout_ms, "60s", 100, 86400000,
+        "close a connection whose unsent answers do not move (its client does not read) for this long"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
@@ -393,8 +398,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if (fd_limit > 0)
         limit_connection_fds(cat, (uint64_t)fd_limit, fd_cache, c->max_connections);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    spw_membudget buffers;
+    spw_membudget buffers, unsent;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
+    spw_membudget_init(&unsent, c->max_unsent_bytes);
     spw_api api = {
         .svc = {
             .log = log,
@@ -412,6 +418,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         },
         .max_connections = c->max_connections,
         .buffers = &buffers,
+        .unsent = &unsent,
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
@@ -464,6 +471,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .request_timeout_ms = (uint32_t)c->request_timeout_ms,
         .max_pipelined = c->max_pipelined,
         .buffers = &buffers,
+        .unsent = &unsent,
+        .send_timeout_ms = (uint32_t)c->send_timeout_ms,
+        .body_allowed = spw_api_body_allowed,
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
@@ -485,6 +495,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
+            .unsent = &unsent,
+            .send_timeout_ms = (uint32_t)c->send_timeout_ms,
         };
         if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),

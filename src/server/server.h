@@ -49,6 +49,8 @@ typedef struct spw_server_config {
     uint64_t segment_bytes;
     uint32_t fd_cache_segments;
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
+    uint64_t max_unsent_bytes; /* answers not yet written, all connections (net/conn.h) */
+    uint64_t send_timeout_ms;  /* close a connection whose unsent answers do not move for this long */
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];

@@ -107,18 +107,69 @@ typedef struct vreq {
     int32_t *arena_off; /* per record: key offset in keys, or -1 */
     uint32_t n, cap;
     spw_buf keys;
+    const spw_produce_in *in;
+    uint64_t work_need, work_held; /* working memory needed so far, and counted (spw_produce_in.work_add) */
+    uint64_t work_max;             /* the request's cap; 0: none */
 } vreq;
 
-static void vreq_push(vreq *v, const spw_record *r, int32_t off)
+#define WORK_STEP (256u << 10) /* working memory is counted this much ahead */
+
+/* Counts working memory up to need (and a step ahead): 0, or -1 with res
+ * refused 413 when need passes the request's cap (produce.h). */
+static int work_to(vreq *v, uint64_t need, spw_produce_res *res)
+{
+    const spw_produce_in *in = v->in;
+    if (need <= v->work_held)
+        return 0;
+    if (v->work_max && need > v->work_max) {
+        spw_produce_refuse_at(res, SPW_SC_TOO_LARGE, NULL, SIZE_MAX,
+                              "the request's %u+ events need more working memory than the server allows a request "
+                              "(%d x max-request-bytes, at about %zu bytes an event plus its size); send them in "
+                              "smaller requests (nothing was appended)",
+                              v->n, SPW_PRODUCE_WORK_FACTOR, (size_t)SPW_PRODUCE_WORK_PER_EVENT);
+        return -1;
+    }
+    uint64_t want = need + WORK_STEP;
+    if (v->work_max && want > v->work_max)
+        want = v->work_max;
+    if (in->work_add)
+        in->work_add(in->work, want - v->work_held);
+    v->work_held = want;
+    return 0;
+}
+
+static void work_done(vreq *v)
+{
+    if (v->work_held && v->in->work_add && v->in->work_give)
+        v->in->work_give(v->in->work, v->work_held);
+    v->work_held = 0;
+}
+
+static int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res *res)
 {
     if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 16;
-        v->recs = spw_xrealloc(v->recs, v->cap * sizeof *v->recs);
-        v->arena_off = spw_xrealloc(v->arena_off, v->cap * sizeof *v->arena_off);
+        uint32_t cap = v->cap ? v->cap * 2 : 16;
+        spw_record *nr = spw_try_realloc(v->recs, cap * sizeof *v->recs);
+        if (nr)
+            v->recs = nr;
+        int32_t *no = nr ? spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off) : NULL;
+        if (no)
+            v->arena_off = no;
+        if (!nr || !no) {
+            res->retry_ms = 1000;
+            spw_produce_refuse_at(res, SPW_SC_OVERLOADED, NULL, SIZE_MAX, "out of memory (nothing was appended)");
+            return -1;
+        }
+        v->cap = cap;
     }
     v->recs[v->n] = *r;
     v->arena_off[v->n] = off;
     v->n++;
+    /* Counted as it comes: the record, what the submit makes of it, and its
+     * encoded bytes (twice when compressed: the records, then the batch). */
+    uint64_t bytes = (uint64_t)r->value_len + (r->key_len > 0 ? (uint64_t)r->key_len : 0);
+    v->work_need += SPW_PRODUCE_WORK_PER_EVENT + bytes * (v->cfg->compression ? 2 : 1);
+    return work_to(v, v->work_need, res);
 }
 
 /* Validates one event and adds its record: 0, or -1 with res refused. */
@@ -138,8 +189,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                                   cfg->max_event_bytes);
             return -1;
         }
-        vreq_push(v, &r, -1);
-        return 0;
+        return vreq_push(v, &r, -1, res);
     }
     const char *p = ev->value, *end = p + ev->len, *vend;
     spw_json_span found[2];
@@ -183,8 +233,11 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                                   "the key %s must be a string or a number", cfg->key);
             return -1;
         }
-        if (spw_buf_reserve(&v->keys, v->keys.len + k->n))
-            abort(); /* spw_buf uses try_realloc; bounded by the request */
+        if (spw_buf_reserve(&v->keys, v->keys.len + k->n)) {
+            res->retry_ms = 1000;
+            spw_produce_refuse_at(res, SPW_SC_OVERLOADED, ev, SIZE_MAX, "out of memory (nothing was appended)");
+            return -1;
+        }
         char *dst = (char *)v->keys.p + v->keys.len;
         long kl = (long)k->n;
         if (k->type == SPW_JSON_STRING)
@@ -208,8 +261,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                               cfg->timestamp);
         return -1;
     }
-    vreq_push(v, &r, off);
-    return 0;
+    return vreq_push(v, &r, off, res);
 }
 
 /* A submitted request until its answer. */
@@ -313,7 +365,8 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     spw_ack ack = in->ack < 0 ? cfg->ack : (spw_ack)in->ack;
     uint32_t partition = in->partition;
     int prio = in->priority < 0 ? cfg->priority : in->priority;
-    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms()};
+    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms(), .in = in,
+              .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
     spw_dd_result stored = {0};
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
                            .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok};
@@ -356,9 +409,20 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
             v.ts_i = v.nptrs++;
     }
     if (in->count_hint) {
+        /* The front end's count (bounded by the request's size): the
+         * records are allocated at once, after their memory is taken. */
+        if (work_to(&v, (uint64_t)in->count_hint * SPW_PRODUCE_WORK_PER_EVENT, res)) {
+            atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
+            goto answered;
+        }
+        v.recs = spw_try_malloc(in->count_hint * sizeof *v.recs);
+        v.arena_off = spw_try_malloc(in->count_hint * sizeof *v.arena_off);
+        if (!v.recs || !v.arena_off) {
+            res->retry_ms = 1000;
+            refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
+            goto answered;
+        }
         v.cap = in->count_hint;
-        v.recs = spw_xmalloc(v.cap * sizeof *v.recs);
-        v.arena_off = spw_xmalloc(v.cap * sizeof *v.arena_off);
     }
     spw_produce_ev ev;
     int more;
@@ -366,7 +430,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         if (take_event(&v, &ev, res))
             break;
     if (more != 0) {
-        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
         goto answered;
     }
     if (v.n == 0) {
@@ -475,6 +539,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         spw_free(v.recs);
         spw_free(v.arena_off);
         spw_buf_fini(&v.keys);
+        work_done(&v);
         return 0; /* the stream reference belongs to the produce now */
     }
     spw_free(q);
@@ -490,6 +555,9 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
                res->retry_ms);
     } else if (r == SPW_EMSGSIZE) {
         refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
+    } else if (r == SPW_ENOMEM) {
+        res->retry_ms = 1000;
+        refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
     } else if ((res->code = spw_sc_disk(r, 1, res->msg, sizeof res->msg)) == SPW_SC_OK) {
         refuse(res, SPW_SC_INTERNAL, "encoding failed: %s", spw_strerror(r));
     }
@@ -498,6 +566,7 @@ answered:
     spw_free(v.recs);
     spw_free(v.arena_off);
     spw_buf_fini(&v.keys);
+    work_done(&v);
     spw_stream_put(s);
     return 1;
 }

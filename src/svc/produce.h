@@ -102,6 +102,19 @@ typedef struct spw_produce_in {
     uint32_t producer_seq;
     int supersede_ok; /* the answer can say "superseded" (coalesce.h) */
     int want_parts;   /* the answer lists each event's partition (res.part_of) */
+    /* Working memory (docs/operations.md "Memory"): what the request needs
+     * per event, from decoding to handing its batches to the log (about
+     * SPW_PRODUCE_WORK_PER_EVENT bytes plus the event's size), at most
+     * SPW_PRODUCE_WORK_FACTOR x the service's max_request_bytes: a request
+     * that would need more is answered 413 body_too_large before it gets
+     * it. It is counted, in steps as the events are decoded, with
+     * work_add(work, n) — whatever the budget's room: it lives only while
+     * spw_produce_request runs, so one request per front-end thread at
+     * most — and all given back with work_give before the call returns.
+     * work_add NULL: not counted (the cap holds still). */
+    void (*work_add)(void *work, uint64_t n);
+    void (*work_give)(void *work, uint64_t n);
+    void *work;
     /* how the answer of a submitted request reaches the front end: done
      * runs on loop, through post (the front end's "run fn on that loop") */
     void (*post)(void *loop, void (*fn)(void *), void *arg);
@@ -109,6 +122,13 @@ typedef struct spw_produce_in {
     void (*done)(spw_produce_res *res, void *user);
     void *user;
 } spw_produce_in;
+
+/* Working memory of one event beyond its bytes: the validated record
+ * (room to double), the submit's copy, its partition, order and id, the
+ * encoded record's header at most. */
+#define SPW_PRODUCE_WORK_PER_EVENT (3 * sizeof(spw_record) + 2 * sizeof(int32_t) + 2 * sizeof(uint32_t) + 8 + 45)
+/* A request's working memory is at most this many times max_request_bytes. */
+#define SPW_PRODUCE_WORK_FACTOR 4
 
 /* ---- the answer ---- */
 

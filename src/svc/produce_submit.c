@@ -161,9 +161,14 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     uint64_t tickets_s[SMALL_N];
     spw_record recs_s[SMALL_N];
     int small_p = P <= SMALL_P, small_n = n <= SMALL_N;
+    /* n comes from a client: its arrays are tried, and a failure is
+     * SPW_ENOMEM (503), never an abort (their size is in the request's
+     * working memory, produce.h). */
+    uint32_t *part_of = small_n ? part_of_s : spw_try_malloc(n * sizeof *part_of);
+    if (!part_of)
+        return SPW_ENOMEM;
     uint32_t *counts = small_p ? counts_s : spw_xmalloc(P * sizeof *counts);
     memset(counts, 0, P * sizeof *counts);
-    uint32_t *part_of = small_n ? part_of_s : spw_xmalloc(n * sizeof *part_of);
     for (uint32_t i = 0; i < n; i++) {
         part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
@@ -179,7 +184,15 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     pr->t0 = spw_mono_ns();
     pr->done = done;
     pr->user = user;
-    pr->order = spw_xmalloc(n * sizeof *pr->order);
+    pr->order = spw_try_malloc(n * sizeof *pr->order);
+    if (!pr->order) {
+        if (!small_p)
+            spw_free(counts);
+        if (!small_n)
+            spw_free(part_of);
+        spw_free(pr);
+        return SPW_ENOMEM;
+    }
     uint32_t *start = small_p ? start_s : spw_xmalloc(P * sizeof *start);
     for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
         start[p] = at;
@@ -234,13 +247,13 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     }
 
     /* Encode every batch, then reserve the budget for all of them. */
-    spw_record *recs = small_n ? recs_s : spw_xmalloc(n * sizeof *recs);
-    uint64_t *tickets = small_n ? tickets_s : spw_xmalloc(n * sizeof *tickets);
+    spw_record *recs = small_n ? recs_s : spw_try_malloc(n * sizeof *recs);
+    uint64_t *tickets = small_n ? tickets_s : spw_try_malloc(n * sizeof *tickets);
     spw_buf *enc = spw_xcalloc(used, sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
-    int r = 0;
-    for (uint32_t k = 0; k < used; k++) {
+    int r = recs && tickets ? 0 : SPW_ENOMEM;
+    for (uint32_t k = 0; r == 0 && k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
         for (uint32_t j = 0; j < sl->count; j++) {
             uint32_t e = pr->order[sl->first_event + j];
