@@ -1,8 +1,12 @@
 /*
  * The `forward` sink: delivers to a stream of another Spillway node over
  * the binary protocol with the C client's producer (include/spillway.h).
- * Options: {"address":"host:port","stream":"NAME","timeout_ms":N}
- * (stream defaults to the source stream's name, timeout_ms to 10000).
+ * Options: {"address":"host:port","stream":"NAME","timeout_ms":N,"token":"T"}
+ * (stream defaults to the source stream's name, timeout_ms to 10000; the
+ * host a name, resolved at each connect, or an IPv4 address; token, when
+ * given, is sent as the binary protocol's AUTH on every connection, for a
+ * node with a tokens file, and is redacted wherever the definition is
+ * shown).
  *
  * One producer per sink, kept across writes, with one batch in flight and
  * stop_on_error, so records arrive in order: when a batch fails, nothing
@@ -37,6 +41,7 @@
 typedef struct fwd {
     char address[256];
     char stream[129];
+    char token[257]; /* "" = none */
     uint32_t timeout_ms;
     spw_producer *p;
     pthread_mutex_t mu;
@@ -74,6 +79,7 @@ static int make_producer(fwd *f)
     c.connect_timeout_ms = f->timeout_ms < 5000 ? f->timeout_ms : 5000;
     c.on_delivery = on_delivery;
     c.opaque = f;
+    c.token = f->token[0] ? f->token : NULL;
     return spw_producer_new(f->address, &c, &f->p);
 }
 
@@ -85,6 +91,9 @@ static const spw_opt fwd_opts[] = {
      .flags = SPW_OPT_DEF_CTX, .must = "a stream name", .help = "the stream there to append to"},
     {.name = "timeout_ms", .type = SPW_OPT_INT, .off = offsetof(fwd, timeout_ms), .size = 4, .def = 10000,
      .min = 100, .max = 600000, .help = "how long a write may wait for the other node's answer"},
+    {.name = "token", .type = SPW_OPT_STR, .off = offsetof(fwd, token), .size = sizeof ((fwd *)0)->token,
+     .flags = SPW_OPT_EMPTY_OK, .must = "a token of at most 256 bytes",
+     .help = "the bearer token sent to the other node (AUTH), when it has a tokens file"},
 };
 
 static int fwd_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
@@ -103,7 +112,7 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
     /* the producer checks the address syntax (and resolves nothing yet:
      * connections are lazy), so a bad address fails here, at PUT */
     if (!bad && make_producer(f) < 0)
-        bad = "options.address is not a valid \"host:port\" (IPv4 or localhost)";
+        bad = "options.address is not a valid \"host:port\" (a host name or an IPv4 address, and a port)";
     if (bad) {
         snprintf(err, cap, "%s", bad);
         spw_free(f);
