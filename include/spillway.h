@@ -150,6 +150,12 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
  * had its callback. Returns 0, or SPW_ERR_TIMEOUT after timeout_ms. Ends a
  * stop (stop_on_error) either way. */
 int spw_producer_flush(spw_producer *p, uint32_t timeout_ms);
+/* Thread-safe, from any thread: a flush in progress, and every later one,
+ * returns SPW_ERR_CANCELED at once (records still outstanding are then
+ * failed by spw_producer_close). For a caller that must stop a flush
+ * without waiting for it; the producer is good for nothing but close
+ * afterwards. */
+void spw_producer_interrupt(spw_producer *p);
 
 /* Flushes for up to timeout_ms, then fails what is left with
  * SPW_ERR_CANCELED (callbacks run before this returns), stops the thread

@@ -127,6 +127,7 @@ struct spw_producer {
     pthread_t th;
     int wake[2];
     int stop;
+    int interrupted; /* spw_producer_interrupt: flush returns at once (under mu) */
     server *servers;
     uint32_t nservers;
     spw_ring ring; /* servers by key: core/ring.h */

@@ -435,6 +435,10 @@ int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
     spw__producer_wake_io(p);
     int r = 0;
     while (p->outstanding_records > 0) {
+        if (p->interrupted) {
+            pthread_mutex_unlock(&p->mu); /* the stop stays: nothing more is sent out of order */
+            return SPW_ERR_CANCELED;
+        }
         if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
             r = p->outstanding_records ? SPW_ERR_TIMEOUT : 0;
             break;
@@ -443,6 +447,14 @@ int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
     p->stopped = 0;
     pthread_mutex_unlock(&p->mu);
     return r;
+}
+
+void spw_producer_interrupt(spw_producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->interrupted = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
