@@ -126,9 +126,11 @@ typedef struct spw_producer_config {
 void spw_producer_config_init(spw_producer_config *c);
 
 /*
- * Creates a producer for the servers "host:port[,host:port...]" (IPv4
- * addresses or "localhost"; at most 64) and starts its I/O thread.
- * Connections are made lazily and remade after loss. c may be NULL for the
+ * Creates a producer for the servers "host:port[,host:port...]" (at most
+ * 64; a host is a name, resolved with getaddrinfo at every connect, IPv4
+ * and IPv6 addresses tried in the resolver's order, or an IPv4 address)
+ * and starts its I/O thread. Connections are made lazily and remade
+ * after loss; the lookups run on the I/O thread. c may be NULL for the
  * defaults; it is copied. *out is the caller's until spw_producer_close.
  * Returns 0, SPW_ERR_INVALID (bad list or config) or -errno.
  */
@@ -169,7 +171,10 @@ uint64_t spw_producer_reconnects(spw_producer *p);
 
 typedef struct spw_client spw_client;
 
-/* Connects to one server "host:port". Returns 0 or -errno / SPW_ERR_*. */
+/* Connects to one server "host:port" (host as for spw_producer_new; each
+ * address the name resolves to is tried in turn, each for up to
+ * timeout_ms). Returns 0 or -errno / SPW_ERR_* (SPW_ERR_INVALID: a bad
+ * address, or a name that does not resolve). */
 int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out);
 void spw_client_close(spw_client *c);
 /* Authenticates the connection with a bearer token (the AUTH request,

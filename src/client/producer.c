@@ -261,7 +261,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         if (n == MAX_SERVERS)
             return SPW_ERR_INVALID;
         memset(&tmp[n], 0, sizeof tmp[n]);
-        if (spw__client_parse_hostport(s, len, &tmp[n].sa, tmp[n].name, sizeof tmp[n].name))
+        if (spw__client_parse_hostport(s, len, tmp[n].name, sizeof tmp[n].name, tmp[n].host, &tmp[n].port))
             return SPW_ERR_INVALID;
         n++;
         if (!comma)
