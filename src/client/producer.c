@@ -511,3 +511,10 @@ uint64_t spw__producer_id(spw_producer *p)
     pthread_mutex_unlock(&p->mu);
     return id;
 }
+
+void spw__producer_set_id(spw_producer *p, uint64_t id)
+{
+    pthread_mutex_lock(&p->mu);
+    p->producer_id = id;
+    pthread_mutex_unlock(&p->mu);
+}

@@ -418,6 +418,17 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_warn("the data directory holds %" PRIu64 " segment bytes and max-disk-bytes is %" PRIu64
                  ": produce answers 507 disk_limit until retention or deleted streams free space",
                  spw_log_disk_bytes(log), c->max_disk_bytes);
+    uint64_t dd_k0, dd_k1;
+    {
+        char derr[1200];
+        if ((r = spw_dd_secret_load(c->data, &dd_k0, &dd_k1, derr, sizeof derr)) < 0) {
+            fprintf(stderr, "spillway serve: the dedupe secret: %s\n", derr);
+            spw_catalog_close(cat);
+            spw_log_close(log);
+            spw_auth_close(auth);
+            return 1;
+        }
+    }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     spw_membudget buffers;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
@@ -440,6 +451,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .buffers = &buffers,
     };
     spw_rl_set_default(api.svc.rl, &rate_def);
+    spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
