@@ -153,10 +153,13 @@ static void m_part_held(void *a, spw_metrics_out *o, const char *name)
 }
 
 static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->svc.groups, o->b, o->who); }
+/* A sink's series: for whoever may see its source stream's. */
+static int sink_visible(void *o, const char *stream) { return spw_metrics_sees(o, stream); }
+
 static void m_sinks(void *a, spw_metrics_out *o)
 {
     if (API(a)->sinks)
-        spw_sinks_metrics(API(a)->sinks, o->b);
+        spw_sinks_metrics(API(a)->sinks, o->b, sink_visible, o);
 }
 
 /* Per-stream samples: only the streams the token may see. */

@@ -481,7 +481,7 @@ void spw_sinks_list_json(spw_sinks *m, spw_buf *out, int (*visible)(void *arg, c
     spw_buf_xprintf(out, "]}");
 }
 
-void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
+void spw_sinks_metrics(spw_sinks *m, spw_buf *b, int (*visible)(void *arg, const char *stream), void *arg)
 {
     pthread_mutex_lock(&m->mu);
     if (m->n)
@@ -490,6 +490,8 @@ void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
               "# TYPE spillway_sink_state gauge\n");
     for (uint32_t i = 0; i < m->n; i++) {
         spw_sink *k = m->v[i];
+        if (visible && !visible(arg, k->def.stream))
+            continue;
         pthread_mutex_lock(&k->mu);
         uint64_t lag = 0;
         for (uint32_t j = 0; j < k->nparts; j++) {

@@ -161,7 +161,8 @@ int spw_sinks_streams(spw_sinks *m, const char *name, char *stream, char *dlq);
  * check comes first): 0, or an error as spw_sinks_put's with a sentence. */
 int spw_sinks_def_streams(const char *name, const char *body, size_t len, char *stream, char *dlq, char *err,
                           size_t cap);
-/* Prometheus text for /metrics. */
-void spw_sinks_metrics(spw_sinks *m, spw_buf *out);
+/* Prometheus text for /metrics: the sinks for which visible(arg, source
+ * stream) is non-zero (visible NULL: all). */
+void spw_sinks_metrics(spw_sinks *m, spw_buf *out, int (*visible)(void *arg, const char *stream), void *arg);
 
 #endif

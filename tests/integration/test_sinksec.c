@@ -9,7 +9,8 @@
  *    another tenant's stream, whatever the sink is called;
  *  - GET /v1/sinks lists only the sinks whose source the token may
  *    consume from or administer; GET and DELETE of one are checked the
- *    same way;
+ *    same way; /metrics shows the series of sinks whose source the token
+ *    sees;
  *  - the permission matrix: streams, events, groups and sinks endpoints
  *    × {none, produce, consume, admin, all} × {own stream, the other
  *    tenant's}: 403 exactly where the table in docs/operations.md says;
@@ -135,6 +136,12 @@ static void test_sink_permissions(int port)
     CHECK_EQ(r.status, 200);
     CHECK(strstr(r.body, "\"acme.globexs\"") != NULL);
     CHECK(strstr(r.body, "acme.own") == NULL);
+    free(r.body);
+    /* /metrics: the sink series of the token's streams only */
+    r = treq(port, acme_all, "GET", "/metrics", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "sink=\"acme.own\"") != NULL);
+    CHECK(strstr(r.body, "sink=\"acme.globexs\"") == NULL);
     free(r.body);
     CHECK_EQ(treq_status(port, acme_all, "DELETE", "/v1/sinks/acme.own", NULL), 204);
     CHECK_EQ(treq_status(port, OPS_TOKEN, "DELETE", "/v1/sinks/acme.globexs", NULL), 204);
