@@ -128,9 +128,11 @@ typedef struct spillway_producer_config {
 void spillway_producer_config_init(spillway_producer_config *c);
 
 /*
- * Creates a producer for the servers "host:port[,host:port...]" (IPv4
- * addresses or "localhost"; at most 64) and starts its I/O thread.
- * Connections are made lazily and remade after loss. c may be NULL for the
+ * Creates a producer for the servers "host:port[,host:port...]" (at most
+ * 64; a host is a name, resolved with getaddrinfo at every connect, IPv4
+ * and IPv6 addresses tried in the resolver's order, or an IPv4 address)
+ * and starts its I/O thread. Connections are made lazily and remade
+ * after loss; the lookups run on the I/O thread. c may be NULL for the
  * defaults; it is copied. *out is the caller's until spillway_producer_close.
  * Returns 0, SPILLWAY_ERR_INVALID (bad list or config) or -errno.
  */
@@ -152,6 +154,12 @@ int spillway_producer_send(spillway_producer *p, const char *stream, const void 
  * had its callback. Returns 0, or SPILLWAY_ERR_TIMEOUT after timeout_ms. Ends a
  * stop (stop_on_error) either way. */
 int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms);
+/* Thread-safe, from any thread: a flush in progress, and every later one,
+ * returns SPILLWAY_ERR_CANCELED at once (records still outstanding are then
+ * failed by spillway_producer_close). For a caller that must stop a flush
+ * without waiting for it; the producer is good for nothing but close
+ * afterwards. */
+void spillway_producer_interrupt(spillway_producer *p);
 
 /* Flushes for up to timeout_ms, then fails what is left with
  * SPILLWAY_ERR_CANCELED (callbacks run before this returns), stops the thread
@@ -165,7 +173,10 @@ uint64_t spillway_producer_reconnects(spillway_producer *p);
 
 typedef struct spillway_client spillway_client;
 
-/* Connects to one server "host:port". Returns 0 or -errno / SPW_ERR_*. */
+/* Connects to one server "host:port" (host as for spillway_producer_new; each
+ * address the name resolves to is tried in turn, each for up to
+ * timeout_ms). Returns 0 or -errno / SPW_ERR_* (SPILLWAY_ERR_INVALID: a bad
+ * address, or a name that does not resolve). */
 int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out);
 void spillway_client_close(spillway_client *c);
 /* Authenticates the connection with a bearer token (the AUTH request,

@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -65,27 +66,43 @@ const char *spillway_errstr(int err)
 
 /* ---- addresses ---- */
 
-int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, char *name, size_t namecap)
+int spw__client_parse_hostport(const char *s, size_t n, char *name, size_t namecap, char *host, uint16_t *port)
 {
     if (n == 0 || n >= namecap)
         return SPILLWAY_ERR_INVALID;
     memcpy(name, s, n);
     name[n] = 0;
     size_t hl;
-    uint16_t port;
-    if (spw_hostport_split(name, &hl, &port))
+    if (spw_hostport_split(name, &hl, port))
         return SPILLWAY_ERR_INVALID;
-    char host[256];
-    if (hl >= sizeof host)
+    if (hl > SPW_CLIENT_HOST_MAX || name[0] == '-' || name[0] == '.')
         return SPILLWAY_ERR_INVALID;
+    for (size_t i = 0; i < hl; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return SPILLWAY_ERR_INVALID;
+    }
     memcpy(host, name, hl);
     host[hl] = 0;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons(port);
-    if (strcmp(host, "localhost") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return SPILLWAY_ERR_INVALID;
     return 0;
+}
+
+int spw__client_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *lens)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", (unsigned)port);
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+        return SPILLWAY_ERR_INVALID;
+    int n = 0;
+    for (struct addrinfo *a = res; a && n < SPW_CLIENT_ADDRS_MAX; a = a->ai_next) {
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || a->ai_addrlen > sizeof *out)
+            continue;
+        memcpy(&out[n], a->ai_addr, a->ai_addrlen);
+        lens[n] = a->ai_addrlen;
+        n++;
+    }
+    freeaddrinfo(res);
+    return n ? n : SPILLWAY_ERR_INVALID;
 }

@@ -32,6 +32,8 @@ void spw__producer_set_next_seq(spillway_producer *p, uint32_t seq);
 
 /* The producer id the producer's next batch would use. */
 uint64_t spw__producer_id(spillway_producer *p);
+/* Tests: the producer id its next batch uses (not 0). */
+void spw__producer_set_id(spillway_producer *p, uint64_t id);
 
 /* The server (index into the servers string) a record with this key goes
  * to (key_len -1: no key, round robin). */

@@ -261,7 +261,7 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
         if (n == MAX_SERVERS)
             return SPILLWAY_ERR_INVALID;
         memset(&tmp[n], 0, sizeof tmp[n]);
-        if (spw__client_parse_hostport(s, len, &tmp[n].sa, tmp[n].name, sizeof tmp[n].name))
+        if (spw__client_parse_hostport(s, len, tmp[n].name, sizeof tmp[n].name, tmp[n].host, &tmp[n].port))
             return SPILLWAY_ERR_INVALID;
         n++;
         if (!comma)
@@ -435,6 +435,10 @@ int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms)
     spw__producer_wake_io(p);
     int r = 0;
     while (p->outstanding_records > 0) {
+        if (p->interrupted) {
+            pthread_mutex_unlock(&p->mu); /* the stop stays: nothing more is sent out of order */
+            return SPILLWAY_ERR_CANCELED;
+        }
         if (spw_cond_wait_until(&p->cv, &p->mu, dl) == ETIMEDOUT) {
             r = p->outstanding_records ? SPILLWAY_ERR_TIMEOUT : 0;
             break;
@@ -443,6 +447,14 @@ int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms)
     p->stopped = 0;
     pthread_mutex_unlock(&p->mu);
     return r;
+}
+
+void spillway_producer_interrupt(spillway_producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->interrupted = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
@@ -498,4 +510,11 @@ uint64_t spw__producer_id(spillway_producer *p)
     uint64_t id = p->producer_id;
     pthread_mutex_unlock(&p->mu);
     return id;
+}
+
+void spw__producer_set_id(spillway_producer *p, uint64_t id)
+{
+    pthread_mutex_lock(&p->mu);
+    p->producer_id = id;
+    pthread_mutex_unlock(&p->mu);
 }

@@ -62,6 +62,7 @@ static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
+    s->ai = s->naddr; /* the next connect (after a loss) resolves again */
     if (s->ever_connected)
         atomic_fetch_add(&p->reconnects, 1);
     s->ever_connected = 1;
@@ -78,23 +79,55 @@ static void srv_connected(spillway_producer *p, server *s, uint64_t now)
     s->auth_id = id;
 }
 
+static void srv_connect(spillway_producer *p, server *s, uint64_t now);
+
+/* The connect to addrs[ai] failed: the next address of the round, or,
+ * after the last, a backoff (the next round resolves the name again). */
+static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->connecting = 0;
+    if (++s->ai < s->naddr)
+        srv_connect(p, s, now);
+    else
+        srv_disconnect(p, s, now);
+}
+
+/*
+ * Connects to the server's next address. A round starts by resolving its
+ * host (getaddrinfo, here on the I/O thread: a name is looked up again at
+ * every reconnect, so a moved server is found), then tries each address
+ * in the resolver's order until one connects.
+ */
 static void srv_connect(spillway_producer *p, server *s, uint64_t now)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->ai >= s->naddr) {
+        s->ai = 0;
+        s->naddr = spw__client_resolve(s->host, s->port, s->addrs, s->alens);
+        if (s->naddr < 0) {
+            s->naddr = 0;
+            srv_disconnect(p, s, now); /* a backoff; the next round resolves again */
+            return;
+        }
+    }
+    const struct sockaddr_storage *a = &s->addrs[s->ai];
+    int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        s->next_connect_ms = now + s->backoff_ms;
+        srv_connect_failed(p, s, now);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     s->fd = fd;
     s->connect_started_ms = now;
-    if (connect(fd, (struct sockaddr *)&s->sa, sizeof s->sa) == 0) {
+    if (connect(fd, (const struct sockaddr *)a, s->alens[s->ai]) == 0) {
         srv_connected(p, s, now);
     } else if (errno == EINPROGRESS) {
         s->connecting = 1;
     } else {
-        srv_disconnect(p, s, now);
+        srv_connect_failed(p, s, now);
     }
 }
 
@@ -311,7 +344,7 @@ void *spw__producer_main(void *arg)
                     timeout = (int)(s->next_connect_ms - now);
             }
             if (s->fd >= 0 && s->connecting && now - s->connect_started_ms > p->cfg.connect_timeout_ms)
-                srv_disconnect(p, s, now);
+                srv_connect_failed(p, s, now);
             if (s->fd >= 0 && !s->connecting) {
                 srv_fill(p, s, now);
                 srv_write(p, s, now);
@@ -356,7 +389,7 @@ void *spw__producer_main(void *arg)
                 socklen_t el = sizeof err;
                 getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err) {
-                    srv_disconnect(p, s, now);
+                    srv_connect_failed(p, s, now);
                     continue;
                 }
                 srv_connected(p, s, now);

@@ -59,16 +59,14 @@ struct spillway_metadata {
     uint64_t *offsets;
 };
 
-int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
+/* One non-blocking connect to a, waited for up to timeout_ms: the fd, or
+ * -errno / SPILLWAY_ERR_TIMEOUT. */
+static int connect_one(const struct sockaddr_storage *a, socklen_t len, uint32_t timeout_ms)
 {
-    struct sockaddr_in sa;
-    char name[300];
-    if (!server || !out || spw__client_parse_hostport(server, strlen(server), &sa, name, sizeof name))
-        return SPILLWAY_ERR_INVALID;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (connect(fd, (const struct sockaddr *)a, len) < 0) {
         if (errno != EINPROGRESS) {
             int e = -errno;
             close(fd);
@@ -85,6 +83,25 @@ int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_cl
             return r == 1 ? -err : SPILLWAY_ERR_TIMEOUT;
         }
     }
+    return fd;
+}
+
+int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
+{
+    char name[300], host[SPW_CLIENT_HOST_MAX + 1];
+    uint16_t port;
+    if (!server || !out || spw__client_parse_hostport(server, strlen(server), name, sizeof name, host, &port))
+        return SPILLWAY_ERR_INVALID;
+    struct sockaddr_storage addrs[SPW_CLIENT_ADDRS_MAX];
+    socklen_t lens[SPW_CLIENT_ADDRS_MAX];
+    int na = spw__client_resolve(host, port, addrs, lens);
+    if (na < 0)
+        return na;
+    int fd = -1;
+    for (int i = 0; i < na && fd < 0; i++) /* each address in the resolver's order */
+        fd = connect_one(&addrs[i], lens[i], timeout_ms);
+    if (fd < 0)
+        return fd;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     spillway_client *c = calloc(1, sizeof *c);

@@ -194,6 +194,8 @@ static void m_part_held(void *a, spw_metrics_out *o, const char *name)
 }
 
 static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->svc.groups, o->b, o->who); }
+/* A sink's series: for whoever may see its source stream's. */
+
 static void m_sinks(void *a, spw_metrics_out *o)
 {
     if (API(a)->sinks)

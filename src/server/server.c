@@ -4,12 +4,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
@@ -246,6 +249,73 @@ static int is_loopback(const char *listen)
 }
 
 /*
+ * The stop, once a first SIGINT or SIGTERM has come (docs/operations.md
+ * "Stopping"): each step is logged as it begins ("stopping: ..."), a
+ * watcher thread says every 5 s which step the stop still waits for, and
+ * a second SIGINT or SIGTERM ends the process at once, after the log's
+ * own flush: every record accepted is written (write(2), so a process
+ * exit loses none of it; what was not yet fsynced is fsynced by nobody),
+ * waiting at most 5 s for the writes; then _exit(1).
+ */
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static spw_log *stop_log;                   /* under stop_mu; NULL once the log closes */
+static const char *_Atomic stop_step = "";  /* the step the stop is in */
+
+static void stop_step_set(const char *step)
+{
+    atomic_store(&stop_step, step);
+    spw_info("stopping: %s", step);
+}
+
+static void *stop_watcher(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    uint64_t t0 = spw_mono_ms();
+    for (;;) {
+        struct timespec ts = {.tv_sec = 5};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig != SIGINT && sig != SIGTERM) {
+            spw_warn("still stopping after %.0f s: %s", (double)(spw_mono_ms() - t0) / 1000.0,
+                     atomic_load(&stop_step));
+            continue;
+        }
+        spw_warn("signal %d again: stopping at once, without waiting for %s", sig, atomic_load(&stop_step));
+        pthread_mutex_lock(&stop_mu);
+        if (stop_log) {
+            uint64_t until = spw_mono_ms() + 5000, left;
+            while ((left = spw_log_pending_bytes(stop_log)) > 0 && spw_mono_ms() < until)
+                usleep(5000);
+            if (left)
+                spw_error("%" PRIu64 " bytes of accepted records are not written after 5 s (the disk does not "
+                          "take them); they are lost",
+                          left);
+        }
+        spw_warn("exiting now: every record accepted is written; what was not fsynced yet is not");
+        fflush(stderr);
+        _exit(1);
+    }
+    return NULL;
+}
+
+static void stop_watch_start(spw_log *log)
+{
+    pthread_mutex_lock(&stop_mu);
+    stop_log = log;
+    pthread_mutex_unlock(&stop_mu);
+    pthread_t th;
+    pthread_attr_t pa;
+    pthread_attr_init(&pa);
+    pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &pa, stop_watcher, NULL) != 0)
+        spw_warn("cannot start the stop watcher: a second signal will not cut the stop short");
+    pthread_attr_destroy(&pa);
+}
+
+/*
  * Closes what serve opened behind its listeners, in the one order that is
  * safe: sinks (workers stopped, holds released), the coalescer (buffers
  * written and answered), the tables, the catalog and the log (flush and
@@ -257,11 +327,18 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
 {
     spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
+    if (api->sinks)
+        stop_step_set("sinks (each finishes or gives up its write to its target)");
     spw_sinks_close(api->sinks);
+    stop_step_set("the coalescer, then the streams (flush and fsync)");
     spw_coalesce_close(api->svc.coal);
     spw_rl_destroy(api->svc.rl);
     spw_dd_free(api->svc.dd);
     spw_catalog_close(cat);
+    stop_step_set("the log (its flusher and fsync threads)");
+    pthread_mutex_lock(&stop_mu);
+    stop_log = NULL; /* every partition is closed: everything accepted is written */
+    pthread_mutex_unlock(&stop_mu);
     spw_log_close(log);
     spw_consume_free(api->svc.groups);
     spw_auth_close(auth);
@@ -397,6 +474,17 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                  spw_log_disk_bytes(log), c->max_disk_bytes);
     if (fd_limit > 0)
         limit_connection_fds(cat, (uint64_t)fd_limit, fd_cache, c->max_connections);
+    uint64_t dd_k0, dd_k1;
+    {
+        char derr[1200];
+        if ((r = spw_dd_secret_load(c->data, &dd_k0, &dd_k1, derr, sizeof derr)) < 0) {
+            fprintf(stderr, "spillway serve: the dedupe secret: %s\n", derr);
+            spw_catalog_close(cat);
+            spw_log_close(log);
+            spw_auth_close(auth);
+            return 1;
+        }
+    }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     spw_membudget buffers, unsent;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
@@ -423,6 +511,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
     spw_rl_set_default(api.svc.rl, &rate_def);
+    spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
@@ -531,7 +620,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                               .tv_nsec = (long)(c->retention_check_ms % 1000) * 1000000};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
-            spw_info("signal %d: stopping (finishing requests in flight, then flush and fsync)", sig);
+            spw_info("signal %d: stopping (finishing requests in flight, then flush and fsync; a second signal "
+                     "stops at once)",
+                     sig);
             break;
         }
         if (sig == SIGHUP) {
@@ -550,6 +641,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         }
         spw_catalog_retention(cat, spw_wall_ms());
     }
+    stop_watch_start(log);
+    stop_step_set("the listeners (requests in flight finish, up to shutdown-drain)");
     if (bin)
         spw_bin_stop_accepting(bin);
     spw_consume_stop(api.svc.groups); /* parked polls answered before the loops stop */

@@ -55,6 +55,10 @@ static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
     spw__sink_def_json(d, &b);
     spw_buf_put(&b, "", 1);
     k->canon = (char *)b.p;
+    spw_buf r = SPW_BUF_INIT;
+    spw_sinks_redact(k->canon, strlen(k->canon), &r);
+    spw_buf_put(&r, "", 1);
+    k->shown = (char *)r.p;
     pthread_mutex_init(&k->mu, NULL);
     spw_cond_init(&k->cv);
     return k;
@@ -69,16 +73,49 @@ static int sink_start(spw_sink *k)
     return r ? -r : 0;
 }
 
-static void sink_stop_free(spw_sink *k)
+static void sink_signal_stop(spw_sink *k)
 {
     pthread_mutex_lock(&k->mu);
     k->stop = 1;
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
-    pthread_join(k->th, NULL);
+    if (k->def.kind->interrupt)
+        k->def.kind->interrupt(k->kst);
+}
+
+/* Stops k's worker and frees k with everything it started. The worker
+ * finishes the step it is in: the kind is interrupted again every 100 ms
+ * (a step that began just before the stop was seen is cut short too),
+ * and after a second, and every 5 s after, the log says what the stop
+ * waits for. */
+static void sink_stop_free(spw_sink *k)
+{
+    sink_signal_stop(k);
+    uint64_t t0 = spw_mono_ms(), said = 0;
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np takes CLOCK_REALTIME */
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_timedjoin_np(k->th, NULL, &ts) == 0)
+            break;
+        if (k->def.kind->interrupt)
+            k->def.kind->interrupt(k->kst);
+        uint64_t waited = spw_mono_ms() - t0;
+        if (waited >= 1000 && (said == 0 || waited - said >= 5000)) {
+            said = waited;
+            spw_warn("sink %s: stopping: waited %.1f s for its worker (%s sink from stream %s), which is still in a "
+                     "step with its target; its kind is being interrupted",
+                     k->def.name, (double)waited / 1000.0, k->def.kind->name, k->def.stream);
+        }
+    }
     k->def.kind->close(k->kst);
     spw__sink_def_fini(&k->def);
     spw_free(k->canon);
+    spw_free(k->shown);
     spw_free(k->parts);
     spw_free(k->b.recs);
     spw_buf_fini(&k->b.arena);
@@ -158,7 +195,12 @@ int spw_sinks_open(spw_svc *svc, spw_sinks **out)
     m->svc = svc;
     snprintf(m->dir, sizeof m->dir, "%s/sinks", svc->data_dir);
     pthread_mutex_init(&m->mu, NULL);
-    int r = spw_os_mkdirs(m->dir, 0755);
+    pthread_cond_init(&m->reaped, NULL);
+    /* Definitions may hold secrets: the directory is the owner's only
+     * (also when an older version made it 0755). */
+    int r = spw_os_mkdirs(m->dir, 0700);
+    if (r == 0 && chmod(m->dir, 0700) < 0)
+        r = -errno;
     if (r < 0) {
         spw_free(m);
         return r;
@@ -172,8 +214,14 @@ int spw_sinks_open(spw_svc *svc, spw_sinks **out)
     struct dirent *de;
     pthread_mutex_lock(&m->mu);
     while ((de = readdir(dir)) != NULL)
-        if (spw_stream_name_ok(de->d_name, strlen(de->d_name)))
+        if (spw_stream_name_ok(de->d_name, strlen(de->d_name))) {
+            char p[4400];
+            snprintf(p, sizeof p, "%s/%s", m->dir, de->d_name);
+            chmod(p, 0700);
+            snprintf(p, sizeof p, "%s/%s/sink.json", m->dir, de->d_name);
+            chmod(p, 0600);
             load_one(m, de->d_name);
+        }
     pthread_mutex_unlock(&m->mu);
     closedir(dir);
     *out = m;
@@ -185,21 +233,19 @@ void spw_sinks_close(spw_sinks *m)
     if (!m)
         return;
     pthread_mutex_lock(&m->mu);
-    for (uint32_t i = 0; i < m->n; i++) {
-        pthread_mutex_lock(&m->v[i]->mu);
-        m->v[i]->stop = 1;
-        pthread_cond_broadcast(&m->v[i]->cv);
-        pthread_mutex_unlock(&m->v[i]->mu);
-    }
+    if (m->n)
+        spw_info("stopping %u sink(s)", m->n);
+    for (uint32_t i = 0; i < m->n; i++)
+        sink_signal_stop(m->v[i]);
     for (uint32_t i = 0; i < m->n; i++)
         sink_stop_free(m->v[i]);
     m->n = 0;
-    while (m->dying) {
-        spw_sink *k = m->dying;
-        m->dying = k->next_dead;
-        sink_stop_free(k);
-    }
+    if (m->reaping)
+        spw_info("waiting for %u deleted sink(s) to stop", m->reaping);
+    while (m->reaping)
+        pthread_cond_wait(&m->reaped, &m->mu);
     pthread_mutex_unlock(&m->mu);
+    pthread_cond_destroy(&m->reaped);
     pthread_mutex_destroy(&m->mu);
     spw_free(m);
 }
@@ -242,7 +288,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
             spw_buf_fini(&b);
             return -EEXIST;
         }
-        spw_buf_put(canon, b.p, b.len);
+        spw_sinks_redact((const char *)b.p, b.len, canon);
         spw_buf_fini(&b);
         return 0;
     }
@@ -258,11 +304,16 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         snprintf(dir, sizeof dir, "%s/%s", m->dir, name);
         char pp[4300];
         snprintf(pp, sizeof pp, "%s/progress", dir);
-        r = spw_os_mkdirs(dir, 0755);
+        r = spw_os_mkdirs(dir, 0700);
         if (r == 0)
             unlink(pp); /* a leftover of a deleted sink of this name */
         if (r == 0)
             r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
+        if (r == 0) { /* it may hold secrets (the directory is 0700 already) */
+            snprintf(pp, sizeof pp, "%s/sink.json", dir);
+            if (chmod(pp, 0600) < 0)
+                r = -errno;
+        }
         if (r == 0)
             r = spw_os_fsync_dir(m->dir);
         if (r < 0) {
@@ -285,6 +336,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         k->def.kind->close(k->kst);
         spw__sink_def_fini(&k->def);
         spw_free(k->canon);
+        spw_free(k->shown);
         spw_free(k);
         spw_buf_fini(&b);
         return r;
@@ -292,9 +344,27 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     insert(m, k);
     pthread_mutex_unlock(&m->mu);
     spw_info("sink %s: created (%s from stream %s)", name, d.kind->name, d.stream);
-    spw_buf_put(canon, b.p, b.len);
+    spw_sinks_redact((const char *)b.p, b.len, canon);
     spw_buf_fini(&b);
     return 1;
+}
+
+/* A deleted sink's stop, off the caller's thread: its worker joined and
+ * its kind closed (librdkafka's threads, connections), then the count
+ * spw_sinks_close waits on goes down. */
+static void *reaper(void *arg)
+{
+    spw_sink *k = arg;
+    spw_sinks *m = k->m;
+    char name[sizeof k->def.name];
+    snprintf(name, sizeof name, "%s", k->def.name);
+    sink_stop_free(k);
+    spw_info("sink %s: stopped and freed", name);
+    pthread_mutex_lock(&m->mu);
+    m->reaping--;
+    pthread_cond_broadcast(&m->reaped);
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
 }
 
 int spw_sinks_delete(spw_sinks *m, const char *name)
@@ -322,9 +392,15 @@ int spw_sinks_delete(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s", m->dir, name);
     rmdir(path);
     spw_os_fsync_dir(m->dir);
-    k->next_dead = m->dying;
-    m->dying = k;
+    m->reaping++;
     pthread_mutex_unlock(&m->mu);
+    pthread_t th;
+    pthread_attr_t pa;
+    pthread_attr_init(&pa);
+    pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &pa, reaper, k) != 0)
+        reaper(k); /* no thread to spare: stop it here */
+    pthread_attr_destroy(&pa);
     spw_info("sink %s: deleted", name);
     return 0;
 }
@@ -333,7 +409,7 @@ static void one_json(spw_sink *k, spw_buf *b)
 {
     spw_buf_xprintf(b, "{\"name\":");
     spw_json_xput_str(b, k->def.name, strlen(k->def.name));
-    spw_buf_xprintf(b, ",\"definition\":%s,\"state\":\"%s\"", k->canon, state_names[atomic_load(&k->state)]);
+    spw_buf_xprintf(b, ",\"definition\":%s,\"state\":\"%s\"", k->shown, state_names[atomic_load(&k->state)]);
     pthread_mutex_lock(&k->mu);
     uint64_t lag = 0;
     spw_buf parts = SPW_BUF_INIT;
@@ -372,13 +448,30 @@ int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out)
     return found ? 0 : -ENOENT;
 }
 
-void spw_sinks_list_json(spw_sinks *m, spw_buf *out)
+int spw_sinks_streams(spw_sinks *m, const char *name, char *stream, char *dlq)
+{
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (found) {
+        memcpy(stream, m->v[at]->def.stream, sizeof m->v[at]->def.stream);
+        memcpy(dlq, m->v[at]->def.dlq, sizeof m->v[at]->def.dlq);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return found ? 0 : -ENOENT;
+}
+
+void spw_sinks_list_json(spw_sinks *m, spw_buf *out, int (*visible)(void *arg, const char *stream), void *arg)
 {
     spw_buf_xprintf(out, "{\"sinks\":[");
     pthread_mutex_lock(&m->mu);
+    int first = 1;
     for (uint32_t i = 0; i < m->n; i++) {
-        if (i)
+        if (visible && !visible(arg, m->v[i]->def.stream))
+            continue;
+        if (!first)
             spw_buf_xprintf(out, ",");
+        first = 0;
         one_json(m->v[i], out);
     }
     pthread_mutex_unlock(&m->mu);

@@ -445,8 +445,9 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
 
     /* 4. Dedupe: a retry within the window gets the first answer. */
     if (keyed) {
-        po.idem_key = is_http_key ? spw_dd_http_key(in->tenant, in->idempotency_key)
-                                  : spw_dd_producer_key(in->producer_id, in->producer_seq);
+        const char *tenant = in->tenant ? in->tenant : "";
+        po.idem_key = is_http_key ? spw_dd_http_key(svc->dd, tenant, in->idempotency_key)
+                                  : spw_dd_producer_key(svc->dd, tenant, in->producer_id, in->producer_seq);
         const char *what = is_http_key ? "a request with this Idempotency-Key"
                                        : "this producer's request with the same sequence";
         int d = spw__produce_dd_begin(svc, s, po.idem_key, v.recs, v.n, partition, &po.dd, &stored);
