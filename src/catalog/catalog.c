@@ -33,6 +33,7 @@ struct spw_catalog {
     /* Frees a stream's coalescing state (spw_stream.coal): set by the
      * coalescer (admit layer, above this one) before it makes any. */
     void (*coal_free)(struct spw_coal_stream *);
+    void (*es_free)(struct spw_es *); /* the version map's (es layer) */
 };
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -64,6 +65,9 @@ static void stream_free(spw_stream *s)
     struct spw_coal_stream *cs = atomic_load(&s->coal);
     if (cs) /* only the coalescer makes one, after setting coal_free */
         s->cat->coal_free(cs);
+    struct spw_es *es = atomic_load(&s->es);
+    if (es) /* only the es layer makes one, after setting es_free */
+        s->cat->es_free(es);
     spw_free(s);
 }
 
@@ -191,6 +195,8 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
     *out = cat;
     return 0;
 }
+
+void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {

@@ -35,6 +35,7 @@
 #include "sink/sink.h"
 #include "svc/metrics.h"
 #include "svc/request.h"
+#include "es/es.h"
 
 #define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
