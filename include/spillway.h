@@ -56,7 +56,8 @@ extern "C" {
 #define SPW_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
 #define SPW_ERR_NOT_FOUND (-404)       /* no such stream or partition */
 #define SPW_ERR_REQUEST_TIMEOUT (-408)
-#define SPW_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records */
+#define SPW_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records;
+                                          version_conflict: spw_client_append's key is at another version */
 #define SPW_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
 #define SPW_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
 #define SPW_ERR_RATE_LIMITED (-429)    /* retried by the producer */
@@ -178,6 +179,41 @@ const char *spw_client_last_error(spw_client *c);
  * where reading can resume knowingly; 0 when the last call's answer named
  * none. */
 uint64_t spw_client_resume_offset(spw_client *c);
+
+/* ---- versioned streams: conditional appends (docs/api.md "Event sourcing") ---- */
+
+/* What spw_client_append expects of its key's current version. */
+enum {
+    SPW_EXPECT_VERSION_ANY = 0,    /* no check */
+    SPW_EXPECT_VERSION_NONE = 1,   /* the key has no event yet */
+    SPW_EXPECT_VERSION_EXISTS = 2, /* it has at least one */
+    SPW_EXPECT_VERSION_EXACT = 3,  /* its current version is exactly the given one */
+};
+
+/* One value to append. */
+typedef struct spw_value {
+    const void *p;
+    uint32_t len;
+} spw_value;
+
+/*
+ * Appends n values (1 ≤ n), all of key (key_len ≥ 0 bytes), to the
+ * versioned stream, if the key's current version satisfies expect (one of
+ * SPW_EXPECT_VERSION_*; version is read with _EXACT only, at most
+ * 2^53 - 1), and waits for ack (SPW_ACK_LEVEL_*). The check and the
+ * append are one step on the server: of many writers expecting the same
+ * version, one succeeds. Returns 0 with *first_version (may be NULL) the
+ * first value's version (the others follow it: first + 1, …), or
+ * SPW_ERR_CONFLICT when the key is at another version — nothing was
+ * appended, and spw_client_current_version tells the key's version — or
+ * another error (SPW_ERR_BAD_REQUEST: the stream is not versioned, a bad
+ * expectation, ...; see spw_client_last_error).
+ */
+int spw_client_append(spw_client *c, const char *stream, const void *key, int32_t key_len, const spw_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version);
+/* After spw_client_append answered SPW_ERR_CONFLICT (version_conflict):
+ * the key's current version on the server then; 0 after any other answer. */
+uint64_t spw_client_current_version(spw_client *c);
 
 typedef struct spw_fetch_result spw_fetch_result;
 

@@ -34,6 +34,12 @@
 #include "core/ring.h"
 #include "wire/frame.h"
 
+/* The public expectations are the wire's (docs/protocol.md). */
+_Static_assert((int)SPW_EXPECT_VERSION_ANY == (int)SPW_EXPECT_ANY && (int)SPW_EXPECT_VERSION_NONE == (int)SPW_EXPECT_NONE &&
+                   (int)SPW_EXPECT_VERSION_EXISTS == (int)SPW_EXPECT_EXISTS &&
+                   (int)SPW_EXPECT_VERSION_EXACT == (int)SPW_EXPECT_EXACT,
+               "public expectations differ from the wire's");
+
 /* ---- synchronous client ---- */
 
 struct spw_client {
@@ -42,6 +48,7 @@ struct spw_client {
     uint64_t next_id;
     char last_error[1100];
     uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
+    uint64_t current_version; /* the last version_conflict answer's current version, 0 if none */
 };
 
 struct spw_fetch_result {
@@ -111,6 +118,8 @@ const char *spw_client_last_error(spw_client *c) { return c->last_error; }
 
 uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
 
+uint64_t spw_client_current_version(spw_client *c) { return c->current_version; }
+
 static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
@@ -158,6 +167,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
 {
     c->last_error[0] = 0;
     c->resume_offset = 0;
+    c->current_version = 0;
     uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
@@ -224,11 +234,59 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
-        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
+        /* The u64 after the message: a damaged answer's resume offset, or a
+         * version_conflict's current version (docs/protocol.md). */
+        int conflict = e.code_len == 16 && memcmp(e.code, "version_conflict", 16) == 0;
+        c->resume_offset = e.has_next_offset && !conflict ? e.next_offset : 0;
+        c->current_version = e.has_next_offset && conflict ? e.next_offset : 0;
         free(buf);
         return -(int)status;
     }
     *frame = buf;
+    return 0;
+}
+
+int spw_client_append(spw_client *c, const char *stream, const void *key, int32_t key_len, const spw_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || key_len < 0 || (key_len > 0 && !key) || !values ||
+        n == 0 || expect < SPW_EXPECT_VERSION_ANY || expect > SPW_EXPECT_VERSION_EXACT ||
+        (ack != SPW_ACK_LEVEL_DEFAULT && (ack < SPW_ACK_LEVEL_NONE || ack > SPW_ACK_LEVEL_REPLICATED)))
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    size_t ca;
+    int r = spw_produce_req_begin(&body, stream, sl, (uint8_t)ack, SPW_WIRE_PRIORITY_DEFAULT, SPW_PARTITION_ANY, 0, 0,
+                                  &ca);
+    for (uint32_t i = 0; r == 0 && i < n; i++) {
+        spw_frame_rec fr = {.attrs = SPW_REC_HAS_KEY, .key = key, .key_len = key_len, .value = values[i].p,
+                            .value_len = values[i].len};
+        r = spw_produce_rec_put(&body, &fr);
+    }
+    if (r == 0)
+        r = spw_produce_req_put_expect(&body, (uint8_t)expect, expect == SPW_EXPECT_VERSION_EXACT ? version : 0);
+    if (r) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    spw_produce_req_set_count(&body, ca, n);
+    spw_produce_req_set_flags(&body, ca, SPW_PRODUCE_VERSIONED);
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    r = roundtrip(c, SPW_OP_PRODUCE, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_produce_resp pr;
+    const char *why;
+    if (spw_produce_resp_decode(rest, rl, &pr, &why) || pr.nrecords != n || !pr.versions) {
+        free(frame);
+        return SPW_ERR_PROTOCOL;
+    }
+    if (first_version)
+        *first_version = spw_produce_resp_version(&pr, 0);
+    free(frame);
     return 0;
 }
 

@@ -210,11 +210,21 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
     if (o->count > spw_rd_left(&r) / SPW_REC_MIN_LEN)
         FAIL("record count larger than the frame could hold");
     o->recs = r.p;
-    o->recs_len = spw_rd_left(&r);
     for (uint32_t i = 0; i < o->count; i++) {
         spw_frame_rec rec;
         if (rec_read(&r, &rec, why))
             return SPW_EINVAL;
+    }
+    o->recs_len = (size_t)(r.p - o->recs);
+    o->expect = SPW_EXPECT_ANY;
+    o->expected_version = 0;
+    if (o->flags & SPW_PRODUCE_VERSIONED) {
+        o->expect = spw_rd_u8(&r);
+        o->expected_version = spw_rd_u64(&r);
+        if (r.bad)
+            FAIL("expectation truncated");
+        if (o->expect > SPW_EXPECT_EXACT)
+            FAIL("expect must be 0 (any), 1 (none), 2 (exists) or 3 (exactly expected_version)");
     }
     if (spw_rd_left(&r))
         FAIL("bytes after the last record");
@@ -267,6 +277,11 @@ void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count) { sp
  * producer_id, u32 producer_seq. */
 void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags) { spw_put16(b->p + count_at - 18, flags); }
 
+int spw_produce_req_put_expect(spw_buf *b, uint8_t expect, uint64_t expected_version)
+{
+    return put8(b, expect) || put64(b, expected_version) ? SPW_ENOMEM : 0;
+}
+
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o, const char **why)
 {
     spw_rd r;
@@ -279,6 +294,9 @@ int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o
     if (r.bad || o->nrecords > spw_rd_left(&r) / 4)
         FAIL("record count larger than the frame");
     o->parts = spw_rd_bytes(&r, (size_t)o->nrecords * 4);
+    o->versions = NULL;
+    if (!r.bad && o->nrecords && spw_rd_left(&r) == (size_t)o->nrecords * 8)
+        o->versions = spw_rd_bytes(&r, (size_t)o->nrecords * 8);
     if (r.bad || spw_rd_left(&r))
         FAIL("produce answer has the wrong length");
     uint64_t sum = 0, superseded = 0;
@@ -323,10 +341,15 @@ void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_sl
 
 uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i) { return spw_get32(r->parts + (size_t)i * 4); }
 
-int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
-                            uint32_t nrecords)
+uint64_t spw_produce_resp_version(const spw_produce_resp *r, uint32_t i)
 {
-    if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * 4))
+    return r->versions ? spw_get64(r->versions + (size_t)i * 8) : 0;
+}
+
+int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
+                            uint32_t nrecords, const uint64_t *versions)
+{
+    if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * (versions ? 12 : 4)))
         return SPW_ENOMEM;
     put32(b, nslots);
     for (uint32_t i = 0; i < nslots; i++) {
@@ -337,6 +360,8 @@ int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t 
     put32(b, nrecords);
     for (uint32_t i = 0; i < nrecords; i++)
         put32(b, rec_parts[i]);
+    for (uint32_t i = 0; versions && i < nrecords; i++)
+        put64(b, versions[i]);
     return 0;
 }
 

@@ -74,7 +74,12 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_REC_ATTRS_KNOWN 0x03u
 /* PRODUCE request flags (the u16 after priority; docs/protocol.md). */
 #define SPW_PRODUCE_SUPERSEDE_OK 0x0001u /* the answer may mark records superseded (coalescing) */
-#define SPW_PRODUCE_FLAGS_KNOWN 0x0001u
+/* Versioned streams: an expectation (u8 expect, u64 expected_version)
+ * follows the records, and the OK answer ends with each record's version. */
+#define SPW_PRODUCE_VERSIONED 0x0002u
+#define SPW_PRODUCE_FLAGS_KNOWN 0x0003u
+/* The expectation of a SPW_PRODUCE_VERSIONED request (docs/protocol.md). */
+enum { SPW_EXPECT_ANY = 0, SPW_EXPECT_NONE = 1, SPW_EXPECT_EXISTS = 2, SPW_EXPECT_EXACT = 3 };
 #define SPW_PART_SUPERSEDED 0xFFFFFFFFu /* a superseded record's partition in a PRODUCE answer */
 #define SPW_REC_MIN_LEN 17u            /* attrs + ts + key_len + value_len */
 #define SPW_FETCH_RECORDS 0
@@ -157,6 +162,10 @@ typedef struct spw_produce_req {
     uint32_t count;
     const uint8_t *recs; /* count records, validated */
     size_t recs_len;
+    /* with SPW_PRODUCE_VERSIONED: SPW_EXPECT_* (checked) and the version
+     * (any u64: the service refuses one past 2^53 - 1) */
+    uint8_t expect;
+    uint64_t expected_version;
 } spw_produce_req;
 
 /*
@@ -184,6 +193,9 @@ int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *r);
 void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count);
 /* Sets the request's flags (SPW_PRODUCE_*; spw_produce_req_begin writes 0). */
 void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags);
+/* After the last record of a request with SPW_PRODUCE_VERSIONED: its
+ * expectation (SPW_EXPECT_*) and version. */
+int spw_produce_req_put_expect(spw_buf *b, uint8_t expect, uint64_t expected_version);
 /* Encoded size of one record. */
 static inline size_t spw_produce_rec_size(size_t key_len, size_t value_len)
 {
@@ -207,14 +219,19 @@ typedef struct spw_produce_resp {
     const uint8_t *slots; /* nslots × 16 bytes, read with spw_produce_resp_slot */
     uint32_t nrecords;
     const uint8_t *parts; /* nrecords × u32 */
+    const uint8_t *versions; /* answers to SPW_PRODUCE_VERSIONED: nrecords × u64 (0: none); else NULL */
 } spw_produce_resp;
 /* Checks that slot counts add up to the records not superseded and each
  * of those names a slot. Returns 0 or SPW_EINVAL. */
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *out, const char **why);
 void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_slot *out);
 uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i);
+/* Record i's version (0 when the answer has none). */
+uint64_t spw_produce_resp_version(const spw_produce_resp *r, uint32_t i);
+/* versions: NULL, or nrecords versions written after the partitions (only
+ * in answers to SPW_PRODUCE_VERSIONED requests). */
 int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
-                            uint32_t nrecords);
+                            uint32_t nrecords, const uint64_t *versions);
 
 /* ---- FETCH ---- */
 

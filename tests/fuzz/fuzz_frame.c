@@ -78,6 +78,8 @@ static void check_produce_req(const uint8_t *p, size_t n)
     }
     if (k != q.count)
         FAILX("iterator gave %u records, count says %u", k, q.count);
+    if ((q.flags & SPW_PRODUCE_VERSIONED) && spw_produce_req_put_expect(&b, q.expect, q.expected_version))
+        abort();
     spw_produce_req_set_count(&b, ca, k);
     spw_produce_req_set_flags(&b, ca, q.flags);
     same(&b, p, n, "produce request");
@@ -103,9 +105,16 @@ static void check_produce_resp(const uint8_t *p, size_t n)
     }
     if (sum != r.nrecords - superseded)
         FAILX("slot counts do not add up");
+    uint64_t *vers = NULL;
+    if (r.versions) {
+        vers = malloc((r.nrecords + 1) * sizeof *vers);
+        for (uint32_t i = 0; i < r.nrecords; i++)
+            vers[i] = spw_produce_resp_version(&r, i);
+    }
     spw_buf b = SPW_BUF_INIT;
-    if (spw_produce_resp_encode(&b, slots, r.nslots, parts, r.nrecords))
+    if (spw_produce_resp_encode(&b, slots, r.nslots, parts, r.nrecords, vers))
         abort();
+    free(vers);
     same(&b, p, n, "produce answer");
     spw_buf_fini(&b);
     free(slots);
