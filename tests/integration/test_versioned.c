@@ -149,6 +149,43 @@ int main(int argc, char **argv)
     CHECK(strstr(b, "versions") == NULL);
     free(b);
 
+    /* spillway produce --expected-version: all lines in one request. */
+    {
+        char *in = spw_test_tmpdir("versioned-cli");
+        char f[4200];
+        snprintf(f, sizeof f, "%s/ev.ndjson", in);
+        FILE *fp = fopen(f, "w");
+        CHECK(fp != NULL);
+        fputs("{\"id\":\"cli\",\"n\":1}\n{\"id\":\"cli\",\"n\":2}\n", fp);
+        fclose(fp);
+        uint64_t e0 = end_of("acc", 0);
+        cli_out o = cli_run(bin, "produce acc %s --server 127.0.0.1:%d --expected-version exists", f, S.port);
+        CHECK(o.rc != 0);
+        want_in(o.text, "version_conflict");
+        free(o.text);
+        CHECK_EQ(end_of("acc", 0), e0);
+        o = cli_run(bin, "produce acc %s --server 127.0.0.1:%d --expected-version none", f, S.port);
+        if (o.rc != 0)
+            fprintf(stderr, "%s", o.text);
+        CHECK_EQ(o.rc, 0);
+        free(o.text);
+        CHECK_EQ(end_of("acc", 0), e0 + 2);
+        o = cli_run(bin, "produce acc %s --server 127.0.0.1:%d --expected-version 1", f, S.port);
+        CHECK(o.rc != 0);
+        want_in(o.text, "the key is at version 2");
+        free(o.text);
+        o = cli_run(bin, "produce acc %s --server 127.0.0.1:%d --expected-version 2", f, S.port);
+        CHECK_EQ(o.rc, 0);
+        free(o.text);
+        o = cli_run(bin, "produce acc %s --server 127.0.0.1:%d --expected-version 'x;y'", f, S.port);
+        CHECK_EQ(o.rc, 2);
+        free(o.text);
+        CHECK_EQ(end_of("acc", 0), e0 + 4);
+        spw_test_rmrf(in);
+        free(in);
+        /* those went to key cli, in partition 0: check_reads below reads in order, skipping them */
+    }
+
     /* Restart: the versions go on where they were. */
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     srv_start(&S, bin, dir, NULL);
