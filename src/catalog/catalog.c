@@ -58,6 +58,10 @@ static void part_config(const spw_catalog *cat, const spw_stream_config *c, spw_
 
 static void stream_free(spw_stream *s)
 {
+    /* The version map first: its indexer reads the partitions. */
+    struct spw_es *es = atomic_load(&s->es);
+    if (es) /* only the es layer makes one, after setting es_free */
+        s->cat->es_free(es);
     for (uint32_t i = 0; i < s->cfg.partitions; i++)
         if (s->parts[i])
             spw_part_close(s->parts[i]);
@@ -65,9 +69,6 @@ static void stream_free(spw_stream *s)
     struct spw_coal_stream *cs = atomic_load(&s->coal);
     if (cs) /* only the coalescer makes one, after setting coal_free */
         s->cat->coal_free(cs);
-    struct spw_es *es = atomic_load(&s->es);
-    if (es) /* only the es layer makes one, after setting es_free */
-        s->cat->es_free(es);
     spw_free(s);
 }
 
@@ -195,6 +196,8 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
     *out = cat;
     return 0;
 }
+
+const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
 
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
