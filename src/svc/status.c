@@ -119,6 +119,11 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_MIXED_KEYS] = {"mixed_keys", NULL, 400, SPW_ST_BAD_REQUEST,
                            "a request with an expected version holds events of one key only"},
     [SPW_SC_NO_SUCH_KEY] = {"no_such_key", NULL, 404, SPW_ST_NOT_FOUND, "no event of this key was written"},
+    [SPW_SC_SNAPSHOT_AHEAD] = {"snapshot_ahead", NULL, 409, SPW_ST_CONFLICT,
+                               "the snapshot's version is past the key's current version", H},
+    [SPW_SC_BAD_SNAPSHOT] = {"bad_snapshot", NULL, 400, SPW_ST_BAD_REQUEST,
+                             "a snapshot is {\"version\":v,\"state\":{..}} with v at least 1", H},
+    [SPW_SC_NO_SNAPSHOT] = {"no_snapshot", NULL, 404, SPW_ST_NOT_FOUND, "no snapshot of this key was put", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

@@ -108,6 +108,9 @@ typedef enum spw_sc {
     SPW_SC_NOT_VERSIONED,        /* an expectation, or a key read, on a stream that is not versioned */
     SPW_SC_MIXED_KEYS,           /* an expectation with events of several keys */
     SPW_SC_NO_SUCH_KEY,          /* a key read of a key never written */
+    SPW_SC_SNAPSHOT_AHEAD,       /* a snapshot's version past the key's current one */
+    SPW_SC_BAD_SNAPSHOT,         /* not {"version":v,"state":{..}} with v >= 1 */
+    SPW_SC_NO_SNAPSHOT,          /* GET of a key's snapshot when none was put */
     SPW_SC__N
 } spw_sc;
 
