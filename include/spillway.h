@@ -215,6 +215,40 @@ int spw_client_append(spw_client *c, const char *stream, const void *key, int32_
  * the key's current version on the server then; 0 after any other answer. */
 uint64_t spw_client_current_version(spw_client *c);
 
+/* A key's history (spw_client_history): its current version, its newest
+ * snapshot when asked for, and events in version order. */
+typedef struct spw_history spw_history;
+typedef struct spw_event {
+    uint64_t version;
+    uint64_t offset;
+    int64_t ts;
+    const void *value; /* valid until spw_history_free */
+    uint32_t value_len;
+} spw_event;
+
+/*
+ * Reads key's events of the versioned stream in version order (durable
+ * ones: docs/api.md "Event sourcing"), at most max (1..10000): from
+ * from_version, or with from_version 0 from the key's newest snapshot —
+ * the result then carries it and the events after it. Served by the
+ * server's (key, version) index. Returns 0 and a result to free with
+ * spw_history_free, SPW_ERR_NOT_FOUND (the key was never written) or
+ * another error.
+ */
+int spw_client_history(spw_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spw_history **out);
+uint64_t spw_history_current_version(const spw_history *h);
+/* The snapshot's version (0: none) and its state (JSON text). */
+uint64_t spw_history_snapshot(const spw_history *h, const void **state, uint32_t *state_len);
+size_t spw_history_count(const spw_history *h);
+void spw_history_get(const spw_history *h, size_t i, spw_event *out);
+void spw_history_free(spw_history *h);
+
+/* Stores key's snapshot at version (1 .. the key's current version, else
+ * SPW_ERR_CONFLICT) with state, the JSON text of one object (1 B .. 1 MiB). */
+int spw_client_snapshot_put(spw_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len);
+
 typedef struct spw_fetch_result spw_fetch_result;
 
 /* One fetched record; pointers live as long as the result. */

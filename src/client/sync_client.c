@@ -290,6 +290,114 @@ int spw_client_append(spw_client *c, const char *stream, const void *key, int32_
     return 0;
 }
 
+struct spw_history {
+    uint8_t *frame;
+    uint64_t current, snapshot_version;
+    const uint8_t *state;
+    uint32_t state_len;
+    size_t count;
+    spw_event *events;
+};
+
+int spw_client_history(spw_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spw_history **out)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || max == 0 || max > SPW_KEY_EVENTS_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_key_events_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                            .from_version = from_version, .max_records = max};
+    if (spw_key_events_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_KEY_EVENTS, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_key_events_resp kr;
+    const char *why;
+    spw_history *h = calloc(1, sizeof *h);
+    if (!h || spw_key_events_resp_decode(rest, rl, &kr, &why)) {
+        free(h);
+        free(frame);
+        return h ? SPW_ERR_PROTOCOL : SPW_ERR_NOMEM;
+    }
+    h->frame = frame;
+    h->current = kr.current_version;
+    h->snapshot_version = kr.snapshot_version;
+    h->state = kr.state;
+    h->state_len = kr.state_len;
+    h->count = kr.count;
+    h->events = calloc(kr.count ? kr.count : 1, sizeof *h->events);
+    if (!h->events) {
+        free(frame);
+        free(h);
+        return SPW_ERR_NOMEM;
+    }
+    spw_key_event e;
+    for (size_t i = 0; spw_key_events_next(&kr, &e); i++)
+        h->events[i] = (spw_event){.version = e.version, .offset = e.offset, .ts = e.ts, .value = e.value,
+                                   .value_len = e.value_len};
+    *out = h;
+    return 0;
+}
+
+uint64_t spw_history_current_version(const spw_history *h) { return h->current; }
+
+uint64_t spw_history_snapshot(const spw_history *h, const void **state, uint32_t *state_len)
+{
+    if (state)
+        *state = h->state;
+    if (state_len)
+        *state_len = h->state_len;
+    return h->snapshot_version;
+}
+
+size_t spw_history_count(const spw_history *h) { return h->count; }
+
+void spw_history_get(const spw_history *h, size_t i, spw_event *out) { *out = h->events[i]; }
+
+void spw_history_free(spw_history *h)
+{
+    if (!h)
+        return;
+    free(h->events);
+    free(h->frame);
+    free(h);
+}
+
+int spw_client_snapshot_put(spw_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || !state || state_len == 0 || state_len > SPW_SNAPSHOT_WIRE_MAX)
+        return SPW_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_snapshot_put_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                              .version = version, .state = state, .state_len = state_len};
+    if (spw_snapshot_put_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPW_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_SNAPSHOT_PUT, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    r = rl == 0 ? 0 : SPW_ERR_PROTOCOL;
+    free(frame);
+    return r;
+}
+
 int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
                      spw_fetch_result **out)
 {

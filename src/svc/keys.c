@@ -118,13 +118,40 @@ out:
     return c;
 }
 
-spw_sc spw_keys_snapshot_put(spw_stream *s, const void *key, size_t n, const char *body, size_t len, char *msg,
-                             size_t cap)
+spw_sc spw_keys_snapshot_store(spw_stream *s, const void *key, size_t n, uint64_t version, const char *state,
+                               size_t len, char *msg, size_t cap)
 {
     spw_es *es;
     spw_sc c = es_for(s, &es, msg, cap);
     if (c)
         return c;
+    if (version < 1 || version > SPW_VERSION_MAX)
+        return fail(msg, cap, SPW_SC_BAD_SNAPSHOT, "the snapshot's version must be an integer from 1 to %llu",
+                    (unsigned long long)SPW_VERSION_MAX);
+    const char *vend, *end = state + len;
+    spw_json_span none;
+    spw_json_error e;
+    if (len == 0 || spw_json_scan(state, end, NULL, 0, &none, &vend, &e) || *spw_json_ws(state, end) != '{' ||
+        spw_json_ws(vend, end) != end)
+        return fail(msg, cap, SPW_SC_BAD_SNAPSHOT, "the snapshot's state must be one JSON object");
+    spw_es_key k = {0};
+    uint64_t current = spw_es_lookup(es, key, n, &k) ? k.version : 0;
+    if (version > current)
+        return fail(msg, cap, SPW_SC_SNAPSHOT_AHEAD,
+                    "the snapshot is of version %" PRIu64 " and the key is at version %" PRIu64 "; nothing was stored",
+                    version, current);
+    int r = spw_es_snapshot_put(es, key, n, version, state, len);
+    if (r)
+        return fail(msg, cap, SPW_SC_WRITE_FAILED, "the snapshot could not be stored: %s", spw_strerror(r));
+    return SPW_SC_OK;
+}
+
+spw_sc spw_keys_snapshot_put(spw_stream *s, const void *key, size_t n, const char *body, size_t len, char *msg,
+                             size_t cap)
+{
+    if (!s->cfg.versioned)
+        return fail(msg, cap, SPW_SC_NOT_VERSIONED, "stream %s is not versioned: it has no keys to read by version",
+                    s->cfg.name);
     spw_json_ptr ptrs[2];
     if (spw_json_ptr_compile(&ptrs[0], "/version") || spw_json_ptr_compile(&ptrs[1], "/state"))
         return fail(msg, cap, SPW_SC_INTERNAL, "json pointers");
@@ -143,16 +170,7 @@ spw_sc spw_keys_snapshot_put(spw_stream *s, const void *key, size_t n, const cha
                     (unsigned long long)SPW_VERSION_MAX);
     if (found[1].type != SPW_JSON_OBJECT)
         return fail(msg, cap, SPW_SC_BAD_SNAPSHOT, "\"state\" must be a JSON object");
-    spw_es_key k = {0};
-    uint64_t current = spw_es_lookup(es, key, n, &k) ? k.version : 0;
-    if ((uint64_t)v > current)
-        return fail(msg, cap, SPW_SC_SNAPSHOT_AHEAD,
-                    "the snapshot is of version %lld and the key is at version %" PRIu64 "; nothing was stored",
-                    (long long)v, current);
-    int r = spw_es_snapshot_put(es, key, n, (uint64_t)v, found[1].p, found[1].n);
-    if (r)
-        return fail(msg, cap, SPW_SC_WRITE_FAILED, "the snapshot could not be stored: %s", spw_strerror(r));
-    return SPW_SC_OK;
+    return spw_keys_snapshot_store(s, key, n, (uint64_t)v, found[1].p, found[1].n, msg, cap);
 }
 
 spw_sc spw_keys_snapshot_get(spw_stream *s, const void *key, size_t n, uint64_t *version, spw_buf *state, char *msg,

@@ -44,6 +44,10 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
  * key's current version; a key never written counts as version 0). */
 spw_sc spw_keys_snapshot_put(spw_stream *s, const void *key, size_t n, const char *body, size_t len, char *msg,
                              size_t cap);
+/* The same with the version and the state (one JSON object) apart (the
+ * binary protocol's SNAPSHOT_PUT). */
+spw_sc spw_keys_snapshot_store(spw_stream *s, const void *key, size_t n, uint64_t version, const char *state,
+                               size_t len, char *msg, size_t cap);
 /* The key's newest snapshot: its version and state (JSON text into state);
  * SPW_SC_NO_SNAPSHOT when none. */
 spw_sc spw_keys_snapshot_get(spw_stream *s, const void *key, size_t n, uint64_t *version, spw_buf *state, char *msg,

@@ -365,6 +365,133 @@ int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t 
     return 0;
 }
 
+/* ---- KEY_EVENTS, SNAPSHOT_PUT ---- */
+
+static int key_read(spw_rd *r, const uint8_t **key, uint32_t *len)
+{
+    *len = spw_rd_u32(r);
+    if (r->bad || *len == 0 || *len > SPW_KEY_WIRE_MAX)
+        return -1;
+    *key = spw_rd_bytes(r, *len);
+    return r->bad ? -1 : 0;
+}
+
+int spw_key_events_req_decode(const uint8_t *body, size_t len, spw_key_events_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    if (key_read(&r, &o->key, &o->key_len))
+        FAIL("key length must be 1 to 1024 and inside the frame");
+    o->from_version = spw_rd_u64(&r);
+    o->max_records = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("key events request truncated");
+    if (o->max_records == 0 || o->max_records > SPW_KEY_EVENTS_MAX)
+        FAIL("max_records must be 1 to 10000");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the request");
+    return 0;
+}
+
+int spw_key_events_req_encode(spw_buf *b, const spw_key_events_req *q)
+{
+    return put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put32(b, q->key_len) ||
+                   put(b, q->key, q->key_len) || put64(b, q->from_version) || put32(b, q->max_records)
+               ? SPW_ENOMEM
+               : 0;
+}
+
+int spw_key_events_resp_decode(const uint8_t *body, size_t len, spw_key_events_resp *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    o->current_version = spw_rd_u64(&r);
+    o->snapshot_version = spw_rd_u64(&r);
+    o->state_len = spw_rd_u32(&r);
+    o->state = spw_rd_bytes(&r, o->state_len);
+    o->count = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("key events answer truncated");
+    if ((o->snapshot_version == 0) != (o->state_len == 0))
+        FAIL("a snapshot has a version and a state, or neither");
+    o->events = r;
+    /* Check every event now, so the iterator cannot fail. */
+    for (uint32_t i = 0; i < o->count; i++) {
+        spw_rd_u64(&r);
+        spw_rd_u64(&r);
+        spw_rd_u64(&r);
+        uint32_t vl = spw_rd_u32(&r);
+        spw_rd_bytes(&r, vl);
+        if (r.bad)
+            FAIL("event runs past the frame");
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last event");
+    return 0;
+}
+
+int spw_key_events_next(spw_key_events_resp *o, spw_key_event *e)
+{
+    if (o->count == 0)
+        return 0;
+    e->version = spw_rd_u64(&o->events);
+    e->offset = spw_rd_u64(&o->events);
+    e->ts = (int64_t)spw_rd_u64(&o->events);
+    e->value_len = spw_rd_u32(&o->events);
+    e->value = spw_rd_bytes(&o->events, e->value_len);
+    o->count--;
+    return !o->events.bad;
+}
+
+int spw_key_events_resp_begin(spw_buf *b, uint64_t current, uint64_t snapshot_version, const void *state,
+                              uint32_t state_len, size_t *count_at)
+{
+    int r = put64(b, current) || put64(b, snapshot_version) || put32(b, state_len) || put(b, state, state_len);
+    *count_at = b->len;
+    return r || put32(b, 0) ? SPW_ENOMEM : 0;
+}
+
+int spw_key_events_resp_add(spw_buf *b, const spw_key_event *e)
+{
+    return put64(b, e->version) || put64(b, e->offset) || put64(b, (uint64_t)e->ts) || put32(b, e->value_len) ||
+                   put(b, e->value, e->value_len)
+               ? SPW_ENOMEM
+               : 0;
+}
+
+void spw_key_events_resp_set_count(spw_buf *b, size_t count_at, uint32_t count) { spw_put32(b->p + count_at, count); }
+
+int spw_snapshot_put_req_decode(const uint8_t *body, size_t len, spw_snapshot_put_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    if (key_read(&r, &o->key, &o->key_len))
+        FAIL("key length must be 1 to 1024 and inside the frame");
+    o->version = spw_rd_u64(&r);
+    o->state_len = spw_rd_u32(&r);
+    if (r.bad || o->state_len == 0 || o->state_len > SPW_SNAPSHOT_WIRE_MAX)
+        FAIL("state length must be 1 to 1048576");
+    o->state = spw_rd_bytes(&r, o->state_len);
+    if (r.bad)
+        FAIL("state runs past the frame");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the request");
+    return 0;
+}
+
+int spw_snapshot_put_req_encode(spw_buf *b, const spw_snapshot_put_req *q)
+{
+    return put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put32(b, q->key_len) ||
+                   put(b, q->key, q->key_len) || put64(b, q->version) || put32(b, q->state_len) ||
+                   put(b, q->state, q->state_len)
+               ? SPW_ENOMEM
+               : 0;
+}
+
 /* ---- FETCH ---- */
 
 int spw_fetch_req_decode(const uint8_t *body, size_t len, spw_fetch_req *o, const char **why)

@@ -42,6 +42,8 @@ enum {
     SPW_OP_AUTH = 4,
     SPW_OP_GROUP_POLL = 5,
     SPW_OP_GROUP_COMMIT = 6,
+    SPW_OP_KEY_EVENTS = 7,   /* a versioned stream's key: snapshot and events by version */
+    SPW_OP_SNAPSHOT_PUT = 8, /* a versioned stream's key: store a snapshot */
 };
 
 /* Status of an answer: 0, or the HTTP status with the same meaning. */
@@ -232,6 +234,61 @@ uint64_t spw_produce_resp_version(const spw_produce_resp *r, uint32_t i);
  * in answers to SPW_PRODUCE_VERSIONED requests). */
 int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
                             uint32_t nrecords, const uint64_t *versions);
+
+/* ---- KEY_EVENTS, SNAPSHOT_PUT (docs/protocol.md "Keys of versioned streams") ---- */
+
+#define SPW_KEY_WIRE_MAX 1024u       /* key bytes */
+#define SPW_KEY_EVENTS_MAX 10000u    /* max_records */
+#define SPW_SNAPSHOT_WIRE_MAX (1u << 20) /* state bytes */
+
+typedef struct spw_key_events_req {
+    const char *stream;
+    uint16_t stream_len;
+    const uint8_t *key;
+    uint32_t key_len;      /* 1..SPW_KEY_WIRE_MAX */
+    uint64_t from_version; /* 0: from the newest snapshot (the answer carries it), else this version */
+    uint32_t max_records;  /* 1..SPW_KEY_EVENTS_MAX */
+} spw_key_events_req;
+int spw_key_events_req_decode(const uint8_t *body, size_t len, spw_key_events_req *out, const char **why);
+int spw_key_events_req_encode(spw_buf *b, const spw_key_events_req *r);
+
+/* The answer (after status 0): the key's current version, its snapshot
+ * (version 0 and no state: none, or not asked for), then count events. */
+typedef struct spw_key_event {
+    uint64_t version;
+    uint64_t offset;
+    int64_t ts;
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_key_event;
+typedef struct spw_key_events_resp {
+    uint64_t current_version;
+    uint64_t snapshot_version;
+    const uint8_t *state;
+    uint32_t state_len;
+    uint32_t count;
+    spw_rd events; /* count events, checked; read with spw_key_events_next */
+} spw_key_events_resp;
+int spw_key_events_resp_decode(const uint8_t *body, size_t len, spw_key_events_resp *out, const char **why);
+/* 1 and *out, 0 after the last. */
+int spw_key_events_next(spw_key_events_resp *r, spw_key_event *out);
+/* Encoding the answer: begin (*count_at: where the count lives), add, set_count. */
+int spw_key_events_resp_begin(spw_buf *b, uint64_t current, uint64_t snapshot_version, const void *state,
+                              uint32_t state_len, size_t *count_at);
+int spw_key_events_resp_add(spw_buf *b, const spw_key_event *e);
+void spw_key_events_resp_set_count(spw_buf *b, size_t count_at, uint32_t count);
+
+typedef struct spw_snapshot_put_req {
+    const char *stream;
+    uint16_t stream_len;
+    const uint8_t *key;
+    uint32_t key_len;
+    uint64_t version;
+    const uint8_t *state; /* JSON text of an object (the service checks it) */
+    uint32_t state_len;   /* 1..SPW_SNAPSHOT_WIRE_MAX */
+} spw_snapshot_put_req;
+int spw_snapshot_put_req_decode(const uint8_t *body, size_t len, spw_snapshot_put_req *out, const char **why);
+int spw_snapshot_put_req_encode(spw_buf *b, const spw_snapshot_put_req *r);
 
 /* ---- FETCH ---- */
 

@@ -424,6 +424,71 @@ static void test_produce_versioned(void)
     spw_buf_fini(&b);
 }
 
+/* KEY_EVENTS and SNAPSHOT_PUT: the document's example byte by byte,
+ * round trips, and the refusals. */
+static void test_key_events(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_key_events_req q = {.stream = "acc", .stream_len = 3, .key = (const uint8_t *)"a", .key_len = 1,
+                            .from_version = 1, .max_records = 10};
+    CHECK_OK(spw_key_events_req_encode(&b, &q));
+    static const uint8_t want[] = {0x03, 0x00, 'a', 'c', 'c', 0x01, 0, 0, 0, 'a', 0x01, 0, 0, 0, 0, 0, 0, 0,
+                                   0x0a, 0, 0, 0};
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_key_events_req d;
+    const char *why;
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.from_version, 1);
+    CHECK_EQ(d.max_records, 10);
+    CHECK_EQ(d.key_len, 1);
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len - 1, &d, &why), SPW_EINVAL);
+    b.p[b.len - 4] = 0; /* max_records 0 */
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), SPW_EINVAL);
+    b.len = 0;
+    q.key_len = 0;
+    CHECK_OK(spw_key_events_req_encode(&b, &q));
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), SPW_EINVAL); /* empty key */
+    /* The answer. */
+    b.len = 0;
+    size_t ca;
+    CHECK_OK(spw_key_events_resp_begin(&b, 9, 7, "{}", 2, &ca));
+    spw_key_event e1 = {.version = 8, .offset = 100, .ts = -5, .value = (const uint8_t *)"xy", .value_len = 2};
+    spw_key_event e2 = {.version = 9, .offset = 120, .ts = 6, .value = (const uint8_t *)"", .value_len = 0};
+    CHECK_OK(spw_key_events_resp_add(&b, &e1));
+    CHECK_OK(spw_key_events_resp_add(&b, &e2));
+    spw_key_events_resp_set_count(&b, ca, 2);
+    CHECK_EQ(b.len, 8 + 8 + 4 + 2 + 4 + 2 * 28 + 2);
+    spw_key_events_resp r;
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len, &r, &why), 0);
+    CHECK_EQ(r.current_version, 9);
+    CHECK_EQ(r.snapshot_version, 7);
+    CHECK_EQ(r.state_len, 2);
+    spw_key_event e;
+    CHECK_EQ(spw_key_events_next(&r, &e), 1);
+    CHECK_EQ(e.version, 8);
+    CHECK_EQ(e.ts, -5);
+    CHECK_EQ(e.value_len, 2);
+    CHECK_EQ(spw_key_events_next(&r, &e), 1);
+    CHECK_EQ(e.offset, 120);
+    CHECK_EQ(spw_key_events_next(&r, &e), 0);
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len - 1, &r, &why), SPW_EINVAL);
+    spw_put32(b.p + ca, 3);
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len, &r, &why), SPW_EINVAL);
+    /* SNAPSHOT_PUT. */
+    b.len = 0;
+    spw_snapshot_put_req sp = {.stream = "acc", .stream_len = 3, .key = (const uint8_t *)"a", .key_len = 1,
+                               .version = 4, .state = (const uint8_t *)"{}", .state_len = 2};
+    CHECK_OK(spw_snapshot_put_req_encode(&b, &sp));
+    spw_snapshot_put_req sd;
+    CHECK_EQ(spw_snapshot_put_req_decode(b.p, b.len, &sd, &why), 0);
+    CHECK_EQ(sd.version, 4);
+    CHECK_EQ(sd.state_len, 2);
+    CHECK(memcmp(sd.state, "{}", 2) == 0);
+    CHECK_EQ(spw_snapshot_put_req_decode(b.p, b.len + 0 - 1, &sd, &why), SPW_EINVAL);
+    spw_buf_fini(&b);
+}
+
 static void test_fetch(void)
 {
     spw_buf b = SPW_BUF_INIT;
@@ -1044,6 +1109,7 @@ int main(void)
     test_produce();
     test_produce_resp();
     test_produce_versioned();
+    test_key_events();
     test_fetch();
     test_metadata();
     test_errors();
