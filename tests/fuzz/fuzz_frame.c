@@ -255,6 +255,8 @@ static void check_auth(const uint8_t *p, size_t n)
     }
 }
 
+static void check_keys(const uint8_t *p, size_t n);
+
 /* The server's framing loop over the whole input. */
 static void check_framing(const uint8_t *p, size_t n)
 {
