@@ -560,6 +560,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
                res->retry_ms);
     } else if (r == SPW_ECONFLICT) {
         char eb[24];
+        atomic_fetch_add(&svc->version_conflicts, 1);
         res->expect = po.expect;
         res->expected_version = po.expected_version;
         res->current_version = current;

@@ -4,7 +4,10 @@
  * from the map are answered by the store); a restart after a clean stop
  * indexes no record of the log again (the store's indexed offset is
  * checkpointed with its entries: "0 record(s) of the log's tail"); after
- * kill -9 only the tail is indexed and every version goes on.
+ * it, reading every key keeps at most es-cache-keys of them in memory
+ * (all indexed, so evictable: spillway_es_cached_keys) and sends each to
+ * the store (spillway_es_store_reads_total); after kill -9 only the tail
+ * is indexed and every version goes on.
  */
 #include "server.h"
 
@@ -79,6 +82,23 @@ int main(int argc, char **argv)
     long tail = last_tail(logf, &lines);
     CHECK_EQ(lines, 2);
     CHECK_EQ(tail, 0); /* 900 records in the log, none read again */
+    for (int k = 0; k < KEYS; k++) {
+        char path[96];
+        snprintf(path, sizeof path, "/v1/streams/st/keys/k%d", k);
+        resp r = http_json(S.port, "GET", path, NULL);
+        CHECK_EQ(r.status, 200);
+        CHECK(strstr(r.body, "\"version\":3,") != NULL);
+        free(r.body);
+    }
+    resp m = http_json(S.port, "GET", "/metrics", NULL);
+    CHECK_EQ(m.status, 200);
+    const char *ck = strstr(m.body, "spillway_es_cached_keys{stream=\"st\"} ");
+    const char *sr = strstr(m.body, "spillway_es_store_reads_total{stream=\"st\"} ");
+    CHECK(ck && sr);
+    long cached = atol(strchr(ck, '}') + 2), reads = atol(strchr(sr, '}') + 2);
+    CHECK(cached <= 16);
+    CHECK(reads >= KEYS);
+    free(m.body);
     round_of(3);
     CHECK_EQ(srv_stop(&S, SIGKILL), 128 + SIGKILL);
 
