@@ -25,6 +25,12 @@
 #       rejected events/s by reason and p99 latency per step, and a PNG of
 #       them (gnuplot); see bench/burst.sh.
 #
+#   bench/run.sh es [bench/es.sh options]
+#       conditional appends (expected version) from 50 connections over
+#       100,000 aggregates at ack=fsync, binary and HTTP, and the same
+#       workload on PostgreSQL (SELECT max(version) + INSERT per append);
+#       see bench/es.sh.
+#
 #   bench/run.sh pg [bench/pg.sh options]
 #       loading one fresh PostgreSQL (fsync on): single-row INSERTs,
 #       1000-row INSERTs, psql COPY and the postgres sink end to end
@@ -55,6 +61,10 @@ benchmarks (bench/run.sh NAME [options]):
          directory; fsync slowed by the test-only fault hook by default so the
          capacity is small and steady; options: --step-seconds S, --steps LIST,
          --fsync-delay-us U (0: real disk), ... (bench/run.sh burst --help)
+  es     conditional appends (expected version, ack=fsync) over the binary protocol
+         and HTTP, unconditional for comparison, and PostgreSQL's SELECT max +
+         INSERT per append (pgbench); options: --conns C (50), --aggregates N
+         (100000), --seconds S (5)
   pg     one fresh PostgreSQL (fsync on), the same rows into the same table by
          single-row INSERT, 1000-row INSERT, psql \copy and the postgres sink end
          to end (binary produce until committed); rows/s, ratios to INSERT and
@@ -76,6 +86,7 @@ case "$name" in
   peers) exec "$root/bench/peers.sh" "$@" ;;
   burst) exec "$root/bench/burst.sh" "$@" ;;
   pg) exec "$root/bench/pg.sh" "$@" ;;
+  es) exec "$root/bench/es.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

@@ -12,7 +12,7 @@
  *  - Bytes are pointer + length; nothing needs to be NUL-terminated except
  *    the server list and stream names.
  *  - Every fallible call returns 0 (or a count) or a negative error:
- *    -errno for system errors (connection refused, ...), SPW_ERR_* below,
+ *    -errno for system errors (connection refused, ...), SPILLWAY_ERR_* below,
  *    and for an answer of the server the negative of its status, which
  *    mirrors HTTP: SPILLWAY_ERR_NOT_FOUND is -404. spillway_errstr names them all.
  *  - If a call returns an error, no callback runs for what it was given.
@@ -58,7 +58,8 @@ extern "C" {
 #define SPILLWAY_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
 #define SPILLWAY_ERR_NOT_FOUND (-404)       /* no such stream or partition */
 #define SPILLWAY_ERR_REQUEST_TIMEOUT (-408)
-#define SPILLWAY_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records */
+#define SPILLWAY_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records;
+                                          version_conflict: spillway_client_append's key is at another version */
 #define SPILLWAY_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
 #define SPILLWAY_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
 #define SPILLWAY_ERR_RATE_LIMITED (-429)    /* retried by the producer */
@@ -141,7 +142,7 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
 /*
  * Queues one record for stream (1-128 bytes, NUL-terminated). key_len -1
  * means no key (key may be NULL); ts is ms since the Unix epoch or
- * SPILLWAY_TS_NOW; ack one of SPW_ACK_LEVEL_*. key and value are copied before
+ * SPILLWAY_TS_NOW; ack one of SPILLWAY_ACK_LEVEL_*. key and value are copied before
  * this returns. Blocks while buffer_bytes are outstanding (at most
  * delivery_timeout_ms: then SPILLWAY_ERR_TIMEOUT; from a delivery callback it
  * returns SPILLWAY_ERR_AGAIN instead of blocking). On 0 the delivery callback
@@ -175,7 +176,7 @@ typedef struct spillway_client spillway_client;
 
 /* Connects to one server "host:port" (host as for spillway_producer_new; each
  * address the name resolves to is tried in turn, each for up to
- * timeout_ms). Returns 0 or -errno / SPW_ERR_* (SPILLWAY_ERR_INVALID: a bad
+ * timeout_ms). Returns 0 or -errno / SPILLWAY_ERR_* (SPILLWAY_ERR_INVALID: a bad
  * address, or a name that does not resolve). */
 int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out);
 void spillway_client_close(spillway_client *c);
@@ -191,6 +192,75 @@ const char *spillway_client_last_error(spillway_client *c);
  * where reading can resume knowingly; 0 when the last call's answer named
  * none. */
 uint64_t spillway_client_resume_offset(spillway_client *c);
+
+/* ---- versioned streams: conditional appends (docs/api.md "Event sourcing") ---- */
+
+/* What spillway_client_append expects of its key's current version. */
+enum {
+    SPILLWAY_EXPECT_VERSION_ANY = 0,    /* no check */
+    SPILLWAY_EXPECT_VERSION_NONE = 1,   /* the key has no event yet */
+    SPILLWAY_EXPECT_VERSION_EXISTS = 2, /* it has at least one */
+    SPILLWAY_EXPECT_VERSION_EXACT = 3,  /* its current version is exactly the given one */
+};
+
+/* One value to append. */
+typedef struct spillway_value {
+    const void *p;
+    uint32_t len;
+} spillway_value;
+
+/*
+ * Appends n values (1 ≤ n), all of key (key_len ≥ 0 bytes), to the
+ * versioned stream, if the key's current version satisfies expect (one of
+ * SPILLWAY_EXPECT_VERSION_*; version is read with _EXACT only, at most
+ * 2^53 - 1), and waits for ack (SPILLWAY_ACK_LEVEL_*). The check and the
+ * append are one step on the server: of many writers expecting the same
+ * version, one succeeds. Returns 0 with *first_version (may be NULL) the
+ * first value's version (the others follow it: first + 1, …), or
+ * SPILLWAY_ERR_CONFLICT when the key is at another version — nothing was
+ * appended, and spillway_client_current_version tells the key's version — or
+ * another error (SPILLWAY_ERR_BAD_REQUEST: the stream is not versioned, a bad
+ * expectation, ...; see spillway_client_last_error).
+ */
+int spillway_client_append(spillway_client *c, const char *stream, const void *key, int32_t key_len, const spillway_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version);
+/* After spillway_client_append answered SPILLWAY_ERR_CONFLICT (version_conflict):
+ * the key's current version on the server then; 0 after any other answer. */
+uint64_t spillway_client_current_version(spillway_client *c);
+
+/* A key's history (spillway_client_history): its current version, its newest
+ * snapshot when asked for, and events in version order. */
+typedef struct spillway_history spillway_history;
+typedef struct spillway_event {
+    uint64_t version;
+    uint64_t offset;
+    int64_t ts;
+    const void *value; /* valid until spillway_history_free */
+    uint32_t value_len;
+} spillway_event;
+
+/*
+ * Reads key's events of the versioned stream in version order (durable
+ * ones: docs/api.md "Event sourcing"), at most max (1..10000): from
+ * from_version, or with from_version 0 from the key's newest snapshot —
+ * the result then carries it and the events after it. Served by the
+ * server's (key, version) index. Returns 0 and a result to free with
+ * spillway_history_free, SPILLWAY_ERR_NOT_FOUND (the key was never written) or
+ * another error.
+ */
+int spillway_client_history(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spillway_history **out);
+uint64_t spillway_history_current_version(const spillway_history *h);
+/* The snapshot's version (0: none) and its state (JSON text). */
+uint64_t spillway_history_snapshot(const spillway_history *h, const void **state, uint32_t *state_len);
+size_t spillway_history_count(const spillway_history *h);
+void spillway_history_get(const spillway_history *h, size_t i, spillway_event *out);
+void spillway_history_free(spillway_history *h);
+
+/* Stores key's snapshot at version (1 .. the key's current version, else
+ * SPILLWAY_ERR_CONFLICT) with state, the JSON text of one object (1 B .. 1 MiB). */
+int spillway_client_snapshot_put(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len);
 
 typedef struct spillway_fetch_result spillway_fetch_result;
 
@@ -230,7 +300,7 @@ typedef struct spillway_stream_info {
     const char *name; /* NUL-terminated */
     uint32_t partitions;
     int format_bytes; /* 0 JSON, 1 bytes */
-    int ack;          /* the stream's default SPW_ACK_LEVEL_* */
+    int ack;          /* the stream's default SPILLWAY_ACK_LEVEL_* */
     /* [partitions]: end: written; durable: fsynced, what a fetch can read */
     const uint64_t *start_offsets, *end_offsets, *durable_offsets;
 } spillway_stream_info;

@@ -110,6 +110,10 @@ spw_stream *spw__bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, 
                              spw_sc *sc_out);
 void spw__bin_handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 
+/* bin_keys.c: KEY_EVENTS, SNAPSHOT_PUT */
+void spw__bin_handle_key_events(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_snapshot_put(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+
 /* bin_produce.c */
 void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 

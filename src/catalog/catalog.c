@@ -33,6 +33,7 @@ struct spw_catalog {
     /* Frees a stream's coalescing state (spw_stream.coal): set by the
      * coalescer (admit layer, above this one) before it makes any. */
     void (*coal_free)(struct spw_coal_stream *);
+    void (*es_free)(struct spw_es *); /* the version map's (es layer) */
 };
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -57,6 +58,10 @@ static void part_config(const spw_catalog *cat, const spw_stream_config *c, spw_
 
 static void stream_free(spw_stream *s)
 {
+    /* The version map first: its indexer reads the partitions. */
+    struct spw_es *es = atomic_load(&s->es);
+    if (es) /* only the es layer makes one, after setting es_free */
+        s->cat->es_free(es);
     for (uint32_t i = 0; i < s->cfg.partitions; i++)
         if (s->parts[i])
             spw_part_close(s->parts[i]);
@@ -191,6 +196,10 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
     *out = cat;
     return 0;
 }
+
+const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
+
+void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {

@@ -34,6 +34,12 @@
 #include "core/ring.h"
 #include "wire/frame.h"
 
+/* The public expectations are the wire's (docs/protocol.md). */
+_Static_assert((int)SPILLWAY_EXPECT_VERSION_ANY == (int)SPW_EXPECT_ANY && (int)SPILLWAY_EXPECT_VERSION_NONE == (int)SPW_EXPECT_NONE &&
+                   (int)SPILLWAY_EXPECT_VERSION_EXISTS == (int)SPW_EXPECT_EXISTS &&
+                   (int)SPILLWAY_EXPECT_VERSION_EXACT == (int)SPW_EXPECT_EXACT,
+               "public expectations differ from the wire's");
+
 /* ---- synchronous client ---- */
 
 struct spillway_client {
@@ -42,6 +48,7 @@ struct spillway_client {
     uint64_t next_id;
     char last_error[1100];
     uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
+    uint64_t current_version; /* the last version_conflict answer's current version, 0 if none */
 };
 
 struct spillway_fetch_result {
@@ -128,6 +135,8 @@ const char *spillway_client_last_error(spillway_client *c) { return c->last_erro
 
 uint64_t spillway_client_resume_offset(spillway_client *c) { return c->resume_offset; }
 
+uint64_t spillway_client_current_version(spillway_client *c) { return c->current_version; }
+
 static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
@@ -175,6 +184,7 @@ static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_
 {
     c->last_error[0] = 0;
     c->resume_offset = 0;
+    c->current_version = 0;
     uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
@@ -241,12 +251,168 @@ static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
-        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
+        /* The u64 after the message: a damaged answer's resume offset, or a
+         * version_conflict's current version (docs/protocol.md). */
+        int conflict = e.code_len == 16 && memcmp(e.code, "version_conflict", 16) == 0;
+        c->resume_offset = e.has_next_offset && !conflict ? e.next_offset : 0;
+        c->current_version = e.has_next_offset && conflict ? e.next_offset : 0;
         free(buf);
         return -(int)status;
     }
     *frame = buf;
     return 0;
+}
+
+int spillway_client_append(spillway_client *c, const char *stream, const void *key, int32_t key_len, const spillway_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || key_len < 0 || (key_len > 0 && !key) || !values ||
+        n == 0 || expect < SPILLWAY_EXPECT_VERSION_ANY || expect > SPILLWAY_EXPECT_VERSION_EXACT ||
+        (ack != SPILLWAY_ACK_LEVEL_DEFAULT && (ack < SPILLWAY_ACK_LEVEL_NONE || ack > SPILLWAY_ACK_LEVEL_REPLICATED)))
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    size_t ca;
+    int r = spw_produce_req_begin(&body, stream, sl, (uint8_t)ack, SPW_WIRE_PRIORITY_DEFAULT, SPW_PARTITION_ANY, 0, 0,
+                                  &ca);
+    for (uint32_t i = 0; r == 0 && i < n; i++) {
+        spw_frame_rec fr = {.attrs = SPW_REC_HAS_KEY, .key = key, .key_len = key_len, .value = values[i].p,
+                            .value_len = values[i].len};
+        r = spw_produce_rec_put(&body, &fr);
+    }
+    if (r == 0)
+        r = spw_produce_req_put_expect(&body, (uint8_t)expect, expect == SPILLWAY_EXPECT_VERSION_EXACT ? version : 0);
+    if (r) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    spw_produce_req_set_count(&body, ca, n);
+    spw_produce_req_set_flags(&body, ca, SPW_PRODUCE_VERSIONED);
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    r = roundtrip(c, SPW_OP_PRODUCE, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_produce_resp pr;
+    const char *why;
+    if (spw_produce_resp_decode(rest, rl, &pr, &why) || pr.nrecords != n || !pr.versions) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    if (first_version)
+        *first_version = spw_produce_resp_version(&pr, 0);
+    free(frame);
+    return 0;
+}
+
+struct spillway_history {
+    uint8_t *frame;
+    uint64_t current, snapshot_version;
+    const uint8_t *state;
+    uint32_t state_len;
+    size_t count;
+    spillway_event *events;
+};
+
+int spillway_client_history(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spillway_history **out)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || max == 0 || max > SPW_KEY_EVENTS_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_key_events_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                            .from_version = from_version, .max_records = max};
+    if (spw_key_events_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_KEY_EVENTS, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_key_events_resp kr;
+    const char *why;
+    spillway_history *h = calloc(1, sizeof *h);
+    if (!h || spw_key_events_resp_decode(rest, rl, &kr, &why)) {
+        free(h);
+        free(frame);
+        return h ? SPILLWAY_ERR_PROTOCOL : SPILLWAY_ERR_NOMEM;
+    }
+    h->frame = frame;
+    h->current = kr.current_version;
+    h->snapshot_version = kr.snapshot_version;
+    h->state = kr.state;
+    h->state_len = kr.state_len;
+    h->count = kr.count;
+    h->events = calloc(kr.count ? kr.count : 1, sizeof *h->events);
+    if (!h->events) {
+        free(frame);
+        free(h);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    spw_key_event e;
+    for (size_t i = 0; spw_key_events_next(&kr, &e); i++)
+        h->events[i] = (spillway_event){.version = e.version, .offset = e.offset, .ts = e.ts, .value = e.value,
+                                   .value_len = e.value_len};
+    *out = h;
+    return 0;
+}
+
+uint64_t spillway_history_current_version(const spillway_history *h) { return h->current; }
+
+uint64_t spillway_history_snapshot(const spillway_history *h, const void **state, uint32_t *state_len)
+{
+    if (state)
+        *state = h->state;
+    if (state_len)
+        *state_len = h->state_len;
+    return h->snapshot_version;
+}
+
+size_t spillway_history_count(const spillway_history *h) { return h->count; }
+
+void spillway_history_get(const spillway_history *h, size_t i, spillway_event *out) { *out = h->events[i]; }
+
+void spillway_history_free(spillway_history *h)
+{
+    if (!h)
+        return;
+    free(h->events);
+    free(h->frame);
+    free(h);
+}
+
+int spillway_client_snapshot_put(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || !state || state_len == 0 || state_len > SPW_SNAPSHOT_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_snapshot_put_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                              .version = version, .state = state, .state_len = state_len};
+    if (spw_snapshot_put_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_SNAPSHOT_PUT, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    r = rl == 0 ? 0 : SPILLWAY_ERR_PROTOCOL;
+    free(frame);
+    return r;
 }
 
 int spillway_client_fetch(spillway_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,

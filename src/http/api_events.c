@@ -42,6 +42,17 @@ static void result_json(spw_buf *b, spw_api *api, const spw_produce_res *r)
         e = spw_buf_puts(b, ",\"superseded\":") || spw_buf_put_u64(b, r->n_superseded);
     if (!e && r->duplicate)
         e = spw_buf_puts(b, ",\"duplicate\":true");
+    if (!e && r->vers) { /* a versioned stream: per key, its first version and count */
+        e = spw_buf_puts(b, ",\"versions\":[");
+        for (uint32_t k = 0; k < r->n_vers && !e; k++) {
+            e = spw_buf_puts(b, k ? ",{\"key\":" : "{\"key\":");
+            if (!e)
+                spw_json_xput_str(b, (const char *)r->vers[k].key, r->vers[k].key_len);
+            e = e || spw_buf_puts(b, ",\"first\":") || spw_buf_put_u64(b, r->vers[k].first) ||
+                spw_buf_puts(b, ",\"count\":") || spw_buf_put_u64(b, r->vers[k].count) || spw_buf_puts(b, "}");
+        }
+        e = e || spw_buf_puts(b, "]");
+    }
     e = e || spw_buf_puts(b, "}\n");
     if (e)
         abort(); /* as spw__api_out_raw: spw_buf uses try_realloc; bounded by the request */
@@ -65,6 +76,21 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
     }
     int status = spw_sc_http(r->code);
     const char *word = spw_sc_word(r->code);
+    if (r->code == SPW_SC_VERSION_CONFLICT) {
+        /* {"code":"version_conflict","expected":E,"current":M}: E as a
+         * number or as the word the request gave */
+        spw_buf b = SPW_BUF_INIT;
+        char eb[24];
+        spw_es_expect_str((spw_es_expect)r->expect, r->expected_version, eb, sizeof eb);
+        int num = r->expect == SPW_ES_EXACT;
+        spw_buf_xprintf(&b, "{\"error\":");
+        spw_json_xput_str(&b, r->msg, strlen(r->msg));
+        spw_buf_xprintf(&b, ",\"code\":\"%s\",\"expected\":%s%s%s,\"current\":%" PRIu64 "}\n", word, num ? "" : "\"",
+                        eb, num ? "" : "\"", r->current_version);
+        spw_http_respond(req, status, h[0] ? h : NULL, "application/json", b.p, b.len);
+        spw_buf_fini(&b);
+        return;
+    }
     if (r->code == SPW_SC_RATE_LIMITED || r->code == SPW_SC_OVER_BURST) {
         spw_buf b = SPW_BUF_INIT;
         if (r->code == SPW_SC_OVER_BURST)
@@ -254,6 +280,21 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         spw_stream_put(s);
         return;
     }
+    /* Expected version (versioned streams): header, then ?expected_version=. */
+    char qe[32];
+    int qer = req->expected_version[0] ? 1 : spw__api_query_get(req->query, "expected_version", qe, sizeof qe);
+    const char *exp_s = req->expected_version[0] ? req->expected_version : qer == 1 ? qe : NULL;
+    spw_es_expect ek = SPW_ES_ANY;
+    uint64_t ev = 0;
+    if (qer < 0 || (exp_s && spw_es_expect_parse(exp_s, strlen(exp_s), &ek, &ev))) {
+        atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+        spw_http_answer(req, SPW_SC_BAD_EXPECTED_VERSION, NULL,
+                        "expected_version must be any, none, exists or an integer from 0 to 9007199254740991, not "
+                        "'%.40s'; nothing was appended",
+                        qer < 0 ? "(malformed)" : exp_s);
+        spw_stream_put(s);
+        return;
+    }
     const char *body = req->body.p ? (const char *)req->body.p : ""; /* no body: p may be NULL */
     body_src src = {.body = body, .p = body, .end = body + req->body.len, .kind = kind, .key = req->key};
     spw_produce_in in = {.s = s,
@@ -267,6 +308,9 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .src = &src,
                          .idempotency_key = req->idempotency_key,
                          .supersede_ok = 1,
+                         .has_expect = exp_s != NULL,
+                         .expect = (int)ek,
+                         .expected_version = ev,
                          .post = http_post,
                          .loop = req->loop,
                          .done = produce_answer,
@@ -302,9 +346,11 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     int n = 0;
     while (sent < limit && (sent == 0 || out->len < max_bytes) && (n = spw_cursor_next(&c, &rv)) == 1) {
         spw_buf_xprintf(out,
-                      "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
-                      ",\"key\":",
+                      "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64,
                       part, rv.offset, rv.id, rv.ts);
+        if (rv.version) /* a versioned stream's record */
+            spw_buf_xprintf(out, ",\"version\":%" PRIu64, rv.version);
+        spw__api_out_raw(out, ",\"key\":", 7);
         if (rv.key_len < 0)
             spw__api_out_raw(out, "null", 4);
         else

@@ -498,6 +498,8 @@ static void pick_header(spw_conn *c)
         {"Spillway-Priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
         {"Authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
         {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
+        {"Spillway-Expected-Version", offsetof(spw_http_req, expected_version),
+         sizeof(((spw_http_req *)0)->expected_version)},
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)

@@ -50,6 +50,7 @@ typedef struct spw_http_req {
     char priority[8];
     char authorization[512];
     char key[256];
+    char expected_version[32]; /* Spillway-Expected-Version (docs/api.md "Event sourcing") */
     /* The first header above but Authorization whose value did not fit its
      * field (its name as the client would write it), or NULL: such a
      * request is refused whole (400 header_too_long), never served with a

@@ -33,6 +33,7 @@
 #include "admit/ratelimit.h"
 #include "server/sink_config.h"
 #include "svc/metrics.h"
+#include "es/es.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -61,6 +62,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "percent of max-pending-bytes from which priority-2 produces are shed"),
     CFG("dedupe-max-keys", SPW_CFG_U32, dedupe_max_keys, "1000000", 1024, 100000000,
         "idempotency keys and producer sequences remembered (about 100 bytes each); past it new keys get 503 dedupe_full"),
+    CFG("es-cache-keys", SPW_CFG_U32, es_cache_keys, "1000000", 16, 1000000000,
+        "keys of each versioned stream whose versions stay in memory (about 64 bytes + the key each); others are "
+        "read from the stream's version store (docs/api.md \"Event sourcing\")"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
@@ -513,6 +517,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
+    /* Versioned streams: each version store opened and its log tail
+     * indexed before any request can ask for a version. */
+    spw_es_set_cache_keys(c->es_cache_keys);
+    spw_es_open_all(cat);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime

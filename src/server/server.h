@@ -28,6 +28,7 @@ typedef struct spw_server_config {
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;
     uint32_t max_connections;
     uint32_t dedupe_max_keys;
+    uint32_t es_cache_keys;
     uint64_t max_header_bytes;
     uint64_t max_request_bytes;
     uint64_t idle_timeout_ms;

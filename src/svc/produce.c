@@ -35,6 +35,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "es/es.h"
 
 static const char *admit(spw_svc *svc, int priority, uint32_t *retry_ms)
 {
@@ -264,6 +265,43 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
     return vreq_push(v, &r, off, res);
 }
 
+/* The rules of a versioned stream's request (see the caller): 0, or -1
+ * with res refused. */
+static int versioned_check(const vreq *v, const spw_produce_in *in, uint32_t partition, int expect,
+                           spw_produce_res *res)
+{
+    const spw_stream_config *cfg = v->cfg;
+    for (uint32_t i = 0; i < v->n; i++) {
+        const spw_record *r = &v->recs[i];
+        if (r->key_len < 0) {
+            refuse(res, SPW_SC_MISSING_KEY,
+                   "event %u has no key: every event of a versioned stream belongs to a key (%s); nothing was "
+                   "appended",
+                   i, cfg->format_bytes || !cfg->key[0] ? "give it one" : "the stream's key field");
+            res->at_event = 1;
+            res->index = i;
+            return -1;
+        }
+        if (partition != UINT32_MAX && spw_stream_partition(r->key, (size_t)r->key_len, cfg->partitions) != partition) {
+            refuse(res, SPW_SC_BAD_PARAMETER,
+                   "event %u: a versioned stream routes each key to its own partition (%u), not to partition %u; "
+                   "send it without a partition",
+                   i, spw_stream_partition(r->key, (size_t)r->key_len, cfg->partitions), partition);
+            return -1;
+        }
+        if (expect != SPW_ES_ANY && i > 0 &&
+            (r->key_len != v->recs[0].key_len || memcmp(r->key, v->recs[0].key, (size_t)r->key_len) != 0)) {
+            refuse(res, SPW_SC_MIXED_KEYS,
+                   "a request with an expected version holds events of one key only; event %u has another key "
+                   "than event 0 (nothing was appended)",
+                   i);
+            return -1;
+        }
+    }
+    (void)in;
+    return 0;
+}
+
 /* A submitted request until its answer. */
 typedef struct preq {
     void (*post)(void *loop, void (*fn)(void *), void *arg);
@@ -296,6 +334,10 @@ static void request_answer(void *arg)
         res.ids_known = !pr->ids_unknown;
         res.superseded = pr->superseded;
         res.n_superseded = pr->n_superseded;
+        /* borrowed from pr, which outlives the call of done */
+        res.version_of = pr->version_of;
+        res.vers = pr->vers;
+        res.n_vers = pr->n_vers;
         if (q->want_parts) {
             res.part_of = spw_xmalloc((pr->n_events ? pr->n_events : 1) * sizeof *res.part_of);
             for (uint32_t i = 0; i < pr->n_events; i++) /* coalescing: what no slot lists was superseded */
@@ -368,8 +410,9 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms(), .in = in,
               .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
     spw_dd_result stored = {0};
+    uint64_t current = 0;
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
-                           .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok};
+                           .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok, .current = &current};
     int is_http_key = in->idempotency_key && in->idempotency_key[0];
     int keyed = (is_http_key || in->producer_id) && cfg->dedupe_window_ms > 0 && svc->dd;
 
@@ -382,6 +425,26 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         refuse(res, SPW_SC_NO_SUCH_PARTITION, "partition %u does not exist (the stream has %u)", partition,
                cfg->partitions);
         goto answered;
+    }
+    if (in->has_expect && !cfg->versioned) {
+        refuse(res, SPW_SC_NOT_VERSIONED,
+               "stream %s is not versioned: an expected version needs a stream created with \"versioned\": true "
+               "(nothing was appended)",
+               cfg->name);
+        goto answered;
+    }
+    if (in->has_expect && (in->expect < SPW_ES_ANY || in->expect > SPW_ES_EXACT ||
+                           (in->expect == SPW_ES_EXACT && in->expected_version > SPW_VERSION_MAX))) {
+        refuse(res, SPW_SC_BAD_EXPECTED_VERSION,
+               "the expected version must be any, none, exists or an integer from 0 to %llu",
+               (unsigned long long)SPW_VERSION_MAX);
+        goto answered;
+    }
+    if (in->has_expect) {
+        po.expect = in->expect;
+        po.expected_version = in->expected_version;
+        if (po.expect == SPW_ES_EXACT && po.expected_version == 0)
+            po.expect = SPW_ES_NONE; /* version 0: no event yet */
     }
     /* 2. Admission, before any work on the events (under overload,
      * refusing must be cheap). */
@@ -442,6 +505,13 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     for (uint32_t i = 0; i < v.n; i++) /* the arena is final: keys become pointers */
         if (v.arena_off[i] >= 0)
             v.recs[i].key = v.keys.p + v.arena_off[i];
+    /* A versioned stream: every event is of a key (an aggregate), routed
+     * by its key (a key's versions are kept by its partition), and a
+     * request with an expectation holds one key. */
+    if (cfg->versioned && versioned_check(&v, in, partition, po.expect, res)) {
+        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        goto answered;
+    }
 
     /* 4. Dedupe: a retry within the window gets the first answer. */
     if (keyed) {
@@ -554,6 +624,15 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         refuse(res, SPW_SC_BACKPRESSURE,
                "the server is writing as fast as the disk allows and its pending budget is full; retry after %u ms",
                res->retry_ms);
+    } else if (r == SPW_ECONFLICT) {
+        char eb[24];
+        atomic_fetch_add(&svc->version_conflicts, 1);
+        res->expect = po.expect;
+        res->expected_version = po.expected_version;
+        res->current_version = current;
+        refuse(res, SPW_SC_VERSION_CONFLICT,
+               "the key is at version %llu, and the request expected %s; nothing was appended",
+               (unsigned long long)current, spw_es_expect_str((spw_es_expect)po.expect, po.expected_version, eb, sizeof eb));
     } else if (r == SPW_EMSGSIZE) {
         refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
     } else if (r == SPW_ENOMEM) {

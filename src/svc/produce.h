@@ -115,6 +115,12 @@ typedef struct spw_produce_in {
     void (*work_add)(void *work, uint64_t n);
     void (*work_give)(void *work, uint64_t n);
     void *work;
+    /* event sourcing (es/es.h, docs/api.md "Event sourcing"): an expected
+     * version (has_expect 0: none given; any given one needs a versioned
+     * stream, and a request of one key unless it is "any") */
+    int has_expect;
+    int expect; /* spw_es_expect */
+    uint64_t expected_version;
     /* how the answer of a submitted request reaches the front end: done
      * runs on loop, through post (the front end's "run fn on that loop") */
     void (*post)(void *loop, void (*fn)(void *), void *arg);
@@ -151,7 +157,26 @@ struct spw_produce_res {
     const uint8_t *superseded; /* NULL, or per event 1 = replaced by coalescing (no offset, no id) */
     uint32_t n_superseded;
     uint32_t *part_of;     /* want_parts: each event's partition, UINT32_MAX superseded */
+    /* versioned streams, accepted and not a duplicate: each event's
+     * version (version_of, in request order), and per key of the
+     * request its first version and count, in order of first appearance
+     * (vers; keys point into ver_keys) */
+    uint64_t *version_of;
+    uint32_t n_vers;
+    struct spw_produce_ver *vers;
+    uint8_t *ver_keys;
+    /* SPW_SC_VERSION_CONFLICT: what was expected, and the key's version */
+    int expect;
+    uint64_t expected_version;
+    uint64_t current_version;
 };
+
+typedef struct spw_produce_ver {
+    const uint8_t *key;
+    uint32_t key_len;
+    uint32_t count;
+    uint64_t first;
+} spw_produce_ver;
 
 /*
  * Serves one produce request. Returns 1 when answered now: *res is the
@@ -224,6 +249,10 @@ struct spw_produce {
      * slots and order then list only the events written. */
     uint32_t n_superseded;
     uint8_t *superseded;
+    uint64_t *version_of; /* versioned streams: each request event's version, else NULL */
+    struct spw_produce_ver *vers; /* and per key: first version, count (keys in ver_keys) */
+    uint32_t n_vers;
+    uint8_t *ver_keys;
     spw_produce_done done;
     void *user;
     spw_produce_part slots[];
@@ -261,6 +290,13 @@ typedef struct spw_produce_opts {
     struct spw_dd_entry *dd;     /* reserved dedupe entry, finished when the request completes */
     const spw_dd_result *stored; /* partitions a cut earlier attempt stored: not appended again */
     int supersede_ok;            /* the answer can say "superseded" (coalesce.h) */
+    /* versioned streams: the expectation (es.h spw_es_expect; SPW_ES_ANY:
+     * none) of the request's one key, checked with the append under the
+     * partition's version lock; a mismatch returns SPW_ECONFLICT with the
+     * key's version in *current and appends nothing */
+    int expect;
+    uint64_t expected_version;
+    uint64_t *current;
 } spw_produce_opts;
 int spw_produce_submit_ex(struct spw_svc *svc, spw_stream *s, const spw_record *recs, uint32_t n,
                           const spw_produce_opts *o, spw_produce_done done, void *user);

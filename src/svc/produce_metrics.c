@@ -23,6 +23,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "es/es.h"
 
 /* ---- metrics (svc/metrics.h) ---- */
 
@@ -114,8 +115,48 @@ static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
     spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
 }
 
+static uint64_t m_conflicts(void *a) { return atomic_load(&((spw_svc *)a)->version_conflicts); }
+
+typedef struct es_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int what; /* 0 cached keys, 1 store reads */
+} es_walk;
+
+static void es_one(void *arg, spw_stream *s)
+{
+    es_walk *w = arg;
+    spw_es *es = atomic_load(&s->es);
+    if (!es || !spw_metrics_sees(w->o, s->cfg.name))
+        return;
+    char l[160];
+    snprintf(l, sizeof l, "stream=\"%s\"", s->cfg.name);
+    spw_metrics_line(w->o, w->name, l, w->what == 0 ? spw_es_cached_keys(es) : spw_es_store_reads(es));
+}
+
+static void m_es_cached(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 0};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_reads(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 1};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+
 void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
 {
+    spw_metrics_add_u64(m, "spillway_version_conflicts_total",
+                        "produce requests refused with 409 version_conflict (versioned streams), nothing appended",
+                        SPW_METRIC_COUNTER, m_conflicts, svc);
+    spw_metrics_add_family(m, "spillway_es_cached_keys",
+                           "keys a versioned stream's version map holds in memory (es-cache-keys bounds the clean "
+                           "ones)",
+                           SPW_METRIC_GAUGE, m_es_cached, svc);
+    spw_metrics_add_family(m, "spillway_es_store_reads_total",
+                           "version lookups a versioned stream's map sent to its version store (keys not in memory)",
+                           SPW_METRIC_COUNTER, m_es_reads, svc);
     spw_metrics_add_u64(m, "spillway_events_in_total",
                         "events acknowledged and written, all streams (events superseded by coalescing are not "
                         "counted)",

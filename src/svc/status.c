@@ -110,6 +110,20 @@ static const spw_sc_row rows[SPW_SC__N] = {
                                "this server was built without that sink kind", H},
     [SPW_SC_NO_SUCH_SINK] = {"no_such_sink", NULL, 404, SPW_ST_NOT_FOUND, "no such sink", H},
     [SPW_SC_UNAVAILABLE] = {"unavailable", NULL, 503, SPW_ST_OVERLOADED, "not available on this server", H},
+    [SPW_SC_VERSION_CONFLICT] = {"version_conflict", NULL, 409, SPW_ST_CONFLICT,
+                                 "the key is not at the expected version; nothing was appended"},
+    [SPW_SC_BAD_EXPECTED_VERSION] = {"bad_expected_version", NULL, 400, SPW_ST_BAD_REQUEST,
+                                     "expected_version must be any, none, exists or an integer 0..9007199254740991"},
+    [SPW_SC_NOT_VERSIONED] = {"not_versioned", NULL, 400, SPW_ST_BAD_REQUEST,
+                              "the stream is not versioned (versioned: true)"},
+    [SPW_SC_MIXED_KEYS] = {"mixed_keys", NULL, 400, SPW_ST_BAD_REQUEST,
+                           "a request with an expected version holds events of one key only"},
+    [SPW_SC_NO_SUCH_KEY] = {"no_such_key", NULL, 404, SPW_ST_NOT_FOUND, "no event of this key was written"},
+    [SPW_SC_SNAPSHOT_AHEAD] = {"snapshot_ahead", NULL, 409, SPW_ST_CONFLICT,
+                               "the snapshot's version is past the key's current version", H},
+    [SPW_SC_BAD_SNAPSHOT] = {"bad_snapshot", NULL, 400, SPW_ST_BAD_REQUEST,
+                             "a snapshot is {\"version\":v,\"state\":{..}} with v at least 1", H},
+    [SPW_SC_NO_SNAPSHOT] = {"no_snapshot", NULL, 404, SPW_ST_NOT_FOUND, "no snapshot of this key was put", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

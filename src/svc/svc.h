@@ -48,6 +48,7 @@ typedef struct spw_svc {
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
     _Atomic uint64_t duplicates; /* requests answered from the dedupe table */
+    _Atomic uint64_t version_conflicts; /* 409 version_conflict answers (versioned streams) */
     /* Persisted reader positions (group offsets, sink progress) found past
      * their partition's end at attach and moved down to it. */
     _Atomic uint64_t positions_clamped;

@@ -35,6 +35,8 @@ static const char *const WANT[] = {
     "spillway_dedupe_refused_total counter",
     "spillway_disk_bytes gauge",
     "spillway_duplicates_total counter",
+    "spillway_es_cached_keys gauge",
+    "spillway_es_store_reads_total counter",
     "spillway_events_in_total counter",
     "spillway_group_committed_offset gauge",
     "spillway_group_damaged_skipped_total counter",
@@ -80,6 +82,7 @@ static const char *const WANT[] = {
     "spillway_stream_events_in_total counter",
     "spillway_unsent_bytes gauge",
     "spillway_unsent_peak_bytes gauge",
+    "spillway_version_conflicts_total counter",
 };
 #define NWANT (sizeof WANT / sizeof WANT[0])
 

@@ -58,9 +58,10 @@ unit=$(find "$root" -name spillway.service | head -1)
 [ -n "$unit" ] || fail "install: no spillway.service"
 
 # only the public names exported
-leaked=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v '^spillway_' || true)
+exported=$(nm -D --defined-only "$so" | awk '{print $3}')
+leaked=$(printf '%s\n' "$exported" | grep -v '^spillway_' || true)
 [ -z "$leaked" ] || fail "libspillway.so exports non-public names: $leaked"
-nm -D --defined-only "$so" | grep -q ' spillway_producer_new$' || fail "libspillway.so lacks spillway_producer_new"
+printf '%s\n' "$exported" | grep -qx 'spillway_producer_new' || fail "libspillway.so lacks spillway_producer_new"
 
 # man pages: one per command, each a man page
 for c in $cmds; do
@@ -93,8 +94,11 @@ libdir=$(dirname "$so")
 # shellcheck disable=SC2086
 cc -o "$tmp/producer_static" "$src/examples/producer.c" $cflags -Wl,-Bstatic $slibs -Wl,-Bdynamic -lpthread ||
   fail "build against libspillway.a"
-LD_LIBRARY_PATH=$libdir ldd "$tmp/producer_shared" | grep -q 'libspillway.so' || fail "shared build does not use libspillway.so"
-ldd "$tmp/producer_static" | grep -q 'libspillway' && fail "static build needs libspillway.so"
+# (whole outputs first: grep -q closing the pipe early fails the pipeline under pipefail)
+deps_shared=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/producer_shared")
+deps_static=$(ldd "$tmp/producer_static")
+[[ $deps_shared == *libspillway.so* ]] || fail "shared build does not use libspillway.so"
+[[ $deps_static == *libspillway* ]] && fail "static build needs libspillway.so"
 
 # ... and they deliver to a real server started with the packaged config
 "$bin" serve --config "$src/packaging/spillway.conf" --data "$tmp/data" --listen 127.0.0.1:0 \
