@@ -23,6 +23,8 @@
 #include "svc/auth.h"
 #include "catalog/catalog.h"
 #include "sink/sink.h"
+#include "svc/views.h"
+#include "view/view.h"
 #include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
@@ -216,6 +218,7 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
 {
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
+    spw_views_close(api->svc.views); /* after the listeners: parked reads were answered */
     spw_coalesce_close(api->svc.coal);
     spw_rl_destroy(api->svc.rl);
     spw_dd_free(api->svc.dd);
@@ -387,6 +390,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
+    if ((r = spw_views_open(api.svc.cat, api.svc.data_dir, &api.svc.views)) < 0)
+        spw_error("views: %s/views: %s; no view runs", c->data, spw_strerror(r));
+    spw_view_metrics_register(&api.svc);
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {

@@ -110,6 +110,10 @@ static const spw_sc_row rows[SPW_SC__N] = {
                                "this server was built without that sink kind", H},
     [SPW_SC_NO_SUCH_SINK] = {"no_such_sink", NULL, 404, SPW_ST_NOT_FOUND, "no such sink", H},
     [SPW_SC_UNAVAILABLE] = {"unavailable", NULL, 503, SPW_ST_OVERLOADED, "not available on this server", H},
+    [SPW_SC_NO_SUCH_VIEW] = {"no_such_view", NULL, 404, SPW_ST_NOT_FOUND, "no such view", H},
+    [SPW_SC_UNKNOWN_KEY] = {"unknown_key", NULL, 404, SPW_ST_NOT_FOUND, "the view has never seen this key", H},
+    [SPW_SC_VIEW_LAG] = {"view_lag", NULL, 504, SPW_ST_BAD_REQUEST,
+                         "the view has not applied the offsets asked for within wait_ms", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

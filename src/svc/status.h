@@ -102,6 +102,10 @@ typedef enum spw_sc {
     SPW_SC_KIND_NOT_BUILT,
     SPW_SC_NO_SUCH_SINK,
     SPW_SC_UNAVAILABLE,
+    /* views (HTTP only) */
+    SPW_SC_NO_SUCH_VIEW,
+    SPW_SC_UNKNOWN_KEY,
+    SPW_SC_VIEW_LAG,
     SPW_SC__N
 } spw_sc;
 

@@ -23,6 +23,7 @@ struct spw_coalescer;
 struct spw_consume;
 struct spw_metrics;
 struct spw_rl_table;
+struct spw_views;
 
 typedef struct spw_svc {
     spw_log *log;
@@ -40,6 +41,7 @@ typedef struct spw_svc {
     uint64_t max_disk_bytes;    /* 0: no limit (spw_produce_submit refuses past it) */
     struct spw_consume *groups; /* consumer groups (svc/consume.h); NULL: their requests answer not found */
     struct spw_metrics *metrics; /* what /metrics shows (svc/metrics.h); each module registers its own */
+    struct spw_views *views;     /* read models (view/view.h, served by svc/views.h); NULL: not running */
     spw_hist produce_latency;   /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
