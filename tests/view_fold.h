@@ -64,6 +64,7 @@ typedef struct vf_view {
     int64_t win[4], grace;
     vf_ent *e;
     uint32_t n, cap;
+    uint32_t *slot, nslot; /* index + 1 of e, by (key, level, start) */
     uint64_t late, invalid;
     int64_t wm[VF_MAXP];
     uint32_t np;
@@ -73,6 +74,8 @@ static inline void vf_init(vf_view *v, uint32_t np)
 {
     v->e = NULL;
     v->n = v->cap = 0;
+    v->slot = NULL;
+    v->nslot = 0;
     v->late = v->invalid = 0;
     v->np = np;
     for (int i = 0; i < VF_MAXP; i++)
@@ -84,19 +87,44 @@ static inline void vf_free(vf_view *v)
     for (uint32_t i = 0; i < v->n; i++)
         free(v->e[i].val);
     free(v->e);
+    free(v->slot);
     v->e = NULL;
-    v->n = v->cap = 0;
+    v->slot = NULL;
+    v->n = v->cap = v->nslot = 0;
+}
+
+static inline uint32_t vf_hash(const char *key, int level, int64_t start)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(level + 7) * 31 ^ (uint64_t)start * 0x9E3779B97F4A7C15ull;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return (uint32_t)(h ^ h >> 32);
 }
 
 static inline vf_ent *vf_find(vf_view *v, const char *key, int level, int64_t start)
 {
-    for (uint32_t i = 0; i < v->n; i++) /* the tests' key counts are small */
-        if (v->e[i].level == level && v->e[i].start == start && strcmp(v->e[i].key, key) == 0)
-            return &v->e[i];
+    if ((v->n + 1) * 2 > v->nslot) {
+        free(v->slot);
+        v->nslot = v->nslot ? v->nslot * 2 : 1024;
+        v->slot = calloc(v->nslot, sizeof *v->slot);
+        for (uint32_t i = 0; i < v->n; i++) {
+            uint32_t h = vf_hash(v->e[i].key, v->e[i].level, v->e[i].start) & (v->nslot - 1);
+            while (v->slot[h])
+                h = (h + 1) & (v->nslot - 1);
+            v->slot[h] = i + 1;
+        }
+    }
+    uint32_t h = vf_hash(key, level, start) & (v->nslot - 1);
+    for (; v->slot[h]; h = (h + 1) & (v->nslot - 1)) {
+        vf_ent *e = &v->e[v->slot[h] - 1];
+        if (e->level == level && e->start == start && strcmp(e->key, key) == 0)
+            return e;
+    }
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 256;
         v->e = realloc(v->e, v->cap * sizeof *v->e);
     }
+    v->slot[h] = v->n + 1;
     vf_ent *e = &v->e[v->n++];
     memset(e, 0, sizeof *e);
     snprintf(e->key, sizeof e->key, "%s", key);
