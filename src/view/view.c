@@ -206,10 +206,11 @@ static void load_one(spw_views *m, const char *name)
     spw_free(text);
 }
 
-int spw_views_open(spw_catalog *cat, const char *data_dir, spw_views **out)
+int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, spw_views **out)
 {
     spw_views *m = spw_xcalloc(1, sizeof *m);
     m->cat = cat;
+    m->flush_ms = flush_ms ? flush_ms : VIEW_FLUSH_MS;
     snprintf(m->dir, sizeof m->dir, "%s/views", data_dir);
     pthread_mutex_init(&m->mu, NULL);
     int r = spw_os_mkdirs(m->dir, 0755);

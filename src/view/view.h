@@ -48,8 +48,10 @@ typedef struct spw_views spw_views;
 
 /* Loads every DATA/views/NAME/view.json and starts its apply thread
  * (holds taken before this returns, so before the first retention pass).
- * cat must stay open until spw_views_close. */
-int spw_views_open(spw_catalog *cat, const char *data_dir, spw_views **out);
+ * flush_ms: how often a store that changed is flushed (0: 1000), and so
+ * how far behind its applied offsets its retention holds may be. cat
+ * must stay open until spw_views_close. */
+int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, spw_views **out);
 /* Stops every apply thread (the batch in progress commits), flushes every
  * store, releases the holds and frees. REQUIRES: no request is using m. */
 void spw_views_close(spw_views *m);

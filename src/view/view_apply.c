@@ -667,7 +667,7 @@ void *spw__view_apply_thread(void *arg)
         }
         int r = v->db ? cycle(v, &f, &val, &mb, kbuf, &rot) : -EIO;
         kick_waiters(v, 0, 0);
-        if (v->dirty && spw_mono_ms() - v->last_flush_ms >= VIEW_FLUSH_MS)
+        if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
         if (r == 0)
             continue; /* more is waiting */

@@ -27,7 +27,7 @@
 #define VIEW_POLL_MS 20
 #define VIEW_BATCH_RECORDS 65536u  /* records folded into one WriteBatch at most */
 #define VIEW_READ_BYTES (1u << 20) /* cursor read size */
-#define VIEW_FLUSH_MS 1000         /* a store with unflushed batches is flushed this often */
+#define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
 #define VIEW_TOP_MAX 1000
 
@@ -134,6 +134,7 @@ typedef struct spw_view {
 
 struct spw_views {
     spw_catalog *cat;
+    uint64_t flush_ms;
     char dir[4096];
     pthread_mutex_t mu;
     spw_view *v[SPW_VIEWS_MAX];

@@ -120,7 +120,7 @@ static void verify(const char *dir, int cycle)
     spw_stream *s = spw_stream_get(cat, "s", 1);
     CHECK(s != NULL);
     spw_views *m;
-    CHECK_OK(spw_views_open(cat, dir, &m));
+    CHECK_OK(spw_views_open(cat, dir, 0, &m));
     spw_view_min min[NP];
     uint32_t nm = 0;
     uint64_t events = 0;

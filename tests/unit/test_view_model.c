@@ -76,7 +76,7 @@ static void one_seed(uint64_t seed, const char *dir)
     CHECK_EQ(spw_catalog_create(cat, &c), 1);
     spw_stream *s = spw_stream_get(cat, "s", 1);
     spw_views *m;
-    CHECK_OK(spw_views_open(cat, dir, &m));
+    CHECK_OK(spw_views_open(cat, dir, 0, &m));
     vf_view vs[] = {
         {.name = "last", .kind = 0},
         {.name = "last_ts", .kind = 0, .order_ts = 1},
@@ -128,7 +128,7 @@ static void one_seed(uint64_t seed, const char *dir)
         if (!reopened && done > total / 2) {
             /* a restart of the views half-way: they go on from their stores */
             spw_views_close(m);
-            CHECK_OK(spw_views_open(cat, dir, &m));
+            CHECK_OK(spw_views_open(cat, dir, 0, &m));
             reopened = 1;
         }
     }
