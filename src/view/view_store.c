@@ -178,7 +178,8 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
     uint64_t u = (uint64_t)start ^ (1ull << 63);
     for (int i = 0; i < 8; i++)
         out[2 + i] = (uint8_t)(u >> (56 - 8 * i));
-    memmove(out + 10, key, klen); /* key may already be there */
+    if (klen)
+        memmove(out + 10, key, klen); /* key may already be there */
     return 10 + klen;
 }
 
