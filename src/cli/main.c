@@ -18,6 +18,7 @@
 #include "server/sink_config.h"
 #include "catalog/stream.h"
 #include "sink/sink.h"
+#include "view/view.h"
 
 #define SPW_VERSION "0.1.0"
 
@@ -30,6 +31,7 @@ static void usage(FILE *f)
           "  produce STREAM [FILE|-] [--ack L] [--batch N] ...        send NDJSON lines to a stream\n"
           "  consume STREAM [--partition P] [--offset O] [--follow]   print a stream's records as NDJSON\n"
           "  stream create|list|show|delete ...                       manage streams\n"
+          "  view create|list|show|get|series|top|rebuild|delete ...  manage and read views\n"
           "  bench [--server HOST:PORT] [--events N] ...              load a running server and measure it\n"
           "  top [--server URL] [--interval 1s] [--once]              live rates, pending bytes, rejections\n"
           "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
@@ -37,7 +39,7 @@ static void usage(FILE *f)
           "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
           "  version                   print the version\n"
           "\n"
-          "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT (default 127.0.0.1:7700)\n"
+          "Client commands (produce, consume, stream, view, bench, top) take --server HOST:PORT (default 127.0.0.1:7700)\n"
           "and --token T (a bearer token for a server with a tokens file; default $SPILLWAY_TOKEN).\n"
           "Run 'spillway <command> --help' for a command's options.\n",
           f);
@@ -64,6 +66,10 @@ static void serve_help(FILE *f)
             "Definitions that differ only in spacing, field order or defaults written out are the same.\n"
             "%.*s",
             (int)h.len, h.p ? (const char *)h.p : "");
+    h.len = 0;
+    spw_views_help(&h);
+    fprintf(f, "\nViews: the body of PUT /v1/views/NAME (docs/api.md \"Views\").\n%.*s", (int)h.len,
+            h.p ? (const char *)h.p : "");
     spw_buf_fini(&h);
 }
 
@@ -244,6 +250,8 @@ int main(int argc, char **argv)
         return spw_cmd_consume(argc - 1, argv + 1);
     if (strcmp(cmd, "stream") == 0)
         return spw_cmd_stream(argc - 1, argv + 1);
+    if (strcmp(cmd, "view") == 0)
+        return spw_cmd_view(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "top") == 0)

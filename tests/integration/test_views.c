@@ -8,6 +8,9 @@
  *     min_offsets sees the write, every time (without waiting the reads
  *     come too early: the view applies in its own cycle); offsets the
  *     view never reaches answer 504 view_lag after wait_ms;
+ *   - the command line: spillway view create|list|show|get|series|top|
+ *     rebuild|delete against the server, exit codes 0, 1 (server error)
+ *     and 2 (usage);
  *   - hot key: many events of one key in one 10 s window cost at most one
  *     store write per entry (the key's total and one per window level)
  *     per apply batch, by the views' store-writes metric; the totals are
@@ -97,7 +100,7 @@ static void read_your_writes(srv *s)
 {
     int p = s->port;
     CHECK_EQ(req_status(p, "PUT", "/v1/views/bal", "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\"}"), 201);
-    for (int i = 1; i <= 30; i++) {
+    for (int i = 1; i <= 30; i++) { /* before any other event of key acct */
         char ev[128], path[256], min[64];
         snprintf(ev, sizeof ev, "{\"page\":\"acct\",\"n\":%d}", i);
         resp r = http_json(p, "POST", "/v1/streams/clicks/events", ev);
@@ -164,6 +167,50 @@ static void hot_key(srv *s)
     CHECK(writes < total);
 }
 
+static void cli(const char *bin, srv *s)
+{
+    int p = s->port;
+    resp pr = http_json(p, "POST", "/v1/streams/clicks/events", "{\"page\":\"acct\",\"n\":5}");
+    CHECK_EQ(pr.status, 202);
+    char min[64], get[200];
+    min_of(pr.body, min, sizeof min);
+    free(pr.body);
+    snprintf(get, sizeof get, "view get cv acct --min-offsets %s --wait-ms 5000", min);
+    struct {
+        const char *args;
+        int rc;
+        const char *want;
+    } runs[] = {
+        {"view --help", 0, "spillway view create NAME"},
+        {"view create cv --stream clicks --kind aggregate --field /n --windows 10s,1m --grace 2s", 0,
+         "created view cv"},
+        {"view create cv --stream clicks --kind aggregate --field /n --windows 10s,1m --grace 2s", 0,
+         "already exists"},
+        {"view create cv --stream clicks --kind sum --field /n", 1, "different definition"},
+        {"view create cv --stream clicks", 2, "--kind are required"},
+        {"view get cv", 2, "a KEY is required"},
+        {get, 0, "\"count\":"},
+        {"view series cv acct --window 10s", 0, "\"window\":\"10s\""},
+        {"view top cv --window 1m --by sum --n 3", 0, "\"by\":\"sum\""},
+        {"view get cv nobody", 1, "has no key"},
+        {"view list", 0, "cv"},
+        {"view show cv", 0, "aggregate"},
+        {"view rebuild cv", 0, "rebuilding"},
+        {"view delete cv", 0, "deleted view cv"},
+        {"view show cv", 1, "no view named cv"},
+        {"view frobnicate", 2, "unknown subcommand"},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        cli_out o = cli_run(bin, "%s --server 127.0.0.1:%d", runs[i].args, p);
+        if (o.rc != runs[i].rc || !strstr(o.text, runs[i].want))
+            fprintf(stderr, "spillway %s: exit %d, want %d and '%s':\n%s\n", runs[i].args, o.rc, runs[i].rc,
+                    runs[i].want, o.text);
+        CHECK_EQ(o.rc, runs[i].rc);
+        CHECK(strstr(o.text, runs[i].want) != NULL);
+        free(o.text);
+    }
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -174,12 +221,13 @@ int main(int argc, char **argv)
     put_stream(s.port, "likes", "{\"partitions\":2,\"key\":\"/item\",\"timestamp\":\"/ts\"}");
     definitions(&s);
     read_your_writes(&s);
+    cli(argv[1], &s);
     hot_key(&s);
     /* a restart: the views come back with their state */
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     srv_start(&s, argv[1], dir, NULL);
     char *b = get_body(s.port, "/v1/views/bal/keys/acct", 200);
-    CHECK(strstr(b, "\"count\":30,\"sum\":465") != NULL);
+    CHECK(strstr(b, "\"count\":31,\"sum\":470") != NULL); /* with the cli's one */
     free(b);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
