@@ -36,224 +36,7 @@
 #include "core/msg.h"
 #include "view/view_int.h"
 
-#define VIEW_KEY_MAX 4096
 #define VIEW_BATCH_BYTES (64u << 20) /* value bytes folded into one batch at most */
-
-/* ---- the fold table: store key → pending change ---- */
-
-typedef struct fent {
-    uint64_t h;
-    size_t koff;
-    uint32_t klen;
-    /* latest */
-    uint32_t part;
-    uint64_t offset, id;
-    int64_t ts;
-    size_t voff;
-    uint32_t vlen;
-    /* sum, aggregate */
-    view_agg agg;
-} fent;
-
-typedef struct fold {
-    fent *e;
-    uint32_t n, cap;
-    uint32_t *slot; /* index + 1; 0 empty */
-    uint32_t nslot;
-    spw_buf arena;
-    uint64_t bytes;
-} fold;
-
-static void fold_reset(fold *f)
-{
-    f->n = 0;
-    f->arena.len = 0;
-    f->bytes = 0;
-    if (f->slot)
-        memset(f->slot, 0, f->nslot * sizeof *f->slot);
-}
-
-static void fold_free(fold *f)
-{
-    spw_free(f->e);
-    spw_free(f->slot);
-    spw_buf_fini(&f->arena);
-    memset(f, 0, sizeof *f);
-}
-
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static void rehash(fold *f, uint32_t nslot)
-{
-    spw_free(f->slot);
-    f->nslot = nslot;
-    f->slot = spw_xcalloc(nslot, sizeof *f->slot);
-    for (uint32_t i = 0; i < f->n; i++) {
-        uint32_t s = (uint32_t)f->e[i].h & (nslot - 1);
-        while (f->slot[s])
-            s = (s + 1) & (nslot - 1);
-        f->slot[s] = i + 1;
-    }
-}
-
-/* The entry of store key k (made, zeroed, when new: *isnew = 1). */
-static fent *fold_get(fold *f, const void *k, size_t kl, int *isnew)
-{
-    if ((f->n + 1) * 2 > f->nslot)
-        rehash(f, f->nslot ? f->nslot * 2 : 1024);
-    uint64_t h = hash_bytes(k, kl);
-    uint32_t s = (uint32_t)h & (f->nslot - 1);
-    while (f->slot[s]) {
-        fent *e = &f->e[f->slot[s] - 1];
-        if (e->h == h && e->klen == kl && memcmp(f->arena.p + e->koff, k, kl) == 0) {
-            *isnew = 0;
-            return e;
-        }
-        s = (s + 1) & (f->nslot - 1);
-    }
-    if (f->n == f->cap) {
-        f->cap = f->cap ? f->cap * 2 : 1024;
-        f->e = spw_xrealloc(f->e, f->cap * sizeof *f->e);
-    }
-    fent *e = &f->e[f->n];
-    memset(e, 0, sizeof *e);
-    e->h = h;
-    e->koff = f->arena.len;
-    e->klen = (uint32_t)kl;
-    if (spw_buf_put(&f->arena, k, kl))
-        abort();
-    f->slot[s] = ++f->n;
-    *isnew = 1;
-    return e;
-}
-
-/* ---- one record ---- */
-
-/* Does latest candidate (ts, id) a come after b (the view's order)? */
-static int latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid)
-{
-    if (order_by == VO_TS && ats != bts)
-        return ats > bts;
-    return aid > bid;
-}
-
-/* The view key of a record into out: its length, or -1 (unusable). */
-static long view_key(const view_def *d, const spw_record_view *rv, const spw_json_span *found, char *out)
-{
-    if (d->by_key) {
-        if (rv->key_len < 0 || rv->key_len > VIEW_KEY_MAX)
-            return -1;
-        memcpy(out, rv->key, (size_t)rv->key_len);
-        return rv->key_len;
-    }
-    const spw_json_span *g = &found[d->ptr_group];
-    switch (g->type) {
-    case SPW_JSON_STRING:
-        return spw_json_unescape(g, out, VIEW_KEY_MAX);
-    case SPW_JSON_NUMBER:
-    case SPW_JSON_TRUE:
-    case SPW_JSON_FALSE:
-        if (g->n > VIEW_KEY_MAX)
-            return -1;
-        memcpy(out, g->p, g->n);
-        return (long)g->n;
-    default:
-        return -1;
-    }
-}
-
-static void apply_record(spw_view *v, fold *f, uint32_t p, const spw_record_view *rv, char *kbuf)
-{
-    const view_def *d = &v->def;
-    view_meta *mt = &v->meta;
-    spw_json_span found[2];
-    const char *vend;
-    spw_json_error je;
-    const char *vp = (const char *)rv->value;
-    if (spw_json_scan(vp, vp + rv->value_len, d->ptrs, d->nptrs, found, &vend, &je) < 0 ||
-        spw_json_ws(vend, vp + rv->value_len) != vp + rv->value_len) {
-        mt->skipped_invalid++;
-        return;
-    }
-    uint8_t *sk = (uint8_t *)kbuf; /* store key: a prefix byte(s), then the view key */
-    long kl = view_key(d, rv, found, kbuf + 10);
-    if (kl < 0) {
-        mt->skipped_invalid++;
-        return;
-    }
-    int isnew;
-    if (d->kind == VK_LATEST) {
-        sk[9] = VIEW_P_LATEST;
-        fent *e = fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
-        if (isnew || latest_after(d->order_by, rv->ts, rv->id, e->ts, e->id)) {
-            e->part = p;
-            e->offset = rv->offset;
-            e->id = rv->id;
-            e->ts = rv->ts;
-            e->voff = f->arena.len;
-            e->vlen = rv->value_len;
-            if (spw_buf_put(&f->arena, rv->value, rv->value_len))
-                abort();
-            f->bytes += rv->value_len;
-        }
-        return;
-    }
-    view_num x;
-    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
-        mt->skipped_invalid++;
-        return;
-    }
-    sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
-    fent *e = fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
-    spw__view_agg_one(&e->agg, &x);
-    if (d->kind == VK_SUM)
-        return;
-    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
-    int64_t w0 = d->win_ms[0], s0 = spw__view_floor(t, w0), closes;
-    int late = !__builtin_add_overflow(s0, w0, &closes) && !__builtin_add_overflow(closes, d->grace_ms, &closes) &&
-               closes <= mt->wm[p];
-    if (t > mt->wm[p])
-        mt->wm[p] = t;
-    if (late) {
-        mt->late++;
-        return;
-    }
-    size_t bl = spw__view_bucket_key(sk, 0, s0, kbuf + 10, (size_t)kl);
-    e = fold_get(f, sk, bl, &isnew);
-    spw__view_agg_one(&e->agg, &x);
-}
-
-/* Rolls the smallest window's entries up into the larger windows. */
-static void rollup(spw_view *v, fold *f, uint8_t *kb)
-{
-    const view_def *d = &v->def;
-    uint32_t n0 = f->n;
-    for (uint32_t i = 0; i < n0; i++) {
-        const uint8_t *k = f->arena.p + f->e[i].koff;
-        if (k[0] != VIEW_P_BUCKET || k[1] != 0)
-            continue;
-        uint32_t klen = f->e[i].klen;
-        uint64_t u = 0;
-        for (int j = 0; j < 8; j++)
-            u = u << 8 | k[2 + j];
-        int64_t s0 = (int64_t)(u ^ (1ull << 63));
-        memcpy(kb, k, klen);
-        for (uint32_t l = 1; l < d->nwin; l++) {
-            spw__view_bucket_key(kb, (int)l, spw__view_floor(s0, d->win_ms[l]), kb + 10, klen - 10);
-            int isnew;
-            view_agg a = f->e[i].agg; /* fold_get may move f->e */
-            fent *e = fold_get(f, kb, klen, &isnew);
-            spw__view_agg_merge(&e->agg, &a);
-        }
-    }
-}
 
 /* ---- commit ---- */
 
@@ -281,7 +64,7 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
                 uint64_t oid;
                 memcpy(&oid, val->p + 12, 8);
                 memcpy(&ots, val->p + 20, 8);
-                if (!latest_after(v->def.order_by, e->ts, e->id, ots, oid))
+                if (!spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid))
                     continue;
             } else {
                 v->meta.keys++;
@@ -512,7 +295,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
 {
     view_meta *mt = &v->meta;
     view_meta before = *mt;
-    fold_reset(f);
+    spw__view_fold_reset(f);
     uint32_t total = 0;
     int all_done = 1, more = 0, stuck = 0;
     uint32_t np = mt->nparts;
@@ -536,7 +319,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
             }
             r = spw_cursor_next(&v->cur, &rv);
             if (r == 1) {
-                apply_record(v, f, p, &rv, kbuf);
+                spw__view_fold_record(&v->def, &v->meta, f, p, &rv, kbuf, 1);
                 mt->next[p] = rv.offset + 1;
                 mt->applied++;
                 total++;
@@ -576,7 +359,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
     *rot = np ? (*rot + 1) % np : 0;
     if (memcmp(&before, mt, sizeof before) != 0) {
         if (v->def.kind == VK_AGGREGATE && v->def.nwin > 1)
-            rollup(v, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
+            spw__view_rollup(&v->def, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
         int r = commit(v, f, val, mb);
         if (r < 0) {
             *mt = before; /* the store has none of it: read it again */
@@ -682,7 +465,7 @@ void *spw__view_apply_thread(void *arg)
     kick_waiters(v, 1, -ENOENT);
     detach(v);
     spw_cursor_fini(&v->cur);
-    fold_free(&f);
+    spw__view_fold_free(&f);
     spw_buf_fini(&val);
     spw_buf_fini(&mb);
     spw_free(kbuf);

@@ -184,6 +184,48 @@ int spw__view_store_wipe(spw_view *v, char *err, size_t cap); /* closes, destroy
 int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val);
 int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found);
 
+/* ---- the fold table (view_fold.c): store key → pending change ---- */
+#define VIEW_KEY_MAX 4096
+
+typedef struct fent {
+    uint64_t h;
+    size_t koff;
+    uint32_t klen;
+    /* latest */
+    uint32_t part;
+    uint64_t offset, id;
+    int64_t ts;
+    size_t voff;
+    uint32_t vlen;
+    /* sum, aggregate */
+    view_agg agg;
+} fent;
+
+typedef struct fold {
+    fent *e;
+    uint32_t n, cap;
+    uint32_t *slot; /* index + 1; 0 empty */
+    uint32_t nslot;
+    spw_buf arena;
+    uint64_t bytes;
+} fold;
+
+void spw__view_fold_reset(fold *f);
+void spw__view_fold_free(fold *f);
+fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew);
+uint64_t spw__view_hash(const void *p, size_t n);
+/* Does latest candidate (ts, id) a come after b in the view's order? */
+int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid);
+/* Folds one record of partition p into f and mt's counters and watermark.
+ * kbuf: 2 * (VIEW_KEY_MAX + 16) bytes of scratch. sample > 1: only view
+ * keys whose hash is a multiple of sample go into f (counters and
+ * watermarks take every record). */
+void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv,
+                           char *kbuf, uint32_t sample);
+/* Rolls the smallest window's entries up into the larger windows; kb:
+ * VIEW_KEY_MAX + 16 bytes of scratch. */
+void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+
 /* view_apply.c */
 void *spw__view_apply_thread(void *arg);
 
