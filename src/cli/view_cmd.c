@@ -24,6 +24,7 @@ static const char view_usage[] =
     "       spillway view get NAME KEY [--min-offsets P:O,...] [--wait-ms N]\n"
     "       spillway view series NAME KEY [--window W] [--from T] [--to T] [--min-offsets ...] [--wait-ms N]\n"
     "       spillway view top NAME [--window W] [--at T] [--by count|sum] [--n N] [--min-offsets ...] [--wait-ms N]\n"
+    "       spillway view verify NAME [--sample N]   (recompute from the log and compare; exit 1 on a difference)\n"
     "       spillway view rebuild NAME\n"
     "       spillway view delete NAME\n"
     "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ") and --token T (a bearer\n"
@@ -43,7 +44,7 @@ static void pct(spw_buf *b, const char *s)
 
 typedef struct vopts {
     const char *stream, *kind, *field, *group_by, *windows, *time, *grace, *order_by, *body;
-    const char *min_offsets, *wait_ms, *window, *from, *to, *at, *by, *n;
+    const char *min_offsets, *wait_ms, *window, *from, *to, *at, *by, *n, *sample;
 } vopts;
 
 static int request(spw_httpc *c, const char *cmd, const char *method, const char *target, const char *body,
@@ -160,11 +161,13 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
             spw_buf_xprintf(&t, "/series");
     } else if (strcmp(sub, "top") == 0) {
         spw_buf_xprintf(&t, "/top");
+    } else if (strcmp(sub, "verify") == 0) {
+        spw_buf_xprintf(&t, "/verify");
     }
     const struct {
         const char *q, *v;
     } qs[] = {{"window", o->window}, {"from", o->from}, {"to", o->to}, {"at", o->at}, {"by", o->by},
-              {"n", o->n}, {"min_offsets", o->min_offsets}, {"wait_ms", o->wait_ms}};
+              {"n", o->n}, {"min_offsets", o->min_offsets}, {"wait_ms", o->wait_ms}, {"sample", o->sample}};
     char sep = '?';
     for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
         if (qs[i].v) {
@@ -182,6 +185,8 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
         printf("view %s: rebuilding from the start of its stream\n", name);
     } else if (json || (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0)) {
         fwrite(r.body, 1, r.body_len, stdout);
+        if (strcmp(sub, "verify") == 0 && !memmem(r.body, r.body_len, "\"ok\":true", 9))
+            rc = 1; /* the view differs from its log */
     } else {
         spw_json_span obj, arr, e;
         if (spw__cli_parse(r.body, r.body_len, &obj) < 0) {
@@ -206,7 +211,7 @@ out:
 
 int spw_cmd_view(int argc, char **argv)
 {
-    static const char *const subs[] = {"create", "list", "show", "get", "series", "top", "rebuild", "delete"};
+    static const char *const subs[] = {"create", "list", "show", "get", "series", "top", "verify", "rebuild", "delete"};
     if (argc < 2) {
         fputs(view_usage, stderr);
         return 2;
@@ -242,6 +247,7 @@ int spw_cmd_view(int argc, char **argv)
         {"--at", &o.at, "top"},                  {"--by", &o.by, "top"},
         {"--n", &o.n, "top"},                    {"--min-offsets", &o.min_offsets, "get series top show"},
         {"--wait-ms", &o.wait_ms, "get series top show"},
+        {"--sample", &o.sample, "verify"},
     };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];

@@ -10,11 +10,16 @@
  * comes later, posted back to the request's loop by the view's apply
  * thread) for up to wait_ms, then answered 504 view_lag. The loop never
  * waits.
+ *
+ * Verify reads the whole log: it runs on a thread of its own (at most
+ * VERIFY_MAX at once, else 503) and its answer is posted back to the loop.
  */
 #include "http/view_api.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +31,9 @@
 #include "svc/views.h"
 
 #define KEY_MAX 4096
+#define VERIFY_MAX 2
+
+static _Atomic int verifies;
 
 typedef struct vreq {
     spw_api *api;
@@ -35,6 +43,10 @@ typedef struct vreq {
     char window[32], by[16];
     char key[KEY_MAX];
     spw_sc wait_sc;
+    /* verify: the answer made on its thread */
+    spw_buf out;
+    spw_sc sc;
+    char err[400];
 } vreq;
 
 static int hexv(char c)
@@ -83,6 +95,48 @@ static void serve(vreq *v)
         spw__api_respond_json(v->req, created ? 201 : 200, &b);
     }
     spw_free(v);
+}
+
+static void verified_on_loop(void *arg)
+{
+    vreq *v = arg;
+    if (v->sc == SPW_SC_OK)
+        spw__api_respond_json(v->req, 200, &v->out);
+    else
+        spw_http_answer(v->req, v->sc, NULL, "%s", v->err);
+    spw_buf_fini(&v->out);
+    spw_free(v);
+}
+
+static void *verify_thread(void *arg)
+{
+    vreq *v = arg;
+    int created;
+    v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &created, v->err, sizeof v->err);
+    atomic_fetch_sub(&verifies, 1);
+    spw_http_loop_post(v->req->loop, verified_on_loop, v);
+    return NULL;
+}
+
+static void verify(vreq *v)
+{
+    pthread_attr_t at;
+    pthread_t th;
+    if (atomic_fetch_add(&verifies, 1) >= VERIFY_MAX) {
+        atomic_fetch_sub(&verifies, 1);
+        spw_http_answer(v->req, SPW_SC_UNAVAILABLE, "Retry-After: 1\r\n", "%d verifies are running; try again",
+                        VERIFY_MAX);
+        spw_free(v);
+        return;
+    }
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &at, verify_thread, v) != 0) {
+        atomic_fetch_sub(&verifies, 1);
+        spw_http_answer(v->req, SPW_SC_OVERLOADED, NULL, "cannot start a thread for the verify");
+        spw_free(v);
+    }
+    pthread_attr_destroy(&at);
 }
 
 static void waited_on_loop(void *arg)
@@ -161,6 +215,10 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         v->r.op = SPW_VIEW_REBUILD;
         if (m != SPW_HTTP_POST)
             allow = "POST";
+    } else if (strcmp(slash, "/verify") == 0) {
+        v->r.op = SPW_VIEW_VERIFY;
+        if (m != SPW_HTTP_GET)
+            allow = "GET";
     } else if (strcmp(slash, "/top") == 0) {
         v->r.op = SPW_VIEW_TOP;
         if (m != SPW_HTTP_GET)
@@ -198,7 +256,8 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         return 1;
     }
     /* permissions: administration on the view's name; reads on its stream */
-    int admin = v->r.op == SPW_VIEW_PUT || v->r.op == SPW_VIEW_DELETE || v->r.op == SPW_VIEW_REBUILD;
+    int admin = v->r.op == SPW_VIEW_PUT || v->r.op == SPW_VIEW_DELETE || v->r.op == SPW_VIEW_REBUILD ||
+                v->r.op == SPW_VIEW_VERIFY; /* it reads the whole log */
     char stream[SPW_STREAM_NAME_MAX + 1];
     const char *pname = v->name;
     if (!admin && api->svc.views && spw_views_stream_of(api->svc.views, v->name, stream, sizeof stream) == 0)
@@ -209,6 +268,17 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         return 1;
     }
     const char *q = req->query;
+    if (v->r.op == SPW_VIEW_VERIFY) {
+        uint64_t sample = 1;
+        if (spw__api_query_u64(q, "sample", &sample) < 0 || sample == 0 || sample > (1u << 20)) {
+            spw_free(v);
+            spw_http_answer(req, SPW_SC_BAD_PARAMETER, NULL, "sample must be 1 to 1048576");
+            return 1;
+        }
+        v->r.n = (uint32_t)sample;
+        verify(v);
+        return 1;
+    }
     if (v->r.op == SPW_VIEW_PUT) {
         v->r.body = (const char *)req->body.p;
         v->r.body_len = req->body.len;

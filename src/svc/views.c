@@ -79,6 +79,11 @@ spw_sc spw_view_serve(spw_svc *svc, const spw_view_req *r, spw_buf *out, int *cr
     case SPW_VIEW_TOP:
         rc = spw_views_read_top(m, r->name, r->window, r->at, r->by, r->n ? r->n : 10, out, err, cap);
         break;
+    case SPW_VIEW_VERIFY:
+        rc = spw_views_verify(m, r->name, r->n, out, err, cap);
+        if (rc == SPW_EINVAL)
+            return SPW_SC_UNAVAILABLE;
+        break;
     default:
         snprintf(err, cap, "no such view request");
         return SPW_SC_BAD_REQUEST;

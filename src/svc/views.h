@@ -25,6 +25,7 @@ typedef enum {
     SPW_VIEW_KEY,
     SPW_VIEW_SERIES,
     SPW_VIEW_TOP,
+    SPW_VIEW_VERIFY, /* reads the log: not on an I/O loop (svc/views.h) */
 } spw_view_op;
 
 #define SPW_VIEW_MIN_MAX 1024 /* min_offsets entries at most */
@@ -40,7 +41,7 @@ typedef struct spw_view_req {
     const char *window; /* SERIES, TOP ("" or NULL: the smallest) */
     int64_t from, to, at; /* INT64_MIN: the default */
     const char *by;       /* TOP: "count" or "sum" ("" or NULL: count) */
-    uint32_t n;           /* TOP */
+    uint32_t n;           /* TOP; VERIFY: the sample (1: every key) */
 } spw_view_req;
 
 /*

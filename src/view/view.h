@@ -104,6 +104,18 @@ int spw_views_read_series(spw_views *m, const char *name, const void *key, size_
 int spw_views_read_top(spw_views *m, const char *name, const char *window, int64_t at, const char *by, uint32_t n,
                        spw_buf *out, char *err, size_t cap);
 
+/*
+ * Verify (view_verify.c): recomputes the view from its log up to the
+ * offsets its store holds (one RocksDB snapshot) and compares counters,
+ * watermarks and the entries of the view keys whose hash is a multiple
+ * of sample (1: every key, and the entry count too). Appends
+ * {"view","ok","sample","records","entries_checked","mismatches",
+ * "applied","first_mismatches"}; SPW_EINVAL when the log no longer holds
+ * the view's first records (retention) or the view is being rebuilt.
+ * Reads the whole log below the view's offsets on the caller's thread.
+ */
+int spw_views_verify(spw_views *m, const char *name, uint32_t sample, spw_buf *out, char *err, size_t cap);
+
 /* The fields of a view definition, one line each (serve --help). */
 void spw_views_help(spw_buf *out);
 

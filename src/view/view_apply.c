@@ -189,7 +189,8 @@ static int attach(spw_view *v)
         else
             spw_warn("view %s: its store belongs to an earlier stream %s; rebuilding it from the log", v->def.name,
                      v->def.stream);
-        if ((r = spw__view_store_wipe(v, err, sizeof err)) < 0) {
+        spw__view_meta_reset(&mt, s->incarnation, s->cfg.partitions);
+        if ((r = spw__view_store_wipe(v, &mt, err, sizeof err)) < 0) {
             spw_stream_put(s);
             set_error(v, "%s", err);
             return r;
@@ -395,12 +396,15 @@ static int do_rebuild(spw_view *v)
             take_hold(v->s->parts[i], &pos, &v->holds[i]); /* down to the start: kept until flushed past */
             v->flushed[i] = pos;
         }
-    int r = spw__view_store_wipe(v, err, sizeof err);
+    view_meta fresh;
+    spw__view_meta_reset(&fresh, v->s->incarnation, v->s->cfg.partitions);
+    int r = spw__view_store_wipe(v, &fresh, err, sizeof err);
     if (r < 0) {
         set_error(v, "%s", err);
         return r;
     }
-    spw__view_meta_reset(&v->meta, v->s ? v->s->incarnation : 0, v->s ? v->s->cfg.partitions : 0);
+    v->meta = fresh;
+    v->dirty++;
     publish(v, VS_REBUILDING);
     return 0;
 }

@@ -180,7 +180,7 @@ int64_t spw__view_watermark(const view_meta *mt);
 /* view_store.c: the store */
 int spw__view_store_open(spw_view *v, char *err, size_t cap);
 void spw__view_store_close(spw_view *v);
-int spw__view_store_wipe(spw_view *v, char *err, size_t cap); /* closes, destroys, opens empty */
+int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap); /* one batch: all gone, fresh meta */
 int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val);
 int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found);
 

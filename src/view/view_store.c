@@ -298,22 +298,27 @@ void spw__view_store_close(spw_view *v)
     }
 }
 
-int spw__view_store_wipe(spw_view *v, char *err, size_t cap)
+/* One WriteBatch: every entry deleted (a range delete over all keys,
+ * whose first byte is below 0xff) and the fresh meta entry put. Atomic
+ * like any batch: after a crash the store is either as before or empty at
+ * offsets 0. The database stays open, so readers holding it go on. */
+int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap)
 {
-    if (v->db) {
-        rocksdb_close(v->db);
-        v->db = NULL;
-    }
-    char path[4400];
-    snprintf(path, sizeof path, "%s/db", v->dir);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete_range(wb, "\x00", 1, "\xff", 1);
+    spw_buf mb = SPW_BUF_INIT;
+    spw__view_meta_encode(fresh, &mb);
+    rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb.p, mb.len);
     char *e = NULL;
-    rocksdb_destroy_db(v->opts, path, &e);
+    rocksdb_write(v->db, v->wo, wb, &e);
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&mb);
     if (e) {
-        snprintf(err, cap, "removing the store %s: %s", path, e);
+        snprintf(err, cap, "emptying the store: %s", e);
         rocksdb_free(e);
         return -EIO;
     }
-    return spw__view_store_open(v, err, cap);
+    return 0;
 }
 
 /* 1 and *val (replaced) when found, 0 when not, or -EIO. */

@@ -193,6 +193,8 @@ static void cli(const char *bin, srv *s)
         {"view series cv acct --window 10s", 0, "\"window\":\"10s\""},
         {"view top cv --window 1m --by sum --n 3", 0, "\"by\":\"sum\""},
         {"view get cv nobody", 1, "has no key"},
+        {"view verify cv", 0, "\"ok\":true"},
+        {"view verify cv --sample 2", 0, "\"ok\":true"},
         {"view list", 0, "cv"},
         {"view show cv", 0, "aggregate"},
         {"view rebuild cv", 0, "rebuilding"},
