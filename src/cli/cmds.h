@@ -21,6 +21,7 @@ int spw_cmd_produce(int argc, char **argv);
 int spw_cmd_consume(int argc, char **argv);
 int spw_cmd_stream(int argc, char **argv);
 int spw_cmd_top(int argc, char **argv);
+int spw_cmd_view(int argc, char **argv);
 
 #define SPW_CLI_DEFAULT_SERVER "127.0.0.1:7700"
 /* The --server line of a command's help (spw__cli_server reads it so). */

@@ -23,6 +23,7 @@
 #include "server/sink_config.h"
 #include "catalog/stream.h"
 #include "sink/sink.h"
+#include "view/view.h"
 
 
 static void usage(FILE *f)
@@ -35,13 +36,14 @@ static void usage(FILE *f)
                    "  produce   send NDJSON lines to a stream\n"
                    "  consume   print a stream's records as NDJSON\n"
                    "  stream    create, list, show or delete streams\n"
+                   "  view      create, list, show, read, rebuild or delete views\n"
                    "  bench     load a running server and measure it\n"
                    "  top       live rates, pending bytes, rejections\n"
                    "  check     verify the segments at or below a directory (read only)\n"
                    "  dump      print a segment file's batches and records\n"
                    "  version   print the version and the commit\n"
                    "\n"
-                   "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT\n"
+                   "Client commands (produce, consume, stream, view, bench, top) take --server HOST:PORT\n"
                    "or http://HOST:PORT (default $SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
                    "--token T (a bearer token for a server with a tokens file; default\n"
                    "$SPILLWAY_TOKEN). Options are --name VALUE or --name=VALUE. Sizes take\n"
@@ -80,6 +82,10 @@ static void serve_help(FILE *out)
             "written out are the same.\n"
             "%.*s",
             (int)h.len, h.p ? (const char *)h.p : "");
+    h.len = 0;
+    spw_views_help(&h);
+    fprintf(f, "\nViews: the body of PUT /v1/views/NAME (docs/api.md \"Views\").\n%.*s", (int)h.len,
+            h.p ? (const char *)h.p : "");
     spw_buf_fini(&h);
     fclose(f);
     spw_help_write(out, text, SPW_HELP_WIDTH);
@@ -284,6 +290,8 @@ int main(int argc, char **argv)
         return spw_cmd_consume(argc - 1, argv + 1);
     if (strcmp(cmd, "stream") == 0)
         return spw_cmd_stream(argc - 1, argv + 1);
+    if (strcmp(cmd, "view") == 0)
+        return spw_cmd_view(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "top") == 0)

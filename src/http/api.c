@@ -157,6 +157,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     }
     if (spw_sink_api_route(api, req, ar))
         return;
+    if (spw_view_api_route(api, req, ar))
+        return;
     if (strncmp(req->path, "/v1/streams/", 12) == 0) {
         const char *name = req->path + 12;
         const char *slash = strchr(name, '/');

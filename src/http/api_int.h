@@ -32,6 +32,7 @@
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
 #include "http/sink_api.h"
+#include "http/view_api.h"
 #include "sink/sink.h"
 #include "svc/metrics.h"
 #include "svc/request.h"

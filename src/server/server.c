@@ -28,6 +28,8 @@
 #include "svc/auth.h"
 #include "catalog/catalog.h"
 #include "sink/sink.h"
+#include "svc/views.h"
+#include "view/view.h"
 #include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
@@ -79,6 +81,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "fsync data written at ack none/written at least this often"),
     CFG("retention-check", SPW_CFG_DURATION, retention_check_ms, "10s", 100, 86400000,
         "how often retention runs"),
+    CFG("view-flush-interval", SPW_CFG_DURATION, view_flush_ms, "1s", 10, 86400000,
+        "how often a view's store is flushed when it changed: a crash re-applies at most this much, and "
+        "retention is held at the last flush"),
     CFG("shutdown-drain", SPW_CFG_DURATION, shutdown_drain_ms, "10s", 0, 600000,
         "on SIGTERM, wait this long for requests in flight"),
     CFG("rate-limit", SPW_CFG_U32, rate_limit, "0", 0, 1000000000,
@@ -334,6 +339,8 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
     if (api->sinks)
         stop_step_set("sinks (each finishes or gives up its write to its target)");
     spw_sinks_close(api->sinks);
+    stop_step_set("views (each apply thread finishes its cycle)");
+    spw_views_close(api->svc.views); /* after the listeners: parked reads were answered */
     stop_step_set("the coalescer, then the streams (flush and fsync)");
     spw_coalesce_close(api->svc.coal);
     spw_rl_destroy(api->svc.rl);
@@ -544,6 +551,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
+    if ((r = spw_views_open(api.svc.cat, api.svc.data_dir, c->view_flush_ms, &api.svc.views)) < 0)
+        spw_error("views: %s/views: %s; no view runs", c->data, spw_strerror(r));
+    spw_view_metrics_register(&api.svc);
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {

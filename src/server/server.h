@@ -36,6 +36,7 @@ typedef struct spw_server_config {
     uint32_t max_pipelined;
     uint64_t fsync_interval_ms;
     uint64_t retention_check_ms;
+    uint64_t view_flush_ms;
     uint64_t shutdown_drain_ms;
     uint32_t rate_limit;             /* default events/s per key for streams without rate_limit; 0 = off */
     uint32_t rate_limit_burst;       /* token bucket capacity; 0 = rate_limit */

@@ -24,6 +24,7 @@ struct spw_consume;
 struct spw_metrics;
 struct spw_rl_table;
 struct spw_workq;
+struct spw_views;
 
 typedef struct spw_svc {
     spw_log *log;
@@ -44,6 +45,7 @@ typedef struct spw_svc {
     /* Disk work of requests, off the I/O loops (core/workq.h): segment reads,
      * stream deletion, a new group's first fsyncs. NULL: done in place. */
     struct spw_workq *io;
+    struct spw_views *views;     /* read models (view/view.h, served by svc/views.h); NULL: not running */
     spw_hist produce_latency;   /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;

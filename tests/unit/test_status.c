@@ -40,6 +40,7 @@ static const struct {
     {"too_many_partitions", 400, 400}, {"save_failed", 500, 500}, {"bad_config", 400, -1}, {"exists", 409, -1},
     {"directory_exists", 409, -1}, {"create_failed", 500, -1}, {"delete_failed", 500, -1},
     {"kind_not_built", 400, -1}, {"no_such_sink", 404, -1}, {"unavailable", 503, -1},
+    {"no_such_view", 404, -1}, {"unknown_key", 404, -1}, {"view_lag", 504, -1},
     {"not_implemented", 501, 501}, {"invalid_json", 400, 400}, {"not_an_object", 400, 400},
     {"missing_key", 400, 400}, {"bad_key", 400, 400}, {"bad_timestamp", 400, 400}, {"event_too_large", 400, 413},
     {"no_events", 400, 400}, {"idempotency_key_reused", 422, -1}, {"sequence_reused", -1, 409},
