@@ -11,6 +11,8 @@ pkgs+=(pkg-config libfuse3-dev fuse3)
 # views and the event-sourcing index are stored in RocksDB; rocksdb-tools
 # has db_bench, the peer of bench/run.sh views
 pkgs+=(librocksdb-dev rocksdb-tools)
+# the Kafka listener decompresses gzip and snappy batches; its tests run kcat
+pkgs+=(zlib1g-dev libsnappy-dev kcat)
 pkgs+=("$@")
 
 missing=()
