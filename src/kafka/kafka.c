@@ -49,7 +49,7 @@ typedef struct kapi {
 
 static const kapi kapis[] = {
     {KAPI_PRODUCE, 3, 8},      {KAPI_FETCH, 4, 11},       {KAPI_LIST_OFFSETS, 1, 5},
-    {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3},
+    {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3}, {KAPI_INIT_PRODUCER_ID, 0, 1},
 };
 #define NKAPIS (sizeof kapis / sizeof kapis[0])
 
@@ -366,6 +366,26 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     q->ready = 1;
 }
 
+/* ---- InitProducerId ---- */
+
+/* A producer id for an idempotent producer (epoch 0). Its batches' ids,
+ * epochs and sequences become the produce service's producer sequences
+ * (kafka_produce.c). Transactions are not supported. */
+static void init_producer_id(kconn *c, kreq *q, spw_kr *r)
+{
+    const char *tid;
+    int32_t tl;
+    spw_kr_str(r, &tid, &tl);
+    (void)spw_kr_i32(r); /* transaction timeout */
+    int16_t err = r->bad ? KERR_INVALID_REQUEST : tid ? KERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED : KERR_NONE;
+    int64_t pid = err ? -1 : atomic_fetch_add(&c->loop->srv->next_pid, 1);
+    int e = spw__kq_begin(q) || spw_kw_i32(&q->out, 0) || spw_kw_i16(&q->out, err) || spw_kw_i64(&q->out, pid) ||
+            spw_kw_i16(&q->out, err ? -1 : 0);
+    if (e)
+        q->out.len = 0;
+    q->ready = 1;
+}
+
 /* ---- dispatch ---- */
 
 static void dispatch(kconn *c, const uint8_t *p, size_t n)
@@ -404,6 +424,7 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     case KAPI_PRODUCE: spw__k_produce(c, q, &r); break;
     case KAPI_LIST_OFFSETS: spw__k_list_offsets(c, q, &r); break;
     case KAPI_FETCH: spw__k_fetch(c, q, r.p, spw_kr_left(&r), 0); break;
+    case KAPI_INIT_PRODUCER_ID: init_producer_id(c, q, &r); break;
     default: answer_unsupported(q);
     }
 }
@@ -638,6 +659,7 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     if (s->cfg.max_request_bytes < 4096)
         s->cfg.max_request_bytes = 4096;
     s->svc = svc;
+    atomic_store(&s->next_pid, spw_wall_ms() << 12);
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers};
     int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);

@@ -72,6 +72,7 @@ enum {
     KERR_TOPIC_ALREADY_EXISTS = 36,
     KERR_INVALID_PARTITIONS = 37,
     KERR_INVALID_REQUEST = 42,
+    KERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
     KERR_OUT_OF_ORDER_SEQUENCE = 45,
     KERR_KAFKA_STORAGE_ERROR = 56,
     KERR_UNSUPPORTED_COMPRESSION_TYPE = 76,
@@ -129,6 +130,10 @@ struct spw_kafka_server {
     spw_kafka_config cfg;
     spw_svc *svc;
     _Atomic uint64_t st_requests, st_refused;
+    /* InitProducerId's next producer id: the wall clock in ms << 12 at
+     * start, so ids never repeat across restarts (the dedupe table
+     * outlives them) unless a run hands out over 4096 ids a ms. */
+    _Atomic int64_t next_pid;
 };
 
 /* kafka.c */
