@@ -346,7 +346,7 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     size_t count_at = o->len;
     e = e || spw_kw_i32(o, 0);
     md_ctx m = {.c = c, .out = o, .v = v, .node = node};
-    if (!e && all) {
+    if (!e && all && !svc->auth) { /* with tokens: no login, no names (spw__k_stream) */
         spw_catalog_each(svc->cat, md_each, &m);
         e = m.e;
     }
