@@ -13,6 +13,8 @@ pkgs+=(pkg-config libfuse3-dev fuse3)
 pkgs+=(librocksdb-dev rocksdb-tools)
 # tests/package: promtool checks /metrics; systemd-analyze verifies the unit
 pkgs+=(prometheus systemd)
+# the Kafka listener decompresses gzip and snappy batches; its tests run kcat
+pkgs+=(zlib1g-dev libsnappy-dev kcat)
 pkgs+=("$@")
 
 missing=()

@@ -391,7 +391,9 @@ int spw_cmd_consume(int argc, char **argv)
             return 1;
         }
         while (spw__cli_array_next(&ps, &cur, &e)) {
-            int64_t p = spw__cli_int(&e, "partition", -1), end = spw__cli_int(&e, "end_offset", -1);
+            /* the durable end: reads see durable records only, and one
+             * past it is out of range (docs/api.md "Read") */
+            int64_t p = spw__cli_int(&e, "partition", -1), end = spw__cli_int(&e, "durable_offset", -1);
             if (p >= (int64_t)first && p < (int64_t)first + count && end >= 0) {
                 pos[p - first].next = (uint64_t)end;
                 pos[p - first].started = 1;

@@ -28,6 +28,7 @@
 #include "svc/auth.h"
 #include "catalog/catalog.h"
 #include "sink/sink.h"
+#include "kafka/kafka.h"
 #include "svc/views.h"
 #include "view/view.h"
 #include "svc/coalesce.h"
@@ -45,6 +46,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0, "HTTP address host:port"),
     CFG("listen-bin", SPW_CFG_STR, listen_bin, "127.0.0.1:7701", 0, 0,
         "binary protocol address host:port (docs/protocol.md); \"\" or \"off\" disables it"),
+    CFG("listen-kafka", SPW_CFG_STR, listen_kafka, "off", 0, 0,
+        "Kafka protocol address host:port, conventionally 127.0.0.1:9092 (docs/protocol-kafka.md); \"\" or \"off\" "
+        "(the default) disables it"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
     CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0, "allow a non-loopback listen address without tokens"),
     CFG("tokens-file", SPW_CFG_STR, tokens_file, "", 0, 0,
@@ -359,10 +363,11 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
-    const char *addrs[2] = {c->listen, bin_on ? c->listen_bin : NULL};
+    int kafka_on = c->listen_kafka[0] && strcmp(c->listen_kafka, "off") != 0;
+    const char *addrs[3] = {c->listen, bin_on ? c->listen_bin : NULL, kafka_on ? c->listen_kafka : NULL};
     /* Without tokens anyone who can connect may do anything: only loopback,
      * unless the operator says the network is trusted. */
-    for (int i = 0; i < 2 && !c->tokens_file[0]; i++) {
+    for (int i = 0; i < 3 && !c->tokens_file[0]; i++) {
         if (addrs[i] && !is_loopback(addrs[i]) && !c->insecure) {
             fprintf(stderr,
                     "spillway serve: refusing to listen on %s: it is not a loopback address and no tokens file is "
@@ -618,6 +623,32 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_info("binary protocol on %.*s:%d", (int)(strrchr(c->listen_bin, ':') - c->listen_bin), c->listen_bin,
                  spw_bin_port(bin));
     }
+    spw_kafka_server *kafka = NULL;
+    if (kafka_on) {
+        spw_kafka_config kc = {
+            .listen = c->listen_kafka,
+            .threads = hc.threads,
+            .max_connections = c->max_connections,
+            .max_request_bytes = c->max_request_bytes > (1u << 30) ? (1u << 30) : (uint32_t)c->max_request_bytes,
+            .idle_timeout_ms = (uint32_t)c->idle_timeout_ms,
+            .request_timeout_ms = (uint32_t)c->request_timeout_ms,
+            .max_pipelined = c->max_pipelined,
+            .buffers = &buffers,
+        };
+        if ((r = spw_kafka_start(&kc, &api.svc, &kafka)) < 0) {
+            fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_kafka, spw_strerror(r),
+                    r == -EADDRINUSE ? " (another process, perhaps a Kafka broker, listens there)" : "");
+            spw_consume_stop(api.svc.groups);
+            if (bin)
+                spw_bin_stop(bin, 0);
+            spw_http_stop(http, 0);
+            close_server_parts(&api, cat, log, auth);
+            return 1;
+        }
+        spw_kafka_metrics_register(api.svc.metrics, kafka);
+        spw_info("Kafka protocol on %.*s:%d", (int)(strrchr(c->listen_kafka, ':') - c->listen_kafka),
+                 c->listen_kafka, spw_kafka_port(kafka));
+    }
     spw_info("listening on http://%.*s:%d with %u I/O thread(s), data in %s",
              (int)(strrchr(c->listen, ':') - c->listen), c->listen, spw_http_port(http), hc.threads, c->data);
     {
@@ -628,7 +659,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     atomic_store(&api.svc.ready, 1); /* GET /readyz: started */
     if (ready_fd >= 0) {
         char buf[32];
-        int n = snprintf(buf, sizeof buf, "%d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0);
+        int n = kafka ? snprintf(buf, sizeof buf, "%d %d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0,
+                                 spw_kafka_port(kafka))
+                      : snprintf(buf, sizeof buf, "%d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0);
         if (write(ready_fd, buf, (size_t)n) < 0) {
         }
     }
@@ -663,10 +696,14 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     stop_step_set("the listeners (requests in flight finish, up to shutdown-drain)");
     if (bin)
         spw_bin_stop_accepting(bin);
+    if (kafka)
+        spw_kafka_stop_accepting(kafka);
     spw_consume_stop(api.svc.groups); /* parked polls answered before the loops stop */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);
+    if (kafka)
+        spw_kafka_stop(kafka, (uint32_t)c->shutdown_drain_ms);
     close_server_parts(&api, cat, log, auth);
     close(lock_fd); /* everything is on disk and closed: the next server may start */
     spw_info("stopped cleanly");

@@ -178,7 +178,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
 {
     spw_stream_config *cfg = v->cfg;
     spw_record r = {.key = ev->key, .key_len = ev->key_len, .value = ev->value, .value_len = ev->len,
-                    .ts = ev->has_ts ? ev->ts : v->now};
+                    .ts = ev->has_ts ? ev->ts : v->now, .headers = ev->headers, .header_count = ev->header_count};
     if (ev->key_len > 0 && !spw__key_text_ok(ev->key, (size_t)ev->key_len)) {
         spw_produce_refuse_at(res, SPW_SC_BAD_KEY, ev, SIZE_MAX, "keys must be UTF-8 text without control characters");
         return -1;

@@ -67,6 +67,8 @@ typedef struct spw_produce_ev {
     int32_t key_len;    /* -1: none (a JSON stream's key then comes from its key field) */
     int has_ts;         /* ts given by the request (else the stream's field, else now) */
     int64_t ts;
+    const spw_kv *headers; /* record headers (Kafka's), stored as given; NULL: none */
+    uint32_t header_count;
     uint32_t index; /* for answers: the event's number as the front end counts it */
     size_t base;    /* for answers: byte offset of value in the request */
 } spw_produce_ev;
