@@ -418,8 +418,10 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
      * when a partition it goes to failed a write and is recovering (an
      * append there would be refused anyway; this keeps the request whole). */
     if (r == 0 && svc->max_disk_bytes &&
-        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes)
+        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes) {
         r = SPW_EDISKLIMIT;
+        atomic_store(&svc->disk_refused_bytes, total); /* GET /readyz: not ready until this fits */
+    }
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
         if (f)
