@@ -5,6 +5,7 @@
  * permission checks of svc/request.h.
  */
 #include "http/api_int.h"
+#include "core/workq.h"
 
 /* ---- streams ---- */
 
@@ -29,6 +30,41 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
                       i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
     }
     spw_buf_xprintf(b, "]}");
+}
+
+typedef struct delete_job {
+    spw_api *api;
+    spw_http_req *req;
+    char name[256];
+    int r;
+} delete_job;
+
+static void delete_work(delete_job *j)
+{
+    j->r = spw_catalog_delete(j->api->svc.cat, j->name);
+    if (j->r == 0)
+        spw_consume_drop_stream(j->api->svc.groups, j->name); /* its consumer groups go with it */
+}
+
+static void delete_answer(void *arg)
+{
+    delete_job *j = arg;
+    spw_http_req *req = j->req;
+    req->user = NULL;
+    if (j->r == -ENOENT)
+        spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", j->name);
+    else if (j->r < 0)
+        spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", j->name, spw_strerror(j->r));
+    else
+        spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+    spw_free(j);
+}
+
+static void delete_worker(void *arg)
+{
+    delete_job *j = arg;
+    delete_work(j);
+    spw_http_loop_post(j->req->loop, delete_answer, j);
 }
 
 /* A catalog walk that shows only the streams a token may see (who NULL: all). */
@@ -108,15 +144,17 @@ void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, s
         return;
     }
     if (req->method == SPW_HTTP_DELETE) {
-        int r = spw_catalog_delete(api->svc.cat, nm);
-        if (r == -ENOENT)
-            spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
-        else if (r < 0)
-            spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", nm, spw_strerror(r));
-        else {
-            spw_consume_drop_stream(api->svc.groups, nm); /* its consumer groups go with it */
-            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
-        }
+        /* The rename and its directory fsync, the groups' files: on an I/O
+         * worker, answered on the loop (delete_answer). */
+        delete_job *j = spw_xcalloc(1, sizeof *j);
+        j->api = api;
+        j->req = req;
+        snprintf(j->name, sizeof j->name, "%s", nm);
+        req->user = j;
+        if (api->svc.io && spw_workq_submit(api->svc.io, delete_worker, j) == 0)
+            return;
+        delete_work(j);
+        delete_answer(j);
         return;
     }
     if (req->method != SPW_HTTP_GET) {

@@ -250,6 +250,7 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_catalog_set_io(cat, NULL);  /* deleted streams reaped in place from now on */
     spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
@@ -415,6 +416,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    spw_catalog_set_io(cat, api.svc.io);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_produce_dedupe_rebuild(&api.svc);
     /* No id at or below one stored, whatever the clock did while the server
