@@ -31,6 +31,7 @@ typedef struct fetch_job {
     uint64_t err_next; /* the read error's offset */
     uint64_t damage_from, resume;
     int in_place; /* answered inside the handler: the frame loop flushes */
+    size_t promised; /* counted in c->promised until answered */
 } fetch_job;
 
 /* On a worker (or in place): the cursor's reads, the answer's frame. */
@@ -115,6 +116,7 @@ static void fetch_answer(void *arg)
     SPW_ASSERT(c->inflight > 0 && c->loop->inflight > 0); /* answered once, after being dispatched */
     c->inflight--;
     c->loop->inflight--;
+    c->promised -= j->promised;
     if (c->closed) {
         /* the connection is gone: nothing to send */
     } else if (j->err == SPW_EAGAIN) {
@@ -205,6 +207,8 @@ void spw__bin_handle_fetch(bconn *c, const spw_frame_hdr *h, const uint8_t *body
     c->inflight++;
     c->loop->inflight++;
     spw_workq *io = c->loop->srv->svc->io;
+    j->promised = (size_t)maxb + 4096;
+    c->promised += j->promised;
     if (io && spw_workq_submit(io, fetch_worker, j) == 0)
         return;
     j->in_place = 1;

@@ -169,7 +169,7 @@ static void conn_update_reading(bconn *c)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
-                     c->out.len - c->out_off > OUT_PAUSE_BYTES;
+                     c->out.len - c->out_off + c->promised > OUT_PAUSE_BYTES;
     if (want_pause != c->paused) {
         c->paused = want_pause;
         set_events(c);
@@ -272,7 +272,7 @@ static void conn_process(bconn *c)
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
-           c->out.len - c->out_off <= OUT_PAUSE_BYTES) {
+           c->out.len - c->out_off + c->promised <= OUT_PAUSE_BYTES) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         spw_frame_hdr h;

@@ -95,6 +95,7 @@ struct spw_conn {
     uint32_t header_bytes;
     slot *slots; /* ring, cap = max_pipelined */
     uint32_t s_head, s_len;
+    size_t promised; /* answer bytes promised by requests answered later (spw_http_req_promise) */
     spw_buf pending_in; /* bytes read but not parsed (paused) */
     uint64_t pin_charged; /* budget held by pending_in */
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
@@ -159,7 +160,14 @@ const char *spw_http_reason(int s)
 
 static spw_membudget *budget_of(spw_http_loop *l) { return l->srv->cfg.buffers; }
 
-static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off; }
+/* Unsent answers, and those promised by requests answered later. */
+static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off + c->promised; }
+
+void spw_http_req_promise(spw_http_req *req, size_t bytes)
+{
+    req->promised += bytes;
+    req->conn->promised += bytes;
+}
 
 /* Frees a request's body and gives its bytes back. */
 static void req_body_free(spw_http_req *r)
@@ -318,6 +326,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     }
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
+    c->promised -= req->promised;
     SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
     c->inflight--;

@@ -65,6 +65,7 @@ typedef struct spw_http_req {
     /* http.c's own: */
     uint64_t charged; /* bytes of the buffer budget body holds */
     char *url_mem;    /* path and query */
+    size_t promised;  /* spw_http_req_promise */
 } spw_http_req;
 
 typedef struct spw_http_config {
@@ -104,6 +105,13 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
  * empty afterwards; path and query stay. On req's loop thread.
  */
 void spw_http_req_release_body(spw_http_req *req);
+
+/* req will be answered later (by another thread's work) with up to bytes:
+ * counted with its connection's unsent answers until it is answered, so
+ * that a client pipelining reads it does not take in gets no more of them
+ * started than the unsent-answer pause allows (docs/api.md, "Limits"). On
+ * req's loop thread. */
+void spw_http_req_promise(spw_http_req *req, size_t bytes);
 
 /* Has req's client gone while req waited for its answer: its connection
  * closed, or the client sent its FIN (it gave up, or half-closed: it may
