@@ -17,6 +17,11 @@ typedef struct bgroup {
     uint64_t request_id;
     uint32_t partition; /* commit */
     uint64_t offset;    /* commit */
+    /* poll: what its lease read (group_read_on, on an I/O worker, or in
+     * group_deliver) */
+    spw_buf recs;
+    int n, read_done;
+    uint64_t next, bad;
 } bgroup;
 
 static void bin_post(void *loop, void (*fn)(void *), void *arg) { spw__bin_loop_post(loop, fn, arg); }
@@ -109,22 +114,34 @@ static void group_send_empty(bconn *c, bgroup *q)
     group_flush(c);
 }
 
+/* The lease's read: on an I/O worker (p->read), or in group_deliver. */
+static void group_read_on(spw_group_poll *p, spw_lease *l)
+{
+    bgroup *q = p->ctx;
+    size_t maxb = q->c->loop->srv->cfg.max_frame_bytes / 2;
+    if (maxb > FETCH_MAX_BYTES)
+        maxb = FETCH_MAX_BYTES;
+    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &q->recs};
+    q->n = spw_consume_read_lease(p, l, group_read_lease, &rd, &q->next, &q->bad);
+    q->read_done = 1;
+}
+
 static void group_deliver(spw_group_poll *p, spw_lease *l)
 {
     bgroup *q = p->ctx;
     bconn *c = q->c;
     if (!group_answered(c)) {
         spw_group_release(p->g, l); /* nobody to deliver to: free for the others at once */
+        spw_buf_fini(&q->recs);
         spw_free(q);
         return;
     }
-    size_t maxb = c->loop->srv->cfg.max_frame_bytes / 2;
-    if (maxb > FETCH_MAX_BYTES)
-        maxb = FETCH_MAX_BYTES;
-    spw_buf recs = SPW_BUF_INIT;
-    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
-    uint64_t next, bad;
-    int n = spw_consume_read_lease(p, l, group_read_lease, &rd, &next, &bad);
+    if (!q->read_done)
+        group_read_on(p, l);
+    spw_buf recs = q->recs;
+    q->recs = (spw_buf)SPW_BUF_INIT;
+    uint64_t next = q->next, bad = q->bad;
+    int n = q->n;
     if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
@@ -220,6 +237,7 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     p->post = bin_post;
     p->loop = c->loop;
     p->deliver = group_deliver;
+    p->read = group_read_on;
     p->nothing = group_nothing;
     p->ctx = bq;
     p->s = s;

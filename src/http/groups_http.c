@@ -55,19 +55,40 @@ static int read_ndjson(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
     return spw_api_read_ndjson(rd->s, rd->partition, from, rd->max, rd->out, next, bad);
 }
 
+/* An HTTP poll: the service's poll, and what its lease read (http_read,
+ * on an I/O worker, or in http_deliver). */
+typedef struct hpoll {
+    spw_group_poll p; /* first: the service frees it as a spw_group_poll */
+    spw_buf out;
+    int r, read_done;
+    uint64_t next, bad;
+} hpoll;
+
+static void http_read(spw_group_poll *p, spw_lease *l)
+{
+    hpoll *h = (hpoll *)p;
+    ndjson_read rd = {p->s, l->partition, p->max, &h->out};
+    h->r = spw_consume_read_lease(p, l, read_ndjson, &rd, &h->next, &h->bad);
+    h->read_done = 1;
+}
+
 static void http_deliver(spw_group_poll *p, spw_lease *l)
 {
     spw_http_req *req = p->ctx;
+    hpoll *hp = (hpoll *)p;
     if (spw_http_req_gone(req)) {
         /* nobody to deliver to: free for the others at once, not after lease_ms */
         spw_group_release(p->g, l);
+        spw_buf_fini(&hp->out);
         spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
         return;
     }
-    spw_buf out = SPW_BUF_INIT;
-    ndjson_read rd = {p->s, l->partition, p->max, &out};
-    uint64_t next, bad;
-    int r = spw_consume_read_lease(p, l, read_ndjson, &rd, &next, &bad);
+    if (!hp->read_done)
+        http_read(p, l);
+    spw_buf out = hp->out;
+    hp->out = (spw_buf)SPW_BUF_INIT;
+    uint64_t next = hp->next, bad = hp->bad;
+    int r = hp->r;
     if (r == 0) { /* nothing readable after the damage yet */
         spw_group_release(p->g, l);
         spw_buf_fini(&out);
@@ -148,10 +169,13 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
         goto fail;
     }
     spw_http_req_release_body(req);
-    spw_group_poll *p = spw_xcalloc(1, sizeof *p);
+    hpoll *hp = spw_xcalloc(1, sizeof *hp);
+    hp->out = (spw_buf)SPW_BUF_INIT;
+    spw_group_poll *p = &hp->p;
     p->post = http_post;
     p->loop = req->loop;
     p->deliver = http_deliver;
+    p->read = http_read;
     p->nothing = http_nothing;
     p->ctx = req;
     p->s = s;

@@ -251,6 +251,7 @@ static int is_loopback(const char *listen)
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
     spw_catalog_set_io(cat, NULL);  /* deleted streams reaped in place from now on */
+    spw_consume_set_io(api->svc.groups, NULL);
     spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     spw_sinks_close(api->sinks);
@@ -442,6 +443,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
+    spw_consume_set_io(api.svc.groups, api.svc.io); /* leases read off the loops */
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {

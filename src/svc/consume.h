@@ -56,6 +56,10 @@ int spw_consume_start(const char *data_dir, spw_catalog *cat, spw_log *log, _Ato
  * are answered at once (a poll does not wait, a commit saves on the
  * calling loop). REQUIRES: the front ends' loops still run. Idempotent. */
 void spw_consume_stop(spw_consume *cs);
+/* Leases are read on io's workers from now on (core/workq.h; NULL: on the
+ * loops). Clear it before destroying io. */
+struct spw_workq;
+void spw_consume_set_io(spw_consume *cs, struct spw_workq *io);
 /* Frees. REQUIRES: stopped, and the front ends' loops stopped. */
 void spw_consume_free(spw_consume *cs);
 
@@ -85,6 +89,11 @@ struct spw_group_poll {
      * before answering (a commit may arrive on another loop as soon as the
      * answer leaves), or spw_group_release and answer the error. */
     void (*deliver)(spw_group_poll *p, spw_lease *l);
+    /* Optional: the read half of deliver (spw_consume_read_lease into the
+     * front end's own buffer), run on an I/O worker (spw_consume_set_io)
+     * before deliver runs on the loop with what it read; so a poll's disk
+     * reads never run on a loop. NULL, or no workers: deliver reads. */
+    void (*read)(spw_group_poll *p, spw_lease *l);
     /* Nothing could be leased before the wait ended (HTTP 204). */
     void (*nothing)(spw_group_poll *p);
     void *ctx;     /* the front end's */

@@ -6,7 +6,8 @@
  * its read is stuck at the gate; meanwhile a produce at ack=fsync on
  * another connection of the same (only) loop is answered 202, and so is
  * GET /v1/streams/s. Then the gate opens and the read is answered with
- * its records. Were the read done on the loop, nothing else would be
+ * its records; then the same for a consumer group's poll, whose lease is
+ * read at the gate. Were the read done on the loop, nothing else would be
  * answered while it waits (the test's client gives up after 30 s: a guard
  * against the hang, not a measure of speed).
  */
@@ -28,6 +29,27 @@ static void *bg_read(void *arg)
     b->r = http(b->port, "GET", "/v1/streams/s/events?partition=0&offset=0&limit=100", NULL, NULL, 0);
     atomic_store(&b->done, 1);
     return NULL;
+}
+
+static void *bg_poll(void *arg)
+{
+    bg *b = arg;
+    b->r = http(b->port, "POST", "/v1/streams/s/groups/g/poll?member=m&max=100", NULL, "", 0);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* Waits (bounded) until a segment read is stuck at the gate. */
+static void wait_stuck(const char *waiting)
+{
+    struct stat st;
+    int stuck = 0;
+    for (int i = 0; i < 2000 && !stuck; i++) {
+        stuck = stat(waiting, &st) == 0;
+        if (!stuck)
+            usleep(10000);
+    }
+    CHECK(stuck);
 }
 
 int main(int argc, char **argv)
@@ -59,14 +81,7 @@ int main(int argc, char **argv)
     bg b = {.port = s.port};
     pthread_t th;
     CHECK(pthread_create(&th, NULL, bg_read, &b) == 0);
-    struct stat st;
-    int stuck = 0;
-    for (int i = 0; i < 2000 && !stuck; i++) {
-        stuck = stat(waiting, &st) == 0;
-        if (!stuck)
-            usleep(10000);
-    }
-    CHECK(stuck);
+    wait_stuck(waiting);
 
     /* The loop goes on: a produce acknowledged at fsync, a stream's state. */
     r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
@@ -82,6 +97,25 @@ int main(int argc, char **argv)
     CHECK(strstr(b.r.body, "\"offset\":0,") != NULL);
     CHECK(strstr(b.r.body, "\"offset\":5,") != NULL);
     free(b.r.body);
+
+    /* The same for a consumer group's poll: its lease is read at the gate
+     * while the loop answers a produce. */
+    CHECK(unlink(waiting) == 0);
+    f = fopen(gate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg pb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_poll, &pb) == 0);
+    wait_stuck(waiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&pb.done), 0);
+    CHECK(unlink(gate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(pb.r.status, 200);
+    CHECK(strstr(pb.r.body, "\"offset\":0,") != NULL);
+    free(pb.r.body);
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];
