@@ -174,6 +174,18 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     spw_free(q);
 }
 
+static void group_failed(spw_group_poll *p, int err)
+{
+    bgroup *q = p->ctx;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_SAVE_FAILED, 0, "saving the new group: %s",
+                         spw_strerror(err));
+        group_flush(c);
+    }
+    spw_free(q);
+}
+
 static void group_nothing(spw_group_poll *p)
 {
     bgroup *q = p->ctx;
@@ -219,7 +231,8 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_consume_poll_group(svc->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int fresh = 0;
+    int e = spw_consume_poll_group(svc->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g, &fresh);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -238,6 +251,8 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     p->loop = c->loop;
     p->deliver = group_deliver;
     p->read = group_read_on;
+    p->failed = group_failed;
+    p->fresh = fresh;
     p->nothing = group_nothing;
     p->ctx = bq;
     p->s = s;

@@ -122,6 +122,11 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
     spw_buf_fini(&out);
 }
 
+static void http_failed(spw_group_poll *p, int err)
+{
+    spw_http_answer(p->ctx, SPW_SC_SAVE_FAILED, NULL, "saving the new group: %s", spw_strerror(err));
+}
+
 static void http_nothing(spw_group_poll *p) { spw_http_respond(p->ctx, 204, NULL, NULL, NULL, 0); }
 
 /* Reads an optional bounded integer parameter: 0 ok (*v set or left at
@@ -158,7 +163,8 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     if (r == 0)
         snprintf(member, sizeof member, "%s", req->peer[0] ? req->peer : "anonymous");
     spw_group *g;
-    int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g);
+    int fresh = 0;
+    int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g, &fresh);
     if (e == -E2BIG) {
         spw_http_answer(req, SPW_SC_TOO_MANY_PARTITIONS, NULL, "consumer groups need at most %d partitions",
                         SPW_GROUP_PARTS_MAX);
@@ -176,6 +182,8 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     p->loop = req->loop;
     p->deliver = http_deliver;
     p->read = http_read;
+    p->failed = http_failed;
+    p->fresh = fresh;
     p->nothing = http_nothing;
     p->ctx = req;
     p->s = s;

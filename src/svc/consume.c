@@ -195,15 +195,46 @@ static void try_poll(spw_group_poll *p)
 
 static void poll_again(void *arg) { try_poll(arg); }
 
+/* A fresh group saved (on a worker): on the poll's loop, the poll goes on. */
+static void fresh_saved(void *arg)
+{
+    spw_group_poll *p = arg;
+    if (p->err < 0) {
+        p->failed(p, p->err);
+        gpoll_free(p);
+        return;
+    }
+    p->fresh = 0;
+    try_poll(p);
+}
+
+static void fresh_save(void *arg)
+{
+    spw_group_poll *p = arg;
+    p->err = spw_group_save(p->cs->gs, p->g);
+    p->post(p->loop, fresh_saved, p);
+}
+
 void spw_consume_poll(spw_consume *cs, spw_group_poll *p)
 {
     p->cs = cs;
+    if (p->fresh) {
+        /* A new group's starting point is durable before anything is
+         * delivered (latest must mean the same after a restart). */
+        spw_workq *io = atomic_load(&cs->io);
+        if (io && spw_workq_submit(io, fresh_save, p) == 0)
+            return;
+        p->err = spw_group_save(cs->gs, p->g);
+        fresh_saved(p);
+        return;
+    }
     try_poll(p);
 }
 
 spw_groups *spw_consume_groups(spw_consume *cs) { return cs->gs; }
 
-int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out)
+int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out,
+                           int *fresh)
 {
     if (s->cfg.partitions > SPW_GROUP_PARTS_MAX)
         return -E2BIG;
@@ -220,6 +251,10 @@ int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, in
     int created = 0;
     spw_group *g = spw_group_find(cs->gs, s->cfg.name, s->incarnation, gname, 1, n, at, &created);
     spw_free(at);
+    if (fresh) {
+        *fresh = created;
+        created = 0; /* saved by the poll (spw_consume_poll) */
+    }
     if (created) {
         /* A new group's starting point is durable before anything is
          * delivered (latest must mean the same after a restart). */

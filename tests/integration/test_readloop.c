@@ -7,7 +7,9 @@
  * another connection of the same (only) loop is answered 202, and so is
  * GET /v1/streams/s. Then the gate opens and the read is answered with
  * its records; then the same for a consumer group's poll, whose lease is
- * read at the gate. Were the read done on the loop, nothing else would be
+ * read at the gate, and a poll that creates its group, whose first save
+ * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE).
+ * Were the read or the save done on the loop, nothing else would be
  * answered while it waits (the test's client gives up after 30 s: a guard
  * against the hang, not a measure of speed).
  */
@@ -39,6 +41,14 @@ static void *bg_poll(void *arg)
     return NULL;
 }
 
+static void *bg_poll_new(void *arg)
+{
+    bg *b = arg;
+    b->r = http(b->port, "POST", "/v1/streams/s/groups/fresh/poll?member=m&max=100", NULL, "", 0);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
 /* Waits (bounded) until a segment read is stuck at the gate. */
 static void wait_stuck(const char *waiting)
 {
@@ -59,15 +69,19 @@ int main(int argc, char **argv)
     char tmpl[] = "/tmp/spw-readloop-XXXXXX";
     char *dir = mkdtemp(tmpl);
     CHECK(dir != NULL);
-    char data[4200], gate[4200], waiting[4300];
+    char data[4200], gate[4200], waiting[4300], sgate[4200], swaiting[4300];
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(gate, sizeof gate, "%s/gate", dir);
     snprintf(waiting, sizeof waiting, "%s.waiting", gate);
+    snprintf(sgate, sizeof sgate, "%s/sgate", dir);
+    snprintf(swaiting, sizeof swaiting, "%s.waiting", sgate);
     setenv("SPW_TEST_READ_GATE", gate, 1);
+    setenv("SPW_TEST_SYNC_GATE", sgate, 1);
     srv s;
     const char *extra[] = {"--io-threads", "1", NULL};
     srv_start(&s, tbin, data, extra);
     unsetenv("SPW_TEST_READ_GATE");
+    unsetenv("SPW_TEST_SYNC_GATE");
     put_stream(s.port, "s", "{\"partitions\":1}");
     const char *body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
     resp r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
@@ -116,6 +130,24 @@ int main(int argc, char **argv)
     CHECK_EQ(pb.r.status, 200);
     CHECK(strstr(pb.r.body, "\"offset\":0,") != NULL);
     free(pb.r.body);
+
+    /* A poll that creates its group: the group's first save (a file and
+     * its fsyncs) is held at the sync gate while the loop answers. */
+    f = fopen(sgate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg nb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_poll_new, &nb) == 0);
+    wait_stuck(swaiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&nb.done), 0);
+    CHECK(unlink(sgate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(nb.r.status, 200);
+    CHECK(strstr(nb.r.body, "\"offset\":0,") != NULL);
+    free(nb.r.body);
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];
