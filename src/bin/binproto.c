@@ -171,7 +171,7 @@ static void conn_update_reading(bconn *c)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
-                     c->out.len - c->out_off > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
+                     c->out.len - c->out_off + c->promised > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
     if (want_pause != c->paused) {
         c->paused = want_pause;
         set_events(c);
@@ -277,7 +277,7 @@ static void conn_process(bconn *c)
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
-           c->out.len - c->out_off <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
+           c->out.len - c->out_off + c->promised <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         spw_frame_hdr h;

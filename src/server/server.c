@@ -338,6 +338,8 @@ static void stop_watch_start(spw_log *log)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_catalog_set_io(cat, NULL);  /* deleted streams reaped in place from now on */
+    spw_consume_set_io(api->svc.groups, NULL);
     spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     if (api->sinks)
@@ -526,6 +528,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    spw_catalog_set_io(cat, api.svc.io);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
@@ -559,6 +562,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     if ((r = spw_views_open(api.svc.cat, api.svc.data_dir, c->view_flush_ms, &api.svc.views)) < 0)
         spw_error("views: %s/views: %s; no view runs", c->data, spw_strerror(r));
     spw_view_metrics_register(&api.svc);
+    spw_consume_set_io(api.svc.groups, api.svc.io); /* leases read off the loops */
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {
