@@ -159,7 +159,7 @@ static const char *const ENAME[NE] = {"GET stream",     "PUT stream",   "DELETE 
                                       "PUT sink",       "GET sink",     "GET sinks (listed)", "DELETE sink"};
 
 static int bin_status;
-static void on_bin_delivery(void *opaque, const spw_delivery *d)
+static void on_bin_delivery(void *opaque, const spillway_delivery *d)
 {
     (void)opaque;
     bin_status = d->status;
@@ -170,18 +170,18 @@ static int bin_produce(int binport, const char *tok, const char *stream)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer_config c;
-    spw_producer_config_init(&c);
+    spillway_producer_config c;
+    spillway_producer_config_init(&c);
     c.token = tok;
     c.linger_ms = 0;
     c.on_delivery = on_bin_delivery;
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, &c, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, &c, &p), 0);
     bin_status = 1;
-    CHECK_EQ(spw_producer_send(p, stream, NULL, -1, "{\"b\":1}", 7, 0, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
-    spw_producer_flush(p, 10000);
-    spw_producer_close(p, 1000);
-    return bin_status == 0 ? 200 : bin_status == SPW_ERR_FORBIDDEN ? 403 : bin_status == SPW_ERR_UNAUTHORIZED ? 401 : 500;
+    CHECK_EQ(spillway_producer_send(p, stream, NULL, -1, "{\"b\":1}", 7, 0, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
+    spillway_producer_flush(p, 10000);
+    spillway_producer_close(p, 1000);
+    return bin_status == 0 ? 200 : bin_status == SPILLWAY_ERR_FORBIDDEN ? 403 : bin_status == SPILLWAY_ERR_UNAUTHORIZED ? 401 : 500;
 }
 
 /* A FETCH with tok: 200 answered (records or none), 403, 401 or 500. */
@@ -189,15 +189,15 @@ static int bin_fetch(int binport, const char *tok, const char *stream)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
-    CHECK_EQ(spw_client_auth(c, tok), 0);
-    spw_fetch_result *res = NULL;
-    int r = spw_client_fetch(c, stream, 0, 0, 0, &res);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+    CHECK_EQ(spillway_client_auth(c, tok), 0);
+    spillway_fetch_result *res = NULL;
+    int r = spillway_client_fetch(c, stream, 0, 0, 0, &res);
     if (r == 0)
-        spw_fetch_free(res);
-    spw_client_close(c);
-    return r == 0 || r == SPW_ERR_OUT_OF_RANGE ? 200 : r == SPW_ERR_FORBIDDEN ? 403 : r == SPW_ERR_UNAUTHORIZED ? 401 : 500;
+        spillway_fetch_free(res);
+    spillway_client_close(c);
+    return r == 0 || r == SPILLWAY_ERR_OUT_OF_RANGE ? 200 : r == SPILLWAY_ERR_FORBIDDEN ? 403 : r == SPILLWAY_ERR_UNAUTHORIZED ? 401 : 500;
 }
 
 /* Allowed? (docs/operations.md "Security", the permission table) */
