@@ -105,9 +105,9 @@ static void sink_stop_free(spw_sink *k)
     sink_signal_stop(k);
     uint64_t t0 = spw_mono_ms(), said = 0;
     for (;;) {
-        struct timespec ts = spw_deadline(CLOCK_MONOTONIC, 100 * 1000000u); /* k->cv waits on it */
+        uint64_t until = spw_mono_ns() + 100 * 1000000u;
         pthread_mutex_lock(&k->mu);
-        while (!k->exited && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
+        while (!k->exited && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
         }
         int exited = k->exited;
         pthread_mutex_unlock(&k->mu);
