@@ -309,6 +309,9 @@ static void conn_flush(spw_conn *c)
         } else if (spw_buf_reserve(&c->out, c->out.len + s->resp.len) == 0) {
             memcpy(c->out.p + c->out.len, s->resp.p, s->resp.len);
             c->out.len += s->resp.len;
+        } else {
+            conn_close(c); /* an answer lost would shift every later one onto the wrong request */
+            return;
         }
         s->resp.len = 0;
         if (s->resp.cap > (256u << 10))
