@@ -41,60 +41,105 @@
 /* ---- commit ---- */
 
 /* Writes the fold and the meta in one WriteBatch. 0 or -EIO. */
+/* Entries in store-key order: the reads and the batch's inserts then walk
+ * the memtable and the tables in order. */
+static int cmp_ent(const void *a, const void *b, void *arg)
+{
+    const fold *f = arg;
+    const fent *x = &f->e[*(const uint32_t *)a], *y = &f->e[*(const uint32_t *)b];
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(f->arena.p + x->koff, f->arena.p + y->koff, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+#define READ_CHUNK 512
+
 static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t writes = 0;
     int r = 0;
-    for (uint32_t i = 0; i < f->n && r == 0; i++) {
-        fent *e = &f->e[i];
-        const uint8_t *k = f->arena.p + e->koff;
-        int had = spw__view_store_get(v, NULL, k, e->klen, val);
-        if (had < 0) {
-            r = had;
-            break;
+    uint32_t *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
+    for (uint32_t i = 0; i < f->n; i++)
+        ord[i] = i;
+    qsort_r(ord, f->n, sizeof *ord, cmp_ent, f);
+    const char *keys[READ_CHUNK];
+    size_t klens[READ_CHUNK], vlens[READ_CHUNK];
+    char *vals[READ_CHUNK], *errs[READ_CHUNK];
+    uint32_t idx[READ_CHUNK];
+    for (uint32_t i = 0; i < f->n && r == 0;) {
+        /* the next chunk of entries that are read first (all but buckets) */
+        uint32_t nk = 0;
+        for (; i < f->n && nk < READ_CHUNK; i++) {
+            fent *e = &f->e[ord[i]];
+            const uint8_t *k = f->arena.p + e->koff;
+            if (k[0] == VIEW_P_BUCKET) { /* merged by the store (view_store.c): no read */
+                uint8_t op[VIEW_AGG_LEN];
+                spw__view_agg_encode(&e->agg, op);
+                rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)op, sizeof op);
+                writes++;
+                continue;
+            }
+            keys[nk] = (const char *)k;
+            klens[nk] = e->klen;
+            idx[nk++] = ord[i];
         }
-        if (k[0] == VIEW_P_LATEST) {
-            if (had == 1) {
-                if (val->len < 28) {
+        if (!nk)
+            continue;
+        rocksdb_multi_get(v->db, v->ro, nk, keys, klens, vals, vlens, errs);
+        for (uint32_t j = 0; j < nk; j++) {
+            fent *e = &f->e[idx[j]];
+            const uint8_t *k = (const uint8_t *)keys[j];
+            int had = vals[j] != NULL;
+            if (errs[j]) {
+                spw_error("view %s: store read: %s", v->def.name, errs[j]);
+                r = -EIO;
+            }
+            if (r == 0 && k[0] == VIEW_P_LATEST) {
+                if (had && vlens[j] < 28) {
                     r = SPW_ECORRUPT;
-                    break;
+                } else if (had) {
+                    int64_t ots;
+                    uint64_t oid;
+                    memcpy(&oid, vals[j] + 12, 8);
+                    memcpy(&ots, vals[j] + 20, 8);
+                    had = spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid) ? 1 : 2;
+                } else {
+                    v->meta.keys++;
                 }
-                int64_t ots;
-                uint64_t oid;
-                memcpy(&oid, val->p + 12, 8);
-                memcpy(&ots, val->p + 20, 8);
-                if (!spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid))
-                    continue;
-            } else {
-                v->meta.keys++;
+                if (r == 0 && had != 2) {
+                    uint8_t h[28];
+                    memcpy(h, &e->part, 4);
+                    memcpy(h + 4, &e->offset, 8);
+                    memcpy(h + 12, &e->id, 8);
+                    memcpy(h + 20, &e->ts, 8);
+                    val->len = 0;
+                    if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
+                        abort();
+                    rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
+                    writes++;
+                }
+            } else if (r == 0) {
+                view_agg a = {0};
+                if (had && spw__view_agg_decode(vals[j], vlens[j], &a) < 0) {
+                    r = SPW_ECORRUPT;
+                } else {
+                    if (!had)
+                        v->meta.keys++;
+                    spw__view_agg_merge(&a, &e->agg);
+                    uint8_t out[VIEW_AGG_LEN];
+                    spw__view_agg_encode(&a, out);
+                    rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)out, sizeof out);
+                    writes++;
+                }
             }
-            uint8_t h[28];
-            memcpy(h, &e->part, 4);
-            memcpy(h + 4, &e->offset, 8);
-            memcpy(h + 12, &e->id, 8);
-            memcpy(h + 20, &e->ts, 8);
-            val->len = 0;
-            if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
-                abort();
-        } else {
-            view_agg a = {0};
-            if (had == 1 && spw__view_agg_decode(val->p, val->len, &a) < 0) {
-                r = SPW_ECORRUPT;
-                break;
-            }
-            if (had == 0 && (k[0] == VIEW_P_SUM || k[0] == VIEW_P_ALL))
-                v->meta.keys++;
-            spw__view_agg_merge(&a, &e->agg);
-            val->len = 0;
-            if (spw_buf_reserve(val, VIEW_AGG_LEN))
-                abort();
-            spw__view_agg_encode(&a, val->p);
-            val->len = VIEW_AGG_LEN;
+            if (vals[j])
+                rocksdb_free(vals[j]);
+            if (errs[j])
+                rocksdb_free(errs[j]);
         }
-        rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
-        writes++;
     }
+    spw_free(ord);
     if (r == 0) {
         spw__view_meta_encode(&v->meta, mb);
         rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb->p, mb->len);

@@ -254,6 +254,61 @@ int64_t spw__view_watermark(const view_meta *mt)
 
 /* ---- the store ---- */
 
+/*
+ * The merge operator of bucket entries ('B'): an operand is an aggregate
+ * (33 bytes, the batch's change to the bucket), and merging adds counts
+ * and sums and takes the min of mins and max of maxes, so a batch writes
+ * its bucket changes without reading them first. A value or operand that
+ * does not decode fails the merge (RocksDB then reports corruption).
+ */
+static char *agg_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
+                       unsigned char *success, size_t *outlen)
+{
+    view_agg a = {0}, b;
+    *success = 0;
+    if (existing && spw__view_agg_decode(existing, elen, &a) < 0)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (spw__view_agg_decode(ops[i], oplen[i], &b) < 0)
+            return NULL;
+        spw__view_agg_merge(&a, &b);
+    }
+    char *out = malloc(VIEW_AGG_LEN);
+    if (!out)
+        return NULL;
+    spw__view_agg_encode(&a, (uint8_t *)out);
+    *outlen = VIEW_AGG_LEN;
+    *success = 1;
+    return out;
+}
+
+static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
+                        const size_t *oplen, int n, unsigned char *success, size_t *outlen)
+{
+    (void)st, (void)k, (void)kl;
+    return agg_merge(existing, elen, ops, oplen, n, success, outlen);
+}
+
+static char *partial_merge(void *st, const char *k, size_t kl, const char *const *ops, const size_t *oplen, int n,
+                           unsigned char *success, size_t *outlen)
+{
+    (void)st, (void)k, (void)kl;
+    return agg_merge(NULL, 0, ops, oplen, n, success, outlen);
+}
+
+static void merge_free(void *st, const char *v, size_t n)
+{
+    (void)st, (void)n;
+    free((void *)v);
+}
+
+static void merge_destroy(void *st) { (void)st; }
+static const char *merge_name(void *st)
+{
+    (void)st;
+    return "spillway.view.agg";
+}
+
 int spw__view_store_open(spw_view *v, char *err, size_t cap)
 {
     char path[4400];
@@ -266,6 +321,19 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_options_set_keep_log_file_num(v->opts, 2);
         rocksdb_options_set_write_buffer_size(v->opts, 32u << 20);
         rocksdb_options_set_max_background_jobs(v->opts, 2);
+        /* point reads of entries a batch changes, most of them misses for
+         * new keys: a bloom filter per table, and a block cache */
+        rocksdb_block_based_table_options_t *bb = rocksdb_block_based_options_create();
+        rocksdb_block_based_options_set_filter_policy(bb, rocksdb_filterpolicy_create_bloom_full(10));
+        rocksdb_cache_t *cache = rocksdb_cache_create_lru(32u << 20);
+        rocksdb_block_based_options_set_block_cache(bb, cache);
+        rocksdb_options_set_block_based_table_factory(v->opts, bb);
+        rocksdb_cache_destroy(cache); /* the options hold their own reference */
+        rocksdb_block_based_options_destroy(bb);
+        rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
+        rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
+        rocksdb_options_set_merge_operator(
+            v->opts, rocksdb_mergeoperator_create(NULL, merge_destroy, full_merge, partial_merge, merge_free, merge_name));
         v->wo = rocksdb_writeoptions_create();
         rocksdb_writeoptions_disable_WAL(v->wo, 1);
         v->ro = rocksdb_readoptions_create();
