@@ -53,7 +53,7 @@ int spw__view_duration(const char *s, size_t n, int64_t *ms)
         mul = 86400000;
     else
         return -1;
-    if (v > INT64_MAX / mul / 4) /* keeps every bucket arithmetic far from overflow */
+    if (v > VIEW_TIME_MAX / mul) /* keeps every bucket arithmetic far from overflow */
         return -1;
     *ms = v * mul;
     return 0;

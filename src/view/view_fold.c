@@ -159,7 +159,9 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     }
     view_num x;
-    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
+    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
+    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0 ||
+        (d->kind == VK_AGGREGATE && (t < -VIEW_TIME_MAX || t > VIEW_TIME_MAX))) {
         mt->skipped_invalid++;
         return;
     }
@@ -171,7 +173,6 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
     }
     if (d->kind == VK_SUM)
         return;
-    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
     int64_t w0 = d->win_ms[0], s0 = spw__view_floor(t, w0), closes;
     int late = !__builtin_add_overflow(s0, w0, &closes) && !__builtin_add_overflow(closes, d->grace_ms, &closes) &&
                closes <= mt->wm[p];

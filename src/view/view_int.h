@@ -30,6 +30,7 @@
 #define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
 #define VIEW_TOP_MAX 1000
+#define VIEW_TIME_MAX (1LL << 53) /* |ms| of an aggregate's record times and of read times (285,000 years) */
 
 enum { VK_LATEST, VK_AGGREGATE, VK_SUM };
 enum { VT_EVENT, VT_ARRIVAL };

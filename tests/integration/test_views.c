@@ -62,6 +62,8 @@ static void definitions(srv *s)
         "{\"stream\":\"clicks\",\"kind\":\"latest\",\"forward\":{}}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"n\",\"windows\":[\"1s\"]}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1x\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"300000000000d\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],\"grace\":\"-1s\"}",
         "not json",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -158,6 +160,25 @@ static void hot_key(srv *s)
     snprintf(want, sizeof want, "\"count\":%lld", total);
     CHECK(strstr(b, want) != NULL);
     free(b);
+    /* reads with parameters out of range: 400, nothing else */
+    static const char *const bad[] = {
+        "/v1/views/hot/keys/viral/series?window=1h&from=-9223372036854775807&to=0",
+        "/v1/views/hot/keys/viral/series?window=10s&from=0&to=1700000000000",
+        "/v1/views/hot/keys/viral/series?window=1h&from=20&to=10",
+        "/v1/views/hot/keys/viral/series?window=7s",
+        "/v1/views/hot/keys/viral/series?from=x",
+        "/v1/views/hot/top?window=1h&at=9223372036854775807",
+        "/v1/views/hot/top?by=median",
+        "/v1/views/hot/top?n=0",
+        "/v1/views/hot/keys/%zz",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        resp r = http_json(p, "GET", bad[i], NULL);
+        if (r.status != 400)
+            fprintf(stderr, "GET %s -> %d %s\n", bad[i], r.status, r.body);
+        CHECK_EQ(r.status, 400);
+        free(r.body);
+    }
     long long writes = metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
     long long batches = metric(p, "spillway_view_batches_total{view=\"hot\"}");
     fprintf(stderr, "hot key: %lld events, %lld apply batches, %lld store writes\n", total, batches, writes);
