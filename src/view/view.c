@@ -200,7 +200,10 @@ static void load_one(spw_views *m, const char *name)
             spw__view_unref(v);
         } else {
             insert(m, v);
-            spw_info("view %s: %s of stream %s", name, state_names[v->state], d.stream);
+            pthread_mutex_lock(&v->mu);
+            int st = v->state;
+            pthread_mutex_unlock(&v->mu);
+            spw_info("view %s: %s of stream %s", name, state_names[st], d.stream);
         }
     }
     spw_free(text);
