@@ -351,6 +351,10 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
 
 void spw__view_store_close(spw_view *v)
 {
+    if (v->db && v->deleted) { /* its directory goes next: nothing to keep */
+        rocksdb_close(v->db);
+        v->db = NULL;
+    }
     if (v->db) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, 1);
