@@ -75,6 +75,12 @@ static void definitions(srv *s)
         free(r.body);
     }
     CHECK_EQ(req_status(p, "GET", "/v1/views/bad", NULL), 404);
+    /* a bytes stream: views read JSON */
+    put_stream(p, "raw", "{\"format\":\"bytes\"}");
+    resp rb = http_json(p, "PUT", "/v1/views/bad", "{\"stream\":\"raw\",\"kind\":\"latest\"}");
+    CHECK_EQ(rb.status, 400);
+    CHECK(strstr(rb.body, "JSON") != NULL);
+    free(rb.body);
     char *b = get_body(p, "/v1/views", 200);
     CHECK(strstr(b, "\"name\":\"agg\"") != NULL);
     free(b);
