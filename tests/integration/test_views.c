@@ -11,12 +11,16 @@
  *   - the command line: spillway view create|list|show|get|series|top|
  *     rebuild|delete against the server, exit codes 0, 1 (server error)
  *     and 2 (usage);
+ *   - tokens: administration needs admin on the view's name, reads need
+ *     consume on the view's stream (401 without a token, 403 without
+ *     the permission);
  *   - hot key: 1,000,000 events of one key in one 10 s window cost at most one
  *     store write per entry (the key's total and one per window level)
  *     per apply batch, by the views' store-writes metric; the totals are
  *     exact.
  */
 #include <inttypes.h>
+#include <sys/stat.h>
 
 #include "server.h"
 
@@ -240,6 +244,60 @@ static void cli(const char *bin, srv *s)
     }
 }
 
+static int as(int port, const char *tok, const char *method, const char *path, const char *body)
+{
+    char h[256] = "";
+    if (tok)
+        snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", tok);
+    resp r = http_ex(port, method, path, body ? "application/json" : NULL, h, body, body ? strlen(body) : 0);
+    free(r.body);
+    return r.status;
+}
+
+static void tokens(const char *bin)
+{
+    char *dir = spw_test_tmpdir("viewtok");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokens.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\":["
+          "{\"token\":\"admin-a1a1a1a1a1a1a1a1\",\"tenant\":\"ops\",\"streams\":[\"*\"],"
+          "\"permissions\":[\"produce\",\"consume\",\"admin\"]},"
+          "{\"token\":\"read-b2b2b2b2b2b2b2b2b2\",\"tenant\":\"r\",\"streams\":[\"orders\"],"
+          "\"permissions\":[\"consume\"]},"
+          "{\"token\":\"othr-c3c3c3c3c3c3c3c3c3\",\"tenant\":\"o\",\"streams\":[\"other\"],"
+          "\"permissions\":[\"consume\",\"admin\"]}]}\n",
+          f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    const char *extra[] = {"--tokens-file", path, NULL};
+    srv s;
+    srv_start(&s, bin, data, extra);
+    int p = s.port;
+    const char *A = "admin-a1a1a1a1a1a1a1a1", *R = "read-b2b2b2b2b2b2b2b2b2", *O = "othr-c3c3c3c3c3c3c3c3c3";
+    CHECK_EQ(as(p, A, "PUT", "/v1/streams/orders", "{}"), 201);
+    const char *def = "{\"stream\":\"orders\",\"kind\":\"sum\",\"field\":\"/n\"}";
+    CHECK_EQ(as(p, NULL, "PUT", "/v1/views/ov", def), 401);
+    CHECK_EQ(as(p, R, "PUT", "/v1/views/ov", def), 403);
+    CHECK_EQ(as(p, A, "PUT", "/v1/views/ov", def), 201);
+    CHECK_EQ(as(p, NULL, "GET", "/v1/views/ov/keys/x", NULL), 401);
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov/keys/x", NULL), 404); /* allowed: no such key */
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov", NULL), 200);
+    CHECK_EQ(as(p, O, "GET", "/v1/views/ov/keys/x", NULL), 403); /* consume, but not on orders */
+    CHECK_EQ(as(p, O, "GET", "/v1/views/ov/top", NULL), 403);
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov/verify", NULL), 403);
+    CHECK_EQ(as(p, R, "POST", "/v1/views/ov/rebuild", ""), 403);
+    CHECK_EQ(as(p, R, "DELETE", "/v1/views/ov", NULL), 403);
+    CHECK_EQ(as(p, A, "GET", "/v1/views/ov/verify", NULL), 200);
+    CHECK_EQ(as(p, A, "DELETE", "/v1/views/ov", NULL), 204);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    spw_test_rmrf(dir);
+    free(dir);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -261,6 +319,7 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);
+    tokens(argv[1]);
     printf("test_views: ok\n");
     return 0;
 }
