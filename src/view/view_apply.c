@@ -54,89 +54,74 @@ static int cmp_ent(const void *a, const void *b, void *arg)
 
 #define READ_CHUNK 512
 
+/* The operand of entry e (its store key k) into val: a latest record, or
+ * an aggregate. */
+static void operand(const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
+{
+    val->len = 0;
+    if (k[0] == VIEW_P_LATEST) {
+        uint8_t h[28];
+        memcpy(h, &e->part, 4);
+        memcpy(h + 4, &e->offset, 8);
+        memcpy(h + 12, &e->id, 8);
+        memcpy(h + 20, &e->ts, 8);
+        if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
+            abort();
+    } else {
+        if (spw_buf_reserve(val, VIEW_AGG_LEN))
+            abort();
+        spw__view_agg_encode(&e->agg, val->p);
+        val->len = VIEW_AGG_LEN;
+    }
+}
+
+/*
+ * Every entry of the fold becomes one merge operand (the store's merge
+ * operator, view_store.c, combines it with what is there): no entry is
+ * read to be written. A key's own entry ('L', 'S', 'A') is read only when
+ * the apply thread does not know it to be in the store (v->known), to
+ * count new keys; reads go in key order, READ_CHUNK at a time.
+ */
 static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t writes = 0;
     int r = 0;
     uint32_t *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
+    uint32_t *fresh = spw_xmalloc((f->n ? f->n : 1) * sizeof *fresh), nfresh = 0;
     for (uint32_t i = 0; i < f->n; i++)
         ord[i] = i;
     qsort_r(ord, f->n, sizeof *ord, cmp_ent, f);
     const char *keys[READ_CHUNK];
     size_t klens[READ_CHUNK], vlens[READ_CHUNK];
     char *vals[READ_CHUNK], *errs[READ_CHUNK];
-    uint32_t idx[READ_CHUNK];
     for (uint32_t i = 0; i < f->n && r == 0;) {
-        /* the next chunk of entries that are read first (all but buckets) */
         uint32_t nk = 0;
         for (; i < f->n && nk < READ_CHUNK; i++) {
             fent *e = &f->e[ord[i]];
             const uint8_t *k = f->arena.p + e->koff;
-            if (k[0] == VIEW_P_BUCKET) { /* merged by the store (view_store.c): no read */
-                uint8_t op[VIEW_AGG_LEN];
-                spw__view_agg_encode(&e->agg, op);
-                rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)op, sizeof op);
-                writes++;
-                continue;
+            if (k[0] != VIEW_P_BUCKET && !spw__view_kset_has(&v->known, k, e->klen)) {
+                keys[nk] = (const char *)k;
+                klens[nk++] = e->klen;
+                fresh[nfresh++] = ord[i];
             }
-            keys[nk] = (const char *)k;
-            klens[nk] = e->klen;
-            idx[nk++] = ord[i];
+            operand(f, e, k, val);
+            rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
+            writes++;
         }
         if (!nk)
             continue;
         rocksdb_multi_get(v->db, v->ro, nk, keys, klens, vals, vlens, errs);
         for (uint32_t j = 0; j < nk; j++) {
-            fent *e = &f->e[idx[j]];
-            const uint8_t *k = (const uint8_t *)keys[j];
-            int had = vals[j] != NULL;
             if (errs[j]) {
                 spw_error("view %s: store read: %s", v->def.name, errs[j]);
+                rocksdb_free(errs[j]);
                 r = -EIO;
-            }
-            if (r == 0 && k[0] == VIEW_P_LATEST) {
-                if (had && vlens[j] < 28) {
-                    r = SPW_ECORRUPT;
-                } else if (had) {
-                    int64_t ots;
-                    uint64_t oid;
-                    memcpy(&oid, vals[j] + 12, 8);
-                    memcpy(&ots, vals[j] + 20, 8);
-                    had = spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid) ? 1 : 2;
-                } else {
-                    v->meta.keys++;
-                }
-                if (r == 0 && had != 2) {
-                    uint8_t h[28];
-                    memcpy(h, &e->part, 4);
-                    memcpy(h + 4, &e->offset, 8);
-                    memcpy(h + 12, &e->id, 8);
-                    memcpy(h + 20, &e->ts, 8);
-                    val->len = 0;
-                    if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
-                        abort();
-                    rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
-                    writes++;
-                }
-            } else if (r == 0) {
-                view_agg a = {0};
-                if (had && spw__view_agg_decode(vals[j], vlens[j], &a) < 0) {
-                    r = SPW_ECORRUPT;
-                } else {
-                    if (!had)
-                        v->meta.keys++;
-                    spw__view_agg_merge(&a, &e->agg);
-                    uint8_t out[VIEW_AGG_LEN];
-                    spw__view_agg_encode(&a, out);
-                    rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)out, sizeof out);
-                    writes++;
-                }
             }
             if (vals[j])
                 rocksdb_free(vals[j]);
-            if (errs[j])
-                rocksdb_free(errs[j]);
+            else if (!errs[j])
+                v->meta.keys++; /* a new key */
         }
     }
     spw_free(ord);
@@ -152,6 +137,9 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
         }
     }
     rocksdb_writebatch_destroy(wb);
+    for (uint32_t i = 0; r == 0 && i < nfresh; i++) /* in the store now */
+        spw__view_kset_add(&v->known, f->arena.p + f->e[fresh[i]].koff, f->e[fresh[i]].klen);
+    spw_free(fresh);
     if (r == 0) {
         atomic_fetch_add(&v->store_writes, writes);
         atomic_fetch_add(&v->batches, 1);
@@ -245,6 +233,7 @@ static int attach(spw_view *v)
     if (!found)
         spw__view_meta_reset(&mt, s->incarnation, s->cfg.partitions);
     v->meta = mt;
+    spw__view_kset_clear(&v->known);
     v->s = s;
     for (uint32_t i = 0; i < mt.nparts; i++) {
         uint64_t pos = mt.next[i];
@@ -449,6 +438,7 @@ static int do_rebuild(spw_view *v)
         return r;
     }
     v->meta = fresh;
+    spw__view_kset_clear(&v->known);
     v->dirty++;
     publish(v, VS_REBUILDING);
     return 0;
@@ -514,6 +504,7 @@ void *spw__view_apply_thread(void *arg)
     kick_waiters(v, 1, -ENOENT);
     detach(v);
     spw_cursor_fini(&v->cur);
+    spw__view_kset_free(&v->known);
     spw__view_fold_free(&f);
     spw_buf_fini(&val);
     spw_buf_fini(&mb);

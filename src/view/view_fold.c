@@ -213,3 +213,61 @@ void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb)
     }
 }
 
+
+/* ---- the set of keys known to be in the store ---- */
+
+static uint64_t kh(const void *k, size_t kl) { return spw__view_hash(k, kl) | 1; }
+
+int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl)
+{
+    if (!ks->nslot)
+        return 0;
+    uint64_t h = kh(k, kl);
+    for (uint32_t i = (uint32_t)h & (ks->nslot - 1); ks->s[i].h; i = (i + 1) & (ks->nslot - 1))
+        if (ks->s[i].h == h && ks->s[i].len == kl && memcmp(ks->arena.p + ks->s[i].off, k, kl) == 0)
+            return 1;
+    return 0;
+}
+
+void spw__view_kset_add(view_kset *ks, const void *k, size_t kl)
+{
+    if (ks->n >= VIEW_KSET_MAX || ks->arena.len + kl > VIEW_KSET_BYTES || spw__view_kset_has(ks, k, kl))
+        return;
+    if ((ks->n + 1) * 2 > ks->nslot) {
+        uint32_t ns = ks->nslot ? ks->nslot * 2 : 4096;
+        kslot *t = spw_xcalloc(ns, sizeof *t);
+        for (uint32_t i = 0; i < ks->nslot; i++)
+            if (ks->s[i].h) {
+                uint32_t j = (uint32_t)ks->s[i].h & (ns - 1);
+                while (t[j].h)
+                    j = (j + 1) & (ns - 1);
+                t[j] = ks->s[i];
+            }
+        spw_free(ks->s);
+        ks->s = t;
+        ks->nslot = ns;
+    }
+    uint64_t h = kh(k, kl);
+    uint32_t i = (uint32_t)h & (ks->nslot - 1);
+    while (ks->s[i].h)
+        i = (i + 1) & (ks->nslot - 1);
+    ks->s[i] = (kslot){h, (uint32_t)ks->arena.len, (uint32_t)kl};
+    if (spw_buf_put(&ks->arena, k, kl))
+        abort();
+    ks->n++;
+}
+
+void spw__view_kset_clear(view_kset *ks)
+{
+    if (ks->s)
+        memset(ks->s, 0, ks->nslot * sizeof *ks->s);
+    ks->n = 0;
+    ks->arena.len = 0;
+}
+
+void spw__view_kset_free(view_kset *ks)
+{
+    spw_free(ks->s);
+    spw_buf_fini(&ks->arena);
+    memset(ks, 0, sizeof *ks);
+}

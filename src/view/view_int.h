@@ -88,6 +88,22 @@ typedef struct view_meta {
 
 enum { VS_CATCHING_UP, VS_LIVE, VS_REBUILDING, VS_NO_STREAM, VS_FAILED };
 
+/* A set of store keys known to be in the store (view_fold.c): the apply
+ * thread's memory of which view keys exist, so that a batch need not
+ * read an entry to learn whether its key is new (for the keys count).
+ * Bounded (VIEW_KSET_MAX keys, VIEW_KSET_BYTES of key bytes): keys past
+ * the bound are read as before. Emptied whenever the store is. */
+#define VIEW_KSET_MAX (1u << 21)
+#define VIEW_KSET_BYTES (128u << 20)
+typedef struct kslot {
+    uint64_t h; /* 0: empty */
+    uint32_t off, len;
+} kslot;
+typedef struct view_kset {
+    kslot *s;
+    uint32_t n, nslot;
+    spw_buf arena;
+} view_kset;
 typedef struct view_waiter {
     struct view_waiter *next;
     spw_view_min *min;
@@ -128,6 +144,7 @@ typedef struct spw_view {
     int dirty; /* batches since the last flush */
     uint64_t last_flush_ms;
     spw_cursor cur;
+    view_kset known; /* keys known to be in the store */
     /* counters (atomic: /metrics) */
     _Atomic uint64_t store_writes, batches, flushes;
     struct spw_view *next_dead;
@@ -226,6 +243,11 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
 /* Rolls the smallest window's entries up into the larger windows; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+
+int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
+void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
+void spw__view_kset_clear(view_kset *ks);
+void spw__view_kset_free(view_kset *ks);
 
 /* view_apply.c */
 void *spw__view_apply_thread(void *arg);

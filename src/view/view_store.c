@@ -255,11 +255,13 @@ int64_t spw__view_watermark(const view_meta *mt)
 /* ---- the store ---- */
 
 /*
- * The merge operator of bucket entries ('B'): an operand is an aggregate
- * (33 bytes, the batch's change to the bucket), and merging adds counts
- * and sums and takes the min of mins and max of maxes, so a batch writes
- * its bucket changes without reading them first. A value or operand that
- * does not decode fails the merge (RocksDB then reports corruption).
+ * The store's merge operator, so a batch writes its changes without
+ * reading them first: an aggregate entry's operand ('S', 'A', 'B') is an
+ * aggregate (33 bytes, the batch's change), merged by adding counts and
+ * sums and taking the min of mins and max of maxes; a latest entry's
+ * operand ('L') is a latest record, merged by keeping the later one in
+ * the view's order. A value or operand that does not decode fails the
+ * merge (RocksDB then reports corruption).
  */
 static char *agg_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
                        unsigned char *success, size_t *outlen)
@@ -282,17 +284,54 @@ static char *agg_merge(const char *existing, size_t elen, const char *const *ops
     return out;
 }
 
+/* A latest entry ('L'): the later record of the existing value and the
+ * operands, by the view's order (st: its order_by). */
+static char *latest_merge(const int *order_by, const char *existing, size_t elen, const char *const *ops,
+                          const size_t *oplen, int n, unsigned char *success, size_t *outlen)
+{
+    const char *best = existing;
+    size_t blen = elen;
+    *success = 0;
+    if (best && blen < 28)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (oplen[i] < 28)
+            return NULL;
+        if (best) {
+            int64_t ats, bts;
+            uint64_t aid, bid;
+            memcpy(&aid, ops[i] + 12, 8);
+            memcpy(&ats, ops[i] + 20, 8);
+            memcpy(&bid, best + 12, 8);
+            memcpy(&bts, best + 20, 8);
+            if (!spw__view_latest_after(*order_by, ats, aid, bts, bid))
+                continue;
+        }
+        best = ops[i];
+        blen = oplen[i];
+    }
+    char *out = best ? malloc(blen ? blen : 1) : NULL;
+    if (!out)
+        return NULL;
+    memcpy(out, best, blen);
+    *outlen = blen;
+    *success = 1;
+    return out;
+}
+
 static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
                         const size_t *oplen, int n, unsigned char *success, size_t *outlen)
 {
-    (void)st, (void)k, (void)kl;
+    if (kl && k[0] == VIEW_P_LATEST)
+        return latest_merge(st, existing, elen, ops, oplen, n, success, outlen);
     return agg_merge(existing, elen, ops, oplen, n, success, outlen);
 }
 
 static char *partial_merge(void *st, const char *k, size_t kl, const char *const *ops, const size_t *oplen, int n,
                            unsigned char *success, size_t *outlen)
 {
-    (void)st, (void)k, (void)kl;
+    if (kl && k[0] == VIEW_P_LATEST)
+        return latest_merge(st, NULL, 0, ops, oplen, n, success, outlen);
     return agg_merge(NULL, 0, ops, oplen, n, success, outlen);
 }
 
@@ -333,7 +372,8 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
         rocksdb_options_set_merge_operator(
-            v->opts, rocksdb_mergeoperator_create(NULL, merge_destroy, full_merge, partial_merge, merge_free, merge_name));
+            v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
+                                                  merge_name));
         v->wo = rocksdb_writeoptions_create();
         rocksdb_writeoptions_disable_WAL(v->wo, 1);
         v->ro = rocksdb_readoptions_create();
