@@ -11,11 +11,14 @@
  *      (a pre-aggregation: N records of one key in a batch are one entry
  *      per window level); an aggregate's larger windows are rolled up
  *      from the smallest window's entries at the end of the fold;
- *   3. commit: each entry is read from the store, merged and put into
- *      one WriteBatch, with the meta entry (every partition's next offset
- *      and watermark, the counters) — one rocksdb_write with the WAL off;
- *   4. every VIEW_FLUSH_MS with something written: a flush, after which
- *      the retention holds move up to the flushed offsets.
+ *   3. commit: each entry becomes one merge operand (the store's merge
+ *      operator combines it with what is stored; a key's entry is read
+ *      first only to count a new key) in one WriteBatch, with the meta
+ *      entry (every partition's next offset and watermark, the counters)
+ *      — one rocksdb_write with the WAL off;
+ *   4. every flush interval (view-flush-interval) with something
+ *      written: a flush, after which the retention holds move up to the
+ *      flushed offsets.
  *
  * Late records (aggregate): a record whose smallest window ended, with
  * grace, at or before its partition's watermark (the highest time that
