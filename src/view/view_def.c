@@ -217,6 +217,8 @@ static const spw_opt def_opts[] = {
      .help = "aggregate: how long after a window ends its late records still count (default 0s)"},
     {.name = "order_by", .type = SPW_OPT_ENUM, .off = D(order_by), .choices = order_names, .parse = p_order,
      .help = "latest: which record is the latest, by log order (offset) or by event time (ts)"},
+    {.name = "merge", .type = SPW_OPT_BOOL, .off = D(merge),
+     .help = "aggregate: each record is a partial aggregate {start, count, sum, min, max} to merge, not a value"},
 };
 #undef D
 
@@ -240,10 +242,14 @@ int spw__view_def_parse(view_def *out, const char *name, const char *body, size_
         return SPW_EINVAL;
     view_def *d = &p.d;
     const char *kn = kind_names[d->kind];
+    if (d->merge && d->kind != VK_AGGREGATE)
+        FAIL("\"merge\" is for aggregate views, not %s", kn);
+    if (d->merge && (p.has_field || p.has_time))
+        FAIL("merge views take no \"field\" or \"time\": each record carries start, count, sum, min and max");
     if (d->kind == VK_LATEST) {
         if (p.has_field && d->field[0])
             FAIL("\"field\" is for aggregate and sum views, not latest");
-    } else if (!d->field[0]) {
+    } else if (!d->field[0] && !d->merge) {
         FAIL("%s views need \"field\" (a JSON pointer to the number, \"/amount\")", kn);
     }
     if (d->kind != VK_AGGREGATE && (p.has_windows || p.has_grace || p.has_time))
@@ -279,7 +285,7 @@ void spw__view_def_json(const view_def *d, spw_buf *b)
     spw_buf_xprintf(b, ",\"stream\":");
     spw_json_xput_str(b, d->stream, strlen(d->stream));
     spw_buf_xprintf(b, ",\"kind\":\"%s\"", kind_names[d->kind]);
-    if (d->kind != VK_LATEST) {
+    if (d->kind != VK_LATEST && !d->merge) {
         spw_buf_xprintf(b, ",\"field\":");
         spw_json_xput_str(b, d->field, strlen(d->field));
     }
@@ -292,7 +298,10 @@ void spw__view_def_json(const view_def *d, spw_buf *b)
                 spw_buf_xprintf(b, ",");
             spw__view_put_duration(b, d->win_ms[i]);
         }
-        spw_buf_xprintf(b, "],\"time\":\"%s\",\"grace\":", time_names[d->time]);
+        if (d->merge)
+            spw_buf_xprintf(b, "],\"merge\":true,\"grace\":");
+        else
+            spw_buf_xprintf(b, "],\"time\":\"%s\",\"grace\":", time_names[d->time]);
         spw__view_put_duration(b, d->grace_ms);
     }
     if (d->kind == VK_LATEST)

@@ -87,6 +87,51 @@ fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew)
 
 /* ---- one record ---- */
 
+/* A partial aggregate record (a merge view's): a JSON object with the
+ * integers "start" (ms) and "count" (>= 1) and the numbers "sum", "min"
+ * and "max", min <= max; other members are ignored. 0 and *a, *start, or
+ * -1. */
+static int partial_parse(const char *p, size_t n, view_agg *a, int64_t *start)
+{
+    spw_json_span o, k, v;
+    const char *end;
+    spw_json_error je;
+    spw_json_ptr root = {0};
+    if (spw_json_scan(p, p + n, &root, 1, &o, &end, &je) < 0 || o.type != SPW_JSON_OBJECT)
+        return -1;
+    int have = 0;
+    int64_t count = 0;
+    spw_json_iter it;
+    spw_json_iter_init(&it, &o);
+    while (spw_json_iter_next(&it, &k, &v)) {
+        if (spw_json_str_eq(&k, "start")) {
+            if (spw_json_int64(&v, start) < 0)
+                return -1;
+            have |= 1;
+        } else if (spw_json_str_eq(&k, "count")) {
+            if (spw_json_int64(&v, &count) < 0 || count < 1)
+                return -1;
+            have |= 2;
+        } else if (spw_json_str_eq(&k, "sum")) {
+            if (spw__view_num_parse(&v, &a->sum) < 0)
+                return -1;
+            have |= 4;
+        } else if (spw_json_str_eq(&k, "min")) {
+            if (spw__view_num_parse(&v, &a->min) < 0)
+                return -1;
+            have |= 8;
+        } else if (spw_json_str_eq(&k, "max")) {
+            if (spw__view_num_parse(&v, &a->max) < 0)
+                return -1;
+            have |= 16;
+        }
+    }
+    if (have != 31 || spw__view_num_cmp(&a->min, &a->max) > 0)
+        return -1;
+    a->count = (uint64_t)count;
+    return 0;
+}
+
 /* Does latest candidate (ts, id) a come after b (the view's order)? */
 int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid)
 {
@@ -159,17 +204,24 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     }
     view_num x;
+    view_agg part = {0};
     int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
-    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0 ||
-        (d->kind == VK_AGGREGATE && (t < -VIEW_TIME_MAX || t > VIEW_TIME_MAX))) {
+    if (d->merge ? partial_parse(vp, rv->value_len, &part, &t) < 0
+                 : spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
         mt->skipped_invalid++;
         return;
     }
+    if (d->kind == VK_AGGREGATE && (t < -VIEW_TIME_MAX || t > VIEW_TIME_MAX)) {
+        mt->skipped_invalid++;
+        return;
+    }
+    if (!d->merge)
+        spw__view_agg_one(&part, &x);
     sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
     fent *e;
     if (keep) {
         e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
-        spw__view_agg_one(&e->agg, &x);
+        spw__view_agg_merge(&e->agg, &part);
     }
     if (d->kind == VK_SUM)
         return;
@@ -186,7 +238,7 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     size_t bl = spw__view_bucket_key(sk, 0, s0, kbuf + 10, (size_t)kl);
     e = spw__view_fold_get(f, sk, bl, &isnew);
-    spw__view_agg_one(&e->agg, &x);
+    spw__view_agg_merge(&e->agg, &part);
 }
 
 /* Rolls the smallest window's entries up into the larger windows. */

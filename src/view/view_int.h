@@ -47,6 +47,7 @@ typedef struct view_def {
     int time;
     int64_t grace_ms;
     int order_by;
+    int merge; /* aggregate: records are partial aggregates to merge (docs/api.md "Merge views") */
     /* derived */
     int by_key; /* group_by is "$key" */
     spw_json_ptr ptrs[2];

@@ -68,6 +68,9 @@ static void definitions(srv *s)
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1x\"]}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"300000000000d\"]}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],\"grace\":\"-1s\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\",\"merge\":true}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"field\":\"/n\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"time\":\"arrival\",\"windows\":[\"1s\"]}",
         "not json",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -79,6 +82,12 @@ static void definitions(srv *s)
         free(r.body);
     }
     CHECK_EQ(req_status(p, "GET", "/v1/views/bad", NULL), 404);
+    resp mr = http_json(p, "PUT", "/v1/views/merged",
+                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"windows\":[\"1m\"]}");
+    CHECK_EQ(mr.status, 201);
+    CHECK(strstr(mr.body, "\"windows\":[\"1m\"],\"merge\":true,\"grace\":\"0s\"") != NULL);
+    free(mr.body);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/merged", NULL), 204);
     /* a bytes stream: views read JSON */
     put_stream(p, "raw", "{\"format\":\"bytes\"}");
     resp rb = http_json(p, "PUT", "/v1/views/bad", "{\"stream\":\"raw\",\"kind\":\"latest\"}");
