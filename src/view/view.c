@@ -390,7 +390,14 @@ static void one_json(spw_view *v, spw_buf *b)
 {
     spw_buf_xprintf(b, "{\"name\":");
     spw_json_xput_str(b, v->def.name, strlen(v->def.name));
-    spw_buf_xprintf(b, ",\"definition\":%s", v->canon);
+    if (v->def.fwd_token[0]) { /* the token is a secret: not shown */
+        view_def shown = v->def;
+        snprintf(shown.fwd_token, sizeof shown.fwd_token, "(redacted)");
+        spw_buf_xprintf(b, ",\"definition\":");
+        spw__view_def_json(&shown, b);
+    } else {
+        spw_buf_xprintf(b, ",\"definition\":%s", v->canon);
+    }
     pthread_mutex_lock(&v->mu);
     const view_meta *mt = &v->shown;
     uint64_t lag = 0;

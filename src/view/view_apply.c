@@ -435,6 +435,7 @@ static int do_rebuild(spw_view *v)
         }
     view_meta fresh;
     spw__view_meta_reset(&fresh, v->s->incarnation, v->s->cfg.partitions);
+    fresh.fwd_next = v->meta.fwd_next; /* sent buckets are not sent again (they would be deduplicated anyway) */
     int r = spw__view_store_wipe(v, &fresh, err, sizeof err);
     if (r < 0) {
         set_error(v, "%s", err);
@@ -454,6 +455,7 @@ void *spw__view_apply_thread(void *arg)
     spw_buf val = SPW_BUF_INIT, mb = SPW_BUF_INIT;
     char *kbuf = spw_xmalloc(2 * (VIEW_KEY_MAX + 16) + 32);
     uint32_t rot = 0;
+    uint64_t fwd_retry_ms = 0;
     spw_cursor_init(&v->cur, NULL, 0, VIEW_READ_BYTES);
     v->last_flush_ms = spw_mono_ms();
     for (;;) {
@@ -494,6 +496,13 @@ void *spw__view_apply_thread(void *arg)
         kick_waiters(v, 0, 0);
         if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
+        if (v->def.fwd_host[0] && v->s && v->db) {
+            char ferr[400];
+            if (spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr) < 0) {
+                spw_warn("view %s: %s; trying again", v->def.name, ferr);
+                set_error(v, "%s", ferr);
+            }
+        }
         if (r == 0)
             continue; /* more is waiting */
         struct timespec ts = spw_deadline(CLOCK_MONOTONIC, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);

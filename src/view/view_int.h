@@ -48,6 +48,8 @@ typedef struct view_def {
     int64_t grace_ms;
     int order_by;
     int merge; /* aggregate: records are partial aggregates to merge (docs/api.md "Merge views") */
+    /* aggregate: final buckets of the smallest window sent to another node ("" host: no forward) */
+    char fwd_host[256], fwd_port[8], fwd_stream[SPW_STREAM_NAME_MAX + 1], fwd_token[512];
     /* derived */
     int by_key; /* group_by is "$key" */
     spw_json_ptr ptrs[2];
@@ -72,7 +74,7 @@ typedef struct view_agg {
 /* ---- store keys (docs/formats/view.md "Keys") ---- */
 #define VIEW_META_KEY "\x00meta"
 #define VIEW_META_KEY_LEN 5
-#define VIEW_META_VERSION 1
+#define VIEW_META_VERSION 2
 #define VIEW_P_LATEST 'L'
 #define VIEW_P_SUM 'S'
 #define VIEW_P_ALL 'A'
@@ -83,6 +85,7 @@ typedef struct view_meta {
     uint64_t incarnation;
     uint32_t nparts;
     uint64_t keys, late, skipped_damaged, skipped_invalid, applied;
+    int64_t fwd_next; /* forward: buckets of the smallest window starting before it were sent (INT64_MIN: none) */
     uint64_t next[SPW_STREAM_PARTITIONS_MAX];
     int64_t wm[SPW_STREAM_PARTITIONS_MAX]; /* highest time applied per partition (INT64_MIN: none) */
 } view_meta;
@@ -249,6 +252,10 @@ int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_clear(view_kset *ks);
 void spw__view_kset_free(view_kset *ks);
+
+/* view_forward.c: sends final buckets (forward views); 0, or an error
+ * (err says why; *retry_ms set to when to try again). Apply thread only. */
+int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap);
 
 /* view_apply.c */
 void *spw__view_apply_thread(void *arg);

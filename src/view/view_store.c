@@ -185,13 +185,14 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
 
 /* ---- meta ---- */
 
-#define META_FIXED 56
+#define META_FIXED 64
 
 void spw__view_meta_reset(view_meta *mt, uint64_t incarnation, uint32_t nparts)
 {
     memset(mt, 0, sizeof *mt);
     mt->incarnation = incarnation;
     mt->nparts = nparts;
+    mt->fwd_next = INT64_MIN;
     for (uint32_t i = 0; i < SPW_STREAM_PARTITIONS_MAX; i++)
         mt->wm[i] = INT64_MIN;
 }
@@ -208,6 +209,7 @@ void spw__view_meta_encode(const view_meta *mt, spw_buf *b)
     spw_put64(h + 32, mt->skipped_damaged);
     spw_put64(h + 40, mt->skipped_invalid);
     spw_put64(h + 48, mt->applied);
+    spw_put64(h + 56, (uint64_t)mt->fwd_next);
     b->len = 0;
     if (spw_buf_put(b, h, sizeof h))
         abort();
@@ -234,6 +236,7 @@ int spw__view_meta_decode(const void *pv, size_t n, view_meta *mt)
     mt->skipped_damaged = spw_get64(p + 32);
     mt->skipped_invalid = spw_get64(p + 40);
     mt->applied = spw_get64(p + 48);
+    mt->fwd_next = (int64_t)spw_get64(p + 56);
     for (uint32_t i = 0; i < np; i++) {
         mt->next[i] = spw_get64(p + META_FIXED + 16 * i);
         mt->wm[i] = (int64_t)spw_get64(p + META_FIXED + 16 * i + 8);
