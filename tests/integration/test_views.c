@@ -71,6 +71,11 @@ static void definitions(srv *s)
         "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\",\"merge\":true}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"field\":\"/n\",\"windows\":[\"1s\"]}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"time\":\"arrival\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"latest\",\"forward\":{\"address\":\"h:1\",\"stream\":\"x\"}}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+        "\"forward\":{\"address\":\"nohostport\",\"stream\":\"x\"}}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+        "\"forward\":{\"address\":\"h:1\"}}",
         "not json",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -88,6 +93,15 @@ static void definitions(srv *s)
     CHECK(strstr(mr.body, "\"windows\":[\"1m\"],\"merge\":true,\"grace\":\"0s\"") != NULL);
     free(mr.body);
     CHECK_EQ(req_status(p, "DELETE", "/v1/views/merged", NULL), 204);
+    /* a forward view's token is not shown */
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/fw",
+                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+                        "\"forward\":{\"address\":\"127.0.0.1:9\",\"stream\":\"x\",\"token\":\"sekrit-1234\"}}"),
+             201);
+    char *fb = get_body(p, "/v1/views/fw", 200);
+    CHECK(strstr(fb, "sekrit") == NULL && strstr(fb, "\"token\":\"(redacted)\"") != NULL);
+    free(fb);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/fw", NULL), 204);
     /* a bytes stream: views read JSON */
     put_stream(p, "raw", "{\"format\":\"bytes\"}");
     resp rb = http_json(p, "PUT", "/v1/views/bad", "{\"stream\":\"raw\",\"kind\":\"latest\"}");
