@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -16,20 +17,25 @@
 #include "core/name.h"
 
 static const char view_usage[] =
-    "usage: spillway view create NAME --stream S --kind latest|aggregate|sum [--field PTR] [--group-by $key|PTR]\n"
-    "                           [--windows 10s,1m,1h] [--time event|arrival] [--grace D] [--order-by offset|ts]\n"
-    "       spillway view create NAME --body JSON      (the definition whole, as PUT /v1/views/NAME takes it)\n"
+    "usage: spillway view create NAME --stream S --kind latest|aggregate|sum\n"
+    "                            [--field PTR] [--group-by $key|PTR] [--windows 10s,1m,1h]\n"
+    "                            [--time event|arrival] [--grace D] [--order-by offset|ts]\n"
+    "       spillway view create NAME --body JSON\n"
+    "                            (the definition whole, as PUT /v1/views/NAME takes it)\n"
     "       spillway view list [--json]\n"
     "       spillway view show NAME [--json]\n"
     "       spillway view get NAME KEY [--min-offsets P:O,...] [--wait-ms N]\n"
-    "       spillway view series NAME KEY [--window W] [--from T] [--to T] [--min-offsets ...] [--wait-ms N]\n"
-    "       spillway view top NAME [--window W] [--at T] [--by count|sum] [--n N] [--min-offsets ...] [--wait-ms N]\n"
-    "       spillway view verify NAME [--sample N]   (recompute from the log and compare; exit 1 on a difference)\n"
+    "       spillway view series NAME KEY [--window W] [--from T] [--to T]\n"
+    "                            [--min-offsets ...] [--wait-ms N]\n"
+    "       spillway view top NAME [--window W] [--at T] [--by count|sum] [--n N]\n"
+    "                            [--min-offsets ...] [--wait-ms N]\n"
+    "       spillway view verify NAME [--sample N]\n"
+    "                            (recompute from the log and compare; exit 1 on a difference)\n"
     "       spillway view rebuild NAME\n"
     "       spillway view delete NAME\n"
-    "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ") and --token T (a bearer\n"
-    "token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the Unix epoch;\n"
-    "durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n";
+    "Every form takes --server HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ") and\n"
+    "--token T (a bearer token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the\n"
+    "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n";
 
 /* Appends s percent-encoded (all but unreserved bytes) to b. */
 static void pct(spw_buf *b, const char *s)
@@ -71,7 +77,8 @@ static int build_def(const vopts *o, spw_buf *b)
         return 0;
     }
     if (!o->stream || !o->kind) {
-        fprintf(stderr, "spillway view create: --stream and --kind are required (or --body)\n%s", view_usage);
+        fprintf(stderr, "spillway view create: --stream and --kind are required (or --body)\n");
+        spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
     struct {
@@ -213,19 +220,20 @@ int spw_cmd_view(int argc, char **argv)
 {
     static const char *const subs[] = {"create", "list", "show", "get", "series", "top", "verify", "rebuild", "delete"};
     if (argc < 2) {
-        fputs(view_usage, stderr);
+    spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
-        fputs(view_usage, stdout);
+        spw_help_write(stdout, view_usage, SPW_HELP_WIDTH);
         return 0;
     }
     size_t si = 0;
     while (si < sizeof subs / sizeof subs[0] && strcmp(subs[si], sub))
         si++;
     if (si == sizeof subs / sizeof subs[0]) {
-        fprintf(stderr, "spillway view: unknown subcommand '%s'\n%s", sub, view_usage);
+        fprintf(stderr, "spillway view: unknown subcommand '%s'\n", sub);
+        spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
     char cmd[32];
@@ -253,7 +261,7 @@ int spw_cmd_view(int argc, char **argv)
         const char *a = argv[i];
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(view_usage, stdout);
+            spw_help_write(stdout, view_usage, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt(cmd, argc, argv, &i, "--server", &server)) ||
@@ -273,8 +281,8 @@ int spw_cmd_view(int argc, char **argv)
             if (m < 0)
                 return 2;
             if (!strstr(flags[k].subs, sub)) {
-                fprintf(stderr, "spillway %s: %s is not an option of view %s\n%s", cmd, flags[k].flag, sub,
-                        view_usage);
+                fprintf(stderr, "spillway %s: %s is not an option of view %s\n", cmd, flags[k].flag, sub);
+                spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
                 return 2;
             }
             break;
@@ -282,7 +290,8 @@ int spw_cmd_view(int argc, char **argv)
         if (k < sizeof flags / sizeof flags[0])
             continue;
         if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "spillway %s: unknown option '%s'\n%s", cmd, a, view_usage);
+            fprintf(stderr, "spillway %s: unknown option '%s'\n", cmd, a);
+            spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
             return 2;
         }
         if (!name && strcmp(sub, "list") != 0)
@@ -290,16 +299,19 @@ int spw_cmd_view(int argc, char **argv)
         else if (!key && (strcmp(sub, "get") == 0 || strcmp(sub, "series") == 0))
             key = a;
         else {
-            fprintf(stderr, "spillway %s: unexpected argument '%s'\n%s", cmd, a, view_usage);
+            fprintf(stderr, "spillway %s: unexpected argument '%s'\n", cmd, a);
+            spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
             return 2;
         }
     }
     if (strcmp(sub, "list") != 0 && (!name || !spw__cli_stream_name_ok(name))) {
-        fprintf(stderr, "spillway %s: a view NAME is required (" SPW_NAME_RULE ")\n%s", cmd, view_usage);
+        fprintf(stderr, "spillway %s: a view NAME is required (" SPW_NAME_RULE ")\n", cmd);
+        spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
     if ((strcmp(sub, "get") == 0 || strcmp(sub, "series") == 0) && (!key || !key[0])) {
-        fprintf(stderr, "spillway %s: a KEY is required\n%s", cmd, view_usage);
+        fprintf(stderr, "spillway %s: a KEY is required\n", cmd);
+        spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
     spw_httpc c;

@@ -1,10 +1,11 @@
 /*
  * The record cursor: see cursor.h. It reads whole CRC-checked batches with
  * spw_part_read into its buffer, then hands them out record by record (or
- * batch by batch). Entering a batch decodes every record of it once
- * (spw_rec_next to the end) before the first is returned: that is what
+ * batch by batch). Entering a batch decodes every record of it, once, into
+ * an array of record views before the first is returned: that is what
  * makes a batch whose records do not decode damaged whole, at the same
- * offsets for every reader, wherever its read began.
+ * offsets for every reader, wherever its read began, and the records are
+ * then returned from the array without a second decode.
  */
 #include "log/cursor.h"
 
@@ -15,6 +16,7 @@ void spw_cursor_init(spw_cursor *c, spw_part *p, uint64_t from, size_t read_byte
     *c = (spw_cursor){.p = p, .next = from, .read_bytes = read_bytes ? read_bytes : 1};
     c->data = (spw_buf)SPW_BUF_INIT;
     c->scratch = (spw_buf)SPW_BUF_INIT;
+    c->views = (spw_buf)SPW_BUF_INIT;
 }
 
 void spw_cursor_seek(spw_cursor *c, spw_part *p, uint64_t from)
@@ -31,6 +33,7 @@ void spw_cursor_fini(spw_cursor *c)
 {
     spw_buf_fini(&c->data);
     spw_buf_fini(&c->scratch);
+    spw_buf_fini(&c->views);
     c->in_batch = 0;
 }
 
@@ -74,15 +77,23 @@ static int enter_batch(spw_cursor *c)
         int r = spw_batch_records(b, &c->h, &c->scratch, &recs, &len);
         if (r == SPW_ENOMEM)
             return r;
+        c->nviews = c->vi = 0;
+        if (r == 0 && c->h.record_count > len)
+            r = SPW_ECORRUPT; /* every record takes a byte at least */
         if (r == 0) {
-            spw_record_view rv;
-            spw_rec_iter_init(&c->it, &c->h, recs, len);
-            while ((r = spw_rec_next(&c->it, &rv)) == 1)
-                ;
+            size_t need = (size_t)c->h.record_count * sizeof(spw_record_view);
+            c->views.len = 0;
+            if (spw_buf_reserve(&c->views, need))
+                return SPW_ENOMEM;
+            spw_record_view *v = (spw_record_view *)c->views.p;
+            spw_rec_iter it;
+            spw_rec_iter_init(&it, &c->h, recs, len);
+            /* spw_rec_next stops at record_count: 0 only if the section ends there */
+            while ((r = spw_rec_next(&it, &v[c->nviews])) == 1)
+                c->nviews++;
         }
         if (r < 0)
             return damaged(c, spw_batch_next_offset(&c->h));
-        spw_rec_iter_init(&c->it, &c->h, recs, len);
         c->batch = b;
         c->in_batch = 1;
         return 1;
@@ -97,16 +108,16 @@ int spw_cursor_next(spw_cursor *c, spw_record_view *rv)
             if (r <= 0)
                 return r;
         }
-        int r = spw_rec_next(&c->it, rv);
-        if (r == 1) {
-            if (rv->offset < c->next)
+        const spw_record_view *v = (const spw_record_view *)c->views.p;
+        while (c->vi < c->nviews) {
+            const spw_record_view *x = &v[c->vi++];
+            if (x->offset < c->next)
                 continue;
-            c->next = rv->offset + 1;
+            *rv = *x;
+            c->next = x->offset + 1;
             return 1;
         }
         c->in_batch = 0;
-        if (r < 0) /* cannot happen: enter_batch decoded every record */
-            return damaged(c, spw_batch_next_offset(&c->h));
     }
 }
 

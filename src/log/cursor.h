@@ -31,8 +31,9 @@
  * which is past damage_from, and says so — an error answer naming resume,
  * a logged and counted skip).
  *
- * Ownership. A cursor owns its two buffers (the batches of the last read
- * and one batch's decompressed records); nothing else is allocated. The
+ * Ownership. A cursor owns its three buffers (the batches of the last
+ * read, one batch's decompressed records, and that batch's decoded record
+ * views); nothing else is allocated. The
  * bytes a record view or a batch returned by the cursor point at belong to
  * the cursor and stay valid until the next call of spw_cursor_next,
  * spw_cursor_next_batch, spw_cursor_seek or spw_cursor_fini on it: copy
@@ -60,11 +61,12 @@ typedef struct spw_cursor {
     /* private */
     spw_buf data;    /* batches of the last read */
     spw_buf scratch; /* the current batch's records when compressed */
+    spw_buf views;   /* the current batch's records, decoded once (spw_record_view[]) */
     size_t pos;      /* the next batch in data */
-    int in_batch;    /* it and h are the current batch's */
+    int in_batch;    /* views, nviews and h are the current batch's */
+    uint32_t vi, nviews; /* the next view to return; how many */
     const uint8_t *batch;
     spw_batch_hdr h;
-    spw_rec_iter it;
 } spw_cursor;
 
 /* A cursor on p at offset from. Allocates nothing (buffers grow on use). */

@@ -20,6 +20,7 @@ typedef struct spw_server_config {
     char data[1024];
     char listen[256];
     char listen_bin[256]; /* "" or "off": no binary listener */
+    char listen_kafka[256]; /* "" or "off" (the default): no Kafka listener */
     uint32_t node_id;
     int insecure;
     char tokens_file[1024]; /* "" = no tokens: loopback only unless insecure */
@@ -28,6 +29,7 @@ typedef struct spw_server_config {
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;
     uint32_t max_connections;
     uint32_t dedupe_max_keys;
+    uint32_t es_cache_keys;
     uint64_t max_header_bytes;
     uint64_t max_request_bytes;
     uint64_t idle_timeout_ms;
@@ -48,7 +50,10 @@ typedef struct spw_server_config {
     unsigned char from_flag[SPW_SERVER_CFG_MAX];
     uint64_t max_disk_bytes; /* 0: no limit */
     uint64_t segment_bytes;
+    uint32_t fd_cache_segments;
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
+    uint64_t max_unsent_bytes; /* answers not yet written, all connections (net/conn.h) */
+    uint64_t send_timeout_ms;  /* close a connection whose unsent answers do not move for this long */
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];
@@ -57,8 +62,9 @@ extern const size_t spw_server_cfg_count;
 /* Runs the server until a stop signal. Returns 0 after a clean stop, 2 for
  * a setting the table cannot judge alone (rate-limit-per, ...), or 1 with
  * the reason printed. SIGHUP re-reads c->config (if set) and applies its
- * rate-limit settings (docs/operations.md "Signals"). ready_fd >= 0 gets "HTTPPORT BINPORT\n" written
- * once listening (BINPORT 0 when the binary listener is off; tests use it
+ * rate-limit settings (docs/operations.md "Signals"). ready_fd >= 0 gets "HTTPPORT BINPORT\n"
+ * written once listening, "HTTPPORT BINPORT KAFKAPORT\n" with the Kafka listener on (BINPORT 0
+ * when the binary listener is off; tests use it
  * to learn the ports of "--listen 127.0.0.1:0 --listen-bin 127.0.0.1:0"). */
 int spw_server_run(const spw_server_config *c, int ready_fd);
 

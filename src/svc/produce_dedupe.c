@@ -22,6 +22,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "svc/svc.h"
 #include "svc/produce.h"
 #include "svc/produce_int.h"
@@ -75,48 +76,28 @@ static int fp_view(uint32_t *crc, const spw_record_view *v)
     return 0;
 }
 
-/* The fingerprint of a stored slot, from its records in the log. */
+/* The fingerprint of a stored slot, from its records in the log, read with
+ * the record cursor (log/cursor.h). Only slots rebuilt at start have no
+ * fingerprint, and recovery made everything it kept durable, so a slot
+ * whose records the cursor does not reach in full is damage. */
 static int fp_from_log(spw_stream *s, const spw_dd_slot *sl, uint32_t *out)
 {
     if (sl->partition >= s->cfg.partitions)
         return SPW_ECORRUPT;
-    spw_part *p = s->parts[sl->partition];
-    spw_buf data = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    uint64_t next = sl->first_offset, end = sl->first_offset + sl->count;
+    uint64_t end = sl->first_offset + sl->count;
+    spw_cursor c;
+    spw_cursor_init(&c, s->parts[sl->partition], sl->first_offset, 1 << 20);
+    spw_record_view rv;
     uint32_t crc = 0;
     int r = 0;
-    while (r == 0 && next < end) {
-        int n = spw_part_read(p, next, 1 << 20, &data, NULL);
-        if (n <= 0) {
+    while (r == 0 && c.next < end) {
+        int n = spw_cursor_next(&c, &rv);
+        if (n <= 0)
             r = n < 0 ? n : SPW_ECORRUPT;
-            break;
-        }
-        size_t pos = 0;
-        for (int b = 0; b < n && r == 0 && next < end; b++) {
-            spw_batch_hdr h;
-            const uint8_t *recs;
-            size_t len;
-            if ((r = spw_batch_parse(data.p + pos, data.len - pos, &h)) ||
-                (r = spw_batch_records(data.p + pos, &h, &scratch, &recs, &len)))
-                break;
-            spw_rec_iter it;
-            spw_record_view rv;
-            spw_rec_iter_init(&it, &h, recs, len);
-            int rr = 0;
-            while (next < end && (rr = spw_rec_next(&it, &rv)) == 1) {
-                if (rv.offset < next)
-                    continue;
-                if ((r = fp_view(&crc, &rv)))
-                    break;
-                next = rv.offset + 1;
-            }
-            if (r == 0 && rr < 0)
-                r = rr;
-            pos += h.length;
-        }
+        else if (rv.offset < end)
+            r = fp_view(&crc, &rv);
     }
-    spw_buf_fini(&data);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&c);
     *out = crc;
     return r;
 }

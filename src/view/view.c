@@ -57,11 +57,7 @@ static spw_view *view_new(spw_views *m, const view_def *d)
     v->canon = (char *)b.p;
     snprintf(v->dir, sizeof v->dir, "%s/%s", m->dir, d->name);
     pthread_mutex_init(&v->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    spw_cond_init(&v->cv); /* timed waits: core/clock.h */
     atomic_store(&v->refs, 1);
     v->state = VS_NO_STREAM;
     return v;

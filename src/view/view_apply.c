@@ -479,10 +479,9 @@ void *spw__view_apply_thread(void *arg)
                 v->state = VS_NO_STREAM;
                 pthread_mutex_unlock(&v->mu);
                 kick_waiters(v, 0, 0);
-                struct timespec ts = spw_deadline(CLOCK_MONOTONIC, 200 * 1000000ull);
                 pthread_mutex_lock(&v->mu);
                 if (!v->stop)
-                    pthread_cond_timedwait(&v->cv, &v->mu, &ts);
+                    spw_cond_wait_ns(&v->cv, &v->mu, 200 * 1000000ull);
                 pthread_mutex_unlock(&v->mu);
                 continue;
             }
@@ -505,10 +504,9 @@ void *spw__view_apply_thread(void *arg)
         }
         if (r == 0)
             continue; /* more is waiting */
-        struct timespec ts = spw_deadline(CLOCK_MONOTONIC, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);
         pthread_mutex_lock(&v->mu);
         if (!v->stop && !v->rebuild)
-            pthread_cond_timedwait(&v->cv, &v->mu, &ts);
+            spw_cond_wait_ns(&v->cv, &v->mu, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);
         pthread_mutex_unlock(&v->mu);
     }
     if (v->db && v->dirty && v->s)

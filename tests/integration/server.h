@@ -30,6 +30,7 @@ typedef struct srv {
     pid_t pid;
     int port;    /* HTTP */
     int binport; /* binary protocol, 0 if off */
+    int kafkaport; /* Kafka protocol (--listen-kafka 127.0.0.1:0 among the extra flags), else 0 */
     char data[4096];
 } srv;
 
@@ -78,9 +79,10 @@ static inline void srv_start_log(srv *s, const char *bin, const char *data, cons
     ssize_t n = read(pfd[0], buf, sizeof buf - 1);
     close(pfd[0]);
     CHECK(n > 0);
-    /* "HTTPPORT BINPORT\n" (BINPORT 0 when the binary listener is off). */
-    s->binport = 0;
-    CHECK(sscanf(buf, "%d %d", &s->port, &s->binport) >= 1);
+    /* "HTTPPORT BINPORT\n" (BINPORT 0 when the binary listener is off),
+     * then " KAFKAPORT" when the Kafka listener is on. */
+    s->binport = s->kafkaport = 0;
+    CHECK(sscanf(buf, "%d %d %d", &s->port, &s->binport, &s->kafkaport) >= 1);
     CHECK(s->port > 0);
 }
 

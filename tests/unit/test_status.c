@@ -3,7 +3,8 @@
  * HTTP status is the wire status except where docs/api.md and
  * docs/protocol.md say otherwise, and the disk errors map as both
  * documents say. Every code word the front ends answer with (docs/api.md,
- * docs/protocol.md "Status") has its row with its documented statuses,
+ * docs/protocol.md "Status") has its row with its documented statuses
+ * and an HTTP reason phrase (not "Unknown" on the status line),
  * and no front end in src/ answers an error past the table: no
  * spw_http_error call outside the file that defines spw_http_answer, no
  * wire status (SPW_ST_*) outside the table, the wire codec and the
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "http/http.h"
 #include "wire/frame.h"
 #include "svc/status.h"
 #include "test.h"
@@ -121,6 +123,9 @@ int main(void)
         CHECK(r->word && r->word[0]);
         CHECK(r->sentence && r->sentence[0]);
         CHECK(r->http >= 200 && r->http < 600);
+        if (strcmp(spw_http_reason(r->http), "Unknown") == 0) /* the status line names every status sent */
+            fprintf(stderr, "HTTP %d (%s) has no reason phrase\n", r->http, r->word);
+        CHECK(strcmp(spw_http_reason(r->http), "Unknown") != 0);
         for (const char *p = spw_sc_wire_word((spw_sc)c); *p; p++) /* code words are snake_case */
             CHECK((*p >= 'a' && *p <= 'z') || *p == '_');
         /* Where the protocols differ, on purpose. */

@@ -1,0 +1,701 @@
+/*
+ * The Kafka listener over the connection core (net/conn.h): see kafka.h,
+ * kafka_int.h and docs/protocol-kafka.md. The core owns the loops,
+ * accepting, closing, zombies, the budget's waiters, writing `out`, ticks
+ * and the drain; this file frames requests, keeps each connection's answer
+ * queue in request order, dispatches, and answers ApiVersions, Metadata
+ * and every request it does not serve. Produce is kafka_produce.c's,
+ * ListOffsets and Fetch kafka_fetch.c's.
+ *
+ * Framing: a request is an int32 size then that many bytes: the request
+ * header (api key, version, correlation id, client id; tagged fields too
+ * for a flexible version) and the body. A size below 8 or over
+ * max-request-bytes cannot be answered (a Kafka answer needs the
+ * correlation id, and a stream of bytes that is not Kafka has none): the
+ * connection is closed, and counted refused. Everything else is
+ * answered: an API or a version we do not serve gets an answer holding
+ * the correlation id and error code 35 UNSUPPORTED_VERSION (for
+ * ApiVersions the full version-0 answer, so the client learns what we
+ * serve) and the connection stays open.
+ *
+ * Bounds, as the binary protocol's (bin/binproto.c): `in` holds one
+ * request plus one read, taken from the buffer budget shared by every
+ * listener, the whole request reserved as soon as its size is read, and
+ * freed when nothing is left in it; at most max_pipelined requests are
+ * queued per connection and at most SPW_NET_OUT_PAUSE_BYTES answer bytes
+ * wait unsent, past either the connection stops reading (TCP pushes back).
+ */
+#include "kafka/kafka_int.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/name.h"
+#include "svc/metrics.h"
+
+static kconn *kc(spw_netconn *c) { return (kconn *)c; }
+
+void spw__kloop_post(void *loop, void (*fn)(void *), void *arg) { spw_netloop_post(&((kloop *)loop)->nl, fn, arg); }
+
+/* ---- the versions we serve (docs/protocol-kafka.md "APIs") ---- */
+
+typedef struct kapi {
+    int16_t key, min, max;
+} kapi;
+
+static const kapi kapis[] = {
+    {KAPI_PRODUCE, 3, 8},      {KAPI_FETCH, 4, 11},       {KAPI_LIST_OFFSETS, 1, 5},
+    {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3}, {KAPI_INIT_PRODUCER_ID, 0, 1},
+};
+#define NKAPIS (sizeof kapis / sizeof kapis[0])
+
+static const kapi *kapi_find(int16_t key)
+{
+    for (size_t i = 0; i < NKAPIS; i++)
+        if (kapis[i].key == key)
+            return &kapis[i];
+    return NULL;
+}
+
+/* ---- errors ---- */
+
+int16_t spw__kerr_of(spw_sc sc)
+{
+    switch (sc) {
+    case SPW_SC_OK: return KERR_NONE;
+    case SPW_SC_NO_SUCH_PARTITION:
+    case SPW_SC_NO_SUCH_STREAM: return KERR_UNKNOWN_TOPIC_OR_PARTITION;
+    case SPW_SC_INVALID_JSON:
+    case SPW_SC_NOT_AN_OBJECT:
+    case SPW_SC_MISSING_KEY:
+    case SPW_SC_BAD_KEY:
+    case SPW_SC_BAD_TIMESTAMP:
+    case SPW_SC_NO_EVENTS: return KERR_INVALID_RECORD;
+    case SPW_SC_EVENT_TOO_LARGE:
+    case SPW_SC_BODY_EVENT_TOO_LARGE:
+    case SPW_SC_TOO_LARGE:
+    case SPW_SC_OVER_BURST:
+    case SPW_SC_REQUEST_TOO_LARGE: return KERR_MESSAGE_TOO_LARGE;
+    case SPW_SC_KEY_REUSED: return KERR_OUT_OF_ORDER_SEQUENCE;
+    case SPW_SC_IN_PROGRESS: return KERR_REQUEST_TIMED_OUT;
+    case SPW_SC_DEDUPE_FULL:
+    case SPW_SC_RATE_LIMITED:
+    case SPW_SC_SHED:
+    case SPW_SC_BACKPRESSURE:
+    case SPW_SC_OVERLOADED:
+    case SPW_SC_UNAVAILABLE: return KERR_NOT_ENOUGH_REPLICAS;
+    case SPW_SC_DISK_LIMIT:
+    case SPW_SC_DISK_FULL:
+    case SPW_SC_WRITE_FAILED: return KERR_KAFKA_STORAGE_ERROR;
+    case SPW_SC_UNAUTHORIZED:
+    case SPW_SC_FORBIDDEN: return KERR_TOPIC_AUTHORIZATION_FAILED;
+    case SPW_SC_BAD_NAME: return KERR_INVALID_TOPIC;
+    case SPW_SC_OFFSET_OUT_OF_RANGE: return KERR_OFFSET_OUT_OF_RANGE;
+    case SPW_SC_DAMAGED: return KERR_CORRUPT_MESSAGE;
+    case SPW_SC_READ_FAILED: return KERR_KAFKA_STORAGE_ERROR;
+    default: return KERR_UNKNOWN_SERVER_ERROR;
+    }
+}
+
+spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    char msg[256];
+    if (!name || len <= 0) {
+        *err = KERR_INVALID_TOPIC;
+        return NULL;
+    }
+    /* With a tokens file every topic needs a login (SASL/PLAIN), which
+     * this listener does not offer yet: refused as unauthorized. */
+    if (svc->auth) {
+        *err = KERR_TOPIC_AUTHORIZATION_FAILED;
+        return NULL;
+    }
+    spw_stream *s;
+    spw_sc sc = spw_svc_stream_for(svc->cat, svc->auth, NULL, name, (size_t)len, perms, &s, msg, sizeof msg);
+    *err = spw__kerr_of(sc);
+    return sc == SPW_SC_OK ? s : NULL;
+}
+
+/* ---- the buffer budget ---- */
+
+static spw_membudget *budget_of(kloop *l) { return l->srv->cfg.buffers; }
+
+static int in_reserve(kconn *c, size_t need)
+{
+    if (need <= c->in.cap)
+        return 0;
+    size_t cap = (need + SPW_NET_READ_CHUNK - 1) / SPW_NET_READ_CHUNK * SPW_NET_READ_CHUNK;
+    spw_membudget *m = budget_of(c->loop);
+    if (spw_membudget_take(m, cap - c->in.cap))
+        return SPW_EAGAIN;
+    uint8_t *p = spw_try_realloc(c->in.p, cap);
+    if (!p) {
+        spw_membudget_give(m, cap - c->in.cap);
+        return SPW_ENOMEM;
+    }
+    c->in.p = p;
+    c->in.cap = cap;
+    return 0;
+}
+
+static void in_free(kconn *c)
+{
+    spw_membudget_give(budget_of(c->loop), c->in.cap);
+    spw_buf_fini(&c->in);
+    c->in_off = 0;
+}
+
+/* ---- the answer queue ---- */
+
+static void kreq_free(kreq *q)
+{
+    spw_buf_fini(&q->out);
+    spw_free(q->parked);
+    if (q->prod)
+        spw__k_prod_free(q->prod);
+    spw_free(q);
+}
+
+static void conn_update_reading(kconn *c);
+
+static void conn_close_now(kconn *c) { spw_netconn_close(&c->nc); }
+
+void spw__kq_flush(kconn *c)
+{
+    if (c->closed)
+        return;
+    while (c->head && c->head->ready) {
+        kreq *q = c->head;
+        if (!q->no_answer) {
+            if (spw_kw_i32(&c->out, (int32_t)q->out.len) || spw_buf_put(&c->out, q->out.p, q->out.len)) {
+                conn_close_now(c);
+                return;
+            }
+        }
+        c->head = q->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->nq--;
+        kreq_free(q);
+    }
+    if (spw_netconn_send(&c->nc) != 1) {
+        if (!c->closed)
+            conn_update_reading(c);
+        return;
+    }
+    if (c->close_after && c->inflight == 0 && !c->head) {
+        conn_close_now(c);
+        return;
+    }
+    conn_update_reading(c);
+}
+
+int spw__kq_begin(kreq *q)
+{
+    q->out.len = 0;
+    return spw_kw_i32(&q->out, q->correlation_id);
+}
+
+/* The answer to a request we do not serve: the correlation id and error
+ * 35 (for ApiVersions its version-0 answer: error, then what we serve). */
+static void answer_unsupported(kreq *q)
+{
+    int e = spw__kq_begin(q) || spw_kw_i16(&q->out, KERR_UNSUPPORTED_VERSION);
+    if (!e && q->api_key == KAPI_API_VERSIONS) {
+        e = spw_kw_i32(&q->out, (int32_t)NKAPIS);
+        for (size_t i = 0; !e && i < NKAPIS; i++)
+            e = spw_kw_i16(&q->out, kapis[i].key) || spw_kw_i16(&q->out, kapis[i].min) ||
+                spw_kw_i16(&q->out, kapis[i].max);
+    }
+    if (e)
+        q->out.len = 0;
+    q->ready = 1;
+}
+
+/* ---- ApiVersions ---- */
+
+static void api_versions(kreq *q, spw_kr *r)
+{
+    int v = q->api_version;
+    if (v >= 3) { /* client software name and version; checked, not kept */
+        const char *s;
+        int32_t l;
+        spw_kr_cstr(r, &s, &l);
+        spw_kr_cstr(r, &s, &l);
+        spw_kr_tags(r);
+    }
+    int16_t err = r->bad ? KERR_INVALID_REQUEST : KERR_NONE;
+    int e = spw__kq_begin(q) || spw_kw_i16(&q->out, err);
+    if (v >= 3)
+        e = e || spw_kw_uvarint(&q->out, NKAPIS + 1);
+    else
+        e = e || spw_kw_i32(&q->out, (int32_t)NKAPIS);
+    for (size_t i = 0; !e && i < NKAPIS; i++) {
+        e = spw_kw_i16(&q->out, kapis[i].key) || spw_kw_i16(&q->out, kapis[i].min) ||
+            spw_kw_i16(&q->out, kapis[i].max);
+        if (!e && v >= 3)
+            e = spw_kw_uvarint(&q->out, 0);
+    }
+    if (v >= 1)
+        e = e || spw_kw_i32(&q->out, 0); /* throttle time */
+    if (v >= 3)
+        e = e || spw_kw_uvarint(&q->out, 0);
+    if (e)
+        q->out.len = 0;
+    q->ready = 1;
+}
+
+/* ---- Metadata ---- */
+
+typedef struct md_ctx {
+    kconn *c;
+    spw_buf *out;
+    int v;
+    int32_t n;
+    int e;
+    int32_t node;
+} md_ctx;
+
+static int md_topic(md_ctx *m, int16_t err, const char *name, size_t len, spw_stream *s)
+{
+    spw_buf *o = m->out;
+    int e = spw_kw_i16(o, err) || spw_kw_str(o, name, (int32_t)len);
+    if (m->v >= 1)
+        e = e || spw_kw_i8(o, 0); /* is_internal */
+    uint32_t np = s ? s->cfg.partitions : 0;
+    e = e || spw_kw_i32(o, (int32_t)np);
+    for (uint32_t p = 0; !e && p < np; p++) {
+        e = spw_kw_i16(o, 0) || spw_kw_i32(o, (int32_t)p) || spw_kw_i32(o, m->node);
+        if (m->v >= 7)
+            e = e || spw_kw_i32(o, 0); /* leader epoch */
+        e = e || spw_kw_i32(o, 1) || spw_kw_i32(o, m->node); /* replicas */
+        e = e || spw_kw_i32(o, 1) || spw_kw_i32(o, m->node); /* in-sync replicas */
+        if (m->v >= 5)
+            e = e || spw_kw_i32(o, 0); /* offline replicas */
+    }
+    if (m->v >= 8)
+        e = e || spw_kw_i32(o, INT32_MIN); /* authorized operations: not computed */
+    m->n++;
+    return e;
+}
+
+static void md_each(void *arg, spw_stream *s)
+{
+    md_ctx *m = arg;
+    if (!m->e && !atomic_load(&s->deleted))
+        m->e = md_topic(m, 0, s->cfg.name, strlen(s->cfg.name), s);
+}
+
+static void metadata(kconn *c, kreq *q, spw_kr *r)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    int v = q->api_version;
+    int32_t nt = spw_kr_array(r, 2);
+    const char *names[1024];
+    int32_t lens[1024];
+    int32_t want = 0;
+    for (int32_t i = 0; i < nt && !r->bad; i++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        if (want < 1024) {
+            names[want] = n;
+            lens[want++] = l;
+        }
+    }
+    if (v >= 4)
+        (void)spw_kr_i8(r); /* allow_auto_topic_creation: topics are created by CreateTopics or the API */
+    if (v >= 8) {
+        (void)spw_kr_i8(r);
+        (void)spw_kr_i8(r);
+    }
+    if (r->bad) { /* unreadable: answered, not dropped */
+        spw__kq_begin(q);
+        spw_kw_i16(&q->out, KERR_INVALID_REQUEST);
+        q->ready = 1;
+        return;
+    }
+    int all = nt < 0 || (v == 0 && nt == 0);
+    /* This node, at the address the client reached it by. */
+    char host[64] = "127.0.0.1";
+    int port = c->loop->srv->ns.port;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
+        port = ntohs(sa.sin_port);
+    }
+    int32_t node = (int32_t)svc->node_id;
+    spw_buf *o = &q->out;
+    int e = spw__kq_begin(q);
+    if (v >= 3)
+        e = e || spw_kw_i32(o, 0); /* throttle */
+    e = e || spw_kw_i32(o, 1) || spw_kw_i32(o, node) || spw_kw_str(o, host, (int32_t)strlen(host)) ||
+        spw_kw_i32(o, port);
+    if (v >= 1)
+        e = e || spw_kw_str(o, NULL, -1); /* rack */
+    if (v >= 2)
+        e = e || spw_kw_str(o, "spillway", 8); /* cluster id */
+    if (v >= 1)
+        e = e || spw_kw_i32(o, node); /* controller */
+    size_t count_at = o->len;
+    e = e || spw_kw_i32(o, 0);
+    md_ctx m = {.c = c, .out = o, .v = v, .node = node};
+    if (!e && all && !svc->auth) { /* with tokens: no login, no names (spw__k_stream) */
+        spw_catalog_each(svc->cat, md_each, &m);
+        e = m.e;
+    }
+    for (int32_t i = 0; !e && !all && i < want; i++) {
+        int16_t err;
+        spw_stream *s = spw__k_stream(c, names[i], lens[i], 0, &err);
+        e = md_topic(&m, err, names[i] ? names[i] : "", names[i] ? (size_t)lens[i] : 0, s);
+        if (s)
+            spw_stream_put(s);
+    }
+    if (!e)
+        spw_kw_set_i32(o, count_at, m.n);
+    if (v >= 8)
+        e = e || spw_kw_i32(o, INT32_MIN); /* cluster authorized operations */
+    if (e)
+        o->len = 0;
+    q->ready = 1;
+}
+
+/* ---- InitProducerId ---- */
+
+/* A producer id for an idempotent producer (epoch 0). Its batches' ids,
+ * epochs and sequences become the produce service's producer sequences
+ * (kafka_produce.c). Transactions are not supported. */
+static void init_producer_id(kconn *c, kreq *q, spw_kr *r)
+{
+    const char *tid;
+    int32_t tl;
+    spw_kr_str(r, &tid, &tl);
+    (void)spw_kr_i32(r); /* transaction timeout */
+    int16_t err = r->bad ? KERR_INVALID_REQUEST : tid ? KERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED : KERR_NONE;
+    int64_t pid = err ? -1 : atomic_fetch_add(&c->loop->srv->next_pid, 1);
+    int e = spw__kq_begin(q) || spw_kw_i32(&q->out, 0) || spw_kw_i16(&q->out, err) || spw_kw_i64(&q->out, pid) ||
+            spw_kw_i16(&q->out, err ? -1 : 0);
+    if (e)
+        q->out.len = 0;
+    q->ready = 1;
+}
+
+/* ---- dispatch ---- */
+
+static void dispatch(kconn *c, const uint8_t *p, size_t n)
+{
+    spw_kafka_server *srv = c->loop->srv;
+    atomic_fetch_add(&srv->st_requests, 1);
+    kreq *q = spw_xcalloc(1, sizeof *q);
+    q->c = c;
+    spw_kr r;
+    spw_kr_init(&r, p, n);
+    q->api_key = spw_kr_i16(&r);
+    q->api_version = spw_kr_i16(&r);
+    q->correlation_id = spw_kr_i32(&r);
+    if (c->tail)
+        c->tail->next = q;
+    else
+        c->head = q;
+    c->tail = q;
+    c->nq++;
+    const kapi *a = kapi_find(q->api_key);
+    if (!a || q->api_version < a->min || q->api_version > a->max) {
+        answer_unsupported(q);
+        return;
+    }
+    spw_kr_init(&r, p, n);
+    spw_khdr h;
+    if (spw_khdr_decode(&r, q->api_key == KAPI_API_VERSIONS && q->api_version >= 3, &h)) {
+        spw__kq_begin(q);
+        spw_kw_i16(&q->out, KERR_INVALID_REQUEST);
+        q->ready = 1;
+        return;
+    }
+    switch (q->api_key) {
+    case KAPI_API_VERSIONS: api_versions(q, &r); break;
+    case KAPI_METADATA: metadata(c, q, &r); break;
+    case KAPI_PRODUCE: spw__k_produce(c, q, &r); break;
+    case KAPI_LIST_OFFSETS: spw__k_list_offsets(c, q, &r); break;
+    case KAPI_FETCH: spw__k_fetch(c, q, r.p, spw_kr_left(&r), 0); break;
+    case KAPI_INIT_PRODUCER_ID: init_producer_id(c, q, &r); break;
+    default: answer_unsupported(q);
+    }
+}
+
+/* ---- connections ---- */
+
+static uint32_t k_events(spw_netconn *nc)
+{
+    kconn *c = kc(nc);
+    return (c->paused ? 0 : EPOLLIN) | (c->want_out ? EPOLLOUT : 0) | (c->rdhup ? 0 : EPOLLRDHUP);
+}
+
+static void conn_process(kconn *c);
+
+static void conn_update_reading(kconn *c)
+{
+    if (c->closed)
+        return;
+    int want_pause = c->close_after || c->mem_wait || c->loop->stopping || c->nq >= c->loop->srv->cfg.max_pipelined ||
+                     c->out.len - c->out_off > SPW_NET_OUT_PAUSE_BYTES;
+    if (want_pause != c->paused) {
+        c->paused = want_pause;
+        spw_netconn_set_events(&c->nc);
+        if (!want_pause)
+            conn_process(c);
+    }
+}
+
+static void conn_fatal(kconn *c, const char *why)
+{
+    atomic_fetch_add(&c->loop->srv->st_refused, 1);
+    spw_warn("Kafka listener: closing the connection from %s: %s", c->peer[0] ? c->peer : "?", why);
+    in_free(c);
+    conn_close_now(c);
+}
+
+static void conn_process(kconn *c)
+{
+    spw_kafka_server *srv = c->loop->srv;
+    while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->nq < srv->cfg.max_pipelined &&
+           c->out.len - c->out_off <= SPW_NET_OUT_PAUSE_BYTES) {
+        const uint8_t *p = c->in.p + c->in_off;
+        size_t avail = c->in.len - c->in_off;
+        if (avail < 4)
+            break;
+        int32_t size = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+        if (size < 8 || (uint32_t)size > srv->cfg.max_request_bytes) {
+            char m[128];
+            snprintf(m, sizeof m, "request size %" PRId32 " is outside 8..%u (max-request-bytes)", size,
+                     srv->cfg.max_request_bytes);
+            conn_fatal(c, m);
+            return;
+        }
+        size_t whole = 4 + (size_t)size;
+        if (avail < whole) {
+            if (c->in_off) {
+                memmove(c->in.p, c->in.p + c->in_off, avail);
+                c->in.len = avail;
+                c->in_off = 0;
+            }
+            int e = in_reserve(c, whole);
+            if (e == SPW_EAGAIN)
+                spw_netconn_wait_for_room(&c->nc);
+            else if (e) {
+                conn_fatal(c, "out of memory for the request");
+                return;
+            }
+            break;
+        }
+        c->in_off += whole;
+        dispatch(c, p + 4, (size_t)size);
+    }
+    if (c->closed)
+        return;
+    size_t rest = c->in.len - c->in_off;
+    if (c->in_off) {
+        memmove(c->in.p, c->in.p + c->in_off, rest);
+        c->in.len = rest;
+        c->in_off = 0;
+    }
+    if (rest == 0) {
+        c->frame_start_ms = 0;
+        in_free(c);
+    } else if (!c->frame_start_ms) {
+        c->frame_start_ms = spw_mono_ms();
+    }
+    spw__kq_flush(c);
+}
+
+static void conn_read(kconn *c)
+{
+    for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
+        if (c->in.len == c->in.cap) {
+            int e = in_reserve(c, c->in.len + SPW_NET_READ_CHUNK);
+            if (e == SPW_EAGAIN && c->in.cap == 0) {
+                uint8_t *p = spw_try_malloc(SPW_NET_SMALL_READ);
+                if (p) {
+                    spw_membudget_add(budget_of(c->loop), SPW_NET_SMALL_READ);
+                    c->in.p = p;
+                    c->in.cap = SPW_NET_SMALL_READ;
+                    e = 0;
+                }
+            }
+            if (e == SPW_EAGAIN) {
+                spw_netconn_wait_for_room(&c->nc);
+                conn_update_reading(c);
+                return;
+            }
+            if (e) {
+                conn_fatal(c, "out of memory for input");
+                return;
+            }
+        }
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, room < SPW_NET_READ_CHUNK ? room : SPW_NET_READ_CHUNK, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                conn_close_now(c);
+            return;
+        }
+        if (n == 0) {
+            c->close_after = 1;
+            in_free(c);
+            if (c->inflight == 0 && !c->head && c->out.len == c->out_off)
+                conn_close_now(c);
+            else
+                conn_update_reading(c);
+            return;
+        }
+        c->in.len += (size_t)n;
+        c->last_active_ms = spw_mono_ms();
+        conn_process(c);
+        if ((size_t)n < room && (size_t)n < SPW_NET_READ_CHUNK)
+            return;
+    }
+}
+
+static void k_io(spw_netconn *nc, uint32_t events)
+{
+    kconn *c = kc(nc);
+    if (events & EPOLLOUT)
+        spw__kq_flush(c);
+    if (c->closed)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->paused && (events & (EPOLLHUP | EPOLLERR))) {
+            conn_close_now(c);
+        } else if (c->paused) {
+            if ((events & EPOLLRDHUP) && !c->rdhup) {
+                c->rdhup = 1;
+                spw_netconn_set_events(&c->nc);
+            }
+        } else {
+            conn_read(c);
+        }
+    }
+}
+
+static void k_room(spw_netconn *c) { conn_update_reading(kc(c)); }
+
+static void k_conn_free(spw_netconn *nc)
+{
+    kconn *c = kc(nc);
+    while (c->head) {
+        kreq *q = c->head;
+        c->head = q->next;
+        kreq_free(q);
+    }
+    c->tail = NULL;
+    in_free(c);
+}
+
+static void k_loop_init(spw_netloop *nl, void *owner) { ((kloop *)nl)->srv = owner; }
+static void k_conn_init(spw_netconn *nc) { kc(nc)->loop = (kloop *)nc->nl; }
+
+static void k_conn_tick(spw_netconn *nc, uint64_t now)
+{
+    kconn *c = kc(nc);
+    spw_kafka_config *cfg = &c->loop->srv->cfg;
+    /* Fetches waiting for data look again (and answer at their deadline). */
+    if (c->nparked) {
+        for (kreq *q = c->head; q; q = q->next) {
+            if (q->parked && !q->ready) {
+                uint8_t *body = q->parked;
+                size_t len = q->parked_len;
+                q->parked = NULL;
+                c->nparked--;
+                spw__k_fetch(c, q, body, len, now >= q->deadline_ms || c->loop->stopping);
+                spw_free(body);
+            }
+        }
+        spw__kq_flush(c);
+        if (c->closed)
+            return;
+    }
+    if (c->mem_wait && !c->frame_start_ms)
+        c->last_active_ms = now;
+    if (c->head)
+        c->last_active_ms = now; /* answers owed: not idle */
+    if (c->frame_start_ms && !c->close_after && now - c->frame_start_ms > cfg->request_timeout_ms)
+        conn_fatal(c, "request not received whole in time");
+    else if (c->inflight == 0 && !c->head && c->out.len == c->out_off && now - c->last_active_ms > cfg->idle_timeout_ms)
+        conn_close_now(c);
+}
+
+static void k_stop_reading(spw_netconn *nc) { conn_update_reading(kc(nc)); }
+
+static const spw_netproto k_proto = {
+    .name = "Kafka protocol",
+    .conn_size = sizeof(kconn),
+    .loop_size = sizeof(kloop),
+    .loop_init = k_loop_init,
+    .conn_init = k_conn_init,
+    .events = k_events,
+    .io = k_io,
+    .room = k_room,
+    .conn_free = k_conn_free,
+    .stop_reading = k_stop_reading,
+    .conn_tick = k_conn_tick,
+};
+
+int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server **out)
+{
+    spw_kafka_server *s = spw_xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    if (s->cfg.threads == 0)
+        s->cfg.threads = 1;
+    if (s->cfg.max_pipelined == 0)
+        s->cfg.max_pipelined = 64;
+    if (s->cfg.max_request_bytes < 4096)
+        s->cfg.max_request_bytes = 4096;
+    s->svc = svc;
+    atomic_store(&s->next_pid, spw_wall_ms() << 12);
+    spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+    int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);
+    if (r < 0) {
+        spw_free(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+int spw_kafka_port(spw_kafka_server *s) { return s->ns.port; }
+
+void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&s->ns); }
+
+void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
+{
+    spw_netsrv_stop(&s->ns, drain_ms);
+    spw_free(s);
+}
+
+static uint64_t m_conns(void *s) { return atomic_load(&((spw_kafka_server *)s)->ns.nconns); }
+static uint64_t m_requests(void *s) { return atomic_load(&((spw_kafka_server *)s)->st_requests); }
+static uint64_t m_refused(void *s)
+{
+    spw_kafka_server *k = s;
+    return atomic_load(&k->st_refused) + atomic_load(&k->ns.refused);
+}
+
+void spw_kafka_metrics_register(spw_metrics *m, spw_kafka_server *s)
+{
+    spw_metrics_add_u64(m, "spillway_kafka_connections", "open Kafka-protocol connections", SPW_METRIC_GAUGE,
+                        m_conns, s);
+    spw_metrics_add_u64(m, "spillway_kafka_requests_total", "Kafka-protocol requests", SPW_METRIC_COUNTER,
+                        m_requests, s);
+    spw_metrics_add_u64(m, "spillway_kafka_refused_total",
+                        "Kafka-protocol connections over max-connections and requests that could not be framed",
+                        SPW_METRIC_COUNTER, m_refused, s);
+}

@@ -1,0 +1,261 @@
+/*
+ * ListOffsets and Fetch over the Kafka protocol (docs/protocol-kafka.md):
+ * both read partitions through the log's read side only as every reader
+ * does — ends and offsets capped at the durable end (log/log.h,
+ * "Visibility"), records through the record cursor (log/cursor.h) — so a
+ * Kafka consumer sees exactly what an HTTP or binary reader sees.
+ *
+ * Fetch answers record batches of magic 2 built from the stored records
+ * (uncompressed; one Kafka batch per run of records from one stored
+ * batch), with their offsets, timestamps, keys, values and headers. A
+ * Fetch that finds nothing to give waits up to its max_wait_ms, parked on
+ * its connection (kafka_int.h): the connection's tick looks again every
+ * SPW_NET_TICK_MS and answers as soon as a partition has records, or
+ * empty at the deadline. min_bytes is taken as 1.
+ */
+#include "kafka/kafka_int.h"
+
+#include "core/clock.h"
+#include "log/cursor.h"
+
+#define FETCH_MAX_BYTES (16u << 20)
+
+/* ---- ListOffsets ---- */
+
+void spw__k_list_offsets(kconn *c, kreq *q, spw_kr *r)
+{
+    int v = q->api_version;
+    (void)spw_kr_i32(r); /* replica id */
+    if (v >= 2)
+        (void)spw_kr_i8(r); /* isolation level: every visible record is committed */
+    spw_buf *o = &q->out;
+    int e = spw__kq_begin(q);
+    if (v >= 2)
+        e = e || spw_kw_i32(o, 0);
+    int32_t nt = spw_kr_array(r, 6);
+    e = e || spw_kw_i32(o, nt < 0 ? 0 : nt);
+    for (int32_t t = 0; !e && t < nt && !r->bad; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        int32_t np = spw_kr_array(r, 12);
+        e = spw_kw_str(o, n, l) || spw_kw_i32(o, np < 0 ? 0 : np);
+        int16_t serr;
+        spw_stream *s = r->bad ? NULL : spw__k_stream(c, n, l, SPW_PERM_CONSUME, &serr);
+        for (int32_t i = 0; !e && i < np && !r->bad; i++) {
+            int32_t part = spw_kr_i32(r);
+            if (v >= 4)
+                (void)spw_kr_i32(r); /* current leader epoch */
+            int64_t ts = spw_kr_i64(r);
+            int16_t err = s ? 0 : serr;
+            int64_t off = -1;
+            if (s && (part < 0 || (uint32_t)part >= s->cfg.partitions))
+                err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+            if (!err) {
+                spw_part *p = s->parts[part];
+                spw_part_state st;
+                spw_part_state_get(p, &st);
+                if (ts == -1) {
+                    off = (int64_t)st.durable_offset;
+                } else if (ts == -2) {
+                    off = (int64_t)st.start_offset;
+                } else {
+                    uint64_t at;
+                    if (spw_part_offset_for_ts(p, ts, &at))
+                        err = KERR_KAFKA_STORAGE_ERROR;
+                    else
+                        off = at >= st.durable_offset ? -1 : (int64_t)at; /* -1: no record that late */
+                }
+            }
+            e = spw_kw_i32(o, part) || spw_kw_i16(o, err) || spw_kw_i64(o, -1) || spw_kw_i64(o, err ? -1 : off);
+            if (v >= 4)
+                e = e || spw_kw_i32(o, 0);
+        }
+        if (s)
+            spw_stream_put(s);
+    }
+    if (r->bad || e) {
+        o->len = 0;
+        spw__kq_begin(q);
+        if (v >= 2)
+            spw_kw_i32(o, 0);
+        spw_kw_i32(o, 0); /* no topics: the request did not decode */
+    }
+    q->ready = 1;
+}
+
+/* ---- Fetch ---- */
+
+/* Appends partition p's records from offset as Kafka batches, within
+ * pmax bytes (one record at least when must_one); *got the bytes added.
+ * 0, or the Kafka error. */
+static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t vend, size_t pmax, int must_one,
+                             size_t *got)
+{
+    size_t start = o->len;
+    *got = 0;
+    if (offset >= vend) {
+        spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
+        return 0;
+    }
+    spw_cursor cur;
+    spw_cursor_init(&cur, p, offset, pmax < (64u << 10) ? (64u << 10) : pmax);
+    spw_kbatch_w w;
+    int open = 0, n = 0;
+    uint64_t log_batch = UINT64_MAX, next = offset;
+    int16_t err = 0;
+    while (next < vend) {
+        size_t used = o->len - start;
+        if (used >= pmax && !(must_one && used == 0))
+            break;
+        cur.read_bytes = pmax > used ? pmax - used : (64u << 10);
+        if (cur.read_bytes < (64u << 10))
+            cur.read_bytes = 64u << 10;
+        spw_record_view rv;
+        if ((n = spw_cursor_next(&cur, &rv)) != 1)
+            break;
+        const spw_batch_hdr *bh = spw_cursor_batch(&cur);
+        size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len + rv.headers_len;
+        if (used > 0 && used + sz > pmax)
+            break;
+        if (!open || bh->base_offset != log_batch) {
+            if (open)
+                spw_kbatch_end(o, &w);
+            if (spw_kbatch_begin(o, &w, (int64_t)rv.offset, rv.ts)) {
+                err = KERR_UNKNOWN_SERVER_ERROR;
+                open = 0;
+                break;
+            }
+            open = 1;
+            log_batch = bh->base_offset;
+        }
+        if (spw_kbatch_add(o, &w, (int64_t)rv.offset, rv.ts, rv.key, rv.key_len, rv.value, (int32_t)rv.value_len,
+                           rv.headers, rv.headers_len, rv.header_count)) {
+            err = KERR_UNKNOWN_SERVER_ERROR;
+            break;
+        }
+        next = rv.offset + 1;
+    }
+    if (open && !err)
+        spw_kbatch_end(o, &w);
+    spw_cursor_fini(&cur);
+    if (err) {
+        o->len = start;
+        return err;
+    }
+    if (n < 0 && o->len == start)
+        return n == SPW_ECORRUPT ? KERR_CORRUPT_MESSAGE : KERR_KAFKA_STORAGE_ERROR;
+    *got = o->len - start;
+    return 0;
+}
+
+void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
+{
+    int v = q->api_version;
+    spw_kr rr, *r = &rr;
+    spw_kr_init(r, body, len);
+    (void)spw_kr_i32(r); /* replica id */
+    int32_t max_wait = spw_kr_i32(r);
+    (void)spw_kr_i32(r); /* min bytes: taken as 1 */
+    int32_t max_bytes = spw_kr_i32(r);
+    (void)spw_kr_i8(r); /* isolation level */
+    if (v >= 7) {
+        (void)spw_kr_i32(r); /* session id: sessions are not kept, every fetch is a full one */
+        (void)spw_kr_i32(r);
+    }
+    size_t total_max = max_bytes <= 0 || (uint32_t)max_bytes > FETCH_MAX_BYTES ? FETCH_MAX_BYTES : (size_t)max_bytes;
+    spw_buf *o = &q->out;
+    int e = spw__kq_begin(q) || spw_kw_i32(o, 0);
+    if (v >= 7)
+        e = e || spw_kw_i16(o, 0) || spw_kw_i32(o, 0);
+    int32_t nt = spw_kr_array(r, 6);
+    e = e || spw_kw_i32(o, nt < 0 ? 0 : nt);
+    size_t total = 0;
+    int any = 0; /* records or an error to give: answer now */
+    for (int32_t t = 0; !e && t < nt && !r->bad; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        int32_t np = spw_kr_array(r, 16);
+        e = spw_kw_str(o, n, l) || spw_kw_i32(o, np < 0 ? 0 : np);
+        int16_t serr;
+        spw_stream *s = r->bad ? NULL : spw__k_stream(c, n, l, SPW_PERM_CONSUME, &serr);
+        for (int32_t i = 0; !e && i < np && !r->bad; i++) {
+            int32_t part = spw_kr_i32(r);
+            if (v >= 9)
+                (void)spw_kr_i32(r); /* current leader epoch */
+            int64_t off = spw_kr_i64(r);
+            if (v >= 5)
+                (void)spw_kr_i64(r); /* the follower's log start offset */
+            int32_t pmax = spw_kr_i32(r);
+            if (r->bad)
+                break;
+            int16_t err = s ? 0 : serr;
+            spw_part_state st = {0};
+            if (s && (part < 0 || (uint32_t)part >= s->cfg.partitions))
+                err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+            if (!err) {
+                spw_part_state_get(s->parts[part], &st);
+                if (off < 0 || (uint64_t)off < st.start_offset || (uint64_t)off > st.durable_offset)
+                    err = KERR_OFFSET_OUT_OF_RANGE;
+            }
+            size_t err_at = o->len + 4;
+            e = spw_kw_i32(o, part) || spw_kw_i16(o, err) || spw_kw_i64(o, err ? -1 : (int64_t)st.durable_offset) ||
+                spw_kw_i64(o, err ? -1 : (int64_t)st.durable_offset);
+            if (v >= 5)
+                e = e || spw_kw_i64(o, err ? -1 : (int64_t)st.start_offset);
+            e = e || spw_kw_i32(o, 0); /* aborted transactions: none */
+            if (v >= 11)
+                e = e || spw_kw_i32(o, -1); /* preferred read replica: none */
+            size_t len_at = o->len;
+            e = e || spw_kw_i32(o, 0);
+            if (e)
+                break;
+            size_t got = 0;
+            if (!err && total < total_max) {
+                size_t room = total_max - total;
+                size_t lim = pmax > 0 && (size_t)pmax < room ? (size_t)pmax : room;
+                err = fetch_records(o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0, &got);
+                if (err) { /* a read error: the partition's error code says it */
+                    o->p[err_at] = (uint8_t)((uint16_t)err >> 8);
+                    o->p[err_at + 1] = (uint8_t)err;
+                }
+            }
+            if (err)
+                any = 1;
+            spw_kw_set_i32(o, len_at, (int32_t)got);
+            total += got;
+            if (got)
+                any = 1;
+        }
+        if (s)
+            spw_stream_put(s);
+    }
+    if (r->bad || e) {
+        o->len = 0;
+        spw__kq_begin(q);
+        spw_kw_i32(o, 0);
+        if (v >= 7) {
+            spw_kw_i16(o, KERR_INVALID_REQUEST);
+            spw_kw_i32(o, 0);
+        }
+        spw_kw_i32(o, 0);
+        q->ready = 1;
+        return;
+    }
+    if (!any && !final && max_wait > 0 && !c->loop->stopping) {
+        /* Nothing to give yet: wait for records, up to max_wait. */
+        uint8_t *copy = spw_try_malloc(len ? len : 1);
+        if (copy) {
+            memcpy(copy, body, len);
+            o->len = 0;
+            q->parked = copy;
+            q->parked_len = len;
+            if (!q->deadline_ms)
+                q->deadline_ms = spw_mono_ms() + (uint64_t)max_wait;
+            c->nparked++;
+            return;
+        }
+    }
+    q->ready = 1;
+}

@@ -1,0 +1,488 @@
+/*
+ * The Kafka listener (docs/protocol-kafka.md) with real Kafka clients:
+ * kcat from Debian and librdkafka, against the real server binary.
+ *   - kcat -L: topics are streams with their partitions, this node the
+ *     only broker and the controller.
+ *   - kcat -P (keys, an explicit partition, gzip/snappy/lz4/zstd batches,
+ *     headers): read back over HTTP with the same keys, values,
+ *     partitions and timestamps the producer set.
+ *   - Events produced over HTTP read with kcat -C -e: same partition,
+ *     offset, key, timestamp and value.
+ *   - A librdkafka producer with enable.idempotence=true and acks=all:
+ *     every delivery report's partition and offset hold that message
+ *     (key, value, timestamp) over HTTP, each message exactly once; a
+ *     librdkafka consumer reads them all back the same.
+ *   - A json stream refuses a non-JSON value with INVALID_RECORD and
+ *     stores nothing of its batch.
+ *   - Raw requests: an API we do not serve and a version we do not serve
+ *     are answered with error 35 and the connection goes on; the same
+ *     idempotent batch sent twice is stored once and both answers carry
+ *     the first attempt's offset.
+ */
+#include <librdkafka/rdkafka.h>
+
+#include "core/crc32c.h"
+#include "kafka/kcodec.h"
+#include "server.h"
+
+#define TS0 1700000000000LL
+
+static const char *BIN;
+
+/* Runs a shell command; its stdout (malloc'ed). The command must exit 0. */
+static char *run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *run(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    CHECK(f != NULL);
+    size_t cap = 1 << 20, n = 0;
+    char *out = malloc(cap);
+    size_t k;
+    while ((k = fread(out + n, 1, cap - 1 - n, f)) > 0)
+        n += k;
+    out[n] = 0;
+    int st = pclose(f);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fprintf(stderr, "command failed (%d): %s\noutput: %s\n", st, cmd, out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return out;
+}
+
+/* The records of a partition over HTTP (NDJSON lines). */
+static char *http_read(int port, const char *stream, int part)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?partition=%d&offset=0&limit=10000", stream, part);
+    resp r = http_json(port, "GET", path, NULL);
+    CHECK_EQ(r.status, 200);
+    return r.body;
+}
+
+static int count_lines(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+/* ---- 1. kcat ---- */
+
+static void test_kcat(const srv *s)
+{
+    char *md = run("timeout 30 kcat -b 127.0.0.1:%d -L 2>&1", s->kafkaport);
+    CHECK(strstr(md, "topic \"orders\" with 3 partitions") != NULL);
+    CHECK(strstr(md, "topic \"raw\" with 2 partitions") != NULL);
+    char want[128];
+    snprintf(want, sizeof want, "broker 0 at 127.0.0.1:%d (controller)", s->kafkaport);
+    CHECK(strstr(md, want) != NULL);
+    CHECK(strstr(md, "partition 2, leader 0, replicas: 0, isrs: 0") != NULL);
+    free(md);
+
+    /* Keyed JSON into partition 2, then gzip, snappy, lz4 and zstd batches
+     * with a header into partition 1. */
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    long long before = (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+    free(run("printf 'k1|{\"n\":1}\\nk2|{\"n\":2}\\nk1|{\"n\":3}\\n' | timeout 30 kcat -b 127.0.0.1:%d -P -t orders "
+             "-p 2 -K'|' -X acks=all 2>&1",
+             s->kafkaport));
+    const char *codecs[] = {"gzip", "snappy", "lz4", "zstd"};
+    for (int i = 0; i < 4; i++)
+        free(run("printf 'c|{\"codec\":\"%s\"}\\n' | timeout 30 kcat -b 127.0.0.1:%d -P -t orders -p 1 -K'|' -z %s "
+                 "-H trace=t%d 2>&1",
+                 codecs[i], s->kafkaport, codecs[i], i));
+    clock_gettime(CLOCK_REALTIME, &t);
+    long long after = (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+
+    char *p2 = http_read(s->port, "orders", 2);
+    CHECK_EQ(count_lines(p2, "\"offset\":"), 3);
+    CHECK(strstr(p2, "\"offset\":0,") && strstr(p2, "\"key\":\"k1\",\"value\":{\"n\":1}"));
+    CHECK(strstr(p2, "\"offset\":1,") && strstr(p2, "\"key\":\"k2\",\"value\":{\"n\":2}"));
+    CHECK(strstr(p2, "\"offset\":2,") && strstr(p2, "\"key\":\"k1\",\"value\":{\"n\":3}"));
+    /* The producer's create time is each record's timestamp. */
+    for (const char *q = p2; (q = strstr(q, "\"ts\":")); q++) {
+        long long ts = atoll(q + 5);
+        CHECK(ts >= before && ts <= after);
+    }
+    free(p2);
+    char *p1 = http_read(s->port, "orders", 1);
+    CHECK_EQ(count_lines(p1, "\"offset\":"), 4);
+    for (int i = 0; i < 4; i++) {
+        char v[64];
+        snprintf(v, sizeof v, "\"key\":\"c\",\"value\":{\"codec\":\"%s\"}", codecs[i]);
+        CHECK(strstr(p1, v) != NULL);
+    }
+    free(p1);
+    /* Headers come back on a Kafka read. */
+    char *hd = run("timeout 30 kcat -b 127.0.0.1:%d -C -t orders -p 1 -o beginning -e -f '%%o %%k %%h %%s\\n' 2>/dev/null",
+                   s->kafkaport);
+    CHECK(strstr(hd, "0 c trace=t0 {\"codec\":\"gzip\"}") != NULL);
+    CHECK(strstr(hd, "3 c trace=t3 {\"codec\":\"zstd\"}") != NULL);
+    free(hd);
+
+    /* Produced over HTTP, read with kcat: partitions, offsets, keys and
+     * timestamps as the HTTP answer and the request said. */
+    resp r = http_json(s->port, "POST", "/v1/streams/hj/events",
+                       "[{\"id\":\"a\",\"ts\":1700000000001,\"v\":1},{\"id\":\"b\",\"ts\":1700000000002,\"v\":2},"
+                       "{\"id\":\"a\",\"ts\":1700000000003,\"v\":3}]");
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    char *all = http_read(s->port, "hj", 0);
+    char *all1 = http_read(s->port, "hj", 1);
+    char *kc = run("timeout 30 kcat -b 127.0.0.1:%d -C -t hj -o beginning -e -f '%%p %%o %%k %%T %%s\\n' 2>/dev/null",
+                   s->kafkaport);
+    CHECK_EQ(count_lines(kc, "\n"), 3);
+    for (int part = 0; part < 2; part++) {
+        char *h = part ? all1 : all;
+        for (const char *q = h; (q = strstr(q, "{\"partition\":")); q++) {
+            int pp = atoi(q + 13);
+            const char *o = strstr(q, "\"offset\":"), *k = strstr(q, "\"key\":\""), *ts = strstr(q, "\"ts\":");
+            const char *v = strstr(q, "\"value\":");
+            CHECK(o && k && ts && v);
+            char key[16] = {0};
+            sscanf(k + 7, "%15[^\"]", key);
+            const char *ve = strchr(v, '}');
+            char line[256];
+            snprintf(line, sizeof line, "%d %d %s %lld %.*s\n", pp, atoi(o + 9), key, atoll(ts + 5),
+                     (int)(ve + 1 - (v + 8)), v + 8);
+            if (!strstr(kc, line))
+                fprintf(stderr, "missing in kcat output: %s(got:\n%s)\n", line, kc);
+            CHECK(strstr(kc, line) != NULL);
+        }
+    }
+    free(kc);
+    free(all);
+    free(all1);
+}
+
+/* ---- 2. librdkafka: idempotent producer, consumer ---- */
+
+#define NMSG 500
+
+typedef struct dr {
+    int n, failed;
+    int part[NMSG];
+    long long off[NMSG];
+    rd_kafka_resp_err_t last_err;
+} dr;
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    dr *d = opaque;
+    intptr_t i = (intptr_t)m->_private;
+    if (m->err) {
+        d->failed++;
+        d->last_err = m->err;
+    } else if (i >= 0 && i < NMSG) {
+        d->part[i] = m->partition;
+        d->off[i] = m->offset;
+    }
+    d->n++;
+}
+
+static rd_kafka_t *producer(const srv *s, dr *d, int idempotent)
+{
+    char e[256], bs[64];
+    snprintf(bs, sizeof bs, "127.0.0.1:%d", s->kafkaport);
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    CHECK(rd_kafka_conf_set(c, "bootstrap.servers", bs, e, sizeof e) == RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "acks", "all", e, sizeof e) == RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "enable.idempotence", idempotent ? "true" : "false", e, sizeof e) ==
+          RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "linger.ms", "5", e, sizeof e) == RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "compression.codec", "lz4", e, sizeof e) == RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "message.timeout.ms", "30000", e, sizeof e) == RD_KAFKA_CONF_OK);
+    CHECK(rd_kafka_conf_set(c, "retries", idempotent ? "1000" : "0", e, sizeof e) == RD_KAFKA_CONF_OK);
+    rd_kafka_conf_set_dr_msg_cb(c, on_dr);
+    rd_kafka_conf_set_opaque(c, d);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof e);
+    CHECK(rk != NULL);
+    return rk;
+}
+
+static void test_librdkafka(const srv *s)
+{
+    dr d;
+    memset(&d, 0, sizeof d);
+    rd_kafka_t *rk = producer(s, &d, 1);
+    for (int i = 0; i < NMSG; i++) {
+        char key[16], val[64];
+        snprintf(key, sizeof key, "key-%d", i % 7);
+        snprintf(val, sizeof val, "{\"i\":%d}", i);
+        CHECK_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders"), RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE(val, strlen(val)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                   RD_KAFKA_V_TIMESTAMP(TS0 + i), RD_KAFKA_V_OPAQUE((void *)(intptr_t)i),
+                                   RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+        if (i % 100 == 0)
+            rd_kafka_poll(rk, 0);
+    }
+    CHECK_EQ(rd_kafka_flush(rk, 60000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(d.n, NMSG);
+    CHECK_EQ(d.failed, 0);
+    rd_kafka_destroy(rk);
+
+    /* Every delivery report's place holds its message, and only it. */
+    char *parts[3];
+    int total = 0;
+    for (int p = 0; p < 3; p++) {
+        parts[p] = http_read(s->port, "orders", p);
+        total += count_lines(parts[p], "\"offset\":");
+    }
+    CHECK_EQ(total, NMSG + 3 + 4); /* and the 7 of kcat */
+    for (int i = 0; i < NMSG; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "\"offset\":%lld,", d.off[i]);
+        const char *q = strstr(parts[d.part[i]], want);
+        CHECK(q != NULL);
+        snprintf(want, sizeof want, "\"ts\":%lld,\"key\":\"key-%d\",\"value\":{\"i\":%d}}", TS0 + i, i % 7, i);
+        const char *eol = strchr(q, '\n');
+        CHECK(eol && strstr(q, want) && strstr(q, want) < eol);
+    }
+    for (int p = 0; p < 3; p++)
+        free(parts[p]);
+
+    /* A consumer reads them back (the simple consumer: no group). */
+    char e[256], bs[64];
+    snprintf(bs, sizeof bs, "127.0.0.1:%d", s->kafkaport);
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    CHECK(rd_kafka_conf_set(c, "bootstrap.servers", bs, e, sizeof e) == RD_KAFKA_CONF_OK);
+    rd_kafka_t *ck = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof e);
+    CHECK(ck != NULL);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(ck, "orders", NULL);
+    static unsigned char seen[NMSG];
+    int got = 0;
+    for (int p = 0; p < 3; p++)
+        CHECK_EQ(rd_kafka_consume_start(t, p, RD_KAFKA_OFFSET_BEGINNING), 0);
+    for (int round = 0; round < 600 && got < NMSG; round++) {
+        for (int p = 0; p < 3; p++) {
+            rd_kafka_message_t *m;
+            while ((m = rd_kafka_consume(t, p, 100)) != NULL) {
+                if (!m->err && m->len > 5 && memcmp(m->payload, "{\"i\":", 5) == 0) {
+                    int i = atoi((const char *)m->payload + 5);
+                    CHECK(i >= 0 && i < NMSG);
+                    CHECK_EQ(seen[i], 0);
+                    seen[i] = 1;
+                    got++;
+                    rd_kafka_timestamp_type_t tt;
+                    CHECK_EQ(rd_kafka_message_timestamp(m, &tt), TS0 + i);
+                    char key[16];
+                    snprintf(key, sizeof key, "key-%d", i % 7);
+                    CHECK(m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0);
+                    CHECK_EQ(m->partition, d.part[i]);
+                    CHECK_EQ(m->offset, d.off[i]);
+                }
+                rd_kafka_message_destroy(m);
+            }
+        }
+    }
+    CHECK_EQ(got, NMSG);
+    for (int p = 0; p < 3; p++)
+        rd_kafka_consume_stop(t, p);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(ck);
+
+    /* A json stream refuses a value that is not JSON: INVALID_RECORD, and
+     * nothing of that batch is stored. */
+    memset(&d, 0, sizeof d);
+    rk = producer(s, &d, 0);
+    CHECK_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("orders"), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_VALUE("not json", 8),
+                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)(intptr_t)-1),
+                               RD_KAFKA_V_END),
+             RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(d.failed, 1);
+    CHECK_EQ(d.last_err, RD_KAFKA_RESP_ERR_INVALID_RECORD);
+    rd_kafka_destroy(rk);
+    char *p0 = http_read(s->port, "orders", 0);
+    CHECK(strstr(p0, "not json") == NULL);
+    free(p0);
+}
+
+/* ---- 3. raw requests ---- */
+
+static void kreq_send(int fd, int16_t key, int16_t ver, int32_t corr, const spw_buf *body)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_kw_i32(&b, 0);
+    spw_kw_i16(&b, key);
+    spw_kw_i16(&b, ver);
+    spw_kw_i32(&b, corr);
+    spw_kw_str(&b, "test", 4);
+    if (body)
+        spw_buf_put(&b, body->p, body->len);
+    spw_kw_set_i32(&b, 0, (int32_t)(b.len - 4));
+    send_all(fd, b.p, b.len);
+    spw_buf_fini(&b);
+}
+
+/* One answer: its bytes after the size (malloc'ed), *n their count. */
+static uint8_t *kresp_read(int fd, size_t *n)
+{
+    uint8_t hdr[4];
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t k = recv(fd, hdr + got, 4 - got, 0);
+        CHECK(k > 0);
+        got += (size_t)k;
+    }
+    size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+    CHECK(len >= 4 && len < (16u << 20));
+    uint8_t *p = malloc(len);
+    got = 0;
+    while (got < len) {
+        ssize_t k = recv(fd, p + got, len - got, 0);
+        CHECK(k > 0);
+        got += (size_t)k;
+    }
+    *n = len;
+    return p;
+}
+
+/* A Produce v7 of one batch (producer pid, epoch 0, base sequence seq) of
+ * n records to raw/0 at acks -1; the answer's base offset. */
+static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err)
+{
+    spw_buf batch = SPW_BUF_INIT, body = SPW_BUF_INIT;
+    spw_kbatch_w w;
+    CHECK_EQ(spw_kbatch_begin(&batch, &w, 0, TS0), 0);
+    for (int i = 0; i < n; i++) {
+        char v[32];
+        int vl = snprintf(v, sizeof v, "seq%d-%d", seq, i);
+        CHECK_EQ(spw_kbatch_add(&batch, &w, i, TS0 + i, (const uint8_t *)"k", 1, (const uint8_t *)v, vl, NULL, 0, 0),
+                 0);
+    }
+    spw_kbatch_end(&batch, &w);
+    /* producer id, epoch, base sequence at bytes 43, 51, 53; CRC again */
+    spw_buf t = {.p = batch.p + 43, .len = 0, .cap = 14};
+    spw_kw_i64(&t, pid);
+    spw_kw_i16(&t, 0);
+    spw_kw_i32(&t, seq);
+    t = (spw_buf){.p = batch.p + 17, .len = 0, .cap = 4};
+    spw_kw_i32(&t, (int32_t)spw_crc32c(batch.p + 21, batch.len - 21));
+    spw_kw_str(&body, NULL, -1);
+    spw_kw_i16(&body, -1);
+    spw_kw_i32(&body, 30000);
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, "raw", 3);
+    spw_kw_i32(&body, 1);
+    spw_kw_i32(&body, 0);
+    spw_kw_bytes(&body, batch.p, (int32_t)batch.len);
+    kreq_send(fd, 0, 7, corr, &body);
+    size_t rn;
+    uint8_t *a = kresp_read(fd, &rn);
+    spw_kr r;
+    spw_kr_init(&r, a, rn);
+    CHECK_EQ(spw_kr_i32(&r), corr);
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    const char *name;
+    int32_t nl;
+    spw_kr_str(&r, &name, &nl);
+    CHECK(nl == 3 && memcmp(name, "raw", 3) == 0);
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    CHECK_EQ(spw_kr_i32(&r), 0);
+    *err = spw_kr_i16(&r);
+    int64_t off = spw_kr_i64(&r);
+    CHECK(!r.bad);
+    free(a);
+    spw_buf_fini(&batch);
+    spw_buf_fini(&body);
+    return off;
+}
+
+static void test_raw(const srv *s)
+{
+    int fd = tcp_connect(s->kafkaport);
+    size_t n;
+    /* JoinGroup (not served): error 35, and the connection goes on. */
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_str(&body, "g", 1);
+    kreq_send(fd, 11, 0, 41, &body);
+    uint8_t *a = kresp_read(fd, &n);
+    CHECK(n >= 6);
+    CHECK(a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 41);
+    CHECK(a[4] == 0 && a[5] == 35);
+    free(a);
+    /* ApiVersions v9 (not served): error 35 and the versions served. */
+    kreq_send(fd, 18, 9, 42, NULL);
+    a = kresp_read(fd, &n);
+    CHECK(n >= 10 && a[3] == 42 && a[5] == 35);
+    free(a);
+    /* ApiVersions v0: Produce 3..8 among them. */
+    kreq_send(fd, 18, 0, 43, NULL);
+    a = kresp_read(fd, &n);
+    spw_kr r;
+    spw_kr_init(&r, a, n);
+    CHECK_EQ(spw_kr_i32(&r), 43);
+    CHECK_EQ(spw_kr_i16(&r), 0);
+    int32_t na = spw_kr_i32(&r);
+    int found = 0;
+    for (int32_t i = 0; i < na; i++) {
+        int16_t k = spw_kr_i16(&r), mn = spw_kr_i16(&r), mx = spw_kr_i16(&r);
+        if (k == 0 && mn == 3 && mx == 8)
+            found = 1;
+    }
+    CHECK(!r.bad && found);
+    free(a);
+
+    /* InitProducerId, then one idempotent batch sent twice: stored once. */
+    body.len = 0;
+    spw_kw_str(&body, NULL, -1);
+    spw_kw_i32(&body, 60000);
+    kreq_send(fd, 22, 1, 44, &body);
+    a = kresp_read(fd, &n);
+    spw_kr_init(&r, a, n);
+    CHECK_EQ(spw_kr_i32(&r), 44);
+    (void)spw_kr_i32(&r);
+    CHECK_EQ(spw_kr_i16(&r), 0);
+    int64_t pid = spw_kr_i64(&r);
+    CHECK(!r.bad && pid > 0);
+    free(a);
+    int16_t err;
+    int64_t o1 = produce_raw(fd, 45, pid, 0, 3, &err);
+    CHECK_EQ(err, 0);
+    int64_t o2 = produce_raw(fd, 46, pid, 0, 3, &err);
+    CHECK_EQ(err, 0);
+    CHECK_EQ(o2, o1);
+    int64_t o3 = produce_raw(fd, 47, pid, 3, 2, &err);
+    CHECK_EQ(err, 0);
+    CHECK_EQ(o3, o1 + 3);
+    char *h = http_read(s->port, "raw", 0);
+    CHECK_EQ(count_lines(h, "\"offset\":"), 5);
+    free(h);
+    spw_buf_fini(&body);
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 2);
+    BIN = argv[1];
+    if (system("command -v kcat >/dev/null 2>&1") != 0) {
+        printf("test_kafka_listener: skipped: kcat is not installed (scripts/deps.sh)\n");
+        return 77;
+    }
+    char *dir = spw_test_tmpdir("kafka-listener");
+    srv s;
+    const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", NULL};
+    srv_start(&s, BIN, dir, extra);
+    CHECK(s.kafkaport > 0);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/orders", "{\"partitions\":3}"), 201);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/raw", "{\"partitions\":2,\"format\":\"bytes\"}"), 201);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/hj", "{\"partitions\":2,\"key\":\"/id\",\"timestamp\":\"/ts\"}"),
+             201);
+    test_kcat(&s);
+    test_librdkafka(&s);
+    test_raw(&s);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    spw_test_rmrf(dir);
+    free(dir);
+    return 0;
+}
