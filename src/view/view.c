@@ -255,6 +255,8 @@ void spw_views_close(spw_views *m)
     spw_free(m);
 }
 
+static void shown_def(const view_def *d, const char *canon, spw_buf *b);
+
 int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap)
 {
@@ -288,7 +290,8 @@ int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, 
             spw_buf_fini(&b);
             return -EEXIST;
         }
-        spw_buf_put(canon, b.p, b.len);
+        spw_buf_put(&b, "", 1);
+        shown_def(&d, (const char *)b.p, canon);
         spw_buf_fini(&b);
         return 0;
     }
@@ -327,8 +330,10 @@ int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, 
     }
     insert(m, v);
     pthread_mutex_unlock(&m->mu);
-    spw_info("view %s: created (%s of stream %s)", name, v->canon, d.stream);
-    spw_buf_put(canon, b.p, b.len);
+    spw_info("view %s: created (a %s view of stream %s)", name,
+             d.kind == VK_LATEST ? "latest" : d.kind == VK_SUM ? "sum" : "aggregate", d.stream);
+    spw_buf_put(&b, "", 1);
+    shown_def(&d, (const char *)b.p, canon);
     spw_buf_fini(&b);
     return 1;
 }
@@ -382,18 +387,26 @@ int spw_views_rebuild(spw_views *m, const char *name)
     return 0;
 }
 
+/* The definition as answers show it: a forward token is a secret,
+ * replaced by "[redacted]" (as sinks' secrets are, docs/operations.md
+ * "Security"); the stored and compared form keeps it. */
+static void shown_def(const view_def *d, const char *canon, spw_buf *b)
+{
+    if (!d->fwd_token[0]) {
+        spw_buf_xprintf(b, "%s", canon);
+        return;
+    }
+    view_def shown = *d;
+    snprintf(shown.fwd_token, sizeof shown.fwd_token, "[redacted]");
+    spw__view_def_json(&shown, b);
+}
+
 static void one_json(spw_view *v, spw_buf *b)
 {
     spw_buf_xprintf(b, "{\"name\":");
     spw_json_xput_str(b, v->def.name, strlen(v->def.name));
-    if (v->def.fwd_token[0]) { /* the token is a secret: not shown */
-        view_def shown = v->def;
-        snprintf(shown.fwd_token, sizeof shown.fwd_token, "(redacted)");
-        spw_buf_xprintf(b, ",\"definition\":");
-        spw__view_def_json(&shown, b);
-    } else {
-        spw_buf_xprintf(b, ",\"definition\":%s", v->canon);
-    }
+    spw_buf_xprintf(b, ",\"definition\":");
+    shown_def(&v->def, v->canon, b);
     pthread_mutex_lock(&v->mu);
     const view_meta *mt = &v->shown;
     uint64_t lag = 0;

@@ -94,12 +94,19 @@ static void definitions(srv *s)
     free(mr.body);
     CHECK_EQ(req_status(p, "DELETE", "/v1/views/merged", NULL), 204);
     /* a forward view's token is not shown */
-    CHECK_EQ(req_status(p, "PUT", "/v1/views/fw",
-                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
-                        "\"forward\":{\"address\":\"127.0.0.1:9\",\"stream\":\"x\",\"token\":\"sekrit-1234\"}}"),
-             201);
+    const char *fwdef = "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+                        "\"forward\":{\"address\":\"127.0.0.1:9\",\"stream\":\"x\",\"token\":\"sekrit-1234\"}}";
+    for (int i = 0; i < 2; i++) { /* created, then the same again */
+        resp fr = http_json(p, "PUT", "/v1/views/fw", fwdef);
+        CHECK_EQ(fr.status, i ? 200 : 201);
+        CHECK(strstr(fr.body, "sekrit") == NULL && strstr(fr.body, "\"token\":\"[redacted]\"") != NULL);
+        free(fr.body);
+    }
     char *fb = get_body(p, "/v1/views/fw", 200);
-    CHECK(strstr(fb, "sekrit") == NULL && strstr(fb, "\"token\":\"(redacted)\"") != NULL);
+    CHECK(strstr(fb, "sekrit") == NULL && strstr(fb, "\"token\":\"[redacted]\"") != NULL);
+    free(fb);
+    fb = get_body(p, "/v1/views", 200);
+    CHECK(strstr(fb, "sekrit") == NULL);
     free(fb);
     CHECK_EQ(req_status(p, "DELETE", "/v1/views/fw", NULL), 204);
     /* a bytes stream: views read JSON */
