@@ -72,8 +72,10 @@ void spw_views_list_json(spw_views *m, spw_buf *out);
 /* The stream view name is kept from, into out (cap >= 129): 0 or -ENOENT
  * (for permission checks: reading a view is reading its stream). */
 int spw_views_stream_of(spw_views *m, const char *name, char *out, size_t cap);
-/* Prometheus text of every view (nothing when there is none). */
-void spw_views_metrics(spw_views *m, spw_buf *out);
+/* Prometheus text of the views' families (nothing when there is no
+ * view): each family whole, # HELP and # TYPE first, one sample per view
+ * whose stream sees(ctx, stream) accepts (sees NULL: every view). */
+void spw_views_metrics(spw_views *m, spw_buf *out, int (*sees)(void *ctx, const char *stream), void *ctx);
 
 /* A read's position condition: partition p has applied offset o. */
 typedef struct spw_view_min {

@@ -219,6 +219,30 @@ static void hot_key(srv *s)
         CHECK_EQ(r.status, 400);
         free(r.body);
     }
+    /* /metrics with several views: each view family whole, with # HELP */
+    char *mt = get_body(p, "/metrics", 200);
+    CHECK(strstr(mt, "spillway_view_keys{view=\"bal\"}") && strstr(mt, "spillway_view_keys{view=\"hot\"}"));
+    char done[64][64];
+    int ndone = 0;
+    char cur[64] = "";
+    for (char *l = mt; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        if (strncmp(l, "spillway_view_", 14) != 0)
+            continue;
+        char fam[64];
+        size_t fl = strcspn(l, "{ ");
+        snprintf(fam, sizeof fam, "%.*s", (int)fl, l);
+        if (strcmp(fam, cur) == 0)
+            continue;
+        for (int i = 0; i < ndone; i++)
+            CHECK(strcmp(done[i], fam) != 0); /* a family seen before: not contiguous */
+        char help[128];
+        snprintf(help, sizeof help, "# HELP %s ", fam);
+        CHECK(strstr(mt, help) != NULL);
+        snprintf(done[ndone++], sizeof done[0], "%s", fam);
+        snprintf(cur, sizeof cur, "%s", fam);
+    }
+    CHECK(ndone == 7);
+    free(mt);
     long long writes = metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
     long long batches = metric(p, "spillway_view_batches_total{view=\"hot\"}");
     fprintf(stderr, "hot key: %lld events, %lld apply batches, %lld store writes\n", total, batches, writes);
