@@ -116,7 +116,7 @@ static void test_unsent(const char *tmp)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/unsent", tmp);
-    enum { NH = 200, NB = 20, MAX_UNSENT_MIB = 16, NORMAL = 60 };
+    enum { NH = 2000, NB = 20, MAX_UNSENT_MIB = 16, NORMAL = 60 };
     const char *extra[] = {"--io-threads", "1", "--max-unsent-bytes", "16MiB", "--send-timeout", "10s",
                            "--idle-timeout", "600s", NULL};
     srv s;
