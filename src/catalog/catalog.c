@@ -108,37 +108,20 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t in
     return 0;
 }
 
-typedef struct name_key {
-    spw_catalog *cat;
-    const char *name;
-    size_t len;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    const char *m = k->cat->v[i]->cfg.name;
-    size_t ml = strlen(m);
-    int c = memcmp(m, k->name, ml < k->len ? ml : k->len);
-    return c ? c : ml < k->len ? -1 : ml > k->len;
-}
+static const char *stream_name(const void *p) { return ((const spw_stream *)p)->cfg.name; }
 
 static size_t find_pos(spw_catalog *cat, const char *name, size_t len, int *found)
 {
-    name_key k = {cat, name, len};
-    return spw_sorted_find(cat->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)cat->v, cat->n, stream_name, name, len, found);
 }
 
 static void insert(spw_catalog *cat, spw_stream *s)
 {
-    int found;
-    size_t at = find_pos(cat, s->cfg.name, strlen(s->cfg.name), &found);
     if (cat->n == cat->cap) {
         cat->cap = cat->cap ? cat->cap * 2 : 16;
         cat->v = spw_xrealloc(cat->v, cat->cap * sizeof *cat->v);
     }
-    memmove(cat->v + at + 1, cat->v + at, (cat->n - at) * sizeof *cat->v);
-    cat->v[at] = s;
+    spw_named_insert((void **)cat->v, cat->n, stream_name, s);
     cat->n++;
 }
 

@@ -139,29 +139,16 @@ static void sink_stop_free(spw_sink *k)
     spw_free(k);
 }
 
-typedef struct name_key {
-    spw_sinks *m;
-    const char *name;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    return strcmp(k->m->v[i]->def.name, k->name);
-}
+static const char *sink_name(const void *p) { return ((const spw_sink *)p)->def.name; }
 
 static size_t find_pos(spw_sinks *m, const char *name, int *found)
 {
-    name_key k = {m, name};
-    return spw_sorted_find(m->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)m->v, m->n, sink_name, name, strlen(name), found);
 }
 
 static void insert(spw_sinks *m, spw_sink *k)
 {
-    int found;
-    size_t at = find_pos(m, k->def.name, &found);
-    memmove(m->v + at + 1, m->v + at, (m->n - at) * sizeof *m->v);
-    m->v[at] = k;
+    spw_named_insert((void **)m->v, m->n, sink_name, k);
     m->n++;
 }
 

@@ -132,29 +132,16 @@ static void view_stop(spw_view *v)
     v->started = 0;
 }
 
-typedef struct name_key {
-    spw_views *m;
-    const char *name;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    return strcmp(k->m->v[i]->def.name, k->name);
-}
+static const char *view_name(const void *p) { return ((const spw_view *)p)->def.name; }
 
 static size_t find_pos(spw_views *m, const char *name, int *found)
 {
-    name_key k = {m, name};
-    return spw_sorted_find(m->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)m->v, m->n, view_name, name, strlen(name), found);
 }
 
 static void insert(spw_views *m, spw_view *v)
 {
-    int found;
-    size_t at = find_pos(m, v->def.name, &found);
-    memmove(m->v + at + 1, m->v + at, (m->n - at) * sizeof *m->v);
-    m->v[at] = v;
+    spw_named_insert((void **)m->v, m->n, view_name, v);
     m->n++;
 }
 
