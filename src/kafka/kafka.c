@@ -50,6 +50,9 @@ typedef struct kapi {
 static const kapi kapis[] = {
     {KAPI_PRODUCE, 3, 8},      {KAPI_FETCH, 4, 11},       {KAPI_LIST_OFFSETS, 1, 5},
     {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3}, {KAPI_INIT_PRODUCER_ID, 0, 1},
+    {KAPI_FIND_COORDINATOR, 0, 2}, {KAPI_JOIN_GROUP, 0, 5}, {KAPI_SYNC_GROUP, 0, 3},
+    {KAPI_HEARTBEAT, 0, 3},    {KAPI_LEAVE_GROUP, 0, 2},  {KAPI_OFFSET_COMMIT, 0, 7},
+    {KAPI_OFFSET_FETCH, 1, 5},
 };
 #define NKAPIS (sizeof kapis / sizeof kapis[0])
 
@@ -252,6 +255,18 @@ static void api_versions(kreq *q, spw_kr *r)
 
 /* ---- Metadata ---- */
 
+void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port)
+{
+    snprintf(host, cap, "127.0.0.1");
+    *port = c->loop->srv->ns.port;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        inet_ntop(AF_INET, &sa.sin_addr, host, (socklen_t)cap);
+        *port = ntohs(sa.sin_port);
+    }
+}
+
 typedef struct md_ctx {
     kconn *c;
     spw_buf *out;
@@ -321,15 +336,9 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
         return;
     }
     int all = nt < 0 || (v == 0 && nt == 0);
-    /* This node, at the address the client reached it by. */
-    char host[64] = "127.0.0.1";
-    int port = c->loop->srv->ns.port;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
-        inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-        port = ntohs(sa.sin_port);
-    }
+    char host[64];
+    int port;
+    spw__k_local_addr(c, host, sizeof host, &port);
     int32_t node = (int32_t)svc->node_id;
     spw_buf *o = &q->out;
     int e = spw__kq_begin(q);
@@ -425,6 +434,13 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     case KAPI_LIST_OFFSETS: spw__k_list_offsets(c, q, &r); break;
     case KAPI_FETCH: spw__k_fetch(c, q, r.p, spw_kr_left(&r), 0); break;
     case KAPI_INIT_PRODUCER_ID: init_producer_id(c, q, &r); break;
+    case KAPI_FIND_COORDINATOR: spw__k_find_coordinator(c, q, &r); break;
+    case KAPI_JOIN_GROUP: spw__k_join_group(c, q, &r); break;
+    case KAPI_SYNC_GROUP: spw__k_sync_group(c, q, &r); break;
+    case KAPI_HEARTBEAT: spw__k_heartbeat(c, q, &r); break;
+    case KAPI_LEAVE_GROUP: spw__k_leave_group(c, q, &r); break;
+    case KAPI_OFFSET_COMMIT: spw__k_offset_commit(c, q, &r); break;
+    case KAPI_OFFSET_FETCH: spw__k_offset_fetch(c, q, &r); break;
     default: answer_unsupported(q);
     }
 }
@@ -634,6 +650,14 @@ static void k_conn_tick(spw_netconn *nc, uint64_t now)
 
 static void k_stop_reading(spw_netconn *nc) { conn_update_reading(kc(nc)); }
 
+/* Group sessions and deadlines; in the drain, no group request waits on
+ * this loop any more. */
+static void k_loop_tick(spw_netloop *nl)
+{
+    kloop *l = (kloop *)nl;
+    spw__kg_tick(l->srv->kg, l, l->stopping);
+}
+
 static const spw_netproto k_proto = {
     .name = "Kafka protocol",
     .conn_size = sizeof(kconn),
@@ -646,6 +670,7 @@ static const spw_netproto k_proto = {
     .conn_free = k_conn_free,
     .stop_reading = k_stop_reading,
     .conn_tick = k_conn_tick,
+    .loop_tick = k_loop_tick,
 };
 
 int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server **out)
@@ -660,10 +685,12 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
         s->cfg.max_request_bytes = 4096;
     s->svc = svc;
     atomic_store(&s->next_pid, spw_wall_ms() << 12);
+    s->kg = spw__kg_new();
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers};
     int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);
     if (r < 0) {
+        spw__kg_free(s->kg);
         spw_free(s);
         return r;
     }
@@ -678,6 +705,7 @@ void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&
 void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
 {
     spw_netsrv_stop(&s->ns, drain_ms);
+    spw__kg_free(s->kg);
     spw_free(s);
 }
 

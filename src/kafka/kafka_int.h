@@ -80,6 +80,7 @@ enum {
 };
 
 typedef struct kloop kloop;
+typedef struct spw_kgroups spw_kgroups;
 typedef struct kconn kconn;
 
 typedef struct kreq {
@@ -134,6 +135,7 @@ struct spw_kafka_server {
      * start, so ids never repeat across restarts (the dedupe table
      * outlives them) unless a run hands out over 4096 ids a ms. */
     _Atomic int64_t next_pid;
+    spw_kgroups *kg; /* the Kafka groups' membership (kafka_group.c) */
 };
 
 /* kafka.c */
@@ -146,6 +148,21 @@ int16_t spw__kerr_of(spw_sc sc);
 /* The stream a topic names, after the checks every request makes
  * (svc/request.h); NULL with *err set. */
 spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err);
+
+/* This node's address as the client reached it (Metadata, FindCoordinator). */
+void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port);
+
+/* kafka_group.c */
+spw_kgroups *spw__kg_new(void);
+void spw__kg_free(spw_kgroups *kg);
+void spw__kg_tick(spw_kgroups *kg, kloop *l, int stopping);
+void spw__k_find_coordinator(kconn *c, kreq *q, spw_kr *r);
+void spw__k_join_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_sync_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_heartbeat(kconn *c, kreq *q, spw_kr *r);
+void spw__k_leave_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_offset_commit(kconn *c, kreq *q, spw_kr *r);
+void spw__k_offset_fetch(kconn *c, kreq *q, spw_kr *r);
 
 /* kafka_produce.c */
 void spw__k_produce(kconn *c, kreq *q, spw_kr *r);

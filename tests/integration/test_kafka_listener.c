@@ -401,10 +401,11 @@ static void test_raw(const srv *s)
 {
     int fd = tcp_connect(s->kafkaport);
     size_t n;
-    /* JoinGroup (not served): error 35, and the connection goes on. */
+    /* DescribeGroups (not served): error 35, and the connection goes on. */
     spw_buf body = SPW_BUF_INIT;
+    spw_kw_i32(&body, 1);
     spw_kw_str(&body, "g", 1);
-    kreq_send(fd, 11, 0, 41, &body);
+    kreq_send(fd, 15, 0, 41, &body);
     uint8_t *a = kresp_read(fd, &n);
     CHECK(n >= 6);
     CHECK(a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 41);
