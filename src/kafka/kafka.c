@@ -35,6 +35,7 @@
 
 #include "core/clock.h"
 #include "core/name.h"
+#include "catalog/stream.h"
 #include "svc/metrics.h"
 
 static kconn *kc(spw_netconn *c) { return (kconn *)c; }
@@ -52,7 +53,7 @@ static const kapi kapis[] = {
     {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3}, {KAPI_INIT_PRODUCER_ID, 0, 1},
     {KAPI_FIND_COORDINATOR, 0, 2}, {KAPI_JOIN_GROUP, 0, 5}, {KAPI_SYNC_GROUP, 0, 3},
     {KAPI_HEARTBEAT, 0, 3},    {KAPI_LEAVE_GROUP, 0, 2},  {KAPI_OFFSET_COMMIT, 0, 7},
-    {KAPI_OFFSET_FETCH, 1, 5},
+    {KAPI_OFFSET_FETCH, 1, 5}, {KAPI_CREATE_TOPICS, 0, 4},
 };
 #define NKAPIS (sizeof kapis / sizeof kapis[0])
 
@@ -395,6 +396,135 @@ static void init_producer_id(kconn *c, kreq *q, spw_kr *r)
     q->ready = 1;
 }
 
+/* ---- CreateTopics ---- */
+
+/* One topic: a bytes stream (Kafka values are any bytes) with
+ * num_partitions partitions (-1: the stream default). Topic configs,
+ * replica assignments and a replication factor other than 1 are refused:
+ * a stream's other options are set over HTTP (docs/api.md). */
+static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int16_t rf, int32_t nassign,
+                            int32_t nconf, int validate, char *msg, size_t cap)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    msg[0] = 0;
+    if (!n || l <= 0 || !spw_stream_name_ok(n, (size_t)l)) {
+        snprintf(msg, cap, "not a valid stream name");
+        return KERR_INVALID_TOPIC;
+    }
+    if (svc->auth)
+        return KERR_TOPIC_AUTHORIZATION_FAILED;
+    if (rf != -1 && rf != 1) {
+        snprintf(msg, cap, "this node is the only replica: the replication factor must be 1 or -1");
+        return 38; /* INVALID_REPLICATION_FACTOR */
+    }
+    if (nassign > 0) {
+        snprintf(msg, cap, "replica assignments are not supported");
+        return 39; /* INVALID_REPLICA_ASSIGNMENT */
+    }
+    if (nconf > 0) {
+        snprintf(msg, cap, "topic configs are not supported: set the stream's options over HTTP (PUT /v1/streams/NAME)");
+        return 40; /* INVALID_CONFIG */
+    }
+    char name[SPW_STREAM_NAME_MAX + 1], body[96], err[256];
+    snprintf(name, sizeof name, "%.*s", (int)l, n);
+    if (np == -1)
+        snprintf(body, sizeof body, "{\"format\":\"bytes\"}");
+    else
+        snprintf(body, sizeof body, "{\"format\":\"bytes\",\"partitions\":%" PRId32 "}", np);
+    spw_stream_config cfg;
+    if (np == 0 || np < -1 || spw_stream_config_parse(&cfg, name, body, strlen(body), err, sizeof err)) {
+        snprintf(msg, cap, "%s", np == 0 || np < -1 ? "num_partitions must be at least 1" : err);
+        return KERR_INVALID_PARTITIONS;
+    }
+    spw_stream *s = spw_stream_get(svc->cat, name, strlen(name));
+    if (s) {
+        spw_stream_put(s);
+        snprintf(msg, cap, "a stream named %s exists", name);
+        return KERR_TOPIC_ALREADY_EXISTS;
+    }
+    if (validate)
+        return KERR_NONE;
+    int r = spw_catalog_create(svc->cat, &cfg);
+    if (r == 0 || r == -EEXIST) {
+        snprintf(msg, cap, "a stream named %s exists", name);
+        return KERR_TOPIC_ALREADY_EXISTS;
+    }
+    if (r < 0) {
+        snprintf(msg, cap, "creating the stream failed: %s", spw_strerror(r));
+        return KERR_KAFKA_STORAGE_ERROR;
+    }
+    spw_info("stream %s: created by a Kafka CreateTopics from %s", name, c->peer);
+    return KERR_NONE;
+}
+
+static void create_topics(kconn *c, kreq *q, spw_kr *r)
+{
+    int v = q->api_version;
+    int32_t nt = spw_kr_array(r, 14);
+    spw_kr save = *r;
+    /* Decoded whole first: a request that does not decode creates nothing. */
+    for (int32_t t = 0; t < nt && !r->bad; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        (void)spw_kr_i32(r);
+        (void)spw_kr_i16(r);
+        int32_t na = spw_kr_array(r, 8);
+        for (int32_t i = 0; i < na && !r->bad; i++) {
+            (void)spw_kr_i32(r);
+            int32_t nb = spw_kr_array(r, 4);
+            spw_kr_skip(r, nb > 0 ? (size_t)nb * 4 : 0);
+        }
+        int32_t nc = spw_kr_array(r, 4);
+        for (int32_t i = 0; i < nc && !r->bad; i++) {
+            const char *x;
+            int32_t xl;
+            spw_kr_str(r, &x, &xl);
+            spw_kr_str(r, &x, &xl);
+        }
+    }
+    (void)spw_kr_i32(r); /* timeout: creation is done before the answer */
+    int validate = v >= 1 ? spw_kr_i8(r) != 0 : 0;
+    spw_buf *o = &q->out;
+    spw__kq_begin(q);
+    if (v >= 2)
+        spw_kw_i32(o, 0);
+    if (r->bad) {
+        spw_kw_i32(o, 0);
+        q->ready = 1;
+        return;
+    }
+    spw_kw_i32(o, nt < 0 ? 0 : nt);
+    *r = save;
+    for (int32_t t = 0; t < nt; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        int32_t np = spw_kr_i32(r);
+        int16_t rf = spw_kr_i16(r);
+        int32_t na = spw_kr_array(r, 8);
+        for (int32_t i = 0; i < na; i++) {
+            (void)spw_kr_i32(r);
+            int32_t nb = spw_kr_array(r, 4);
+            spw_kr_skip(r, nb > 0 ? (size_t)nb * 4 : 0);
+        }
+        int32_t nc = spw_kr_array(r, 4);
+        for (int32_t i = 0; i < nc; i++) {
+            const char *x;
+            int32_t xl;
+            spw_kr_str(r, &x, &xl);
+            spw_kr_str(r, &x, &xl);
+        }
+        char msg[256];
+        int16_t err = create_topic(c, n, l, np, rf, na, nc, validate, msg, sizeof msg);
+        spw_kw_str(o, n, l);
+        spw_kw_i16(o, err);
+        if (v >= 1)
+            spw_kw_str(o, msg[0] ? msg : NULL, msg[0] ? (int32_t)strlen(msg) : -1);
+    }
+    q->ready = 1;
+}
+
 /* ---- dispatch ---- */
 
 static void dispatch(kconn *c, const uint8_t *p, size_t n)
@@ -441,6 +571,7 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     case KAPI_LEAVE_GROUP: spw__k_leave_group(c, q, &r); break;
     case KAPI_OFFSET_COMMIT: spw__k_offset_commit(c, q, &r); break;
     case KAPI_OFFSET_FETCH: spw__k_offset_fetch(c, q, &r); break;
+    case KAPI_CREATE_TOPICS: create_topics(c, q, &r); break;
     default: answer_unsupported(q);
     }
 }

@@ -462,6 +462,66 @@ static void test_raw(const srv *s)
     close(fd);
 }
 
+/* CreateTopics v1 of one topic: its error code. */
+static int16_t create_topic(int fd, int32_t corr, const char *name, int32_t np, int16_t rf, int nconf, int validate)
+{
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, name, (int32_t)strlen(name));
+    spw_kw_i32(&body, np);
+    spw_kw_i16(&body, rf);
+    spw_kw_i32(&body, 0); /* assignments */
+    spw_kw_i32(&body, nconf);
+    for (int i = 0; i < nconf; i++) {
+        spw_kw_str(&body, "retention.ms", 12);
+        spw_kw_str(&body, "1000", 4);
+    }
+    spw_kw_i32(&body, 10000);
+    spw_kw_i8(&body, (int8_t)validate);
+    kreq_send(fd, 19, 1, corr, &body);
+    spw_buf_fini(&body);
+    size_t n;
+    uint8_t *a = kresp_read(fd, &n);
+    spw_kr r;
+    spw_kr_init(&r, a, n);
+    CHECK_EQ(spw_kr_i32(&r), corr);
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    const char *tn;
+    int32_t tl;
+    spw_kr_str(&r, &tn, &tl);
+    CHECK(tl == (int32_t)strlen(name) && memcmp(tn, name, (size_t)tl) == 0);
+    int16_t err = spw_kr_i16(&r);
+    CHECK(!r.bad);
+    free(a);
+    return err;
+}
+
+/* CreateTopics makes a bytes stream with the partitions asked for, and
+ * refuses what it cannot honour, creating nothing then. */
+static void test_create(const srv *s)
+{
+    int fd = tcp_connect(s->kafkaport);
+    CHECK_EQ(create_topic(fd, 1, "made", 5, -1, 0, 1), 0); /* validate only */
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/made", NULL), 404);
+    CHECK_EQ(create_topic(fd, 2, "made", 5, 1, 0, 0), 0);
+    resp r = http_json(s->port, "GET", "/v1/streams/made", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"partitions\":5") && strstr(r.body, "\"format\":\"bytes\""));
+    free(r.body);
+    CHECK_EQ(create_topic(fd, 3, "made", 5, 1, 0, 0), 36);   /* exists */
+    CHECK_EQ(create_topic(fd, 4, "zero", 0, 1, 0, 0), 37);   /* partitions */
+    CHECK_EQ(create_topic(fd, 5, "rf3", 2, 3, 0, 0), 38);    /* replication factor */
+    CHECK_EQ(create_topic(fd, 6, "conf", 2, 1, 1, 0), 40);   /* configs */
+    CHECK_EQ(create_topic(fd, 7, "bad/name", 2, 1, 0, 0), 17);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/zero", NULL), 404);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/rf3", NULL), 404);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/conf", NULL), 404);
+    close(fd);
+    char *md = run("timeout 30 kcat -b 127.0.0.1:%d -L -t made 2>&1", s->kafkaport);
+    CHECK(strstr(md, "topic \"made\" with 5 partitions") != NULL);
+    free(md);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -482,6 +542,7 @@ int main(int argc, char **argv)
     test_kcat(&s);
     test_librdkafka(&s);
     test_raw(&s);
+    test_create(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);
