@@ -54,6 +54,7 @@ static const kapi kapis[] = {
     {KAPI_FIND_COORDINATOR, 0, 2}, {KAPI_JOIN_GROUP, 0, 5}, {KAPI_SYNC_GROUP, 0, 3},
     {KAPI_HEARTBEAT, 0, 3},    {KAPI_LEAVE_GROUP, 0, 2},  {KAPI_OFFSET_COMMIT, 0, 7},
     {KAPI_OFFSET_FETCH, 1, 5}, {KAPI_CREATE_TOPICS, 0, 4},
+    {KAPI_SASL_HANDSHAKE, 0, 1}, {KAPI_SASL_AUTHENTICATE, 0, 1},
 };
 #define NKAPIS (sizeof kapis / sizeof kapis[0])
 
@@ -105,6 +106,23 @@ int16_t spw__kerr_of(spw_sc sc)
     }
 }
 
+int spw__k_who(kconn *c, const spw_token **who)
+{
+    spw_auth *a = c->loop->srv->svc->auth;
+    *who = NULL;
+    if (!a)
+        return 1;
+    *who = spw_auth_session_who(a, &c->auth);
+    if (!*who) {
+        c->tenant[0] = 0;
+        atomic_fetch_add(&a->unauthorized, 1);
+        return 0;
+    }
+    if (strcmp(c->tenant, (*who)->tenant) != 0)
+        snprintf(c->tenant, sizeof c->tenant, "%s", (*who)->tenant);
+    return 1;
+}
+
 spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err)
 {
     spw_svc *svc = c->loop->srv->svc;
@@ -113,16 +131,95 @@ spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perm
         *err = KERR_INVALID_TOPIC;
         return NULL;
     }
-    /* With a tokens file every topic needs a login (SASL/PLAIN), which
-     * this listener does not offer yet: refused as unauthorized. */
-    if (svc->auth) {
+    /* With a tokens file every topic needs a SASL/PLAIN login. */
+    const spw_token *who;
+    if (!spw__k_who(c, &who)) {
         *err = KERR_TOPIC_AUTHORIZATION_FAILED;
         return NULL;
     }
     spw_stream *s;
-    spw_sc sc = spw_svc_stream_for(svc->cat, svc->auth, NULL, name, (size_t)len, perms, &s, msg, sizeof msg);
+    spw_sc sc = spw_svc_stream_for(svc->cat, svc->auth, who, name, (size_t)len, perms, &s, msg, sizeof msg);
     *err = spw__kerr_of(sc);
     return sc == SPW_SC_OK ? s : NULL;
+}
+
+/* ---- SASL/PLAIN (docs/protocol-kafka.md "Authentication") ---- */
+
+static void sasl_handshake(kconn *c, kreq *q, spw_kr *r)
+{
+    const char *m;
+    int32_t ml;
+    spw_kr_str(r, &m, &ml);
+    int16_t err = 0;
+    if (r->bad)
+        err = KERR_INVALID_REQUEST;
+    else if (!c->loop->srv->svc->auth)
+        err = 34; /* ILLEGAL_SASL_STATE: no tokens file, nothing to log in to */
+    else if (!(ml == 5 && memcmp(m, "PLAIN", 5) == 0))
+        err = 33; /* UNSUPPORTED_SASL_MECHANISM */
+    if (!err && q->api_version == 0)
+        c->sasl_raw = 1; /* v0: the PLAIN message follows in a bare size-prefixed frame */
+    spw__kq_begin(q);
+    spw_kw_i16(&q->out, err);
+    spw_kw_i32(&q->out, 1);
+    spw_kw_str(&q->out, "PLAIN", 5);
+    q->ready = 1;
+}
+
+/* PLAIN's message: [authzid] NUL authcid NUL password. The password is a
+ * token of the tokens file and authcid its tenant (an authzid, if given,
+ * must be that tenant too). 0 logged in, or the Kafka error with *why. */
+static int16_t sasl_plain(kconn *c, const uint8_t *b, int32_t bl, const char **why)
+{
+    spw_auth *a = c->loop->srv->svc->auth;
+    *why = NULL;
+    if (!a) {
+        *why = "this server has no tokens file: nothing to authenticate";
+        return 34; /* ILLEGAL_SASL_STATE */
+    }
+    int16_t err = 0;
+    const uint8_t *z1 = b && bl > 0 ? memchr(b, 0, (size_t)bl) : NULL;
+    const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(b + bl - (z1 + 1))) : NULL;
+    if (!z2) {
+        err = 58; /* SASL_AUTHENTICATION_FAILED */
+        *why = "not a SASL/PLAIN message";
+    } else {
+        const char *authz = (const char *)b, *user = (const char *)z1 + 1, *pw = (const char *)z2 + 1;
+        size_t azl = (size_t)(z1 - b), ul = (size_t)(z2 - (z1 + 1)), pl = (size_t)(b + bl - (z2 + 1));
+        if (spw_auth_session_login(a, &c->auth, pw, pl)) {
+            err = 58;
+            *why = "unknown token";
+        } else if (strlen(c->auth.e->tenant) != ul || memcmp(c->auth.e->tenant, user, ul) != 0 ||
+                   (azl && (azl != ul || memcmp(authz, user, ul) != 0))) {
+            spw_auth_session_fini(&c->auth);
+            memset(&c->auth, 0, sizeof c->auth);
+            err = 58;
+            *why = "the user name is not the token's tenant";
+        }
+    }
+    if (err) {
+        c->tenant[0] = 0;
+        atomic_fetch_add(&a->unauthorized, 1);
+    } else {
+        snprintf(c->tenant, sizeof c->tenant, "%s", c->auth.e->tenant);
+    }
+    return err;
+}
+
+static void sasl_authenticate(kconn *c, kreq *q, spw_kr *r)
+{
+    const uint8_t *b;
+    int32_t bl;
+    spw_kr_bytes(r, &b, &bl);
+    const char *why = "the request does not decode";
+    int16_t err = r->bad || !b ? KERR_INVALID_REQUEST : sasl_plain(c, b, bl, &why);
+    spw__kq_begin(q);
+    spw_kw_i16(&q->out, err);
+    spw_kw_str(&q->out, why, why ? (int32_t)strlen(why) : -1);
+    spw_kw_bytes(&q->out, "", 0);
+    if (q->api_version >= 1)
+        spw_kw_i64(&q->out, 0); /* no session lifetime: a login lasts as long as its token */
+    q->ready = 1;
 }
 
 /* ---- the buffer budget ---- */
@@ -275,6 +372,7 @@ typedef struct md_ctx {
     int32_t n;
     int e;
     int32_t node;
+    const spw_token *who; /* NULL: every stream */
 } md_ctx;
 
 static int md_topic(md_ctx *m, int16_t err, const char *name, size_t len, spw_stream *s)
@@ -303,6 +401,8 @@ static int md_topic(md_ctx *m, int16_t err, const char *name, size_t len, spw_st
 static void md_each(void *arg, spw_stream *s)
 {
     md_ctx *m = arg;
+    if (m->who && !spw_token_sees(m->who, s->cfg.name, strlen(s->cfg.name)))
+        return;
     if (!m->e && !atomic_load(&s->deleted))
         m->e = md_topic(m, 0, s->cfg.name, strlen(s->cfg.name), s);
 }
@@ -356,7 +456,9 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     size_t count_at = o->len;
     e = e || spw_kw_i32(o, 0);
     md_ctx m = {.c = c, .out = o, .v = v, .node = node};
-    if (!e && all && !svc->auth) { /* with tokens: no login, no names (spw__k_stream) */
+    const spw_token *who;
+    if (!e && all && spw__k_who(c, &who)) { /* with tokens: no login, no names */
+        m.who = who;
         spw_catalog_each(svc->cat, md_each, &m);
         e = m.e;
     }
@@ -411,7 +513,9 @@ static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int1
         snprintf(msg, cap, "not a valid stream name");
         return KERR_INVALID_TOPIC;
     }
-    if (svc->auth)
+    const spw_token *who;
+    if (!spw__k_who(c, &who) ||
+        spw_svc_allowed(svc->auth, who, n, (size_t)l, SPW_PERM_ADMIN, msg, cap) != SPW_SC_OK)
         return KERR_TOPIC_AUTHORIZATION_FAILED;
     if (rf != -1 && rf != 1) {
         snprintf(msg, cap, "this node is the only replica: the replication factor must be 1 or -1");
@@ -533,6 +637,24 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     atomic_fetch_add(&srv->st_requests, 1);
     kreq *q = spw_xcalloc(1, sizeof *q);
     q->c = c;
+    if (c->sasl_raw) {
+        /* SASL v0: a bare PLAIN message; an empty frame says yes, a
+         * failed login closes the connection (there is no error field). */
+        c->sasl_raw = 0;
+        const char *why;
+        if (c->tail)
+            c->tail->next = q;
+        else
+            c->head = q;
+        c->tail = q;
+        c->nq++;
+        q->ready = 1;
+        if (sasl_plain(c, p, (int32_t)n, &why)) {
+            q->no_answer = 1;
+            c->close_after = 1;
+        }
+        return;
+    }
     spw_kr r;
     spw_kr_init(&r, p, n);
     q->api_key = spw_kr_i16(&r);
@@ -572,6 +694,8 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     case KAPI_OFFSET_COMMIT: spw__k_offset_commit(c, q, &r); break;
     case KAPI_OFFSET_FETCH: spw__k_offset_fetch(c, q, &r); break;
     case KAPI_CREATE_TOPICS: create_topics(c, q, &r); break;
+    case KAPI_SASL_HANDSHAKE: sasl_handshake(c, q, &r); break;
+    case KAPI_SASL_AUTHENTICATE: sasl_authenticate(c, q, &r); break;
     default: answer_unsupported(q);
     }
 }
@@ -737,6 +861,7 @@ static void k_room(spw_netconn *c) { conn_update_reading(kc(c)); }
 static void k_conn_free(spw_netconn *nc)
 {
     kconn *c = kc(nc);
+    spw_auth_session_fini(&c->auth);
     while (c->head) {
         kreq *q = c->head;
         c->head = q->next;

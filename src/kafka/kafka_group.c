@@ -449,8 +449,11 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
         err = KERR_INVALID_GROUP_ID;
     else if (session < 1000 || session > 3600000 || rebalance < 0)
         err = KERR_INVALID_SESSION_TIMEOUT;
-    else if (c->loop->srv->svc->auth)
-        err = 30; /* GROUP_AUTHORIZATION_FAILED: no login (SASL is not offered yet) */
+    else {
+        const spw_token *who;
+        if (!spw__k_who(c, &who))
+            err = 30; /* GROUP_AUTHORIZATION_FAILED: no SASL/PLAIN login */
+    }
     if (err) {
         spw__kq_begin(q);
         if (v >= 2)

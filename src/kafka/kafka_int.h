@@ -113,7 +113,9 @@ struct kconn {
     kreq *head, *tail; /* the answer queue, oldest first */
     uint32_t nq;
     uint32_t nparked;
-    char tenant[64];
+    char tenant[64];       /* set by SASL/PLAIN; "" without tokens */
+    spw_auth_session auth; /* the SASL/PLAIN login (svc/auth.h) */
+    int sasl_raw;          /* after SaslHandshake v0: the next frame is a bare PLAIN message */
 };
 
 struct kloop {
@@ -148,6 +150,11 @@ int16_t spw__kerr_of(spw_sc sc);
 /* The stream a topic names, after the checks every request makes
  * (svc/request.h); NULL with *err set. */
 spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err);
+
+/* The connection's token: 1 with *who (NULL when no tokens file is
+ * configured), or 0 when tokens are configured and the connection has not
+ * logged in with SASL/PLAIN (or its token was revoked). */
+int spw__k_who(kconn *c, const spw_token **who);
 
 /* This node's address as the client reached it (Metadata, FindCoordinator). */
 void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port);

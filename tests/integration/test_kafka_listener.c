@@ -522,6 +522,81 @@ static void test_create(const srv *s)
     free(md);
 }
 
+/* With a tokens file: SASL/PLAIN with tenant = user, token = password;
+ * nothing without it, a wrong password refused, permissions applied. */
+static void test_sasl(const char *dir)
+{
+    char tokens[4200], sub[4200];
+    snprintf(tokens, sizeof tokens, "%s/tokens.json", dir);
+    FILE *f = fopen(tokens, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\": [\n"
+          "  {\"token\": \"adm1n-t0ken\", \"tenant\": \"ops\", \"streams\": [\"*\"], "
+          "\"permissions\": [\"produce\", \"consume\", \"admin\"]},\n"
+          "  {\"token\": \"acme-t0ken\", \"tenant\": \"acme\", \"streams\": [\"orders\"], "
+          "\"permissions\": [\"produce\", \"consume\"]}\n"
+          "]}\n",
+          f);
+    fclose(f);
+    snprintf(sub, sizeof sub, "%s/sasl", dir);
+    srv s;
+    const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", "--tokens-file", tokens, NULL};
+    srv_start(&s, BIN, sub, extra);
+    resp r = http_ex(s.port, "PUT", "/v1/streams/orders", "application/json", "Authorization: Bearer adm1n-t0ken\r\n",
+                     "{\"partitions\":2,\"format\":\"bytes\"}", 33);
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    r = http_ex(s.port, "PUT", "/v1/streams/secret", "application/json", "Authorization: Bearer adm1n-t0ken\r\n",
+                "{\"partitions\":1,\"format\":\"bytes\"}", 33);
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    const char *sasl = "-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN";
+    /* acme sees only orders; produces and reads it back. */
+    char *md = run("timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -L 2>&1",
+                   s.kafkaport, sasl);
+    CHECK(strstr(md, "topic \"orders\" with 2 partitions") != NULL);
+    CHECK(strstr(md, "secret") == NULL);
+    free(md);
+    free(run("printf 'a|one\\nb|two\\n' | timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme "
+             "-X sasl.password=acme-t0ken -P -t orders -p 0 -K'|' 2>&1",
+             s.kafkaport, sasl));
+    char *got = run("timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -C -t orders "
+                    "-p 0 -o beginning -e -f '%%k=%%s\\n' 2>/dev/null",
+                    s.kafkaport, sasl);
+    CHECK(strstr(got, "a=one\nb=two\n") != NULL);
+    free(got);
+    /* A wrong password, a user that is not the token's tenant, no SASL at all. */
+    got = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=wrong -m 5 -L 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=ops -X sasl.password=acme-t0ken -m 5 -L 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("timeout 20 kcat -b 127.0.0.1:%d -m 5 -L 2>&1; true", s.kafkaport);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("printf 'x\\n' | timeout 20 kcat -b 127.0.0.1:%d -P -t orders -p 0 2>&1; true", s.kafkaport);
+    free(got);
+    got = run("printf 'x\\n' | timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken "
+              "-P -t secret -p 0 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "uthoriz") != NULL); /* TOPIC_AUTHORIZATION_FAILED */
+    free(got);
+    r = http_ex(s.port, "GET", "/v1/streams/orders/events?partition=0&offset=0", NULL,
+                "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(count_lines(r.body, "\"offset\":"), 2); /* nothing but acme's two */
+    free(r.body);
+    r = http_ex(s.port, "GET", "/v1/streams/secret/events?partition=0&offset=0", NULL,
+                "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(count_lines(r.body, "\"offset\":"), 0);
+    free(r.body);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -544,6 +619,7 @@ int main(int argc, char **argv)
     test_raw(&s);
     test_create(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    test_sasl(dir);
     spw_test_rmrf(dir);
     free(dir);
     return 0;
