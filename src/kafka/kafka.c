@@ -351,6 +351,9 @@ static void api_versions(kreq *q, spw_kr *r)
     q->ready = 1;
 }
 
+static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int16_t rf, int32_t nassign,
+                            int32_t nconf, int validate, char *msg, size_t cap);
+
 /* ---- Metadata ---- */
 
 void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port)
@@ -424,8 +427,7 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
             lens[want++] = l;
         }
     }
-    if (v >= 4)
-        (void)spw_kr_i8(r); /* allow_auto_topic_creation: topics are created by CreateTopics or the API */
+    int allow_auto = v >= 4 ? spw_kr_i8(r) != 0 : 1;
     if (v >= 8) {
         (void)spw_kr_i8(r);
         (void)spw_kr_i8(r);
@@ -465,6 +467,16 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     for (int32_t i = 0; !e && !all && i < want; i++) {
         int16_t err;
         spw_stream *s = spw__k_stream(c, names[i], lens[i], 0, &err);
+        if (!s && err == KERR_UNKNOWN_TOPIC_OR_PARTITION && allow_auto && c->loop->srv->cfg.auto_create) {
+            /* kafka-auto-create: as CreateTopics with the defaults (a
+             * bytes stream, the default partitions; admin needed). */
+            char msg[256];
+            int16_t cerr = create_topic(c, names[i], lens[i], -1, -1, 0, 0, 0, msg, sizeof msg);
+            if (cerr == KERR_NONE || cerr == KERR_TOPIC_ALREADY_EXISTS)
+                s = spw__k_stream(c, names[i], lens[i], 0, &err);
+            else
+                err = cerr;
+        }
         e = md_topic(&m, err, names[i] ? names[i] : "", names[i] ? (size_t)lens[i] : 0, s);
         if (s)
             spw_stream_put(s);

@@ -520,6 +520,9 @@ static void test_create(const srv *s)
     char *md = run("timeout 30 kcat -b 127.0.0.1:%d -L -t made 2>&1", s->kafkaport);
     CHECK(strstr(md, "topic \"made\" with 5 partitions") != NULL);
     free(md);
+    /* Without kafka-auto-create, naming a topic creates nothing. */
+    free(run("timeout 20 kcat -b 127.0.0.1:%d -m 3 -L -t nothere 2>&1; true", s->kafkaport));
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/nothere", NULL), 404);
 }
 
 /* With a tokens file: SASL/PLAIN with tenant = user, token = password;
@@ -540,7 +543,8 @@ static void test_sasl(const char *dir)
     fclose(f);
     snprintf(sub, sizeof sub, "%s/sasl", dir);
     srv s;
-    const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", "--tokens-file", tokens, NULL};
+    const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", "--tokens-file", tokens,
+                           "--kafka-auto-create", NULL};
     srv_start(&s, BIN, sub, extra);
     resp r = http_ex(s.port, "PUT", "/v1/streams/orders", "application/json", "Authorization: Bearer adm1n-t0ken\r\n",
                      "{\"partitions\":2,\"format\":\"bytes\"}", 33);
@@ -584,6 +588,22 @@ static void test_sasl(const char *dir)
               s.kafkaport, sasl);
     CHECK(strstr(got, "uthoriz") != NULL); /* TOPIC_AUTHORIZATION_FAILED */
     free(got);
+    /* kafka-auto-create: a Metadata naming a missing topic creates it, for
+     * a login with admin only. */
+    free(run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -m 5 -L -t fresh "
+             "2>&1; true",
+             s.kafkaport, sasl));
+    r = http_ex(s.port, "GET", "/v1/streams/fresh", NULL, "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 404);
+    free(r.body);
+    md = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=ops -X sasl.password=adm1n-t0ken -L -t fresh 2>&1",
+             s.kafkaport, sasl);
+    CHECK(strstr(md, "topic \"fresh\" with 4 partitions") != NULL);
+    free(md);
+    r = http_ex(s.port, "GET", "/v1/streams/fresh", NULL, "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"format\":\"bytes\"") != NULL);
+    free(r.body);
     r = http_ex(s.port, "GET", "/v1/streams/orders/events?partition=0&offset=0", NULL,
                 "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
     CHECK_EQ(r.status, 200);
