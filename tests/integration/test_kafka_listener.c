@@ -348,7 +348,8 @@ static uint8_t *kresp_read(int fd, size_t *n)
 
 /* A Produce v7 of one batch (producer pid, epoch 0, base sequence seq) of
  * n records to raw/0 at acks -1; the answer's base offset. */
-static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err)
+static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err,
+                          int32_t *throttle)
 {
     spw_buf batch = SPW_BUF_INIT, body = SPW_BUF_INIT;
     spw_kbatch_w w;
@@ -371,7 +372,7 @@ static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n
     spw_kw_i16(&body, -1);
     spw_kw_i32(&body, 30000);
     spw_kw_i32(&body, 1);
-    spw_kw_str(&body, "raw", 3);
+    spw_kw_str(&body, topic, (int32_t)strlen(topic));
     spw_kw_i32(&body, 1);
     spw_kw_i32(&body, 0);
     spw_kw_bytes(&body, batch.p, (int32_t)batch.len);
@@ -385,15 +386,26 @@ static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n
     const char *name;
     int32_t nl;
     spw_kr_str(&r, &name, &nl);
-    CHECK(nl == 3 && memcmp(name, "raw", 3) == 0);
+    CHECK(nl == (int32_t)strlen(topic) && memcmp(name, topic, (size_t)nl) == 0);
     CHECK_EQ(spw_kr_i32(&r), 1);
     CHECK_EQ(spw_kr_i32(&r), 0);
     *err = spw_kr_i16(&r);
     int64_t off = spw_kr_i64(&r);
-    CHECK(!r.bad);
+    (void)spw_kr_i64(&r); /* log append time */
+    (void)spw_kr_i64(&r); /* log start offset */
+    *throttle = spw_kr_i32(&r);
+    CHECK(!r.bad && spw_kr_left(&r) == 0);
     free(a);
     spw_buf_fini(&batch);
     spw_buf_fini(&body);
+    return off;
+}
+
+static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err)
+{
+    int32_t throttle;
+    int64_t off = produce_to(fd, "raw", corr, pid, seq, n, err, &throttle);
+    CHECK_EQ(throttle, 0);
     return off;
 }
 
@@ -457,6 +469,23 @@ static void test_raw(const srv *s)
     CHECK_EQ(o3, o1 + 3);
     char *h = http_read(s->port, "raw", 0);
     CHECK_EQ(count_lines(h, "\"offset\":"), 5);
+    free(h);
+
+    /* Admission: past a stream's rate limit a partition is refused with
+     * the retriable 19 and the service's retry-after as throttle time,
+     * nothing stored. */
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/streams/slow",
+                        "{\"partitions\":2,\"format\":\"bytes\",\"rate_limit\":{\"rate\":1,\"burst\":3}}"),
+             201);
+    int32_t throttle;
+    (void)produce_to(fd, "slow", 48, -1, -1, 3, &err, &throttle);
+    CHECK_EQ(err, 0);
+    CHECK_EQ(throttle, 0);
+    (void)produce_to(fd, "slow", 49, -1, -1, 3, &err, &throttle);
+    CHECK_EQ(err, 19);
+    CHECK(throttle > 0);
+    h = http_read(s->port, "slow", 0);
+    CHECK_EQ(count_lines(h, "\"offset\":"), 3);
     free(h);
     spw_buf_fini(&body);
     close(fd);
