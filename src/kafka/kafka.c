@@ -415,17 +415,11 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     spw_svc *svc = c->loop->srv->svc;
     int v = q->api_version;
     int32_t nt = spw_kr_array(r, 2);
-    const char *names[1024];
-    int32_t lens[1024];
-    int32_t want = 0;
+    spw_kr names = *r; /* read again when answering */
     for (int32_t i = 0; i < nt && !r->bad; i++) {
         const char *n;
         int32_t l;
         spw_kr_str(r, &n, &l);
-        if (want < 1024) {
-            names[want] = n;
-            lens[want++] = l;
-        }
     }
     int allow_auto = v >= 4 ? spw_kr_i8(r) != 0 : 1;
     if (v >= 8) {
@@ -464,20 +458,23 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
         spw_catalog_each(svc->cat, md_each, &m);
         e = m.e;
     }
-    for (int32_t i = 0; !e && !all && i < want; i++) {
+    for (int32_t i = 0; !e && !all && i < nt; i++) {
+        const char *nm;
+        int32_t nl;
+        spw_kr_str(&names, &nm, &nl);
         int16_t err;
-        spw_stream *s = spw__k_stream(c, names[i], lens[i], 0, &err);
+        spw_stream *s = spw__k_stream(c, nm, nl, 0, &err);
         if (!s && err == KERR_UNKNOWN_TOPIC_OR_PARTITION && allow_auto && c->loop->srv->cfg.auto_create) {
             /* kafka-auto-create: as CreateTopics with the defaults (a
              * bytes stream, the default partitions; admin needed). */
             char msg[256];
-            int16_t cerr = create_topic(c, names[i], lens[i], -1, -1, 0, 0, 0, msg, sizeof msg);
+            int16_t cerr = create_topic(c, nm, nl, -1, -1, 0, 0, 0, msg, sizeof msg);
             if (cerr == KERR_NONE || cerr == KERR_TOPIC_ALREADY_EXISTS)
-                s = spw__k_stream(c, names[i], lens[i], 0, &err);
+                s = spw__k_stream(c, nm, nl, 0, &err);
             else
                 err = cerr;
         }
-        e = md_topic(&m, err, names[i] ? names[i] : "", names[i] ? (size_t)lens[i] : 0, s);
+        e = md_topic(&m, err, nm ? nm : "", nm && nl > 0 ? (size_t)nl : 0, s);
         if (s)
             spw_stream_put(s);
     }
@@ -779,6 +776,9 @@ static void conn_process(kconn *c)
         }
         c->in_off += whole;
         dispatch(c, p + 4, (size_t)size);
+        /* Ready answers go to out now, so the bound on unsent bytes above
+         * counts them before the next request is read. */
+        spw__kq_flush(c);
     }
     if (c->closed)
         return;

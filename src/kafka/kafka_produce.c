@@ -109,7 +109,12 @@ static int ksrc_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
         const uint8_t *p;
         size_t n;
         switch (spw_kbatch_plain(&x->b, scratch, x->max_plain, &p, &n)) {
-        case SPW_KB_OK: break;
+        case SPW_KB_OK:
+            /* The decompressed records of all the partition's batches
+             * together stay within max-request-bytes. */
+            if ((x->b.attributes & SPW_KBATCH_ATTR_COMPRESSION) && scratch->len <= x->max_plain)
+                x->max_plain -= scratch->len;
+            break;
         case SPW_KB_COMPRESSION:
             return ksrc_refuse(x, res, KERR_UNSUPPORTED_COMPRESSION_TYPE, SPW_SC_BAD_REQUEST,
                                "unknown compression type");
