@@ -356,6 +356,8 @@ void spw__k_produce(kconn *c, kreq *q, spw_kr *r)
         int32_t l;
         spw_kr_str(r, &n, &l);
         int32_t np = spw_kr_array(r, 8);
+        if (np < 0)
+            np = 0; /* a null array: no partitions */
         pr->topics[t].name = spw_xmalloc(l > 0 ? (size_t)l + 1 : 1);
         if (l > 0)
             memcpy(pr->topics[t].name, n, (size_t)l);
@@ -392,6 +394,8 @@ void spw__k_produce(kconn *c, kreq *q, spw_kr *r)
         int32_t l;
         spw_kr_str(r, &n, &l);
         int32_t np = spw_kr_array(r, 8);
+        if (np < 0)
+            np = 0;
         for (int32_t i = 0; i < np; i++) {
             kpart *kp = &pr->parts[pr->topics[t].first + i];
             kp->pr = pr;

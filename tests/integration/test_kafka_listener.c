@@ -491,6 +491,72 @@ static void test_raw(const srv *s)
     close(fd);
 }
 
+/* Hostile bodies: for every API and version served (but JoinGroup and
+ * SyncGroup, which may rightly wait for other members), requests whose
+ * body is random bytes of random length, or a valid-looking prefix cut
+ * short, each answered with its correlation id on a connection that stays
+ * open; the server still answers ApiVersions afterwards. */
+static void test_garbage(const srv *s)
+{
+    static const int16_t apis[][3] = {{0, 3, 8}, {1, 4, 11}, {2, 1, 5}, {3, 0, 8}, {18, 0, 3}, {22, 0, 1},
+                                      {10, 0, 2}, {12, 0, 3}, {13, 0, 2}, {8, 0, 7}, {9, 1, 5}, {19, 0, 4},
+                                      {17, 0, 1}, {36, 0, 1}};
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int fd = tcp_connect(s->kafkaport);
+    int32_t corr = 1000;
+    for (size_t a = 0; a < sizeof apis / sizeof apis[0]; a++) {
+        for (int16_t v = apis[a][1]; v <= apis[a][2]; v++) {
+            for (int k = 0; k < 12; k++) {
+                spw_buf body = SPW_BUF_INIT;
+                size_t len = (size_t)(rng % 160);
+                for (size_t i = 0; i < len; i++) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    uint8_t b = (uint8_t)rng;
+                    if (k % 3 == 0 && i < 8)
+                        b = (uint8_t)(i == 3 ? 1 : 0); /* small counts first: deeper into the decoders */
+                    spw_buf_put(&body, &b, 1);
+                }
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                if (apis[a][0] == 17 && v == 0 && k % 2 == 0)
+                    continue; /* a v0 handshake would turn the next frame into a bare SASL message */
+                if (apis[a][0] == 17 && v == 0)
+                    body.len = 0; /* an empty mechanism: refused, no bare frame follows */
+                kreq_send(fd, apis[a][0], v, ++corr, &body);
+                spw_buf_fini(&body);
+                size_t n;
+                uint8_t *ans = kresp_read(fd, &n);
+                CHECK(n >= 4);
+                spw_kr r;
+                spw_kr_init(&r, ans, n);
+                CHECK_EQ(spw_kr_i32(&r), corr);
+                free(ans);
+            }
+        }
+    }
+    /* A Produce whose topic has a null partition array. */
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_str(&body, NULL, -1);
+    spw_kw_i16(&body, 1);
+    spw_kw_i32(&body, 1000);
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, "raw", 3);
+    spw_kw_i32(&body, -1);
+    kreq_send(fd, 0, 7, ++corr, &body);
+    spw_buf_fini(&body);
+    size_t n;
+    uint8_t *ans = kresp_read(fd, &n);
+    CHECK(n >= 8 && ans[3] == (uint8_t)corr);
+    free(ans);
+    kreq_send(fd, 18, 0, ++corr, NULL);
+    ans = kresp_read(fd, &n);
+    CHECK(n >= 6 && ans[4] == 0 && ans[5] == 0);
+    free(ans);
+    close(fd);
+    CHECK_EQ(req_status(s->port, "GET", "/healthz", NULL), 200);
+}
+
 /* CreateTopics v1 of one topic: its error code. */
 static int16_t create_topic(int fd, int32_t corr, const char *name, int32_t np, int16_t rf, int nconf, int validate)
 {
@@ -667,6 +733,7 @@ int main(int argc, char **argv)
     test_librdkafka(&s);
     test_raw(&s);
     test_create(&s);
+    test_garbage(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     test_sasl(dir);
     spw_test_rmrf(dir);
