@@ -340,6 +340,17 @@ void spw__kg_tick(spw_kgroups *kg, kloop *l, int stopping)
 {
     uint64_t now = spw_mono_ms();
     pthread_mutex_lock(&kg->mu);
+    /* Groups without members are forgotten (their offsets are in the
+     * group store): the registry holds only live groups. */
+    for (kgroup **pp = &kg->groups; *pp;) {
+        kgroup *g = *pp;
+        if (!g->members) {
+            *pp = g->next;
+            spw_free(g);
+        } else {
+            pp = &g->next;
+        }
+    }
     for (kgroup *g = kg->groups; g; g = g->next) {
         int changed = 0;
         for (kmember *m = g->members, *nx; m; m = nx) {
