@@ -25,6 +25,18 @@
 #       rejected events/s by reason and p99 latency per step, and a PNG of
 #       them (gnuplot); see bench/burst.sh.
 #
+#   bench/run.sh es [bench/es.sh options]
+#       conditional appends (expected version) from 50 connections over
+#       100,000 aggregates at ack=fsync, binary and HTTP, and the same
+#       workload on PostgreSQL (SELECT max(version) + INSERT per append);
+#       see bench/es.sh.
+#   bench/run.sh views [--events N] [--keys K] [--size B]
+#       views (src/view): RocksDB's own db_bench fillrandom and mergerandom
+#       for N keys' writes of B-byte values, then the apply rate of a latest,
+#       an aggregate (three windows) and a sum view over a log of N events
+#       of B bytes over K keys, with key and series read latencies while
+#       applying; see bench/views.sh and bench/view_bench.c.
+#
 #   bench/run.sh pg [bench/pg.sh options]
 #       loading one fresh PostgreSQL (fsync on): single-row INSERTs,
 #       1000-row INSERTs, psql COPY and the postgres sink end to end
@@ -61,6 +73,14 @@ benchmarks (bench/run.sh NAME [options]):
          directory; fsync slowed by the test-only fault hook by default so the
          capacity is small and steady; options: --step-seconds S, --steps LIST,
          --fsync-delay-us U (0: real disk), ... (bench/run.sh burst --help)
+  es     conditional appends (expected version, ack=fsync) over the binary protocol
+         and HTTP, unconditional for comparison, and PostgreSQL's SELECT max +
+         INSERT per append (pgbench); options: --conns C (50), --aggregates N
+         (100000), --seconds S (5)
+  views  views: db_bench fillrandom/mergerandom (WAL off) beside the apply rate of
+         latest, aggregate (1s,1m,1h) and sum views over a log of N events, with
+         key/series read p50/p99 while applying; options: --events N (default
+         2000000), --keys K (default 100000), --size B (default 100)
   pg     one fresh PostgreSQL (fsync on), the same rows into the same table by
          single-row INSERT, 1000-row INSERT, psql \copy and the postgres sink end
          to end (binary produce until committed); rows/s, ratios to INSERT and
@@ -86,6 +106,8 @@ case "$name" in
   burst) exec "$root/bench/burst.sh" "$@" ;;
   pg) exec "$root/bench/pg.sh" "$@" ;;
   kafka) exec "$root/bench/kafka.sh" "$@" ;;
+  es) exec "$root/bench/es.sh" "$@" ;;
+  views) exec "$root/bench/views.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

@@ -25,7 +25,7 @@ typedef struct tally {
 } tally;
 
 /* Runs on the producer's I/O thread, once per record. */
-static void delivered(void *arg, const spw_delivery *d)
+static void delivered(void *arg, const spillway_delivery *d)
 {
     tally *t = arg;
     pthread_mutex_lock(&t->mu);
@@ -53,20 +53,20 @@ int main(int argc, char **argv)
         return 2;
     }
     long count = argc > 3 ? atol(argv[3]) : 100000;
-    int ack = SPW_ACK_LEVEL_FSYNC;
+    int ack = SPILLWAY_ACK_LEVEL_FSYNC;
     if (argc > 4)
-        ack = strcmp(argv[4], "none") == 0      ? SPW_ACK_LEVEL_NONE
-              : strcmp(argv[4], "written") == 0 ? SPW_ACK_LEVEL_WRITTEN
-                                                : SPW_ACK_LEVEL_FSYNC;
+        ack = strcmp(argv[4], "none") == 0      ? SPILLWAY_ACK_LEVEL_NONE
+              : strcmp(argv[4], "written") == 0 ? SPILLWAY_ACK_LEVEL_WRITTEN
+                                                : SPILLWAY_ACK_LEVEL_FSYNC;
     tally t = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    spw_producer_config cfg;
-    spw_producer_config_init(&cfg);
+    spillway_producer_config cfg;
+    spillway_producer_config_init(&cfg);
     cfg.on_delivery = delivered;
     cfg.opaque = &t;
-    spw_producer *p;
-    int r = spw_producer_new(argv[1], &cfg, &p);
+    spillway_producer *p;
+    int r = spillway_producer_new(argv[1], &cfg, &p);
     if (r) {
-        fprintf(stderr, "producer: %s\n", spw_errstr(r));
+        fprintf(stderr, "producer: %s\n", spillway_errstr(r));
         return 1;
     }
     double t0 = now_s();
@@ -74,18 +74,18 @@ int main(int argc, char **argv)
         char key[32], val[96];
         int kl = snprintf(key, sizeof key, "d%ld", i % 1000);
         int vl = snprintf(val, sizeof val, "{\"device\":\"%s\",\"seq\":%ld}", key, i);
-        r = spw_producer_send(p, argv[2], key, kl, val, (size_t)vl, SPW_TS_NOW, ack, NULL);
+        r = spillway_producer_send(p, argv[2], key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, ack, NULL);
         if (r) {
-            fprintf(stderr, "send: %s\n", spw_errstr(r));
+            fprintf(stderr, "send: %s\n", spillway_errstr(r));
             break;
         }
     }
-    r = spw_producer_flush(p, 60000);
+    r = spillway_producer_flush(p, 60000);
     double secs = now_s() - t0;
-    spw_producer_close(p, 1000);
+    spillway_producer_close(p, 1000);
     printf("acknowledged %" PRIu64 ", failed %" PRIu64 " in %.2f s: %.0f events/s\n", t.ok, t.failed, secs,
            (double)t.ok / secs);
     if (t.failed)
-        printf("first error: %s\n", spw_errstr(t.first_error));
+        printf("first error: %s\n", spillway_errstr(t.first_error));
     return r || t.failed ? 1 : 0;
 }

@@ -2,7 +2,9 @@
  * Spillway's C client library: a batching, asynchronous producer and a
  * simple synchronous client for fetch and metadata, speaking the binary
  * protocol (docs/protocol.md) to one or more `spillway serve` nodes.
- * Link with the static library `spillway_client` (and -lpthread).
+ * Link with `pkg-config --cflags --libs spillway` (libspillway.so, or
+ * libspillway.a with --static). Every public name is spillway_* or
+ * SPILLWAY_*.
  *
  * Conventions (as libuv's):
  *  - Handles are opaque; each has a constructor and a destructor, and the
@@ -10,9 +12,9 @@
  *  - Bytes are pointer + length; nothing needs to be NUL-terminated except
  *    the server list and stream names.
  *  - Every fallible call returns 0 (or a count) or a negative error:
- *    -errno for system errors (connection refused, ...), SPW_ERR_* below,
+ *    -errno for system errors (connection refused, ...), SPILLWAY_ERR_* below,
  *    and for an answer of the server the negative of its status, which
- *    mirrors HTTP: SPW_ERR_NOT_FOUND is -404. spw_errstr names them all.
+ *    mirrors HTTP: SPILLWAY_ERR_NOT_FOUND is -404. spillway_errstr names them all.
  *  - If a call returns an error, no callback runs for what it was given.
  *
  * Delivery guarantee: at least once. A batch whose connection is lost
@@ -45,61 +47,62 @@ extern "C" {
 
 /* ---- errors ---- */
 
-#define SPW_ERR_INVALID (-EINVAL)      /* bad argument */
-#define SPW_ERR_NOMEM (-ENOMEM)
-#define SPW_ERR_TIMEOUT (-ETIMEDOUT)   /* not delivered / answered in time */
-#define SPW_ERR_CANCELED (-ECANCELED)  /* producer closed before delivery */
-#define SPW_ERR_AGAIN (-EAGAIN)        /* buffer full, from a delivery callback */
-#define SPW_ERR_PROTOCOL (-EPROTO)     /* the peer broke the protocol */
-#define SPW_ERR_BAD_REQUEST (-400)
-#define SPW_ERR_UNAUTHORIZED (-401)    /* no token, or not a valid one (config.token / spw_client_auth) */
-#define SPW_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
-#define SPW_ERR_NOT_FOUND (-404)       /* no such stream or partition */
-#define SPW_ERR_REQUEST_TIMEOUT (-408)
-#define SPW_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records */
-#define SPW_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
-#define SPW_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
-#define SPW_ERR_RATE_LIMITED (-429)    /* retried by the producer */
-#define SPW_ERR_INTERNAL (-500)
-#define SPW_ERR_NOT_IMPLEMENTED (-501) /* ack=replicated without a replicated backend */
-#define SPW_ERR_OVERLOADED (-503)      /* retried by the producer */
-#define SPW_ERR_DISK (-507)            /* disk limit or disk failure */
+#define SPILLWAY_ERR_INVALID (-EINVAL)      /* bad argument */
+#define SPILLWAY_ERR_NOMEM (-ENOMEM)
+#define SPILLWAY_ERR_TIMEOUT (-ETIMEDOUT)   /* not delivered / answered in time */
+#define SPILLWAY_ERR_CANCELED (-ECANCELED)  /* producer closed before delivery */
+#define SPILLWAY_ERR_AGAIN (-EAGAIN)        /* buffer full, from a delivery callback */
+#define SPILLWAY_ERR_PROTOCOL (-EPROTO)     /* the peer broke the protocol */
+#define SPILLWAY_ERR_BAD_REQUEST (-400)
+#define SPILLWAY_ERR_UNAUTHORIZED (-401)    /* no token, or not a valid one (config.token / spillway_client_auth) */
+#define SPILLWAY_ERR_FORBIDDEN (-403)       /* the token may not do this on this stream */
+#define SPILLWAY_ERR_NOT_FOUND (-404)       /* no such stream or partition */
+#define SPILLWAY_ERR_REQUEST_TIMEOUT (-408)
+#define SPILLWAY_ERR_CONFLICT (-409)        /* sequence_reused: this (producer id, sequence) stored other records;
+                                          version_conflict: spillway_client_append's key is at another version */
+#define SPILLWAY_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
+#define SPILLWAY_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
+#define SPILLWAY_ERR_RATE_LIMITED (-429)    /* retried by the producer */
+#define SPILLWAY_ERR_INTERNAL (-500)
+#define SPILLWAY_ERR_NOT_IMPLEMENTED (-501) /* ack=replicated without a replicated backend */
+#define SPILLWAY_ERR_OVERLOADED (-503)      /* retried by the producer */
+#define SPILLWAY_ERR_DISK (-507)            /* disk limit or disk failure */
 
 /* A static sentence for any error this library returns. */
-const char *spw_errstr(int err);
+const char *spillway_errstr(int err);
 
 /* ---- acknowledgement levels (docs/operations.md "Durability levels") ---- */
 
 enum {
-    SPW_ACK_LEVEL_NONE = 0,       /* after validation, before any write */
-    SPW_ACK_LEVEL_WRITTEN = 1,    /* after write(2): survives a process crash */
-    SPW_ACK_LEVEL_FSYNC = 2,      /* after fdatasync: survives power loss */
-    SPW_ACK_LEVEL_REPLICATED = 3, /* needs a replicated backend (else -501) */
-    SPW_ACK_LEVEL_DEFAULT = 255,  /* the stream's default */
+    SPILLWAY_ACK_LEVEL_NONE = 0,       /* after validation, before any write */
+    SPILLWAY_ACK_LEVEL_WRITTEN = 1,    /* after write(2): survives a process crash */
+    SPILLWAY_ACK_LEVEL_FSYNC = 2,      /* after fdatasync: survives power loss */
+    SPILLWAY_ACK_LEVEL_REPLICATED = 3, /* needs a replicated backend (else -501) */
+    SPILLWAY_ACK_LEVEL_DEFAULT = 255,  /* the stream's default */
 };
 
-#define SPW_TS_NOW INT64_MIN /* let the server stamp the record (or read the stream's timestamp field) */
+#define SPILLWAY_TS_NOW INT64_MIN /* let the server stamp the record (or read the stream's timestamp field) */
 
 /* ---- producer ---- */
 
-typedef struct spw_producer spw_producer;
+typedef struct spillway_producer spillway_producer;
 
 /* What a delivery callback learns about one record. Pointers are valid
  * during the callback only. */
-typedef struct spw_delivery {
+typedef struct spillway_delivery {
     int status;         /* 0, or a negative error: then partition/offset are 0 */
     const char *stream; /* NUL-terminated */
     uint32_t partition;
     uint64_t offset;
-    void *opaque; /* as given to spw_producer_send */
-} spw_delivery;
+    void *opaque; /* as given to spillway_producer_send */
+} spillway_delivery;
 
-/* Runs on the producer's I/O thread, once per record spw_producer_send
+/* Runs on the producer's I/O thread, once per record spillway_producer_send
  * accepted, in no particular order across servers. It must not block for
- * long and must not call spw_producer_flush or spw_producer_close. */
-typedef void (*spw_delivery_cb)(void *cb_opaque, const spw_delivery *d);
+ * long and must not call spillway_producer_flush or spillway_producer_close. */
+typedef void (*spillway_delivery_cb)(void *cb_opaque, const spillway_delivery *d);
 
-typedef struct spw_producer_config {
+typedef struct spillway_producer_config {
     uint32_t linger_ms;           /* wait this long for a batch to fill (default 5) */
     uint32_t batch_bytes;         /* send a batch once it is this big (default 256 KiB) */
     uint32_t max_in_flight;       /* unanswered batches per server (default 16) */
@@ -109,80 +112,160 @@ typedef struct spw_producer_config {
     uint32_t backoff_max_ms;      /* (default 2000) */
     uint32_t connect_timeout_ms;  /* (default 5000) */
     int priority;                 /* 0 (most important) .. 3, or -1 for the stream's default (default -1) */
-    spw_delivery_cb on_delivery;  /* may be NULL */
+    spillway_delivery_cb on_delivery;  /* may be NULL */
     void *opaque;                 /* passed to on_delivery */
     const char *token;            /* bearer token sent (AUTH) first on every connection; NULL or "": none.
-                                     Copied by spw_producer_new. Without a valid one, a server with tokens
-                                     fails the records with SPW_ERR_UNAUTHORIZED (or SPW_ERR_FORBIDDEN) */
+                                     Copied by spillway_producer_new. Without a valid one, a server with tokens
+                                     fails the records with SPILLWAY_ERR_UNAUTHORIZED (or SPILLWAY_ERR_FORBIDDEN) */
     int stop_on_error;            /* 1: the first record that fails (an error answer, a delivery timeout)
                                      stops the producer: every record not yet written to a server fails
-                                     with SPW_ERR_CANCELED and spw_producer_send returns SPW_ERR_CANCELED,
-                                     until spw_producer_flush returns. With max_in_flight 1 nothing sent
+                                     with SPILLWAY_ERR_CANCELED and spillway_producer_send returns SPILLWAY_ERR_CANCELED,
+                                     until spillway_producer_flush returns. With max_in_flight 1 nothing sent
                                      after the failed batch is delivered, so a resend from the first
                                      failed record keeps the order (default 0: later batches go on) */
-} spw_producer_config;
+} spillway_producer_config;
 
 /* Fills c with the defaults. */
-void spw_producer_config_init(spw_producer_config *c);
+void spillway_producer_config_init(spillway_producer_config *c);
 
 /*
- * Creates a producer for the servers "host:port[,host:port...]" (IPv4
- * addresses or "localhost"; at most 64) and starts its I/O thread.
- * Connections are made lazily and remade after loss. c may be NULL for the
- * defaults; it is copied. *out is the caller's until spw_producer_close.
- * Returns 0, SPW_ERR_INVALID (bad list or config) or -errno.
+ * Creates a producer for the servers "host:port[,host:port...]" (at most
+ * 64; a host is a name, resolved with getaddrinfo at every connect, IPv4
+ * and IPv6 addresses tried in the resolver's order, or an IPv4 address)
+ * and starts its I/O thread. Connections are made lazily and remade
+ * after loss; the lookups run on the I/O thread. c may be NULL for the
+ * defaults; it is copied. *out is the caller's until spillway_producer_close.
+ * Returns 0, SPILLWAY_ERR_INVALID (bad list or config) or -errno.
  */
-int spw_producer_new(const char *servers, const spw_producer_config *c, spw_producer **out);
+int spillway_producer_new(const char *servers, const spillway_producer_config *c, spillway_producer **out);
 
 /*
  * Queues one record for stream (1-128 bytes, NUL-terminated). key_len -1
  * means no key (key may be NULL); ts is ms since the Unix epoch or
- * SPW_TS_NOW; ack one of SPW_ACK_LEVEL_*. key and value are copied before
+ * SPILLWAY_TS_NOW; ack one of SPILLWAY_ACK_LEVEL_*. key and value are copied before
  * this returns. Blocks while buffer_bytes are outstanding (at most
- * delivery_timeout_ms: then SPW_ERR_TIMEOUT; from a delivery callback it
- * returns SPW_ERR_AGAIN instead of blocking). On 0 the delivery callback
+ * delivery_timeout_ms: then SPILLWAY_ERR_TIMEOUT; from a delivery callback it
+ * returns SPILLWAY_ERR_AGAIN instead of blocking). On 0 the delivery callback
  * runs exactly once for the record, with opaque.
  */
-int spw_producer_send(spw_producer *p, const char *stream, const void *key, int32_t key_len, const void *value,
+int spillway_producer_send(spillway_producer *p, const char *stream, const void *key, int32_t key_len, const void *value,
                       size_t value_len, int64_t ts, int ack, void *opaque);
 
 /* Sends what is lingering and waits until every record sent so far has
- * had its callback. Returns 0, or SPW_ERR_TIMEOUT after timeout_ms. Ends a
+ * had its callback. Returns 0, or SPILLWAY_ERR_TIMEOUT after timeout_ms. Ends a
  * stop (stop_on_error) either way. */
-int spw_producer_flush(spw_producer *p, uint32_t timeout_ms);
+int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms);
+/* Thread-safe, from any thread: a flush in progress, and every later one,
+ * returns SPILLWAY_ERR_CANCELED at once (records still outstanding are then
+ * failed by spillway_producer_close). For a caller that must stop a flush
+ * without waiting for it; the producer is good for nothing but close
+ * afterwards. */
+void spillway_producer_interrupt(spillway_producer *p);
 
 /* Flushes for up to timeout_ms, then fails what is left with
- * SPW_ERR_CANCELED (callbacks run before this returns), stops the thread
+ * SPILLWAY_ERR_CANCELED (callbacks run before this returns), stops the thread
  * and frees p. */
-void spw_producer_close(spw_producer *p, uint32_t timeout_ms);
+void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms);
 
 /* Connections made again after a loss, since creation (for tests and metrics). */
-uint64_t spw_producer_reconnects(spw_producer *p);
+uint64_t spillway_producer_reconnects(spillway_producer *p);
 
 /* ---- synchronous client: fetch and metadata ---- */
 
-typedef struct spw_client spw_client;
+typedef struct spillway_client spillway_client;
 
-/* Connects to one server "host:port". Returns 0 or -errno / SPW_ERR_*. */
-int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out);
-void spw_client_close(spw_client *c);
+/* Connects to one server "host:port" (host as for spillway_producer_new; each
+ * address the name resolves to is tried in turn, each for up to
+ * timeout_ms). Returns 0 or -errno / SPILLWAY_ERR_* (SPILLWAY_ERR_INVALID: a bad
+ * address, or a name that does not resolve). */
+int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out);
+void spillway_client_close(spillway_client *c);
 /* Authenticates the connection with a bearer token (the AUTH request,
  * docs/protocol.md); later calls on c run as its tenant. Returns 0, or
- * SPW_ERR_UNAUTHORIZED (the connection is then unauthenticated), ... */
-int spw_client_auth(spw_client *c, const char *token);
+ * SPILLWAY_ERR_UNAUTHORIZED (the connection is then unauthenticated), ... */
+int spillway_client_auth(spillway_client *c, const char *token);
 /* The server's sentence for the last error answer ("" if none). Valid
  * until the next call on c. */
-const char *spw_client_last_error(spw_client *c);
-/* After a fetch answered SPW_ERR_INTERNAL "damaged" (records damaged on
+const char *spillway_client_last_error(spillway_client *c);
+/* After a fetch answered SPILLWAY_ERR_INTERNAL "damaged" (records damaged on
  * disk, docs/protocol.md "Answers"): the first offset after the damage,
  * where reading can resume knowingly; 0 when the last call's answer named
  * none. */
-uint64_t spw_client_resume_offset(spw_client *c);
+uint64_t spillway_client_resume_offset(spillway_client *c);
 
-typedef struct spw_fetch_result spw_fetch_result;
+/* ---- versioned streams: conditional appends (docs/api.md "Event sourcing") ---- */
+
+/* What spillway_client_append expects of its key's current version. */
+enum {
+    SPILLWAY_EXPECT_VERSION_ANY = 0,    /* no check */
+    SPILLWAY_EXPECT_VERSION_NONE = 1,   /* the key has no event yet */
+    SPILLWAY_EXPECT_VERSION_EXISTS = 2, /* it has at least one */
+    SPILLWAY_EXPECT_VERSION_EXACT = 3,  /* its current version is exactly the given one */
+};
+
+/* One value to append. */
+typedef struct spillway_value {
+    const void *p;
+    uint32_t len;
+} spillway_value;
+
+/*
+ * Appends n values (1 ≤ n), all of key (key_len ≥ 0 bytes), to the
+ * versioned stream, if the key's current version satisfies expect (one of
+ * SPILLWAY_EXPECT_VERSION_*; version is read with _EXACT only, at most
+ * 2^53 - 1), and waits for ack (SPILLWAY_ACK_LEVEL_*). The check and the
+ * append are one step on the server: of many writers expecting the same
+ * version, one succeeds. Returns 0 with *first_version (may be NULL) the
+ * first value's version (the others follow it: first + 1, …), or
+ * SPILLWAY_ERR_CONFLICT when the key is at another version — nothing was
+ * appended, and spillway_client_current_version tells the key's version — or
+ * another error (SPILLWAY_ERR_BAD_REQUEST: the stream is not versioned, a bad
+ * expectation, ...; see spillway_client_last_error).
+ */
+int spillway_client_append(spillway_client *c, const char *stream, const void *key, int32_t key_len, const spillway_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version);
+/* After spillway_client_append answered SPILLWAY_ERR_CONFLICT (version_conflict):
+ * the key's current version on the server then; 0 after any other answer. */
+uint64_t spillway_client_current_version(spillway_client *c);
+
+/* A key's history (spillway_client_history): its current version, its newest
+ * snapshot when asked for, and events in version order. */
+typedef struct spillway_history spillway_history;
+typedef struct spillway_event {
+    uint64_t version;
+    uint64_t offset;
+    int64_t ts;
+    const void *value; /* valid until spillway_history_free */
+    uint32_t value_len;
+} spillway_event;
+
+/*
+ * Reads key's events of the versioned stream in version order (durable
+ * ones: docs/api.md "Event sourcing"), at most max (1..10000): from
+ * from_version, or with from_version 0 from the key's newest snapshot —
+ * the result then carries it and the events after it. Served by the
+ * server's (key, version) index. Returns 0 and a result to free with
+ * spillway_history_free, SPILLWAY_ERR_NOT_FOUND (the key was never written) or
+ * another error.
+ */
+int spillway_client_history(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spillway_history **out);
+uint64_t spillway_history_current_version(const spillway_history *h);
+/* The snapshot's version (0: none) and its state (JSON text). */
+uint64_t spillway_history_snapshot(const spillway_history *h, const void **state, uint32_t *state_len);
+size_t spillway_history_count(const spillway_history *h);
+void spillway_history_get(const spillway_history *h, size_t i, spillway_event *out);
+void spillway_history_free(spillway_history *h);
+
+/* Stores key's snapshot at version (1 .. the key's current version, else
+ * SPILLWAY_ERR_CONFLICT) with state, the JSON text of one object (1 B .. 1 MiB). */
+int spillway_client_snapshot_put(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len);
+
+typedef struct spillway_fetch_result spillway_fetch_result;
 
 /* One fetched record; pointers live as long as the result. */
-typedef struct spw_fetched {
+typedef struct spillway_fetched {
     uint64_t offset;
     uint64_t id; /* Snowflake id */
     int64_t ts;
@@ -190,45 +273,45 @@ typedef struct spw_fetched {
     int32_t key_len; /* -1: no key */
     const uint8_t *value;
     uint32_t value_len;
-} spw_fetched;
+} spillway_fetched;
 
 /*
  * Reads records of stream's partition from offset: at least one if any
  * exists there, more while they fit in max_bytes (0: the server's default,
- * 1 MiB). Returns 0 and a result to free with spw_fetch_free, or an error
- * (SPW_ERR_OUT_OF_RANGE, SPW_ERR_NOT_FOUND, ...). Only durable (fsynced)
+ * 1 MiB). Returns 0 and a result to free with spillway_fetch_free, or an error
+ * (SPILLWAY_ERR_OUT_OF_RANGE, SPILLWAY_ERR_NOT_FOUND, ...). Only durable (fsynced)
  * records are readable: a fetch at the durable end returns none, and asks
  * the server to fsync the records written after it, so a fetch repeated
  * shortly after sees them (docs/protocol.md, FETCH).
  */
-int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
-                     spw_fetch_result **out);
-size_t spw_fetch_count(const spw_fetch_result *r);
-/* REQUIRES: i < spw_fetch_count(r). */
-void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out);
+int spillway_client_fetch(spillway_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
+                     spillway_fetch_result **out);
+size_t spillway_fetch_count(const spillway_fetch_result *r);
+/* REQUIRES: i < spillway_fetch_count(r). */
+void spillway_fetch_get(const spillway_fetch_result *r, size_t i, spillway_fetched *out);
 /* Where the next fetch should start, and the partition's readable
  * (durable) end when read. */
-uint64_t spw_fetch_next_offset(const spw_fetch_result *r);
-uint64_t spw_fetch_end_offset(const spw_fetch_result *r);
-void spw_fetch_free(spw_fetch_result *r);
+uint64_t spillway_fetch_next_offset(const spillway_fetch_result *r);
+uint64_t spillway_fetch_end_offset(const spillway_fetch_result *r);
+void spillway_fetch_free(spillway_fetch_result *r);
 
-typedef struct spw_metadata spw_metadata;
-typedef struct spw_stream_info {
+typedef struct spillway_metadata spillway_metadata;
+typedef struct spillway_stream_info {
     const char *name; /* NUL-terminated */
     uint32_t partitions;
     int format_bytes; /* 0 JSON, 1 bytes */
-    int ack;          /* the stream's default SPW_ACK_LEVEL_* */
+    int ack;          /* the stream's default SPILLWAY_ACK_LEVEL_* */
     /* [partitions]: end: written; durable: fsynced, what a fetch can read */
     const uint64_t *start_offsets, *end_offsets, *durable_offsets;
-} spw_stream_info;
+} spillway_stream_info;
 
 /* Streams and their partitions' offsets: one stream, or all when stream
- * is NULL or "". Free the result with spw_metadata_free. */
-int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out);
-size_t spw_metadata_count(const spw_metadata *m);
-/* Pointers live as long as m. Returns 0 or SPW_ERR_INVALID (i out of range). */
-int spw_metadata_stream(const spw_metadata *m, size_t i, spw_stream_info *out);
-void spw_metadata_free(spw_metadata *m);
+ * is NULL or "". Free the result with spillway_metadata_free. */
+int spillway_client_metadata(spillway_client *c, const char *stream, spillway_metadata **out);
+size_t spillway_metadata_count(const spillway_metadata *m);
+/* Pointers live as long as m. Returns 0 or SPILLWAY_ERR_INVALID (i out of range). */
+int spillway_metadata_stream(const spillway_metadata *m, size_t i, spillway_stream_info *out);
+void spillway_metadata_free(spillway_metadata *m);
 
 #ifdef __cplusplus
 }

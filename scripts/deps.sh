@@ -3,7 +3,7 @@
 # and only what is missing. Uses sudo only when not root.
 set -euo pipefail
 
-pkgs=(gcc libc6-dev make cmake liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
+pkgs=(gcc libc6-dev make cmake curl liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
 # the postgres sink: libpq, and PostgreSQL's server binaries for its tests and bench/run.sh pg
 pkgs+=(libpq-dev postgresql)
 # the end-to-end power-cut test (tests/fuse): lossyfs is a FUSE filesystem
@@ -11,6 +11,8 @@ pkgs+=(pkg-config libfuse3-dev fuse3)
 # views and the event-sourcing index are stored in RocksDB; rocksdb-tools
 # has db_bench, the peer of bench/run.sh views
 pkgs+=(librocksdb-dev rocksdb-tools)
+# tests/package: promtool checks /metrics; systemd-analyze verifies the unit
+pkgs+=(prometheus systemd)
 # the Kafka listener decompresses gzip and snappy batches; its tests run kcat
 pkgs+=(zlib1g-dev libsnappy-dev kcat)
 pkgs+=("$@")

@@ -18,7 +18,9 @@ cmake --build build-tsan -j"$jobs" --target spillway spillway_test spw_unit_test
 rc=0
 # die_after_fork=0: tests fork children that start threads (the crash
 # harness); history_size=4: enough history for the loops' long-lived reads.
-(cd build-tsan && TSAN_OPTIONS="log_path=$reports/tsan die_after_fork=0 history_size=4 second_deadlock_stack=1" \
+# suppressions: librocksdb is not instrumented (scripts/tsan.supp says why).
+supp="$PWD/scripts/tsan.supp"
+(cd build-tsan && TSAN_OPTIONS="log_path=$reports/tsan die_after_fork=0 history_size=4 second_deadlock_stack=1 suppressions=$supp" \
   ctest -L 'unit|integration' "$@" --output-on-failure --timeout 900) || rc=$?
 if [ -n "$(ls -A "$reports")" ]; then
   echo "tsan.sh: ThreadSanitizer reports:"

@@ -2,11 +2,21 @@
 #include "admit/dedupe.h"
 #include "core/hash.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/endian.h"
+#include "core/error.h"
+#include "core/siphash.h"
+#include "os/os.h"
 
 #define STRIPES 64
 #define BUCKETS_PER_STRIPE 1024 /* grows by doubling */
@@ -36,32 +46,130 @@ typedef struct stripe {
 struct spw_dd {
     stripe st[STRIPES];
     uint64_t max_keys;
+    uint64_t k0, k1; /* the secret keys are hashed under */
     _Atomic uint64_t n, hits, evicted, refused;
     _Atomic int64_t last_sweep_ms;
 };
 
 static uint64_t mix(uint64_t x) { return spw_fmix64(x); }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) { return spw_fnv1a64(h, p, n); }
-
-uint64_t spw_dd_http_key(const char *tenant, const char *key)
+/* 'kind', tenant length (one byte: tenants are at most 63), tenant: the
+ * prefix of every key's input; returns its length. */
+static size_t key_prefix(uint8_t *b, char kind, const char *tenant)
 {
-    uint64_t h = fnv(0xcbf29ce484222325ull, "H", 1);
-    h = fnv(h, tenant, strlen(tenant) + 1);
-    h = mix(fnv(h, key, strlen(key)));
+    size_t tl = strlen(tenant);
+    if (tl > 255)
+        tl = 255;
+    b[0] = (uint8_t)kind;
+    b[1] = (uint8_t)tl;
+    memcpy(b + 2, tenant, tl);
+    return 2 + tl;
+}
+
+uint64_t spw_dd_http_key(const spw_dd *d, const char *tenant, const char *key)
+{
+    size_t kl = strlen(key);
+    uint8_t stackbuf[512];
+    size_t need = 2 + 255 + kl;
+    uint8_t *b = need <= sizeof stackbuf ? stackbuf : spw_xmalloc(need);
+    size_t n = key_prefix(b, 'H', tenant);
+    memcpy(b + n, key, kl);
+    uint64_t h = spw_siphash24(d->k0, d->k1, b, n + kl);
+    if (b != stackbuf)
+        spw_free(b);
     return h ? h : 1;
 }
 
-uint64_t spw_dd_producer_key(uint64_t producer_id, uint32_t producer_seq)
+uint64_t spw_dd_producer_key(const spw_dd *d, const char *tenant, uint64_t producer_id, uint32_t producer_seq)
 {
-    uint64_t h = mix(mix(producer_id ^ 0x9e3779b97f4a7c15ull) ^ producer_seq ^ ((uint64_t)'P' << 56));
+    uint8_t b[2 + 255 + 12];
+    size_t n = key_prefix(b, 'P', tenant);
+    spw_put64(b + n, producer_id);
+    spw_put32(b + n + 8, producer_seq);
+    uint64_t h = spw_siphash24(d->k0, d->k1, b, n + 12);
     return h ? h : 1;
+}
+
+void spw_dd_set_secret(spw_dd *d, uint64_t k0, uint64_t k1)
+{
+    d->k0 = k0;
+    d->k1 = k1;
+}
+
+#define SECRET_FILE "dedupe.secret"
+#define SECRET_BYTES 16
+
+int spw_dd_secret_load(const char *dir, uint64_t *k0, uint64_t *k1, char *err, size_t cap)
+{
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/" SECRET_FILE, dir);
+    uint8_t b[SECRET_BYTES];
+    int fd = spw_os.open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd >= 0) {
+        off_t size = spw_os.size(fd);
+        ssize_t n = size == SECRET_BYTES ? spw_os_pread_full(fd, b, SECRET_BYTES, 0) : 0;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+            fchmod(fd, 0600); /* the owner's only, whoever made it otherwise */
+        spw_os.close(fd);
+        if (size < 0 || n < 0) {
+            int e = size < 0 ? (int)size : (int)n;
+            snprintf(err, cap, "%s: %s", path, spw_strerror(e));
+            return e;
+        }
+        if (n != SECRET_BYTES) {
+            snprintf(err, cap,
+                     "%s holds %lld bytes, not the %d written at the first start: restore it from a backup, or "
+                     "delete it (a new secret is then made, and retries of requests sent before are no longer "
+                     "recognised as duplicates)",
+                     path, (long long)size, SECRET_BYTES);
+            return SPW_ECORRUPT;
+        }
+    } else if (fd != -ENOENT) {
+        snprintf(err, cap, "%s: %s", path, spw_strerror(fd));
+        return fd;
+    } else {
+        if (getrandom(b, SECRET_BYTES, 0) != SECRET_BYTES) {
+            int e = -errno;
+            snprintf(err, cap, "no random bytes for %s: %s", path, spw_strerror(e));
+            return e;
+        }
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        spw_os.unlink(tmp); /* a leftover of a start that stopped here */
+        int r = fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            r = spw_os_pwrite_all(fd, b, SECRET_BYTES, 0);
+            if (r == 0)
+                r = spw_os.fsync(fd);
+            spw_os.close(fd);
+        }
+        if (r == 0)
+            r = spw_os.rename(tmp, path);
+        if (r == 0)
+            r = spw_os_fsync_dir(dir);
+        if (r < 0) {
+            spw_os.unlink(tmp);
+            snprintf(err, cap, "writing %s: %s", path, spw_strerror(r));
+            return r;
+        }
+    }
+    *k0 = spw_get64(b);
+    *k1 = spw_get64(b + 8);
+    return 0;
 }
 
 spw_dd *spw_dd_new(uint64_t max_keys)
 {
     spw_dd *d = spw_xcalloc(1, sizeof *d);
     d->max_keys = max_keys;
+    uint64_t k[2];
+    if (getrandom(k, sizeof k, 0) == (ssize_t)sizeof k) {
+        d->k0 = k[0];
+        d->k1 = k[1];
+    } else { /* no entropy: still a per-process value nobody chose */
+        d->k0 = spw_fmix64((uint64_t)(uintptr_t)d ^ (uint64_t)getpid());
+        d->k1 = spw_fmix64(d->k0 ^ 0x9e3779b97f4a7c15ull);
+    }
     for (int i = 0; i < STRIPES; i++) {
         pthread_mutex_init(&d->st[i].mu, NULL);
         d->st[i].nb = BUCKETS_PER_STRIPE;

@@ -4,9 +4,16 @@
  * retry within the stream's dedupe_window_ms is answered the same and
  * appends nothing.
  *
- * Keys are 64-bit hashes within a scope (one per open stream):
- *   HTTP    Idempotency-Key:  hash of (tenant, key)
- *   binary  producer id + the request's first sequence number
+ * Keys are 64-bit hashes within a scope (one per open stream), SipHash-2-4
+ * (core/siphash.h) under the data directory's dedupe secret
+ * (docs/formats/dedupe-secret.md) of the tenant (the token's; "" without
+ * tokens) and the request's own key:
+ *   HTTP    Idempotency-Key:  'H', tenant length, tenant, the key
+ *   binary  'P', tenant length, tenant, producer id, the request's first
+ *           sequence number
+ * so no client can compute another's key, nor make its own collide with
+ * one of another tenant's (a colliding key would have its request
+ * answered as the other's duplicate, or refused as reused).
  * The hash is also stored in every batch of the request (batch header
  * idem_hash, with producer_id/producer_seq and request_count), which is
  * how the table is rebuilt from the log at start: a restart forgets no
@@ -50,6 +57,7 @@
 #ifndef SPW_DEDUPE_H
 #define SPW_DEDUPE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct spw_dd_slot {
@@ -135,8 +143,18 @@ typedef struct spw_dd_stats {
 void spw_dd_stats_get(spw_dd *d, spw_dd_stats *st);
 
 /* The key of an HTTP Idempotency-Key for tenant (never 0). */
-uint64_t spw_dd_http_key(const char *tenant, const char *key);
-/* The key of a binary-protocol request (never 0). */
-uint64_t spw_dd_producer_key(uint64_t producer_id, uint32_t producer_seq);
+uint64_t spw_dd_http_key(const spw_dd *d, const char *tenant, const char *key);
+/* The key of a binary-protocol request of tenant (never 0). */
+uint64_t spw_dd_producer_key(const spw_dd *d, const char *tenant, uint64_t producer_id, uint32_t producer_seq);
+/* The secret the keys are hashed under: spw_dd_new takes a random one (a
+ * table that lives as long as its process); the server sets the data
+ * directory's, so keys stored in batch headers mean the same after a
+ * restart. */
+void spw_dd_set_secret(spw_dd *d, uint64_t k0, uint64_t k1);
+/* DIR/dedupe.secret (docs/formats/dedupe-secret.md): read into *k0, *k1,
+ * or, when the file does not exist, made (16 random bytes, mode 0600,
+ * fsynced with its directory) and kept. 0, or a negative errno with a
+ * sentence in err (a file of another size, unreadable, ...). */
+int spw_dd_secret_load(const char *dir, uint64_t *k0, uint64_t *k1, char *err, size_t cap);
 
 #endif

@@ -73,6 +73,10 @@ typedef struct bconn {
     uint64_t frame_start_ms;
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     spw_auth_session auth; /* the AUTH login (svc/auth.h) */
+    /* Answer bytes of FETCHes being built on the I/O workers: counted
+     * with the unsent answers for the pause, so that pipelined FETCHes a
+     * client does not read hold no more than OUT_PAUSE_BYTES past one. */
+    size_t promised;
 } bconn;
 
 struct bloop {
@@ -109,6 +113,10 @@ int spw__bin_who(bconn *c, const spw_frame_hdr *h, const spw_token **who);
 spw_stream *spw__bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, size_t len, unsigned perms,
                              spw_sc *sc_out);
 void spw__bin_handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+
+/* bin_keys.c: KEY_EVENTS, SNAPSHOT_PUT */
+void spw__bin_handle_key_events(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_snapshot_put(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 
 /* bin_produce.c */
 void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);

@@ -7,6 +7,12 @@
  * so a connection closed meanwhile stays a zombie until then.
  */
 #include "bin/bin_int.h"
+#include "es/es.h"
+
+/* The wire's expectations are the service's (es/es.h). */
+_Static_assert((int)SPW_EXPECT_ANY == (int)SPW_ES_ANY && (int)SPW_EXPECT_NONE == (int)SPW_ES_NONE &&
+                   (int)SPW_EXPECT_EXISTS == (int)SPW_ES_EXISTS && (int)SPW_EXPECT_EXACT == (int)SPW_ES_EXACT,
+               "wire expectations differ from es.h's");
 
 /* ---- PRODUCE: the binary decoder and encoder over the service (svc/produce.h) ---- */
 
@@ -14,14 +20,23 @@
 typedef struct breq {
     bconn *c;
     uint64_t request_id;
+    int versioned; /* SPW_PRODUCE_VERSIONED: the answer carries each record's version */
 } breq;
 
 /* A produce's answer as a frame: the OK answer with each record's
  * partition, or the error with the status and word of the status table. */
-static void produce_send(bconn *c, uint64_t request_id, spw_produce_res *r)
+static void produce_send(bconn *c, uint64_t request_id, int versioned, spw_produce_res *r)
 {
     if (c->closed)
         return;
+    if (r->code == SPW_SC_VERSION_CONFLICT) {
+        /* The key's current version rides where a damaged answer has its
+         * next_offset (docs/protocol.md "Versioned streams"). */
+        if (spw_frame_error_encode_next(&c->out, SPW_OP_PRODUCE, request_id, spw_sc_wire(r->code),
+                                        spw_sc_wire_word(r->code), r->msg, r->current_version))
+            spw__bin_conn_close(c);
+        return;
+    }
     if (r->code != SPW_SC_OK) {
         if (r->at_event && r->at_byte)
             spw__bin_send_sc(c, SPW_OP_PRODUCE, request_id, r->code, r->retry_ms,
@@ -42,16 +57,25 @@ static void produce_send(bconn *c, uint64_t request_id, spw_produce_res *r)
     for (uint32_t i = 0; i < n; i++)
         if (r->part_of[i] == UINT32_MAX)
             r->part_of[i] = SPW_PART_SUPERSEDED;
+    /* A duplicate's answer has no versions (the dedupe table keeps none):
+     * zeros, "not known" */
+    uint64_t *versions = NULL;
+    if (versioned) {
+        versions = spw_xcalloc(n ? n : 1, sizeof *versions);
+        if (r->version_of)
+            memcpy(versions, r->version_of, n * sizeof *versions);
+    }
     size_t start;
     int e = spw_frame_begin(&c->out, SPW_OP_PRODUCE, SPW_FLAG_RESPONSE, request_id, &start);
     if (!e)
         e = spw_answer_ok(&c->out);
     if (!e)
-        e = spw_produce_resp_encode(&c->out, slots, r->nslots, r->part_of, n);
+        e = spw_produce_resp_encode(&c->out, slots, r->nslots, r->part_of, n, versioned ? versions : NULL);
     if (!e)
         spw_frame_finish(&c->out, start);
     else
         spw__bin_conn_close(c);
+    spw_free(versions);
     spw_free(slots);
 }
 
@@ -63,13 +87,17 @@ static void produce_answer(spw_produce_res *res, void *user)
     c->inflight--;
     c->loop->inflight--;
     if (!c->closed) {
-        produce_send(c, q->request_id, res);
+        produce_send(c, q->request_id, q->versioned, res);
         spw__bin_conn_flush(c);
     }
     spw_free(q);
 }
 
 static void bin_post_loop(void *loop, void (*fn)(void *), void *arg) { spw__bin_loop_post(loop, fn, arg); }
+
+/* A produce's working memory comes from the input budget (produce.h). */
+static void work_add(void *m, uint64_t n) { spw_membudget_add(m, n); }
+static void work_give(void *m, uint64_t n) { spw_membudget_give(m, n); }
 
 /* The records of a PRODUCE frame, as events. */
 typedef struct frame_src {
@@ -112,6 +140,7 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
     breq *q = spw_xmalloc(sizeof *q);
     q->c = c;
     q->request_id = h->request_id;
+    q->versioned = (pq.flags & SPW_PRODUCE_VERSIONED) != 0;
     spw_produce_in in = {.s = s,
                          .tenant = c->tenant,
                          .peer = c->peer,
@@ -126,10 +155,19 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
                          .producer_seq = pq.producer_seq,
                          .supersede_ok = (pq.flags & SPW_PRODUCE_SUPERSEDE_OK) != 0,
                          .want_parts = 1,
+                         .has_expect = q->versioned,
+                         .expect = pq.expect, /* SPW_EXPECT_* are es.h's spw_es_expect (asserted above) */
+                         .expected_version = pq.expected_version,
                          .post = bin_post_loop,
                          .loop = c->loop,
                          .done = produce_answer,
                          .user = q};
+    spw_membudget *m = c->loop->srv->cfg.buffers;
+    if (m) { /* counted in the input budget, beside the frame */
+        in.work_add = work_add;
+        in.work_give = work_give;
+        in.work = m;
+    }
     /* Counted before the call: the answer of a submitted request comes
      * later on this loop, and the connection stays allocated until then. */
     c->inflight++;
@@ -139,7 +177,8 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
         return;
     c->inflight--;
     c->loop->inflight--;
+    int versioned = q->versioned;
     spw_free(q);
-    produce_send(c, h->request_id, &res);
+    produce_send(c, h->request_id, versioned, &res);
     spw_produce_res_fini(&res);
 }

@@ -36,6 +36,8 @@
  */
 #include "bin/bin_int.h"
 
+#define UNAUTH_FRAME_MAX (16u << 10) /* the largest frame of a connection not logged in (with tokens) */
+
 uint64_t spw__bin_now_ms(void) { return spw_mono_ms(); }
 
 /* ---- posting work to a loop ---- */
@@ -169,7 +171,7 @@ static void conn_update_reading(bconn *c)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
-                     c->out.len - c->out_off > OUT_PAUSE_BYTES;
+                     c->out.len - c->out_off + c->promised > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
     if (want_pause != c->paused) {
         c->paused = want_pause;
         set_events(c);
@@ -248,7 +250,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
         return;
     }
     int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA ||
-                h->opcode == SPW_OP_GROUP_POLL || h->opcode == SPW_OP_GROUP_COMMIT;
+                h->opcode == SPW_OP_GROUP_POLL || h->opcode == SPW_OP_GROUP_COMMIT || h->opcode == SPW_OP_KEY_EVENTS ||
+                h->opcode == SPW_OP_SNAPSHOT_PUT;
     /* Not logged in: 401 before the body is even looked at (as HTTP does). */
     const spw_token *who;
     if (known && !spw__bin_who(c, h, &who))
@@ -260,6 +263,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
     case SPW_OP_AUTH: spw__bin_handle_auth(c, h, body, len); break;
     case SPW_OP_GROUP_POLL: spw__bin_handle_group_poll(c, h, body, len); break;
     case SPW_OP_GROUP_COMMIT: spw__bin_handle_group_commit(c, h, body, len); break;
+    case SPW_OP_KEY_EVENTS: spw__bin_handle_key_events(c, h, body, len); break;
+    case SPW_OP_SNAPSHOT_PUT: spw__bin_handle_snapshot_put(c, h, body, len); break;
     default:
         spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_UNKNOWN_OPCODE, 0, "opcode %u is not known",
                          h->opcode);
@@ -272,7 +277,7 @@ static void conn_process(bconn *c)
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
-           c->out.len - c->out_off <= OUT_PAUSE_BYTES) {
+           c->out.len - c->out_off + c->promised <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         spw_frame_hdr h;
@@ -291,6 +296,18 @@ static void conn_process(bconn *c)
             return;
         }
         size_t whole = 4 + (size_t)h.length;
+        /* Authentication first (docs/protocol.md "AUTH"): with tokens, a
+         * connection not logged in sends small frames only (AUTH, or
+         * requests it is refused), so it never holds the buffer budget
+         * that authenticated clients need. */
+        if (whole > UNAUTH_FRAME_MAX && srv->svc->auth && !spw_auth_session_who(srv->svc->auth, &c->auth)) {
+            char m[160];
+            snprintf(m, sizeof m, "a frame over %u bytes needs an authenticated connection: send AUTH first",
+                     UNAUTH_FRAME_MAX);
+            atomic_fetch_add(&srv->svc->auth->unauthorized, 1);
+            conn_fatal(c, SPW_SC_UNAUTHORIZED, m);
+            return;
+        }
         if (avail < whole) {
             /* Room for the whole frame now, so that once let in it never
              * needs more of the budget to finish. */
@@ -483,7 +500,8 @@ int spw_bin_start(const spw_bin_config *cfg, spw_svc *svc, spw_bin_server **out)
         s->cfg.max_frame_bytes = SPW_FRAME_MAX_HARD;
     s->svc = svc;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
-                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers,
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &bin_proto, &nc, s);
     if (r < 0) {
         spw_free(s);
@@ -509,21 +527,37 @@ void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_frames = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->accept_fd_errors = atomic_load(&s->ns.fd_errors);
+    st->send_timeouts = atomic_load(&s->ns.send_timeouts);
 }
 
 static uint64_t m_bin(spw_bin_server *s, int i)
 {
     spw_bin_stats st;
     spw_bin_stats_get(s, &st);
-    return i == 0 ? st.connections_open : i == 1 ? st.requests : st.rejected_frames;
+    return i == 0 ? st.connections_open : i == 1 ? st.requests : i == 2 ? st.rejected_frames : i == 3 ? st.accept_fd_errors : st.send_timeouts;
 }
+static uint64_t m_bin_fd_errors(void *s) { return m_bin(s, 3); }
+static uint64_t m_bin_send_timeouts(void *s) { return m_bin(s, 4); }
 static uint64_t m_bin_conns(void *s) { return m_bin(s, 0); }
 static uint64_t m_bin_requests(void *s) { return m_bin(s, 1); }
 static uint64_t m_bin_refused(void *s) { return m_bin(s, 2); }
 
 void spw_bin_metrics_register(spw_metrics *m, spw_bin_server *s)
 {
-    spw_metrics_add_u64(m, "spillway_bin_connections", NULL, SPW_METRIC_GAUGE, m_bin_conns, s);
-    spw_metrics_add_u64(m, "spillway_bin_requests_total", NULL, SPW_METRIC_COUNTER, m_bin_requests, s);
-    spw_metrics_add_u64(m, "spillway_bin_refused_total", NULL, SPW_METRIC_COUNTER, m_bin_refused, s);
+    spw_metrics_add_u64(m, "spillway_bin_connections",
+                        "open binary-protocol connections",
+                        SPW_METRIC_GAUGE, m_bin_conns, s);
+    spw_metrics_add_u64(m, "spillway_bin_requests_total",
+                        "binary-protocol requests",
+                        SPW_METRIC_COUNTER, m_bin_requests, s);
+    spw_metrics_add_u64(m, "spillway_bin_refused_total",
+                        "binary-protocol frames refused",
+                        SPW_METRIC_COUNTER, m_bin_refused, s);
+    spw_metrics_add_u64(m, "spillway_bin_accept_fd_errors_total",
+                        "binary-protocol accepts that failed for want of a file descriptor (EMFILE, ENFILE)",
+                        SPW_METRIC_COUNTER, m_bin_fd_errors, s);
+    spw_metrics_add_u64(m, "spillway_bin_send_timeouts_total",
+                        "binary-protocol connections closed because their answers did not move for send-timeout",
+                        SPW_METRIC_COUNTER, m_bin_send_timeouts, s);
 }

@@ -38,6 +38,8 @@ typedef struct spw_bin_config {
     uint32_t request_timeout_ms; /* a frame must arrive whole within */
     uint32_t max_pipelined;      /* requests in flight per connection */
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
+    struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
+    uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
 } spw_bin_config;
 
 /* Binds and starts the loops. svc must outlive the server. 0 or -errno. */
@@ -53,6 +55,8 @@ void spw_bin_stop(spw_bin_server *s, uint32_t drain_ms);
 
 typedef struct spw_bin_stats {
     uint64_t connections_open, connections_total, requests, rejected_frames;
+    uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
+    uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
 } spw_bin_stats;
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
 

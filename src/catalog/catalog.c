@@ -1,5 +1,6 @@
 /* The stream catalog: see catalog.h. */
 #include "catalog/catalog.h"
+#include "core/workq.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,7 +34,14 @@ struct spw_catalog {
     /* Frees a stream's coalescing state (spw_stream.coal): set by the
      * coalescer (admit layer, above this one) before it makes any. */
     void (*coal_free)(struct spw_coal_stream *);
+    void (*es_free)(struct spw_es *); /* the version map's (es layer) */
+    /* Where a deleted stream's last reference closes its partitions and
+     * removes its directory: I/O workers (spw_catalog_set_io), so that it
+     * is never an I/O loop that dropped the reference; NULL: in place. */
+    _Atomic(spw_workq *) io;
 };
+
+void spw_catalog_set_io(spw_catalog *cat, spw_workq *io) { atomic_store(&cat->io, io); }
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -57,6 +65,10 @@ static void part_config(const spw_catalog *cat, const spw_stream_config *c, spw_
 
 static void stream_free(spw_stream *s)
 {
+    /* The version map first: its indexer reads the partitions. */
+    struct spw_es *es = atomic_load(&s->es);
+    if (es) /* only the es layer makes one, after setting es_free */
+        s->cat->es_free(es);
     for (uint32_t i = 0; i < s->cfg.partitions; i++)
         if (s->parts[i])
             spw_part_close(s->parts[i]);
@@ -191,6 +203,10 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
     *out = cat;
     return 0;
 }
+
+const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
+
+void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {
@@ -327,18 +343,29 @@ spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len)
     return s;
 }
 
-void spw_stream_put(spw_stream *s)
+/* A stream's last reference is gone: closes it (and removes its files if
+ * it was deleted). */
+static void reap(void *arg)
 {
-    int refs = atomic_fetch_sub(&s->refs, 1);
-    SPW_ASSERT(refs >= 1); /* a put without its get */
-    if (refs != 1)
-        return;
+    spw_stream *s = arg;
     char dir[sizeof s->deleted_dir];
     memcpy(dir, s->deleted_dir, sizeof dir);
     int deleted = s->deleted;
     stream_free(s);
     if (deleted)
         rmrf(dir);
+}
+
+void spw_stream_put(spw_stream *s)
+{
+    int refs = atomic_fetch_sub(&s->refs, 1);
+    SPW_ASSERT(refs >= 1); /* a put without its get */
+    if (refs != 1)
+        return;
+    spw_workq *io = s->deleted ? atomic_load(&s->cat->io) : NULL;
+    if (io && spw_workq_submit(io, reap, s) == 0)
+        return;
+    reap(s);
 }
 
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg)

@@ -35,6 +35,7 @@ typedef struct spw_stream {
     char deleted_dir[4096]; /* where delete moved the files (written before deleted is set) */
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
+    _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
 } spw_stream;
@@ -46,8 +47,18 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
 /* How a stream's coalescing state (spw_stream.coal) is freed with the
  * stream; the coalescer sets it before it makes any (the catalog does
  * not include the layers above it). */
+/* Deleted streams are closed and removed on io's workers (core/workq.h)
+ * from now on (NULL: by whoever drops the last reference). Clear it before
+ * destroying io. */
+struct spw_workq;
+void spw_catalog_set_io(spw_catalog *cat, struct spw_workq *io);
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *));
+/* The same for a versioned stream's version map (spw_stream.es, es/es.h). */
+void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));
 void spw_catalog_close(spw_catalog *cat);
+/* DATA/streams: a stream's directory is this/NAME (its state beside its
+ * partitions, such as its version store, goes there). */
+const char *spw_catalog_dir(const spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
  * -EEXIST if one exists with another definition, -ENOTEMPTY if its

@@ -20,9 +20,9 @@
  *  - http: one keep-alive connection per client, `--batch` events per
  *    NDJSON POST; an event is about B bytes of JSON in all.
  *  - bin: the binary protocol (docs/protocol.md) through the C client
- *    library (include/spillway.h): one spw_producer (one connection and its
+ *    library (include/spillway.h): one spillway_producer (one connection and its
  *    I/O thread) per client. A request is `--batch` records handed to
- *    spw_producer_send, then spw_producer_flush: the producer's batch_bytes
+ *    spillway_producer_send, then spillway_producer_flush: the producer's batch_bytes
  *    is sized so that they travel as one PRODUCE frame (split only past the
  *    server's 16 MiB frame limit). A record is a 16-byte key and a JSON
  *    object value of exactly B bytes (when B >= 40). The request's latency
@@ -34,6 +34,7 @@
  * are bench_http.c (HTTP, closed loop), bench_open.c (HTTP, open loop)
  * and bench_bin.c (binary protocol); bench_int.h is what they share.
  */
+#include "core/help.h"
 #include "cli/bench.h"
 
 #include <errno.h>
@@ -195,8 +196,9 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
 
 static void bench_help(FILE *f)
 {
-    fputs("usage: spillway bench [--server HOST:PORT] [--protocol http|bin] [--http HOST:PORT] [--stream S]\n"
-          "                      [--events N] [--size B] [--keys K] [--clients C] [--batch N] [--ack L]\n"
+    spw_help_write(f, "usage: spillway bench [--server HOST:PORT] [--protocol http|bin]\n"
+          "                      [--http HOST:PORT] [--stream S] [--events N] [--size B]\n"
+          "                      [--keys K] [--clients C] [--batch N] [--ack L]\n"
           "                      [--rate R] [--duration S] [--inflight N] [--priorities LIST]\n"
           "                      [--refusals-ok]\n"
           "Creates the stream if missing (key /k), sends N events of about B bytes each over K keys\n"
@@ -212,10 +214,10 @@ static void bench_help(FILE *f)
           "                       producer (connection + I/O thread) per client, one PRODUCE\n"
           "                       frame of --batch records per request, each a 16-byte key and a\n"
           "                       B-byte JSON object value; latency ends at the delivery callback.\n"
-          "  --server HOST:PORT   where events go: default 127.0.0.1:7700 (http),\n"
+          "  --server HOST:PORT   where events go: default $SPILLWAY_SERVER, else 127.0.0.1:7700 (http),\n"
           "                       127.0.0.1:7701 (bin)\n"
           "  --http HOST:PORT     bin only: the server's HTTP address, used to create the stream\n"
-          "                       (the binary protocol cannot); default 127.0.0.1:7700\n"
+          "                       (the binary protocol cannot); default $SPILLWAY_SERVER, else 127.0.0.1:7700\n"
           "  --stream S           default bench\n"
           "  --partitions P       partitions of the stream if bench creates it (default: the\n"
           "                       server's, 4)\n"
@@ -239,20 +241,7 @@ static void bench_help(FILE *f)
           "                       counted by reason but are not errors (exit 0 if nothing else\n"
           "                       failed)\n"
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
-          "                       it needs produce on the stream, and admin to create it\n",
-          f);
-}
-
-/* "HOST:PORT" into host and port; -1 if it is not that. */
-static int parse_hostport(const char *v, char *host, size_t hcap, char *port, size_t pcap)
-{
-    size_t hl;
-    uint16_t p;
-    if (spw_hostport_split(v, &hl, &p) || hl >= hcap || strlen(v + hl + 1) >= pcap)
-        return -1;
-    snprintf(host, hcap, "%.*s", (int)hl, v);
-    snprintf(port, pcap, "%s", v + hl + 1);
-    return 0;
+          "                       it needs produce on the stream, and admin to create it\n", SPW_HELP_WIDTH);
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -500,25 +489,34 @@ int spw_cmd_bench(int argc, char **argv)
             c.refusals_ok = 1;
             continue;
         }
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v || strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "spillway bench: %s\n", v ? "unexpected argument" : "option needs a value");
-            bench_help(stderr);
-            return 2;
+        /* --name VALUE or --name=VALUE */
+        char name[64];
+        const char *v, *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        if (eq && (size_t)(eq - a) < sizeof name) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+            a = name;
+            v = eq + 1;
+        } else {
+            v = i + 1 < argc ? argv[i + 1] : NULL;
+            if (!v || strncmp(a, "--", 2) != 0) {
+                fprintf(stderr, "spillway bench: %s\n", v ? "unexpected argument" : "option needs a value");
+                bench_help(stderr);
+                return 2;
+            }
+            i++;
         }
-        i++;
         uint64_t u;
         if (strcmp(a, "--server") == 0) {
-            if (parse_hostport(v, c.host, sizeof c.host, c.port, sizeof c.port)) {
-                fprintf(stderr, "spillway bench: --server takes HOST:PORT, not '%s'\n", v);
+            if (spw_httpc_parse_server(v, c.host, sizeof c.host, c.port, sizeof c.port)) {
+                fprintf(stderr, "spillway bench: --server takes HOST:PORT or http://HOST:PORT, not '%s'\n", v);
                 return 2;
             }
             server_set = 1;
         } else if (strcmp(a, "--token") == 0) {
             token_opt = v;
         } else if (strcmp(a, "--http") == 0) {
-            if (parse_hostport(v, c.http_host, sizeof c.http_host, c.http_port, sizeof c.http_port)) {
-                fprintf(stderr, "spillway bench: --http takes HOST:PORT, not '%s'\n", v);
+            if (spw_httpc_parse_server(v, c.http_host, sizeof c.http_host, c.http_port, sizeof c.http_port)) {
+                fprintf(stderr, "spillway bench: --http takes HOST:PORT or http://HOST:PORT, not '%s'\n", v);
                 return 2;
             }
             http_set = 1;
@@ -606,6 +604,15 @@ int spw_cmd_bench(int argc, char **argv)
         c.clients = (uint32_t)c.events;
     if (c.inflight && c.clients > c.inflight)
         c.clients = c.inflight;
+    /* $SPILLWAY_SERVER: the HTTP address when no flag gives it (docs/api.md
+     * "Command line"); the binary protocol's default stays 7701. */
+    const char *env = getenv("SPILLWAY_SERVER");
+    if (env && env[0] && (c.bin ? !http_set : !server_set) &&
+        spw_httpc_parse_server(env, c.bin ? c.http_host : c.host, sizeof c.host, c.bin ? c.http_port : c.port,
+                               sizeof c.port)) {
+        fprintf(stderr, "spillway bench: $SPILLWAY_SERVER takes HOST:PORT or http://HOST:PORT, not '%s'\n", env);
+        return 2;
+    }
     if (c.bin && !server_set)
         snprintf(c.port, sizeof c.port, "7701");
     if (!c.bin) {
@@ -638,21 +645,21 @@ int spw_cmd_bench(int argc, char **argv)
          * server behind --server knows the stream created over --http. */
         char server[300];
         snprintf(server, sizeof server, "%s:%s", c.host, c.port);
-        spw_client *mc = NULL;
-        spw_metadata *md = NULL;
-        int r = spw_client_connect(server, 10000, &mc);
+        spillway_client *mc = NULL;
+        spillway_metadata *md = NULL;
+        int r = spillway_client_connect(server, 10000, &mc);
         if (!r && c.token)
-            r = spw_client_auth(mc, c.token);
+            r = spillway_client_auth(mc, c.token);
         if (!r)
-            r = spw_client_metadata(mc, c.stream, &md);
+            r = spillway_client_metadata(mc, c.stream, &md);
         if (r) {
-            fprintf(stderr, "spillway bench: binary protocol at %s: %s%s%s\n", server, spw_errstr(r),
-                    mc && spw_client_last_error(mc)[0] ? ": " : "", mc ? spw_client_last_error(mc) : "");
-            spw_client_close(mc);
+            fprintf(stderr, "spillway bench: binary protocol at %s: %s%s%s\n", server, spillway_errstr(r),
+                    mc && spillway_client_last_error(mc)[0] ? ": " : "", mc ? spillway_client_last_error(mc) : "");
+            spillway_client_close(mc);
             return 1;
         }
-        spw_metadata_free(md);
-        spw_client_close(mc);
+        spillway_metadata_free(md);
+        spillway_client_close(mc);
     }
 
     return bench_run(&c);

@@ -1,7 +1,7 @@
 /*
- * `spillway bench` over the binary protocol: one spw_producer (one
+ * `spillway bench` over the binary protocol: one spillway_producer (one
  * connection and its I/O thread, include/spillway.h) per client. A request
- * is --batch records handed to spw_producer_send, then spw_producer_flush;
+ * is --batch records handed to spillway_producer_send, then spillway_producer_flush;
  * its latency ends at the delivery callback of its last record.
  */
 #include <errno.h>
@@ -29,16 +29,16 @@
 #include "wire/frame.h"
 
 
-/* ---- the binary protocol (one spw_producer per client) ---- */
+/* ---- the binary protocol (one spillway_producer per client) ---- */
 
-static void bin_delivered(void *arg, const spw_delivery *d)
+static void bin_delivered(void *arg, const spillway_delivery *d)
 {
     client *cl = arg;
     if (d->status == 0) {
         cl->accepted++;
     } else {
         cl->errors++;
-        snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spw_errstr(d->status), d->status);
+        snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spillway_errstr(d->status), d->status);
     }
     if (++cl->req_done == cl->req_n)
         cl->req_end_ns = spw_mono_ns();
@@ -46,8 +46,8 @@ static void bin_delivered(void *arg, const spw_delivery *d)
 
 static int bin_ack(const char *a)
 {
-    return strcmp(a, "none") == 0 ? SPW_ACK_LEVEL_NONE : strcmp(a, "written") == 0 ? SPW_ACK_LEVEL_WRITTEN
-                                                                                      : SPW_ACK_LEVEL_FSYNC;
+    return strcmp(a, "none") == 0 ? SPILLWAY_ACK_LEVEL_NONE : strcmp(a, "written") == 0 ? SPILLWAY_ACK_LEVEL_WRITTEN
+                                                                                      : SPILLWAY_ACK_LEVEL_FSYNC;
 }
 
 void *spw__bench_bin_client_main(void *arg)
@@ -68,9 +68,9 @@ void *spw__bench_bin_client_main(void *arg)
     size_t rec = spw_produce_rec_size(16, vlen);
     uint64_t want = 64 + sl + (uint64_t)c->batch * rec;
     uint64_t limit = SPW_FRAME_MAX_DEFAULT - 4096;
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
-    pc.linger_ms = 60000; /* a request is sealed by spw_producer_flush */
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
+    pc.linger_ms = 60000; /* a request is sealed by spillway_producer_flush */
     pc.batch_bytes = (uint32_t)(want < 1024 ? 1024 : want > limit ? limit : want);
     if (pc.buffer_bytes < 2ull * pc.batch_bytes)
         pc.buffer_bytes = 2ull * pc.batch_bytes;
@@ -80,12 +80,12 @@ void *spw__bench_bin_client_main(void *arg)
     pc.token = c->token;
     char server[300];
     snprintf(server, sizeof server, "%s:%s", c->host, c->port);
-    spw_producer *p = NULL;
-    int r = spw_producer_new(server, &pc, &p);
+    spillway_producer *p = NULL;
+    int r = spillway_producer_new(server, &pc, &p);
     uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? spw_mono_ns() + (uint64_t)(c->duration * 1e9) : 0;
     if (r) {
         cl->errors = end_ns ? 1 : cl->events; /* --duration: how many were due is unknown */
-        snprintf(cl->last_error, sizeof cl->last_error, "producer for %s: %s", server, spw_errstr(r));
+        snprintf(cl->last_error, sizeof cl->last_error, "producer for %s: %s", server, spillway_errstr(r));
         spw_free(val);
         return NULL;
     }
@@ -111,9 +111,9 @@ void *spw__bench_bin_client_main(void *arg)
             snprintf(k, sizeof k, "key-%012u", key);
             snprintf(digits, sizeof digits, "%010u", (uint32_t)seq);
             memcpy(val + seq_at, digits, 10);
-            r = spw_producer_send(p, c->stream, k, 16, val, vlen, SPW_TS_NOW, ack, NULL);
+            r = spillway_producer_send(p, c->stream, k, 16, val, vlen, SPILLWAY_TS_NOW, ack, NULL);
             if (r) {
-                snprintf(cl->last_error, sizeof cl->last_error, "send: %s", spw_errstr(r));
+                snprintf(cl->last_error, sizeof cl->last_error, "send: %s", spillway_errstr(r));
                 break;
             }
             queued++;
@@ -121,11 +121,11 @@ void *spw__bench_bin_client_main(void *arg)
         /* Records send refused get no callback: count them here. */
         cl->errors += n - queued;
         cl->req_n = queued;
-        r = spw_producer_flush(p, 120000);
+        r = spillway_producer_flush(p, 120000);
         uint64_t end = cl->req_end_ns ? cl->req_end_ns : spw_mono_ns();
         uint64_t ok = cl->accepted - accepted0;
         if (r) {
-            snprintf(cl->last_error, sizeof cl->last_error, "flush: %s", spw_errstr(r));
+            snprintf(cl->last_error, sizeof cl->last_error, "flush: %s", spillway_errstr(r));
             cl->ev[SPW_BR_ACCEPTED] += ok;
             cl->ev[SPW_BR_OTHER] += n - ok;
             sent += n;
@@ -139,7 +139,7 @@ void *spw__bench_bin_client_main(void *arg)
         spw__bench_lat_push(&cl->lat[outcome], us);
         sent += n;
     }
-    spw_producer_close(p, 1000);
+    spillway_producer_close(p, 1000);
     if (sent < cl->events && !end_ns)
         cl->errors += cl->events - sent;
     spw_free(val);

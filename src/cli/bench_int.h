@@ -73,7 +73,7 @@ typedef struct client {
     uint64_t max_late_us;
     char last_error[512];
     /* bin: the request in flight, advanced by the delivery callback (on
-     * the producer's I/O thread; read after spw_producer_flush returns,
+     * the producer's I/O thread; read after spillway_producer_flush returns,
      * which synchronizes through the producer's mutex). */
     uint32_t req_n, req_done;
     uint64_t req_end_ns;

@@ -420,7 +420,10 @@ int spw_dump_segment(const char *path, FILE *out, int headers_only)
             if ((r = spw_batch_records(d + pos, &h, &scratch, &recs, &len)) == 0) {
                 spw_rec_iter_init(&it, &h, recs, len);
                 while ((r = spw_rec_next(&it, &rv)) == 1) {
-                    fprintf(out, "  offset=%" PRIu64 " id=%" PRIu64 " ts=%" PRId64 " key=", rv.offset, rv.id, rv.ts);
+                    fprintf(out, "  offset=%" PRIu64 " id=%" PRIu64 " ts=%" PRId64, rv.offset, rv.id, rv.ts);
+                    if (h.attributes & SPW_BATCH_ATTR_VERSIONED)
+                        fprintf(out, " version=%" PRIu64, rv.version);
+                    fputs(" key=", out);
                     if (rv.key_len < 0)
                         fputs("null", out);
                     else

@@ -42,10 +42,15 @@ int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 int spw__cli_server(const char *cmd, const char *server, spw_httpc *c)
 {
     char host[256], port[16];
-    if (!server)
-        server = SPW_CLI_DEFAULT_SERVER;
+    const char *from = "--server";
+    if (!server) {
+        server = getenv("SPILLWAY_SERVER");
+        from = "$SPILLWAY_SERVER";
+        if (!server || !server[0])
+            server = SPW_CLI_DEFAULT_SERVER;
+    }
     if (spw_httpc_parse_server(server, host, sizeof host, port, sizeof port)) {
-        fprintf(stderr, "spillway %s: --server takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, server);
+        fprintf(stderr, "spillway %s: %s takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, from, server);
         return 2;
     }
     spw_httpc_init(c, host, port);
@@ -168,11 +173,17 @@ void spw__cli_server_error(const char *cmd, const spw_httpc_resp *r)
     char msg[600], code[64];
     if (spw__cli_error_parts(r->body, r->body_len, msg, sizeof msg, code, sizeof code) == 0) {
         fprintf(stderr, "spillway %s: %s (HTTP %d, %s)\n", cmd, msg, r->status, code[0] ? code : "no code");
-        return;
+    } else {
+        size_t n = r->body_len;
+        while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
+            n--;
+        fprintf(stderr, "spillway %s: the server answered HTTP %d%s%.*s\n", cmd, r->status, n ? ": " : "",
+                (int)(n > 300 ? 300 : n), r->body);
     }
-    size_t n = r->body_len;
-    while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
-        n--;
-    fprintf(stderr, "spillway %s: the server answered HTTP %d%s%.*s\n", cmd, r->status, n ? ": " : "",
-            (int)(n > 300 ? 300 : n), r->body);
+    if (r->status == 401) /* what to do about it */
+        fprintf(stderr, "spillway %s: the server wants a token: give --token T or set $SPILLWAY_TOKEN\n", cmd);
+    else if (r->status == 403)
+        fprintf(stderr, "spillway %s: the token given is not allowed this (its streams or permissions; "
+                        "docs/operations.md \"Tokens\")\n",
+                cmd);
 }

@@ -21,8 +21,13 @@ int spw_cmd_produce(int argc, char **argv);
 int spw_cmd_consume(int argc, char **argv);
 int spw_cmd_stream(int argc, char **argv);
 int spw_cmd_top(int argc, char **argv);
+int spw_cmd_view(int argc, char **argv);
 
 #define SPW_CLI_DEFAULT_SERVER "127.0.0.1:7700"
+/* The --server line of a command's help (spw__cli_server reads it so). */
+#define SPW_CLI_SERVER_HELP                                                                                            \
+    "  --server HOST:PORT   HOST:PORT or http://HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER   \
+    ")\n"
 /* How long a command waits for a server that refuses connections. */
 #define SPW_CLI_CONNECT_WAIT_MS 2000
 
@@ -35,7 +40,7 @@ int spw_cmd_top(int argc, char **argv);
 int spw__cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **v);
 /* Parses a decimal integer in [lo, hi]. Returns 0 or -1. */
 int spw__cli_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
-/* Sets up c from a --server value (NULL: the default). Returns 0, or 2
+/* Sets up c from a --server value (NULL: $SPILLWAY_SERVER, else the default). Returns 0, or 2
  * after printing a usage message. */
 int spw__cli_server(const char *cmd, const char *server, spw_httpc *c);
 /*

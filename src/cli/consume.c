@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/name.h"
 
@@ -41,16 +42,17 @@ static void on_signal(int sig)
 }
 
 static const char consume_help[] =
-    "usage: spillway consume STREAM [--server HOST:PORT] [--partition P] [--offset O | --from-ts T]\n"
+    "usage: spillway consume STREAM [--server HOST:PORT] [--partition P]\n"
+    "                        [--offset O | --from-ts T] [--max N] [--follow] [--values]\n"
+    "       spillway consume STREAM --group G [--member M] [--start earliest|latest]\n"
     "                        [--max N] [--follow] [--values]\n"
-    "       spillway consume STREAM --group G [--member M] [--start earliest|latest] [--max N] [--follow]\n"
-    "                        [--values]\n"
     "Reads records of STREAM and prints them as NDJSON on stdout, one object a line:\n"
     "{\"partition\",\"offset\",\"id\",\"ts\",\"key\",\"value\"}. Without --partition every partition is read\n"
     "in turn.\n\n"
-    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER "\n" SPW_CLI_TOKEN_HELP
+    SPW_CLI_SERVER_HELP SPW_CLI_TOKEN_HELP
     "  --partition P        read only partition P\n"
-    "  --offset O           start at offset O (in every partition read); default: the oldest kept\n"
+    "  --offset O           start at offset O (in every partition read), earliest (the oldest kept,\n"
+    "                       the default) or latest (each partition's end: only new records)\n"
     "  --from-ts T          start at the first record with ts >= T (ms since the Unix epoch)\n"
     "  --max N              stop after N records in total\n"
     "  --follow             after the end, keep polling for new records until --max or Ctrl-C\n"
@@ -199,12 +201,13 @@ int spw_cmd_consume(int argc, char **argv)
     uint64_t partition = 0, offset = 0, max = 0;
     int64_t from_ts = 0;
     int has_part = 0, has_offset = 0, has_ts = 0, follow = 0, values = 0;
+    int offset_mode = 0; /* --offset: 0 a number (or none), 1 earliest, 2 latest */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int m;
         uint64_t u;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(consume_help, stdout);
+            spw_help_write(stdout, consume_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("consume", argc, argv, &i, "--server", &v))) {
@@ -223,12 +226,24 @@ int spw_cmd_consume(int argc, char **argv)
             }
             has_part = 1;
         } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--offset", &v))) {
+            if (m > 0 && strcmp(v, "earliest") == 0) {
+                has_offset = 0; /* the default: each partition's oldest kept record */
+                offset_mode = 1;
+                continue;
+            }
+            if (m > 0 && strcmp(v, "latest") == 0) {
+                offset_mode = 2; /* each partition's end, read from the stream's description */
+                continue;
+            }
             if (m < 0 || spw__cli_u64(v, 0, UINT64_MAX, &offset)) {
                 if (m > 0)
-                    fprintf(stderr, "spillway consume: --offset takes a non-negative integer, not '%s'\n", v);
+                    fprintf(stderr,
+                            "spillway consume: --offset takes a non-negative integer, earliest or latest, not '%s'\n",
+                            v);
                 return 2;
             }
             has_offset = 1;
+            offset_mode = 0;
         } else if ((m = spw__cli_opt("consume", argc, argv, &i, "--from-ts", &v))) {
             int neg = v[0] == '-';
             if (m < 0 || spw__cli_u64(v + neg, 0, INT64_MAX, &u)) {
@@ -266,17 +281,23 @@ int spw_cmd_consume(int argc, char **argv)
         } else if (a[0] != '-' && !stream) {
             stream = a;
         } else {
-            fprintf(stderr, "spillway consume: unexpected argument '%s'\n%s", a, consume_help);
+            fprintf(stderr, "spillway consume: unexpected argument '%s'\n", a);
+            spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
             return 2;
         }
     }
     if (!stream) {
-        fprintf(stderr, "spillway consume: a STREAM is required\n%s", consume_help);
+        fputs("spillway consume: a STREAM is required\n", stderr);
+        spw_help_write(stderr, consume_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
         fprintf(stderr, "spillway consume: '%s' is not a stream name (" SPW_NAME_RULE ")\n",
                 stream);
+        return 2;
+    }
+    if (offset_mode == 2 && has_ts) {
+        fputs("spillway consume: give --offset or --from-ts, not both\n", stderr);
         return 2;
     }
     if (has_offset && has_ts) {
@@ -290,7 +311,7 @@ int spw_cmd_consume(int argc, char **argv)
                     group);
             return 2;
         }
-        if (has_part || has_offset || has_ts) {
+        if (has_part || has_offset || has_ts || offset_mode == 2) {
             fputs("spillway consume: --group reads where the group stands: no --partition, --offset or --from-ts\n",
                   stderr);
             return 2;
@@ -359,6 +380,26 @@ int spw_cmd_consume(int argc, char **argv)
     for (uint32_t k = 0; k < count; k++) {
         pos[k].next = offset;
         pos[k].started = has_offset;
+    }
+    if (offset_mode == 2) { /* latest: from each partition's end as described */
+        spw_json_span ps, e;
+        const char *cur = NULL;
+        if (!spw__cli_member(&o, "partition_state", &ps)) {
+            fputs("spillway consume: the server's stream description has no partition_state\n", stderr);
+            spw_free(pos);
+            spw_httpc_close(&c);
+            return 1;
+        }
+        while (spw__cli_array_next(&ps, &cur, &e)) {
+            /* the durable end: reads see durable records only, and one
+             * past it is out of range (docs/api.md "Read") */
+            int64_t p = spw__cli_int(&e, "partition", -1), end = spw__cli_int(&e, "durable_offset", -1);
+            if (p >= (int64_t)first && p < (int64_t)first + count && end >= 0) {
+                pos[p - first].next = (uint64_t)end;
+                pos[p - first].started = 1;
+            }
+        }
+        has_offset = 1; /* where to begin is named, as by a number */
     }
 
     struct sigaction sa = {.sa_handler = on_signal};

@@ -28,6 +28,10 @@ int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *por
     size_t hl = colon ? (size_t)(colon - s) : n;
     if (hl == 0 || hl >= host_cap || memchr(s, '@', n) || memchr(s, '[', n))
         return -1;
+    for (size_t i = 0; i < hl; i++) /* a host name or an IPv4 literal */
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '.' || s[i] == '-' || s[i] == '_'))
+            return -1;
     const char *p = colon ? colon + 1 : "7700";
     size_t pl = colon ? n - hl - 1 : 4;
     if (pl == 0 || pl >= port_cap || pl > 5)

@@ -2,56 +2,73 @@
  * The spillway command: one binary, subcommands (docs/api.md "Command line"). Exit codes:
  * 0 ok, 1 failure (or damage found), 2 usage.
  */
+#include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <stdlib.h>
 
+#include "core/help.h"
 #include "cli/bench.h"
 #include "cli/check.h"
 #include "cli/cmds.h"
 #include "core/buf.h"
+#include "core/config.h"
 #include "core/error.h"
+#include "core/version.h"
 #include "os/os.h"
 #include "server/server.h"
 #include "server/sink_config.h"
 #include "catalog/stream.h"
 #include "sink/sink.h"
+#include "view/view.h"
 
-#define SPW_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
-    fputs("usage: spillway <command> [options]\n"
-          "\n"
-          "commands:\n"
-          "  serve [--config FILE] [--data DIR] [--listen ADDR] ...   run the server (serve --help)\n"
-          "  produce STREAM [FILE|-] [--ack L] [--batch N] ...        send NDJSON lines to a stream\n"
-          "  consume STREAM [--partition P] [--offset O] [--follow]   print a stream's records as NDJSON\n"
-          "  stream create|list|show|delete ...                       manage streams\n"
-          "  bench [--server HOST:PORT] [--events N] ...              load a running server and measure it\n"
-          "  top [--server URL] [--interval 1s] [--once]              live rates, pending bytes, rejections\n"
-          "  check DIR                 verify every segment checksum at or below DIR; changes nothing;\n"
-          "                            exit 1 if damage is found\n"
-          "  dump SEGMENT [--headers]  print a segment file's batches and records\n"
-          "  version                   print the version\n"
-          "\n"
-          "Client commands (produce, consume, stream, bench, top) take --server HOST:PORT (default 127.0.0.1:7700)\n"
-          "and --token T (a bearer token for a server with a tokens file; default $SPILLWAY_TOKEN).\n"
-          "Run 'spillway <command> --help' for a command's options.\n",
-          f);
+    spw_help_write(f,
+                   "usage: spillway <command> [options]\n"
+                   "\n"
+                   "commands:\n"
+                   "  serve     run the server\n"
+                   "  produce   send NDJSON lines to a stream\n"
+                   "  consume   print a stream's records as NDJSON\n"
+                   "  stream    create, list, show or delete streams\n"
+                   "  view      create, list, show, read, rebuild or delete views\n"
+                   "  bench     load a running server and measure it\n"
+                   "  top       live rates, pending bytes, rejections\n"
+                   "  check     verify the segments at or below a directory (read only)\n"
+                   "  dump      print a segment file's batches and records\n"
+                   "  version   print the version and the commit\n"
+                   "\n"
+                   "Client commands (produce, consume, stream, view, bench, top) take --server HOST:PORT\n"
+                   "or http://HOST:PORT (default $SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
+                   "--token T (a bearer token for a server with a tokens file; default\n"
+                   "$SPILLWAY_TOKEN). Options are --name VALUE or --name=VALUE. Sizes take\n"
+                   "B/KiB/MiB/GiB, durations ms/s/m/h. Run 'spillway <command> --help' for a\n"
+                   "command's options.\n",
+                   SPW_HELP_WIDTH);
 }
 
-static void serve_help(FILE *f)
+static void serve_help(FILE *out)
 {
+    /* written whole, then wrapped at 80 columns */
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    if (!f)
+        return;
     fputs("usage: spillway serve [--config FILE] [--SETTING VALUE ...]\n"
-          "Runs the server until SIGTERM or SIGINT (then: stop accepting, finish requests in flight,\n"
-          "flush and fsync, exit 0); SIGHUP reloads the tokens file. Every setting can be given in the\n"
-          "config file as 'name = value'\n"
-          "or as a flag; flags win. Sizes take B/KiB/MiB/GiB, durations ms/s/m/h.\n\n"
+          "Runs the server until SIGTERM or SIGINT (then: stop accepting, finish requests\n"
+          "in flight, flush and fsync, exit 0); SIGHUP reloads the tokens file. Every\n"
+          "setting can be given in the config file as 'name = value' or as a flag; flags\n"
+          "win. Sizes take B/KiB/MiB/GiB, durations ms/s/m/h.\n\n"
           "  --config FILE                    read settings from FILE first\n"
-          "  --ready-fd N                     write the bound HTTP port and a newline to fd N once listening\n",
+          "  --print-config                   print every setting at its default, as a config file\n"
+          "  --ready-fd N                     once listening, write \"HTTP_PORT BIN_PORT\\n\" to fd N "
+          "(BIN_PORT 0 when the binary listener is off)\n",
           f);
     spw_cfg_help(spw_server_cfg_table, spw_server_cfg_count, f);
     spw_buf h = SPW_BUF_INIT;
@@ -60,11 +77,19 @@ static void serve_help(FILE *f)
     h.len = 0;
     spw_sinks_help(&h);
     fprintf(f,
-            "\nSinks: 'sink.NAME = {JSON}' lines in the config file, or PUT /v1/sinks/NAME with the same body.\n"
-            "Definitions that differ only in spacing, field order or defaults written out are the same.\n"
+            "\nSinks: 'sink.NAME = {JSON}' lines in the config file, or PUT /v1/sinks/NAME with\n"
+            "the same body. Definitions that differ only in spacing, field order or defaults\n"
+            "written out are the same.\n"
             "%.*s",
             (int)h.len, h.p ? (const char *)h.p : "");
+    h.len = 0;
+    spw_views_help(&h);
+    fprintf(f, "\nViews: the body of PUT /v1/views/NAME (docs/api.md \"Views\").\n%.*s", (int)h.len,
+            h.p ? (const char *)h.p : "");
     spw_buf_fini(&h);
+    fclose(f);
+    spw_help_write(out, text, SPW_HELP_WIDTH);
+    free(text);
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -79,6 +104,15 @@ static int cmd_serve(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             serve_help(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--print-config") == 0) {
+            printf("# spillway serve's settings, each at its default: uncomment a line to change it.\n"
+                   "# Sizes take B/KiB/MiB/GiB, durations ms/s/m/h. Flags given to spillway serve\n"
+                   "# win over this file; SIGHUP reloads what can change without a restart. Sinks\n"
+                   "# can be defined here too, one per line: sink.NAME = {JSON} (spillway serve\n"
+                   "# --help).\n");
+            spw_cfg_sample(spw_server_cfg_table, spw_server_cfg_count, stdout);
             return 0;
         }
         if (strncmp(a, "--config", 8) == 0 && (a[8] == 0 || a[8] == '=')) {
@@ -144,14 +178,23 @@ static int cmd_check(int argc, char **argv)
 {
     if (argc != 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *f = argc == 2 ? stdout : stderr;
-        fputs("usage: spillway check DIR\n"
-              "Verifies the header, CRC32C and every record of every batch in every segment of every\n"
-              "partition directory at or below DIR, and that offsets are dense. Prints one DAMAGED line\n"
-              "per damaged range and INDEX lines for index files that do not fit their data (indexes are\n"
-              "rebuilt when the partition opens). Changes nothing. Exit 0 clean, 1 damage, 2 usage,\n"
-              "3 a running server holds DIR (or a directory above it): stop it first.\n",
-              f);
+        spw_help_write(f,
+                       "usage: spillway check DIR\n"
+                       "Verifies the header, CRC32C and every record of every batch in every segment\n"
+                       "of every partition directory at or below DIR, and that offsets are dense.\n"
+                       "Prints one DAMAGED line per damaged range and INDEX lines for index files\n"
+                       "that do not fit their data (indexes are rebuilt when the partition opens).\n"
+                       "Changes nothing. Exit 0 clean, 1 damage, 2 usage or DIR is not a directory,\n"
+                       "3 a running server holds DIR (or a directory above it): stop it first,\n"
+                       "4 DIR could not be read to the end.\n",
+                       SPW_HELP_WIDTH);
         return argc == 2 ? 0 : 2;
+    }
+    struct stat st;
+    if (stat(argv[1], &st) != 0 || !S_ISDIR(st.st_mode)) { /* nothing to check is not damage */
+        fprintf(stderr, "spillway check: %s: %s\n", argv[1],
+                stat(argv[1], &st) != 0 ? strerror(errno) : "not a directory");
+        return 2;
     }
     /* A live server changes the files as they are read (an active
      * segment's tail is mid-write): its directory — DIR or one above it —
@@ -181,7 +224,7 @@ static int cmd_check(int argc, char **argv)
     int r = spw_check_dir(argv[1], stdout, &res);
     if (r < 0) {
         fprintf(stderr, "spillway check: %s: %s\n", argv[1], spw_strerror(r));
-        return 1;
+        return 4;
     }
     printf("checked %u partition(s), %u segment(s), %llu batches, %llu records, %llu bytes: %u damaged "
            "range(s), %u index issue(s)\n",
@@ -195,9 +238,12 @@ static int cmd_dump(int argc, char **argv)
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            puts("usage: spillway dump SEGMENT [--headers]\n"
-                 "Prints each batch header of a .log segment file and, unless --headers, each record\n"
-                 "(offset, id, ts, key, value, headers; bytes outside printable ASCII as \\xNN).");
+            spw_help_write(stdout,
+                           "usage: spillway dump SEGMENT [--headers]\n"
+                           "Prints each batch header of a .log segment file and, unless --headers, each "
+                           "record (offset, id, ts, key, value, headers; bytes outside printable ASCII as "
+                           "\\xNN).\n",
+                           SPW_HELP_WIDTH);
             return 0;
         }
         if (strcmp(argv[i], "--headers") == 0)
@@ -210,7 +256,7 @@ static int cmd_dump(int argc, char **argv)
         }
     }
     if (!path) {
-        fputs("usage: spillway dump SEGMENT [--headers]\n", stderr);
+        spw_help_write(stderr, "usage: spillway dump SEGMENT [--headers]\n", SPW_HELP_WIDTH);
         return 2;
     }
     int r = spw_dump_segment(path, stdout, headers);
@@ -233,7 +279,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        puts("spillway " SPW_VERSION);
+        printf("spillway %s (commit %s)\n", spw_version, spw_commit);
         return 0;
     }
     if (strcmp(cmd, "serve") == 0)
@@ -244,6 +290,8 @@ int main(int argc, char **argv)
         return spw_cmd_consume(argc - 1, argv + 1);
     if (strcmp(cmd, "stream") == 0)
         return spw_cmd_stream(argc - 1, argv + 1);
+    if (strcmp(cmd, "view") == 0)
+        return spw_cmd_view(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "top") == 0)

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/id.h"
 #include "core/name.h"
@@ -40,19 +41,23 @@
 #define REJECTS_SHOWN 10
 
 static const char produce_help[] =
-    "usage: spillway produce STREAM [FILE|-] [--server HOST:PORT] [--ack L] [--batch N] [--pipeline D]\n"
-    "                        [--max-rejects N]\n"
+    "usage: spillway produce STREAM [FILE|-] [--server HOST:PORT] [--ack L]\n"
+    "                        [--batch N] [--pipeline D] [--max-rejects N]\n"
+    "                        [--expected-version E]\n"
     "Sends the NDJSON lines of FILE (or stdin: '-' or no FILE) to STREAM, one event a line, blank\n"
     "lines skipped. A line the server refuses is reported with its line number in FILE and the\n"
     "server's reason, and the other lines of its request are sent again. Prints a summary\n"
     "(accepted, rejected, elapsed, events/s) on stderr, and a progress line while stderr is a\n"
     "terminal. Exit 0 if every line was accepted, 1 if any was rejected or the run failed.\n\n"
-    "  --server HOST:PORT   default " SPW_CLI_DEFAULT_SERVER " (http://HOST:PORT also works)\n" SPW_CLI_TOKEN_HELP
+    SPW_CLI_SERVER_HELP SPW_CLI_TOKEN_HELP
     "  --ack L              none|written|fsync|replicated (default: the stream's)\n"
     "  --batch N            lines per request (default 1000, at most 100000)\n"
     "  --pipeline D         requests in flight on the connection (default 1 keeps the file's order\n"
     "                       even around rejected lines; at most 64)\n"
     "  --max-rejects N      stop reading after N rejected lines (default 100)\n"
+    "  --expected-version E a versioned stream: append only if the key is at version E (any, none,\n"
+    "                       exists or a number; docs/api.md \"Event sourcing\"). All lines go in one\n"
+    "                       request, of one key; a conflict (409) appends nothing and exits 1\n"
     "For a stream of format bytes, each line (without its newline) is one event, one per request.\n";
 
 /* ---- bounded line reader ---- */
@@ -141,13 +146,14 @@ typedef struct run {
     const char *cmd;
     spw_httpc c;
     char target[300];
-    char extra[64];
+    char extra[128];
     const char *ctype;
     int bytes_stream;
     uint64_t accepted, rejected, failed, unknown, not_sent;
     char shown[REJECTS_SHOWN][700];
     uint32_t n_shown;
     int fatal;
+    uint64_t requests_sent; /* first sends (for --expected-version: one) */
 } run;
 
 static void req_add(req *q, uint64_t line, const char *p, size_t n, int newline)
@@ -287,13 +293,13 @@ static void progress(const reader *rd, const run *R, off_t size, uint64_t t0, in
 
 int spw_cmd_produce(int argc, char **argv)
 {
-    const char *server = NULL, *stream = NULL, *file = NULL, *ack = NULL, *token = NULL;
+    const char *server = NULL, *stream = NULL, *file = NULL, *ack = NULL, *token = NULL, *expect = NULL;
     uint64_t batch = 1000, pipeline = 1, max_rejects = 100;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(produce_help, stdout);
+            spw_help_write(stdout, produce_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("produce", argc, argv, &i, "--server", &v))) {
@@ -324,6 +330,17 @@ int spw_cmd_produce(int argc, char **argv)
                     fprintf(stderr, "spillway produce: --pipeline takes 1 to %d, not '%s'\n", PIPELINE_MAX, v);
                 return 2;
             }
+        } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--expected-version", &v))) {
+            if (m < 0)
+                return 2;
+            /* the server checks the value; here only that it is a word or a number */
+            size_t vl = strlen(v);
+            if (vl == 0 || vl > 31 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789") != vl) {
+                fprintf(stderr, "spillway produce: --expected-version takes any, none, exists or a number, not '%s'\n",
+                        v);
+                return 2;
+            }
+            expect = v;
         } else if ((m = spw__cli_opt("produce", argc, argv, &i, "--max-rejects", &v))) {
             if (m < 0 || spw__cli_u64(v, 1, UINT64_MAX, &max_rejects)) {
                 if (m > 0)
@@ -335,12 +352,14 @@ int spw_cmd_produce(int argc, char **argv)
         } else if ((a[0] != '-' || strcmp(a, "-") == 0) && !file) {
             file = a;
         } else {
-            fprintf(stderr, "spillway produce: unexpected argument '%s'\n%s", a, produce_help);
+            fprintf(stderr, "spillway produce: unexpected argument '%s'\n", a);
+            spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
             return 2;
         }
     }
     if (!stream) {
-        fprintf(stderr, "spillway produce: a STREAM is required\n%s", produce_help);
+        fputs("spillway produce: a STREAM is required\n", stderr);
+        spw_help_write(stderr, produce_help, SPW_HELP_WIDTH);
         return 2;
     }
     if (!spw__cli_stream_name_ok(stream)) {
@@ -409,6 +428,12 @@ int spw_cmd_produce(int argc, char **argv)
     R.ctype = R.bytes_stream ? "application/octet-stream" : "application/x-ndjson";
     if (ack)
         snprintf(R.extra, sizeof R.extra, "Spillway-Ack: %s\r\n", ack);
+    if (expect) {
+        /* One request: the expectation holds for all of it, never for a part. */
+        size_t el = strlen(R.extra);
+        snprintf(R.extra + el, sizeof R.extra - el, "Spillway-Expected-Version: %s\r\n", expect);
+        batch = 100000;
+    }
 
     struct stat sb;
     off_t size = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? sb.st_size : 0;
@@ -418,9 +443,10 @@ int spw_cmd_produce(int argc, char **argv)
     rd.cap = (size_t)line_limit + 4096 > (64u << 10) ? (size_t)line_limit + 4096 : (64u << 10);
     rd.buf = spw_xmalloc(rd.cap);
 
+    uint32_t D = expect ? 1 : (uint32_t)pipeline;
     req slots[PIPELINE_MAX];
     memset(slots, 0, sizeof slots);
-    uint32_t head = 0, inflight = 0, D = (uint32_t)pipeline;
+    uint32_t head = 0, inflight = 0;
     int input_done = 0, conn_lost = 0;
     uint64_t t0 = spw_mono_ns(), last_progress = 0;
     /* A line read but not yet placed (it did not fit the request being built). */
@@ -491,6 +517,16 @@ int spw_cmd_produce(int argc, char **argv)
              * have_pending is 0. */
             if (q->n == 0)
                 break;
+            if (expect && (have_pending || q->n == batch || R.requests_sent)) {
+                fprintf(stderr, "spillway produce: with --expected-version every line must fit one request "
+                                "(at most %" PRIu64 " lines, %" PRIu64 " bytes); nothing was sent\n",
+                        batch, req_cap);
+                R.not_sent += q->n;
+                R.fatal = 1;
+                input_done = 1;
+                break;
+            }
+            R.requests_sent++;
             if (R.c.fd < 0 && spw_httpc_connect(&R.c, SPW_CLI_CONNECT_WAIT_MS)) {
                 conn_lost = 1;
                 R.not_sent += q->n;

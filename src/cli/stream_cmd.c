@@ -8,6 +8,7 @@
 #include <string.h>
 #include <stdio.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "core/buf.h"
 #include "core/name.h"
@@ -15,8 +16,10 @@
 #include "core/json.h"
 
 static const char stream_usage[] =
-    "usage: spillway stream create NAME [--partitions N] [--key PTR] [--timestamp PTR] [--format json|bytes]\n"
-    "                             [--ack L] [--retention-ms T] [--retention-bytes S] [--max-event-bytes S]\n"
+    "usage: spillway stream create NAME [--partitions N] [--key PTR]\n"
+    "                             [--timestamp PTR] [--format json|bytes] [--ack L]\n"
+    "                             [--retention T | --retention-ms N]\n"
+    "                             [--retention-bytes S] [--max-event-bytes S]\n"
     "                             [--compression none|lz4|zstd]\n"
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
@@ -28,14 +31,15 @@ static const char create_help[] =
     "usage: spillway stream create NAME [options]\n"
     "Creates stream NAME (PUT /v1/streams/NAME). Succeeds too if an identical stream exists;\n"
     "fails (exit 1) if one exists with another definition.\n\n"
-    "  --server HOST:PORT        default " SPW_CLI_DEFAULT_SERVER "\n"
+    "  --server HOST:PORT        HOST:PORT or http://HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ")\n"
     "  --token T                 bearer token (an admin one) for a server with tokens (default: $SPILLWAY_TOKEN)\n"
     "  --partitions N            1..1024 (server default 4)\n"
     "  --key PTR                 JSON pointer of the partitioning key, e.g. /device_id\n"
     "  --timestamp PTR           JSON pointer of the event time (integer ms since the epoch), e.g. /ts\n"
     "  --format json|bytes       json (default): events are JSON objects; bytes: opaque values\n"
     "  --ack L                   default durability: none, written, fsync (default) or replicated\n"
-    "  --retention-ms T          delete segments older than T (ms, or with a unit: 90s, 12h, 7d)\n"
+    "  --retention T             delete segments older than T (a duration: 90s, 12h, 7d)\n"
+    "  --retention-ms N          the same in milliseconds\n"
     "  --retention-bytes S       keep at most about S per partition (bytes, or 512MiB, 10GiB)\n"
     "  --max-event-bytes S       largest event accepted (server default 1MiB)\n"
     "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n";
@@ -208,12 +212,22 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
                 return 2;
             }
             ADD("\"ack\":\"%s\"", v);
-        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--retention-ms", &v))) {
+        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--retention", &v))) {
             if (m < 0)
                 return 2;
             if (spw_parse_duration_ms(v, &u) || u == 0 || u > INT64_MAX / 2) {
-                fprintf(stderr, "spillway stream create: --retention-ms takes a duration (ms, or 90s, 12h, 7d), "
+                fprintf(stderr, "spillway stream create: --retention takes a duration (ms, or 90s, 12h, 7d), "
                                 "not '%s'\n",
+                        v);
+                return 2;
+            }
+            ret_ms = (int64_t)u;
+        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--retention-ms", &v))) {
+            if (m < 0)
+                return 2;
+            if (spw__cli_u64(v, 1, INT64_MAX / 2, &u)) { /* milliseconds, as its name says */
+                fprintf(stderr, "spillway stream create: --retention-ms takes milliseconds (a whole number; "
+                                "--retention takes a duration with a unit), not '%s'\n",
                         v);
                 return 2;
             }
@@ -246,7 +260,8 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
             }
             ADD("\"compression\":\"%s\"", v);
         } else {
-            fprintf(stderr, "spillway stream create: unexpected argument '%s'\n%s", argv[i], stream_usage);
+            fprintf(stderr, "spillway stream create: unexpected argument '%s'\n", argv[i]);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             return 2;
         }
     }
@@ -404,16 +419,17 @@ static int cmd_delete(spw_httpc *c, const char *name)
 int spw_cmd_stream(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs(stream_usage, stderr);
+    spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
-        fputs(stream_usage, stdout);
+        spw_help_write(stdout, stream_usage, SPW_HELP_WIDTH);
         return 0;
     }
     if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "delete")) {
-        fprintf(stderr, "spillway stream: unknown subcommand '%s'\n%s", sub, stream_usage);
+        fprintf(stderr, "spillway stream: unknown subcommand '%s'\n", sub);
+        spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
         return 2;
     }
     /* Common options first (--server, --json, --help); the rest is the subcommand's. */
@@ -427,7 +443,7 @@ int spw_cmd_stream(int argc, char **argv)
         const char *a = argv[i];
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(strcmp(sub, "create") == 0 ? create_help : stream_usage, stdout);
+            spw_help_write(stdout, strcmp(sub, "create") == 0 ? create_help : stream_usage, SPW_HELP_WIDTH);
             rc = 0;
         } else if ((m = spw__cli_opt(cmd, argc, argv, &i, "--server", &server))) {
             if (m < 0)
@@ -442,7 +458,7 @@ int spw_cmd_stream(int argc, char **argv)
         } else if (strcmp(sub, "create") == 0 && a[0] == '-') {
             /* create's own options, with their values, go to cmd_create. */
             static const char *const opts[] = {"--partitions", "--key",           "--timestamp",
-                                               "--format",     "--ack",           "--retention-ms",
+                                               "--format",     "--ack",           "--retention", "--retention-ms",
                                                "--retention-bytes", "--max-event-bytes", "--compression"};
             int matched = 0;
             for (size_t k = 0; k < sizeof opts / sizeof *opts && !matched; k++) {
@@ -459,17 +475,20 @@ int spw_cmd_stream(int argc, char **argv)
                 }
             }
             if (!matched) {
-                fprintf(stderr, "spillway %s: unknown option '%s'\n%s", cmd, a, create_help);
+                fprintf(stderr, "spillway %s: unknown option '%s'\n", cmd, a);
+                spw_help_write(stderr, create_help, SPW_HELP_WIDTH);
                 rc = 2;
             }
         } else {
-            fprintf(stderr, "spillway %s: unexpected argument '%s'\n%s", cmd, a, stream_usage);
+            fprintf(stderr, "spillway %s: unexpected argument '%s'\n", cmd, a);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             rc = 2;
         }
     }
     if (rc < 0 && strcmp(sub, "list") != 0) {
         if (!name) {
-            fprintf(stderr, "spillway %s: a stream NAME is required\n%s", cmd, stream_usage);
+            fprintf(stderr, "spillway %s: a stream NAME is required\n", cmd);
+            spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
             rc = 2;
         } else if (!spw__cli_stream_name_ok(name)) {
             fprintf(stderr,

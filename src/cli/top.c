@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/help.h"
 #include "cli/cmds.h"
 #include "cli/promtext.h"
 #include "cli/top_int.h"
@@ -70,7 +71,7 @@ static const char top_help[] =
     "On a terminal the screen is redrawn in place; otherwise one plain snapshot is printed per\n"
     "interval: a 'top key=value ...' line, one 'stream name=S key=value ...' line per stream, one\n"
     "'sink name=S key=value ...' line per sink and a blank line (docs/operations.md lists the keys). Ctrl-C exits.\n\n"
-    "  --server URL         HOST:PORT or http://HOST:PORT, default " SPW_CLI_DEFAULT_SERVER "\n"
+    SPW_CLI_SERVER_HELP
     "  --token T            bearer token for a server with a tokens file (default $SPILLWAY_TOKEN)\n"
     "  --interval DURATION  time between scrapes (ms/s/m), default 1s, 100ms..1h\n"
     "  --once               scrape twice, one interval apart, print one plain snapshot and exit\n"
@@ -368,7 +369,7 @@ int spw_cmd_top(int argc, char **argv)
         const char *a = argv[i], *v;
         int m;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(top_help, stdout);
+            spw_help_write(stdout, top_help, SPW_HELP_WIDTH);
             return 0;
         }
         if ((m = spw__cli_opt("top", argc, argv, &i, "--server", &v))) {

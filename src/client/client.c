@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -37,26 +38,26 @@
 #include "core/ring.h"
 #include "wire/frame.h"
 
-const char *spw_errstr(int err)
+const char *spillway_errstr(int err)
 {
     switch (err) {
     case 0: return "success";
-    case SPW_ERR_BAD_REQUEST: return "the server refused the request as malformed (400)";
-    case SPW_ERR_UNAUTHORIZED: return "no valid token: the server needs one (401)";
-    case SPW_ERR_FORBIDDEN: return "the token is not allowed to do this on this stream (403)";
-    case SPW_ERR_NOT_FOUND: return "no such stream or partition (404)";
-    case SPW_ERR_REQUEST_TIMEOUT: return "the request did not reach the server in time (408)";
-    case SPW_ERR_CONFLICT: return "this producer id and sequence were used for other records (409 sequence_reused)";
-    case SPW_ERR_TOO_LARGE: return "record, frame or batch too large (413)";
-    case SPW_ERR_OUT_OF_RANGE: return "offset outside the partition (416)";
-    case SPW_ERR_RATE_LIMITED: return "rate limited (429)";
-    case SPW_ERR_INTERNAL: return "the server failed the request (500)";
-    case SPW_ERR_NOT_IMPLEMENTED: return "not implemented by the server (501)";
-    case SPW_ERR_OVERLOADED: return "the server is overloaded (503)";
-    case SPW_ERR_DISK: return "the server's disk is full or failing (507)";
-    case SPW_ERR_PROTOCOL: return "the peer broke the protocol";
-    case SPW_ERR_TIMEOUT: return "timed out";
-    case SPW_ERR_CANCELED: return "canceled: the producer was closed first";
+    case SPILLWAY_ERR_BAD_REQUEST: return "the server refused the request as malformed (400)";
+    case SPILLWAY_ERR_UNAUTHORIZED: return "no valid token: the server needs one (401)";
+    case SPILLWAY_ERR_FORBIDDEN: return "the token is not allowed to do this on this stream (403)";
+    case SPILLWAY_ERR_NOT_FOUND: return "no such stream or partition (404)";
+    case SPILLWAY_ERR_REQUEST_TIMEOUT: return "the request did not reach the server in time (408)";
+    case SPILLWAY_ERR_CONFLICT: return "this producer id and sequence were used for other records (409 sequence_reused)";
+    case SPILLWAY_ERR_TOO_LARGE: return "record, frame or batch too large (413)";
+    case SPILLWAY_ERR_OUT_OF_RANGE: return "offset outside the partition (416)";
+    case SPILLWAY_ERR_RATE_LIMITED: return "rate limited (429)";
+    case SPILLWAY_ERR_INTERNAL: return "the server failed the request (500)";
+    case SPILLWAY_ERR_NOT_IMPLEMENTED: return "not implemented by the server (501)";
+    case SPILLWAY_ERR_OVERLOADED: return "the server is overloaded (503)";
+    case SPILLWAY_ERR_DISK: return "the server's disk is full or failing (507)";
+    case SPILLWAY_ERR_PROTOCOL: return "the peer broke the protocol";
+    case SPILLWAY_ERR_TIMEOUT: return "timed out";
+    case SPILLWAY_ERR_CANCELED: return "canceled: the producer was closed first";
     default: return err < 0 && err > -4096 ? strerror(-err) : "unknown error";
     }
 }
@@ -65,27 +66,43 @@ const char *spw_errstr(int err)
 
 /* ---- addresses ---- */
 
-int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, char *name, size_t namecap)
+int spw__client_parse_hostport(const char *s, size_t n, char *name, size_t namecap, char *host, uint16_t *port)
 {
     if (n == 0 || n >= namecap)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     memcpy(name, s, n);
     name[n] = 0;
     size_t hl;
-    uint16_t port;
-    if (spw_hostport_split(name, &hl, &port))
-        return SPW_ERR_INVALID;
-    char host[256];
-    if (hl >= sizeof host)
-        return SPW_ERR_INVALID;
+    if (spw_hostport_split(name, &hl, port))
+        return SPILLWAY_ERR_INVALID;
+    if (hl > SPW_CLIENT_HOST_MAX || name[0] == '-' || name[0] == '.')
+        return SPILLWAY_ERR_INVALID;
+    for (size_t i = 0; i < hl; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return SPILLWAY_ERR_INVALID;
+    }
     memcpy(host, name, hl);
     host[hl] = 0;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons(port);
-    if (strcmp(host, "localhost") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return SPW_ERR_INVALID;
     return 0;
+}
+
+int spw__client_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *lens)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", (unsigned)port);
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+        return SPILLWAY_ERR_INVALID;
+    int n = 0;
+    for (struct addrinfo *a = res; a && n < SPW_CLIENT_ADDRS_MAX; a = a->ai_next) {
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || a->ai_addrlen > sizeof *out)
+            continue;
+        memcpy(&out[n], a->ai_addr, a->ai_addrlen);
+        lens[n] = a->ai_addrlen;
+        n++;
+    }
+    freeaddrinfo(res);
+    return n ? n : SPILLWAY_ERR_INVALID;
 }

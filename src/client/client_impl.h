@@ -3,7 +3,7 @@
  * producer.c, producer_io.c, sync_client.c) and by no one else; what tests
  * reach is client_int.h.
  *
- * Locking: one mutex (spw_producer.mu) protects all producer state
+ * Locking: one mutex (spillway_producer.mu) protects all producer state
  * (producer.c, "Locking").
  */
 #ifndef SPW_CLIENT_IMPL_H
@@ -100,9 +100,19 @@ static inline void q_prepend_all(bqueue *dst, bqueue *src)
     src->n = 0;
 }
 
+#define SPW_CLIENT_HOST_MAX 253 /* bytes of a host name */
+#define SPW_CLIENT_ADDRS_MAX 8  /* addresses of a name tried per connect round */
+
 typedef struct server {
     char name[300];
-    struct sockaddr_in sa;
+    char host[SPW_CLIENT_HOST_MAX + 1];
+    uint16_t port;
+    /* the addresses of the current connect round (resolved at its start;
+     * tried in order until one connects): ai is the one being tried, ai
+     * >= naddr means the next connect starts a new round */
+    struct sockaddr_storage addrs[SPW_CLIENT_ADDRS_MAX];
+    socklen_t alens[SPW_CLIENT_ADDRS_MAX];
+    int naddr, ai;
     int fd;
     int connecting;  /* non-blocking connect in progress */
     int ever_connected;
@@ -118,8 +128,8 @@ typedef struct server {
     uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
 } server;
 
-struct spw_producer {
-    spw_producer_config cfg; /* cfg.token points at token below */
+struct spillway_producer {
+    spillway_producer_config cfg; /* cfg.token points at token below */
     char *token;
     size_t token_len;
     pthread_mutex_t mu;
@@ -127,6 +137,7 @@ struct spw_producer {
     pthread_t th;
     int wake[2];
     int stop;
+    int interrupted; /* spillway_producer_interrupt: flush returns at once (under mu) */
     server *servers;
     uint32_t nservers;
     spw_ring ring; /* servers by key: core/ring.h */
@@ -154,18 +165,26 @@ typedef struct done_item {
 } done_item;
 
 
-/* client.c: parses "host:port" (an IPv4 address or localhost) of length n
- * into sa, and the copy into name. 0 or SPW_ERR_INVALID. */
-int spw__client_parse_hostport(const char *s, size_t n, struct sockaddr_in *sa, char *name, size_t namecap);
+/* client.c: checks "host:port" of length n (host: a name of letters,
+ * digits, '-' and '.', or an IPv4 address) and copies it into name, its
+ * host into host (SPW_CLIENT_HOST_MAX + 1 bytes) and its port into *port.
+ * Resolves nothing. 0 or SPILLWAY_ERR_INVALID. */
+int spw__client_parse_hostport(const char *s, size_t n, char *name, size_t namecap, char *host, uint16_t *port);
+/* Resolves host (getaddrinfo: /etc/hosts, DNS, ... as the system is set
+ * up; IPv4 and IPv6) for a TCP connection to port: up to
+ * SPW_CLIENT_ADDRS_MAX addresses, in the resolver's order, into out and
+ * their lengths into lens. Returns how many (>= 1), or SPILLWAY_ERR_INVALID
+ * when the name does not resolve. Blocks while the resolver works. */
+int spw__client_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *lens);
 
 /* producer.c */
 uint64_t spw__producer_random_id(void *old); /* never 0, never *(uint64_t *)old */
-void spw__producer_wake_io(spw_producer *p);
-void spw__producer_finish(spw_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
+void spw__producer_wake_io(spillway_producer *p);
+void spw__producer_finish(spillway_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
                           uint64_t *offs);
-void spw__producer_run_done(spw_producer *p, done_item *list);
-void spw__producer_seal(spw_producer *p, server *s, batch *b);
-void spw__producer_seal_all(spw_producer *p);
-void spw__producer_cancel_unsent(spw_producer *p, server *s, done_item **done);
+void spw__producer_run_done(spillway_producer *p, done_item *list);
+void spw__producer_seal(spillway_producer *p, server *s, batch *b);
+void spw__producer_seal_all(spillway_producer *p);
+void spw__producer_cancel_unsent(spillway_producer *p, server *s, done_item **done);
 
 #endif

@@ -28,13 +28,15 @@ int spw__producer_seq_take(uint64_t *pid, uint32_t *next, uint32_t count, uint64
                            uint64_t *out_pid, uint32_t *out_seq);
 
 /* Tests: the sequence the producer's next batch starts from. */
-void spw__producer_set_next_seq(spw_producer *p, uint32_t seq);
+void spw__producer_set_next_seq(spillway_producer *p, uint32_t seq);
 
 /* The producer id the producer's next batch would use. */
-uint64_t spw__producer_id(spw_producer *p);
+uint64_t spw__producer_id(spillway_producer *p);
+/* Tests: the producer id its next batch uses (not 0). */
+void spw__producer_set_id(spillway_producer *p, uint64_t id);
 
 /* The server (index into the servers string) a record with this key goes
  * to (key_len -1: no key, round robin). */
-uint32_t spw__producer_route(spw_producer *p, const void *key, int32_t key_len);
+uint32_t spw__producer_route(spillway_producer *p, const void *key, int32_t key_len);
 
 #endif

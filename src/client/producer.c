@@ -20,11 +20,11 @@
  * and 429 are retried after the server's retry_after_ms (the batch goes
  * back to the front of its queue, holding back the batches behind it);
  * other error answers, 413 over_burst included, fail the batch's records. A record not delivered within
- * delivery_timeout_ms fails with SPW_ERR_TIMEOUT (checked while queued;
+ * delivery_timeout_ms fails with SPILLWAY_ERR_TIMEOUT (checked while queued;
  * a batch already written waits for its answer or the connection's loss).
  * With stop_on_error, a failed batch stops the producer (p->stopped): the
  * I/O thread fails every batch not yet written (open or queued) with
- * SPW_ERR_CANCELED before it writes another, and sends are refused, until
+ * SPILLWAY_ERR_CANCELED before it writes another, and sends are refused, until
  * a flush returns — so a caller that resends from its first failed record
  * never has later records delivered ahead of it.
  *
@@ -68,10 +68,10 @@
 #include "wire/frame.h"
 
 /* The public ack levels are the protocol's (core/ack.h), value for value. */
-_Static_assert((int)SPW_ACK_LEVEL_NONE == (int)SPW_ACK_NONE && (int)SPW_ACK_LEVEL_WRITTEN == (int)SPW_ACK_WRITTEN &&
-                   (int)SPW_ACK_LEVEL_FSYNC == (int)SPW_ACK_FSYNC &&
-                   (int)SPW_ACK_LEVEL_REPLICATED == (int)SPW_ACK_REPLICATED &&
-                   (int)SPW_ACK_LEVEL_DEFAULT == (int)SPW_ACK_DEFAULT,
+_Static_assert((int)SPILLWAY_ACK_LEVEL_NONE == (int)SPW_ACK_NONE && (int)SPILLWAY_ACK_LEVEL_WRITTEN == (int)SPW_ACK_WRITTEN &&
+                   (int)SPILLWAY_ACK_LEVEL_FSYNC == (int)SPW_ACK_FSYNC &&
+                   (int)SPILLWAY_ACK_LEVEL_REPLICATED == (int)SPW_ACK_REPLICATED &&
+                   (int)SPILLWAY_ACK_LEVEL_DEFAULT == (int)SPW_ACK_DEFAULT,
                "include/spillway.h's ack levels must equal core/ack.h's");
 
 /* A random producer id, never 0 and never *(uint64_t *)old (if given). */
@@ -103,7 +103,7 @@ int spw__producer_seq_take(uint64_t *pid, uint32_t *next, uint32_t count, uint64
     return fresh;
 }
 
-void spw__producer_wake_io(spw_producer *p)
+void spw__producer_wake_io(spillway_producer *p)
 {
     char x = 1;
     if (write(p->wake[1], &x, 1) < 0) {
@@ -111,7 +111,7 @@ void spw__producer_wake_io(spw_producer *p)
     }
 }
 
-void spw_producer_config_init(spw_producer_config *c)
+void spillway_producer_config_init(spillway_producer_config *c)
 {
     memset(c, 0, sizeof *c);
     c->linger_ms = 5;
@@ -135,7 +135,7 @@ static void batch_free(batch *b)
 /* ---- completion ---- */
 
 /* Queues b's callbacks (run by run_done outside the lock). REQUIRES: mu. */
-void spw__producer_finish(spw_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
+void spw__producer_finish(spillway_producer *p, done_item **list, batch *b, int status, uint32_t *parts,
                           uint64_t *offs)
 {
     if (status && p->cfg.stop_on_error)
@@ -152,7 +152,7 @@ void spw__producer_finish(spw_producer *p, done_item **list, batch *b, int statu
 }
 
 /* Runs callbacks, then releases what the batches held. REQUIRES: mu not held. */
-void spw__producer_run_done(spw_producer *p, done_item *list)
+void spw__producer_run_done(spillway_producer *p, done_item *list)
 {
     if (!list)
         return;
@@ -160,7 +160,7 @@ void spw__producer_run_done(spw_producer *p, done_item *list)
     for (done_item *d = list; d; d = d->next) {
         batch *b = d->b;
         for (uint32_t i = 0; i < b->count; i++) {
-            spw_delivery dv = {.status = d->r.status,
+            spillway_delivery dv = {.status = d->r.status,
                                .stream = b->stream,
                                .partition = d->r.partitions ? d->r.partitions[i] : 0,
                                .offset = d->r.offsets ? d->r.offsets[i] : 0,
@@ -188,7 +188,7 @@ void spw__producer_run_done(spw_producer *p, done_item *list)
 
 /* ---- batches ---- */
 
-void spw__producer_seal(spw_producer *p, server *s, batch *b)
+void spw__producer_seal(spillway_producer *p, server *s, batch *b)
 {
     (void)p;
     batch **pp = &s->open;
@@ -201,7 +201,7 @@ void spw__producer_seal(spw_producer *p, server *s, batch *b)
     q_push(&s->queue, b);
 }
 
-void spw__producer_seal_all(spw_producer *p)
+void spw__producer_seal_all(spillway_producer *p)
 {
     for (uint32_t i = 0; i < p->nservers; i++)
         while (p->servers[i].open)
@@ -209,23 +209,23 @@ void spw__producer_seal_all(spw_producer *p)
 }
 
 /* stop_on_error: fails every batch of s not yet written. REQUIRES: mu. */
-void spw__producer_cancel_unsent(spw_producer *p, server *s, done_item **done)
+void spw__producer_cancel_unsent(spillway_producer *p, server *s, done_item **done)
 {
     while (s->open)
         spw__producer_seal(p, s, s->open);
     batch *b;
     while ((b = q_pop(&s->queue)))
-        spw__producer_finish(p, done, b, SPW_ERR_CANCELED, NULL, NULL);
+        spw__producer_finish(p, done, b, SPILLWAY_ERR_CANCELED, NULL, NULL);
 }
 
-static uint32_t route(spw_producer *p, const void *key, int32_t key_len)
+static uint32_t route(spillway_producer *p, const void *key, int32_t key_len)
 {
     if (key_len < 0 || p->nservers == 1)
         return p->nservers == 1 ? 0 : p->rr++ % p->nservers;
     return spw_ring_shard(&p->ring, key, (size_t)key_len);
 }
 
-uint32_t spw__producer_route(spw_producer *p, const void *key, int32_t key_len)
+uint32_t spw__producer_route(spillway_producer *p, const void *key, int32_t key_len)
 {
     pthread_mutex_lock(&p->mu);
     uint32_t s = route(p, key, key_len);
@@ -240,18 +240,18 @@ static int server_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap
     return snprintf(out, cap, "%s#%u", tmp[i].name, v);
 }
 
-int spw_producer_new(const char *servers, const spw_producer_config *c, spw_producer **out)
+int spillway_producer_new(const char *servers, const spillway_producer_config *c, spillway_producer **out)
 {
     if (!servers || !out)
-        return SPW_ERR_INVALID;
-    spw_producer_config cfg;
+        return SPILLWAY_ERR_INVALID;
+    spillway_producer_config cfg;
     if (c)
         cfg = *c;
     else
-        spw_producer_config_init(&cfg);
+        spillway_producer_config_init(&cfg);
     if (cfg.batch_bytes < 1024 || cfg.batch_bytes > (64u << 20) || cfg.max_in_flight == 0 ||
         cfg.buffer_bytes < cfg.batch_bytes || cfg.backoff_ms == 0 || cfg.backoff_max_ms < cfg.backoff_ms)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     server tmp[MAX_SERVERS];
     uint32_t n = 0;
     const char *s = servers;
@@ -259,10 +259,10 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         const char *comma = strchr(s, ',');
         size_t len = comma ? (size_t)(comma - s) : strlen(s);
         if (n == MAX_SERVERS)
-            return SPW_ERR_INVALID;
+            return SPILLWAY_ERR_INVALID;
         memset(&tmp[n], 0, sizeof tmp[n]);
-        if (spw__client_parse_hostport(s, len, &tmp[n].sa, tmp[n].name, sizeof tmp[n].name))
-            return SPW_ERR_INVALID;
+        if (spw__client_parse_hostport(s, len, tmp[n].name, sizeof tmp[n].name, tmp[n].host, &tmp[n].port))
+            return SPILLWAY_ERR_INVALID;
         n++;
         if (!comma)
             break;
@@ -270,13 +270,13 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
     }
     size_t tl = cfg.token ? strlen(cfg.token) : 0;
     if (tl > SPW_AUTH_TOKEN_WIRE_MAX)
-        return SPW_ERR_INVALID;
-    spw_producer *p = calloc(1, sizeof *p);
+        return SPILLWAY_ERR_INVALID;
+    spillway_producer *p = calloc(1, sizeof *p);
     if (!p)
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     if (tl && !(p->token = strdup(cfg.token))) {
         free(p);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     p->token_len = tl;
     cfg.token = p->token;
@@ -289,7 +289,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         spw_ring_free(&p->ring);
         free(p->token);
         free(p);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     for (uint32_t i = 0; i < n; i++) {
         p->servers[i] = tmp[i];
@@ -299,7 +299,7 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
     p->producer_id = spw__producer_random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    spw_cond_init(&p->cv); /* timed waits: core/clock.h */
     if (pthread_create(&p->th, NULL, spw__producer_main, p)) {
         close(p->wake[0]);
         close(p->wake[1]);
@@ -307,48 +307,48 @@ int spw_producer_new(const char *servers, const spw_producer_config *c, spw_prod
         spw_ring_free(&p->ring);
         free(p->token);
         free(p);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     *out = p;
     return 0;
 }
 
-int spw_producer_send(spw_producer *p, const char *stream, const void *key, int32_t key_len, const void *value,
+int spillway_producer_send(spillway_producer *p, const char *stream, const void *key, int32_t key_len, const void *value,
                       size_t value_len, int64_t ts, int ack, void *opaque)
 {
     size_t sl = stream ? strlen(stream) : 0;
     if (!p || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || key_len < -1 || (key_len > 0 && !key) ||
         (value_len && !value) || value_len > UINT32_MAX - 64 ||
-        !(ack == SPW_ACK_LEVEL_NONE || ack == SPW_ACK_LEVEL_WRITTEN || ack == SPW_ACK_LEVEL_FSYNC ||
-          ack == SPW_ACK_LEVEL_REPLICATED || ack == SPW_ACK_LEVEL_DEFAULT))
-        return SPW_ERR_INVALID;
+        !(ack == SPILLWAY_ACK_LEVEL_NONE || ack == SPILLWAY_ACK_LEVEL_WRITTEN || ack == SPILLWAY_ACK_LEVEL_FSYNC ||
+          ack == SPILLWAY_ACK_LEVEL_REPLICATED || ack == SPILLWAY_ACK_LEVEL_DEFAULT))
+        return SPILLWAY_ERR_INVALID;
     size_t klen = key_len > 0 ? (size_t)key_len : 0;
     size_t rec_size = spw_produce_rec_size(klen, value_len);
     if (rec_size + 64 + sl > SPW_FRAME_MAX_DEFAULT)
-        return SPW_ERR_TOO_LARGE;
+        return SPILLWAY_ERR_TOO_LARGE;
     pthread_mutex_lock(&p->mu);
     if (p->stop || p->stopped) {
         pthread_mutex_unlock(&p->mu);
-        return SPW_ERR_CANCELED;
+        return SPILLWAY_ERR_CANCELED;
     }
     /* Bounded memory: wait for deliveries to make room. */
     if (p->outstanding_bytes + rec_size > p->cfg.buffer_bytes && p->outstanding_bytes > 0) {
         if (pthread_equal(pthread_self(), p->th)) {
             pthread_mutex_unlock(&p->mu);
-            return SPW_ERR_AGAIN;
+            return SPILLWAY_ERR_AGAIN;
         }
-        struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull);
+        uint64_t dl = spw_mono_ns() + (uint64_t)p->cfg.delivery_timeout_ms * 1000000ull;
         while (p->outstanding_bytes + rec_size > p->cfg.buffer_bytes && p->outstanding_bytes > 0 && !p->stop) {
             spw__producer_seal_all(p);
             spw__producer_wake_io(p);
-            if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
+            if (spw_cond_wait_until(&p->cv, &p->mu, dl) == ETIMEDOUT) {
                 pthread_mutex_unlock(&p->mu);
-                return SPW_ERR_TIMEOUT;
+                return SPILLWAY_ERR_TIMEOUT;
             }
         }
         if (p->stop || p->stopped) {
             pthread_mutex_unlock(&p->mu);
-            return SPW_ERR_CANCELED;
+            return SPILLWAY_ERR_CANCELED;
         }
     }
     uint32_t si = route(p, key, key_len);
@@ -362,7 +362,7 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
         spw__producer_wake_io(p);
         b = NULL;
     }
-    int err = SPW_ERR_NOMEM;
+    int err = SPILLWAY_ERR_NOMEM;
     if (!b) {
         b = calloc(1, sizeof *b);
         if (!b)
@@ -393,8 +393,8 @@ int spw_producer_send(spw_producer *p, const char *stream, const void *key, int3
         b->opaques = o;
         b->opaques_cap = cap;
     }
-    spw_frame_rec r = {.attrs = (uint8_t)((key_len >= 0 ? SPW_REC_HAS_KEY : 0) | (ts != SPW_TS_NOW ? SPW_REC_HAS_TS : 0)),
-                       .ts = ts == SPW_TS_NOW ? 0 : ts,
+    spw_frame_rec r = {.attrs = (uint8_t)((key_len >= 0 ? SPW_REC_HAS_KEY : 0) | (ts != SPILLWAY_TS_NOW ? SPW_REC_HAS_TS : 0)),
+                       .ts = ts == SPILLWAY_TS_NOW ? 0 : ts,
                        .key = key,
                        .key_len = key_len,
                        .value = value,
@@ -427,16 +427,20 @@ fail:
     return err;
 }
 
-int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
+int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms)
 {
-    struct timespec dl = spw_deadline(CLOCK_REALTIME, (uint64_t)timeout_ms * 1000000ull);
+    uint64_t dl = spw_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
     pthread_mutex_lock(&p->mu);
     spw__producer_seal_all(p);
     spw__producer_wake_io(p);
     int r = 0;
     while (p->outstanding_records > 0) {
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT) {
-            r = p->outstanding_records ? SPW_ERR_TIMEOUT : 0;
+        if (p->interrupted) {
+            pthread_mutex_unlock(&p->mu); /* the stop stays: nothing more is sent out of order */
+            return SPILLWAY_ERR_CANCELED;
+        }
+        if (spw_cond_wait_until(&p->cv, &p->mu, dl) == ETIMEDOUT) {
+            r = p->outstanding_records ? SPILLWAY_ERR_TIMEOUT : 0;
             break;
         }
     }
@@ -445,18 +449,26 @@ int spw_producer_flush(spw_producer *p, uint32_t timeout_ms)
     return r;
 }
 
-void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
+void spillway_producer_interrupt(spillway_producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->interrupted = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
 {
     if (!p)
         return;
-    spw_producer_flush(p, timeout_ms);
+    spillway_producer_flush(p, timeout_ms);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     spw__producer_wake_io(p);
     pthread_join(p->th, NULL);
-    /* What is left fails with SPW_ERR_CANCELED. */
+    /* What is left fails with SPILLWAY_ERR_CANCELED. */
     done_item *done = NULL;
     pthread_mutex_lock(&p->mu);
     spw__producer_seal_all(p);
@@ -465,7 +477,7 @@ void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
         batch *b;
         q_prepend_all(&s->queue, &s->inflight);
         while ((b = q_pop(&s->queue)))
-            spw__producer_finish(p, &done, b, SPW_ERR_CANCELED, NULL, NULL);
+            spw__producer_finish(p, &done, b, SPILLWAY_ERR_CANCELED, NULL, NULL);
         if (s->fd >= 0)
             close(s->fd);
         spw_buf_fini(&s->out);
@@ -483,19 +495,26 @@ void spw_producer_close(spw_producer *p, uint32_t timeout_ms)
     free(p);
 }
 
-uint64_t spw_producer_reconnects(spw_producer *p) { return atomic_load(&p->reconnects); }
+uint64_t spillway_producer_reconnects(spillway_producer *p) { return atomic_load(&p->reconnects); }
 
-void spw__producer_set_next_seq(spw_producer *p, uint32_t seq)
+void spw__producer_set_next_seq(spillway_producer *p, uint32_t seq)
 {
     pthread_mutex_lock(&p->mu);
     p->producer_seq = seq;
     pthread_mutex_unlock(&p->mu);
 }
 
-uint64_t spw__producer_id(spw_producer *p)
+uint64_t spw__producer_id(spillway_producer *p)
 {
     pthread_mutex_lock(&p->mu);
     uint64_t id = p->producer_id;
     pthread_mutex_unlock(&p->mu);
     return id;
+}
+
+void spw__producer_set_id(spillway_producer *p, uint64_t id)
+{
+    pthread_mutex_lock(&p->mu);
+    p->producer_id = id;
+    pthread_mutex_unlock(&p->mu);
 }

@@ -39,7 +39,7 @@
 
 /* ---- I/O thread ---- */
 
-static void srv_disconnect(spw_producer *p, server *s, uint64_t now)
+static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 {
     if (s->fd >= 0)
         close(s->fd);
@@ -59,9 +59,10 @@ static void srv_disconnect(spw_producer *p, server *s, uint64_t now)
  * the PRODUCEs written after it run authenticated without waiting for
  * its answer; if the token is refused they are answered 401 one by one.
  */
-static void srv_connected(spw_producer *p, server *s, uint64_t now)
+static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
+    s->ai = s->naddr; /* the next connect (after a loss) resolves again */
     if (s->ever_connected)
         atomic_fetch_add(&p->reconnects, 1);
     s->ever_connected = 1;
@@ -78,28 +79,60 @@ static void srv_connected(spw_producer *p, server *s, uint64_t now)
     s->auth_id = id;
 }
 
-static void srv_connect(spw_producer *p, server *s, uint64_t now)
+static void srv_connect(spillway_producer *p, server *s, uint64_t now);
+
+/* The connect to addrs[ai] failed: the next address of the round, or,
+ * after the last, a backoff (the next round resolves the name again). */
+static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->connecting = 0;
+    if (++s->ai < s->naddr)
+        srv_connect(p, s, now);
+    else
+        srv_disconnect(p, s, now);
+}
+
+/*
+ * Connects to the server's next address. A round starts by resolving its
+ * host (getaddrinfo, here on the I/O thread: a name is looked up again at
+ * every reconnect, so a moved server is found), then tries each address
+ * in the resolver's order until one connects.
+ */
+static void srv_connect(spillway_producer *p, server *s, uint64_t now)
+{
+    if (s->ai >= s->naddr) {
+        s->ai = 0;
+        s->naddr = spw__client_resolve(s->host, s->port, s->addrs, s->alens);
+        if (s->naddr < 0) {
+            s->naddr = 0;
+            srv_disconnect(p, s, now); /* a backoff; the next round resolves again */
+            return;
+        }
+    }
+    const struct sockaddr_storage *a = &s->addrs[s->ai];
+    int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        s->next_connect_ms = now + s->backoff_ms;
+        srv_connect_failed(p, s, now);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     s->fd = fd;
     s->connect_started_ms = now;
-    if (connect(fd, (struct sockaddr *)&s->sa, sizeof s->sa) == 0) {
+    if (connect(fd, (const struct sockaddr *)a, s->alens[s->ai]) == 0) {
         srv_connected(p, s, now);
     } else if (errno == EINPROGRESS) {
         s->connecting = 1;
     } else {
-        srv_disconnect(p, s, now);
+        srv_connect_failed(p, s, now);
     }
 }
 
 /* Moves queued batches into out while the in-flight window allows. */
-static void srv_fill(spw_producer *p, server *s, uint64_t now)
+static void srv_fill(spillway_producer *p, server *s, uint64_t now)
 {
     while (!p->stopped && s->queue.head && s->inflight.n < p->cfg.max_in_flight &&
            s->queue.head->not_before_ms <= now) {
@@ -127,7 +160,7 @@ static void srv_fill(spw_producer *p, server *s, uint64_t now)
     }
 }
 
-static void srv_write(spw_producer *p, server *s, uint64_t now)
+static void srv_write(spillway_producer *p, server *s, uint64_t now)
 {
     while (s->out_off < s->out.len) {
         ssize_t w = send(s->fd, s->out.p + s->out_off, s->out.len - s->out_off, MSG_NOSIGNAL);
@@ -144,7 +177,7 @@ static void srv_write(spw_producer *p, server *s, uint64_t now)
 }
 
 /* Handles one answer. Returns 0, or -1 if the connection must be dropped. */
-static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const uint8_t *body, size_t len,
+static int srv_answer(spillway_producer *p, server *s, const spw_frame_hdr *h, const uint8_t *body, size_t len,
                       done_item **done, uint64_t now)
 {
     if (h->opcode == SPW_OP_AUTH && s->auth_id && h->request_id == s->auth_id && (h->flags & SPW_FLAG_RESPONSE)) {
@@ -191,7 +224,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
             q_push_front(&s->queue, b);
             return 0;
         }
-        spw__producer_finish(p, done, b, SPW_ERR_TIMEOUT, NULL, NULL);
+        spw__producer_finish(p, done, b, SPILLWAY_ERR_TIMEOUT, NULL, NULL);
         return 0;
     }
     if (st) {
@@ -225,7 +258,7 @@ static int srv_answer(spw_producer *p, server *s, const spw_frame_hdr *h, const 
     return 0;
 }
 
-static void srv_read(spw_producer *p, server *s, done_item **done, uint64_t now)
+static void srv_read(spillway_producer *p, server *s, done_item **done, uint64_t now)
 {
     for (int rounds = 0; rounds < 16; rounds++) {
         if (spw_buf_reserve(&s->in, s->in.len + READ_CHUNK)) {
@@ -268,13 +301,13 @@ static void srv_read(spw_producer *p, server *s, done_item **done, uint64_t now)
 }
 
 /* Fails queued batches past their delivery deadline. */
-static void expire(spw_producer *p, server *s, done_item **done, uint64_t now)
+static void expire(spillway_producer *p, server *s, done_item **done, uint64_t now)
 {
     bqueue keep = {0};
     batch *b;
     while ((b = q_pop(&s->queue))) {
         if (now >= b->deadline_ms)
-            spw__producer_finish(p, done, b, SPW_ERR_TIMEOUT, NULL, NULL);
+            spw__producer_finish(p, done, b, SPILLWAY_ERR_TIMEOUT, NULL, NULL);
         else
             q_push(&keep, b);
     }
@@ -283,7 +316,7 @@ static void expire(spw_producer *p, server *s, done_item **done, uint64_t now)
 
 void *spw__producer_main(void *arg)
 {
-    spw_producer *p = arg;
+    spillway_producer *p = arg;
     struct pollfd pfd[MAX_SERVERS + 1];
     int map[MAX_SERVERS + 1];
     pthread_mutex_lock(&p->mu);
@@ -311,7 +344,7 @@ void *spw__producer_main(void *arg)
                     timeout = (int)(s->next_connect_ms - now);
             }
             if (s->fd >= 0 && s->connecting && now - s->connect_started_ms > p->cfg.connect_timeout_ms)
-                srv_disconnect(p, s, now);
+                srv_connect_failed(p, s, now);
             if (s->fd >= 0 && !s->connecting) {
                 srv_fill(p, s, now);
                 srv_write(p, s, now);
@@ -356,7 +389,7 @@ void *spw__producer_main(void *arg)
                 socklen_t el = sizeof err;
                 getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err) {
-                    srv_disconnect(p, s, now);
+                    srv_connect_failed(p, s, now);
                     continue;
                 }
                 srv_connected(p, s, now);

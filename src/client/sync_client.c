@@ -2,7 +2,7 @@
  * The synchronous client of the C library (spw_client_*): one blocking
  * connection, one request at a time with a deadline — AUTH, FETCH (its
  * records decoded in place in the answer frame; a damaged batch answers
- * with the offset to resume at, spw_client_resume_offset) and METADATA.
+ * with the offset to resume at, spillway_client_resume_offset) and METADATA.
  * Independent of the producer; shares only the address parser.
  */
 #ifndef _GNU_SOURCE
@@ -34,41 +34,46 @@
 #include "core/ring.h"
 #include "wire/frame.h"
 
+/* The public expectations are the wire's (docs/protocol.md). */
+_Static_assert((int)SPILLWAY_EXPECT_VERSION_ANY == (int)SPW_EXPECT_ANY && (int)SPILLWAY_EXPECT_VERSION_NONE == (int)SPW_EXPECT_NONE &&
+                   (int)SPILLWAY_EXPECT_VERSION_EXISTS == (int)SPW_EXPECT_EXISTS &&
+                   (int)SPILLWAY_EXPECT_VERSION_EXACT == (int)SPW_EXPECT_EXACT,
+               "public expectations differ from the wire's");
+
 /* ---- synchronous client ---- */
 
-struct spw_client {
+struct spillway_client {
     int fd;
     uint32_t timeout_ms;
     uint64_t next_id;
     char last_error[1100];
     uint64_t resume_offset; /* the last error answer's next_offset, 0 if none */
+    uint64_t current_version; /* the last version_conflict answer's current version, 0 if none */
 };
 
-struct spw_fetch_result {
+struct spillway_fetch_result {
     uint8_t *frame;
     spw_fetch_resp resp;
     size_t count;
-    spw_fetched *recs;
+    spillway_fetched *recs;
 };
 
-struct spw_metadata {
+struct spillway_metadata {
     uint8_t *frame;
     size_t count;
-    spw_stream_info *streams;
+    spillway_stream_info *streams;
     char **names;
     uint64_t *offsets;
 };
 
-int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out)
+/* One non-blocking connect to a, waited for up to timeout_ms: the fd, or
+ * -errno / SPILLWAY_ERR_TIMEOUT. */
+static int connect_one(const struct sockaddr_storage *a, socklen_t len, uint32_t timeout_ms)
 {
-    struct sockaddr_in sa;
-    char name[300];
-    if (!server || !out || spw__client_parse_hostport(server, strlen(server), &sa, name, sizeof name))
-        return SPW_ERR_INVALID;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (connect(fd, (const struct sockaddr *)a, len) < 0) {
         if (errno != EINPROGRESS) {
             int e = -errno;
             close(fd);
@@ -82,15 +87,34 @@ int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
         if (r != 1 || err) {
             close(fd);
-            return r == 1 ? -err : SPW_ERR_TIMEOUT;
+            return r == 1 ? -err : SPILLWAY_ERR_TIMEOUT;
         }
     }
+    return fd;
+}
+
+int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
+{
+    char name[300], host[SPW_CLIENT_HOST_MAX + 1];
+    uint16_t port;
+    if (!server || !out || spw__client_parse_hostport(server, strlen(server), name, sizeof name, host, &port))
+        return SPILLWAY_ERR_INVALID;
+    struct sockaddr_storage addrs[SPW_CLIENT_ADDRS_MAX];
+    socklen_t lens[SPW_CLIENT_ADDRS_MAX];
+    int na = spw__client_resolve(host, port, addrs, lens);
+    if (na < 0)
+        return na;
+    int fd = -1;
+    for (int i = 0; i < na && fd < 0; i++) /* each address in the resolver's order */
+        fd = connect_one(&addrs[i], lens[i], timeout_ms);
+    if (fd < 0)
+        return fd;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    spw_client *c = calloc(1, sizeof *c);
+    spillway_client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     c->fd = fd;
     c->timeout_ms = timeout_ms ? timeout_ms : 30000;
@@ -99,7 +123,7 @@ int spw_client_connect(const char *server, uint32_t timeout_ms, spw_client **out
     return 0;
 }
 
-void spw_client_close(spw_client *c)
+void spillway_client_close(spillway_client *c)
 {
     if (!c)
         return;
@@ -107,22 +131,24 @@ void spw_client_close(spw_client *c)
     free(c);
 }
 
-const char *spw_client_last_error(spw_client *c) { return c->last_error; }
+const char *spillway_client_last_error(spillway_client *c) { return c->last_error; }
 
-uint64_t spw_client_resume_offset(spw_client *c) { return c->resume_offset; }
+uint64_t spillway_client_resume_offset(spillway_client *c) { return c->resume_offset; }
 
-static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+uint64_t spillway_client_current_version(spillway_client *c) { return c->current_version; }
+
+static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len);
 
-int spw_client_auth(spw_client *c, const char *token)
+int spillway_client_auth(spillway_client *c, const char *token)
 {
     size_t tl = token ? strlen(token) : 0;
     if (!c || tl == 0 || tl > SPW_AUTH_TOKEN_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     if (spw_auth_req_encode(&body, token, tl)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -133,19 +159,19 @@ int spw_client_auth(spw_client *c, const char *token)
         return r;
     const char *tenant, *why;
     uint16_t n;
-    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPW_ERR_PROTOCOL : 0;
+    r = spw_auth_resp_decode(rest, rl, &tenant, &n, &why) ? SPILLWAY_ERR_PROTOCOL : 0;
     free(frame);
     return r;
 }
 
-static int io_wait(spw_client *c, short ev, uint64_t deadline)
+static int io_wait(spillway_client *c, short ev, uint64_t deadline)
 {
     uint64_t now = spw_mono_ms();
     if (now >= deadline)
-        return SPW_ERR_TIMEOUT;
+        return SPILLWAY_ERR_TIMEOUT;
     struct pollfd pf = {.fd = c->fd, .events = ev};
     int r = poll(&pf, 1, (int)(deadline - now));
-    return r == 1 ? 0 : r == 0 ? SPW_ERR_TIMEOUT : -errno;
+    return r == 1 ? 0 : r == 0 ? SPILLWAY_ERR_TIMEOUT : -errno;
 }
 
 /*
@@ -153,18 +179,19 @@ static int io_wait(spw_client *c, short ev, uint64_t deadline)
  * the next frame is ours). On 0, *frame (malloc'ed, caller frees) holds the
  * answer frame and rest/rest_len the OK body after the status.
  */
-static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
+static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_t **frame, const uint8_t **rest,
                      size_t *rest_len)
 {
     c->last_error[0] = 0;
     c->resume_offset = 0;
+    c->current_version = 0;
     uint64_t deadline = spw_mono_ms() + c->timeout_ms;
     spw_buf f = SPW_BUF_INIT;
     size_t st;
     uint64_t id = c->next_id++;
     if (spw_frame_begin(&f, op, 0, id, &st) || spw_buf_reserve(&f, f.len + body->len)) {
         spw_buf_fini(&f);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     memcpy(f.p + f.len, body->p, body->len);
     f.len += body->len;
@@ -193,17 +220,17 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
             have += (size_t)n;
             if (buf == hdr && have == 16) {
                 if (spw_frame_hdr_decode(hdr, 16, MAX_ANSWER_BYTES, &h) || !(h.flags & SPW_FLAG_RESPONSE))
-                    return SPW_ERR_PROTOCOL;
+                    return SPILLWAY_ERR_PROTOCOL;
                 buf = malloc(4 + (size_t)h.length);
                 if (!buf)
-                    return SPW_ERR_NOMEM;
+                    return SPILLWAY_ERR_NOMEM;
                 memcpy(buf, hdr, 16);
                 need = 4 + (size_t)h.length;
             }
             continue;
         }
         if (n == 0)
-            r = SPW_ERR_PROTOCOL; /* closed mid-answer */
+            r = SPILLWAY_ERR_PROTOCOL; /* closed mid-answer */
         else if (errno == EAGAIN)
             r = io_wait(c, POLLIN, deadline);
         else if (errno != EINTR)
@@ -211,7 +238,7 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
         if (r) {
             if (buf != hdr)
                 free(buf);
-            return r == SPW_ERR_PROTOCOL && have == 0 ? -ECONNRESET : r;
+            return r == SPILLWAY_ERR_PROTOCOL && have == 0 ? -ECONNRESET : r;
         }
     }
     uint16_t status;
@@ -220,11 +247,15 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     if (h.request_id != id || h.opcode != op ||
         spw_answer_decode(buf + 16, need - 16, &status, rest, rest_len, &e, &why)) {
         free(buf);
-        return SPW_ERR_PROTOCOL;
+        return SPILLWAY_ERR_PROTOCOL;
     }
     if (status) {
         snprintf(c->last_error, sizeof c->last_error, "%.*s: %.*s", e.code_len, e.code, e.msg_len, e.msg);
-        c->resume_offset = e.has_next_offset ? e.next_offset : 0;
+        /* The u64 after the message: a damaged answer's resume offset, or a
+         * version_conflict's current version (docs/protocol.md). */
+        int conflict = e.code_len == 16 && memcmp(e.code, "version_conflict", 16) == 0;
+        c->resume_offset = e.has_next_offset && !conflict ? e.next_offset : 0;
+        c->current_version = e.has_next_offset && conflict ? e.next_offset : 0;
         free(buf);
         return -(int)status;
     }
@@ -232,18 +263,170 @@ static int roundtrip(spw_client *c, uint8_t op, const spw_buf *body, uint8_t **f
     return 0;
 }
 
-int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
-                     spw_fetch_result **out)
+int spillway_client_append(spillway_client *c, const char *stream, const void *key, int32_t key_len, const spillway_value *values,
+                      uint32_t n, int expect, uint64_t version, int ack, uint64_t *first_version)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || key_len < 0 || (key_len > 0 && !key) || !values ||
+        n == 0 || expect < SPILLWAY_EXPECT_VERSION_ANY || expect > SPILLWAY_EXPECT_VERSION_EXACT ||
+        (ack != SPILLWAY_ACK_LEVEL_DEFAULT && (ack < SPILLWAY_ACK_LEVEL_NONE || ack > SPILLWAY_ACK_LEVEL_REPLICATED)))
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    size_t ca;
+    int r = spw_produce_req_begin(&body, stream, sl, (uint8_t)ack, SPW_WIRE_PRIORITY_DEFAULT, SPW_PARTITION_ANY, 0, 0,
+                                  &ca);
+    for (uint32_t i = 0; r == 0 && i < n; i++) {
+        spw_frame_rec fr = {.attrs = SPW_REC_HAS_KEY, .key = key, .key_len = key_len, .value = values[i].p,
+                            .value_len = values[i].len};
+        r = spw_produce_rec_put(&body, &fr);
+    }
+    if (r == 0)
+        r = spw_produce_req_put_expect(&body, (uint8_t)expect, expect == SPILLWAY_EXPECT_VERSION_EXACT ? version : 0);
+    if (r) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    spw_produce_req_set_count(&body, ca, n);
+    spw_produce_req_set_flags(&body, ca, SPW_PRODUCE_VERSIONED);
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    r = roundtrip(c, SPW_OP_PRODUCE, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_produce_resp pr;
+    const char *why;
+    if (spw_produce_resp_decode(rest, rl, &pr, &why) || pr.nrecords != n || !pr.versions) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    if (first_version)
+        *first_version = spw_produce_resp_version(&pr, 0);
+    free(frame);
+    return 0;
+}
+
+struct spillway_history {
+    uint8_t *frame;
+    uint64_t current, snapshot_version;
+    const uint8_t *state;
+    uint32_t state_len;
+    size_t count;
+    spillway_event *events;
+};
+
+int spillway_client_history(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t from_version,
+                       uint32_t max, spillway_history **out)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || max == 0 || max > SPW_KEY_EVENTS_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_key_events_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                            .from_version = from_version, .max_records = max};
+    if (spw_key_events_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_KEY_EVENTS, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    spw_key_events_resp kr;
+    const char *why;
+    spillway_history *h = calloc(1, sizeof *h);
+    if (!h || spw_key_events_resp_decode(rest, rl, &kr, &why)) {
+        free(h);
+        free(frame);
+        return h ? SPILLWAY_ERR_PROTOCOL : SPILLWAY_ERR_NOMEM;
+    }
+    h->frame = frame;
+    h->current = kr.current_version;
+    h->snapshot_version = kr.snapshot_version;
+    h->state = kr.state;
+    h->state_len = kr.state_len;
+    h->count = kr.count;
+    h->events = calloc(kr.count ? kr.count : 1, sizeof *h->events);
+    if (!h->events) {
+        free(frame);
+        free(h);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    spw_key_event e;
+    for (size_t i = 0; spw_key_events_next(&kr, &e); i++)
+        h->events[i] = (spillway_event){.version = e.version, .offset = e.offset, .ts = e.ts, .value = e.value,
+                                   .value_len = e.value_len};
+    *out = h;
+    return 0;
+}
+
+uint64_t spillway_history_current_version(const spillway_history *h) { return h->current; }
+
+uint64_t spillway_history_snapshot(const spillway_history *h, const void **state, uint32_t *state_len)
+{
+    if (state)
+        *state = h->state;
+    if (state_len)
+        *state_len = h->state_len;
+    return h->snapshot_version;
+}
+
+size_t spillway_history_count(const spillway_history *h) { return h->count; }
+
+void spillway_history_get(const spillway_history *h, size_t i, spillway_event *out) { *out = h->events[i]; }
+
+void spillway_history_free(spillway_history *h)
+{
+    if (!h)
+        return;
+    free(h->events);
+    free(h->frame);
+    free(h);
+}
+
+int spillway_client_snapshot_put(spillway_client *c, const char *stream, const void *key, int32_t key_len, uint64_t version,
+                            const void *state, uint32_t state_len)
+{
+    size_t sl = stream ? strlen(stream) : 0;
+    if (!c || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || !key || key_len <= 0 ||
+        (uint32_t)key_len > SPW_KEY_WIRE_MAX || !state || state_len == 0 || state_len > SPW_SNAPSHOT_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    spw_snapshot_put_req q = {.stream = stream, .stream_len = (uint16_t)sl, .key = key, .key_len = (uint32_t)key_len,
+                              .version = version, .state = state, .state_len = state_len};
+    if (spw_snapshot_put_req_encode(&body, &q)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_SNAPSHOT_PUT, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    r = rl == 0 ? 0 : SPILLWAY_ERR_PROTOCOL;
+    free(frame);
+    return r;
+}
+
+int spillway_client_fetch(spillway_client *c, const char *stream, uint32_t partition, uint64_t offset, uint32_t max_bytes,
+                     spillway_fetch_result **out)
 {
     size_t sl = stream ? strlen(stream) : 0;
     if (!c || !out || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     spw_fetch_req q = {.stream = stream, .stream_len = (uint16_t)sl, .partition = partition, .offset = offset,
                        .max_bytes = max_bytes, .mode = SPW_FETCH_RECORDS};
     if (spw_fetch_req_encode(&body, &q)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -252,12 +435,12 @@ int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint
     spw_buf_fini(&body);
     if (r)
         return r;
-    spw_fetch_result *res = calloc(1, sizeof *res);
+    spillway_fetch_result *res = calloc(1, sizeof *res);
     const char *why;
     if (!res || spw_fetch_resp_decode(rest, rl, &res->resp, &why) || res->resp.mode != SPW_FETCH_RECORDS) {
         free(res);
         free(frame);
-        return res ? SPW_ERR_PROTOCOL : SPW_ERR_NOMEM;
+        return res ? SPILLWAY_ERR_PROTOCOL : SPILLWAY_ERR_NOMEM;
     }
     res->frame = frame;
     res->count = res->resp.count;
@@ -265,23 +448,23 @@ int spw_client_fetch(spw_client *c, const char *stream, uint32_t partition, uint
     if (!res->recs) {
         free(frame);
         free(res);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     spw_fetch_iter it;
     spw_fetch_rec fr;
     spw_fetch_iter_init(&it, &res->resp);
     for (size_t i = 0; i < res->count && spw_fetch_iter_next(&it, &fr); i++)
-        res->recs[i] = (spw_fetched){fr.offset, fr.id, fr.ts, fr.key, fr.key_len, fr.value, fr.value_len};
+        res->recs[i] = (spillway_fetched){fr.offset, fr.id, fr.ts, fr.key, fr.key_len, fr.value, fr.value_len};
     *out = res;
     return 0;
 }
 
-size_t spw_fetch_count(const spw_fetch_result *r) { return r->count; }
-void spw_fetch_get(const spw_fetch_result *r, size_t i, spw_fetched *out) { *out = r->recs[i]; }
-uint64_t spw_fetch_next_offset(const spw_fetch_result *r) { return r->resp.next_offset; }
-uint64_t spw_fetch_end_offset(const spw_fetch_result *r) { return r->resp.end_offset; }
+size_t spillway_fetch_count(const spillway_fetch_result *r) { return r->count; }
+void spillway_fetch_get(const spillway_fetch_result *r, size_t i, spillway_fetched *out) { *out = r->recs[i]; }
+uint64_t spillway_fetch_next_offset(const spillway_fetch_result *r) { return r->resp.next_offset; }
+uint64_t spillway_fetch_end_offset(const spillway_fetch_result *r) { return r->resp.end_offset; }
 
-void spw_fetch_free(spw_fetch_result *r)
+void spillway_fetch_free(spillway_fetch_result *r)
 {
     if (!r)
         return;
@@ -290,15 +473,15 @@ void spw_fetch_free(spw_fetch_result *r)
     free(r);
 }
 
-int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
+int spillway_client_metadata(spillway_client *c, const char *stream, spillway_metadata **out)
 {
     size_t sl = stream ? strlen(stream) : 0;
     if (!c || !out || sl > SPW_STREAM_NAME_WIRE_MAX)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     spw_buf body = SPW_BUF_INIT;
     if (spw_metadata_req_encode(&body, stream ? stream : "", sl)) {
         spw_buf_fini(&body);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     uint8_t *frame;
     const uint8_t *rest;
@@ -311,9 +494,9 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
     const char *why;
     if (spw_metadata_resp_decode(rest, rl, &mr, &why)) {
         free(frame);
-        return SPW_ERR_PROTOCOL;
+        return SPILLWAY_ERR_PROTOCOL;
     }
-    spw_metadata *m = calloc(1, sizeof *m);
+    spillway_metadata *m = calloc(1, sizeof *m);
     size_t total_parts = 0;
     spw_metadata_resp scan = mr;
     spw_meta_stream ms;
@@ -326,21 +509,21 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
         m->offsets = calloc(total_parts ? total_parts * 3 : 1, sizeof *m->offsets);
     }
     if (!m || !m->streams || !m->names || !m->offsets) {
-        spw_metadata_free(m);
+        spillway_metadata_free(m);
         free(frame);
-        return SPW_ERR_NOMEM;
+        return SPILLWAY_ERR_NOMEM;
     }
     m->frame = frame;
     size_t at = 0;
     for (size_t i = 0; i < m->count && spw_metadata_resp_next(&mr, &ms); i++) {
         m->names[i] = malloc((size_t)ms.name_len + 1);
         if (!m->names[i]) {
-            spw_metadata_free(m);
-            return SPW_ERR_NOMEM;
+            spillway_metadata_free(m);
+            return SPILLWAY_ERR_NOMEM;
         }
         memcpy(m->names[i], ms.name, ms.name_len);
         m->names[i][ms.name_len] = 0;
-        spw_stream_info *si = &m->streams[i];
+        spillway_stream_info *si = &m->streams[i];
         si->name = m->names[i];
         si->partitions = ms.partitions;
         si->format_bytes = ms.format_bytes;
@@ -362,17 +545,17 @@ int spw_client_metadata(spw_client *c, const char *stream, spw_metadata **out)
     return 0;
 }
 
-size_t spw_metadata_count(const spw_metadata *m) { return m->count; }
+size_t spillway_metadata_count(const spillway_metadata *m) { return m->count; }
 
-int spw_metadata_stream(const spw_metadata *m, size_t i, spw_stream_info *out)
+int spillway_metadata_stream(const spillway_metadata *m, size_t i, spillway_stream_info *out)
 {
     if (i >= m->count)
-        return SPW_ERR_INVALID;
+        return SPILLWAY_ERR_INVALID;
     *out = m->streams[i];
     return 0;
 }
 
-void spw_metadata_free(spw_metadata *m)
+void spillway_metadata_free(spillway_metadata *m)
 {
     if (!m)
         return;

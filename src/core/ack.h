@@ -2,7 +2,7 @@
  * Acknowledgement levels (docs/operations.md "Durability levels"): one
  * enum for the log, the services and the binary protocol, whose PRODUCE
  * carries these values on the wire (docs/protocol.md). The client
- * library's public header spells the same values SPW_ACK_LEVEL_*
+ * library's public header spells the same values SPILLWAY_ACK_LEVEL_*
  * (include/spillway.h, self-contained); src/client pins them to these
  * with static assertions.
  */

@@ -213,12 +213,55 @@ int spw_cfg_load_ex(const spw_cfg_entry *t, size_t n, void *obj, const char *pat
     return 0;
 }
 
+/*
+ * Writes text to f word by word, lines at most width columns: the first
+ * continues at column col, the others start with prefix (which is
+ * width-counted) and indent spaces. A word longer than a line stands alone.
+ */
+static void wrap(FILE *f, const char *text, int col, const char *prefix, int indent, int width)
+{
+    int plen = (int)strlen(prefix);
+    const char *p = text;
+    int first = 1;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t wl = strcspn(p, " ");
+        if (wl == 0)
+            break;
+        if (!first && col + 1 + (int)wl > width) {
+            fprintf(f, "\n%s%*s", prefix, indent, "");
+            col = plen + indent;
+            first = 1;
+        }
+        if (!first) {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(p, 1, wl, f);
+        col += (int)wl;
+        p += wl;
+        first = 0;
+    }
+    fputc('\n', f);
+}
+
+static const char *kind_word[] = {"TEXT", "N", "SIZE", "DURATION", "BOOL"};
+
 void spw_cfg_help(const spw_cfg_entry *t, size_t n, FILE *f)
 {
-    static const char *kind[] = {"TEXT", "N", "SIZE", "DURATION", "BOOL"};
     for (size_t i = 0; i < n; i++) {
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s %s", t[i].name, kind[t[i].type]);
+        snprintf(flag, sizeof flag, "--%s %s", t[i].name, kind_word[t[i].type]);
         fprintf(f, "  %-32s %s (default %s)\n", flag, t[i].help, t[i].def[0] ? t[i].def : "\"\"");
+    }
+}
+
+void spw_cfg_sample(const spw_cfg_entry *t, size_t n, FILE *f)
+{
+    for (size_t i = 0; i < n; i++) {
+        fputs("\n# ", f);
+        wrap(f, t[i].help, 2, "# ", 0, 78);
+        fprintf(f, "#%s = %s\n", t[i].name, t[i].def[0] ? t[i].def : "\"\"");
     }
 }

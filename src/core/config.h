@@ -33,8 +33,13 @@ int spw_cfg_set(const spw_cfg_entry *t, size_t n, void *obj, const char *name, c
                 size_t errcap);
 /* Reads a config file. Returns 0, or -1 with "path:line: reason" in err. */
 int spw_cfg_load(const spw_cfg_entry *t, size_t n, void *obj, const char *path, char *err, size_t errcap);
-/* Prints "  --name VALUE  help (default ...)" lines. */
+/* Prints "  --name VALUE  help (default ...)" lines, one per setting
+ * (callers wrap them: core/help.h). */
 void spw_cfg_help(const spw_cfg_entry *t, size_t n, FILE *f);
+/* The settings as a config file that changes nothing: each one's help as
+ * comment lines, then "#name = default" (packaging/spillway.conf is this
+ * output: spillway serve --print-config). Lines at most 80 columns. */
+void spw_cfg_sample(const spw_cfg_entry *t, size_t n, FILE *f);
 /* Longest line of a config file, without its newline. */
 #define SPW_CFG_LINE_MAX 16384
 /* A line whose name starts with a prefix (see spw_cfg_load_ex): name and

@@ -13,6 +13,7 @@ const char *spw_strerror(int err)
     case SPW_EROFS: return "partition is read-only after a failed write or fsync";
     case SPW_ERANGE: return "offset out of range";
     case SPW_EDISKLIMIT: return "the data directory is at its max-disk-bytes limit";
+    case SPW_ECONFLICT: return "the key is not at the expected version";
     default: break;
     }
     if (err < 0 && err > SPW__ERR_BASE)

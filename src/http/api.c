@@ -19,6 +19,8 @@
  */
 #include "http/api_int.h"
 
+#include "svc/health.h"
+
 /* ---- small output helpers ---- */
 
 void spw__api_out_raw(spw_buf *b, const void *p, size_t n)
@@ -155,6 +157,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     }
     if (spw_sink_api_route(api, req, ar))
         return;
+    if (spw_view_api_route(api, req, ar))
+        return;
     if (strncmp(req->path, "/v1/streams/", 12) == 0) {
         const char *name = req->path + 12;
         const char *slash = strchr(name, '/');
@@ -163,6 +167,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             return spw__api_handle_stream(api, req, name, nl, ar);
         if (strncmp(slash, "/groups/", 8) == 0 && api->svc.groups)
             return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
+        if (strncmp(slash, "/keys/", 6) == 0)
+            return spw__api_handle_keys(api, req, name, nl, slash + 6, ar);
         if (strcmp(slash, "/events") == 0) {
             char msg[300];
             spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
@@ -187,6 +193,16 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
 }
 
+int spw_api_body_allowed(void *ctx, const spw_http_req *req, const char *url)
+{
+    spw_api *api = ctx;
+    /* The test-only fault hook authenticates nothing (docs/operations.md
+     * "Test builds"); everything else needs a token (spw_api_handle). */
+    if (spw_api_debug_handler && strncmp(url, "/debug/", 7) == 0)
+        return 1;
+    return spw_auth_http_valid(api->svc.auth, req);
+}
+
 void spw_api_handle(void *ctx, spw_http_req *req)
 {
     spw_api *api = ctx;
@@ -198,11 +214,29 @@ void spw_api_handle(void *ctx, spw_http_req *req)
         spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
         return;
     }
-    /* With tokens, everything but /healthz needs one (unknown paths too:
+    if (path_is(req, "/readyz")) { /* like /healthz, without a token: for probes */
+        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+            return method_not_allowed(req, "GET");
+        spw_buf b = SPW_BUF_INIT;
+        int ok = spw_svc_ready(&api->svc, &b);
+        spw_http_respond(req, ok ? 200 : 503, NULL, "application/json", (const char *)b.p, b.len);
+        spw_buf_fini(&b);
+        return;
+    }
+    /* With tokens, everything but /healthz and /readyz needs one (unknown paths too:
      * an anonymous client learns nothing about what exists). */
     spw_auth_req ar;
     if (!spw_auth_http(api->svc.auth, req, &ar))
         return;
+    /* Its token was not valid when its headers came (tokens reloaded
+     * since): the body was dropped unread, so there is nothing to serve. */
+    if (req->body_dropped) {
+        atomic_fetch_add(&api->svc.auth->unauthorized, 1);
+        spw_http_answer(req, SPW_SC_UNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"spillway\"\r\n",
+                        "the token was not valid when the request's headers arrived; its body was not read");
+        spw_auth_req_done(&ar);
+        return;
+    }
     /* A header the server reads whose value is longer than it keeps
      * (http/http.h) is refused, never used cut (docs/api.md#headers); an
      * Authorization that long is no valid token (auth.c). */

@@ -6,6 +6,7 @@
  * (log/cursor.h) as NDJSON, reporting damage with the offset to resume at.
  */
 #include "http/api_int.h"
+#include "core/workq.h"
 
 /* ---- produce: HTTP's decoder and encoder over the service (svc/produce.h) ---- */
 
@@ -41,6 +42,17 @@ static void result_json(spw_buf *b, spw_api *api, const spw_produce_res *r)
         e = spw_buf_puts(b, ",\"superseded\":") || spw_buf_put_u64(b, r->n_superseded);
     if (!e && r->duplicate)
         e = spw_buf_puts(b, ",\"duplicate\":true");
+    if (!e && r->vers) { /* a versioned stream: per key, its first version and count */
+        e = spw_buf_puts(b, ",\"versions\":[");
+        for (uint32_t k = 0; k < r->n_vers && !e; k++) {
+            e = spw_buf_puts(b, k ? ",{\"key\":" : "{\"key\":");
+            if (!e)
+                spw_json_xput_str(b, (const char *)r->vers[k].key, r->vers[k].key_len);
+            e = e || spw_buf_puts(b, ",\"first\":") || spw_buf_put_u64(b, r->vers[k].first) ||
+                spw_buf_puts(b, ",\"count\":") || spw_buf_put_u64(b, r->vers[k].count) || spw_buf_puts(b, "}");
+        }
+        e = e || spw_buf_puts(b, "]");
+    }
     e = e || spw_buf_puts(b, "}\n");
     if (e)
         abort(); /* as spw__api_out_raw: spw_buf uses try_realloc; bounded by the request */
@@ -64,6 +76,21 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
     }
     int status = spw_sc_http(r->code);
     const char *word = spw_sc_word(r->code);
+    if (r->code == SPW_SC_VERSION_CONFLICT) {
+        /* {"code":"version_conflict","expected":E,"current":M}: E as a
+         * number or as the word the request gave */
+        spw_buf b = SPW_BUF_INIT;
+        char eb[24];
+        spw_es_expect_str((spw_es_expect)r->expect, r->expected_version, eb, sizeof eb);
+        int num = r->expect == SPW_ES_EXACT;
+        spw_buf_xprintf(&b, "{\"error\":");
+        spw_json_xput_str(&b, r->msg, strlen(r->msg));
+        spw_buf_xprintf(&b, ",\"code\":\"%s\",\"expected\":%s%s%s,\"current\":%" PRIu64 "}\n", word, num ? "" : "\"",
+                        eb, num ? "" : "\"", r->current_version);
+        spw_http_respond(req, status, h[0] ? h : NULL, "application/json", b.p, b.len);
+        spw_buf_fini(&b);
+        return;
+    }
     if (r->code == SPW_SC_RATE_LIMITED || r->code == SPW_SC_OVER_BURST) {
         spw_buf b = SPW_BUF_INIT;
         if (r->code == SPW_SC_OVER_BURST)
@@ -103,6 +130,10 @@ static void produce_answer(spw_produce_res *res, void *user)
 }
 
 static void http_post(void *loop, void (*fn)(void *), void *arg) { spw_http_loop_post(loop, fn, arg); }
+
+/* A produce's working memory comes from the input budget (produce.h). */
+static void work_add(void *m, uint64_t n) { spw_membudget_add(m, n); }
+static void work_give(void *m, uint64_t n) { spw_membudget_give(m, n); }
 
 /* The events of a body: one JSON object, an array of them, NDJSON lines
  * (blank ones skipped, still counted), or for a bytes stream the body. */
@@ -249,6 +280,21 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         spw_stream_put(s);
         return;
     }
+    /* Expected version (versioned streams): header, then ?expected_version=. */
+    char qe[32];
+    int qer = req->expected_version[0] ? 1 : spw__api_query_get(req->query, "expected_version", qe, sizeof qe);
+    const char *exp_s = req->expected_version[0] ? req->expected_version : qer == 1 ? qe : NULL;
+    spw_es_expect ek = SPW_ES_ANY;
+    uint64_t ev = 0;
+    if (qer < 0 || (exp_s && spw_es_expect_parse(exp_s, strlen(exp_s), &ek, &ev))) {
+        atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+        spw_http_answer(req, SPW_SC_BAD_EXPECTED_VERSION, NULL,
+                        "expected_version must be any, none, exists or an integer from 0 to 9007199254740991, not "
+                        "'%.40s'; nothing was appended",
+                        qer < 0 ? "(malformed)" : exp_s);
+        spw_stream_put(s);
+        return;
+    }
     const char *body = req->body.p ? (const char *)req->body.p : ""; /* no body: p may be NULL */
     body_src src = {.body = body, .p = body, .end = body + req->body.len, .kind = kind, .key = req->key};
     spw_produce_in in = {.s = s,
@@ -262,10 +308,18 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .src = &src,
                          .idempotency_key = req->idempotency_key,
                          .supersede_ok = 1,
+                         .has_expect = exp_s != NULL,
+                         .expect = (int)ek,
+                         .expected_version = ev,
                          .post = http_post,
                          .loop = req->loop,
                          .done = produce_answer,
                          .user = req};
+    if (api->buffers) { /* counted in the input budget, beside the body */
+        in.work_add = work_add;
+        in.work_give = work_give;
+        in.work = api->buffers;
+    }
     spw_produce_res res;
     req->user = api; /* for produce_answer */
     if (spw_produce_request(&api->svc, &in, &res) == 0) {
@@ -279,8 +333,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
 
 /* ---- read ---- */
 
-int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, spw_buf *out, uint64_t *next_out,
-                        uint64_t *bad_out)
+int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t limit, uint64_t max_bytes, spw_buf *out,
+                        uint64_t *next_out, uint64_t *bad_out)
 {
     /* The record cursor's rules (log/cursor.h): durable records only; at
      * damage, answer what came before it and stop there, so the next read
@@ -290,11 +344,13 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     spw_record_view rv;
     uint64_t sent = 0;
     int n = 0;
-    while (sent < limit && out->len <= (8u << 20) && (n = spw_cursor_next(&c, &rv)) == 1) {
+    while (sent < limit && (sent == 0 || out->len < max_bytes) && (n = spw_cursor_next(&c, &rv)) == 1) {
         spw_buf_xprintf(out,
-                      "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64
-                      ",\"key\":",
+                      "{\"partition\":%" PRIu32 ",\"offset\":%" PRIu64 ",\"id\":\"%" PRIu64 "\",\"ts\":%" PRId64,
                       part, rv.offset, rv.id, rv.ts);
+        if (rv.version) /* a versioned stream's record */
+            spw_buf_xprintf(out, ",\"version\":%" PRIu64, rv.version);
+        spw__api_out_raw(out, ",\"key\":", 7);
         if (rv.key_len < 0)
             spw__api_out_raw(out, "null", 4);
         else
@@ -313,9 +369,105 @@ int spw_api_read_ndjson(spw_stream *s, uint32_t part, uint64_t offset, uint64_t 
     return n < 0 && sent == 0 ? n : (int)sent;
 }
 
+/*
+ * A read is checked on the loop (parameters, partition), then its disk
+ * work — the time lookup, the segment reads through the cursor — runs on
+ * an I/O worker (svc->io, core/workq.h) and the answer is posted back to
+ * the request's loop: a read of up to 8 MiB from a slow disk never holds
+ * up the other connections of its loop. Without workers it runs in place.
+ */
+typedef struct read_job {
+    spw_api *api;
+    spw_http_req *req;
+    spw_stream *s;
+    uint32_t part;
+    uint64_t offset, limit, max_bytes;
+    int64_t from_ts;
+    int by_ts, by_offset;
+    /* results */
+    int r_ts; /* the time lookup's error, or 0 */
+    spw_part_state st;
+    spw_buf out;
+    uint64_t next, bad_next;
+    int n;
+} read_job;
+
+/* On a worker (or in place): everything that touches the disk. */
+static void read_work(read_job *j)
+{
+    spw_part *p = j->s->parts[j->part];
+    spw_part_state_get(p, &j->st);
+    if (j->by_ts) {
+        j->r_ts = spw_part_offset_for_ts(p, j->from_ts, &j->offset);
+        if (j->r_ts < 0)
+            return;
+    } else if (!j->by_offset) {
+        j->offset = j->st.start_offset;
+    }
+    if (j->offset < j->st.start_offset || j->offset > j->st.durable_offset)
+        return;
+    j->next = j->offset;
+    j->n = spw_api_read_ndjson(j->s, j->part, j->offset, j->limit, j->max_bytes, &j->out, &j->next, &j->bad_next);
+}
+
+/* On the request's loop: the answer. */
+static void read_answer(void *arg)
+{
+    read_job *j = arg;
+    spw_http_req *req = j->req;
+    req->user = NULL;
+    if (j->r_ts < 0) {
+        spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(j->r_ts));
+        goto out;
+    }
+    /* Reads see durable records only (docs/architecture.md, "What readers
+     * see"): the end a reader is told is the durable one. */
+    if (j->offset < j->st.start_offset || j->offset > j->st.durable_offset) {
+        char h[128];
+        snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
+                 j->st.start_offset, j->st.durable_offset);
+        spw_http_answer(req, SPW_SC_OFFSET_OUT_OF_RANGE, h,
+                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, j->offset,
+                        j->st.start_offset, j->st.durable_offset);
+        goto out;
+    }
+    int n = j->n;
+    uint64_t next = j->next, bad_next = j->bad_next;
+    /* A read that stopped at the durable end has asked for an fsync of
+     * what is written after it (the cursor does). */
+    if (n >= 0) {
+        char h[96];
+        snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
+        spw_http_respond(req, 200, h, "application/x-ndjson", j->out.p, j->out.len);
+    } else if (n == SPW_ECORRUPT && bad_next > next) {
+        /* Nothing readable at next: say where reading can resume (past the
+         * damaged range) so a reader is never stuck and never misled. */
+        char hn[96];
+        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
+        spw_http_answer(req, SPW_SC_DAMAGED, hn,
+                        "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
+                        "at offset %" PRIu64,
+                        next, bad_next - 1, bad_next);
+    } else {
+        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
+                        "reading offset %" PRIu64 ": %s",
+                        next, spw_strerror(n));
+    }
+out:
+    spw_buf_fini(&j->out);
+    spw_stream_put(j->s);
+    spw_free(j);
+}
+
+static void read_worker(void *arg)
+{
+    read_job *j = arg;
+    read_work(j);
+    spw_http_loop_post(j->req->loop, read_answer, j);
+}
+
 void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
 {
-    (void)api;
     spw_stream_config *cfg = &s->cfg;
     uint64_t part = 0, offset = 0, limit = 100;
     int64_t from_ts = 0;
@@ -344,57 +496,45 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
     }
     if (limit == 0 || limit > 10000)
         limit = limit == 0 ? 1 : 10000;
-    spw_part *p = s->parts[part];
-    spw_part_state st;
-    spw_part_state_get(p, &st);
-    if (ht > 0) {
-        int r = spw_part_offset_for_ts(p, from_ts, &offset);
-        if (r < 0) {
-            spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(r));
-            goto out;
-        }
-    } else if (ho == 0) {
-        offset = st.start_offset;
-    }
-    /* Reads see durable records only (docs/architecture.md, "What readers
-     * see"): the end a reader is told is the durable one. */
-    if (offset < st.start_offset || offset > st.durable_offset) {
-        char h[128];
-        snprintf(h, sizeof h, "Spillway-Start-Offset: %" PRIu64 "\r\nSpillway-End-Offset: %" PRIu64 "\r\n",
-                 st.start_offset, st.durable_offset);
-        spw_http_answer(req, SPW_SC_OFFSET_OUT_OF_RANGE, h,
-                        "offset %" PRIu64 " is outside the partition's offsets %" PRIu64 "..%" PRIu64, offset,
-                        st.start_offset, st.durable_offset);
+    /* At most READ_MAX_BYTES, and what the budget of unsent answers has
+     * left (docs/operations.md "Memory"): none left, and the read waits
+     * for clients that do not read theirs to be sent or closed. */
+    uint64_t max_bytes = spw_http_req_out_reserve(req, SPW_API_READ_MAX_BYTES);
+    if (max_bytes == 0) {
+        spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
+                        "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                        "read theirs; retry later");
         goto out;
     }
-    spw_buf out = SPW_BUF_INIT;
-    uint64_t next = offset, bad_next = 0;
-    int n = spw_api_read_ndjson(s, (uint32_t)part, offset, limit, &out, &next, &bad_next);
-    /* A read that stopped at the durable end has asked for an fsync of
-     * what is written after it (the cursor does). */
-    if (n < 0)
-        goto damaged;
-    char h[96];
-    snprintf(h, sizeof h, "Spillway-Next-Offset: %" PRIu64 "\r\n", next);
-    spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
-    spw_buf_fini(&out);
-    goto out;
-damaged:
-    /* Nothing readable at next: say where reading can resume (past the
-     * damaged range) so a reader is never stuck and never misled. */
-    if (n == SPW_ECORRUPT && bad_next > next) {
-        char hn[96];
-        snprintf(hn, sizeof hn, "Spillway-Next-Offset: %" PRIu64 "\r\n", bad_next);
-        spw_http_answer(req, SPW_SC_DAMAGED, hn,
-                        "offsets %" PRIu64 "..%" PRIu64 " are damaged on disk (run spillway check); reading can resume "
-                        "at offset %" PRIu64,
-                        next, bad_next - 1, bad_next);
-    } else {
-        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
-                        "reading offset %" PRIu64 ": %s",
-                        next, spw_strerror(n));
+    read_job *j = spw_xcalloc(1, sizeof *j);
+    *j = (read_job){.api = api,
+                    .req = req,
+                    .s = s, /* the handler's reference, given back by read_answer */
+                    .part = (uint32_t)part,
+                    .offset = offset,
+                    .limit = limit,
+                    .max_bytes = max_bytes,
+                    .from_ts = from_ts,
+                    .by_ts = ht > 0,
+                    .by_offset = ho > 0,
+                    .out = SPW_BUF_INIT};
+    req->user = j;
+    if (api->svc.io) {
+        /* The answer is at most about 8 MiB (spw_api_read_ndjson): counted
+         * with the connection's unsent answers while it is being read. */
+        spw_http_req_promise(req, 8u << 20);
+        int r = spw_workq_submit(api->svc.io, read_worker, j);
+        if (r == 0)
+            return;
+        req->user = NULL;
+        spw_free(j);
+        spw_http_answer(req, SPW_SC_UNAVAILABLE, NULL,
+                        "too many reads are waiting for the disk; try again");
+        goto out;
     }
-    spw_buf_fini(&out);
+    read_work(j);
+    read_answer(j);
+    return;
 out:
     spw_stream_put(s);
 }

@@ -32,13 +32,18 @@
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
 #include "http/sink_api.h"
+#include "http/view_api.h"
 #include "sink/sink.h"
 #include "svc/metrics.h"
 #include "svc/request.h"
+#include "es/es.h"
 
-#define SPW_VERSION_STR "0.1.0"
 #define IDS_MAX_IN_RESPONSE 1000
 
+
+/* api_keys.c: the key routes of versioned streams (rest: after "/keys/") */
+void spw__api_handle_keys(spw_api *api, spw_http_req *req, const char *name, size_t nl, const char *rest,
+                          const spw_auth_req *ar);
 
 /* api.c */
 void spw__api_out_raw(spw_buf *b, const void *p, size_t n);

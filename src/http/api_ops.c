@@ -6,6 +6,11 @@
  * and sinks. The names and values are a contract (docs/operations.md).
  */
 #include "http/api_int.h"
+#include "log/log.h"
+#include "net/conn.h"
+#include "os/os.h"
+
+#include "core/version.h"
 
 /* ---- operations ---- */
 
@@ -35,8 +40,9 @@ void spw__api_handle_status(spw_api *api, spw_http_req *req)
     spw_http_stats_get(api->http, &hs);
     spw_buf b = SPW_BUF_INIT;
     spw_buf_xprintf(&b,
-                  "{\"version\":\"" SPW_VERSION_STR "\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,\"data_dir\":",
-                  spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
+                  "{\"version\":\"%s\",\"commit\":\"%s\",\"uptime_ms\":%" PRId64 ",\"node_id\":%u,"
+                  "\"data_dir\":",
+                  spw_version, spw_commit, spw_wall_ms() - api->svc.started_ms, api->svc.node_id);
     spw_json_xput_str(&b, api->svc.data_dir, strlen(api->svc.data_dir));
     spw_buf_xprintf(&b,
                   ",\"streams\":%u,\"connections\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
@@ -81,6 +87,21 @@ static uint64_t m_buf_used(void *a) { return m_buf(a, 0); }
 static uint64_t m_buf_peak(void *a) { return m_buf(a, 1); }
 static uint64_t m_buf_limit(void *a) { return m_buf(a, 2); }
 static uint64_t m_buf_waits(void *a) { return m_buf(a, 3); }
+static uint64_t m_unsent(void *a, int i)
+{
+    spw_membudget_stats ms;
+    spw_membudget_stats_get(API(a)->unsent, &ms);
+    return i == 0 ? ms.used : i == 1 ? ms.peak : ms.limit;
+}
+static uint64_t m_unsent_used(void *a) { return m_unsent(a, 0); }
+static uint64_t m_unsent_peak(void *a) { return m_unsent(a, 1); }
+static uint64_t m_unsent_limit(void *a) { return m_unsent(a, 2); }
+static uint64_t m_http_send_timeouts(void *a)
+{
+    spw_http_stats st;
+    spw_http_stats_get(API(a)->http, &st);
+    return st.send_timeouts;
+}
 static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
 static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
 static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
@@ -100,8 +121,28 @@ static uint64_t m_http(void *a, int i)
 {
     spw_http_stats hs;
     spw_http_stats_get(API(a)->http, &hs);
-    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : hs.rejected_limits;
+    return i == 0 ? hs.connections_open : i == 1 ? hs.requests : i == 2 ? hs.rejected_limits : hs.accept_fd_errors;
 }
+static uint64_t m_http_fd_errors(void *a) { return m_http(a, 3); }
+static uint64_t m_conn_fds_max(void *a)
+{
+    (void)a;
+    uint32_t v = spw_net_conn_fds();
+    return v == UINT32_MAX ? 0 : v;
+}
+static uint64_t m_fdc(void *a, int i)
+{
+    spw_fdcache_stats st;
+    spw_log_fdcache_stats(API(a)->svc.log, &st);
+    return i == 0 ? st.open : i == 1 ? st.capacity : i == 2 ? st.hits : i == 3 ? st.misses : i == 4 ? st.evictions
+                                                                                             : st.open_errors;
+}
+static uint64_t m_fdc_open(void *a) { return m_fdc(a, 0); }
+static uint64_t m_fdc_cap(void *a) { return m_fdc(a, 1); }
+static uint64_t m_fdc_hits(void *a) { return m_fdc(a, 2); }
+static uint64_t m_fdc_misses(void *a) { return m_fdc(a, 3); }
+static uint64_t m_fdc_evictions(void *a) { return m_fdc(a, 4); }
+static uint64_t m_fdc_errors(void *a) { return m_fdc(a, 5); }
 static uint64_t m_http_conns(void *a) { return m_http(a, 0); }
 static uint64_t m_http_requests(void *a) { return m_http(a, 1); }
 static uint64_t m_http_refused(void *a) { return m_http(a, 2); }
@@ -153,10 +194,12 @@ static void m_part_held(void *a, spw_metrics_out *o, const char *name)
 }
 
 static void m_groups(void *a, spw_metrics_out *o) { spw_consume_metrics(API(a)->svc.groups, o->b, o->who); }
+/* A sink's series: for whoever may see its source stream's. */
+
 static void m_sinks(void *a, spw_metrics_out *o)
 {
     if (API(a)->sinks)
-        spw_sinks_metrics(API(a)->sinks, o->b);
+        spw_sinks_metrics(API(a)->sinks, o);
 }
 
 /* Per-stream samples: only the streams the token may see. */
@@ -169,44 +212,112 @@ void spw_api_metrics_register(spw_api *api)
 {
     spw_metrics *m = api->svc.metrics;
     spw_metrics_set_filter(m, metrics_filter);
+    spw_metrics_register_process(m);
     spw_produce_metrics_register(m, &api->svc);
-    /* Untyped, as /metrics has always shown them (docs/operations.md). */
-    spw_metrics_add_family(m, "spillway_partition_end_offset", NULL, SPW_METRIC_UNTYPED, m_part_end, api);
-    spw_metrics_add_family(m, "spillway_partition_bytes", NULL, SPW_METRIC_UNTYPED, m_part_bytes, api);
+    spw_metrics_add_family(m, "spillway_partition_end_offset",
+                           "the offset the next event of the partition gets",
+                           SPW_METRIC_GAUGE, m_part_end, api);
+    spw_metrics_add_family(m, "spillway_partition_bytes",
+                           "bytes of the partition's segment files",
+                           SPW_METRIC_GAUGE, m_part_bytes, api);
     spw_metrics_add_family(m, "spillway_partition_retention_held_bytes",
                            "bytes retention.bytes would delete but keeps: segments written within the stream's "
                            "dedupe window",
                            SPW_METRIC_GAUGE, m_part_held, api);
     spw_metrics_add_block(m, m_groups, api);
-    spw_metrics_add_u64(m, "spillway_pending_bytes", NULL, SPW_METRIC_GAUGE, m_pending, api);
+    spw_metrics_add_u64(m, "spillway_pending_bytes",
+                        "accepted, not yet written bytes",
+                        SPW_METRIC_GAUGE, m_pending, api);
     if (api->buffers) {
-        spw_metrics_add_u64(m, "spillway_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_used, api);
-        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes", NULL, SPW_METRIC_GAUGE, m_buf_peak, api);
-        spw_metrics_add_u64(m, "spillway_max_buffer_bytes", NULL, SPW_METRIC_GAUGE, m_buf_limit, api);
-        spw_metrics_add_u64(m, "spillway_buffer_waits_total", NULL, SPW_METRIC_COUNTER, m_buf_waits, api);
+        spw_metrics_add_u64(m, "spillway_buffer_bytes",
+                            "bytes of request bodies and frames being read, all connections (what max-buffer-bytes "
+                            "limits; see Memory)",
+                            SPW_METRIC_GAUGE, m_buf_used, api);
+        spw_metrics_add_u64(m, "spillway_buffer_peak_bytes",
+                            "the highest spillway_buffer_bytes since start",
+                            SPW_METRIC_GAUGE, m_buf_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_buffer_bytes",
+                            "the max-buffer-bytes setting",
+                            SPW_METRIC_GAUGE, m_buf_limit, api);
+        spw_metrics_add_u64(m, "spillway_buffer_waits_total",
+                            "times a connection stopped being read because max-buffer-bytes was reached",
+                            SPW_METRIC_COUNTER, m_buf_waits, api);
     }
-    spw_metrics_add_u64(m, "spillway_disk_bytes", NULL, SPW_METRIC_GAUGE, m_disk, api);
-    spw_metrics_add_u64(m, "spillway_max_disk_bytes", NULL, SPW_METRIC_GAUGE, m_max_disk, api);
-    spw_metrics_add_u64(m, "spillway_partitions_failed", NULL, SPW_METRIC_GAUGE, m_failed, api);
-    spw_metrics_add_u64(m, "spillway_partition_recoveries_total", NULL, SPW_METRIC_COUNTER, m_recoveries, api);
+    if (api->unsent) {
+        spw_metrics_add_u64(m, "spillway_unsent_bytes", "answers built and not yet sent, all connections (what max-unsent-bytes limits)",
+                            SPW_METRIC_GAUGE, m_unsent_used, api);
+        spw_metrics_add_u64(m, "spillway_unsent_peak_bytes", "the highest spillway_unsent_bytes since start",
+                            SPW_METRIC_GAUGE, m_unsent_peak, api);
+        spw_metrics_add_u64(m, "spillway_max_unsent_bytes", "the max-unsent-bytes setting", SPW_METRIC_GAUGE,
+                            m_unsent_limit, api);
+    }
+    spw_metrics_add_u64(m, "spillway_disk_bytes",
+                        "segment bytes of every partition (what max-disk-bytes limits)",
+                        SPW_METRIC_GAUGE, m_disk, api);
+    spw_metrics_add_u64(m, "spillway_max_disk_bytes",
+                        "the max-disk-bytes setting (0: no limit)",
+                        SPW_METRIC_GAUGE, m_max_disk, api);
+    spw_metrics_add_u64(m, "spillway_partitions_failed",
+                        "partitions refusing writes after a failed write or fsync, until they recover",
+                        SPW_METRIC_GAUGE, m_failed, api);
+    spw_metrics_add_u64(m, "spillway_partition_recoveries_total",
+                        "recoveries of failed partitions that succeeded",
+                        SPW_METRIC_COUNTER, m_recoveries, api);
     spw_metrics_add_u64(m, "spillway_positions_clamped_total",
                         "consumer-group offsets and sink positions found past their partition's end at attach and "
                         "moved down to it",
                         SPW_METRIC_COUNTER, m_clamped, api);
-    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", NULL, SPW_METRIC_COUNTER, m_log_cycles, api);
-    spw_metrics_add_u64(m, "spillway_log_written_bytes_total", NULL, SPW_METRIC_COUNTER, m_log_written, api);
-    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", NULL, SPW_METRIC_COUNTER, m_log_fsyncs, api);
-    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total", NULL, SPW_METRIC_COUNTER, m_log_acks, api);
+    spw_metrics_add_u64(m, "spillway_log_flush_cycles_total", "flusher cycles", SPW_METRIC_COUNTER, m_log_cycles, api);
+    spw_metrics_add_u64(m, "spillway_log_written_bytes_total",
+                        "bytes written to segment files",
+                        SPW_METRIC_COUNTER, m_log_written, api);
+    spw_metrics_add_u64(m, "spillway_log_fsyncs_total", "fdatasync calls", SPW_METRIC_COUNTER, m_log_fsyncs, api);
+    spw_metrics_add_u64(m, "spillway_log_fsync_acks_total",
+                        "appends acknowledged at fsync",
+                        SPW_METRIC_COUNTER, m_log_acks, api);
     spw_hist *fh, *gh;
     spw_log_hists(api->svc.log, &fh, &gh);
     spw_metrics_add_hist(m, "spillway_log_fsync_seconds", "time of each group commit's fdatasync round", fh, 1e6);
     spw_metrics_add_hist(m, "spillway_log_group_commit_appends", "appends acknowledged by one fsync round", gh, 1);
-    spw_metrics_add_u64(m, "spillway_http_connections", NULL, SPW_METRIC_GAUGE, m_http_conns, api);
-    spw_metrics_add_u64(m, "spillway_http_requests_total", NULL, SPW_METRIC_COUNTER, m_http_requests, api);
-    spw_metrics_add_u64(m, "spillway_http_refused_total", NULL, SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_connections", "open HTTP connections", SPW_METRIC_GAUGE, m_http_conns, api);
+    spw_metrics_add_u64(m, "spillway_http_requests_total",
+                        "HTTP requests received",
+                        SPW_METRIC_COUNTER, m_http_requests, api);
+    spw_metrics_add_u64(m, "spillway_http_refused_total",
+                        "connections and requests refused by a limit (connections, headers, body, timeouts, "
+                        "malformed)",
+                        SPW_METRIC_COUNTER, m_http_refused, api);
+    spw_metrics_add_u64(m, "spillway_http_accept_fd_errors_total",
+                        "HTTP accepts that failed for want of a file descriptor (EMFILE, ENFILE)", SPW_METRIC_COUNTER,
+                        m_http_fd_errors, api);
+    spw_metrics_add_u64(m, "spillway_connection_fds_max",
+                        "client connections of both listeners together that the fd limit leaves room for (0: no "
+                        "bound but max-connections)",
+                        SPW_METRIC_GAUGE, m_conn_fds_max, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open", "sealed segments whose files are open",
+                        SPW_METRIC_GAUGE, m_fdc_open, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_capacity", "fd-cache-segments", SPW_METRIC_GAUGE, m_fdc_cap,
+                        api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_hits_total", "reads of a sealed segment found open",
+                        SPW_METRIC_COUNTER, m_fdc_hits, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_misses_total", "reads that opened a sealed segment again",
+                        SPW_METRIC_COUNTER, m_fdc_misses, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_evictions_total",
+                        "sealed segments closed to stay within fd-cache-segments", SPW_METRIC_COUNTER,
+                        m_fdc_evictions, api);
+    spw_metrics_add_u64(m, "spillway_segment_fd_cache_open_errors_total",
+                        "reopens of a sealed segment that failed (EMFILE, or deleted by retention)",
+                        SPW_METRIC_COUNTER, m_fdc_errors, api);
+    spw_metrics_add_u64(m, "spillway_http_send_timeouts_total",
+                        "HTTP connections closed because their answers did not move for send-timeout",
+                        SPW_METRIC_COUNTER, m_http_send_timeouts, api);
     if (api->svc.auth) {
-        spw_metrics_add_family(m, "spillway_auth_refused_total", NULL, SPW_METRIC_COUNTER, m_auth_refused, api);
-        spw_metrics_add_family(m, "spillway_tokens_reloads_total", NULL, SPW_METRIC_COUNTER, m_auth_reloads, api);
+        spw_metrics_add_family(m, "spillway_auth_refused_total",
+                               "requests answered 401 (no or unknown token) and 403 (not allowed), both protocols",
+                               SPW_METRIC_COUNTER, m_auth_refused, api);
+        spw_metrics_add_family(m, "spillway_tokens_reloads_total",
+                               "SIGHUP reloads of the tokens file",
+                               SPW_METRIC_COUNTER, m_auth_reloads, api);
     }
     spw_metrics_add_block(m, m_sinks, api);
 }

@@ -13,6 +13,38 @@
 #define WWW_AUTH "WWW-Authenticate: Bearer realm=\"spillway\"\r\n"
 #define WWW_AUTH_INVALID "WWW-Authenticate: Bearer realm=\"spillway\", error=\"invalid_token\"\r\n"
 
+/* The token of an "Authorization: Bearer TOKEN" value: its bytes in
+ * *tok, *n; NULL when the value is not one. */
+static const char *bearer(const char *h, size_t *n)
+{
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+        return NULL;
+    const char *tok = h + 7;
+    while (*tok == ' ' || *tok == '\t')
+        tok++;
+    size_t k = strlen(tok);
+    while (k && (tok[k - 1] == ' ' || tok[k - 1] == '\t'))
+        k--;
+    *n = k;
+    return tok;
+}
+
+int spw_auth_http_valid(spw_auth *a, const spw_http_req *req)
+{
+    if (!a)
+        return 1;
+    size_t n;
+    const char *tok = req->authorization_cut ? NULL : bearer(req->authorization, &n);
+    if (!tok)
+        return 0;
+    spw_tokens *t = spw_auth_acquire(a, NULL);
+    int ok = spw_tokens_find(t, tok, n) != NULL;
+    spw_tokens_put(t);
+    return ok;
+}
+
 int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar)
 {
     ar->t = NULL;

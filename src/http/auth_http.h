@@ -24,6 +24,10 @@ typedef struct spw_auth_req {
  * after answering 401 (code "unauthorized", WWW-Authenticate: Bearer).
  */
 int spw_auth_http(spw_auth *a, spw_http_req *req, spw_auth_req *ar);
+/* Does req's Authorization header hold a valid token (1; or a NULL:
+ * no tokens configured)? Answers nothing: for the check made when a
+ * request's headers are in, before its body is kept. */
+int spw_auth_http_valid(spw_auth *a, const spw_http_req *req);
 /* Is the request allowed perms on stream name? 1 yes (or no tokens
  * configured), 0 after answering 403 (code "forbidden"). */
 int spw_auth_http_allow(spw_auth *a, const spw_auth_req *ar, spw_http_req *req, unsigned perms, const char *name,

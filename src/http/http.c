@@ -95,6 +95,7 @@ struct spw_conn {
     uint32_t header_bytes;
     slot *slots; /* ring, cap = max_pipelined */
     uint32_t s_head, s_len;
+    size_t promised; /* answer bytes promised by requests answered later (spw_http_req_promise) */
     spw_buf pending_in; /* bytes read but not parsed (paused) */
     uint64_t pin_charged; /* budget held by pending_in */
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
@@ -144,12 +145,18 @@ const char *spw_http_reason(int s)
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
+    case 412: return "Precondition Failed";
+    case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";
+    case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     case 507: return "Insufficient Storage";
     default: return "Unknown";
     }
@@ -159,7 +166,14 @@ const char *spw_http_reason(int s)
 
 static spw_membudget *budget_of(spw_http_loop *l) { return l->srv->cfg.buffers; }
 
-static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off; }
+/* Unsent answers, and those promised by requests answered later. */
+static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off + c->promised; }
+
+void spw_http_req_promise(spw_http_req *req, size_t bytes)
+{
+    req->promised += bytes;
+    req->conn->promised += bytes;
+}
 
 /* Frees a request's body and gives its bytes back. */
 static void req_body_free(spw_http_req *r)
@@ -170,6 +184,18 @@ static void req_body_free(spw_http_req *r)
 }
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
+
+uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want)
+{
+    return spw_netconn_out_allow(&req->conn->nc, want);
+}
+
+uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want)
+{
+    uint64_t n = spw_netconn_out_reserve(&req->conn->nc, want);
+    req->out_reserved += n;
+    return n;
+}
 
 int spw_http_req_gone(const spw_http_req *req) { return req->conn->closed || req->conn->rdhup; }
 
@@ -318,6 +344,9 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     }
     int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
     req->answered = 1;
+    if (req->out_reserved) /* the answer is held below, as it is */
+        spw_netconn_out_release(&c->nc, req->out_reserved);
+    c->promised -= req->promised;
     SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
     c->inflight--;
@@ -352,6 +381,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             memcpy(b->p + b->len, body, len);
             b->len += len;
         }
+        spw_netconn_out_hold(&c->nc, b->len); /* unsent from now (net/conn.h) */
         conn_flush(c);
     }
 }
@@ -466,6 +496,8 @@ static void pick_header(spw_conn *c)
         {"Spillway-Priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
         {"Authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
         {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
+        {"Spillway-Expected-Version", offsetof(spw_http_req, expected_version),
+         sizeof(((spw_http_req *)0)->expected_version)},
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
@@ -545,10 +577,17 @@ static int on_headers_complete(http_parser *p)
     case HTTP_HEAD: r->method = SPW_HTTP_HEAD; break;
     default: r->method = SPW_HTTP_OTHER; break;
     }
+    /* Authentication first (docs/operations.md "Memory"): a body whose
+     * headers carry no valid token is read and dropped, so unauthenticated
+     * clients never hold the budget that authenticated ones need. */
+    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+    if (has_body && c->loop->srv->cfg.body_allowed &&
+        !c->loop->srv->cfg.body_allowed(c->loop->srv->ctx, r, (const char *)c->url.p))
+        r->body_dropped = 1;
     /* The whole body is reserved now, so a request let in never needs
      * more of the budget to finish; without room, the parser pauses here
      * (before the body) until there is (conn_resume). */
-    if (p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
+    if (!r->body_dropped && p->content_length > 0 && p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH)) {
         int e = body_take(r, (size_t)p->content_length);
         if (e == SPW_ENOMEM) {
             conn_fail(c, SPW_SC_OVERLOADED, "out of memory for the request body");
@@ -567,6 +606,14 @@ static int on_body(http_parser *p, const char *at, size_t n)
 {
     spw_conn *c = p->data;
     spw_http_req *r = c->cur;
+    if (r->body_dropped) {
+        r->dropped += n;
+        if (r->dropped > c->loop->srv->cfg.max_body_bytes) {
+            conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
+            return -1;
+        }
+        return 0;
+    }
     if (r->body.len + n > c->loop->srv->cfg.max_body_bytes) {
         conn_fail(c, SPW_SC_REQUEST_TOO_LARGE, "request body exceeds max_request_bytes");
         return -1;
@@ -630,7 +677,8 @@ static int on_message_complete(http_parser *p)
     srv->handler(srv->ctx, r);
     if (c->closed)
         return -1;
-    if (c->s_len == cap || c->close_after || c->loop->stopping || out_unsent(c) > OUT_PAUSE_BYTES)
+    if (c->s_len == cap || c->close_after || c->loop->stopping || out_unsent(c) > OUT_PAUSE_BYTES ||
+        spw_netconn_out_full(&c->nc))
         http_parser_pause(p, 1);
     return 0;
 }
@@ -683,7 +731,8 @@ static void conn_resume(spw_conn *c)
 {
     if (c->close_after || c->closed || c->loop->stopping)
         return;
-    if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES)
+    if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES ||
+        spw_netconn_out_full(&c->nc))
         return;
     if (c->body_wait) {
         int e = body_take(c->cur, (size_t)c->body_wait);
@@ -884,7 +933,8 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     s->handler = h;
     s->ctx = ctx;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
-                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers,
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &http_proto, &nc, s);
     if (r < 0) {
         spw_free(s);
@@ -912,4 +962,6 @@ void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
     st->connections_total = atomic_load(&s->ns.accepted);
     st->requests = atomic_load(&s->st_requests);
     st->rejected_limits = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
+    st->accept_fd_errors = atomic_load(&s->ns.fd_errors);
+    st->send_timeouts = atomic_load(&s->ns.send_timeouts);
 }

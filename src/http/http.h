@@ -50,6 +50,7 @@ typedef struct spw_http_req {
     char priority[8];
     char authorization[512];
     char key[256];
+    char expected_version[32]; /* Spillway-Expected-Version (docs/api.md "Event sourcing") */
     /* The first header above but Authorization whose value did not fit its
      * field (its name as the client would write it), or NULL: such a
      * request is refused whole (400 header_too_long), never served with a
@@ -57,14 +58,21 @@ typedef struct spw_http_req {
     const char *too_long;
     size_t too_long_max; /* that field's limit in bytes */
     int authorization_cut; /* Authorization did not fit: no token (401) */
+    /* The body was read and dropped, never kept: its headers did not
+     * authenticate (spw_http_config.body_allowed). The handler refuses such
+     * a request whatever its token says by then. */
+    int body_dropped;
     spw_buf body;
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     int answered;
+    uint64_t out_reserved; /* unsent-answer budget reserved (spw_http_req_out_reserve) */
     void *user; /* handler state for an asynchronous answer */
     /* http.c's own: */
     uint64_t charged; /* bytes of the buffer budget body holds */
+    uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
+    size_t promised;  /* spw_http_req_promise */
 } spw_http_req;
 
 typedef struct spw_http_config {
@@ -77,6 +85,15 @@ typedef struct spw_http_config {
     uint32_t request_timeout_ms; /* from a request's first byte to its last */
     uint32_t max_pipelined;      /* requests in flight per connection */
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
+    struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
+    uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
+    /* May this request's body be kept? Called (with the handler's ctx) once
+     * its headers are in, before any of its body is reserved: 0 means no
+     * (its sender did not authenticate), and the body is read and dropped
+     * as it arrives, holding none of the buffer budget (the request comes
+     * to the handler with body_dropped set). url is the raw request
+     * target. NULL: every body is kept. */
+    int (*body_allowed)(void *ctx, const spw_http_req *req, const char *url);
 } spw_http_config;
 
 typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);
@@ -105,11 +122,26 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
  */
 void spw_http_req_release_body(spw_http_req *req);
 
+/* req will be answered later (by another thread's work) with up to bytes:
+ * counted with its connection's unsent answers until it is answered, so
+ * that a client pipelining reads it does not take in gets no more of them
+ * started than the unsent-answer pause allows (docs/api.md, "Limits"). On
+ * req's loop thread. */
+void spw_http_req_promise(spw_http_req *req, size_t bytes);
+
 /* Has req's client gone while req waited for its answer: its connection
  * closed, or the client sent its FIN (it gave up, or half-closed: it may
  * still read an answer, so answer it, but give it nothing others could
  * have)? On req's loop thread. */
 int spw_http_req_gone(const spw_http_req *req);
+
+/* How many bytes an answer to req may have now (a read asks before it
+ * builds one): min(want, what the budget of unsent answers has left), 0
+ * when it is spent — answer overloaded (503) then. net/conn.h. */
+uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want);
+/* The same, reserved at once until req is answered: for an answer built
+ * on another thread (net/conn.h spw_netconn_out_reserve). Loop thread. */
+uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want);
 
 /* An error body {"error":msg,"code":code} with status. */
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
@@ -127,6 +159,8 @@ void spw_http_loop_post(spw_http_loop *loop, void (*fn)(void *arg), void *arg);
 /* Counters for /metrics. */
 typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
+    uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
+    uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 

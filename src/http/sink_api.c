@@ -1,7 +1,12 @@
 /*
  * HTTP handlers for /v1/sinks (docs/api.md "Sinks"); the sinks themselves
- * live in src/sink. PUT and DELETE need the admin permission, GET any
- * valid token (with tokens configured).
+ * live in src/sink. A sink reads its source stream and writes its
+ * dead-letter stream, so the permissions are checked on those streams
+ * (docs/operations.md "Security"), not on the sink's name: PUT needs admin
+ * and consume on the source and admin on the DLQ, DELETE admin on the
+ * source, GET consume or admin on the source, and GET /v1/sinks lists the
+ * sinks whose source the token may consume from or administer.
+ * Definitions are shown with their secrets redacted (sink/sink.h).
  */
 #include "http/sink_api.h"
 
@@ -9,6 +14,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "catalog/stream.h"
+#include "svc/request.h"
 #include "core/name.h"
 #include "http/auth_http.h"
 #include "sink/sink.h"
@@ -19,6 +26,15 @@ static void respond(spw_http_req *req, int status, spw_buf *b)
     spw_http_respond(req, status, NULL, "application/json", b->p, b->len);
     spw_buf_fini(b);
 }
+
+/* May who see the sinks of stream s (consume or admin on it)? */
+static int may_see(const spw_token *who, const char *s)
+{
+    size_t n = strlen(s);
+    return !who || spw_token_allows(who, SPW_PERM_CONSUME, s, n) || spw_token_allows(who, SPW_PERM_ADMIN, s, n);
+}
+
+static int list_visible(void *arg, const char *stream) { return may_see(arg, stream); }
 
 int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 {
@@ -36,7 +52,7 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             return 1;
         }
         spw_buf b = SPW_BUF_INIT;
-        spw_sinks_list_json(api->sinks, &b);
+        spw_sinks_list_json(api->sinks, &b, list_visible, (void *)ar->who);
         respond(req, 200, &b);
         return 1;
     }
@@ -45,13 +61,28 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
                         "sink names are " SPW_NAME_RULE);
         return 1;
     }
-    unsigned need = req->method == SPW_HTTP_PUT || req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : 0;
-    if (!spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl))
+    if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_PUT && req->method != SPW_HTTP_DELETE) {
+        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
         return 1;
+    }
+    char stream[SPW_STREAM_NAME_MAX + 1], dlq[SPW_STREAM_NAME_MAX + 1];
     spw_buf b = SPW_BUF_INIT;
     if (req->method == SPW_HTTP_PUT) {
         char err[400];
-        int r = spw_sinks_put(api->sinks, name, (const char *)req->body.p, req->body.len, &b, err, sizeof err);
+        int r = spw_sinks_def_streams(name, (const char *)req->body.p, req->body.len, stream, dlq, err, sizeof err);
+        if (r == SPW_EINVAL) {
+            spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
+            return 1;
+        }
+        if (r < 0) {
+            spw_http_answer(req, SPW_SC_KIND_NOT_BUILT, NULL, "%s", err);
+            return 1;
+        }
+        if (!spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, stream, strlen(stream)) ||
+            !spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_CONSUME, stream, strlen(stream)) ||
+            (dlq[0] && !spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, dlq, strlen(dlq))))
+            return 1;
+        r = spw_sinks_put(api->sinks, name, (const char *)req->body.p, req->body.len, &b, err, sizeof err);
         if (r == SPW_EINVAL)
             spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
         else if (r == SPW_SINK_ENOTBUILT)
@@ -67,15 +98,28 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
         spw_buf_fini(&b);
         return 1;
     }
+    if (spw_sinks_streams(api->sinks, name, stream, dlq) == -ENOENT) {
+        /* A token without the permission on any stream learns nothing
+         * from a name: 403 as for an existing sink. */
+        unsigned need = req->method == SPW_HTTP_DELETE ? SPW_PERM_ADMIN : SPW_PERM_CONSUME;
+        if (ar->who && !(ar->who->perms & (need | (req->method == SPW_HTTP_GET ? SPW_PERM_ADMIN : 0))))
+            spw_auth_http_allow(api->svc.auth, ar, req, need, name, nl);
+        else
+            spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", name);
+        return 1;
+    }
     if (req->method == SPW_HTTP_DELETE) {
+        if (!spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, stream, strlen(stream)))
+            return 1;
         if (spw_sinks_delete(api->sinks, name) == -ENOENT)
             spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", name);
         else
             spw_http_respond(req, 204, NULL, NULL, NULL, 0);
         return 1;
     }
-    if (req->method != SPW_HTTP_GET) {
-        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
+    if (!may_see(ar->who, stream)) {
+        /* not consume: the check answers 403 with its sentence */
+        spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_CONSUME, stream, strlen(stream));
         return 1;
     }
     if (spw_sinks_get_json(api->sinks, name, &b) == -ENOENT) {

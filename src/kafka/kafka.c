@@ -987,7 +987,11 @@ static uint64_t m_refused(void *s)
 
 void spw_kafka_metrics_register(spw_metrics *m, spw_kafka_server *s)
 {
-    spw_metrics_add_u64(m, "spillway_kafka_connections", NULL, SPW_METRIC_GAUGE, m_conns, s);
-    spw_metrics_add_u64(m, "spillway_kafka_requests_total", NULL, SPW_METRIC_COUNTER, m_requests, s);
-    spw_metrics_add_u64(m, "spillway_kafka_refused_total", NULL, SPW_METRIC_COUNTER, m_refused, s);
+    spw_metrics_add_u64(m, "spillway_kafka_connections", "open Kafka-protocol connections", SPW_METRIC_GAUGE,
+                        m_conns, s);
+    spw_metrics_add_u64(m, "spillway_kafka_requests_total", "Kafka-protocol requests", SPW_METRIC_COUNTER,
+                        m_requests, s);
+    spw_metrics_add_u64(m, "spillway_kafka_refused_total",
+                        "Kafka-protocol connections over max-connections and requests that could not be framed",
+                        SPW_METRIC_COUNTER, m_refused, s);
 }

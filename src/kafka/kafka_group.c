@@ -809,9 +809,10 @@ void spw__k_offset_commit(kconn *c, kreq *q, spw_kr *r)
         spw_group *g = NULL;
         if (!serr && !r->bad)
             s = spw__k_stream(c, n, l, SPW_PERM_CONSUME, &serr);
-        if (s && spw_consume_poll_group(svc->groups, s, gname, 0, &g))
+        int fresh = 0; /* a new group: saved below with the commits, off the loop */
+        if (s && spw_consume_poll_group(svc->groups, s, gname, 0, &g, &fresh))
             serr = KERR_KAFKA_STORAGE_ERROR;
-        int dirty = 0;
+        int dirty = fresh;
         for (int32_t i = 0; i < np && !r->bad; i++) {
             int32_t part = spw_kr_i32(r);
             int64_t off = spw_kr_i64(r);

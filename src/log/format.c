@@ -21,7 +21,7 @@ size_t spw_batch_bound(const spw_record *recs, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         const spw_record *r = &recs[i];
         /* In size_t: u32 lengths near UINT32_MAX must not wrap the bound. */
-        total += 5 + 10 + 5 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
+        total += 5 + 10 + 5 + 10 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
         for (uint32_t k = 0; k < r->header_count; k++)
             total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
     }
@@ -29,7 +29,8 @@ size_t spw_batch_bound(const spw_record *recs, uint32_t n)
 }
 
 static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, int64_t first_ts,
-                               const spw_idgen *g, uint64_t first_ticket, const uint64_t *tickets, uint64_t base_id)
+                               const spw_idgen *g, uint64_t first_ticket, const uint64_t *tickets, uint64_t base_id,
+                               int versioned)
 {
     for (uint32_t i = 0; i < n; i++) {
         const spw_record *r = &recs[i];
@@ -41,6 +42,8 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, i
         q += spw_varint_put(q, spw_zigzag((int64_t)((uint64_t)r->ts - (uint64_t)first_ts)));
         q += spw_varint_put(q, i);
         q += spw_varint_put(q, id - base_id);
+        if (versioned) /* only in batches with SPW_BATCH_ATTR_VERSIONED */
+            q += spw_varint_put(q, r->version);
         q += spw_varint_put(q, spw_zigzag(r->key_len));
         if (r->key_len > 0) {
             memcpy(q, r->key, (size_t)r->key_len);
@@ -79,6 +82,9 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         return SPW_EINVAL;
     if (o->compression < SPW_COMPRESS_NONE || o->compression > SPW_COMPRESS_ZSTD)
         return SPW_EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (recs[i].version > SPW_VERSION_MAX || (recs[i].version && !o->versioned))
+            return SPW_EINVAL;
     int64_t first_ts = recs[0].ts, max_ts = recs[0].ts;
     for (uint32_t i = 0; i < n; i++) {
         if (recs[i].key_len < -1)
@@ -105,12 +111,12 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         if ((r = spw_buf_reserve(out, bound)))
             return r;
         uint8_t *end = encode_records(out->p + SPW_BATCH_HEADER_LEN, recs, n, first_ts, o->idgen, first_ticket,
-                                      o->tickets, base_id);
+                                      o->tickets, base_id, o->versioned);
         records_len = stored_len = (size_t)(end - out->p) - SPW_BATCH_HEADER_LEN;
     } else {
         if ((r = spw_buf_reserve(scratch, bound)))
             return r;
-        uint8_t *end = encode_records(scratch->p, recs, n, first_ts, o->idgen, first_ticket, o->tickets, base_id);
+        uint8_t *end = encode_records(scratch->p, recs, n, first_ts, o->idgen, first_ticket, o->tickets, base_id, o->versioned);
         records_len = (size_t)(end - scratch->p);
         if (records_len > SPW_BATCH_MAX_LEN)
             return SPW_EMSGSIZE;
@@ -141,7 +147,7 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     spw_put32(h + 8, (uint32_t)length);
     spw_put32(h + 16, SPW_BATCH_MAGIC);
     h[20] = SPW_BATCH_VERSION;
-    h[21] = (uint8_t)o->compression;
+    h[21] = (uint8_t)(o->compression | (o->versioned ? SPW_BATCH_ATTR_VERSIONED : 0));
     spw_put16(h + 22, SPW_BATCH_HEADER_LEN);
     spw_put32(h + 24, n);
     spw_put32(h + 28, (uint32_t)records_len);
@@ -264,12 +270,16 @@ int spw_rec_next(spw_rec_iter *it, spw_record_view *out)
 {
     if (it->index == it->h->record_count)
         return it->p == it->end ? 0 : SPW_ECORRUPT;
-    uint64_t len, tsd, offd, idd, klz, vl, hc;
+    uint64_t len, tsd, offd, idd, ver = 0, klz, vl, hc;
     const uint8_t *p = it->p;
     if (take(&p, it->end, &len) || len > (uint64_t)(it->end - p))
         return SPW_ECORRUPT;
     const uint8_t *end = p + len;
-    if (take(&p, end, &tsd) || take(&p, end, &offd) || take(&p, end, &idd) || take(&p, end, &klz))
+    if (take(&p, end, &tsd) || take(&p, end, &offd) || take(&p, end, &idd))
+        return SPW_ECORRUPT;
+    if ((it->h->attributes & SPW_BATCH_ATTR_VERSIONED) && (take(&p, end, &ver) || ver > SPW_VERSION_MAX))
+        return SPW_ECORRUPT;
+    if (take(&p, end, &klz))
         return SPW_ECORRUPT;
     if (offd != it->index)
         return SPW_ECORRUPT;
@@ -300,6 +310,7 @@ int spw_rec_next(spw_rec_iter *it, spw_record_view *out)
         return SPW_ECORRUPT;
     out->offset = it->h->base_offset + it->index;
     out->id = it->h->base_id + idd;
+    out->version = ver;
     out->ts = (int64_t)((uint64_t)it->h->first_ts + (uint64_t)spw_unzigzag(tsd)); /* modulo 2^64, as encoded */
     it->p = end;
     it->index++;

@@ -12,7 +12,8 @@
  *  12  u32 crc            CRC32C of bytes [16, length)
  *  16  u32 magic          "SPWB"
  *  20  u8  version        1
- *  21  u8  attributes     bits 0-1 compression (0 none, 1 lz4, 2 zstd)
+ *  21  u8  attributes     bits 0-1 compression (0 none, 1 lz4, 2 zstd);
+ *                         bit 2 versioned: each record carries a version
  *  22  u16 header_len     80
  *  24  u32 record_count   >= 1
  *  28  u32 records_len    size of the records section before compression
@@ -44,7 +45,12 @@
 
 enum { SPW_COMPRESS_NONE = 0, SPW_COMPRESS_LZ4 = 1, SPW_COMPRESS_ZSTD = 2 };
 #define SPW_BATCH_ATTR_COMPRESSION 0x03u
-#define SPW_BATCH_ATTR_KNOWN 0x03u
+/* Records carry a `version` varint after id_delta (versioned streams,
+ * docs/formats/log.md "Versions"); 0 = that record has none. */
+#define SPW_BATCH_ATTR_VERSIONED 0x04u
+#define SPW_BATCH_ATTR_KNOWN 0x07u
+/* The largest version a record may carry: 2^53 - 1, exact in a JSON number. */
+#define SPW_VERSION_MAX ((1ull << 53) - 1)
 
 typedef struct spw_batch_hdr {
     uint64_t base_offset;
@@ -81,6 +87,7 @@ typedef struct spw_record {
     int64_t ts; /* event time, ms since Unix epoch */
     const spw_kv *headers;
     uint32_t header_count;
+    uint64_t version; /* 1.. in a versioned batch (spw_batch_opts.versioned); 0 = none */
 } spw_record;
 
 typedef struct spw_batch_opts {
@@ -95,6 +102,7 @@ typedef struct spw_batch_opts {
     /* Optional: record j's id is spw_id_from_ticket(idgen, tickets[j])
      * (increasing; the caller reserved them) instead of fresh tickets. */
     const uint64_t *tickets;
+    int versioned; /* write SPW_BATCH_ATTR_VERSIONED: every record's version is stored */
 } spw_batch_opts;
 
 /* Upper bound of the encoded size of n records (before compression). */
@@ -138,6 +146,7 @@ typedef struct spw_record_view {
     uint64_t offset;
     uint64_t id;
     int64_t ts;
+    uint64_t version; /* 0: none (not a versioned batch, or a record without one) */
     const uint8_t *key;
     int32_t key_len; /* -1: no key */
     const uint8_t *value;

@@ -60,11 +60,13 @@ void spw_log_config_default(spw_log_config *c)
     c->sync_threads = 4;
     c->fsync_interval_ms = 1000;
     c->node_id = 0;
+    c->fd_cache_segments = SPW_FDCACHE_DEFAULT;
 }
 
 spw_idgen *spw_log_idgen(spw_log *log) { return &log->idgen; }
 uint64_t spw_log_pending_bytes(const spw_log *log) { return atomic_load(&log->pending); }
 uint64_t spw_log_disk_bytes(const spw_log *log) { return atomic_load_explicit(&log->disk_bytes, memory_order_relaxed); }
+void spw_log_fdcache_stats(spw_log *log, spw_fdcache_stats *out) { spw_fdcache_stats_get(log->fdc, out); }
 uint32_t spw_log_failed_partitions(const spw_log *log) { return atomic_load(&log->nfailed); }
 uint64_t spw_log_recoveries(const spw_log *log) { return atomic_load(&log->st_recoveries); }
 
@@ -504,9 +506,8 @@ static void *flusher_main(void *arg)
             int64_t wait_ms = wake - mono_ms();
             if (wait_ms < 1)
                 wait_ms = 1;
-            struct timespec ts = spw_deadline(CLOCK_REALTIME, (uint64_t)wait_ms * 1000000u);
             log->flusher_sleeping = 1;
-            pthread_cond_timedwait(&log->cv, &log->mu, &ts);
+            spw_cond_wait_ns(&log->cv, &log->mu, (uint64_t)wait_ms * 1000000u);
             log->flusher_sleeping = 0;
         }
         /*
@@ -522,9 +523,9 @@ static void *flusher_main(void *arg)
             uint64_t wait_ns = log->last_sync_ns / 2;
             if (wait_ns > 1000000)
                 wait_ns = 1000000;
-            struct timespec ts = spw_deadline(CLOCK_REALTIME, wait_ns);
+            uint64_t until = spw_mono_ns() + wait_ns;
             while (atomic_load(&log->arrivals) < target && !log->stop)
-                if (pthread_cond_timedwait(&log->cv, &log->mu, &ts) != 0)
+                if (spw_cond_wait_until(&log->cv, &log->mu, until) != 0)
                     break;
         }
         atomic_store(&log->gather_target, 0);
@@ -651,10 +652,11 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     if (cfg)
         c = *cfg;
     if (c.node_id > SPW_ID_NODE_MAX || c.max_pending_bytes < 4096 || c.sync_threads > 64 ||
-        c.fsync_interval_ms == 0)
+        c.fsync_interval_ms == 0 || c.fd_cache_segments == 0)
         return SPW_EINVAL;
     spw_log *log = spw_xcalloc(1, sizeof *log);
     log->cfg = c;
+    log->fdc = spw_fdcache_create(c.fd_cache_segments);
     spw_idgen_init(&log->idgen, c.node_id, NULL);
     atomic_init(&log->pending, 0);
     pthread_mutex_init(&log->chunk_mu, NULL);
@@ -664,7 +666,7 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     pthread_cond_init(&log->budget_cv, NULL);
     pthread_mutex_init(&log->mu, NULL);
     pthread_mutex_init(&log->hook_mu, NULL);
-    pthread_cond_init(&log->cv, NULL);
+    spw_cond_init(&log->cv); /* the flusher's timed waits */
     pthread_cond_init(&log->idle_cv, NULL);
     pthread_mutex_init(&log->pool_mu, NULL);
     pthread_cond_init(&log->pool_cv, NULL);
@@ -733,5 +735,6 @@ void spw_log_close(spw_log *log)
     pthread_mutex_destroy(&log->pool_mu);
     pthread_cond_destroy(&log->pool_cv);
     pthread_cond_destroy(&log->pool_done_cv);
+    spw_fdcache_destroy(log->fdc);
     spw_free(log);
 }

@@ -41,6 +41,7 @@
 #include "core/ack.h"
 #include "core/buf.h"
 #include "core/id.h"
+#include "log/fdcache.h"
 #include "log/format.h"
 
 
@@ -55,6 +56,7 @@ typedef struct spw_log_config {
     uint32_t sync_threads;      /* parallel fdatasync threads (default 4) */
     uint32_t fsync_interval_ms; /* fsync data written at lower ack levels at least this often (default 1000) */
     uint32_t node_id;           /* Snowflake node id, 0..1023 */
+    uint32_t fd_cache_segments; /* sealed segments whose files stay open (default 256; log/fdcache.h) */
 } spw_log_config;
 
 typedef struct spw_part_config {
@@ -94,6 +96,8 @@ void spw_log_stats_get(spw_log *log, spw_log_stats *out);
 struct spw_hist;
 void spw_log_hists(spw_log *log, struct spw_hist **fsync_us, struct spw_hist **group_size);
 uint64_t spw_log_pending_bytes(const spw_log *log);
+/* The segment fd cache's state (log/fdcache.h). */
+void spw_log_fdcache_stats(spw_log *log, spw_fdcache_stats *out);
 /* Bytes of segment data of every open partition of this log (kept as
  * segments grow, are cut, rolled, deleted by retention or closed; one
  * atomic load). Index files and zeros written ahead are not counted. */

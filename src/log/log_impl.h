@@ -5,9 +5,14 @@
  *
  * Locks, in the only order they may nest:
  *   log->mu  →  part->mu
- *   part->seg_lock is never held with either (readers hold it during pread;
- *   the flusher takes it for writing only to add a rolled segment; retention
- *   to remove old ones).
+ *   part->seg_lock is never held with either, and never across I/O by a
+ *   reader: readers hold it only to find a segment and take a reference
+ *   (spw_seg_ref) and read after dropping it (part_read.c); the flusher
+ *   takes it for writing only to add a rolled segment, retention to remove
+ *   old ones, recovery of a failed partition while it rebuilds the newest
+ *   segment's index.
+ *   The fd cache's mutex (fdcache.c) is a leaf, taken by a reader's pin
+ *   and unpin, by the flusher's seal at roll and by a segment's close.
  *   log->budget_mu is a leaf; so is log->hook_mu (no log lock is held
  *   while the flusher calls the durable hook under it).
  *   part->hold_mu is a leaf, taken inside seg_lock by retention.
@@ -20,6 +25,7 @@
 #include <sys/uio.h>
 
 #include "core/hist.h"
+#include "log/fdcache.h"
 #include "log/log.h"
 #include "log/segment.h"
 
@@ -135,6 +141,7 @@ struct spw_hold {
 struct spw_log {
     spw_log_config cfg;
     spw_idgen idgen;
+    spw_fdcache *fdc; /* sealed segments' files (fdcache.h) */
 
     _Atomic uint64_t pending; /* accepted, unwritten bytes */
     _Atomic uint64_t disk_bytes; /* segment bytes of every open partition */

@@ -2,8 +2,12 @@
  * Partition reads: by offset (spw_part_read, which sees only durable
  * records and reports a damaged range with the offset to resume at), by
  * time (spw_part_offset_for_ts) and batch header scans. Readers hold
- * seg_lock for reading during pread; base offsets are not under the CRC
- * and are checked by continuity from the index entry.
+ * seg_lock (for reading) only to find a segment and take a reference to
+ * it, never across I/O: the flusher's roll takes it for writing, and an
+ * ack must not wait for a 64 MiB pread. The reference keeps the segment
+ * (and, pinned, its fds: log/fdcache.h) alive while it is read, even if
+ * retention removes it meanwhile. Base offsets are not under the CRC and
+ * are checked by continuity from the index entry.
  */
 #include <assert.h>
 #include <dirent.h>
@@ -56,7 +60,7 @@ static uint64_t damaged_end(spw_segment *s, uint64_t pos, uint64_t size, uint64_
  * hides that, at the next valid batch (spw_seg_find_valid: the same rule
  * as recovery's); one wholly before offset is stepped over, and a read of
  * an offset inside one fails with *bad_next at its end. Reads in large windows; skipped batches are overwritten in place,
- * so out holds only kept batches. REQUIRES: seg_lock read-held.
+ * so out holds only kept batches. REQUIRES: s pinned.
  * Returns batches kept, SPW_ECORRUPT, READ_MISLED, or -errno.
  */
 static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offset, uint64_t end, size_t max_bytes,
@@ -77,6 +81,8 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offs
         ssize_t got = spw_os_pread_full(s->fd, win, n, (off_t)pos);
         if (got < 0)
             return (int)got;
+        if ((size_t)got < n)
+            size = pos + (uint64_t)got; /* cut meanwhile (recovery of a failed partition, past what is read) */
         size_t at = 0;
         size_t need = 0; /* bytes the next batch needs when it did not fit */
         while (at < (size_t)got && (keep < max_bytes || nb == 0)) {
@@ -167,18 +173,30 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
     if (offset == end)
         return 0;
     pthread_rwlock_rdlock(&p->seg_lock);
-    int r;
     if (offset < atomic_load(&p->start_offset)) {
-        r = SPW_ERANGE;
-        goto out;
+        pthread_rwlock_unlock(&p->seg_lock);
+        return SPW_ERANGE;
     }
     size_t i = spw__part_segs_find(p, offset);
     spw_segment *s = p->segs[i];
+    spw_seg_ref(s);
+    uint64_t next_base = i + 1 < p->nsegs ? p->segs[i + 1]->base_offset : end;
+    pthread_rwlock_unlock(&p->seg_lock);
+    int r = spw_seg_pin(s);
+    if (r < 0) {
+        /* Deleted by retention since it was found: what was asked is gone. */
+        if (atomic_load(&s->removed))
+            r = SPW_ERANGE;
+        spw_seg_unref(s);
+        return r;
+    }
     uint64_t first;
     int64_t pos = spw_seg_lookup_offset(s, offset, &first);
     if (pos < 0) {
-        r = (int)pos;
-        goto out;
+        /* The index is a hint (being rebuilt by recovery, or unreadable):
+         * scan the segment from its start. */
+        pos = 0;
+        first = s->base_offset;
     }
     r = read_from(s, (uint64_t)pos, first, offset, end, max_bytes, out, bad_next);
     if (r == READ_MISLED || (r == 0 && pos > 0)) {
@@ -189,11 +207,11 @@ int spw_part_read(spw_part *p, uint64_t offset, size_t max_bytes, spw_buf *out, 
     if (r == 0) {
         /* offset < end yet nothing here: a gap left by damage. */
         if (bad_next)
-            *bad_next = i + 1 < p->nsegs ? p->segs[i + 1]->base_offset : end;
+            *bad_next = next_base;
         r = SPW_ECORRUPT;
     }
-out:
-    pthread_rwlock_unlock(&p->seg_lock);
+    spw_seg_unpin(s);
+    spw_seg_unref(s);
     return r;
 }
 
@@ -201,11 +219,18 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
 {
     uint64_t end = atomic_load_explicit(&p->written_end, memory_order_acquire);
     int r = 0;
-    pthread_rwlock_rdlock(&p->seg_lock);
-    for (size_t i = 0; i < p->nsegs && r == 0; i++) {
-        spw_segment *s = p->segs[i];
+    size_t nsegs;
+    spw_segment **segs = spw__part_segs_take(p, &nsegs);
+    for (size_t i = 0; i < nsegs && r == 0; i++) {
+        spw_segment *s = segs[i];
         if (atomic_load_explicit(&s->mtime_ms, memory_order_relaxed) < since_ms)
             continue;
+        if ((r = spw_seg_pin(s)) < 0) {
+            if (!atomic_load(&s->removed))
+                break;
+            r = 0; /* deleted by retention meanwhile: the next one */
+            continue;
+        }
         uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
         uint64_t pos = 0, expect = s->base_offset, prev_pos = UINT64_MAX, prev_base = 0;
         while (pos + SPW_BATCH_HEADER_LEN <= size) {
@@ -247,8 +272,9 @@ int spw_part_scan_headers(spw_part *p, int64_t since_ms, void (*cb)(void *arg, c
             pos += h.length;
             expect = spw_batch_next_offset(&h);
         }
+        spw_seg_unpin(s);
     }
-    pthread_rwlock_unlock(&p->seg_lock);
+    spw__part_segs_drop(segs, nsegs);
     return r;
 }
 
@@ -256,18 +282,27 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
 {
     uint64_t end = atomic_load_explicit(&p->durable_end, memory_order_acquire);
     *offset = end;
-    pthread_rwlock_rdlock(&p->seg_lock);
     int r = 0;
     spw_buf buf = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    for (size_t i = 0; i < p->nsegs; i++) {
-        spw_segment *s = p->segs[i];
+    size_t nsegs;
+    spw_segment **segs = spw__part_segs_take(p, &nsegs);
+    spw_segment *pinned = NULL;
+    for (size_t i = 0; i < nsegs; i++) {
+        spw_segment *s = segs[i];
         if (atomic_load_explicit(&s->max_ts, memory_order_acquire) < ts_ms)
             continue;
+        if ((r = spw_seg_pin(s)) < 0) {
+            if (!atomic_load(&s->removed))
+                break;
+            r = 0; /* deleted by retention meanwhile: the next one */
+            continue;
+        }
+        pinned = s;
         uint64_t expect;
         int64_t pos = spw_seg_lookup_ts(s, ts_ms, &expect);
         if (pos < 0) {
-            r = (int)pos;
-            break;
+            pos = 0; /* the index is a hint: scan from the start */
+            expect = s->base_offset;
         }
         int64_t start = pos;
         uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
@@ -328,9 +363,13 @@ int spw_part_offset_for_ts(spw_part *p, int64_t ts_ms, uint64_t *offset)
             expect = spw_batch_next_offset(&h);
             pos += h.length;
         }
+        spw_seg_unpin(s);
+        pinned = NULL;
     }
 out:
-    pthread_rwlock_unlock(&p->seg_lock);
+    if (pinned)
+        spw_seg_unpin(pinned);
+    spw__part_segs_drop(segs, nsegs);
     spw_buf_fini(&buf);
     spw_buf_fini(&scratch);
     return r;

@@ -140,8 +140,12 @@ int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
     for (size_t i = 0; i < nv; i++) {
         uint64_t base = victims[i]->base_offset;
         spw__log_disk_add(p->log, -(int64_t)atomic_load(&victims[i]->size));
-        spw_seg_close(victims[i]);
+        /* A reader that took it before may still be reading through its
+         * pinned fds (the files live on until they close); one that has not
+         * pinned it yet finds it removed (spw_part_read: out of range). */
+        atomic_store(&victims[i]->removed, 1);
         int u = spw_seg_unlink(p->dir, base);
+        spw_seg_unref(victims[i]);
         if (u < 0 && !r)
             r = u;
         spw_info("partition %s: retention deleted segment %020" PRIu64, p->dir, base);

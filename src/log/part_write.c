@@ -186,10 +186,13 @@ void spw__part_checkpoint(spw_part *p, int64_t now_ms)
 static int seg_create(spw_part *p, uint64_t base, spw_segment **out)
 {
     int r = spw_seg_open(p->dir, base, 1, out);
+    if (r == 0)
+        spw_seg_use_cache(*out, p->log->fdc, p->dir);
     if (r != -EEXIST)
         return r;
     if ((r = spw_seg_open(p->dir, base, 0, out)) < 0)
         return r;
+    spw_seg_use_cache(*out, p->log->fdc, p->dir);
     off_t sz = spw_os.size((*out)->fd);
     if (sz != 0)
         r = sz < 0 ? (int)sz : -EEXIST; /* real data: leave it to recovery at the next start */
@@ -218,7 +221,9 @@ static int roll(spw_part *p, uint64_t base)
     pthread_rwlock_wrlock(&p->seg_lock);
     spw__part_segs_push(p, s);
     pthread_rwlock_unlock(&p->seg_lock);
+    spw_segment *old = p->active;
     p->active = s;
+    spw_seg_seal(old); /* whole and synced: its files go to the fd cache */
     p->sync_pos = 0;
     p->sync_offset = base;
     p->rp_written_ms = mono_ms();

@@ -45,6 +45,26 @@ void spw__part_segs_push(spw_part *p, spw_segment *s)
     p->segs[p->nsegs++] = s;
 }
 
+spw_segment **spw__part_segs_take(spw_part *p, size_t *n)
+{
+    pthread_rwlock_rdlock(&p->seg_lock);
+    spw_segment **v = spw_xmalloc((p->nsegs ? p->nsegs : 1) * sizeof *v);
+    for (size_t i = 0; i < p->nsegs; i++) {
+        v[i] = p->segs[i];
+        spw_seg_ref(v[i]);
+    }
+    *n = p->nsegs;
+    pthread_rwlock_unlock(&p->seg_lock);
+    return v;
+}
+
+void spw__part_segs_drop(spw_segment **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        spw_seg_unref(v[i]);
+    spw_free(v);
+}
+
 /* Index of the segment holding offset. REQUIRES: seg_lock held, nsegs > 0. */
 size_t spw__part_segs_find(spw_part *p, uint64_t offset)
 {
@@ -106,7 +126,7 @@ void spw_part_config_default(spw_part_config *c)
 static void part_free(spw_part *p)
 {
     for (size_t i = 0; i < p->nsegs; i++)
-        spw_seg_close(p->segs[i]);
+        spw_seg_unref(p->segs[i]);
     spw_free(p->segs);
     spw__chain_put(p->log, &p->fill);
     spw__chain_put(p->log, &p->flushing);
@@ -169,21 +189,29 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     pthread_rwlock_init(&p->seg_lock, NULL);
     pthread_mutex_init(&p->hold_mu, NULL);
 
+    /* One segment's files open at a time, but the newest: each older one
+     * is checked, then sealed (its files join the fd cache, which closes
+     * the least recently used beyond its capacity), so opening a
+     * partition of any number of segments needs a bounded number of fds. */
     for (size_t i = 0; i < nb; i++) {
         spw_segment *s;
         if ((r = spw_seg_open(dir, bases[i], 0, &s)) < 0)
             goto fail;
+        spw_seg_use_cache(s, log->fdc, p->dir);
         spw__part_segs_push(p, s);
+        if (i + 1 < nb) {
+            if ((r = spw__part_recover_closed(p, s, bases[i + 1], rep)) < 0)
+                goto fail;
+            spw_seg_seal(s);
+        }
     }
     if (nb == 0) {
         spw_segment *s;
         if ((r = spw_seg_open(dir, 0, 1, &s)) < 0)
             goto fail;
+        spw_seg_use_cache(s, log->fdc, p->dir);
         spw__part_segs_push(p, s);
     }
-    for (size_t i = 0; i + 1 < p->nsegs; i++)
-        if ((r = spw__part_recover_closed(p, p->segs[i], p->segs[i + 1]->base_offset, rep)) < 0)
-            goto fail;
     uint64_t last_pos = UINT64_MAX;
     spw_segment *newest = p->segs[p->nsegs - 1];
     /* The recovery point: below it the newest segment is never cut. */

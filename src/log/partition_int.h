@@ -14,6 +14,11 @@
 
 /* partition.c: the segments array. */
 void spw__part_segs_push(spw_part *p, spw_segment *s);
+/* A reference to every segment, oldest first (n of them), taken under
+ * seg_lock: a reader then reads them without the lock, pinning one at a
+ * time (docs/architecture.md, "Locks"). Drop gives them back. */
+spw_segment **spw__part_segs_take(spw_part *p, size_t *n);
+void spw__part_segs_drop(spw_segment **v, size_t n);
 /* Index of the segment holding offset. REQUIRES: seg_lock held, nsegs > 0. */
 size_t spw__part_segs_find(spw_part *p, uint64_t offset);
 

@@ -18,6 +18,7 @@
 #include "core/endian.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "log/fdcache.h"
 #include "os/os.h"
 
 void spw_seg_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext)
@@ -81,6 +82,8 @@ int spw_seg_open(const char *dir, uint64_t base, int create, spw_segment **out)
     s->created_ms = now;
     s->running_max_ts = INT64_MIN;
     s->synced = 1;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->removed, 0);
     *out = s;
     return 0;
 }
@@ -89,9 +92,20 @@ void spw_seg_close(spw_segment *s)
 {
     if (!s)
         return;
-    spw_os.close(s->fd);
-    spw_os.close(s->idx_fd);
+    spw__fdcache_forget(s);
+    if (s->fd >= 0)
+        spw_os.close(s->fd);
+    if (s->idx_fd >= 0)
+        spw_os.close(s->idx_fd);
     spw_free(s);
+}
+
+void spw_seg_ref(spw_segment *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+
+void spw_seg_unref(spw_segment *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        spw_seg_close(s);
 }
 
 int spw_seg_unlink(const char *dir, uint64_t base)

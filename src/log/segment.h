@@ -36,8 +36,22 @@ typedef struct spw_idx_entry {
 
 typedef struct spw_segment {
     uint64_t base_offset;
-    int fd;     /* .log, read-write */
-    int idx_fd; /* .idx, read-write */
+    /* .log and .idx: read-write while the segment is active (the flusher's);
+     * once sealed, opened and closed by the fd cache (fdcache.h): valid only
+     * between spw_seg_pin and spw_seg_unpin, -1 when closed. */
+    int fd;
+    int idx_fd;
+    /* Lifetime: one reference for the partition's segments array, one per
+     * reader that took it under seg_lock to read it after dropping the
+     * lock. The last spw_seg_unref closes and frees. */
+    _Atomic uint32_t refs;
+    _Atomic int removed; /* retention deleted its files: a reopen finds nothing */
+    /* Fd cache state (fdcache.c), under the cache's mutex. */
+    struct spw_fdcache *fdc; /* NULL: fds always open (tools, tests) */
+    const char *dir;         /* the partition's directory, for reopening */
+    int sealed;
+    uint32_t pins;
+    struct spw_segment *lru_prev, *lru_next; /* in the LRU: sealed, open, unpinned */
     /* Published by the flusher with release stores; readers use acquire. */
     _Atomic uint64_t size;       /* bytes of whole batches in the file */
     _Atomic uint64_t end_offset; /* next offset after the last batch */
@@ -82,9 +96,12 @@ void spw_seg_path(char *out, size_t cap, const char *dir, uint64_t base, const c
 /* Parses "NNNNNNNNNNNNNNNNNNNN.log"; returns 1 and *base, else 0. */
 int spw_seg_parse_name(const char *name, uint64_t *base);
 
-/* Opens (create: creates empty, fsyncs dir) segment files. */
+/* Opens (create: creates empty, fsyncs dir) segment files; one reference. */
 int spw_seg_open(const char *dir, uint64_t base, int create, spw_segment **out);
+/* Closes the files and frees s, whatever its references (the owner's end). */
 void spw_seg_close(spw_segment *s);
+void spw_seg_ref(spw_segment *s);
+void spw_seg_unref(spw_segment *s); /* the last one: spw_seg_close */
 /* Removes both files (after close). */
 int spw_seg_unlink(const char *dir, uint64_t base);
 

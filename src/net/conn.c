@@ -49,6 +49,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -63,6 +64,62 @@
 #include "core/msg.h"
 
 uint64_t spw_net_now_ms(void) { return spw_mono_ns() / 1000000; }
+
+/* ---- file descriptors (conn.h) ---- */
+
+static _Atomic uint32_t g_conn_fds_max = UINT32_MAX;
+static _Atomic uint32_t g_conn_fds;  /* open connections, all listeners */
+static _Atomic int g_reserve_fd = -1; /* taken (-1) while a loop uses it */
+static _Atomic int g_reserve_opened;
+
+void spw_net_set_conn_fds(uint32_t max) { atomic_store(&g_conn_fds_max, max ? max : 1); }
+uint32_t spw_net_conn_fds(void) { return atomic_load(&g_conn_fds_max); }
+uint32_t spw_net_conn_fds_open(void) { return atomic_load(&g_conn_fds); }
+
+static void reserve_open(void)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        atomic_store(&g_reserve_fd, fd);
+}
+
+/* accept failed with e (no fd to be had): see conn.h. On l's thread. */
+static void out_of_fds(spw_netloop *l, int e)
+{
+    spw_netsrv *s = l->ns;
+    atomic_fetch_add(&s->fd_errors, 1);
+    uint64_t now = spw_net_now_ms();
+    uint64_t last = atomic_load(&s->last_fd_warn_ms);
+    if ((last == 0 || now - last >= 10000) && atomic_compare_exchange_strong(&s->last_fd_warn_ms, &last, now))
+        spw_warn("%s: cannot accept a connection: %s (open connections of the process: %u); closing it and "
+                 "pausing accepts for %d ms (this warning at most every 10 s; spillway_accept_fd_errors_total "
+                 "counts them)",
+                 s->proto->name, strerror(e), atomic_load(&g_conn_fds), SPW_NET_ACCEPT_PAUSE_MS);
+    int r = atomic_exchange(&g_reserve_fd, -1);
+    if (r >= 0) {
+        close(r);
+        int fd = accept4(l->b.lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+            atomic_fetch_add(&s->refused, 1);
+        }
+        reserve_open();
+    }
+    if (l->b.lfd >= 0 && epoll_ctl(l->b.epfd, EPOLL_CTL_DEL, l->b.lfd, NULL) == 0)
+        l->accept_resume_ms = now + SPW_NET_ACCEPT_PAUSE_MS;
+}
+
+/* Accepting again after a pause (each round of the loop). */
+static void accept_resume(spw_netloop *l, uint64_t now)
+{
+    if (!l->accept_resume_ms || now < l->accept_resume_ms)
+        return;
+    l->accept_resume_ms = 0;
+    if (l->stopping || l->b.lfd < 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->b.lfd};
+    epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, l->b.lfd, &ev);
+}
 
 static spw_netloop *loop_at(spw_netsrv *s, uint32_t i)
 {
@@ -136,11 +193,62 @@ static void wake_waiters(spw_netloop *l)
     l->rewaking = 0;
 }
 
+/* ---- the budget of unsent answers ---- */
+
+static spw_membudget *unsent_of(const spw_netconn *c) { return c->nl->ns->cfg.unsent; }
+
+void spw_netconn_out_hold(spw_netconn *c, uint64_t n)
+{
+    if (c->closed || n == 0)
+        return;
+    spw_membudget_add(unsent_of(c), n);
+    c->out_held += n;
+}
+
+static void out_give(spw_netconn *c, uint64_t n)
+{
+    if (n > c->out_held)
+        n = c->out_held;
+    spw_membudget_give(unsent_of(c), n);
+    c->out_held -= n;
+}
+
+uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want)
+{
+    uint64_t n = spw_netconn_out_allow(c, want);
+    if (unsent_of(c))
+        spw_netconn_out_hold(c, n);
+    return n;
+}
+
+void spw_netconn_out_release(spw_netconn *c, uint64_t n)
+{
+    if (unsent_of(c))
+        out_give(c, n);
+}
+
+uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want)
+{
+    const spw_membudget *m = unsent_of(c);
+    if (!m)
+        return want;
+    uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+    uint64_t room = used < m->limit ? m->limit - used : 0;
+    return want < room ? want : room;
+}
+
+int spw_netconn_out_full(const spw_netconn *c)
+{
+    return c->out_held > 0 && unsent_of(c) && !spw_membudget_room(unsent_of(c), 1);
+}
+
 void spw_netconn_close(spw_netconn *c)
 {
     if (c->closed)
         return;
     spw_netloop *l = c->nl;
+    out_give(c, c->out_held);
+    c->out_wait_ms = 0;
     c->closed = 1;
     epoll_ctl(l->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -150,6 +258,7 @@ void spw_netconn_close(spw_netconn *c)
     if (l->ns->proto->closing)
         l->ns->proto->closing(c);
     atomic_fetch_sub(&l->ns->nconns, 1);
+    atomic_fetch_sub(&g_conn_fds, 1);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -186,12 +295,17 @@ static void sweep(spw_netloop *l, int all)
 
 int spw_netconn_send(spw_netconn *c)
 {
+    uint64_t unsent = c->out.len - c->out_off;
+    if (unsent > c->out_held) /* appended to out since: held from now */
+        spw_netconn_out_hold(c, unsent - c->out_held);
     while (c->out_off < c->out.len) {
         ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
+                if (!c->out_wait_ms) /* the send timeout runs from here, or from the last byte written */
+                    c->out_wait_ms = spw_net_now_ms();
                 if (!c->want_out) {
                     c->want_out = 1;
                     spw_netconn_set_events(c);
@@ -202,7 +316,11 @@ int spw_netconn_send(spw_netconn *c)
             return -1;
         }
         c->out_off += (size_t)w;
+        out_give(c, (uint64_t)w);
+        if (c->out_wait_ms)
+            c->out_wait_ms = spw_net_now_ms();
     }
+    c->out_wait_ms = 0;
     c->out.len = c->out_off = 0;
     if (c->out.cap > (1u << 20))
         spw_buf_fini(&c->out);
@@ -222,10 +340,23 @@ static void accept_all(spw_netloop *l)
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(l->b.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+                continue;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                out_of_fds(l, e);
             return;
+        }
+        if (atomic_fetch_add(&g_conn_fds, 1) >= atomic_load(&g_conn_fds_max)) {
+            atomic_fetch_sub(&g_conn_fds, 1);
+            atomic_fetch_add(&s->refused, 1);
+            close(fd);
+            continue;
+        }
         if (atomic_fetch_add(&s->nconns, 1) >= s->cfg.max_connections) {
             atomic_fetch_sub(&s->nconns, 1);
+            atomic_fetch_sub(&g_conn_fds, 1);
             atomic_fetch_add(&s->refused, 1);
             close(fd);
             continue;
@@ -254,12 +385,18 @@ static void tick(spw_netloop *l, uint64_t now)
     const spw_netproto *p = l->ns->proto;
     if (p->loop_tick)
         p->loop_tick(l);
-    if (!p->conn_tick)
-        return;
+    uint32_t st = l->ns->cfg.send_timeout_ms;
     spw_netconn *c = l->conns;
     while (c) {
         spw_netconn *next = c->next; /* c may close (and leave the list) */
-        p->conn_tick(c, now);
+        if (st && c->out_wait_ms && now - c->out_wait_ms > st) {
+            /* Its client has not taken a byte of its answers for
+             * send-timeout: it gives back what they hold. */
+            atomic_fetch_add(&l->ns->send_timeouts, 1);
+            spw_netconn_close(c);
+        } else if (p->conn_tick) {
+            p->conn_tick(c, now);
+        }
         c = next;
     }
 }
@@ -297,6 +434,7 @@ static void *loop_main(void *arg)
         if (l->zombies)
             sweep(l, 0);
         uint64_t now = spw_net_now_ms();
+        accept_resume(l, now);
         if (now >= next_tick) {
             tick(l, now);
             next_tick = now + SPW_NET_TICK_MS;
@@ -327,6 +465,8 @@ int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_
     }
     s->nloops = s->cfg.threads;
     s->port = ntohs(sa.sin_port);
+    if (!atomic_exchange(&g_reserve_opened, 1))
+        reserve_open();
     for (uint32_t i = 0; i < s->nloops; i++) {
         spw_netloop *l = loop_at(s, i);
         l->ns = s;

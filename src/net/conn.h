@@ -58,6 +58,8 @@ struct spw_netsrv;
     int rdhup;         /* peer shut its side: no more watching for it (level-triggered) */                             \
     int mem_wait;      /* on the loop's waiters: no room in the buffer budget */                                       \
     uint64_t last_active_ms;                                                                                           \
+    uint64_t out_held;   /* bytes of the unsent-answer budget held (answers built, not yet written) */                 \
+    uint64_t out_wait_ms; /* out has unsent bytes and none was written since (0: nothing unsent) */                   \
     struct spw_netconn *prev, *next; /* the loop's conns, or its zombies (next only) */                                \
     struct spw_netconn *wprev, *wnext; /* the loop's waiters */
 
@@ -74,6 +76,7 @@ typedef struct spw_netconn {
     struct spw_netconn *waiters, *waiters_tail; /* waiting for the buffer budget, oldest first */                      \
     int rewaking; /* in the waiters' wake-up: a wait again is not a new one */                                         \
     int stopping; /* draining: no accepting, no new request read */                                                    \
+    uint64_t accept_resume_ms; /* out of fds: not accepting until then (0: accepting) */                                  \
     uint32_t inflight; /* requests dispatched on this loop, not answered */
 
 typedef struct spw_netloop {
@@ -104,6 +107,8 @@ typedef struct spw_netsrv_config {
     uint32_t threads;   /* loops; 0: 1 */
     uint32_t max_connections; /* of this listener */
     spw_membudget *buffers;   /* input memory of all connections; NULL: no limit */
+    spw_membudget *unsent;    /* answers built and not yet written, all connections; NULL: no limit */
+    uint32_t send_timeout_ms; /* close a connection whose unsent answers do not move for this long; 0: never */
 } spw_netsrv_config;
 
 typedef struct spw_netsrv {
@@ -114,11 +119,34 @@ typedef struct spw_netsrv {
     uint32_t nloops;
     int port;
     _Atomic uint32_t nconns;
-    _Atomic uint64_t accepted, refused; /* refused: over max_connections */
+    _Atomic uint64_t accepted, refused; /* refused: over max_connections, or the process's connection fds */
+    _Atomic uint64_t fd_errors;          /* accept failed for want of an fd (EMFILE, ENFILE, ENOBUFS, ENOMEM) */
+    _Atomic uint64_t last_fd_warn_ms;
+    _Atomic uint64_t send_timeouts;     /* connections closed by send_timeout_ms */
     _Atomic int stop;
 } spw_netsrv;
 
 uint64_t spw_net_now_ms(void);
+
+/*
+ * File descriptors (docs/operations.md, "File descriptors").
+ * The connections of every listener of the process together hold at most
+ * spw_net_set_conn_fds' number of sockets (default: no bound beyond each
+ * listener's max_connections); past it a new connection is accepted and
+ * closed at once (counted refused), so the fds the log needs for segment
+ * rolls and small files stay free whatever the clients do. When accept
+ * fails for want of an fd all the same (EMFILE: another part of the
+ * process took them), the loop closes its reserve fd (one per process,
+ * /dev/null, opened at the first start), accepts and closes that
+ * connection — its client learns at once instead of waiting — opens the
+ * reserve again, and stops accepting for SPW_NET_ACCEPT_PAUSE_MS: the
+ * listening socket would otherwise stay readable and the loop spin. Each
+ * such failure is counted (fd_errors) and logged at most every 10 s.
+ */
+#define SPW_NET_ACCEPT_PAUSE_MS 100
+void spw_net_set_conn_fds(uint32_t max);
+uint32_t spw_net_conn_fds(void);      /* the bound (UINT32_MAX: none) */
+uint32_t spw_net_conn_fds_open(void); /* connections of every listener now */
 
 /* Binds (see net/loop.h for the socket rules) and starts the loops. s is
  * the caller's (inside its server); owner goes to proto->loop_init. 0 or
@@ -150,6 +178,36 @@ void spw_netconn_set_events(spw_netconn *c);
  * written (out emptied, EPOLLOUT off), 0 the rest waits for EPOLLOUT, -1
  * the connection failed and is closed. */
 int spw_netconn_send(spw_netconn *c);
+/*
+ * The budget of unsent answers (docs/operations.md "Memory"): every byte of
+ * an answer from when it is built until it is written to the socket is
+ * held in cfg.unsent, shared by every connection of both listeners.
+ * spw_netconn_send holds what it finds in out beyond c->out_held and gives
+ * back what it writes; closing gives back the rest. A protocol that keeps
+ * finished answers apart from out (HTTP's pipelining slots) holds them as
+ * it builds them (spw_netconn_out_hold).
+ *
+ * A large answer (a read) asks first how much it may build:
+ * spw_netconn_out_allow is min(want, room left), 0 when the budget is
+ * spent (the read is then refused with overloaded, 503, a small answer).
+ * Small answers are held whatever the room. A connection that holds some
+ * of a spent budget reads no new request (spw_netconn_out_full) until its
+ * own answers are written, so clients that do not read cannot pile up
+ * more; and one whose unsent bytes do not move for send_timeout_ms is
+ * closed (counted in send_timeouts), which gives them back.
+ *
+ * An answer built elsewhere (on an I/O worker) reserves instead, at
+ * dispatch: spw_netconn_out_reserve holds min(want, room left) at once,
+ * so reads in flight together cannot each be allowed the same room, and
+ * spw_netconn_out_release gives the reservation back when the answer is
+ * held itself. Loop thread.
+ */
+void spw_netconn_out_hold(spw_netconn *c, uint64_t n);
+uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want);
+uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want);
+void spw_netconn_out_release(spw_netconn *c, uint64_t n);
+int spw_netconn_out_full(const spw_netconn *c);
+
 /* Puts c on its loop's waiters (counted in the budget's waits unless it
  * is waiting again during a wake-up); proto->room is called once there is
  * room. The caller updates c's events. */

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -280,4 +282,52 @@ int spw_os_read_file(const char *path, size_t max, char **out, size_t *len)
     *out = b;
     *len = (size_t)got;
     return 0;
+}
+
+long spw_os_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -errno;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        /* The hard limit may be "unlimited" where the kernel caps at
+         * nr_open: fall back to that, then keep what there is. */
+        if (setrlimit(RLIMIT_NOFILE, &want) < 0) {
+            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+            unsigned long nr = 0;
+            if (f) {
+                if (fscanf(f, "%lu", &nr) != 1)
+                    nr = 0;
+                fclose(f);
+            }
+            want.rlim_cur = nr && nr < rl.rlim_max ? nr : rl.rlim_cur;
+            setrlimit(RLIMIT_NOFILE, &want);
+        }
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return -errno;
+    }
+    return rl.rlim_cur > (rlim_t)LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+}
+
+uint64_t spw_os_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    return (uint64_t)rl.rlim_cur;
+}
+
+int spw_os_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -errno;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own fd */
 }

@@ -85,4 +85,16 @@ int spw_os_lock_dir(const char *dir, int *fd, long *holder);
  * else 0; takes nothing. */
 int spw_os_dir_locked(const char *dir, long *holder);
 
+/*
+ * File descriptors (docs/operations.md, "File descriptors").
+ * spw_os_raise_fd_limit sets the soft RLIMIT_NOFILE to the hard one (the
+ * most an unprivileged process may have) and returns the soft limit now
+ * in force (or -errno). spw_os_fd_limit: the soft limit now. Not through
+ * spw_os: no data I/O.
+ */
+long spw_os_raise_fd_limit(void);
+uint64_t spw_os_fd_limit(void);
+/* Open fds of the process (entries of /proc/self/fd), or -errno. */
+int spw_os_count_fds(void);
+
 #endif

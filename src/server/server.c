@@ -4,19 +4,24 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "core/workq.h"
 #include "log/log.h"
 #include "bin/binproto.h"
 #include "wire/frame.h"
 #include "http/http.h"
+#include "net/conn.h"
 #include "net/membudget.h"
 #include "os/os.h"
 #include "http/api.h"
@@ -24,11 +29,14 @@
 #include "catalog/catalog.h"
 #include "sink/sink.h"
 #include "kafka/kafka.h"
+#include "svc/views.h"
+#include "view/view.h"
 #include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "admit/ratelimit.h"
 #include "server/sink_config.h"
 #include "svc/metrics.h"
+#include "es/es.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
     {name, type, offsetof(spw_server_config, field), sizeof(((spw_server_config *)0)->field), def, min, max, help}
@@ -63,6 +71,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "percent of max-pending-bytes from which priority-2 produces are shed"),
     CFG("dedupe-max-keys", SPW_CFG_U32, dedupe_max_keys, "1000000", 1024, 100000000,
         "idempotency keys and producer sequences remembered (about 100 bytes each); past it new keys get 503 dedupe_full"),
+    CFG("es-cache-keys", SPW_CFG_U32, es_cache_keys, "1000000", 16, 1000000000,
+        "keys of each versioned stream whose versions stay in memory (about 64 bytes + the key each); others are "
+        "read from the stream's version store (docs/api.md \"Event sourcing\")"),
     CFG("max-connections", SPW_CFG_U32, max_connections, "10000", 1, 1000000, "open client connections"),
     CFG("max-header-bytes", SPW_CFG_SIZE, max_header_bytes, "16KiB", 1024, 1 << 20, "request line + headers"),
     CFG("max-request-bytes", SPW_CFG_SIZE, max_request_bytes, "16MiB", 1024, 1ull << 30, "request body"),
@@ -77,6 +88,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "fsync data written at ack none/written at least this often"),
     CFG("retention-check", SPW_CFG_DURATION, retention_check_ms, "10s", 100, 86400000,
         "how often retention runs"),
+    CFG("view-flush-interval", SPW_CFG_DURATION, view_flush_ms, "1s", 10, 86400000,
+        "how often a view's store is flushed when it changed: a crash re-applies at most this much, and "
+        "retention is held at the last flush"),
     CFG("shutdown-drain", SPW_CFG_DURATION, shutdown_drain_ms, "10s", 0, 600000,
         "on SIGTERM, wait this long for requests in flight"),
     CFG("rate-limit", SPW_CFG_U32, rate_limit, "0", 0, 1000000000,
@@ -93,10 +107,49 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "segment bytes of all streams together; at the limit produce answers 507 disk_limit; 0 = no limit"),
     CFG("segment-bytes", SPW_CFG_SIZE, segment_bytes, "128MiB", 1024, 1ull << 31,
         "roll a partition's segment file at this size (retention deletes whole segments)"),
+    CFG("fd-cache-segments", SPW_CFG_U32, fd_cache_segments, "256", 1, 1000000,
+        "older segments whose files stay open (2 fds each; the least recently read are closed past it, and "
+        "opened again when read; lowered to an eighth of the fd limit)"),
+    CFG("max-unsent-bytes", SPW_CFG_SIZE, max_unsent_bytes, "256MiB", 1ull << 20, 1ull << 40,
+        "answers built and not yet sent, all connections together; past it reads are answered 503 overloaded and "
+        "connections holding unsent answers are not read"),
+    CFG("send-timeout", SPW_CFG_DURATION, send_timeout_ms, "60s", 100, 86400000,
+        "close a connection whose unsent answers do not move (its client does not read) for this long"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
                "spw_server_config.from_flag needs a slot per table row");
+
+static void count_parts(void *arg, spw_stream *s) { *(uint64_t *)arg += s->cfg.partitions; }
+
+/* What the fd limit leaves for client connections (both listeners):
+ * the limit less 2 per partition open now (its active segment), 2 per
+ * cached segment and FD_HEADROOM for the rest (listening sockets, epoll
+ * and eventfds, the data directory's lock, small files written, sinks'
+ * sockets, segments being read past the cache, partitions created
+ * later). Past it a connection is accepted and closed (net/conn.h). */
+/* The I/O workers: reads of segments, stream deletion, a new group's
+ * fsyncs (docs/architecture.md, "Threads of spillway serve"). Past
+ * SPW_IO_QUEUE waiting jobs a read is answered 503 unavailable. */
+#define SPW_IO_WORKERS 4
+#define SPW_IO_QUEUE 4096
+#define FD_HEADROOM 128
+#define FD_MIN_CONNECTIONS 16
+static void limit_connection_fds(spw_catalog *cat, uint64_t limit, uint32_t fd_cache, uint32_t max_connections)
+{
+    uint64_t parts = 0;
+    spw_catalog_each(cat, count_parts, &parts);
+    uint64_t files = 2 * parts + 2 * (uint64_t)fd_cache + FD_HEADROOM;
+    uint64_t room = limit > files + FD_MIN_CONNECTIONS ? limit - files : FD_MIN_CONNECTIONS;
+    if (room > UINT32_MAX - 1)
+        room = UINT32_MAX - 1;
+    spw_net_set_conn_fds((uint32_t)room);
+    if (room < 2 * (uint64_t)max_connections)
+        spw_info("file descriptors: limit %" PRIu64 ", %" PRIu64 " partitions, fd cache %u segments: at most %" PRIu64
+                 " client connections together (max-connections %u per listener); raise the limit (ulimit -n, "
+                 "LimitNOFILE=) for more",
+                 limit, parts, fd_cache, room, max_connections);
+}
 
 /* The settings SIGHUP applies; the others need a restart. */
 static int reloadable(const spw_cfg_entry *e)
@@ -212,6 +265,73 @@ static int is_loopback(const char *listen)
 }
 
 /*
+ * The stop, once a first SIGINT or SIGTERM has come (docs/operations.md
+ * "Stopping"): each step is logged as it begins ("stopping: ..."), a
+ * watcher thread says every 5 s which step the stop still waits for, and
+ * a second SIGINT or SIGTERM ends the process at once, after the log's
+ * own flush: every record accepted is written (write(2), so a process
+ * exit loses none of it; what was not yet fsynced is fsynced by nobody),
+ * waiting at most 5 s for the writes; then _exit(1).
+ */
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static spw_log *stop_log;                   /* under stop_mu; NULL once the log closes */
+static const char *_Atomic stop_step = "";  /* the step the stop is in */
+
+static void stop_step_set(const char *step)
+{
+    atomic_store(&stop_step, step);
+    spw_info("stopping: %s", step);
+}
+
+static void *stop_watcher(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    uint64_t t0 = spw_mono_ms();
+    for (;;) {
+        struct timespec ts = {.tv_sec = 5};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig != SIGINT && sig != SIGTERM) {
+            spw_warn("still stopping after %.0f s: %s", (double)(spw_mono_ms() - t0) / 1000.0,
+                     atomic_load(&stop_step));
+            continue;
+        }
+        spw_warn("signal %d again: stopping at once, without waiting for %s", sig, atomic_load(&stop_step));
+        pthread_mutex_lock(&stop_mu);
+        if (stop_log) {
+            uint64_t until = spw_mono_ms() + 5000, left;
+            while ((left = spw_log_pending_bytes(stop_log)) > 0 && spw_mono_ms() < until)
+                usleep(5000);
+            if (left)
+                spw_error("%" PRIu64 " bytes of accepted records are not written after 5 s (the disk does not "
+                          "take them); they are lost",
+                          left);
+        }
+        spw_warn("exiting now: every record accepted is written; what was not fsynced yet is not");
+        fflush(stderr);
+        _exit(1);
+    }
+    return NULL;
+}
+
+static void stop_watch_start(spw_log *log)
+{
+    pthread_mutex_lock(&stop_mu);
+    stop_log = log;
+    pthread_mutex_unlock(&stop_mu);
+    pthread_t th;
+    pthread_attr_t pa;
+    pthread_attr_init(&pa);
+    pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &pa, stop_watcher, NULL) != 0)
+        spw_warn("cannot start the stop watcher: a second signal will not cut the stop short");
+    pthread_attr_destroy(&pa);
+}
+
+/*
  * Closes what serve opened behind its listeners, in the one order that is
  * safe: sinks (workers stopped, holds released), the coalescer (buffers
  * written and answered), the tables, the catalog and the log (flush and
@@ -221,12 +341,24 @@ static int is_loopback(const char *listen)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_catalog_set_io(cat, NULL);  /* deleted streams reaped in place from now on */
+    spw_consume_set_io(api->svc.groups, NULL);
+    spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
+    if (api->sinks)
+        stop_step_set("sinks (each finishes or gives up its write to its target)");
     spw_sinks_close(api->sinks);
+    stop_step_set("views (each apply thread finishes its cycle)");
+    spw_views_close(api->svc.views); /* after the listeners: parked reads were answered */
+    stop_step_set("the coalescer, then the streams (flush and fsync)");
     spw_coalesce_close(api->svc.coal);
     spw_rl_destroy(api->svc.rl);
     spw_dd_free(api->svc.dd);
     spw_catalog_close(cat);
+    stop_step_set("the log (its flusher and fsync threads)");
+    pthread_mutex_lock(&stop_mu);
+    stop_log = NULL; /* every partition is closed: everything accepted is written */
+    pthread_mutex_unlock(&stop_mu);
     spw_log_close(log);
     spw_consume_free(api->svc.groups);
     spw_auth_close(auth);
@@ -326,8 +458,20 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
 
     if (spw_server_test_start)
         spw_server_test_start(c);
+    /* File descriptors (docs/operations.md, "File descriptors"):
+     * the soft limit raised to the hard one; the fd cache within an eighth
+     * of it, so segments never take the fds connections and files need. */
+    long fd_limit = spw_os_raise_fd_limit();
+    uint32_t fd_cache = c->fd_cache_segments;
+    if (fd_limit > 0 && (uint64_t)fd_cache * 2 > (uint64_t)fd_limit / 4) {
+        fd_cache = (uint32_t)(fd_limit / 8 > 0 ? fd_limit / 8 : 1);
+        spw_warn("fd-cache-segments %u lowered to %u: the file descriptor limit is %ld (2 fds per cached segment, "
+                 "at most a quarter of the limit)",
+                 c->fd_cache_segments, fd_cache, fd_limit);
+    }
     spw_log_config lc;
     spw_log_config_default(&lc);
+    lc.fd_cache_segments = fd_cache;
     lc.max_pending_bytes = c->max_pending_bytes;
     lc.fsync_interval_ms = (uint32_t)c->fsync_interval_ms;
     lc.node_id = c->node_id;
@@ -349,9 +493,23 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_warn("the data directory holds %" PRIu64 " segment bytes and max-disk-bytes is %" PRIu64
                  ": produce answers 507 disk_limit until retention or deleted streams free space",
                  spw_log_disk_bytes(log), c->max_disk_bytes);
+    if (fd_limit > 0)
+        limit_connection_fds(cat, (uint64_t)fd_limit, fd_cache, c->max_connections);
+    uint64_t dd_k0, dd_k1;
+    {
+        char derr[1200];
+        if ((r = spw_dd_secret_load(c->data, &dd_k0, &dd_k1, derr, sizeof derr)) < 0) {
+            fprintf(stderr, "spillway serve: the dedupe secret: %s\n", derr);
+            spw_catalog_close(cat);
+            spw_log_close(log);
+            spw_auth_close(auth);
+            return 1;
+        }
+    }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    spw_membudget buffers;
+    spw_membudget buffers, unsent;
     spw_membudget_init(&buffers, c->max_buffer_bytes);
+    spw_membudget_init(&unsent, c->max_unsent_bytes);
     spw_api api = {
         .svc = {
             .log = log,
@@ -369,9 +527,18 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         },
         .max_connections = c->max_connections,
         .buffers = &buffers,
+        .unsent = &unsent,
     };
+    /* Disk work of requests, off the I/O loops (core/workq.h). */
+    api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    spw_catalog_set_io(cat, api.svc.io);
     spw_rl_set_default(api.svc.rl, &rate_def);
+    spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
+    /* Versioned streams: each version store opened and its log tail
+     * indexed before any request can ask for a version. */
+    spw_es_set_cache_keys(c->es_cache_keys);
+    spw_es_open_all(cat);
     /* No id at or below one stored, whatever the clock did while the server
      * was down. The segments of the last hour: a clock that went back
      * finds the segments written before the stop "in the future" (mtime
@@ -395,6 +562,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         close_server_parts(&api, cat, log, auth);
         return 1;
     }
+    if ((r = spw_views_open(api.svc.cat, api.svc.data_dir, c->view_flush_ms, &api.svc.views)) < 0)
+        spw_error("views: %s/views: %s; no view runs", c->data, spw_strerror(r));
+    spw_view_metrics_register(&api.svc);
+    spw_consume_set_io(api.svc.groups, api.svc.io); /* leases read off the loops */
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {
@@ -419,6 +590,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .request_timeout_ms = (uint32_t)c->request_timeout_ms,
         .max_pipelined = c->max_pipelined,
         .buffers = &buffers,
+        .unsent = &unsent,
+        .send_timeout_ms = (uint32_t)c->send_timeout_ms,
+        .body_allowed = spw_api_body_allowed,
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
@@ -440,6 +614,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
+            .unsent = &unsent,
+            .send_timeout_ms = (uint32_t)c->send_timeout_ms,
         };
         if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
@@ -488,6 +664,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         rate_describe(&rate_def, d, sizeof d);
         spw_info("default rate limit: %s; at most %u limiter entries", d, c->rate_limit_max_keys);
     }
+    atomic_store(&api.svc.ready, 1); /* GET /readyz: started */
     if (ready_fd >= 0) {
         char buf[32];
         int n = kafka ? snprintf(buf, sizeof buf, "%d %d %d\n", spw_http_port(http), bin ? spw_bin_port(bin) : 0,
@@ -502,7 +679,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                               .tv_nsec = (long)(c->retention_check_ms % 1000) * 1000000};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
-            spw_info("signal %d: stopping (finishing requests in flight, then flush and fsync)", sig);
+            spw_info("signal %d: stopping (finishing requests in flight, then flush and fsync; a second signal "
+                     "stops at once)",
+                     sig);
             break;
         }
         if (sig == SIGHUP) {
@@ -521,6 +700,8 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         }
         spw_catalog_retention(cat, spw_wall_ms());
     }
+    stop_watch_start(log);
+    stop_step_set("the listeners (requests in flight finish, up to shutdown-drain)");
     if (bin)
         spw_bin_stop_accepting(bin);
     if (kafka)

@@ -30,6 +30,7 @@ typedef struct spw_server_config {
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;
     uint32_t max_connections;
     uint32_t dedupe_max_keys;
+    uint32_t es_cache_keys;
     uint64_t max_header_bytes;
     uint64_t max_request_bytes;
     uint64_t idle_timeout_ms;
@@ -37,6 +38,7 @@ typedef struct spw_server_config {
     uint32_t max_pipelined;
     uint64_t fsync_interval_ms;
     uint64_t retention_check_ms;
+    uint64_t view_flush_ms;
     uint64_t shutdown_drain_ms;
     uint32_t rate_limit;             /* default events/s per key for streams without rate_limit; 0 = off */
     uint32_t rate_limit_burst;       /* token bucket capacity; 0 = rate_limit */
@@ -49,7 +51,10 @@ typedef struct spw_server_config {
     unsigned char from_flag[SPW_SERVER_CFG_MAX];
     uint64_t max_disk_bytes; /* 0: no limit */
     uint64_t segment_bytes;
+    uint32_t fd_cache_segments;
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
+    uint64_t max_unsent_bytes; /* answers not yet written, all connections (net/conn.h) */
+    uint64_t send_timeout_ms;  /* close a connection whose unsent answers do not move for this long */
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];

@@ -26,11 +26,22 @@
  * given keep their setting. Every answer is 200 with the settings as JSON;
  * a bad parameter is 400 and changes nothing.
  *
+ * SPW_TEST_READ_GATE=PATH: segment reads wait while the file PATH
+ * exists (hook_pread). SPW_TEST_SYNC_GATE=PATH: the same for the fsyncs
+ * of the small files (everything under the data directory but segments).
+ *
+ * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
+ * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
+ * process's wall clock reads N s ahead of the kernel's, which is what a
+ * wait timed on CLOCK_REALTIME meets when the clock is stepped back N s
+ * while it waits (tests/integration/test_clockstep.c).
+ *
  * The wrappers are thread-safe with atomics only; with no fault set they
  * cost one relaxed load before calling the real function. A file counts as
  * "under the data directory" if spw_os.open opened it by a path starting
  * with the data directory (a per-descriptor flag, for fds below FD_TRACK).
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +51,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/msg.h"
 #include "http/http.h"
@@ -114,6 +126,43 @@ static int hook_close(int fd)
     return spw_os_default.close(fd);
 }
 
+/* SPW_TEST_READ_GATE=PATH (read by the constructor): while the file PATH
+ * exists, every pread of a segment file (*.log under the data directory)
+ * waits for it to go, after creating PATH.waiting to say one does — a
+ * disk that stalls reads, for as long as a test wants, without a timer
+ * (tests/integration/test_readloop.c). */
+static char read_gate[4096];
+/* SPW_TEST_SYNC_GATE=PATH: the same for fsync/fdatasync of the small files
+ * under the data directory (not segments: recovery points, group offsets,
+ * sink progress, directories). */
+static char sync_gate[4096];
+
+static void gate_wait(const char *gate)
+{
+    char w[4200];
+    snprintf(w, sizeof w, "%s.waiting", gate);
+    int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (wf >= 0)
+        close(wf);
+    while (access(gate, F_OK) == 0)
+        usleep(2000);
+}
+
+static void sync_gate_check(int fd)
+{
+    if (sync_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 1 &&
+        access(sync_gate, F_OK) == 0)
+        gate_wait(sync_gate);
+}
+
+static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
+{
+    if (read_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 2 &&
+        access(read_gate, F_OK) == 0)
+        gate_wait(read_gate);
+    return spw_os_default.pread(fd, buf, n, off);
+}
+
 static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
     int e;
@@ -141,6 +190,7 @@ static int sync_fault(int fd)
 
 static int hook_fdatasync(int fd)
 {
+    sync_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
         return -e;
@@ -149,6 +199,7 @@ static int hook_fdatasync(int fd)
 
 static int hook_fsync(int fd)
 {
+    sync_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
         return -e;
@@ -376,9 +427,19 @@ __attribute__((constructor)) static void testhooks_install(void)
     spw_os.open = hook_open;
     spw_os.close = hook_close;
     spw_os.pwrite = hook_pwrite;
+    spw_os.pread = hook_pread;
     spw_os.pwritev = hook_pwritev;
     spw_os.fdatasync = hook_fdatasync;
     spw_os.fsync = hook_fsync;
     spw_server_test_start = test_start;
     spw_api_debug_handler = debug_handler;
+    const char *gate = getenv("SPW_TEST_READ_GATE");
+    if (gate && strlen(gate) < sizeof read_gate)
+        strcpy(read_gate, gate);
+    const char *sgate = getenv("SPW_TEST_SYNC_GATE");
+    if (sgate && strlen(sgate) < sizeof sync_gate)
+        strcpy(sync_gate, sgate);
+    const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
+    if (off && *off)
+        atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);
 }

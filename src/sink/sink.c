@@ -10,6 +10,7 @@
  *                   progress commit.
  * Locking: sink_int.h.
  */
+#include "svc/metrics.h"
 #include "sink/sink.h"
 
 
@@ -54,34 +55,79 @@ static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
     spw__sink_def_json(d, &b);
     spw_buf_put(&b, "", 1);
     k->canon = (char *)b.p;
+    spw_buf r = SPW_BUF_INIT;
+    spw_sinks_redact(k->canon, strlen(k->canon), &r);
+    spw_buf_put(&r, "", 1);
+    k->shown = (char *)r.p;
     pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    spw_cond_init(&k->cv);
     return k;
+}
+
+/* The worker, then "exited" for sink_stop_free's wait. */
+static void *worker_main(void *arg)
+{
+    spw_sink *k = arg;
+    spw__sink_worker(k);
+    pthread_mutex_lock(&k->mu);
+    k->exited = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
 }
 
 static int sink_start(spw_sink *k)
 {
     spw__sink_take_pre_holds(k);
-    int r = pthread_create(&k->th, NULL, spw__sink_worker, k);
+    int r = pthread_create(&k->th, NULL, worker_main, k);
     if (r)
         spw__sink_release_pre(k);
     return r ? -r : 0;
 }
 
-static void sink_stop_free(spw_sink *k)
+static void sink_signal_stop(spw_sink *k)
 {
     pthread_mutex_lock(&k->mu);
     k->stop = 1;
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
-    pthread_join(k->th, NULL);
+    if (k->def.kind->interrupt)
+        k->def.kind->interrupt(k->kst);
+}
+
+/* Stops k's worker and frees k with everything it started. The worker
+ * finishes the step it is in: the kind is interrupted again every 100 ms
+ * (a step that began just before the stop was seen is cut short too),
+ * and after a second, and every 5 s after, the log says what the stop
+ * waits for. */
+static void sink_stop_free(spw_sink *k)
+{
+    sink_signal_stop(k);
+    uint64_t t0 = spw_mono_ms(), said = 0;
+    for (;;) {
+        uint64_t until = spw_mono_ns() + 100 * 1000000u;
+        pthread_mutex_lock(&k->mu);
+        while (!k->exited && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
+        }
+        int exited = k->exited;
+        pthread_mutex_unlock(&k->mu);
+        if (exited)
+            break;
+        if (k->def.kind->interrupt)
+            k->def.kind->interrupt(k->kst);
+        uint64_t waited = spw_mono_ms() - t0;
+        if (waited >= 1000 && (said == 0 || waited - said >= 5000)) {
+            said = waited;
+            spw_warn("sink %s: stopping: waited %.1f s for its worker (%s sink from stream %s), which is still in a "
+                     "step with its target; its kind is being interrupted",
+                     k->def.name, (double)waited / 1000.0, k->def.kind->name, k->def.stream);
+        }
+    }
+    pthread_join(k->th, NULL); /* it has returned: at once */
     k->def.kind->close(k->kst);
     spw__sink_def_fini(&k->def);
     spw_free(k->canon);
+    spw_free(k->shown);
     spw_free(k->parts);
     spw_free(k->b.recs);
     spw_buf_fini(&k->b.arena);
@@ -161,7 +207,12 @@ int spw_sinks_open(spw_svc *svc, spw_sinks **out)
     m->svc = svc;
     snprintf(m->dir, sizeof m->dir, "%s/sinks", svc->data_dir);
     pthread_mutex_init(&m->mu, NULL);
-    int r = spw_os_mkdirs(m->dir, 0755);
+    pthread_cond_init(&m->reaped, NULL);
+    /* Definitions may hold secrets: the directory is the owner's only
+     * (also when an older version made it 0755). */
+    int r = spw_os_mkdirs(m->dir, 0700);
+    if (r == 0 && chmod(m->dir, 0700) < 0)
+        r = -errno;
     if (r < 0) {
         spw_free(m);
         return r;
@@ -175,8 +226,14 @@ int spw_sinks_open(spw_svc *svc, spw_sinks **out)
     struct dirent *de;
     pthread_mutex_lock(&m->mu);
     while ((de = readdir(dir)) != NULL)
-        if (spw_stream_name_ok(de->d_name, strlen(de->d_name)))
+        if (spw_stream_name_ok(de->d_name, strlen(de->d_name))) {
+            char p[4400];
+            snprintf(p, sizeof p, "%s/%s", m->dir, de->d_name);
+            chmod(p, 0700);
+            snprintf(p, sizeof p, "%s/%s/sink.json", m->dir, de->d_name);
+            chmod(p, 0600);
             load_one(m, de->d_name);
+        }
     pthread_mutex_unlock(&m->mu);
     closedir(dir);
     *out = m;
@@ -188,21 +245,19 @@ void spw_sinks_close(spw_sinks *m)
     if (!m)
         return;
     pthread_mutex_lock(&m->mu);
-    for (uint32_t i = 0; i < m->n; i++) {
-        pthread_mutex_lock(&m->v[i]->mu);
-        m->v[i]->stop = 1;
-        pthread_cond_broadcast(&m->v[i]->cv);
-        pthread_mutex_unlock(&m->v[i]->mu);
-    }
+    if (m->n)
+        spw_info("stopping %u sink(s)", m->n);
+    for (uint32_t i = 0; i < m->n; i++)
+        sink_signal_stop(m->v[i]);
     for (uint32_t i = 0; i < m->n; i++)
         sink_stop_free(m->v[i]);
     m->n = 0;
-    while (m->dying) {
-        spw_sink *k = m->dying;
-        m->dying = k->next_dead;
-        sink_stop_free(k);
-    }
+    if (m->reaping)
+        spw_info("waiting for %u deleted sink(s) to stop", m->reaping);
+    while (m->reaping)
+        pthread_cond_wait(&m->reaped, &m->mu);
     pthread_mutex_unlock(&m->mu);
+    pthread_cond_destroy(&m->reaped);
     pthread_mutex_destroy(&m->mu);
     spw_free(m);
 }
@@ -245,7 +300,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
             spw_buf_fini(&b);
             return -EEXIST;
         }
-        spw_buf_put(canon, b.p, b.len);
+        spw_sinks_redact((const char *)b.p, b.len, canon);
         spw_buf_fini(&b);
         return 0;
     }
@@ -261,11 +316,16 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         snprintf(dir, sizeof dir, "%s/%s", m->dir, name);
         char pp[4300];
         snprintf(pp, sizeof pp, "%s/progress", dir);
-        r = spw_os_mkdirs(dir, 0755);
+        r = spw_os_mkdirs(dir, 0700);
         if (r == 0)
             unlink(pp); /* a leftover of a deleted sink of this name */
         if (r == 0)
             r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
+        if (r == 0) { /* it may hold secrets (the directory is 0700 already) */
+            snprintf(pp, sizeof pp, "%s/sink.json", dir);
+            if (chmod(pp, 0600) < 0)
+                r = -errno;
+        }
         if (r == 0)
             r = spw_os_fsync_dir(m->dir);
         if (r < 0) {
@@ -288,6 +348,7 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         k->def.kind->close(k->kst);
         spw__sink_def_fini(&k->def);
         spw_free(k->canon);
+        spw_free(k->shown);
         spw_free(k);
         spw_buf_fini(&b);
         return r;
@@ -295,9 +356,27 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     insert(m, k);
     pthread_mutex_unlock(&m->mu);
     spw_info("sink %s: created (%s from stream %s)", name, d.kind->name, d.stream);
-    spw_buf_put(canon, b.p, b.len);
+    spw_sinks_redact((const char *)b.p, b.len, canon);
     spw_buf_fini(&b);
     return 1;
+}
+
+/* A deleted sink's stop, off the caller's thread: its worker joined and
+ * its kind closed (librdkafka's threads, connections), then the count
+ * spw_sinks_close waits on goes down. */
+static void *reaper(void *arg)
+{
+    spw_sink *k = arg;
+    spw_sinks *m = k->m;
+    char name[sizeof k->def.name];
+    snprintf(name, sizeof name, "%s", k->def.name);
+    sink_stop_free(k);
+    spw_info("sink %s: stopped and freed", name);
+    pthread_mutex_lock(&m->mu);
+    m->reaping--;
+    pthread_cond_broadcast(&m->reaped);
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
 }
 
 int spw_sinks_delete(spw_sinks *m, const char *name)
@@ -325,9 +404,15 @@ int spw_sinks_delete(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s", m->dir, name);
     rmdir(path);
     spw_os_fsync_dir(m->dir);
-    k->next_dead = m->dying;
-    m->dying = k;
+    m->reaping++;
     pthread_mutex_unlock(&m->mu);
+    pthread_t th;
+    pthread_attr_t pa;
+    pthread_attr_init(&pa);
+    pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &pa, reaper, k) != 0)
+        reaper(k); /* no thread to spare: stop it here */
+    pthread_attr_destroy(&pa);
     spw_info("sink %s: deleted", name);
     return 0;
 }
@@ -336,7 +421,7 @@ static void one_json(spw_sink *k, spw_buf *b)
 {
     spw_buf_xprintf(b, "{\"name\":");
     spw_json_xput_str(b, k->def.name, strlen(k->def.name));
-    spw_buf_xprintf(b, ",\"definition\":%s,\"state\":\"%s\"", k->canon, state_names[atomic_load(&k->state)]);
+    spw_buf_xprintf(b, ",\"definition\":%s,\"state\":\"%s\"", k->shown, state_names[atomic_load(&k->state)]);
     pthread_mutex_lock(&k->mu);
     uint64_t lag = 0;
     spw_buf parts = SPW_BUF_INIT;
@@ -375,42 +460,90 @@ int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out)
     return found ? 0 : -ENOENT;
 }
 
-void spw_sinks_list_json(spw_sinks *m, spw_buf *out)
+int spw_sinks_streams(spw_sinks *m, const char *name, char *stream, char *dlq)
+{
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (found) {
+        memcpy(stream, m->v[at]->def.stream, sizeof m->v[at]->def.stream);
+        memcpy(dlq, m->v[at]->def.dlq, sizeof m->v[at]->def.dlq);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return found ? 0 : -ENOENT;
+}
+
+void spw_sinks_list_json(spw_sinks *m, spw_buf *out, int (*visible)(void *arg, const char *stream), void *arg)
 {
     spw_buf_xprintf(out, "{\"sinks\":[");
     pthread_mutex_lock(&m->mu);
+    int first = 1;
     for (uint32_t i = 0; i < m->n; i++) {
-        if (i)
+        if (visible && !visible(arg, m->v[i]->def.stream))
+            continue;
+        if (!first)
             spw_buf_xprintf(out, ",");
+        first = 0;
         one_json(m->v[i], out);
     }
     pthread_mutex_unlock(&m->mu);
     spw_buf_xprintf(out, "]}");
 }
 
-void spw_sinks_metrics(spw_sinks *m, spw_buf *b)
+/* The sink families, each whole (Prometheus text: a family's samples are
+ * contiguous), with a sample per sink whose source stream the viewer may
+ * see (spw_metrics_sees). */
+void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o)
 {
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"spillway_sink_lag", "gauge", "records of the source stream not yet delivered, all partitions"},
+        {"spillway_sink_delivered_total", "counter", "records the sink's target accepted since start"},
+        {"spillway_sink_errors_total", "counter", "failed writes to the target (each retry counts) and damaged "
+                                                  "records skipped"},
+        {"spillway_sink_dlq_total", "counter", "records moved to the sink's dead-letter stream"},
+        {"spillway_sink_state", "gauge", "1 for the sink's current state, 0 for the others"},
+    };
     pthread_mutex_lock(&m->mu);
-    if (m->n)
-        spw_buf_xprintf(b, "# TYPE spillway_sink_lag gauge\n# TYPE spillway_sink_delivered_total counter\n"
-              "# TYPE spillway_sink_errors_total counter\n# TYPE spillway_sink_dlq_total counter\n"
-              "# TYPE spillway_sink_state gauge\n");
-    for (uint32_t i = 0; i < m->n; i++) {
-        spw_sink *k = m->v[i];
-        pthread_mutex_lock(&k->mu);
-        uint64_t lag = 0;
-        for (uint32_t j = 0; j < k->nparts; j++) {
-            uint64_t next = atomic_load(&k->parts[j].next), end = atomic_load(&k->parts[j].end);
-            lag += end > next ? end - next : 0;
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0] && m->n; f++) {
+        spw_buf_xprintf(o->b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (uint32_t i = 0; i < m->n; i++) {
+            spw_sink *k = m->v[i];
+            if (!spw_metrics_sees(o, k->def.stream))
+                continue;
+            char labels[300];
+            snprintf(labels, sizeof labels, "sink=\"%s\"", k->def.name);
+            switch (f) {
+            case 0: {
+                uint64_t lag = 0;
+                pthread_mutex_lock(&k->mu);
+                for (uint32_t j = 0; j < k->nparts; j++) {
+                    uint64_t next = atomic_load(&k->parts[j].next), end = atomic_load(&k->parts[j].end);
+                    lag += end > next ? end - next : 0;
+                }
+                pthread_mutex_unlock(&k->mu);
+                spw_metrics_line(o, fam[f].name, labels, lag);
+                break;
+            }
+            case 1:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->delivered));
+                break;
+            case 2:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->errors));
+                break;
+            case 3:
+                spw_metrics_line(o, fam[f].name, labels, atomic_load(&k->dlq));
+                break;
+            default: {
+                unsigned st = (unsigned)atomic_load(&k->state);
+                for (unsigned s = 0; s < sizeof state_names / sizeof state_names[0]; s++) {
+                    snprintf(labels, sizeof labels, "sink=\"%s\",state=\"%s\"", k->def.name, state_names[s]);
+                    spw_metrics_line(o, fam[f].name, labels, s == st);
+                }
+            }
+            }
         }
-        pthread_mutex_unlock(&k->mu);
-        spw_buf_xprintf(b,
-           "spillway_sink_lag{sink=\"%s\"} %" PRIu64 "\nspillway_sink_delivered_total{sink=\"%s\"} %" PRIu64
-           "\nspillway_sink_errors_total{sink=\"%s\"} %" PRIu64 "\nspillway_sink_dlq_total{sink=\"%s\"} %" PRIu64
-           "\n",
-           k->def.name, lag, k->def.name, atomic_load(&k->delivered), k->def.name, atomic_load(&k->errors),
-           k->def.name, atomic_load(&k->dlq));
-        spw_buf_xprintf(b, "spillway_sink_state{sink=\"%s\",state=\"%s\"} 1\n", k->def.name, state_names[atomic_load(&k->state)]);
     }
     pthread_mutex_unlock(&m->mu);
 }

@@ -24,6 +24,7 @@
 
 #include "core/buf.h"
 #include "sink/rules.h"
+#include "svc/metrics.h"
 
 /* One record handed to a kind; pointers valid during the call. */
 typedef struct spw_sink_rec {
@@ -86,6 +87,14 @@ typedef struct spw_sink_kind {
     int (*rewind)(void *st, uint32_t partition, uint64_t end);
     /* Frees the state; may block briefly (closing connections). */
     void (*close)(void *st);
+    /* Optional. Called from another thread, any number of times, once the
+     * sink is stopping (deleted, or the server stops): makes a write,
+     * write_end or position in progress on the worker give up soon (it
+     * answers SPW_SINK_RETRY or an error, and nothing it did not report
+     * counts as done), e.g. by cancelling the statement on the target.
+     * Must be safe against every callback running on the worker at the
+     * same time; close is never called concurrently with it. */
+    void (*interrupt)(void *st);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a
      * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
     uint32_t default_max_events;
@@ -130,12 +139,32 @@ void spw_sinks_close(spw_sinks *m);
  * definition), or an I/O error. */
 int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap);
-/* DELETE: 0 or -ENOENT. The worker stops in the background. */
+/* canon (above) and every answer carry the definition with its secrets
+ * replaced by "[redacted]": string values of members whose name says
+ * secret (password, secret, token, jaas, ...) and the passwords inside
+ * connection strings and URIs. Appends json[0..n) so redacted to out. */
+void spw_sinks_redact(const char *json, size_t n, spw_buf *out);
+/* DELETE: 0 or -ENOENT. The worker stops in the background, and
+ * everything the sink started (its thread, the kind's connections and
+ * threads) is stopped and freed there: the kind is interrupted (see
+ * interrupt above) until its worker has stopped. */
 int spw_sinks_delete(spw_sinks *m, const char *name);
-/* GET one (JSON object appended; -ENOENT) or all ({"sinks":[...]}). */
+/* GET one (JSON object appended; -ENOENT) or all ({"sinks":[...]}):
+ * definitions with their secrets redacted (docs/operations.md
+ * "Security"). The list holds the sinks for which visible(arg, source
+ * stream) is non-zero (visible NULL: all). */
 int spw_sinks_get_json(spw_sinks *m, const char *name, spw_buf *out);
-void spw_sinks_list_json(spw_sinks *m, spw_buf *out);
-/* Prometheus text for /metrics. */
-void spw_sinks_metrics(spw_sinks *m, spw_buf *out);
+void spw_sinks_list_json(spw_sinks *m, spw_buf *out, int (*visible)(void *arg, const char *stream), void *arg);
+/* The source and dead-letter streams of a sink ("" for no dlq); stream
+ * and dlq hold SPW_STREAM_NAME_MAX + 1 bytes. 0 or -ENOENT. */
+int spw_sinks_streams(spw_sinks *m, const char *name, char *stream, char *dlq);
+/* The same from a PUT body, before anything is created (the permission
+ * check comes first): 0, or an error as spw_sinks_put's with a sentence. */
+int spw_sinks_def_streams(const char *name, const char *body, size_t len, char *stream, char *dlq, char *err,
+                          size_t cap);
+/* The sink families for /metrics (a block of svc/metrics.h): lag,
+ * delivered, errors, dead-lettered, and the state as one 0/1 series per
+ * state; only sinks whose source stream the viewer may see. */
+void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o);
 
 #endif

@@ -78,9 +78,9 @@ void spw__sink_set_error(spw_sink *k, const char *fmt, ...)
 /* Sleeps up to ms or until stop; returns stop. */
 int spw__sink_nap(spw_sink *k, uint64_t ms)
 {
-    struct timespec ts = spw_deadline(CLOCK_MONOTONIC, ms * 1000000u);
+    uint64_t until = spw_mono_ns() + ms * 1000000u;
     pthread_mutex_lock(&k->mu);
-    while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0) {
+    while (!k->stop && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
     }
     int stop = k->stop;
     pthread_mutex_unlock(&k->mu);

@@ -237,3 +237,163 @@ void spw__sink_def_json(const sink_def *d, spw_buf *b)
     spw_buf_put(b, d->options, d->options_len);
     spw_buf_xprintf(b, "}");
 }
+
+int spw_sinks_def_streams(const char *name, const char *body, size_t len, char *stream, char *dlq, char *err,
+                          size_t cap)
+{
+    sink_def d;
+    int r = spw__sink_def_parse(&d, name, body, len, err, cap);
+    if (r < 0)
+        return r;
+    memcpy(stream, d.stream, sizeof d.stream);
+    memcpy(dlq, d.dlq, sizeof d.dlq);
+    spw__sink_def_fini(&d);
+    return 0;
+}
+
+/* ---- secrets (docs/operations.md "Security") ---- */
+
+/* Does an option's member name say it holds a secret? (Case-insensitive
+ * substrings: Kafka's sasl.password, ssl.key.password,
+ * sasl.oauthbearer.client.secret, sasl.jaas.config, ssl.key.pem; the
+ * forward sink's token.) */
+static int secret_name(const char *p, size_t n)
+{
+    static const char *const words[] = {"password", "secret", "token", "credential", "jaas", "oauthbearer.config",
+                                        "key.pem", "private", "passwd"};
+    char low[256];
+    if (n >= sizeof low)
+        return 1; /* no option name is this long: be safe */
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]);
+    low[n] = 0;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(low, words[i]))
+            return 1;
+    return 0;
+}
+
+static int ci_prefix(const char *p, const char *end, const char *w)
+{
+    for (; *w; p++, w++)
+        if (p >= end || (*p >= 'A' && *p <= 'Z' ? *p + 32 : *p) != *w)
+            return 0;
+    return 1;
+}
+
+#define REDACTED "[redacted]"
+
+/* A string's escaped JSON text [p, end), without its quotes: a libpq
+ * connection string's password (password=VALUE, password='VALUE') or a
+ * URI's (scheme://user:PASSWORD@host, ?password=VALUE) replaced. */
+static void redact_text(const char *p, const char *end, spw_buf *out)
+{
+    int uri = 0;
+    for (const char *q = p; q + 3 <= end; q++)
+        if (q[0] == ':' && q[1] == '/' && q[2] == '/')
+            uri = 1;
+    const char *q = p;
+    if (uri) { /* user:password@ in the authority */
+        const char *a = p;
+        while (a + 3 <= end && !(a[0] == ':' && a[1] == '/' && a[2] == '/'))
+            a++;
+        a += 3;
+        const char *at = a, *colon = NULL;
+        while (at < end && *at != '@' && *at != '/') {
+            if (*at == ':' && !colon)
+                colon = at;
+            at++;
+        }
+        if (at < end && *at == '@' && colon) {
+            spw_buf_put(out, p, (size_t)(colon + 1 - p));
+            spw_buf_put(out, REDACTED, strlen(REDACTED));
+            q = at;
+        }
+    }
+    while (q < end) {
+        const char *w = q;
+        int hit = 0;
+        if ((w == p || w[-1] == ' ' || w[-1] == '?' || w[-1] == '&' || w[-1] == '\t') &&
+            ci_prefix(w, end, "password")) {
+            const char *e = w + 8;
+            while (e < end && *e == ' ')
+                e++;
+            if (e < end && *e == '=') {
+                e++;
+                while (e < end && *e == ' ')
+                    e++;
+                spw_buf_put(out, q, (size_t)(e - q));
+                spw_buf_put(out, REDACTED, strlen(REDACTED));
+                if (!uri && e < end && *e == '\'') { /* quoted: to the closing quote */
+                    e++;
+                    while (e < end && *e != '\'') {
+                        if (*e == '\\' && e + 3 < end && e[1] == '\\') /* libpq's \' or \\ (JSON-escaped) */
+                            e += 3;
+                        else
+                            e++;
+                    }
+                    if (e < end)
+                        e++;
+                } else {
+                    while (e < end && *e != ' ' && !(uri && (*e == '&' || *e == '#')))
+                        e++;
+                }
+                if (e > end)
+                    e = end;
+                q = e;
+                hit = 1;
+            }
+        }
+        if (!hit) {
+            spw_buf_put(out, q, 1);
+            q++;
+        }
+    }
+}
+
+/* Copies the canonical (compact, well-formed) JSON text json[0..n) to out
+ * with every secret replaced by "[redacted]": string values under a member
+ * whose name says secret (secret_name; nested values inherit it), and the
+ * passwords inside other strings (redact_text). */
+void spw_sinks_redact(const char *json, size_t n, spw_buf *out)
+{
+    enum { DEPTH = 64 };
+    int sec[DEPTH + 1] = {0};
+    int d = 0;
+    const char *p = json, *end = json + n;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            const char *s = ++p;
+            while (p < end && *p != '"')
+                p += *p == '\\' && p + 1 < end ? 2 : 1;
+            const char *e = p;
+            if (p < end)
+                p++;
+            if (p < end && *p == ':') { /* a member name */
+                sec[d] = (d > 0 && sec[d - 1]) || secret_name(s, (size_t)(e - s)) || d >= DEPTH;
+                spw_buf_put(out, s - 1, (size_t)(p - s + 1));
+                continue;
+            }
+            spw_buf_put(out, "\"", 1);
+            if ((sec[d] || d >= DEPTH) && e > s) /* "" stays: nothing to hide */
+                spw_buf_put(out, REDACTED, strlen(REDACTED));
+            else
+                redact_text(s, e, out);
+            spw_buf_put(out, "\"", 1);
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (d < DEPTH) {
+                sec[d + 1] = sec[d];
+                d++;
+            }
+        } else if ((c == '}' || c == ']') && d > 0) {
+            d--;
+        }
+        /* a ',' changes nothing: in an object the next member name sets
+         * sec[d] again, in an array the elements keep the array's */
+        spw_buf_put(out, p, 1);
+        p++;
+    }
+}

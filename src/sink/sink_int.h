@@ -66,12 +66,14 @@ typedef struct spw_sink {
     struct spw_sinks *m;
     sink_def def;
     char *canon; /* canonical definition JSON */
+    char *shown; /* the same with its secrets redacted (spw_sinks_redact): what answers show */
     void *kst;
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;    /* under mu */
     int deleted; /* under mu */
+    int exited;  /* under mu: the worker has returned (signalled on cv) */
     /* Holds taken when the sink was loaded or created, at its local lower
      * bound (the progress file), before the worker attaches: retention
      * must not delete what the sink has not delivered while the target is
@@ -100,7 +102,6 @@ typedef struct spw_sink {
     int has_pend;
     spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
-    struct spw_sink *next_dead;
 } spw_sink;
 
 struct spw_sinks {
@@ -109,7 +110,8 @@ struct spw_sinks {
     pthread_mutex_t mu;
     spw_sink *v[SINKS_MAX];
     uint32_t n;
-    spw_sink *dying; /* deleted, worker still stopping: joined at close */
+    uint32_t reaping;  /* deleted sinks still stopping on their reaper threads (under mu) */
+    pthread_cond_t reaped; /* reaping went down */
 };
 
 

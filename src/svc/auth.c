@@ -24,6 +24,7 @@
 #include "core/endian.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "core/siphash.h"
 #include "os/os.h"
 #include "catalog/stream.h"
 
@@ -36,57 +37,6 @@ struct spw_tokens {
     uint32_t mask;  /* slots - 1, slots a power of two >= 2n */
     uint64_t k0, k1;
 };
-
-/* ---- SipHash-2-4 (Aumasson & Bernstein), 64-bit output ---- */
-
-static inline uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
-
-#define SIPROUND                                                                                                       \
-    do {                                                                                                               \
-        v0 += v1;                                                                                                      \
-        v1 = rotl(v1, 13);                                                                                             \
-        v1 ^= v0;                                                                                                      \
-        v0 = rotl(v0, 32);                                                                                             \
-        v2 += v3;                                                                                                      \
-        v3 = rotl(v3, 16);                                                                                             \
-        v3 ^= v2;                                                                                                      \
-        v0 += v3;                                                                                                      \
-        v3 = rotl(v3, 21);                                                                                             \
-        v3 ^= v0;                                                                                                      \
-        v2 += v1;                                                                                                      \
-        v1 = rotl(v1, 17);                                                                                             \
-        v1 ^= v2;                                                                                                      \
-        v2 = rotl(v2, 32);                                                                                             \
-    } while (0)
-
-uint64_t spw__siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len);
-uint64_t spw__siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
-    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
-    size_t whole = len & ~(size_t)7;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = spw_get64(p + i);
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t last = (uint64_t)len << 56;
-    for (size_t i = 0; i < (len & 7); i++)
-        last |= (uint64_t)p[whole + i] << (8 * i);
-    v3 ^= last;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= last;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* Equal bytes? Time depends on the lengths only, not on where they differ. */
 static int ct_equal(const char *a, size_t an, const char *b, size_t bn)
@@ -136,7 +86,7 @@ const spw_token *spw_tokens_find(const spw_tokens *t, const char *tok, size_t le
 {
     if (!t || t->n == 0 || len == 0 || len > SPW_TOKEN_MAX)
         return NULL;
-    uint64_t h = spw__siphash24(t->k0, t->k1, tok, len);
+    uint64_t h = spw_siphash24(t->k0, t->k1, tok, len);
     const spw_token *found = NULL;
     /* At most every slot once: the table is never full (slots >= 2n). */
     for (uint32_t i = (uint32_t)h & t->mask, probes = 0; probes <= t->mask; i = (i + 1) & t->mask, probes++) {
@@ -434,7 +384,7 @@ int spw_tokens_parse(const char *text, size_t len, spw_tokens **out, char *err, 
                  (uint32_t)(dup - t->v), dup->tenant);
             goto bad;
         }
-        t->hash[i] = spw__siphash24(t->k0, t->k1, e->token, e->token_len);
+        t->hash[i] = spw_siphash24(t->k0, t->k1, e->token, e->token_len);
         uint32_t s = (uint32_t)t->hash[i] & t->mask;
         while (t->slot[s])
             s = (s + 1) & t->mask;

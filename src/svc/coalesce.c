@@ -625,11 +625,7 @@ spw_coalescer *spw_coalesce_new(const spw_coalesce_env *env)
         co->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)co;
     pthread_mutex_init(&co->mu, NULL);
     pthread_cond_init(&co->cv, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&co->idle_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    spw_cond_init(&co->idle_cv);
     if (pthread_create(&co->th, NULL, drain_main, co))
         abort(); /* like the log's threads: no server without it */
     return co;
@@ -643,8 +639,7 @@ void spw_coalesce_close(spw_coalescer *co)
     /* Every buffered event is drained once its partition's batch in the
      * log completes; wait for the last of them (as long as the log takes). */
     while (atomic_load(&co->inflight) || atomic_load(&co->buffered_events)) {
-        struct timespec ts = spw_deadline(CLOCK_MONOTONIC, 100 * 1000000u);
-        pthread_cond_timedwait(&co->idle_cv, &co->mu, &ts);
+        spw_cond_wait_ns(&co->idle_cv, &co->mu, 100 * 1000000u);
     }
     co->stop = 1;
     pthread_cond_signal(&co->cv);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "core/invariant.h"
 #include "core/alloc.h"
 #include "core/error.h"
 
@@ -64,6 +65,8 @@ int spw_metrics_sees(const spw_metrics_out *o, const char *stream)
 
 static void add(spw_metrics *m, const family *f)
 {
+    /* every family says what it is: # HELP and # TYPE (promtool clean) */
+    SPW_ASSERT(f->kind == KIND_BLOCK || (f->help && f->help[0]));
     pthread_mutex_lock(&m->mu);
     if (m->n == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 32;
@@ -104,6 +107,14 @@ void spw_metrics_line(spw_metrics_out *o, const char *name, const char *labels, 
         spw_buf_xprintf(o->b, "%s %" PRIu64 "\n", name, v);
 }
 
+void spw_metrics_line_f(spw_metrics_out *o, const char *name, const char *labels, double v)
+{
+    if (labels && labels[0])
+        spw_buf_xprintf(o->b, "%s{%s} %.17g\n", name, labels, v);
+    else
+        spw_buf_xprintf(o->b, "%s %.17g\n", name, v);
+}
+
 static const char *type_name(spw_metric_type t)
 {
     return t == SPW_METRIC_COUNTER ? "counter" : t == SPW_METRIC_GAUGE ? "gauge" : "histogram";
@@ -132,10 +143,7 @@ void spw_metrics_render(spw_metrics *m, spw_buf *b, const void *who)
             f->block(f->ctx, &o);
             continue;
         }
-        if (f->help)
-            spw_buf_xprintf(b, "# HELP %s %s\n", f->name, f->help);
-        if (f->type != SPW_METRIC_UNTYPED)
-            spw_buf_xprintf(b, "# TYPE %s %s\n", f->name, type_name(f->type));
+        spw_buf_xprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, type_name(f->type));
         if (f->kind == KIND_U64)
             spw_metrics_line(&o, f->name, NULL, f->get(f->ctx));
         else if (f->kind == KIND_FAMILY)

@@ -35,8 +35,7 @@
 #include "core/buf.h"
 #include "core/hist.h"
 
-/* UNTYPED: no # TYPE line (Prometheus reads the family as untyped). */
-typedef enum { SPW_METRIC_COUNTER, SPW_METRIC_GAUGE, SPW_METRIC_HISTOGRAM, SPW_METRIC_UNTYPED } spw_metric_type;
+typedef enum { SPW_METRIC_COUNTER, SPW_METRIC_GAUGE, SPW_METRIC_HISTOGRAM } spw_metric_type;
 
 typedef struct spw_metrics spw_metrics;
 
@@ -59,7 +58,9 @@ void spw_metrics_free(spw_metrics *m);
 void spw_metrics_set_filter(spw_metrics *m, int (*filter)(const void *who, const char *stream));
 int spw_metrics_sees(const spw_metrics_out *o, const char *stream);
 
-/* help may be NULL (no # HELP line). The registry keeps the pointers. */
+/* Every family has a help sentence and a type (an invariant: promtool
+ * check metrics is clean, tests/package/test_metrics.sh). The registry
+ * keeps the pointers. */
 void spw_metrics_add_u64(spw_metrics *m, const char *name, const char *help, spw_metric_type t, spw_metric_get get,
                          void *ctx);
 void spw_metrics_add_family(spw_metrics *m, const char *name, const char *help, spw_metric_type t,
@@ -69,6 +70,14 @@ void spw_metrics_add_block(spw_metrics *m, spw_metric_block block, void *ctx);
 
 /* A sample line: name{labels} value (labels "" or NULL: none). */
 void spw_metrics_line(spw_metrics_out *o, const char *name, const char *labels, uint64_t v);
+/* The same with a value that is not a whole number (seconds). */
+void spw_metrics_line_f(spw_metrics_out *o, const char *name, const char *labels, double v);
+
+/* The families every exporter has: spillway_build_info{version,commit}
+ * and the process_* families of Prometheus's client libraries (CPU
+ * seconds, resident and virtual memory, open and maximum fds, start
+ * time), read from /proc/self at each scrape. */
+void spw_metrics_register_process(spw_metrics *m);
 
 /* Appends every family to b (who: the viewer, for spw_metrics_sees). */
 void spw_metrics_render(spw_metrics *m, spw_buf *b, const void *who);

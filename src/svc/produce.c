@@ -35,6 +35,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "es/es.h"
 
 static const char *admit(spw_svc *svc, int priority, uint32_t *retry_ms)
 {
@@ -107,18 +108,69 @@ typedef struct vreq {
     int32_t *arena_off; /* per record: key offset in keys, or -1 */
     uint32_t n, cap;
     spw_buf keys;
+    const spw_produce_in *in;
+    uint64_t work_need, work_held; /* working memory needed so far, and counted (spw_produce_in.work_add) */
+    uint64_t work_max;             /* the request's cap; 0: none */
 } vreq;
 
-static void vreq_push(vreq *v, const spw_record *r, int32_t off)
+#define WORK_STEP (256u << 10) /* working memory is counted this much ahead */
+
+/* Counts working memory up to need (and a step ahead): 0, or -1 with res
+ * refused 413 when need passes the request's cap (produce.h). */
+static int work_to(vreq *v, uint64_t need, spw_produce_res *res)
+{
+    const spw_produce_in *in = v->in;
+    if (need <= v->work_held)
+        return 0;
+    if (v->work_max && need > v->work_max) {
+        spw_produce_refuse_at(res, SPW_SC_TOO_LARGE, NULL, SIZE_MAX,
+                              "the request's %u+ events need more working memory than the server allows a request "
+                              "(%d x max-request-bytes, at about %zu bytes an event plus its size); send them in "
+                              "smaller requests (nothing was appended)",
+                              v->n, SPW_PRODUCE_WORK_FACTOR, (size_t)SPW_PRODUCE_WORK_PER_EVENT);
+        return -1;
+    }
+    uint64_t want = need + WORK_STEP;
+    if (v->work_max && want > v->work_max)
+        want = v->work_max;
+    if (in->work_add)
+        in->work_add(in->work, want - v->work_held);
+    v->work_held = want;
+    return 0;
+}
+
+static void work_done(vreq *v)
+{
+    if (v->work_held && v->in->work_add && v->in->work_give)
+        v->in->work_give(v->in->work, v->work_held);
+    v->work_held = 0;
+}
+
+static int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res *res)
 {
     if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 16;
-        v->recs = spw_xrealloc(v->recs, v->cap * sizeof *v->recs);
-        v->arena_off = spw_xrealloc(v->arena_off, v->cap * sizeof *v->arena_off);
+        uint32_t cap = v->cap ? v->cap * 2 : 16;
+        spw_record *nr = spw_try_realloc(v->recs, cap * sizeof *v->recs);
+        if (nr)
+            v->recs = nr;
+        int32_t *no = nr ? spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off) : NULL;
+        if (no)
+            v->arena_off = no;
+        if (!nr || !no) {
+            res->retry_ms = 1000;
+            spw_produce_refuse_at(res, SPW_SC_OVERLOADED, NULL, SIZE_MAX, "out of memory (nothing was appended)");
+            return -1;
+        }
+        v->cap = cap;
     }
     v->recs[v->n] = *r;
     v->arena_off[v->n] = off;
     v->n++;
+    /* Counted as it comes: the record, what the submit makes of it, and its
+     * encoded bytes (twice when compressed: the records, then the batch). */
+    uint64_t bytes = (uint64_t)r->value_len + (r->key_len > 0 ? (uint64_t)r->key_len : 0);
+    v->work_need += SPW_PRODUCE_WORK_PER_EVENT + bytes * (v->cfg->compression ? 2 : 1);
+    return work_to(v, v->work_need, res);
 }
 
 /* Validates one event and adds its record: 0, or -1 with res refused. */
@@ -138,8 +190,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                                   cfg->max_event_bytes);
             return -1;
         }
-        vreq_push(v, &r, -1);
-        return 0;
+        return vreq_push(v, &r, -1, res);
     }
     const char *p = ev->value, *end = p + ev->len, *vend;
     spw_json_span found[2];
@@ -183,8 +234,11 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                                   "the key %s must be a string or a number", cfg->key);
             return -1;
         }
-        if (spw_buf_reserve(&v->keys, v->keys.len + k->n))
-            abort(); /* spw_buf uses try_realloc; bounded by the request */
+        if (spw_buf_reserve(&v->keys, v->keys.len + k->n)) {
+            res->retry_ms = 1000;
+            spw_produce_refuse_at(res, SPW_SC_OVERLOADED, ev, SIZE_MAX, "out of memory (nothing was appended)");
+            return -1;
+        }
         char *dst = (char *)v->keys.p + v->keys.len;
         long kl = (long)k->n;
         if (k->type == SPW_JSON_STRING)
@@ -208,7 +262,43 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                               cfg->timestamp);
         return -1;
     }
-    vreq_push(v, &r, off);
+    return vreq_push(v, &r, off, res);
+}
+
+/* The rules of a versioned stream's request (see the caller): 0, or -1
+ * with res refused. */
+static int versioned_check(const vreq *v, const spw_produce_in *in, uint32_t partition, int expect,
+                           spw_produce_res *res)
+{
+    const spw_stream_config *cfg = v->cfg;
+    for (uint32_t i = 0; i < v->n; i++) {
+        const spw_record *r = &v->recs[i];
+        if (r->key_len < 0) {
+            refuse(res, SPW_SC_MISSING_KEY,
+                   "event %u has no key: every event of a versioned stream belongs to a key (%s); nothing was "
+                   "appended",
+                   i, cfg->format_bytes || !cfg->key[0] ? "give it one" : "the stream's key field");
+            res->at_event = 1;
+            res->index = i;
+            return -1;
+        }
+        if (partition != UINT32_MAX && spw_stream_partition(r->key, (size_t)r->key_len, cfg->partitions) != partition) {
+            refuse(res, SPW_SC_BAD_PARAMETER,
+                   "event %u: a versioned stream routes each key to its own partition (%u), not to partition %u; "
+                   "send it without a partition",
+                   i, spw_stream_partition(r->key, (size_t)r->key_len, cfg->partitions), partition);
+            return -1;
+        }
+        if (expect != SPW_ES_ANY && i > 0 &&
+            (r->key_len != v->recs[0].key_len || memcmp(r->key, v->recs[0].key, (size_t)r->key_len) != 0)) {
+            refuse(res, SPW_SC_MIXED_KEYS,
+                   "a request with an expected version holds events of one key only; event %u has another key "
+                   "than event 0 (nothing was appended)",
+                   i);
+            return -1;
+        }
+    }
+    (void)in;
     return 0;
 }
 
@@ -244,6 +334,10 @@ static void request_answer(void *arg)
         res.ids_known = !pr->ids_unknown;
         res.superseded = pr->superseded;
         res.n_superseded = pr->n_superseded;
+        /* borrowed from pr, which outlives the call of done */
+        res.version_of = pr->version_of;
+        res.vers = pr->vers;
+        res.n_vers = pr->n_vers;
         if (q->want_parts) {
             res.part_of = spw_xmalloc((pr->n_events ? pr->n_events : 1) * sizeof *res.part_of);
             for (uint32_t i = 0; i < pr->n_events; i++) /* coalescing: what no slot lists was superseded */
@@ -313,10 +407,12 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     spw_ack ack = in->ack < 0 ? cfg->ack : (spw_ack)in->ack;
     uint32_t partition = in->partition;
     int prio = in->priority < 0 ? cfg->priority : in->priority;
-    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms()};
+    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms(), .in = in,
+              .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
     spw_dd_result stored = {0};
+    uint64_t current = 0;
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
-                           .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok};
+                           .producer_seq = in->producer_seq, .supersede_ok = in->supersede_ok, .current = &current};
     int is_http_key = in->idempotency_key && in->idempotency_key[0];
     int keyed = (is_http_key || in->producer_id) && cfg->dedupe_window_ms > 0 && svc->dd;
 
@@ -329,6 +425,26 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         refuse(res, SPW_SC_NO_SUCH_PARTITION, "partition %u does not exist (the stream has %u)", partition,
                cfg->partitions);
         goto answered;
+    }
+    if (in->has_expect && !cfg->versioned) {
+        refuse(res, SPW_SC_NOT_VERSIONED,
+               "stream %s is not versioned: an expected version needs a stream created with \"versioned\": true "
+               "(nothing was appended)",
+               cfg->name);
+        goto answered;
+    }
+    if (in->has_expect && (in->expect < SPW_ES_ANY || in->expect > SPW_ES_EXACT ||
+                           (in->expect == SPW_ES_EXACT && in->expected_version > SPW_VERSION_MAX))) {
+        refuse(res, SPW_SC_BAD_EXPECTED_VERSION,
+               "the expected version must be any, none, exists or an integer from 0 to %llu",
+               (unsigned long long)SPW_VERSION_MAX);
+        goto answered;
+    }
+    if (in->has_expect) {
+        po.expect = in->expect;
+        po.expected_version = in->expected_version;
+        if (po.expect == SPW_ES_EXACT && po.expected_version == 0)
+            po.expect = SPW_ES_NONE; /* version 0: no event yet */
     }
     /* 2. Admission, before any work on the events (under overload,
      * refusing must be cheap). */
@@ -356,9 +472,20 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
             v.ts_i = v.nptrs++;
     }
     if (in->count_hint) {
+        /* The front end's count (bounded by the request's size): the
+         * records are allocated at once, after their memory is taken. */
+        if (work_to(&v, (uint64_t)in->count_hint * SPW_PRODUCE_WORK_PER_EVENT, res)) {
+            atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
+            goto answered;
+        }
+        v.recs = spw_try_malloc(in->count_hint * sizeof *v.recs);
+        v.arena_off = spw_try_malloc(in->count_hint * sizeof *v.arena_off);
+        if (!v.recs || !v.arena_off) {
+            res->retry_ms = 1000;
+            refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
+            goto answered;
+        }
         v.cap = in->count_hint;
-        v.recs = spw_xmalloc(v.cap * sizeof *v.recs);
-        v.arena_off = spw_xmalloc(v.cap * sizeof *v.arena_off);
     }
     spw_produce_ev ev;
     int more;
@@ -366,7 +493,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         if (take_event(&v, &ev, res))
             break;
     if (more != 0) {
-        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
         goto answered;
     }
     if (v.n == 0) {
@@ -378,11 +505,19 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     for (uint32_t i = 0; i < v.n; i++) /* the arena is final: keys become pointers */
         if (v.arena_off[i] >= 0)
             v.recs[i].key = v.keys.p + v.arena_off[i];
+    /* A versioned stream: every event is of a key (an aggregate), routed
+     * by its key (a key's versions are kept by its partition), and a
+     * request with an expectation holds one key. */
+    if (cfg->versioned && versioned_check(&v, in, partition, po.expect, res)) {
+        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        goto answered;
+    }
 
     /* 4. Dedupe: a retry within the window gets the first answer. */
     if (keyed) {
-        po.idem_key = is_http_key ? spw_dd_http_key(in->tenant, in->idempotency_key)
-                                  : spw_dd_producer_key(in->producer_id, in->producer_seq);
+        const char *tenant = in->tenant ? in->tenant : "";
+        po.idem_key = is_http_key ? spw_dd_http_key(svc->dd, tenant, in->idempotency_key)
+                                  : spw_dd_producer_key(svc->dd, tenant, in->producer_id, in->producer_seq);
         const char *what = is_http_key ? "a request with this Idempotency-Key"
                                        : "this producer's request with the same sequence";
         int d = spw__produce_dd_begin(svc, s, po.idem_key, v.recs, v.n, partition, &po.dd, &stored);
@@ -475,6 +610,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         spw_free(v.recs);
         spw_free(v.arena_off);
         spw_buf_fini(&v.keys);
+        work_done(&v);
         return 0; /* the stream reference belongs to the produce now */
     }
     spw_free(q);
@@ -488,8 +624,20 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         refuse(res, SPW_SC_BACKPRESSURE,
                "the server is writing as fast as the disk allows and its pending budget is full; retry after %u ms",
                res->retry_ms);
+    } else if (r == SPW_ECONFLICT) {
+        char eb[24];
+        atomic_fetch_add(&svc->version_conflicts, 1);
+        res->expect = po.expect;
+        res->expected_version = po.expected_version;
+        res->current_version = current;
+        refuse(res, SPW_SC_VERSION_CONFLICT,
+               "the key is at version %llu, and the request expected %s; nothing was appended",
+               (unsigned long long)current, spw_es_expect_str((spw_es_expect)po.expect, po.expected_version, eb, sizeof eb));
     } else if (r == SPW_EMSGSIZE) {
         refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
+    } else if (r == SPW_ENOMEM) {
+        res->retry_ms = 1000;
+        refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
     } else if ((res->code = spw_sc_disk(r, 1, res->msg, sizeof res->msg)) == SPW_SC_OK) {
         refuse(res, SPW_SC_INTERNAL, "encoding failed: %s", spw_strerror(r));
     }
@@ -498,6 +646,7 @@ answered:
     spw_free(v.recs);
     spw_free(v.arena_off);
     spw_buf_fini(&v.keys);
+    work_done(&v);
     spw_stream_put(s);
     return 1;
 }

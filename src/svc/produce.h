@@ -104,6 +104,25 @@ typedef struct spw_produce_in {
     uint32_t producer_seq;
     int supersede_ok; /* the answer can say "superseded" (coalesce.h) */
     int want_parts;   /* the answer lists each event's partition (res.part_of) */
+    /* Working memory (docs/operations.md "Memory"): what the request needs
+     * per event, from decoding to handing its batches to the log (about
+     * SPW_PRODUCE_WORK_PER_EVENT bytes plus the event's size), at most
+     * SPW_PRODUCE_WORK_FACTOR x the service's max_request_bytes: a request
+     * that would need more is answered 413 body_too_large before it gets
+     * it. It is counted, in steps as the events are decoded, with
+     * work_add(work, n) — whatever the budget's room: it lives only while
+     * spw_produce_request runs, so one request per front-end thread at
+     * most — and all given back with work_give before the call returns.
+     * work_add NULL: not counted (the cap holds still). */
+    void (*work_add)(void *work, uint64_t n);
+    void (*work_give)(void *work, uint64_t n);
+    void *work;
+    /* event sourcing (es/es.h, docs/api.md "Event sourcing"): an expected
+     * version (has_expect 0: none given; any given one needs a versioned
+     * stream, and a request of one key unless it is "any") */
+    int has_expect;
+    int expect; /* spw_es_expect */
+    uint64_t expected_version;
     /* how the answer of a submitted request reaches the front end: done
      * runs on loop, through post (the front end's "run fn on that loop") */
     void (*post)(void *loop, void (*fn)(void *), void *arg);
@@ -111,6 +130,13 @@ typedef struct spw_produce_in {
     void (*done)(spw_produce_res *res, void *user);
     void *user;
 } spw_produce_in;
+
+/* Working memory of one event beyond its bytes: the validated record
+ * (room to double), the submit's copy, its partition, order and id, the
+ * encoded record's header at most. */
+#define SPW_PRODUCE_WORK_PER_EVENT (3 * sizeof(spw_record) + 2 * sizeof(int32_t) + 2 * sizeof(uint32_t) + 8 + 45)
+/* A request's working memory is at most this many times max_request_bytes. */
+#define SPW_PRODUCE_WORK_FACTOR 4
 
 /* ---- the answer ---- */
 
@@ -133,7 +159,26 @@ struct spw_produce_res {
     const uint8_t *superseded; /* NULL, or per event 1 = replaced by coalescing (no offset, no id) */
     uint32_t n_superseded;
     uint32_t *part_of;     /* want_parts: each event's partition, UINT32_MAX superseded */
+    /* versioned streams, accepted and not a duplicate: each event's
+     * version (version_of, in request order), and per key of the
+     * request its first version and count, in order of first appearance
+     * (vers; keys point into ver_keys) */
+    uint64_t *version_of;
+    uint32_t n_vers;
+    struct spw_produce_ver *vers;
+    uint8_t *ver_keys;
+    /* SPW_SC_VERSION_CONFLICT: what was expected, and the key's version */
+    int expect;
+    uint64_t expected_version;
+    uint64_t current_version;
 };
+
+typedef struct spw_produce_ver {
+    const uint8_t *key;
+    uint32_t key_len;
+    uint32_t count;
+    uint64_t first;
+} spw_produce_ver;
 
 /*
  * Serves one produce request. Returns 1 when answered now: *res is the
@@ -206,6 +251,10 @@ struct spw_produce {
      * slots and order then list only the events written. */
     uint32_t n_superseded;
     uint8_t *superseded;
+    uint64_t *version_of; /* versioned streams: each request event's version, else NULL */
+    struct spw_produce_ver *vers; /* and per key: first version, count (keys in ver_keys) */
+    uint32_t n_vers;
+    uint8_t *ver_keys;
     spw_produce_done done;
     void *user;
     spw_produce_part slots[];
@@ -243,6 +292,13 @@ typedef struct spw_produce_opts {
     struct spw_dd_entry *dd;     /* reserved dedupe entry, finished when the request completes */
     const spw_dd_result *stored; /* partitions a cut earlier attempt stored: not appended again */
     int supersede_ok;            /* the answer can say "superseded" (coalesce.h) */
+    /* versioned streams: the expectation (es.h spw_es_expect; SPW_ES_ANY:
+     * none) of the request's one key, checked with the append under the
+     * partition's version lock; a mismatch returns SPW_ECONFLICT with the
+     * key's version in *current and appends nothing */
+    int expect;
+    uint64_t expected_version;
+    uint64_t *current;
 } spw_produce_opts;
 int spw_produce_submit_ex(struct spw_svc *svc, spw_stream *s, const spw_record *recs, uint32_t n,
                           const spw_produce_opts *o, spw_produce_done done, void *user);

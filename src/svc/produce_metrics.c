@@ -23,6 +23,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "es/es.h"
 
 /* ---- metrics (svc/metrics.h) ---- */
 
@@ -114,14 +115,69 @@ static void m_rl_evictions(void *a, spw_metrics_out *o, const char *name)
     spw_metrics_line(o, name, "kind=\"active\"", m_rl(a, 3));
 }
 
+static uint64_t m_conflicts(void *a) { return atomic_load(&((spw_svc *)a)->version_conflicts); }
+
+typedef struct es_walk {
+    spw_metrics_out *o;
+    const char *name;
+    int what; /* 0 cached keys, 1 store reads */
+} es_walk;
+
+static void es_one(void *arg, spw_stream *s)
+{
+    es_walk *w = arg;
+    spw_es *es = atomic_load(&s->es);
+    if (!es || !spw_metrics_sees(w->o, s->cfg.name))
+        return;
+    char l[160];
+    snprintf(l, sizeof l, "stream=\"%s\"", s->cfg.name);
+    spw_metrics_line(w->o, w->name, l, w->what == 0 ? spw_es_cached_keys(es) : spw_es_store_reads(es));
+}
+
+static void m_es_cached(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 0};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_reads(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 1};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+
 void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
 {
-    spw_metrics_add_u64(m, "spillway_events_in_total", NULL, SPW_METRIC_COUNTER, m_events_in, svc);
-    spw_metrics_add_u64(m, "spillway_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_bytes_in, svc);
-    spw_metrics_add_family(m, "spillway_stream_events_in_total", NULL, SPW_METRIC_COUNTER, m_stream_events, svc);
-    spw_metrics_add_family(m, "spillway_stream_bytes_in_total", NULL, SPW_METRIC_COUNTER, m_stream_bytes, svc);
-    spw_metrics_add_family(m, "spillway_stream_coalesced_total", NULL, SPW_METRIC_COUNTER, m_stream_coalesced, svc);
-    spw_metrics_add_family(m, "spillway_rejected_total", NULL, SPW_METRIC_COUNTER, m_rejected, svc);
+    spw_metrics_add_u64(m, "spillway_version_conflicts_total",
+                        "produce requests refused with 409 version_conflict (versioned streams), nothing appended",
+                        SPW_METRIC_COUNTER, m_conflicts, svc);
+    spw_metrics_add_family(m, "spillway_es_cached_keys",
+                           "keys a versioned stream's version map holds in memory (es-cache-keys bounds the clean "
+                           "ones)",
+                           SPW_METRIC_GAUGE, m_es_cached, svc);
+    spw_metrics_add_family(m, "spillway_es_store_reads_total",
+                           "version lookups a versioned stream's map sent to its version store (keys not in memory)",
+                           SPW_METRIC_COUNTER, m_es_reads, svc);
+    spw_metrics_add_u64(m, "spillway_events_in_total",
+                        "events acknowledged and written, all streams (events superseded by coalescing are not "
+                        "counted)",
+                        SPW_METRIC_COUNTER, m_events_in, svc);
+    spw_metrics_add_u64(m, "spillway_bytes_in_total",
+                        "event bytes acknowledged and written, all streams",
+                        SPW_METRIC_COUNTER, m_bytes_in, svc);
+    spw_metrics_add_family(m, "spillway_stream_events_in_total",
+                           "events acknowledged and written per stream (since start)",
+                           SPW_METRIC_COUNTER, m_stream_events, svc);
+    spw_metrics_add_family(m, "spillway_stream_bytes_in_total",
+                           "event bytes acknowledged and written per stream",
+                           SPW_METRIC_COUNTER, m_stream_bytes, svc);
+    spw_metrics_add_family(m, "spillway_stream_coalesced_total",
+                           "events of a coalesce stream superseded by a newer event of their key before they were "
+                           "written",
+                           SPW_METRIC_COUNTER, m_stream_coalesced, svc);
+    spw_metrics_add_family(m, "spillway_rejected_total",
+                           "produce requests refused, by reason (invalid, rate_limit, shed, backpressure, disk), HTTP "
+                           "and binary together",
+                           SPW_METRIC_COUNTER, m_rejected, svc);
     if (svc->dd)
         spw_metrics_add_u64(m, "spillway_duplicates_total",
                             "produce requests answered from the dedupe table (a retried Idempotency-Key or producer "
@@ -135,20 +191,34 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
                             "events of coalesce streams replaced by a newer event for their key before they were "
                             "written",
                             SPW_METRIC_COUNTER, m_coal_superseded, svc);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events", NULL, SPW_METRIC_GAUGE, m_coal_events, svc);
-        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes", NULL, SPW_METRIC_GAUGE, m_coal_bytes, svc);
-        spw_metrics_add_u64(m, "spillway_coalesce_batches_total", NULL, SPW_METRIC_COUNTER, m_coal_batches, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_events",
+                            "events waiting in coalescing buffers now",
+                            SPW_METRIC_GAUGE, m_coal_events, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_buffered_bytes",
+                            "the pending budget those events hold",
+                            SPW_METRIC_GAUGE, m_coal_bytes, svc);
+        spw_metrics_add_u64(m, "spillway_coalesce_batches_total",
+                            "batches the coalescer handed to the log",
+                            SPW_METRIC_COUNTER, m_coal_batches, svc);
     }
-    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", NULL, SPW_METRIC_GAUGE, m_budget, svc);
-    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_high, svc);
-    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes", NULL, SPW_METRIC_GAUGE, m_low, svc);
+    spw_metrics_add_u64(m, "spillway_pending_budget_bytes", "max-pending-bytes", SPW_METRIC_GAUGE, m_budget, svc);
+    spw_metrics_add_u64(m, "spillway_pending_high_watermark_bytes",
+                        "the high watermark (pending-high-watermark) in bytes",
+                        SPW_METRIC_GAUGE, m_high, svc);
+    spw_metrics_add_u64(m, "spillway_pending_low_watermark_bytes",
+                        "the low watermark (pending-low-watermark) in bytes",
+                        SPW_METRIC_GAUGE, m_low, svc);
     spw_metrics_add_u64(m, "spillway_pressure_level",
                         "0 normal, 1 shedding priority 3, 2 shedding 2-3, 3 above the high watermark (all but "
                         "priority 0 refused)",
                         SPW_METRIC_GAUGE, m_level, svc);
     if (svc->dd) {
-        spw_metrics_add_u64(m, "spillway_dedupe_keys", NULL, SPW_METRIC_GAUGE, m_dd_keys, svc);
-        spw_metrics_add_u64(m, "spillway_dedupe_max_keys", NULL, SPW_METRIC_GAUGE, m_dd_max, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_keys",
+                            "idempotency keys and producer sequences remembered now",
+                            SPW_METRIC_GAUGE, m_dd_keys, svc);
+        spw_metrics_add_u64(m, "spillway_dedupe_max_keys",
+                            "their bound (dedupe-max-keys)",
+                            SPW_METRIC_GAUGE, m_dd_max, svc);
         spw_metrics_add_u64(m, "spillway_dedupe_evicted_total", "keys forgotten after their window passed",
                             SPW_METRIC_COUNTER, m_dd_evicted, svc);
         spw_metrics_add_u64(m, "spillway_dedupe_refused_total",
@@ -157,9 +227,16 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
                             SPW_METRIC_COUNTER, m_dd_refused, svc);
     }
     if (svc->rl) {
-        spw_metrics_add_u64(m, "spillway_ratelimit_keys", NULL, SPW_METRIC_GAUGE, m_rl_keys, svc);
-        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys", NULL, SPW_METRIC_GAUGE, m_rl_max, svc);
-        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total", NULL, SPW_METRIC_COUNTER, m_rl_evictions,
+        spw_metrics_add_u64(m, "spillway_ratelimit_keys",
+                            "entries in the rate-limiter table",
+                            SPW_METRIC_GAUGE, m_rl_keys, svc);
+        spw_metrics_add_u64(m, "spillway_ratelimit_max_keys",
+                            "its bound (rate-limit-max-keys, rounded down to a multiple of the stripes)",
+                            SPW_METRIC_GAUGE, m_rl_max, svc);
+        spw_metrics_add_family(m, "spillway_ratelimit_evictions_total",
+                               "entries evicted to stay within the bound: idle ones were full buckets / empty windows "
+                               "(harmless), active ones forgot a client's usage",
+                               SPW_METRIC_COUNTER, m_rl_evictions,
                                svc);
     }
 }

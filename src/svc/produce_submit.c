@@ -26,6 +26,8 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "core/hash.h"
+#include "es/es.h"
 
 /* ---- submit ---- */
 
@@ -49,6 +51,9 @@ static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slot
 void spw_produce_free(spw_produce *pr)
 {
     spw_stream_put(pr->s);
+    spw_free(pr->version_of);
+    spw_free(pr->vers);
+    spw_free(pr->ver_keys);
     spw_free(pr->order);
     spw_free(pr->superseded);
     spw_free(pr);
@@ -121,10 +126,99 @@ static void produce_cb(void *arg, int status, const spw_append_result *r)
     if (status) {
         int zero = 0;
         atomic_compare_exchange_strong(&pr->err, &zero, status);
+        /* A versioned stream's map may name records recovery will not keep. */
+        spw_es *es = pr->s->cfg.versioned ? atomic_load(&pr->s->es) : NULL;
+        if (es)
+            spw_es_append_failed(es, sl->partition);
     } else {
         sl->first_offset = r->base_offset;
     }
     produce_unref(pr);
+}
+
+/* ---- versions (versioned streams, es/es.h) ---- */
+
+/* What a versioned submit changed in the map, to undo it when its batch
+ * is not appended after all. */
+typedef struct es_undo {
+    uint64_t version, offset; /* the key's state before */
+} es_undo;
+
+/*
+ * Gives the records of slot sl their versions (the key's current one + 1,
+ * + 2, … in log order), entering them in the map at once (offsets unknown
+ * yet: UINT64_MAX). REQUIRES: the partition's version lock held.
+ */
+static void es_assign(spw_es *es, spw_produce *pr, const spw_produce_part *sl, const spw_record *in, es_undo *undo)
+{
+    for (uint32_t j = 0; j < sl->count; j++) {
+        uint32_t e = pr->order[sl->first_event + j];
+        const spw_record *r = &in[e];
+        if (r->key_len < 0) { /* only internal producers write keyless records here: they get none */
+            pr->version_of[e] = 0;
+            continue;
+        }
+        spw_es_key cur;
+        int had = spw_es_get_locked(es, sl->partition, r->key, (size_t)r->key_len, &cur);
+        undo[e] = (es_undo){.version = had ? cur.version : 0, .offset = had ? cur.offset : 0};
+        pr->version_of[e] = (had ? cur.version : 0) + 1;
+        spw_es_put_locked(es, sl->partition, r->key, (size_t)r->key_len, pr->version_of[e], UINT64_MAX);
+    }
+}
+
+/* Undoes es_assign for slot sl (in reverse: a key's earlier state last). */
+static void es_undo_slot(spw_es *es, spw_produce *pr, const spw_produce_part *sl, const spw_record *in,
+                         const es_undo *undo)
+{
+    for (uint32_t j = sl->count; j-- > 0;) {
+        uint32_t e = pr->order[sl->first_event + j];
+        if (in[e].key_len >= 0)
+            spw_es_put_locked(es, sl->partition, in[e].key, (size_t)in[e].key_len, undo[e].version, undo[e].offset);
+    }
+}
+
+/* Per key of the request, in order of first appearance: its first version
+ * and count (the answer's "versions"); keys copied into pr->ver_keys. */
+static void es_answer(spw_produce *pr, const spw_record *in, uint32_t n)
+{
+    size_t cap = 16, kbytes = 0;
+    while (cap < 2 * (size_t)n)
+        cap *= 2;
+    uint32_t *tab = spw_xmalloc(cap * sizeof *tab); /* open addressing: index into vers + 1, 0 empty */
+    memset(tab, 0, cap * sizeof *tab);
+    pr->vers = spw_xmalloc(n * sizeof *pr->vers);
+    uint32_t *first_ev = spw_xmalloc(n * sizeof *first_ev);
+    for (uint32_t i = 0; i < n; i++) {
+        if (in[i].key_len < 0 || !pr->version_of[i])
+            continue;
+        size_t kl = (size_t)in[i].key_len;
+        size_t at = spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET, in[i].key, kl)) & (cap - 1);
+        for (;; at = (at + 1) & (cap - 1)) {
+            if (!tab[at]) {
+                first_ev[pr->n_vers] = i;
+                pr->vers[pr->n_vers] = (spw_produce_ver){.key_len = (uint32_t)kl, .count = 1,
+                                                         .first = pr->version_of[i]};
+                tab[at] = ++pr->n_vers;
+                kbytes += kl;
+                break;
+            }
+            spw_produce_ver *v = &pr->vers[tab[at] - 1];
+            const spw_record *f = &in[first_ev[tab[at] - 1]];
+            if (v->key_len == kl && memcmp(f->key, in[i].key, kl) == 0) {
+                v->count++;
+                break;
+            }
+        }
+    }
+    pr->ver_keys = spw_xmalloc(kbytes ? kbytes : 1);
+    size_t at = 0;
+    for (uint32_t k = 0; k < pr->n_vers; k++) {
+        memcpy(pr->ver_keys + at, in[first_ev[k]].key, pr->vers[k].key_len);
+        pr->vers[k].key = pr->ver_keys + at;
+        at += pr->vers[k].key_len;
+    }
+    spw_free(first_ev);
+    spw_free(tab);
 }
 
 uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key)
@@ -161,9 +255,14 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     uint64_t tickets_s[SMALL_N];
     spw_record recs_s[SMALL_N];
     int small_p = P <= SMALL_P, small_n = n <= SMALL_N;
+    /* n comes from a client: its arrays are tried, and a failure is
+     * SPW_ENOMEM (503), never an abort (their size is in the request's
+     * working memory, produce.h). */
+    uint32_t *part_of = small_n ? part_of_s : spw_try_malloc(n * sizeof *part_of);
+    if (!part_of)
+        return SPW_ENOMEM;
     uint32_t *counts = small_p ? counts_s : spw_xmalloc(P * sizeof *counts);
     memset(counts, 0, P * sizeof *counts);
-    uint32_t *part_of = small_n ? part_of_s : spw_xmalloc(n * sizeof *part_of);
     for (uint32_t i = 0; i < n; i++) {
         part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
@@ -179,7 +278,15 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     pr->t0 = spw_mono_ns();
     pr->done = done;
     pr->user = user;
-    pr->order = spw_xmalloc(n * sizeof *pr->order);
+    pr->order = spw_try_malloc(n * sizeof *pr->order);
+    if (!pr->order) {
+        if (!small_p)
+            spw_free(counts);
+        if (!small_n)
+            spw_free(part_of);
+        spw_free(pr);
+        return SPW_ENOMEM;
+    }
     uint32_t *start = small_p ? start_s : spw_xmalloc(P * sizeof *start);
     for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
         start[p] = at;
@@ -207,8 +314,9 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     }
     if (!small_n)
         spw_free(part_of);
-    /* coalesce: true under pressure: the coalescer takes it from here. */
-    int cr = s->cfg.coalesce && svc->coal ? spw_coalesce_produce(svc->coal, pr, in, po) : SPW_COALESCE_DIRECT;
+    /* coalesce: true under pressure: the coalescer takes it from here
+     * (never a versioned stream's: a version is never replaced). */
+    int cr = s->cfg.coalesce && !s->cfg.versioned && svc->coal ? spw_coalesce_produce(svc->coal, pr, in, po) : SPW_COALESCE_DIRECT;
     if (cr != SPW_COALESCE_DIRECT) {
         if (cr) {
             spw_free(pr->order);
@@ -233,18 +341,72 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
                 }
     }
 
+    /* A versioned stream: from here to the appends, the version lock of
+     * every partition the request writes to (ascending, so requests never
+     * deadlock), so the check, the versions and the offsets follow one
+     * order (es/es.h). */
+    spw_es *es = NULL;
+    es_undo *undo = NULL;
+    if (s->cfg.versioned) {
+        int er = spw_es_of(s, &es);
+        if (er) {
+            spw_free(pr->order);
+            spw_free(pr);
+            return er;
+        }
+        for (uint32_t k = 0; k < used; k++)
+            spw_es_lock(es, pr->slots[k].partition);
+        /* A failed partition's map may name records its recovery will not
+         * keep (es.h): no version is read from it until it recovered. */
+        for (uint32_t k = 0; k < used; k++) {
+            int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
+            if (f) {
+                for (uint32_t j = used; j-- > 0;)
+                    spw_es_unlock(es, pr->slots[j].partition);
+                spw_free(pr->order);
+                spw_free(pr);
+                if (spw_sc_is_disk_error(f))
+                    atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+                return f;
+            }
+        }
+        if (po->expect != SPW_ES_ANY) {
+            /* REQUIRES (spw_produce_request checks it): one key. */
+            uint64_t cur = 0;
+            spw_es_key ck;
+            if (in[0].key_len >= 0 &&
+                spw_es_get_locked(es, pr->slots[0].partition, in[0].key, (size_t)in[0].key_len, &ck))
+                cur = ck.version;
+            if (!spw_es_expect_ok((spw_es_expect)po->expect, po->expected_version, cur)) {
+                for (uint32_t k = used; k-- > 0;)
+                    spw_es_unlock(es, pr->slots[k].partition);
+                if (po->current)
+                    *po->current = cur;
+                spw_free(pr->order);
+                spw_free(pr);
+                return SPW_ECONFLICT;
+            }
+        }
+        pr->version_of = spw_xcalloc(n, sizeof *pr->version_of);
+        undo = spw_xmalloc(n * sizeof *undo);
+        for (uint32_t k = 0; k < used; k++)
+            if (!pr->slots[k].stored)
+                es_assign(es, pr, &pr->slots[k], in, undo);
+    }
+
     /* Encode every batch, then reserve the budget for all of them. */
-    spw_record *recs = small_n ? recs_s : spw_xmalloc(n * sizeof *recs);
-    uint64_t *tickets = small_n ? tickets_s : spw_xmalloc(n * sizeof *tickets);
+    spw_record *recs = small_n ? recs_s : spw_try_malloc(n * sizeof *recs);
+    uint64_t *tickets = small_n ? tickets_s : spw_try_malloc(n * sizeof *tickets);
     spw_buf *enc = spw_xcalloc(used, sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
-    int r = 0;
-    for (uint32_t k = 0; k < used; k++) {
+    int r = recs && tickets ? 0 : SPW_ENOMEM;
+    for (uint32_t k = 0; r == 0 && k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
         for (uint32_t j = 0; j < sl->count; j++) {
             uint32_t e = pr->order[sl->first_event + j];
             recs[sl->first_event + j] = in[e];
+            recs[sl->first_event + j].version = pr->version_of ? pr->version_of[e] : 0;
             tickets[sl->first_event + j] = pr->first_ticket + e;
             pr->bytes += in[e].value_len;
         }
@@ -258,7 +420,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
                             .producer_id = po->producer_id,
                             .producer_seq = po->producer_seq,
                             .request_count = po->idem_key ? n : 0,
-                            .idem_hash = po->idem_key};
+                            .idem_hash = po->idem_key,
+                            .versioned = s->cfg.versioned};
         if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
             break;
         total += enc[k].len;
@@ -273,8 +436,10 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
      * when a partition it goes to failed a write and is recovering (an
      * append there would be refused anyway; this keeps the request whole). */
     if (r == 0 && svc->max_disk_bytes &&
-        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes)
+        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes) {
         r = SPW_EDISKLIMIT;
+        atomic_store(&svc->disk_refused_bytes, total); /* GET /readyz: not ready until this fits */
+    }
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
         if (f)
@@ -294,10 +459,21 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
         spw_free(enc);
+        if (es) {
+            for (uint32_t k = used; k-- > 0;) {
+                if (!pr->slots[k].stored)
+                    es_undo_slot(es, pr, &pr->slots[k], in, undo);
+                spw_es_unlock(es, pr->slots[k].partition);
+            }
+            spw_free(undo);
+            spw_free(pr->version_of);
+        }
         spw_free(pr->order);
         spw_free(pr);
         return r;
     }
+    if (es)
+        es_answer(pr, in, n);
     pr->dd = po->dd;
     uint32_t to_append = 0;
     for (uint32_t k = 0; k < used; k++)
@@ -311,9 +487,23 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         if (sl->stored)
             continue;
         size_t len = enc[k].len;
+        spw_append_result ar = {0};
         int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, po->ack, SPW_APPEND_RESERVED,
-                                      produce_cb, sl, NULL);
+                                      produce_cb, sl, &ar);
         spw_buf_fini(&enc[k]);
+        if (es) {
+            /* The batch's offsets are known: the map's entries get them,
+             * or, not appended, the keys get back their versions. */
+            if (e)
+                es_undo_slot(es, pr, sl, in, undo);
+            else
+                for (uint32_t j = 0; j < sl->count; j++) {
+                    uint32_t ev = pr->order[sl->first_event + j];
+                    if (in[ev].key_len >= 0)
+                        spw_es_put_locked(es, sl->partition, in[ev].key, (size_t)in[ev].key_len,
+                                          pr->version_of[ev], ar.base_offset + j);
+                }
+        }
         if (e) {
             unused += len;
             spw_append_result none = {0};
@@ -322,6 +512,11 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     }
     spw_log_release(svc->log, unused);
     spw_free(enc);
+    if (es) {
+        for (uint32_t k = used; k-- > 0;)
+            spw_es_unlock(es, pr->slots[k].partition);
+        spw_free(undo);
+    }
     /* The extra count taken above: done cannot run before every batch was
      * handed to the log (nor, with nothing to append, never). */
     produce_unref(pr);

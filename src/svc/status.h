@@ -102,6 +102,19 @@ typedef enum spw_sc {
     SPW_SC_KIND_NOT_BUILT,
     SPW_SC_NO_SUCH_SINK,
     SPW_SC_UNAVAILABLE,
+    /* event sourcing (versioned streams, es/es.h) */
+    SPW_SC_VERSION_CONFLICT,     /* the key is not at the expected version */
+    SPW_SC_BAD_EXPECTED_VERSION, /* not any, none, exists or 0..2^53-1 */
+    SPW_SC_NOT_VERSIONED,        /* an expectation, or a key read, on a stream that is not versioned */
+    SPW_SC_MIXED_KEYS,           /* an expectation with events of several keys */
+    SPW_SC_NO_SUCH_KEY,          /* a key read of a key never written */
+    SPW_SC_SNAPSHOT_AHEAD,       /* a snapshot's version past the key's current one */
+    SPW_SC_BAD_SNAPSHOT,         /* not {"version":v,"state":{..}} with v >= 1 */
+    SPW_SC_NO_SNAPSHOT,          /* GET of a key's snapshot when none was put */
+    /* views (HTTP only) */
+    SPW_SC_NO_SUCH_VIEW,
+    SPW_SC_UNKNOWN_KEY,
+    SPW_SC_VIEW_LAG,
     SPW_SC__N
 } spw_sc;
 

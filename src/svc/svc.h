@@ -23,6 +23,8 @@ struct spw_coalescer;
 struct spw_consume;
 struct spw_metrics;
 struct spw_rl_table;
+struct spw_workq;
+struct spw_views;
 
 typedef struct spw_svc {
     spw_log *log;
@@ -40,13 +42,20 @@ typedef struct spw_svc {
     uint64_t max_disk_bytes;    /* 0: no limit (spw_produce_submit refuses past it) */
     struct spw_consume *groups; /* consumer groups (svc/consume.h); NULL: their requests answer not found */
     struct spw_metrics *metrics; /* what /metrics shows (svc/metrics.h); each module registers its own */
+    /* Disk work of requests, off the I/O loops (core/workq.h): segment reads,
+     * stream deletion, a new group's first fsyncs. NULL: done in place. */
+    struct spw_workq *io;
+    struct spw_views *views;     /* read models (view/view.h, served by svc/views.h); NULL: not running */
     spw_hist produce_latency;   /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
     _Atomic uint64_t events_in, bytes_in;
     _Atomic uint64_t duplicates; /* requests answered from the dedupe table */
+    _Atomic uint64_t version_conflicts; /* 409 version_conflict answers (versioned streams) */
     /* Persisted reader positions (group offsets, sink progress) found past
      * their partition's end at attach and moved down to it. */
     _Atomic uint64_t positions_clamped;
+    _Atomic int ready; /* set once startup is done (svc/health.h) */
+    _Atomic uint64_t disk_refused_bytes; /* the last request max_disk_bytes refused (svc/health.h) */
 } spw_svc;
 
 #endif

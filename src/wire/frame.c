@@ -210,11 +210,21 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
     if (o->count > spw_rd_left(&r) / SPW_REC_MIN_LEN)
         FAIL("record count larger than the frame could hold");
     o->recs = r.p;
-    o->recs_len = spw_rd_left(&r);
     for (uint32_t i = 0; i < o->count; i++) {
         spw_frame_rec rec;
         if (rec_read(&r, &rec, why))
             return SPW_EINVAL;
+    }
+    o->recs_len = (size_t)(r.p - o->recs);
+    o->expect = SPW_EXPECT_ANY;
+    o->expected_version = 0;
+    if (o->flags & SPW_PRODUCE_VERSIONED) {
+        o->expect = spw_rd_u8(&r);
+        o->expected_version = spw_rd_u64(&r);
+        if (r.bad)
+            FAIL("expectation truncated");
+        if (o->expect > SPW_EXPECT_EXACT)
+            FAIL("expect must be 0 (any), 1 (none), 2 (exists) or 3 (exactly expected_version)");
     }
     if (spw_rd_left(&r))
         FAIL("bytes after the last record");
@@ -267,6 +277,11 @@ void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count) { sp
  * producer_id, u32 producer_seq. */
 void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags) { spw_put16(b->p + count_at - 18, flags); }
 
+int spw_produce_req_put_expect(spw_buf *b, uint8_t expect, uint64_t expected_version)
+{
+    return put8(b, expect) || put64(b, expected_version) ? SPW_ENOMEM : 0;
+}
+
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o, const char **why)
 {
     spw_rd r;
@@ -279,6 +294,9 @@ int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *o
     if (r.bad || o->nrecords > spw_rd_left(&r) / 4)
         FAIL("record count larger than the frame");
     o->parts = spw_rd_bytes(&r, (size_t)o->nrecords * 4);
+    o->versions = NULL;
+    if (!r.bad && o->nrecords && spw_rd_left(&r) == (size_t)o->nrecords * 8)
+        o->versions = spw_rd_bytes(&r, (size_t)o->nrecords * 8);
     if (r.bad || spw_rd_left(&r))
         FAIL("produce answer has the wrong length");
     uint64_t sum = 0, superseded = 0;
@@ -323,10 +341,15 @@ void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_sl
 
 uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i) { return spw_get32(r->parts + (size_t)i * 4); }
 
-int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
-                            uint32_t nrecords)
+uint64_t spw_produce_resp_version(const spw_produce_resp *r, uint32_t i)
 {
-    if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * 4))
+    return r->versions ? spw_get64(r->versions + (size_t)i * 8) : 0;
+}
+
+int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
+                            uint32_t nrecords, const uint64_t *versions)
+{
+    if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * (versions ? 12 : 4)))
         return SPW_ENOMEM;
     put32(b, nslots);
     for (uint32_t i = 0; i < nslots; i++) {
@@ -337,7 +360,136 @@ int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t 
     put32(b, nrecords);
     for (uint32_t i = 0; i < nrecords; i++)
         put32(b, rec_parts[i]);
+    for (uint32_t i = 0; versions && i < nrecords; i++)
+        put64(b, versions[i]);
     return 0;
+}
+
+/* ---- KEY_EVENTS, SNAPSHOT_PUT ---- */
+
+static int key_read(spw_rd *r, const uint8_t **key, uint32_t *len)
+{
+    *len = spw_rd_u32(r);
+    if (r->bad || *len == 0 || *len > SPW_KEY_WIRE_MAX)
+        return -1;
+    *key = spw_rd_bytes(r, *len);
+    return r->bad ? -1 : 0;
+}
+
+int spw_key_events_req_decode(const uint8_t *body, size_t len, spw_key_events_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    if (key_read(&r, &o->key, &o->key_len))
+        FAIL("key length must be 1 to 1024 and inside the frame");
+    o->from_version = spw_rd_u64(&r);
+    o->max_records = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("key events request truncated");
+    if (o->max_records == 0 || o->max_records > SPW_KEY_EVENTS_MAX)
+        FAIL("max_records must be 1 to 10000");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the request");
+    return 0;
+}
+
+int spw_key_events_req_encode(spw_buf *b, const spw_key_events_req *q)
+{
+    return put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put32(b, q->key_len) ||
+                   put(b, q->key, q->key_len) || put64(b, q->from_version) || put32(b, q->max_records)
+               ? SPW_ENOMEM
+               : 0;
+}
+
+int spw_key_events_resp_decode(const uint8_t *body, size_t len, spw_key_events_resp *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    o->current_version = spw_rd_u64(&r);
+    o->snapshot_version = spw_rd_u64(&r);
+    o->state_len = spw_rd_u32(&r);
+    o->state = spw_rd_bytes(&r, o->state_len);
+    o->count = spw_rd_u32(&r);
+    if (r.bad)
+        FAIL("key events answer truncated");
+    if ((o->snapshot_version == 0) != (o->state_len == 0))
+        FAIL("a snapshot has a version and a state, or neither");
+    o->events = r;
+    /* Check every event now, so the iterator cannot fail. */
+    for (uint32_t i = 0; i < o->count; i++) {
+        spw_rd_u64(&r);
+        spw_rd_u64(&r);
+        spw_rd_u64(&r);
+        uint32_t vl = spw_rd_u32(&r);
+        spw_rd_bytes(&r, vl);
+        if (r.bad)
+            FAIL("event runs past the frame");
+    }
+    if (spw_rd_left(&r))
+        FAIL("bytes after the last event");
+    return 0;
+}
+
+int spw_key_events_next(spw_key_events_resp *o, spw_key_event *e)
+{
+    if (o->count == 0)
+        return 0;
+    e->version = spw_rd_u64(&o->events);
+    e->offset = spw_rd_u64(&o->events);
+    e->ts = (int64_t)spw_rd_u64(&o->events);
+    e->value_len = spw_rd_u32(&o->events);
+    e->value = spw_rd_bytes(&o->events, e->value_len);
+    o->count--;
+    return !o->events.bad;
+}
+
+int spw_key_events_resp_begin(spw_buf *b, uint64_t current, uint64_t snapshot_version, const void *state,
+                              uint32_t state_len, size_t *count_at)
+{
+    int r = put64(b, current) || put64(b, snapshot_version) || put32(b, state_len) || put(b, state, state_len);
+    *count_at = b->len;
+    return r || put32(b, 0) ? SPW_ENOMEM : 0;
+}
+
+int spw_key_events_resp_add(spw_buf *b, const spw_key_event *e)
+{
+    return put64(b, e->version) || put64(b, e->offset) || put64(b, (uint64_t)e->ts) || put32(b, e->value_len) ||
+                   put(b, e->value, e->value_len)
+               ? SPW_ENOMEM
+               : 0;
+}
+
+void spw_key_events_resp_set_count(spw_buf *b, size_t count_at, uint32_t count) { spw_put32(b->p + count_at, count); }
+
+int spw_snapshot_put_req_decode(const uint8_t *body, size_t len, spw_snapshot_put_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, &o->stream, &o->stream_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    if (key_read(&r, &o->key, &o->key_len))
+        FAIL("key length must be 1 to 1024 and inside the frame");
+    o->version = spw_rd_u64(&r);
+    o->state_len = spw_rd_u32(&r);
+    if (r.bad || o->state_len == 0 || o->state_len > SPW_SNAPSHOT_WIRE_MAX)
+        FAIL("state length must be 1 to 1048576");
+    o->state = spw_rd_bytes(&r, o->state_len);
+    if (r.bad)
+        FAIL("state runs past the frame");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the request");
+    return 0;
+}
+
+int spw_snapshot_put_req_encode(spw_buf *b, const spw_snapshot_put_req *q)
+{
+    return put16(b, q->stream_len) || put(b, q->stream, q->stream_len) || put32(b, q->key_len) ||
+                   put(b, q->key, q->key_len) || put64(b, q->version) || put32(b, q->state_len) ||
+                   put(b, q->state, q->state_len)
+               ? SPW_ENOMEM
+               : 0;
 }
 
 /* ---- FETCH ---- */

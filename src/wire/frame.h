@@ -42,6 +42,8 @@ enum {
     SPW_OP_AUTH = 4,
     SPW_OP_GROUP_POLL = 5,
     SPW_OP_GROUP_COMMIT = 6,
+    SPW_OP_KEY_EVENTS = 7,   /* a versioned stream's key: snapshot and events by version */
+    SPW_OP_SNAPSHOT_PUT = 8, /* a versioned stream's key: store a snapshot */
 };
 
 /* Status of an answer: 0, or the HTTP status with the same meaning. */
@@ -74,7 +76,12 @@ int spw_frame_status_known(uint32_t st);
 #define SPW_REC_ATTRS_KNOWN 0x03u
 /* PRODUCE request flags (the u16 after priority; docs/protocol.md). */
 #define SPW_PRODUCE_SUPERSEDE_OK 0x0001u /* the answer may mark records superseded (coalescing) */
-#define SPW_PRODUCE_FLAGS_KNOWN 0x0001u
+/* Versioned streams: an expectation (u8 expect, u64 expected_version)
+ * follows the records, and the OK answer ends with each record's version. */
+#define SPW_PRODUCE_VERSIONED 0x0002u
+#define SPW_PRODUCE_FLAGS_KNOWN 0x0003u
+/* The expectation of a SPW_PRODUCE_VERSIONED request (docs/protocol.md). */
+enum { SPW_EXPECT_ANY = 0, SPW_EXPECT_NONE = 1, SPW_EXPECT_EXISTS = 2, SPW_EXPECT_EXACT = 3 };
 #define SPW_PART_SUPERSEDED 0xFFFFFFFFu /* a superseded record's partition in a PRODUCE answer */
 #define SPW_REC_MIN_LEN 17u            /* attrs + ts + key_len + value_len */
 #define SPW_FETCH_RECORDS 0
@@ -157,6 +164,10 @@ typedef struct spw_produce_req {
     uint32_t count;
     const uint8_t *recs; /* count records, validated */
     size_t recs_len;
+    /* with SPW_PRODUCE_VERSIONED: SPW_EXPECT_* (checked) and the version
+     * (any u64: the service refuses one past 2^53 - 1) */
+    uint8_t expect;
+    uint64_t expected_version;
 } spw_produce_req;
 
 /*
@@ -184,6 +195,9 @@ int spw_produce_rec_put(spw_buf *b, const spw_frame_rec *r);
 void spw_produce_req_set_count(spw_buf *b, size_t count_at, uint32_t count);
 /* Sets the request's flags (SPW_PRODUCE_*; spw_produce_req_begin writes 0). */
 void spw_produce_req_set_flags(spw_buf *b, size_t count_at, uint16_t flags);
+/* After the last record of a request with SPW_PRODUCE_VERSIONED: its
+ * expectation (SPW_EXPECT_*) and version. */
+int spw_produce_req_put_expect(spw_buf *b, uint8_t expect, uint64_t expected_version);
 /* Encoded size of one record. */
 static inline size_t spw_produce_rec_size(size_t key_len, size_t value_len)
 {
@@ -207,14 +221,74 @@ typedef struct spw_produce_resp {
     const uint8_t *slots; /* nslots × 16 bytes, read with spw_produce_resp_slot */
     uint32_t nrecords;
     const uint8_t *parts; /* nrecords × u32 */
+    const uint8_t *versions; /* answers to SPW_PRODUCE_VERSIONED: nrecords × u64 (0: none); else NULL */
 } spw_produce_resp;
 /* Checks that slot counts add up to the records not superseded and each
  * of those names a slot. Returns 0 or SPW_EINVAL. */
 int spw_produce_resp_decode(const uint8_t *body, size_t len, spw_produce_resp *out, const char **why);
 void spw_produce_resp_slot(const spw_produce_resp *r, uint32_t i, spw_produce_slot *out);
 uint32_t spw_produce_resp_part(const spw_produce_resp *r, uint32_t i);
+/* Record i's version (0 when the answer has none). */
+uint64_t spw_produce_resp_version(const spw_produce_resp *r, uint32_t i);
+/* versions: NULL, or nrecords versions written after the partitions (only
+ * in answers to SPW_PRODUCE_VERSIONED requests). */
 int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t nslots, const uint32_t *rec_parts,
-                            uint32_t nrecords);
+                            uint32_t nrecords, const uint64_t *versions);
+
+/* ---- KEY_EVENTS, SNAPSHOT_PUT (docs/protocol.md "Keys of versioned streams") ---- */
+
+#define SPW_KEY_WIRE_MAX 1024u       /* key bytes */
+#define SPW_KEY_EVENTS_MAX 10000u    /* max_records */
+#define SPW_SNAPSHOT_WIRE_MAX (1u << 20) /* state bytes */
+
+typedef struct spw_key_events_req {
+    const char *stream;
+    uint16_t stream_len;
+    const uint8_t *key;
+    uint32_t key_len;      /* 1..SPW_KEY_WIRE_MAX */
+    uint64_t from_version; /* 0: from the newest snapshot (the answer carries it), else this version */
+    uint32_t max_records;  /* 1..SPW_KEY_EVENTS_MAX */
+} spw_key_events_req;
+int spw_key_events_req_decode(const uint8_t *body, size_t len, spw_key_events_req *out, const char **why);
+int spw_key_events_req_encode(spw_buf *b, const spw_key_events_req *r);
+
+/* The answer (after status 0): the key's current version, its snapshot
+ * (version 0 and no state: none, or not asked for), then count events. */
+typedef struct spw_key_event {
+    uint64_t version;
+    uint64_t offset;
+    int64_t ts;
+    const uint8_t *value;
+    uint32_t value_len;
+} spw_key_event;
+typedef struct spw_key_events_resp {
+    uint64_t current_version;
+    uint64_t snapshot_version;
+    const uint8_t *state;
+    uint32_t state_len;
+    uint32_t count;
+    spw_rd events; /* count events, checked; read with spw_key_events_next */
+} spw_key_events_resp;
+int spw_key_events_resp_decode(const uint8_t *body, size_t len, spw_key_events_resp *out, const char **why);
+/* 1 and *out, 0 after the last. */
+int spw_key_events_next(spw_key_events_resp *r, spw_key_event *out);
+/* Encoding the answer: begin (*count_at: where the count lives), add, set_count. */
+int spw_key_events_resp_begin(spw_buf *b, uint64_t current, uint64_t snapshot_version, const void *state,
+                              uint32_t state_len, size_t *count_at);
+int spw_key_events_resp_add(spw_buf *b, const spw_key_event *e);
+void spw_key_events_resp_set_count(spw_buf *b, size_t count_at, uint32_t count);
+
+typedef struct spw_snapshot_put_req {
+    const char *stream;
+    uint16_t stream_len;
+    const uint8_t *key;
+    uint32_t key_len;
+    uint64_t version;
+    const uint8_t *state; /* JSON text of an object (the service checks it) */
+    uint32_t state_len;   /* 1..SPW_SNAPSHOT_WIRE_MAX */
+} spw_snapshot_put_req;
+int spw_snapshot_put_req_decode(const uint8_t *body, size_t len, spw_snapshot_put_req *out, const char **why);
+int spw_snapshot_put_req_encode(spw_buf *b, const spw_snapshot_put_req *r);
 
 /* ---- FETCH ---- */
 

@@ -368,7 +368,7 @@ static void *http_main(void *arg)
 
 static _Atomic uint64_t bin_sent, bin_delivered, bin_failed;
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     (void)opaque;
     uint64_t n = (uint64_t)(uintptr_t)d->opaque;
@@ -387,28 +387,28 @@ static void on_delivery(void *opaque, const spw_delivery *d)
 static void *bin_main(void *arg)
 {
     (void)arg;
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.on_delivery = on_delivery;
     pc.delivery_timeout_ms = 600000; /* outlasts every restart: each record gets its answer */
     pc.backoff_max_ms = 100;
     pc.buffer_bytes = 4u << 20;
     char server[64];
     snprintf(server, sizeof server, "127.0.0.1:%d", bin_port);
-    spw_producer *p;
-    CHECK_OK(spw_producer_new(server, &pc, &p));
+    spillway_producer *p;
+    CHECK_OK(spillway_producer_new(server, &pc, &p));
     for (uint64_t n = 0; n < MAX_BIN && !atomic_load(&stop_new); n++) {
         char v[96], key[32];
         int vl = bin_record(n, key, sizeof key, v, sizeof v);
         atomic_store(&bin_sent, n + 1);
         tell_unacked(hash_kv(key, v, (size_t)vl)); /* sent: stored at most once, wherever */
-        CHECK_OK(spw_producer_send(p, "k", key, (int32_t)strlen(key), v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC,
+        CHECK_OK(spillway_producer_send(p, "k", key, (int32_t)strlen(key), v, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC,
                                    (void *)(uintptr_t)n));
         if (n % 32 == 31)
             usleep(1000);
     }
-    CHECK_OK(spw_producer_flush(p, 600000));
-    spw_producer_close(p, 1000);
+    CHECK_OK(spillway_producer_flush(p, 600000));
+    spillway_producer_close(p, 1000);
     return NULL;
 }
 

@@ -231,7 +231,7 @@ static void *lazy_producer(void *arg)
     return NULL;
 }
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     (void)opaque;
     uintptr_t n = (uintptr_t)d->opaque;
@@ -244,14 +244,14 @@ static void on_delivery(void *opaque, const spw_delivery *d)
 
 static void *bin_producer(void *arg)
 {
-    spw_producer *p = arg;
+    spillway_producer *p = arg;
     for (uint32_t n = 0; n < BIN_MAX && !stop_bin; n++) {
         char v[64], k[16];
         int vl = snprintf(v, sizeof v, "{\"k\":\"b%u\",\"u\":%u}", n % 13, BIN_BASE + n);
         int kl = snprintf(k, sizeof k, "b%u", n % 13);
         atomic_store(&b_sent, n + 1);
         simmodel_promised(m_log, hash_u(BIN_BASE + n), 0);
-        if (spw_producer_send(p, STREAM, k, kl, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC,
+        if (spillway_producer_send(p, STREAM, k, kl, v, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC,
                               (void *)(uintptr_t)n) != 0)
             break;
         if (n % 64 == 63)
@@ -504,13 +504,13 @@ int main(int argc, char **argv)
         CHECK_EQ(req_status(S.port, "PUT", "/v1/sinks/pgs", def), 201);
     }
 
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.on_delivery = on_delivery;
     pc.delivery_timeout_ms = 600000;
     pc.backoff_max_ms = 200;
-    spw_producer *prod;
-    CHECK_OK(spw_producer_new(lb, &pc, &prod));
+    spillway_producer *prod;
+    CHECK_OK(spillway_producer_new(lb, &pc, &prod));
     pthread_t th_h, th_b, th_g, th_w;
     pthread_create(&th_w, NULL, lazy_producer, NULL);
     pthread_create(&th_h, NULL, http_producer, NULL);
@@ -529,8 +529,8 @@ int main(int argc, char **argv)
     pthread_join(th_w, NULL);
     pthread_join(th_h, NULL);
     pthread_join(th_b, NULL);
-    CHECK_OK(spw_producer_flush(prod, 120000));
-    spw_producer_close(prod, 10000);
+    CHECK_OK(spillway_producer_flush(prod, 120000));
+    spillway_producer_close(prod, 10000);
     stop_group = 1;
     pthread_join(th_g, NULL);
     int idle = 0;

@@ -78,6 +78,8 @@ static void check_produce_req(const uint8_t *p, size_t n)
     }
     if (k != q.count)
         FAILX("iterator gave %u records, count says %u", k, q.count);
+    if ((q.flags & SPW_PRODUCE_VERSIONED) && spw_produce_req_put_expect(&b, q.expect, q.expected_version))
+        abort();
     spw_produce_req_set_count(&b, ca, k);
     spw_produce_req_set_flags(&b, ca, q.flags);
     same(&b, p, n, "produce request");
@@ -103,9 +105,16 @@ static void check_produce_resp(const uint8_t *p, size_t n)
     }
     if (sum != r.nrecords - superseded)
         FAILX("slot counts do not add up");
+    uint64_t *vers = NULL;
+    if (r.versions) {
+        vers = malloc((r.nrecords + 1) * sizeof *vers);
+        for (uint32_t i = 0; i < r.nrecords; i++)
+            vers[i] = spw_produce_resp_version(&r, i);
+    }
     spw_buf b = SPW_BUF_INIT;
-    if (spw_produce_resp_encode(&b, slots, r.nslots, parts, r.nrecords))
+    if (spw_produce_resp_encode(&b, slots, r.nslots, parts, r.nrecords, vers))
         abort();
+    free(vers);
     same(&b, p, n, "produce answer");
     spw_buf_fini(&b);
     free(slots);
@@ -246,6 +255,8 @@ static void check_auth(const uint8_t *p, size_t n)
     }
 }
 
+static void check_keys(const uint8_t *p, size_t n);
+
 /* The server's framing loop over the whole input. */
 static void check_framing(const uint8_t *p, size_t n)
 {
@@ -272,10 +283,54 @@ static void check_framing(const uint8_t *p, size_t n)
         case SPW_OP_FETCH: check_fetch_req(body, blen); break;
         case SPW_OP_METADATA: check_metadata(body, blen); break;
         case SPW_OP_AUTH: check_auth(body, blen); break;
+        case SPW_OP_KEY_EVENTS:
+        case SPW_OP_SNAPSHOT_PUT: check_keys(body, blen); break;
         default: check_answer(body, blen); break;
         }
         off += whole;
     }
+}
+
+/* KEY_EVENTS and SNAPSHOT_PUT: requests round trip byte for byte; an
+ * answer that decodes iterates its count of events inside the body. */
+static void check_keys(const uint8_t *p, size_t n)
+{
+    const char *why = NULL;
+    spw_buf b = SPW_BUF_INIT;
+    spw_key_events_req q;
+    if (spw_key_events_req_decode(p, n, &q, &why) == 0) {
+        inside(q.stream, q.stream_len, "stream");
+        inside(q.key, q.key_len, "key");
+        if (!q.key_len || q.key_len > SPW_KEY_WIRE_MAX || !q.max_records || q.max_records > SPW_KEY_EVENTS_MAX)
+            FAILX("key events request out of bounds accepted");
+        if (spw_key_events_req_encode(&b, &q))
+            abort();
+        same(&b, p, n, "key events request");
+    }
+    b.len = 0;
+    spw_snapshot_put_req sp;
+    if (spw_snapshot_put_req_decode(p, n, &sp, &why) == 0) {
+        inside(sp.key, sp.key_len, "key");
+        inside(sp.state, sp.state_len, "state");
+        if (spw_snapshot_put_req_encode(&b, &sp))
+            abort();
+        same(&b, p, n, "snapshot request");
+    }
+    spw_key_events_resp r;
+    if (spw_key_events_resp_decode(p, n, &r, &why) == 0) {
+        if (r.state_len)
+            inside(r.state, r.state_len, "state");
+        uint32_t want = r.count, got = 0;
+        spw_key_event e;
+        while (spw_key_events_next(&r, &e)) {
+            if (e.value_len)
+                inside(e.value, e.value_len, "value");
+            got++;
+        }
+        if (got != want)
+            FAILX("key events iterator gave %u of %u", got, want);
+    }
+    spw_buf_fini(&b);
 }
 
 /* GROUP_POLL and GROUP_COMMIT: each of the four decoders on the body. */
@@ -353,7 +408,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4: check_metadata(body, n); break;
     case 5: check_answer(body, n); break;
     case 6: check_auth(body, n); break;
-    case 7: check_groups(body, n); break;
+    case 7:
+        check_groups(body, n);
+        check_keys(body, n);
+        break;
     default: break;
     }
     /* exact-size copy of the whole input for the framing loop */

@@ -465,7 +465,7 @@ typedef struct sink {
     int n, status[16];
 } sink;
 
-static void on_delivery(void *arg, const spw_delivery *d)
+static void on_delivery(void *arg, const spillway_delivery *d)
 {
     sink *k = arg;
     pthread_mutex_lock(&k->mu);
@@ -479,17 +479,17 @@ static void on_delivery(void *arg, const spw_delivery *d)
 static int produce_with(const char *server, const char *token, const char *stream)
 {
     sink k = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.on_delivery = on_delivery;
     pc.opaque = &k;
     pc.token = token;
     pc.delivery_timeout_ms = 30000;
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(server, &pc, &p), 0);
-    CHECK_EQ(spw_producer_send(p, stream, "k", 1, "{\"c\":1}", 7, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
-    spw_producer_close(p, 1000);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(server, &pc, &p), 0);
+    CHECK_EQ(spillway_producer_send(p, stream, "k", 1, "{\"c\":1}", 7, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+    spillway_producer_close(p, 1000);
     CHECK_EQ(k.n, 1);
     return k.status[0];
 }
@@ -500,48 +500,48 @@ static void test_client_lib(srv *s, const char *data, const char *tokens_path)
     snprintf(server, sizeof server, "127.0.0.1:%d", s->binport);
     CHECK_EQ(produce_with(server, TOK[T_PROD], "orders"), 0);
     CHECK_EQ(produce_with(server, TOK[T_ADMIN], "secret"), 0);
-    CHECK_EQ(produce_with(server, NULL, "orders"), SPW_ERR_UNAUTHORIZED);
-    CHECK_EQ(produce_with(server, "", "orders"), SPW_ERR_UNAUTHORIZED);
-    CHECK_EQ(produce_with(server, TOK[T_BAD], "orders"), SPW_ERR_UNAUTHORIZED);
-    CHECK_EQ(produce_with(server, TOK[T_CONS], "orders"), SPW_ERR_FORBIDDEN);
-    CHECK_EQ(produce_with(server, TOK[T_PROD], "secret"), SPW_ERR_FORBIDDEN);
-    CHECK(strstr(spw_errstr(SPW_ERR_UNAUTHORIZED), "401") && strstr(spw_errstr(SPW_ERR_FORBIDDEN), "403"));
+    CHECK_EQ(produce_with(server, NULL, "orders"), SPILLWAY_ERR_UNAUTHORIZED);
+    CHECK_EQ(produce_with(server, "", "orders"), SPILLWAY_ERR_UNAUTHORIZED);
+    CHECK_EQ(produce_with(server, TOK[T_BAD], "orders"), SPILLWAY_ERR_UNAUTHORIZED);
+    CHECK_EQ(produce_with(server, TOK[T_CONS], "orders"), SPILLWAY_ERR_FORBIDDEN);
+    CHECK_EQ(produce_with(server, TOK[T_PROD], "secret"), SPILLWAY_ERR_FORBIDDEN);
+    CHECK(strstr(spillway_errstr(SPILLWAY_ERR_UNAUTHORIZED), "401") && strstr(spillway_errstr(SPILLWAY_ERR_FORBIDDEN), "403"));
 
     /* The synchronous client. */
-    spw_client *c;
-    spw_fetch_result *fr;
-    spw_metadata *md;
-    CHECK_EQ(spw_client_connect(server, 10000, &c), 0);
-    CHECK_EQ(spw_client_fetch(c, "orders", 0, 0, 0, &fr), SPW_ERR_UNAUTHORIZED);
-    CHECK_EQ(spw_client_auth(c, TOK[T_BAD]), SPW_ERR_UNAUTHORIZED);
-    CHECK(strstr(spw_client_last_error(c), "unauthorized") != NULL);
-    CHECK_EQ(spw_client_auth(c, TOK[T_CONS]), 0);
-    CHECK_EQ(spw_client_fetch(c, "orders", 0, 0, 0, &fr), 0);
-    CHECK(spw_fetch_count(fr) >= 1);
-    spw_fetch_free(fr);
-    CHECK_EQ(spw_client_fetch(c, "secret", 0, 0, 0, &fr), SPW_ERR_FORBIDDEN);
-    CHECK_EQ(spw_client_metadata(c, NULL, &md), 0);
-    CHECK_EQ(spw_metadata_count(md), 1);
-    spw_metadata_free(md);
-    CHECK_EQ(spw_client_auth(c, ""), SPW_ERR_INVALID);
-    spw_client_close(c);
+    spillway_client *c;
+    spillway_fetch_result *fr;
+    spillway_metadata *md;
+    CHECK_EQ(spillway_client_connect(server, 10000, &c), 0);
+    CHECK_EQ(spillway_client_fetch(c, "orders", 0, 0, 0, &fr), SPILLWAY_ERR_UNAUTHORIZED);
+    CHECK_EQ(spillway_client_auth(c, TOK[T_BAD]), SPILLWAY_ERR_UNAUTHORIZED);
+    CHECK(strstr(spillway_client_last_error(c), "unauthorized") != NULL);
+    CHECK_EQ(spillway_client_auth(c, TOK[T_CONS]), 0);
+    CHECK_EQ(spillway_client_fetch(c, "orders", 0, 0, 0, &fr), 0);
+    CHECK(spillway_fetch_count(fr) >= 1);
+    spillway_fetch_free(fr);
+    CHECK_EQ(spillway_client_fetch(c, "secret", 0, 0, 0, &fr), SPILLWAY_ERR_FORBIDDEN);
+    CHECK_EQ(spillway_client_metadata(c, NULL, &md), 0);
+    CHECK_EQ(spillway_metadata_count(md), 1);
+    spillway_metadata_free(md);
+    CHECK_EQ(spillway_client_auth(c, ""), SPILLWAY_ERR_INVALID);
+    spillway_client_close(c);
 
     /* The server restarts under a producer: the token goes again first on
      * the new connection, so records sent after the restart are accepted. */
     sink k = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.on_delivery = on_delivery;
     pc.opaque = &k;
     pc.token = TOK[T_PROD];
     char *tok_copy = strdup(TOK[T_PROD]);
-    pc.token = tok_copy; /* copied by spw_producer_new: overwritten below */
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(server, &pc, &p), 0);
+    pc.token = tok_copy; /* copied by spillway_producer_new: overwritten below */
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(server, &pc, &p), 0);
     memset(tok_copy, 'x', strlen(tok_copy));
     free(tok_copy);
-    CHECK_EQ(spw_producer_send(p, "orders", NULL, -1, "{\"r\":1}", 7, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
+    CHECK_EQ(spillway_producer_send(p, "orders", NULL, -1, "{\"r\":1}", 7, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
     CHECK_EQ(srv_stop(s, SIGTERM), 0);
     char lp[64], lb[64];
     snprintf(lp, sizeof lp, "127.0.0.1:%d", s->port);
@@ -550,13 +550,13 @@ static void test_client_lib(srv *s, const char *data, const char *tokens_path)
     int old_bin = s->binport;
     srv_start(s, BIN, data, again);
     CHECK_EQ(s->binport, old_bin);
-    CHECK_EQ(spw_producer_send(p, "orders", NULL, -1, "{\"r\":2}", 7, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
-    CHECK(spw_producer_reconnects(p) >= 1);
+    CHECK_EQ(spillway_producer_send(p, "orders", NULL, -1, "{\"r\":2}", 7, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
+    CHECK(spillway_producer_reconnects(p) >= 1);
     CHECK_EQ(k.n, 2);
     CHECK_EQ(k.status[0], 0);
     CHECK_EQ(k.status[1], 0);
-    spw_producer_close(p, 1000);
+    spillway_producer_close(p, 1000);
 }
 
 /* ---- SIGHUP ---- */
@@ -822,6 +822,7 @@ static void test_cli(srv *s)
     cli_out o = cli_run(BIN, "stream list --server 127.0.0.1:%d", s->port);
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "401") || strstr(o.text, "unauthorized"));
+    CHECK(strstr(o.text, "give --token T or set $SPILLWAY_TOKEN") != NULL); /* says what to do */
     free(o.text);
     o = cli_run(BIN, "stream list --server 127.0.0.1:%d --token %s", s->port, TOK[T_CONS]);
     CHECK_EQ(o.rc, 0);

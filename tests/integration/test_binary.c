@@ -653,7 +653,7 @@ typedef struct track {
     uint32_t calls;
 } track;
 
-static void on_delivery(void *arg, const spw_delivery *d)
+static void on_delivery(void *arg, const spillway_delivery *d)
 {
     track *t = arg;
     uint32_t i = (uint32_t)(uintptr_t)d->opaque;
@@ -667,7 +667,7 @@ static void on_delivery(void *arg, const spw_delivery *d)
     } else {
         t->errors++;
         if (getenv("SPW_TEST_VERBOSE"))
-            fprintf(stderr, "delivery %u failed: %s\n", i, spw_errstr(d->status));
+            fprintf(stderr, "delivery %u failed: %s\n", i, spillway_errstr(d->status));
     }
     pthread_mutex_unlock(&t->mu);
 }
@@ -675,7 +675,7 @@ static void on_delivery(void *arg, const spw_delivery *d)
 static int statuses[3];
 
 /* Records each record's status by its opaque index (0..2). */
-static void on_status(void *arg, const spw_delivery *d)
+static void on_status(void *arg, const spillway_delivery *d)
 {
     track *t = arg;
     uintptr_t i = (uintptr_t)d->opaque;
@@ -692,32 +692,32 @@ static uint64_t read_all(int binport, const char *s, uint32_t *counts, uint32_t 
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 10000, &c), 0);
-    spw_metadata *m;
-    CHECK_EQ(spw_client_metadata(c, s, &m), 0);
-    CHECK_EQ(spw_metadata_count(m), 1);
-    spw_stream_info si;
-    CHECK_EQ(spw_metadata_stream(m, 0, &si), 0);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 10000, &c), 0);
+    spillway_metadata *m;
+    CHECK_EQ(spillway_client_metadata(c, s, &m), 0);
+    CHECK_EQ(spillway_metadata_count(m), 1);
+    spillway_stream_info si;
+    CHECK_EQ(spillway_metadata_stream(m, 0, &si), 0);
     uint64_t total = 0;
     for (uint32_t p = 0; p < si.partitions; p++) {
         uint64_t end = si.end_offsets[p], off = 0;
         int rounds = 0;
         while (off < end) {
-            spw_fetch_result *fr;
-            CHECK_EQ(spw_client_fetch(c, s, p, off, 1 << 20, &fr), 0);
-            size_t k = spw_fetch_count(fr);
+            spillway_fetch_result *fr;
+            CHECK_EQ(spillway_client_fetch(c, s, p, off, 1 << 20, &fr), 0);
+            size_t k = spillway_fetch_count(fr);
             if (k == 0 && rounds++ < 1000) {
                 /* written, not durable yet: this FETCH at the durable end
                  * asked for the fsync; a later one sees them */
-                spw_fetch_free(fr);
+                spillway_fetch_free(fr);
                 usleep(1000);
                 continue;
             }
             CHECK(k > 0);
             for (size_t j = 0; j < k; j++) {
-                spw_fetched rec;
-                spw_fetch_get(fr, j, &rec);
+                spillway_fetched rec;
+                spillway_fetch_get(fr, j, &rec);
                 CHECK_EQ(rec.offset, off + j);
                 unsigned idx;
                 CHECK(sscanf((const char *)rec.value, "{\"i\":%u", &idx) == 1);
@@ -730,22 +730,22 @@ static uint64_t read_all(int binport, const char *s, uint32_t *counts, uint32_t 
             }
             off += k;
             total += k;
-            spw_fetch_free(fr);
+            spillway_fetch_free(fr);
             CHECK(++rounds < 100000);
         }
     }
-    spw_metadata_free(m);
-    spw_client_close(c);
+    spillway_metadata_free(m);
+    spillway_client_close(c);
     return total;
 }
 
-static void send_range(spw_producer *p, uint32_t from, uint32_t to, int ack)
+static void send_range(spillway_producer *p, uint32_t from, uint32_t to, int ack)
 {
     for (uint32_t i = from; i < to; i++) {
         char key[16], val[64];
         int kl = snprintf(key, sizeof key, "k%u", i % 1000);
         int vl = snprintf(val, sizeof val, "{\"i\":%u,\"pad\":\"abcdefgh\"}", i);
-        CHECK_EQ(spw_producer_send(p, "c", key, kl, val, (size_t)vl, SPW_TS_NOW, ack, (void *)(uintptr_t)i), 0);
+        CHECK_EQ(spillway_producer_send(p, "c", key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, ack, (void *)(uintptr_t)i), 0);
     }
 }
 
@@ -773,11 +773,11 @@ static void test_client(const char *tmp)
     snprintf(servers, sizeof servers, "127.0.0.1:%d,127.0.0.1:%d", a.binport, b.binport);
 
     /* Bad arguments are refused at once. */
-    spw_producer *p;
-    spw_producer_config cfg;
-    spw_producer_config_init(&cfg);
-    CHECK_EQ(spw_producer_new("", &cfg, &p), SPW_ERR_INVALID);
-    CHECK_EQ(spw_producer_new("127.0.0.1", &cfg, &p), SPW_ERR_INVALID);
+    spillway_producer *p;
+    spillway_producer_config cfg;
+    spillway_producer_config_init(&cfg);
+    CHECK_EQ(spillway_producer_new("", &cfg, &p), SPILLWAY_ERR_INVALID);
+    CHECK_EQ(spillway_producer_new("127.0.0.1", &cfg, &p), SPILLWAY_ERR_INVALID);
 
     track t = {.mu = PTHREAD_MUTEX_INITIALIZER, .n = 2 * N};
     t.ok = calloc(t.n, 1);
@@ -785,11 +785,11 @@ static void test_client(const char *tmp)
     cfg.opaque = &t;
     cfg.linger_ms = 5;
     cfg.batch_bytes = 64 << 10;
-    CHECK_EQ(spw_producer_new(servers, &cfg, &p), 0);
-    CHECK_EQ(spw_producer_send(p, "c", "k", 1, "{}", 2, SPW_TS_NOW, 9, NULL), SPW_ERR_INVALID);
+    CHECK_EQ(spillway_producer_new(servers, &cfg, &p), 0);
+    CHECK_EQ(spillway_producer_send(p, "c", "k", 1, "{}", 2, SPILLWAY_TS_NOW, 9, NULL), SPILLWAY_ERR_INVALID);
     uint64_t t0 = spw_test_now_us();
-    send_range(p, 0, N, SPW_ACK_LEVEL_FSYNC);
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
+    send_range(p, 0, N, SPILLWAY_ACK_LEVEL_FSYNC);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
     uint64_t us = spw_test_now_us() - t0;
     printf("client: %d records at ack=fsync over 2 servers in %.2f s (%.0f records/s)\n", N, us / 1e6,
            N / (us / 1e6));
@@ -825,7 +825,7 @@ static void test_client(const char *tmp)
     /* Linger: a lone record is sent without a flush. */
     {
         uint32_t before = t.calls;
-        CHECK_EQ(spw_producer_send(p, "l", "k1", 2, "{}", 2, SPW_TS_NOW, SPW_ACK_LEVEL_NONE,
+        CHECK_EQ(spillway_producer_send(p, "l", "k1", 2, "{}", 2, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_NONE,
                                    (void *)(uintptr_t)(2 * N - 1)),
                  0);
         for (int i = 0; i < 1000; i++) {
@@ -854,10 +854,10 @@ static void test_client(const char *tmp)
     /* A restart under the producer: send, stop server A with SIGTERM while
      * records may be in flight, send more while it is down, start it again
      * on the same data and ports: every record acknowledged, none lost. */
-    uint64_t rc0 = spw_producer_reconnects(p);
-    send_range(p, N, N + N / 4, SPW_ACK_LEVEL_FSYNC);
+    uint64_t rc0 = spillway_producer_reconnects(p);
+    send_range(p, N, N + N / 4, SPILLWAY_ACK_LEVEL_FSYNC);
     CHECK_EQ(srv_stop(&a.s, SIGTERM), 0);
-    send_range(p, N + N / 4, N + N / 2, SPW_ACK_LEVEL_WRITTEN);
+    send_range(p, N + N / 4, N + N / 2, SPILLWAY_ACK_LEVEL_WRITTEN);
     char lp[64], lb[64];
     snprintf(lp, sizeof lp, "127.0.0.1:%d", a.s.port);
     snprintf(lb, sizeof lb, "127.0.0.1:%d", a.binport);
@@ -865,10 +865,10 @@ static void test_client(const char *tmp)
     int old_port = a.binport;
     bsrv_start(&a, d1, again);
     CHECK_EQ(a.binport, old_port);
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
     CHECK_EQ(t.errors, 0);
     CHECK_EQ(t.calls, N + N / 2 + 1); /* and the linger record */
-    CHECK(spw_producer_reconnects(p) > rc0);
+    CHECK(spillway_producer_reconnects(p) > rc0);
     for (uint32_t i = N; i < N + N / 2; i++)
         CHECK_EQ(t.ok[i], 1);
     free(ca);
@@ -883,7 +883,7 @@ static void test_client(const char *tmp)
         if (i < N)
             CHECK_EQ(ca[i] + cb[i], 1);
     }
-    spw_producer_close(p, 10000);
+    spillway_producer_close(p, 10000);
     free(ca);
     free(cb);
     free(t.ok);
@@ -893,17 +893,17 @@ static void test_client(const char *tmp)
     CHECK_EQ(srv_stop(&b.s, SIGTERM), 0);
     track t2 = {.mu = PTHREAD_MUTEX_INITIALIZER, .n = 10};
     t2.ok = calloc(10, 1);
-    spw_producer_config_init(&cfg);
+    spillway_producer_config_init(&cfg);
     cfg.on_delivery = on_delivery;
     cfg.opaque = &t2;
     char one[64];
     snprintf(one, sizeof one, "127.0.0.1:%d", b.binport);
-    CHECK_EQ(spw_producer_new(one, &cfg, &p), 0);
+    CHECK_EQ(spillway_producer_new(one, &cfg, &p), 0);
     for (uint32_t i = 0; i < 10; i++)
-        CHECK_EQ(spw_producer_send(p, "c", "k", 1, "{}", 2, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)i),
+        CHECK_EQ(spillway_producer_send(p, "c", "k", 1, "{}", 2, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)i),
                  0);
-    CHECK_EQ(spw_producer_flush(p, 300), SPW_ERR_TIMEOUT);
-    spw_producer_close(p, 0);
+    CHECK_EQ(spillway_producer_flush(p, 300), SPILLWAY_ERR_TIMEOUT);
+    spillway_producer_close(p, 0);
     CHECK_EQ(t2.calls, 10);
     CHECK_EQ(t2.errors, 10);
     free(t2.ok);
@@ -913,19 +913,19 @@ static void test_client(const char *tmp)
     {
         track t3 = {.mu = PTHREAD_MUTEX_INITIALIZER, .n = 3};
         t3.ok = calloc(3, 1);
-        spw_producer_config_init(&cfg);
+        spillway_producer_config_init(&cfg);
         cfg.on_delivery = on_status;
         cfg.opaque = &t3;
         snprintf(one, sizeof one, "127.0.0.1:%d", a.binport);
-        CHECK_EQ(spw_producer_new(one, &cfg, &p), 0);
-        CHECK_EQ(spw_producer_send(p, "nope", "k", 1, "{}", 2, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, (void *)0), 0);
-        CHECK_EQ(spw_producer_send(p, "c", "k", 1, "{\"i\":0}", 7, 5, SPW_ACK_LEVEL_REPLICATED, (void *)1), 0);
-        CHECK_EQ(spw_producer_send(p, "c", NULL, -1, "{\"i\":1}", 7, 5, SPW_ACK_LEVEL_NONE, (void *)2), 0);
-        CHECK_EQ(spw_producer_flush(p, 30000), 0);
-        spw_producer_close(p, 1000);
+        CHECK_EQ(spillway_producer_new(one, &cfg, &p), 0);
+        CHECK_EQ(spillway_producer_send(p, "nope", "k", 1, "{}", 2, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, (void *)0), 0);
+        CHECK_EQ(spillway_producer_send(p, "c", "k", 1, "{\"i\":0}", 7, 5, SPILLWAY_ACK_LEVEL_REPLICATED, (void *)1), 0);
+        CHECK_EQ(spillway_producer_send(p, "c", NULL, -1, "{\"i\":1}", 7, 5, SPILLWAY_ACK_LEVEL_NONE, (void *)2), 0);
+        CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+        spillway_producer_close(p, 1000);
         CHECK_EQ(t3.calls, 3);
-        CHECK_EQ(statuses[0], SPW_ERR_NOT_FOUND);
-        CHECK_EQ(statuses[1], SPW_ERR_NOT_IMPLEMENTED);
+        CHECK_EQ(statuses[0], SPILLWAY_ERR_NOT_FOUND);
+        CHECK_EQ(statuses[1], SPILLWAY_ERR_NOT_IMPLEMENTED);
         CHECK_EQ(statuses[2], 0);
         free(t3.ok);
     }

@@ -2,8 +2,9 @@
  * The client commands against a real server on loopback: `spillway stream
  * create/list/show/delete`, `produce` (files, stdin, bad and over-long
  * lines, pipelining), `consume` (all partitions, one partition, offsets,
- * --values, --follow ended by --max and by SIGINT, --group usage errors), and
- * `bench` through the shared HTTP client. The client's response framing
+ * --values, --follow ended by --max and by SIGINT, --group usage errors,
+ * --offset latest/earliest), `bench` through the shared HTTP client, and
+ * $SPILLWAY_SERVER and --name=value for every client command. The client's response framing
  * (chunked, 204, Content-Length, split reads) is checked against a fake
  * server thread.
  */
@@ -57,7 +58,8 @@ static void test_usage(void)
     expect(run("consume --help"), 0, "--follow");
     expect(run("stream --help"), 0, "stream create NAME");
     expect(run("stream create --help"), 0, "--retention-ms");
-    expect(run("--help"), 0, "produce STREAM");
+    expect(run("stream create x --retention-ms 7d %s", server_opt), 2, "--retention-ms takes milliseconds");
+    expect(run("--help"), 0, "  produce   send NDJSON lines to a stream");
     expect(run("produce"), 2, "STREAM is required");
     expect(run("produce 'bad/name' x"), 2, "not a stream name");
     expect(run("produce s --batch 0"), 2, "--batch");
@@ -78,12 +80,12 @@ static void test_usage(void)
 static void test_streams(void)
 {
     expect(run("stream list %s", server_opt), 0, "no streams");
-    expect(run("stream create gps --partitions 3 --key /dev --timestamp /ts --retention-ms 7d "
+    expect(run("stream create gps --partitions 3 --key /dev --timestamp /ts --retention 7d "
                "--retention-bytes 1GiB --max-event-bytes 64KiB %s",
                server_opt),
            0, "created stream gps");
     /* Again, identical: fine. Different: the server's sentence and exit 1. */
-    expect(run("stream create gps --partitions 3 --key /dev --timestamp /ts --retention-ms 7d "
+    expect(run("stream create gps --partitions 3 --key /dev --timestamp /ts --retention-ms 604800000 "
                "--retention-bytes 1GiB --max-event-bytes 64KiB %s",
                server_opt),
            0, "already exists with this definition");
@@ -406,6 +408,72 @@ static void test_httpc(void)
     close(fake_lfd);
 }
 
+/* --offset latest: only records produced after the start; earliest: all. */
+static void test_offset_latest(void)
+{
+    expect(run("stream create tail --partitions 2 --key /k %s", server_opt), 0, NULL);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tail1.ndjson", tmp);
+    write_file(path, "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":2}\n{\"k\":\"c\",\"v\":3}\n");
+    expect(run("produce tail %s %s", path, server_opt), 0, "3 accepted");
+    out o = run("consume tail --offset latest --values %s", server_opt);
+    CHECK_EQ(o.rc, 0);
+    CHECK_EQ(strlen(o.text), 0); /* nothing after the end */
+    free(o.text);
+    o = run("consume tail --offset=earliest --values %s", server_opt);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "\"v\":1") && strstr(o.text, "\"v\":2") && strstr(o.text, "\"v\":3"));
+    free(o.text);
+    /* Following from the end: new records only. When the consumer read
+     * the partitions' ends is not observable, so records are produced one
+     * at a time until it prints one (bounded): whichever it is, it is new. */
+    const char *args[] = {"tail", "--offset", "latest", "--follow", "--max", "1", "--values", "--server", server_addr,
+                          NULL};
+    int fd;
+    pid_t pid = spawn_consume(args, &fd);
+    int got = 0;
+    for (int i = 0; i < 100 && !got; i++) {
+        snprintf(path, sizeof path, "%s/tail2.ndjson", tmp);
+        char line[64];
+        snprintf(line, sizeof line, "{\"k\":\"a\",\"v\":%d}\n", 100 + i);
+        write_file(path, line);
+        expect(run("produce tail %s %s", path, server_opt), 0, "1 accepted");
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        got = poll(&pf, 1, 200) == 1;
+    }
+    CHECK(got);
+    static char buf[1 << 14];
+    read_lines(fd, buf, sizeof buf, 0, 1);
+    close(fd);
+    CHECK_EQ(wait_exit(pid), 0);
+    CHECK(strstr(buf, "\"v\":1") != NULL); /* 100 and up */
+    CHECK(!strstr(buf, "\"v\":1}") && !strstr(buf, "\"v\":2}") && !strstr(buf, "\"v\":3}"));
+    expect(run("consume tail --offset newest %s", server_opt), 2, "earliest or latest");
+    expect(run("consume tail --offset latest --from-ts 5 %s", server_opt), 2, "not both");
+}
+
+/* $SPILLWAY_SERVER stands for --server; --name=value works as --name value. */
+static void test_env_server(void)
+{
+    CHECK(setenv("SPILLWAY_SERVER", server_addr, 1) == 0);
+    expect(run("stream list"), 0, "tail");
+    out o = run("bench --events=200 --clients=1 --batch=50 --stream=benchenv");
+    if (o.rc != 0)
+        fprintf(stderr, "%s\n", o.text);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "events=200 batch=50 clients=1"));
+    free(o.text);
+    char url[64];
+    snprintf(url, sizeof url, "http://%s", server_addr);
+    CHECK(setenv("SPILLWAY_SERVER", url, 1) == 0);
+    expect(run("consume benchenv --max 1 --partition 0"), 0, "{\"partition\":0,\"offset\":0,");
+    CHECK(setenv("SPILLWAY_SERVER", "not a server", 1) == 0);
+    expect(run("stream list"), 2, "$SPILLWAY_SERVER takes HOST:PORT");
+    expect(run("bench --events 10"), 2, "$SPILLWAY_SERVER takes HOST:PORT");
+    expect(run("stream list %s", server_opt), 0, "benchenv"); /* the flag wins */
+    CHECK(unsetenv("SPILLWAY_SERVER") == 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -424,6 +492,8 @@ int main(int argc, char **argv)
     test_produce_consume();
     test_follow();
     test_bench();
+    test_offset_latest();
+    test_env_server();
     /* Nothing listening: exit 1 with the reason. */
     expect(run("stream list --server 127.0.0.1:1"), 1, "cannot reach the server at 127.0.0.1:1");
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);

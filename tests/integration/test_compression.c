@@ -67,28 +67,28 @@ static void read_back_fetch(int binport, const char *name)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 10000, &c), 0);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 10000, &c), 0);
     uint64_t off = 0;
     for (int round = 0; round < 1000 && off < EVENTS; round++) {
-        spw_fetch_result *fr;
-        CHECK_EQ(spw_client_fetch(c, name, 0, off, 1 << 20, &fr), 0);
-        size_t k = spw_fetch_count(fr);
+        spillway_fetch_result *fr;
+        CHECK_EQ(spillway_client_fetch(c, name, 0, off, 1 << 20, &fr), 0);
+        size_t k = spillway_fetch_count(fr);
         for (size_t j = 0; j < k; j++) {
-            spw_fetched rec;
-            spw_fetch_get(fr, j, &rec);
+            spillway_fetched rec;
+            spillway_fetch_get(fr, j, &rec);
             CHECK_EQ(rec.offset, off + j);
             int i = -1;
             CHECK(sscanf((const char *)rec.value, "{\"i\":%d", &i) == 1);
             CHECK_EQ(i, (int)(off + j));
         }
         off += k;
-        spw_fetch_free(fr);
+        spillway_fetch_free(fr);
         if (k == 0)
             usleep(1000);
     }
     CHECK_EQ(off, (uint64_t)EVENTS);
-    spw_client_close(c);
+    spillway_client_close(c);
 }
 
 int main(int argc, char **argv)

@@ -8,7 +8,7 @@
  *     damaged with Spillway-Next-Offset 9, from 5 and from 7 alike;
  *   - binary FETCH, records and batches mode: 500 damaged whose error
  *     answer carries next_offset 9 (docs/protocol.md, "Answers"), which
- *     the C client gives as spw_client_resume_offset;
+ *     the C client gives as spillway_client_resume_offset;
  *   - consumer-group polls over HTTP and over the binary protocol: after
  *     0..4 are committed the group skips the damage (logged, counted) and
  *     the next poll delivers from 9 (first offset 9);
@@ -274,17 +274,17 @@ int main(int argc, char **argv)
     }
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", edge.binport);
-    spw_client *cl;
-    CHECK_OK(spw_client_connect(addr, 5000, &cl));
-    spw_fetch_result *fr;
-    CHECK_EQ(spw_client_fetch(cl, "src", 0, 6, 0, &fr), SPW_ERR_INTERNAL);
-    CHECK_EQ(spw_client_resume_offset(cl), 9);
-    CHECK(strstr(spw_client_last_error(cl), "damaged") != NULL);
-    CHECK_OK(spw_client_fetch(cl, "src", 0, 9, 0, &fr));
-    CHECK_EQ(spw_client_resume_offset(cl), 0);
-    CHECK_EQ(spw_fetch_count(fr), 3);
-    spw_fetch_free(fr);
-    spw_client_close(cl);
+    spillway_client *cl;
+    CHECK_OK(spillway_client_connect(addr, 5000, &cl));
+    spillway_fetch_result *fr;
+    CHECK_EQ(spillway_client_fetch(cl, "src", 0, 6, 0, &fr), SPILLWAY_ERR_INTERNAL);
+    CHECK_EQ(spillway_client_resume_offset(cl), 9);
+    CHECK(strstr(spillway_client_last_error(cl), "damaged") != NULL);
+    CHECK_OK(spillway_client_fetch(cl, "src", 0, 9, 0, &fr));
+    CHECK_EQ(spillway_client_resume_offset(cl), 0);
+    CHECK_EQ(spillway_fetch_count(fr), 3);
+    spillway_fetch_free(fr);
+    spillway_client_close(cl);
 
     /* HTTP group poll. */
     char lease[64], body[256];

@@ -158,6 +158,11 @@ int main(int argc, char **argv)
     c = cli_run(BIN, "check %s", d1);
     CHECK_EQ(c.rc, 0);
     free(c.text);
+    /* A directory that is not there is not damage: exit 2, said so. */
+    c = cli_run(BIN, "check %s/nowhere", d1);
+    CHECK_EQ(c.rc, 2);
+    CHECK(strstr(c.text, "No such file or directory") != NULL);
+    free(c.text);
     srv_start(&a, BIN, d1, NULL);
     verify(a.port, n);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);

@@ -8,11 +8,12 @@
  *     is cleared the server acknowledges writes again without a restart;
  *     a clean stop leaves `spillway check` clean and a restart keeps all
  *     of it and accepts writes; the same with a server stopped while the
- *     fault is still on;
+ *     fault is still on; GET /readyz answers 503 partitions_failed while
+ *     the partition refuses writes and 200 once it recovered;
  *   - producers on several connections while faults come and go;
  *   - max-disk-bytes: 507 disk_limit (HTTP and binary) with nothing
  *     appended and nothing stored harmed, until deleting a stream or
- *     retention frees space;
+ *     retention frees space; /readyz 503 disk_limit meanwhile;
  *   - the hook's bad parameters (400), its delay, and the production
  *     binary answering 404 on /debug/faults.
  */
@@ -50,6 +51,17 @@ static resp req(int port, const char *method, const char *path, const char *ctyp
 }
 
 static int has(const resp *r, const char *s) { return strstr(r->body, s) != NULL; }
+
+/* GET /readyz answers status, its body holding what. */
+static void check_ready(int port, int status, const char *what)
+{
+    resp r = req(port, "GET", "/readyz", NULL, NULL);
+    if (r.status != status || !strstr(r.body, what))
+        fprintf(stderr, "/readyz: %d %s (wanted %d with %s)\n", r.status, r.body, status, what);
+    CHECK_EQ(r.status, status);
+    CHECK(strstr(r.body, what) != NULL);
+    free(r.body);
+}
 
 static void faults(int port, const char *query)
 {
@@ -332,6 +344,7 @@ static void run_fault(const char *root, const fault_case *fc, int stop_while_fai
     CHECK(fault_hits(s.port) > 0);
     CHECK(metric(s.port, "spillway_rejected_total{reason=\"disk\"} ") >= 7);
     CHECK(metric(s.port, "spillway_partitions_failed ") >= 1);
+    check_ready(s.port, 503, "\"code\":\"partitions_failed\"");
     resp st = req(s.port, "GET", "/v1/status", NULL, NULL);
     CHECK(json_u64(st.body, "failed_partitions") >= 1);
     free(st.body);
@@ -343,6 +356,7 @@ static void run_fault(const char *root, const fault_case *fc, int stop_while_fai
         CHECK_EQ(bin_produce(s.binport, "s", new_tag(), code), 0);
         CHECK_EQ(metric(s.port, "spillway_partitions_failed "), 0);
         CHECK(metric(s.port, "spillway_partition_recoveries_total ") >= 1);
+        check_ready(s.port, 200, "\"status\":\"ready\"");
         for (int i = 0; i < 20; i++)
             CHECK_EQ(produce(s.port, "s", new_tag(), i % 2 ? "fsync" : "written", NULL), 202);
         CHECK_EQ(verify(s.port, "s"), 51);
@@ -529,6 +543,7 @@ static void run_limit(const char *root)
     char code[64];
     CHECK_EQ(produce(s.port, "b", new_tag(), "fsync", code), 507);
     CHECK(strcmp(code, "disk_limit") == 0);
+    check_ready(s.port, 503, "\"code\":\"disk_limit\"");
     CHECK_EQ(verify(s.port, "a"), (uint32_t)n);
     st = req(s.port, "GET", "/v1/status", NULL, NULL);
     uint64_t used = json_u64(st.body, "bytes");
@@ -542,6 +557,7 @@ static void run_limit(const char *root)
     free(r.body);
     wait_accepting(s.port, "b");
     CHECK(metric(s.port, "spillway_disk_bytes ") < used);
+    check_ready(s.port, 200, "\"status\":\"ready\"");
 
     /* Retention gives space back too. */
     create_stream(s.port, "r", "{\"partitions\":2,\"retention\":{\"ms\":1000},\"dedupe_window_ms\":1000}");

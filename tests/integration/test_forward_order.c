@@ -161,17 +161,17 @@ static void produce(int binport)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
     static char val[PAD + 100];
     char key[16];
     for (int i = 0; i < NREC; i++) {
         int kl = snprintf(key, sizeof key, "k%d", i % NKEYS);
         int vl = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"%0*d\"}", i, PAD, i);
-        CHECK_EQ(spw_producer_send(p, "src", key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
+        CHECK_EQ(spillway_producer_send(p, "src", key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
     }
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 /* Reads the core's stream "dst" whole; fills seen[i] with how often

@@ -346,13 +346,13 @@ static void test_reused(srv *a)
  */
 static _Atomic int deliv_ok, deliv_err;
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     (void)opaque;
     if (d->status == 0)
         atomic_fetch_add(&deliv_ok, 1);
     else {
-        fprintf(stderr, "delivery failed: %s\n", spw_errstr(d->status));
+        fprintf(stderr, "delivery failed: %s\n", spillway_errstr(d->status));
         atomic_fetch_add(&deliv_err, 1);
     }
 }
@@ -364,23 +364,23 @@ static void test_producer_wrap(srv *a)
     free(r.body);
     char servers[64];
     snprintf(servers, sizeof servers, "127.0.0.1:%d", a->binport);
-    spw_producer_config c;
-    spw_producer_config_init(&c);
+    spillway_producer_config c;
+    spillway_producer_config_init(&c);
     c.linger_ms = 0;
     c.on_delivery = on_delivery;
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(servers, &c, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(servers, &c, &p), 0);
     uint64_t id0 = spw__producer_id(p);
     for (int i = 0; i < 10; i++) {
         if (i == 5)
             spw__producer_set_next_seq(p, UINT32_MAX - 2);
         char v[32];
         int vl = snprintf(v, sizeof v, "wrap-%d", i);
-        CHECK_EQ(spw_producer_send(p, "wrap", NULL, -1, v, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_FSYNC, NULL), 0);
-        CHECK_EQ(spw_producer_flush(p, 30000), 0); /* one batch each */
+        CHECK_EQ(spillway_producer_send(p, "wrap", NULL, -1, v, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+        CHECK_EQ(spillway_producer_flush(p, 30000), 0); /* one batch each */
     }
     CHECK(spw__producer_id(p) != id0);
-    spw_producer_close(p, 30000);
+    spillway_producer_close(p, 30000);
     CHECK_EQ(atomic_load(&deliv_err), 0);
     CHECK_EQ(atomic_load(&deliv_ok), 10);
     CHECK_EQ(end_offset(a->port, "wrap", 0), 10);

@@ -297,17 +297,17 @@ static void test_librdkafka(const srv *s)
      * places, with the same keys and timestamps. */
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s->binport);
-    spw_client *bc;
-    CHECK_EQ(spw_client_connect(addr, 5000, &bc), 0);
+    spillway_client *bc;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &bc), 0);
     int bgot = 0;
     for (uint32_t p = 0; p < 3; p++) {
         for (uint64_t off = 0;;) {
-            spw_fetch_result *fr;
-            CHECK_EQ(spw_client_fetch(bc, "orders", p, off, 0, &fr), 0);
-            size_t cnt = spw_fetch_count(fr);
+            spillway_fetch_result *fr;
+            CHECK_EQ(spillway_client_fetch(bc, "orders", p, off, 0, &fr), 0);
+            size_t cnt = spillway_fetch_count(fr);
             for (size_t k = 0; k < cnt; k++) {
-                spw_fetched f;
-                spw_fetch_get(fr, k, &f);
+                spillway_fetched f;
+                spillway_fetch_get(fr, k, &f);
                 if (f.value_len > 5 && memcmp(f.value, "{\"i\":", 5) == 0) {
                     int i = atoi((const char *)f.value + 5);
                     CHECK(i >= 0 && i < NMSG);
@@ -320,20 +320,20 @@ static void test_librdkafka(const srv *s)
                     bgot++;
                 }
             }
-            off = spw_fetch_next_offset(fr);
-            spw_fetch_free(fr);
+            off = spillway_fetch_next_offset(fr);
+            spillway_fetch_free(fr);
             if (cnt == 0)
                 break;
         }
     }
-    spw_client_close(bc);
+    spillway_client_close(bc);
     CHECK_EQ(bgot, NMSG);
     /* Produced over the binary protocol, read over Kafka. */
-    spw_producer *bp;
-    CHECK_EQ(spw_producer_new(addr, NULL, &bp), 0);
-    CHECK_EQ(spw_producer_send(bp, "braw", "bk", 2, "binval", 6, TS0 + 777, SPW_ACK_LEVEL_FSYNC, NULL), 0);
-    CHECK_EQ(spw_producer_flush(bp, 30000), 0);
-    spw_producer_close(bp, 5000);
+    spillway_producer *bp;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &bp), 0);
+    CHECK_EQ(spillway_producer_send(bp, "braw", "bk", 2, "binval", 6, TS0 + 777, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(bp, 30000), 0);
+    spillway_producer_close(bp, 5000);
     char *kb = run("timeout 30 kcat -b 127.0.0.1:%d -C -t braw -o beginning -e -f '%%k %%T %%s\\n' 2>/dev/null",
                    s->kafkaport);
     CHECK(strstr(kb, "bk 1700000000777 binval\n") != NULL);

@@ -46,8 +46,8 @@ static void produce(int binport, const char *stream, int first, int n, int keys,
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
     static char val[3200];
     char key[32];
     for (int i = first; i < first + n; i++) {
@@ -61,10 +61,10 @@ static void produce(int binport, const char *stream, int first, int n, int keys,
         } else {
             vl = snprintf(val, sizeof val, "{\"i\":%d}", i);
         }
-        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, TS0 + i, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, TS0 + i, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
     }
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 /* Waits (bounded) until the sink has delivered want records (in total,
@@ -351,21 +351,21 @@ int main(int argc, char **argv)
     free(r.body);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
-    spw_fetch_result *fr;
-    CHECK_EQ(spw_client_fetch(c, "dlq", 0, 0, 1 << 20, &fr), 0);
-    CHECK_EQ(spw_fetch_count(fr), 1);
-    spw_fetched f;
-    spw_fetch_get(fr, 0, &f);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+    spillway_fetch_result *fr;
+    CHECK_EQ(spillway_client_fetch(c, "dlq", 0, 0, 1 << 20, &fr), 0);
+    CHECK_EQ(spillway_fetch_count(fr), 1);
+    spillway_fetched f;
+    spillway_fetch_get(fr, 0, &f);
     char *dl = strndup((const char *)f.value, f.value_len);
     if (getenv("SPW_TEST_VERBOSE"))
         fprintf(stderr, "dlq: %.300s\n", dl);
     CHECK(strstr(dl, "\"error\":\"kafka topic small refused the record: Broker: Message size too large\""));
     CHECK(strstr(dl, "\"sink\":\"pois\",\"stream\":\"ps\",\"partition\":0,\"offset\":20,"));
     free(dl);
-    spw_fetch_free(fr);
-    spw_client_close(c);
+    spillway_fetch_free(fr);
+    spillway_client_close(c);
 
     /* 5. a three-broker cluster (a partition led by each), one Produce
      * request of broker 2 refused as too large: that partition's records

@@ -62,17 +62,17 @@ static void produce(int binport, const char *stream, int first, int n, int keys,
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
     char key[32], val[128];
     for (int i = first; i < first + n; i++) {
         int kl = snprintf(key, sizeof key, "k%d", i % keys);
         int v = poison_every && i % poison_every == 0 ? -1 : i % 100;
         int vl = snprintf(val, sizeof val, "{\"i\":%d,\"v\":%d,\"s\":\"tab\\there\"}", i, v);
-        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
     }
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 static void wait_rows(const char *table, long long want)
@@ -204,17 +204,17 @@ static size_t stream_count(int binport, const char *stream)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
-    spw_fetch_result *fr;
-    CHECK_EQ(spw_client_fetch(c, stream, 0, 0, 4 << 20, &fr), 0);
-    size_t n = spw_fetch_count(fr);
-    spw_fetch_free(fr);
-    spw_client_close(c);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+    spillway_fetch_result *fr;
+    CHECK_EQ(spillway_client_fetch(c, stream, 0, 0, 4 << 20, &fr), 0);
+    size_t n = spillway_fetch_count(fr);
+    spillway_fetch_free(fr);
+    spillway_client_close(c);
     return n;
 }
 
-static void count_failed(void *opaque, const spw_delivery *d)
+static void count_failed(void *opaque, const spillway_delivery *d)
 {
     if (d->status) {
         fprintf(stderr, "produce to %s failed: %d\n", d->stream, d->status);
@@ -227,14 +227,14 @@ static int produce_formats(int binport, const char *stream)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
+    spillway_producer *p;
     int failed = 0;
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.on_delivery = count_failed;
     pc.opaque = &failed;
-    CHECK_EQ(spw_producer_new(addr, &pc, &p), 0);
-    static const int64_t ts[] = {SPW_TS_NOW, -1, 0, 946684800000, 946684799999, 1700000000123, -62135596800000};
+    CHECK_EQ(spillway_producer_new(addr, &pc, &p), 0);
+    static const int64_t ts[] = {SPILLWAY_TS_NOW, -1, 0, 946684800000, 946684799999, 1700000000123, -62135596800000};
     int n = 0;
     for (int i = 0; i < 300; i++) {
         char key[64], val[512];
@@ -244,21 +244,21 @@ static int produce_formats(int binport, const char *stream)
                           "\"n\":%d.5,\"o\":{\"a\":[1,\"x\\ty\",null],\"b\":%s},\"nul\":null}",
                           i, i - 150, i % 2 ? "true" : "false");
         int64_t t = ts[i % (int)(sizeof ts / sizeof ts[0])];
-        CHECK_EQ(spw_producer_send(p, stream, i % 7 == 0 ? NULL : key, i % 7 == 0 ? -1 : kl, val, (size_t)vl, t,
-                                   SPW_ACK_LEVEL_DEFAULT, NULL),
+        CHECK_EQ(spillway_producer_send(p, stream, i % 7 == 0 ? NULL : key, i % 7 == 0 ? -1 : kl, val, (size_t)vl, t,
+                                   SPILLWAY_ACK_LEVEL_DEFAULT, NULL),
                  0);
         n++;
     }
     /* refused by both formats: a value that is not JSON (jsonb column), a
      * timestamp past PostgreSQL's range (year 296,682) */
-    CHECK_EQ(spw_producer_send(p, stream, "bad", 3, "not json \\ \t at all", 19, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT,
+    CHECK_EQ(spillway_producer_send(p, stream, "bad", 3, "not json \\ \t at all", 19, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT,
                                NULL),
              0);
-    CHECK_EQ(spw_producer_send(p, stream, "bad", 3, "{\"i\":1000}", 10, INT64_C(9300000000000000),
-                               SPW_ACK_LEVEL_DEFAULT, NULL),
+    CHECK_EQ(spillway_producer_send(p, stream, "bad", 3, "{\"i\":1000}", 10, INT64_C(9300000000000000),
+                               SPILLWAY_ACK_LEVEL_DEFAULT, NULL),
              0);
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
+    spillway_producer_close(p, 1000);
     CHECK_EQ(failed, 0);
     return n;
 }
@@ -519,19 +519,19 @@ static void test_encodings(int port, int binport)
     {
         char addr[64];
         snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-        spw_client *c;
-        CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
-        spw_fetch_result *fr;
-        CHECK_EQ(spw_client_fetch(c, "dlqenc", 0, 0, 1 << 20, &fr), 0);
-        spw_fetched f;
-        spw_fetch_get(fr, 0, &f);
+        spillway_client *c;
+        CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+        spillway_fetch_result *fr;
+        CHECK_EQ(spillway_client_fetch(c, "dlqenc", 0, 0, 1 << 20, &fr), 0);
+        spillway_fetched f;
+        spillway_fetch_get(fr, 0, &f);
         char *v = strndup((const char *)f.value, f.value_len);
         fprintf(stderr, "dlq record: %s\n", v);
         CHECK(strstr(v, "has no equivalent in encoding") != NULL);
         CHECK(strstr(v, "\"i\":3") != NULL);
         free(v);
-        spw_fetch_free(fr);
-        spw_client_close(c);
+        spillway_fetch_free(fr);
+        spillway_client_close(c);
     }
 
     /* SQL_ASCII: refused at attach, the setting named; nothing loaded. */
@@ -657,23 +657,23 @@ int main(int argc, char **argv)
     {
         char addr[64];
         snprintf(addr, sizeof addr, "127.0.0.1:%d", s.binport);
-        spw_client *c;
-        CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
-        spw_fetch_result *fr;
-        CHECK_EQ(spw_client_fetch(c, "dlq", 0, 0, 4 << 20, &fr), 0);
-        size_t cnt = spw_fetch_count(fr);
+        spillway_client *c;
+        CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+        spillway_fetch_result *fr;
+        CHECK_EQ(spillway_client_fetch(c, "dlq", 0, 0, 4 << 20, &fr), 0);
+        size_t cnt = spillway_fetch_count(fr);
         CHECK_EQ(cnt, (size_t)bad);
         for (size_t i = 0; i < cnt; i++) {
-            spw_fetched f;
-            spw_fetch_get(fr, i, &f);
+            spillway_fetched f;
+            spillway_fetch_get(fr, i, &f);
             char *v = strndup((const char *)f.value, f.value_len);
             if (i == 0)
                 fprintf(stderr, "dlq record: %s\n", v);
             CHECK(strstr(v, "violates check constraint") != NULL);
             free(v);
         }
-        spw_fetch_free(fr);
-        spw_client_close(c);
+        spillway_fetch_free(fr);
+        spillway_client_close(c);
     }
     test_formats(s.port, s.binport);
     test_rewind(&s, data);

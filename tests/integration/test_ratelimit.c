@@ -392,13 +392,13 @@ typedef struct lib_ctx {
     _Atomic int delivered, ok, too_large;
 } lib_ctx;
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     lib_ctx *c = opaque;
     atomic_fetch_add(&c->delivered, 1);
     if (d->status == 0)
         atomic_fetch_add(&c->ok, 1);
-    else if (d->status == SPW_ERR_TOO_LARGE)
+    else if (d->status == SPILLWAY_ERR_TOO_LARGE)
         atomic_fetch_add(&c->too_large, 1);
 }
 
@@ -408,23 +408,23 @@ static void test_client(srv *s)
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s->binport);
     lib_ctx ctx = {0};
-    spw_producer_config pc;
-    spw_producer_config_init(&pc);
+    spillway_producer_config pc;
+    spillway_producer_config_init(&pc);
     pc.batch_bytes = 1024; /* the smallest: with 1100-byte values, every record alone */
     pc.linger_ms = 0;
     pc.max_in_flight = 1;
     pc.on_delivery = on_delivery;
     pc.opaque = &ctx;
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, &pc, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, &pc, &p), 0);
     uint64_t rej0 = rejected_rate(s->port);
     char big[1200];
     memset(big, 'x', sizeof big);
     memcpy(big, "{\"pad\":\"", 8);
     memcpy(big + 1100 - 2, "\"}", 2);
     for (int i = 0; i < 4; i++)
-        CHECK_EQ(spw_producer_send(p, "lib", NULL, 0, big, 1100, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
-    CHECK_EQ(spw_producer_flush(p, 60000), 0);
+        CHECK_EQ(spillway_producer_send(p, "lib", NULL, 0, big, 1100, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
     CHECK_EQ(atomic_load(&ctx.ok), 4);
     /* Each record after the first was refused at most once: the library
      * waited retry_after_ms, which is enough. One retrying at its 50 ms
@@ -432,19 +432,19 @@ static void test_client(srv *s)
     uint64_t refusals = rejected_rate(s->port) - rej0;
     CHECK(refusals <= 3);
     CHECK_EQ(stored(s->port, "lib"), 4);
-    spw_producer_close(p, 10000);
+    spillway_producer_close(p, 10000);
 
     /* A batch larger than the burst is failed with -413, not retried. */
     pc.batch_bytes = 1 << 20;
     pc.linger_ms = 50;
     ctx = (lib_ctx){0};
-    CHECK_EQ(spw_producer_new(addr, &pc, &p), 0);
+    CHECK_EQ(spillway_producer_new(addr, &pc, &p), 0);
     for (int i = 0; i < 3; i++)
-        CHECK_EQ(spw_producer_send(p, "lib", NULL, 0, "{}", 2, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
-    spw_producer_flush(p, 60000);
+        CHECK_EQ(spillway_producer_send(p, "lib", NULL, 0, "{}", 2, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
+    spillway_producer_flush(p, 60000);
     CHECK_EQ(atomic_load(&ctx.delivered), 3);
     CHECK_EQ(atomic_load(&ctx.too_large), 3);
-    spw_producer_close(p, 10000);
+    spillway_producer_close(p, 10000);
     CHECK_EQ(stored(s->port, "lib"), 4);
 }
 

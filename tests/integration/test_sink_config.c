@@ -24,16 +24,16 @@ static void produce(int binport, const char *stream, int n)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
     char key[32], val[64];
     for (int i = 0; i < n; i++) {
         int kl = snprintf(key, sizeof key, "k%d", i % 7);
         int vl = snprintf(val, sizeof val, "{\"i\":%d}", i);
-        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
     }
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 /* Records in stream (all partitions), by fetching to the end. */
@@ -41,24 +41,24 @@ static uint64_t stream_count(int binport, const char *stream, uint32_t parts)
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
     uint64_t total = 0;
     for (uint32_t p = 0; p < parts; p++) {
         uint64_t off = 0;
         for (int rounds = 0; rounds < 100000; rounds++) {
-            spw_fetch_result *fr;
-            CHECK_EQ(spw_client_fetch(c, stream, p, off, 1 << 20, &fr), 0);
-            size_t cnt = spw_fetch_count(fr);
+            spillway_fetch_result *fr;
+            CHECK_EQ(spillway_client_fetch(c, stream, p, off, 1 << 20, &fr), 0);
+            size_t cnt = spillway_fetch_count(fr);
             total += cnt;
-            off = spw_fetch_next_offset(fr);
-            uint64_t end = spw_fetch_end_offset(fr);
-            spw_fetch_free(fr);
+            off = spillway_fetch_next_offset(fr);
+            uint64_t end = spillway_fetch_end_offset(fr);
+            spillway_fetch_free(fr);
             if (off >= end || cnt == 0)
                 break;
         }
     }
-    spw_client_close(c);
+    spillway_client_close(c);
     return total;
 }
 

@@ -33,8 +33,8 @@ static void produce(int binport, const char *stream, int first, int n, int keys,
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new(addr, NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
     char key[32], val[1200];
     for (int i = first; i < first + n; i++) {
         int kl = snprintf(key, sizeof key, "k%d", i % keys);
@@ -47,10 +47,10 @@ static void produce(int binport, const char *stream, int first, int n, int keys,
         } else {
             vl = snprintf(val, sizeof val, "{\"i\":%d,\"pad\":\"abcdefghij\"}", i);
         }
-        CHECK_EQ(spw_producer_send(p, stream, key, kl, val, (size_t)vl, SPW_TS_NOW, SPW_ACK_LEVEL_DEFAULT, NULL), 0);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
     }
-    CHECK_EQ(spw_producer_flush(p, 30000), 0);
-    spw_producer_close(p, 1000);
+    CHECK_EQ(spillway_producer_flush(p, 30000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 /* The records of one partition as "key=value\n" lines (malloc'ed), and
@@ -59,21 +59,21 @@ static char *dump_part(int binport, const char *stream, uint32_t part, size_t *n
 {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spw_client *c;
-    CHECK_EQ(spw_client_connect(addr, 5000, &c), 0);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
     size_t cap = 1 << 16, len = 0;
     char *out = malloc(cap);
     out[0] = 0;
     *n = 0;
     uint64_t off = 0;
     for (int rounds = 0; rounds < 100000; rounds++) {
-        spw_fetch_result *fr;
-        int r = spw_client_fetch(c, stream, part, off, 1 << 20, &fr);
+        spillway_fetch_result *fr;
+        int r = spillway_client_fetch(c, stream, part, off, 1 << 20, &fr);
         CHECK_EQ(r, 0);
-        size_t cnt = spw_fetch_count(fr);
+        size_t cnt = spillway_fetch_count(fr);
         for (size_t i = 0; i < cnt; i++) {
-            spw_fetched f;
-            spw_fetch_get(fr, i, &f);
+            spillway_fetched f;
+            spillway_fetch_get(fr, i, &f);
             size_t need = (size_t)(f.key_len > 0 ? f.key_len : 0) + f.value_len + 3;
             while (len + need + 1 > cap) {
                 cap *= 2;
@@ -88,13 +88,13 @@ static char *dump_part(int binport, const char *stream, uint32_t part, size_t *n
             out[len] = 0;
             (*n)++;
         }
-        off = spw_fetch_next_offset(fr);
-        uint64_t end = spw_fetch_end_offset(fr);
-        spw_fetch_free(fr);
+        off = spillway_fetch_next_offset(fr);
+        uint64_t end = spillway_fetch_end_offset(fr);
+        spillway_fetch_free(fr);
         if (off >= end || cnt == 0)
             break;
     }
-    spw_client_close(c);
+    spillway_client_close(c);
     return out;
 }
 

@@ -478,7 +478,7 @@ static void test_fake(void)
 static void test_usage(void)
 {
     expect_rc(cli_run(bin, "top --help"), 0, "usage: spillway top");
-    expect_rc(cli_run(bin, "--help"), 0, "top [--server URL]");
+    expect_rc(cli_run(bin, "--help"), 0, "  top       live rates");
     expect_rc(cli_run(bin, "top --interval 5ms"), 2, "--interval takes a duration");
     expect_rc(cli_run(bin, "top --interval soon"), 2, "--interval takes a duration");
     expect_rc(cli_run(bin, "top --interval"), 2, "needs a value");

@@ -4,6 +4,7 @@
  * rebuild of complete and crash-cut requests from batches.
  */
 #include "admit/dedupe.h"
+#include "core/siphash.h"
 #include "core/alloc.h"
 #include "test.h"
 
@@ -132,10 +133,29 @@ static void test_restore(void)
 
 static void test_keys(void)
 {
-    CHECK(spw_dd_http_key("", "a") != spw_dd_http_key("t", "a"));
-    CHECK(spw_dd_http_key("a", "") != spw_dd_http_key("", "a"));
-    CHECK(spw_dd_producer_key(1, 2) != spw_dd_producer_key(2, 1));
-    CHECK(spw_dd_producer_key(1, 2) != 0);
+    spw_dd *d = spw_dd_new(10);
+    CHECK(spw_dd_http_key(d, "", "a") != spw_dd_http_key(d, "t", "a"));
+    CHECK(spw_dd_http_key(d, "a", "") != spw_dd_http_key(d, "", "a"));
+    CHECK(spw_dd_http_key(d, "ab", "c") != spw_dd_http_key(d, "a", "bc")); /* the tenant's length is hashed */
+    CHECK(spw_dd_producer_key(d, "", 1, 2) != spw_dd_producer_key(d, "", 2, 1));
+    CHECK(spw_dd_producer_key(d, "", 1, 2) != 0);
+    /* the tenant is in producer keys too: the same producer id and
+     * sequence from another tenant is another request */
+    CHECK(spw_dd_producer_key(d, "acme", 7, 0) != spw_dd_producer_key(d, "globex", 7, 0));
+    /* keyed: the same input under another secret is another key, and
+     * under the same secret the same key (what the restart relies on) */
+    uint64_t a = spw_dd_http_key(d, "t", "k");
+    spw_dd_set_secret(d, 1, 2);
+    uint64_t b = spw_dd_http_key(d, "t", "k");
+    CHECK(a != b);
+    spw_dd_set_secret(d, 3, 4);
+    CHECK(spw_dd_http_key(d, "t", "k") != b);
+    spw_dd_set_secret(d, 1, 2);
+    CHECK_EQ(spw_dd_http_key(d, "t", "k"), b);
+    /* SipHash-2-4 under (1, 2) of 'H', 1, 't', 'k' */
+    uint8_t in[4] = {'H', 1, 't', 'k'};
+    CHECK_EQ(b, spw_siphash24(1, 2, in, 4));
+    spw_dd_free(d);
 }
 
 /* A request that failed after reaching the log: indeterminate, never

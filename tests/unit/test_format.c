@@ -704,7 +704,7 @@ static void test_parse_rejects(void)
     EDIT(spw_put32(b + 28, records_len - 1));
     EDIT(spw_put32(b + 28, SPW_BATCH_MAX_LEN + 1));
     EDIT(b[21] = 3);                                /* compression 3 */
-    EDIT(b[21] = 0x04);                             /* unknown attribute bits */
+    EDIT(b[21] = 0x08);                             /* unknown attribute bits */
     EDIT(b[21] = 0x80);
     EDIT(b[21] = 0x41);
     EDIT(spw_put64(b + 40, 999));                   /* max_ts < first_ts */
@@ -1033,12 +1033,111 @@ static void test_records_rejects(void)
     }
 }
 
+/* Versioned batches (SPW_BATCH_ATTR_VERSIONED): each record's version round
+ * trips under every compression, an unversioned batch reads version 0,
+ * a version without the flag or past SPW_VERSION_MAX is refused, and the
+ * decoder refuses a stored version past the maximum. */
+static void test_versions(void)
+{
+    spw_buf out = SPW_BUF_INIT, scratch = SPW_BUF_INIT, dec = SPW_BUF_INIT;
+    spw_record recs[3] = {
+        {.key = "a", .key_len = 1, .value = "{}", .value_len = 2, .ts = 5, .version = 1},
+        {.key = "a", .key_len = 1, .value = "{}", .value_len = 2, .ts = 6, .version = 2},
+        {.key = "b", .key_len = 1, .value = "{}", .value_len = 2, .ts = 7, .version = SPW_VERSION_MAX},
+    };
+    for (int comp = SPW_COMPRESS_NONE; comp <= SPW_COMPRESS_ZSTD; comp++) {
+        spw_batch_opts o = {.compression = comp, .versioned = 1};
+        CHECK_EQ(spw_batch_encode(&out, &scratch, recs, 3, &o), 0);
+        spw_batch_hdr h;
+        CHECK_EQ(spw_batch_check(out.p, out.len, &h), 0);
+        CHECK(h.attributes & SPW_BATCH_ATTR_VERSIONED);
+        const uint8_t *rp;
+        size_t rl;
+        CHECK_EQ(spw_batch_records(out.p, &h, &dec, &rp, &rl), 0);
+        spw_rec_iter it;
+        spw_record_view rv;
+        spw_rec_iter_init(&it, &h, rp, rl);
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ(spw_rec_next(&it, &rv), 1);
+            CHECK_EQ(rv.version, recs[i].version);
+            CHECK_EQ(rv.ts, recs[i].ts);
+            CHECK_EQ(rv.key_len, 1);
+            CHECK(rv.key[0] == ((const char *)recs[i].key)[0]);
+        }
+        CHECK_EQ(spw_rec_next(&it, &rv), 0);
+    }
+    /* Without the flag: versions are refused, and records read version 0. */
+    spw_batch_opts plain = {0};
+    CHECK_EQ(spw_batch_encode(&out, &scratch, recs, 3, &plain), SPW_EINVAL);
+    spw_record nov[1] = {{.key_len = -1, .value = "x", .value_len = 1}};
+    CHECK_EQ(spw_batch_encode(&out, &scratch, nov, 1, &plain), 0);
+    spw_batch_hdr h;
+    CHECK_EQ(spw_batch_check(out.p, out.len, &h), 0);
+    CHECK_EQ(h.attributes & SPW_BATCH_ATTR_VERSIONED, 0);
+    spw_rec_iter it;
+    spw_record_view rv;
+    spw_rec_iter_init(&it, &h, out.p + SPW_BATCH_HEADER_LEN, out.len - SPW_BATCH_HEADER_LEN);
+    rv.version = 99;
+    CHECK_EQ(spw_rec_next(&it, &rv), 1);
+    CHECK_EQ(rv.version, 0);
+    /* Past the maximum. */
+    spw_batch_opts vo = {.versioned = 1};
+    spw_record big[1] = {{.key = "k", .key_len = 1, .value = "x", .value_len = 1, .version = SPW_VERSION_MAX + 1}};
+    CHECK_EQ(spw_batch_encode(&out, &scratch, big, 1, &vo), SPW_EINVAL);
+    /* A stored version past the maximum is corruption: the record is
+     * 00 00 00 <version 2^53 as varint> 02 'k' 01 'x' 00. */
+    big[0].version = 1;
+    CHECK_EQ(spw_batch_encode(&out, &scratch, big, 1, &vo), 0);
+    uint8_t b[128];
+    memcpy(b, out.p, out.len);
+    /* Layout: [80] len, [81] ts, [82] off, [83] id, [84] version=01. */
+    CHECK_EQ(b[84], 1);
+    uint8_t rec[32];
+    size_t n = 0;
+    rec[n++] = 0; /* length, set below */
+    rec[n++] = 0;
+    rec[n++] = 0;
+    rec[n++] = 0;
+    n += spw_varint_put(rec + n, SPW_VERSION_MAX + 1);
+    rec[n++] = 2;
+    rec[n++] = 'k';
+    rec[n++] = 1;
+    rec[n++] = 'x';
+    rec[n++] = 0;
+    rec[0] = (uint8_t)(n - 1);
+    memcpy(b + SPW_BATCH_HEADER_LEN, rec, n);
+    spw_put32(b + 8, (uint32_t)(SPW_BATCH_HEADER_LEN + n));
+    spw_put32(b + 28, (uint32_t)n);
+    reseal(b);
+    CHECK_EQ(spw_batch_check(b, SPW_BATCH_HEADER_LEN + n, &h), 0);
+    spw_rec_iter_init(&it, &h, b + SPW_BATCH_HEADER_LEN, n);
+    CHECK_EQ(spw_rec_next(&it, &rv), SPW_ECORRUPT);
+    /* The same bytes with version 2^53 - 1 read. */
+    n = 4;
+    n += spw_varint_put(rec + n, SPW_VERSION_MAX);
+    memcpy(rec + n, "\x02k\x01x\x00", 5);
+    n += 5;
+    rec[0] = (uint8_t)(n - 1);
+    memcpy(b + SPW_BATCH_HEADER_LEN, rec, n);
+    spw_put32(b + 8, (uint32_t)(SPW_BATCH_HEADER_LEN + n));
+    spw_put32(b + 28, (uint32_t)n);
+    reseal(b);
+    CHECK_EQ(spw_batch_check(b, SPW_BATCH_HEADER_LEN + n, &h), 0);
+    spw_rec_iter_init(&it, &h, b + SPW_BATCH_HEADER_LEN, n);
+    CHECK_EQ(spw_rec_next(&it, &rv), 1);
+    CHECK(rv.version == SPW_VERSION_MAX);
+    spw_buf_fini(&out);
+    spw_buf_fini(&scratch);
+    spw_buf_fini(&dec);
+}
+
 int main(void)
 {
     int64_t t0 = now_ns();
     test_varints();
     test_crc32c();
     test_round_trips();
+    test_versions();
     test_parse_rejects();
     test_records_rejects();
     fprintf(stderr, "test_format: small tests took %.2f s\n", (double)(now_ns() - t0) / 1e9);

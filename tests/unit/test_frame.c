@@ -269,7 +269,7 @@ static void test_produce_resp(void)
     spw_buf b = SPW_BUF_INIT;
     spw_produce_slot slots[2] = {{1, 100, 2}, {3, 7, 1}};
     uint32_t parts[3] = {3, 1, 1};
-    CHECK_OK(spw_produce_resp_encode(&b, slots, 2, parts, 3));
+    CHECK_OK(spw_produce_resp_encode(&b, slots, 2, parts, 3, NULL));
     spw_produce_resp r;
     const char *why;
     CHECK_EQ(spw_produce_resp_decode(b.p, b.len, &r, &why), 0);
@@ -307,7 +307,7 @@ static void test_produce_resp(void)
      * slots count the other three. Byte by byte (docs/protocol.md). */
     spw_produce_slot cs[2] = {{2, 40, 2}, {0, 9, 1}};
     uint32_t cp[5] = {2, SPW_PART_SUPERSEDED, 0, SPW_PART_SUPERSEDED, 2};
-    CHECK_OK(spw_produce_resp_encode(&b, cs, 2, cp, 5));
+    CHECK_OK(spw_produce_resp_encode(&b, cs, 2, cp, 5, NULL));
     static const uint8_t want[] = {
         2, 0, 0, 0,                                           /* nslots 2 */
         2, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,      /* partition 2, first_offset 40, count 2 */
@@ -332,7 +332,7 @@ static void test_produce_resp(void)
     /* Everything superseded: no slots at all. */
     b.len = 0;
     uint32_t all[2] = {SPW_PART_SUPERSEDED, SPW_PART_SUPERSEDED};
-    CHECK_OK(spw_produce_resp_encode(&b, NULL, 0, all, 2));
+    CHECK_OK(spw_produce_resp_encode(&b, NULL, 0, all, 2, NULL));
     CHECK_EQ(spw_produce_resp_decode(b.p, b.len, &r, &why), 0);
     CHECK_EQ(r.nslots, 0);
     spw_buf_fini(&b);
@@ -360,6 +360,133 @@ static int dec_fresp(const uint8_t *p, size_t n)
         CHECK_EQ(k, r.count);
     }
     return e;
+}
+
+/* SPW_PRODUCE_VERSIONED: the expectation after the records, each record's
+ * version after the answer's partitions (docs/protocol.md "Versioned
+ * streams"), byte by byte as the document's example. */
+static void test_produce_versioned(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    size_t ca;
+    CHECK_OK(spw_produce_req_begin(&b, "acc", 3, SPW_ACK_FSYNC, 255, SPW_PARTITION_ANY, 0, 0, &ca));
+    spw_frame_rec r = {.attrs = SPW_REC_HAS_KEY, .key = (const uint8_t *)"a", .key_len = 1,
+                       .value = (const uint8_t *)"{}", .value_len = 2};
+    CHECK_OK(spw_produce_rec_put(&b, &r));
+    CHECK_OK(spw_produce_req_put_expect(&b, SPW_EXPECT_EXACT, 7));
+    spw_produce_req_set_count(&b, ca, 1);
+    spw_produce_req_set_flags(&b, ca, SPW_PRODUCE_VERSIONED);
+    static const uint8_t want[] = {
+        0x03, 0x00, 'a', 'c', 'c', 0x02, 0xff, 0x02, 0x00, 0xff, 0xff, 0xff, 0xff, /* stream, ack, prio, flags, partition */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0,                       /* producer id, seq, count 1 */
+        0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 'a', 0x02, 0, 0, 0, '{', '}', /* the record */
+        0x03, 0x07, 0, 0, 0, 0, 0, 0, 0,                                          /* expect exactly 7 */
+    };
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_produce_req q;
+    const char *why;
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), 0);
+    CHECK_EQ(q.expect, SPW_EXPECT_EXACT);
+    CHECK_EQ(q.expected_version, 7);
+    CHECK_EQ(q.count, 1);
+    spw_frame_rec_iter it;
+    spw_frame_rec fr;
+    spw_frame_rec_iter_init(&it, &q);
+    CHECK_EQ(spw_frame_rec_next(&it, &fr), 1);
+    CHECK_EQ(fr.value_len, 2);
+    CHECK_EQ(spw_frame_rec_next(&it, &fr), 0);
+    /* Truncated expectation, unknown expect, and the flag without one. */
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len - 1, &q, &why), SPW_EINVAL);
+    b.p[b.len - 9] = 4;
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), SPW_EINVAL);
+    b.p[b.len - 9] = 3;
+    spw_produce_req_set_flags(&b, ca, 0);
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), SPW_EINVAL); /* bytes after the last record */
+    spw_produce_req_set_flags(&b, ca, 0x0004);
+    CHECK_EQ(spw_produce_req_decode(b.p, b.len, &q, &why), SPW_EINVAL); /* unknown flag */
+    /* The answer: one slot, one record at version 8. */
+    spw_buf a = SPW_BUF_INIT;
+    spw_produce_slot sl = {.partition = 1, .first_offset = 5, .count = 1};
+    uint32_t part = 1;
+    uint64_t ver = 8;
+    CHECK_OK(spw_produce_resp_encode(&a, &sl, 1, &part, 1, &ver));
+    CHECK_EQ(a.len, 4 + 16 + 4 + 4 + 8);
+    spw_produce_resp pr;
+    CHECK_EQ(spw_produce_resp_decode(a.p, a.len, &pr, &why), 0);
+    CHECK(pr.versions != NULL);
+    CHECK_EQ(spw_produce_resp_version(&pr, 0), 8);
+    CHECK_EQ(spw_produce_resp_decode(a.p, a.len - 1, &pr, &why), SPW_EINVAL);
+    CHECK_EQ(spw_produce_resp_decode(a.p, a.len - 8, &pr, &why), 0);
+    CHECK(pr.versions == NULL);
+    CHECK_EQ(spw_produce_resp_version(&pr, 0), 0);
+    spw_buf_fini(&a);
+    spw_buf_fini(&b);
+}
+
+/* KEY_EVENTS and SNAPSHOT_PUT: the document's example byte by byte,
+ * round trips, and the refusals. */
+static void test_key_events(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_key_events_req q = {.stream = "acc", .stream_len = 3, .key = (const uint8_t *)"a", .key_len = 1,
+                            .from_version = 1, .max_records = 10};
+    CHECK_OK(spw_key_events_req_encode(&b, &q));
+    static const uint8_t want[] = {0x03, 0x00, 'a', 'c', 'c', 0x01, 0, 0, 0, 'a', 0x01, 0, 0, 0, 0, 0, 0, 0,
+                                   0x0a, 0, 0, 0};
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_key_events_req d;
+    const char *why;
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.from_version, 1);
+    CHECK_EQ(d.max_records, 10);
+    CHECK_EQ(d.key_len, 1);
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len - 1, &d, &why), SPW_EINVAL);
+    b.p[b.len - 4] = 0; /* max_records 0 */
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), SPW_EINVAL);
+    b.len = 0;
+    q.key_len = 0;
+    CHECK_OK(spw_key_events_req_encode(&b, &q));
+    CHECK_EQ(spw_key_events_req_decode(b.p, b.len, &d, &why), SPW_EINVAL); /* empty key */
+    /* The answer. */
+    b.len = 0;
+    size_t ca;
+    CHECK_OK(spw_key_events_resp_begin(&b, 9, 7, "{}", 2, &ca));
+    spw_key_event e1 = {.version = 8, .offset = 100, .ts = -5, .value = (const uint8_t *)"xy", .value_len = 2};
+    spw_key_event e2 = {.version = 9, .offset = 120, .ts = 6, .value = (const uint8_t *)"", .value_len = 0};
+    CHECK_OK(spw_key_events_resp_add(&b, &e1));
+    CHECK_OK(spw_key_events_resp_add(&b, &e2));
+    spw_key_events_resp_set_count(&b, ca, 2);
+    CHECK_EQ(b.len, 8 + 8 + 4 + 2 + 4 + 2 * 28 + 2);
+    spw_key_events_resp r;
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len, &r, &why), 0);
+    CHECK_EQ(r.current_version, 9);
+    CHECK_EQ(r.snapshot_version, 7);
+    CHECK_EQ(r.state_len, 2);
+    spw_key_event e;
+    CHECK_EQ(spw_key_events_next(&r, &e), 1);
+    CHECK_EQ(e.version, 8);
+    CHECK_EQ(e.ts, -5);
+    CHECK_EQ(e.value_len, 2);
+    CHECK_EQ(spw_key_events_next(&r, &e), 1);
+    CHECK_EQ(e.offset, 120);
+    CHECK_EQ(spw_key_events_next(&r, &e), 0);
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len - 1, &r, &why), SPW_EINVAL);
+    spw_put32(b.p + ca, 3);
+    CHECK_EQ(spw_key_events_resp_decode(b.p, b.len, &r, &why), SPW_EINVAL);
+    /* SNAPSHOT_PUT. */
+    b.len = 0;
+    spw_snapshot_put_req sp = {.stream = "acc", .stream_len = 3, .key = (const uint8_t *)"a", .key_len = 1,
+                               .version = 4, .state = (const uint8_t *)"{}", .state_len = 2};
+    CHECK_OK(spw_snapshot_put_req_encode(&b, &sp));
+    spw_snapshot_put_req sd;
+    CHECK_EQ(spw_snapshot_put_req_decode(b.p, b.len, &sd, &why), 0);
+    CHECK_EQ(sd.version, 4);
+    CHECK_EQ(sd.state_len, 2);
+    CHECK(memcmp(sd.state, "{}", 2) == 0);
+    CHECK_EQ(spw_snapshot_put_req_decode(b.p, b.len + 0 - 1, &sd, &why), SPW_EINVAL);
+    spw_buf_fini(&b);
 }
 
 static void test_fetch(void)
@@ -981,6 +1108,8 @@ int main(void)
     test_header();
     test_produce();
     test_produce_resp();
+    test_produce_versioned();
+    test_key_events();
     test_fetch();
     test_metadata();
     test_errors();

@@ -36,8 +36,8 @@ static void placements(void)
     spw_ring r4, rc;
     CHECK_OK(spw_ring_init(&r4, 4));
     CHECK_OK(spw_ring_build(&rc, 3, SPW_RING_CLIENT_VNODES, client_label, NULL));
-    spw_producer *p;
-    CHECK_EQ(spw_producer_new("127.0.0.1:7001,127.0.0.1:7002,localhost:7003", NULL, &p), 0);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new("127.0.0.1:7001,127.0.0.1:7002,localhost:7003", NULL, &p), 0);
     for (size_t i = 0; i < NK; i++) {
         size_t n = strlen(keys[i]);
         CHECK_EQ(spw_ring_shard(&r4, keys[i], n), shard4[i]);
@@ -56,7 +56,7 @@ static void placements(void)
     }
     CHECK(a == 5622807250070357775ull);
     CHECK(b == 12149844552045889423ull);
-    spw_producer_close(p, 0);
+    spillway_producer_close(p, 0);
     spw_ring_free(&r4);
     spw_ring_free(&rc);
     CHECK_EQ(spw_ring_build(&rc, 0, 10, client_label, NULL), SPW_EINVAL);

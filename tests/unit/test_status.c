@@ -3,7 +3,8 @@
  * HTTP status is the wire status except where docs/api.md and
  * docs/protocol.md say otherwise, and the disk errors map as both
  * documents say. Every code word the front ends answer with (docs/api.md,
- * docs/protocol.md "Status") has its row with its documented statuses,
+ * docs/protocol.md "Status") has its row with its documented statuses
+ * and an HTTP reason phrase (not "Unknown" on the status line),
  * and no front end in src/ answers an error past the table: no
  * spw_http_error call outside the file that defines spw_http_answer, no
  * wire status (SPW_ST_*) outside the table, the wire codec and the
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "http/http.h"
 #include "wire/frame.h"
 #include "svc/status.h"
 #include "test.h"
@@ -38,6 +40,7 @@ static const struct {
     {"too_many_partitions", 400, 400}, {"save_failed", 500, 500}, {"bad_config", 400, -1}, {"exists", 409, -1},
     {"directory_exists", 409, -1}, {"create_failed", 500, -1}, {"delete_failed", 500, -1},
     {"kind_not_built", 400, -1}, {"no_such_sink", 404, -1}, {"unavailable", 503, -1},
+    {"no_such_view", 404, -1}, {"unknown_key", 404, -1}, {"view_lag", 504, -1},
     {"not_implemented", 501, 501}, {"invalid_json", 400, 400}, {"not_an_object", 400, 400},
     {"missing_key", 400, 400}, {"bad_key", 400, 400}, {"bad_timestamp", 400, 400}, {"event_too_large", 400, 413},
     {"no_events", 400, 400}, {"idempotency_key_reused", 422, -1}, {"sequence_reused", -1, 409},
@@ -120,6 +123,9 @@ int main(void)
         CHECK(r->word && r->word[0]);
         CHECK(r->sentence && r->sentence[0]);
         CHECK(r->http >= 200 && r->http < 600);
+        if (strcmp(spw_http_reason(r->http), "Unknown") == 0) /* the status line names every status sent */
+            fprintf(stderr, "HTTP %d (%s) has no reason phrase\n", r->http, r->word);
+        CHECK(strcmp(spw_http_reason(r->http), "Unknown") != 0);
         for (const char *p = spw_sc_wire_word((spw_sc)c); *p; p++) /* code words are snake_case */
             CHECK((*p >= 'a' && *p <= 'z') || *p == '_');
         /* Where the protocols differ, on purpose. */

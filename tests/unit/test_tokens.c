@@ -13,7 +13,7 @@
 #include "svc/auth.h"
 #include "test.h"
 
-uint64_t spw__siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len);
+#include "core/siphash.h"
 
 static const char GOOD[] =
     "{\"tokens\":[\n"
@@ -30,8 +30,8 @@ static void test_siphash(void)
     for (int i = 0; i < 15; i++)
         m[i] = (uint8_t)i;
     uint64_t k0 = 0x0706050403020100ull, k1 = 0x0f0e0d0c0b0a0908ull;
-    CHECK(spw__siphash24(k0, k1, m, 0) == 0x726fdb47dd0e0e31ull);
-    CHECK(spw__siphash24(k0, k1, m, 15) == 0xa129ca6149be45e5ull);
+    CHECK(spw_siphash24(k0, k1, m, 0) == 0x726fdb47dd0e0e31ull);
+    CHECK(spw_siphash24(k0, k1, m, 15) == 0xa129ca6149be45e5ull);
 }
 
 static void test_good(void)

@@ -1,8 +1,12 @@
 /*
  * The `forward` sink: delivers to a stream of another Spillway node over
  * the binary protocol with the C client's producer (include/spillway.h).
- * Options: {"address":"host:port","stream":"NAME","timeout_ms":N}
- * (stream defaults to the source stream's name, timeout_ms to 10000).
+ * Options: {"address":"host:port","stream":"NAME","timeout_ms":N,"token":"T"}
+ * (stream defaults to the source stream's name, timeout_ms to 10000; the
+ * host a name, resolved at each connect, or an IPv4 address; token, when
+ * given, is sent as the binary protocol's AUTH on every connection, for a
+ * node with a tokens file, and is redacted wherever the definition is
+ * shown).
  *
  * One producer per sink, kept across writes, with one batch in flight and
  * stop_on_error, so records arrive in order: when a batch fails, nothing
@@ -19,10 +23,15 @@
  * (the remote refuses the record itself: too large, invalid) → REJECT,
  * with the delivered prefix; anything else (connection refused, timeout,
  * 404 missing stream, 401/403, 5xx) → RETRY, the remote may come back.
+ * When the sink stops (interrupt, any thread), a write waiting for
+ * answers gives up at once (spillway_producer_interrupt) and answers RETRY: what was not reported
+ * delivered is sent again after the restart (the remote drops what it
+ * already stored only for the same producer, so it may get it twice).
  */
 #include <inttypes.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +46,9 @@
 typedef struct fwd {
     char address[256];
     char stream[129];
+    char token[257]; /* "" = none */
     uint32_t timeout_ms;
-    spw_producer *p;
+    spillway_producer *p;
     pthread_mutex_t mu;
     uint64_t gen; /* reports of earlier writes are ignored */
     int *status;  /* per record of the current write */
@@ -46,9 +56,10 @@ typedef struct fwd {
     /* between fwd_begin and fwd_end (worker only) */
     uint32_t sent;  /* records handed to the producer */
     int send_err;   /* why the sending stopped before n, or 0 */
+    _Atomic int stopping; /* interrupted: writes give up */
 } fwd;
 
-static void on_delivery(void *opaque, const spw_delivery *d)
+static void on_delivery(void *opaque, const spillway_delivery *d)
 {
     fwd *f = opaque;
     uintptr_t tag = (uintptr_t)d->opaque;
@@ -64,8 +75,8 @@ static void on_delivery(void *opaque, const spw_delivery *d)
 
 static int make_producer(fwd *f)
 {
-    spw_producer_config c;
-    spw_producer_config_init(&c);
+    spillway_producer_config c;
+    spillway_producer_config_init(&c);
     c.max_in_flight = 1;
     c.stop_on_error = 1;
     c.linger_ms = 1;
@@ -74,7 +85,15 @@ static int make_producer(fwd *f)
     c.connect_timeout_ms = f->timeout_ms < 5000 ? f->timeout_ms : 5000;
     c.on_delivery = on_delivery;
     c.opaque = f;
-    return spw_producer_new(f->address, &c, &f->p);
+    c.token = f->token[0] ? f->token : NULL;
+    spillway_producer *p = NULL;
+    int r = spillway_producer_new(f->address, &c, &p);
+    pthread_mutex_lock(&f->mu);
+    f->p = p;
+    pthread_mutex_unlock(&f->mu);
+    if (r == 0 && atomic_load(&f->stopping))
+        spillway_producer_interrupt(p);
+    return r;
 }
 
 /* The options (docs/api.md "forward sink"): one table, core/opts.h. */
@@ -85,6 +104,9 @@ static const spw_opt fwd_opts[] = {
      .flags = SPW_OPT_DEF_CTX, .must = "a stream name", .help = "the stream there to append to"},
     {.name = "timeout_ms", .type = SPW_OPT_INT, .off = offsetof(fwd, timeout_ms), .size = 4, .def = 10000,
      .min = 100, .max = 600000, .help = "how long a write may wait for the other node's answer"},
+    {.name = "token", .type = SPW_OPT_STR, .off = offsetof(fwd, token), .size = sizeof ((fwd *)0)->token,
+     .flags = SPW_OPT_EMPTY_OK, .must = "a token of at most 256 bytes",
+     .help = "the bearer token sent to the other node (AUTH), when it has a tokens file"},
 };
 
 static int fwd_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
@@ -92,9 +114,11 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
 {
     (void)sink;
     fwd *f = spw_xcalloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
     const char *bad = NULL;
     if (spw_opts_parse(fwd_opts, sizeof fwd_opts / sizeof fwd_opts[0], "options", "forward sink", options, len,
                        stream, f, NULL, err, cap) < 0) {
+        pthread_mutex_destroy(&f->mu);
         spw_free(f);
         return SPW_EINVAL;
     }
@@ -103,18 +127,18 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
     /* the producer checks the address syntax (and resolves nothing yet:
      * connections are lazy), so a bad address fails here, at PUT */
     if (!bad && make_producer(f) < 0)
-        bad = "options.address is not a valid \"host:port\" (IPv4 or localhost)";
+        bad = "options.address is not a valid \"host:port\" (a host name or an IPv4 address, and a port)";
     if (bad) {
         snprintf(err, cap, "%s", bad);
+        pthread_mutex_destroy(&f->mu);
         spw_free(f);
         return SPW_EINVAL;
     }
-    pthread_mutex_init(&f->mu, NULL);
     *st = f;
     return 0;
 }
 
-static int is_bad_record(int st) { return st == SPW_ERR_BAD_REQUEST || st == SPW_ERR_TOO_LARGE; }
+static int is_bad_record(int st) { return st == SPILLWAY_ERR_BAD_REQUEST || st == SPILLWAY_ERR_TOO_LARGE; }
 
 /* Hands the window to the producer (it sends as it goes); fwd_end waits
  * for the remote's answers. */
@@ -123,6 +147,10 @@ static int fwd_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
 {
     fwd *f = st;
     *done = 0;
+    if (atomic_load(&f->stopping)) {
+        snprintf(err, cap, "the sink is stopping");
+        return SPW_SINK_RETRY;
+    }
     if (!f->p && make_producer(f) < 0) {
         snprintf(err, cap, "cannot create a producer for %s", f->address);
         return SPW_SINK_RETRY;
@@ -142,9 +170,9 @@ static int fwd_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
     uint32_t sent = 0;
     for (; sent < n; sent++) {
         const spw_sink_rec *r = &recs[sent];
-        /* SPW_ERR_CANCELED once an earlier batch of the window failed */
-        int rc = spw_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
-                                   SPW_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
+        /* SPILLWAY_ERR_CANCELED once an earlier batch of the window failed */
+        int rc = spillway_producer_send(f->p, f->stream, r->key, r->key_len, r->value, r->value_len, r->ts,
+                                   SPILLWAY_ACK_LEVEL_DEFAULT, (void *)(uintptr_t)(gen << 32 | sent));
         if (rc < 0) {
             send_err = rc;
             break;
@@ -161,7 +189,7 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     fwd *f = st;
     uint32_t sent = f->sent;
     int send_err = f->send_err;
-    int fr = spw_producer_flush(f->p, f->timeout_ms + 5000);
+    int fr = spillway_producer_flush(f->p, f->timeout_ms + 5000); /* fwd_interrupt cuts it short */
     pthread_mutex_lock(&f->mu);
     int *status = f->status;
     f->status = NULL;
@@ -170,8 +198,11 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     if (fr < 0) {
         /* Reports still outstanding: start over with a new producer (its
          * close fails what is left; those reports are ignored by gen). */
-        spw_producer_close(f->p, 0);
+        pthread_mutex_lock(&f->mu);
+        spillway_producer *p = f->p;
         f->p = NULL;
+        pthread_mutex_unlock(&f->mu);
+        spillway_producer_close(p, 0);
     }
     uint32_t ok = 0;
     while (ok < sent && status[ok] == 0)
@@ -183,12 +214,12 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     if (ok == n) {
         res = SPW_SINK_OK;
     } else if (ok < sent && is_bad_record(status[ok])) {
-        snprintf(err, cap, "%s refused the record: %s", f->address, spw_errstr(status[ok]));
+        snprintf(err, cap, "%s refused the record: %s", f->address, spillway_errstr(status[ok]));
         res = SPW_SINK_REJECT;
     } else {
-        int e = ok < sent ? status[ok] : send_err ? send_err : SPW_ERR_TIMEOUT;
+        int e = ok < sent ? status[ok] : send_err ? send_err : SPILLWAY_ERR_TIMEOUT;
         snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream,
-                 e == 1 ? "no delivery report in time" : spw_errstr(e));
+                 e == 1 ? "no delivery report in time" : spillway_errstr(e));
         res = SPW_SINK_RETRY;
     }
     spw_free(status);
@@ -196,11 +227,21 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
 }
 
 
+static void fwd_interrupt(void *st)
+{
+    fwd *f = st;
+    atomic_store(&f->stopping, 1);
+    pthread_mutex_lock(&f->mu);
+    if (f->p)
+        spillway_producer_interrupt(f->p);
+    pthread_mutex_unlock(&f->mu);
+}
+
 static void fwd_close(void *st)
 {
     fwd *f = st;
     if (f->p)
-        spw_producer_close(f->p, 1000);
+        spillway_producer_close(f->p, atomic_load(&f->stopping) ? 0 : 1000);
     pthread_mutex_destroy(&f->mu);
     spw_free(f);
 }
@@ -215,4 +256,5 @@ const spw_sink_kind spw_sink_kind_forward = {
     .position = NULL,
     .commit = NULL,
     .close = fwd_close,
+    .interrupt = fwd_interrupt,
 };

@@ -21,8 +21,17 @@
  * past the first failure with no undelivered record of their key before
  * them are remembered by offset and not sent again when the framework
  * writes that window again.
+ *
+ * Stopping (sink/sink.h, interrupt): from the stopping thread, the
+ * producer's queued and in-flight messages are purged (their reports come
+ * back as purged: the write answers RETRY and the records are written
+ * again after the restart), so rd_kafka_flush returns at once instead of
+ * waiting out timeout_ms; close then destroys the producer and its
+ * threads. rk_mu guards the rk pointer against that thread.
  */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -50,7 +59,9 @@ typedef struct kfk {
     uint32_t nprops;
     char (*pk)[KFK_PROP_MAX]; /* properties: names */
     char (*pv)[KFK_PROP_MAX]; /* and values */
-    rd_kafka_t *rk;
+    rd_kafka_t *rk;       /* set and cleared under rk_mu (read freely on the worker) */
+    pthread_mutex_t rk_mu;
+    _Atomic int stopping; /* interrupted: writes give up */
     uint64_t gen;        /* reports of earlier writes are ignored */
     int32_t *status;     /* per record of the current write: PENDING, else its rd_kafka_resp_err_t */
     uint32_t n;
@@ -124,7 +135,10 @@ static int make_producer(kfk *k, char *err, size_t cap)
     if (!c)
         return SPW_EINVAL;
     char e[256];
-    k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof e);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof e);
+    pthread_mutex_lock(&k->rk_mu);
+    k->rk = rk;
+    pthread_mutex_unlock(&k->rk_mu);
     if (!k->rk) {
         rd_kafka_conf_destroy(c);
         snprintf(err, cap, "kafka: cannot create a producer: %s", e);
@@ -139,10 +153,13 @@ static void drop_producer(kfk *k)
 {
     if (!k->rk)
         return;
-    rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_poll(k->rk, 0);
-    rd_kafka_destroy(k->rk);
+    pthread_mutex_lock(&k->rk_mu);
+    rd_kafka_t *rk = k->rk;
     k->rk = NULL;
+    pthread_mutex_unlock(&k->rk_mu);
+    rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(rk, 0);
+    rd_kafka_destroy(rk);
 }
 
 static int topic_ok(const char *t)
@@ -201,6 +218,7 @@ static void kfk_free(kfk *k)
     spw_free(k->pk);
     spw_free(k->pv);
     spw_free(k->skip);
+    pthread_mutex_destroy(&k->rk_mu);
     spw_free(k);
 }
 
@@ -222,6 +240,7 @@ static int kfk_open(const char *sink, const char *stream, const char *options, s
                     size_t cap)
 {
     kfk *k = spw_xcalloc(1, sizeof *k);
+    pthread_mutex_init(&k->rk_mu, NULL);
     snprintf(k->sink, sizeof k->sink, "%s", sink);
     k->pk = spw_xcalloc(KFK_PROPS_MAX, sizeof *k->pk);
     k->pv = spw_xcalloc(KFK_PROPS_MAX, sizeof *k->pv);
@@ -307,6 +326,10 @@ static int kfk_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
 {
     kfk *k = st;
     *done = 0;
+    if (atomic_load(&k->stopping)) {
+        snprintf(err, cap, "the sink is stopping");
+        return SPW_SINK_RETRY;
+    }
     char fe[512];
     if (k->rk && rd_kafka_fatal_error(k->rk, fe, sizeof fe)) {
         /* an idempotent producer in a fatal state produces nothing more */
@@ -342,7 +365,8 @@ static int kfk_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uin
                                   RD_KAFKA_V_KEY(key, key_len),
                                   RD_KAFKA_V_VALUE((void *)r->value, r->value_len), RD_KAFKA_V_TIMESTAMP(r->ts),
                                   RD_KAFKA_V_OPAQUE((void *)(uintptr_t)(gen << 32 | sent)), RD_KAFKA_V_END);
-            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || (uint64_t)tries * 100 >= k->timeout_ms)
+            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || (uint64_t)tries * 100 >= k->timeout_ms ||
+                atomic_load(&k->stopping))
                 break;
             rd_kafka_poll(k->rk, 100);
         }
@@ -401,10 +425,20 @@ static int kfk_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
 }
 
 
+static void kfk_interrupt(void *st)
+{
+    kfk *k = st;
+    atomic_store(&k->stopping, 1);
+    pthread_mutex_lock(&k->rk_mu);
+    if (k->rk)
+        rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    pthread_mutex_unlock(&k->rk_mu);
+}
+
 static void kfk_close(void *st)
 {
     kfk *k = st;
-    if (k->rk)
+    if (k->rk && !atomic_load(&k->stopping))
         rd_kafka_flush(k->rk, 1000);
     kfk_free(k);
 }
@@ -419,4 +453,5 @@ const spw_sink_kind spw_sink_kind_kafka = {
     .position = NULL,
     .commit = NULL,
     .close = kfk_close,
+    .interrupt = kfk_interrupt,
 };

@@ -7,13 +7,28 @@
  * binary_ok), and the resume position over every shard (spw__pg_position).
  * A connection whose state is unknown is dropped (spw__pg_drop) and made
  * again next time; its progress is then read again before it is written to.
+ *
+ * Hangs: every connection has TCP keepalives (keepalives_idle 30 s,
+ * interval 10 s, count 3) and tcp_user_timeout 60 s, so a peer that
+ * vanished is noticed (a connection string may set its own), and every
+ * statement statement_timeout (options.statement_timeout_ms), so a
+ * statement blocked behind a lock or a stuck server fails and is retried.
+ * When the sink stops, spw__pg_interrupt (any thread) cancels the
+ * statement each shard is running (PQcancel on the connection's cancel
+ * handle) and no new connection is made: the transaction rolls back, the
+ * write answers RETRY, and the records are written after the restart.
  */
 #include "sink/postgres/pg_int.h"
 
 /* ---- connections ---- */
 
-void spw__pg_drop(pg_shard *s)
+void spw__pg_drop(pg *g, pg_shard *s)
 {
+    pthread_mutex_lock(&g->cancel_mu);
+    if (s->cancel)
+        PQfreeCancel(s->cancel);
+    s->cancel = NULL;
+    pthread_mutex_unlock(&g->cancel_mu);
     if (s->c)
         PQfinish(s->c);
     s->c = NULL;
@@ -58,19 +73,26 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
     if (s->c && PQstatus(s->c) != CONNECTION_OK)
-        spw__pg_drop(s);
+        spw__pg_drop(g, s);
     if (s->spw__pg_ready)
         return 0;
     if (!s->c) {
-        /* client_encoding after dbname: it wins over the conninfo's own. */
-        const char *keys[] = {"connect_timeout", "dbname", "client_encoding", NULL};
-        const char *vals[] = {"5", s->conninfo, "UTF8", NULL};
+        if (atomic_load(&g->stopping)) {
+            snprintf(err, cap, "shard %u: the sink is stopping", si);
+            return -2;
+        }
+        /* The keepalives before dbname: the conninfo's own win. client_encoding
+         * after dbname: it wins over the conninfo's own. */
+        const char *keys[] = {"connect_timeout",    "keepalives",       "keepalives_idle", "keepalives_interval",
+                              "keepalives_count",   "tcp_user_timeout", "dbname",          "client_encoding",
+                              NULL};
+        const char *vals[] = {"5", "1", "30", "10", "3", "60000", s->conninfo, "UTF8", NULL};
         s->c = PQconnectdbParams(keys, vals, 1);
         if (!s->c || PQstatus(s->c) != CONNECTION_OK) {
             char pre[64];
             snprintf(pre, sizeof pre, "connecting to shard %u", si);
             spw__pg_pq_msg(err, cap, pre, s->c ? PQerrorMessage(s->c) : "out of memory");
-            spw__pg_drop(s);
+            spw__pg_drop(g, s);
             return -2;
         }
         /* The sink sends UTF-8 (JSON's encoding): the server must take it
@@ -85,7 +107,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
                      "encoding that holds it (UTF8, or one PostgreSQL converts UTF-8 to: create the database with "
                      "ENCODING 'UTF8', e.g. initdb --encoding=UTF8)",
                      si, se ? se : "unknown");
-            spw__pg_drop(s);
+            spw__pg_drop(g, s);
             return -1;
         }
         if (!ce || strcmp(ce, "UTF8") != 0) {
@@ -93,7 +115,25 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
                      "shard %u: client_encoding is %s after asking for UTF8 (does the connection's options "
                      "set it?); the sink writes UTF-8 text",
                      si, ce ? ce : "unknown");
-            spw__pg_drop(s);
+            spw__pg_drop(g, s);
+            return -1;
+        }
+        PGcancel *cn = PQgetCancel(s->c);
+        pthread_mutex_lock(&g->cancel_mu);
+        s->cancel = cn;
+        pthread_mutex_unlock(&g->cancel_mu);
+        char sql[96];
+        snprintf(sql, sizeof sql, "SET statement_timeout = %" PRIu32, g->statement_timeout_ms);
+        PGresult *r = PQexec(s->c, sql);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) {
+            char pre[64];
+            snprintf(pre, sizeof pre, "shard %u: setting statement_timeout", si);
+            spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+        }
+        PQclear(r);
+        if (!ok) {
+            spw__pg_drop(g, s);
             return -1;
         }
     }
@@ -106,7 +146,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
                  " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard));"
                  "ALTER TABLE " PG_PROGRESS_TABLE " ADD COLUMN IF NOT EXISTS incarnation bigint NOT NULL DEFAULT 0",
                  err, cap, pre)) {
-        spw__pg_drop(s);
+        spw__pg_drop(g, s);
         return -1;
     }
     char shard[16];
@@ -120,7 +160,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
         snprintf(pre, sizeof pre, "shard %u: reading progress", si);
         spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
         PQclear(r);
-        spw__pg_drop(s);
+        spw__pg_drop(g, s);
         return -1;
     }
     for (uint32_t i = 0; i < s->nnext; i++)
@@ -178,7 +218,7 @@ int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap)
         snprintf(pre, sizeof pre, "shard %u: looking up table %s", si, g->table);
         spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
         PQclear(r);
-        spw__pg_drop(s);
+        spw__pg_drop(g, s);
         return -1;
     }
     if (PQntuples(r) == 0) {
@@ -241,3 +281,17 @@ int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_
 }
 
 const char *spw__pg_position_error(void *st) { return ((pg *)st)->pos_err; }
+
+void spw__pg_interrupt(void *st)
+{
+    pg *g = st;
+    atomic_store(&g->stopping, 1);
+    pthread_mutex_lock(&g->cancel_mu);
+    for (uint32_t i = 0; i < g->nshards; i++)
+        if (g->sh[i].cancel) {
+            char e[256];
+            /* a connection with nothing running ignores it */
+            PQcancel(g->sh[i].cancel, e, sizeof e);
+        }
+    pthread_mutex_unlock(&g->cancel_mu);
+}

@@ -54,7 +54,7 @@ static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, si
             return W_REJECT;
     }
     /* anything else: the transaction's outcome may be unknown; reconnect and reread */
-    spw__pg_drop(s);
+    spw__pg_drop(g, s);
     return data ? W_REJECT : W_RETRY;
 }
 
@@ -298,7 +298,7 @@ int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
         PQclear(r);
         if (!ok) {
             spw_warn("sink %s: shard %u: %s", g->sink, si, err);
-            spw__pg_drop(s);
+            spw__pg_drop(g, s);
             return -EIO;
         }
         s->next[partition] = next;
@@ -344,7 +344,7 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
         PQclear(r);
         if (!ok) {
             spw_warn("sink %s: shard %u: %s", g->sink, si, err);
-            spw__pg_drop(s); /* read the shard's values again before it is used */
+            spw__pg_drop(g, s); /* read the shard's values again before it is used */
             return -EIO;
         }
         spw_error("sink %s: shard %u: partition %u progress %" PRIu64 " set down to %" PRIu64

@@ -13,6 +13,8 @@
 #include <inttypes.h>
 #include <stddef.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,7 @@ typedef struct pg_col {
 typedef struct pg_shard {
     char conninfo[PG_CONNINFO_MAX];
     PGconn *c;
+    PGcancel *cancel; /* c's cancel handle, for the stopping thread (under pg.cancel_mu) */
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
@@ -60,6 +63,9 @@ typedef struct pg {
     char table[300];  /* as given */
     char qtable[620]; /* quoted */
     int text_only;    /* options.copy_format "text" */
+    uint32_t statement_timeout_ms; /* options.statement_timeout_ms: every statement's bound (0: none) */
+    pthread_mutex_t cancel_mu;     /* guards the shards' cancel handles */
+    _Atomic int stopping;          /* interrupted (sink/sink.h): connect nothing more */
     pg_col cols[PG_COLS_MAX];
     uint32_t ncols;
     pg_shard *sh;
@@ -97,7 +103,8 @@ enum {
 void spw__pg_quote_ident(spw_buf *b, const char *s, size_t n);
 
 /* pg_conn.c */
-void spw__pg_drop(pg_shard *s);
+void spw__pg_drop(pg *g, pg_shard *s);
+void spw__pg_interrupt(void *st);
 void spw__pg_pq_msg(char *err, size_t cap, const char *prefix, const char *msg);
 int spw__pg_ensure_next(pg_shard *s, uint32_t partition);
 int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap);

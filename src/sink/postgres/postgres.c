@@ -111,10 +111,10 @@ static const char *parse_columns(void *st, const spw_json_span *obj, const spw_o
 static void pg_free(pg *g)
 {
     for (uint32_t i = 0; i < g->nshards; i++) {
-        if (g->sh[i].c)
-            PQfinish(g->sh[i].c);
+        spw__pg_drop(g, &g->sh[i]);
         spw_free(g->sh[i].next);
     }
+    pthread_mutex_destroy(&g->cancel_mu);
     spw_free(g->sh);
     if (g->ring.pts)
         spw_ring_free(&g->ring);
@@ -182,12 +182,16 @@ static const spw_opt pg_opts[] = {
      .help = "{\"column\":\"/pointer\" or \"$key\", ...}"},
     {.name = "copy_format", .type = SPW_OPT_ENUM, .off = offsetof(pg, text_only), .choices = copy_formats,
      .help = "auto: COPY binary where every column allows it; text: always text"},
+    {.name = "statement_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(pg, statement_timeout_ms), .size = 4,
+     .def = 60000, .min = 0, .max = 86400000,
+     .help = "PostgreSQL's statement_timeout for the sink's statements (0: none); a statement past it is retried"},
 };
 
 static int pg_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
                    size_t cap)
 {
     pg *g = spw_xcalloc(1, sizeof *g);
+    pthread_mutex_init(&g->cancel_mu, NULL);
     snprintf(g->sink, sizeof g->sink, "%s", sink);
     snprintf(g->stream, sizeof g->stream, "%s", stream);
     if (spw_opts_parse(pg_opts, sizeof pg_opts / sizeof pg_opts[0], "options", "postgres sink", options, len,
@@ -227,6 +231,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .commit = spw__pg_commit,
     .rewind = spw__pg_rewind,
     .close = pg_close,
+    .interrupt = spw__pg_interrupt,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
      * (docs/operations.md "PostgreSQL benchmark"). */

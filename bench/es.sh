@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Conditional appends, in one run (docs/api.md "Event sourcing"):
+#
+#   spillway-bin     single-event appends expecting the version, from C
+#                    connections over the binary protocol (spillway_client_append),
+#                    to random aggregates of N, at ack=fsync (bench/es_bench.c)
+#   spillway-http    the same over HTTP (keep-alive, Spillway-Expected-Version)
+#   spillway-bin-unconditional   the same appends expecting "any" (no check):
+#                    what the check costs
+#   postgresql       PostgreSQL as the event-store texts build it: a table
+#                    events(aggregate_id, version, data) with a unique key on
+#                    (aggregate_id, version); per append BEGIN; SELECT
+#                    max(version) ...; INSERT ... version + 1; COMMIT, from
+#                    C pgbench clients, synchronous_commit = on (an INSERT
+#                    that loses a race hits the unique key: ON CONFLICT DO
+#                    NOTHING, counted by pgbench as a transaction)
+#
+# Prints `BENCH es system=... appends_per_s=... p99_us=...` per system and
+# the ratios spillway-bin / postgresql (target 20), spillway-http /
+# postgresql (target 5), spillway-bin / spillway-bin-unconditional (0.8).
+#
+# usage: bench/es.sh [--conns C (50)] [--aggregates N (100000)] [--seconds S (5)] [--dir DIR]
+# Installs what is missing (postgresql), builds build/ (SPW_BUILD_DIR
+# overrides), runs both servers on 127.0.0.1 on free ports, stops them by
+# PID / pg_ctl, removes its temporary directory.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+conns=50
+aggs=100000
+seconds=5
+parent="${TMPDIR:-/var/tmp}"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --conns) conns=${2:?}; shift 2 ;;
+    --aggregates) aggs=${2:?}; shift 2 ;;
+    --seconds) seconds=${2:?}; shift 2 ;;
+    --dir) parent=${2:?}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/es.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for v in "$conns" "$aggs" "$seconds"; do
+  [[ "$v" =~ ^[1-9][0-9]{0,8}$ ]] || { echo "bench/es.sh: not a positive number: $v" >&2; exit 2; }
+done
+
+"$root/scripts/deps.sh" postgresql curl
+build="${SPW_BUILD_DIR:-$root/build}"
+echo "== build ($build, RelWithDebInfo)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway spw_es_bench >/dev/null
+spw="$build/spillway"
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/es.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
+runas=()
+[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)
+
+work="$(mktemp -d "$parent/spillway-es.XXXXXX")"
+chmod 711 "$work"
+pgdir="$work/pg"
+pg_up=""
+pid=""
+cleanup() {
+  trap '' PIPE INT TERM
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 30000))
+}
+declare -A rate p99
+
+# ---- Spillway ----
+hp=$(free_port)
+bp=$(free_port)
+"$spw" serve --data "$work/spw" --listen "127.0.0.1:$hp" --listen-bin "127.0.0.1:$bp" 2>"$work/spw.log" &
+pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hp/healthz" >/dev/null && break; sleep 0.1; done
+run_spw() { # NAME STREAM ARGS...
+  local name=$1 st=$2
+  shift 2
+  curl -sf -XPUT "http://127.0.0.1:$hp/v1/streams/$st" -d '{"versioned":true,"key":"/id","partitions":4}' >/dev/null
+  local line
+  line=$("$build/spw_es_bench" --http "127.0.0.1:$hp" --bin "127.0.0.1:$bp" --stream "$st" --conns "$conns" \
+    --aggregates "$aggs" --seconds "$seconds" "$@")
+  echo "$line"
+  rate[$name]=$(sed -n 's/.*appends_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+  p99[$name]=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+}
+echo "== spillway ($conns connections, $aggs aggregates, ${seconds}s each, ack=fsync)"
+run_spw spillway-bin es1 --protocol bin
+run_spw spillway-http es2 --protocol http
+run_spw spillway-bin-unconditional es3 --protocol bin --unconditional
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+
+# ---- PostgreSQL ----
+mkdir "$pgdir"
+[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pgdir"
+"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log" >&2; exit 1; }
+pgport=$(free_port)
+"${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w -t 60 \
+  -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=$((conns + 10))" start >/dev/null ||
+  { cat "$pgdir/log" >&2; exit 1; }
+pg_up=1
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -c \
+  "CREATE TABLE events (aggregate_id bigint, version bigint, data jsonb, PRIMARY KEY (aggregate_id, version))"
+cat >"$work/append.sql" <<SQL
+\set aid random(1, $aggs)
+BEGIN;
+SELECT coalesce(max(version), 0) AS v FROM events WHERE aggregate_id = :aid \gset
+INSERT INTO events VALUES (:aid, :v + 1, '{"t":"deposited","amount":1}') ON CONFLICT DO NOTHING;
+COMMIT;
+SQL
+chmod 644 "$work/append.sql"
+echo "== postgresql $("$pgbin/postgres" --version | awk '{print $3}') (synchronous_commit = on, $conns clients)"
+(cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pgport" -U postgres -c "$conns" -j 2 -T "$seconds" -M prepared \
+  -f "$work/append.sql" -l --log-prefix="$work/pgl" postgres >"$work/pgbench.out" 2>&1) ||
+  { cat "$work/pgbench.out" >&2; exit 1; }
+pgtps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out" | head -1)
+pgp99=$(cat "$work"/pgl* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR-1)*0.99)+1]}')
+rate[postgresql]=${pgtps%.*}
+p99[postgresql]=$pgp99
+echo "BENCH es system=postgresql appends_per_s=${rate[postgresql]} p99_us=${p99[postgresql]} conns=$conns aggregates=$aggs"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo "== ratios"
+echo "BENCH es ratio=bin/postgresql value=$(ratio "${rate[spillway-bin]}" "${rate[postgresql]}") target=20"
+echo "BENCH es ratio=http/postgresql value=$(ratio "${rate[spillway-http]}" "${rate[postgresql]}") target=5"
+echo "BENCH es ratio=bin/unconditional value=$(ratio "${rate[spillway-bin]}" "${rate[spillway-bin-unconditional]}") target=0.8"

@@ -1,0 +1,750 @@
+/*
+ * The version map (es.h) and its store.
+ *
+ * Two parts:
+ *   - the map: one chained hash table per partition, keyed by the key's
+ *     bytes, each under its partition's mutex — the keys the produce path
+ *     touched recently. An entry whose newest record is not yet in the
+ *     store (its offset at or past the partition's indexed offset, or not
+ *     known yet) is pinned; the others are a cache, evicted (CLOCK over the
+ *     buckets) once the partition holds more than its share of
+ *     es-cache-keys. A key not in the map is looked up in the store.
+ *   - the store: a RocksDB database per stream, DATA/streams/NAME/es/
+ *     (docs/formats/es-index.md), filled by one indexer thread per stream
+ *     from the durable records of each partition (the record cursor), each
+ *     write one WriteBatch holding the records' entries and the
+ *     partition's new indexed offset. Opening = read the indexed offsets,
+ *     index the log's tail past them, start the thread: never the whole
+ *     log again. Only durable records enter the store, so a crash can
+ *     never leave it ahead of the log; what the log accepted and the store
+ *     does not hold yet is pinned in the map, so a version once given is
+ *     never given again.
+ */
+#include "es/es.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <rocksdb/c.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/endian.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/invariant.h"
+#include "core/msg.h"
+#include "log/cursor.h"
+#include "log/format.h"
+
+typedef struct es_ent {
+    struct es_ent *next;
+    uint64_t hash;
+    uint64_t version;
+    uint64_t offset; /* UINT64_MAX: not known yet (its batch being appended) */
+    uint32_t klen;
+    uint8_t key[];
+} es_ent;
+
+typedef struct es_part {
+    pthread_mutex_t mu;
+    es_ent **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t n;
+    size_t clock;              /* the next bucket eviction looks at */
+    _Atomic uint64_t indexed;  /* every record below is in the store */
+    _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
+} es_part;
+
+struct spw_es {
+    spw_stream *s; /* the stream that owns this map (no reference: it frees the map) */
+    uint32_t nparts;
+    size_t cap; /* cached keys per partition before eviction */
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_readoptions_t *ro;
+    rocksdb_block_based_table_options_t *bbo;
+    rocksdb_filterpolicy_t *bloom;
+    pthread_t th;
+    int th_started;
+    _Atomic int stop;
+    _Atomic uint64_t store_reads; /* lookups the map could not answer */
+    es_part parts[];
+};
+
+#define SPW_EIO_STORE (-EIO) /* the store failed (RocksDB's sentence is logged) */
+
+static _Atomic uint64_t cache_keys = 1000000;
+
+void spw_es_set_cache_keys(uint64_t n) { atomic_store(&cache_keys, n < 16 ? 16 : n); }
+
+/* ---- expectations ---- */
+
+int spw_es_expect_parse(const char *s, size_t n, spw_es_expect *kind, uint64_t *version)
+{
+    *version = 0;
+    if (n == 3 && memcmp(s, "any", 3) == 0) {
+        *kind = SPW_ES_ANY;
+        return 0;
+    }
+    if (n == 4 && memcmp(s, "none", 4) == 0) {
+        *kind = SPW_ES_NONE;
+        return 0;
+    }
+    if (n == 6 && memcmp(s, "exists", 6) == 0) {
+        *kind = SPW_ES_EXISTS;
+        return 0;
+    }
+    /* A decimal number: digits only (no sign, no spaces), at most
+     * SPW_VERSION_MAX, so that "-1", "1e3" and 2^64 are refused. */
+    if (n == 0 || n > 16)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > SPW_VERSION_MAX)
+        return -1;
+    *kind = v == 0 ? SPW_ES_NONE : SPW_ES_EXACT;
+    *version = v;
+    return 0;
+}
+
+int spw_es_expect_ok(spw_es_expect kind, uint64_t version, uint64_t current)
+{
+    switch (kind) {
+    case SPW_ES_ANY:
+        return 1;
+    case SPW_ES_NONE:
+        return current == 0;
+    case SPW_ES_EXISTS:
+        return current > 0;
+    case SPW_ES_EXACT:
+        return current == version;
+    }
+    return 0;
+}
+
+const char *spw_es_expect_str(spw_es_expect kind, uint64_t version, char *buf, size_t cap)
+{
+    switch (kind) {
+    case SPW_ES_ANY:
+        snprintf(buf, cap, "any");
+        break;
+    case SPW_ES_NONE:
+        snprintf(buf, cap, "none");
+        break;
+    case SPW_ES_EXISTS:
+        snprintf(buf, cap, "exists");
+        break;
+    case SPW_ES_EXACT:
+        snprintf(buf, cap, "%" PRIu64, version);
+        break;
+    }
+    return buf;
+}
+
+/* ---- store keys (docs/formats/es-index.md) ---- */
+
+/* 'c' u32be partition → u64le indexed offset */
+static size_t ckey(uint8_t out[5], uint32_t p)
+{
+    out[0] = 'c';
+    out[1] = (uint8_t)(p >> 24);
+    out[2] = (uint8_t)(p >> 16);
+    out[3] = (uint8_t)(p >> 8);
+    out[4] = (uint8_t)p;
+    return 5;
+}
+
+/* 'k' key → u64le version, u64le offset, u32le partition (the newest record) */
+static size_t kkey(spw_buf *b, const void *key, size_t n)
+{
+    b->len = 0;
+    if (spw_buf_reserve(b, 1 + n))
+        abort();
+    b->p[0] = 'k';
+    memcpy(b->p + 1, key, n);
+    return b->len = 1 + n;
+}
+
+/* 'e' key 0x00 u64be version → u64le offset (every record; keys hold no 0x00) */
+static size_t ekey(spw_buf *b, const void *key, size_t n, uint64_t version)
+{
+    b->len = 0;
+    if (spw_buf_reserve(b, 1 + n + 9))
+        abort();
+    b->p[0] = 'e';
+    memcpy(b->p + 1, key, n);
+    b->p[1 + n] = 0;
+    for (int i = 0; i < 8; i++)
+        b->p[2 + n + i] = (uint8_t)(version >> (56 - 8 * i));
+    return b->len = 1 + n + 9;
+}
+
+/* 's' key → u64le version, then the state's JSON text (the newest snapshot) */
+static size_t skey(spw_buf *b, const void *key, size_t n)
+{
+    kkey(b, key, n);
+    b->p[0] = 's';
+    return b->len;
+}
+
+/* ---- the table ---- */
+
+static uint64_t key_hash(const void *key, size_t n) { return spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET, key, n)); }
+
+static es_ent *find(es_part *p, uint64_t h, const void *key, size_t n)
+{
+    for (es_ent *e = p->buckets[h & (p->nbuckets - 1)]; e; e = e->next)
+        if (e->hash == h && e->klen == n && memcmp(e->key, key, n) == 0)
+            return e;
+    return NULL;
+}
+
+static void grow(es_part *p)
+{
+    size_t nb = p->nbuckets * 2;
+    es_ent **b = spw_xcalloc(nb, sizeof *b);
+    for (size_t i = 0; i < p->nbuckets; i++)
+        for (es_ent *e = p->buckets[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    spw_free(p->buckets);
+    p->buckets = b;
+    p->nbuckets = nb;
+    p->clock = 0;
+}
+
+/* Is e only a cache of the store (its newest record indexed)? */
+static int ent_clean(const es_part *p, const es_ent *e)
+{
+    return e->offset != UINT64_MAX && e->offset < atomic_load(&p->indexed);
+}
+
+/* Evicts clean entries, CLOCK order over the buckets, until the partition
+ * holds at most 7/8 of its cap (or every bucket was looked at once:
+ * pinned entries are never evicted, so the map can pass its cap while
+ * the store lags, and then catches up). REQUIRES: p's lock. */
+static void evict(es_part *p, size_t cap)
+{
+    size_t want = cap - cap / 8;
+    for (size_t seen = 0; p->n > want && seen < p->nbuckets; seen++) {
+        es_ent **pe = &p->buckets[p->clock];
+        while (*pe) {
+            es_ent *e = *pe;
+            if (ent_clean(p, e)) {
+                *pe = e->next;
+                spw_free(e);
+                p->n--;
+            } else {
+                pe = &e->next;
+            }
+        }
+        p->clock = (p->clock + 1) & (p->nbuckets - 1);
+    }
+}
+
+static es_ent *set(spw_es *es, es_part *p, const void *key, size_t n, uint64_t version, uint64_t offset)
+{
+    uint64_t h = key_hash(key, n);
+    es_ent *e = find(p, h, key, n);
+    if (!e) {
+        if (p->n >= es->cap)
+            evict(p, es->cap);
+        e = spw_xmalloc(sizeof *e + n);
+        e->hash = h;
+        e->klen = (uint32_t)n;
+        memcpy(e->key, key, n);
+        e->next = p->buckets[h & (p->nbuckets - 1)];
+        p->buckets[h & (p->nbuckets - 1)] = e;
+        if (++p->n > p->nbuckets)
+            grow(p);
+    }
+    e->version = version;
+    e->offset = offset;
+    return e;
+}
+
+/* The store's entry of a key: 1 found. */
+static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
+{
+    spw_buf k = SPW_BUF_INIT;
+    kkey(&k, key, n);
+    char *err = NULL;
+    size_t vl = 0;
+    char *v = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    spw_buf_fini(&k);
+    atomic_fetch_add(&es->store_reads, 1);
+    if (err) {
+        /* An I/O error of the store: the produce path must not guess a
+         * version. Stop rather than give one twice. */
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        SPW_ASSERT(!"the version store cannot be read");
+    }
+    int found = v && vl == 20;
+    if (found)
+        *out = (spw_es_key){.version = spw_get64((uint8_t *)v), .offset = spw_get64((uint8_t *)v + 8),
+                            .partition = spw_get32((uint8_t *)v + 16)};
+    rocksdb_free(v);
+    return found;
+}
+
+/* ---- indexing ---- */
+
+/* Indexes durable records of partition i from its indexed offset: at most
+ * max records in one WriteBatch with the new indexed offset. Returns the
+ * records read (0: caught up), or an error. */
+static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
+{
+    spw_stream *s = es->s;
+    es_part *p = &es->parts[i];
+    spw_part_state st;
+    spw_part_state_get(s->parts[i], &st);
+    uint64_t from = atomic_load(&p->indexed);
+    if (from < st.start_offset)
+        from = st.start_offset;
+    if (from >= st.durable_offset)
+        return 0;
+    spw_cursor_seek(c, s->parts[i], from);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    spw_buf k = SPW_BUF_INIT;
+    spw_record_view rv;
+    long n = 0;
+    int r = 0;
+    while (n < max && c->next < st.durable_offset && (r = spw_cursor_next(c, &rv)) == 1) {
+        n++;
+        if (!rv.version || rv.key_len < 0)
+            continue;
+        uint8_t v[20];
+        spw_put64(v, rv.version);
+        spw_put64(v + 8, rv.offset);
+        spw_put32(v + 16, i);
+        kkey(&k, rv.key, (size_t)rv.key_len);
+        rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+        ekey(&k, rv.key, (size_t)rv.key_len, rv.version);
+        rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v + 8, 8);
+    }
+    uint64_t next = c->next;
+    if (r == SPW_ECORRUPT && c->resume > c->next) {
+        spw_warn("stream %s partition %u: offsets %" PRIu64 "..%" PRIu64
+                 " are damaged; the version store skips them (spillway check reports them)",
+                 s->cfg.name, i, c->damage_from, c->resume);
+        next = c->resume;
+        n++;
+    } else if (r < 0) {
+        rocksdb_writebatch_destroy(wb);
+        spw_buf_fini(&k);
+        return r;
+    }
+    int ret = 0;
+    if (next > from) {
+        uint8_t ck[5], cv[8];
+        ckey(ck, i);
+        spw_put64(cv, next);
+        rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, 8);
+        char *err = NULL;
+        rocksdb_write(es->db, es->wo, wb, &err);
+        if (err) {
+            spw_error("version store of stream %s: %s", s->cfg.name, err);
+            rocksdb_free(err);
+            ret = SPW_EIO_STORE;
+        } else {
+            atomic_store(&p->indexed, next);
+        }
+    }
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&k);
+    return ret ? ret : n;
+}
+
+/* Indexes every partition until caught up with its durable end; *records
+ * counts the records read. */
+static int index_all(spw_es *es, uint64_t *records)
+{
+    spw_cursor c;
+    spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
+    int r = 0;
+    for (uint32_t i = 0; i < es->nparts && r == 0; i++) {
+        long n;
+        while ((n = index_step(es, i, &c, 65536)) > 0)
+            *records += (uint64_t)n;
+        if (n < 0)
+            r = (int)n;
+    }
+    spw_cursor_fini(&c);
+    return r;
+}
+
+static void *indexer_main(void *arg)
+{
+    spw_es *es = arg;
+    spw_cursor c;
+    spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
+    while (!atomic_load(&es->stop) && !atomic_load(&es->s->deleted)) {
+        long total = 0;
+        for (uint32_t i = 0; i < es->nparts; i++) {
+            long n = index_step(es, i, &c, 4096);
+            if (n > 0)
+                total += n;
+        }
+        if (total == 0)
+            spw_sleep_until(spw_mono_ns() + 5 * 1000000ull); /* polls durable ends: caught up */
+    }
+    spw_cursor_fini(&c);
+    return NULL;
+}
+
+/* ---- open, close ---- */
+
+static int index_all(spw_es *es, uint64_t *records);
+
+static void es_free(spw_es *es)
+{
+    if (es->th_started) {
+        atomic_store(&es->stop, 1);
+        pthread_join(es->th, NULL);
+        /* A clean close indexes what is durable, so the next open has no
+         * tail to index (the partitions are still open: the stream frees
+         * its map first). */
+        uint64_t n = 0;
+        if (!atomic_load(&es->s->deleted))
+            index_all(es, &n);
+    }
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        es_part *p = &es->parts[i];
+        for (size_t b = 0; b < p->nbuckets; b++)
+            for (es_ent *e = p->buckets[b], *next; e; e = next) {
+                next = e->next;
+                spw_free(e);
+            }
+        spw_free(p->buckets);
+        pthread_mutex_destroy(&p->mu);
+    }
+    if (es->db)
+        rocksdb_close(es->db);
+    if (es->wo)
+        rocksdb_writeoptions_destroy(es->wo);
+    if (es->ro)
+        rocksdb_readoptions_destroy(es->ro);
+    if (es->opts)
+        rocksdb_options_destroy(es->opts);
+    if (es->bbo)
+        rocksdb_block_based_options_destroy(es->bbo); /* owns the bloom filter */
+    spw_free(es);
+}
+
+/* Opens (creating) the store at dir; reads every partition's indexed
+ * offset; a store ahead of its log (the log lost records it had indexed:
+ * only damage can do that) is dropped and rebuilt. */
+static int store_open(spw_es *es, const char *dir)
+{
+    es->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(es->opts, 1);
+    rocksdb_options_set_info_log_level(es->opts, 4); /* header only */
+    rocksdb_options_set_keep_log_file_num(es->opts, 2);
+    rocksdb_options_set_max_open_files(es->opts, 64);
+    rocksdb_options_set_write_buffer_size(es->opts, 8 << 20);
+    es->bbo = rocksdb_block_based_options_create();
+    es->bloom = rocksdb_filterpolicy_create_bloom(10);
+    rocksdb_block_based_options_set_filter_policy(es->bbo, es->bloom);
+    rocksdb_options_set_block_based_table_factory(es->opts, es->bbo);
+    es->wo = rocksdb_writeoptions_create(); /* no sync: the log is the truth, the store a replayable index */
+    es->ro = rocksdb_readoptions_create();
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *err = NULL;
+        es->db = rocksdb_open(es->opts, dir, &err);
+        if (err) {
+            spw_error("stream %s: cannot open its version store %s: %s", es->s->cfg.name, dir, err);
+            rocksdb_free(err);
+            es->db = NULL;
+            return SPW_EIO_STORE;
+        }
+        int ahead = 0;
+        for (uint32_t i = 0; i < es->nparts; i++) {
+            uint8_t ck[5];
+            ckey(ck, i);
+            size_t vl = 0;
+            char *v = rocksdb_get(es->db, es->ro, (const char *)ck, 5, &vl, &err);
+            if (err) {
+                spw_error("stream %s: version store: %s", es->s->cfg.name, err);
+                rocksdb_free(err);
+                return SPW_EIO_STORE;
+            }
+            uint64_t off = v && vl == 8 ? spw_get64((uint8_t *)v) : 0;
+            rocksdb_free(v);
+            spw_part_state st;
+            spw_part_state_get(es->s->parts[i], &st);
+            if (off > st.durable_offset)
+                ahead = 1;
+            atomic_store(&es->parts[i].indexed, off);
+        }
+        if (!ahead)
+            return 0;
+        spw_warn("stream %s: its version store indexed records past the end of the log; rebuilding it from the log",
+                 es->s->cfg.name);
+        rocksdb_close(es->db);
+        es->db = NULL;
+        rocksdb_destroy_db(es->opts, dir, &err);
+        if (err) {
+            spw_error("stream %s: cannot remove its version store: %s", es->s->cfg.name, err);
+            rocksdb_free(err);
+            return SPW_EIO_STORE;
+        }
+    }
+    return SPW_EIO_STORE;
+}
+
+static pthread_mutex_t build_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int spw_es_of(spw_stream *s, spw_es **out)
+{
+    SPW_ASSERT(s->cfg.versioned);
+    spw_es *es = atomic_load_explicit(&s->es, memory_order_acquire);
+    if (es) {
+        *out = es;
+        return 0;
+    }
+    /* One open at a time (first uses only: later calls take the load
+     * above), so a stream's map is made once. */
+    pthread_mutex_lock(&build_mu);
+    es = atomic_load_explicit(&s->es, memory_order_acquire);
+    int r = 0;
+    if (!es) {
+        es = spw_xcalloc(1, sizeof *es + s->cfg.partitions * sizeof(es_part));
+        es->s = s;
+        es->nparts = s->cfg.partitions;
+        uint64_t ck = atomic_load(&cache_keys);
+        es->cap = (size_t)(ck / es->nparts > 16 ? ck / es->nparts : 16);
+        for (uint32_t i = 0; i < es->nparts; i++) {
+            pthread_mutex_init(&es->parts[i].mu, NULL);
+            es->parts[i].nbuckets = 64;
+            es->parts[i].buckets = spw_xcalloc(64, sizeof(es_ent *));
+        }
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/%s/es", spw_catalog_dir(s->cat), s->cfg.name);
+        r = store_open(es, dir);
+        uint64_t tail = 0;
+        if (r == 0)
+            r = index_all(es, &tail);
+        if (r == 0)
+            spw_info("stream %s: version store open; %" PRIu64 " record(s) of the log's tail indexed", s->cfg.name,
+                     tail);
+        if (r == 0 && pthread_create(&es->th, NULL, indexer_main, es) != 0)
+            r = SPW_ENOMEM;
+        else if (r == 0)
+            es->th_started = 1;
+        if (r) {
+            spw_warn("stream %s: the version map could not be opened: %s", s->cfg.name, spw_strerror(r));
+            es_free(es);
+            es = NULL;
+        } else {
+            /* The catalog frees the map with the stream (it cannot name
+             * this layer): told before the first map is kept. */
+            spw_catalog_set_es_free(s->cat, es_free);
+            atomic_store_explicit(&s->es, es, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&build_mu);
+    *out = es;
+    return r;
+}
+
+static void open_one(void *arg, spw_stream *s)
+{
+    (void)arg;
+    spw_es *es;
+    if (s->cfg.versioned)
+        spw_es_of(s, &es);
+}
+
+void spw_es_open_all(spw_catalog *cat) { spw_catalog_each(cat, open_one, NULL); }
+
+/* ---- use ---- */
+
+void spw_es_append_failed(spw_es *es, uint32_t partition) { atomic_store(&es->parts[partition].suspect, 1); }
+
+/*
+ * After an append of the partition failed (its write or fsync), the map's
+ * entries of the partition may name records that recovery did not keep.
+ * Once the partition has recovered — what it kept is durable, and no
+ * versioned append can come in meanwhile (they all take this lock) — the
+ * map's entries of the partition are dropped and the store indexes the
+ * partition to its end, so the map again starts from what the log holds.
+ * REQUIRES: the partition's lock.
+ */
+static void resync(spw_es *es, uint32_t i)
+{
+    es_part *p = &es->parts[i];
+    if (!atomic_load(&p->suspect) || spw_part_failed(es->s->parts[i]))
+        return;
+    for (size_t b = 0; b < p->nbuckets; b++) {
+        for (es_ent *e = p->buckets[b], *next; e; e = next) {
+            next = e->next;
+            spw_free(e);
+        }
+        p->buckets[b] = NULL;
+    }
+    p->n = 0;
+    spw_cursor c;
+    spw_cursor_init(&c, es->s->parts[i], 0, 1 << 20);
+    long n;
+    while ((n = index_step(es, i, &c, 65536)) > 0)
+        ;
+    spw_cursor_fini(&c);
+    if (n == 0) {
+        atomic_store(&p->suspect, 0);
+        spw_warn("stream %s partition %u: an append failed; its version map was rebuilt from the log",
+                 es->s->cfg.name, i);
+    }
+}
+
+void spw_es_lock(spw_es *es, uint32_t partition)
+{
+    SPW_ASSERT(partition < es->nparts);
+    pthread_mutex_lock(&es->parts[partition].mu);
+    resync(es, partition);
+}
+
+void spw_es_unlock(spw_es *es, uint32_t partition) { pthread_mutex_unlock(&es->parts[partition].mu); }
+
+int spw_es_get_locked(spw_es *es, uint32_t partition, const void *key, size_t n, spw_es_key *out)
+{
+    es_part *p = &es->parts[partition];
+    es_ent *e = find(p, key_hash(key, n), key, n);
+    if (!e) {
+        /* Not in the map: the store holds the key's newest record, since
+         * every record it lacks is pinned in the map. Cache what it says. */
+        spw_es_key sk;
+        if (!store_key(es, key, n, &sk))
+            return 0;
+        e = set(es, p, key, n, sk.version, sk.offset);
+    }
+    if (e->version)
+        *out = (spw_es_key){.version = e->version, .offset = e->offset, .partition = partition};
+    return e->version != 0;
+}
+
+void spw_es_put_locked(spw_es *es, uint32_t partition, const void *key, size_t n, uint64_t version, uint64_t offset)
+{
+    SPW_ASSERT(partition < es->nparts);
+    SPW_ASSERT(version <= SPW_VERSION_MAX);
+    set(es, &es->parts[partition], key, n, version, offset);
+}
+
+int spw_es_lookup(spw_es *es, const void *key, size_t n, spw_es_key *out)
+{
+    uint32_t part = spw_stream_partition(key, n, es->nparts);
+    spw_es_lock(es, part);
+    int found = spw_es_get_locked(es, part, key, n, out);
+    spw_es_unlock(es, part);
+    return found;
+}
+
+uint64_t spw_es_cached_keys(spw_es *es)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        pthread_mutex_lock(&es->parts[i].mu);
+        n += es->parts[i].n;
+        pthread_mutex_unlock(&es->parts[i].mu);
+    }
+    return n;
+}
+
+uint64_t spw_es_store_reads(spw_es *es) { return atomic_load(&es->store_reads); }
+
+uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es->parts[partition].indexed); }
+
+int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
+                   uint64_t *offsets)
+{
+    spw_buf k = SPW_BUF_INIT, end = SPW_BUF_INIT;
+    ekey(&k, key, n, from_version);
+    ekey(&end, key, n, SPW_VERSION_MAX + 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    uint32_t got = 0;
+    for (rocksdb_iter_seek(it, (const char *)k.p, k.len); got < max && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *ik = rocksdb_iter_key(it, &kl);
+        if (kl != end.len || memcmp(ik, end.p, 1 + n + 1) != 0)
+            break; /* another key */
+        const char *iv = rocksdb_iter_value(it, &vl);
+        if (vl != 8)
+            break;
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+            v = v << 8 | (uint8_t)ik[2 + n + i];
+        versions[got] = v;
+        offsets[got] = spw_get64((const uint8_t *)iv);
+        got++;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    spw_buf_fini(&k);
+    spw_buf_fini(&end);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    return (int)got;
+}
+
+int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version, const char *state, size_t len)
+{
+    spw_buf k = SPW_BUF_INIT, v = SPW_BUF_INIT;
+    skey(&k, key, n);
+    if (spw_buf_reserve(&v, 8 + len))
+        abort();
+    spw_put64(v.p, version);
+    memcpy(v.p + 8, state, len);
+    char *err = NULL;
+    rocksdb_put(es->db, es->wo, (const char *)k.p, k.len, (const char *)v.p, 8 + len, &err);
+    spw_buf_fini(&k);
+    spw_buf_fini(&v);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    return 0;
+}
+
+int spw_es_snapshot_get(spw_es *es, const void *key, size_t n, uint64_t *version, spw_buf *state)
+{
+    spw_buf k = SPW_BUF_INIT;
+    skey(&k, key, n);
+    char *err = NULL;
+    size_t vl = 0;
+    char *v = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    spw_buf_fini(&k);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    if (!v || vl < 8) {
+        rocksdb_free(v);
+        return 0;
+    }
+    *version = spw_get64((uint8_t *)v);
+    state->len = 0;
+    if (spw_buf_reserve(state, vl - 8))
+        abort();
+    memcpy(state->p, v + 8, vl - 8);
+    state->len = vl - 8;
+    rocksdb_free(v);
+    return 1;
+}

@@ -1,0 +1,475 @@
+/*
+ * A view's apply thread (view.h has the design). Its cycle:
+ *
+ *   1. read: from each partition's next offset, records with the record
+ *      cursor (durable records only), up to VIEW_BATCH_RECORDS in all;
+ *      a damaged range is skipped to the cursor's resume offset and its
+ *      size counted (skipped_damaged); a record the view cannot use (no
+ *      key, no group_by value, no number at field, a value that is not
+ *      JSON) is counted in skipped_invalid;
+ *   2. fold: each record changes an in-memory table of store entries
+ *      (a pre-aggregation: N records of one key in a batch are one entry
+ *      per window level); an aggregate's larger windows are rolled up
+ *      from the smallest window's entries at the end of the fold;
+ *   3. commit: each entry is read from the store, merged and put into
+ *      one WriteBatch, with the meta entry (every partition's next offset
+ *      and watermark, the counters) — one rocksdb_write with the WAL off;
+ *   4. every VIEW_FLUSH_MS with something written: a flush, after which
+ *      the retention holds move up to the flushed offsets.
+ *
+ * Late records (aggregate): a record whose smallest window ended, with
+ * grace, at or before its partition's watermark (the highest time that
+ * partition applied before it) is counted in late and in the key's
+ * all-time totals, and in no window (docs/api.md "Views").
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/id.h"
+#include "core/msg.h"
+#include "view/view_int.h"
+
+#define VIEW_BATCH_BYTES (64u << 20) /* value bytes folded into one batch at most */
+
+/* ---- commit ---- */
+
+/* Writes the fold and the meta in one WriteBatch. 0 or -EIO. */
+static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
+{
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint64_t writes = 0;
+    int r = 0;
+    for (uint32_t i = 0; i < f->n && r == 0; i++) {
+        fent *e = &f->e[i];
+        const uint8_t *k = f->arena.p + e->koff;
+        int had = spw__view_store_get(v, NULL, k, e->klen, val);
+        if (had < 0) {
+            r = had;
+            break;
+        }
+        if (k[0] == VIEW_P_LATEST) {
+            if (had == 1) {
+                if (val->len < 28) {
+                    r = SPW_ECORRUPT;
+                    break;
+                }
+                int64_t ots;
+                uint64_t oid;
+                memcpy(&oid, val->p + 12, 8);
+                memcpy(&ots, val->p + 20, 8);
+                if (!spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid))
+                    continue;
+            } else {
+                v->meta.keys++;
+            }
+            uint8_t h[28];
+            memcpy(h, &e->part, 4);
+            memcpy(h + 4, &e->offset, 8);
+            memcpy(h + 12, &e->id, 8);
+            memcpy(h + 20, &e->ts, 8);
+            val->len = 0;
+            if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
+                abort();
+        } else {
+            view_agg a = {0};
+            if (had == 1 && spw__view_agg_decode(val->p, val->len, &a) < 0) {
+                r = SPW_ECORRUPT;
+                break;
+            }
+            if (had == 0 && (k[0] == VIEW_P_SUM || k[0] == VIEW_P_ALL))
+                v->meta.keys++;
+            spw__view_agg_merge(&a, &e->agg);
+            val->len = 0;
+            if (spw_buf_reserve(val, VIEW_AGG_LEN))
+                abort();
+            spw__view_agg_encode(&a, val->p);
+            val->len = VIEW_AGG_LEN;
+        }
+        rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
+        writes++;
+    }
+    if (r == 0) {
+        spw__view_meta_encode(&v->meta, mb);
+        rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb->p, mb->len);
+        char *e = NULL;
+        rocksdb_write(v->db, v->wo, wb, &e);
+        if (e) {
+            spw_error("view %s: writing its store: %s", v->def.name, e);
+            rocksdb_free(e);
+            r = -EIO;
+        }
+    }
+    rocksdb_writebatch_destroy(wb);
+    if (r == 0) {
+        atomic_fetch_add(&v->store_writes, writes);
+        atomic_fetch_add(&v->batches, 1);
+        v->dirty++;
+    }
+    return r;
+}
+
+/* ---- holds, attach ---- */
+
+static void set_error(spw_view *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(spw_view *v, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&v->mu);
+    va_start(ap, fmt);
+    vsnprintf(v->last_error, sizeof v->last_error, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void release_holds(spw_view *v)
+{
+    for (uint32_t i = 0; i < SPW_STREAM_PARTITIONS_MAX; i++)
+        if (v->holds[i]) {
+            spw_hold_release(v->holds[i]);
+            v->holds[i] = NULL;
+        }
+}
+
+/* A hold at *pos, moved up to the partition's start if retention passed it. */
+static int take_hold(spw_part *p, uint64_t *pos, spw_hold **h)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        spw_part_state st;
+        spw_part_state_get(p, &st);
+        if (*pos < st.start_offset)
+            *pos = st.start_offset;
+        int r = *h ? spw_hold_move(*h, *pos) : spw_part_hold(p, *pos, h);
+        if (r != SPW_ERANGE)
+            return r;
+    }
+    return SPW_ERANGE;
+}
+
+static void publish(spw_view *v, int state)
+{
+    pthread_mutex_lock(&v->mu);
+    v->shown = v->meta;
+    if (state >= 0)
+        v->state = state;
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void detach(spw_view *v)
+{
+    release_holds(v);
+    if (v->s)
+        spw_stream_put(v->s);
+    v->s = NULL;
+}
+
+/* Attaches to the stream: 0, -ENOENT (no stream yet) or an error. */
+static int attach(spw_view *v)
+{
+    spw_stream *s = spw_stream_get(v->m->cat, v->def.stream, strlen(v->def.stream));
+    if (!s)
+        return -ENOENT;
+    if (atomic_load(&s->deleted)) {
+        spw_stream_put(s);
+        return -ENOENT;
+    }
+    char err[300];
+    int found;
+    view_meta mt;
+    int r = spw__view_store_read_meta(v, &mt, &found);
+    if (r < 0 || (found && (mt.incarnation != s->incarnation || mt.nparts != s->cfg.partitions))) {
+        if (r < 0)
+            spw_error("view %s: its store's meta entry is damaged; rebuilding it from the log", v->def.name);
+        else
+            spw_warn("view %s: its store belongs to an earlier stream %s; rebuilding it from the log", v->def.name,
+                     v->def.stream);
+        spw__view_meta_reset(&mt, s->incarnation, s->cfg.partitions);
+        if ((r = spw__view_store_wipe(v, &mt, err, sizeof err)) < 0) {
+            spw_stream_put(s);
+            set_error(v, "%s", err);
+            return r;
+        }
+        found = 0;
+    }
+    if (!found)
+        spw__view_meta_reset(&mt, s->incarnation, s->cfg.partitions);
+    v->meta = mt;
+    v->s = s;
+    for (uint32_t i = 0; i < mt.nparts; i++) {
+        uint64_t pos = mt.next[i];
+        spw_part_state st;
+        spw_part_state_get(s->parts[i], &st);
+        if (pos > st.next_offset) {
+            /* the log lost records the store had applied (a power cut with
+             * data the disk did not keep): apply what takes their offsets */
+            spw_warn("view %s: partition %u: applied up to %" PRIu64 " but the log ends at %" PRIu64
+                     "; continuing at its end",
+                     v->def.name, i, pos, st.next_offset);
+            pos = v->meta.next[i] = st.next_offset;
+        }
+        r = take_hold(s->parts[i], &pos, &v->holds[i]);
+        if (r < 0) {
+            detach(v);
+            return r;
+        }
+        v->flushed[i] = pos;
+    }
+    publish(v, VS_CATCHING_UP);
+    return 0;
+}
+
+static int flush_store(spw_view *v)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *e = NULL;
+    rocksdb_flush(v->db, fo, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e) {
+        spw_error("view %s: flushing its store: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    atomic_fetch_add(&v->flushes, 1);
+    v->dirty = 0;
+    v->last_flush_ms = spw_mono_ms();
+    for (uint32_t i = 0; i < v->meta.nparts; i++) {
+        uint64_t pos = v->meta.next[i];
+        if (pos > v->flushed[i] && take_hold(v->s->parts[i], &pos, &v->holds[i]) == 0)
+            v->flushed[i] = pos;
+    }
+    return 0;
+}
+
+/* ---- waiters ---- */
+
+static int satisfied(const view_meta *mt, const spw_view_min *min, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (min[i].partition >= mt->nparts || mt->next[min[i].partition] <= min[i].offset)
+            return 0;
+    return 1;
+}
+
+/* Answers the waiters that are satisfied (1) or past their deadline (0),
+ * or, with all, every waiter with all_r. */
+static void kick_waiters(spw_view *v, int all, int all_r)
+{
+    view_waiter *done = NULL;
+    uint64_t now = spw_mono_ms();
+    pthread_mutex_lock(&v->mu);
+    view_waiter **pp = &v->waiters;
+    while (*pp) {
+        view_waiter *w = *pp;
+        int r = all ? all_r : satisfied(&v->shown, w->min, w->n) ? 1 : now >= w->deadline_ms ? 0 : -1;
+        if (r < 0) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->next = done;
+        w->r = r;
+        done = w;
+    }
+    pthread_mutex_unlock(&v->mu);
+    while (done) {
+        view_waiter *w = done;
+        done = w->next;
+        w->done(w->arg, w->r);
+        spw_free(w->min);
+        spw_free(w);
+    }
+}
+
+/* ---- the cycle ---- */
+
+/* One read-fold-commit cycle. Returns 0 if more records are waiting
+ * (the batch was full), 1 if not (caught up, or a partition cannot be
+ * read now: the thread naps), or the error of a failed commit. */
+static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, uint32_t *rot)
+{
+    view_meta *mt = &v->meta;
+    view_meta before = *mt;
+    spw__view_fold_reset(f);
+    uint32_t total = 0;
+    int all_done = 1, more = 0, stuck = 0;
+    uint32_t np = mt->nparts;
+    uint64_t end[SPW_STREAM_PARTITIONS_MAX];
+    for (uint32_t j = 0; j < np; j++) {
+        uint32_t p = (j + *rot) % np;
+        spw_part *part = v->s->parts[p];
+        spw_part_state st;
+        spw_part_state_get(part, &st);
+        end[p] = st.next_offset;
+        if (mt->next[p] >= st.durable_offset && mt->next[p] >= st.start_offset)
+            continue;
+        spw_cursor_seek(&v->cur, part, mt->next[p]);
+        spw_record_view rv;
+        int r;
+        for (;;) {
+            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES) {
+                all_done = 0;
+                more = 1;
+                break;
+            }
+            r = spw_cursor_next(&v->cur, &rv);
+            if (r == 1) {
+                spw__view_fold_record(&v->def, &v->meta, f, p, &rv, kbuf, 1);
+                mt->next[p] = rv.offset + 1;
+                mt->applied++;
+                total++;
+                continue;
+            }
+            if (r == 0)
+                break;
+            if (r == SPW_ECORRUPT && v->cur.resume > v->cur.damage_from) {
+                uint64_t from = v->cur.damage_from, resume = v->cur.resume;
+                spw_error("view %s: partition %u: offsets %" PRIu64 "..%" PRIu64
+                          " are damaged on disk (run spillway check); skipping them, resuming at %" PRIu64,
+                          v->def.name, p, from, resume - 1, resume);
+                set_error(v, "partition %u: offsets %" PRIu64 "..%" PRIu64 " are damaged on disk: skipped", p, from,
+                          resume - 1);
+                mt->skipped_damaged += resume - from;
+                mt->next[p] = resume;
+                spw_cursor_seek(&v->cur, part, resume);
+                continue;
+            }
+            if (r == SPW_ERANGE) {
+                spw_part_state_get(part, &st);
+                if (mt->next[p] < st.start_offset) {
+                    spw_warn("view %s: partition %u: offset %" PRIu64 " is gone; continuing at %" PRIu64, v->def.name,
+                             p, mt->next[p], st.start_offset);
+                    mt->next[p] = st.start_offset;
+                    spw_cursor_seek(&v->cur, part, mt->next[p]);
+                    continue;
+                }
+                break;
+            }
+            set_error(v, "partition %u: reading at offset %" PRIu64 ": %s", p, mt->next[p], spw_strerror(r));
+            all_done = 0;
+            stuck = 1; /* tried again after a nap */
+            break;
+        }
+    }
+    *rot = np ? (*rot + 1) % np : 0;
+    if (memcmp(&before, mt, sizeof before) != 0) {
+        if (v->def.kind == VK_AGGREGATE && v->def.nwin > 1)
+            spw__view_rollup(&v->def, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
+        int r = commit(v, f, val, mb);
+        if (r < 0) {
+            *mt = before; /* the store has none of it: read it again */
+            set_error(v, "writing the store: %s", spw_strerror(r));
+            return r;
+        }
+    }
+    pthread_mutex_lock(&v->mu);
+    v->shown = *mt;
+    uint64_t behind = 0;
+    for (uint32_t p = 0; p < np; p++) {
+        v->end[p] = end[p];
+        behind += end[p] > mt->next[p] ? end[p] - mt->next[p] : 0;
+    }
+    if (behind == 0)
+        v->behind_since_ms = 0;
+    else if (v->behind_since_ms == 0)
+        v->behind_since_ms = spw_mono_ms();
+    if (all_done && v->state != VS_LIVE)
+        v->state = VS_LIVE;
+    pthread_mutex_unlock(&v->mu);
+    (void)stuck;
+    return more ? 0 : 1;
+}
+
+static int do_rebuild(spw_view *v)
+{
+    char err[300];
+    spw_info("view %s: rebuilding from the start of stream %s", v->def.name, v->def.stream);
+    if (v->s)
+        for (uint32_t i = 0; i < v->meta.nparts; i++) {
+            uint64_t pos = 0;
+            take_hold(v->s->parts[i], &pos, &v->holds[i]); /* down to the start: kept until flushed past */
+            v->flushed[i] = pos;
+        }
+    view_meta fresh;
+    spw__view_meta_reset(&fresh, v->s->incarnation, v->s->cfg.partitions);
+    int r = spw__view_store_wipe(v, &fresh, err, sizeof err);
+    if (r < 0) {
+        set_error(v, "%s", err);
+        return r;
+    }
+    v->meta = fresh;
+    v->dirty++;
+    publish(v, VS_REBUILDING);
+    return 0;
+}
+
+void *spw__view_apply_thread(void *arg)
+{
+    spw_view *v = arg;
+    fold f = {0};
+    spw_buf val = SPW_BUF_INIT, mb = SPW_BUF_INIT;
+    char *kbuf = spw_xmalloc(2 * (VIEW_KEY_MAX + 16) + 32);
+    uint32_t rot = 0;
+    spw_cursor_init(&v->cur, NULL, 0, VIEW_READ_BYTES);
+    v->last_flush_ms = spw_mono_ms();
+    for (;;) {
+        pthread_mutex_lock(&v->mu);
+        int stop = v->stop, rebuild = v->rebuild;
+        v->rebuild = 0;
+        pthread_mutex_unlock(&v->mu);
+        if (stop)
+            break;
+        if (v->s && atomic_load(&v->s->deleted)) {
+            spw_warn("view %s: stream %s was deleted; waiting for a stream of that name", v->def.name, v->def.stream);
+            if (v->dirty)
+                flush_store(v);
+            detach(v);
+        }
+        if (!v->s) {
+            int r = attach(v);
+            if (r < 0) {
+                pthread_mutex_lock(&v->mu);
+                v->rebuild |= rebuild; /* done once attached */
+                v->state = VS_NO_STREAM;
+                pthread_mutex_unlock(&v->mu);
+                kick_waiters(v, 0, 0);
+                pthread_mutex_lock(&v->mu);
+                if (!v->stop)
+                    spw_cond_wait_ns(&v->cv, &v->mu, 200 * 1000000ull);
+                pthread_mutex_unlock(&v->mu);
+                continue;
+            }
+        }
+        if (rebuild && do_rebuild(v) < 0) {
+            pthread_mutex_lock(&v->mu);
+            v->state = VS_FAILED;
+            pthread_mutex_unlock(&v->mu);
+        }
+        int r = v->db ? cycle(v, &f, &val, &mb, kbuf, &rot) : -EIO;
+        kick_waiters(v, 0, 0);
+        if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
+            flush_store(v);
+        if (r == 0)
+            continue; /* more is waiting */
+        pthread_mutex_lock(&v->mu);
+        if (!v->stop && !v->rebuild)
+            spw_cond_wait_ns(&v->cv, &v->mu, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);
+        pthread_mutex_unlock(&v->mu);
+    }
+    if (v->db && v->dirty && v->s)
+        flush_store(v);
+    kick_waiters(v, 1, -ENOENT);
+    detach(v);
+    spw_cursor_fini(&v->cur);
+    spw__view_fold_free(&f);
+    spw_buf_fini(&val);
+    spw_buf_fini(&mb);
+    spw_free(kbuf);
+    return NULL;
+}

@@ -1,0 +1,214 @@
+/*
+ * The fold of records into store-entry changes (view.h "pre-aggregation"):
+ * a table keyed by store key, one entry per view key (and per bucket of
+ * the smallest window), filled by spw__view_fold_record in each
+ * partition's offset order and rolled up into the larger windows by
+ * spw__view_rollup. The apply thread folds a batch and commits it
+ * (view_apply.c); the verifier folds the log from its start into a fresh
+ * table and compares it with the store (view_verify.c).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/id.h"
+#include "view/view_int.h"
+
+void spw__view_fold_reset(fold *f)
+{
+    f->n = 0;
+    f->arena.len = 0;
+    f->bytes = 0;
+    if (f->slot)
+        memset(f->slot, 0, f->nslot * sizeof *f->slot);
+}
+
+void spw__view_fold_free(fold *f)
+{
+    spw_free(f->e);
+    spw_free(f->slot);
+    spw_buf_fini(&f->arena);
+    memset(f, 0, sizeof *f);
+}
+
+uint64_t spw__view_hash(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static void rehash(fold *f, uint32_t nslot)
+{
+    spw_free(f->slot);
+    f->nslot = nslot;
+    f->slot = spw_xcalloc(nslot, sizeof *f->slot);
+    for (uint32_t i = 0; i < f->n; i++) {
+        uint32_t s = (uint32_t)f->e[i].h & (nslot - 1);
+        while (f->slot[s])
+            s = (s + 1) & (nslot - 1);
+        f->slot[s] = i + 1;
+    }
+}
+
+/* The entry of store key k (made, zeroed, when new: *isnew = 1). */
+fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew)
+{
+    if ((f->n + 1) * 2 > f->nslot)
+        rehash(f, f->nslot ? f->nslot * 2 : 1024);
+    uint64_t h = spw__view_hash(k, kl);
+    uint32_t s = (uint32_t)h & (f->nslot - 1);
+    while (f->slot[s]) {
+        fent *e = &f->e[f->slot[s] - 1];
+        if (e->h == h && e->klen == kl && memcmp(f->arena.p + e->koff, k, kl) == 0) {
+            *isnew = 0;
+            return e;
+        }
+        s = (s + 1) & (f->nslot - 1);
+    }
+    if (f->n == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 1024;
+        f->e = spw_xrealloc(f->e, f->cap * sizeof *f->e);
+    }
+    fent *e = &f->e[f->n];
+    memset(e, 0, sizeof *e);
+    e->h = h;
+    e->koff = f->arena.len;
+    e->klen = (uint32_t)kl;
+    if (spw_buf_put(&f->arena, k, kl))
+        abort();
+    f->slot[s] = ++f->n;
+    *isnew = 1;
+    return e;
+}
+
+/* ---- one record ---- */
+
+/* Does latest candidate (ts, id) a come after b (the view's order)? */
+int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid)
+{
+    if (order_by == VO_TS && ats != bts)
+        return ats > bts;
+    return aid > bid;
+}
+
+/* The view key of a record into out: its length, or -1 (unusable). */
+static long view_key(const view_def *d, const spw_record_view *rv, const spw_json_span *found, char *out)
+{
+    if (d->by_key) {
+        if (rv->key_len < 0 || rv->key_len > VIEW_KEY_MAX)
+            return -1;
+        memcpy(out, rv->key, (size_t)rv->key_len);
+        return rv->key_len;
+    }
+    const spw_json_span *g = &found[d->ptr_group];
+    switch (g->type) {
+    case SPW_JSON_STRING:
+        return spw_json_unescape(g, out, VIEW_KEY_MAX);
+    case SPW_JSON_NUMBER:
+    case SPW_JSON_TRUE:
+    case SPW_JSON_FALSE:
+        if (g->n > VIEW_KEY_MAX)
+            return -1;
+        memcpy(out, g->p, g->n);
+        return (long)g->n;
+    default:
+        return -1;
+    }
+}
+
+void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv, char *kbuf,
+                           uint32_t sample)
+{
+    spw_json_span found[2];
+    const char *vend;
+    spw_json_error je;
+    const char *vp = (const char *)rv->value;
+    if (spw_json_scan(vp, vp + rv->value_len, d->ptrs, d->nptrs, found, &vend, &je) < 0 ||
+        spw_json_ws(vend, vp + rv->value_len) != vp + rv->value_len) {
+        mt->skipped_invalid++;
+        return;
+    }
+    uint8_t *sk = (uint8_t *)kbuf; /* store key: a prefix byte(s), then the view key */
+    long kl = view_key(d, rv, found, kbuf + 10);
+    if (kl < 0) {
+        mt->skipped_invalid++;
+        return;
+    }
+    int keep = sample <= 1 || spw__view_hash(kbuf + 10, (size_t)kl) % sample == 0;
+    int isnew;
+    if (d->kind == VK_LATEST) {
+        if (!keep)
+            return;
+        sk[9] = VIEW_P_LATEST;
+        fent *e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
+        if (isnew || spw__view_latest_after(d->order_by, rv->ts, rv->id, e->ts, e->id)) {
+            e->part = p;
+            e->offset = rv->offset;
+            e->id = rv->id;
+            e->ts = rv->ts;
+            e->voff = f->arena.len;
+            e->vlen = rv->value_len;
+            if (spw_buf_put(&f->arena, rv->value, rv->value_len))
+                abort();
+            f->bytes += rv->value_len;
+        }
+        return;
+    }
+    view_num x;
+    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
+        mt->skipped_invalid++;
+        return;
+    }
+    sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
+    fent *e;
+    if (keep) {
+        e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
+        spw__view_agg_one(&e->agg, &x);
+    }
+    if (d->kind == VK_SUM)
+        return;
+    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
+    int64_t w0 = d->win_ms[0], s0 = spw__view_floor(t, w0), closes;
+    int late = !__builtin_add_overflow(s0, w0, &closes) && !__builtin_add_overflow(closes, d->grace_ms, &closes) &&
+               closes <= mt->wm[p];
+    if (t > mt->wm[p])
+        mt->wm[p] = t;
+    if (late) {
+        mt->late++;
+        return;
+    }
+    if (!keep)
+        return;
+    size_t bl = spw__view_bucket_key(sk, 0, s0, kbuf + 10, (size_t)kl);
+    e = spw__view_fold_get(f, sk, bl, &isnew);
+    spw__view_agg_one(&e->agg, &x);
+}
+
+/* Rolls the smallest window's entries up into the larger windows. */
+void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb)
+{
+    uint32_t n0 = f->n;
+    for (uint32_t i = 0; i < n0; i++) {
+        const uint8_t *k = f->arena.p + f->e[i].koff;
+        if (k[0] != VIEW_P_BUCKET || k[1] != 0)
+            continue;
+        uint32_t klen = f->e[i].klen;
+        uint64_t u = 0;
+        for (int j = 0; j < 8; j++)
+            u = u << 8 | k[2 + j];
+        int64_t s0 = (int64_t)(u ^ (1ull << 63));
+        memcpy(kb, k, klen);
+        for (uint32_t l = 1; l < d->nwin; l++) {
+            spw__view_bucket_key(kb, (int)l, spw__view_floor(s0, d->win_ms[l]), kb + 10, klen - 10);
+            int isnew;
+            view_agg a = f->e[i].agg; /* spw__view_fold_get may move f->e */
+            fent *e = spw__view_fold_get(f, kb, klen, &isnew);
+            spw__view_agg_merge(&e->agg, &a);
+        }
+    }
+}
+

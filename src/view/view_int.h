@@ -1,0 +1,236 @@
+/*
+ * Internals shared by the files of src/view and by no one else: the
+ * definition, a view, the manager, and the store's entries
+ * (docs/formats/view.md byte by byte; the constants below name it).
+ *
+ * Locking: m->mu guards the list of views. v->mu guards a view's shown
+ * state (counters copied after each commit, state, waiters, stop and
+ * rebuild flags); the apply thread alone owns v->db's writes, the cursor
+ * and the holds. Readers use v->db concurrently (RocksDB is thread-safe)
+ * under a reference (v->refs) that keeps the view from being freed.
+ */
+#ifndef SPW_VIEW_INT_H
+#define SPW_VIEW_INT_H
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/json.h"
+#include "log/cursor.h"
+#include "catalog/catalog.h"
+#include "view/view.h"
+
+#define VIEW_DEF_MAX 8192
+#define VIEW_POLL_MS 20
+#define VIEW_BATCH_RECORDS 65536u  /* records folded into one WriteBatch at most */
+#define VIEW_READ_BYTES (1u << 20) /* cursor read size */
+#define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
+#define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
+#define VIEW_TOP_MAX 1000
+
+enum { VK_LATEST, VK_AGGREGATE, VK_SUM };
+enum { VT_EVENT, VT_ARRIVAL };
+enum { VO_OFFSET, VO_TS };
+
+typedef struct view_def {
+    char name[SPW_STREAM_NAME_MAX + 1];
+    char stream[SPW_STREAM_NAME_MAX + 1];
+    int kind;
+    char field[128];    /* JSON pointer ("" for latest) */
+    char group_by[128]; /* "$key" or a JSON pointer */
+    uint32_t nwin;
+    int64_t win_ms[SPW_VIEW_MAX_WINDOWS];
+    int time;
+    int64_t grace_ms;
+    int order_by;
+    /* derived */
+    int by_key; /* group_by is "$key" */
+    spw_json_ptr ptrs[2];
+    int nptrs, ptr_group, ptr_field; /* indexes into ptrs, -1 if none */
+} view_def;
+
+/* ---- numbers: an integer while every value and sum is one, else binary64 ---- */
+typedef struct view_num {
+    int dbl; /* 0: i holds it; 1: d */
+    int64_t i;
+    double d;
+} view_num;
+
+/* An aggregate: count, sum, min, max (min/max meaningless when count 0). */
+typedef struct view_agg {
+    uint64_t count;
+    view_num sum, min, max;
+} view_agg;
+
+#define VIEW_AGG_LEN 33 /* u64 count, u8 flags, 3 x 8 bytes (docs/formats/view.md) */
+
+/* ---- store keys (docs/formats/view.md "Keys") ---- */
+#define VIEW_META_KEY "\x00meta"
+#define VIEW_META_KEY_LEN 5
+#define VIEW_META_VERSION 1
+#define VIEW_P_LATEST 'L'
+#define VIEW_P_SUM 'S'
+#define VIEW_P_ALL 'A'
+#define VIEW_P_BUCKET 'B'
+
+/* A store's meta entry, decoded. */
+typedef struct view_meta {
+    uint64_t incarnation;
+    uint32_t nparts;
+    uint64_t keys, late, skipped_damaged, skipped_invalid, applied;
+    uint64_t next[SPW_STREAM_PARTITIONS_MAX];
+    int64_t wm[SPW_STREAM_PARTITIONS_MAX]; /* highest time applied per partition (INT64_MIN: none) */
+} view_meta;
+
+enum { VS_CATCHING_UP, VS_LIVE, VS_REBUILDING, VS_NO_STREAM, VS_FAILED };
+
+typedef struct view_waiter {
+    struct view_waiter *next;
+    spw_view_min *min;
+    uint32_t n;
+    uint64_t deadline_ms;
+    void (*done)(void *arg, int r);
+    void *arg;
+    int r; /* the answer, once taken off the list */
+} view_waiter;
+
+typedef struct spw_view {
+    struct spw_views *m;
+    view_def def;
+    char *canon;
+    char dir[4300]; /* DATA/views/NAME */
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_readoptions_t *ro;
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic int refs; /* the list's + readers' */
+    /* under mu */
+    int stop, deleted, rebuild;
+    int state;
+    view_meta shown; /* the last committed meta */
+    uint64_t end[SPW_STREAM_PARTITIONS_MAX]; /* partition ends at the last cycle */
+    uint64_t behind_since_ms; /* when the thread last found itself caught up (0: is) */
+    char last_error[256];
+    view_waiter *waiters;
+    /* apply thread only */
+    view_meta meta;     /* what the store holds once the current batch commits */
+    spw_stream *s;
+    spw_hold *holds[SPW_STREAM_PARTITIONS_MAX];
+    uint64_t flushed[SPW_STREAM_PARTITIONS_MAX]; /* offsets a flush made durable */
+    int dirty; /* batches since the last flush */
+    uint64_t last_flush_ms;
+    spw_cursor cur;
+    /* counters (atomic: /metrics) */
+    _Atomic uint64_t store_writes, batches, flushes;
+    struct spw_view *next_dead;
+} spw_view;
+
+struct spw_views {
+    spw_catalog *cat;
+    uint64_t flush_ms;
+    char dir[4096];
+    pthread_mutex_t mu;
+    spw_view *v[SPW_VIEWS_MAX];
+    uint32_t n;
+    spw_view *dying;
+};
+
+/* view_def.c */
+int spw__view_def_parse(view_def *d, const char *name, const char *body, size_t len, char *err, size_t cap);
+void spw__view_def_json(const view_def *d, spw_buf *b);
+/* Compiles d's pointers into d->ptrs: again after every copy of a
+ * view_def (a compiled pointer points into its own storage). */
+void spw__view_def_compile(view_def *d);
+int spw__view_duration(const char *s, size_t n, int64_t *ms); /* "10s" → 10000; 0 or -1 */
+void spw__view_put_duration(spw_buf *b, int64_t ms);         /* as a JSON string, its largest exact unit */
+int spw__view_window_index(const view_def *d, const char *text); /* level, or -1 */
+
+/* view_store.c: numbers, entries, meta */
+int spw__view_num_parse(const spw_json_span *v, view_num *out); /* 0, or -1 if not a number */
+void spw__view_num_add(view_num *a, const view_num *b);
+int spw__view_num_cmp(const view_num *a, const view_num *b);
+void spw__view_num_json(spw_buf *b, const view_num *n);
+void spw__view_agg_one(view_agg *a, const view_num *x);
+void spw__view_agg_merge(view_agg *a, const view_agg *b);
+void spw__view_agg_encode(const view_agg *a, uint8_t out[VIEW_AGG_LEN]);
+int spw__view_agg_decode(const void *p, size_t n, view_agg *a);
+void spw__view_agg_json(spw_buf *b, const view_agg *a, int minmax);
+size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *key, size_t klen);
+void spw__view_meta_encode(const view_meta *mt, spw_buf *b);
+int spw__view_meta_decode(const void *p, size_t n, view_meta *mt);
+void spw__view_meta_reset(view_meta *mt, uint64_t incarnation, uint32_t nparts);
+static inline int64_t spw__view_floor(int64_t t, int64_t w)
+{
+    int64_t q = t / w;
+    if (t % w != 0 && t < 0)
+        q--;
+    return q * w;
+}
+/* The view's watermark: the lowest partition watermark (INT64_MIN while
+ * a partition has applied nothing). */
+int64_t spw__view_watermark(const view_meta *mt);
+
+/* view_store.c: the store */
+int spw__view_store_open(spw_view *v, char *err, size_t cap);
+void spw__view_store_close(spw_view *v);
+int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap); /* one batch: all gone, fresh meta */
+int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val);
+int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found);
+
+/* ---- the fold table (view_fold.c): store key → pending change ---- */
+#define VIEW_KEY_MAX 4096
+
+typedef struct fent {
+    uint64_t h;
+    size_t koff;
+    uint32_t klen;
+    /* latest */
+    uint32_t part;
+    uint64_t offset, id;
+    int64_t ts;
+    size_t voff;
+    uint32_t vlen;
+    /* sum, aggregate */
+    view_agg agg;
+} fent;
+
+typedef struct fold {
+    fent *e;
+    uint32_t n, cap;
+    uint32_t *slot; /* index + 1; 0 empty */
+    uint32_t nslot;
+    spw_buf arena;
+    uint64_t bytes;
+} fold;
+
+void spw__view_fold_reset(fold *f);
+void spw__view_fold_free(fold *f);
+fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew);
+uint64_t spw__view_hash(const void *p, size_t n);
+/* Does latest candidate (ts, id) a come after b in the view's order? */
+int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid);
+/* Folds one record of partition p into f and mt's counters and watermark.
+ * kbuf: 2 * (VIEW_KEY_MAX + 16) bytes of scratch. sample > 1: only view
+ * keys whose hash is a multiple of sample go into f (counters and
+ * watermarks take every record). */
+void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv,
+                           char *kbuf, uint32_t sample);
+/* Rolls the smallest window's entries up into the larger windows; kb:
+ * VIEW_KEY_MAX + 16 bytes of scratch. */
+void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+
+/* view_apply.c */
+void *spw__view_apply_thread(void *arg);
+
+/* view.c */
+spw_view *spw__view_ref(spw_views *m, const char *name); /* referenced, or NULL */
+void spw__view_unref(spw_view *v);
+
+#endif

@@ -1,0 +1,352 @@
+/*
+ * What a view's store holds and how (docs/formats/view.md, byte by byte):
+ * numbers and aggregates, the entries' keys, the meta entry that carries
+ * the applied offsets, and opening the RocksDB database itself.
+ *
+ * Numbers stay exact integers (int64) while every value and every sum
+ * of them is one; a value with a fraction or an exponent, or a sum past
+ * the int64 range, makes that number a binary64 double from then on
+ * (docs/api.md "Views": integers exact, decimals as doubles).
+ *
+ * The store: RocksDB with its WAL off (every write passes
+ * rocksdb_writeoptions_disable_WAL) and atomic_flush on; the log is the
+ * WAL, and a store comes back after a crash at its last flush, with the
+ * offsets that flush holds (view_apply.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/endian.h"
+#include "core/error.h"
+#include "core/msg.h"
+#include "os/os.h"
+#include "view/view_int.h"
+
+/* ---- numbers ---- */
+
+int spw__view_num_parse(const spw_json_span *v, view_num *out)
+{
+    if (v->type != SPW_JSON_NUMBER)
+        return -1;
+    if (spw_json_int64(v, &out->i) == 0) {
+        out->dbl = 0;
+        return 0;
+    }
+    char tmp[64];
+    if (v->n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, v->p, v->n);
+    tmp[v->n] = 0;
+    out->d = strtod(tmp, NULL);
+    if (!isfinite(out->d))
+        return -1;
+    out->dbl = 1;
+    return 0;
+}
+
+static double num_d(const view_num *a) { return a->dbl ? a->d : (double)a->i; }
+
+void spw__view_num_add(view_num *a, const view_num *b)
+{
+    int64_t s;
+    if (!a->dbl && !b->dbl && !__builtin_add_overflow(a->i, b->i, &s)) {
+        a->i = s;
+        return;
+    }
+    a->d = num_d(a) + num_d(b);
+    a->dbl = 1;
+}
+
+int spw__view_num_cmp(const view_num *a, const view_num *b)
+{
+    if (!a->dbl && !b->dbl)
+        return a->i < b->i ? -1 : a->i > b->i;
+    long double x = a->dbl ? (long double)a->d : (long double)a->i;
+    long double y = b->dbl ? (long double)b->d : (long double)b->i;
+    return x < y ? -1 : x > y;
+}
+
+void spw__view_num_json(spw_buf *b, const view_num *n)
+{
+    if (!n->dbl)
+        spw_buf_xprintf(b, "%" PRId64, n->i);
+    else if (!isfinite(n->d))
+        spw_buf_xprintf(b, "null");
+    else
+        spw_buf_xprintf(b, "%.17g", n->d);
+}
+
+void spw__view_agg_one(view_agg *a, const view_num *x)
+{
+    if (a->count == 0) {
+        a->sum = *x;
+        a->min = *x;
+        a->max = *x;
+    } else {
+        spw__view_num_add(&a->sum, x);
+        if (spw__view_num_cmp(x, &a->min) < 0)
+            a->min = *x;
+        if (spw__view_num_cmp(x, &a->max) > 0)
+            a->max = *x;
+    }
+    a->count++;
+}
+
+void spw__view_agg_merge(view_agg *a, const view_agg *b)
+{
+    if (b->count == 0)
+        return;
+    if (a->count == 0) {
+        *a = *b;
+        return;
+    }
+    a->count += b->count;
+    spw__view_num_add(&a->sum, &b->sum);
+    if (spw__view_num_cmp(&b->min, &a->min) < 0)
+        a->min = b->min;
+    if (spw__view_num_cmp(&b->max, &a->max) > 0)
+        a->max = b->max;
+}
+
+static void put_num(uint8_t *p, const view_num *n)
+{
+    uint64_t u;
+    if (n->dbl)
+        memcpy(&u, &n->d, 8);
+    else
+        u = (uint64_t)n->i;
+    spw_put64(p, u);
+}
+
+static void get_num(const uint8_t *p, int dbl, view_num *n)
+{
+    uint64_t u = spw_get64(p);
+    n->dbl = dbl;
+    if (dbl) {
+        memcpy(&n->d, &u, 8);
+        n->i = 0;
+    } else {
+        n->i = (int64_t)u;
+        n->d = 0;
+    }
+}
+
+void spw__view_agg_encode(const view_agg *a, uint8_t out[VIEW_AGG_LEN])
+{
+    spw_put64(out, a->count);
+    out[8] = (uint8_t)(a->sum.dbl | a->min.dbl << 1 | a->max.dbl << 2);
+    put_num(out + 9, &a->sum);
+    put_num(out + 17, &a->min);
+    put_num(out + 25, &a->max);
+}
+
+int spw__view_agg_decode(const void *pv, size_t n, view_agg *a)
+{
+    const uint8_t *p = pv;
+    if (n != VIEW_AGG_LEN || p[8] > 7)
+        return SPW_ECORRUPT;
+    a->count = spw_get64(p);
+    get_num(p + 9, p[8] & 1, &a->sum);
+    get_num(p + 17, (p[8] >> 1) & 1, &a->min);
+    get_num(p + 25, (p[8] >> 2) & 1, &a->max);
+    return 0;
+}
+
+void spw__view_agg_json(spw_buf *b, const view_agg *a, int minmax)
+{
+    spw_buf_xprintf(b, "\"count\":%" PRIu64 ",\"sum\":", a->count);
+    spw__view_num_json(b, &a->sum);
+    if (minmax) {
+        spw_buf_xprintf(b, ",\"min\":");
+        spw__view_num_json(b, &a->min);
+        spw_buf_xprintf(b, ",\"max\":");
+        spw__view_num_json(b, &a->max);
+    }
+}
+
+/* 'B', level, start (big-endian, sign bit flipped: byte order is time
+ * order), the view key. */
+size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *key, size_t klen)
+{
+    out[0] = VIEW_P_BUCKET;
+    out[1] = (uint8_t)level;
+    uint64_t u = (uint64_t)start ^ (1ull << 63);
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)(u >> (56 - 8 * i));
+    if (klen)
+        memmove(out + 10, key, klen); /* key may already be there */
+    return 10 + klen;
+}
+
+/* ---- meta ---- */
+
+#define META_FIXED 56
+
+void spw__view_meta_reset(view_meta *mt, uint64_t incarnation, uint32_t nparts)
+{
+    memset(mt, 0, sizeof *mt);
+    mt->incarnation = incarnation;
+    mt->nparts = nparts;
+    for (uint32_t i = 0; i < SPW_STREAM_PARTITIONS_MAX; i++)
+        mt->wm[i] = INT64_MIN;
+}
+
+void spw__view_meta_encode(const view_meta *mt, spw_buf *b)
+{
+    uint8_t h[META_FIXED];
+    h[0] = VIEW_META_VERSION;
+    h[1] = h[2] = h[3] = 0;
+    spw_put32(h + 4, mt->nparts);
+    spw_put64(h + 8, mt->incarnation);
+    spw_put64(h + 16, mt->keys);
+    spw_put64(h + 24, mt->late);
+    spw_put64(h + 32, mt->skipped_damaged);
+    spw_put64(h + 40, mt->skipped_invalid);
+    spw_put64(h + 48, mt->applied);
+    b->len = 0;
+    if (spw_buf_put(b, h, sizeof h))
+        abort();
+    for (uint32_t i = 0; i < mt->nparts; i++) {
+        uint8_t e[16];
+        spw_put64(e, mt->next[i]);
+        spw_put64(e + 8, (uint64_t)mt->wm[i]);
+        if (spw_buf_put(b, e, sizeof e))
+            abort();
+    }
+}
+
+int spw__view_meta_decode(const void *pv, size_t n, view_meta *mt)
+{
+    const uint8_t *p = pv;
+    if (n < META_FIXED || p[0] != VIEW_META_VERSION)
+        return SPW_ECORRUPT;
+    uint32_t np = spw_get32(p + 4);
+    if (np > SPW_STREAM_PARTITIONS_MAX || n != META_FIXED + 16 * (size_t)np)
+        return SPW_ECORRUPT;
+    spw__view_meta_reset(mt, spw_get64(p + 8), np);
+    mt->keys = spw_get64(p + 16);
+    mt->late = spw_get64(p + 24);
+    mt->skipped_damaged = spw_get64(p + 32);
+    mt->skipped_invalid = spw_get64(p + 40);
+    mt->applied = spw_get64(p + 48);
+    for (uint32_t i = 0; i < np; i++) {
+        mt->next[i] = spw_get64(p + META_FIXED + 16 * i);
+        mt->wm[i] = (int64_t)spw_get64(p + META_FIXED + 16 * i + 8);
+    }
+    return 0;
+}
+
+int64_t spw__view_watermark(const view_meta *mt)
+{
+    if (mt->nparts == 0)
+        return INT64_MIN;
+    int64_t w = INT64_MAX;
+    for (uint32_t i = 0; i < mt->nparts; i++)
+        if (mt->wm[i] < w)
+            w = mt->wm[i];
+    return w;
+}
+
+/* ---- the store ---- */
+
+int spw__view_store_open(spw_view *v, char *err, size_t cap)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/db", v->dir);
+    if (!v->opts) {
+        v->opts = rocksdb_options_create();
+        rocksdb_options_set_create_if_missing(v->opts, 1);
+        rocksdb_options_set_atomic_flush(v->opts, 1);
+        rocksdb_options_set_max_open_files(v->opts, 64);
+        rocksdb_options_set_keep_log_file_num(v->opts, 2);
+        rocksdb_options_set_write_buffer_size(v->opts, 32u << 20);
+        rocksdb_options_set_max_background_jobs(v->opts, 2);
+        v->wo = rocksdb_writeoptions_create();
+        rocksdb_writeoptions_disable_WAL(v->wo, 1);
+        v->ro = rocksdb_readoptions_create();
+    }
+    char *e = NULL;
+    v->db = rocksdb_open(v->opts, path, &e);
+    if (e) {
+        snprintf(err, cap, "opening the store %s: %s", path, e);
+        rocksdb_free(e);
+        v->db = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+void spw__view_store_close(spw_view *v)
+{
+    if (v->db) {
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 1);
+        char *e = NULL;
+        rocksdb_flush(v->db, fo, &e);
+        if (e) {
+            spw_error("view %s: flushing its store at close: %s", v->def.name, e);
+            rocksdb_free(e);
+        }
+        rocksdb_flushoptions_destroy(fo);
+        rocksdb_close(v->db);
+        v->db = NULL;
+    }
+}
+
+/* One WriteBatch: every entry deleted (a range delete over all keys,
+ * whose first byte is below 0xff) and the fresh meta entry put. Atomic
+ * like any batch: after a crash the store is either as before or empty at
+ * offsets 0. The database stays open, so readers holding it go on. */
+int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap)
+{
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete_range(wb, "\x00", 1, "\xff", 1);
+    spw_buf mb = SPW_BUF_INIT;
+    spw__view_meta_encode(fresh, &mb);
+    rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb.p, mb.len);
+    char *e = NULL;
+    rocksdb_write(v->db, v->wo, wb, &e);
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&mb);
+    if (e) {
+        snprintf(err, cap, "emptying the store: %s", e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* 1 and *val (replaced) when found, 0 when not, or -EIO. */
+int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val)
+{
+    size_t n = 0;
+    char *e = NULL;
+    char *p = rocksdb_get(v->db, ro ? ro : v->ro, k, kl, &n, &e);
+    if (e) {
+        spw_error("view %s: store read: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    if (!p)
+        return 0;
+    val->len = 0;
+    int r = spw_buf_put(val, p, n);
+    rocksdb_free(p);
+    return r ? SPW_ENOMEM : 1;
+}
+
+int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found)
+{
+    spw_buf b = SPW_BUF_INIT;
+    int r = spw__view_store_get(v, NULL, VIEW_META_KEY, VIEW_META_KEY_LEN, &b);
+    *found = r == 1;
+    if (r == 1)
+        r = spw__view_meta_decode(b.p, b.len, mt);
+    spw_buf_fini(&b);
+    return r < 0 ? r : 0;
+}

@@ -1,0 +1,165 @@
+/*
+ * The postgres sink against a statement that blocks (docs/api.md
+ * "postgres sink", docs/operations.md "Stopping"), with a real PostgreSQL
+ * server (pg.h):
+ *  - another session holds LOCK TABLE on the targets, so the sinks' COPY
+ *    waits for the lock: a sink with statement_timeout_ms 300 fails its
+ *    statement ("statement timeout", in last_error) and retries; the one
+ *    with the default (60 s) stays blocked;
+ *  - the sinks' idle connections run TCP keepalives due within 30 s
+ *    (/proc/net/tcp), not the system's default of 2 hours;
+ *  - SIGTERM then stops the server (exit 0, within srv_stop's bound): the
+ *    blocked statement is cancelled, not waited for;
+ *  - after the lock is released and the server restarted, every event is
+ *    in each table exactly once (count = count(DISTINCT id) = produced).
+ */
+#include "pg.h"
+
+static const char *BIN;
+
+static void produce_range(int port, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char ev[64];
+        snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+        CHECK(req_status(port, "POST", "/v1/streams/ev/events?ack=fsync", ev) / 100 == 2);
+    }
+}
+
+static void wait_rows(const pgsrv *pg, const char *table, long long want)
+{
+    char q[200];
+    snprintf(q, sizeof q, "SELECT count(*) FROM %s", table);
+    long long n = -1;
+    for (int i = 0; i < 600 && n != want; i++) {
+        n = pgsrv_num(pg, q);
+        if (n != want)
+            usleep(50 * 1000);
+    }
+    if (n != want)
+        fprintf(stderr, "%s: %lld rows, want %lld\n", table, n, want);
+    CHECK_EQ(n, want);
+    snprintf(q, sizeof q, "SELECT count(DISTINCT id) FROM %s", table);
+    CHECK_EQ(pgsrv_num(pg, q), want);
+}
+
+/*
+ * The server's TCP connections to port (ESTABLISHED, from its network
+ * namespace's /proc/net/tcp): how many, and how many run the keepalive
+ * timer (tr 2) due within max_s seconds (tm->when is in USER_HZ ticks).
+ * An idle connection with keepalives_idle 30 s has it due within 30 s;
+ * with the system's default (7200 s), not.
+ */
+static void keepalive_timers(pid_t pid, int port, int max_s, int *conns, int *soon)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/net/tcp", (int)pid);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char line[512];
+    *conns = *soon = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    CHECK(fgets(line, sizeof line, f) != NULL); /* the header */
+    while (fgets(line, sizeof line, f)) {
+        unsigned lport, rport, st, tr;
+        unsigned long when;
+        char la[64], ra[64];
+        if (sscanf(line, " %*d: %63[0-9A-Fa-f]:%x %63[0-9A-Fa-f]:%x %x %*x:%*x %x:%lx", la, &lport, ra, &rport, &st,
+                   &tr, &when) != 7)
+            continue;
+        if (st != 1 || rport != (unsigned)port)
+            continue;
+        (*conns)++;
+        if (tr == 2 && when <= (unsigned long)(max_s * hz))
+            (*soon)++;
+    }
+    fclose(f);
+}
+
+static int sink_says(int port, const char *sink, const char *needle)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/v1/sinks/%s", sink);
+    resp r = http_json(port, "GET", path, NULL);
+    int ok = r.status == 200 && strstr(r.body, needle) != NULL;
+    free(r.body);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 2);
+    BIN = argv[1];
+    CHECK(pgsrv_find() == 0);
+    char *tmp = spw_test_tmpdir("pgstop");
+    static pgsrv pg;
+    pgsrv_init(&pg, tmp, "pg");
+    pgsrv_exec(&pg, "CREATE TABLE t_slow (id bigint NOT NULL); CREATE TABLE t_fast (id bigint NOT NULL)");
+    char data[4200], body[1024];
+    snprintf(data, sizeof data, "%s/spw", tmp);
+    srv s;
+    srv_start(&s, BIN, data, NULL);
+    put_stream(s.port, "ev", "{\"partitions\":2}");
+    const char *names[2] = {"slow", "fast"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(body, sizeof body,
+                 "{\"stream\":\"ev\",\"kind\":\"postgres\",\"batch\":{\"max_wait_ms\":10},"
+                 "\"retry\":{\"initial_ms\":50,\"max_ms\":200},\"options\":{\"shards\":["
+                 "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"t_%s\","
+                 "\"columns\":{\"id\":\"/i\"}%s}}",
+                 pg.port, names[i], i == 1 ? ",\"statement_timeout_ms\":300" : "");
+        char path[100];
+        snprintf(path, sizeof path, "/v1/sinks/%s", names[i]);
+        CHECK_EQ(req_status(s.port, "PUT", path, body), 201);
+    }
+    produce_range(s.port, 0, 100);
+    wait_rows(&pg, "t_slow", 100);
+    wait_rows(&pg, "t_fast", 100);
+
+    /* both sinks' connections are idle now: keepalive probes start after 30 s */
+    int conns = 0, soon = 0;
+    keepalive_timers(s.pid, pg.port, 31, &conns, &soon);
+    CHECK_EQ(conns, 2);
+    CHECK_EQ(soon, 2);
+
+    /* another session locks both tables and keeps its transaction open */
+    PGconn *lk = pgsrv_conn(&pg);
+    PGresult *r = PQexec(lk, "BEGIN; LOCK TABLE t_slow, t_fast IN ACCESS EXCLUSIVE MODE");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    produce_range(s.port, 100, 150);
+    /* the short timeout gives up and says so; the other waits on the lock */
+    int said = 0;
+    for (int i = 0; i < 600 && !said; i++) {
+        said = sink_says(s.port, "fast", "statement timeout");
+        if (!said)
+            usleep(50 * 1000);
+    }
+    CHECK(said);
+    long long waiting = 0;
+    for (int i = 0; i < 600 && waiting < 1; i++) {
+        waiting = pgsrv_num(&pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                 "query LIKE '%COPY \"t_slow\"%'");
+        if (waiting < 1)
+            usleep(50 * 1000);
+    }
+    CHECK_EQ(waiting, 1);
+
+    /* the stop cancels the blocked statement instead of waiting for it */
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    CHECK_EQ(pgsrv_num(&pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"), 0);
+    r = PQexec(lk, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(lk);
+
+    srv_start(&s, BIN, data, NULL);
+    wait_rows(&pg, "t_slow", 150);
+    wait_rows(&pg, "t_fast", 150);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    pgsrv_stop_all();
+    spw_test_rmrf(tmp);
+    free(tmp);
+    printf("test_pg_stop: ok\n");
+    return 0;
+}

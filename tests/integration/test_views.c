@@ -1,0 +1,239 @@
+/*
+ * Views over HTTP (docs/api.md "Views"):
+ *   - definitions: PUT 201 / the same again (other spacing, field order,
+ *     an equal duration) 200 / a different one 409; bad definitions 400
+ *     naming the field; no stream 404; GET one and the list; DELETE 204,
+ *     then 404; a view and its store survive a restart;
+ *   - read your writes: a produce, then a read with the 202's offsets as
+ *     min_offsets sees the write, every time (without waiting the reads
+ *     come too early: the view applies in its own cycle); offsets the
+ *     view never reaches answer 504 view_lag after wait_ms;
+ *   - the command line: spillway view create|list|show|get|series|top|
+ *     rebuild|delete against the server, exit codes 0, 1 (server error)
+ *     and 2 (usage);
+ *   - hot key: 1,000,000 events of one key in one 10 s window cost at most one
+ *     store write per entry (the key's total and one per window level)
+ *     per apply batch, by the views' store-writes metric; the totals are
+ *     exact.
+ */
+#include <inttypes.h>
+
+#include "server.h"
+
+static char *get_body(int port, const char *path, int want_status)
+{
+    resp r = http_json(port, "GET", path, NULL);
+    if (r.status != want_status)
+        fprintf(stderr, "GET %s -> %d %s\n", path, r.status, r.body);
+    CHECK_EQ(r.status, want_status);
+    return r.body;
+}
+
+static long long metric(int port, const char *name)
+{
+    char *m = get_body(port, "/metrics", 200);
+    long long v = metric_in(m, name);
+    free(m);
+    return v;
+}
+
+static void definitions(srv *s)
+{
+    int p = s->port;
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/v1", "{\"stream\":\"nosuch\",\"kind\":\"latest\"}"), 404);
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/agg",
+                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"1m\"]}"),
+             201);
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/agg",
+                        "{ \"windows\" : [\"10000ms\",\"60s\"], \"kind\":\"aggregate\",\"stream\":\"clicks\","
+                        "\"field\":\"/n\",\"grace\":\"0s\",\"time\":\"event\",\"group_by\":\"$key\"}"),
+             200);
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/agg",
+                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\"]}"),
+             409);
+    static const char *const bad[] = {
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"15s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"sum\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"latest\",\"field\":\"/n\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"latest\",\"grace\":\"1s\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"median\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"latest\",\"forward\":{}}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"n\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1x\"]}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        resp r = http_json(p, "PUT", "/v1/views/bad", bad[i]);
+        if (r.status != 400)
+            fprintf(stderr, "%s -> %d %s\n", bad[i], r.status, r.body);
+        CHECK_EQ(r.status, 400);
+        CHECK(strstr(r.body, "\"code\":\"bad_config\"") != NULL);
+        free(r.body);
+    }
+    CHECK_EQ(req_status(p, "GET", "/v1/views/bad", NULL), 404);
+    char *b = get_body(p, "/v1/views", 200);
+    CHECK(strstr(b, "\"name\":\"agg\"") != NULL);
+    free(b);
+    b = get_body(p, "/v1/views/agg", 200);
+    CHECK(strstr(b, "\"windows\":[\"10s\",\"1m\"]") != NULL);
+    CHECK(strstr(b, "\"state\":") != NULL && strstr(b, "\"applied\":[") != NULL);
+    free(b);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/agg", NULL), 204);
+    CHECK_EQ(req_status(p, "GET", "/v1/views/agg", NULL), 404);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/agg", NULL), 404);
+}
+
+/* The last offset of the 202's only partition entry: "P:O". */
+static void min_of(const char *body, char *out, size_t cap)
+{
+    const char *q = strstr(body, "\"partition\":");
+    CHECK(q != NULL);
+    unsigned part;
+    unsigned long long first, count;
+    CHECK(sscanf(q, "\"partition\":%u,\"first_offset\":%llu,\"count\":%llu", &part, &first, &count) == 3);
+    snprintf(out, cap, "%u:%llu", part, first + count - 1);
+}
+
+static void read_your_writes(srv *s)
+{
+    int p = s->port;
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/bal", "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\"}"), 201);
+    for (int i = 1; i <= 30; i++) { /* before any other event of key acct */
+        char ev[128], path[256], min[64];
+        snprintf(ev, sizeof ev, "{\"page\":\"acct\",\"n\":%d}", i);
+        resp r = http_json(p, "POST", "/v1/streams/clicks/events", ev);
+        CHECK_EQ(r.status, 202);
+        min_of(r.body, min, sizeof min);
+        free(r.body);
+        snprintf(path, sizeof path, "/v1/views/bal/keys/acct?min_offsets=%s&wait_ms=10000", min);
+        char *b = get_body(p, path, 200);
+        char want[128];
+        snprintf(want, sizeof want, "{\"key\":\"acct\",\"count\":%d,\"sum\":%d}", i, i * (i + 1) / 2);
+        if (!strstr(b, want))
+            fprintf(stderr, "read %d: %s (want %s)\n", i, b, want);
+        CHECK(strstr(b, want) != NULL);
+        free(b);
+    }
+    /* an offset not yet written: 504 view_lag after wait_ms */
+    resp r = http_json(p, "GET", "/v1/views/bal/keys/acct?min_offsets=0:999999&wait_ms=100", NULL);
+    CHECK_EQ(r.status, 504);
+    CHECK(strstr(r.body, "\"code\":\"view_lag\"") != NULL);
+    free(r.body);
+    CHECK_EQ(req_status(p, "GET", "/v1/views/bal/keys/acct?min_offsets=zz", NULL), 400);
+    CHECK_EQ(req_status(p, "GET", "/v1/views/bal/keys/nobody", NULL), 404);
+    CHECK_EQ(req_status(p, "GET", "/v1/views/nosuch/keys/acct?min_offsets=0:0&wait_ms=10", NULL), 404);
+}
+
+static void hot_key(srv *s)
+{
+    int p = s->port;
+    CHECK_EQ(req_status(p, "PUT", "/v1/views/hot",
+                        "{\"stream\":\"likes\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"1m\",\"1h\"]}"),
+             201);
+    const int reqs = 250, per = 4000; /* 1,000,000 events */
+    size_t cap = (size_t)per * 64;
+    char *body = malloc(cap);
+    for (int q = 0; q < reqs; q++) {
+        size_t n = 0;
+        for (int i = 0; i < per; i++)
+            n += (size_t)snprintf(body + n, cap - n, "{\"item\":\"viral\",\"n\":1,\"ts\":%lld}\n",
+                                  1700000000000LL + (q * per + i) % 10000);
+        resp r = http(p, "POST", "/v1/streams/likes/events", "application/x-ndjson", body, n);
+        CHECK_EQ(r.status, 202);
+        free(r.body);
+    }
+    free(body);
+    long long total = (long long)reqs * per;
+    for (int i = 0; i < 3000 && metric(p, "spillway_view_applied_total{view=\"hot\"}") < total; i++)
+        usleep(10000);
+    CHECK_EQ(metric(p, "spillway_view_applied_total{view=\"hot\"}"), total);
+    char *b = get_body(p, "/v1/views/hot/keys/viral", 200);
+    char want[128];
+    snprintf(want, sizeof want, "{\"key\":\"viral\",\"count\":%lld,\"sum\":%lld,\"min\":1,\"max\":1}", total, total);
+    CHECK(strstr(b, want) != NULL);
+    free(b);
+    b = get_body(p, "/v1/views/hot/keys/viral/series?window=1h&from=1700000000000&to=1700000000000", 200);
+    snprintf(want, sizeof want, "\"count\":%lld", total);
+    CHECK(strstr(b, want) != NULL);
+    free(b);
+    long long writes = metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
+    long long batches = metric(p, "spillway_view_batches_total{view=\"hot\"}");
+    fprintf(stderr, "hot key: %lld events, %lld apply batches, %lld store writes\n", total, batches, writes);
+    CHECK(batches > 0);
+    /* the key's total + one bucket per window level, per batch */
+    CHECK(writes <= batches * 4);
+    CHECK(writes < total);
+}
+
+static void cli(const char *bin, srv *s)
+{
+    int p = s->port;
+    resp pr = http_json(p, "POST", "/v1/streams/clicks/events", "{\"page\":\"acct\",\"n\":5}");
+    CHECK_EQ(pr.status, 202);
+    char min[64], get[200];
+    min_of(pr.body, min, sizeof min);
+    free(pr.body);
+    snprintf(get, sizeof get, "view get cv acct --min-offsets %s --wait-ms 5000", min);
+    struct {
+        const char *args;
+        int rc;
+        const char *want;
+    } runs[] = {
+        {"view --help", 0, "spillway view create NAME"},
+        {"view create cv --stream clicks --kind aggregate --field /n --windows 10s,1m --grace 2s", 0,
+         "created view cv"},
+        {"view create cv --stream clicks --kind aggregate --field /n --windows 10s,1m --grace 2s", 0,
+         "already exists"},
+        {"view create cv --stream clicks --kind sum --field /n", 1, "different definition"},
+        {"view create cv --stream clicks", 2, "--kind are required"},
+        {"view get cv", 2, "a KEY is required"},
+        {get, 0, "\"count\":"},
+        {"view series cv acct --window 10s", 0, "\"window\":\"10s\""},
+        {"view top cv --window 1m --by sum --n 3", 0, "\"by\":\"sum\""},
+        {"view get cv nobody", 1, "has no key"},
+        {"view verify cv", 0, "\"ok\":true"},
+        {"view verify cv --sample 2", 0, "\"ok\":true"},
+        {"view list", 0, "cv"},
+        {"view show cv", 0, "aggregate"},
+        {"view rebuild cv", 0, "rebuilding"},
+        {"view delete cv", 0, "deleted view cv"},
+        {"view show cv", 1, "no view named cv"},
+        {"view frobnicate", 2, "unknown subcommand"},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        cli_out o = cli_run(bin, "%s --server 127.0.0.1:%d", runs[i].args, p);
+        if (o.rc != runs[i].rc || !strstr(o.text, runs[i].want))
+            fprintf(stderr, "spillway %s: exit %d, want %d and '%s':\n%s\n", runs[i].args, o.rc, runs[i].rc,
+                    runs[i].want, o.text);
+        CHECK_EQ(o.rc, runs[i].rc);
+        CHECK(strstr(o.text, runs[i].want) != NULL);
+        free(o.text);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 2);
+    char *dir = spw_test_tmpdir("views");
+    srv s;
+    srv_start(&s, argv[1], dir, NULL);
+    put_stream(s.port, "clicks", "{\"partitions\":3,\"key\":\"/page\"}");
+    put_stream(s.port, "likes", "{\"partitions\":2,\"key\":\"/item\",\"timestamp\":\"/ts\"}");
+    definitions(&s);
+    read_your_writes(&s);
+    cli(argv[1], &s);
+    hot_key(&s);
+    /* a restart: the views come back with their state */
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    srv_start(&s, argv[1], dir, NULL);
+    char *b = get_body(s.port, "/v1/views/bal/keys/acct", 200);
+    CHECK(strstr(b, "\"count\":31,\"sum\":470") != NULL); /* with the cli's one */
+    free(b);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    spw_test_rmrf(dir);
+    free(dir);
+    printf("test_views: ok\n");
+    return 0;
+}
