@@ -49,6 +49,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("listen-kafka", SPW_CFG_STR, listen_kafka, "off", 0, 0,
         "Kafka protocol address host:port, conventionally 127.0.0.1:9092 (docs/protocol-kafka.md); \"\" or \"off\" "
         "(the default) disables it"),
+    CFG("kafka-auto-create", SPW_CFG_BOOL, kafka_auto_create, "false", 0, 0,
+        "a Kafka Metadata request naming a missing topic creates it as a bytes stream with the default partitions "
+        "(as Kafka's auto.create.topics.enable); with tokens the login needs admin"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
     CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0, "allow a non-loopback listen address without tokens"),
     CFG("tokens-file", SPW_CFG_STR, tokens_file, "", 0, 0,
@@ -638,6 +641,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
+            .auto_create = c->kafka_auto_create,
         };
         if ((r = spw_kafka_start(&kc, &api.svc, &kafka)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_kafka, spw_strerror(r),
