@@ -224,34 +224,8 @@ static void sasl_authenticate(kconn *c, kreq *q, spw_kr *r)
 
 /* ---- the buffer budget ---- */
 
-static spw_membudget *budget_of(kloop *l) { return l->srv->cfg.buffers; }
-
-static int in_reserve(kconn *c, size_t need)
-{
-    if (need <= c->in.cap)
-        return 0;
-    size_t cap = (need + SPW_NET_READ_CHUNK - 1) / SPW_NET_READ_CHUNK * SPW_NET_READ_CHUNK;
-    spw_membudget *m = budget_of(c->loop);
-    if (spw_membudget_take(m, cap - c->in.cap))
-        return SPW_EAGAIN;
-    uint8_t *p = spw_try_realloc(c->in.p, cap);
-    if (!p) {
-        spw_membudget_give(m, cap - c->in.cap);
-        return SPW_ENOMEM;
-    }
-    c->in.p = p;
-    c->in.cap = cap;
-    return 0;
-}
-
-static void in_free(kconn *c)
-{
-    spw_membudget_give(budget_of(c->loop), c->in.cap);
-    spw_buf_fini(&c->in);
-    c->in_off = 0;
-}
-
-/* ---- the answer queue ---- */
+static int in_reserve(kconn *c, size_t need) { return spw_netconn_in_reserve(&c->nc, &c->in, need); }
+static void in_free(kconn *c) { spw_netconn_in_free(&c->nc, &c->in, &c->in_off); }
 
 static void kreq_free(kreq *q)
 {
@@ -745,7 +719,7 @@ static void conn_process(kconn *c)
 {
     spw_kafka_server *srv = c->loop->srv;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->nq < srv->cfg.max_pipelined &&
-           c->out.len - c->out_off <= SPW_NET_OUT_PAUSE_BYTES) {
+           c->out.len - c->out_off <= SPW_NET_OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         if (avail < 4)
@@ -801,16 +775,7 @@ static void conn_read(kconn *c)
 {
     for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
         if (c->in.len == c->in.cap) {
-            int e = in_reserve(c, c->in.len + SPW_NET_READ_CHUNK);
-            if (e == SPW_EAGAIN && c->in.cap == 0) {
-                uint8_t *p = spw_try_malloc(SPW_NET_SMALL_READ);
-                if (p) {
-                    spw_membudget_add(budget_of(c->loop), SPW_NET_SMALL_READ);
-                    c->in.p = p;
-                    c->in.cap = SPW_NET_SMALL_READ;
-                    e = 0;
-                }
-            }
+            int e = spw_netconn_in_room(&c->nc, &c->in);
             if (e == SPW_EAGAIN) {
                 spw_netconn_wait_for_room(&c->nc);
                 conn_update_reading(c);
