@@ -350,6 +350,10 @@ static void test_secrets(int port, const char *data, const char *logpath)
                     "\"token\":\"FwdSecretSix\"}}"},
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        /* kinds this build left out (SPW_WITH_KAFKA=OFF under TSan) answer kind_not_built */
+        if ((!SPW_BUILT_KAFKA && strstr(bodies[i][1], "\"kind\":\"kafka\"")) ||
+            (!SPW_BUILT_POSTGRES && strstr(bodies[i][1], "\"kind\":\"postgres\"")))
+            continue;
         char path[200];
         snprintf(path, sizeof path, "/v1/sinks/%s", bodies[i][0]);
         check_answer(port, "PUT", path, bodies[i][1], 201);
