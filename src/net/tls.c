@@ -58,7 +58,13 @@ static SSL_CTX *ctx_load(const char *cert, const char *key, char *err, size_t ca
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        ssl_err(err, cap, "tls-key", key);
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            char what[1200];
+            snprintf(what, sizeof what, "tls-key %s does not match the certificate in", key);
+            ssl_err(err, cap, what, cert);
+        } else {
+            ssl_err(err, cap, "tls-key", key);
+        }
         SSL_CTX_free(ctx);
         return NULL;
     }
