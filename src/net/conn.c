@@ -138,6 +138,16 @@ void spw_netloop_post(spw_netloop *l, void (*fn)(void *), void *arg) { spw__loop
 
 /* ---- TLS (conn.h) ---- */
 
+static _Atomic uint64_t g_tls_hs_failures; /* every listener's */
+
+uint64_t spw_net_tls_handshake_failures(void) { return atomic_load(&g_tls_hs_failures); }
+
+static void tls_hs_failed(spw_netsrv *s)
+{
+    atomic_fetch_add(&s->tls_handshake_failures, 1);
+    atomic_fetch_add(&g_tls_hs_failures, 1);
+}
+
 /* c holds decrypted input: EPOLLIN again next round (see conn.h). */
 static void tls_ready_add(spw_netconn *c)
 {
@@ -293,7 +303,7 @@ static void tls_handshake(spw_netconn *c)
         return;
     }
     c->tls_bad = 1;
-    atomic_fetch_add(&c->nl->ns->tls_handshake_failures, 1);
+    tls_hs_failed(c->nl->ns);
     spw_netconn_close(c);
 }
 
@@ -587,7 +597,7 @@ static void accept_all(spw_netloop *l)
             events = EPOLLIN;
             if (!(c->ssl = spw_tls_session(s->cfg.tls, fd))) {
                 c->tls_bad = 1;
-                atomic_fetch_add(&s->tls_handshake_failures, 1);
+                tls_hs_failed(s);
             }
         }
         struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -609,7 +619,7 @@ static void tick(spw_netloop *l, uint64_t now)
         if (c->tls_hs) {
             /* Nothing of the protocol's runs before the handshake is done. */
             if (now - c->last_active_ms > l->ns->cfg.tls_handshake_timeout_ms) {
-                atomic_fetch_add(&l->ns->tls_handshake_failures, 1);
+                tls_hs_failed(l->ns);
                 spw_netconn_close(c);
             }
         } else if (st && c->out_wait_ms && now - c->out_wait_ms > st) {

@@ -209,6 +209,8 @@ void spw_netconn_set_events(spw_netconn *c);
 /* recv(2) for a protocol: bytes read, 0 at the end of the stream, or -1
  * with errno (EAGAIN: nothing now, EINTR, or the connection failed). */
 ssize_t spw_netconn_recv(spw_netconn *c, void *buf, size_t n);
+/* TLS handshakes failed or timed out, every listener of the process. */
+uint64_t spw_net_tls_handshake_failures(void);
 
 /* Writes c->out from out_off as far as the socket takes it: 1 all
  * written (out emptied, EPOLLOUT off), 0 the rest waits for EPOLLOUT, -1

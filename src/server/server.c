@@ -414,6 +414,12 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
     return r;
 }
 
+static uint64_t m_tls_hs_failures(void *arg)
+{
+    (void)arg;
+    return spw_net_tls_handshake_failures();
+}
+
 static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
 {
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
@@ -617,6 +623,11 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
             spw_info("%d sink(s) defined in %s", ns, c->config);
     }
     spw_api_metrics_register(&api);
+    if (tls)
+        spw_metrics_add_u64(api.svc.metrics, "spillway_tls_handshake_failures_total",
+                            "TLS handshakes that failed (plain text, an unknown CA, a bad hello) or did not finish "
+                            "within request-timeout, every listener",
+                            SPW_METRIC_COUNTER, m_tls_hs_failures, NULL);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),

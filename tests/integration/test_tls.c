@@ -460,6 +460,15 @@ int main(int argc, char **argv)
     test_unknown_ca(&s);
     test_reload(&s);
     curl_ok(s.port, "/healthz", "\"ok\"");
+    /* Counted: the plain request, the plain frame, the two timed out, the
+     * two refused by a client that did not know the CA. */
+    int rc;
+    char *o = sh_out(&rc, "curl -sS --max-time 20 --cacert %s https://127.0.0.1:%d/metrics", CA, s.port);
+    CHECK_EQ(rc, 0);
+    char *m = strstr(o, "\nspillway_tls_handshake_failures_total ");
+    CHECK(m != NULL);
+    CHECK(atoll(m + strlen("\nspillway_tls_handshake_failures_total ")) >= 6);
+    free(o);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 
     spw_test_rmrf(TMP);
