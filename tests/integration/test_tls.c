@@ -15,6 +15,8 @@
  *  - Pipelining over TLS: 100 requests in one write with max-pipelined 2
  *    (the connection pauses and resumes many times) are all answered.
  *  - curl with the other CA refuses the server's certificate.
+ *  - The CLI over https:// with --cacert or $SPILLWAY_CACERT (stream,
+ *    produce, consume); another CA and plain http:// fail.
  *  - SIGHUP with the renewed certificate: new connections get it (serial,
  *    subject), a connection made before goes on with the old one; a
  *    broken key file on SIGHUP keeps the certificate in force.
@@ -387,6 +389,44 @@ static void test_reload(srv *s)
     tls_close(&t);
 }
 
+/* The CLI over HTTPS: --server https://..., --cacert or $SPILLWAY_CACERT. */
+static void test_cli(srv *s)
+{
+    cli_out o = cli_run(BIN, "stream create clit --partitions 1 --server https://127.0.0.1:%d --cacert %s", s->port, CA);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    char in[4300];
+    snprintf(in, sizeof in, "%s/lines.ndjson", TMP);
+    FILE *f = fopen(in, "w");
+    CHECK(f != NULL);
+    fprintf(f, "{\"n\":1}\n{\"n\":2}\n");
+    fclose(f);
+    o = cli_run(BIN, "produce clit %s --server https://localhost:%d --cacert=%s", in, s->port, CA);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "2 accepted") != NULL);
+    free(o.text);
+    setenv("SPILLWAY_CACERT", CA, 1);
+    o = cli_run(BIN, "consume clit --max 2 --server https://127.0.0.1:%d", s->port);
+    unsetenv("SPILLWAY_CACERT");
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "\"n\":1") && strstr(o.text, "\"n\":2"));
+    free(o.text);
+    /* Another CA: refused, with the reason. */
+    o = cli_run(BIN, "stream list --server https://127.0.0.1:%d --cacert %s", s->port, CA2);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "certificate verify failed") != NULL);
+    free(o.text);
+    /* Plain HTTP to the TLS listener: fails, nothing sent in clear answered. */
+    o = cli_run(BIN, "stream list --server http://127.0.0.1:%d", s->port);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "clit") == NULL);
+    free(o.text);
+    /* bench keeps to plain HTTP: said so. */
+    o = cli_run(BIN, "bench --server https://127.0.0.1:%d --duration 1s", s->port);
+    CHECK_EQ(o.rc, 2);
+    free(o.text);
+}
+
 static void test_rules(const char *d, const char *tokens)
 {
     cli_out o = cli_run(BIN, "serve --data %s --listen 0.0.0.0:0 --listen-bin 127.0.0.1:0 --tls-cert %s --tls-key %s",
@@ -458,6 +498,7 @@ int main(int argc, char **argv)
     test_handshake_timeout(&s);
     test_pipelined(&s);
     test_unknown_ca(&s);
+    test_cli(&s);
     test_reload(&s);
     curl_ok(s.port, "/healthz", "\"ok\"");
     /* Counted: the plain request, the plain frame, the two timed out, the
