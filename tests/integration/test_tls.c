@@ -17,6 +17,10 @@
  *  - curl with the other CA refuses the server's certificate.
  *  - The CLI over https:// with --cacert or $SPILLWAY_CACERT (stream,
  *    produce, consume); another CA and plain http:// fail.
+ *  - The client library over TLS: bench --protocol bin --cacert (the
+ *    synchronous client and the producer); another CA fails.
+ *  - A forward sink with options.tls_ca delivers to the TLS server; a CA
+ *    file that does not load is refused at PUT.
  *  - SIGHUP with the renewed certificate: new connections get it (serial,
  *    subject), a connection made before goes on with the old one; a
  *    broken key file on SIGHUP keeps the certificate in force.
@@ -427,6 +431,89 @@ static void test_cli(srv *s)
     free(o.text);
 }
 
+/* The client library over TLS: bench --protocol bin --cacert (its
+ * metadata check is the synchronous client, its load the producer), the
+ * stream created over https. */
+static void test_client_lib(srv *s)
+{
+    cli_out o = cli_run(BIN,
+                        "bench --protocol bin --server 127.0.0.1:%d --http https://127.0.0.1:%d --cacert %s "
+                        "--stream benchtls --events 300 --clients 2 --batch 50",
+                        s->binport, s->port, CA);
+    if (o.rc != 0)
+        fprintf(stderr, "%s\n", o.text);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "events=300") && strstr(o.text, " errors=0\n"));
+    free(o.text);
+    int rc;
+    char *r = sh_out(&rc, "curl -sS --max-time 20 --cacert %s https://127.0.0.1:%d/v1/streams/benchtls", CA, s->port);
+    CHECK_EQ(rc, 0);
+    free(r);
+    /* Another CA: the binary connection is refused at the handshake. */
+    o = cli_run(BIN,
+                "bench --protocol bin --server 127.0.0.1:%d --http https://127.0.0.1:%d --cacert %s "
+                "--stream benchtls --events 10",
+                s->binport, s->port, CA2);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "TLS") != NULL);
+    free(o.text);
+    /* Plain binary protocol to the TLS listener: no answer. */
+    o = cli_run(BIN, "bench --protocol bin --server 127.0.0.1:%d --http https://127.0.0.1:%d --stream benchtls "
+                     "--events 10",
+                s->binport, s->port);
+    CHECK(o.rc != 0);
+    free(o.text);
+}
+
+/* A forward sink from a plain loopback server to the TLS one, with
+ * options.tls_ca; a CA file that does not load is refused at PUT. */
+static void test_forward(srv *dst)
+{
+    char d[4300];
+    snprintf(d, sizeof d, "%s/fwdsrc", TMP);
+    srv a;
+    srv_start(&a, BIN, d, NULL);
+    put_stream(a.port, "fsrc", "{\"partitions\":1}");
+    int rc;
+    char *o = sh_out(&rc, "curl -sS --max-time 20 --cacert %s -X PUT -d '{\"partitions\":1}' "
+                          "https://127.0.0.1:%d/v1/streams/fdst",
+                     CA, dst->port);
+    CHECK_EQ(rc, 0);
+    free(o);
+    char body[9000];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"fsrc\",\"kind\":\"forward\",\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
+             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"fdst\",\"timeout_ms\":2000,"
+             "\"tls_ca\":\"%s/nothere.pem\"}}",
+             dst->binport, TMP);
+    resp r = http_json(a.port, "PUT", "/v1/sinks/tofwd", body);
+    CHECK_EQ(r.status, 400);
+    CHECK(strstr(r.body, "tls_ca") != NULL);
+    free(r.body);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"fsrc\",\"kind\":\"forward\",\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
+             "\"options\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"fdst\",\"timeout_ms\":2000,"
+             "\"tls_ca\":\"%s\"}}",
+             dst->binport, CA);
+    CHECK_EQ(req_status(a.port, "PUT", "/v1/sinks/tofwd", body), 201);
+    for (int i = 0; i < 5; i++) {
+        int st = req_status(a.port, "POST", "/v1/streams/fsrc/events", "{\"fwd\":\"over-tls\"}");
+        CHECK(st == 200 || st == 202);
+    }
+    int seen = 0;
+    for (int i = 0; i < 1000 && !seen; i++) {
+        o = sh_out(&rc, "curl -sS --max-time 20 --cacert %s "
+                        "'https://127.0.0.1:%d/v1/streams/fdst/events?partition=0&offset=4'",
+                   CA, dst->port);
+        seen = rc == 0 && strstr(o, "over-tls") != NULL;
+        free(o);
+        if (!seen)
+            usleep(20000);
+    }
+    CHECK(seen);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+}
+
 static void test_rules(const char *d, const char *tokens)
 {
     cli_out o = cli_run(BIN, "serve --data %s --listen 0.0.0.0:0 --listen-bin 127.0.0.1:0 --tls-cert %s --tls-key %s",
@@ -499,6 +586,8 @@ int main(int argc, char **argv)
     test_pipelined(&s);
     test_unknown_ca(&s);
     test_cli(&s);
+    test_client_lib(&s);
+    test_forward(&s);
     test_reload(&s);
     curl_ok(s.port, "/healthz", "\"ok\"");
     /* Counted: the plain request, the plain frame, the two timed out, the
