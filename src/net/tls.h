@@ -11,6 +11,9 @@
  * count: every session holds one), so connections made before keep the
  * context they began with and the old one is freed with its last session;
  * connections accepted after use the new one.
+ *
+ * OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a process serving
+ * TLS ignores SIGPIPE (spillway serve does; docs/operations.md "Signals").
  */
 #ifndef SPW_TLS_H
 #define SPW_TLS_H
