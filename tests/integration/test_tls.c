@@ -6,7 +6,8 @@
  * certificate is not signed by.
  *
  *  - curl --cacert over HTTPS: create a stream, produce, read it back.
- *  - The binary protocol speaks TLS too (a frame answered over a session).
+ *  - The binary protocol speaks TLS too (a frame answered over a session),
+ *    and the Kafka listener (kcat with security.protocol=ssl).
  *  - Plain HTTP to the TLS port fails (closed, no HTTP answer) and the
  *    server goes on serving.
  *  - A client that connects and never finishes its handshake (sends
@@ -514,6 +515,28 @@ static void test_forward(srv *dst)
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
 }
 
+/* The Kafka listener speaks TLS too: kcat with security.protocol=ssl
+ * reads what curl produced (skipped without kcat). */
+static void test_kafka(srv *s)
+{
+    if (system("kcat -V >/dev/null 2>&1") != 0) {
+        printf("test_tls: kcat missing: the Kafka listener's TLS is not checked\n");
+        return;
+    }
+    CHECK(s->kafkaport > 0);
+    int rc;
+    char *o = sh_out(&rc, "timeout 30 kcat -C -b 127.0.0.1:%d -t gps -p 0 -o beginning -c 1 -e "
+                          "-X security.protocol=ssl -X ssl.ca.location=%s",
+                     s->kafkaport, CA);
+    CHECK_EQ(rc, 0);
+    CHECK(strstr(o, "tls-1") != NULL);
+    free(o);
+    /* Without TLS: no metadata. */
+    o = sh_out(&rc, "timeout 30 kcat -L -b 127.0.0.1:%d -m 2", s->kafkaport);
+    CHECK(rc != 0);
+    free(o);
+}
+
 static void test_rules(const char *d, const char *tokens)
 {
     cli_out o = cli_run(BIN, "serve --data %s --listen 0.0.0.0:0 --listen-bin 127.0.0.1:0 --tls-cert %s --tls-key %s",
@@ -577,10 +600,11 @@ int main(int argc, char **argv)
 
     srv s;
     const char *args[] = {"--tls-cert", CERT, "--tls-key", KEY, "--request-timeout", "1s", "--max-pipelined", "2",
-                          "--io-threads", "2", NULL};
+                          "--io-threads", "2", "--listen-kafka", "127.0.0.1:0", NULL};
     srv_start_log(&s, BIN, data, args, LOG);
     test_https(&s);
     test_binary(&s);
+    test_kafka(&s);
     test_plain_to_tls(&s);
     test_handshake_timeout(&s);
     test_pipelined(&s);

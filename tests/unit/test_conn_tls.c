@@ -184,7 +184,7 @@ int main(void)
     CHECK_EQ(spw_tls_open(cert, key, &tls, err, sizeof err), 0);
     spw_netsrv s;
     spw_netsrv_config tc = {.listen = "127.0.0.1:0", .threads = 2, .max_connections = 16, .tls = tls,
-                            .tls_handshake_timeout_ms = 300};
+                            .tls_handshake_timeout_ms = 2000};
     CHECK_EQ(spw_netsrv_start(&s, &eproto, &tc, NULL), 0);
     SSL *old = NULL;
     int old_fd = -1;
