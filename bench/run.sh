@@ -43,6 +43,12 @@
 #       (produce over the binary protocol until the rows are committed),
 #       rows/s and the ratios; see bench/pg.sh.
 #
+#   bench/run.sh kafka [--events N] [--keys K]
+#       the Kafka listener with librdkafka (batches of 1000, linger.ms 5,
+#       acks=all, 100-byte values) beside `spillway bench --protocol bin` in
+#       one run, and a consumer-group member reading them back; see
+#       bench/kafka.sh.
+#
 # SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,6 +86,9 @@ benchmarks (bench/run.sh NAME [options]):
          to end (binary produce until committed); rows/s, ratios to INSERT and
          sink/copy (target 0.8); options: --rows N (default 1000000),
          --insert-rows N, --sink-batch N, ... (bench/run.sh pg --help)
+  kafka  the Kafka listener: librdkafka producer (batches of 1000, linger.ms 5,
+         acks=all, 100 B values, 50 partitions) beside spillway bench --protocol bin,
+         ratio (target 0.70), then a consumer-group read; options: --events N, --keys K
 TXT
 }
 
@@ -96,6 +105,7 @@ case "$name" in
   peers) exec "$root/bench/peers.sh" "$@" ;;
   burst) exec "$root/bench/burst.sh" "$@" ;;
   pg) exec "$root/bench/pg.sh" "$@" ;;
+  kafka) exec "$root/bench/kafka.sh" "$@" ;;
   es) exec "$root/bench/es.sh" "$@" ;;
   views) exec "$root/bench/views.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;

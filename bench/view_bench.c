@@ -141,7 +141,7 @@ static void run_kind(spw_stream *s, const char *name, const char *def)
     atomic_store(&reading, 0);
     pthread_join(th, NULL);
     b.len = 0;
-    spw_views_metrics(views, &b);
+    spw_views_metrics(views, &b, NULL, NULL);
     spw_buf_put(&b, "", 1);
     char mname[128];
     snprintf(mname, sizeof mname, "spillway_view_store_writes_total{view=\"%s\"} ", name);

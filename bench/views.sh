@@ -30,8 +30,8 @@ trap 'rm -rf "$db"' EXIT
 echo "== db_bench fillrandom, mergerandom: $events ops, ${size} B values, WAL off"
 out=$(db_bench --benchmarks=fillrandom,mergerandom --num="$events" --value_size="$size" --key_size=16 \
   --disable_wal=1 --merge_operator=uint64add --threads=1 --db="$db" 2>&1)
-fill=$(echo "$out" | awk '/^fillrandom/ { for (i = 1; i <= NF; i++) if ($(i+1) == "ops/sec;") print $i }')
-merge=$(echo "$out" | awk '/^mergerandom/ { for (i = 1; i <= NF; i++) if ($(i+1) == "ops/sec;") print $i }')
+fill=$(echo "$out" | awk '/^fillrandom/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^ops\/sec/) print $i }')
+merge=$(echo "$out" | awk '/^mergerandom/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^ops\/sec/) print $i }')
 echo "$out" | grep -E '^(fillrandom|mergerandom)'
 echo "BENCH views kind=db_bench_fillrandom ops=$events ops_per_s=${fill:-0}"
 echo "BENCH views kind=db_bench_mergerandom ops=$events ops_per_s=${merge:-0}"

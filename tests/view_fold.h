@@ -58,7 +58,7 @@ typedef struct vf_ent {
 typedef struct vf_view {
     const char *name;
     int kind; /* 0 latest, 1 aggregate, 2 sum */
-    int order_ts, arrival;
+    int order_ts, arrival, merge;
     const char *field, *group; /* pointers; group NULL: $key */
     int nwin;
     int64_t win[4], grace;
@@ -154,6 +154,62 @@ static inline void vf_add(vf_agg *a, const vf_num *x)
         a->max = *x;
 }
 
+static inline void vf_merge(vf_agg *a, const vf_agg *b)
+{
+    if (a->count == 0) {
+        *a = *b;
+        return;
+    }
+    a->count += b->count;
+    if (!a->sum.dbl && !b->sum.dbl)
+        a->sum.i += b->sum.i;
+    else {
+        a->sum.d = vf_d(&a->sum) + vf_d(&b->sum);
+        a->sum.dbl = 1;
+    }
+    if (vf_lt(&b->min, &a->min))
+        a->min = b->min;
+    if (vf_lt(&a->max, &b->max))
+        a->max = b->max;
+}
+
+static inline int vf_num_of(const spw_json_span *f, vf_num *x)
+{
+    if (f->type != SPW_JSON_NUMBER)
+        return -1;
+    if (spw_json_int64(f, &x->i) == 0) {
+        x->dbl = 0;
+        return 0;
+    }
+    char t[64];
+    snprintf(t, sizeof t, "%.*s", (int)f->n, f->p);
+    x->d = strtod(t, NULL);
+    x->dbl = 1;
+    return 0;
+}
+
+/* A merge view's partial record: 0 and *a, *start, or -1. */
+static inline int vf_partial(const spw_record_view *rv, vf_agg *a, int64_t *start)
+{
+    static const char *const names[5] = {"/start", "/count", "/sum", "/min", "/max"};
+    spw_json_span f[5];
+    for (int i = 0; i < 5; i++) {
+        spw_json_ptr p;
+        spw_json_ptr_compile(&p, names[i]);
+        const char *end;
+        spw_json_error je;
+        CHECK(spw_json_scan((const char *)rv->value, (const char *)rv->value + rv->value_len, &p, 1, &f[i], &end,
+                            &je) == 0);
+    }
+    int64_t count;
+    if (f[0].type != SPW_JSON_NUMBER || spw_json_int64(&f[0], start) < 0 || f[1].type != SPW_JSON_NUMBER ||
+        spw_json_int64(&f[1], &count) < 0 || count < 1 || vf_num_of(&f[2], &a->sum) < 0 || vf_num_of(&f[3], &a->min) < 0 ||
+        vf_num_of(&f[4], &a->max) < 0 || vf_lt(&a->max, &a->min))
+        return -1;
+    a->count = (uint64_t)count;
+    return 0;
+}
+
 static inline int64_t vf_floor(int64_t t, int64_t w) { return (t / w - (t % w != 0 && t < 0)) * w; }
 
 /* One record of partition p. */
@@ -204,23 +260,24 @@ static inline void vf_apply(vf_view *v, uint32_t p, const spw_record_view *rv)
         }
         return;
     }
-    vf_num x;
-    if (f[fi].type != SPW_JSON_NUMBER) {
-        v->invalid++;
-        return;
-    }
-    if (spw_json_int64(&f[fi], &x.i) == 0) {
-        x.dbl = 0;
+    vf_agg part = {0};
+    int64_t t = v->arrival ? spw_id_ms(rv->id) : rv->ts;
+    if (v->merge) {
+        if (vf_partial(rv, &part, &t) < 0) {
+            v->invalid++;
+            return;
+        }
     } else {
-        char t[64];
-        snprintf(t, sizeof t, "%.*s", (int)f[fi].n, f[fi].p);
-        x.d = strtod(t, NULL);
-        x.dbl = 1;
+        vf_num x;
+        if (vf_num_of(&f[fi], &x) < 0) {
+            v->invalid++;
+            return;
+        }
+        vf_add(&part, &x);
     }
-    vf_add(&vf_find(v, key, -1, 0)->a, &x);
+    vf_merge(&vf_find(v, key, -1, 0)->a, &part);
     if (v->kind == 2)
         return;
-    int64_t t = v->arrival ? spw_id_ms(rv->id) : rv->ts;
     int64_t s0 = vf_floor(t, v->win[0]);
     int late = s0 + v->win[0] + v->grace <= v->wm[p];
     if (t > v->wm[p])
@@ -230,7 +287,7 @@ static inline void vf_apply(vf_view *v, uint32_t p, const spw_record_view *rv)
         return;
     }
     for (int l = 0; l < v->nwin; l++)
-        vf_add(&vf_find(v, key, l, vf_floor(t, v->win[l]))->a, &x);
+        vf_merge(&vf_find(v, key, l, vf_floor(t, v->win[l]))->a, &part);
 }
 
 /* Folds every record of s's partitions (every view in vs, nv of them). */

@@ -16,6 +16,7 @@
 #include "core/endian.h"
 #include "core/error.h"
 #include "core/siphash.h"
+#include "os/os.h"
 
 #define STRIPES 64
 #define BUCKETS_PER_STRIPE 1024 /* grows by doubling */
@@ -102,58 +103,54 @@ int spw_dd_secret_load(const char *dir, uint64_t *k0, uint64_t *k1, char *err, s
 {
     char path[4200], tmp[4300];
     snprintf(path, sizeof path, "%s/" SECRET_FILE, dir);
-    uint8_t b[SECRET_BYTES + 1];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t b[SECRET_BYTES];
+    int fd = spw_os.open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd >= 0) {
-        ssize_t n = read(fd, b, sizeof b);
-        int e = errno;
+        off_t size = spw_os.size(fd);
+        ssize_t n = size == SECRET_BYTES ? spw_os_pread_full(fd, b, SECRET_BYTES, 0) : 0;
         struct stat st;
         if (fstat(fd, &st) == 0 && (st.st_mode & 077))
             fchmod(fd, 0600); /* the owner's only, whoever made it otherwise */
-        close(fd);
+        spw_os.close(fd);
+        if (size < 0 || n < 0) {
+            int e = size < 0 ? (int)size : (int)n;
+            snprintf(err, cap, "%s: %s", path, spw_strerror(e));
+            return e;
+        }
         if (n != SECRET_BYTES) {
             snprintf(err, cap,
-                     "%s: %s; it must hold the %d bytes written at the first start (restore it from a backup, or "
-                     "delete it: a new secret is made, and retries of requests sent before are no longer "
+                     "%s holds %lld bytes, not the %d written at the first start: restore it from a backup, or "
+                     "delete it (a new secret is then made, and retries of requests sent before are no longer "
                      "recognised as duplicates)",
-                     path, n < 0 ? strerror(e) : "wrong size", SECRET_BYTES);
-            return n < 0 ? -e : SPW_ECORRUPT;
+                     path, (long long)size, SECRET_BYTES);
+            return SPW_ECORRUPT;
         }
-    } else if (errno != ENOENT) {
-        int e = errno;
-        snprintf(err, cap, "%s: %s", path, strerror(e));
-        return -e;
+    } else if (fd != -ENOENT) {
+        snprintf(err, cap, "%s: %s", path, spw_strerror(fd));
+        return fd;
     } else {
         if (getrandom(b, SECRET_BYTES, 0) != SECRET_BYTES) {
-            int e = errno;
-            snprintf(err, cap, "no random bytes for %s: %s", path, strerror(e));
-            return -e;
+            int e = -errno;
+            snprintf(err, cap, "no random bytes for %s: %s", path, spw_strerror(e));
+            return e;
         }
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        int ok = fd >= 0 && write(fd, b, SECRET_BYTES) == SECRET_BYTES && fsync(fd) == 0;
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        if (ok && rename(tmp, path) != 0) {
-            ok = 0;
-            e = errno;
+        spw_os.unlink(tmp); /* a leftover of a start that stopped here */
+        int r = fd = spw_os.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            r = spw_os_pwrite_all(fd, b, SECRET_BYTES, 0);
+            if (r == 0)
+                r = spw_os.fsync(fd);
+            spw_os.close(fd);
         }
-        if (ok) {
-            int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) {
-                if (fsync(dfd) != 0) {
-                    ok = 0;
-                    e = errno;
-                }
-                close(dfd);
-            }
-        }
-        if (!ok) {
-            unlink(tmp);
-            snprintf(err, cap, "writing %s: %s", path, strerror(e));
-            return -e;
+        if (r == 0)
+            r = spw_os.rename(tmp, path);
+        if (r == 0)
+            r = spw_os_fsync_dir(dir);
+        if (r < 0) {
+            spw_os.unlink(tmp);
+            snprintf(err, cap, "writing %s: %s", path, spw_strerror(r));
+            return r;
         }
     }
     *k0 = spw_get64(b);

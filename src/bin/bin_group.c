@@ -17,6 +17,11 @@ typedef struct bgroup {
     uint64_t request_id;
     uint32_t partition; /* commit */
     uint64_t offset;    /* commit */
+    /* poll: what its lease read (group_read_on, on an I/O worker, or in
+     * group_deliver) */
+    spw_buf recs;
+    int n, read_done;
+    uint64_t next, bad;
 } bgroup;
 
 static void bin_post(void *loop, void (*fn)(void *), void *arg) { spw__bin_loop_post(loop, fn, arg); }
@@ -109,23 +114,34 @@ static void group_send_empty(bconn *c, bgroup *q)
     group_flush(c);
 }
 
+/* The lease's read: on an I/O worker (p->read), or in group_deliver. */
+static void group_read_on(spw_group_poll *p, spw_lease *l)
+{
+    bgroup *q = p->ctx;
+    size_t maxb = q->c->loop->srv->cfg.max_frame_bytes / 2;
+    if (maxb > FETCH_MAX_BYTES)
+        maxb = FETCH_MAX_BYTES;
+    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &q->recs};
+    q->n = spw_consume_read_lease(p, l, group_read_lease, &rd, &q->next, &q->bad);
+    q->read_done = 1;
+}
+
 static void group_deliver(spw_group_poll *p, spw_lease *l)
 {
     bgroup *q = p->ctx;
     bconn *c = q->c;
     if (!group_answered(c)) {
         spw_group_release(p->g, l); /* nobody to deliver to: free for the others at once */
+        spw_buf_fini(&q->recs);
         spw_free(q);
         return;
     }
-    size_t maxb = c->loop->srv->cfg.max_frame_bytes / 2;
-    if (maxb > FETCH_MAX_BYTES)
-        maxb = FETCH_MAX_BYTES;
-    /* What the budget of unsent answers has left (net/conn.h); none: the
-     * lease goes back at once, for a later poll. */
-    maxb = (size_t)spw_netconn_out_allow(&c->nc, maxb);
-    if (maxb == 0) {
+    /* The budget of unsent answers (net/conn.h) spent: the lease goes back
+     * at once, for a later poll. (The records were read on a worker, at
+     * most FETCH_MAX_BYTES: the budget can pass its limit by that.) */
+    if (spw_netconn_out_allow(&c->nc, 1) == 0) {
         spw_group_release(p->g, l);
+        spw_buf_fini(&q->recs);
         spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS,
                          "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
                          "read theirs; retry later");
@@ -133,10 +149,12 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
         spw_free(q);
         return;
     }
-    spw_buf recs = SPW_BUF_INIT;
-    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &recs};
-    uint64_t next, bad;
-    int n = spw_consume_read_lease(p, l, group_read_lease, &rd, &next, &bad);
+    if (!q->read_done)
+        group_read_on(p, l);
+    spw_buf recs = q->recs;
+    q->recs = (spw_buf)SPW_BUF_INIT;
+    uint64_t next = q->next, bad = q->bad;
+    int n = q->n;
     if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
@@ -166,6 +184,18 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     }
     spw_buf_fini(&recs);
     group_flush(c);
+    spw_free(q);
+}
+
+static void group_failed(spw_group_poll *p, int err)
+{
+    bgroup *q = p->ctx;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_SAVE_FAILED, 0, "saving the new group: %s",
+                         spw_strerror(err));
+        group_flush(c);
+    }
     spw_free(q);
 }
 
@@ -214,7 +244,8 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     memcpy(gname, q.group, q.group_len);
     gname[q.group_len] = 0;
     spw_group *g;
-    int e = spw_consume_poll_group(svc->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g);
+    int fresh = 0;
+    int e = spw_consume_poll_group(svc->groups, s, gname, q.start == SPW_GPOLL_LATEST, &g, &fresh);
     if (e < 0) {
         spw_stream_put(s);
         if (e == -E2BIG)
@@ -232,6 +263,9 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     p->post = bin_post;
     p->loop = c->loop;
     p->deliver = group_deliver;
+    p->read = group_read_on;
+    p->failed = group_failed;
+    p->fresh = fresh;
     p->nothing = group_nothing;
     p->ctx = bq;
     p->s = s;

@@ -73,6 +73,10 @@ typedef struct bconn {
     uint64_t frame_start_ms;
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     spw_auth_session auth; /* the AUTH login (svc/auth.h) */
+    /* Answer bytes of FETCHes being built on the I/O workers: counted
+     * with the unsent answers for the pause, so that pipelined FETCHes a
+     * client does not read hold no more than OUT_PAUSE_BYTES past one. */
+    size_t promised;
 } bconn;
 
 struct bloop {

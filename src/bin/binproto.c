@@ -60,38 +60,10 @@ static uint32_t bin_events(spw_netconn *nc)
 
 static void set_events(bconn *c) { spw_netconn_set_events(&c->nc); }
 
-/* ---- the buffer budget ---- */
+/* ---- input: framed, in the connection core's buffer budget ---- */
 
-static spw_membudget *budget_of(bloop *l) { return l->srv->cfg.buffers; }
-
-/*
- * Makes room for need bytes in `in` (rounded up to a read), taking the
- * growth from the budget: 0, SPW_EAGAIN (no room now), SPW_ENOMEM.
- */
-static int in_reserve(bconn *c, size_t need)
-{
-    if (need <= c->in.cap)
-        return 0;
-    size_t cap = (need + READ_CHUNK - 1) / READ_CHUNK * READ_CHUNK;
-    spw_membudget *m = budget_of(c->loop);
-    if (spw_membudget_take(m, cap - c->in.cap))
-        return SPW_EAGAIN;
-    uint8_t *p = spw_try_realloc(c->in.p, cap);
-    if (!p) {
-        spw_membudget_give(m, cap - c->in.cap);
-        return SPW_ENOMEM;
-    }
-    c->in.p = p;
-    c->in.cap = cap;
-    return 0;
-}
-
-static void in_free(bconn *c)
-{
-    spw_membudget_give(budget_of(c->loop), c->in.cap);
-    spw_buf_fini(&c->in);
-    c->in_off = 0;
-}
+static int in_reserve(bconn *c, size_t need) { return spw_netconn_in_reserve(&c->nc, &c->in, need); }
+static void in_free(bconn *c) { spw_netconn_in_free(&c->nc, &c->in, &c->in_off); }
 
 static void conn_update_reading(bconn *c);
 
@@ -171,7 +143,7 @@ static void conn_update_reading(bconn *c)
         return;
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     int want_pause = c->close_after || c->held || c->mem_wait || c->loop->stopping || c->inflight >= cap ||
-                     c->out.len - c->out_off > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
+                     c->out.len - c->out_off + c->promised > OUT_PAUSE_BYTES || spw_netconn_out_full(&c->nc);
     if (want_pause != c->paused) {
         c->paused = want_pause;
         set_events(c);
@@ -277,7 +249,7 @@ static void conn_process(bconn *c)
     spw_bin_server *srv = c->loop->srv;
     uint32_t cap = srv->cfg.max_pipelined;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->inflight < cap &&
-           c->out.len - c->out_off <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
+           c->out.len - c->out_off + c->promised <= OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         spw_frame_hdr h;
@@ -362,19 +334,7 @@ static void conn_read(bconn *c)
         /* Into the room there is (a frame reserved whole reads to its end
          * without more of the budget); a full buffer grows by one read. */
         if (c->in.len == c->in.cap) {
-            int e = in_reserve(c, c->in.len + READ_CHUNK);
-            if (e == SPW_EAGAIN && c->in.cap == 0) {
-                /* No room, and this connection holds none of the budget:
-                 * a small read still, so small requests get through;
-                 * a frame larger than that waits for its room as a whole. */
-                uint8_t *p = spw_try_malloc(SMALL_READ);
-                if (p) {
-                    spw_membudget_add(budget_of(c->loop), SMALL_READ);
-                    c->in.p = p;
-                    c->in.cap = SMALL_READ;
-                    e = 0;
-                }
-            }
+            int e = spw_netconn_in_room(&c->nc, &c->in);
             if (e == SPW_EAGAIN) {
                 wait_for_room(c);
                 conn_update_reading(c);

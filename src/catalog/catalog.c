@@ -1,5 +1,6 @@
 /* The stream catalog: see catalog.h. */
 #include "catalog/catalog.h"
+#include "core/workq.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -34,7 +35,13 @@ struct spw_catalog {
      * coalescer (admit layer, above this one) before it makes any. */
     void (*coal_free)(struct spw_coal_stream *);
     void (*es_free)(struct spw_es *); /* the version map's (es layer) */
+    /* Where a deleted stream's last reference closes its partitions and
+     * removes its directory: I/O workers (spw_catalog_set_io), so that it
+     * is never an I/O loop that dropped the reference; NULL: in place. */
+    _Atomic(spw_workq *) io;
 };
+
+void spw_catalog_set_io(spw_catalog *cat, spw_workq *io) { atomic_store(&cat->io, io); }
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -101,37 +108,20 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t in
     return 0;
 }
 
-typedef struct name_key {
-    spw_catalog *cat;
-    const char *name;
-    size_t len;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    const char *m = k->cat->v[i]->cfg.name;
-    size_t ml = strlen(m);
-    int c = memcmp(m, k->name, ml < k->len ? ml : k->len);
-    return c ? c : ml < k->len ? -1 : ml > k->len;
-}
+static const char *stream_name(const void *p) { return ((const spw_stream *)p)->cfg.name; }
 
 static size_t find_pos(spw_catalog *cat, const char *name, size_t len, int *found)
 {
-    name_key k = {cat, name, len};
-    return spw_sorted_find(cat->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)cat->v, cat->n, stream_name, name, len, found);
 }
 
 static void insert(spw_catalog *cat, spw_stream *s)
 {
-    int found;
-    size_t at = find_pos(cat, s->cfg.name, strlen(s->cfg.name), &found);
     if (cat->n == cat->cap) {
         cat->cap = cat->cap ? cat->cap * 2 : 16;
         cat->v = spw_xrealloc(cat->v, cat->cap * sizeof *cat->v);
     }
-    memmove(cat->v + at + 1, cat->v + at, (cat->n - at) * sizeof *cat->v);
-    cat->v[at] = s;
+    spw_named_insert((void **)cat->v, cat->n, stream_name, s);
     cat->n++;
 }
 
@@ -336,18 +326,29 @@ spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len)
     return s;
 }
 
-void spw_stream_put(spw_stream *s)
+/* A stream's last reference is gone: closes it (and removes its files if
+ * it was deleted). */
+static void reap(void *arg)
 {
-    int refs = atomic_fetch_sub(&s->refs, 1);
-    SPW_ASSERT(refs >= 1); /* a put without its get */
-    if (refs != 1)
-        return;
+    spw_stream *s = arg;
     char dir[sizeof s->deleted_dir];
     memcpy(dir, s->deleted_dir, sizeof dir);
     int deleted = s->deleted;
     stream_free(s);
     if (deleted)
         rmrf(dir);
+}
+
+void spw_stream_put(spw_stream *s)
+{
+    int refs = atomic_fetch_sub(&s->refs, 1);
+    SPW_ASSERT(refs >= 1); /* a put without its get */
+    if (refs != 1)
+        return;
+    spw_workq *io = s->deleted ? atomic_load(&s->cat->io) : NULL;
+    if (io && spw_workq_submit(io, reap, s) == 0)
+        return;
+    reap(s);
 }
 
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg)

@@ -47,6 +47,11 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
 /* How a stream's coalescing state (spw_stream.coal) is freed with the
  * stream; the coalescer sets it before it makes any (the catalog does
  * not include the layers above it). */
+/* Deleted streams are closed and removed on io's workers (core/workq.h)
+ * from now on (NULL: by whoever drops the last reference). Clear it before
+ * destroying io. */
+struct spw_workq;
+void spw_catalog_set_io(spw_catalog *cat, struct spw_workq *io);
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *));
 /* The same for a versioned stream's version map (spw_stream.es, es/es.h). */
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));

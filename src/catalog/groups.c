@@ -440,6 +440,21 @@ int spw_group_commit(spw_group *g, uint32_t partition, uint64_t id, uint64_t off
     return r;
 }
 
+int spw_group_set_committed(spw_group *g, uint32_t partition, uint64_t offset)
+{
+    if (partition >= g->nparts)
+        return -EINVAL;
+    pthread_mutex_lock(&g->mu);
+    gpart *p = &g->parts[partition];
+    if (offset != p->committed) {
+        p->committed = offset;
+        g->version++;
+    }
+    p->lease_id = 0;
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
 int spw_group_clamp(spw_group *g, uint32_t partition, uint64_t end, uint64_t *old)
 {
     int r = 0;

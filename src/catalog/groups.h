@@ -111,6 +111,10 @@ int spw_group_ready(spw_group *g, const uint64_t *end, const uint64_t *first, ui
  */
 int spw_group_commit(spw_group *g, uint32_t partition, uint64_t id, uint64_t offset, int64_t now_ms);
 
+/* Sets partition's committed offset without a lease (the Kafka group
+ * protocol: members own partitions by assignment and commit directly); a
+ * lease on it ends. 0 (dirty if it changed), or -EINVAL no such partition. */
+int spw_group_set_committed(spw_group *g, uint32_t partition, uint64_t offset);
 /* Copies the group's state (n entries). */
 void spw_group_info(spw_group *g, spw_group_part_info *out, uint32_t n, int64_t now_ms);
 

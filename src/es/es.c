@@ -58,6 +58,7 @@ typedef struct es_part {
     size_t n;
     size_t clock;              /* the next bucket eviction looks at */
     _Atomic uint64_t indexed;  /* every record below is in the store */
+    _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
 
 struct spw_es {
@@ -571,10 +572,48 @@ void spw_es_open_all(spw_catalog *cat) { spw_catalog_each(cat, open_one, NULL); 
 
 /* ---- use ---- */
 
+void spw_es_append_failed(spw_es *es, uint32_t partition) { atomic_store(&es->parts[partition].suspect, 1); }
+
+/*
+ * After an append of the partition failed (its write or fsync), the map's
+ * entries of the partition may name records that recovery did not keep.
+ * Once the partition has recovered — what it kept is durable, and no
+ * versioned append can come in meanwhile (they all take this lock) — the
+ * map's entries of the partition are dropped and the store indexes the
+ * partition to its end, so the map again starts from what the log holds.
+ * REQUIRES: the partition's lock.
+ */
+static void resync(spw_es *es, uint32_t i)
+{
+    es_part *p = &es->parts[i];
+    if (!atomic_load(&p->suspect) || spw_part_failed(es->s->parts[i]))
+        return;
+    for (size_t b = 0; b < p->nbuckets; b++) {
+        for (es_ent *e = p->buckets[b], *next; e; e = next) {
+            next = e->next;
+            spw_free(e);
+        }
+        p->buckets[b] = NULL;
+    }
+    p->n = 0;
+    spw_cursor c;
+    spw_cursor_init(&c, es->s->parts[i], 0, 1 << 20);
+    long n;
+    while ((n = index_step(es, i, &c, 65536)) > 0)
+        ;
+    spw_cursor_fini(&c);
+    if (n == 0) {
+        atomic_store(&p->suspect, 0);
+        spw_warn("stream %s partition %u: an append failed; its version map was rebuilt from the log",
+                 es->s->cfg.name, i);
+    }
+}
+
 void spw_es_lock(spw_es *es, uint32_t partition)
 {
     SPW_ASSERT(partition < es->nparts);
     pthread_mutex_lock(&es->parts[partition].mu);
+    resync(es, partition);
 }
 
 void spw_es_unlock(spw_es *es, uint32_t partition) { pthread_mutex_unlock(&es->parts[partition].mu); }
@@ -606,10 +645,9 @@ void spw_es_put_locked(spw_es *es, uint32_t partition, const void *key, size_t n
 int spw_es_lookup(spw_es *es, const void *key, size_t n, spw_es_key *out)
 {
     uint32_t part = spw_stream_partition(key, n, es->nparts);
-    es_part *p = &es->parts[part];
-    pthread_mutex_lock(&p->mu);
+    spw_es_lock(es, part);
     int found = spw_es_get_locked(es, part, key, n, out);
-    pthread_mutex_unlock(&p->mu);
+    spw_es_unlock(es, part);
     return found;
 }
 

@@ -26,8 +26,10 @@
  * cursor), with each partition's indexed offset in the same write; at open
  * the log's tail past it is indexed, so the whole log is read once, on the
  * stream's first open, never again. An append the log accepted and then
- * failed to write keeps its versions taken in the map: a retry gets the
- * next ones (the only way a key's history shows a gap, never a repeat).
+ * failed to write (never acknowledged) marks its partition: once the
+ * partition has recovered, its part of the map is rebuilt from the log
+ * (the store, then the recovered tail), so versions go on from what the
+ * log holds — a version is never given twice to records the log keeps.
  *
  * Threads: any; the per-partition lock orders everything of a partition;
  * one indexer thread per stream.
@@ -85,6 +87,11 @@ void spw_es_open_all(spw_catalog *cat);
 /* Keys each stream's map caches (at least 16; default 1000000); for maps
  * opened after the call. */
 void spw_es_set_cache_keys(uint64_t n);
+
+/* An append to the partition failed after the log accepted it (its write
+ * or fsync): once the partition has recovered, the next lock of it
+ * rebuilds its part of the map from the log (es.c: resync). Any thread. */
+void spw_es_append_failed(spw_es *es, uint32_t partition);
 
 /* The partition's lock: held from the check to the append (see above). */
 void spw_es_lock(spw_es *es, uint32_t partition);

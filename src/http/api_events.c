@@ -520,7 +520,9 @@ void spw__api_handle_read(spw_api *api, spw_http_req *req, spw_stream *s)
                     .out = SPW_BUF_INIT};
     req->user = j;
     if (api->svc.io) {
-        spw_http_req_hold(req); /* pipelined reads one at a time: their answers are large */
+        /* The answer is at most about 8 MiB (spw_api_read_ndjson): counted
+         * with the connection's unsent answers while it is being read. */
+        spw_http_req_promise(req, 8u << 20);
         int r = spw_workq_submit(api->svc.io, read_worker, j);
         if (r == 0)
             return;

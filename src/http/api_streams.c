@@ -5,6 +5,7 @@
  * permission checks of svc/request.h.
  */
 #include "http/api_int.h"
+#include "core/workq.h"
 
 /* ---- streams ---- */
 
@@ -29,6 +30,84 @@ static void stream_json(spw_buf *b, spw_stream *s, int detail)
                       i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
     }
     spw_buf_xprintf(b, "]}");
+}
+
+/* A stream's PUT or DELETE: the catalog's work (directories, stream.json,
+ * the partitions' open and recovery, the rename, their fsyncs; a deleted
+ * stream's groups) on an I/O worker, the answer on the loop. */
+typedef struct ddl_job {
+    spw_api *api;
+    spw_http_req *req;
+    int put;
+    spw_stream_config c; /* PUT */
+    char name[256];
+    int r;
+} ddl_job;
+
+static void ddl_work(ddl_job *j)
+{
+    if (j->put) {
+        j->r = spw_catalog_create(j->api->svc.cat, &j->c);
+        return;
+    }
+    j->r = spw_catalog_delete(j->api->svc.cat, j->name);
+    if (j->r == 0)
+        spw_consume_drop_stream(j->api->svc.groups, j->name); /* its consumer groups go with it */
+}
+
+static void put_answer(ddl_job *j)
+{
+    spw_http_req *req = j->req;
+    const char *nm = j->name;
+    int r = j->r;
+    if (r == -EEXIST) {
+        spw_http_answer(req, SPW_SC_EXISTS, NULL, "stream %s exists with a different definition", nm);
+    } else if (r == -ENOTEMPTY) {
+        spw_http_answer(req, SPW_SC_DIRECTORY_EXISTS, NULL,
+                        "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
+                        "is missing or bad: see the server's messages at start); it is left as it is: move it "
+                        "away, or repair its stream.json and restart",
+                        nm);
+    } else if (r < 0) {
+        spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "creating stream %s: %s", nm, spw_strerror(r));
+    } else {
+        spw_buf b = SPW_BUF_INIT;
+        spw_stream_config_json(&j->c, &b);
+        spw__api_out_raw(&b, "\n", 1);
+        spw__api_respond_json(req, r == 1 ? 201 : 200, &b);
+    }
+}
+
+static void ddl_answer(void *arg)
+{
+    ddl_job *j = arg;
+    spw_http_req *req = j->req;
+    req->user = NULL;
+    if (j->put)
+        put_answer(j);
+    else if (j->r == -ENOENT)
+        spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", j->name);
+    else if (j->r < 0)
+        spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", j->name, spw_strerror(j->r));
+    else
+        spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+    spw_free(j);
+}
+
+static void ddl_worker(void *arg)
+{
+    ddl_job *j = arg;
+    ddl_work(j);
+    spw_http_loop_post(j->req->loop, ddl_answer, j);
+}
+
+static void ddl_start(ddl_job *j)
+{
+    j->req->user = j;
+    if (j->api->svc.io && spw_workq_submit(j->api->svc.io, ddl_worker, j) == 0)
+        return;
+    ddl_work(j);
+    ddl_answer(j);
 }
 
 /* A catalog walk that shows only the streams a token may see (who NULL: all). */
@@ -84,39 +163,17 @@ void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, s
             spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
             return;
         }
-        int r = spw_catalog_create(api->svc.cat, &c);
-        if (r == -EEXIST) {
-            spw_http_answer(req, SPW_SC_EXISTS, NULL, "stream %s exists with a different definition", nm);
-            return;
-        }
-        if (r == -ENOTEMPTY) {
-            spw_http_answer(req, SPW_SC_DIRECTORY_EXISTS, NULL,
-                            "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
-                            "is missing or bad: see the server's messages at start); it is left as it is: move it "
-                            "away, or repair its stream.json and restart",
-                            nm);
-            return;
-        }
-        if (r < 0) {
-            spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "creating stream %s: %s", nm, spw_strerror(r));
-            return;
-        }
-        spw_buf b = SPW_BUF_INIT;
-        spw_stream_config_json(&c, &b);
-        spw__api_out_raw(&b, "\n", 1);
-        spw__api_respond_json(req, r == 1 ? 201 : 200, &b);
+        ddl_job *j = spw_xcalloc(1, sizeof *j);
+        *j = (ddl_job){.api = api, .req = req, .put = 1, .c = c};
+        snprintf(j->name, sizeof j->name, "%s", nm);
+        ddl_start(j);
         return;
     }
     if (req->method == SPW_HTTP_DELETE) {
-        int r = spw_catalog_delete(api->svc.cat, nm);
-        if (r == -ENOENT)
-            spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "no stream named %s", nm);
-        else if (r < 0)
-            spw_http_answer(req, SPW_SC_DELETE_FAILED, NULL, "deleting stream %s: %s", nm, spw_strerror(r));
-        else {
-            spw_consume_drop_stream(api->svc.groups, nm); /* its consumer groups go with it */
-            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
-        }
+        ddl_job *j = spw_xcalloc(1, sizeof *j);
+        *j = (ddl_job){.api = api, .req = req};
+        snprintf(j->name, sizeof j->name, "%s", nm);
+        ddl_start(j);
         return;
     }
     if (req->method != SPW_HTTP_GET) {

@@ -56,29 +56,52 @@ static int read_ndjson(void *arg, uint64_t from, uint64_t *next, uint64_t *bad)
     return spw_api_read_ndjson(rd->s, rd->partition, from, rd->max, rd->max_bytes, rd->out, next, bad);
 }
 
+/* An HTTP poll: the service's poll, and what its lease read (http_read,
+ * on an I/O worker, or in http_deliver). */
+typedef struct hpoll {
+    spw_group_poll p; /* first: the service frees it as a spw_group_poll */
+    spw_buf out;
+    int r, read_done;
+    uint64_t next, bad;
+} hpoll;
+
+static void http_read(spw_group_poll *p, spw_lease *l)
+{
+    hpoll *h = (hpoll *)p;
+    ndjson_read rd = {p->s, l->partition, p->max, SPW_API_READ_MAX_BYTES, &h->out};
+    h->r = spw_consume_read_lease(p, l, read_ndjson, &rd, &h->next, &h->bad);
+    h->read_done = 1;
+}
+
 static void http_deliver(spw_group_poll *p, spw_lease *l)
 {
     spw_http_req *req = p->ctx;
+    hpoll *hp = (hpoll *)p;
     if (spw_http_req_gone(req)) {
         /* nobody to deliver to: free for the others at once, not after lease_ms */
         spw_group_release(p->g, l);
+        spw_buf_fini(&hp->out);
         spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
         return;
     }
-    /* What the budget of unsent answers has left (docs/operations.md
-     * "Memory"); none: the lease goes back at once, for a later poll. */
-    uint64_t max_bytes = spw_http_req_out_allow(req, SPW_API_READ_MAX_BYTES);
-    if (max_bytes == 0) {
+    /* The budget of unsent answers (docs/operations.md "Memory") spent:
+     * the lease goes back at once, for a later poll. (The records were
+     * read on a worker, at most SPW_API_READ_MAX_BYTES: the budget can
+     * pass its limit by that.) */
+    if (spw_http_req_out_allow(req, 1) == 0) {
         spw_group_release(p->g, l);
+        spw_buf_fini(&hp->out);
         spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
                         "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
                         "read theirs; retry later");
         return;
     }
-    spw_buf out = SPW_BUF_INIT;
-    ndjson_read rd = {p->s, l->partition, p->max, max_bytes, &out};
-    uint64_t next, bad;
-    int r = spw_consume_read_lease(p, l, read_ndjson, &rd, &next, &bad);
+    if (!hp->read_done)
+        http_read(p, l);
+    spw_buf out = hp->out;
+    hp->out = (spw_buf)SPW_BUF_INIT;
+    uint64_t next = hp->next, bad = hp->bad;
+    int r = hp->r;
     if (r == 0) { /* nothing readable after the damage yet */
         spw_group_release(p->g, l);
         spw_buf_fini(&out);
@@ -110,6 +133,11 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
              lease, l->partition, l->from, next, p->lease_ms);
     spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
     spw_buf_fini(&out);
+}
+
+static void http_failed(spw_group_poll *p, int err)
+{
+    spw_http_answer(p->ctx, SPW_SC_SAVE_FAILED, NULL, "saving the new group: %s", spw_strerror(err));
 }
 
 static void http_nothing(spw_group_poll *p) { spw_http_respond(p->ctx, 204, NULL, NULL, NULL, 0); }
@@ -148,7 +176,8 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     if (r == 0)
         snprintf(member, sizeof member, "%s", req->peer[0] ? req->peer : "anonymous");
     spw_group *g;
-    int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g);
+    int fresh = 0;
+    int e = spw_consume_poll_group(cs, s, gname, strcmp(start, "latest") == 0, &g, &fresh);
     if (e == -E2BIG) {
         spw_http_answer(req, SPW_SC_TOO_MANY_PARTITIONS, NULL, "consumer groups need at most %d partitions",
                         SPW_GROUP_PARTS_MAX);
@@ -159,10 +188,15 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
         goto fail;
     }
     spw_http_req_release_body(req);
-    spw_group_poll *p = spw_xcalloc(1, sizeof *p);
+    hpoll *hp = spw_xcalloc(1, sizeof *hp);
+    hp->out = (spw_buf)SPW_BUF_INIT;
+    spw_group_poll *p = &hp->p;
     p->post = http_post;
     p->loop = req->loop;
     p->deliver = http_deliver;
+    p->read = http_read;
+    p->failed = http_failed;
+    p->fresh = fresh;
     p->nothing = http_nothing;
     p->ctx = req;
     p->s = s;

@@ -95,10 +95,10 @@ struct spw_conn {
     uint32_t header_bytes;
     slot *slots; /* ring, cap = max_pipelined */
     uint32_t s_head, s_len;
+    size_t promised; /* answer bytes promised by requests answered later (spw_http_req_promise) */
     spw_buf pending_in; /* bytes read but not parsed (paused) */
     uint64_t pin_charged; /* budget held by pending_in */
     uint64_t body_wait;   /* a body of this many bytes waits for the budget (parser paused) */
-    uint32_t holds;       /* requests in flight that hold the parser (spw_http_req_hold) */
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int error_sent;
     uint64_t req_start_ms;
@@ -166,7 +166,14 @@ const char *spw_http_reason(int s)
 
 static spw_membudget *budget_of(spw_http_loop *l) { return l->srv->cfg.buffers; }
 
-static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off; }
+/* Unsent answers, and those promised by requests answered later. */
+static size_t out_unsent(const spw_conn *c) { return c->out.len - c->out_off + c->promised; }
+
+void spw_http_req_promise(spw_http_req *req, size_t bytes)
+{
+    req->promised += bytes;
+    req->conn->promised += bytes;
+}
 
 /* Frees a request's body and gives its bytes back. */
 static void req_body_free(spw_http_req *r)
@@ -177,14 +184,6 @@ static void req_body_free(spw_http_req *r)
 }
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
-
-void spw_http_req_hold(spw_http_req *req)
-{
-    if (!req->holds) {
-        req->holds = 1;
-        req->conn->holds++;
-    }
-}
 
 uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want)
 {
@@ -310,6 +309,9 @@ static void conn_flush(spw_conn *c)
         } else if (spw_buf_reserve(&c->out, c->out.len + s->resp.len) == 0) {
             memcpy(c->out.p + c->out.len, s->resp.p, s->resp.len);
             c->out.len += s->resp.len;
+        } else {
+            conn_close(c); /* an answer lost would shift every later one onto the wrong request */
+            return;
         }
         s->resp.len = 0;
         if (s->resp.cap > (256u << 10))
@@ -347,8 +349,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     req->answered = 1;
     if (req->out_reserved) /* the answer is held below, as it is */
         spw_netconn_out_release(&c->nc, req->out_reserved);
-    if (req->holds) /* the parser goes on once the send below has room (conn_flush) */
-        c->holds--;
+    c->promised -= req->promised;
     SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
     c->inflight--;
@@ -680,7 +681,7 @@ static int on_message_complete(http_parser *p)
     if (c->closed)
         return -1;
     if (c->s_len == cap || c->close_after || c->loop->stopping || out_unsent(c) > OUT_PAUSE_BYTES ||
-        spw_netconn_out_full(&c->nc) || c->holds)
+        spw_netconn_out_full(&c->nc))
         http_parser_pause(p, 1);
     return 0;
 }
@@ -734,7 +735,7 @@ static void conn_resume(spw_conn *c)
     if (c->close_after || c->closed || c->loop->stopping)
         return;
     if (c->s_len == c->loop->srv->cfg.max_pipelined || out_unsent(c) > OUT_PAUSE_BYTES ||
-        spw_netconn_out_full(&c->nc) || c->holds)
+        spw_netconn_out_full(&c->nc))
         return;
     if (c->body_wait) {
         int e = body_take(c->cur, (size_t)c->body_wait);

@@ -66,13 +66,13 @@ typedef struct spw_http_req {
     char peer[64]; /* client address */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     int answered;
-    int holds;  /* spw_http_req_hold was called */
     uint64_t out_reserved; /* unsent-answer budget reserved (spw_http_req_out_reserve) */
     void *user; /* handler state for an asynchronous answer */
     /* http.c's own: */
     uint64_t charged; /* bytes of the buffer budget body holds */
     uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
+    size_t promised;  /* spw_http_req_promise */
 } spw_http_req;
 
 typedef struct spw_http_config {
@@ -123,18 +123,18 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
  */
 void spw_http_req_release_body(spw_http_req *req);
 
+/* req will be answered later (by another thread's work) with up to bytes:
+ * counted with its connection's unsent answers until it is answered, so
+ * that a client pipelining reads it does not take in gets no more of them
+ * started than the unsent-answer pause allows (docs/api.md, "Limits"). On
+ * req's loop thread. */
+void spw_http_req_promise(spw_http_req *req, size_t bytes);
+
 /* Has req's client gone while req waited for its answer: its connection
  * closed, or the client sent its FIN (it gave up, or half-closed: it may
  * still read an answer, so answer it, but give it nothing others could
  * have)? On req's loop thread. */
 int spw_http_req_gone(const spw_http_req *req);
-
-/* The connection of req parses no further request until req is answered:
- * for a request answered later whose answer may be large (a read done on
- * an I/O worker), so that pipelined ones run one at a time and the
- * unsent-answer pause (OUT_PAUSE_BYTES) sees each answer before the next
- * request starts. Loop thread, from the handler. */
-void spw_http_req_hold(spw_http_req *req);
 
 /* How many bytes an answer to req may have now (a read asks before it
  * builds one): min(want, what the budget of unsent answers has left), 0

@@ -35,6 +35,7 @@
 
 #include "core/clock.h"
 #include "core/name.h"
+#include "catalog/stream.h"
 #include "svc/metrics.h"
 
 static kconn *kc(spw_netconn *c) { return (kconn *)c; }
@@ -50,6 +51,10 @@ typedef struct kapi {
 static const kapi kapis[] = {
     {KAPI_PRODUCE, 3, 8},      {KAPI_FETCH, 4, 11},       {KAPI_LIST_OFFSETS, 1, 5},
     {KAPI_METADATA, 0, 8},     {KAPI_API_VERSIONS, 0, 3}, {KAPI_INIT_PRODUCER_ID, 0, 1},
+    {KAPI_FIND_COORDINATOR, 0, 2}, {KAPI_JOIN_GROUP, 0, 5}, {KAPI_SYNC_GROUP, 0, 3},
+    {KAPI_HEARTBEAT, 0, 3},    {KAPI_LEAVE_GROUP, 0, 2},  {KAPI_OFFSET_COMMIT, 0, 7},
+    {KAPI_OFFSET_FETCH, 1, 5}, {KAPI_CREATE_TOPICS, 0, 4},
+    {KAPI_SASL_HANDSHAKE, 0, 1}, {KAPI_SASL_AUTHENTICATE, 0, 1},
 };
 #define NKAPIS (sizeof kapis / sizeof kapis[0])
 
@@ -101,6 +106,23 @@ int16_t spw__kerr_of(spw_sc sc)
     }
 }
 
+int spw__k_who(kconn *c, const spw_token **who)
+{
+    spw_auth *a = c->loop->srv->svc->auth;
+    *who = NULL;
+    if (!a)
+        return 1;
+    *who = spw_auth_session_who(a, &c->auth);
+    if (!*who) {
+        c->tenant[0] = 0;
+        atomic_fetch_add(&a->unauthorized, 1);
+        return 0;
+    }
+    if (strcmp(c->tenant, (*who)->tenant) != 0)
+        snprintf(c->tenant, sizeof c->tenant, "%s", (*who)->tenant);
+    return 1;
+}
+
 spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err)
 {
     spw_svc *svc = c->loop->srv->svc;
@@ -109,48 +131,101 @@ spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perm
         *err = KERR_INVALID_TOPIC;
         return NULL;
     }
-    /* With a tokens file every topic needs a login (SASL/PLAIN), which
-     * this listener does not offer yet: refused as unauthorized. */
-    if (svc->auth) {
+    /* With a tokens file every topic needs a SASL/PLAIN login. */
+    const spw_token *who;
+    if (!spw__k_who(c, &who)) {
         *err = KERR_TOPIC_AUTHORIZATION_FAILED;
         return NULL;
     }
     spw_stream *s;
-    spw_sc sc = spw_svc_stream_for(svc->cat, svc->auth, NULL, name, (size_t)len, perms, &s, msg, sizeof msg);
+    spw_sc sc = spw_svc_stream_for(svc->cat, svc->auth, who, name, (size_t)len, perms, &s, msg, sizeof msg);
     *err = spw__kerr_of(sc);
     return sc == SPW_SC_OK ? s : NULL;
 }
 
+/* ---- SASL/PLAIN (docs/protocol-kafka.md "Authentication") ---- */
+
+static void sasl_handshake(kconn *c, kreq *q, spw_kr *r)
+{
+    const char *m;
+    int32_t ml;
+    spw_kr_str(r, &m, &ml);
+    int16_t err = 0;
+    if (r->bad)
+        err = KERR_INVALID_REQUEST;
+    else if (!c->loop->srv->svc->auth)
+        err = 34; /* ILLEGAL_SASL_STATE: no tokens file, nothing to log in to */
+    else if (!(ml == 5 && memcmp(m, "PLAIN", 5) == 0))
+        err = 33; /* UNSUPPORTED_SASL_MECHANISM */
+    if (!err && q->api_version == 0)
+        c->sasl_raw = 1; /* v0: the PLAIN message follows in a bare size-prefixed frame */
+    spw__kq_begin(q);
+    spw_kw_i16(&q->out, err);
+    spw_kw_i32(&q->out, 1);
+    spw_kw_str(&q->out, "PLAIN", 5);
+    q->ready = 1;
+}
+
+/* PLAIN's message: [authzid] NUL authcid NUL password. The password is a
+ * token of the tokens file and authcid its tenant (an authzid, if given,
+ * must be that tenant too). 0 logged in, or the Kafka error with *why. */
+static int16_t sasl_plain(kconn *c, const uint8_t *b, int32_t bl, const char **why)
+{
+    spw_auth *a = c->loop->srv->svc->auth;
+    *why = NULL;
+    if (!a) {
+        *why = "this server has no tokens file: nothing to authenticate";
+        return 34; /* ILLEGAL_SASL_STATE */
+    }
+    int16_t err = 0;
+    const uint8_t *z1 = b && bl > 0 ? memchr(b, 0, (size_t)bl) : NULL;
+    const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(b + bl - (z1 + 1))) : NULL;
+    if (!z2) {
+        err = 58; /* SASL_AUTHENTICATION_FAILED */
+        *why = "not a SASL/PLAIN message";
+    } else {
+        const char *authz = (const char *)b, *user = (const char *)z1 + 1, *pw = (const char *)z2 + 1;
+        size_t azl = (size_t)(z1 - b), ul = (size_t)(z2 - (z1 + 1)), pl = (size_t)(b + bl - (z2 + 1));
+        if (spw_auth_session_login(a, &c->auth, pw, pl)) {
+            err = 58;
+            *why = "unknown token";
+        } else if (strlen(c->auth.e->tenant) != ul || memcmp(c->auth.e->tenant, user, ul) != 0 ||
+                   (azl && (azl != ul || memcmp(authz, user, ul) != 0))) {
+            spw_auth_session_fini(&c->auth);
+            memset(&c->auth, 0, sizeof c->auth);
+            err = 58;
+            *why = "the user name is not the token's tenant";
+        }
+    }
+    if (err) {
+        c->tenant[0] = 0;
+        atomic_fetch_add(&a->unauthorized, 1);
+    } else {
+        snprintf(c->tenant, sizeof c->tenant, "%s", c->auth.e->tenant);
+    }
+    return err;
+}
+
+static void sasl_authenticate(kconn *c, kreq *q, spw_kr *r)
+{
+    const uint8_t *b;
+    int32_t bl;
+    spw_kr_bytes(r, &b, &bl);
+    const char *why = "the request does not decode";
+    int16_t err = r->bad || !b ? KERR_INVALID_REQUEST : sasl_plain(c, b, bl, &why);
+    spw__kq_begin(q);
+    spw_kw_i16(&q->out, err);
+    spw_kw_str(&q->out, why, why ? (int32_t)strlen(why) : -1);
+    spw_kw_bytes(&q->out, "", 0);
+    if (q->api_version >= 1)
+        spw_kw_i64(&q->out, 0); /* no session lifetime: a login lasts as long as its token */
+    q->ready = 1;
+}
+
 /* ---- the buffer budget ---- */
 
-static spw_membudget *budget_of(kloop *l) { return l->srv->cfg.buffers; }
-
-static int in_reserve(kconn *c, size_t need)
-{
-    if (need <= c->in.cap)
-        return 0;
-    size_t cap = (need + SPW_NET_READ_CHUNK - 1) / SPW_NET_READ_CHUNK * SPW_NET_READ_CHUNK;
-    spw_membudget *m = budget_of(c->loop);
-    if (spw_membudget_take(m, cap - c->in.cap))
-        return SPW_EAGAIN;
-    uint8_t *p = spw_try_realloc(c->in.p, cap);
-    if (!p) {
-        spw_membudget_give(m, cap - c->in.cap);
-        return SPW_ENOMEM;
-    }
-    c->in.p = p;
-    c->in.cap = cap;
-    return 0;
-}
-
-static void in_free(kconn *c)
-{
-    spw_membudget_give(budget_of(c->loop), c->in.cap);
-    spw_buf_fini(&c->in);
-    c->in_off = 0;
-}
-
-/* ---- the answer queue ---- */
+static int in_reserve(kconn *c, size_t need) { return spw_netconn_in_reserve(&c->nc, &c->in, need); }
+static void in_free(kconn *c) { spw_netconn_in_free(&c->nc, &c->in, &c->in_off); }
 
 static void kreq_free(kreq *q)
 {
@@ -250,7 +325,22 @@ static void api_versions(kreq *q, spw_kr *r)
     q->ready = 1;
 }
 
+static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int16_t rf, int32_t nassign,
+                            int32_t nconf, int validate, char *msg, size_t cap);
+
 /* ---- Metadata ---- */
+
+void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port)
+{
+    snprintf(host, cap, "127.0.0.1");
+    *port = c->loop->srv->ns.port;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        inet_ntop(AF_INET, &sa.sin_addr, host, (socklen_t)cap);
+        *port = ntohs(sa.sin_port);
+    }
+}
 
 typedef struct md_ctx {
     kconn *c;
@@ -259,6 +349,7 @@ typedef struct md_ctx {
     int32_t n;
     int e;
     int32_t node;
+    const spw_token *who; /* NULL: every stream */
 } md_ctx;
 
 static int md_topic(md_ctx *m, int16_t err, const char *name, size_t len, spw_stream *s)
@@ -287,6 +378,8 @@ static int md_topic(md_ctx *m, int16_t err, const char *name, size_t len, spw_st
 static void md_each(void *arg, spw_stream *s)
 {
     md_ctx *m = arg;
+    if (m->who && !spw_token_sees(m->who, s->cfg.name, strlen(s->cfg.name)))
+        return;
     if (!m->e && !atomic_load(&s->deleted))
         m->e = md_topic(m, 0, s->cfg.name, strlen(s->cfg.name), s);
 }
@@ -296,20 +389,13 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     spw_svc *svc = c->loop->srv->svc;
     int v = q->api_version;
     int32_t nt = spw_kr_array(r, 2);
-    const char *names[1024];
-    int32_t lens[1024];
-    int32_t want = 0;
+    spw_kr names = *r; /* read again when answering */
     for (int32_t i = 0; i < nt && !r->bad; i++) {
         const char *n;
         int32_t l;
         spw_kr_str(r, &n, &l);
-        if (want < 1024) {
-            names[want] = n;
-            lens[want++] = l;
-        }
     }
-    if (v >= 4)
-        (void)spw_kr_i8(r); /* allow_auto_topic_creation: topics are created by CreateTopics or the API */
+    int allow_auto = v >= 4 ? spw_kr_i8(r) != 0 : 1;
     if (v >= 8) {
         (void)spw_kr_i8(r);
         (void)spw_kr_i8(r);
@@ -321,15 +407,9 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
         return;
     }
     int all = nt < 0 || (v == 0 && nt == 0);
-    /* This node, at the address the client reached it by. */
-    char host[64] = "127.0.0.1";
-    int port = c->loop->srv->ns.port;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
-        inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-        port = ntohs(sa.sin_port);
-    }
+    char host[64];
+    int port;
+    spw__k_local_addr(c, host, sizeof host, &port);
     int32_t node = (int32_t)svc->node_id;
     spw_buf *o = &q->out;
     int e = spw__kq_begin(q);
@@ -346,14 +426,29 @@ static void metadata(kconn *c, kreq *q, spw_kr *r)
     size_t count_at = o->len;
     e = e || spw_kw_i32(o, 0);
     md_ctx m = {.c = c, .out = o, .v = v, .node = node};
-    if (!e && all && !svc->auth) { /* with tokens: no login, no names (spw__k_stream) */
+    const spw_token *who;
+    if (!e && all && spw__k_who(c, &who)) { /* with tokens: no login, no names */
+        m.who = who;
         spw_catalog_each(svc->cat, md_each, &m);
         e = m.e;
     }
-    for (int32_t i = 0; !e && !all && i < want; i++) {
+    for (int32_t i = 0; !e && !all && i < nt; i++) {
+        const char *nm;
+        int32_t nl;
+        spw_kr_str(&names, &nm, &nl);
         int16_t err;
-        spw_stream *s = spw__k_stream(c, names[i], lens[i], 0, &err);
-        e = md_topic(&m, err, names[i] ? names[i] : "", names[i] ? (size_t)lens[i] : 0, s);
+        spw_stream *s = spw__k_stream(c, nm, nl, 0, &err);
+        if (!s && err == KERR_UNKNOWN_TOPIC_OR_PARTITION && allow_auto && c->loop->srv->cfg.auto_create) {
+            /* kafka-auto-create: as CreateTopics with the defaults (a
+             * bytes stream, the default partitions; admin needed). */
+            char msg[256];
+            int16_t cerr = create_topic(c, nm, nl, -1, -1, 0, 0, 0, msg, sizeof msg);
+            if (cerr == KERR_NONE || cerr == KERR_TOPIC_ALREADY_EXISTS)
+                s = spw__k_stream(c, nm, nl, 0, &err);
+            else
+                err = cerr;
+        }
+        e = md_topic(&m, err, nm ? nm : "", nm && nl > 0 ? (size_t)nl : 0, s);
         if (s)
             spw_stream_put(s);
     }
@@ -386,6 +481,137 @@ static void init_producer_id(kconn *c, kreq *q, spw_kr *r)
     q->ready = 1;
 }
 
+/* ---- CreateTopics ---- */
+
+/* One topic: a bytes stream (Kafka values are any bytes) with
+ * num_partitions partitions (-1: the stream default). Topic configs,
+ * replica assignments and a replication factor other than 1 are refused:
+ * a stream's other options are set over HTTP (docs/api.md). */
+static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int16_t rf, int32_t nassign,
+                            int32_t nconf, int validate, char *msg, size_t cap)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    msg[0] = 0;
+    if (!n || l <= 0 || !spw_stream_name_ok(n, (size_t)l)) {
+        snprintf(msg, cap, "not a valid stream name");
+        return KERR_INVALID_TOPIC;
+    }
+    const spw_token *who;
+    if (!spw__k_who(c, &who) ||
+        spw_svc_allowed(svc->auth, who, n, (size_t)l, SPW_PERM_ADMIN, msg, cap) != SPW_SC_OK)
+        return KERR_TOPIC_AUTHORIZATION_FAILED;
+    if (rf != -1 && rf != 1) {
+        snprintf(msg, cap, "this node is the only replica: the replication factor must be 1 or -1");
+        return 38; /* INVALID_REPLICATION_FACTOR */
+    }
+    if (nassign > 0) {
+        snprintf(msg, cap, "replica assignments are not supported");
+        return 39; /* INVALID_REPLICA_ASSIGNMENT */
+    }
+    if (nconf > 0) {
+        snprintf(msg, cap, "topic configs are not supported: set the stream's options over HTTP (PUT /v1/streams/NAME)");
+        return 40; /* INVALID_CONFIG */
+    }
+    char name[SPW_STREAM_NAME_MAX + 1], body[96], err[256];
+    snprintf(name, sizeof name, "%.*s", (int)l, n);
+    if (np == -1)
+        snprintf(body, sizeof body, "{\"format\":\"bytes\"}");
+    else
+        snprintf(body, sizeof body, "{\"format\":\"bytes\",\"partitions\":%" PRId32 "}", np);
+    spw_stream_config cfg;
+    if (np == 0 || np < -1 || spw_stream_config_parse(&cfg, name, body, strlen(body), err, sizeof err)) {
+        snprintf(msg, cap, "%s", np == 0 || np < -1 ? "num_partitions must be at least 1" : err);
+        return KERR_INVALID_PARTITIONS;
+    }
+    spw_stream *s = spw_stream_get(svc->cat, name, strlen(name));
+    if (s) {
+        spw_stream_put(s);
+        snprintf(msg, cap, "a stream named %s exists", name);
+        return KERR_TOPIC_ALREADY_EXISTS;
+    }
+    if (validate)
+        return KERR_NONE;
+    int r = spw_catalog_create(svc->cat, &cfg);
+    if (r == 0 || r == -EEXIST) {
+        snprintf(msg, cap, "a stream named %s exists", name);
+        return KERR_TOPIC_ALREADY_EXISTS;
+    }
+    if (r < 0) {
+        snprintf(msg, cap, "creating the stream failed: %s", spw_strerror(r));
+        return KERR_KAFKA_STORAGE_ERROR;
+    }
+    spw_info("stream %s: created by a Kafka CreateTopics from %s", name, c->peer);
+    return KERR_NONE;
+}
+
+static void create_topics(kconn *c, kreq *q, spw_kr *r)
+{
+    int v = q->api_version;
+    int32_t nt = spw_kr_array(r, 14);
+    spw_kr save = *r;
+    /* Decoded whole first: a request that does not decode creates nothing. */
+    for (int32_t t = 0; t < nt && !r->bad; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        (void)spw_kr_i32(r);
+        (void)spw_kr_i16(r);
+        int32_t na = spw_kr_array(r, 8);
+        for (int32_t i = 0; i < na && !r->bad; i++) {
+            (void)spw_kr_i32(r);
+            int32_t nb = spw_kr_array(r, 4);
+            spw_kr_skip(r, nb > 0 ? (size_t)nb * 4 : 0);
+        }
+        int32_t nc = spw_kr_array(r, 4);
+        for (int32_t i = 0; i < nc && !r->bad; i++) {
+            const char *x;
+            int32_t xl;
+            spw_kr_str(r, &x, &xl);
+            spw_kr_str(r, &x, &xl);
+        }
+    }
+    (void)spw_kr_i32(r); /* timeout: creation is done before the answer */
+    int validate = v >= 1 ? spw_kr_i8(r) != 0 : 0;
+    spw_buf *o = &q->out;
+    spw__kq_begin(q);
+    if (v >= 2)
+        spw_kw_i32(o, 0);
+    if (r->bad) {
+        spw_kw_i32(o, 0);
+        q->ready = 1;
+        return;
+    }
+    spw_kw_i32(o, nt < 0 ? 0 : nt);
+    *r = save;
+    for (int32_t t = 0; t < nt; t++) {
+        const char *n;
+        int32_t l;
+        spw_kr_str(r, &n, &l);
+        int32_t np = spw_kr_i32(r);
+        int16_t rf = spw_kr_i16(r);
+        int32_t na = spw_kr_array(r, 8);
+        for (int32_t i = 0; i < na; i++) {
+            (void)spw_kr_i32(r);
+            int32_t nb = spw_kr_array(r, 4);
+            spw_kr_skip(r, nb > 0 ? (size_t)nb * 4 : 0);
+        }
+        int32_t nc = spw_kr_array(r, 4);
+        for (int32_t i = 0; i < nc; i++) {
+            const char *x;
+            int32_t xl;
+            spw_kr_str(r, &x, &xl);
+            spw_kr_str(r, &x, &xl);
+        }
+        char msg[256];
+        int16_t err = create_topic(c, n, l, np, rf, na, nc, validate, msg, sizeof msg);
+        spw_kw_str(o, n, l);
+        spw_kw_i16(o, err);
+        if (v >= 1)
+            spw_kw_str(o, msg[0] ? msg : NULL, msg[0] ? (int32_t)strlen(msg) : -1);
+    }
+    q->ready = 1;
+}
+
 /* ---- dispatch ---- */
 
 static void dispatch(kconn *c, const uint8_t *p, size_t n)
@@ -394,6 +620,24 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     atomic_fetch_add(&srv->st_requests, 1);
     kreq *q = spw_xcalloc(1, sizeof *q);
     q->c = c;
+    if (c->sasl_raw) {
+        /* SASL v0: a bare PLAIN message; an empty frame says yes, a
+         * failed login closes the connection (there is no error field). */
+        c->sasl_raw = 0;
+        const char *why;
+        if (c->tail)
+            c->tail->next = q;
+        else
+            c->head = q;
+        c->tail = q;
+        c->nq++;
+        q->ready = 1;
+        if (sasl_plain(c, p, (int32_t)n, &why)) {
+            q->no_answer = 1;
+            c->close_after = 1;
+        }
+        return;
+    }
     spw_kr r;
     spw_kr_init(&r, p, n);
     q->api_key = spw_kr_i16(&r);
@@ -425,6 +669,16 @@ static void dispatch(kconn *c, const uint8_t *p, size_t n)
     case KAPI_LIST_OFFSETS: spw__k_list_offsets(c, q, &r); break;
     case KAPI_FETCH: spw__k_fetch(c, q, r.p, spw_kr_left(&r), 0); break;
     case KAPI_INIT_PRODUCER_ID: init_producer_id(c, q, &r); break;
+    case KAPI_FIND_COORDINATOR: spw__k_find_coordinator(c, q, &r); break;
+    case KAPI_JOIN_GROUP: spw__k_join_group(c, q, &r); break;
+    case KAPI_SYNC_GROUP: spw__k_sync_group(c, q, &r); break;
+    case KAPI_HEARTBEAT: spw__k_heartbeat(c, q, &r); break;
+    case KAPI_LEAVE_GROUP: spw__k_leave_group(c, q, &r); break;
+    case KAPI_OFFSET_COMMIT: spw__k_offset_commit(c, q, &r); break;
+    case KAPI_OFFSET_FETCH: spw__k_offset_fetch(c, q, &r); break;
+    case KAPI_CREATE_TOPICS: create_topics(c, q, &r); break;
+    case KAPI_SASL_HANDSHAKE: sasl_handshake(c, q, &r); break;
+    case KAPI_SASL_AUTHENTICATE: sasl_authenticate(c, q, &r); break;
     default: answer_unsupported(q);
     }
 }
@@ -465,7 +719,7 @@ static void conn_process(kconn *c)
 {
     spw_kafka_server *srv = c->loop->srv;
     while (!c->closed && !c->close_after && !c->loop->stopping && !c->mem_wait && c->nq < srv->cfg.max_pipelined &&
-           c->out.len - c->out_off <= SPW_NET_OUT_PAUSE_BYTES) {
+           c->out.len - c->out_off <= SPW_NET_OUT_PAUSE_BYTES && !spw_netconn_out_full(&c->nc)) {
         const uint8_t *p = c->in.p + c->in_off;
         size_t avail = c->in.len - c->in_off;
         if (avail < 4)
@@ -496,6 +750,9 @@ static void conn_process(kconn *c)
         }
         c->in_off += whole;
         dispatch(c, p + 4, (size_t)size);
+        /* Ready answers go to out now, so the bound on unsent bytes above
+         * counts them before the next request is read. */
+        spw__kq_flush(c);
     }
     if (c->closed)
         return;
@@ -518,16 +775,7 @@ static void conn_read(kconn *c)
 {
     for (int rounds = 0; rounds < 8 && !c->paused && !c->closed; rounds++) {
         if (c->in.len == c->in.cap) {
-            int e = in_reserve(c, c->in.len + SPW_NET_READ_CHUNK);
-            if (e == SPW_EAGAIN && c->in.cap == 0) {
-                uint8_t *p = spw_try_malloc(SPW_NET_SMALL_READ);
-                if (p) {
-                    spw_membudget_add(budget_of(c->loop), SPW_NET_SMALL_READ);
-                    c->in.p = p;
-                    c->in.cap = SPW_NET_SMALL_READ;
-                    e = 0;
-                }
-            }
+            int e = spw_netconn_in_room(&c->nc, &c->in);
             if (e == SPW_EAGAIN) {
                 spw_netconn_wait_for_room(&c->nc);
                 conn_update_reading(c);
@@ -590,6 +838,7 @@ static void k_room(spw_netconn *c) { conn_update_reading(kc(c)); }
 static void k_conn_free(spw_netconn *nc)
 {
     kconn *c = kc(nc);
+    spw_auth_session_fini(&c->auth);
     while (c->head) {
         kreq *q = c->head;
         c->head = q->next;
@@ -634,6 +883,14 @@ static void k_conn_tick(spw_netconn *nc, uint64_t now)
 
 static void k_stop_reading(spw_netconn *nc) { conn_update_reading(kc(nc)); }
 
+/* Group sessions and deadlines; in the drain, no group request waits on
+ * this loop any more. */
+static void k_loop_tick(spw_netloop *nl)
+{
+    kloop *l = (kloop *)nl;
+    spw__kg_tick(l->srv->kg, l, l->stopping);
+}
+
 static const spw_netproto k_proto = {
     .name = "Kafka protocol",
     .conn_size = sizeof(kconn),
@@ -646,6 +903,7 @@ static const spw_netproto k_proto = {
     .conn_free = k_conn_free,
     .stop_reading = k_stop_reading,
     .conn_tick = k_conn_tick,
+    .loop_tick = k_loop_tick,
 };
 
 int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server **out)
@@ -660,11 +918,13 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
         s->cfg.max_request_bytes = 4096;
     s->svc = svc;
     atomic_store(&s->next_pid, spw_wall_ms() << 12);
+    s->kg = spw__kg_new();
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers,
                             .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);
     if (r < 0) {
+        spw__kg_free(s->kg);
         spw_free(s);
         return r;
     }
@@ -679,6 +939,7 @@ void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&
 void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
 {
     spw_netsrv_stop(&s->ns, drain_ms);
+    spw__kg_free(s->kg);
     spw_free(s);
 }
 

@@ -80,6 +80,7 @@ enum {
 };
 
 typedef struct kloop kloop;
+typedef struct spw_kgroups spw_kgroups;
 typedef struct kconn kconn;
 
 typedef struct kreq {
@@ -112,7 +113,9 @@ struct kconn {
     kreq *head, *tail; /* the answer queue, oldest first */
     uint32_t nq;
     uint32_t nparked;
-    char tenant[64];
+    char tenant[64];       /* set by SASL/PLAIN; "" without tokens */
+    spw_auth_session auth; /* the SASL/PLAIN login (svc/auth.h) */
+    int sasl_raw;          /* after SaslHandshake v0: the next frame is a bare PLAIN message */
 };
 
 struct kloop {
@@ -134,6 +137,7 @@ struct spw_kafka_server {
      * start, so ids never repeat across restarts (the dedupe table
      * outlives them) unless a run hands out over 4096 ids a ms. */
     _Atomic int64_t next_pid;
+    spw_kgroups *kg; /* the Kafka groups' membership (kafka_group.c) */
 };
 
 /* kafka.c */
@@ -146,6 +150,26 @@ int16_t spw__kerr_of(spw_sc sc);
 /* The stream a topic names, after the checks every request makes
  * (svc/request.h); NULL with *err set. */
 spw_stream *spw__k_stream(kconn *c, const char *name, int32_t len, unsigned perms, int16_t *err);
+
+/* The connection's token: 1 with *who (NULL when no tokens file is
+ * configured), or 0 when tokens are configured and the connection has not
+ * logged in with SASL/PLAIN (or its token was revoked). */
+int spw__k_who(kconn *c, const spw_token **who);
+
+/* This node's address as the client reached it (Metadata, FindCoordinator). */
+void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port);
+
+/* kafka_group.c */
+spw_kgroups *spw__kg_new(void);
+void spw__kg_free(spw_kgroups *kg);
+void spw__kg_tick(spw_kgroups *kg, kloop *l, int stopping);
+void spw__k_find_coordinator(kconn *c, kreq *q, spw_kr *r);
+void spw__k_join_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_sync_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_heartbeat(kconn *c, kreq *q, spw_kr *r);
+void spw__k_leave_group(kconn *c, kreq *q, spw_kr *r);
+void spw__k_offset_commit(kconn *c, kreq *q, spw_kr *r);
+void spw__k_offset_fetch(kconn *c, kreq *q, spw_kr *r);
 
 /* kafka_produce.c */
 void spw__k_produce(kconn *c, kreq *q, spw_kr *r);

@@ -109,7 +109,12 @@ static int ksrc_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
         const uint8_t *p;
         size_t n;
         switch (spw_kbatch_plain(&x->b, scratch, x->max_plain, &p, &n)) {
-        case SPW_KB_OK: break;
+        case SPW_KB_OK:
+            /* The decompressed records of all the partition's batches
+             * together stay within max-request-bytes. */
+            if ((x->b.attributes & SPW_KBATCH_ATTR_COMPRESSION) && scratch->len <= x->max_plain)
+                x->max_plain -= scratch->len;
+            break;
         case SPW_KB_COMPRESSION:
             return ksrc_refuse(x, res, KERR_UNSUPPORTED_COMPRESSION_TYPE, SPW_SC_BAD_REQUEST,
                                "unknown compression type");
@@ -351,6 +356,8 @@ void spw__k_produce(kconn *c, kreq *q, spw_kr *r)
         int32_t l;
         spw_kr_str(r, &n, &l);
         int32_t np = spw_kr_array(r, 8);
+        if (np < 0)
+            np = 0; /* a null array: no partitions */
         pr->topics[t].name = spw_xmalloc(l > 0 ? (size_t)l + 1 : 1);
         if (l > 0)
             memcpy(pr->topics[t].name, n, (size_t)l);
@@ -387,6 +394,8 @@ void spw__k_produce(kconn *c, kreq *q, spw_kr *r)
         int32_t l;
         spw_kr_str(r, &n, &l);
         int32_t np = spw_kr_array(r, 8);
+        if (np < 0)
+            np = 0;
         for (int32_t i = 0; i < np; i++) {
             kpart *kp = &pr->parts[pr->topics[t].first + i];
             kp->pr = pr;

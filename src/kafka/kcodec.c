@@ -494,7 +494,8 @@ int spw_krec_next(spw_kr *r, const spw_kbatch *b, spw_krec *rec)
     if (od < 0 || od > INT32_MAX)
         return -1;
     rec->offset_delta = (int32_t)od;
-    rec->ts = (b->attributes & SPW_KBATCH_ATTR_LOG_APPEND_TIME) ? b->max_ts : b->base_ts + tsd;
+    rec->ts = (b->attributes & SPW_KBATCH_ATTR_LOG_APPEND_TIME) ? b->max_ts
+                                                                : (int64_t)((uint64_t)b->base_ts + (uint64_t)tsd);
     take(&one, spw_kr_varint(&one), &rec->key, &rec->key_len);
     take(&one, spw_kr_varint(&one), &rec->value, &rec->value_len);
     int64_t hc = spw_kr_varint(&one);
@@ -556,11 +557,12 @@ int spw_kbatch_add(spw_buf *b, spw_kbatch_w *w, int64_t offset, int64_t ts, cons
                    const uint8_t *value, int32_t value_len, const uint8_t *log_headers, size_t headers_len,
                    uint32_t header_count)
 {
-    int64_t tsd = ts - w->base_ts, od = offset - w->base_offset;
+    /* modulo 2^64, as the decoder adds them back */
+    int64_t tsd = (int64_t)((uint64_t)ts - (uint64_t)w->base_ts), od = (int64_t)((uint64_t)offset - (uint64_t)w->base_offset);
     /* The body's length first: attributes, deltas, key, value, headers. */
     size_t body = 1 + vlen(tsd) + vlen(od) + vlen(key_len) + (key_len > 0 ? (size_t)key_len : 0) + vlen(value_len) +
                   (value_len > 0 ? (size_t)value_len : 0) + vlen(header_count);
-    const uint8_t *hp = log_headers, *he = log_headers + headers_len;
+    const uint8_t *hp = log_headers, *he = log_headers ? log_headers + headers_len : NULL;
     for (uint32_t i = 0; i < header_count; i++) {
         spw_kv kv;
         if (spw_kv_next(&hp, he, &kv) != 1)

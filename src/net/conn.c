@@ -392,6 +392,55 @@ static void wake_waiters(spw_netloop *l)
     l->rewaking = 0;
 }
 
+/* ---- framed input (net/conn.h: spw_netconn_in_*) ---- */
+
+static spw_membudget *buffers_of(const spw_netconn *c) { return c->nl->ns->cfg.buffers; }
+
+int spw_netconn_in_reserve(spw_netconn *c, spw_buf *in, size_t need)
+{
+    if (need <= in->cap)
+        return 0;
+    size_t cap = (need + SPW_NET_READ_CHUNK - 1) / SPW_NET_READ_CHUNK * SPW_NET_READ_CHUNK;
+    spw_membudget *m = buffers_of(c);
+    if (m && spw_membudget_take(m, cap - in->cap))
+        return SPW_EAGAIN;
+    uint8_t *p = spw_try_realloc(in->p, cap);
+    if (!p) {
+        if (m)
+            spw_membudget_give(m, cap - in->cap);
+        return SPW_ENOMEM;
+    }
+    in->p = p;
+    in->cap = cap;
+    return 0;
+}
+
+int spw_netconn_in_room(spw_netconn *c, spw_buf *in)
+{
+    int e = spw_netconn_in_reserve(c, in, in->len + SPW_NET_READ_CHUNK);
+    if (e == SPW_EAGAIN && in->cap == 0) {
+        /* No room, and this connection holds none of the budget: a small
+         * read still, so small requests get through; a frame larger than
+         * that waits for its room as a whole. */
+        uint8_t *p = spw_try_malloc(SPW_NET_SMALL_READ);
+        if (p) {
+            spw_membudget_add(buffers_of(c), SPW_NET_SMALL_READ);
+            in->p = p;
+            in->cap = SPW_NET_SMALL_READ;
+            e = 0;
+        }
+    }
+    return e;
+}
+
+void spw_netconn_in_free(spw_netconn *c, spw_buf *in, size_t *off)
+{
+    if (buffers_of(c))
+        spw_membudget_give(buffers_of(c), in->cap);
+    spw_buf_fini(in);
+    *off = 0;
+}
+
 /* ---- the budget of unsent answers ---- */
 
 static spw_membudget *unsent_of(const spw_netconn *c) { return c->nl->ns->cfg.unsent; }

@@ -240,6 +240,21 @@ int spw_netconn_send(spw_netconn *c);
  * spw_netconn_out_release gives the reservation back when the answer is
  * held itself. Loop thread.
  */
+/*
+ * Framed input (the binary protocol, the Kafka listener: length-prefixed
+ * requests read whole into one buffer), its memory taken from
+ * cfg.buffers. spw_netconn_in_reserve grows in to hold need bytes, in
+ * steps of a read: 0, SPW_EAGAIN (no room now: wait for it,
+ * spw_netconn_wait_for_room) or SPW_ENOMEM. spw_netconn_in_room makes
+ * room for one more read in a full buffer: the same, except that a
+ * connection holding none of the budget still gets a small read
+ * (SPW_NET_SMALL_READ) when there is no room. spw_netconn_in_free gives
+ * in's memory back (an idle connection holds none) and sets *off to 0.
+ */
+int spw_netconn_in_reserve(spw_netconn *c, spw_buf *in, size_t need);
+int spw_netconn_in_room(spw_netconn *c, spw_buf *in);
+void spw_netconn_in_free(spw_netconn *c, spw_buf *in, size_t *off);
+
 void spw_netconn_out_hold(spw_netconn *c, uint64_t n);
 uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want);
 uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want);

@@ -50,6 +50,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("listen-kafka", SPW_CFG_STR, listen_kafka, "off", 0, 0,
         "Kafka protocol address host:port, conventionally 127.0.0.1:9092 (docs/protocol-kafka.md); \"\" or \"off\" "
         "(the default) disables it"),
+    CFG("kafka-auto-create", SPW_CFG_BOOL, kafka_auto_create, "false", 0, 0,
+        "a Kafka Metadata request naming a missing topic creates it as a bytes stream with the default partitions "
+        "(as Kafka's auto.create.topics.enable); with tokens the login needs admin"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
     CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0,
         "allow a non-loopback listen address without tokens and TLS"),
@@ -344,6 +347,8 @@ static void stop_watch_start(spw_log *log)
  */
 static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw_auth *auth)
 {
+    spw_catalog_set_io(cat, NULL);  /* deleted streams reaped in place from now on */
+    spw_consume_set_io(api->svc.groups, NULL);
     spw_workq_destroy(api->svc.io); /* idle: the listeners' drain waited for every answer */
     spw_consume_stop(api->svc.groups); /* its waiter thread first (idempotent) */
     if (api->sinks)
@@ -576,6 +581,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    spw_catalog_set_io(cat, api.svc.io);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
     spw_produce_dedupe_rebuild(&api.svc);
@@ -609,6 +615,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
     if ((r = spw_views_open(api.svc.cat, api.svc.data_dir, c->view_flush_ms, &api.svc.views)) < 0)
         spw_error("views: %s/views: %s; no view runs", c->data, spw_strerror(r));
     spw_view_metrics_register(&api.svc);
+    spw_consume_set_io(api.svc.groups, api.svc.io); /* leases read off the loops */
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
     if (c->config[0]) {
@@ -692,6 +699,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
             .tls = tls,
+            .auto_create = c->kafka_auto_create,
         };
         if ((r = spw_kafka_start(&kc, &api.svc, &kafka)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_kafka, spw_strerror(r),

@@ -21,6 +21,7 @@ typedef struct spw_server_config {
     char listen[256];
     char listen_bin[256]; /* "" or "off": no binary listener */
     char listen_kafka[256]; /* "" or "off" (the default): no Kafka listener */
+    int kafka_auto_create;  /* Kafka Metadata creates missing topics */
     uint32_t node_id;
     int insecure;
     char tokens_file[1024]; /* "" = no tokens: loopback only unless insecure */

@@ -27,7 +27,8 @@
  * a bad parameter is 400 and changes nothing.
  *
  * SPW_TEST_READ_GATE=PATH: segment reads wait while the file PATH
- * exists (hook_pread).
+ * exists (hook_pread). SPW_TEST_SYNC_GATE=PATH: the same for the fsyncs
+ * of the small files (everything under the data directory but segments).
  *
  * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
  * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
@@ -131,19 +132,34 @@ static int hook_close(int fd)
  * disk that stalls reads, for as long as a test wants, without a timer
  * (tests/integration/test_readloop.c). */
 static char read_gate[4096];
+/* SPW_TEST_SYNC_GATE=PATH: the same for fsync/fdatasync of the small files
+ * under the data directory (not segments: recovery points, group offsets,
+ * sink progress, directories). */
+static char sync_gate[4096];
+
+static void gate_wait(const char *gate)
+{
+    char w[4200];
+    snprintf(w, sizeof w, "%s.waiting", gate);
+    int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (wf >= 0)
+        close(wf);
+    while (access(gate, F_OK) == 0)
+        usleep(2000);
+}
+
+static void sync_gate_check(int fd)
+{
+    if (sync_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 1 &&
+        access(sync_gate, F_OK) == 0)
+        gate_wait(sync_gate);
+}
 
 static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
 {
     if (read_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 2 &&
-        access(read_gate, F_OK) == 0) {
-        char w[4200];
-        snprintf(w, sizeof w, "%s.waiting", read_gate);
-        int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-        if (wf >= 0)
-            close(wf);
-        while (access(read_gate, F_OK) == 0)
-            usleep(2000);
-    }
+        access(read_gate, F_OK) == 0)
+        gate_wait(read_gate);
     return spw_os_default.pread(fd, buf, n, off);
 }
 
@@ -174,6 +190,7 @@ static int sync_fault(int fd)
 
 static int hook_fdatasync(int fd)
 {
+    sync_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
         return -e;
@@ -182,6 +199,7 @@ static int hook_fdatasync(int fd)
 
 static int hook_fsync(int fd)
 {
+    sync_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = sync_fault(fd)))
         return -e;
@@ -418,6 +436,9 @@ __attribute__((constructor)) static void testhooks_install(void)
     const char *gate = getenv("SPW_TEST_READ_GATE");
     if (gate && strlen(gate) < sizeof read_gate)
         strcpy(read_gate, gate);
+    const char *sgate = getenv("SPW_TEST_SYNC_GATE");
+    if (sgate && strlen(sgate) < sizeof sync_gate)
+        strcpy(sync_gate, sgate);
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)
         atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);

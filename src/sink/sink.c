@@ -64,10 +64,22 @@ static spw_sink *sink_new(spw_sinks *m, sink_def *d, void *kst)
     return k;
 }
 
+/* The worker, then "exited" for sink_stop_free's wait. */
+static void *worker_main(void *arg)
+{
+    spw_sink *k = arg;
+    spw__sink_worker(k);
+    pthread_mutex_lock(&k->mu);
+    k->exited = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
 static int sink_start(spw_sink *k)
 {
     spw__sink_take_pre_holds(k);
-    int r = pthread_create(&k->th, NULL, spw__sink_worker, k);
+    int r = pthread_create(&k->th, NULL, worker_main, k);
     if (r)
         spw__sink_release_pre(k);
     return r ? -r : 0;
@@ -93,14 +105,13 @@ static void sink_stop_free(spw_sink *k)
     sink_signal_stop(k);
     uint64_t t0 = spw_mono_ms(), said = 0;
     for (;;) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np takes CLOCK_REALTIME */
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        uint64_t until = spw_mono_ns() + 100 * 1000000u;
+        pthread_mutex_lock(&k->mu);
+        while (!k->exited && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
         }
-        if (pthread_timedjoin_np(k->th, NULL, &ts) == 0)
+        int exited = k->exited;
+        pthread_mutex_unlock(&k->mu);
+        if (exited)
             break;
         if (k->def.kind->interrupt)
             k->def.kind->interrupt(k->kst);
@@ -112,6 +123,7 @@ static void sink_stop_free(spw_sink *k)
                      k->def.name, (double)waited / 1000.0, k->def.kind->name, k->def.stream);
         }
     }
+    pthread_join(k->th, NULL); /* it has returned: at once */
     k->def.kind->close(k->kst);
     spw__sink_def_fini(&k->def);
     spw_free(k->canon);
@@ -127,29 +139,16 @@ static void sink_stop_free(spw_sink *k)
     spw_free(k);
 }
 
-typedef struct name_key {
-    spw_sinks *m;
-    const char *name;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    return strcmp(k->m->v[i]->def.name, k->name);
-}
+static const char *sink_name(const void *p) { return ((const spw_sink *)p)->def.name; }
 
 static size_t find_pos(spw_sinks *m, const char *name, int *found)
 {
-    name_key k = {m, name};
-    return spw_sorted_find(m->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)m->v, m->n, sink_name, name, strlen(name), found);
 }
 
 static void insert(spw_sinks *m, spw_sink *k)
 {
-    int found;
-    size_t at = find_pos(m, k->def.name, &found);
-    memmove(m->v + at + 1, m->v + at, (m->n - at) * sizeof *m->v);
-    m->v[at] = k;
+    spw_named_insert((void **)m->v, m->n, sink_name, k);
     m->n++;
 }
 

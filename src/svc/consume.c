@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/workq.h"
 #include "core/error.h"
 #include "core/id.h"
 #include "core/msg.h"
@@ -48,6 +49,7 @@ struct spw_consume {
     int stop;
     int started;
     _Atomic uint32_t nparked; /* polls parked (read without mu by kicks) */
+    _Atomic(spw_workq *) io;  /* where leases are read (spw_consume_set_io) */
     _Atomic int kicked;       /* a kick is on its way to the waiter */
     _Atomic uint64_t skipped; /* records skipped as damaged (spw_consume_read_lease) */
 };
@@ -120,6 +122,33 @@ static void gpoll_free(spw_group_poll *p)
     spw_free(p);
 }
 
+/* A lease read on an I/O worker, then delivered on the poll's loop. */
+typedef struct lease_job {
+    spw_group_poll *p;
+    spw_lease l;
+} lease_job;
+
+static void lease_deliver(void *arg)
+{
+    lease_job *j = arg;
+    j->p->deliver(j->p, &j->l);
+    gpoll_free(j->p);
+    spw_free(j);
+}
+
+static void lease_read(void *arg)
+{
+    lease_job *j = arg;
+    j->p->read(j->p, &j->l);
+    j->p->post(j->p->loop, lease_deliver, j);
+}
+
+void spw_consume_set_io(spw_consume *cs, spw_workq *io)
+{
+    if (cs)
+        atomic_store(&cs->io, io);
+}
+
 /* Tries to lease a partition for p and deliver it; else parks it until the
  * waiter hands it back, or answers "nothing" when its wait is over. On
  * the poll's loop. */
@@ -134,6 +163,15 @@ static void try_poll(spw_group_poll *p)
     int got = spw_group_acquire(p->g, ends, firsts, n, now, p->lease_ms, p->member, &l);
     spw_free(ends);
     if (got) {
+        spw_workq *io = p->read ? atomic_load(&cs->io) : NULL;
+        if (io) {
+            lease_job *j = spw_xmalloc(sizeof *j);
+            j->p = p;
+            j->l = l;
+            if (spw_workq_submit(io, lease_read, j) == 0)
+                return;
+            spw_free(j); /* the queue is full: read here */
+        }
         p->deliver(p, &l);
         gpoll_free(p);
         return;
@@ -157,15 +195,46 @@ static void try_poll(spw_group_poll *p)
 
 static void poll_again(void *arg) { try_poll(arg); }
 
+/* A fresh group saved (on a worker): on the poll's loop, the poll goes on. */
+static void fresh_saved(void *arg)
+{
+    spw_group_poll *p = arg;
+    if (p->err < 0) {
+        p->failed(p, p->err);
+        gpoll_free(p);
+        return;
+    }
+    p->fresh = 0;
+    try_poll(p);
+}
+
+static void fresh_save(void *arg)
+{
+    spw_group_poll *p = arg;
+    p->err = spw_group_save(p->cs->gs, p->g);
+    p->post(p->loop, fresh_saved, p);
+}
+
 void spw_consume_poll(spw_consume *cs, spw_group_poll *p)
 {
     p->cs = cs;
+    if (p->fresh) {
+        /* A new group's starting point is durable before anything is
+         * delivered (latest must mean the same after a restart). */
+        spw_workq *io = atomic_load(&cs->io);
+        if (io && spw_workq_submit(io, fresh_save, p) == 0)
+            return;
+        p->err = spw_group_save(cs->gs, p->g);
+        fresh_saved(p);
+        return;
+    }
     try_poll(p);
 }
 
 spw_groups *spw_consume_groups(spw_consume *cs) { return cs->gs; }
 
-int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out)
+int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out,
+                           int *fresh)
 {
     if (s->cfg.partitions > SPW_GROUP_PARTS_MAX)
         return -E2BIG;
@@ -182,6 +251,10 @@ int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, in
     int created = 0;
     spw_group *g = spw_group_find(cs->gs, s->cfg.name, s->incarnation, gname, 1, n, at, &created);
     spw_free(at);
+    if (fresh) {
+        *fresh = created;
+        created = 0; /* saved by the poll (spw_consume_poll) */
+    }
     if (created) {
         /* A new group's starting point is durable before anything is
          * delivered (latest must mean the same after a restart). */

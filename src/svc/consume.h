@@ -56,6 +56,10 @@ int spw_consume_start(const char *data_dir, spw_catalog *cat, spw_log *log, _Ato
  * are answered at once (a poll does not wait, a commit saves on the
  * calling loop). REQUIRES: the front ends' loops still run. Idempotent. */
 void spw_consume_stop(spw_consume *cs);
+/* Leases are read on io's workers from now on (core/workq.h; NULL: on the
+ * loops). Clear it before destroying io. */
+struct spw_workq;
+void spw_consume_set_io(spw_consume *cs, struct spw_workq *io);
 /* Frees. REQUIRES: stopped, and the front ends' loops stopped. */
 void spw_consume_free(spw_consume *cs);
 
@@ -85,6 +89,16 @@ struct spw_group_poll {
      * before answering (a commit may arrive on another loop as soon as the
      * answer leaves), or spw_group_release and answer the error. */
     void (*deliver)(spw_group_poll *p, spw_lease *l);
+    /* Optional: the read half of deliver (spw_consume_read_lease into the
+     * front end's own buffer), run on an I/O worker (spw_consume_set_io)
+     * before deliver runs on the loop with what it read; so a poll's disk
+     * reads never run on a loop. NULL, or no workers: deliver reads. */
+    void (*read)(spw_group_poll *p, spw_lease *l);
+    /* A new group (fresh, from spw_consume_poll_group) could not be saved:
+     * answer the error (err: -errno). */
+    void (*failed)(spw_group_poll *p, int err);
+    int fresh; /* p->g was just created and is saved before anything is leased */
+    int err;   /* the save's result (internal) */
     /* Nothing could be leased before the wait ended (HTTP 204). */
     void (*nothing)(spw_group_poll *p);
     void *ctx;     /* the front end's */
@@ -100,8 +114,12 @@ struct spw_group_poll {
 /* The group gname of stream s for a poll: created on first use with every
  * partition starting at its oldest stored offset, or its end with latest,
  * and saved before anything is delivered. 0 and *out, or -E2BIG (more
- * than SPW_GROUP_PARTS_MAX partitions) or the save's -errno. */
-int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out);
+ * than SPW_GROUP_PARTS_MAX partitions) or the save's -errno. With fresh
+ * not NULL the save is not made here: *fresh says the group was just
+ * created, and the poll given it (p->fresh) saves it first — on an I/O
+ * worker (spw_consume_set_io), since it is a file write and fsyncs. */
+int spw_consume_poll_group(spw_consume *cs, spw_stream *s, const char *gname, int latest, spw_group **out,
+                           int *fresh);
 /* Leases and delivers at once if a partition is ready, else parks p until
  * one is or its deadline passes. On p's loop. */
 void spw_consume_poll(spw_consume *cs, spw_group_poll *p);

@@ -36,10 +36,22 @@ int spw_svc_ready(spw_svc *svc, spw_buf *out)
         snprintf(d, sizeof d, "%" PRIu32 " partition(s) refuse writes after a failed write or fsync", failed);
         reason(out, &n, "partitions_failed", d);
     }
-    uint64_t disk = spw_log_disk_bytes(svc->log);
-    if (svc->max_disk_bytes && disk >= svc->max_disk_bytes) {
-        snprintf(d, sizeof d, "%" PRIu64 " segment bytes reached max-disk-bytes %" PRIu64, disk, svc->max_disk_bytes);
-        reason(out, &n, "disk_limit", d);
+    /* The disk limit is reached when what is left of it is less than the
+     * last request it refused needs (or, before any refusal, than a 16th
+     * of the limit, at most 64 KiB): retention or deleting a stream makes
+     * the server ready again without a produce having to get through. */
+    if (svc->max_disk_bytes) {
+        uint64_t used = spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log);
+        uint64_t room = used < svc->max_disk_bytes ? svc->max_disk_bytes - used : 0;
+        uint64_t need = svc->max_disk_bytes / 16 < (64u << 10) ? svc->max_disk_bytes / 16 : 64u << 10;
+        uint64_t refused = atomic_load(&svc->disk_refused_bytes);
+        if (refused > need)
+            need = refused;
+        if (room < need) {
+            snprintf(d, sizeof d, "%" PRIu64 " of max-disk-bytes %" PRIu64 " left, %" PRIu64 " needed", room,
+                     svc->max_disk_bytes, need);
+            reason(out, &n, "disk_limit", d);
+        }
     }
     struct statvfs fs;
     if (statvfs(svc->data_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < SPW_READY_MIN_FREE) {

@@ -7,7 +7,8 @@
  *     server.c sets it once consumer groups and sinks are up);
  *   - partitions_failed: a partition refuses writes after a failed write
  *     or fsync (it recovers by itself; log.h "Failed partitions");
- *   - disk_limit: the segments reached max-disk-bytes;
+ *   - disk_limit: what max-disk-bytes leaves is less than the last request
+ *     it refused needs (before any refusal: a 16th of it, at most 64 KiB);
  *   - disk_full: less than 16 MiB free on the data directory's file
  *     system.
  */

@@ -75,7 +75,7 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
     int got = limit ? spw_es_history(es, key, n, from_version, limit, vers, offs) : 0;
     uint64_t next = from_version;
     spw_cursor cur;
-    spw_cursor_init(&cur, s->parts[part], 0, 16 << 10);
+    spw_cursor_init(&cur, s->parts[part], 0, 1); /* one batch a read: the next may be large */
     spw_record_view rv;
     int stop = 0;
     if (got < 0) {
@@ -85,8 +85,16 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
     for (int i = 0; i < got && !stop; i++) {
         if (vers[i] != next)
             break; /* a gap (a write that failed): the tail scan below does not fill it either */
-        spw_cursor_seek(&cur, s->parts[part], offs[i]);
-        int r = spw_cursor_next(&cur, &rv);
+        /* Within the batch the cursor holds (a request's events share one):
+         * step forward to it rather than read the batch again. */
+        int r;
+        if (cur.in_batch && offs[i] >= cur.next && offs[i] < spw_batch_next_offset(&cur.h)) {
+            while ((r = spw_cursor_next(&cur, &rv)) == 1 && rv.offset < offs[i])
+                ;
+        } else {
+            spw_cursor_seek(&cur, s->parts[part], offs[i]);
+            r = spw_cursor_next(&cur, &rv);
+        }
         if (r != 1 || rv.offset != offs[i] || rv.version != vers[i] || !is_key(&rv, key, n)) {
             c = fail(msg, cap, r == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED,
                      "version %" PRIu64 " at offset %" PRIu64 " of partition %u cannot be read: %s", vers[i], offs[i],

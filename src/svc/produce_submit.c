@@ -126,6 +126,10 @@ static void produce_cb(void *arg, int status, const spw_append_result *r)
     if (status) {
         int zero = 0;
         atomic_compare_exchange_strong(&pr->err, &zero, status);
+        /* A versioned stream's map may name records recovery will not keep. */
+        spw_es *es = pr->s->cfg.versioned ? atomic_load(&pr->s->es) : NULL;
+        if (es)
+            spw_es_append_failed(es, sl->partition);
     } else {
         sl->first_offset = r->base_offset;
     }
@@ -352,6 +356,20 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         }
         for (uint32_t k = 0; k < used; k++)
             spw_es_lock(es, pr->slots[k].partition);
+        /* A failed partition's map may name records its recovery will not
+         * keep (es.h): no version is read from it until it recovered. */
+        for (uint32_t k = 0; k < used; k++) {
+            int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
+            if (f) {
+                for (uint32_t j = used; j-- > 0;)
+                    spw_es_unlock(es, pr->slots[j].partition);
+                spw_free(pr->order);
+                spw_free(pr);
+                if (spw_sc_is_disk_error(f))
+                    atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+                return f;
+            }
+        }
         if (po->expect != SPW_ES_ANY) {
             /* REQUIRES (spw_produce_request checks it): one key. */
             uint64_t cur = 0;
@@ -418,8 +436,10 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
      * when a partition it goes to failed a write and is recovering (an
      * append there would be refused anyway; this keeps the request whole). */
     if (r == 0 && svc->max_disk_bytes &&
-        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes)
+        spw_log_disk_bytes(svc->log) + spw_log_pending_bytes(svc->log) + total > svc->max_disk_bytes) {
         r = SPW_EDISKLIMIT;
+        atomic_store(&svc->disk_refused_bytes, total); /* GET /readyz: not ready until this fits */
+    }
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         int f = pr->slots[k].stored ? 0 : spw_part_failed(s->parts[pr->slots[k].partition]);
         if (f)

@@ -55,6 +55,7 @@ typedef struct spw_svc {
      * their partition's end at attach and moved down to it. */
     _Atomic uint64_t positions_clamped;
     _Atomic int ready; /* set once startup is done (svc/health.h) */
+    _Atomic uint64_t disk_refused_bytes; /* the last request max_disk_bytes refused (svc/health.h) */
 } spw_svc;
 
 #endif

@@ -149,11 +149,14 @@ void spw_view_wait(spw_svc *svc, const char *name, const spw_view_min *min, uint
     spw_views_wait(svc->views, name, min, n, spw_mono_ms() + wait_ms, wait_done, t);
 }
 
+static int sees(void *ctx, const char *stream) { return spw_metrics_sees(ctx, stream); }
+
+/* Only views of streams the viewer may see (as per-stream series). */
 static void m_views(void *ctx, spw_metrics_out *o)
 {
     spw_svc *svc = ctx;
     if (svc->views)
-        spw_views_metrics(svc->views, o->b);
+        spw_views_metrics(svc->views, o->b, sees, o);
 }
 
 void spw_view_metrics_register(spw_svc *svc) { spw_metrics_add_block(svc->metrics, m_views, svc); }

@@ -132,29 +132,16 @@ static void view_stop(spw_view *v)
     v->started = 0;
 }
 
-typedef struct name_key {
-    spw_views *m;
-    const char *name;
-} name_key;
-
-static int cmp_name(const void *arg, size_t i)
-{
-    const name_key *k = arg;
-    return strcmp(k->m->v[i]->def.name, k->name);
-}
+static const char *view_name(const void *p) { return ((const spw_view *)p)->def.name; }
 
 static size_t find_pos(spw_views *m, const char *name, int *found)
 {
-    name_key k = {m, name};
-    return spw_sorted_find(m->n, cmp_name, &k, found);
+    return spw_named_find((void *const *)m->v, m->n, view_name, name, strlen(name), found);
 }
 
 static void insert(spw_views *m, spw_view *v)
 {
-    int found;
-    size_t at = find_pos(m, v->def.name, &found);
-    memmove(m->v + at + 1, m->v + at, (m->n - at) * sizeof *m->v);
-    m->v[at] = v;
+    spw_named_insert((void **)m->v, m->n, view_name, v);
     m->n++;
 }
 
@@ -196,7 +183,10 @@ static void load_one(spw_views *m, const char *name)
             spw__view_unref(v);
         } else {
             insert(m, v);
-            spw_info("view %s: %s of stream %s", name, state_names[v->state], d.stream);
+            pthread_mutex_lock(&v->mu);
+            int st = v->state;
+            pthread_mutex_unlock(&v->mu);
+            spw_info("view %s: %s of stream %s", name, state_names[st], d.stream);
         }
     }
     spw_free(text);
@@ -252,6 +242,8 @@ void spw_views_close(spw_views *m)
     spw_free(m);
 }
 
+static void shown_def(const view_def *d, const char *canon, spw_buf *b);
+
 int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap)
 {
@@ -285,7 +277,8 @@ int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, 
             spw_buf_fini(&b);
             return -EEXIST;
         }
-        spw_buf_put(canon, b.p, b.len);
+        spw_buf_put(&b, "", 1);
+        shown_def(&d, (const char *)b.p, canon);
         spw_buf_fini(&b);
         return 0;
     }
@@ -324,8 +317,10 @@ int spw_views_put(spw_views *m, const char *name, const char *body, size_t len, 
     }
     insert(m, v);
     pthread_mutex_unlock(&m->mu);
-    spw_info("view %s: created (%s of stream %s)", name, v->canon, d.stream);
-    spw_buf_put(canon, b.p, b.len);
+    spw_info("view %s: created (a %s view of stream %s)", name,
+             d.kind == VK_LATEST ? "latest" : d.kind == VK_SUM ? "sum" : "aggregate", d.stream);
+    spw_buf_put(&b, "", 1);
+    shown_def(&d, (const char *)b.p, canon);
     spw_buf_fini(&b);
     return 1;
 }
@@ -379,11 +374,26 @@ int spw_views_rebuild(spw_views *m, const char *name)
     return 0;
 }
 
+/* The definition as answers show it: a forward token is a secret,
+ * replaced by "[redacted]" (as sinks' secrets are, docs/operations.md
+ * "Security"); the stored and compared form keeps it. */
+static void shown_def(const view_def *d, const char *canon, spw_buf *b)
+{
+    if (!d->fwd_token[0]) {
+        spw_buf_xprintf(b, "%s", canon);
+        return;
+    }
+    view_def shown = *d;
+    snprintf(shown.fwd_token, sizeof shown.fwd_token, "[redacted]");
+    spw__view_def_json(&shown, b);
+}
+
 static void one_json(spw_view *v, spw_buf *b)
 {
     spw_buf_xprintf(b, "{\"name\":");
     spw_json_xput_str(b, v->def.name, strlen(v->def.name));
-    spw_buf_xprintf(b, ",\"definition\":%s", v->canon);
+    spw_buf_xprintf(b, ",\"definition\":");
+    shown_def(&v->def, v->canon, b);
     pthread_mutex_lock(&v->mu);
     const view_meta *mt = &v->shown;
     uint64_t lag = 0;
@@ -430,36 +440,63 @@ void spw_views_list_json(spw_views *m, spw_buf *out)
     spw_buf_xprintf(out, "]}");
 }
 
-void spw_views_metrics(spw_views *m, spw_buf *b)
+void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const char *stream), void *ctx)
 {
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"spillway_view_lag_events", "gauge", "records of the view's stream appended and not yet applied"},
+        {"spillway_view_applied_total", "counter", "records the view has applied, as its store holds it"},
+        {"spillway_view_store_writes_total", "counter",
+         "entries written to the view's store: at most one per entry per apply batch"},
+        {"spillway_view_batches_total", "counter", "apply batches committed since start, one store write each"},
+        {"spillway_view_late_total", "counter", "records later than their window's grace"},
+        {"spillway_view_skipped_total", "counter", "records skipped: damaged on disk, or unusable by the view"},
+        {"spillway_view_keys", "gauge", "view keys in the store"},
+    };
+    typedef struct row {
+        const char *name;
+        uint64_t v[8];
+    } row;
     pthread_mutex_lock(&m->mu);
-    if (m->n)
-        spw_buf_xprintf(b, "# TYPE spillway_view_lag_events gauge\n# TYPE spillway_view_applied_total counter\n"
-                           "# TYPE spillway_view_store_writes_total counter\n"
-                           "# TYPE spillway_view_batches_total counter\n# TYPE spillway_view_late_total counter\n"
-                           "# TYPE spillway_view_skipped_total counter\n# TYPE spillway_view_keys gauge\n");
+    row *rows = spw_xcalloc(m->n ? m->n : 1, sizeof *rows);
+    uint32_t n = 0;
     for (uint32_t i = 0; i < m->n; i++) {
         spw_view *v = m->v[i];
+        if (sees && !sees(ctx, v->def.stream))
+            continue;
         pthread_mutex_lock(&v->mu);
         uint64_t lag = 0;
         for (uint32_t j = 0; j < v->shown.nparts; j++)
             lag += v->end[j] > v->shown.next[j] ? v->end[j] - v->shown.next[j] : 0;
-        view_meta mt = v->shown;
+        row *r = &rows[n++];
+        r->name = v->def.name;
+        r->v[0] = lag;
+        r->v[1] = v->shown.applied;
+        r->v[2] = atomic_load(&v->store_writes);
+        r->v[3] = atomic_load(&v->batches);
+        r->v[4] = v->shown.late;
+        r->v[5] = v->shown.skipped_damaged;
+        r->v[6] = v->shown.skipped_invalid;
+        r->v[7] = v->shown.keys;
         pthread_mutex_unlock(&v->mu);
-        const char *n = v->def.name;
-        spw_buf_xprintf(b,
-                        "spillway_view_lag_events{view=\"%s\"} %" PRIu64 "\n"
-                        "spillway_view_applied_total{view=\"%s\"} %" PRIu64 "\n"
-                        "spillway_view_store_writes_total{view=\"%s\"} %" PRIu64 "\n"
-                        "spillway_view_batches_total{view=\"%s\"} %" PRIu64 "\n"
-                        "spillway_view_late_total{view=\"%s\"} %" PRIu64 "\n"
-                        "spillway_view_skipped_total{view=\"%s\",reason=\"damaged\"} %" PRIu64 "\n"
-                        "spillway_view_skipped_total{view=\"%s\",reason=\"invalid\"} %" PRIu64 "\n"
-                        "spillway_view_keys{view=\"%s\"} %" PRIu64 "\n",
-                        n, lag, n, mt.applied, n, atomic_load(&v->store_writes), n, atomic_load(&v->batches), n,
-                        mt.late, n, mt.skipped_damaged, n, mt.skipped_invalid, n, mt.keys);
+    }
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0] && n; f++) {
+        spw_buf_xprintf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (uint32_t i = 0; i < n; i++) {
+            if (f == 5) {
+                spw_buf_xprintf(b, "%s{view=\"%s\",reason=\"damaged\"} %" PRIu64 "\n", fam[f].name, rows[i].name,
+                                rows[i].v[5]);
+                spw_buf_xprintf(b, "%s{view=\"%s\",reason=\"invalid\"} %" PRIu64 "\n", fam[f].name, rows[i].name,
+                                rows[i].v[6]);
+            } else {
+                spw_buf_xprintf(b, "%s{view=\"%s\"} %" PRIu64 "\n", fam[f].name, rows[i].name,
+                                rows[i].v[f == 6 ? 7 : f]);
+            }
+        }
     }
     pthread_mutex_unlock(&m->mu);
+    spw_free(rows);
 }
 
 static int satisfied(const view_meta *mt, const spw_view_min *min, uint32_t n)

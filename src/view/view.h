@@ -10,9 +10,9 @@
  * (docs/architecture.md "Views"). One apply thread per view
  * (view_apply.c) reads the stream with the record cursor (log/cursor.h:
  * durable records only), folds a batch of records in memory (N records of
- * one key cost one store write per entry, not N) and commits the state
- * changes together with the next offset of every partition in ONE
- * WriteBatch. RocksDB's own WAL is off: the log is the WAL. After a crash
+ * one key cost one store write per entry, not N: a merge operand the
+ * store's merge operator combines) and commits the state changes together
+ * with the next offset of every partition in ONE WriteBatch. RocksDB's own WAL is off: the log is the WAL. After a crash
  * the store comes back at its last flush, a consistent prefix of the
  * batches, and the thread goes on from the offsets that prefix holds: no
  * record is counted twice or skipped. Retention is held at the offsets
@@ -72,8 +72,10 @@ void spw_views_list_json(spw_views *m, spw_buf *out);
 /* The stream view name is kept from, into out (cap >= 129): 0 or -ENOENT
  * (for permission checks: reading a view is reading its stream). */
 int spw_views_stream_of(spw_views *m, const char *name, char *out, size_t cap);
-/* Prometheus text of every view (nothing when there is none). */
-void spw_views_metrics(spw_views *m, spw_buf *out);
+/* Prometheus text of the views' families (nothing when there is no
+ * view): each family whole, # HELP and # TYPE first, one sample per view
+ * whose stream sees(ctx, stream) accepts (sees NULL: every view). */
+void spw_views_metrics(spw_views *m, spw_buf *out, int (*sees)(void *ctx, const char *stream), void *ctx);
 
 /* A read's position condition: partition p has applied offset o. */
 typedef struct spw_view_min {

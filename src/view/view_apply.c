@@ -11,11 +11,14 @@
  *      (a pre-aggregation: N records of one key in a batch are one entry
  *      per window level); an aggregate's larger windows are rolled up
  *      from the smallest window's entries at the end of the fold;
- *   3. commit: each entry is read from the store, merged and put into
- *      one WriteBatch, with the meta entry (every partition's next offset
- *      and watermark, the counters) — one rocksdb_write with the WAL off;
- *   4. every VIEW_FLUSH_MS with something written: a flush, after which
- *      the retention holds move up to the flushed offsets.
+ *   3. commit: each entry becomes one merge operand (the store's merge
+ *      operator combines it with what is stored; a key's entry is read
+ *      first only to count a new key) in one WriteBatch, with the meta
+ *      entry (every partition's next offset and watermark, the counters)
+ *      — one rocksdb_write with the WAL off;
+ *   4. every flush interval (view-flush-interval) with something
+ *      written: a flush, after which the retention holds move up to the
+ *      flushed offsets.
  *
  * Late records (aggregate): a record whose smallest window ended, with
  * grace, at or before its partition's watermark (the highest time that
@@ -41,60 +44,90 @@
 /* ---- commit ---- */
 
 /* Writes the fold and the meta in one WriteBatch. 0 or -EIO. */
+/* Entries in store-key order: the reads and the batch's inserts then walk
+ * the memtable and the tables in order. */
+static int cmp_ent(const void *a, const void *b, void *arg)
+{
+    const fold *f = arg;
+    const fent *x = &f->e[*(const uint32_t *)a], *y = &f->e[*(const uint32_t *)b];
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(f->arena.p + x->koff, f->arena.p + y->koff, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+#define READ_CHUNK 512
+
+/* The operand of entry e (its store key k) into val: a latest record, or
+ * an aggregate. */
+static void operand(const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
+{
+    val->len = 0;
+    if (k[0] == VIEW_P_LATEST) {
+        uint8_t h[28];
+        memcpy(h, &e->part, 4);
+        memcpy(h + 4, &e->offset, 8);
+        memcpy(h + 12, &e->id, 8);
+        memcpy(h + 20, &e->ts, 8);
+        if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
+            abort();
+    } else {
+        if (spw_buf_reserve(val, VIEW_AGG_LEN))
+            abort();
+        spw__view_agg_encode(&e->agg, val->p);
+        val->len = VIEW_AGG_LEN;
+    }
+}
+
+/*
+ * Every entry of the fold becomes one merge operand (the store's merge
+ * operator, view_store.c, combines it with what is there): no entry is
+ * read to be written. A key's own entry ('L', 'S', 'A') is read only when
+ * the apply thread does not know it to be in the store (v->known), to
+ * count new keys; reads go in key order, READ_CHUNK at a time.
+ */
 static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t writes = 0;
     int r = 0;
-    for (uint32_t i = 0; i < f->n && r == 0; i++) {
-        fent *e = &f->e[i];
-        const uint8_t *k = f->arena.p + e->koff;
-        int had = spw__view_store_get(v, NULL, k, e->klen, val);
-        if (had < 0) {
-            r = had;
-            break;
-        }
-        if (k[0] == VIEW_P_LATEST) {
-            if (had == 1) {
-                if (val->len < 28) {
-                    r = SPW_ECORRUPT;
-                    break;
-                }
-                int64_t ots;
-                uint64_t oid;
-                memcpy(&oid, val->p + 12, 8);
-                memcpy(&ots, val->p + 20, 8);
-                if (!spw__view_latest_after(v->def.order_by, e->ts, e->id, ots, oid))
-                    continue;
-            } else {
-                v->meta.keys++;
+    uint32_t *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
+    uint32_t *fresh = spw_xmalloc((f->n ? f->n : 1) * sizeof *fresh), nfresh = 0;
+    for (uint32_t i = 0; i < f->n; i++)
+        ord[i] = i;
+    qsort_r(ord, f->n, sizeof *ord, cmp_ent, f);
+    const char *keys[READ_CHUNK];
+    size_t klens[READ_CHUNK], vlens[READ_CHUNK];
+    char *vals[READ_CHUNK], *errs[READ_CHUNK];
+    for (uint32_t i = 0; i < f->n && r == 0;) {
+        uint32_t nk = 0;
+        for (; i < f->n && nk < READ_CHUNK; i++) {
+            fent *e = &f->e[ord[i]];
+            const uint8_t *k = f->arena.p + e->koff;
+            if (k[0] != VIEW_P_BUCKET && !spw__view_kset_has(&v->known, k, e->klen)) {
+                keys[nk] = (const char *)k;
+                klens[nk++] = e->klen;
+                fresh[nfresh++] = ord[i];
             }
-            uint8_t h[28];
-            memcpy(h, &e->part, 4);
-            memcpy(h + 4, &e->offset, 8);
-            memcpy(h + 12, &e->id, 8);
-            memcpy(h + 20, &e->ts, 8);
-            val->len = 0;
-            if (spw_buf_put(val, h, sizeof h) || spw_buf_put(val, f->arena.p + e->voff, e->vlen))
-                abort();
-        } else {
-            view_agg a = {0};
-            if (had == 1 && spw__view_agg_decode(val->p, val->len, &a) < 0) {
-                r = SPW_ECORRUPT;
-                break;
-            }
-            if (had == 0 && (k[0] == VIEW_P_SUM || k[0] == VIEW_P_ALL))
-                v->meta.keys++;
-            spw__view_agg_merge(&a, &e->agg);
-            val->len = 0;
-            if (spw_buf_reserve(val, VIEW_AGG_LEN))
-                abort();
-            spw__view_agg_encode(&a, val->p);
-            val->len = VIEW_AGG_LEN;
+            operand(f, e, k, val);
+            rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
+            writes++;
         }
-        rocksdb_writebatch_put(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
-        writes++;
+        if (!nk)
+            continue;
+        rocksdb_multi_get(v->db, v->ro, nk, keys, klens, vals, vlens, errs);
+        for (uint32_t j = 0; j < nk; j++) {
+            if (errs[j]) {
+                spw_error("view %s: store read: %s", v->def.name, errs[j]);
+                rocksdb_free(errs[j]);
+                r = -EIO;
+            }
+            if (vals[j])
+                rocksdb_free(vals[j]);
+            else if (!errs[j])
+                v->meta.keys++; /* a new key */
+        }
     }
+    spw_free(ord);
     if (r == 0) {
         spw__view_meta_encode(&v->meta, mb);
         rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb->p, mb->len);
@@ -107,6 +140,9 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
         }
     }
     rocksdb_writebatch_destroy(wb);
+    for (uint32_t i = 0; r == 0 && i < nfresh; i++) /* in the store now */
+        spw__view_kset_add(&v->known, f->arena.p + f->e[fresh[i]].koff, f->e[fresh[i]].klen);
+    spw_free(fresh);
     if (r == 0) {
         atomic_fetch_add(&v->store_writes, writes);
         atomic_fetch_add(&v->batches, 1);
@@ -200,6 +236,7 @@ static int attach(spw_view *v)
     if (!found)
         spw__view_meta_reset(&mt, s->incarnation, s->cfg.partitions);
     v->meta = mt;
+    spw__view_kset_clear(&v->known);
     v->s = s;
     for (uint32_t i = 0; i < mt.nparts; i++) {
         uint64_t pos = mt.next[i];
@@ -398,12 +435,14 @@ static int do_rebuild(spw_view *v)
         }
     view_meta fresh;
     spw__view_meta_reset(&fresh, v->s->incarnation, v->s->cfg.partitions);
+    fresh.fwd_next = v->meta.fwd_next; /* sent buckets are not sent again (they would be deduplicated anyway) */
     int r = spw__view_store_wipe(v, &fresh, err, sizeof err);
     if (r < 0) {
         set_error(v, "%s", err);
         return r;
     }
     v->meta = fresh;
+    spw__view_kset_clear(&v->known);
     v->dirty++;
     publish(v, VS_REBUILDING);
     return 0;
@@ -416,6 +455,7 @@ void *spw__view_apply_thread(void *arg)
     spw_buf val = SPW_BUF_INIT, mb = SPW_BUF_INIT;
     char *kbuf = spw_xmalloc(2 * (VIEW_KEY_MAX + 16) + 32);
     uint32_t rot = 0;
+    uint64_t fwd_retry_ms = 0;
     spw_cursor_init(&v->cur, NULL, 0, VIEW_READ_BYTES);
     v->last_flush_ms = spw_mono_ms();
     for (;;) {
@@ -455,6 +495,13 @@ void *spw__view_apply_thread(void *arg)
         kick_waiters(v, 0, 0);
         if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
+        if (v->def.fwd_host[0] && v->s && v->db) {
+            char ferr[400];
+            if (spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr) < 0) {
+                spw_warn("view %s: %s; trying again", v->def.name, ferr);
+                set_error(v, "%s", ferr);
+            }
+        }
         if (r == 0)
             continue; /* more is waiting */
         pthread_mutex_lock(&v->mu);
@@ -467,6 +514,7 @@ void *spw__view_apply_thread(void *arg)
     kick_waiters(v, 1, -ENOENT);
     detach(v);
     spw_cursor_fini(&v->cur);
+    spw__view_kset_free(&v->known);
     spw__view_fold_free(&f);
     spw_buf_fini(&val);
     spw_buf_fini(&mb);

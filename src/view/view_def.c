@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/hostport.h"
 #include "core/json.h"
 #include "core/opts.h"
 #include "view/view_int.h"
@@ -24,7 +25,8 @@ static const char *const order_names[] = {"offset", "ts", NULL};
 
 typedef struct def_parse {
     view_def d;
-    int has_windows, has_grace, has_time, has_order, has_field, has_group;
+    int has_windows, has_grace, has_time, has_order, has_field, has_group, has_forward;
+    char fwd_address[300];
 } def_parse;
 
 int spw__view_duration(const char *s, size_t n, int64_t *ms)
@@ -53,7 +55,7 @@ int spw__view_duration(const char *s, size_t n, int64_t *ms)
         mul = 86400000;
     else
         return -1;
-    if (v > INT64_MAX / mul / 4) /* keeps every bucket arithmetic far from overflow */
+    if (v > VIEW_TIME_MAX / mul) /* keeps every bucket arithmetic far from overflow */
         return -1;
     *ms = v * mul;
     return 0;
@@ -195,6 +197,46 @@ static const char *p_order(void *obj, const spw_json_span *v, const spw_opt *o, 
     return NULL;
 }
 
+static const char *p_fstream(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)v, (void)o, (void)buf, (void)cap;
+    const char *s = ((def_parse *)obj)->d.fwd_stream;
+    return spw_stream_name_ok(s, strlen(s)) ? NULL : "\"forward.stream\" must be a stream name";
+}
+
+static const spw_opt forward_opts[] = {
+    {.name = "address", .type = SPW_OPT_STR, .off = offsetof(def_parse, fwd_address),
+     .size = sizeof ((def_parse *)0)->fwd_address, .flags = SPW_OPT_REQUIRED, .must = "\"HOST:PORT\"",
+     .help = "the other node's HTTP address"},
+    {.name = "stream", .type = SPW_OPT_STR, .off = offsetof(def_parse, d.fwd_stream),
+     .size = sizeof ((view_def *)0)->fwd_stream, .parse = p_fstream, .flags = SPW_OPT_REQUIRED,
+     .must = "a stream name", .help = "the stream there that receives the partial aggregates"},
+    {.name = "token", .type = SPW_OPT_STR, .off = offsetof(def_parse, d.fwd_token),
+     .size = sizeof ((view_def *)0)->fwd_token, .flags = SPW_OPT_NULLABLE, .must = "a string",
+     .help = "a bearer token with produce on that stream, when the other node has tokens"},
+};
+
+static const char *p_forward(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o;
+    def_parse *p = obj;
+    p->has_forward = 1;
+    if (spw_opts_parse(forward_opts, sizeof forward_opts / sizeof forward_opts[0], "forward", "view", v->p, v->n, NULL,
+                       p, NULL, buf, cap) < 0)
+        return buf;
+    size_t hl;
+    uint16_t port;
+    if (spw_hostport_split(p->fwd_address, &hl, &port) < 0 || hl >= sizeof p->d.fwd_host)
+        return "\"forward.address\" must be HOST:PORT";
+    memcpy(p->d.fwd_host, p->fwd_address, hl);
+    p->d.fwd_host[hl] = 0;
+    snprintf(p->d.fwd_port, sizeof p->d.fwd_port, "%u", port);
+    for (const char *t = p->d.fwd_token; *t; t++)
+        if ((unsigned char)*t <= ' ' || *t == 0x7f)
+            return "\"forward.token\" must not hold spaces or control characters";
+    return NULL;
+}
+
 #define D(f) offsetof(def_parse, d.f)
 static const spw_opt def_opts[] = {
     {.name = "name", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_STRING, .parse = p_name,
@@ -217,6 +259,11 @@ static const spw_opt def_opts[] = {
      .help = "aggregate: how long after a window ends its late records still count (default 0s)"},
     {.name = "order_by", .type = SPW_OPT_ENUM, .off = D(order_by), .choices = order_names, .parse = p_order,
      .help = "latest: which record is the latest, by log order (offset) or by event time (ts)"},
+    {.name = "forward", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .parse = p_forward, .must = "an object",
+     .help = "aggregate: {address, stream, token}: send each final bucket of the smallest window to a merge view's "
+             "stream on another node, exactly once"},
+    {.name = "merge", .type = SPW_OPT_BOOL, .off = D(merge),
+     .help = "aggregate: each record is a partial aggregate {start, count, sum, min, max} to merge, not a value"},
 };
 #undef D
 
@@ -240,10 +287,16 @@ int spw__view_def_parse(view_def *out, const char *name, const char *body, size_
         return SPW_EINVAL;
     view_def *d = &p.d;
     const char *kn = kind_names[d->kind];
+    if (p.has_forward && d->kind != VK_AGGREGATE)
+        FAIL("\"forward\" is for aggregate views, not %s", kn);
+    if (d->merge && d->kind != VK_AGGREGATE)
+        FAIL("\"merge\" is for aggregate views, not %s", kn);
+    if (d->merge && (p.has_field || p.has_time))
+        FAIL("merge views take no \"field\" or \"time\": each record carries start, count, sum, min and max");
     if (d->kind == VK_LATEST) {
         if (p.has_field && d->field[0])
             FAIL("\"field\" is for aggregate and sum views, not latest");
-    } else if (!d->field[0]) {
+    } else if (!d->field[0] && !d->merge) {
         FAIL("%s views need \"field\" (a JSON pointer to the number, \"/amount\")", kn);
     }
     if (d->kind != VK_AGGREGATE && (p.has_windows || p.has_grace || p.has_time))
@@ -279,7 +332,7 @@ void spw__view_def_json(const view_def *d, spw_buf *b)
     spw_buf_xprintf(b, ",\"stream\":");
     spw_json_xput_str(b, d->stream, strlen(d->stream));
     spw_buf_xprintf(b, ",\"kind\":\"%s\"", kind_names[d->kind]);
-    if (d->kind != VK_LATEST) {
+    if (d->kind != VK_LATEST && !d->merge) {
         spw_buf_xprintf(b, ",\"field\":");
         spw_json_xput_str(b, d->field, strlen(d->field));
     }
@@ -292,10 +345,27 @@ void spw__view_def_json(const view_def *d, spw_buf *b)
                 spw_buf_xprintf(b, ",");
             spw__view_put_duration(b, d->win_ms[i]);
         }
-        spw_buf_xprintf(b, "],\"time\":\"%s\",\"grace\":", time_names[d->time]);
+        if (d->merge)
+            spw_buf_xprintf(b, "],\"merge\":true,\"grace\":");
+        else
+            spw_buf_xprintf(b, "],\"time\":\"%s\",\"grace\":", time_names[d->time]);
         spw__view_put_duration(b, d->grace_ms);
     }
     if (d->kind == VK_LATEST)
         spw_buf_xprintf(b, ",\"order_by\":\"%s\"", order_names[d->order_by]);
+    if (d->fwd_host[0]) {
+        spw_buf_xprintf(b, ",\"forward\":{\"address\":");
+        char a[300];
+        snprintf(a, sizeof a, "%s:%s", d->fwd_host, d->fwd_port);
+        spw_json_xput_str(b, a, strlen(a));
+        spw_buf_xprintf(b, ",\"stream\":");
+        spw_json_xput_str(b, d->fwd_stream, strlen(d->fwd_stream));
+        spw_buf_xprintf(b, ",\"token\":");
+        if (d->fwd_token[0])
+            spw_json_xput_str(b, d->fwd_token, strlen(d->fwd_token));
+        else
+            spw_buf_xprintf(b, "null");
+        spw_buf_xprintf(b, "}");
+    }
     spw_buf_xprintf(b, "}");
 }

@@ -87,6 +87,51 @@ fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew)
 
 /* ---- one record ---- */
 
+/* A partial aggregate record (a merge view's): a JSON object with the
+ * integers "start" (ms) and "count" (>= 1) and the numbers "sum", "min"
+ * and "max", min <= max; other members are ignored. 0 and *a, *start, or
+ * -1. */
+static int partial_parse(const char *p, size_t n, view_agg *a, int64_t *start)
+{
+    spw_json_span o, k, v;
+    const char *end;
+    spw_json_error je;
+    spw_json_ptr root = {0};
+    if (spw_json_scan(p, p + n, &root, 1, &o, &end, &je) < 0 || o.type != SPW_JSON_OBJECT)
+        return -1;
+    int have = 0;
+    int64_t count = 0;
+    spw_json_iter it;
+    spw_json_iter_init(&it, &o);
+    while (spw_json_iter_next(&it, &k, &v)) {
+        if (spw_json_str_eq(&k, "start")) {
+            if (spw_json_int64(&v, start) < 0)
+                return -1;
+            have |= 1;
+        } else if (spw_json_str_eq(&k, "count")) {
+            if (spw_json_int64(&v, &count) < 0 || count < 1)
+                return -1;
+            have |= 2;
+        } else if (spw_json_str_eq(&k, "sum")) {
+            if (spw__view_num_parse(&v, &a->sum) < 0)
+                return -1;
+            have |= 4;
+        } else if (spw_json_str_eq(&k, "min")) {
+            if (spw__view_num_parse(&v, &a->min) < 0)
+                return -1;
+            have |= 8;
+        } else if (spw_json_str_eq(&k, "max")) {
+            if (spw__view_num_parse(&v, &a->max) < 0)
+                return -1;
+            have |= 16;
+        }
+    }
+    if (have != 31 || spw__view_num_cmp(&a->min, &a->max) > 0)
+        return -1;
+    a->count = (uint64_t)count;
+    return 0;
+}
+
 /* Does latest candidate (ts, id) a come after b (the view's order)? */
 int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts, uint64_t bid)
 {
@@ -159,19 +204,27 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     }
     view_num x;
-    if (spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
+    view_agg part = {0};
+    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
+    if (d->merge ? partial_parse(vp, rv->value_len, &part, &t) < 0
+                 : spw__view_num_parse(&found[d->ptr_field], &x) < 0) {
         mt->skipped_invalid++;
         return;
     }
+    if (d->kind == VK_AGGREGATE && (t < -VIEW_TIME_MAX || t > VIEW_TIME_MAX)) {
+        mt->skipped_invalid++;
+        return;
+    }
+    if (!d->merge)
+        spw__view_agg_one(&part, &x);
     sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
     fent *e;
     if (keep) {
         e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
-        spw__view_agg_one(&e->agg, &x);
+        spw__view_agg_merge(&e->agg, &part);
     }
     if (d->kind == VK_SUM)
         return;
-    int64_t t = d->time == VT_EVENT ? rv->ts : spw_id_ms(rv->id);
     int64_t w0 = d->win_ms[0], s0 = spw__view_floor(t, w0), closes;
     int late = !__builtin_add_overflow(s0, w0, &closes) && !__builtin_add_overflow(closes, d->grace_ms, &closes) &&
                closes <= mt->wm[p];
@@ -185,7 +238,7 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     size_t bl = spw__view_bucket_key(sk, 0, s0, kbuf + 10, (size_t)kl);
     e = spw__view_fold_get(f, sk, bl, &isnew);
-    spw__view_agg_one(&e->agg, &x);
+    spw__view_agg_merge(&e->agg, &part);
 }
 
 /* Rolls the smallest window's entries up into the larger windows. */
@@ -212,3 +265,61 @@ void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb)
     }
 }
 
+
+/* ---- the set of keys known to be in the store ---- */
+
+static uint64_t kh(const void *k, size_t kl) { return spw__view_hash(k, kl) | 1; }
+
+int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl)
+{
+    if (!ks->nslot)
+        return 0;
+    uint64_t h = kh(k, kl);
+    for (uint32_t i = (uint32_t)h & (ks->nslot - 1); ks->s[i].h; i = (i + 1) & (ks->nslot - 1))
+        if (ks->s[i].h == h && ks->s[i].len == kl && memcmp(ks->arena.p + ks->s[i].off, k, kl) == 0)
+            return 1;
+    return 0;
+}
+
+void spw__view_kset_add(view_kset *ks, const void *k, size_t kl)
+{
+    if (ks->n >= VIEW_KSET_MAX || ks->arena.len + kl > VIEW_KSET_BYTES || spw__view_kset_has(ks, k, kl))
+        return;
+    if ((ks->n + 1) * 2 > ks->nslot) {
+        uint32_t ns = ks->nslot ? ks->nslot * 2 : 4096;
+        kslot *t = spw_xcalloc(ns, sizeof *t);
+        for (uint32_t i = 0; i < ks->nslot; i++)
+            if (ks->s[i].h) {
+                uint32_t j = (uint32_t)ks->s[i].h & (ns - 1);
+                while (t[j].h)
+                    j = (j + 1) & (ns - 1);
+                t[j] = ks->s[i];
+            }
+        spw_free(ks->s);
+        ks->s = t;
+        ks->nslot = ns;
+    }
+    uint64_t h = kh(k, kl);
+    uint32_t i = (uint32_t)h & (ks->nslot - 1);
+    while (ks->s[i].h)
+        i = (i + 1) & (ks->nslot - 1);
+    ks->s[i] = (kslot){h, (uint32_t)ks->arena.len, (uint32_t)kl};
+    if (spw_buf_put(&ks->arena, k, kl))
+        abort();
+    ks->n++;
+}
+
+void spw__view_kset_clear(view_kset *ks)
+{
+    if (ks->s)
+        memset(ks->s, 0, ks->nslot * sizeof *ks->s);
+    ks->n = 0;
+    ks->arena.len = 0;
+}
+
+void spw__view_kset_free(view_kset *ks)
+{
+    spw_free(ks->s);
+    spw_buf_fini(&ks->arena);
+    memset(ks, 0, sizeof *ks);
+}

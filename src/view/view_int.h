@@ -30,6 +30,7 @@
 #define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
 #define VIEW_TOP_MAX 1000
+#define VIEW_TIME_MAX (1LL << 53) /* |ms| of an aggregate's record times and of read times (285,000 years) */
 
 enum { VK_LATEST, VK_AGGREGATE, VK_SUM };
 enum { VT_EVENT, VT_ARRIVAL };
@@ -46,6 +47,9 @@ typedef struct view_def {
     int time;
     int64_t grace_ms;
     int order_by;
+    int merge; /* aggregate: records are partial aggregates to merge (docs/api.md "Merge views") */
+    /* aggregate: final buckets of the smallest window sent to another node ("" host: no forward) */
+    char fwd_host[256], fwd_port[8], fwd_stream[SPW_STREAM_NAME_MAX + 1], fwd_token[512];
     /* derived */
     int by_key; /* group_by is "$key" */
     spw_json_ptr ptrs[2];
@@ -70,7 +74,7 @@ typedef struct view_agg {
 /* ---- store keys (docs/formats/view.md "Keys") ---- */
 #define VIEW_META_KEY "\x00meta"
 #define VIEW_META_KEY_LEN 5
-#define VIEW_META_VERSION 1
+#define VIEW_META_VERSION 2
 #define VIEW_P_LATEST 'L'
 #define VIEW_P_SUM 'S'
 #define VIEW_P_ALL 'A'
@@ -81,12 +85,29 @@ typedef struct view_meta {
     uint64_t incarnation;
     uint32_t nparts;
     uint64_t keys, late, skipped_damaged, skipped_invalid, applied;
+    int64_t fwd_next; /* forward: buckets of the smallest window starting before it were sent (INT64_MIN: none) */
     uint64_t next[SPW_STREAM_PARTITIONS_MAX];
     int64_t wm[SPW_STREAM_PARTITIONS_MAX]; /* highest time applied per partition (INT64_MIN: none) */
 } view_meta;
 
 enum { VS_CATCHING_UP, VS_LIVE, VS_REBUILDING, VS_NO_STREAM, VS_FAILED };
 
+/* A set of store keys known to be in the store (view_fold.c): the apply
+ * thread's memory of which view keys exist, so that a batch need not
+ * read an entry to learn whether its key is new (for the keys count).
+ * Bounded (VIEW_KSET_MAX keys, VIEW_KSET_BYTES of key bytes): keys past
+ * the bound are read as before. Emptied whenever the store is. */
+#define VIEW_KSET_MAX (1u << 21)
+#define VIEW_KSET_BYTES (128u << 20)
+typedef struct kslot {
+    uint64_t h; /* 0: empty */
+    uint32_t off, len;
+} kslot;
+typedef struct view_kset {
+    kslot *s;
+    uint32_t n, nslot;
+    spw_buf arena;
+} view_kset;
 typedef struct view_waiter {
     struct view_waiter *next;
     spw_view_min *min;
@@ -127,6 +148,7 @@ typedef struct spw_view {
     int dirty; /* batches since the last flush */
     uint64_t last_flush_ms;
     spw_cursor cur;
+    view_kset known; /* keys known to be in the store */
     /* counters (atomic: /metrics) */
     _Atomic uint64_t store_writes, batches, flushes;
     struct spw_view *next_dead;
@@ -225,6 +247,15 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
 /* Rolls the smallest window's entries up into the larger windows; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+
+int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
+void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
+void spw__view_kset_clear(view_kset *ks);
+void spw__view_kset_free(view_kset *ks);
+
+/* view_forward.c: sends final buckets (forward views); 0, or an error
+ * (err says why; *retry_ms set to when to try again). Apply thread only. */
+int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap);
 
 /* view_apply.c */
 void *spw__view_apply_thread(void *arg);

@@ -171,7 +171,9 @@ int spw_views_read_series(spw_views *m, const char *name, const void *key, size_
     if (to == INT64_MIN)
         to = newest(&sn.mt);
     if (from == INT64_MIN)
-        from = to - 99 * w;
+        from = to - 99 * w < -VIEW_TIME_MAX ? -VIEW_TIME_MAX : to - 99 * w;
+    if (from < -VIEW_TIME_MAX || from > VIEW_TIME_MAX || to < -VIEW_TIME_MAX || to > VIEW_TIME_MAX)
+        FAIL(SPW_EINVAL, "from and to must be within 2^53 ms of the Unix epoch");
     if (from > to)
         FAIL(SPW_EINVAL, "from must not be after to");
     int64_t first = spw__view_floor(from, w), last = spw__view_floor(to, w);
@@ -262,6 +264,8 @@ int spw_views_read_top(spw_views *m, const char *name, const char *window, int64
     if (level >= 0) {
         if (at == INT64_MIN)
             at = newest(&sn.mt);
+        if (at < -VIEW_TIME_MAX || at > VIEW_TIME_MAX)
+            FAIL(SPW_EINVAL, "at must be within 2^53 ms of the Unix epoch");
         start = spw__view_floor(at, d->win_ms[level]);
         pl = spw__view_bucket_key(lo, level, start, NULL, 0);
     } else {

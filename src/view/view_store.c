@@ -185,13 +185,14 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
 
 /* ---- meta ---- */
 
-#define META_FIXED 56
+#define META_FIXED 64
 
 void spw__view_meta_reset(view_meta *mt, uint64_t incarnation, uint32_t nparts)
 {
     memset(mt, 0, sizeof *mt);
     mt->incarnation = incarnation;
     mt->nparts = nparts;
+    mt->fwd_next = INT64_MIN;
     for (uint32_t i = 0; i < SPW_STREAM_PARTITIONS_MAX; i++)
         mt->wm[i] = INT64_MIN;
 }
@@ -208,6 +209,7 @@ void spw__view_meta_encode(const view_meta *mt, spw_buf *b)
     spw_put64(h + 32, mt->skipped_damaged);
     spw_put64(h + 40, mt->skipped_invalid);
     spw_put64(h + 48, mt->applied);
+    spw_put64(h + 56, (uint64_t)mt->fwd_next);
     b->len = 0;
     if (spw_buf_put(b, h, sizeof h))
         abort();
@@ -234,6 +236,7 @@ int spw__view_meta_decode(const void *pv, size_t n, view_meta *mt)
     mt->skipped_damaged = spw_get64(p + 32);
     mt->skipped_invalid = spw_get64(p + 40);
     mt->applied = spw_get64(p + 48);
+    mt->fwd_next = (int64_t)spw_get64(p + 56);
     for (uint32_t i = 0; i < np; i++) {
         mt->next[i] = spw_get64(p + META_FIXED + 16 * i);
         mt->wm[i] = (int64_t)spw_get64(p + META_FIXED + 16 * i + 8);
@@ -254,6 +257,100 @@ int64_t spw__view_watermark(const view_meta *mt)
 
 /* ---- the store ---- */
 
+/*
+ * The store's merge operator, so a batch writes its changes without
+ * reading them first: an aggregate entry's operand ('S', 'A', 'B') is an
+ * aggregate (33 bytes, the batch's change), merged by adding counts and
+ * sums and taking the min of mins and max of maxes; a latest entry's
+ * operand ('L') is a latest record, merged by keeping the later one in
+ * the view's order. A value or operand that does not decode fails the
+ * merge (RocksDB then reports corruption).
+ */
+static char *agg_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
+                       unsigned char *success, size_t *outlen)
+{
+    view_agg a = {0}, b;
+    *success = 0;
+    if (existing && spw__view_agg_decode(existing, elen, &a) < 0)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (spw__view_agg_decode(ops[i], oplen[i], &b) < 0)
+            return NULL;
+        spw__view_agg_merge(&a, &b);
+    }
+    char *out = malloc(VIEW_AGG_LEN);
+    if (!out)
+        return NULL;
+    spw__view_agg_encode(&a, (uint8_t *)out);
+    *outlen = VIEW_AGG_LEN;
+    *success = 1;
+    return out;
+}
+
+/* A latest entry ('L'): the later record of the existing value and the
+ * operands, by the view's order (st: its order_by). */
+static char *latest_merge(const int *order_by, const char *existing, size_t elen, const char *const *ops,
+                          const size_t *oplen, int n, unsigned char *success, size_t *outlen)
+{
+    const char *best = existing;
+    size_t blen = elen;
+    *success = 0;
+    if (best && blen < 28)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (oplen[i] < 28)
+            return NULL;
+        if (best) {
+            int64_t ats, bts;
+            uint64_t aid, bid;
+            memcpy(&aid, ops[i] + 12, 8);
+            memcpy(&ats, ops[i] + 20, 8);
+            memcpy(&bid, best + 12, 8);
+            memcpy(&bts, best + 20, 8);
+            if (!spw__view_latest_after(*order_by, ats, aid, bts, bid))
+                continue;
+        }
+        best = ops[i];
+        blen = oplen[i];
+    }
+    char *out = best ? malloc(blen ? blen : 1) : NULL;
+    if (!out)
+        return NULL;
+    memcpy(out, best, blen);
+    *outlen = blen;
+    *success = 1;
+    return out;
+}
+
+static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
+                        const size_t *oplen, int n, unsigned char *success, size_t *outlen)
+{
+    if (kl && k[0] == VIEW_P_LATEST)
+        return latest_merge(st, existing, elen, ops, oplen, n, success, outlen);
+    return agg_merge(existing, elen, ops, oplen, n, success, outlen);
+}
+
+static char *partial_merge(void *st, const char *k, size_t kl, const char *const *ops, const size_t *oplen, int n,
+                           unsigned char *success, size_t *outlen)
+{
+    if (kl && k[0] == VIEW_P_LATEST)
+        return latest_merge(st, NULL, 0, ops, oplen, n, success, outlen);
+    return agg_merge(NULL, 0, ops, oplen, n, success, outlen);
+}
+
+static void merge_free(void *st, const char *v, size_t n)
+{
+    (void)st, (void)n;
+    free((void *)v);
+}
+
+static void merge_destroy(void *st) { (void)st; }
+static const char *merge_name(void *st)
+{
+    (void)st;
+    return "spillway.view.agg";
+}
+
 int spw__view_store_open(spw_view *v, char *err, size_t cap)
 {
     char path[4400];
@@ -266,6 +363,20 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_options_set_keep_log_file_num(v->opts, 2);
         rocksdb_options_set_write_buffer_size(v->opts, 32u << 20);
         rocksdb_options_set_max_background_jobs(v->opts, 2);
+        /* point reads of entries a batch changes, most of them misses for
+         * new keys: a bloom filter per table, and a block cache */
+        rocksdb_block_based_table_options_t *bb = rocksdb_block_based_options_create();
+        rocksdb_block_based_options_set_filter_policy(bb, rocksdb_filterpolicy_create_bloom_full(10));
+        rocksdb_cache_t *cache = rocksdb_cache_create_lru(32u << 20);
+        rocksdb_block_based_options_set_block_cache(bb, cache);
+        rocksdb_options_set_block_based_table_factory(v->opts, bb);
+        rocksdb_cache_destroy(cache); /* the options hold their own reference */
+        rocksdb_block_based_options_destroy(bb);
+        rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
+        rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
+        rocksdb_options_set_merge_operator(
+            v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
+                                                  merge_name));
         v->wo = rocksdb_writeoptions_create();
         rocksdb_writeoptions_disable_WAL(v->wo, 1);
         v->ro = rocksdb_readoptions_create();
@@ -283,6 +394,10 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
 
 void spw__view_store_close(spw_view *v)
 {
+    if (v->db && v->deleted) { /* its directory goes next: nothing to keep */
+        rocksdb_close(v->db);
+        v->db = NULL;
+    }
     if (v->db) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, 1);

@@ -110,7 +110,7 @@ static void walk_records(const uint8_t *d, size_t n)
             if (rec.value)
                 inside(rec.value, (size_t)rec.value_len, lo, lolen, "value");
             inside(rec.headers, rec.headers_len, lo, lolen, "headers");
-            recs[nr++] = (rec_copy){.ts = rec.ts, .off = b.base_offset + rec.offset_delta, .kl = rec.key_len,
+            recs[nr++] = (rec_copy){.ts = rec.ts, .off = (int64_t)((uint64_t)b.base_offset + (uint64_t)rec.offset_delta), .kl = rec.key_len,
                                     .vl = rec.value_len, .hc = rec.header_count, .k = rec.key, .v = rec.value,
                                     .h = rec.headers, .hl = rec.headers_len};
         }
@@ -167,7 +167,7 @@ static void walk_records(const uint8_t *d, size_t n)
                 spw_krec x;
                 if (spw_krec_next(&rr2, &b2, &x))
                     FAILX("re-encoded record %d does not decode\n", i);
-                if (x.ts != recs[i].ts || b2.base_offset + x.offset_delta != recs[i].off || x.key_len != recs[i].kl ||
+                if (x.ts != recs[i].ts || (int64_t)((uint64_t)b2.base_offset + (uint64_t)x.offset_delta) != recs[i].off || x.key_len != recs[i].kl ||
                     (x.key_len > 0 && memcmp(x.key, recs[i].k, (size_t)x.key_len)) ||
                     x.value_len != (recs[i].vl < 0 ? 0 : recs[i].vl) ||
                     (x.value_len > 0 && memcmp(x.value, recs[i].v, (size_t)x.value_len)) ||

@@ -10,7 +10,8 @@
  *  - DATA/dedupe.secret is made at the first start, 16 bytes, mode 0600,
  *    and kept: after a restart it is unchanged and acme's retry of its
  *    request is still answered as a duplicate (the keys rebuilt from the
- *    log are under the same secret).
+ *    log are under the same secret); one of another size stops the
+ *    server (exit 1) with a sentence naming it.
  */
 #include <sys/stat.h>
 
@@ -135,6 +136,24 @@ int main(int argc, char **argv)
     CHECK_EQ(total(s.port), 4);
     CHECK_EQ(err_count, 0);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+
+    /* a damaged secret stops the server with a sentence naming it */
+    char p[4300], cmd[9000], out[4300];
+    snprintf(p, sizeof p, "%s/dedupe.secret", data);
+    CHECK(truncate(p, 5) == 0);
+    snprintf(out, sizeof out, "%s/start.err", tmp);
+    snprintf(cmd, sizeof cmd, "timeout 30 %s serve --data %s --listen 127.0.0.1:0 --listen-bin off 2>%s", BIN, data,
+             out);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    FILE *ef = fopen(out, "r");
+    CHECK(ef != NULL);
+    char line[2048];
+    int said = 0;
+    while (!said && fgets(line, sizeof line, ef))
+        said = strstr(line, "dedupe.secret holds 5 bytes") != NULL;
+    fclose(ef);
+    CHECK(said);
     spw_test_rmrf(tmp);
     free(tmp);
     printf("test_dedupe_tenants: ok\n");

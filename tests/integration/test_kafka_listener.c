@@ -10,8 +10,13 @@
  *     offset, key, timestamp and value.
  *   - A librdkafka producer with enable.idempotence=true and acks=all:
  *     every delivery report's partition and offset hold that message
- *     (key, value, timestamp) over HTTP, each message exactly once; a
- *     librdkafka consumer reads them all back the same.
+ *     (key, value, timestamp) over HTTP and over the binary protocol's
+ *     FETCH, each message exactly once; a librdkafka consumer reads them
+ *     all back the same; a record produced over the binary protocol is
+ *     read with kcat with its key and timestamp.
+ *   - CreateTopics, kafka-auto-create, a rate limit's throttle time,
+ *     SASL/PLAIN onto the tokens, and hostile request bodies for every API
+ *     served.
  *   - A json stream refuses a non-JSON value with INVALID_RECORD and
  *     stores nothing of its batch.
  *   - Raw requests: an API we do not serve and a version we do not serve
@@ -24,6 +29,7 @@
 #include "core/crc32c.h"
 #include "kafka/kcodec.h"
 #include "server.h"
+#include "spillway.h"
 
 #define TS0 1700000000000LL
 
@@ -286,6 +292,52 @@ static void test_librdkafka(const srv *s)
     CHECK_EQ(got, NMSG);
     for (int p = 0; p < 3; p++)
         rd_kafka_consume_stop(t, p);
+
+    /* The binary protocol's FETCH reads the same records at the same
+     * places, with the same keys and timestamps. */
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->binport);
+    spillway_client *bc;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &bc), 0);
+    int bgot = 0;
+    for (uint32_t p = 0; p < 3; p++) {
+        for (uint64_t off = 0;;) {
+            spillway_fetch_result *fr;
+            CHECK_EQ(spillway_client_fetch(bc, "orders", p, off, 0, &fr), 0);
+            size_t cnt = spillway_fetch_count(fr);
+            for (size_t k = 0; k < cnt; k++) {
+                spillway_fetched f;
+                spillway_fetch_get(fr, k, &f);
+                if (f.value_len > 5 && memcmp(f.value, "{\"i\":", 5) == 0) {
+                    int i = atoi((const char *)f.value + 5);
+                    CHECK(i >= 0 && i < NMSG);
+                    CHECK_EQ((int)p, d.part[i]);
+                    CHECK_EQ((long long)f.offset, d.off[i]);
+                    CHECK_EQ(f.ts, TS0 + i);
+                    char key[16];
+                    snprintf(key, sizeof key, "key-%d", i % 7);
+                    CHECK(f.key_len == (int32_t)strlen(key) && memcmp(f.key, key, (size_t)f.key_len) == 0);
+                    bgot++;
+                }
+            }
+            off = spillway_fetch_next_offset(fr);
+            spillway_fetch_free(fr);
+            if (cnt == 0)
+                break;
+        }
+    }
+    spillway_client_close(bc);
+    CHECK_EQ(bgot, NMSG);
+    /* Produced over the binary protocol, read over Kafka. */
+    spillway_producer *bp;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &bp), 0);
+    CHECK_EQ(spillway_producer_send(bp, "braw", "bk", 2, "binval", 6, TS0 + 777, SPILLWAY_ACK_LEVEL_FSYNC, NULL), 0);
+    CHECK_EQ(spillway_producer_flush(bp, 30000), 0);
+    spillway_producer_close(bp, 5000);
+    char *kb = run("timeout 30 kcat -b 127.0.0.1:%d -C -t braw -o beginning -e -f '%%k %%T %%s\\n' 2>/dev/null",
+                   s->kafkaport);
+    CHECK(strstr(kb, "bk 1700000000777 binval\n") != NULL);
+    free(kb);
     rd_kafka_topic_destroy(t);
     rd_kafka_destroy(ck);
 
@@ -348,7 +400,8 @@ static uint8_t *kresp_read(int fd, size_t *n)
 
 /* A Produce v7 of one batch (producer pid, epoch 0, base sequence seq) of
  * n records to raw/0 at acks -1; the answer's base offset. */
-static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err)
+static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err,
+                          int32_t *throttle)
 {
     spw_buf batch = SPW_BUF_INIT, body = SPW_BUF_INIT;
     spw_kbatch_w w;
@@ -371,7 +424,7 @@ static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n
     spw_kw_i16(&body, -1);
     spw_kw_i32(&body, 30000);
     spw_kw_i32(&body, 1);
-    spw_kw_str(&body, "raw", 3);
+    spw_kw_str(&body, topic, (int32_t)strlen(topic));
     spw_kw_i32(&body, 1);
     spw_kw_i32(&body, 0);
     spw_kw_bytes(&body, batch.p, (int32_t)batch.len);
@@ -385,15 +438,26 @@ static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n
     const char *name;
     int32_t nl;
     spw_kr_str(&r, &name, &nl);
-    CHECK(nl == 3 && memcmp(name, "raw", 3) == 0);
+    CHECK(nl == (int32_t)strlen(topic) && memcmp(name, topic, (size_t)nl) == 0);
     CHECK_EQ(spw_kr_i32(&r), 1);
     CHECK_EQ(spw_kr_i32(&r), 0);
     *err = spw_kr_i16(&r);
     int64_t off = spw_kr_i64(&r);
-    CHECK(!r.bad);
+    (void)spw_kr_i64(&r); /* log append time */
+    (void)spw_kr_i64(&r); /* log start offset */
+    *throttle = spw_kr_i32(&r);
+    CHECK(!r.bad && spw_kr_left(&r) == 0);
     free(a);
     spw_buf_fini(&batch);
     spw_buf_fini(&body);
+    return off;
+}
+
+static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err)
+{
+    int32_t throttle;
+    int64_t off = produce_to(fd, "raw", corr, pid, seq, n, err, &throttle);
+    CHECK_EQ(throttle, 0);
     return off;
 }
 
@@ -401,10 +465,11 @@ static void test_raw(const srv *s)
 {
     int fd = tcp_connect(s->kafkaport);
     size_t n;
-    /* JoinGroup (not served): error 35, and the connection goes on. */
+    /* DescribeGroups (not served): error 35, and the connection goes on. */
     spw_buf body = SPW_BUF_INIT;
+    spw_kw_i32(&body, 1);
     spw_kw_str(&body, "g", 1);
-    kreq_send(fd, 11, 0, 41, &body);
+    kreq_send(fd, 15, 0, 41, &body);
     uint8_t *a = kresp_read(fd, &n);
     CHECK(n >= 6);
     CHECK(a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 41);
@@ -457,8 +522,246 @@ static void test_raw(const srv *s)
     char *h = http_read(s->port, "raw", 0);
     CHECK_EQ(count_lines(h, "\"offset\":"), 5);
     free(h);
+
+    /* Admission: past a stream's rate limit a partition is refused with
+     * the retriable 19 and the service's retry-after as throttle time,
+     * nothing stored. */
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/streams/slow",
+                        "{\"partitions\":2,\"format\":\"bytes\",\"rate_limit\":{\"rate\":1,\"burst\":3}}"),
+             201);
+    int32_t throttle;
+    (void)produce_to(fd, "slow", 48, -1, -1, 3, &err, &throttle);
+    CHECK_EQ(err, 0);
+    CHECK_EQ(throttle, 0);
+    (void)produce_to(fd, "slow", 49, -1, -1, 3, &err, &throttle);
+    CHECK_EQ(err, 19);
+    CHECK(throttle > 0);
+    h = http_read(s->port, "slow", 0);
+    CHECK_EQ(count_lines(h, "\"offset\":"), 3);
+    free(h);
     spw_buf_fini(&body);
     close(fd);
+}
+
+/* Hostile bodies: for every API and version served (but JoinGroup and
+ * SyncGroup, which may rightly wait for other members), requests whose
+ * body is random bytes of random length, or a valid-looking prefix cut
+ * short, each answered with its correlation id on a connection that stays
+ * open; the server still answers ApiVersions afterwards. */
+static void test_garbage(const srv *s)
+{
+    static const int16_t apis[][3] = {{0, 3, 8}, {1, 4, 11}, {2, 1, 5}, {3, 0, 8}, {18, 0, 3}, {22, 0, 1},
+                                      {10, 0, 2}, {12, 0, 3}, {13, 0, 2}, {8, 0, 7}, {9, 1, 5}, {19, 0, 4},
+                                      {17, 0, 1}, {36, 0, 1}};
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int fd = tcp_connect(s->kafkaport);
+    int32_t corr = 1000;
+    for (size_t a = 0; a < sizeof apis / sizeof apis[0]; a++) {
+        for (int16_t v = apis[a][1]; v <= apis[a][2]; v++) {
+            for (int k = 0; k < 12; k++) {
+                spw_buf body = SPW_BUF_INIT;
+                size_t len = (size_t)(rng % 160);
+                for (size_t i = 0; i < len; i++) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    uint8_t b = (uint8_t)rng;
+                    if (k % 3 == 0 && i < 8)
+                        b = (uint8_t)(i == 3 ? 1 : 0); /* small counts first: deeper into the decoders */
+                    spw_buf_put(&body, &b, 1);
+                }
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                if (apis[a][0] == 17 && v == 0 && k % 2 == 0)
+                    continue; /* a v0 handshake would turn the next frame into a bare SASL message */
+                if (apis[a][0] == 17 && v == 0)
+                    body.len = 0; /* an empty mechanism: refused, no bare frame follows */
+                kreq_send(fd, apis[a][0], v, ++corr, &body);
+                spw_buf_fini(&body);
+                size_t n;
+                uint8_t *ans = kresp_read(fd, &n);
+                CHECK(n >= 4);
+                spw_kr r;
+                spw_kr_init(&r, ans, n);
+                CHECK_EQ(spw_kr_i32(&r), corr);
+                free(ans);
+            }
+        }
+    }
+    /* A Produce whose topic has a null partition array. */
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_str(&body, NULL, -1);
+    spw_kw_i16(&body, 1);
+    spw_kw_i32(&body, 1000);
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, "raw", 3);
+    spw_kw_i32(&body, -1);
+    kreq_send(fd, 0, 7, ++corr, &body);
+    spw_buf_fini(&body);
+    size_t n;
+    uint8_t *ans = kresp_read(fd, &n);
+    CHECK(n >= 8 && ans[3] == (uint8_t)corr);
+    free(ans);
+    kreq_send(fd, 18, 0, ++corr, NULL);
+    ans = kresp_read(fd, &n);
+    CHECK(n >= 6 && ans[4] == 0 && ans[5] == 0);
+    free(ans);
+    close(fd);
+    CHECK_EQ(req_status(s->port, "GET", "/healthz", NULL), 200);
+}
+
+/* CreateTopics v1 of one topic: its error code. */
+static int16_t create_topic(int fd, int32_t corr, const char *name, int32_t np, int16_t rf, int nconf, int validate)
+{
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, name, (int32_t)strlen(name));
+    spw_kw_i32(&body, np);
+    spw_kw_i16(&body, rf);
+    spw_kw_i32(&body, 0); /* assignments */
+    spw_kw_i32(&body, nconf);
+    for (int i = 0; i < nconf; i++) {
+        spw_kw_str(&body, "retention.ms", 12);
+        spw_kw_str(&body, "1000", 4);
+    }
+    spw_kw_i32(&body, 10000);
+    spw_kw_i8(&body, (int8_t)validate);
+    kreq_send(fd, 19, 1, corr, &body);
+    spw_buf_fini(&body);
+    size_t n;
+    uint8_t *a = kresp_read(fd, &n);
+    spw_kr r;
+    spw_kr_init(&r, a, n);
+    CHECK_EQ(spw_kr_i32(&r), corr);
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    const char *tn;
+    int32_t tl;
+    spw_kr_str(&r, &tn, &tl);
+    CHECK(tl == (int32_t)strlen(name) && memcmp(tn, name, (size_t)tl) == 0);
+    int16_t err = spw_kr_i16(&r);
+    CHECK(!r.bad);
+    free(a);
+    return err;
+}
+
+/* CreateTopics makes a bytes stream with the partitions asked for, and
+ * refuses what it cannot honour, creating nothing then. */
+static void test_create(const srv *s)
+{
+    int fd = tcp_connect(s->kafkaport);
+    CHECK_EQ(create_topic(fd, 1, "made", 5, -1, 0, 1), 0); /* validate only */
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/made", NULL), 404);
+    CHECK_EQ(create_topic(fd, 2, "made", 5, 1, 0, 0), 0);
+    resp r = http_json(s->port, "GET", "/v1/streams/made", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"partitions\":5") && strstr(r.body, "\"format\":\"bytes\""));
+    free(r.body);
+    CHECK_EQ(create_topic(fd, 3, "made", 5, 1, 0, 0), 36);   /* exists */
+    CHECK_EQ(create_topic(fd, 4, "zero", 0, 1, 0, 0), 37);   /* partitions */
+    CHECK_EQ(create_topic(fd, 5, "rf3", 2, 3, 0, 0), 38);    /* replication factor */
+    CHECK_EQ(create_topic(fd, 6, "conf", 2, 1, 1, 0), 40);   /* configs */
+    CHECK_EQ(create_topic(fd, 7, "bad/name", 2, 1, 0, 0), 17);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/zero", NULL), 404);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/rf3", NULL), 404);
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/conf", NULL), 404);
+    close(fd);
+    char *md = run("timeout 30 kcat -b 127.0.0.1:%d -L -t made 2>&1", s->kafkaport);
+    CHECK(strstr(md, "topic \"made\" with 5 partitions") != NULL);
+    free(md);
+    /* Without kafka-auto-create, naming a topic creates nothing. */
+    free(run("timeout 20 kcat -b 127.0.0.1:%d -m 3 -L -t nothere 2>&1; true", s->kafkaport));
+    CHECK_EQ(req_status(s->port, "GET", "/v1/streams/nothere", NULL), 404);
+}
+
+/* With a tokens file: SASL/PLAIN with tenant = user, token = password;
+ * nothing without it, a wrong password refused, permissions applied. */
+static void test_sasl(const char *dir)
+{
+    char tokens[4200], sub[4200];
+    snprintf(tokens, sizeof tokens, "%s/tokens.json", dir);
+    FILE *f = fopen(tokens, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\": [\n"
+          "  {\"token\": \"adm1n-t0ken\", \"tenant\": \"ops\", \"streams\": [\"*\"], "
+          "\"permissions\": [\"produce\", \"consume\", \"admin\"]},\n"
+          "  {\"token\": \"acme-t0ken\", \"tenant\": \"acme\", \"streams\": [\"orders\"], "
+          "\"permissions\": [\"produce\", \"consume\"]}\n"
+          "]}\n",
+          f);
+    fclose(f);
+    snprintf(sub, sizeof sub, "%s/sasl", dir);
+    srv s;
+    const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", "--tokens-file", tokens,
+                           "--kafka-auto-create", NULL};
+    srv_start(&s, BIN, sub, extra);
+    resp r = http_ex(s.port, "PUT", "/v1/streams/orders", "application/json", "Authorization: Bearer adm1n-t0ken\r\n",
+                     "{\"partitions\":2,\"format\":\"bytes\"}", 33);
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    r = http_ex(s.port, "PUT", "/v1/streams/secret", "application/json", "Authorization: Bearer adm1n-t0ken\r\n",
+                "{\"partitions\":1,\"format\":\"bytes\"}", 33);
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    const char *sasl = "-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN";
+    /* acme sees only orders; produces and reads it back. */
+    char *md = run("timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -L 2>&1",
+                   s.kafkaport, sasl);
+    CHECK(strstr(md, "topic \"orders\" with 2 partitions") != NULL);
+    CHECK(strstr(md, "secret") == NULL);
+    free(md);
+    free(run("printf 'a|one\\nb|two\\n' | timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme "
+             "-X sasl.password=acme-t0ken -P -t orders -p 0 -K'|' 2>&1",
+             s.kafkaport, sasl));
+    char *got = run("timeout 30 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -C -t orders "
+                    "-p 0 -o beginning -e -f '%%k=%%s\\n' 2>/dev/null",
+                    s.kafkaport, sasl);
+    CHECK(strstr(got, "a=one\nb=two\n") != NULL);
+    free(got);
+    /* A wrong password, a user that is not the token's tenant, no SASL at all. */
+    got = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=wrong -m 5 -L 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=ops -X sasl.password=acme-t0ken -m 5 -L 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("timeout 20 kcat -b 127.0.0.1:%d -m 5 -L 2>&1; true", s.kafkaport);
+    CHECK(strstr(got, "topic \"orders\"") == NULL);
+    free(got);
+    got = run("printf 'x\\n' | timeout 20 kcat -b 127.0.0.1:%d -P -t orders -p 0 2>&1; true", s.kafkaport);
+    free(got);
+    got = run("printf 'x\\n' | timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken "
+              "-P -t secret -p 0 2>&1; true",
+              s.kafkaport, sasl);
+    CHECK(strstr(got, "uthoriz") != NULL); /* TOPIC_AUTHORIZATION_FAILED */
+    free(got);
+    /* kafka-auto-create: a Metadata naming a missing topic creates it, for
+     * a login with admin only. */
+    free(run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=acme -X sasl.password=acme-t0ken -m 5 -L -t fresh "
+             "2>&1; true",
+             s.kafkaport, sasl));
+    r = http_ex(s.port, "GET", "/v1/streams/fresh", NULL, "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 404);
+    free(r.body);
+    md = run("timeout 20 kcat -b 127.0.0.1:%d %s -X sasl.username=ops -X sasl.password=adm1n-t0ken -L -t fresh 2>&1",
+             s.kafkaport, sasl);
+    CHECK(strstr(md, "topic \"fresh\" with 4 partitions") != NULL);
+    free(md);
+    r = http_ex(s.port, "GET", "/v1/streams/fresh", NULL, "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"format\":\"bytes\"") != NULL);
+    free(r.body);
+    r = http_ex(s.port, "GET", "/v1/streams/orders/events?partition=0&offset=0", NULL,
+                "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(count_lines(r.body, "\"offset\":"), 2); /* nothing but acme's two */
+    free(r.body);
+    r = http_ex(s.port, "GET", "/v1/streams/secret/events?partition=0&offset=0", NULL,
+                "Authorization: Bearer adm1n-t0ken\r\n", NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK_EQ(count_lines(r.body, "\"offset\":"), 0);
+    free(r.body);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 }
 
 int main(int argc, char **argv)
@@ -476,12 +779,16 @@ int main(int argc, char **argv)
     CHECK(s.kafkaport > 0);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/orders", "{\"partitions\":3}"), 201);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/raw", "{\"partitions\":2,\"format\":\"bytes\"}"), 201);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/braw", "{\"partitions\":2,\"format\":\"bytes\"}"), 201);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/hj", "{\"partitions\":2,\"key\":\"/id\",\"timestamp\":\"/ts\"}"),
              201);
     test_kcat(&s);
     test_librdkafka(&s);
     test_raw(&s);
+    test_create(&s);
+    test_garbage(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    test_sasl(dir);
     spw_test_rmrf(dir);
     free(dir);
     return 0;

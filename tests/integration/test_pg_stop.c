@@ -6,6 +6,8 @@
  *    waits for the lock: a sink with statement_timeout_ms 300 fails its
  *    statement ("statement timeout", in last_error) and retries; the one
  *    with the default (60 s) stays blocked;
+ *  - the sinks' idle connections run TCP keepalives due within 30 s
+ *    (/proc/net/tcp), not the system's default of 2 hours;
  *  - SIGTERM then stops the server (exit 0, within srv_stop's bound): the
  *    blocked statement is cancelled, not waited for;
  *  - after the lock is released and the server restarted, every event is
@@ -39,6 +41,39 @@ static void wait_rows(const pgsrv *pg, const char *table, long long want)
     CHECK_EQ(n, want);
     snprintf(q, sizeof q, "SELECT count(DISTINCT id) FROM %s", table);
     CHECK_EQ(pgsrv_num(pg, q), want);
+}
+
+/*
+ * The server's TCP connections to port (ESTABLISHED, from its network
+ * namespace's /proc/net/tcp): how many, and how many run the keepalive
+ * timer (tr 2) due within max_s seconds (tm->when is in USER_HZ ticks).
+ * An idle connection with keepalives_idle 30 s has it due within 30 s;
+ * with the system's default (7200 s), not.
+ */
+static void keepalive_timers(pid_t pid, int port, int max_s, int *conns, int *soon)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/net/tcp", (int)pid);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char line[512];
+    *conns = *soon = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    CHECK(fgets(line, sizeof line, f) != NULL); /* the header */
+    while (fgets(line, sizeof line, f)) {
+        unsigned lport, rport, st, tr;
+        unsigned long when;
+        char la[64], ra[64];
+        if (sscanf(line, " %*d: %63[0-9A-Fa-f]:%x %63[0-9A-Fa-f]:%x %x %*x:%*x %x:%lx", la, &lport, ra, &rport, &st,
+                   &tr, &when) != 7)
+            continue;
+        if (st != 1 || rport != (unsigned)port)
+            continue;
+        (*conns)++;
+        if (tr == 2 && when <= (unsigned long)(max_s * hz))
+            (*soon)++;
+    }
+    fclose(f);
 }
 
 static int sink_says(int port, const char *sink, const char *needle)
@@ -80,6 +115,12 @@ int main(int argc, char **argv)
     produce_range(s.port, 0, 100);
     wait_rows(&pg, "t_slow", 100);
     wait_rows(&pg, "t_fast", 100);
+
+    /* both sinks' connections are idle now: keepalive probes start after 30 s */
+    int conns = 0, soon = 0;
+    keepalive_timers(s.pid, pg.port, 31, &conns, &soon);
+    CHECK_EQ(conns, 2);
+    CHECK_EQ(soon, 2);
 
     /* another session locks both tables and keeps its transaction open */
     PGconn *lk = pgsrv_conn(&pg);

@@ -6,11 +6,15 @@
  * its read is stuck at the gate; meanwhile a produce at ack=fsync on
  * another connection of the same (only) loop is answered 202, and so is
  * GET /v1/streams/s. Then the gate opens and the read is answered with
- * its records. Were the read done on the loop, nothing else would be
+ * its records; then the same for a consumer group's poll, whose lease is
+ * read at the gate, and a poll that creates its group, whose first save
+ * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE).
+ * Were the read or the save done on the loop, nothing else would be
  * answered while it waits (the test's client gives up after 30 s: a guard
  * against the hang, not a measure of speed).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #include "server.h"
@@ -18,13 +22,44 @@
 typedef struct bg {
     int port;
     resp r;
+    _Atomic int done;
 } bg;
 
 static void *bg_read(void *arg)
 {
     bg *b = arg;
     b->r = http(b->port, "GET", "/v1/streams/s/events?partition=0&offset=0&limit=100", NULL, NULL, 0);
+    atomic_store(&b->done, 1);
     return NULL;
+}
+
+static void *bg_poll(void *arg)
+{
+    bg *b = arg;
+    b->r = http(b->port, "POST", "/v1/streams/s/groups/g/poll?member=m&max=100", NULL, "", 0);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static void *bg_poll_new(void *arg)
+{
+    bg *b = arg;
+    b->r = http(b->port, "POST", "/v1/streams/s/groups/fresh/poll?member=m&max=100", NULL, "", 0);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* Waits (bounded) until a segment read is stuck at the gate. */
+static void wait_stuck(const char *waiting)
+{
+    struct stat st;
+    int stuck = 0;
+    for (int i = 0; i < 2000 && !stuck; i++) {
+        stuck = stat(waiting, &st) == 0;
+        if (!stuck)
+            usleep(10000);
+    }
+    CHECK(stuck);
 }
 
 int main(int argc, char **argv)
@@ -34,15 +69,19 @@ int main(int argc, char **argv)
     char tmpl[] = "/tmp/spw-readloop-XXXXXX";
     char *dir = mkdtemp(tmpl);
     CHECK(dir != NULL);
-    char data[4200], gate[4200], waiting[4300];
+    char data[4200], gate[4200], waiting[4300], sgate[4200], swaiting[4300];
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(gate, sizeof gate, "%s/gate", dir);
     snprintf(waiting, sizeof waiting, "%s.waiting", gate);
+    snprintf(sgate, sizeof sgate, "%s/sgate", dir);
+    snprintf(swaiting, sizeof swaiting, "%s.waiting", sgate);
     setenv("SPW_TEST_READ_GATE", gate, 1);
+    setenv("SPW_TEST_SYNC_GATE", sgate, 1);
     srv s;
     const char *extra[] = {"--io-threads", "1", NULL};
     srv_start(&s, tbin, data, extra);
     unsetenv("SPW_TEST_READ_GATE");
+    unsetenv("SPW_TEST_SYNC_GATE");
     put_stream(s.port, "s", "{\"partitions\":1}");
     const char *body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
     resp r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
@@ -56,21 +95,14 @@ int main(int argc, char **argv)
     bg b = {.port = s.port};
     pthread_t th;
     CHECK(pthread_create(&th, NULL, bg_read, &b) == 0);
-    struct stat st;
-    int stuck = 0;
-    for (int i = 0; i < 2000 && !stuck; i++) {
-        stuck = stat(waiting, &st) == 0;
-        if (!stuck)
-            usleep(10000);
-    }
-    CHECK(stuck);
+    wait_stuck(waiting);
 
     /* The loop goes on: a produce acknowledged at fsync, a stream's state. */
     r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
     CHECK_EQ(r.status, 202);
     free(r.body);
     CHECK_EQ(part_field(s.port, "/v1/streams/s", 0, "end_offset"), 6);
-    CHECK_EQ(b.r.status, 0); /* still waiting at the gate */
+    CHECK_EQ(atomic_load(&b.done), 0); /* still waiting at the gate */
 
     /* Open the gate: the read is answered. */
     CHECK(unlink(gate) == 0);
@@ -79,6 +111,43 @@ int main(int argc, char **argv)
     CHECK(strstr(b.r.body, "\"offset\":0,") != NULL);
     CHECK(strstr(b.r.body, "\"offset\":5,") != NULL);
     free(b.r.body);
+
+    /* The same for a consumer group's poll: its lease is read at the gate
+     * while the loop answers a produce. */
+    CHECK(unlink(waiting) == 0);
+    f = fopen(gate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg pb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_poll, &pb) == 0);
+    wait_stuck(waiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&pb.done), 0);
+    CHECK(unlink(gate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(pb.r.status, 200);
+    CHECK(strstr(pb.r.body, "\"offset\":0,") != NULL);
+    free(pb.r.body);
+
+    /* A poll that creates its group: the group's first save (a file and
+     * its fsyncs) is held at the sync gate while the loop answers. */
+    f = fopen(sgate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg nb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_poll_new, &nb) == 0);
+    wait_stuck(swaiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&nb.done), 0);
+    CHECK(unlink(sgate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(nb.r.status, 200);
+    CHECK(strstr(nb.r.body, "\"offset\":0,") != NULL);
+    free(nb.r.body);
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];

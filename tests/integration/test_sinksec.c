@@ -11,7 +11,8 @@
  *    consume from or administer; GET and DELETE of one are checked the
  *    same way; /metrics shows the series of sinks whose source the token
  *    sees;
- *  - the permission matrix: streams, events, groups and sinks endpoints
+ *  - the permission matrix: streams, events (HTTP and binary PRODUCE and
+ *    FETCH), groups and sinks endpoints
  *    × {none, produce, consume, admin, all} × {own stream, the other
  *    tenant's}: 403 exactly where the table in docs/operations.md says;
  *  - secrets: passwords in postgres connection strings (key=value, quoted,
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "server.h"
+#include "spillway.h"
 
 static const char *BIN;
 
@@ -149,11 +151,54 @@ static void test_sink_permissions(int port)
 
 /* ---- the matrix ---- */
 
-enum { E_STREAM_GET, E_STREAM_PUT, E_STREAM_DEL, E_PRODUCE, E_READ, E_POLL, E_GROUP_GET, E_SINK_PUT, E_SINK_GET,
-       E_SINK_LIST, E_SINK_DEL, NE }; /* in this order: PUT sink makes the sink the next three use */
-static const char *const ENAME[NE] = {"GET stream", "PUT stream", "DELETE stream", "produce",
-                                      "read",       "group poll", "GET group",     "PUT sink",
-                                      "GET sink",   "GET sinks (listed)", "DELETE sink"};
+enum { E_STREAM_GET, E_STREAM_PUT, E_STREAM_DEL, E_PRODUCE, E_READ, E_POLL, E_GROUP_GET, E_BIN_PRODUCE,
+       E_BIN_FETCH, E_SINK_PUT, E_SINK_GET, E_SINK_LIST, E_SINK_DEL,
+       NE }; /* in this order: PUT sink makes the sink the next three use */
+static const char *const ENAME[NE] = {"GET stream",     "PUT stream",   "DELETE stream", "produce",  "read",
+                                      "group poll",     "GET group",    "binary PRODUCE", "binary FETCH",
+                                      "PUT sink",       "GET sink",     "GET sinks (listed)", "DELETE sink"};
+
+static int bin_status;
+static void on_bin_delivery(void *opaque, const spillway_delivery *d)
+{
+    (void)opaque;
+    bin_status = d->status;
+}
+
+/* One record over the binary protocol with tok: 200 delivered, 403, 401 or another failure as 500. */
+static int bin_produce(int binport, const char *tok, const char *stream)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spillway_producer_config c;
+    spillway_producer_config_init(&c);
+    c.token = tok;
+    c.linger_ms = 0;
+    c.on_delivery = on_bin_delivery;
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, &c, &p), 0);
+    bin_status = 1;
+    CHECK_EQ(spillway_producer_send(p, stream, NULL, -1, "{\"b\":1}", 7, 0, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
+    spillway_producer_flush(p, 10000);
+    spillway_producer_close(p, 1000);
+    return bin_status == 0 ? 200 : bin_status == SPILLWAY_ERR_FORBIDDEN ? 403 : bin_status == SPILLWAY_ERR_UNAUTHORIZED ? 401 : 500;
+}
+
+/* A FETCH with tok: 200 answered (records or none), 403, 401 or 500. */
+static int bin_fetch(int binport, const char *tok, const char *stream)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spillway_client *c;
+    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+    CHECK_EQ(spillway_client_auth(c, tok), 0);
+    spillway_fetch_result *res = NULL;
+    int r = spillway_client_fetch(c, stream, 0, 0, 0, &res);
+    if (r == 0)
+        spillway_fetch_free(res);
+    spillway_client_close(c);
+    return r == 0 || r == SPILLWAY_ERR_OUT_OF_RANGE ? 200 : r == SPILLWAY_ERR_FORBIDDEN ? 403 : r == SPILLWAY_ERR_UNAUTHORIZED ? 401 : 500;
+}
 
 /* Allowed? (docs/operations.md "Security", the permission table) */
 static int allowed(int e, int level, int own)
@@ -168,8 +213,10 @@ static int allowed(int e, int level, int own)
     case E_STREAM_PUT:
     case E_STREAM_DEL:
     case E_SINK_DEL: return adm;
-    case E_PRODUCE: return prod;
+    case E_PRODUCE:
+    case E_BIN_PRODUCE: return prod;
     case E_READ:
+    case E_BIN_FETCH:
     case E_POLL: return cons;
     case E_SINK_PUT: return adm && cons;
     case E_SINK_GET:
@@ -178,7 +225,7 @@ static int allowed(int e, int level, int own)
     return 0;
 }
 
-static void test_matrix(int port)
+static void test_matrix(int port, int binport)
 {
     int bad = 0;
     for (int t = 0; t < 2; t++) { /* the stream's tenant; the token is acme's */
@@ -219,6 +266,8 @@ static void test_matrix(int port)
                     snprintf(path, sizeof path, "/v1/streams/%s/groups/g", s);
                     st = treq_status(port, tok, "GET", path, NULL);
                     break;
+                case E_BIN_PRODUCE: st = bin_produce(binport, tok, s); break;
+                case E_BIN_FETCH: st = bin_fetch(binport, tok, s); break;
                 case E_SINK_PUT:
                     snprintf(path, sizeof path, "/v1/sinks/%s", sink);
                     fwd_body(body, sizeof body, s, NULL);
@@ -301,6 +350,10 @@ static void test_secrets(int port, const char *data, const char *logpath)
                     "\"token\":\"FwdSecretSix\"}}"},
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        /* kinds this build left out (SPW_WITH_KAFKA=OFF under TSan) answer kind_not_built */
+        if ((!SPW_BUILT_KAFKA && strstr(bodies[i][1], "\"kind\":\"kafka\"")) ||
+            (!SPW_BUILT_POSTGRES && strstr(bodies[i][1], "\"kind\":\"postgres\"")))
+            continue;
         char path[200];
         snprintf(path, sizeof path, "/v1/sinks/%s", bodies[i][0]);
         check_answer(port, "PUT", path, bodies[i][1], 201);
@@ -364,7 +417,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++)
         ops_put_stream(s.port, streams[i]);
     test_sink_permissions(s.port);
-    test_matrix(s.port);
+    test_matrix(s.port, s.binport);
     test_secrets(s.port, data, logpath);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     /* restarted: the definitions load from their files; still redacted */

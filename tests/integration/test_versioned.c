@@ -205,6 +205,17 @@ int main(int argc, char **argv)
     want_in(b, "{\"key\":\"a\",\"first\":5,\"count\":1}");
     free(b);
     check_reads();
+    /* Deleted and created again: a new stream, its versions from 1 (its
+     * version store went with the old one's files). */
+    put_stream(S.port, "again", "{\"versioned\":true,\"key\":\"/id\"}");
+    b = post_want(202, "/v1/streams/again/events", NULL, "[{\"id\":\"a\"},{\"id\":\"a\"}]");
+    want_in(b, "{\"key\":\"a\",\"first\":1,\"count\":2}");
+    free(b);
+    CHECK_EQ(req_status(S.port, "DELETE", "/v1/streams/again", NULL), 204);
+    put_stream(S.port, "again", "{\"versioned\":true,\"key\":\"/id\"}");
+    b = post_want(202, "/v1/streams/again/events", "Spillway-Expected-Version: none\r\n", "{\"id\":\"a\"}");
+    want_in(b, "{\"key\":\"a\",\"first\":1,\"count\":1}");
+    free(b);
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);

@@ -11,12 +11,16 @@
  *   - the command line: spillway view create|list|show|get|series|top|
  *     rebuild|delete against the server, exit codes 0, 1 (server error)
  *     and 2 (usage);
+ *   - tokens: administration needs admin on the view's name, reads need
+ *     consume on the view's stream (401 without a token, 403 without
+ *     the permission);
  *   - hot key: 1,000,000 events of one key in one 10 s window cost at most one
  *     store write per entry (the key's total and one per window level)
  *     per apply batch, by the views' store-writes metric; the totals are
  *     exact.
  */
 #include <inttypes.h>
+#include <sys/stat.h>
 
 #include "server.h"
 
@@ -62,6 +66,16 @@ static void definitions(srv *s)
         "{\"stream\":\"clicks\",\"kind\":\"latest\",\"forward\":{}}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"n\",\"windows\":[\"1s\"]}",
         "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1x\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"300000000000d\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],\"grace\":\"-1s\"}",
+        "{\"stream\":\"clicks\",\"kind\":\"sum\",\"field\":\"/n\",\"merge\":true}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"field\":\"/n\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"time\":\"arrival\",\"windows\":[\"1s\"]}",
+        "{\"stream\":\"clicks\",\"kind\":\"latest\",\"forward\":{\"address\":\"h:1\",\"stream\":\"x\"}}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+        "\"forward\":{\"address\":\"nohostport\",\"stream\":\"x\"}}",
+        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+        "\"forward\":{\"address\":\"h:1\"}}",
         "not json",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -73,6 +87,34 @@ static void definitions(srv *s)
         free(r.body);
     }
     CHECK_EQ(req_status(p, "GET", "/v1/views/bad", NULL), 404);
+    resp mr = http_json(p, "PUT", "/v1/views/merged",
+                        "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"merge\":true,\"windows\":[\"1m\"]}");
+    CHECK_EQ(mr.status, 201);
+    CHECK(strstr(mr.body, "\"windows\":[\"1m\"],\"merge\":true,\"grace\":\"0s\"") != NULL);
+    free(mr.body);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/merged", NULL), 204);
+    /* a forward view's token is not shown */
+    const char *fwdef = "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\"],"
+                        "\"forward\":{\"address\":\"127.0.0.1:9\",\"stream\":\"x\",\"token\":\"sekrit-1234\"}}";
+    for (int i = 0; i < 2; i++) { /* created, then the same again */
+        resp fr = http_json(p, "PUT", "/v1/views/fw", fwdef);
+        CHECK_EQ(fr.status, i ? 200 : 201);
+        CHECK(strstr(fr.body, "sekrit") == NULL && strstr(fr.body, "\"token\":\"[redacted]\"") != NULL);
+        free(fr.body);
+    }
+    char *fb = get_body(p, "/v1/views/fw", 200);
+    CHECK(strstr(fb, "sekrit") == NULL && strstr(fb, "\"token\":\"[redacted]\"") != NULL);
+    free(fb);
+    fb = get_body(p, "/v1/views", 200);
+    CHECK(strstr(fb, "sekrit") == NULL);
+    free(fb);
+    CHECK_EQ(req_status(p, "DELETE", "/v1/views/fw", NULL), 204);
+    /* a bytes stream: views read JSON */
+    put_stream(p, "raw", "{\"format\":\"bytes\"}");
+    resp rb = http_json(p, "PUT", "/v1/views/bad", "{\"stream\":\"raw\",\"kind\":\"latest\"}");
+    CHECK_EQ(rb.status, 400);
+    CHECK(strstr(rb.body, "JSON") != NULL);
+    free(rb.body);
     char *b = get_body(p, "/v1/views", 200);
     CHECK(strstr(b, "\"name\":\"agg\"") != NULL);
     free(b);
@@ -158,6 +200,49 @@ static void hot_key(srv *s)
     snprintf(want, sizeof want, "\"count\":%lld", total);
     CHECK(strstr(b, want) != NULL);
     free(b);
+    /* reads with parameters out of range: 400, nothing else */
+    static const char *const bad[] = {
+        "/v1/views/hot/keys/viral/series?window=1h&from=-9223372036854775807&to=0",
+        "/v1/views/hot/keys/viral/series?window=10s&from=0&to=1700000000000",
+        "/v1/views/hot/keys/viral/series?window=1h&from=20&to=10",
+        "/v1/views/hot/keys/viral/series?window=7s",
+        "/v1/views/hot/keys/viral/series?from=x",
+        "/v1/views/hot/top?window=1h&at=9223372036854775807",
+        "/v1/views/hot/top?by=median",
+        "/v1/views/hot/top?n=0",
+        "/v1/views/hot/keys/%zz",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        resp r = http_json(p, "GET", bad[i], NULL);
+        if (r.status != 400)
+            fprintf(stderr, "GET %s -> %d %s\n", bad[i], r.status, r.body);
+        CHECK_EQ(r.status, 400);
+        free(r.body);
+    }
+    /* /metrics with several views: each view family whole, with # HELP */
+    char *mt = get_body(p, "/metrics", 200);
+    CHECK(strstr(mt, "spillway_view_keys{view=\"bal\"}") && strstr(mt, "spillway_view_keys{view=\"hot\"}"));
+    char done[64][64];
+    int ndone = 0;
+    char cur[64] = "";
+    for (char *l = mt; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        if (strncmp(l, "spillway_view_", 14) != 0)
+            continue;
+        char fam[64];
+        size_t fl = strcspn(l, "{ ");
+        snprintf(fam, sizeof fam, "%.*s", (int)fl, l);
+        if (strcmp(fam, cur) == 0)
+            continue;
+        for (int i = 0; i < ndone; i++)
+            CHECK(strcmp(done[i], fam) != 0); /* a family seen before: not contiguous */
+        char help[128];
+        snprintf(help, sizeof help, "# HELP %s ", fam);
+        CHECK(strstr(mt, help) != NULL);
+        snprintf(done[ndone++], sizeof done[0], "%s", fam);
+        snprintf(cur, sizeof cur, "%s", fam);
+    }
+    CHECK(ndone == 7);
+    free(mt);
     long long writes = metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
     long long batches = metric(p, "spillway_view_batches_total{view=\"hot\"}");
     fprintf(stderr, "hot key: %lld events, %lld apply batches, %lld store writes\n", total, batches, writes);
@@ -213,6 +298,60 @@ static void cli(const char *bin, srv *s)
     }
 }
 
+static int as(int port, const char *tok, const char *method, const char *path, const char *body)
+{
+    char h[256] = "";
+    if (tok)
+        snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", tok);
+    resp r = http_ex(port, method, path, body ? "application/json" : NULL, h, body, body ? strlen(body) : 0);
+    free(r.body);
+    return r.status;
+}
+
+static void tokens(const char *bin)
+{
+    char *dir = spw_test_tmpdir("viewtok");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokens.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("{\"tokens\":["
+          "{\"token\":\"admin-a1a1a1a1a1a1a1a1\",\"tenant\":\"ops\",\"streams\":[\"*\"],"
+          "\"permissions\":[\"produce\",\"consume\",\"admin\"]},"
+          "{\"token\":\"read-b2b2b2b2b2b2b2b2b2\",\"tenant\":\"r\",\"streams\":[\"orders\"],"
+          "\"permissions\":[\"consume\"]},"
+          "{\"token\":\"othr-c3c3c3c3c3c3c3c3c3\",\"tenant\":\"o\",\"streams\":[\"other\"],"
+          "\"permissions\":[\"consume\",\"admin\"]}]}\n",
+          f);
+    CHECK(fclose(f) == 0);
+    CHECK(chmod(path, 0600) == 0);
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    const char *extra[] = {"--tokens-file", path, NULL};
+    srv s;
+    srv_start(&s, bin, data, extra);
+    int p = s.port;
+    const char *A = "admin-a1a1a1a1a1a1a1a1", *R = "read-b2b2b2b2b2b2b2b2b2", *O = "othr-c3c3c3c3c3c3c3c3c3";
+    CHECK_EQ(as(p, A, "PUT", "/v1/streams/orders", "{}"), 201);
+    const char *def = "{\"stream\":\"orders\",\"kind\":\"sum\",\"field\":\"/n\"}";
+    CHECK_EQ(as(p, NULL, "PUT", "/v1/views/ov", def), 401);
+    CHECK_EQ(as(p, R, "PUT", "/v1/views/ov", def), 403);
+    CHECK_EQ(as(p, A, "PUT", "/v1/views/ov", def), 201);
+    CHECK_EQ(as(p, NULL, "GET", "/v1/views/ov/keys/x", NULL), 401);
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov/keys/x", NULL), 404); /* allowed: no such key */
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov", NULL), 200);
+    CHECK_EQ(as(p, O, "GET", "/v1/views/ov/keys/x", NULL), 403); /* consume, but not on orders */
+    CHECK_EQ(as(p, O, "GET", "/v1/views/ov/top", NULL), 403);
+    CHECK_EQ(as(p, R, "GET", "/v1/views/ov/verify", NULL), 403);
+    CHECK_EQ(as(p, R, "POST", "/v1/views/ov/rebuild", ""), 403);
+    CHECK_EQ(as(p, R, "DELETE", "/v1/views/ov", NULL), 403);
+    CHECK_EQ(as(p, A, "GET", "/v1/views/ov/verify", NULL), 200);
+    CHECK_EQ(as(p, A, "DELETE", "/v1/views/ov", NULL), 204);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    spw_test_rmrf(dir);
+    free(dir);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -234,6 +373,7 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);
+    tokens(argv[1]);
     printf("test_views: ok\n");
     return 0;
 }

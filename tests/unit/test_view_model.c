@@ -9,6 +9,9 @@
  * aggregate series at every window level with its final flags, top lists
  * by count and by sum, and the counters (keys, late, skipped_invalid).
  *
+ * A merge view (merge: true) over a second stream of partial aggregates
+ * (some malformed) equals the fold of those partials.
+ *
  * The verifier (spw_views_verify) agrees on every view, whole and
  * sampled, and finds an entry changed behind the view's back.
  *
@@ -55,7 +58,7 @@ static void wait_applied(spw_views *m, const char *name, spw_stream *s)
 {
     spw_view_min min[NP];
     uint32_t n = 0;
-    for (uint32_t p = 0; p < NP; p++) {
+    for (uint32_t p = 0; p < s->cfg.partitions; p++) {
         spw_part_state st;
         spw_part_state_get(s->parts[p], &st);
         if (st.next_offset)
@@ -83,25 +86,23 @@ static void verify_ok(spw_views *m, const char *name, uint32_t sample, int want_
     spw_buf_fini(&b);
 }
 
-/* Adds one to the count of view bal's entry of key "hot", in its store. */
+/* Overwrites view bal's entry of key "hot" in its store with another
+ * aggregate (count 999999, sum 0), behind the view's back. */
 static void tamper(const char *dir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/views/bal/db", dir);
     rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_disable_auto_compactions(o, 1); /* it has no merge operator: no compaction */
     char *e = NULL;
     rocksdb_t *db = rocksdb_open(o, path, &e);
     CHECK(e == NULL);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    size_t n;
-    char *v = rocksdb_get(db, ro, "Shot", 4, &n, &e);
-    CHECK(e == NULL && v != NULL && n == 33);
-    v[0]++;
-    rocksdb_put(db, wo, "Shot", 4, v, n, &e);
+    char v[33] = {0};
+    uint64_t count = 999999;
+    memcpy(v, &count, 8);
+    rocksdb_put(db, wo, "Shot", 4, v, sizeof v, &e);
     CHECK(e == NULL);
-    rocksdb_free(v);
-    rocksdb_readoptions_destroy(ro);
     rocksdb_writeoptions_destroy(wo);
     rocksdb_close(db);
     rocksdb_options_destroy(o);
@@ -137,6 +138,37 @@ static void one_seed(uint64_t seed, const char *dir)
                        "\"grace\":\"5s\"}");
     put_view(m, "by_g", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"group_by\":\"/g\","
                         "\"windows\":[\"1s\",\"10s\"],\"time\":\"arrival\"}");
+    /* partial aggregates, as an edge node would forward them */
+    const char *pdef = "{\"partitions\":2}";
+    CHECK_EQ(spw_stream_config_parse(&c, "parts", pdef, strlen(pdef), err, sizeof err), 0);
+    CHECK_EQ(spw_catalog_create(cat, &c), 1);
+    spw_stream *ps = spw_stream_get(cat, "parts", 5);
+    put_view(m, "merged", "{\"stream\":\"parts\",\"kind\":\"aggregate\",\"merge\":true,"
+                          "\"windows\":[\"10s\",\"1m\"],\"grace\":\"5s\"}");
+    vf_view vm = {.name = "merged", .kind = 1, .merge = 1, .nwin = 2, .win = {10000, 60000}, .grace = 5000};
+    for (int b = 0; b < 60; b++) {
+        spw_record r[20];
+        char keys[20][16], vals[20][160];
+        uint32_t n = 1 + rnd(20), p = rnd(2);
+        for (uint32_t i = 0; i < n; i++) {
+            snprintf(keys[i], sizeof keys[i], "e%u", rnd(8));
+            int64_t start = T0 + (int64_t)(b * 5 + rnd(10)) * 10000 - (rnd(15) == 0 ? 200000 : 0);
+            int lo = (int)rnd(100) - 50, hi = lo + (int)rnd(50), cnt = 1 + (int)rnd(9);
+            if (rnd(12) == 0)
+                snprintf(vals[i], sizeof vals[i], "{\"start\":%lld,\"count\":0,\"sum\":1,\"min\":1,\"max\":1}",
+                         (long long)start);
+            else if (rnd(3) == 0)
+                snprintf(vals[i], sizeof vals[i], "{\"start\":%lld,\"count\":%d,\"sum\":%d.5,\"min\":%d,\"max\":%d.25}",
+                         (long long)start, cnt, lo * cnt, lo, hi);
+            else
+                snprintf(vals[i], sizeof vals[i], "{\"start\":%lld,\"count\":%d,\"sum\":%d,\"min\":%d,\"max\":%d}",
+                         (long long)start, cnt, lo * cnt + hi, lo, hi);
+            r[i] = (spw_record){.key = keys[i], .key_len = (int32_t)strlen(keys[i]), .value = vals[i],
+                                .value_len = (uint32_t)strlen(vals[i]), .ts = T0};
+        }
+        spw_append_result res;
+        CHECK_OK(spw_part_append_wait(ps->parts[p], r, n, NULL, SPW_ACK_FSYNC, &res));
+    }
     uint32_t total = 2000 + rnd(1500);
     int64_t clock_p[NP] = {T0, T0, T0};
     uint32_t done = 0;
@@ -179,6 +211,14 @@ static void one_seed(uint64_t seed, const char *dir)
     }
     for (int i = 0; i < nv; i++)
         wait_applied(m, vs[i].name, s);
+    wait_applied(m, "merged", ps);
+    vf_init(&vm, 2);
+    vf_fold_log(ps, &vm, 1);
+    vf_check(&vm, m);
+    CHECK(vm.invalid > 0 && vm.late > 0);
+    verify_ok(m, "merged", 1, 1);
+    vf_free(&vm);
+    spw_stream_put(ps);
     for (int i = 0; i < nv; i++)
         vf_init(&vs[i], NP);
     vf_fold_log(s, vs, nv);
