@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -413,6 +414,10 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         char d[500];
         spw_tls_describe(tls, d, sizeof d);
         spw_info("TLS on every listener (1.2 or later): %s: %s", c->tls_cert, d);
+        struct stat st;
+        if (stat(c->tls_key, &st) == 0 && (st.st_mode & 077))
+            spw_warn("tls-key %s can be read by other users (mode %03o): chmod 600 it", c->tls_key,
+                     (unsigned)(st.st_mode & 0777));
     }
     int r = serve(c, ready_fd, tls);
     spw_tls_free(tls); /* every listener has stopped */

@@ -27,7 +27,8 @@
  *    broken key file on SIGHUP keeps the certificate in force.
  *  - The loopback rule: 0.0.0.0 with TLS and tokens starts; with TLS and
  *    no tokens it is refused; tls-cert without tls-key, a missing file or
- *    a key of another certificate is refused with the reason.
+ *    a key of another certificate is refused with the reason; a key file
+ *    other users can read is loaded with a WARN.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -556,13 +557,29 @@ static void test_rules(const char *d, const char *tokens)
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "does not match"));
     free(o.text);
-    /* Tokens and TLS: a non-loopback address is allowed. */
+    /* Tokens and TLS: a non-loopback address is allowed. A key file other
+     * users can read is loaded with a WARN. */
+    char log[4300], key644[4300];
+    snprintf(log, sizeof log, "%s/rules.log", TMP);
+    snprintf(key644, sizeof key644, "%s/key644.key", TMP);
+    CHECK_EQ(sh("cp %s %s && chmod 644 %s", KEY, key644, key644), 0);
     srv a;
     const char *both[] = {"--listen", "0.0.0.0:0", "--listen-bin", "0.0.0.0:0", "--tokens-file", tokens,
-                          "--tls-cert", CERT, "--tls-key", KEY, NULL};
-    srv_start(&a, BIN, d, both);
+                          "--tls-cert", CERT, "--tls-key", key644, NULL};
+    srv_start_log(&a, BIN, d, both, log);
     curl_ok(a.port, "/healthz", "\"ok\"");
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    int rc;
+    char *o2 = sh_out(&rc, "grep -c 'WARN tls-key .*key644.key can be read by other users (mode 644)' %s", log);
+    CHECK_EQ(atoi(o2), 1);
+    free(o2);
+    /* 0600: no such line. */
+    CHECK_EQ(sh("chmod 600 %s", key644), 0);
+    srv_start_log(&a, BIN, d, both, log);
+    CHECK_EQ(srv_stop(&a, SIGTERM), 0);
+    o2 = sh_out(&rc, "grep -c 'tls-key .* can be read by other users' %s", log);
+    CHECK_EQ(atoi(o2), 1);
+    free(o2);
 }
 
 int main(int argc, char **argv)
