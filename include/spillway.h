@@ -67,6 +67,7 @@ extern "C" {
 #define SPILLWAY_ERR_NOT_IMPLEMENTED (-501) /* ack=replicated without a replicated backend */
 #define SPILLWAY_ERR_OVERLOADED (-503)      /* retried by the producer */
 #define SPILLWAY_ERR_DISK (-507)            /* disk limit or disk failure */
+#define SPILLWAY_ERR_TLS (-1000)            /* TLS: the CA file did not load, or the handshake failed */
 
 /* A static sentence for any error this library returns. */
 const char *spillway_errstr(int err);
@@ -117,6 +118,10 @@ typedef struct spillway_producer_config {
     const char *token;            /* bearer token sent (AUTH) first on every connection; NULL or "": none.
                                      Copied by spillway_producer_new. Without a valid one, a server with tokens
                                      fails the records with SPILLWAY_ERR_UNAUTHORIZED (or SPILLWAY_ERR_FORBIDDEN) */
+    const char *tls_ca_file;      /* non-NULL: every connection speaks TLS (1.2 or later), the server's certificate
+                                     verified against this PEM file of CA certificates ("": the system's) and its
+                                     name against the host of the address; copied. A server that fails the check
+                                     is not written to (its records time out). NULL: plain TCP (default) */
     int stop_on_error;            /* 1: the first record that fails (an error answer, a delivery timeout)
                                      stops the producer: every record not yet written to a server fails
                                      with SPILLWAY_ERR_CANCELED and spillway_producer_send returns SPILLWAY_ERR_CANCELED,
@@ -179,6 +184,12 @@ typedef struct spillway_client spillway_client;
  * timeout_ms). Returns 0 or -errno / SPILLWAY_ERR_* (SPILLWAY_ERR_INVALID: a bad
  * address, or a name that does not resolve). */
 int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out);
+/* The same over TLS (1.2 or later): the server's certificate is verified
+ * against ca_file (PEM CA certificates; NULL or "": the system's) and its
+ * name against the host of server; the handshake is bounded by timeout_ms.
+ * SPILLWAY_ERR_TLS: the CA file did not load or the handshake failed (a
+ * certificate that does not verify, a server without TLS). */
+int spillway_client_connect_tls(const char *server, uint32_t timeout_ms, const char *ca_file, spillway_client **out);
 void spillway_client_close(spillway_client *c);
 /* Authenticates the connection with a bearer token (the AUTH request,
  * docs/protocol.md); later calls on c run as its tenant. Returns 0, or

@@ -15,6 +15,8 @@ pkgs+=(librocksdb-dev rocksdb-tools)
 pkgs+=(prometheus systemd)
 # the Kafka listener decompresses gzip and snappy batches; its tests run kcat
 pkgs+=(zlib1g-dev libsnappy-dev kcat)
+# TLS (libssl); the openssl command makes the TLS tests' certificates
+pkgs+=(libssl-dev openssl)
 pkgs+=("$@")
 
 missing=()

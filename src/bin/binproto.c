@@ -346,7 +346,7 @@ static void conn_read(bconn *c)
             }
         }
         size_t room = c->in.cap - c->in.len;
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, room < READ_CHUNK ? room : READ_CHUNK, 0);
+        ssize_t n = spw_netconn_recv(&c->nc, c->in.p + c->in.len, room < READ_CHUNK ? room : READ_CHUNK);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -461,7 +461,8 @@ int spw_bin_start(const spw_bin_config *cfg, spw_svc *svc, spw_bin_server **out)
     s->svc = svc;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers,
-                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms,
+                            .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &bin_proto, &nc, s);
     if (r < 0) {
         spw_free(s);

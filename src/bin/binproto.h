@@ -40,6 +40,7 @@ typedef struct spw_bin_config {
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
     struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
     uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
+    struct spw_tls *tls;           /* NULL: plain TCP; else TLS, handshake within request_timeout_ms (net/tls.h) */
 } spw_bin_config;
 
 /* Binds and starts the loops. svc must outlive the server. 0 or -errno. */

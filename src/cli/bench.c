@@ -186,10 +186,16 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
     spw_httpc h;
     spw_httpc_init(&h, c->http_host, c->http_port);
     spw_httpc_set_token(&h, c->token);
+    h.tls = c->http_tls;
+    if (c->cacert)
+        snprintf(h.cacert, sizeof h.cacert, "%s", c->cacert);
     spw_httpc_resp r;
     int st = spw_httpc_request(&h, method, path, "application/json", "Connection: close\r\n", json,
                                json ? strlen(json) : 0, 10000, &r);
-    snprintf(out, outcap, "%.*s", st < 0 ? 0 : (int)r.body_len, st < 0 ? "" : r.body);
+    if (st < 0) /* why, for the message */
+        snprintf(out, outcap, "%s", h.tls_err[0] ? h.tls_err : strerror(errno));
+    else
+        snprintf(out, outcap, "%.*s", (int)r.body_len, r.body);
     spw_httpc_close(&h);
     return st;
 }
@@ -241,7 +247,10 @@ static void bench_help(FILE *f)
           "                       counted by reason but are not errors (exit 0 if nothing else\n"
           "                       failed)\n"
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
-          "                       it needs produce on the stream, and admin to create it\n", SPW_HELP_WIDTH);
+          "                       it needs produce on the stream, and admin to create it\n"
+          "  --cacert FILE        bin: speak TLS to a server with TLS, verifying its certificate\n"
+          "                       against FILE (PEM CA certificates); --http then takes\n"
+          "                       https://HOST:PORT (http load stays plain HTTP)\n", SPW_HELP_WIDTH);
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -514,9 +523,17 @@ int spw_cmd_bench(int argc, char **argv)
             server_set = 1;
         } else if (strcmp(a, "--token") == 0) {
             token_opt = v;
+        } else if (strcmp(a, "--cacert") == 0) {
+            if (access(v, R_OK) != 0) {
+                fprintf(stderr, "spillway bench: --cacert %s: %s\n", v, strerror(errno));
+                return 2;
+            }
+            c.cacert = v;
         } else if (strcmp(a, "--http") == 0) {
-            if (spw_httpc_parse_server(v, c.http_host, sizeof c.http_host, c.http_port, sizeof c.http_port)) {
-                fprintf(stderr, "spillway bench: --http takes HOST:PORT or http://HOST:PORT, not '%s'\n", v);
+            if (spw_httpc_parse_server_tls(v, c.http_host, sizeof c.http_host, c.http_port, sizeof c.http_port,
+                                           &c.http_tls)) {
+                fprintf(stderr, "spillway bench: --http takes HOST:PORT, http://HOST:PORT or https://HOST:PORT, "
+                                "not '%s'\n", v);
                 return 2;
             }
             http_set = 1;
@@ -615,6 +632,14 @@ int spw_cmd_bench(int argc, char **argv)
     }
     if (c.bin && !server_set)
         snprintf(c.port, sizeof c.port, "7701");
+    if (c.cacert && !c.bin) {
+        fprintf(stderr, "spillway bench: --cacert is for --protocol bin (the http load is plain HTTP)\n");
+        return 2;
+    }
+    if (c.http_tls && !c.cacert) {
+        fprintf(stderr, "spillway bench: --http https://... needs --cacert FILE\n");
+        return 2;
+    }
     if (!c.bin) {
         memcpy(c.http_host, c.host, sizeof c.host);
         memcpy(c.http_port, c.port, sizeof c.port);
@@ -630,8 +655,8 @@ int spw_cmd_bench(int argc, char **argv)
     if (st == 403 && simple_request(&c, "GET", path, NULL, out + 512, sizeof out - 512) == 200)
         st = 200;
     if (st < 0) {
-        fprintf(stderr, "spillway bench: cannot reach %s:%s%s\n", c.http_host, c.http_port,
-                c.bin ? " (HTTP, to create the stream: --http)" : "");
+        fprintf(stderr, "spillway bench: cannot reach %s:%s%s: %s\n", c.http_host, c.http_port,
+                c.bin ? " (HTTP, to create the stream: --http)" : "", out);
         return 1;
     }
     if (st != 200 && st != 201 && st != 409) {
@@ -647,7 +672,8 @@ int spw_cmd_bench(int argc, char **argv)
         snprintf(server, sizeof server, "%s:%s", c.host, c.port);
         spillway_client *mc = NULL;
         spillway_metadata *md = NULL;
-        int r = spillway_client_connect(server, 10000, &mc);
+        int r = c.cacert ? spillway_client_connect_tls(server, 10000, c.cacert, &mc)
+                         : spillway_client_connect(server, 10000, &mc);
         if (!r && c.token)
             r = spillway_client_auth(mc, c.token);
         if (!r)

@@ -78,6 +78,7 @@ void *spw__bench_bin_client_main(void *arg)
     pc.on_delivery = bin_delivered;
     pc.opaque = cl;
     pc.token = c->token;
+    pc.tls_ca_file = c->cacert;
     char server[300];
     snprintf(server, sizeof server, "%s:%s", c->host, c->port);
     spillway_producer *p = NULL;

@@ -47,6 +47,8 @@ typedef struct bench_cfg {
     uint32_t partitions; /* for a stream bench creates; 0 = the server's default */
     double rate;         /* events/s in total; 0 = as fast as answers come */
     const char *token;   /* bearer token (--token, $SPILLWAY_TOKEN) or NULL */
+    const char *cacert;  /* --protocol bin: TLS verified against this CA file (--cacert); NULL: plain */
+    int http_tls;        /* --http https://...: the stream's creation over HTTPS */
     double duration;     /* --duration seconds; 0 = --events decides */
     uint32_t inflight;   /* --inflight: open loop with at most this many requests in flight; 0 = closed loop */
     uint8_t prios[SPW_BENCH_MAX_PRIOS]; /* --priorities, request i gets prios[i % nprios] */

@@ -49,11 +49,22 @@ int spw__cli_server(const char *cmd, const char *server, spw_httpc *c)
         if (!server || !server[0])
             server = SPW_CLI_DEFAULT_SERVER;
     }
-    if (spw_httpc_parse_server(server, host, sizeof host, port, sizeof port)) {
-        fprintf(stderr, "spillway %s: %s takes HOST:PORT or http://HOST:PORT, not '%s'\n", cmd, from, server);
+    int tls;
+    if (spw_httpc_parse_server_tls(server, host, sizeof host, port, sizeof port, &tls)) {
+        fprintf(stderr, "spillway %s: %s takes HOST:PORT, http://HOST:PORT or https://HOST:PORT, not '%s'\n", cmd,
+                from, server);
         return 2;
     }
     spw_httpc_init(c, host, port);
+    c->tls = tls;
+    const char *ca = getenv("SPILLWAY_CACERT"); /* --cacert sets it (cli/main.c) */
+    if (ca && ca[0]) {
+        if (strlen(ca) >= sizeof c->cacert) {
+            fprintf(stderr, "spillway %s: the CA file name is too long\n", cmd);
+            return 2;
+        }
+        snprintf(c->cacert, sizeof c->cacert, "%s", ca);
+    }
     return 0;
 }
 
@@ -83,7 +94,12 @@ int spw__cli_stream_name_ok(const char *s)
 
 void spw__cli_conn_error(const char *cmd, const spw_httpc *c)
 {
-    fprintf(stderr, "spillway %s: cannot reach the server at %s:%s: %s\n", cmd, c->host, c->port, strerror(errno));
+    if (c->tls && c->tls_err[0])
+        fprintf(stderr, "spillway %s: cannot reach the server at https://%s:%s: %s\n", cmd, c->host, c->port,
+                c->tls_err);
+    else
+        fprintf(stderr, "spillway %s: cannot reach the server at %s:%s: %s\n", cmd, c->host, c->port,
+                strerror(errno));
 }
 
 int spw__cli_parse(const char *p, size_t n, spw_json_span *out)

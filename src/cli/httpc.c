@@ -12,14 +12,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
 /* A response body larger than this is refused rather than buffered. */
 #define HTTPC_BODY_MAX ((size_t)1 << 30)
 
-int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *port, size_t port_cap)
+int spw_httpc_parse_server_tls(const char *s, char *host, size_t host_cap, char *port, size_t port_cap, int *tls)
 {
-    if (strncasecmp(s, "https://", 8) == 0)
-        return -1;
-    if (strncasecmp(s, "http://", 7) == 0)
+    *tls = strncasecmp(s, "https://", 8) == 0;
+    if (*tls)
+        s += 8;
+    else if (strncasecmp(s, "http://", 7) == 0)
         s += 7;
     size_t n = strcspn(s, "/");
     if (s[n] == '/' && s[n + 1] != 0)
@@ -51,6 +59,14 @@ int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *por
     return 0;
 }
 
+int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *port, size_t port_cap)
+{
+    int tls;
+    if (strncasecmp(s, "https://", 8) == 0)
+        return -1;
+    return spw_httpc_parse_server_tls(s, host, host_cap, port, port_cap, &tls);
+}
+
 void spw_httpc_init(spw_httpc *c, const char *host, const char *port)
 {
     memset(c, 0, sizeof *c);
@@ -75,13 +91,139 @@ int spw_httpc_set_token(spw_httpc *c, const char *token)
     return 0;
 }
 
-void spw_httpc_close(spw_httpc *c)
+/* Closes the connection (and its session); the buffer stays. */
+static void hang_up(spw_httpc *c)
 {
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+}
+
+void spw_httpc_close(spw_httpc *c)
+{
+    hang_up(c);
+    if (c->ctx)
+        SSL_CTX_free(c->ctx);
+    c->ctx = NULL;
     spw_buf_fini(&c->in);
     c->consumed = 0;
+}
+
+/* OpenSSL's first error into c->tls_err after what. */
+static void tls_fail(spw_httpc *c, const char *what, long verify)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (verify != X509_V_OK)
+        snprintf(buf, sizeof buf, "certificate verify failed: %s", X509_verify_cert_error_string(verify));
+    else if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    else
+        snprintf(buf, sizeof buf, "the server closed the connection (is it speaking TLS?)");
+    ERR_clear_error();
+    snprintf(c->tls_err, sizeof c->tls_err, "%s: %s", what, buf);
+}
+
+/* The TLS handshake on the connected fd (blocking, bounded by the
+ * socket's receive timeout). 0, or -1 (errno EPROTO, c->tls_err). */
+static int tls_start(spw_httpc *c, int fd)
+{
+    ERR_clear_error();
+    if (!c->ctx) {
+        c->ctx = SSL_CTX_new(TLS_client_method());
+        if (!c->ctx) {
+            tls_fail(c, "TLS", X509_V_OK);
+            return errno = EPROTO, -1;
+        }
+        SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(c->ctx, SSL_MODE_AUTO_RETRY);
+        int ok = c->cacert[0] ? SSL_CTX_load_verify_locations(c->ctx, c->cacert, NULL)
+                              : SSL_CTX_set_default_verify_paths(c->ctx);
+        if (ok != 1) {
+            char what[1200];
+            snprintf(what, sizeof what, "CA file %s", c->cacert[0] ? c->cacert : "(the system's)");
+            tls_fail(c, what, X509_V_OK);
+            SSL_CTX_free(c->ctx);
+            c->ctx = NULL;
+            return errno = EPROTO, -1;
+        }
+    }
+    c->ssl = SSL_new(c->ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+        tls_fail(c, "TLS", X509_V_OK);
+        return errno = EPROTO, -1;
+    }
+    /* The name checked: the host as given (an IP literal as an address). */
+    struct in_addr a;
+    if (inet_pton(AF_INET, c->host, &a) == 1) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host);
+    } else {
+        SSL_set_tlsext_host_name(c->ssl, c->host);
+        SSL_set1_host(c->ssl, c->host);
+    }
+    if (SSL_connect(c->ssl) != 1) {
+        tls_fail(c, "TLS handshake", SSL_get_verify_result(c->ssl));
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        return errno = EPROTO, -1;
+    }
+    return 0;
+}
+
+/* recv/send over the connection, through its session with TLS. */
+static ssize_t io_recv(spw_httpc *c, void *p, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, p, n, 0);
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    if (e == SSL_ERROR_SYSCALL && errno == 0)
+        return 0; /* EOF without close_notify: the framing says if it was cut */
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        errno = EAGAIN; /* the receive timeout */
+    else if (e != SSL_ERROR_SYSCALL)
+        errno = ECONNRESET;
+    ERR_clear_error();
+    return -1;
+}
+
+static ssize_t io_send(spw_httpc *c, const void *p, size_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    /* SSL_write writes with write(2), not send(MSG_NOSIGNAL): SIGPIPE is
+     * blocked around it and one it raised is taken back (a closed
+     * connection is an error here, not the end of the process). */
+    sigset_t pipe, old;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    int we = errno;
+    if (r <= 0 && we == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0};
+        sigtimedwait(&pipe, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = we;
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e != SSL_ERROR_SYSCALL || errno == 0)
+        errno = ECONNRESET;
+    ERR_clear_error();
+    return -1;
 }
 
 static int dial(spw_httpc *c)
@@ -115,14 +257,24 @@ static int dial(spw_httpc *c)
         struct timeval tv = {.tv_sec = c->timeout_s};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
+    if (c->tls) {
+        /* The handshake's writes bounded like its reads. */
+        struct timeval tv = {.tv_sec = c->timeout_s > 0 ? c->timeout_s : 60};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (tls_start(c, fd)) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -2; /* not worth trying again */
+        }
+    }
     return fd;
 }
 
 int spw_httpc_connect(spw_httpc *c, int wait_ms)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    hang_up(c);
+    c->tls_err[0] = 0;
     c->in.len = 0;
     c->consumed = 0;
     for (int waited = 0;; waited += 100) {
@@ -131,7 +283,7 @@ int spw_httpc_connect(spw_httpc *c, int wait_ms)
             c->fd = fd;
             return 0;
         }
-        if (waited >= wait_ms)
+        if (fd == -2 || waited >= wait_ms)
             return -1;
         int e = errno;
         usleep(100000);
@@ -143,7 +295,7 @@ int spw_httpc_send(spw_httpc *c, const void *p, size_t n)
 {
     const char *s = p;
     while (n) {
-        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        ssize_t w = io_send(c, s, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -337,7 +489,7 @@ int spw_httpc_read(spw_httpc *c, spw_httpc_resp *r)
         int st = spw_httpc_parse(c, eof, r);
         if (st != 0)
             return st;
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        ssize_t n = io_recv(c, c->in.p + c->in.len, c->in.cap - c->in.len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -383,16 +535,12 @@ int spw_httpc_request(spw_httpc *c, const char *method, const char *target, cons
         if (spw_httpc_send(c, head, (size_t)hn) == 0 && (!body_len || spw_httpc_send(c, body, body_len) == 0))
             st = spw_httpc_read(c, r);
         if (st >= 0) {
-            if (r->close) {
-                /* Keep the answer readable; the next request reconnects. */
-                close(c->fd);
-                c->fd = -1;
-            }
+            if (r->close)
+                hang_up(c); /* the answer stays readable; the next request reconnects */
             return st;
         }
         int e = errno;
-        close(c->fd);
-        c->fd = -1;
+        hang_up(c);
         c->in.len = 0;
         c->consumed = 0;
         errno = e;

@@ -9,6 +9,14 @@
  *
  * Errors: functions return -1 with errno set (ECONNRESET when the peer
  * closed the connection early, EPROTO for a response that is not HTTP/1.x).
+ *
+ * HTTPS (an https:// server address, c->tls): each connection runs a TLS
+ * handshake (1.2 or later) after connecting, verifying the server's
+ * certificate against c->cacert (a PEM file of CA certificates; "" = the
+ * system's) and its name against c->host; a failed handshake sets errno
+ * EPROTO and the reason in c->tls_err. Reads and writes then go through
+ * the session. The non-blocking callers that use c->fd themselves (bench)
+ * take plain HTTP only.
  */
 #ifndef SPW_HTTPC_H
 #define SPW_HTTPC_H
@@ -27,6 +35,11 @@ typedef struct spw_httpc {
     spw_buf in;      /* bytes received, starting with the current response */
     size_t consumed; /* bytes of in that belong to the last response read */
     char auth[SPW_HTTPC_TOKEN_MAX + 32]; /* "Authorization: Bearer T\r\n" sent with every request, or "" */
+    int tls;             /* https: TLS on every connection */
+    char cacert[1024];   /* CA file verifying the server ("" = the system's CAs) */
+    char tls_err[512];   /* why the last handshake failed */
+    struct ssl_ctx_st *ctx; /* made at the first TLS connection, freed by spw_httpc_close */
+    struct ssl_st *ssl;     /* the connection's session */
 } spw_httpc;
 
 /* One response. Every pointer points into the client's buffer and stays
@@ -43,9 +56,11 @@ typedef struct spw_httpc_resp {
 /*
  * Splits "HOST:PORT", "HOST" (port 7700), "http://HOST[:PORT][/]" into host
  * and port. Returns 0, or -1 if the text is not one of those (https is not
- * supported: -1).
+ * taken here: -1).
  */
 int spw_httpc_parse_server(const char *s, char *host, size_t host_cap, char *port, size_t port_cap);
+/* The same, also taking "https://HOST[:PORT][/]" (*tls then 1, else 0). */
+int spw_httpc_parse_server_tls(const char *s, char *host, size_t host_cap, char *port, size_t port_cap, int *tls);
 
 /* Sets up c for host:port (copied) without connecting. */
 void spw_httpc_init(spw_httpc *c, const char *host, const char *port);

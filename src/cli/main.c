@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <stdlib.h>
 
@@ -46,7 +47,9 @@ static void usage(FILE *f)
                    "Client commands (produce, consume, stream, view, bench, top) take --server HOST:PORT\n"
                    "or http://HOST:PORT (default $SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
                    "--token T (a bearer token for a server with a tokens file; default\n"
-                   "$SPILLWAY_TOKEN). Options are --name VALUE or --name=VALUE. Sizes take\n"
+                   "$SPILLWAY_TOKEN). produce, consume, stream, view and top also take\n"
+                   "https://HOST:PORT (a server with TLS) and --cacert FILE (the CA certificates\n"
+                   "that verify it; default $SPILLWAY_CACERT, else the system's). Options are --name VALUE or --name=VALUE. Sizes take\n"
                    "B/KiB/MiB/GiB, durations ms/s/m/h. Run 'spillway <command> --help' for a\n"
                    "command's options.\n",
                    SPW_HELP_WIDTH);
@@ -267,6 +270,38 @@ static int cmd_dump(int argc, char **argv)
     return r ? 1 : 0;
 }
 
+/* --cacert FILE (or --cacert=FILE) of a client command: taken out of
+ * argv into $SPILLWAY_CACERT, which spw__cli_server reads. 0 or 2. */
+static int take_cacert(int *argc, char **argv)
+{
+    for (int i = 2; i < *argc; i++) {
+        const char *v = NULL;
+        int n = 0;
+        if (strcmp(argv[i], "--cacert") == 0) {
+            if (i + 1 >= *argc) {
+                fprintf(stderr, "spillway %s: --cacert needs a value\n", argv[1]);
+                return 2;
+            }
+            v = argv[i + 1];
+            n = 2;
+        } else if (strncmp(argv[i], "--cacert=", 9) == 0) {
+            v = argv[i] + 9;
+            n = 1;
+        } else {
+            continue;
+        }
+        if (access(v, R_OK) != 0) {
+            fprintf(stderr, "spillway %s: --cacert %s: %s\n", argv[1], v, strerror(errno));
+            return 2;
+        }
+        setenv("SPILLWAY_CACERT", v, 1);
+        memmove(argv + i, argv + i + n, (size_t)(*argc - i - n + 1) * sizeof *argv);
+        *argc -= n;
+        i--;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -284,6 +319,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "produce") == 0 || strcmp(cmd, "consume") == 0 || strcmp(cmd, "stream") == 0 ||
+        strcmp(cmd, "view") == 0 || strcmp(cmd, "top") == 0) {
+        int r = take_cacert(&argc, argv);
+        if (r)
+            return r;
+    }
     if (strcmp(cmd, "produce") == 0)
         return spw_cmd_produce(argc - 1, argv + 1);
     if (strcmp(cmd, "consume") == 0)

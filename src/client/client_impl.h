@@ -10,6 +10,8 @@
 #define SPW_CLIENT_IMPL_H
 
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/types.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -126,6 +128,8 @@ typedef struct server {
     size_t out_off;
     spw_buf in;
     uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
+    void *ssl;        /* the TLS session (tls_ca_file set), else NULL */
+    short tls_hs;     /* handshake under way: the poll events it waits for */
 } server;
 
 struct spillway_producer {
@@ -149,6 +153,8 @@ struct spillway_producer {
     int stopped; /* stop_on_error: a batch failed, nothing more is written */
     _Atomic uint64_t reconnects;
     batch *done_head; /* finished batches, callbacks pending (I/O thread) */
+    void *tls_ctx;    /* cfg.tls_ca_file set: every connection speaks TLS */
+    char *tls_ca_file;
 };
 
 /* A finished batch carries its results until its callbacks run. */
@@ -176,6 +182,22 @@ int spw__client_parse_hostport(const char *s, size_t n, char *name, size_t namec
  * their lengths into lens. Returns how many (>= 1), or SPILLWAY_ERR_INVALID
  * when the name does not resolve. Blocks while the resolver works. */
 int spw__client_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *lens);
+
+/* tls_client.c: TLS of both clients (OpenSSL; void * keeps its headers
+ * out of the others). A context verifying against ca_file ("" or NULL: the
+ * system's CAs), NULL if it cannot load; a session over fd checking the
+ * certificate's name against host (an IPv4 literal as an address), NULL on
+ * failure. handshake: 0 done, POLLIN/POLLOUT to wait for, -1 failed.
+ * send/recv: like send(2)/recv(2) (EAGAIN: wait; a peer that closed: 0
+ * from recv); send never raises SIGPIPE. */
+void *spw__client_tls_ctx(const char *ca_file);
+void spw__client_tls_ctx_free(void *ctx);
+void *spw__client_tls_session(void *ctx, int fd, const char *host);
+void spw__client_tls_free(void *ssl);
+int spw__client_tls_handshake(void *ssl);
+ssize_t spw__client_tls_send(void *ssl, const void *p, size_t n);
+ssize_t spw__client_tls_recv(void *ssl, void *p, size_t n);
+int spw__client_tls_pending(void *ssl);
 
 /* producer.c */
 uint64_t spw__producer_random_id(void *old); /* never 0, never *(uint64_t *)old */

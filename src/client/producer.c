@@ -280,6 +280,20 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
     }
     p->token_len = tl;
     cfg.token = p->token;
+    if (cfg.tls_ca_file) {
+        if (!(p->tls_ca_file = strdup(cfg.tls_ca_file))) {
+            free(p->token);
+            free(p);
+            return SPILLWAY_ERR_NOMEM;
+        }
+        cfg.tls_ca_file = p->tls_ca_file;
+        if (!(p->tls_ctx = spw__client_tls_ctx(cfg.tls_ca_file))) {
+            free(p->tls_ca_file);
+            free(p->token);
+            free(p);
+            return SPILLWAY_ERR_TLS;
+        }
+    }
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);
@@ -288,6 +302,8 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
         free(p->servers);
         spw_ring_free(&p->ring);
         free(p->token);
+        spw__client_tls_ctx_free(p->tls_ctx);
+        free(p->tls_ca_file);
         free(p);
         return SPILLWAY_ERR_NOMEM;
     }
@@ -306,6 +322,8 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
         free(p->servers);
         spw_ring_free(&p->ring);
         free(p->token);
+        spw__client_tls_ctx_free(p->tls_ctx);
+        free(p->tls_ca_file);
         free(p);
         return SPILLWAY_ERR_NOMEM;
     }
@@ -478,6 +496,9 @@ void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
         q_prepend_all(&s->queue, &s->inflight);
         while ((b = q_pop(&s->queue)))
             spw__producer_finish(p, &done, b, SPILLWAY_ERR_CANCELED, NULL, NULL);
+        if (s->ssl)
+            spw__client_tls_free(s->ssl);
+        s->ssl = NULL;
         if (s->fd >= 0)
             close(s->fd);
         spw_buf_fini(&s->out);
@@ -492,6 +513,8 @@ void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
     free(p->servers);
     spw_ring_free(&p->ring);
     free(p->token);
+    spw__client_tls_ctx_free(p->tls_ctx);
+    free(p->tls_ca_file);
     free(p);
 }
 

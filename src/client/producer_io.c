@@ -39,8 +39,18 @@
 
 /* ---- I/O thread ---- */
 
+/* The connection's TLS session, if any, goes with its socket. */
+static void tls_drop(server *s)
+{
+    if (s->ssl)
+        spw__client_tls_free(s->ssl);
+    s->ssl = NULL;
+    s->tls_hs = 0;
+}
+
 static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 {
+    tls_drop(s);
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -81,10 +91,43 @@ static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 
 static void srv_connect(spillway_producer *p, server *s, uint64_t now);
 
+/* A step of the TLS handshake (the connection stays "connecting" until it
+ * is done, under the same connect timeout). */
+static void srv_tls_step(spillway_producer *p, server *s, uint64_t now)
+{
+    int w = spw__client_tls_handshake(s->ssl);
+    if (w == 0) {
+        s->tls_hs = 0;
+        srv_connected(p, s, now);
+    } else if (w < 0) {
+        /* A certificate that does not verify, or no TLS there: like a
+         * refused connection (a backoff; records time out meanwhile). */
+        srv_disconnect(p, s, now);
+    } else {
+        s->tls_hs = (short)w;
+    }
+}
+
+/* The TCP connection is up: the handshake first with TLS. */
+static void srv_tcp_up(spillway_producer *p, server *s, uint64_t now)
+{
+    if (!p->tls_ctx) {
+        srv_connected(p, s, now);
+        return;
+    }
+    if (!(s->ssl = spw__client_tls_session(p->tls_ctx, s->fd, s->host))) {
+        srv_disconnect(p, s, now);
+        return;
+    }
+    s->connecting = 1; /* until the handshake is done */
+    srv_tls_step(p, s, now);
+}
+
 /* The connect to addrs[ai] failed: the next address of the round, or,
  * after the last, a backoff (the next round resolves the name again). */
 static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now)
 {
+    tls_drop(s);
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -123,7 +166,7 @@ static void srv_connect(spillway_producer *p, server *s, uint64_t now)
     s->fd = fd;
     s->connect_started_ms = now;
     if (connect(fd, (const struct sockaddr *)a, s->alens[s->ai]) == 0) {
-        srv_connected(p, s, now);
+        srv_tcp_up(p, s, now);
     } else if (errno == EINPROGRESS) {
         s->connecting = 1;
     } else {
@@ -163,7 +206,8 @@ static void srv_fill(spillway_producer *p, server *s, uint64_t now)
 static void srv_write(spillway_producer *p, server *s, uint64_t now)
 {
     while (s->out_off < s->out.len) {
-        ssize_t w = send(s->fd, s->out.p + s->out_off, s->out.len - s->out_off, MSG_NOSIGNAL);
+        ssize_t w = s->ssl ? spw__client_tls_send(s->ssl, s->out.p + s->out_off, s->out.len - s->out_off)
+                           : send(s->fd, s->out.p + s->out_off, s->out.len - s->out_off, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -265,7 +309,8 @@ static void srv_read(spillway_producer *p, server *s, done_item **done, uint64_t
             srv_disconnect(p, s, now);
             return;
         }
-        ssize_t n = recv(s->fd, s->in.p + s->in.len, READ_CHUNK, 0);
+        ssize_t n = s->ssl ? spw__client_tls_recv(s->ssl, s->in.p + s->in.len, READ_CHUNK)
+                           : recv(s->fd, s->in.p + s->in.len, READ_CHUNK, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -295,7 +340,7 @@ static void srv_read(spillway_producer *p, server *s, done_item **done, uint64_t
         }
         memmove(s->in.p, s->in.p + off, s->in.len - off);
         s->in.len -= off;
-        if ((size_t)n < READ_CHUNK)
+        if ((size_t)n < READ_CHUNK && !(s->ssl && spw__client_tls_pending(s->ssl)))
             break;
     }
 }
@@ -363,7 +408,7 @@ void *spw__producer_main(void *arg)
             server *s = &p->servers[i];
             if (s->fd < 0)
                 continue;
-            short ev = s->connecting ? POLLOUT : POLLIN;
+            short ev = s->tls_hs ? s->tls_hs : s->connecting ? POLLOUT : POLLIN;
             if (!s->connecting && s->out_off < s->out.len)
                 ev |= POLLOUT;
             pfd[n] = (struct pollfd){.fd = s->fd, .events = ev};
@@ -384,6 +429,10 @@ void *spw__producer_main(void *arg)
             server *s = &p->servers[map[k]];
             if (s->fd != pfd[k].fd || !pfd[k].revents)
                 continue;
+            if (s->tls_hs) {
+                srv_tls_step(p, s, now);
+                continue;
+            }
             if (s->connecting) {
                 int err = 0;
                 socklen_t el = sizeof err;
@@ -392,7 +441,7 @@ void *spw__producer_main(void *arg)
                     srv_connect_failed(p, s, now);
                     continue;
                 }
-                srv_connected(p, s, now);
+                srv_tcp_up(p, s, now);
                 continue;
             }
             if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR))

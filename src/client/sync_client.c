@@ -44,6 +44,7 @@ _Static_assert((int)SPILLWAY_EXPECT_VERSION_ANY == (int)SPW_EXPECT_ANY && (int)S
 
 struct spillway_client {
     int fd;
+    void *tls_ctx, *ssl; /* spillway_client_connect_tls, else NULL */
     uint32_t timeout_ms;
     uint64_t next_id;
     char last_error[1100];
@@ -93,7 +94,30 @@ static int connect_one(const struct sockaddr_storage *a, socklen_t len, uint32_t
     return fd;
 }
 
-int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
+/* The TLS handshake on the connected fd, within timeout_ms. 0 or
+ * SPILLWAY_ERR_TLS / SPILLWAY_ERR_TIMEOUT. */
+static int tls_start(spillway_client *c, const char *host, const char *ca_file, uint32_t timeout_ms)
+{
+    if (!(c->tls_ctx = spw__client_tls_ctx(ca_file)) || !(c->ssl = spw__client_tls_session(c->tls_ctx, c->fd, host)))
+        return SPILLWAY_ERR_TLS;
+    uint64_t deadline = spw_mono_ms() + (timeout_ms ? timeout_ms : 30000);
+    for (;;) {
+        int w = spw__client_tls_handshake(c->ssl);
+        if (w == 0)
+            return 0;
+        if (w < 0)
+            return SPILLWAY_ERR_TLS;
+        uint64_t now = spw_mono_ms();
+        if (now >= deadline)
+            return SPILLWAY_ERR_TIMEOUT;
+        struct pollfd pf = {.fd = c->fd, .events = (short)w};
+        if (poll(&pf, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static int client_connect(const char *server, uint32_t timeout_ms, int tls, const char *ca_file,
+                          spillway_client **out)
 {
     char name[300], host[SPW_CLIENT_HOST_MAX + 1];
     uint16_t port;
@@ -119,14 +143,35 @@ int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_cl
     c->fd = fd;
     c->timeout_ms = timeout_ms ? timeout_ms : 30000;
     c->next_id = 1;
+    if (tls) {
+        int r = tls_start(c, host, ca_file, timeout_ms);
+        if (r) {
+            spillway_client_close(c);
+            return r;
+        }
+    }
     *out = c;
     return 0;
+}
+
+int spillway_client_connect(const char *server, uint32_t timeout_ms, spillway_client **out)
+{
+    return client_connect(server, timeout_ms, 0, NULL, out);
+}
+
+int spillway_client_connect_tls(const char *server, uint32_t timeout_ms, const char *ca_file, spillway_client **out)
+{
+    return client_connect(server, timeout_ms, 1, ca_file, out);
 }
 
 void spillway_client_close(spillway_client *c)
 {
     if (!c)
         return;
+    if (c->ssl)
+        spw__client_tls_free(c->ssl);
+    if (c->tls_ctx)
+        spw__client_tls_ctx_free(c->tls_ctx);
     close(c->fd);
     free(c);
 }
@@ -199,7 +244,8 @@ static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_
     size_t off = 0;
     int r = 0;
     while (off < f.len && r == 0) {
-        ssize_t w = send(c->fd, f.p + off, f.len - off, MSG_NOSIGNAL);
+        ssize_t w = c->ssl ? spw__client_tls_send(c->ssl, f.p + off, f.len - off)
+                           : send(c->fd, f.p + off, f.len - off, MSG_NOSIGNAL);
         if (w > 0)
             off += (size_t)w;
         else if (w < 0 && errno == EAGAIN)
@@ -215,7 +261,7 @@ static int roundtrip(spillway_client *c, uint8_t op, const spw_buf *body, uint8_
     uint8_t *buf = hdr;
     spw_frame_hdr h = {0};
     while (have < need) {
-        ssize_t n = recv(c->fd, buf + have, need - have, 0);
+        ssize_t n = c->ssl ? spw__client_tls_recv(c->ssl, buf + have, need - have) : recv(c->fd, buf + have, need - have, 0);
         if (n > 0) {
             have += (size_t)n;
             if (buf == hdr && have == 16) {

@@ -809,7 +809,7 @@ static void conn_read(spw_conn *c)
             wait_for_room(c);
             return;
         }
-        ssize_t n = recv(c->fd, buf, want, 0);
+        ssize_t n = spw_netconn_recv(&c->nc, buf, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -937,7 +937,8 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     s->ctx = ctx;
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers,
-                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms};
+                            .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms,
+                            .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &http_proto, &nc, s);
     if (r < 0) {
         spw_free(s);

@@ -94,6 +94,7 @@ typedef struct spw_http_config {
      * to the handler with body_dropped set). url is the raw request
      * target. NULL: every body is kept. */
     int (*body_allowed)(void *ctx, const spw_http_req *req, const char *url);
+    struct spw_tls *tls;           /* NULL: plain TCP; else TLS, handshake within request_timeout_ms (net/tls.h) */
 } spw_http_config;
 
 typedef void (*spw_http_handler)(void *ctx, spw_http_req *req);

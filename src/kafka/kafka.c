@@ -787,7 +787,7 @@ static void conn_read(kconn *c)
             }
         }
         size_t room = c->in.cap - c->in.len;
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, room < SPW_NET_READ_CHUNK ? room : SPW_NET_READ_CHUNK, 0);
+        ssize_t n = spw_netconn_recv(&c->nc, c->in.p + c->in.len, room < SPW_NET_READ_CHUNK ? room : SPW_NET_READ_CHUNK);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -920,7 +920,8 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     atomic_store(&s->next_pid, spw_wall_ms() << 12);
     s->kg = spw__kg_new();
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
-                            .max_connections = cfg->max_connections, .buffers = cfg->buffers};
+                            .max_connections = cfg->max_connections, .buffers = cfg->buffers,
+                            .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);
     if (r < 0) {
         spw__kg_free(s->kg);

@@ -27,6 +27,7 @@ typedef struct spw_kafka_config {
     uint32_t request_timeout_ms; /* a request must arrive whole within */
     uint32_t max_pipelined;      /* requests queued per connection */
     struct spw_membudget *buffers; /* input memory of all connections; NULL: no limit */
+    struct spw_tls *tls;           /* NULL: plain TCP; else TLS, handshake within request_timeout_ms (net/tls.h) */
     int auto_create; /* Metadata naming a missing topic creates it (kafka-auto-create) */
 } spw_kafka_config;
 

@@ -59,9 +59,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "core/alloc.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "net/tls.h"
 
 uint64_t spw_net_now_ms(void) { return spw_mono_ns() / 1000000; }
 
@@ -132,10 +136,205 @@ void spw_netloop_post(spw_netloop *l, void (*fn)(void *), void *arg) { spw__loop
 
 /* ---- connections ---- */
 
+/* ---- TLS (conn.h) ---- */
+
+static _Atomic uint64_t g_tls_hs_failures; /* every listener's */
+
+uint64_t spw_net_tls_handshake_failures(void) { return atomic_load(&g_tls_hs_failures); }
+
+static void tls_hs_failed(spw_netsrv *s)
+{
+    atomic_fetch_add(&s->tls_handshake_failures, 1);
+    atomic_fetch_add(&g_tls_hs_failures, 1);
+}
+
+/* c holds decrypted input: EPOLLIN again next round (see conn.h). */
+static void tls_ready_add(spw_netconn *c)
+{
+    if (c->tls_ready)
+        return;
+    c->tls_ready = 1;
+    c->tls_next = c->nl->tls_ready;
+    c->nl->tls_ready = c;
+}
+
+static void tls_ready_remove(spw_netconn *c)
+{
+    if (!c->tls_ready)
+        return;
+    for (spw_netconn **pp = &c->nl->tls_ready; *pp; pp = &(*pp)->tls_next)
+        if (*pp == c) {
+            *pp = c->tls_next;
+            break;
+        }
+    c->tls_ready = 0;
+    c->tls_next = NULL;
+}
+
+/* The epoll mask of a TLS connection: the handshake's, or the protocol's
+ * with what the record layer needs besides. */
+static uint32_t tls_events(spw_netconn *c)
+{
+    if (c->tls_hs)
+        return c->tls_hs_ev;
+    uint32_t m = c->nl->ns->proto->events(c);
+    if ((m & EPOLLIN) && SSL_has_pending(c->ssl))
+        tls_ready_add(c);
+    return m | (c->tls_rw ? EPOLLOUT : 0) | (c->tls_wr ? EPOLLIN : 0);
+}
+
 void spw_netconn_set_events(spw_netconn *c)
 {
-    struct epoll_event ev = {.events = c->nl->ns->proto->events(c), .data.ptr = c};
+    struct epoll_event ev = {.events = c->ssl ? tls_events(c) : c->nl->ns->proto->events(c), .data.ptr = c};
     epoll_ctl(c->nl->b.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* SSL_get_error of a call that returned r: 0 done, 1 wants the socket
+ * readable, 2 writable, -1 failed (c->tls_bad: the session is unusable). */
+static int tls_result(spw_netconn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return 1;
+    case SSL_ERROR_WANT_WRITE:
+        return 2;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        c->tls_bad = 1;
+        ERR_clear_error();
+        return -1;
+    }
+}
+
+static void tls_set_rw(spw_netconn *c, int rw)
+{
+    if (c->tls_rw != rw) {
+        c->tls_rw = (uint8_t)rw;
+        spw_netconn_set_events(c);
+    }
+}
+
+static void tls_set_wr(spw_netconn *c, int wr)
+{
+    if (c->tls_wr != wr) {
+        c->tls_wr = (uint8_t)wr;
+        spw_netconn_set_events(c);
+    }
+}
+
+ssize_t spw_netconn_recv(spw_netconn *c, void *buf, size_t n)
+{
+    if (c->closed) {
+        errno = EBADF;
+        return -1;
+    }
+    if (!c->ssl)
+        return recv(c->fd, buf, n, 0);
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0) {
+        tls_set_rw(c, 0);
+        if (SSL_has_pending(c->ssl))
+            tls_ready_add(c);
+        return r;
+    }
+    switch (tls_result(c, r)) {
+    case 0:
+        return 0; /* close_notify, or an EOF (SSL_OP_IGNORE_UNEXPECTED_EOF) */
+    case 1:
+        tls_set_rw(c, 0);
+        errno = EAGAIN;
+        return -1;
+    case 2:
+        tls_set_rw(c, 1);
+        errno = EAGAIN;
+        return -1;
+    default:
+        errno = ECONNRESET;
+        return -1;
+    }
+}
+
+/* send(2) for spw_netconn_send. */
+static ssize_t tls_send(spw_netconn *c, const void *p, size_t n)
+{
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0) {
+        tls_set_wr(c, 0);
+        return r;
+    }
+    switch (tls_result(c, r)) {
+    case 1:
+        tls_set_wr(c, 1);
+        errno = EAGAIN;
+        return -1;
+    case 2:
+        tls_set_wr(c, 0);
+        errno = EAGAIN;
+        return -1;
+    default:
+        errno = ECONNRESET;
+        return -1;
+    }
+}
+
+/* The handshake step on c's events (conn.h). */
+static void tls_handshake(spw_netconn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_hs = 0;
+        c->last_active_ms = spw_net_now_ms();
+        spw_netconn_set_events(c);
+        /* The client may have sent its first request with its Finished. */
+        c->nl->ns->proto->io(c, EPOLLIN);
+        return;
+    }
+    int w = tls_result(c, r);
+    if (w == 1 || w == 2) {
+        uint8_t ev = w == 1 ? EPOLLIN : EPOLLOUT;
+        if (ev != c->tls_hs_ev) {
+            c->tls_hs_ev = ev;
+            spw_netconn_set_events(c);
+        }
+        return;
+    }
+    c->tls_bad = 1;
+    tls_hs_failed(c->nl->ns);
+    spw_netconn_close(c);
+}
+
+/* Events on a TLS connection. */
+static void tls_io(spw_netconn *c, uint32_t ev)
+{
+    if (c->tls_hs) {
+        tls_handshake(c);
+        return;
+    }
+    if (c->tls_rw && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        ev |= EPOLLIN;
+    if (c->tls_wr && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        ev |= EPOLLOUT;
+    c->nl->ns->proto->io(c, ev);
+}
+
+/* The connections holding decrypted input, once a round. */
+static void tls_ready_run(spw_netloop *l)
+{
+    spw_netconn *c = l->tls_ready;
+    l->tls_ready = NULL;
+    while (c) {
+        spw_netconn *next = c->tls_next;
+        c->tls_ready = 0;
+        c->tls_next = NULL;
+        /* A read that leaves input behind puts c back for the next round. */
+        if (!c->closed && !c->tls_hs && SSL_has_pending(c->ssl) && (l->ns->proto->events(c) & EPOLLIN))
+            l->ns->proto->io(c, EPOLLIN);
+        c = next;
+    }
 }
 
 void spw_netconn_wait_for_room(spw_netconn *c)
@@ -300,6 +499,18 @@ void spw_netconn_close(spw_netconn *c)
     c->out_wait_ms = 0;
     c->closed = 1;
     epoll_ctl(l->b.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) {
+        tls_ready_remove(c);
+        /* close_notify, best effort (the socket is non-blocking): a
+         * client then knows the end was meant. */
+        if (!c->tls_hs && !c->tls_bad) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl);
+        }
+        ERR_clear_error();
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     close(c->fd);
     /* Nothing more is read: what input held goes back at once, not when
      * the last answer lets the struct go. */
@@ -344,11 +555,14 @@ static void sweep(spw_netloop *l, int all)
 
 int spw_netconn_send(spw_netconn *c)
 {
+    if (c->closed)
+        return -1;
     uint64_t unsent = c->out.len - c->out_off;
     if (unsent > c->out_held) /* appended to out since: held from now */
         spw_netconn_out_hold(c, unsent - c->out_held);
     while (c->out_off < c->out.len) {
-        ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t w = c->ssl ? tls_send(c, c->out.p + c->out_off, c->out.len - c->out_off)
+                           : send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -424,8 +638,21 @@ static void accept_all(spw_netloop *l)
             l->conns->prev = c;
         l->conns = c;
         atomic_fetch_add(&s->accepted, 1);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        uint32_t events = EPOLLIN | EPOLLRDHUP;
+        if (s->cfg.tls) {
+            /* The client speaks first (ClientHello). */
+            c->tls_hs = 1;
+            c->tls_hs_ev = EPOLLIN;
+            events = EPOLLIN;
+            if (!(c->ssl = spw_tls_session(s->cfg.tls, fd))) {
+                c->tls_bad = 1;
+                tls_hs_failed(s);
+            }
+        }
+        struct epoll_event ev = {.events = events, .data.ptr = c};
         epoll_ctl(l->b.epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (s->cfg.tls && !c->ssl)
+            spw_netconn_close(c);
     }
 }
 
@@ -438,7 +665,13 @@ static void tick(spw_netloop *l, uint64_t now)
     spw_netconn *c = l->conns;
     while (c) {
         spw_netconn *next = c->next; /* c may close (and leave the list) */
-        if (st && c->out_wait_ms && now - c->out_wait_ms > st) {
+        if (c->tls_hs) {
+            /* Nothing of the protocol's runs before the handshake is done. */
+            if (now - c->last_active_ms > l->ns->cfg.tls_handshake_timeout_ms) {
+                tls_hs_failed(l->ns);
+                spw_netconn_close(c);
+            }
+        } else if (st && c->out_wait_ms && now - c->out_wait_ms > st) {
             /* Its client has not taken a byte of its answers for
              * send-timeout: it gives back what they hold. */
             atomic_fetch_add(&l->ns->send_timeouts, 1);
@@ -457,7 +690,7 @@ static void *loop_main(void *arg)
     struct epoll_event evs[256];
     uint64_t next_tick = spw_net_now_ms() + SPW_NET_TICK_MS;
     for (;;) {
-        int n = epoll_wait(l->b.epfd, evs, 256, SPW_NET_TICK_MS);
+        int n = epoll_wait(l->b.epfd, evs, 256, l->tls_ready ? 0 : SPW_NET_TICK_MS);
         for (int i = 0; i < n; i++) {
             void *ptr = evs[i].data.ptr;
             if (ptr == &l->b.lfd) {
@@ -472,9 +705,15 @@ static void *loop_main(void *arg)
             spw_netconn *c = ptr;
             /* Closed earlier in this round (its fd may already be another
              * connection's): a zombie, nothing to do with its events. */
-            if (!c->closed)
+            if (c->closed)
+                continue;
+            if (c->ssl)
+                tls_io(c, evs[i].events);
+            else
                 p->io(c, evs[i].events);
         }
+        if (l->tls_ready)
+            tls_ready_run(l);
         if (p->after_events)
             p->after_events(l);
         /* As soon as the budget has room, not a tick later. */
@@ -506,6 +745,8 @@ int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_
     s->cfg = *cfg;
     if (s->cfg.threads == 0)
         s->cfg.threads = 1;
+    if (s->cfg.tls_handshake_timeout_ms == 0)
+        s->cfg.tls_handshake_timeout_ms = 30000;
     s->loops = spw_xcalloc(s->cfg.threads, proto->loop_size);
     if ((r = spw__loop_bases_open(&loop_at(s, 0)->b, proto->loop_size, s->cfg.threads, &sa)) < 0) {
         spw_free(s->loops);
@@ -539,9 +780,13 @@ static void stop_accepting(void *arg)
     /* Requests already dispatched are answered; nothing new is read (what
      * was not dispatched yet goes with the connection, so the drain ends
      * even while clients keep sending). */
-    if (l->ns->proto->stop_reading)
-        for (spw_netconn *c = l->conns; c; c = c->next)
+    for (spw_netconn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->tls_hs)
+            spw_netconn_close(c); /* no request yet, none to come */
+        else if (l->ns->proto->stop_reading)
             l->ns->proto->stop_reading(c);
+    }
 }
 
 void spw_netsrv_stop_accepting(spw_netsrv *s)

@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/buf.h"
 #include "net/loop.h"
@@ -42,6 +43,8 @@
 
 struct spw_netloop;
 struct spw_netsrv;
+struct spw_tls;
+struct ssl_st;
 
 /* Every connection's fields (owned by its loop's thread). */
 #define SPW_NETCONN_FIELDS                                                                                             \
@@ -61,7 +64,15 @@ struct spw_netsrv;
     uint64_t out_held;   /* bytes of the unsent-answer budget held (answers built, not yet written) */                 \
     uint64_t out_wait_ms; /* out has unsent bytes and none was written since (0: nothing unsent) */                   \
     struct spw_netconn *prev, *next; /* the loop's conns, or its zombies (next only) */                                \
-    struct spw_netconn *wprev, *wnext; /* the loop's waiters */
+    struct spw_netconn *wprev, *wnext; /* the loop's waiters */                                                      \
+    struct ssl_st *ssl; /* TLS session (NULL: plain; see "TLS" below) */                                            \
+    uint8_t tls_hs;      /* handshake under way: the core's, the protocol sees no event */                            \
+    uint8_t tls_hs_ev;   /* the events the handshake waits for */                                                     \
+    uint8_t tls_rw;      /* the last read needs the socket writable */                                                \
+    uint8_t tls_wr;      /* the last write needs the socket readable */                                               \
+    uint8_t tls_bad;     /* a fatal TLS error: no close_notify */                                                     \
+    uint8_t tls_ready;   /* on the loop's tls_ready list */                                                           \
+    struct spw_netconn *tls_next; /* that list */
 
 typedef struct spw_netconn {
     SPW_NETCONN_FIELDS
@@ -77,7 +88,8 @@ typedef struct spw_netconn {
     int rewaking; /* in the waiters' wake-up: a wait again is not a new one */                                         \
     int stopping; /* draining: no accepting, no new request read */                                                    \
     uint64_t accept_resume_ms; /* out of fds: not accepting until then (0: accepting) */                                  \
-    uint32_t inflight; /* requests dispatched on this loop, not answered */
+    uint32_t inflight; /* requests dispatched on this loop, not answered */                                      \
+    struct spw_netconn *tls_ready; /* TLS connections with decrypted input the socket no longer signals */
 
 typedef struct spw_netloop {
     SPW_NETLOOP_FIELDS
@@ -109,6 +121,8 @@ typedef struct spw_netsrv_config {
     spw_membudget *buffers;   /* input memory of all connections; NULL: no limit */
     spw_membudget *unsent;    /* answers built and not yet written, all connections; NULL: no limit */
     uint32_t send_timeout_ms; /* close a connection whose unsent answers do not move for this long; 0: never */
+    struct spw_tls *tls;      /* NULL: plain TCP; else every connection speaks TLS (net/tls.h) */
+    uint32_t tls_handshake_timeout_ms; /* close a connection whose handshake is not done by then */
 } spw_netsrv_config;
 
 typedef struct spw_netsrv {
@@ -123,6 +137,7 @@ typedef struct spw_netsrv {
     _Atomic uint64_t fd_errors;          /* accept failed for want of an fd (EMFILE, ENFILE, ENOBUFS, ENOMEM) */
     _Atomic uint64_t last_fd_warn_ms;
     _Atomic uint64_t send_timeouts;     /* connections closed by send_timeout_ms */
+    _Atomic uint64_t tls_handshake_failures; /* TLS handshakes failed or timed out */
     _Atomic int stop;
 } spw_netsrv;
 
@@ -174,6 +189,29 @@ void spw_netloop_post(spw_netloop *l, void (*fn)(void *), void *arg);
 void spw_netconn_close(spw_netconn *c);
 /* Applies proto->events(c). */
 void spw_netconn_set_events(spw_netconn *c);
+/*
+ * TLS (cfg.tls set). The core runs the handshake of each accepted
+ * connection itself (SSL_do_handshake on the connection's events; the
+ * events it waits for are what OpenSSL asked: WANT_READ -> EPOLLIN,
+ * WANT_WRITE -> EPOLLOUT); the protocol sees no event until it is done,
+ * then one EPOLLIN. A handshake not done within tls_handshake_timeout_ms
+ * is closed, and so is one that fails (both counted in
+ * tls_handshake_failures). Then the protocol reads with spw_netconn_recv
+ * and the core writes with SSL_write: a read that needs the socket
+ * writable (WANT_WRITE) adds EPOLLOUT to the protocol's events and turns
+ * EPOLLOUT into EPOLLIN for it, a write that needs it readable the other
+ * way round. Decrypted bytes OpenSSL holds beyond what a read took are
+ * not signalled by the socket: such a connection goes on the loop's
+ * tls_ready list and gets EPOLLIN again in the next round while its
+ * protocol wants to read. Without TLS, c->ssl is NULL and recv/send are
+ * called as they are.
+ */
+/* recv(2) for a protocol: bytes read, 0 at the end of the stream, or -1
+ * with errno (EAGAIN: nothing now, EINTR, or the connection failed). */
+ssize_t spw_netconn_recv(spw_netconn *c, void *buf, size_t n);
+/* TLS handshakes failed or timed out, every listener of the process. */
+uint64_t spw_net_tls_handshake_failures(void);
+
 /* Writes c->out from out_off as far as the socket takes it: 1 all
  * written (out emptied, EPOLLOUT off), 0 the rest waits for EPOLLOUT, -1
  * the connection failed and is closed. */

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "http/http.h"
 #include "net/conn.h"
 #include "net/membudget.h"
+#include "net/tls.h"
 #include "os/os.h"
 #include "http/api.h"
 #include "svc/auth.h"
@@ -53,10 +55,15 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "a Kafka Metadata request naming a missing topic creates it as a bytes stream with the default partitions "
         "(as Kafka's auto.create.topics.enable); with tokens the login needs admin"),
     CFG("node-id", SPW_CFG_U32, node_id, "0", 0, 1023, "Snowflake node id, unique per node"),
-    CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0, "allow a non-loopback listen address without tokens"),
+    CFG("insecure", SPW_CFG_BOOL, insecure, "false", 0, 0,
+        "allow a non-loopback listen address without tokens and TLS"),
     CFG("tokens-file", SPW_CFG_STR, tokens_file, "", 0, 0,
         "JSON file of bearer tokens (docs/operations.md); with it every request but /healthz needs a token, "
-        "any listen address is allowed, SIGHUP reloads it"),
+        "SIGHUP reloads it; a non-loopback listen address needs it and TLS"),
+    CFG("tls-cert", SPW_CFG_STR, tls_cert, "", 0, 0,
+        "PEM file of the server certificate (then any intermediates); with tls-key every listener speaks TLS "
+        "(1.2 or later), SIGHUP reloads both; \"\" = plain TCP (docs/operations.md \"TLS\")"),
+    CFG("tls-key", SPW_CFG_STR, tls_key, "", 0, 0, "PEM file of the private key of tls-cert"),
     CFG("io-threads", SPW_CFG_U32, io_threads, "0", 0, 256, "I/O loops; 0 = one per core"),
     CFG("max-pending-bytes", SPW_CFG_SIZE, max_pending_bytes, "64MiB", 4096, 1ull << 40,
         "budget of accepted, not yet written bytes"),
@@ -365,24 +372,69 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
     spw_metrics_free(api->svc.metrics); /* last: every loop that served /metrics has stopped */
 }
 
+static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls);
+
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
     int kafka_on = c->listen_kafka[0] && strcmp(c->listen_kafka, "off") != 0;
     const char *addrs[3] = {c->listen, bin_on ? c->listen_bin : NULL, kafka_on ? c->listen_kafka : NULL};
-    /* Without tokens anyone who can connect may do anything: only loopback,
-     * unless the operator says the network is trusted. */
-    for (int i = 0; i < 3 && !c->tokens_file[0]; i++) {
-        if (addrs[i] && !is_loopback(addrs[i]) && !c->insecure) {
+    int tls_on = c->tls_cert[0] || c->tls_key[0];
+    if (tls_on && !(c->tls_cert[0] && c->tls_key[0])) {
+        fprintf(stderr, "spillway serve: tls-cert and tls-key go together: %s is set and %s is not\n",
+                c->tls_cert[0] ? "tls-cert" : "tls-key", c->tls_cert[0] ? "tls-key" : "tls-cert");
+        return 1;
+    }
+    /* Without tokens anyone who can connect may do anything, and without
+     * TLS the tokens and the data cross the network in clear: only
+     * loopback, unless the operator says the network is trusted. */
+    for (int i = 0; i < 3; i++) {
+        if (addrs[i] && !is_loopback(addrs[i]) && !c->insecure && (!c->tokens_file[0] || !tls_on)) {
+            const char *why = !c->tokens_file[0] && !tls_on ? "no tokens file and no TLS certificate are"
+                              : !c->tokens_file[0]         ? "no tokens file is"
+                                                           : "no TLS certificate is";
             fprintf(stderr,
-                    "spillway serve: refusing to listen on %s: it is not a loopback address and no tokens file is "
-                    "configured, so anyone who can reach it could read, write and delete every stream. Configure "
-                    "tokens with --tokens-file FILE (docs/operations.md), or start with --insecure if the network "
-                    "is trusted.\n",
-                    addrs[i]);
+                    "spillway serve: refusing to listen on %s: it is not a loopback address and %s configured, so "
+                    "anyone who can reach it could %s. A non-loopback listener needs tokens (--tokens-file FILE) "
+                    "and TLS (--tls-cert FILE --tls-key FILE); see docs/operations.md \"Security\". Start with "
+                    "--insecure only if the network is trusted.\n",
+                    addrs[i], why,
+                    !c->tokens_file[0] ? "read, write and delete every stream"
+                                       : "read the tokens and the data on the wire and reuse the tokens");
             return 1;
         }
     }
+    spw_tls *tls = NULL;
+    if (tls_on) {
+        char err[800];
+        if (spw_tls_open(c->tls_cert, c->tls_key, &tls, err, sizeof err)) {
+            fprintf(stderr, "spillway serve: TLS: %s\n", err);
+            return 1;
+        }
+        char d[500];
+        spw_tls_describe(tls, d, sizeof d);
+        spw_info("TLS on every listener (1.2 or later): %s: %s", c->tls_cert, d);
+        struct stat st;
+        if (stat(c->tls_key, &st) == 0 && (st.st_mode & 077))
+            spw_warn("tls-key %s can be read by other users (mode %03o): chmod 600 it", c->tls_key,
+                     (unsigned)(st.st_mode & 0777));
+    }
+    int r = serve(c, ready_fd, tls);
+    spw_tls_free(tls); /* every listener has stopped */
+    return r;
+}
+
+static uint64_t m_tls_hs_failures(void *arg)
+{
+    (void)arg;
+    return spw_net_tls_handshake_failures();
+}
+
+static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
+{
+    int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
+    int kafka_on = c->listen_kafka[0] && strcmp(c->listen_kafka, "off") != 0;
+    const char *addrs[3] = {c->listen, bin_on ? c->listen_bin : NULL, kafka_on ? c->listen_kafka : NULL};
     if (!(c->shed3_pct <= c->shed2_pct && c->shed2_pct <= c->high_watermark_pct &&
           c->low_watermark_pct < c->high_watermark_pct)) {
         fprintf(stderr, "spillway serve: need shed-priority-3-at <= shed-priority-2-at <= pending-high-watermark and "
@@ -412,12 +464,15 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         else
             spw_info("%u token(s) loaded from %s; requests need one", nt, c->tokens_file);
     } else {
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (addrs[i] && !is_loopback(addrs[i]))
                 spw_warn("listening on %s without tokens (--insecure): anyone who can reach it may read, write and "
                          "delete every stream",
                          addrs[i]);
     }
+    for (int i = 0; i < 3 && !tls && c->tokens_file[0]; i++)
+        if (addrs[i] && !is_loopback(addrs[i]))
+            spw_warn("listening on %s without TLS (--insecure): tokens and data cross the network in clear", addrs[i]);
     spw_server_config cur = *c; /* what runs; SIGHUP updates its rate-limit settings */
     spw_rl_limit rate_def;
     char rerr[300];
@@ -580,6 +635,11 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             spw_info("%d sink(s) defined in %s", ns, c->config);
     }
     spw_api_metrics_register(&api);
+    if (tls)
+        spw_metrics_add_u64(api.svc.metrics, "spillway_tls_handshake_failures_total",
+                            "TLS handshakes that failed (plain text, an unknown CA, a bad hello) or did not finish "
+                            "within request-timeout, every listener",
+                            SPW_METRIC_COUNTER, m_tls_hs_failures, NULL);
     spw_http_config hc = {
         .listen = c->listen,
         .threads = c->io_threads ? c->io_threads : (uint32_t)(ncpu > 0 ? ncpu : 1),
@@ -593,6 +653,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         .unsent = &unsent,
         .send_timeout_ms = (uint32_t)c->send_timeout_ms,
         .body_allowed = spw_api_body_allowed,
+        .tls = tls,
     };
     spw_http_server *http;
     if ((r = spw_http_start(&hc, spw_api_handle, &api, &http)) < 0) {
@@ -616,6 +677,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .buffers = &buffers,
             .unsent = &unsent,
             .send_timeout_ms = (uint32_t)c->send_timeout_ms,
+            .tls = tls,
         };
         if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {
             fprintf(stderr, "spillway serve: cannot listen on %s: %s%s\n", c->listen_bin, spw_strerror(r),
@@ -641,6 +703,7 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
             .request_timeout_ms = (uint32_t)c->request_timeout_ms,
             .max_pipelined = c->max_pipelined,
             .buffers = &buffers,
+            .tls = tls,
             .auto_create = c->kafka_auto_create,
         };
         if ((r = spw_kafka_start(&kc, &api.svc, &kafka)) < 0) {
@@ -657,8 +720,9 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         spw_info("Kafka protocol on %.*s:%d", (int)(strrchr(c->listen_kafka, ':') - c->listen_kafka),
                  c->listen_kafka, spw_kafka_port(kafka));
     }
-    spw_info("listening on http://%.*s:%d with %u I/O thread(s), data in %s",
-             (int)(strrchr(c->listen, ':') - c->listen), c->listen, spw_http_port(http), hc.threads, c->data);
+    spw_info("listening on %s://%.*s:%d with %u I/O thread(s), data in %s",
+             tls ? "https" : "http", (int)(strrchr(c->listen, ':') - c->listen), c->listen, spw_http_port(http),
+             hc.threads, c->data);
     {
         char d[160];
         rate_describe(&rate_def, d, sizeof d);
@@ -694,6 +758,15 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
                 spw_tokens *t = spw_auth_acquire(auth, NULL);
                 spw_info("SIGHUP: %u token(s) reloaded from %s", spw_tokens_count(t), auth->path);
                 spw_tokens_put(t);
+            }
+            if (tls) {
+                if (spw_tls_reload(tls, err, sizeof err)) {
+                    spw_error("SIGHUP: TLS: %s; the certificate loaded before stays in force", err);
+                } else {
+                    char d[500];
+                    spw_tls_describe(tls, d, sizeof d);
+                    spw_info("SIGHUP: TLS certificate reloaded from %s: %s (new connections use it)", c->tls_cert, d);
+                }
             }
             reload(&cur, api.svc.rl);
             continue;

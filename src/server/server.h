@@ -25,6 +25,8 @@ typedef struct spw_server_config {
     uint32_t node_id;
     int insecure;
     char tokens_file[1024]; /* "" = no tokens: loopback only unless insecure */
+    char tls_cert[1024];    /* PEM certificate (chain) of every listener; "" = plain TCP */
+    char tls_key[1024];     /* its PEM private key; both or neither */
     uint32_t io_threads;
     uint64_t max_pending_bytes;
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;

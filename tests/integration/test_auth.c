@@ -9,8 +9,8 @@
  *    again after the server restarts under it).
  *  - SIGHUP: a token added, a token revoked (also on a connection that
  *    authenticated before), a broken file that keeps the old table.
- *  - The loopback rule: a non-loopback address without tokens refuses to
- *    start; with --insecure or with a tokens file it starts.
+ *  - The loopback rule: a non-loopback address without tokens, or with
+ *    tokens but without TLS, refuses to start; with --insecure it starts.
  *  - A path-traversal battery on stream names over HTTP and the binary
  *    protocol: every bad name is refused and the data directory holds
  *    nothing unexpected afterwards.
@@ -646,7 +646,7 @@ static void test_loopback(const char *tmp, const char *tokens_path)
     snprintf(badf, sizeof badf, "%s/bad-tokens.json", tmp);
     write_tokens(badf, "{\"tokens\":[" E_ADMIN ",{\"token\":\"\",\"tenant\":\"zed\",\"streams\":[],"
                        "\"permissions\":[]}]}");
-    o = cli_run(BIN, "serve --data %s --listen 0.0.0.0:0 --listen-bin 127.0.0.1:0 --tokens-file %s", d, badf);
+    o = cli_run(BIN, "serve --data %s --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --tokens-file %s", d, badf);
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, badf) && strstr(o.text, "tokens[1] (tenant \"zed\")") && strstr(o.text, "empty"));
     free(o.text);
@@ -663,9 +663,16 @@ static void test_loopback(const char *tmp, const char *tokens_path)
     CHECK_EQ(r.status, 200);
     free(r.body);
     CHECK_EQ(srv_stop(&a, SIGTERM), 0);
-    /* A tokens file: starts on 0.0.0.0 without --insecure, and wants tokens. */
+    /* A tokens file without TLS: refused too (the tokens would cross the
+     * network in clear; with TLS it starts: test_tls). */
+    o = cli_run(BIN, "serve --data %s --listen 0.0.0.0:0 --listen-bin 127.0.0.1:0 --tokens-file %s", d, tokens_path);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "refusing to listen on 0.0.0.0:0") && strstr(o.text, "no TLS certificate") &&
+          strstr(o.text, "--tls-cert"));
+    free(o.text);
+    /* A tokens file and --insecure: starts on 0.0.0.0, and wants tokens. */
     const char *with_tokens[] = {"--listen", "0.0.0.0:0", "--listen-bin", "0.0.0.0:0", "--tokens-file", tokens_path,
-                                 NULL};
+                                 "--insecure", NULL};
     srv_start(&a, BIN, d, with_tokens);
     r = http_json(a.port, "GET", "/v1/status", NULL);
     CHECK_EQ(r.status, 401);

@@ -1,12 +1,15 @@
 /*
  * The `forward` sink: delivers to a stream of another Spillway node over
  * the binary protocol with the C client's producer (include/spillway.h).
- * Options: {"address":"host:port","stream":"NAME","timeout_ms":N,"token":"T"}
- * (stream defaults to the source stream's name, timeout_ms to 10000; the
- * host a name, resolved at each connect, or an IPv4 address; token, when
- * given, is sent as the binary protocol's AUTH on every connection, for a
- * node with a tokens file, and is redacted wherever the definition is
- * shown).
+ * Options: {"address":"host:port","stream":"NAME","timeout_ms":N,"token":"T",
+ * "tls_ca":"FILE"} (stream defaults to the source stream's name,
+ * timeout_ms to 10000; the host a name, resolved at each connect, or an
+ * IPv4 address; token, when given, is sent as the binary protocol's AUTH
+ * on every connection, for a node with a tokens file, and is redacted
+ * wherever the definition is shown; tls_ca, when given, makes every
+ * connection TLS, the other node's certificate verified against that PEM
+ * file of CA certificates — "system" for the system's — and its name
+ * against the address's host).
  *
  * One producer per sink, kept across writes, with one batch in flight and
  * stop_on_error, so records arrive in order: when a batch fails, nothing
@@ -47,6 +50,7 @@ typedef struct fwd {
     char address[256];
     char stream[129];
     char token[257]; /* "" = none */
+    char tls_ca[1024]; /* "" = plain TCP; "system": the system's CAs */
     uint32_t timeout_ms;
     spillway_producer *p;
     pthread_mutex_t mu;
@@ -86,6 +90,7 @@ static int make_producer(fwd *f)
     c.on_delivery = on_delivery;
     c.opaque = f;
     c.token = f->token[0] ? f->token : NULL;
+    c.tls_ca_file = !f->tls_ca[0] ? NULL : strcmp(f->tls_ca, "system") == 0 ? "" : f->tls_ca;
     spillway_producer *p = NULL;
     int r = spillway_producer_new(f->address, &c, &p);
     pthread_mutex_lock(&f->mu);
@@ -107,6 +112,10 @@ static const spw_opt fwd_opts[] = {
     {.name = "token", .type = SPW_OPT_STR, .off = offsetof(fwd, token), .size = sizeof ((fwd *)0)->token,
      .flags = SPW_OPT_EMPTY_OK, .must = "a token of at most 256 bytes",
      .help = "the bearer token sent to the other node (AUTH), when it has a tokens file"},
+    {.name = "tls_ca", .type = SPW_OPT_STR, .off = offsetof(fwd, tls_ca), .size = sizeof ((fwd *)0)->tls_ca,
+     .flags = SPW_OPT_EMPTY_OK, .must = "a file name (or \"system\")",
+     .help = "speak TLS to the other node, verifying its certificate against this PEM file of CA certificates "
+             "(\"system\": the system's) and its name against the address's host; \"\" (the default): plain TCP"},
 };
 
 static int fwd_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
@@ -126,7 +135,10 @@ static int fwd_open(const char *sink, const char *stream, const char *options, s
         bad = "options.address must be one \"host:port\"";
     /* the producer checks the address syntax (and resolves nothing yet:
      * connections are lazy), so a bad address fails here, at PUT */
-    if (!bad && make_producer(f) < 0)
+    int mr = bad ? 0 : make_producer(f);
+    if (mr == SPILLWAY_ERR_TLS)
+        bad = "options.tls_ca: the CA certificates did not load (not a readable PEM file of certificates)";
+    else if (mr < 0)
         bad = "options.address is not a valid \"host:port\" (a host name or an IPv4 address, and a port)";
     if (bad) {
         snprintf(err, cap, "%s", bad);
