@@ -326,29 +326,33 @@ spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len)
     return s;
 }
 
-/* A stream's last reference is gone: closes it (and removes its files if
- * it was deleted). */
-static void reap(void *arg)
+/* Removes a deleted stream's files (moved aside when it was deleted). */
+static void remove_dir(void *arg)
 {
-    spw_stream *s = arg;
-    char dir[sizeof s->deleted_dir];
-    memcpy(dir, s->deleted_dir, sizeof dir);
-    int deleted = s->deleted;
-    stream_free(s);
-    if (deleted)
-        rmrf(dir);
+    char *dir = arg;
+    rmrf(dir);
+    spw_free(dir);
 }
 
+/* A stream's last reference is gone: it is closed at once, by the thread
+ * that dropped it — its partitions and its version store stop every
+ * write they make by path before anything else can happen to the moved
+ * directory — and, if it was deleted, its files are removed on an I/O
+ * worker (in place without one). */
 void spw_stream_put(spw_stream *s)
 {
     int refs = atomic_fetch_sub(&s->refs, 1);
     SPW_ASSERT(refs >= 1); /* a put without its get */
     if (refs != 1)
         return;
-    spw_workq *io = s->deleted ? atomic_load(&s->cat->io) : NULL;
-    if (io && spw_workq_submit(io, reap, s) == 0)
+    char *dir = s->deleted ? spw_xstrdup(s->deleted_dir) : NULL;
+    spw_workq *io = atomic_load(&s->cat->io);
+    stream_free(s);
+    if (!dir)
         return;
-    reap(s);
+    if (io && spw_workq_submit(io, remove_dir, dir) == 0)
+        return;
+    remove_dir(dir);
 }
 
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg)
