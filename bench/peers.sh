@@ -11,7 +11,8 @@
 #   redis-everysec        the same with appendfsync everysec
 #   redis-always-p1       appendfsync always, unpipelined (-P 1)
 # with 50 concurrent clients everywhere, 100-byte values and 16-byte keys
-# over 1000 distinct keys. Prints a table, one `BENCH peers system=...`
+# over 1000 distinct keys. Prints a table (events/s and the server's CPU
+# time per event, from /proc/PID/stat), one `BENCH peers system=...`
 # line per system and `BENCH peers ratio=...` lines for the targets:
 #   spillway-bin / redis-always          >= 3
 #   spillway-http / redis-always         >= 1.5
@@ -84,7 +85,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 value=$(printf 'v%.0s' $(seq 100))     # 100 bytes
-declare -A eps params
+declare -A eps params cpu
+clk=$(getconf CLK_TCK)
+# The server's user + system CPU time so far, in clock ticks (/proc/PID/stat
+# fields 14 and 15; the command names here have no spaces).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# ns of server CPU per event: TICKS-BEFORE TICKS-AFTER EVENTS
+cpu_per_event() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$clk" 'BEGIN { printf "%.0f", (b - a) / hz * 1e9 / n }'; }
 
 # ---- Spillway ----
 
@@ -112,9 +119,12 @@ spw_run() {
   args=("${args[@]//@HTTP@/127.0.0.1:$http_port}")
   args=("${args[@]//@BIN@/127.0.0.1:$bin_port}")
   echo "== $sys: spillway bench ${args[*]} --events $n --clients $clients --ack fsync --keys 1000 --partitions $partitions"
-  local out
+  local out t0 t1
+  t0=$(cpu_ticks "$pid")
   out=$("$spw" bench "${args[@]}" --events "$n" --clients "$clients" --ack fsync --keys 1000 --stream peers \
     --partitions "$partitions" 2>&1) || true
+  t1=$(cpu_ticks "$pid")
+  cpu[$sys]=$(cpu_per_event "$t0" "$t1" "$n")
   echo "$out" | sed -n '/^requests/,$p'
   local line
   line=$(echo "$out" | grep '^BENCH bench ' | tail -1) || true
@@ -156,12 +166,15 @@ redis_run() { # SYSTEM FSYNC PIPELINE EVENTS
   done
   [ -n "$pid" ] || { echo "bench/peers.sh: redis-server did not start" >&2; exit 1; }
   echo "== $sys: redis-benchmark -p $port -c $clients -P $pl -n $n -r 1000 --csv XADD s '*' k key:__rand_int__ v <100 B>  (appendonly yes, appendfsync $fs)"
-  local out
+  local out t0 t1
+  t0=$(cpu_ticks "$pid")
   out=$(timeout 600 redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -P "$pl" -n "$n" -r 1000 --csv \
     XADD s '*' k 'key:__rand_int__' v "$value" 2>&1) || { echo "$out" >&2; exit 1; }
   local r len
   r=$(echo "$out" | tail -1 | cut -d, -f2 | tr -d '"')
   echo "$out" | tail -1 | awk -F, '{ gsub(/"/, ""); printf "rps=%s avg_ms=%s p50_ms=%s p99_ms=%s max_ms=%s\n", $2, $3, $5, $7, $8 }' 
+  t1=$(cpu_ticks "$pid")
+  cpu[$sys]=$(cpu_per_event "$t0" "$t1" "$n")
   len=$(redis-cli -h 127.0.0.1 -p "$port" XLEN s)
   [ "$len" = "$n" ] || { echo "bench/peers.sh: $sys: XLEN s = $len, expected $n" >&2; exit 1; }
   eps[$sys]=${r%.*}
@@ -180,15 +193,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 sys_all=(spillway-bin spillway-http spillway-http-single spillway-http-single-p4 redis-always redis-everysec redis-always-p1)
 echo
 echo "== peers: $(nproc) cores, $(uname -r), data under $parent; ack=fsync / appendfsync as named"
-printf '%-24s %12s %14s %16s %17s\n' system events/s "/redis-always" "/redis-everysec" "/redis-always-p1"
+printf '%-24s %12s %12s %14s %16s %17s\n' system events/s "cpu ns/ev" "/redis-always" "/redis-everysec" \
+  "/redis-always-p1"
 for s in "${sys_all[@]}"; do
   if [[ $s == spillway-* ]]; then
-    printf '%-24s %12s %14s %16s %17s\n' "$s" "${eps[$s]}" "$(ratio "${eps[$s]}" "${eps[redis-always]}")" \
+    printf '%-24s %12s %12s %14s %16s %17s\n' "$s" "${eps[$s]}" "${cpu[$s]}" "$(ratio "${eps[$s]}" "${eps[redis-always]}")" \
       "$(ratio "${eps[$s]}" "${eps[redis-everysec]}")" "$(ratio "${eps[$s]}" "${eps[redis-always-p1]}")"
   else
-    printf '%-24s %12s\n' "$s" "${eps[$s]}"
+    printf '%-24s %12s %12s\n' "$s" "${eps[$s]}" "${cpu[$s]}"
   fi
 done
+echo "(cpu ns/ev: the server process's user + system CPU time over the run, per event)"
 echo
 echo "targets:"
 targets=("spillway-bin redis-always 3" "spillway-http redis-always 1.5" "spillway-http-single redis-always-p1 1")
@@ -202,7 +217,9 @@ echo
 echo "parameters:"
 for s in "${sys_all[@]}"; do printf '  %-24s %s\n' "$s" "${params[$s]}"; done
 echo
-for s in "${sys_all[@]}"; do echo "BENCH peers system=$s events_per_s=${eps[$s]} ${params[$s]}"; done
+for s in "${sys_all[@]}"; do
+  echo "BENCH peers system=$s events_per_s=${eps[$s]} server_cpu_ns_per_event=${cpu[$s]} ${params[$s]}"
+done
 for t in "${targets[@]}"; do
   set -- $t
   r=$(ratio "${eps[$1]}" "${eps[$2]}")
