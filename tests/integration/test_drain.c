@@ -1,9 +1,10 @@
 /*
  * The drain at SIGTERM (docs/architecture.md, "The connection core"), over
  * both listeners at once, with the fsync slowed by the test build's fault
- * hook (spillway_test: POST /debug/faults?fsync_delay_us=U) so that
- * produce requests at ack=fsync are still waiting for their fsync when the
- * signal comes:
+ * hook (spillway_test: POST /debug/faults?files=segments&fsync_delay_us=U:
+ * the segments' fsyncs only, so the shutdown's other fsyncs do not add up)
+ * so that produce requests at ack=fsync are still waiting for their fsync
+ * when the signal comes:
  *   - with --shutdown-drain 0 (the drain time is over at once) every
  *     request the server had dispatched is answered — 202 on HTTP, OK on
  *     the binary protocol — before the server exits; none is dropped with
@@ -181,7 +182,7 @@ static void round_(const char *drain, const char *io_threads, int nhttp, int nbi
     srv s;
     srv_start_log(&s, TBIN, data, args, logp);
     put_stream(s.port, "d", "{\"partitions\":2}");
-    resp r = http(s.port, "POST", "/debug/faults?fsync_delay_us=" DELAY_US, NULL, "", 0);
+    resp r = http(s.port, "POST", "/debug/faults?files=segments&fsync_delay_us=" DELAY_US, NULL, "", 0);
     CHECK_EQ(r.status, 200);
     free(r.body);
 
