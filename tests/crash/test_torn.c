@@ -10,7 +10,7 @@
  * returns can be checked.
  *
  * Torn writes (docs/architecture.md "Recovery", docs/formats/log.md
- * "Recovery rules"): the newest segment is cut at every byte position
+ * "Recovery rules"): the newest segment is cut at every byte position (the same stride as below)
  * inside its last batch. `spillway check` must report the torn tail as
  * damage (unless what is left of it is zeros, which it takes for zeros
  * written ahead), recovery must cut exactly the partial batch and report
