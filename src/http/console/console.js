@@ -27,6 +27,7 @@ const POLL_MS = 2000;
 const WINDOW_MS = 5 * 60 * 1000;
 const TAIL_PER_PARTITION = 20;
 const TAIL_ROWS = 50;
+const MAX_STREAM_SERIES = 8;
 const TOKEN_KEY = 'spillway.token';
 const COLORS = ['#1f6feb', '#d6336c', '#2f9e44', '#f08c00', '#7048e8', '#0c8599', '#e8590c', '#5c940d',
   '#c2255c', '#364fc7'];
@@ -181,10 +182,11 @@ function makeChart(id, opts) {
       animation: false, responsive: true, maintainAspectRatio: false, normalized: true,
       interaction: { mode: 'index', intersect: false },
       elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.2 } },
-      scales: {
+      scales: Object.assign({
         x: { ticks: { maxTicksLimit: 6, maxRotation: 0 }, grid: { display: false } },
         y: { beginAtZero: true, ticks: { callback: o.bytes ? fmtBytes : fmtNum } },
-      },
+      }, o.right ? { y1: { position: 'right', beginAtZero: true, grid: { drawOnChartArea: false },
+        title: { display: true, text: o.right }, ticks: { callback: fmtNum } } } : {}),
       plugins: { legend: { position: 'bottom', labels: { boxWidth: 12, font: { size: 11 } } } },
     },
   });
@@ -299,12 +301,13 @@ function header(status, ready) {
   }
   const tiles = [
     ['streams', status.streams], ['connections', status.connections],
-    ['pending', fmtBytes(status.pending_bytes) + ' / ' + fmtBytes(status.limits.max_pending_bytes)],
-    ['disk', fmtBytes(status.disk.bytes) + (status.disk.max_bytes ? ' / ' + fmtBytes(status.disk.max_bytes) : '')],
+    ['pending, of ' + fmtBytes(status.limits.max_pending_bytes), fmtBytes(status.pending_bytes)],
+    ['disk' + (status.disk.max_bytes ? ', of ' + fmtBytes(status.disk.max_bytes) : ''), fmtBytes(status.disk.bytes)],
     ['free on the file system', fmtBytes(status.disk.fs_available_bytes)],
     ['failed partitions', status.disk.failed_partitions],
   ];
-  $('tiles').replaceChildren(...tiles.map(([k, v]) => el('div', { class: 'tile' }, el('div', { class: 'v' }, v),
+  $('tiles').replaceChildren(...tiles.map(([k, v]) => el('div', { class: k === 'failed partitions' && v > 0 ? 'tile bad' : 'tile' },
+    el('div', { class: 'v' }, v),
     el('div', { class: 'k' }, k))));
 }
 
@@ -349,14 +352,24 @@ function render() {
   show('live');
   let points = 0;
   if (r.page === 'overview') {
-    const ev = [...hist.events.series.keys()];
-    points += draw('c-events', hist.events, ['all streams', ...ev.filter((n) => n !== 'all streams').sort()],
+    /* all streams, and the busiest MAX_STREAM_SERIES streams now */
+    const ev = [...last.streamRates.entries()].sort((a, b) => b[1] - a[1]).slice(0, MAX_STREAM_SERIES)
+      .map(([n]) => n);
+    points += draw('c-events', hist.events, ['all streams', ...ev.sort()],
       (n) => n, (n) => n === 'all streams' ? { borderWidth: 3, borderColor: '#0d1b2a', backgroundColor: '#0d1b2a22' } : {});
     points += draw('c-pending', hist.pending, ['pending', 'low watermark', 'high watermark', 'budget'], null,
       (n) => n === 'pending' ? { fill: true } : { borderDash: [6, 4], borderWidth: 1 });
     points += draw('c-rejected', hist.rejected, [...hist.rejected.series.keys()].sort());
     points += draw('c-fsync', hist.fsync, ['mean', 'p99 (bucket bound)']);
-    points += draw('c-gc', hist.gc, ['appends per round', 'rounds per second']);
+    points += draw('c-gc', hist.gc, ['appends per round', 'rounds per second'], null,
+      (n) => n === 'rounds per second' ? { yAxisID: 'y1', borderDash: [4, 3], borderWidth: 1 } : { fill: true });
+    /* the budget is the top, in eighths: 8 MiB steps for the default 64 MiB */
+    const budget = hist.pending.series.get('budget');
+    const top = budget && budget[budget.length - 1];
+    if (top) {
+      const y = charts['c-pending'].options.scales.y;
+      if (y.max !== top) { y.max = top; y.ticks.stepSize = top / 8; charts['c-pending'].update('none'); }
+    }
     points += draw('c-lag', hist.lag, [...hist.lag.series.keys()].sort());
     tables();
   } else {
@@ -465,8 +478,9 @@ document.addEventListener('DOMContentLoaded', () => {
   $('poll-s').textContent = POLL_MS / 1000;
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   Chart.defaults.color = '#6b7385';
-  for (const id of ['c-events', 'c-rejected', 'c-fsync', 'c-gc', 'c-lag', 'c-stream']) makeChart(id);
+  for (const id of ['c-events', 'c-rejected', 'c-fsync', 'c-lag', 'c-stream']) makeChart(id);
   makeChart('c-pending', { bytes: true });
+  makeChart('c-gc', { right: 'rounds per second' });
   $('login-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $('token').value);
