@@ -11,7 +11,8 @@
 #     stream, the pending budget, invalid rejections, fsync latency, group
 #     commit sizes, the group's, the sink's and the view's lag; the streams
 #     table lists the stream, the sinks table the sink;
-#   - the stream's page shows its partitions and a tail of its events.
+#   - the stream's page shows its partitions and a tail of its events;
+#   - a reload starts with the charts the tab had (sessionStorage).
 # Screenshots: BUILD/console.png (overview) and BUILD/console-stream.png.
 # Skipped (77) when chromium or python3 is not installed (scripts/deps.sh).
 #   usage: test_console.sh SPILLWAY_BINARY BUILD_DIR
@@ -86,9 +87,12 @@ charts_js='(() => { const o = {}; for (const c of document.querySelectorAll("can
 tail_js='({parts: document.querySelectorAll("#t-parts tbody tr").length,
   keys: [...document.querySelectorAll("#t-tail tbody tr")].map(r => r.cells[3].textContent),
   title: document.getElementById("s-title").textContent})'
-python3 - "$u" "$token" "$tmp" "$out" "$charts_js" "$tail_js" > "$tmp/steps.json" <<'EOF'
+reload_js='(() => { const d = Chart.getChart(document.getElementById("c-events")).data.datasets
+  .find(d => d.label === "all streams"); return {polls: +document.body.dataset.polls,
+  n: d ? d.data.filter(v => v !== null).length : 0}; })()'
+python3 - "$u" "$token" "$tmp" "$out" "$charts_js" "$tail_js" "$reload_js" > "$tmp/steps.json" <<'EOF'
 import json, sys, urllib.parse
-u, token, tmp, out, charts_js, tail_js = sys.argv[1:7]
+u, token, tmp, out, charts_js, tail_js, reload_js = sys.argv[1:8]
 print(json.dumps([
     {"open": u + "/"},
     {"wait": "document.body.dataset.state === 'login'", "timeout": 20},
@@ -104,6 +108,12 @@ print(json.dumps([
     {"wait": "document.querySelectorAll('#t-tail tbody tr td.mono').length > 0", "timeout": 20},
     {"eval": tail_js, "out": tmp + "/tail.json"},
     {"screenshot": out + "/console-stream.png"},
+    # back to the overview in a new document: the charts start with what
+    # the tab saw before (more values than this document's own scrapes)
+    {"open": "about:blank"},
+    {"open": u + "/"},
+    {"wait": "+(document.body.dataset.polls || 0) >= 1", "timeout": 20},
+    {"eval": reload_js, "out": tmp + "/reload.json"},
 ]))
 EOF
 timeout 150 python3 "$here/cdp.py" "$chromium" "$tmp" "$tmp/steps.json" || fail "the browser run failed"
@@ -147,6 +157,8 @@ check(t["title"] == "Stream orders", "the stream page's title is %r" % t["title"
 check(t["parts"] == 3, "the stream page lists %d partitions, not 3" % t["parts"])
 check(len(t["keys"]) > 0 and all(k.startswith("k") or k == "first" for k in t["keys"]),
       "the tail's keys: %s" % t["keys"][:10])
+r = json.load(open(tmp + "/reload.json"))
+check(r["n"] >= r["polls"] + 3, "after a reload the events chart has %d values after %d scrapes: the tab's history was not kept" % (r["n"], r["polls"]))
 for e in errors:
     print("test_console: " + e)
 print(json.dumps(ch, indent=None)[:3000])

@@ -3,9 +3,9 @@
  *
  * Every POLL_MS it reads /metrics (Prometheus text), /v1/status, /readyz,
  * /v1/streams, /v1/sinks and /v1/views from the server that served it,
- * keeps the last WINDOW_MS of samples in this page (rates are the
- * difference of two scrapes' counters over the time between them) and
- * draws them with Chart.js. #/stream/NAME shows one stream: its
+ * keeps the last WINDOW_MS of samples in this tab (rates are the
+ * difference of two scrapes' counters over the time between them; kept
+ * across reloads in sessionStorage) and draws them with Chart.js. #/stream/NAME shows one stream: its
  * partitions and a tail of its newest events (GET .../events from each
  * partition's end).
  *
@@ -161,6 +161,41 @@ class History {
   }
 }
 
+/* The histories are kept in the tab's sessionStorage after each sample,
+ * so a reload (or the way back from another page) starts with the charts
+ * it had. Too big (a server with very many streams) or unreadable: the
+ * charts start empty, as on a first visit. */
+const HISTORY_KEY = 'spillway.history';
+
+function saveHistory() {
+  try {
+    const o = {};
+    for (const [k, h] of Object.entries(hist)) o[k] = { times: h.times, series: [...h.series] };
+    const text = JSON.stringify(o);
+    if (text.length < 2e6) sessionStorage.setItem(HISTORY_KEY, text);
+    else sessionStorage.removeItem(HISTORY_KEY);
+  } catch (e) { /* storage off or full */ }
+}
+
+function loadHistory() {
+  let o = null;
+  try { o = JSON.parse(sessionStorage.getItem(HISTORY_KEY) || 'null'); } catch (e) { o = null; }
+  if (!o) return;
+  const now = Date.now();
+  for (const [k, h] of Object.entries(hist)) {
+    const s = o[k];
+    if (!s || !Array.isArray(s.times) || !Array.isArray(s.series)) continue;
+    const series = new Map(s.series);
+    if (![...series.values()].every((a) => Array.isArray(a) && a.length === s.times.length)) continue;
+    h.times = s.times;
+    h.series = series;
+    while (h.times.length && h.times[0] < now - WINDOW_MS) {
+      h.times.shift();
+      for (const a of h.series.values()) a.shift();
+    }
+  }
+}
+
 /* ---- charts ---- */
 
 const fmtNum = (v) => v === null || v === undefined ? '–'
@@ -279,7 +314,10 @@ async function poll() {
   last = { streams: streams.streams || [], sinks: sinks.sinks || [], views: views.views || [], scrape: cur,
     streamRates: last.streamRates };
   header(status, ready);
-  if (prev) sample(prev, cur);
+  if (prev) {
+    sample(prev, cur);
+    saveHistory();
+  }
   prev = cur;
   polls++;
   document.body.dataset.polls = polls;
@@ -491,5 +529,6 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('signout').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
   window.addEventListener('hashchange', () => { if (last.scrape) render(); });
+  loadHistory();
   start();
 });
