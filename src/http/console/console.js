@@ -28,6 +28,7 @@ const WINDOW_MS = 5 * 60 * 1000;
 const TAIL_PER_PARTITION = 20;
 const TAIL_ROWS = 50;
 const MAX_STREAM_SERIES = 8;
+const MAX_LAG_SERIES = 8;
 const TOKEN_KEY = 'spillway.token';
 const COLORS = ['#1f6feb', '#d6336c', '#2f9e44', '#f08c00', '#7048e8', '#0c8599', '#e8590c', '#5c940d',
   '#c2255c', '#364fc7'];
@@ -408,7 +409,9 @@ function render() {
       const y = charts['c-pending'].options.scales.y;
       if (y.max !== top) { y.max = top; y.ticks.stepSize = top / 8; charts['c-pending'].update('none'); }
     }
-    points += draw('c-lag', hist.lag, [...hist.lag.series.keys()].sort());
+    /* the MAX_LAG_SERIES largest lags now */
+    const lagNow = [...hist.lag.series.entries()].map(([n, a]) => [n, a[a.length - 1] || 0]);
+    points += draw('c-lag', hist.lag, lagNow.sort((a, b) => b[1] - a[1]).slice(0, MAX_LAG_SERIES).map(([n]) => n).sort());
     tables();
   } else {
     points += draw('c-stream', hist.events, [r.name], () => 'events/s');
