@@ -4,7 +4,8 @@
 # and a trickle of invalid events), a consumer group, a view and a sink;
 # headless Chromium (Debian's chromium) driven over the DevTools protocol
 # (tests/browser/cdp.py) opens the console:
-#   - without a token the page asks for one (body data-state "login");
+#   - without a token the page asks for one (body data-state "login"); a
+#     wrong token typed in is refused with a sentence, the right one opens it;
 #   - with the token in the link's fragment it goes live, takes the token
 #     out of the address, and Chart.js's own data (Chart.getChart on each
 #     canvas) shows what the server did: events/s of all streams and of the
@@ -97,6 +98,17 @@ print(json.dumps([
     {"open": u + "/"},
     {"wait": "document.body.dataset.state === 'login'", "timeout": 20},
     {"eval": "document.getElementById('login').hidden", "out": tmp + "/login_hidden.json"},
+    # a wrong token typed into the form: asked again, with a sentence
+    {"eval": "document.getElementById('token').value = 'wrong-token'; "
+             "document.getElementById('login-form').requestSubmit(); true", "out": tmp + "/submit1.json"},
+    {"wait": "document.getElementById('login-error').textContent !== '' && document.body.dataset.state === 'login'",
+     "timeout": 20},
+    # the right one: live
+    {"eval": "document.getElementById('token').value = '" + token + "'; "
+             "document.getElementById('login-form').requestSubmit(); true", "out": tmp + "/submit2.json"},
+    {"wait": "document.body.dataset.state === 'live'", "timeout": 20},
+    # forget it: asked again; then the link with the token in its fragment
+    {"eval": "sessionStorage.clear(); true", "out": tmp + "/cleared.json"},
     {"open": "about:blank"},  # a new document: the page reads #token= as it loads
     {"open": u + "/#token=" + urllib.parse.quote(token)},
     # five scrapes: four points of every rate; the group-commit and fsync
