@@ -839,6 +839,8 @@ static void k_conn_free(spw_netconn *nc)
 {
     kconn *c = kc(nc);
     spw_auth_session_fini(&c->auth);
+    atomic_fetch_sub(&c->loop->parked, c->nparked);
+    c->nparked = 0;
     while (c->head) {
         kreq *q = c->head;
         c->head = q->next;
@@ -855,19 +857,10 @@ static void k_conn_tick(spw_netconn *nc, uint64_t now)
 {
     kconn *c = kc(nc);
     spw_kafka_config *cfg = &c->loop->srv->cfg;
-    /* Fetches waiting for data look again (and answer at their deadline). */
+    /* Fetches waiting for data answer at their deadline; without the
+     * durable hook they also look again every tick. */
     if (c->nparked) {
-        for (kreq *q = c->head; q; q = q->next) {
-            if (q->parked && !q->ready) {
-                uint8_t *body = q->parked;
-                size_t len = q->parked_len;
-                q->parked = NULL;
-                c->nparked--;
-                spw__k_fetch(c, q, body, len, now >= q->deadline_ms || c->loop->stopping);
-                spw_free(body);
-            }
-        }
-        spw__kq_flush(c);
+        spw__k_fetch_recheck(c, now, !c->loop->srv->hooked);
         if (c->closed)
             return;
     }
@@ -928,6 +921,9 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
         spw_free(s);
         return r;
     }
+    /* Parked Fetches are answered when records become durable. */
+    if (svc->log && spw_log_add_durable_hook(svc->log, spw__k_durable, s) == 0)
+        s->hooked = 1;
     *out = s;
     return 0;
 }
@@ -938,6 +934,8 @@ void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&
 
 void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
 {
+    if (s->hooked)
+        spw_log_remove_durable_hook(s->svc->log, spw__k_durable, s);
     spw_netsrv_stop(&s->ns, drain_ms);
     spw__kg_free(s->kg);
     spw_free(s);

@@ -8,10 +8,15 @@
  * Fetch answers record batches of magic 2 built from the stored records
  * (uncompressed; one Kafka batch per run of records from one stored
  * batch), with their offsets, timestamps, keys, values and headers. A
- * Fetch that finds nothing to give waits up to its max_wait_ms, parked on
- * its connection (kafka_int.h): the connection's tick looks again every
- * SPW_NET_TICK_MS and answers as soon as a partition has records, or
- * empty at the deadline. min_bytes is taken as 1.
+ * Fetch that finds fewer than its min_bytes to give waits up to its
+ * max_wait_ms, parked on its connection (kafka_int.h), its request's bytes
+ * kept: the log's durable hook (log/log.h) wakes every loop with parked
+ * Fetches, which look at them again and answer those that have min_bytes
+ * now; the connection's tick answers the others at their deadline with
+ * what there is. A wake-up is never lost: a Fetch reads the server's
+ * count of durable-end moves before it looks, and after it parked (the
+ * loop's parked count raised) compares: a move in between wakes its own
+ * loop, as the hook would have had it seen the park.
  */
 #include "kafka/kafka_int.h"
 
@@ -149,14 +154,18 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
     return 0;
 }
 
+static void k_wake(void *arg);
+
 void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
 {
     int v = q->api_version;
     spw_kr rr, *r = &rr;
     spw_kr_init(r, body, len);
+    kloop *l = c->loop;
+    uint64_t gen = atomic_load(&l->srv->durable_gen); /* before looking: see the file's comment */
     (void)spw_kr_i32(r); /* replica id */
     int32_t max_wait = spw_kr_i32(r);
-    (void)spw_kr_i32(r); /* min bytes: taken as 1 */
+    int32_t min_bytes = spw_kr_i32(r);
     int32_t max_bytes = spw_kr_i32(r);
     (void)spw_kr_i8(r); /* isolation level */
     if (v >= 7) {
@@ -171,7 +180,7 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
     int32_t nt = spw_kr_array(r, 6);
     e = e || spw_kw_i32(o, nt < 0 ? 0 : nt);
     size_t total = 0;
-    int any = 0; /* records or an error to give: answer now */
+    int any_err = 0; /* an error to give: answer now */
     for (int32_t t = 0; !e && t < nt && !r->bad; t++) {
         const char *n;
         int32_t l;
@@ -222,11 +231,9 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
                 }
             }
             if (err)
-                any = 1;
+                any_err = 1;
             spw_kw_set_i32(o, len_at, (int32_t)got);
             total += got;
-            if (got)
-                any = 1;
         }
         if (s)
             spw_stream_put(s);
@@ -243,8 +250,8 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
         q->ready = 1;
         return;
     }
-    if (!any && !final && max_wait > 0 && !c->loop->stopping) {
-        /* Nothing to give yet: wait for records, up to max_wait. */
+    if (!any_err && total < (size_t)(min_bytes < 0 ? 0 : min_bytes) && !final && max_wait > 0 && !l->stopping) {
+        /* Less than min_bytes to give: wait for records, up to max_wait. */
         uint8_t *copy = spw_try_malloc(len ? len : 1);
         if (copy) {
             memcpy(copy, body, len);
@@ -254,8 +261,56 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
             if (!q->deadline_ms)
                 q->deadline_ms = spw_mono_ms() + (uint64_t)max_wait;
             c->nparked++;
+            atomic_fetch_add(&l->parked, 1);
+            if (l->srv->hooked && atomic_load(&l->srv->durable_gen) != gen && !atomic_exchange(&l->kicked, 1))
+                spw__kloop_post(l, k_wake, l); /* moved while we looked */
             return;
         }
     }
     q->ready = 1;
+}
+
+void spw__k_fetch_recheck(kconn *c, uint64_t now, int all)
+{
+    kloop *l = c->loop;
+    for (kreq *q = c->head; q; q = q->next) {
+        if (!q->parked || q->ready)
+            continue;
+        int final = now >= q->deadline_ms || l->stopping;
+        if (!all && !final)
+            continue;
+        uint8_t *body = q->parked;
+        size_t len = q->parked_len;
+        q->parked = NULL;
+        c->nparked--;
+        atomic_fetch_sub(&l->parked, 1);
+        spw__k_fetch(c, q, body, len, final); /* may park q again */
+        spw_free(body);
+    }
+    spw__kq_flush(c);
+}
+
+/* On the loop: every connection's parked Fetches look again. */
+static void k_wake(void *arg)
+{
+    kloop *l = arg;
+    atomic_store(&l->kicked, 0); /* a move from now on posts again */
+    uint64_t now = spw_mono_ms();
+    for (spw_netconn *nc = l->conns, *next; nc; nc = next) {
+        next = nc->next; /* a flush may close nc */
+        kconn *c = (kconn *)nc;
+        if (c->nparked && !c->closed)
+            spw__k_fetch_recheck(c, now, 1);
+    }
+}
+
+void spw__k_durable(void *arg)
+{
+    spw_kafka_server *s = arg;
+    atomic_fetch_add(&s->durable_gen, 1);
+    for (uint32_t i = 0; i < s->ns.nloops; i++) {
+        kloop *l = (kloop *)spw_netsrv_loop(&s->ns, i);
+        if (atomic_load(&l->parked) && !atomic_exchange(&l->kicked, 1))
+            spw__kloop_post(l, k_wake, l);
+    }
 }

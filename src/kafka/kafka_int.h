@@ -126,6 +126,10 @@ struct kloop {
         };
     };
     spw_kafka_server *srv;
+    /* Fetches parked on this loop's connections (written by the loop,
+     * read by the durable hook), and a wake-up posted and not yet run. */
+    _Atomic uint32_t parked;
+    _Atomic int kicked;
 };
 
 struct spw_kafka_server {
@@ -138,6 +142,11 @@ struct spw_kafka_server {
      * outlives them) unless a run hands out over 4096 ids a ms. */
     _Atomic int64_t next_pid;
     spw_kgroups *kg; /* the Kafka groups' membership (kafka_group.c) */
+    /* The log's durable hook (kafka_fetch.c): counts durable-end moves
+     * and wakes the loops with parked Fetches. hooked: it is set (else
+     * parked Fetches look again every tick). */
+    _Atomic uint64_t durable_gen;
+    int hooked;
 };
 
 /* kafka.c */
@@ -177,8 +186,15 @@ void spw__k_prod_free(struct kprod *pr);
 
 /* kafka_fetch.c */
 void spw__k_list_offsets(kconn *c, kreq *q, spw_kr *r);
-/* Answers the Fetch in body (after the header) now, or parks q when there
- * is nothing to give and its wait is not over (final: it is). */
+/* Answers the Fetch in body (after the header) now, or parks q when it
+ * has less than its min_bytes to give and its wait is not over (final: it
+ * is). */
 void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final);
+/* Looks again at c's parked Fetches: all of them (all), or those whose
+ * wait is over (now past their deadline, or the loop stopping). */
+void spw__k_fetch_recheck(kconn *c, uint64_t now, int all);
+/* The log's durable hook (flusher thread): wakes the loops with parked
+ * Fetches, which look again at them (spw__k_fetch_recheck). */
+void spw__k_durable(void *srv);
 
 #endif
