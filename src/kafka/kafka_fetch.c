@@ -94,8 +94,8 @@ void spw__k_list_offsets(kconn *c, kreq *q, spw_kr *r)
 /* Appends partition p's records from offset as Kafka batches, within
  * pmax bytes (one record at least when must_one); *got the bytes added.
  * 0, or the Kafka error. */
-static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t vend, size_t pmax, int must_one,
-                             size_t *got)
+static int16_t fetch_records(spw_cursor *cur, spw_buf *o, spw_part *p, uint64_t offset, uint64_t vend, size_t pmax,
+                             int must_one, size_t *got)
 {
     size_t start = o->len;
     *got = 0;
@@ -103,8 +103,12 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
         spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
         return 0;
     }
-    spw_cursor cur;
-    spw_cursor_init(&cur, p, offset, pmax < (64u << 10) ? (64u << 10) : pmax);
+    /* Room for the whole answer at once (address space; pages are taken
+     * as they are written): no copy by growing, then no copy to the
+     * connection (spw__kq_begin_framed). */
+    if (spw_buf_reserve(o, o->len + pmax + 256))
+        return KERR_UNKNOWN_SERVER_ERROR;
+    spw_cursor_seek(cur, p, offset);
     spw_kbatch_w w;
     int open = 0, n = 0;
     uint64_t log_batch = UINT64_MAX, next = offset;
@@ -113,13 +117,13 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
         size_t used = o->len - start;
         if (used >= pmax && !(must_one && used == 0))
             break;
-        cur.read_bytes = pmax > used ? pmax - used : (64u << 10);
-        if (cur.read_bytes < (64u << 10))
-            cur.read_bytes = 64u << 10;
+        cur->read_bytes = pmax > used ? pmax - used : (64u << 10);
+        if (cur->read_bytes < (64u << 10))
+            cur->read_bytes = 64u << 10;
         spw_record_view rv;
-        if ((n = spw_cursor_next(&cur, &rv)) != 1)
+        if ((n = spw_cursor_next(cur, &rv)) != 1)
             break;
-        const spw_batch_hdr *bh = spw_cursor_batch(&cur);
+        const spw_batch_hdr *bh = spw_cursor_batch(cur);
         size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len + rv.headers_len;
         if (used > 0 && used + sz > pmax)
             break;
@@ -143,7 +147,6 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
     }
     if (open && !err)
         spw_kbatch_end(o, &w);
-    spw_cursor_fini(&cur);
     if (err) {
         o->len = start;
         return err;
@@ -161,8 +164,8 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
     int v = q->api_version;
     spw_kr rr, *r = &rr;
     spw_kr_init(r, body, len);
-    kloop *l = c->loop;
-    uint64_t gen = atomic_load(&l->srv->durable_gen); /* before looking: see the file's comment */
+    kloop *lp = c->loop;
+    uint64_t gen = atomic_load(&lp->srv->durable_gen); /* before looking: see the file's comment */
     (void)spw_kr_i32(r); /* replica id */
     int32_t max_wait = spw_kr_i32(r);
     int32_t min_bytes = spw_kr_i32(r);
@@ -174,7 +177,7 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
     }
     size_t total_max = max_bytes <= 0 || (uint32_t)max_bytes > FETCH_MAX_BYTES ? FETCH_MAX_BYTES : (size_t)max_bytes;
     spw_buf *o = &q->out;
-    int e = spw__kq_begin(q) || spw_kw_i32(o, 0);
+    int e = spw__kq_begin_framed(q) || spw_kw_i32(o, 0);
     if (v >= 7)
         e = e || spw_kw_i16(o, 0) || spw_kw_i32(o, 0);
     int32_t nt = spw_kr_array(r, 6);
@@ -224,7 +227,7 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
             if (!err && total < total_max) {
                 size_t room = total_max - total;
                 size_t lim = pmax > 0 && (size_t)pmax < room ? (size_t)pmax : room;
-                err = fetch_records(o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0, &got);
+                err = fetch_records(lp->cur, o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0, &got);
                 if (err) { /* a read error: the partition's error code says it */
                     o->p[err_at] = (uint8_t)((uint16_t)err >> 8);
                     o->p[err_at + 1] = (uint8_t)err;
@@ -240,7 +243,7 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
     }
     if (r->bad || e) {
         o->len = 0;
-        spw__kq_begin(q);
+        spw__kq_begin_framed(q);
         spw_kw_i32(o, 0);
         if (v >= 7) {
             spw_kw_i16(o, KERR_INVALID_REQUEST);
@@ -250,20 +253,20 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
         q->ready = 1;
         return;
     }
-    if (!any_err && total < (size_t)(min_bytes < 0 ? 0 : min_bytes) && !final && max_wait > 0 && !l->stopping) {
+    if (!any_err && total < (size_t)(min_bytes < 0 ? 0 : min_bytes) && !final && max_wait > 0 && !lp->stopping) {
         /* Less than min_bytes to give: wait for records, up to max_wait. */
         uint8_t *copy = spw_try_malloc(len ? len : 1);
         if (copy) {
             memcpy(copy, body, len);
-            o->len = 0;
+            spw_buf_fini(o); /* no answer held while it waits */
             q->parked = copy;
             q->parked_len = len;
             if (!q->deadline_ms)
                 q->deadline_ms = spw_mono_ms() + (uint64_t)max_wait;
             c->nparked++;
-            atomic_fetch_add(&l->parked, 1);
-            if (l->srv->hooked && atomic_load(&l->srv->durable_gen) != gen && !atomic_exchange(&l->kicked, 1))
-                spw__kloop_post(l, k_wake, l); /* moved while we looked */
+            atomic_fetch_add(&lp->parked, 1);
+            if (lp->srv->hooked && atomic_load(&lp->srv->durable_gen) != gen && !atomic_exchange(&lp->kicked, 1))
+                spw__kloop_post(lp, k_wake, lp); /* moved while we looked */
             return;
         }
     }

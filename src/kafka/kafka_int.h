@@ -90,7 +90,8 @@ typedef struct kreq {
     int32_t correlation_id;
     int ready;     /* the answer in out is complete */
     int no_answer; /* acks=0: nothing is sent back */
-    spw_buf out;   /* the answer: header and body, without the size */
+    spw_buf out;   /* the answer: header and body, without the size (framed: with it) */
+    int framed;    /* out begins with 4 bytes for the size (spw__kq_begin_framed) */
     /* a Fetch waiting for data: its request's bytes, until when */
     uint8_t *parked;
     size_t parked_len;
@@ -130,6 +131,9 @@ struct kloop {
      * read by the durable hook), and a wake-up posted and not yet run. */
     _Atomic uint32_t parked;
     _Atomic int kicked;
+    /* Fetch's record cursor (the server's curs[i]): its buffers are kept
+     * from one Fetch to the next rather than allocated for each. */
+    struct spw_cursor *cur;
 };
 
 struct spw_kafka_server {
@@ -147,6 +151,8 @@ struct spw_kafka_server {
      * parked Fetches look again every tick). */
     _Atomic uint64_t durable_gen;
     int hooked;
+    struct spw_cursor *curs; /* one per loop (kloop.cur), freed after the loops */
+    uint32_t ncurs;
 };
 
 /* kafka.c */
@@ -154,6 +160,10 @@ void spw__kq_flush(kconn *c);
 void spw__kloop_post(void *loop, void (*fn)(void *), void *arg);
 /* The answer header (correlation id) at the start of q->out. */
 int spw__kq_begin(kreq *q);
+/* The same after 4 bytes kq_flush fills with the size, so that a large
+ * answer becomes the connection's output as it is, without a copy (Fetch:
+ * every position in the answer is relative to where it began). */
+int spw__kq_begin_framed(kreq *q);
 /* A status-table code as a Kafka error code. */
 int16_t spw__kerr_of(spw_sc sc);
 /* The stream a topic names, after the checks every request makes

@@ -570,6 +570,19 @@ static void test_fetch_wait(const srv *s)
     CHECK_EQ(hw, 4);
     CHECK(two > one && strstr(vals, "seq2-0") != NULL && strstr(vals, "seq3-0") != NULL);
     free(vals);
+    /* Answers over 64 KiB (handed to the connection without a copy when
+     * nothing is unsent before them, appended when something is): two
+     * Fetches in one write, both of the 4000 records after offset 4. */
+    CHECK_EQ(produce_to(fd, "fw", 7, -1, 4, 4000, &err, &throttle), 4);
+    fetch_send(fa, 8, "fw", 4, 60000, 1);
+    fetch_send(fa, 9, "fw", 4, 60000, 1);
+    size_t big;
+    for (int32_t corr = 8; corr <= 9; corr++) {
+        CHECK_EQ(fetch_read(fa, corr, &hw, &big, &vals), 4000);
+        CHECK_EQ(hw, 4004);
+        CHECK(big > (64u << 10) && strstr(vals, "seq4-0") != NULL && strstr(vals, "seq4-3999") != NULL);
+        free(vals);
+    }
     alarm(0);
     close(fa);
     close(fd);
