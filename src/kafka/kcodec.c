@@ -293,6 +293,28 @@ int spw_kbatch_next(spw_kr *r, spw_kbatch *b)
     return SPW_KB_OK;
 }
 
+/* The decompressors below append to out, cap bytes at most in all: room
+ * for the next step, growing out by doubling (from 64 KiB, never past
+ * cap). SPW_KB_OK with *room > 0, SPW_KB_TOO_LARGE when out holds cap
+ * bytes, or SPW_KB_NOMEM. */
+static int out_room(spw_buf *out, size_t cap, size_t *room)
+{
+    if (out->len == out->cap) {
+        if (out->len >= cap)
+            return SPW_KB_TOO_LARGE;
+        size_t want = out->cap ? out->cap * 2 : 64 * 1024;
+        if (want > cap)
+            want = cap;
+        if (spw_buf_reserve(out, want))
+            return SPW_KB_NOMEM;
+    }
+    size_t end = out->cap < cap ? out->cap : cap;
+    if (out->len >= end)
+        return SPW_KB_TOO_LARGE;
+    *room = end - out->len;
+    return SPW_KB_OK;
+}
+
 /* Appends up to cap bytes of inflated gzip/zlib data. */
 static int inflate_gzip(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
 {
@@ -304,24 +326,10 @@ static int inflate_gzip(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     z.avail_in = (uInt)n;
     int rc = SPW_KB_CORRUPT;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        size_t room = (out->cap < cap ? out->cap : cap) - out->len;
-        if (room == 0) {
-            rc = SPW_KB_TOO_LARGE;
+        size_t room;
+        if ((rc = out_room(out, cap, &room)) != SPW_KB_OK)
             break;
-        }
+        rc = SPW_KB_CORRUPT;
         z.next_out = out->p + out->len;
         z.avail_out = (uInt)room;
         int e = inflate(&z, Z_NO_FLUSH);
@@ -347,20 +355,10 @@ static int lz4_frame(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     int rc = SPW_KB_CORRUPT;
     size_t off = 0;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        size_t dst = (out->cap < cap ? out->cap : cap) - out->len, src = n - off;
+        size_t dst, src = n - off;
+        if ((rc = out_room(out, cap, &dst)) != SPW_KB_OK)
+            break;
+        rc = SPW_KB_CORRUPT;
         size_t hint = LZ4F_decompress(d, out->p + out->len, &dst, in + off, &src, NULL);
         if (LZ4F_isError(hint))
             break;
@@ -387,20 +385,11 @@ static int zstd_frames(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     int rc = SPW_KB_CORRUPT;
     size_t last = 1;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        ZSTD_outBuffer ob = {out->p + out->len, (out->cap < cap ? out->cap : cap) - out->len, 0};
+        size_t room;
+        if ((rc = out_room(out, cap, &room)) != SPW_KB_OK)
+            break;
+        rc = SPW_KB_CORRUPT;
+        ZSTD_outBuffer ob = {out->p + out->len, room, 0};
         last = ZSTD_decompressStream(d, &ob, &ib);
         if (ZSTD_isError(last))
             break;
