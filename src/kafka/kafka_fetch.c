@@ -103,9 +103,10 @@ static int16_t fetch_records(spw_cursor *cur, spw_buf *o, spw_part *p, uint64_t 
         spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
         return 0;
     }
-    /* Room for the whole answer at once (address space; pages are taken
-     * as they are written): no copy by growing, then no copy to the
-     * connection (spw__kq_begin_framed). */
+    /* Room for this partition's records at once (address space: pages
+     * are taken as they are written; a large buffer grows by mremap, not
+     * by copying): then no copy to the connection either
+     * (spw__kq_begin_framed). */
     if (spw_buf_reserve(o, o->len + pmax + 256))
         return KERR_UNKNOWN_SERVER_ERROR;
     spw_cursor_seek(cur, p, offset);
