@@ -886,7 +886,7 @@ static void k_conn_tick(spw_netconn *nc, uint64_t now)
     /* Fetches waiting for data answer at their deadline; without the
      * durable hook they also look again every tick. */
     if (c->nparked) {
-        spw__k_fetch_recheck(c, now, !c->loop->srv->hooked);
+        spw__k_fetch_recheck(c, now, !atomic_load(&c->loop->srv->hooked));
         if (c->closed)
             return;
     }
@@ -953,7 +953,7 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     }
     /* Parked Fetches are answered when records become durable. */
     if (svc->log && spw_log_add_durable_hook(svc->log, spw__k_durable, s) == 0)
-        s->hooked = 1;
+        atomic_store(&s->hooked, 1);
     *out = s;
     return 0;
 }
@@ -964,7 +964,7 @@ void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&
 
 void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
 {
-    if (s->hooked)
+    if (atomic_load(&s->hooked))
         spw_log_remove_durable_hook(s->svc->log, spw__k_durable, s);
     spw_netsrv_stop(&s->ns, drain_ms);
     for (uint32_t i = 0; i < s->cfg.threads; i++)

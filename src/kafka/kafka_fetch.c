@@ -228,7 +228,8 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
             if (!err && total < total_max) {
                 size_t room = total_max - total;
                 size_t lim = pmax > 0 && (size_t)pmax < room ? (size_t)pmax : room;
-                err = fetch_records(lp->cur, o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0, &got);
+                err = fetch_records(lp->cur, o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0,
+                                    &got);
                 if (err) { /* a read error: the partition's error code says it */
                     o->p[err_at] = (uint8_t)((uint16_t)err >> 8);
                     o->p[err_at + 1] = (uint8_t)err;
@@ -266,7 +267,8 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
                 q->deadline_ms = spw_mono_ms() + (uint64_t)max_wait;
             c->nparked++;
             atomic_fetch_add(&lp->parked, 1);
-            if (lp->srv->hooked && atomic_load(&lp->srv->durable_gen) != gen && !atomic_exchange(&lp->kicked, 1))
+            if (atomic_load(&lp->srv->hooked) && atomic_load(&lp->srv->durable_gen) != gen &&
+                !atomic_exchange(&lp->kicked, 1))
                 spw__kloop_post(lp, k_wake, lp); /* moved while we looked */
             return;
         }

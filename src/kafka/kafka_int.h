@@ -150,7 +150,7 @@ struct spw_kafka_server {
      * and wakes the loops with parked Fetches. hooked: it is set (else
      * parked Fetches look again every tick). */
     _Atomic uint64_t durable_gen;
-    int hooked;
+    _Atomic int hooked; /* set once the loops run: read by them */
     struct spw_cursor *curs; /* one per loop (kloop.cur), freed after the loops */
     uint32_t ncurs;
 };
