@@ -282,6 +282,36 @@ static void durable_advanced(spw_log *log)
     pthread_mutex_lock(&log->hook_mu);
     if (log->durable_hook)
         log->durable_hook(log->durable_hook_arg);
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++)
+        if (log->durable_more[i].fn)
+            log->durable_more[i].fn(log->durable_more[i].arg);
+    pthread_mutex_unlock(&log->hook_mu);
+}
+
+int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
+{
+    int r = SPW_EAGAIN;
+    pthread_mutex_lock(&log->hook_mu);
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS && r; i++) {
+        if (!log->durable_more[i].fn) {
+            log->durable_more[i].fn = fn;
+            log->durable_more[i].arg = arg;
+            r = 0;
+        }
+    }
+    pthread_mutex_unlock(&log->hook_mu);
+    return r;
+}
+
+void spw_log_remove_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&log->hook_mu);
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++) {
+        if (log->durable_more[i].fn == fn && log->durable_more[i].arg == arg) {
+            log->durable_more[i].fn = NULL;
+            log->durable_more[i].arg = NULL;
+        }
+    }
     pthread_mutex_unlock(&log->hook_mu);
 }
 

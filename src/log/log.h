@@ -234,6 +234,16 @@ uint64_t spw_part_open_end(const spw_part *p);
  * call in progress has finished, so arg may be freed.
  */
 void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
+/*
+ * More readers of the same event (front ends' own long-polls, e.g. the
+ * Kafka listener's Fetch): up to SPW_LOG_DURABLE_HOOKS hooks beside the
+ * one above, same rules. Add returns 0, or SPW_EAGAIN when every slot is
+ * taken; remove takes away fn with arg and, once it returns, a call in
+ * progress has finished.
+ */
+#define SPW_LOG_DURABLE_HOOKS 4
+int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
+void spw_log_remove_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
 
 /*
  * Reads whole, CRC-checked batches holding offsets >= offset into out
