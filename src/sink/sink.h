@@ -95,6 +95,13 @@ typedef struct spw_sink_kind {
      * Must be safe against every callback running on the worker at the
      * same time; close is never called concurrently with it. */
     void (*interrupt)(void *st);
+    /* Optional: can this target acknowledge ack=replicated (docs/api.md
+     * "Replicated acknowledgement")? Asked on the worker at attach, only
+     * for a sink its stream names in replicate_to; may ask the target.
+     * 1: every write it answers OK is held by replicas too (for postgres,
+     * its commits wait for a synchronous standby); 0 with the sentence
+     * why not in why. NULL: the kind cannot replicate. */
+    int (*replicates)(void *st, char *why, size_t cap);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a
      * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
     uint32_t default_max_events;
