@@ -151,6 +151,10 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
  * secret (password, secret, token, jaas, ...) and the passwords inside
  * connection strings and URIs. Appends json[0..n) so redacted to out. */
 void spw_sinks_redact(const char *json, size_t n, spw_buf *out);
+/* May stream name sink in replicate_to? 0 when the sink does not exist
+ * (it may be defined later) or drains stream with a kind that can
+ * replicate; else SPW_EINVAL with the sentence in err. m NULL: 0. */
+int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, char *err, size_t cap);
 /* DELETE: 0 or -ENOENT. The worker stops in the background, and
  * everything the sink started (its thread, the kind's connections and
  * threads) is stopped and freed there: the kind is interrupted (see
