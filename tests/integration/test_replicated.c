@@ -21,6 +21,7 @@
  *      stop the primary as a crash, promote the standby: every event ever
  *      acknowledged 202 is in the standby exactly once.
  */
+#include "spillway.h"
 #include "pg.h"
 
 static const char *BIN;
@@ -42,6 +43,33 @@ static int post(int port, const char *stream, const char *ack, int i, char **bod
     else
         free(r.body);
     return r.status;
+}
+
+static void on_delivery(void *opaque, const spillway_delivery *d)
+{
+    *(int *)opaque = d->status;
+}
+
+/* One event {"i":i} over the binary protocol with ack=replicated (the
+ * client library's producer, producer id + sequence deduped): its status. */
+static int bin_post(int binport, int i)
+{
+    char addr[64], ev[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+    int status = 1;
+    spillway_producer_config cfg;
+    spillway_producer_config_init(&cfg);
+    cfg.on_delivery = on_delivery;
+    cfg.opaque = &status;
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, &cfg, &p), 0);
+    CHECK_EQ(spillway_producer_send(p, "r", NULL, -1, ev, strlen(ev), SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_REPLICATED,
+                                    NULL),
+             0);
+    spillway_producer_flush(p, 30000);
+    spillway_producer_close(p, 1000);
+    return status;
 }
 
 static long long count_in(const pgsrv *pg, const char *where)
@@ -124,11 +152,16 @@ int main(int argc, char **argv)
         CHECK_EQ(post(s.port, "r", "replicated", n, NULL), 202);
         acked[n] = appended[n] = 1;
     }
+    /* the binary protocol too */
+    for (; n < 210; n++) {
+        CHECK_EQ(bin_post(s.binport, n), 0);
+        acked[n] = appended[n] = 1;
+    }
 
     /* 3. The standby down: 504, never 202; fsync elsewhere goes on. */
     pgsrv_stop_mode(&stb, "fast");
     int first_down = n;
-    for (; n < first_down + 4; n++) {
+    for (; n < first_down + 4; n++) { /* (the binary request below is n = first_down + 4) */
         CHECK_EQ(post(s.port, "r", "replicated", n, &b), 504);
         CHECK(strstr(b, "replication_timeout") != NULL);
         free(b);
@@ -136,6 +169,8 @@ int main(int argc, char **argv)
         for (int k = 0; k < 5; k++)
             CHECK_EQ(post(s.port, "plain", "fsync", 1000 + n * 5 + k, NULL), 202);
     }
+    CHECK_EQ(bin_post(s.binport, n), SPILLWAY_ERR_REPLICATION_TIMEOUT);
+    appended[n++] = 1;
     /* a retry of a timed-out request: the same answer, nothing appended again */
     CHECK_EQ(post(s.port, "r", "replicated", first_down, NULL), 504);
     long long on_primary = count_in(&pri, "true");
