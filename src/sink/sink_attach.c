@@ -81,8 +81,9 @@ int spw__sink_nap(spw_sink *k, uint64_t ms)
 {
     uint64_t until = spw_mono_ns() + ms * 1000000u;
     pthread_mutex_lock(&k->mu);
-    while (!k->stop && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
+    while (!k->stop && !k->kicked && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
     }
+    k->kicked = 0;
     int stop = k->stop;
     pthread_mutex_unlock(&k->mu);
     return stop;
@@ -213,6 +214,16 @@ void spw__sink_take_pre_holds(spw_sink *k)
 
 /* Attaches to the stream: positions from the progress file (or the kind),
  * holds taken. 0, or -ENOENT (no stream yet), or an error. */
+/* The registry's kick: a replicated request waits for this sink. */
+static void repl_kick(void *arg)
+{
+    spw_sink *k = arg;
+    pthread_mutex_lock(&k->mu);
+    k->kicked = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
 /* Tells the ack=replicated registry (svc/replicate.h) where the sink
  * attached and whether its target replicates; asked of the kind only when
  * the stream names this sink in replicate_to. */
@@ -232,7 +243,7 @@ static void repl_attach(spw_sink *k, spw_stream *s, const uint64_t *next, uint32
             spw_warn("sink %s: stream %s names it in replicate_to, but %s: ack=replicated requests are refused (503)",
                      k->def.name, s->cfg.name, why);
     }
-    spw_repl_attach(r, k->def.name, s->cfg.name, s->incarnation, np, next, why[0] ? why : NULL);
+    spw_repl_attach(r, k->def.name, s->cfg.name, s->incarnation, np, next, why[0] ? why : NULL, repl_kick, k);
 }
 
 int spw__sink_attach(spw_sink *k)

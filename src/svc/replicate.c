@@ -53,6 +53,8 @@ struct entry {
     uint32_t nparts;
     uint64_t *next;
     waiter *head;
+    void (*kick)(void *arg);
+    void *kick_arg;
 };
 
 struct spw_repl {
@@ -207,7 +209,7 @@ static void fail_all(spw_repl *r, entry *e, int outcome, const char *why, waiter
 }
 
 void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t incarnation, uint32_t nparts,
-                     const uint64_t *next, const char *why_not)
+                     const uint64_t *next, const char *why_not, void (*kick)(void *arg), void *kick_arg)
 {
     pthread_mutex_lock(&r->mu);
     entry *e = find(r, sink);
@@ -231,6 +233,8 @@ void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t
     memcpy(e->next, next, nparts * sizeof *next);
     e->nparts = nparts;
     e->attached = 1;
+    e->kick = kick;
+    e->kick_arg = kick_arg;
     if (e->why_not[0])
         fail_all(r, e, SPW_REPL_UNAVAILABLE, e->why_not, &done);
     else
@@ -267,6 +271,7 @@ void spw_repl_detach(spw_repl *r, const char *sink, const char *why)
     waiter *done = NULL;
     if (e) {
         e->attached = 0;
+        e->kick = NULL;
         fail_all(r, e, SPW_REPL_UNAVAILABLE, why, &done);
     }
     pthread_mutex_unlock(&r->mu);
@@ -336,10 +341,13 @@ void spw_repl_wait(spw_repl *r, const char *sink, const char *stream, uint64_t i
         if (e->head)
             e->head->prev = w;
         e->head = w;
-        if (covered(e, w))
+        if (covered(e, w)) {
             complete(r, w, SPW_REPL_OK, NULL, &done);
-        else
+        } else {
             pthread_cond_signal(&r->cv); /* the timer may need to wake sooner */
+            if (e->kick)
+                e->kick(e->kick_arg); /* deliver now, not at the sink's next poll */
+        }
     }
     pthread_mutex_unlock(&r->mu);
     run_done(done);

@@ -54,9 +54,12 @@ void spw_repl_free(spw_repl *r); /* stops first */
 /* Sink `sink` attached to stream `stream` (incarnation) with nparts
  * partitions whose committed next offsets are next[]. why_not NULL: its
  * target replicates; else the sentence saying why it cannot, which
- * replicated requests to a stream naming it are answered with (503). */
+ * replicated requests to a stream naming it are answered with (503).
+ * kick(kick_arg) is called (under the registry's lock: it must only wake
+ * the sink, quickly) whenever a request starts waiting for it, so the sink
+ * delivers at once instead of at its next poll; until spw_repl_detach. */
 void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t incarnation, uint32_t nparts,
-                     const uint64_t *next, const char *why_not);
+                     const uint64_t *next, const char *why_not, void (*kick)(void *arg), void *kick_arg);
 /* Records below next of partition part are committed by the sink's target. */
 void spw_repl_progress(spw_repl *r, const char *sink, uint32_t part, uint64_t next);
 /* The sink is gone or detached: its waiters are answered
