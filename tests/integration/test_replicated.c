@@ -198,6 +198,16 @@ int main(int argc, char **argv)
         CHECK_EQ(post(s.port, "r", "replicated", n, NULL), 202);
         acked[n] = appended[n] = 1;
     }
+    /* spillway top shows them (from /metrics) */
+    cli_out o = cli_run(BIN, "top --once --interval 300ms --server 127.0.0.1:%d", s.port);
+    CHECK_EQ(o.rc, 0);
+    const char *kv = strstr(o.text, " replicated_total=");
+    CHECK(kv != NULL);
+    CHECK(atof(kv + 18) >= 300);
+    kv = strstr(o.text, " replication_timeouts_total=");
+    CHECK(kv != NULL);
+    CHECK(atof(kv + 28) >= 6);
+    free(o.text);
 
     /* 4. The machine is lost: the server without a trace, the primary as
      * a crash; the standby promoted holds every acknowledged event once. */
