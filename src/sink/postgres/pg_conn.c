@@ -131,6 +131,15 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
         PQclear(r);
         if (!ok || !names[0])
             return 0;
+        /* Configured, but is a synchronous standby connected now? If not,
+         * commits wait (replicated requests time out) until one is: said,
+         * not refused (docs/operations.md "Replication"). */
+        r = PQexec(g->sh[si].c, "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && atoll(PQgetvalue(r, 0, 0)) == 0)
+            spw_warn("sink %s: shard %u: no synchronous standby is connected (pg_stat_replication): its commits, "
+                     "and ack=replicated requests, wait until one is",
+                     g->sink, si);
+        PQclear(r);
     }
     return 1;
 }
