@@ -160,8 +160,42 @@ int main(int argc, char **argv)
 
     /* 3. The standby down: 504, never 202; fsync elsewhere goes on. */
     pgsrv_stop_mode(&stb, "fast");
+    /* The sink's connection lost while its COMMIT waits for the standby:
+     * committed on the primary only. The request waiting for it must not
+     * be answered 202 when the sink reconnects and finds its progress row
+     * moved: a new session confirms with a commit of its own first. */
+    {
+        char req[512], ev[64];
+        int el = snprintf(ev, sizeof ev, "{\"i\":%d}", n);
+        int rl = snprintf(req, sizeof req,
+                          "POST /v1/streams/r/events?ack=replicated HTTP/1.1\r\nHost: t\r\nIdempotency-Key: ev-%d\r\n"
+                          "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                          n, el, ev);
+        int fd = tcp_connect(s.port);
+        send_all(fd, req, (size_t)rl);
+        /* bounded: until the sink's COMMIT waits for the standby */
+        long long waiting = 0;
+        for (int i = 0; i < 200 && waiting < 1; i++) {
+            waiting = pgsrv_num(&pri, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'");
+            if (waiting < 1)
+                usleep(5000);
+        }
+        CHECK(waiting >= 1);
+        CHECK(pgsrv_num(&pri, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE wait_event = "
+                              "'SyncRep'") >= 1);
+        static char buf[1 << 16];
+        size_t have = 0;
+        resp rr = {0};
+        CHECK(read_resp(fd, &rr, buf, sizeof buf, &have) == 0);
+        if (rr.status != 504)
+            fprintf(stderr, "after the sink's connection was lost mid-COMMIT: %d %s\n", rr.status, rr.body);
+        CHECK_EQ(rr.status, 504);
+        free(rr.body);
+        close(fd);
+        appended[n++] = 1;
+    }
     int first_down = n;
-    for (; n < first_down + 4; n++) { /* (the binary request below is n = first_down + 4) */
+    for (; n < first_down + 4; n++) {
         CHECK_EQ(post(s.port, "r", "replicated", n, &b), 504);
         CHECK(strstr(b, "replication_timeout") != NULL);
         free(b);

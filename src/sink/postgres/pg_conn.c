@@ -173,6 +173,10 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
             return -2;
         }
         PQsetNoticeReceiver(s->c, on_notice, s);
+        /* A new session cannot know whether the last commit of the one
+         * before (lost mid-COMMIT, or before a restart) reached the
+         * standby: confirmed below before anything counts as replicated. */
+        atomic_store(&s->repl_unsure, 1);
         /* The sink sends UTF-8 (JSON's encoding): the server must take it
          * as UTF-8 and be able to convert it. SQL_ASCII converts nothing
          * (JSON's \u escapes fail for every record that has one, not as
