@@ -10,7 +10,9 @@
  * read at the gate, and a poll that creates its group, whose first save
  * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE), and
  * a sink's PUT and DELETE, whose definition files and directories are
- * fsynced at that gate.
+ * fsynced at that gate, and a keyed request's retry after a restart,
+ * whose stored request is read back from the log (at the read gate) to
+ * compare it.
  * Were the read or the save done on the loop, nothing else would be
  * answered while it waits (the test's client gives up after 30 s: a guard
  * against the hang, not a measure of speed).
@@ -84,6 +86,15 @@ static void sink_at_gate(int port, const char *sgate, const char *swaiting, void
     pthread_join(th, NULL);
     CHECK_EQ(b.r.status, want);
     free(b.r.body);
+}
+
+static void *bg_keyed_retry(void *arg)
+{
+    bg *b = arg;
+    b->r = http_ex(b->port, "POST", "/v1/streams/s/events", "application/json", "Idempotency-Key: k-1\r\n",
+                   "{\"n\":9}", 7);
+    atomic_store(&b->done, 1);
+    return NULL;
 }
 
 static void *bg_poll_new(void *arg)
@@ -198,6 +209,34 @@ int main(int argc, char **argv)
      * their fsyncs) held at the sync gate while the loop answers. */
     sink_at_gate(s.port, sgate, swaiting, bg_sink_put, 201);
     sink_at_gate(s.port, sgate, swaiting, bg_sink_delete, 204);
+
+    /* A keyed request's retry after a restart: the table rebuilt from the
+     * log knows the key but not the stored request's fingerprint, which
+     * is read back from the log — at the gate — while the loop answers. */
+    r = http_ex(s.port, "POST", "/v1/streams/s/events", "application/json", "Idempotency-Key: k-1\r\n",
+                "{\"n\":9}", 7);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    setenv("SPW_TEST_READ_GATE", gate, 1);
+    srv_start(&s, tbin, data, extra);
+    unsetenv("SPW_TEST_READ_GATE");
+    unlink(waiting);
+    f = fopen(gate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg kb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_keyed_retry, &kb) == 0);
+    wait_stuck(waiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&kb.done), 0);
+    CHECK(unlink(gate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(kb.r.status, 202);
+    CHECK(strstr(kb.r.body, "\"duplicate\":true") != NULL);
+    free(kb.r.body);
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];
