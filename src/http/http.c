@@ -185,7 +185,6 @@ static void req_body_free(spw_http_req *r)
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
 
-
 uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want)
 {
     uint64_t n = spw_netconn_out_reserve(&req->conn->nc, want);
