@@ -10,6 +10,14 @@
 #   redis-always          Redis Streams XADD, appendonly yes, appendfsync always, pipelined -P 64
 #   redis-everysec        the same with appendfsync everysec
 #   redis-always-p1       appendfsync always, unpipelined (-P 1)
+# and with --tls, beside the plaintext rows:
+#   spillway-bin-tls      spillway-bin over TLS (`--cacert`: the client library's TLS)
+#   spillway-http-tls     spillway-http over HTTPS (`--server https://...`)
+# against a server with `--tls-cert`/`--tls-key`: a CA and a certificate
+# for 127.0.0.1 made with the openssl command in the temporary directory
+# (RSA 2048, TLS 1.3 as negotiated by OpenSSL); `BENCH peers tls_cost=...`
+# lines give each TLS row's events/s and CPU per event against its
+# plaintext row.
 # with 50 concurrent clients everywhere, 100-byte values and 16-byte keys
 # over 1000 distinct keys. Prints a table (events/s and the server's CPU
 # time per event, from /proc/PID/stat), one `BENCH peers system=...`
@@ -28,6 +36,7 @@
 #                      stream key); the single-event run uses 1 (see above)
 #   --dir DIR          parent of the temporary data directories (default
 #                      $TMPDIR or /var/tmp: a real disk, not tmpfs)
+#   --tls              also the TLS rows (spillway-bin-tls, spillway-http-tls)
 #
 # Installs redis-server and redis-tools from Debian if missing
 # (scripts/deps.sh), builds build/spillway (RelWithDebInfo; SPW_BUILD_DIR
@@ -43,6 +52,7 @@ single=400000
 clients=50
 batch=1000
 partitions=4
+tls=0
 parent="${TMPDIR:-/var/tmp}"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -53,6 +63,7 @@ while [ $# -gt 0 ]; do
     --batch) batch=${2:?}; shift 2 ;;
     --partitions) partitions=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
+    --tls) tls=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/peers.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -95,11 +106,26 @@ cpu_per_event() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$clk" 'BEGIN { printf
 
 # ---- Spillway ----
 
+# --tls: a CA and a server certificate for 127.0.0.1 it signs, in $work/tls.
+tls_make() {
+  local d="$work/tls"
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 \
+    -subj /CN=peers-ca >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/san.ext"
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=127.0.0.1 \
+    >/dev/null 2>&1
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -set_serial 1 -days 2 \
+    -extfile "$d/san.ext" -out "$d/server.pem" >/dev/null 2>&1
+}
+
 # Starts `spillway serve` on free loopback ports; sets pid, http_port, bin_port.
+# A system whose name ends in -tls gets the certificate of tls_make.
 spw_start() {
-  local dir="$work/spw-$1" i
+  local dir="$work/spw-$1" i tlsargs=()
   mkdir -p "$dir"
-  "$spw" serve --data "$dir/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
+  [[ $1 == *-tls ]] && tlsargs=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key")
+  "$spw" serve --data "$dir/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 "${tlsargs[@]}" \
     3>"$dir/ready" 2>"$dir/log" &
   pid=$!
   for i in $(seq 200); do
@@ -118,6 +144,8 @@ spw_run() {
   local args=("$@")
   args=("${args[@]//@HTTP@/127.0.0.1:$http_port}")
   args=("${args[@]//@BIN@/127.0.0.1:$bin_port}")
+  args=("${args[@]//@HTTPS@/https://127.0.0.1:$http_port}")
+  args=("${args[@]//@CA@/$work/tls/ca.pem}")
   echo "== $sys: spillway bench ${args[*]} --events $n --clients $clients --ack fsync --keys 1000 --partitions $partitions"
   local out t0 t1
   t0=$(cpu_ticks "$pid")
@@ -145,6 +173,11 @@ spw_run spillway-bin "$events" "protocol=bin batch=$batch key_bytes=16 value_byt
 spw_run spillway-http "$events" "protocol=http ndjson_batch=$batch event_bytes=116" --protocol http --server @HTTP@ --batch "$batch" --size 116
 SPW_RUN_PARTITIONS=1 spw_run spillway-http-single "$single" "protocol=http batch=1 keepalive=yes event_bytes=116" --protocol http --server @HTTP@ --batch 1 --size 116
 SPW_RUN_PARTITIONS=4 spw_run spillway-http-single-p4 "$single" "protocol=http batch=1 keepalive=yes event_bytes=116" --protocol http --server @HTTP@ --batch 1 --size 116
+if [ "$tls" = 1 ]; then
+  tls_make
+  spw_run spillway-bin-tls "$events" "protocol=bin tls=yes batch=$batch key_bytes=16 value_bytes=100" --protocol bin --server @BIN@ --http @HTTPS@ --cacert @CA@ --batch "$batch" --size 100
+  spw_run spillway-http-tls "$events" "protocol=http tls=yes ndjson_batch=$batch event_bytes=116" --protocol http --server @HTTPS@ --cacert @CA@ --batch "$batch" --size 116
+fi
 
 # ---- Redis ----
 
@@ -191,6 +224,8 @@ redis_run redis-always-p1 always 1 "$single"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
 sys_all=(spillway-bin spillway-http spillway-http-single spillway-http-single-p4 redis-always redis-everysec redis-always-p1)
+[ "$tls" = 1 ] && sys_all=(spillway-bin spillway-bin-tls spillway-http spillway-http-tls spillway-http-single
+  spillway-http-single-p4 redis-always redis-everysec redis-always-p1)
 echo
 echo "== peers: $(nproc) cores, $(uname -r), data under $parent; ack=fsync / appendfsync as named"
 printf '%-24s %12s %12s %14s %16s %17s\n' system events/s "cpu ns/ev" "/redis-always" "/redis-everysec" \
@@ -226,3 +261,10 @@ for t in "${targets[@]}"; do
   res=$(awk -v r="$r" -v g="$3" 'BEGIN { print (r + 0 >= g) ? "PASS" : "MISS" }')
   echo "BENCH peers ratio=$1/$2 value=$r target=$3 result=$res"
 done
+if [ "$tls" = 1 ]; then
+  # The cost of TLS: events/s and server CPU per event, TLS row / plaintext row.
+  for s in spillway-bin spillway-http; do
+    echo "BENCH peers tls_cost=$s-tls/$s events_per_s_ratio=$(ratio "${eps[$s-tls]}" "${eps[$s]}")" \
+      "cpu_per_event_ratio=$(ratio "${cpu[$s-tls]}" "${cpu[$s]}")"
+  done
+fi

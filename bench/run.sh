@@ -67,7 +67,8 @@ benchmarks (bench/run.sh NAME [options]):
          --acks (bench/run.sh log --help)
   peers  the server at ack=fsync (binary, HTTP NDJSON, single-event HTTP) beside
          Redis Streams XADD (appendfsync always / everysec, -P 64 and -P 1);
-         options: --events N, --single-events N, --clients C, --partitions P
+         options: --events N, --single-events N, --clients C, --partitions P,
+         --tls (also spillway-bin-tls and spillway-http-tls, beside plaintext)
   json   JSON scanner (spw_json_scan) against jansson (json_loadb + json_object_get)
          on ~100 B / ~1 KiB / ~10 KiB events, valid and invalid; options:
          --events N (default 100000), --reps R (default 5, median reported)

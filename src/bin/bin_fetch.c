@@ -118,7 +118,11 @@ static void fetch_answer(void *arg)
     c->inflight--;
     c->loop->inflight--;
     c->promised -= j->promised;
-    spw_netconn_out_release(&c->nc, j->reserved); /* the answer is held as it is sent */
+    /* The reservation becomes the answer's bytes (net/conn.h), or is given
+     * back for a small one. */
+    uint64_t built = c->closed || j->err ? 0 : j->ans.len;
+    if (!built)
+        spw_netconn_out_release(&c->nc, j->reserved);
     if (c->closed) {
         /* the connection is gone: nothing to send */
     } else if (j->err == SPW_EAGAIN) {
@@ -142,6 +146,8 @@ static void fetch_answer(void *arg)
     } else {
         spw__bin_conn_close(c);
     }
+    if (built)
+        spw_netconn_out_transfer(&c->nc, j->reserved, c->closed ? 0 : built);
     if (!c->closed && !j->in_place)
         spw__bin_conn_flush(c); /* in place, the caller's frame loop flushes */
     spw_buf_fini(&j->ans);

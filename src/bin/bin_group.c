@@ -22,6 +22,7 @@ typedef struct bgroup {
     spw_buf recs;
     int n, read_done;
     uint64_t next, bad;
+    uint64_t reserved; /* poll: the answer's room in the unsent budget (group_reserve) */
 } bgroup;
 
 static void bin_post(void *loop, void (*fn)(void *), void *arg) { spw__bin_loop_post(loop, fn, arg); }
@@ -118,34 +119,46 @@ static void group_send_empty(bconn *c, bgroup *q)
 static void group_read_on(spw_group_poll *p, spw_lease *l)
 {
     bgroup *q = p->ctx;
-    size_t maxb = q->c->loop->srv->cfg.max_frame_bytes / 2;
-    if (maxb > FETCH_MAX_BYTES)
-        maxb = FETCH_MAX_BYTES;
-    group_rd rd = {p->s->parts[l->partition], p->max, maxb, &q->recs};
+    group_rd rd = {p->s->parts[l->partition], p->max, (size_t)p->max_bytes, &q->recs};
     q->n = spw_consume_read_lease(p, l, group_read_lease, &rd, &q->next, &q->bad);
     q->read_done = 1;
+}
+
+/* The answer's room in the budget of unsent answers (net/conn.h),
+ * reserved before the lease is read, as a FETCH does at dispatch. */
+static uint64_t group_reserve(spw_group_poll *p, uint64_t want)
+{
+    bgroup *q = p->ctx;
+    if (q->c->closed)
+        return want; /* nobody to answer: deliver gives the lease back */
+    q->reserved = spw_netconn_out_reserve(&q->c->nc, want);
+    return q->reserved;
+}
+
+/* The budget of unsent answers is spent: the lease went back at once,
+ * for a later poll. */
+static void group_busy(spw_group_poll *p)
+{
+    bgroup *q = p->ctx;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS,
+                         "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                         "read theirs; retry later");
+        group_flush(c);
+    }
+    spw_free(q);
 }
 
 static void group_deliver(spw_group_poll *p, spw_lease *l)
 {
     bgroup *q = p->ctx;
     bconn *c = q->c;
+    uint64_t reserved = q->reserved; /* becomes the answer's bytes (net/conn.h), or is given back */
     if (!group_answered(c)) {
+        spw_netconn_out_release(&c->nc, reserved);
         spw_group_release(p->g, l); /* nobody to deliver to: free for the others at once */
         spw_buf_fini(&q->recs);
-        spw_free(q);
-        return;
-    }
-    /* The budget of unsent answers (net/conn.h) spent: the lease goes back
-     * at once, for a later poll. (The records were read on a worker, at
-     * most FETCH_MAX_BYTES: the budget can pass its limit by that.) */
-    if (spw_netconn_out_allow(&c->nc, 1) == 0) {
-        spw_group_release(p->g, l);
-        spw_buf_fini(&q->recs);
-        spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS,
-                         "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
-                         "read theirs; retry later");
-        group_flush(c);
         spw_free(q);
         return;
     }
@@ -155,6 +168,8 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
     q->recs = (spw_buf)SPW_BUF_INIT;
     uint64_t next = q->next, bad = q->bad;
     int n = q->n;
+    if (n <= 0)
+        spw_netconn_out_release(&c->nc, reserved); /* a small answer instead */
     if (n == 0) { /* nothing readable after the damage yet: an empty answer */
         spw_group_release(p->g, l);
         spw_buf_fini(&recs);
@@ -175,12 +190,14 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
         spw_gpoll_resp a = {.delivered = 1, .partition = l->partition, .lease_id = l->id, .first_offset = l->from,
                             .next_offset = next, .lease_ms = p->lease_ms, .count = (uint32_t)n, .data = recs.p,
                             .data_len = recs.len};
-        size_t start;
+        size_t start, before = c->out.len;
         if (spw_frame_begin(&c->out, SPW_OP_GROUP_POLL, SPW_FLAG_RESPONSE, q->request_id, &start) ||
-            spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a))
+            spw_answer_ok(&c->out) || spw_gpoll_resp_encode(&c->out, &a)) {
             spw__bin_conn_close(c); /* the lease expires and its records go to another poll */
-        else
+        } else {
             spw_frame_finish(&c->out, start);
+        }
+        spw_netconn_out_transfer(&c->nc, reserved, c->closed ? 0 : c->out.len - before);
     }
     spw_buf_fini(&recs);
     group_flush(c);
@@ -264,6 +281,10 @@ void spw__bin_handle_group_poll(bconn *c, const spw_frame_hdr *h, const uint8_t 
     p->loop = c->loop;
     p->deliver = group_deliver;
     p->read = group_read_on;
+    p->reserve = group_reserve;
+    p->busy = group_busy;
+    size_t maxb = c->loop->srv->cfg.max_frame_bytes / 2;
+    p->max_bytes = maxb < FETCH_MAX_BYTES ? maxb : FETCH_MAX_BYTES;
     p->failed = group_failed;
     p->fresh = fresh;
     p->nothing = group_nothing;

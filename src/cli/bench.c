@@ -179,6 +179,15 @@ static uint32_t pct(const uint32_t *v, uint64_t n, double q)
     return v[i];
 }
 
+void spw__bench_httpc_init(spw_httpc *h, const bench_cfg *c)
+{
+    spw_httpc_init(h, c->host, c->port);
+    spw_httpc_set_token(h, c->token); /* checked by spw__cli_token */
+    h->tls = c->tls;
+    if (c->cacert)
+        snprintf(h->cacert, sizeof h->cacert, "%s", c->cacert);
+}
+
 /* One request on a fresh connection (stream creation). Returns the status. */
 static int simple_request(const bench_cfg *c, const char *method, const char *path, const char *json, char *out,
                           size_t outcap)
@@ -221,7 +230,9 @@ static void bench_help(FILE *f)
           "                       frame of --batch records per request, each a 16-byte key and a\n"
           "                       B-byte JSON object value; latency ends at the delivery callback.\n"
           "  --server HOST:PORT   where events go: default $SPILLWAY_SERVER, else 127.0.0.1:7700 (http),\n"
-          "                       127.0.0.1:7701 (bin)\n"
+          "                       127.0.0.1:7701 (bin); http: https://HOST:PORT speaks HTTPS (TLS\n"
+          "                       1.2+, the certificate verified against --cacert, else the\n"
+          "                       system's CAs)\n"
           "  --http HOST:PORT     bin only: the server's HTTP address, used to create the stream\n"
           "                       (the binary protocol cannot); default $SPILLWAY_SERVER, else 127.0.0.1:7700\n"
           "  --stream S           default bench\n"
@@ -249,9 +260,9 @@ static void bench_help(FILE *f)
           "                       failed)\n"
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
           "                       it needs produce on the stream, and admin to create it\n"
-          "  --cacert FILE        bin: speak TLS to a server with TLS, verifying its certificate\n"
-          "                       against FILE (PEM CA certificates); --http then takes\n"
-          "                       https://HOST:PORT (http load stays plain HTTP)\n", SPW_HELP_WIDTH);
+          "  --cacert FILE        PEM CA certificates verifying the server's: bin speaks TLS with it\n"
+          "                       (--http then takes https://HOST:PORT); http with --server\n"
+          "                       https://HOST:PORT\n", SPW_HELP_WIDTH);
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -517,8 +528,9 @@ int spw_cmd_bench(int argc, char **argv)
         }
         uint64_t u;
         if (strcmp(a, "--server") == 0) {
-            if (spw_httpc_parse_server(v, c.host, sizeof c.host, c.port, sizeof c.port)) {
-                fprintf(stderr, "spillway bench: --server takes HOST:PORT or http://HOST:PORT, not '%s'\n", v);
+            if (spw_httpc_parse_server_tls(v, c.host, sizeof c.host, c.port, sizeof c.port, &c.tls)) {
+                fprintf(stderr, "spillway bench: --server takes HOST:PORT, http://HOST:PORT or https://HOST:PORT, "
+                                "not '%s'\n", v);
                 return 2;
             }
             server_set = 1;
@@ -633,8 +645,12 @@ int spw_cmd_bench(int argc, char **argv)
     }
     if (c.bin && !server_set)
         snprintf(c.port, sizeof c.port, "7701");
-    if (c.cacert && !c.bin) {
-        fprintf(stderr, "spillway bench: --cacert is for --protocol bin (the http load is plain HTTP)\n");
+    if (c.bin && c.tls) {
+        fprintf(stderr, "spillway bench: --protocol bin speaks TLS with --cacert FILE; --server takes HOST:PORT\n");
+        return 2;
+    }
+    if (c.cacert && !c.bin && !c.tls) {
+        fprintf(stderr, "spillway bench: --cacert with --protocol http needs --server https://HOST:PORT\n");
         return 2;
     }
     if (c.http_tls && !c.cacert) {
@@ -644,6 +660,7 @@ int spw_cmd_bench(int argc, char **argv)
     if (!c.bin) {
         memcpy(c.http_host, c.host, sizeof c.host);
         memcpy(c.http_port, c.port, sizeof c.port);
+        c.http_tls = c.tls;
     }
 
     char out[1024], path[256];

@@ -101,7 +101,7 @@ static void hconn_fail(hconn *hc, int ep)
 static void hconn_send(hconn *hc, int ep)
 {
     while (hc->req_off < hc->req.len) {
-        ssize_t w = send(hc->h.fd, hc->req.p + hc->req_off, hc->req.len - hc->req_off, MSG_NOSIGNAL);
+        ssize_t w = spw_httpc_io_send(&hc->h, hc->req.p + hc->req_off, hc->req.len - hc->req_off);
         if (w > 0) {
             hc->req_off += (size_t)w;
             continue;
@@ -141,7 +141,7 @@ static void hconn_recv(hconn *hc, int ep)
             hconn_fail(hc, ep);
             return;
         }
-        ssize_t n = recv(hc->h.fd, hc->h.in.p + hc->h.in.len, hc->h.in.cap - hc->h.in.len, 0);
+        ssize_t n = spw_httpc_io_recv(&hc->h, hc->h.in.p + hc->h.in.len, hc->h.in.cap - hc->h.in.len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -174,8 +174,7 @@ void *spw__bench_http_worker_main(void *arg)
         hc->t0_ns = hc->due_ns = t0;
         hc->end_ns = c->duration > 0 && !(c->rate > 0) ? t0 + (uint64_t)(c->duration * 1e9) : 0;
         hc->prio = -1;
-        spw_httpc_init(&hc->h, c->host, c->port);
-        spw_httpc_set_token(&hc->h, c->token); /* checked by spw__cli_token */
+        spw__bench_httpc_init(&hc->h, c);
         if (spw_httpc_connect(&hc->h, 0) < 0) {
             hc->req_n = 0;
             hconn_fail(hc, ep);

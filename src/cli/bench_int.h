@@ -49,6 +49,7 @@ typedef struct bench_cfg {
     const char *token;   /* bearer token (--token, $SPILLWAY_TOKEN) or NULL */
     const char *cacert;  /* --protocol bin: TLS verified against this CA file (--cacert); NULL: plain */
     int http_tls;        /* --http https://...: the stream's creation over HTTPS */
+    int tls;             /* --protocol http with --server https://...: the load over HTTPS */
     double duration;     /* --duration seconds; 0 = --events decides */
     uint32_t inflight;   /* --inflight: open loop with at most this many requests in flight; 0 = closed loop */
     uint8_t prios[SPW_BENCH_MAX_PRIOS]; /* --priorities, request i gets prios[i % nprios] */
@@ -110,6 +111,10 @@ void spw__bench_failed(client *cl, uint32_t n, int prio, const char *why);
  * request was answered or given up on.
  */
 void spw__bench_open_run(const bench_cfg *c, client *cls, uint32_t nworkers);
+
+/* A load connection's client: host, port, token, and TLS (c->tls,
+ * verified against c->cacert or the system's CAs). Not connected. */
+void spw__bench_httpc_init(struct spw_httpc *h, const bench_cfg *c);
 
 /* bench_http.c: the closed-loop HTTP driver, one thread per hworker. */
 typedef struct hworker {

@@ -123,8 +123,7 @@ static oconn *take_conn(oworker *ow, int *err)
     } else if (ow->nslots < ow->max) {
         k = ow->nslots++;
         oconn *oc = spw_xcalloc(1, sizeof *oc);
-        spw_httpc_init(&oc->h, ow->c->host, ow->c->port);
-        spw_httpc_set_token(&oc->h, ow->c->token); /* checked by spw__cli_token */
+        spw__bench_httpc_init(&oc->h, ow->c);
         oc->k = k;
         ow->cs[k] = oc;
     } else {
@@ -150,7 +149,7 @@ static void req_fail(oworker *ow, oconn *oc, uint32_t k)
 static void conn_send(oworker *ow, oconn *oc, uint32_t k)
 {
     while (oc->req_off < oc->req.len) {
-        ssize_t w = send(oc->h.fd, oc->req.p + oc->req_off, oc->req.len - oc->req_off, MSG_NOSIGNAL);
+        ssize_t w = spw_httpc_io_send(&oc->h, oc->req.p + oc->req_off, oc->req.len - oc->req_off);
         if (w > 0) {
             oc->req_off += (size_t)w;
             continue;
@@ -187,7 +186,7 @@ static void conn_recv(oworker *ow, oconn *oc, uint32_t k)
             req_fail(ow, oc, k);
             return;
         }
-        ssize_t n = recv(oc->h.fd, oc->h.in.p + oc->h.in.len, oc->h.in.cap - oc->h.in.len, 0);
+        ssize_t n = spw_httpc_io_recv(&oc->h, oc->h.in.p + oc->h.in.len, oc->h.in.cap - oc->h.in.len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

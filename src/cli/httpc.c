@@ -220,11 +220,17 @@ static ssize_t io_send(spw_httpc *c, const void *p, size_t n)
     if (r > 0)
         return r;
     int e = SSL_get_error(c->ssl, r);
-    if (e != SSL_ERROR_SYSCALL || errno == 0)
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+        errno = EAGAIN; /* a non-blocking socket (bench): call again with the same bytes */
+    else if (e != SSL_ERROR_SYSCALL || errno == 0)
         errno = ECONNRESET;
     ERR_clear_error();
     return -1;
 }
+
+ssize_t spw_httpc_io_send(spw_httpc *c, const void *p, size_t n) { return io_send(c, p, n); }
+
+ssize_t spw_httpc_io_recv(spw_httpc *c, void *p, size_t n) { return io_recv(c, p, n); }
 
 static int dial(spw_httpc *c)
 {

@@ -15,13 +15,16 @@
  * certificate against c->cacert (a PEM file of CA certificates; "" = the
  * system's) and its name against c->host; a failed handshake sets errno
  * EPROTO and the reason in c->tls_err. Reads and writes then go through
- * the session. The non-blocking callers that use c->fd themselves (bench)
- * take plain HTTP only.
+ * the session. The non-blocking callers that drive c->fd themselves
+ * (bench) read and write through spw_httpc_io_recv/spw_httpc_io_send, so
+ * they speak HTTPS too (the handshake is made, blocking, by
+ * spw_httpc_connect).
  */
 #ifndef SPW_HTTPC_H
 #define SPW_HTTPC_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "core/buf.h"
 
@@ -78,6 +81,16 @@ void spw_httpc_close(spw_httpc *c);
  * TCP_NODELAY and a receive timeout of c->timeout_s. Returns 0 or -1.
  */
 int spw_httpc_connect(spw_httpc *c, int wait_ms);
+
+/*
+ * One send or recv on the connection (through its TLS session with
+ * https), for callers that make c->fd non-blocking and wait for it
+ * themselves: bytes sent or received (recv: 0 at the end), or -1 with
+ * errno (EAGAIN: not now — with TLS a send is then called again with the
+ * same bytes, and either direction may be what the session waits for).
+ */
+ssize_t spw_httpc_io_send(spw_httpc *c, const void *p, size_t n);
+ssize_t spw_httpc_io_recv(spw_httpc *c, void *p, size_t n);
 
 /* Sends all n bytes. Returns 0 or -1. REQUIRES: connected. */
 int spw_httpc_send(spw_httpc *c, const void *p, size_t n);

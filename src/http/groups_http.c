@@ -68,7 +68,7 @@ typedef struct hpoll {
 static void http_read(spw_group_poll *p, spw_lease *l)
 {
     hpoll *h = (hpoll *)p;
-    ndjson_read rd = {p->s, l->partition, p->max, SPW_API_READ_MAX_BYTES, &h->out};
+    ndjson_read rd = {p->s, l->partition, p->max, p->max_bytes, &h->out};
     h->r = spw_consume_read_lease(p, l, read_ndjson, &rd, &h->next, &h->bad);
     h->read_done = 1;
 }
@@ -82,18 +82,6 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
         spw_group_release(p->g, l);
         spw_buf_fini(&hp->out);
         spw_http_respond(req, 204, NULL, NULL, NULL, 0); /* dropped; frees req */
-        return;
-    }
-    /* The budget of unsent answers (docs/operations.md "Memory") spent:
-     * the lease goes back at once, for a later poll. (The records were
-     * read on a worker, at most SPW_API_READ_MAX_BYTES: the budget can
-     * pass its limit by that.) */
-    if (spw_http_req_out_allow(req, 1) == 0) {
-        spw_group_release(p->g, l);
-        spw_buf_fini(&hp->out);
-        spw_http_answer(req, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
-                        "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
-                        "read theirs; retry later");
         return;
     }
     if (!hp->read_done)
@@ -133,6 +121,25 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
              lease, l->partition, l->from, next, p->lease_ms);
     spw_http_respond(req, 200, h, "application/x-ndjson", out.p, out.len);
     spw_buf_fini(&out);
+}
+
+/* The answer's room in the budget of unsent answers (docs/operations.md
+ * "Memory"), reserved before the lease is read, as GET .../events does at
+ * dispatch; given back when the request is answered. */
+static uint64_t http_reserve(spw_group_poll *p, uint64_t want)
+{
+    spw_http_req *req = p->ctx;
+    if (spw_http_req_gone(req))
+        return want; /* nobody to answer: deliver gives the lease back */
+    return spw_http_req_out_reserve(req, want);
+}
+
+/* The budget is spent: the lease went back at once, for a later poll. */
+static void http_busy(spw_group_poll *p)
+{
+    spw_http_answer(p->ctx, SPW_SC_OVERLOADED, "Retry-After: 1\r\n",
+                    "the server's memory for unsent answers (max-unsent-bytes) is spent on clients that do not "
+                    "read theirs; retry later");
 }
 
 static void http_failed(spw_group_poll *p, int err)
@@ -195,6 +202,9 @@ static void handle_poll(spw_consume *cs, spw_http_req *req, spw_stream *s, const
     p->loop = req->loop;
     p->deliver = http_deliver;
     p->read = http_read;
+    p->reserve = http_reserve;
+    p->busy = http_busy;
+    p->max_bytes = SPW_API_READ_MAX_BYTES;
     p->failed = http_failed;
     p->fresh = fresh;
     p->nothing = http_nothing;

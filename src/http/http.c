@@ -186,11 +186,6 @@ static void req_body_free(spw_http_req *r)
 
 void spw_http_req_release_body(spw_http_req *req) { req_body_free(req); }
 
-uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want)
-{
-    return spw_netconn_out_allow(&req->conn->nc, want);
-}
-
 uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want)
 {
     uint64_t n = spw_netconn_out_reserve(&req->conn->nc, want);
@@ -349,8 +344,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     /* Content-Length of the GET, no body (RFC 9110 §9.3.2, §15.4.5) */
     int head = req->method == SPW_HTTP_HEAD || status == 304;
     req->answered = 1;
-    if (req->out_reserved) /* the answer is held below, as it is */
-        spw_netconn_out_release(&c->nc, req->out_reserved);
+    uint64_t reserved = req->out_reserved; /* becomes the answer's bytes below (net/conn.h) */
     c->promised -= req->promised;
     SPW_ASSERT(loop->inflight > 0); /* answered once, after being dispatched */
     loop->inflight--;
@@ -358,8 +352,10 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     req_body_free(req);
     spw_free(req->url_mem);
     spw_free(req);
-    if (!s)
+    if (!s) {
+        spw_netconn_out_release(&c->nc, reserved);
         return; /* cannot happen: every dispatched request has a slot */
+    }
     s->req = NULL;
     s->done = 1;
     if (!c->closed) {
@@ -379,15 +375,17 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
         if (!r)
             r = spw_buf_puts(b, "\r\n");
         if (r) {
-            conn_close(c);
+            conn_close(c); /* gives back what c held, the reservation too */
             return;
         }
         if (len && !head && spw_buf_reserve(b, b->len + len) == 0) {
             memcpy(b->p + b->len, body, len);
             b->len += len;
         }
-        spw_netconn_out_hold(&c->nc, b->len); /* unsent from now (net/conn.h) */
+        spw_netconn_out_transfer(&c->nc, reserved, b->len); /* unsent from now (net/conn.h) */
         conn_flush(c);
+    } else {
+        spw_netconn_out_release(&c->nc, reserved);
     }
 }
 

@@ -142,12 +142,11 @@ void spw_http_req_promise(spw_http_req *req, size_t bytes);
  * have)? On req's loop thread. */
 int spw_http_req_gone(const spw_http_req *req);
 
-/* How many bytes an answer to req may have now (a read asks before it
- * builds one): min(want, what the budget of unsent answers has left), 0
- * when it is spent — answer overloaded (503) then. net/conn.h. */
-uint64_t spw_http_req_out_allow(const spw_http_req *req, uint64_t want);
-/* The same, reserved at once until req is answered: for an answer built
- * on another thread (net/conn.h spw_netconn_out_reserve). Loop thread. */
+/* How many bytes an answer to req may have (a read asks before it builds
+ * one, on this or another thread): min(want, what the budget of unsent
+ * answers has left), reserved at once until req is answered, 0 when it is
+ * spent — answer overloaded (503) then (net/conn.h
+ * spw_netconn_out_reserve). Loop thread. */
 uint64_t spw_http_req_out_reserve(spw_http_req *req, uint64_t want);
 
 /* An error body {"error":msg,"code":code} with status. */

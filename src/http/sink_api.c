@@ -7,13 +7,21 @@
  * source, GET consume or admin on the source, and GET /v1/sinks lists the
  * sinks whose source the token may consume from or administer.
  * Definitions are shown with their secrets redacted (sink/sink.h).
+ *
+ * PUT and DELETE write and fsync files (the definition, its directory,
+ * the sinks' directory): after the checks on the loop, they run on an I/O
+ * worker (spw_svc.io, core/workq.h) and the answer is posted back to the
+ * loop, as a stream's PUT and DELETE do (docs/architecture.md "Threads of
+ * spillway serve").
  */
 #include "http/sink_api.h"
 
 #include <errno.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/workq.h"
 #include "catalog/stream.h"
 #include "svc/request.h"
 #include "core/name.h"
@@ -35,6 +43,92 @@ static int may_see(const spw_token *who, const char *s)
 }
 
 static int list_visible(void *arg, const char *stream) { return may_see(arg, stream); }
+
+/* A PUT or DELETE between its checks and its answer. */
+typedef struct sink_job {
+    spw_api *api;
+    spw_http_req *req;
+    int put;
+    char *body; /* PUT: a copy of the definition */
+    size_t len;
+    spw_buf out; /* PUT: the definition as shown */
+    char err[400];
+    char name[SPW_STREAM_NAME_MAX + 1];
+    int r;
+} sink_job;
+
+static void sink_work(sink_job *j)
+{
+    if (j->put)
+        j->r = spw_sinks_put(j->api->sinks, j->name, j->body, j->len, &j->out, j->err, sizeof j->err);
+    else
+        j->r = spw_sinks_delete(j->api->sinks, j->name);
+}
+
+static void sink_answer(void *arg)
+{
+    sink_job *j = arg;
+    spw_http_req *req = j->req;
+    int r = j->r;
+    req->user = NULL;
+    if (!j->put) {
+        if (r == -ENOENT)
+            spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", j->name);
+        else
+            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+    } else if (r == SPW_EINVAL) {
+        spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", j->err);
+    } else if (r == SPW_SINK_ENOTBUILT) {
+        spw_http_answer(req, SPW_SC_KIND_NOT_BUILT, NULL, "%s", j->err);
+    } else if (r == -ENOENT) {
+        spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "%s", j->err);
+    } else if (r == -EEXIST) {
+        spw_http_answer(req, SPW_SC_EXISTS, NULL, "%s", j->err);
+    } else if (r < 0) {
+        spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "%s", j->err);
+    } else {
+        respond(req, r == 1 ? 201 : 200, &j->out);
+    }
+    spw_buf_fini(&j->out);
+    spw_free(j->body);
+    spw_free(j);
+}
+
+static void sink_worker(void *arg)
+{
+    sink_job *j = arg;
+    sink_work(j);
+    spw_http_loop_post(j->req->loop, sink_answer, j);
+}
+
+/* Runs j on an I/O worker (here without workers, or with the queue full:
+ * a definition's files are small). */
+static void sink_start(sink_job *j)
+{
+    j->req->user = j;
+    if (j->api->svc.io && spw_workq_submit(j->api->svc.io, sink_worker, j) == 0)
+        return;
+    sink_work(j);
+    sink_answer(j);
+}
+
+static sink_job *sink_job_new(spw_api *api, spw_http_req *req, int put, const char *name, size_t nl)
+{
+    sink_job *j = spw_xcalloc(1, sizeof *j);
+    j->api = api;
+    j->req = req;
+    j->put = put;
+    j->out = (spw_buf)SPW_BUF_INIT;
+    memcpy(j->name, name, nl);
+    j->name[nl] = 0;
+    if (put) {
+        j->len = req->body.len;
+        j->body = spw_xmalloc(j->len + 1);
+        memcpy(j->body, req->body.p, j->len);
+        spw_http_req_release_body(req);
+    }
+    return j;
+}
 
 int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 {
@@ -82,20 +176,7 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             !spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_CONSUME, stream, strlen(stream)) ||
             (dlq[0] && !spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, dlq, strlen(dlq))))
             return 1;
-        r = spw_sinks_put(api->sinks, name, (const char *)req->body.p, req->body.len, &b, err, sizeof err);
-        if (r == SPW_EINVAL)
-            spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
-        else if (r == SPW_SINK_ENOTBUILT)
-            spw_http_answer(req, SPW_SC_KIND_NOT_BUILT, NULL, "%s", err);
-        else if (r == -ENOENT)
-            spw_http_answer(req, SPW_SC_NO_SUCH_STREAM, NULL, "%s", err);
-        else if (r == -EEXIST)
-            spw_http_answer(req, SPW_SC_EXISTS, NULL, "%s", err);
-        else if (r < 0)
-            spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "%s", err);
-        else
-            return respond(req, r == 1 ? 201 : 200, &b), 1;
-        spw_buf_fini(&b);
+        sink_start(sink_job_new(api, req, 1, name, nl));
         return 1;
     }
     if (spw_sinks_streams(api->sinks, name, stream, dlq) == -ENOENT) {
@@ -111,10 +192,7 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     if (req->method == SPW_HTTP_DELETE) {
         if (!spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, stream, strlen(stream)))
             return 1;
-        if (spw_sinks_delete(api->sinks, name) == -ENOENT)
-            spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", name);
-        else
-            spw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        sink_start(sink_job_new(api, req, 0, name, nl));
         return 1;
     }
     if (!may_see(ar->who, stream)) {

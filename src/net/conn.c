@@ -463,9 +463,12 @@ static void out_give(spw_netconn *c, uint64_t n)
 
 uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want)
 {
-    uint64_t n = spw_netconn_out_allow(c, want);
-    if (unsent_of(c))
-        spw_netconn_out_hold(c, n);
+    if (!unsent_of(c) || c->closed)
+        return spw_netconn_out_allow(c, want);
+    /* In one step: the loops of both listeners reserve from one budget,
+     * and an allow then a hold would give two of them the same room. */
+    uint64_t n = spw_membudget_take_upto(unsent_of(c), want);
+    c->out_held += n;
     return n;
 }
 
@@ -473,6 +476,22 @@ void spw_netconn_out_release(spw_netconn *c, uint64_t n)
 {
     if (unsent_of(c))
         out_give(c, n);
+}
+
+void spw_netconn_out_transfer(spw_netconn *c, uint64_t reserved, uint64_t n)
+{
+    if (!unsent_of(c))
+        return;
+    if (c->closed || reserved > c->out_held) {
+        out_give(c, reserved); /* closing gave everything back */
+        return;
+    }
+    /* One atomic step on the budget: a release then a hold would leave a
+     * gap in which another loop's reservation takes the same room. */
+    if (n >= reserved)
+        spw_netconn_out_hold(c, n - reserved);
+    else
+        out_give(c, reserved - n);
 }
 
 uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want)

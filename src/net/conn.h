@@ -236,9 +236,14 @@ int spw_netconn_send(spw_netconn *c);
  *
  * An answer built elsewhere (on an I/O worker) reserves instead, at
  * dispatch: spw_netconn_out_reserve holds min(want, room left) at once,
- * so reads in flight together cannot each be allowed the same room, and
- * spw_netconn_out_release gives the reservation back when the answer is
- * held itself. Loop thread.
+ * in one atomic step (spw_membudget_take_upto), so reads in flight
+ * together, on any loop of either listener, cannot each be allowed the
+ * same room, and
+ * spw_netconn_out_transfer turns the reservation into the answer's bytes
+ * once it is built (appended to out, or held apart), in one step: a
+ * release then a hold would leave a gap where another loop's reservation
+ * takes the same room. spw_netconn_out_release gives a reservation back
+ * when a small answer (an error) goes out instead. Loop thread.
  */
 /*
  * Framed input (the binary protocol, the Kafka listener: length-prefixed
@@ -259,6 +264,7 @@ void spw_netconn_out_hold(spw_netconn *c, uint64_t n);
 uint64_t spw_netconn_out_allow(const spw_netconn *c, uint64_t want);
 uint64_t spw_netconn_out_reserve(spw_netconn *c, uint64_t want);
 void spw_netconn_out_release(spw_netconn *c, uint64_t n);
+void spw_netconn_out_transfer(spw_netconn *c, uint64_t reserved, uint64_t n);
 int spw_netconn_out_full(const spw_netconn *c);
 
 /* Puts c on its loop's waiters (counted in the budget's waits unless it

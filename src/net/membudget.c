@@ -36,6 +36,23 @@ int spw_membudget_take(spw_membudget *m, uint64_t n)
     return 0;
 }
 
+uint64_t spw_membudget_take_upto(spw_membudget *m, uint64_t want)
+{
+    if (!m || want == 0)
+        return want;
+    uint64_t u = atomic_load_explicit(&m->used, memory_order_relaxed), n;
+    do {
+        n = u < m->limit ? m->limit - u : 0;
+        if (n > want)
+            n = want;
+        if (n == 0)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(&m->used, &u, u + n, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    note_peak(m, u + n);
+    return n;
+}
+
 void spw_membudget_add(spw_membudget *m, uint64_t n)
 {
     if (!m || n == 0)

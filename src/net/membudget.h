@@ -45,6 +45,9 @@ void spw_membudget_init(spw_membudget *m, uint64_t limit);
 /* Takes n bytes if used + n stays within the limit: 0, or SPW_EAGAIN and
  * nothing taken. */
 int spw_membudget_take(spw_membudget *m, uint64_t n);
+/* Takes min(want, room left) in one step (so two threads cannot both be
+ * given the same room) and returns it: 0 when the budget is spent. */
+uint64_t spw_membudget_take_upto(spw_membudget *m, uint64_t want);
 /* Takes n bytes whatever the limit (bytes already in hand). */
 void spw_membudget_add(spw_membudget *m, uint64_t n);
 /* Gives n bytes back. REQUIRES: taken before. */

@@ -162,6 +162,17 @@ static void try_poll(spw_group_poll *p)
     spw_lease l;
     int got = spw_group_acquire(p->g, ends, firsts, n, now, p->lease_ms, p->member, &l);
     spw_free(ends);
+    if (got && p->reserve) {
+        /* Before anything is read: the answer's room, or the lease back. */
+        uint64_t room = p->reserve(p, p->max_bytes);
+        if (room == 0) {
+            spw_group_release(p->g, &l);
+            p->busy(p);
+            gpoll_free(p);
+            return;
+        }
+        p->max_bytes = room;
+    }
     if (got) {
         spw_workq *io = p->read ? atomic_load(&cs->io) : NULL;
         if (io) {

@@ -14,9 +14,11 @@
  * partition could be leased or its wait ended. The same thread writes the
  * offsets files of committed groups (one save covers every commit queued
  * before it) and then answers those commits, so no fsync runs on an I/O
- * loop. Records are read on the loop that answers, through the record
- * cursor (log/cursor.h): durable records only, and damage is skipped by
- * the group, logged and counted (spw_consume_read_lease).
+ * loop. A lease's answer reserves its room in the front end's budget of
+ * unsent answers first (p->reserve), then its records are read on an I/O
+ * worker (p->read; on the loop that answers without workers), through
+ * the record cursor (log/cursor.h): durable records only, and damage is
+ * skipped by the group, logged and counted (spw_consume_read_lease).
  *
  * Thread safety: every function may be called from any thread, except
  * start, stop and free (the server's main thread).
@@ -94,6 +96,18 @@ struct spw_group_poll {
      * before deliver runs on the loop with what it read; so a poll's disk
      * reads never run on a loop. NULL, or no workers: deliver reads. */
     void (*read)(spw_group_poll *p, spw_lease *l);
+    /* Optional: the answer's room in the front end's budget of unsent
+     * answers (net/conn.h), asked on the poll's loop as soon as a lease
+     * is taken, BEFORE its records are read (on a worker or in deliver):
+     * returns the bytes reserved, at most want (then the read's byte
+     * limit, p->max_bytes; the front end gives them back when it
+     * answers), or 0 when the budget is spent: the lease goes back at
+     * once and busy answers instead of deliver. So polls read together
+     * cannot each be allowed the same room, and no poll's answer passes
+     * the budget (but by one record and its framing, as every read). */
+    uint64_t (*reserve)(spw_group_poll *p, uint64_t want);
+    void (*busy)(spw_group_poll *p);
+    uint64_t max_bytes; /* the answer's records, at most: the front end's cap, cut by reserve */
     /* A new group (fresh, from spw_consume_poll_group) could not be saved:
      * answer the error (err: -errno). */
     void (*failed)(spw_group_poll *p, int err);

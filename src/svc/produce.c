@@ -30,6 +30,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/msg.h"
+#include "core/workq.h"
 #include "svc/svc.h"
 #include "svc/coalesce.h"
 #include "svc/consume.h"
@@ -467,6 +468,312 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     }
 }
 
+/*
+ * A request from its dedupe answer d (-1: not keyed) on: the answer of a
+ * stored or refused key, the rate limit, the submit. 1: answered now (res),
+ * or 0: submitted (the answer comes through in->done; the stream reference
+ * is the produce's). REQUIRES: on the request's loop; v validated, and
+ * po, stored as step 4 left them.
+ */
+static int request_tail(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_produce_opts *po, spw_dd_result *stored,
+                        int d, int is_http_key, spw_produce_res *res)
+{
+    int replicated = (in->ack < 0 ? (int)in->s->cfg.ack : in->ack) == SPW_ACK_REPLICATED;
+    /* 4. Dedupe's answer. */
+    if (d >= 0) {
+        const char *what = is_http_key ? "a request with this Idempotency-Key"
+                                       : "this producer's request with the same sequence";
+        switch (d) {
+        case SPW_DD_DONE:
+            atomic_fetch_add(&svc->duplicates, 1);
+            if (replicated) { /* answered once the replica holds it too */
+                spw_stream *s = in->s;
+                const spw_stream_config *cfg = &s->cfg;
+                dupq *dq = spw_xcalloc(1, sizeof *dq);
+                *dq = (dupq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .s = s};
+                answer_stored(&dq->res, in, v, po->partition, po->idem_key, stored);
+                spw_repl_wait(svc->repl, cfg->replicate_to, cfg->name, s->incarnation, dq->res.slots, dq->res.nslots,
+                              (uint64_t)cfg->replication_timeout_ms, dup_repl_done, dq);
+                return 0; /* the stream reference is dq's now */
+            }
+            answer_stored(res, in, v, po->partition, po->idem_key, stored);
+            return 1;
+        case SPW_DD_FULL:
+            res->retry_ms = 1000;
+            refuse(res, SPW_SC_DEDUPE_FULL,
+                   "the server remembers dedupe-max-keys %s, all inside their windows; a new %s is refused rather "
+                   "than an older one forgotten; retry later (nothing was appended)",
+                   is_http_key ? "idempotency keys" : "producer sequences", is_http_key ? "key" : "one");
+            return 1;
+        case SPW_DD_BUSY:
+            res->retry_ms = is_http_key ? 1000 : 20;
+            refuse(res, SPW_SC_IN_PROGRESS, "%s is still being written; retry to get its answer", what);
+            return 1;
+        case SPW_DD_UNRESOLVED:
+            res->retry_ms = is_http_key ? 1000 : 20;
+            refuse(res, SPW_SC_IN_PROGRESS,
+                   "%s failed while being written and may be partly stored; a partition it wrote to is still "
+                   "recovering: retry to get its outcome",
+                   what);
+            return 1;
+        case SPW_DD_CONFLICT:
+        case SPW_DD_REUSED:
+            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+            if (is_http_key)
+                refuse(res, SPW_SC_KEY_REUSED,
+                       "this Idempotency-Key was used for a request with %s within the stream's dedupe window; "
+                       "nothing was appended",
+                       d == SPW_DD_CONFLICT ? "a different size" : "different events");
+            else
+                refuse(res, SPW_SC_KEY_REUSED,
+                       "producer %" PRIu64 " used sequence %u for a request %s within the stream's dedupe "
+                       "window; nothing was appended (a client takes a new producer id before its sequence wraps)",
+                       in->producer_id, in->producer_seq,
+                       d == SPW_DD_CONFLICT ? "of another size" : "with different records");
+            return 1;
+        case SPW_DD_UNREADABLE:
+            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+            refuse(res, SPW_SC_DAMAGED,
+                   "%s was stored before, and its stored records cannot be read back to compare (damaged on disk: "
+                   "spillway check reports where); nothing was appended",
+                   what);
+            return 1;
+        case SPW_DD_PARTIAL:
+            po->stored = stored;
+            break;
+        default:
+            break;
+        }
+    }
+
+    /* 5. The rate limit: one table for every front end, keyed by the
+     * tenant or the client's address; refused means nothing appended. */
+    char rkey[SPW_RL_KEY_MAX];
+    size_t rkl = 0;
+    if (svc->rl) {
+        int rv = spw_rl_admit(svc->rl, &in->s->cfg, in->tenant, in->peer, v->n, spw_mono_ns(), &res->rl, rkey, &rkl);
+        if (rv != SPW_RL_ALLOWED) {
+            atomic_fetch_add(&svc->rejected[SPW_REJ_RATE_LIMIT], 1);
+            if (rv == SPW_RL_OVER_BURST)
+                refuse(res, SPW_SC_OVER_BURST,
+                       "a request of %u events can never pass the rate limit of stream %s: at most %" PRIu64
+                       " events pass at once; send smaller requests (nothing was appended)",
+                       v->n, in->s->cfg.name, res->rl.limit);
+            else {
+                res->retry_ms = res->rl.retry_after_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)res->rl.retry_after_ms;
+                refuse(res, SPW_SC_RATE_LIMITED,
+                       "rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64 " events left, %u asked; retry "
+                       "in %" PRIu64 " ms (nothing was appended)",
+                       in->s->cfg.name, res->rl.remaining, res->rl.limit, v->n, res->rl.retry_after_ms);
+            }
+            if (po->dd)
+                spw_dd_finish(svc->dd, po->dd, NULL, 0);
+            return 1;
+        }
+    }
+
+    /* 6. Submit. */
+    preq *q = spw_xmalloc(sizeof *q);
+    *q = (preq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .rl = res->rl,
+                .want_parts = in->want_parts, .replicated = replicated};
+    int r = spw_produce_submit_ex(svc, in->s, v->recs, v->n, po, request_done, q);
+    if (r == 0) {
+        return 0; /* the stream reference belongs to the produce now */
+    }
+    spw_free(q);
+    if (po->dd)
+        spw_dd_finish(svc->dd, po->dd, NULL, 0);
+    if (rkl) /* not appended: the events do not count against the limit */
+        spw_rl_refund(svc->rl, rkey, rkl, v->n, spw_mono_ns());
+    res->rl = (spw_rl_answer){0};
+    if (r == SPW_EAGAIN) {
+        res->retry_ms = spw_pressure_retry_ms(&svc->pressure);
+        refuse(res, SPW_SC_BACKPRESSURE,
+               "the server is writing as fast as the disk allows and its pending budget is full; retry after %u ms",
+               res->retry_ms);
+    } else if (r == SPW_ECONFLICT) {
+        char eb[24];
+        atomic_fetch_add(&svc->version_conflicts, 1);
+        res->expect = po->expect;
+        res->expected_version = po->expected_version;
+        res->current_version = *po->current;
+        refuse(res, SPW_SC_VERSION_CONFLICT,
+               "the key is at version %llu, and the request expected %s; nothing was appended",
+               (unsigned long long)*po->current, spw_es_expect_str((spw_es_expect)po->expect, po->expected_version, eb, sizeof eb));
+    } else if (r == SPW_EMSGSIZE) {
+        refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
+    } else if (r == SPW_ENOMEM) {
+        res->retry_ms = 1000;
+        refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
+    } else if ((res->code = spw_sc_disk(r, 1, res->msg, sizeof res->msg)) == SPW_SC_OK) {
+        refuse(res, SPW_SC_INTERNAL, "encoding failed: %s", spw_strerror(r));
+    }
+    return 1;
+}
+
+/* ---- a keyed request parked while the log is read for its dedupe ---- */
+
+/* Everything the request needs after spw_produce_request returned: its
+ * records copied (the front end's buffers go when the call returns), its
+ * working memory still counted, its dedupe state, its stream reference. */
+typedef struct dd_parked {
+    spw_svc *svc;
+    spw_produce_in in; /* a copy: tenant and peer point at copies below; in.s is the request's reference */
+    vreq v;            /* v.in is &in; v.recs point into data */
+    uint8_t *data;     /* the records' keys, values and headers */
+    spw_kv *hdrs;
+    char *tenant, *peer;
+    spw_produce_opts po;
+    uint64_t current;
+    spw_dd_result stored;
+    int d, is_http_key;
+    spw_produce_res res;
+} dd_parked;
+
+static void dd_parked_free(dd_parked *p)
+{
+    spw_dd_result_free(&p->stored);
+    spw_free(p->v.recs);
+    spw_free(p->v.arena_off);
+    spw_buf_fini(&p->v.keys);
+    work_done(&p->v);
+    spw_free(p->data);
+    spw_free(p->hdrs);
+    spw_free(p->tenant);
+    spw_free(p->peer);
+    spw_free(p);
+}
+
+/* On the request's loop again: the rest of the request, its answer
+ * through in.done. */
+static void dd_resume(void *arg)
+{
+    dd_parked *p = arg;
+    if (request_tail(p->svc, &p->in, &p->v, &p->po, &p->stored, p->d, p->is_http_key, &p->res) == 1) {
+        p->in.done(&p->res, p->in.user);
+        spw_produce_res_fini(&p->res);
+        spw_stream_put(p->in.s);
+    }
+    dd_parked_free(p);
+}
+
+/* On an I/O worker: the dedupe step's reads (produce_dedupe.c). */
+static void dd_read(void *arg)
+{
+    dd_parked *p = arg;
+    p->d = spw__produce_dd_continue(p->svc, p->in.s, p->po.idem_key, p->v.recs, p->v.n, p->po.partition, p->d,
+                                    &p->po.dd, &p->stored);
+    p->in.post(p->in.loop, dd_resume, p);
+}
+
+static char *dup_or_null(const char *s) { return s ? spw_xstrdup(s) : NULL; }
+
+/*
+ * Parks the request while an I/O worker reads the log for its dedupe
+ * answer d: its records are copied (v stays the caller's, to free as
+ * ever), po's dedupe entry, stored and the stream reference move to the
+ * parked request, which goes on on its loop (dd_resume) and is answered
+ * through in->done. 0, or -1: not parked (no workers, no post, no memory
+ * for the copy, the queue full) and nothing moved — the caller goes on
+ * here.
+ */
+static int dd_park(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_produce_opts *po, int d, spw_dd_result *stored,
+                   int is_http_key)
+{
+    if (!svc->io || !in->post || !in->done)
+        return -1;
+    /* The records' bytes, copied into one block. */
+    size_t bytes = 0, nh = 0;
+    for (uint32_t i = 0; i < v->n; i++) {
+        const spw_record *r = &v->recs[i];
+        bytes += (r->key_len > 0 ? (size_t)r->key_len : 0) + r->value_len;
+        for (uint32_t h = 0; h < r->header_count; h++)
+            bytes += (size_t)r->headers[h].key_len + r->headers[h].value_len;
+        nh += r->header_count;
+    }
+    dd_parked *p = spw_try_malloc(sizeof *p);
+    uint8_t *data = spw_try_malloc(bytes + 1);
+    spw_kv *hdrs = spw_try_malloc((nh ? nh : 1) * sizeof *hdrs);
+    spw_record *recs = spw_try_malloc((v->n ? v->n : 1) * sizeof *recs);
+    if (!p || !data || !hdrs || !recs) {
+        spw_free(p);
+        spw_free(data);
+        spw_free(hdrs);
+        spw_free(recs);
+        return -1;
+    }
+    memset(p, 0, sizeof *p);
+    size_t at = 0, hk = 0;
+    for (uint32_t i = 0; i < v->n; i++) {
+        spw_record *r = &recs[i];
+        *r = v->recs[i];
+        if (r->key_len > 0) {
+            memcpy(data + at, r->key, (size_t)r->key_len);
+            r->key = data + at;
+            at += (size_t)r->key_len;
+        }
+        if (r->value_len)
+            memcpy(data + at, r->value, r->value_len);
+        r->value = data + at;
+        at += r->value_len;
+        if (r->header_count) {
+            spw_kv *hs = hdrs + hk;
+            for (uint32_t h = 0; h < r->header_count; h++) {
+                const spw_kv *o = &r->headers[h];
+                hs[h] = *o;
+                memcpy(data + at, o->key, o->key_len);
+                hs[h].key = data + at;
+                at += o->key_len;
+                memcpy(data + at, o->value, o->value_len);
+                hs[h].value = data + at;
+                at += o->value_len;
+            }
+            r->headers = hs;
+            hk += r->header_count;
+        }
+    }
+    p->svc = svc;
+    p->data = data;
+    p->hdrs = hdrs;
+    p->in = *in;
+    p->tenant = dup_or_null(in->tenant);
+    p->peer = dup_or_null(in->peer);
+    p->in.tenant = p->tenant;
+    p->in.peer = p->peer;
+    p->in.idempotency_key = NULL; /* used: the key is po.idem_key */
+    p->in.next = NULL;
+    p->in.src = NULL;
+    p->v = *v;
+    p->v.in = &p->in;
+    p->v.recs = recs;
+    p->v.cap = v->n;
+    p->v.arena_off = NULL;
+    p->v.keys = (spw_buf)SPW_BUF_INIT;
+    p->v.work_held = 0;
+    p->po = *po;
+    p->current = 0;
+    p->po.current = &p->current;
+    p->stored = *stored;
+    p->d = d;
+    p->is_http_key = is_http_key;
+    /* The copy is working memory of the request until it is answered
+     * (what the caller counted is given back when it returns). */
+    uint64_t work = bytes + nh * sizeof *hdrs + (uint64_t)v->n * sizeof *recs;
+    if (in->work_add && in->work_give) {
+        in->work_add(in->work, work);
+        p->v.work_held = work;
+    }
+    if (spw_workq_submit(svc->io, dd_read, p) != 0) {
+        p->stored = (spw_dd_result){0}; /* still the caller's */
+        dd_parked_free(p);
+        return -1;
+    }
+    /* Moved: the caller keeps none of it. */
+    *stored = (spw_dd_result){0};
+    po->dd = NULL;
+    return 0;
+}
+
 int spw_produce_holding(spw_svc *svc) { return spw_pressure_level(&svc->pressure) >= 3; }
 
 int spw_produce_hold(spw_svc *svc, const char *name, size_t sl, int prio)
@@ -613,146 +920,32 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         goto answered;
     }
 
-    /* 4. Dedupe: a retry within the window gets the first answer. */
+    /* 4. Dedupe: a retry within the window gets the first answer. What
+     * reads the log for it (produce_int.h) is done on an I/O worker, and
+     * the request goes on from there on its loop (dd_park). */
+    int d = -1;
     if (keyed) {
         const char *tenant = in->tenant ? in->tenant : "";
         po.idem_key = is_http_key ? spw_dd_http_key(svc->dd, tenant, in->idempotency_key)
                                   : spw_dd_producer_key(svc->dd, tenant, in->producer_id, in->producer_seq);
-        const char *what = is_http_key ? "a request with this Idempotency-Key"
-                                       : "this producer's request with the same sequence";
-        int d = spw__produce_dd_begin(svc, s, po.idem_key, v.recs, v.n, partition, &po.dd, &stored);
-        switch (d) {
-        case SPW_DD_DONE:
-            atomic_fetch_add(&svc->duplicates, 1);
-            if (replicated) { /* answered once the replica holds it too */
-                dupq *d = spw_xcalloc(1, sizeof *d);
-                *d = (dupq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .s = s};
-                answer_stored(&d->res, in, &v, partition, po.idem_key, &stored);
-                spw_dd_result_free(&stored);
-                spw_free(v.recs);
-                spw_free(v.arena_off);
-                spw_buf_fini(&v.keys);
-                work_done(&v);
-                spw_repl_wait(svc->repl, cfg->replicate_to, cfg->name, s->incarnation, d->res.slots, d->res.nslots,
-                              (uint64_t)cfg->replication_timeout_ms, dup_repl_done, d);
-                return 0; /* the stream reference is d's now */
-            }
-            answer_stored(res, in, &v, partition, po.idem_key, &stored);
-            goto answered;
-        case SPW_DD_FULL:
-            res->retry_ms = 1000;
-            refuse(res, SPW_SC_DEDUPE_FULL,
-                   "the server remembers dedupe-max-keys %s, all inside their windows; a new %s is refused rather "
-                   "than an older one forgotten; retry later (nothing was appended)",
-                   is_http_key ? "idempotency keys" : "producer sequences", is_http_key ? "key" : "one");
-            goto answered;
-        case SPW_DD_BUSY:
-            res->retry_ms = is_http_key ? 1000 : 20;
-            refuse(res, SPW_SC_IN_PROGRESS, "%s is still being written; retry to get its answer", what);
-            goto answered;
-        case SPW_DD_UNRESOLVED:
-            res->retry_ms = is_http_key ? 1000 : 20;
-            refuse(res, SPW_SC_IN_PROGRESS,
-                   "%s failed while being written and may be partly stored; a partition it wrote to is still "
-                   "recovering: retry to get its outcome",
-                   what);
-            goto answered;
-        case SPW_DD_CONFLICT:
-        case SPW_DD_REUSED:
-            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
-            if (is_http_key)
-                refuse(res, SPW_SC_KEY_REUSED,
-                       "this Idempotency-Key was used for a request with %s within the stream's dedupe window; "
-                       "nothing was appended",
-                       d == SPW_DD_CONFLICT ? "a different size" : "different events");
-            else
-                refuse(res, SPW_SC_KEY_REUSED,
-                       "producer %" PRIu64 " used sequence %u for a request %s within the stream's dedupe "
-                       "window; nothing was appended (a client takes a new producer id before its sequence wraps)",
-                       in->producer_id, in->producer_seq,
-                       d == SPW_DD_CONFLICT ? "of another size" : "with different records");
-            goto answered;
-        case SPW_DD_UNREADABLE:
-            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
-            refuse(res, SPW_SC_DAMAGED,
-                   "%s was stored before, and its stored records cannot be read back to compare (damaged on disk: "
-                   "spillway check reports where); nothing was appended",
-                   what);
-            goto answered;
-        case SPW_DD_PARTIAL:
-            po.stored = &stored;
-            break;
-        default:
-            break;
+        d = spw_dd_begin(svc->dd, s->uid, po.idem_key, v.n, spw_wall_ms(), &po.dd, &stored);
+        if (spw__produce_dd_needs_disk(d, &stored) && dd_park(svc, in, &v, &po, d, &stored, is_http_key) == 0) {
+            /* The parked request has its own copy, the dedupe entry and s. */
+            spw_free(v.recs);
+            spw_free(v.arena_off);
+            spw_buf_fini(&v.keys);
+            work_done(&v);
+            return 0;
         }
+        d = spw__produce_dd_continue(svc, s, po.idem_key, v.recs, v.n, partition, d, &po.dd, &stored);
     }
-
-    /* 5. The rate limit: one table for every front end, keyed by the
-     * tenant or the client's address; refused means nothing appended. */
-    char rkey[SPW_RL_KEY_MAX];
-    size_t rkl = 0;
-    if (svc->rl) {
-        int rv = spw_rl_admit(svc->rl, cfg, in->tenant, in->peer, v.n, spw_mono_ns(), &res->rl, rkey, &rkl);
-        if (rv != SPW_RL_ALLOWED) {
-            atomic_fetch_add(&svc->rejected[SPW_REJ_RATE_LIMIT], 1);
-            if (rv == SPW_RL_OVER_BURST)
-                refuse(res, SPW_SC_OVER_BURST,
-                       "a request of %u events can never pass the rate limit of stream %s: at most %" PRIu64
-                       " events pass at once; send smaller requests (nothing was appended)",
-                       v.n, cfg->name, res->rl.limit);
-            else {
-                res->retry_ms = res->rl.retry_after_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)res->rl.retry_after_ms;
-                refuse(res, SPW_SC_RATE_LIMITED,
-                       "rate limit of stream %s exceeded: %" PRIu64 " of %" PRIu64 " events left, %u asked; retry "
-                       "in %" PRIu64 " ms (nothing was appended)",
-                       cfg->name, res->rl.remaining, res->rl.limit, v.n, res->rl.retry_after_ms);
-            }
-            if (po.dd)
-                spw_dd_finish(svc->dd, po.dd, NULL, 0);
-            goto answered;
-        }
-    }
-
-    /* 6. Submit. */
-    preq *q = spw_xmalloc(sizeof *q);
-    *q = (preq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .rl = res->rl,
-                .want_parts = in->want_parts, .replicated = replicated};
-    int r = spw_produce_submit_ex(svc, s, v.recs, v.n, &po, request_done, q);
-    if (r == 0) {
+    if (request_tail(svc, in, &v, &po, &stored, d, is_http_key, res) == 0) {
         spw_dd_result_free(&stored);
         spw_free(v.recs);
         spw_free(v.arena_off);
         spw_buf_fini(&v.keys);
         work_done(&v);
         return 0; /* the stream reference belongs to the produce now */
-    }
-    spw_free(q);
-    if (po.dd)
-        spw_dd_finish(svc->dd, po.dd, NULL, 0);
-    if (rkl) /* not appended: the events do not count against the limit */
-        spw_rl_refund(svc->rl, rkey, rkl, v.n, spw_mono_ns());
-    res->rl = (spw_rl_answer){0};
-    if (r == SPW_EAGAIN) {
-        res->retry_ms = spw_pressure_retry_ms(&svc->pressure);
-        refuse(res, SPW_SC_BACKPRESSURE,
-               "the server is writing as fast as the disk allows and its pending budget is full; retry after %u ms",
-               res->retry_ms);
-    } else if (r == SPW_ECONFLICT) {
-        char eb[24];
-        atomic_fetch_add(&svc->version_conflicts, 1);
-        res->expect = po.expect;
-        res->expected_version = po.expected_version;
-        res->current_version = current;
-        refuse(res, SPW_SC_VERSION_CONFLICT,
-               "the key is at version %llu, and the request expected %s; nothing was appended",
-               (unsigned long long)current, spw_es_expect_str((spw_es_expect)po.expect, po.expected_version, eb, sizeof eb));
-    } else if (r == SPW_EMSGSIZE) {
-        refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
-    } else if (r == SPW_ENOMEM) {
-        res->retry_ms = 1000;
-        refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
-    } else if ((res->code = spw_sc_disk(r, 1, res->msg, sizeof res->msg)) == SPW_SC_OK) {
-        refuse(res, SPW_SC_INTERNAL, "encoding failed: %s", spw_strerror(r));
     }
 answered:
     spw_dd_result_free(&stored);

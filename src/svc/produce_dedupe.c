@@ -13,8 +13,9 @@
  *   - At start the table is rebuilt from the batch headers of every
  *     stream's dedupe window.
  *
- * Called by spw_produce_request (produce.c) on the request's loop, and by
- * the server once at start (spw_produce_dedupe_rebuild).
+ * Called by spw_produce_request (produce.c) on the request's loop — the
+ * parts that read the log (spw__produce_dd_needs_disk) on an I/O worker —
+ * and by the server once at start (spw_produce_dedupe_rebuild).
  */
 #include <inttypes.h>
 
@@ -217,10 +218,28 @@ static int dd_resolve(spw_svc *svc, spw_stream *s, uint64_t key, spw_dd_entry *e
 }
 
 /* See produce_int.h. */
+int spw__produce_dd_needs_disk(int d, const spw_dd_result *res)
+{
+    if (d == SPW_DD_INDET)
+        return 1;
+    if (d != SPW_DD_DONE && d != SPW_DD_PARTIAL)
+        return 0;
+    for (uint32_t j = 0; j < res->nslots; j++)
+        if (!res->slots[j].fp_known)
+            return 1;
+    return 0;
+}
+
 int spw__produce_dd_begin(spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                           uint32_t partition, spw_dd_entry **e, spw_dd_result *res)
 {
     int d = spw_dd_begin(svc->dd, s->uid, key, n, spw_wall_ms(), e, res);
+    return spw__produce_dd_continue(svc, s, key, in, n, partition, d, e, res);
+}
+
+int spw__produce_dd_continue(spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+                             uint32_t partition, int d, spw_dd_entry **e, spw_dd_result *res)
+{
     if (d == SPW_DD_INDET) {
         d = dd_resolve(svc, s, key, *e, res);
         if (d == SPW_DD_UNRESOLVED || d == SPW_DD_NEW)

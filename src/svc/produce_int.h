@@ -31,4 +31,14 @@ enum { SPW_DD_REUSED = 16, SPW_DD_UNRESOLVED = 17, SPW_DD_UNREADABLE = 18 };
 int spw__produce_dd_begin(struct spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                           uint32_t partition, spw_dd_entry **e, spw_dd_result *res);
 
+/* spw__produce_dd_begin in two halves: spw_dd_begin's answer d (with *e
+ * and *res as it left them), then the rest. Does that rest read the log
+ * — an indeterminate key's batch headers, or a stored request's records
+ * for fingerprints the table does not hold (keys rebuilt at start,
+ * resolved from the log)? Then it runs on an I/O worker
+ * (docs/architecture.md "Threads of spillway serve"), not on a loop. */
+int spw__produce_dd_needs_disk(int d, const spw_dd_result *res);
+int spw__produce_dd_continue(struct spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
+                             uint32_t partition, int d, spw_dd_entry **e, spw_dd_result *res);
+
 #endif

@@ -18,6 +18,9 @@
  *    stays low), an HTTP holder still gets its 401 once its body is sent, a
  *    binary one is answered 401 at once, and an authenticated client's
  *    large request is served meanwhile.
+ * 1b. Group polls' unsent answers: consumer-group polls of clients that do
+ *    not read reserve their answer's room before reading their lease, so
+ *    spillway_unsent_peak_bytes stays within max-unsent-bytes.
  *
  * Every loop is bounded; no assertion is about time.
  */
@@ -278,6 +281,106 @@ static void test_unsent(const char *tmp)
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 }
 
+/* ---- 1b: unsent answers of group polls ---- */
+
+/* Consumer-group polls (HTTP and binary) of 8 MiB answers by clients that
+ * do not read them, each of its own group (so each leases the partition),
+ * with max-unsent-bytes 12 MiB: every poll's answer reserves its room
+ * before its lease is read, so the budget's peak stays within the limit
+ * (but for one record and an answer's framing). Were the budget asked
+ * only once the records were read, a poll finding 4 MiB left would hold
+ * its 8 MiB: a peak of 16 MiB. */
+static void test_group_unsent(const char *tmp)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/gunsent", tmp);
+    enum { NH = 4, NB = 4, MAX_UNSENT = 12 << 20 };
+    const char *extra[] = {"--io-threads", "1", "--max-unsent-bytes", "12MiB", "--send-timeout", "600s",
+                           "--idle-timeout", "600s", NULL};
+    srv s;
+    srv_start(&s, BIN, dir, extra);
+    fill_stream(s.port);
+    int hh[NH], bh[NB];
+    int small = 4096;
+    for (int i = 0; i < NH + NB; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(i < NH ? s.port : s.binport))};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+        set_rcvtimeo(fd, 60);
+        char g[16];
+        snprintf(g, sizeof g, "g%d", i);
+        if (i < NH) {
+            char req[256];
+            int n = snprintf(req, sizeof req,
+                             "POST /v1/streams/r/groups/%s/poll?max=10000 HTTP/1.1\r\nHost: t\r\n"
+                             "Content-Length: 0\r\n\r\n",
+                             g);
+            send_all(fd, req, (size_t)n);
+            hh[i] = fd;
+        } else {
+            spw_buf fb = SPW_BUF_INIT;
+            spw_gpoll_req q = {.stream = "r", .stream_len = 1, .group = g, .group_len = (uint16_t)strlen(g),
+                               .max = 10000};
+            CHECK_OK(spw_gpoll_req_encode(&fb, &q));
+            send_frame(fd, SPW_OP_GROUP_POLL, 1, &fb);
+            spw_buf_fini(&fb);
+            bh[i - NH] = fd;
+        }
+    }
+    /* Each is answered: the beginning of its answer only is read. */
+    int h200 = 0, h503 = 0, b_ok = 0, b_busy = 0;
+    for (int i = 0; i < NH; i++) {
+        char buf[13] = {0};
+        CHECK_EQ(recv(hh[i], buf, 12, MSG_WAITALL), 12);
+        if (memcmp(buf, "HTTP/1.1 200", 12) == 0)
+            h200++;
+        else if (memcmp(buf, "HTTP/1.1 503", 12) == 0)
+            h503++;
+        else
+            CHECK(!"a poll answered neither 200 nor 503");
+    }
+    for (int i = 0; i < NB; i++) {
+        uint8_t h[16];
+        CHECK_EQ(recv_exact(bh[i], h, 16), 0);
+        spw_frame_hdr fh;
+        CHECK_EQ(spw_frame_hdr_decode(h, 16, 64u << 20, &fh), 0);
+        size_t len = fh.length - 12;
+        if (len > 65536) {
+            b_ok++; /* records: the lease was delivered */
+            continue;
+        }
+        frame f = {.h = fh, .len = len, .body = malloc(len + 1)};
+        CHECK_EQ(recv_exact(bh[i], f.body, len), 0);
+        char code[64] = "";
+        uint32_t retry = 0;
+        int st = answer_status(&f, code, &retry);
+        if (st == 0) {
+            b_ok++; /* a small answer: cut to what the budget had left */
+        } else {
+            CHECK_EQ(strcmp(code, "overloaded"), 0);
+            CHECK(retry > 0);
+            b_busy++;
+        }
+        free(f.body);
+    }
+    long long peak = metric_tok(s.port, NULL, "spillway_unsent_peak_bytes");
+    printf("group unsent: HTTP polls %d x 200, %d x 503; binary %d delivered, %d overloaded; "
+           "spillway_unsent_peak_bytes %lld (max-unsent-bytes %d)\n",
+           h200, h503, b_ok, b_busy, peak, MAX_UNSENT);
+    fflush(stdout);
+    CHECK(h200 + b_ok >= 1);
+    CHECK(h503 + b_busy >= 1); /* the budget was spent */
+    /* One record (~1 KiB) and an answer's head past the limit at most. */
+    CHECK(peak <= MAX_UNSENT + 16 * 1024);
+    for (int i = 0; i < NH; i++)
+        close(hh[i]);
+    for (int i = 0; i < NB; i++)
+        close(bh[i]);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+}
+
 /* ---- 2: per-request working memory ---- */
 
 typedef struct tiny_arg {
@@ -521,6 +624,8 @@ int main(int argc, char **argv)
     const char *only = getenv("SPW_HOSTILE_ONLY");
     if (!only || strcmp(only, "unsent") == 0)
         test_unsent(tmp);
+    if (!only || strcmp(only, "groups") == 0)
+        test_group_unsent(tmp);
     if (!only || strcmp(only, "tiny") == 0)
         test_tiny_events(tmp);
     if (!only || strcmp(only, "auth") == 0)

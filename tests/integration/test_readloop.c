@@ -8,7 +8,11 @@
  * GET /v1/streams/s. Then the gate opens and the read is answered with
  * its records; then the same for a consumer group's poll, whose lease is
  * read at the gate, and a poll that creates its group, whose first save
- * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE).
+ * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE), and
+ * a sink's PUT and DELETE, whose definition files and directories are
+ * fsynced at that gate, and a keyed request's retry after a restart,
+ * whose stored request is read back from the log (at the read gate) to
+ * compare it.
  * Were the read or the save done on the loop, nothing else would be
  * answered while it waits (the test's client gives up after 30 s: a guard
  * against the hang, not a measure of speed).
@@ -37,6 +41,58 @@ static void *bg_poll(void *arg)
 {
     bg *b = arg;
     b->r = http(b->port, "POST", "/v1/streams/s/groups/g/poll?member=m&max=100", NULL, "", 0);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static void wait_stuck(const char *waiting);
+
+static void *bg_sink_put(void *arg)
+{
+    bg *b = arg;
+    const char *def = "{\"stream\":\"s\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:9\","
+                      "\"stream\":\"s\"}}";
+    b->r = http_json(b->port, "PUT", "/v1/sinks/fw", def);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static void *bg_sink_delete(void *arg)
+{
+    bg *b = arg;
+    b->r = http_json(b->port, "DELETE", "/v1/sinks/fw", NULL);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* A sink's PUT, then its DELETE: each writes and fsyncs its files while
+ * they are held at the sync gate, and the loop answers a produce. */
+static void sink_at_gate(int port, const char *sgate, const char *swaiting, void *(*fn)(void *), int want)
+{
+    unlink(swaiting);
+    FILE *f = fopen(sgate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg b = {.port = port};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fn, &b) == 0);
+    wait_stuck(swaiting);
+    const char *body = "{\"n\":1}\n";
+    resp r = http(port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&b.done), 0);
+    CHECK(unlink(sgate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(b.r.status, want);
+    free(b.r.body);
+}
+
+static void *bg_keyed_retry(void *arg)
+{
+    bg *b = arg;
+    b->r = http_ex(b->port, "POST", "/v1/streams/s/events", "application/json", "Idempotency-Key: k-1\r\n",
+                   "{\"n\":9}", 7);
     atomic_store(&b->done, 1);
     return NULL;
 }
@@ -148,6 +204,39 @@ int main(int argc, char **argv)
     CHECK_EQ(nb.r.status, 200);
     CHECK(strstr(nb.r.body, "\"offset\":0,") != NULL);
     free(nb.r.body);
+
+    /* A sink's PUT and DELETE (the definition's file, its directory and
+     * their fsyncs) held at the sync gate while the loop answers. */
+    sink_at_gate(s.port, sgate, swaiting, bg_sink_put, 201);
+    sink_at_gate(s.port, sgate, swaiting, bg_sink_delete, 204);
+
+    /* A keyed request's retry after a restart: the table rebuilt from the
+     * log knows the key but not the stored request's fingerprint, which
+     * is read back from the log — at the gate — while the loop answers. */
+    r = http_ex(s.port, "POST", "/v1/streams/s/events", "application/json", "Idempotency-Key: k-1\r\n",
+                "{\"n\":9}", 7);
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    setenv("SPW_TEST_READ_GATE", gate, 1);
+    srv_start(&s, tbin, data, extra);
+    unsetenv("SPW_TEST_READ_GATE");
+    unlink(waiting);
+    f = fopen(gate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    bg kb = {.port = s.port};
+    CHECK(pthread_create(&th, NULL, bg_keyed_retry, &kb) == 0);
+    wait_stuck(waiting);
+    r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    CHECK_EQ(atomic_load(&kb.done), 0);
+    CHECK(unlink(gate) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(kb.r.status, 202);
+    CHECK(strstr(kb.r.body, "\"duplicate\":true") != NULL);
+    free(kb.r.body);
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];

@@ -427,8 +427,39 @@ static void test_cli(srv *s)
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "clit") == NULL);
     free(o.text);
-    /* bench keeps to plain HTTP: said so. */
-    o = cli_run(BIN, "bench --server https://127.0.0.1:%d --duration 1s", s->port);
+    /* bench over HTTPS: its HTTP load (closed loop, then the open loop
+     * of --inflight) speaks TLS, every event accepted. */
+    o = cli_run(BIN, "bench --server https://127.0.0.1:%d --cacert %s --stream benchhttps --events 300 --clients 2 "
+                     "--batch 50",
+                s->port, CA);
+    if (o.rc != 0)
+        fprintf(stderr, "%s\n", o.text);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "events=300") && strstr(o.text, " errors=0\n"));
+    free(o.text);
+    o = cli_run(BIN, "bench --server https://127.0.0.1:%d --cacert %s --stream benchhttps --rate 1000 "
+                     "--duration 0.2 --inflight 4 --clients 2 --batch 10",
+                s->port, CA);
+    if (o.rc != 0)
+        fprintf(stderr, "%s\n", o.text);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "events=200") && strstr(o.text, " errors=0\n"));
+    free(o.text);
+    int rc;
+    char *r = sh_out(&rc, "curl -sS --max-time 20 --cacert %s https://127.0.0.1:%d/v1/streams/benchhttps", CA, s->port);
+    CHECK_EQ(rc, 0);
+    unsigned long long sum = 0;
+    for (const char *p = r; (p = strstr(p, "\"end_offset\":")); p += 13)
+        sum += strtoull(p + 13, NULL, 10);
+    CHECK_EQ(sum, 500);
+    free(r);
+    /* Another CA: refused at the handshake, with the reason. */
+    o = cli_run(BIN, "bench --server https://127.0.0.1:%d --cacert %s --stream benchhttps --events 10", s->port, CA2);
+    CHECK(o.rc != 0);
+    CHECK(strstr(o.text, "certificate verify failed") != NULL);
+    free(o.text);
+    /* --cacert with a plain http load: a usage error. */
+    o = cli_run(BIN, "bench --server 127.0.0.1:%d --cacert %s --events 10", s->port, CA);
     CHECK_EQ(o.rc, 2);
     free(o.text);
 }

@@ -17,8 +17,98 @@
  * statement each shard is running (PQcancel on the connection's cancel
  * handle) and no new connection is made: the transaction rolls back, the
  * write answers RETRY, and the records are written after the restart.
+ *
+ * PQcancel (libpq 15 has no other) opens a connection of its own to the
+ * server's address and waits for the server to close it, with no timeout
+ * of any kind: a server that accepts TCP connections and never answers
+ * (a listener that does not accept, a hung proxy) keeps it forever. So it
+ * runs on a detached thread of its own (pg_cancel_run, shared by the
+ * shard, the thread and the interrupter, freed by the last to let go);
+ * the interrupter waits PG_CANCEL_WAIT_MS for it and then goes on, saying
+ * so. A shard starts no second cancel while one is running. The statement
+ * itself is still bounded by statement_timeout, so the stop ends then.
  */
 #include "sink/postgres/pg_int.h"
+
+#include "core/clock.h"
+
+/* ---- cancel requests ---- */
+
+typedef struct pg_cancel_run {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* running went to 0 */
+    PGcancel *cn;
+    int refs;    /* the shard's, a running thread's, a waiting interrupter's */
+    int running; /* a thread is in PQcancel */
+    int ok;      /* its answer */
+    char err[256];
+} pg_cancel_run;
+
+static pg_cancel_run *cancel_run_new(PGcancel *cn)
+{
+    pg_cancel_run *r = spw_xcalloc(1, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    spw_cond_init(&r->cv);
+    r->cn = cn;
+    r->refs = 1;
+    return r;
+}
+
+static void cancel_run_put(pg_cancel_run *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!last)
+        return;
+    PQfreeCancel(r->cn);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    spw_free(r);
+}
+
+static void *cancel_main(void *arg)
+{
+    pg_cancel_run *r = arg;
+    char err[256] = "";
+    int ok = PQcancel(r->cn, err, sizeof err);
+    pthread_mutex_lock(&r->mu);
+    r->ok = ok;
+    snprintf(r->err, sizeof r->err, "%s", err);
+    r->running = 0;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    cancel_run_put(r);
+    return NULL;
+}
+
+/* Starts r's cancel on a detached thread, holding a reference for the
+ * caller too: 0, or -1 (one is running already, or no thread). */
+static int cancel_start(pg_cancel_run *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->running) {
+        pthread_mutex_unlock(&r->mu);
+        return -1;
+    }
+    r->running = 1;
+    r->refs += 2;
+    pthread_mutex_unlock(&r->mu);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t th;
+    int e = pthread_create(&th, &at, cancel_main, r);
+    pthread_attr_destroy(&at);
+    if (e) {
+        pthread_mutex_lock(&r->mu);
+        r->running = 0;
+        r->refs -= 2; /* the shard's reference is still there */
+        pthread_mutex_unlock(&r->mu);
+        return -1;
+    }
+    return 0;
+}
 
 /* ---- connections ---- */
 
@@ -26,7 +116,7 @@ void spw__pg_drop(pg *g, pg_shard *s)
 {
     pthread_mutex_lock(&g->cancel_mu);
     if (s->cancel)
-        PQfreeCancel(s->cancel);
+        cancel_run_put(s->cancel);
     s->cancel = NULL;
     pthread_mutex_unlock(&g->cancel_mu);
     if (s->c)
@@ -202,7 +292,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
         }
         PGcancel *cn = PQgetCancel(s->c);
         pthread_mutex_lock(&g->cancel_mu);
-        s->cancel = cn;
+        s->cancel = cn ? cancel_run_new(cn) : NULL;
         pthread_mutex_unlock(&g->cancel_mu);
         char sql[96];
         snprintf(sql, sizeof sql, "SET statement_timeout = %" PRIu32, g->statement_timeout_ms);
@@ -370,12 +460,35 @@ void spw__pg_interrupt(void *st)
 {
     pg *g = st;
     atomic_store(&g->stopping, 1);
+    pg_cancel_run *runs[PG_SHARDS_MAX];
+    uint32_t shard[PG_SHARDS_MAX], n = 0;
     pthread_mutex_lock(&g->cancel_mu);
-    for (uint32_t i = 0; i < g->nshards; i++)
-        if (g->sh[i].cancel) {
-            char e[256];
-            /* a connection with nothing running ignores it */
-            PQcancel(g->sh[i].cancel, e, sizeof e);
+    for (uint32_t i = 0; i < g->nshards && n < PG_SHARDS_MAX; i++)
+        /* a connection with nothing running ignores it */
+        if (g->sh[i].cancel && cancel_start(g->sh[i].cancel) == 0) {
+            runs[n] = g->sh[i].cancel;
+            shard[n++] = i;
         }
     pthread_mutex_unlock(&g->cancel_mu);
+    /* Not under cancel_mu: the worker may drop its connections meanwhile. */
+    uint64_t until = spw_mono_ns() + (uint64_t)PG_CANCEL_WAIT_MS * 1000000u;
+    for (uint32_t k = 0; k < n; k++) {
+        pg_cancel_run *r = runs[k];
+        pthread_mutex_lock(&r->mu);
+        while (r->running && spw_cond_wait_until(&r->cv, &r->mu, until) == 0) {
+        }
+        int running = r->running, ok = r->ok;
+        char err[256];
+        snprintf(err, sizeof err, "%s", r->err);
+        pthread_mutex_unlock(&r->mu);
+        if (running)
+            spw_warn("sink %s: shard %u: the request to cancel its statement was not answered within %d ms (the "
+                     "server takes connections and does not answer them); not waiting for it: the statement "
+                     "ends at its statement_timeout",
+                     g->sink, shard[k], PG_CANCEL_WAIT_MS);
+        else if (!ok)
+            spw_warn("sink %s: shard %u: cancelling its statement: %.*s", g->sink, shard[k],
+                     (int)strcspn(err, "\n"), err);
+        cancel_run_put(r);
+    }
 }

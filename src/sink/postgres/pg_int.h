@@ -33,6 +33,9 @@
 #define PG_SHARDS_MAX 64
 #define PG_CONNINFO_MAX 1024
 #define PG_PROGRESS_TABLE "spillway_sink_progress"
+/* How long spw__pg_interrupt waits for a cancel request (PQcancel, on its
+ * own thread) before it stops waiting and says so. */
+#define PG_CANCEL_WAIT_MS 2000
 
 enum { SRC_PTR, SRC_KEY, SRC_TS, SRC_ID, SRC_PARTITION, SRC_OFFSET, SRC_VALUE };
 
@@ -45,7 +48,7 @@ typedef struct pg_col {
 typedef struct pg_shard {
     char conninfo[PG_CONNINFO_MAX];
     PGconn *c;
-    PGcancel *cancel; /* c's cancel handle, for the stopping thread (under pg.cancel_mu) */
+    struct pg_cancel_run *cancel; /* c's cancel handle, for the stopping thread (under pg.cancel_mu) */
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
