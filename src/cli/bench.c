@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -54,6 +55,7 @@
 #include "cli/bench_int.h"
 #include "cli/cmds.h"
 #include "cli/httpc.h"
+#include "cli/promtext.h"
 #include "spillway.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -207,6 +209,32 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
         snprintf(out, outcap, "%.*s", (int)r.body_len, r.body);
     spw_httpc_close(&h);
     return st;
+}
+
+/* The server's CPU time so far (process_cpu_seconds_total from /metrics
+ * on the HTTP address), or NAN when it cannot be read (no such metric, a
+ * token without the right to see /metrics, the server unreachable). */
+static double server_cpu_s(const bench_cfg *c)
+{
+    spw_httpc h;
+    spw_httpc_init(&h, c->http_host, c->http_port);
+    spw_httpc_set_token(&h, c->token);
+    h.tls = c->http_tls;
+    if (c->cacert)
+        snprintf(h.cacert, sizeof h.cacert, "%s", c->cacert);
+    spw_httpc_resp r;
+    double v = NAN;
+    int st = spw_httpc_request(&h, "GET", "/metrics", NULL, "Connection: close\r\n", NULL, 0, 10000, &r);
+    if (st == 200) {
+        spw_prom_set m;
+        spw_prom_init(&m);
+        double x;
+        if (spw_prom_parse(&m, r.body, r.body_len) >= 0 && spw_prom_get(&m, "process_cpu_seconds_total", NULL, NULL, &x))
+            v = x;
+        spw_prom_fini(&m);
+    }
+    spw_httpc_close(&h);
+    return v;
 }
 
 static void bench_help(FILE *f)
@@ -428,6 +456,7 @@ static int bench_run(bench_cfg *c)
                c->ack, c->inflight ? ", open loop" : c->rate > 0 ? ", rate-limited" : "");
     fflush(stdout);
 
+    double cpu0 = server_cpu_s(c);
     uint64_t t0 = spw_mono_ns();
     if (c->inflight) {
         raise_nofile((uint64_t)c->inflight + 64);
@@ -456,6 +485,7 @@ static int bench_run(bench_cfg *c)
         spw_free(th);
     }
     double secs = (double)(spw_mono_ns() - t0) / 1e9;
+    double cpu = server_cpu_s(c) - cpu0; /* NAN if either read failed */
 
     uint64_t n_lat = 0, accepted = 0, errors = 0, sent = 0;
     uint32_t *all = gather_lat(cls, ncls, 0, SPW_BR__N - 1, &n_lat);
@@ -479,10 +509,22 @@ static int bench_run(bench_cfg *c)
            pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
     if (last_error)
         printf("last error: %s\n", last_error);
+    /* The server's CPU per acknowledged event (and per request): the
+     * figure that predicts how far one node scales, steadier than events/s
+     * on a busy machine (docs/operations.md "Benchmarks"). */
+    char cpu_ev[32] = "-", cpu_req[32] = "-";
+    if (!isnan(cpu) && cpu >= 0 && accepted > 0) {
+        snprintf(cpu_ev, sizeof cpu_ev, "%.0f", cpu * 1e9 / (double)accepted);
+        if (n_lat > 0)
+            snprintf(cpu_req, sizeof cpu_req, "%.0f", cpu * 1e9 / (double)n_lat);
+        printf("server CPU   %.3f s: %s ns per event, %s ns per request\n", cpu, cpu_ev, cpu_req);
+    } else {
+        printf("server CPU   unknown (process_cpu_seconds_total not readable from /metrics)\n");
+    }
     printf("BENCH bench protocol=%s ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
-           "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 "\n",
+           "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 " server_cpu_ns_per_event=%s server_cpu_ns_per_request=%s\n",
            c->bin ? "bin" : "http", c->ack, c->events, c->batch, c->clients, eps, pct(all, n_lat, 0.5),
-           pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors);
+           pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors, cpu_ev, cpu_req);
     if (!c->bin)
         print_responses(c, cls, ncls, c->inflight ? (double)c->events / c->rate : secs);
     for (uint32_t i = 0; i < ncls; i++)

@@ -114,7 +114,13 @@ int main(int argc, char **argv)
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "BENCH bench protocol=bin ack=fsync events=2345 batch=100 clients=3 events_per_s="));
     CHECK(strstr(o.text, " p50_us=") && strstr(o.text, " p999_us=") && strstr(o.text, " max_us="));
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
+    /* the server's CPU per event, from its process_cpu_seconds_total */
+    {
+        const char *cpu = strstr(o.text, " server_cpu_ns_per_event=") + 25;
+        CHECK(*cpu >= '0' && *cpu <= '9');
+        CHECK(strstr(o.text, "server CPU   ") != NULL);
+    }
     free(o.text);
     CHECK_EQ(stream_events(s.port, "benchb"), 2345);
 
@@ -124,7 +130,7 @@ int main(int argc, char **argv)
             binport, s.port);
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "BENCH bench protocol=bin ack=none events=500 batch=10 clients=2 events_per_s="));
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     free(o.text);
     CHECK_EQ(stream_events(s.port, "benchb"), 2845);
 
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
     o = run("bench --server 127.0.0.1:%d --stream benchh --events 1000 --clients 2 --batch 1", s.port);
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "BENCH bench protocol=http ack=fsync events=1000 batch=1 clients=2 events_per_s="));
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     free(o.text);
     CHECK_EQ(stream_events(s.port, "benchh"), 1000);
 
@@ -174,7 +180,7 @@ int main(int argc, char **argv)
             s.port);
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "BENCH bench protocol=http ack=fsync events="));
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     CHECK(strstr(o.text, "BENCH bench_responses protocol=http loop=closed "));
     unsigned long long n = num(o.text, "events"), req, ev;
     CHECK(n > 0);
@@ -192,7 +198,7 @@ int main(int argc, char **argv)
             "--clients 2 --batch 10",
             binport, s.port);
     CHECK_EQ(o.rc, 0);
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     n = num(o.text, "events");
     CHECK(n > 0);
     free(o.text);
@@ -242,7 +248,7 @@ int main(int argc, char **argv)
             "--refusals-ok",
             s.port);
     CHECK_EQ(o.rc, 0);
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     unsigned long long acc2, lim2;
     row(o.text, "accepted", &req, &acc2);
     row(o.text, "rate_limit", &req, &lim2);

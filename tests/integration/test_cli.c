@@ -319,7 +319,7 @@ static void test_bench(void)
         fprintf(stderr, "%s\n", o.text);
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "BENCH bench protocol=http ack=fsync events=300 batch=50 clients=2 events_per_s="));
-    CHECK(strstr(o.text, " errors=0\n"));
+    CHECK(strstr(o.text, " errors=0 server_cpu_ns_per_event="));
     free(o.text);
     expect(run("consume benchs --max 1 --partition 0 %s", server_opt), 0, "{\"partition\":0,\"offset\":0,");
 }
