@@ -43,6 +43,11 @@
 #       (produce over the binary protocol until the rows are committed),
 #       rows/s and the ratios; see bench/pg.sh.
 #
+#   bench/run.sh cost [bench/cost.sh options]
+#       the server's CPU time, system calls and context switches per
+#       durable event for binary, HTTP NDJSON, single-event HTTP and ack=none,
+#       and the first-run penalty; see bench/cost.sh.
+#
 #   bench/run.sh replicated [bench/replicated.sh options]
 #       ack=replicated against a PostgreSQL primary with a synchronous
 #       standby, beside ack=fsync, psql COPY and PostgreSQL's own commit
@@ -95,6 +100,10 @@ benchmarks (bench/run.sh NAME [options]):
   kafka  the Kafka listener: librdkafka producer (batches of 1000, linger.ms 5,
          acks=all, 100 B values, 50 partitions) beside spillway bench --protocol bin,
          ratio (target 0.70), then a consumer-group read; options: --events N, --keys K
+  cost   the server's CPU ns, syscalls and context switches per event: binary and
+         HTTP NDJSON (1000 per request), single-event HTTP, ack=none, and the
+         first-run penalty (HTTP NDJSON x3 on a fresh server); options: --events N,
+         --single-events N, --clients C
   replicated
          ack=replicated with a PostgreSQL primary + synchronous standby: the
          commit round trip (pgbench), psql \copy, then binary (1000/frame) and
@@ -121,6 +130,7 @@ case "$name" in
   es) exec "$root/bench/es.sh" "$@" ;;
   views) exec "$root/bench/views.sh" "$@" ;;
   replicated) exec "$root/bench/replicated.sh" "$@" ;;
+  cost) exec "$root/bench/cost.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# What one durable event costs the server (docs/operations.md "Benchmarks"), measured
+# the way that survives a noisy machine: beside events/s, the server's CPU
+# time per acknowledged event (user + system, from /proc/PID/stat over the
+# run), its system calls per event (perf's raw_syscalls:sys_enter counter,
+# attached to the server for the run, when perf can count it) and its
+# context switches per event (voluntary + involuntary, summed over the
+# server's threads from /proc/PID/task/*/status).
+#
+# Workloads, each into a new stream of a fresh server, 50 clients, 100-byte
+# events over 1000 keys:
+#   bin-fsync        binary protocol, 1000 records per frame, ack=fsync
+#   http-fsync       HTTP NDJSON, 1000 events per request, ack=fsync
+#   single-fsync     HTTP, one event per request, 1 partition, ack=fsync
+#   bin-none         binary protocol, 1000 per frame, ack=none
+# then the warm-up check: http-fsync three times more on new streams of a
+# freshly started server (first, second, third), the first within 15% of
+# the third.
+#
+# Prints a table, `BENCH cost workload=... events_per_s=... cpu_ns_per_event=...
+# syscalls_per_event=... ctx_switches_per_event=...` lines, and the targets
+# (benchmark, not test): bin-fsync <= 150 ns, http-fsync <= 500 ns,
+# single-fsync <= 5000 ns of server CPU per event; first run >= 0.85 of the
+# third.
+#
+# usage: bench/cost.sh [--events N] [--single-events N] [--clients C] [--dir DIR]
+#   --events N         events of each batched run (default 2000000)
+#   --single-events N  events of the single-event run (default 200000)
+#   --clients C        clients (default 50)
+#   --dir DIR          parent of the temporary data directory (default
+#                      $TMPDIR or /var/tmp: a real disk, not tmpfs)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+events=2000000
+single=200000
+clients=50
+parent="${TMPDIR:-/var/tmp}"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --events) events=${2:?}; shift 2 ;;
+    --single-events) single=${2:?}; shift 2 ;;
+    --clients) clients=${2:?}; shift 2 ;;
+    --dir) parent=${2:?}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/cost.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for v in "$events" "$single" "$clients"; do
+  [[ "$v" =~ ^[1-9][0-9]{0,9}$ ]] || { echo "bench/cost.sh: not a positive number: $v" >&2; exit 2; }
+done
+[ "$clients" -le 1024 ] || { echo "bench/cost.sh: --clients is at most 1024" >&2; exit 2; }
+
+"$root/scripts/deps.sh" curl
+build="${SPW_BUILD_DIR:-$root/build}"
+echo "== build ($build, RelWithDebInfo, target spillway)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
+spw="$build/spillway"
+
+work="$(mktemp -d "$parent/spillway-cost.XXXXXX")"
+pid=""
+perf_pid=""
+stop_pid() {
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+cleanup() {
+  trap '' PIPE INT TERM
+  [ -n "$perf_pid" ] && stop_pid "$perf_pid"
+  [ -n "$pid" ] && stop_pid "$pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Can perf count system calls here (a kernel with the tracepoint, and the right to use it)?
+perf_ok=0
+if command -v perf >/dev/null 2>&1 &&
+   perf stat -x, -e raw_syscalls:sys_enter true 2>&1 >/dev/null | grep -q '^[0-9]*,,raw_syscalls:sys_enter'; then
+  perf_ok=1
+fi
+
+start_server() { # DIR: a fresh server; sets pid, http_port, bin_port
+  mkdir -p "$1"
+  "$spw" serve --data "$1/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
+    3>"$1/ready" 2>"$1/log" &
+  pid=$!
+  local i
+  for i in $(seq 200); do
+    [ -s "$1/ready" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$1/log" >&2; echo "bench/cost.sh: spillway serve exited" >&2; exit 1; }
+    sleep 0.05
+  done
+  read -r http_port bin_port <"$1/ready" || true
+  [ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
+    { cat "$1/log" >&2; echo "bench/cost.sh: spillway serve did not start" >&2; exit 1; }
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+ctx_switches() {
+  cat /proc/"$pid"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
+declare -A eps cpu sys ctx
+order=()
+run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
+  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n
+  local where=(--server "127.0.0.1:$http_port")
+  [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
+  echo "== $name: spillway bench --protocol $2 --ack $3 --batch $4 --events $5 --partitions $6 --clients $clients"
+  c0=$(cpu_ticks)
+  x0=$(ctx_switches)
+  if [ "$perf_ok" = 1 ]; then
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$work/$name.perf" &
+    perf_pid=$!
+    sleep 0.2
+  fi
+  "$spw" bench --protocol "$2" "${where[@]}" --stream "$7" --ack "$3" --batch "$4" --events "$5" \
+    --partitions "$6" --clients "$clients" --size 100 --keys 1000 >"$out" 2>&1 ||
+    { cat "$out" >&2; echo "bench/cost.sh: $name failed" >&2; exit 1; }
+  c1=$(cpu_ticks)
+  x1=$(ctx_switches)
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf_pid=""
+  fi
+  eps[$name]=$(grep '^BENCH bench ' "$out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
+  n=$5
+  cpu[$name]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  ctx[$name]=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.3f", d / n }')
+  sys[$name]=-
+  if [ -s "$work/$name.perf" ]; then
+    local calls
+    calls=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$work/$name.perf")
+    [[ "${calls:-}" =~ ^[0-9]+$ ]] && sys[$name]=$(awk -v c="$calls" -v n="$n" 'BEGIN { printf "%.3f", c / n }')
+  fi
+  order+=("$name")
+}
+
+echo "== cost: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start" \
+  "(syscall counts: $([ "$perf_ok" = 1 ] && echo perf || echo 'not available'))"
+start_server "$work/a"
+run bin-fsync bin fsync 1000 "$events" 4 s-bin
+run http-fsync http fsync 1000 "$events" 4 s-http
+run single-fsync http fsync 1 "$single" 1 s-single
+run bin-none bin none 1000 "$events" 4 s-none
+stop_pid "$pid"
+pid=""
+
+# The warm-up: the same HTTP NDJSON run three times on a fresh server.
+start_server "$work/b"
+run first http fsync 1000 "$events" 4 w1
+run second http fsync 1000 "$events" 4 w2
+run third http fsync 1000 "$events" 4 w3
+
+echo
+printf '%-14s %12s %14s %14s %14s\n' workload events/s cpu_ns/event syscalls/event ctx_sw/event
+for w in "${order[@]}"; do
+  printf '%-14s %12s %14s %14s %14s\n' "$w" "${eps[$w]}" "${cpu[$w]}" "${sys[$w]}" "${ctx[$w]}"
+  echo "BENCH cost workload=$w events_per_s=${eps[$w]} cpu_ns_per_event=${cpu[$w]} syscalls_per_event=${sys[$w]}" \
+    "ctx_switches_per_event=${ctx[$w]}"
+done
+target() { # NAME VALUE OP LIMIT
+  local ok
+  ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { print ((op == "<=" ? v <= l : v >= l) ? "PASS" : "MISS") }')
+  echo "BENCH cost target=$1 value=$2 limit=$3$4 result=$ok"
+}
+target bin-fsync-cpu-ns "${cpu[bin-fsync]}" "<=" 150
+target http-fsync-cpu-ns "${cpu[http-fsync]}" "<=" 500
+target single-fsync-cpu-ns "${cpu[single-fsync]}" "<=" 5000
+target first-over-third "$(awk -v a="${eps[first]}" -v b="${eps[third]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" ">=" 0.85
