@@ -11,6 +11,7 @@
 #include "svc/replicate.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,7 @@ struct spw_repl {
     entry **v;
     size_t n, cap;
     waiter *all;
-    uint64_t waiting, acked, timeouts, unavailable;
+    _Atomic uint64_t waiting, acked, timeouts, unavailable;
     spw_hist latency; /* fsynced here -> committed by the replica, µs */
 };
 
@@ -355,36 +356,15 @@ void spw_repl_wait(spw_repl *r, const char *sink, const char *stream, uint64_t i
 
 void spw_repl_stats_get(spw_repl *r, spw_repl_stats *out)
 {
-    pthread_mutex_lock(&r->mu);
-    *out = (spw_repl_stats){.waiting = r->waiting, .acked = r->acked, .timeouts = r->timeouts,
-                            .unavailable = r->unavailable};
-    pthread_mutex_unlock(&r->mu);
+    *out = (spw_repl_stats){.waiting = atomic_load(&r->waiting), .acked = atomic_load(&r->acked),
+                            .timeouts = atomic_load(&r->timeouts), .unavailable = atomic_load(&r->unavailable)};
 }
 
-static uint64_t m_waiting(void *ctx)
-{
-    spw_repl_stats st;
-    spw_repl_stats_get(ctx, &st);
-    return st.waiting;
-}
-static uint64_t m_acked(void *ctx)
-{
-    spw_repl_stats st;
-    spw_repl_stats_get(ctx, &st);
-    return st.acked;
-}
-static uint64_t m_timeouts(void *ctx)
-{
-    spw_repl_stats st;
-    spw_repl_stats_get(ctx, &st);
-    return st.timeouts;
-}
-static uint64_t m_unavailable(void *ctx)
-{
-    spw_repl_stats st;
-    spw_repl_stats_get(ctx, &st);
-    return st.unavailable;
-}
+/* The counters are changed under mu and read without it (one load each). */
+static uint64_t m_waiting(void *a) { return atomic_load(&((spw_repl *)a)->waiting); }
+static uint64_t m_acked(void *a) { return atomic_load(&((spw_repl *)a)->acked); }
+static uint64_t m_timeouts(void *a) { return atomic_load(&((spw_repl *)a)->timeouts); }
+static uint64_t m_unavailable(void *a) { return atomic_load(&((spw_repl *)a)->unavailable); }
 
 void spw_repl_metrics_register(spw_repl *r, spw_metrics *m)
 {
