@@ -44,6 +44,7 @@
 # wait is bounded; the data directory is removed at exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 
 secs=6
 steps=1,2,3,4,5
@@ -57,7 +58,7 @@ capacity=""
 inflight=4096
 parent="${TMPDIR:-/var/tmp}"
 out=""
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --step-seconds) secs=${2:?}; shift 2 ;;
@@ -91,11 +92,7 @@ for m in "${multiples[@]}"; do
 done
 
 "$root/scripts/deps.sh" gnuplot-nox curl
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo, targets spillway spillway_test)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway spillway_test >/dev/null
-spw="$build/spillway"
+bench_build spillway_test
 server_bin="$spw"
 [ "$delay" -gt 0 ] && server_bin="$build/spillway_test"
 
@@ -104,13 +101,6 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d "$parent/spillway-burst.XXXXXX")"
 pid=""
-stop_pid() { # PID: TERM, wait up to 30 s, then KILL
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   [ -n "$pid" ] && stop_pid "$pid"
   [ -f "$work/log" ] && cp "$work/log" "$out/server.log" 2>/dev/null
@@ -121,16 +111,8 @@ trap 'exit 130' INT TERM
 
 # ---- the server ----
 
-"$server_bin" serve --data "$work/data" --listen 127.0.0.1:0 --listen-bin off --max-pending-bytes "$budget" \
-  --ready-fd 3 3>"$work/ready" 2>"$work/log" &
-pid=$!
-for i in $(seq 200); do
-  [ -s "$work/ready" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/log" >&2; echo "bench/burst.sh: spillway serve exited" >&2; exit 1; }
-  sleep 0.05
-done
-read -r port _ <"$work/ready" || true
-[ -n "${port:-}" ] || { cat "$work/log" >&2; echo "bench/burst.sh: spillway serve did not start" >&2; exit 1; }
+spw_serve "$work" --listen-bin off --max-pending-bytes "$budget"
+port=$http_port
 url="http://127.0.0.1:$port"
 if [ "$delay" -gt 0 ]; then
   curl -sf -m 10 -X POST -d '' "$url/debug/faults?fsync_delay_us=$delay" >/dev/null ||

@@ -31,12 +31,13 @@
 #                      $TMPDIR or /var/tmp: a real disk, not tmpfs)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 
 events=2000000
 single=200000
 clients=50
 parent="${TMPDIR:-/var/tmp}"
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events=${2:?}; shift 2 ;;
@@ -53,22 +54,11 @@ done
 [ "$clients" -le 1024 ] || { echo "bench/cost.sh: --clients is at most 1024" >&2; exit 2; }
 
 "$root/scripts/deps.sh" curl
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo, target spillway)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
-spw="$build/spillway"
+bench_build
 
 work="$(mktemp -d "$parent/spillway-cost.XXXXXX")"
 pid=""
 perf_pid=""
-stop_pid() {
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   trap '' PIPE INT TERM
   [ -n "$perf_pid" ] && stop_pid "$perf_pid"
@@ -85,22 +75,6 @@ if command -v perf >/dev/null 2>&1 &&
   perf_ok=1
 fi
 
-start_server() { # DIR: a fresh server; sets pid, http_port, bin_port
-  mkdir -p "$1"
-  "$spw" serve --data "$1/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
-    3>"$1/ready" 2>"$1/log" &
-  pid=$!
-  local i
-  for i in $(seq 200); do
-    [ -s "$1/ready" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$1/log" >&2; echo "bench/cost.sh: spillway serve exited" >&2; exit 1; }
-    sleep 0.05
-  done
-  read -r http_port bin_port <"$1/ready" || true
-  [ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
-    { cat "$1/log" >&2; echo "bench/cost.sh: spillway serve did not start" >&2; exit 1; }
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 ctx_switches() {
   cat /proc/"$pid"/task/*/status 2>/dev/null |
     awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
@@ -145,7 +119,7 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
 
 echo "== cost: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start" \
   "(syscall counts: $([ "$perf_ok" = 1 ] && echo perf || echo 'not available'))"
-start_server "$work/a"
+spw_serve "$work/a"
 run bin-fsync bin fsync 1000 "$events" 4 s-bin
 run http-fsync http fsync 1000 "$events" 4 s-http
 run single-fsync http fsync 1 "$single" 1 s-single
@@ -154,7 +128,7 @@ stop_pid "$pid"
 pid=""
 
 # The warm-up: the same HTTP NDJSON run three times on a fresh server.
-start_server "$work/b"
+spw_serve "$work/b"
 run first http fsync 1000 "$events" 4 w1
 run second http fsync 1000 "$events" 4 w2
 run third http fsync 1000 "$events" 4 w3

@@ -46,6 +46,7 @@
 # bounded; temporary directories are removed at exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 
 events=4000000
 single=400000
@@ -54,7 +55,7 @@ batch=1000
 partitions=4
 tls=0
 parent="${TMPDIR:-/var/tmp}"
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events=${2:?}; shift 2 ;;
@@ -73,21 +74,10 @@ for v in "$events" "$single" "$clients" "$batch" "$partitions"; do
 done
 
 "$root/scripts/deps.sh" redis-server redis-tools
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo, target spillway)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
-spw="$build/spillway"
+bench_build
 
 work="$(mktemp -d "$parent/spillway-peers.XXXXXX")"
 pid=""
-stop_pid() { # PID: TERM, wait up to 30 s, then KILL
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   [ -n "$pid" ] && stop_pid "$pid"
   rm -rf "$work"
@@ -98,9 +88,6 @@ trap 'exit 130' INT TERM
 value=$(printf 'v%.0s' $(seq 100))     # 100 bytes
 declare -A eps params cpu
 clk=$(getconf CLK_TCK)
-# The server's user + system CPU time so far, in clock ticks (/proc/PID/stat
-# fields 14 and 15; the command names here have no spaces).
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # ns of server CPU per event: TICKS-BEFORE TICKS-AFTER EVENTS
 cpu_per_event() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$clk" 'BEGIN { printf "%.0f", (b - a) / hz * 1e9 / n }'; }
 
@@ -122,19 +109,9 @@ tls_make() {
 # Starts `spillway serve` on free loopback ports; sets pid, http_port, bin_port.
 # A system whose name ends in -tls gets the certificate of tls_make.
 spw_start() {
-  local dir="$work/spw-$1" i tlsargs=()
-  mkdir -p "$dir"
+  local tlsargs=()
   [[ $1 == *-tls ]] && tlsargs=(--tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key")
-  "$spw" serve --data "$dir/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 "${tlsargs[@]}" \
-    3>"$dir/ready" 2>"$dir/log" &
-  pid=$!
-  for i in $(seq 200); do
-    [ -s "$dir/ready" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$dir/log" >&2; echo "spillway serve exited" >&2; exit 1; }
-    sleep 0.05
-  done
-  read -r http_port bin_port <"$dir/ready" || true
-  [ -n "${bin_port:-}" ] || { cat "$dir/log" >&2; echo "spillway serve did not start" >&2; exit 1; }
+  spw_serve "$work/spw-$1" ${tlsargs[@]+"${tlsargs[@]}"}
 }
 
 # spw_run SYSTEM EVENTS PARAMS BENCH-ARGS...: one fresh server, one `spillway bench`.
@@ -156,7 +133,7 @@ spw_run() {
   echo "$out" | sed -n '/^requests/,$p'
   local line
   line=$(echo "$out" | grep '^BENCH bench ' | tail -1) || true
-  if [ -z "$line" ] || ! echo "$line" | grep -q ' errors=0$'; then
+  if [ -z "$line" ] || ! echo "$line" | grep -qE ' errors=0( |$)'; then
     echo "$out" >&2
     echo "bench/peers.sh: $sys failed" >&2
     exit 1

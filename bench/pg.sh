@@ -57,6 +57,7 @@
 # exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 
 rows=1000000
 insert_rows=10000
@@ -65,7 +66,7 @@ partitions=4
 sink_batch=
 repeat=3
 parent="${TMPDIR:-/var/tmp}"
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=${2:?}; shift 2 ;;
@@ -91,11 +92,7 @@ done
 [ "$repeat" -le 20 ] || bad "--repeat is at most 20"
 
 "$root/scripts/deps.sh" curl
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo, target spillway)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
-spw="$build/spillway"
+bench_build
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/pg.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
@@ -108,13 +105,6 @@ pgdir="$work/pg"
 pg_up=""
 pid=""
 bpid=""
-stop_pid() { # PID: TERM, wait up to 30 s, then KILL
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   # finish even if the output is a closed pipe (| head) or a second signal comes
   trap '' PIPE INT TERM
@@ -127,10 +117,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 30000))
-}
 
 # ---- PostgreSQL ----
 
@@ -226,26 +212,8 @@ record insert-1000 "$rows" "$t0" "$t1"
 
 # ---- 3. COPY and 4. the Spillway sink, alternately ----
 
-mkdir -p "$work/spw"
-"$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
-  3>"$work/spw/ready" 2>"$work/spw/log" &
-pid=$!
-for i in $(seq 200); do
-  [ -s "$work/spw/ready" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/spw/log" >&2; echo "bench/pg.sh: spillway serve exited" >&2; exit 1; }
-  sleep 0.05
-done
-read -r http_port bin_port <"$work/spw/ready" || true
-[ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
-  { cat "$work/spw/log" >&2; echo "bench/pg.sh: spillway serve did not start" >&2; exit 1; }
+spw_serve "$work/spw"
 url="http://127.0.0.1:$http_port"
-put() { # PATH BODY
-  local code
-  code=$(curl -s -m 10 -o "$work/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
-    --data-binary "$2" "$url$1") || true
-  [ "$code" = 201 ] || [ "$code" = 200 ] ||
-    { cat "$work/put.out" >&2; echo; echo "bench/pg.sh: PUT $1: HTTP $code" >&2; exit 1; }
-}
 batch_json=""
 [ -n "$sink_batch" ] && batch_json="\"batch\":{\"max_events\":$sink_batch},"
 put_sink() { # NAME: a postgres sink from stream NAME into bench

@@ -36,13 +36,14 @@
 #                  /var/tmp: a real disk, not tmpfs)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 
 seconds=10
 rows=1000000
 clients=50
 partitions=4
 parent="${TMPDIR:-/var/tmp}"
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=${2:?}; shift 2 ;;
@@ -61,11 +62,7 @@ done
   { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024" >&2; exit 2; }
 
 "$root/scripts/deps.sh" curl
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo, target spillway)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
-spw="$build/spillway"
+bench_build
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/replicated.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
@@ -78,13 +75,6 @@ pri="$work/pri"
 stb="$work/stb"
 up=()
 pid=""
-stop_pid() {
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   trap '' PIPE INT TERM
   [ -n "$pid" ] && stop_pid "$pid"
@@ -94,10 +84,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 30000))
-}
 pg_start() { # DIR PORT
   "${runas[@]}" "$pgbin/pg_ctl" -D "$1" -l "$1/log" -w -t 60 -o "-p $2 -k $1 -c listen_addresses=127.0.0.1" start \
     >/dev/null || { cat "$1/log" >&2; echo "bench/replicated.sh: pg_ctl start failed" >&2; exit 1; }
@@ -167,26 +153,8 @@ rm -f "$work/rows.tsv"
 
 # ---- 3. Spillway ----
 
-mkdir -p "$work/spw"
-"$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
-  3>"$work/spw/ready" 2>"$work/spw/log" &
-pid=$!
-for i in $(seq 200); do
-  [ -s "$work/spw/ready" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/spw/log" >&2; echo "bench/replicated.sh: spillway serve exited" >&2; exit 1; }
-  sleep 0.05
-done
-read -r http_port bin_port <"$work/spw/ready" || true
-[ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
-  { cat "$work/spw/log" >&2; echo "bench/replicated.sh: spillway serve did not start" >&2; exit 1; }
+spw_serve "$work/spw"
 url="http://127.0.0.1:$http_port"
-put() { # PATH BODY
-  local code
-  code=$(curl -s -m 10 -o "$work/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
-    --data-binary "$2" "$url$1") || true
-  [ "$code" = 201 ] || [ "$code" = 200 ] ||
-    { cat "$work/put.out" >&2; echo; echo "bench/replicated.sh: PUT $1: HTTP $code" >&2; exit 1; }
-}
 put /v1/streams/plain "{\"partitions\":$partitions,\"key\":\"/k\"}"
 put /v1/streams/repl "{\"partitions\":$partitions,\"key\":\"/k\",\"replicate_to\":\"pgr\",\"replication_timeout_ms\":30000}"
 put /v1/sinks/pgr "{\"stream\":\"repl\",\"kind\":\"postgres\",
@@ -201,7 +169,6 @@ for i in $(seq 400); do
   sleep 0.05
 done
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 declare -A cpu
 run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   local out="$work/spw/$1.out" c0 c1 ev

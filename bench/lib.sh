@@ -1,0 +1,73 @@
+# Shell functions the benchmark scripts share (sourced by bench/*.sh, not
+# run): usage from the script's header, the build, starting `spillway
+# serve` on free loopback ports, stopping a process by its PID, a free port.
+# Messages name the script that sourced this file.
+
+bench_name="bench/${0##*/}"
+
+# The comment block at the top of the script (from line 2 to `set -euo`).
+bench_usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+# Builds build/spillway (RelWithDebInfo; SPW_BUILD_DIR overrides the
+# directory) and any further targets given; sets build and spw.
+bench_build() {
+  build="${SPW_BUILD_DIR:-$root/build}"
+  echo "== build ($build, RelWithDebInfo, target spillway${1:+ $*})"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway "$@" >/dev/null
+  spw="$build/spillway"
+}
+
+# PID: TERM, wait up to 30 s, then KILL.
+stop_pid() {
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 30000))
+}
+
+# DIR [SERVE-ARGS...]: starts "${server_bin:-$spw}" serve with its data in
+# DIR/data, HTTP and the binary protocol on free loopback ports (SERVE-ARGS
+# may turn the binary listener off or add options), its log in DIR/log,
+# and waits (bounded) until it is ready. Sets pid, http_port, bin_port.
+spw_serve() {
+  local dir=$1 i
+  shift
+  mkdir -p "$dir"
+  "${server_bin:-$spw}" serve --data "$dir/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 "$@" --ready-fd 3 \
+    3>"$dir/ready" 2>"$dir/log" &
+  pid=$!
+  for i in $(seq 200); do
+    [ -s "$dir/ready" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/log" >&2; echo "$bench_name: spillway serve exited" >&2; exit 1; }
+    sleep 0.05
+  done
+  http_port="" bin_port=""
+  read -r http_port bin_port <"$dir/ready" || true
+  [ -n "$http_port" ] || { cat "$dir/log" >&2; echo "$bench_name: spillway serve did not start" >&2; exit 1; }
+}
+
+# The server's user + system CPU time so far in clock ticks (/proc/PID/stat
+# fields 14 and 15; the command name has no spaces). PID defaults to $pid.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${1:-$pid}/stat"; }
+
+# PUT PATH BODY to the server at $url: 201 or 200, else the answer and exit 1.
+put() {
+  local code out
+  out=$(mktemp)
+  code=$(curl -s -m 10 -o "$out" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    --data-binary "$2" "$url$1") || true
+  if [ "$code" != 201 ] && [ "$code" != 200 ]; then
+    cat "$out" >&2
+    rm -f "$out"
+    echo; echo "$bench_name: PUT $1: HTTP $code" >&2
+    exit 1
+  fi
+  rm -f "$out"
+}
