@@ -218,8 +218,9 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
                      "shard %u: synchronous_standby_names is empty: this server's commits wait for no standby "
                      "(set it on the primary to the standby's application_name)",
                      si);
-        PQclear(r);
-        if (!ok || !names[0])
+        int has_names = names[0] != 0;
+        PQclear(r); /* sc and names point into r */
+        if (!ok || !has_names)
             return 0;
         /* Configured, but is a synchronous standby connected now? If not,
          * commits wait (replicated requests time out) until one is: said,
