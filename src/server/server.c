@@ -122,6 +122,11 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "connections holding unsent answers are not read"),
     CFG("send-timeout", SPW_CFG_DURATION, send_timeout_ms, "60s", 100, 86400000,
         "close a connection whose unsent answers do not move (its client does not read) for this long"),
+    CFG("log-format", SPW_CFG_STR, log_format, "text", 0, 0,
+        "log lines: text (\"TS LEVEL message\") or json (one object per line: ts, level, component, msg; "
+        "docs/operations.md \"Logs\")"),
+    CFG("log-level", SPW_CFG_STR, log_level, "info", 0, 0,
+        "least severe log lines written: debug, info, warn or error (SIGHUP applies a change)"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
@@ -161,7 +166,7 @@ static void limit_connection_fds(spw_catalog *cat, uint64_t limit, uint32_t fd_c
 /* The settings SIGHUP applies; the others need a restart. */
 static int reloadable(const spw_cfg_entry *e)
 {
-    return strcmp(e->name, "rate-limit") == 0 || strcmp(e->name, "rate-limit-burst") == 0 ||
+    return strcmp(e->name, "log-level") == 0 || strcmp(e->name, "rate-limit") == 0 || strcmp(e->name, "rate-limit-burst") == 0 ||
            strcmp(e->name, "rate-limit-per") == 0 || strcmp(e->name, "rate-limit-algorithm") == 0;
 }
 
@@ -204,6 +209,21 @@ static void rate_describe(const spw_rl_limit *l, char *out, size_t cap)
                  spw_rl_per_name(l->per));
 }
 
+/* The log-level and log-format settings as core/msg.h values. Returns 0,
+ * or -1 with a sentence in err. */
+static int log_settings(const spw_server_config *c, int *level, int *format, char *err, size_t cap)
+{
+    if (spw_msg_level_parse(c->log_level, level)) {
+        snprintf(err, cap, "log-level must be debug, info, warn or error, not '%s'", c->log_level);
+        return -1;
+    }
+    if (spw_msg_format_parse(c->log_format, format)) {
+        snprintf(err, cap, "log-format must be text or json, not '%s'", c->log_format);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * SIGHUP: defaults, then the config file again, then what the command
  * line gave (flags still win); applies the rate-limit settings and says
@@ -235,6 +255,11 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
         spw_error("SIGHUP: %s: %s; keeping the current settings", cur->config, err);
         return;
     }
+    int level, format;
+    if (log_settings(&n, &level, &format, err, sizeof err)) {
+        spw_error("SIGHUP: %s: %s; keeping the current settings", cur->config, err);
+        return;
+    }
     for (size_t i = 0; i < spw_server_cfg_count; i++) {
         const spw_cfg_entry *e = &spw_server_cfg_table[i];
         char *was = (char *)cur + e->off;
@@ -247,6 +272,7 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
             spw_warn("SIGHUP: %s changed in %s; it takes effect at the next restart", e->name, cur->config);
     }
     spw_rl_set_default(rl, &lim);
+    spw_msg_set_level(level);
     char d[160];
     rate_describe(&lim, d, sizeof d);
     spw_info("SIGHUP: reloaded %s; default rate limit: %s (sink lines apply at start only; change sinks at run "
@@ -376,6 +402,16 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls);
 
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
+    {
+        int level, format;
+        char lerr[200];
+        if (log_settings(c, &level, &format, lerr, sizeof lerr)) {
+            fprintf(stderr, "spillway serve: %s\n", lerr);
+            return 1;
+        }
+        spw_msg_set_level(level);
+        spw_msg_set_format(format);
+    }
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
     int kafka_on = c->listen_kafka[0] && strcmp(c->listen_kafka, "off") != 0;
     const char *addrs[3] = {c->listen, bin_on ? c->listen_bin : NULL, kafka_on ? c->listen_kafka : NULL};
