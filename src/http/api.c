@@ -167,6 +167,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             return spw__api_handle_stream(api, req, name, nl, ar);
         if (strncmp(slash, "/groups/", 8) == 0 && api->svc.groups)
             return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
+        if (strcmp(slash, "/groups") == 0 && api->svc.groups)
+            return spw_groups_http_route(api, req, name, nl, NULL, ar);
         if (strncmp(slash, "/keys/", 6) == 0)
             return spw__api_handle_keys(api, req, name, nl, slash + 6, ar);
         if (strcmp(slash, "/events") == 0) {

@@ -128,6 +128,8 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_UNKNOWN_KEY] = {"unknown_key", NULL, 404, SPW_ST_NOT_FOUND, "the view has never seen this key", H},
     [SPW_SC_VIEW_LAG] = {"view_lag", NULL, 504, SPW_ST_BAD_REQUEST,
                          "the view has not applied the offsets asked for within wait_ms", H},
+    [SPW_SC_GROUP_ACTIVE] = {"group_active", NULL, 409, SPW_ST_CONFLICT,
+                             "the group has active members (leased partitions): stop them first", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

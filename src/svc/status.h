@@ -115,6 +115,7 @@ typedef enum spw_sc {
     SPW_SC_NO_SUCH_VIEW,
     SPW_SC_UNKNOWN_KEY,
     SPW_SC_VIEW_LAG,
+    SPW_SC_GROUP_ACTIVE, /* a group reset while a member holds a lease */
     SPW_SC__N
 } spw_sc;
 
