@@ -58,4 +58,16 @@ typedef struct spw_svc {
     _Atomic uint64_t disk_refused_bytes; /* the last request max_disk_bytes refused (svc/health.h) */
 } spw_svc;
 
+_Static_assert(SPW_REJ__N <= SPW_STREAM_REJ_MAX, "spw_stream.rejected holds every reason");
+
+/* A produce request refused for reason why (SPW_REJ_*): the service's
+ * count and, when the stream is known (s not NULL), the stream's
+ * (spillway_rejected_total and spillway_stream_rejected_total). */
+static inline void spw_svc_reject(spw_svc *svc, struct spw_stream *s, int why)
+{
+    atomic_fetch_add(&svc->rejected[why], 1);
+    if (s)
+        atomic_fetch_add(&s->rejected[why], 1);
+}
+
 #endif
