@@ -669,7 +669,7 @@ int spw_cmd_bench(int argc, char **argv)
          * would retry until their delivery timeout), and check that the
          * server behind --server knows the stream created over --http. */
         char server[300];
-        snprintf(server, sizeof server, "%s:%s", c.host, c.port);
+        snprintf(server, sizeof server, strchr(c.host, ':') ? "[%s]:%s" : "%s:%s", c.host, c.port);
         spillway_client *mc = NULL;
         spillway_metadata *md = NULL;
         int r = c.cacert ? spillway_client_connect_tls(server, 10000, c.cacert, &mc)

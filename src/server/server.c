@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "core/hostport.h"
 #include "core/msg.h"
 #include "core/workq.h"
 #include "log/log.h"
@@ -45,7 +46,8 @@
 
 const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("data", SPW_CFG_STR, data, "./data", 0, 0, "data directory"),
-    CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0, "HTTP address host:port"),
+    CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0,
+        "HTTP address host:port; IPv6 in brackets: [::1]:7700, or [::]:7700 for every IPv4 and IPv6 address"),
     CFG("listen-bin", SPW_CFG_STR, listen_bin, "127.0.0.1:7701", 0, 0,
         "binary protocol address host:port (docs/protocol.md); \"\" or \"off\" disables it"),
     CFG("listen-kafka", SPW_CFG_STR, listen_kafka, "off", 0, 0,
@@ -282,19 +284,27 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
 
 void (*spw_server_test_start)(const spw_server_config *c);
 
+/* Is the listen address loopback only: localhost, 127.0.0.0/8, [::1], or
+ * an IPv4-mapped 127.0.0.0/8 ([::ffff:127.0.0.1])? Any other address
+ * ([::] and 0.0.0.0 included) reaches beyond the machine. */
 static int is_loopback(const char *listen)
 {
-    const char *colon = strrchr(listen, ':');
     char host[256];
-    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
-    if (n >= sizeof host)
+    uint16_t port;
+    int v6;
+    if (spw_hostport_parse(listen, host, sizeof host, &port, 1, &v6))
         return 0;
-    memcpy(host, listen, n);
-    host[n] = 0;
-    if (strcmp(host, "localhost") == 0)
+    if (!v6) {
+        struct in_addr a;
+        return strcmp(host, "localhost") == 0 ||
+               (inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127);
+    }
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, host, &a6) != 1)
+        return 0;
+    if (IN6_IS_ADDR_LOOPBACK(&a6))
         return 1;
-    struct in_addr a;
-    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 /*
@@ -420,6 +430,19 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         fprintf(stderr, "spillway serve: tls-cert and tls-key go together: %s is set and %s is not\n",
                 c->tls_cert[0] ? "tls-cert" : "tls-key", c->tls_cert[0] ? "tls-key" : "tls-cert");
         return 1;
+    }
+    static const char *const addr_opt[3] = {"listen", "listen-bin", "listen-kafka"};
+    for (int i = 0; i < 3; i++) {
+        char host[256];
+        uint16_t port;
+        if (addrs[i] && !(addrs[i][0] == ':' && !strchr(addrs[i] + 1, ':')) &&
+            spw_hostport_parse(addrs[i], host, sizeof host, &port, 1, NULL)) {
+            fprintf(stderr,
+                    "spillway serve: %s %s is not HOST:PORT or [IPV6]:PORT (an IPv6 address in brackets: "
+                    "[::1]:7700, [::]:7700 for every address)\n",
+                    addr_opt[i], addrs[i]);
+            return 1;
+        }
     }
     /* Without tokens anyone who can connect may do anything, and without
      * TLS the tokens and the data cross the network in clear: only
