@@ -267,7 +267,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     if (cfg->format_bytes) {
         if (ctl && !(ctl == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0)) {
             spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
-                            "a bytes stream takes Content-Type: application/octet-stream");
+                            "a bytes stream takes Content-Type: application/octet-stream (or none), not '%.*s'",
+                            (int)ctl, ct);
             spw_stream_put(s);
             return;
         }
@@ -276,7 +277,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         kind = BODY_NDJSON;
     } else if (ctl && !(ctl == 16 && strncasecmp(ct, "application/json", 16) == 0)) {
         spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
-                        "Content-Type must be application/json or application/x-ndjson, not '%.*s'", (int)ctl, ct);
+                        "Content-Type must be application/json or application/x-ndjson (or none), not '%.*s'",
+                        (int)ctl, ct);
         spw_stream_put(s);
         return;
     }
