@@ -118,9 +118,8 @@ int main(int argc, char **argv)
     const char *warn[] = {"--config", conf, NULL};
     srv_start_log(&s, bin, data, warn, log);
     put_stream(s.port, "logs1", "{\"partitions\":1}");
-    kill(s.pid, SIGHUP); /* with --config: reloads quietly (info) */
-    const char *warn2[] = {"--log-level=warn", "--log-format=json", NULL};
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    const char *warn2[] = {"--log-level=warn", "--log-format=json", NULL};
     srv_start_log(&s, bin, data, warn2, log);
     hup_and_wait(&s, log, "nothing to reload");
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
@@ -128,6 +127,27 @@ int main(int argc, char **argv)
     CHECK_EQ(c.info, 0);
     CHECK_EQ(c.created, 0);
     CHECK(c.warn >= 1);
+
+    /* SIGHUP applies a log-level changed in the config file: warn, then
+     * info, and the next stream's create line is written */
+    snprintf(log, sizeof log, "%s/hup.log", dir);
+    srv_start_log(&s, bin, data, warn, log);
+    CHECK_EQ(req_status(s.port, "DELETE", "/v1/streams/logs1", NULL), 204);
+    f = fopen(conf, "w");
+    CHECK(f != NULL);
+    fputs("log-format = json\nlog-level = info\n", f);
+    fclose(f);
+    hup_and_wait(&s, log, "SIGHUP: reloaded");
+    put_stream(s.port, "logs1", "{\"partitions\":1}");
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    c = check_json_lines(log);
+    CHECK_EQ(c.created, 1); /* logged after the reload only */
+    f = fopen(log, "r");
+    char all[65536];
+    size_t an = fread(all, 1, sizeof all - 1, f);
+    fclose(f);
+    all[an] = 0;
+    CHECK(strstr(all, "stream logs1: deleted") == NULL); /* before the reload: warn and up */
 
     /* text stays the default: "TS LEVEL message" */
     snprintf(log, sizeof log, "%s/text.log", dir);
