@@ -350,7 +350,7 @@ static void handle_list(spw_consume *cs, spw_http_req *req, spw_stream *s)
                         "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
                         ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
                         i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
-                        v[i].leased ? "true" : "false");
+                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
     }
     spw_buf_xprintf(&b, "]}\n");
     spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);

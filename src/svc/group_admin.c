@@ -2,6 +2,7 @@
 #include "svc/group_admin.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,49 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/msg.h"
+
+/* ---- other front ends' members ---- */
+
+#define MEMBERS_HOOKS_MAX 8
+
+static pthread_mutex_t hooks_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    spw_group_members_fn fn;
+    void *arg;
+} hooks[MEMBERS_HOOKS_MAX];
+
+void spw_svc_group_members_register(spw_group_members_fn fn, void *arg)
+{
+    pthread_mutex_lock(&hooks_mu);
+    for (int i = 0; i < MEMBERS_HOOKS_MAX; i++)
+        if (!hooks[i].fn) {
+            hooks[i].fn = fn;
+            hooks[i].arg = arg;
+            break;
+        }
+    pthread_mutex_unlock(&hooks_mu);
+}
+
+void spw_svc_group_members_unregister(void *arg)
+{
+    pthread_mutex_lock(&hooks_mu);
+    for (int i = 0; i < MEMBERS_HOOKS_MAX; i++)
+        if (hooks[i].fn && hooks[i].arg == arg)
+            hooks[i].fn = NULL;
+    pthread_mutex_unlock(&hooks_mu);
+}
+
+/* 1 with member set while a registered front end has members in group. */
+static int members_elsewhere(const char *group, char *member, size_t cap)
+{
+    int r = 0;
+    pthread_mutex_lock(&hooks_mu);
+    for (int i = 0; i < MEMBERS_HOOKS_MAX && !r; i++)
+        if (hooks[i].fn)
+            r = hooks[i].fn(hooks[i].arg, group, member, cap);
+    pthread_mutex_unlock(&hooks_mu);
+    return r;
+}
 
 typedef struct collect {
     const char *stream;
@@ -62,6 +106,8 @@ uint32_t spw_svc_groups_list(spw_consume *cs, spw_stream *s, spw_group_summary *
             }
         }
         spw_free(p);
+        char m[SPW_GROUP_MEMBER_MAX + 1];
+        e->members_elsewhere = members_elsewhere(e->name, m, sizeof m);
     }
     spw_free(c.names);
     *out = v;
@@ -115,6 +161,14 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
         r[i].changed = 1;
     }
     spw_free(v);
+    char other[96];
+    if (sc == SPW_SC_OK && members_elsewhere(gname, other, sizeof other)) {
+        snprintf(msg, cap,
+                 "consumer group %s has active members (Kafka member %s): stop its consumers, or wait until "
+                 "their sessions end, then reset",
+                 gname, other);
+        sc = SPW_SC_GROUP_ACTIVE;
+    }
     if (sc == SPW_SC_OK) {
         char holder[SPW_GROUP_MEMBER_MAX + 1] = "";
         if (spw_group_reset(g, at, n, (int64_t)spw_mono_ms(), holder, sizeof holder) == -EBUSY) {

@@ -17,11 +17,24 @@
 #include "svc/consume.h"
 #include "svc/status.h"
 
+/*
+ * Front ends whose groups have members of their own register here (the
+ * Kafka group coordinator, kafka/kafka_group.c: a Kafka group's offsets
+ * are the Spillway group's of the same name, on each stream it reads).
+ * fn(arg, group, member, cap) returns 1, with one member's id in member,
+ * while group has members; a reset is refused then, and the list shows
+ * the group active. Process-wide; any thread.
+ */
+typedef int (*spw_group_members_fn)(void *arg, const char *group, char *member, size_t cap);
+void spw_svc_group_members_register(spw_group_members_fn fn, void *arg);
+void spw_svc_group_members_unregister(void *arg);
+
 /* One group of a stream, as spw_svc_groups_list gives it. */
 typedef struct spw_group_summary {
     char name[SPW_GROUP_NAME_MAX + 1];
     uint32_t partitions;
     uint32_t leased; /* partitions leased now */
+    int members_elsewhere; /* a registered front end's members (a Kafka group) */
     uint64_t lag;    /* records stored after the committed offsets, all partitions */
     char member[SPW_GROUP_MEMBER_MAX + 1]; /* a member holding a lease, "" if none */
 } spw_group_summary;
