@@ -107,7 +107,14 @@ int main(int argc, char **argv)
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "\"n\":1") && strstr(o.text, "\"n\":2") && strstr(o.text, "\"n\":3"));
     free(o.text);
+    int gone = s.port;
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    o = cli_run(bin, "stream list --server [::1]:%d", gone); /* named as written */
+    CHECK_EQ(o.rc, 1);
+    char want[64];
+    snprintf(want, sizeof want, "cannot reach the server at [::1]:%d", gone);
+    CHECK(strstr(o.text, want) != NULL);
+    free(o.text);
 
     /* an IPv4-mapped loopback listener: loopback, takes IPv4 clients */
     const char *mapped[] = {"--listen", "[::ffff:127.0.0.1]:0", "--listen-bin", "off", NULL};
