@@ -326,6 +326,21 @@ size_t spillway_metadata_count(const spillway_metadata *m);
 int spillway_metadata_stream(const spillway_metadata *m, size_t i, spillway_stream_info *out);
 void spillway_metadata_free(spillway_metadata *m);
 
+/*
+ * Creates stream name from definition, the JSON object of PUT
+ * /v1/streams/NAME (docs/api.md "Streams"; NULL or "" for every default),
+ * over the binary protocol's STREAM_CREATE (needs admin on the stream).
+ * Returns 0 with *created (may be NULL) 1 for a new stream, 0 when an
+ * identical one existed; SPILLWAY_ERR_CONFLICT when one exists with
+ * another definition; SPILLWAY_ERR_BAD_REQUEST for a bad name or
+ * definition (spillway_client_last_error says why), or another error.
+ */
+int spillway_client_create_stream(spillway_client *c, const char *name, const char *definition, int *created);
+/* Stream name's definition, incarnation and partition state, as the JSON
+ * of GET /v1/streams/NAME, over STREAM_DESCRIBE: 0 with *json (malloc'ed,
+ * NUL-terminated; free() it), SPILLWAY_ERR_NOT_FOUND, or another error. */
+int spillway_client_describe_stream(spillway_client *c, const char *name, char **json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -113,6 +113,8 @@ int spw__bin_who(bconn *c, const spw_frame_hdr *h, const spw_token **who);
 spw_stream *spw__bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, size_t len, unsigned perms,
                              spw_sc *sc_out);
 void spw__bin_handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_stream_describe(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_stream_create(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 
 /* bin_keys.c: KEY_EVENTS, SNAPSHOT_PUT */
 void spw__bin_handle_key_events(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);

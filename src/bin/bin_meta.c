@@ -1,11 +1,14 @@
 /*
- * AUTH and METADATA over the binary protocol (docs/protocol.md), and the
+ * AUTH, METADATA, STREAM_DESCRIBE and STREAM_CREATE over the binary
+ * protocol (docs/protocol.md), and the
  * checks every request makes before its own: spw__bin_who (is this
  * connection's login still valid) and spw__bin_stream (login, name,
  * permission, existence: svc/request.h). Both answer at once, on the
  * loop's thread; an error is answered here and the caller only stops.
  */
 #include "bin/bin_int.h"
+#include "core/workq.h"
+#include "svc/streams.h"
 
 /* ---- AUTH ---- */
 
@@ -152,4 +155,129 @@ void spw__bin_handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *b
     memcpy(c->out.p + c->out.len, ans.p, ans.len);
     c->out.len += ans.len;
     spw_buf_fini(&ans);
+}
+
+/* ---- STREAM_DESCRIBE, STREAM_CREATE (svc/streams.h) ---- */
+
+/* Appends an OK answer: opcode's frame, status 0, then body (or closes
+ * the connection when there is no memory for it). */
+static void send_ok(bconn *c, uint8_t opcode, uint64_t request_id, const spw_buf *body)
+{
+    size_t start;
+    if (spw_frame_begin(&c->out, opcode, SPW_FLAG_RESPONSE, request_id, &start) || spw_answer_ok(&c->out) ||
+        spw_buf_reserve(&c->out, c->out.len + body->len)) {
+        spw__bin_conn_close(c);
+        return;
+    }
+    memcpy(c->out.p + c->out.len, body->p, body->len);
+    c->out.len += body->len;
+    spw_frame_finish(&c->out, start);
+}
+
+void spw__bin_handle_stream_describe(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    const char *name, *why;
+    uint16_t nl;
+    if (spw_stream_describe_req_decode(body, len, &name, &nl, &why)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
+        return;
+    }
+    spw_stream *s = spw__bin_stream(c, h, name, nl, 0, NULL); /* as GET /v1/streams/NAME */
+    if (!s)
+        return;
+    spw_buf json = SPW_BUF_INIT, ans = SPW_BUF_INIT;
+    spw_svc_stream_json(s, 1, &json);
+    spw_stream_put(s);
+    if (spw_stream_describe_resp_encode(&ans, (const char *)json.p, json.len))
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS, "out of memory");
+    else
+        send_ok(c, h->opcode, h->request_id, &ans);
+    spw_buf_fini(&json);
+    spw_buf_fini(&ans);
+}
+
+/* A STREAM_CREATE between its request and its answer: the catalog's work
+ * (directories, files, fsyncs) on an I/O worker, the answer on the loop;
+ * counted in flight like a FETCH. */
+typedef struct create_job {
+    bconn *c;
+    spw_svc *svc;
+    uint64_t request_id;
+    spw_stream_config cfg;
+    spw_sc sc;
+    int created;
+    int in_place; /* answered inside the request's call: the frame loop flushes */
+    char msg[400];
+} create_job;
+
+static void create_answer(void *arg)
+{
+    create_job *j = arg;
+    bconn *c = j->c;
+    c->inflight--;
+    c->loop->inflight--;
+    if (!c->closed) {
+        if (j->sc != SPW_SC_OK) {
+            spw__bin_send_sc(c, SPW_OP_STREAM_CREATE, j->request_id, j->sc, 0, "%s", j->msg);
+        } else {
+            spw_buf json = SPW_BUF_INIT, ans = SPW_BUF_INIT;
+            spw_stream_config_json(&j->cfg, &json);
+            if (spw_stream_create_resp_encode(&ans, (uint8_t)j->created, (const char *)json.p, json.len))
+                spw__bin_conn_close(c);
+            else
+                send_ok(c, SPW_OP_STREAM_CREATE, j->request_id, &ans);
+            spw_buf_fini(&json);
+            spw_buf_fini(&ans);
+        }
+        if (!j->in_place)
+            spw__bin_conn_flush(c);
+    }
+    spw_free(j);
+}
+
+static void create_worker(void *arg)
+{
+    create_job *j = arg;
+    j->sc = spw_svc_stream_create(j->svc, &j->cfg, &j->created, j->msg, sizeof j->msg);
+    spw__bin_loop_post(j->c->loop, create_answer, j);
+}
+
+void spw__bin_handle_stream_create(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    const char *name, *def, *why;
+    uint16_t nl;
+    uint32_t dl;
+    if (spw_stream_create_req_decode(body, len, &name, &nl, &def, &dl, &why)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
+        return;
+    }
+    const spw_token *who;
+    if (!spw__bin_who(c, h, &who))
+        return;
+    char msg[400], nm[SPW_STREAM_NAME_MAX + 1];
+    spw_sc sc = spw_svc_names(name, nl, NULL, 0, NULL, 0, msg, sizeof msg);
+    if (sc == SPW_SC_OK)
+        sc = spw_svc_allowed(svc->auth, who, name, nl, SPW_PERM_ADMIN, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
+        return;
+    }
+    memcpy(nm, name, nl);
+    nm[nl] = 0;
+    create_job *j = spw_xcalloc(1, sizeof *j);
+    *j = (create_job){.c = c, .svc = svc, .request_id = h->request_id};
+    sc = spw_svc_stream_parse(nm, def, dl, &j->cfg, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_free(j);
+        spw__bin_send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
+        return;
+    }
+    c->inflight++;
+    c->loop->inflight++;
+    if (svc->io && spw_workq_submit(svc->io, create_worker, j) == 0)
+        return;
+    j->in_place = 1;
+    j->sc = spw_svc_stream_create(svc, &j->cfg, &j->created, j->msg, sizeof j->msg);
+    create_answer(j);
 }

@@ -19,6 +19,7 @@
 #include "log/log.h"
 #include "catalog/stream.h"
 
+#define SPW_STREAM_REJ_MAX 8 /* at least admit.h SPW_REJ__N */
 typedef struct spw_stream {
     spw_stream_config cfg;
     spw_part **parts;
@@ -38,6 +39,9 @@ typedef struct spw_stream {
     _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
+    /* produce requests refused on this stream, by reason (admit/admit.h
+     * SPW_REJ_*, counted by svc/svc.h spw_svc_reject) */
+    _Atomic uint64_t rejected[SPW_STREAM_REJ_MAX];
 } spw_stream;
 
 typedef struct spw_catalog spw_catalog;

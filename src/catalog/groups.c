@@ -455,6 +455,30 @@ int spw_group_set_committed(spw_group *g, uint32_t partition, uint64_t offset)
     return 0;
 }
 
+int spw_group_reset(spw_group *g, const uint64_t *to, uint32_t n, int64_t now_ms, char *holder, size_t cap)
+{
+    pthread_mutex_lock(&g->mu);
+    for (uint32_t i = 0; i < g->nparts; i++) {
+        gpart *p = &g->parts[i];
+        if (p->lease_id && p->lease_expire_ms > now_ms) {
+            if (holder)
+                snprintf(holder, cap, "%s", p->holder);
+            pthread_mutex_unlock(&g->mu);
+            return -EBUSY;
+        }
+    }
+    for (uint32_t i = 0; i < g->nparts; i++) {
+        gpart *p = &g->parts[i];
+        p->lease_id = 0;
+        if (i < n && to[i] != UINT64_MAX && to[i] != p->committed) {
+            p->committed = to[i];
+            g->version++;
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
 int spw_group_clamp(spw_group *g, uint32_t partition, uint64_t end, uint64_t *old)
 {
     int r = 0;

@@ -115,6 +115,16 @@ int spw_group_commit(spw_group *g, uint32_t partition, uint64_t id, uint64_t off
  * protocol: members own partitions by assignment and commit directly); a
  * lease on it ends. 0 (dirty if it changed), or -EINVAL no such partition. */
 int spw_group_set_committed(spw_group *g, uint32_t partition, uint64_t offset);
+/*
+ * Sets the committed offsets of the partitions p < n with to[p] !=
+ * UINT64_MAX (an operator's reset) in one step, refused while any of the
+ * group's partitions is leased (a member holds records it has not
+ * committed, and its commit would move the offset back): then -EBUSY,
+ * holder (cap bytes, may be NULL) names a member holding one and nothing
+ * changes. Expired leases end (their commits answer stale). 0 (dirty if
+ * an offset changed).
+ */
+int spw_group_reset(spw_group *g, const uint64_t *to, uint32_t n, int64_t now_ms, char *holder, size_t cap);
 /* Copies the group's state (n entries). */
 void spw_group_info(spw_group *g, spw_group_part_info *out, uint32_t n, int64_t now_ms);
 

@@ -26,8 +26,9 @@
  *    is sized so that they travel as one PRODUCE frame (split only past the
  *    server's 16 MiB frame limit). A record is a 16-byte key and a JSON
  *    object value of exactly B bytes (when B >= 40). The request's latency
- *    ends at the delivery callback of its last record. The binary protocol
- *    has no stream creation, so the stream is created over HTTP (--http).
+ *    ends at the delivery callback of its last record. The stream is
+ *    created over the binary protocol (STREAM_CREATE), or over HTTP when
+ *    --http gives the server's HTTP address.
  *
  * Files: this one holds the command (options, the run, the report) and
  * what the drivers share (request bodies, answer counting); the drivers
@@ -216,6 +217,8 @@ static int simple_request(const bench_cfg *c, const char *method, const char *pa
  * token without the right to see /metrics, the server unreachable). */
 static double server_cpu_s(const bench_cfg *c)
 {
+    if (!c->http_known)
+        return NAN;
     spw_httpc h;
     spw_httpc_init(&h, c->http_host, c->http_port);
     spw_httpc_set_token(&h, c->token);
@@ -261,8 +264,9 @@ static void bench_help(FILE *f)
           "                       127.0.0.1:7701 (bin); http: https://HOST:PORT speaks HTTPS (TLS\n"
           "                       1.2+, the certificate verified against --cacert, else the\n"
           "                       system's CAs)\n"
-          "  --http HOST:PORT     bin only: the server's HTTP address, used to create the stream\n"
-          "                       (the binary protocol cannot); default $SPILLWAY_SERVER, else 127.0.0.1:7700\n"
+          "  --http HOST:PORT     bin only: create the stream over HTTP at this address instead\n"
+          "                       of over the binary protocol (STREAM_CREATE, the default); the\n"
+          "                       server's CPU per event is read from its /metrics there\n"
           "  --stream S           default bench\n"
           "  --partitions P       partitions of the stream if bench creates it (default: the\n"
           "                       server's, 4)\n"
@@ -519,7 +523,8 @@ static int bench_run(bench_cfg *c)
             snprintf(cpu_req, sizeof cpu_req, "%.0f", cpu * 1e9 / (double)n_lat);
         printf("server CPU   %.3f s: %s ns per event, %s ns per request\n", cpu, cpu_ev, cpu_req);
     } else {
-        printf("server CPU   unknown (process_cpu_seconds_total not readable from /metrics)\n");
+        printf("server CPU   unknown (process_cpu_seconds_total not readable from /metrics%s)\n",
+               c->http_known ? "" : ": give --http");
     }
     printf("BENCH bench protocol=%s ack=%s events=%" PRIu64 " batch=%u clients=%u events_per_s=%.0f p50_us=%u "
            "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 " server_cpu_ns_per_event=%s server_cpu_ns_per_request=%s\n",
@@ -679,9 +684,7 @@ int spw_cmd_bench(int argc, char **argv)
     /* $SPILLWAY_SERVER: the HTTP address when no flag gives it (docs/api.md
      * "Command line"); the binary protocol's default stays 7701. */
     const char *env = getenv("SPILLWAY_SERVER");
-    if (env && env[0] && (c.bin ? !http_set : !server_set) &&
-        spw_httpc_parse_server(env, c.bin ? c.http_host : c.host, sizeof c.host, c.bin ? c.http_port : c.port,
-                               sizeof c.port)) {
+    if (env && env[0] && !c.bin && !server_set && spw_httpc_parse_server(env, c.host, sizeof c.host, c.port, sizeof c.port)) {
         fprintf(stderr, "spillway bench: $SPILLWAY_SERVER takes HOST:PORT or http://HOST:PORT, not '%s'\n", env);
         return 2;
     }
@@ -710,9 +713,10 @@ int spw_cmd_bench(int argc, char **argv)
     char create[64] = "{\"key\":\"/k\"}";
     if (c.partitions)
         snprintf(create, sizeof create, "{\"key\":\"/k\",\"partitions\":%u}", c.partitions);
-    int st = simple_request(&c, "PUT", path, create, out, sizeof out);
+    c.http_known = !c.bin || http_set;
+    int st = !c.bin || http_set ? simple_request(&c, "PUT", path, create, out, sizeof out) : 200;
     /* A token without admin may not create: go on if the stream exists. */
-    if (st == 403 && simple_request(&c, "GET", path, NULL, out + 512, sizeof out - 512) == 200)
+    if (st == 403 && (!c.bin || http_set) && simple_request(&c, "GET", path, NULL, out + 512, sizeof out - 512) == 200)
         st = 200;
     if (st < 0) {
         fprintf(stderr, "spillway bench: cannot reach %s:%s%s: %s\n", c.http_host, c.http_port,
@@ -729,13 +733,21 @@ int spw_cmd_bench(int argc, char **argv)
          * would retry until their delivery timeout), and check that the
          * server behind --server knows the stream created over --http. */
         char server[300];
-        snprintf(server, sizeof server, "%s:%s", c.host, c.port);
+        snprintf(server, sizeof server, strchr(c.host, ':') ? "[%s]:%s" : "%s:%s", c.host, c.port);
         spillway_client *mc = NULL;
         spillway_metadata *md = NULL;
         int r = c.cacert ? spillway_client_connect_tls(server, 10000, c.cacert, &mc)
                          : spillway_client_connect(server, 10000, &mc);
         if (!r && c.token)
             r = spillway_client_auth(mc, c.token);
+        if (!r && !http_set) {
+            /* STREAM_CREATE: a stream that exists (identical, or not:
+             * 409) is used as it is; a token without admin goes on if
+             * the stream exists (the METADATA below says) */
+            r = spillway_client_create_stream(mc, c.stream, create, NULL);
+            if (r == SPILLWAY_ERR_CONFLICT || r == SPILLWAY_ERR_FORBIDDEN)
+                r = 0;
+        }
         if (!r)
             r = spillway_client_metadata(mc, c.stream, &md);
         if (r) {

@@ -82,7 +82,7 @@ void *spw__bench_bin_client_main(void *arg)
     pc.token = c->token;
     pc.tls_ca_file = c->cacert;
     char server[300];
-    snprintf(server, sizeof server, "%s:%s", c->host, c->port);
+    snprintf(server, sizeof server, strchr(c->host, ':') ? "[%s]:%s" : "%s:%s", c->host, c->port);
     spillway_producer *p = NULL;
     int r = spillway_producer_new(server, &pc, &p);
     uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? spw_mono_ns() + (uint64_t)(c->duration * 1e9) : 0;

@@ -35,6 +35,7 @@ typedef struct bench_cfg {
     char host[256];
     char port[16];
     char http_host[256]; /* where the stream is created (bin: --http) */
+    int http_known;      /* http_host is the server's HTTP address (http, or bin with --http): /metrics is read there */
     char http_port[16];
     int bin; /* --protocol bin */
     char stream[129];

@@ -94,12 +94,14 @@ int spw__cli_stream_name_ok(const char *s)
 
 void spw__cli_conn_error(const char *cmd, const spw_httpc *c)
 {
+    int e = errno;
+    int v6 = strchr(c->host, ':') != NULL; /* an IPv6 address, written in brackets */
     if (c->tls && c->tls_err[0])
-        fprintf(stderr, "spillway %s: cannot reach the server at https://%s:%s: %s\n", cmd, c->host, c->port,
-                c->tls_err);
+        fprintf(stderr, "spillway %s: cannot reach the server at https://%s%s%s:%s: %s\n", cmd, v6 ? "[" : "",
+                c->host, v6 ? "]" : "", c->port, c->tls_err);
     else
-        fprintf(stderr, "spillway %s: cannot reach the server at %s:%s: %s\n", cmd, c->host, c->port,
-                strerror(errno));
+        fprintf(stderr, "spillway %s: cannot reach the server at %s%s%s:%s: %s\n", cmd, v6 ? "[" : "", c->host,
+                v6 ? "]" : "", c->port, strerror(e));
 }
 
 int spw__cli_parse(const char *p, size_t n, spw_json_span *out)

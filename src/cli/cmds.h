@@ -1,6 +1,7 @@
 /*
  * Client commands of the spillway binary (docs/api.md "Command line") that talk to a running
- * server over HTTP: produce, consume, stream create|list|show|delete, top.
+ * server over HTTP: produce, consume, stream create|list|show|delete, top,
+ * sink create|list|show|delete, group list|show|reset.
  * Each takes argv with argv[0] the command name and returns the process
  * exit code: 0 ok, 1 failure (server error, rejected events, cannot
  * connect), 2 usage.
@@ -22,6 +23,8 @@ int spw_cmd_consume(int argc, char **argv);
 int spw_cmd_stream(int argc, char **argv);
 int spw_cmd_top(int argc, char **argv);
 int spw_cmd_view(int argc, char **argv);
+int spw_cmd_sink(int argc, char **argv);
+int spw_cmd_group(int argc, char **argv);
 
 #define SPW_CLI_DEFAULT_SERVER "127.0.0.1:7700"
 /* The --server line of a command's help (spw__cli_server reads it so). */

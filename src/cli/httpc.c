@@ -1,5 +1,6 @@
 /* A small blocking HTTP/1.1 client: see httpc.h. */
 #include "cli/httpc.h"
+#include "core/hostport.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -32,6 +33,21 @@ int spw_httpc_parse_server_tls(const char *s, char *host, size_t host_cap, char 
     size_t n = strcspn(s, "/");
     if (s[n] == '/' && s[n + 1] != 0)
         return -1; /* a path: not a server address */
+    if (s[0] == '[') { /* "[IPV6]" or "[IPV6]:PORT" */
+        char buf[300];
+        if (n + 8 >= sizeof buf)
+            return -1;
+        memcpy(buf, s, n);
+        buf[n] = 0;
+        if (buf[n - 1] == ']') /* no port: the default */
+            memcpy(buf + n, ":7700", 6);
+        uint16_t pv;
+        if (spw_hostport_parse(buf, host, host_cap, &pv, 0, NULL))
+            return -1;
+        if ((size_t)snprintf(port, port_cap, "%u", (unsigned)pv) >= port_cap)
+            return -1;
+        return 0;
+    }
     const char *colon = memchr(s, ':', n);
     size_t hl = colon ? (size_t)(colon - s) : n;
     if (hl == 0 || hl >= host_cap || memchr(s, '@', n) || memchr(s, '[', n))
@@ -159,8 +175,8 @@ static int tls_start(spw_httpc *c, int fd)
         return errno = EPROTO, -1;
     }
     /* The name checked: the host as given (an IP literal as an address). */
-    struct in_addr a;
-    if (inet_pton(AF_INET, c->host, &a) == 1) {
+    struct in6_addr a; /* large enough for either family */
+    if (inet_pton(AF_INET, c->host, &a) == 1 || inet_pton(AF_INET6, c->host, &a) == 1) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host);
     } else {
         SSL_set_tlsext_host_name(c->ssl, c->host);
@@ -511,8 +527,9 @@ int spw_httpc_head(const spw_httpc *c, char *out, size_t cap, const char *method
                    const char *ctype, const char *extra_headers, size_t body_len)
 {
     int with_len = body_len || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
-    int n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s", method, target, c->host,
-                     ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    int v6 = strchr(c->host, ':') != NULL; /* an IPv6 literal is bracketed in Host (RFC 3986) */
+    int n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s%s%s\r\n%s%s%s", method, target, v6 ? "[" : "", c->host,
+                     v6 ? "]" : "", ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
     if (n < 0 || (size_t)n >= cap)
         return -1;
     int m = with_len ? snprintf(out + n, cap - (size_t)n, "Content-Length: %zu\r\n", body_len) : 0;

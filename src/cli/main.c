@@ -38,16 +38,19 @@ static void usage(FILE *f)
                    "  consume   print a stream's records as NDJSON\n"
                    "  stream    create, list, show or delete streams\n"
                    "  view      create, list, show, read, rebuild or delete views\n"
+                   "  sink      create, list, show or delete sinks\n"
+                   "  group     list, show or reset a stream's consumer groups\n"
                    "  bench     load a running server and measure it\n"
                    "  top       live rates, pending bytes, rejections\n"
                    "  check     verify the segments at or below a directory (read only)\n"
                    "  dump      print a segment file's batches and records\n"
                    "  version   print the version and the commit\n"
                    "\n"
-                   "Client commands (produce, consume, stream, view, bench, top) take --server HOST:PORT\n"
-                   "or http://HOST:PORT (default $SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
+                   "Client commands (produce, consume, stream, view, sink, group, bench, top) take --server HOST:PORT\n"
+                   "or http://HOST:PORT, an IPv6 address in brackets ([::1]:7700) (default\n"
+                   "$SPILLWAY_SERVER, else 127.0.0.1:7700) and\n"
                    "--token T (a bearer token for a server with a tokens file; default\n"
-                   "$SPILLWAY_TOKEN). produce, consume, stream, view and top also take\n"
+                   "$SPILLWAY_TOKEN). produce, consume, stream, view, sink, group and top also take\n"
                    "https://HOST:PORT (a server with TLS) and --cacert FILE (the CA certificates\n"
                    "that verify it; default $SPILLWAY_CACERT, else the system's). Options are --name VALUE or --name=VALUE. Sizes take\n"
                    "B/KiB/MiB/GiB, durations ms/s/m/h. Run 'spillway <command> --help' for a\n"
@@ -320,7 +323,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "produce") == 0 || strcmp(cmd, "consume") == 0 || strcmp(cmd, "stream") == 0 ||
-        strcmp(cmd, "view") == 0 || strcmp(cmd, "top") == 0) {
+        strcmp(cmd, "view") == 0 || strcmp(cmd, "sink") == 0 || strcmp(cmd, "group") == 0 ||
+        strcmp(cmd, "top") == 0) {
         int r = take_cacert(&argc, argv);
         if (r)
             return r;
@@ -333,6 +337,10 @@ int main(int argc, char **argv)
         return spw_cmd_stream(argc - 1, argv + 1);
     if (strcmp(cmd, "view") == 0)
         return spw_cmd_view(argc - 1, argv + 1);
+    if (strcmp(cmd, "sink") == 0)
+        return spw_cmd_sink(argc - 1, argv + 1);
+    if (strcmp(cmd, "group") == 0)
+        return spw_cmd_group(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return spw_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "top") == 0)

@@ -412,7 +412,7 @@ int spw_cmd_top(int argc, char **argv)
         return r;
     c.timeout_s = TOP_HTTP_TIMEOUT_S;
     char server_name[300];
-    snprintf(server_name, sizeof server_name, "%s:%s", c.host, c.port);
+    snprintf(server_name, sizeof server_name, strchr(c.host, ':') ? "[%s]:%s" : "%s:%s", c.host, c.port);
 
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: a signal cuts the sleep short */
     sigemptyset(&sa.sa_mask);

@@ -76,18 +76,23 @@ int spw__client_parse_hostport(const char *s, size_t n, char *name, size_t namec
         return SPILLWAY_ERR_INVALID;
     memcpy(name, s, n);
     name[n] = 0;
-    size_t hl;
-    if (spw_hostport_split(name, &hl, port))
+    /* "[IPV6]:PORT": the literal checked by spw_hostport_parse */
+    char h[SPW_CLIENT_HOST_MAX + 1];
+    int v6;
+    if (spw_hostport_parse(name, h, sizeof h, port, 0, &v6))
         return SPILLWAY_ERR_INVALID;
-    if (hl > SPW_CLIENT_HOST_MAX || name[0] == '-' || name[0] == '.')
-        return SPILLWAY_ERR_INVALID;
-    for (size_t i = 0; i < hl; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+    size_t hl = strlen(h);
+    if (!v6) {
+        if (name[0] == '-' || name[0] == '.')
             return SPILLWAY_ERR_INVALID;
+        for (size_t i = 0; i < hl; i++) {
+            char c = h[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                  c == '.'))
+                return SPILLWAY_ERR_INVALID;
+        }
     }
-    memcpy(host, name, hl);
-    host[hl] = 0;
+    memcpy(host, h, hl + 1);
     return 0;
 }
 

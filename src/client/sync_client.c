@@ -613,3 +613,70 @@ void spillway_metadata_free(spillway_metadata *m)
     free(m->frame);
     free(m);
 }
+
+/* ---- streams: STREAM_CREATE, STREAM_DESCRIBE ---- */
+
+int spillway_client_create_stream(spillway_client *c, const char *name, const char *definition, int *created)
+{
+    size_t nl = name ? strlen(name) : 0;
+    if (!definition || !definition[0])
+        definition = "{}";
+    size_t dl = strlen(definition);
+    if (!c || nl == 0 || nl > SPW_STREAM_NAME_WIRE_MAX || dl > SPW_STREAM_DEF_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_stream_create_req_encode(&body, name, nl, definition, dl)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_STREAM_CREATE, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    uint8_t cr;
+    const char *json, *why;
+    uint32_t jl;
+    r = spw_stream_create_resp_decode(rest, rl, &cr, &json, &jl, &why) ? SPILLWAY_ERR_PROTOCOL : 0;
+    if (r == 0 && created)
+        *created = cr;
+    free(frame);
+    return r;
+}
+
+int spillway_client_describe_stream(spillway_client *c, const char *name, char **json)
+{
+    size_t nl = name ? strlen(name) : 0;
+    if (!c || !json || nl == 0 || nl > SPW_STREAM_NAME_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_stream_describe_req_encode(&body, name, nl)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_STREAM_DESCRIBE, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const char *j, *why;
+    uint32_t jl;
+    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    char *out = malloc((size_t)jl + 1);
+    if (!out) {
+        free(frame);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    memcpy(out, j, jl);
+    out[jl] = 0;
+    free(frame);
+    *json = out;
+    return 0;
+}

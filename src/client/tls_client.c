@@ -40,9 +40,9 @@ void *spw__client_tls_session(void *ctx, int fd, const char *host)
     SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;
-    struct in_addr a;
+    struct in6_addr a; /* large enough for either family */
     int ok = SSL_set_fd(ssl, fd) == 1;
-    if (ok && inet_pton(AF_INET, host, &a) == 1) {
+    if (ok && (inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1)) {
         ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1;
     } else if (ok) {
         SSL_set_tlsext_host_name(ssl, host);

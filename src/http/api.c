@@ -138,12 +138,47 @@ static void method_not_allowed(spw_http_req *req, const char *allow)
 
 void (*spw_api_debug_handler)(spw_api *api, spw_http_req *req);
 
+/*
+ * The one content-type policy of every endpoint (docs/api.md "Content
+ * types"): a body is read as what its endpoint reads — JSON, except
+ * POST .../events, which also reads NDJSON and, on a bytes stream, raw
+ * bytes (api_events.c checks those). A request may name that type (with
+ * any parameters: application/json; charset=utf-8), name none, or carry
+ * curl -d's default application/x-www-form-urlencoded, which no client of
+ * this API means and which is read as if none were named. Any other type
+ * on a request with a body is 415 unsupported_media_type and nothing is
+ * done. Returns 1 to go on, 0 after answering 415.
+ */
+static int content_type_ok(spw_http_req *req)
+{
+    const char *ct = req->content_type;
+    ct += strspn(ct, " \t");
+    size_t ctl = strcspn(ct, "; \t");
+    if (ctl == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0) {
+        req->content_type[0] = 0;
+        return 1;
+    }
+    if (req->body.len == 0 || ctl == 0 || (ctl == 16 && strncasecmp(ct, "application/json", 16) == 0))
+        return 1;
+    size_t pl = strlen(req->path);
+    if (req->method == SPW_HTTP_POST && strncmp(req->path, "/v1/streams/", 12) == 0 && pl > 19 &&
+        strcmp(req->path + pl - 7, "/events") == 0)
+        return 1; /* JSON, NDJSON or bytes: the produce handler's check */
+    spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
+                    "%s %s reads JSON: Content-Type must be application/json (or none), not '%.*s'; nothing was done",
+                    req->method == SPW_HTTP_PUT ? "PUT" : req->method == SPW_HTTP_POST ? "POST" : "this request",
+                    req->path, (int)ctl, ct);
+    return 0;
+}
+
 /* Routes an authenticated request (ar->who NULL: no tokens configured).
  * Every path component that names something is validated before use:
  * stream names by spw_stream_name_ok (no separators, no '.'-leading
  * names, no percent escapes: paths are matched undecoded). */
 static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 {
+    if (!content_type_ok(req))
+        return;
     if (path_is(req, "/metrics"))
         return req->method == SPW_HTTP_GET ? spw__api_handle_metrics(api, req, ar->who)
                                            : method_not_allowed(req, "GET");
@@ -169,6 +204,8 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             return spw__api_handle_stream(api, req, name, nl, ar);
         if (strncmp(slash, "/groups/", 8) == 0 && api->svc.groups)
             return spw_groups_http_route(api, req, name, nl, slash + 8, ar);
+        if (strcmp(slash, "/groups") == 0 && api->svc.groups)
+            return spw_groups_http_route(api, req, name, nl, NULL, ar);
         if (strncmp(slash, "/keys/", 6) == 0)
             return spw__api_handle_keys(api, req, name, nl, slash + 6, ar);
         if (strcmp(slash, "/events") == 0) {

@@ -243,7 +243,7 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     const char *ack_s =
         req->ack[0] ? req->ack : (spw__api_query_get(req->query, "ack", qa, sizeof qa) == 1 ? qa : NULL);
     if (ack_s && spw_ack_parse(ack_s, &ack)) {
-        atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+        spw_svc_reject(&api->svc, s, SPW_REJ_INVALID);
         spw_http_answer(req, SPW_SC_BAD_ACK, NULL, "ack must be none, written, fsync or replicated, not '%s'", ack_s);
         spw_stream_put(s);
         return;
@@ -252,7 +252,7 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     int prio = -1;
     if (req->priority[0]) {
         if (!(req->priority[0] >= '0' && req->priority[0] <= '3' && req->priority[1] == 0)) {
-            atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+            spw_svc_reject(&api->svc, s, SPW_REJ_INVALID);
             spw_http_answer(req, SPW_SC_BAD_PRIORITY, NULL, "Spillway-Priority must be 0, 1, 2 or 3, not '%s'",
                             req->priority);
             spw_stream_put(s);
@@ -267,7 +267,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     if (cfg->format_bytes) {
         if (ctl && !(ctl == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0)) {
             spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
-                            "a bytes stream takes Content-Type: application/octet-stream");
+                            "a bytes stream takes Content-Type: application/octet-stream (or none), not '%.*s'",
+                            (int)ctl, ct);
             spw_stream_put(s);
             return;
         }
@@ -276,7 +277,8 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
         kind = BODY_NDJSON;
     } else if (ctl && !(ctl == 16 && strncasecmp(ct, "application/json", 16) == 0)) {
         spw_http_answer(req, SPW_SC_UNSUPPORTED_MEDIA_TYPE, NULL,
-                        "Content-Type must be application/json or application/x-ndjson, not '%.*s'", (int)ctl, ct);
+                        "Content-Type must be application/json or application/x-ndjson (or none), not '%.*s'",
+                        (int)ctl, ct);
         spw_stream_put(s);
         return;
     }
@@ -287,7 +289,7 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
     spw_es_expect ek = SPW_ES_ANY;
     uint64_t ev = 0;
     if (qer < 0 || (exp_s && spw_es_expect_parse(exp_s, strlen(exp_s), &ek, &ev))) {
-        atomic_fetch_add(&api->svc.rejected[SPW_REJ_INVALID], 1);
+        spw_svc_reject(&api->svc, s, SPW_REJ_INVALID);
         spw_http_answer(req, SPW_SC_BAD_EXPECTED_VERSION, NULL,
                         "expected_version must be any, none, exists or an integer from 0 to 9007199254740991, not "
                         "'%.40s'; nothing was appended",

@@ -1,37 +1,16 @@
 /*
  * The stream routes (docs/api.md "Streams"): the list (only the streams
  * the token may see), one stream's definition and state, and PUT / DELETE
- * through the catalog (catalog/catalog.h), with the name rule and
- * permission checks of svc/request.h.
+ * through the stream service (svc/streams.h, shared with the binary
+ * protocol), with the name rule and permission checks of svc/request.h.
  */
 #include "http/api_int.h"
 #include "core/workq.h"
-#include "sink/sink.h"
+#include "svc/streams.h"
 
 /* ---- streams ---- */
 
-static void stream_json(spw_buf *b, spw_stream *s, int detail)
-{
-    spw_buf c = SPW_BUF_INIT;
-    spw_stream_config_json(&s->cfg, &c);
-    if (!detail) {
-        spw__api_out_raw(b, c.p, c.len);
-        spw_buf_fini(&c);
-        return;
-    }
-    spw__api_out_raw(b, c.p, c.len - 1); /* drop the closing brace */
-    spw_buf_fini(&c);
-    spw_buf_xprintf(b, ",\"incarnation\":%" PRIu64 ",\"partition_state\":[", s->incarnation);
-    for (uint32_t i = 0; i < s->cfg.partitions; i++) {
-        spw_part_state st;
-        spw_part_state_get(s->parts[i], &st);
-        spw_buf_xprintf(b,
-                      "%s{\"partition\":%u,\"start_offset\":%" PRIu64 ",\"end_offset\":%" PRIu64
-                      ",\"durable_offset\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"segments\":%u}",
-                      i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes, st.segments);
-    }
-    spw_buf_xprintf(b, "]}");
-}
+static void stream_json(spw_buf *b, spw_stream *s, int detail) { spw_svc_stream_json(s, detail, b); }
 
 /* A stream's PUT or DELETE: the catalog's work (directories, stream.json,
  * the partitions' open and recovery, the rename, their fsyncs; a deleted
@@ -43,12 +22,15 @@ typedef struct ddl_job {
     spw_stream_config c; /* PUT */
     char name[256];
     int r;
+    spw_sc sc; /* PUT: spw_svc_stream_create's */
+    int created;
+    char msg[400];
 } ddl_job;
 
 static void ddl_work(ddl_job *j)
 {
     if (j->put) {
-        j->r = spw_catalog_create(j->api->svc.cat, &j->c);
+        j->sc = spw_svc_stream_create(&j->api->svc, &j->c, &j->created, j->msg, sizeof j->msg);
         return;
     }
     j->r = spw_catalog_delete(j->api->svc.cat, j->name);
@@ -59,23 +41,13 @@ static void ddl_work(ddl_job *j)
 static void put_answer(ddl_job *j)
 {
     spw_http_req *req = j->req;
-    const char *nm = j->name;
-    int r = j->r;
-    if (r == -EEXIST) {
-        spw_http_answer(req, SPW_SC_EXISTS, NULL, "stream %s exists with a different definition", nm);
-    } else if (r == -ENOTEMPTY) {
-        spw_http_answer(req, SPW_SC_DIRECTORY_EXISTS, NULL,
-                        "the data directory holds a directory streams/%s that is no loaded stream (its stream.json "
-                        "is missing or bad: see the server's messages at start); it is left as it is: move it "
-                        "away, or repair its stream.json and restart",
-                        nm);
-    } else if (r < 0) {
-        spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "creating stream %s: %s", nm, spw_strerror(r));
+    if (j->sc != SPW_SC_OK) {
+        spw_http_answer(req, j->sc, NULL, "%s", j->msg);
     } else {
         spw_buf b = SPW_BUF_INIT;
         spw_stream_config_json(&j->c, &b);
         spw__api_out_raw(&b, "\n", 1);
-        spw__api_respond_json(req, r == 1 ? 201 : 200, &b);
+        spw__api_respond_json(req, j->created ? 201 : 200, &b);
     }
 }
 
@@ -159,9 +131,7 @@ void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, s
     if (req->method == SPW_HTTP_PUT) {
         spw_stream_config c;
         char err[300];
-        if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
-            spw_stream_config_check(&c, err, sizeof err) ||
-            (c.replicate_to[0] && spw_sinks_replica_ok(api->sinks, c.replicate_to, nm, err, sizeof err))) {
+        if (spw_svc_stream_parse(nm, (const char *)req->body.p, req->body.len, &c, err, sizeof err) != SPW_SC_OK) {
             spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
             return;
         }

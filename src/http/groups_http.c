@@ -21,6 +21,7 @@
 #include "core/msg.h"
 #include "http/api.h"
 #include "http/auth_http.h"
+#include "svc/group_admin.h"
 #include "svc/request.h"
 #include "catalog/groups.h"
 
@@ -346,26 +347,156 @@ static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const 
     spw_stream_put(s);
 }
 
+/* ---- list and reset ---- */
+
+static void handle_list(spw_consume *cs, spw_http_req *req, spw_stream *s)
+{
+    spw_group_summary *v;
+    uint32_t n = spw_svc_groups_list(cs, s, &v);
+    spw_buf b = SPW_BUF_INIT;
+    spw_buf_xprintf(&b, "{\"stream\":\"%s\",\"groups\":[", s->cfg.name);
+    for (uint32_t i = 0; i < n; i++) {
+        spw_buf_xprintf(&b,
+                        "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
+                        ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
+                        i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
+                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
+    }
+    spw_buf_xprintf(&b, "]}\n");
+    spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
+    spw_buf_fini(&b);
+    spw_free(v);
+    spw_stream_put(s);
+}
+
+typedef struct hreset {
+    spw_http_req *req;
+    spw_buf answer;
+} hreset;
+
+static void http_reset_answer(void *arg, int err)
+{
+    hreset *h = arg;
+    if (err < 0)
+        spw_http_answer(h->req, SPW_SC_SAVE_FAILED, NULL,
+                        "the reset was applied but writing the group's offsets file failed: %s", spw_strerror(err));
+    else
+        spw_http_respond(h->req, 200, NULL, "application/json", h->answer.p, h->answer.len);
+    spw_buf_fini(&h->answer);
+    spw_free(h);
+}
+
+#define RESET_BODY_HELP "the body must be {\"to\":\"earliest\"|\"latest\"|OFFSET} with an optional \"partition\":P"
+
+/* POST .../groups/{g}/reset {"to":"earliest"|"latest"|N[,"partition":P]} */
+static void handle_reset(spw_consume *cs, spw_http_req *req, spw_stream *s, const char *gname)
+{
+    const char *p = (const char *)req->body.p, *end = p + req->body.len, *vend;
+    spw_json_span v, k, val, to_v = {0}, part_v = {0};
+    spw_json_error e;
+    if (req->body.len == 0 || req->body.len > COMMIT_BODY_MAX || spw_json_scan(p, end, NULL, 0, &v, &vend, &e) < 0 ||
+        spw_json_ws(vend, end) != end) {
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, RESET_BODY_HELP);
+        goto out;
+    }
+    p = spw_json_ws(p, end);
+    if (*p != '{') {
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, RESET_BODY_HELP);
+        goto out;
+    }
+    spw_json_span obj = {p, (size_t)(vend - p), SPW_JSON_OBJECT};
+    spw_json_iter it;
+    spw_json_iter_init(&it, &obj);
+    while (spw_json_iter_next(&it, &k, &val)) {
+        if (spw_json_str_eq(&k, "to"))
+            to_v = val;
+        else if (spw_json_str_eq(&k, "partition"))
+            part_v = val;
+        else {
+            spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "unknown member %.*s: " RESET_BODY_HELP, (int)k.n, k.p);
+            goto out;
+        }
+    }
+    spw_reset_to to;
+    int64_t off = 0, part = -1;
+    if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "earliest"))
+        to = SPW_RESET_EARLIEST;
+    else if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "latest"))
+        to = SPW_RESET_LATEST;
+    else if (to_v.type == SPW_JSON_NUMBER && spw_json_int64(&to_v, &off) == 0 && off >= 0)
+        to = SPW_RESET_OFFSET;
+    else {
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "to must be \"earliest\", \"latest\" or an offset (0 or more)");
+        goto out;
+    }
+    if (part_v.type != SPW_JSON_NONE &&
+        (part_v.type != SPW_JSON_NUMBER || spw_json_int64(&part_v, &part) || part < 0 || part > UINT32_MAX)) {
+        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "partition must be a partition number (0 or more)");
+        goto out;
+    }
+    spw_group *g;
+    spw_reset_part *r;
+    uint32_t n;
+    char msg[400];
+    spw_sc sc = spw_svc_group_reset(cs, s, gname, to, (uint64_t)off, part, &g, &r, &n, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
+        goto out;
+    }
+    hreset *h = spw_xcalloc(1, sizeof *h);
+    h->req = req;
+    h->answer = (spw_buf)SPW_BUF_INIT;
+    spw_buf_xprintf(&h->answer, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
+    for (uint32_t i = 0; i < n; i++)
+        spw_buf_xprintf(&h->answer, "%s{\"partition\":%" PRIu32 ",\"before\":%" PRIu64 ",\"committed\":%" PRIu64 "}",
+                        i ? "," : "", i, r[i].before, r[i].after);
+    spw_buf_xprintf(&h->answer, "]}\n");
+    spw_free(r);
+    spw_stream_put(s);
+    spw_http_req_release_body(req);
+    spw_consume_commit_saved(cs, g, http_post, req->loop, http_reset_answer, h);
+    return;
+out:
+    spw_stream_put(s);
+}
+
 /* ---- routing ---- */
 
 void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *name, size_t nl, const char *rest,
                            const spw_auth_req *ar)
 {
+    char msg[300];
+    spw_sc sc;
+    if (!rest) { /* GET /v1/streams/{s}/groups: the stream's groups */
+        if (req->method != SPW_HTTP_GET) {
+            spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET\r\n", "use GET");
+            return;
+        }
+        spw_stream *s;
+        sc = spw_svc_stream_for(api->svc.cat, api->svc.auth, ar->who, name, nl, 0, &s, msg, sizeof msg);
+        if (sc != SPW_SC_OK) {
+            spw_http_answer(req, sc, NULL, "%s", msg);
+            return;
+        }
+        handle_list(api->svc.groups, req, s);
+        return;
+    }
     const char *slash = strchr(rest, '/');
     size_t gl = slash ? (size_t)(slash - rest) : strlen(rest);
-    char msg[300];
-    spw_sc sc = spw_svc_names(name, nl, rest, gl, NULL, 0, msg, sizeof msg);
+    sc = spw_svc_names(name, nl, rest, gl, NULL, 0, msg, sizeof msg);
     if (sc != SPW_SC_OK) {
         spw_http_answer(req, sc, NULL, "%s", msg);
         return;
     }
-    int op; /* 0 GET, 1 poll, 2 commit */
+    int op; /* 0 GET, 1 poll, 2 commit, 3 reset */
     if (!slash)
         op = 0;
     else if (strcmp(slash, "/poll") == 0)
         op = 1;
     else if (strcmp(slash, "/commit") == 0)
         op = 2;
+    else if (strcmp(slash, "/reset") == 0)
+        op = 3;
     else {
         spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
         return;
@@ -378,7 +509,8 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
         return;
     }
     spw_stream *s;
-    sc = spw_svc_stream_for(api->svc.cat, api->svc.auth, ar->who, name, nl, op ? SPW_PERM_CONSUME : 0, &s, msg, sizeof msg);
+    unsigned need = op == 3 ? SPW_PERM_ADMIN : op ? SPW_PERM_CONSUME : 0; /* a reset is an operator's */
+    sc = spw_svc_stream_for(api->svc.cat, api->svc.auth, ar->who, name, nl, need, &s, msg, sizeof msg);
     if (sc != SPW_SC_OK) {
         spw_http_answer(req, sc, NULL, "%s", msg);
         return;
@@ -390,7 +522,9 @@ void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *n
         handle_get(api->svc.groups, req, s, gname);
     else if (op == 1)
         handle_poll(api->svc.groups, req, s, gname);
-    else
+    else if (op == 2)
         handle_commit(api->svc.groups, req, s, gname);
+    else
+        handle_reset(api->svc.groups, req, s, gname);
 }
 

@@ -20,7 +20,8 @@
 struct spw_api;
 struct spw_auth_req;
 
-/* Routes /v1/streams/NAME/groups/REST (rest: after "groups/").
+/* Routes /v1/streams/NAME/groups/REST (rest: after "groups/"; NULL for
+ * /v1/streams/NAME/groups, the list).
  * REQUIRES: api->groups (the consume service) is not NULL. */
 void spw_groups_http_route(struct spw_api *api, spw_http_req *req, const char *name, size_t nl, const char *rest,
                            const struct spw_auth_req *ar);

@@ -28,6 +28,7 @@
 #include "catalog/groups.h"
 #include "core/clock.h"
 #include "svc/consume.h"
+#include "svc/group_admin.h"
 
 enum {
     KERR_COORDINATOR_NOT_AVAILABLE = 15,
@@ -79,10 +80,27 @@ struct spw_kgroups {
     uint64_t next_member;
 };
 
+/* svc/group_admin.h: has Kafka group `group` members now? (A reset of
+ * the Spillway group of that name is refused then.) */
+static int kg_members(void *arg, const char *group, char *member, size_t cap)
+{
+    spw_kgroups *kg = arg;
+    int r = 0;
+    pthread_mutex_lock(&kg->mu);
+    for (kgroup *g = kg->groups; g && !r; g = g->next)
+        if (g->members && strcmp(g->name, group) == 0) {
+            snprintf(member, cap, "%s", g->members->id);
+            r = 1;
+        }
+    pthread_mutex_unlock(&kg->mu);
+    return r;
+}
+
 spw_kgroups *spw__kg_new(void)
 {
     spw_kgroups *g = spw_xcalloc(1, sizeof *g);
     pthread_mutex_init(&g->mu, NULL);
+    spw_svc_group_members_register(kg_members, g);
     return g;
 }
 
@@ -102,6 +120,7 @@ void spw__kg_free(spw_kgroups *kg)
 {
     if (!kg)
         return;
+    spw_svc_group_members_unregister(kg);
     while (kg->groups) {
         kgroup *g = kg->groups;
         kg->groups = g->next;

@@ -754,7 +754,7 @@ static void *loop_main(void *arg)
 
 int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_config *cfg, void *owner)
 {
-    struct sockaddr_in sa;
+    spw__net_addr sa;
     int r = spw__net_parse_addr(cfg->listen, &sa);
     if (r)
         return r;
@@ -773,7 +773,7 @@ int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_
         return r;
     }
     s->nloops = s->cfg.threads;
-    s->port = ntohs(sa.sin_port);
+    s->port = spw__net_addr_port(&sa);
     if (!atomic_exchange(&g_reserve_opened, 1))
         reserve_open();
     for (uint32_t i = 0; i < s->nloops; i++) {

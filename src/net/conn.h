@@ -50,7 +50,7 @@ struct ssl_st;
 #define SPW_NETCONN_FIELDS                                                                                             \
     int fd;                                                                                                            \
     struct spw_netloop *nl; /* its loop */                                                                             \
-    char peer[64];          /* client address ("" if not IPv4) */                                                      \
+    char peer[64];          /* client address (net/loop.h spw__net_peer_str) */                                                      \
     spw_buf out;            /* answers not yet written, from out_off */                                                \
     size_t out_off;                                                                                                    \
     uint32_t inflight; /* requests dispatched, not answered: the struct outlives its socket until 0 */               \

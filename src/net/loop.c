@@ -15,34 +15,57 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/hostport.h"
 
-int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa)
+int spw__net_parse_addr(const char *addr, spw__net_addr *sa)
 {
     char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof host)
-        return -EINVAL;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return -EINVAL;
+    uint16_t port;
+    int v6;
     memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
+    if (addr[0] == ':') { /* ":PORT": any IPv4 address */
+        char *end;
+        long p = strtol(addr + 1, &end, 10);
+        if (addr[1] == 0 || *end || p < 0 || p > 65535)
+            return -EINVAL;
+        host[0] = 0;
+        port = (uint16_t)p;
+        v6 = 0;
+    } else if (spw_hostport_parse(addr, host, sizeof host, &port, 1, &v6)) {
+        return -EINVAL;
+    }
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa->ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+            return -EINVAL;
+        sa->len = sizeof *s6;
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&sa->ss;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    sa->len = sizeof *s4;
     if (host[0] == 0 || strcmp(host, "0.0.0.0") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+        s4->sin_addr.s_addr = htonl(INADDR_ANY);
     else if (strcmp(host, "localhost") == 0)
-        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
         return -EINVAL;
     return 0;
 }
 
-int spw__net_listen(struct sockaddr_in *sa, int reuseport)
+int spw__net_addr_port(const spw__net_addr *sa)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (sa->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&sa->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&sa->ss)->sin_port);
+}
+
+int spw__net_listen(spw__net_addr *sa, int reuseport)
+{
+    int fd = socket(sa->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
@@ -50,7 +73,19 @@ int spw__net_listen(struct sockaddr_in *sa, int reuseport)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, 1024) < 0) {
+    if (sa->ss.ss_family == AF_INET6) {
+        /* [::] is dual stack whatever net.ipv6.bindv6only says, and an
+         * IPv4-mapped address takes that IPv4 address's clients; any other
+         * IPv6 address is IPv6 only. */
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&sa->ss;
+        int only = !IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr);
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only) < 0) {
+            int e = -errno;
+            close(fd);
+            return e;
+        }
+    }
+    if (bind(fd, (struct sockaddr *)&sa->ss, sa->len) < 0 || listen(fd, 1024) < 0) {
         int e = -errno;
         close(fd);
         return e;
@@ -85,7 +120,7 @@ static int base_open(spw__loop_base *b, int lfd)
     return 0;
 }
 
-int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa)
+int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, spw__net_addr *sa)
 {
     /* The probe: the address bound without SO_REUSEPORT, so it fails while
      * any other socket holds it — another process's group included (see
@@ -93,8 +128,9 @@ int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struc
     int probe = spw__net_listen(sa, 0);
     if (probe < 0)
         return probe;
-    socklen_t sl = sizeof *sa;
-    getsockname(probe, (struct sockaddr *)sa, &sl);
+    socklen_t sl = sizeof sa->ss;
+    getsockname(probe, (struct sockaddr *)&sa->ss, &sl);
+    sa->len = sl;
     close(probe);
     for (uint32_t i = 0; i < n; i++) {
         int fd = spw__net_listen(sa, 1);
@@ -182,6 +218,13 @@ void spw__loop_run_posts(spw__loop_base *b)
 void spw__net_peer_str(const struct sockaddr_storage *ss, char *out, size_t cap)
 {
     out[0] = 0;
-    if (ss->ss_family == AF_INET)
+    if (ss->ss_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) /* an IPv4 client of a dual-stack listener: as IPv4 */
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)cap);
+        else
+            inet_ntop(AF_INET6, a, out, (socklen_t)cap);
+    }
 }

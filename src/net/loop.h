@@ -28,13 +28,29 @@
 #include <netinet/in.h>
 #include <pthread.h>
 
-/* "host:port" (IPv4, "localhost", "" or 0.0.0.0 for any) → sa. 0 or -EINVAL. */
-int spw__net_parse_addr(const char *addr, struct sockaddr_in *sa);
+#include <sys/socket.h>
+
+/* A listening address: IPv4 or IPv6. */
+typedef struct spw__net_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} spw__net_addr;
+
+/* "host:port" (an IPv4 address, "localhost", "" or 0.0.0.0 for any) or
+ * "[ipv6]:port" ("[::]" for any address, IPv6 and IPv4 both: dual stack)
+ * → sa (core/hostport.h). 0 or -EINVAL. */
+int spw__net_parse_addr(const char *addr, spw__net_addr *sa);
+/* The port of sa (host order). */
+int spw__net_addr_port(const spw__net_addr *sa);
 /* A non-blocking listening socket with SO_REUSEADDR (and SO_REUSEPORT if
- * reuseport), or -errno. */
-int spw__net_listen(struct sockaddr_in *sa, int reuseport);
-/* "a.b.c.d" of an accepted peer (IPv4; "" for anything else) into out. */
-struct sockaddr_storage;
+ * reuseport), or -errno. An IPv6 socket takes IPv4 connections only when
+ * bound to "::" (dual stack) or to an IPv4-mapped address (IPV6_V6ONLY off
+ * there, on elsewhere). */
+int spw__net_listen(spw__net_addr *sa, int reuseport);
+/* The text of an accepted peer's address into out: "a.b.c.d" for IPv4
+ * and for an IPv4-mapped IPv6 address (::ffff:a.b.c.d, a dual-stack
+ * listener's IPv4 clients), the IPv6 text otherwise ("" for other
+ * families). cap >= INET6_ADDRSTRLEN. */
 void spw__net_peer_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 typedef struct spw__post {
@@ -56,7 +72,7 @@ typedef struct spw__loop_base {
  * 0: a free one, written back into *sa). Returns 0, or -errno with none
  * left open.
  */
-int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, struct sockaddr_in *sa);
+int spw__loop_bases_open(spw__loop_base *first, size_t stride, uint32_t n, spw__net_addr *sa);
 /* Stops accepting: removes the listening socket from epoll and closes it. */
 void spw__loop_base_stop_listening(spw__loop_base *b);
 /* Closes everything and frees posts never run. REQUIRES: the loop's thread

@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "core/hostport.h"
 #include "core/msg.h"
 #include "core/workq.h"
 #include "log/log.h"
@@ -46,7 +47,8 @@
 
 const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("data", SPW_CFG_STR, data, "./data", 0, 0, "data directory"),
-    CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0, "HTTP address host:port"),
+    CFG("listen", SPW_CFG_STR, listen, "127.0.0.1:7700", 0, 0,
+        "HTTP address host:port; IPv6 in brackets: [::1]:7700, or [::]:7700 for every IPv4 and IPv6 address"),
     CFG("listen-bin", SPW_CFG_STR, listen_bin, "127.0.0.1:7701", 0, 0,
         "binary protocol address host:port (docs/protocol.md); \"\" or \"off\" disables it"),
     CFG("listen-kafka", SPW_CFG_STR, listen_kafka, "off", 0, 0,
@@ -123,6 +125,11 @@ const spw_cfg_entry spw_server_cfg_table[] = {
         "connections holding unsent answers are not read"),
     CFG("send-timeout", SPW_CFG_DURATION, send_timeout_ms, "60s", 100, 86400000,
         "close a connection whose unsent answers do not move (its client does not read) for this long"),
+    CFG("log-format", SPW_CFG_STR, log_format, "text", 0, 0,
+        "log lines: text (\"TS LEVEL message\") or json (one object per line: ts, level, component, msg; "
+        "docs/operations.md \"Logs\")"),
+    CFG("log-level", SPW_CFG_STR, log_level, "info", 0, 0,
+        "least severe log lines written: debug, info, warn or error (SIGHUP applies a change)"),
 };
 const size_t spw_server_cfg_count = sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table;
 _Static_assert(sizeof spw_server_cfg_table / sizeof *spw_server_cfg_table <= SPW_SERVER_CFG_MAX,
@@ -162,7 +169,7 @@ static void limit_connection_fds(spw_catalog *cat, uint64_t limit, uint32_t fd_c
 /* The settings SIGHUP applies; the others need a restart. */
 static int reloadable(const spw_cfg_entry *e)
 {
-    return strcmp(e->name, "rate-limit") == 0 || strcmp(e->name, "rate-limit-burst") == 0 ||
+    return strcmp(e->name, "log-level") == 0 || strcmp(e->name, "rate-limit") == 0 || strcmp(e->name, "rate-limit-burst") == 0 ||
            strcmp(e->name, "rate-limit-per") == 0 || strcmp(e->name, "rate-limit-algorithm") == 0;
 }
 
@@ -205,6 +212,21 @@ static void rate_describe(const spw_rl_limit *l, char *out, size_t cap)
                  spw_rl_per_name(l->per));
 }
 
+/* The log-level and log-format settings as core/msg.h values. Returns 0,
+ * or -1 with a sentence in err. */
+static int log_settings(const spw_server_config *c, int *level, int *format, char *err, size_t cap)
+{
+    if (spw_msg_level_parse(c->log_level, level)) {
+        snprintf(err, cap, "log-level must be debug, info, warn or error, not '%s'", c->log_level);
+        return -1;
+    }
+    if (spw_msg_format_parse(c->log_format, format)) {
+        snprintf(err, cap, "log-format must be text or json, not '%s'", c->log_format);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * SIGHUP: defaults, then the config file again, then what the command
  * line gave (flags still win); applies the rate-limit settings and says
@@ -236,6 +258,11 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
         spw_error("SIGHUP: %s: %s; keeping the current settings", cur->config, err);
         return;
     }
+    int level, format;
+    if (log_settings(&n, &level, &format, err, sizeof err)) {
+        spw_error("SIGHUP: %s: %s; keeping the current settings", cur->config, err);
+        return;
+    }
     for (size_t i = 0; i < spw_server_cfg_count; i++) {
         const spw_cfg_entry *e = &spw_server_cfg_table[i];
         char *was = (char *)cur + e->off;
@@ -248,6 +275,7 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
             spw_warn("SIGHUP: %s changed in %s; it takes effect at the next restart", e->name, cur->config);
     }
     spw_rl_set_default(rl, &lim);
+    spw_msg_set_level(level);
     char d[160];
     rate_describe(&lim, d, sizeof d);
     spw_info("SIGHUP: reloaded %s; default rate limit: %s (sink lines apply at start only; change sinks at run "
@@ -257,19 +285,27 @@ static void reload(spw_server_config *cur, spw_rl_table *rl)
 
 void (*spw_server_test_start)(const spw_server_config *c);
 
+/* Is the listen address loopback only: localhost, 127.0.0.0/8, [::1], or
+ * an IPv4-mapped 127.0.0.0/8 ([::ffff:127.0.0.1])? Any other address
+ * ([::] and 0.0.0.0 included) reaches beyond the machine. */
 static int is_loopback(const char *listen)
 {
-    const char *colon = strrchr(listen, ':');
     char host[256];
-    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
-    if (n >= sizeof host)
+    uint16_t port;
+    int v6;
+    if (spw_hostport_parse(listen, host, sizeof host, &port, 1, &v6))
         return 0;
-    memcpy(host, listen, n);
-    host[n] = 0;
-    if (strcmp(host, "localhost") == 0)
+    if (!v6) {
+        struct in_addr a;
+        return strcmp(host, "localhost") == 0 ||
+               (inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127);
+    }
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, host, &a6) != 1)
+        return 0;
+    if (IN6_IS_ADDR_LOOPBACK(&a6))
         return 1;
-    struct in_addr a;
-    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 /*
@@ -376,8 +412,24 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
 
 static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls);
 
+/* svc's question to the sinks (svc/svc.h replica_ok). */
+static int replica_ok(void *ctx, const char *sink, const char *stream, char *err, size_t cap)
+{
+    return spw_sinks_replica_ok(ctx, sink, stream, err, cap);
+}
+
 int spw_server_run(const spw_server_config *c, int ready_fd)
 {
+    {
+        int level, format;
+        char lerr[200];
+        if (log_settings(c, &level, &format, lerr, sizeof lerr)) {
+            fprintf(stderr, "spillway serve: %s\n", lerr);
+            return 1;
+        }
+        spw_msg_set_level(level);
+        spw_msg_set_format(format);
+    }
     int bin_on = c->listen_bin[0] && strcmp(c->listen_bin, "off") != 0;
     int kafka_on = c->listen_kafka[0] && strcmp(c->listen_kafka, "off") != 0;
     const char *addrs[3] = {c->listen, bin_on ? c->listen_bin : NULL, kafka_on ? c->listen_kafka : NULL};
@@ -386,6 +438,19 @@ int spw_server_run(const spw_server_config *c, int ready_fd)
         fprintf(stderr, "spillway serve: tls-cert and tls-key go together: %s is set and %s is not\n",
                 c->tls_cert[0] ? "tls-cert" : "tls-key", c->tls_cert[0] ? "tls-key" : "tls-cert");
         return 1;
+    }
+    static const char *const addr_opt[3] = {"listen", "listen-bin", "listen-kafka"};
+    for (int i = 0; i < 3; i++) {
+        char host[256];
+        uint16_t port;
+        if (addrs[i] && !(addrs[i][0] == ':' && !strchr(addrs[i] + 1, ':')) &&
+            spw_hostport_parse(addrs[i], host, sizeof host, &port, 1, NULL)) {
+            fprintf(stderr,
+                    "spillway serve: %s %s is not HOST:PORT or [IPV6]:PORT (an IPv6 address in brackets: "
+                    "[::1]:7700, [::]:7700 for every address)\n",
+                    addr_opt[i], addrs[i]);
+            return 1;
+        }
     }
     /* Without tokens anyone who can connect may do anything, and without
      * TLS the tokens and the data cross the network in clear: only
@@ -632,6 +697,10 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
     spw_consume_set_io(api.svc.groups, api.svc.io); /* leases read off the loops */
     if ((r = spw_sinks_open(&api.svc, &api.sinks)) < 0)
         spw_error("sinks: %s/sinks: %s; no sink runs", c->data, spw_strerror(r));
+    if (api.sinks) {
+        api.svc.replica_ok = replica_ok;
+        api.svc.replica_ctx = api.sinks;
+    }
     if (c->config[0]) {
         char serr[1400];
         int ns = spw_sink_config_apply(&api, c->config, serr, sizeof serr);

@@ -57,6 +57,8 @@ typedef struct spw_server_config {
     uint64_t max_buffer_bytes; /* input memory of all connections (net/membudget.h) */
     uint64_t max_unsent_bytes; /* answers not yet written, all connections (net/conn.h) */
     uint64_t send_timeout_ms;  /* close a connection whose unsent answers do not move for this long */
+    char log_format[8];        /* "text" | "json" (core/msg.h) */
+    char log_level[8];         /* "debug" | "info" | "warn" | "error" */
 } spw_server_config;
 
 extern const spw_cfg_entry spw_server_cfg_table[];

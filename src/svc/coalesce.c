@@ -492,6 +492,7 @@ int spw_coalesce_produce(spw_coalescer *co, spw_produce *pr, const spw_record *i
     }
     if (r) {
         atomic_fetch_add(&env->rejected[rej], 1);
+        atomic_fetch_add(&s->rejected[rej], 1);
         return r;
     }
 

@@ -39,12 +39,12 @@
 #include "svc/replicate.h"
 #include "es/es.h"
 
-static const char *admit(spw_svc *svc, int priority, uint32_t *retry_ms)
+static const char *admit(spw_svc *svc, spw_stream *s, int priority, uint32_t *retry_ms)
 {
     int r = spw_pressure_admit(&svc->pressure, priority, retry_ms);
     if (r == SPW_ADMIT_OK)
         return NULL;
-    atomic_fetch_add(&svc->rejected[r == SPW_ADMIT_SHED ? SPW_REJ_SHED : SPW_REJ_BACKPRESSURE], 1);
+    spw_svc_reject(svc, s, r == SPW_ADMIT_SHED ? SPW_REJ_SHED : SPW_REJ_BACKPRESSURE);
     return r == SPW_ADMIT_SHED ? "shed" : "backpressure";
 }
 
@@ -518,7 +518,7 @@ static int request_tail(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_pro
             return 1;
         case SPW_DD_CONFLICT:
         case SPW_DD_REUSED:
-            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+            spw_svc_reject(svc, in->s, SPW_REJ_INVALID);
             if (is_http_key)
                 refuse(res, SPW_SC_KEY_REUSED,
                        "this Idempotency-Key was used for a request with %s within the stream's dedupe window; "
@@ -532,7 +532,7 @@ static int request_tail(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_pro
                        d == SPW_DD_CONFLICT ? "of another size" : "with different records");
             return 1;
         case SPW_DD_UNREADABLE:
-            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+            spw_svc_reject(svc, in->s, SPW_REJ_DISK);
             refuse(res, SPW_SC_DAMAGED,
                    "%s was stored before, and its stored records cannot be read back to compare (damaged on disk: "
                    "spillway check reports where); nothing was appended",
@@ -553,7 +553,7 @@ static int request_tail(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_pro
     if (svc->rl) {
         int rv = spw_rl_admit(svc->rl, &in->s->cfg, in->tenant, in->peer, v->n, spw_mono_ns(), &res->rl, rkey, &rkl);
         if (rv != SPW_RL_ALLOWED) {
-            atomic_fetch_add(&svc->rejected[SPW_REJ_RATE_LIMIT], 1);
+            spw_svc_reject(svc, in->s, SPW_REJ_RATE_LIMIT);
             if (rv == SPW_RL_OVER_BURST)
                 refuse(res, SPW_SC_OVER_BURST,
                        "a request of %u events can never pass the rate limit of stream %s: at most %" PRIu64
@@ -780,17 +780,17 @@ int spw_produce_hold(spw_svc *svc, const char *name, size_t sl, int prio)
 {
     if (!spw_produce_holding(svc))
         return 0;
+    spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(svc->cat, name, sl) : NULL;
     if (prio < 0) {
-        spw_stream *s = sl && spw_stream_name_ok(name, sl) ? spw_stream_get(svc->cat, name, sl) : NULL;
         if (!s)
             return 0;
         prio = s->cfg.priority;
-        spw_stream_put(s);
     }
-    if (prio == 0)
-        return 0;
-    atomic_fetch_add(&svc->rejected[SPW_REJ_BACKPRESSURE], 1);
-    return 1;
+    if (prio != 0)
+        spw_svc_reject(svc, s, SPW_REJ_BACKPRESSURE);
+    if (s)
+        spw_stream_put(s);
+    return prio != 0;
 }
 
 int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res *res)
@@ -856,7 +856,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     /* 2. Admission, before any work on the events (under overload,
      * refusing must be cheap). */
     uint32_t retry_ms;
-    const char *refused = admit(svc, prio, &retry_ms);
+    const char *refused = admit(svc, s, prio, &retry_ms);
     if (refused) {
         res->retry_ms = retry_ms;
         if (refused[0] == 's')
@@ -882,7 +882,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         /* The front end's count (bounded by the request's size): the
          * records are allocated at once, after their memory is taken. */
         if (work_to(&v, (uint64_t)in->count_hint * SPW_PRODUCE_WORK_PER_EVENT, res)) {
-            atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
+            spw_svc_reject(svc, s, res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID);
             goto answered;
         }
         v.recs = spw_try_malloc(in->count_hint * sizeof *v.recs);
@@ -900,11 +900,11 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         if (take_event(&v, &ev, res))
             break;
     if (more != 0) {
-        atomic_fetch_add(&svc->rejected[res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID], 1);
+        spw_svc_reject(svc, s, res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID);
         goto answered;
     }
     if (v.n == 0) {
-        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        spw_svc_reject(svc, s, SPW_REJ_INVALID);
         refuse(res, SPW_SC_NO_EVENTS, "the body holds no events");
         goto answered;
     }
@@ -916,7 +916,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
      * by its key (a key's versions are kept by its partition), and a
      * request with an expectation holds one key. */
     if (cfg->versioned && versioned_check(&v, in, partition, po.expect, res)) {
-        atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+        spw_svc_reject(svc, s, SPW_REJ_INVALID);
         goto answered;
     }
 

@@ -66,9 +66,34 @@ static void m_stream_coalesced(void *a, spw_metrics_out *o, const char *name)
     spw_catalog_each(((spw_svc *)a)->cat, stream_one, &w);
 }
 
+static const char *const reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
+
+typedef struct rej_walk {
+    spw_metrics_out *o;
+    const char *name;
+} rej_walk;
+
+static void stream_rejected(void *arg, spw_stream *s)
+{
+    rej_walk *w = arg;
+    if (!spw_metrics_sees(w->o, s->cfg.name))
+        return;
+    for (int i = 0; i < SPW_REJ__N; i++) {
+        char l[200];
+        snprintf(l, sizeof l, "stream=\"%s\",reason=\"%s\"", s->cfg.name, reasons[i]);
+        spw_metrics_line(w->o, w->name, l, atomic_load(&s->rejected[i]));
+    }
+}
+
+/* One series per stream and reason: as many as streams (bounded) × 5. */
+static void m_stream_rejected(void *a, spw_metrics_out *o, const char *name)
+{
+    rej_walk w = {o, name};
+    spw_catalog_each(((spw_svc *)a)->cat, stream_rejected, &w);
+}
+
 static void m_rejected(void *a, spw_metrics_out *o, const char *name)
 {
-    static const char *reasons[SPW_REJ__N] = {"invalid", "rate_limit", "shed", "backpressure", "disk"};
     spw_svc *svc = a;
     for (int i = 0; i < SPW_REJ__N; i++) {
         char l[48];
@@ -178,6 +203,10 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
                            "produce requests refused, by reason (invalid, rate_limit, shed, backpressure, disk), HTTP "
                            "and binary together",
                            SPW_METRIC_COUNTER, m_rejected, svc);
+    spw_metrics_add_family(m, "spillway_stream_rejected_total",
+                           "produce requests refused per stream and reason (those naming an existing stream; "
+                           "spillway_rejected_total counts every one)",
+                           SPW_METRIC_COUNTER, m_stream_rejected, svc);
     if (svc->dd)
         spw_metrics_add_u64(m, "spillway_duplicates_total",
                             "produce requests answered from the dedupe table (a retried Idempotency-Key or producer "

@@ -107,7 +107,7 @@ static void produce_unref(spw_produce *pr)
              * durable hook wakes the polls again when they are visible. */
             spw_consume_kick(svc->groups);
         } else if (spw_sc_is_disk_error(err)) {
-            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+            spw_svc_reject(svc, pr->s, SPW_REJ_DISK);
         }
         pr->done(pr, pr->user);
     }
@@ -366,7 +366,7 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
                 spw_free(pr->order);
                 spw_free(pr);
                 if (spw_sc_is_disk_error(f))
-                    atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+                    spw_svc_reject(svc, s, SPW_REJ_DISK);
                 return f;
             }
         }
@@ -449,13 +449,13 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         r = spw_log_reserve(svc->log, total, 1);
     if (r) {
         if (r == SPW_EAGAIN) {
-            atomic_fetch_add(&svc->rejected[SPW_REJ_BACKPRESSURE], 1);
+            spw_svc_reject(svc, s, SPW_REJ_BACKPRESSURE);
             spw_pressure_note_full(&svc->pressure);
         }
         else if (r == SPW_EMSGSIZE)
-            atomic_fetch_add(&svc->rejected[SPW_REJ_INVALID], 1);
+            spw_svc_reject(svc, s, SPW_REJ_INVALID);
         else if (spw_sc_is_disk_error(r))
-            atomic_fetch_add(&svc->rejected[SPW_REJ_DISK], 1);
+            spw_svc_reject(svc, s, SPW_REJ_DISK);
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
         spw_free(enc);

@@ -100,11 +100,11 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_TOO_MANY_PARTITIONS] = {"too_many_partitions", NULL, 400, SPW_ST_BAD_REQUEST,
                                     "the stream has more partitions than a consumer group can follow"},
     [SPW_SC_SAVE_FAILED] = {"save_failed", NULL, 500, SPW_ST_INTERNAL, "saving the group failed"},
-    [SPW_SC_BAD_CONFIG] = {"bad_config", NULL, 400, SPW_ST_BAD_REQUEST, "the definition is not valid", H},
-    [SPW_SC_EXISTS] = {"exists", NULL, 409, SPW_ST_CONFLICT, "it exists with a different definition", H},
+    [SPW_SC_BAD_CONFIG] = {"bad_config", NULL, 400, SPW_ST_BAD_REQUEST, "the definition is not valid"},
+    [SPW_SC_EXISTS] = {"exists", NULL, 409, SPW_ST_CONFLICT, "it exists with a different definition"},
     [SPW_SC_DIRECTORY_EXISTS] = {"directory_exists", NULL, 409, SPW_ST_CONFLICT,
-                                 "the data directory holds a directory of that name that is no loaded stream", H},
-    [SPW_SC_CREATE_FAILED] = {"create_failed", NULL, 500, SPW_ST_INTERNAL, "creating it failed", H},
+                                 "the data directory holds a directory of that name that is no loaded stream"},
+    [SPW_SC_CREATE_FAILED] = {"create_failed", NULL, 500, SPW_ST_INTERNAL, "creating it failed"},
     [SPW_SC_DELETE_FAILED] = {"delete_failed", NULL, 500, SPW_ST_INTERNAL, "deleting it failed", H},
     [SPW_SC_KIND_NOT_BUILT] = {"kind_not_built", NULL, 400, SPW_ST_BAD_REQUEST,
                                "this server was built without that sink kind", H},
@@ -132,6 +132,8 @@ static const spw_sc_row rows[SPW_SC__N] = {
                                         "the stream's replicate_to sink is not attached to a target that replicates"},
     [SPW_SC_REPLICATION_TIMEOUT] = {"replication_timeout", NULL, 504, SPW_ST_REPLICATION_TIMEOUT,
                                     "durable here; the replica did not confirm it within replication_timeout_ms"},
+    [SPW_SC_GROUP_ACTIVE] = {"group_active", NULL, 409, SPW_ST_CONFLICT,
+                             "the group has active members (leased partitions): stop them first", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

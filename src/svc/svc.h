@@ -47,6 +47,11 @@ typedef struct spw_svc {
      * stream deletion, a new group's first fsyncs. NULL: done in place. */
     struct spw_workq *io;
     struct spw_repl *repl;       /* ack=replicated waits for sinks' commits (svc/replicate.h) */
+    /* May stream name sink in replicate_to? 0, or non-zero with the
+     * sentence (sink/sink.h spw_sinks_replica_ok, set by the server once
+     * the sinks run; NULL: not asked) */
+    int (*replica_ok)(void *ctx, const char *sink, const char *stream, char *err, size_t cap);
+    void *replica_ctx;
     struct spw_views *views;     /* read models (view/view.h, served by svc/views.h); NULL: not running */
     spw_hist produce_latency;   /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];
@@ -59,5 +64,17 @@ typedef struct spw_svc {
     _Atomic int ready; /* set once startup is done (svc/health.h) */
     _Atomic uint64_t disk_refused_bytes; /* the last request max_disk_bytes refused (svc/health.h) */
 } spw_svc;
+
+_Static_assert(SPW_REJ__N <= SPW_STREAM_REJ_MAX, "spw_stream.rejected holds every reason");
+
+/* A produce request refused for reason why (SPW_REJ_*): the service's
+ * count and, when the stream is known (s not NULL), the stream's
+ * (spillway_rejected_total and spillway_stream_rejected_total). */
+static inline void spw_svc_reject(spw_svc *svc, struct spw_stream *s, int why)
+{
+    atomic_fetch_add(&svc->rejected[why], 1);
+    if (s)
+        atomic_fetch_add(&s->rejected[why], 1);
+}
 
 #endif

@@ -932,3 +932,83 @@ int spw_frame_error_encode_next(spw_buf *b, uint8_t opcode, uint64_t request_id,
 {
     return error_encode(b, opcode, request_id, status, 0, code, msg, &next_offset);
 }
+
+/* ---- STREAM_CREATE, STREAM_DESCRIBE ---- */
+
+int spw_stream_create_req_decode(const uint8_t *body, size_t len, const char **name, uint16_t *name_len,
+                                 const char **def, uint32_t *def_len, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, name, name_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    *def_len = spw_rd_u32(&r);
+    if (r.bad || *def_len == 0 || *def_len > SPW_STREAM_DEF_WIRE_MAX)
+        FAIL("stream definition length missing, 0 or over 64 KiB");
+    *def = (const char *)spw_rd_bytes(&r, *def_len);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("stream definition truncated, or bytes after it");
+    return 0;
+}
+
+int spw_stream_create_req_encode(spw_buf *b, const char *name, size_t name_len, const char *def, size_t def_len)
+{
+    return put16(b, (uint16_t)name_len) || put(b, name, name_len) || put32(b, (uint32_t)def_len) ||
+                   put(b, def, def_len)
+               ? SPW_ENOMEM
+               : 0;
+}
+
+/* u32 len + JSON text: the rest of an answer. */
+static int json_tail(spw_rd *r, const char **json, uint32_t *json_len)
+{
+    *json_len = spw_rd_u32(r);
+    *json = (const char *)spw_rd_bytes(r, *json_len);
+    return r->bad || spw_rd_left(r) ? -1 : 0;
+}
+
+int spw_stream_create_resp_decode(const uint8_t *body, size_t len, uint8_t *created, const char **json,
+                                  uint32_t *json_len, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *created = spw_rd_u8(&r);
+    if (r.bad || *created > 1 || json_tail(&r, json, json_len))
+        FAIL("stream create answer is u8 created (0 or 1), u32 length and the definition");
+    return 0;
+}
+
+int spw_stream_create_resp_encode(spw_buf *b, uint8_t created, const char *json, size_t json_len)
+{
+    return put(b, &created, 1) || put32(b, (uint32_t)json_len) || put(b, json, json_len) ? SPW_ENOMEM : 0;
+}
+
+int spw_stream_describe_req_decode(const uint8_t *body, size_t len, const char **name, uint16_t *name_len,
+                                   const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, name, name_len, 0) || spw_rd_left(&r))
+        FAIL("stream describe request is a u16 name length (1 to 128) and the name");
+    return 0;
+}
+
+int spw_stream_describe_req_encode(spw_buf *b, const char *name, size_t name_len)
+{
+    return put16(b, (uint16_t)name_len) || put(b, name, name_len) ? SPW_ENOMEM : 0;
+}
+
+int spw_stream_describe_resp_decode(const uint8_t *body, size_t len, const char **json, uint32_t *json_len,
+                                    const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (json_tail(&r, json, json_len))
+        FAIL("stream describe answer is u32 length and the description");
+    return 0;
+}
+
+int spw_stream_describe_resp_encode(spw_buf *b, const char *json, size_t json_len)
+{
+    return put32(b, (uint32_t)json_len) || put(b, json, json_len) ? SPW_ENOMEM : 0;
+}

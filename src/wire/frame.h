@@ -44,6 +44,10 @@ enum {
     SPW_OP_GROUP_COMMIT = 6,
     SPW_OP_KEY_EVENTS = 7,   /* a versioned stream's key: snapshot and events by version */
     SPW_OP_SNAPSHOT_PUT = 8, /* a versioned stream's key: store a snapshot */
+    /* Stream administration: numbered from the top of the opcode space
+     * down (the views' opcodes count up from the last one above). */
+    SPW_OP_STREAM_DESCRIBE = 254, /* a stream's definition and partition state */
+    SPW_OP_STREAM_CREATE = 255,   /* create a stream from its definition */
 };
 
 /* Status of an answer: 0, or the HTTP status with the same meaning. */
@@ -454,5 +458,28 @@ int spw_frame_error_encode(spw_buf *b, uint8_t opcode, uint64_t request_id, uint
 /* The same with next_offset after msg (a "damaged" answer). */
 int spw_frame_error_encode_next(spw_buf *b, uint8_t opcode, uint64_t request_id, uint16_t status,
                                 const char *code, const char *msg, uint64_t next_offset);
+
+/* ---- STREAM_CREATE (255), STREAM_DESCRIBE (254) ---- */
+
+#define SPW_STREAM_DEF_WIRE_MAX (64u << 10) /* a definition's JSON text, at most */
+
+/* STREAM_CREATE request: str16 name (1..128), u32 def_len (1..64 KiB),
+ * def: the JSON text of PUT /v1/streams/NAME's body ({} for every
+ * default). Answer: u8 created (1 created, 0 an identical stream
+ * existed), u32 len, the stream's definition as JSON. */
+int spw_stream_create_req_decode(const uint8_t *body, size_t len, const char **name, uint16_t *name_len,
+                                 const char **def, uint32_t *def_len, const char **why);
+int spw_stream_create_req_encode(spw_buf *b, const char *name, size_t name_len, const char *def, size_t def_len);
+int spw_stream_create_resp_decode(const uint8_t *body, size_t len, uint8_t *created, const char **json,
+                                  uint32_t *json_len, const char **why);
+int spw_stream_create_resp_encode(spw_buf *b, uint8_t created, const char *json, size_t json_len);
+/* STREAM_DESCRIBE request: str16 name (1..128). Answer: u32 len, the JSON
+ * of GET /v1/streams/NAME (definition, incarnation, partition_state). */
+int spw_stream_describe_req_decode(const uint8_t *body, size_t len, const char **name, uint16_t *name_len,
+                                   const char **why);
+int spw_stream_describe_req_encode(spw_buf *b, const char *name, size_t name_len);
+int spw_stream_describe_resp_decode(const uint8_t *body, size_t len, const char **json, uint32_t *json_len,
+                                    const char **why);
+int spw_stream_describe_resp_encode(spw_buf *b, const char *json, size_t json_len);
 
 #endif
