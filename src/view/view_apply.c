@@ -2,7 +2,9 @@
  * A view's apply thread (view.h has the design). Its cycle:
  *
  *   1. read: from each partition's next offset, records with the record
- *      cursor (durable records only), up to VIEW_BATCH_RECORDS in all;
+ *      cursor (durable records only), up to the durable end or a bound
+ *      (VIEW_BATCH_RECORDS records, VIEW_BATCH_ENTRIES fold entries,
+ *      VIEW_BATCH_BYTES of latest values);
  *      a damaged range is skipped to the cursor's resume offset and its
  *      size counted (skipped_damaged); a record the view cannot use (no
  *      key, no group_by value, no number at field, a value that is not
@@ -350,7 +352,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
         spw_record_view rv;
         int r;
         for (;;) {
-            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES) {
+            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES || f->n >= VIEW_BATCH_ENTRIES) {
                 all_done = 0;
                 more = 1;
                 break;
@@ -504,6 +506,8 @@ void *spw__view_apply_thread(void *arg)
         }
         if (r == 0)
             continue; /* more is waiting */
+        if (f.cap > 65536) /* caught up: a large batch's table is not kept for the small ones of a live view */
+            spw__view_fold_free(&f);
         pthread_mutex_lock(&v->mu);
         if (!v->stop && !v->rebuild)
             spw_cond_wait_ns(&v->cv, &v->mu, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);

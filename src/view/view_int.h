@@ -25,7 +25,11 @@
 
 #define VIEW_DEF_MAX 8192
 #define VIEW_POLL_MS 20
-#define VIEW_BATCH_RECORDS 65536u  /* records folded into one WriteBatch at most */
+/* One apply batch (one WriteBatch) folds records until the durable end
+ * of every partition, or until one of these bounds: the larger a batch,
+ * the more records of a key (and of a window bucket) one entry stands for */
+#define VIEW_BATCH_RECORDS (1u << 20) /* records */
+#define VIEW_BATCH_ENTRIES (1u << 19) /* entries of the fold table before the roll-up */
 #define VIEW_READ_BYTES (1u << 20) /* cursor read size */
 #define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
@@ -213,14 +217,16 @@ typedef struct fent {
     uint64_t h;
     size_t koff;
     uint32_t klen;
-    /* latest */
-    uint32_t part;
-    uint64_t offset, id;
-    int64_t ts;
-    size_t voff;
-    uint32_t vlen;
-    /* sum, aggregate */
-    view_agg agg;
+    union {
+        struct { /* latest */
+            uint32_t part;
+            uint64_t offset, id;
+            int64_t ts;
+            size_t voff;
+            uint32_t vlen;
+        };
+        view_agg agg; /* sum, aggregate */
+    };
 } fent;
 
 typedef struct fold {
