@@ -192,6 +192,22 @@ static void load_one(spw_views *m, const char *name)
     spw_free(text);
 }
 
+/* The log's durable hook (flusher thread): records became readable; every
+ * apply thread looks (an idle one sleeps until this or VIEW_IDLE_MS). */
+static void durable_kick(void *arg)
+{
+    spw_views *m = arg;
+    pthread_mutex_lock(&m->mu);
+    for (uint32_t i = 0; i < m->n; i++) {
+        spw_view *v = m->v[i];
+        pthread_mutex_lock(&v->mu);
+        v->kicked = 1;
+        pthread_cond_signal(&v->cv);
+        pthread_mutex_unlock(&v->mu);
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
 int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, spw_views **out)
 {
     spw_views *m = spw_xcalloc(1, sizeof *m);
@@ -217,6 +233,11 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
             load_one(m, de->d_name);
     pthread_mutex_unlock(&m->mu);
     closedir(dir);
+    m->log = spw_catalog_log(cat);
+    if (m->log && (r = spw_log_add_durable_hook(m->log, durable_kick, m)) < 0) {
+        spw_warn("views: no wake-up by the log (%s): apply threads look every %d ms", spw_strerror(r), VIEW_IDLE_MS);
+        m->log = NULL;
+    }
     *out = m;
     return 0;
 }
@@ -225,6 +246,8 @@ void spw_views_close(spw_views *m)
 {
     if (!m)
         return;
+    if (m->log) /* no call in progress once this returns */
+        spw_log_remove_durable_hook(m->log, durable_kick, m);
     pthread_mutex_lock(&m->mu);
     for (uint32_t i = 0; i < m->n; i++) {
         pthread_mutex_lock(&m->v[i]->mu);
@@ -453,10 +476,12 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
         {"spillway_view_late_total", "counter", "records later than their window's grace"},
         {"spillway_view_skipped_total", "counter", "records skipped: damaged on disk, or unusable by the view"},
         {"spillway_view_keys", "gauge", "view keys in the store"},
+        {"spillway_view_durable_wakeups_total", "counter",
+         "times the log's durable hook woke the view's apply thread (or kept it from sleeping)"},
     };
     typedef struct row {
         const char *name;
-        uint64_t v[8];
+        uint64_t v[9];
     } row;
     pthread_mutex_lock(&m->mu);
     row *rows = spw_xcalloc(m->n ? m->n : 1, sizeof *rows);
@@ -479,6 +504,7 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
         r->v[5] = v->shown.skipped_damaged;
         r->v[6] = v->shown.skipped_invalid;
         r->v[7] = v->shown.keys;
+        r->v[8] = atomic_load(&v->wake_durable);
         pthread_mutex_unlock(&v->mu);
     }
     for (size_t f = 0; f < sizeof fam / sizeof fam[0] && n; f++) {
@@ -491,7 +517,7 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
                                 rows[i].v[6]);
             } else {
                 spw_buf_xprintf(b, "%s{view=\"%s\"} %" PRIu64 "\n", fam[f].name, rows[i].name,
-                                rows[i].v[f == 6 ? 7 : f]);
+                                rows[i].v[f >= 6 ? f + 1 : f]);
             }
         }
     }

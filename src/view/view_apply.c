@@ -450,6 +450,26 @@ static int do_rebuild(spw_view *v)
     return 0;
 }
 
+/* Caught up: sleeps until the log's durable hook (view.c) says there is
+ * more, a stop, a rebuild or a new waiter, or the earliest of a waiter's
+ * deadline, the forward retry and the fallback (VIEW_IDLE_MS; 500 ms
+ * after a failed cycle). */
+static void idle_wait(spw_view *v, int failed, uint64_t fwd_retry_ms)
+{
+    uint64_t now = spw_mono_ms(), until = now + (failed ? 500 : VIEW_IDLE_MS);
+    pthread_mutex_lock(&v->mu);
+    for (view_waiter *w = v->waiters; w; w = w->next)
+        if (w->deadline_ms < until)
+            until = w->deadline_ms;
+    if (v->def.fwd_host[0] && fwd_retry_ms > now && fwd_retry_ms < until)
+        until = fwd_retry_ms;
+    if (!v->stop && !v->rebuild && !v->kicked && until > now)
+        spw_cond_wait_ns(&v->cv, &v->mu, (until - now) * 1000000ull);
+    if (v->kicked)
+        atomic_fetch_add(&v->wake_durable, 1);
+    pthread_mutex_unlock(&v->mu);
+}
+
 void *spw__view_apply_thread(void *arg)
 {
     spw_view *v = arg;
@@ -464,6 +484,7 @@ void *spw__view_apply_thread(void *arg)
         pthread_mutex_lock(&v->mu);
         int stop = v->stop, rebuild = v->rebuild;
         v->rebuild = 0;
+        v->kicked = 0; /* the cycle below reads what is durable now */
         pthread_mutex_unlock(&v->mu);
         if (stop)
             break;
@@ -508,10 +529,7 @@ void *spw__view_apply_thread(void *arg)
             continue; /* more is waiting */
         if (f.cap > 65536) /* caught up: a large batch's table is not kept for the small ones of a live view */
             spw__view_fold_free(&f);
-        pthread_mutex_lock(&v->mu);
-        if (!v->stop && !v->rebuild)
-            spw_cond_wait_ns(&v->cv, &v->mu, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);
-        pthread_mutex_unlock(&v->mu);
+        idle_wait(v, r < 0, fwd_retry_ms);
     }
     if (v->db && v->dirty && v->s)
         flush_store(v);

@@ -24,7 +24,10 @@
 #include "view/view.h"
 
 #define VIEW_DEF_MAX 8192
-#define VIEW_POLL_MS 20
+/* An apply thread sleeps until the log's durable hook says some durable
+ * end moved (view.c), or this long at most: the fallback of a missed
+ * wake-up (and the pace of a forward view's retries) */
+#define VIEW_IDLE_MS 1000
 /* One apply batch (one WriteBatch) folds records until the durable end
  * of every partition, or until one of these bounds: the larger a batch,
  * the more records of a key (and of a window bucket) one entry stands for */
@@ -138,6 +141,7 @@ typedef struct spw_view {
     _Atomic int refs; /* the list's + readers' */
     /* under mu */
     int stop, deleted, rebuild;
+    int kicked; /* the durable hook fired since the thread last looked */
     int state;
     view_meta shown; /* the last committed meta */
     uint64_t end[SPW_STREAM_PARTITIONS_MAX]; /* partition ends at the last cycle */
@@ -155,11 +159,13 @@ typedef struct spw_view {
     view_kset known; /* keys known to be in the store */
     /* counters (atomic: /metrics) */
     _Atomic uint64_t store_writes, batches, flushes;
+    _Atomic uint64_t wake_durable; /* idle waits the log's durable hook ended or cut short */
     struct spw_view *next_dead;
 } spw_view;
 
 struct spw_views {
     spw_catalog *cat;
+    spw_log *log; /* its durable hook wakes the apply threads */
     uint64_t flush_ms;
     char dir[4096];
     pthread_mutex_t mu;
