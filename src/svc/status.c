@@ -124,10 +124,11 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_BAD_SNAPSHOT] = {"bad_snapshot", NULL, 400, SPW_ST_BAD_REQUEST,
                              "a snapshot is {\"version\":v,\"state\":{..}} with v at least 1", H},
     [SPW_SC_NO_SNAPSHOT] = {"no_snapshot", NULL, 404, SPW_ST_NOT_FOUND, "no snapshot of this key was put", H},
-    [SPW_SC_NO_SUCH_VIEW] = {"no_such_view", NULL, 404, SPW_ST_NOT_FOUND, "no such view", H},
-    [SPW_SC_UNKNOWN_KEY] = {"unknown_key", NULL, 404, SPW_ST_NOT_FOUND, "the view has never seen this key", H},
-    [SPW_SC_VIEW_LAG] = {"view_lag", NULL, 504, SPW_ST_BAD_REQUEST,
-                         "the view has not applied the offsets asked for within wait_ms", H},
+    [SPW_SC_NO_SUCH_VIEW] = {"no_such_view", NULL, 404, SPW_ST_NOT_FOUND, "no such view", SPW_SC_BOTH},
+    [SPW_SC_UNKNOWN_KEY] = {"unknown_key", NULL, 404, SPW_ST_NOT_FOUND, "the view has never seen this key",
+                            SPW_SC_BOTH},
+    [SPW_SC_VIEW_LAG] = {"view_lag", NULL, 504, SPW_ST_TIMEOUT,
+                         "the view has not applied the offsets asked for within wait_ms", SPW_SC_BOTH},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)
