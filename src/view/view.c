@@ -141,8 +141,10 @@ static size_t find_pos(spw_views *m, const char *name, int *found)
 
 static void insert(spw_views *m, spw_view *v)
 {
+    pthread_mutex_lock(&m->kick_mu);
     spw_named_insert((void **)m->v, m->n, view_name, v);
     m->n++;
+    pthread_mutex_unlock(&m->kick_mu);
 }
 
 spw_view *spw__view_ref(spw_views *m, const char *name)
@@ -193,11 +195,13 @@ static void load_one(spw_views *m, const char *name)
 }
 
 /* The log's durable hook (flusher thread): records became readable; every
- * apply thread looks (an idle one sleeps until this or VIEW_IDLE_MS). */
+ * apply thread looks (an idle one sleeps until this or VIEW_IDLE_MS).
+ * Under kick_mu, not m->mu, which PUT holds across file writes and
+ * fsyncs: the flusher must not wait for those. */
 static void durable_kick(void *arg)
 {
     spw_views *m = arg;
-    pthread_mutex_lock(&m->mu);
+    pthread_mutex_lock(&m->kick_mu);
     for (uint32_t i = 0; i < m->n; i++) {
         spw_view *v = m->v[i];
         pthread_mutex_lock(&v->mu);
@@ -205,7 +209,7 @@ static void durable_kick(void *arg)
         pthread_cond_signal(&v->cv);
         pthread_mutex_unlock(&v->mu);
     }
-    pthread_mutex_unlock(&m->mu);
+    pthread_mutex_unlock(&m->kick_mu);
 }
 
 int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, spw_views **out)
@@ -215,6 +219,7 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
     m->flush_ms = flush_ms ? flush_ms : VIEW_FLUSH_MS;
     snprintf(m->dir, sizeof m->dir, "%s/views", data_dir);
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->kick_mu, NULL);
     int r = spw_os_mkdirs(m->dir, 0755);
     if (r < 0) {
         spw_free(m);
@@ -262,6 +267,7 @@ void spw_views_close(spw_views *m)
     m->n = 0;
     pthread_mutex_unlock(&m->mu);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->kick_mu);
     spw_free(m);
 }
 
@@ -358,8 +364,10 @@ int spw_views_delete(spw_views *m, const char *name)
         return -ENOENT;
     }
     spw_view *v = m->v[at];
+    pthread_mutex_lock(&m->kick_mu);
     memmove(m->v + at, m->v + at + 1, (m->n - at - 1) * sizeof *m->v);
     m->n--;
+    pthread_mutex_unlock(&m->kick_mu);
     /* the definition goes first: a crash from here on loads no view */
     char path[4400];
     snprintf(path, sizeof path, "%s/view.json", v->dir);

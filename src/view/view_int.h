@@ -169,6 +169,9 @@ struct spw_views {
     uint64_t flush_ms;
     char dir[4096];
     pthread_mutex_t mu;
+    /* held besides mu while v/n change; alone by the log's durable hook
+     * (a leaf but for the views' v->mu) */
+    pthread_mutex_t kick_mu;
     spw_view *v[SPW_VIEWS_MAX];
     uint32_t n;
     spw_view *dying;
