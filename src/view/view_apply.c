@@ -580,14 +580,17 @@ void *spw__view_apply_thread(void *arg)
         kick_waiters(v, 0, 0);
         if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
+        int fwd_more = 0;
         if (v->def.fwd_host[0] && v->s && v->db) {
             char ferr[400];
-            if (spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr) < 0) {
+            int fr = spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr);
+            if (fr < 0) {
                 spw_warn("view %s: %s; trying again", v->def.name, ferr);
                 set_error(v, "%s", ferr);
             }
+            fwd_more = fr > 0;
         }
-        if (r == 0)
+        if (r == 0 || fwd_more)
             continue; /* more is waiting */
         if (f.cap > 65536) /* caught up: a large batch's table is not kept for the small ones of a live view */
             spw__view_fold_free(&f);

@@ -268,8 +268,10 @@ void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_clear(view_kset *ks);
 void spw__view_kset_free(view_kset *ks);
 
-/* view_forward.c: sends final buckets (forward views); 0, or an error
- * (err says why; *retry_ms set to when to try again). Apply thread only. */
+/* view_forward.c: sends final buckets (forward views); 0, 1 when it sent
+ * as many as one call may and more may be waiting (call again without a
+ * nap), or an error (err says why; *retry_ms set to when to try again).
+ * Apply thread only. */
 int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap);
 
 /* view_apply.c */
