@@ -72,6 +72,9 @@ out=$("$spw" bench --server "127.0.0.1:$port" --stream lagcap --ack fsync --dura
 cap=$(echo "$out" | sed -n 's/^BENCH bench .* events_per_s=\([0-9]*\).*/\1/p')
 [ -n "$cap" ] && [ "$cap" -gt 0 ] || { echo "$out" >&2; echo "bench/views.sh: no capacity measured" >&2; exit 1; }
 rate=$((cap / 2))
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' "$url/v1/streams/lag" \
+  -d '{"key":"/k"}')
+[ "$code" = 201 ] || { echo "bench/views.sh: PUT /v1/streams/lag: $code" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' "$url/v1/views/lagv" \
   -d '{"stream":"lag","kind":"aggregate","field":"/c","windows":["1s","1m","1h"]}')
 [ "$code" = 201 ] || { echo "bench/views.sh: PUT /v1/views/lagv: $code" >&2; exit 1; }
