@@ -8,6 +8,10 @@
  *   BENCH kafka protocol=kafka ack=fsync events=N keys=K events_per_s=X errors=E
  *   BENCH kafka-consume protocol=kafka events=N events_per_s=X
  * Usage: spw_kafka_bench --broker HOST:PORT --topic T [--events N] [--keys K]
+ *                        [--phase both|produce|consume]
+ * --phase produce or consume runs one half only (consume reads N messages
+ * already in the topic, with a new group each run): to profile the server
+ * over one of them (perf stat -p on the server around the run).
  */
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
@@ -47,6 +51,7 @@ static void set(rd_kafka_conf_t *c, const char *k, const char *v)
 int main(int argc, char **argv)
 {
     const char *broker = NULL, *topic = "kbench";
+    const char *phase = "both";
     long n = 1000000, keys = 1000;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--broker"))
@@ -57,17 +62,27 @@ int main(int argc, char **argv)
             n = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--keys"))
             keys = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--phase"))
+            phase = argv[i + 1];
         else {
             fprintf(stderr, "spw_kafka_bench: unknown option %s\n", argv[i]);
             return 2;
         }
     }
-    if (!broker || n <= 0 || keys <= 0) {
-        fprintf(stderr, "usage: spw_kafka_bench --broker HOST:PORT [--topic T] [--events N] [--keys K]\n");
+    int produce = !strcmp(phase, "both") || !strcmp(phase, "produce");
+    int consume = !strcmp(phase, "both") || !strcmp(phase, "consume");
+    if (!broker || n <= 0 || keys <= 0 || (!produce && !consume)) {
+        fprintf(stderr, "usage: spw_kafka_bench --broker HOST:PORT [--topic T] [--events N] [--keys K] "
+                        "[--phase both|produce|consume]\n");
         return 2;
     }
     char e[256];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_t *c;
+    if (!produce) {
+        delivered = n;
+        goto consume;
+    }
+    c = rd_kafka_conf_new();
     set(c, "bootstrap.servers", broker);
     set(c, "acks", "all");
     set(c, "linger.ms", "5");
@@ -99,10 +114,15 @@ int main(int argc, char **argv)
     printf("BENCH kafka protocol=kafka ack=fsync events=%ld keys=%ld batch=1000 linger_ms=5 size=100 "
            "events_per_s=%.0f errors=%ld\n",
            n, keys, (double)delivered / (t1 - t0), failed);
+    if (!consume)
+        return failed == 0 ? 0 : 1;
 
+consume:
     c = rd_kafka_conf_new();
     set(c, "bootstrap.servers", broker);
-    set(c, "group.id", "kbench-readers");
+    char gid[64];
+    snprintf(gid, sizeof gid, "kbench-readers-%ld", (long)time(NULL));
+    set(c, "group.id", produce ? "kbench-readers" : gid);
     set(c, "auto.offset.reset", "earliest");
     set(c, "fetch.max.bytes", "16777216");
     rd_kafka_t *ck = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof e);

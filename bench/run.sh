@@ -44,6 +44,11 @@
 #       (produce over the binary protocol until the rows are committed),
 #       rows/s and the ratios; see bench/pg.sh.
 #
+#   bench/run.sh replicated [bench/replicated.sh options]
+#       ack=replicated against a PostgreSQL primary with a synchronous
+#       standby, beside ack=fsync, psql COPY and PostgreSQL's own commit
+#       round trip; see bench/replicated.sh.
+#
 #   bench/run.sh kafka [--events N] [--keys K]
 #       the Kafka listener with librdkafka (batches of 1000, linger.ms 5,
 #       acks=all, 100-byte values) beside `spillway bench --protocol bin` in
@@ -92,6 +97,12 @@ benchmarks (bench/run.sh NAME [options]):
   kafka  the Kafka listener: librdkafka producer (batches of 1000, linger.ms 5,
          acks=all, 100 B values, 50 partitions) beside spillway bench --protocol bin,
          ratio (target 0.70), then a consumer-group read; options: --events N, --keys K
+  replicated
+         ack=replicated with a PostgreSQL primary + synchronous standby: the
+         commit round trip (pgbench), psql \copy, then binary (1000/frame) and
+         single-event HTTP at ack=fsync and ack=replicated; targets: batched
+         replicated >= 0.8 x COPY, single-event p99 <= 3 x the round trip's;
+         options: --seconds S, --rows N, --clients C (bench/run.sh replicated --help)
 TXT
 }
 
@@ -111,6 +122,7 @@ case "$name" in
   kafka) exec "$root/bench/kafka.sh" "$@" ;;
   es) exec "$root/bench/es.sh" "$@" ;;
   views) exec "$root/bench/views.sh" "$@" ;;
+  replicated) exec "$root/bench/replicated.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

@@ -64,8 +64,10 @@ extern "C" {
 #define SPILLWAY_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
 #define SPILLWAY_ERR_RATE_LIMITED (-429)    /* retried by the producer */
 #define SPILLWAY_ERR_INTERNAL (-500)
-#define SPILLWAY_ERR_NOT_IMPLEMENTED (-501) /* ack=replicated without a replicated backend */
-#define SPILLWAY_ERR_OVERLOADED (-503)      /* retried by the producer */
+#define SPILLWAY_ERR_NOT_IMPLEMENTED (-501) /* not sent by this server version (kept for older servers) */
+#define SPILLWAY_ERR_OVERLOADED (-503)      /* retried by the producer (replication_unavailable too) */
+#define SPILLWAY_ERR_REPLICATION_TIMEOUT (-504) /* ack=replicated: durable on the server, not confirmed by its
+                                                   replica in time (a retry with the same sequence appends nothing) */
 #define SPILLWAY_ERR_DISK (-507)            /* disk limit or disk failure */
 #define SPILLWAY_ERR_TLS (-1000)            /* TLS: the CA file did not load, or the handshake failed */
 

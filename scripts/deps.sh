@@ -17,6 +17,9 @@ pkgs+=(prometheus systemd)
 pkgs+=(zlib1g-dev libsnappy-dev kcat)
 # TLS (libssl); the openssl command makes the TLS tests' certificates
 pkgs+=(libssl-dev openssl)
+# the web console embeds Chart.js (build); its test drives headless Chromium
+# with python3 (tests/browser), which also checks the Grafana dashboard
+pkgs+=(libjs-chart.js chromium python3)
 pkgs+=("$@")
 
 missing=()

@@ -18,9 +18,9 @@ CC=clang cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=Debug -DSPW_FUZZ=ON >/dev/null
 cmake --build "$out" -j"$jobs" --target spw_fuzz_all
 
 mkdir -p "$out/tmp" "$out/artifacts"
-fail=0
-for bin in "$out"/fuzz/fuzz_*; do
-  [ -x "$bin" ] || continue
+# One target per core at a time: each still gets SECONDS of a whole core.
+fuzz_one() {
+  local bin=$1 name
   name=$(basename "$bin")
   corpus="$out/corpus/$name"
   mkdir -p "$corpus"
@@ -40,11 +40,25 @@ for bin in "$out"/fuzz/fuzz_*; do
   if [ "$rc" -eq 0 ]; then
     echo "fuzz $name: ok, ${execs:-?} execs in ${secs}s, coverage ${cov:-?}, corpus $units"
   else
-    fail=1
     echo "fuzz $name: FAILED (exit $rc) after ${execs:-?} execs; log $log; reproducer:"
     ls "$out/artifacts/$name-"* 2>/dev/null | sed 's/^/  /' || true
     grep -m1 -E 'ERROR: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer|libFuzzer)|runtime error|invariant|fuzz_http:' "$log" | sed 's/^/  /' || true
   fi
+  return "$rc"
+}
+fail=0
+pids=()
+for bin in "$out"/fuzz/fuzz_*; do
+  [ -x "$bin" ] || continue
+  if [ "${#pids[@]}" -ge "$jobs" ]; then
+    wait "${pids[0]}" || fail=1
+    pids=("${pids[@]:1}")
+  fi
+  fuzz_one "$bin" &
+  pids+=("$!")
+done
+for p in "${pids[@]}"; do
+  wait "$p" || fail=1
 done
 rm -rf "$out/tmp"
 exit $fail

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 echo "== views: the model test over 200 seeds, the crash test over 50 kill cycles"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target spillway test_view_model test_view_crash
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target spillway test_view_model test_view_crash test_torn
 (cd build && SPW_VIEW_SEEDS=200 ./test_view_model && SPW_VIEW_CRASH_CYCLES=50 ./test_view_crash ./spillway)
+echo "== torn writes and bit flips at every byte (the default suite tries every 4th payload byte)"
+(cd build && SPW_TORN_STRIDE=1 ./test_torn ./spillway)
 exec scripts/tsan.sh -L slow

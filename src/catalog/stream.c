@@ -64,6 +64,15 @@ static const char *def_ack(void *obj, const spw_json_span *v, const spw_opt *o, 
                                                          : NULL;
 }
 
+static const char *def_replicate_to(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)v, (void)buf, (void)cap;
+    const char *p = (const char *)obj + o->off;
+    return !p[0] || spw_stream_name_ok(p, strlen(p)) ? NULL
+                                                      : "\"replicate_to\" must be a sink name ([a-zA-Z0-9._-], 1 to 128 "
+                                                        "bytes, not starting with '.')";
+}
+
 static const spw_opt retention_opts[] = {
     {.name = "ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.retention_ms), .size = 8, .def = -1, .min = 1,
      .max = INT64_MAX / 2, .must = "a positive integer", .help = "delete segments older than this (-1: never)"},
@@ -159,6 +168,12 @@ static const spw_opt stream_opts[] = {
      .must = "an object {\"rate\":..,\"burst\":..,\"per\":\"tenant\"|\"ip\",\"algorithm\":\"token_bucket\"|"
              "\"sliding_window\"}",
      .help = "{rate, burst, per, algorithm}"},
+    {.name = "replicate_to", .type = SPW_OPT_STR, .off = offsetof(stream_def, c.replicate_to),
+     .size = SPW_STREAM_NAME_MAX + 1, .parse = def_replicate_to, .flags = SPW_OPT_EMPTY_OK,
+     .must = "a sink name", .help = "ack=replicated: the sink (postgres or kafka) whose commit acknowledges"},
+    {.name = "replication_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.replication_timeout_ms),
+     .size = 8, .def = 5000, .min = 1, .max = 3600000, .must = "an integer from 1 to 3600000",
+     .help = "ack=replicated: answered 504 past this (durable here, delivered later)"},
 };
 
 #define FAIL(...)                                                                                                      \
@@ -195,6 +210,8 @@ static int parse(spw_stream_config *c, uint64_t *incarnation, const char *name, 
         *incarnation = (uint64_t)d.incarnation;
     if (c->format_bytes && (c->key[0] || c->timestamp[0]))
         FAIL("\"key\" and \"timestamp\" pointers need \"format\": \"json\"");
+    if (c->ack == SPW_ACK_REPLICATED && !c->replicate_to[0])
+        FAIL("\"ack\": \"replicated\" needs \"replicate_to\" (the sink whose commit acknowledges)");
     return 0;
 }
 
@@ -280,6 +297,9 @@ int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
     else if (!r && c->rate > 0)
         r = appendf(b, ",\"rate_limit\":{\"rate\":%.17g,\"per\":\"%s\",\"algorithm\":\"sliding_window\"}", c->rate,
                     c->rate_per ? "ip" : "tenant");
+    if (!r && c->replicate_to[0])
+        r = appendf(b, ",\"replicate_to\":\"%s\",\"replication_timeout_ms\":%lld", c->replicate_to,
+                    (long long)c->replication_timeout_ms);
     return r ? r : appendf(b, "}");
 }
 
@@ -291,7 +311,8 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->dedupe_window_ms == b->dedupe_window_ms && a->coalesce == b->coalesce && a->versioned == b->versioned &&
            a->max_event_bytes == b->max_event_bytes && a->rate == b->rate && a->burst == b->burst &&
            a->rate_per == b->rate_per && a->rate_algo == b->rate_algo && a->priority == b->priority &&
-           a->compression == b->compression;
+           a->compression == b->compression && strcmp(a->replicate_to, b->replicate_to) == 0 &&
+           a->replication_timeout_ms == b->replication_timeout_ms;
 }
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)

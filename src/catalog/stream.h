@@ -35,6 +35,8 @@ typedef struct spw_stream_config {
     int rate_algo;             /* 0 = token_bucket, 1 = sliding_window (burst 0, unused) */
     int priority;              /* default Spillway-Priority, 0 (most important) .. 3; default 1 */
     int compression;           /* batches written: SPW_COMPRESS_NONE, _LZ4 or _ZSTD (log/format.h); default none */
+    char replicate_to[SPW_STREAM_NAME_MAX + 1]; /* ack=replicated: the sink whose commits acknowledge; "" = none */
+    int64_t replication_timeout_ms;             /* ack=replicated: 504 past this; default 5000 */
 } spw_stream_config;
 
 /* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not starting with

@@ -232,7 +232,8 @@ static void bench_help(FILE *f)
           "  --keys K             distinct keys (default 1000)\n"
           "  --clients C          clients, one thread each (default 8, at most 1024)\n"
           "  --batch N            events per request (default 100)\n"
-          "  --ack L              none|written|fsync (default fsync)\n"
+          "  --ack L              none|written|fsync|replicated (default fsync; replicated\n"
+          "                       needs a stream with replicate_to: create it first)\n"
           "  --rate R             events/s in total (default: unlimited)\n"
           "  --duration S         seconds (0.1-3600) instead of --events: with --rate, R x S events;\n"
           "                       without, clients start requests until S seconds have passed\n"
@@ -553,8 +554,8 @@ int spw_cmd_bench(int argc, char **argv)
             }
             snprintf(c.stream, sizeof c.stream, "%s", v);
         } else if (strcmp(a, "--ack") == 0) {
-            if (strcmp(v, "none") && strcmp(v, "written") && strcmp(v, "fsync")) {
-                fprintf(stderr, "spillway bench: --ack takes none, written or fsync\n");
+            if (strcmp(v, "none") && strcmp(v, "written") && strcmp(v, "fsync") && strcmp(v, "replicated")) {
+                fprintf(stderr, "spillway bench: --ack takes none, written, fsync or replicated\n");
                 return 2;
             }
             snprintf(c.ack, sizeof c.ack, "%s", v);

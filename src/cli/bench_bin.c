@@ -46,8 +46,10 @@ static void bin_delivered(void *arg, const spillway_delivery *d)
 
 static int bin_ack(const char *a)
 {
-    return strcmp(a, "none") == 0 ? SPILLWAY_ACK_LEVEL_NONE : strcmp(a, "written") == 0 ? SPILLWAY_ACK_LEVEL_WRITTEN
-                                                                                      : SPILLWAY_ACK_LEVEL_FSYNC;
+    return strcmp(a, "none") == 0        ? SPILLWAY_ACK_LEVEL_NONE
+           : strcmp(a, "written") == 0   ? SPILLWAY_ACK_LEVEL_WRITTEN
+           : strcmp(a, "replicated") == 0 ? SPILLWAY_ACK_LEVEL_REPLICATED
+                                          : SPILLWAY_ACK_LEVEL_FSYNC;
 }
 
 void *spw__bench_bin_client_main(void *arg)

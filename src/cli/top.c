@@ -250,6 +250,13 @@ static void view_build(view *v, const scrape *prev, const scrape *cur)
     v->fsyncs_rate = counter_delta(prev, cur, "spillway_log_fsyncs_total", NULL, NULL, NULL) / secs;
     hist_quantiles(prev, cur, "spillway_log_fsync_seconds", &v->fsync_p50, &v->fsync_p99);
     hist_quantiles(prev, cur, "spillway_produce_seconds", &v->prod_p50, &v->prod_p99);
+    int has_w = 0;
+    v->repl_waiting = metric(m, "spillway_replicated_waiting", &has_w);
+    v->repl_rate = counter_delta(prev, cur, "spillway_replicated_acked_total", NULL, NULL, &v->repl_acked) / secs;
+    v->repl_timeouts_rate =
+        counter_delta(prev, cur, "spillway_replicated_timeouts_total", NULL, NULL, &v->repl_timeouts) / secs;
+    v->has_repl = has_w && (v->repl_waiting > 0 || v->repl_acked > 0 || v->repl_timeouts > 0);
+    hist_quantiles(prev, cur, "spillway_replicated_wait_seconds", &v->repl_p50, &v->repl_p99);
     double gcp50;
     hist_quantiles(prev, cur, "spillway_log_group_commit_appends", &gcp50, &v->gc_p99);
     v->gc_p99 = ceil(v->gc_p99); /* a batch is a whole number of appends */

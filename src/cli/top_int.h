@@ -56,6 +56,9 @@ typedef struct view {
     double fsync_p50, fsync_p99, fsyncs_rate; /* seconds; NaN when none in the interval */
     double gc_avg, gc_p99;                    /* appends per fsync round */
     double prod_p50, prod_p99;
+    /* ack=replicated (shown once the server has had any) */
+    int has_repl;
+    double repl_waiting, repl_acked, repl_rate, repl_timeouts, repl_timeouts_rate, repl_p50, repl_p99;
     /* Rejections by reason, in the order the server lists them. */
     size_t nrej;
     struct {

@@ -121,6 +121,15 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
     kv_num(f, "group_commit_p99", v->gc_p99, 1);
     kv_num(f, "produce_p50_ms", v->prod_p50 * 1e3, 3);
     kv_num(f, "produce_p99_ms", v->prod_p99 * 1e3, 3);
+    if (v->has_repl) {
+        kv_num(f, "replicated_waiting", v->repl_waiting, 0);
+        kv_num(f, "replicated_per_s", v->repl_rate, 1);
+        kv_num(f, "replicated_total", v->repl_acked, 0);
+        kv_num(f, "replication_timeouts_per_s", v->repl_timeouts_rate, 1);
+        kv_num(f, "replication_timeouts_total", v->repl_timeouts, 0);
+        kv_num(f, "replication_wait_p50_ms", v->repl_p50 * 1e3, 3);
+        kv_num(f, "replication_wait_p99_ms", v->repl_p99 * 1e3, 3);
+    }
     fputc('\n', f);
     for (size_t i = 0; i < v->nrows; i++) {
         const srow *r = &v->rows[i];
@@ -258,6 +267,10 @@ void spw__top_render_head(FILE *f, const view *v, const scrape *cur, const char 
             human_num(v->gc_p99, b, sizeof b));
     fprintf(f, "produce      p50 %s  p99 %s\n", human_secs(v->prod_p50, a, sizeof a),
             human_secs(v->prod_p99, b, sizeof b));
+    if (v->has_repl)
+        fprintf(f, "replicated   %s/s  waiting %.0f  timeouts %.0f  wait p50 %s  p99 %s\n",
+                human_num(v->repl_rate, c, sizeof c), v->repl_waiting, v->repl_timeouts,
+                human_secs(v->repl_p50, a, sizeof a), human_secs(v->repl_p99, b, sizeof b));
     fputc('\n', f);
 }
 

@@ -15,10 +15,12 @@
  * (spw_api_handle: path → handler, after the bearer token); the handlers
  * are by resource: api_events.c (produce and read of a stream's events),
  * api_streams.c (stream list, definition, PUT/DELETE), api_ops.c (ids,
- * status, the server's metric families and /metrics).
+ * status, the server's metric families and /metrics); console.c serves
+ * the web console's files.
  */
 #include "http/api_int.h"
 
+#include "http/console.h"
 #include "svc/health.h"
 
 /* ---- small output helpers ---- */
@@ -214,6 +216,10 @@ void spw_api_handle(void *ctx, spw_http_req *req)
         spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
         return;
     }
+    /* The console's files hold no data (the page reads the API with the
+     * operator's token): served without one, like /healthz. */
+    if (spw_console_route(req))
+        return;
     if (path_is(req, "/readyz")) { /* like /healthz, without a token: for probes */
         if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
             return method_not_allowed(req, "GET");

@@ -6,6 +6,7 @@
  */
 #include "http/api_int.h"
 #include "core/workq.h"
+#include "sink/sink.h"
 
 /* ---- streams ---- */
 
@@ -159,7 +160,8 @@ void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, s
         spw_stream_config c;
         char err[300];
         if (spw_stream_config_parse(&c, nm, (const char *)req->body.p, req->body.len, err, sizeof err) ||
-            spw_stream_config_check(&c, err, sizeof err)) {
+            spw_stream_config_check(&c, err, sizeof err) ||
+            (c.replicate_to[0] && spw_sinks_replica_ok(api->sinks, c.replicate_to, nm, err, sizeof err))) {
             spw_http_answer(req, SPW_SC_BAD_CONFIG, NULL, "%s", err);
             return;
         }

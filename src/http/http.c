@@ -135,6 +135,7 @@ const char *spw_http_reason(int s)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -345,7 +346,8 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             break;
         }
     }
-    int head = req->method == SPW_HTTP_HEAD; /* Content-Length of the GET, no body */
+    /* Content-Length of the GET, no body (RFC 9110 §9.3.2, §15.4.5) */
+    int head = req->method == SPW_HTTP_HEAD || status == 304;
     req->answered = 1;
     if (req->out_reserved) /* the answer is held below, as it is */
         spw_netconn_out_release(&c->nc, req->out_reserved);
@@ -501,6 +503,7 @@ static void pick_header(spw_conn *c)
         {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
         {"Spillway-Expected-Version", offsetof(spw_http_req, expected_version),
          sizeof(((spw_http_req *)0)->expected_version)},
+        {"If-None-Match", offsetof(spw_http_req, if_none_match), sizeof(((spw_http_req *)0)->if_none_match)},
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
@@ -547,6 +550,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
          * a common prefix would be one key. The handler refuses it. */
         if (k < n && c->hval == c->cur->authorization) {
             c->cur->authorization_cut = 1;
+        } else if (k < n && c->hval == c->cur->if_none_match) {
+            c->cur->if_none_match_cut = 1; /* a validator, not an input: the page goes out whole */
         } else if (k < n && !c->cur->too_long) {
             c->cur->too_long = c->hval_name;
             c->cur->too_long_max = c->hval_cap - 1;

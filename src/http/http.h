@@ -51,6 +51,11 @@ typedef struct spw_http_req {
     char authorization[512];
     char key[256];
     char expected_version[32]; /* Spillway-Expected-Version (docs/api.md "Event sourcing") */
+    /* If-None-Match (the console's pages, http/console.c); a value longer
+     * than this is dropped (if_none_match_cut), never matched cut: the page
+     * is then sent whole, which is always correct. */
+    char if_none_match[128];
+    int if_none_match_cut;
     /* The first header above but Authorization whose value did not fit its
      * field (its name as the client would write it), or NULL: such a
      * request is refused whole (400 header_too_long), never served with a
@@ -111,7 +116,8 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms);
 /*
  * Answers req: status, extra header lines (each ending "\r\n", may be NULL),
  * content type and body. Must run on req's loop thread. After this call req
- * is gone.
+ * is gone. A HEAD request, and a 304 (Not Modified), get the headers of the
+ * whole answer (its Content-Length) without its body.
  */
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len);

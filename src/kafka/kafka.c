@@ -27,6 +27,8 @@
  */
 #include "kafka/kafka_int.h"
 
+#include "log/cursor.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
@@ -246,11 +248,22 @@ void spw__kq_flush(kconn *c)
         return;
     while (c->head && c->head->ready) {
         kreq *q = c->head;
-        if (!q->no_answer) {
-            if (spw_kw_i32(&c->out, (int32_t)q->out.len) || spw_buf_put(&c->out, q->out.p, q->out.len)) {
+        if (q->no_answer) {
+        } else if (q->framed) {
+            spw_kw_set_i32(&q->out, 0, (int32_t)(q->out.len - 4));
+            if (c->out_off == c->out.len && q->out.len >= (64u << 10)) {
+                /* Nothing unsent: the answer's buffer becomes the output. */
+                spw_buf t = c->out;
+                c->out = q->out;
+                c->out_off = 0;
+                q->out = t;
+            } else if (spw_buf_put(&c->out, q->out.p, q->out.len)) {
                 conn_close_now(c);
                 return;
             }
+        } else if (spw_kw_i32(&c->out, (int32_t)q->out.len) || spw_buf_put(&c->out, q->out.p, q->out.len)) {
+            conn_close_now(c);
+            return;
         }
         c->head = q->next;
         if (!c->head)
@@ -273,7 +286,15 @@ void spw__kq_flush(kconn *c)
 int spw__kq_begin(kreq *q)
 {
     q->out.len = 0;
+    q->framed = 0;
     return spw_kw_i32(&q->out, q->correlation_id);
+}
+
+int spw__kq_begin_framed(kreq *q)
+{
+    q->out.len = 0;
+    q->framed = 1;
+    return spw_kw_i32(&q->out, 0) || spw_kw_i32(&q->out, q->correlation_id);
 }
 
 /* The answer to a request we do not serve: the correlation id and error
@@ -839,6 +860,8 @@ static void k_conn_free(spw_netconn *nc)
 {
     kconn *c = kc(nc);
     spw_auth_session_fini(&c->auth);
+    atomic_fetch_sub(&c->loop->parked, c->nparked);
+    c->nparked = 0;
     while (c->head) {
         kreq *q = c->head;
         c->head = q->next;
@@ -848,26 +871,22 @@ static void k_conn_free(spw_netconn *nc)
     in_free(c);
 }
 
-static void k_loop_init(spw_netloop *nl, void *owner) { ((kloop *)nl)->srv = owner; }
+static void k_loop_init(spw_netloop *nl, void *owner)
+{
+    kloop *l = (kloop *)nl;
+    l->srv = owner;
+    l->cur = &l->srv->curs[l->srv->ncurs++]; /* called for each loop in turn, before they run */
+}
 static void k_conn_init(spw_netconn *nc) { kc(nc)->loop = (kloop *)nc->nl; }
 
 static void k_conn_tick(spw_netconn *nc, uint64_t now)
 {
     kconn *c = kc(nc);
     spw_kafka_config *cfg = &c->loop->srv->cfg;
-    /* Fetches waiting for data look again (and answer at their deadline). */
+    /* Fetches waiting for data answer at their deadline; without the
+     * durable hook they also look again every tick. */
     if (c->nparked) {
-        for (kreq *q = c->head; q; q = q->next) {
-            if (q->parked && !q->ready) {
-                uint8_t *body = q->parked;
-                size_t len = q->parked_len;
-                q->parked = NULL;
-                c->nparked--;
-                spw__k_fetch(c, q, body, len, now >= q->deadline_ms || c->loop->stopping);
-                spw_free(body);
-            }
-        }
-        spw__kq_flush(c);
+        spw__k_fetch_recheck(c, now, !atomic_load(&c->loop->srv->hooked));
         if (c->closed)
             return;
     }
@@ -919,15 +938,22 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     s->svc = svc;
     atomic_store(&s->next_pid, spw_wall_ms() << 12);
     s->kg = spw__kg_new();
+    s->curs = spw_xcalloc(s->cfg.threads, sizeof *s->curs);
+    for (uint32_t i = 0; i < s->cfg.threads; i++)
+        spw_cursor_init(&s->curs[i], NULL, 0, 64u << 10);
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers,
                             .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
     int r = spw_netsrv_start(&s->ns, &k_proto, &nc, s);
     if (r < 0) {
         spw__kg_free(s->kg);
+        spw_free(s->curs);
         spw_free(s);
         return r;
     }
+    /* Parked Fetches are answered when records become durable. */
+    if (svc->log && spw_log_add_durable_hook(svc->log, spw__k_durable, s) == 0)
+        atomic_store(&s->hooked, 1);
     *out = s;
     return 0;
 }
@@ -938,7 +964,12 @@ void spw_kafka_stop_accepting(spw_kafka_server *s) { spw_netsrv_stop_accepting(&
 
 void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
 {
+    if (atomic_load(&s->hooked))
+        spw_log_remove_durable_hook(s->svc->log, spw__k_durable, s);
     spw_netsrv_stop(&s->ns, drain_ms);
+    for (uint32_t i = 0; i < s->cfg.threads; i++)
+        spw_cursor_fini(&s->curs[i]);
+    spw_free(s->curs);
     spw__kg_free(s->kg);
     spw_free(s);
 }

@@ -8,10 +8,15 @@
  * Fetch answers record batches of magic 2 built from the stored records
  * (uncompressed; one Kafka batch per run of records from one stored
  * batch), with their offsets, timestamps, keys, values and headers. A
- * Fetch that finds nothing to give waits up to its max_wait_ms, parked on
- * its connection (kafka_int.h): the connection's tick looks again every
- * SPW_NET_TICK_MS and answers as soon as a partition has records, or
- * empty at the deadline. min_bytes is taken as 1.
+ * Fetch that finds fewer than its min_bytes to give waits up to its
+ * max_wait_ms, parked on its connection (kafka_int.h), its request's bytes
+ * kept: the log's durable hook (log/log.h) wakes every loop with parked
+ * Fetches, which look at them again and answer those that have min_bytes
+ * now; the connection's tick answers the others at their deadline with
+ * what there is. A wake-up is never lost: a Fetch reads the server's
+ * count of durable-end moves before it looks, and after it parked (the
+ * loop's parked count raised) compares: a move in between wakes its own
+ * loop, as the hook would have had it seen the park.
  */
 #include "kafka/kafka_int.h"
 
@@ -89,8 +94,8 @@ void spw__k_list_offsets(kconn *c, kreq *q, spw_kr *r)
 /* Appends partition p's records from offset as Kafka batches, within
  * pmax bytes (one record at least when must_one); *got the bytes added.
  * 0, or the Kafka error. */
-static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t vend, size_t pmax, int must_one,
-                             size_t *got)
+static int16_t fetch_records(spw_cursor *cur, spw_buf *o, spw_part *p, uint64_t offset, uint64_t vend, size_t pmax,
+                             int must_one, size_t *got)
 {
     size_t start = o->len;
     *got = 0;
@@ -98,8 +103,13 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
         spw_part_sync_soon(p); /* a reader at the end: fsync what is written after it */
         return 0;
     }
-    spw_cursor cur;
-    spw_cursor_init(&cur, p, offset, pmax < (64u << 10) ? (64u << 10) : pmax);
+    /* Room for this partition's records at once (address space: pages
+     * are taken as they are written; a large buffer grows by mremap, not
+     * by copying): then no copy to the connection either
+     * (spw__kq_begin_framed). */
+    if (spw_buf_reserve(o, o->len + pmax + 256))
+        return KERR_UNKNOWN_SERVER_ERROR;
+    spw_cursor_seek(cur, p, offset);
     spw_kbatch_w w;
     int open = 0, n = 0;
     uint64_t log_batch = UINT64_MAX, next = offset;
@@ -108,13 +118,13 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
         size_t used = o->len - start;
         if (used >= pmax && !(must_one && used == 0))
             break;
-        cur.read_bytes = pmax > used ? pmax - used : (64u << 10);
-        if (cur.read_bytes < (64u << 10))
-            cur.read_bytes = 64u << 10;
+        cur->read_bytes = pmax > used ? pmax - used : (64u << 10);
+        if (cur->read_bytes < (64u << 10))
+            cur->read_bytes = 64u << 10;
         spw_record_view rv;
-        if ((n = spw_cursor_next(&cur, &rv)) != 1)
+        if ((n = spw_cursor_next(cur, &rv)) != 1)
             break;
-        const spw_batch_hdr *bh = spw_cursor_batch(&cur);
+        const spw_batch_hdr *bh = spw_cursor_batch(cur);
         size_t sz = 32 + (rv.key_len > 0 ? (size_t)rv.key_len : 0) + rv.value_len + rv.headers_len;
         if (used > 0 && used + sz > pmax)
             break;
@@ -138,7 +148,6 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
     }
     if (open && !err)
         spw_kbatch_end(o, &w);
-    spw_cursor_fini(&cur);
     if (err) {
         o->len = start;
         return err;
@@ -149,14 +158,18 @@ static int16_t fetch_records(spw_buf *o, spw_part *p, uint64_t offset, uint64_t 
     return 0;
 }
 
+static void k_wake(void *arg);
+
 void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
 {
     int v = q->api_version;
     spw_kr rr, *r = &rr;
     spw_kr_init(r, body, len);
+    kloop *lp = c->loop;
+    uint64_t gen = atomic_load(&lp->srv->durable_gen); /* before looking: see the file's comment */
     (void)spw_kr_i32(r); /* replica id */
     int32_t max_wait = spw_kr_i32(r);
-    (void)spw_kr_i32(r); /* min bytes: taken as 1 */
+    int32_t min_bytes = spw_kr_i32(r);
     int32_t max_bytes = spw_kr_i32(r);
     (void)spw_kr_i8(r); /* isolation level */
     if (v >= 7) {
@@ -165,13 +178,13 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
     }
     size_t total_max = max_bytes <= 0 || (uint32_t)max_bytes > FETCH_MAX_BYTES ? FETCH_MAX_BYTES : (size_t)max_bytes;
     spw_buf *o = &q->out;
-    int e = spw__kq_begin(q) || spw_kw_i32(o, 0);
+    int e = spw__kq_begin_framed(q) || spw_kw_i32(o, 0);
     if (v >= 7)
         e = e || spw_kw_i16(o, 0) || spw_kw_i32(o, 0);
     int32_t nt = spw_kr_array(r, 6);
     e = e || spw_kw_i32(o, nt < 0 ? 0 : nt);
     size_t total = 0;
-    int any = 0; /* records or an error to give: answer now */
+    int any_err = 0; /* an error to give: answer now */
     for (int32_t t = 0; !e && t < nt && !r->bad; t++) {
         const char *n;
         int32_t l;
@@ -215,25 +228,24 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
             if (!err && total < total_max) {
                 size_t room = total_max - total;
                 size_t lim = pmax > 0 && (size_t)pmax < room ? (size_t)pmax : room;
-                err = fetch_records(o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0, &got);
+                err = fetch_records(lp->cur, o, s->parts[part], (uint64_t)off, st.durable_offset, lim, total == 0,
+                                    &got);
                 if (err) { /* a read error: the partition's error code says it */
                     o->p[err_at] = (uint8_t)((uint16_t)err >> 8);
                     o->p[err_at + 1] = (uint8_t)err;
                 }
             }
             if (err)
-                any = 1;
+                any_err = 1;
             spw_kw_set_i32(o, len_at, (int32_t)got);
             total += got;
-            if (got)
-                any = 1;
         }
         if (s)
             spw_stream_put(s);
     }
     if (r->bad || e) {
         o->len = 0;
-        spw__kq_begin(q);
+        spw__kq_begin_framed(q);
         spw_kw_i32(o, 0);
         if (v >= 7) {
             spw_kw_i16(o, KERR_INVALID_REQUEST);
@@ -243,19 +255,68 @@ void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final)
         q->ready = 1;
         return;
     }
-    if (!any && !final && max_wait > 0 && !c->loop->stopping) {
-        /* Nothing to give yet: wait for records, up to max_wait. */
+    if (!any_err && total < (size_t)(min_bytes < 0 ? 0 : min_bytes) && !final && max_wait > 0 && !lp->stopping) {
+        /* Less than min_bytes to give: wait for records, up to max_wait. */
         uint8_t *copy = spw_try_malloc(len ? len : 1);
         if (copy) {
             memcpy(copy, body, len);
-            o->len = 0;
+            spw_buf_fini(o); /* no answer held while it waits */
             q->parked = copy;
             q->parked_len = len;
             if (!q->deadline_ms)
                 q->deadline_ms = spw_mono_ms() + (uint64_t)max_wait;
             c->nparked++;
+            atomic_fetch_add(&lp->parked, 1);
+            if (atomic_load(&lp->srv->hooked) && atomic_load(&lp->srv->durable_gen) != gen &&
+                !atomic_exchange(&lp->kicked, 1))
+                spw__kloop_post(lp, k_wake, lp); /* moved while we looked */
             return;
         }
     }
     q->ready = 1;
+}
+
+void spw__k_fetch_recheck(kconn *c, uint64_t now, int all)
+{
+    kloop *l = c->loop;
+    for (kreq *q = c->head; q; q = q->next) {
+        if (!q->parked || q->ready)
+            continue;
+        int final = now >= q->deadline_ms || l->stopping;
+        if (!all && !final)
+            continue;
+        uint8_t *body = q->parked;
+        size_t len = q->parked_len;
+        q->parked = NULL;
+        c->nparked--;
+        atomic_fetch_sub(&l->parked, 1);
+        spw__k_fetch(c, q, body, len, final); /* may park q again */
+        spw_free(body);
+    }
+    spw__kq_flush(c);
+}
+
+/* On the loop: every connection's parked Fetches look again. */
+static void k_wake(void *arg)
+{
+    kloop *l = arg;
+    atomic_store(&l->kicked, 0); /* a move from now on posts again */
+    uint64_t now = spw_mono_ms();
+    for (spw_netconn *nc = l->conns, *next; nc; nc = next) {
+        next = nc->next; /* a flush may close nc */
+        kconn *c = (kconn *)nc;
+        if (c->nparked && !c->closed)
+            spw__k_fetch_recheck(c, now, 1);
+    }
+}
+
+void spw__k_durable(void *arg)
+{
+    spw_kafka_server *s = arg;
+    atomic_fetch_add(&s->durable_gen, 1);
+    for (uint32_t i = 0; i < s->ns.nloops; i++) {
+        kloop *l = (kloop *)spw_netsrv_loop(&s->ns, i);
+        if (atomic_load(&l->parked) && !atomic_exchange(&l->kicked, 1))
+            spw__kloop_post(l, k_wake, l);
+    }
 }

@@ -159,19 +159,68 @@ static void park(kwait *w, kconn *c, kreq *q)
     c->loop->inflight++;
 }
 
-/* Error-only answers of the waiting kinds. */
-static void join_error(kwait *w, int16_t err, int v)
+/*
+ * The two answers of this file that are built in several places, each
+ * after the correlation id: JoinGroup's (an error: generation -1, empty
+ * names, no members; else the new generation, and for the leader g's
+ * members with their metadata for the chosen protocol) and SyncGroup's
+ * (the error and the member's assignment, empty when NULL).
+ */
+static spw_buf *meta_of(kmember *m, const char *proto);
+
+static void join_body(spw_buf *o, int v, int16_t err, const kgroup *g, const kmember *m, int leader)
+{
+    if (v >= 2)
+        spw_kw_i32(o, 0);
+    spw_kw_i16(o, err);
+    spw_kw_i32(o, err ? -1 : g->generation);
+    spw_kw_str(o, err ? "" : g->protocol, err ? 0 : (int32_t)strlen(g->protocol));
+    spw_kw_str(o, err ? "" : g->leader, err ? 0 : (int32_t)strlen(g->leader));
+    spw_kw_str(o, err ? "" : m->id, err ? 0 : (int32_t)strlen(m->id));
+    if (err || !leader) {
+        spw_kw_i32(o, 0);
+        return;
+    }
+    spw_kw_i32(o, (int32_t)g->nmembers);
+    for (kmember *x = g->members; x; x = x->next) {
+        spw_buf *meta = meta_of(x, g->protocol);
+        spw_kw_str(o, x->id, (int32_t)strlen(x->id));
+        if (v >= 5)
+            spw_kw_str(o, NULL, -1);
+        spw_kw_bytes(o, meta ? meta->p : NULL, meta ? (int32_t)meta->len : 0);
+    }
+}
+
+static void sync_body(spw_buf *o, int v, int16_t err, const spw_buf *assignment)
+{
+    if (v >= 1)
+        spw_kw_i32(o, 0);
+    spw_kw_i16(o, err);
+    spw_kw_bytes(o, assignment ? assignment->p : NULL, assignment ? (int32_t)assignment->len : 0);
+}
+
+/* Answers q at once with an error (JoinGroup) or err and assignment
+ * (SyncGroup). */
+static void join_now(kreq *q, int16_t err)
+{
+    spw__kq_begin(q);
+    join_body(&q->out, q->api_version, err, NULL, NULL, 0);
+    q->ready = 1;
+}
+
+static void sync_now(kreq *q, int16_t err, const spw_buf *assignment)
+{
+    spw__kq_begin(q);
+    sync_body(&q->out, q->api_version, err, assignment);
+    q->ready = 1;
+}
+
+/* The same to a waiting request (w cleared). */
+static void join_error(kwait *w, int16_t err)
 {
     spw_buf o = SPW_BUF_INIT;
     spw_kw_i32(&o, w->q->correlation_id);
-    if (v >= 2)
-        spw_kw_i32(&o, 0);
-    spw_kw_i16(&o, err);
-    spw_kw_i32(&o, -1);
-    spw_kw_str(&o, "", 0);
-    spw_kw_str(&o, "", 0);
-    spw_kw_str(&o, "", 0);
-    spw_kw_i32(&o, 0);
+    join_body(&o, w->q->api_version, err, NULL, NULL, 0);
     wake(w, &o);
 }
 
@@ -179,10 +228,7 @@ static void sync_answer(kwait *w, int16_t err, const spw_buf *assignment)
 {
     spw_buf o = SPW_BUF_INIT;
     spw_kw_i32(&o, w->q->correlation_id);
-    if (w->q->api_version >= 1)
-        spw_kw_i32(&o, 0);
-    spw_kw_i16(&o, err);
-    spw_kw_bytes(&o, assignment ? assignment->p : NULL, assignment ? (int32_t)assignment->len : 0);
+    sync_body(&o, w->q->api_version, err, assignment);
     wake(w, &o);
 }
 
@@ -236,7 +282,7 @@ static void member_remove(kgroup *g, kmember *m)
         }
     g->nmembers--;
     if (m->join.q)
-        join_error(&m->join, KERR_UNKNOWN_MEMBER_ID, m->join.q->api_version);
+        join_error(&m->join, KERR_UNKNOWN_MEMBER_ID);
     if (m->sync.q)
         sync_answer(&m->sync, KERR_UNKNOWN_MEMBER_ID, NULL);
     member_free(m);
@@ -284,7 +330,7 @@ static void complete_join(kgroup *g)
         for (kmember *m = g->members, *nx; m; m = nx) {
             nx = m->next;
             if (m != leader && m->join.q)
-                join_error(&m->join, KERR_INCONSISTENT_GROUP_PROTOCOL, m->join.q->api_version);
+                join_error(&m->join, KERR_INCONSISTENT_GROUP_PROTOCOL);
             if (m != leader)
                 member_remove(g, m);
         }
@@ -298,28 +344,9 @@ static void complete_join(kgroup *g)
         m->last_seen_ms = spw_mono_ms();
         if (!m->join.q)
             continue;
-        int v = m->join.q->api_version;
         spw_buf o = SPW_BUF_INIT;
         spw_kw_i32(&o, m->join.q->correlation_id);
-        if (v >= 2)
-            spw_kw_i32(&o, 0);
-        spw_kw_i16(&o, 0);
-        spw_kw_i32(&o, g->generation);
-        spw_kw_str(&o, g->protocol, (int32_t)strlen(g->protocol));
-        spw_kw_str(&o, g->leader, (int32_t)strlen(g->leader));
-        spw_kw_str(&o, m->id, (int32_t)strlen(m->id));
-        if (m == leader) {
-            spw_kw_i32(&o, (int32_t)g->nmembers);
-            for (kmember *x = g->members; x; x = x->next) {
-                spw_buf *meta = meta_of(x, g->protocol);
-                spw_kw_str(&o, x->id, (int32_t)strlen(x->id));
-                if (v >= 5)
-                    spw_kw_str(&o, NULL, -1);
-                spw_kw_bytes(&o, meta ? meta->p : NULL, meta ? (int32_t)meta->len : 0);
-            }
-        } else {
-            spw_kw_i32(&o, 0);
-        }
+        join_body(&o, m->join.q->api_version, 0, g, m, m == leader);
         wake(&m->join, &o);
     }
 }
@@ -357,7 +384,7 @@ void spw__kg_tick(spw_kgroups *kg, kloop *l, int stopping)
             nx = m->next;
             if (stopping) { /* the drain: nothing waits on this loop any more */
                 if (m->join.q && m->join.c->loop == l)
-                    join_error(&m->join, KERR_COORDINATOR_NOT_AVAILABLE, m->join.q->api_version);
+                    join_error(&m->join, KERR_COORDINATOR_NOT_AVAILABLE);
                 if (m->sync.q && m->sync.c->loop == l)
                     sync_answer(&m->sync, KERR_COORDINATOR_NOT_AVAILABLE, NULL);
                 continue;
@@ -427,6 +454,52 @@ static void simple_answer(kreq *q, int16_t err, int throttle)
     q->ready = 1;
 }
 
+/*
+ * JoinGroup's protocols and SyncGroup's assignments are both an array of
+ * (string, bytes): read n of them from r, each given to each (when not
+ * NULL) with its index. A request's array is read once to check it, then
+ * again to keep it once the request is known good.
+ */
+typedef void kpair_fn(void *arg, int32_t i, const char *s, int32_t sl, const uint8_t *b, int32_t bl);
+
+static void read_pairs(spw_kr *r, int32_t n, kpair_fn *each, void *arg)
+{
+    for (int32_t i = 0; i < n && !r->bad; i++) {
+        const char *s;
+        int32_t sl;
+        const uint8_t *b;
+        int32_t bl;
+        spw_kr_str(r, &s, &sl);
+        spw_kr_bytes(r, &b, &bl);
+        if (each && !r->bad)
+            each(arg, i, s, sl, b, bl);
+    }
+}
+
+/* A member's protocol i: its name and metadata. */
+static void keep_protocol(void *arg, int32_t i, const char *n, int32_t nl, const uint8_t *b, int32_t bl)
+{
+    kmember *m = arg;
+    m->proto_names[i] = spw_xmalloc((size_t)(nl > 0 ? nl : 0) + 1);
+    if (nl > 0)
+        memcpy(m->proto_names[i], n, (size_t)nl);
+    m->proto_names[i][nl > 0 ? nl : 0] = 0;
+    if (bl > 0)
+        spw_buf_put(&m->proto_meta[i], b, (size_t)bl);
+}
+
+/* The leader's assignment for the member named (unknown names ignored). */
+static void keep_assignment(void *arg, int32_t i, const char *n, int32_t nl, const uint8_t *b, int32_t bl)
+{
+    (void)i;
+    kmember *x = member_get(arg, n, nl);
+    if (x) {
+        x->assignment.len = 0;
+        if (bl > 0)
+            spw_buf_put(&x->assignment, b, (size_t)bl);
+    }
+}
+
 void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
 {
     int v = q->api_version;
@@ -445,14 +518,7 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
     spw_kr_str(r, &ptype, &pl);
     int32_t np = spw_kr_array(r, 6);
     spw_kr save = *r;
-    for (int32_t i = 0; i < np && !r->bad; i++) {
-        const char *n;
-        int32_t nl;
-        const uint8_t *b;
-        int32_t bl;
-        spw_kr_str(r, &n, &nl);
-        spw_kr_bytes(r, &b, &bl);
-    }
+    read_pairs(r, np, NULL, NULL); /* checked before anything changes */
     int16_t err = 0;
     if (r->bad || np <= 0 || !ptype)
         err = KERR_INVALID_REQUEST;
@@ -466,16 +532,7 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
             err = 30; /* GROUP_AUTHORIZATION_FAILED: no SASL/PLAIN login */
     }
     if (err) {
-        spw__kq_begin(q);
-        if (v >= 2)
-            spw_kw_i32(&q->out, 0);
-        spw_kw_i16(&q->out, err);
-        spw_kw_i32(&q->out, -1);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_i32(&q->out, 0);
-        q->ready = 1;
+        join_now(q, err);
         return;
     }
     uint64_t now = spw_mono_ms();
@@ -492,16 +549,7 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
         err = KERR_INCONSISTENT_GROUP_PROTOCOL;
     if (err) {
         pthread_mutex_unlock(&kg->mu);
-        spw__kq_begin(q);
-        if (v >= 2)
-            spw_kw_i32(&q->out, 0);
-        spw_kw_i16(&q->out, err);
-        spw_kw_i32(&q->out, -1);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_str(&q->out, "", 0);
-        spw_kw_i32(&q->out, 0);
-        q->ready = 1;
+        join_now(q, err);
         return;
     }
     if (!m) {
@@ -529,22 +577,9 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
     m->proto_names = spw_xcalloc((size_t)np, sizeof *m->proto_names);
     m->proto_meta = spw_xcalloc((size_t)np, sizeof *m->proto_meta);
     *r = save;
-    for (int32_t i = 0; i < np; i++) {
-        const char *n;
-        int32_t nl;
-        const uint8_t *b;
-        int32_t bl;
-        spw_kr_str(r, &n, &nl);
-        spw_kr_bytes(r, &b, &bl);
-        m->proto_names[i] = spw_xmalloc((size_t)(nl > 0 ? nl : 0) + 1);
-        if (nl > 0)
-            memcpy(m->proto_names[i], n, (size_t)nl);
-        m->proto_names[i][nl > 0 ? nl : 0] = 0;
-        if (bl > 0)
-            spw_buf_put(&m->proto_meta[i], b, (size_t)bl);
-    }
+    read_pairs(r, np, keep_protocol, m);
     if (m->join.q) /* an earlier JoinGroup of the same member: superseded */
-        join_error(&m->join, KERR_REBALANCE_IN_PROGRESS, m->join.q->api_version);
+        join_error(&m->join, KERR_REBALANCE_IN_PROGRESS);
     if (m->sync.q)
         sync_answer(&m->sync, KERR_REBALANCE_IN_PROGRESS, NULL);
     park(&m->join, c, q);
@@ -569,14 +604,7 @@ void spw__k_sync_group(kconn *c, kreq *q, spw_kr *r)
     }
     int32_t na = spw_kr_array(r, 6);
     spw_kr save = *r;
-    for (int32_t i = 0; i < na && !r->bad; i++) {
-        const char *n;
-        int32_t nl;
-        const uint8_t *b;
-        int32_t bl;
-        spw_kr_str(r, &n, &nl);
-        spw_kr_bytes(r, &b, &bl);
-    }
+    read_pairs(r, na, NULL, NULL); /* checked before anything changes */
     int16_t err = r->bad ? KERR_INVALID_REQUEST : 0;
     pthread_mutex_lock(&kg->mu);
     kgroup *g = err ? NULL : group_get(kg, gn, gl, 0);
@@ -589,43 +617,20 @@ void spw__k_sync_group(kconn *c, kreq *q, spw_kr *r)
         err = KERR_REBALANCE_IN_PROGRESS;
     if (err) {
         pthread_mutex_unlock(&kg->mu);
-        spw__kq_begin(q);
-        if (v >= 1)
-            spw_kw_i32(&q->out, 0);
-        spw_kw_i16(&q->out, err);
-        spw_kw_bytes(&q->out, NULL, 0);
-        q->ready = 1;
+        sync_now(q, err, NULL);
         return;
     }
     m->last_seen_ms = spw_mono_ms();
     if (g->state == KG_SYNCING && strcmp(m->id, g->leader) == 0) {
         *r = save;
-        for (int32_t i = 0; i < na; i++) {
-            const char *n;
-            int32_t nl;
-            const uint8_t *b;
-            int32_t bl;
-            spw_kr_str(r, &n, &nl);
-            spw_kr_bytes(r, &b, &bl);
-            kmember *x = member_get(g, n, nl);
-            if (x) {
-                x->assignment.len = 0;
-                if (bl > 0)
-                    spw_buf_put(&x->assignment, b, (size_t)bl);
-            }
-        }
+        read_pairs(r, na, keep_assignment, g);
         g->state = KG_STABLE;
         for (kmember *x = g->members; x; x = x->next)
             if (x->sync.q)
                 sync_answer(&x->sync, 0, &x->assignment);
     }
     if (g->state == KG_STABLE) {
-        spw__kq_begin(q);
-        if (v >= 1)
-            spw_kw_i32(&q->out, 0);
-        spw_kw_i16(&q->out, 0);
-        spw_kw_bytes(&q->out, m->assignment.p, (int32_t)m->assignment.len);
-        q->ready = 1;
+        sync_now(q, 0, &m->assignment);
     } else {
         if (m->sync.q)
             sync_answer(&m->sync, KERR_REBALANCE_IN_PROGRESS, NULL);

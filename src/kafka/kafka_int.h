@@ -90,7 +90,8 @@ typedef struct kreq {
     int32_t correlation_id;
     int ready;     /* the answer in out is complete */
     int no_answer; /* acks=0: nothing is sent back */
-    spw_buf out;   /* the answer: header and body, without the size */
+    spw_buf out;   /* the answer: header and body, without the size (framed: with it) */
+    int framed;    /* out begins with 4 bytes for the size (spw__kq_begin_framed) */
     /* a Fetch waiting for data: its request's bytes, until when */
     uint8_t *parked;
     size_t parked_len;
@@ -126,6 +127,13 @@ struct kloop {
         };
     };
     spw_kafka_server *srv;
+    /* Fetches parked on this loop's connections (written by the loop,
+     * read by the durable hook), and a wake-up posted and not yet run. */
+    _Atomic uint32_t parked;
+    _Atomic int kicked;
+    /* Fetch's record cursor (the server's curs[i]): its buffers are kept
+     * from one Fetch to the next rather than allocated for each. */
+    struct spw_cursor *cur;
 };
 
 struct spw_kafka_server {
@@ -138,6 +146,13 @@ struct spw_kafka_server {
      * outlives them) unless a run hands out over 4096 ids a ms. */
     _Atomic int64_t next_pid;
     spw_kgroups *kg; /* the Kafka groups' membership (kafka_group.c) */
+    /* The log's durable hook (kafka_fetch.c): counts durable-end moves
+     * and wakes the loops with parked Fetches. hooked: it is set (else
+     * parked Fetches look again every tick). */
+    _Atomic uint64_t durable_gen;
+    _Atomic int hooked; /* set once the loops run: read by them */
+    struct spw_cursor *curs; /* one per loop (kloop.cur), freed after the loops */
+    uint32_t ncurs;
 };
 
 /* kafka.c */
@@ -145,6 +160,10 @@ void spw__kq_flush(kconn *c);
 void spw__kloop_post(void *loop, void (*fn)(void *), void *arg);
 /* The answer header (correlation id) at the start of q->out. */
 int spw__kq_begin(kreq *q);
+/* The same after 4 bytes kq_flush fills with the size, so that a large
+ * answer becomes the connection's output as it is, without a copy (Fetch:
+ * every position in the answer is relative to where it began). */
+int spw__kq_begin_framed(kreq *q);
 /* A status-table code as a Kafka error code. */
 int16_t spw__kerr_of(spw_sc sc);
 /* The stream a topic names, after the checks every request makes
@@ -177,8 +196,15 @@ void spw__k_prod_free(struct kprod *pr);
 
 /* kafka_fetch.c */
 void spw__k_list_offsets(kconn *c, kreq *q, spw_kr *r);
-/* Answers the Fetch in body (after the header) now, or parks q when there
- * is nothing to give and its wait is not over (final: it is). */
+/* Answers the Fetch in body (after the header) now, or parks q when it
+ * has less than its min_bytes to give and its wait is not over (final: it
+ * is). */
 void spw__k_fetch(kconn *c, kreq *q, const uint8_t *body, size_t len, int final);
+/* Looks again at c's parked Fetches: all of them (all), or those whose
+ * wait is over (now past their deadline, or the loop stopping). */
+void spw__k_fetch_recheck(kconn *c, uint64_t now, int all);
+/* The log's durable hook (flusher thread): wakes the loops with parked
+ * Fetches, which look again at them (spw__k_fetch_recheck). */
+void spw__k_durable(void *srv);
 
 #endif

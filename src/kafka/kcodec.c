@@ -293,6 +293,28 @@ int spw_kbatch_next(spw_kr *r, spw_kbatch *b)
     return SPW_KB_OK;
 }
 
+/* The decompressors below append to out, cap bytes at most in all: room
+ * for the next step, growing out by doubling (from 64 KiB, never past
+ * cap). SPW_KB_OK with *room > 0, SPW_KB_TOO_LARGE when out holds cap
+ * bytes, or SPW_KB_NOMEM. */
+static int out_room(spw_buf *out, size_t cap, size_t *room)
+{
+    if (out->len == out->cap) {
+        if (out->len >= cap)
+            return SPW_KB_TOO_LARGE;
+        size_t want = out->cap ? out->cap * 2 : 64 * 1024;
+        if (want > cap)
+            want = cap;
+        if (spw_buf_reserve(out, want))
+            return SPW_KB_NOMEM;
+    }
+    size_t end = out->cap < cap ? out->cap : cap;
+    if (out->len >= end)
+        return SPW_KB_TOO_LARGE;
+    *room = end - out->len;
+    return SPW_KB_OK;
+}
+
 /* Appends up to cap bytes of inflated gzip/zlib data. */
 static int inflate_gzip(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
 {
@@ -304,24 +326,10 @@ static int inflate_gzip(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     z.avail_in = (uInt)n;
     int rc = SPW_KB_CORRUPT;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        size_t room = (out->cap < cap ? out->cap : cap) - out->len;
-        if (room == 0) {
-            rc = SPW_KB_TOO_LARGE;
+        size_t room;
+        if ((rc = out_room(out, cap, &room)) != SPW_KB_OK)
             break;
-        }
+        rc = SPW_KB_CORRUPT;
         z.next_out = out->p + out->len;
         z.avail_out = (uInt)room;
         int e = inflate(&z, Z_NO_FLUSH);
@@ -347,20 +355,10 @@ static int lz4_frame(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     int rc = SPW_KB_CORRUPT;
     size_t off = 0;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        size_t dst = (out->cap < cap ? out->cap : cap) - out->len, src = n - off;
+        size_t dst, src = n - off;
+        if ((rc = out_room(out, cap, &dst)) != SPW_KB_OK)
+            break;
+        rc = SPW_KB_CORRUPT;
         size_t hint = LZ4F_decompress(d, out->p + out->len, &dst, in + off, &src, NULL);
         if (LZ4F_isError(hint))
             break;
@@ -387,20 +385,11 @@ static int zstd_frames(const uint8_t *in, size_t n, spw_buf *out, size_t cap)
     int rc = SPW_KB_CORRUPT;
     size_t last = 1;
     for (;;) {
-        if (out->len == out->cap) {
-            if (out->len >= cap) {
-                rc = SPW_KB_TOO_LARGE;
-                break;
-            }
-            size_t want = out->cap ? out->cap * 2 : 64 * 1024;
-            if (want > cap)
-                want = cap;
-            if (spw_buf_reserve(out, want)) {
-                rc = SPW_KB_NOMEM;
-                break;
-            }
-        }
-        ZSTD_outBuffer ob = {out->p + out->len, (out->cap < cap ? out->cap : cap) - out->len, 0};
+        size_t room;
+        if ((rc = out_room(out, cap, &room)) != SPW_KB_OK)
+            break;
+        rc = SPW_KB_CORRUPT;
+        ZSTD_outBuffer ob = {out->p + out->len, room, 0};
         last = ZSTD_decompressStream(d, &ob, &ib);
         if (ZSTD_isError(last))
             break;
@@ -542,7 +531,8 @@ int spw_kbatch_begin(spw_buf *b, spw_kbatch_w *w, int64_t base_offset, int64_t b
     return 0;
 }
 
-static size_t uvlen(uint64_t v)
+static inline uint64_t zz(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static inline size_t uvlen(uint64_t v)
 {
     size_t n = 1;
     while (v >= 0x80) {
@@ -551,39 +541,71 @@ static size_t uvlen(uint64_t v)
     }
     return n;
 }
-static size_t vlen(int64_t v) { return uvlen(((uint64_t)v << 1) ^ (uint64_t)(v >> 63)); }
+static inline size_t vlen(int64_t v) { return uvlen(zz(v)); }
+/* A zig-zag varint at p (room checked by the caller); the byte after it. */
+static inline uint8_t *put_varint(uint8_t *p, int64_t v)
+{
+    uint64_t u = zz(v);
+    while (u >= 0x80) {
+        *p++ = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    *p++ = (uint8_t)u;
+    return p;
+}
 
+/* A record is written straight into the buffer after one reserve, each
+ * field at a pointer; its length, a varint in front of it, is given two
+ * bytes (a body under 8192 bytes) and filled in after, moved when it
+ * takes another size. Fetch answers are made of this
+ * (docs/protocol-kafka.md "Fetch"), once per record delivered. */
 int spw_kbatch_add(spw_buf *b, spw_kbatch_w *w, int64_t offset, int64_t ts, const uint8_t *key, int32_t key_len,
                    const uint8_t *value, int32_t value_len, const uint8_t *log_headers, size_t headers_len,
                    uint32_t header_count)
 {
     /* modulo 2^64, as the decoder adds them back */
     int64_t tsd = (int64_t)((uint64_t)ts - (uint64_t)w->base_ts), od = (int64_t)((uint64_t)offset - (uint64_t)w->base_offset);
-    /* The body's length first: attributes, deltas, key, value, headers. */
-    size_t body = 1 + vlen(tsd) + vlen(od) + vlen(key_len) + (key_len > 0 ? (size_t)key_len : 0) + vlen(value_len) +
-                  (value_len > 0 ? (size_t)value_len : 0) + vlen(header_count);
+    size_t kl = key_len > 0 ? (size_t)key_len : 0, vl = value_len > 0 ? (size_t)value_len : 0;
+    /* At most: the length, attributes, four varints, key, value, and the
+     * headers (each as long as in the log but for its two varints, which
+     * take at most one byte more each in zig-zag form). */
+    size_t most = 5 + 1 + 10 + 5 + 5 + kl + 5 + vl + 5 + headers_len + 2 * (size_t)header_count;
+    if (spw_buf_reserve(b, b->len + most))
+        return SPW_ENOMEM;
+    uint8_t *start = b->p + b->len, *p = start + 2;
+    *p++ = 0; /* attributes */
+    p = put_varint(p, tsd);
+    p = put_varint(p, od);
+    p = put_varint(p, key_len);
+    if (kl) {
+        memcpy(p, key, kl);
+        p += kl;
+    }
+    p = put_varint(p, value_len);
+    if (vl) {
+        memcpy(p, value, vl);
+        p += vl;
+    }
+    p = put_varint(p, header_count);
     const uint8_t *hp = log_headers, *he = log_headers ? log_headers + headers_len : NULL;
     for (uint32_t i = 0; i < header_count; i++) {
         spw_kv kv;
         if (spw_kv_next(&hp, he, &kv) != 1)
-            return SPW_ECORRUPT;
-        body += vlen(kv.key_len) + kv.key_len + vlen(kv.value_len) + kv.value_len;
+            return SPW_ECORRUPT; /* nothing written: b->len is unchanged */
+        p = put_varint(p, kv.key_len);
+        memcpy(p, kv.key, kv.key_len);
+        p += kv.key_len;
+        p = put_varint(p, kv.value_len);
+        memcpy(p, kv.value, kv.value_len);
+        p += kv.value_len;
     }
-    if (spw_buf_reserve(b, b->len + body + 10))
-        return SPW_ENOMEM;
-    int e = spw_kw_varint(b, (int64_t)body) || spw_kw_i8(b, 0) || spw_kw_varint(b, tsd) || spw_kw_varint(b, od) ||
-            spw_kw_varint(b, key_len) || (key_len > 0 && spw_buf_put(b, key, (size_t)key_len)) ||
-            spw_kw_varint(b, value_len) || (value_len > 0 && spw_buf_put(b, value, (size_t)value_len)) ||
-            spw_kw_varint(b, header_count);
-    hp = log_headers;
-    for (uint32_t i = 0; !e && i < header_count; i++) {
-        spw_kv kv;
-        spw_kv_next(&hp, he, &kv);
-        e = spw_kw_varint(b, kv.key_len) || spw_buf_put(b, kv.key, kv.key_len) || spw_kw_varint(b, kv.value_len) ||
-            spw_buf_put(b, kv.value, kv.value_len);
+    size_t body = (size_t)(p - start) - 2, ll = vlen((int64_t)body);
+    if (ll != 2) {
+        memmove(start + ll, start + 2, body);
+        p = start + ll + body;
     }
-    if (e)
-        return SPW_ENOMEM;
+    put_varint(start, (int64_t)body);
+    b->len = (size_t)(p - b->p);
     if (ts > w->max_ts)
         w->max_ts = ts;
     w->last_offset = offset;

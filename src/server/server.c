@@ -38,6 +38,7 @@
 #include "admit/ratelimit.h"
 #include "server/sink_config.h"
 #include "svc/metrics.h"
+#include "svc/replicate.h"
 #include "es/es.h"
 
 #define CFG(name, type, field, def, min, max, help)                                                                    \
@@ -355,6 +356,7 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
     if (api->sinks)
         stop_step_set("sinks (each finishes or gives up its write to its target)");
     spw_sinks_close(api->sinks);
+    spw_repl_free(api->svc.repl); /* after the sinks: they report their commits to it */
     stop_step_set("views (each apply thread finishes its cycle)");
     spw_views_close(api->svc.views); /* after the listeners: parked reads were answered */
     stop_step_set("the coalescer, then the streams (flush and fsync)");
@@ -586,6 +588,13 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
     api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    api.svc.repl = spw_repl_new();
+    if (!api.svc.repl) {
+        fprintf(stderr, "spillway serve: cannot start a thread\n");
+        close_server_parts(&api, cat, log, auth);
+        return 1;
+    }
+    spw_repl_metrics_register(api.svc.repl, api.svc.metrics);
     spw_catalog_set_io(cat, api.svc.io);
     spw_rl_set_default(api.svc.rl, &rate_def);
     spw_dd_set_secret(api.svc.dd, dd_k0, dd_k1); /* before the rebuild: the keys in the headers are under it */
@@ -780,6 +789,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
     if (kafka)
         spw_kafka_stop_accepting(kafka);
     spw_consume_stop(api.svc.groups); /* parked polls answered before the loops stop */
+    spw_repl_stop(api.svc.repl); /* replicated requests waiting: 504, durable here (docs/api.md) */
     spw_http_stop(http, (uint32_t)c->shutdown_drain_ms);
     if (bin)
         spw_bin_stop(bin, (uint32_t)c->shutdown_drain_ms);

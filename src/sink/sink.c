@@ -249,6 +249,67 @@ void spw_sinks_close(spw_sinks *m)
     spw_free(m);
 }
 
+/* A stream naming sink `name` in replicate_to, other than the one it drains. */
+typedef struct repl_named {
+    const char *sink, *drains;
+    char other[SPW_STREAM_NAME_MAX + 1];
+    int any; /* some stream names it */
+} repl_named;
+
+static void repl_named_one(void *arg, spw_stream *s)
+{
+    repl_named *x = arg;
+    if (strcmp(s->cfg.replicate_to, x->sink) != 0)
+        return;
+    x->any = 1;
+    if (strcmp(s->cfg.name, x->drains) != 0 && !x->other[0])
+        snprintf(x->other, sizeof x->other, "%s", s->cfg.name);
+}
+
+/* A sink that streams name in replicate_to must drain that stream and be
+ * of a kind that can replicate (docs/api.md "Replicated
+ * acknowledgement"): 0, or SPW_EINVAL with the sentence. */
+static int repl_def_ok(spw_sinks *m, const sink_def *d, char *err, size_t cap)
+{
+    repl_named x = {.sink = d->name, .drains = d->stream};
+    spw_catalog_each(m->svc->cat, repl_named_one, &x);
+    if (x.other[0]) {
+        snprintf(err, cap,
+                 "stream %s names sink %s in replicate_to, so the sink must drain it, not stream %s (a stream's "
+                 "replica is its own sink)",
+                 x.other, d->name, d->stream);
+        return SPW_EINVAL;
+    }
+    if (x.any && !d->kind->replicates) {
+        snprintf(err, cap,
+                 "stream %s names sink %s in replicate_to, and a %s sink cannot acknowledge ack=replicated "
+                 "(postgres and kafka can)",
+                 d->stream, d->name, d->kind->name);
+        return SPW_EINVAL;
+    }
+    return 0;
+}
+
+int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, char *err, size_t cap)
+{
+    if (!m)
+        return 0;
+    pthread_mutex_lock(&m->mu);
+    int found, r = 0;
+    size_t at = find_pos(m, sink, &found);
+    if (found && strcmp(m->v[at]->def.stream, stream) != 0) {
+        snprintf(err, cap, "sink %s drains stream %s; the sink a stream names in replicate_to must drain it", sink,
+                 m->v[at]->def.stream);
+        r = SPW_EINVAL;
+    } else if (found && !m->v[at]->def.kind->replicates) {
+        snprintf(err, cap, "sink %s is a %s sink, which cannot acknowledge ack=replicated (postgres and kafka can)",
+                 sink, m->v[at]->def.kind->name);
+        r = SPW_EINVAL;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
 int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap)
 {
@@ -256,6 +317,10 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     int r = spw__sink_def_parse(&d, name, body, len, err, cap);
     if (r < 0)
         return r;
+    if ((r = repl_def_ok(m, &d, err, cap)) < 0) {
+        spw__sink_def_fini(&d);
+        return r;
+    }
     spw_stream *s = spw_stream_get(m->svc->cat, d.stream, strlen(d.stream));
     if (!s) {
         snprintf(err, cap, "no stream named %s", d.stream);

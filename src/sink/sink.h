@@ -95,6 +95,13 @@ typedef struct spw_sink_kind {
      * Must be safe against every callback running on the worker at the
      * same time; close is never called concurrently with it. */
     void (*interrupt)(void *st);
+    /* Optional: can this target acknowledge ack=replicated (docs/api.md
+     * "Replicated acknowledgement")? Asked on the worker at attach, only
+     * for a sink its stream names in replicate_to; may ask the target.
+     * 1: every write it answers OK is held by replicas too (for postgres,
+     * its commits wait for a synchronous standby); 0 with the sentence
+     * why not in why. NULL: the kind cannot replicate. */
+    int (*replicates)(void *st, char *why, size_t cap);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a
      * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
     uint32_t default_max_events;
@@ -144,6 +151,10 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
  * secret (password, secret, token, jaas, ...) and the passwords inside
  * connection strings and URIs. Appends json[0..n) so redacted to out. */
 void spw_sinks_redact(const char *json, size_t n, spw_buf *out);
+/* May stream name sink in replicate_to? 0 when the sink does not exist
+ * (it may be defined later) or drains stream with a kind that can
+ * replicate; else SPW_EINVAL with the sentence in err. m NULL: 0. */
+int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, char *err, size_t cap);
 /* DELETE: 0 or -ENOENT. The worker stops in the background, and
  * everything the sink started (its thread, the kind's connections and
  * threads) is stopped and freed there: the kind is interrupted (see

@@ -35,6 +35,7 @@
 #include "log/format.h"
 #include "os/os.h"
 #include "sink/sink_int.h"
+#include "svc/replicate.h"
 
 /* ---- files ---- */
 
@@ -80,8 +81,9 @@ int spw__sink_nap(spw_sink *k, uint64_t ms)
 {
     uint64_t until = spw_mono_ns() + ms * 1000000u;
     pthread_mutex_lock(&k->mu);
-    while (!k->stop && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
+    while (!k->stop && !k->kicked && spw_cond_wait_until(&k->cv, &k->mu, until) == 0) {
     }
+    k->kicked = 0;
     int stop = k->stop;
     pthread_mutex_unlock(&k->mu);
     return stop;
@@ -106,6 +108,8 @@ void spw__sink_detach(spw_sink *k)
     spw_stream *s = k->s;
     k->s = NULL;
     pthread_mutex_unlock(&k->mu);
+    if (s && k->m->svc->repl)
+        spw_repl_detach(k->m->svc->repl, k->def.name, "the sink stopped or its stream was deleted");
     if (s)
         spw_stream_put(s);
 }
@@ -210,6 +214,38 @@ void spw__sink_take_pre_holds(spw_sink *k)
 
 /* Attaches to the stream: positions from the progress file (or the kind),
  * holds taken. 0, or -ENOENT (no stream yet), or an error. */
+/* The registry's kick: a replicated request waits for this sink. */
+static void repl_kick(void *arg)
+{
+    spw_sink *k = arg;
+    pthread_mutex_lock(&k->mu);
+    k->kicked = 1;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Tells the ack=replicated registry (svc/replicate.h) where the sink
+ * attached and whether its target replicates; asked of the kind only when
+ * the stream names this sink in replicate_to. */
+static void repl_attach(spw_sink *k, spw_stream *s, const uint64_t *next, uint32_t np)
+{
+    spw_repl *r = k->m->svc->repl;
+    if (!r)
+        return;
+    char why[400] = "";
+    if (strcmp(s->cfg.replicate_to, k->def.name) == 0) {
+        if (!k->def.kind->replicates)
+            snprintf(why, sizeof why, "a %s sink cannot acknowledge ack=replicated (postgres and kafka can)",
+                     k->def.kind->name);
+        else if (k->def.kind->replicates(k->kst, why, sizeof why) != 1 && !why[0])
+            snprintf(why, sizeof why, "its target does not replicate synchronously");
+        if (why[0])
+            spw_warn("sink %s: stream %s names it in replicate_to, but %s: ack=replicated requests are refused (503)",
+                     k->def.name, s->cfg.name, why);
+    }
+    spw_repl_attach(r, k->def.name, s->cfg.name, s->incarnation, np, next, why[0] ? why : NULL, repl_kick, k);
+}
+
 int spw__sink_attach(spw_sink *k)
 {
     spw_stream *s = spw_stream_get(k->m->svc->cat, k->def.stream, strlen(k->def.stream));
@@ -323,5 +359,6 @@ int spw__sink_attach(spw_sink *k)
             spw_warn("sink %s: saving the clamped progress: %s (the next commit saves it)", k->def.name,
                      spw_strerror(r));
     }
+    repl_attach(k, s, next, np);
     return 0;
 }

@@ -33,6 +33,7 @@
 #include "os/os.h"
 #include "sink/sink_int.h"
 #include "svc/produce.h"
+#include "svc/replicate.h"
 
 /* ---- delivery ---- */
 
@@ -192,6 +193,8 @@ static int op_progress(void *arg, uint32_t upto)
     }
     if (r == 0 && sp->hold)
         spw_hold_move(sp->hold, next); /* ERANGE impossible: next is above the held offset */
+    if (r == 0 && k->m->svc->repl) /* ack=replicated requests covered by this commit are answered */
+        spw_repl_progress(k->m->svc->repl, k->def.name, k->b.part, next);
     return r;
 }
 

@@ -74,6 +74,7 @@ typedef struct spw_sink {
     int stop;    /* under mu */
     int deleted; /* under mu */
     int exited;  /* under mu: the worker has returned (signalled on cv) */
+    int kicked;  /* under mu: a replicated request waits (svc/replicate.h): the nap ends at once */
     /* Holds taken when the sink was loaded or created, at its local lower
      * bound (the progress file), before the worker attaches: retention
      * must not delete what the sink has not delivered while the target is

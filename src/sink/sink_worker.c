@@ -165,6 +165,12 @@ void *spw__sink_worker(void *arg)
         }
         uint64_t now = (uint64_t)spw_wall_ms();
         uint64_t sleep_ms = k->def.batch.max_wait_ms < POLL_MS ? k->def.batch.max_wait_ms : POLL_MS;
+        /* The replica of its stream (replicate_to): replicated requests
+         * wait for its commits, so it batches what is there and does not
+         * wait to batch (docs/api.md "Replicated acknowledgement"). */
+        spw_sink_batch_cfg bc = k->def.batch;
+        if (strcmp(k->s->cfg.replicate_to, k->def.name) == 0)
+            bc.max_wait_ms = 0;
         int worked = 0;
         for (uint32_t i = 0; i < k->nparts && !spw__sink_stopping(k); i++) {
             sink_part *sp = &k->parts[i];
@@ -185,7 +191,7 @@ void *spw__sink_worker(void *arg)
             if (vend <= from) {
                 /* Written, not yet durable: once the batch would be due by
                  * age, ask for the fsync instead of waiting for the timer. */
-                if (now - sp->first_seen_ms >= k->def.batch.max_wait_ms)
+                if (now - sp->first_seen_ms >= bc.max_wait_ms)
                     spw_part_sync_soon(k->s->parts[i]);
                 continue;
             }
@@ -196,9 +202,9 @@ void *spw__sink_worker(void *arg)
              * max_bytes of log holds (log bytes per record, as last
              * measured, exceed the key + value bytes the batch counts).
              * No need to read it yet. */
-            if (avail < k->def.batch.max_events && age < k->def.batch.max_wait_ms &&
+            if (avail < bc.max_events && age < bc.max_wait_ms &&
                 (sp->checked_end == vend ||
-                 (k->log_per_rec && avail * k->log_per_rec < k->def.batch.max_bytes)))
+                 (k->log_per_rec && avail * k->log_per_rec < bc.max_bytes)))
                 continue;
             int n = collect(k, i, from);
             if (n < 0) {
@@ -206,7 +212,7 @@ void *spw__sink_worker(void *arg)
                 atomic_fetch_add(&k->errors, 1);
                 continue;
             }
-            if (n == 0 || !spw_sink_batch_due(&k->def.batch, (uint32_t)n, k->b.bytes, age)) {
+            if (n == 0 || !spw_sink_batch_due(&bc, (uint32_t)n, k->b.bytes, age)) {
                 sp->checked_end = vend;
                 continue;
             }

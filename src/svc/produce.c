@@ -35,6 +35,7 @@
 #include "svc/consume.h"
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
+#include "svc/replicate.h"
 #include "es/es.h"
 
 static const char *admit(spw_svc *svc, int priority, uint32_t *retry_ms)
@@ -311,7 +312,35 @@ typedef struct preq {
     spw_produce *pr;
     spw_rl_answer rl;
     int want_parts;
+    /* ack=replicated: after the fsync, the wait for the stream's
+     * replicate_to sink (svc/replicate.h); its outcome and sentence */
+    int replicated;
+    int repl_outcome;
+    char repl_why[400];
 } preq;
+
+/* The answer of a replicated request whose replica did not confirm it
+ * (outcome, why: svc/replicate.h). Durable here either way: the sink
+ * still delivers it, and a retry with the same dedupe key appends
+ * nothing. */
+static void repl_refuse(spw_produce_res *res, int outcome, const char *why, const spw_stream_config *c)
+{
+    res->retry_ms = 1000;
+    if (outcome == SPW_REPL_UNAVAILABLE) {
+        res->code = SPW_SC_REPLICATION_UNAVAILABLE;
+        snprintf(res->msg, sizeof res->msg,
+                 "the events are durable here but their replication cannot be confirmed: %s; a retry with the same "
+                 "dedupe key appends nothing",
+                 why && why[0] ? why : "the sink went");
+    } else {
+        res->code = SPW_SC_REPLICATION_TIMEOUT;
+        snprintf(res->msg, sizeof res->msg,
+                 "the events are durable here but stream %s's replica did not confirm them within "
+                 "replication_timeout_ms (%lld ms)%s%s; they are still being delivered, and a retry with the same "
+                 "dedupe key appends nothing",
+                 c->name, (long long)c->replication_timeout_ms, why && why[0] ? ": " : "", why ? why : "");
+    }
+}
 
 static void request_answer(void *arg)
 {
@@ -323,6 +352,8 @@ static void request_answer(void *arg)
         res.code = spw_sc_disk(err, 0, res.msg, sizeof res.msg);
         if (res.code == SPW_SC_OK)
             res.code = SPW_SC_WRITE_FAILED;
+    } else if (q->replicated && q->repl_outcome != SPW_REPL_OK) {
+        repl_refuse(&res, q->repl_outcome, q->repl_why, &pr->s->cfg);
     } else {
         res.nslots = pr->n_slots;
         res.slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *res.slots);
@@ -354,10 +385,66 @@ static void request_answer(void *arg)
     spw_free(q);
 }
 
+static void repl_done(void *arg, int outcome, const char *why)
+{
+    preq *q = arg;
+    q->repl_outcome = outcome == SPW_REPL_STOPPING ? SPW_REPL_TIMEOUT : outcome;
+    snprintf(q->repl_why, sizeof q->repl_why, "%s", why ? why : "");
+    q->post(q->loop, request_answer, q);
+}
+
+/* A replicated request answered from the dedupe table: its stored
+ * outcome once the replica holds its records too. */
+typedef struct dupq {
+    void (*post)(void *loop, void (*fn)(void *), void *arg);
+    void *loop;
+    void (*done)(spw_produce_res *res, void *user);
+    void *user;
+    spw_stream *s;
+    spw_produce_res res;
+    int outcome;
+    char why[400];
+} dupq;
+
+static void dup_answer(void *arg)
+{
+    dupq *d = arg;
+    if (d->outcome != SPW_REPL_OK) {
+        spw_produce_res_fini(&d->res);
+        d->res = (spw_produce_res){.n_events = d->res.n_events};
+        repl_refuse(&d->res, d->outcome, d->why, &d->s->cfg);
+    }
+    d->done(&d->res, d->user);
+    spw_produce_res_fini(&d->res);
+    spw_stream_put(d->s);
+    spw_free(d);
+}
+
+static void dup_repl_done(void *arg, int outcome, const char *why)
+{
+    dupq *d = arg;
+    d->outcome = outcome == SPW_REPL_STOPPING ? SPW_REPL_TIMEOUT : outcome;
+    snprintf(d->why, sizeof d->why, "%s", why ? why : "");
+    d->post(d->loop, dup_answer, d);
+}
+
 static void request_done(spw_produce *pr, void *user)
 {
     preq *q = user;
     q->pr = pr;
+    if (q->replicated && atomic_load(&pr->err) == 0) {
+        /* fsynced here: now the replica (svc/replicate.h) */
+        spw_dd_slot sl[64], *slots = pr->n_slots <= 64 ? sl : spw_xmalloc(pr->n_slots * sizeof *slots);
+        for (uint32_t k = 0; k < pr->n_slots; k++)
+            slots[k] = (spw_dd_slot){.partition = pr->slots[k].partition, .first_offset = pr->slots[k].first_offset,
+                                     .count = pr->slots[k].count};
+        const spw_stream_config *c = &pr->s->cfg;
+        spw_repl_wait(pr->svc->repl, c->replicate_to, c->name, pr->s->incarnation, slots, pr->n_slots,
+                      (uint64_t)c->replication_timeout_ms, repl_done, q);
+        if (slots != sl)
+            spw_free(slots);
+        return;
+    }
     q->post(q->loop, request_answer, q);
 }
 
@@ -417,9 +504,22 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     int keyed = (is_http_key || in->producer_id) && cfg->dedupe_window_ms > 0 && svc->dd;
 
     /* 1. What can never succeed. */
-    if (ack == SPW_ACK_REPLICATED) {
-        refuse(res, SPW_SC_NOT_IMPLEMENTED, "ack=replicated needs a replicated backend, and this node has none");
-        goto answered;
+    int replicated = ack == SPW_ACK_REPLICATED;
+    if (replicated) {
+        char why[400];
+        if (!cfg->replicate_to[0]) {
+            refuse(res, SPW_SC_NO_REPLICATION,
+                   "ack=replicated needs a stream with \"replicate_to\" (a sink whose commits replicate); stream %s "
+                   "has none (nothing was appended)",
+                   cfg->name);
+            goto answered;
+        }
+        if (!svc->repl || !spw_repl_ready(svc->repl, cfg->replicate_to, cfg->name, s->incarnation, why, sizeof why)) {
+            res->retry_ms = 1000;
+            refuse(res, SPW_SC_REPLICATION_UNAVAILABLE, "%s", svc->repl ? why : "replication is not running");
+            goto answered;
+        }
+        po.ack = SPW_ACK_FSYNC; /* durable here first, then the replica */
     }
     if (partition != UINT32_MAX && partition >= cfg->partitions) {
         refuse(res, SPW_SC_NO_SUCH_PARTITION, "partition %u does not exist (the stream has %u)", partition,
@@ -524,6 +624,19 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         switch (d) {
         case SPW_DD_DONE:
             atomic_fetch_add(&svc->duplicates, 1);
+            if (replicated) { /* answered once the replica holds it too */
+                dupq *d = spw_xcalloc(1, sizeof *d);
+                *d = (dupq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .s = s};
+                answer_stored(&d->res, in, &v, partition, po.idem_key, &stored);
+                spw_dd_result_free(&stored);
+                spw_free(v.recs);
+                spw_free(v.arena_off);
+                spw_buf_fini(&v.keys);
+                work_done(&v);
+                spw_repl_wait(svc->repl, cfg->replicate_to, cfg->name, s->incarnation, d->res.slots, d->res.nslots,
+                              (uint64_t)cfg->replication_timeout_ms, dup_repl_done, d);
+                return 0; /* the stream reference is d's now */
+            }
             answer_stored(res, in, &v, partition, po.idem_key, &stored);
             goto answered;
         case SPW_DD_FULL:
@@ -603,7 +716,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     /* 6. Submit. */
     preq *q = spw_xmalloc(sizeof *q);
     *q = (preq){.post = in->post, .loop = in->loop, .done = in->done, .user = in->user, .rl = res->rl,
-                .want_parts = in->want_parts};
+                .want_parts = in->want_parts, .replicated = replicated};
     int r = spw_produce_submit_ex(svc, s, v.recs, v.n, &po, request_done, q);
     if (r == 0) {
         spw_dd_result_free(&stored);

@@ -19,8 +19,8 @@
 
 static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_OK] = {"ok", NULL, 200, SPW_ST_OK, "ok"},
-    [SPW_SC_NOT_IMPLEMENTED] = {"not_implemented", NULL, 501, SPW_ST_NOT_IMPLEMENTED,
-                                "ack=replicated needs a replicated backend, and this node has none"},
+    [SPW_SC_NO_REPLICATION] = {"replication_not_configured", NULL, 400, SPW_ST_BAD_REQUEST,
+                               "ack=replicated needs a stream with replicate_to"},
     [SPW_SC_NO_SUCH_PARTITION] = {"no_such_partition", NULL, 404, SPW_ST_NOT_FOUND, "no such partition"},
     [SPW_SC_INVALID_JSON] = {"invalid_json", NULL, 400, SPW_ST_BAD_REQUEST, "the event is not valid JSON"},
     [SPW_SC_NOT_AN_OBJECT] = {"not_an_object", NULL, 400, SPW_ST_BAD_REQUEST, "each event must be a JSON object"},
@@ -129,6 +129,10 @@ static const spw_sc_row rows[SPW_SC__N] = {
                             SPW_SC_BOTH},
     [SPW_SC_VIEW_LAG] = {"view_lag", NULL, 504, SPW_ST_TIMEOUT,
                          "the view has not applied the offsets asked for within wait_ms", SPW_SC_BOTH},
+    [SPW_SC_REPLICATION_UNAVAILABLE] = {"replication_unavailable", NULL, 503, SPW_ST_OVERLOADED,
+                                        "the stream's replicate_to sink is not attached to a target that replicates"},
+    [SPW_SC_REPLICATION_TIMEOUT] = {"replication_timeout", NULL, 504, SPW_ST_REPLICATION_TIMEOUT,
+                                    "durable here; the replica did not confirm it within replication_timeout_ms"},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

@@ -32,7 +32,7 @@
 typedef enum spw_sc {
     SPW_SC_OK = 0,
     /* the request */
-    SPW_SC_NOT_IMPLEMENTED,    /* ack=replicated */
+    SPW_SC_NO_REPLICATION,     /* ack=replicated on a stream without replicate_to */
     SPW_SC_NO_SUCH_PARTITION,
     SPW_SC_INVALID_JSON,
     SPW_SC_NOT_AN_OBJECT,
@@ -115,6 +115,9 @@ typedef enum spw_sc {
     SPW_SC_NO_SUCH_VIEW,
     SPW_SC_UNKNOWN_KEY,
     SPW_SC_VIEW_LAG,
+    /* ack=replicated (svc/replicate.h) */
+    SPW_SC_REPLICATION_UNAVAILABLE, /* the replicate_to sink is missing, not attached, or cannot replicate */
+    SPW_SC_REPLICATION_TIMEOUT,     /* durable here; the replica did not confirm in time */
     SPW_SC__N
 } spw_sc;
 

@@ -25,6 +25,7 @@ struct spw_metrics;
 struct spw_rl_table;
 struct spw_workq;
 struct spw_views;
+struct spw_repl;
 
 typedef struct spw_svc {
     spw_log *log;
@@ -45,6 +46,7 @@ typedef struct spw_svc {
     /* Disk work of requests, off the I/O loops (core/workq.h): segment reads,
      * stream deletion, a new group's first fsyncs. NULL: done in place. */
     struct spw_workq *io;
+    struct spw_repl *repl;       /* ack=replicated waits for sinks' commits (svc/replicate.h) */
     struct spw_views *views;     /* read models (view/view.h, served by svc/views.h); NULL: not running */
     spw_hist produce_latency;   /* request complete → answered, µs */
     _Atomic uint64_t rejected[SPW_REJ__N];

@@ -95,6 +95,7 @@ int spw_frame_status_known(uint32_t st)
     case SPW_ST_INTERNAL:
     case SPW_ST_NOT_IMPLEMENTED:
     case SPW_ST_OVERLOADED:
+    case SPW_ST_REPLICATION_TIMEOUT:
     case SPW_ST_DISK: return 1;
     default: return 0;
     }

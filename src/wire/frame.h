@@ -62,6 +62,7 @@ enum {
     SPW_ST_INTERNAL = 500,
     SPW_ST_NOT_IMPLEMENTED = 501,
     SPW_ST_OVERLOADED = 503,
+    SPW_ST_REPLICATION_TIMEOUT = 504,
     SPW_ST_DISK = 507,
 };
 /* Is st a status this protocol defines? */

@@ -171,6 +171,44 @@ static inline long long pgsrv_num(const pgsrv *s, const char *sql)
     return v;
 }
 
+/* A streaming standby of primary in DIR/NAME (pg_basebackup -R), started,
+ * and the primary's commits made to wait for it (synchronous_standby_names
+ * '*'; its application_name is the default, walreceiver). */
+static inline void pgsrv_standby(pgsrv *s, pgsrv *primary, const char *dir, const char *name)
+{
+    CHECK(PG_N < PG_MAX);
+    snprintf(s->dir, sizeof s->dir, "%s/%s", dir, name);
+    CHECK(mkdir(s->dir, 0700) == 0);
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("postgres");
+        CHECK(pw);
+        CHECK(chown(s->dir, pw->pw_uid, pw->pw_gid) == 0);
+    }
+    CHECK_EQ(pgsrv_sh("%s%s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X stream --no-sync "
+                      ">/dev/null 2>&1",
+                      pgsrv_runas(), PG_BIN, primary->port, s->dir),
+             0);
+    s->port = pgsrv_free_port();
+    PG_ALL[PG_N++] = s;
+    pgsrv_start(s);
+    pgsrv_exec(primary, "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    pgsrv_exec(primary, "SELECT pg_reload_conf()");
+    /* bounded: until the standby streams as the synchronous one */
+    long long n = 0;
+    for (int i = 0; i < 600 && n != 1; i++) {
+        n = pgsrv_num(primary, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
+        if (n != 1)
+            usleep(50 * 1000);
+    }
+    CHECK_EQ(n, 1);
+}
+
+/* Promotes a standby (pg_ctl promote, waiting until it is a primary). */
+static inline void pgsrv_promote(pgsrv *s)
+{
+    CHECK_EQ(pgsrv_sh("%s%s/pg_ctl -D %s -w -t 60 promote >/dev/null", pgsrv_runas(), PG_BIN, s->dir), 0);
+}
+
 /* The conninfo a sink definition names s by. */
 static inline void pgsrv_conninfo(const pgsrv *s, char *out, size_t cap)
 {

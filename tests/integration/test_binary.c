@@ -411,8 +411,8 @@ static void test_raw(bsrv *a)
     CHECK(strcmp(code, "bad_timestamp") == 0);
     CHECK_EQ(produce1(fd, "j", 2, "bad\001key", "{\"dev\":\"x\"}", code), 400);
     CHECK(strcmp(code, "bad_key") == 0);
-    CHECK_EQ(produce1(fd, "j", SPW_ACK_REPLICATED, NULL, "{\"dev\":\"x\"}", code), 501);
-    CHECK(strcmp(code, "not_implemented") == 0);
+    CHECK_EQ(produce1(fd, "j", SPW_ACK_REPLICATED, NULL, "{\"dev\":\"x\"}", code), 400);
+    CHECK(strcmp(code, "replication_not_configured") == 0);
     char big[200];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = 0;
@@ -909,7 +909,7 @@ static void test_client(const char *tmp)
     free(t2.ok);
 
     /* Server errors reach the callback: a stream that does not exist (404),
-     * ack=replicated (501); a good record in the same flush is still OK. */
+     * ack=replicated without replicate_to (400); a good record in the same flush is still OK. */
     {
         track t3 = {.mu = PTHREAD_MUTEX_INITIALIZER, .n = 3};
         t3.ok = calloc(3, 1);
@@ -925,7 +925,7 @@ static void test_client(const char *tmp)
         spillway_producer_close(p, 1000);
         CHECK_EQ(t3.calls, 3);
         CHECK_EQ(statuses[0], SPILLWAY_ERR_NOT_FOUND);
-        CHECK_EQ(statuses[1], SPILLWAY_ERR_NOT_IMPLEMENTED);
+        CHECK_EQ(statuses[1], SPILLWAY_ERR_BAD_REQUEST);
         CHECK_EQ(statuses[2], 0);
         free(t3.ok);
     }

@@ -56,9 +56,10 @@ static void test_produce(int port)
     const char *nd = "{\"dev\":\"a\",\"ts\":1003,\"n\":4}\n\n{\"dev\":\"c\",\"ts\":1004,\"n\":5}\n";
     expect(http(port, "POST", "/v1/streams/gps/events?ack=written", "application/x-ndjson", nd, strlen(nd)), 202,
            "\"ids\":[\"");
-    /* Header ack wins; bad ack; replicated is not available. */
+    /* Header ack wins; bad ack; replicated needs the stream's replicate_to. */
     expect(http_json(port, "POST", "/v1/streams/gps/events?ack=bogus", "{\"dev\":\"a\"}"), 400, "bad_ack");
-    expect(http_json(port, "POST", "/v1/streams/gps/events?ack=replicated", "{\"dev\":\"a\"}"), 501, NULL);
+    expect(http_json(port, "POST", "/v1/streams/gps/events?ack=replicated", "{\"dev\":\"a\"}"), 400,
+           "replication_not_configured");
     /* Validation names the event and byte; nothing is appended. */
     expect(http_json(port, "POST", "/v1/streams/gps/events", "[{\"dev\":\"a\"},{\"n\":1}]"), 400,
            "event 1 (byte 13)");

@@ -19,12 +19,18 @@
  *     served.
  *   - A json stream refuses a non-JSON value with INVALID_RECORD and
  *     stores nothing of its batch.
+ *   - Fetch's wait: a Fetch with max_wait 60 s at the end is answered
+ *     with the record a later produce adds (under an alarm that fails the
+ *     test long before 60 s: the durable hook woke it); one with a
+ *     min_bytes larger than one record's batch is not answered with one
+ *     record, and is with two.
  *   - Raw requests: an API we do not serve and a version we do not serve
  *     are answered with error 35 and the connection goes on; the same
  *     idempotent batch sent twice is stored once and both answers carry
  *     the first attempt's offset.
  */
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 
 #include "core/crc32c.h"
 #include "kafka/kcodec.h"
@@ -461,6 +467,127 @@ static int64_t produce_raw(int fd, int32_t corr, int64_t pid, int32_t seq, int n
     return off;
 }
 
+/* ---- Fetch's wait ---- */
+
+/* Sends a Fetch v4 of topic/0 from offset. */
+static void fetch_send(int fd, int32_t corr, const char *topic, int64_t off, int32_t max_wait, int32_t min_bytes)
+{
+    spw_buf body = SPW_BUF_INIT;
+    spw_kw_i32(&body, -1); /* replica id */
+    spw_kw_i32(&body, max_wait);
+    spw_kw_i32(&body, min_bytes);
+    spw_kw_i32(&body, 1 << 20);
+    spw_kw_i8(&body, 0);
+    spw_kw_i32(&body, 1);
+    spw_kw_str(&body, topic, (int32_t)strlen(topic));
+    spw_kw_i32(&body, 1);
+    spw_kw_i32(&body, 0);
+    spw_kw_i64(&body, off);
+    spw_kw_i32(&body, 1 << 20);
+    kreq_send(fd, 1, 4, corr, &body);
+    spw_buf_fini(&body);
+}
+
+/* Reads a Fetch v4 answer of one partition: its records (counted over its
+ * batches), *hw the high watermark, *rlen the records' bytes, *vals their
+ * bytes (malloc'ed, to search values in). */
+static int fetch_read(int fd, int32_t corr, int64_t *hw, size_t *rlen, char **vals)
+{
+    size_t n;
+    uint8_t *a = kresp_read(fd, &n);
+    spw_kr r;
+    spw_kr_init(&r, a, n);
+    CHECK_EQ(spw_kr_i32(&r), corr);
+    CHECK_EQ(spw_kr_i32(&r), 0); /* throttle */
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    const char *name;
+    int32_t nl;
+    spw_kr_str(&r, &name, &nl);
+    CHECK_EQ(spw_kr_i32(&r), 1);
+    CHECK_EQ(spw_kr_i32(&r), 0);
+    CHECK_EQ(spw_kr_i16(&r), 0);
+    *hw = spw_kr_i64(&r);
+    (void)spw_kr_i64(&r);           /* last stable offset */
+    CHECK_EQ(spw_kr_i32(&r), 0); /* aborted transactions */
+    const uint8_t *b;
+    int32_t bl;
+    spw_kr_bytes(&r, &b, &bl);
+    CHECK(!r.bad && spw_kr_left(&r) == 0);
+    int count = 0;
+    for (int32_t at = 0; at + 61 <= bl;) {
+        int32_t blen = (int32_t)((uint32_t)b[at + 8] << 24 | (uint32_t)b[at + 9] << 16 | (uint32_t)b[at + 10] << 8 |
+                                 b[at + 11]);
+        count += (int)((uint32_t)b[at + 57] << 24 | (uint32_t)b[at + 58] << 16 | (uint32_t)b[at + 59] << 8 |
+                       b[at + 60]);
+        at += 12 + blen;
+        CHECK(at <= bl);
+    }
+    *rlen = bl > 0 ? (size_t)bl : 0;
+    *vals = malloc(*rlen + 1);
+    memcpy(*vals, b, *rlen);
+    (*vals)[*rlen] = 0;
+    for (size_t i = 0; i < *rlen; i++)
+        if (!(*vals)[i])
+            (*vals)[i] = ' '; /* strstr over the bytes */
+    free(a);
+    return count;
+}
+
+static int readable(int fd, int ms)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    return poll(&pf, 1, ms);
+}
+
+static void test_fetch_wait(const srv *s)
+{
+    int fd = tcp_connect(s->kafkaport), fa = tcp_connect(s->kafkaport);
+    int16_t err;
+    int32_t throttle;
+    CHECK_EQ(produce_to(fd, "fw", 1, -1, 0, 1, &err, &throttle), 0);
+    CHECK_EQ(err, 0);
+    /* A Fetch at the end with 60 s to wait: the produce's record wakes it.
+     * The alarm fails the test if only the deadline would answer it. */
+    alarm(30);
+    fetch_send(fa, 2, "fw", 1, 60000, 1);
+    CHECK_EQ(readable(fa, 300), 0); /* nothing yet: it waits */
+    CHECK_EQ(produce_to(fd, "fw", 3, -1, 1, 1, &err, &throttle), 1);
+    int64_t hw;
+    size_t one;
+    char *vals;
+    CHECK_EQ(fetch_read(fa, 2, &hw, &one, &vals), 1);
+    CHECK_EQ(hw, 2);
+    CHECK(strstr(vals, "seq1-0") != NULL);
+    free(vals);
+    /* min_bytes one byte over one record's batch: one record is not
+     * enough, two are. */
+    fetch_send(fa, 4, "fw", 2, 60000, (int32_t)one + 1);
+    CHECK_EQ(produce_to(fd, "fw", 5, -1, 2, 1, &err, &throttle), 2);
+    CHECK_EQ(readable(fa, 500), 0); /* one record (durable by now at acks -1): still waiting */
+    CHECK_EQ(produce_to(fd, "fw", 6, -1, 3, 1, &err, &throttle), 3);
+    size_t two;
+    CHECK_EQ(fetch_read(fa, 4, &hw, &two, &vals), 2);
+    CHECK_EQ(hw, 4);
+    CHECK(two > one && strstr(vals, "seq2-0") != NULL && strstr(vals, "seq3-0") != NULL);
+    free(vals);
+    /* Answers over 64 KiB (handed to the connection without a copy when
+     * nothing is unsent before them, appended when something is): two
+     * Fetches in one write, both of the 4000 records after offset 4. */
+    CHECK_EQ(produce_to(fd, "fw", 7, -1, 4, 4000, &err, &throttle), 4);
+    fetch_send(fa, 8, "fw", 4, 60000, 1);
+    fetch_send(fa, 9, "fw", 4, 60000, 1);
+    size_t big;
+    for (int32_t corr = 8; corr <= 9; corr++) {
+        CHECK_EQ(fetch_read(fa, corr, &hw, &big, &vals), 4000);
+        CHECK_EQ(hw, 4004);
+        CHECK(big > (64u << 10) && strstr(vals, "seq4-0") != NULL && strstr(vals, "seq4-3999") != NULL);
+        free(vals);
+    }
+    alarm(0);
+    close(fa);
+    close(fd);
+}
+
 static void test_raw(const srv *s)
 {
     int fd = tcp_connect(s->kafkaport);
@@ -779,12 +906,14 @@ int main(int argc, char **argv)
     CHECK(s.kafkaport > 0);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/orders", "{\"partitions\":3}"), 201);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/raw", "{\"partitions\":2,\"format\":\"bytes\"}"), 201);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/fw", "{\"partitions\":1,\"format\":\"bytes\"}"), 201);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/braw", "{\"partitions\":2,\"format\":\"bytes\"}"), 201);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/streams/hj", "{\"partitions\":2,\"key\":\"/id\",\"timestamp\":\"/ts\"}"),
              201);
     test_kcat(&s);
     test_librdkafka(&s);
     test_raw(&s);
+    test_fetch_wait(&s);
     test_create(&s);
     test_garbage(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);

@@ -17,6 +17,10 @@
  *     (records may appear twice: at least once).
  *   - A record over message.max.bytes goes to the DLQ stream with
  *     librdkafka's error text; the others arrive in order.
+ *   - ack=replicated through a kafka sink named by replicate_to (acks=all):
+ *     202 once the messages are in Kafka; the broker down: 504
+ *     replication_timeout (none 202) and a retry too; back up: 202, the
+ *     retries as duplicates, and every acknowledged event is in the topic.
  *   - Three brokers, one refusing a Produce request as too large: the
  *     records acknowledged on the other partitions are not sent again
  *     while the refused ones are bisected; order per key kept.
@@ -192,6 +196,81 @@ static size_t check_events(const msg *msgs, size_t n, int total, int keys, int e
     return repeats;
 }
 
+/* POST {"i":i} to bytes stream with key k1, ack=replicated and Idempotency-Key rk-i: the status. */
+static int post_replicated(int port, const char *stream, int i)
+{
+    char path[128], ev[64], hdr[96];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?ack=replicated", stream);
+    snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+    snprintf(hdr, sizeof hdr, "Idempotency-Key: rk-%d\r\nSpillway-Key: k1\r\n", i);
+    resp r = http_ex(port, "POST", path, "application/octet-stream", hdr, ev, strlen(ev));
+    if (r.status != 202 && r.status != 503 && getenv("SPW_TEST_VERBOSE"))
+        fprintf(stderr, "%d %s\n", r.status, r.body);
+    free(r.body);
+    return r.status;
+}
+
+/* ack=replicated through a kafka sink (docs/api.md "Replicated acknowledgement"). */
+static void test_replicated(int port, rd_kafka_mock_cluster_t *mc, const char *bs)
+{
+    CHECK_EQ(rd_kafka_mock_topic_create(mc, "rk", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK_EQ(req_status(port, "PUT", "/v1/streams/rk",
+                        "{\"partitions\":1,\"format\":\"bytes\",\"replicate_to\":\"krep\","
+                        "\"replication_timeout_ms\":1500}"),
+             201);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"rk\",\"kind\":\"kafka\",\"retry\":{\"initial_ms\":50,\"max_ms\":200},"
+             "\"options\":{\"brokers\":\"%s\",\"timeout_ms\":1000,\"properties\":{\"linger.ms\":1}}}",
+             bs);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/krep", body), 201);
+    static char acked[400];
+    int n = 0, st = 0;
+    for (int tries = 0; tries < 400 && st != 202; tries++) { /* 503 until the sink attached */
+        st = post_replicated(port, "rk", n);
+        if (st == 503)
+            usleep(25000);
+    }
+    CHECK_EQ(st, 202);
+    acked[n++] = 1;
+    for (; n < 50; n++) {
+        CHECK_EQ(post_replicated(port, "rk", n), 202);
+        acked[n] = 1;
+    }
+    /* the broker down: nothing is acknowledged as replicated */
+    CHECK_EQ(rd_kafka_mock_broker_set_down(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int down = n;
+    for (; n < down + 3; n++)
+        CHECK_EQ(post_replicated(port, "rk", n), 504);
+    CHECK_EQ(post_replicated(port, "rk", down), 504); /* a retry: nothing appended again */
+    CHECK_EQ(rd_kafka_mock_broker_set_up(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    st = 0;
+    for (int tries = 0; tries < 100 && st != 202 && n < 390; tries++)
+        if ((st = post_replicated(port, "rk", n)) != 202)
+            n++;
+    CHECK_EQ(st, 202);
+    acked[n++] = 1;
+    for (int i = down; i < down + 3; i++) {
+        CHECK_EQ(post_replicated(port, "rk", i), 202); /* the retries: duplicates, now in Kafka */
+        acked[i] = 1;
+    }
+    size_t got;
+    msg *m = consume_all(bs, "rk", 1, &got);
+    static char seen[400];
+    for (size_t j = 0; j < got; j++)
+        if (m[j].i >= 0 && m[j].i < 400)
+            seen[m[j].i] = 1;
+    for (int i = 0; i < n; i++)
+        if (acked[i] && !seen[i]) {
+            fprintf(stderr, "event %d acknowledged as replicated is not in the topic\n", i);
+            CHECK(!"an acknowledged event is missing");
+        }
+    free(m);
+    CHECK_EQ(req_status(port, "DELETE", "/v1/sinks/krep", NULL), 204);
+    /* the sink gone: refused before anything is appended */
+    CHECK_EQ(post_replicated(port, "rk", 399), 503);
+}
+
 static void test_api(int port, const char *bs)
 {
     char b[1024];
@@ -329,6 +408,8 @@ int main(int argc, char **argv)
     r = http_json(s.port, "GET", "/v1/sinks/kf", NULL);
     CHECK(strstr(r.body, "\"state\":\"running\""));
     free(r.body);
+
+    test_replicated(s.port, mc, bs);
 
     /* 4. a record over message.max.bytes: DLQ with librdkafka's text */
     snprintf(body, sizeof body,

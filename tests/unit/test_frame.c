@@ -729,7 +729,7 @@ static void test_damaged_bytes(void)
 
 static void test_errors(void)
 {
-    static const uint16_t codes[] = {400, 401, 403, 404, 408, 413, 416, 429, 500, 501, 503, 507};
+    static const uint16_t codes[] = {400, 401, 403, 404, 408, 413, 416, 429, 500, 501, 503, 504, 507};
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
         spw_buf b = SPW_BUF_INIT;
         CHECK_OK(spw_frame_error_encode(&b, SPW_OP_PRODUCE, 42 + i, codes[i], codes[i] == 503 ? 1000 : 0, "word",

@@ -4,7 +4,9 @@
  * readable — not by offset, not by time — until an fdatasync covered
  * them; a reader's spw_part_sync_soon makes the flusher fsync them in its
  * next cycle (the fsync timer here is a minute, so nothing else would),
- * and the durable hook runs once they are visible. After a failed
+ * and the durable hook runs once they are visible, and so does every hook
+ * added beside it (spw_log_add_durable_hook; none once removed, none past
+ * the slots). After a failed
  * fdatasync they stay invisible until recovery has synced what it keeps.
  */
 #include <stdatomic.h>
@@ -26,6 +28,10 @@ static int counting_fdatasync(int fd)
         return -EIO;
     return spw_os_default.fdatasync(fd);
 }
+
+static _Atomic int more[SPW_LOG_DURABLE_HOOKS];
+
+static void more_hook(void *arg) { atomic_fetch_add((_Atomic int *)arg, 1); }
 
 static void hook(void *arg)
 {
@@ -199,11 +205,22 @@ int main(void)
     spw_log *log;
     CHECK_OK(spw_log_open(&lc, &log));
     spw_log_set_durable_hook(log, hook, &hooks);
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++)
+        CHECK_EQ(spw_log_add_durable_hook(log, more_hook, &more[i]), 0);
+    CHECK_EQ(spw_log_add_durable_hook(log, more_hook, &hooks), SPW_EAGAIN); /* no slot left */
     char pdir[4200];
     snprintf(pdir, sizeof pdir, "%s/p0", dir);
     test_written_not_visible(log, pdir);
+    int seen[SPW_LOG_DURABLE_HOOKS];
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++) {
+        CHECK(atomic_load(&more[i]) >= 1);
+        spw_log_remove_durable_hook(log, more_hook, &more[i]);
+        seen[i] = atomic_load(&more[i]);
+    }
     snprintf(pdir, sizeof pdir, "%s/p1", dir);
-    test_failed_fsync(log, pdir);
+    test_failed_fsync(log, pdir); /* the hook runs again: the removed ones do not */
+    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++)
+        CHECK_EQ(atomic_load(&more[i]), seen[i]);
     spw_log_set_durable_hook(log, NULL, NULL);
     spw_log_close(log);
     spw_os.fdatasync = spw_os_default.fdatasync;

@@ -443,6 +443,17 @@ static void kfk_close(void *st)
     kfk_free(k);
 }
 
+/* ack=replicated (sink/sink.h replicates): a write answers OK only when
+ * every record's delivery report is in, and with acks=all (fixed above)
+ * the leader reports a record only once every in-sync replica has it;
+ * how many that must be is the topic's min.insync.replicas
+ * (docs/operations.md "Replication"). */
+static int kfk_replicates(void *st, char *why, size_t cap)
+{
+    (void)st, (void)why, (void)cap;
+    return 1;
+}
+
 const spw_sink_kind spw_sink_kind_kafka = {
     .name = "kafka",
     .open = kfk_open,
@@ -454,4 +465,5 @@ const spw_sink_kind spw_sink_kind_kafka = {
     .commit = NULL,
     .close = kfk_close,
     .interrupt = kfk_interrupt,
+    .replicates = kfk_replicates,
 };

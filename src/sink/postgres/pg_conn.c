@@ -67,6 +67,83 @@ static int exec_cmd(PGconn *c, const char *sql, char *err, size_t cap, const cha
     return ok ? 0 : -1;
 }
 
+/* PostgreSQL's warning when a COMMIT's wait for the synchronous standby
+ * is cancelled: "canceling wait for synchronous replication ...", detail
+ * "The transaction has already committed locally, but might not have
+ * been replicated to the standby." */
+static void on_notice(void *arg, const PGresult *res)
+{
+    pg_shard *s = arg;
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *d = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    if ((m && strstr(m, "wait for synchronous replication")) || (d && strstr(d, "might not have been replicated")))
+        atomic_store(&s->repl_unsure, 1);
+}
+
+/* After a cancelled wait (repl_unsure): a transaction with an id commits,
+ * and its COMMIT waits for the standby to hold WAL up to it, so once it
+ * finishes without the warning everything committed before is on the
+ * standby too. 0, or -2 (still unsure) with err. */
+static int confirm_replicated(pg *g, uint32_t si, char *err, size_t cap)
+{
+    pg_shard *s = &g->sh[si];
+    atomic_store(&s->repl_unsure, 0);
+    char pre[96];
+    snprintf(pre, sizeof pre, "shard %u: confirming that the synchronous standby holds earlier commits", si);
+    if (exec_cmd(s->c, "BEGIN; SELECT pg_current_xact_id(); COMMIT", err, cap, pre) || atomic_load(&s->repl_unsure)) {
+        if (!err[0] || atomic_load(&s->repl_unsure))
+            snprintf(err, cap, "%s: the commit's wait for the standby was cancelled again (is the standby down?)", pre);
+        atomic_store(&s->repl_unsure, 1);
+        spw__pg_drop(g, s);
+        return -2;
+    }
+    return 0;
+}
+
+int spw__pg_replicates(void *st, char *why, size_t cap)
+{
+    pg *g = st;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        if (spw__pg_ready(g, si, why, cap) < 0)
+            return 0;
+        PGresult *r = PQexec(g->sh[si].c, "SELECT current_setting('synchronous_commit'), "
+                                          "current_setting('synchronous_standby_names')");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            char pre[64];
+            snprintf(pre, sizeof pre, "shard %u: reading synchronous_commit", si);
+            spw__pg_pq_msg(why, cap, pre, PQresultErrorMessage(r));
+            PQclear(r);
+            spw__pg_drop(g, &g->sh[si]);
+            return 0;
+        }
+        const char *sc = PQgetvalue(r, 0, 0), *names = PQgetvalue(r, 0, 1);
+        int ok = strcmp(sc, "on") == 0 || strcmp(sc, "remote_write") == 0 || strcmp(sc, "remote_apply") == 0;
+        if (!ok)
+            snprintf(why, cap,
+                     "shard %u: synchronous_commit is '%s': commits do not wait for a standby (it must be on, "
+                     "remote_write or remote_apply)",
+                     si, sc);
+        else if (!names[0])
+            snprintf(why, cap,
+                     "shard %u: synchronous_standby_names is empty: this server's commits wait for no standby "
+                     "(set it on the primary to the standby's application_name)",
+                     si);
+        PQclear(r);
+        if (!ok || !names[0])
+            return 0;
+        /* Configured, but is a synchronous standby connected now? If not,
+         * commits wait (replicated requests time out) until one is: said,
+         * not refused (docs/operations.md "Replication"). */
+        r = PQexec(g->sh[si].c, "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && atoll(PQgetvalue(r, 0, 0)) == 0)
+            spw_warn("sink %s: shard %u: no synchronous standby is connected (pg_stat_replication): its commits, "
+                     "and ack=replicated requests, wait until one is",
+                     g->sink, si);
+        PQclear(r);
+    }
+    return 1;
+}
+
 /* Connected, progress table there, this shard's progress loaded: 0, or
  * -2 (cannot connect) or -1 (a statement failed) with err. */
 int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
@@ -95,6 +172,11 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
             spw__pg_drop(g, s);
             return -2;
         }
+        PQsetNoticeReceiver(s->c, on_notice, s);
+        /* A new session cannot know whether the last commit of the one
+         * before (lost mid-COMMIT, or before a restart) reached the
+         * standby: confirmed below before anything counts as replicated. */
+        atomic_store(&s->repl_unsure, 1);
         /* The sink sends UTF-8 (JSON's encoding): the server must take it
          * as UTF-8 and be able to convert it. SQL_ASCII converts nothing
          * (JSON's \u escapes fail for every record that has one, not as
@@ -183,6 +265,8 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
         s->next[p] = (uint64_t)n;
     }
     PQclear(r);
+    if (atomic_load(&s->repl_unsure) && confirm_replicated(g, si, err, cap) < 0)
+        return -2;
     s->spw__pg_ready = 1;
     return 0;
 }

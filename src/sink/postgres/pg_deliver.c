@@ -198,6 +198,16 @@ static int shard_end(pg *g, uint32_t si, uint32_t partition, char *err, size_t c
         return fail(g, si, r, "COMMIT", err, cap);
     PQclear(r);
     s->next[partition] = s->inflight_end;
+    if (atomic_load(&s->repl_unsure)) {
+        /* Committed here; the standby may lack it: not done until a later
+         * commit's wait finishes (spw__pg_ready confirms on reconnect). */
+        snprintf(err, cap,
+                 "shard %u: COMMIT's wait for the synchronous standby was cancelled: committed on the primary, "
+                 "maybe not on the standby; confirming",
+                 si);
+        spw__pg_drop(g, s);
+        return W_RETRY;
+    }
     return W_OK;
 }
 

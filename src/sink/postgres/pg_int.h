@@ -53,6 +53,14 @@ typedef struct pg_shard {
     uint64_t inflight_end; /* its window's end: next_offset once committed */
     uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
     uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
+    /* A COMMIT's wait for a synchronous standby was cancelled (a cancel,
+     * the backend terminated): committed on this primary, maybe not on
+     * the standby. Set by the connection's notice receiver and for every
+     * new connection (the session before may have been lost mid-COMMIT);
+     * cleared once a later commit's wait finished (spw__pg_ready): until
+     * then nothing this shard wrote counts as replicated
+     * (docs/operations.md "Replication"). */
+    _Atomic int repl_unsure;
     uint64_t *next; /* per partition: what this shard holds */
     uint32_t nnext;
 } pg_shard;
@@ -109,6 +117,7 @@ void spw__pg_pq_msg(char *err, size_t cap, const char *prefix, const char *msg);
 int spw__pg_ensure_next(pg_shard *s, uint32_t partition);
 int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap);
 int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap);
+int spw__pg_replicates(void *st, char *why, size_t cap);
 int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next);
 const char *spw__pg_position_error(void *st);
 

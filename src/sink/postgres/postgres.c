@@ -232,6 +232,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .rewind = spw__pg_rewind,
     .close = pg_close,
     .interrupt = spw__pg_interrupt,
+    .replicates = spw__pg_replicates,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
      * (docs/operations.md "PostgreSQL benchmark"). */

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# ack=replicated against a replicated PostgreSQL, in one run (docs/api.md
+# "Replicated acknowledgement", docs/operations.md "Replication"):
+#
+#   pg-rtt        PostgreSQL's synchronous commit round trip: pgbench, one
+#                 client, one single-row INSERT per transaction (autocommit)
+#                 on the primary, whose commits wait for the standby; p50
+#                 and p99 from pgbench's per-transaction log
+#   copy          psql `\copy` of --rows 100-byte rows into the primary (one
+#                 COPY, one transaction): the rate any loader of this
+#                 replicated PostgreSQL can reach
+#   bin-fsync     `spillway bench --protocol bin`, 1000 events per frame,
+#                 --clients clients, ack=fsync (no replication): Spillway alone
+#   bin-replicated the same at ack=replicated into a stream whose
+#                 replicate_to postgres sink writes the primary: every frame
+#                 answered once its rows are committed on primary and standby
+#   http-fsync, http-replicated
+#                 single-event HTTP requests from --clients connections, the
+#                 same two ack levels
+#
+# PostgreSQL: a primary and a streaming standby (initdb, pg_basebackup -R,
+# synchronous_standby_names '*'), both with their defaults (fsync on,
+# synchronous_commit on), on 127.0.0.1 on free ports, stopped by pg_ctl at
+# exit; Spillway on free ports, stopped by its PID. Prints a table,
+# `BENCH replicated system=... events_per_s=... p50_us=... p99_us=...` lines
+# and the two target lines:
+#   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
+#   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
+#
+# usage: bench/replicated.sh [--seconds S] [--rows N] [--clients C] [--partitions P] [--dir DIR]
+#   --seconds S    each Spillway run (default 10)
+#   --rows N       rows of the COPY run (default 1000000)
+#   --clients C    spillway bench clients (default 50)
+#   --partitions P partitions of the streams (default 4)
+#   --dir DIR      parent of the temporary directory (default $TMPDIR or
+#                  /var/tmp: a real disk, not tmpfs)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+seconds=10
+rows=1000000
+clients=50
+partitions=4
+parent="${TMPDIR:-/var/tmp}"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds=${2:?}; shift 2 ;;
+    --rows) rows=${2:?}; shift 2 ;;
+    --clients) clients=${2:?}; shift 2 ;;
+    --partitions) partitions=${2:?}; shift 2 ;;
+    --dir) parent=${2:?}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/replicated.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for v in "$seconds" "$rows" "$clients" "$partitions"; do
+  [[ "$v" =~ ^[1-9][0-9]{0,8}$ ]] || { echo "bench/replicated.sh: not a positive number: $v" >&2; exit 2; }
+done
+[ "$seconds" -le 3600 ] && [ "$clients" -le 1024 ] && [ "$partitions" -le 1024 ] ||
+  { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024" >&2; exit 2; }
+
+"$root/scripts/deps.sh" curl
+build="${SPW_BUILD_DIR:-$root/build}"
+echo "== build ($build, RelWithDebInfo, target spillway)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway >/dev/null
+spw="$build/spillway"
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/replicated.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
+runas=()
+[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)
+
+work="$(mktemp -d "$parent/spillway-repl.XXXXXX")"
+chmod 711 "$work"
+pri="$work/pri"
+stb="$work/stb"
+up=()
+pid=""
+stop_pid() {
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+cleanup() {
+  trap '' PIPE INT TERM
+  [ -n "$pid" ] && stop_pid "$pid"
+  local d
+  for d in "${up[@]}"; do "${runas[@]}" "$pgbin/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 30000))
+}
+pg_start() { # DIR PORT
+  "${runas[@]}" "$pgbin/pg_ctl" -D "$1" -l "$1/log" -w -t 60 -o "-p $2 -k $1 -c listen_addresses=127.0.0.1" start \
+    >/dev/null || { cat "$1/log" >&2; echo "bench/replicated.sh: pg_ctl start failed" >&2; exit 1; }
+  up+=("$1")
+}
+
+# ---- PostgreSQL: a primary and a synchronous standby ----
+
+mkdir -m 700 "$pri" "$stb"
+[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pri" "$stb"
+"${runas[@]}" "$pgbin/initdb" -D "$pri" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log" >&2; echo "bench/replicated.sh: initdb failed" >&2; exit 1; }
+pport=$(free_port)
+pg_start "$pri" "$pport"
+"${runas[@]}" "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$stb" -R -X stream >/dev/null 2>&1 ||
+  { echo "bench/replicated.sh: pg_basebackup failed" >&2; exit 1; }
+sport=$(free_port)
+pg_start "$stb" "$sport"
+psqlc=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pport" -U postgres -d postgres)
+sql() { "${psqlc[@]}" -Atc "$1"; }
+sql "ALTER SYSTEM SET synchronous_standby_names = '*'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+for i in $(seq 600); do
+  [ "$(sql "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] && break
+  [ "$i" -lt 600 ] || { echo "bench/replicated.sh: the standby never became synchronous" >&2; exit 1; }
+  sleep 0.05
+done
+sql "CREATE TABLE rtt (x int); CREATE TABLE bench (id bigint, k text, v jsonb); CREATE TABLE copied (id bigint, k text, v jsonb)"
+pgver=$(sql "SHOW server_version" | cut -d" " -f1)
+echo "== replicated: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "   PostgreSQL $pgver primary 127.0.0.1:$pport, synchronous standby 127.0.0.1:$sport" \
+  "(fsync=$(sql 'SHOW fsync'), synchronous_commit=$(sql 'SHOW synchronous_commit'))"
+
+declare -A eps p50 p99
+pct() { # FILE Q: the Q-quantile (0..1) of the numbers in FILE, one per line
+  sort -n "$1" | awk -v q="$2" '{ a[NR] = $1 } END { i = int(NR * q + 0.5); if (i < 1) i = 1; print a[i] }'
+}
+
+# ---- 1. PostgreSQL's synchronous commit round trip ----
+
+echo "== pg-rtt: pgbench, 1 client, INSERT INTO rtt per transaction, 5 s"
+echo "INSERT INTO rtt VALUES (1);" >"$work/rtt.sql"
+chmod 644 "$work/rtt.sql"
+(cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c 1 -T 5 -f rtt.sql -l --log-prefix=rtt \
+  postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
+cat "$work"/rtt.* | awk '{ print $3 }' >"$work/rtt.us"
+n_rtt=$(wc -l <"$work/rtt.us")
+eps[pg-rtt]=$((n_rtt / 5))
+p50[pg-rtt]=$(pct "$work/rtt.us" 0.5)
+p99[pg-rtt]=$(pct "$work/rtt.us" 0.99)
+
+# ---- 2. COPY into the replicated primary ----
+
+echo "== copy: psql \\copy of $rows rows into the primary"
+pad=$(printf 'x%.0s' $(seq 64))
+awk -v n="$rows" -v pad="$pad" 'BEGIN { for (i = 0; i < n; i++)
+  printf "%d\tkey-%012d\t{\"c\":\"%04d\",\"s\":\"%010d\",\"v\":\"%s\"}\n", i, (i * 2654435761) % 1000, i % 4, i, pad }' \
+  >"$work/rows.tsv"
+sql "CHECKPOINT" >/dev/null
+t0=$(date +%s.%N)
+"${psqlc[@]}" -c "\\copy copied (id, k, v) FROM '$work/rows.tsv'" >/dev/null
+t1=$(date +%s.%N)
+eps[copy]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", n / (b - a) + 0.5 }')
+p50[copy]=-
+p99[copy]=-
+rm -f "$work/rows.tsv"
+
+# ---- 3. Spillway ----
+
+mkdir -p "$work/spw"
+"$spw" serve --data "$work/spw/data" --listen 127.0.0.1:0 --listen-bin 127.0.0.1:0 --ready-fd 3 \
+  3>"$work/spw/ready" 2>"$work/spw/log" &
+pid=$!
+for i in $(seq 200); do
+  [ -s "$work/spw/ready" ] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/spw/log" >&2; echo "bench/replicated.sh: spillway serve exited" >&2; exit 1; }
+  sleep 0.05
+done
+read -r http_port bin_port <"$work/spw/ready" || true
+[ -n "${bin_port:-}" ] && [ "$bin_port" != 0 ] ||
+  { cat "$work/spw/log" >&2; echo "bench/replicated.sh: spillway serve did not start" >&2; exit 1; }
+url="http://127.0.0.1:$http_port"
+put() { # PATH BODY
+  local code
+  code=$(curl -s -m 10 -o "$work/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    --data-binary "$2" "$url$1") || true
+  [ "$code" = 201 ] || [ "$code" = 200 ] ||
+    { cat "$work/put.out" >&2; echo; echo "bench/replicated.sh: PUT $1: HTTP $code" >&2; exit 1; }
+}
+put /v1/streams/plain "{\"partitions\":$partitions,\"key\":\"/k\"}"
+put /v1/streams/repl "{\"partitions\":$partitions,\"key\":\"/k\",\"replicate_to\":\"pgr\",\"replication_timeout_ms\":30000}"
+put /v1/sinks/pgr "{\"stream\":\"repl\",\"kind\":\"postgres\",
+  \"options\":{\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
+  \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+# until the sink has attached (replicated requests are 503 before)
+for i in $(seq 400); do
+  code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST "$url/v1/streams/repl/events?ack=replicated" \
+    -H 'Content-Type: application/json' -d '{"k":"warm"}') || true
+  [ "$code" = 202 ] && break
+  [ "$i" -lt 400 ] || { echo "bench/replicated.sh: the sink never attached (HTTP $code)" >&2; exit 1; }
+  sleep 0.05
+done
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+declare -A cpu
+run() { # SYSTEM PROTOCOL STREAM ACK BATCH
+  local out="$work/spw/$1.out" c0 c1 ev
+  echo "== $1: spillway bench --protocol $2 --stream $3 --ack $4 --batch $5 --clients $clients --duration $seconds"
+  c0=$(cpu_ticks)
+  local where=(--server "127.0.0.1:$http_port")
+  [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
+  "$spw" bench --protocol "$2" "${where[@]}" --stream "$3" --ack "$4" --batch "$5" --clients "$clients" --size 100 \
+    --keys 1000 --duration "$seconds" >"$out" 2>&1 || { cat "$out" >&2; echo "bench/replicated.sh: $1 failed" >&2; exit 1; }
+  c1=$(cpu_ticks)
+  local line
+  line=$(grep '^BENCH bench ' "$out" | tail -1)
+  eps[$1]=$(sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+  p50[$1]=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$line")
+  p99[$1]=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+  ev=$(awk -v e="${eps[$1]}" -v s="$seconds" 'BEGIN { printf "%d", e * s }')
+  cpu[$1]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$ev" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }')
+}
+run bin-fsync bin plain fsync 1000
+run bin-replicated bin repl replicated 1000
+run http-fsync http plain fsync 1
+run http-replicated http repl replicated 1
+
+# Every replicated event was committed in PostgreSQL (the warm-up events too).
+acked=$(curl -s -m 10 "$url/metrics" | awk '$1 == "spillway_replicated_acked_total" { print $2 }')
+echo "   replicated requests acknowledged: ${acked:-?}; rows on the primary: $(sql 'SELECT count(*) FROM bench')"
+
+echo
+printf '%-16s %14s %10s %10s %16s\n' system events/s p50_us p99_us server_ns/event
+for s in pg-rtt copy bin-fsync bin-replicated http-fsync http-replicated; do
+  printf '%-16s %14s %10s %10s %16s\n' "$s" "${eps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]:--}"
+  echo "BENCH replicated system=$s events_per_s=${eps[$s]} p50_us=${p50[$s]} p99_us=${p99[$s]} cpu_ns_per_event=${cpu[$s]:--}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+r1=$(ratio "${eps[bin-replicated]}" "${eps[copy]}")
+r2=$(ratio "${p99[http-replicated]}" "${p99[pg-rtt]}")
+res1=$(awk -v r="$r1" 'BEGIN { print (r >= 0.8 ? "PASS" : "MISS") }')
+res2=$(awk -v r="$r2" 'BEGIN { print (r <= 3 ? "PASS" : "MISS") }')
+echo "BENCH replicated ratio=bin-replicated/copy value=$r1 target=0.8 result=$res1"
+echo "BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=$r2 target=3 result=$res2"
