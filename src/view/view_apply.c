@@ -38,6 +38,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "core/invariant.h"
 #include "core/msg.h"
 #include "view/view_int.h"
 
@@ -46,11 +47,10 @@
 /* ---- commit ---- */
 
 /* Entries in store-key order: the reads and the batch's inserts then walk
- * the memtable and the tables in order (a sorted run of inserts costs the
- * skip list a few comparisons each). Sorted by the keys' first 16 bytes
- * as two big-endian integers, whole keys compared only on a tie. */
+ * the memtable and the tables in order. Sorted by the keys' first 24 bytes
+ * as three big-endian integers, whole keys compared only on a tie. */
 typedef struct okey {
-    uint64_t a, b;
+    uint64_t a, b, c; /* key bytes 0-7, 8-15, 16-23, big-endian (zeros past the end) */
     uint32_t i;
 } okey;
 
@@ -68,6 +68,8 @@ static int okey_cmp(const fold *f, const okey *x, const okey *y)
         return x->a < y->a ? -1 : 1;
     if (x->b != y->b)
         return x->b < y->b ? -1 : 1;
+    if (x->c != y->c)
+        return x->c < y->c ? -1 : 1;
     const fent *ex = &f->e[x->i], *ey = &f->e[y->i];
     size_t n = ex->klen < ey->klen ? ex->klen : ey->klen;
     int c = memcmp(f->arena.p + ex->koff, f->arena.p + ey->koff, n);
@@ -116,6 +118,7 @@ static void okey_sort(const fold *f, okey *v, size_t n)
     }
 }
 
+
 #define READ_CHUNK 512
 
 /* The operand of entry e (its store key k) into val: a latest record, or
@@ -156,9 +159,11 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
     for (uint32_t i = 0; i < f->n; i++) {
         const uint8_t *k = f->arena.p + f->e[i].koff;
         uint32_t kl = f->e[i].klen;
-        ord[i] = (okey){be8(k, kl), kl > 8 ? be8(k + 8, kl - 8) : 0, i};
+        ord[i] = (okey){be8(k, kl), kl > 8 ? be8(k + 8, kl - 8) : 0, kl > 16 ? be8(k + 16, kl - 16) : 0, i};
     }
     okey_sort(f, ord, f->n);
+    for (uint32_t i = 1; i < f->n; i++) /* the store keys are distinct */
+        SPW_ASSERT(okey_cmp(f, &ord[i - 1], &ord[i]) < 0);
     const char *keys[READ_CHUNK];
     size_t klens[READ_CHUNK], vlens[READ_CHUNK];
     char *vals[READ_CHUNK], *errs[READ_CHUNK];
