@@ -30,12 +30,13 @@
 #       100,000 aggregates at ack=fsync, binary and HTTP, and the same
 #       workload on PostgreSQL (SELECT max(version) + INSERT per append);
 #       see bench/es.sh.
-#   bench/run.sh views [--events N] [--keys K] [--size B]
+#   bench/run.sh views [--events N] [--keys K] [--size B] [--span-ms MS] [--lag-seconds S]
 #       views (src/view): RocksDB's own db_bench fillrandom and mergerandom
 #       for N keys' writes of B-byte values, then the apply rate of a latest,
 #       an aggregate (three windows) and a sum view over a log of N events
 #       of B bytes over K keys, with key and series read latencies while
-#       applying; see bench/views.sh and bench/view_bench.c.
+#       applying; then how far a view lags a producer at half the server's
+#       ack=fsync capacity; see bench/views.sh and bench/view_bench.c.
 #
 #   bench/run.sh pg [bench/pg.sh options]
 #       loading one fresh PostgreSQL (fsync on): single-row INSERTs,
@@ -90,8 +91,10 @@ benchmarks (bench/run.sh NAME [options]):
          (100000), --seconds S (5)
   views  views: db_bench fillrandom/mergerandom (WAL off) beside the apply rate of
          latest, aggregate (1s,1m,1h) and sum views over a log of N events, with
-         key/series read p50/p99 while applying; options: --events N (default
-         2000000), --keys K (default 100000), --size B (default 100)
+         key/series read p50/p99 while applying, then a view's lag behind a
+         producer at half the ack=fsync capacity (lag_ms_p99); options: --events N
+         (default 2000000), --keys K (default 100000), --size B (default 100),
+         --span-ms MS (event times' spread, default 3600000), --lag-seconds S (10)
   pg     one fresh PostgreSQL (fsync on), the same rows into the same table by
          single-row INSERT, 1000-row INSERT, psql \copy and the postgres sink end
          to end (binary produce until committed); rows/s, ratios to INSERT and

@@ -33,6 +33,9 @@
 
 static uint64_t nevents = 2000000, nkeys = 100000, vsize = 100;
 static double fill_ops;
+static const char *only; /* --kind: run this kind alone */
+static uint64_t span_ms = 3600000; /* --span-ms: the events' times spread over this */
+static int no_reads;     /* --no-reads: apply alone (for profiles) */
 static spw_views *views;
 static _Atomic int reading;
 static const char *cur_view;
@@ -59,7 +62,7 @@ static void *reader(void *arg)
     uint64_t r = 12345;
     spw_buf b = SPW_BUF_INIT;
     char err[300], key[32];
-    while (atomic_load(&reading)) {
+    while (atomic_load(&reading) && !no_reads) {
         r = r * 6364136223846793005ull + 1442695040888963407ull;
         snprintf(key, sizeof key, "key%06" PRIu64, (r >> 33) % nkeys);
         b.len = 0;
@@ -99,7 +102,7 @@ static void fill(spw_stream *s)
             v[len++] = '"';
             v[len++] = '}';
             r[n] = (spw_record){.key = keys[n], .key_len = (int32_t)strlen(keys[n]), .value = v,
-                                .value_len = (uint32_t)len, .ts = T0 + (int64_t)((done + n) * 3600000 / nevents)};
+                                .value_len = (uint32_t)len, .ts = T0 + (int64_t)((double)(done + n) * (double)span_ms / (double)nevents)};
         }
         spw_append_result res;
         CHECK_OK(spw_part_append_wait(s->parts[p], r, n, NULL, SPW_ACK_FSYNC, &res));
@@ -120,6 +123,8 @@ static long long metric_of(const char *text, const char *name)
 
 static void run_kind(spw_stream *s, const char *name, const char *def)
 {
+    if (only && strcmp(only, name) != 0 && !(strcmp(only, "aggregate") == 0 && strcmp(name, "agg") == 0))
+        return;
     spw_buf b = SPW_BUF_INIT;
     char err[300];
     n_key = n_series = 0;
@@ -155,8 +160,8 @@ static void run_kind(spw_stream *s, const char *name, const char *def)
         printf("  series p50 %5" PRIu64 " us p99 %6" PRIu64 " us", s50, s99);
     printf("  store writes %lld\n", writes);
     printf("BENCH views kind=%s events=%" PRIu64 " events_per_s=%.0f key_p50_us=%" PRIu64 " key_p99_us=%" PRIu64
-           " series_p50_us=%" PRIu64 " series_p99_us=%" PRIu64 " store_writes=%lld",
-           strcmp(name, "agg") == 0 ? "aggregate" : name, nevents, eps, k50, k99, s50, s99, writes);
+           " series_p50_us=%" PRIu64 " series_p99_us=%" PRIu64 " store_writes=%lld span_ms=%" PRIu64,
+           strcmp(name, "agg") == 0 ? "aggregate" : name, nevents, eps, k50, k99, s50, s99, writes, span_ms);
     if (fill_ops > 0)
         printf(" ratio_to_fillrandom=%.2f", eps / fill_ops);
     printf("\n");
@@ -177,10 +182,16 @@ int main(int argc, char **argv)
             vsize = strtoull(argv[++i], NULL, 10);
         else if (i + 1 < argc && strcmp(argv[i], "--fillrandom-ops") == 0)
             fill_ops = strtod(argv[++i], NULL);
+        else if (i + 1 < argc && strcmp(argv[i], "--span-ms") == 0)
+            span_ms = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--no-reads") == 0)
+            no_reads = 1;
+        else if (i + 1 < argc && strcmp(argv[i], "--kind") == 0)
+            only = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--dir") == 0)
             dirbase = argv[++i];
         else {
-            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--dir D]\n");
+            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--kind K] [--span-ms MS] [--no-reads] [--dir D]\n");
             return 2;
         }
     }

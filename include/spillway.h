@@ -340,6 +340,46 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
  * of GET /v1/streams/NAME, over STREAM_DESCRIBE: 0 with *json (malloc'ed,
  * NUL-terminated; free() it), SPILLWAY_ERR_NOT_FOUND, or another error. */
 int spillway_client_describe_stream(spillway_client *c, const char *name, char **json);
+/* ---- views: read models kept by the server (docs/api.md "Views") ---- */
+
+/* Read your writes: the view has applied offset of partition (a produce's
+ * acknowledged offsets, e.g. the last of each partition it wrote). */
+typedef struct spillway_view_min {
+    uint32_t partition;
+    uint64_t offset;
+} spillway_view_min;
+#define SPILLWAY_VIEW_TIME_DEFAULT INT64_MIN /* from, to, at: the server's default */
+
+/*
+ * The view reads of docs/api.md "Views" over the binary protocol
+ * (VIEW_READ, docs/protocol.md): the same answers as HTTP's, as the JSON
+ * document HTTP answers. With n_min pairs in min (0..1024; min may be NULL
+ * with 0), the read waits until the view has applied each, at most wait_ms
+ * (0..60000; the call's timeout grows by it). Each returns 0 and *json (a
+ * NUL-terminated JSON object, *json_len bytes without the NUL; free it
+ * with spillway_view_json_free), or SPILLWAY_ERR_NOT_FOUND (no such view,
+ * or a key the view never saw: spillway_client_last_error says which),
+ * SPILLWAY_ERR_REQUEST_TIMEOUT (view_lag: min not applied within wait_ms),
+ * SPILLWAY_ERR_BAD_REQUEST (a window the view does not have, a time out of
+ * range, ...), SPILLWAY_ERR_FORBIDDEN (the token may not consume the
+ * view's stream), SPILLWAY_ERR_INVALID (a bad argument) or another error.
+ */
+/* A key's entry: latest record, running total, or all-time aggregate. */
+int spillway_client_view_get(spillway_client *c, const char *view, const void *key, uint32_t key_len,
+                             const spillway_view_min *min, uint32_t n_min, uint32_t wait_ms, char **json,
+                             size_t *json_len);
+/* An aggregate's buckets of window ("1m"; NULL or "": the smallest) from
+ * from to to (ms since the epoch; SPILLWAY_VIEW_TIME_DEFAULT: the defaults). */
+int spillway_client_view_series(spillway_client *c, const char *view, const void *key, uint32_t key_len,
+                                const char *window, int64_t from, int64_t to, const spillway_view_min *min,
+                                uint32_t n_min, uint32_t wait_ms, char **json, size_t *json_len);
+/* The n (0: 10; at most 1000) keys with the largest count (by "count",
+ * NULL or "") or sum (by "sum") in window's bucket at at
+ * (SPILLWAY_VIEW_TIME_DEFAULT: the newest). */
+int spillway_client_view_top(spillway_client *c, const char *view, const char *window, int64_t at, const char *by,
+                             uint32_t n, const spillway_view_min *min, uint32_t n_min, uint32_t wait_ms, char **json,
+                             size_t *json_len);
+void spillway_view_json_free(char *json);
 
 #ifdef __cplusplus
 }

@@ -120,6 +120,9 @@ void spw__bin_handle_stream_create(bconn *c, const spw_frame_hdr *h, const uint8
 void spw__bin_handle_key_events(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 void spw__bin_handle_snapshot_put(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 
+/* bin_views.c: VIEW_READ */
+void spw__bin_handle_view_read(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+
 /* bin_produce.c */
 void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 

@@ -43,6 +43,8 @@ struct spw_catalog {
 
 void spw_catalog_set_io(spw_catalog *cat, spw_workq *io) { atomic_store(&cat->io, io); }
 
+spw_log *spw_catalog_log(const spw_catalog *cat) { return cat->log; }
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;

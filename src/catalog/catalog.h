@@ -60,6 +60,8 @@ void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stre
 /* The same for a versioned stream's version map (spw_stream.es, es/es.h). */
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));
 void spw_catalog_close(spw_catalog *cat);
+/* The log the catalog's streams are partitions of. */
+spw_log *spw_catalog_log(const spw_catalog *cat);
 /* DATA/streams: a stream's directory is this/NAME (its state beside its
  * partitions, such as its version store, goes there). */
 const char *spw_catalog_dir(const spw_catalog *cat);

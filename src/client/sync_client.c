@@ -680,3 +680,101 @@ int spillway_client_describe_stream(spillway_client *c, const char *name, char *
     *json = out;
     return 0;
 }
+
+/* ---- views: VIEW_READ ---- */
+
+static int view_read(spillway_client *c, spw_view_read_req *q, const char *view, const char *window, const char *by,
+                     const spillway_view_min *min, uint32_t n_min, uint32_t wait_ms, char **json, size_t *json_len)
+{
+    size_t vl = view ? strlen(view) : 0, wl = window ? strlen(window) : 0, bl = by ? strlen(by) : 0;
+    if (!c || !json || vl == 0 || vl > SPW_STREAM_NAME_WIRE_MAX || wl > SPW_VIEW_WORD_WIRE_MAX ||
+        bl > SPW_VIEW_WORD_WIRE_MAX || n_min > SPW_VIEW_MIN_WIRE_MAX || (n_min && !min) ||
+        wait_ms > SPW_VIEW_WAIT_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    q->view = view;
+    q->view_len = (uint16_t)vl;
+    q->window = window;
+    q->window_len = (uint8_t)wl;
+    q->by = by;
+    q->by_len = (uint8_t)bl;
+    q->wait_ms = wait_ms;
+    q->nmin = (uint16_t)n_min;
+    uint32_t *parts = malloc((n_min ? n_min : 1) * sizeof *parts);
+    uint64_t *offs = malloc((n_min ? n_min : 1) * sizeof *offs);
+    spw_buf body = SPW_BUF_INIT;
+    int r = parts && offs ? 0 : SPILLWAY_ERR_NOMEM;
+    for (uint32_t i = 0; r == 0 && i < n_min; i++) {
+        parts[i] = min[i].partition;
+        offs[i] = min[i].offset;
+    }
+    if (r == 0 && spw_view_read_req_encode(&body, q, parts, offs))
+        r = SPILLWAY_ERR_NOMEM;
+    free(parts);
+    free(offs);
+    uint8_t *frame = NULL;
+    const uint8_t *rest;
+    size_t rl;
+    if (r == 0) {
+        uint32_t t = c->timeout_ms;
+        c->timeout_ms = t + wait_ms; /* the server answers after its wait */
+        r = roundtrip(c, SPW_OP_VIEW_READ, &body, &frame, &rest, &rl);
+        c->timeout_ms = t;
+    }
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const uint8_t *j;
+    uint32_t jl;
+    const char *why;
+    if (spw_view_read_resp_decode(rest, rl, &j, &jl, &why)) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    char *out = malloc((size_t)jl + 1);
+    if (!out) {
+        free(frame);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    memcpy(out, j, jl);
+    out[jl] = 0;
+    free(frame);
+    *json = out;
+    if (json_len)
+        *json_len = jl;
+    return 0;
+}
+
+int spillway_client_view_get(spillway_client *c, const char *view, const void *key, uint32_t key_len,
+                             const spillway_view_min *min, uint32_t n_min, uint32_t wait_ms, char **json,
+                             size_t *json_len)
+{
+    if (!key || key_len == 0 || key_len > SPW_KEY_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_view_read_req q = {.what = SPW_VIEW_READ_KEY, .key = key, .key_len = key_len, .from = SPW_VIEW_TIME_DEFAULT,
+                           .to = SPW_VIEW_TIME_DEFAULT, .at = SPW_VIEW_TIME_DEFAULT};
+    return view_read(c, &q, view, NULL, NULL, min, n_min, wait_ms, json, json_len);
+}
+
+int spillway_client_view_series(spillway_client *c, const char *view, const void *key, uint32_t key_len,
+                                const char *window, int64_t from, int64_t to, const spillway_view_min *min,
+                                uint32_t n_min, uint32_t wait_ms, char **json, size_t *json_len)
+{
+    if (!key || key_len == 0 || key_len > SPW_KEY_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_view_read_req q = {.what = SPW_VIEW_READ_SERIES, .key = key, .key_len = key_len, .from = from, .to = to,
+                           .at = SPW_VIEW_TIME_DEFAULT};
+    return view_read(c, &q, view, window, NULL, min, n_min, wait_ms, json, json_len);
+}
+
+int spillway_client_view_top(spillway_client *c, const char *view, const char *window, int64_t at, const char *by,
+                             uint32_t n, const spillway_view_min *min, uint32_t n_min, uint32_t wait_ms, char **json,
+                             size_t *json_len)
+{
+    if (n > SPW_VIEW_TOP_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_view_read_req q = {.what = SPW_VIEW_READ_TOP, .from = SPW_VIEW_TIME_DEFAULT, .to = SPW_VIEW_TIME_DEFAULT,
+                           .at = at, .n = n};
+    return view_read(c, &q, view, window, by, min, n_min, wait_ms, json, json_len);
+}
+
+void spillway_view_json_free(char *json) { free(json); }

@@ -141,8 +141,10 @@ static size_t find_pos(spw_views *m, const char *name, int *found)
 
 static void insert(spw_views *m, spw_view *v)
 {
+    pthread_mutex_lock(&m->kick_mu);
     spw_named_insert((void **)m->v, m->n, view_name, v);
     m->n++;
+    pthread_mutex_unlock(&m->kick_mu);
 }
 
 spw_view *spw__view_ref(spw_views *m, const char *name)
@@ -192,6 +194,24 @@ static void load_one(spw_views *m, const char *name)
     spw_free(text);
 }
 
+/* The log's durable hook (flusher thread): records became readable; every
+ * apply thread looks (an idle one sleeps until this or VIEW_IDLE_MS).
+ * Under kick_mu, not m->mu, which PUT holds across file writes and
+ * fsyncs: the flusher must not wait for those. */
+static void durable_kick(void *arg)
+{
+    spw_views *m = arg;
+    pthread_mutex_lock(&m->kick_mu);
+    for (uint32_t i = 0; i < m->n; i++) {
+        spw_view *v = m->v[i];
+        pthread_mutex_lock(&v->mu);
+        v->kicked = 1;
+        pthread_cond_signal(&v->cv);
+        pthread_mutex_unlock(&v->mu);
+    }
+    pthread_mutex_unlock(&m->kick_mu);
+}
+
 int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, spw_views **out)
 {
     spw_views *m = spw_xcalloc(1, sizeof *m);
@@ -199,6 +219,7 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
     m->flush_ms = flush_ms ? flush_ms : VIEW_FLUSH_MS;
     snprintf(m->dir, sizeof m->dir, "%s/views", data_dir);
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->kick_mu, NULL);
     int r = spw_os_mkdirs(m->dir, 0755);
     if (r < 0) {
         spw_free(m);
@@ -217,6 +238,11 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
             load_one(m, de->d_name);
     pthread_mutex_unlock(&m->mu);
     closedir(dir);
+    m->log = spw_catalog_log(cat);
+    if (m->log && (r = spw_log_add_durable_hook(m->log, durable_kick, m)) < 0) {
+        spw_warn("views: no wake-up by the log (%s): apply threads look every %d ms", spw_strerror(r), VIEW_IDLE_MS);
+        m->log = NULL;
+    }
     *out = m;
     return 0;
 }
@@ -225,6 +251,8 @@ void spw_views_close(spw_views *m)
 {
     if (!m)
         return;
+    if (m->log) /* no call in progress once this returns */
+        spw_log_remove_durable_hook(m->log, durable_kick, m);
     pthread_mutex_lock(&m->mu);
     for (uint32_t i = 0; i < m->n; i++) {
         pthread_mutex_lock(&m->v[i]->mu);
@@ -239,6 +267,7 @@ void spw_views_close(spw_views *m)
     m->n = 0;
     pthread_mutex_unlock(&m->mu);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->kick_mu);
     spw_free(m);
 }
 
@@ -335,8 +364,10 @@ int spw_views_delete(spw_views *m, const char *name)
         return -ENOENT;
     }
     spw_view *v = m->v[at];
+    pthread_mutex_lock(&m->kick_mu);
     memmove(m->v + at, m->v + at + 1, (m->n - at - 1) * sizeof *m->v);
     m->n--;
+    pthread_mutex_unlock(&m->kick_mu);
     /* the definition goes first: a crash from here on loads no view */
     char path[4400];
     snprintf(path, sizeof path, "%s/view.json", v->dir);
@@ -453,10 +484,12 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
         {"spillway_view_late_total", "counter", "records later than their window's grace"},
         {"spillway_view_skipped_total", "counter", "records skipped: damaged on disk, or unusable by the view"},
         {"spillway_view_keys", "gauge", "view keys in the store"},
+        {"spillway_view_durable_wakeups_total", "counter",
+         "times the log's durable hook woke the view's apply thread (or kept it from sleeping)"},
     };
     typedef struct row {
         const char *name;
-        uint64_t v[8];
+        uint64_t v[9];
     } row;
     pthread_mutex_lock(&m->mu);
     row *rows = spw_xcalloc(m->n ? m->n : 1, sizeof *rows);
@@ -479,6 +512,7 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
         r->v[5] = v->shown.skipped_damaged;
         r->v[6] = v->shown.skipped_invalid;
         r->v[7] = v->shown.keys;
+        r->v[8] = atomic_load(&v->wake_durable);
         pthread_mutex_unlock(&v->mu);
     }
     for (size_t f = 0; f < sizeof fam / sizeof fam[0] && n; f++) {
@@ -491,7 +525,7 @@ void spw_views_metrics(spw_views *m, spw_buf *b, int (*sees)(void *ctx, const ch
                                 rows[i].v[6]);
             } else {
                 spw_buf_xprintf(b, "%s{view=\"%s\"} %" PRIu64 "\n", fam[f].name, rows[i].name,
-                                rows[i].v[f == 6 ? 7 : f]);
+                                rows[i].v[f >= 6 ? f + 1 : f]);
             }
         }
     }

@@ -2,7 +2,9 @@
  * A view's apply thread (view.h has the design). Its cycle:
  *
  *   1. read: from each partition's next offset, records with the record
- *      cursor (durable records only), up to VIEW_BATCH_RECORDS in all;
+ *      cursor (durable records only), up to the durable end or a bound
+ *      (VIEW_BATCH_RECORDS records, VIEW_BATCH_ENTRIES fold entries,
+ *      VIEW_BATCH_BYTES of latest values);
  *      a damaged range is skipped to the cursor's resume offset and its
  *      size counted (skipped_damaged); a record the view cannot use (no
  *      key, no group_by value, no number at field, a value that is not
@@ -36,6 +38,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "core/invariant.h"
 #include "core/msg.h"
 #include "view/view_int.h"
 
@@ -43,17 +46,78 @@
 
 /* ---- commit ---- */
 
-/* Writes the fold and the meta in one WriteBatch. 0 or -EIO. */
 /* Entries in store-key order: the reads and the batch's inserts then walk
- * the memtable and the tables in order. */
-static int cmp_ent(const void *a, const void *b, void *arg)
+ * the memtable and the tables in order. Sorted by the keys' first 24 bytes
+ * as three big-endian integers, whole keys compared only on a tie. */
+typedef struct okey {
+    uint64_t a, b, c; /* key bytes 0-7, 8-15, 16-23, big-endian (zeros past the end) */
+    uint32_t i;
+} okey;
+
+static uint64_t be8(const uint8_t *k, size_t n)
 {
-    const fold *f = arg;
-    const fent *x = &f->e[*(const uint32_t *)a], *y = &f->e[*(const uint32_t *)b];
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(f->arena.p + x->koff, f->arena.p + y->koff, n);
-    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+    uint64_t v = 0;
+    for (size_t j = 0; j < 8; j++)
+        v = v << 8 | (j < n ? k[j] : 0);
+    return v;
 }
+
+static int okey_cmp(const fold *f, const okey *x, const okey *y)
+{
+    if (x->a != y->a)
+        return x->a < y->a ? -1 : 1;
+    if (x->b != y->b)
+        return x->b < y->b ? -1 : 1;
+    if (x->c != y->c)
+        return x->c < y->c ? -1 : 1;
+    const fent *ex = &f->e[x->i], *ey = &f->e[y->i];
+    size_t n = ex->klen < ey->klen ? ex->klen : ey->klen;
+    int c = memcmp(f->arena.p + ex->koff, f->arena.p + ey->koff, n);
+    return c ? c : (ex->klen > ey->klen) - (ex->klen < ey->klen);
+}
+
+static void okey_sort(const fold *f, okey *v, size_t n)
+{
+    while (n > 16) {
+        okey *m = &v[n / 2], *l = &v[n - 1], t;
+        if (okey_cmp(f, m, v) < 0)
+            t = *m, *m = *v, *v = t;
+        if (okey_cmp(f, l, v) < 0)
+            t = *l, *l = *v, *v = t;
+        if (okey_cmp(f, l, m) < 0)
+            t = *l, *l = *m, *m = t;
+        okey pv = *m;
+        size_t i = 0, j = n - 1;
+        for (;;) {
+            while (okey_cmp(f, &v[i], &pv) < 0)
+                i++;
+            while (okey_cmp(f, &pv, &v[j]) < 0)
+                j--;
+            if (i >= j)
+                break;
+            t = v[i], v[i] = v[j], v[j] = t;
+            i++, j--;
+        }
+        /* [0, j] <= pivot <= [j + 1, n): the smaller side recursively */
+        size_t left = j + 1;
+        if (left < n - left) {
+            okey_sort(f, v, left);
+            v += left;
+            n -= left;
+        } else {
+            okey_sort(f, v + left, n - left);
+            n = left;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        okey x = v[i];
+        size_t j = i;
+        for (; j > 0 && okey_cmp(f, &x, &v[j - 1]) < 0; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
 
 #define READ_CHUNK 512
 
@@ -90,23 +154,28 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t writes = 0;
     int r = 0;
-    uint32_t *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
+    okey *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
     uint32_t *fresh = spw_xmalloc((f->n ? f->n : 1) * sizeof *fresh), nfresh = 0;
-    for (uint32_t i = 0; i < f->n; i++)
-        ord[i] = i;
-    qsort_r(ord, f->n, sizeof *ord, cmp_ent, f);
+    for (uint32_t i = 0; i < f->n; i++) {
+        const uint8_t *k = f->arena.p + f->e[i].koff;
+        uint32_t kl = f->e[i].klen;
+        ord[i] = (okey){be8(k, kl), kl > 8 ? be8(k + 8, kl - 8) : 0, kl > 16 ? be8(k + 16, kl - 16) : 0, i};
+    }
+    okey_sort(f, ord, f->n);
+    for (uint32_t i = 1; i < f->n; i++) /* the store keys are distinct */
+        SPW_ASSERT(okey_cmp(f, &ord[i - 1], &ord[i]) < 0);
     const char *keys[READ_CHUNK];
     size_t klens[READ_CHUNK], vlens[READ_CHUNK];
     char *vals[READ_CHUNK], *errs[READ_CHUNK];
     for (uint32_t i = 0; i < f->n && r == 0;) {
         uint32_t nk = 0;
         for (; i < f->n && nk < READ_CHUNK; i++) {
-            fent *e = &f->e[ord[i]];
+            fent *e = &f->e[ord[i].i];
             const uint8_t *k = f->arena.p + e->koff;
             if (k[0] != VIEW_P_BUCKET && !spw__view_kset_has(&v->known, k, e->klen)) {
                 keys[nk] = (const char *)k;
                 klens[nk++] = e->klen;
-                fresh[nfresh++] = ord[i];
+                fresh[nfresh++] = ord[i].i;
             }
             operand(f, e, k, val);
             rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
@@ -350,7 +419,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
         spw_record_view rv;
         int r;
         for (;;) {
-            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES) {
+            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES || f->n >= VIEW_BATCH_ENTRIES) {
                 all_done = 0;
                 more = 1;
                 break;
@@ -448,6 +517,26 @@ static int do_rebuild(spw_view *v)
     return 0;
 }
 
+/* Caught up: sleeps until the log's durable hook (view.c) says there is
+ * more, a stop, a rebuild or a new waiter, or the earliest of a waiter's
+ * deadline, the forward retry and the fallback (VIEW_IDLE_MS; 500 ms
+ * after a failed cycle). */
+static void idle_wait(spw_view *v, int failed, uint64_t fwd_retry_ms)
+{
+    uint64_t now = spw_mono_ms(), until = now + (failed ? 500 : VIEW_IDLE_MS);
+    pthread_mutex_lock(&v->mu);
+    for (view_waiter *w = v->waiters; w; w = w->next)
+        if (w->deadline_ms < until)
+            until = w->deadline_ms;
+    if (v->def.fwd_host[0] && fwd_retry_ms > now && fwd_retry_ms < until)
+        until = fwd_retry_ms;
+    if (!v->stop && !v->rebuild && !v->kicked && until > now)
+        spw_cond_wait_ns(&v->cv, &v->mu, (until - now) * 1000000ull);
+    if (v->kicked)
+        atomic_fetch_add(&v->wake_durable, 1);
+    pthread_mutex_unlock(&v->mu);
+}
+
 void *spw__view_apply_thread(void *arg)
 {
     spw_view *v = arg;
@@ -458,10 +547,14 @@ void *spw__view_apply_thread(void *arg)
     uint64_t fwd_retry_ms = 0;
     spw_cursor_init(&v->cur, NULL, 0, VIEW_READ_BYTES);
     v->last_flush_ms = spw_mono_ms();
+    /* RocksDB's per-thread perf counters off on this thread: every write
+     * of a batch's entries counts nothing nobody reads */
+    rocksdb_set_perf_level(rocksdb_disable);
     for (;;) {
         pthread_mutex_lock(&v->mu);
         int stop = v->stop, rebuild = v->rebuild;
         v->rebuild = 0;
+        v->kicked = 0; /* the cycle below reads what is durable now */
         pthread_mutex_unlock(&v->mu);
         if (stop)
             break;
@@ -495,19 +588,21 @@ void *spw__view_apply_thread(void *arg)
         kick_waiters(v, 0, 0);
         if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
+        int fwd_more = 0;
         if (v->def.fwd_host[0] && v->s && v->db) {
             char ferr[400];
-            if (spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr) < 0) {
+            int fr = spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr);
+            if (fr < 0) {
                 spw_warn("view %s: %s; trying again", v->def.name, ferr);
                 set_error(v, "%s", ferr);
             }
+            fwd_more = fr > 0;
         }
-        if (r == 0)
+        if (r == 0 || fwd_more)
             continue; /* more is waiting */
-        pthread_mutex_lock(&v->mu);
-        if (!v->stop && !v->rebuild)
-            spw_cond_wait_ns(&v->cv, &v->mu, (r < 0 ? 500 : VIEW_POLL_MS) * 1000000ull);
-        pthread_mutex_unlock(&v->mu);
+        if (f.cap > 65536) /* caught up: a large batch's table is not kept for the small ones of a live view */
+            spw__view_fold_free(&f);
+        idle_wait(v, r < 0, fwd_retry_ms);
     }
     if (v->db && v->dirty && v->s)
         flush_store(v);

@@ -179,8 +179,8 @@ int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap)
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 2);
     rocksdb_iterator_t *it = rocksdb_create_iterator(v->db, ro);
     spw_buf body = SPW_BUF_INIT;
-    int r = 0;
-    for (int round = 0; round < ROUNDS && r == 0; round++) {
+    int r = 0, round = 0;
+    for (; round < ROUNDS && r == 0; round++) {
         int64_t from = v->meta.fwd_next == INT64_MIN ? -VIEW_TIME_MAX - (1LL << 60) : v->meta.fwd_next;
         spw__view_bucket_key(lo, 0, from, NULL, 0);
         rocksdb_iter_seek(it, (const char *)lo, 10);
@@ -240,5 +240,5 @@ int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap)
     rocksdb_readoptions_destroy(ro);
     if (r < 0)
         *retry_ms = spw_mono_ms() + RETRY_MS;
-    return r;
+    return r < 0 ? r : round == ROUNDS; /* 1: ROUNDS starts sent, more may be final */
 }

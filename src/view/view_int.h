@@ -24,8 +24,15 @@
 #include "view/view.h"
 
 #define VIEW_DEF_MAX 8192
-#define VIEW_POLL_MS 20
-#define VIEW_BATCH_RECORDS 65536u  /* records folded into one WriteBatch at most */
+/* An apply thread sleeps until the log's durable hook says some durable
+ * end moved (view.c), or this long at most: the fallback of a missed
+ * wake-up (and the pace of a forward view's retries) */
+#define VIEW_IDLE_MS 1000
+/* One apply batch (one WriteBatch) folds records until the durable end
+ * of every partition, or until one of these bounds: the larger a batch,
+ * the more records of a key (and of a window bucket) one entry stands for */
+#define VIEW_BATCH_RECORDS (1u << 20) /* records */
+#define VIEW_BATCH_ENTRIES (1u << 19) /* entries of the fold table before the roll-up */
 #define VIEW_READ_BYTES (1u << 20) /* cursor read size */
 #define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
@@ -134,6 +141,7 @@ typedef struct spw_view {
     _Atomic int refs; /* the list's + readers' */
     /* under mu */
     int stop, deleted, rebuild;
+    int kicked; /* the durable hook fired since the thread last looked */
     int state;
     view_meta shown; /* the last committed meta */
     uint64_t end[SPW_STREAM_PARTITIONS_MAX]; /* partition ends at the last cycle */
@@ -151,14 +159,19 @@ typedef struct spw_view {
     view_kset known; /* keys known to be in the store */
     /* counters (atomic: /metrics) */
     _Atomic uint64_t store_writes, batches, flushes;
+    _Atomic uint64_t wake_durable; /* idle waits the log's durable hook ended or cut short */
     struct spw_view *next_dead;
 } spw_view;
 
 struct spw_views {
     spw_catalog *cat;
+    spw_log *log; /* its durable hook wakes the apply threads */
     uint64_t flush_ms;
     char dir[4096];
     pthread_mutex_t mu;
+    /* held besides mu while v/n change; alone by the log's durable hook
+     * (a leaf but for the views' v->mu) */
+    pthread_mutex_t kick_mu;
     spw_view *v[SPW_VIEWS_MAX];
     uint32_t n;
     spw_view *dying;
@@ -213,14 +226,16 @@ typedef struct fent {
     uint64_t h;
     size_t koff;
     uint32_t klen;
-    /* latest */
-    uint32_t part;
-    uint64_t offset, id;
-    int64_t ts;
-    size_t voff;
-    uint32_t vlen;
-    /* sum, aggregate */
-    view_agg agg;
+    union {
+        struct { /* latest */
+            uint32_t part;
+            uint64_t offset, id;
+            int64_t ts;
+            size_t voff;
+            uint32_t vlen;
+        };
+        view_agg agg; /* sum, aggregate */
+    };
 } fent;
 
 typedef struct fold {
@@ -253,8 +268,10 @@ void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_clear(view_kset *ks);
 void spw__view_kset_free(view_kset *ks);
 
-/* view_forward.c: sends final buckets (forward views); 0, or an error
- * (err says why; *retry_ms set to when to try again). Apply thread only. */
+/* view_forward.c: sends final buckets (forward views); 0, 1 when it sent
+ * as many as one call may and more may be waiting (call again without a
+ * nap), or an error (err says why; *retry_ms set to when to try again).
+ * Apply thread only. */
 int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap);
 
 /* view_apply.c */

@@ -1012,3 +1012,98 @@ int spw_stream_describe_resp_encode(spw_buf *b, const char *json, size_t json_le
 {
     return put32(b, (uint32_t)json_len) || put(b, json, json_len) ? SPW_ENOMEM : 0;
 }
+/* ---- VIEW_READ ---- */
+
+static int short_word(spw_rd *r, const char **w, uint8_t *len)
+{
+    *len = spw_rd_u8(r);
+    *w = (const char *)spw_rd_bytes(r, *len);
+    return r->bad || *len > SPW_VIEW_WORD_WIRE_MAX ? -1 : 0;
+}
+
+int spw_view_read_req_decode(const uint8_t *body, size_t len, spw_view_read_req *o, const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    o->what = spw_rd_u8(&r);
+    uint8_t flags = spw_rd_u8(&r);
+    if (r.bad)
+        FAIL("view read request truncated");
+    if (o->what < SPW_VIEW_READ_KEY || o->what > SPW_VIEW_READ_TOP)
+        FAIL("what must be 1 (key), 2 (series) or 3 (top)");
+    if (flags)
+        FAIL("view read flags must be 0");
+    if (stream_name(&r, &o->view, &o->view_len, 0))
+        FAIL("view name missing, empty, longer than 128 bytes or truncated");
+    o->key_len = spw_rd_u32(&r);
+    o->key = spw_rd_bytes(&r, o->key_len);
+    if (r.bad)
+        FAIL("view read request truncated");
+    if (o->what == SPW_VIEW_READ_TOP ? o->key_len != 0 : o->key_len == 0 || o->key_len > SPW_KEY_WIRE_MAX)
+        FAIL("key length must be 1 to 1024 (key, series) or 0 (top)");
+    if (short_word(&r, &o->window, &o->window_len) || short_word(&r, &o->by, &o->by_len))
+        FAIL("window and by must be at most 31 bytes, inside the frame");
+    o->from = (int64_t)spw_rd_u64(&r);
+    o->to = (int64_t)spw_rd_u64(&r);
+    o->at = (int64_t)spw_rd_u64(&r);
+    o->n = spw_rd_u32(&r);
+    o->wait_ms = spw_rd_u32(&r);
+    o->nmin = spw_rd_u16(&r);
+    if (r.bad)
+        FAIL("view read request truncated");
+    if (o->what != SPW_VIEW_READ_TOP && (o->by_len || o->n))
+        FAIL("by and n are for top reads only");
+    if (o->n > SPW_VIEW_TOP_WIRE_MAX)
+        FAIL("n must be 0 (10) or 1 to 1000");
+    if (o->wait_ms > SPW_VIEW_WAIT_WIRE_MAX)
+        FAIL("wait_ms must be 0 to 60000");
+    if (o->nmin > SPW_VIEW_MIN_WIRE_MAX)
+        FAIL("at most 1024 min_offsets pairs");
+    o->min = spw_rd_bytes(&r, (size_t)o->nmin * 12);
+    if (r.bad)
+        FAIL("min_offsets run past the frame");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the request");
+    return 0;
+}
+
+void spw_view_read_min(const spw_view_read_req *q, uint16_t i, uint32_t *partition, uint64_t *offset)
+{
+    spw_rd r;
+    spw_rd_init(&r, q->min + (size_t)i * 12, 12);
+    *partition = spw_rd_u32(&r);
+    *offset = spw_rd_u64(&r);
+}
+
+int spw_view_read_req_encode(spw_buf *b, const spw_view_read_req *q, const uint32_t *parts, const uint64_t *offsets)
+{
+    if (put8(b, q->what) || put8(b, 0) || put16(b, q->view_len) || put(b, q->view, q->view_len) ||
+        put32(b, q->key_len) || put(b, q->key, q->key_len) || put8(b, q->window_len) ||
+        put(b, q->window, q->window_len) || put8(b, q->by_len) || put(b, q->by, q->by_len) ||
+        put64(b, (uint64_t)q->from) || put64(b, (uint64_t)q->to) || put64(b, (uint64_t)q->at) || put32(b, q->n) ||
+        put32(b, q->wait_ms) || put16(b, q->nmin))
+        return SPW_ENOMEM;
+    for (uint16_t i = 0; i < q->nmin; i++)
+        if (put32(b, parts[i]) || put64(b, offsets[i]))
+            return SPW_ENOMEM;
+    return 0;
+}
+
+int spw_view_read_resp_encode(spw_buf *b, const void *json, uint32_t len)
+{
+    return put32(b, len) || put(b, json, len) ? SPW_ENOMEM : 0;
+}
+
+int spw_view_read_resp_decode(const uint8_t *body, size_t len, const uint8_t **json, uint32_t *json_len,
+                              const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    *json_len = spw_rd_u32(&r);
+    *json = spw_rd_bytes(&r, *json_len);
+    if (r.bad)
+        FAIL("view read answer truncated");
+    if (spw_rd_left(&r))
+        FAIL("bytes after the answer");
+    return 0;
+}

@@ -44,8 +44,9 @@ enum {
     SPW_OP_GROUP_COMMIT = 6,
     SPW_OP_KEY_EVENTS = 7,   /* a versioned stream's key: snapshot and events by version */
     SPW_OP_SNAPSHOT_PUT = 8, /* a versioned stream's key: store a snapshot */
+    SPW_OP_VIEW_READ = 32,   /* a view's key, series or top list (docs/protocol.md "Views") */
     /* Stream administration: numbered from the top of the opcode space
-     * down (the views' opcodes count up from the last one above). */
+     * down. */
     SPW_OP_STREAM_DESCRIBE = 254, /* a stream's definition and partition state */
     SPW_OP_STREAM_CREATE = 255,   /* create a stream from its definition */
 };
@@ -294,6 +295,42 @@ typedef struct spw_snapshot_put_req {
 } spw_snapshot_put_req;
 int spw_snapshot_put_req_decode(const uint8_t *body, size_t len, spw_snapshot_put_req *out, const char **why);
 int spw_snapshot_put_req_encode(spw_buf *b, const spw_snapshot_put_req *r);
+
+/* ---- VIEW_READ (docs/protocol.md "Views") ---- */
+
+enum { SPW_VIEW_READ_KEY = 1, SPW_VIEW_READ_SERIES = 2, SPW_VIEW_READ_TOP = 3 };
+#define SPW_VIEW_WORD_WIRE_MAX 31   /* window and by: short words ("1m", "count") */
+#define SPW_VIEW_MIN_WIRE_MAX 1024  /* min_offsets pairs */
+#define SPW_VIEW_TOP_WIRE_MAX 1000  /* n */
+#define SPW_VIEW_WAIT_WIRE_MAX 60000 /* wait_ms */
+#define SPW_VIEW_TIME_DEFAULT INT64_MIN /* from, to, at: the read's default */
+
+typedef struct spw_view_read_req {
+    uint8_t what; /* SPW_VIEW_READ_* */
+    const char *view;
+    uint16_t view_len; /* 1..SPW_STREAM_NAME_WIRE_MAX */
+    const uint8_t *key;
+    uint32_t key_len; /* KEY, SERIES: 1..SPW_KEY_WIRE_MAX; TOP: 0 */
+    const char *window;
+    uint8_t window_len; /* 0: the smallest window */
+    const char *by;
+    uint8_t by_len; /* TOP: 0 ("count"), "count" or "sum"; else 0 */
+    int64_t from, to, at; /* SPW_VIEW_TIME_DEFAULT: the default */
+    uint32_t n;           /* TOP: 0 (10) or 1..SPW_VIEW_TOP_WIRE_MAX; else 0 */
+    uint32_t wait_ms;     /* 0..SPW_VIEW_WAIT_WIRE_MAX, with min_offsets */
+    uint16_t nmin;        /* min_offsets pairs, 0..SPW_VIEW_MIN_WIRE_MAX */
+    const uint8_t *min;   /* nmin x (u32 partition, u64 offset): spw_view_read_min */
+} spw_view_read_req;
+int spw_view_read_req_decode(const uint8_t *body, size_t len, spw_view_read_req *out, const char **why);
+/* min: nmin pairs as the request holds them (partition, offset). */
+int spw_view_read_req_encode(spw_buf *b, const spw_view_read_req *r, const uint32_t *parts, const uint64_t *offsets);
+/* The i-th min_offsets pair of a decoded request (i < nmin). */
+void spw_view_read_min(const spw_view_read_req *r, uint16_t i, uint32_t *partition, uint64_t *offset);
+/* The answer (after status 0): u32 length, then the JSON document the
+ * HTTP read answers. */
+int spw_view_read_resp_encode(spw_buf *b, const void *json, uint32_t len);
+int spw_view_read_resp_decode(const uint8_t *body, size_t len, const uint8_t **json, uint32_t *json_len,
+                              const char **why);
 
 /* ---- FETCH ---- */
 

@@ -256,6 +256,7 @@ static void check_auth(const uint8_t *p, size_t n)
 }
 
 static void check_keys(const uint8_t *p, size_t n);
+static void check_view_read(const uint8_t *p, size_t n);
 
 /* The server's framing loop over the whole input. */
 static void check_framing(const uint8_t *p, size_t n)
@@ -285,6 +286,7 @@ static void check_framing(const uint8_t *p, size_t n)
         case SPW_OP_AUTH: check_auth(body, blen); break;
         case SPW_OP_KEY_EVENTS:
         case SPW_OP_SNAPSHOT_PUT: check_keys(body, blen); break;
+        case SPW_OP_VIEW_READ: check_view_read(body, blen); break;
         default: check_answer(body, blen); break;
         }
         off += whole;
@@ -330,6 +332,42 @@ static void check_keys(const uint8_t *p, size_t n)
         if (got != want)
             FAILX("key events iterator gave %u of %u", got, want);
     }
+    spw_buf_fini(&b);
+}
+
+/* VIEW_READ: a request that decodes is within its bounds and round trips
+ * byte for byte; an answer's JSON lies inside the body. */
+static void check_view_read(const uint8_t *p, size_t n)
+{
+    const char *why = NULL;
+    spw_buf b = SPW_BUF_INIT;
+    spw_view_read_req q;
+    if (spw_view_read_req_decode(p, n, &q, &why) == 0) {
+        inside(q.view, q.view_len, "view");
+        if (q.key_len)
+            inside(q.key, q.key_len, "key");
+        if (q.window_len)
+            inside(q.window, q.window_len, "window");
+        if (q.by_len)
+            inside(q.by, q.by_len, "by");
+        if (q.nmin)
+            inside(q.min, (size_t)q.nmin * 12, "min_offsets");
+        if (q.what < SPW_VIEW_READ_KEY || q.what > SPW_VIEW_READ_TOP || q.n > SPW_VIEW_TOP_WIRE_MAX ||
+            q.wait_ms > SPW_VIEW_WAIT_WIRE_MAX || q.nmin > SPW_VIEW_MIN_WIRE_MAX ||
+            (q.what == SPW_VIEW_READ_TOP) != (q.key_len == 0))
+            FAILX("view read request out of bounds accepted");
+        uint32_t parts[SPW_VIEW_MIN_WIRE_MAX];
+        uint64_t offs[SPW_VIEW_MIN_WIRE_MAX];
+        for (uint16_t i = 0; i < q.nmin; i++)
+            spw_view_read_min(&q, i, &parts[i], &offs[i]);
+        if (spw_view_read_req_encode(&b, &q, parts, offs))
+            abort();
+        same(&b, p, n, "view read request");
+    }
+    const uint8_t *j;
+    uint32_t jl;
+    if (spw_view_read_resp_decode(p, n, &j, &jl, &why) == 0 && jl)
+        inside(j, jl, "json");
     spw_buf_fini(&b);
 }
 
@@ -411,6 +449,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 7:
         check_groups(body, n);
         check_keys(body, n);
+        check_view_read(body, n);
         break;
     default: break;
     }

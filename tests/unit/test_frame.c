@@ -1156,6 +1156,93 @@ static void test_streams(void)
     spw_buf_fini(&b);
 }
 
+/* VIEW_READ: docs/protocol.md's example byte by byte, a series read with
+ * min_offsets round trip, and the decoder's refusals. */
+static void test_view_read(void)
+{
+    spw_buf b = SPW_BUF_INIT;
+    spw_view_read_req q = {.what = SPW_VIEW_READ_KEY, .view = "v", .view_len = 1, .key = (const uint8_t *)"a",
+                           .key_len = 1, .from = INT64_MIN, .to = INT64_MIN, .at = INT64_MIN};
+    CHECK_OK(spw_view_read_req_encode(&b, &q, NULL, NULL));
+    static const uint8_t want[] = {0x01, 0x00, 0x01, 0x00, 'v',  0x01, 0, 0, 0, 'a', 0x00, 0x00,
+                                   0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x80,
+                                   0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CHECK_EQ(b.len, 46);
+    CHECK_EQ(b.len, sizeof want);
+    CHECK(memcmp(b.p, want, sizeof want) == 0);
+    spw_view_read_req d;
+    const char *why;
+    CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.what, SPW_VIEW_READ_KEY);
+    CHECK_EQ(d.from, INT64_MIN);
+    CHECK_EQ(d.nmin, 0);
+    for (size_t n = 0; n < b.len; n++) /* every truncation is refused */
+        CHECK_EQ(spw_view_read_req_decode(b.p, n, &d, &why), SPW_EINVAL);
+    CHECK_OK(spw_buf_put(&b, "", 1));
+    CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), SPW_EINVAL); /* a byte after */
+    /* a series read with two min_offsets pairs */
+    b.len = 0;
+    uint32_t parts[2] = {0, 3};
+    uint64_t offs[2] = {41, 1ull << 40};
+    q = (spw_view_read_req){.what = SPW_VIEW_READ_SERIES, .view = "agg", .view_len = 3, .key = (const uint8_t *)"k",
+                            .key_len = 1, .window = "1m", .window_len = 2, .from = -5, .to = 7, .at = INT64_MIN,
+                            .wait_ms = 60000, .nmin = 2};
+    CHECK_OK(spw_view_read_req_encode(&b, &q, parts, offs));
+    CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), 0);
+    CHECK_EQ(d.window_len, 2);
+    CHECK(memcmp(d.window, "1m", 2) == 0);
+    CHECK_EQ(d.from, -5);
+    CHECK_EQ(d.to, 7);
+    CHECK_EQ(d.wait_ms, 60000);
+    CHECK_EQ(d.nmin, 2);
+    uint32_t p;
+    uint64_t o;
+    spw_view_read_min(&d, 1, &p, &o);
+    CHECK_EQ(p, 3);
+    CHECK_EQ(o, 1ull << 40);
+    /* refusals */
+    static const struct {
+        uint8_t what;
+        uint32_t key_len, n, wait_ms;
+        uint8_t by_len;
+    } bad[] = {
+        {0, 1, 0, 0, 0}, {4, 1, 0, 0, 0},       /* what */
+        {SPW_VIEW_READ_KEY, 0, 0, 0, 0},         /* no key */
+        {SPW_VIEW_READ_TOP, 1, 0, 0, 0},         /* a key on a top read */
+        {SPW_VIEW_READ_SERIES, 1, 5, 0, 0},      /* n on a series read */
+        {SPW_VIEW_READ_KEY, 1, 0, 0, 3},         /* by on a key read */
+        {SPW_VIEW_READ_TOP, 0, 1001, 0, 0},      /* n over 1000 */
+        {SPW_VIEW_READ_TOP, 0, 1, 60001, 0},     /* wait_ms over 60000 */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b.len = 0;
+        q = (spw_view_read_req){.what = bad[i].what, .view = "v", .view_len = 1, .key = (const uint8_t *)"kk",
+                                .key_len = bad[i].key_len, .by = "sum", .by_len = bad[i].by_len, .n = bad[i].n,
+                                .wait_ms = bad[i].wait_ms};
+        CHECK_OK(spw_view_read_req_encode(&b, &q, NULL, NULL));
+        CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), SPW_EINVAL);
+    }
+    b.len = 0;
+    q = (spw_view_read_req){.what = SPW_VIEW_READ_KEY, .view = "v", .view_len = 1, .key = (const uint8_t *)"k",
+                            .key_len = 1};
+    CHECK_OK(spw_view_read_req_encode(&b, &q, NULL, NULL));
+    b.p[1] = 1; /* flags */
+    CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), SPW_EINVAL);
+    b.p[1] = 0;
+    b.p[b.len - 2] = 1; /* nmin 1 without its pair */
+    CHECK_EQ(spw_view_read_req_decode(b.p, b.len, &d, &why), SPW_EINVAL);
+    /* the answer */
+    b.len = 0;
+    CHECK_OK(spw_view_read_resp_encode(&b, "{\"a\":1}", 7));
+    const uint8_t *j;
+    uint32_t jl;
+    CHECK_EQ(spw_view_read_resp_decode(b.p, b.len, &j, &jl, &why), 0);
+    CHECK_EQ(jl, 7);
+    CHECK(memcmp(j, "{\"a\":1}", 7) == 0);
+    CHECK_EQ(spw_view_read_resp_decode(b.p, b.len - 1, &j, &jl, &why), SPW_EINVAL);
+    spw_buf_fini(&b);
+}
+
 int main(void)
 {
     test_header();
@@ -1173,6 +1260,7 @@ int main(void)
     test_damaged_bytes();
     test_doc_example();
     test_random();
+    test_view_read();
     printf("test_frame: ok\n");
     return 0;
 }

@@ -138,6 +138,8 @@ int main(void)
             CHECK(r->http == 422 && r->wire == SPW_ST_CONFLICT);
         else if (c == SPW_SC_IN_PROGRESS)
             CHECK(r->http == 409 && r->wire == SPW_ST_OVERLOADED);
+        else if (c == SPW_SC_VIEW_LAG) /* a gateway timeout on HTTP; the request's own timeout on the wire */
+            CHECK(r->http == 504 && r->wire == SPW_ST_TIMEOUT);
         else if (r->only == SPW_SC_HTTP_ONLY) /* its wire status is never sent */
             CHECK(r->wire == r->http || r->wire == SPW_ST_BAD_REQUEST || r->wire == SPW_ST_TOO_LARGE);
         else
