@@ -110,8 +110,30 @@ int main(int argc, char **argv)
     free(b);
     b = post_want(202, "/v1/streams/acc/events", idem, "{\"id\":\"b\",\"n\":2}");
     want_in(b, "\"duplicate\":true");
+    want_in(b, "{\"key\":\"b\",\"first\":2,\"count\":1}"); /* the versions the first got */
     free(b);
-    CHECK_EQ(end_of("acc", 0), end + 2);
+    /* ... even after the key moved on, and for a request of two keys. */
+    const char *idem3 = "Idempotency-Key: k3\r\n";
+    b = post_want(202, "/v1/streams/acc/events", idem3, "{\"id\":\"m\"}");
+    want_in(b, "{\"key\":\"m\",\"first\":1,\"count\":1}");
+    free(b);
+    b = post_want(202, "/v1/streams/acc/events", NULL, "{\"id\":\"m\",\"n\":2}");
+    want_in(b, "{\"key\":\"m\",\"first\":2,\"count\":1}");
+    free(b);
+    b = post_want(202, "/v1/streams/acc/events", idem3, "{\"id\":\"m\"}");
+    want_in(b, "\"duplicate\":true");
+    want_in(b, "{\"key\":\"m\",\"first\":1,\"count\":1}");
+    free(b);
+    const char *idem2 = "Idempotency-Key: k2\r\n";
+    const char *two = "[{\"id\":\"x\"},{\"id\":\"y\"},{\"id\":\"x\"}]";
+    b = post_want(202, "/v1/streams/acc/events", idem2, two);
+    want_in(b, "{\"key\":\"x\",\"first\":1,\"count\":2}");
+    free(b);
+    b = post_want(202, "/v1/streams/acc/events", idem2, two);
+    want_in(b, "\"duplicate\":true");
+    want_in(b, "\"versions\":[{\"key\":\"x\",\"first\":1,\"count\":2},{\"key\":\"y\",\"first\":1,\"count\":1}]");
+    free(b);
+    CHECK_EQ(end_of("acc", 0), end + 7);
 
     /* Bad input: 400, nothing appended. */
     end = end_of("acc", 0);
