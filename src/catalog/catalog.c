@@ -189,6 +189,8 @@ int spw_catalog_open(spw_log *log, const char *data_dir, uint64_t segment_bytes,
 
 const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
 
+spw_log *spw_catalog_log(const spw_catalog *cat) { return cat->log; }
+
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))

@@ -59,6 +59,8 @@ void spw_catalog_close(spw_catalog *cat);
 /* DATA/streams: a stream's directory is this/NAME (its state beside its
  * partitions, such as its version store, goes there). */
 const char *spw_catalog_dir(const spw_catalog *cat);
+/* The log the catalog's partitions belong to. */
+spw_log *spw_catalog_log(const spw_catalog *cat);
 
 /* Creates a stream: 1 created, 0 an identical one exists, SPW_EEXIST-like
  * -EEXIST if one exists with another definition, -ENOTEMPTY if its

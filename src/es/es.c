@@ -74,7 +74,14 @@ struct spw_es {
     pthread_t th;
     int th_started;
     _Atomic int stop;
+    /* the indexer sleeps until the log's durable hook (or stop) kicks it */
+    pthread_mutex_t wake_mu;
+    pthread_cond_t wake_cv;
+    int kicked;
+    int hooked; /* its durable hook is registered with the log */
+    _Atomic uint64_t passes;      /* indexer passes over the partitions */
     _Atomic uint64_t store_reads; /* lookups the map could not answer */
+    _Atomic uint64_t history_records; /* records history reads decoded (spw_es_count_history) */
     es_part parts[];
 };
 
@@ -386,20 +393,45 @@ static int index_all(spw_es *es, uint64_t *records)
     return r;
 }
 
+/* The log's durable hook (flusher thread): some partition's durable end
+ * advanced — perhaps one of this stream's. Must not block: a leaf lock. */
+static void durable_kick(void *arg)
+{
+    spw_es *es = arg;
+    pthread_mutex_lock(&es->wake_mu);
+    es->kicked = 1;
+    pthread_cond_signal(&es->wake_cv);
+    pthread_mutex_unlock(&es->wake_mu);
+}
+
+/* Safety net only: every durable advance kicks the indexer, and a kick
+ * is never lost (the flag), so it sleeps this long only when idle. */
+#define INDEXER_IDLE_NS (60ull * 1000000000ull)
+
 static void *indexer_main(void *arg)
 {
     spw_es *es = arg;
     spw_cursor c;
     spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
     while (!atomic_load(&es->stop) && !atomic_load(&es->s->deleted)) {
+        /* A kick from here on asks for another pass. */
+        pthread_mutex_lock(&es->wake_mu);
+        es->kicked = 0;
+        pthread_mutex_unlock(&es->wake_mu);
         long total = 0;
         for (uint32_t i = 0; i < es->nparts; i++) {
             long n = index_step(es, i, &c, 4096);
             if (n > 0)
                 total += n;
         }
-        if (total == 0)
-            spw_sleep_until(spw_mono_ns() + 5 * 1000000ull); /* polls durable ends: caught up */
+        atomic_fetch_add(&es->passes, 1);
+        if (total > 0)
+            continue;
+        /* Caught up: sleep until a durable end moves (the log's hook). */
+        pthread_mutex_lock(&es->wake_mu);
+        if (!es->kicked && !atomic_load(&es->stop))
+            spw_cond_wait_ns(&es->wake_cv, &es->wake_mu, INDEXER_IDLE_NS);
+        pthread_mutex_unlock(&es->wake_mu);
     }
     spw_cursor_fini(&c);
     return NULL;
@@ -411,8 +443,11 @@ static int index_all(spw_es *es, uint64_t *records);
 
 static void es_free(spw_es *es)
 {
+    if (es->hooked)
+        spw_log_remove_durable_hook(spw_catalog_log(es->s->cat), durable_kick, es);
     if (es->th_started) {
         atomic_store(&es->stop, 1);
+        durable_kick(es);
         pthread_join(es->th, NULL);
         /* A clean close indexes what is durable, so the next open has no
          * tail to index (the partitions are still open: the stream frees
@@ -441,6 +476,8 @@ static void es_free(spw_es *es)
         rocksdb_options_destroy(es->opts);
     if (es->bbo)
         rocksdb_block_based_options_destroy(es->bbo); /* owns the bloom filter */
+    pthread_mutex_destroy(&es->wake_mu);
+    pthread_cond_destroy(&es->wake_cv);
     spw_free(es);
 }
 
@@ -526,6 +563,8 @@ int spw_es_of(spw_stream *s, spw_es **out)
         es->nparts = s->cfg.partitions;
         uint64_t ck = atomic_load(&cache_keys);
         es->cap = (size_t)(ck / es->nparts > 16 ? ck / es->nparts : 16);
+        pthread_mutex_init(&es->wake_mu, NULL);
+        spw_cond_init(&es->wake_cv);
         for (uint32_t i = 0; i < es->nparts; i++) {
             pthread_mutex_init(&es->parts[i].mu, NULL);
             es->parts[i].nbuckets = 64;
@@ -540,6 +579,10 @@ int spw_es_of(spw_stream *s, spw_es **out)
         if (r == 0)
             spw_info("stream %s: version store open; %" PRIu64 " record(s) of the log's tail indexed", s->cfg.name,
                      tail);
+        if (r == 0) {
+            r = spw_log_add_durable_hook(spw_catalog_log(s->cat), durable_kick, es);
+            es->hooked = r == 0;
+        }
         if (r == 0 && pthread_create(&es->th, NULL, indexer_main, es) != 0)
             r = SPW_ENOMEM;
         else if (r == 0)
@@ -663,6 +706,27 @@ uint64_t spw_es_cached_keys(spw_es *es)
 }
 
 uint64_t spw_es_store_reads(spw_es *es) { return atomic_load(&es->store_reads); }
+
+uint64_t spw_es_indexer_passes(spw_es *es) { return atomic_load(&es->passes); }
+
+void spw_es_count_history(spw_es *es, uint64_t records) { atomic_fetch_add(&es->history_records, records); }
+
+uint64_t spw_es_history_records(spw_es *es) { return atomic_load(&es->history_records); }
+
+uint64_t spw_es_unindexed(spw_es *es)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        uint64_t from = atomic_load(&es->parts[i].indexed);
+        if (from < st.start_offset)
+            from = st.start_offset;
+        if (st.durable_offset > from)
+            n += st.durable_offset - from;
+    }
+    return n;
+}
 
 uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es->parts[partition].indexed); }
 

@@ -32,7 +32,7 @@
  * log holds — a version is never given twice to records the log keeps.
  *
  * Threads: any; the per-partition lock orders everything of a partition;
- * one indexer thread per stream.
+ * one indexer thread per stream, woken by the log's durable hook.
  */
 #ifndef SPW_ES_H
 #define SPW_ES_H
@@ -114,6 +114,15 @@ uint64_t spw_es_cached_keys(spw_es *es);
 uint64_t spw_es_store_reads(spw_es *es);
 /* Every record of the partition below this offset is in the store. */
 uint64_t spw_es_indexed(spw_es *es, uint32_t partition);
+/* Durable records of the stream the store does not hold yet (the indexer's
+ * lag); the indexer's passes over the partitions (it passes once per
+ * durable advance of the log, not on a timer: docs/operations.md). */
+uint64_t spw_es_unindexed(spw_es *es);
+uint64_t spw_es_indexer_passes(spw_es *es);
+/* Records history reads decoded from the log (svc/keys.c counts them):
+ * an aggregate's read decodes its own records, not its partition's. */
+void spw_es_count_history(spw_es *es, uint64_t records);
+uint64_t spw_es_history_records(spw_es *es);
 
 /*
  * A key's indexed records from version from_version on, in version order:

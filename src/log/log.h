@@ -234,6 +234,15 @@ uint64_t spw_part_open_end(const spw_part *p);
  * call in progress has finished, so arg may be freed.
  */
 void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
+/*
+ * More durable hooks, called as the one above (after it, under the same
+ * rules), for readers that live apart from it (a versioned stream's
+ * indexer, es/es.h). add: 0 or SPW_ENOMEM. remove: once it returns, a
+ * call in progress has finished, so arg may be freed. Hooks left at
+ * spw_log_close are dropped.
+ */
+int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
+void spw_log_remove_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
 
 /*
  * Reads whole, CRC-checked batches holding offsets >= offset into out

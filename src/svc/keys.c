@@ -78,6 +78,7 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
     spw_cursor_init(&cur, s->parts[part], 0, 1); /* one batch a read: the next may be large */
     spw_record_view rv;
     int stop = 0;
+    uint64_t decoded = 0; /* records read from the log (spw_es_count_history) */
     if (got < 0) {
         c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(got));
         goto out;
@@ -89,11 +90,12 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
          * step forward to it rather than read the batch again. */
         int r;
         if (cur.in_batch && offs[i] >= cur.next && offs[i] < spw_batch_next_offset(&cur.h)) {
-            while ((r = spw_cursor_next(&cur, &rv)) == 1 && rv.offset < offs[i])
+            while ((r = spw_cursor_next(&cur, &rv)) == 1 && ++decoded && rv.offset < offs[i])
                 ;
         } else {
             spw_cursor_seek(&cur, s->parts[part], offs[i]);
             r = spw_cursor_next(&cur, &rv);
+            decoded += r == 1;
         }
         if (r != 1 || rv.offset != offs[i] || rv.version != vers[i] || !is_key(&rv, key, n)) {
             c = fail(msg, cap, r == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED,
@@ -112,12 +114,13 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
         spw_cursor_seek(&cur, s->parts[part], indexed > st.start_offset ? indexed : st.start_offset);
         int r;
         while ((uint32_t)(next - from_version) < limit && !stop && (r = spw_cursor_next(&cur, &rv)) == 1)
-            if (is_key(&rv, key, n) && rv.version == next) {
+            if (++decoded && is_key(&rv, key, n) && rv.version == next) {
                 stop = fn(arg, part, &rv) != 0;
                 next++;
             }
     }
 out:
+    spw_es_count_history(es, decoded);
     spw_cursor_fini(&cur);
     spw_free(vers);
     spw_free(offs);
