@@ -233,10 +233,11 @@ static void grow(es_part *p)
     p->clock = 0;
 }
 
-/* Is e only a cache of the store (its newest record indexed)? */
+/* Is e only a cache of the store (its newest record indexed, or no
+ * record at all: version 0, what the store says of a key it lacks)? */
 static int ent_clean(const es_part *p, const es_ent *e)
 {
-    return e->offset != UINT64_MAX && e->offset < atomic_load(&p->indexed);
+    return e->version == 0 || (e->offset != UINT64_MAX && e->offset < atomic_load(&p->indexed));
 }
 
 /* Evicts clean entries, CLOCK order over the buckets, until the partition
@@ -492,6 +493,12 @@ static int store_open(spw_es *es, const char *dir)
     rocksdb_options_set_keep_log_file_num(es->opts, 2);
     rocksdb_options_set_max_open_files(es->opts, 64);
     rocksdb_options_set_write_buffer_size(es->opts, 8 << 20);
+    /* Most lookups that reach the store are of new keys (a new aggregate's
+     * first append): a bloom filter over the memtable's keys answers
+     * those without a search of its skip list, as the tables' filters do
+     * for the files. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(es->opts, 0.1);
+    rocksdb_options_set_memtable_whole_key_filtering(es->opts, 1);
     es->bbo = rocksdb_block_based_options_create();
     es->bloom = rocksdb_filterpolicy_create_bloom(10);
     rocksdb_block_based_options_set_filter_policy(es->bbo, es->bloom);
@@ -667,10 +674,12 @@ int spw_es_get_locked(spw_es *es, uint32_t partition, const void *key, size_t n,
     es_ent *e = find(p, key_hash(key, n), key, n);
     if (!e) {
         /* Not in the map: the store holds the key's newest record, since
-         * every record it lacks is pinned in the map. Cache what it says. */
-        spw_es_key sk;
+         * every record it lacks is pinned in the map. Cache what it says,
+         * "no record" too (version 0): a new key's check and the version
+         * its append takes then cost one store read, not two. */
+        spw_es_key sk = {0};
         if (!store_key(es, key, n, &sk))
-            return 0;
+            sk.version = sk.offset = 0;
         e = set(es, p, key, n, sk.version, sk.offset);
     }
     if (e->version)

@@ -19,8 +19,11 @@
  * Memory: the map holds every key whose newest record the store does not
  * hold yet (appended, not yet durable or not yet indexed: pinned), and
  * caches others up to es-cache-keys per stream (about 64 bytes + the key
- * each; spw_es_set_cache_keys); past that, clean entries are evicted and
- * a key not in the map costs one store lookup (bloom filter, block cache).
+ * each; spw_es_set_cache_keys), and keys the store does not hold either
+ * (version 0: a new aggregate's check and append read the store once);
+ * past that, clean entries are evicted and a key not in the map costs one
+ * store lookup (bloom filters over the memtable and the tables, block
+ * cache).
  *
  * Durability: the store is filled from durable records only (the record
  * cursor), with each partition's indexed offset in the same write; at open
