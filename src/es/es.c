@@ -58,6 +58,7 @@ typedef struct es_part {
     size_t n;
     size_t clock;              /* the next bucket eviction looks at */
     _Atomic uint64_t indexed;  /* every record below is in the store */
+    spw_hold *hold;            /* retention keeps what is not indexed yet (at indexed) */
     _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
 
@@ -369,6 +370,9 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
             ret = SPW_EIO_STORE;
         } else {
             atomic_store(&p->indexed, next);
+            /* Retention may now take what the store holds. */
+            if (p->hold)
+                spw_hold_move(p->hold, next);
         }
     }
     rocksdb_writebatch_destroy(wb);
@@ -459,6 +463,8 @@ static void es_free(spw_es *es)
     }
     for (uint32_t i = 0; i < es->nparts; i++) {
         es_part *p = &es->parts[i];
+        if (p->hold)
+            spw_hold_release(p->hold);
         for (size_t b = 0; b < p->nbuckets; b++)
             for (es_ent *e = p->buckets[b], *next; e; e = next) {
                 next = e->next;
@@ -549,6 +555,35 @@ static int store_open(spw_es *es, const char *dir)
     return SPW_EIO_STORE;
 }
 
+/*
+ * Retention (a versioned stream may have one): each partition's hold at
+ * its indexed offset keeps every record the store does not hold yet, so
+ * no version leaves the log before it is in the store (the map lets go
+ * of a key only once the store has its newest version: versions go on
+ * after the key's records are deleted). Taken at open, before the tail is
+ * indexed and before the server's first retention pass. When the log
+ * already starts past the indexed offset (a store rebuilt after records
+ * were deleted), the versions of keys whose records all went are lost:
+ * said once, and the hold starts where the log does.
+ */
+static void take_holds(spw_es *es)
+{
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        es_part *p = &es->parts[i];
+        uint64_t at = atomic_load(&p->indexed);
+        if (spw_part_hold(es->s->parts[i], at, &p->hold) == 0)
+            continue;
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        spw_warn("stream %s partition %u: retention deleted records %" PRIu64 "..%" PRIu64
+                 " before the version store indexed them; keys whose every record went there start their versions "
+                 "again",
+                 es->s->cfg.name, i, at, st.start_offset);
+        if (spw_part_hold(es->s->parts[i], st.start_offset, &p->hold))
+            p->hold = NULL; /* moved on again meanwhile: the next index step's offsets are past it */
+    }
+}
+
 static pthread_mutex_t build_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int spw_es_of(spw_stream *s, spw_es **out)
@@ -580,6 +615,8 @@ int spw_es_of(spw_stream *s, spw_es **out)
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/%s/es", spw_catalog_dir(s->cat), s->cfg.name);
         r = store_open(es, dir);
+        if (r == 0)
+            take_holds(es);
         uint64_t tail = 0;
         if (r == 0)
             r = index_all(es, &tail);
@@ -773,6 +810,49 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
         return SPW_EIO_STORE;
     }
     return (int)got;
+}
+
+/* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
+static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
+{
+    spw_buf k = SPW_BUF_INIT;
+    ekey(&k, key, n, v);
+    char *err = NULL;
+    size_t vl = 0;
+    char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    spw_buf_fini(&k);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    int found = val && vl == 8;
+    if (found)
+        *offset = spw_get64((uint8_t *)val);
+    rocksdb_free(val);
+    return found;
+}
+
+int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
+                       uint64_t *oldest)
+{
+    /* A key's versions follow its offsets, and retention deletes from the
+     * start: its deleted versions are a prefix 1..d of its indexed ones
+     * (entries with offsets below start_offset), and versions not
+     * indexed yet (no entry) are kept. Bisect for d + 1. */
+    uint64_t lo = 1, hi = current + 1; /* the answer is in [lo, hi] */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2, off = 0;
+        int r = entry_get(es, key, n, mid, &off);
+        if (r < 0)
+            return r;
+        if (r == 1 && off < start_offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *oldest = lo;
+    return 0;
 }
 
 int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version, const char *state, size_t len)

@@ -136,6 +136,15 @@ uint64_t spw_es_history_records(spw_es *es);
 int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
                    uint64_t *offsets);
 
+/*
+ * Retention on a versioned stream deletes a key's oldest records (never
+ * one the store has not indexed: es.c take_holds): its oldest version
+ * still in the log, given its current version and its partition's start
+ * offset; current + 1 when every record of the key went. 0, or an error.
+ */
+int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
+                       uint64_t *oldest);
+
 /* A key's newest snapshot: its version and the state's JSON text. put
  * replaces it (REQUIRES: the caller checked version against the key's);
  * get returns 1 with it, 0 if none, or an error. */

@@ -83,6 +83,36 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
         c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(got));
         goto out;
     }
+    /* Retention may have deleted the key's oldest versions (es.h
+     * spw_es_oldest_kept): a read from one of those says where the log
+     * now starts for the key, rather than skipping them silently. */
+    spw_part_state pst;
+    spw_part_state_get(s->parts[part], &pst);
+    if (pst.start_offset > 0 && from_version <= k.version) {
+        uint64_t oldest = 0;
+        int r = spw_es_oldest_kept(es, key, n, k.version, pst.start_offset, &oldest);
+        if (r < 0) {
+            c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(r));
+            goto out;
+        }
+        if (from_version < oldest) {
+            if (next_version)
+                *next_version = oldest;
+            c = oldest > k.version
+                    ? fail(msg, cap, SPW_SC_VERSIONS_DELETED,
+                           "retention deleted every event of this key (versions 1 to %" PRIu64
+                           "); its version goes on from there: start from a snapshot",
+                           k.version)
+                    : fail(msg, cap, SPW_SC_VERSIONS_DELETED,
+                           "retention deleted versions 1 to %" PRIu64 " of this key; the oldest kept is %" PRIu64
+                           ": read from_version=%" PRIu64 ", from a snapshot at or after %" PRIu64,
+                           oldest - 1, oldest, oldest, oldest - 1);
+            spw_cursor_fini(&cur);
+            spw_free(vers);
+            spw_free(offs);
+            return c;
+        }
+    }
     for (int i = 0; i < got && !stop; i++) {
         if (vers[i] != next)
             break; /* a gap (a write that failed): the tail scan below does not fill it either */
