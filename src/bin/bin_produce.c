@@ -88,7 +88,7 @@ static void produce_answer(spw_produce_res *res, void *user)
     c->loop->inflight--;
     if (!c->closed) {
         produce_send(c, q->request_id, q->versioned, res);
-        spw__bin_conn_flush(c);
+        spw__bin_conn_flush_soon(c);
     }
     spw_free(q);
 }

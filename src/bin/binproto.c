@@ -401,10 +401,28 @@ static void bin_io(spw_netconn *nc, uint32_t events)
     }
 }
 
-/* As soon as pressure falls, not a tick later. */
+void spw__bin_conn_flush_soon(bconn *c)
+{
+    if (c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    c->flush_next = c->loop->flush_head;
+    c->loop->flush_head = c;
+}
+
+/* As soon as pressure falls, not a tick later; and the answers the
+ * round's posts completed, one send per connection (a connection closed
+ * meanwhile is a zombie until the sweep after this: flushing it is a
+ * no-op). */
 static void bin_after_events(spw_netloop *nl)
 {
     bloop *l = (bloop *)nl;
+    while (l->flush_head) {
+        bconn *c = l->flush_head;
+        l->flush_head = c->flush_next;
+        c->flush_pending = 0;
+        spw__bin_conn_flush(c);
+    }
     if (l->nheld)
         release_held(l);
 }
