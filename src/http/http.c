@@ -102,6 +102,9 @@ struct spw_conn {
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int error_sent;
     uint64_t req_start_ms;
+    /* answered in this round of events: flushed once after it (conn_flush_soon) */
+    int flush_pending;
+    struct spw_conn *flush_next;
 };
 
 struct spw_http_loop {
@@ -112,6 +115,7 @@ struct spw_http_loop {
         };
     };
     spw_http_server *srv;
+    struct spw_conn *flush_head; /* connections to flush after this round (conn_flush_soon) */
 };
 
 struct spw_http_server {
@@ -330,6 +334,31 @@ static void conn_flush(spw_conn *c)
         conn_resume(c);
 }
 
+/* conn_flush after the loop's current round of events (http_after_events):
+ * the answers a round completes — a group commit's, posted together —
+ * leave in one send per connection, not one per answer. */
+static void conn_flush_soon(spw_conn *c)
+{
+    if (c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    c->flush_next = c->loop->flush_head;
+    c->loop->flush_head = c;
+}
+
+/* A connection closed in the round is a zombie until the sweep after
+ * this: conn_flush of it sends nothing. */
+static void http_after_events(spw_netloop *nl)
+{
+    spw_http_loop *l = (spw_http_loop *)nl;
+    while (l->flush_head) {
+        spw_conn *c = l->flush_head;
+        l->flush_head = c->flush_next;
+        c->flush_pending = 0;
+        if (!c->closed)
+            conn_flush(c);
+    }
+}
 
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len)
@@ -385,7 +414,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             b->len += len;
         }
         spw_netconn_out_hold(&c->nc, b->len); /* unsent from now (net/conn.h) */
-        conn_flush(c);
+        conn_flush_soon(c);
     }
 }
 
@@ -916,6 +945,7 @@ static const spw_netproto http_proto = {
     .conn_free = http_conn_free,
     .stop_reading = http_stop_reading,
     .conn_tick = http_conn_tick,
+    .after_events = http_after_events,
 };
 
 int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, spw_http_server **out)
