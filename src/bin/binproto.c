@@ -94,6 +94,13 @@ void spw__bin_conn_close(bconn *c) { spw_netconn_close(&c->nc); }
 static void bin_conn_free(spw_netconn *nc)
 {
     bconn *c = bc(nc);
+    /* Closed after it was queued for a flush: off the loop's list first. */
+    if (c->flush_pending)
+        for (bconn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
     spw_auth_session_fini(&c->auth);
     in_free(c);
 }
@@ -403,6 +410,10 @@ static void bin_io(spw_netconn *nc, uint32_t events)
 
 void spw__bin_conn_flush_soon(bconn *c)
 {
+    if (c->close_after) {
+        spw__bin_conn_flush(c); /* closing after its answers: at once, as it always did */
+        return;
+    }
     if (c->flush_pending || c->closed)
         return;
     c->flush_pending = 1;

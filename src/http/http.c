@@ -250,6 +250,14 @@ static int body_take(spw_http_req *r, size_t n)
 static void http_conn_free(spw_netconn *nc)
 {
     spw_conn *c = hc(nc);
+    /* Closed after it was queued for a flush (in a call between a round's
+     * flush and its sweep): off the loop's list before it is freed. */
+    if (c->flush_pending)
+        for (spw_conn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
     /* Every slot, not only the pending ones: a finished slot keeps its
      * buffer (or the one swapped in from out) for reuse. */
     for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
@@ -339,6 +347,10 @@ static void conn_flush(spw_conn *c)
  * leave in one send per connection, not one per answer. */
 static void conn_flush_soon(spw_conn *c)
 {
+    if (c->close_after) {
+        conn_flush(c); /* closing after its answers (conn_fail, Connection: close): at once, as it always did */
+        return;
+    }
     if (c->flush_pending || c->closed)
         return;
     c->flush_pending = 1;
