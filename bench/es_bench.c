@@ -1,15 +1,25 @@
 /*
  * Conditional appends (docs/api.md "Event sourcing"), closed loop: C
- * connections, each appending single events to random aggregates of N,
- * expecting the version it last saw for that aggregate (a shared hint
- * table; a 409 teaches the current version and counts as a conflict), at
- * ack=fsync, for S seconds, over HTTP (keep-alive, one request at a time
- * per connection) or the binary protocol (the client library's
- * spillway_client_append). --unconditional sends expectation "any" instead.
- * Prints `BENCH es system=... appends_per_s=... p99_us=... conflicts=...`.
+ * connections, each keeping I appends in flight (--inflight, default 32),
+ * every append a single event to a random aggregate of N (the I in flight
+ * on a connection are on I different aggregates), expecting the version
+ * last seen for that aggregate (a shared hint table: the version a 202
+ * gave, or the current version a 409 named; a 409 counts as a conflict),
+ * at ack=fsync, for S seconds. Over HTTP the I requests are pipelined on a
+ * keep-alive connection (the server answers them in order); over the
+ * binary protocol they are PRODUCE frames with flag VERSIONED and distinct
+ * request ids (answered as they complete). --inflight 1 is one request at
+ * a time per connection: the rate is then C appends per fsync round.
+ * --unconditional sends expectation "any" instead (no check).
+ * Prints `BENCH es system=... appends_per_s=... p99_us=... conflicts=...
+ * inflight=I`; latency is from a request's send to its answer.
  *
  * usage: spw_es_bench --protocol http|bin --http HOST:PORT --bin HOST:PORT
- *                     --stream S [--conns C] [--aggregates N] [--seconds S] [--unconditional]
+ *                     --stream S [--conns C (50)] [--inflight I (32, 1..64)]
+ *                     [--aggregates N (100000)] [--seconds S (5)] [--unconditional]
+ *        spw_es_bench --bin HOST:PORT --stream S --history-load E
+ * The second loads the history proof's data (bench/es.sh --history): E
+ * events of 100,000 keys and 1,000 of "the-aggregate" spread among them.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -24,20 +34,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spillway.h"
 
 static const char *proto = "bin", *http_addr = "127.0.0.1:7700", *bin_addr = "127.0.0.1:7701", *stream = "es";
-static int conns = 50, seconds = 5, unconditional = 0;
+static int conns = 50, seconds = 5, unconditional = 0, inflight = 32;
 static uint32_t aggs = 100000;
 static _Atomic uint64_t *known;
 static _Atomic int stop;
 
+#define MAX_INFLIGHT 64 /* the server's default max-pipelined (both protocols) */
+
 typedef struct worker {
     pthread_t th;
-    int id;
+    int id, fd, http;
     uint64_t ok, conflicts, errors;
     uint32_t *lat_us; /* of accepted appends */
     size_t nlat, cap;
+    uint64_t rs;
+    uint32_t agg[MAX_INFLIGHT]; /* the aggregate of each slot in flight */
+    uint64_t t0[MAX_INFLIGHT];
+    uint32_t fifo[MAX_INFLIGHT]; /* HTTP: slots in request order */
+    uint32_t head, nfifo;
+    char *in; /* answers received, not yet parsed */
+    size_t have, incap;
 } worker;
 
 static uint64_t now_us(void)
@@ -47,19 +65,19 @@ static uint64_t now_us(void)
     return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
 }
 
-static int http_connect(void)
+static int tcp_connect(const char *addr)
 {
     char host[64];
-    snprintf(host, sizeof host, "%s", http_addr);
+    snprintf(host, sizeof host, "%s", addr);
     char *colon = strrchr(host, ':');
     if (!colon)
         return -1;
     *colon = 0;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
-        close(fd);
+    if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     int one = 1;
@@ -67,88 +85,200 @@ static int http_connect(void)
     return fd;
 }
 
-/* One POST; returns the status, *num the "first" (202) or "current" (409). */
-static int http_append(int fd, const char *key, const char *expect, uint64_t *num)
+static int send_all(int fd, const void *p, size_t n)
 {
-    static __thread char buf[8192];
-    char body[128];
-    int bl = snprintf(body, sizeof body, "{\"id\":\"%s\",\"t\":\"deposited\",\"amount\":1}", key);
-    int n = snprintf(buf, sizeof buf,
-                     "POST /v1/streams/%s/events HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
-                     "Spillway-Expected-Version: %s\r\nContent-Length: %d\r\n\r\n%s",
-                     stream, expect, bl, body);
-    if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
-        return -1;
-    size_t have = 0;
-    for (;;) {
-        ssize_t r = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+    const char *c = p;
+    while (n) {
+        ssize_t r = send(fd, c, n, MSG_NOSIGNAL);
         if (r <= 0)
             return -1;
-        have += (size_t)r;
-        buf[have] = 0;
-        char *he = strstr(buf, "\r\n\r\n");
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static uint8_t *put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        *p++ = (uint8_t)(v >> (8 * i));
+    return p;
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Sends slot's append: aggregate a, expecting exp (0: none). */
+static int send_append(worker *w, uint32_t slot, uint32_t a, uint64_t exp)
+{
+    char key[24], val[96], e[24];
+    int kl = snprintf(key, sizeof key, "acct-%06u", a);
+    int vl = snprintf(val, sizeof val, "{\"id\":\"%s\",\"t\":\"deposited\",\"amount\":1}", key);
+    if (w->http) {
+        char buf[512];
+        if (unconditional)
+            snprintf(e, sizeof e, "any");
+        else
+            snprintf(e, sizeof e, "%" PRIu64, exp);
+        int n = snprintf(buf, sizeof buf,
+                         "POST /v1/streams/%s/events HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+                         "Spillway-Expected-Version: %s\r\nContent-Length: %d\r\n\r\n%s",
+                         stream, e, vl, val);
+        w->fifo[(w->head + w->nfifo++) % MAX_INFLIGHT] = slot;
+        return send_all(w->fd, buf, (size_t)n);
+    }
+    /* PRODUCE, flag VERSIONED (docs/protocol.md "Versioned streams") */
+    uint8_t f[512], *p = f + 4;
+    size_t sl = strlen(stream);
+    *p++ = 1; /* PRODUCE */
+    *p++ = 1; /* version */
+    p = put_le(p, 0, 2);
+    p = put_le(p, slot, 8); /* request id */
+    p = put_le(p, sl, 2);
+    memcpy(p, stream, sl);
+    p += sl;
+    *p++ = 2;   /* ack fsync */
+    *p++ = 255; /* priority: the stream's */
+    p = put_le(p, 2, 2);          /* VERSIONED */
+    p = put_le(p, 0xFFFFFFFFu, 4); /* by key */
+    p = put_le(p, 0, 8);           /* producer id */
+    p = put_le(p, 0, 4);           /* producer seq */
+    p = put_le(p, 1, 4);           /* count */
+    *p++ = 1;                      /* HAS_KEY */
+    p = put_le(p, 0, 8);
+    p = put_le(p, (uint64_t)kl, 4);
+    memcpy(p, key, (size_t)kl);
+    p += kl;
+    p = put_le(p, (uint64_t)vl, 4);
+    memcpy(p, val, (size_t)vl);
+    p += vl;
+    *p++ = unconditional ? 0 : exp ? 3 : 1;
+    p = put_le(p, unconditional ? 0 : exp, 8);
+    put_le(f, (uint64_t)(p - f - 4), 4);
+    return send_all(w->fd, f, (size_t)(p - f));
+}
+
+/* Starts slot's next append, on an aggregate no other slot of this
+ * connection has in flight. */
+static int issue(worker *w, uint32_t slot)
+{
+    uint32_t a;
+    for (;;) {
+        w->rs ^= w->rs << 13;
+        w->rs ^= w->rs >> 7;
+        w->rs ^= w->rs << 17;
+        a = (uint32_t)(w->rs % aggs);
+        int busy = 0;
+        for (int i = 0; i < inflight && !busy; i++)
+            busy = (uint32_t)i != slot && w->agg[i] == a;
+        if (!busy || aggs <= (uint32_t)inflight)
+            break;
+    }
+    w->agg[slot] = a;
+    w->t0[slot] = now_us();
+    return send_append(w, slot, a, atomic_load(&known[a]));
+}
+
+/* One complete answer from w->in, if there is one: 1 with *slot, *st
+ * (202, 409, other) and *num (the version given, or the current one),
+ * 0 if more bytes are needed. Consumes it. */
+static int parse_answer(worker *w, uint32_t *slot, int *st, uint64_t *num)
+{
+    size_t used;
+    if (w->http) {
+        char *he = memmem(w->in, w->have, "\r\n\r\n", 4);
         if (!he)
-            continue;
-        char *cl = strstr(buf, "Content-Length: ");
+            return 0;
+        *he = 0;
+        char *cl = strstr(w->in, "Content-Length: ");
         size_t blen = cl ? (size_t)atol(cl + 16) : 0;
-        if (have < (size_t)(he + 4 - buf) + blen)
-            continue;
-        int st = atoi(buf + 9);
-        const char *f = strstr(he, st == 202 ? "\"first\":" : "\"current\":");
+        *he = '\r';
+        used = (size_t)(he + 4 - w->in) + blen;
+        if (w->have < used || !w->nfifo)
+            return 0;
+        *st = atoi(w->in + 9);
+        char save = w->in[used];
+        w->in[used] = 0;
+        const char *f = strstr(he + 4, *st == 202 ? "\"first\":" : "\"current\":");
         *num = f ? strtoull(strchr(f, ':') + 1, NULL, 10) : 0;
-        return st;
+        w->in[used] = save;
+        *slot = w->fifo[w->head];
+        w->head = (w->head + 1) % MAX_INFLIGHT;
+        w->nfifo--;
+    } else {
+        if (w->have < 4)
+            return 0;
+        uint32_t len = (uint32_t)get_le((const uint8_t *)w->in, 4);
+        used = 4 + (size_t)len;
+        if (w->have < used)
+            return 0;
+        const uint8_t *h = (const uint8_t *)w->in + 4;
+        if (len < 12 + 2 + 8)
+            return -1;
+        *slot = (uint32_t)get_le(h + 4, 8);
+        unsigned status = (unsigned)get_le(h + 12, 2);
+        *st = status == 0 ? 202 : (int)status;
+        *num = get_le(h + len - 8, 8); /* the version (one record), or the current one (409) */
+        if (*slot >= (uint32_t)inflight)
+            return -1;
+    }
+    memmove(w->in, w->in + used, w->have - used);
+    w->have -= used;
+    return 1;
+}
+
+static int next_answer(worker *w, uint32_t *slot, int *st, uint64_t *num)
+{
+    for (;;) {
+        int r = parse_answer(w, slot, st, num);
+        if (r)
+            return r;
+        if (w->incap - w->have < 4096) {
+            w->incap = w->incap ? w->incap * 2 : 65536;
+            w->in = realloc(w->in, w->incap + 1);
+        }
+        ssize_t n = recv(w->fd, w->in + w->have, w->incap - w->have, 0);
+        if (n <= 0)
+            return -1;
+        w->have += (size_t)n;
     }
 }
 
 static void *run(void *arg)
 {
     worker *w = arg;
-    uint64_t rs = 0x9E3779B97F4A7C15ull * (uint64_t)(w->id + 1);
-    int fd = -1;
-    spillway_client *c = NULL;
-    if (strcmp(proto, "http") == 0)
-        fd = http_connect();
-    else if (spillway_client_connect(bin_addr, 30000, &c))
-        c = NULL;
-    if (fd < 0 && !c) {
+    w->rs = 0x9E3779B97F4A7C15ull * (uint64_t)(w->id + 1);
+    w->http = strcmp(proto, "http") == 0;
+    w->fd = tcp_connect(w->http ? http_addr : bin_addr);
+    if (w->fd < 0) {
         fprintf(stderr, "spw_es_bench: cannot connect\n");
         w->errors++;
         return NULL;
     }
-    while (!atomic_load(&stop)) {
-        rs ^= rs << 13;
-        rs ^= rs >> 7;
-        rs ^= rs << 17;
-        uint32_t a = (uint32_t)(rs % aggs);
-        uint64_t exp = atomic_load(&known[a]), num = 0;
-        char key[24];
-        snprintf(key, sizeof key, "acct-%06u", a);
-        uint64_t t0 = now_us();
-        int st;
-        if (fd >= 0) {
-            char e[24];
-            if (unconditional)
-                snprintf(e, sizeof e, "any");
-            else
-                snprintf(e, sizeof e, "%" PRIu64, exp);
-            st = http_append(fd, key, e, &num);
-        } else {
-            char val[96];
-            int vl = snprintf(val, sizeof val, "{\"id\":\"%s\",\"t\":\"deposited\",\"amount\":1}", key);
-            spillway_value v = {.p = val, .len = (uint32_t)vl};
-            int r = spillway_client_append(c, stream, key, (int32_t)strlen(key), &v, 1,
-                                      unconditional ? SPILLWAY_EXPECT_VERSION_ANY
-                                      : exp         ? SPILLWAY_EXPECT_VERSION_EXACT
-                                                    : SPILLWAY_EXPECT_VERSION_NONE,
-                                      exp, SPILLWAY_ACK_LEVEL_FSYNC, &num);
-            st = r == 0 ? 202 : r == SPILLWAY_ERR_CONFLICT ? 409 : -1;
-            if (st == 409)
-                num = spillway_client_current_version(c);
+    for (int i = 0; i < inflight; i++)
+        w->agg[i] = UINT32_MAX;
+    for (int i = 0; i < inflight; i++)
+        if (issue(w, (uint32_t)i)) {
+            w->errors++;
+            goto out;
         }
-        uint64_t dt = now_us() - t0;
+    while (!atomic_load(&stop)) {
+        uint32_t slot;
+        int st;
+        uint64_t num;
+        if (next_answer(w, &slot, &st, &num) != 1) {
+            w->errors++;
+            break;
+        }
+        uint64_t dt = now_us() - w->t0[slot];
         if (st == 202) {
             w->ok++;
-            atomic_store(&known[a], num);
+            atomic_store(&known[w->agg[slot]], num);
             if (w->nlat == w->cap) {
                 w->cap = w->cap ? w->cap * 2 : 4096;
                 w->lat_us = realloc(w->lat_us, w->cap * sizeof *w->lat_us);
@@ -156,17 +286,118 @@ static void *run(void *arg)
             w->lat_us[w->nlat++] = (uint32_t)(dt > UINT32_MAX ? UINT32_MAX : dt);
         } else if (st == 409) {
             w->conflicts++;
-            atomic_store(&known[a], num);
+            atomic_store(&known[w->agg[slot]], num);
         } else {
+            fprintf(stderr, "spw_es_bench: answer %d\n", st);
+            w->errors++;
+            break;
+        }
+        if (!atomic_load(&stop) && issue(w, slot)) {
             w->errors++;
             break;
         }
     }
-    if (fd >= 0)
-        close(fd);
-    if (c)
-        spillway_client_close(c);
+out:
+    close(w->fd);
+    free(w->in);
     return NULL;
+}
+
+/* ---- --history-load E: the history proof's data (bench/es.sh --history) ---- */
+
+#define LOAD_BATCH 1000
+#define LOAD_INFLIGHT 16
+
+/* Appends E events of 100,000 keys plus 1,000 of "the-aggregate" spread
+ * evenly among them, in PRODUCE batches of LOAD_BATCH records (the
+ * aggregate's events one per request, as an application's commands append
+ * them) at ack fsync, LOAD_INFLIGHT in flight on one connection. 0, or 1 on error. */
+static int history_load(uint64_t events)
+{
+    int fd = tcp_connect(bin_addr);
+    if (fd < 0) {
+        fprintf(stderr, "spw_es_bench: cannot connect to %s\n", bin_addr);
+        return 1;
+    }
+    uint64_t total = events + 1000, every = total / 1000, sent = 0, agg = 0, noise = 0;
+    size_t cap = 64 + (size_t)LOAD_BATCH * 96, sl = strlen(stream);
+    uint8_t *f = malloc(cap);
+    worker w = {.fd = fd, .http = 0};
+    int inflight_now = 0, err = 0;
+    uint64_t id = 0, t0 = now_us();
+    while (!err && (sent < total || inflight_now > 0)) {
+        while (sent < total && inflight_now < LOAD_INFLIGHT) {
+            uint8_t *p = f + 4;
+            *p++ = 1;
+            *p++ = 1;
+            p = put_le(p, 0, 2);
+            p = put_le(p, id++ % LOAD_INFLIGHT, 8);
+            p = put_le(p, sl, 2);
+            memcpy(p, stream, sl);
+            p += sl;
+            *p++ = 2; /* ack fsync: durable when answered, so the indexer lag says it all */
+            *p++ = 255;
+            p = put_le(p, 0, 2);
+            p = put_le(p, 0xFFFFFFFFu, 4);
+            p = put_le(p, 0, 8);
+            p = put_le(p, 0, 4);
+            uint8_t *countp = p;
+            p += 4;
+            uint32_t n = 0;
+            while (n < LOAD_BATCH && sent < total) {
+                char key[32], val[64];
+                int is_agg = sent % every == every - 1 && agg < 1000;
+                if (is_agg && n > 0)
+                    break; /* the aggregate's events come one per request, as commands append them */
+                int kl = is_agg ? snprintf(key, sizeof key, "the-aggregate")
+                                : snprintf(key, sizeof key, "k%06u", (unsigned)(noise++ % 100000));
+                agg += is_agg;
+                int vl = snprintf(val, sizeof val, "{\"n\":%" PRIu64 ",\"pad\":\"xxxxxxxxxxxxxxxx\"}", sent);
+                *p++ = 1; /* HAS_KEY */
+                p = put_le(p, 0, 8);
+                p = put_le(p, (uint64_t)kl, 4);
+                memcpy(p, key, (size_t)kl);
+                p += kl;
+                p = put_le(p, (uint64_t)vl, 4);
+                memcpy(p, val, (size_t)vl);
+                p += vl;
+                n++;
+                sent++;
+                if (is_agg)
+                    break;
+            }
+            put_le(countp, n, 4);
+            put_le(f, (uint64_t)(p - f - 4), 4);
+            if (send_all(fd, f, (size_t)(p - f))) {
+                err = 1;
+                break;
+            }
+            inflight_now++;
+        }
+        if (err || inflight_now == 0)
+            break;
+        uint32_t slot;
+        int st;
+        uint64_t num;
+        inflight = LOAD_INFLIGHT; /* parse_answer's check of the request id */
+        if (next_answer(&w, &slot, &st, &num) != 1 || st != 202) {
+            fprintf(stderr, "spw_es_bench: loading: answer %d\n", st);
+            err = 1;
+            break;
+        }
+        inflight_now--;
+    }
+    if (!err && agg != 1000) {
+        fprintf(stderr, "spw_es_bench: loading: %" PRIu64 " events of the aggregate, not 1000\n", agg);
+        err = 1;
+    }
+    double secs = (double)(now_us() - t0) / 1e6;
+    if (!err)
+        printf("loaded %" PRIu64 " events (%" PRIu64 " of the-aggregate) in %.1f s\n", sent, agg, secs);
+    close(fd);
+    free(f);
+    free(w.in);
+    return err;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -177,6 +408,7 @@ static int cmp_u32(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    uint64_t load = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--unconditional") == 0) {
@@ -198,6 +430,10 @@ int main(int argc, char **argv)
             stream = v;
         else if (strcmp(a, "--conns") == 0)
             conns = atoi(v);
+        else if (strcmp(a, "--inflight") == 0)
+            inflight = atoi(v);
+        else if (strcmp(a, "--history-load") == 0)
+            load = strtoull(v, NULL, 10);
         else if (strcmp(a, "--aggregates") == 0)
             aggs = (uint32_t)atoi(v);
         else if (strcmp(a, "--seconds") == 0)
@@ -207,7 +443,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (conns < 1 || conns > 1000 || aggs < 1 || seconds < 1 || (strcmp(proto, "http") && strcmp(proto, "bin"))) {
+    if (load)
+        return history_load(load);
+    if (conns < 1 || conns > 1000 || inflight < 1 || inflight > MAX_INFLIGHT || aggs < 1 || seconds < 1 || (strcmp(proto, "http") && strcmp(proto, "bin"))) {
         fprintf(stderr, "spw_es_bench: bad options\n");
         return 2;
     }
@@ -240,8 +478,9 @@ int main(int argc, char **argv)
     qsort(all, nl, sizeof *all, cmp_u32);
     uint32_t p99 = nl ? all[(size_t)((double)(nl - 1) * 0.99)] : 0;
     printf("BENCH es system=spillway-%s%s appends_per_s=%.0f p99_us=%u conflicts=%" PRIu64 " errors=%" PRIu64
-           " conns=%d aggregates=%u seconds=%.1f\n",
-           proto, unconditional ? "-unconditional" : "", (double)ok / secs, p99, conf, err, conns, aggs, secs);
+           " conns=%d inflight=%d aggregates=%u seconds=%.1f\n",
+           proto, unconditional ? "-unconditional" : "", (double)ok / secs, p99, conf, err, conns, inflight, aggs,
+           secs);
     free(all);
     free(ws);
     free((void *)known);

@@ -27,9 +27,10 @@
 #
 #   bench/run.sh es [bench/es.sh options]
 #       conditional appends (expected version) from 50 connections over
-#       100,000 aggregates at ack=fsync, binary and HTTP, and the same
-#       workload on PostgreSQL (SELECT max(version) + INSERT per append);
-#       see bench/es.sh.
+#       100,000 aggregates at ack=fsync, 32 in flight per connection and 1,
+#       binary and HTTP, and the same workload on PostgreSQL (SELECT
+#       max(version) + INSERT per append); with --history, the time to read
+#       one aggregate's 1,000 events among 10 M; see bench/es.sh.
 #   bench/run.sh views [--events N] [--keys K] [--size B] [--span-ms MS] [--lag-seconds S]
 #       views (src/view): RocksDB's own db_bench fillrandom and mergerandom
 #       for N keys' writes of B-byte values, then the apply rate of a latest,

@@ -77,6 +77,10 @@ typedef struct bconn {
      * with the unsent answers for the pause, so that pipelined FETCHes a
      * client does not read hold no more than OUT_PAUSE_BYTES past one. */
     size_t promised;
+    /* an answer was added to out by a post of this round: flushed once,
+     * after the round (bin_after_events), with every other one */
+    int flush_pending;
+    struct bconn *flush_next;
 } bconn;
 
 struct bloop {
@@ -89,6 +93,7 @@ struct bloop {
     spw_bin_server *srv;
     uint32_t nheld;    /* connections held by pressure */
     int in_group_call; /* a group poll/commit may answer inside the call: no flush there */
+    bconn *flush_head; /* connections with answers to send after this round (spw__bin_conn_flush_soon) */
 };
 
 struct spw_bin_server {
@@ -103,6 +108,9 @@ uint64_t spw__bin_now_ms(void);
 void spw__bin_loop_post(bloop *l, void (*fn)(void *), void *arg);
 void spw__bin_conn_close(bconn *c);
 void spw__bin_conn_flush(bconn *c);
+/* Flushes c after the loop's current round of events: answers completed
+ * together (a group commit's) leave in one send per connection. */
+void spw__bin_conn_flush_soon(bconn *c);
 void spw__bin_send_sc(bconn *c, uint8_t opcode, uint64_t id, spw_sc sc, uint32_t retry_after_ms, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 void spw__bin_send_damaged(bconn *c, uint8_t opcode, uint64_t id, uint32_t part, uint64_t from, uint64_t resume);

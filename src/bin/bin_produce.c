@@ -57,8 +57,8 @@ static void produce_send(bconn *c, uint64_t request_id, int versioned, spw_produ
     for (uint32_t i = 0; i < n; i++)
         if (r->part_of[i] == UINT32_MAX)
             r->part_of[i] = SPW_PART_SUPERSEDED;
-    /* A duplicate's answer has no versions (the dedupe table keeps none):
-     * zeros, "not known" */
+    /* Versions not known (a duplicate whose records cannot be read back):
+     * zeros */
     uint64_t *versions = NULL;
     if (versioned) {
         versions = spw_xcalloc(n ? n : 1, sizeof *versions);
@@ -88,7 +88,7 @@ static void produce_answer(spw_produce_res *res, void *user)
     c->loop->inflight--;
     if (!c->closed) {
         produce_send(c, q->request_id, q->versioned, res);
-        spw__bin_conn_flush(c);
+        spw__bin_conn_flush_soon(c);
     }
     spw_free(q);
 }

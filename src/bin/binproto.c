@@ -94,6 +94,13 @@ void spw__bin_conn_close(bconn *c) { spw_netconn_close(&c->nc); }
 static void bin_conn_free(spw_netconn *nc)
 {
     bconn *c = bc(nc);
+    /* Closed after it was queued for a flush: off the loop's list first. */
+    if (c->flush_pending)
+        for (bconn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
     spw_auth_session_fini(&c->auth);
     in_free(c);
 }
@@ -405,10 +412,32 @@ static void bin_io(spw_netconn *nc, uint32_t events)
     }
 }
 
-/* As soon as pressure falls, not a tick later. */
+void spw__bin_conn_flush_soon(bconn *c)
+{
+    if (c->close_after) {
+        spw__bin_conn_flush(c); /* closing after its answers: at once, as it always did */
+        return;
+    }
+    if (c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    c->flush_next = c->loop->flush_head;
+    c->loop->flush_head = c;
+}
+
+/* As soon as pressure falls, not a tick later; and the answers the
+ * round's posts completed, one send per connection (a connection closed
+ * meanwhile is a zombie until the sweep after this: flushing it is a
+ * no-op). */
 static void bin_after_events(spw_netloop *nl)
 {
     bloop *l = (bloop *)nl;
+    while (l->flush_head) {
+        bconn *c = l->flush_head;
+        l->flush_head = c->flush_next;
+        c->flush_pending = 0;
+        spw__bin_conn_flush(c);
+    }
     if (l->nheld)
         release_held(l);
 }

@@ -250,11 +250,6 @@ int spw_stream_config_check(const spw_stream_config *c, char *err, size_t errcap
                               "a key's versions are never replaced");
         return -1;
     }
-    if (c->versioned && (c->retention_ms >= 0 || c->retention_bytes >= 0)) {
-        snprintf(err, errcap, "a versioned stream keeps every event: \"retention\" must be absent (a key's "
-                              "versions are rebuilt from its events, and deleted events would let versions repeat)");
-        return -1;
-    }
     return 0;
 }
 

@@ -58,6 +58,7 @@ typedef struct es_part {
     size_t n;
     size_t clock;              /* the next bucket eviction looks at */
     _Atomic uint64_t indexed;  /* every record below is in the store */
+    spw_hold *hold;            /* retention keeps what is not indexed yet (at indexed) */
     _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
 
@@ -74,7 +75,14 @@ struct spw_es {
     pthread_t th;
     int th_started;
     _Atomic int stop;
+    /* the indexer sleeps until the log's durable hook (or stop) kicks it */
+    pthread_mutex_t wake_mu;
+    pthread_cond_t wake_cv;
+    int kicked;
+    int hooked; /* its durable hook is registered with the log */
+    _Atomic uint64_t passes;      /* indexer passes over the partitions */
     _Atomic uint64_t store_reads; /* lookups the map could not answer */
+    _Atomic uint64_t history_records; /* records history reads decoded (spw_es_count_history) */
     es_part parts[];
 };
 
@@ -226,10 +234,11 @@ static void grow(es_part *p)
     p->clock = 0;
 }
 
-/* Is e only a cache of the store (its newest record indexed)? */
+/* Is e only a cache of the store (its newest record indexed, or no
+ * record at all: version 0, what the store says of a key it lacks)? */
 static int ent_clean(const es_part *p, const es_ent *e)
 {
-    return e->offset != UINT64_MAX && e->offset < atomic_load(&p->indexed);
+    return e->version == 0 || (e->offset != UINT64_MAX && e->offset < atomic_load(&p->indexed));
 }
 
 /* Evicts clean entries, CLOCK order over the buckets, until the partition
@@ -361,6 +370,9 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
             ret = SPW_EIO_STORE;
         } else {
             atomic_store(&p->indexed, next);
+            /* Retention may now take what the store holds. */
+            if (p->hold)
+                spw_hold_move(p->hold, next);
         }
     }
     rocksdb_writebatch_destroy(wb);
@@ -386,20 +398,45 @@ static int index_all(spw_es *es, uint64_t *records)
     return r;
 }
 
+/* The log's durable hook (flusher thread): some partition's durable end
+ * advanced — perhaps one of this stream's. Must not block: a leaf lock. */
+static void durable_kick(void *arg)
+{
+    spw_es *es = arg;
+    pthread_mutex_lock(&es->wake_mu);
+    es->kicked = 1;
+    pthread_cond_signal(&es->wake_cv);
+    pthread_mutex_unlock(&es->wake_mu);
+}
+
+/* Safety net only: every durable advance kicks the indexer, and a kick
+ * is never lost (the flag), so it sleeps this long only when idle. */
+#define INDEXER_IDLE_NS (60ull * 1000000000ull)
+
 static void *indexer_main(void *arg)
 {
     spw_es *es = arg;
     spw_cursor c;
     spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
     while (!atomic_load(&es->stop) && !atomic_load(&es->s->deleted)) {
+        /* A kick from here on asks for another pass. */
+        pthread_mutex_lock(&es->wake_mu);
+        es->kicked = 0;
+        pthread_mutex_unlock(&es->wake_mu);
         long total = 0;
         for (uint32_t i = 0; i < es->nparts; i++) {
             long n = index_step(es, i, &c, 4096);
             if (n > 0)
                 total += n;
         }
-        if (total == 0)
-            spw_sleep_until(spw_mono_ns() + 5 * 1000000ull); /* polls durable ends: caught up */
+        atomic_fetch_add(&es->passes, 1);
+        if (total > 0)
+            continue;
+        /* Caught up: sleep until a durable end moves (the log's hook). */
+        pthread_mutex_lock(&es->wake_mu);
+        if (!es->kicked && !atomic_load(&es->stop))
+            spw_cond_wait_ns(&es->wake_cv, &es->wake_mu, INDEXER_IDLE_NS);
+        pthread_mutex_unlock(&es->wake_mu);
     }
     spw_cursor_fini(&c);
     return NULL;
@@ -411,8 +448,11 @@ static int index_all(spw_es *es, uint64_t *records);
 
 static void es_free(spw_es *es)
 {
+    if (es->hooked)
+        spw_log_remove_durable_hook(spw_catalog_log(es->s->cat), durable_kick, es);
     if (es->th_started) {
         atomic_store(&es->stop, 1);
+        durable_kick(es);
         pthread_join(es->th, NULL);
         /* A clean close indexes what is durable, so the next open has no
          * tail to index (the partitions are still open: the stream frees
@@ -423,6 +463,8 @@ static void es_free(spw_es *es)
     }
     for (uint32_t i = 0; i < es->nparts; i++) {
         es_part *p = &es->parts[i];
+        if (p->hold)
+            spw_hold_release(p->hold);
         for (size_t b = 0; b < p->nbuckets; b++)
             for (es_ent *e = p->buckets[b], *next; e; e = next) {
                 next = e->next;
@@ -441,6 +483,8 @@ static void es_free(spw_es *es)
         rocksdb_options_destroy(es->opts);
     if (es->bbo)
         rocksdb_block_based_options_destroy(es->bbo); /* owns the bloom filter */
+    pthread_mutex_destroy(&es->wake_mu);
+    pthread_cond_destroy(&es->wake_cv);
     spw_free(es);
 }
 
@@ -455,6 +499,12 @@ static int store_open(spw_es *es, const char *dir)
     rocksdb_options_set_keep_log_file_num(es->opts, 2);
     rocksdb_options_set_max_open_files(es->opts, 64);
     rocksdb_options_set_write_buffer_size(es->opts, 8 << 20);
+    /* Most lookups that reach the store are of new keys (a new aggregate's
+     * first append): a bloom filter over the memtable's keys answers
+     * those without a search of its skip list, as the tables' filters do
+     * for the files. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(es->opts, 0.1);
+    rocksdb_options_set_memtable_whole_key_filtering(es->opts, 1);
     es->bbo = rocksdb_block_based_options_create();
     es->bloom = rocksdb_filterpolicy_create_bloom(10);
     rocksdb_block_based_options_set_filter_policy(es->bbo, es->bloom);
@@ -505,6 +555,35 @@ static int store_open(spw_es *es, const char *dir)
     return SPW_EIO_STORE;
 }
 
+/*
+ * Retention (a versioned stream may have one): each partition's hold at
+ * its indexed offset keeps every record the store does not hold yet, so
+ * no version leaves the log before it is in the store (the map lets go
+ * of a key only once the store has its newest version: versions go on
+ * after the key's records are deleted). Taken at open, before the tail is
+ * indexed and before the server's first retention pass. When the log
+ * already starts past the indexed offset (a store rebuilt after records
+ * were deleted), the versions of keys whose records all went are lost:
+ * said once, and the hold starts where the log does.
+ */
+static void take_holds(spw_es *es)
+{
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        es_part *p = &es->parts[i];
+        uint64_t at = atomic_load(&p->indexed);
+        if (spw_part_hold(es->s->parts[i], at, &p->hold) == 0)
+            continue;
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        spw_warn("stream %s partition %u: retention deleted records %" PRIu64 "..%" PRIu64
+                 " before the version store indexed them; keys whose every record went there start their versions "
+                 "again",
+                 es->s->cfg.name, i, at, st.start_offset);
+        if (spw_part_hold(es->s->parts[i], st.start_offset, &p->hold))
+            p->hold = NULL; /* moved on again meanwhile: the next index step's offsets are past it */
+    }
+}
+
 static pthread_mutex_t build_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int spw_es_of(spw_stream *s, spw_es **out)
@@ -526,6 +605,8 @@ int spw_es_of(spw_stream *s, spw_es **out)
         es->nparts = s->cfg.partitions;
         uint64_t ck = atomic_load(&cache_keys);
         es->cap = (size_t)(ck / es->nparts > 16 ? ck / es->nparts : 16);
+        pthread_mutex_init(&es->wake_mu, NULL);
+        spw_cond_init(&es->wake_cv);
         for (uint32_t i = 0; i < es->nparts; i++) {
             pthread_mutex_init(&es->parts[i].mu, NULL);
             es->parts[i].nbuckets = 64;
@@ -534,12 +615,18 @@ int spw_es_of(spw_stream *s, spw_es **out)
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/%s/es", spw_catalog_dir(s->cat), s->cfg.name);
         r = store_open(es, dir);
+        if (r == 0)
+            take_holds(es);
         uint64_t tail = 0;
         if (r == 0)
             r = index_all(es, &tail);
         if (r == 0)
             spw_info("stream %s: version store open; %" PRIu64 " record(s) of the log's tail indexed", s->cfg.name,
                      tail);
+        if (r == 0) {
+            r = spw_log_add_durable_hook(spw_catalog_log(s->cat), durable_kick, es);
+            es->hooked = r == 0;
+        }
         if (r == 0 && pthread_create(&es->th, NULL, indexer_main, es) != 0)
             r = SPW_ENOMEM;
         else if (r == 0)
@@ -624,10 +711,12 @@ int spw_es_get_locked(spw_es *es, uint32_t partition, const void *key, size_t n,
     es_ent *e = find(p, key_hash(key, n), key, n);
     if (!e) {
         /* Not in the map: the store holds the key's newest record, since
-         * every record it lacks is pinned in the map. Cache what it says. */
-        spw_es_key sk;
+         * every record it lacks is pinned in the map. Cache what it says,
+         * "no record" too (version 0): a new key's check and the version
+         * its append takes then cost one store read, not two. */
+        spw_es_key sk = {0};
         if (!store_key(es, key, n, &sk))
-            return 0;
+            sk.version = sk.offset = 0;
         e = set(es, p, key, n, sk.version, sk.offset);
     }
     if (e->version)
@@ -663,6 +752,27 @@ uint64_t spw_es_cached_keys(spw_es *es)
 }
 
 uint64_t spw_es_store_reads(spw_es *es) { return atomic_load(&es->store_reads); }
+
+uint64_t spw_es_indexer_passes(spw_es *es) { return atomic_load(&es->passes); }
+
+void spw_es_count_history(spw_es *es, uint64_t records) { atomic_fetch_add(&es->history_records, records); }
+
+uint64_t spw_es_history_records(spw_es *es) { return atomic_load(&es->history_records); }
+
+uint64_t spw_es_unindexed(spw_es *es)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        uint64_t from = atomic_load(&es->parts[i].indexed);
+        if (from < st.start_offset)
+            from = st.start_offset;
+        if (st.durable_offset > from)
+            n += st.durable_offset - from;
+    }
+    return n;
+}
 
 uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es->parts[partition].indexed); }
 
@@ -700,6 +810,49 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
         return SPW_EIO_STORE;
     }
     return (int)got;
+}
+
+/* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
+static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
+{
+    spw_buf k = SPW_BUF_INIT;
+    ekey(&k, key, n, v);
+    char *err = NULL;
+    size_t vl = 0;
+    char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    spw_buf_fini(&k);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    int found = val && vl == 8;
+    if (found)
+        *offset = spw_get64((uint8_t *)val);
+    rocksdb_free(val);
+    return found;
+}
+
+int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
+                       uint64_t *oldest)
+{
+    /* A key's versions follow its offsets, and retention deletes from the
+     * start: its deleted versions are a prefix 1..d of its indexed ones
+     * (entries with offsets below start_offset), and versions not
+     * indexed yet (no entry) are kept. Bisect for d + 1. */
+    uint64_t lo = 1, hi = current + 1; /* the answer is in [lo, hi] */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2, off = 0;
+        int r = entry_get(es, key, n, mid, &off);
+        if (r < 0)
+            return r;
+        if (r == 1 && off < start_offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *oldest = lo;
+    return 0;
 }
 
 int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version, const char *state, size_t len)

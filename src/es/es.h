@@ -19,8 +19,11 @@
  * Memory: the map holds every key whose newest record the store does not
  * hold yet (appended, not yet durable or not yet indexed: pinned), and
  * caches others up to es-cache-keys per stream (about 64 bytes + the key
- * each; spw_es_set_cache_keys); past that, clean entries are evicted and
- * a key not in the map costs one store lookup (bloom filter, block cache).
+ * each; spw_es_set_cache_keys), and keys the store does not hold either
+ * (version 0: a new aggregate's check and append read the store once);
+ * past that, clean entries are evicted and a key not in the map costs one
+ * store lookup (bloom filters over the memtable and the tables, block
+ * cache).
  *
  * Durability: the store is filled from durable records only (the record
  * cursor), with each partition's indexed offset in the same write; at open
@@ -32,7 +35,7 @@
  * log holds — a version is never given twice to records the log keeps.
  *
  * Threads: any; the per-partition lock orders everything of a partition;
- * one indexer thread per stream.
+ * one indexer thread per stream, woken by the log's durable hook.
  */
 #ifndef SPW_ES_H
 #define SPW_ES_H
@@ -114,6 +117,15 @@ uint64_t spw_es_cached_keys(spw_es *es);
 uint64_t spw_es_store_reads(spw_es *es);
 /* Every record of the partition below this offset is in the store. */
 uint64_t spw_es_indexed(spw_es *es, uint32_t partition);
+/* Durable records of the stream the store does not hold yet (the indexer's
+ * lag); the indexer's passes over the partitions (it passes once per
+ * durable advance of the log, not on a timer: docs/operations.md). */
+uint64_t spw_es_unindexed(spw_es *es);
+uint64_t spw_es_indexer_passes(spw_es *es);
+/* Records history reads decoded from the log (svc/keys.c counts them):
+ * an aggregate's read decodes its own records, not its partition's. */
+void spw_es_count_history(spw_es *es, uint64_t records);
+uint64_t spw_es_history_records(spw_es *es);
 
 /*
  * A key's indexed records from version from_version on, in version order:
@@ -123,6 +135,15 @@ uint64_t spw_es_indexed(spw_es *es, uint32_t partition);
  */
 int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
                    uint64_t *offsets);
+
+/*
+ * Retention on a versioned stream deletes a key's oldest records (never
+ * one the store has not indexed: es.c take_holds): its oldest version
+ * still in the log, given its current version and its partition's start
+ * offset; current + 1 when every record of the key went. 0, or an error.
+ */
+int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
+                       uint64_t *oldest);
 
 /* A key's newest snapshot: its version and the state's JSON text. put
  * replaces it (REQUIRES: the caller checked version against the key's);

@@ -102,6 +102,9 @@ struct spw_conn {
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int error_sent;
     uint64_t req_start_ms;
+    /* answered in this round of events: flushed once after it (conn_flush_soon) */
+    int flush_pending;
+    struct spw_conn *flush_next;
 };
 
 struct spw_http_loop {
@@ -112,6 +115,7 @@ struct spw_http_loop {
         };
     };
     spw_http_server *srv;
+    struct spw_conn *flush_head; /* connections to flush after this round (conn_flush_soon) */
 };
 
 struct spw_http_server {
@@ -242,6 +246,14 @@ static int body_take(spw_http_req *r, size_t n)
 static void http_conn_free(spw_netconn *nc)
 {
     spw_conn *c = hc(nc);
+    /* Closed after it was queued for a flush (in a call between a round's
+     * flush and its sweep): off the loop's list before it is freed. */
+    if (c->flush_pending)
+        for (spw_conn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
     /* Every slot, not only the pending ones: a finished slot keeps its
      * buffer (or the one swapped in from out) for reuse. */
     for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
@@ -326,6 +338,35 @@ static void conn_flush(spw_conn *c)
         conn_resume(c);
 }
 
+/* conn_flush after the loop's current round of events (http_after_events):
+ * the answers a round completes — a group commit's, posted together —
+ * leave in one send per connection, not one per answer. */
+static void conn_flush_soon(spw_conn *c)
+{
+    if (c->close_after) {
+        conn_flush(c); /* closing after its answers (conn_fail, Connection: close): at once, as it always did */
+        return;
+    }
+    if (c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    c->flush_next = c->loop->flush_head;
+    c->loop->flush_head = c;
+}
+
+/* A connection closed in the round is a zombie until the sweep after
+ * this: conn_flush of it sends nothing. */
+static void http_after_events(spw_netloop *nl)
+{
+    spw_http_loop *l = (spw_http_loop *)nl;
+    while (l->flush_head) {
+        spw_conn *c = l->flush_head;
+        l->flush_head = c->flush_next;
+        c->flush_pending = 0;
+        if (!c->closed)
+            conn_flush(c);
+    }
+}
 
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len)
@@ -383,7 +424,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
             b->len += len;
         }
         spw_netconn_out_transfer(&c->nc, reserved, b->len); /* unsent from now (net/conn.h) */
-        conn_flush(c);
+        conn_flush_soon(c);
     } else {
         spw_netconn_out_release(&c->nc, reserved);
     }
@@ -919,6 +960,7 @@ static const spw_netproto http_proto = {
     .conn_free = http_conn_free,
     .stop_reading = http_stop_reading,
     .conn_tick = http_conn_tick,
+    .after_events = http_after_events,
 };
 
 int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, spw_http_server **out)

@@ -276,29 +276,22 @@ void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
     pthread_mutex_unlock(&log->hook_mu);
 }
 
-/* Some durable end advanced: tell the hook (flusher thread). */
-static void durable_advanced(spw_log *log)
-{
-    pthread_mutex_lock(&log->hook_mu);
-    if (log->durable_hook)
-        log->durable_hook(log->durable_hook_arg);
-    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++)
-        if (log->durable_more[i].fn)
-            log->durable_more[i].fn(log->durable_more[i].arg);
-    pthread_mutex_unlock(&log->hook_mu);
-}
-
 int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
 {
-    int r = SPW_EAGAIN;
     pthread_mutex_lock(&log->hook_mu);
-    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS && r; i++) {
-        if (!log->durable_more[i].fn) {
-            log->durable_more[i].fn = fn;
-            log->durable_more[i].arg = arg;
-            r = 0;
+    int r = 0;
+    if (log->nhooks == log->caphooks) {
+        size_t cap = log->caphooks ? 2 * log->caphooks : 8;
+        struct spw_log_hook *h = spw_try_realloc(log->hooks, cap * sizeof *h);
+        if (h) {
+            log->hooks = h;
+            log->caphooks = cap;
+        } else {
+            r = SPW_ENOMEM;
         }
     }
+    if (!r)
+        log->hooks[log->nhooks++] = (struct spw_log_hook){fn, arg};
     pthread_mutex_unlock(&log->hook_mu);
     return r;
 }
@@ -306,12 +299,22 @@ int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
 void spw_log_remove_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg)
 {
     pthread_mutex_lock(&log->hook_mu);
-    for (int i = 0; i < SPW_LOG_DURABLE_HOOKS; i++) {
-        if (log->durable_more[i].fn == fn && log->durable_more[i].arg == arg) {
-            log->durable_more[i].fn = NULL;
-            log->durable_more[i].arg = NULL;
+    for (size_t i = 0; i < log->nhooks; i++)
+        if (log->hooks[i].fn == fn && log->hooks[i].arg == arg) {
+            log->hooks[i] = log->hooks[--log->nhooks];
+            break;
         }
-    }
+    pthread_mutex_unlock(&log->hook_mu);
+}
+
+/* Some durable end advanced: tell the hooks (flusher thread). */
+static void durable_advanced(spw_log *log)
+{
+    pthread_mutex_lock(&log->hook_mu);
+    if (log->durable_hook)
+        log->durable_hook(log->durable_hook_arg);
+    for (size_t i = 0; i < log->nhooks; i++)
+        log->hooks[i].fn(log->hooks[i].arg);
     pthread_mutex_unlock(&log->hook_mu);
 }
 
@@ -760,6 +763,7 @@ void spw_log_close(spw_log *log)
     pthread_cond_destroy(&log->budget_cv);
     pthread_mutex_destroy(&log->mu);
     pthread_mutex_destroy(&log->hook_mu);
+    spw_free(log->hooks);
     pthread_cond_destroy(&log->cv);
     pthread_cond_destroy(&log->idle_cv);
     pthread_mutex_destroy(&log->pool_mu);

@@ -235,13 +235,12 @@ uint64_t spw_part_open_end(const spw_part *p);
  */
 void spw_log_set_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
 /*
- * More readers of the same event (front ends' own long-polls, e.g. the
- * Kafka listener's Fetch): up to SPW_LOG_DURABLE_HOOKS hooks beside the
- * one above, same rules. Add returns 0, or SPW_EAGAIN when every slot is
- * taken; remove takes away fn with arg and, once it returns, a call in
- * progress has finished.
+ * More durable hooks, called as the one above (after it, under the same
+ * rules), for readers that live apart from it (a versioned stream's
+ * indexer, es/es.h). add: 0 or SPW_ENOMEM. remove: once it returns, a
+ * call in progress has finished, so arg may be freed. Hooks left at
+ * spw_log_close are dropped.
  */
-#define SPW_LOG_DURABLE_HOOKS 4
 int spw_log_add_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
 void spw_log_remove_durable_hook(spw_log *log, void (*fn)(void *arg), void *arg);
 

@@ -187,11 +187,12 @@ struct spw_log {
     pthread_mutex_t hook_mu;
     void (*durable_hook)(void *arg);
     void *durable_hook_arg;
-    /* spw_log_add_durable_hook's, called after durable_hook */
-    struct {
+    /* spw_log_add_durable_hook: more hooks, called after that one */
+    struct spw_log_hook {
         void (*fn)(void *arg);
         void *arg;
-    } durable_more[SPW_LOG_DURABLE_HOOKS];
+    } *hooks;
+    size_t nhooks, caphooks;
 
     /* fsync pool */
     pthread_mutex_t pool_mu;

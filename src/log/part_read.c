@@ -67,7 +67,10 @@ static int read_from(spw_segment *s, uint64_t pos, uint64_t first, uint64_t offs
                      spw_buf *out, uint64_t *bad_next)
 {
     uint64_t size = atomic_load_explicit(&s->size, memory_order_acquire);
-    size_t want = max_bytes < (64u << 10) ? (64u << 10) : max_bytes;
+    /* Large windows for scans; a read of one batch (max_bytes 1: a point
+     * read, a history read's) starts small — the index entry is at most
+     * an index interval before it — and grows if the batch is larger. */
+    size_t want = max_bytes <= 1 ? (16u << 10) : max_bytes < (64u << 10) ? (64u << 10) : max_bytes;
     size_t keep = 0;
     int nb = 0;
     uint64_t expect = first, start = pos, jump = 0;

@@ -78,9 +78,40 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
     spw_cursor_init(&cur, s->parts[part], 0, 1); /* one batch a read: the next may be large */
     spw_record_view rv;
     int stop = 0;
+    uint64_t decoded = 0; /* records read from the log (spw_es_count_history) */
     if (got < 0) {
         c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(got));
         goto out;
+    }
+    /* Retention may have deleted the key's oldest versions (es.h
+     * spw_es_oldest_kept): a read from one of those says where the log
+     * now starts for the key, rather than skipping them silently. */
+    spw_part_state pst;
+    spw_part_state_get(s->parts[part], &pst);
+    if (pst.start_offset > 0 && from_version <= k.version) {
+        uint64_t oldest = 0;
+        int r = spw_es_oldest_kept(es, key, n, k.version, pst.start_offset, &oldest);
+        if (r < 0) {
+            c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(r));
+            goto out;
+        }
+        if (from_version < oldest) {
+            if (next_version)
+                *next_version = oldest;
+            c = oldest > k.version
+                    ? fail(msg, cap, SPW_SC_VERSIONS_DELETED,
+                           "retention deleted every event of this key (versions 1 to %" PRIu64
+                           "); its version goes on from there: start from a snapshot",
+                           k.version)
+                    : fail(msg, cap, SPW_SC_VERSIONS_DELETED,
+                           "retention deleted versions 1 to %" PRIu64 " of this key; the oldest kept is %" PRIu64
+                           ": read from_version=%" PRIu64 ", from a snapshot at or after %" PRIu64,
+                           oldest - 1, oldest, oldest, oldest - 1);
+            spw_cursor_fini(&cur);
+            spw_free(vers);
+            spw_free(offs);
+            return c;
+        }
     }
     for (int i = 0; i < got && !stop; i++) {
         if (vers[i] != next)
@@ -89,11 +120,12 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
          * step forward to it rather than read the batch again. */
         int r;
         if (cur.in_batch && offs[i] >= cur.next && offs[i] < spw_batch_next_offset(&cur.h)) {
-            while ((r = spw_cursor_next(&cur, &rv)) == 1 && rv.offset < offs[i])
+            while ((r = spw_cursor_next(&cur, &rv)) == 1 && ++decoded && rv.offset < offs[i])
                 ;
         } else {
             spw_cursor_seek(&cur, s->parts[part], offs[i]);
             r = spw_cursor_next(&cur, &rv);
+            decoded += r == 1;
         }
         if (r != 1 || rv.offset != offs[i] || rv.version != vers[i] || !is_key(&rv, key, n)) {
             c = fail(msg, cap, r == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED,
@@ -112,12 +144,13 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
         spw_cursor_seek(&cur, s->parts[part], indexed > st.start_offset ? indexed : st.start_offset);
         int r;
         while ((uint32_t)(next - from_version) < limit && !stop && (r = spw_cursor_next(&cur, &rv)) == 1)
-            if (is_key(&rv, key, n) && rv.version == next) {
+            if (++decoded && is_key(&rv, key, n) && rv.version == next) {
                 stop = fn(arg, part, &rv) != 0;
                 next++;
             }
     }
 out:
+    spw_es_count_history(es, decoded);
     spw_cursor_fini(&cur);
     spw_free(vers);
     spw_free(offs);

@@ -96,6 +96,15 @@ void spw_produce_res_fini(spw_produce_res *res)
     spw_free(res->part_of);
     res->slots = NULL;
     res->part_of = NULL;
+    if (res->owns_vers) {
+        spw_free(res->version_of);
+        spw_free(res->vers);
+        spw_free(res->ver_keys);
+        res->version_of = NULL;
+        res->vers = NULL;
+        res->ver_keys = NULL;
+        res->owns_vers = 0;
+    }
 }
 
 /* The events of one request being validated: records whose keys taken
@@ -465,6 +474,16 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
         res->part_of = spw_xmalloc((v->n ? v->n : 1) * sizeof *res->part_of);
         for (uint32_t i = 0; i < v->n; i++)
             res->part_of[i] = spw_produce_route(in->s, &v->recs[i], i, partition, key);
+    }
+    /* A versioned stream's duplicate: the versions the original got, from
+     * its records in the log (a retry's answer is the first's). */
+    if (in->s->cfg.versioned && stored->complete && v->n == stored->n_events) {
+        res->version_of =
+            spw__produce_stored_versions(in->s, v->recs, v->n, partition, key, stored->slots, stored->nslots);
+        if (res->version_of) {
+            spw__produce_versions(v->recs, v->n, res->version_of, &res->vers, &res->n_vers, &res->ver_keys);
+            res->owns_vers = 1;
+        }
     }
 }
 

@@ -159,14 +159,17 @@ struct spw_produce_res {
     const uint8_t *superseded; /* NULL, or per event 1 = replaced by coalescing (no offset, no id) */
     uint32_t n_superseded;
     uint32_t *part_of;     /* want_parts: each event's partition, UINT32_MAX superseded */
-    /* versioned streams, accepted and not a duplicate: each event's
-     * version (version_of, in request order), and per key of the
-     * request its first version and count, in order of first appearance
-     * (vers; keys point into ver_keys) */
+    /* versioned streams, accepted: each event's version (version_of, in
+     * request order), and per key of the request its first version and
+     * count, in order of first appearance (vers; keys point into
+     * ver_keys). A duplicate carries the versions its original got, read
+     * back from the log (NULL when they cannot be: records past the
+     * durable end, or removed by retention). */
     uint64_t *version_of;
     uint32_t n_vers;
     struct spw_produce_ver *vers;
     uint8_t *ver_keys;
+    int owns_vers; /* the three above are the answer's (freed by spw_produce_res_fini) */
     /* SPW_SC_VERSION_CONFLICT: what was expected, and the key's version */
     int expect;
     uint64_t expected_version;

@@ -140,6 +140,54 @@ static int dd_same(spw_stream *s, const spw_record *in, uint32_t n, uint32_t par
     return same;
 }
 
+/* See produce_int.h. The records of a slot are the request's events
+ * routed to its partition, in request order (the order of the batch). */
+uint64_t *spw__produce_stored_versions(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+                                       uint64_t idem_key, const spw_dd_slot *slots, uint32_t nslots)
+{
+    uint32_t P = s->cfg.partitions;
+    uint64_t *version_of = spw_xcalloc(n ? n : 1, sizeof *version_of);
+    uint32_t *part = spw_xmalloc((n ? n : 1) * sizeof *part);
+    for (uint32_t i = 0; i < n; i++)
+        part[i] = spw_produce_route(s, &in[i], i, partition, idem_key);
+    int ok = 1;
+    spw_cursor c;
+    spw_cursor_init(&c, s->parts[0], 0, 1 << 20);
+    for (uint32_t j = 0; j < nslots && ok; j++) {
+        const spw_dd_slot *sl = &slots[j];
+        if (sl->partition >= P) {
+            ok = 0;
+            break;
+        }
+        uint64_t end = sl->first_offset + sl->count;
+        uint32_t i = 0;
+        spw_cursor_seek(&c, s->parts[sl->partition], sl->first_offset);
+        spw_record_view rv;
+        while (ok && c.next < end) {
+            if (spw_cursor_next(&c, &rv) != 1) {
+                ok = 0;
+                break;
+            }
+            if (rv.offset < sl->first_offset || rv.offset >= end)
+                continue;
+            while (i < n && part[i] != sl->partition)
+                i++;
+            if (i == n || !rv.version) {
+                ok = 0;
+                break;
+            }
+            version_of[i++] = rv.version;
+        }
+    }
+    spw_cursor_fini(&c);
+    spw_free(part);
+    if (!ok) {
+        spw_free(version_of);
+        return NULL;
+    }
+    return version_of;
+}
+
 typedef struct resolve_ctx {
     spw_dd_result *res;
     uint32_t partition;

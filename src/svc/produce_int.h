@@ -1,6 +1,7 @@
 /*
  * Inside the produce service (src/svc/produce*.c) only: the dedupe step
- * (produce_dedupe.c), called by spw_produce_request (produce.c).
+ * (produce_dedupe.c), called by spw_produce_request (produce.c), and the
+ * versions of an answer (produce_submit.c).
  */
 #ifndef SPW_SVC_PRODUCE_INT_H
 #define SPW_SVC_PRODUCE_INT_H
@@ -40,5 +41,26 @@ int spw__produce_dd_begin(struct spw_svc *svc, spw_stream *s, uint64_t key, cons
 int spw__produce_dd_needs_disk(int d, const spw_dd_result *res);
 int spw__produce_dd_continue(struct spw_svc *svc, spw_stream *s, uint64_t key, const spw_record *in, uint32_t n,
                              uint32_t partition, int d, spw_dd_entry **e, spw_dd_result *res);
+
+/*
+ * A versioned stream's answer: per key of the request (in[0..n), each
+ * event's version in version_of, 0 for none), in order of first
+ * appearance, its first version and count; the keys are copied into
+ * *keys (which *vers points into). Both spw_malloc'd: the caller frees.
+ */
+void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *version_of, spw_produce_ver **vers,
+                           uint32_t *n_vers, uint8_t **keys);
+
+/*
+ * The versions a stored request's records got (a duplicate's answer): read
+ * back from the log, slot by slot (each record carries its version,
+ * docs/formats/log.md), matched to the request's events in[0..n) as they
+ * were routed (partition as spw_produce_submit_ex; idem_key the dedupe
+ * key). Returns version_of (spw_malloc'd, n entries), or NULL when some
+ * record cannot be read (retention removed it, damage): the answer then
+ * carries no versions.
+ */
+uint64_t *spw__produce_stored_versions(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+                                       uint64_t idem_key, const spw_dd_slot *slots, uint32_t nslots);
 
 #endif

@@ -145,7 +145,7 @@ static uint64_t m_conflicts(void *a) { return atomic_load(&((spw_svc *)a)->versi
 typedef struct es_walk {
     spw_metrics_out *o;
     const char *name;
-    int what; /* 0 cached keys, 1 store reads */
+    int what; /* 0 cached keys, 1 store reads, 2 unindexed, 3 indexer passes, 4 history records */
 } es_walk;
 
 static void es_one(void *arg, spw_stream *s)
@@ -156,7 +156,12 @@ static void es_one(void *arg, spw_stream *s)
         return;
     char l[160];
     snprintf(l, sizeof l, "stream=\"%s\"", s->cfg.name);
-    spw_metrics_line(w->o, w->name, l, w->what == 0 ? spw_es_cached_keys(es) : spw_es_store_reads(es));
+    uint64_t v = w->what == 0   ? spw_es_cached_keys(es)
+                 : w->what == 1 ? spw_es_store_reads(es)
+                 : w->what == 2 ? spw_es_unindexed(es)
+                 : w->what == 3 ? spw_es_indexer_passes(es)
+                                : spw_es_history_records(es);
+    spw_metrics_line(w->o, w->name, l, v);
 }
 
 static void m_es_cached(void *a, spw_metrics_out *o, const char *name)
@@ -167,6 +172,21 @@ static void m_es_cached(void *a, spw_metrics_out *o, const char *name)
 static void m_es_reads(void *a, spw_metrics_out *o, const char *name)
 {
     es_walk w = {o, name, 1};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_unindexed(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 2};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_passes(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 3};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_history(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 4};
     spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
 }
 
@@ -182,6 +202,18 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
     spw_metrics_add_family(m, "spillway_es_store_reads_total",
                            "version lookups a versioned stream's map sent to its version store (keys not in memory)",
                            SPW_METRIC_COUNTER, m_es_reads, svc);
+    spw_metrics_add_family(m, "spillway_es_unindexed_records",
+                           "durable records of a versioned stream its version store does not index yet (the "
+                           "indexer's lag)",
+                           SPW_METRIC_GAUGE, m_es_unindexed, svc);
+    spw_metrics_add_family(m, "spillway_es_indexer_passes_total",
+                           "passes of a versioned stream's indexer over its partitions (woken by durable appends, "
+                           "not by a timer)",
+                           SPW_METRIC_COUNTER, m_es_passes, svc);
+    spw_metrics_add_family(m, "spillway_es_history_records_read_total",
+                           "records history reads of a versioned stream decoded from the log (an aggregate's read "
+                           "decodes its own records through the index)",
+                           SPW_METRIC_COUNTER, m_es_history, svc);
     spw_metrics_add_u64(m, "spillway_events_in_total",
                         "events acknowledged and written, all streams (events superseded by coalescing are not "
                         "counted)",

@@ -177,32 +177,33 @@ static void es_undo_slot(spw_es *es, spw_produce *pr, const spw_produce_part *sl
     }
 }
 
-/* Per key of the request, in order of first appearance: its first version
- * and count (the answer's "versions"); keys copied into pr->ver_keys. */
-static void es_answer(spw_produce *pr, const spw_record *in, uint32_t n)
+/* See produce_int.h. */
+void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *version_of, spw_produce_ver **vers_out,
+                           uint32_t *n_vers, uint8_t **keys_out)
 {
     size_t cap = 16, kbytes = 0;
     while (cap < 2 * (size_t)n)
         cap *= 2;
     uint32_t *tab = spw_xmalloc(cap * sizeof *tab); /* open addressing: index into vers + 1, 0 empty */
     memset(tab, 0, cap * sizeof *tab);
-    pr->vers = spw_xmalloc(n * sizeof *pr->vers);
-    uint32_t *first_ev = spw_xmalloc(n * sizeof *first_ev);
+    spw_produce_ver *vers = spw_xmalloc((n ? n : 1) * sizeof *vers);
+    uint32_t nv = 0;
+    uint32_t *first_ev = spw_xmalloc((n ? n : 1) * sizeof *first_ev);
     for (uint32_t i = 0; i < n; i++) {
-        if (in[i].key_len < 0 || !pr->version_of[i])
+        if (in[i].key_len < 0 || !version_of[i])
             continue;
         size_t kl = (size_t)in[i].key_len;
         size_t at = spw_fmix64(spw_fnv1a64(SPW_FNV64_OFFSET, in[i].key, kl)) & (cap - 1);
         for (;; at = (at + 1) & (cap - 1)) {
             if (!tab[at]) {
-                first_ev[pr->n_vers] = i;
-                pr->vers[pr->n_vers] = (spw_produce_ver){.key_len = (uint32_t)kl, .count = 1,
-                                                         .first = pr->version_of[i]};
-                tab[at] = ++pr->n_vers;
+                first_ev[nv] = i;
+                vers[nv] = (spw_produce_ver){.key_len = (uint32_t)kl, .count = 1,
+                                                         .first = version_of[i]};
+                tab[at] = ++nv;
                 kbytes += kl;
                 break;
             }
-            spw_produce_ver *v = &pr->vers[tab[at] - 1];
+            spw_produce_ver *v = &vers[tab[at] - 1];
             const spw_record *f = &in[first_ev[tab[at] - 1]];
             if (v->key_len == kl && memcmp(f->key, in[i].key, kl) == 0) {
                 v->count++;
@@ -210,15 +211,18 @@ static void es_answer(spw_produce *pr, const spw_record *in, uint32_t n)
             }
         }
     }
-    pr->ver_keys = spw_xmalloc(kbytes ? kbytes : 1);
+    uint8_t *keys = spw_xmalloc(kbytes ? kbytes : 1);
     size_t at = 0;
-    for (uint32_t k = 0; k < pr->n_vers; k++) {
-        memcpy(pr->ver_keys + at, in[first_ev[k]].key, pr->vers[k].key_len);
-        pr->vers[k].key = pr->ver_keys + at;
-        at += pr->vers[k].key_len;
+    for (uint32_t k = 0; k < nv; k++) {
+        memcpy(keys + at, in[first_ev[k]].key, vers[k].key_len);
+        vers[k].key = keys + at;
+        at += vers[k].key_len;
     }
     spw_free(first_ev);
     spw_free(tab);
+    *vers_out = vers;
+    *n_vers = nv;
+    *keys_out = keys;
 }
 
 uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key)
@@ -473,7 +477,7 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         return r;
     }
     if (es)
-        es_answer(pr, in, n);
+        spw__produce_versions(in, n, pr->version_of, &pr->vers, &pr->n_vers, &pr->ver_keys);
     pr->dd = po->dd;
     uint32_t to_append = 0;
     for (uint32_t k = 0; k < used; k++)

@@ -124,6 +124,8 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_BAD_SNAPSHOT] = {"bad_snapshot", NULL, 400, SPW_ST_BAD_REQUEST,
                              "a snapshot is {\"version\":v,\"state\":{..}} with v at least 1", H},
     [SPW_SC_NO_SNAPSHOT] = {"no_snapshot", NULL, 404, SPW_ST_NOT_FOUND, "no snapshot of this key was put", H},
+    [SPW_SC_VERSIONS_DELETED] = {"versions_deleted", NULL, 416, SPW_ST_OUT_OF_RANGE,
+                                 "retention deleted the key's versions from this one: read from the oldest kept"},
     [SPW_SC_NO_SUCH_VIEW] = {"no_such_view", NULL, 404, SPW_ST_NOT_FOUND, "no such view", SPW_SC_BOTH},
     [SPW_SC_UNKNOWN_KEY] = {"unknown_key", NULL, 404, SPW_ST_NOT_FOUND, "the view has never seen this key",
                             SPW_SC_BOTH},

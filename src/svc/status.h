@@ -111,6 +111,7 @@ typedef enum spw_sc {
     SPW_SC_SNAPSHOT_AHEAD,       /* a snapshot's version past the key's current one */
     SPW_SC_BAD_SNAPSHOT,         /* not {"version":v,"state":{..}} with v >= 1 */
     SPW_SC_NO_SNAPSHOT,          /* GET of a key's snapshot when none was put */
+    SPW_SC_VERSIONS_DELETED,     /* a history read from versions retention deleted */
     /* views (HTTP only) */
     SPW_SC_NO_SUCH_VIEW,
     SPW_SC_UNKNOWN_KEY,

@@ -45,39 +45,11 @@ typedef struct es_load {
 
 /* ---- a non-aborting HTTP request (the server may be killed under it) ---- */
 
-static int es_try_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    struct timeval tv = {.tv_sec = 30};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-static int es_try_send(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* POST body to path with the expected version; *status and the body
  * (malloc'ed) on 0, -1 when no answer came. */
 static int es_http_post(int port, const char *path, const char *expect, const char *body, int *status, char **rbody)
 {
-    int fd = es_try_connect(port);
+    int fd = try_connect(port, 30);
     if (fd < 0)
         return -1;
     char head[1024];
@@ -85,7 +57,7 @@ static int es_http_post(int port, const char *path, const char *expect, const ch
                      "POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nSpillway-Expected-Version: "
                      "%s\r\nContent-Length: %zu\r\n\r\n%s",
                      path, expect, strlen(body), body);
-    if (es_try_send(fd, head, (size_t)n)) {
+    if (try_send(fd, head, (size_t)n)) {
         close(fd);
         return -1;
     }

@@ -14,6 +14,8 @@
 
 static int fd;
 static uint64_t rid = 1;
+static uint64_t prod_id; /* the next PRODUCE's producer id and sequence (0: none) */
+static uint32_t prod_seq;
 
 /* A PRODUCE of n records (keys[i], or none when NULL) to stream; flags and
  * the expectation; returns the answer (caller frees f->body). */
@@ -22,7 +24,7 @@ static frame produce(const char *stream, const char *const *keys, int n, uint16_
 {
     spw_buf b = SPW_BUF_INIT;
     size_t ca;
-    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_FSYNC, 255, partition, 0, 0, &ca));
+    CHECK_OK(spw_produce_req_begin(&b, stream, strlen(stream), SPW_ACK_FSYNC, 255, partition, prod_id, prod_seq, &ca));
     for (int i = 0; i < n; i++) {
         spw_frame_rec r = {.attrs = keys[i] ? SPW_REC_HAS_KEY : 0, .key = (const uint8_t *)keys[i],
                            .key_len = keys[i] ? (int32_t)strlen(keys[i]) : -1, .value = (const uint8_t *)"{}",
@@ -100,6 +102,49 @@ int main(int argc, char **argv)
     CHECK_EQ(spw_produce_resp_version(&pr, 0), 4);
     free(f.body);
 
+    /* A resent idempotent request (same producer id and sequence) is a
+     * duplicate whose answer carries the versions the first one got, even
+     * after its keys moved on. */
+    prod_id = 0x5157;
+    prod_seq = 0;
+    const char *bab[] = {"b", "a", "b"};
+    f = produce("v", bab, 3, SPW_PRODUCE_VERSIONED, SPW_EXPECT_ANY, 0, SPW_PARTITION_ANY);
+    CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+    CHECK_EQ(spw_produce_resp_decode(f.body + 2, f.len - 2, &pr, &why), 0);
+    CHECK_EQ(spw_produce_resp_version(&pr, 0), 2);
+    CHECK_EQ(spw_produce_resp_version(&pr, 1), 5);
+    CHECK_EQ(spw_produce_resp_version(&pr, 2), 3);
+    free(f.body);
+    prod_id = 0;
+    f = produce("v", bab, 1, SPW_PRODUCE_VERSIONED, SPW_EXPECT_EXACT, 3, SPW_PARTITION_ANY);
+    CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+    free(f.body);
+    prod_id = 0x5157;
+    for (int again = 0; again < 2; again++) {
+        f = produce("v", bab, 3, SPW_PRODUCE_VERSIONED, SPW_EXPECT_ANY, 0, SPW_PARTITION_ANY);
+        CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+        CHECK_EQ(spw_produce_resp_decode(f.body + 2, f.len - 2, &pr, &why), 0);
+        CHECK(pr.versions != NULL);
+        CHECK_EQ(spw_produce_resp_version(&pr, 0), 2);
+        CHECK_EQ(spw_produce_resp_version(&pr, 1), 5);
+        CHECK_EQ(spw_produce_resp_version(&pr, 2), 3);
+        free(f.body);
+    }
+    /* With an expectation the key no longer meets: still the duplicate. */
+    prod_seq = 3;
+    f = produce("v", bab, 1, SPW_PRODUCE_VERSIONED, SPW_EXPECT_EXACT, 4, SPW_PARTITION_ANY);
+    CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+    CHECK_EQ(spw_produce_resp_decode(f.body + 2, f.len - 2, &pr, &why), 0);
+    CHECK_EQ(spw_produce_resp_version(&pr, 0), 5);
+    free(f.body);
+    f = produce("v", bab, 1, SPW_PRODUCE_VERSIONED, SPW_EXPECT_EXACT, 4, SPW_PARTITION_ANY);
+    CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+    CHECK_EQ(spw_produce_resp_decode(f.body + 2, f.len - 2, &pr, &why), 0);
+    CHECK_EQ(spw_produce_resp_version(&pr, 0), 5);
+    free(f.body);
+    prod_id = 0;
+    prod_seq = 0;
+
     /* Bad input: 400, nothing appended. */
     uint64_t ends[4];
     for (int p = 0; p < 4; p++)
@@ -122,7 +167,7 @@ int main(int argc, char **argv)
     for (int p = 0; p < 4; p++)
         CHECK_EQ(part_field(S.port, "/v1/streams/v", p, "end_offset"), ends[p]);
     /* The key's own partition is fine. */
-    f = produce("v", a3, 1, SPW_PRODUCE_VERSIONED, SPW_EXPECT_EXACT, 4, pa);
+    f = produce("v", a3, 1, SPW_PRODUCE_VERSIONED, SPW_EXPECT_EXACT, 5, pa);
     CHECK_EQ(answer_status(&f, NULL, NULL), 0);
     free(f.body);
 

@@ -50,36 +50,6 @@ typedef struct client {
 
 static _Atomic int stop_clients;
 
-/* Connect without aborting: the server may be gone. */
-static int try_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = {.tv_sec = 60};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-static int try_send(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Parses the 202 body into r's slots. */
 static void parse_ack(ackrec *r, const char *body)
 {
@@ -110,7 +80,7 @@ static void *client_main(void *arg)
     client *c = arg;
     static _Thread_local char rbuf[1 << 16];
     size_t have = 0;
-    int fd = try_connect(c->port);
+    int fd = try_connect(c->port, 60);
     unsigned pad_seed = (unsigned)c->t * 2654435761u;
     while (fd >= 0 && !atomic_load(&stop_clients)) {
         ackrec r = {.t = c->t, .s = c->seq++};

@@ -35,7 +35,7 @@ static const struct {
     {"unsupported_version", -1, 400}, {"method_not_allowed", 405, -1}, {"unsupported_media_type", 415, -1},
     {"length_required", 411, -1}, {"header_too_large", 431, -1}, {"header_too_long", 400, -1},
     {"bad_ack", 400, -1}, {"bad_priority", 400, -1}, {"bad_parameter", 400, -1}, {"bad_json", 400, -1},
-    {"bad_lease", 400, -1}, {"offset_out_of_range", 416, 416}, {"damaged", 500, 500}, {"read_failed", 500, 500},
+    {"bad_lease", 400, -1}, {"offset_out_of_range", 416, 416}, {"versions_deleted", 416, 416}, {"damaged", 500, 500}, {"read_failed", 500, 500},
     {"no_such_group", 404, 404}, {"stale_lease", 409, 409}, {"lease_expired", 409, 409}, {"bad_offset", 400, 400},
     {"too_many_partitions", 400, 400}, {"save_failed", 500, 500}, {"bad_config", 400, -1}, {"exists", 409, -1},
     {"directory_exists", 409, -1}, {"create_failed", 500, -1}, {"delete_failed", 500, -1},
