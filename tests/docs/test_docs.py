@@ -180,6 +180,29 @@ def commands(start, lines):
     return cmds
 
 
+def help_checks(binary, ready):
+    """What the docs say of the command line that the examples cannot show:
+    every usage line writes --server the same way (HOST:PORT, which also
+    takes a URL), and --ready-fd's help names the Kafka port the server
+    writes when it has a Kafka listener (this test's server has one)."""
+    bad = []
+    out = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, check=True).stdout.decode()
+    cmds = re.findall(r"^  ([a-z]+)  ", out.split("commands:", 1)[1].split("\n\n", 1)[0], re.M)
+    if not cmds:
+        bad.append("spillway --help lists no commands")
+    for c in cmds:
+        h = subprocess.run([binary, c, "--help"], stdout=subprocess.PIPE).stdout.decode()
+        for m in re.finditer(r"--server (\S+)", h):
+            if m.group(1).rstrip("],") != "HOST:PORT":
+                bad.append("spillway %s --help writes '--server %s', not '--server HOST:PORT'" % (c, m.group(1)))
+    serve = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE).stdout.decode()
+    if len(ready) != 3:
+        bad.append("--ready-fd with --listen-kafka wrote %r, not three ports" % b" ".join(ready))
+    elif "KAFKA_PORT" not in serve:
+        bad.append("spillway serve --help does not say --ready-fd writes the Kafka port third")
+    return bad
+
+
 def main():
     if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -195,7 +218,7 @@ def main():
         log = open(os.path.join(tmp, "server.log"), "w")
         server = subprocess.Popen(
             [binary, "serve", "--data", data, "--listen", "127.0.0.1:0",
-             "--listen-bin", "127.0.0.1:0", "--ready-fd", str(wfd)],
+             "--listen-bin", "127.0.0.1:0", "--listen-kafka", "127.0.0.1:0", "--ready-fd", str(wfd)],
             pass_fds=(wfd,), stdout=log, stderr=log)
         os.close(wfd)
         ready = b""
@@ -211,7 +234,8 @@ def main():
             return 1
         port = ready.split()[0].decode()
 
-        ran, skipped, failures = 0, [], []
+        ran, skipped = 0, []
+        failures = help_checks(binary, ready.split())
         for rel in files:
             path = os.path.join(src, rel)
             script = [RUNTIME]
