@@ -21,7 +21,10 @@ What is run (the convention is written down in docs/api.md "Examples"):
     certificates); the test prints each with its reason.
 localhost:7700 and 127.0.0.1:7700 become the test server's address (the
 server is started on a free loopback port); `spillway` is the binary under
-test with $SPILLWAY_SERVER set to that server.
+test with $SPILLWAY_SERVER set to that server (README's `build/spillway`
+too). Each document's examples must finish within 120 s, each curl within
+15 s. Besides, the command line's help is checked where the docs describe
+it and no example can show it (help_checks).
 
   usage: test_docs.py SPILLWAY_BIN SOURCE_DIR [FILE...]
 """
@@ -38,7 +41,7 @@ FENCE_RUN = re.compile(r"^\s*```(sh|console)\s*$")
 FENCE_END = re.compile(r"^\s*```\s*$")
 EXPECT = re.compile(r"->\s*(exit\s+\d+|\d{3})")
 NEEDS = re.compile(r"\((needs [^)]*)\)")
-# a curl or spillway at a command position (line start, after a pipe, ;, &&, $( or an assignment prefix)
+# a curl or spillway at a command position (line start, after a pipe, ;, & or $( )
 CMD_WORD = re.compile(r"(^|[|;&(]\s*|\$\(\s*)(curl|(build/)?spillway)(?=\s|$)", re.M)
 
 RUNTIME = r'''
@@ -256,7 +259,7 @@ def main():
                     # README's build/spillway is the binary under test
                     text = re.sub(r"(^|[|;&(]\s*)build/spillway(?=\s)", r"\1spillway", text, flags=re.M)
                     m = EXPECT.search(comment)
-                    want = m.group(1) if m else ("ctrlc" if "until Ctrl-C" in comment else "")
+                    want = re.sub(r"\s+", " ", m.group(1)) if m else ("ctrlc" if "until Ctrl-C" in comment else "")
                     checked[n] = want
                     script.append("spw_next %d '%s'" % (n, want))
                     script.append(text)
