@@ -20,6 +20,8 @@ pkgs+=(libssl-dev openssl)
 # the web console embeds Chart.js (build); its test drives headless Chromium
 # with python3 (tests/browser), which also checks the Grafana dashboard
 pkgs+=(libjs-chart.js chromium python3)
+# the package test in a fresh Debian root (tests/package/test_deb_root.sh)
+pkgs+=(debootstrap)
 pkgs+=("$@")
 
 missing=()

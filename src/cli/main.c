@@ -74,7 +74,8 @@ static void serve_help(FILE *out)
           "  --config FILE                    read settings from FILE first\n"
           "  --print-config                   print every setting at its default, as a config file\n"
           "  --ready-fd N                     once listening, write \"HTTP_PORT BIN_PORT\\n\" to fd N "
-          "(BIN_PORT 0 when the binary listener is off)\n",
+          "(BIN_PORT 0 when the binary listener is off; with --listen-kafka a third number, "
+          "KAFKA_PORT)\n",
           f);
     spw_cfg_help(spw_server_cfg_table, spw_server_cfg_count, f);
     spw_buf h = SPW_BUF_INIT;

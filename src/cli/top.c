@@ -64,7 +64,7 @@ static void on_signal(int sig)
 }
 
 static const char top_help[] =
-    "usage: spillway top [--server URL] [--token T] [--interval DURATION] [--once]\n"
+    "usage: spillway top [--server HOST:PORT] [--token T] [--interval D] [--once]\n"
     "Shows a running server live: events/s and bytes/s in (total and per stream), pending bytes\n"
     "against the max-pending-bytes budget, the pressure/watermark state, rejections/s by reason,\n"
     "connections, fsync latency p50/p99 and the group-commit batch size over the last interval.\n"
