@@ -293,8 +293,8 @@ static void bench_help(FILE *f)
           "  --token T            bearer token for a server with tokens (default: $SPILLWAY_TOKEN);\n"
           "                       it needs produce on the stream, and admin to create it\n"
           "  --cacert FILE        PEM CA certificates verifying the server's: bin speaks TLS with it\n"
-          "                       (--http then takes https://HOST:PORT); http with --server\n"
-          "                       https://HOST:PORT\n", SPW_HELP_WIDTH);
+          "                       (--http then takes https://HOST:PORT); http speaks HTTPS\n"
+          "                       to an https:// server address\n", SPW_HELP_WIDTH);
 }
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
