@@ -127,7 +127,8 @@ typedef struct spillway_producer_config {
     int stop_on_error;            /* 1: the first record that fails (an error answer, a delivery timeout)
                                      stops the producer: every record not yet written to a server fails
                                      with SPILLWAY_ERR_CANCELED and spillway_producer_send returns SPILLWAY_ERR_CANCELED,
-                                     until spillway_producer_flush returns. With max_in_flight 1 nothing sent
+                                     until a spillway_producer_flush returns 0 (every record answered; one
+                                     that times out keeps the stop). With max_in_flight 1 nothing sent
                                      after the failed batch is delivered, so a resend from the first
                                      failed record keeps the order (default 0: later batches go on) */
 } spillway_producer_config;
@@ -176,6 +177,13 @@ void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms);
 
 /* Connections made again after a loss, since creation (for tests and metrics). */
 uint64_t spillway_producer_reconnects(spillway_producer *p);
+/* Why connecting failed, while a server the producer needs is not
+ * connected: 0 when none has failed since it last connected; else the
+ * last attempt's error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH for a
+ * name that does not resolve, SPILLWAY_ERR_TLS, ...) and its sentence in
+ * why (cap bytes; may be NULL). Records keep waiting, retried, until their
+ * delivery timeout: this says why meanwhile. */
+int spillway_producer_connect_error(spillway_producer *p, char *why, size_t cap);
 
 /* ---- synchronous client: fetch and metadata ---- */
 

@@ -130,6 +130,11 @@ typedef struct server {
     uint64_t auth_id; /* request id of this connection's AUTH, 0 before it is sent */
     void *ssl;        /* the TLS session (tls_ca_file set), else NULL */
     short tls_hs;     /* handshake under way: the poll events it waits for */
+    /* Why the last connect failed (0 and "" once connected): written by
+     * the I/O thread under the producer's conn_mu, read by
+     * spillway_producer_connect_error. */
+    int conn_err;
+    char conn_why[320];
 } server;
 
 struct spillway_producer {
@@ -152,6 +157,7 @@ struct spillway_producer {
     uint64_t outstanding_records, outstanding_bytes;
     int stopped; /* stop_on_error: a batch failed, nothing more is written */
     _Atomic uint64_t reconnects;
+    pthread_mutex_t conn_mu; /* the servers' conn_err and conn_why */
     batch *done_head; /* finished batches, callbacks pending (I/O thread) */
     void *tls_ctx;    /* cfg.tls_ca_file set: every connection speaks TLS */
     char *tls_ca_file;

@@ -315,6 +315,7 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
     p->producer_id = spw__producer_random_id(NULL);
     p->next_id = 1;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->conn_mu, NULL);
     spw_cond_init(&p->cv); /* timed waits: core/clock.h */
     if (pthread_create(&p->th, NULL, spw__producer_main, p)) {
         close(p->wake[0]);
@@ -462,7 +463,8 @@ int spillway_producer_flush(spillway_producer *p, uint32_t timeout_ms)
             break;
         }
     }
-    p->stopped = 0;
+    if (r == 0) /* every record answered: a stop (stop_on_error) ends; a timed-out flush keeps it */
+        p->stopped = 0;
     pthread_mutex_unlock(&p->mu);
     return r;
 }
@@ -509,6 +511,7 @@ void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
     close(p->wake[0]);
     close(p->wake[1]);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->conn_mu);
     pthread_cond_destroy(&p->cv);
     free(p->servers);
     spw_ring_free(&p->ring);
@@ -519,6 +522,22 @@ void spillway_producer_close(spillway_producer *p, uint32_t timeout_ms)
 }
 
 uint64_t spillway_producer_reconnects(spillway_producer *p) { return atomic_load(&p->reconnects); }
+
+int spillway_producer_connect_error(spillway_producer *p, char *why, size_t cap)
+{
+    int err = 0;
+    pthread_mutex_lock(&p->conn_mu);
+    for (uint32_t i = 0; i < p->nservers && !err; i++)
+        if (p->servers[i].conn_err) {
+            err = p->servers[i].conn_err;
+            if (why && cap)
+                snprintf(why, cap, "%s", p->servers[i].conn_why);
+        }
+    pthread_mutex_unlock(&p->conn_mu);
+    if (!err && why && cap)
+        why[0] = 0;
+    return err;
+}
 
 void spw__producer_set_next_seq(spillway_producer *p, uint32_t seq)
 {

@@ -18,10 +18,12 @@
 #include "core/hash.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +50,20 @@ static void tls_drop(server *s)
     s->tls_hs = 0;
 }
 
+/* Records why connecting to s failed (err 0: it is connected now). */
+static void conn_state(spillway_producer *p, server *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conn_state(spillway_producer *p, server *s, int err, const char *fmt, ...)
+{
+    pthread_mutex_lock(&p->conn_mu);
+    s->conn_err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->conn_why, sizeof s->conn_why, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&p->conn_mu);
+}
+
 static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 {
     tls_drop(s);
@@ -72,6 +88,7 @@ static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
+    conn_state(p, s, 0, "%s", "");
     s->ai = s->naddr; /* the next connect (after a loss) resolves again */
     if (s->ever_connected)
         atomic_fetch_add(&p->reconnects, 1);
@@ -102,6 +119,7 @@ static void srv_tls_step(spillway_producer *p, server *s, uint64_t now)
     } else if (w < 0) {
         /* A certificate that does not verify, or no TLS there: like a
          * refused connection (a backoff; records time out meanwhile). */
+        conn_state(p, s, SPILLWAY_ERR_TLS, "the TLS handshake with %s failed", s->name);
         srv_disconnect(p, s, now);
     } else {
         s->tls_hs = (short)w;
@@ -125,8 +143,9 @@ static void srv_tcp_up(spillway_producer *p, server *s, uint64_t now)
 
 /* The connect to addrs[ai] failed: the next address of the round, or,
  * after the last, a backoff (the next round resolves the name again). */
-static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now)
+static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now, int err)
 {
+    conn_state(p, s, -err, "connecting to %s: %s", s->name, strerror(err));
     tls_drop(s);
     if (s->fd >= 0)
         close(s->fd);
@@ -151,6 +170,7 @@ static void srv_connect(spillway_producer *p, server *s, uint64_t now)
         s->naddr = spw__client_resolve(s->host, s->port, s->addrs, s->alens);
         if (s->naddr < 0) {
             s->naddr = 0;
+            conn_state(p, s, -EHOSTUNREACH, "cannot resolve the host of %s (no address for the name)", s->name);
             srv_disconnect(p, s, now); /* a backoff; the next round resolves again */
             return;
         }
@@ -158,7 +178,7 @@ static void srv_connect(spillway_producer *p, server *s, uint64_t now)
     const struct sockaddr_storage *a = &s->addrs[s->ai];
     int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        srv_connect_failed(p, s, now);
+        srv_connect_failed(p, s, now, errno);
         return;
     }
     int one = 1;
@@ -170,7 +190,7 @@ static void srv_connect(spillway_producer *p, server *s, uint64_t now)
     } else if (errno == EINPROGRESS) {
         s->connecting = 1;
     } else {
-        srv_connect_failed(p, s, now);
+        srv_connect_failed(p, s, now, errno);
     }
 }
 
@@ -389,7 +409,7 @@ void *spw__producer_main(void *arg)
                     timeout = (int)(s->next_connect_ms - now);
             }
             if (s->fd >= 0 && s->connecting && now - s->connect_started_ms > p->cfg.connect_timeout_ms)
-                srv_connect_failed(p, s, now);
+                srv_connect_failed(p, s, now, ETIMEDOUT);
             if (s->fd >= 0 && !s->connecting) {
                 srv_fill(p, s, now);
                 srv_write(p, s, now);
@@ -438,7 +458,7 @@ void *spw__producer_main(void *arg)
                 socklen_t el = sizeof err;
                 getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err) {
-                    srv_connect_failed(p, s, now);
+                    srv_connect_failed(p, s, now, err);
                     continue;
                 }
                 srv_tcp_up(p, s, now);

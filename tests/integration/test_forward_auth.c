@@ -10,7 +10,11 @@
  *    so in last_error, and delivers nothing;
  *  - the synchronous client connects by "localhost:PORT", logs in and
  *    reads the core's stream; a producer by name delivers with its token;
- *    a name that does not resolve is SPILLWAY_ERR_INVALID.
+ *    a name that does not resolve is SPILLWAY_ERR_INVALID;
+ *  - a forward sink whose other node cannot be reached — a name that does
+ *    not resolve, a refused port — says so at once (state "retrying",
+ *    last_error naming why), not "running" until its delivery timeout
+ *    (30 s here; the wait below is bounded by 10 s).
  */
 #include "server.h"
 #include "spillway.h"
@@ -133,6 +137,38 @@ int main(int argc, char **argv)
     spillway_producer_close(p, 1000);
     CHECK_EQ(__atomic_load_n(&delivered, __ATOMIC_SEQ_CST), 10);
     CHECK_EQ(stream_total(core.port, auth, "in"), 30);
+
+    /* Unreachable other nodes: said within a second or so. */
+    static const char *const unreach[][3] = {{"unres", "no-such-host.invalid:7701", "cannot resolve"},
+                                             {"refused", "127.0.0.1:1", "Connection refused"}};
+    for (int k = 0; k < 2; k++) {
+        char path[200], body[1024];
+        put_stream(edge.port, unreach[k][0], "{\"partitions\":1}");
+        snprintf(path, sizeof path, "/v1/sinks/%s", unreach[k][0]);
+        snprintf(body, sizeof body,
+                 "{\"stream\":\"%s\",\"kind\":\"forward\",\"batch\":{\"max_wait_ms\":20},"
+                 "\"retry\":{\"initial_ms\":20,\"max_ms\":200},"
+                 "\"options\":{\"address\":\"%s\",\"stream\":\"in\",\"timeout_ms\":30000}}",
+                 unreach[k][0], unreach[k][1]);
+        CHECK_EQ(req_status(edge.port, "PUT", path, body), 201);
+        snprintf(path, sizeof path, "/v1/streams/%s/events?ack=fsync", unreach[k][0]);
+        CHECK(req_status(edge.port, "POST", path, "{\"i\":1}") / 100 == 2);
+    }
+    for (int k = 0; k < 2; k++) {
+        char path[200];
+        snprintf(path, sizeof path, "/v1/sinks/%s", unreach[k][0]);
+        int said2 = 0;
+        for (int i = 0; i < 200 && !said2; i++) {
+            resp g = http_json(edge.port, "GET", path, NULL);
+            said2 = strstr(g.body, "\"state\":\"retrying\"") && strstr(g.body, unreach[k][2]);
+            if (!said2 && i == 199)
+                fprintf(stderr, "%s\n", g.body);
+            free(g.body);
+            if (!said2)
+                usleep(50 * 1000);
+        }
+        CHECK(said2);
+    }
 
     CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
     CHECK_EQ(srv_stop(&core, SIGTERM), 0);

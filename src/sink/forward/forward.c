@@ -40,11 +40,17 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "core/opts.h"
 #include "sink/sink.h"
 #include "spillway.h"
+
+/* A write waits for reports this long at a time, and gives up once the
+ * other node has been unreachable for FWD_UNREACHABLE_MS. */
+#define FWD_FLUSH_SLICE_MS 100
+#define FWD_UNREACHABLE_MS 1000
 
 typedef struct fwd {
     char address[256];
@@ -201,7 +207,24 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
     fwd *f = st;
     uint32_t sent = f->sent;
     int send_err = f->send_err;
-    int fr = spillway_producer_flush(f->p, f->timeout_ms + 5000); /* fwd_interrupt cuts it short */
+    /* Waits for the reports in slices: while the other node cannot be
+     * reached (refused, a name that does not resolve, a failed TLS
+     * handshake) for FWD_UNREACHABLE_MS, the write gives up with the
+     * producer's reason, so the sink shows "retrying" and that reason at
+     * once instead of "running" until the delivery timeout
+     * (docs/api.md "forward sink"). fwd_interrupt cuts a slice short. */
+    char why[320] = "";
+    int fr = -1;
+    uint64_t t0 = spw_mono_ms(), limit = (uint64_t)f->timeout_ms + 5000;
+    for (;;) {
+        fr = spillway_producer_flush(f->p, FWD_FLUSH_SLICE_MS);
+        uint64_t waited = spw_mono_ms() - t0;
+        if (fr == 0 || atomic_load(&f->stopping) || waited >= limit)
+            break;
+        if (waited >= FWD_UNREACHABLE_MS && spillway_producer_connect_error(f->p, why, sizeof why) != 0)
+            break;
+        why[0] = 0;
+    }
     pthread_mutex_lock(&f->mu);
     int *status = f->status;
     f->status = NULL;
@@ -230,8 +253,11 @@ static int fwd_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint3
         res = SPW_SINK_REJECT;
     } else {
         int e = ok < sent ? status[ok] : send_err ? send_err : SPILLWAY_ERR_TIMEOUT;
-        snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream,
-                 e == 1 ? "no delivery report in time" : spillway_errstr(e));
+        if (why[0] && (e == 1 || e == SPILLWAY_ERR_TIMEOUT))
+            snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream, why);
+        else
+            snprintf(err, cap, "forwarding to %s stream %s: %s", f->address, f->stream,
+                     e == 1 ? "no delivery report in time" : spillway_errstr(e));
         res = SPW_SINK_RETRY;
     }
     spw_free(status);
