@@ -306,12 +306,55 @@ static int take_cacert(int *argc, char **argv)
     return 0;
 }
 
+/*
+ * Options written before the command (`spillway --server H:P stream list`)
+ * are moved after it, where every command reads its options: the
+ * leading `--flag value` and `--flag=value` words, in their order, go to
+ * the end. --help, -h and --version before any command keep their
+ * meaning. A flag followed by a word that is a command is taken to have
+ * no value.
+ */
+static int is_command(const char *w)
+{
+    static const char *const cmds[] = {"serve", "produce", "consume", "stream", "view", "sink", "group",
+                                       "bench", "top", "check", "version", "help", NULL};
+    for (int i = 0; cmds[i]; i++)
+        if (strcmp(w, cmds[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void options_after_command(int argc, char **argv)
+{
+    int lead = 1;
+    while (lead < argc && strncmp(argv[lead], "--", 2) == 0 && strcmp(argv[lead], "--help") != 0 &&
+           strcmp(argv[lead], "--version") != 0) {
+        if (!strchr(argv[lead], '=') && lead + 1 < argc && strncmp(argv[lead + 1], "--", 2) != 0 &&
+            !is_command(argv[lead + 1]))
+            lead += 2;
+        else
+            lead += 1;
+    }
+    if (lead == 1 || lead >= argc)
+        return;
+    /* rotate argv[1..lead) behind argv[lead..argc) */
+    int n = lead - 1;
+    char **opts = malloc((size_t)n * sizeof *opts);
+    if (!opts)
+        return;
+    memcpy(opts, argv + 1, (size_t)n * sizeof *opts);
+    memmove(argv + 1, argv + lead, (size_t)(argc - lead) * sizeof *argv);
+    memcpy(argv + 1 + (argc - lead), opts, (size_t)n * sizeof *opts);
+    free(opts);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
+    options_after_command(argc, argv);
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);

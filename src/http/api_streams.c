@@ -6,6 +6,7 @@
  */
 #include "http/api_int.h"
 #include "core/workq.h"
+#include "sink/sink.h"
 #include "svc/streams.h"
 
 /* ---- streams ---- */
@@ -142,6 +143,14 @@ void spw__api_handle_stream(spw_api *api, spw_http_req *req, const char *name, s
         return;
     }
     if (req->method == SPW_HTTP_DELETE) {
+        char user[SPW_STREAM_NAME_MAX + 1];
+        if (spw_sinks_dlq_user(api->sinks, nm, user)) {
+            spw_http_answer(req, SPW_SC_STREAM_IN_USE, NULL,
+                            "sink %s sends its dead letters to stream %s: delete the sink (or give it another dlq) "
+                            "first; nothing was deleted",
+                            user, nm);
+            return;
+        }
         ddl_job *j = spw_xcalloc(1, sizeof *j);
         *j = (ddl_job){.api = api, .req = req};
         snprintf(j->name, sizeof j->name, "%s", nm);

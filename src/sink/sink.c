@@ -290,6 +290,21 @@ static int repl_def_ok(spw_sinks *m, const sink_def *d, char *err, size_t cap)
     return 0;
 }
 
+int spw_sinks_dlq_user(spw_sinks *m, const char *stream, char *sink)
+{
+    if (!m)
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&m->mu);
+    for (uint32_t i = 0; i < m->n && !found; i++)
+        if (strcmp(m->v[i]->def.dlq, stream) == 0) {
+            memcpy(sink, m->v[i]->def.name, sizeof m->v[i]->def.name);
+            found = 1;
+        }
+    pthread_mutex_unlock(&m->mu);
+    return found;
+}
+
 int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, char *err, size_t cap)
 {
     if (!m)

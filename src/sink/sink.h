@@ -155,6 +155,11 @@ void spw_sinks_redact(const char *json, size_t n, spw_buf *out);
  * (it may be defined later) or drains stream with a kind that can
  * replicate; else SPW_EINVAL with the sentence in err. m NULL: 0. */
 int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, char *err, size_t cap);
+/* Is stream some sink's dead-letter stream? 1 with that sink's name in
+ * sink (SPW_STREAM_NAME_MAX + 1 bytes), else 0. Such a stream cannot be
+ * deleted while the sink exists (its bad records would have nowhere to
+ * go). m NULL: 0. */
+int spw_sinks_dlq_user(spw_sinks *m, const char *stream, char *sink);
 /* DELETE: 0 or -ENOENT. The worker stops in the background, and
  * everything the sink started (its thread, the kind's connections and
  * threads) is stopped and freed there: the kind is interrupted (see

@@ -137,6 +137,8 @@ static const spw_sc_row rows[SPW_SC__N] = {
                                     "durable here; the replica did not confirm it within replication_timeout_ms"},
     [SPW_SC_GROUP_ACTIVE] = {"group_active", NULL, 409, SPW_ST_CONFLICT,
                              "the group has active members (leased partitions): stop them first", H},
+    [SPW_SC_STREAM_IN_USE] = {"stream_in_use", NULL, 409, SPW_ST_CONFLICT,
+                              "a sink sends its dead letters to this stream: delete the sink first", H},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

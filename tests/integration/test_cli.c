@@ -107,6 +107,8 @@ static void test_streams(void)
     CHECK(strstr(o.text, "\ntmp "));
     free(o.text);
     expect(run("stream list --json %s", server_opt), 0, "{\"streams\":[");
+    /* options may come before the command too */
+    expect(run("%s stream list --json", server_opt), 0, "{\"streams\":[");
     expect(run("stream delete tmp %s", server_opt), 0, "deleted stream tmp");
     expect(run("stream delete tmp %s", server_opt), 1, "no stream named tmp");
     expect(run("stream show tmp %s", server_opt), 1, "no stream named tmp (HTTP 404, no_such_stream)");

@@ -128,6 +128,16 @@ int main(int argc, char **argv)
     }
     CHECK(drained);
 
+    /* The sink's dead-letter stream cannot be deleted under it (409
+     * stream_in_use naming the sink); nothing is deleted. */
+    r = http_json(edge.port, "DELETE", "/v1/streams/dlq", NULL);
+    CHECK_EQ(r.status, 409);
+    CHECK(strstr(r.body, "\"code\":\"stream_in_use\"") && strstr(r.body, "sink fwd"));
+    free(r.body);
+    r = http_json(edge.port, "GET", "/v1/streams/dlq", NULL);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+
     /* top shows the sink once its lag is 0 (progress is committed after delivery). */
     int seen = 0;
     for (int i = 0; i < 100 && !seen; i++) {

@@ -39,7 +39,7 @@ static const struct {
     {"no_such_group", 404, 404}, {"stale_lease", 409, 409}, {"lease_expired", 409, 409}, {"bad_offset", 400, 400},
     {"too_many_partitions", 400, 400}, {"save_failed", 500, 500}, {"bad_config", 400, -1}, {"exists", 409, -1},
     {"directory_exists", 409, -1}, {"create_failed", 500, -1}, {"delete_failed", 500, -1},
-    {"kind_not_built", 400, -1}, {"no_such_sink", 404, -1}, {"unavailable", 503, -1},
+    {"kind_not_built", 400, -1}, {"no_such_sink", 404, -1}, {"unavailable", 503, -1}, {"stream_in_use", 409, -1},
     {"no_such_view", 404, -1}, {"unknown_key", 404, -1}, {"view_lag", 504, -1},
     {"replication_not_configured", 400, 400}, {"replication_unavailable", 503, 503},
     {"replication_timeout", 504, 504}, {"invalid_json", 400, 400}, {"not_an_object", 400, 400},
