@@ -469,11 +469,12 @@ static void test_crc32c(void)
     size_t cap = (1u << 16) + 64;
     uint8_t *buf = malloc(cap);
     fill_rand(buf, cap);
-    size_t lens[320];
+    size_t lens[330];
     size_t nl = 0;
     for (size_t l = 0; l <= 300; l++)
         lens[nl++] = l;
-    static const size_t bigs[] = {511, 512, 513, 4095, 4096, 4097, 1u << 16};
+    /* around one and two rounds of the three 512-byte lanes of the hw path */
+    static const size_t bigs[] = {511, 512, 513, 1535, 1536, 1537, 1543, 3071, 3072, 3079, 4095, 4096, 4097, 1u << 16};
     for (size_t i = 0; i < sizeof bigs / sizeof bigs[0]; i++)
         lens[nl++] = bigs[i];
     for (size_t li = 0; li < nl; li++) {
