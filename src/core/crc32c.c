@@ -140,6 +140,15 @@ __attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const vo
     return ~(uint32_t)c;
 }
 
+/* Three little-endian 32-bit words (x86-64 is little-endian: a | b << 32 is
+ * the bytes of a then b): two instructions instead of 12 bytes built and a
+ * call. */
+__attribute__((target("sse4.2"))) static uint32_t le32x3_hw(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
+{
+    uint64_t r = __builtin_ia32_crc32di(~crc, (uint64_t)a | (uint64_t)b << 32);
+    return ~__builtin_ia32_crc32si((uint32_t)r, c);
+}
+
 int spw__crc32c_hw_available(void)
 {
     __builtin_cpu_init();
@@ -149,6 +158,24 @@ int spw__crc32c_hw_available(void)
 uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n) { return spw__crc32c_sw(crc, buf, n); }
 int spw__crc32c_hw_available(void) { return 0; }
 #endif
+
+uint32_t spw_crc32c_le32x3(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
+{
+#if defined(__x86_64__)
+    static atomic_int hw = -1;
+    int h = atomic_load_explicit(&hw, memory_order_relaxed);
+    if (h < 0) {
+        h = spw__crc32c_hw_available();
+        atomic_store_explicit(&hw, h, memory_order_relaxed);
+    }
+    if (h)
+        return le32x3_hw(crc, a, b, c);
+#endif
+    uint8_t w[12] = {(uint8_t)a, (uint8_t)(a >> 8), (uint8_t)(a >> 16), (uint8_t)(a >> 24),
+                     (uint8_t)b, (uint8_t)(b >> 8), (uint8_t)(b >> 16), (uint8_t)(b >> 24),
+                     (uint8_t)c, (uint8_t)(c >> 8), (uint8_t)(c >> 16), (uint8_t)(c >> 24)};
+    return spw__crc32c_sw(crc, w, sizeof w);
+}
 
 typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
 static _Atomic(crc_fn) impl;
