@@ -60,17 +60,30 @@ static inline size_t spw_u64_dec(char *out, uint64_t v)
                                    "8081828384858687888990919293949596979899";
     char tmp[20];
     size_t i = sizeof tmp;
-    while (v >= 100) {
-        unsigned d = (unsigned)(v % 100) * 2;
-        v /= 100;
+    /* Eight digits at a time in 32-bit arithmetic (cheaper than 64-bit
+     * divisions) while more than eight are left. */
+    while (v >= 100000000u) {
+        uint32_t lo = (uint32_t)(v % 100000000u);
+        v /= 100000000u;
+        for (int k = 0; k < 4; k++) {
+            unsigned d = (lo % 100) * 2;
+            lo /= 100;
+            tmp[--i] = pairs[d + 1];
+            tmp[--i] = pairs[d];
+        }
+    }
+    uint32_t w = (uint32_t)v;
+    while (w >= 100) {
+        unsigned d = (w % 100) * 2;
+        w /= 100;
         tmp[--i] = pairs[d + 1];
         tmp[--i] = pairs[d];
     }
-    if (v >= 10) {
-        tmp[--i] = pairs[v * 2 + 1];
-        tmp[--i] = pairs[v * 2];
+    if (w >= 10) {
+        tmp[--i] = pairs[w * 2 + 1];
+        tmp[--i] = pairs[w * 2];
     } else {
-        tmp[--i] = (char)('0' + v);
+        tmp[--i] = (char)('0' + w);
     }
     __builtin_memcpy(out, tmp + i, sizeof tmp - i);
     return sizeof tmp - i;
