@@ -16,6 +16,10 @@
 uint32_t spw_crc32c_extend(uint32_t crc, const void *buf, size_t n);
 static inline uint32_t spw_crc32c(const void *buf, size_t n) { return spw_crc32c_extend(0, buf, n); }
 
+/* spw_crc32c_extend over the 12 bytes of a, b and c, each little-endian
+ * (a record's lengths in a dedupe fingerprint: one call per record). */
+uint32_t spw_crc32c_le32x3(uint32_t crc, uint32_t a, uint32_t b, uint32_t c);
+
 /* The two implementations, exposed so tests can compare them. */
 uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n);
 uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n); /* REQUIRES: spw__crc32c_hw_available() */

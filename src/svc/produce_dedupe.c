@@ -33,10 +33,7 @@
 /* The lengths of a record's parts, folded into its fingerprint in one step. */
 static uint32_t fp_lens(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
 {
-    uint8_t w[12] = {(uint8_t)a, (uint8_t)(a >> 8), (uint8_t)(a >> 16), (uint8_t)(a >> 24),
-                     (uint8_t)b, (uint8_t)(b >> 8), (uint8_t)(b >> 16), (uint8_t)(b >> 24),
-                     (uint8_t)c, (uint8_t)(c >> 8), (uint8_t)(c >> 16), (uint8_t)(c >> 24)};
-    return spw_crc32c_extend(crc, w, sizeof w);
+    return spw_crc32c_le32x3(crc, a, b, c); /* the 12 bytes, little-endian */
 }
 
 /* CRC32C over (key length, value length, header count), key, value, then

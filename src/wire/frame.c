@@ -165,9 +165,20 @@ static int stream_name(spw_rd *r, const char **name, uint16_t *len, int allow_em
 /* One record at r; 0 or -1 with *why. */
 static int rec_read(spw_rd *r, spw_frame_rec *o, const char **why)
 {
-    o->attrs = spw_rd_u8(r);
-    o->ts = (int64_t)spw_rd_u64(r);
-    uint32_t kl = spw_rd_u32(r);
+    uint32_t kl;
+    if (!r->bad && spw_rd_left(r) >= SPW_REC_MIN_LEN) {
+        /* Every record of a PRODUCE is read twice (decode, then the
+         * iterator): its fixed part under one bounds check. */
+        const uint8_t *p = r->p;
+        o->attrs = p[0];
+        o->ts = (int64_t)spw_get64(p + 1);
+        kl = spw_get32(p + 9);
+        r->p += 13;
+    } else {
+        o->attrs = spw_rd_u8(r);
+        o->ts = (int64_t)spw_rd_u64(r);
+        kl = spw_rd_u32(r);
+    }
     if (r->bad)
         FAIL("record truncated");
     if (o->attrs & ~SPW_REC_ATTRS_KNOWN)

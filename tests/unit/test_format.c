@@ -464,16 +464,28 @@ static void test_crc32c(void)
     else
         fprintf(stderr, "test_format: no SSE4.2 crc32 instruction here; only the table path is compared\n");
 
+    /* Three little-endian words in one call equal their 12 bytes. */
+    for (int i = 0; i < 10000; i++) {
+        uint32_t w3[3] = {(uint32_t)rnd(), (uint32_t)rnd(), (uint32_t)rnd()}, seed = i & 1 ? (uint32_t)rnd() : 0;
+        if (i % 7 == 0)
+            w3[i % 3] = i % 2 ? 0 : UINT32_MAX;
+        uint8_t b12[12];
+        for (int k = 0; k < 12; k++)
+            b12[k] = (uint8_t)(w3[k / 4] >> (8 * (k % 4)));
+        CHECK(spw_crc32c_le32x3(seed, w3[0], w3[1], w3[2]) == crc_ref(seed, b12, 12));
+    }
+
     /* Both paths (and the reference) agree on random data of every length
      * 0..300 and a few large ones, at every alignment 0..15, from any seed. */
     size_t cap = (1u << 16) + 64;
     uint8_t *buf = malloc(cap);
     fill_rand(buf, cap);
-    size_t lens[320];
+    size_t lens[330];
     size_t nl = 0;
     for (size_t l = 0; l <= 300; l++)
         lens[nl++] = l;
-    static const size_t bigs[] = {511, 512, 513, 4095, 4096, 4097, 1u << 16};
+    /* around one and two rounds of the three 512-byte lanes of the hw path */
+    static const size_t bigs[] = {511, 512, 513, 1535, 1536, 1537, 1543, 3071, 3072, 3079, 4095, 4096, 4097, 1u << 16};
     for (size_t i = 0; i < sizeof bigs / sizeof bigs[0]; i++)
         lens[nl++] = bigs[i];
     for (size_t li = 0; li < nl; li++) {

@@ -223,6 +223,18 @@ int main(void)
         CHECK_EQ(n, 13);
         CHECK(memcmp(out, "a\"b\\c/\n\xc3\xa9\xf0\x9f\x98\x80", 13) == 0);
         CHECK_EQ(spw_json_unescape(&sp, out, 3), -1);
+        /* Runs without escapes (copied whole) before, between and after
+         * escapes; the capacity bound holds inside a run. */
+        const char *r = "\"key-000123\\tmid\\u0041end-of-the-key\"";
+        spw_json_span rs = {r, strlen(r), SPW_JSON_STRING};
+        const char *want = "key-000123\tmidAend-of-the-key";
+        CHECK_EQ(spw_json_unescape(&rs, out, sizeof out), (long)strlen(want));
+        CHECK(memcmp(out, want, strlen(want)) == 0);
+        CHECK_EQ(spw_json_unescape(&rs, out, strlen(want)), (long)strlen(want));
+        CHECK_EQ(spw_json_unescape(&rs, out, strlen(want) - 1), -1);
+        CHECK_EQ(spw_json_unescape(&rs, out, 5), -1);
+        spw_json_span empty = {"\"\"", 2, SPW_JSON_STRING};
+        CHECK_EQ(spw_json_unescape(&empty, out, 0), 0);
         int64_t v;
         spw_json_span num = {"-9223372036854775808", 20, SPW_JSON_NUMBER};
         CHECK_EQ(spw_json_int64(&num, &v), 0);
@@ -231,6 +243,29 @@ int main(void)
         CHECK_EQ(spw_json_int64(&big, &v), -1);
         spw_json_span fr = {"1.5", 3, SPW_JSON_NUMBER};
         CHECK_EQ(spw_json_int64(&fr, &v), -1);
+    }
+    /* Decimals (spw_buf_put_u64, two digits at a time) against printf:
+     * every number of digits, the edges of each, and a spread between. */
+    {
+        spw_buf b = SPW_BUF_INIT;
+        uint64_t x = 1;
+        for (int d = 0; d < 20; d++, x *= 10) {
+            uint64_t vals[] = {x - 1, x, x + 1, x * 2 + 7, x * 9 + x / 3};
+            for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+                char want[24];
+                int wn = snprintf(want, sizeof want, "%" PRIu64, vals[i]);
+                b.len = 0;
+                CHECK_EQ(spw_buf_put_u64(&b, vals[i]), 0);
+                CHECK_EQ(b.len, (size_t)wn);
+                CHECK(memcmp(b.p, want, b.len) == 0);
+            }
+        }
+        char want[24];
+        b.len = 0;
+        CHECK_EQ(spw_buf_put_u64(&b, UINT64_MAX), 0);
+        snprintf(want, sizeof want, "%" PRIu64, UINT64_MAX);
+        CHECK(b.len == strlen(want) && memcmp(b.p, want, b.len) == 0);
+        spw_buf_fini(&b);
     }
     /* The writer: escapes, control bytes and DEL, UTF-8 kept, bad bytes replaced. */
     put_str_is("a\"b\\c", 5, "\"a\\\"b\\\\c\"");

@@ -51,5 +51,19 @@ int main(void)
         CHECK_EQ(spw__key_text_ok(s, n), want);
     }
     CHECK(accepted > 1000 && accepted < 199000); /* both answers were exercised */
+    /* One bad byte (or a UTF-8 sequence) at every position of printable keys
+     * of every length to 40: the 8-bytes-at-a-time path and its tail. */
+    static const uint8_t odd[] = {0x00, 0x1f, 0x0a, 0x20, 0x7f, 0x80, 0xc3, 0xff};
+    for (size_t n = 1; n <= 40; n++)
+        for (size_t at = 0; at < n; at++)
+            for (size_t o = 0; o < sizeof odd; o++) {
+                uint8_t s[48];
+                for (size_t i = 0; i < n; i++)
+                    s[i] = (uint8_t)(0x21 + (i * 7) % 94);
+                s[at] = odd[o];
+                if (odd[o] == 0xc3 && at + 1 < n)
+                    s[at + 1] = 0xa9; /* a whole sequence: accepted */
+                CHECK_EQ(spw__key_text_ok(s, n), reference(s, n));
+            }
     return 0;
 }
