@@ -5,12 +5,14 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static int min_level = SPW_MSG_INFO;
-static int out_format = SPW_MSG_TEXT;
+/* Set at start and by SIGHUP (log-level) while every thread logs: atomic. */
+static _Atomic int min_level = SPW_MSG_INFO;
+static _Atomic int out_format = SPW_MSG_TEXT;
 static void (*sink_fn)(void *, int, const char *);
 static void *sink_arg;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
