@@ -616,6 +616,25 @@ void spillway_metadata_free(spillway_metadata *m)
 
 /* ---- streams: STREAM_CREATE, STREAM_DESCRIBE ---- */
 
+/* An answer's JSON document (jl bytes at j, inside frame) as a malloc'ed
+ * NUL-terminated string in *json (its length in *json_len if asked);
+ * frees frame either way. 0 or SPILLWAY_ERR_NOMEM. */
+static int json_answer(uint8_t *frame, const void *j, uint32_t jl, char **json, size_t *json_len)
+{
+    char *out = malloc((size_t)jl + 1);
+    if (out) {
+        memcpy(out, j, jl);
+        out[jl] = 0;
+    }
+    free(frame);
+    if (!out)
+        return SPILLWAY_ERR_NOMEM;
+    *json = out;
+    if (json_len)
+        *json_len = jl;
+    return 0;
+}
+
 int spillway_client_create_stream(spillway_client *c, const char *name, const char *definition, int *created)
 {
     size_t nl = name ? strlen(name) : 0;
@@ -669,16 +688,7 @@ int spillway_client_describe_stream(spillway_client *c, const char *name, char *
         free(frame);
         return SPILLWAY_ERR_PROTOCOL;
     }
-    char *out = malloc((size_t)jl + 1);
-    if (!out) {
-        free(frame);
-        return SPILLWAY_ERR_NOMEM;
-    }
-    memcpy(out, j, jl);
-    out[jl] = 0;
-    free(frame);
-    *json = out;
-    return 0;
+    return json_answer(frame, j, jl, json, NULL);
 }
 
 /* ---- views: VIEW_READ ---- */
@@ -730,18 +740,7 @@ static int view_read(spillway_client *c, spw_view_read_req *q, const char *view,
         free(frame);
         return SPILLWAY_ERR_PROTOCOL;
     }
-    char *out = malloc((size_t)jl + 1);
-    if (!out) {
-        free(frame);
-        return SPILLWAY_ERR_NOMEM;
-    }
-    memcpy(out, j, jl);
-    out[jl] = 0;
-    free(frame);
-    *json = out;
-    if (json_len)
-        *json_len = jl;
-    return 0;
+    return json_answer(frame, j, jl, json, json_len);
 }
 
 int spillway_client_view_get(spillway_client *c, const char *view, const void *key, uint32_t key_len,
