@@ -4,13 +4,14 @@
  */
 #include "core/crc32c.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #define POLY 0x82F63B78u
 
 static uint32_t table[8][256];
-static atomic_int table_ready;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
 static void build_table(void)
 {
@@ -23,14 +24,11 @@ static void build_table(void)
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++)
             table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
-    atomic_store_explicit(&table_ready, 1, memory_order_release);
 }
 
 uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n)
 {
-    /* Building the table twice from two threads is harmless: same values. */
-    if (!atomic_load_explicit(&table_ready, memory_order_acquire))
-        build_table();
+    pthread_once(&table_once, build_table); /* built once, by the first caller */
     const uint8_t *p = buf;
     crc = ~crc;
     while (n && ((uintptr_t)p & 7)) {
@@ -66,7 +64,7 @@ uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n)
  * here), the tail in 4, 2 and 1 bytes. */
 #define LANE 512
 static uint32_t lane_shift[4][256];
-static atomic_int lane_shift_ready;
+static pthread_once_t lane_shift_once = PTHREAD_ONCE_INIT;
 
 __attribute__((target("sse4.2"))) static uint32_t zeros_raw(uint32_t c)
 {
@@ -81,7 +79,6 @@ __attribute__((target("sse4.2"))) static void build_lane_shift(void)
     for (int j = 0; j < 4; j++)
         for (uint32_t v = 0; v < 256; v++)
             lane_shift[j][v] = zeros_raw(v << (8 * j));
-    atomic_store_explicit(&lane_shift_ready, 1, memory_order_release);
 }
 
 static inline uint32_t shift_lane(uint32_t c)
@@ -95,9 +92,8 @@ __attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const vo
     const uint8_t *p = buf;
     uint64_t c = ~crc;
     if (n >= 3 * LANE) {
-        /* Building the tables twice from two threads is harmless: same values. */
-        if (!atomic_load_explicit(&lane_shift_ready, memory_order_acquire))
-            build_lane_shift();
+        /* built once, by the first caller; the others wait for it */
+        pthread_once(&lane_shift_once, build_lane_shift);
         do {
             uint64_t c1 = 0, c2 = 0;
             for (size_t i = 0; i < LANE; i += 8) {
