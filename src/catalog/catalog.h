@@ -37,6 +37,7 @@ typedef struct spw_stream {
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
+    struct spw_hot *hot;         /* hot_keys (catalog/hotkeys.h): made at open; NULL without hot_keys */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
     /* produce requests refused on this stream, by reason (admit/admit.h

@@ -27,6 +27,8 @@
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
 #include "core/hash.h"
+#include "catalog/hotkeys.h"
+#include "svc/hot.h"
 #include "es/es.h"
 
 /* ---- submit ---- */
@@ -230,8 +232,12 @@ uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint3
     uint32_t P = s->cfg.partitions;
     if (partition != UINT32_MAX)
         return partition;
-    if (v->key_len >= 0)
-        return spw_stream_partition(v->key, (size_t)v->key_len, P);
+    if (v->key_len >= 0) {
+        uint32_t home = spw_stream_partition(v->key, (size_t)v->key_len, P);
+        /* A split key's events go to its sub-keys' partitions (catalog/hotkeys.h). */
+        uint32_t hot = s->hot ? spw_hot_route(s->hot, v->key, (size_t)v->key_len, home, P, idem_key, i) : UINT32_MAX;
+        return hot != UINT32_MAX ? hot : home;
+    }
     /* Keyless events of a keyed request go where a retry will send them. */
     if (idem_key)
         return (uint32_t)((idem_key + i) % P);
@@ -271,6 +277,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
     }
+    if (s->hot && partition == UINT32_MAX)
+        spw__hot_observe(svc, s, in, n);
     uint32_t used = 0;
     for (uint32_t p = 0; p < P; p++)
         used += counts[p] > 0;
