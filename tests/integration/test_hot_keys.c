@@ -18,8 +18,9 @@
 
 #define PARTS 4
 
-/* POSTs a JSON array of n events of key k (value {"k":..,"n":v}) to stream. */
-static void send_key(int port, const char *stream, const char *k, int n, int v)
+/* POSTs a JSON array of n events of key k (value {"k":..,"n":v}) to
+ * stream, with an Idempotency-Key when idem is not NULL; returns the answer. */
+static char *send_idem(int port, const char *stream, const char *k, int n, int v, const char *idem)
 {
     size_t cap = (size_t)n * 64 + 16, at = 0;
     char *b = malloc(cap);
@@ -30,10 +31,20 @@ static void send_key(int port, const char *stream, const char *k, int n, int v)
     b[at++] = ']';
     char path[256];
     snprintf(path, sizeof path, "/v1/streams/%s/events", stream);
-    resp r = http(port, "POST", path, "application/json", b, at);
+    char h[128] = "";
+    if (idem)
+        snprintf(h, sizeof h, "Idempotency-Key: %s\r\n", idem);
+    resp r = http_ex(port, "POST", path, "application/json", h, b, at);
+    if (r.status != 202)
+        fprintf(stderr, "POST %s: %d %s\n", path, r.status, r.body);
     CHECK_EQ(r.status, 202);
-    free(r.body);
     free(b);
+    return r.body;
+}
+
+static void send_key(int port, const char *stream, const char *k, int n, int v)
+{
+    free(send_idem(port, stream, k, n, v, NULL));
 }
 
 static void ends(int port, const char *stream, uint64_t *out)
@@ -178,7 +189,7 @@ static int automatic(int port)
     CHECK(grew_one(a, b, 5) >= 0);
     CHECK(!split_listed(port, "au", "cool", "automatic"));
     memcpy(a, b, sizeof a);
-    send_key(port, "au", "hot2", 100, 1); /* counted in one window: over it */
+    free(send_idem(port, "au", "hot2", 100, 1, "first-hot2")); /* counted in one window: over it */
     ends(port, "au", b);
     int home = grew_one(a, b, 100);
     CHECK(home >= 0); /* decided after this request: it went to the key's partition */
@@ -190,13 +201,28 @@ static int automatic(int port)
     }
     CHECK(ok);
     CHECK(!split_listed(port, "au", "cool", "automatic"));
+    /* a retry of the request stored before the split is its duplicate */
+    char *d = send_idem(port, "au", "hot2", 100, 1, "first-hot2");
+    CHECK(strstr(d, "\"duplicate\":true") != NULL);
+    free(d);
+    ends(port, "au", a);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    /* and one made after it, routed split, too */
+    d = send_idem(port, "au", "hot2", 8, 0, "after-hot2");
+    free(d);
+    d = send_idem(port, "au", "hot2", 8, 0, "after-hot2");
+    CHECK(strstr(d, "\"duplicate\":true") != NULL);
+    free(d);
+    ends(port, "au", b);
+    for (int p = 0; p < PARTS; p++)
+        CHECK_EQ(b[p] - a[p], 2); /* 8 events over 4 sub-keys */
     memcpy(a, b, sizeof a);
     for (int r = 0; r < 4; r++)
         send_key(port, "au", "hot2", 100, 1);
     ends(port, "au", b);
     for (int p = 0; p < PARTS; p++)
         CHECK_EQ(b[p] - a[p], 100); /* 400 events over 4 sub-keys */
-    free(view_wait(port, "ausum", "hot2", 500));
+    free(view_wait(port, "ausum", "hot2", 508));
     return home;
 }
 
@@ -261,7 +287,7 @@ int main(int argc, char **argv)
     ends(s.port, "au", e);
     for (int p = 0; p < PARTS; p++)
         CHECK_EQ(e[p] - a[p], 50);
-    free(view_wait(s.port, "ausum", "hot2", 700));
+    free(view_wait(s.port, "ausum", "hot2", 708));
     (void)home;
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
