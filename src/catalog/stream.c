@@ -180,7 +180,7 @@ static const char *def_hot_list(void *obj, const spw_json_span *v, const spw_opt
 static const spw_opt hot_opts[] = {
     {.name = "split", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.hot_split), .size = 4, .min = 2,
      .max = SPW_HOT_SPLIT_MAX, .flags = SPW_OPT_REQUIRED, .must = "an integer from 2 to 16 (and at most the partitions)",
-     .help = "k: a hot key's records go to k partitions (required)"},
+     .help = "k: a hot key's records go to k partitions (at most the partitions)"},
     {.name = "above_per_s", .type = SPW_OPT_NUM, .off = offsetof(stream_def, c.hot_above_per_s), .dmin = 0.001,
      .dmax = 1e12, .must = "a positive number of events per second",
      .help = "split a key once its events in one window pass this rate"},

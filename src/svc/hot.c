@@ -63,6 +63,12 @@ void spw_hot_describe(spw_stream *s, spw_buf *b)
         spw_buf_xprintf(b, "%s{\"key\":", i ? "," : "");
         spw_json_xput_str(b, sp[i].key, strlen(sp[i].key));
         spw_buf_xprintf(b, ",\"split\":%u,\"how\":\"%s\"", sp[i].split, sp[i].automatic ? "automatic" : "listed");
+        /* sub-key j's partition, as spw_hot_route gives it */
+        uint32_t P = s->cfg.partitions, home = spw_stream_partition(sp[i].key, strlen(sp[i].key), P);
+        spw_buf_xprintf(b, ",\"partitions\":[");
+        for (uint32_t j = 0; j < sp[i].split && j < P; j++)
+            spw_buf_xprintf(b, "%s%u", j ? "," : "", (home + j) % P);
+        spw_buf_xprintf(b, "]");
         if (sp[i].automatic)
             spw_buf_xprintf(b, ",\"at_ms\":%" PRId64 ",\"per_s\":%.1f", sp[i].at_ms, sp[i].per_s);
         spw_buf_xprintf(b, "}");

@@ -151,7 +151,7 @@ static int split_listed(int port, const char *stream, const char *key, const cha
 {
     char path[256], needle[256];
     snprintf(path, sizeof path, "/v1/streams/%s", stream);
-    snprintf(needle, sizeof needle, "{\"key\":\"%s\",\"split\":4,\"how\":\"%s\"", key, how);
+    snprintf(needle, sizeof needle, "{\"key\":\"%s\",\"split\":4,\"how\":\"%s\",\"partitions\":[", key, how);
     char *b = get(port, path, 200);
     char *st = strstr(b, "\"hot_keys_state\":{\"split\":[");
     CHECK(st != NULL);
@@ -201,6 +201,12 @@ static int automatic(int port)
     }
     CHECK(ok);
     CHECK(!split_listed(port, "au", "cool", "automatic"));
+    /* the sub-keys' partitions start at the key's own */
+    char *desc = get(port, "/v1/streams/au", 200), want[96];
+    snprintf(want, sizeof want, "\"how\":\"automatic\",\"partitions\":[%d,%d,%d,%d]", home, (home + 1) % 4,
+             (home + 2) % 4, (home + 3) % 4);
+    CHECK(strstr(desc, want) != NULL);
+    free(desc);
     /* a retry of the request stored before the split is its duplicate */
     char *d = send_idem(port, "au", "hot2", 100, 1, "first-hot2");
     CHECK(strstr(d, "\"duplicate\":true") != NULL);
