@@ -295,6 +295,17 @@ int main(int argc, char **argv)
         CHECK_EQ(e[p] - a[p], 50);
     free(view_wait(s.port, "ausum", "hot2", 708));
     (void)home;
+    /* the command line's --hot-keys: passed as the member, checked by the server */
+    cli_out o = cli_run(argv[1], "stream create cl --server 127.0.0.1:%d --partitions 4 --key /k "
+                                 "--hot-keys '{\"split\":2,\"keys\":[\"a\"]}'", s.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "hot keys         {\"split\":2,") != NULL);
+    free(o.text);
+    o = cli_run(argv[1], "stream create cl2 --server 127.0.0.1:%d --hot-keys '{\"split\":9,\"keys\":[\"a\"]}'",
+                s.port);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "more than the stream's partitions") != NULL);
+    free(o.text);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);
