@@ -303,7 +303,7 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
     }
-    if (s->hot && partition == UINT32_MAX)
+    if (s->hot) /* also events sent to a named partition: they are counted, not rerouted */
         spw__hot_observe(svc, s, in, n);
     uint32_t used = 0;
     for (uint32_t p = 0; p < P; p++)
