@@ -14,7 +14,7 @@
  *     (recorded in DATA/streams/NAME/hot_keys), and the view's answer is
  *     unchanged.
  */
-#include "server.h"
+#include "binframe.h"
 
 #define PARTS 4
 
@@ -263,6 +263,39 @@ static void hottest(int port)
     free(m);
 }
 
+/* The binary protocol's PRODUCE is routed by the same service: 40 records
+ * of a listed key without a partition spread 10 a partition; with a named
+ * partition they stay there. */
+static void binary(const srv *sv)
+{
+    put_stream(sv->port, "bx", "{\"partitions\":4,\"format\":\"bytes\",\"hot_keys\":{\"split\":4,\"keys\":[\"hot\"]}}");
+    int fd = tcp_connect(sv->binport);
+    uint64_t a[PARTS], b[PARTS];
+    ends(sv->port, "bx", a);
+    for (int named = 0; named < 2; named++) {
+        spw_buf body = SPW_BUF_INIT;
+        size_t ca;
+        CHECK_OK(spw_produce_req_begin(&body, "bx", 2, 2, 1, named ? 3 : SPW_PARTITION_ANY, 0, 0, &ca));
+        for (int i = 0; i < 40; i++) {
+            spw_frame_rec r = {.attrs = SPW_REC_HAS_KEY, .key = (const uint8_t *)"hot", .key_len = 3,
+                               .value = (const uint8_t *)"v", .value_len = 1};
+            CHECK_OK(spw_produce_rec_put(&body, &r));
+        }
+        spw_produce_req_set_count(&body, ca, 40);
+        send_frame(fd, SPW_OP_PRODUCE, 1 + (uint64_t)named, &body);
+        frame f;
+        CHECK(read_frame(fd, &f) == 0);
+        CHECK_EQ(answer_status(&f, NULL, NULL), 0);
+        free(f.body);
+        spw_buf_fini(&body);
+        ends(sv->port, "bx", b);
+        for (int p = 0; p < PARTS; p++)
+            CHECK_EQ(b[p] - a[p], named ? (p == 3 ? 40 : 0) : 10);
+        memcpy(a, b, sizeof a);
+    }
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -271,6 +304,7 @@ int main(int argc, char **argv)
     srv_start(&s, argv[1], dir, NULL);
     shapes(s.port);
     listed(s.port);
+    binary(&s);
     int home = automatic(s.port);
     hottest(s.port);
     char *b = get(s.port, "/v1/views/exsum/keys/hot", 200);
