@@ -208,6 +208,18 @@ void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stre
     cat->coal_free = fn;
 }
 
+int spw_stream_hot_record(spw_stream *s, const spw_hot_cand *cand, int64_t now_ms)
+{
+    pthread_mutex_lock(&s->cat->ddl);
+    int r = -ENOENT;
+    if (!atomic_load(&s->deleted))
+        r = spw_hot_record(s->hot, cand, now_ms);
+    else
+        spw_hot_abandon(s->hot, cand);
+    pthread_mutex_unlock(&s->cat->ddl);
+    return r;
+}
+
 void spw_catalog_close(spw_catalog *cat)
 {
     for (size_t i = 0; i < cat->n; i++)

@@ -79,6 +79,14 @@ int spw_catalog_delete(spw_catalog *cat, const char *name);
 spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len);
 void spw_stream_put(spw_stream *s);
 
+/* Records a pending automatic hot-key split of s (catalog/hotkeys.h
+ * spw_hot_record) under the catalog's create/delete lock, so that a stream
+ * deleted meanwhile — its name perhaps created again — never gets it:
+ * SPW_ENOENT-like -ENOENT then (the split is given back). REQUIRES: s->hot.
+ * Blocking: I/O workers only. */
+struct spw_hot_cand;
+int spw_stream_hot_record(spw_stream *s, const struct spw_hot_cand *cand, int64_t now_ms);
+
 /* Calls fn for every stream (referenced during the call), sorted by name. */
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg);
 uint32_t spw_catalog_count(spw_catalog *cat);

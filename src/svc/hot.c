@@ -1,8 +1,9 @@
 /*
  * Hot keys in the produce service: see hot.h and catalog/hotkeys.h. A
  * split is decided on the thread that counted the request (a loop) and
- * recorded on an I/O worker; the job holds a reference on the stream so
- * the stream outlives it.
+ * recorded on an I/O worker (under the catalog's create/delete lock:
+ * spw_stream_hot_record); the job holds a reference on the stream so the
+ * stream outlives it.
  */
 #include "svc/hot.h"
 
@@ -27,10 +28,7 @@ typedef struct hot_job {
 static void record_job(void *arg)
 {
     hot_job *j = arg;
-    if (!atomic_load(&j->s->deleted))
-        spw_hot_record(j->s->hot, &j->cand, spw_wall_ms());
-    else
-        spw_hot_abandon(j->s->hot, &j->cand);
+    spw_stream_hot_record(j->s, &j->cand, spw_wall_ms());
     spw_stream_put(j->s);
     spw_free(j);
 }
