@@ -311,10 +311,11 @@ typedef struct frame {
     uint32_t count;
 } frame;
 
-/* The scanner proper. Always inlined into spw_json_scan twice: once with
+/* The scanner proper. Always inlined into spw_json_scan three times: with
  * nptrs a constant 0, where the compiler drops every pointer-matching loop
  * and the match bookkeeping (plain validation, the case of every event
- * whose key and timestamp do not come from its body), and once general. */
+ * whose key and timestamp do not come from its body), with a constant 1
+ * (a stream's key), and general. */
 static inline __attribute__((always_inline)) int scan(const char *start, const char *stop, const spw_json_ptr *ptrs,
                                                       int nptrs, spw_json_span *found, const char **value_end,
                                                       spw_json_error *err)
@@ -474,6 +475,8 @@ int spw_json_scan(const char *start, const char *stop, const spw_json_ptr *ptrs,
 {
     if (nptrs == 0)
         return scan(start, stop, NULL, 0, found, value_end, err);
+    if (nptrs == 1) /* one pointer (a stream's key): the loops unrolled */
+        return scan(start, stop, ptrs, 1, found, value_end, err);
     return scan(start, stop, ptrs, nptrs, found, value_end, err);
 }
 

@@ -140,17 +140,19 @@ static void strings_at_every_position(void)
 }
 
 /* Scans doc[0..n) (not NUL-terminated: the input may end mid-vector) with
- * no pointer and with one: both must agree on the result and the error's
- * offset. want_at == -1: accepted as one value, up to n. */
+ * no pointer, one and two (the scanner's three compiled forms): all must
+ * agree on the result and the error's offset. want_at == -1: accepted as
+ * one value, up to n. */
 static void vec_case(const char *doc, size_t n, long want_at)
 {
-    spw_json_ptr ptr;
-    CHECK_EQ(spw_json_ptr_compile(&ptr, "/0"), 0);
-    for (int np = 0; np <= 1; np++) {
-        spw_json_span f[1];
+    spw_json_ptr ptr[2];
+    CHECK_EQ(spw_json_ptr_compile(&ptr[0], "/0"), 0);
+    CHECK_EQ(spw_json_ptr_compile(&ptr[1], "/1"), 0);
+    for (int np = 0; np <= 2; np++) {
+        spw_json_span f[2];
         spw_json_error e = {0};
         const char *end = NULL;
-        int r = spw_json_scan(doc, doc + n, &ptr, np, f, &end, &e);
+        int r = spw_json_scan(doc, doc + n, ptr, np, f, &end, &e);
         long got = r ? (long)e.offset : -1;
         if (r == 0 && spw_json_ws(end, doc + n) != doc + n)
             got = -2; /* a value that ended early */
