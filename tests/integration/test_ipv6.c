@@ -8,6 +8,9 @@
  * without brackets is refused. Skipped (77) on a machine without an IPv6
  * loopback. The dual-stack [::] listener itself is shown by
  * tests/unit/test_netaddr.c (this test listens on loopback only).
+ * A Kafka listener on [::1] advertises ::1 (its Metadata's broker host,
+ * without brackets), so a Kafka client that bootstrapped there produces
+ * through it.
  */
 #include "spillway.h"
 #include "server.h"
@@ -115,6 +118,37 @@ int main(int argc, char **argv)
     snprintf(want, sizeof want, "cannot reach the server at [::1]:%d", gone);
     CHECK(strstr(o.text, want) != NULL);
     free(o.text);
+
+    /* the Kafka listener on [::1]: Metadata names ::1 and the port, and a
+     * client goes on there (a produce lands in the stream) */
+    const char *k6[] = {"--listen", "[::1]:0", "--listen-bin", "off", "--listen-kafka", "[::1]:0", NULL};
+    srv_start(&s, bin, data, k6);
+    CHECK(s.kafkaport > 0);
+    o = cli_run("timeout", "30 kcat -b '[::1]:%d' -L", s.kafkaport);
+    snprintf(want, sizeof want, "broker 0 at ::1:%d", s.kafkaport);
+    if (!strstr(o.text, want))
+        fprintf(stderr, "wanted %s in %s\n", want, o.text);
+    CHECK(strstr(o.text, want) != NULL);
+    free(o.text);
+    char msgs[4300];
+    snprintf(msgs, sizeof msgs, "%s/kafka-msgs", dir);
+    FILE *mf = fopen(msgs, "w");
+    CHECK(mf != NULL);
+    fputs("k|{\"kn\":7}\n", mf);
+    fclose(mf);
+    o = cli_run("timeout", "30 kcat -b '[::1]:%d' -P -t six -K'|' -l %s", s.kafkaport, msgs);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    int found = 0;
+    for (int i = 0; i < 500 && !found; i++) {
+        o = cli_run(bin, "consume six --server [::1]:%d", s.port);
+        found = o.rc == 0 && strstr(o.text, "\"kn\":7") != NULL;
+        free(o.text);
+        if (!found)
+            usleep(10000);
+    }
+    CHECK(found);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
 
     /* an IPv4-mapped loopback listener: loopback, takes IPv4 clients */
     const char *mapped[] = {"--listen", "[::ffff:127.0.0.1]:0", "--listen-bin", "off", NULL};
