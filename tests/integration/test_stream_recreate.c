@@ -16,9 +16,10 @@
  * them.
  *
  * The same for a versioned stream (its version store is in the stream's
- * directory) and for a stream with a view: after the delete and the
- * create, the new stream's keys start at version 1, and the view counts
- * the new stream's events only.
+ * directory): the new stream's store opens while the old one is still
+ * held, and its keys start at version 1. And for a stream with a view
+ * (whose store is the view's own, checked against the incarnation): the
+ * view ends up counting the new stream's events only.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -277,6 +278,94 @@ static void versioned(srv *s, const char *tbin, const char *data, const char *ga
     CHECK_EQ(srv_stop(s, SIGTERM), 0);
 }
 
+/* Polls (bounded) the view wv's key p until it counts count events
+ * summing sum. */
+static void want_view(int port, int count, int sum)
+{
+    char want[96];
+    snprintf(want, sizeof want, "\"count\":%d,\"sum\":%d", count, sum);
+    int ok = 0;
+    for (int i = 0; i < 1000 && !ok; i++) {
+        resp r = http(port, "GET", "/v1/views/wv/keys/p", NULL, NULL, 0);
+        ok = r.status == 200 && strstr(r.body, want) != NULL;
+        if (!ok && i == 999)
+            fprintf(stderr, "view: %d %s (want %s)\n", r.status, r.body, want);
+        free(r.body);
+        if (!ok)
+            usleep(10000);
+    }
+    CHECK(ok);
+}
+
+/* events of key p with n = v, about 230 bytes each */
+static char *keyed(int v, int n)
+{
+    char *body = malloc((size_t)n * 300 + 1);
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += (size_t)sprintf(body + len, "{\"page\":\"p\",\"n\":%d,\"pad\":\"%200s\"}\n", v, "");
+    return body;
+}
+
+static void produce_keyed(int port, int v, int n)
+{
+    char *body = keyed(v, n);
+    resp r = http(port, "POST", "/v1/streams/w/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    free(body);
+}
+
+/* A stream with a view, its segments small and the fd cache holding one
+ * (the view reads sealed segments by reopening them), deleted and
+ * created again while a produce holds it: the view ends up counting the
+ * new stream's events only, before and after a restart. */
+static void with_view(srv *s, const char *tbin, const char *data, const char *gate, const char *log)
+{
+    const char *extra[] = {"--segment-bytes", "1024", "--fd-cache-segments", "1", NULL};
+    setenv("SPW_TEST_WRITE_GATE", gate, 1);
+    srv_start_log(s, tbin, data, extra, log);
+    unsetenv("SPW_TEST_WRITE_GATE");
+    put_stream(s->port, "w", "{\"partitions\":1,\"key\":\"/page\"}");
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/views/wv",
+                        "{\"stream\":\"w\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1m\"]}"),
+             201);
+    for (int i = 0; i < 5; i++)
+        produce_keyed(s->port, 1, 3);
+    want_view(s->port, 15, 15);
+
+    FILE *f = fopen(gate, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    char waiting[4300];
+    snprintf(waiting, sizeof waiting, "%s.waiting", gate);
+    unlink(waiting);
+    bg a = {.port = s->port, .body = keyed(1, 3)};
+    snprintf(a.path, sizeof a.path, "/v1/streams/w/events?ack=fsync");
+    pthread_t ta;
+    CHECK(pthread_create(&ta, NULL, bg_post, &a) == 0);
+    wait_file(waiting);
+    resp r = http(s->port, "DELETE", "/v1/streams/w", NULL, NULL, 0);
+    CHECK(r.status == 200 || r.status == 204);
+    free(r.body);
+    put_stream(s->port, "w", "{\"partitions\":1,\"key\":\"/page\"}");
+    CHECK(unlink(gate) == 0);
+    pthread_join(ta, NULL);
+    CHECK_EQ(a.r.status, 202); /* into the deleted stream */
+    free(a.r.body);
+    free(a.body);
+
+    for (int i = 0; i < 4; i++)
+        produce_keyed(s->port, 2, 3);
+    want_view(s->port, 12, 24);
+    CHECK_EQ(srv_stop(s, SIGTERM), 0);
+    srv_start_log(s, tbin, data, extra, log);
+    want_view(s->port, 12, 24);
+    produce_keyed(s->port, 2, 3);
+    want_view(s->port, 15, 30);
+    CHECK_EQ(srv_stop(s, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 3);
@@ -291,6 +380,7 @@ int main(int argc, char **argv)
     srv s;
     logs_partitions(&s, tbin, data, gate, log);
     versioned(&s, tbin, data, gate, log);
+    with_view(&s, tbin, data, gate, log);
 
     char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
