@@ -353,10 +353,9 @@ static void remove_dir(void *arg)
 }
 
 /* A stream's last reference is gone: it is closed at once, by the thread
- * that dropped it — its partitions and its version store stop every
- * write they make by path before anything else can happen to the moved
- * directory — and, if it was deleted, its files are removed on an I/O
- * worker (in place without one). */
+ * that dropped it (a deleted one was retired before its directory moved:
+ * its close writes nothing by path) and, if it was deleted, its files
+ * are removed on an I/O worker (in place without one). */
 void spw_stream_put(spw_stream *s)
 {
     int refs = atomic_fetch_sub(&s->refs, 1);
