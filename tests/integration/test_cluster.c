@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "client/client_int.h"
+#include "core/ring.h"
 #include "client_read.h"
 #include "server.h"
 #include "spillway.h"
@@ -61,6 +62,120 @@ static void send_keyed(spillway_producer *p, uint32_t from, uint32_t to)
                                         (void *)(uintptr_t)i),
                  0);
     }
+}
+
+static int http_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
+{
+    const srv *s = arg;
+    return snprintf(out, cap, "127.0.0.1:%d#%u", s[i].port, v);
+}
+
+/* Events of stream path on one node (its partitions' end offsets). */
+static uint64_t stream_events(int port, const char *path)
+{
+    return part_field(port, path, 0, "end_offset") + part_field(port, path, 1, "end_offset");
+}
+
+/*
+ * The command line over the same nodes (HTTP addresses): `produce` and
+ * `view` with --server a,b,c put and read each key on the node the ring
+ * (core/ring.h, "host:port#v" labels) names; `view top` merges the nodes'
+ * lists; a node that is down fails its keys' lines (exit 1, named), the
+ * others' go on; `bench --server a,b,c` reports every node.
+ */
+static void test_cli(srv *s, const char *tmp)
+{
+    enum { LINES = 200, KEYS = 20 };
+    char list[256], file[4200];
+    snprintf(list, sizeof list, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", s[0].port, s[1].port, s[2].port);
+    spw_ring ring;
+    CHECK_OK(spw_ring_build(&ring, NODES, SPW_RING_CLIENT_VNODES, http_label, s));
+    for (int i = 0; i < NODES; i++)
+        put_stream(s[i].port, "e", "{\"partitions\":2,\"key\":\"/k\"}");
+    cli_out o = cli_run(BIN, "view create v --stream e --kind sum --field /n --server %s", list);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    snprintf(file, sizeof file, "%s/in.ndjson", tmp);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < LINES; i++)
+        fprintf(f, "{\"k\":\"u%d\",\"n\":%d}\n", i % KEYS, i % 5);
+    fclose(f);
+    o = cli_run(BIN, "produce e %s --server %s", file, list);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "over 3 node(s): 200 accepted") != NULL);
+    free(o.text);
+    uint64_t want[NODES] = {0};
+    for (int i = 0; i < LINES; i++) {
+        char k[16];
+        int kl = snprintf(k, sizeof k, "u%d", i % KEYS);
+        want[spw_ring_shard(&ring, k, (size_t)kl)]++;
+    }
+    for (int n = 0; n < NODES; n++) {
+        CHECK(want[n] > 0);
+        CHECK_EQ(stream_events(s[n].port, "/v1/streams/e"), want[n]); /* each line on its key's node */
+    }
+    /* Each key's aggregate is read from its node (10 lines a key), and
+     * only that node has it. */
+    for (int k = 0; k < KEYS; k++) {
+        char key[16];
+        int kl = snprintf(key, sizeof key, "u%d", k);
+        uint32_t node = spw_ring_shard(&ring, key, (size_t)kl);
+        char expect[64];
+        snprintf(expect, sizeof expect, "\"count\":%d,\"sum\":%d", LINES / KEYS, LINES / KEYS * (k % 5));
+        int ok = 0;
+        for (int round = 0; round < 200 && !ok; round++) {
+            o = cli_run(BIN, "view get v %s --server %s", key, list);
+            ok = o.rc == 0 && strstr(o.text, expect) != NULL;
+            free(o.text);
+            if (!ok)
+                usleep(20000);
+        }
+        CHECK(ok);
+        for (int n = 0; n < NODES; n++) {
+            char path[64];
+            snprintf(path, sizeof path, "/v1/views/v/keys/%s", key);
+            CHECK_EQ(req_status(s[n].port, "GET", path, NULL), (uint32_t)n == node ? 200 : 404);
+        }
+    }
+    /* top by sum: u4, u9, u14, u19 have 40 each, ties by key */
+    o = cli_run(BIN, "view top v --by sum --n 3 --server %s", list);
+    CHECK_EQ(o.rc, 0);
+    const char *a = strstr(o.text, "{\"key\":\"u14\""), *b = strstr(o.text, "{\"key\":\"u19\""),
+               *c = strstr(o.text, "{\"key\":\"u4\"");
+    CHECK(a && b && c && a < b && b < c);
+    CHECK(strstr(o.text, "\"u9\"") == NULL); /* cut to 3 */
+    CHECK(strstr(o.text, "\"nodes\":3") != NULL);
+    free(o.text);
+
+    /* bench through the ring: every node gets its keys, per-node rows. */
+    o = cli_run(BIN, "bench --server %s --stream be --partitions 2 --events 300 --clients 3 --batch 50 --keys 30 --ack written", list);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "BENCH bench_cluster protocol=http nodes=3 ") != NULL);
+    uint64_t total = 0;
+    for (int n = 0; n < NODES; n++) {
+        char row[64];
+        snprintf(row, sizeof row, "BENCH bench_node protocol=http node=127.0.0.1:%d ", s[n].port);
+        CHECK(strstr(o.text, row) != NULL);
+        uint64_t e = stream_events(s[n].port, "/v1/streams/be");
+        CHECK(e > 0);
+        total += e;
+    }
+    CHECK_EQ(total, 300);
+    free(o.text);
+
+    /* Node 1 down: its keys' lines fail, named, exit 1; the others land. */
+    CHECK_EQ(srv_stop(&s[1], SIGTERM), 0);
+    o = cli_run(BIN, "produce e %s --server %s", file, list);
+    CHECK_EQ(o.rc, 1);
+    char named[128];
+    snprintf(named, sizeof named, "node 127.0.0.1:%d: %llu line(s) of its keys failed", s[1].port,
+             (unsigned long long)want[1]);
+    CHECK(strstr(o.text, named) != NULL);
+    free(o.text);
+    CHECK_EQ(stream_events(s[0].port, "/v1/streams/e"), 2 * want[0]);
+    CHECK_EQ(stream_events(s[2].port, "/v1/streams/e"), 2 * want[2]);
+    spw_ring_free(&ring);
 }
 
 int main(int argc, char **argv)
@@ -210,8 +325,9 @@ int main(int argc, char **argv)
     }
     spillway_producer_close(p, 10000);
 
-    for (int i = 0; i < NODES; i++)
-        CHECK_EQ(srv_stop(&s[i], SIGTERM), 0);
+    test_cli(s, tmp);
+    CHECK_EQ(srv_stop(&s[0], SIGTERM), 0);
+    CHECK_EQ(srv_stop(&s[2], SIGTERM), 0);
     spw_test_rmrf(tmp);
     free(tmp);
     printf("test_cluster: ok\n");
