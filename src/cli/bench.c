@@ -307,7 +307,7 @@ static void bench_help(FILE *f)
           "  --http HOST:PORT     bin only: create the stream over HTTP at this address instead\n"
           "                       of over the binary protocol (STREAM_CREATE, the default); the\n"
           "                       server's CPU per event is read from its /metrics there. With\n"
-          "                       --server A,B,C: one HTTP address a node, in the same order\n"
+          "                       --server=A,B,C: one HTTP address a node, in the same order\n"
           "  --stream S           default bench\n"
           "  --partitions P       partitions of the stream if bench creates it (default: the\n"
           "                       server's, 4)\n"

@@ -62,7 +62,7 @@ static const char produce_help[] =
     "                       exists or a number; docs/api.md \"Event sourcing\"). All lines go in one\n"
     "                       request, of one key; a conflict (409) appends nothing and exits 1\n"
     "For a stream of format bytes, each line (without its newline) is one event, one per request.\n"
-    "A cluster: --server A,B,C sends each line to the node the client library's ring names for its\n"
+    "A cluster: --server=A,B,C sends each line to the node the client library's ring names for its\n"
     "key (the stream's key, read as the server reads it; --ring LIST places keys by LIST's addresses,\n"
     "e.g. the nodes' binary ones, same count and order), one pass over FILE per node; lines without a\n"
     "key go round robin over the nodes that answer. The lines of a node that does not answer fail\n"

@@ -38,7 +38,7 @@ static const char view_usage[] =
     "Every form takes --server HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ") and\n"
     "--token T (a bearer token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the\n"
     "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n"
-    "A cluster: --server A,B,C. get and series ask the node the ring names for KEY (the client\n"
+    "A cluster: --server=A,B,C. get and series ask the node the ring names for KEY (the client\n"
     "library's ring; --ring LIST places keys by LIST's addresses instead, e.g. the nodes' binary\n"
     "ones, same count and order); top asks every node for N and merges; the other forms run on\n"
     "every node in turn. docs/api.md \"Reads across nodes\".\n";
