@@ -43,9 +43,9 @@
  * place): the producer retries the connection with backoff
  * (backoff_ms .. backoff_max_ms), and after connect_attempts_max failed
  * rounds in a row fails the server's queued records with the last connect
- * error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, SPILLWAY_ERR_TLS); each
- * later failed round fails what was queued for it meanwhile, until a
- * connect succeeds. spillway_delivery.server names the server of a
+ * error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, SPILLWAY_ERR_TLS); from
+ * then on its records fail so as they are queued (a record queued while a
+ * new connect is tried waits for that try), until a connect succeeds. spillway_delivery.server names the server of a
  * record, spillway_producer_server_error why it is down.
  */
 #ifndef SPILLWAY_H

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/bench_int.h"
+#include "cli/cluster.h"
 #include "cli/cmds.h"
 #include "core/clock.h"
 #include "cli/httpc.h"
@@ -38,7 +39,11 @@ static void bin_delivered(void *arg, const spillway_delivery *d)
         cl->accepted++;
     } else {
         cl->errors++;
-        snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spillway_errstr(d->status), d->status);
+        if (cl->cfg->cl) /* a cluster: which node */
+            snprintf(cl->last_error, sizeof cl->last_error, "node %s: %s (%d)",
+                     spw__cli_cluster_name(cl->cfg->cl, d->server), spillway_errstr(d->status), d->status);
+        else
+            snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spillway_errstr(d->status), d->status);
     }
     if (d->server < 64) {
         if (d->status == 0)

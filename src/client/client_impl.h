@@ -139,7 +139,6 @@ typedef struct server {
     /* Connect rounds failed in a row (0 once connected; I/O thread, under
      * mu): > 0 is "down" for routing (include/spillway.h "Routing"). */
     uint32_t failed_rounds;
-    uint32_t failed_handled; /* failed_rounds when its queue was last failed */
 } server;
 
 struct spillway_producer {

@@ -98,7 +98,6 @@ static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
     s->failed_rounds = 0;
-    s->failed_handled = 0;
     conn_state(p, s, 0, "%s", "");
     s->ai = s->naddr; /* the next connect (after a loss) resolves again */
     if (s->ever_connected)
@@ -393,8 +392,10 @@ static void expire(spillway_producer *p, server *s, done_item **done, uint64_t n
 /*
  * s is down (include/spillway.h "Routing"): its batches without a key go
  * to a server that is not (they may have been stored before the loss: at
- * least once); after connect_attempts_max failed rounds in a row, each
- * failed round fails what is left queued for it with the connect error.
+ * least once); after connect_attempts_max failed rounds in a row, what is
+ * queued for it fails with the connect error, at once, until a connect
+ * succeeds (the loop still tries one every backoff_max_ms when records
+ * come: a record queued while a try is under way waits for its outcome).
  * Returns 1 if it moved a batch (the loop goes round again at once).
  * REQUIRES: mu, s not connected.
  */
@@ -415,9 +416,7 @@ static int srv_down(spillway_producer *p, server *s, done_item **done)
         }
     }
     s->queue = keep;
-    if (p->cfg.connect_attempts_max && s->failed_rounds >= p->cfg.connect_attempts_max &&
-        s->failed_handled != s->failed_rounds) {
-        s->failed_handled = s->failed_rounds;
+    if (p->cfg.connect_attempts_max && s->failed_rounds >= p->cfg.connect_attempts_max) {
         pthread_mutex_lock(&p->conn_mu);
         int err = s->conn_err ? s->conn_err : -ECONNREFUSED;
         pthread_mutex_unlock(&p->conn_mu);

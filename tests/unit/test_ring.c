@@ -8,10 +8,12 @@
  * (core/ring.h): each keeps its documented placement (fixed placements
  * below, taken from the two separate implementations this one replaced),
  * and the client routes every key exactly as spw_ring_shard does over a
- * ring of "host:port#v" labels with 160 points a server.
+ * ring of "host:port#v" labels with 160 points a server, and so does the
+ * command line's cluster ring (cli/cluster.h).
  */
 #include "core/ring.h"
 
+#include "cli/cluster.h"
 #include "client/client_int.h"
 #include "core/error.h"
 #include "test.h"
@@ -46,6 +48,22 @@ static void placements(void)
         CHECK_EQ(spw_ring_shard(&rc, keys[i], n), server3[i]);
         CHECK_EQ(spw__producer_route(p, keys[i], (int32_t)n), server3[i]);
     }
+    /* The command line's ring (cli/cluster.h: produce, bench, view with
+     * --server a,b,c) places keys as the library does, http:// or not. */
+    static spw_cli_cluster cl;
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:7001,http://127.0.0.1:7002,localhost:7003", NULL, &cl), 0);
+    for (size_t i = 0; i < NK; i++)
+        CHECK_EQ(spw__cli_cluster_node(&cl, keys[i], strlen(keys[i])), server3[i]);
+    spw__cli_cluster_free(&cl);
+    /* --ring: the placement of another list of the same length */
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003",
+                                    "127.0.0.1:7001,127.0.0.1:7002,localhost:7003", &cl), 0);
+    for (size_t i = 0; i < NK; i++)
+        CHECK_EQ(spw__cli_cluster_node(&cl, keys[i], strlen(keys[i])), server3[i]);
+    spw__cli_cluster_free(&cl);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8002", "127.0.0.1:7001", &cl), 2);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8001", NULL, &cl), 2);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,", NULL, &cl), 2);
     /* a hundred thousand keys: the same fold as the old implementations gave */
     unsigned long long a = 0, b = 0;
     char k[32];
