@@ -627,9 +627,11 @@ static int bench_run(bench_cfg *c)
 
 int spw_cmd_bench(int argc, char **argv)
 {
-    bench_cfg c = {.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
-                   .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
-                   .batch = 100};
+    /* static: a cluster's key lists (node_keys) stay reachable until exit */
+    static bench_cfg c;
+    c = (bench_cfg){.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
+                    .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
+                    .batch = 100};
     int server_set = 0, http_set = 0;
     const char *token_opt = NULL, *server_list = NULL, *http_list = NULL;
     static spw_cli_cluster scl, hcl;

@@ -686,7 +686,7 @@ static int produce_cluster(const char *server, const char *ring, const char *str
             break;
         key[0] = 0;
         if (probe(&R[i], stream, ack, NULL, &b, &in[i], key)) {
-            fprintf(stderr, "spillway produce: node %s does not answer: the lines of its keys are not sent\n",
+            fprintf(stderr, "spillway produce: node %s cannot take the stream: the lines of its keys are not sent\n",
                     spw__cli_cluster_name(&cl, i));
             continue;
         }
@@ -739,14 +739,14 @@ static int produce_cluster(const char *server, const char *ring, const char *str
     for (uint32_t i = 0; i < cl.n; i++) {
         spw_httpc_close(&R[i].c);
         if (!up[i] && rt.down_lines[i]) {
-            fprintf(stderr, "node %s: %" PRIu64 " line(s) of its keys failed: the node does not answer\n",
+            fprintf(stderr, "node %s: %" PRIu64 " line(s) of its keys failed: the node did not answer (above)\n",
                     spw__cli_cluster_name(&cl, i), rt.down_lines[i]);
             down += rt.down_lines[i];
         }
     }
     if (!rc)
         fprintf(stderr, "produced %s to stream %s over %u node(s): %" PRIu64 " accepted, %" PRIu64 " rejected, %" PRIu64
-                        " failed (a node did not answer), %" PRIu64 " not known or not sent\n",
+                        " failed (their node did not answer), %" PRIu64 " not known or not sent\n",
                 label, stream, cl.n, accepted, rejected, down, other);
     if (down)
         worst = 1;
