@@ -304,6 +304,9 @@ static void bench_help(FILE *f)
           "                       to one node and sends the keys the ring gives it); the stream is\n"
           "                       created on every node; per-node rows (events/s, errors), the\n"
           "                       total and the server CPU summed over the nodes\n"
+          "  --ring LIST          http with a --server list: place keys by LIST's addresses (e.g.\n"
+          "                       the nodes' binary ones, same count and order), as binary\n"
+          "                       producers over LIST do\n"
           "  --http HOST:PORT     bin only: create the stream over HTTP at this address instead\n"
           "                       of over the binary protocol (STREAM_CREATE, the default); the\n"
           "                       server's CPU per event is read from its /metrics there. With\n"
@@ -633,7 +636,7 @@ int spw_cmd_bench(int argc, char **argv)
                     .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
                     .batch = 100};
     int server_set = 0, http_set = 0;
-    const char *token_opt = NULL, *server_list = NULL, *http_list = NULL;
+    const char *token_opt = NULL, *server_list = NULL, *http_list = NULL, *ring_list = NULL;
     static spw_cli_cluster scl, hcl;
     static char bin_servers[SPW_CLI_NODES_MAX * 300];
     for (int i = 1; i < argc; i++) {
@@ -666,6 +669,8 @@ int spw_cmd_bench(int argc, char **argv)
         if (strcmp(a, "--server") == 0 && strchr(v, ',')) {
             server_list = v; /* a cluster: parsed below, once --protocol is known */
             server_set = 1;
+        } else if (strcmp(a, "--ring") == 0) {
+            ring_list = v;
         } else if (strcmp(a, "--http") == 0 && strchr(v, ',')) {
             http_list = v;
             http_set = 1;
@@ -798,6 +803,11 @@ int spw_cmd_bench(int argc, char **argv)
         fprintf(stderr, "spillway bench: --http https://... needs --cacert FILE\n");
         return 2;
     }
+    if (ring_list && (c.bin || !server_list)) {
+        fprintf(stderr, "spillway bench: --ring goes with --protocol http and a --server list of several nodes "
+                        "(bin producers place keys by their --server list)\n");
+        return 2;
+    }
     if (http_list && !server_list) {
         fprintf(stderr, "spillway bench: --http A,B,C goes with --server A,B,C (one HTTP address a node)\n");
         return 2;
@@ -808,7 +818,7 @@ int spw_cmd_bench(int argc, char **argv)
             fprintf(stderr, "spillway bench: --inflight (open loop) takes one --server\n");
             return 2;
         }
-        int prc = spw__cli_cluster_parse("bench", server_list, NULL, &scl);
+        int prc = spw__cli_cluster_parse("bench", server_list, ring_list, &scl);
         if (prc)
             return prc;
         for (uint32_t i = 0; i < scl.n; i++)

@@ -11,9 +11,10 @@
  *     other keyed record and every keyless record (moved to the nodes that
  *     are up) is acknowledged;
  *   - the node restarted on its data: nothing acknowledged is lost.
- * Then `spillway produce --server a,b,c` and `spillway view get/top
- * --server a,b,c` over the same nodes (the command line routes by the
- * same ring).
+ * Then `spillway produce --server a,b,c` (with --ring: placed as the
+ * binary producers place keys), `spillway view get/top --server a,b,c`
+ * and `spillway bench --server a,b,c` over the same nodes (the command
+ * line routes by the same ring).
  */
 #include <pthread.h>
 #include <sys/stat.h>
@@ -163,6 +164,34 @@ static void test_cli(srv *s, const char *tmp)
     }
     CHECK_EQ(total, 300);
     free(o.text);
+
+    /* --ring: HTTP lines placed as binary producers over the nodes'
+     * binary addresses place them (include/spillway.h "Routing"). */
+    {
+        char bins[256];
+        snprintf(bins, sizeof bins, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", s[0].binport, s[1].binport,
+                 s[2].binport);
+        spillway_producer *bp;
+        CHECK_EQ(spillway_producer_new(bins, NULL, &bp), 0);
+        for (int i = 0; i < NODES; i++)
+            put_stream(s[i].port, "r", "{\"partitions\":2,\"key\":\"/k\"}");
+        o = cli_run(BIN, "produce r %s --server %s --ring %s", file, list, bins);
+        CHECK_EQ(o.rc, 0);
+        free(o.text);
+        uint64_t by_bin[NODES] = {0};
+        for (int i = 0; i < LINES; i++) {
+            char k[16];
+            int kl = snprintf(k, sizeof k, "u%d", i % KEYS);
+            by_bin[spw__producer_route(bp, k, kl)]++;
+        }
+        int differs = 0;
+        for (int n = 0; n < NODES; n++) {
+            CHECK_EQ(stream_events(s[n].port, "/v1/streams/r"), by_bin[n]);
+            differs |= by_bin[n] != want[n];
+        }
+        CHECK(differs); /* the two lists place these keys differently: --ring made the difference */
+        spillway_producer_close(bp, 0);
+    }
 
     /* Node 1 down: its keys' lines fail, named, exit 1; the others land. */
     CHECK_EQ(srv_stop(&s[1], SIGTERM), 0);
