@@ -30,6 +30,11 @@
  *    created over the binary protocol (STREAM_CREATE), or over HTTP when
  *    --http gives the server's HTTP address.
  *
+ * A cluster (--server A,B,C): bin producers route each key by the client
+ * library's ring; an HTTP client talks to one node and sends only the keys
+ * the same ring gives that node (bench_int.h). Per-node rows, the total and
+ * the server CPU per event summed over the nodes' /metrics.
+ *
  * Files: this one holds the command (options, the run, the report) and
  * what the drivers share (request bodies, answer counting); the drivers
  * are bench_http.c (HTTP, closed loop), bench_open.c (HTTP, open loop)

@@ -21,6 +21,10 @@
  *
  * A summary goes to stderr at the end; a progress line too while stderr is
  * a terminal. Exit 0 only if every non-blank line was accepted.
+ *
+ * A cluster (--server A,B,C): one such pass per node over the same input,
+ * each sending the lines the ring gives its node (route, produce_cluster
+ * below), so a key's lines keep the file's order on their one node.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,9 @@
  * view endpoints of the HTTP API (docs/api.md "Views"). create builds the
  * definition from flags (or takes it whole with --body); list and show
  * print tables; get, series and top print the server's JSON answer, one
- * line. Each prints the server's own error sentence on failure.
+ * line. Each prints the server's own error sentence on failure. With
+ * --server A,B,C (cli/cluster.h) get and series go to the key's node, top
+ * merges every node's list (top_cluster), the rest run on every node.
  */
 #include <inttypes.h>
 #include <stdio.h>
