@@ -45,8 +45,9 @@
  * rounds in a row fails the server's queued records with the last connect
  * error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, SPILLWAY_ERR_TLS); from
  * then on its records fail so as they are queued (a record queued while a
- * new connect is tried waits for that try), until a connect succeeds. spillway_delivery.server names the server of a
- * record, spillway_producer_server_error why it is down.
+ * new connect is tried waits for that try), until a connect succeeds.
+ * spillway_delivery.server names the server of a record,
+ * spillway_producer_server_error why it is down.
  */
 #ifndef SPILLWAY_H
 #define SPILLWAY_H

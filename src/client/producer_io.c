@@ -128,7 +128,7 @@ static void srv_tls_step(spillway_producer *p, server *s, uint64_t now)
         srv_connected(p, s, now);
     } else if (w < 0) {
         /* A certificate that does not verify, or no TLS there: like a
-         * refused connection (a backoff; records time out meanwhile). */
+         * refused connection (a failed round and a backoff). */
         conn_state(p, s, SPILLWAY_ERR_TLS, "the TLS handshake with %s failed", s->name);
         srv_round_failed(p, s, now);
     } else {
