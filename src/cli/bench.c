@@ -309,7 +309,7 @@ static void bench_help(FILE *f)
           "                       to one node and sends the keys the ring gives it); the stream is\n"
           "                       created on every node; per-node rows (events/s, errors), the\n"
           "                       total and the server CPU summed over the nodes\n"
-          "  --ring LIST          http with a --server list: place keys by LIST's addresses (e.g.\n"
+          "  --ring LIST          http, several nodes in --server: place keys by LIST's addresses (e.g.\n"
           "                       the nodes' binary ones, same count and order), as binary\n"
           "                       producers over LIST do\n"
           "  --http HOST:PORT     bin only: create the stream over HTTP at this address instead\n"
