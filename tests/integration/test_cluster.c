@@ -11,7 +11,8 @@
  *     other keyed record and every keyless record (moved to the nodes that
  *     are up) is acknowledged;
  *   - the node restarted on its data: nothing acknowledged is lost.
- * Then `spillway produce --server a,b,c` (with --ring: placed as the
+ * Then `spillway stream create --server a,b,c` (on every node),
+ * `spillway produce --server a,b,c` (with --ring: placed as the
  * binary producers place keys), `spillway view get/top --server a,b,c`
  * and `spillway bench --server a,b,c` over the same nodes (the command
  * line routes by the same ring).
@@ -91,9 +92,16 @@ static void test_cli(srv *s, const char *tmp)
     snprintf(list, sizeof list, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", s[0].port, s[1].port, s[2].port);
     spw_ring ring;
     CHECK_OK(spw_ring_build(&ring, NODES, SPW_RING_CLIENT_VNODES, http_label, s));
-    for (int i = 0; i < NODES; i++)
-        put_stream(s[i].port, "e", "{\"partitions\":2,\"key\":\"/k\"}");
-    cli_out o = cli_run(BIN, "view create v --stream e --kind sum --field /n --server %s", list);
+    cli_out o = cli_run(BIN, "stream create e --partitions 2 --key /k --server %s", list);
+    CHECK_EQ(o.rc, 0);
+    for (int i = 0; i < NODES; i++) { /* on every node */
+        char node[64];
+        snprintf(node, sizeof node, "node 127.0.0.1:%d:", s[i].port);
+        CHECK(strstr(o.text, node) != NULL);
+        CHECK_EQ(req_status(s[i].port, "GET", "/v1/streams/e", NULL), 200);
+    }
+    free(o.text);
+    o = cli_run(BIN, "view create v --stream e --kind sum --field /n --server %s", list);
     CHECK_EQ(o.rc, 0);
     free(o.text);
     snprintf(file, sizeof file, "%s/in.ndjson", tmp);
