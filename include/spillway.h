@@ -148,9 +148,13 @@ typedef struct spillway_producer_config {
                                      after the failed batch is delivered, so a resend from the first
                                      failed record keeps the order (default 0: later batches go on) */
     uint32_t connect_attempts_max; /* failed connect rounds in a row after which a server's queued records fail
-                                      with the connect error ("Routing" above; default 8: about 7 s with the
-                                      default backoff). 0: none, records wait for delivery_timeout_ms */
+                                      with the connect error ("Routing" above). 0: none, records wait for
+                                      delivery_timeout_ms. Default SPILLWAY_CONNECT_ATTEMPTS_DEFAULT: 8 (about
+                                      7 s with the default backoff) with several servers, 0 with one (a single
+                                      server's restart is ridden out up to delivery_timeout_ms) */
 } spillway_producer_config;
+
+#define SPILLWAY_CONNECT_ATTEMPTS_DEFAULT UINT32_MAX
 
 /* Fills c with the defaults. */
 void spillway_producer_config_init(spillway_producer_config *c);

@@ -128,7 +128,7 @@ void spillway_producer_config_init(spillway_producer_config *c)
     c->backoff_max_ms = 2000;
     c->connect_timeout_ms = 5000;
     c->priority = -1;
-    c->connect_attempts_max = 8;
+    c->connect_attempts_max = SPILLWAY_CONNECT_ATTEMPTS_DEFAULT;
 }
 
 static void batch_free(batch *b)
@@ -315,6 +315,11 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
             return SPILLWAY_ERR_TLS;
         }
     }
+    /* The default fails a down server's keyed records only when there are
+     * others to keep going: one server rides out a restart up to its
+     * delivery timeout, as before. */
+    if (cfg.connect_attempts_max == SPILLWAY_CONNECT_ATTEMPTS_DEFAULT)
+        cfg.connect_attempts_max = n > 1 ? 8 : 0;
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);

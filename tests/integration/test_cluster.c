@@ -237,7 +237,7 @@ int main(int argc, char **argv)
     static track t = {.mu = PTHREAD_MUTEX_INITIALIZER};
     spillway_producer_config cfg;
     spillway_producer_config_init(&cfg);
-    CHECK_EQ(cfg.connect_attempts_max, 8); /* the documented default */
+    CHECK_EQ(cfg.connect_attempts_max, SPILLWAY_CONNECT_ATTEMPTS_DEFAULT); /* 8 with several servers, 0 with one */
     cfg.on_delivery = on_delivery;
     cfg.opaque = &t;
     cfg.backoff_ms = 10;
