@@ -375,6 +375,11 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
  * of GET /v1/streams/NAME, over STREAM_DESCRIBE: 0 with *json (malloc'ed,
  * NUL-terminated; free() it), SPILLWAY_ERR_NOT_FOUND, or another error. */
 int spillway_client_describe_stream(spillway_client *c, const char *name, char **json);
+/* Stream's consumer groups, as the JSON of GET /v1/streams/STREAM/groups
+ * (name, partitions, lag, leased_partitions, active), over GROUP_LIST: 0
+ * with *json (malloc'ed, NUL-terminated; free() it),
+ * SPILLWAY_ERR_NOT_FOUND (no such stream), or another error. */
+int spillway_client_list_groups(spillway_client *c, const char *stream, char **json);
 /* ---- views: read models kept by the server (docs/api.md "Views") ---- */
 
 /* Read your writes: the view has applied offset of partition (a produce's

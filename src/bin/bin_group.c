@@ -7,6 +7,7 @@
  * rules (log/cursor.h), as FETCH mode 0 encodes them.
  */
 #include "bin/bin_int.h"
+#include "svc/group_admin.h"
 
 /* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
@@ -385,4 +386,42 @@ void spw__bin_handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_
     c->loop->in_group_call++;
     spw_consume_commit_saved(svc->groups, g, bin_post, c->loop, group_commit_done, bq);
     c->loop->in_group_call--;
+}
+
+/* ---- GROUP_LIST (svc/group_admin.h) ---- */
+
+/* A stream's consumer groups: the request and answer of STREAM_DESCRIBE's
+ * layout (str16 stream; u32 len and the JSON of GET
+ * /v1/streams/{s}/groups), the same checks as that GET. */
+void spw__bin_handle_group_list(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    const char *name, *why;
+    uint16_t nl;
+    if (spw_stream_describe_req_decode(body, len, &name, &nl, &why)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
+        return;
+    }
+    if (!svc->groups) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0,
+                         "consumer groups are not available on this server");
+        return;
+    }
+    spw_stream *s = spw__bin_stream(c, h, name, nl, 0, NULL); /* as GET /v1/streams/{s}/groups */
+    if (!s)
+        return;
+    spw_buf json = SPW_BUF_INIT, ans = SPW_BUF_INIT;
+    spw_svc_groups_list_json(svc->groups, s, &json);
+    spw_stream_put(s);
+    size_t start;
+    if (spw_stream_describe_resp_encode(&ans, (const char *)json.p, json.len)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS, "out of memory");
+    } else if (spw_frame_begin(&c->out, h->opcode, SPW_FLAG_RESPONSE, h->request_id, &start) ||
+               spw_answer_ok(&c->out) || spw_buf_put(&c->out, ans.p, ans.len)) {
+        spw__bin_conn_close(c);
+    } else {
+        spw_frame_finish(&c->out, start);
+    }
+    spw_buf_fini(&json);
+    spw_buf_fini(&ans);
 }

@@ -351,21 +351,11 @@ static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const 
 
 static void handle_list(spw_consume *cs, spw_http_req *req, spw_stream *s)
 {
-    spw_group_summary *v;
-    uint32_t n = spw_svc_groups_list(cs, s, &v);
     spw_buf b = SPW_BUF_INIT;
-    spw_buf_xprintf(&b, "{\"stream\":\"%s\",\"groups\":[", s->cfg.name);
-    for (uint32_t i = 0; i < n; i++) {
-        spw_buf_xprintf(&b,
-                        "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
-                        ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
-                        i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
-                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
-    }
-    spw_buf_xprintf(&b, "]}\n");
+    spw_svc_groups_list_json(cs, s, &b);
+    spw_buf_xprintf(&b, "\n");
     spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
     spw_buf_fini(&b);
-    spw_free(v);
     spw_stream_put(s);
 }
 

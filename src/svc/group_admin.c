@@ -114,6 +114,21 @@ uint32_t spw_svc_groups_list(spw_consume *cs, spw_stream *s, spw_group_summary *
     return k;
 }
 
+void spw_svc_groups_list_json(spw_consume *cs, spw_stream *s, spw_buf *out)
+{
+    spw_group_summary *v;
+    uint32_t n = spw_svc_groups_list(cs, s, &v);
+    spw_buf_xprintf(out, "{\"stream\":\"%s\",\"groups\":[", s->cfg.name);
+    for (uint32_t i = 0; i < n; i++)
+        spw_buf_xprintf(out,
+                        "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
+                        ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
+                        i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
+                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
+    spw_buf_xprintf(out, "]}");
+    spw_free(v);
+}
+
 spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, spw_reset_to to, uint64_t offset,
                            int64_t partition, spw_group **gout, spw_reset_part **parts, uint32_t *nout, char *msg,
                            size_t cap)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "catalog/catalog.h"
+#include "core/buf.h"
 #include "svc/consume.h"
 #include "svc/status.h"
 
@@ -42,6 +43,10 @@ typedef struct spw_group_summary {
 /* The groups of stream s (of its incarnation), sorted by name: *out
  * (spw_free it), returns their count. */
 uint32_t spw_svc_groups_list(spw_consume *cs, spw_stream *s, spw_group_summary **out);
+/* The same as the JSON of GET /v1/streams/{s}/groups (docs/api.md), without
+ * its closing newline, appended to out: the one rendering HTTP and the
+ * binary protocol's GROUP_LIST answer with. */
+void spw_svc_groups_list_json(spw_consume *cs, spw_stream *s, spw_buf *out);
 
 typedef enum { SPW_RESET_EARLIEST, SPW_RESET_LATEST, SPW_RESET_OFFSET } spw_reset_to;
 

@@ -47,6 +47,7 @@ enum {
     SPW_OP_VIEW_READ = 32,   /* a view's key, series or top list (docs/protocol.md "Views") */
     /* Stream administration: numbered from the top of the opcode space
      * down. */
+    SPW_OP_GROUP_LIST = 253,      /* a stream's consumer groups (the STREAM_DESCRIBE layout) */
     SPW_OP_STREAM_DESCRIBE = 254, /* a stream's definition and partition state */
     SPW_OP_STREAM_CREATE = 255,   /* create a stream from its definition */
 };

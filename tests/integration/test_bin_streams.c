@@ -6,6 +6,8 @@
  * token without admin (403); the stream is then what HTTP describes (one
  * description for both protocols), survives a restart, and
  * `spillway bench --protocol bin` creates its stream with no HTTP address.
+ * GROUP_LIST (opcode 253) answers a stream's consumer groups with the JSON
+ * of GET /v1/streams/{s}/groups, byte for byte.
  */
 #include "spillway.h"
 #include "server.h"
@@ -69,6 +71,30 @@ int main(int argc, char **argv)
     free(json);
     CHECK_EQ(spillway_client_describe_stream(c, "nothing", &json), SPILLWAY_ERR_NOT_FOUND);
     CHECK_EQ(spillway_client_describe_stream(c, "bad", &json), SPILLWAY_ERR_NOT_FOUND); /* refused: never made */
+
+    /* a stream's consumer groups: none, then the one a poll made */
+    CHECK_EQ(spillway_client_list_groups(c, "orders", &json), 0);
+    CHECK(strcmp(json, "{\"stream\":\"orders\",\"groups\":[]}") == 0);
+    free(json);
+    const char *ev = "{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":2}\n";
+    r = http_ex(s.port, "POST", "/v1/streams/orders/events", "application/x-ndjson",
+                "Authorization: Bearer admin-token-0001\r\n", ev, strlen(ev));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    r = http_ex(s.port, "POST", "/v1/streams/orders/groups/g1/poll?member=m&max=1", NULL,
+                "Authorization: Bearer admin-token-0001\r\n", "", 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    CHECK_EQ(spillway_client_list_groups(c, "orders", &json), 0);
+    CHECK(strstr(json, "{\"group\":\"g1\",\"partitions\":3,") != NULL);
+    r = http_ex(s.port, "GET", "/v1/streams/orders/groups", NULL, "Authorization: Bearer admin-token-0001\r\n",
+                NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(r.body_len == strlen(json) + 1 && memcmp(r.body, json, strlen(json)) == 0);
+    free(r.body);
+    free(json);
+    CHECK_EQ(spillway_client_list_groups(c, "nothing", &json), SPILLWAY_ERR_NOT_FOUND);
+    CHECK_EQ(spillway_client_list_groups(c, "", &json), SPILLWAY_ERR_INVALID);
     spillway_client_close(c);
 
     /* a token without admin may not create, and may describe */
