@@ -70,4 +70,15 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
                            int64_t partition, spw_group **g, spw_reset_part **parts, uint32_t *n, char *msg,
                            size_t cap);
 
+/*
+ * A reset as its request body says it (docs/api.md "Reset": {"to":
+ * "earliest"|"latest"|N[,"partition":P]}, at most 4096 bytes) and its
+ * answer's JSON (without a closing newline) appended to answer: the one
+ * parse and rendering HTTP and the binary protocol's GROUP_RESET share.
+ * SPW_SC_OK with *g to save (spw_consume_commit_saved), else the code of
+ * spw_svc_group_reset or SPW_SC_BAD_JSON, with msg.
+ */
+spw_sc spw_svc_group_reset_json(spw_consume *cs, spw_stream *s, const char *gname, const char *body, size_t len,
+                                spw_group **g, spw_buf *answer, char *msg, size_t cap);
+
 #endif
