@@ -420,15 +420,20 @@ static void put_text(spw_buf *b, const char *p, size_t n)
     }
 }
 
-/* Appends the column list "c1", "c2", ... (casts: each as text). */
+/* Appends the column list "a", "b", ... (as_text: "a"::text AS c0, ...:
+ * renamed, so that ORDER BY "a" in the same statement means the table's
+ * column, not the text output column of that name). */
 static void put_cols(pg *g, spw_buf *q, int as_text)
 {
     for (uint32_t c = 0; c < g->ncols; c++) {
         if (c)
             spw_buf_puts(q, ", ");
         spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
-        if (as_text)
-            spw_buf_puts(q, "::text");
+        if (as_text) {
+            char alias[32];
+            snprintf(alias, sizeof alias, "::text AS c%u", c);
+            spw_buf_puts(q, alias);
+        }
     }
 }
 
