@@ -100,7 +100,7 @@ static void sink_answer(void *arg)
     } else if (r < 0) {
         spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "%s", j->err);
     } else {
-        respond(req, r == 1 ? 201 : 200, &j->out);
+        respond(req, r == 1 ? 201 : r == 2 ? 202 : 200, &j->out); /* 2: changed online */
     }
     spw_buf_fini(&j->out);
     spw_free(j->body);

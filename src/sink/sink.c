@@ -423,8 +423,11 @@ create:;
         char pp[4300];
         snprintf(pp, sizeof pp, "%s/progress", dir);
         r = spw_os_mkdirs(dir, 0700);
-        if (r == 0 && !replaced)
-            unlink(pp); /* a leftover of a deleted sink of this name */
+        if (r == 0 && !replaced) {
+            unlink(pp); /* leftovers of a deleted sink of this name */
+            snprintf(pp, sizeof pp, "%s/reshard", dir);
+            unlink(pp);
+        }
         if (r == 0)
             r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
         if (r == 0) { /* it may hold secrets (the directory is 0700 already) */
@@ -622,6 +625,8 @@ int spw_sinks_delete(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
     unlink(path);
     snprintf(path, sizeof path, "%s/%s/progress", m->dir, name);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s/reshard", m->dir, name); /* a kind's state (postgres resharding) */
     unlink(path);
     snprintf(path, sizeof path, "%s/%s", m->dir, name);
     rmdir(path);

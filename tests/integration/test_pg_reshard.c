@@ -231,7 +231,7 @@ static void test_reshard(int n)
     put_sink("rsk", "rs", "ev", 1, "", 409);
 
     /* dual_write, held before backfill */
-    put_sink("rsk", "rs", "ev", 3, "\"reshard_pause_before\":\"backfill\",\"reshard_batch_rows\":100", 200);
+    put_sink("rsk", "rs", "ev", 3, "\"reshard_pause_before\":\"backfill\",\"reshard_batch_rows\":100", 202);
     free(wait_phase("rsk", "dual_write"));
     pg_produce(S.binport, "rs", (int)sent, 300, KEYS, 0);
     sent += 300;
@@ -259,7 +259,7 @@ static void test_reshard(int n)
 
     /* backfill, slowly, held before verify */
     put_sink("rsk", "rs", "ev", 3,
-             "\"reshard_rows_per_s\":400,\"reshard_batch_rows\":40,\"reshard_pause_before\":\"verify\"", 200);
+             "\"reshard_rows_per_s\":400,\"reshard_batch_rows\":40,\"reshard_pause_before\":\"verify\"", 202);
     char *b = wait_phase("rsk", "backfill");
     free(b);
     for (int i = 0; i < 600; i++) { /* some copied */
@@ -299,7 +299,7 @@ static void test_reshard(int n)
     long long before_fix = rows(2, "ev");
 
     /* verify, held before cutover */
-    put_sink("rsk", "rs", "ev", 3, "\"reshard_rows_per_s\":100000,\"reshard_pause_before\":\"cutover\"", 200);
+    put_sink("rsk", "rs", "ev", 3, "\"reshard_rows_per_s\":100000,\"reshard_pause_before\":\"cutover\"", 202);
     long long repaired = 0;
     for (int i = 0; i < 2400; i++) {
         b = get_sink("rsk");
@@ -324,7 +324,7 @@ static void test_reshard(int n)
     sample_no_zero("ev");
 
     /* cutover, deleting the moved rows; killed as soon as it is released */
-    put_sink("rsk", "rs", "ev", 3, "\"reshard_delete_moved\":true", 200);
+    put_sink("rsk", "rs", "ev", 3, "\"reshard_delete_moved\":true", 202);
     kill9_restart();
     b = wait_phase("rsk", "done");
     CHECK(rs_num(b, "deleted") >= 0);
@@ -347,7 +347,7 @@ static void test_abort(void)
     pg_produce(S.binport, "abs", 0, 1000, KEYS, 0);
     wait_rows(2, "ab", 1000);
     CHECK_EQ(req_status(S.port, "POST", "/v1/sinks/abk/reshard/abort", ""), 409); /* not resharding */
-    put_sink("abk", "abs", "ab", 3, "\"reshard_rows_per_s\":50,\"reshard_batch_rows\":10", 200);
+    put_sink("abk", "abs", "ab", 3, "\"reshard_rows_per_s\":50,\"reshard_batch_rows\":10", 202);
     for (int i = 0; i < 200; i++) {
         char *b = get_sink("abk");
         int ok = has_phase(b, "backfill") && rs_num(b, "copied") > 0;
@@ -362,9 +362,16 @@ static void test_abort(void)
     pg_produce(S.binport, "abs", 1000, 100, KEYS, 0);
     wait_rows(2, "ab", 1100);
     CHECK(rows(2, "ab") > 0);
-    resp r = http_json(S.port, "POST", "/v1/sinks/abk/reshard/abort", "");
-    if (r.status != 200)
-        fprintf(stderr, "abort: %d %s\n", r.status, r.body);
+    cli_out o = cli_run(BIN, "sink show abk --server 127.0.0.1:%d", S.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "reshard          backfill, 2 to 3 shards"));
+    free(o.text);
+    o = cli_run(BIN, "sink reshard-abort abk --server 127.0.0.1:%d", S.port);
+    if (o.rc != 0)
+        fprintf(stderr, "reshard-abort: %s\n", o.text);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    resp r = http_json(S.port, "GET", "/v1/sinks/abk", NULL);
     CHECK_EQ(r.status, 200);
     CHECK(!strstr(r.body, "\"reshard\":"));
     CHECK(!strstr(r.body, CI[2]));
