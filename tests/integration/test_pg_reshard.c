@@ -258,8 +258,11 @@ static void test_reshard(int n)
     sample_no_zero("ev");
 
     /* backfill, slowly, held before verify */
-    put_sink("rsk", "rs", "ev", 3,
-             "\"reshard_rows_per_s\":400,\"reshard_batch_rows\":40,\"reshard_pause_before\":\"verify\"", 202);
+    char slow[200]; /* slow enough to kill it mid-backfill: about 5 s of copying */
+    snprintf(slow, sizeof slow,
+             "\"reshard_rows_per_s\":%d,\"reshard_batch_rows\":%d,\"reshard_pause_before\":\"verify\"",
+             n / 15 > 400 ? n / 15 : 400, n / 75 > 40 ? (n / 75 < 100000 ? n / 75 : 100000) : 40);
+    put_sink("rsk", "rs", "ev", 3, slow, 202);
     char *b = wait_phase("rsk", "backfill");
     free(b);
     for (int i = 0; i < 600; i++) { /* some copied */
