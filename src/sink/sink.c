@@ -774,5 +774,20 @@ void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o)
             }
         }
     }
+    /* a family of its own, only while some sink changes online */
+    int head = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        spw_sink *k = m->v[i];
+        const char *ph = k->def.kind->phase ? k->def.kind->phase(k->kst) : NULL;
+        if (!ph || !spw_metrics_sees(o, k->def.stream))
+            continue;
+        if (!head++)
+            spw_buf_xprintf(o->b, "# HELP spillway_sink_reshard_phase 1 for a sink resharding, labelled with its phase "
+                                  "(docs/api.md \"Resharding a postgres sink\")\n"
+                                  "# TYPE spillway_sink_reshard_phase gauge\n");
+        char labels[300];
+        snprintf(labels, sizeof labels, "sink=\"%s\",phase=\"%s\"", k->def.name, ph);
+        spw_metrics_line(o, "spillway_sink_reshard_phase", labels, 1);
+    }
     pthread_mutex_unlock(&m->mu);
 }

@@ -119,6 +119,9 @@ typedef struct spw_sink_kind {
     void (*set_dir)(void *st, const char *dir);
     int (*change)(void *st, const char *options, size_t len, char *err, size_t cap);
     void (*status_json)(void *st, struct spw_buf *b);
+    /* Optional: the online change's phase while one runs (a name), else
+     * NULL; for /metrics and spillway top. Any thread. */
+    const char *(*phase)(void *st);
     int (*abort)(void *st, const char *dir, const char *options, size_t len, struct spw_buf *out, char *err,
                  size_t cap);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a

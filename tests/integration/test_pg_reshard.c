@@ -365,7 +365,11 @@ static void test_abort(void)
     pg_produce(S.binport, "abs", 1000, 100, KEYS, 0);
     wait_rows(2, "ab", 1100);
     CHECK(rows(2, "ab") > 0);
-    cli_out o = cli_run(BIN, "sink show abk --server 127.0.0.1:%d", S.port);
+    cli_out o = cli_run(BIN, "top --once --interval 300ms --server 127.0.0.1:%d", S.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "sink name=abk") && strstr(o.text, " reshard=backfill"));
+    free(o.text);
+    o = cli_run(BIN, "sink show abk --server 127.0.0.1:%d", S.port);
     CHECK_EQ(o.rc, 0);
     CHECK(strstr(o.text, "reshard          backfill, 2 to 3 shards"));
     free(o.text);

@@ -175,6 +175,7 @@ int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min);
 void spw__pg_set_dir(void *st, const char *dir);
 int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t cap);
 void spw__pg_status_json(void *st, spw_buf *b);
+const char *spw__pg_phase(void *st);
 int spw__pg_abort(void *st, const char *dir, const char *opts, size_t len, spw_buf *options, char *err, size_t cap);
 void spw__pg_reshard_attached(pg *g); /* every partition's position was asked */
 extern const spw_sink_kind spw_sink_kind_postgres;

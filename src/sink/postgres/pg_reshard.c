@@ -1251,6 +1251,13 @@ int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t 
     return r;
 }
 
+const char *spw__pg_phase(void *st)
+{
+    pg *g = st;
+    int ph = atomic_load(&g->phase);
+    return g->from && ph != RS_NONE && ph != RS_DONE ? phase_names[ph] : NULL;
+}
+
 void spw__pg_status_json(void *st, spw_buf *b)
 {
     pg *g = st;

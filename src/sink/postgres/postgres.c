@@ -249,6 +249,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .set_dir = spw__pg_set_dir,
     .change = spw__pg_change,
     .status_json = spw__pg_status_json,
+    .phase = spw__pg_phase,
     .abort = spw__pg_abort,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
