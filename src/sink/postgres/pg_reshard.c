@@ -978,14 +978,17 @@ static void *rs_main(void *arg)
         }
         if (ph == RS_DUAL_WRITE) {
             if (g->rs_pause == RS_BACKFILL || load_ranges(g) < 0) {
-                rs_nap(g, rs->err[0] ? 1000 : 50);
+                rs_nap(g, g->rs_pause == RS_BACKFILL ? 50 : 1000);
                 continue;
             }
             set_phase(g, RS_BACKFILL);
             continue;
         }
         if (ph == RS_BACKFILL) {
-            if ((rs->nr == 0 && load_ranges(g) < 0) || (!rs->totals_known && count_totals(g) < 0)) {
+            pthread_mutex_lock(&rs->mu);
+            int known = rs->totals_known;
+            pthread_mutex_unlock(&rs->mu);
+            if ((rs->nr == 0 && load_ranges(g) < 0) || (!known && count_totals(g) < 0)) {
                 rs_nap(g, 1000);
                 continue;
             }
@@ -1013,7 +1016,9 @@ static void *rs_main(void *arg)
             pthread_mutex_unlock(&rs->mu);
             if (failed) {
                 rs->nr = 0; /* the cursors again from the shards (a lost COMMIT may have moved one) */
+                pthread_mutex_lock(&rs->mu);
                 rs->totals_known = 0;
+                pthread_mutex_unlock(&rs->mu);
                 rs_nap(g, 1000);
                 continue;
             }
