@@ -375,6 +375,22 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
  * of GET /v1/streams/NAME, over STREAM_DESCRIBE: 0 with *json (malloc'ed,
  * NUL-terminated; free() it), SPILLWAY_ERR_NOT_FOUND, or another error. */
 int spillway_client_describe_stream(spillway_client *c, const char *name, char **json);
+/* Stream's consumer groups, as the JSON of GET /v1/streams/STREAM/groups
+ * (name, partitions, lag, leased_partitions, active), over GROUP_LIST: 0
+ * with *json (malloc'ed, NUL-terminated; free() it),
+ * SPILLWAY_ERR_NOT_FOUND (no such stream), or another error. */
+int spillway_client_list_groups(spillway_client *c, const char *stream, char **json);
+/* Resets consumer group `group` of stream, over GROUP_RESET: reset is the
+ * JSON body of POST /v1/streams/STREAM/groups/GROUP/reset
+ * ({"to":"earliest"|"latest"|OFFSET[,"partition":P]}); 0 with *json (that
+ * POST's answer: each partition's offset before and after; malloc'ed,
+ * free() it) once the offsets are saved; SPILLWAY_ERR_CONFLICT while the
+ * group has active members (a lease, or a Kafka consumer);
+ * SPILLWAY_ERR_NOT_FOUND (no such stream or group); SPILLWAY_ERR_FORBIDDEN
+ * without the admin permission; SPILLWAY_ERR_BAD_REQUEST for a bad body
+ * (spillway_client_last_error says why), or another error. */
+int spillway_client_reset_group(spillway_client *c, const char *stream, const char *group, const char *reset,
+                                char **json);
 /* ---- views: read models kept by the server (docs/api.md "Views") ---- */
 
 /* Read your writes: the view has applied offset of partition (a produce's
