@@ -171,14 +171,28 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
  * batch, up to max_events or max_bytes in all (a window that crosses
  * either is the last; the next cycle starts after it, so no partition
  * waits behind others), and are written as one unit while the next group
- * is read. One commit then carries what several partitions had waiting:
- * for a replicated stream, the requests of every partition wait for one
- * round of the target's commit, not one round per partition. Returns
- * whether something was written or ended.
+ * is read (the replica of a stream, replicate_to, ends it first). One
+ * commit then carries what several partitions had waiting: for a
+ * replicated stream, the requests of every partition wait for one round
+ * of the target's commit, not one round per partition. Returns whether
+ * something was written or ended.
  */
-static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now)
+static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, int replica)
 {
     sink_batch *b = &k->b;
+    int worked = 0;
+    if (replica && k->has_pend) {
+        /* Replicated requests wait for these commits: the pending group
+         * is ended first, so what became durable while it committed goes
+         * into the very next group. Read before it ended (as below), that
+         * next group would hold only what came in the moment between, and
+         * the rest would wait for a third commit. */
+        spw__sink_finish_pending(k);
+        worked = 1;
+        if (spw__sink_stopping(k))
+            return worked;
+        now = (uint64_t)spw_wall_ms();
+    }
     b->nrecs = 0;
     b->bytes = 0;
     b->arena.len = 0;
@@ -237,7 +251,6 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now)
         }
     }
     fix_pointers(k, 0);
-    int worked = 0;
     if (k->has_pend) {
         spw__sink_finish_pending(k);
         worked = 1;
@@ -300,11 +313,12 @@ void *spw__sink_worker(void *arg)
          * wait for its commits, so it batches what is there and does not
          * wait to batch (docs/api.md "Replicated acknowledgement"). */
         spw_sink_batch_cfg bc = k->def.batch;
-        if (strcmp(k->s->cfg.replicate_to, k->def.name) == 0)
+        int replica = strcmp(k->s->cfg.replicate_to, k->def.name) == 0;
+        if (replica)
             bc.max_wait_ms = 0;
         int worked = 0;
         if (k->def.kind->group_begin) {
-            worked = cycle_group(k, &bc, now);
+            worked = cycle_group(k, &bc, now, replica);
             update_rate(k, (uint64_t)spw_wall_ms());
             if (!worked && spw__sink_nap(k, sleep_ms ? sleep_ms : 1))
                 break;

@@ -13,12 +13,20 @@
  *      records go to the dead-letter stream, every other row is in the
  *      table exactly once, and every partition's progress row reaches the
  *      partition's end.
+ *   3. The replica of a stream (replicate_to, the primary now with a
+ *      synchronous standby): records that become durable while the sink's
+ *      COMMIT waits for the standby go into the very next transaction.
+ *      Record 1's transaction is held at its COPY by a table lock while
+ *      record 2 is appended, then at its COMMIT by the standby being down
+ *      while record 3 is appended: 2 and 3 must share a transaction (a
+ *      sink that read its next group before ending the pending one would
+ *      have sent 2 alone, and 3 would have waited for a third commit).
  */
 #include "pg.h"
 #include "spillway.h"
 
 static const char *BIN;
-static pgsrv PG;
+static pgsrv PG, STB;
 
 #define NPART 4
 
@@ -83,6 +91,78 @@ static int count_lines(const char *log, const char *needle)
     for (const char *p = strstr(log, needle); p; p = strstr(p + 1, needle))
         n++;
     return n;
+}
+
+/* POST {"i":i} to stream at ack: the status. */
+static int post_one(int port, const char *stream, const char *ack, int i)
+{
+    char path[128], ev[32];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?ack=%s", stream, ack);
+    int n = snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+    resp r = http_ex(port, "POST", path, "application/json", NULL, ev, (size_t)n);
+    free(r.body);
+    return r.status;
+}
+
+/* Until the sink's transaction (its message starts with BEGIN; INSERT
+ * INTO spillway_sink_progress) waits on the primary as cond says. */
+static void wait_sink_backend(const char *cond)
+{
+    char q[512];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; INSERT INTO spillway_sink_progress%%' "
+             "AND %s",
+             cond);
+    wait_num(q, 1);
+}
+
+static long long xmin_of(int i)
+{
+    char q[96];
+    snprintf(q, sizeof q, "SELECT xmin::text::bigint FROM rep WHERE id = %d", i);
+    return num(q);
+}
+
+static void test_replica(srv *s, const char *tmp)
+{
+    pgsrv_standby(&STB, &PG, tmp, "stb");
+    pgsrv_exec(&PG, "CREATE TABLE rep (id bigint NOT NULL, k text)");
+    put_stream(s->port, "r", "{\"partitions\":1,\"replicate_to\":\"rs\",\"replication_timeout_ms\":60000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r\",\"kind\":\"postgres\",\"retry\":{\"initial_ms\":50,\"max_ms\":500},"
+             "\"options\":{\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"rep\","
+             "\"columns\":{\"id\":\"/i\",\"k\":\"$key\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) { /* until the sink has attached and replicates */
+        st = post_one(s->port, "r", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    PGconn *l = pgsrv_conn(&PG);
+    PGresult *r = PQexec(l, "BEGIN; LOCK TABLE rep IN SHARE MODE");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    CHECK_EQ(post_one(s->port, "r", "fsync", 1), 202);
+    wait_sink_backend("wait_event_type = 'Lock'"); /* record 1's COPY waits for the lock */
+    CHECK_EQ(post_one(s->port, "r", "fsync", 2), 202);
+    pgsrv_stop_mode(&STB, "fast");
+    r = PQexec(l, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(l);
+    wait_sink_backend("wait_event = 'SyncRep'"); /* record 1's COMMIT waits for the standby */
+    CHECK_EQ(post_one(s->port, "r", "fsync", 3), 202);
+    pgsrv_start(&STB);
+    wait_num("SELECT count(*) FROM rep", 4);
+    fprintf(stderr, "replica transactions (xmin) of records 1, 2, 3: %lld %lld %lld\n", xmin_of(1), xmin_of(2),
+            xmin_of(3));
+    CHECK(xmin_of(1) != xmin_of(2));
+    CHECK_EQ(xmin_of(2), xmin_of(3));
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep"), 4);
 }
 
 int main(int argc, char **argv)
@@ -152,7 +232,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "%d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
+    test_replica(&s, tmp);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    pgsrv_stop_mode(&STB, "fast");
     pgsrv_stop_mode(&PG, "fast");
     spw_test_rmrf(tmp);
     free(tmp);
