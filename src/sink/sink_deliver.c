@@ -175,6 +175,13 @@ static int op_progress(void *arg, uint32_t upto)
     uint64_t next = k->b.recs[upto - 1].offset + 1;
     sink_part *sp = &k->parts[k->b.part];
     atomic_store(&sp->next, next);
+    /* ack=replicated requests covered by these records are answered now:
+     * the write that got them there (a kind that replicates: sink.h) or
+     * the dead letter is done, and what follows is bookkeeping (the
+     * kind's commit, which for postgres moves shards that had no rows; the
+     * progress file and its fsync) that they need not wait for. */
+    if (k->m->svc->repl)
+        spw_repl_progress(k->m->svc->repl, k->def.name, k->b.part, next);
     int r = 0;
     if (k->def.kind->commit)
         r = k->def.kind->commit(k->kst, k->b.part, next);
@@ -195,8 +202,6 @@ static int op_progress(void *arg, uint32_t upto)
     }
     if (r == 0 && sp->hold)
         spw_hold_move(sp->hold, next); /* ERANGE impossible: next is above the held offset */
-    if (r == 0 && k->m->svc->repl) /* ack=replicated requests covered by this commit are answered */
-        spw_repl_progress(k->m->svc->repl, k->def.name, k->b.part, next);
     return r;
 }
 

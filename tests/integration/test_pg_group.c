@@ -21,11 +21,17 @@
  *      while record 3 is appended: 2 and 3 must share a transaction (a
  *      sink that read its next group before ending the pending one would
  *      have sent 2 alone, and 3 would have waited for a third commit).
+ *   4. A replicated request is answered once its commit is done, not after
+ *      the bookkeeping that follows it: with the fsync of the sink's local
+ *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
+ *      replicated request still gets 202 (it got 504 when answered after
+ *      that file was saved).
  */
 #include "pg.h"
 #include "spillway.h"
 
 static const char *BIN;
+static char SGATE[4300]; /* the server's SPW_TEST_SYNC_GATE */
 static pgsrv PG, STB;
 
 #define NPART 4
@@ -165,10 +171,47 @@ static void test_replica(srv *s, const char *tmp)
     CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep"), 4);
 }
 
+static void test_bookkeeping(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE rep2 (id bigint NOT NULL)");
+    put_stream(s->port, "r2", "{\"partitions\":1,\"replicate_to\":\"rs2\",\"replication_timeout_ms\":3000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r2\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"rep2\",\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs2", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) {
+        st = post_one(s->port, "r2", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    usleep(1200 * 1000); /* the local progress file is saved at most once a second: due at the next commit */
+    FILE *f = fopen(SGATE, "w");
+    CHECK(f);
+    fclose(f);
+    st = post_one(s->port, "r2", "replicated", 1);
+    char waiting[4400];
+    snprintf(waiting, sizeof waiting, "%s.waiting", SGATE);
+    int held = 0;
+    for (int i = 0; i < 100 && !held; i++) { /* the save after that commit is held at the gate */
+        held = access(waiting, F_OK) == 0;
+        if (!held)
+            usleep(50000);
+    }
+    CHECK(unlink(SGATE) == 0);
+    fprintf(stderr, "replicated request with the progress file's fsync held: %d (held: %d)\n", st, held);
+    CHECK(held);
+    CHECK_EQ(st, 202);
+    wait_num("SELECT count(*) FROM rep2", 2);
+}
+
 int main(int argc, char **argv)
 {
-    CHECK(argc >= 2);
-    BIN = argv[1];
+    CHECK(argc >= 3);
+    BIN = argv[2]; /* spillway_test: the sync gate of test_bookkeeping */
     CHECK(pgsrv_find() == 0);
     char *tmp = spw_test_tmpdir("pggroup");
     pgsrv_init(&PG, tmp, "pg");
@@ -178,8 +221,11 @@ int main(int argc, char **argv)
 
     char data[4200];
     snprintf(data, sizeof data, "%s/spw", tmp);
+    snprintf(SGATE, sizeof SGATE, "%s/sgate", tmp);
+    setenv("SPW_TEST_SYNC_GATE", SGATE, 1);
     srv s;
     srv_start(&s, BIN, data, NULL);
+    unsetenv("SPW_TEST_SYNC_GATE");
     char body[1024];
     snprintf(body, sizeof body, "{\"partitions\":%d}", NPART);
     put_stream(s.port, "g", body);
@@ -233,6 +279,7 @@ int main(int argc, char **argv)
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
     test_replica(&s, tmp);
+    test_bookkeeping(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     pgsrv_stop_mode(&STB, "fast");
     pgsrv_stop_mode(&PG, "fast");
