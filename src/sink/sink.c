@@ -133,6 +133,9 @@ static void sink_stop_free(spw_sink *k)
     spw_buf_fini(&k->b.arena);
     spw_free(k->pend.recs);
     spw_buf_fini(&k->pend.arena);
+    spw_free(k->b.win);
+    spw_free(k->pend.win);
+    spw_free(k->gw);
     spw_cursor_fini(&k->cur);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);

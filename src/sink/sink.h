@@ -37,6 +37,13 @@ typedef struct spw_sink_rec {
     uint32_t value_len;
 } spw_sink_rec;
 
+/* The records of one partition in a group write (group_begin below). */
+typedef struct spw_sink_window {
+    uint32_t partition;
+    const spw_sink_rec *recs;
+    uint32_t n;
+} spw_sink_window;
+
 typedef struct spw_sink_kind {
     const char *name;
     /* Checks the "options" object (raw JSON text, len bytes) and creates
@@ -63,6 +70,19 @@ typedef struct spw_sink_kind {
                        size_t cap);
     int (*write_end)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                      size_t cap);
+    /* Optional, both or neither, and only with write_begin/write_end:
+     * write windows of several partitions (each partition once, each
+     * window in offset order) as one unit, e.g. one transaction per
+     * target, so that one commit carries them all. Halves as write_begin
+     * and write_end: the windows stay valid until group_end, and no other
+     * callback runs between them. group_end answers SPW_SINK_OK when every
+     * record of every window got there (the kind's stored progress
+     * included). Any other answer of either: the loop delivers each
+     * window again by itself (write_begin/write_end, with retries,
+     * bisection and dead letters), and the kind must not write twice what
+     * did get there (as after a RETRY). */
+    int (*group_begin)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
+    int (*group_end)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
      * next offset at start (0 or a negative error, then retried). The

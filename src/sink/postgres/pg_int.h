@@ -58,8 +58,11 @@ typedef struct pg_shard {
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
-    int inflight; /* a COPY was begun (spw__pg_begin) and waits for spw__pg_end */
-    uint64_t inflight_end; /* its window's end: next_offset once committed */
+    int inflight; /* a transaction was sent (shard_begin) and its answer waits for shard_end */
+    /* its progress rows: partition if_part[i] moves to if_end[i] once committed */
+    uint32_t *if_part;
+    uint64_t *if_end;
+    uint32_t nif, if_cap;
     uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
     uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
     /* A COMMIT's wait for a synchronous standby was cancelled (a cancel,
@@ -91,8 +94,10 @@ typedef struct pg {
     spw_buf copy, sql;
     char *tmp; /* unescaped JSON strings */
     size_t tmpcap;
-    uint32_t *shard_of;
+    uint32_t *shard_of; /* each record's shard, window after window (pg_deliver.c route) */
     size_t shard_cap;
+    size_t *woff; /* window j's first record in shard_of */
+    uint32_t woff_cap;
     int res;       /* between spw__pg_begin and spw__pg_end: the window's answer so far (W_*) */
     uint64_t incarnation; /* the stream's (catalog/catalog.h), from spw__pg_position: progress rows carry it */
     char e1[512];  /* and its sentence */
@@ -119,7 +124,8 @@ typedef struct pg {
 enum { RS_NONE, RS_DUAL_WRITE, RS_BACKFILL, RS_VERIFY, RS_CUTOVER, RS_DONE };
 #define PG_RESHARD_TABLE "spillway_sink_reshard"
 
-/* Does record i of the window go to shard si (its owner, or before cutover its old shard)? */
+/* Does record i of the windows (shard_of's index: g->woff[j] + i) go to shard si (its owner, or before cutover
+ * its old shard)? */
 static inline int spw__pg_goes_to(const pg *g, uint32_t i, uint32_t si)
 {
     return g->shard_of[i] == si || (g->dual_now && g->old_of[i] == si);
@@ -161,6 +167,8 @@ void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const sp
 void spw__pg_put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
 
 /* pg_deliver.c */
+int spw__pg_group_begin(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
+int spw__pg_group_end(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
 int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                   size_t cap);
 int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
@@ -169,7 +177,9 @@ int spw__pg_commit(void *st, uint32_t partition, uint64_t next);
 int spw__pg_rewind(void *st, uint32_t partition, uint64_t end);
 
 /* pg_reshard.c */
-void spw__pg_reshard_route(pg *g, const spw_sink_rec *recs, uint32_t n); /* fills old_of; sets in_window */
+/* Fills old_of (indexed as shard_of: g->woff[j] + i for w[j].recs[i]) for
+ * the windows route() placed; sets in_window. */
+void spw__pg_reshard_route(pg *g, const spw_sink_window *w, uint32_t nw, size_t total);
 void spw__pg_reshard_window_end(pg *g);
 int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min);
 void spw__pg_set_dir(void *st, const char *dir);

@@ -141,7 +141,7 @@ static int find_col(const pg *g, int src)
 
 /* ---- the worker's part ---- */
 
-void spw__pg_reshard_route(pg *g, const spw_sink_rec *recs, uint32_t n)
+void spw__pg_reshard_route(pg *g, const spw_sink_window *w, uint32_t nw, size_t total)
 {
     g->dual_now = 0;
     if (!g->from)
@@ -154,14 +154,19 @@ void spw__pg_reshard_route(pg *g, const spw_sink_rec *recs, uint32_t n)
         atomic_store(&g->in_window, 0);
         return;
     }
-    if (g->old_cap < n) {
-        g->old_cap = n;
-        g->old_of = spw_xrealloc(g->old_of, (size_t)n * sizeof *g->old_of);
+    if (g->old_cap < total) {
+        g->old_cap = total;
+        g->old_of = spw_xrealloc(g->old_of, total * sizeof *g->old_of);
     }
-    for (uint32_t i = 0; i < n; i++)
-        g->old_of[i] = g->shard_of[i] >= g->from
-                           ? spw_ring_shard(&g->old_ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0)
-                           : UINT32_MAX;
+    for (uint32_t j = 0; j < nw; j++) {
+        const spw_sink_rec *recs = w[j].recs;
+        size_t at = g->woff[j];
+        for (uint32_t i = 0; i < w[j].n; i++)
+            g->old_of[at + i] =
+                g->shard_of[at + i] >= g->from
+                    ? spw_ring_shard(&g->old_ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0)
+                    : UINT32_MAX;
+    }
     g->dual_now = 1;
 }
 

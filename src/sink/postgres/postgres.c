@@ -114,6 +114,8 @@ static void pg_free(pg *g)
     for (uint32_t i = 0; i < g->nshards; i++) {
         spw__pg_drop(g, &g->sh[i]);
         spw_free(g->sh[i].next);
+        spw_free(g->sh[i].if_part);
+        spw_free(g->sh[i].if_end);
     }
     pthread_mutex_destroy(&g->cancel_mu);
     spw_free(g->sh);
@@ -123,6 +125,7 @@ static void pg_free(pg *g)
     spw_buf_fini(&g->sql);
     spw_free(g->tmp);
     spw_free(g->shard_of);
+    spw_free(g->woff);
     spw_free(g);
 }
 
@@ -239,6 +242,8 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .nopts = sizeof pg_opts / sizeof pg_opts[0],
     .write_begin = spw__pg_begin,
     .write_end = spw__pg_end,
+    .group_begin = spw__pg_group_begin,
+    .group_end = spw__pg_group_end,
     .position = spw__pg_position,
     .position_error = spw__pg_position_error,
     .commit = spw__pg_commit,
