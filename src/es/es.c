@@ -15,10 +15,14 @@
  *     write one WriteBatch holding the records' entries and the
  *     partition's new indexed offset. Opening = read the indexed offsets,
  *     index the log's tail past them, start the thread: never the whole
- *     log again. Only durable records enter the store, so a crash can
- *     never leave it ahead of the log; what the log accepted and the store
- *     does not hold yet is pinned in the map, so a version once given is
- *     never given again.
+ *     log again. Each write also names its records in one 'o' entry
+ *     (offset order), so that once retention deleted their offsets the
+ *     indexer deletes their entries (prune_step): the index holds what
+ *     the log holds, and a key's first entry past the partition's start
+ *     is its oldest kept version. Only durable records enter the store,
+ *     so a crash can never leave it ahead of the log; what the log
+ *     accepted and the store does not hold yet is pinned in the map, so a
+ *     version once given is never given again.
  */
 #include "es/es.h"
 
@@ -58,6 +62,13 @@ typedef struct es_part {
     size_t n;
     size_t clock;              /* the next bucket eviction looks at */
     _Atomic uint64_t indexed;  /* every record below is in the store */
+    /* The store's writes of the partition (index_step, prune_step: the
+     * indexer thread, and resync on a produce thread) one at a time, so
+     * that each 'c' entry it writes counts the entries beside it. Taken
+     * inside mu (resync), never the other way. */
+    pthread_mutex_t store_mu;
+    _Atomic uint64_t entries; /* its 'e' entries in the store (the 'c' entry's count) */
+    uint64_t pruned;          /* every 'e' entry of a record below this offset is deleted (store_mu) */
     spw_hold *hold;            /* retention keeps what is not indexed yet (at indexed) */
     _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
@@ -83,6 +94,7 @@ struct spw_es {
     _Atomic uint64_t passes;      /* indexer passes over the partitions */
     _Atomic uint64_t store_reads; /* lookups the map could not answer */
     _Atomic uint64_t history_records; /* records history reads decoded (spw_es_count_history) */
+    _Atomic uint64_t pruned_total;    /* 'e' entries deleted since open (prune_step) */
     es_part parts[];
 };
 
@@ -162,7 +174,9 @@ const char *spw_es_expect_str(spw_es_expect kind, uint64_t version, char *buf, s
 
 /* ---- store keys (docs/formats/es-index.md) ---- */
 
-/* 'c' u32be partition → u64le indexed offset */
+/* 'c' u32be partition → u64le indexed offset, u64le 'e' entries of the
+ * partition, u64le pruned offset (24 bytes; a store written before
+ * pruning holds the offset alone: store_open migrates it) */
 static size_t ckey(uint8_t out[5], uint32_t p)
 {
     out[0] = 'c';
@@ -171,6 +185,51 @@ static size_t ckey(uint8_t out[5], uint32_t p)
     out[3] = (uint8_t)(p >> 8);
     out[4] = (uint8_t)p;
     return 5;
+}
+
+#define CVAL_LEN 24
+
+static void put_c(rocksdb_writebatch_t *wb, uint32_t i, uint64_t indexed, uint64_t entries, uint64_t pruned)
+{
+    uint8_t ck[5], cv[CVAL_LEN];
+    ckey(ck, i);
+    spw_put64(cv, indexed);
+    spw_put64(cv + 8, entries);
+    spw_put64(cv + 16, pruned);
+    rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, CVAL_LEN);
+}
+
+/* 'o' u32be partition u64be offset → the versioned records one index
+ * step wrote from that offset on, each u64le offset, u64le version,
+ * u32le key length, the key: what pruning deletes once retention took
+ * those offsets (the 'e' entries are in key order, not offset order) */
+#define OKEY_LEN 13
+#define OREC_HDR 20
+
+static void okey(uint8_t out[OKEY_LEN], uint32_t p, uint64_t offset)
+{
+    ckey(out, p);
+    out[0] = 'o';
+    for (int i = 0; i < 8; i++)
+        out[5 + i] = (uint8_t)(offset >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void orec_put(spw_buf *b, uint64_t offset, uint64_t version, const void *key, size_t n)
+{
+    uint8_t h[OREC_HDR];
+    spw_put64(h, offset);
+    spw_put64(h + 8, version);
+    spw_put32(h + 16, (uint32_t)n);
+    if (spw_buf_put(b, h, OREC_HDR) || spw_buf_put(b, key, n))
+        abort();
 }
 
 /* 'k' key → u64le version, u64le offset, u32le partition (the newest record) */
@@ -312,24 +371,28 @@ static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 /* ---- indexing ---- */
 
 /* Indexes durable records of partition i from its indexed offset: at most
- * max records in one WriteBatch with the new indexed offset. Returns the
- * records read (0: caught up), or an error. */
+ * max records in one WriteBatch with their 'o' entry and the partition's
+ * new 'c' entry. Returns the records read (0: caught up), or an error. */
 static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
 {
     spw_stream *s = es->s;
     es_part *p = &es->parts[i];
+    pthread_mutex_lock(&p->store_mu);
     spw_part_state st;
     spw_part_state_get(s->parts[i], &st);
     uint64_t from = atomic_load(&p->indexed);
     if (from < st.start_offset)
         from = st.start_offset;
-    if (from >= st.durable_offset)
+    if (from >= st.durable_offset) {
+        pthread_mutex_unlock(&p->store_mu);
         return 0;
+    }
     spw_cursor_seek(c, s->parts[i], from);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    spw_buf k = SPW_BUF_INIT;
+    spw_buf k = SPW_BUF_INIT, ov = SPW_BUF_INIT;
     spw_record_view rv;
     long n = 0;
+    uint64_t added = 0, ofirst = 0;
     int r = 0;
     while (n < max && c->next < st.durable_offset && (r = spw_cursor_next(c, &rv)) == 1) {
         n++;
@@ -343,6 +406,9 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
         ekey(&k, rv.key, (size_t)rv.key_len, rv.version);
         rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v + 8, 8);
+        if (!added++)
+            ofirst = rv.offset;
+        orec_put(&ov, rv.offset, rv.version, rv.key, (size_t)rv.key_len);
     }
     uint64_t next = c->next;
     if (r == SPW_ECORRUPT && c->resume > c->next) {
@@ -354,14 +420,19 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     } else if (r < 0) {
         rocksdb_writebatch_destroy(wb);
         spw_buf_fini(&k);
+        spw_buf_fini(&ov);
+        pthread_mutex_unlock(&p->store_mu);
         return r;
     }
     int ret = 0;
     if (next > from) {
-        uint8_t ck[5], cv[8];
-        ckey(ck, i);
-        spw_put64(cv, next);
-        rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, 8);
+        if (added) {
+            uint8_t ok[OKEY_LEN];
+            okey(ok, i, ofirst);
+            rocksdb_writebatch_put(wb, (const char *)ok, OKEY_LEN, (const char *)ov.p, ov.len);
+        }
+        uint64_t entries = atomic_load(&p->entries) + added;
+        put_c(wb, i, next, entries, p->pruned);
         char *err = NULL;
         rocksdb_write(es->db, es->wo, wb, &err);
         if (err) {
@@ -369,6 +440,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
             rocksdb_free(err);
             ret = SPW_EIO_STORE;
         } else {
+            atomic_store(&p->entries, entries);
             atomic_store(&p->indexed, next);
             /* Retention may now take what the store holds. */
             if (p->hold)
@@ -377,7 +449,109 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     }
     rocksdb_writebatch_destroy(wb);
     spw_buf_fini(&k);
+    spw_buf_fini(&ov);
+    pthread_mutex_unlock(&p->store_mu);
     return ret ? ret : n;
+}
+
+/*
+ * Pruning: once retention deleted the partition's records below its start
+ * offset, their 'e' entries point nowhere. Deletes them, with the 'o'
+ * entries that name them, from the partition's pruned offset on: at most
+ * about max records in one WriteBatch with the partition's new 'c' entry
+ * (its count and pruned offset). An 'o' entry that reaches past the start
+ * is written again from its first kept record. The 'k' entries stay (a
+ * key's version goes on after its records are deleted), so the oldest
+ * kept version of a key is its first 'e' entry (spw_es_oldest_kept).
+ * Returns 1 (more to do), 0 (pruned up to the start offset), or an error.
+ */
+static int prune_step(spw_es *es, uint32_t i, long max)
+{
+    es_part *p = &es->parts[i];
+    pthread_mutex_lock(&p->store_mu);
+    spw_part_state st;
+    spw_part_state_get(es->s->parts[i], &st);
+    uint64_t upto = st.start_offset;
+    if (upto <= p->pruned) {
+        pthread_mutex_unlock(&p->store_mu);
+        return 0;
+    }
+    uint8_t ok[OKEY_LEN];
+    okey(ok, i, p->pruned);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    spw_buf k = SPW_BUF_INIT, rest = SPW_BUF_INIT;
+    long seen = 0;
+    uint64_t deleted = 0, reached = upto;
+    for (rocksdb_iter_seek(it, (const char *)ok, OKEY_LEN); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        if (kl != OKEY_LEN || memcmp(ik, ok, 5) != 0)
+            break; /* past the partition's 'o' entries */
+        uint64_t first = get_be64(ik + 5);
+        if (first >= upto)
+            break;
+        if (seen >= max) {
+            reached = first; /* the next step goes on from here */
+            break;
+        }
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        rest.len = 0;
+        uint64_t rest_first = 0;
+        for (size_t at = 0; at + OREC_HDR <= vl;) {
+            uint64_t off = spw_get64(iv + at), ver = spw_get64(iv + at + 8);
+            uint32_t n = spw_get32(iv + at + 16);
+            if (at + OREC_HDR + n > vl)
+                break; /* written by index_step: cannot be short */
+            const uint8_t *key = iv + at + OREC_HDR;
+            if (off < upto) {
+                ekey(&k, key, n, ver);
+                rocksdb_writebatch_delete(wb, (const char *)k.p, k.len);
+                deleted++;
+            } else {
+                if (!rest.len)
+                    rest_first = off;
+                orec_put(&rest, off, ver, key, n);
+            }
+            at += OREC_HDR + n;
+            seen++;
+        }
+        rocksdb_writebatch_delete(wb, (const char *)ik, kl);
+        if (rest.len) {
+            uint8_t nk[OKEY_LEN];
+            okey(nk, i, rest_first);
+            rocksdb_writebatch_put(wb, (const char *)nk, OKEY_LEN, (const char *)rest.p, rest.len);
+        }
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    int ret = 0;
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        ret = SPW_EIO_STORE;
+    } else {
+        uint64_t entries = atomic_load(&p->entries);
+        entries = entries > deleted ? entries - deleted : 0;
+        put_c(wb, i, atomic_load(&p->indexed), entries, reached);
+        rocksdb_write(es->db, es->wo, wb, &err);
+        if (err) {
+            spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+            rocksdb_free(err);
+            ret = SPW_EIO_STORE;
+        } else {
+            atomic_store(&p->entries, entries);
+            p->pruned = reached;
+            atomic_fetch_add(&es->pruned_total, deleted);
+            ret = reached < upto;
+        }
+    }
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&k);
+    spw_buf_fini(&rest);
+    pthread_mutex_unlock(&p->store_mu);
+    return ret;
 }
 
 /* Indexes every partition until caught up with its durable end; *records
@@ -392,6 +566,10 @@ static int index_all(spw_es *es, uint64_t *records)
         while ((n = index_step(es, i, &c, 65536)) > 0)
             *records += (uint64_t)n;
         if (n < 0)
+            r = (int)n;
+        while (r == 0 && (n = prune_step(es, i, 65536)) > 0)
+            ;
+        if (r == 0 && n < 0)
             r = (int)n;
     }
     spw_cursor_fini(&c);
@@ -428,6 +606,11 @@ static void *indexer_main(void *arg)
             long n = index_step(es, i, &c, 4096);
             if (n > 0)
                 total += n;
+            /* What retention deleted since the last pass: its entries go
+             * (an idle stream's at the next durable append, or within
+             * INDEXER_IDLE_NS). */
+            if (prune_step(es, i, 4096) > 0)
+                total++;
         }
         atomic_fetch_add(&es->passes, 1);
         if (total > 0)
@@ -472,6 +655,7 @@ static void es_free(spw_es *es)
             }
         spw_free(p->buckets);
         pthread_mutex_destroy(&p->mu);
+        pthread_mutex_destroy(&p->store_mu);
     }
     if (es->db)
         rocksdb_close(es->db);
@@ -486,6 +670,79 @@ static void es_free(spw_es *es)
     pthread_mutex_destroy(&es->wake_mu);
     pthread_cond_destroy(&es->wake_cv);
     spw_free(es);
+}
+
+/*
+ * A store written before pruning existed: its 'c' entries hold the
+ * indexed offset alone and it has no 'o' entries. Once, at open: every
+ * 'e' entry is read; those of deleted records (below their partition's
+ * start offset) are deleted, the others get an 'o' entry each, and the
+ * 'c' entries are written with the counts (last, so that a crash before
+ * does the whole migration again: every step of it can be repeated).
+ */
+static int migrate(spw_es *es)
+{
+    spw_info("stream %s: version store written by an older version: counting and pruning its index once",
+             es->s->cfg.name);
+    uint64_t *start = spw_xcalloc(es->nparts, sizeof *start);
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        start[i] = st.start_offset;
+        atomic_store(&es->parts[i].entries, 0);
+        es->parts[i].pruned = st.start_offset;
+    }
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    spw_buf ov = SPW_BUF_INIT;
+    char *err = NULL;
+    uint64_t deleted = 0;
+    for (rocksdb_iter_seek(it, "e", 1); rocksdb_iter_valid(it) && !err; rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        if (kl < 1 + 9 || ik[0] != 'e')
+            break;
+        if (vl != 8)
+            continue;
+        size_t n = kl - 10;
+        uint64_t off = spw_get64(iv), ver = get_be64(ik + 2 + n);
+        uint32_t i = spw_stream_partition(ik + 1, n, es->nparts);
+        if (off < start[i]) {
+            rocksdb_writebatch_delete(wb, (const char *)ik, kl);
+            deleted++;
+        } else {
+            ov.len = 0;
+            orec_put(&ov, off, ver, ik + 1, n);
+            uint8_t ok[OKEY_LEN];
+            okey(ok, i, off);
+            rocksdb_writebatch_put(wb, (const char *)ok, OKEY_LEN, (const char *)ov.p, ov.len);
+            atomic_fetch_add(&es->parts[i].entries, 1);
+        }
+        if (rocksdb_writebatch_count(wb) >= 65536) {
+            rocksdb_write(es->db, es->wo, wb, &err);
+            rocksdb_writebatch_clear(wb);
+        }
+    }
+    if (!err)
+        rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (!err) {
+        for (uint32_t i = 0; i < es->nparts; i++)
+            put_c(wb, i, atomic_load(&es->parts[i].indexed), atomic_load(&es->parts[i].entries),
+                  es->parts[i].pruned);
+        rocksdb_write(es->db, es->wo, wb, &err);
+    }
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&ov);
+    spw_free(start);
+    if (err) {
+        spw_error("stream %s: version store: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    atomic_fetch_add(&es->pruned_total, deleted);
+    return 0;
 }
 
 /* Opens (creating) the store at dir; reads every partition's indexed
@@ -520,7 +777,7 @@ static int store_open(spw_es *es, const char *dir)
             es->db = NULL;
             return SPW_EIO_STORE;
         }
-        int ahead = 0;
+        int ahead = 0, legacy = 0;
         for (uint32_t i = 0; i < es->nparts; i++) {
             uint8_t ck[5];
             ckey(ck, i);
@@ -531,16 +788,23 @@ static int store_open(spw_es *es, const char *dir)
                 rocksdb_free(err);
                 return SPW_EIO_STORE;
             }
-            uint64_t off = v && vl == 8 ? spw_get64((uint8_t *)v) : 0;
+            uint64_t off = v && (vl == 8 || vl == CVAL_LEN) ? spw_get64((uint8_t *)v) : 0;
+            es_part *p = &es->parts[i];
+            if (v && vl == CVAL_LEN) {
+                atomic_store(&p->entries, spw_get64((uint8_t *)v + 8));
+                p->pruned = spw_get64((uint8_t *)v + 16);
+            } else if (v) {
+                legacy = 1; /* written before pruning: no counts, no 'o' entries */
+            }
             rocksdb_free(v);
             spw_part_state st;
             spw_part_state_get(es->s->parts[i], &st);
             if (off > st.durable_offset)
                 ahead = 1;
-            atomic_store(&es->parts[i].indexed, off);
+            atomic_store(&p->indexed, off);
         }
         if (!ahead)
-            return 0;
+            return legacy ? migrate(es) : 0;
         spw_warn("stream %s: its version store indexed records past the end of the log; rebuilding it from the log",
                  es->s->cfg.name);
         rocksdb_close(es->db);
@@ -609,6 +873,7 @@ int spw_es_of(spw_stream *s, spw_es **out)
         spw_cond_init(&es->wake_cv);
         for (uint32_t i = 0; i < es->nparts; i++) {
             pthread_mutex_init(&es->parts[i].mu, NULL);
+            pthread_mutex_init(&es->parts[i].store_mu, NULL);
             es->parts[i].nbuckets = 64;
             es->parts[i].buckets = spw_xcalloc(64, sizeof(es_ent *));
         }
@@ -812,48 +1077,68 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
     return (int)got;
 }
 
-/* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
-static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
+int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
+                       uint64_t *oldest)
 {
+    /* A key's versions follow its offsets, and retention deletes from the
+     * start: its deleted versions are a prefix 1..d of its indexed ones,
+     * and versions not indexed yet are kept. Pruning deletes the entries
+     * of that prefix (those it has not reached yet have offsets below
+     * start_offset), so the oldest kept is the key's first entry at or
+     * past start_offset; with none, every indexed version went and the
+     * oldest kept is the one after the newest indexed (its 'k' entry).
+     * One iterator: the entries and the 'k' entry it sees are of one
+     * moment of the store, whatever the indexer writes meanwhile. */
     spw_buf k = SPW_BUF_INIT;
-    ekey(&k, key, n, v);
+    ekey(&k, key, n, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    uint64_t found = 0;
+    for (rocksdb_iter_seek(it, (const char *)k.p, k.len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *ik = rocksdb_iter_key(it, &kl);
+        if (kl != k.len || memcmp(ik, k.p, 1 + n + 1) != 0)
+            break; /* another key */
+        const char *iv = rocksdb_iter_value(it, &vl);
+        if (vl == 8 && spw_get64((const uint8_t *)iv) >= start_offset) {
+            found = get_be64((const uint8_t *)ik + 2 + n);
+            break;
+        }
+    }
+    if (!found) {
+        kkey(&k, key, n);
+        rocksdb_iter_seek(it, (const char *)k.p, k.len);
+        size_t kl, vl;
+        uint64_t newest = 0;
+        if (rocksdb_iter_valid(it)) {
+            const char *ik = rocksdb_iter_key(it, &kl);
+            const char *iv = rocksdb_iter_value(it, &vl);
+            if (kl == k.len && memcmp(ik, k.p, k.len) == 0 && vl == 20)
+                newest = spw_get64((const uint8_t *)iv);
+        }
+        found = (newest < current ? newest : current) + 1;
+    }
     char *err = NULL;
-    size_t vl = 0;
-    char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
     spw_buf_fini(&k);
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);
         rocksdb_free(err);
         return SPW_EIO_STORE;
     }
-    int found = val && vl == 8;
-    if (found)
-        *offset = spw_get64((uint8_t *)val);
-    rocksdb_free(val);
-    return found;
-}
-
-int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
-                       uint64_t *oldest)
-{
-    /* A key's versions follow its offsets, and retention deletes from the
-     * start: its deleted versions are a prefix 1..d of its indexed ones
-     * (entries with offsets below start_offset), and versions not
-     * indexed yet (no entry) are kept. Bisect for d + 1. */
-    uint64_t lo = 1, hi = current + 1; /* the answer is in [lo, hi] */
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2, off = 0;
-        int r = entry_get(es, key, n, mid, &off);
-        if (r < 0)
-            return r;
-        if (r == 1 && off < start_offset)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *oldest = lo;
+    *oldest = found;
     return 0;
 }
+
+uint64_t spw_es_index_entries(spw_es *es)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < es->nparts; i++)
+        n += atomic_load(&es->parts[i].entries);
+    return n;
+}
+
+uint64_t spw_es_pruned(spw_es *es) { return atomic_load(&es->pruned_total); }
 
 int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version, const char *state, size_t len)
 {
