@@ -9,8 +9,15 @@
  *   - a history read from a deleted version still answers 416
  *     versions_deleted naming the oldest kept (the first record at the
  *     partition's start), and a read from it gives versions oldest..newest;
- *   - after a restart the same (the count is kept in the store).
+ *   - after a restart the same (the count is kept in the store);
+ *   - a store as written before pruning (8-byte 'c' entries, no 'o'
+ *     entries, the entries of deleted records still there: made here with
+ *     RocksDB directly while the server is stopped) is migrated at the next
+ *     start: the deleted records' entries go, the count is right, and the
+ *     history answers are the same.
  */
+#include <rocksdb/c.h>
+
 #include "server.h"
 
 static srv S;
@@ -92,6 +99,63 @@ static void check_history(uint64_t start, int nb)
     free(r.body);
 }
 
+static void rdb_ok(char *err)
+{
+    if (err)
+        fprintf(stderr, "rocksdb: %s\n", err);
+    CHECK(err == NULL);
+}
+
+/* Makes stream p's store (1 partition) look as written before pruning:
+ * its 'c' entry holds the indexed offset alone, its 'o' entries are gone,
+ * and key b's versions 1..start (offsets 0..start-1, deleted by
+ * retention) have their 'e' entries again. */
+static void legacy_store(const char *dir, uint64_t start)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/streams/p/es", dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, path, &err);
+    rdb_ok(err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    const char ck[5] = {'c', 0, 0, 0, 0};
+    size_t vl = 0;
+    char *v = rocksdb_get(db, ro, ck, 5, &vl, &err);
+    rdb_ok(err);
+    CHECK(v != NULL && vl == 24);
+    rocksdb_writebatch_put(wb, ck, 5, v, 8);
+    rocksdb_free(v);
+    int os = 0;
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    for (rocksdb_iter_seek(it, "o", 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (k[0] != 'o')
+            break;
+        rocksdb_writebatch_delete(wb, k, kl);
+        os++;
+    }
+    rocksdb_iter_destroy(it);
+    CHECK(os > 0);
+    for (uint64_t ver = 1; ver <= start; ver++) {
+        char ek[11] = {'e', 'b', 0};
+        for (int i = 0; i < 8; i++)
+            ek[3 + i] = (char)(ver >> (56 - 8 * i));
+        uint64_t off = ver - 1; /* little-endian on the machines we build for, as the store writes it */
+        rocksdb_writebatch_put(wb, ek, 11, (const char *)&off, 8);
+    }
+    rocksdb_write(db, wo, wb, &err);
+    rdb_ok(err);
+    rocksdb_writebatch_destroy(wb);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -124,6 +188,14 @@ int main(int argc, char **argv)
     srv_start(&S, argv[1], dir, flags);
     CHECK_EQ(metric("spillway_es_index_entries{stream=\"p\"}"), entries);
     CHECK_EQ(field("start_offset"), start);
+    check_history(start, nb);
+
+    /* Back to a store of before pruning. */
+    CHECK_EQ(srv_stop(&S, SIGTERM), 0);
+    legacy_store(dir, start);
+    srv_start(&S, argv[1], dir, flags);
+    CHECK_EQ(metric("spillway_es_index_entries{stream=\"p\"}"), entries);
+    CHECK_EQ(metric("spillway_es_index_pruned_total{stream=\"p\"}"), (long long)start);
     check_history(start, nb);
 
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
