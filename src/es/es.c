@@ -344,9 +344,24 @@ static es_ent *set(spw_es *es, es_part *p, const void *key, size_t n, uint64_t v
     return e;
 }
 
+/* RocksDB counts every key comparison and lookup step in thread-local
+ * counters by default (its perf context, through the dynamic linker's
+ * TLS lookup at each): about a tenth of the indexer's instructions, for
+ * counters nothing reads. The level is per thread: each thread that
+ * calls into the store turns them off once. */
+static void perf_off(void)
+{
+    static _Thread_local int off;
+    if (!off) {
+        rocksdb_set_perf_level(rocksdb_disable);
+        off = 1;
+    }
+}
+
 /* The store's entry of a key: 1 found. */
 static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 {
+    perf_off();
     spw_buf k = SPW_BUF_INIT;
     kkey(&k, key, n);
     char *err = NULL;
@@ -590,10 +605,18 @@ static void durable_kick(void *arg)
 /* Safety net only: every durable advance kicks the indexer, and a kick
  * is never lost (the flag), so it sleeps this long only when idle. */
 #define INDEXER_IDLE_NS (60ull * 1000000000ull)
+/* Under load a durable advance comes at every group commit, a few
+ * records per partition each: a pass that indexed records is followed by
+ * the next one no sooner than this, so that each write to the store (a
+ * write of its log, a lock, the 'c' and 'o' entries) carries more
+ * records. Records are indexed this much later (history reads read that
+ * tail from the log; the map pins their keys meanwhile). */
+#define INDEXER_BATCH_NS (5ull * 1000000ull)
 
 static void *indexer_main(void *arg)
 {
     spw_es *es = arg;
+    perf_off();
     spw_cursor c;
     spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
     while (!atomic_load(&es->stop) && !atomic_load(&es->s->deleted)) {
@@ -601,9 +624,11 @@ static void *indexer_main(void *arg)
         pthread_mutex_lock(&es->wake_mu);
         es->kicked = 0;
         pthread_mutex_unlock(&es->wake_mu);
-        long total = 0;
+        long total = 0, full = 0;
+        uint64_t t0 = spw_mono_ns();
         for (uint32_t i = 0; i < es->nparts; i++) {
             long n = index_step(es, i, &c, 4096);
+            full |= n >= 4096;
             if (n > 0)
                 total += n;
             /* What retention deleted since the last pass: its entries go
@@ -613,6 +638,15 @@ static void *indexer_main(void *arg)
                 total++;
         }
         atomic_fetch_add(&es->passes, 1);
+        if (total > 0 && !full) {
+            /* Let records gather (kicks meanwhile only ask for the next
+             * pass); stop ends the wait. */
+            pthread_mutex_lock(&es->wake_mu);
+            while (!atomic_load(&es->stop) &&
+                   spw_cond_wait_until(&es->wake_cv, &es->wake_mu, t0 + INDEXER_BATCH_NS) != ETIMEDOUT)
+                ;
+            pthread_mutex_unlock(&es->wake_mu);
+        }
         if (total > 0)
             continue;
         /* Caught up: sleep until a durable end moves (the log's hook). */
@@ -1044,6 +1078,7 @@ uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es
 int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
                    uint64_t *offsets)
 {
+    perf_off();
     spw_buf k = SPW_BUF_INIT, end = SPW_BUF_INIT;
     ekey(&k, key, n, from_version);
     ekey(&end, key, n, SPW_VERSION_MAX + 1);
