@@ -69,6 +69,7 @@ typedef struct es_part {
     pthread_mutex_t store_mu;
     _Atomic uint64_t entries; /* its 'e' entries in the store (the 'c' entry's count) */
     uint64_t pruned;          /* every 'e' entry of a record below this offset is deleted (store_mu) */
+    int kall;                 /* every record gets a 'k' entry, not only first versions (store_mu; index_step) */
     spw_hold *hold;            /* retention keeps what is not indexed yet (at indexed) */
     _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
@@ -175,8 +176,9 @@ const char *spw_es_expect_str(spw_es_expect kind, uint64_t version, char *buf, s
 /* ---- store keys (docs/formats/es-index.md) ---- */
 
 /* 'c' u32be partition → u64le indexed offset, u64le 'e' entries of the
- * partition, u64le pruned offset (24 bytes; a store written before
- * pruning holds the offset alone: store_open migrates it) */
+ * partition, u64le pruned offset, u64le flags (CFLAG_*) (32 bytes; a
+ * store written before pruning holds the offset alone: store_open
+ * migrates it) */
 static size_t ckey(uint8_t out[5], uint32_t p)
 {
     out[0] = 'c';
@@ -187,15 +189,21 @@ static size_t ckey(uint8_t out[5], uint32_t p)
     return 5;
 }
 
-#define CVAL_LEN 24
+#define CVAL_LEN 32
+/* The partition's keys may start past version 1 in the store (records
+ * deleted or damaged before they were indexed): every record writes its
+ * 'k' entry, so that a key with entries always has one (index_step). */
+#define CFLAG_KALL 1u
 
-static void put_c(rocksdb_writebatch_t *wb, uint32_t i, uint64_t indexed, uint64_t entries, uint64_t pruned)
+static void put_c(rocksdb_writebatch_t *wb, uint32_t i, uint64_t indexed, uint64_t entries, uint64_t pruned,
+                  int kall)
 {
     uint8_t ck[5], cv[CVAL_LEN];
     ckey(ck, i);
     spw_put64(cv, indexed);
     spw_put64(cv + 8, entries);
     spw_put64(cv + 16, pruned);
+    spw_put64(cv + 24, kall ? CFLAG_KALL : 0);
     rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, CVAL_LEN);
 }
 
@@ -232,7 +240,9 @@ static void orec_put(spw_buf *b, uint64_t offset, uint64_t version, const void *
         abort();
 }
 
-/* 'k' key → u64le version, u64le offset, u32le partition (the newest record) */
+/* 'k' key → u64le version, u64le offset, u32le partition: a record of the
+ * key (its version 1, the newest one pruning deleted, or every one in a
+ * k-all partition); the newest is the newer of it and the last 'e' */
 static size_t kkey(spw_buf *b, const void *key, size_t n)
 {
     b->len = 0;
@@ -358,7 +368,12 @@ static void perf_off(void)
     }
 }
 
-/* The store's entry of a key: 1 found. */
+/* The store's state of a key: 1 found (its newest indexed record), 0
+ * none. A key with records has a 'k' entry (its first version's, or one
+ * pruning wrote, or every record's: docs/formats/es-index.md), so a key
+ * without one is new — the common case, answered by the bloom filters —
+ * and for the others the newest version is the newer of the 'k' entry
+ * and the key's last 'e' entry. */
 static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 {
     perf_off();
@@ -380,7 +395,30 @@ static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
         *out = (spw_es_key){.version = spw_get64((uint8_t *)v), .offset = spw_get64((uint8_t *)v + 8),
                             .partition = spw_get32((uint8_t *)v + 16)};
     rocksdb_free(v);
-    return found;
+    if (!found)
+        return 0;
+    spw_buf e = SPW_BUF_INIT;
+    ekey(&e, key, n, SPW_VERSION_MAX + 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_iter_seek_for_prev(it, (const char *)e.p, e.len);
+    if (rocksdb_iter_valid(it)) {
+        size_t kl, il;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &il);
+        uint64_t ver = kl == e.len && memcmp(ik, e.p, 1 + n + 1) == 0 && il == 8 ? get_be64(ik + 2 + n) : 0;
+        if (ver > out->version) {
+            out->version = ver;
+            out->offset = spw_get64(iv);
+        }
+    }
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    spw_buf_fini(&e);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        SPW_ASSERT(!"the version store cannot be read");
+    }
+    return 1;
 }
 
 /* ---- indexing ---- */
@@ -396,8 +434,10 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     spw_part_state st;
     spw_part_state_get(s->parts[i], &st);
     uint64_t from = atomic_load(&p->indexed);
-    if (from < st.start_offset)
+    if (from < st.start_offset) {
         from = st.start_offset;
+        p->kall = 1; /* records went before they were indexed (es.c take_holds) */
+    }
     if (from >= st.durable_offset) {
         pthread_mutex_unlock(&p->store_mu);
         return 0;
@@ -417,8 +457,10 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         spw_put64(v, rv.version);
         spw_put64(v + 8, rv.offset);
         spw_put32(v + 16, i);
-        kkey(&k, rv.key, (size_t)rv.key_len);
-        rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+        if (rv.version == 1 || p->kall) {
+            kkey(&k, rv.key, (size_t)rv.key_len);
+            rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+        }
         ekey(&k, rv.key, (size_t)rv.key_len, rv.version);
         rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v + 8, 8);
         if (!added++)
@@ -432,6 +474,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
                  s->cfg.name, i, c->damage_from, c->resume);
         next = c->resume;
         n++;
+        p->kall = 1; /* the keys of the records after it may have no first version */
     } else if (r < 0) {
         rocksdb_writebatch_destroy(wb);
         spw_buf_fini(&k);
@@ -447,7 +490,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
             rocksdb_writebatch_put(wb, (const char *)ok, OKEY_LEN, (const char *)ov.p, ov.len);
         }
         uint64_t entries = atomic_load(&p->entries) + added;
-        put_c(wb, i, next, entries, p->pruned);
+        put_c(wb, i, next, entries, p->pruned, p->kall);
         char *err = NULL;
         rocksdb_write(es->db, es->wo, wb, &err);
         if (err) {
@@ -469,15 +512,18 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     return ret ? ret : n;
 }
 
+static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset);
+
 /*
  * Pruning: once retention deleted the partition's records below its start
  * offset, their 'e' entries point nowhere. Deletes them, with the 'o'
  * entries that name them, from the partition's pruned offset on: at most
  * about max records in one WriteBatch with the partition's new 'c' entry
  * (its count and pruned offset). An 'o' entry that reaches past the start
- * is written again from its first kept record. The 'k' entries stay (a
- * key's version goes on after its records are deleted), so the oldest
- * kept version of a key is its first 'e' entry (spw_es_oldest_kept).
+ * is written again from its first kept record. A key's 'k' entry takes
+ * the version of its newest entry pruning deletes (its version goes on
+ * after its records are deleted), so the oldest kept version of a key is
+ * its first 'e' entry (spw_es_oldest_kept).
  * Returns 1 (more to do), 0 (pruned up to the start offset), or an error.
  */
 static int prune_step(spw_es *es, uint32_t i, long max)
@@ -498,7 +544,9 @@ static int prune_step(spw_es *es, uint32_t i, long max)
     spw_buf k = SPW_BUF_INIT, rest = SPW_BUF_INIT;
     long seen = 0;
     uint64_t deleted = 0, reached = upto;
-    for (rocksdb_iter_seek(it, (const char *)ok, OKEY_LEN); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    int ret = 0;
+    for (rocksdb_iter_seek(it, (const char *)ok, OKEY_LEN); rocksdb_iter_valid(it) && !ret;
+         rocksdb_iter_next(it)) {
         size_t kl, vl;
         const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
         if (kl != OKEY_LEN || memcmp(ik, ok, 5) != 0)
@@ -523,6 +571,23 @@ static int prune_step(spw_es *es, uint32_t i, long max)
                 ekey(&k, key, n, ver);
                 rocksdb_writebatch_delete(wb, (const char *)k.p, k.len);
                 deleted++;
+                /* The key's newest entry going (no next version in the
+                 * store): its 'k' entry takes its version, which must
+                 * outlive its records (versions go on). */
+                uint64_t noff;
+                int more = entry_get(es, key, n, ver + 1, &noff);
+                if (more < 0) {
+                    ret = more;
+                    break;
+                }
+                if (!more) {
+                    uint8_t kv[20];
+                    spw_put64(kv, ver);
+                    spw_put64(kv + 8, off);
+                    spw_put32(kv + 16, i);
+                    kkey(&k, key, n);
+                    rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)kv, 20);
+                }
             } else {
                 if (!rest.len)
                     rest_first = off;
@@ -531,6 +596,8 @@ static int prune_step(spw_es *es, uint32_t i, long max)
             at += OREC_HDR + n;
             seen++;
         }
+        if (ret)
+            break;
         rocksdb_writebatch_delete(wb, (const char *)ik, kl);
         if (rest.len) {
             uint8_t nk[OKEY_LEN];
@@ -541,15 +608,14 @@ static int prune_step(spw_es *es, uint32_t i, long max)
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
-    int ret = 0;
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);
         rocksdb_free(err);
         ret = SPW_EIO_STORE;
-    } else {
+    } else if (!ret) {
         uint64_t entries = atomic_load(&p->entries);
         entries = entries > deleted ? entries - deleted : 0;
-        put_c(wb, i, atomic_load(&p->indexed), entries, reached);
+        put_c(wb, i, atomic_load(&p->indexed), entries, reached, p->kall);
         rocksdb_write(es->db, es->wo, wb, &err);
         if (err) {
             spw_error("version store of stream %s: %s", es->s->cfg.name, err);
@@ -764,7 +830,7 @@ static int migrate(spw_es *es)
     if (!err) {
         for (uint32_t i = 0; i < es->nparts; i++)
             put_c(wb, i, atomic_load(&es->parts[i].indexed), atomic_load(&es->parts[i].entries),
-                  es->parts[i].pruned);
+                  es->parts[i].pruned, es->parts[i].kall);
         rocksdb_write(es->db, es->wo, wb, &err);
     }
     rocksdb_writebatch_destroy(wb);
@@ -827,8 +893,10 @@ static int store_open(spw_es *es, const char *dir)
             if (v && vl == CVAL_LEN) {
                 atomic_store(&p->entries, spw_get64((uint8_t *)v + 8));
                 p->pruned = spw_get64((uint8_t *)v + 16);
+                p->kall = (spw_get64((uint8_t *)v + 24) & CFLAG_KALL) != 0;
             } else if (v) {
                 legacy = 1; /* written before pruning: no counts, no 'o' entries */
+                p->kall = 1;  /* and a 'k' entry per key, as every record wrote it */
             }
             rocksdb_free(v);
             spw_part_state st;
@@ -1112,6 +1180,27 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
     return (int)got;
 }
 
+/* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
+static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
+{
+    spw_buf k = SPW_BUF_INIT;
+    ekey(&k, key, n, v);
+    char *err = NULL;
+    size_t vl = 0;
+    char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    spw_buf_fini(&k);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    int found = val && vl == 8;
+    if (found)
+        *offset = spw_get64((uint8_t *)val);
+    rocksdb_free(val);
+    return found;
+}
+
 int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
                        uint64_t *oldest)
 {
@@ -1121,33 +1210,35 @@ int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, 
      * of that prefix (those it has not reached yet have offsets below
      * start_offset), so the oldest kept is the key's first entry at or
      * past start_offset; with none, every indexed version went and the
-     * oldest kept is the one after the newest indexed (its 'k' entry).
-     * One iterator: the entries and the 'k' entry it sees are of one
-     * moment of the store, whatever the indexer writes meanwhile. */
+     * oldest kept is the one after the newest indexed (the newer of its
+     * 'k' entry and its last entry pruning has not reached). One
+     * iterator: the entries and the 'k' entry it sees are of one moment
+     * of the store, whatever the indexer writes meanwhile. */
     spw_buf k = SPW_BUF_INIT;
     ekey(&k, key, n, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
-    uint64_t found = 0;
+    uint64_t found = 0, newest = 0;
     for (rocksdb_iter_seek(it, (const char *)k.p, k.len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *ik = rocksdb_iter_key(it, &kl);
         if (kl != k.len || memcmp(ik, k.p, 1 + n + 1) != 0)
             break; /* another key */
         const char *iv = rocksdb_iter_value(it, &vl);
+        uint64_t v = get_be64((const uint8_t *)ik + 2 + n);
         if (vl == 8 && spw_get64((const uint8_t *)iv) >= start_offset) {
-            found = get_be64((const uint8_t *)ik + 2 + n);
+            found = v;
             break;
         }
+        newest = v;
     }
     if (!found) {
         kkey(&k, key, n);
         rocksdb_iter_seek(it, (const char *)k.p, k.len);
         size_t kl, vl;
-        uint64_t newest = 0;
         if (rocksdb_iter_valid(it)) {
             const char *ik = rocksdb_iter_key(it, &kl);
             const char *iv = rocksdb_iter_value(it, &vl);
-            if (kl == k.len && memcmp(ik, k.p, k.len) == 0 && vl == 20)
+            if (kl == k.len && memcmp(ik, k.p, k.len) == 0 && vl == 20 && spw_get64((const uint8_t *)iv) > newest)
                 newest = spw_get64((const uint8_t *)iv);
         }
         found = (newest < current ? newest : current) + 1;

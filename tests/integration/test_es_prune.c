@@ -125,7 +125,7 @@ static void legacy_store(const char *dir, uint64_t start)
     size_t vl = 0;
     char *v = rocksdb_get(db, ro, ck, 5, &vl, &err);
     rdb_ok(err);
-    CHECK(v != NULL && vl == 24);
+    CHECK(v != NULL && vl == 32);
     rocksdb_writebatch_put(wb, ck, 5, v, 8);
     rocksdb_free(v);
     int os = 0;
