@@ -8,7 +8,10 @@
 #                    flight (I different aggregates: the binary protocol is
 #                    pipelined, and appends in flight share the group
 #                    commit), and once with I = 1 (one at a time: C appends
-#                    per fsync round). Each row says its inflight=.
+#                    per fsync round). Each row says its inflight=. The
+#                    client runs beside the server, so it is frugal: the
+#                    appends that one read of answers starts go out in one
+#                    send.
 #   spillway-http    the same over HTTP (keep-alive, Spillway-Expected-Version;
 #                    I requests pipelined per connection, answered in order)
 #   spillway-bin-unconditional   the same appends expecting "any" (no check):
