@@ -1,5 +1,6 @@
 /* The stream catalog: see catalog.h. */
 #include "catalog/catalog.h"
+#include "catalog/hotkeys.h"
 #include "core/workq.h"
 
 #include <dirent.h>
@@ -78,6 +79,7 @@ static void stream_free(spw_stream *s)
     struct spw_coal_stream *cs = atomic_load(&s->coal);
     if (cs) /* only the coalescer makes one, after setting coal_free */
         s->cat->coal_free(cs);
+    spw_hot_close(s->hot);
     spw_free(s);
 }
 
@@ -93,6 +95,14 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t in
     s->uid = atomic_fetch_add(&next_uid, 1);
     atomic_init(&s->refs, 1);
     s->parts = spw_xcalloc(c->partitions, sizeof *s->parts);
+    if (c->hot_split) {
+        int r = spw_hot_open(c, dir, &s->hot);
+        if (r < 0) {
+            spw_error("stream %s: cannot read its hot-key splits: %s", c->name, spw_strerror(r));
+            stream_free(s);
+            return r;
+        }
+    }
     spw_part_config pc;
     part_config(cat, c, &pc);
     for (uint32_t i = 0; i < c->partitions; i++) {
@@ -196,6 +206,18 @@ void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { ca
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {
     cat->coal_free = fn;
+}
+
+int spw_stream_hot_record(spw_stream *s, const spw_hot_cand *cand, int64_t now_ms)
+{
+    pthread_mutex_lock(&s->cat->ddl);
+    int r = -ENOENT;
+    if (!atomic_load(&s->deleted))
+        r = spw_hot_record(s->hot, cand, now_ms);
+    else
+        spw_hot_abandon(s->hot, cand);
+    pthread_mutex_unlock(&s->cat->ddl);
+    return r;
 }
 
 void spw_catalog_close(spw_catalog *cat)

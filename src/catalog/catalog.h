@@ -37,6 +37,7 @@ typedef struct spw_stream {
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
+    struct spw_hot *hot;         /* hot_keys (catalog/hotkeys.h): made at open; NULL without hot_keys */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
     /* produce requests refused on this stream, by reason (admit/admit.h
@@ -77,6 +78,14 @@ int spw_catalog_delete(spw_catalog *cat, const char *name);
 /* A referenced stream or NULL; release with spw_stream_put. */
 spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len);
 void spw_stream_put(spw_stream *s);
+
+/* Records a pending automatic hot-key split of s (catalog/hotkeys.h
+ * spw_hot_record) under the catalog's create/delete lock, so that a stream
+ * deleted meanwhile — its name perhaps created again — never gets it:
+ * SPW_ENOENT-like -ENOENT then (the split is given back). REQUIRES: s->hot.
+ * Blocking: I/O workers only. */
+struct spw_hot_cand;
+int spw_stream_hot_record(spw_stream *s, const struct spw_hot_cand *cand, int64_t now_ms);
 
 /* Calls fn for every stream (referenced during the call), sorted by name. */
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg);

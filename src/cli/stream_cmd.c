@@ -20,7 +20,7 @@ static const char stream_usage[] =
     "                             [--timestamp PTR] [--format json|bytes] [--ack L]\n"
     "                             [--retention T | --retention-ms N]\n"
     "                             [--retention-bytes S] [--max-event-bytes S]\n"
-    "                             [--compression none|lz4|zstd]\n"
+    "                             [--compression none|lz4|zstd] [--hot-keys JSON]\n"
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
     "       spillway stream delete NAME\n"
@@ -42,7 +42,9 @@ static const char create_help[] =
     "  --retention-ms N          the same in milliseconds\n"
     "  --retention-bytes S       keep at most about S per partition (bytes, or 512MiB, 10GiB)\n"
     "  --max-event-bytes S       largest event accepted (server default 1MiB)\n"
-    "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n";
+    "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n"
+    "  --hot-keys JSON           spread hot keys over k partitions, e.g. '{\"split\":4,\"above_per_s\":1000}'\n"
+    "                            (docs/api.md \"Hot keys\")\n";
 
 /* A JSON string literal of s into out (truncated to cap). */
 static void json_str(char *out, size_t cap, const char *s)
@@ -128,6 +130,8 @@ static void print_config(const spw_json_span *o)
         printf("coalesce         true\n");
     if (spw__cli_member(o, "versioned", &v) && v.type == SPW_JSON_TRUE)
         printf("versioned        true\n");
+    if (spw__cli_member(o, "hot_keys", &v))
+        printf("hot keys         %.*s\n", (int)v.n, v.p);
     if (spw__cli_member(o, "rate_limit", &v)) {
         spw__cli_str(&v, "per", s, sizeof s);
         spw_json_span rate, burst;
@@ -259,6 +263,16 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
                 return 2;
             }
             ADD("\"compression\":\"%s\"", v);
+        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--hot-keys", &v))) {
+            if (m < 0)
+                return 2;
+            if (v[0] != '{') {
+                fprintf(stderr, "spillway stream create: --hot-keys takes a JSON object such as "
+                                "'{\"split\":4,\"above_per_s\":1000}', not '%s'\n",
+                        v);
+                return 2;
+            }
+            ADD("\"hot_keys\":%s", v); /* the server checks it (400 with the reason) */
         } else {
             fprintf(stderr, "spillway stream create: unexpected argument '%s'\n", argv[i]);
             spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
@@ -459,7 +473,8 @@ int spw_cmd_stream(int argc, char **argv)
             /* create's own options, with their values, go to cmd_create. */
             static const char *const opts[] = {"--partitions", "--key",           "--timestamp",
                                                "--format",     "--ack",           "--retention", "--retention-ms",
-                                               "--retention-bytes", "--max-event-bytes", "--compression"};
+                                               "--retention-bytes", "--max-event-bytes", "--compression",
+                                               "--hot-keys"};
             int matched = 0;
             for (size_t k = 0; k < sizeof opts / sizeof *opts && !matched; k++) {
                 int at = i;

@@ -483,8 +483,8 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     res->ids_known = stored->ids_known;
     if (in->want_parts) {
         res->part_of = spw_xmalloc((v->n ? v->n : 1) * sizeof *res->part_of);
-        for (uint32_t i = 0; i < v->n; i++)
-            res->part_of[i] = spw_produce_route(in->s, &v->recs[i], i, partition, key);
+        spw__produce_route_stored(in->s, v->recs, v->n, partition, key, stored->slots, stored->nslots,
+                                  res->part_of);
     }
     /* A versioned stream's duplicate: the versions the original got, from
      * its records in the log (a retry's answer is the first's). */
