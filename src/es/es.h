@@ -23,7 +23,8 @@
  * (version 0: a new aggregate's check and append read the store once);
  * past that, clean entries are evicted and a key not in the map costs one
  * store lookup (bloom filters over the memtable and the tables, block
- * cache).
+ * cache), and one reverse seek to its last index entry when it has
+ * records (docs/formats/es-index.md "Writing").
  *
  * Durability: the store is filled from durable records only (the record
  * cursor), with each partition's indexed offset in the same write; at open
