@@ -32,8 +32,8 @@ typedef struct spw_stream {
      * name never inherits the old one's positions. */
     uint64_t incarnation;
     _Atomic int refs;
-    _Atomic int deleted;    /* set under the catalog's ddl lock; read by holders (sink workers) without it */
-    char deleted_dir[4096]; /* where delete moved the files (written before deleted is set) */
+    _Atomic int deleted;    /* set under the catalog's ddl lock, before the stream is retired; read by holders without it */
+    char deleted_dir[4096]; /* where delete moved the files (written while the catalog still holds its reference) */
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
@@ -60,6 +60,9 @@ void spw_catalog_set_io(spw_catalog *cat, struct spw_workq *io);
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *));
 /* The same for a versioned stream's version map (spw_stream.es, es/es.h). */
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));
+/* How a deleted stream's version map stops using its directory (its
+ * store closed: es/es.h spw_es_retire), before the directory moves. */
+void spw_catalog_set_es_retire(spw_catalog *cat, void (*fn)(struct spw_stream *));
 void spw_catalog_close(spw_catalog *cat);
 /* The log the catalog's streams are partitions of. */
 spw_log *spw_catalog_log(const spw_catalog *cat);

@@ -10,6 +10,7 @@
 
 #include "core/help.h"
 #include "cli/cmds.h"
+#include "cli/cluster.h"
 #include "core/buf.h"
 #include "core/name.h"
 #include "core/config.h"
@@ -25,7 +26,8 @@ static const char stream_usage[] =
     "       spillway stream show NAME [--json]\n"
     "       spillway stream delete NAME\n"
     "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ") and --token T (a bearer\n"
-    "token for a server with tokens; default $SPILLWAY_TOKEN).\n";
+    "token for a server with tokens; default $SPILLWAY_TOKEN). A cluster: --server=A,B,C runs the\n"
+    "command on every node in turn.\n";
 
 static const char create_help[] =
     "usage: spillway stream create NAME [options]\n"
@@ -512,18 +514,49 @@ int spw_cmd_stream(int argc, char **argv)
             rc = 2;
         }
     }
-    spw_httpc c;
-    if (rc < 0 && (rc = spw__cli_server(cmd, server, &c)) == 0 && (rc = spw__cli_token(cmd, token, &c, &token)) == 0) {
-        if (strcmp(sub, "create") == 0)
-            rc = cmd_create(&c, name, n_rest, rest);
-        else if (strcmp(sub, "show") == 0)
-            rc = cmd_show(&c, name, json);
-        else if (strcmp(sub, "list") == 0)
-            rc = cmd_list(&c, json);
-        else
-            rc = cmd_delete(&c, name);
-        spw_httpc_close(&c);
+    /* A cluster (--server A,B,C, cli/cluster.h): the command on every node
+     * in turn, each node's output after a "node HOST:PORT:" line; the exit
+     * code is the worst of them. */
+    static spw_cli_cluster cl;
+    uint32_t nodes = 1;
+    if (rc < 0 && server && strchr(server, ',')) {
+        if ((rc = spw__cli_cluster_parse(cmd, server, NULL, &cl)) == 0)
+            rc = -1;
+        nodes = cl.n;
     }
+    int worst = 0;
+    for (uint32_t i = 0; rc < 0 && i < nodes; i++) {
+        spw_httpc c;
+        int r;
+        const char *where = server;
+        if (cl.n) {
+            where = spw__cli_cluster_name(&cl, i);
+            printf("node %s:\n", where);
+            fflush(stdout);
+        }
+        if ((r = spw__cli_server(cmd, where, &c)) == 0) {
+            if (cl.n)
+                c.tls = cl.tls[i];
+            if ((r = spw__cli_token(cmd, token, &c, &token)) == 0) {
+                if (strcmp(sub, "create") == 0)
+                    r = cmd_create(&c, name, n_rest, rest);
+                else if (strcmp(sub, "show") == 0)
+                    r = cmd_show(&c, name, json);
+                else if (strcmp(sub, "list") == 0)
+                    r = cmd_list(&c, json);
+                else
+                    r = cmd_delete(&c, name);
+            }
+            spw_httpc_close(&c);
+        }
+        if (r > worst)
+            worst = r;
+        if (r == 2)
+            break; /* a usage error is the same on every node */
+    }
+    if (rc < 0)
+        rc = worst;
+    spw__cli_cluster_free(&cl);
     spw_free(rest);
     return rc;
 }
