@@ -183,6 +183,95 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
     return 10 + klen;
 }
 
+size_t spw__view_page_key(uint8_t *out, int64_t start, const void *key, size_t klen)
+{
+    out[0] = VIEW_P_PAGE;
+    uint64_t u = (uint64_t)start ^ (1ull << 63);
+    for (int i = 0; i < 8; i++)
+        out[1 + i] = (uint8_t)(u >> (56 - 8 * i));
+    if (klen)
+        memmove(out + 9, key, klen);
+    return 9 + klen;
+}
+
+int64_t spw__view_key_start(const uint8_t *k)
+{
+    uint64_t u = 0;
+    for (int j = 0; j < 8; j++)
+        u = u << 8 | k[j];
+    return (int64_t)(u ^ (1ull << 63));
+}
+
+/* ---- page values: sub-buckets in (level, index) order ---- */
+
+static uint64_t sub_order(const uint8_t *s) { return (uint64_t)s[0] << 32 | spw_get32(s + 1); }
+
+int spw__view_page_check(const void *pv, size_t n)
+{
+    const uint8_t *p = pv;
+    if (n == 0 || n % VIEW_SUB_LEN != 0)
+        return SPW_ECORRUPT;
+    for (size_t o = 0; o < n; o += VIEW_SUB_LEN) {
+        if (p[o] >= SPW_VIEW_MAX_WINDOWS || p[o + 5 + 8] > 7)
+            return SPW_ECORRUPT;
+        if (o && sub_order(p + o - VIEW_SUB_LEN) >= sub_order(p + o))
+            return SPW_ECORRUPT;
+    }
+    return 0;
+}
+
+void spw__view_page_sub(const void *pv, size_t i, int *level, uint32_t *index, view_agg *a)
+{
+    const uint8_t *s = (const uint8_t *)pv + i * VIEW_SUB_LEN;
+    *level = s[0];
+    *index = spw_get32(s + 1);
+    spw__view_agg_decode(s + 5, VIEW_AGG_LEN, a);
+}
+
+size_t spw__view_page_find(const void *pv, size_t n, int level, uint32_t index)
+{
+    const uint8_t *p = pv;
+    uint64_t want = (uint64_t)level << 32 | index;
+    size_t lo = 0, hi = n / VIEW_SUB_LEN;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sub_order(p + mid * VIEW_SUB_LEN) < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Merges page values a and b (both checked) into out (an bytes + bn bytes
+ * at most): the union of their sub-buckets, the aggregates of one (level,
+ * index) merged. Its length. */
+static size_t page_merge2(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t *out)
+{
+    size_t i = 0, j = 0, o = 0;
+    while (i < an || j < bn) {
+        uint64_t x = i < an ? sub_order(a + i) : UINT64_MAX, y = j < bn ? sub_order(b + j) : UINT64_MAX;
+        if (x < y) {
+            memcpy(out + o, a + i, VIEW_SUB_LEN);
+            i += VIEW_SUB_LEN;
+        } else if (y < x) {
+            memcpy(out + o, b + j, VIEW_SUB_LEN);
+            j += VIEW_SUB_LEN;
+        } else {
+            view_agg p, q;
+            spw__view_agg_decode(a + i + 5, VIEW_AGG_LEN, &p);
+            spw__view_agg_decode(b + j + 5, VIEW_AGG_LEN, &q);
+            spw__view_agg_merge(&p, &q);
+            memcpy(out + o, a + i, 5);
+            spw__view_agg_encode(&p, out + o + 5);
+            i += VIEW_SUB_LEN;
+            j += VIEW_SUB_LEN;
+        }
+        o += VIEW_SUB_LEN;
+    }
+    return o;
+}
+
 /* ---- meta ---- */
 
 #define META_FIXED 64
@@ -322,9 +411,49 @@ static char *latest_merge(const int *order_by, const char *existing, size_t elen
     return out;
 }
 
+/* A page entry ('P'): the union of the existing value's and the
+ * operands' sub-buckets, those of one (level, index) merged. */
+static char *page_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
+                        unsigned char *success, size_t *outlen)
+{
+    size_t total = existing ? elen : 0;
+    *success = 0;
+    if (existing && spw__view_page_check(existing, elen) < 0)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (spw__view_page_check(ops[i], oplen[i]) < 0)
+            return NULL;
+        total += oplen[i];
+    }
+    uint8_t *cur = malloc(total ? total : 1), *tmp = malloc(total ? total : 1);
+    if (!cur || !tmp) {
+        free(cur);
+        free(tmp);
+        return NULL;
+    }
+    size_t len = 0;
+    if (existing) {
+        memcpy(cur, existing, elen);
+        len = elen;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t m = page_merge2(cur, len, (const uint8_t *)ops[i], oplen[i], tmp);
+        uint8_t *t = cur;
+        cur = tmp;
+        tmp = t;
+        len = m;
+    }
+    free(tmp);
+    *outlen = len;
+    *success = 1;
+    return (char *)cur;
+}
+
 static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
                         const size_t *oplen, int n, unsigned char *success, size_t *outlen)
 {
+    if (kl && k[0] == VIEW_P_PAGE)
+        return page_merge(existing, elen, ops, oplen, n, success, outlen);
     if (kl && k[0] == VIEW_P_LATEST)
         return latest_merge(st, existing, elen, ops, oplen, n, success, outlen);
     return agg_merge(existing, elen, ops, oplen, n, success, outlen);
@@ -333,6 +462,8 @@ static char *full_merge(void *st, const char *k, size_t kl, const char *existing
 static char *partial_merge(void *st, const char *k, size_t kl, const char *const *ops, const size_t *oplen, int n,
                            unsigned char *success, size_t *outlen)
 {
+    if (kl && k[0] == VIEW_P_PAGE)
+        return page_merge(NULL, 0, ops, oplen, n, success, outlen);
     if (kl && k[0] == VIEW_P_LATEST)
         return latest_merge(st, NULL, 0, ops, oplen, n, success, outlen);
     return agg_merge(NULL, 0, ops, oplen, n, success, outlen);
