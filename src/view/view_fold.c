@@ -278,9 +278,11 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         spw__view_agg_one(&part, &x);
     sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
     fent *e;
+    uint32_t ai = 0;
     if (keep) {
         e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
         spw__view_agg_merge(&e->agg, &part);
+        ai = (uint32_t)(e - f->e);
     }
     if (d->kind == VK_SUM)
         return;
@@ -297,9 +299,18 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         return;
     /* the key's page entry (its key at kbuf + 1: the view key stays at kbuf + 10) */
     int64_t ps = spw__view_floor(t, d->win_ms[d->page_level]);
-    size_t pl = spw__view_page_key(sk + 1, ps, kbuf + 10, (size_t)kl);
-    e = spw__view_fold_get(f, sk + 1, pl, &isnew);
-    spw__view_agg_merge(&e->agg, &part);
+    fent *ae = &f->e[ai];
+    if (ae->sub_head && ae->pstart == ps) { /* the key's page of its record before */
+        e = &f->e[ae->sub_head - 1];
+    } else {
+        size_t pl = spw__view_page_key(sk + 1, ps, kbuf + 10, (size_t)kl);
+        e = spw__view_fold_get(f, sk + 1, pl, &isnew);
+        ae = &f->e[ai]; /* spw__view_fold_get may move f->e */
+        ae->sub_head = (uint32_t)(e - f->e) + 1;
+        ae->pstart = ps;
+    }
+    if ((uint32_t)d->page_level + 1 < d->nwin) /* the page's total, rolled up into the windows above it */
+        spw__view_agg_merge(&e->agg, &part);
     fbkt *sb = sub_get(f, (uint32_t)(e - f->e), (uint32_t)((s0 - ps) / w0));
     spw__view_agg_merge(&sb->agg, &part);
 }
@@ -352,12 +363,23 @@ void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_b
     n = 0;
     for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
         ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
-    if (n > 1)
+    if (n > 32) {
         qsort(ord, n, sizeof *ord, u64_cmp);
+    } else {
+        for (uint32_t i = 1; i < n; i++) {
+            uint64_t x = ord[i];
+            uint32_t j = i;
+            for (; j > 0 && ord[j - 1] > x; j--)
+                ord[j] = ord[j - 1];
+            ord[j] = x;
+        }
+    }
     val->len = 0;
     if (spw_buf_reserve(val, (size_t)n * (size_t)(d->page_level + 1) * VIEW_SUB_LEN))
         abort();
-    for (int l = 0; l <= d->page_level; l++) {
+    for (uint32_t i = 0; i < n; i++) /* the smallest window: the sub-buckets as they are */
+        put_sub(val, 0, (uint32_t)(ord[i] >> 32), &f->sub[(uint32_t)ord[i]].agg);
+    for (int l = 1; l <= d->page_level; l++) {
         int64_t r = d->win_ms[l] / d->win_ms[0]; /* smallest windows per bucket of level l */
         view_agg acc = {0};
         uint32_t cur = 0;

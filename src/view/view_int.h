@@ -246,7 +246,10 @@ typedef struct fent {
     uint64_t h;
     size_t koff;
     uint32_t klen;
-    uint32_t sub_head, sub_last; /* a page entry: its sub-buckets (fbkt index + 1; 0: none) */
+    /* a page entry: its sub-buckets (fbkt index + 1; 0: none); a key's
+     * 'A' entry: sub_head is its last page entry (fent index + 1), of start pstart */
+    uint32_t sub_head, sub_last;
+    int64_t pstart;
     union {
         struct { /* latest */
             uint32_t part;

@@ -106,10 +106,14 @@ void spw__view_agg_merge(view_agg *a, const view_agg *b)
         return;
     }
     a->count += b->count;
-    spw__view_num_add(&a->sum, &b->sum);
-    if (spw__view_num_cmp(&b->min, &a->min) < 0)
+    int64_t s;
+    if (!a->sum.dbl && !b->sum.dbl && !__builtin_add_overflow(a->sum.i, b->sum.i, &s))
+        a->sum.i = s; /* integers: the common case, inline */
+    else
+        spw__view_num_add(&a->sum, &b->sum);
+    if (!a->min.dbl && !b->min.dbl ? b->min.i < a->min.i : spw__view_num_cmp(&b->min, &a->min) < 0)
         a->min = b->min;
-    if (spw__view_num_cmp(&b->max, &a->max) > 0)
+    if (!a->max.dbl && !b->max.dbl ? b->max.i > a->max.i : spw__view_num_cmp(&b->max, &a->max) > 0)
         a->max = b->max;
 }
 
@@ -186,9 +190,8 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
 size_t spw__view_page_key(uint8_t *out, int64_t start, const void *key, size_t klen)
 {
     out[0] = VIEW_P_PAGE;
-    uint64_t u = (uint64_t)start ^ (1ull << 63);
-    for (int i = 0; i < 8; i++)
-        out[1 + i] = (uint8_t)(u >> (56 - 8 * i));
+    uint64_t u = __builtin_bswap64((uint64_t)start ^ (1ull << 63)); /* big-endian */
+    memcpy(out + 1, &u, 8);
     if (klen)
         memmove(out + 9, key, klen);
     return 9 + klen;
