@@ -11,8 +11,11 @@
  *      JSON) is counted in skipped_invalid;
  *   2. fold: each record changes an in-memory table of store entries
  *      (a pre-aggregation: N records of one key in a batch are one entry
- *      per window level); an aggregate's larger windows are rolled up
- *      from the smallest window's entries at the end of the fold;
+ *      per window level); an aggregate's buckets up to the page level
+ *      are sub-buckets of one page entry per key and page (a key with
+ *      records all over an hour is one entry, not one per bucket), and
+ *      the windows above the page level are rolled up from the pages at
+ *      the end of the fold (docs/formats/view.md);
  *   3. commit: each entry becomes one merge operand (the store's merge
  *      operator combines it with what is stored; a key's entry is read
  *      first only to count a new key) in one WriteBatch, with the meta

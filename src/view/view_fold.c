@@ -1,9 +1,12 @@
 /*
  * The fold of records into store-entry changes (view.h "pre-aggregation"):
- * a table keyed by store key, one entry per view key (and per bucket of
- * the smallest window), filled by spw__view_fold_record in each
- * partition's offset order and rolled up into the larger windows by
- * spw__view_rollup. The apply thread folds a batch and commits it
+ * a table keyed by store key, one entry per view key (and per page of
+ * an aggregate's view key, its sub-buckets of the smallest window in a
+ * second table keyed by (page entry, index)), filled by
+ * spw__view_fold_record in each partition's offset order; a page's
+ * value (its sub-buckets at every level up to the page level) is made by
+ * spw__view_page_value, and the windows above the page level are rolled
+ * up from the pages by spw__view_rollup. The apply thread folds a batch and commits it
  * (view_apply.c); the verifier folds the log from its start into a fresh
  * table and compares it with the store (view_verify.c).
  */
