@@ -246,35 +246,6 @@ size_t spw__view_page_find(const void *pv, size_t n, int level, uint32_t index)
     return lo;
 }
 
-/* Merges page values a and b (both checked) into out (an bytes + bn bytes
- * at most): the union of their sub-buckets, the aggregates of one (level,
- * index) merged. Its length. */
-static size_t page_merge2(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t *out)
-{
-    size_t i = 0, j = 0, o = 0;
-    while (i < an || j < bn) {
-        uint64_t x = i < an ? sub_order(a + i) : UINT64_MAX, y = j < bn ? sub_order(b + j) : UINT64_MAX;
-        if (x < y) {
-            memcpy(out + o, a + i, VIEW_SUB_LEN);
-            i += VIEW_SUB_LEN;
-        } else if (y < x) {
-            memcpy(out + o, b + j, VIEW_SUB_LEN);
-            j += VIEW_SUB_LEN;
-        } else {
-            view_agg p, q;
-            spw__view_agg_decode(a + i + 5, VIEW_AGG_LEN, &p);
-            spw__view_agg_decode(b + j + 5, VIEW_AGG_LEN, &q);
-            spw__view_agg_merge(&p, &q);
-            memcpy(out + o, a + i, 5);
-            spw__view_agg_encode(&p, out + o + 5);
-            i += VIEW_SUB_LEN;
-            j += VIEW_SUB_LEN;
-        }
-        o += VIEW_SUB_LEN;
-    }
-    return o;
-}
-
 /* ---- meta ---- */
 
 #define META_FIXED 64
@@ -416,8 +387,26 @@ static char *latest_merge(const int *order_by, const char *existing, size_t elen
     return out;
 }
 
+/* A sub-bucket of a page merge: its (level, index) and where it is. */
+typedef struct msub {
+    uint64_t order; /* level << 32 | index */
+    uint32_t seq;   /* its place in the value, then the operands: the order of merging */
+    const uint8_t *p;
+} msub;
+
+static int msub_cmp(const void *x, const void *y)
+{
+    const msub *a = x, *b = y;
+    if (a->order != b->order)
+        return a->order < b->order ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
 /* A page entry ('P'): the union of the existing value's and the
- * operands' sub-buckets, those of one (level, index) merged. */
+ * operands' sub-buckets, those of one (level, index) merged in the
+ * order they were written. One sort of all of them: a value with many
+ * operands (a hot key's) costs what its sub-buckets do, not operands
+ * times the value. */
 static char *page_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
                         unsigned char *success, size_t *outlen)
 {
@@ -430,28 +419,42 @@ static char *page_merge(const char *existing, size_t elen, const char *const *op
             return NULL;
         total += oplen[i];
     }
-    uint8_t *cur = malloc(total ? total : 1), *tmp = malloc(total ? total : 1);
-    if (!cur || !tmp) {
-        free(cur);
-        free(tmp);
+    size_t ns = total / VIEW_SUB_LEN, k = 0;
+    msub *v = malloc((ns ? ns : 1) * sizeof *v);
+    uint8_t *out = malloc(total ? total : 1);
+    if (!v || !out) {
+        free(v);
+        free(out);
         return NULL;
     }
+    for (int i = -1; i < n; i++) {
+        const uint8_t *p = (const uint8_t *)(i < 0 ? existing : ops[i]);
+        size_t len = i < 0 ? (existing ? elen : 0) : oplen[i];
+        for (size_t o = 0; o < len; o += VIEW_SUB_LEN, k++)
+            v[k] = (msub){sub_order(p + o), (uint32_t)k, p + o};
+    }
+    if (n > 1 || existing)
+        qsort(v, ns, sizeof *v, msub_cmp);
     size_t len = 0;
-    if (existing) {
-        memcpy(cur, existing, elen);
-        len = elen;
+    for (size_t i = 0; i < ns;) {
+        size_t j = i + 1;
+        memcpy(out + len, v[i].p, VIEW_SUB_LEN);
+        if (j < ns && v[j].order == v[i].order) {
+            view_agg a, b;
+            spw__view_agg_decode(v[i].p + 5, VIEW_AGG_LEN, &a);
+            for (; j < ns && v[j].order == v[i].order; j++) {
+                spw__view_agg_decode(v[j].p + 5, VIEW_AGG_LEN, &b);
+                spw__view_agg_merge(&a, &b);
+            }
+            spw__view_agg_encode(&a, out + len + 5);
+        }
+        len += VIEW_SUB_LEN;
+        i = j;
     }
-    for (int i = 0; i < n; i++) {
-        size_t m = page_merge2(cur, len, (const uint8_t *)ops[i], oplen[i], tmp);
-        uint8_t *t = cur;
-        cur = tmp;
-        tmp = t;
-        len = m;
-    }
-    free(tmp);
+    free(v);
     *outlen = len;
     *success = 1;
-    return (char *)cur;
+    return (char *)out;
 }
 
 static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
@@ -510,6 +513,10 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_block_based_options_destroy(bb);
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
+        /* a hot key's entry gets an operand every batch: past this many in
+         * the memtable, a write merges them with the value into one (a
+         * read first), so a read never merges an unbounded chain */
+        rocksdb_options_set_max_successive_merges(v->opts, 64);
         rocksdb_options_set_merge_operator(
             v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
                                                   merge_name));
