@@ -11,7 +11,8 @@
  *     bucket: store writes counted by the view's metric;
  *   - series at every level across page boundaries, top lists inside a
  *     page, a record into a bucket of a page already stored (merged into
- *     it), a late record (counted, in no bucket), and the verifier;
+ *     it), a late record (counted, in no bucket), a hot key's page given
+ *     an operand by batch after batch, and the verifier;
  *   - a store of the earlier format (meta version 2) is rebuilt from the
  *     log, with a log line saying so — never read as it is.
  */
@@ -198,6 +199,16 @@ int main(void)
     append(s, 0, "j", T0 + 3500 * 1000LL + 100, "{\"n\":-7}");
     append(s, 0, "k", T0 + 100 * 1000LL, "{\"n\":1000}"); /* late: its bucket closed long ago */
     append(s, 1, "n", T0 + SECS * 1000LL - 1, "{\"n\":3}");
+    check_all(m, s, vs, nv);
+    /* a hot key: one record per batch into the same page, more operands
+     * than the memtable keeps for one entry before merging them (64) */
+    for (int i = 0; i < 150; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "{\"n\":%d}", i % 9);
+        append(s, i % 2, "k", T0 + (3400 + i % 200) * 1000LL + 250, v);
+        if (i % 3 == 0)
+            vf_wait_applied(m, "a4", s);
+    }
     check_all(m, s, vs, nv);
 
     /* a store of the earlier format: rebuilt from the log, and said so */
