@@ -612,7 +612,8 @@ void *spw__view_apply_thread(void *arg)
         }
         if (r == 0 || fwd_more)
             continue; /* more is waiting */
-        if (f.cap > 65536 || f.subcap > 65536) /* caught up: a large batch's tables are not kept for the small ones of a live view */
+        /* caught up: a large batch's tables are not kept for the small ones of a live view */
+        if (f.cap > 65536 || f.subcap > 65536)
             spw__view_fold_free(&f);
         idle_wait(v, r < 0, fwd_retry_ms);
     }

@@ -6,9 +6,10 @@
  * spw__view_fold_record in each partition's offset order; a page's
  * value (its sub-buckets at every level up to the page level) is made by
  * spw__view_page_value, and the windows above the page level are rolled
- * up from the pages by spw__view_rollup. The apply thread folds a batch and commits it
- * (view_apply.c); the verifier folds the log from its start into a fresh
- * table and compares it with the store (view_verify.c).
+ * up from the pages by spw__view_rollup. The apply thread folds a batch
+ * and commits it (view_apply.c); the verifier folds the log from its
+ * start into a fresh table and compares it with the store
+ * (view_verify.c).
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -328,8 +328,9 @@ int64_t spw__view_watermark(const view_meta *mt)
  * operand ('L') is a latest record, merged by keeping the later one in
  * the view's order; a page entry's operand ('P') is a page of
  * sub-buckets, merged into the value by (level, index) like a sorted
- * merge, the aggregates of one (level, index) merged as aggregates are. A value or operand that does not decode fails the
- * merge (RocksDB then reports corruption).
+ * merge, the aggregates of one (level, index) merged as aggregates are.
+ * A value or operand that does not decode fails the merge (RocksDB then
+ * reports corruption).
  */
 static char *agg_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
                        unsigned char *success, size_t *outlen)

@@ -174,8 +174,9 @@ int main(void)
     append(s, 1, "k", T0 + SECS * 1000LL, "{\"n\":1}");
     spw_views *m;
     CHECK_OK(spw_views_open(cat, dir, 0, &m));
-    put_view(m, "a4", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\",\"1m\",\"1h\",\"1d\"],"
-                      "\"grace\":\"10m\"}");
+    put_view(m, "a4",
+             "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\","
+             "\"windows\":[\"1s\",\"1m\",\"1h\",\"1d\"],\"grace\":\"10m\"}");
     put_view(m, "a2", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\",\"2h\"]}");
     vf_view vs[] = {
         {.name = "a4", .kind = 1, .field = "/n", .nwin = 4, .win = {1000, 60000, 3600000, 86400000}, .grace = 600000},
