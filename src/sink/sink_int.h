@@ -75,6 +75,11 @@ typedef struct spw_sink {
     int deleted; /* under mu */
     int exited;  /* under mu: the worker has returned (signalled on cv) */
     int kicked;  /* under mu: a replicated request waits (svc/replicate.h): the nap ends at once */
+    /* Replaces a sink of this name stopped in this process (an online
+     * change, sink.h): the positions its target keeps were written in this
+     * process, so at its first attach they are valid up to the visible end,
+     * not only the end at open. Worker only after sink_start. */
+    int continues;
     /* Holds taken when the sink was loaded or created, at its local lower
      * bound (the progress file), before the worker attaches: retention
      * must not delete what the sink has not delivered while the target is

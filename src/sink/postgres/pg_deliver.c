@@ -114,7 +114,7 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     uint64_t end = recs[n - 1].offset + 1;
     uint32_t mine = 0;
     for (uint32_t i = 0; i < n; i++)
-        mine += g->shard_of[i] == si;
+        mine += spw__pg_goes_to(g, i, si);
     if (mine == 0)
         return W_OK; /* nothing of this window goes there: a shard that is down does not matter */
     if (spw__pg_ready(g, si, err, cap) < 0)
@@ -122,7 +122,7 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     spw__pg_ensure_next(s, partition);
     uint32_t rows = 0;
     for (uint32_t i = 0; i < n; i++)
-        rows += g->shard_of[i] == si && recs[i].offset >= s->next[partition];
+        rows += spw__pg_goes_to(g, i, si) && recs[i].offset >= s->next[partition];
     if (rows == 0)
         return W_OK;
     if (spw__pg_check_table(g, si, err, cap) < 0)
@@ -155,7 +155,7 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     if (s->binary)
         spw_buf_put(&g->copy, copy_bin_header, sizeof copy_bin_header);
     for (uint32_t i = 0; i < n; i++) {
-        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
+        if (!spw__pg_goes_to(g, i, si) || recs[i].offset < s->next[partition])
             continue;
         if (s->binary)
             spw__pg_put_row_bin(g, s, partition, &recs[i]);
@@ -240,6 +240,7 @@ int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32
         for (uint32_t i = 0; i < n; i++)
             g->shard_of[i] =
                 spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
+    spw__pg_reshard_route(g, recs, n); /* before cutover: moving keys to their old shard too */
     g->res = W_OK;
     g->e1[0] = 0;
     for (uint32_t si = 0; si < g->nshards; si++) {
@@ -266,9 +267,15 @@ int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t
         pg_shard *s = &g->sh[g->shard_of[d]];
         if (partition >= s->nnext || recs[d].offset >= s->next[partition])
             break;
+        if (g->dual_now && g->old_of[d] != UINT32_MAX) {
+            pg_shard *o = &g->sh[g->old_of[d]];
+            if (partition >= o->nnext || recs[d].offset >= o->next[partition])
+                break;
+        }
         d++;
     }
     *done = d;
+    spw__pg_reshard_window_end(g);
     if (g->res == W_OK)
         return SPW_SINK_OK;
     snprintf(err, cap, "%s", g->e1);
@@ -331,6 +338,7 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
 {
     pg *g = st;
     int moved = 0;
+    spw__pg_reshard_attached(g); /* after every partition's position (sink.h) */
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];
