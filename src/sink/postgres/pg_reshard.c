@@ -447,6 +447,27 @@ static void put_col(pg *g, spw_buf *q, int c)
     spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
 }
 
+/* " FROM table WHERE partition = $1 AND offset < $2", or with range
+ * "... AND offset >= $2 AND offset < $3": a partition's rows below a
+ * boundary, or in [from, to). */
+static void put_from_where(pg *g, spw_buf *q, int range)
+{
+    pg_reshard *rs = g->rs;
+    spw_buf_puts(q, " FROM ");
+    spw_buf_puts(q, g->qtable);
+    spw_buf_puts(q, " WHERE ");
+    put_col(g, q, rs->pcol);
+    spw_buf_puts(q, " = $1 AND ");
+    put_col(g, q, rs->ocol);
+    if (range) {
+        spw_buf_puts(q, " >= $2 AND ");
+        put_col(g, q, rs->ocol);
+        spw_buf_puts(q, " < $3");
+    } else {
+        spw_buf_puts(q, " < $2");
+    }
+}
+
 /* Appends s to a PostgreSQL array literal's elements. */
 static void put_array_elem(spw_buf *a, const char *s, size_t n)
 {
@@ -472,15 +493,8 @@ static int copy_batch(pg *g, rs_range *x)
     spw_buf q = SPW_BUF_INIT;
     spw_buf_puts(&q, "SELECT ");
     put_cols(g, &q, 1);
-    spw_buf_puts(&q, " FROM ");
-    spw_buf_puts(&q, g->qtable);
-    spw_buf_puts(&q, " WHERE ");
-    put_col(g, &q, rs->pcol);
-    spw_buf_puts(&q, " = $1 AND ");
-    put_col(g, &q, rs->ocol);
-    spw_buf_puts(&q, " >= $2 AND ");
-    put_col(g, &q, rs->ocol);
-    spw_buf_puts(&q, " < $3 ORDER BY ");
+    put_from_where(g, &q, 1);
+    spw_buf_puts(&q, " ORDER BY ");
     put_col(g, &q, rs->ocol);
     spw_buf_puts(&q, " LIMIT $4");
     spw_buf_put(&q, "", 1);
@@ -537,15 +551,9 @@ static int copy_batch(pg *g, rs_range *x)
     bad = ok_or(r, PGRES_COMMAND_OK, e, sizeof e, "BEGIN");
     PQclear(r);
     if (!bad && moving) {
-        spw_buf_puts(&q, "DELETE FROM ");
-        spw_buf_puts(&q, g->qtable);
-        spw_buf_puts(&q, " WHERE ");
-        put_col(g, &q, rs->pcol);
-        spw_buf_puts(&q, " = $1 AND ");
-        put_col(g, &q, rs->ocol);
-        spw_buf_puts(&q, " >= $2 AND ");
-        put_col(g, &q, rs->ocol);
-        spw_buf_puts(&q, " < $3 AND (");
+        spw_buf_puts(&q, "DELETE");
+        put_from_where(g, &q, 1);
+        spw_buf_puts(&q, " AND (");
         put_col(g, &q, rs->kcol);
         spw_buf_puts(&q, "::text = ANY ($4::text[]) OR ");
         put_col(g, &q, rs->kcol);
@@ -642,13 +650,8 @@ static int count_totals(pg *g)
         spw_buf q = SPW_BUF_INIT;
         spw_buf_puts(&q, "SELECT count(*), count(*) FILTER (WHERE ");
         put_col(g, &q, rs->ocol);
-        spw_buf_puts(&q, " < $3) FROM ");
-        spw_buf_puts(&q, g->qtable);
-        spw_buf_puts(&q, " WHERE ");
-        put_col(g, &q, rs->pcol);
-        spw_buf_puts(&q, " = $1 AND ");
-        put_col(g, &q, rs->ocol);
-        spw_buf_puts(&q, " < $2");
+        spw_buf_puts(&q, " < $3)");
+        put_from_where(g, &q, 0);
         spw_buf_put(&q, "", 1);
         char ps[16], b[24], c[24];
         snprintf(ps, sizeof ps, "%u", x->part);
@@ -681,13 +684,8 @@ static int count_totals(pg *g)
             if (x->ns != ns || x->os != 0)
                 continue;
             spw_buf q = SPW_BUF_INIT;
-            spw_buf_puts(&q, "SELECT count(*) FROM ");
-            spw_buf_puts(&q, g->qtable);
-            spw_buf_puts(&q, " WHERE ");
-            put_col(g, &q, rs->pcol);
-            spw_buf_puts(&q, " = $1 AND ");
-            put_col(g, &q, rs->ocol);
-            spw_buf_puts(&q, " < $2");
+            spw_buf_puts(&q, "SELECT count(*)");
+            put_from_where(g, &q, 0);
             spw_buf_put(&q, "", 1);
             char ps[16], b[24];
             snprintf(ps, sizeof ps, "%u", x->part);
@@ -731,13 +729,9 @@ static int key_counts(pg *g, uint32_t si, uint32_t part, uint64_t bound, const s
     put_col(g, &q, rs->kcol);
     spw_buf_puts(&q, "::text, count(*), sum(");
     put_col(g, &q, rs->ocol);
-    spw_buf_puts(&q, ")::text FROM ");
-    spw_buf_puts(&q, g->qtable);
-    spw_buf_puts(&q, " WHERE ");
-    put_col(g, &q, rs->pcol);
-    spw_buf_puts(&q, " = $1 AND ");
-    put_col(g, &q, rs->ocol);
-    spw_buf_puts(&q, " < $2 GROUP BY 1");
+    spw_buf_puts(&q, ")::text");
+    put_from_where(g, &q, 0);
+    spw_buf_puts(&q, " GROUP BY 1");
     spw_buf_put(&q, "", 1);
     char ps[16], b[24], e[300];
     snprintf(ps, sizeof ps, "%u", part);
