@@ -5,7 +5,9 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer, the unit and integration
 # tests under ThreadSanitizer (but those labelled slow: scripts/test-slow.sh),
 # the sink-kind test in a build with the optional sink kinds left out, then
-# each libFuzzer target for 20 s (scripts/fuzz.sh). Exits non-zero on any
+# each libFuzzer target for 20 s (scripts/fuzz.sh). ctest runs as many tests
+# at once as there are cores: every test takes free loopback ports and its
+# own temp dirs, and most of their time is spent waiting, not computing. Exits non-zero on any
 # failure; prints each part's duration and ends with one summary line.
 # SPW_CRASH_CYCLES raises the number of kill cycles of the crash test.
 set -euo pipefail
@@ -27,17 +29,17 @@ cmake --build build -j"$jobs"
 lap build
 
 echo "== tests"
-(cd build && ctest --output-on-failure --timeout 900) | tee "$logs/main"
+(cd build && ctest -j"$jobs" --output-on-failure --timeout 900) | tee "$logs/main"
 lap tests
 
 echo "== unit tests (and integration tests labelled asan) under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPW_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest -L 'unit|asan' --output-on-failure --timeout 900) | tee "$logs/asan"
+  ctest -j"$jobs" -L 'unit|asan' --output-on-failure --timeout 900) | tee "$logs/asan"
 lap asan
 
-scripts/tsan.sh -LE slow | tee "$logs/tsan"
+scripts/tsan.sh -LE slow -j"$jobs" | tee "$logs/tsan"
 lap tsan
 
 echo "== the sink kinds with libpq and librdkafka left out"

@@ -218,12 +218,17 @@ static int roll(spw_part *p, uint64_t base)
     spw_segment *s;
     if ((r = seg_create(p, base, &s)) < 0)
         return r;
+    /* Sealed under seg_lock: once the new segment is pushed, the old one is
+     * no longer the newest, and retention (which takes seg_lock) may delete
+     * it and drop the last reference; sealing it after the unlock raced
+     * with that and could touch a freed segment. The fd cache's lock is a
+     * leaf, so taking it here is allowed. */
     pthread_rwlock_wrlock(&p->seg_lock);
     spw__part_segs_push(p, s);
-    pthread_rwlock_unlock(&p->seg_lock);
     spw_segment *old = p->active;
     p->active = s;
     spw_seg_seal(old); /* whole and synced: its files go to the fd cache */
+    pthread_rwlock_unlock(&p->seg_lock);
     p->sync_pos = 0;
     p->sync_offset = base;
     p->rp_written_ms = mono_ms();

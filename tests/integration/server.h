@@ -302,6 +302,34 @@ static inline long long metric_in(const char *text, const char *name)
     return -1;
 }
 
+/* The value of the /metrics line that starts with name (labels included)
+ * and a space, on the server at port; -1 if there is none. */
+static inline long long srv_metric(int port, const char *name)
+{
+    resp r = http(port, "GET", "/metrics", NULL, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    long long v = metric_in(r.body, name);
+    free(r.body);
+    return v;
+}
+
+/* A process's resident memory in KiB (VmRSS in /proc/PID/status), -1 if
+ * unreadable. */
+static inline long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            v = atol(line + 6);
+    fclose(f);
+    return v;
+}
+
 /* Polls (bounded: 1000 rounds of 10 ms) until part_field(...) reaches
  * want; returns the last value read. */
 static inline uint64_t wait_part_field(int port, const char *path, int part, const char *field, uint64_t want)

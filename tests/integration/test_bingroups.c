@@ -10,6 +10,7 @@
  * checks (401, 403), and a poll parked at shutdown answered "nothing".
  */
 #include "binframe.h"
+#include "groups.h"
 
 static const char *bin;
 static const char *tbin; /* spillway_test: with the fault hook (/debug/faults) */
@@ -106,33 +107,6 @@ static int raw(int fd, uint8_t op, const void *body, size_t len, char *code)
     int st = answer_status(&f, code, NULL);
     free(f.body);
     return st;
-}
-
-/* n events {"k":..,"n":base+i} at ack level ack (NULL: the stream's). */
-static void produce_ack(int port, int n, int base, const char *ack)
-{
-    char *body = malloc((size_t)n * 64 + 1);
-    size_t len = 0;
-    for (int i = 0; i < n; i++)
-        len += (size_t)sprintf(body + len, "{\"k\":\"key%d\",\"n\":%d}\n", (base + i) % 13, base + i);
-    char path[64];
-    snprintf(path, sizeof path, "/v1/streams/s/events%s%s", ack ? "?ack=" : "", ack ? ack : "");
-    resp r = http(port, "POST", path, "application/x-ndjson", body, len);
-    CHECK_EQ(r.status, 202);
-    free(r.body);
-    free(body);
-}
-
-static void produce(int port, int n, int base) { produce_ack(port, n, base, NULL); }
-
-static uint64_t end_offset(int port, int part) { return part_field(port, "/v1/streams/s", part, "end_offset"); }
-
-/* committed / lag of partition part in GET /v1/streams/s/groups/G. */
-static uint64_t group_field(int port, const char *group, int part, const char *field)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/v1/streams/s/groups/%s", group);
-    return part_field(port, path, part, field);
 }
 
 /* Two binary members share the partitions: each delivered to exactly one,

@@ -111,27 +111,18 @@ static void faults(int port, const char *query)
 
 /* A value from /metrics: the line that starts with name (exactly, labels
  * included); -1 if there is none. */
-static long long metric(int port, const char *name)
-{
-    resp r = req(port, "GET", "/metrics", NULL, NULL);
-    CHECK_EQ(r.status, 200);
-    long long v = metric_in(r.body, name);
-    free(r.body);
-    return v;
-}
-
 static long long stream_coalesced(int port, const char *stream)
 {
     char name[200];
     snprintf(name, sizeof name, "spillway_stream_coalesced_total{stream=\"%s\"}", stream);
-    return metric(port, name);
+    return srv_metric(port, name);
 }
 
 /* Waits (bounded) until the pressure level is at least lo and at most hi. */
 static void wait_level(int port, int lo, int hi)
 {
     for (int i = 0; i < 6000; i++) {
-        long long l = metric(port, "spillway_pressure_level");
+        long long l = srv_metric(port, "spillway_pressure_level");
         if (l >= lo && l <= hi)
             return;
         usleep(10000);
@@ -617,7 +608,7 @@ static void test_under_pressure(srv *s, const char *data)
     CHECK_EQ(stream_coalesced(port, "bidem"), 0);
     CHECK_EQ(stream_coalesced(port, "plain"), -1); /* not a coalesce stream: no such line */
     CHECK_EQ(stream_coalesced(port, "mixed"), mixed.superseded);
-    CHECK_EQ(metric(port, "spillway_coalesced_total"), loc.superseded + bloc.superseded + mixed.superseded + 1);
+    CHECK_EQ(srv_metric(port, "spillway_coalesced_total"), loc.superseded + bloc.superseded + mixed.superseded + 1);
     (void)data;
 }
 
@@ -627,7 +618,7 @@ static void test_no_pressure(srv *s)
     faults(port, "fsync_delay_us=0");
     wait_level(port, 0, 0);
     create_stream(port, "calm", "{\"partitions\":2,\"key\":\"/k\",\"coalesce\":true}");
-    long long before = metric(port, "spillway_coalesced_total");
+    long long before = srv_metric(port, "spillway_coalesced_total");
     static book calm = {.stream = "calm"};
     for (int w = 0; w < 3; w++)
         http_window(port, &calm);
@@ -636,8 +627,8 @@ static void test_no_pressure(srv *s)
     check_log(port, &calm);
     CHECK_EQ(logn[0] + logn[1], calm.n);
     CHECK_EQ(stream_coalesced(port, "calm"), 0);
-    CHECK_EQ(metric(port, "spillway_coalesced_total"), before);
-    CHECK_EQ(metric(port, "spillway_coalesce_buffered_events"), 0);
+    CHECK_EQ(srv_metric(port, "spillway_coalesced_total"), before);
+    CHECK_EQ(srv_metric(port, "spillway_coalesce_buffered_events"), 0);
 }
 
 /* SIGTERM while events wait in the coalescing buffers. */
@@ -666,7 +657,7 @@ static void test_shutdown(srv *s, const char *data)
     }
     send_all(fd, out, n);
     /* Bounded: stop once something is buffered (usually at once). */
-    for (int i = 0; i < 500 && metric(port, "spillway_coalesce_buffered_events") <= 0; i++)
+    for (int i = 0; i < 500 && srv_metric(port, "spillway_coalesce_buffered_events") <= 0; i++)
         usleep(2000);
     CHECK_EQ(srv_stop(s, SIGTERM), 0);
     filler_join();

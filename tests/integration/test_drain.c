@@ -30,15 +30,6 @@
 
 static const char *BIN, *TBIN;
 
-static long long metric(int port, const char *name)
-{
-    resp r = http(port, "GET", "/metrics", NULL, NULL, 0);
-    CHECK_EQ(r.status, 200);
-    long long v = metric_in(r.body, name);
-    free(r.body);
-    return v;
-}
-
 static uint64_t num_after(const char *s, const char *key)
 {
     const char *p = strstr(s, key);
@@ -186,8 +177,8 @@ static void round_(const char *drain, const char *io_threads, int nhttp, int nbi
     CHECK_EQ(r.status, 200);
     free(r.body);
 
-    long long h0 = metric(s.port, "spillway_http_requests_total");
-    long long b0 = metric(s.port, "spillway_bin_requests_total");
+    long long h0 = srv_metric(s.port, "spillway_http_requests_total");
+    long long b0 = srv_metric(s.port, "spillway_bin_requests_total");
     CHECK(h0 > 0 && b0 >= 0);
     static sent hs[MAXREQ], bs[MAXREQ];
     memset(hs, 0, sizeof hs);
@@ -200,8 +191,8 @@ static void round_(const char *drain, const char *io_threads, int nhttp, int nbi
      * also counts the /metrics requests themselves (polls + 1 each). */
     int ok = 0;
     for (int k = 1; k <= 2000 && !ok; k++) {
-        long long h = metric(s.port, "spillway_http_requests_total");
-        long long b = metric(s.port, "spillway_bin_requests_total");
+        long long h = srv_metric(s.port, "spillway_http_requests_total");
+        long long b = srv_metric(s.port, "spillway_bin_requests_total");
         ok = h >= h0 + NHTTP + 2 * k && b >= b0 + NBIN;
         if (!ok)
             usleep(5000);

@@ -40,21 +40,6 @@ static const char *BIN;
 #define CHECK_RSS(cond) CHECK(cond)
 #endif
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long v = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            v = atol(line + 6);
-    fclose(f);
-    return v;
-}
-
 static uint64_t now_us(void)
 {
     struct timespec ts;

@@ -35,14 +35,6 @@ static char *get_body(int port, const char *path, int want_status)
     return r.body;
 }
 
-static long long metric(int port, const char *name)
-{
-    char *m = get_body(port, "/metrics", 200);
-    long long v = metric_in(m, name);
-    free(m);
-    return v;
-}
-
 static void definitions(srv *s)
 {
     int p = s->port;
@@ -161,13 +153,13 @@ static void read_your_writes(srv *s)
         CHECK(strstr(b, want) != NULL);
         free(b);
         if (i == 1)
-            wakes1 = metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}");
+            wakes1 = srv_metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}");
     }
     /* each of those applies was set off by the log's durable hook, not by
      * a timer: one wake-up per produce at least (each produce is durable
      * only after the read before it was answered; the first one may come
      * before the new view's thread first looks, so it is not counted) */
-    long long wakes = metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}") - wakes1;
+    long long wakes = srv_metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}") - wakes1;
     fprintf(stderr, "read your writes: %lld wake-ups by the durable hook for 29 produces\n", wakes);
     CHECK(wakes >= 29);
     /* an offset not yet written: 504 view_lag after wait_ms */
@@ -200,9 +192,9 @@ static void hot_key(srv *s)
     }
     free(body);
     long long total = (long long)reqs * per;
-    for (int i = 0; i < 3000 && metric(p, "spillway_view_applied_total{view=\"hot\"}") < total; i++)
+    for (int i = 0; i < 3000 && srv_metric(p, "spillway_view_applied_total{view=\"hot\"}") < total; i++)
         usleep(10000);
-    CHECK_EQ(metric(p, "spillway_view_applied_total{view=\"hot\"}"), total);
+    CHECK_EQ(srv_metric(p, "spillway_view_applied_total{view=\"hot\"}"), total);
     char *b = get_body(p, "/v1/views/hot/keys/viral", 200);
     char want[128];
     snprintf(want, sizeof want, "{\"key\":\"viral\",\"count\":%lld,\"sum\":%lld,\"min\":1,\"max\":1}", total, total);
@@ -255,8 +247,8 @@ static void hot_key(srv *s)
     }
     CHECK(ndone == 8);
     free(mt);
-    long long writes = metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
-    long long batches = metric(p, "spillway_view_batches_total{view=\"hot\"}");
+    long long writes = srv_metric(p, "spillway_view_store_writes_total{view=\"hot\"}");
+    long long batches = srv_metric(p, "spillway_view_batches_total{view=\"hot\"}");
     fprintf(stderr, "hot key: %lld events, %lld apply batches, %lld store writes\n", total, batches, writes);
     CHECK(batches > 0);
     /* the key's total + one bucket per window level, per batch */
