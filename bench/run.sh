@@ -61,6 +61,12 @@
 #       one run, and consumer groups of 1, 2 and 3 members reading them
 #       back; see bench/kafka.sh.
 #
+#   bench/run.sh cluster [bench/cluster.sh options]
+#       1, 2 and 3 nodes on this machine through the client library's ring
+#       (spillway bench --protocol bin --server A,B,C, ack=fsync): events/s
+#       and the server CPU per event summed over the nodes, then the
+#       fraction of keys a fourth node takes; see bench/cluster.sh.
+#
 # SPW_BUILD_DIR overrides the build directory (default build/ at the repo root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,6 +121,12 @@ benchmarks (bench/run.sh NAME [options]):
          single-event HTTP at ack=fsync and ack=replicated; targets: batched
          replicated >= 0.8 x COPY, single-event p99 <= 3 x the round trip's;
          options: --seconds S, --rows N, --clients C (bench/run.sh replicated --help)
+  cluster
+         1, 2 and 3 nodes on this machine, keys routed by the client library's
+         ring (bench --protocol bin --server A,B,C, ack=fsync): events/s, errors,
+         server CPU ns per event summed over the nodes; then the fraction of
+         keys a 4th node takes (ideal 1/4); options: --events N, --clients C,
+         --keys K
 TXT
 }
 
@@ -136,6 +148,7 @@ case "$name" in
   views) exec "$root/bench/views.sh" "$@" ;;
   replicated) exec "$root/bench/replicated.sh" "$@" ;;
   cost) exec "$root/bench/cost.sh" "$@" ;;
+  cluster) exec "$root/bench/cluster.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;
   *) echo "bench/run.sh: unknown benchmark '$name'" >&2; list >&2; exit 2 ;;
 esac

@@ -33,6 +33,21 @@
  * wrapping). Adding a server moves about 1/N of the keys. On that server
  * the stream's partition is chosen by the key (same key, same partition).
  * Records without a key go round robin over the servers.
+ *
+ * A server that is down (its last connect round failed: refused, timed
+ * out, no address, TLS handshake failed): records without a key are sent
+ * to the other servers instead (round robin over those not down; the
+ * batches already queued for it move too, so one sent before the loss may
+ * be stored twice, once on each: at least once). Records with a key are
+ * never sent to another server (that would break the key's order and its
+ * place): the producer retries the connection with backoff
+ * (backoff_ms .. backoff_max_ms), and after connect_attempts_max failed
+ * rounds in a row fails the server's queued records with the last connect
+ * error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, SPILLWAY_ERR_TLS); from
+ * then on its records fail so as they are queued (a record queued while a
+ * new connect is tried waits for that try), until a connect succeeds.
+ * spillway_delivery.server names the server of a record,
+ * spillway_producer_server_error why it is down.
  */
 #ifndef SPILLWAY_H
 #define SPILLWAY_H
@@ -98,6 +113,7 @@ typedef struct spillway_delivery {
     uint32_t partition;
     uint64_t offset;
     void *opaque; /* as given to spillway_producer_send */
+    uint32_t server; /* the server it went to (or last waited for): its index in the servers list */
 } spillway_delivery;
 
 /* Runs on the producer's I/O thread, once per record spillway_producer_send
@@ -123,7 +139,7 @@ typedef struct spillway_producer_config {
     const char *tls_ca_file;      /* non-NULL: every connection speaks TLS (1.2 or later), the server's certificate
                                      verified against this PEM file of CA certificates ("": the system's) and its
                                      name against the host of the address; copied. A server that fails the check
-                                     is not written to (its records time out). NULL: plain TCP (default) */
+                                     is not written to (it is down: "Routing"). NULL: plain TCP (default) */
     int stop_on_error;            /* 1: the first record that fails (an error answer, a delivery timeout)
                                      stops the producer: every record not yet written to a server fails
                                      with SPILLWAY_ERR_CANCELED and spillway_producer_send returns SPILLWAY_ERR_CANCELED,
@@ -131,7 +147,14 @@ typedef struct spillway_producer_config {
                                      that times out keeps the stop). With max_in_flight 1 nothing sent
                                      after the failed batch is delivered, so a resend from the first
                                      failed record keeps the order (default 0: later batches go on) */
+    uint32_t connect_attempts_max; /* failed connect rounds in a row after which a server's queued records fail
+                                      with the connect error ("Routing" above). 0: none, records wait for
+                                      delivery_timeout_ms. Default SPILLWAY_CONNECT_ATTEMPTS_DEFAULT: 8 (about
+                                      7 s with the default backoff) with several servers, 0 with one (a single
+                                      server's restart is ridden out up to delivery_timeout_ms) */
 } spillway_producer_config;
+
+#define SPILLWAY_CONNECT_ATTEMPTS_DEFAULT UINT32_MAX
 
 /* Fills c with the defaults. */
 void spillway_producer_config_init(spillway_producer_config *c);
@@ -181,9 +204,13 @@ uint64_t spillway_producer_reconnects(spillway_producer *p);
  * connected: 0 when none has failed since it last connected; else the
  * last attempt's error (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH for a
  * name that does not resolve, SPILLWAY_ERR_TLS, ...) and its sentence in
- * why (cap bytes; may be NULL). Records keep waiting, retried, until their
- * delivery timeout: this says why meanwhile. */
+ * why (cap bytes; may be NULL). Records of a key keep waiting, retried,
+ * until connect_attempts_max failed rounds or their delivery timeout
+ * ("Routing"): this says why meanwhile. */
 int spillway_producer_connect_error(spillway_producer *p, char *why, size_t cap);
+/* The same for one server, by its index in the servers list (0 also for
+ * an index past the list): 0 while it is connected or not yet tried. */
+int spillway_producer_server_error(spillway_producer *p, uint32_t server, char *why, size_t cap);
 
 /* ---- synchronous client: fetch and metadata ---- */
 
@@ -348,6 +375,22 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
  * of GET /v1/streams/NAME, over STREAM_DESCRIBE: 0 with *json (malloc'ed,
  * NUL-terminated; free() it), SPILLWAY_ERR_NOT_FOUND, or another error. */
 int spillway_client_describe_stream(spillway_client *c, const char *name, char **json);
+/* Stream's consumer groups, as the JSON of GET /v1/streams/STREAM/groups
+ * (name, partitions, lag, leased_partitions, active), over GROUP_LIST: 0
+ * with *json (malloc'ed, NUL-terminated; free() it),
+ * SPILLWAY_ERR_NOT_FOUND (no such stream), or another error. */
+int spillway_client_list_groups(spillway_client *c, const char *stream, char **json);
+/* Resets consumer group `group` of stream, over GROUP_RESET: reset is the
+ * JSON body of POST /v1/streams/STREAM/groups/GROUP/reset
+ * ({"to":"earliest"|"latest"|OFFSET[,"partition":P]}); 0 with *json (that
+ * POST's answer: each partition's offset before and after; malloc'ed,
+ * free() it) once the offsets are saved; SPILLWAY_ERR_CONFLICT while the
+ * group has active members (a lease, or a Kafka consumer);
+ * SPILLWAY_ERR_NOT_FOUND (no such stream or group); SPILLWAY_ERR_FORBIDDEN
+ * without the admin permission; SPILLWAY_ERR_BAD_REQUEST for a bad body
+ * (spillway_client_last_error says why), or another error. */
+int spillway_client_reset_group(spillway_client *c, const char *stream, const char *group, const char *reset,
+                                char **json);
 /* ---- views: read models kept by the server (docs/api.md "Views") ---- */
 
 /* Read your writes: the view has applied offset of partition (a produce's

@@ -7,6 +7,7 @@
  * rules (log/cursor.h), as FETCH mode 0 encodes them.
  */
 #include "bin/bin_int.h"
+#include "svc/group_admin.h"
 
 /* ---- GROUP_POLL, GROUP_COMMIT (consumer groups: svc/consume.h) ---- */
 
@@ -384,5 +385,123 @@ void spw__bin_handle_group_commit(bconn *c, const spw_frame_hdr *h, const uint8_
     c->loop->inflight++;
     c->loop->in_group_call++;
     spw_consume_commit_saved(svc->groups, g, bin_post, c->loop, group_commit_done, bq);
+    c->loop->in_group_call--;
+}
+
+/* ---- GROUP_LIST (svc/group_admin.h) ---- */
+
+/* A stream's consumer groups: the request and answer of STREAM_DESCRIBE's
+ * layout (str16 stream; u32 len and the JSON of GET
+ * /v1/streams/{s}/groups), the same checks as that GET. */
+void spw__bin_handle_group_list(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    const char *name, *why;
+    uint16_t nl;
+    if (spw_stream_describe_req_decode(body, len, &name, &nl, &why)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
+        return;
+    }
+    if (!svc->groups) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0,
+                         "consumer groups are not available on this server");
+        return;
+    }
+    spw_stream *s = spw__bin_stream(c, h, name, nl, 0, NULL); /* as GET /v1/streams/{s}/groups */
+    if (!s)
+        return;
+    spw_buf json = SPW_BUF_INIT, ans = SPW_BUF_INIT;
+    spw_svc_groups_list_json(svc->groups, s, &json);
+    spw_stream_put(s);
+    size_t start;
+    if (spw_stream_describe_resp_encode(&ans, (const char *)json.p, json.len)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_OVERLOADED, RETRY_AFTER_MS, "out of memory");
+    } else if (spw_frame_begin(&c->out, h->opcode, SPW_FLAG_RESPONSE, h->request_id, &start) ||
+               spw_answer_ok(&c->out) || spw_buf_put(&c->out, ans.p, ans.len)) {
+        spw__bin_conn_close(c);
+    } else {
+        spw_frame_finish(&c->out, start);
+    }
+    spw_buf_fini(&json);
+    spw_buf_fini(&ans);
+}
+
+/* ---- GROUP_RESET (svc/group_admin.h) ---- */
+
+typedef struct breset {
+    bconn *c;
+    uint64_t request_id;
+    spw_buf answer; /* the JSON */
+} breset;
+
+static void group_reset_done(void *arg, int err)
+{
+    breset *q = arg;
+    bconn *c = q->c;
+    if (group_answered(c)) {
+        size_t start;
+        if (err < 0)
+            spw__bin_send_sc(c, SPW_OP_GROUP_RESET, q->request_id, SPW_SC_SAVE_FAILED, 0,
+                             "the reset was applied but writing the group's offsets file failed: %s",
+                             spw_strerror(err));
+        else if (spw_frame_begin(&c->out, SPW_OP_GROUP_RESET, SPW_FLAG_RESPONSE, q->request_id, &start) ||
+                 spw_answer_ok(&c->out) ||
+                 spw_stream_describe_resp_encode(&c->out, (const char *)q->answer.p, q->answer.len))
+            spw__bin_conn_close(c);
+        else
+            spw_frame_finish(&c->out, start);
+        group_flush(c);
+    }
+    spw_buf_fini(&q->answer);
+    spw_free(q);
+}
+
+/* A reset of a consumer group: POST .../groups/{g}/reset's body and
+ * answer, its checks (admin on the stream) and its rules (refused while
+ * the group has active members), answered once the offsets are saved. */
+void spw__bin_handle_group_reset(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    const char *stream, *group, *json, *why;
+    uint16_t sl, gl;
+    uint32_t jl;
+    if (spw_greset_req_decode(body, len, &stream, &sl, &group, &gl, &json, &jl, &why)) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_BAD_REQUEST, 0, "%s", why);
+        return;
+    }
+    char msg[400];
+    spw_sc sc = spw_svc_names(stream, sl, group, gl, NULL, 0, msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
+        return;
+    }
+    if (!svc->groups) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_NOT_FOUND, 0,
+                         "consumer groups are not available on this server");
+        return;
+    }
+    spw_stream *s = spw__bin_stream(c, h, stream, sl, SPW_PERM_ADMIN, NULL); /* a reset is an operator's */
+    if (!s)
+        return;
+    char gname[SPW_GROUP_NAME_MAX + 1];
+    memcpy(gname, group, gl);
+    gname[gl] = 0;
+    breset *q = spw_xcalloc(1, sizeof *q);
+    q->c = c;
+    q->request_id = h->request_id;
+    q->answer = (spw_buf)SPW_BUF_INIT;
+    spw_group *g;
+    sc = spw_svc_group_reset_json(svc->groups, s, gname, json, jl, &g, &q->answer, msg, sizeof msg);
+    spw_stream_put(s);
+    if (sc != SPW_SC_OK) {
+        spw__bin_send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
+        spw_buf_fini(&q->answer);
+        spw_free(q);
+        return;
+    }
+    c->inflight++;
+    c->loop->inflight++;
+    c->loop->in_group_call++;
+    spw_consume_commit_saved(svc->groups, g, bin_post, c->loop, group_reset_done, q);
     c->loop->in_group_call--;
 }

@@ -122,6 +122,8 @@ spw_stream *spw__bin_stream(bconn *c, const spw_frame_hdr *h, const char *name, 
                              spw_sc *sc_out);
 void spw__bin_handle_metadata(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 void spw__bin_handle_stream_describe(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_group_list(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
+void spw__bin_handle_group_reset(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 void spw__bin_handle_stream_create(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len);
 
 /* bin_keys.c: KEY_EVENTS, SNAPSHOT_PUT */

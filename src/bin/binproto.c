@@ -231,7 +231,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
     int known = h->opcode == SPW_OP_PRODUCE || h->opcode == SPW_OP_FETCH || h->opcode == SPW_OP_METADATA ||
                 h->opcode == SPW_OP_GROUP_POLL || h->opcode == SPW_OP_GROUP_COMMIT || h->opcode == SPW_OP_KEY_EVENTS ||
                 h->opcode == SPW_OP_SNAPSHOT_PUT || h->opcode == SPW_OP_STREAM_DESCRIBE ||
-                h->opcode == SPW_OP_STREAM_CREATE || h->opcode == SPW_OP_VIEW_READ;
+                h->opcode == SPW_OP_STREAM_CREATE || h->opcode == SPW_OP_VIEW_READ || h->opcode == SPW_OP_GROUP_LIST ||
+                h->opcode == SPW_OP_GROUP_RESET;
     /* Not logged in: 401 before the body is even looked at (as HTTP does). */
     const spw_token *who;
     if (known && !spw__bin_who(c, h, &who))
@@ -248,6 +249,8 @@ static void dispatch(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size
     case SPW_OP_STREAM_DESCRIBE: spw__bin_handle_stream_describe(c, h, body, len); break;
     case SPW_OP_STREAM_CREATE: spw__bin_handle_stream_create(c, h, body, len); break;
     case SPW_OP_VIEW_READ: spw__bin_handle_view_read(c, h, body, len); break;
+    case SPW_OP_GROUP_LIST: spw__bin_handle_group_list(c, h, body, len); break;
+    case SPW_OP_GROUP_RESET: spw__bin_handle_group_reset(c, h, body, len); break;
     default:
         spw__bin_send_sc(c, h->opcode, h->request_id, SPW_SC_UNKNOWN_OPCODE, 0, "opcode %u is not known",
                          h->opcode);

@@ -1,5 +1,6 @@
 /* The stream catalog: see catalog.h. */
 #include "catalog/catalog.h"
+#include "catalog/hotkeys.h"
 #include "core/workq.h"
 
 #include <dirent.h>
@@ -35,6 +36,8 @@ struct spw_catalog {
      * coalescer (admit layer, above this one) before it makes any. */
     void (*coal_free)(struct spw_coal_stream *);
     void (*es_free)(struct spw_es *); /* the version map's (es layer) */
+    /* Closes a deleted stream's version store (es layer), if it has one. */
+    _Atomic(void (*)(struct spw_stream *)) es_retire;
     /* Where a deleted stream's last reference closes its partitions and
      * removes its directory: I/O workers (spw_catalog_set_io), so that it
      * is never an I/O loop that dropped the reference; NULL: in place. */
@@ -78,6 +81,7 @@ static void stream_free(spw_stream *s)
     struct spw_coal_stream *cs = atomic_load(&s->coal);
     if (cs) /* only the coalescer makes one, after setting coal_free */
         s->cat->coal_free(cs);
+    spw_hot_close(s->hot);
     spw_free(s);
 }
 
@@ -93,6 +97,14 @@ static int stream_open(spw_catalog *cat, const spw_stream_config *c, uint64_t in
     s->uid = atomic_fetch_add(&next_uid, 1);
     atomic_init(&s->refs, 1);
     s->parts = spw_xcalloc(c->partitions, sizeof *s->parts);
+    if (c->hot_split) {
+        int r = spw_hot_open(c, dir, &s->hot);
+        if (r < 0) {
+            spw_error("stream %s: cannot read its hot-key splits: %s", c->name, spw_strerror(r));
+            stream_free(s);
+            return r;
+        }
+    }
     spw_part_config pc;
     part_config(cat, c, &pc);
     for (uint32_t i = 0; i < c->partitions; i++) {
@@ -193,9 +205,23 @@ const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
 
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
+void spw_catalog_set_es_retire(spw_catalog *cat, void (*fn)(struct spw_stream *)) { atomic_store(&cat->es_retire, fn); }
+
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {
     cat->coal_free = fn;
+}
+
+int spw_stream_hot_record(spw_stream *s, const spw_hot_cand *cand, int64_t now_ms)
+{
+    pthread_mutex_lock(&s->cat->ddl);
+    int r = -ENOENT;
+    if (!atomic_load(&s->deleted))
+        r = spw_hot_record(s->hot, cand, now_ms);
+    else
+        spw_hot_abandon(s->hot, cand);
+    pthread_mutex_unlock(&s->cat->ddl);
+    return r;
 }
 
 void spw_catalog_close(spw_catalog *cat)
@@ -299,6 +325,19 @@ int spw_catalog_delete(spw_catalog *cat, const char *name)
     pthread_rwlock_unlock(&cat->lock);
     int r = s ? 0 : -ENOENT;
     if (s) {
+        /* Retire first: requests still holding s may go on using it, but
+         * nothing of s uses the directory by its path again — not its
+         * partitions (rolls, recovery points, retention), not its version
+         * store — since that path names the next stream of this name as
+         * soon as the ddl lock is released (docs/architecture.md, "Stream
+         * incarnations"). deleted is set before, so a version store being
+         * opened for s now sees it (spw_es_of) and refuses. */
+        atomic_store(&s->deleted, 1);
+        for (uint32_t i = 0; i < s->cfg.partitions; i++)
+            spw_part_retire(s->parts[i]);
+        void (*es_retire)(struct spw_stream *) = atomic_load(&cat->es_retire);
+        if (es_retire && s->cfg.versioned)
+            es_retire(s);
         /* Move the directory aside now so the name can be reused at once;
          * the files go when the last request using the stream is done. */
         char from[4096], to[4096];
@@ -308,7 +347,6 @@ int spw_catalog_delete(spw_catalog *cat, const char *name)
         if (r == 0)
             r = spw_os_fsync_dir(cat->dir);
         snprintf(s->deleted_dir, sizeof s->deleted_dir, "%s", to);
-        s->deleted = 1;
         spw_info("stream %s: deleted", name);
         spw_stream_put(s);
     }
@@ -337,10 +375,9 @@ static void remove_dir(void *arg)
 }
 
 /* A stream's last reference is gone: it is closed at once, by the thread
- * that dropped it — its partitions and its version store stop every
- * write they make by path before anything else can happen to the moved
- * directory — and, if it was deleted, its files are removed on an I/O
- * worker (in place without one). */
+ * that dropped it (a deleted one was retired before its directory moved:
+ * its close writes nothing by path) and, if it was deleted, its files
+ * are removed on an I/O worker (in place without one). */
 void spw_stream_put(spw_stream *s)
 {
     int refs = atomic_fetch_sub(&s->refs, 1);

@@ -32,11 +32,12 @@ typedef struct spw_stream {
      * name never inherits the old one's positions. */
     uint64_t incarnation;
     _Atomic int refs;
-    _Atomic int deleted;    /* set under the catalog's ddl lock; read by holders (sink workers) without it */
-    char deleted_dir[4096]; /* where delete moved the files (written before deleted is set) */
+    _Atomic int deleted;    /* set under the catalog's ddl lock, before the stream is retired; read by holders without it */
+    char deleted_dir[4096]; /* where delete moved the files (written while the catalog still holds its reference) */
     struct spw_catalog *cat;
     _Atomic(struct spw_coal_stream *) coal; /* coalescing state (coalesce.h), made on first use */
     _Atomic(struct spw_es *) es; /* a versioned stream's version map (es/es.h), made on first use */
+    struct spw_hot *hot;         /* hot_keys (catalog/hotkeys.h): made at open; NULL without hot_keys */
     /* counters for /metrics */
     _Atomic uint64_t events_in, bytes_in, requests_in;
     /* produce requests refused on this stream, by reason (admit/admit.h
@@ -59,6 +60,9 @@ void spw_catalog_set_io(spw_catalog *cat, struct spw_workq *io);
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *));
 /* The same for a versioned stream's version map (spw_stream.es, es/es.h). */
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));
+/* How a deleted stream's version map stops using its directory (its
+ * store closed: es/es.h spw_es_retire), before the directory moves. */
+void spw_catalog_set_es_retire(spw_catalog *cat, void (*fn)(struct spw_stream *));
 void spw_catalog_close(spw_catalog *cat);
 /* The log the catalog's streams are partitions of. */
 spw_log *spw_catalog_log(const spw_catalog *cat);
@@ -77,6 +81,14 @@ int spw_catalog_delete(spw_catalog *cat, const char *name);
 /* A referenced stream or NULL; release with spw_stream_put. */
 spw_stream *spw_stream_get(spw_catalog *cat, const char *name, size_t len);
 void spw_stream_put(spw_stream *s);
+
+/* Records a pending automatic hot-key split of s (catalog/hotkeys.h
+ * spw_hot_record) under the catalog's create/delete lock, so that a stream
+ * deleted meanwhile — its name perhaps created again — never gets it:
+ * SPW_ENOENT-like -ENOENT then (the split is given back). REQUIRES: s->hot.
+ * Blocking: I/O workers only. */
+struct spw_hot_cand;
+int spw_stream_hot_record(spw_stream *s, const struct spw_hot_cand *cand, int64_t now_ms);
 
 /* Calls fn for every stream (referenced during the call), sorted by name. */
 void spw_catalog_each(spw_catalog *cat, void (*fn)(void *arg, spw_stream *s), void *arg);

@@ -126,6 +126,84 @@ static const char *def_rate(void *obj, const spw_json_span *v, const spw_opt *o,
     return NULL;
 }
 
+/* hot_keys.keys: an array of 1..SPW_HOT_KEYS_MAX distinct strings of
+ * 1..SPW_HOT_KEY_BYTES bytes without control characters. */
+static const char *def_hot_list(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o;
+    spw_stream_config *c = &((stream_def *)obj)->c;
+    const char *p = v->p + 1, *end = v->p + v->n - 1; /* inside the brackets */
+    c->hot_nkeys = 0;
+    for (;;) {
+        p = spw_json_ws(p, end);
+        if (p >= end)
+            break;
+        spw_json_span e = {0};
+        const char *vend;
+        spw_json_error je;
+        if (spw_json_scan(p, end, NULL, 0, NULL, &vend, &je))
+            return "\"hot_keys.keys\" must be an array of strings";
+        e.p = spw_json_ws(p, vend);
+        e.n = (size_t)(vend - e.p);
+        if (e.n < 2 || e.p[0] != '"')
+            return "\"hot_keys.keys\" must be an array of strings";
+        if (c->hot_nkeys == SPW_HOT_KEYS_MAX) {
+            snprintf(buf, cap, "\"hot_keys.keys\" lists at most %d keys (more hot keys: use \"above_per_s\")",
+                     SPW_HOT_KEYS_MAX);
+            return buf;
+        }
+        char *k = c->hot_keys[c->hot_nkeys];
+        long n = spw_json_unescape(&e, k, SPW_HOT_KEY_BYTES);
+        if (n < 1) {
+            snprintf(buf, cap, "\"hot_keys.keys\" entries are keys of 1 to %d bytes", SPW_HOT_KEY_BYTES);
+            return buf;
+        }
+        k[n] = 0;
+        for (long j = 0; j < n; j++)
+            if ((unsigned char)k[j] < 0x20 || k[j] == 0x7f)
+                return "\"hot_keys.keys\" entries cannot hold control characters (no event key can)";
+        for (uint32_t j = 0; j < c->hot_nkeys; j++)
+            if (strcmp(c->hot_keys[j], k) == 0) {
+                snprintf(buf, cap, "\"hot_keys.keys\" lists \"%s\" twice", k);
+                return buf;
+            }
+        c->hot_nkeys++;
+        p = spw_json_ws(vend, end);
+        if (p < end && *p == ',')
+            p++;
+        else if (p < end)
+            return "\"hot_keys.keys\" must be an array of strings";
+    }
+    return c->hot_nkeys ? NULL : "\"hot_keys.keys\" must list at least one key";
+}
+
+static const spw_opt hot_opts[] = {
+    {.name = "split", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.hot_split), .size = 4, .min = 2,
+     .max = SPW_HOT_SPLIT_MAX, .flags = SPW_OPT_REQUIRED, .must = "an integer from 2 to 16 (and at most the partitions)",
+     .help = "k: a hot key's records go to k partitions (at most the partitions)"},
+    {.name = "above_per_s", .type = SPW_OPT_NUM, .off = offsetof(stream_def, c.hot_above_per_s), .dmin = 0.001,
+     .dmax = 1e12, .must = "a positive number of events per second",
+     .help = "split a key once its events in one window pass this rate"},
+    {.name = "window_ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.hot_window_ms), .size = 8, .def = 1000,
+     .min = 10, .max = 3600000, .must = "an integer from 10 to 3600000", .help = "the window a rate is measured over"},
+    {.name = "top", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.hot_top), .size = 4, .def = 5, .min = 1,
+     .max = SPW_HOT_TOP_MAX, .must = "an integer from 1 to 16", .help = "hottest keys shown (metrics, describe)"},
+    {.name = "keys", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_ARRAY, .parse = def_hot_list,
+     .must = "an array of keys", .help = "keys split from the start"},
+};
+
+static const char *def_hot(void *obj, const spw_json_span *v, const spw_opt *o, char *buf, size_t cap)
+{
+    (void)o;
+    spw_stream_config *c = &((stream_def *)obj)->c;
+    if (spw_opts_parse(hot_opts, sizeof hot_opts / sizeof hot_opts[0], "hot_keys", "stream", v->p, v->n, NULL, obj,
+                       NULL, buf, cap))
+        return buf;
+    if (c->hot_above_per_s <= 0 && c->hot_nkeys == 0)
+        return "\"hot_keys\" needs \"above_per_s\" (split keys above a rate) or \"keys\" (split these keys), or both";
+    return NULL;
+}
+
 static const char *const formats[] = {"json", "bytes", NULL};
 /* In the order of SPW_COMPRESS_* (log/format.h): the index is the code. */
 static const char *const compressions[] = {"none", "lz4", "zstd", NULL};
@@ -174,6 +252,9 @@ static const spw_opt stream_opts[] = {
     {.name = "replication_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(stream_def, c.replication_timeout_ms),
      .size = 8, .def = 5000, .min = 1, .max = 3600000, .must = "an integer from 1 to 3600000",
      .help = "ack=replicated: answered 504 past this (durable here, delivered later)"},
+    {.name = "hot_keys", .type = SPW_OPT_JSON, .min = 1 << SPW_JSON_OBJECT, .parse = def_hot,
+     .must = "an object {\"split\":k,\"above_per_s\":N,\"keys\":[..],\"window_ms\":..,\"top\":..}",
+     .help = "{split, above_per_s, keys, window_ms, top}: spread hot keys over k partitions"},
 };
 
 #define FAIL(...)                                                                                                      \
@@ -212,6 +293,13 @@ static int parse(spw_stream_config *c, uint64_t *incarnation, const char *name, 
         FAIL("\"key\" and \"timestamp\" pointers need \"format\": \"json\"");
     if (c->ack == SPW_ACK_REPLICATED && !c->replicate_to[0])
         FAIL("\"ack\": \"replicated\" needs \"replicate_to\" (the sink whose commit acknowledges)");
+    if (c->hot_split && c->hot_split > c->partitions)
+        FAIL("\"hot_keys.split\" (%u) is more than the stream's partitions (%u): a key's sub-keys each go to a "
+             "partition of their own",
+             c->hot_split, c->partitions);
+    if (c->hot_split && c->versioned)
+        FAIL("\"hot_keys\" cannot be set on a versioned stream: a key's versions are ordered and checked in its one "
+             "partition, and a split key's records would be spread over several");
     return 0;
 }
 
@@ -221,6 +309,7 @@ void spw_stream_help(spw_buf *out)
     spw_opts_help(stream_opts + 1, sizeof stream_opts / sizeof stream_opts[0] - 1, NULL, out);
     spw_opts_help(retention_opts, sizeof retention_opts / sizeof retention_opts[0], "retention", out);
     spw_opts_help(rate_opts, sizeof rate_opts / sizeof rate_opts[0], "rate_limit", out);
+    spw_opts_help(hot_opts, sizeof hot_opts / sizeof hot_opts[0], "hot_keys", out);
 }
 
 int spw_stream_config_parse(spw_stream_config *c, const char *name, const char *body, size_t len, char *err,
@@ -295,7 +384,33 @@ int spw_stream_config_json(const spw_stream_config *c, spw_buf *b)
     if (!r && c->replicate_to[0])
         r = appendf(b, ",\"replicate_to\":\"%s\",\"replication_timeout_ms\":%lld", c->replicate_to,
                     (long long)c->replication_timeout_ms);
+    if (!r && c->hot_split) {
+        r = appendf(b, ",\"hot_keys\":{\"split\":%u", c->hot_split);
+        if (!r && c->hot_above_per_s > 0)
+            r = appendf(b, ",\"above_per_s\":%.17g", c->hot_above_per_s);
+        r = r ? r : appendf(b, ",\"window_ms\":%lld,\"top\":%u", (long long)c->hot_window_ms, c->hot_top);
+        if (!r && c->hot_nkeys) {
+            r = appendf(b, ",\"keys\":[");
+            for (uint32_t i = 0; !r && i < c->hot_nkeys; i++) {
+                r = i ? appendf(b, ",") : 0;
+                r = r ? r : spw_json_put_str(b, c->hot_keys[i], strlen(c->hot_keys[i]));
+            }
+            r = r ? r : appendf(b, "]");
+        }
+        r = r ? r : appendf(b, "}");
+    }
     return r ? r : appendf(b, "}");
+}
+
+static int hot_equal(const spw_stream_config *a, const spw_stream_config *b)
+{
+    if (a->hot_split != b->hot_split || a->hot_above_per_s != b->hot_above_per_s ||
+        a->hot_window_ms != b->hot_window_ms || a->hot_top != b->hot_top || a->hot_nkeys != b->hot_nkeys)
+        return 0;
+    for (uint32_t i = 0; i < a->hot_nkeys; i++)
+        if (strcmp(a->hot_keys[i], b->hot_keys[i]) != 0)
+            return 0;
+    return 1;
 }
 
 int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config *b)
@@ -307,7 +422,7 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->max_event_bytes == b->max_event_bytes && a->rate == b->rate && a->burst == b->burst &&
            a->rate_per == b->rate_per && a->rate_algo == b->rate_algo && a->priority == b->priority &&
            a->compression == b->compression && strcmp(a->replicate_to, b->replicate_to) == 0 &&
-           a->replication_timeout_ms == b->replication_timeout_ms;
+           a->replication_timeout_ms == b->replication_timeout_ms && hot_equal(a, b);
 }
 
 uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)

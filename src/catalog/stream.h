@@ -16,6 +16,12 @@
 #define SPW_STREAM_NAME_MAX 128
 #define SPW_STREAM_PARTITIONS_MAX 1024
 
+/* hot_keys bounds (docs/api.md "Hot keys"; catalog/hotkeys.h) */
+#define SPW_HOT_SPLIT_MAX 16     /* k: sub-keys of a split key (and at most the partitions) */
+#define SPW_HOT_KEYS_MAX 16      /* keys listed in a definition */
+#define SPW_HOT_KEY_BYTES 128    /* longest key that can be split */
+#define SPW_HOT_TOP_MAX 16       /* hottest keys shown per stream */
+
 typedef struct spw_stream_config {
     char name[SPW_STREAM_NAME_MAX + 1];
     uint32_t partitions;       /* default 4 */
@@ -37,6 +43,17 @@ typedef struct spw_stream_config {
     int compression;           /* batches written: SPW_COMPRESS_NONE, _LZ4 or _ZSTD (log/format.h); default none */
     char replicate_to[SPW_STREAM_NAME_MAX + 1]; /* ack=replicated: the sink whose commits acknowledge; "" = none */
     int64_t replication_timeout_ms;             /* ack=replicated: 504 past this; default 5000 */
+    /* hot_keys (catalog/hotkeys.h): hot_split 0 = none; else each split
+     * key's records go to hot_split partitions. Automatic splits when
+     * hot_above_per_s > 0 (a key's events in one window of hot_window_ms
+     * past hot_above_per_s * window); hot_keys[0..hot_nkeys) are split
+     * from the start. hot_top: hottest keys shown (metrics, describe). */
+    uint32_t hot_split;
+    double hot_above_per_s;
+    int64_t hot_window_ms; /* default 1000 */
+    uint32_t hot_top;      /* default 5 */
+    uint32_t hot_nkeys;
+    char hot_keys[SPW_HOT_KEYS_MAX][SPW_HOT_KEY_BYTES + 1];
 } spw_stream_config;
 
 /* Is name a valid stream name ([a-zA-Z0-9._-]{1,128}, not starting with

@@ -30,6 +30,11 @@
  *    created over the binary protocol (STREAM_CREATE), or over HTTP when
  *    --http gives the server's HTTP address.
  *
+ * A cluster (--server A,B,C): bin producers route each key by the client
+ * library's ring; an HTTP client talks to one node and sends only the keys
+ * the same ring gives that node (bench_int.h). Per-node rows, the total and
+ * the server CPU per event summed over the nodes' /metrics.
+ *
  * Files: this one holds the command (options, the run, the report) and
  * what the drivers share (request bodies, answer counting); the drivers
  * are bench_http.c (HTTP, closed loop), bench_open.c (HTTP, open loop)
@@ -54,6 +59,7 @@
 #include <unistd.h>
 
 #include "cli/bench_int.h"
+#include "cli/cluster.h"
 #include "cli/cmds.h"
 #include "cli/httpc.h"
 #include "cli/promtext.h"
@@ -80,6 +86,10 @@ void spw__bench_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first
     for (uint32_t i = 0; i < n; i++) {
         uint64_t seq = first + i;
         uint32_t key = (uint32_t)((seq * 2654435761u + id * 40503u) % c->keys);
+        if (c->cl) { /* a cluster: only the keys the ring gives this client's node */
+            uint32_t node = spw__bench_node(c, id);
+            key = c->node_keys[node][(seq * 2654435761u + id * 40503u) % c->node_nkeys[node]];
+        }
         if (spw_buf_reserve(b, b->len + c->size + 96))
             abort();
         b->len += (size_t)sprintf((char *)b->p + b->len, "{\"k\":\"key-%011u\",\"c\":%u,\"seq\":%" PRIu64 ",\"v\":\"%s\"}\n",
@@ -191,6 +201,31 @@ void spw__bench_httpc_init(spw_httpc *h, const bench_cfg *c)
         snprintf(h->cacert, sizeof h->cacert, "%s", c->cacert);
 }
 
+void spw__bench_httpc_init_client(spw_httpc *h, const bench_cfg *c, uint32_t id)
+{
+    spw__bench_httpc_init(h, c);
+    if (c->cl) {
+        uint32_t node = spw__bench_node(c, id);
+        spw_httpc_init(h, c->cl->host[node], c->cl->port[node]);
+        spw_httpc_set_token(h, c->token);
+        h->tls = c->cl->tls[node];
+        if (c->cacert)
+            snprintf(h->cacert, sizeof h->cacert, "%s", c->cacert);
+    }
+}
+
+/* c with node i of http_cl as its HTTP address (stream creation, /metrics). */
+static bench_cfg *at_node(const bench_cfg *c, uint32_t i)
+{
+    static bench_cfg t;
+    t = *c;
+    snprintf(t.http_host, sizeof t.http_host, "%s", c->http_cl->host[i]);
+    snprintf(t.http_port, sizeof t.http_port, "%s", c->http_cl->port[i]);
+    t.http_tls = c->http_cl->tls[i];
+    t.http_cl = NULL;
+    return &t;
+}
+
 /* One request on a fresh connection (stream creation). Returns the status. */
 static int simple_request(const bench_cfg *c, const char *method, const char *path, const char *json, char *out,
                           size_t outcap)
@@ -219,6 +254,12 @@ static double server_cpu_s(const bench_cfg *c)
 {
     if (!c->http_known)
         return NAN;
+    if (c->http_cl) { /* a cluster: summed over its nodes (NAN if one is unknown) */
+        double sum = 0;
+        for (uint32_t i = 0; i < c->http_cl->n; i++)
+            sum += server_cpu_s(at_node(c, i));
+        return sum;
+    }
     spw_httpc h;
     spw_httpc_init(&h, c->http_host, c->http_port);
     spw_httpc_set_token(&h, c->token);
@@ -263,10 +304,18 @@ static void bench_help(FILE *f)
           "  --server HOST:PORT   where events go: default $SPILLWAY_SERVER, else 127.0.0.1:7700 (http),\n"
           "                       127.0.0.1:7701 (bin); http: https://HOST:PORT speaks HTTPS (TLS\n"
           "                       1.2+, the certificate verified against --cacert, else the\n"
-          "                       system's CAs)\n"
+          "                       system's CAs). A cluster: A,B,C, keys routed by the client\n"
+          "                       library's ring (bin: each producer routes; http: a client talks\n"
+          "                       to one node and sends the keys the ring gives it); the stream is\n"
+          "                       created on every node; per-node rows (events/s, errors), the\n"
+          "                       total and the server CPU summed over the nodes\n"
+          "  --ring LIST          http, several nodes in --server: place keys by LIST's addresses (e.g.\n"
+          "                       the nodes' binary ones, same count and order), as binary\n"
+          "                       producers over LIST do\n"
           "  --http HOST:PORT     bin only: create the stream over HTTP at this address instead\n"
           "                       of over the binary protocol (STREAM_CREATE, the default); the\n"
-          "                       server's CPU per event is read from its /metrics there\n"
+          "                       server's CPU per event is read from its /metrics there. With\n"
+          "                       --server=A,B,C: one HTTP address a node, in the same order\n"
           "  --stream S           default bench\n"
           "  --partitions P       partitions of the stream if bench creates it (default: the\n"
           "                       server's, 4)\n"
@@ -434,6 +483,41 @@ static void print_responses(const bench_cfg *c, const client *cls, uint32_t ncls
 }
 
 /* Runs the load of c (validated, stream created) and prints the results. */
+/* A cluster: events/s and errors per node, the total, and the server CPU
+ * per event summed over the nodes (each node's /metrics). */
+static void print_nodes(const bench_cfg *c, const client *cls, uint32_t ncls, double secs, double cpu)
+{
+    uint64_t ok[SPW_CLI_NODES_MAX] = {0}, err[SPW_CLI_NODES_MAX] = {0}, tok = 0, terr = 0;
+    for (uint32_t i = 0; i < ncls; i++) {
+        if (c->bin) {
+            for (uint32_t n = 0; n < c->cl->n; n++) {
+                ok[n] += cls[i].node_ok[n];
+                err[n] += cls[i].node_err[n];
+            }
+        } else {
+            uint32_t n = spw__bench_node(c, cls[i].id);
+            ok[n] += cls[i].accepted;
+            err[n] += cls[i].errors;
+        }
+    }
+    printf("\n%-32s %12s %10s\n", "node", "events/s", "errors");
+    for (uint32_t n = 0; n < c->cl->n; n++) {
+        printf("%-32s %12.0f %10" PRIu64 "\n", spw__cli_cluster_name(c->cl, n), (double)ok[n] / secs, err[n]);
+        tok += ok[n];
+        terr += err[n];
+    }
+    char cpu_ev[32] = "-";
+    if (!isnan(cpu) && cpu >= 0 && tok > 0)
+        snprintf(cpu_ev, sizeof cpu_ev, "%.0f", cpu * 1e9 / (double)tok);
+    printf("%-32s %12.0f %10" PRIu64 "   server CPU %s ns per event (summed over the nodes)\n", "total",
+           (double)tok / secs, terr, cpu_ev);
+    for (uint32_t n = 0; n < c->cl->n; n++)
+        printf("BENCH bench_node protocol=%s node=%s events_per_s=%.0f errors=%" PRIu64 "\n", c->bin ? "bin" : "http",
+               spw__cli_cluster_name(c->cl, n), (double)ok[n] / secs, err[n]);
+    printf("BENCH bench_cluster protocol=%s nodes=%u events_per_s=%.0f errors=%" PRIu64
+           " server_cpu_ns_per_event=%s\n", c->bin ? "bin" : "http", c->cl->n, (double)tok / secs, terr, cpu_ev);
+}
+
 static int bench_run(bench_cfg *c)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -448,15 +532,22 @@ static int bench_run(bench_cfg *c)
         cls[i].id = i;
         cls[i].events = c->events / ncls + (i < c->events % ncls);
     }
+    char where[1024] = "";
+    if (c->cl)
+        for (uint32_t i = 0; i < c->cl->n; i++)
+            snprintf(where + strlen(where), sizeof where - strlen(where), "%s%s", i ? "," : "",
+                     spw__cli_cluster_name(c->cl, i));
+    else
+        snprintf(where, sizeof where, "%s:%s", c->host, c->port);
     if (c->duration > 0 && !(c->rate > 0))
-        printf("spillway bench: events of %u B over %u keys to %s%s:%s stream %s for %.1f s, %u client(s), %u per "
+        printf("spillway bench: events of %u B over %u keys to %s%s stream %s for %.1f s, %u client(s), %u per "
                "request, ack=%s\n",
-               c->size, c->keys, c->bin ? "bin://" : "", c->host, c->port, c->stream, c->duration, c->clients,
+               c->size, c->keys, c->bin ? "bin://" : "", where, c->stream, c->duration, c->clients,
                c->batch, c->ack);
     else
-        printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s%s:%s stream %s, %u client(s), %u per "
+        printf("spillway bench: %" PRIu64 " events of %u B over %u keys to %s%s stream %s, %u client(s), %u per "
                "request, ack=%s%s\n",
-               c->events, c->size, c->keys, c->bin ? "bin://" : "", c->host, c->port, c->stream, c->clients, c->batch,
+               c->events, c->size, c->keys, c->bin ? "bin://" : "", where, c->stream, c->clients, c->batch,
                c->ack, c->inflight ? ", open loop" : c->rate > 0 ? ", rate-limited" : "");
     fflush(stdout);
 
@@ -530,6 +621,8 @@ static int bench_run(bench_cfg *c)
            "p99_us=%u p999_us=%u max_us=%u errors=%" PRIu64 " server_cpu_ns_per_event=%s server_cpu_ns_per_request=%s\n",
            c->bin ? "bin" : "http", c->ack, c->events, c->batch, c->clients, eps, pct(all, n_lat, 0.5),
            pct(all, n_lat, 0.99), pct(all, n_lat, 0.999), n_lat ? all[n_lat - 1] : 0, errors, cpu_ev, cpu_req);
+    if (c->cl)
+        print_nodes(c, cls, ncls, secs, cpu);
     if (!c->bin)
         print_responses(c, cls, ncls, c->inflight ? (double)c->events / c->rate : secs);
     for (uint32_t i = 0; i < ncls; i++)
@@ -542,11 +635,15 @@ static int bench_run(bench_cfg *c)
 
 int spw_cmd_bench(int argc, char **argv)
 {
-    bench_cfg c = {.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
-                   .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
-                   .batch = 100};
+    /* static: a cluster's key lists (node_keys) stay reachable until exit */
+    static bench_cfg c;
+    c = (bench_cfg){.host = "127.0.0.1", .port = "7700", .http_host = "127.0.0.1", .http_port = "7700",
+                    .stream = "bench", .ack = "fsync", .events = 100000, .size = 100, .keys = 1000, .clients = 8,
+                    .batch = 100};
     int server_set = 0, http_set = 0;
-    const char *token_opt = NULL;
+    const char *token_opt = NULL, *server_list = NULL, *http_list = NULL, *ring_list = NULL;
+    static spw_cli_cluster scl, hcl;
+    static char bin_servers[SPW_CLI_NODES_MAX * 300];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -574,7 +671,16 @@ int spw_cmd_bench(int argc, char **argv)
             i++;
         }
         uint64_t u;
-        if (strcmp(a, "--server") == 0) {
+        if (strcmp(a, "--server") == 0 && strchr(v, ',')) {
+            server_list = v; /* a cluster: parsed below, once --protocol is known */
+            server_set = 1;
+        } else if (strcmp(a, "--ring") == 0) {
+            ring_list = v;
+        } else if (strcmp(a, "--http") == 0 && strchr(v, ',')) {
+            http_list = v;
+            http_set = 1;
+        } else if (strcmp(a, "--server") == 0) {
+            server_list = NULL;
             if (spw_httpc_parse_server_tls(v, c.host, sizeof c.host, c.port, sizeof c.port, &c.tls)) {
                 fprintf(stderr, "spillway bench: --server takes HOST:PORT, http://HOST:PORT or https://HOST:PORT, "
                                 "not '%s'\n", v);
@@ -702,6 +808,73 @@ int spw_cmd_bench(int argc, char **argv)
         fprintf(stderr, "spillway bench: --http https://... needs --cacert FILE\n");
         return 2;
     }
+    if (ring_list && (c.bin || !server_list)) {
+        fprintf(stderr, "spillway bench: --ring goes with --protocol http and a --server list of several nodes "
+                        "(bin producers place keys by their --server list)\n");
+        return 2;
+    }
+    if (http_list && !server_list) {
+        fprintf(stderr, "spillway bench: --http A,B,C goes with --server A,B,C (one HTTP address a node)\n");
+        return 2;
+    }
+    if (server_list) {
+        /* A cluster (docs/operations.md "Growing a deployment: adding a node"). */
+        if (c.inflight) {
+            fprintf(stderr, "spillway bench: --inflight (open loop) takes one --server\n");
+            return 2;
+        }
+        int prc = spw__cli_cluster_parse("bench", server_list, ring_list, &scl);
+        if (prc)
+            return prc;
+        for (uint32_t i = 0; i < scl.n; i++)
+            if (c.bin && scl.tls[i]) {
+                fprintf(stderr, "spillway bench: --protocol bin speaks TLS with --cacert FILE; --server takes "
+                                "HOST:PORT,...\n");
+                return 2;
+            }
+        snprintf(c.host, sizeof c.host, "%s", scl.host[0]);
+        snprintf(c.port, sizeof c.port, "%s", scl.port[0]);
+        c.tls = scl.tls[0];
+        c.cl = &scl;
+        if (c.bin) {
+            for (uint32_t i = 0; i < scl.n; i++)
+                snprintf(bin_servers + strlen(bin_servers), sizeof bin_servers - strlen(bin_servers), "%s%s",
+                         i ? "," : "", scl.name[i]);
+            c.bin_servers = bin_servers;
+            if (http_list) {
+                if ((prc = spw__cli_cluster_parse("bench", http_list, NULL, &hcl)))
+                    return prc;
+                if (hcl.n != scl.n) {
+                    fprintf(stderr, "spillway bench: --http names %u nodes, --server %u: one HTTP address a node, "
+                                    "in the same order\n", hcl.n, scl.n);
+                    return 2;
+                }
+                snprintf(c.http_host, sizeof c.http_host, "%s", hcl.host[0]);
+                snprintf(c.http_port, sizeof c.http_port, "%s", hcl.port[0]);
+                c.http_tls = hcl.tls[0];
+                c.http_cl = &hcl;
+            }
+        } else {
+            c.http_cl = &scl;
+            /* each HTTP client sends the keys of one node (bench_int.h) */
+            char k[32];
+            for (uint32_t key = 0; key < c.keys; key++) {
+                int kl = snprintf(k, sizeof k, "key-%011u", key);
+                uint32_t n = spw__cli_cluster_node(&scl, k, (size_t)kl);
+                if (c.node_nkeys[n] % 1024 == 0)
+                    c.node_keys[n] = spw_xrealloc(c.node_keys[n], (c.node_nkeys[n] + 1024) * sizeof(uint32_t));
+                c.node_keys[n][c.node_nkeys[n]++] = key;
+            }
+            for (uint32_t n = 0; n < scl.n; n++)
+                if (c.node_nkeys[n])
+                    c.key_nodes[c.nkey_nodes++] = n;
+            if (c.clients < c.nkey_nodes) {
+                fprintf(stderr, "spillway bench: %u node(s) have keys: give --clients %u or more (a client talks to "
+                                "one node)\n", c.nkey_nodes, c.nkey_nodes);
+                return 2;
+            }
+        }
+    }
     if (!c.bin) {
         memcpy(c.http_host, c.host, sizeof c.host);
         memcpy(c.http_port, c.port, sizeof c.port);
@@ -714,21 +887,30 @@ int spw_cmd_bench(int argc, char **argv)
     if (c.partitions)
         snprintf(create, sizeof create, "{\"key\":\"/k\",\"partitions\":%u}", c.partitions);
     c.http_known = !c.bin || http_set;
-    int st = !c.bin || http_set ? simple_request(&c, "PUT", path, create, out, sizeof out) : 200;
-    /* A token without admin may not create: go on if the stream exists. */
-    if (st == 403 && (!c.bin || http_set) && simple_request(&c, "GET", path, NULL, out + 512, sizeof out - 512) == 200)
-        st = 200;
-    if (st < 0) {
-        fprintf(stderr, "spillway bench: cannot reach %s:%s%s: %s\n", c.http_host, c.http_port,
-                c.bin ? " (HTTP, to create the stream: --http)" : "", out);
-        return 1;
-    }
-    if (st != 200 && st != 201 && st != 409) {
-        fprintf(stderr, "spillway bench: creating stream %s: HTTP %d %s\n", c.stream, st, out);
-        return 1;
+    /* The stream on every node (one, or each of a cluster's). */
+    for (uint32_t ni = 0; ni < (c.http_cl ? c.http_cl->n : 1); ni++) {
+        bench_cfg *cc = c.http_cl ? at_node(&c, ni) : &c;
+        int st = !c.bin || http_set ? simple_request(cc, "PUT", path, create, out, sizeof out) : 200;
+        /* A token without admin may not create: go on if the stream exists. */
+        if (st == 403 && (!c.bin || http_set) &&
+            simple_request(cc, "GET", path, NULL, out + 512, sizeof out - 512) == 200)
+            st = 200;
+        if (st < 0) {
+            fprintf(stderr, "spillway bench: cannot reach %s:%s%s: %s\n", cc->http_host, cc->http_port,
+                    c.bin ? " (HTTP, to create the stream: --http)" : "", out);
+            return 1;
+        }
+        if (st != 200 && st != 201 && st != 409) {
+            fprintf(stderr, "spillway bench: creating stream %s: HTTP %d %s\n", c.stream, st, out);
+            return 1;
+        }
     }
 
-    if (c.bin) {
+    for (uint32_t ni = 0; c.bin && ni < (c.cl ? c.cl->n : 1); ni++) {
+        if (c.cl) {
+            snprintf(c.host, sizeof c.host, "%s", c.cl->host[ni]);
+            snprintf(c.port, sizeof c.port, "%s", c.cl->port[ni]);
+        }
         /* Fail fast when the binary listener is not there (the producers
          * would retry until their delivery timeout), and check that the
          * server behind --server knows the stream created over --http. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/bench_int.h"
+#include "cli/cluster.h"
 #include "cli/cmds.h"
 #include "core/clock.h"
 #include "cli/httpc.h"
@@ -38,7 +39,17 @@ static void bin_delivered(void *arg, const spillway_delivery *d)
         cl->accepted++;
     } else {
         cl->errors++;
-        snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spillway_errstr(d->status), d->status);
+        if (cl->cfg->cl) /* a cluster: which node */
+            snprintf(cl->last_error, sizeof cl->last_error, "node %s: %s (%d)",
+                     spw__cli_cluster_name(cl->cfg->cl, d->server), spillway_errstr(d->status), d->status);
+        else
+            snprintf(cl->last_error, sizeof cl->last_error, "%s (%d)", spillway_errstr(d->status), d->status);
+    }
+    if (d->server < 64) {
+        if (d->status == 0)
+            cl->node_ok[d->server]++;
+        else
+            cl->node_err[d->server]++;
     }
     if (++cl->req_done == cl->req_n)
         cl->req_end_ns = spw_mono_ns();
@@ -84,7 +95,14 @@ void *spw__bench_bin_client_main(void *arg)
     char server[300];
     snprintf(server, sizeof server, strchr(c->host, ':') ? "[%s]:%s" : "%s:%s", c->host, c->port);
     spillway_producer *p = NULL;
-    int r = spillway_producer_new(server, &pc, &p);
+    if (c->bin_servers) {
+        /* a cluster: the producer routes each key by its ring; a node that
+         * is down fails its keys' records after a few seconds of retries
+         * (include/spillway.h "Routing") instead of holding the run */
+        pc.backoff_max_ms = 500;
+        pc.connect_attempts_max = 5;
+    }
+    int r = spillway_producer_new(c->bin_servers ? c->bin_servers : server, &pc, &p);
     uint64_t end_ns = c->duration > 0 && !(c->rate > 0) ? spw_mono_ns() + (uint64_t)(c->duration * 1e9) : 0;
     if (r) {
         cl->errors = end_ns ? 1 : cl->events; /* --duration: how many were due is unknown */

@@ -78,7 +78,8 @@ static void hconn_fail(hconn *hc, int ep)
     client *cl = hc->cl;
     const bench_cfg *c = cl->cfg;
     char why[400];
-    snprintf(why, sizeof why, "connection to %.200s:%s failed: %s", c->host, c->port, strerror(errno));
+    (void)c;
+    snprintf(why, sizeof why, "connection to %.200s:%s failed: %s", hc->h.host, hc->h.port, strerror(errno));
     if (hc->req_n)
         spw__bench_failed(cl, hc->req_n, hc->prio, why);
     else
@@ -174,7 +175,7 @@ void *spw__bench_http_worker_main(void *arg)
         hc->t0_ns = hc->due_ns = t0;
         hc->end_ns = c->duration > 0 && !(c->rate > 0) ? t0 + (uint64_t)(c->duration * 1e9) : 0;
         hc->prio = -1;
-        spw__bench_httpc_init(&hc->h, c);
+        spw__bench_httpc_init_client(&hc->h, c, hc->cl->id);
         if (spw_httpc_connect(&hc->h, 0) < 0) {
             hc->req_n = 0;
             hconn_fail(hc, ep);

@@ -56,7 +56,24 @@ typedef struct bench_cfg {
     uint8_t prios[SPW_BENCH_MAX_PRIOS]; /* --priorities, request i gets prios[i % nprios] */
     uint32_t nprios;                    /* 0: no Spillway-Priority header */
     int refusals_ok;                    /* --refusals-ok: 429/503 refusals are not errors */
+    /* A cluster (--server A,B,C; cli/cluster.h), else cl is NULL. bin: the
+     * producers get bin_servers and route by key themselves; http: client
+     * id talks to node key_nodes[id % nkey_nodes] and sends only the keys
+     * the ring gives that node (node_keys), so every key still lands on
+     * its node. http_cl: the nodes' HTTP addresses (--server for http,
+     * --http for bin), where the stream is created and /metrics read. */
+    const struct spw_cli_cluster *cl, *http_cl;
+    const char *bin_servers;
+    uint32_t *node_keys[64];
+    uint32_t node_nkeys[64];
+    uint32_t key_nodes[64], nkey_nodes;
 } bench_cfg;
+
+/* The node of HTTP client id in a cluster (bench_cfg.cl). */
+static inline uint32_t spw__bench_node(const bench_cfg *c, uint32_t id)
+{
+    return c->key_nodes[id % c->nkey_nodes];
+}
 
 /* Latencies in µs, one per request, growing as needed. */
 typedef struct bench_lat {
@@ -81,6 +98,7 @@ typedef struct client {
      * which synchronizes through the producer's mutex). */
     uint32_t req_n, req_done;
     uint64_t req_end_ns;
+    uint64_t node_ok[64], node_err[64]; /* bin in a cluster: events by the node they went to */
 } client;
 
 void spw__bench_lat_push(bench_lat *l, uint64_t us);
@@ -116,6 +134,8 @@ void spw__bench_open_run(const bench_cfg *c, client *cls, uint32_t nworkers);
 /* A load connection's client: host, port, token, and TLS (c->tls,
  * verified against c->cacert or the system's CAs). Not connected. */
 void spw__bench_httpc_init(struct spw_httpc *h, const bench_cfg *c);
+/* The same for HTTP client id: its node's address in a cluster. */
+void spw__bench_httpc_init_client(struct spw_httpc *h, const bench_cfg *c, uint32_t id);
 
 /* bench_http.c: the closed-loop HTTP driver, one thread per hworker. */
 typedef struct hworker {

@@ -10,6 +10,7 @@
 
 #include "core/help.h"
 #include "cli/cmds.h"
+#include "cli/cluster.h"
 #include "core/buf.h"
 #include "core/name.h"
 #include "core/config.h"
@@ -20,12 +21,13 @@ static const char stream_usage[] =
     "                             [--timestamp PTR] [--format json|bytes] [--ack L]\n"
     "                             [--retention T | --retention-ms N]\n"
     "                             [--retention-bytes S] [--max-event-bytes S]\n"
-    "                             [--compression none|lz4|zstd]\n"
+    "                             [--compression none|lz4|zstd] [--hot-keys JSON]\n"
     "       spillway stream list [--json]\n"
     "       spillway stream show NAME [--json]\n"
     "       spillway stream delete NAME\n"
     "Every form takes --server HOST:PORT (default " SPW_CLI_DEFAULT_SERVER ") and --token T (a bearer\n"
-    "token for a server with tokens; default $SPILLWAY_TOKEN).\n";
+    "token for a server with tokens; default $SPILLWAY_TOKEN). A cluster: --server=A,B,C runs the\n"
+    "command on every node in turn.\n";
 
 static const char create_help[] =
     "usage: spillway stream create NAME [options]\n"
@@ -42,7 +44,9 @@ static const char create_help[] =
     "  --retention-ms N          the same in milliseconds\n"
     "  --retention-bytes S       keep at most about S per partition (bytes, or 512MiB, 10GiB)\n"
     "  --max-event-bytes S       largest event accepted (server default 1MiB)\n"
-    "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n";
+    "  --compression C           none (default), lz4 or zstd: how the server writes new batches\n"
+    "  --hot-keys JSON           spread hot keys over k partitions, e.g. '{\"split\":4,\"above_per_s\":1000}'\n"
+    "                            (docs/api.md \"Hot keys\")\n";
 
 /* A JSON string literal of s into out (truncated to cap). */
 static void json_str(char *out, size_t cap, const char *s)
@@ -128,6 +132,8 @@ static void print_config(const spw_json_span *o)
         printf("coalesce         true\n");
     if (spw__cli_member(o, "versioned", &v) && v.type == SPW_JSON_TRUE)
         printf("versioned        true\n");
+    if (spw__cli_member(o, "hot_keys", &v))
+        printf("hot keys         %.*s\n", (int)v.n, v.p);
     if (spw__cli_member(o, "rate_limit", &v)) {
         spw__cli_str(&v, "per", s, sizeof s);
         spw_json_span rate, burst;
@@ -259,6 +265,16 @@ static int cmd_create(spw_httpc *c, const char *name, int argc, char **argv)
                 return 2;
             }
             ADD("\"compression\":\"%s\"", v);
+        } else if ((m = spw__cli_opt("stream create", argc, argv, &i, "--hot-keys", &v))) {
+            if (m < 0)
+                return 2;
+            if (v[0] != '{') {
+                fprintf(stderr, "spillway stream create: --hot-keys takes a JSON object such as "
+                                "'{\"split\":4,\"above_per_s\":1000}', not '%s'\n",
+                        v);
+                return 2;
+            }
+            ADD("\"hot_keys\":%s", v); /* the server checks it (400 with the reason) */
         } else {
             fprintf(stderr, "spillway stream create: unexpected argument '%s'\n", argv[i]);
             spw_help_write(stderr, stream_usage, SPW_HELP_WIDTH);
@@ -459,7 +475,8 @@ int spw_cmd_stream(int argc, char **argv)
             /* create's own options, with their values, go to cmd_create. */
             static const char *const opts[] = {"--partitions", "--key",           "--timestamp",
                                                "--format",     "--ack",           "--retention", "--retention-ms",
-                                               "--retention-bytes", "--max-event-bytes", "--compression"};
+                                               "--retention-bytes", "--max-event-bytes", "--compression",
+                                               "--hot-keys"};
             int matched = 0;
             for (size_t k = 0; k < sizeof opts / sizeof *opts && !matched; k++) {
                 int at = i;
@@ -497,18 +514,49 @@ int spw_cmd_stream(int argc, char **argv)
             rc = 2;
         }
     }
-    spw_httpc c;
-    if (rc < 0 && (rc = spw__cli_server(cmd, server, &c)) == 0 && (rc = spw__cli_token(cmd, token, &c, &token)) == 0) {
-        if (strcmp(sub, "create") == 0)
-            rc = cmd_create(&c, name, n_rest, rest);
-        else if (strcmp(sub, "show") == 0)
-            rc = cmd_show(&c, name, json);
-        else if (strcmp(sub, "list") == 0)
-            rc = cmd_list(&c, json);
-        else
-            rc = cmd_delete(&c, name);
-        spw_httpc_close(&c);
+    /* A cluster (--server A,B,C, cli/cluster.h): the command on every node
+     * in turn, each node's output after a "node HOST:PORT:" line; the exit
+     * code is the worst of them. */
+    static spw_cli_cluster cl;
+    uint32_t nodes = 1;
+    if (rc < 0 && server && strchr(server, ',')) {
+        if ((rc = spw__cli_cluster_parse(cmd, server, NULL, &cl)) == 0)
+            rc = -1;
+        nodes = cl.n;
     }
+    int worst = 0;
+    for (uint32_t i = 0; rc < 0 && i < nodes; i++) {
+        spw_httpc c;
+        int r;
+        const char *where = server;
+        if (cl.n) {
+            where = spw__cli_cluster_name(&cl, i);
+            printf("node %s:\n", where);
+            fflush(stdout);
+        }
+        if ((r = spw__cli_server(cmd, where, &c)) == 0) {
+            if (cl.n)
+                c.tls = cl.tls[i];
+            if ((r = spw__cli_token(cmd, token, &c, &token)) == 0) {
+                if (strcmp(sub, "create") == 0)
+                    r = cmd_create(&c, name, n_rest, rest);
+                else if (strcmp(sub, "show") == 0)
+                    r = cmd_show(&c, name, json);
+                else if (strcmp(sub, "list") == 0)
+                    r = cmd_list(&c, json);
+                else
+                    r = cmd_delete(&c, name);
+            }
+            spw_httpc_close(&c);
+        }
+        if (r > worst)
+            worst = r;
+        if (r == 2)
+            break; /* a usage error is the same on every node */
+    }
+    if (rc < 0)
+        rc = worst;
+    spw__cli_cluster_free(&cl);
     spw_free(rest);
     return rc;
 }

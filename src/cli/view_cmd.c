@@ -3,10 +3,13 @@
  * view endpoints of the HTTP API (docs/api.md "Views"). create builds the
  * definition from flags (or takes it whole with --body); list and show
  * print tables; get, series and top print the server's JSON answer, one
- * line. Each prints the server's own error sentence on failure.
+ * line. Each prints the server's own error sentence on failure. With
+ * --server A,B,C (cli/cluster.h) get and series go to the key's node, top
+ * merges every node's list (top_cluster), the rest run on every node.
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/help.h"
@@ -15,6 +18,7 @@
 #include "core/buf.h"
 #include "core/json.h"
 #include "core/name.h"
+#include "cli/cluster.h"
 
 static const char view_usage[] =
     "usage: spillway view create NAME --stream S --kind latest|aggregate|sum\n"
@@ -35,7 +39,11 @@ static const char view_usage[] =
     "       spillway view delete NAME\n"
     "Every form takes --server HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ") and\n"
     "--token T (a bearer token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the\n"
-    "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n";
+    "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n"
+    "A cluster: --server=A,B,C. get and series ask the node the ring names for KEY (the client\n"
+    "library's ring; --ring LIST places keys by LIST's addresses instead, e.g. the nodes' binary\n"
+    "ones, same count and order); top asks every node for N and merges; the other forms run on\n"
+    "every node in turn. docs/api.md \"Reads across nodes\".\n";
 
 /* Appends s percent-encoded (all but unreserved bytes) to b. */
 static void pct(spw_buf *b, const char *s)
@@ -130,7 +138,10 @@ static void show_one(const spw_json_span *e, int header)
            spw__cli_int(e, "late", 0));
 }
 
-static int run(spw_httpc *c, const char *sub, const char *name, const char *key, const vopts *o, int json)
+/* Runs sub on one server. capture (top over a cluster): the answer's body
+ * is put there instead of printed. */
+static int run(spw_httpc *c, const char *sub, const char *name, const char *key, const vopts *o, int json,
+               spw_buf *capture)
 {
     char cmd[32];
     snprintf(cmd, sizeof cmd, "view %s", sub);
@@ -186,7 +197,9 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
     if ((st = request(c, cmd, method, (const char *)t.p, strcmp(method, "POST") == 0 ? "" : NULL, &r)) < 0)
         goto out;
     rc = 0;
-    if (strcmp(sub, "delete") == 0) {
+    if (capture) {
+        spw_buf_put(capture, r.body, r.body_len);
+    } else if (strcmp(sub, "delete") == 0) {
         printf("deleted view %s\n", name);
     } else if (strcmp(sub, "rebuild") == 0) {
         printf("view %s: rebuilding from the start of its stream\n", name);
@@ -216,6 +229,119 @@ out:
     return rc;
 }
 
+/* One entry of a node's top list. */
+typedef struct top_ent {
+    char key[512];
+    double v;           /* the --by measure */
+    const char *p;      /* its JSON text in the node's answer */
+    size_t n;
+} top_ent;
+
+static int top_cmp(const void *a, const void *b)
+{
+    const top_ent *x = a, *y = b;
+    if (x->v != y->v)
+        return x->v > y->v ? -1 : 1;
+    return strcmp(x->key, y->key); /* ties by key, as one server orders them */
+}
+
+/*
+ * `view top --server a,b,c`: every node's top N, merged and cut to N.
+ * Exact, as the ring gives each key to one node: a key in the cluster's
+ * top N is in its own node's top N. A node answers for the bucket holding
+ * its highest time applied when --at is not given; a node whose bucket
+ * starts earlier has no event in the latest one, so the merge keeps the
+ * latest start and drops the lists of older buckets.
+ */
+static int top_cluster(const spw_cli_cluster *cl, const char *token, const char *name, const vopts *o)
+{
+    spw_buf bodies[SPW_CLI_NODES_MAX];
+    int rc = 0;
+    uint32_t nent = 0, cap = 0;
+    top_ent *ents = NULL;
+    int64_t start_max = INT64_MIN;
+    int64_t starts[SPW_CLI_NODES_MAX];
+    int final = 1;
+    char window[64] = "", by[16];
+    snprintf(by, sizeof by, "%s", o->by ? o->by : "count");
+    long want = o->n ? strtol(o->n, NULL, 10) : 10;
+    for (uint32_t i = 0; i < cl->n; i++) {
+        bodies[i] = (spw_buf)SPW_BUF_INIT;
+        spw_httpc c;
+        int r = spw__cli_server("view top", spw__cli_cluster_name(cl, i), &c);
+        c.tls = cl->tls[i];
+        const char *t;
+        if (r || spw__cli_token("view top", token, &c, &t) ||
+            run(&c, "top", name, NULL, o, 0, &bodies[i])) {
+            fprintf(stderr, "spillway view top: node %s failed: the top of the cluster is not known\n",
+                    spw__cli_cluster_name(cl, i));
+            rc = 1;
+        }
+        spw_httpc_close(&c);
+    }
+    for (uint32_t i = 0; i < cl->n && !rc; i++) {
+        spw_json_span obj, arr;
+        if (spw__cli_parse((const char *)bodies[i].p, bodies[i].len, &obj) < 0 ||
+            !spw__cli_member(&obj, "keys", &arr)) {
+            fprintf(stderr, "spillway view top: node %s: the answer is not a top list\n", spw__cli_cluster_name(cl, i));
+            rc = 1;
+            break;
+        }
+        starts[i] = spw__cli_int(&obj, "start", INT64_MIN);
+        if (starts[i] > start_max)
+            start_max = starts[i];
+    }
+    for (uint32_t i = 0; i < cl->n && !rc; i++) {
+        spw_json_span obj, arr, e, m;
+        spw__cli_parse((const char *)bodies[i].p, bodies[i].len, &obj);
+        spw__cli_member(&obj, "keys", &arr);
+        if (starts[i] != start_max)
+            continue; /* an older bucket: nothing of this node in the latest one */
+        if (!window[0])
+            spw__cli_str(&obj, "window", window, sizeof window);
+        if (spw__cli_member(&obj, "final", &m) && m.type == SPW_JSON_FALSE)
+            final = 0;
+        const char *cur = NULL;
+        while (spw__cli_array_next(&arr, &cur, &e)) {
+            if (nent == cap) {
+                cap = cap ? cap * 2 : 64;
+                ents = spw_xrealloc(ents, cap * sizeof *ents);
+            }
+            top_ent *t = &ents[nent++];
+            spw__cli_str(&e, "key", t->key, sizeof t->key);
+            t->v = spw__cli_member(&e, by, &m) && m.type == SPW_JSON_NUMBER ? strtod(m.p, NULL) : 0;
+            t->p = e.p;
+            t->n = e.n;
+        }
+    }
+    if (!rc) {
+        qsort(ents, nent, sizeof *ents, top_cmp);
+        if (want > 0 && nent > (uint32_t)want)
+            nent = (uint32_t)want;
+        spw_buf out = SPW_BUF_INIT;
+        spw_buf_xprintf(&out, "{");
+        if (window[0]) {
+            spw_buf_xprintf(&out, "\"window\":");
+            spw_json_xput_str(&out, window, strlen(window));
+            spw_buf_xprintf(&out, ",");
+        }
+        if (start_max != INT64_MIN)
+            spw_buf_xprintf(&out, "\"start\":%" PRId64 ",\"final\":%s,", start_max, final ? "true" : "false");
+        spw_buf_xprintf(&out, "\"by\":");
+        spw_json_xput_str(&out, by, strlen(by));
+        spw_buf_xprintf(&out, ",\"nodes\":%u,\"keys\":[", cl->n);
+        for (uint32_t k = 0; k < nent; k++)
+            spw_buf_xprintf(&out, "%s%.*s", k ? "," : "", (int)ents[k].n, ents[k].p);
+        spw_buf_xprintf(&out, "]}\n");
+        fwrite(out.p, 1, out.len, stdout);
+        spw_buf_fini(&out);
+    }
+    spw_free(ents);
+    for (uint32_t i = 0; i < cl->n; i++)
+        spw_buf_fini(&bodies[i]);
+    return rc;
+}
+
 int spw_cmd_view(int argc, char **argv)
 {
     static const char *const subs[] = {"create", "list", "show", "get", "series", "top", "verify", "rebuild", "delete"};
@@ -239,7 +365,7 @@ int spw_cmd_view(int argc, char **argv)
     char cmd[32];
     snprintf(cmd, sizeof cmd, "view %s", sub);
     vopts o = {0};
-    const char *server = NULL, *token = NULL, *name = NULL, *key = NULL;
+    const char *server = NULL, *token = NULL, *name = NULL, *key = NULL, *ring = NULL;
     int json = 0;
     struct {
         const char *flag;
@@ -265,6 +391,7 @@ int spw_cmd_view(int argc, char **argv)
             return 0;
         }
         if ((m = spw__cli_opt(cmd, argc, argv, &i, "--server", &server)) ||
+            (m = spw__cli_opt(cmd, argc, argv, &i, "--ring", &ring)) ||
             (m = spw__cli_opt(cmd, argc, argv, &i, "--token", &token))) {
             if (m < 0)
                 return 2;
@@ -314,10 +441,47 @@ int spw_cmd_view(int argc, char **argv)
         spw_help_write(stderr, view_usage, SPW_HELP_WIDTH);
         return 2;
     }
+    if (ring && !(server && strchr(server, ','))) {
+        fprintf(stderr, "spillway %s: --ring goes with a --server list of several nodes\n", cmd);
+        return 2;
+    }
+    if (server && strchr(server, ',')) {
+        /* A cluster (docs/api.md "Reads across nodes"): a key's reads go
+         * to the node the ring names; top asks every node and merges;
+         * anything else runs on every node in turn. */
+        spw_cli_cluster cl;
+        int rc = spw__cli_cluster_parse(cmd, server, ring, &cl);
+        if (rc)
+            return rc;
+        if (strcmp(sub, "top") == 0) {
+            rc = top_cluster(&cl, token, name, &o);
+        } else {
+            uint32_t only = key ? spw__cli_cluster_node(&cl, key, strlen(key)) : UINT32_MAX;
+            for (uint32_t i = 0; i < cl.n; i++) {
+                if (only != UINT32_MAX && i != only)
+                    continue;
+                if (only == UINT32_MAX) {
+                    printf("node %s:\n", spw__cli_cluster_name(&cl, i));
+                    fflush(stdout);
+                }
+                spw_httpc c;
+                int r = spw__cli_server(cmd, spw__cli_cluster_name(&cl, i), &c);
+                c.tls = cl.tls[i];
+                if (r == 0 && (r = spw__cli_token(cmd, token, &c, &token)) == 0) {
+                    r = run(&c, sub, name, key, &o, json, NULL);
+                    spw_httpc_close(&c);
+                }
+                if (r > rc)
+                    rc = r;
+            }
+        }
+        spw__cli_cluster_free(&cl);
+        return rc;
+    }
     spw_httpc c;
     int rc = spw__cli_server(cmd, server, &c);
     if (rc == 0 && (rc = spw__cli_token(cmd, token, &c, &token)) == 0) {
-        rc = run(&c, sub, name, key, &o, json);
+        rc = run(&c, sub, name, key, &o, json, NULL);
         spw_httpc_close(&c);
     }
     return rc;

@@ -35,6 +35,7 @@ typedef struct batch {
     uint32_t server;
     char stream[SPW_STREAM_NAME_WIRE_MAX + 1];
     uint8_t ack;
+    uint8_t keyless; /* its records have no key: it may go to another server when this one is down */
     spw_buf frame; /* header + PRODUCE body being built */
     size_t count_at;
     uint32_t count;
@@ -135,6 +136,9 @@ typedef struct server {
      * spillway_producer_connect_error. */
     int conn_err;
     char conn_why[320];
+    /* Connect rounds failed in a row (0 once connected; I/O thread, under
+     * mu): > 0 is "down" for routing (include/spillway.h "Routing"). */
+    uint32_t failed_rounds;
 } server;
 
 struct spillway_producer {
@@ -212,6 +216,8 @@ void spw__producer_finish(spillway_producer *p, done_item **list, batch *b, int 
                           uint64_t *offs);
 void spw__producer_run_done(spillway_producer *p, done_item *list);
 void spw__producer_seal(spillway_producer *p, server *s, batch *b);
+/* The next server for a record without a key (producer.c). REQUIRES: mu. */
+uint32_t spw__producer_next_up(spillway_producer *p);
 void spw__producer_seal_all(spillway_producer *p);
 void spw__producer_cancel_unsent(spillway_producer *p, server *s, done_item **done);
 

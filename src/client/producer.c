@@ -22,6 +22,11 @@
  * other error answers, 413 over_burst included, fail the batch's records. A record not delivered within
  * delivery_timeout_ms fails with SPILLWAY_ERR_TIMEOUT (checked while queued;
  * a batch already written waits for its answer or the connection's loss).
+ * A server whose connect round failed is down (include/spillway.h
+ * "Routing"): its keyless batches move to a server that is up (a keyless
+ * record may land anywhere), its keyed ones stay (a key has one server),
+ * and after connect_attempts_max failed rounds in a row they fail with
+ * the connect error instead of waiting out delivery_timeout_ms.
  * With stop_on_error, a failed batch stops the producer (p->stopped): the
  * I/O thread fails every batch not yet written (open or queued) with
  * SPILLWAY_ERR_CANCELED before it writes another, and sends are refused, until
@@ -123,6 +128,7 @@ void spillway_producer_config_init(spillway_producer_config *c)
     c->backoff_max_ms = 2000;
     c->connect_timeout_ms = 5000;
     c->priority = -1;
+    c->connect_attempts_max = SPILLWAY_CONNECT_ATTEMPTS_DEFAULT;
 }
 
 static void batch_free(batch *b)
@@ -164,7 +170,8 @@ void spw__producer_run_done(spillway_producer *p, done_item *list)
                                .stream = b->stream,
                                .partition = d->r.partitions ? d->r.partitions[i] : 0,
                                .offset = d->r.offsets ? d->r.offsets[i] : 0,
-                               .opaque = b->opaques[i]};
+                               .opaque = b->opaques[i],
+                               .server = b->server};
             if (p->cfg.on_delivery)
                 p->cfg.on_delivery(p->cfg.opaque, &dv);
         }
@@ -218,10 +225,24 @@ void spw__producer_cancel_unsent(spillway_producer *p, server *s, done_item **do
         spw__producer_finish(p, done, b, SPILLWAY_ERR_CANCELED, NULL, NULL);
 }
 
+/* The next server for records without a key: round robin over those not
+ * down, or over all when every one is. REQUIRES: mu. */
+uint32_t spw__producer_next_up(spillway_producer *p)
+{
+    for (uint32_t k = 0; k < p->nservers; k++) {
+        uint32_t i = p->rr++ % p->nservers;
+        if (p->servers[i].failed_rounds == 0)
+            return i;
+    }
+    return p->rr++ % p->nservers;
+}
+
 static uint32_t route(spillway_producer *p, const void *key, int32_t key_len)
 {
-    if (key_len < 0 || p->nservers == 1)
-        return p->nservers == 1 ? 0 : p->rr++ % p->nservers;
+    if (p->nservers == 1)
+        return 0;
+    if (key_len < 0)
+        return spw__producer_next_up(p);
     return spw_ring_shard(&p->ring, key, (size_t)key_len);
 }
 
@@ -294,6 +315,11 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
             return SPILLWAY_ERR_TLS;
         }
     }
+    /* The default fails a down server's keyed records only when there are
+     * others to keep going: one server rides out a restart up to its
+     * delivery timeout, as before. */
+    if (cfg.connect_attempts_max == SPILLWAY_CONNECT_ATTEMPTS_DEFAULT)
+        cfg.connect_attempts_max = n > 1 ? 8 : 0;
     p->cfg = cfg;
     p->nservers = n;
     p->servers = calloc(n, sizeof *p->servers);
@@ -373,7 +399,8 @@ int spillway_producer_send(spillway_producer *p, const char *stream, const void 
     uint32_t si = route(p, key, key_len);
     server *s = &p->servers[si];
     batch *b = s->open;
-    while (b && !(b->ack == (uint8_t)ack && strcmp(b->stream, stream) == 0))
+    uint8_t keyless = key_len < 0;
+    while (b && !(b->ack == (uint8_t)ack && b->keyless == keyless && strcmp(b->stream, stream) == 0))
         b = b->next;
     /* A batch that would pass its size with this record is sealed first. */
     if (b && b->count && b->frame.len + rec_size > p->cfg.batch_bytes) {
@@ -389,6 +416,7 @@ int spillway_producer_send(spillway_producer *p, const char *stream, const void 
         b->server = si;
         memcpy(b->stream, stream, sl + 1);
         b->ack = (uint8_t)ack;
+        b->keyless = keyless;
         b->created_ms = spw_mono_ms();
         b->deadline_ms = b->created_ms + p->cfg.delivery_timeout_ms;
         size_t st;
@@ -533,6 +561,21 @@ int spillway_producer_connect_error(spillway_producer *p, char *why, size_t cap)
             if (why && cap)
                 snprintf(why, cap, "%s", p->servers[i].conn_why);
         }
+    pthread_mutex_unlock(&p->conn_mu);
+    if (!err && why && cap)
+        why[0] = 0;
+    return err;
+}
+
+int spillway_producer_server_error(spillway_producer *p, uint32_t server, char *why, size_t cap)
+{
+    int err = 0;
+    pthread_mutex_lock(&p->conn_mu);
+    if (server < p->nservers && p->servers[server].conn_err) {
+        err = p->servers[server].conn_err;
+        if (why && cap)
+            snprintf(why, cap, "%s", p->servers[server].conn_why);
+    }
     pthread_mutex_unlock(&p->conn_mu);
     if (!err && why && cap)
         why[0] = 0;

@@ -79,6 +79,15 @@ static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
     s->backoff_ms = s->backoff_ms * 2 > p->cfg.backoff_max_ms ? p->cfg.backoff_max_ms : s->backoff_ms * 2;
 }
 
+/* A connect round to s failed (every address, the name's lookup, or the
+ * TLS handshake): s is down until a connect succeeds (include/spillway.h
+ * "Routing"); spw__producer_main moves or fails its records. */
+static void srv_round_failed(spillway_producer *p, server *s, uint64_t now)
+{
+    s->failed_rounds++;
+    srv_disconnect(p, s, now);
+}
+
 /*
  * The connection is up: count a reconnect, and put AUTH first in its
  * output when there is a token. The server handles frames in order, so
@@ -88,6 +97,7 @@ static void srv_disconnect(spillway_producer *p, server *s, uint64_t now)
 static void srv_connected(spillway_producer *p, server *s, uint64_t now)
 {
     s->connecting = 0;
+    s->failed_rounds = 0;
     conn_state(p, s, 0, "%s", "");
     s->ai = s->naddr; /* the next connect (after a loss) resolves again */
     if (s->ever_connected)
@@ -118,9 +128,9 @@ static void srv_tls_step(spillway_producer *p, server *s, uint64_t now)
         srv_connected(p, s, now);
     } else if (w < 0) {
         /* A certificate that does not verify, or no TLS there: like a
-         * refused connection (a backoff; records time out meanwhile). */
+         * refused connection (a failed round and a backoff). */
         conn_state(p, s, SPILLWAY_ERR_TLS, "the TLS handshake with %s failed", s->name);
-        srv_disconnect(p, s, now);
+        srv_round_failed(p, s, now);
     } else {
         s->tls_hs = (short)w;
     }
@@ -134,7 +144,7 @@ static void srv_tcp_up(spillway_producer *p, server *s, uint64_t now)
         return;
     }
     if (!(s->ssl = spw__client_tls_session(p->tls_ctx, s->fd, s->host))) {
-        srv_disconnect(p, s, now);
+        srv_round_failed(p, s, now);
         return;
     }
     s->connecting = 1; /* until the handshake is done */
@@ -154,7 +164,7 @@ static void srv_connect_failed(spillway_producer *p, server *s, uint64_t now, in
     if (++s->ai < s->naddr)
         srv_connect(p, s, now);
     else
-        srv_disconnect(p, s, now);
+        srv_round_failed(p, s, now);
 }
 
 /*
@@ -171,7 +181,7 @@ static void srv_connect(spillway_producer *p, server *s, uint64_t now)
         if (s->naddr < 0) {
             s->naddr = 0;
             conn_state(p, s, -EHOSTUNREACH, "cannot resolve the host of %s (no address for the name)", s->name);
-            srv_disconnect(p, s, now); /* a backoff; the next round resolves again */
+            srv_round_failed(p, s, now); /* a backoff; the next round resolves again */
             return;
         }
     }
@@ -379,6 +389,43 @@ static void expire(spillway_producer *p, server *s, done_item **done, uint64_t n
     s->queue = keep;
 }
 
+/*
+ * s is down (include/spillway.h "Routing"): its batches without a key go
+ * to a server that is not (they may have been stored before the loss: at
+ * least once); after connect_attempts_max failed rounds in a row, what is
+ * queued for it fails with the connect error, at once, until a connect
+ * succeeds (the loop still tries one every backoff_max_ms when records
+ * come: a record queued while a try is under way waits for its outcome).
+ * Returns 1 if it moved a batch (the loop goes round again at once).
+ * REQUIRES: mu, s not connected.
+ */
+static int srv_down(spillway_producer *p, server *s, done_item **done)
+{
+    int moved = 0;
+    bqueue keep = {0};
+    batch *b;
+    while ((b = q_pop(&s->queue))) {
+        uint32_t to = b->keyless ? spw__producer_next_up(p) : 0;
+        if (b->keyless && p->servers[to].failed_rounds == 0) {
+            b->server = to;
+            b->not_before_ms = 0;
+            q_push(&p->servers[to].queue, b);
+            moved = 1;
+        } else {
+            q_push(&keep, b);
+        }
+    }
+    s->queue = keep;
+    if (p->cfg.connect_attempts_max && s->failed_rounds >= p->cfg.connect_attempts_max) {
+        pthread_mutex_lock(&p->conn_mu);
+        int err = s->conn_err ? s->conn_err : -ECONNREFUSED;
+        pthread_mutex_unlock(&p->conn_mu);
+        while ((b = q_pop(&s->queue)))
+            spw__producer_finish(p, done, b, err, NULL, NULL);
+    }
+    return moved;
+}
+
 void *spw__producer_main(void *arg)
 {
     spillway_producer *p = arg;
@@ -410,6 +457,8 @@ void *spw__producer_main(void *arg)
             }
             if (s->fd >= 0 && s->connecting && now - s->connect_started_ms > p->cfg.connect_timeout_ms)
                 srv_connect_failed(p, s, now, ETIMEDOUT);
+            if (s->fd < 0 && s->failed_rounds && srv_down(p, s, &done))
+                timeout = 0;
             if (s->fd >= 0 && !s->connecting) {
                 srv_fill(p, s, now);
                 srv_write(p, s, now);

@@ -691,6 +691,60 @@ int spillway_client_describe_stream(spillway_client *c, const char *name, char *
     return json_answer(frame, j, jl, json, NULL);
 }
 
+int spillway_client_list_groups(spillway_client *c, const char *stream, char **json)
+{
+    size_t nl = stream ? strlen(stream) : 0;
+    if (!c || !json || nl == 0 || nl > SPW_STREAM_NAME_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_stream_describe_req_encode(&body, stream, nl)) { /* GROUP_LIST has its layout */
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_GROUP_LIST, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const char *j, *why;
+    uint32_t jl;
+    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    return json_answer(frame, j, jl, json, NULL);
+}
+
+int spillway_client_reset_group(spillway_client *c, const char *stream, const char *group, const char *reset,
+                                char **json)
+{
+    size_t sl = stream ? strlen(stream) : 0, gl = group ? strlen(group) : 0, rl0 = reset ? strlen(reset) : 0;
+    if (!c || !json || sl == 0 || sl > SPW_STREAM_NAME_WIRE_MAX || gl == 0 || gl > SPW_GROUP_WIRE_MAX || rl0 == 0 ||
+        rl0 > SPW_GROUP_RESET_BODY_WIRE_MAX)
+        return SPILLWAY_ERR_INVALID;
+    spw_buf body = SPW_BUF_INIT;
+    if (spw_greset_req_encode(&body, stream, sl, group, gl, reset, rl0)) {
+        spw_buf_fini(&body);
+        return SPILLWAY_ERR_NOMEM;
+    }
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, SPW_OP_GROUP_RESET, &body, &frame, &rest, &rl);
+    spw_buf_fini(&body);
+    if (r)
+        return r;
+    const char *j, *why;
+    uint32_t jl;
+    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    return json_answer(frame, j, jl, json, NULL);
+}
+
 /* ---- views: VIEW_READ ---- */
 
 static int view_read(spillway_client *c, spw_view_read_req *q, const char *view, const char *window, const char *by,

@@ -14,6 +14,7 @@ const char *spw_strerror(int err)
     case SPW_ERANGE: return "offset out of range";
     case SPW_EDISKLIMIT: return "the data directory is at its max-disk-bytes limit";
     case SPW_ECONFLICT: return "the key is not at the expected version";
+    case SPW_EDELETED: return "the stream was deleted";
     default: break;
     }
     if (err < 0 && err > SPW__ERR_BASE)

@@ -26,6 +26,7 @@
 #define SPW_ETRUNC (SPW__ERR_BASE - 2)   /* data ends inside a structure */
 #define SPW_EDISKLIMIT (SPW__ERR_BASE - 20) /* the configured max-disk-bytes is reached */
 #define SPW_ECONFLICT (SPW__ERR_BASE - 21)  /* a versioned key is not at the version the request expects */
+#define SPW_EDELETED (SPW__ERR_BASE - 22)   /* the stream was deleted (its partitions retired: docs/architecture.md) */
 
 /* Returns a static human-readable sentence for an error code. */
 const char *spw_strerror(int err);

@@ -66,6 +66,11 @@ struct spw_es {
     spw_stream *s; /* the stream that owns this map (no reference: it frees the map) */
     uint32_t nparts;
     size_t cap; /* cached keys per partition before eviction */
+    /* Every use of db holds db_lock for reading; spw_es_retire closes the
+     * store under it for writing and sets db NULL (the stream was deleted:
+     * its directory is about to move, and RocksDB creates files in it by
+     * path). A use then answers SPW_EDELETED. */
+    pthread_rwlock_t db_lock;
     rocksdb_t *db;
     rocksdb_options_t *opts;
     rocksdb_writeoptions_t *wo;
@@ -285,14 +290,32 @@ static es_ent *set(spw_es *es, es_part *p, const void *key, size_t n, uint64_t v
     return e;
 }
 
-/* The store's entry of a key: 1 found. */
+/* A use of the store: 0 with db_lock held for reading, or SPW_EDELETED
+ * (retired: nothing held). */
+static int db_begin(spw_es *es)
+{
+    pthread_rwlock_rdlock(&es->db_lock);
+    if (es->db)
+        return 0;
+    pthread_rwlock_unlock(&es->db_lock);
+    return SPW_EDELETED;
+}
+
+static void db_end(spw_es *es) { pthread_rwlock_unlock(&es->db_lock); }
+
+/* The store's entry of a key: 1 found. A retired store answers none: its
+ * stream was deleted and its partitions refuse every append, so no
+ * version taken from that answer is ever written. */
 static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 {
+    if (db_begin(es) < 0)
+        return 0;
     spw_buf k = SPW_BUF_INIT;
     kkey(&k, key, n);
     char *err = NULL;
     size_t vl = 0;
     char *v = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    db_end(es);
     spw_buf_fini(&k);
     atomic_fetch_add(&es->store_reads, 1);
     if (err) {
@@ -363,7 +386,13 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         spw_put64(cv, next);
         rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, 8);
         char *err = NULL;
+        if (db_begin(es) < 0) {
+            rocksdb_writebatch_destroy(wb);
+            spw_buf_fini(&k);
+            return SPW_EDELETED;
+        }
         rocksdb_write(es->db, es->wo, wb, &err);
+        db_end(es);
         if (err) {
             spw_error("version store of stream %s: %s", s->cfg.name, err);
             rocksdb_free(err);
@@ -485,6 +514,7 @@ static void es_free(spw_es *es)
         rocksdb_block_based_options_destroy(es->bbo); /* owns the bloom filter */
     pthread_mutex_destroy(&es->wake_mu);
     pthread_cond_destroy(&es->wake_cv);
+    pthread_rwlock_destroy(&es->db_lock);
     spw_free(es);
 }
 
@@ -597,9 +627,16 @@ int spw_es_of(spw_stream *s, spw_es **out)
     /* One open at a time (first uses only: later calls take the load
      * above), so a stream's map is made once. */
     pthread_mutex_lock(&build_mu);
+    /* Told before deleted is read: a delete that sets deleted after the
+     * read below then finds the hook, and its spw_es_retire waits on
+     * build_mu for this open to end, then closes what it made. */
+    spw_catalog_set_es_retire(s->cat, spw_es_retire);
     es = atomic_load_explicit(&s->es, memory_order_acquire);
     int r = 0;
-    if (!es) {
+    if (!es && atomic_load(&s->deleted)) {
+        /* Its directory moves (or moved): never open a store there. */
+        r = SPW_EDELETED;
+    } else if (!es) {
         es = spw_xcalloc(1, sizeof *es + s->cfg.partitions * sizeof(es_part));
         es->s = s;
         es->nparts = s->cfg.partitions;
@@ -607,6 +644,7 @@ int spw_es_of(spw_stream *s, spw_es **out)
         es->cap = (size_t)(ck / es->nparts > 16 ? ck / es->nparts : 16);
         pthread_mutex_init(&es->wake_mu, NULL);
         spw_cond_init(&es->wake_cv);
+        pthread_rwlock_init(&es->db_lock, NULL);
         for (uint32_t i = 0; i < es->nparts; i++) {
             pthread_mutex_init(&es->parts[i].mu, NULL);
             es->parts[i].nbuckets = 64;
@@ -655,7 +693,31 @@ static void open_one(void *arg, spw_stream *s)
         spw_es_of(s, &es);
 }
 
-void spw_es_open_all(spw_catalog *cat) { spw_catalog_each(cat, open_one, NULL); }
+void spw_es_open_all(spw_catalog *cat)
+{
+    spw_catalog_set_es_retire(cat, spw_es_retire);
+    spw_catalog_each(cat, open_one, NULL);
+}
+
+void spw_es_retire(spw_stream *s)
+{
+    pthread_mutex_lock(&build_mu); /* an open in progress ends first */
+    spw_es *es = atomic_load_explicit(&s->es, memory_order_acquire);
+    if (es && es->th_started) {
+        atomic_store(&es->stop, 1);
+        durable_kick(es);
+        pthread_join(es->th, NULL);
+        es->th_started = 0;
+    }
+    if (es) {
+        pthread_rwlock_wrlock(&es->db_lock);
+        if (es->db)
+            rocksdb_close(es->db);
+        es->db = NULL;
+        pthread_rwlock_unlock(&es->db_lock);
+    }
+    pthread_mutex_unlock(&build_mu);
+}
 
 /* ---- use ---- */
 
@@ -779,6 +841,8 @@ uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es
 int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
                    uint64_t *offsets)
 {
+    if (db_begin(es) < 0)
+        return SPW_EDELETED;
     spw_buf k = SPW_BUF_INIT, end = SPW_BUF_INIT;
     ekey(&k, key, n, from_version);
     ekey(&end, key, n, SPW_VERSION_MAX + 1);
@@ -802,6 +866,7 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
+    db_end(es);
     spw_buf_fini(&k);
     spw_buf_fini(&end);
     if (err) {
@@ -815,11 +880,14 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
 /* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
 static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
 {
+    if (db_begin(es) < 0)
+        return SPW_EDELETED;
     spw_buf k = SPW_BUF_INIT;
     ekey(&k, key, n, v);
     char *err = NULL;
     size_t vl = 0;
     char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    db_end(es);
     spw_buf_fini(&k);
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);
@@ -864,9 +932,15 @@ int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version,
     spw_put64(v.p, version);
     memcpy(v.p + 8, state, len);
     char *err = NULL;
-    rocksdb_put(es->db, es->wo, (const char *)k.p, k.len, (const char *)v.p, 8 + len, &err);
+    int r = db_begin(es);
+    if (r == 0) {
+        rocksdb_put(es->db, es->wo, (const char *)k.p, k.len, (const char *)v.p, 8 + len, &err);
+        db_end(es);
+    }
     spw_buf_fini(&k);
     spw_buf_fini(&v);
+    if (r < 0)
+        return r;
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);
         rocksdb_free(err);
@@ -877,11 +951,14 @@ int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version,
 
 int spw_es_snapshot_get(spw_es *es, const void *key, size_t n, uint64_t *version, spw_buf *state)
 {
+    if (db_begin(es) < 0)
+        return SPW_EDELETED;
     spw_buf k = SPW_BUF_INIT;
     skey(&k, key, n);
     char *err = NULL;
     size_t vl = 0;
     char *v = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
+    db_end(es);
     spw_buf_fini(&k);
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);

@@ -85,6 +85,15 @@ const char *spw_es_expect_str(spw_es_expect kind, uint64_t version, char *buf, s
  * reference), or an error (the map is not made; a later call tries again).
  */
 int spw_es_of(spw_stream *s, spw_es **out);
+/*
+ * The stream s is being deleted (called by the catalog before its
+ * directory moves, s->deleted already set): the indexer stops and the
+ * store closes, so RocksDB creates no file by that path again; the map's
+ * later store uses answer SPW_EDELETED (a lookup: no record — appends are
+ * refused by the retired partitions anyway), and spw_es_of answers
+ * SPW_EDELETED for a stream deleted before its map was made. Any thread.
+ */
+void spw_es_retire(spw_stream *s);
 /* Opens every versioned stream's map (at start, before the listeners). */
 void spw_es_open_all(spw_catalog *cat);
 /* Keys each stream's map caches (at least 16; default 1000000); for maps

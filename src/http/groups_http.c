@@ -351,21 +351,11 @@ static void handle_get(spw_consume *cs, spw_http_req *req, spw_stream *s, const 
 
 static void handle_list(spw_consume *cs, spw_http_req *req, spw_stream *s)
 {
-    spw_group_summary *v;
-    uint32_t n = spw_svc_groups_list(cs, s, &v);
     spw_buf b = SPW_BUF_INIT;
-    spw_buf_xprintf(&b, "{\"stream\":\"%s\",\"groups\":[", s->cfg.name);
-    for (uint32_t i = 0; i < n; i++) {
-        spw_buf_xprintf(&b,
-                        "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
-                        ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
-                        i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
-                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
-    }
-    spw_buf_xprintf(&b, "]}\n");
+    spw_svc_groups_list_json(cs, s, &b);
+    spw_buf_xprintf(&b, "\n");
     spw_http_respond(req, 200, NULL, "application/json", b.p, b.len);
     spw_buf_fini(&b);
-    spw_free(v);
     spw_stream_put(s);
 }
 
@@ -386,72 +376,23 @@ static void http_reset_answer(void *arg, int err)
     spw_free(h);
 }
 
-#define RESET_BODY_HELP "the body must be {\"to\":\"earliest\"|\"latest\"|OFFSET} with an optional \"partition\":P"
-
 /* POST .../groups/{g}/reset {"to":"earliest"|"latest"|N[,"partition":P]} */
 static void handle_reset(spw_consume *cs, spw_http_req *req, spw_stream *s, const char *gname)
 {
-    const char *p = (const char *)req->body.p, *end = p + req->body.len, *vend;
-    spw_json_span v, k, val, to_v = {0}, part_v = {0};
-    spw_json_error e;
-    if (req->body.len == 0 || req->body.len > COMMIT_BODY_MAX || spw_json_scan(p, end, NULL, 0, &v, &vend, &e) < 0 ||
-        spw_json_ws(vend, end) != end) {
-        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, RESET_BODY_HELP);
-        goto out;
-    }
-    p = spw_json_ws(p, end);
-    if (*p != '{') {
-        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, RESET_BODY_HELP);
-        goto out;
-    }
-    spw_json_span obj = {p, (size_t)(vend - p), SPW_JSON_OBJECT};
-    spw_json_iter it;
-    spw_json_iter_init(&it, &obj);
-    while (spw_json_iter_next(&it, &k, &val)) {
-        if (spw_json_str_eq(&k, "to"))
-            to_v = val;
-        else if (spw_json_str_eq(&k, "partition"))
-            part_v = val;
-        else {
-            spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "unknown member %.*s: " RESET_BODY_HELP, (int)k.n, k.p);
-            goto out;
-        }
-    }
-    spw_reset_to to;
-    int64_t off = 0, part = -1;
-    if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "earliest"))
-        to = SPW_RESET_EARLIEST;
-    else if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "latest"))
-        to = SPW_RESET_LATEST;
-    else if (to_v.type == SPW_JSON_NUMBER && spw_json_int64(&to_v, &off) == 0 && off >= 0)
-        to = SPW_RESET_OFFSET;
-    else {
-        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "to must be \"earliest\", \"latest\" or an offset (0 or more)");
-        goto out;
-    }
-    if (part_v.type != SPW_JSON_NONE &&
-        (part_v.type != SPW_JSON_NUMBER || spw_json_int64(&part_v, &part) || part < 0 || part > UINT32_MAX)) {
-        spw_http_answer(req, SPW_SC_BAD_JSON, NULL, "partition must be a partition number (0 or more)");
-        goto out;
-    }
     spw_group *g;
-    spw_reset_part *r;
-    uint32_t n;
     char msg[400];
-    spw_sc sc = spw_svc_group_reset(cs, s, gname, to, (uint64_t)off, part, &g, &r, &n, msg, sizeof msg);
-    if (sc != SPW_SC_OK) {
-        spw_http_answer(req, sc, NULL, "%s", msg);
-        goto out;
-    }
     hreset *h = spw_xcalloc(1, sizeof *h);
     h->req = req;
     h->answer = (spw_buf)SPW_BUF_INIT;
-    spw_buf_xprintf(&h->answer, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
-    for (uint32_t i = 0; i < n; i++)
-        spw_buf_xprintf(&h->answer, "%s{\"partition\":%" PRIu32 ",\"before\":%" PRIu64 ",\"committed\":%" PRIu64 "}",
-                        i ? "," : "", i, r[i].before, r[i].after);
-    spw_buf_xprintf(&h->answer, "]}\n");
-    spw_free(r);
+    spw_sc sc = spw_svc_group_reset_json(cs, s, gname, (const char *)req->body.p, req->body.len, &g, &h->answer,
+                                         msg, sizeof msg);
+    if (sc != SPW_SC_OK) {
+        spw_http_answer(req, sc, NULL, "%s", msg);
+        spw_buf_fini(&h->answer);
+        spw_free(h);
+        goto out;
+    }
+    spw_buf_xprintf(&h->answer, "\n");
     spw_stream_put(s);
     spw_http_req_release_body(req);
     spw_consume_commit_saved(cs, g, http_post, req->loop, http_reset_answer, h);

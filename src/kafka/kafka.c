@@ -352,15 +352,31 @@ static int16_t create_topic(kconn *c, const char *n, int32_t l, int32_t np, int1
 
 /* ---- Metadata ---- */
 
+/* The address the client reached us at: the one Metadata and
+ * FindCoordinator advertise, so a client goes on where it connected. An
+ * IPv6 address is the bare literal ("::1": Kafka's host strings carry no
+ * brackets; clients add them); an IPv4-mapped one ([::ffff:a.b.c.d], a
+ * dual-stack listener reached over IPv4) is advertised as a.b.c.d, which
+ * an IPv4-only client can reach too. */
 void spw__k_local_addr(kconn *c, char *host, size_t cap, int *port)
 {
     snprintf(host, cap, "127.0.0.1");
     *port = c->loop->srv->ns.port;
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    if (getsockname(c->fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
-        inet_ntop(AF_INET, &sa.sin_addr, host, (socklen_t)cap);
-        *port = ntohs(sa.sin_port);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sa = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &sa->sin_addr, host, (socklen_t)cap);
+        *port = ntohs(sa->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sa = (const struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_V4MAPPED(&sa->sin6_addr))
+            inet_ntop(AF_INET, &sa->sin6_addr.s6_addr[12], host, (socklen_t)cap);
+        else
+            inet_ntop(AF_INET6, &sa->sin6_addr, host, (socklen_t)cap);
+        *port = ntohs(sa->sin6_port);
     }
 }
 

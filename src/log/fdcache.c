@@ -14,6 +14,7 @@
 #include <pthread.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/msg.h"
 #include "log/segment.h"
 #include "os/os.h"
@@ -128,6 +129,8 @@ void spw_seg_seal(spw_segment *s)
 /* Opens a sealed segment's files again, read-only. REQUIRES: c->mu. */
 static int reopen(spw_segment *s)
 {
+    if (s->retired)
+        return SPW_EDELETED;
     char path[4096];
     spw_seg_path(path, sizeof path, s->dir, s->base_offset, ".log");
     int fd = spw_os.open(path, O_RDONLY, 0);
@@ -201,5 +204,17 @@ void spw__fdcache_forget(spw_segment *s)
             c->open--;
     }
     s->fdc = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void spw__fdcache_retire(spw_segment *s)
+{
+    spw_fdcache *c = s->fdc;
+    if (!c) {
+        s->retired = 1; /* no cache: nothing reopens it */
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    s->retired = 1;
     pthread_mutex_unlock(&c->mu);
 }

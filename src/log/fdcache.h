@@ -58,5 +58,10 @@ int spw_seg_pin(struct spw_segment *s);
 void spw_seg_unpin(struct spw_segment *s);
 /* Takes s out of its cache before it is freed (spw_seg_close). */
 void spw__fdcache_forget(struct spw_segment *s);
+/* s's partition is retired (spw_part_retire): from now on s is never
+ * opened again by its path, which may soon name another stream's file; a
+ * pin that would have to reopen it answers SPW_EDELETED. Its files, while
+ * open, stay usable. */
+void spw__fdcache_retire(struct spw_segment *s);
 
 #endif

@@ -132,6 +132,20 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
                   spw_recovery_report *report);
 /* Waits until everything appended is written and fsynced, then frees p. */
 void spw_part_close(spw_part *p);
+/*
+ * Retires p: its directory is about to be moved and its path may name
+ * another partition's soon (a stream deleted and created again under its
+ * name). Waits for every use of the directory by path in progress; from
+ * then on p never uses its path again: an append answers SPW_EDELETED,
+ * batches appended before and not written yet fail with it (a roll would
+ * create a file), the recovery point is no longer written, retention and
+ * recovery leave p alone, and a sealed segment whose files the fd cache
+ * closed reads as SPW_EDELETED. What was written stays readable through
+ * the files open now, and is synced at close by its descriptors. Any
+ * thread; at most once before spw_part_close.
+ */
+void spw_part_retire(spw_part *p);
+int spw_part_retired(spw_part *p);
 
 typedef struct spw_append_result {
     uint64_t base_offset;

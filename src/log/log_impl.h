@@ -130,6 +130,15 @@ struct spw_part {
     /* Retention holds (spw_part_hold), a list under hold_mu. */
     pthread_mutex_t hold_mu;
     struct spw_hold *holds;
+
+    /* Every use of the directory by path (a roll's new segment, the
+     * recovery point, retention's unlinks, recovery's saved tail) holds
+     * path_lock for reading and checks retired first; spw_part_retire
+     * sets retired under it for writing. So once retire returned, nothing
+     * of p touches dir again (docs/architecture.md, "Stream incarnations").
+     * Outermost of p's locks. */
+    pthread_rwlock_t path_lock;
+    _Atomic int retired;
 };
 
 struct spw_hold {

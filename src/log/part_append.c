@@ -130,7 +130,10 @@ int spw__part_has_waiters(spw_part *p, int ring, uint64_t end)
 void spw__part_fail(spw_part *p, int err)
 {
     pthread_mutex_lock(&p->mu);
-    if (!p->failed) {
+    /* A retired partition refused a roll: its pending appends fail with
+     * SPW_EDELETED, but nothing failed on the disk (no failed state, no
+     * recovery: appends are refused by retired already). */
+    if (!p->failed && err != SPW_EDELETED) {
         p->failed = err;
         atomic_store(&p->failed_pub, err);
         atomic_fetch_add(&p->log->nfailed, 1);
@@ -175,6 +178,8 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
         return SPW_EMSGSIZE;
     if (atomic_load_explicit(&p->failed_pub, memory_order_relaxed))
         return SPW_EROFS;
+    if (atomic_load_explicit(&p->retired, memory_order_relaxed))
+        return SPW_EDELETED;
     int r = flags & SPW_APPEND_RESERVED ? 0 : spw__log_reserve(log, len, flags & SPW_APPEND_NOWAIT);
     if (r)
         return r;
@@ -182,6 +187,10 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     pthread_mutex_lock(&p->mu);
     if (p->failed || p->closing) {
         r = p->failed ? SPW_EROFS : SPW_ECANCELED;
+        goto refuse;
+    }
+    if (atomic_load(&p->retired)) {
+        r = SPW_EDELETED;
         goto refuse;
     }
     spw_chunk *t = p->fill.tail;

@@ -570,7 +570,21 @@ static int keep_batch(void *arg, const spw_batch_hdr *h, uint64_t pos)
  * REQUIRES: p failed, its fill and waiters empty (spw__part_fail did it),
  * and the caller is the flusher or p is unregistered (closing).
  */
+static int recover(spw_part *p);
+
 int spw__part_recover(spw_part *p)
+{
+    /* It may save a torn tail aside, a file in the directory: not once
+     * retired (the path may be another partition's). */
+    int r = spw__part_path_begin(p);
+    if (r < 0)
+        return r;
+    r = recover(p);
+    spw__part_path_end(p);
+    return r;
+}
+
+static int recover(spw_part *p)
 {
     spw_segment *s = p->active;
     pthread_mutex_lock(&p->mu);
@@ -662,8 +676,8 @@ int spw__part_try_recover(spw_part *p, int64_t now_ms)
 {
     if (!p->failed)
         return 1;
-    if (now_ms < p->recover_at_ms)
-        return 0;
+    if (now_ms < p->recover_at_ms || atomic_load(&p->retired))
+        return 0; /* retired: it stays failed until it closes */
     int r = spw__part_recover(p);
     if (r == 0)
         return 1;

@@ -87,10 +87,24 @@ uint64_t spw_part_protected(spw_part *p)
     return low;
 }
 
+static int retain(spw_part *p, int64_t now_ms);
+
 int spw_part_enforce_retention(spw_part *p, int64_t now_ms)
 {
     if (p->cfg.retention_bytes < 0 && p->cfg.retention_ms < 0)
         return 0;
+    /* A retired partition deletes nothing: its path may name another's
+     * files (a stream created again under the deleted one's name). */
+    if (spw__part_path_begin(p) < 0)
+        return 0;
+    int n = retain(p, now_ms);
+    spw__part_path_end(p);
+    return n;
+}
+
+/* spw_part_enforce_retention. REQUIRES: path_lock held for reading. */
+static int retain(spw_part *p, int64_t now_ms)
+{
     spw_segment *victims[64];
     size_t nv = 0;
     pthread_rwlock_wrlock(&p->seg_lock);

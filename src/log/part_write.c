@@ -147,7 +147,11 @@ void spw__part_rp_store(spw_part *p, uint64_t base, uint64_t pos, uint64_t offse
     spw_rp rp = {.base = base, .pos = pos, .offset = offset};
     if (p->rp_valid && p->rp_base == rp.base && p->rp_pos == rp.pos && p->rp_offset == rp.offset)
         return;
-    int r = spw_rp_store(p->dir, &rp);
+    int r = spw__part_path_begin(p);
+    if (r == SPW_EDELETED)
+        return; /* retired: the file by that name may be another partition's */
+    r = spw_rp_store(p->dir, &rp);
+    spw__part_path_end(p);
     if (r < 0) {
         spw_warn("partition %s: writing the recovery point: %s (the previous one stays in force)", p->dir,
                  spw_strerror(r));
@@ -216,8 +220,13 @@ static int roll(spw_part *p, uint64_t base)
     p->sync_pos = atomic_load_explicit(&p->active->size, memory_order_relaxed);
     p->sync_offset = atomic_load_explicit(&p->active->end_offset, memory_order_relaxed);
     spw_segment *s;
-    if ((r = seg_create(p, base, &s)) < 0)
+    /* A retired partition makes no file: its path may be another's now. */
+    if ((r = spw__part_path_begin(p)) < 0)
         return r;
+    if ((r = seg_create(p, base, &s)) < 0) {
+        spw__part_path_end(p);
+        return r;
+    }
     /* Sealed under seg_lock: once the new segment is pushed, the old one is
      * no longer the newest, and retention (which takes seg_lock) may delete
      * it and drop the last reference; sealing it after the unlock raced
@@ -229,6 +238,7 @@ static int roll(spw_part *p, uint64_t base)
     p->active = s;
     spw_seg_seal(old); /* whole and synced: its files go to the fd cache */
     pthread_rwlock_unlock(&p->seg_lock);
+    spw__part_path_end(p); /* the new segment is in segs: retire sees it */
     p->sync_pos = 0;
     p->sync_offset = base;
     p->rp_written_ms = mono_ms();

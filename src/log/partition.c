@@ -30,6 +30,7 @@
 #include "core/invariant.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "log/fdcache.h"
 #include "log/log_impl.h"
 #include "log/partition_int.h"
 #include "os/os.h"
@@ -138,6 +139,7 @@ static void part_free(spw_part *p)
     pthread_cond_destroy(&p->idle_cv);
     pthread_rwlock_destroy(&p->seg_lock);
     pthread_mutex_destroy(&p->hold_mu);
+    pthread_rwlock_destroy(&p->path_lock);
     spw_free(p->dir);
     spw_free(p);
 }
@@ -188,6 +190,7 @@ int spw_part_open(spw_log *log, const char *dir, const spw_part_config *c, spw_p
     pthread_cond_init(&p->idle_cv, NULL);
     pthread_rwlock_init(&p->seg_lock, NULL);
     pthread_mutex_init(&p->hold_mu, NULL);
+    pthread_rwlock_init(&p->path_lock, NULL);
 
     /* One segment's files open at a time, but the newest: each older one
      * is checked, then sealed (its files join the fd cache, which closes
@@ -306,6 +309,34 @@ void spw_part_close(spw_part *p)
     spw__log_disk_add(p->log, -(int64_t)bytes);
     part_free(p);
 }
+
+int spw__part_path_begin(spw_part *p)
+{
+    pthread_rwlock_rdlock(&p->path_lock);
+    if (!atomic_load(&p->retired))
+        return 0;
+    pthread_rwlock_unlock(&p->path_lock);
+    return SPW_EDELETED;
+}
+
+void spw__part_path_end(spw_part *p) { pthread_rwlock_unlock(&p->path_lock); }
+
+void spw_part_retire(spw_part *p)
+{
+    /* Waits for the path uses in progress (a roll, a recovery point, a
+     * retention pass); none starts after. */
+    pthread_rwlock_wrlock(&p->path_lock);
+    atomic_store(&p->retired, 1);
+    pthread_rwlock_unlock(&p->path_lock);
+    /* Sealed segments are reopened by path by the fd cache: no more. No
+     * segment is added after this (a roll is a path use). */
+    pthread_rwlock_rdlock(&p->seg_lock);
+    for (size_t i = 0; i < p->nsegs; i++)
+        spw__fdcache_retire(p->segs[i]);
+    pthread_rwlock_unlock(&p->seg_lock);
+}
+
+int spw_part_retired(spw_part *p) { return atomic_load(&p->retired); }
 
 int spw_part_failed(spw_part *p) { return atomic_load_explicit(&p->failed_pub, memory_order_relaxed); }
 

@@ -12,6 +12,11 @@
 
 #include "log/log_impl.h"
 
+/* partition.c: a use of the directory by path. 0 with path_lock held for
+ * reading, or SPW_EDELETED (p retired, nothing held). */
+int spw__part_path_begin(spw_part *p);
+void spw__part_path_end(spw_part *p);
+
 /* partition.c: the segments array. */
 void spw__part_segs_push(spw_part *p, spw_segment *s);
 /* A reference to every segment, oldest first (n of them), taken under

@@ -49,6 +49,7 @@ typedef struct spw_segment {
     /* Fd cache state (fdcache.c), under the cache's mutex. */
     struct spw_fdcache *fdc; /* NULL: fds always open (tools, tests) */
     const char *dir;         /* the partition's directory, for reopening */
+    int retired;             /* its partition was retired: never reopened by path (spw_part_retire) */
     int sealed;
     uint32_t pins;
     struct spw_segment *lru_prev, *lru_next; /* in the LRU: sealed, open, unpinned */

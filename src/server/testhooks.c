@@ -29,6 +29,8 @@
  * SPW_TEST_READ_GATE=PATH: segment reads wait while the file PATH
  * exists (hook_pread). SPW_TEST_SYNC_GATE=PATH: the same for the fsyncs
  * of the small files (everything under the data directory but segments).
+ * SPW_TEST_WRITE_GATE=PATH: the same for the writes of segments (the
+ * flusher stops there, holding the batches it took).
  *
  * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
  * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
@@ -136,6 +138,9 @@ static char read_gate[4096];
  * under the data directory (not segments: recovery points, group offsets,
  * sink progress, directories). */
 static char sync_gate[4096];
+/* SPW_TEST_WRITE_GATE=PATH: the same for pwrite/pwritev of segment files
+ * (tests/integration/test_stream_recreate.c holds the flusher there). */
+static char write_gate[4096];
 
 static void gate_wait(const char *gate)
 {
@@ -163,8 +168,16 @@ static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
     return spw_os_default.pread(fd, buf, n, off);
 }
 
+static void write_gate_check(int fd)
+{
+    if (write_gate[0] && fd >= 0 && fd < FD_TRACK && atomic_load_explicit(&fd_under[fd], memory_order_relaxed) == 2 &&
+        access(write_gate, F_OK) == 0)
+        gate_wait(write_gate);
+}
+
 static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
+    write_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = fault(fd, &write_err, &write_left, &write_hits)))
         return -e;
@@ -173,6 +186,7 @@ static ssize_t hook_pwrite(int fd, const void *buf, size_t n, off_t off)
 
 static ssize_t hook_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
+    write_gate_check(fd);
     int e;
     if (atomic_load_explicit(&armed, memory_order_relaxed) && (e = fault(fd, &write_err, &write_left, &write_hits)))
         return -e;
@@ -439,6 +453,9 @@ __attribute__((constructor)) static void testhooks_install(void)
     const char *sgate = getenv("SPW_TEST_SYNC_GATE");
     if (sgate && strlen(sgate) < sizeof sync_gate)
         strcpy(sync_gate, sgate);
+    const char *wgate = getenv("SPW_TEST_WRITE_GATE");
+    if (wgate && strlen(wgate) < sizeof write_gate)
+        strcpy(write_gate, wgate);
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)
         atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);

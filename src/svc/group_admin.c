@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/json.h"
 #include "core/msg.h"
 
 /* ---- other front ends' members ---- */
@@ -114,6 +115,21 @@ uint32_t spw_svc_groups_list(spw_consume *cs, spw_stream *s, spw_group_summary *
     return k;
 }
 
+void spw_svc_groups_list_json(spw_consume *cs, spw_stream *s, spw_buf *out)
+{
+    spw_group_summary *v;
+    uint32_t n = spw_svc_groups_list(cs, s, &v);
+    spw_buf_xprintf(out, "{\"stream\":\"%s\",\"groups\":[", s->cfg.name);
+    for (uint32_t i = 0; i < n; i++)
+        spw_buf_xprintf(out,
+                        "%s{\"group\":\"%s\",\"partitions\":%" PRIu32 ",\"lag\":%" PRIu64
+                        ",\"leased_partitions\":%" PRIu32 ",\"active\":%s}",
+                        i ? "," : "", v[i].name, v[i].partitions, v[i].lag, v[i].leased,
+                        v[i].leased || v[i].members_elsewhere ? "true" : "false");
+    spw_buf_xprintf(out, "]}");
+    spw_free(v);
+}
+
 spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, spw_reset_to to, uint64_t offset,
                            int64_t partition, spw_group **gout, spw_reset_part **parts, uint32_t *nout, char *msg,
                            size_t cap)
@@ -190,5 +206,66 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
     *gout = g;
     *parts = r;
     *nout = n;
+    return SPW_SC_OK;
+}
+
+#define RESET_BODY_MAX 4096
+#define RESET_BODY_HELP "the body must be {\"to\":\"earliest\"|\"latest\"|OFFSET} with an optional \"partition\":P"
+
+static spw_sc bad_body(char *msg, size_t cap, const char *what)
+{
+    snprintf(msg, cap, "%s", what);
+    return SPW_SC_BAD_JSON;
+}
+
+spw_sc spw_svc_group_reset_json(spw_consume *cs, spw_stream *s, const char *gname, const char *body, size_t len,
+                                spw_group **gout, spw_buf *answer, char *msg, size_t cap)
+{
+    const char *p = body, *end = body + len, *vend;
+    spw_json_span v, k, val, to_v = {0}, part_v = {0};
+    spw_json_error e;
+    if (len == 0 || len > RESET_BODY_MAX || spw_json_scan(p, end, NULL, 0, &v, &vend, &e) < 0 ||
+        spw_json_ws(vend, end) != end)
+        return bad_body(msg, cap, RESET_BODY_HELP);
+    p = spw_json_ws(p, end);
+    if (*p != '{')
+        return bad_body(msg, cap, RESET_BODY_HELP);
+    spw_json_span obj = {p, (size_t)(vend - p), SPW_JSON_OBJECT};
+    spw_json_iter it;
+    spw_json_iter_init(&it, &obj);
+    while (spw_json_iter_next(&it, &k, &val)) {
+        if (spw_json_str_eq(&k, "to"))
+            to_v = val;
+        else if (spw_json_str_eq(&k, "partition"))
+            part_v = val;
+        else {
+            snprintf(msg, cap, "unknown member %.*s: " RESET_BODY_HELP, (int)k.n, k.p);
+            return SPW_SC_BAD_JSON;
+        }
+    }
+    spw_reset_to to;
+    int64_t off = 0, part = -1;
+    if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "earliest"))
+        to = SPW_RESET_EARLIEST;
+    else if (to_v.type == SPW_JSON_STRING && spw_json_str_eq(&to_v, "latest"))
+        to = SPW_RESET_LATEST;
+    else if (to_v.type == SPW_JSON_NUMBER && spw_json_int64(&to_v, &off) == 0 && off >= 0)
+        to = SPW_RESET_OFFSET;
+    else
+        return bad_body(msg, cap, "to must be \"earliest\", \"latest\" or an offset (0 or more)");
+    if (part_v.type != SPW_JSON_NONE &&
+        (part_v.type != SPW_JSON_NUMBER || spw_json_int64(&part_v, &part) || part < 0 || part > UINT32_MAX))
+        return bad_body(msg, cap, "partition must be a partition number (0 or more)");
+    spw_reset_part *r;
+    uint32_t n;
+    spw_sc sc = spw_svc_group_reset(cs, s, gname, to, (uint64_t)off, part, gout, &r, &n, msg, cap);
+    if (sc != SPW_SC_OK)
+        return sc;
+    spw_buf_xprintf(answer, "{\"stream\":\"%s\",\"group\":\"%s\",\"partitions\":[", s->cfg.name, gname);
+    for (uint32_t i = 0; i < n; i++)
+        spw_buf_xprintf(answer, "%s{\"partition\":%" PRIu32 ",\"before\":%" PRIu64 ",\"committed\":%" PRIu64 "}",
+                        i ? "," : "", i, r[i].before, r[i].after);
+    spw_buf_xprintf(answer, "]}");
+    spw_free(r);
     return SPW_SC_OK;
 }

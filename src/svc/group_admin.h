@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "catalog/catalog.h"
+#include "core/buf.h"
 #include "svc/consume.h"
 #include "svc/status.h"
 
@@ -42,6 +43,10 @@ typedef struct spw_group_summary {
 /* The groups of stream s (of its incarnation), sorted by name: *out
  * (spw_free it), returns their count. */
 uint32_t spw_svc_groups_list(spw_consume *cs, spw_stream *s, spw_group_summary **out);
+/* The same as the JSON of GET /v1/streams/{s}/groups (docs/api.md), without
+ * its closing newline, appended to out: the one rendering HTTP and the
+ * binary protocol's GROUP_LIST answer with. */
+void spw_svc_groups_list_json(spw_consume *cs, spw_stream *s, spw_buf *out);
 
 typedef enum { SPW_RESET_EARLIEST, SPW_RESET_LATEST, SPW_RESET_OFFSET } spw_reset_to;
 
@@ -64,5 +69,16 @@ typedef struct spw_reset_part {
 spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, spw_reset_to to, uint64_t offset,
                            int64_t partition, spw_group **g, spw_reset_part **parts, uint32_t *n, char *msg,
                            size_t cap);
+
+/*
+ * A reset as its request body says it (docs/api.md "Reset": {"to":
+ * "earliest"|"latest"|N[,"partition":P]}, at most 4096 bytes) and its
+ * answer's JSON (without a closing newline) appended to answer: the one
+ * parse and rendering HTTP and the binary protocol's GROUP_RESET share.
+ * SPW_SC_OK with *g to save (spw_consume_commit_saved), else the code of
+ * spw_svc_group_reset or SPW_SC_BAD_JSON, with msg.
+ */
+spw_sc spw_svc_group_reset_json(spw_consume *cs, spw_stream *s, const char *gname, const char *body, size_t len,
+                                spw_group **g, spw_buf *answer, char *msg, size_t cap);
 
 #endif

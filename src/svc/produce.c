@@ -369,7 +369,12 @@ static void request_answer(void *arg)
     spw_produce *pr = q->pr;
     spw_produce_res res = {.rl = q->rl, .n_events = pr->n_events};
     int err = atomic_load(&pr->err);
-    if (err) {
+    if (err == SPW_EDELETED) {
+        res.code = SPW_SC_NO_SUCH_STREAM;
+        snprintf(res.msg, sizeof res.msg,
+                 "stream %s was deleted before these events were written: nothing of them is acknowledged",
+                 pr->s->cfg.name);
+    } else if (err) {
         res.code = spw_sc_disk(err, 0, res.msg, sizeof res.msg);
         if (res.code == SPW_SC_OK)
             res.code = SPW_SC_WRITE_FAILED;
@@ -483,8 +488,8 @@ static void answer_stored(spw_produce_res *res, const spw_produce_in *in, const 
     res->ids_known = stored->ids_known;
     if (in->want_parts) {
         res->part_of = spw_xmalloc((v->n ? v->n : 1) * sizeof *res->part_of);
-        for (uint32_t i = 0; i < v->n; i++)
-            res->part_of[i] = spw_produce_route(in->s, &v->recs[i], i, partition, key);
+        spw__produce_route_stored(in->s, v->recs, v->n, partition, key, stored->slots, stored->nslots,
+                                  res->part_of);
     }
     /* A versioned stream's duplicate: the versions the original got, from
      * its records in the log (a retry's answer is the first's). */
@@ -630,6 +635,9 @@ static int request_tail(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_pro
         refuse(res, SPW_SC_VERSION_CONFLICT,
                "the key is at version %llu, and the request expected %s; nothing was appended",
                (unsigned long long)*po->current, spw_es_expect_str((spw_es_expect)po->expect, po->expected_version, eb, sizeof eb));
+    } else if (r == SPW_EDELETED) {
+        refuse(res, SPW_SC_NO_SUCH_STREAM, "the stream was deleted while the request was handled; nothing was "
+                                           "appended");
     } else if (r == SPW_EMSGSIZE) {
         refuse(res, SPW_SC_TOO_LARGE, "the request's batches exceed max_pending_bytes");
     } else if (r == SPW_ENOMEM) {

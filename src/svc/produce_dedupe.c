@@ -105,13 +105,25 @@ static int fp_from_log(spw_stream *s, const spw_dd_slot *sl, uint32_t *out)
  * the stored slots of res, partition by partition? 1 yes, 0 no, or an
  * error reading the log.
  */
+static int dd_same_mode(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, uint64_t key,
+                        const spw_dd_result *res, int hot);
+
+/* A stream with split keys: the first attempt may have been routed before
+ * its key was split (a split is never undone), so either routing agrees. */
 static int dd_same(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, uint64_t key,
                    const spw_dd_result *res)
+{
+    int same = dd_same_mode(s, in, n, partition, key, res, 1);
+    return same == 0 && s->hot ? dd_same_mode(s, in, n, partition, key, res, 0) : same;
+}
+
+static int dd_same_mode(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition, uint64_t key,
+                        const spw_dd_result *res, int hot)
 {
     uint32_t P = s->cfg.partitions;
     uint32_t *fp = spw_xcalloc(P, sizeof *fp), *cnt = spw_xcalloc(P, sizeof *cnt);
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t p = spw_produce_route(s, &in[i], i, partition, key);
+        uint32_t p = spw__produce_route_mode(s, &in[i], i, partition, key, hot);
         fp[p] = spw_produce_fingerprint(fp[p], &in[i]);
         cnt[p]++;
     }

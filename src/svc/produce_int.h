@@ -60,6 +60,16 @@ void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *ver
  * record cannot be read (retention removed it, damage): the answer then
  * carries no versions.
  */
+/* spw_produce_route, with split keys (catalog/hotkeys.h) routed as split
+ * (hot 1) or to their own partition as before the split (hot 0): a retry
+ * of a request stored before its key was split is compared with, and
+ * answered as, the routing the first attempt had. */
+uint32_t spw__produce_route_mode(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition,
+                                 uint64_t idem_key, int hot);
+/* part_of[0..n) of a stored request's events: as routed now, or as
+ * before a split when only that agrees with the stored slots' counts. */
+void spw__produce_route_stored(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+                               uint64_t idem_key, const spw_dd_slot *slots, uint32_t nslots, uint32_t *part_of);
 uint64_t *spw__produce_stored_versions(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
                                        uint64_t idem_key, const spw_dd_slot *slots, uint32_t nslots);
 

@@ -22,6 +22,7 @@
 #include "svc/coalesce.h"
 #include "svc/consume.h"
 #include "svc/metrics.h"
+#include "svc/hot.h"
 #include "svc/produce_int.h"
 #include "es/es.h"
 
@@ -300,4 +301,5 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
                                SPW_METRIC_COUNTER, m_rl_evictions,
                                svc);
     }
+    spw_hot_metrics_register(m, svc);
 }

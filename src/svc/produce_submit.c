@@ -27,6 +27,8 @@
 #include "svc/metrics.h"
 #include "svc/produce_int.h"
 #include "core/hash.h"
+#include "catalog/hotkeys.h"
+#include "svc/hot.h"
 #include "es/es.h"
 
 /* ---- submit ---- */
@@ -227,11 +229,41 @@ void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *ver
 
 uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key)
 {
+    return spw__produce_route_mode(s, v, i, partition, idem_key, 1);
+}
+
+void spw__produce_route_stored(spw_stream *s, const spw_record *in, uint32_t n, uint32_t partition,
+                               uint64_t idem_key, const spw_dd_slot *slots, uint32_t nslots, uint32_t *part_of)
+{
+    for (int hot = 1; hot >= 0; hot--) {
+        for (uint32_t i = 0; i < n; i++)
+            part_of[i] = spw__produce_route_mode(s, &in[i], i, partition, idem_key, hot);
+        if (!s->hot)
+            return;
+        int same = 1;
+        for (uint32_t j = 0; j < nslots && same; j++) {
+            uint32_t c = 0;
+            for (uint32_t i = 0; i < n; i++)
+                c += part_of[i] == slots[j].partition;
+            same = c == slots[j].count;
+        }
+        if (same)
+            return;
+    }
+}
+
+uint32_t spw__produce_route_mode(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition,
+                                 uint64_t idem_key, int hot_on)
+{
     uint32_t P = s->cfg.partitions;
     if (partition != UINT32_MAX)
         return partition;
-    if (v->key_len >= 0)
-        return spw_stream_partition(v->key, (size_t)v->key_len, P);
+    if (v->key_len >= 0) {
+        uint32_t home = spw_stream_partition(v->key, (size_t)v->key_len, P);
+        /* A split key's events go to its sub-keys' partitions (catalog/hotkeys.h). */
+        uint32_t hot = s->hot && hot_on ? spw_hot_route(s->hot, v->key, (size_t)v->key_len, home, P, idem_key, i) : UINT32_MAX;
+        return hot != UINT32_MAX ? hot : home;
+    }
     /* Keyless events of a keyed request go where a retry will send them. */
     if (idem_key)
         return (uint32_t)((idem_key + i) % P);
@@ -271,6 +303,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
         counts[part_of[i]]++;
     }
+    if (s->hot) /* also events sent to a named partition: they are counted, not rerouted */
+        spw__hot_observe(svc, s, in, n);
     uint32_t used = 0;
     for (uint32_t p = 0; p < P; p++)
         used += counts[p] > 0;

@@ -85,7 +85,7 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_BAD_PRIORITY] = {"bad_priority", NULL, 400, SPW_ST_BAD_REQUEST, "Spillway-Priority must be 0, 1, 2 or 3",
                              H},
     [SPW_SC_BAD_PARAMETER] = {"bad_parameter", NULL, 400, SPW_ST_BAD_REQUEST, "a query parameter is not valid", H},
-    [SPW_SC_BAD_JSON] = {"bad_json", NULL, 400, SPW_ST_BAD_REQUEST, "the body is not the JSON expected", H},
+    [SPW_SC_BAD_JSON] = {"bad_json", NULL, 400, SPW_ST_BAD_REQUEST, "the body is not the JSON expected"},
     [SPW_SC_BAD_LEASE] = {"bad_lease", NULL, 400, SPW_ST_BAD_REQUEST,
                           "lease must be the string a poll returned in Spillway-Lease", H},
     [SPW_SC_OFFSET_OUT_OF_RANGE] = {"offset_out_of_range", NULL, 416, SPW_ST_OUT_OF_RANGE,
@@ -136,7 +136,7 @@ static const spw_sc_row rows[SPW_SC__N] = {
     [SPW_SC_REPLICATION_TIMEOUT] = {"replication_timeout", NULL, 504, SPW_ST_REPLICATION_TIMEOUT,
                                     "durable here; the replica did not confirm it within replication_timeout_ms"},
     [SPW_SC_GROUP_ACTIVE] = {"group_active", NULL, 409, SPW_ST_CONFLICT,
-                             "the group has active members (leased partitions): stop them first", H},
+                             "the group has active members (leased partitions): stop them first"},
     [SPW_SC_STREAM_IN_USE] = {"stream_in_use", NULL, 409, SPW_ST_CONFLICT,
                               "a sink sends its dead letters to this stream: delete the sink first", H},
 };

@@ -1,5 +1,6 @@
 /* Stream definitions for every front end: see streams.h. */
 #include "svc/streams.h"
+#include "svc/hot.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -70,5 +71,7 @@ void spw_svc_stream_json(spw_stream *s, int detail, spw_buf *b)
                         i ? "," : "", i, st.start_offset, st.written_offset, st.durable_offset, st.bytes,
                         st.segments);
     }
-    spw_buf_xprintf(b, "]}");
+    spw_buf_xprintf(b, "]");
+    spw_hot_describe(s, b);
+    spw_buf_xprintf(b, "}");
 }

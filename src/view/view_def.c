@@ -224,13 +224,14 @@ static const char *p_forward(void *obj, const spw_json_span *v, const spw_opt *o
     if (spw_opts_parse(forward_opts, sizeof forward_opts / sizeof forward_opts[0], "forward", "view", v->p, v->n, NULL,
                        p, NULL, buf, cap) < 0)
         return buf;
-    size_t hl;
     uint16_t port;
-    if (spw_hostport_split(p->fwd_address, &hl, &port) < 0 || hl >= sizeof p->d.fwd_host)
-        return "\"forward.address\" must be HOST:PORT";
-    memcpy(p->d.fwd_host, p->fwd_address, hl);
-    p->d.fwd_host[hl] = 0;
+    int v6 = 0;
+    /* "[IPV6]:PORT" too: the host is kept without its brackets (what
+     * getaddrinfo takes), the address as written back with them */
+    if (spw_hostport_parse(p->fwd_address, p->d.fwd_host, sizeof p->d.fwd_host, &port, 0, &v6) < 0)
+        return "\"forward.address\" must be HOST:PORT or [IPV6]:PORT";
     snprintf(p->d.fwd_port, sizeof p->d.fwd_port, "%u", port);
+    snprintf(p->d.fwd_addr, sizeof p->d.fwd_addr, v6 ? "[%s]:%u" : "%s:%u", p->d.fwd_host, port);
     for (const char *t = p->d.fwd_token; *t; t++)
         if ((unsigned char)*t <= ' ' || *t == 0x7f)
             return "\"forward.token\" must not hold spaces or control characters";
@@ -355,9 +356,7 @@ void spw__view_def_json(const view_def *d, spw_buf *b)
         spw_buf_xprintf(b, ",\"order_by\":\"%s\"", order_names[d->order_by]);
     if (d->fwd_host[0]) {
         spw_buf_xprintf(b, ",\"forward\":{\"address\":");
-        char a[300];
-        snprintf(a, sizeof a, "%s:%s", d->fwd_host, d->fwd_port);
-        spw_json_xput_str(b, a, strlen(a));
+        spw_json_xput_str(b, d->fwd_addr, strlen(d->fwd_addr));
         spw_buf_xprintf(b, ",\"stream\":");
         spw_json_xput_str(b, d->fwd_stream, strlen(d->fwd_stream));
         spw_buf_xprintf(b, ",\"token\":");

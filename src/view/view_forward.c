@@ -85,9 +85,9 @@ static int post(const view_def *d, const char *key, const spw_buf *body, char *e
     spw_buf req = SPW_BUF_INIT;
     if (r == 0) {
         spw_buf_xprintf(&req,
-                        "POST /v1/streams/%s/events HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/x-ndjson\r\n"
+                        "POST /v1/streams/%s/events HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-ndjson\r\n"
                         "Idempotency-Key: %s\r\nSpillway-Ack: fsync\r\nConnection: close\r\nContent-Length: %zu\r\n",
-                        d->fwd_stream, d->fwd_host, d->fwd_port, key, body->len);
+                        d->fwd_stream, d->fwd_addr, key, body->len);
         if (d->fwd_token[0])
             spw_buf_xprintf(&req, "Authorization: Bearer %s\r\n", d->fwd_token);
         spw_buf_xprintf(&req, "\r\n");
@@ -121,7 +121,7 @@ static int post(const view_def *d, const char *key, const spw_buf *body, char *e
         close(fd);
     spw_buf_fini(&req);
     if (r < 0) {
-        snprintf(err, cap, "sending to %s:%s: %s", d->fwd_host, d->fwd_port, spw_strerror(r));
+        snprintf(err, cap, "sending to %s: %s", d->fwd_addr, spw_strerror(r));
         return r;
     }
     int status = 0;
@@ -129,7 +129,7 @@ static int post(const view_def *d, const char *key, const spw_buf *body, char *e
         char *nl = strchr(resp, '\r');
         if (nl)
             *nl = 0;
-        snprintf(err, cap, "%s:%s answered %s to the forwarded bucket", d->fwd_host, d->fwd_port, resp);
+        snprintf(err, cap, "%s answered %s to the forwarded bucket", d->fwd_addr, resp);
         return -EPROTO;
     }
     return 0;

@@ -56,7 +56,9 @@ typedef struct view_def {
     int order_by;
     int merge; /* aggregate: records are partial aggregates to merge (docs/api.md "Merge views") */
     /* aggregate: final buckets of the smallest window sent to another node ("" host: no forward) */
-    char fwd_host[256], fwd_port[8], fwd_stream[SPW_STREAM_NAME_MAX + 1], fwd_token[512];
+    /* fwd_host without brackets (an IPv6 literal: "::1"); fwd_addr as
+     * written back and named in messages and Host ("[::1]:7700") */
+    char fwd_host[256], fwd_port[8], fwd_addr[300], fwd_stream[SPW_STREAM_NAME_MAX + 1], fwd_token[512];
     /* derived */
     int by_key; /* group_by is "$key" */
     spw_json_ptr ptrs[2];

@@ -970,6 +970,34 @@ int spw_stream_create_req_encode(spw_buf *b, const char *name, size_t name_len, 
                : 0;
 }
 
+int spw_greset_req_decode(const uint8_t *body, size_t len, const char **stream, uint16_t *stream_len,
+                          const char **group, uint16_t *group_len, const char **json, uint32_t *json_len,
+                          const char **why)
+{
+    spw_rd r;
+    spw_rd_init(&r, body, len);
+    if (stream_name(&r, stream, stream_len, 0))
+        FAIL(BAD_STREAM_NAME);
+    if (str16(&r, group, group_len, 1, SPW_GROUP_WIRE_MAX))
+        FAIL("group name missing, empty, longer than 128 bytes or truncated");
+    *json_len = spw_rd_u32(&r);
+    if (r.bad || *json_len == 0 || *json_len > SPW_GROUP_RESET_BODY_WIRE_MAX)
+        FAIL("reset body length missing, 0 or over 4096 bytes");
+    *json = (const char *)spw_rd_bytes(&r, *json_len);
+    if (r.bad || spw_rd_left(&r))
+        FAIL("reset body truncated, or bytes after it");
+    return 0;
+}
+
+int spw_greset_req_encode(spw_buf *b, const char *stream, size_t stream_len, const char *group, size_t group_len,
+                          const char *json, size_t json_len)
+{
+    return put16(b, (uint16_t)stream_len) || put(b, stream, stream_len) || put16(b, (uint16_t)group_len) ||
+                   put(b, group, group_len) || put32(b, (uint32_t)json_len) || put(b, json, json_len)
+               ? SPW_ENOMEM
+               : 0;
+}
+
 /* u32 len + JSON text: the rest of an answer. */
 static int json_tail(spw_rd *r, const char **json, uint32_t *json_len)
 {

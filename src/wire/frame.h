@@ -47,6 +47,8 @@ enum {
     SPW_OP_VIEW_READ = 32,   /* a view's key, series or top list (docs/protocol.md "Views") */
     /* Stream administration: numbered from the top of the opcode space
      * down. */
+    SPW_OP_GROUP_RESET = 252,     /* move a consumer group's committed offsets */
+    SPW_OP_GROUP_LIST = 253,      /* a stream's consumer groups (the STREAM_DESCRIBE layout) */
     SPW_OP_STREAM_DESCRIBE = 254, /* a stream's definition and partition state */
     SPW_OP_STREAM_CREATE = 255,   /* create a stream from its definition */
 };
@@ -518,5 +520,19 @@ int spw_stream_describe_req_encode(spw_buf *b, const char *name, size_t name_len
 int spw_stream_describe_resp_decode(const uint8_t *body, size_t len, const char **json, uint32_t *json_len,
                                     const char **why);
 int spw_stream_describe_resp_encode(spw_buf *b, const char *json, size_t json_len);
+
+/* ---- GROUP_RESET (252) ---- */
+
+#define SPW_GROUP_RESET_BODY_WIRE_MAX 4096u /* the reset's JSON text, at most */
+
+/* GROUP_RESET request: str16 stream (1..128), str16 group (1..128), u32
+ * len (1..4096) and the JSON text of POST .../groups/{g}/reset's body.
+ * Answer: u32 len and the JSON of that POST's answer (the STREAM_DESCRIBE
+ * answer's layout: spw_stream_describe_resp_*). */
+int spw_greset_req_decode(const uint8_t *body, size_t len, const char **stream, uint16_t *stream_len,
+                          const char **group, uint16_t *group_len, const char **json, uint32_t *json_len,
+                          const char **why);
+int spw_greset_req_encode(spw_buf *b, const char *stream, size_t stream_len, const char *group, size_t group_len,
+                          const char *json, size_t json_len);
 
 #endif

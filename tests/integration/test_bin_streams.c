@@ -6,6 +6,10 @@
  * token without admin (403); the stream is then what HTTP describes (one
  * description for both protocols), survives a restart, and
  * `spillway bench --protocol bin` creates its stream with no HTTP address.
+ * GROUP_LIST (opcode 253) answers a stream's consumer groups with the JSON
+ * of GET /v1/streams/{s}/groups, byte for byte; GROUP_RESET (opcode 252)
+ * resets one as POST .../groups/{g}/reset does (409 while a member holds
+ * a lease, 400 for a bad body, 404 for no such group, 403 without admin).
  */
 #include "spillway.h"
 #include "server.h"
@@ -69,12 +73,64 @@ int main(int argc, char **argv)
     free(json);
     CHECK_EQ(spillway_client_describe_stream(c, "nothing", &json), SPILLWAY_ERR_NOT_FOUND);
     CHECK_EQ(spillway_client_describe_stream(c, "bad", &json), SPILLWAY_ERR_NOT_FOUND); /* refused: never made */
+
+    /* a stream's consumer groups: none, then the one a poll made */
+    CHECK_EQ(spillway_client_list_groups(c, "orders", &json), 0);
+    CHECK(strcmp(json, "{\"stream\":\"orders\",\"groups\":[]}") == 0);
+    free(json);
+    const char *ev = "{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":2}\n";
+    r = http_ex(s.port, "POST", "/v1/streams/orders/events", "application/x-ndjson",
+                "Authorization: Bearer admin-token-0001\r\n", ev, strlen(ev));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    r = http_ex(s.port, "POST", "/v1/streams/orders/groups/g1/poll?member=m&max=1&lease_ms=100", NULL,
+                "Authorization: Bearer admin-token-0001\r\n", "", 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    CHECK_EQ(spillway_client_list_groups(c, "orders", &json), 0);
+    CHECK(strstr(json, "{\"group\":\"g1\",\"partitions\":3,") != NULL);
+    r = http_ex(s.port, "GET", "/v1/streams/orders/groups", NULL, "Authorization: Bearer admin-token-0001\r\n",
+                NULL, 0);
+    CHECK_EQ(r.status, 200);
+    CHECK(r.body_len == strlen(json) + 1 && memcmp(r.body, json, strlen(json)) == 0);
+    free(r.body);
+    free(json);
+    CHECK_EQ(spillway_client_list_groups(c, "nothing", &json), SPILLWAY_ERR_NOT_FOUND);
+    CHECK_EQ(spillway_client_list_groups(c, "", &json), SPILLWAY_ERR_INVALID);
+
+    /* resets: refused while a lease is held (g2's lasts 30 s), applied once
+     * none is (g1's lasts 100 ms) */
+    r = http_ex(s.port, "POST", "/v1/streams/orders/groups/g2/poll?member=m&max=1", NULL,
+                "Authorization: Bearer admin-token-0001\r\n", "", 0);
+    CHECK_EQ(r.status, 200);
+    free(r.body);
+    CHECK_EQ(spillway_client_reset_group(c, "orders", "g2", "{\"to\":\"latest\"}", &json), SPILLWAY_ERR_CONFLICT);
+    CHECK(strstr(spillway_client_last_error(c), "active members") != NULL);
+    int rr = SPILLWAY_ERR_CONFLICT;
+    for (int i = 0; i < 500 && rr == SPILLWAY_ERR_CONFLICT; i++) {
+        rr = spillway_client_reset_group(c, "orders", "g1", "{\"to\":\"latest\"}", &json);
+        if (rr == SPILLWAY_ERR_CONFLICT)
+            usleep(10000);
+    }
+    CHECK_EQ(rr, 0);
+    CHECK(strstr(json, "{\"stream\":\"orders\",\"group\":\"g1\",\"partitions\":[{\"partition\":0,\"before\":0,") !=
+          NULL);
+    free(json);
+    CHECK_EQ(spillway_client_list_groups(c, "orders", &json), 0);
+    CHECK(strstr(json, "{\"group\":\"g1\",\"partitions\":3,\"lag\":0,") != NULL); /* at the end now */
+    free(json);
+    CHECK_EQ(spillway_client_reset_group(c, "orders", "g1", "{\"to\":\"sideways\"}", &json),
+             SPILLWAY_ERR_BAD_REQUEST);
+    CHECK(strstr(spillway_client_last_error(c), "to must be") != NULL);
+    CHECK_EQ(spillway_client_reset_group(c, "orders", "nosuch", "{\"to\":0}", &json), SPILLWAY_ERR_NOT_FOUND);
+    CHECK_EQ(spillway_client_reset_group(c, "orders", "g1", "", &json), SPILLWAY_ERR_INVALID);
     spillway_client_close(c);
 
     /* a token without admin may not create, and may describe */
     CHECK_EQ(spillway_client_connect(addr, 10000, &c), 0);
     CHECK_EQ(spillway_client_auth(c, "producer-tok-001"), 0);
     CHECK_EQ(spillway_client_create_stream(c, "mine", "{}", NULL), SPILLWAY_ERR_FORBIDDEN);
+    CHECK_EQ(spillway_client_reset_group(c, "orders", "g1", "{\"to\":0}", &json), SPILLWAY_ERR_FORBIDDEN);
     CHECK_EQ(spillway_client_describe_stream(c, "orders", &json), 0);
     free(json);
     spillway_client_close(c);

@@ -15,6 +15,7 @@
 #include "core/endian.h"
 #include "wire/frame.h"
 #include "binframe.h"
+#include "client_read.h"
 #include "server.h"
 #include "spillway.h"
 
@@ -686,59 +687,6 @@ static void on_status(void *arg, const spillway_delivery *d)
     pthread_mutex_unlock(&t->mu);
 }
 
-/* Reads every record of stream s on one server into counts[i] (the
- * record's index is in its value "{\"i\":N}"). Returns records read. */
-static uint64_t read_all(int binport, const char *s, uint32_t *counts, uint32_t n)
-{
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spillway_client *c;
-    CHECK_EQ(spillway_client_connect(addr, 10000, &c), 0);
-    spillway_metadata *m;
-    CHECK_EQ(spillway_client_metadata(c, s, &m), 0);
-    CHECK_EQ(spillway_metadata_count(m), 1);
-    spillway_stream_info si;
-    CHECK_EQ(spillway_metadata_stream(m, 0, &si), 0);
-    uint64_t total = 0;
-    for (uint32_t p = 0; p < si.partitions; p++) {
-        uint64_t end = si.end_offsets[p], off = 0;
-        int rounds = 0;
-        while (off < end) {
-            spillway_fetch_result *fr;
-            CHECK_EQ(spillway_client_fetch(c, s, p, off, 1 << 20, &fr), 0);
-            size_t k = spillway_fetch_count(fr);
-            if (k == 0 && rounds++ < 1000) {
-                /* written, not durable yet: this FETCH at the durable end
-                 * asked for the fsync; a later one sees them */
-                spillway_fetch_free(fr);
-                usleep(1000);
-                continue;
-            }
-            CHECK(k > 0);
-            for (size_t j = 0; j < k; j++) {
-                spillway_fetched rec;
-                spillway_fetch_get(fr, j, &rec);
-                CHECK_EQ(rec.offset, off + j);
-                unsigned idx;
-                CHECK(sscanf((const char *)rec.value, "{\"i\":%u", &idx) == 1);
-                CHECK(idx < n);
-                counts[idx]++;
-                /* the key routes: key "k<idx % 1000>" */
-                char key[16];
-                int kl = snprintf(key, sizeof key, "k%u", idx % 1000);
-                CHECK(rec.key_len == kl && memcmp(rec.key, key, (size_t)kl) == 0);
-            }
-            off += k;
-            total += k;
-            spillway_fetch_free(fr);
-            CHECK(++rounds < 100000);
-        }
-    }
-    spillway_metadata_free(m);
-    spillway_client_close(c);
-    return total;
-}
-
 static void send_range(spillway_producer *p, uint32_t from, uint32_t to, int ack)
 {
     for (uint32_t i = from; i < to; i++) {
@@ -842,7 +790,7 @@ static void test_client(const char *tmp)
     /* Every record exactly once across the two servers, each key on one
      * server only (consistent hashing), both servers used. */
     uint32_t *ca = calloc(N, sizeof *ca), *cb = calloc(N, sizeof *cb);
-    uint64_t na = read_all(a.binport, "c", ca, N), nb = read_all(b.binport, "c", cb, N);
+    uint64_t na = bin_read_all(a.binport, "c", ca, N, N), nb = bin_read_all(b.binport, "c", cb, N, N);
     CHECK_EQ(na + nb, N);
     CHECK(na > N / 10 && nb > N / 10);
     for (uint32_t i = 0; i < N; i++) {
@@ -875,8 +823,8 @@ static void test_client(const char *tmp)
     free(cb);
     ca = calloc(N + N / 2, sizeof *ca);
     cb = calloc(N + N / 2, sizeof *cb);
-    read_all(a.binport, "c", ca, N + N / 2);
-    read_all(b.binport, "c", cb, N + N / 2);
+    bin_read_all(a.binport, "c", ca, N + N / 2, N + N / 2);
+    bin_read_all(b.binport, "c", cb, N + N / 2, N + N / 2);
     for (uint32_t i = 0; i < N + N / 2; i++) {
         /* at least once; exactly once for what was never in flight during a loss */
         CHECK(ca[i] + cb[i] >= 1);

@@ -8,6 +8,10 @@
  * without brackets is refused. Skipped (77) on a machine without an IPv6
  * loopback. The dual-stack [::] listener itself is shown by
  * tests/unit/test_netaddr.c (this test listens on loopback only).
+ * A Kafka listener on [::1] advertises ::1 (its Metadata's broker host,
+ * without brackets), so a Kafka client that bootstrapped there produces
+ * through it. A view's forward target may be "[::1]:PORT": its final
+ * buckets reach a node that listens on [::1].
  */
 #include "spillway.h"
 #include "server.h"
@@ -115,6 +119,84 @@ int main(int argc, char **argv)
     snprintf(want, sizeof want, "cannot reach the server at [::1]:%d", gone);
     CHECK(strstr(o.text, want) != NULL);
     free(o.text);
+
+    /* the Kafka listener on [::1]: Metadata names ::1 and the port, and a
+     * client goes on there (a produce lands in the stream) */
+    const char *k6[] = {"--listen", "[::1]:0", "--listen-bin", "off", "--listen-kafka", "[::1]:0", NULL};
+    srv_start(&s, bin, data, k6);
+    CHECK(s.kafkaport > 0);
+    o = cli_run("timeout", "30 kcat -b '[::1]:%d' -L", s.kafkaport);
+    snprintf(want, sizeof want, "broker 0 at ::1:%d", s.kafkaport);
+    if (!strstr(o.text, want))
+        fprintf(stderr, "wanted %s in %s\n", want, o.text);
+    CHECK(strstr(o.text, want) != NULL);
+    free(o.text);
+    char msgs[4300];
+    snprintf(msgs, sizeof msgs, "%s/kafka-msgs", dir);
+    FILE *mf = fopen(msgs, "w");
+    CHECK(mf != NULL);
+    fputs("k|{\"kn\":7}\n", mf);
+    fclose(mf);
+    o = cli_run("timeout", "30 kcat -b '[::1]:%d' -P -t six -K'|' -l %s", s.kafkaport, msgs);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    int found = 0;
+    for (int i = 0; i < 500 && !found; i++) {
+        o = cli_run(bin, "consume six --server [::1]:%d", s.port);
+        found = o.rc == 0 && strstr(o.text, "\"kn\":7") != NULL;
+        free(o.text);
+        if (!found)
+            usleep(10000);
+    }
+    CHECK(found);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+
+    /* a view forwarding to a node on [::1] */
+    {
+        char cdata[4200], edata[4200];
+        snprintf(cdata, sizeof cdata, "%s/core", dir);
+        snprintf(edata, sizeof edata, "%s/edge", dir);
+        srv core, edge;
+        const char *c6[] = {"--listen", "[::1]:0", "--listen-bin", "off", NULL};
+        srv_start(&core, bin, cdata, c6);
+        o = cli_run(bin, "stream create partials --partitions 1 --server [::1]:%d", core.port);
+        CHECK_EQ(o.rc, 0);
+        free(o.text);
+        srv_start(&edge, bin, edata, NULL);
+        put_stream(edge.port, "clicks", "{\"partitions\":1,\"key\":\"/page\",\"timestamp\":\"/ts\"}");
+        char def[512];
+        snprintf(def, sizeof def,
+                 "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\"],"
+                 "\"forward\":{\"address\":\"[::1]:%d\",\"stream\":\"partials\"}}",
+                 core.port);
+        resp r = http_json(edge.port, "PUT", "/v1/views/agg", def);
+        if (r.status != 201)
+            fprintf(stderr, "PUT view: %d %s\n", r.status, r.body);
+        CHECK_EQ(r.status, 201);
+        free(r.body);
+        r = http_json(edge.port, "GET", "/v1/views/agg", NULL);
+        snprintf(want, sizeof want, "\"address\":\"[::1]:%d\"", core.port);
+        CHECK(strstr(r.body, want) != NULL); /* written back as given */
+        free(r.body);
+        const char *ev = "{\"page\":\"p0\",\"n\":5,\"ts\":1700000000000}\n"
+                         "{\"page\":\"closer\",\"n\":1,\"ts\":1700001000000}\n";
+        r = http(edge.port, "POST", "/v1/streams/clicks/events", "application/x-ndjson", ev, strlen(ev));
+        CHECK_EQ(r.status, 202);
+        free(r.body);
+        int got = 0;
+        for (int i = 0; i < 500 && !got; i++) {
+            o = cli_run(bin, "consume partials --server [::1]:%d", core.port);
+            got = o.rc == 0 && strstr(o.text, "p0") != NULL;
+            if (!got && i == 499)
+                fprintf(stderr, "core partials: %s\n", o.text);
+            free(o.text);
+            if (!got)
+                usleep(20000);
+        }
+        CHECK(got); /* the bucket of p0 was forwarded over IPv6 */
+        CHECK_EQ(srv_stop(&edge, SIGTERM), 0);
+        CHECK_EQ(srv_stop(&core, SIGTERM), 0);
+    }
 
     /* an IPv4-mapped loopback listener: loopback, takes IPv4 clients */
     const char *mapped[] = {"--listen", "[::ffff:127.0.0.1]:0", "--listen-bin", "off", NULL};

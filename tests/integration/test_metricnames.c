@@ -88,6 +88,8 @@ static const char *const WANT[] = {
     "spillway_stream_bytes_in_total counter",
     "spillway_stream_coalesced_total counter",
     "spillway_stream_events_in_total counter",
+    "spillway_stream_hot_key_events_per_second gauge",
+    "spillway_stream_hot_keys_split gauge",
     "spillway_stream_rejected_total counter",
     "spillway_unsent_bytes gauge",
     "spillway_unsent_peak_bytes gauge",

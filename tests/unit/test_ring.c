@@ -8,13 +8,17 @@
  * (core/ring.h): each keeps its documented placement (fixed placements
  * below, taken from the two separate implementations this one replaced),
  * and the client routes every key exactly as spw_ring_shard does over a
- * ring of "host:port#v" labels with 160 points a server.
+ * ring of "host:port#v" labels with 160 points a server, and so does the
+ * command line's cluster ring (cli/cluster.h).
  */
 #include "core/ring.h"
 
+#include "cli/cluster.h"
 #include "client/client_int.h"
 #include "core/error.h"
 #include "test.h"
+
+#define MOVED_3_TO_4 22230u /* the keys client_moves sees move (22.2%) */
 
 static const char *const keys[] = {"", "a", "user-1", "user-42", "device-7", "k0", "k1", "k2", "orders/123",
                                    "\xc3\xa9t\xc3\xa9"};
@@ -44,6 +48,22 @@ static void placements(void)
         CHECK_EQ(spw_ring_shard(&rc, keys[i], n), server3[i]);
         CHECK_EQ(spw__producer_route(p, keys[i], (int32_t)n), server3[i]);
     }
+    /* The command line's ring (cli/cluster.h: produce, bench, view with
+     * --server a,b,c) places keys as the library does, http:// or not. */
+    static spw_cli_cluster cl;
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:7001,http://127.0.0.1:7002,localhost:7003", NULL, &cl), 0);
+    for (size_t i = 0; i < NK; i++)
+        CHECK_EQ(spw__cli_cluster_node(&cl, keys[i], strlen(keys[i])), server3[i]);
+    spw__cli_cluster_free(&cl);
+    /* --ring: the placement of another list of the same length */
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003",
+                                    "127.0.0.1:7001,127.0.0.1:7002,localhost:7003", &cl), 0);
+    for (size_t i = 0; i < NK; i++)
+        CHECK_EQ(spw__cli_cluster_node(&cl, keys[i], strlen(keys[i])), server3[i]);
+    spw__cli_cluster_free(&cl);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8002", "127.0.0.1:7001", &cl), 2);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,127.0.0.1:8001", NULL, &cl), 2);
+    CHECK_EQ(spw__cli_cluster_parse("test", "127.0.0.1:8001,", NULL, &cl), 2);
     /* a hundred thousand keys: the same fold as the old implementations gave */
     unsigned long long a = 0, b = 0;
     char k[32];
@@ -63,11 +83,51 @@ static void placements(void)
     CHECK_EQ(spw_ring_build(&rc, 3, 0, client_label, NULL), SPW_EINVAL);
 }
 
+/* A fourth server "localhost:7004" after the three above. */
+static const char *const servers4[] = {"127.0.0.1:7001", "127.0.0.1:7002", "localhost:7003", "localhost:7004"};
+
+static int client_label4(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
+{
+    (void)arg;
+    return snprintf(out, cap, "%s#%u", servers4[i], v);
+}
+
+/*
+ * Adding a node to the client's ring (include/spillway.h "Routing",
+ * docs/operations.md "Growing a deployment: adding a node"): going from
+ * 3 to 4 servers moves 1/4 of the keys ideally; over the fixed keys
+ * "user-0" .. "user-99999" the documented band is 20% to 30% (160 points
+ * a server), every moved key goes to the new server, and the count is
+ * pinned (the hash is documented, so it cannot drift).
+ */
+static void client_moves(void)
+{
+    spw_ring r3, r4;
+    CHECK_OK(spw_ring_build(&r3, 3, SPW_RING_CLIENT_VNODES, client_label, NULL));
+    CHECK_OK(spw_ring_build(&r4, 4, SPW_RING_CLIENT_VNODES, client_label4, NULL));
+    uint32_t moved = 0;
+    char k[32];
+    for (unsigned i = 0; i < 100000; i++) {
+        int n = snprintf(k, sizeof k, "user-%u", i);
+        uint32_t a = spw_ring_shard(&r3, k, (size_t)n), b = spw_ring_shard(&r4, k, (size_t)n);
+        if (a != b) {
+            CHECK_EQ(b, 3);
+            moved++;
+        }
+    }
+    printf("client ring, 3 -> 4 servers: %u of 100000 keys moved (%.1f%%)\n", moved, moved / 1000.0);
+    CHECK(moved >= 20000 && moved <= 30000);
+    CHECK_EQ(moved, MOVED_3_TO_4);
+    spw_ring_free(&r3);
+    spw_ring_free(&r4);
+}
+
 #define NKEYS 1000000
 
 int main(void)
 {
     placements();
+    client_moves();
     spw_ring r3, r4, again;
     CHECK_EQ(spw_ring_init(&r3, 0), SPW_EINVAL);
     CHECK_EQ(spw_ring_init(&r3, SPW_RING_SHARDS_MAX + 1), SPW_EINVAL);

@@ -91,6 +91,7 @@ static int make_producer(fwd *f)
     c.stop_on_error = 1;
     c.linger_ms = 1;
     c.delivery_timeout_ms = f->timeout_ms;
+    c.connect_attempts_max = 0; /* a target that is down: timeout_ms decides, as for one that is slow */
     c.backoff_max_ms = 1000;
     c.connect_timeout_ms = f->timeout_ms < 5000 ? f->timeout_ms : 5000;
     c.on_delivery = on_delivery;
