@@ -8,7 +8,10 @@
 #                    flight (I different aggregates: the binary protocol is
 #                    pipelined, and appends in flight share the group
 #                    commit), and once with I = 1 (one at a time: C appends
-#                    per fsync round). Each row says its inflight=.
+#                    per fsync round). Each row says its inflight=. The
+#                    client runs beside the server, so it is frugal: the
+#                    appends that one read of answers starts go out in one
+#                    send.
 #   spillway-http    the same over HTTP (keep-alive, Spillway-Expected-Version;
 #                    I requests pipelined per connection, answered in order)
 #   spillway-bin-unconditional   the same appends expecting "any" (no check):
@@ -41,6 +44,7 @@
 # PID / pg_ctl, removes its temporary directory.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/bench/lib.sh"
 conns=50
 inflight=32
 aggs=100000
@@ -48,7 +52,7 @@ seconds=5
 history=""
 hevents=10000000
 parent="${TMPDIR:-/var/tmp}"
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { bench_usage; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) conns=${2:?}; shift 2 ;;
@@ -68,11 +72,7 @@ done
 [ "$inflight" -le 64 ] || { echo "bench/es.sh: --inflight is at most 64 (the server's max-pipelined)" >&2; exit 2; }
 
 "$root/scripts/deps.sh" postgresql curl
-build="${SPW_BUILD_DIR:-$root/build}"
-echo "== build ($build, RelWithDebInfo)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target spillway spw_es_bench >/dev/null
-spw="$build/spillway"
+bench_build spw_es_bench
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/es.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
@@ -86,28 +86,18 @@ pg_up=""
 pid=""
 cleanup() {
   trap '' PIPE INT TERM
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  [ -n "$pid" ] && stop_pid "$pid"
   [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 30000))
-}
 declare -A rate p99
 
 # ---- Spillway ----
-hp=$(free_port)
-bp=$(free_port)
-"$spw" serve --data "$work/spw" --listen "127.0.0.1:$hp" --listen-bin "127.0.0.1:$bp" 2>"$work/spw.log" &
-pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$hp/healthz" >/dev/null && break; sleep 0.1; done
+spw_serve "$work/spw"
+hp=$http_port
+bp=$bin_port
 run_spw() { # NAME STREAM INFLIGHT ARGS...
   local name=$1 st=$2 inf=$3
   shift 3
@@ -125,7 +115,7 @@ if [ -n "$history" ]; then
   curl -sf -XPUT "http://127.0.0.1:$hp/v1/streams/hist" -d '{"versioned":true,"format":"bytes","partitions":1}' >/dev/null
   echo "== history: loading $hevents events of 100000 keys and 1000 of one aggregate"
   "$build/spw_es_bench" --bin "127.0.0.1:$bp" --http "127.0.0.1:$hp" --stream hist --history-load "$hevents" ||
-    { cat "$work/spw.log" >&2; exit 1; }
+    { cat "$work/spw/log" >&2; exit 1; }
   for _ in $(seq 6000); do # the indexer catches up (bounded: 10 minutes)
     lag=$(curl -sf "http://127.0.0.1:$hp/metrics" | sed -n 's/^spillway_es_unindexed_records{stream="hist"} \([0-9]*\)$/\1/p')
     [ "$lag" = 0 ] && break
@@ -150,7 +140,7 @@ run_spw spillway-bin-unconditional es3 "$inflight" --protocol bin --unconditiona
 run_spw spillway-bin/1 es4 1 --protocol bin
 run_spw spillway-http/1 es5 1 --protocol http
 run_spw spillway-bin-unconditional/1 es6 1 --protocol bin --unconditional
-kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+stop_pid "$pid"; pid=""
 
 # ---- PostgreSQL ----
 mkdir "$pgdir"

@@ -27,7 +27,8 @@
 # The sink maps id <- $id (Snowflake id), k <- $key, v <- $value.
 #
 # Prints a table of rows/s with the ratio of each to single-row INSERT and
-# of the sink to COPY, `BENCH pg method=...` lines, and
+# of the sink to COPY, `BENCH pg method=...` lines (for each sink run also
+# `BENCH pg method=sink sink_transactions=T`: its COMMITs, by xmin), and
 #   BENCH pg ratio=sink/copy value=X target=0.8 result=PASS|MISS
 #
 # usage: bench/pg.sh [options]
@@ -187,6 +188,14 @@ record() { # METHOD ROWS T0 T1
   got=$(count)
   [ "$got" -eq "$n" ] || { echo "bench/pg.sh: $m: $got rows in the table, not $n" >&2; exit 1; }
   printf '   %s: %s rows in %s s = %s rows/s\n' "$m" "$n" "${secs[$m]}" "${rps[$m]}"
+  case $m in
+    sink*) # the sink's transactions: rows written together share their xmin
+      local tx
+      tx=$(sql "SELECT count(DISTINCT xmin::text) FROM bench")
+      printf '   %s: %s transactions, %s rows per transaction\n' "$m" "$tx" \
+        "$(awk -v n="$n" -v t="$tx" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')"
+      echo "BENCH pg method=$m sink_transactions=$tx" ;;
+  esac
 }
 
 echo "== pg: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"

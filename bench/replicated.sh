@@ -23,6 +23,7 @@
 # synchronous_commit on), on 127.0.0.1 on free ports, stopped by pg_ctl at
 # exit; Spillway on free ports, stopped by its PID. Prints a table,
 # `BENCH replicated system=... events_per_s=... p50_us=... p99_us=...` lines
+#   BENCH replicated sink_transactions=T rows=R (the sink's COMMITs on the primary, by xmin)
 # and the two target lines:
 #   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
 #   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
@@ -195,6 +196,12 @@ run http-replicated http repl replicated 1
 # Every replicated event was committed in PostgreSQL (the warm-up events too).
 acked=$(curl -s -m 10 "$url/metrics" | awk '$1 == "spillway_replicated_acked_total" { print $2 }')
 echo "   replicated requests acknowledged: ${acked:-?}; rows on the primary: $(sql 'SELECT count(*) FROM bench')"
+# The sink's transactions (rows written together share their xmin): rows
+# per COMMIT, each of which waited for the standby.
+txns=$(sql 'SELECT count(DISTINCT xmin::text) FROM bench')
+rows_all=$(sql 'SELECT count(*) FROM bench')
+echo "   sink transactions: $txns, rows per transaction: $(awk -v r="$rows_all" -v t="$txns" 'BEGIN { printf "%.1f", (t > 0 ? r / t : 0) }')"
+echo "BENCH replicated sink_transactions=$txns rows=$rows_all"
 
 echo
 printf '%-16s %14s %10s %10s %16s\n' system events/s p50_us p99_us server_ns/event

@@ -61,6 +61,11 @@
 #       one run, and consumer groups of 1, 2 and 3 members reading them
 #       back; see bench/kafka.sh.
 #
+#   bench/run.sh reshard [--rows N] [--rate R] [--batch B]
+#       a postgres sink's third shard added online under --rows rows (default
+#       1,000,000): the time to phase done and copied rows/s; see
+#       bench/reshard.sh.
+#
 #   bench/run.sh cluster [bench/cluster.sh options]
 #       1, 2 and 3 nodes on this machine through the client library's ring
 #       (spillway bench --protocol bin --server A,B,C, ack=fsync): events/s
@@ -121,6 +126,10 @@ benchmarks (bench/run.sh NAME [options]):
          single-event HTTP at ack=fsync and ack=replicated; targets: batched
          replicated >= 0.8 x COPY, single-event p99 <= 3 x the round trip's;
          options: --seconds S, --rows N, --clients C (bench/run.sh replicated --help)
+  reshard
+         a postgres sink's third shard added online (three databases on one
+         PostgreSQL) under --rows rows (default 1000000): time to phase done,
+         copied rows/s, server CPU; options: --rows N, --rate R, --batch B
   cluster
          1, 2 and 3 nodes on this machine, keys routed by the client library's
          ring (bench --protocol bin --server A,B,C, ack=fsync): events/s, errors,
@@ -147,6 +156,7 @@ case "$name" in
   es) exec "$root/bench/es.sh" "$@" ;;
   views) exec "$root/bench/views.sh" "$@" ;;
   replicated) exec "$root/bench/replicated.sh" "$@" ;;
+  reshard) exec "$root/bench/reshard.sh" "$@" ;;
   cost) exec "$root/bench/cost.sh" "$@" ;;
   cluster) exec "$root/bench/cluster.sh" "$@" ;;
   -h|--help|help|list) list; exit 0 ;;

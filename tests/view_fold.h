@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "catalog/catalog.h"
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/id.h"
 #include "core/json.h"
 #include "log/cursor.h"
@@ -69,6 +71,22 @@ typedef struct vf_view {
     int64_t wm[VF_MAXP];
     uint32_t np;
 } vf_view;
+
+/* Waits (a minute at most) until view name has applied every record of s. */
+static inline void vf_wait_applied(spw_views *m, const char *name, spw_stream *s)
+{
+    spw_view_min min[VF_MAXP];
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < s->cfg.partitions && p < VF_MAXP; p++) {
+        spw_part_state st;
+        spw_part_state_get(s->parts[p], &st);
+        if (st.next_offset)
+            min[n++] = (spw_view_min){p, st.next_offset - 1};
+    }
+    for (int i = 0; i < 60000 && spw_views_applied(m, name, min, n) != 1; i++)
+        spw_sleep_until(spw_mono_ns() + 1000000u);
+    CHECK_EQ(spw_views_applied(m, name, min, n), 1);
+}
 
 static inline void vf_init(vf_view *v, uint32_t np)
 {

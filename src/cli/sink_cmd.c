@@ -22,6 +22,7 @@ static const char sink_usage[] =
     "       spillway sink list [--json]\n"
     "       spillway sink show NAME [--json]\n"
     "       spillway sink delete NAME\n"
+    "       spillway sink reshard-abort NAME\n"
     "create: defines sink NAME (PUT /v1/sinks/NAME) from a definition, the JSON\n"
     "object of docs/api.md \"Sinks\" (stream, kind, batch, retry, dlq, options; the\n"
     "kinds' options are listed by 'spillway serve --help'). An identical sink is left\n"
@@ -29,7 +30,9 @@ static const char sink_usage[] =
     "first).\n"
     "list: every sink with its stream, kind, state, lag and last error.\n"
     "show: one sink's definition (secrets redacted), state and progress per\n"
-    "partition. delete: stops and removes it (its target and DLQ are untouched).\n\n"
+    "partition. delete: stops and removes it (its target and DLQ are untouched).\n"
+    "reshard-abort: rolls a postgres sink's reshard back to its old shards (before\n"
+    "cutover; POST /v1/sinks/NAME/reshard/abort).\n\n"
     "  --file FILE          the definition is in FILE ('-': standard input)\n"
     "  --definition JSON    the definition itself\n"
     "  --json               print the server's JSON answer as it came\n" SPW_CLI_SERVER_HELP SPW_CLI_TOKEN_HELP;
@@ -84,6 +87,18 @@ static void print_sink(const spw_json_span *o)
     spw_json_span d;
     if (spw__cli_member(o, "definition", &d))
         printf("definition       %.*s\n", (int)d.n, d.p);
+    spw_json_span rs, bf;
+    if (spw__cli_member(o, "reshard", &rs) && rs.type == SPW_JSON_OBJECT) {
+        char phase[32], rerr[600];
+        spw__cli_str(&rs, "phase", phase, sizeof phase);
+        spw__cli_str(&rs, "last_error", rerr, sizeof rerr);
+        printf("reshard          %s, %" PRId64 " to %" PRId64 " shards", phase, spw__cli_int(&rs, "from_shards", 0),
+               spw__cli_int(&rs, "to_shards", 0));
+        if (spw__cli_member(&rs, "backfill", &bf))
+            printf("; backfill %" PRId64 " rows copied, %" PRId64 " of %" PRId64 " ranges done", spw__cli_int(&bf, "copied", 0),
+                   spw__cli_int(&bf, "ranges_done", 0), spw__cli_int(&bf, "ranges", 0));
+        printf("%s%s\n", rerr[0] ? "; last error: " : "", rerr);
+    }
     spw_json_span parts, e;
     if (spw__cli_member(o, "partitions", &parts)) {
         printf("\n%-10s %14s %14s %14s\n", "partition", "position", "end", "lag");
@@ -148,7 +163,10 @@ static int cmd_create(spw_httpc *c, const char *name, const char *file, const ch
         fwrite(r.body, 1, r.body_len, stdout);
         return 0;
     }
-    printf(st == 201 ? "created sink %s\n" : "sink %s already exists with this definition\n", name);
+    printf(st == 201   ? "created sink %s\n"
+           : st == 202 ? "sink %s: definition changed online (a reshard: see 'spillway sink show')\n"
+                       : "sink %s already exists with this definition\n",
+           name);
     return 0;
 }
 
@@ -205,6 +223,17 @@ static int cmd_list(spw_httpc *c, int json)
     return 0;
 }
 
+static int cmd_reshard_abort(spw_httpc *c, const char *name)
+{
+    char target[240];
+    snprintf(target, sizeof target, "/v1/sinks/%s/reshard/abort", name);
+    spw_httpc_resp r;
+    if (request(c, "sink reshard-abort", "POST", target, "", 0, &r) < 0)
+        return 1;
+    printf("sink %s: reshard aborted; back on its old shards\n", name);
+    return 0;
+}
+
 static int cmd_delete(spw_httpc *c, const char *name)
 {
     char target[200];
@@ -227,7 +256,8 @@ int spw_cmd_sink(int argc, char **argv)
         spw_help_write(stdout, sink_usage, SPW_HELP_WIDTH);
         return 0;
     }
-    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "delete")) {
+    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "delete") &&
+        strcmp(sub, "reshard-abort")) {
         fprintf(stderr, "spillway sink: unknown subcommand '%s'\n", sub);
         spw_help_write(stderr, sink_usage, SPW_HELP_WIDTH);
         return 2;
@@ -250,7 +280,7 @@ int spw_cmd_sink(int argc, char **argv)
                                  (m = spw__cli_opt(cmd, argc, argv, &i, "--definition", &def)))) {
             if (m < 0)
                 return 2;
-        } else if (strcmp(a, "--json") == 0 && strcmp(sub, "delete") != 0) {
+        } else if (strcmp(a, "--json") == 0 && strcmp(sub, "delete") != 0 && strcmp(sub, "reshard-abort") != 0) {
             json = 1;
         } else if (a[0] != '-' && !name && !is_list) {
             name = a;
@@ -286,6 +316,8 @@ int spw_cmd_sink(int argc, char **argv)
             rc = cmd_list(&c, json);
         else if (strcmp(sub, "show") == 0)
             rc = cmd_show(&c, name, json);
+        else if (strcmp(sub, "reshard-abort") == 0)
+            rc = cmd_reshard_abort(&c, name);
         else
             rc = cmd_delete(&c, name);
     }

@@ -220,6 +220,15 @@ static krow *sink_rows(const spw_prom_set *m, size_t *n)
                 break;
             }
         }
+        for (size_t j = 0; j < m->n; j++) {
+            const spw_prom_sample *y = &m->samples[j];
+            const char *sn;
+            if (y->value == 1 && strcmp(spw_prom_name(m, y), "spillway_sink_reshard_phase") == 0 &&
+                (sn = spw_prom_label_value(m, y, "sink")) && strcmp(sn, nm) == 0) {
+                r[k].phase = spw_prom_label_value(m, y, "phase");
+                break;
+            }
+        }
         k++;
     }
     qsort(r, k, sizeof *r, cmp_row_name_k);

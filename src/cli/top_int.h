@@ -37,6 +37,7 @@ typedef struct srow {
 typedef struct krow {
     const char *name;
     const char *state; /* NULL when the server does not export it */
+    const char *phase; /* a reshard's phase (spillway_sink_reshard_phase), or NULL */
     double lag, delivered, errors, dlq;
     double rate; /* delivered/s; NaN without a previous scrape */
 } krow;

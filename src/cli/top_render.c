@@ -154,6 +154,11 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
             safe_name(r->state, st, sizeof st, 1);
             fprintf(f, " state=%s", st);
         }
+        if (r->phase) {
+            char ph[40];
+            safe_name(r->phase, ph, sizeof ph, 1);
+            fprintf(f, " reshard=%s", ph);
+        }
         kv_num(f, "lag", r->lag, 0);
         kv_num(f, "delivered_per_s", r->rate, 1);
         kv_num(f, "delivered_total", r->delivered, 0);
@@ -285,7 +290,11 @@ void spw__top_render_sinks(FILE *f, const view *v)
         const krow *r = &v->sinks[i];
         char name[40], st[12];
         safe_name(r->name, name, sizeof name, 0);
-        safe_name(r->state ? r->state : "-", st, sizeof st, 0);
+        /* a running sink that reshards shows the phase */
+        safe_name(r->phase && r->state && strcmp(r->state, "running") == 0 ? r->phase
+                  : r->state                                                ? r->state
+                                                                            : "-",
+                  st, sizeof st, 0);
         fprintf(f, "%-32s %-10s %12s %12s %10s %10s\n", name, st, human_num(r->lag, a, sizeof a),
                 human_num(r->rate, b, sizeof b), human_num(r->errors, c, sizeof c), human_num(r->dlq, d, sizeof d));
     }

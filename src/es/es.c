@@ -15,10 +15,14 @@
  *     write one WriteBatch holding the records' entries and the
  *     partition's new indexed offset. Opening = read the indexed offsets,
  *     index the log's tail past them, start the thread: never the whole
- *     log again. Only durable records enter the store, so a crash can
- *     never leave it ahead of the log; what the log accepted and the store
- *     does not hold yet is pinned in the map, so a version once given is
- *     never given again.
+ *     log again. Each write also names its records in one 'o' entry
+ *     (offset order), so that once retention deleted their offsets the
+ *     indexer deletes their entries (prune_step): the index holds what
+ *     the log holds, and a key's first entry past the partition's start
+ *     is its oldest kept version. Only durable records enter the store,
+ *     so a crash can never leave it ahead of the log; what the log
+ *     accepted and the store does not hold yet is pinned in the map, so a
+ *     version once given is never given again.
  */
 #include "es/es.h"
 
@@ -58,6 +62,14 @@ typedef struct es_part {
     size_t n;
     size_t clock;              /* the next bucket eviction looks at */
     _Atomic uint64_t indexed;  /* every record below is in the store */
+    /* The store's writes of the partition (index_step, prune_step: the
+     * indexer thread, and resync on a produce thread) one at a time, so
+     * that each 'c' entry it writes counts the entries beside it. Taken
+     * inside mu (resync), never the other way. */
+    pthread_mutex_t store_mu;
+    _Atomic uint64_t entries; /* its 'e' entries in the store (the 'c' entry's count) */
+    uint64_t pruned;          /* every 'e' entry of a record below this offset is deleted (store_mu) */
+    int kall;                 /* every record gets a 'k' entry, not only first versions (store_mu; index_step) */
     spw_hold *hold;            /* retention keeps what is not indexed yet (at indexed) */
     _Atomic int suspect;       /* an append failed: resync at the next lock once the partition recovered */
 } es_part;
@@ -88,6 +100,7 @@ struct spw_es {
     _Atomic uint64_t passes;      /* indexer passes over the partitions */
     _Atomic uint64_t store_reads; /* lookups the map could not answer */
     _Atomic uint64_t history_records; /* records history reads decoded (spw_es_count_history) */
+    _Atomic uint64_t pruned_total;    /* 'e' entries deleted since open (prune_step) */
     es_part parts[];
 };
 
@@ -167,7 +180,10 @@ const char *spw_es_expect_str(spw_es_expect kind, uint64_t version, char *buf, s
 
 /* ---- store keys (docs/formats/es-index.md) ---- */
 
-/* 'c' u32be partition → u64le indexed offset */
+/* 'c' u32be partition → u64le indexed offset, u64le 'e' entries of the
+ * partition, u64le pruned offset, u64le flags (CFLAG_*) (32 bytes; a
+ * store written before pruning holds the offset alone: store_open
+ * migrates it) */
 static size_t ckey(uint8_t out[5], uint32_t p)
 {
     out[0] = 'c';
@@ -178,7 +194,60 @@ static size_t ckey(uint8_t out[5], uint32_t p)
     return 5;
 }
 
-/* 'k' key → u64le version, u64le offset, u32le partition (the newest record) */
+#define CVAL_LEN 32
+/* The partition's keys may start past version 1 in the store (records
+ * deleted or damaged before they were indexed): every record writes its
+ * 'k' entry, so that a key with entries always has one (index_step). */
+#define CFLAG_KALL 1u
+
+static void put_c(rocksdb_writebatch_t *wb, uint32_t i, uint64_t indexed, uint64_t entries, uint64_t pruned,
+                  int kall)
+{
+    uint8_t ck[5], cv[CVAL_LEN];
+    ckey(ck, i);
+    spw_put64(cv, indexed);
+    spw_put64(cv + 8, entries);
+    spw_put64(cv + 16, pruned);
+    spw_put64(cv + 24, kall ? CFLAG_KALL : 0);
+    rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, CVAL_LEN);
+}
+
+/* 'o' u32be partition u64be offset → the versioned records one index
+ * step wrote from that offset on, each u64le offset, u64le version,
+ * u32le key length, the key: what pruning deletes once retention took
+ * those offsets (the 'e' entries are in key order, not offset order) */
+#define OKEY_LEN 13
+#define OREC_HDR 20
+
+static void okey(uint8_t out[OKEY_LEN], uint32_t p, uint64_t offset)
+{
+    ckey(out, p);
+    out[0] = 'o';
+    for (int i = 0; i < 8; i++)
+        out[5 + i] = (uint8_t)(offset >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void orec_put(spw_buf *b, uint64_t offset, uint64_t version, const void *key, size_t n)
+{
+    uint8_t h[OREC_HDR];
+    spw_put64(h, offset);
+    spw_put64(h + 8, version);
+    spw_put32(h + 16, (uint32_t)n);
+    if (spw_buf_put(b, h, OREC_HDR) || spw_buf_put(b, key, n))
+        abort();
+}
+
+/* 'k' key → u64le version, u64le offset, u32le partition: a record of the
+ * key (its version 1, the newest one pruning deleted, or every one in a
+ * k-all partition); the newest is the newer of it and the last 'e' */
 static size_t kkey(spw_buf *b, const void *key, size_t n)
 {
     b->len = 0;
@@ -290,6 +359,20 @@ static es_ent *set(spw_es *es, es_part *p, const void *key, size_t n, uint64_t v
     return e;
 }
 
+/* RocksDB counts every key comparison and lookup step in thread-local
+ * counters by default (its perf context, through the dynamic linker's
+ * TLS lookup at each): about a tenth of the indexer's instructions, for
+ * counters nothing reads. The level is per thread: each thread that
+ * calls into the store turns them off once. */
+static void perf_off(void)
+{
+    static _Thread_local int off;
+    if (!off) {
+        rocksdb_set_perf_level(rocksdb_disable);
+        off = 1;
+    }
+}
+
 /* A use of the store: 0 with db_lock held for reading, or SPW_EDELETED
  * (retired: nothing held). */
 static int db_begin(spw_es *es)
@@ -303,11 +386,17 @@ static int db_begin(spw_es *es)
 
 static void db_end(spw_es *es) { pthread_rwlock_unlock(&es->db_lock); }
 
-/* The store's entry of a key: 1 found. A retired store answers none: its
- * stream was deleted and its partitions refuse every append, so no
- * version taken from that answer is ever written. */
+/* The store's state of a key: 1 found (its newest indexed record), 0
+ * none (also when the store is retired: its stream was deleted and its
+ * partitions refuse every append, so no version taken from that answer
+ * is ever written). A key with records has a 'k' entry (its first version's, or one
+ * pruning wrote, or every record's: docs/formats/es-index.md), so a key
+ * without one is new — the common case, answered by the bloom filters —
+ * and for the others the newest version is the newer of the 'k' entry
+ * and the key's last 'e' entry. */
 static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 {
+    perf_off();
     if (db_begin(es) < 0)
         return 0;
     spw_buf k = SPW_BUF_INIT;
@@ -315,7 +404,6 @@ static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
     char *err = NULL;
     size_t vl = 0;
     char *v = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
-    db_end(es);
     spw_buf_fini(&k);
     atomic_fetch_add(&es->store_reads, 1);
     if (err) {
@@ -329,30 +417,62 @@ static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
         *out = (spw_es_key){.version = spw_get64((uint8_t *)v), .offset = spw_get64((uint8_t *)v + 8),
                             .partition = spw_get32((uint8_t *)v + 16)};
     rocksdb_free(v);
-    return found;
+    if (!found) {
+        db_end(es);
+        return 0;
+    }
+    spw_buf e = SPW_BUF_INIT;
+    ekey(&e, key, n, SPW_VERSION_MAX + 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_iter_seek_for_prev(it, (const char *)e.p, e.len);
+    if (rocksdb_iter_valid(it)) {
+        size_t kl, il;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &il);
+        uint64_t ver = kl == e.len && memcmp(ik, e.p, 1 + n + 1) == 0 && il == 8 ? get_be64(ik + 2 + n) : 0;
+        if (ver > out->version) {
+            out->version = ver;
+            out->offset = spw_get64(iv);
+        }
+    }
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    db_end(es);
+    spw_buf_fini(&e);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        SPW_ASSERT(!"the version store cannot be read");
+    }
+    return 1;
 }
 
 /* ---- indexing ---- */
 
 /* Indexes durable records of partition i from its indexed offset: at most
- * max records in one WriteBatch with the new indexed offset. Returns the
- * records read (0: caught up), or an error. */
+ * max records in one WriteBatch with their 'o' entry and the partition's
+ * new 'c' entry. Returns the records read (0: caught up), or an error. */
 static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
 {
     spw_stream *s = es->s;
     es_part *p = &es->parts[i];
+    pthread_mutex_lock(&p->store_mu);
     spw_part_state st;
     spw_part_state_get(s->parts[i], &st);
     uint64_t from = atomic_load(&p->indexed);
-    if (from < st.start_offset)
+    if (from < st.start_offset) {
         from = st.start_offset;
-    if (from >= st.durable_offset)
+        p->kall = 1; /* records went before they were indexed (es.c take_holds) */
+    }
+    if (from >= st.durable_offset) {
+        pthread_mutex_unlock(&p->store_mu);
         return 0;
+    }
     spw_cursor_seek(c, s->parts[i], from);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    spw_buf k = SPW_BUF_INIT;
+    spw_buf k = SPW_BUF_INIT, ov = SPW_BUF_INIT;
     spw_record_view rv;
     long n = 0;
+    uint64_t added = 0, ofirst = 0;
     int r = 0;
     while (n < max && c->next < st.durable_offset && (r = spw_cursor_next(c, &rv)) == 1) {
         n++;
@@ -362,10 +482,15 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         spw_put64(v, rv.version);
         spw_put64(v + 8, rv.offset);
         spw_put32(v + 16, i);
-        kkey(&k, rv.key, (size_t)rv.key_len);
-        rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+        if (rv.version == 1 || p->kall) {
+            kkey(&k, rv.key, (size_t)rv.key_len);
+            rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+        }
         ekey(&k, rv.key, (size_t)rv.key_len, rv.version);
         rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v + 8, 8);
+        if (!added++)
+            ofirst = rv.offset;
+        orec_put(&ov, rv.offset, rv.version, rv.key, (size_t)rv.key_len);
     }
     uint64_t next = c->next;
     if (r == SPW_ECORRUPT && c->resume > c->next) {
@@ -374,21 +499,29 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
                  s->cfg.name, i, c->damage_from, c->resume);
         next = c->resume;
         n++;
+        p->kall = 1; /* the keys of the records after it may have no first version */
     } else if (r < 0) {
         rocksdb_writebatch_destroy(wb);
         spw_buf_fini(&k);
+        spw_buf_fini(&ov);
+        pthread_mutex_unlock(&p->store_mu);
         return r;
     }
     int ret = 0;
     if (next > from) {
-        uint8_t ck[5], cv[8];
-        ckey(ck, i);
-        spw_put64(cv, next);
-        rocksdb_writebatch_put(wb, (const char *)ck, 5, (const char *)cv, 8);
+        if (added) {
+            uint8_t ok[OKEY_LEN];
+            okey(ok, i, ofirst);
+            rocksdb_writebatch_put(wb, (const char *)ok, OKEY_LEN, (const char *)ov.p, ov.len);
+        }
+        uint64_t entries = atomic_load(&p->entries) + added;
+        put_c(wb, i, next, entries, p->pruned, p->kall);
         char *err = NULL;
         if (db_begin(es) < 0) {
             rocksdb_writebatch_destroy(wb);
             spw_buf_fini(&k);
+            spw_buf_fini(&ov);
+            pthread_mutex_unlock(&p->store_mu);
             return SPW_EDELETED;
         }
         rocksdb_write(es->db, es->wo, wb, &err);
@@ -398,6 +531,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
             rocksdb_free(err);
             ret = SPW_EIO_STORE;
         } else {
+            atomic_store(&p->entries, entries);
             atomic_store(&p->indexed, next);
             /* Retention may now take what the store holds. */
             if (p->hold)
@@ -406,7 +540,137 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     }
     rocksdb_writebatch_destroy(wb);
     spw_buf_fini(&k);
+    spw_buf_fini(&ov);
+    pthread_mutex_unlock(&p->store_mu);
     return ret ? ret : n;
+}
+
+static int entry_get_db(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset);
+
+/*
+ * Pruning: once retention deleted the partition's records below its start
+ * offset, their 'e' entries point nowhere. Deletes them, with the 'o'
+ * entries that name them, from the partition's pruned offset on: at most
+ * about max records in one WriteBatch with the partition's new 'c' entry
+ * (its count and pruned offset). An 'o' entry that reaches past the start
+ * is written again from its first kept record. A key's 'k' entry takes
+ * the version of its newest entry pruning deletes (its version goes on
+ * after its records are deleted), so the oldest kept version of a key is
+ * its first 'e' entry (spw_es_oldest_kept).
+ * Returns 1 (more to do), 0 (pruned up to the start offset), or an error.
+ */
+static int prune_step(spw_es *es, uint32_t i, long max)
+{
+    es_part *p = &es->parts[i];
+    pthread_mutex_lock(&p->store_mu);
+    spw_part_state st;
+    spw_part_state_get(es->s->parts[i], &st);
+    uint64_t upto = st.start_offset;
+    if (upto <= p->pruned) {
+        pthread_mutex_unlock(&p->store_mu);
+        return 0;
+    }
+    if (db_begin(es) < 0) {
+        pthread_mutex_unlock(&p->store_mu);
+        return SPW_EDELETED;
+    }
+    uint8_t ok[OKEY_LEN];
+    okey(ok, i, p->pruned);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    spw_buf k = SPW_BUF_INIT, rest = SPW_BUF_INIT;
+    long seen = 0;
+    uint64_t deleted = 0, reached = upto;
+    int ret = 0;
+    for (rocksdb_iter_seek(it, (const char *)ok, OKEY_LEN); rocksdb_iter_valid(it) && !ret;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        if (kl != OKEY_LEN || memcmp(ik, ok, 5) != 0)
+            break; /* past the partition's 'o' entries */
+        uint64_t first = get_be64(ik + 5);
+        if (first >= upto)
+            break;
+        if (seen >= max) {
+            reached = first; /* the next step goes on from here */
+            break;
+        }
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        rest.len = 0;
+        uint64_t rest_first = 0;
+        for (size_t at = 0; at + OREC_HDR <= vl;) {
+            uint64_t off = spw_get64(iv + at), ver = spw_get64(iv + at + 8);
+            uint32_t n = spw_get32(iv + at + 16);
+            if (at + OREC_HDR + n > vl)
+                break; /* written by index_step: cannot be short */
+            const uint8_t *key = iv + at + OREC_HDR;
+            if (off < upto) {
+                ekey(&k, key, n, ver);
+                rocksdb_writebatch_delete(wb, (const char *)k.p, k.len);
+                deleted++;
+                /* The key's newest entry going (no next version in the
+                 * store): its 'k' entry takes its version, which must
+                 * outlive its records (versions go on). */
+                uint64_t noff;
+                int more = entry_get_db(es, key, n, ver + 1, &noff);
+                if (more < 0) {
+                    ret = more;
+                    break;
+                }
+                if (!more) {
+                    uint8_t kv[20];
+                    spw_put64(kv, ver);
+                    spw_put64(kv + 8, off);
+                    spw_put32(kv + 16, i);
+                    kkey(&k, key, n);
+                    rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)kv, 20);
+                }
+            } else {
+                if (!rest.len)
+                    rest_first = off;
+                orec_put(&rest, off, ver, key, n);
+            }
+            at += OREC_HDR + n;
+            seen++;
+        }
+        if (ret)
+            break;
+        rocksdb_writebatch_delete(wb, (const char *)ik, kl);
+        if (rest.len) {
+            uint8_t nk[OKEY_LEN];
+            okey(nk, i, rest_first);
+            rocksdb_writebatch_put(wb, (const char *)nk, OKEY_LEN, (const char *)rest.p, rest.len);
+        }
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        ret = SPW_EIO_STORE;
+    } else if (!ret) {
+        uint64_t entries = atomic_load(&p->entries);
+        entries = entries > deleted ? entries - deleted : 0;
+        put_c(wb, i, atomic_load(&p->indexed), entries, reached, p->kall);
+        rocksdb_write(es->db, es->wo, wb, &err);
+        if (err) {
+            spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+            rocksdb_free(err);
+            ret = SPW_EIO_STORE;
+        } else {
+            atomic_store(&p->entries, entries);
+            p->pruned = reached;
+            atomic_fetch_add(&es->pruned_total, deleted);
+            ret = reached < upto;
+        }
+    }
+    db_end(es);
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&k);
+    spw_buf_fini(&rest);
+    pthread_mutex_unlock(&p->store_mu);
+    return ret;
 }
 
 /* Indexes every partition until caught up with its durable end; *records
@@ -421,6 +685,10 @@ static int index_all(spw_es *es, uint64_t *records)
         while ((n = index_step(es, i, &c, 65536)) > 0)
             *records += (uint64_t)n;
         if (n < 0)
+            r = (int)n;
+        while (r == 0 && (n = prune_step(es, i, 65536)) > 0)
+            ;
+        if (r == 0 && n < 0)
             r = (int)n;
     }
     spw_cursor_fini(&c);
@@ -441,10 +709,18 @@ static void durable_kick(void *arg)
 /* Safety net only: every durable advance kicks the indexer, and a kick
  * is never lost (the flag), so it sleeps this long only when idle. */
 #define INDEXER_IDLE_NS (60ull * 1000000000ull)
+/* Under load a durable advance comes at every group commit, a few
+ * records per partition each: a pass that indexed records is followed by
+ * the next one no sooner than this, so that each write to the store (a
+ * write of its log, a lock, the 'c' and 'o' entries) carries more
+ * records. Records are indexed this much later (history reads read that
+ * tail from the log; the map pins their keys meanwhile). */
+#define INDEXER_BATCH_NS (5ull * 1000000ull)
 
 static void *indexer_main(void *arg)
 {
     spw_es *es = arg;
+    perf_off();
     spw_cursor c;
     spw_cursor_init(&c, es->s->parts[0], 0, 1 << 20);
     while (!atomic_load(&es->stop) && !atomic_load(&es->s->deleted)) {
@@ -452,13 +728,29 @@ static void *indexer_main(void *arg)
         pthread_mutex_lock(&es->wake_mu);
         es->kicked = 0;
         pthread_mutex_unlock(&es->wake_mu);
-        long total = 0;
+        long total = 0, full = 0;
+        uint64_t t0 = spw_mono_ns();
         for (uint32_t i = 0; i < es->nparts; i++) {
             long n = index_step(es, i, &c, 4096);
+            full |= n >= 4096;
             if (n > 0)
                 total += n;
+            /* What retention deleted since the last pass: its entries go
+             * (an idle stream's at the next durable append, or within
+             * INDEXER_IDLE_NS). */
+            if (prune_step(es, i, 4096) > 0)
+                total++;
         }
         atomic_fetch_add(&es->passes, 1);
+        if (total > 0 && !full) {
+            /* Let records gather (kicks meanwhile only ask for the next
+             * pass); stop ends the wait. */
+            pthread_mutex_lock(&es->wake_mu);
+            while (!atomic_load(&es->stop) &&
+                   spw_cond_wait_until(&es->wake_cv, &es->wake_mu, t0 + INDEXER_BATCH_NS) != ETIMEDOUT)
+                ;
+            pthread_mutex_unlock(&es->wake_mu);
+        }
         if (total > 0)
             continue;
         /* Caught up: sleep until a durable end moves (the log's hook). */
@@ -501,6 +793,7 @@ static void es_free(spw_es *es)
             }
         spw_free(p->buckets);
         pthread_mutex_destroy(&p->mu);
+        pthread_mutex_destroy(&p->store_mu);
     }
     if (es->db)
         rocksdb_close(es->db);
@@ -516,6 +809,79 @@ static void es_free(spw_es *es)
     pthread_cond_destroy(&es->wake_cv);
     pthread_rwlock_destroy(&es->db_lock);
     spw_free(es);
+}
+
+/*
+ * A store written before pruning existed: its 'c' entries hold the
+ * indexed offset alone and it has no 'o' entries. Once, at open: every
+ * 'e' entry is read; those of deleted records (below their partition's
+ * start offset) are deleted, the others get an 'o' entry each, and the
+ * 'c' entries are written with the counts (last, so that a crash before
+ * does the whole migration again: every step of it can be repeated).
+ */
+static int migrate(spw_es *es)
+{
+    spw_info("stream %s: version store written by an older version: counting and pruning its index once",
+             es->s->cfg.name);
+    uint64_t *start = spw_xcalloc(es->nparts, sizeof *start);
+    for (uint32_t i = 0; i < es->nparts; i++) {
+        spw_part_state st;
+        spw_part_state_get(es->s->parts[i], &st);
+        start[i] = st.start_offset;
+        atomic_store(&es->parts[i].entries, 0);
+        es->parts[i].pruned = st.start_offset;
+    }
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    spw_buf ov = SPW_BUF_INIT;
+    char *err = NULL;
+    uint64_t deleted = 0;
+    for (rocksdb_iter_seek(it, "e", 1); rocksdb_iter_valid(it) && !err; rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        const uint8_t *iv = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        if (kl < 1 + 9 || ik[0] != 'e')
+            break;
+        if (vl != 8)
+            continue;
+        size_t n = kl - 10;
+        uint64_t off = spw_get64(iv), ver = get_be64(ik + 2 + n);
+        uint32_t i = spw_stream_partition(ik + 1, n, es->nparts);
+        if (off < start[i]) {
+            rocksdb_writebatch_delete(wb, (const char *)ik, kl);
+            deleted++;
+        } else {
+            ov.len = 0;
+            orec_put(&ov, off, ver, ik + 1, n);
+            uint8_t ok[OKEY_LEN];
+            okey(ok, i, off);
+            rocksdb_writebatch_put(wb, (const char *)ok, OKEY_LEN, (const char *)ov.p, ov.len);
+            atomic_fetch_add(&es->parts[i].entries, 1);
+        }
+        if (rocksdb_writebatch_count(wb) >= 65536) {
+            rocksdb_write(es->db, es->wo, wb, &err);
+            rocksdb_writebatch_clear(wb);
+        }
+    }
+    if (!err)
+        rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (!err) {
+        for (uint32_t i = 0; i < es->nparts; i++)
+            put_c(wb, i, atomic_load(&es->parts[i].indexed), atomic_load(&es->parts[i].entries),
+                  es->parts[i].pruned, es->parts[i].kall);
+        rocksdb_write(es->db, es->wo, wb, &err);
+    }
+    rocksdb_writebatch_destroy(wb);
+    spw_buf_fini(&ov);
+    spw_free(start);
+    if (err) {
+        spw_error("stream %s: version store: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    atomic_fetch_add(&es->pruned_total, deleted);
+    return 0;
 }
 
 /* Opens (creating) the store at dir; reads every partition's indexed
@@ -550,7 +916,7 @@ static int store_open(spw_es *es, const char *dir)
             es->db = NULL;
             return SPW_EIO_STORE;
         }
-        int ahead = 0;
+        int ahead = 0, legacy = 0;
         for (uint32_t i = 0; i < es->nparts; i++) {
             uint8_t ck[5];
             ckey(ck, i);
@@ -561,16 +927,25 @@ static int store_open(spw_es *es, const char *dir)
                 rocksdb_free(err);
                 return SPW_EIO_STORE;
             }
-            uint64_t off = v && vl == 8 ? spw_get64((uint8_t *)v) : 0;
+            uint64_t off = v && (vl == 8 || vl == CVAL_LEN) ? spw_get64((uint8_t *)v) : 0;
+            es_part *p = &es->parts[i];
+            if (v && vl == CVAL_LEN) {
+                atomic_store(&p->entries, spw_get64((uint8_t *)v + 8));
+                p->pruned = spw_get64((uint8_t *)v + 16);
+                p->kall = (spw_get64((uint8_t *)v + 24) & CFLAG_KALL) != 0;
+            } else if (v) {
+                legacy = 1; /* written before pruning: no counts, no 'o' entries */
+                p->kall = 1;  /* and a 'k' entry per key, as every record wrote it */
+            }
             rocksdb_free(v);
             spw_part_state st;
             spw_part_state_get(es->s->parts[i], &st);
             if (off > st.durable_offset)
                 ahead = 1;
-            atomic_store(&es->parts[i].indexed, off);
+            atomic_store(&p->indexed, off);
         }
         if (!ahead)
-            return 0;
+            return legacy ? migrate(es) : 0;
         spw_warn("stream %s: its version store indexed records past the end of the log; rebuilding it from the log",
                  es->s->cfg.name);
         rocksdb_close(es->db);
@@ -647,6 +1022,7 @@ int spw_es_of(spw_stream *s, spw_es **out)
         pthread_rwlock_init(&es->db_lock, NULL);
         for (uint32_t i = 0; i < es->nparts; i++) {
             pthread_mutex_init(&es->parts[i].mu, NULL);
+            pthread_mutex_init(&es->parts[i].store_mu, NULL);
             es->parts[i].nbuckets = 64;
             es->parts[i].buckets = spw_xcalloc(64, sizeof(es_ent *));
         }
@@ -841,6 +1217,7 @@ uint64_t spw_es_indexed(spw_es *es, uint32_t partition) { return atomic_load(&es
 int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version, uint32_t max, uint64_t *versions,
                    uint64_t *offsets)
 {
+    perf_off();
     if (db_begin(es) < 0)
         return SPW_EDELETED;
     spw_buf k = SPW_BUF_INIT, end = SPW_BUF_INIT;
@@ -877,17 +1254,15 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
     return (int)got;
 }
 
-/* The 'e' entry of version v: 1 with *offset, 0 none, or an error. */
-static int entry_get(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
+/* The 'e' entry of version v: 1 with *offset, 0 none, or an error.
+ * REQUIRES: db_begin. */
+static int entry_get_db(spw_es *es, const void *key, size_t n, uint64_t v, uint64_t *offset)
 {
-    if (db_begin(es) < 0)
-        return SPW_EDELETED;
     spw_buf k = SPW_BUF_INIT;
     ekey(&k, key, n, v);
     char *err = NULL;
     size_t vl = 0;
     char *val = rocksdb_get(es->db, es->ro, (const char *)k.p, k.len, &vl, &err);
-    db_end(es);
     spw_buf_fini(&k);
     if (err) {
         spw_error("version store of stream %s: %s", es->s->cfg.name, err);
@@ -905,23 +1280,69 @@ int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, 
                        uint64_t *oldest)
 {
     /* A key's versions follow its offsets, and retention deletes from the
-     * start: its deleted versions are a prefix 1..d of its indexed ones
-     * (entries with offsets below start_offset), and versions not
-     * indexed yet (no entry) are kept. Bisect for d + 1. */
-    uint64_t lo = 1, hi = current + 1; /* the answer is in [lo, hi] */
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2, off = 0;
-        int r = entry_get(es, key, n, mid, &off);
-        if (r < 0)
-            return r;
-        if (r == 1 && off < start_offset)
-            lo = mid + 1;
-        else
-            hi = mid;
+     * start: its deleted versions are a prefix 1..d of its indexed ones,
+     * and versions not indexed yet are kept. Pruning deletes the entries
+     * of that prefix (those it has not reached yet have offsets below
+     * start_offset), so the oldest kept is the key's first entry at or
+     * past start_offset; with none, every indexed version went and the
+     * oldest kept is the one after the newest indexed (the newer of its
+     * 'k' entry and its last entry pruning has not reached). One
+     * iterator: the entries and the 'k' entry it sees are of one moment
+     * of the store, whatever the indexer writes meanwhile. */
+    if (db_begin(es) < 0)
+        return SPW_EDELETED;
+    spw_buf k = SPW_BUF_INIT;
+    ekey(&k, key, n, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(es->db, es->ro);
+    uint64_t found = 0, newest = 0;
+    for (rocksdb_iter_seek(it, (const char *)k.p, k.len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *ik = rocksdb_iter_key(it, &kl);
+        if (kl != k.len || memcmp(ik, k.p, 1 + n + 1) != 0)
+            break; /* another key */
+        const char *iv = rocksdb_iter_value(it, &vl);
+        uint64_t v = get_be64((const uint8_t *)ik + 2 + n);
+        if (vl == 8 && spw_get64((const uint8_t *)iv) >= start_offset) {
+            found = v;
+            break;
+        }
+        newest = v;
     }
-    *oldest = lo;
+    if (!found) {
+        kkey(&k, key, n);
+        rocksdb_iter_seek(it, (const char *)k.p, k.len);
+        size_t kl, vl;
+        if (rocksdb_iter_valid(it)) {
+            const char *ik = rocksdb_iter_key(it, &kl);
+            const char *iv = rocksdb_iter_value(it, &vl);
+            if (kl == k.len && memcmp(ik, k.p, k.len) == 0 && vl == 20 && spw_get64((const uint8_t *)iv) > newest)
+                newest = spw_get64((const uint8_t *)iv);
+        }
+        found = (newest < current ? newest : current) + 1;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    db_end(es);
+    spw_buf_fini(&k);
+    if (err) {
+        spw_error("version store of stream %s: %s", es->s->cfg.name, err);
+        rocksdb_free(err);
+        return SPW_EIO_STORE;
+    }
+    *oldest = found;
     return 0;
 }
+
+uint64_t spw_es_index_entries(spw_es *es)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < es->nparts; i++)
+        n += atomic_load(&es->parts[i].entries);
+    return n;
+}
+
+uint64_t spw_es_pruned(spw_es *es) { return atomic_load(&es->pruned_total); }
 
 int spw_es_snapshot_put(spw_es *es, const void *key, size_t n, uint64_t version, const char *state, size_t len)
 {

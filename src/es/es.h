@@ -23,7 +23,8 @@
  * (version 0: a new aggregate's check and append read the store once);
  * past that, clean entries are evicted and a key not in the map costs one
  * store lookup (bloom filters over the memtable and the tables, block
- * cache).
+ * cache), and one reverse seek to its last index entry when it has
+ * records (docs/formats/es-index.md "Writing").
  *
  * Durability: the store is filled from durable records only (the record
  * cursor), with each partition's indexed offset in the same write; at open
@@ -131,6 +132,12 @@ uint64_t spw_es_indexed(spw_es *es, uint32_t partition);
  * durable advance of the log, not on a timer: docs/operations.md). */
 uint64_t spw_es_unindexed(spw_es *es);
 uint64_t spw_es_indexer_passes(spw_es *es);
+/* The store's index entries (one per indexed record of the stream still
+ * in the log, and those of deleted records pruning has not reached yet:
+ * it runs at the indexer's passes), and those pruning deleted since the
+ * map was opened (docs/formats/es-index.md "Pruning"). */
+uint64_t spw_es_index_entries(spw_es *es);
+uint64_t spw_es_pruned(spw_es *es);
 /* Records history reads decoded from the log (svc/keys.c counts them):
  * an aggregate's read decodes its own records, not its partition's. */
 void spw_es_count_history(spw_es *es, uint64_t records);
@@ -147,9 +154,10 @@ int spw_es_history(spw_es *es, const void *key, size_t n, uint64_t from_version,
 
 /*
  * Retention on a versioned stream deletes a key's oldest records (never
- * one the store has not indexed: es.c take_holds): its oldest version
- * still in the log, given its current version and its partition's start
- * offset; current + 1 when every record of the key went. 0, or an error.
+ * one the store has not indexed: es.c take_holds), and pruning their
+ * index entries (es.c prune_step): its oldest version still in the log,
+ * given its current version and its partition's start offset; current + 1
+ * when every record of the key went. 0, or an error.
  */
 int spw_es_oldest_kept(spw_es *es, const void *key, size_t n, uint64_t current, uint64_t start_offset,
                        uint64_t *oldest);

@@ -59,7 +59,11 @@ typedef struct sink_job {
 
 static void sink_work(sink_job *j)
 {
-    if (j->put)
+    if (j->put == 2) {
+        j->r = spw_sinks_abort_change(j->api->sinks, j->name, j->err, sizeof j->err);
+        if (j->r == 0 && spw_sinks_get_json(j->api->sinks, j->name, &j->out) < 0)
+            j->r = -ENOENT;
+    } else if (j->put)
         j->r = spw_sinks_put(j->api->sinks, j->name, j->body, j->len, &j->out, j->err, sizeof j->err);
     else
         j->r = spw_sinks_delete(j->api->sinks, j->name);
@@ -71,7 +75,16 @@ static void sink_answer(void *arg)
     spw_http_req *req = j->req;
     int r = j->r;
     req->user = NULL;
-    if (!j->put) {
+    if (j->put == 2) {
+        if (r == -ENOENT)
+            spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", j->name);
+        else if (r == -EEXIST || r == SPW_EINVAL)
+            spw_http_answer(req, SPW_SC_EXISTS, NULL, "%s", j->err);
+        else if (r < 0)
+            spw_http_answer(req, SPW_SC_UNAVAILABLE, NULL, "%s", j->err);
+        else
+            respond(req, 200, &j->out);
+    } else if (!j->put) {
         if (r == -ENOENT)
             spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", j->name);
         else
@@ -87,7 +100,7 @@ static void sink_answer(void *arg)
     } else if (r < 0) {
         spw_http_answer(req, SPW_SC_CREATE_FAILED, NULL, "%s", j->err);
     } else {
-        respond(req, r == 1 ? 201 : 200, &j->out);
+        respond(req, r == 1 ? 201 : r == 2 ? 202 : 200, &j->out); /* 2: changed online */
     }
     spw_buf_fini(&j->out);
     spw_free(j->body);
@@ -121,7 +134,7 @@ static sink_job *sink_job_new(spw_api *api, spw_http_req *req, int put, const ch
     j->out = (spw_buf)SPW_BUF_INIT;
     memcpy(j->name, name, nl);
     j->name[nl] = 0;
-    if (put) {
+    if (put == 1) {
         j->len = req->body.len;
         j->body = spw_xmalloc(j->len + 1);
         memcpy(j->body, req->body.p, j->len);
@@ -140,6 +153,11 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     }
     const char *name = req->path[9] ? req->path + 10 : "";
     size_t nl = strlen(name);
+    /* POST /v1/sinks/{name}/reshard/abort (docs/api.md "Resharding a postgres sink") */
+    static const char abort_sfx[] = "/reshard/abort";
+    int abort_req = nl > sizeof abort_sfx - 1 && strcmp(name + nl - (sizeof abort_sfx - 1), abort_sfx) == 0;
+    if (abort_req)
+        nl -= sizeof abort_sfx - 1;
     if (nl == 0) {
         if (req->method != SPW_HTTP_GET) {
             spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET\r\n", "use GET");
@@ -155,7 +173,15 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
                         "sink names are " SPW_NAME_RULE);
         return 1;
     }
-    if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_PUT && req->method != SPW_HTTP_DELETE) {
+    char nm[SPW_STREAM_NAME_MAX + 1];
+    memcpy(nm, name, nl);
+    nm[nl] = 0;
+    name = nm;
+    if (abort_req && req->method != SPW_HTTP_POST) {
+        spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: POST\r\n", "use POST");
+        return 1;
+    }
+    if (!abort_req && req->method != SPW_HTTP_GET && req->method != SPW_HTTP_PUT && req->method != SPW_HTTP_DELETE) {
         spw_http_answer(req, SPW_SC_METHOD_NOT_ALLOWED, "Allow: GET, PUT, DELETE\r\n", "use GET, PUT or DELETE");
         return 1;
     }
@@ -189,10 +215,10 @@ int spw_sink_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
             spw_http_answer(req, SPW_SC_NO_SUCH_SINK, NULL, "no sink named %s", name);
         return 1;
     }
-    if (req->method == SPW_HTTP_DELETE) {
+    if (req->method == SPW_HTTP_DELETE || abort_req) {
         if (!spw_auth_http_allow(api->svc.auth, ar, req, SPW_PERM_ADMIN, stream, strlen(stream)))
             return 1;
-        sink_start(sink_job_new(api, req, 0, name, nl));
+        sink_start(sink_job_new(api, req, abort_req ? 2 : 0, name, nl));
         return 1;
     }
     if (!may_see(ar->who, stream)) {

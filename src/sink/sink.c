@@ -133,10 +133,23 @@ static void sink_stop_free(spw_sink *k)
     spw_buf_fini(&k->b.arena);
     spw_free(k->pend.recs);
     spw_buf_fini(&k->pend.arena);
+    spw_free(k->b.win);
+    spw_free(k->pend.win);
+    spw_free(k->gw);
     spw_cursor_fini(&k->cur);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     spw_free(k);
+}
+
+/* The kind's directory, for kinds that keep state files there (sink.h set_dir). */
+static void give_dir(spw_sinks *m, const sink_def *d, void *kst)
+{
+    if (!d->kind->set_dir)
+        return;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", m->dir, d->name);
+    d->kind->set_dir(kst, dir);
 }
 
 static const char *sink_name(const void *p) { return ((const spw_sink *)p)->def.name; }
@@ -177,6 +190,7 @@ static void load_one(spw_sinks *m, const char *name)
         d.kind->close(kst);
         spw__sink_def_fini(&d);
     } else {
+        give_dir(m, &d, kst);
         spw_sink *k = sink_new(m, &d, kst);
         if (sink_start(k) < 0) {
             spw_error("sink %s: cannot start its thread", name);
@@ -325,6 +339,19 @@ int spw_sinks_replica_ok(spw_sinks *m, const char *sink, const char *stream, cha
     return r;
 }
 
+/* Is d the running sink k's definition but for "options"? */
+static int only_options_differ(const spw_sink *k, const sink_def *d)
+{
+    sink_def x = *d;
+    x.options = k->def.options;
+    x.options_len = k->def.options_len;
+    spw_buf b = SPW_BUF_INIT;
+    spw__sink_def_json(&x, &b);
+    int same = strlen(k->canon) == b.len && memcmp(k->canon, b.p, b.len) == 0;
+    spw_buf_fini(&b);
+    return same;
+}
+
 int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap)
 {
@@ -357,9 +384,23 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     pthread_mutex_lock(&m->mu);
     int found;
     size_t at = find_pos(m, name, &found);
+    spw_sink *replaced = NULL;
     if (found) {
         const char *c = m->v[at]->canon;
         int same = strlen(c) == b.len && memcmp(c, b.p, b.len) == 0;
+        if (!same && d.kind == m->v[at]->def.kind && d.kind->change && only_options_differ(m->v[at], &d)) {
+            r = d.kind->change(m->v[at]->kst, d.options, d.options_len, err, cap);
+            if (r == 1) {
+                replaced = m->v[at];
+                goto create;
+            }
+            if (r < 0) {
+                pthread_mutex_unlock(&m->mu);
+                spw__sink_def_fini(&d);
+                spw_buf_fini(&b);
+                return r;
+            }
+        }
         pthread_mutex_unlock(&m->mu);
         spw__sink_def_fini(&d);
         if (!same) {
@@ -371,8 +412,9 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         spw_buf_fini(&b);
         return 0;
     }
+create:;
     void *kst = NULL;
-    if (m->n >= SINKS_MAX) {
+    if (m->n >= SINKS_MAX && !replaced) {
         snprintf(err, cap, "at most %d sinks", SINKS_MAX);
         r = SPW_EINVAL;
     } else {
@@ -384,8 +426,11 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         char pp[4300];
         snprintf(pp, sizeof pp, "%s/progress", dir);
         r = spw_os_mkdirs(dir, 0700);
-        if (r == 0)
-            unlink(pp); /* a leftover of a deleted sink of this name */
+        if (r == 0 && !replaced) {
+            unlink(pp); /* leftovers of a deleted sink of this name */
+            snprintf(pp, sizeof pp, "%s/reshard", dir);
+            unlink(pp);
+        }
         if (r == 0)
             r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b.p, b.len, SPW_OS_SYNC_FULL);
         if (r == 0) { /* it may hold secrets (the directory is 0700 already) */
@@ -406,7 +451,16 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
         spw_buf_fini(&b);
         return r;
     }
+    if (replaced) {
+        /* the running sink stops (its step finishes) before the new one starts */
+        size_t ra = find_pos(m, name, &found);
+        memmove(m->v + ra, m->v + ra + 1, (m->n - ra - 1) * sizeof *m->v);
+        m->n--;
+        sink_stop_free(replaced);
+    }
+    give_dir(m, &d, kst);
     spw_sink *k = sink_new(m, &d, kst);
+    k->continues = replaced != NULL;
     r = sink_start(k);
     if (r < 0) {
         snprintf(err, cap, "cannot start the sink's thread: %s", spw_strerror(r));
@@ -422,10 +476,117 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     }
     insert(m, k);
     pthread_mutex_unlock(&m->mu);
-    spw_info("sink %s: created (%s from stream %s)", name, d.kind->name, d.stream);
+    if (replaced)
+        spw_info("sink %s: definition changed online (%s from stream %s)", name, d.kind->name, d.stream);
+    else
+        spw_info("sink %s: created (%s from stream %s)", name, d.kind->name, d.stream);
     spw_sinks_redact((const char *)b.p, b.len, canon);
     spw_buf_fini(&b);
-    return 1;
+    return replaced ? 2 : 1;
+}
+
+/* Writes d as DATA/sinks/NAME/sink.json (the directory exists). */
+static int write_def(spw_sinks *m, const sink_def *d, const spw_buf *b, char *err, size_t cap)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", m->dir, d->name);
+    int r = spw_os_write_file_atomic(dir, "sink.json", "sink.json.tmp", b->p, b->len, SPW_OS_SYNC_FULL);
+    if (r < 0)
+        snprintf(err, cap, "writing %s/sink.json: %s", dir, spw_strerror(r));
+    return r;
+}
+
+int spw_sinks_abort_change(spw_sinks *m, const char *name, char *err, size_t cap)
+{
+    pthread_mutex_lock(&m->mu);
+    int found;
+    size_t at = find_pos(m, name, &found);
+    if (!found) {
+        pthread_mutex_unlock(&m->mu);
+        snprintf(err, cap, "no sink named %s", name);
+        return -ENOENT;
+    }
+    spw_sink *k = m->v[at];
+    if (!k->def.kind->abort) {
+        pthread_mutex_unlock(&m->mu);
+        snprintf(err, cap, "sink %s is a %s sink, which has nothing to abort (resharding is the postgres sink's)", name,
+                 k->def.kind->name);
+        return SPW_EINVAL;
+    }
+    /* The definition, copied before the sink (and its copy) is freed. */
+    spw_buf canon = SPW_BUF_INIT;
+    spw_buf_puts(&canon, k->canon);
+    memmove(m->v + at, m->v + at + 1, (m->n - at - 1) * sizeof *m->v);
+    m->n--;
+    sink_stop_free(k);
+    sink_def d, nd;
+    void *kst = NULL, *ast = NULL;
+    int r = spw__sink_def_parse(&d, name, (const char *)canon.p, canon.len, err, cap);
+    if (r == 0)
+        r = d.kind->open(d.name, d.stream, d.options, d.options_len, &ast, err, cap);
+    if (r < 0) { /* cannot happen: it ran with this definition */
+        pthread_mutex_unlock(&m->mu);
+        spw_error("sink %s: reopening for abort: %s; not started", name, err);
+        spw_buf_fini(&canon);
+        return r;
+    }
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", m->dir, name);
+    spw_buf opts = SPW_BUF_INIT, nb = SPW_BUF_INIT;
+    r = d.kind->abort(ast, dir, d.options, d.options_len, &opts, err, cap);
+    d.kind->close(ast);
+    int changed = 0;
+    if (r == 0) {
+        /* the same definition with the options the kind answered */
+        spw_buf body = SPW_BUF_INIT;
+        char *keep = d.options;
+        size_t keep_len = d.options_len;
+        d.options = (char *)opts.p;
+        d.options_len = opts.len;
+        spw__sink_def_json(&d, &body);
+        d.options = keep;
+        d.options_len = keep_len;
+        r = spw__sink_def_parse(&nd, name, (const char *)body.p, body.len, err, cap);
+        spw_buf_fini(&body);
+        if (r == 0) {
+            spw__sink_def_json(&nd, &nb);
+            r = write_def(m, &nd, &nb, err, cap);
+            if (r == 0) {
+                spw__sink_def_fini(&d);
+                d = nd;
+                changed = 1;
+            } else {
+                spw__sink_def_fini(&nd);
+            }
+        }
+    }
+    spw_buf_fini(&opts);
+    spw_buf_fini(&nb);
+    spw_buf_fini(&canon);
+    /* started again: with the answered definition, or as it was */
+    int r2 = d.kind->open(d.name, d.stream, d.options, d.options_len, &kst, err + (r < 0 ? strlen(err) : 0),
+                          r < 0 ? cap - strlen(err) : cap);
+    if (r2 == 0) {
+        give_dir(m, &d, kst);
+        spw_sink *nk = sink_new(m, &d, kst);
+        nk->continues = 1;
+        if (sink_start(nk) == 0) {
+            insert(m, nk);
+        } else {
+            spw_error("sink %s: cannot start its thread", name);
+            nk->def.kind->close(nk->kst);
+            spw__sink_def_fini(&nk->def);
+            spw_free(nk->canon);
+            spw_free(nk->shown);
+            spw_free(nk);
+        }
+    } else {
+        spw__sink_def_fini(&d);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (changed)
+        spw_info("sink %s: its online change was rolled back", name);
+    return r;
 }
 
 /* A deleted sink's stop, off the caller's thread: its worker joined and
@@ -467,6 +628,8 @@ int spw_sinks_delete(spw_sinks *m, const char *name)
     snprintf(path, sizeof path, "%s/%s/sink.json", m->dir, name);
     unlink(path);
     snprintf(path, sizeof path, "%s/%s/progress", m->dir, name);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s/reshard", m->dir, name); /* a kind's state (postgres resharding) */
     unlink(path);
     snprintf(path, sizeof path, "%s/%s", m->dir, name);
     rmdir(path);
@@ -513,6 +676,8 @@ static void one_json(spw_sink *k, spw_buf *b)
         spw_buf_xprintf(b, "null");
     }
     pthread_mutex_unlock(&k->mu);
+    if (k->def.kind->status_json)
+        k->def.kind->status_json(k->kst, b);
     spw_buf_xprintf(b, "}");
 }
 
@@ -611,6 +776,21 @@ void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o)
             }
             }
         }
+    }
+    /* a family of its own, only while some sink changes online */
+    int head = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        spw_sink *k = m->v[i];
+        const char *ph = k->def.kind->phase ? k->def.kind->phase(k->kst) : NULL;
+        if (!ph || !spw_metrics_sees(o, k->def.stream))
+            continue;
+        if (!head++)
+            spw_buf_xprintf(o->b, "# HELP spillway_sink_reshard_phase 1 for a sink resharding, labelled with its phase "
+                                  "(docs/api.md \"Resharding a postgres sink\")\n"
+                                  "# TYPE spillway_sink_reshard_phase gauge\n");
+        char labels[300];
+        snprintf(labels, sizeof labels, "sink=\"%s\",phase=\"%s\"", k->def.name, ph);
+        spw_metrics_line(o, "spillway_sink_reshard_phase", labels, 1);
     }
     pthread_mutex_unlock(&m->mu);
 }

@@ -37,6 +37,13 @@ typedef struct spw_sink_rec {
     uint32_t value_len;
 } spw_sink_rec;
 
+/* The records of one partition in a group write (group_begin below). */
+typedef struct spw_sink_window {
+    uint32_t partition;
+    const spw_sink_rec *recs;
+    uint32_t n;
+} spw_sink_window;
+
 typedef struct spw_sink_kind {
     const char *name;
     /* Checks the "options" object (raw JSON text, len bytes) and creates
@@ -63,6 +70,19 @@ typedef struct spw_sink_kind {
                        size_t cap);
     int (*write_end)(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                      size_t cap);
+    /* Optional, both or neither, and only with write_begin/write_end:
+     * write windows of several partitions (each partition once, each
+     * window in offset order) as one unit, e.g. one transaction per
+     * target, so that one commit carries them all. Halves as write_begin
+     * and write_end: the windows stay valid until group_end, and no other
+     * callback runs between them. group_end answers SPW_SINK_OK when every
+     * record of every window got there (the kind's stored progress
+     * included). Any other answer of either: the loop delivers each
+     * window again by itself (write_begin/write_end, with retries,
+     * bisection and dead letters), and the kind must not write twice what
+     * did get there (as after a RETRY). */
+    int (*group_begin)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
+    int (*group_end)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
      * next offset at start (0 or a negative error, then retried). The
@@ -102,6 +122,28 @@ typedef struct spw_sink_kind {
      * its commits wait for a synchronous standby); 0 with the sentence
      * why not in why. NULL: the kind cannot replicate. */
     int (*replicates)(void *st, char *why, size_t cap);
+    /* Optional, for a kind that changes online (the postgres sink's
+     * resharding). set_dir gives the kind its directory (DATA/sinks/NAME),
+     * once, after open and before the worker starts; the kind keeps its
+     * own state files there. change: a PUT whose definition differs from
+     * the running one's in "options" only (options, len: the new ones):
+     * 1 if the kind takes it online (it has saved what it needs; the sink
+     * is then restarted with the new definition), 0 if it is no such
+     * change (the PUT answers 409 as for any other), or -EEXIST, SPW_EINVAL
+     * or an I/O error with the sentence. Called on the PUT's thread while
+     * the worker runs. status_json appends ,"member":{...} to GET's sink
+     * object (or nothing); any thread. abort rolls an online change back
+     * on a state of its own (open, no set_dir, no worker: the sink is
+     * stopped meanwhile): 0 with the options to run with in out, -EEXIST
+     * (nothing to roll back), or an error, with the sentence. */
+    void (*set_dir)(void *st, const char *dir);
+    int (*change)(void *st, const char *options, size_t len, char *err, size_t cap);
+    void (*status_json)(void *st, struct spw_buf *b);
+    /* Optional: the online change's phase while one runs (a name), else
+     * NULL; for /metrics and spillway top. Any thread. */
+    const char *(*phase)(void *st);
+    int (*abort)(void *st, const char *dir, const char *options, size_t len, struct spw_buf *out, char *err,
+                 size_t cap);
     /* The kind's defaults for batch.max_events and batch.max_bytes when a
      * definition leaves them out (0: the framework's, 5000 and 4 MiB). */
     uint32_t default_max_events;
@@ -140,12 +182,19 @@ int spw_sinks_open(struct spw_svc *svc, spw_sinks **out);
  * their holds and frees. REQUIRES: before the catalog closes. */
 void spw_sinks_close(spw_sinks *m);
 
-/* PUT: 1 created, 0 identical existed, or an error with a sentence in err:
+/* PUT: 1 created, 0 identical existed, 2 changed online (the kind's change), or an error with a sentence in err:
  * SPW_EINVAL (bad definition), SPW_SINK_ENOTBUILT (a kind this build
  * leaves out), -ENOENT (no such stream), -EEXIST (exists with another
  * definition), or an I/O error. */
 int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, spw_buf *canon, char *err,
                   size_t cap);
+/* POST /v1/sinks/{name}/reshard/abort: the kind's online change rolled
+ * back (spw_sink_kind.abort) with the sink stopped meanwhile, and the sink
+ * started again with the definition it answers. 0, -ENOENT (no sink),
+ * -EEXIST (nothing to roll back; sentence in err), SPW_EINVAL (the kind
+ * has no such change) or an error (the target; the sink runs on as it
+ * was). */
+int spw_sinks_abort_change(spw_sinks *m, const char *name, char *err, size_t cap);
 /* canon (above) and every answer carry the definition with its secrets
  * replaced by "[redacted]": string values of members whose name says
  * secret (password, secret, token, jaas, ...) and the passwords inside

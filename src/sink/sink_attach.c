@@ -297,6 +297,8 @@ int spw__sink_attach(spw_sink *k)
          * (a re-created stream has new partitions), so a position it kept
          * is from before this open. */
         uint64_t end = spw_part_open_end(s->parts[i]);
+        if (k->continues && spw_part_visible_end(s->parts[i]) > end)
+            end = spw_part_visible_end(s->parts[i]);
         int rewound = 0;
         if (k->def.kind->position) {
             /* Asked even when the position (the kind's lowest) is not past
@@ -353,6 +355,7 @@ int spw__sink_attach(spw_sink *k)
     pthread_mutex_unlock(&k->mu);
     spw_free(old);
     spw__sink_release_pre(k); /* the holds at the real positions replace them */
+    k->continues = 0;
     if (clamped && !k->def.kind->position) {
         int r = spw__sink_save_progress(k);
         if (r < 0)

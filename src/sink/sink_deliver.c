@@ -4,8 +4,10 @@
  * and around it the shared delivery rules of rules.c through deliver_ops — retries
  * with backoff, bisection of a rejected batch, dead letters to the DLQ
  * stream (produced like any record, and waited for), then
- * progress (file or the kind's commit) and the hold moved. Worker thread
- * only.
+ * progress (file or the kind's commit) and the hold moved. A kind with
+ * group_begin writes the windows of several partitions as one unit; when
+ * that fails, each window is delivered by itself by the same rules.
+ * Worker thread only.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -173,6 +175,13 @@ static int op_progress(void *arg, uint32_t upto)
     uint64_t next = k->b.recs[upto - 1].offset + 1;
     sink_part *sp = &k->parts[k->b.part];
     atomic_store(&sp->next, next);
+    /* ack=replicated requests covered by these records are answered now:
+     * the write that got them there (a kind that replicates: sink.h) or
+     * the dead letter is done, and what follows is bookkeeping (the
+     * kind's commit, which for postgres moves shards that had no rows; the
+     * progress file and its fsync) that they need not wait for. */
+    if (k->m->svc->repl)
+        spw_repl_progress(k->m->svc->repl, k->def.name, k->b.part, next);
     int r = 0;
     if (k->def.kind->commit)
         r = k->def.kind->commit(k->kst, k->b.part, next);
@@ -193,8 +202,6 @@ static int op_progress(void *arg, uint32_t upto)
     }
     if (r == 0 && sp->hold)
         spw_hold_move(sp->hold, next); /* ERANGE impossible: next is above the held offset */
-    if (r == 0 && k->m->svc->repl) /* ack=replicated requests covered by this commit are answered */
-        spw_repl_progress(k->m->svc->repl, k->def.name, k->b.part, next);
     return r;
 }
 
@@ -258,10 +265,88 @@ static void deliver_rest(spw_sink *k, int r, uint32_t done)
     k->b.nrecs = n;
 }
 
+/* ---- group writes (the kind's group_begin/group_end) ---- */
+
+/* The kind's view of k->b's windows (k->gw). */
+static uint32_t group_windows(spw_sink *k)
+{
+    if (k->gw_cap < k->b.nwin) {
+        k->gw_cap = k->b.nwin;
+        k->gw = spw_xrealloc(k->gw, (size_t)k->gw_cap * sizeof *k->gw);
+    }
+    for (uint32_t j = 0; j < k->b.nwin; j++)
+        k->gw[j] = (spw_sink_window){.partition = k->b.win[j].part,
+                                     .recs = k->b.recs + k->b.win[j].first,
+                                     .n = k->b.win[j].n};
+    return k->b.nwin;
+}
+
+/* After a group write answered r: each window's progress (OK), or each
+ * window delivered again by itself (the usual retries, bisection and dead
+ * letters; the kind skips what got there). k->b is made each window's
+ * batch in turn and restored. */
+static void group_after(spw_sink *k, int r, const char *err)
+{
+    spw_sink_rec *base = k->b.recs;
+    uint32_t n = k->b.nrecs, part = k->b.part;
+    if (r != SPW_SINK_OK)
+        account(k, r, 0, 0, 0, err);
+    for (uint32_t j = 0; j < k->b.nwin && !spw__sink_stopping(k); j++) {
+        const sink_win *w = &k->b.win[j];
+        k->b.recs = base + w->first;
+        k->b.nrecs = w->n;
+        k->b.part = w->part;
+        if (r == SPW_SINK_OK) {
+            account(k, r, 0, w->n, w->n, "");
+            if (spw_sink_commit(&deliver_ops, k, w->n) < 0)
+                break; /* stopping */
+        } else {
+            spw_sink_deliver(&deliver_ops, k, w->n);
+        }
+    }
+    k->b.recs = base;
+    k->b.nrecs = n;
+    k->b.part = part;
+}
+
+/* Ends the pending group batch (group kinds): progress of every window,
+ * or each delivered by itself. */
+static void finish_pending_group(spw_sink *k)
+{
+    k->has_pend = 0;
+    swap_pend(k);
+    char err[512] = "";
+    uint32_t nw = group_windows(k);
+    int r = k->def.kind->group_end(k->kst, k->gw, nw, err, sizeof err);
+    group_after(k, r, err);
+    swap_pend(k);
+}
+
+/* Delivers the group batch just read (k->b.win, at least one window):
+ * begun and left pending, or at once by window when the begin failed. */
+void spw__sink_deliver_group(spw_sink *k)
+{
+    if (spw__sink_stopping(k))
+        return;
+    char err[512] = "";
+    uint32_t nw = group_windows(k);
+    int r = k->def.kind->group_begin(k->kst, k->gw, nw, err, sizeof err);
+    if (r == SPW_SINK_OK) {
+        swap_pend(k);
+        k->has_pend = 1;
+        return;
+    }
+    group_after(k, r, err);
+}
+
 /* Ends the pending batch: progress when all of it got there, else the
  * usual delivery of what did not. */
 void spw__sink_finish_pending(spw_sink *k)
 {
+    if (k->def.kind->group_end) {
+        finish_pending_group(k);
+        return;
+    }
     k->has_pend = 0;
     swap_pend(k);
     uint32_t done = 0;

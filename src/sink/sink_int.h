@@ -52,14 +52,27 @@ typedef struct sink_part {
 
 enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };
 
+/* One partition's records in a group batch: recs[first, first + n),
+ * read from offset from while the partition's durable end was vend. */
+typedef struct sink_win {
+    uint32_t part;
+    uint32_t first, n;
+    uint64_t from, vend;
+} sink_win;
+
 /* A batch of records of one partition: the records (their key and value
- * pointers into arena) and their key + value bytes. */
+ * pointers into arena) and their key + value bytes. A kind with
+ * group_begin (sink.h) reads batches of several partitions: win[0, nwin)
+ * say which records are whose, and part is set to a window's while that
+ * window alone is delivered. */
 typedef struct sink_batch {
     uint32_t part;
     spw_sink_rec *recs;
     uint32_t nrecs, recs_cap;
     spw_buf arena;
     uint64_t bytes;
+    sink_win *win;
+    uint32_t nwin, win_cap;
 } sink_batch;
 
 typedef struct spw_sink {
@@ -75,6 +88,11 @@ typedef struct spw_sink {
     int deleted; /* under mu */
     int exited;  /* under mu: the worker has returned (signalled on cv) */
     int kicked;  /* under mu: a replicated request waits (svc/replicate.h): the nap ends at once */
+    /* Replaces a sink of this name stopped in this process (an online
+     * change, sink.h): the positions its target keeps were written in this
+     * process, so at its first attach they are valid up to the visible end,
+     * not only the end at open. Worker only after sink_start. */
+    int continues;
     /* Holds taken when the sink was loaded or created, at its local lower
      * bound (the progress file), before the worker attaches: retention
      * must not delete what the sink has not delivered while the target is
@@ -103,6 +121,9 @@ typedef struct spw_sink {
     int has_pend;
     spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
+    uint32_t grp_start;    /* group kinds: the partition the next group batch is read from first */
+    spw_sink_window *gw;   /* group kinds: the windows handed to group_begin/group_end */
+    uint32_t gw_cap;
 } spw_sink;
 
 struct spw_sinks {
@@ -136,6 +157,7 @@ int spw__sink_op_wait(void *arg, uint32_t attempt, const char *err); /* backoff 
 uint64_t spw__sink_pend_end(const spw_sink *k); /* the offset after the pending batch */
 void spw__sink_finish_pending(spw_sink *k);
 void spw__sink_deliver_batch(spw_sink *k);
+void spw__sink_deliver_group(spw_sink *k); /* group kinds: the group batch just read (k->b.win) */
 
 /* sink_worker.c */
 void *spw__sink_worker(void *arg);

@@ -43,14 +43,32 @@
  * damage met after records ends the window (they are delivered first);
  * damage at the position is skipped to the cursor's resume offset, logged
  * with its offsets, counted in errors_total and shown as last_error. */
-static int collect(spw_sink *k, uint32_t pi, uint64_t off)
+/* Sets the key and value pointers of records [from, nrecs), offsets into
+ * the arena until the arena stops moving. */
+static void fix_pointers(spw_sink *k, uint32_t from)
+{
+    for (uint32_t i = from; i < k->b.nrecs; i++) {
+        k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
+        k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
+    }
+}
+
+/* collect's work: reads after the records k->b holds (none unless
+ * append), at most one batch's worth; with append the pointers of the
+ * records read stay offsets (fix_pointers, once the group is read). */
+static int collect_at(spw_sink *k, uint32_t pi, uint64_t off, int append)
 {
     spw_part *p = k->s->parts[pi];
     /* a damaged or deleted range moves the position only when reading from it */
     int at_position = off == atomic_load(&k->parts[pi].next);
-    k->b.nrecs = 0;
-    k->b.bytes = 0;
-    k->b.arena.len = 0;
+    if (!append) {
+        k->b.nrecs = 0;
+        k->b.bytes = 0;
+        k->b.arena.len = 0;
+    }
+    const uint32_t base = k->b.nrecs;
+    const uint64_t bytes0 = k->b.bytes;
+    const size_t arena0 = k->b.arena.len;
     const spw_sink_batch_cfg *bc = &k->def.batch;
     /* Log bytes for the records wanted, from what earlier reads measured
      * (with a quarter more): a read of max_bytes for a window that
@@ -67,7 +85,8 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
     k->cur.read_bytes = want > (64u << 20) ? (64u << 20) : want;
     spw_record_view rv;
     int r = 0;
-    while (k->b.nrecs < bc->max_events && k->b.bytes < bc->max_bytes && (r = spw_cursor_next(&k->cur, &rv)) == 1) {
+    while (k->b.nrecs - base < bc->max_events && k->b.bytes - bytes0 < bc->max_bytes &&
+           (r = spw_cursor_next(&k->cur, &rv)) == 1) {
         const spw_batch_hdr *h = spw_cursor_batch(&k->cur);
         k->log_per_rec = (h->length + h->record_count - 1) / h->record_count;
         if (k->b.nrecs == k->b.recs_cap) {
@@ -77,7 +96,9 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         size_t kl = rv.key_len > 0 ? (size_t)rv.key_len : 0;
         size_t ka = k->b.arena.len;
         if (spw_buf_put(&k->b.arena, rv.key, kl) || spw_buf_put(&k->b.arena, rv.value, rv.value_len)) {
-            k->b.nrecs = 0;
+            k->b.nrecs = base;
+            k->b.bytes = bytes0;
+            k->b.arena.len = arena0;
             return SPW_ENOMEM;
         }
         /* pointers fixed up below, once the arena stops moving */
@@ -91,7 +112,7 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         k->b.nrecs++;
         k->b.bytes += kl + rv.value_len;
     }
-    if (r == SPW_ECORRUPT && k->b.nrecs == 0 && k->cur.resume && at_position) {
+    if (r == SPW_ECORRUPT && k->b.nrecs == base && k->cur.resume && at_position) {
         uint64_t from = k->cur.damage_from, resume = k->cur.resume;
         spw_error("sink %s: partition %u: offsets %" PRIu64 "..%" PRIu64
                   " are damaged on disk and cannot be delivered (run spillway check); skipping them, resuming at "
@@ -103,7 +124,7 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         atomic_store(&k->parts[pi].next, resume);
         return 0;
     }
-    if (r == SPW_ERANGE && k->b.nrecs == 0 && at_position) {
+    if (r == SPW_ERANGE && k->b.nrecs == base && at_position) {
         spw_part_state st;
         spw_part_state_get(p, &st);
         if (off < st.start_offset) {
@@ -113,16 +134,16 @@ static int collect(spw_sink *k, uint32_t pi, uint64_t off)
         }
         return 0;
     }
-    if (r < 0 && !k->b.nrecs)
+    if (r < 0 && k->b.nrecs == base)
         return r;
     /* Every return with records comes here (an error after records: those
      * are delivered first); their pointers are offsets until now. */
-    for (uint32_t i = 0; i < k->b.nrecs; i++) {
-        k->b.recs[i].key = k->b.arena.p + (uintptr_t)k->b.recs[i].key;
-        k->b.recs[i].value = k->b.arena.p + (uintptr_t)k->b.recs[i].value;
-    }
-    return (int)k->b.nrecs;
+    if (!append)
+        fix_pointers(k, 0);
+    return (int)(k->b.nrecs - base);
 }
+
+static int collect(spw_sink *k, uint32_t pi, uint64_t off) { return collect_at(k, pi, off, 0); }
 
 static void update_rate(spw_sink *k, uint64_t now)
 {
@@ -132,6 +153,129 @@ static void update_rate(spw_sink *k, uint64_t now)
     atomic_store(&k->rate_milli, (d - k->rate_n0) * 1000000 / (now - k->rate_t0_ms));
     k->rate_t0_ms = now;
     k->rate_n0 = d;
+}
+
+/* The pending group batch's window of partition pi, or NULL. */
+static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
+{
+    for (uint32_t j = 0; k->has_pend && j < k->pend.nwin; j++)
+        if (k->pend.win[j].part == pi)
+            return &k->pend.win[j];
+    return NULL;
+}
+
+/*
+ * One cycle of a kind that writes groups (sink.h, group_begin): the due
+ * windows of every partition (each as the per-partition cycle would read
+ * it, from the position or after the pending group's window) go into one
+ * batch, up to max_events or max_bytes in all (a window that crosses
+ * either is the last; the next cycle starts after it, so no partition
+ * waits behind others), and are written as one unit while the next group
+ * is read (the replica of a stream, replicate_to, ends it first). One
+ * commit then carries what several partitions had waiting: for a
+ * replicated stream, the requests of every partition wait for one round
+ * of the target's commit, not one round per partition. Returns whether
+ * something was written or ended.
+ */
+static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, int replica)
+{
+    sink_batch *b = &k->b;
+    int worked = 0;
+    if (replica && k->has_pend) {
+        /* Replicated requests wait for these commits: the pending group
+         * is ended first, so what became durable while it committed goes
+         * into the very next group. Read before it ended (as below), that
+         * next group would hold only what came in the moment between, and
+         * the rest would wait for a third commit. */
+        spw__sink_finish_pending(k);
+        worked = 1;
+        if (spw__sink_stopping(k))
+            return worked;
+        now = (uint64_t)spw_wall_ms();
+    }
+    b->nrecs = 0;
+    b->bytes = 0;
+    b->arena.len = 0;
+    b->nwin = 0;
+    uint32_t np = k->nparts;
+    for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
+        uint32_t i = (k->grp_start + c) % np;
+        sink_part *sp = &k->parts[i];
+        spw_part_state st;
+        spw_part_state_get(k->s->parts[i], &st);
+        atomic_store(&sp->end, st.next_offset);
+        const sink_win *pw = pend_win(k, i);
+        uint64_t from = pw ? k->pend.recs[pw->first + pw->n - 1].offset + 1 : atomic_load(&sp->next);
+        uint64_t vend = st.durable_offset; /* durable records only, as below */
+        if (st.written_offset <= from) {
+            sp->first_seen_ms = 0;
+            continue;
+        }
+        if (!sp->first_seen_ms)
+            sp->first_seen_ms = now;
+        if (vend <= from) {
+            if (now - sp->first_seen_ms >= bc->max_wait_ms)
+                spw_part_sync_soon(k->s->parts[i]);
+            continue;
+        }
+        uint64_t avail = vend - from;
+        uint64_t age = now - sp->first_seen_ms;
+        if (avail < bc->max_events && age < bc->max_wait_ms &&
+            (sp->checked_end == vend || (k->log_per_rec && avail * k->log_per_rec < bc->max_bytes)))
+            continue;
+        uint32_t base = b->nrecs;
+        uint64_t bytes0 = b->bytes;
+        size_t arena0 = b->arena.len;
+        int n = collect_at(k, i, from, 1);
+        if (n < 0) {
+            spw__sink_set_error(k, "reading partition %u: %s", i, spw_strerror(n));
+            atomic_fetch_add(&k->errors, 1);
+            continue;
+        }
+        if (n == 0 || !spw_sink_batch_due(bc, (uint32_t)n, b->bytes - bytes0, age)) {
+            b->nrecs = base;
+            b->bytes = bytes0;
+            b->arena.len = arena0;
+            sp->checked_end = vend;
+            continue;
+        }
+        sp->checked_end = 0;
+        if (b->nwin == b->win_cap) {
+            b->win_cap = b->win_cap ? b->win_cap * 2 : 8;
+            b->win = spw_xrealloc(b->win, (size_t)b->win_cap * sizeof *b->win);
+        }
+        b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
+        if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
+            k->grp_start = (i + 1) % np;
+            break;
+        }
+    }
+    fix_pointers(k, 0);
+    if (k->has_pend) {
+        spw__sink_finish_pending(k);
+        worked = 1;
+        if (spw__sink_stopping(k))
+            return worked;
+        /* a window read after the pending group's follows on only if all of that one got there */
+        uint32_t keep = 0;
+        for (uint32_t j = 0; j < b->nwin; j++)
+            if (atomic_load(&k->parts[b->win[j].part].next) == b->win[j].from)
+                b->win[keep++] = b->win[j];
+        b->nwin = keep;
+    }
+    if (b->nwin == 0)
+        return worked;
+    spw__sink_deliver_group(k);
+    /* the group is k->pend now if it was begun (the buffers swapped), else still b */
+    const sink_batch *g = k->has_pend ? &k->pend : b;
+    for (uint32_t j = 0; j < g->nwin; j++) {
+        const sink_win *w = &g->win[j];
+        const spw_sink_rec *last = g->recs + w->first + w->n - 1;
+        sink_part *sp = &k->parts[w->part];
+        uint64_t after = k->has_pend ? last->offset + 1 : atomic_load(&sp->next);
+        sp->first_seen_ms = after < w->vend ? now : 0;
+    }
+    return 1;
 }
 
 void *spw__sink_worker(void *arg)
@@ -169,9 +313,17 @@ void *spw__sink_worker(void *arg)
          * wait for its commits, so it batches what is there and does not
          * wait to batch (docs/api.md "Replicated acknowledgement"). */
         spw_sink_batch_cfg bc = k->def.batch;
-        if (strcmp(k->s->cfg.replicate_to, k->def.name) == 0)
+        int replica = strcmp(k->s->cfg.replicate_to, k->def.name) == 0;
+        if (replica)
             bc.max_wait_ms = 0;
         int worked = 0;
+        if (k->def.kind->group_begin) {
+            worked = cycle_group(k, &bc, now, replica);
+            update_rate(k, (uint64_t)spw_wall_ms());
+            if (!worked && spw__sink_nap(k, sleep_ms ? sleep_ms : 1))
+                break;
+            continue;
+        }
         for (uint32_t i = 0; i < k->nparts && !spw__sink_stopping(k); i++) {
             sink_part *sp = &k->parts[i];
             spw_part_state st;

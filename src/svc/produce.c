@@ -217,7 +217,11 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
     const char *p = ev->value, *end = p + ev->len, *vend;
     spw_json_span found[2];
     spw_json_error e;
-    if (spw_json_scan(p, end, v->ptrs, v->nptrs, found, &vend, &e)) {
+    /* Pointers only when this event needs them: a key or a timestamp that
+     * came beside the body (binary records carry their key) is not looked up,
+     * and without pointers the scan is plain validation (docs/performance.md). */
+    int nptrs = (v->key_i >= 0 && ev->key_len < 0) || (v->ts_i >= 0 && !ev->has_ts) ? v->nptrs : 0;
+    if (spw_json_scan(p, end, v->ptrs, nptrs, found, &vend, &e)) {
         spw_produce_refuse_at(res, SPW_SC_INVALID_JSON, ev, e.offset, "%s", e.msg);
         return -1;
     }

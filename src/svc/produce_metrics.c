@@ -146,7 +146,8 @@ static uint64_t m_conflicts(void *a) { return atomic_load(&((spw_svc *)a)->versi
 typedef struct es_walk {
     spw_metrics_out *o;
     const char *name;
-    int what; /* 0 cached keys, 1 store reads, 2 unindexed, 3 indexer passes, 4 history records */
+    int what; /* 0 cached keys, 1 store reads, 2 unindexed, 3 indexer passes, 4 history records,
+               * 5 index entries, 6 pruned entries */
 } es_walk;
 
 static void es_one(void *arg, spw_stream *s)
@@ -161,7 +162,9 @@ static void es_one(void *arg, spw_stream *s)
                  : w->what == 1 ? spw_es_store_reads(es)
                  : w->what == 2 ? spw_es_unindexed(es)
                  : w->what == 3 ? spw_es_indexer_passes(es)
-                                : spw_es_history_records(es);
+                 : w->what == 4 ? spw_es_history_records(es)
+                 : w->what == 5 ? spw_es_index_entries(es)
+                                : spw_es_pruned(es);
     spw_metrics_line(w->o, w->name, l, v);
 }
 
@@ -190,6 +193,16 @@ static void m_es_history(void *a, spw_metrics_out *o, const char *name)
     es_walk w = {o, name, 4};
     spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
 }
+static void m_es_entries(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 5};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
+static void m_es_pruned(void *a, spw_metrics_out *o, const char *name)
+{
+    es_walk w = {o, name, 6};
+    spw_catalog_each(((spw_svc *)a)->cat, es_one, &w);
+}
 
 void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
 {
@@ -215,6 +228,14 @@ void spw_produce_metrics_register(spw_metrics *m, spw_svc *svc)
                            "records history reads of a versioned stream decoded from the log (an aggregate's read "
                            "decodes its own records through the index)",
                            SPW_METRIC_COUNTER, m_es_history, svc);
+    spw_metrics_add_family(m, "spillway_es_index_entries",
+                           "a versioned stream's index entries (key, version -> offset) in its version store: one "
+                           "per indexed record retention kept, until pruning reaches deleted ones",
+                           SPW_METRIC_GAUGE, m_es_entries, svc);
+    spw_metrics_add_family(m, "spillway_es_index_pruned_total",
+                           "index entries of records retention deleted that a versioned stream's indexer deleted "
+                           "from its version store (since start)",
+                           SPW_METRIC_COUNTER, m_es_pruned, svc);
     spw_metrics_add_u64(m, "spillway_events_in_total",
                         "events acknowledged and written, all streams (events superseded by coalescing are not "
                         "counted)",

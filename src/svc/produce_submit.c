@@ -186,11 +186,16 @@ void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *ver
     size_t cap = 16, kbytes = 0;
     while (cap < 2 * (size_t)n)
         cap *= 2;
-    uint32_t *tab = spw_xmalloc(cap * sizeof *tab); /* open addressing: index into vers + 1, 0 empty */
+    /* The scratch tables of a small request (most are one event) on the
+     * stack: two allocations fewer per conditional append. */
+    enum { SMALL_N = 32 };
+    uint32_t tab_s[2 * SMALL_N], first_s[SMALL_N];
+    int small = n <= SMALL_N; /* then cap <= 2 * SMALL_N */
+    uint32_t *tab = small ? tab_s : spw_xmalloc(cap * sizeof *tab); /* open addressing: index into vers + 1, 0 empty */
     memset(tab, 0, cap * sizeof *tab);
     spw_produce_ver *vers = spw_xmalloc((n ? n : 1) * sizeof *vers);
     uint32_t nv = 0;
-    uint32_t *first_ev = spw_xmalloc((n ? n : 1) * sizeof *first_ev);
+    uint32_t *first_ev = small ? first_s : spw_xmalloc((n ? n : 1) * sizeof *first_ev);
     for (uint32_t i = 0; i < n; i++) {
         if (in[i].key_len < 0 || !version_of[i])
             continue;
@@ -220,8 +225,10 @@ void spw__produce_versions(const spw_record *in, uint32_t n, const uint64_t *ver
         vers[k].key = keys + at;
         at += vers[k].key_len;
     }
-    spw_free(first_ev);
-    spw_free(tab);
+    if (!small) {
+        spw_free(first_ev);
+        spw_free(tab);
+    }
     *vers_out = vers;
     *n_vers = nv;
     *keys_out = keys;

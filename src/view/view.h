@@ -11,8 +11,12 @@
  * (view_apply.c) reads the stream with the record cursor (log/cursor.h:
  * durable records only), folds a batch of records in memory (N records of
  * one key cost one store write per entry, not N: a merge operand the
- * store's merge operator combines) and commits the state changes together
- * with the next offset of every partition in ONE WriteBatch. RocksDB's own WAL is off: the log is the WAL. After a crash
+ * store's merge operator combines; an aggregate's buckets of the windows
+ * up to its page level are one page entry per key and page, so a key's
+ * records all over an hour are one write, not one per bucket) and
+ * commits the state changes together with the next offset of every
+ * partition in ONE WriteBatch. RocksDB's own WAL is off: the log is the
+ * WAL. After a crash
  * the store comes back at its last flush, a consistent prefix of the
  * batches, and the thread goes on from the offsets that prefix holds: no
  * record is counted twice or skipped. Retention is held at the offsets

@@ -11,8 +11,11 @@
  *      JSON) is counted in skipped_invalid;
  *   2. fold: each record changes an in-memory table of store entries
  *      (a pre-aggregation: N records of one key in a batch are one entry
- *      per window level); an aggregate's larger windows are rolled up
- *      from the smallest window's entries at the end of the fold;
+ *      per window level); an aggregate's buckets up to the page level
+ *      are sub-buckets of one page entry per key and page (a key with
+ *      records all over an hour is one entry, not one per bucket), and
+ *      the windows above the page level are rolled up from the pages at
+ *      the end of the fold (docs/formats/view.md);
  *   3. commit: each entry becomes one merge operand (the store's merge
  *      operator combines it with what is stored; a key's entry is read
  *      first only to count a new key) in one WriteBatch, with the meta
@@ -121,12 +124,14 @@ static void okey_sort(const fold *f, okey *v, size_t n)
 
 #define READ_CHUNK 512
 
-/* The operand of entry e (its store key k) into val: a latest record, or
- * an aggregate. */
-static void operand(const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
+/* The operand of entry e (its store key k) into val: a latest record, a
+ * page's sub-buckets, or an aggregate. */
+static void operand(const view_def *d, const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
 {
     val->len = 0;
-    if (k[0] == VIEW_P_LATEST) {
+    if (k[0] == VIEW_P_PAGE) {
+        spw__view_page_value(d, f, e, val);
+    } else if (k[0] == VIEW_P_LATEST) {
         uint8_t h[28];
         memcpy(h, &e->part, 4);
         memcpy(h + 4, &e->offset, 8);
@@ -172,12 +177,12 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
         for (; i < f->n && nk < READ_CHUNK; i++) {
             fent *e = &f->e[ord[i].i];
             const uint8_t *k = f->arena.p + e->koff;
-            if (k[0] != VIEW_P_BUCKET && !spw__view_kset_has(&v->known, k, e->klen)) {
+            if (k[0] != VIEW_P_BUCKET && k[0] != VIEW_P_PAGE && !spw__view_kset_has(&v->known, k, e->klen)) {
                 keys[nk] = (const char *)k;
                 klens[nk++] = e->klen;
                 fresh[nfresh++] = ord[i].i;
             }
-            operand(f, e, k, val);
+            operand(&v->def, f, e, k, val);
             rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
             writes++;
         }
@@ -287,9 +292,16 @@ static int attach(spw_view *v)
     char err[300];
     int found;
     view_meta mt;
+    spw_buf raw = SPW_BUF_INIT;
+    int version = spw__view_store_get(v, NULL, VIEW_META_KEY, VIEW_META_KEY_LEN, &raw) == 1 && raw.len ? raw.p[0] : -1;
+    spw_buf_fini(&raw);
     int r = spw__view_store_read_meta(v, &mt, &found);
     if (r < 0 || (found && (mt.incarnation != s->incarnation || mt.nparts != s->cfg.partitions))) {
-        if (r < 0)
+        if (r < 0 && version >= 1 && version < VIEW_META_VERSION)
+            spw_warn("view %s: its store has the format of version %d (this build reads version %d); rebuilding it "
+                     "from the log",
+                     v->def.name, version, VIEW_META_VERSION);
+        else if (r < 0)
             spw_error("view %s: its store's meta entry is damaged; rebuilding it from the log", v->def.name);
         else
             spw_warn("view %s: its store belongs to an earlier stream %s; rebuilding it from the log", v->def.name,
@@ -465,7 +477,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
     }
     *rot = np ? (*rot + 1) % np : 0;
     if (memcmp(&before, mt, sizeof before) != 0) {
-        if (v->def.kind == VK_AGGREGATE && v->def.nwin > 1)
+        if (v->def.kind == VK_AGGREGATE && (uint32_t)v->def.page_level + 1 < v->def.nwin)
             spw__view_rollup(&v->def, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
         int r = commit(v, f, val, mb);
         if (r < 0) {
@@ -600,7 +612,8 @@ void *spw__view_apply_thread(void *arg)
         }
         if (r == 0 || fwd_more)
             continue; /* more is waiting */
-        if (f.cap > 65536) /* caught up: a large batch's table is not kept for the small ones of a live view */
+        /* caught up: a large batch's tables are not kept for the small ones of a live view */
+        if (f.cap > 65536 || f.subcap > 65536)
             spw__view_fold_free(&f);
         idle_wait(v, r < 0, fwd_retry_ms);
     }

@@ -314,6 +314,10 @@ int spw__view_def_parse(view_def *out, const char *name, const char *body, size_
 void spw__view_def_compile(view_def *d)
 {
     d->by_key = strcmp(d->group_by, "$key") == 0;
+    d->page_level = 0;
+    for (uint32_t l = 1; d->kind == VK_AGGREGATE && l < d->nwin; l++)
+        if (d->win_ms[l] / d->win_ms[0] <= VIEW_PAGE_SPAN)
+            d->page_level = (int)l;
     d->nptrs = 0;
     d->ptr_group = d->ptr_field = -1;
     if (!d->by_key) {

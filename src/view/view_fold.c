@@ -1,11 +1,15 @@
 /*
  * The fold of records into store-entry changes (view.h "pre-aggregation"):
- * a table keyed by store key, one entry per view key (and per bucket of
- * the smallest window), filled by spw__view_fold_record in each
- * partition's offset order and rolled up into the larger windows by
- * spw__view_rollup. The apply thread folds a batch and commits it
- * (view_apply.c); the verifier folds the log from its start into a fresh
- * table and compares it with the store (view_verify.c).
+ * a table keyed by store key, one entry per view key (and per page of
+ * an aggregate's view key, its sub-buckets of the smallest window in a
+ * second table keyed by (page entry, index)), filled by
+ * spw__view_fold_record in each partition's offset order; a page's
+ * value (its sub-buckets at every level up to the page level) is made by
+ * spw__view_page_value, and the windows above the page level are rolled
+ * up from the pages by spw__view_rollup. The apply thread folds a batch
+ * and commits it (view_apply.c); the verifier folds the log from its
+ * start into a fresh table and compares it with the store
+ * (view_verify.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -22,12 +26,17 @@ void spw__view_fold_reset(fold *f)
     f->bytes = 0;
     if (f->slot)
         memset(f->slot, 0, f->nslot * sizeof *f->slot);
+    f->nsub = 0;
+    if (f->sslot)
+        memset(f->sslot, 0, f->nsslot * sizeof *f->sslot);
 }
 
 void spw__view_fold_free(fold *f)
 {
     spw_free(f->e);
     spw_free(f->slot);
+    spw_free(f->sub);
+    spw_free(f->sslot);
     spw_buf_fini(&f->arena);
     memset(f, 0, sizeof *f);
 }
@@ -83,6 +92,60 @@ fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew)
     f->slot[s] = ++f->n;
     *isnew = 1;
     return e;
+}
+
+/* ---- sub-buckets of page entries ---- */
+
+static uint32_t sub_hash(uint64_t k)
+{
+    k *= 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(k >> 32);
+}
+
+static void sub_rehash(fold *f, uint32_t nslot)
+{
+    spw_free(f->sslot);
+    f->nsslot = nslot;
+    f->sslot = spw_xcalloc(nslot, sizeof *f->sslot);
+    for (uint32_t i = 0; i < f->nsub; i++) {
+        uint32_t s = sub_hash(f->sub[i].key) & (nslot - 1);
+        while (f->sslot[s])
+            s = (s + 1) & (nslot - 1);
+        f->sslot[s] = i + 1;
+    }
+}
+
+/* The sub-bucket of index idx of page entry ei (made, zeroed, and put at
+ * the head of the page's list when new). A page's last sub-bucket is
+ * looked at first: a key's records mostly come in time order. */
+static fbkt *sub_get(fold *f, uint32_t ei, uint32_t idx)
+{
+    uint64_t key = (uint64_t)ei << 32 | idx;
+    fent *e = &f->e[ei];
+    if (e->sub_last && f->sub[e->sub_last - 1].key == key)
+        return &f->sub[e->sub_last - 1];
+    if ((f->nsub + 1) * 2 > f->nsslot)
+        sub_rehash(f, f->nsslot ? f->nsslot * 2 : 1024);
+    uint32_t s = sub_hash(key) & (f->nsslot - 1);
+    while (f->sslot[s]) {
+        fbkt *x = &f->sub[f->sslot[s] - 1];
+        if (x->key == key) {
+            e->sub_last = f->sslot[s];
+            return x;
+        }
+        s = (s + 1) & (f->nsslot - 1);
+    }
+    if (f->nsub == f->subcap) {
+        f->subcap = f->subcap ? f->subcap * 2 : 1024;
+        f->sub = spw_xrealloc(f->sub, f->subcap * sizeof *f->sub);
+    }
+    fbkt *x = &f->sub[f->nsub];
+    memset(x, 0, sizeof *x);
+    x->key = key;
+    x->next = e->sub_head;
+    f->sslot[s] = ++f->nsub;
+    e->sub_head = e->sub_last = f->nsub;
+    return x;
 }
 
 /* ---- one record ---- */
@@ -219,9 +282,11 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         spw__view_agg_one(&part, &x);
     sk[9] = d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
     fent *e;
+    uint32_t ai = 0;
     if (keep) {
         e = spw__view_fold_get(f, sk + 9, (size_t)kl + 1, &isnew);
         spw__view_agg_merge(&e->agg, &part);
+        ai = (uint32_t)(e - f->e);
     }
     if (d->kind == VK_SUM)
         return;
@@ -236,35 +301,109 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
     }
     if (!keep)
         return;
-    size_t bl = spw__view_bucket_key(sk, 0, s0, kbuf + 10, (size_t)kl);
-    e = spw__view_fold_get(f, sk, bl, &isnew);
-    spw__view_agg_merge(&e->agg, &part);
+    /* the key's page entry (its key at kbuf + 1: the view key stays at kbuf + 10) */
+    int64_t ps = spw__view_floor(t, d->win_ms[d->page_level]);
+    fent *ae = &f->e[ai];
+    if (ae->sub_head && ae->pstart == ps) { /* the key's page of its record before */
+        e = &f->e[ae->sub_head - 1];
+    } else {
+        size_t pl = spw__view_page_key(sk + 1, ps, kbuf + 10, (size_t)kl);
+        e = spw__view_fold_get(f, sk + 1, pl, &isnew);
+        ae = &f->e[ai]; /* spw__view_fold_get may move f->e */
+        ae->sub_head = (uint32_t)(e - f->e) + 1;
+        ae->pstart = ps;
+    }
+    if ((uint32_t)d->page_level + 1 < d->nwin) /* the page's total, rolled up into the windows above it */
+        spw__view_agg_merge(&e->agg, &part);
+    fbkt *sb = sub_get(f, (uint32_t)(e - f->e), (uint32_t)((s0 - ps) / w0));
+    spw__view_agg_merge(&sb->agg, &part);
 }
 
-/* Rolls the smallest window's entries up into the larger windows. */
+/* Rolls the page entries up into the windows above the page level: a
+ * page is one bucket of the page level, its entry's aggregate the sum of
+ * its sub-buckets. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb)
 {
     uint32_t n0 = f->n;
     for (uint32_t i = 0; i < n0; i++) {
         const uint8_t *k = f->arena.p + f->e[i].koff;
-        if (k[0] != VIEW_P_BUCKET || k[1] != 0)
+        if (k[0] != VIEW_P_PAGE)
             continue;
         uint32_t klen = f->e[i].klen;
-        uint64_t u = 0;
-        for (int j = 0; j < 8; j++)
-            u = u << 8 | k[2 + j];
-        int64_t s0 = (int64_t)(u ^ (1ull << 63));
-        memcpy(kb, k, klen);
-        for (uint32_t l = 1; l < d->nwin; l++) {
-            spw__view_bucket_key(kb, (int)l, spw__view_floor(s0, d->win_ms[l]), kb + 10, klen - 10);
+        int64_t ps = spw__view_key_start(k + 1);
+        memcpy(kb + 10, k + 9, klen - 9); /* the view key, where a bucket key holds it */
+        for (uint32_t l = (uint32_t)d->page_level + 1; l < d->nwin; l++) {
+            size_t bl = spw__view_bucket_key(kb, (int)l, spw__view_floor(ps, d->win_ms[l]), kb + 10, klen - 9);
             int isnew;
             view_agg a = f->e[i].agg; /* spw__view_fold_get may move f->e */
-            fent *e = spw__view_fold_get(f, kb, klen, &isnew);
+            fent *e = spw__view_fold_get(f, kb, bl, &isnew);
             spw__view_agg_merge(&e->agg, &a);
         }
     }
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void put_sub(spw_buf *val, int level, uint32_t index, const view_agg *a)
+{
+    uint8_t *o = val->p + val->len;
+    o[0] = (uint8_t)level;
+    memcpy(o + 1, &index, 4);
+    spw__view_agg_encode(a, o + 5);
+    val->len += VIEW_SUB_LEN;
+}
+
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val)
+{
+    uint32_t n = 0;
+    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
+        n++;
+    /* the sub-buckets in index order: (index << 32 | fbkt index) sorted */
+    uint64_t *ord = spw_xmalloc((n ? n : 1) * sizeof *ord);
+    n = 0;
+    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
+        ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
+    if (n > 32) {
+        qsort(ord, n, sizeof *ord, u64_cmp);
+    } else {
+        for (uint32_t i = 1; i < n; i++) {
+            uint64_t x = ord[i];
+            uint32_t j = i;
+            for (; j > 0 && ord[j - 1] > x; j--)
+                ord[j] = ord[j - 1];
+            ord[j] = x;
+        }
+    }
+    val->len = 0;
+    if (spw_buf_reserve(val, (size_t)n * (size_t)(d->page_level + 1) * VIEW_SUB_LEN))
+        abort();
+    for (uint32_t i = 0; i < n; i++) /* the smallest window: the sub-buckets as they are */
+        put_sub(val, 0, (uint32_t)(ord[i] >> 32), &f->sub[(uint32_t)ord[i]].agg);
+    for (int l = 1; l <= d->page_level; l++) {
+        int64_t r = d->win_ms[l] / d->win_ms[0]; /* smallest windows per bucket of level l */
+        view_agg acc = {0};
+        uint32_t cur = 0;
+        int have = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t idx = (uint32_t)(ord[i] >> 32), li = (uint32_t)(idx / r);
+            const view_agg *a = &f->sub[(uint32_t)ord[i]].agg;
+            if (have && li != cur) {
+                put_sub(val, l, cur, &acc);
+                memset(&acc, 0, sizeof acc);
+            }
+            cur = li;
+            have = 1;
+            spw__view_agg_merge(&acc, a);
+        }
+        if (have)
+            put_sub(val, l, cur, &acc);
+    }
+    spw_free(ord);
+}
 
 /* ---- the set of keys known to be in the store ---- */
 

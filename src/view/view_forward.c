@@ -163,6 +163,77 @@ static int save_meta(spw_view *v)
     return 0;
 }
 
+/* A final bucket of the smallest window, to send: its start, its view
+ * key (koff into an arena) and the order it was read in (key order). */
+typedef struct fwd_b {
+    int64_t start;
+    size_t koff;
+    uint32_t klen, seq;
+    view_agg a;
+} fwd_b;
+
+static int fwd_cmp(const void *x, const void *y)
+{
+    const fwd_b *a = x, *b = y;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Scans the page entries of one page start (prefix, 9 bytes): the
+ * smallest window's buckets starting in [lo, hi] — into *out when out,
+ * else only the smallest such start into *min. 0, or SPW_ECORRUPT. */
+static int scan_page(rocksdb_iterator_t *it, const uint8_t *prefix, int64_t lo, int64_t hi, int64_t w0, int64_t *min,
+                     fwd_b **out, uint32_t *n, uint32_t *cap, spw_buf *keys)
+{
+    int64_t ps = spw__view_key_start(prefix + 1);
+    for (rocksdb_iter_seek(it, (const char *)prefix, 9); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        if (kl < 9 || memcmp(k, prefix, 9) != 0)
+            break;
+        const char *vv = rocksdb_iter_value(it, &vl);
+        if (spw__view_page_check(vv, vl) < 0)
+            return SPW_ECORRUPT;
+        uint32_t first = lo > ps ? (uint32_t)((lo - ps) / w0) : 0;
+        for (size_t i = spw__view_page_find(vv, vl, 0, first); i < vl / VIEW_SUB_LEN; i++) {
+            int level;
+            uint32_t idx;
+            view_agg a;
+            spw__view_page_sub(vv, i, &level, &idx, &a);
+            int64_t start = ps + (int64_t)idx * w0;
+            if (level != 0 || start > hi)
+                break;
+            if (start < lo)
+                continue;
+            if (!out) {
+                if (start < *min)
+                    *min = start;
+                break; /* a key's later buckets start later */
+            }
+            if (*n == *cap) {
+                *cap = *cap ? *cap * 2 : 1024;
+                *out = spw_xrealloc(*out, *cap * sizeof **out);
+            }
+            (*out)[*n] = (fwd_b){start, keys->len, (uint32_t)(kl - 9), *n, a};
+            (*n)++;
+            if (spw_buf_put(keys, k + 9, kl - 9))
+                abort();
+        }
+    }
+    return 0;
+}
+
+/*
+ * The smallest window's buckets live in page entries ('P' start KEY,
+ * docs/formats/view.md), the pages of one start adjacent: a call finds
+ * the first page at or after the next start to send (fwd_next), the
+ * smallest final start in it, and sends that start and the next ones of
+ * the page (ROUNDS starts at most), each in key order, each start's
+ * fwd_next stored once the other node took it. A page with no final
+ * bucket at or after fwd_next is passed over (a final bucket that does
+ * not exist never will: a record for it would be late).
+ */
 int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap)
 {
     const view_def *d = &v->def;
@@ -171,70 +242,71 @@ int spw__view_forward(spw_view *v, uint64_t *retry_ms, char *err, size_t cap)
     int64_t wm = spw__view_watermark(&v->meta);
     if (wm == INT64_MIN)
         return 0;
-    int64_t limit = wm - d->win_ms[0] - d->grace_ms; /* buckets starting at or before it are final */
+    int64_t w0 = d->win_ms[0], wp = d->win_ms[d->page_level];
+    int64_t limit = wm - w0 - d->grace_ms; /* buckets starting at or before it are final */
     char edge[SPW_STREAM_NAME_MAX + 32];
     snprintf(edge, sizeof edge, "%s.%" PRIu64, d->name, v->s->incarnation);
-    uint8_t lo[10], hi[2] = {VIEW_P_BUCKET, 1};
+    uint8_t lo[9], hi[1] = {VIEW_P_PAGE + 1};
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 2);
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(v->db, ro);
-    spw_buf body = SPW_BUF_INIT;
+    spw_buf body = SPW_BUF_INIT, keys = SPW_BUF_INIT;
+    fwd_b *bs = NULL;
+    uint32_t nb = 0, bcap = 0;
     int r = 0, round = 0;
-    for (; round < ROUNDS && r == 0; round++) {
-        int64_t from = v->meta.fwd_next == INT64_MIN ? -VIEW_TIME_MAX - (1LL << 60) : v->meta.fwd_next;
-        spw__view_bucket_key(lo, 0, from, NULL, 0);
-        rocksdb_iter_seek(it, (const char *)lo, 10);
+    int64_t from = v->meta.fwd_next == INT64_MIN ? -VIEW_TIME_MAX - (1LL << 60) : v->meta.fwd_next;
+    for (int pages = 0; round < ROUNDS && r == 0 && from <= limit && pages < ROUNDS; pages++) {
+        spw__view_page_key(lo, spw__view_floor(from, wp), NULL, 0);
+        rocksdb_iter_seek(it, (const char *)lo, 9);
         if (!rocksdb_iter_valid(it))
             break;
         size_t kl;
         const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
-        if (kl < 10)
+        if (kl < 9 || k[0] != VIEW_P_PAGE)
             break;
-        uint64_t u = 0;
-        for (int j = 0; j < 8; j++)
-            u = u << 8 | k[2 + j];
-        int64_t start = (int64_t)(u ^ (1ull << 63));
-        if (start > limit)
+        int64_t ps = spw__view_key_start(k + 1);
+        if (ps > limit)
             break;
-        memcpy(lo, k, 10); /* this start's prefix */
-        uint32_t chunk = 0, nkeys = 0;
-        body.len = 0;
-        for (; r == 0; rocksdb_iter_next(it)) {
-            int more = rocksdb_iter_valid(it);
-            if (more) {
-                k = (const uint8_t *)rocksdb_iter_key(it, &kl);
-                more = kl >= 10 && memcmp(k, lo, 10) == 0;
-            }
-            if (more) {
-                size_t vl;
-                const char *vv = rocksdb_iter_value(it, &vl);
-                view_agg a;
-                if (spw__view_agg_decode(vv, vl, &a) < 0) {
-                    snprintf(err, cap, "forward: a bucket entry is damaged");
-                    r = SPW_ECORRUPT;
-                    break;
-                }
-                line(&body, d, (const char *)k + 10, kl - 10, start, &a);
-                nkeys++;
-            }
-            if ((!more && nkeys) || nkeys == CHUNK_KEYS) {
+        memcpy(lo, k, 9); /* this page start's prefix */
+        int64_t min = INT64_MAX;
+        if ((r = scan_page(it, lo, from, limit, w0, &min, NULL, NULL, NULL, NULL)) < 0)
+            break;
+        if (min == INT64_MAX) { /* nothing final left in this page */
+            from = ps + wp;
+            continue;
+        }
+        int64_t hi_start = min + (int64_t)(ROUNDS - round - 1) * w0;
+        nb = 0;
+        keys.len = 0;
+        if ((r = scan_page(it, lo, min, hi_start < limit ? hi_start : limit, w0, NULL, &bs, &nb, &bcap, &keys)) < 0)
+            break;
+        qsort(bs, nb, sizeof *bs, fwd_cmp);
+        for (uint32_t i = 0; i < nb && r == 0;) {
+            int64_t start = bs[i].start;
+            uint32_t chunk = 0;
+            while (i < nb && bs[i].start == start && r == 0) {
+                body.len = 0;
+                for (uint32_t c = 0; c < CHUNK_KEYS && i < nb && bs[i].start == start; c++, i++)
+                    line(&body, d, (const char *)keys.p + bs[i].koff, bs[i].klen, start, &bs[i].a);
                 char key[SPW_STREAM_NAME_MAX + 96];
                 snprintf(key, sizeof key, "spillway-view/%s/%" PRId64 "/%u", edge, start, chunk++);
                 r = post(d, key, &body, err, cap);
-                body.len = 0;
-                nkeys = 0;
             }
-            if (!more)
-                break;
-        }
-        if (r == 0) {
-            v->meta.fwd_next = start + d->win_ms[0];
-            if (save_meta(v) < 0) {
-                snprintf(err, cap, "forward: writing the meta entry failed");
-                r = -EIO;
+            if (r == 0) {
+                v->meta.fwd_next = start + w0;
+                from = start + w0;
+                round++;
+                if (save_meta(v) < 0) {
+                    snprintf(err, cap, "forward: writing the meta entry failed");
+                    r = -EIO;
+                }
             }
         }
     }
+    if (r == SPW_ECORRUPT)
+        snprintf(err, cap, "forward: a page entry is damaged");
+    spw_free(bs);
+    spw_buf_fini(&keys);
     spw_buf_fini(&body);
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);

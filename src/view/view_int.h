@@ -61,6 +61,7 @@ typedef struct view_def {
     char fwd_host[256], fwd_port[8], fwd_addr[300], fwd_stream[SPW_STREAM_NAME_MAX + 1], fwd_token[512];
     /* derived */
     int by_key; /* group_by is "$key" */
+    int page_level; /* aggregate: levels 0..page_level live packed in one page entry per key (docs/formats/view.md) */
     spw_json_ptr ptrs[2];
     int nptrs, ptr_group, ptr_field; /* indexes into ptrs, -1 if none */
 } view_def;
@@ -83,11 +84,20 @@ typedef struct view_agg {
 /* ---- store keys (docs/formats/view.md "Keys") ---- */
 #define VIEW_META_KEY "\x00meta"
 #define VIEW_META_KEY_LEN 5
-#define VIEW_META_VERSION 2
+#define VIEW_META_VERSION 3
 #define VIEW_P_LATEST 'L'
 #define VIEW_P_SUM 'S'
 #define VIEW_P_ALL 'A'
 #define VIEW_P_BUCKET 'B'
+#define VIEW_P_PAGE 'P'
+/* A page entry ('P' start KEY) holds one view key's buckets of levels 0
+ * to the page level, inside one bucket of the page level: the highest
+ * level whose window is at most VIEW_PAGE_SPAN smallest windows. Its
+ * value is a list of sub-buckets, VIEW_SUB_LEN bytes each, in (level,
+ * index) order: level (1), index (4: the bucket's start is the page's
+ * start plus index windows of its level), aggregate (33). */
+#define VIEW_PAGE_SPAN 4096
+#define VIEW_SUB_LEN 38
 
 /* A store's meta entry, decoded. */
 typedef struct view_meta {
@@ -200,6 +210,16 @@ void spw__view_agg_encode(const view_agg *a, uint8_t out[VIEW_AGG_LEN]);
 int spw__view_agg_decode(const void *p, size_t n, view_agg *a);
 void spw__view_agg_json(spw_buf *b, const view_agg *a, int minmax);
 size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *key, size_t klen);
+/* 'P', start (8, as in a bucket key), key: the length (out has 9 + klen bytes) */
+size_t spw__view_page_key(uint8_t *out, int64_t start, const void *key, size_t klen);
+int64_t spw__view_key_start(const uint8_t *k); /* the start stored at k (8 bytes) */
+/* Is p, n a well-formed page value (whole sub-buckets, in strictly
+ * increasing (level, index) order, flags valid)? */
+int spw__view_page_check(const void *p, size_t n);
+/* Sub-bucket i of page value p: its level, index and aggregate. */
+void spw__view_page_sub(const void *p, size_t i, int *level, uint32_t *index, view_agg *a);
+/* The first sub-bucket at or after (level, index) in page value p (n bytes): its position (n / VIEW_SUB_LEN if none) */
+size_t spw__view_page_find(const void *p, size_t n, int level, uint32_t index);
 void spw__view_meta_encode(const view_meta *mt, spw_buf *b);
 int spw__view_meta_decode(const void *p, size_t n, view_meta *mt);
 void spw__view_meta_reset(view_meta *mt, uint64_t incarnation, uint32_t nparts);
@@ -228,6 +248,10 @@ typedef struct fent {
     uint64_t h;
     size_t koff;
     uint32_t klen;
+    /* a page entry: its sub-buckets (fbkt index + 1; 0: none); a key's
+     * 'A' entry: sub_head is its last page entry (fent index + 1), of start pstart */
+    uint32_t sub_head, sub_last;
+    int64_t pstart;
     union {
         struct { /* latest */
             uint32_t part;
@@ -240,11 +264,20 @@ typedef struct fent {
     };
 } fent;
 
+/* A sub-bucket of the smallest window in a page entry of the fold. */
+typedef struct fbkt {
+    uint64_t key;  /* the page's fent index << 32 | the bucket's index in the page */
+    uint32_t next; /* the page's next sub-bucket (index + 1; 0: none) */
+    view_agg agg;
+} fbkt;
+
 typedef struct fold {
     fent *e;
     uint32_t n, cap;
     uint32_t *slot; /* index + 1; 0 empty */
     uint32_t nslot;
+    fbkt *sub; /* sub-buckets of page entries, and their hash table */
+    uint32_t nsub, subcap, *sslot, nsslot;
     spw_buf arena;
     uint64_t bytes;
 } fold;
@@ -261,9 +294,12 @@ int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts,
  * watermarks take every record). */
 void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv,
                            char *kbuf, uint32_t sample);
-/* Rolls the smallest window's entries up into the larger windows; kb:
+/* Rolls the page entries up into the windows above the page level; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+/* The page value of page entry e (its sub-buckets of every level up to
+ * the page level, rolled up from the smallest) into val (replaced). */
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val);
 
 int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);

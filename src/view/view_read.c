@@ -185,6 +185,35 @@ int spw_views_read_series(spw_views *m, const char *name, const void *key, size_
     spw__view_put_duration(out, w);
     spw_buf_xprintf(out, ",\"buckets\":[");
     int n = 0;
+    if (level <= d->page_level) {
+        /* the pages holding [first, last]: each page's sub-buckets of the level, in start order */
+        int64_t wp = d->win_ms[d->page_level];
+        for (int64_t ps = spw__view_floor(first, wp); ps <= last; ps += wp) {
+            size_t kl = spw__view_page_key(kb, ps, key, klen);
+            int g = spw__view_store_get(v, sn.ro, kb, kl, &val);
+            if (g < 0)
+                FAIL(g, "reading the view's store failed");
+            if (g == 0)
+                continue;
+            if (spw__view_page_check(val.p, val.len) < 0)
+                FAIL(SPW_ECORRUPT, "the view's entry is damaged");
+            uint32_t lo = first > ps ? (uint32_t)((first - ps) / w) : 0;
+            for (size_t i = spw__view_page_find(val.p, val.len, level, lo); i < val.len / VIEW_SUB_LEN; i++) {
+                int sl;
+                uint32_t idx;
+                view_agg a;
+                spw__view_page_sub(val.p, i, &sl, &idx, &a);
+                int64_t s = ps + (int64_t)idx * w;
+                if (sl != level || s > last)
+                    break;
+                if (n++)
+                    spw_buf_xprintf(out, ",");
+                bucket_json(out, s, &a, is_final(d, level, s, wm));
+            }
+        }
+        spw_buf_xprintf(out, "]}");
+        goto out;
+    }
     for (int64_t s = first; s <= last; s += w) {
         size_t kl = spw__view_bucket_key(kb, level, s, key, klen);
         int g = spw__view_store_get(v, sn.ro, kb, kl, &val);
@@ -267,7 +296,10 @@ int spw_views_read_top(spw_views *m, const char *name, const char *window, int64
         if (at < -VIEW_TIME_MAX || at > VIEW_TIME_MAX)
             FAIL(SPW_EINVAL, "at must be within 2^53 ms of the Unix epoch");
         start = spw__view_floor(at, d->win_ms[level]);
-        pl = spw__view_bucket_key(lo, level, start, NULL, 0);
+        if (level <= d->page_level) /* the pages of that start's page: the sub-bucket of each */
+            pl = spw__view_page_key(lo, spw__view_floor(start, d->win_ms[d->page_level]), NULL, 0);
+        else
+            pl = spw__view_bucket_key(lo, level, start, NULL, 0);
     } else {
         lo[0] = VIEW_P_SUM;
         pl = 1;
@@ -287,8 +319,21 @@ int spw_views_read_top(spw_views *m, const char *name, const char *window, int64
         if (kl < pl || memcmp(k, lo, pl) != 0)
             break;
         top_ent e = {.key = (char *)k + pl, .klen = kl - pl};
-        if (spw__view_agg_decode(vv, vl, &e.a) < 0)
+        if (level >= 0 && level <= d->page_level) {
+            if (spw__view_page_check(vv, vl) < 0)
+                FAIL(SPW_ECORRUPT, "the view's entry is damaged");
+            int64_t ps = spw__view_floor(start, d->win_ms[d->page_level]);
+            uint32_t idx = (uint32_t)((start - ps) / d->win_ms[level]), fidx;
+            size_t i = spw__view_page_find(vv, vl, level, idx);
+            int fl;
+            if (i >= vl / VIEW_SUB_LEN)
+                continue;
+            spw__view_page_sub(vv, i, &fl, &fidx, &e.a);
+            if (fl != level || fidx != idx)
+                continue; /* the key has no bucket at that start */
+        } else if (spw__view_agg_decode(vv, vl, &e.a) < 0) {
             FAIL(SPW_ECORRUPT, "the view's entry is damaged");
+        }
         if (nb == n && !top_above(&e, &best[nb - 1], by_sum))
             continue;
         uint32_t at_i = nb < n ? nb++ : n - 1;

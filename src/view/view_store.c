@@ -106,10 +106,14 @@ void spw__view_agg_merge(view_agg *a, const view_agg *b)
         return;
     }
     a->count += b->count;
-    spw__view_num_add(&a->sum, &b->sum);
-    if (spw__view_num_cmp(&b->min, &a->min) < 0)
+    int64_t s;
+    if (!a->sum.dbl && !b->sum.dbl && !__builtin_add_overflow(a->sum.i, b->sum.i, &s))
+        a->sum.i = s; /* integers: the common case, inline */
+    else
+        spw__view_num_add(&a->sum, &b->sum);
+    if (!a->min.dbl && !b->min.dbl ? b->min.i < a->min.i : spw__view_num_cmp(&b->min, &a->min) < 0)
         a->min = b->min;
-    if (spw__view_num_cmp(&b->max, &a->max) > 0)
+    if (!a->max.dbl && !b->max.dbl ? b->max.i > a->max.i : spw__view_num_cmp(&b->max, &a->max) > 0)
         a->max = b->max;
 }
 
@@ -181,6 +185,65 @@ size_t spw__view_bucket_key(uint8_t *out, int level, int64_t start, const void *
     if (klen)
         memmove(out + 10, key, klen); /* key may already be there */
     return 10 + klen;
+}
+
+size_t spw__view_page_key(uint8_t *out, int64_t start, const void *key, size_t klen)
+{
+    out[0] = VIEW_P_PAGE;
+    uint64_t u = __builtin_bswap64((uint64_t)start ^ (1ull << 63)); /* big-endian */
+    memcpy(out + 1, &u, 8);
+    if (klen)
+        memmove(out + 9, key, klen);
+    return 9 + klen;
+}
+
+int64_t spw__view_key_start(const uint8_t *k)
+{
+    uint64_t u = 0;
+    for (int j = 0; j < 8; j++)
+        u = u << 8 | k[j];
+    return (int64_t)(u ^ (1ull << 63));
+}
+
+/* ---- page values: sub-buckets in (level, index) order ---- */
+
+static uint64_t sub_order(const uint8_t *s) { return (uint64_t)s[0] << 32 | spw_get32(s + 1); }
+
+int spw__view_page_check(const void *pv, size_t n)
+{
+    const uint8_t *p = pv;
+    if (n == 0 || n % VIEW_SUB_LEN != 0)
+        return SPW_ECORRUPT;
+    for (size_t o = 0; o < n; o += VIEW_SUB_LEN) {
+        if (p[o] >= SPW_VIEW_MAX_WINDOWS || p[o + 5 + 8] > 7)
+            return SPW_ECORRUPT;
+        if (o && sub_order(p + o - VIEW_SUB_LEN) >= sub_order(p + o))
+            return SPW_ECORRUPT;
+    }
+    return 0;
+}
+
+void spw__view_page_sub(const void *pv, size_t i, int *level, uint32_t *index, view_agg *a)
+{
+    const uint8_t *s = (const uint8_t *)pv + i * VIEW_SUB_LEN;
+    *level = s[0];
+    *index = spw_get32(s + 1);
+    spw__view_agg_decode(s + 5, VIEW_AGG_LEN, a);
+}
+
+size_t spw__view_page_find(const void *pv, size_t n, int level, uint32_t index)
+{
+    const uint8_t *p = pv;
+    uint64_t want = (uint64_t)level << 32 | index;
+    size_t lo = 0, hi = n / VIEW_SUB_LEN;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sub_order(p + mid * VIEW_SUB_LEN) < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 /* ---- meta ---- */
@@ -263,8 +326,11 @@ int64_t spw__view_watermark(const view_meta *mt)
  * aggregate (33 bytes, the batch's change), merged by adding counts and
  * sums and taking the min of mins and max of maxes; a latest entry's
  * operand ('L') is a latest record, merged by keeping the later one in
- * the view's order. A value or operand that does not decode fails the
- * merge (RocksDB then reports corruption).
+ * the view's order; a page entry's operand ('P') is a page of
+ * sub-buckets, merged into the value by (level, index) like a sorted
+ * merge, the aggregates of one (level, index) merged as aggregates are.
+ * A value or operand that does not decode fails the merge (RocksDB then
+ * reports corruption).
  */
 static char *agg_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
                        unsigned char *success, size_t *outlen)
@@ -322,9 +388,81 @@ static char *latest_merge(const int *order_by, const char *existing, size_t elen
     return out;
 }
 
+/* A sub-bucket of a page merge: its (level, index) and where it is. */
+typedef struct msub {
+    uint64_t order; /* level << 32 | index */
+    uint32_t seq;   /* its place in the value, then the operands: the order of merging */
+    const uint8_t *p;
+} msub;
+
+static int msub_cmp(const void *x, const void *y)
+{
+    const msub *a = x, *b = y;
+    if (a->order != b->order)
+        return a->order < b->order ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* A page entry ('P'): the union of the existing value's and the
+ * operands' sub-buckets, those of one (level, index) merged in the
+ * order they were written. One sort of all of them: a value with many
+ * operands (a hot key's) costs what its sub-buckets do, not operands
+ * times the value. */
+static char *page_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
+                        unsigned char *success, size_t *outlen)
+{
+    size_t total = existing ? elen : 0;
+    *success = 0;
+    if (existing && spw__view_page_check(existing, elen) < 0)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (spw__view_page_check(ops[i], oplen[i]) < 0)
+            return NULL;
+        total += oplen[i];
+    }
+    size_t ns = total / VIEW_SUB_LEN, k = 0;
+    msub *v = malloc((ns ? ns : 1) * sizeof *v);
+    uint8_t *out = malloc(total ? total : 1);
+    if (!v || !out) {
+        free(v);
+        free(out);
+        return NULL;
+    }
+    for (int i = -1; i < n; i++) {
+        const uint8_t *p = (const uint8_t *)(i < 0 ? existing : ops[i]);
+        size_t len = i < 0 ? (existing ? elen : 0) : oplen[i];
+        for (size_t o = 0; o < len; o += VIEW_SUB_LEN, k++)
+            v[k] = (msub){sub_order(p + o), (uint32_t)k, p + o};
+    }
+    if (n > 1 || existing)
+        qsort(v, ns, sizeof *v, msub_cmp);
+    size_t len = 0;
+    for (size_t i = 0; i < ns;) {
+        size_t j = i + 1;
+        memcpy(out + len, v[i].p, VIEW_SUB_LEN);
+        if (j < ns && v[j].order == v[i].order) {
+            view_agg a, b;
+            spw__view_agg_decode(v[i].p + 5, VIEW_AGG_LEN, &a);
+            for (; j < ns && v[j].order == v[i].order; j++) {
+                spw__view_agg_decode(v[j].p + 5, VIEW_AGG_LEN, &b);
+                spw__view_agg_merge(&a, &b);
+            }
+            spw__view_agg_encode(&a, out + len + 5);
+        }
+        len += VIEW_SUB_LEN;
+        i = j;
+    }
+    free(v);
+    *outlen = len;
+    *success = 1;
+    return (char *)out;
+}
+
 static char *full_merge(void *st, const char *k, size_t kl, const char *existing, size_t elen, const char *const *ops,
                         const size_t *oplen, int n, unsigned char *success, size_t *outlen)
 {
+    if (kl && k[0] == VIEW_P_PAGE)
+        return page_merge(existing, elen, ops, oplen, n, success, outlen);
     if (kl && k[0] == VIEW_P_LATEST)
         return latest_merge(st, existing, elen, ops, oplen, n, success, outlen);
     return agg_merge(existing, elen, ops, oplen, n, success, outlen);
@@ -333,6 +471,8 @@ static char *full_merge(void *st, const char *k, size_t kl, const char *existing
 static char *partial_merge(void *st, const char *k, size_t kl, const char *const *ops, const size_t *oplen, int n,
                            unsigned char *success, size_t *outlen)
 {
+    if (kl && k[0] == VIEW_P_PAGE)
+        return page_merge(NULL, 0, ops, oplen, n, success, outlen);
     if (kl && k[0] == VIEW_P_LATEST)
         return latest_merge(st, NULL, 0, ops, oplen, n, success, outlen);
     return agg_merge(NULL, 0, ops, oplen, n, success, outlen);
@@ -374,6 +514,10 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_block_based_options_destroy(bb);
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
+        /* a hot key's entry gets an operand every batch: past this many in
+         * the memtable, a write merges them with the value into one (a
+         * read first), so a read never merges an unbounded chain */
+        rocksdb_options_set_max_successive_merges(v->opts, 64);
         rocksdb_options_set_merge_operator(
             v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
                                                   merge_name));

@@ -51,6 +51,9 @@ static void entry_json(spw_buf *b, const uint8_t *k, size_t kl)
             u = u << 8 | k[2 + j];
         spw_buf_xprintf(b, "{\"level\":%u,\"start\":%" PRId64 ",\"key\":", k[1], (int64_t)(u ^ (1ull << 63)));
         spw_json_xput_str(b, (const char *)k + 10, kl - 10);
+    } else if (k[0] == VIEW_P_PAGE && kl >= 9) {
+        spw_buf_xprintf(b, "{\"page\":%" PRId64 ",\"key\":", spw__view_key_start(k + 1));
+        spw_json_xput_str(b, (const char *)k + 9, kl - 9);
     } else {
         spw_buf_xprintf(b, "{\"entry\":\"%c\",\"key\":", k[0]);
         spw_json_xput_str(b, (const char *)k + 1, kl - 1);
@@ -72,7 +75,7 @@ int spw_views_verify(spw_views *m, const char *name, uint32_t sample, spw_buf *o
     const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(v->db);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(ro, snap);
-    spw_buf val = SPW_BUF_INIT, mism = SPW_BUF_INIT;
+    spw_buf val = SPW_BUF_INIT, mism = SPW_BUF_INIT, want = SPW_BUF_INIT;
     fold f = {0};
     spw_cursor cur;
     spw_cursor_init(&cur, NULL, 0, VIEW_READ_BYTES);
@@ -136,7 +139,7 @@ int spw_views_verify(spw_views *m, const char *name, uint32_t sample, spw_buf *o
     }
     if (r < 0)
         goto out;
-    if (d->kind == VK_AGGREGATE && d->nwin > 1)
+    if (d->kind == VK_AGGREGATE && (uint32_t)d->page_level + 1 < d->nwin)
         spw__view_rollup(d, &f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
     /* the meta entry */
     spw_buf_xprintf(&mism, "[");
@@ -205,6 +208,17 @@ int spw_views_verify(spw_views *m, const char *name, uint32_t sample, spw_buf *o
                 same = part == e->part && off == e->offset && id == e->id && ts == e->ts &&
                        memcmp(val.p + 28, f.arena.p + e->voff, e->vlen) == 0;
             }
+        } else if (k[0] == VIEW_P_PAGE) {
+            spw__view_page_value(d, &f, e, &want);
+            same = spw__view_page_check(val.p, val.len) == 0 && val.len == want.len;
+            for (size_t i = 0; same && i < val.len / VIEW_SUB_LEN; i++) {
+                int la, lb;
+                uint32_t ia, ib;
+                view_agg a, b;
+                spw__view_page_sub(val.p, i, &la, &ia, &a);
+                spw__view_page_sub(want.p, i, &lb, &ib, &b);
+                same = la == lb && ia == ib && agg_same(&a, &b);
+            }
         } else {
             view_agg a;
             same = spw__view_agg_decode(val.p, val.len, &a) == 0 && agg_same(&a, &e->agg);
@@ -237,6 +251,7 @@ out:
     spw__view_fold_free(&f);
     spw_buf_fini(&val);
     spw_buf_fini(&mism);
+    spw_buf_fini(&want);
     rocksdb_readoptions_destroy(ro);
     rocksdb_release_snapshot(v->db, snap);
     spw__view_unref(v);

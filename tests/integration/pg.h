@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "server.h"
+#include "spillway.h"
 
 #define PG_MAX 4
 
@@ -213,6 +214,24 @@ static inline void pgsrv_promote(pgsrv *s)
 static inline void pgsrv_conninfo(const pgsrv *s, char *out, size_t cap)
 {
     snprintf(out, cap, "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->port);
+}
+
+/* n events: key "k<i % keys>", value {"i":i,"v":v} with v = -1 when poison(i). */
+static inline void pg_produce(int binport, const char *stream, int first, int n, int keys, int poison_every)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
+    char key[32], val[128];
+    for (int i = first; i < first + n; i++) {
+        int kl = snprintf(key, sizeof key, "k%d", i % keys);
+        int v = poison_every && i % poison_every == 0 ? -1 : i % 100;
+        int vl = snprintf(val, sizeof val, "{\"i\":%d,\"v\":%d,\"s\":\"tab\\there\"}", i, v);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
+    }
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
+    spillway_producer_close(p, 1000);
 }
 
 #endif

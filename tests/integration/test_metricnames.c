@@ -37,6 +37,8 @@ static const char *const WANT[] = {
     "spillway_duplicates_total counter",
     "spillway_es_cached_keys gauge",
     "spillway_es_history_records_read_total counter",
+    "spillway_es_index_entries gauge",
+    "spillway_es_index_pruned_total counter",
     "spillway_es_indexer_passes_total counter",
     "spillway_es_store_reads_total counter",
     "spillway_es_unindexed_records gauge",

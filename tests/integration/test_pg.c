@@ -57,24 +57,6 @@ static long long total(const char *table)
     return a < 0 || b < 0 ? -1 : a + b;
 }
 
-/* n events: key "k<i % keys>", value {"i":i,"v":v} with v = -1 when poison(i). */
-static void produce(int binport, const char *stream, int first, int n, int keys, int poison_every)
-{
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
-    spillway_producer *p;
-    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
-    char key[32], val[128];
-    for (int i = first; i < first + n; i++) {
-        int kl = snprintf(key, sizeof key, "k%d", i % keys);
-        int v = poison_every && i % poison_every == 0 ? -1 : i % 100;
-        int vl = snprintf(val, sizeof val, "{\"i\":%d,\"v\":%d,\"s\":\"tab\\there\"}", i, v);
-        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT, NULL), 0);
-    }
-    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
-    spillway_producer_close(p, 1000);
-}
-
 static void wait_rows(const char *table, long long want)
 {
     long long n = -1;
@@ -382,7 +364,7 @@ static void test_rewind(srv *s, const char *data)
     char body[2048];
     sink_body(body, sizeof body, "rw", "rw", 100);
     CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rw", body), 201);
-    produce(s->binport, "rw", 0, 10, 10, 0);
+    pg_produce(s->binport, "rw", 0, 10, 10, 0);
     wait_rows("rw", 10);
     resp gr = http_json(s->port, "GET", "/v1/streams/rw", NULL);
     const char *ip = strstr(gr.body, "\"incarnation\":");
@@ -405,7 +387,7 @@ static void test_rewind(srv *s, const char *data)
     char logp[4400];
     snprintf(logp, sizeof logp, "%s.log", data);
     srv_start_log(s, BIN, data, NULL, logp);
-    produce(s->binport, "rw", 100, 4, 4, 0); /* offsets 10..13 */
+    pg_produce(s->binport, "rw", 100, 4, 4, 0); /* offsets 10..13 */
     for (int i = 0; i < 600; i++) {
         long long n = pg_num(0, "SELECT count(*) FROM rw WHERE id >= 100 AND id < 1000") +
                       pg_num(1, "SELECT count(*) FROM rw WHERE id >= 100 AND id < 1000");
@@ -441,7 +423,7 @@ static void test_rewind(srv *s, const char *data)
                "UPDATE spillway_sink_progress SET next_offset = 18 WHERE sink = 'rw'");
     CHECK_EQ(pg_num(1, "SELECT next_offset FROM spillway_sink_progress WHERE sink = 'rw'"), 14);
     srv_start_log(s, BIN, data, NULL, logp);
-    produce(s->binport, "rw", 200, 4, 4, 0); /* offsets 14..17 */
+    pg_produce(s->binport, "rw", 200, 4, 4, 0); /* offsets 14..17 */
     const char *q2a = "SELECT count(*) FROM rw WHERE id >= 200 AND id < 1000";
     for (int i = 0; i < 600 && pg_num(0, q2a) + pg_num(1, q2a) < 4; i++)
         usleep(100000);
@@ -574,7 +556,7 @@ int main(int argc, char **argv)
     put_stream(s.port, "late", "{\"partitions\":2}");
     sink_body(body, sizeof body, "late", "later", 100);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/late", body), 201);
-    produce(s.binport, "late", 0, 500, 50, 0);
+    pg_produce(s.binport, "late", 0, 500, 50, 0);
     wait_sink_says(s.port, "late", "table later does not exist on shard");
     for (int i = 0; i < 2; i++)
         pg_exec(i, "CREATE TABLE later (id bigint NOT NULL, k text, part int, off bigint, v int, s text)");
@@ -586,7 +568,7 @@ int main(int argc, char **argv)
     /* exactly once through kill -9 and a shard outage */
     sink_body(body, sizeof body, "ev", "events", 1000);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/pg", body), 201);
-    produce(s.binport, "ev", 0, N, 1000, 0);
+    pg_produce(s.binport, "ev", 0, N, 1000, 0);
     for (int i = 0; i < 1200 && total("events") < N / 4; i++)
         usleep(5000);
     long long before = total("events");
@@ -597,7 +579,7 @@ int main(int argc, char **argv)
         usleep(5000);
     pg_stop_mode(1, "immediate");
     fprintf(stderr, "shard 1 stopped (immediate) with %lld rows on shard 0\n", pg_num(0, "SELECT count(*) FROM events"));
-    produce(s.binport, "ev", N, EXTRA, 1000, 0);
+    pg_produce(s.binport, "ev", N, EXTRA, 1000, 0);
     wait_sink_says(s.port, "pg", "\"state\":\"retrying\"");
     pg_start(1);
     wait_rows("events", N + EXTRA);
@@ -639,7 +621,7 @@ int main(int argc, char **argv)
     int P = 2000, bad = 0;
     for (int i = 0; i < P; i++)
         bad += i % 97 == 0;
-    produce(s.binport, "ps", 0, P, 100, 97);
+    pg_produce(s.binport, "ps", 0, P, 100, 97);
     wait_rows("poison", P - bad);
     wait_sink_says(s.port, "ps", "\"dlq_total\":");
     for (int i = 0; i < 600; i++) {

@@ -2,6 +2,9 @@
  * Edge → core aggregation (docs/api.md "Forward", "Merge views"): an edge
  * node's aggregate view forwards each final 10 s bucket as partial
  * aggregates to a core node's stream, where a merge view adds them up.
+ * The edge view's windows are 10 s and 1 m: its 10 s buckets live in
+ * one page entry per key and minute (docs/formats/view.md), several
+ * starts of one page forwarded in turn.
  * Events are produced to the edge in rounds, one 10 s bucket of event
  * time each, and between rounds the edge or the core (or both) is killed
  * with SIGKILL and started again at random — the edge while it applies
@@ -67,7 +70,7 @@ int main(int argc, char **argv)
     put_stream(eport, "clicks", "{\"partitions\":1,\"key\":\"/page\",\"timestamp\":\"/ts\"}");
     char def[512];
     snprintf(def, sizeof def,
-             "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\"],"
+             "{\"stream\":\"clicks\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"1m\"],"
              "\"forward\":{\"address\":\"127.0.0.1:%d\",\"stream\":\"partials\"}}",
              cport);
     CHECK_EQ(req_status(eport, "PUT", "/v1/views/agg", def), 201);

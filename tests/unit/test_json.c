@@ -139,9 +139,106 @@ static void strings_at_every_position(void)
     }
 }
 
+/* Scans doc[0..n) (not NUL-terminated: the input may end mid-vector) with
+ * no pointer, one and two (the scanner's three compiled forms): all must
+ * agree on the result and the error's offset. want_at == -1: accepted as
+ * one value, up to n. */
+static void vec_case(const char *doc, size_t n, long want_at)
+{
+    spw_json_ptr ptr[2];
+    CHECK_EQ(spw_json_ptr_compile(&ptr[0], "/0"), 0);
+    CHECK_EQ(spw_json_ptr_compile(&ptr[1], "/1"), 0);
+    for (int np = 0; np <= 2; np++) {
+        spw_json_span f[2];
+        spw_json_error e = {0};
+        const char *end = NULL;
+        int r = spw_json_scan(doc, doc + n, ptr, np, f, &end, &e);
+        long got = r ? (long)e.offset : -1;
+        if (r == 0 && spw_json_ws(end, doc + n) != doc + n)
+            got = -2; /* a value that ended early */
+        if (got != want_at)
+            fprintf(stderr, "vec_case (%d pointers) %.*s: got %ld (%s), want %ld\n", np, (int)n, doc, got,
+                    r ? e.msg : "ok", want_at);
+        CHECK_EQ(got, want_at);
+    }
+}
+
+/* The 16-bytes-at-a-time string scan: every byte value at every position
+ * 0..33 of a string of every length up to 40, the string followed by more
+ * input (so a vector spans its closing quote) or ending the input (so the
+ * input ends mid-vector); every valid UTF-8 length at each position (a
+ * sequence straddling a 16-byte step); unterminated strings and escapes
+ * ending the input at every length. */
+static void strings_vector_boundaries(void)
+{
+    char doc[160];
+    for (size_t len = 0; len <= 40; len++)
+        for (size_t at = 0; at <= len && at <= 33; at++)
+            for (unsigned b = 0; b < 256; b++) {
+                if (b == '\\' && at == len)
+                    continue; /* \" would be a valid escape: see below */
+                size_t n = 0;
+                doc[n++] = '[';
+                doc[n++] = '"';
+                for (size_t i = 0; i < at; i++)
+                    doc[n++] = (char)('a' + i % 26);
+                doc[n++] = (char)b;
+                for (size_t i = at; i < len; i++)
+                    doc[n++] = (char)('A' + i % 26);
+                doc[n++] = '"';
+                memcpy(doc + n, ",\"0123456789abcdefghij\"]", 24);
+                n += 24;
+                long want;
+                if (b < 0x20 || b >= 0x80 || b == '\\')
+                    want = (long)(2 + at); /* control, lone/invalid UTF-8, unknown escape */
+                else if (b == '"')
+                    want = (long)(3 + at); /* the string ended: what follows is no ',' */
+                else
+                    want = -1;
+                vec_case(doc, n, want);
+            }
+    /* valid UTF-8 of each length at each position, more input after */
+    static const char *const utf8[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x7f", " "};
+    for (size_t k = 0; k < sizeof utf8 / sizeof utf8[0]; k++)
+        for (size_t at = 0; at <= 33; at++)
+            for (int tail = 0; tail <= 1; tail++) {
+                size_t n = 0;
+                doc[n++] = '"';
+                for (size_t i = 0; i < at; i++)
+                    doc[n++] = 'x';
+                memcpy(doc + n, utf8[k], strlen(utf8[k]));
+                n += strlen(utf8[k]);
+                for (size_t i = 0; i < 20; i++)
+                    doc[n++] = 'y';
+                doc[n++] = '"';
+                vec_case(doc, n, -1);
+                if (tail) { /* the same sequence cut short by the end of input */
+                    size_t cut = 1 + at + strlen(utf8[k]) - 1;
+                    vec_case(doc, cut, strlen(utf8[k]) > 1 ? (long)(1 + at) : (long)cut);
+                }
+            }
+    /* strings whose closing quote is the last byte of the input or sits
+     * exactly at a 16-byte step from the opening quote, and unterminated
+     * strings ending the input at every length */
+    for (size_t len = 0; len <= 48; len++) {
+        size_t n = 0;
+        doc[n++] = '"';
+        for (size_t i = 0; i < len; i++)
+            doc[n++] = (char)('a' + i % 26);
+        vec_case(doc, n, (long)n); /* unterminated: the error is at the end */
+        doc[n] = '\\';
+        vec_case(doc, n + 1, (long)n); /* unterminated escape */
+        doc[n++] = '"';
+        vec_case(doc, n, -1);
+        doc[n] = ' ';
+        vec_case(doc, n + 1, -1);
+    }
+}
+
 int main(void)
 {
     strings_at_every_position();
+    strings_vector_boundaries();
     good("{}");
     good("[]");
     good(" {\"a\" : [1, -2.5e+10, 0, 0.0, 1E3, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"]} ");

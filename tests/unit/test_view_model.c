@@ -54,21 +54,6 @@ static void put_view(spw_views *m, const char *name, const char *body)
     spw_buf_fini(&b);
 }
 
-static void wait_applied(spw_views *m, const char *name, spw_stream *s)
-{
-    spw_view_min min[NP];
-    uint32_t n = 0;
-    for (uint32_t p = 0; p < s->cfg.partitions; p++) {
-        spw_part_state st;
-        spw_part_state_get(s->parts[p], &st);
-        if (st.next_offset)
-            min[n++] = (spw_view_min){p, st.next_offset - 1};
-    }
-    for (int i = 0; i < 60000 && spw_views_applied(m, name, min, n) != 1; i++)
-        spw_sleep_until(spw_mono_ns() + 1000000u);
-    CHECK_EQ(spw_views_applied(m, name, min, n), 1);
-}
-
 static void verify_ok(spw_views *m, const char *name, uint32_t sample, int want_ok)
 {
     spw_buf b = SPW_BUF_INIT;
@@ -210,8 +195,8 @@ static void one_seed(uint64_t seed, const char *dir)
         }
     }
     for (int i = 0; i < nv; i++)
-        wait_applied(m, vs[i].name, s);
-    wait_applied(m, "merged", ps);
+        vf_wait_applied(m, vs[i].name, s);
+    vf_wait_applied(m, "merged", ps);
     vf_init(&vm, 2);
     vf_fold_log(ps, &vm, 1);
     vf_check(&vm, m);

@@ -313,11 +313,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
     char pre[64];
     snprintf(pre, sizeof pre, "shard %u: creating " PG_PROGRESS_TABLE, si);
     if (exec_cmd(s->c,
-                 "SET client_min_messages = warning;"
-                 "CREATE TABLE IF NOT EXISTS " PG_PROGRESS_TABLE " (sink text NOT NULL, stream text NOT NULL,"
-                 " partition integer NOT NULL, shard integer NOT NULL, next_offset bigint NOT NULL,"
-                 " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard));"
-                 "ALTER TABLE " PG_PROGRESS_TABLE " ADD COLUMN IF NOT EXISTS incarnation bigint NOT NULL DEFAULT 0",
+                 PG_PROGRESS_DDL,
                  err, cap, pre)) {
         spw__pg_drop(g, s);
         return -1;
@@ -451,6 +447,8 @@ int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_
         if (g->sh[i].next[partition] < min)
             min = g->sh[i].next[partition];
     }
+    if (g->from && spw__pg_reshard_seed(g, partition, &min) < 0)
+        return -EIO; /* the warning is logged, the sentence in pos_err */
     *next = min;
     return 0;
 }
@@ -461,6 +459,7 @@ void spw__pg_interrupt(void *st)
 {
     pg *g = st;
     atomic_store(&g->stopping, 1);
+    spw__pg_reshard_stop(g);
     pg_cancel_run *runs[PG_SHARDS_MAX];
     uint32_t shard[PG_SHARDS_MAX], n = 0;
     pthread_mutex_lock(&g->cancel_mu);

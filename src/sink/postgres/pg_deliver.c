@@ -1,7 +1,10 @@
 /*
- * The postgres sink's delivery: a window is sent to every shard it touches
- * (spw__pg_begin: per shard BEGIN, the progress row's upsert, COPY of its
- * rows) and then committed (spw__pg_end), so the shards parse in parallel.
+ * The postgres sink's delivery: a window, or a group of windows of several
+ * partitions, is sent to every shard it touches (spw__pg_begin,
+ * spw__pg_group_begin: per shard one message "BEGIN; progress rows'
+ * upsert; COPY of its rows; COMMIT" and the rows) and the answers are read
+ * later (spw__pg_end, spw__pg_group_end), so the shards parse in parallel
+ * and one COMMIT per shard carries every partition of a group.
  * A failure is classified here: bad data (SQLSTATE classes 22, 23) rolls
  * back and answers REJECT, so the framework bisects to the record and
  * dead-letters it; anything else drops the connection and answers RETRY.
@@ -97,44 +100,103 @@ static int put_literal(PGconn *c, spw_buf *b, const char *s)
  * are formatted, so the server parses one piece while the next is made. */
 #define COPY_PIECE (128u << 10)
 
+/* Routes the records of windows w[0, nw) to their shards:
+ * g->shard_of[g->woff[j] + i] is the shard of w[j].recs[i]. */
+static void route(pg *g, const spw_sink_window *w, uint32_t nw)
+{
+    size_t total = 0;
+    for (uint32_t j = 0; j < nw; j++)
+        total += w[j].n;
+    if (g->shard_cap < total) {
+        g->shard_cap = total;
+        g->shard_of = spw_xrealloc(g->shard_of, total * sizeof *g->shard_of);
+    }
+    if (g->woff_cap < nw) {
+        g->woff_cap = nw;
+        g->woff = spw_xrealloc(g->woff, (size_t)nw * sizeof *g->woff);
+    }
+    size_t at = 0;
+    for (uint32_t j = 0; j < nw; j++) {
+        g->woff[j] = at;
+        const spw_sink_rec *recs = w[j].recs;
+        if (g->nshards == 1)
+            memset(g->shard_of + at, 0, (size_t)w[j].n * sizeof *g->shard_of);
+        else
+            for (uint32_t i = 0; i < w[j].n; i++)
+                g->shard_of[at + i] =
+                    spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
+        at += w[j].n;
+    }
+    spw__pg_reshard_route(g, w, nw, total); /* before cutover: moving keys to their old shard too */
+}
+
+/* Is record i of window j for shard si and not there yet? */
+static inline int row_due(const pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t j,
+                          uint32_t i)
+{
+    return spw__pg_goes_to(g, g->woff[j] + i, si) && w[j].recs[i].offset >= s->next[w[j].partition];
+}
+
 /*
- * Begins writing the rows of records [0, n) routed to shard si (not yet
- * there) and the shard's progress in one transaction, in two round trips
- * and the rows' stream:
- *   "BEGIN; INSERT progress ... ON CONFLICT ...; COPY t (cols) FROM STDIN"
+ * Sends the rows of windows w[0, nw) routed to shard si (not yet there)
+ * and the shard's progress rows in one transaction, as one simple-query
+ * message and the rows' stream:
+ *   "BEGIN; INSERT progress ... VALUES (window 1), (window 2) ... ON
+ *    CONFLICT ...; COPY t (cols) FROM STDIN; COMMIT"
  *   rows, in COPY_PIECE pieces as they are formatted; end of data
- * here, and the COPY's answer and "COMMIT" in shard_end. The progress row
- * goes first; it commits with the rows or not at all. W_OK with
+ * The server runs the statements after COPY once the data ends, so the
+ * answers of COPY and COMMIT come back together (shard_end): two round
+ * trips per transaction, the first only for the COPY to start. The
+ * progress rows (one per window whose end passes the shard's; a window
+ * with no row here still moves it: this shard holds all of its rows
+ * below that end) commit with the rows or not at all. W_OK with
  * s->inflight set when shard_end must follow.
  */
-static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_rec *recs, uint32_t n, char *err,
-                       size_t cap)
+static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
-    uint64_t end = recs[n - 1].offset + 1;
     uint32_t mine = 0;
-    for (uint32_t i = 0; i < n; i++)
-        mine += g->shard_of[i] == si;
+    for (uint32_t j = 0; j < nw; j++)
+        for (uint32_t i = 0; i < w[j].n; i++)
+            mine += spw__pg_goes_to(g, g->woff[j] + i, si);
     if (mine == 0)
-        return W_OK; /* nothing of this window goes there: a shard that is down does not matter */
+        return W_OK; /* nothing of these windows goes there: a shard that is down does not matter */
     if (spw__pg_ready(g, si, err, cap) < 0)
         return W_RETRY;
-    spw__pg_ensure_next(s, partition);
     uint32_t rows = 0;
-    for (uint32_t i = 0; i < n; i++)
-        rows += g->shard_of[i] == si && recs[i].offset >= s->next[partition];
+    for (uint32_t j = 0; j < nw; j++) {
+        spw__pg_ensure_next(s, w[j].partition);
+        for (uint32_t i = 0; i < w[j].n; i++)
+            rows += row_due(g, s, si, w, j, i);
+    }
     if (rows == 0)
         return W_OK;
     if (spw__pg_check_table(g, si, err, cap) < 0)
         return W_RETRY;
+    if (s->if_cap < nw) {
+        s->if_cap = nw;
+        s->if_part = spw_xrealloc(s->if_part, (size_t)nw * sizeof *s->if_part);
+        s->if_end = spw_xrealloc(s->if_end, (size_t)nw * sizeof *s->if_end);
+    }
+    s->nif = 0;
     spw_buf *q = &g->sql;
     q->len = 0;
-    spw_buf_puts(q, "BEGIN; " PROGRESS_UPSERT "(");
-    if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
-        return fail(g, si, NULL, "quoting the progress row", err, cap);
-    char nums[80];
-    snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", partition, si, end, g->incarnation);
-    spw_buf_puts(q, nums);
+    spw_buf_puts(q, "BEGIN; " PROGRESS_UPSERT);
+    for (uint32_t j = 0; j < nw; j++) {
+        uint64_t end = w[j].recs[w[j].n - 1].offset + 1;
+        if (s->next[w[j].partition] >= end)
+            continue;
+        spw_buf_puts(q, s->nif ? ", (" : "(");
+        if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
+            return fail(g, si, NULL, "quoting the progress row", err, cap);
+        char nums[96];
+        snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", w[j].partition, si, end,
+                 g->incarnation);
+        spw_buf_puts(q, nums);
+        s->if_part[s->nif] = w[j].partition;
+        s->if_end[s->nif] = end;
+        s->nif++;
+    }
     spw_buf_puts(q, PROGRESS_ON_CONFLICT "; COPY ");
     spw_buf_puts(q, g->qtable);
     spw_buf_puts(q, " (");
@@ -143,7 +205,7 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
             spw_buf_puts(q, ", ");
         spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
     }
-    spw_buf_puts(q, s->binary ? ") FROM STDIN (FORMAT binary)" : ") FROM STDIN");
+    spw_buf_puts(q, s->binary ? ") FROM STDIN (FORMAT binary); COMMIT" : ") FROM STDIN; COMMIT");
     spw_buf_put(q, "", 1);
     /* One simple-query message: PQexec stops at the COPY (PGRES_COPY_IN),
      * or returns the first error (the statements after it are skipped). */
@@ -154,17 +216,19 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
     g->copy.len = 0;
     if (s->binary)
         spw_buf_put(&g->copy, copy_bin_header, sizeof copy_bin_header);
-    for (uint32_t i = 0; i < n; i++) {
-        if (g->shard_of[i] != si || recs[i].offset < s->next[partition])
-            continue;
-        if (s->binary)
-            spw__pg_put_row_bin(g, s, partition, &recs[i]);
-        else
-            spw__pg_put_row_text(g, s, partition, &recs[i]);
-        if (g->copy.len >= COPY_PIECE) {
-            if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1)
-                return fail(g, si, NULL, "COPY data", err, cap);
-            g->copy.len = 0;
+    for (uint32_t j = 0; j < nw; j++) {
+        for (uint32_t i = 0; i < w[j].n; i++) {
+            if (!row_due(g, s, si, w, j, i))
+                continue;
+            if (s->binary)
+                spw__pg_put_row_bin(g, s, w[j].partition, &w[j].recs[i]);
+            else
+                spw__pg_put_row_text(g, s, w[j].partition, &w[j].recs[i]);
+            if (g->copy.len >= COPY_PIECE) {
+                if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1)
+                    return fail(g, si, NULL, "COPY data", err, cap);
+                g->copy.len = 0;
+            }
         }
     }
     if (s->binary)
@@ -173,31 +237,46 @@ static int shard_begin(pg *g, uint32_t si, uint32_t partition, const spw_sink_re
         PQputCopyEnd(s->c, NULL) != 1)
         return fail(g, si, NULL, "COPY data", err, cap);
     s->inflight = 1;
-    s->inflight_end = end;
     return W_OK;
 }
 
-/* The COPY's answer and COMMIT of what shard_begin began. */
-static int shard_end(pg *g, uint32_t si, uint32_t partition, char *err, size_t cap)
+/* Reads the answers of what shard_begin sent: the COPY's, then the
+ * COMMIT's (the same message ran it). */
+static int shard_end(pg *g, uint32_t si, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
     s->inflight = 0;
     PGresult *r = PQgetResult(s->c);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        /* drain to the end of the command before rolling back */
+        /* drain to the end of the message before rolling back */
         PGresult *more;
         while ((more = PQgetResult(s->c)))
             PQclear(more);
         return fail(g, si, r, "COPY", err, cap);
     }
     PQclear(r);
+    r = PQgetResult(s->c);
+    /* "COMMIT" answers a transaction that ended with it; anything else
+     * (no answer, an error, "ROLLBACK"): the outcome is not known here */
+    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    if (!ok) {
+        PGresult *more;
+        while ((more = PQgetResult(s->c)))
+            PQclear(more);
+        if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+            PQclear(r);
+            snprintf(err, cap, "shard %u: COMMIT did not commit", si);
+            spw__pg_drop(g, s);
+            return W_RETRY;
+        }
+        return fail(g, si, r, "COMMIT", err, cap);
+    }
+    PQclear(r);
     while ((r = PQgetResult(s->c)))
         PQclear(r);
-    r = PQexec(s->c, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(g, si, r, "COMMIT", err, cap);
-    PQclear(r);
-    s->next[partition] = s->inflight_end;
+    for (uint32_t i = 0; i < s->nif; i++)
+        if (s->next[s->if_part[i]] < s->if_end[i])
+            s->next[s->if_part[i]] = s->if_end[i];
     if (atomic_load(&s->repl_unsure)) {
         /* Committed here; the standby may lack it: not done until a later
          * commit's wait finishes (spw__pg_ready confirms on reconnect). */
@@ -221,8 +300,39 @@ static void fold(pg *g, int r, const char *e)
     }
 }
 
-/* Sends the window to every shard it touches (so the shards parse in
- * parallel, and the sink loop reads its next batch meanwhile). */
+/* Sends windows w[0, nw) to every shard they touch (so the shards parse
+ * in parallel, and the sink loop reads its next batch meanwhile). */
+static void begin_all(pg *g, const spw_sink_window *w, uint32_t nw)
+{
+    route(g, w, nw);
+    g->res = W_OK;
+    g->e1[0] = 0;
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        char e[512] = "";
+        fold(g, shard_begin(g, si, w, nw, e, sizeof e), e);
+    }
+}
+
+/* The answers of every shard begin_all sent to, folded into g->res. */
+static void end_all(pg *g)
+{
+    for (uint32_t si = 0; si < g->nshards; si++) {
+        if (!g->sh[si].inflight)
+            continue;
+        char e[512] = "";
+        fold(g, shard_end(g, si, e, sizeof e), e);
+    }
+}
+
+static int answer(pg *g, char *err, size_t cap)
+{
+    if (g->res == W_OK)
+        return SPW_SINK_OK;
+    snprintf(err, cap, "%s", g->e1);
+    return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+}
+
+/* One partition's window: a group of one. */
 int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                   size_t cap)
 {
@@ -230,22 +340,8 @@ int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32
     (void)err;
     (void)cap;
     pg *g = st;
-    if (g->shard_cap < n) {
-        g->shard_cap = n;
-        g->shard_of = spw_xrealloc(g->shard_of, (size_t)n * sizeof *g->shard_of);
-    }
-    if (g->nshards == 1)
-        memset(g->shard_of, 0, (size_t)n * sizeof *g->shard_of);
-    else
-        for (uint32_t i = 0; i < n; i++)
-            g->shard_of[i] =
-                spw_ring_shard(&g->ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0);
-    g->res = W_OK;
-    g->e1[0] = 0;
-    for (uint32_t si = 0; si < g->nshards; si++) {
-        char e[512] = "";
-        fold(g, shard_begin(g, si, partition, recs, n, e, sizeof e), e);
-    }
+    spw_sink_window w = {.partition = partition, .recs = recs, .n = n};
+    begin_all(g, &w, 1);
     return SPW_SINK_OK; /* spw__pg_end answers for the window */
 }
 
@@ -254,25 +350,45 @@ int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t
                 size_t cap)
 {
     pg *g = st;
-    for (uint32_t si = 0; si < g->nshards; si++) {
-        if (!g->sh[si].inflight)
-            continue;
-        char e[512] = "";
-        fold(g, shard_end(g, si, partition, e, sizeof e), e);
-    }
+    end_all(g);
     /* the delivered prefix: records every shard now holds */
     uint32_t d = 0;
     while (d < n) {
         pg_shard *s = &g->sh[g->shard_of[d]];
         if (partition >= s->nnext || recs[d].offset >= s->next[partition])
             break;
+        if (g->dual_now && g->old_of[d] != UINT32_MAX) {
+            pg_shard *o = &g->sh[g->old_of[d]];
+            if (partition >= o->nnext || recs[d].offset >= o->next[partition])
+                break;
+        }
         d++;
     }
     *done = d;
-    if (g->res == W_OK)
-        return SPW_SINK_OK;
-    snprintf(err, cap, "%s", g->e1);
-    return g->res == W_REJECT ? SPW_SINK_REJECT : SPW_SINK_RETRY;
+    spw__pg_reshard_window_end(g);
+    return answer(g, err, cap);
+}
+
+/* Windows of several partitions, each shard's share in one transaction
+ * (sink.h group_begin): what a failure leaves undone is written again
+ * window by window, and the shards that committed skip their rows then
+ * (their next moved). */
+int spw__pg_group_begin(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+{
+    (void)err;
+    (void)cap;
+    begin_all(st, w, nw);
+    return SPW_SINK_OK; /* spw__pg_group_end answers */
+}
+
+int spw__pg_group_end(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+{
+    (void)w;
+    (void)nw;
+    pg *g = st;
+    end_all(g);
+    spw__pg_reshard_window_end(g);
+    return answer(g, err, cap);
 }
 
 /* Shard si connected and its position of partition known, for a
@@ -331,6 +447,7 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
 {
     pg *g = st;
     int moved = 0;
+    spw__pg_reshard_attached(g); /* after every partition's position (sink.h) */
     for (uint32_t si = 0; si < g->nshards; si++) {
         pg_shard *s = &g->sh[si];
         char err[512];

@@ -33,6 +33,12 @@
 #define PG_SHARDS_MAX 64
 #define PG_CONNINFO_MAX 1024
 #define PG_PROGRESS_TABLE "spillway_sink_progress"
+#define PG_PROGRESS_DDL                                                                                          \
+    "SET client_min_messages = warning;"                                                                         \
+    "CREATE TABLE IF NOT EXISTS " PG_PROGRESS_TABLE " (sink text NOT NULL, stream text NOT NULL,"                \
+    " partition integer NOT NULL, shard integer NOT NULL, next_offset bigint NOT NULL,"                         \
+    " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, stream, partition, shard));"            \
+    "ALTER TABLE " PG_PROGRESS_TABLE " ADD COLUMN IF NOT EXISTS incarnation bigint NOT NULL DEFAULT 0"
 /* How long spw__pg_interrupt waits for a cancel request (PQcancel, on its
  * own thread) before it stops waiting and says so. */
 #define PG_CANCEL_WAIT_MS 2000
@@ -52,8 +58,11 @@ typedef struct pg_shard {
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
-    int inflight; /* a COPY was begun (spw__pg_begin) and waits for spw__pg_end */
-    uint64_t inflight_end; /* its window's end: next_offset once committed */
+    int inflight; /* a transaction was sent (shard_begin) and its answer waits for shard_end */
+    /* its progress rows: partition if_part[i] moves to if_end[i] once committed */
+    uint32_t *if_part;
+    uint64_t *if_end;
+    uint32_t nif, if_cap;
     uint32_t oid[PG_COLS_MAX]; /* each mapped column's type on this shard */
     uint8_t is_time[PG_COLS_MAX]; /* date/time category: $ts as ISO 8601 text */
     /* A COMMIT's wait for a synchronous standby was cancelled (a cancel,
@@ -85,13 +94,42 @@ typedef struct pg {
     spw_buf copy, sql;
     char *tmp; /* unescaped JSON strings */
     size_t tmpcap;
-    uint32_t *shard_of;
+    uint32_t *shard_of; /* each record's shard, window after window (pg_deliver.c route) */
     size_t shard_cap;
+    size_t *woff; /* window j's first record in shard_of */
+    uint32_t woff_cap;
     int res;       /* between spw__pg_begin and spw__pg_end: the window's answer so far (W_*) */
     uint64_t incarnation; /* the stream's (catalog/catalog.h), from spw__pg_position: progress rows carry it */
     char e1[512];  /* and its sentence */
     char pos_err[512]; /* why the last spw__pg_position failed */
+    /* Resharding (pg_reshard.c; docs/api.md "Resharding a postgres
+     * sink"): shards [0, from) are the old placement, [from, nshards) the
+     * shards being added (from 0: not resharding). Before cutover a
+     * record whose key moves is written to its old shard too (old_of). */
+    uint32_t from;
+    _Atomic int phase;         /* RS_* */
+    _Atomic int in_window;     /* the worker is between a dual-writing begin and its end */
+    spw_ring old_ring;         /* the ring of the old placement (from shards) */
+    uint32_t *old_of;          /* per record of the window: its old shard, or UINT32_MAX */
+    size_t old_cap;
+    int dual_now;              /* this window dual-writes (old_of is filled) */
+    uint32_t rs_rows_per_s;    /* options.reshard_rows_per_s */
+    uint32_t rs_batch;         /* options.reshard_batch_rows */
+    int rs_delete_moved;       /* options.reshard_delete_moved */
+    int rs_pause;              /* options.reshard_pause_before: RS_* or 0 */
+    struct pg_reshard *rs;     /* the reshard's thread and figures */
 } pg;
+
+/* Reshard phases, in order (docs/formats/sink-reshard.md). */
+enum { RS_NONE, RS_DUAL_WRITE, RS_BACKFILL, RS_VERIFY, RS_CUTOVER, RS_DONE };
+#define PG_RESHARD_TABLE "spillway_sink_reshard"
+
+/* Does record i of the windows (shard_of's index: g->woff[j] + i) go to shard si (its owner, or before cutover
+ * its old shard)? */
+static inline int spw__pg_goes_to(const pg *g, uint32_t i, uint32_t si)
+{
+    return g->shard_of[i] == si || (g->dual_now && g->old_of[i] == si);
+}
 
 /*
  * Built-in type OIDs (stable across PostgreSQL versions: pg_type.dat).
@@ -129,11 +167,29 @@ void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const sp
 void spw__pg_put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
 
 /* pg_deliver.c */
+int spw__pg_group_begin(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
+int spw__pg_group_end(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
 int spw__pg_begin(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                   size_t cap);
 int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t n, uint32_t *done, char *err,
                 size_t cap);
 int spw__pg_commit(void *st, uint32_t partition, uint64_t next);
 int spw__pg_rewind(void *st, uint32_t partition, uint64_t end);
+
+/* pg_reshard.c */
+/* Fills old_of (indexed as shard_of: g->woff[j] + i for w[j].recs[i]) for
+ * the windows route() placed; sets in_window. */
+void spw__pg_reshard_route(pg *g, const spw_sink_window *w, uint32_t nw, size_t total);
+void spw__pg_reshard_window_end(pg *g);
+int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min);
+void spw__pg_set_dir(void *st, const char *dir);
+int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t cap);
+void spw__pg_status_json(void *st, spw_buf *b);
+const char *spw__pg_phase(void *st);
+int spw__pg_abort(void *st, const char *dir, const char *opts, size_t len, spw_buf *options, char *err, size_t cap);
+void spw__pg_reshard_attached(pg *g); /* every partition's position was asked */
+extern const spw_sink_kind spw_sink_kind_postgres;
+void spw__pg_reshard_stop(pg *g); /* joins the reshard's thread (close, interrupt) */
+void spw__pg_reshard_free(pg *g);
 
 #endif

@@ -110,9 +110,12 @@ static const char *parse_columns(void *st, const spw_json_span *obj, const spw_o
 
 static void pg_free(pg *g)
 {
+    spw__pg_reshard_free(g); /* its thread first: it reads the shards' list */
     for (uint32_t i = 0; i < g->nshards; i++) {
         spw__pg_drop(g, &g->sh[i]);
         spw_free(g->sh[i].next);
+        spw_free(g->sh[i].if_part);
+        spw_free(g->sh[i].if_end);
     }
     pthread_mutex_destroy(&g->cancel_mu);
     spw_free(g->sh);
@@ -122,6 +125,7 @@ static void pg_free(pg *g)
     spw_buf_fini(&g->sql);
     spw_free(g->tmp);
     spw_free(g->shard_of);
+    spw_free(g->woff);
     spw_free(g);
 }
 
@@ -168,6 +172,7 @@ static const char *parse_shards(void *st, const spw_json_span *v, const spw_opt 
 }
 
 static const char *const copy_formats[] = {"auto", "text", NULL};
+static const char *const pause_names[] = {"none", "backfill", "verify", "cutover", NULL};
 
 /* The options (docs/api.md "postgres sink"): one table, core/opts.h. */
 static const spw_opt pg_opts[] = {
@@ -185,6 +190,15 @@ static const spw_opt pg_opts[] = {
     {.name = "statement_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(pg, statement_timeout_ms), .size = 4,
      .def = 60000, .min = 0, .max = 86400000,
      .help = "PostgreSQL's statement_timeout for the sink's statements (0: none); a statement past it is retried"},
+    /* resharding (pg_reshard.c); these may change while a reshard runs */
+    {.name = "reshard_rows_per_s", .type = SPW_OPT_INT, .off = offsetof(pg, rs_rows_per_s), .size = 4, .def = 10000,
+     .min = 1, .max = 10000000, .help = "a reshard's backfill copies at most this many rows a second"},
+    {.name = "reshard_batch_rows", .type = SPW_OPT_INT, .off = offsetof(pg, rs_batch), .size = 4, .def = 1000,
+     .min = 1, .max = 100000, .help = "rows a backfill batch reads from an old shard (one transaction on the new)"},
+    {.name = "reshard_delete_moved", .type = SPW_OPT_BOOL, .off = offsetof(pg, rs_delete_moved),
+     .help = "at cutover, delete the moved keys' rows from the old shards"},
+    {.name = "reshard_pause_before", .type = SPW_OPT_ENUM, .off = offsetof(pg, rs_pause), .choices = pause_names,
+     .help = "hold a reshard before this phase (backfill, verify or cutover) until the option changes"},
 };
 
 static int pg_open(const char *sink, const char *stream, const char *options, size_t len, void **st, char *err,
@@ -212,6 +226,8 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
     snprintf(g->qtable, sizeof g->qtable, "%.*s", (int)q.len, (const char *)q.p);
     spw_buf_fini(&q);
     spw_ring_init(&g->ring, g->nshards);
+    if (g->rs_pause)
+        g->rs_pause += RS_DUAL_WRITE; /* none, backfill, verify, cutover → 0, RS_BACKFILL, ... */
     *st = g;
     return 0;
 }
@@ -226,6 +242,8 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .nopts = sizeof pg_opts / sizeof pg_opts[0],
     .write_begin = spw__pg_begin,
     .write_end = spw__pg_end,
+    .group_begin = spw__pg_group_begin,
+    .group_end = spw__pg_group_end,
     .position = spw__pg_position,
     .position_error = spw__pg_position_error,
     .commit = spw__pg_commit,
@@ -233,6 +251,11 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .close = pg_close,
     .interrupt = spw__pg_interrupt,
     .replicates = spw__pg_replicates,
+    .set_dir = spw__pg_set_dir,
+    .change = spw__pg_change,
+    .status_json = spw__pg_status_json,
+    .phase = spw__pg_phase,
+    .abort = spw__pg_abort,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
      * (docs/operations.md "PostgreSQL benchmark"). */

@@ -1,0 +1,289 @@
+/*
+ * The postgres sink's group transactions (docs/api.md "postgres sink",
+ * docs/operations.md "Replication"), against a real PostgreSQL with every
+ * statement logged (log_statement 'all'):
+ *
+ *   1. Records of four partitions, all durable before the sink exists and
+ *      due at the same moment (max_wait_ms), land in ONE transaction (one
+ *      xmin for every row), with the four partitions' progress rows, and
+ *      the sink's COMMIT travels in the same message as its BEGIN,
+ *      progress upsert and COPY: the log holds no COMMIT of its own.
+ *   2. A group holding a record the table refuses (CHECK violation) falls
+ *      back to delivering each partition's window by itself: the bad
+ *      records go to the dead-letter stream, every other row is in the
+ *      table exactly once, and every partition's progress row reaches the
+ *      partition's end.
+ *   3. The replica of a stream (replicate_to, the primary now with a
+ *      synchronous standby): records that become durable while the sink's
+ *      COMMIT waits for the standby go into the very next transaction.
+ *      Record 1's transaction is held at its COPY by a table lock while
+ *      record 2 is appended, then at its COMMIT by the standby being down
+ *      while record 3 is appended: 2 and 3 must share a transaction (a
+ *      sink that read its next group before ending the pending one would
+ *      have sent 2 alone, and 3 would have waited for a third commit).
+ *   4. A replicated request is answered once its commit is done, not after
+ *      the bookkeeping that follows it: with the fsync of the sink's local
+ *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
+ *      replicated request still gets 202 (it got 504 when answered after
+ *      that file was saved).
+ */
+#include "pg.h"
+#include "spillway.h"
+
+static const char *BIN;
+static char SGATE[4300]; /* the server's SPW_TEST_SYNC_GATE */
+static pgsrv PG, STB;
+
+#define NPART 4
+
+/* n events of stream, ids first.., keys "k<i % 97>", value {"i":i,"v":v}
+ * with v = -1 (refused by the table) when bad_every divides i. */
+static void send_events(int binport, const char *stream, int first, int n, int bad_every)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", binport);
+    spillway_producer *p;
+    CHECK_EQ(spillway_producer_new(addr, NULL, &p), 0);
+    for (int i = first; i < first + n; i++) {
+        char key[16], val[64];
+        int kl = snprintf(key, sizeof key, "k%d", i % 97);
+        int vl = snprintf(val, sizeof val, "{\"i\":%d,\"v\":%d}", i, bad_every && i % bad_every == 0 ? -1 : 1);
+        CHECK_EQ(spillway_producer_send(p, stream, key, kl, val, (size_t)vl, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_FSYNC,
+                                        NULL),
+                 0);
+    }
+    CHECK_EQ(spillway_producer_flush(p, 60000), 0);
+    spillway_producer_close(p, 1000);
+}
+
+static long long num(const char *sql) { return pgsrv_num(&PG, sql); }
+
+static void wait_num(const char *sql, long long want)
+{
+    long long n = -1;
+    for (int i = 0; i < 600 && n != want; i++) {
+        n = num(sql);
+        if (n != want)
+            usleep(100000);
+    }
+    if (n != want)
+        fprintf(stderr, "%s: %lld, want %lld\n", sql, n, want);
+    CHECK_EQ(n, want);
+}
+
+/* The server's log (malloc'd). */
+static char *read_log(void)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/log", PG.dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    long len = ftell(f);
+    CHECK(len >= 0);
+    rewind(f);
+    char *b = malloc((size_t)len + 1);
+    CHECK(b);
+    CHECK_EQ(fread(b, 1, (size_t)len, f), (size_t)len);
+    b[len] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Lines of log holding needle. */
+static int count_lines(const char *log, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(log, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* POST {"i":i} to stream at ack: the status. */
+static int post_one(int port, const char *stream, const char *ack, int i)
+{
+    char path[128], ev[32];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?ack=%s", stream, ack);
+    int n = snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+    resp r = http_ex(port, "POST", path, "application/json", NULL, ev, (size_t)n);
+    free(r.body);
+    return r.status;
+}
+
+/* Until the sink's transaction (its message starts with BEGIN; INSERT
+ * INTO spillway_sink_progress) waits on the primary as cond says. */
+static void wait_sink_backend(const char *cond)
+{
+    char q[512];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; INSERT INTO spillway_sink_progress%%' "
+             "AND %s",
+             cond);
+    wait_num(q, 1);
+}
+
+static long long xmin_of(int i)
+{
+    char q[96];
+    snprintf(q, sizeof q, "SELECT xmin::text::bigint FROM rep WHERE id = %d", i);
+    return num(q);
+}
+
+static void test_replica(srv *s, const char *tmp)
+{
+    pgsrv_standby(&STB, &PG, tmp, "stb");
+    pgsrv_exec(&PG, "CREATE TABLE rep (id bigint NOT NULL, k text)");
+    put_stream(s->port, "r", "{\"partitions\":1,\"replicate_to\":\"rs\",\"replication_timeout_ms\":60000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r\",\"kind\":\"postgres\",\"retry\":{\"initial_ms\":50,\"max_ms\":500},"
+             "\"options\":{\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"rep\","
+             "\"columns\":{\"id\":\"/i\",\"k\":\"$key\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) { /* until the sink has attached and replicates */
+        st = post_one(s->port, "r", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    PGconn *l = pgsrv_conn(&PG);
+    PGresult *r = PQexec(l, "BEGIN; LOCK TABLE rep IN SHARE MODE");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    CHECK_EQ(post_one(s->port, "r", "fsync", 1), 202);
+    wait_sink_backend("wait_event_type = 'Lock'"); /* record 1's COPY waits for the lock */
+    CHECK_EQ(post_one(s->port, "r", "fsync", 2), 202);
+    pgsrv_stop_mode(&STB, "fast");
+    r = PQexec(l, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(l);
+    wait_sink_backend("wait_event = 'SyncRep'"); /* record 1's COMMIT waits for the standby */
+    CHECK_EQ(post_one(s->port, "r", "fsync", 3), 202);
+    pgsrv_start(&STB);
+    wait_num("SELECT count(*) FROM rep", 4);
+    fprintf(stderr, "replica transactions (xmin) of records 1, 2, 3: %lld %lld %lld\n", xmin_of(1), xmin_of(2),
+            xmin_of(3));
+    CHECK(xmin_of(1) != xmin_of(2));
+    CHECK_EQ(xmin_of(2), xmin_of(3));
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep"), 4);
+}
+
+static void test_bookkeeping(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE rep2 (id bigint NOT NULL)");
+    put_stream(s->port, "r2", "{\"partitions\":1,\"replicate_to\":\"rs2\",\"replication_timeout_ms\":3000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r2\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"rep2\",\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs2", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) {
+        st = post_one(s->port, "r2", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    usleep(1200 * 1000); /* the local progress file is saved at most once a second: due at the next commit */
+    FILE *f = fopen(SGATE, "w");
+    CHECK(f);
+    fclose(f);
+    st = post_one(s->port, "r2", "replicated", 1);
+    char waiting[4400];
+    snprintf(waiting, sizeof waiting, "%s.waiting", SGATE);
+    int held = 0;
+    for (int i = 0; i < 100 && !held; i++) { /* the save after that commit is held at the gate */
+        held = access(waiting, F_OK) == 0;
+        if (!held)
+            usleep(50000);
+    }
+    CHECK(unlink(SGATE) == 0);
+    fprintf(stderr, "replicated request with the progress file's fsync held: %d (held: %d)\n", st, held);
+    CHECK(held);
+    CHECK_EQ(st, 202);
+    wait_num("SELECT count(*) FROM rep2", 2);
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc >= 3);
+    BIN = argv[2]; /* spillway_test: the sync gate of test_bookkeeping */
+    CHECK(pgsrv_find() == 0);
+    char *tmp = spw_test_tmpdir("pggroup");
+    pgsrv_init(&PG, tmp, "pg");
+    pgsrv_exec(&PG, "ALTER SYSTEM SET log_statement = 'all'");
+    pgsrv_exec(&PG, "SELECT pg_reload_conf()");
+    pgsrv_exec(&PG, "CREATE TABLE ev (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0))");
+
+    char data[4200];
+    snprintf(data, sizeof data, "%s/spw", tmp);
+    snprintf(SGATE, sizeof SGATE, "%s/sgate", tmp);
+    setenv("SPW_TEST_SYNC_GATE", SGATE, 1);
+    srv s;
+    srv_start(&s, BIN, data, NULL);
+    unsetenv("SPW_TEST_SYNC_GATE");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"partitions\":%d}", NPART);
+    put_stream(s.port, "g", body);
+    put_stream(s.port, "dlq", "{\"partitions\":1}");
+
+    /* 1. four partitions' records, durable before the sink starts */
+    int N = 400;
+    send_events(s.binport, "g", 0, N, 0);
+    for (int p = 0; p < NPART; p++) /* every partition has some */
+        CHECK(part_field(s.port, "/v1/streams/g", p, "end_offset") > 0);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g\",\"kind\":\"postgres\",\"dlq\":\"dlq\",\"batch\":{\"max_events\":10000,"
+             "\"max_wait_ms\":300},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
+             "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"ev\",\"columns\":{"
+             "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/gs", body), 201);
+    wait_num("SELECT count(*) FROM ev", N);
+    CHECK_EQ(num("SELECT count(DISTINCT part) FROM ev"), NPART);
+    /* one transaction wrote them all */
+    CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev"), 1);
+    /* and every partition's progress row, in that transaction */
+    CHECK_EQ(num("SELECT count(*) FROM spillway_sink_progress WHERE sink = 'gs'"), NPART);
+    CHECK_EQ(num("SELECT count(*) FROM spillway_sink_progress p WHERE sink = 'gs' AND "
+                 "p.xmin::text = (SELECT min(xmin::text) FROM ev)"),
+             NPART);
+    CHECK_EQ(num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gs'"), N);
+    {
+        /* the COMMIT went with the COPY: two round trips, none for COMMIT alone */
+        char *log = read_log();
+        int alone = count_lines(log, "statement: COMMIT\n");
+        int with = count_lines(log, "FROM STDIN; COMMIT\n") + count_lines(log, "FROM STDIN (FORMAT binary); COMMIT\n");
+        if (alone || with < 1)
+            fprintf(stderr, "log: %d COMMIT statements alone, %d with a COPY\n", alone, with);
+        CHECK_EQ(alone, 0);
+        CHECK(with >= 1);
+        free(log);
+    }
+
+    /* 2. bad records inside groups: each window by itself, dead letters, nothing twice */
+    int M = 600, bad = 0;
+    for (int i = N; i < N + M; i++)
+        bad += i % 53 == 0;
+    send_events(s.binport, "g", N, M, 53);
+    wait_num("SELECT count(*) FROM ev", N + M - bad);
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM ev"), N + M - bad);
+    CHECK_EQ(num("SELECT count(*) FROM ev WHERE v < 0"), 0);
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gs'", N + M);
+    CHECK_EQ(part_field(s.port, "/v1/streams/dlq", 0, "end_offset"), (uint64_t)bad);
+    fprintf(stderr, "%d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
+            num("SELECT count(DISTINCT xmin::text) FROM ev"));
+
+    test_replica(&s, tmp);
+    test_bookkeeping(&s);
+    CHECK_EQ(srv_stop(&s, SIGTERM), 0);
+    pgsrv_stop_mode(&STB, "fast");
+    pgsrv_stop_mode(&PG, "fast");
+    spw_test_rmrf(tmp);
+    free(tmp);
+    return 0;
+}
