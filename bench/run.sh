@@ -55,11 +55,11 @@
 #       standby, beside ack=fsync, psql COPY and PostgreSQL's own commit
 #       round trip; see bench/replicated.sh.
 #
-#   bench/run.sh kafka [--events N] [--keys K]
+#   bench/run.sh kafka [--events N] [--keys K] [--members LIST]
 #       the Kafka listener with librdkafka (batches of 1000, linger.ms 5,
 #       acks=all, 100-byte values) beside `spillway bench --protocol bin` in
-#       one run, and a consumer-group member reading them back; see
-#       bench/kafka.sh.
+#       one run, and consumer groups of 1, 2 and 3 members reading them
+#       back; see bench/kafka.sh.
 #
 #   bench/run.sh reshard [--rows N] [--rate R] [--batch B]
 #       a postgres sink's third shard added online under --rows rows (default
@@ -114,7 +114,8 @@ benchmarks (bench/run.sh NAME [options]):
          --insert-rows N, --sink-batch N, ... (bench/run.sh pg --help)
   kafka  the Kafka listener: librdkafka producer (batches of 1000, linger.ms 5,
          acks=all, 100 B values, 50 partitions) beside spillway bench --protocol bin,
-         ratio (target 0.70), then a consumer-group read; options: --events N, --keys K
+         ratio (target 0.70), then consumer groups of 1, 2, 3 members reading them;
+         options: --events N, --keys K, --members LIST
   cost   the server's CPU ns, syscalls and context switches per event: binary and
          HTTP NDJSON (1000 per request), single-event HTTP, ack=none, and the
          first-run penalty (HTTP NDJSON x3 on a fresh server); options: --events N,

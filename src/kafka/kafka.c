@@ -261,6 +261,7 @@ void spw__kq_flush(kconn *c)
                 conn_close_now(c);
                 return;
             }
+            spw__k_spare_give(c->loop, &q->out); /* a large one: the next Fetch's */
         } else if (spw_kw_i32(&c->out, (int32_t)q->out.len) || spw_buf_put(&c->out, q->out.p, q->out.len)) {
             conn_close_now(c);
             return;
@@ -891,6 +892,7 @@ static void k_loop_init(spw_netloop *nl, void *owner)
 {
     kloop *l = (kloop *)nl;
     l->srv = owner;
+    l->spare = &l->srv->spares[l->srv->ncurs];
     l->cur = &l->srv->curs[l->srv->ncurs++]; /* called for each loop in turn, before they run */
 }
 static void k_conn_init(spw_netconn *nc) { kc(nc)->loop = (kloop *)nc->nl; }
@@ -916,6 +918,9 @@ static void k_conn_tick(spw_netconn *nc, uint64_t now)
         conn_close_now(c);
 }
 
+/* A large answer was written whole: its buffer becomes the loop's spare. */
+static void k_out_sent(spw_netconn *nc) { spw__k_spare_give(kc(nc)->loop, &nc->out); }
+
 static void k_stop_reading(spw_netconn *nc) { conn_update_reading(kc(nc)); }
 
 /* Group sessions and deadlines; in the drain, no group request waits on
@@ -924,6 +929,7 @@ static void k_loop_tick(spw_netloop *nl)
 {
     kloop *l = (kloop *)nl;
     spw__kg_tick(l->srv->kg, l, l->stopping);
+    spw__k_spare_tick(l, spw_mono_ms());
 }
 
 static const spw_netproto k_proto = {
@@ -939,6 +945,7 @@ static const spw_netproto k_proto = {
     .stop_reading = k_stop_reading,
     .conn_tick = k_conn_tick,
     .loop_tick = k_loop_tick,
+    .out_sent = k_out_sent,
 };
 
 int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server **out)
@@ -955,6 +962,7 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     atomic_store(&s->next_pid, spw_wall_ms() << 12);
     s->kg = spw__kg_new();
     s->curs = spw_xcalloc(s->cfg.threads, sizeof *s->curs);
+    s->spares = spw_xcalloc(s->cfg.threads, sizeof *s->spares);
     for (uint32_t i = 0; i < s->cfg.threads; i++)
         spw_cursor_init(&s->curs[i], NULL, 0, 64u << 10);
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
@@ -964,6 +972,7 @@ int spw_kafka_start(const spw_kafka_config *cfg, spw_svc *svc, spw_kafka_server 
     if (r < 0) {
         spw__kg_free(s->kg);
         spw_free(s->curs);
+        spw_free(s->spares);
         spw_free(s);
         return r;
     }
@@ -985,7 +994,10 @@ void spw_kafka_stop(spw_kafka_server *s, uint32_t drain_ms)
     spw_netsrv_stop(&s->ns, drain_ms);
     for (uint32_t i = 0; i < s->cfg.threads; i++)
         spw_cursor_fini(&s->curs[i]);
+    for (uint32_t i = 0; i < s->cfg.threads; i++)
+        spw_buf_fini(&s->spares[i]);
     spw_free(s->curs);
+    spw_free(s->spares);
     spw__kg_free(s->kg);
     spw_free(s);
 }

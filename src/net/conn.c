@@ -604,6 +604,8 @@ int spw_netconn_send(spw_netconn *c)
     }
     c->out_wait_ms = 0;
     c->out.len = c->out_off = 0;
+    if (c->out.cap > (1u << 20) && c->nl->ns->proto->out_sent)
+        c->nl->ns->proto->out_sent(c);
     if (c->out.cap > (1u << 20))
         spw_buf_fini(&c->out);
     if (c->want_out) {

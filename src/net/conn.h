@@ -112,6 +112,9 @@ typedef struct spw_netproto {
     void (*after_events)(spw_netloop *l); /* after each round of events */
     void (*loop_tick)(spw_netloop *l);    /* every tick, before the connections' */
     void (*conn_tick)(spw_netconn *c, uint64_t now_ms); /* every tick, each open connection */
+    /* out was written whole and is over 1 MiB: the protocol may take its
+     * memory (leaving c->out zeroed) to reuse it; else the core frees it. */
+    void (*out_sent)(spw_netconn *c);
 } spw_netproto;
 
 typedef struct spw_netsrv_config {
