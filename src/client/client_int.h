@@ -38,5 +38,7 @@ void spw__producer_set_id(spillway_producer *p, uint64_t id);
 /* The server (index into the servers string) a record with this key goes
  * to (key_len -1: no key, round robin). */
 uint32_t spw__producer_route(spillway_producer *p, const void *key, int32_t key_len);
+/* The connect_attempts_max in force (the default resolved by the server count). */
+uint32_t spw__producer_connect_attempts_max(const spillway_producer *p);
 
 #endif

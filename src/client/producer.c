@@ -254,6 +254,8 @@ uint32_t spw__producer_route(spillway_producer *p, const void *key, int32_t key_
     return s;
 }
 
+uint32_t spw__producer_connect_attempts_max(const spillway_producer *p) { return p->cfg.connect_attempts_max; }
+
 /* Point v of server i on the ring: "host:port#v" (include/spillway.h "Routing"). */
 static int server_label(void *arg, uint32_t i, uint32_t v, char *out, size_t cap)
 {

@@ -665,7 +665,9 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
     return r;
 }
 
-int spillway_client_describe_stream(spillway_client *c, const char *name, char **json)
+/* A request of one stream name answered by one JSON document: STREAM_DESCRIBE
+ * and GROUP_LIST (the same layouts, docs/protocol.md). */
+static int name_json_roundtrip(spillway_client *c, uint8_t op, const char *name, char **json)
 {
     size_t nl = name ? strlen(name) : 0;
     if (!c || !json || nl == 0 || nl > SPW_STREAM_NAME_WIRE_MAX)
@@ -678,7 +680,7 @@ int spillway_client_describe_stream(spillway_client *c, const char *name, char *
     uint8_t *frame;
     const uint8_t *rest;
     size_t rl;
-    int r = roundtrip(c, SPW_OP_STREAM_DESCRIBE, &body, &frame, &rest, &rl);
+    int r = roundtrip(c, op, &body, &frame, &rest, &rl);
     spw_buf_fini(&body);
     if (r)
         return r;
@@ -691,30 +693,14 @@ int spillway_client_describe_stream(spillway_client *c, const char *name, char *
     return json_answer(frame, j, jl, json, NULL);
 }
 
+int spillway_client_describe_stream(spillway_client *c, const char *name, char **json)
+{
+    return name_json_roundtrip(c, SPW_OP_STREAM_DESCRIBE, name, json);
+}
+
 int spillway_client_list_groups(spillway_client *c, const char *stream, char **json)
 {
-    size_t nl = stream ? strlen(stream) : 0;
-    if (!c || !json || nl == 0 || nl > SPW_STREAM_NAME_WIRE_MAX)
-        return SPILLWAY_ERR_INVALID;
-    spw_buf body = SPW_BUF_INIT;
-    if (spw_stream_describe_req_encode(&body, stream, nl)) { /* GROUP_LIST has its layout */
-        spw_buf_fini(&body);
-        return SPILLWAY_ERR_NOMEM;
-    }
-    uint8_t *frame;
-    const uint8_t *rest;
-    size_t rl;
-    int r = roundtrip(c, SPW_OP_GROUP_LIST, &body, &frame, &rest, &rl);
-    spw_buf_fini(&body);
-    if (r)
-        return r;
-    const char *j, *why;
-    uint32_t jl;
-    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
-        free(frame);
-        return SPILLWAY_ERR_PROTOCOL;
-    }
-    return json_answer(frame, j, jl, json, NULL);
+    return name_json_roundtrip(c, SPW_OP_GROUP_LIST, stream, json);
 }
 
 int spillway_client_reset_group(spillway_client *c, const char *stream, const char *group, const char *reset,

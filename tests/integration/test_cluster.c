@@ -238,6 +238,19 @@ int main(int argc, char **argv)
     spillway_producer_config cfg;
     spillway_producer_config_init(&cfg);
     CHECK_EQ(cfg.connect_attempts_max, SPILLWAY_CONNECT_ATTEMPTS_DEFAULT); /* 8 with several servers, 0 with one */
+    {
+        /* the default resolved: 8 rounds with several servers, none with one
+         * (a lone server's restart is ridden out up to the delivery timeout) */
+        spillway_producer *one, *three;
+        char first[64];
+        snprintf(first, sizeof first, "127.0.0.1:%d", s[0].binport);
+        CHECK_EQ(spillway_producer_new(first, &cfg, &one), 0);
+        CHECK_EQ(spillway_producer_new(servers, &cfg, &three), 0);
+        CHECK_EQ(spw__producer_connect_attempts_max(one), 0);
+        CHECK_EQ(spw__producer_connect_attempts_max(three), 8);
+        spillway_producer_close(one, 0);
+        spillway_producer_close(three, 0);
+    }
     cfg.on_delivery = on_delivery;
     cfg.opaque = &t;
     cfg.backoff_ms = 10;
