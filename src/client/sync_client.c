@@ -665,8 +665,28 @@ int spillway_client_create_stream(spillway_client *c, const char *name, const ch
     return r;
 }
 
-/* A request of one stream name answered by one JSON document: STREAM_DESCRIBE
- * and GROUP_LIST (the same layouts, docs/protocol.md). */
+/* Sends body as op and takes the answer's JSON document (the
+ * STREAM_DESCRIBE answer layout, which GROUP_LIST and GROUP_RESET share:
+ * docs/protocol.md). Frees body. */
+static int json_roundtrip(spillway_client *c, uint8_t op, spw_buf *body, char **json)
+{
+    uint8_t *frame;
+    const uint8_t *rest;
+    size_t rl;
+    int r = roundtrip(c, op, body, &frame, &rest, &rl);
+    spw_buf_fini(body);
+    if (r)
+        return r;
+    const char *j, *why;
+    uint32_t jl;
+    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
+        free(frame);
+        return SPILLWAY_ERR_PROTOCOL;
+    }
+    return json_answer(frame, j, jl, json, NULL);
+}
+
+/* A request of one stream name (STREAM_DESCRIBE, GROUP_LIST). */
 static int name_json_roundtrip(spillway_client *c, uint8_t op, const char *name, char **json)
 {
     size_t nl = name ? strlen(name) : 0;
@@ -677,20 +697,7 @@ static int name_json_roundtrip(spillway_client *c, uint8_t op, const char *name,
         spw_buf_fini(&body);
         return SPILLWAY_ERR_NOMEM;
     }
-    uint8_t *frame;
-    const uint8_t *rest;
-    size_t rl;
-    int r = roundtrip(c, op, &body, &frame, &rest, &rl);
-    spw_buf_fini(&body);
-    if (r)
-        return r;
-    const char *j, *why;
-    uint32_t jl;
-    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
-        free(frame);
-        return SPILLWAY_ERR_PROTOCOL;
-    }
-    return json_answer(frame, j, jl, json, NULL);
+    return json_roundtrip(c, op, &body, json);
 }
 
 int spillway_client_describe_stream(spillway_client *c, const char *name, char **json)
@@ -715,20 +722,7 @@ int spillway_client_reset_group(spillway_client *c, const char *stream, const ch
         spw_buf_fini(&body);
         return SPILLWAY_ERR_NOMEM;
     }
-    uint8_t *frame;
-    const uint8_t *rest;
-    size_t rl;
-    int r = roundtrip(c, SPW_OP_GROUP_RESET, &body, &frame, &rest, &rl);
-    spw_buf_fini(&body);
-    if (r)
-        return r;
-    const char *j, *why;
-    uint32_t jl;
-    if (spw_stream_describe_resp_decode(rest, rl, &j, &jl, &why)) {
-        free(frame);
-        return SPILLWAY_ERR_PROTOCOL;
-    }
-    return json_answer(frame, j, jl, json, NULL);
+    return json_roundtrip(c, SPW_OP_GROUP_RESET, &body, json);
 }
 
 /* ---- views: VIEW_READ ---- */
