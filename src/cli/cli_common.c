@@ -114,6 +114,21 @@ int spw__cli_parse(const char *p, size_t n, spw_json_span *out)
     return spw_json_ws(end, p + n) == p + n ? 0 : -1;
 }
 
+int spw__cli_list_array(const char *cmd, const char *body, size_t len, int json, const char *member, const char *what,
+                        spw_json_span *arr)
+{
+    if (json) {
+        fwrite(body, 1, len, stdout);
+        return 1;
+    }
+    spw_json_span o;
+    if (spw__cli_parse(body, len, &o) || !spw__cli_member(&o, member, arr)) {
+        fprintf(stderr, "spillway %s: the server's answer is not a %s list\n", cmd, what);
+        return -1;
+    }
+    return 0;
+}
+
 int spw__cli_member(const spw_json_span *obj, const char *name, spw_json_span *out)
 {
     if (obj->type != SPW_JSON_OBJECT)

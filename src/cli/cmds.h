@@ -70,6 +70,12 @@ int spw__cli_error_parts(const char *body, size_t len, char *msg, size_t msg_cap
 int spw__cli_member(const spw_json_span *obj, const char *name, spw_json_span *out);
 /* Parses the whole of [p, p + n) as one JSON value. Returns 0 or -1. */
 int spw__cli_parse(const char *p, size_t n, spw_json_span *out);
+/* The array member `member` of a list answer (GET /v1/streams, /v1/sinks,
+ * .../groups) into arr: 0. With json set, prints the body as it came
+ * instead and returns 1. If the body is not such an object, says
+ * "spillway CMD: the server's answer is not a WHAT list" and returns -1. */
+int spw__cli_list_array(const char *cmd, const char *body, size_t len, int json, const char *member, const char *what,
+                        spw_json_span *arr);
 /* Next element of an array span; *cursor starts at NULL. Returns 1 or 0 at the end. */
 int spw__cli_array_next(const spw_json_span *arr, const char **cursor, spw_json_span *elem);
 /* A string member decoded into out (NUL-terminated, truncated to cap); "" if absent or not a string. */

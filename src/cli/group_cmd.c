@@ -50,15 +50,10 @@ static int cmd_list(spw_httpc *c, const char *stream, int json)
     spw_httpc_resp r;
     if (get(c, "group list", target, &r))
         return 1;
-    if (json) {
-        fwrite(r.body, 1, r.body_len, stdout);
-        return 0;
-    }
-    spw_json_span o, arr, e;
-    if (spw__cli_parse(r.body, r.body_len, &o) || !spw__cli_member(&o, "groups", &arr)) {
-        fprintf(stderr, "spillway group list: the server's answer is not a group list\n");
-        return 1;
-    }
+    spw_json_span arr, e;
+    int l = spw__cli_list_array("group list", r.body, r.body_len, json, "groups", "group", &arr);
+    if (l)
+        return l < 0;
     const char *cur = NULL;
     int count = 0;
     while (spw__cli_array_next(&arr, &cur, &e)) {

@@ -195,15 +195,10 @@ static int cmd_list(spw_httpc *c, int json)
     spw_httpc_resp r;
     if (request(c, "sink list", "GET", "/v1/sinks", NULL, 0, &r) < 0)
         return 1;
-    if (json) {
-        fwrite(r.body, 1, r.body_len, stdout);
-        return 0;
-    }
-    spw_json_span o, arr, e;
-    if (spw__cli_parse(r.body, r.body_len, &o) || !spw__cli_member(&o, "sinks", &arr)) {
-        fprintf(stderr, "spillway sink list: the server's answer is not a sink list\n");
-        return 1;
-    }
+    spw_json_span arr, e;
+    int l = spw__cli_list_array("sink list", r.body, r.body_len, json, "sinks", "sink", &arr);
+    if (l)
+        return l < 0;
     const char *cur = NULL;
     int count = 0;
     while (spw__cli_array_next(&arr, &cur, &e)) {

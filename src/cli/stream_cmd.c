@@ -377,9 +377,8 @@ static int cmd_list(spw_httpc *c, int json)
     char *copy = spw_xmalloc(r.body_len + 1);
     memcpy(copy, r.body, r.body_len);
     size_t len = r.body_len;
-    spw_json_span o, arr, e;
-    if (spw__cli_parse(copy, len, &o) || !spw__cli_member(&o, "streams", &arr)) {
-        fprintf(stderr, "spillway stream list: the server's answer is not a stream list\n");
+    spw_json_span arr, e;
+    if (spw__cli_list_array("stream list", copy, len, 0, "streams", "stream", &arr)) {
         spw_free(copy);
         return 1;
     }
