@@ -212,22 +212,26 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
  * batch, up to max_events or max_bytes in all (a window that crosses
  * either is the last; the next cycle starts after it, so no partition
  * waits behind others), and are written as one unit while the next group
- * is read (the replica of a stream, replicate_to, ends it first). One
- * commit then carries what several partitions had waiting: for a
- * replicated stream, the requests of every partition wait for one round
- * of the target's commit, not one round per partition. Returns whether
- * something was written or ended.
+ * is read (the replica of a stream, replicate_to, ends it first unless
+ * the cap cut it: see below). One commit then carries what several
+ * partitions had waiting: for a replicated stream, the requests of every
+ * partition wait for one round of the target's commit, not one round per
+ * partition. Returns whether something was written or ended.
  */
 static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, int replica)
 {
     sink_batch *b = &k->b;
     int worked = 0;
-    if (replica && k->has_pend) {
+    if (replica && k->has_pend && !k->pend_cut) {
         /* Replicated requests wait for these commits: the pending group
          * is ended first, so what became durable while it committed goes
          * into the very next group. Read before it ended (as below), that
          * next group would hold only what came in the moment between, and
-         * the rest would wait for a third commit. */
+         * the rest would wait for a third commit. Not so when the cap cut
+         * the pending group (more was waiting than one group takes): the
+         * next group is full either way, and reading it while the target
+         * commits overlaps the two, as for any other sink; ending first
+         * would leave the target idle while the sink reads. */
         spw__sink_finish_pending(k);
         worked = 1;
         if (spw__sink_stopping(k))
@@ -238,6 +242,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     b->bytes = 0;
     b->arena.len = 0;
     b->nwin = 0;
+    int cut = 0; /* the group stopped at max_events or max_bytes */
     uint32_t np = k->nparts;
     for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
         uint32_t i = (k->grp_start + c) % np;
@@ -271,6 +276,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
         b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
         if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
             k->grp_start = (i + 1) % np;
+            cut = 1;
             break;
         }
     }
@@ -290,6 +296,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     if (b->nwin == 0)
         return worked;
     spw__sink_deliver_group(k);
+    k->pend_cut = k->has_pend && cut;
     /* the group is k->pend now if it was begun (the buffers swapped), else still b */
     const sink_batch *g = k->has_pend ? &k->pend : b;
     for (uint32_t j = 0; j < g->nwin; j++) {
