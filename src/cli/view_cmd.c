@@ -147,11 +147,25 @@ static void show_one(const spw_json_span *e, int header)
 
 /* Runs sub on one server. capture (reads over a cluster): the answer's body
  * is put there instead of printed, and a 404 unknown_key returns 3 unsaid. */
+static int run_as(spw_httpc *c, const char *as, const char *sub, const char *name, const char *key, const vopts *o,
+                  int json, spw_buf *capture);
+
 static int run(spw_httpc *c, const char *sub, const char *name, const char *key, const vopts *o, int json,
                spw_buf *capture)
 {
+    return run_as(c, NULL, sub, name, key, o, json, capture);
+}
+
+/* run, its messages said as command as ("view top" reading the definition
+ * it needs), or as "view SUB" when as is NULL. */
+static int run_as(spw_httpc *c, const char *as, const char *sub, const char *name, const char *key, const vopts *o,
+                  int json, spw_buf *capture)
+{
     char cmd[32];
-    snprintf(cmd, sizeof cmd, "view %s", sub);
+    if (as)
+        snprintf(cmd, sizeof cmd, "%s", as);
+    else
+        snprintf(cmd, sizeof cmd, "view %s", sub);
     spw_buf t = SPW_BUF_INIT, body = SPW_BUF_INIT;
     spw_httpc_resp r;
     int rc = 1, st;
@@ -216,6 +230,8 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
         printf("view %s: rebuilding from the start of its stream\n", name);
     } else if (json || (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0)) {
         fwrite(r.body, 1, r.body_len, stdout);
+        if (!r.body_len || r.body[r.body_len - 1] != '\n')
+            putchar('\n'); /* one line */
         if (strcmp(sub, "verify") == 0 && !memmem(r.body, r.body_len, "\"ok\":true", 9))
             rc = 1; /* the view differs from its log */
     } else {
@@ -264,7 +280,7 @@ static int view_def(spw_httpc *c, const char *cmd, const char *name, vdef *d)
     static const vopts none;
     spw_buf b = SPW_BUF_INIT;
     spw_json_span obj, def;
-    int rc = run(c, "show", name, NULL, &none, 1, &b);
+    int rc = run_as(c, cmd, "show", name, NULL, &none, 1, &b);
     if (rc == 0) {
         if (spw__cli_parse((const char *)b.p, b.len, &obj) < 0 || !spw__cli_member(&obj, "definition", &def)) {
             fprintf(stderr, "spillway %s: the server's answer is not a view\n", cmd);
