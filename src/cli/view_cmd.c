@@ -41,10 +41,13 @@ static const char view_usage[] =
     "Every form takes --server HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ") and\n"
     "--token T (a bearer token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the\n"
     "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n"
-    "A cluster: --server=A,B,C. get and series ask the node the ring names for KEY (the client\n"
-    "library's ring; --ring LIST places keys by LIST's addresses instead, e.g. the nodes' binary\n"
-    "ones, same count and order); top asks every node for N and merges; the other forms run on\n"
-    "every node in turn. docs/api.md \"Reads across nodes\".\n";
+    "A cluster: --server=A,B,C. get and series of a view grouped by $key ask the node the ring\n"
+    "names for KEY (the client library's ring; --ring LIST places keys by LIST's addresses\n"
+    "instead, e.g. the nodes' binary ones, same count and order); of a view grouped by a field\n"
+    "they ask every node and add the parts (a latest view ordered by offset with records on\n"
+    "several nodes is refused); top asks every node for N (1000 when grouped by a field) and\n"
+    "merges, exit 1 when that cannot be exact; the other forms run on every node in turn.\n"
+    "docs/api.md \"Reads across nodes\".\n";
 
 /* Appends s percent-encoded (all but unreserved bytes) to b. */
 static void pct(spw_buf *b, const char *s)
