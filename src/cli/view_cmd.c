@@ -672,8 +672,16 @@ static int key_cluster(const spw_cli_cluster *cl, const char *token, const char 
     if ((rc = view_def(&c, cmd, name, &d)) == 0 && strcmp(d.group_by, "$key") == 0)
         rc = run(&c, sub, name, key, o, 0, NULL);
     spw_httpc_close(&c);
-    if (rc == 0 && strcmp(d.group_by, "$key") != 0)
+    if (rc == 0 && strcmp(d.group_by, "$key") != 0) {
+        if (o->min_offsets) { /* P:O pairs are one node's offsets */
+            fprintf(stderr,
+                    "spillway %s: view %s groups by %s, so it is read from every node, and --min-offsets names "
+                    "one node's offsets: wait on each node with --server NODE --min-offsets, then read\n",
+                    cmd, name, d.group_by);
+            return 1;
+        }
         rc = key_scatter(cl, token, sub, name, key, o, &d);
+    }
     return rc;
 }
 

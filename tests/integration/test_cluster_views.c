@@ -13,7 +13,8 @@
  *     (exit 1), as offsets of different nodes do not order;
  *   - top: one entry per page with its whole sum, in the right order; and
  *     when a node lists as many keys as a node lists at most (1000), a
- *     top that cannot be known exactly is refused (exit 1).
+ *     top that cannot be known exactly is refused (exit 1);
+ *   - --min-offsets (one node's offsets) with a read of every node: refused.
  */
 #include <sys/stat.h>
 
@@ -129,6 +130,11 @@ int main(int argc, char **argv)
     o = cli_run(BIN, "view get vo p2 --server %s", list);
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "offsets of different nodes do not order") != NULL);
+    free(o.text);
+    /* --min-offsets names one node's offsets: refused for a read of every node */
+    o = cli_run(BIN, "view get vs p1 --min-offsets 0:0 --server %s", list);
+    CHECK_EQ(o.rc, 1);
+    CHECK(strstr(o.text, "--min-offsets names one node's offsets") != NULL);
     free(o.text);
     /* a page nobody sent: 404 from every node, said once */
     o = cli_run(BIN, "view get vs nope --server %s", list);
