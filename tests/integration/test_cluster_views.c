@@ -14,7 +14,8 @@
  *   - top: one entry per page with its whole sum, in the right order; and
  *     when a node lists as many keys as a node lists at most (1000), a
  *     top that cannot be known exactly is refused (exit 1);
- *   - --min-offsets (one node's offsets) with a read of every node: refused.
+ *   - --min-offsets (one node's offsets) with a read of every node: refused;
+ *   - a view over keyless records (spread over the nodes): the same.
  */
 #include <sys/stat.h>
 
@@ -148,6 +149,27 @@ int main(int argc, char **argv)
     CHECK(t != NULL);
     CHECK(strstr(t, "{\"key\":\"p1\",\"count\":100,\"sum\":200}]") != NULL);
     CHECK(strstr(t, "\"p0\"") == NULL);
+    free(t);
+
+    /* keyless records (no key pointer): spread over the nodes by the
+     * producer, so every group of a view over them is read from all */
+    o = cli_run(BIN, "stream create kl --partitions 2 --server %s", list);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    o = cli_run(BIN, "view create vkl --stream kl --kind sum --field /n --group-by /page --server %s", list);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    o = cli_run(BIN, "produce kl %s --server %s", file, list);
+    CHECK_EQ(o.rc, 0);
+    free(o.text);
+    int spread = 0;
+    for (int n = 0; n < NODES; n++)
+        spread += part_field(s[n].port, "/v1/streams/kl", 0, "end_offset") +
+                      part_field(s[n].port, "/v1/streams/kl", 1, "end_offset") >
+                  0;
+    CHECK(spread >= 2); /* more than one node took keyless lines */
+    t = until("\"key\":\"p2\",\"count\":100,\"sum\":300", "view get vkl p2 --server %s", list, NULL);
+    CHECK(t != NULL);
     free(t);
 
     /* A node listing 1000 keys may leave parts out: with every page at
