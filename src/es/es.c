@@ -12,7 +12,8 @@
  *   - the store: a RocksDB database per stream, DATA/streams/NAME/es/
  *     (docs/formats/es-index.md), filled by one indexer thread per stream
  *     from the durable records of each partition (the record cursor), each
- *     write one WriteBatch holding the records' entries and the
+ *     write one WriteBatch holding the records' entries (in key order,
+ *     with a memtable insert hint: ix_flush) and the
  *     partition's new indexed offset. Opening = read the indexed offsets,
  *     index the log's tail past them, start the thread: never the whole
  *     log again. Each write also names its records in one 'o' entry
