@@ -25,6 +25,7 @@
  * events of 100,000 keys and 1,000 of "the-aggregate" spread among them.
  */
 #include <arpa/inet.h>
+#include <endian.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -54,6 +55,7 @@ typedef struct worker {
     size_t nlat, cap;
     uint64_t rs;
     uint32_t agg[MAX_INFLIGHT]; /* the aggregate of each slot in flight */
+    uint8_t *busy;              /* bit per aggregate: some slot has it in flight */
     uint64_t t0[MAX_INFLIGHT];
     uint32_t fifo[MAX_INFLIGHT]; /* HTTP: slots in request order */
     uint32_t head, nfifo;
@@ -103,19 +105,19 @@ static int send_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* n (at most 8) little-endian bytes: one store or load, not a loop */
 static uint8_t *put_le(uint8_t *p, uint64_t v, int n)
 {
-    for (int i = 0; i < n; i++)
-        *p++ = (uint8_t)(v >> (8 * i));
-    return p;
+    uint64_t le = htole64(v);
+    memcpy(p, &le, (size_t)n);
+    return p + n;
 }
 
 static uint64_t get_le(const uint8_t *p, int n)
 {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    memcpy(&v, p, (size_t)n);
+    return le64toh(v);
 }
 
 /* Room for n more bytes of requests in w->out. */
@@ -233,18 +235,18 @@ static int send_append(worker *w, uint32_t slot, uint32_t a, uint64_t exp)
  * connection has in flight. */
 static int issue(worker *w, uint32_t slot)
 {
-    uint32_t a;
+    uint32_t a = w->agg[slot];
+    if (a != UINT32_MAX)
+        w->busy[a >> 3] &= (uint8_t)~(1u << (a & 7));
     for (;;) {
         w->rs ^= w->rs << 13;
         w->rs ^= w->rs >> 7;
         w->rs ^= w->rs << 17;
         a = (uint32_t)(w->rs % aggs);
-        int busy = 0;
-        for (int i = 0; i < inflight && !busy; i++)
-            busy = (uint32_t)i != slot && w->agg[i] == a;
-        if (!busy || aggs <= (uint32_t)inflight)
+        if (!(w->busy[a >> 3] >> (a & 7) & 1) || aggs <= (uint32_t)inflight)
             break;
     }
+    w->busy[a >> 3] |= (uint8_t)(1u << (a & 7));
     w->agg[slot] = a;
     w->t0[slot] = now_us();
     return send_append(w, slot, a, atomic_load(&known[a]));
@@ -338,6 +340,7 @@ static void *run(void *arg)
     }
     for (int i = 0; i < inflight; i++)
         w->agg[i] = UINT32_MAX;
+    w->busy = calloc((size_t)aggs / 8 + 1, 1);
     for (int i = 0; i < inflight; i++)
         if (issue(w, (uint32_t)i)) {
             w->errors++;
@@ -377,6 +380,7 @@ out:
     close(w->fd);
     free(w->in);
     free(w->out);
+    free(w->busy);
     return NULL;
 }
 
