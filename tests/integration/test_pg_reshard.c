@@ -167,6 +167,7 @@ static _Atomic unsigned char ACK[EV_MAX]; /* 1: acknowledged, 2: failed */
 static unsigned char SENT_PH[EV_MAX];     /* PHASE when sent (read after the producer is joined) */
 static _Atomic int NEXT_ID;               /* events [0, NEXT_ID) sent */
 static _Atomic int PROD_STOP;
+static uint64_t PROD_RECONNECTS; /* the producer's, read after it is joined */
 static pthread_mutex_t PG_MU = PTHREAD_MUTEX_INITIALIZER; /* a sample, or a shard stopped or started */
 
 static void on_delivery(void *opaque, const spillway_delivery *d)
@@ -222,6 +223,7 @@ static void *producer_main(void *arg)
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
     }
     CHECK_EQ(spillway_producer_flush(p, 120000), 0);
+    PROD_RECONNECTS = spillway_producer_reconnects(p);
     spillway_producer_close(p, 1000);
     return NULL;
 }
@@ -649,9 +651,10 @@ static void test_reshard(int n)
         else
             failed++;
     }
-    printf("test_pg_reshard: %d events (%d produced at a steady rate, %lld not acknowledged), %d of %d keys moved to "
-           "the new shard, deleted %lld + %lld moved rows across a kill -9 in cutover\n",
-           last, last - n, failed, moved, KEYS, deleted0, left1);
+    printf("test_pg_reshard: %d events (%d produced at a steady rate, %lld not acknowledged, %llu reconnects), %d of "
+           "%d keys moved to the new shard, deleted %lld + %lld moved rows across a kill -9 in cutover\n",
+           last, last - n, failed, (unsigned long long)PROD_RECONNECTS, moved, KEYS, deleted0, left1);
+    CHECK(PROD_RECONNECTS >= 4); /* the one producer rode out the four kills */
     for (int ph = 0; ph < PH_N; ph++) {
         long long sp = atomic_load(&SAMPLES_PH[ph]);
         printf("test_pg_reshard: %-10s %lld events acknowledged, %lld samples\n", PH_NAMES[ph], per_ph[ph], sp);
