@@ -25,14 +25,19 @@
  *   verify      per range, per moving key, the row count and the sum of
  *               offsets below min(old shard's position, new shard's
  *               position), old vs new; a difference is shown and that
- *               range goes back to backfill from its start.
+ *               range goes back to backfill from its start. Held before
+ *               cutover, it runs again only when dual writes wrote rows
+ *               of moving keys (moved_written) or RS_VERIFY_HELD_MS on.
  *   cutover     written first, then the worker writes the new placement
  *               only (the thread waits for a dual-writing window in
  *               flight to end); with reshard_delete_moved the moved keys'
  *               rows are deleted from the old shards; then done.
  *
  * reshard_pause_before holds the reshard before a phase (to check before
- * cutover, say). Before cutover, POST /v1/sinks/NAME/reshard/abort
+ * cutover, say). The figures GET shows are written with every phase (the
+ * state file), so a restart, and done, keep them. A PUT of the definition
+ * as GET shows it (shard passwords "[redacted]") keeps the running
+ * shards' strings (spw__pg_unredact). Before cutover, POST /v1/sinks/NAME/reshard/abort
  * (spw__pg_abort, on a state of its own while the sink is stopped) deletes
  * on each new shard, in one transaction, the rows of the keys the new ring
  * gives it, its progress and cursor rows, and answers the options with the
