@@ -138,6 +138,16 @@ int main(int argc, char **argv)
     /* the definition as shown */
     char *b = get_sink();
     CHECK(strstr(b, RED[0]) && strstr(b, RED[1]) && !strstr(b, "sekrit"));
+    /* its "definition" sent back as it is: the same sink */
+    char *d0 = strstr(b, "\"definition\":"), *d1 = strstr(b, ",\"state\":");
+    CHECK(d0 && d1 && d1 > d0);
+    d0 += strlen("\"definition\":");
+    *d1 = 0;
+    resp r0 = http_json(S.port, "PUT", "/v1/sinks/k", d0);
+    if (r0.status != 200)
+        fprintf(stderr, "PUT %s: %d %s\n", d0, r0.status, r0.body ? r0.body : "");
+    CHECK_EQ(r0.status, 200);
+    free(r0.body);
     free(b);
     const char *shown[] = {RED[0], RED[1]};
     put_def(shown, 2, "", 200, NULL); /* the same sink */
