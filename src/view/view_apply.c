@@ -202,6 +202,8 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
         }
     }
     spw_free(ord);
+    if (r == 0 && v->dirty >= VIEW_CHAIN_MAX) /* chains of more operands than VIEW_CHAIN_MAX may form */
+        r = spw__view_store_chain(v, 1);
     if (r == 0) {
         spw__view_meta_encode(&v->meta, mb);
         rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb->p, mb->len);
@@ -356,6 +358,7 @@ static int flush_store(spw_view *v)
     }
     atomic_fetch_add(&v->flushes, 1);
     v->dirty = 0;
+    spw__view_store_chain(v, 0); /* the memtable is empty: no chain there (a failure leaves the bound on) */
     v->last_flush_ms = spw_mono_ms();
     for (uint32_t i = 0; i < v->meta.nparts; i++) {
         uint64_t pos = v->meta.next[i];

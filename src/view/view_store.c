@@ -514,10 +514,13 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_block_based_options_destroy(bb);
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
-        /* a hot key's entry gets an operand every batch: past this many in
-         * the memtable, a write merges them with the value into one (a
-         * read first), so a read never merges an unbounded chain */
-        rocksdb_options_set_max_successive_merges(v->opts, 64);
+        /* a hot key's entry gets one operand per batch, so no chain in
+         * the memtable is longer than the batches since the last flush
+         * (v->dirty): RocksDB's own bound (max_successive_merges: past it
+         * a write reads the key and merges its chain into one value) is
+         * off while that is short, since it costs a memtable seek per
+         * operand, and on past VIEW_CHAIN_MAX batches (spw__view_store_chain) */
+        rocksdb_options_set_max_successive_merges(v->opts, 0);
         rocksdb_options_set_merge_operator(
             v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
                                                   merge_name));
@@ -533,6 +536,25 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         v->db = NULL;
         return -EIO;
     }
+    v->chain_bound = 0; /* as v->opts say */
+    return 0;
+}
+
+int spw__view_store_chain(spw_view *v, int bound)
+{
+    if (v->chain_bound == bound)
+        return 0;
+    char num[16];
+    snprintf(num, sizeof num, "%d", bound ? VIEW_CHAIN_MAX : 0);
+    const char *keys[1] = {"max_successive_merges"}, *vals[1] = {num};
+    char *e = NULL;
+    rocksdb_set_options(v->db, 1, keys, vals, &e);
+    if (e) {
+        spw_error("view %s: setting max_successive_merges: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    v->chain_bound = bound;
     return 0;
 }
 
