@@ -38,6 +38,7 @@
 #define SPW_VIEW_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,10 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
 /* Stops every apply thread (the batch in progress commits), flushes every
  * store, releases the holds and frees. REQUIRES: no request is using m. */
 void spw_views_close(spw_views *m);
+/* Tests: records one apply batch folds at most (0: the default bound),
+ * read at each batch; a small one makes a view's catch-up many batches
+ * through the commit pipeline (view_apply.c). */
+extern _Atomic uint32_t spw__view_batch_records;
 
 /* PUT: 1 created, 0 an identical one exists (canon gets the canonical
  * definition either way), or SPW_EINVAL, -ENOENT (no stream), -EEXIST,

@@ -239,6 +239,9 @@ int main(void)
     uint64_t seeds = env && atoi(env) > 0 ? (uint64_t)atoi(env) : 4;
     for (uint64_t seed = 1; seed <= seeds; seed++) {
         char *dir = spw_test_tmpdir("viewmodel");
+        /* even seeds: batches of a few records, so that a view's catch-up
+         * goes through the commit pipeline (many batches in a row) */
+        atomic_store(&spw__view_batch_records, seed % 2 == 0 ? 1 + (uint32_t)(seed % 7) : 0);
         one_seed(seed, dir);
         spw_test_rmrf(dir);
         free(dir);
