@@ -161,11 +161,29 @@ typedef struct batch_job {
     uint32_t np;
     int all_done;
     spw_buf val, mb;
+    int flush; /* flush the store after the batch (the flush interval passed) */
     /* commit's answer */
     int r;
     uint64_t writes;
     uint32_t *fresh, nfresh; /* entries whose keys were new to the store */
+    int flushed;             /* the store was flushed after the batch */
 } batch_job;
+
+/* Flushes the store's memtables (and waits): 0 or -EIO. Changes nothing of v. */
+static int flush_db(spw_view *v)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *e = NULL;
+    rocksdb_flush(v->db, fo, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e) {
+        spw_error("view %s: flushing its store: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    return 0;
+}
 
 /*
  * Every entry of the fold becomes one merge operand (the store's merge
@@ -242,6 +260,9 @@ static void commit(spw_view *v, batch_job *j)
     j->writes = writes;
     j->fresh = fresh;
     j->nfresh = nfresh;
+    j->flushed = 0;
+    if (r == 0 && j->flush) /* the store as this batch left it: on disk */
+        j->flushed = flush_db(v) == 0;
 }
 
 /* ---- holds, attach ---- */
@@ -361,28 +382,27 @@ static int attach(spw_view *v)
     return 0;
 }
 
-static int flush_store(spw_view *v)
+/* After a flush of the store holding mt: the retention holds move up to
+ * mt's offsets. */
+static void flushed(spw_view *v, const view_meta *mt)
 {
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 1);
-    char *e = NULL;
-    rocksdb_flush(v->db, fo, &e);
-    rocksdb_flushoptions_destroy(fo);
-    if (e) {
-        spw_error("view %s: flushing its store: %s", v->def.name, e);
-        rocksdb_free(e);
-        return -EIO;
-    }
     atomic_fetch_add(&v->flushes, 1);
     v->dirty = 0;
     spw__view_store_chain(v, 0); /* the memtable is empty: no chain there (a failure leaves the bound on) */
     v->last_flush_ms = spw_mono_ms();
-    for (uint32_t i = 0; i < v->meta.nparts; i++) {
-        uint64_t pos = v->meta.next[i];
+    for (uint32_t i = 0; i < mt->nparts; i++) {
+        uint64_t pos = mt->next[i];
         if (pos > v->flushed[i] && take_hold(v->s->parts[i], &pos, &v->holds[i]) == 0)
             v->flushed[i] = pos;
     }
-    return 0;
+}
+
+static int flush_store(spw_view *v)
+{
+    int r = flush_db(v);
+    if (r == 0)
+        flushed(v, &v->meta);
+    return r;
 }
 
 /* ---- waiters ---- */
@@ -512,6 +532,8 @@ static int finish(spw_view *v, batch_job *j)
         v->dirty++;
         v->meta.keys += j->mt.keys - j->before.keys; /* the new keys commit counted */
         publish_cycle(v, &j->mt, j->end, j->np, j->all_done);
+        if (j->flushed)
+            flushed(v, &j->mt);
     } else {
         v->meta = j->before; /* the store has none of it: read it again */
         set_error(v, "writing the store: %s", spw_strerror(r));
@@ -671,6 +693,10 @@ static int cycle(spw_view *v, apply_ctx *ax, char *kbuf, uint32_t *rot)
         set_error(v, "writing the store: %s", spw_strerror(r));
         return r;
     }
+    /* a flush due rides on the batch in flight (the commit thread waits for
+     * it, not the apply thread); a batch committed here is flushed by the
+     * loop if due */
+    j->flush = more && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms;
     if (more) {
         submit(ax);
         ax->cur ^= 1;
@@ -779,13 +805,9 @@ void *spw__view_apply_thread(void *arg)
         }
         int r = v->db ? cycle(v, &ax, kbuf, &rot) : -EIO;
         kick_waiters(v, 0, 0);
-        if ((v->dirty || ax.busy) && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms) {
-            int dr = drain(&ax); /* the holds move up to what the store holds */
-            if (r == 0 && dr < 0)
-                r = dr;
-            if (v->dirty)
-                flush_store(v);
-        }
+        /* (a batch in flight carries its own flush when one is due) */
+        if (!ax.busy && v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
+            flush_store(v);
         int fwd_more = 0;
         if (v->def.fwd_host[0] && v->s && v->db) {
             char ferr[400];
