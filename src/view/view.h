@@ -8,7 +8,8 @@
  * database per view, so that deleting or rebuilding a view is removing
  * one directory and no view's compaction or flush waits on another's
  * (docs/architecture.md "Views"). One apply thread per view
- * (view_apply.c) reads the stream with the record cursor (log/cursor.h:
+ * (view_apply.c; with a commit thread that writes batch N while it folds
+ * batch N+1 when the view catches up) reads the stream with the record cursor (log/cursor.h:
  * durable records only), folds a batch of records in memory (N records of
  * one key cost one store write per entry, not N: a merge operand the
  * store's merge operator combines; an aggregate's buckets of the windows

@@ -25,6 +25,10 @@
  *      written: a flush, after which the retention holds move up to the
  *      flushed offsets.
  *
+ * While the view catches up, steps 3 and 4 of batch N run on the view's
+ * commit thread while the apply thread does 1 and 2 of batch N+1 ("the
+ * pipeline" below has the rules).
+ *
  * Late records (aggregate): a record whose smallest window ended, with
  * grace, at or before its partition's watermark (the highest time that
  * partition applied before it) is counted in late and in the key's
