@@ -148,6 +148,7 @@ typedef struct spw_view {
     char dir[4300]; /* DATA/views/NAME */
     rocksdb_t *db;
     rocksdb_options_t *opts;
+    int hinted; /* opts insert with a hint per first key byte (view_store.c) */
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
     pthread_t th;
