@@ -4,10 +4,11 @@
  * answers 404 on /debug/... (docs/operations.md, "Test builds").
  *
  * A constructor, run before main, wraps entries of the spw_os table (every
- * file I/O of the log and the catalog goes through it) and sets the two
+ * file I/O of the log and the catalog goes through it) and sets the
  * hooks the server leaves NULL otherwise: spw_server_test_start (told the
- * data directory before anything is opened) and spw_api_debug_handler
- * (serves /debug/faults on the HTTP listener):
+ * data directory before anything is opened), sink/sink.h's
+ * spw_sink_test_hold (SPW_TEST_RESHARD_GATE below) and
+ * spw_api_debug_handler (serves /debug/faults on the HTTP listener):
  *
  *   POST /debug/faults?write_err=ENOSPC|EIO|EDQUOT|none&write_count=N
  *                     &fsync_err=ENOSPC|EIO|EDQUOT|none&fsync_count=N
@@ -31,6 +32,20 @@
  * of the small files (everything under the data directory but segments).
  * SPW_TEST_WRITE_GATE=PATH: the same for the writes of segments (the
  * flusher stops there, holding the batches it took).
+ *
+ * SPW_TEST_RESHARD_GATE=PATH: while the file PATH exists, a postgres
+ * reshard's cutover waits after deleting the moved rows of each old shard
+ * (sink/sink.h spw_sink_test_hold, point "reshard_cutover_deleted"),
+ * creating PATH.waiting first to say it is there.
+ *
+ * SPW_TEST_RESET_GATE=PATH: a consumer-group reset waits, after its member
+ * checks and before it changes the offsets, while PATH exists
+ * (svc/group_admin.h spw_svc_group_reset_test_pause;
+ * tests/integration/test_group_reset_kafka.c).
+ *
+ * SPW_TEST_DROP_GATE=PATH: a deleted stream's consumer groups are dropped
+ * (catalog/groups.h spw_groups_test_drop_pause) once PATH is gone
+ * (tests/integration/test_groups.c).
  *
  * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
  * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
@@ -59,7 +74,10 @@
 #include "http/http.h"
 #include "os/os.h"
 #include "http/api.h"
+#include "catalog/groups.h"
 #include "server/server.h"
+#include "svc/group_admin.h"
+#include "sink/sink.h"
 
 #define FD_TRACK (1 << 16)
 #define COUNT_MAX 1000000000LL
@@ -151,6 +169,45 @@ static void gate_wait(const char *gate)
         close(wf);
     while (access(gate, F_OK) == 0)
         usleep(2000);
+}
+
+/* SPW_TEST_RESET_GATE=PATH */
+static char reset_gate[4096];
+
+static void reset_pause(const char *group)
+{
+    (void)group;
+    if (access(reset_gate, F_OK) == 0)
+        gate_wait(reset_gate);
+}
+
+/* SPW_TEST_DROP_GATE=PATH */
+static char drop_gate[4096];
+
+static void drop_pause(const char *stream)
+{
+    (void)stream;
+    if (access(drop_gate, F_OK) == 0)
+        gate_wait(drop_gate);
+}
+
+/* SPW_TEST_RESHARD_GATE=PATH: sink/sink.h's spw_sink_test_hold at
+ * "reshard_cutover_deleted" answers 1 while the file PATH exists (the
+ * thread re-asks every 10 ms and gives up at a stop of the sink), after
+ * creating PATH.waiting (tests/integration/test_pg_reshard.c). */
+static char reshard_gate[4096];
+
+static int sink_hold(const char *sink, const char *point)
+{
+    (void)sink;
+    if (!reshard_gate[0] || strcmp(point, "reshard_cutover_deleted") != 0 || access(reshard_gate, F_OK) != 0)
+        return 0;
+    char w[4200];
+    snprintf(w, sizeof w, "%s.waiting", reshard_gate);
+    int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (wf >= 0)
+        close(wf);
+    return 1;
 }
 
 static void sync_gate_check(int fd)
@@ -456,6 +513,21 @@ __attribute__((constructor)) static void testhooks_install(void)
     const char *wgate = getenv("SPW_TEST_WRITE_GATE");
     if (wgate && strlen(wgate) < sizeof write_gate)
         strcpy(write_gate, wgate);
+    const char *rgate = getenv("SPW_TEST_RESET_GATE");
+    if (rgate && *rgate && strlen(rgate) < sizeof reset_gate) {
+        strcpy(reset_gate, rgate);
+        spw_svc_group_reset_test_pause = reset_pause;
+    }
+    const char *dgate = getenv("SPW_TEST_DROP_GATE");
+    if (dgate && *dgate && strlen(dgate) < sizeof drop_gate) {
+        strcpy(drop_gate, dgate);
+        spw_groups_test_drop_pause = drop_pause;
+    }
+    const char *shgate = getenv("SPW_TEST_RESHARD_GATE");
+    if (shgate && *shgate && strlen(shgate) < sizeof reshard_gate) {
+        strcpy(reshard_gate, shgate);
+        spw_sink_test_hold = sink_hold;
+    }
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)
         atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);
