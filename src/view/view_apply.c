@@ -170,14 +170,16 @@ typedef struct batch_job {
     int r;
     uint64_t writes;
     uint32_t *fresh, nfresh; /* entries whose keys were new to the store */
-    int flushed;             /* the store was flushed after the batch */
+    int flushed;             /* a flush of the store as the batch left it was asked for (not waited for) */
 } batch_job;
 
-/* Flushes the store's memtables (and waits): 0 or -EIO. Changes nothing of v. */
-static int flush_db(spw_view *v)
+/* Flushes the store's memtables (wait: and waits for the flush; else the
+ * memtable becomes immutable now and is written in the background): 0
+ * or -EIO. Changes nothing of v. */
+static int flush_db(spw_view *v, int wait)
 {
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 1);
+    rocksdb_flushoptions_set_wait(fo, wait);
     char *e = NULL;
     rocksdb_flush(v->db, fo, &e);
     rocksdb_flushoptions_destroy(fo);
@@ -265,8 +267,8 @@ static void commit(spw_view *v, batch_job *j)
     j->fresh = fresh;
     j->nfresh = nfresh;
     j->flushed = 0;
-    if (r == 0 && j->flush) /* the store as this batch left it: on disk */
-        j->flushed = flush_db(v) == 0;
+    if (r == 0 && j->flush) /* the store as this batch left it: on disk soon (flush_done says when) */
+        j->flushed = flush_db(v, 0) == 0;
 }
 
 /* ---- holds, attach ---- */
@@ -317,6 +319,7 @@ static void publish(spw_view *v, int state)
 
 static void detach(spw_view *v)
 {
+    v->fl_pending = 0; /* its offsets are of the stream let go */
     release_holds(v);
     if (v->s)
         spw_stream_put(v->s);
@@ -386,26 +389,52 @@ static int attach(spw_view *v)
     return 0;
 }
 
-/* After a flush of the store holding mt: the retention holds move up to
- * mt's offsets. */
-static void flushed(spw_view *v, const view_meta *mt)
+static void move_holds(spw_view *v, const uint64_t *next, uint32_t nparts)
 {
-    atomic_fetch_add(&v->flushes, 1);
-    v->dirty = 0;
-    spw__view_store_chain(v, 0); /* the memtable is empty: no chain there (a failure leaves the bound on) */
-    v->last_flush_ms = spw_mono_ms();
-    for (uint32_t i = 0; i < mt->nparts; i++) {
-        uint64_t pos = mt->next[i];
+    for (uint32_t i = 0; i < nparts; i++) {
+        uint64_t pos = next[i];
         if (pos > v->flushed[i] && take_hold(v->s->parts[i], &pos, &v->holds[i]) == 0)
             v->flushed[i] = pos;
     }
 }
 
+/* A flush of the store holding mt was asked for (done: and waited for):
+ * the memtable is a new one, empty; the retention holds move up to mt's
+ * offsets once that flush is on disk (now if done, else flush_done). */
+static void flushed(spw_view *v, const view_meta *mt, int done)
+{
+    atomic_fetch_add(&v->flushes, 1);
+    v->dirty = 0;
+    spw__view_store_chain(v, 0); /* the memtable is empty: no chain there (a failure leaves the bound on) */
+    v->last_flush_ms = spw_mono_ms();
+    if (done) {
+        move_holds(v, mt->next, mt->nparts);
+        v->fl_pending = 0; /* mt is at or past what it waited for */
+        return;
+    }
+    memcpy(v->fl_next, mt->next, mt->nparts * sizeof *mt->next);
+    v->fl_nparts = mt->nparts;
+    v->fl_pending = 1;
+}
+
+/* A flush asked for without waiting is on disk once the store has no
+ * immutable memtable left (every memtable switched before now written):
+ * then the holds move up to the offsets it covers. */
+static void flush_done(spw_view *v)
+{
+    uint64_t imm = 1;
+    if (v->fl_pending && v->db && v->s &&
+        rocksdb_property_int(v->db, "rocksdb.num-immutable-mem-table", &imm) == 0 && imm == 0) {
+        move_holds(v, v->fl_next, v->fl_nparts);
+        v->fl_pending = 0;
+    }
+}
+
 static int flush_store(spw_view *v)
 {
-    int r = flush_db(v);
+    int r = flush_db(v, 1);
     if (r == 0)
-        flushed(v, &v->meta);
+        flushed(v, &v->meta, 1);
     return r;
 }
 
@@ -537,7 +566,7 @@ static int finish(spw_view *v, batch_job *j)
         v->meta.keys += j->mt.keys - j->before.keys; /* the new keys commit counted */
         publish_cycle(v, &j->mt, j->end, j->np, j->all_done);
         if (j->flushed)
-            flushed(v, &j->mt);
+            flushed(v, &j->mt, 0);
     } else {
         v->meta = j->before; /* the store has none of it: read it again */
         set_error(v, "writing the store: %s", spw_strerror(r));
@@ -715,6 +744,7 @@ static int do_rebuild(spw_view *v)
 {
     char err[300];
     spw_info("view %s: rebuilding from the start of stream %s", v->def.name, v->def.stream);
+    v->fl_pending = 0; /* its offsets are of the store wiped below */
     if (v->s)
         for (uint32_t i = 0; i < v->meta.nparts; i++) {
             uint64_t pos = 0;
@@ -809,6 +839,7 @@ void *spw__view_apply_thread(void *arg)
         }
         int r = v->db ? cycle(v, &ax, kbuf, &rot) : -EIO;
         kick_waiters(v, 0, 0);
+        flush_done(v);
         /* (a batch in flight carries its own flush when one is due) */
         if (!ax.busy && v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);

@@ -170,6 +170,11 @@ typedef struct spw_view {
     spw_stream *s;
     spw_hold *holds[SPW_STREAM_PARTITIONS_MAX];
     uint64_t flushed[SPW_STREAM_PARTITIONS_MAX]; /* offsets a flush made durable */
+    /* a flush asked for without waiting (view_apply.c flush_done): the
+     * offsets it covers, for the holds once it is on disk */
+    int fl_pending;
+    uint32_t fl_nparts;
+    uint64_t fl_next[SPW_STREAM_PARTITIONS_MAX];
     int dirty; /* batches since the last flush */
     int chain_bound; /* max_successive_merges is VIEW_CHAIN_MAX (not 0) in the open store */
     uint64_t last_flush_ms;
