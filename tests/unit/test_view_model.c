@@ -15,6 +15,11 @@
  * The verifier (spw_views_verify) agrees on every view, whole and
  * sampled, and finds an entry changed behind the view's back.
  *
+ * Even seeds apply in batches of a few records (spw__view_batch_records),
+ * so a catch-up goes through the commit pipeline (view_apply.c), and
+ * seeds 4, 8, ... flush every millisecond, so a flush rides on nearly
+ * every batch in flight.
+ *
  * Seeds: 1..4 by default (also under ASan: ctest label unit);
  * SPW_VIEW_SEEDS=N runs seeds 1..N (scripts/test-slow.sh).
  */
@@ -83,6 +88,8 @@ static void tamper(const char *dir)
     rocksdb_options_destroy(o);
 }
 
+static uint64_t flush_ms; /* the views' flush interval (0: the default) */
+
 static void one_seed(uint64_t seed, vs_env *env)
 {
     rng = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -90,7 +97,7 @@ static void one_seed(uint64_t seed, vs_env *env)
     spw_catalog *cat = env->cat;
     const char *dir = env->dir;
     spw_views *m;
-    CHECK_OK(spw_views_open(cat, dir, 0, &m));
+    CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
     vf_view vs[] = {
         {.name = "last", .kind = 0},
         {.name = "last_ts", .kind = 0, .order_ts = 1},
@@ -170,7 +177,7 @@ static void one_seed(uint64_t seed, vs_env *env)
         if (!reopened && done > total / 2) {
             /* a restart of the views half-way: they go on from their stores */
             spw_views_close(m);
-            CHECK_OK(spw_views_open(cat, dir, 0, &m));
+            CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
             reopened = 1;
         }
     }
@@ -202,7 +209,7 @@ static void one_seed(uint64_t seed, vs_env *env)
     }
     spw_views_close(m);
     tamper(dir);
-    CHECK_OK(spw_views_open(cat, dir, 0, &m));
+    CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
     verify_ok(m, "bal", 1, 0);
     spw_views_close(m);
     for (int i = 0; i < nv; i++)
@@ -221,6 +228,7 @@ int main(void)
         /* even seeds: batches of a few records, so that a view's catch-up
          * goes through the commit pipeline (many batches in a row) */
         atomic_store(&spw__view_batch_records, seed % 2 == 0 ? 1 + (uint32_t)(seed % 7) : 0);
+        flush_ms = seed % 4 == 0 ? 1 : 0; /* and some with a flush riding on nearly every batch */
         one_seed(seed, &env);
         vs_close(&env);
     }
