@@ -186,12 +186,14 @@ int main(int argc, char **argv)
             span_ms = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--no-reads") == 0)
             no_reads = 1;
+        else if (i + 1 < argc && strcmp(argv[i], "--batch-records") == 0) /* profiles of the commit pipeline */
+            atomic_store(&spw__view_batch_records, (uint32_t)strtoul(argv[++i], NULL, 10));
         else if (i + 1 < argc && strcmp(argv[i], "--kind") == 0)
             only = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--dir") == 0)
             dirbase = argv[++i];
         else {
-            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--kind K] [--span-ms MS] [--no-reads] [--dir D]\n");
+            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--kind K] [--span-ms MS] [--no-reads] [--batch-records N] [--dir D]\n");
             return 2;
         }
     }

@@ -8,7 +8,8 @@
  * database per view, so that deleting or rebuilding a view is removing
  * one directory and no view's compaction or flush waits on another's
  * (docs/architecture.md "Views"). One apply thread per view
- * (view_apply.c) reads the stream with the record cursor (log/cursor.h:
+ * (view_apply.c; with a commit thread that writes batch N while it folds
+ * batch N+1 when the view catches up) reads the stream with the record cursor (log/cursor.h:
  * durable records only), folds a batch of records in memory (N records of
  * one key cost one store write per entry, not N: a merge operand the
  * store's merge operator combines; an aggregate's buckets of the windows
@@ -38,6 +39,7 @@
 #define SPW_VIEW_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +61,10 @@ int spw_views_open(spw_catalog *cat, const char *data_dir, uint64_t flush_ms, sp
 /* Stops every apply thread (the batch in progress commits), flushes every
  * store, releases the holds and frees. REQUIRES: no request is using m. */
 void spw_views_close(spw_views *m);
+/* Tests: records one apply batch folds at most (0: the default bound),
+ * read at each batch; a small one makes a view's catch-up many batches
+ * through the commit pipeline (view_apply.c). */
+extern _Atomic uint32_t spw__view_batch_records;
 
 /* PUT: 1 created, 0 an identical one exists (canon gets the canonical
  * definition either way), or SPW_EINVAL, -ENOENT (no stream), -EEXIST,

@@ -25,6 +25,10 @@
  *      written: a flush, after which the retention holds move up to the
  *      flushed offsets.
  *
+ * While the view catches up, steps 3 and 4 of batch N run on the view's
+ * commit thread while the apply thread does 1 and 2 of batch N+1 ("the
+ * pipeline" below has the rules).
+ *
  * Late records (aggregate): a record whose smallest window ended, with
  * grace, at or before its partition's watermark (the highest time that
  * partition applied before it) is counted in late and in the key's
@@ -46,6 +50,8 @@
 #include "view/view_int.h"
 
 #define VIEW_BATCH_BYTES (64u << 20) /* value bytes folded into one batch at most */
+
+_Atomic uint32_t spw__view_batch_records;
 
 /* ---- commit ---- */
 
@@ -147,15 +153,57 @@ static void operand(const view_def *d, const fold *f, const fent *e, const uint8
     }
 }
 
+/* One batch on its way to the store: the fold, the meta the store holds
+ * once it commits, and what the apply thread does with the answer
+ * (finish). Filled by the apply thread; committed by it or, while the
+ * view catches up, by its commit thread (the pipeline below). */
+typedef struct batch_job {
+    fold *f;
+    view_meta before; /* the meta before the batch: the apply thread's again if it fails */
+    view_meta mt;     /* after it (its keys counted by commit) */
+    uint64_t end[SPW_STREAM_PARTITIONS_MAX]; /* partition ends seen by its cycle */
+    uint32_t np;
+    int all_done;
+    spw_buf val, mb;
+    int flush; /* flush the store after the batch (the flush interval passed) */
+    /* commit's answer */
+    int r;
+    uint64_t writes;
+    uint32_t *fresh, nfresh; /* entries whose keys were new to the store */
+    int flushed;             /* a flush of the store as the batch left it was asked for (not waited for) */
+} batch_job;
+
+/* Flushes the store's memtables (wait: and waits for the flush; else the
+ * memtable becomes immutable now and is written in the background): 0
+ * or -EIO. Changes nothing of v. */
+static int flush_db(spw_view *v, int wait)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, wait);
+    char *e = NULL;
+    rocksdb_flush(v->db, fo, &e);
+    rocksdb_flushoptions_destroy(fo);
+    if (e) {
+        spw_error("view %s: flushing its store: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    return 0;
+}
+
 /*
  * Every entry of the fold becomes one merge operand (the store's merge
  * operator, view_store.c, combines it with what is there): no entry is
  * read to be written. A key's own entry ('L', 'S', 'A') is read only when
  * the apply thread does not know it to be in the store (v->known), to
- * count new keys; reads go in key order, READ_CHUNK at a time.
+ * count new keys (into j->mt.keys); reads go in key order, READ_CHUNK at
+ * a time. Changes nothing of v but its store: it runs on the commit
+ * thread while the apply thread folds the next batch, which touches
+ * neither v->known nor the store until finish.
  */
-static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
+static void commit(spw_view *v, batch_job *j)
 {
+    fold *f = j->f;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t writes = 0;
     int r = 0;
@@ -182,29 +230,29 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
                 klens[nk++] = e->klen;
                 fresh[nfresh++] = ord[i].i;
             }
-            operand(&v->def, f, e, k, val);
-            rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)val->p, val->len);
+            operand(&v->def, f, e, k, &j->val);
+            rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)j->val.p, j->val.len);
             writes++;
         }
         if (!nk)
             continue;
         rocksdb_multi_get(v->db, v->ro, nk, keys, klens, vals, vlens, errs);
-        for (uint32_t j = 0; j < nk; j++) {
-            if (errs[j]) {
-                spw_error("view %s: store read: %s", v->def.name, errs[j]);
-                rocksdb_free(errs[j]);
+        for (uint32_t x = 0; x < nk; x++) {
+            if (errs[x]) {
+                spw_error("view %s: store read: %s", v->def.name, errs[x]);
+                rocksdb_free(errs[x]);
                 r = -EIO;
             }
-            if (vals[j])
-                rocksdb_free(vals[j]);
-            else if (!errs[j])
-                v->meta.keys++; /* a new key */
+            if (vals[x])
+                rocksdb_free(vals[x]);
+            else if (!errs[x])
+                j->mt.keys++; /* a new key */
         }
     }
     spw_free(ord);
     if (r == 0) {
-        spw__view_meta_encode(&v->meta, mb);
-        rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb->p, mb->len);
+        spw__view_meta_encode(&j->mt, &j->mb);
+        rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)j->mb.p, j->mb.len);
         char *e = NULL;
         rocksdb_write(v->db, v->wo, wb, &e);
         if (e) {
@@ -214,15 +262,13 @@ static int commit(spw_view *v, fold *f, spw_buf *val, spw_buf *mb)
         }
     }
     rocksdb_writebatch_destroy(wb);
-    for (uint32_t i = 0; r == 0 && i < nfresh; i++) /* in the store now */
-        spw__view_kset_add(&v->known, f->arena.p + f->e[fresh[i]].koff, f->e[fresh[i]].klen);
-    spw_free(fresh);
-    if (r == 0) {
-        atomic_fetch_add(&v->store_writes, writes);
-        atomic_fetch_add(&v->batches, 1);
-        v->dirty++;
-    }
-    return r;
+    j->r = r;
+    j->writes = writes;
+    j->fresh = fresh;
+    j->nfresh = nfresh;
+    j->flushed = 0;
+    if (r == 0 && j->flush) /* the store as this batch left it: on disk soon (flush_done says when) */
+        j->flushed = flush_db(v, 0) == 0;
 }
 
 /* ---- holds, attach ---- */
@@ -273,6 +319,7 @@ static void publish(spw_view *v, int state)
 
 static void detach(spw_view *v)
 {
+    v->fl_pending = 0; /* its offsets are of the stream let go */
     release_holds(v);
     if (v->s)
         spw_stream_put(v->s);
@@ -342,27 +389,53 @@ static int attach(spw_view *v)
     return 0;
 }
 
-static int flush_store(spw_view *v)
+static void move_holds(spw_view *v, const uint64_t *next, uint32_t nparts)
 {
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 1);
-    char *e = NULL;
-    rocksdb_flush(v->db, fo, &e);
-    rocksdb_flushoptions_destroy(fo);
-    if (e) {
-        spw_error("view %s: flushing its store: %s", v->def.name, e);
-        rocksdb_free(e);
-        return -EIO;
-    }
-    atomic_fetch_add(&v->flushes, 1);
-    v->dirty = 0;
-    v->last_flush_ms = spw_mono_ms();
-    for (uint32_t i = 0; i < v->meta.nparts; i++) {
-        uint64_t pos = v->meta.next[i];
+    for (uint32_t i = 0; i < nparts; i++) {
+        uint64_t pos = next[i];
         if (pos > v->flushed[i] && take_hold(v->s->parts[i], &pos, &v->holds[i]) == 0)
             v->flushed[i] = pos;
     }
-    return 0;
+}
+
+/* A flush of the store holding mt was asked for (done: and waited for):
+ * the memtable is a new one, empty; the retention holds move up to mt's
+ * offsets once that flush is on disk (now if done, else flush_done). */
+static void flushed(spw_view *v, const view_meta *mt, int done)
+{
+    atomic_fetch_add(&v->flushes, 1);
+    v->dirty = 0;
+    spw__view_store_chain(v, 0); /* the memtable is empty: no chain there (a failure leaves the bound on) */
+    v->last_flush_ms = spw_mono_ms();
+    if (done) {
+        move_holds(v, mt->next, mt->nparts);
+        v->fl_pending = 0; /* mt is at or past what it waited for */
+        return;
+    }
+    memcpy(v->fl_next, mt->next, mt->nparts * sizeof *mt->next);
+    v->fl_nparts = mt->nparts;
+    v->fl_pending = 1;
+}
+
+/* A flush asked for without waiting is on disk once the store has no
+ * immutable memtable left (every memtable switched before now written):
+ * then the holds move up to the offsets it covers. */
+static void flush_done(spw_view *v)
+{
+    uint64_t imm = 1;
+    if (v->fl_pending && v->db && v->s &&
+        rocksdb_property_int(v->db, "rocksdb.num-immutable-mem-table", &imm) == 0 && imm == 0) {
+        move_holds(v, v->fl_next, v->fl_nparts);
+        v->fl_pending = 0;
+    }
+}
+
+static int flush_store(spw_view *v)
+{
+    int r = flush_db(v, 1);
+    if (r == 0)
+        flushed(v, &v->meta, 1);
+    return r;
 }
 
 /* ---- waiters ---- */
@@ -405,13 +478,161 @@ static void kick_waiters(spw_view *v, int all, int all_r)
     }
 }
 
+/* ---- the pipeline ---- */
+
+/*
+ * While a view catches up (a cycle ends with its batch full), the apply
+ * thread hands each batch to the view's commit thread and folds the next
+ * one into the other fold table meanwhile: the read and fold of batch
+ * N+1 on one core, the WriteBatch of batch N and its rocksdb_write on
+ * the other. At most one batch is in flight, and the apply thread takes
+ * its answer (drain, then finish) before it submits the next: batches
+ * commit in order, each with its own offsets (one WriteBatch), and
+ * everything the commit reads (v->known, the store) or the answer
+ * changes (v->known, v->shown, counters) is the apply thread's again
+ * when finish runs. A failed commit puts the apply thread's meta back at
+ * the batch's start and drops the batch folded meanwhile: the next cycle
+ * reads both again. Everything else the apply thread does — flush,
+ * forward, attach, rebuild, stop, an idle nap — comes after a drain, so
+ * it sees the store as committed. A cycle that ends caught up commits on
+ * the apply thread itself (a live view's small batches gain nothing from
+ * a hand-off).
+ */
+typedef struct apply_ctx {
+    spw_view *v;
+    fold f[2];
+    int cur;  /* the fold the next cycle fills */
+    int busy; /* job submitted, not finished */
+    batch_job job;
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu; /* guards pending, done, quit */
+    pthread_cond_t cv;
+    int pending, done, quit;
+} apply_ctx;
+
+static void *commit_thread(void *arg)
+{
+    apply_ctx *ax = arg;
+    rocksdb_set_perf_level(rocksdb_disable); /* as on the apply thread */
+    pthread_mutex_lock(&ax->mu);
+    for (;;) {
+        while (!ax->pending && !ax->quit)
+            pthread_cond_wait(&ax->cv, &ax->mu);
+        if (!ax->pending)
+            break;
+        pthread_mutex_unlock(&ax->mu);
+        commit(ax->v, &ax->job);
+        pthread_mutex_lock(&ax->mu);
+        ax->pending = 0;
+        ax->done = 1;
+        pthread_cond_broadcast(&ax->cv);
+    }
+    pthread_mutex_unlock(&ax->mu);
+    return NULL;
+}
+
+/* Shows a cycle's result: the committed meta mt, the partition ends it
+ * saw, and the view live once a cycle read everything. */
+static void publish_cycle(spw_view *v, const view_meta *mt, const uint64_t *end, uint32_t np, int all_done)
+{
+    pthread_mutex_lock(&v->mu);
+    v->shown = *mt;
+    uint64_t behind = 0;
+    for (uint32_t p = 0; p < np; p++) {
+        v->end[p] = end[p];
+        behind += end[p] > mt->next[p] ? end[p] - mt->next[p] : 0;
+    }
+    if (behind == 0)
+        v->behind_since_ms = 0;
+    else if (v->behind_since_ms == 0)
+        v->behind_since_ms = spw_mono_ms();
+    if (all_done && v->state != VS_LIVE)
+        v->state = VS_LIVE;
+    pthread_mutex_unlock(&v->mu);
+}
+
+/* The apply thread takes a committed batch's answer: 0, or the error
+ * (v->meta back at the batch's start). */
+static int finish(spw_view *v, batch_job *j)
+{
+    int r = j->r;
+    if (r == 0) {
+        for (uint32_t i = 0; i < j->nfresh; i++) /* in the store now */
+            spw__view_kset_add(&v->known, j->f->arena.p + j->f->e[j->fresh[i]].koff, j->f->e[j->fresh[i]].klen);
+        atomic_fetch_add(&v->store_writes, j->writes);
+        atomic_fetch_add(&v->batches, 1);
+        v->dirty++;
+        v->meta.keys += j->mt.keys - j->before.keys; /* the new keys commit counted */
+        publish_cycle(v, &j->mt, j->end, j->np, j->all_done);
+        if (j->flushed)
+            flushed(v, &j->mt, 0);
+    } else {
+        v->meta = j->before; /* the store has none of it: read it again */
+        set_error(v, "writing the store: %s", spw_strerror(r));
+    }
+    spw_free(j->fresh);
+    j->fresh = NULL;
+    j->nfresh = 0;
+    return r;
+}
+
+/* Waits for the batch in flight, if any, and finishes it: 0 or its error. */
+static int drain(apply_ctx *ax)
+{
+    if (!ax->busy)
+        return 0;
+    pthread_mutex_lock(&ax->mu);
+    while (!ax->done)
+        pthread_cond_wait(&ax->cv, &ax->mu);
+    ax->done = 0;
+    pthread_mutex_unlock(&ax->mu);
+    ax->busy = 0;
+    return finish(ax->v, &ax->job);
+}
+
+static void submit(apply_ctx *ax)
+{
+    SPW_ASSERT(!ax->busy);
+    if (!ax->started) {
+        pthread_create(&ax->th, NULL, commit_thread, ax);
+        ax->started = 1;
+    }
+    pthread_mutex_lock(&ax->mu);
+    ax->pending = 1;
+    pthread_cond_broadcast(&ax->cv);
+    pthread_mutex_unlock(&ax->mu);
+    ax->busy = 1;
+}
+
+static void apply_ctx_fini(apply_ctx *ax)
+{
+    drain(ax);
+    if (ax->started) {
+        pthread_mutex_lock(&ax->mu);
+        ax->quit = 1;
+        pthread_cond_broadcast(&ax->cv);
+        pthread_mutex_unlock(&ax->mu);
+        pthread_join(ax->th, NULL);
+        ax->started = 0;
+    }
+    spw__view_fold_free(&ax->f[0]);
+    spw__view_fold_free(&ax->f[1]);
+    spw_buf_fini(&ax->job.val);
+    spw_buf_fini(&ax->job.mb);
+    pthread_mutex_destroy(&ax->mu);
+    pthread_cond_destroy(&ax->cv);
+}
+
 /* ---- the cycle ---- */
 
 /* One read-fold-commit cycle. Returns 0 if more records are waiting
- * (the batch was full), 1 if not (caught up, or a partition cannot be
- * read now: the thread naps), or the error of a failed commit. */
-static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, uint32_t *rot)
+ * (the batch was full: it may still be committing on the commit thread),
+ * 1 if not (caught up, or a partition cannot be read now: the thread
+ * naps; nothing in flight), or the error of a failed commit. */
+static int cycle(spw_view *v, apply_ctx *ax, char *kbuf, uint32_t *rot)
 {
+    fold *f = &ax->f[ax->cur]; /* not the one in flight */
     view_meta *mt = &v->meta;
     view_meta before = *mt;
     spw__view_fold_reset(f);
@@ -419,6 +640,9 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
     int all_done = 1, more = 0, stuck = 0;
     uint32_t np = mt->nparts;
     uint64_t end[SPW_STREAM_PARTITIONS_MAX];
+    uint32_t records_max = atomic_load(&spw__view_batch_records);
+    if (!records_max || records_max > VIEW_BATCH_RECORDS)
+        records_max = VIEW_BATCH_RECORDS;
     for (uint32_t j = 0; j < np; j++) {
         uint32_t p = (j + *rot) % np;
         spw_part *part = v->s->parts[p];
@@ -431,7 +655,7 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
         spw_record_view rv;
         int r;
         for (;;) {
-            if (total >= VIEW_BATCH_RECORDS || f->bytes >= VIEW_BATCH_BYTES || f->n >= VIEW_BATCH_ENTRIES) {
+            if (total >= records_max || f->bytes >= VIEW_BATCH_BYTES || f->n >= VIEW_BATCH_ENTRIES) {
                 all_done = 0;
                 more = 1;
                 break;
@@ -476,38 +700,51 @@ static int cycle(spw_view *v, fold *f, spw_buf *val, spw_buf *mb, char *kbuf, ui
         }
     }
     *rot = np ? (*rot + 1) % np : 0;
-    if (memcmp(&before, mt, sizeof before) != 0) {
-        if (v->def.kind == VK_AGGREGATE && (uint32_t)v->def.page_level + 1 < v->def.nwin)
-            spw__view_rollup(&v->def, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
-        int r = commit(v, f, val, mb);
-        if (r < 0) {
-            *mt = before; /* the store has none of it: read it again */
-            set_error(v, "writing the store: %s", spw_strerror(r));
-            return r;
-        }
-    }
-    pthread_mutex_lock(&v->mu);
-    v->shown = *mt;
-    uint64_t behind = 0;
-    for (uint32_t p = 0; p < np; p++) {
-        v->end[p] = end[p];
-        behind += end[p] > mt->next[p] ? end[p] - mt->next[p] : 0;
-    }
-    if (behind == 0)
-        v->behind_since_ms = 0;
-    else if (v->behind_since_ms == 0)
-        v->behind_since_ms = spw_mono_ms();
-    if (all_done && v->state != VS_LIVE)
-        v->state = VS_LIVE;
-    pthread_mutex_unlock(&v->mu);
     (void)stuck;
-    return more ? 0 : 1;
+    int changed = memcmp(&before, mt, sizeof before) != 0;
+    if (changed && v->def.kind == VK_AGGREGATE && (uint32_t)v->def.page_level + 1 < v->def.nwin)
+        spw__view_rollup(&v->def, f, (uint8_t *)kbuf + VIEW_KEY_MAX + 16);
+    /* the batch before this one first: batches commit in order */
+    int r = drain(ax);
+    if (r < 0)
+        return r; /* this fold built on it: dropped (v->meta is back before both) */
+    before.keys = mt->keys; /* the new keys it counted (a fold counts none) */
+    if (!changed) {
+        publish_cycle(v, mt, end, np, all_done);
+        return more ? 0 : 1;
+    }
+    batch_job *j = &ax->job;
+    j->f = f;
+    j->before = before;
+    j->mt = *mt;
+    memcpy(j->end, end, np * sizeof *end);
+    j->np = np;
+    j->all_done = all_done;
+    /* chains of more operands than VIEW_CHAIN_MAX may form in the memtable */
+    if (v->dirty >= VIEW_CHAIN_MAX && (r = spw__view_store_chain(v, 1)) < 0) {
+        *mt = before;
+        set_error(v, "writing the store: %s", spw_strerror(r));
+        return r;
+    }
+    /* a flush due rides on the batch in flight (the commit thread waits for
+     * it, not the apply thread); a batch committed here is flushed by the
+     * loop if due */
+    j->flush = more && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms;
+    if (more) {
+        submit(ax);
+        ax->cur ^= 1;
+        return 0;
+    }
+    commit(v, j);
+    r = finish(v, j);
+    return r < 0 ? r : 1;
 }
 
 static int do_rebuild(spw_view *v)
 {
     char err[300];
     spw_info("view %s: rebuilding from the start of stream %s", v->def.name, v->def.stream);
+    v->fl_pending = 0; /* its offsets are of the store wiped below */
     if (v->s)
         for (uint32_t i = 0; i < v->meta.nparts; i++) {
             uint64_t pos = 0;
@@ -552,8 +789,9 @@ static void idle_wait(spw_view *v, int failed, uint64_t fwd_retry_ms)
 void *spw__view_apply_thread(void *arg)
 {
     spw_view *v = arg;
-    fold f = {0};
-    spw_buf val = SPW_BUF_INIT, mb = SPW_BUF_INIT;
+    apply_ctx ax = {.v = v, .job = {.val = SPW_BUF_INIT, .mb = SPW_BUF_INIT}};
+    pthread_mutex_init(&ax.mu, NULL);
+    pthread_cond_init(&ax.cv, NULL);
     char *kbuf = spw_xmalloc(2 * (VIEW_KEY_MAX + 16) + 32);
     uint32_t rot = 0;
     uint64_t fwd_retry_ms = 0;
@@ -568,9 +806,12 @@ void *spw__view_apply_thread(void *arg)
         v->rebuild = 0;
         v->kicked = 0; /* the cycle below reads what is durable now */
         pthread_mutex_unlock(&v->mu);
+        int gone = v->s && atomic_load(&v->s->deleted);
+        if (stop || rebuild || gone)
+            drain(&ax); /* the batch in flight first (an error: read again, or never) */
         if (stop)
             break;
-        if (v->s && atomic_load(&v->s->deleted)) {
+        if (gone) {
             spw_warn("view %s: stream %s was deleted; waiting for a stream of that name", v->def.name, v->def.stream);
             if (v->dirty)
                 flush_store(v);
@@ -596,13 +837,18 @@ void *spw__view_apply_thread(void *arg)
             v->state = VS_FAILED;
             pthread_mutex_unlock(&v->mu);
         }
-        int r = v->db ? cycle(v, &f, &val, &mb, kbuf, &rot) : -EIO;
+        int r = v->db ? cycle(v, &ax, kbuf, &rot) : -EIO;
         kick_waiters(v, 0, 0);
-        if (v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
+        flush_done(v);
+        /* (a batch in flight carries its own flush when one is due) */
+        if (!ax.busy && v->dirty && spw_mono_ms() - v->last_flush_ms >= v->m->flush_ms)
             flush_store(v);
         int fwd_more = 0;
         if (v->def.fwd_host[0] && v->s && v->db) {
             char ferr[400];
+            int dr = drain(&ax); /* forward reads the store and writes its meta */
+            if (r == 0 && dr < 0)
+                r = dr;
             int fr = spw__view_forward(v, &fwd_retry_ms, ferr, sizeof ferr);
             if (fr < 0) {
                 spw_warn("view %s: %s; trying again", v->def.name, ferr);
@@ -612,20 +858,20 @@ void *spw__view_apply_thread(void *arg)
         }
         if (r == 0 || fwd_more)
             continue; /* more is waiting */
+        SPW_ASSERT(!ax.busy); /* a cycle that did not end full committed its batch itself */
         /* caught up: a large batch's tables are not kept for the small ones of a live view */
-        if (f.cap > 65536 || f.subcap > 65536)
-            spw__view_fold_free(&f);
+        for (int i = 0; i < 2; i++)
+            if (ax.f[i].cap > 65536 || ax.f[i].subcap > 65536)
+                spw__view_fold_free(&ax.f[i]);
         idle_wait(v, r < 0, fwd_retry_ms);
     }
+    apply_ctx_fini(&ax); /* the batch in flight committed (or not) before the last flush */
     if (v->db && v->dirty && v->s)
         flush_store(v);
     kick_waiters(v, 1, -ENOENT);
     detach(v);
     spw_cursor_fini(&v->cur);
     spw__view_kset_free(&v->known);
-    spw__view_fold_free(&f);
-    spw_buf_fini(&val);
-    spw_buf_fini(&mb);
     spw_free(kbuf);
     return NULL;
 }

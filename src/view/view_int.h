@@ -34,6 +34,10 @@
 #define VIEW_BATCH_RECORDS (1u << 20) /* records */
 #define VIEW_BATCH_ENTRIES (1u << 19) /* entries of the fold table before the roll-up */
 #define VIEW_READ_BYTES (1u << 20) /* cursor read size */
+/* A batch writes one operand per store entry: past this many batches
+ * since the last flush the store bounds each key's chain of operands in
+ * the memtable to this many (view_store.c) */
+#define VIEW_CHAIN_MAX 64
 #define VIEW_FLUSH_MS 1000         /* default: a store with unflushed batches is flushed this often */
 #define VIEW_SERIES_MAX 10000      /* buckets one series answer may span */
 #define VIEW_TOP_MAX 1000
@@ -144,6 +148,7 @@ typedef struct spw_view {
     char dir[4300]; /* DATA/views/NAME */
     rocksdb_t *db;
     rocksdb_options_t *opts;
+    int hinted; /* opts insert with a hint per first key byte (view_store.c) */
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
     pthread_t th;
@@ -165,7 +170,13 @@ typedef struct spw_view {
     spw_stream *s;
     spw_hold *holds[SPW_STREAM_PARTITIONS_MAX];
     uint64_t flushed[SPW_STREAM_PARTITIONS_MAX]; /* offsets a flush made durable */
+    /* a flush asked for without waiting (view_apply.c flush_done): the
+     * offsets it covers, for the holds once it is on disk */
+    int fl_pending;
+    uint32_t fl_nparts;
+    uint64_t fl_next[SPW_STREAM_PARTITIONS_MAX];
     int dirty; /* batches since the last flush */
+    int chain_bound; /* max_successive_merges is VIEW_CHAIN_MAX (not 0) in the open store */
     uint64_t last_flush_ms;
     spw_cursor cur;
     view_kset known; /* keys known to be in the store */
@@ -240,6 +251,9 @@ void spw__view_store_close(spw_view *v);
 int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap); /* one batch: all gone, fresh meta */
 int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val);
 int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found);
+/* Turns RocksDB's bound on merge chains (VIEW_CHAIN_MAX operands of a key
+ * in the memtable) on (bound 1) or off: 0 or -EIO. Apply thread only. */
+int spw__view_store_chain(spw_view *v, int bound);
 
 /* ---- the fold table (view_fold.c): store key → pending change ---- */
 #define VIEW_KEY_MAX 4096

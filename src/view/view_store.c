@@ -491,6 +491,13 @@ static const char *merge_name(void *st)
     return "spillway.view.agg";
 }
 
+/* The merge operator's state: the view's order_by, in storage that
+ * outlives every store (RocksDB's background threads merge until the
+ * store is closed, and the view is freed after that: memory of the view
+ * would be freed under a read no tool can see ordered, as librocksdb is
+ * not instrumented for ThreadSanitizer). */
+static int order_offset = VO_OFFSET, order_ts = VO_TS; /* never written */
+
 int spw__view_store_open(spw_view *v, char *err, size_t cap)
 {
     char path[4400];
@@ -514,18 +521,48 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_block_based_options_destroy(bb);
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(v->opts, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(v->opts, 1);
-        /* a hot key's entry gets an operand every batch: past this many in
-         * the memtable, a write merges them with the value into one (a
-         * read first), so a read never merges an unbounded chain */
-        rocksdb_options_set_max_successive_merges(v->opts, 64);
+        /* a hot key's entry gets one operand per batch, so no chain in
+         * the memtable is longer than the batches since the last flush
+         * (v->dirty): RocksDB's own bound (max_successive_merges: past it
+         * a write reads the key and merges its chain into one value) is
+         * off while that is short, since it costs a memtable seek per
+         * operand, and on past VIEW_CHAIN_MAX batches (spw__view_store_chain) */
+        rocksdb_options_set_max_successive_merges(v->opts, 0);
         rocksdb_options_set_merge_operator(
-            v->opts, rocksdb_mergeoperator_create(&v->def.order_by, merge_destroy, full_merge, partial_merge, merge_free,
+            v->opts, rocksdb_mergeoperator_create(v->def.order_by == VO_TS ? &order_ts : &order_offset, merge_destroy,
+                                                  full_merge, partial_merge, merge_free,
                                                   merge_name));
         v->wo = rocksdb_writeoptions_create();
         rocksdb_writeoptions_disable_WAL(v->wo, 1);
         v->ro = rocksdb_readoptions_create();
     }
     char *e = NULL;
+    if (!v->hinted) {
+        /* A batch's entries go into its WriteBatch in key order, one run
+         * per first byte ('A', 'B', 'P', ...), among the entries of the
+         * batches before it: the memtable keeps the place of the last
+         * insert per first byte and each insert searches from there,
+         * climbing only as far as it must (without the hint RocksDB's
+         * sequential-insert shortcut holds only in an empty memtable, and
+         * each insert searches from the top). The hint applies to writes
+         * that are not concurrent memtable writes: a store's writes come
+         * from its view's apply or commit thread, one at a time. The C API
+         * sets the hint only from a string. */
+        rocksdb_options_set_allow_concurrent_memtable_write(v->opts, 0);
+        rocksdb_options_t *o = rocksdb_options_create();
+        rocksdb_get_options_from_string(v->opts, "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1", o,
+                                        &e);
+        if (e) { /* slower, not wrong: the store opens without it */
+            spw_warn("view %s: memtable insert hints: %s", v->def.name, e);
+            rocksdb_free(e);
+            e = NULL;
+            rocksdb_options_destroy(o);
+        } else {
+            rocksdb_options_destroy(v->opts);
+            v->opts = o;
+        }
+        v->hinted = 1;
+    }
     v->db = rocksdb_open(v->opts, path, &e);
     if (e) {
         snprintf(err, cap, "opening the store %s: %s", path, e);
@@ -533,6 +570,25 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         v->db = NULL;
         return -EIO;
     }
+    v->chain_bound = 0; /* as v->opts say */
+    return 0;
+}
+
+int spw__view_store_chain(spw_view *v, int bound)
+{
+    if (v->chain_bound == bound)
+        return 0;
+    char num[16];
+    snprintf(num, sizeof num, "%d", bound ? VIEW_CHAIN_MAX : 0);
+    const char *keys[1] = {"max_successive_merges"}, *vals[1] = {num};
+    char *e = NULL;
+    rocksdb_set_options(v->db, 1, keys, vals, &e);
+    if (e) {
+        spw_error("view %s: setting max_successive_merges: %s", v->def.name, e);
+        rocksdb_free(e);
+        return -EIO;
+    }
+    v->chain_bound = bound;
     return 0;
 }
 
@@ -564,7 +620,13 @@ void spw__view_store_close(spw_view *v)
 int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap)
 {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    rocksdb_writebatch_delete_range(wb, "\x00", 1, "\xff", 1);
+    /* every key but the meta entry's (the one key whose first byte is
+     * 0), which the put below replaces: a range tombstone that starts at
+     * byte 0 would share the memtable's insert hint of the meta entry's
+     * first byte (RocksDB keeps one hint per prefix for both of the
+     * memtable's skip lists, its entries' and its range tombstones'), and
+     * an insert from another list's place breaks the skip list */
+    rocksdb_writebatch_delete_range(wb, "\x01", 1, "\xff", 1);
     spw_buf mb = SPW_BUF_INIT;
     spw__view_meta_encode(fresh, &mb);
     rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)mb.p, mb.len);

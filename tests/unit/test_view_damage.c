@@ -18,6 +18,7 @@
 #include "log/log.h"
 #include "view/view.h"
 #include "test.h"
+#include "view_setup.h"
 
 #define TS0 1700000000000
 
@@ -82,25 +83,17 @@ static void append_good(spw_part *p, uint32_t n)
 int main(void)
 {
     spw_msg_set_level(SPW_MSG_ERROR + 1);
-    char *dir = spw_test_tmpdir("viewdamage");
-    spw_log *log;
-    spw_catalog *cat;
-    CHECK_OK(spw_log_open(NULL, &log));
-    CHECK_OK(spw_catalog_open(log, dir, 0, &cat));
-    spw_stream_config c;
+    vs_env env;
+    vs_open(&env, "viewdamage", 0);
     char err[256];
-    const char *def = "{\"partitions\":1}";
-    CHECK_EQ(spw_stream_config_parse(&c, "s", def, strlen(def), err, sizeof err), 0);
-    CHECK_EQ(spw_catalog_create(cat, &c), 1);
-    spw_stream *s = spw_stream_get(cat, "s", 1);
+    spw_stream *s = vs_stream(&env, "s", "{\"partitions\":1}");
     append_good(s->parts[0], 5);    /* offsets 0..4 */
     append_spoiled(s->parts[0], 4); /* 5..8: damaged */
     append_good(s->parts[0], 3);    /* 9..11 */
     spw_views *m;
-    CHECK_OK(spw_views_open(cat, dir, 0, &m));
+    CHECK_OK(spw_views_open(env.cat, env.dir, 0, &m));
+    vs_put_view(m, "v", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
     spw_buf b = SPW_BUF_INIT;
-    const char *vdef = "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}";
-    CHECK_EQ(spw_views_put(m, "v", vdef, strlen(vdef), &b, err, sizeof err), 1);
     spw_view_min min = {0, 11};
     for (int i = 0; i < 20000 && spw_views_applied(m, "v", &min, 1) != 1; i++)
         spw_sleep_until(spw_mono_ns() + 1000000u);
@@ -121,10 +114,7 @@ int main(void)
     spw_buf_fini(&b);
     spw_views_close(m);
     spw_stream_put(s);
-    spw_catalog_close(cat);
-    spw_log_close(log);
-    spw_test_rmrf(dir);
-    free(dir);
+    vs_close(&env);
     printf("test_view_damage: ok\n");
     return 0;
 }

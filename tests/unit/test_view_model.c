@@ -15,6 +15,11 @@
  * The verifier (spw_views_verify) agrees on every view, whole and
  * sampled, and finds an entry changed behind the view's back.
  *
+ * Even seeds apply in batches of a few records (spw__view_batch_records),
+ * so a catch-up goes through the commit pipeline (view_apply.c), and
+ * seeds 4, 8, ... flush every millisecond, so a flush rides on nearly
+ * every batch in flight.
+ *
  * Seeds: 1..4 by default (also under ASan: ctest label unit);
  * SPW_VIEW_SEEDS=N runs seeds 1..N (scripts/test-slow.sh).
  */
@@ -30,6 +35,7 @@
 #include "view/view.h"
 #include "test.h"
 #include "view_fold.h"
+#include "view_setup.h"
 
 #define NP 3
 #define T0 1700000000000LL
@@ -41,17 +47,6 @@ static uint32_t rnd(uint32_t n)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng % n);
-}
-
-static void put_view(spw_views *m, const char *name, const char *body)
-{
-    spw_buf b = SPW_BUF_INIT;
-    char err[400];
-    int r = spw_views_put(m, name, body, strlen(body), &b, err, sizeof err);
-    if (r != 1)
-        fprintf(stderr, "view %s: %d %s\n", name, r, err);
-    CHECK_EQ(r, 1);
-    spw_buf_fini(&b);
 }
 
 static void verify_ok(spw_views *m, const char *name, uint32_t sample, int want_ok)
@@ -93,21 +88,16 @@ static void tamper(const char *dir)
     rocksdb_options_destroy(o);
 }
 
-static void one_seed(uint64_t seed, const char *dir)
+static uint64_t flush_ms; /* the views' flush interval (0: the default) */
+
+static void one_seed(uint64_t seed, vs_env *env)
 {
     rng = seed * 0x9E3779B97F4A7C15ull + 1;
-    spw_log *log;
-    spw_catalog *cat;
-    CHECK_OK(spw_log_open(NULL, &log));
-    CHECK_OK(spw_catalog_open(log, dir, 0, &cat));
-    spw_stream_config c;
-    char err[256];
-    const char *sdef = "{\"partitions\":3}";
-    CHECK_EQ(spw_stream_config_parse(&c, "s", sdef, strlen(sdef), err, sizeof err), 0);
-    CHECK_EQ(spw_catalog_create(cat, &c), 1);
-    spw_stream *s = spw_stream_get(cat, "s", 1);
+    spw_stream *s = vs_stream(env, "s", "{\"partitions\":3}");
+    spw_catalog *cat = env->cat;
+    const char *dir = env->dir;
     spw_views *m;
-    CHECK_OK(spw_views_open(cat, dir, 0, &m));
+    CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
     vf_view vs[] = {
         {.name = "last", .kind = 0},
         {.name = "last_ts", .kind = 0, .order_ts = 1},
@@ -116,19 +106,16 @@ static void one_seed(uint64_t seed, const char *dir)
         {.name = "by_g", .kind = 1, .field = "/n", .group = "/g", .nwin = 2, .win = {1000, 10000}, .arrival = 1},
     };
     const int nv = sizeof vs / sizeof vs[0];
-    put_view(m, "last", "{\"stream\":\"s\",\"kind\":\"latest\"}");
-    put_view(m, "last_ts", "{\"stream\":\"s\",\"kind\":\"latest\",\"order_by\":\"ts\"}");
-    put_view(m, "bal", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
-    put_view(m, "agg", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"1m\",\"5m\"],"
+    vs_put_view(m, "last", "{\"stream\":\"s\",\"kind\":\"latest\"}");
+    vs_put_view(m, "last_ts", "{\"stream\":\"s\",\"kind\":\"latest\",\"order_by\":\"ts\"}");
+    vs_put_view(m, "bal", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
+    vs_put_view(m, "agg", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"10s\",\"1m\",\"5m\"],"
                        "\"grace\":\"5s\"}");
-    put_view(m, "by_g", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"group_by\":\"/g\","
+    vs_put_view(m, "by_g", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"group_by\":\"/g\","
                         "\"windows\":[\"1s\",\"10s\"],\"time\":\"arrival\"}");
     /* partial aggregates, as an edge node would forward them */
-    const char *pdef = "{\"partitions\":2}";
-    CHECK_EQ(spw_stream_config_parse(&c, "parts", pdef, strlen(pdef), err, sizeof err), 0);
-    CHECK_EQ(spw_catalog_create(cat, &c), 1);
-    spw_stream *ps = spw_stream_get(cat, "parts", 5);
-    put_view(m, "merged", "{\"stream\":\"parts\",\"kind\":\"aggregate\",\"merge\":true,"
+    spw_stream *ps = vs_stream(env, "parts", "{\"partitions\":2}");
+    vs_put_view(m, "merged", "{\"stream\":\"parts\",\"kind\":\"aggregate\",\"merge\":true,"
                           "\"windows\":[\"10s\",\"1m\"],\"grace\":\"5s\"}");
     vf_view vm = {.name = "merged", .kind = 1, .merge = 1, .nwin = 2, .win = {10000, 60000}, .grace = 5000};
     for (int b = 0; b < 60; b++) {
@@ -190,7 +177,7 @@ static void one_seed(uint64_t seed, const char *dir)
         if (!reopened && done > total / 2) {
             /* a restart of the views half-way: they go on from their stores */
             spw_views_close(m);
-            CHECK_OK(spw_views_open(cat, dir, 0, &m));
+            CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
             reopened = 1;
         }
     }
@@ -222,14 +209,12 @@ static void one_seed(uint64_t seed, const char *dir)
     }
     spw_views_close(m);
     tamper(dir);
-    CHECK_OK(spw_views_open(cat, dir, 0, &m));
+    CHECK_OK(spw_views_open(cat, dir, flush_ms, &m));
     verify_ok(m, "bal", 1, 0);
     spw_views_close(m);
     for (int i = 0; i < nv; i++)
         vf_free(&vs[i]);
     spw_stream_put(s);
-    spw_catalog_close(cat);
-    spw_log_close(log);
 }
 
 int main(void)
@@ -238,10 +223,14 @@ int main(void)
     const char *env = getenv("SPW_VIEW_SEEDS");
     uint64_t seeds = env && atoi(env) > 0 ? (uint64_t)atoi(env) : 4;
     for (uint64_t seed = 1; seed <= seeds; seed++) {
-        char *dir = spw_test_tmpdir("viewmodel");
-        one_seed(seed, dir);
-        spw_test_rmrf(dir);
-        free(dir);
+        vs_env env;
+        vs_open(&env, "viewmodel", 0);
+        /* even seeds: batches of a few records, so that a view's catch-up
+         * goes through the commit pipeline (many batches in a row) */
+        atomic_store(&spw__view_batch_records, seed % 2 == 0 ? 1 + (uint32_t)(seed % 7) : 0);
+        flush_ms = seed % 4 == 0 ? 1 : 0; /* and some with a flush riding on nearly every batch */
+        one_seed(seed, &env);
+        vs_close(&env);
     }
     printf("test_view_model: %llu seeds ok\n", (unsigned long long)seeds);
     return 0;

@@ -28,21 +28,11 @@
 #include "view/view.h"
 #include "test.h"
 #include "view_fold.h"
+#include "view_setup.h"
 
 #define NP 2
 #define T0 1700000000000LL /* an hour boundary falls at T0 + 2800 s */
 #define SECS 4000
-
-static void put_view(spw_views *m, const char *name, const char *body)
-{
-    spw_buf b = SPW_BUF_INIT;
-    char err[400];
-    int r = spw_views_put(m, name, body, strlen(body), &b, err, sizeof err);
-    if (r != 1)
-        fprintf(stderr, "view %s: %d %s\n", name, r, err);
-    CHECK_EQ(r, 1);
-    spw_buf_fini(&b);
-}
 
 static long long metric(spw_views *m, const char *family, const char *view)
 {
@@ -164,17 +154,12 @@ static void tamper_page(const char *dir, const char *name, int64_t start, const 
 int main(void)
 {
     spw_msg_set_level(SPW_MSG_ERROR + 1);
-    char *dir = spw_test_tmpdir("viewpack");
-    spw_log *log;
-    spw_catalog *cat;
-    CHECK_OK(spw_log_open(NULL, &log));
-    CHECK_OK(spw_catalog_open(log, dir, 0, &cat));
-    spw_stream_config c;
+    vs_env env;
+    vs_open(&env, "viewpack", 0);
+    spw_catalog *cat = env.cat;
+    const char *dir = env.dir;
     char err[256];
-    const char *sdef = "{\"partitions\":2}";
-    CHECK_EQ(spw_stream_config_parse(&c, "s", sdef, strlen(sdef), err, sizeof err), 0);
-    CHECK_EQ(spw_catalog_create(cat, &c), 1);
-    spw_stream *s = spw_stream_get(cat, "s", 1);
+    spw_stream *s = vs_stream(&env, "s", "{\"partitions\":2}");
     /* key k every second, key j every 7 seconds, all in partition 0 (in
      * time order: nothing late); partition 1 keeps up its watermark */
     enum { BATCH = 500 };
@@ -203,10 +188,10 @@ int main(void)
     append(s, 1, "k", T0 + SECS * 1000LL, "{\"n\":1}");
     spw_views *m;
     CHECK_OK(spw_views_open(cat, dir, 0, &m));
-    put_view(m, "a4",
+    vs_put_view(m, "a4",
              "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\","
              "\"windows\":[\"1s\",\"1m\",\"1h\",\"1d\"],\"grace\":\"10m\"}");
-    put_view(m, "a2", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\",\"2h\"]}");
+    vs_put_view(m, "a2", "{\"stream\":\"s\",\"kind\":\"aggregate\",\"field\":\"/n\",\"windows\":[\"1s\",\"2h\"]}");
     vf_view vs[] = {
         {.name = "a4", .kind = 1, .field = "/n", .nwin = 4, .win = {1000, 60000, 3600000, 86400000}, .grace = 600000},
         {.name = "a2", .kind = 1, .field = "/n", .nwin = 2, .win = {1000, 7200000}},
@@ -274,10 +259,7 @@ int main(void)
 
     spw_views_close(m);
     spw_stream_put(s);
-    spw_catalog_close(cat);
-    spw_log_close(log);
-    spw_test_rmrf(dir);
-    free(dir);
+    vs_close(&env);
     printf("test_view_pack: ok\n");
     return 0;
 }

@@ -16,6 +16,7 @@
 #include "log/log.h"
 #include "view/view.h"
 #include "test.h"
+#include "view_setup.h"
 
 static uint64_t start_of(spw_stream *s)
 {
@@ -37,17 +38,12 @@ static void wait_applied(spw_views *m, spw_stream *s)
 int main(void)
 {
     spw_msg_set_level(SPW_MSG_ERROR + 1);
-    char *dir = spw_test_tmpdir("viewret");
-    spw_log *log;
-    spw_catalog *cat;
-    CHECK_OK(spw_log_open(NULL, &log));
-    CHECK_OK(spw_catalog_open(log, dir, 4096, &cat));
-    spw_stream_config c;
+    vs_env env;
+    vs_open(&env, "viewret", 4096);
+    spw_catalog *cat = env.cat;
+    const char *dir = env.dir;
     char err[256];
-    const char *def = "{\"partitions\":1,\"retention\":{\"ms\":1},\"dedupe_window_ms\":0}";
-    CHECK_EQ(spw_stream_config_parse(&c, "s", def, strlen(def), err, sizeof err), 0);
-    CHECK_EQ(spw_catalog_create(cat, &c), 1);
-    spw_stream *s = spw_stream_get(cat, "s", 1);
+    spw_stream *s = vs_stream(&env, "s", "{\"partitions\":1,\"retention\":{\"ms\":1},\"dedupe_window_ms\":0}");
     for (int b = 0; b < 40; b++) {
         spw_record r[10];
         char v[10][128];
@@ -64,9 +60,8 @@ int main(void)
     CHECK(st.segments > 3);
     spw_views *m;
     CHECK_OK(spw_views_open(cat, dir, 3600000, &m)); /* no flush during the test but at close */
+    vs_put_view(m, "v", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
     spw_buf b = SPW_BUF_INIT;
-    const char *vdef = "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}";
-    CHECK_EQ(spw_views_put(m, "v", vdef, strlen(vdef), &b, err, sizeof err), 1);
     wait_applied(m, s);
     spw_catalog_retention(cat, spw_wall_ms() + 3600000);
     CHECK_EQ(start_of(s), 0); /* applied, not flushed: held */
@@ -83,10 +78,7 @@ int main(void)
     spw_buf_fini(&b);
     spw_views_close(m);
     spw_stream_put(s);
-    spw_catalog_close(cat);
-    spw_log_close(log);
-    spw_test_rmrf(dir);
-    free(dir);
+    vs_close(&env);
     printf("test_view_retention: ok\n");
     return 0;
 }
