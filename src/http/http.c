@@ -105,6 +105,10 @@ struct spw_conn {
     /* answered in this round of events: flushed once after it (conn_flush_soon) */
     int flush_pending;
     struct spw_conn *flush_next;
+    /* The last answered request, kept for the next one (req_new): a
+     * keep-alive connection then allocates no request struct (~1.8 KB,
+     * zeroed) and no URL copy per request. Freed with the connection. */
+    spw_http_req *spare;
 };
 
 struct spw_http_loop {
@@ -241,6 +245,44 @@ static int body_take(spw_http_req *r, size_t n)
     return 0;
 }
 
+/* ---- request structs ---- */
+
+/* A URL copy this long or shorter stays with a spare request for reuse. */
+#define URL_KEEP 1024
+
+/* A zeroed request for c: its spare (keeping the spare's URL buffer), or a
+ * new one. The caller owns it until spw_http_respond (req_done). */
+static spw_http_req *req_new(spw_conn *c)
+{
+    spw_http_req *r = c->spare;
+    if (!r)
+        return spw_xcalloc(1, sizeof *r);
+    c->spare = NULL;
+    char *u = r->url_mem;
+    size_t ucap = r->url_cap;
+    memset(r, 0, sizeof *r);
+    r->url_mem = u;
+    r->url_cap = ucap;
+    return r;
+}
+
+/* r is answered (its body freed): kept as c's spare when c has none, else
+ * freed. */
+static void req_done(spw_conn *c, spw_http_req *r)
+{
+    if (r->url_cap > URL_KEEP) {
+        spw_free(r->url_mem);
+        r->url_mem = NULL;
+        r->url_cap = 0;
+    }
+    if (!c->spare) {
+        c->spare = r;
+        return;
+    }
+    spw_free(r->url_mem);
+    spw_free(r);
+}
+
 /* ---- connection teardown ---- */
 
 static void http_conn_free(spw_netconn *nc)
@@ -262,6 +304,10 @@ static void http_conn_free(spw_netconn *nc)
         req_body_free(c->cur);
         spw_free(c->cur->url_mem);
         spw_free(c->cur);
+    }
+    if (c->spare) {
+        spw_free(c->spare->url_mem);
+        spw_free(c->spare);
     }
     spw_free(c->slots);
     spw_buf_fini(&c->url);
@@ -391,8 +437,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     loop->inflight--;
     c->inflight--;
     req_body_free(req);
-    spw_free(req->url_mem);
-    spw_free(req);
+    req_done(c, req);
     if (!s) {
         spw_netconn_out_release(&c->nc, reserved);
         return; /* cannot happen: every dispatched request has a slot */
@@ -477,7 +522,7 @@ static void conn_fail(spw_conn *c, spw_sc sc, const char *msg)
         conn_close(c);
         return;
     }
-    spw_http_req *r = c->cur ? c->cur : spw_xcalloc(1, sizeof *r);
+    spw_http_req *r = c->cur ? c->cur : req_new(c);
     c->cur = NULL;
     r->conn = c;
     r->loop = c->loop;
@@ -493,7 +538,7 @@ static void conn_fail(spw_conn *c, spw_sc sc, const char *msg)
 static int on_message_begin(http_parser *p)
 {
     spw_conn *c = p->data;
-    c->cur = spw_xcalloc(1, sizeof *c->cur);
+    c->cur = req_new(c);
     c->body_whole = 0;
     memcpy(c->cur->peer, c->peer, sizeof c->peer);
     c->cur->conn = c;
@@ -698,7 +743,12 @@ static int on_message_complete(http_parser *p)
     size_t ul = c->url.len;
     char *q = memchr(u, '?', ul);
     size_t pl = q ? (size_t)(q - u) : ul;
-    char *copy = spw_xmalloc(ul + 2);
+    char *copy = r->url_mem;
+    if (r->url_cap < ul + 2) {
+        spw_free(r->url_mem);
+        r->url_cap = ul + 2 > 64 ? ul + 2 : 64;
+        copy = spw_xmalloc(r->url_cap);
+    }
     memcpy(copy, u, pl);
     copy[pl] = 0;
     if (q) {

@@ -77,6 +77,7 @@ typedef struct spw_http_req {
     uint64_t charged; /* bytes of the buffer budget body holds */
     uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
+    size_t url_cap;   /* url_mem's size (kept across reuse of the struct) */
     size_t promised;  /* spw_http_req_promise */
 } spw_http_req;
 
