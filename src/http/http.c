@@ -109,6 +109,7 @@ struct spw_conn {
      * keep-alive connection then allocates no request struct (~1.8 KB,
      * zeroed) and no URL copy per request. Freed with the connection. */
     spw_http_req *spare;
+    spw_buf body_keep; /* an answer body's buffer, for the next (spw_http_req_buf) */
 };
 
 struct spw_http_loop {
@@ -309,6 +310,7 @@ static void http_conn_free(spw_netconn *nc)
         spw_free(c->spare->url_mem);
         spw_free(c->spare);
     }
+    spw_buf_fini(&c->body_keep);
     spw_free(c->slots);
     spw_buf_fini(&c->url);
     pin_free(c);
@@ -473,6 +475,31 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     } else {
         spw_netconn_out_release(&c->nc, reserved);
     }
+}
+
+/* A kept answer buffer larger than this is given back (a large request's
+ * ids): the common answer is a few hundred bytes. */
+#define BODY_KEEP (16u << 10)
+
+spw_buf spw_http_req_buf(spw_http_req *req)
+{
+    spw_buf b = req->conn->body_keep;
+    req->conn->body_keep = (spw_buf)SPW_BUF_INIT;
+    b.len = 0;
+    return b;
+}
+
+void spw_http_respond_buf(spw_http_req *req, int status, const char *headers, const char *ctype, spw_buf *body)
+{
+    spw_conn *c = req->conn; /* outlives req's answer: freed by the loop later */
+    spw_http_respond(req, status, headers, ctype, body->p, body->len);
+    if (body->cap <= BODY_KEEP && !c->body_keep.p) {
+        c->body_keep = *body;
+        c->body_keep.len = 0;
+    } else {
+        spw_buf_fini(body);
+    }
+    *body = (spw_buf)SPW_BUF_INIT;
 }
 
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
