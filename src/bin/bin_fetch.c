@@ -133,7 +133,7 @@ static void fetch_answer(void *arg)
     } else if (j->err == SPW_ECORRUPT && j->resume) {
         spw__bin_send_damaged(c, j->opcode, j->request_id, j->partition, j->damage_from, j->resume);
     } else if (j->err) {
-        spw__bin_send_sc(c, j->opcode, j->request_id, j->err == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED,
+        spw__bin_send_sc(c, j->opcode, j->request_id, spw_sc_read(j->err),
                          0, "reading offset %" PRIu64 ": %s", j->err_next, spw_strerror(j->err));
     } else if (c->out.len == c->out_off) {
         spw_buf t = c->out;

@@ -183,7 +183,7 @@ static void group_deliver(spw_group_poll *p, spw_lease *l)
         if (n == SPW_ECORRUPT && bad > l->from)
             spw__bin_send_damaged(c, SPW_OP_GROUP_POLL, q->request_id, l->partition, l->from, bad);
         else
-            spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, SPW_SC_READ_FAILED, 0,
+            spw__bin_send_sc(c, SPW_OP_GROUP_POLL, q->request_id, spw_sc_read(n), 0,
                              "reading partition %" PRIu32 " at %" PRIu64 ": %s", l->partition, l->from,
                              n ? spw_strerror(n) : "no records");
     } else {

@@ -1,5 +1,6 @@
 /* The stream catalog: see catalog.h. */
 #include "catalog/catalog.h"
+#include "catalog/groups.h"
 #include "catalog/hotkeys.h"
 #include "core/workq.h"
 
@@ -42,6 +43,7 @@ struct spw_catalog {
      * removes its directory: I/O workers (spw_catalog_set_io), so that it
      * is never an I/O loop that dropped the reference; NULL: in place. */
     _Atomic(spw_workq *) io;
+    _Atomic(struct spw_groups *) groups; /* dropped with their stream (spw_catalog_set_groups) */
 };
 
 void spw_catalog_set_io(spw_catalog *cat, spw_workq *io) { atomic_store(&cat->io, io); }
@@ -206,6 +208,7 @@ const char *spw_catalog_dir(const spw_catalog *cat) { return cat->dir; }
 void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *)) { cat->es_free = fn; }
 
 void spw_catalog_set_es_retire(spw_catalog *cat, void (*fn)(struct spw_stream *)) { atomic_store(&cat->es_retire, fn); }
+void spw_catalog_set_groups(spw_catalog *cat, struct spw_groups *gs) { atomic_store(&cat->groups, gs); }
 
 void spw_catalog_set_coal_free(spw_catalog *cat, void (*fn)(struct spw_coal_stream *))
 {
@@ -348,6 +351,10 @@ int spw_catalog_delete(spw_catalog *cat, const char *name)
             r = spw_os_fsync_dir(cat->dir);
         snprintf(s->deleted_dir, sizeof s->deleted_dir, "%s", to);
         spw_info("stream %s: deleted", name);
+        /* Its groups too, before the name is free again. */
+        spw_groups *gs = atomic_load(&cat->groups);
+        if (gs)
+            spw_groups_drop_stream(gs, name);
         spw_stream_put(s);
     }
     pthread_mutex_unlock(&cat->ddl);

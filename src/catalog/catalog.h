@@ -63,6 +63,12 @@ void spw_catalog_set_es_free(spw_catalog *cat, void (*fn)(struct spw_es *));
 /* How a deleted stream's version map stops using its directory (its
  * store closed: es/es.h spw_es_retire), before the directory moves. */
 void spw_catalog_set_es_retire(spw_catalog *cat, void (*fn)(struct spw_stream *));
+/* The consumer groups (catalog/groups.h) a delete drops with its stream,
+ * under the create/delete lock: a stream created again under the name
+ * never meets the deleted one's groups, and its own are never taken for
+ * them. NULL: none. Clear it before closing gs. */
+struct spw_groups;
+void spw_catalog_set_groups(spw_catalog *cat, struct spw_groups *gs);
 void spw_catalog_close(spw_catalog *cat);
 /* The log the catalog's streams are partitions of. */
 spw_log *spw_catalog_log(const spw_catalog *cat);
@@ -75,7 +81,8 @@ const char *spw_catalog_dir(const spw_catalog *cat);
  * directory exists with files of no loaded stream (left untouched), or an
  * I/O error (then everything it made is removed, nothing else). */
 int spw_catalog_create(spw_catalog *cat, const spw_stream_config *c);
-/* Deletes a stream and its data. 0, -ENOENT, or an I/O error. */
+/* Deletes a stream and its data (and its consumer groups:
+ * spw_catalog_set_groups). 0, -ENOENT, or an I/O error. */
 int spw_catalog_delete(spw_catalog *cat, const char *name);
 
 /* A referenced stream or NULL; release with spw_stream_put. */

@@ -557,8 +557,12 @@ int spw_group_save(spw_groups *gs, spw_group *g)
     return r;
 }
 
+void (*spw_groups_test_drop_pause)(const char *stream);
+
 int spw_groups_drop_stream(spw_groups *gs, const char *stream)
 {
+    if (spw_groups_test_drop_pause)
+        spw_groups_test_drop_pause(stream);
     pthread_rwlock_wrlock(&gs->lock);
     spw_group **pp = &gs->head;
     while (*pp) {

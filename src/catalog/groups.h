@@ -138,11 +138,14 @@ int spw_group_save(spw_groups *gs, spw_group *g);
  * had (the caller logs it and saves the group), else 0. Any thread. */
 int spw_group_clamp(spw_group *g, uint32_t partition, uint64_t end, uint64_t *old);
 
-/* Stream deleted: forgets its groups (their memory stays until
+/* Stream deleted (called by spw_catalog_delete under its create/delete
+ * lock: spw_catalog_set_groups): forgets its groups (their memory stays until
  * spw_groups_close: parked polls may still point at them; they lease
  * nothing and are never saved) and removes DATA/groups/STREAM. Returns 0
  * or the first -errno of the removal (logged). */
 int spw_groups_drop_stream(spw_groups *gs, const char *stream);
+/* Test builds only (server/testhooks.c): called as a drop starts. */
+extern void (*spw_groups_test_drop_pause)(const char *stream);
 
 /* "P-HHHH..." of a lease into out (cap >= 32); parsing the reverse:
  * 0 or -EINVAL. */

@@ -428,7 +428,7 @@ static void read_answer(void *arg)
     spw_http_req *req = j->req;
     req->user = NULL;
     if (j->r_ts < 0) {
-        spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "%s", spw_strerror(j->r_ts));
+        spw_http_answer(req, spw_sc_read(j->r_ts), NULL, "%s", spw_strerror(j->r_ts));
         goto out;
     }
     /* Reads see durable records only (docs/architecture.md, "What readers
@@ -460,7 +460,7 @@ static void read_answer(void *arg)
                         "at offset %" PRIu64,
                         next, bad_next - 1, bad_next);
     } else {
-        spw_http_answer(req, n == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED, NULL,
+        spw_http_answer(req, spw_sc_read(n), NULL,
                         "reading offset %" PRIu64 ": %s",
                         next, spw_strerror(n));
     }

@@ -34,9 +34,7 @@ static void ddl_work(ddl_job *j)
         j->sc = spw_svc_stream_create(&j->api->svc, &j->c, &j->created, j->msg, sizeof j->msg);
         return;
     }
-    j->r = spw_catalog_delete(j->api->svc.cat, j->name);
-    if (j->r == 0)
-        spw_consume_drop_stream(j->api->svc.groups, j->name); /* its consumer groups go with it */
+    j->r = spw_catalog_delete(j->api->svc.cat, j->name); /* its consumer groups go with it */
 }
 
 static void put_answer(ddl_job *j)

@@ -108,7 +108,7 @@ static void http_deliver(spw_group_poll *p, spw_lease *l)
                             " are damaged on disk (run spillway check); reading can resume at offset %" PRIu64,
                             l->partition, l->from, bad - 1, bad);
         else
-            spw_http_answer(req, SPW_SC_READ_FAILED, NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
+            spw_http_answer(req, spw_sc_read(r), NULL, "reading partition %" PRIu32 " at %" PRIu64 ": %s",
                             l->partition, l->from, r ? spw_strerror(r) : "no records");
         return;
     }

@@ -20,6 +20,12 @@
  * follower's SyncGroup wait (counted in flight on their connection and
  * loop); their answers are built under the mutex and posted to their
  * loops. Each loop's tick looks for expired sessions and deadlines.
+ *
+ * A new member is refused (COORDINATOR_LOAD_IN_PROGRESS, which clients
+ * retry) while a reset of the group of that name runs
+ * (spw_svc_group_resetting, checked under the registry's mutex, which the
+ * reset's member check also takes): it would read from the offsets the
+ * reset is replacing.
  */
 #include "kafka/kafka_int.h"
 
@@ -31,6 +37,7 @@
 #include "svc/group_admin.h"
 
 enum {
+    KERR_COORDINATOR_LOAD_IN_PROGRESS = 14,
     KERR_COORDINATOR_NOT_AVAILABLE = 15,
     KERR_ILLEGAL_GENERATION = 22,
     KERR_INCONSISTENT_GROUP_PROTOCOL = 23,
@@ -562,6 +569,10 @@ void spw__k_join_group(kconn *c, kreq *q, spw_kr *r)
         m = member_get(g, mid, ml);
         if (!m)
             err = KERR_UNKNOWN_MEMBER_ID;
+    }
+    if (!err && !m && spw_svc_group_resetting(g->name)) {
+        spw_info("kafka: a JoinGroup of consumer group %s waits: the group is being reset", g->name);
+        err = KERR_COORDINATOR_LOAD_IN_PROGRESS;
     }
     if (!err && g->members && g->protocol_type[0] &&
         ((int32_t)strlen(g->protocol_type) != pl || memcmp(g->protocol_type, ptype, (size_t)pl) != 0))

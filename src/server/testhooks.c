@@ -32,6 +32,15 @@
  * SPW_TEST_WRITE_GATE=PATH: the same for the writes of segments (the
  * flusher stops there, holding the batches it took).
  *
+ * SPW_TEST_RESET_GATE=PATH: a consumer-group reset waits, after its member
+ * checks and before it changes the offsets, while PATH exists
+ * (svc/group_admin.h spw_svc_group_reset_test_pause;
+ * tests/integration/test_group_reset_kafka.c).
+ *
+ * SPW_TEST_DROP_GATE=PATH: a deleted stream's consumer groups are dropped
+ * (catalog/groups.h spw_groups_test_drop_pause) once PATH is gone
+ * (tests/integration/test_groups.c).
+ *
  * SPW_TEST_WALL_OFFSET_S=N in the environment (read by the constructor)
  * sets core/clock.h's spw_clock_wall_offset_ns to N seconds: the
  * process's wall clock reads N s ahead of the kernel's, which is what a
@@ -59,7 +68,9 @@
 #include "http/http.h"
 #include "os/os.h"
 #include "http/api.h"
+#include "catalog/groups.h"
 #include "server/server.h"
+#include "svc/group_admin.h"
 
 #define FD_TRACK (1 << 16)
 #define COUNT_MAX 1000000000LL
@@ -151,6 +162,26 @@ static void gate_wait(const char *gate)
         close(wf);
     while (access(gate, F_OK) == 0)
         usleep(2000);
+}
+
+/* SPW_TEST_RESET_GATE=PATH */
+static char reset_gate[4096];
+
+static void reset_pause(const char *group)
+{
+    (void)group;
+    if (access(reset_gate, F_OK) == 0)
+        gate_wait(reset_gate);
+}
+
+/* SPW_TEST_DROP_GATE=PATH */
+static char drop_gate[4096];
+
+static void drop_pause(const char *stream)
+{
+    (void)stream;
+    if (access(drop_gate, F_OK) == 0)
+        gate_wait(drop_gate);
 }
 
 static void sync_gate_check(int fd)
@@ -456,6 +487,16 @@ __attribute__((constructor)) static void testhooks_install(void)
     const char *wgate = getenv("SPW_TEST_WRITE_GATE");
     if (wgate && strlen(wgate) < sizeof write_gate)
         strcpy(write_gate, wgate);
+    const char *rgate = getenv("SPW_TEST_RESET_GATE");
+    if (rgate && *rgate && strlen(rgate) < sizeof reset_gate) {
+        strcpy(reset_gate, rgate);
+        spw_svc_group_reset_test_pause = reset_pause;
+    }
+    const char *dgate = getenv("SPW_TEST_DROP_GATE");
+    if (dgate && *dgate && strlen(dgate) < sizeof drop_gate) {
+        strcpy(drop_gate, dgate);
+        spw_groups_test_drop_pause = drop_pause;
+    }
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)
         atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);

@@ -509,8 +509,10 @@ int spw_consume_start(const char *data_dir, spw_catalog *cat, spw_log *log, _Ato
         return -r;
     }
     cs->started = 1;
-    if (cat)
+    if (cat) {
+        spw_catalog_set_groups(cat, cs->gs); /* dropped with their stream */
         clamp_groups(cs);
+    }
     if (log)
         spw_log_set_durable_hook(log, durable_kick, cs);
     *out = cs;
@@ -540,14 +542,10 @@ void spw_consume_free(spw_consume *cs)
     spw_consume_stop(cs);
     pthread_mutex_destroy(&cs->mu);
     pthread_cond_destroy(&cs->cv);
+    if (cs->cat)
+        spw_catalog_set_groups(cs->cat, NULL);
     spw_groups_close(cs->gs);
     spw_free(cs);
-}
-
-void spw_consume_drop_stream(spw_consume *cs, const char *name)
-{
-    if (cs)
-        spw_groups_drop_stream(cs->gs, name);
 }
 
 void spw_consume_kick(spw_consume *cs)

@@ -65,9 +65,6 @@ void spw_consume_set_io(spw_consume *cs, struct spw_workq *io);
 /* Frees. REQUIRES: stopped, and the front ends' loops stopped. */
 void spw_consume_free(spw_consume *cs);
 
-/* Stream name was deleted: its groups go too (spw_groups_drop_stream). */
-void spw_consume_drop_stream(spw_consume *cs, const char *name);
-
 /* A produce completed: wakes the waiter if polls are parked. Any thread;
  * one atomic load when none is, at most one lock per waiter round. */
 void spw_consume_kick(spw_consume *cs);

@@ -44,6 +44,50 @@ void spw_svc_group_members_unregister(void *arg)
     pthread_mutex_unlock(&hooks_mu);
 }
 
+/* ---- resets running (spw_svc_group_resetting) ---- */
+
+#define RESETS_MAX 64
+
+static pthread_mutex_t resets_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t resets_cv = PTHREAD_COND_INITIALIZER;
+static char resets[RESETS_MAX][SPW_GROUP_NAME_MAX + 1]; /* "" = free */
+
+void (*spw_svc_group_reset_test_pause)(const char *group);
+
+int spw_svc_group_resetting(const char *group)
+{
+    int r = 0;
+    pthread_mutex_lock(&resets_mu);
+    for (int i = 0; i < RESETS_MAX && !r; i++)
+        r = resets[i][0] && strcmp(resets[i], group) == 0;
+    pthread_mutex_unlock(&resets_mu);
+    return r;
+}
+
+/* Marks group's reset as running; returns its slot. Resets beyond
+ * RESETS_MAX at once wait for a slot (each holds one for microseconds). */
+static int reset_begin(const char *group)
+{
+    pthread_mutex_lock(&resets_mu);
+    for (;;) {
+        for (int i = 0; i < RESETS_MAX; i++)
+            if (!resets[i][0]) {
+                snprintf(resets[i], sizeof resets[i], "%s", group);
+                pthread_mutex_unlock(&resets_mu);
+                return i;
+            }
+        pthread_cond_wait(&resets_cv, &resets_mu);
+    }
+}
+
+static void reset_end(int slot)
+{
+    pthread_mutex_lock(&resets_mu);
+    resets[slot][0] = 0;
+    pthread_cond_signal(&resets_cv);
+    pthread_mutex_unlock(&resets_mu);
+}
+
 /* 1 with member set while a registered front end has members in group. */
 static int members_elsewhere(const char *group, char *member, size_t cap)
 {
@@ -178,6 +222,9 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
     }
     spw_free(v);
     char other[96];
+    /* Marked before the member check and until the offsets are changed: a
+     * Kafka JoinGroup in between is refused (spw_svc_group_resetting). */
+    int slot = reset_begin(gname);
     if (sc == SPW_SC_OK && members_elsewhere(gname, other, sizeof other)) {
         snprintf(msg, cap,
                  "consumer group %s has active members (Kafka member %s): stop its consumers, or wait until "
@@ -187,6 +234,8 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
     }
     if (sc == SPW_SC_OK) {
         char holder[SPW_GROUP_MEMBER_MAX + 1] = "";
+        if (spw_svc_group_reset_test_pause)
+            spw_svc_group_reset_test_pause(gname);
         if (spw_group_reset(g, at, n, (int64_t)spw_mono_ms(), holder, sizeof holder) == -EBUSY) {
             snprintf(msg, cap,
                      "consumer group %s has active members (%s holds a lease): stop its consumers, or wait until "
@@ -195,6 +244,7 @@ spw_sc spw_svc_group_reset(spw_consume *cs, spw_stream *s, const char *gname, sp
             sc = SPW_SC_GROUP_ACTIVE;
         }
     }
+    reset_end(slot);
     spw_free(at);
     if (sc != SPW_SC_OK) {
         spw_free(r);

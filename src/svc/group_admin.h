@@ -30,6 +30,20 @@ typedef int (*spw_group_members_fn)(void *arg, const char *group, char *member, 
 void spw_svc_group_members_register(spw_group_members_fn fn, void *arg);
 void spw_svc_group_members_unregister(void *arg);
 
+/*
+ * A reset of group runs now (from before it checks for members until it
+ * has changed the offsets)? A front end that adds members checks this
+ * under its own members lock before adding one, and refuses the join
+ * (retriably) while it is 1: a member that joined between the reset's
+ * check and its change would read from the offsets the reset replaces.
+ * Any thread.
+ */
+int spw_svc_group_resetting(const char *group);
+
+/* Test builds only (server/testhooks.c): called by a reset after its
+ * member checks, before it changes the offsets; NULL otherwise. */
+extern void (*spw_svc_group_reset_test_pause)(const char *group);
+
 /* One group of a stream, as spw_svc_groups_list gives it. */
 typedef struct spw_group_summary {
     char name[SPW_GROUP_NAME_MAX + 1];

@@ -34,7 +34,7 @@ static spw_sc es_for(spw_stream *s, spw_es **es, char *msg, size_t cap)
                     s->cfg.name);
     int r = spw_es_of(s, es);
     if (r)
-        return fail(msg, cap, SPW_SC_READ_FAILED, "the stream's version store cannot be opened: %s", spw_strerror(r));
+        return fail(msg, cap, spw_sc_read(r), "the stream's version store cannot be opened: %s", spw_strerror(r));
     return SPW_SC_OK;
 }
 
@@ -80,7 +80,7 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
     int stop = 0;
     uint64_t decoded = 0; /* records read from the log (spw_es_count_history) */
     if (got < 0) {
-        c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(got));
+        c = fail(msg, cap, spw_sc_read(got), "the version store could not be read: %s", spw_strerror(got));
         goto out;
     }
     /* Retention may have deleted the key's oldest versions (es.h
@@ -92,7 +92,7 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
         uint64_t oldest = 0;
         int r = spw_es_oldest_kept(es, key, n, k.version, pst.start_offset, &oldest);
         if (r < 0) {
-            c = fail(msg, cap, SPW_SC_READ_FAILED, "the version store could not be read: %s", spw_strerror(r));
+            c = fail(msg, cap, spw_sc_read(r), "the version store could not be read: %s", spw_strerror(r));
             goto out;
         }
         if (from_version < oldest) {
@@ -128,7 +128,7 @@ spw_sc spw_keys_events(spw_stream *s, const void *key, size_t n, uint64_t from_v
             decoded += r == 1;
         }
         if (r != 1 || rv.offset != offs[i] || rv.version != vers[i] || !is_key(&rv, key, n)) {
-            c = fail(msg, cap, r == SPW_ECORRUPT ? SPW_SC_DAMAGED : SPW_SC_READ_FAILED,
+            c = fail(msg, cap, r == 1 ? SPW_SC_READ_FAILED : spw_sc_read(r),
                      "version %" PRIu64 " at offset %" PRIu64 " of partition %u cannot be read: %s", vers[i], offs[i],
                      part, r == 1 ? "it holds another record (run spillway check)" : spw_strerror(r < 0 ? r : SPW_ERANGE));
             goto out;
@@ -223,7 +223,7 @@ spw_sc spw_keys_snapshot_get(spw_stream *s, const void *key, size_t n, uint64_t 
         return c;
     int r = spw_es_snapshot_get(es, key, n, version, state);
     if (r < 0)
-        return fail(msg, cap, SPW_SC_READ_FAILED, "the snapshot could not be read: %s", spw_strerror(r));
+        return fail(msg, cap, spw_sc_read(r), "the snapshot could not be read: %s", spw_strerror(r));
     if (r == 0)
         return fail(msg, cap, SPW_SC_NO_SNAPSHOT, "no snapshot of this key was put");
     return SPW_SC_OK;

@@ -158,6 +158,15 @@ spw_sc spw_sc_by_word(const char *word, int wire)
 
 const spw_sc_row *spw_sc_row_of(spw_sc c) { return &rows[(unsigned)c < SPW_SC__N ? c : SPW_SC_INTERNAL]; }
 
+spw_sc spw_sc_read(int err)
+{
+    switch (err) {
+    case SPW_EDELETED: return SPW_SC_NO_SUCH_STREAM;
+    case SPW_ECORRUPT: return SPW_SC_DAMAGED;
+    default: return SPW_SC_READ_FAILED;
+    }
+}
+
 int spw_sc_is_disk_error(int err)
 {
     return err == SPW_EDISKLIMIT || (err < 0 && err > SPW__ERR_BASE && err != SPW_EAGAIN && err != SPW_EMSGSIZE &&

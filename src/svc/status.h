@@ -164,6 +164,12 @@ spw_sc spw_sc_by_word(const char *word, int wire);
  */
 spw_sc spw_sc_disk(int err, int refused, char *msg, unsigned cap);
 
+/* A read that failed with err (a log, version store or view error): its
+ * code — SPW_SC_NO_SUCH_STREAM when the stream was deleted under the read
+ * (SPW_EDELETED: its partitions retired), SPW_SC_DAMAGED for damaged
+ * records (SPW_ECORRUPT), SPW_SC_READ_FAILED for anything else. */
+spw_sc spw_sc_read(int err);
+
 /* Is err an error of the disk (as spw_sc_disk maps)? */
 int spw_sc_is_disk_error(int err);
 

@@ -24,8 +24,7 @@ static spw_sc map_err(int r)
     case SPW_EINVAL: return SPW_SC_BAD_PARAMETER;
     case -ENOENT: return SPW_SC_NO_SUCH_VIEW;
     case SPW_VIEW_ENOKEY: return SPW_SC_UNKNOWN_KEY;
-    case SPW_ECORRUPT: return SPW_SC_DAMAGED;
-    default: return SPW_SC_READ_FAILED;
+    default: return spw_sc_read(r);
     }
 }
 

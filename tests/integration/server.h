@@ -91,6 +91,30 @@ static inline void srv_start(srv *s, const char *bin, const char *data, const ch
     srv_start_log(s, bin, data, extra, NULL);
 }
 
+/* 1 when the server log at path (srv_start_log) holds text. */
+static inline int srv_log_has(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    CHECK(b != NULL);
+    for (size_t k; (k = fread(b + n, 1, cap - 1 - n, f)) > 0;) {
+        n += k;
+        if (n == cap - 1) {
+            cap *= 2;
+            b = realloc(b, cap);
+            CHECK(b != NULL);
+        }
+    }
+    fclose(f);
+    b[n] = 0;
+    int r = strstr(b, text) != NULL;
+    free(b);
+    return r;
+}
+
 /* Stops with sig and returns the exit status (or 128+signal). */
 static inline int srv_stop(srv *s, int sig)
 {

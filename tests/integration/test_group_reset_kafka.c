@@ -5,7 +5,13 @@
  * the Kafka member) and the list shows the group active; once the
  * consumer has left, the reset is applied, and a consumer that joins
  * afterwards reads from the reset offsets.
+ *
+ * A consumer that joins while a reset runs (held by the test build's
+ * SPW_TEST_RESET_GATE after its member check, before it changes the
+ * offsets) is refused, retriably, until the reset is done; it then reads
+ * from the reset offsets — never from the ones the reset replaced.
  */
+#include <pthread.h>
 #include <librdkafka/rdkafka.h>
 
 #include "server.h"
@@ -49,13 +55,30 @@ static int read_n(rd_kafka_t *rk, int n)
     return got;
 }
 
+static int reset_port;
+static int reset_status;
+
+static void *reset_earliest(void *arg)
+{
+    (void)arg;
+    reset_status = req_status(reset_port, "POST", "/v1/streams/rk/groups/kg/reset", "{\"to\":\"earliest\"}");
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
-    CHECK(argc >= 2);
+    CHECK(argc >= 3);
     char *dir = spw_test_tmpdir("kgreset");
+    char data[4200], gate[4200], waiting[4300], logp[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(gate, sizeof gate, "%s/reset-gate", dir);
+    snprintf(waiting, sizeof waiting, "%s.waiting", gate);
+    snprintf(logp, sizeof logp, "%s/log", dir);
     srv s;
     const char *extra[] = {"--listen-kafka", "127.0.0.1:0", "--fsync-interval", "20ms", NULL};
-    srv_start(&s, argv[1], dir, extra);
+    setenv("SPW_TEST_RESET_GATE", gate, 1);
+    srv_start_log(&s, argv[2], data, extra, logp); /* the test build: the gate */
+    unsetenv("SPW_TEST_RESET_GATE");
     CHECK(s.kafkaport > 0);
     put_stream(s.port, "rk", "{\"partitions\":1}");
     char body[64 * N];
@@ -99,6 +122,34 @@ int main(int argc, char **argv)
     CHECK(m == NULL || m->err); /* nothing more */
     if (m)
         rd_kafka_message_destroy(m);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+
+    /* A join while a reset runs: held past the reset's member check. */
+    int fd = open(gate, O_WRONLY | O_CREAT, 0644);
+    CHECK(fd >= 0);
+    close(fd);
+    reset_port = s.port;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, reset_earliest, NULL) == 0);
+    for (int i = 0; i < 1000 && access(waiting, F_OK) != 0; i++)
+        usleep(10000);
+    CHECK(access(waiting, F_OK) == 0);
+    rk = consumer(s.kafkaport);
+    int refused = 0;
+    for (int i = 0; i < 400 && !refused; i++) { /* 20 s at most: the consumer joins within a second or two */
+        /* (no HTTP request here: the reset holds its I/O loop) */
+        m = rd_kafka_consumer_poll(rk, 50);
+        if (m)
+            rd_kafka_message_destroy(m);
+        refused = srv_log_has(logp, "a JoinGroup of consumer group kg waits: the group is being reset");
+    }
+    CHECK(refused);
+    unlink(gate);
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_EQ(reset_status, 200);
+    CHECK_EQ(part_field(s.port, "/v1/streams/rk/groups/kg", 0, "committed"), 0);
+    CHECK_EQ(read_n(rk, N), N); /* joined after the reset: from its offsets */
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
 

@@ -407,28 +407,12 @@ static uint8_t *kresp_read(int fd, size_t *n)
     return p;
 }
 
-/* A Produce v7 of one batch (producer pid, epoch 0, base sequence seq) of
- * n records to raw/0 at acks -1; the answer's base offset. */
-static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err,
-                          int32_t *throttle)
+/* A Produce v7 of the built record batch to topic/0 at acks -1; the
+ * answer's base offset, its error code in err and throttle time. */
+static int64_t produce_batch(int fd, const char *topic, int32_t corr, const spw_buf *batch, int16_t *err,
+                             int32_t *throttle)
 {
-    spw_buf batch = SPW_BUF_INIT, body = SPW_BUF_INIT;
-    spw_kbatch_w w;
-    CHECK_EQ(spw_kbatch_begin(&batch, &w, 0, TS0), 0);
-    for (int i = 0; i < n; i++) {
-        char v[32];
-        int vl = snprintf(v, sizeof v, "seq%d-%d", seq, i);
-        CHECK_EQ(spw_kbatch_add(&batch, &w, i, TS0 + i, (const uint8_t *)"k", 1, (const uint8_t *)v, vl, NULL, 0, 0),
-                 0);
-    }
-    spw_kbatch_end(&batch, &w);
-    /* producer id, epoch, base sequence at bytes 43, 51, 53; CRC again */
-    spw_buf t = {.p = batch.p + 43, .len = 0, .cap = 14};
-    spw_kw_i64(&t, pid);
-    spw_kw_i16(&t, 0);
-    spw_kw_i32(&t, seq);
-    t = (spw_buf){.p = batch.p + 17, .len = 0, .cap = 4};
-    spw_kw_i32(&t, (int32_t)spw_crc32c(batch.p + 21, batch.len - 21));
+    spw_buf body = SPW_BUF_INIT;
     spw_kw_str(&body, NULL, -1);
     spw_kw_i16(&body, -1);
     spw_kw_i32(&body, 30000);
@@ -436,7 +420,7 @@ static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, 
     spw_kw_str(&body, topic, (int32_t)strlen(topic));
     spw_kw_i32(&body, 1);
     spw_kw_i32(&body, 0);
-    spw_kw_bytes(&body, batch.p, (int32_t)batch.len);
+    spw_kw_bytes(&body, batch->p, (int32_t)batch->len);
     kreq_send(fd, 0, 7, corr, &body);
     size_t rn;
     uint8_t *a = kresp_read(fd, &rn);
@@ -457,8 +441,34 @@ static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, 
     *throttle = spw_kr_i32(&r);
     CHECK(!r.bad && spw_kr_left(&r) == 0);
     free(a);
-    spw_buf_fini(&batch);
     spw_buf_fini(&body);
+    return off;
+}
+
+/* A Produce v7 of one batch (producer pid, epoch 0, base sequence seq) of
+ * n records to raw/0 at acks -1; the answer's base offset. */
+static int64_t produce_to(int fd, const char *topic, int32_t corr, int64_t pid, int32_t seq, int n, int16_t *err,
+                          int32_t *throttle)
+{
+    spw_buf batch = SPW_BUF_INIT;
+    spw_kbatch_w w;
+    CHECK_EQ(spw_kbatch_begin(&batch, &w, 0, TS0), 0);
+    for (int i = 0; i < n; i++) {
+        char v[32];
+        int vl = snprintf(v, sizeof v, "seq%d-%d", seq, i);
+        CHECK_EQ(spw_kbatch_add(&batch, &w, i, TS0 + i, (const uint8_t *)"k", 1, (const uint8_t *)v, vl, NULL, 0, 0),
+                 0);
+    }
+    spw_kbatch_end(&batch, &w);
+    /* producer id, epoch, base sequence at bytes 43, 51, 53; CRC again */
+    spw_buf t = {.p = batch.p + 43, .len = 0, .cap = 14};
+    spw_kw_i64(&t, pid);
+    spw_kw_i16(&t, 0);
+    spw_kw_i32(&t, seq);
+    t = (spw_buf){.p = batch.p + 17, .len = 0, .cap = 4};
+    spw_kw_i32(&t, (int32_t)spw_crc32c(batch.p + 21, batch.len - 21));
+    int64_t off = produce_batch(fd, topic, corr, &batch, err, throttle);
+    spw_buf_fini(&batch);
     return off;
 }
 
@@ -626,40 +636,20 @@ static void test_fetch_reuse(const srv *s)
     int fd = tcp_connect(s->kafkaport);
     static uint8_t v[1000];
     memset(v, 'r', sizeof v);
-    spw_buf batch = SPW_BUF_INIT, body = SPW_BUF_INIT;
+    spw_buf batch = SPW_BUF_INIT;
     for (int32_t corr = 1; corr <= 4; corr++) { /* 4 x 1000 records of 1000 bytes */
         spw_kbatch_w w;
-        batch.len = body.len = 0;
+        batch.len = 0;
         CHECK_EQ(spw_kbatch_begin(&batch, &w, 0, TS0), 0);
         for (int i = 0; i < 1000; i++)
             CHECK_EQ(spw_kbatch_add(&batch, &w, i, TS0, NULL, -1, v, (int32_t)sizeof v, NULL, 0, 0), 0);
         spw_kbatch_end(&batch, &w);
-        spw_kw_str(&body, NULL, -1);
-        spw_kw_i16(&body, -1);
-        spw_kw_i32(&body, 30000);
-        spw_kw_i32(&body, 1);
-        spw_kw_str(&body, "fr", 2);
-        spw_kw_i32(&body, 1);
-        spw_kw_i32(&body, 0);
-        spw_kw_bytes(&body, batch.p, (int32_t)batch.len);
-        kreq_send(fd, 0, 7, corr, &body);
-        size_t rn;
-        uint8_t *a = kresp_read(fd, &rn);
-        spw_kr r;
-        spw_kr_init(&r, a, rn);
-        CHECK_EQ(spw_kr_i32(&r), corr);
-        CHECK_EQ(spw_kr_i32(&r), 1);
-        const char *name;
-        int32_t nl;
-        spw_kr_str(&r, &name, &nl);
-        CHECK_EQ(spw_kr_i32(&r), 1);
-        CHECK_EQ(spw_kr_i32(&r), 0);
-        CHECK_EQ(spw_kr_i16(&r), 0);
-        CHECK_EQ(spw_kr_i64(&r), (int64_t)(corr - 1) * 1000);
-        free(a);
+        int16_t err;
+        int32_t throttle;
+        CHECK_EQ(produce_batch(fd, "fr", corr, &batch, &err, &throttle), (int64_t)(corr - 1) * 1000);
+        CHECK_EQ(err, 0);
     }
     spw_buf_fini(&batch);
-    spw_buf_fini(&body);
     int64_t hw;
     size_t got;
     char *vals;

@@ -192,6 +192,11 @@ int main(void)
     CHECK_EQ(spw_sc_disk(SPW_EMSGSIZE, 1, msg, sizeof msg), SPW_SC_OK);
     CHECK_EQ(spw_sc_http(SPW_SC_DISK_FULL), 507);
     CHECK_EQ(spw_sc_http(SPW_SC_WRITE_FAILED), 500);
+    /* A read of a stream deleted under it is 404, not a failed read. */
+    CHECK_EQ(spw_sc_read(SPW_EDELETED), SPW_SC_NO_SUCH_STREAM);
+    CHECK_EQ(spw_sc_http(spw_sc_read(SPW_EDELETED)), 404);
+    CHECK_EQ(spw_sc_read(SPW_ECORRUPT), SPW_SC_DAMAGED);
+    CHECK_EQ(spw_sc_read(-EIO), SPW_SC_READ_FAILED);
     /* Out of range: the internal row, never out of bounds. */
     CHECK(strcmp(spw_sc_row_of((spw_sc)9999)->word, "internal") == 0);
     printf("test_status: ok\n");
