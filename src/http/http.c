@@ -600,25 +600,27 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+#define KNOWN(name, field) {name, sizeof name - 1, offsetof(spw_http_req, field), sizeof(((spw_http_req *)0)->field)}
+
 static void pick_header(spw_conn *c)
 {
     static const struct {
         const char *name;
+        size_t len; /* strlen(name) */
         size_t off, cap;
     } known[] = {
-        {"Content-Type", offsetof(spw_http_req, content_type), sizeof(((spw_http_req *)0)->content_type)},
-        {"Idempotency-Key", offsetof(spw_http_req, idempotency_key), sizeof(((spw_http_req *)0)->idempotency_key)},
-        {"Spillway-Ack", offsetof(spw_http_req, ack), sizeof(((spw_http_req *)0)->ack)},
-        {"Spillway-Priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
-        {"Authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
-        {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
-        {"Spillway-Expected-Version", offsetof(spw_http_req, expected_version),
-         sizeof(((spw_http_req *)0)->expected_version)},
-        {"If-None-Match", offsetof(spw_http_req, if_none_match), sizeof(((spw_http_req *)0)->if_none_match)},
+        KNOWN("Content-Type", content_type),
+        KNOWN("Idempotency-Key", idempotency_key),
+        KNOWN("Spillway-Ack", ack),
+        KNOWN("Spillway-Priority", priority),
+        KNOWN("Authorization", authorization),
+        KNOWN("Spillway-Key", key),
+        KNOWN("Spillway-Expected-Version", expected_version),
+        KNOWN("If-None-Match", if_none_match),
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (c->hname_len == strlen(known[i].name) && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
+        if (c->hname_len == known[i].len && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
             c->hval = (char *)c->cur + known[i].off;
             c->hval_name = known[i].name;
             c->hval_cap = known[i].cap;
@@ -626,6 +628,7 @@ static void pick_header(spw_conn *c)
             c->hval[0] = 0;
         }
 }
+#undef KNOWN
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
