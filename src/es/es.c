@@ -12,7 +12,8 @@
  *   - the store: a RocksDB database per stream, DATA/streams/NAME/es/
  *     (docs/formats/es-index.md), filled by one indexer thread per stream
  *     from the durable records of each partition (the record cursor), each
- *     write one WriteBatch holding the records' entries and the
+ *     write one WriteBatch holding the records' entries (in key order,
+ *     with a memtable insert hint: ix_flush) and the
  *     partition's new indexed offset. Opening = read the indexed offsets,
  *     index the log's tail past them, start the thread: never the whole
  *     log again. Each write also names its records in one 'o' entry
@@ -448,9 +449,81 @@ static int store_key(spw_es *es, const void *key, size_t n, spw_es_key *out)
 
 /* ---- indexing ---- */
 
+/*
+ * A step's entries, put into its WriteBatch in key order. RocksDB inserts
+ * a batch's entries into its memtable (a skip list) one by one, each
+ * search starting from the place the previous one found: in arrival order
+ * (random keys, 'k' and 'e' entries alternating) every insert searches
+ * the list from its top, in key order it starts from a near neighbour.
+ * Under load the memtable inserts were most of the indexer's instructions
+ * (docs/performance.md "Event sourcing"). Entries of one key (a k-all
+ * partition's 'k' entries) keep their order: the last one wins.
+ */
+typedef struct ix_ent {
+    size_t at;    /* the key's offset in the step's arena, then its value */
+    uint32_t klen, vlen;
+    uint32_t seq; /* its place in the step */
+    const uint8_t *k;
+} ix_ent;
+
+typedef struct ix_batch {
+    spw_buf arena;
+    ix_ent *v;
+    ix_ent **sorted; /* pointers sorted (qsort moves 8 bytes, not an entry) */
+    size_t n, cap;
+} ix_batch;
+
+static void ix_add(ix_batch *b, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 256;
+        b->v = spw_xrealloc(b->v, b->cap * sizeof *b->v);
+    }
+    b->v[b->n] = (ix_ent){.at = b->arena.len, .klen = (uint32_t)klen, .vlen = (uint32_t)vlen, .seq = (uint32_t)b->n};
+    b->n++;
+    if (spw_buf_put(&b->arena, k, klen) || spw_buf_put(&b->arena, v, vlen))
+        abort();
+}
+
+static int ix_cmp(const void *a, const void *b)
+{
+    const ix_ent *x = *(ix_ent *const *)a, *y = *(ix_ent *const *)b;
+    int c = memcmp(x->k, y->k, x->klen < y->klen ? x->klen : y->klen);
+    if (c)
+        return c;
+    if (x->klen != y->klen)
+        return x->klen < y->klen ? -1 : 1;
+    return x->seq < y->seq ? -1 : 1;
+}
+
+/* Puts the step's entries into wb in key order. */
+static void ix_flush(ix_batch *b, rocksdb_writebatch_t *wb)
+{
+    if (!b->n)
+        return;
+    b->sorted = spw_xmalloc(b->n * sizeof *b->sorted);
+    for (size_t i = 0; i < b->n; i++) {
+        b->v[i].k = b->arena.p + b->v[i].at;
+        b->sorted[i] = &b->v[i];
+    }
+    qsort(b->sorted, b->n, sizeof *b->sorted, ix_cmp);
+    for (size_t i = 0; i < b->n; i++) {
+        const ix_ent *e = b->sorted[i];
+        rocksdb_writebatch_put(wb, (const char *)e->k, e->klen, (const char *)e->k + e->klen, e->vlen);
+    }
+}
+
+static void ix_fini(ix_batch *b)
+{
+    spw_buf_fini(&b->arena);
+    spw_free(b->v);
+    spw_free(b->sorted);
+}
+
 /* Indexes durable records of partition i from its indexed offset: at most
- * max records in one WriteBatch with their 'o' entry and the partition's
- * new 'c' entry. Returns the records read (0: caught up), or an error. */
+ * max records in one WriteBatch (in key order: ix_flush) with their 'o'
+ * entry and the partition's new 'c' entry. Returns the records read (0:
+ * caught up), or an error. */
 static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
 {
     spw_stream *s = es->s;
@@ -468,8 +541,8 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         return 0;
     }
     spw_cursor_seek(c, s->parts[i], from);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     spw_buf k = SPW_BUF_INIT, ov = SPW_BUF_INIT;
+    ix_batch ib = {SPW_BUF_INIT, NULL, NULL, 0, 0};
     spw_record_view rv;
     long n = 0;
     uint64_t added = 0, ofirst = 0;
@@ -484,10 +557,10 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         spw_put32(v + 16, i);
         if (rv.version == 1 || p->kall) {
             kkey(&k, rv.key, (size_t)rv.key_len);
-            rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v, 20);
+            ix_add(&ib, k.p, k.len, v, 20);
         }
         ekey(&k, rv.key, (size_t)rv.key_len, rv.version);
-        rocksdb_writebatch_put(wb, (const char *)k.p, k.len, (const char *)v + 8, 8);
+        ix_add(&ib, k.p, k.len, v + 8, 8);
         if (!added++)
             ofirst = rv.offset;
         orec_put(&ov, rv.offset, rv.version, rv.key, (size_t)rv.key_len);
@@ -501,7 +574,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         n++;
         p->kall = 1; /* the keys of the records after it may have no first version */
     } else if (r < 0) {
-        rocksdb_writebatch_destroy(wb);
+        ix_fini(&ib);
         spw_buf_fini(&k);
         spw_buf_fini(&ov);
         pthread_mutex_unlock(&p->store_mu);
@@ -509,6 +582,8 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
     }
     int ret = 0;
     if (next > from) {
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        ix_flush(&ib, wb);
         if (added) {
             uint8_t ok[OKEY_LEN];
             okey(ok, i, ofirst);
@@ -519,6 +594,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         char *err = NULL;
         if (db_begin(es) < 0) {
             rocksdb_writebatch_destroy(wb);
+            ix_fini(&ib);
             spw_buf_fini(&k);
             spw_buf_fini(&ov);
             pthread_mutex_unlock(&p->store_mu);
@@ -526,6 +602,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
         }
         rocksdb_write(es->db, es->wo, wb, &err);
         db_end(es);
+        rocksdb_writebatch_destroy(wb);
         if (err) {
             spw_error("version store of stream %s: %s", s->cfg.name, err);
             rocksdb_free(err);
@@ -538,7 +615,7 @@ static long index_step(spw_es *es, uint32_t i, spw_cursor *c, long max)
                 spw_hold_move(p->hold, next);
         }
     }
-    rocksdb_writebatch_destroy(wb);
+    ix_fini(&ib);
     spw_buf_fini(&k);
     spw_buf_fini(&ov);
     pthread_mutex_unlock(&p->store_mu);
@@ -901,6 +978,28 @@ static int store_open(spw_es *es, const char *dir)
      * for the files. */
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(es->opts, 0.1);
     rocksdb_options_set_memtable_whole_key_filtering(es->opts, 1);
+    /* Each step's entries arrive sorted (ix_flush): the memtable keeps
+     * the place of the last insert per first byte ('e', 'k', 'o', 'c'),
+     * and each insert searches from there, climbing only as far as it
+     * must (a search from the top without the hint). The hint applies to
+     * writes that are not concurrent memtable writes: each stream's
+     * writes come from its indexer (and, rarely, a resync) and RocksDB
+     * orders them anyway. */
+    rocksdb_options_set_allow_concurrent_memtable_write(es->opts, 0);
+    {
+        char *err = NULL;
+        rocksdb_options_t *o = rocksdb_options_create();
+        rocksdb_get_options_from_string(es->opts, "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1",
+                                        o, &err);
+        if (err) {
+            spw_error("stream %s: version store options: %s", es->s->cfg.name, err);
+            rocksdb_free(err);
+            rocksdb_options_destroy(o);
+        } else {
+            rocksdb_options_destroy(es->opts);
+            es->opts = o;
+        }
+    }
     es->bbo = rocksdb_block_based_options_create();
     es->bloom = rocksdb_filterpolicy_create_bloom(10);
     rocksdb_block_based_options_set_filter_policy(es->bbo, es->bloom);

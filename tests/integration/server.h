@@ -452,4 +452,17 @@ static inline cli_out cli_run(const char *bin, const char *fmt, ...)
     return o;
 }
 
+/* GET path answers status, its body holding needle (NULL: any body); what
+ * it got is printed when not. */
+static inline void get_want(int port, const char *path, int status, const char *needle)
+{
+    resp r = http_json(port, "GET", path, NULL);
+    if (r.status != status || (needle && !strstr(r.body, needle)))
+        fprintf(stderr, "GET %s: wanted %d with %s, got %d %s\n", path, status, needle ? needle : "", r.status,
+                r.body);
+    CHECK_EQ(r.status, status);
+    CHECK(!needle || strstr(r.body, needle) != NULL);
+    free(r.body);
+}
+
 #endif

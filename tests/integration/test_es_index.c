@@ -8,8 +8,13 @@
  *   - reading one aggregate of 40 events among 4,000 of 200 other keys in
  *     its partition decodes exactly its 40 records from the log (each in
  *     a batch of its own): the history goes through the index, not a scan
- *     of the partition.
+ *     of the partition;
+ *   - the version store inserts each index step's entries from the place
+ *     of the last insert of the same kind (its RocksDB options name the
+ *     insert-hint prefix extractor, one byte: es.c ix_flush).
  */
+#include <dirent.h>
+
 #include "server.h"
 
 static srv S;
@@ -48,6 +53,32 @@ static void post_to(const char *path, const char *body)
 }
 
 static void post(const char *body) { post_to("/v1/streams/h/events?ack=fsync", body); }
+
+/* The text of the newest RocksDB OPTIONS file of the stream's version
+ * store (they are numbered; every open writes one). */
+static char *store_options(const char *data)
+{
+    char dir[4200], best[256] = "", path[4500];
+    snprintf(dir, sizeof dir, "%s/streams/h/es", data);
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    long top = -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strncmp(e->d_name, "OPTIONS-", 8) == 0 && atol(e->d_name + 8) > top) {
+            top = atol(e->d_name + 8);
+            snprintf(best, sizeof best, "%s", e->d_name);
+        }
+    closedir(d);
+    CHECK(top >= 0);
+    snprintf(path, sizeof path, "%s/%s", dir, best);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char *text = calloc(1, 1 << 20);
+    size_t n = fread(text, 1, (1 << 20) - 1, f);
+    fclose(f);
+    CHECK(n > 0);
+    return text;
+}
 
 int main(int argc, char **argv)
 {
@@ -120,6 +151,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "the history read decoded %lld records\n", h1 - h0);
     CHECK_EQ(h1 - h0, 40);
     CHECK_EQ(part_field(S.port, "/v1/streams/h", 0, "end_offset"), 4042);
+
+    /* The store's memtable keeps an insert hint per first key byte, which
+     * RocksDB applies to writes that are not concurrent memtable writes. */
+    char *opts = store_options(S.data);
+    CHECK(strstr(opts, "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1") != NULL);
+    CHECK(strstr(opts, "allow_concurrent_memtable_write=false") != NULL);
+    free(opts);
 
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     spw_test_rmrf(dir);

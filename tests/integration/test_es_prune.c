@@ -47,17 +47,6 @@ static void post_ok(const char *body)
     free(r.body);
 }
 
-static void want(const char *path, int status, const char *needle)
-{
-    resp r = http_json(S.port, "GET", path, NULL);
-    if (r.status != status || (needle && !strstr(r.body, needle)))
-        fprintf(stderr, "GET %s: wanted %d with %s, got %d %s\n", path, status, needle ? needle : "", r.status,
-                r.body);
-    CHECK_EQ(r.status, status);
-    CHECK(!needle || strstr(r.body, needle) != NULL);
-    free(r.body);
-}
-
 /* Waits (bounded: 40 rounds) until the index holds one entry per record
  * the log keeps, every durable record indexed. Each round appends one
  * small event of another key (a durable append wakes the indexer, whose
@@ -87,9 +76,9 @@ static void check_history(uint64_t start, int nb)
     char path[160], needle[160];
     uint64_t oldest = start + 1;
     snprintf(needle, sizeof needle, "the oldest kept is %" PRIu64, oldest);
-    want("/v1/streams/p/keys/b/events?from_version=1", 416, needle);
+    get_want(S.port, "/v1/streams/p/keys/b/events?from_version=1", 416, needle);
     snprintf(path, sizeof path, "/v1/streams/p/keys/b/events?from_version=%" PRIu64, oldest - 1);
-    want(path, 416, needle);
+    get_want(S.port, path, 416, needle);
     snprintf(path, sizeof path, "/v1/streams/p/keys/b/events?from_version=%" PRIu64 "&limit=1000", oldest);
     resp r = http_json(S.port, "GET", path, NULL);
     CHECK_EQ(r.status, 200);
@@ -212,7 +201,7 @@ int main(int argc, char **argv)
     srv_start(&S, argv[1], dir, flags);
     char want_v[64], q[64];
     snprintf(want_v, sizeof want_v, "\"version\":%d,", nb);
-    want("/v1/streams/p/keys/b", 200, want_v);
+    get_want(S.port, "/v1/streams/p/keys/b", 200, want_v);
     snprintf(q, sizeof q, "&expected_version=%d", nb);
     snprintf(body, sizeof body, "{\"id\":\"b\",\"v\":%d}", nb + 1);
     char path[128];

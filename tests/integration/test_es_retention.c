@@ -35,17 +35,6 @@ static void post_ok(const char *query, const char *body, const char *want)
     free(r.body);
 }
 
-static void want(const char *path, int status, const char *needle)
-{
-    resp r = http_json(S.port, "GET", path, NULL);
-    if (r.status != status || (needle && !strstr(r.body, needle)))
-        fprintf(stderr, "GET %s: wanted %d with %s, got %d %s\n", path, status, needle ? needle : "", r.status,
-                r.body);
-    CHECK_EQ(r.status, status);
-    CHECK(!needle || strstr(r.body, needle) != NULL);
-    free(r.body);
-}
-
 /* Appends other keys' events (about 100 bytes each) until retention has
  * deleted every offset below `past` (bounded: 3000 rounds of 10 ms). */
 static void push_retention(uint64_t past)
@@ -86,11 +75,11 @@ int main(int argc, char **argv)
     push_retention(end_a);
 
     /* Every event of a is gone: its version stays. */
-    want("/v1/streams/r/keys/a", 200, "\"version\":40,");
-    want("/v1/streams/r/keys/a/events?from_version=1", 416, "versions_deleted");
-    want("/v1/streams/r/keys/a/events?from_version=40", 416, "every event of this key");
-    want("/v1/streams/r/keys/a/events?from_version=41", 200, NULL);
-    want("/v1/streams/r/keys/a/snapshot", 200, "\"version\":40,\"state\":{\"n\":40}");
+    get_want(S.port, "/v1/streams/r/keys/a", 200, "\"version\":40,");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=1", 416, "versions_deleted");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=40", 416, "every event of this key");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=41", 200, NULL);
+    get_want(S.port, "/v1/streams/r/keys/a/snapshot", 200, "\"version\":40,\"state\":{\"n\":40}");
 
     /* Versions go on: 41, whether expected or not; 40 is not "none". */
     resp r = post("&expected_version=none", "{\"id\":\"a\"}");
@@ -98,16 +87,16 @@ int main(int argc, char **argv)
     CHECK(strstr(r.body, "\"current\":40") != NULL);
     free(r.body);
     post_ok("&expected_version=40", "{\"id\":\"a\",\"v\":41}", "{\"key\":\"a\",\"first\":41,\"count\":1}");
-    want("/v1/streams/r/keys/a/events?from_version=3", 416, "the oldest kept is 41");
-    want("/v1/streams/r/keys/a/events?from_version=41", 200, "\"version\":41,\"key\":\"a\"");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=3", 416, "the oldest kept is 41");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=41", 200, "\"version\":41,\"key\":\"a\"");
 
     /* After a restart: the store keeps the versions the log lost. */
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     srv_start(&S, argv[1], dir, flags);
-    want("/v1/streams/r/keys/a", 200, "\"version\":41,");
-    want("/v1/streams/r/keys/a/events?from_version=1", 416, "the oldest kept is 41");
+    get_want(S.port, "/v1/streams/r/keys/a", 200, "\"version\":41,");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=1", 416, "the oldest kept is 41");
     post_ok("&expected_version=41", "{\"id\":\"a\",\"v\":42}", "{\"key\":\"a\",\"first\":42,\"count\":1}");
-    want("/v1/streams/r/keys/a/events?from_version=41", 200, "\"version\":42,\"key\":\"a\"");
+    get_want(S.port, "/v1/streams/r/keys/a/events?from_version=41", 200, "\"version\":42,\"key\":\"a\"");
 
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     spw_test_rmrf(dir);
