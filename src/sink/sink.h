@@ -153,6 +153,14 @@ typedef struct spw_sink_kind {
      * options canonicalized by it. */
     const struct spw_opt *opts;
     size_t nopts;
+    /* Optional: a PUT of a running sink whose options carry secrets as
+     * GET shows them ("[redacted]", spw_sinks_redact) gets them back from
+     * the running definition where the redacted value is the running
+     * one's, redacted alike: 1 with the options so restored in out, 0 if
+     * none is redacted, or SPW_EINVAL with the sentence (a redacted
+     * secret that is not the running one's). Any thread; st is not
+     * changed. */
+    int (*unredact)(void *st, const char *options, size_t len, struct spw_buf *out, char *err, size_t cap);
 } spw_sink_kind;
 
 /* The kinds (kinds.c). spw_sink_kind_lookup: 0 and *out, SPW_EINVAL for a
@@ -231,5 +239,16 @@ int spw_sinks_def_streams(const char *name, const char *body, size_t len, char *
  * delivered, errors, dead-lettered, and the state as one 0/1 series per
  * state; only sinks whose source stream the viewer may see. */
 void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o);
+
+/*
+ * Test builds only: src/server/testhooks.c, linked into spillway_test and
+ * never into spillway, sets this before main runs; NULL in the production
+ * binary. A kind's background thread asks it at a named point (sink, then
+ * point: "reshard_cutover_deleted" — a postgres reshard's cutover has
+ * deleted the moved rows of one old shard, phase cutover durable) and,
+ * while it answers non-zero, waits there (re-asking every 10 ms; a stop of
+ * the sink ends the wait), so a test can kill the server at that point.
+ */
+extern int (*spw_sink_test_hold)(const char *sink, const char *point);
 
 #endif
