@@ -18,7 +18,9 @@
 # the third.
 #
 # Prints a table, `BENCH cost workload=... events_per_s=... cpu_ns_per_event=...
-# syscalls_per_event=... ctx_switches_per_event=...` lines, and the targets
+# user_ns_per_event=... sys_ns_per_event=... syscalls_per_event=...
+# ctx_switches_per_event=...` lines (user and sys: the same CPU time split
+# into user space and kernel), and the targets
 # (benchmark, not test): bin-fsync <= 150 ns, http-fsync <= 500 ns,
 # single-fsync <= 5000 ns of server CPU per event; first run >= 0.85 of the
 # third.
@@ -80,14 +82,19 @@ ctx_switches() {
     awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 
-declare -A eps cpu sys ctx
+# The server's user and system CPU time so far in clock ticks (/proc/PID/stat
+# fields 14 and 15), as "USER SYS".
+cpu_split() { awk '{ print $14, $15 }' "/proc/$pid/stat"; }
+
+declare -A eps cpu usr ker sys ctx
 order=()
 run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
-  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n
+  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n u0 k0 u1 k1
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   echo "== $name: spillway bench --protocol $2 --ack $3 --batch $4 --events $5 --partitions $6 --clients $clients"
   c0=$(cpu_ticks)
+  read -r u0 k0 < <(cpu_split)
   x0=$(ctx_switches)
   if [ "$perf_ok" = 1 ]; then
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$work/$name.perf" &
@@ -98,6 +105,7 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
     --partitions "$6" --clients "$clients" --size 100 --keys 1000 >"$out" 2>&1 ||
     { cat "$out" >&2; echo "bench/cost.sh: $name failed" >&2; exit 1; }
   c1=$(cpu_ticks)
+  read -r u1 k1 < <(cpu_split)
   x1=$(ctx_switches)
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
@@ -107,6 +115,8 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
   eps[$name]=$(grep '^BENCH bench ' "$out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
   n=$5
   cpu[$name]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  usr[$name]=$(awk -v t=$((u1 - u0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  ker[$name]=$(awk -v t=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
   ctx[$name]=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.3f", d / n }')
   sys[$name]=-
   if [ -s "$work/$name.perf" ]; then
@@ -134,11 +144,13 @@ run second http fsync 1000 "$events" 4 w2
 run third http fsync 1000 "$events" 4 w3
 
 echo
-printf '%-14s %12s %14s %14s %14s\n' workload events/s cpu_ns/event syscalls/event ctx_sw/event
+printf '%-14s %12s %14s %10s %10s %14s %14s\n' workload events/s cpu_ns/event user_ns sys_ns syscalls/event \
+  ctx_sw/event
 for w in "${order[@]}"; do
-  printf '%-14s %12s %14s %14s %14s\n' "$w" "${eps[$w]}" "${cpu[$w]}" "${sys[$w]}" "${ctx[$w]}"
-  echo "BENCH cost workload=$w events_per_s=${eps[$w]} cpu_ns_per_event=${cpu[$w]} syscalls_per_event=${sys[$w]}" \
-    "ctx_switches_per_event=${ctx[$w]}"
+  printf '%-14s %12s %14s %10s %10s %14s %14s\n' "$w" "${eps[$w]}" "${cpu[$w]}" "${usr[$w]}" "${ker[$w]}" "${sys[$w]}" \
+    "${ctx[$w]}"
+  echo "BENCH cost workload=$w events_per_s=${eps[$w]} cpu_ns_per_event=${cpu[$w]} user_ns_per_event=${usr[$w]}" \
+    "sys_ns_per_event=${ker[$w]} syscalls_per_event=${sys[$w]} ctx_switches_per_event=${ctx[$w]}"
 done
 target() { # NAME VALUE OP LIMIT
   local ok

@@ -179,24 +179,9 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
 {
     if (!content_type_ok(req))
         return;
-    if (path_is(req, "/metrics"))
-        return req->method == SPW_HTTP_GET ? spw__api_handle_metrics(api, req, ar->who)
-                                           : method_not_allowed(req, "GET");
-    if (path_is(req, "/v1/status"))
-        return req->method == SPW_HTTP_GET ? spw__api_handle_status(api, req) : method_not_allowed(req, "GET");
-    if (path_is(req, "/v1/ids"))
-        return req->method == SPW_HTTP_GET ? spw__api_handle_ids(api, req) : method_not_allowed(req, "GET");
-    if (path_is(req, "/v1/streams") || path_is(req, "/v1/streams/")) {
-        if (req->method != SPW_HTTP_GET)
-            return method_not_allowed(req, "GET");
-        spw__api_handle_list(api, req, ar->who);
-        return;
-    }
-    if (spw_sink_api_route(api, req, ar))
-        return;
-    if (spw_view_api_route(api, req, ar))
-        return;
-    if (strncmp(req->path, "/v1/streams/", 12) == 0) {
+    /* A stream's paths first (produce and read, the busiest): none of the
+     * other routes below starts with "/v1/streams/" and a name. */
+    if (strncmp(req->path, "/v1/streams/", 12) == 0 && req->path[12] != 0) {
         const char *name = req->path + 12;
         const char *slash = strchr(name, '/');
         size_t nl = slash ? (size_t)(slash - name) : strlen(name);
@@ -229,6 +214,23 @@ static void route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
                                                 : spw__api_handle_read(api, req, s);
         }
     }
+    if (path_is(req, "/metrics"))
+        return req->method == SPW_HTTP_GET ? spw__api_handle_metrics(api, req, ar->who)
+                                           : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/status"))
+        return req->method == SPW_HTTP_GET ? spw__api_handle_status(api, req) : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/ids"))
+        return req->method == SPW_HTTP_GET ? spw__api_handle_ids(api, req) : method_not_allowed(req, "GET");
+    if (path_is(req, "/v1/streams") || path_is(req, "/v1/streams/")) {
+        if (req->method != SPW_HTTP_GET)
+            return method_not_allowed(req, "GET");
+        spw__api_handle_list(api, req, ar->who);
+        return;
+    }
+    if (spw_sink_api_route(api, req, ar))
+        return;
+    if (spw_view_api_route(api, req, ar))
+        return;
     spw_http_answer(req, SPW_SC_NOT_FOUND, NULL, "no such endpoint: %s", req->path);
 }
 
@@ -247,24 +249,28 @@ void spw_api_handle(void *ctx, spw_http_req *req)
     spw_api *api = ctx;
     if (spw_api_debug_handler && strncmp(req->path, "/debug/", 7) == 0)
         return spw_api_debug_handler(api, req);
-    if (path_is(req, "/healthz")) {
-        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
-            return method_not_allowed(req, "GET");
-        spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
-        return;
-    }
-    /* The console's files hold no data (the page reads the API with the
-     * operator's token): served without one, like /healthz. */
-    if (spw_console_route(req))
-        return;
-    if (path_is(req, "/readyz")) { /* like /healthz, without a token: for probes */
-        if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
-            return method_not_allowed(req, "GET");
-        spw_buf b = SPW_BUF_INIT;
-        int ok = spw_svc_ready(&api->svc, &b);
-        spw_http_respond(req, ok ? 200 : 503, NULL, "application/json", (const char *)b.p, b.len);
-        spw_buf_fini(&b);
-        return;
+    /* None of the paths served without a token is under /v1/: the API's
+     * requests skip their compares. */
+    if (strncmp(req->path, "/v1/", 4) != 0) {
+        if (path_is(req, "/healthz")) {
+            if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+                return method_not_allowed(req, "GET");
+            spw_http_respond(req, 200, NULL, "application/json", "{\"status\":\"ok\"}\n", 16);
+            return;
+        }
+        /* The console's files hold no data (the page reads the API with the
+         * operator's token): served without one, like /healthz. */
+        if (spw_console_route(req))
+            return;
+        if (path_is(req, "/readyz")) { /* like /healthz, without a token: for probes */
+            if (req->method != SPW_HTTP_GET && req->method != SPW_HTTP_HEAD)
+                return method_not_allowed(req, "GET");
+            spw_buf b = SPW_BUF_INIT;
+            int ok = spw_svc_ready(&api->svc, &b);
+            spw_http_respond(req, ok ? 200 : 503, NULL, "application/json", (const char *)b.p, b.len);
+            spw_buf_fini(&b);
+            return;
+        }
     }
     /* With tokens, everything but /healthz and /readyz needs one (unknown paths too:
      * an anonymous client learns nothing about what exists). */

@@ -78,10 +78,9 @@ static void produce_respond(spw_api *api, spw_http_req *req, int body, spw_produ
     if (r->rl.limited)
         spw_rl_headers(&r->rl, h, sizeof h);
     if (r->code == SPW_SC_OK) {
-        spw_buf b = SPW_BUF_INIT;
+        spw_buf b = spw_http_req_buf(req); /* the connection's, no allocation per answer */
         result_json(&b, api, r);
-        spw_http_respond(req, 202, h[0] ? h : NULL, "application/json", b.p, b.len);
-        spw_buf_fini(&b);
+        spw_http_respond_buf(req, 202, h[0] ? h : NULL, "application/json", &b);
         return;
     }
     int status = spw_sc_http(r->code);

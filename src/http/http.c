@@ -105,6 +105,11 @@ struct spw_conn {
     /* answered in this round of events: flushed once after it (conn_flush_soon) */
     int flush_pending;
     struct spw_conn *flush_next;
+    /* The last answered request, kept for the next one (req_new): a
+     * keep-alive connection then allocates no request struct (~1.8 KB,
+     * zeroed) and no URL copy per request. Freed with the connection. */
+    spw_http_req *spare;
+    spw_buf body_keep; /* an answer body's buffer, for the next (spw_http_req_buf) */
 };
 
 struct spw_http_loop {
@@ -241,6 +246,44 @@ static int body_take(spw_http_req *r, size_t n)
     return 0;
 }
 
+/* ---- request structs ---- */
+
+/* A URL copy this long or shorter stays with a spare request for reuse. */
+#define URL_KEEP 1024
+
+/* A zeroed request for c: its spare (keeping the spare's URL buffer), or a
+ * new one. The caller owns it until spw_http_respond (req_done). */
+static spw_http_req *req_new(spw_conn *c)
+{
+    spw_http_req *r = c->spare;
+    if (!r)
+        return spw_xcalloc(1, sizeof *r);
+    c->spare = NULL;
+    char *u = r->url_mem;
+    size_t ucap = r->url_cap;
+    memset(r, 0, sizeof *r);
+    r->url_mem = u;
+    r->url_cap = ucap;
+    return r;
+}
+
+/* r is answered (its body freed): kept as c's spare when c has none, else
+ * freed. */
+static void req_done(spw_conn *c, spw_http_req *r)
+{
+    if (r->url_cap > URL_KEEP) {
+        spw_free(r->url_mem);
+        r->url_mem = NULL;
+        r->url_cap = 0;
+    }
+    if (!c->spare) {
+        c->spare = r;
+        return;
+    }
+    spw_free(r->url_mem);
+    spw_free(r);
+}
+
 /* ---- connection teardown ---- */
 
 static void http_conn_free(spw_netconn *nc)
@@ -263,6 +306,11 @@ static void http_conn_free(spw_netconn *nc)
         spw_free(c->cur->url_mem);
         spw_free(c->cur);
     }
+    if (c->spare) {
+        spw_free(c->spare->url_mem);
+        spw_free(c->spare);
+    }
+    spw_buf_fini(&c->body_keep);
     spw_free(c->slots);
     spw_buf_fini(&c->url);
     pin_free(c);
@@ -391,8 +439,7 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     loop->inflight--;
     c->inflight--;
     req_body_free(req);
-    spw_free(req->url_mem);
-    spw_free(req);
+    req_done(c, req);
     if (!s) {
         spw_netconn_out_release(&c->nc, reserved);
         return; /* cannot happen: every dispatched request has a slot */
@@ -428,6 +475,31 @@ void spw_http_respond(spw_http_req *req, int status, const char *headers, const 
     } else {
         spw_netconn_out_release(&c->nc, reserved);
     }
+}
+
+/* A kept answer buffer larger than this is given back (a large request's
+ * ids): the common answer is a few hundred bytes. */
+#define BODY_KEEP (16u << 10)
+
+spw_buf spw_http_req_buf(spw_http_req *req)
+{
+    spw_buf b = req->conn->body_keep;
+    req->conn->body_keep = (spw_buf)SPW_BUF_INIT;
+    b.len = 0;
+    return b;
+}
+
+void spw_http_respond_buf(spw_http_req *req, int status, const char *headers, const char *ctype, spw_buf *body)
+{
+    spw_conn *c = req->conn; /* outlives req's answer: freed by the loop later */
+    spw_http_respond(req, status, headers, ctype, body->p, body->len);
+    if (body->cap <= BODY_KEEP && !c->body_keep.p) {
+        c->body_keep = *body;
+        c->body_keep.len = 0;
+    } else {
+        spw_buf_fini(body);
+    }
+    *body = (spw_buf)SPW_BUF_INIT;
 }
 
 void spw_http_error(spw_http_req *req, int status, const char *code, const char *headers, const char *fmt, ...)
@@ -477,7 +549,7 @@ static void conn_fail(spw_conn *c, spw_sc sc, const char *msg)
         conn_close(c);
         return;
     }
-    spw_http_req *r = c->cur ? c->cur : spw_xcalloc(1, sizeof *r);
+    spw_http_req *r = c->cur ? c->cur : req_new(c);
     c->cur = NULL;
     r->conn = c;
     r->loop = c->loop;
@@ -493,7 +565,7 @@ static void conn_fail(spw_conn *c, spw_sc sc, const char *msg)
 static int on_message_begin(http_parser *p)
 {
     spw_conn *c = p->data;
-    c->cur = spw_xcalloc(1, sizeof *c->cur);
+    c->cur = req_new(c);
     c->body_whole = 0;
     memcpy(c->cur->peer, c->peer, sizeof c->peer);
     c->cur->conn = c;
@@ -528,25 +600,27 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+#define KNOWN(name, field) {name, sizeof name - 1, offsetof(spw_http_req, field), sizeof(((spw_http_req *)0)->field)}
+
 static void pick_header(spw_conn *c)
 {
     static const struct {
         const char *name;
+        size_t len; /* strlen(name) */
         size_t off, cap;
     } known[] = {
-        {"Content-Type", offsetof(spw_http_req, content_type), sizeof(((spw_http_req *)0)->content_type)},
-        {"Idempotency-Key", offsetof(spw_http_req, idempotency_key), sizeof(((spw_http_req *)0)->idempotency_key)},
-        {"Spillway-Ack", offsetof(spw_http_req, ack), sizeof(((spw_http_req *)0)->ack)},
-        {"Spillway-Priority", offsetof(spw_http_req, priority), sizeof(((spw_http_req *)0)->priority)},
-        {"Authorization", offsetof(spw_http_req, authorization), sizeof(((spw_http_req *)0)->authorization)},
-        {"Spillway-Key", offsetof(spw_http_req, key), sizeof(((spw_http_req *)0)->key)},
-        {"Spillway-Expected-Version", offsetof(spw_http_req, expected_version),
-         sizeof(((spw_http_req *)0)->expected_version)},
-        {"If-None-Match", offsetof(spw_http_req, if_none_match), sizeof(((spw_http_req *)0)->if_none_match)},
+        KNOWN("Content-Type", content_type),
+        KNOWN("Idempotency-Key", idempotency_key),
+        KNOWN("Spillway-Ack", ack),
+        KNOWN("Spillway-Priority", priority),
+        KNOWN("Authorization", authorization),
+        KNOWN("Spillway-Key", key),
+        KNOWN("Spillway-Expected-Version", expected_version),
+        KNOWN("If-None-Match", if_none_match),
     };
     c->hval = NULL;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (c->hname_len == strlen(known[i].name) && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
+        if (c->hname_len == known[i].len && strncasecmp(c->hname, known[i].name, c->hname_len) == 0) {
             c->hval = (char *)c->cur + known[i].off;
             c->hval_name = known[i].name;
             c->hval_cap = known[i].cap;
@@ -554,6 +628,7 @@ static void pick_header(spw_conn *c)
             c->hval[0] = 0;
         }
 }
+#undef KNOWN
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
@@ -698,7 +773,12 @@ static int on_message_complete(http_parser *p)
     size_t ul = c->url.len;
     char *q = memchr(u, '?', ul);
     size_t pl = q ? (size_t)(q - u) : ul;
-    char *copy = spw_xmalloc(ul + 2);
+    char *copy = r->url_mem;
+    if (r->url_cap < ul + 2) {
+        spw_free(r->url_mem);
+        r->url_cap = ul + 2 > 64 ? ul + 2 : 64;
+        copy = spw_xmalloc(r->url_cap);
+    }
     memcpy(copy, u, pl);
     copy[pl] = 0;
     if (q) {

@@ -77,6 +77,7 @@ typedef struct spw_http_req {
     uint64_t charged; /* bytes of the buffer budget body holds */
     uint64_t dropped; /* bytes of a dropped body read so far */
     char *url_mem;    /* path and query */
+    size_t url_cap;   /* url_mem's size (kept across reuse of the struct) */
     size_t promised;  /* spw_http_req_promise */
 } spw_http_req;
 
@@ -121,6 +122,17 @@ void spw_http_stop(spw_http_server *s, uint32_t drain_ms);
  */
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len);
+
+/*
+ * A buffer for req's answer body, empty, with the capacity its connection
+ * kept from an earlier answer (none the first time): the caller owns it
+ * and either answers with spw_http_respond_buf, which takes it back, or
+ * frees it (spw_buf_fini). Must run on req's loop thread.
+ */
+spw_buf spw_http_req_buf(spw_http_req *req);
+/* spw_http_respond with body's bytes; body's memory is kept by the
+ * connection for its next answer (or freed) and *body is left empty. */
+void spw_http_respond_buf(spw_http_req *req, int status, const char *headers, const char *ctype, spw_buf *body);
 /*
  * The handler is done with req->body (it copied what it keeps): frees it
  * and gives its bytes back to the buffer budget, so that a request waiting

@@ -96,7 +96,8 @@ int spw__net_listen(spw__net_addr *sa, int reuseport)
 /* Adopts the listening socket lfd (closed on failure). */
 static int base_open(spw__loop_base *b, int lfd)
 {
-    b->post_head = b->post_tail = NULL;
+    b->post_head = b->post_tail = b->post_free = NULL;
+    b->n_post_free = 0;
     b->lfd = lfd;
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -159,13 +160,16 @@ void spw__loop_base_close(spw__loop_base *b)
         close(b->lfd);
     close(b->epfd);
     close(b->efd);
-    spw__post *p = b->post_head;
-    while (p) {
-        spw__post *n = p->next;
-        spw_free(p);
-        p = n;
+    for (int i = 0; i < 2; i++) {
+        spw__post *p = i ? b->post_free : b->post_head;
+        while (p) {
+            spw__post *n = p->next;
+            spw_free(p);
+            p = n;
+        }
     }
-    b->post_head = b->post_tail = NULL;
+    b->post_head = b->post_tail = b->post_free = NULL;
+    b->n_post_free = 0;
     b->lfd = b->epfd = b->efd = -1;
     pthread_mutex_destroy(&b->post_mu);
 }
@@ -180,11 +184,19 @@ void spw__loop_wake(spw__loop_base *b)
 
 void spw__loop_post(spw__loop_base *b, void (*fn)(void *), void *arg)
 {
-    spw__post *p = spw_xmalloc(sizeof *p);
+    pthread_mutex_lock(&b->post_mu);
+    spw__post *p = b->post_free;
+    if (p) {
+        b->post_free = p->next;
+        b->n_post_free--;
+    } else {
+        pthread_mutex_unlock(&b->post_mu);
+        p = spw_xmalloc(sizeof *p);
+        pthread_mutex_lock(&b->post_mu);
+    }
     p->next = NULL;
     p->fn = fn;
     p->arg = arg;
-    pthread_mutex_lock(&b->post_mu);
     int was_empty = b->post_head == NULL;
     if (b->post_tail)
         b->post_tail->next = p;
@@ -207,11 +219,30 @@ void spw__loop_run_posts(spw__loop_base *b)
     spw__post *p = b->post_head;
     b->post_head = b->post_tail = NULL;
     pthread_mutex_unlock(&b->post_mu);
+    spw__post *head = p, *tail = NULL;
+    uint32_t n_run = 0;
     while (p) {
-        spw__post *n = p->next;
         p->fn(p->arg);
-        spw_free(p);
-        p = n;
+        tail = p;
+        n_run++;
+        p = p->next;
+    }
+    if (!head)
+        return;
+    /* The nodes go back to the free list in one splice, past its bound
+     * freed. */
+    pthread_mutex_lock(&b->post_mu);
+    if (b->n_post_free + n_run <= SPW__POST_FREE_MAX) {
+        tail->next = b->post_free;
+        b->post_free = head;
+        b->n_post_free += n_run;
+        head = NULL;
+    }
+    pthread_mutex_unlock(&b->post_mu);
+    while (head) {
+        spw__post *n = head->next;
+        spw_free(head);
+        head = n;
     }
 }
 

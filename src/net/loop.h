@@ -64,7 +64,13 @@ typedef struct spw__loop_base {
     pthread_t th;
     pthread_mutex_t post_mu;
     spw__post *post_head, *post_tail;
+    /* Nodes of posts already run, for the next posts (under post_mu; at
+     * most SPW__POST_FREE_MAX): a group commit posts one per request. */
+    spw__post *post_free;
+    uint32_t n_post_free;
 } spw__loop_base;
+
+#define SPW__POST_FREE_MAX 1024
 
 /*
  * Opens n loop bases, one inside each of n loop structs stride bytes apart

@@ -129,6 +129,11 @@ typedef struct vreq {
     spw_record *recs;
     int32_t *arena_off; /* per record: key offset in keys, or -1 */
     uint32_t n, cap;
+    /* The first VREQ_SMALL records' arrays, on the caller's stack (recs
+     * and arena_off point here until a request outgrows them): a
+     * single-event request allocates neither. NULL when not used. */
+    spw_record *recs_s;
+    int32_t *off_s;
     spw_buf keys;
     const spw_produce_in *in;
     uint64_t work_need, work_held; /* working memory needed so far, and counted (spw_produce_in.work_add) */
@@ -168,14 +173,37 @@ static void work_done(vreq *v)
     v->work_held = 0;
 }
 
+#define VREQ_SMALL 4
+
+/* Frees v's record arrays unless they are the caller's stack ones. */
+static void vreq_arrays_free(vreq *v)
+{
+    if (v->recs != v->recs_s)
+        spw_free(v->recs);
+    if (v->arena_off != v->off_s)
+        spw_free(v->arena_off);
+    v->recs = NULL;
+    v->arena_off = NULL;
+}
+
 static int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res *res)
 {
     if (v->n == v->cap) {
-        uint32_t cap = v->cap ? v->cap * 2 : 16;
-        spw_record *nr = spw_try_realloc(v->recs, cap * sizeof *v->recs);
+        uint32_t cap = v->cap > VREQ_SMALL ? v->cap * 2 : 16;
+        int small = v->recs != NULL && v->recs == v->recs_s;
+        spw_record *nr = small ? spw_try_malloc(cap * sizeof *v->recs) : spw_try_realloc(v->recs, cap * sizeof *v->recs);
+        if (nr && small)
+            memcpy(nr, v->recs, v->n * sizeof *v->recs);
         if (nr)
             v->recs = nr;
-        int32_t *no = nr ? spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off) : NULL;
+        int32_t *no = NULL;
+        if (nr) {
+            int osmall = v->arena_off != NULL && v->arena_off == v->off_s;
+            no = osmall ? spw_try_malloc(cap * sizeof *v->arena_off)
+                        : spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off);
+            if (no && osmall)
+                memcpy(no, v->arena_off, v->n * sizeof *v->arena_off);
+        }
         if (no)
             v->arena_off = no;
         if (!nr || !no) {
@@ -797,6 +825,8 @@ static int dd_park(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_produce_
     p->v.recs = recs;
     p->v.cap = v->n;
     p->v.arena_off = NULL;
+    p->v.recs_s = NULL;
+    p->v.off_s = NULL;
     p->v.keys = (spw_buf)SPW_BUF_INIT;
     p->v.work_held = 0;
     p->po = *po;
@@ -850,6 +880,8 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     spw_ack ack = in->ack < 0 ? cfg->ack : (spw_ack)in->ack;
     uint32_t partition = in->partition;
     int prio = in->priority < 0 ? cfg->priority : in->priority;
+    spw_record recs_s[VREQ_SMALL];
+    int32_t off_s[VREQ_SMALL];
     vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms(), .in = in,
               .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
     spw_dd_result stored = {0};
@@ -942,6 +974,10 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
             goto answered;
         }
         v.cap = in->count_hint;
+    } else {
+        v.recs = v.recs_s = recs_s;
+        v.arena_off = v.off_s = off_s;
+        v.cap = VREQ_SMALL;
     }
     spw_produce_ev ev;
     int more;
@@ -980,8 +1016,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         d = spw_dd_begin(svc->dd, s->uid, po.idem_key, v.n, spw_wall_ms(), &po.dd, &stored);
         if (spw__produce_dd_needs_disk(d, &stored) && dd_park(svc, in, &v, &po, d, &stored, is_http_key) == 0) {
             /* The parked request has its own copy, the dedupe entry and s. */
-            spw_free(v.recs);
-            spw_free(v.arena_off);
+            vreq_arrays_free(&v);
             spw_buf_fini(&v.keys);
             work_done(&v);
             return 0;
@@ -990,16 +1025,14 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     }
     if (request_tail(svc, in, &v, &po, &stored, d, is_http_key, res) == 0) {
         spw_dd_result_free(&stored);
-        spw_free(v.recs);
-        spw_free(v.arena_off);
+        vreq_arrays_free(&v);
         spw_buf_fini(&v.keys);
         work_done(&v);
         return 0; /* the stream reference belongs to the produce now */
     }
 answered:
     spw_dd_result_free(&stored);
-    spw_free(v.recs);
-    spw_free(v.arena_off);
+    vreq_arrays_free(&v);
     spw_buf_fini(&v.keys);
     work_done(&v);
     spw_stream_put(s);

@@ -442,7 +442,13 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     /* Encode every batch, then reserve the budget for all of them. */
     spw_record *recs = small_n ? recs_s : spw_try_malloc(n * sizeof *recs);
     uint64_t *tickets = small_n ? tickets_s : spw_try_malloc(n * sizeof *tickets);
-    spw_buf *enc = spw_xcalloc(used, sizeof *enc);
+    /* The encoded batches, one per partition: on the stack for a few
+     * partitions (every single-event request), no allocation. */
+    enum { SMALL_ENC = 8 };
+    spw_buf enc_s[SMALL_ENC];
+    spw_buf *enc = used <= SMALL_ENC ? enc_s : spw_xcalloc(used, sizeof *enc);
+    if (enc == enc_s)
+        memset(enc_s, 0, used * sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
     int r = recs && tickets ? 0 : SPW_ENOMEM;
@@ -503,7 +509,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
             spw_svc_reject(svc, s, SPW_REJ_DISK);
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
-        spw_free(enc);
+        if (enc != enc_s)
+            spw_free(enc);
         if (es) {
             for (uint32_t k = used; k-- > 0;) {
                 if (!pr->slots[k].stored)
@@ -556,7 +563,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         }
     }
     spw_log_release(svc->log, unused);
-    spw_free(enc);
+    if (enc != enc_s)
+        spw_free(enc);
     if (es) {
         for (uint32_t k = used; k-- > 0;)
             spw_es_unlock(es, pr->slots[k].partition);

@@ -174,6 +174,80 @@ static void test_connection(int port)
     close(fd);
 }
 
+/* One request on a keep-alive connection, its answer read before the
+ * next is sent (so the server reuses the last request's struct). */
+static resp ka_req(int fd, const char *method, const char *path, const char *headers, const char *body)
+{
+    char req[8192];
+    size_t bl = body ? strlen(body) : 0;
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n%s", method, path,
+                     headers, bl, body ? body : "");
+    CHECK(n > 0 && (size_t)n < sizeof req);
+    send_all(fd, req, (size_t)n);
+    static char buf[1 << 16];
+    size_t have = 0;
+    resp r;
+    CHECK(read_resp(fd, &r, buf, sizeof buf, &have) == 0);
+    CHECK_EQ(have, 0); /* one answer, nothing after it */
+    return r;
+}
+
+/* The server keeps a connection's last request struct and its URL buffer
+ * for the next request (http.c, req_new): nothing of one request may show
+ * in the next — not its headers (an Idempotency-Key that stayed would make
+ * the next event a duplicate), not its path or query (a long URL, then a
+ * short one). */
+static void test_reuse(int port)
+{
+    int fd = tcp_connect(port);
+    const char *json = "Content-Type: application/json\r\n";
+    expect(ka_req(fd, "PUT", "/v1/streams/ka", json, "{\"partitions\":1}"), 201, NULL);
+    expect(ka_req(fd, "POST", "/v1/streams/ka/events", "Content-Type: application/json\r\nIdempotency-Key: ka-1\r\n",
+                  "{\"n\":1}"),
+           202, "\"accepted\":1");
+    resp r = ka_req(fd, "POST", "/v1/streams/ka/events", json, "{\"n\":1}");
+    CHECK_EQ(r.status, 202);
+    CHECK(strstr(r.body, "duplicate") == NULL);
+    free(r.body);
+    expect(ka_req(fd, "POST", "/v1/streams/ka/events", "Content-Type: application/json\r\nIdempotency-Key: ka-1\r\n",
+                  "{\"n\":1}"),
+           202, "\"duplicate\":true");
+    /* A long URL (past the kept buffer's size), then short ones. */
+    char path[3000];
+    int n = snprintf(path, sizeof path, "/v1/streams/ka/events?offset=1&limit=1");
+    while (n < 2900)
+        n += snprintf(path + n, sizeof path - (size_t)n, "&limit=1");
+    expect(ka_req(fd, "GET", path, "", NULL), 200, "\"offset\":1");
+    expect(ka_req(fd, "GET", "/v1/streams/ka/events?offset=0&limit=1", "", NULL), 200, "\"offset\":0");
+    r = ka_req(fd, "GET", "/v1/streams/ka", "", NULL);
+    CHECK_EQ(r.status, 200);
+    CHECK(strstr(r.body, "\"end_offset\":2") != NULL);
+    free(r.body);
+    /* A request of more events than the produce keeps on its stack
+     * (svc/produce.c, VREQ_SMALL), then one event: every event in order. */
+    char nd[512];
+    n = 0;
+    for (int i = 0; i < 20; i++)
+        n += snprintf(nd + n, sizeof nd - (size_t)n, "{\"n\":%d}\n", 100 + i);
+    expect(ka_req(fd, "POST", "/v1/streams/ka/events", "Content-Type: application/x-ndjson\r\n", nd), 202,
+           "\"accepted\":20");
+    expect(ka_req(fd, "POST", "/v1/streams/ka/events", json, "{\"n\":120}"), 202, "\"accepted\":1");
+    r = ka_req(fd, "GET", "/v1/streams/ka/events?offset=2&limit=100", "", NULL);
+    CHECK_EQ(r.status, 200);
+    const char *at = r.body;
+    for (int i = 0; i <= 20; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "{\"n\":%d}", 100 + i);
+        const char *f = strstr(at, want);
+        if (!f)
+            fprintf(stderr, "test_reuse: %s missing or out of order in %s\n", want, r.body);
+        CHECK(f != NULL);
+        at = f + strlen(want);
+    }
+    free(r.body);
+    close(fd);
+}
+
 /* The server closes fd (EOF, not merely silence) within 5 s. */
 static void expect_closed(int fd)
 {
@@ -407,6 +481,7 @@ int main(int argc, char **argv)
     test_produce(s.port);
     test_read(s.port);
     test_connection(s.port);
+    test_reuse(s.port);
     test_limits(s.port);
     /* Clean stop, restart: streams and data are there. */
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
