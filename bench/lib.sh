@@ -1,6 +1,7 @@
 # Shell functions the benchmark scripts share (sourced by bench/*.sh, not
 # run): usage from the script's header, the build, starting `spillway
-# serve` on free loopback ports, stopping a process by its PID, a free port.
+# serve` on free loopback ports, stopping a process by its PID, a free port,
+# PostgreSQL clusters (initdb, start, stop).
 # Messages name the script that sourced this file.
 
 bench_name="bench/${0##*/}"
@@ -70,4 +71,38 @@ put() {
     exit 1
   fi
   rm -f "$out"
+}
+
+# ---- PostgreSQL clusters for the benches ----
+# pg_find sets pgbin (the newest /usr/lib/postgresql/*/bin) and runas (as
+# root, runuser -u postgres by its path: PATH may lack /usr/sbin); exits 1
+# without initdb. pg_init DIR makes a new cluster in DIR (created mode 700,
+# the postgres user's as root; its parent must let that user through, e.g.
+# chmod 711), encoding UTF8 and locale C explicit: without LANG initdb
+# makes a SQL_ASCII cluster. pg_start DIR PORT starts it on 127.0.0.1:PORT
+# (its socket in DIR, its log in DIR/log), or prints the log and exits 1;
+# pg_stop_all (for the EXIT trap) stops every cluster pg_start started.
+pg_dirs=()
+pg_find() {
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "$bench_name: PostgreSQL's initdb is missing" >&2; exit 1; }
+  runas=()
+  [ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)
+  return 0
+}
+pg_init() {
+  mkdir -m 700 "$1"
+  [ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$1"
+  "${runas[@]}" "$pgbin/initdb" -D "$1" -U postgres -A trust --encoding=UTF8 --locale=C >"$1.initdb.log" 2>&1 ||
+    { cat "$1.initdb.log" >&2; echo "$bench_name: initdb failed" >&2; exit 1; }
+}
+pg_start() {
+  "${runas[@]}" "$pgbin/pg_ctl" -D "$1" -l "$1/log" -w -t 60 -o "-p $2 -k $1 -c listen_addresses=127.0.0.1" start \
+    >/dev/null || { cat "$1/log" >&2; echo "$bench_name: pg_ctl start failed" >&2; exit 1; }
+  pg_dirs+=("$1")
+}
+pg_stop_all() {
+  local d
+  for d in "${pg_dirs[@]}"; do "${runas[@]}" "$pgbin/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1 || true; done
+  pg_dirs=()
 }

@@ -33,33 +33,24 @@ done
 
 "$root/scripts/deps.sh" curl
 bench_build
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/reshard.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
-runas=()
-[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)
+pg_find
 
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/spillway-reshard.XXXXXX")"
 chmod 711 "$work"
-pgdir="$work/pg" pg_up="" pid="" bpid=""
+pid="" bpid=""
 cleanup() {
   trap '' PIPE INT TERM
   [ -n "$bpid" ] && stop_pid "$bpid"
   [ -n "$pid" ] && stop_pid "$pid"
-  [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
+  pg_stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir "$pgdir"
-[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pgdir"
-"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
-  { cat "$work/initdb.log" >&2; echo "bench/reshard.sh: initdb failed" >&2; exit 1; }
+pg_init "$work/pg"
 pgport=$(free_port)
-"${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w -t 60 \
-  -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null ||
-  { cat "$pgdir/log" >&2; echo "bench/reshard.sh: pg_ctl start failed" >&2; exit 1; }
-pg_up=1
+pg_start "$work/pg" "$pgport"
 sql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d "$1" -Atc "$2"; }
 ci=()
 for i in 0 1 2; do

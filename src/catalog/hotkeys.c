@@ -110,7 +110,34 @@ static hot_entry *add(spw_hot *h, const void *key, size_t n, int st, int automat
     return e;
 }
 
-/* Parses dir/hot_keys into READY automatic entries. */
+const char *spw_hot_file_check(const uint8_t *p, size_t len, uint32_t *count)
+{
+    *count = 0;
+    if (len < HOT_HEAD + 4 || memcmp(p, HOT_MAGIC, 8) != 0)
+        return "not a hot_keys file";
+    if (spw_crc32c(p, len - 4) != spw_get32(p + len - 4))
+        return "checksum mismatch";
+    uint32_t n = spw_get32(p + 8);
+    if (n > SPW_HOT_SPLITS)
+        return "more entries than a stream splits";
+    size_t at = HOT_HEAD;
+    for (uint32_t i = 0; i < n; i++) {
+        if (at + HOT_ENTRY > len - 4)
+            return "truncated entry";
+        uint32_t kl = spw_get16(p + at), split = spw_get16(p + at + 2);
+        if (kl < 1 || kl > SPW_HOT_KEY_BYTES || at + HOT_ENTRY + kl > len - 4 || split < 2 ||
+            split > SPW_HOT_SPLIT_MAX)
+            return "bad entry";
+        at += HOT_ENTRY + kl;
+    }
+    if (at != len - 4)
+        return "trailing bytes";
+    *count = n;
+    return NULL;
+}
+
+/* Parses dir/hot_keys into READY automatic entries: all of them, or none
+ * when any part of the file is damaged (docs/formats/hotkeys.md "Reads"). */
 static int load(spw_hot *h)
 {
     char path[4200];
@@ -123,27 +150,15 @@ static int load(spw_hot *h)
     if (r < 0)
         return r;
     const uint8_t *p = (const uint8_t *)body;
-    const char *why = NULL;
-    if (len < HOT_HEAD + 4 || memcmp(p, HOT_MAGIC, 8) != 0)
-        why = "not a hot_keys file";
-    else if (spw_crc32c(p, len - 4) != spw_get32(p + len - 4))
-        why = "checksum mismatch";
-    uint32_t n = why ? 0 : spw_get32(p + 8);
+    uint32_t n;
+    const char *why = spw_hot_file_check(p, len, &n);
     size_t at = HOT_HEAD;
     for (uint32_t i = 0; !why && i < n; i++) {
-        if (at + HOT_ENTRY > len - 4) {
-            why = "truncated entry";
-            break;
-        }
         uint32_t kl = spw_get16(p + at), split = spw_get16(p + at + 2);
         int64_t at_ms = (int64_t)spw_get64(p + at + 8);
         uint64_t bits = spw_get64(p + at + 16);
         double per_s;
         memcpy(&per_s, &bits, 8);
-        if (kl < 1 || kl > SPW_HOT_KEY_BYTES || at + HOT_ENTRY + kl > len - 4 || split < 2) {
-            why = "bad entry";
-            break;
-        }
         hot_entry *e = find_slot(h, p + at + HOT_ENTRY, kl, key_hash(p + at + HOT_ENTRY, kl));
         if (e && atomic_load(&e->state) == E_FREE) {
             e = add(h, p + at + HOT_ENTRY, kl, E_PENDING, 1);
@@ -157,8 +172,6 @@ static int load(spw_hot *h)
         }
         at += HOT_ENTRY + kl;
     }
-    if (!why && at != len - 4)
-        why = "trailing bytes";
     if (why)
         spw_error("stream in %s: %s: %s; its automatic hot-key splits are not applied until a new one is recorded",
                   h->dir, HOT_FILE, why);

@@ -53,6 +53,11 @@ typedef struct spw_hot spw_hot;
  * Returns 0, or an I/O error reading the file. */
 int spw_hot_open(const spw_stream_config *c, const char *dir, spw_hot **out);
 void spw_hot_close(spw_hot *h);
+/* Checks the len bytes p of a DATA/streams/NAME/hot_keys file
+ * (docs/formats/hotkeys.md): NULL when whole (*count its entries), else
+ * why it is damaged (a static sentence; the server then applies none of
+ * its splits). Used by spw_hot_open and `spillway check`. */
+const char *spw_hot_file_check(const uint8_t *p, size_t len, uint32_t *count);
 
 /* The partition of event i of a request (idem_key: its Idempotency-Key,
  * 0 none) whose key is split, or UINT32_MAX when the key is not split.

@@ -25,6 +25,7 @@
 #include "core/alloc.h"
 #include "core/endian.h"
 #include "core/error.h"
+#include "catalog/hotkeys.h"
 #include "log/format.h"
 #include "log/segment.h"
 
@@ -314,6 +315,10 @@ static int check_partition(const char *dir, FILE *out, spw_check_result *res)
 static char **found;
 static size_t nfound, capfound;
 
+/* nftw state: hot_keys files (docs/formats/hotkeys.md). */
+static char **hot;
+static size_t nhot, caphot;
+
 static int visit(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -322,6 +327,14 @@ static int visit(const char *path, const struct stat *sb, int flag, struct FTW *
         return 0;
     const char *slash = strrchr(path, '/');
     uint64_t b;
+    if (strcmp(slash ? slash + 1 : path, "hot_keys") == 0) {
+        if (nhot == caphot) {
+            caphot = caphot ? caphot * 2 : 8;
+            hot = spw_xrealloc(hot, caphot * sizeof *hot);
+        }
+        hot[nhot++] = spw_xstrdup(path);
+        return 0;
+    }
     if (!spw_seg_parse_name(slash ? slash + 1 : path, &b))
         return 0;
     size_t dl = slash ? (size_t)(slash - path) : 1;
@@ -339,6 +352,29 @@ static int visit(const char *path, const struct stat *sb, int flag, struct FTW *
     }
     found[nfound++] = dir;
     return 0;
+}
+
+/* A stream's record of its automatic hot-key splits: whole, or damage
+ * the server answers by starting the stream without those splits. */
+static void check_hot_keys(const char *path, FILE *out, spw_check_result *res)
+{
+    unsigned char *p;
+    size_t n;
+    uint32_t count;
+    const char *why;
+    res->hot_keys_files++;
+    if (load_file(path, &p, &n) < 0) {
+        fprintf(out, "DAMAGED %s: cannot read: %s\n", path, strerror(errno));
+        res->damaged++;
+        return;
+    }
+    if ((why = spw_hot_file_check(p, n, &count)) != NULL) {
+        fprintf(out, "DAMAGED %s: %s (docs/formats/hotkeys.md); the server starts the stream without its automatic "
+                     "hot-key splits, and the next split rewrites the file\n",
+                path, why);
+        res->damaged++;
+    }
+    spw_free(p);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -365,6 +401,14 @@ int spw_check_dir(const char *dir, FILE *out, spw_check_result *res)
     spw_free(found);
     found = NULL;
     nfound = capfound = 0;
+    qsort(hot, nhot, sizeof *hot, cmp_str);
+    for (size_t i = 0; i < nhot; i++) {
+        check_hot_keys(hot[i], out, res);
+        spw_free(hot[i]);
+    }
+    spw_free(hot);
+    hot = NULL;
+    nhot = caphot = 0;
     return r;
 }
 

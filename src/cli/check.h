@@ -15,13 +15,15 @@ typedef struct spw_check_result {
     unsigned long long bytes;
     unsigned damaged;       /* damaged ranges (data) */
     unsigned index_issues;  /* index entries that do not fit the data (rebuildable) */
+    unsigned hot_keys_files; /* DATA/streams/NAME/hot_keys files read (a damaged one counts in damaged) */
 } spw_check_result;
 
 /*
  * Verifies every batch (header, CRC, every record decodes, offsets dense
  * within and across segments) of every partition directory at or below dir.
  * Prints one "DAMAGED ..." line per damaged range and "INDEX ..." lines for
- * index problems to out. Returns 0 when it could read everything (look at
+ * index problems to out. Also checks every hot_keys file at or below dir
+ * (docs/formats/hotkeys.md): a damaged one is a "DAMAGED ..." line. Returns 0 when it could read everything (look at
  * res->damaged), or -errno when dir cannot be read.
  */
 int spw_check_dir(const char *dir, FILE *out, spw_check_result *res);

@@ -191,6 +191,7 @@ static int cmd_check(int argc, char **argv)
                        "of every partition directory at or below DIR, and that offsets are dense.\n"
                        "Prints one DAMAGED line per damaged range and INDEX lines for index files\n"
                        "that do not fit their data (indexes are rebuilt when the partition opens).\n"
+                       "Checks each stream's hot_keys file (its CRC and entries) too: DAMAGED when not whole.\n"
                        "Changes nothing. Exit 0 clean, 1 damage, 2 usage or DIR is not a directory,\n"
                        "3 a running server holds DIR (or a directory above it): stop it first,\n"
                        "4 DIR could not be read to the end.\n",
@@ -233,9 +234,10 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, "spillway check: %s: %s\n", argv[1], spw_strerror(r));
         return 4;
     }
-    printf("checked %u partition(s), %u segment(s), %llu batches, %llu records, %llu bytes: %u damaged "
-           "range(s), %u index issue(s)\n",
-           res.partitions, res.segments, res.batches, res.records, res.bytes, res.damaged, res.index_issues);
+    printf("checked %u partition(s), %u segment(s), %llu batches, %llu records, %llu bytes, %u hot_keys file(s): "
+           "%u damaged range(s) or file(s), %u index issue(s)\n",
+           res.partitions, res.segments, res.batches, res.records, res.bytes, res.hot_keys_files, res.damaged,
+           res.index_issues);
     return res.damaged ? 1 : 0;
 }
 

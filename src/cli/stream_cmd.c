@@ -134,6 +134,36 @@ static void print_config(const spw_json_span *o)
         printf("versioned        true\n");
     if (spw__cli_member(o, "hot_keys", &v))
         printf("hot keys         %.*s\n", (int)v.n, v.p);
+    spw_json_span hs, arr, e, parts;
+    if (spw__cli_member(o, "hot_keys_state", &hs)) { /* docs/api.md "Hot keys" */
+        const char *cur = NULL;
+        int n = 0;
+        printf("split keys       ");
+        if (spw__cli_member(&hs, "split", &arr))
+            while (spw__cli_array_next(&arr, &cur, &e)) {
+                char k[300], how[16];
+                spw__cli_str(&e, "key", k, sizeof k);
+                spw__cli_str(&e, "how", how, sizeof how);
+                printf("%s%s (%" PRId64 " ways, %s, partitions ", n++ ? ", " : "", k, spw__cli_int(&e, "split", 0),
+                       how);
+                if (spw__cli_member(&e, "partitions", &parts))
+                    printf("%.*s", (int)parts.n - 2, parts.p + 1);
+                printf(")");
+            }
+        printf("%s\n", n ? "" : "none");
+        cur = NULL;
+        n = 0;
+        printf("hottest keys     ");
+        if (spw__cli_member(&hs, "top", &arr))
+            while (spw__cli_array_next(&arr, &cur, &e)) {
+                char k[300];
+                spw__cli_str(&e, "key", k, sizeof k);
+                spw_json_span r;
+                printf("%s%s %.*s/s", n++ ? ", " : "", k, spw__cli_member(&e, "per_s", &r) ? (int)r.n : 1,
+                       spw__cli_member(&e, "per_s", &r) ? r.p : "?");
+            }
+        printf("%s\n", n ? "" : "none in the last complete window");
+    }
     if (spw__cli_member(o, "rate_limit", &v)) {
         spw__cli_str(&v, "per", s, sizeof s);
         spw_json_span rate, burst;

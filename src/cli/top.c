@@ -189,6 +189,37 @@ static srow *stream_rows(const spw_prom_set *m, size_t *n)
     return r;
 }
 
+static int cmp_hot(const void *a, const void *b)
+{
+    const hrow *x = a, *y = b;
+    int c = strcmp(x->stream, y->stream);
+    if (c)
+        return c;
+    if (x->per_s != y->per_s)
+        return x->per_s > y->per_s ? -1 : 1;
+    return strcmp(x->key, y->key);
+}
+
+/* The hottest keys of one scrape (malloc'ed; *n rows; docs/api.md "Hot keys"). */
+static hrow *hot_rows(const spw_prom_set *m, size_t *n)
+{
+    size_t cap = 0, k = 0;
+    for (size_t i = 0; i < m->n; i++)
+        cap += strcmp(spw_prom_name(m, &m->samples[i]), "spillway_stream_hot_key_events_per_second") == 0;
+    hrow *r = spw_xcalloc(cap ? cap : 1, sizeof *r);
+    for (size_t i = 0; i < m->n; i++) {
+        const spw_prom_sample *x = &m->samples[i];
+        if (strcmp(spw_prom_name(m, x), "spillway_stream_hot_key_events_per_second") != 0)
+            continue;
+        const char *s = spw_prom_label_value(m, x, "stream"), *key = spw_prom_label_value(m, x, "key");
+        if (s && key)
+            r[k++] = (hrow){s, key, x->value};
+    }
+    qsort(r, k, sizeof *r, cmp_hot);
+    *n = k;
+    return r;
+}
+
 /* The sinks of one scrape, one per spillway_sink_lag line, sorted by name (malloc'ed; *n rows). */
 static krow *sink_rows(const spw_prom_set *m, size_t *n)
 {
@@ -307,10 +338,13 @@ static void view_build(view *v, const scrape *prev, const scrape *cur)
         r->d_by = !prev ? NAN : same ? cdelta(r->by, pr[j].by) : r->by;
         r->ev_rate = r->d_ev / secs;
         r->by_rate = r->d_by / secs;
+        r->hot_split = NAN;
+        spw_prom_get(m, "spillway_stream_hot_keys_split", "stream", r->name, &r->hot_split);
     }
     spw_free(pr);
     qsort(v->rows, v->nrows, sizeof *v->rows, cmp_row_rate);
 
+    v->hot = hot_rows(m, &v->nhot);
     v->sinks = sink_rows(m, &v->nsinks);
     for (size_t i = 0; i < v->nsinks && prev; i++) {
         krow *r = &v->sinks[i];
@@ -477,6 +511,7 @@ int spw_cmd_top(int argc, char **argv)
                     if (mf) {
                         spw__top_render_head(mf, &v, now, server_name, interval_s);
                         spw__top_render_sinks(mf, &v);
+                        spw__top_render_hot(mf, &v);
                         fflush(mf);
                         int used = 0;
                         for (size_t i = 0; i < len; i++)
@@ -491,6 +526,7 @@ int spw_cmd_top(int argc, char **argv)
                 }
                 spw_free(v.rows);
                 spw_free(v.sinks);
+                spw_free(v.hot);
                 if (once && prev)
                     break;
             }

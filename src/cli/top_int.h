@@ -31,7 +31,18 @@ typedef struct srow {
     double ev, by;           /* totals */
     double d_ev, d_by;       /* deltas over the interval */
     double ev_rate, by_rate; /* NaN without a previous scrape */
+    double hot_split;        /* keys split (spillway_stream_hot_keys_split); NaN: no hot_keys */
 } srow;
+
+/* One of a stream's hottest keys (spillway_stream_hot_key_events_per_second):
+ * events/s in the server's last complete hot-keys window. */
+typedef struct hrow {
+    const char *stream, *key;
+    double per_s;
+} hrow;
+
+/* Hottest keys shown on a terminal at most (the plain snapshot shows all). */
+#define TOP_TTY_HOT_MAX 10
 
 /* A sink's numbers (spillway_sink_* lines) and its delivery rate. */
 typedef struct krow {
@@ -71,6 +82,8 @@ typedef struct view {
     size_t nrows;
     krow *sinks; /* sorted by name; none when the server has no sinks */
     size_t nsinks;
+    hrow *hot; /* by stream name, then hottest first; none without hot_keys streams */
+    size_t nhot;
 } view;
 
 
@@ -78,6 +91,7 @@ typedef struct view {
 void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char *server);
 void spw__top_render_head(FILE *f, const view *v, const scrape *cur, const char *server, const char *interval);
 void spw__top_render_sinks(FILE *f, const view *v);
+void spw__top_render_hot(FILE *f, const view *v);
 void spw__top_render_streams(FILE *f, const view *v, int rows);
 void spw__top_draw(const char *text, size_t len, int cols, int rows); /* one screen, redrawn in place */
 void spw__top_term_size(int *cols, int *rows);

@@ -142,6 +142,16 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
         kv_num(f, "bytes", r->d_by, 0);
         kv_num(f, "events_total", r->ev, 0);
         kv_num(f, "bytes_total", r->by, 0);
+        kv_num(f, "hot_keys_split", r->hot_split, 0);
+        fputc('\n', f);
+    }
+    for (size_t i = 0; i < v->nhot; i++) {
+        const hrow *h = &v->hot[i];
+        char name[260], key[260];
+        safe_name(h->stream, name, sizeof name, 1);
+        safe_name(h->key, key, sizeof key, 1);
+        fprintf(f, "hot stream=%s key=%s", name, key);
+        kv_num(f, "events_per_s", h->per_s, 1);
         fputc('\n', f);
     }
     for (size_t i = 0; i < v->nsinks; i++) {
@@ -299,6 +309,39 @@ void spw__top_render_sinks(FILE *f, const view *v)
                 human_num(r->rate, b, sizeof b), human_num(r->errors, c, sizeof c), human_num(r->dlq, d, sizeof d));
     }
     fputc('\n', f);
+}
+
+/* The hottest keys (nothing when no stream counts them), hottest first,
+ * at most TOP_TTY_HOT_MAX lines. */
+static int cmp_hot_rate(const void *a, const void *b)
+{
+    const hrow *x = a, *y = b;
+    if (x->per_s != y->per_s)
+        return x->per_s > y->per_s ? -1 : 1;
+    int c = strcmp(x->stream, y->stream);
+    return c ? c : strcmp(x->key, y->key);
+}
+
+void spw__top_render_hot(FILE *f, const view *v)
+{
+    if (!v->nhot)
+        return;
+    hrow *h = spw_xmalloc(v->nhot * sizeof *h); /* over every stream, hottest first */
+    memcpy(h, v->hot, v->nhot * sizeof *h);
+    qsort(h, v->nhot, sizeof *h, cmp_hot_rate);
+    size_t n = v->nhot < TOP_TTY_HOT_MAX ? v->nhot : TOP_TTY_HOT_MAX;
+    char a[32];
+    fprintf(f, "%-32s %-32s %12s\n", "HOT KEY", "STREAM", "EVENTS/S");
+    for (size_t i = 0; i < n; i++) {
+        char key[40], name[40];
+        safe_name(h[i].key, key, sizeof key, 0);
+        safe_name(h[i].stream, name, sizeof name, 0);
+        fprintf(f, "%-32s %-32s %12s\n", key, name, human_num(h[i].per_s, a, sizeof a));
+    }
+    if (n < v->nhot)
+        fprintf(f, "... %zu more hot key(s)\n", v->nhot - n);
+    fputc('\n', f);
+    spw_free(h);
 }
 
 /* The stream table in at most rows lines, busiest first. */

@@ -19,6 +19,7 @@
 #include "core/json.h"
 #include "core/name.h"
 #include "cli/cluster.h"
+#include "cli/view_merge.h"
 
 static const char view_usage[] =
     "usage: spillway view create NAME --stream S --kind latest|aggregate|sum\n"
@@ -40,10 +41,13 @@ static const char view_usage[] =
     "Every form takes --server HOST:PORT (default $SPILLWAY_SERVER, else " SPW_CLI_DEFAULT_SERVER ") and\n"
     "--token T (a bearer token for a server with tokens; default $SPILLWAY_TOKEN). Times are ms since the\n"
     "Unix epoch; durations take ms, s, m, h, d. docs/api.md \"Views\" says what each kind keeps.\n"
-    "A cluster: --server=A,B,C. get and series ask the node the ring names for KEY (the client\n"
-    "library's ring; --ring LIST places keys by LIST's addresses instead, e.g. the nodes' binary\n"
-    "ones, same count and order); top asks every node for N and merges; the other forms run on\n"
-    "every node in turn. docs/api.md \"Reads across nodes\".\n";
+    "A cluster: --server=A,B,C. get and series of a view grouped by $key ask the node the ring\n"
+    "names for KEY (the client library's ring; --ring LIST places keys by LIST's addresses\n"
+    "instead, e.g. the nodes' binary ones, same count and order); of a view grouped by a field\n"
+    "they ask every node and add the parts (a latest view ordered by offset with records on\n"
+    "several nodes is refused); top asks every node for N (1000 when grouped by a field) and\n"
+    "merges, exit 1 when that cannot be exact; the other forms run on every node in turn.\n"
+    "docs/api.md \"Reads across nodes\".\n";
 
 /* Appends s percent-encoded (all but unreserved bytes) to b. */
 static void pct(spw_buf *b, const char *s)
@@ -61,8 +65,10 @@ typedef struct vopts {
     const char *min_offsets, *wait_ms, *window, *from, *to, *at, *by, *n, *sample;
 } vopts;
 
+/* quiet: a 404 unknown_key is returned as -2, not printed (a node without
+ * a part of the key, in a read over every node). */
 static int request(spw_httpc *c, const char *cmd, const char *method, const char *target, const char *body,
-                   spw_httpc_resp *r)
+                   spw_httpc_resp *r, int quiet)
 {
     int st = spw_httpc_request(c, method, target, body ? "application/json" : NULL, NULL, body,
                                body ? strlen(body) : 0, SPW_CLI_CONNECT_WAIT_MS, r);
@@ -70,6 +76,10 @@ static int request(spw_httpc *c, const char *cmd, const char *method, const char
         spw__cli_conn_error(cmd, c);
         return -1;
     }
+    char code[32];
+    if (quiet && st == 404 && spw__cli_error_parts(r->body, r->body_len, NULL, 0, code, sizeof code) == 0 &&
+        strcmp(code, "unknown_key") == 0)
+        return -2;
     if (st >= 300) {
         spw__cli_server_error(cmd, r);
         return -1;
@@ -138,13 +148,27 @@ static void show_one(const spw_json_span *e, int header)
            spw__cli_int(e, "late", 0));
 }
 
-/* Runs sub on one server. capture (top over a cluster): the answer's body
- * is put there instead of printed. */
+/* Runs sub on one server. capture (reads over a cluster): the answer's body
+ * is put there instead of printed, and a 404 unknown_key returns 3 unsaid. */
+static int run_as(spw_httpc *c, const char *as, const char *sub, const char *name, const char *key, const vopts *o,
+                  int json, spw_buf *capture);
+
 static int run(spw_httpc *c, const char *sub, const char *name, const char *key, const vopts *o, int json,
                spw_buf *capture)
 {
+    return run_as(c, NULL, sub, name, key, o, json, capture);
+}
+
+/* run, its messages said as command as ("view top" reading the definition
+ * it needs), or as "view SUB" when as is NULL. */
+static int run_as(spw_httpc *c, const char *as, const char *sub, const char *name, const char *key, const vopts *o,
+                  int json, spw_buf *capture)
+{
     char cmd[32];
-    snprintf(cmd, sizeof cmd, "view %s", sub);
+    if (as)
+        snprintf(cmd, sizeof cmd, "%s", as);
+    else
+        snprintf(cmd, sizeof cmd, "view %s", sub);
     spw_buf t = SPW_BUF_INIT, body = SPW_BUF_INIT;
     spw_httpc_resp r;
     int rc = 1, st;
@@ -159,7 +183,7 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
         rc = 1;
         spw_buf_put(&body, "", 1);
         spw_buf_put(&t, "", 1);
-        if ((st = request(c, cmd, "PUT", (const char *)t.p, (const char *)body.p, &r)) < 0)
+        if ((st = request(c, cmd, "PUT", (const char *)t.p, (const char *)body.p, &r, 0)) < 0)
             goto out;
         printf(st == 201 ? "created view %s: %.*s\n" : "view %s already exists with this definition: %.*s\n", name,
                (int)r.body_len, r.body);
@@ -194,8 +218,12 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
             sep = '&';
         }
     spw_buf_put(&t, "", 1);
-    if ((st = request(c, cmd, method, (const char *)t.p, strcmp(method, "POST") == 0 ? "" : NULL, &r)) < 0)
+    if ((st = request(c, cmd, method, (const char *)t.p, strcmp(method, "POST") == 0 ? "" : NULL, &r,
+                      capture != NULL)) < 0) {
+        if (st == -2)
+            rc = 3; /* the node has no part of the key */
         goto out;
+    }
     rc = 0;
     if (capture) {
         spw_buf_put(capture, r.body, r.body_len);
@@ -205,6 +233,8 @@ static int run(spw_httpc *c, const char *sub, const char *name, const char *key,
         printf("view %s: rebuilding from the start of its stream\n", name);
     } else if (json || (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0)) {
         fwrite(r.body, 1, r.body_len, stdout);
+        if (!r.body_len || r.body[r.body_len - 1] != '\n')
+            putchar('\n'); /* one line */
         if (strcmp(sub, "verify") == 0 && !memmem(r.body, r.body_len, "\"ok\":true", 9))
             rc = 1; /* the view differs from its log */
     } else {
@@ -229,12 +259,56 @@ out:
     return rc;
 }
 
-/* One entry of a node's top list. */
+/* Opens node i of cl (no connection yet) with the token. 0, or 2 said. */
+static int node_open(const spw_cli_cluster *cl, uint32_t i, const char *cmd, const char *token, spw_httpc *c)
+{
+    const char *t;
+    int r = spw__cli_server(cmd, spw__cli_cluster_name(cl, i), c);
+    if (r)
+        return r;
+    c->tls = cl->tls[i];
+    if ((r = spw__cli_token(cmd, token, c, &t)) != 0)
+        spw_httpc_close(c);
+    return r;
+}
+
+/* What a read over a cluster needs of a view's definition. */
+typedef struct vdef {
+    char kind[16], group_by[256], order_by[16];
+} vdef;
+
+/* The definition of view name from c's node. 0, or 1 said. */
+static int view_def(spw_httpc *c, const char *cmd, const char *name, vdef *d)
+{
+    static const vopts none;
+    spw_buf b = SPW_BUF_INIT;
+    spw_json_span obj, def;
+    int rc = run_as(c, cmd, "show", name, NULL, &none, 1, &b);
+    if (rc == 0) {
+        if (spw__cli_parse((const char *)b.p, b.len, &obj) < 0 || !spw__cli_member(&obj, "definition", &def)) {
+            fprintf(stderr, "spillway %s: the server's answer is not a view\n", cmd);
+            rc = 1;
+        } else {
+            spw__cli_str(&def, "kind", d->kind, sizeof d->kind);
+            spw__cli_str(&def, "group_by", d->group_by, sizeof d->group_by);
+            spw__cli_str(&def, "order_by", d->order_by, sizeof d->order_by);
+            if (!d->group_by[0])
+                snprintf(d->group_by, sizeof d->group_by, "$key");
+        }
+    }
+    spw_buf_fini(&b);
+    return rc ? 1 : 0;
+}
+
+/* One entry of a node's top list (or, grouped, of the merged list). */
 typedef struct top_ent {
     char key[512];
     double v;           /* the --by measure */
-    const char *p;      /* its JSON text in the node's answer */
-    size_t n;
+    double up;          /* grouped: the most it can be (parts a full node list left out added) */
+    uint32_t node;
+    int exact;          /* grouped: every part of it is known */
+    const char *p;      /* its JSON text in the node's answer (or in the merged text) */
+    size_t n, off;
 } top_ent;
 
 static int top_cmp(const void *a, const void *b)
@@ -245,39 +319,122 @@ static int top_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key); /* ties by key, as one server orders them */
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const top_ent *)a)->key, ((const top_ent *)b)->key);
+}
+
+#define TOP_MAX 1000 /* the most one node lists (docs/api.md "Reads") */
+
+/*
+ * A view grouped by a field (not $key): a group may have a part on every
+ * node, so the entries of one key are merged (view_merge.h) and the list
+ * is sorted again. Each node was asked for TOP_MAX; a node that listed
+ * that many may have left keys out, each worth at most its last entry
+ * (or 0), so the merged top is exact only when every key kept has all its
+ * parts (it is in every such node's list) and is above the most any other
+ * key can reach. *exact says which.
+ */
+static top_ent *top_group(top_ent *ents, uint32_t nent, const uint32_t *listed, const double *last, uint32_t nodes,
+                          uint32_t want, spw_buf *text, uint32_t *nout, int *exact)
+{
+    qsort(ents, nent, sizeof *ents, key_cmp);
+    top_ent *m = spw_xmalloc((nent ? nent : 1) * sizeof *m);
+    uint32_t nm = 0;
+    double unseen = 0; /* the most a key in no list can reach */
+    for (uint32_t i = 0; i < nodes; i++)
+        if (listed[i] >= TOP_MAX && last[i] > 0)
+            unseen += last[i];
+    for (uint32_t a = 0, b; a < nent; a = b) {
+        spw_json_span parts[SPW_CLI_NODES_MAX];
+        uint64_t in = 0;
+        double v = 0;
+        for (b = a; b < nent && strcmp(ents[b].key, ents[a].key) == 0; b++) {
+            parts[b - a] = (spw_json_span){ents[b].p, ents[b].n, SPW_JSON_OBJECT};
+            in |= 1ull << ents[b].node;
+            v += ents[b].v;
+        }
+        top_ent *t = &m[nm++];
+        *t = ents[a];
+        t->v = v;
+        t->up = v;
+        t->exact = 1;
+        for (uint32_t i = 0; i < nodes; i++)
+            if (listed[i] >= TOP_MAX && !(in & (1ull << i))) {
+                t->exact = 0;
+                if (last[i] > 0)
+                    t->up += last[i];
+            }
+        t->off = text->len;
+        spw__cli_view_merge(parts, b - a, text);
+        t->n = text->len - t->off;
+    }
+    for (uint32_t k = 0; k < nm; k++)
+        m[k].p = (const char *)text->p + m[k].off;
+    qsort(m, nm, sizeof *m, top_cmp);
+    uint32_t keep = want > 0 && nm > want ? want : nm;
+    double bound = unseen;
+    for (uint32_t k = keep; k < nm; k++)
+        if (m[k].up > bound)
+            bound = m[k].up;
+    *exact = 1;
+    for (uint32_t k = 0; k < keep; k++)
+        if (!m[k].exact)
+            *exact = 0;
+    if (keep && bound > 0 && !(m[keep - 1].v > bound))
+        *exact = 0;
+    if (!keep && unseen > 0)
+        *exact = 0;
+    *nout = keep;
+    return m;
+}
+
 /*
  * `view top --server a,b,c`: every node's top N, merged and cut to N.
- * Exact, as the ring gives each key to one node: a key in the cluster's
- * top N is in its own node's top N. A node answers for the bucket holding
- * its highest time applied when --at is not given; a node whose bucket
- * starts earlier has no event in the latest one, so the merge keeps the
- * latest start and drops the lists of older buckets.
+ * Grouped by $key it is exact, as the ring gives each key to one node: a
+ * key in the cluster's top N is in its own node's top N. Grouped by a
+ * field, each node is asked for TOP_MAX and the parts of a group added
+ * (top_group); when that cannot be exact, the command says so and exits 1.
+ * A node answers for the bucket holding its highest time applied when
+ * --at is not given; a node whose bucket starts earlier has no event in
+ * the latest one, so the merge keeps the latest start and drops the lists
+ * of older buckets.
  */
 static int top_cluster(const spw_cli_cluster *cl, const char *token, const char *name, const vopts *o)
 {
-    spw_buf bodies[SPW_CLI_NODES_MAX];
-    int rc = 0;
-    uint32_t nent = 0, cap = 0;
-    top_ent *ents = NULL;
+    spw_buf bodies[SPW_CLI_NODES_MAX], text = SPW_BUF_INIT;
+    int rc = 0, grouped = 0;
+    uint32_t nent = 0, cap = 0, listed[SPW_CLI_NODES_MAX] = {0};
+    double last[SPW_CLI_NODES_MAX] = {0};
+    top_ent *ents = NULL, *merged = NULL;
     int64_t start_max = INT64_MIN;
     int64_t starts[SPW_CLI_NODES_MAX];
     int final = 1;
     char window[64] = "", by[16];
+    vopts ask = *o;
     snprintf(by, sizeof by, "%s", o->by ? o->by : "count");
     long want = o->n ? strtol(o->n, NULL, 10) : 10;
     for (uint32_t i = 0; i < cl->n; i++) {
         bodies[i] = (spw_buf)SPW_BUF_INIT;
         spw_httpc c;
-        int r = spw__cli_server("view top", spw__cli_cluster_name(cl, i), &c);
-        c.tls = cl->tls[i];
-        const char *t;
-        if (r || spw__cli_token("view top", token, &c, &t) ||
-            run(&c, "top", name, NULL, o, 0, &bodies[i])) {
+        int r = node_open(cl, i, "view top", token, &c);
+        if (r == 0 && i == 0) {
+            vdef d;
+            if ((r = view_def(&c, "view top", name, &d)) == 0 && strcmp(d.group_by, "$key") != 0) {
+                grouped = 1;
+                ask.n = "1000"; /* TOP_MAX: see top_group */
+            }
+        }
+        if (r == 0)
+            r = run(&c, "top", name, NULL, &ask, 0, &bodies[i]);
+        if (r) {
             fprintf(stderr, "spillway view top: node %s failed: the top of the cluster is not known\n",
                     spw__cli_cluster_name(cl, i));
             rc = 1;
         }
         spw_httpc_close(&c);
+        if (rc)
+            break;
     }
     for (uint32_t i = 0; i < cl->n && !rc; i++) {
         spw_json_span obj, arr;
@@ -309,15 +466,34 @@ static int top_cluster(const spw_cli_cluster *cl, const char *token, const char 
             }
             top_ent *t = &ents[nent++];
             spw__cli_str(&e, "key", t->key, sizeof t->key);
-            t->v = spw__cli_member(&e, by, &m) && m.type == SPW_JSON_NUMBER ? strtod(m.p, NULL) : 0;
+            t->v = spw__cli_view_num(&e, by);
+            t->node = i;
             t->p = e.p;
             t->n = e.n;
+            listed[i]++;
+            last[i] = t->v;
         }
     }
-    if (!rc) {
+    uint32_t nout = nent;
+    top_ent *list = ents;
+    if (!rc && grouped) {
+        int exact;
+        list = merged = top_group(ents, nent, listed, last, cl->n, want > 0 ? (uint32_t)want : 0, &text, &nout,
+                                  &exact);
+        if (!exact) {
+            fprintf(stderr,
+                    "spillway view top: view %s groups by a field, not by the stream's key, so a group has parts "
+                    "on several nodes, and a node listed %d keys: the top %ld of the cluster is not known exactly "
+                    "(ask with --at for a smaller bucket, or group the view by $key)\n",
+                    name, TOP_MAX, want);
+            rc = 1;
+        }
+    } else if (!rc) {
         qsort(ents, nent, sizeof *ents, top_cmp);
         if (want > 0 && nent > (uint32_t)want)
-            nent = (uint32_t)want;
+            nout = (uint32_t)want;
+    }
+    if (!rc) {
         spw_buf out = SPW_BUF_INIT;
         spw_buf_xprintf(&out, "{");
         if (window[0]) {
@@ -330,15 +506,182 @@ static int top_cluster(const spw_cli_cluster *cl, const char *token, const char 
         spw_buf_xprintf(&out, "\"by\":");
         spw_json_xput_str(&out, by, strlen(by));
         spw_buf_xprintf(&out, ",\"nodes\":%u,\"keys\":[", cl->n);
-        for (uint32_t k = 0; k < nent; k++)
-            spw_buf_xprintf(&out, "%s%.*s", k ? "," : "", (int)ents[k].n, ents[k].p);
+        for (uint32_t k = 0; k < nout; k++)
+            spw_buf_xprintf(&out, "%s%.*s", k ? "," : "", (int)list[k].n, list[k].p);
         spw_buf_xprintf(&out, "]}\n");
         fwrite(out.p, 1, out.len, stdout);
         spw_buf_fini(&out);
     }
     spw_free(ents);
+    spw_free(merged);
+    spw_buf_fini(&text);
     for (uint32_t i = 0; i < cl->n; i++)
         spw_buf_fini(&bodies[i]);
+    return rc;
+}
+
+/* Orders the buckets of a merged series by start. */
+typedef struct bucket {
+    int64_t start;
+    spw_json_span e;
+} bucket;
+
+static int bucket_cmp(const void *a, const void *b)
+{
+    const bucket *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Is record id a (decimal text) later than b? */
+static int id_later(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    return la != lb ? la > lb : strcmp(a, b) > 0;
+}
+
+/*
+ * get/series of a view grouped by a field over a cluster: every node is
+ * asked (a node without a part answers 404 unknown_key) and the parts are
+ * merged: count and sum added, min and max (view_merge.h), series bucket
+ * by bucket; a latest view's answer is the record with the highest ts when
+ * it orders by ts; ordered by offset, offsets of different nodes do not
+ * compare, so a key with records on several nodes is refused.
+ */
+static int key_scatter(const spw_cli_cluster *cl, const char *token, const char *sub, const char *name,
+                       const char *key, const vopts *o, const vdef *d)
+{
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "view %s", sub);
+    spw_buf bodies[SPW_CLI_NODES_MAX];
+    spw_json_span parts[SPW_CLI_NODES_MAX];
+    uint32_t np = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < cl->n; i++) {
+        bodies[i] = (spw_buf)SPW_BUF_INIT;
+        spw_httpc c;
+        int r = node_open(cl, i, cmd, token, &c);
+        if (r == 0) {
+            r = run(&c, sub, name, key, o, 0, &bodies[i]);
+            spw_httpc_close(&c);
+        }
+        if (r == 3)
+            continue; /* no part here */
+        if (r == 0 && spw__cli_parse((const char *)bodies[i].p, bodies[i].len, &parts[np]) == 0 &&
+            parts[np].type == SPW_JSON_OBJECT) {
+            np++;
+            continue;
+        }
+        if (r == 0)
+            fprintf(stderr, "spillway %s: node %s: the server's answer is not JSON\n", cmd,
+                    spw__cli_cluster_name(cl, i));
+        fprintf(stderr, "spillway %s: node %s failed: key %s of view %s (grouped by %s) has parts on every node: "
+                        "the answer is not known without it\n",
+                cmd, spw__cli_cluster_name(cl, i), key, name, d->group_by);
+        rc = 1;
+    }
+    spw_buf out = SPW_BUF_INIT;
+    if (rc) {
+        /* said */
+    } else if (np == 0) {
+        fprintf(stderr, "spillway %s: no node of %u has key %s in view %s (HTTP 404, unknown_key)\n", cmd, cl->n,
+                key, name);
+        rc = 1;
+    } else if (strcmp(d->kind, "latest") == 0) {
+        uint32_t best = 0;
+        if (np > 1 && strcmp(d->order_by, "ts") != 0) {
+            fprintf(stderr,
+                    "spillway %s: key %s of view %s (grouped by %s, order_by offset) has a latest record on %u "
+                    "nodes, and offsets of different nodes do not order: which is the latest is not known "
+                    "(order_by ts orders them; or ask each node with --server NODE)\n",
+                    cmd, key, name, d->group_by, np);
+            rc = 1;
+        }
+        for (uint32_t k = 1; k < np && !rc; k++) {
+            int64_t tb = spw__cli_int(&parts[best], "ts", INT64_MIN), tk = spw__cli_int(&parts[k], "ts", INT64_MIN);
+            char ib[32], ik[32];
+            spw__cli_str(&parts[best], "id", ib, sizeof ib);
+            spw__cli_str(&parts[k], "id", ik, sizeof ik);
+            if (tk > tb || (tk == tb && id_later(ik, ib)))
+                best = k;
+        }
+        if (!rc)
+            spw_buf_xprintf(&out, "%.*s\n", (int)parts[best].n, parts[best].p);
+    } else if (strcmp(sub, "get") == 0) {
+        spw__cli_view_merge(parts, np, &out);
+        out.len--; /* the closing brace */
+        spw_buf_xprintf(&out, ",\"nodes\":%u}\n", np);
+    } else { /* series */
+        bucket *bs = NULL;
+        size_t nb = 0, cap = 0;
+        for (uint32_t k = 0; k < np; k++) {
+            spw_json_span arr, e;
+            const char *cur = NULL;
+            if (!spw__cli_member(&parts[k], "buckets", &arr))
+                continue;
+            while (spw__cli_array_next(&arr, &cur, &e)) {
+                if (nb == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    bs = spw_xrealloc(bs, cap * sizeof *bs);
+                }
+                bs[nb++] = (bucket){spw__cli_int(&e, "start", 0), e};
+            }
+        }
+        qsort(bs, nb, sizeof *bs, bucket_cmp);
+        spw_json_span k0, w;
+        spw_buf_xprintf(&out, "{");
+        if (spw__cli_member(&parts[0], "key", &k0))
+            spw_buf_xprintf(&out, "\"key\":%.*s,", (int)k0.n, k0.p);
+        if (spw__cli_member(&parts[0], "window", &w))
+            spw_buf_xprintf(&out, "\"window\":%.*s,", (int)w.n, w.p);
+        spw_buf_xprintf(&out, "\"buckets\":[");
+        for (size_t a = 0, b; a < nb; a = b) {
+            spw_json_span same[SPW_CLI_NODES_MAX];
+            for (b = a; b < nb && bs[b].start == bs[a].start && b - a < SPW_CLI_NODES_MAX; b++)
+                same[b - a] = bs[b].e;
+            if (a)
+                spw_buf_xprintf(&out, ",");
+            spw__cli_view_merge(same, b - a, &out);
+        }
+        spw_buf_xprintf(&out, "],\"nodes\":%u}\n", np);
+        spw_free(bs);
+    }
+    if (!rc)
+        fwrite(out.p, 1, out.len, stdout);
+    spw_buf_fini(&out);
+    for (uint32_t i = 0; i < cl->n; i++)
+        spw_buf_fini(&bodies[i]);
+    return rc;
+}
+
+/*
+ * get/series over a cluster: the view's definition from the key's node
+ * (one more request on the same connection); grouped by $key the key's
+ * node answers alone, else every node is asked (key_scatter).
+ */
+static int key_cluster(const spw_cli_cluster *cl, const char *token, const char *sub, const char *name,
+                       const char *key, const vopts *o)
+{
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "view %s", sub);
+    uint32_t node = spw__cli_cluster_node(cl, key, strlen(key));
+    spw_httpc c;
+    vdef d;
+    int rc = node_open(cl, node, cmd, token, &c);
+    if (rc)
+        return rc;
+    if ((rc = view_def(&c, cmd, name, &d)) == 0 && strcmp(d.group_by, "$key") == 0)
+        rc = run(&c, sub, name, key, o, 0, NULL);
+    spw_httpc_close(&c);
+    if (rc == 0 && strcmp(d.group_by, "$key") != 0) {
+        if (o->min_offsets) { /* P:O pairs are one node's offsets */
+            fprintf(stderr,
+                    "spillway %s: view %s groups by %s, so it is read from every node, and --min-offsets names "
+                    "one node's offsets: wait on each node with --server NODE --min-offsets, then read\n",
+                    cmd, name, d.group_by);
+            return 1;
+        }
+        rc = key_scatter(cl, token, sub, name, key, o, &d);
+    }
     return rc;
 }
 
@@ -455,15 +798,12 @@ int spw_cmd_view(int argc, char **argv)
             return rc;
         if (strcmp(sub, "top") == 0) {
             rc = top_cluster(&cl, token, name, &o);
+        } else if (key) {
+            rc = key_cluster(&cl, token, sub, name, key, &o);
         } else {
-            uint32_t only = key ? spw__cli_cluster_node(&cl, key, strlen(key)) : UINT32_MAX;
             for (uint32_t i = 0; i < cl.n; i++) {
-                if (only != UINT32_MAX && i != only)
-                    continue;
-                if (only == UINT32_MAX) {
-                    printf("node %s:\n", spw__cli_cluster_name(&cl, i));
-                    fflush(stdout);
-                }
+                printf("node %s:\n", spw__cli_cluster_name(&cl, i));
+                fflush(stdout);
                 spw_httpc c;
                 int r = spw__cli_server(cmd, spw__cli_cluster_name(&cl, i), &c);
                 c.tls = cl.tls[i];

@@ -402,13 +402,14 @@ static void close_server_parts(spw_api *api, spw_catalog *cat, spw_log *log, spw
     spw_coalesce_close(api->svc.coal);
     spw_rl_destroy(api->svc.rl);
     spw_dd_free(api->svc.dd);
+    spw_consume_free(api->svc.groups); /* before the catalog: it unhooks the groups from it */
+    api->svc.groups = NULL;
     spw_catalog_close(cat);
     stop_step_set("the log (its flusher and fsync threads)");
     pthread_mutex_lock(&stop_mu);
     stop_log = NULL; /* every partition is closed: everything accepted is written */
     pthread_mutex_unlock(&stop_mu);
     spw_log_close(log);
-    spw_consume_free(api->svc.groups);
     spw_auth_close(auth);
     spw_metrics_free(api->svc.metrics); /* last: every loop that served /metrics has stopped */
 }

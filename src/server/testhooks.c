@@ -4,10 +4,11 @@
  * answers 404 on /debug/... (docs/operations.md, "Test builds").
  *
  * A constructor, run before main, wraps entries of the spw_os table (every
- * file I/O of the log and the catalog goes through it) and sets the two
+ * file I/O of the log and the catalog goes through it) and sets the
  * hooks the server leaves NULL otherwise: spw_server_test_start (told the
- * data directory before anything is opened) and spw_api_debug_handler
- * (serves /debug/faults on the HTTP listener):
+ * data directory before anything is opened), sink/sink.h's
+ * spw_sink_test_hold (SPW_TEST_RESHARD_GATE below) and
+ * spw_api_debug_handler (serves /debug/faults on the HTTP listener):
  *
  *   POST /debug/faults?write_err=ENOSPC|EIO|EDQUOT|none&write_count=N
  *                     &fsync_err=ENOSPC|EIO|EDQUOT|none&fsync_count=N
@@ -31,6 +32,11 @@
  * of the small files (everything under the data directory but segments).
  * SPW_TEST_WRITE_GATE=PATH: the same for the writes of segments (the
  * flusher stops there, holding the batches it took).
+ *
+ * SPW_TEST_RESHARD_GATE=PATH: while the file PATH exists, a postgres
+ * reshard's cutover waits after deleting the moved rows of each old shard
+ * (sink/sink.h spw_sink_test_hold, point "reshard_cutover_deleted"),
+ * creating PATH.waiting first to say it is there.
  *
  * SPW_TEST_RESET_GATE=PATH: a consumer-group reset waits, after its member
  * checks and before it changes the offsets, while PATH exists
@@ -71,6 +77,7 @@
 #include "catalog/groups.h"
 #include "server/server.h"
 #include "svc/group_admin.h"
+#include "sink/sink.h"
 
 #define FD_TRACK (1 << 16)
 #define COUNT_MAX 1000000000LL
@@ -182,6 +189,25 @@ static void drop_pause(const char *stream)
     (void)stream;
     if (access(drop_gate, F_OK) == 0)
         gate_wait(drop_gate);
+}
+
+/* SPW_TEST_RESHARD_GATE=PATH: sink/sink.h's spw_sink_test_hold at
+ * "reshard_cutover_deleted" answers 1 while the file PATH exists (the
+ * thread re-asks every 10 ms and gives up at a stop of the sink), after
+ * creating PATH.waiting (tests/integration/test_pg_reshard.c). */
+static char reshard_gate[4096];
+
+static int sink_hold(const char *sink, const char *point)
+{
+    (void)sink;
+    if (!reshard_gate[0] || strcmp(point, "reshard_cutover_deleted") != 0 || access(reshard_gate, F_OK) != 0)
+        return 0;
+    char w[4200];
+    snprintf(w, sizeof w, "%s.waiting", reshard_gate);
+    int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (wf >= 0)
+        close(wf);
+    return 1;
 }
 
 static void sync_gate_check(int fd)
@@ -496,6 +522,11 @@ __attribute__((constructor)) static void testhooks_install(void)
     if (dgate && *dgate && strlen(dgate) < sizeof drop_gate) {
         strcpy(drop_gate, dgate);
         spw_groups_test_drop_pause = drop_pause;
+    }
+    const char *shgate = getenv("SPW_TEST_RESHARD_GATE");
+    if (shgate && *shgate && strlen(shgate) < sizeof reshard_gate) {
+        strcpy(reshard_gate, shgate);
+        spw_sink_test_hold = sink_hold;
     }
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)

@@ -41,6 +41,8 @@
 #include "os/os.h"
 #include "sink/sink_int.h"
 
+int (*spw_sink_test_hold)(const char *sink, const char *point); /* sink.h: NULL but in spillway_test */
+
 static const char *const state_names[] = {"running", "retrying", "no_stream", "stopped"};
 
 /* ---- manager ---- */

@@ -232,4 +232,15 @@ int spw_sinks_def_streams(const char *name, const char *body, size_t len, char *
  * state; only sinks whose source stream the viewer may see. */
 void spw_sinks_metrics(spw_sinks *m, spw_metrics_out *o);
 
+/*
+ * Test builds only: src/server/testhooks.c, linked into spillway_test and
+ * never into spillway, sets this before main runs; NULL in the production
+ * binary. A kind's background thread asks it at a named point (sink, then
+ * point: "reshard_cutover_deleted" — a postgres reshard's cutover has
+ * deleted the moved rows of one old shard, phase cutover durable) and,
+ * while it answers non-zero, waits there (re-asking every 10 ms; a stop of
+ * the sink ends the wait), so a test can kill the server at that point.
+ */
+extern int (*spw_sink_test_hold)(const char *sink, const char *point);
+
 #endif

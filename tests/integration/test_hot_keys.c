@@ -342,6 +342,16 @@ int main(int argc, char **argv)
     CHECK_EQ(o.rc, 1);
     CHECK(strstr(o.text, "more than the stream's partitions") != NULL);
     free(o.text);
+    /* stream show names the split keys (how, and their partitions) */
+    o = cli_run(argv[1], "stream show au --server 127.0.0.1:%d", s.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "\nsplit keys       hot2 (4 ways, automatic, partitions ") != NULL);
+    CHECK(strstr(o.text, "\nhottest keys     ") != NULL);
+    free(o.text);
+    o = cli_run(argv[1], "stream show ex --server 127.0.0.1:%d", s.port);
+    CHECK_EQ(o.rc, 0);
+    CHECK(strstr(o.text, "\nsplit keys       hot (4 ways, listed, partitions ") != NULL);
+    free(o.text);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);

@@ -231,6 +231,9 @@ static void test_idle(srv *s)
     CHECK_EQ(kv(t, "stream name=gps ", "events_total"), 50);
     CHECK_EQ(kv(t, "stream name=clicks ", "events_total"), 30);
     CHECK_EQ(kv(t, "stream name=gps ", "events"), 0);
+    /* a stream with hot_keys shows how many keys it splits (its listed one) */
+    CHECK_EQ(kv(t, "stream name=hk ", "hot_keys_split"), 1);
+    CHECK(isnan(kv(t, "stream name=gps ", "hot_keys_split")));
     CHECK(kv(t, "stream name=gps ", "bytes_total") > 50 * 20);
     /* The admission-control families show when the server has them. */
     double level = server_metric(s->port, "\nspillway_pressure_level ");
@@ -317,6 +320,9 @@ static void fake_body(int n, char *body, size_t cap, size_t *len)
                           "spillway_bytes_in_total %d\n"
                           "spillway_stream_events_in_total{stream=\"we ird\\nna=me\"} %d\n"
                           "spillway_stream_bytes_in_total{stream=\"we ird\\nna=me\"} %d\n"
+                          "spillway_stream_hot_keys_split{stream=\"we ird\\nna=me\"} 2\n"
+                          "spillway_stream_hot_key_events_per_second{stream=\"we ird\\nna=me\",key=\"cold\"} 5\n"
+                          "spillway_stream_hot_key_events_per_second{stream=\"we ird\\nna=me\",key=\"ho t\"} 1234.5\n"
                           "spillway_pending_bytes 5000\n"
                           "spillway_pending_high_watermark_bytes 6000\n"
                           "spillway_pending_low_watermark_bytes 3000\n"
@@ -459,6 +465,10 @@ static void test_fake(void)
     /* The hostile stream name is printed as one word without control bytes. */
     CHECK(strstr(t, "stream name=we?ird?na?me events_per_s=") != NULL);
     CHECK_EQ(kv(t, "stream name=we?ird?na?me ", "events"), 100);
+    /* hot keys: the stream's split count, its hottest keys hottest first */
+    CHECK_EQ(kv(t, "stream name=we?ird?na?me ", "hot_keys_split"), 2);
+    CHECK(strstr(t, "\nhot stream=we?ird?na?me key=ho?t events_per_s=1234.5\n"
+                    "hot stream=we?ird?na?me key=cold events_per_s=5.0\n") != NULL);
     free(o.text);
     fake_stop(&f);
 
@@ -535,6 +545,10 @@ int main(int argc, char **argv)
     CHECK_EQ(r.status, 201);
     free(r.body);
     r = http_json(s.port, "PUT", "/v1/streams/clicks", "{\"partitions\":2}");
+    CHECK_EQ(r.status, 201);
+    free(r.body);
+    r = http_json(s.port, "PUT", "/v1/streams/hk",
+                  "{\"partitions\":2,\"key\":\"/k\",\"hot_keys\":{\"split\":2,\"keys\":[\"x\"]}}");
     CHECK_EQ(r.status, 201);
     free(r.body);
     test_idle(&s);

@@ -1077,6 +1077,9 @@ static void *rs_main(void *arg)
                 pthread_mutex_lock(&rs->mu);
                 rs->deleted += (uint64_t)d;
                 pthread_mutex_unlock(&rs->mu);
+                /* test builds: held here, between old shards (sink.h) */
+                while (spw_sink_test_hold && spw_sink_test_hold(g->sink, "reshard_cutover_deleted") && !rs_nap(g, 10)) {
+                }
             }
             if (failed || set_phase(g, RS_DONE) < 0) {
                 rs_nap(g, 1000);
