@@ -77,6 +77,8 @@ extern "C" {
                                           version_conflict: spillway_client_append's key is at another version */
 #define SPILLWAY_ERR_TOO_LARGE (-413)       /* record over max_event_bytes, frame or batch too large */
 #define SPILLWAY_ERR_OUT_OF_RANGE (-416)    /* fetch offset outside the partition */
+#define SPILLWAY_ERR_REPLICATION_REJECTED (-422) /* ack=replicated: durable on the server, but its replica's
+                                                    target refused a record (dead-lettered); never retried */
 #define SPILLWAY_ERR_RATE_LIMITED (-429)    /* retried by the producer */
 #define SPILLWAY_ERR_INTERNAL (-500)
 #define SPILLWAY_ERR_NOT_IMPLEMENTED (-501) /* not sent by this server version (kept for older servers) */

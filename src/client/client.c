@@ -54,6 +54,8 @@ const char *spillway_errstr(int err)
     case SPILLWAY_ERR_INTERNAL: return "the server failed the request (500)";
     case SPILLWAY_ERR_NOT_IMPLEMENTED: return "not implemented by the server (501)";
     case SPILLWAY_ERR_OVERLOADED: return "the server is overloaded (503)";
+    case SPILLWAY_ERR_REPLICATION_REJECTED:
+        return "stored on the server, but its replica's target refused a record (422 replication_rejected)";
     case SPILLWAY_ERR_REPLICATION_TIMEOUT:
         return "stored on the server, but its replica did not confirm it in time (504 replication_timeout)";
     case SPILLWAY_ERR_TLS: return "TLS: the CA file did not load, or the handshake failed (a certificate that does "

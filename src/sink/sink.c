@@ -387,6 +387,31 @@ int spw_sinks_put(spw_sinks *m, const char *name, const char *body, size_t len, 
     int found;
     size_t at = find_pos(m, name, &found);
     spw_sink *replaced = NULL;
+    if (found && d.kind == m->v[at]->def.kind && d.kind->unredact) {
+        /* a definition as GET shows it: its redacted secrets are the running ones */
+        spw_buf u = SPW_BUF_INIT, c = SPW_BUF_INIT;
+        r = d.kind->unredact(m->v[at]->kst, d.options, d.options_len, &u, err, cap);
+        if (r > 0 && spw_opts_parse(d.kind->opts, d.kind->nopts, "options", "options", (const char *)u.p, u.len,
+                                    d.stream, NULL, &c, err, cap) < 0)
+            r = SPW_EINVAL;
+        if (r > 0) {
+            spw_free(d.options);
+            d.options = spw_xmalloc(c.len + 1);
+            memcpy(d.options, c.p, c.len);
+            d.options[c.len] = 0;
+            d.options_len = c.len;
+            b.len = 0;
+            spw__sink_def_json(&d, &b);
+        }
+        spw_buf_fini(&u);
+        spw_buf_fini(&c);
+        if (r < 0) {
+            pthread_mutex_unlock(&m->mu);
+            spw__sink_def_fini(&d);
+            spw_buf_fini(&b);
+            return r;
+        }
+    }
     if (found) {
         const char *c = m->v[at]->canon;
         int same = strlen(c) == b.len && memcmp(c, b.p, b.len) == 0;

@@ -153,6 +153,14 @@ typedef struct spw_sink_kind {
      * options canonicalized by it. */
     const struct spw_opt *opts;
     size_t nopts;
+    /* Optional: a PUT of a running sink whose options carry secrets as
+     * GET shows them ("[redacted]", spw_sinks_redact) gets them back from
+     * the running definition where the redacted value is the running
+     * one's, redacted alike: 1 with the options so restored in out, 0 if
+     * none is redacted, or SPW_EINVAL with the sentence (a redacted
+     * secret that is not the running one's). Any thread; st is not
+     * changed. */
+    int (*unredact)(void *st, const char *options, size_t len, struct spw_buf *out, char *err, size_t cap);
 } spw_sink_kind;
 
 /* The kinds (kinds.c). spw_sink_kind_lookup: 0 and *out, SPW_EINVAL for a

@@ -224,6 +224,89 @@ static void repl_kick(void *arg)
     pthread_mutex_unlock(&k->mu);
 }
 
+/* Does the JSON string span sp hold exactly name (a stream or sink
+ * name: no characters JSON escapes)? */
+static int span_is(const spw_json_span *sp, const char *name)
+{
+    size_t n = strlen(name);
+    return sp->type == SPW_JSON_STRING && sp->n == n + 2 && memcmp(sp->p + 1, name, n) == 0;
+}
+
+static int span_u64(const spw_json_span *sp, uint64_t *v)
+{
+    char t[24];
+    if (sp->type != SPW_JSON_NUMBER || sp->n == 0 || sp->n >= sizeof t)
+        return -1;
+    memcpy(t, sp->p, sp->n);
+    t[sp->n] = 0;
+    char *e;
+    *v = strtoull(t, &e, 10);
+    return *e ? -1 : 0;
+}
+
+/* How many of the dead-letter stream's last records, per partition, a
+ * replica reads back at attach (the registry keeps SPW_REPL_DEAD_KEPT). */
+#define DEAD_READ_BACK 4096
+
+/*
+ * The registry's dead letters (svc/replicate.h spw_repl_dead) live in
+ * memory: after a restart, a retried replicated request whose record this
+ * sink had dead-lettered would be answered 202 (the progress passed it).
+ * So a replica reads its dead letters back from the tail of its dlq
+ * stream (docs/formats/sink-progress.md, "Dead-letter record"): those of
+ * this sink and stream, of records newer than the stream's incarnation
+ * (record ids and incarnations come from the same Snowflake generator:
+ * an older stream of that name had smaller ones). Best effort: a record
+ * that does not parse is skipped.
+ */
+static void repl_read_back_dead(spw_sink *k, spw_stream *s)
+{
+    if (!k->def.dlq[0] || !s->incarnation)
+        return;
+    spw_stream *d = spw_stream_get(k->m->svc->cat, k->def.dlq, strlen(k->def.dlq));
+    if (!d)
+        return;
+    static const char *const paths[] = {"/sink", "/stream", "/partition", "/offset", "/id"};
+    spw_json_ptr ptrs[5];
+    for (int i = 0; i < 5; i++)
+        if (spw_json_ptr_compile(&ptrs[i], paths[i]) != 0) {
+            spw_stream_put(d);
+            return;
+        }
+    spw_cursor c;
+    spw_cursor_init(&c, d->parts[0], 0, 1u << 20);
+    uint32_t seeded = 0;
+    for (uint32_t pi = 0; pi < d->cfg.partitions; pi++) {
+        spw_part_state st;
+        spw_part_state_get(d->parts[pi], &st);
+        uint64_t end = st.durable_offset;
+        uint64_t from = end > DEAD_READ_BACK ? end - DEAD_READ_BACK : 0;
+        if (from < st.start_offset)
+            from = st.start_offset;
+        spw_cursor_seek(&c, d->parts[pi], from);
+        spw_record_view rv;
+        while (spw_cursor_next(&c, &rv) == 1 && rv.offset < end) {
+            spw_json_span f[5];
+            spw_json_error je;
+            const char *vend;
+            const char *v = (const char *)rv.value;
+            uint64_t part, off, id;
+            if (spw_json_scan(v, v + rv.value_len, ptrs, 5, f, &vend, &je) != 0 || !span_is(&f[0], k->def.name) ||
+                !span_is(&f[1], s->cfg.name) || span_u64(&f[2], &part) || span_u64(&f[3], &off) ||
+                span_u64(&f[4], &id) || id <= s->incarnation || part >= s->cfg.partitions)
+                continue;
+            spw_repl_dead(k->m->svc->repl, k->def.name, (uint32_t)part, off, "dead-lettered before the server restarted");
+            seeded++;
+        }
+    }
+    spw_cursor_fini(&c);
+    spw_stream_put(d);
+    if (seeded)
+        spw_info("sink %s: %u dead letters of stream %s read back from %s: replicated requests holding them are "
+                 "answered 422",
+                 k->def.name, seeded, s->cfg.name, k->def.dlq);
+}
+
 /* Tells the ack=replicated registry (svc/replicate.h) where the sink
  * attached and whether its target replicates; asked of the kind only when
  * the stream names this sink in replicate_to. */
@@ -244,6 +327,8 @@ static void repl_attach(spw_sink *k, spw_stream *s, const uint64_t *next, uint32
                      k->def.name, s->cfg.name, why);
     }
     spw_repl_attach(r, k->def.name, s->cfg.name, s->incarnation, np, next, why[0] ? why : NULL, repl_kick, k);
+    if (!why[0] && strcmp(s->cfg.replicate_to, k->def.name) == 0)
+        repl_read_back_dead(k, s);
 }
 
 int spw__sink_attach(spw_sink *k)

@@ -164,6 +164,10 @@ static int op_dead(void *arg, uint32_t i, const char *err)
         return w.err;
     }
     atomic_fetch_add(&k->dlq, 1);
+    /* not in the target: an ack=replicated request holding it must not
+     * be answered as replicated when the progress passes it */
+    if (k->m->svc->repl)
+        spw_repl_dead(k->m->svc->repl, k->def.name, k->b.part, r->offset, err);
     spw_warn("sink %s: partition %u offset %" PRIu64 " sent to dead-letter stream %s: %s", k->def.name, k->b.part,
              r->offset, k->def.dlq, err);
     return 0;

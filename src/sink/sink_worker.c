@@ -155,6 +155,47 @@ static void update_rate(spw_sink *k, uint64_t now)
     k->rate_n0 = d;
 }
 
+/*
+ * Is partition pi worth reading from offset `from` now? Both cycles (by
+ * partition and by group) ask it. Notes the partition's end (lag shown by
+ * GET and /metrics) and when records past `from` were first seen. Only
+ * durable records are read (docs/architecture.md, "What readers see"):
+ * progress never passes what a power loss keeps; records written and not
+ * yet durable ask for the fsync once the batch would be due by age,
+ * instead of waiting for the timer. Not due by count or age, and not by
+ * bytes either: nothing new since a read found it not due, or fewer
+ * records than max_bytes of log holds (log bytes per record, as last
+ * measured, exceed the key + value bytes the batch counts): no need to
+ * read it yet. 1 with the durable end (*vend) and the oldest record's age
+ * (*age), else 0.
+ */
+static int window_wanted(spw_sink *k, const spw_sink_batch_cfg *bc, uint32_t pi, uint64_t from, uint64_t now,
+                         uint64_t *vend, uint64_t *age)
+{
+    sink_part *sp = &k->parts[pi];
+    spw_part_state st;
+    spw_part_state_get(k->s->parts[pi], &st);
+    atomic_store(&sp->end, st.next_offset);
+    if (st.written_offset <= from) {
+        sp->first_seen_ms = 0;
+        return 0;
+    }
+    if (!sp->first_seen_ms)
+        sp->first_seen_ms = now;
+    *vend = st.durable_offset;
+    *age = now - sp->first_seen_ms;
+    if (*vend <= from) {
+        if (*age >= bc->max_wait_ms)
+            spw_part_sync_soon(k->s->parts[pi]);
+        return 0;
+    }
+    uint64_t avail = *vend - from;
+    if (avail < bc->max_events && *age < bc->max_wait_ms &&
+        (sp->checked_end == *vend || (k->log_per_rec && avail * k->log_per_rec < bc->max_bytes)))
+        return 0;
+    return 1;
+}
+
 /* The pending group batch's window of partition pi, or NULL. */
 static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
 {
@@ -171,22 +212,26 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
  * batch, up to max_events or max_bytes in all (a window that crosses
  * either is the last; the next cycle starts after it, so no partition
  * waits behind others), and are written as one unit while the next group
- * is read (the replica of a stream, replicate_to, ends it first). One
- * commit then carries what several partitions had waiting: for a
- * replicated stream, the requests of every partition wait for one round
- * of the target's commit, not one round per partition. Returns whether
- * something was written or ended.
+ * is read (the replica of a stream, replicate_to, ends it first unless
+ * the cap cut it: see below). One commit then carries what several
+ * partitions had waiting: for a replicated stream, the requests of every
+ * partition wait for one round of the target's commit, not one round per
+ * partition. Returns whether something was written or ended.
  */
 static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, int replica)
 {
     sink_batch *b = &k->b;
     int worked = 0;
-    if (replica && k->has_pend) {
+    if (replica && k->has_pend && !k->pend_cut) {
         /* Replicated requests wait for these commits: the pending group
          * is ended first, so what became durable while it committed goes
          * into the very next group. Read before it ended (as below), that
          * next group would hold only what came in the moment between, and
-         * the rest would wait for a third commit. */
+         * the rest would wait for a third commit. Not so when the cap cut
+         * the pending group (more was waiting than one group takes): the
+         * next group is full either way, and reading it while the target
+         * commits overlaps the two, as for any other sink; ending first
+         * would leave the target idle while the sink reads. */
         spw__sink_finish_pending(k);
         worked = 1;
         if (spw__sink_stopping(k))
@@ -197,31 +242,15 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     b->bytes = 0;
     b->arena.len = 0;
     b->nwin = 0;
+    int cut = 0; /* the group stopped at max_events or max_bytes */
     uint32_t np = k->nparts;
     for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
         uint32_t i = (k->grp_start + c) % np;
         sink_part *sp = &k->parts[i];
-        spw_part_state st;
-        spw_part_state_get(k->s->parts[i], &st);
-        atomic_store(&sp->end, st.next_offset);
         const sink_win *pw = pend_win(k, i);
         uint64_t from = pw ? k->pend.recs[pw->first + pw->n - 1].offset + 1 : atomic_load(&sp->next);
-        uint64_t vend = st.durable_offset; /* durable records only, as below */
-        if (st.written_offset <= from) {
-            sp->first_seen_ms = 0;
-            continue;
-        }
-        if (!sp->first_seen_ms)
-            sp->first_seen_ms = now;
-        if (vend <= from) {
-            if (now - sp->first_seen_ms >= bc->max_wait_ms)
-                spw_part_sync_soon(k->s->parts[i]);
-            continue;
-        }
-        uint64_t avail = vend - from;
-        uint64_t age = now - sp->first_seen_ms;
-        if (avail < bc->max_events && age < bc->max_wait_ms &&
-            (sp->checked_end == vend || (k->log_per_rec && avail * k->log_per_rec < bc->max_bytes)))
+        uint64_t vend, age;
+        if (!window_wanted(k, bc, i, from, now, &vend, &age))
             continue;
         uint32_t base = b->nrecs;
         uint64_t bytes0 = b->bytes;
@@ -247,6 +276,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
         b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
         if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
             k->grp_start = (i + 1) % np;
+            cut = 1;
             break;
         }
     }
@@ -266,6 +296,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     if (b->nwin == 0)
         return worked;
     spw__sink_deliver_group(k);
+    k->pend_cut = k->has_pend && cut;
     /* the group is k->pend now if it was begun (the buffers swapped), else still b */
     const sink_batch *g = k->has_pend ? &k->pend : b;
     for (uint32_t j = 0; j < g->nwin; j++) {
@@ -326,37 +357,10 @@ void *spw__sink_worker(void *arg)
         }
         for (uint32_t i = 0; i < k->nparts && !spw__sink_stopping(k); i++) {
             sink_part *sp = &k->parts[i];
-            spw_part_state st;
-            spw_part_state_get(k->s->parts[i], &st);
-            atomic_store(&sp->end, st.next_offset);
             /* reading goes on after the pending batch, if it is this partition's */
             uint64_t from = k->has_pend && k->pend.part == i ? spw__sink_pend_end(k) : atomic_load(&sp->next);
-            /* Only durable records are read (docs/architecture.md, "What
-             * readers see"): progress never passes what a power loss keeps. */
-            uint64_t vend = st.durable_offset;
-            if (st.written_offset <= from) {
-                sp->first_seen_ms = 0;
-                continue;
-            }
-            if (!sp->first_seen_ms)
-                sp->first_seen_ms = now;
-            if (vend <= from) {
-                /* Written, not yet durable: once the batch would be due by
-                 * age, ask for the fsync instead of waiting for the timer. */
-                if (now - sp->first_seen_ms >= bc.max_wait_ms)
-                    spw_part_sync_soon(k->s->parts[i]);
-                continue;
-            }
-            uint64_t avail = vend - from;
-            uint64_t age = now - sp->first_seen_ms;
-            /* Not due by count or age, and not by bytes either: nothing
-             * new since a read found it not due, or fewer records than
-             * max_bytes of log holds (log bytes per record, as last
-             * measured, exceed the key + value bytes the batch counts).
-             * No need to read it yet. */
-            if (avail < bc.max_events && age < bc.max_wait_ms &&
-                (sp->checked_end == vend ||
-                 (k->log_per_rec && avail * k->log_per_rec < bc.max_bytes)))
+            uint64_t vend, age;
+            if (!window_wanted(k, &bc, i, from, now, &vend, &age))
                 continue;
             int n = collect(k, i, from);
             if (n < 0) {

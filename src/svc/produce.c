@@ -351,7 +351,14 @@ typedef struct preq {
 static void repl_refuse(spw_produce_res *res, int outcome, const char *why, const spw_stream_config *c)
 {
     res->retry_ms = 1000;
-    if (outcome == SPW_REPL_UNAVAILABLE) {
+    if (outcome == SPW_REPL_REJECTED) {
+        res->retry_ms = 0; /* a retry gets the same answer */
+        res->code = SPW_SC_REPLICATION_REJECTED;
+        snprintf(res->msg, sizeof res->msg,
+                 "the events are durable here but will never be in stream %s's replica: %s; the record is in the "
+                 "sink's dead-letter stream",
+                 c->name, why && why[0] ? why : "its sink dead-lettered a record of the request");
+    } else if (outcome == SPW_REPL_UNAVAILABLE) {
         res->code = SPW_SC_REPLICATION_UNAVAILABLE;
         snprintf(res->msg, sizeof res->msg,
                  "the events are durable here but their replication cannot be confirmed: %s; a retry with the same "

@@ -7,6 +7,13 @@
  * and on one list of all (the timer's). Completed waiters are taken off
  * both lists under the mutex and their callbacks run after it is
  * released, so a callback may call anything, this registry included.
+ *
+ * A record the sink dead-lettered is not in the replicated target, yet
+ * the sink's progress passes it: so every entry keeps the offsets of its
+ * last dead letters (a ring of SPW_REPL_DEAD_KEPT), and a waiter whose
+ * records the progress covers is answered SPW_REPL_REJECTED, not OK,
+ * when one of them is among those offsets (settle). Dead letters are
+ * rare (a row the target refuses), so the ring is scanned, not indexed.
  */
 #include "svc/replicate.h"
 
@@ -29,7 +36,8 @@ typedef struct entry entry;
 
 typedef struct wslot {
     uint32_t partition;
-    uint64_t end; /* the offset after the request's last record in partition */
+    uint64_t start; /* the request's first record in partition */
+    uint64_t end;   /* the offset after the request's last record in partition */
 } wslot;
 
 struct waiter {
@@ -54,6 +62,12 @@ struct entry {
     uint32_t nparts;
     uint64_t *next;
     waiter *head;
+    /* the last dead-lettered records: dead[i % SPW_REPL_DEAD_KEPT] for i < ndead */
+    struct {
+        uint32_t part;
+        uint64_t offset;
+    } dead[SPW_REPL_DEAD_KEPT];
+    uint64_t ndead;
     void (*kick)(void *arg);
     void *kick_arg;
 };
@@ -66,7 +80,7 @@ struct spw_repl {
     entry **v;
     size_t n, cap;
     waiter *all;
-    _Atomic uint64_t waiting, acked, timeouts, unavailable;
+    _Atomic uint64_t waiting, acked, timeouts, unavailable, rejected;
     spw_hist latency; /* fsynced here -> committed by the replica, µs */
 };
 
@@ -110,6 +124,8 @@ static void complete(spw_repl *r, waiter *w, int outcome, const char *why, waite
         r->timeouts++;
     else if (outcome == SPW_REPL_UNAVAILABLE)
         r->unavailable++;
+    else if (outcome == SPW_REPL_REJECTED)
+        r->rejected++;
     w->gnext = *done;
     *done = w;
 }
@@ -130,6 +146,35 @@ static int covered(const entry *e, const waiter *w)
         if (w->s[i].partition >= e->nparts || e->next[w->s[i].partition] < w->s[i].end)
             return 0;
     return 1;
+}
+
+/* The first of e's kept dead letters among w's records, or -1. */
+static int64_t dead_in(const entry *e, const waiter *w)
+{
+    uint64_t kept = e->ndead < SPW_REPL_DEAD_KEPT ? e->ndead : SPW_REPL_DEAD_KEPT;
+    for (uint64_t i = e->ndead - kept; i < e->ndead; i++) {
+        uint32_t part = e->dead[i % SPW_REPL_DEAD_KEPT].part;
+        uint64_t off = e->dead[i % SPW_REPL_DEAD_KEPT].offset;
+        for (uint32_t j = 0; j < w->n; j++)
+            if (w->s[j].partition == part && off >= w->s[j].start && off < w->s[j].end)
+                return (int64_t)j;
+    }
+    return -1;
+}
+
+/* Under mu: answers w if e's progress covers its records: OK, or
+ * REJECTED when one of them was dead-lettered. */
+static void settle(spw_repl *r, entry *e, waiter *w, waiter **done)
+{
+    if (!covered(e, w))
+        return;
+    if (e->ndead && dead_in(e, w) >= 0) {
+        char why[WHY_MAX];
+        snprintf(why, sizeof why, "sink %s dead-lettered a record of the request: its target refused it", e->sink);
+        complete(r, w, SPW_REPL_REJECTED, why, done);
+        return;
+    }
+    complete(r, w, SPW_REPL_OK, NULL, done);
 }
 
 static void *timer_main(void *arg)
@@ -225,6 +270,7 @@ void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t
         r->v[r->n++] = e;
     } else if (strcmp(e->stream, stream) != 0 || e->incarnation != incarnation) {
         fail_all(r, e, SPW_REPL_UNAVAILABLE, "the sink now drains another stream", &done);
+        e->ndead = 0; /* offsets of another stream */
     }
     snprintf(e->stream, sizeof e->stream, "%s", stream);
     e->incarnation = incarnation;
@@ -241,8 +287,7 @@ void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t
     else
         for (waiter *w = e->head, *nx; w; w = nx) {
             nx = w->next;
-            if (covered(e, w))
-                complete(r, w, SPW_REPL_OK, NULL, &done);
+            settle(r, e, w, &done);
         }
     pthread_mutex_unlock(&r->mu);
     run_done(done);
@@ -257,8 +302,33 @@ void spw_repl_progress(spw_repl *r, const char *sink, uint32_t part, uint64_t ne
         e->next[part] = next;
         for (waiter *w = e->head, *nx; w; w = nx) {
             nx = w->next;
-            if (covered(e, w))
-                complete(r, w, SPW_REPL_OK, NULL, &done);
+            settle(r, e, w, &done);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    run_done(done);
+}
+
+void spw_repl_dead(spw_repl *r, const char *sink, uint32_t part, uint64_t offset, const char *why)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find(r, sink);
+    waiter *done = NULL;
+    if (e && e->attached && part < e->nparts) {
+        e->dead[e->ndead % SPW_REPL_DEAD_KEPT].part = part;
+        e->dead[e->ndead % SPW_REPL_DEAD_KEPT].offset = offset;
+        e->ndead++;
+        char msg[WHY_MAX];
+        snprintf(msg, sizeof msg,
+                 "sink %s dead-lettered the record at partition %u offset %llu: its target refused it (%s)", e->sink,
+                 part, (unsigned long long)offset, why ? why : "rejected");
+        for (waiter *w = e->head, *nx; w; w = nx) {
+            nx = w->next;
+            for (uint32_t j = 0; j < w->n; j++)
+                if (w->s[j].partition == part && offset >= w->s[j].start && offset < w->s[j].end) {
+                    complete(r, w, SPW_REPL_REJECTED, msg, &done);
+                    break;
+                }
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -319,7 +389,9 @@ void spw_repl_wait(spw_repl *r, const char *sink, const char *stream, uint64_t i
     w->arg = arg;
     w->n = n;
     for (uint32_t i = 0; i < n; i++)
-        w->s[i] = (wslot){.partition = slots[i].partition, .end = slots[i].first_offset + slots[i].count};
+        w->s[i] = (wslot){.partition = slots[i].partition,
+                          .start = slots[i].first_offset,
+                          .end = slots[i].first_offset + slots[i].count};
     w->t0_ns = spw_mono_ns();
     w->deadline_ns = w->t0_ns + timeout_ms * 1000000ull;
     pthread_mutex_lock(&r->mu);
@@ -343,7 +415,7 @@ void spw_repl_wait(spw_repl *r, const char *sink, const char *stream, uint64_t i
             e->head->prev = w;
         e->head = w;
         if (covered(e, w)) {
-            complete(r, w, SPW_REPL_OK, NULL, &done);
+            settle(r, e, w, &done);
         } else {
             pthread_cond_signal(&r->cv); /* the timer may need to wake sooner */
             if (e->kick)
@@ -357,7 +429,8 @@ void spw_repl_wait(spw_repl *r, const char *sink, const char *stream, uint64_t i
 void spw_repl_stats_get(spw_repl *r, spw_repl_stats *out)
 {
     *out = (spw_repl_stats){.waiting = atomic_load(&r->waiting), .acked = atomic_load(&r->acked),
-                            .timeouts = atomic_load(&r->timeouts), .unavailable = atomic_load(&r->unavailable)};
+                            .timeouts = atomic_load(&r->timeouts), .unavailable = atomic_load(&r->unavailable),
+                            .rejected = atomic_load(&r->rejected)};
 }
 
 /* The counters are changed under mu and read without it (one load each). */
@@ -365,6 +438,7 @@ static uint64_t m_waiting(void *a) { return atomic_load(&((spw_repl *)a)->waitin
 static uint64_t m_acked(void *a) { return atomic_load(&((spw_repl *)a)->acked); }
 static uint64_t m_timeouts(void *a) { return atomic_load(&((spw_repl *)a)->timeouts); }
 static uint64_t m_unavailable(void *a) { return atomic_load(&((spw_repl *)a)->unavailable); }
+static uint64_t m_rejected(void *a) { return atomic_load(&((spw_repl *)a)->rejected); }
 
 void spw_repl_metrics_register(spw_repl *r, spw_metrics *m)
 {
@@ -380,6 +454,10 @@ void spw_repl_metrics_register(spw_repl *r, spw_metrics *m)
                         "ack=replicated requests answered 503 replication_unavailable after their append (the sink went "
                         "or cannot replicate)",
                         SPW_METRIC_COUNTER, m_unavailable, r);
+    spw_metrics_add_u64(m, "spillway_replicated_rejected_total",
+                        "ack=replicated requests answered 422 replication_rejected (the sink dead-lettered a record: "
+                        "its target refused it)",
+                        SPW_METRIC_COUNTER, m_rejected, r);
     spw_metrics_add_hist(m, "spillway_replicated_wait_seconds",
                          "ack=replicated: from durable here to committed by the replica", &r->latency, 1e-6);
 }

@@ -41,6 +41,7 @@ enum {
     SPW_REPL_TIMEOUT = 1,     /* replication_timeout_ms passed (durable here, still delivered) */
     SPW_REPL_UNAVAILABLE = 2, /* the sink is not attached, cannot replicate, or went */
     SPW_REPL_STOPPING = 3,    /* the server is stopping (durable here, delivered after a restart) */
+    SPW_REPL_REJECTED = 4,    /* the target refused one of its records: the sink dead-lettered it */
 };
 
 spw_repl *spw_repl_new(void);
@@ -62,6 +63,15 @@ void spw_repl_attach(spw_repl *r, const char *sink, const char *stream, uint64_t
                      const uint64_t *next, const char *why_not, void (*kick)(void *arg), void *kick_arg);
 /* Records below next of partition part are committed by the sink's target. */
 void spw_repl_progress(spw_repl *r, const char *sink, uint32_t part, uint64_t next);
+/* The record at offset of partition part was dead-lettered by the sink
+ * (its target refused it as bad data: it is not in the replicated
+ * target). Called before the progress that passes it. A waiter holding
+ * it is answered SPW_REPL_REJECTED with why (the target's sentence), and
+ * so is one that starts waiting for it later (a request answered from
+ * the dedupe table): the registry keeps the last SPW_REPL_DEAD_KEPT dead
+ * offsets of each sink. */
+#define SPW_REPL_DEAD_KEPT 1024
+void spw_repl_dead(spw_repl *r, const char *sink, uint32_t part, uint64_t offset, const char *why);
 /* The sink is gone or detached: its waiters are answered
  * SPW_REPL_UNAVAILABLE with why. */
 void spw_repl_detach(spw_repl *r, const char *sink, const char *why);
@@ -87,6 +97,7 @@ typedef struct spw_repl_stats {
     uint64_t acked;    /* answered after the sink's commit */
     uint64_t timeouts; /* answered 504 */
     uint64_t unavailable;
+    uint64_t rejected; /* answered 422: a record dead-lettered */
 } spw_repl_stats;
 void spw_repl_stats_get(spw_repl *r, spw_repl_stats *out);
 struct spw_metrics;

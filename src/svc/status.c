@@ -139,6 +139,8 @@ static const spw_sc_row rows[SPW_SC__N] = {
                              "the group has active members (leased partitions): stop them first"},
     [SPW_SC_STREAM_IN_USE] = {"stream_in_use", NULL, 409, SPW_ST_CONFLICT,
                               "a sink sends its dead letters to this stream: delete the sink first", H},
+    [SPW_SC_REPLICATION_REJECTED] = {"replication_rejected", NULL, 422, SPW_ST_UNPROCESSABLE,
+                                     "durable here; the replica's target refused a record of it (dead-lettered)"},
 };
 
 spw_sc spw_sc_by_word(const char *word, int wire)

@@ -121,6 +121,7 @@ typedef enum spw_sc {
     SPW_SC_REPLICATION_TIMEOUT,     /* durable here; the replica did not confirm in time */
     SPW_SC_GROUP_ACTIVE, /* a group reset while a member holds a lease */
     SPW_SC_STREAM_IN_USE, /* DELETE of a stream a sink uses as its dead-letter stream */
+    SPW_SC_REPLICATION_REJECTED, /* durable here; the replica's sink dead-lettered a record of it */
     SPW_SC__N
 } spw_sc;
 

@@ -91,6 +91,7 @@ int spw_frame_status_known(uint32_t st)
     case SPW_ST_CONFLICT:
     case SPW_ST_TOO_LARGE:
     case SPW_ST_OUT_OF_RANGE:
+    case SPW_ST_UNPROCESSABLE:
     case SPW_ST_RATE_LIMITED:
     case SPW_ST_INTERNAL:
     case SPW_ST_NOT_IMPLEMENTED:

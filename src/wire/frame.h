@@ -65,6 +65,7 @@ enum {
     SPW_ST_CONFLICT = 409,
     SPW_ST_TOO_LARGE = 413,
     SPW_ST_OUT_OF_RANGE = 416,
+    SPW_ST_UNPROCESSABLE = 422, /* replication_rejected */
     SPW_ST_RATE_LIMITED = 429,
     SPW_ST_INTERNAL = 500,
     SPW_ST_NOT_IMPLEMENTED = 501,

@@ -77,6 +77,7 @@ static const char *const WANT[] = {
     "spillway_ratelimit_max_keys gauge",
     "spillway_rejected_total counter",
     "spillway_replicated_acked_total counter",
+    "spillway_replicated_rejected_total counter",
     "spillway_replicated_timeouts_total counter",
     "spillway_replicated_unavailable_total counter",
     "spillway_replicated_wait_seconds histogram",

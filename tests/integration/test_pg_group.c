@@ -21,6 +21,14 @@
  *      while record 3 is appended: 2 and 3 must share a transaction (a
  *      sink that read its next group before ending the pending one would
  *      have sent 2 alone, and 3 would have waited for a third commit).
+ *   3b. ... unless the cap cut the pending group (more waited than one
+ *      group takes): then the next group is read while the COMMIT waits,
+ *      as for any sink, so the target is not idle while the sink reads.
+ *      With batch.max_events 2 and the standby down, records 1, 2, 3 are
+ *      appended in one request: {1, 2} is cut by the cap and its COMMIT
+ *      waits; {3} is read meanwhile; record 4, appended while the COMMIT
+ *      waits, goes into a third transaction (a sink that ended the cut
+ *      group first would have read {3, 4} after it).
  *   4. A replicated request is answered once its commit is done, not after
  *      the bookkeeping that follows it: with the fsync of the sink's local
  *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
@@ -171,6 +179,49 @@ static void test_replica(srv *s, const char *tmp)
     CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep"), 4);
 }
 
+static long long xmin_in(const char *table, int i)
+{
+    char q[128];
+    snprintf(q, sizeof q, "SELECT xmin::text::bigint FROM %s WHERE id = %d", table, i);
+    return num(q);
+}
+
+static void test_replica_cut(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE rep3 (id bigint NOT NULL)");
+    put_stream(s->port, "r3", "{\"partitions\":1,\"replicate_to\":\"rs3\",\"replication_timeout_ms\":60000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r3\",\"kind\":\"postgres\",\"batch\":{\"max_events\":2},"
+             "\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"rep3\",\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs3", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) {
+        st = post_one(s->port, "r3", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    pgsrv_stop_mode(&STB, "fast");
+    const char *three = "[{\"i\":1},{\"i\":2},{\"i\":3}]";
+    resp r = http_ex(s->port, "POST", "/v1/streams/r3/events?ack=fsync", "application/json", NULL, three,
+                     strlen(three));
+    CHECK_EQ(r.status, 202);
+    free(r.body);
+    wait_sink_backend("wait_event = 'SyncRep'"); /* {1, 2}'s COMMIT waits for the standby */
+    CHECK_EQ(post_one(s->port, "r3", "fsync", 4), 202);
+    pgsrv_start(&STB);
+    wait_num("SELECT count(*) FROM rep3", 5);
+    fprintf(stderr, "replica transactions (xmin) of records 1, 2, 3, 4 (cap 2): %lld %lld %lld %lld\n",
+            xmin_in("rep3", 1), xmin_in("rep3", 2), xmin_in("rep3", 3), xmin_in("rep3", 4));
+    CHECK_EQ(xmin_in("rep3", 1), xmin_in("rep3", 2));
+    CHECK(xmin_in("rep3", 2) != xmin_in("rep3", 3));
+    CHECK(xmin_in("rep3", 3) != xmin_in("rep3", 4));
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep3"), 5);
+}
+
 static void test_bookkeeping(srv *s)
 {
     pgsrv_exec(&PG, "CREATE TABLE rep2 (id bigint NOT NULL)");
@@ -279,6 +330,7 @@ int main(int argc, char **argv)
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
     test_replica(&s, tmp);
+    test_replica_cut(&s);
     test_bookkeeping(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     pgsrv_stop_mode(&STB, "fast");

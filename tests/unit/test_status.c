@@ -42,7 +42,7 @@ static const struct {
     {"kind_not_built", 400, -1}, {"no_such_sink", 404, -1}, {"unavailable", 503, -1}, {"stream_in_use", 409, -1},
     {"no_such_view", 404, -1}, {"unknown_key", 404, -1}, {"view_lag", 504, -1},
     {"replication_not_configured", 400, 400}, {"replication_unavailable", 503, 503},
-    {"replication_timeout", 504, 504}, {"invalid_json", 400, 400}, {"not_an_object", 400, 400},
+    {"replication_timeout", 504, 504}, {"replication_rejected", 422, 422}, {"invalid_json", 400, 400}, {"not_an_object", 400, 400},
     {"missing_key", 400, 400}, {"bad_key", 400, 400}, {"bad_timestamp", 400, 400}, {"event_too_large", 400, 413},
     {"no_events", 400, 400}, {"idempotency_key_reused", 422, -1}, {"sequence_reused", -1, 409},
     {"in_progress", 409, 503}, {"dedupe_full", 503, 503}, {"rate_limited", 429, 429}, {"over_burst", 413, 413},

@@ -113,6 +113,8 @@ typedef struct pg {
     uint32_t *old_of;          /* per record of the window: its old shard, or UINT32_MAX */
     size_t old_cap;
     int dual_now;              /* this window dual-writes (old_of is filled) */
+    uint32_t dual_moving;      /* records of this window whose key moves */
+    _Atomic uint64_t moved_written; /* such records written (windows ended): verify runs again when it moves */
     uint32_t rs_rows_per_s;    /* options.reshard_rows_per_s */
     uint32_t rs_batch;         /* options.reshard_batch_rows */
     int rs_delete_moved;       /* options.reshard_delete_moved */
@@ -184,6 +186,7 @@ void spw__pg_reshard_window_end(pg *g);
 int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min);
 void spw__pg_set_dir(void *st, const char *dir);
 int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t cap);
+int spw__pg_unredact(void *st, const char *options, size_t len, spw_buf *out, char *err, size_t cap);
 void spw__pg_status_json(void *st, spw_buf *b);
 const char *spw__pg_phase(void *st);
 int spw__pg_abort(void *st, const char *dir, const char *opts, size_t len, spw_buf *options, char *err, size_t cap);

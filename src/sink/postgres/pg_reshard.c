@@ -25,14 +25,19 @@
  *   verify      per range, per moving key, the row count and the sum of
  *               offsets below min(old shard's position, new shard's
  *               position), old vs new; a difference is shown and that
- *               range goes back to backfill from its start.
+ *               range goes back to backfill from its start. Held before
+ *               cutover, it runs again only when dual writes wrote rows
+ *               of moving keys (moved_written) or RS_VERIFY_HELD_MS on.
  *   cutover     written first, then the worker writes the new placement
  *               only (the thread waits for a dual-writing window in
  *               flight to end); with reshard_delete_moved the moved keys'
  *               rows are deleted from the old shards; then done.
  *
  * reshard_pause_before holds the reshard before a phase (to check before
- * cutover, say). Before cutover, POST /v1/sinks/NAME/reshard/abort
+ * cutover, say). The figures GET shows are written with every phase (the
+ * state file), so a restart, and done, keep them. A PUT of the definition
+ * as GET shows it (shard passwords "[redacted]") keeps the running
+ * shards' strings (spw__pg_unredact). Before cutover, POST /v1/sinks/NAME/reshard/abort
  * (spw__pg_abort, on a state of its own while the sink is stopped) deletes
  * on each new shard, in one transaction, the rows of the keys the new ring
  * gives it, its progress and cursor rows, and answers the options with the
@@ -51,6 +56,10 @@
 
 #include <stdarg.h>
 #include <unistd.h>
+
+/* While held before cutover (reshard_pause_before), verify runs again
+ * after rows of moving keys are written, else at this period. */
+#define RS_VERIFY_HELD_MS 30000u
 
 static const char *const phase_names[] = {"none", "dual_write", "backfill", "verify", "cutover", "done", NULL};
 
@@ -80,14 +89,30 @@ typedef struct pg_reshard {
     char err[400];
     int totals_known;
     uint64_t t0_ns, copied_run; /* the rate limit's clock */
+    int64_t started_ms, finished_ms; /* wall clock, from the state file (under mu) */
 } pg_reshard;
 
 /* ---- the state file ---- */
 
+/* The figures GET shows, kept in the state file at every phase written
+ * so that they outlive restarts (cutover's among them). */
+typedef struct rs_figs {
+    int64_t started_ms, finished_ms; /* wall clock; finished 0 until done */
+    int64_t copied, scanned, total;  /* total -1: not counted yet */
+    int64_t ranges, ranges_done;
+    int64_t v_runs, v_keys, v_rows, v_bad, v_repaired;
+    int64_t deleted;
+} rs_figs;
+
 typedef struct rs_state {
     uint32_t version, from, to;
     int phase;
+    rs_figs f;
 } rs_state;
+
+#define FIG(nm, field, lo)                                                                                         \
+    {.name = nm, .type = SPW_OPT_INT, .off = offsetof(rs_state, f.field), .size = 8, .def = lo, .min = lo,      \
+     .max = INT64_MAX}
 
 static const spw_opt state_opts[] = {
     {.name = "version", .type = SPW_OPT_INT, .off = offsetof(rs_state, version), .size = 4, .min = 1, .max = 1,
@@ -98,6 +123,20 @@ static const spw_opt state_opts[] = {
      .max = PG_SHARDS_MAX, .flags = SPW_OPT_REQUIRED},
     {.name = "phase", .type = SPW_OPT_ENUM, .off = offsetof(rs_state, phase), .choices = phase_names,
      .flags = SPW_OPT_REQUIRED},
+    /* optional (files written before they existed have none: 0, total -1) */
+    FIG("started_ms", started_ms, 0),
+    FIG("finished_ms", finished_ms, 0),
+    FIG("copied", copied, 0),
+    FIG("scanned", scanned, 0),
+    FIG("total", total, -1),
+    FIG("ranges", ranges, 0),
+    FIG("ranges_done", ranges_done, 0),
+    FIG("verify_runs", v_runs, 0),
+    FIG("verify_keys", v_keys, 0),
+    FIG("verify_rows", v_rows, 0),
+    FIG("mismatched_keys", v_bad, 0),
+    FIG("repaired_keys", v_repaired, 0),
+    FIG("deleted", deleted, 0),
 };
 
 /* 0 with *st, -ENOENT, or another error (a sentence in err). */
@@ -123,11 +162,18 @@ static int state_load(const char *dir, rs_state *st, char *err, size_t cap)
     return r < 0 ? SPW_ECORRUPT : 0;
 }
 
-static int state_save(const char *dir, uint32_t from, uint32_t to, int phase)
+static int state_save(const char *dir, uint32_t from, uint32_t to, int phase, const rs_figs *f)
 {
-    char b[200];
-    int n = snprintf(b, sizeof b, "{\"version\":1,\"from_shards\":%u,\"to_shards\":%u,\"phase\":\"%s\"}\n", from, to,
-                     phase_names[phase]);
+    char b[1024];
+    int n = snprintf(b, sizeof b,
+                     "{\"version\":1,\"from_shards\":%u,\"to_shards\":%u,\"phase\":\"%s\",\"started_ms\":%" PRId64
+                     ",\"finished_ms\":%" PRId64 ",\"copied\":%" PRId64 ",\"scanned\":%" PRId64
+                     ",\"total\":%" PRId64 ",\"ranges\":%" PRId64 ",\"ranges_done\":%" PRId64
+                     ",\"verify_runs\":%" PRId64 ",\"verify_keys\":%" PRId64 ",\"verify_rows\":%" PRId64
+                     ",\"mismatched_keys\":%" PRId64 ",\"repaired_keys\":%" PRId64 ",\"deleted\":%" PRId64 "}\n",
+                     from, to, phase_names[phase], f->started_ms, f->finished_ms, f->copied, f->scanned, f->total,
+                     f->ranges, f->ranges_done, f->v_runs, f->v_keys, f->v_rows, f->v_bad, f->v_repaired,
+                     f->deleted);
     return spw_os_write_file_atomic(dir, "reshard", "reshard.tmp", b, (size_t)n, SPW_OS_SYNC_FULL);
 }
 
@@ -158,22 +204,29 @@ void spw__pg_reshard_route(pg *g, const spw_sink_window *w, uint32_t nw, size_t 
         g->old_cap = total;
         g->old_of = spw_xrealloc(g->old_of, total * sizeof *g->old_of);
     }
+    uint32_t moving = 0;
     for (uint32_t j = 0; j < nw; j++) {
         const spw_sink_rec *recs = w[j].recs;
         size_t at = g->woff[j];
-        for (uint32_t i = 0; i < w[j].n; i++)
+        for (uint32_t i = 0; i < w[j].n; i++) {
+            int moves = g->shard_of[at + i] >= g->from;
+            moving += (uint32_t)moves;
             g->old_of[at + i] =
-                g->shard_of[at + i] >= g->from
-                    ? spw_ring_shard(&g->old_ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0)
-                    : UINT32_MAX;
+                moves ? spw_ring_shard(&g->old_ring, recs[i].key, recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0)
+                      : UINT32_MAX;
+        }
     }
+    g->dual_moving = moving;
     g->dual_now = 1;
 }
 
 void spw__pg_reshard_window_end(pg *g)
 {
-    if (g->from)
-        atomic_store(&g->in_window, 0);
+    if (!g->from)
+        return;
+    if (g->dual_now && g->dual_moving) /* committed or not: at worst one verify more */
+        atomic_fetch_add(&g->moved_written, g->dual_moving);
+    atomic_store(&g->in_window, 0);
 }
 
 /* A statement's failure as the sentence: 0 or -1. */
@@ -941,15 +994,44 @@ static int64_t delete_keys(pg *g, PGconn *c, const spw_ring *ring, uint32_t who,
 
 /* ---- phases ---- */
 
+/* The figures shown now, for the state file. */
+static rs_figs figs_now(pg_reshard *rs)
+{
+    pthread_mutex_lock(&rs->mu);
+    rs_figs f = {.started_ms = rs->started_ms,
+                 .finished_ms = rs->finished_ms,
+                 .copied = (int64_t)rs->copied,
+                 .scanned = (int64_t)rs->scanned,
+                 .total = rs->totals_known ? (int64_t)rs->total : -1,
+                 .ranges = rs->shown_nr,
+                 .ranges_done = rs->shown_done,
+                 .v_runs = (int64_t)rs->v_runs,
+                 .v_keys = (int64_t)rs->v_keys,
+                 .v_rows = (int64_t)rs->v_rows,
+                 .v_bad = (int64_t)rs->v_bad,
+                 .v_repaired = (int64_t)rs->v_repaired,
+                 .deleted = (int64_t)rs->deleted};
+    pthread_mutex_unlock(&rs->mu);
+    return f;
+}
+
+/* Writes the phase (again, for the figures: cutover after each old shard's deletes). */
 static int set_phase(pg *g, int phase)
 {
-    int r = state_save(g->rs->dir, g->from, g->nshards, phase);
+    pg_reshard *rs = g->rs;
+    if (phase == RS_DONE) {
+        pthread_mutex_lock(&rs->mu);
+        rs->finished_ms = spw_wall_ms();
+        pthread_mutex_unlock(&rs->mu);
+    }
+    rs_figs f = figs_now(rs);
+    int r = state_save(rs->dir, g->from, g->nshards, phase, &f);
     if (r < 0) {
-        rs_error(g, "writing %s/reshard: %s", g->rs->dir, spw_strerror(r));
+        rs_error(g, "writing %s/reshard: %s", rs->dir, spw_strerror(r));
         return -1;
     }
-    atomic_store(&g->phase, phase);
-    spw_info("sink %s: reshard %u → %u shards: %s", g->sink, g->from, g->nshards, phase_names[phase]);
+    if (atomic_exchange(&g->phase, phase) != phase)
+        spw_info("sink %s: reshard %u → %u shards: %s", g->sink, g->from, g->nshards, phase_names[phase]);
     return 0;
 }
 
@@ -1035,6 +1117,7 @@ static void *rs_main(void *arg)
                 rs_nap(g, 1000);
                 continue;
             }
+            uint64_t written = atomic_load(&g->moved_written); /* before: a row written during verify counts */
             int v = verify(g);
             if (v < 0) {
                 rs_nap(g, 1000);
@@ -1046,7 +1129,14 @@ static void *rs_main(void *arg)
                 continue;
             }
             if (g->rs_pause == RS_CUTOVER) {
-                rs_nap(g, 200);
+                /* held before cutover: the answer stands until rows of
+                 * moving keys are written (the dual writes count them),
+                 * checked again at most every RS_VERIFY_HELD_MS anyway */
+                set_phase(g, RS_VERIFY); /* its figures kept */
+                uint64_t since = spw_mono_ms();
+                while (atomic_load(&g->moved_written) == written && spw_mono_ms() - since < RS_VERIFY_HELD_MS &&
+                       !rs_nap(g, 200)) {
+                }
                 continue;
             }
             if (set_phase(g, RS_CUTOVER) < 0) {
@@ -1077,6 +1167,7 @@ static void *rs_main(void *arg)
                 pthread_mutex_lock(&rs->mu);
                 rs->deleted += (uint64_t)d;
                 pthread_mutex_unlock(&rs->mu);
+                set_phase(g, RS_CUTOVER); /* the figure kept (a restart deletes the rest, and adds them) */
                 /* test builds: held here, between old shards (sink.h) */
                 while (spw_sink_test_hold && spw_sink_test_hold(g->sink, "reshard_cutover_deleted") && !rs_nap(g, 10)) {
                 }
@@ -1135,6 +1226,22 @@ void spw__pg_set_dir(void *st, const char *dir)
     }
     rs->from = s.from;
     rs->to = s.to;
+    rs->started_ms = s.f.started_ms;
+    rs->finished_ms = s.f.finished_ms;
+    rs->v_runs = (uint64_t)s.f.v_runs;
+    rs->v_keys = (uint64_t)s.f.v_keys;
+    rs->v_rows = (uint64_t)s.f.v_rows;
+    rs->v_bad = (uint64_t)s.f.v_bad;
+    rs->v_repaired = (uint64_t)s.f.v_repaired;
+    rs->deleted = (uint64_t)s.f.deleted;
+    rs->shown_nr = (uint32_t)s.f.ranges;
+    rs->shown_done = (uint32_t)s.f.ranges_done;
+    if (s.phase >= RS_VERIFY) { /* the backfill's figures are final (before, the thread counts them again) */
+        rs->copied = (uint64_t)s.f.copied;
+        rs->scanned = (uint64_t)s.f.scanned;
+        rs->total = s.f.total >= 0 ? (uint64_t)s.f.total : 0;
+        rs->totals_known = s.f.total >= 0;
+    }
     atomic_store(&g->phase, s.phase);
     if (s.phase == RS_DONE)
         return; /* shown by GET; the sink runs with every shard */
@@ -1245,7 +1352,8 @@ int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t 
                      "backfill finds, copies and compares rows by them)");
             r = SPW_EINVAL;
         } else {
-            int w = state_save(g->rs->dir, g->nshards, n->nshards, RS_DUAL_WRITE);
+            rs_figs f = {.started_ms = spw_wall_ms(), .total = -1};
+            int w = state_save(g->rs->dir, g->nshards, n->nshards, RS_DUAL_WRITE, &f);
             if (w < 0) {
                 snprintf(err, cap, "writing %s/reshard: %s", g->rs->dir, spw_strerror(w));
                 r = w;
@@ -1256,6 +1364,78 @@ int spw__pg_change(void *st, const char *options, size_t len, char *err, size_t 
     }
     spw_sink_kind_postgres.close(n);
     return r;
+}
+
+/* options.shards as GET shows them (sink_def.c spw_sinks_redact): a
+ * string with "[redacted]" in it is shard i's running connection string
+ * if it equals that one redacted alike (as JSON text), and is then put
+ * back whole; any other (a new shard, another host or database) cannot
+ * be, since its password is not known. */
+int spw__pg_unredact(void *st, const char *options, size_t len, spw_buf *out, char *err, size_t cap)
+{
+    pg *g = st;
+    if (!memmem(options, len, "[redacted]", 10))
+        return 0;
+    spw_json_span obj = {.p = options, .n = len, .type = SPW_JSON_OBJECT};
+    spw_json_iter it;
+    spw_json_span k, v;
+    spw_json_iter_init(&it, &obj);
+    int hit = 0, first = 1, r = 0;
+    spw_buf_puts(out, "{");
+    while (r == 0 && spw_json_iter_next(&it, &k, &v)) {
+        if (!first)
+            spw_buf_puts(out, ",");
+        first = 0;
+        spw_buf_put(out, k.p, k.n);
+        spw_buf_puts(out, ":");
+        if (!spw_json_str_eq(&k, "shards") || v.type != SPW_JSON_ARRAY) {
+            spw_buf_put(out, v.p, v.n);
+            continue;
+        }
+        spw_buf_puts(out, "[");
+        spw_json_ptr root = {0};
+        spw_json_error je;
+        const char *p = spw_json_ws(v.p + 1, v.p + v.n), *end = v.p + v.n;
+        for (uint32_t i = 0; p < end && *p != ']'; i++) {
+            spw_json_span e;
+            const char *ee;
+            if (spw_json_scan(p, end, &root, 1, &e, &ee, &je))
+                break; /* open's parse says what is wrong */
+            if (i)
+                spw_buf_puts(out, ",");
+            if (e.type == SPW_JSON_STRING && memmem(e.p, e.n, "[redacted]", 10)) {
+                int same = 0;
+                if (i < g->nshards) {
+                    spw_buf o = SPW_BUF_INIT, red = SPW_BUF_INIT;
+                    spw_json_xput_str(&o, g->sh[i].conninfo, strlen(g->sh[i].conninfo));
+                    spw_sinks_redact((const char *)o.p, o.len, &red);
+                    same = red.len == e.n && memcmp(red.p, e.p, e.n) == 0;
+                    if (same)
+                        spw_buf_put(out, o.p, o.len);
+                    spw_buf_fini(&o);
+                    spw_buf_fini(&red);
+                }
+                if (!same) {
+                    snprintf(err, cap,
+                             "options.shards[%u]: a redacted password (\"[redacted]\", as GET shows the running "
+                             "shards) stands only for the running shard %u's own; it can't be used for a new or "
+                             "changed shard: write that connection string whole",
+                             i, i);
+                    r = SPW_EINVAL;
+                    break;
+                }
+                hit = 1;
+            } else {
+                spw_buf_put(out, e.p, e.n);
+            }
+            p = spw_json_ws(ee, end);
+            if (p < end && *p == ',')
+                p = spw_json_ws(p + 1, end);
+        }
+        spw_buf_puts(out, "]");
+    }
+    spw_buf_puts(out, "}");
+    return r < 0 ? r : hit;
 }
 
 const char *spw__pg_phase(void *st)
@@ -1289,9 +1469,19 @@ void spw__pg_status_json(void *st, spw_buf *b)
         spw_json_xput_str(b, rs->v_first, strlen(rs->v_first));
     else
         spw_buf_xprintf(b, "null");
-    spw_buf_xprintf(b, "},\"delete_moved\":%s,\"deleted\":%" PRIu64 ",\"pause_before\":\"%s\",\"last_error\":",
+    spw_buf_xprintf(b, "},\"delete_moved\":%s,\"deleted\":%" PRIu64 ",\"pause_before\":\"%s\",\"started_ms\":",
                     g->rs_delete_moved ? "true" : "false", rs->deleted,
                     g->rs_pause ? phase_names[g->rs_pause] : "none");
+    if (rs->started_ms > 0)
+        spw_buf_xprintf(b, "%" PRId64, rs->started_ms);
+    else
+        spw_buf_xprintf(b, "null");
+    spw_buf_xprintf(b, ",\"finished_ms\":");
+    if (rs->finished_ms > 0)
+        spw_buf_xprintf(b, "%" PRId64, rs->finished_ms);
+    else
+        spw_buf_xprintf(b, "null");
+    spw_buf_xprintf(b, ",\"last_error\":");
     if (rs->err[0])
         spw_json_xput_str(b, rs->err, strlen(rs->err));
     else

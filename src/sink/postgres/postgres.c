@@ -256,6 +256,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .status_json = spw__pg_status_json,
     .phase = spw__pg_phase,
     .abort = spw__pg_abort,
+    .unredact = spw__pg_unredact,
     /* Each window is one transaction per shard, whose COMMIT waits for
      * PostgreSQL's WAL flush: larger windows than other kinds' pay for it
      * (docs/operations.md "PostgreSQL benchmark"). */
