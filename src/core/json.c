@@ -165,6 +165,8 @@ scan_string(const unsigned char *p, const unsigned char *end, int *escaped, cons
 #if defined(__SSE2__)
     classify:
 #endif
+        if (p < end && *p == '"') /* the closing quote, most often: no table */
+            return p + 1;
         if (p >= end) {
             *msg = "unterminated string";
             *at = p;
@@ -470,11 +472,109 @@ fail:
 #undef FAIL
 }
 
+/* The first byte at or after p that is not whitespace: inline, and the
+ * expected byte is tested by the caller first, so without whitespace
+ * between tokens it is not called at all. */
+static inline __attribute__((always_inline)) const unsigned char *ws_at(const unsigned char *p,
+                                                                        const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The common event, validated without pointers: one object whose members'
+ * values are strings, numbers, true, false or null. 1 with *value_end when
+ * [start, stop) begins with such an object, valid. 0 on anything else (a
+ * nested value, any error): the general scan then decides, so what is
+ * accepted and every error with its offset stay the general scan's. It
+ * accepts nothing the general scan refuses: the same string and number
+ * scanners, the same grammar for a flat object, and no state beyond the
+ * position (no depth stack, no member count, a byte test before each
+ * whitespace skip). */
+static int scan_flat(const char *start, const char *stop, const char **value_end)
+{
+    const unsigned char *end = (const unsigned char *)stop, *at;
+    const unsigned char *p = ws_at((const unsigned char *)start, end);
+    const char *msg;
+    int esc;
+    if (p >= end || *p != '{')
+        return 0;
+    p++;
+    if (p < end && *p != '"')
+        p = ws_at(p, end);
+    if (p < end && *p == '}') {
+        *value_end = (const char *)p + 1;
+        return 1;
+    }
+    for (;;) {
+        if (p >= end || *p != '"')
+            return 0;
+        p = scan_string(p, end, &esc, &msg, &at);
+        if (!p)
+            return 0;
+        if (p < end && *p != ':')
+            p = ws_at(p, end);
+        if (p >= end || *p != ':')
+            return 0;
+        p++;
+        if (p < end && *p <= ' ')
+            p = ws_at(p, end);
+        if (p >= end)
+            return 0;
+        switch (*p) {
+        case '"':
+            p = scan_string(p, end, &esc, &msg, &at);
+            if (!p)
+                return 0;
+            break;
+        case 't':
+            if (end - p < 4 || memcmp(p, "true", 4))
+                return 0;
+            p += 4;
+            break;
+        case 'f':
+            if (end - p < 5 || memcmp(p, "false", 5))
+                return 0;
+            p += 5;
+            break;
+        case 'n':
+            if (end - p < 4 || memcmp(p, "null", 4))
+                return 0;
+            p += 4;
+            break;
+        default:
+            if (*p != '-' && (*p < '0' || *p > '9'))
+                return 0; /* a nested object or array, or an error */
+            p = scan_number(p, end, &msg);
+            if (!p)
+                return 0;
+        }
+        if (p < end && *p <= ' ')
+            p = ws_at(p, end);
+        if (p >= end)
+            return 0;
+        if (*p == ',') {
+            p++;
+            if (p < end && *p != '"')
+                p = ws_at(p, end);
+            continue;
+        }
+        if (*p != '}')
+            return 0;
+        *value_end = (const char *)p + 1;
+        return 1;
+    }
+}
+
 int spw_json_scan(const char *start, const char *stop, const spw_json_ptr *ptrs, int nptrs, spw_json_span *found,
                   const char **value_end, spw_json_error *err)
 {
-    if (nptrs == 0)
+    if (nptrs == 0) {
+        if (scan_flat(start, stop, value_end))
+            return 0;
         return scan(start, stop, NULL, 0, found, value_end, err);
+    }
     if (nptrs == 1) /* one pointer (a stream's key): the loops unrolled */
         return scan(start, stop, ptrs, 1, found, value_end, err);
     return scan(start, stop, ptrs, nptrs, found, value_end, err);

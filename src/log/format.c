@@ -35,19 +35,33 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, i
     for (uint32_t i = 0; i < n; i++) {
         const spw_record *r = &recs[i];
         uint64_t id = g ? spw_id_from_ticket(g, tickets ? tickets[i] : first_ticket + i) : 0;
-        /* The body's length is needed first; encode the body after a 5-byte
-         * gap, then move it down if the length varint is shorter. */
-        uint8_t *body = p + 5, *q = body;
+        /* The body's length comes first: the fields before the key go to
+         * head, the rest is counted, then each byte is written once, in
+         * place (no move of the body after its length). */
+        uint8_t head[48], *h = head; /* at most 10 + 5 + 10 + 10 + 5 bytes */
         /* Modulo 2^64: any two int64 timestamps have a delta that round-trips. */
-        q += spw_varint_put(q, spw_zigzag((int64_t)((uint64_t)r->ts - (uint64_t)first_ts)));
-        q += spw_varint_put(q, i);
-        q += spw_varint_put(q, id - base_id);
+        h += spw_varint_put(h, spw_zigzag((int64_t)((uint64_t)r->ts - (uint64_t)first_ts)));
+        h += spw_varint_put(h, i);
+        h += spw_varint_put(h, id - base_id);
         if (versioned) /* only in batches with SPW_BATCH_ATTR_VERSIONED */
-            q += spw_varint_put(q, r->version);
-        q += spw_varint_put(q, spw_zigzag(r->key_len));
-        if (r->key_len > 0) {
-            memcpy(q, r->key, (size_t)r->key_len);
-            q += r->key_len;
+            h += spw_varint_put(h, r->version);
+        h += spw_varint_put(h, spw_zigzag(r->key_len));
+        size_t hl = (size_t)(h - head), kl = r->key_len > 0 ? (size_t)r->key_len : 0;
+        size_t body_len = hl + kl + spw_varint_len(r->value_len) + r->value_len + spw_varint_len(r->header_count);
+        for (uint32_t k = 0; k < r->header_count; k++) {
+            const spw_kv *kv = &r->headers[k];
+            body_len += spw_varint_len(kv->key_len) + kv->key_len + spw_varint_len(kv->value_len) + kv->value_len;
+        }
+        uint8_t *q = p + spw_varint_put(p, body_len);
+        /* All of head, a fixed size (a few stores, not a call): the bytes
+         * past hl are overwritten next. It fits: spw_batch_bound gives
+         * each record 55 bytes beside its key, value and headers, and
+         * the length took at most 5 of them. */
+        memcpy(q, head, sizeof head);
+        q += hl;
+        if (kl) {
+            memcpy(q, r->key, kl);
+            q += kl;
         }
         q += spw_varint_put(q, r->value_len);
         if (r->value_len) {
@@ -64,11 +78,7 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, i
             memcpy(q, kv->value, kv->value_len);
             q += kv->value_len;
         }
-        size_t body_len = (size_t)(q - body);
-        size_t ll = spw_varint_put(p, body_len);
-        if (ll != 5)
-            memmove(p + ll, body, body_len);
-        p += ll + body_len;
+        p = q;
     }
     return p;
 }

@@ -168,8 +168,7 @@ static int rec_read(spw_rd *r, spw_frame_rec *o, const char **why)
 {
     uint32_t kl;
     if (!r->bad && spw_rd_left(r) >= SPW_REC_MIN_LEN) {
-        /* Every record of a PRODUCE is read twice (decode, then the
-         * iterator): its fixed part under one bounds check. */
+        /* Its fixed part under one bounds check. */
         const uint8_t *p = r->p;
         o->attrs = p[0];
         o->ts = (int64_t)spw_get64(p + 1);
@@ -195,6 +194,29 @@ static int rec_read(spw_rd *r, spw_frame_rec *o, const char **why)
     if (r->bad)
         FAIL("record length runs past the frame");
     return 0;
+}
+
+/* The decode's walk over one record: 1 and r past it when the record is
+ * well formed (what rec_read checks, every length against the bytes left,
+ * without filling a record), else 0 with r unmoved. */
+static inline int rec_skip(spw_rd *r)
+{
+    const uint8_t *p = r->p;
+    size_t left = (size_t)(r->end - p);
+    if (r->bad || left < SPW_REC_MIN_LEN)
+        return 0;
+    uint8_t a = p[0];
+    uint32_t kl = spw_get32(p + 9);
+    if ((a & ~SPW_REC_ATTRS_KNOWN) || (!(a & SPW_REC_HAS_KEY) && kl != 0) || kl > INT32_MAX)
+        return 0;
+    left -= SPW_REC_MIN_LEN; /* the bytes for the key and the value */
+    if (kl > left)
+        return 0;
+    uint32_t vl = spw_get32(p + 13 + kl);
+    if (vl > left - kl)
+        return 0;
+    r->p = p + SPW_REC_MIN_LEN + kl + vl;
+    return 1;
 }
 
 int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, const char **why)
@@ -224,7 +246,9 @@ int spw_produce_req_decode(const uint8_t *body, size_t len, spw_produce_req *o, 
         FAIL("record count larger than the frame could hold");
     o->recs = r.p;
     for (uint32_t i = 0; i < o->count; i++) {
-        spw_frame_rec rec;
+        if (rec_skip(&r))
+            continue;
+        spw_frame_rec rec; /* not well formed: rec_read says why */
         if (rec_read(&r, &rec, why))
             return SPW_EINVAL;
     }
@@ -248,16 +272,6 @@ void spw_frame_rec_iter_init(spw_frame_rec_iter *it, const spw_produce_req *req)
 {
     spw_rd_init(&it->rd, req->recs, req->recs_len);
     it->left = req->count;
-}
-
-int spw_frame_rec_next(spw_frame_rec_iter *it, spw_frame_rec *out)
-{
-    if (it->left == 0)
-        return 0;
-    if (rec_read(&it->rd, out, NULL))
-        return 0; /* cannot happen on a decoded request */
-    it->left--;
-    return 1;
 }
 
 int spw_produce_req_begin(spw_buf *b, const char *stream, size_t stream_len, uint8_t ack, uint8_t priority,
@@ -364,17 +378,22 @@ int spw_produce_resp_encode(spw_buf *b, const spw_produce_slot *slots, uint32_t 
 {
     if (spw_buf_reserve(b, b->len + 8 + (size_t)nslots * 16 + (size_t)nrecords * (versions ? 12 : 4)))
         return SPW_ENOMEM;
-    put32(b, nslots);
-    for (uint32_t i = 0; i < nslots; i++) {
-        put32(b, slots[i].partition);
-        put64(b, slots[i].first_offset);
-        put32(b, slots[i].count);
+    /* Reserved above: written in place, a store per field. */
+    uint8_t *p = b->p + b->len;
+    spw_put32(p, nslots);
+    p += 4;
+    for (uint32_t i = 0; i < nslots; i++, p += 16) {
+        spw_put32(p, slots[i].partition);
+        spw_put64(p + 4, slots[i].first_offset);
+        spw_put32(p + 12, slots[i].count);
     }
-    put32(b, nrecords);
-    for (uint32_t i = 0; i < nrecords; i++)
-        put32(b, rec_parts[i]);
-    for (uint32_t i = 0; versions && i < nrecords; i++)
-        put64(b, versions[i]);
+    spw_put32(p, nrecords);
+    p += 4;
+    for (uint32_t i = 0; i < nrecords; i++, p += 4)
+        spw_put32(p, rec_parts[i]);
+    for (uint32_t i = 0; versions && i < nrecords; i++, p += 8)
+        spw_put64(p, versions[i]);
+    b->len = (size_t)(p - b->p);
     return 0;
 }
 

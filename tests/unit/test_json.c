@@ -235,8 +235,61 @@ static void strings_vector_boundaries(void)
     }
 }
 
+/* Scanning without pointers takes a path of its own for flat objects (the
+ * common event); with a pointer that matches nothing, the general scan.
+ * Both must accept and refuse alike, with the same end or the same error
+ * at the same offset: flat objects, each cut at every length and with
+ * every byte replaced by each of a set of troublesome bytes. */
+static void flat_same(const char *doc, size_t n)
+{
+    spw_json_ptr none;
+    CHECK_EQ(spw_json_ptr_compile(&none, "/no member is named so"), 0);
+    spw_json_span f[1];
+    spw_json_error e0 = {0}, e1 = {0};
+    const char *end0 = NULL, *end1 = NULL;
+    int r0 = spw_json_scan(doc, doc + n, NULL, 0, f, &end0, &e0);
+    int r1 = spw_json_scan(doc, doc + n, &none, 1, f, &end1, &e1);
+    if (r0 != r1 || (r0 == 0 && end0 != end1) || (r0 && (e0.offset != e1.offset || strcmp(e0.msg, e1.msg))))
+        fprintf(stderr, "flat scan differs on %.*s: %d/%d end %td/%td at %zu/%zu %s/%s\n", (int)n, doc, r0, r1,
+                end0 ? end0 - doc : -1, end1 ? end1 - doc : -1, e0.offset, e1.offset, r0 ? e0.msg : "",
+                r1 ? e1.msg : "");
+    CHECK_EQ(r0, r1);
+    if (r0 == 0 && r1 == 0)
+        CHECK(end0 == end1);
+    if (r0 && r1) {
+        CHECK_EQ(e0.offset, e1.offset);
+        CHECK_EQ(strcmp(e0.msg, e1.msg), 0);
+    }
+}
+
+static void flat_objects(void)
+{
+    static const char *docs[] = {
+        "{\"k\":\"key-00000000123\",\"c\":3,\"seq\":1234567,\"v\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+        " { \"a\" : 1 , \"b\" :\t\"x\\n\\u00e9\" ,\n\"c\": true, \"d\": false, \"e\": null, \"f\": -0.5e+3 } ",
+        "{}", "{ }", "{\"a\":{\"b\":1},\"c\":2}", "{\"a\":[1,2],\"b\":\"x\"}", "{\"a\":1}{\"b\":2}",
+        "{\"caf\xc3\xa9\":\"\xe2\x82\xac\",\"n\":0}",
+    };
+    static const char subst[] = {'{', '}', '[', ']', '"', '\\', ',', ':', ' ', '\n', '\x01', '\x80', '0', '-',
+                                 '.', 'e', 't', 'n', 'x', '\0'};
+    for (size_t d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+        size_t n = strlen(docs[d]);
+        char buf[256];
+        CHECK(n < sizeof buf);
+        for (size_t cut = 0; cut <= n; cut++)
+            flat_same(docs[d], cut);
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < sizeof subst; k++) {
+                memcpy(buf, docs[d], n);
+                buf[i] = subst[k];
+                flat_same(buf, n);
+            }
+    }
+}
+
 int main(void)
 {
+    flat_objects();
     strings_at_every_position();
     strings_vector_boundaries();
     good("{}");

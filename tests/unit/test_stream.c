@@ -1,5 +1,6 @@
 /* Stream definitions: defaults, every field, every error, canonical round trip, hashing. */
 #include "core/name.h"
+#include "core/hash.h"
 #include "catalog/stream.h"
 #include "test.h"
 
@@ -175,6 +176,20 @@ int main(void)
     CHECK_EQ(spw_stream_partition("", 0, 1000), 0xcbf29ce484222325ull % 1000);
     CHECK_EQ(spw_stream_partition("a", 1, 1000), 0xaf63dc4c8601ec8cull % 1000);
     CHECK_EQ(spw_stream_partition("foobar", 6, 1000), 0x85944171f73967e8ull % 1000);
+    CHECK_EQ(spw_fnv1a64(SPW_FNV64_OFFSET, "key-00000000123", 15), 0x7d34477adce7d69dull);
+    /* Every length, four bytes a turn or not: the byte-at-a-time hash. */
+    {
+        unsigned char kb[40];
+        for (int i = 0; i < 40; i++)
+            kb[i] = (unsigned char)(i * 37 + 11);
+        for (size_t n = 0; n <= sizeof kb; n++) {
+            uint64_t want = SPW_FNV64_OFFSET;
+            for (size_t i = 0; i < n; i++)
+                want = (want ^ kb[i]) * 0x100000001b3ull;
+            CHECK_EQ(spw_fnv1a64(SPW_FNV64_OFFSET, kb, n), want);
+            CHECK_EQ(spw_fnv1a64(12345, kb, n) == spw_fnv1a64(SPW_FNV64_OFFSET, kb, n), 0);
+        }
+    }
     /* Spread: 100k keys over 8 partitions within 5% of even. */
     uint32_t counts[8] = {0};
     for (int i = 0; i < 100000; i++) {
