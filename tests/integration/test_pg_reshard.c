@@ -31,7 +31,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "pg.h"
+#include "reshard.h"
 #include "core/ring.h"
 
 static const char *BIN, *TBIN; /* spillway, and spillway_test (the server: SPW_TEST_RESHARD_GATE) */
@@ -89,73 +89,11 @@ static void put_sink(const char *name, const char *stream, const char *table, in
     free(r.body);
 }
 
-/* GET /v1/sinks/name's body (malloc'ed). */
-static char *get_sink(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/v1/sinks/%s", name);
-    resp r = http_json(S.port, "GET", path, NULL);
-    CHECK_EQ(r.status, 200);
-    return r.body;
-}
-
-/* The number after "field": inside the "reshard" object (-1 if absent). */
-static long long rs_num(const char *body, const char *field)
-{
-    const char *rs = strstr(body, "\"reshard\":");
-    if (!rs)
-        return -1;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", field);
-    const char *p = strstr(rs, pat);
-    return p ? atoll(p + strlen(pat)) : -1;
-}
-
-static int has_phase(const char *body, const char *phase)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"reshard\":{\"phase\":\"%s\"", phase);
-    return strstr(body, pat) != NULL;
-}
-
-/* Waits (bounded) until GET shows the phase; returns the body. */
-static char *wait_phase(const char *name, const char *phase)
-{
-    for (int i = 0; i < 1200; i++) {
-        char *b = get_sink(name);
-        if (has_phase(b, phase))
-            return b;
-        if (i == 1199)
-            fprintf(stderr, "waiting for phase %s: %s\n", phase, b);
-        free(b);
-        usleep(50 * 1000);
-    }
-    CHECK(!"phase not reached");
-    return NULL;
-}
-
-static long long rows(int i, const char *table)
-{
-    char q[128];
-    snprintf(q, sizeof q, "SELECT count(*) FROM %s", table);
-    return num(i, q);
-}
-
-/* Waits until the shards in [0, n) hold want rows between them, each row once per (p, o) on a shard. */
-static void wait_rows(int n, const char *table, long long want)
-{
-    long long have = -1;
-    for (int t = 0; t < 1200 && have != want; t++) {
-        have = 0;
-        for (int i = 0; i < n; i++)
-            have += rows(i, table);
-        if (have != want)
-            usleep(50 * 1000);
-    }
-    if (have != want)
-        fprintf(stderr, "%s: %lld rows, want %lld\n", table, have, want);
-    CHECK_EQ(have, want);
-}
+static char *get_sink(const char *name) { return rs_get_sink(S.port, name); }
+static int has_phase(const char *body, const char *phase) { return rs_has_phase(body, phase); }
+static char *wait_phase(const char *name, const char *phase) { return rs_wait_phase(S.port, name, phase, 0); }
+static long long rows(int i, const char *table) { return rs_rows(&PG[i], table); }
+static void wait_rows(int n, const char *table, long long want) { rs_wait_rows(PG, n, table, want); }
 
 /* ---- the steady producer ---- */
 

@@ -14,7 +14,7 @@
  *     that the options change does and after a server restart; a state
  *     file of the older form (phase only) still loads.
  */
-#include "pg.h"
+#include "reshard.h"
 
 static const char *BIN;
 static char *TMP;
@@ -48,65 +48,11 @@ static void put_def(const char *const *shards, int n, const char *extra, int wan
     free(r.body);
 }
 
-static char *get_sink(void)
-{
-    resp r = http_json(S.port, "GET", "/v1/sinks/k", NULL);
-    CHECK_EQ(r.status, 200);
-    return r.body;
-}
-
-/* The number after "field": inside the "reshard" object (-1 if absent or null). */
-static long long rs_num(const char *body, const char *field)
-{
-    const char *rs = strstr(body, "\"reshard\":");
-    if (!rs)
-        return -1;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", field);
-    const char *p = strstr(rs, pat);
-    return p && p[strlen(pat)] != 'n' ? atoll(p + strlen(pat)) : -1;
-}
-
-static int has_phase(const char *body, const char *phase)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"reshard\":{\"phase\":\"%s\"", phase);
-    return strstr(body, pat) != NULL;
-}
-
-/* Waits (bounded) until GET shows the phase and verify ran at least min_runs times; returns the body. */
-static char *wait_phase(const char *phase, long long min_runs)
-{
-    for (int i = 0; i < 1200; i++) {
-        char *b = get_sink();
-        if (has_phase(b, phase) && rs_num(b, "runs") >= min_runs)
-            return b;
-        if (i == 1199)
-            fprintf(stderr, "waiting for phase %s, %lld verify runs: %s\n", phase, min_runs, b);
-        free(b);
-        usleep(50 * 1000);
-    }
-    CHECK(!"phase not reached");
-    return NULL;
-}
-
-static long long rows(int i)
-{
-    return pgsrv_num(&PG[i], "SELECT count(*) FROM ev");
-}
-
-static void wait_rows(int n, long long want)
-{
-    long long have = -1;
-    for (int t = 0; t < 1200 && have != want; t++) {
-        have = 0;
-        for (int i = 0; i < n; i++)
-            have += rows(i);
-        if (have != want)
-            usleep(50 * 1000);
-    }
-    CHECK_EQ(have, want);
-}
+static char *get_sink(void) { return rs_get_sink(S.port, "k"); }
+static int has_phase(const char *body, const char *phase) { return rs_has_phase(body, phase); }
+static char *wait_phase(const char *phase, long long min_runs) { return rs_wait_phase(S.port, "k", phase, min_runs); }
+static long long rows(int i) { return rs_rows(&PG[i], "ev"); }
+static void wait_rows(int n, long long want) { rs_wait_rows(PG, n, "ev", want); }
 
 int main(int argc, char **argv)
 {
