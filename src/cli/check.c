@@ -390,7 +390,8 @@ int spw_check_dir(const char *dir, FILE *out, spw_check_result *res)
     nfound = 0;
     if (nftw(dir, visit, 32, FTW_PHYS) < 0)
         return -errno;
-    qsort(found, nfound, sizeof *found, cmp_str);
+    if (nfound)
+        qsort(found, nfound, sizeof *found, cmp_str);
     int r = 0;
     for (size_t i = 0; i < nfound; i++) {
         int e = check_partition(found[i], out, res);
@@ -401,7 +402,8 @@ int spw_check_dir(const char *dir, FILE *out, spw_check_result *res)
     spw_free(found);
     found = NULL;
     nfound = capfound = 0;
-    qsort(hot, nhot, sizeof *hot, cmp_str);
+    if (nhot) /* hot is NULL then: qsort's first argument must not be */
+        qsort(hot, nhot, sizeof *hot, cmp_str);
     for (size_t i = 0; i < nhot; i++) {
         check_hot_keys(hot[i], out, res);
         spw_free(hot[i]);
