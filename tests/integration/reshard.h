@@ -8,6 +8,34 @@
 
 #include "pg.h"
 
+/* PUT /v1/sinks/name: a postgres sink of stream into table over shards
+ * [0, n) (columns k $key, p $partition, o $offset, i /i), extra options
+ * appended ("" for none); CHECKs the status is want and, when want_text,
+ * that the answer holds it. */
+static inline void rs_put_sink(int port, const char *name, const char *stream, const char *table,
+                               const char *const *shards, int n, const char *extra, int want, const char *want_text)
+{
+    char body[4096], sh[2048] = "", path[128];
+    for (int i = 0; i < n; i++) {
+        char one[240];
+        snprintf(one, sizeof one, "%s\"%s\"", i ? "," : "", shards[i]);
+        strcat(sh, one);
+    }
+    snprintf(body, sizeof body,
+             "{\"stream\":\"%s\",\"kind\":\"postgres\",\"batch\":{\"max_events\":200,\"max_wait_ms\":20},"
+             "\"retry\":{\"max_ms\":500},\"options\":{\"shards\":[%s],\"table\":\"%s\",\"columns\":{\"k\":\"$key\","
+             "\"p\":\"$partition\",\"o\":\"$offset\",\"i\":\"/i\"}%s%s}}",
+             stream, sh, table, extra[0] ? "," : "", extra);
+    snprintf(path, sizeof path, "/v1/sinks/%s", name);
+    resp r = http_json(port, "PUT", path, body);
+    if (r.status != want || (want_text && !strstr(r.body ? r.body : "", want_text)))
+        fprintf(stderr, "PUT %s %s: %d %s\n", path, body, r.status, r.body ? r.body : "");
+    CHECK_EQ(r.status, want);
+    if (want_text)
+        CHECK(r.body && strstr(r.body, want_text));
+    free(r.body);
+}
+
 /* GET /v1/sinks/name's body (malloc'ed). */
 static inline char *rs_get_sink(int port, const char *name)
 {

@@ -69,24 +69,8 @@ static long long num(int i, const char *sql) { return pgsrv_num(&PG[i], sql); }
 static void put_sink(const char *name, const char *stream, const char *table, int nshards, const char *extra,
                      int want)
 {
-    char body[4096], sh[1024] = "";
-    for (int i = 0; i < nshards; i++) {
-        char one[200];
-        snprintf(one, sizeof one, "%s\"%s\"", i ? "," : "", CI[i]);
-        strcat(sh, one);
-    }
-    snprintf(body, sizeof body,
-             "{\"stream\":\"%s\",\"kind\":\"postgres\",\"batch\":{\"max_events\":200,\"max_wait_ms\":20},"
-             "\"retry\":{\"max_ms\":500},\"options\":{\"shards\":[%s],\"table\":\"%s\",\"columns\":{\"k\":\"$key\",\"p\":\"$partition\","
-             "\"o\":\"$offset\",\"i\":\"/i\"}%s%s}}",
-             stream, sh, table, extra[0] ? "," : "", extra);
-    char path[128];
-    snprintf(path, sizeof path, "/v1/sinks/%s", name);
-    resp r = http_json(S.port, "PUT", path, body);
-    if (r.status != want)
-        fprintf(stderr, "PUT %s: %d %s\n", path, r.status, r.body ? r.body : "");
-    CHECK_EQ(r.status, want);
-    free(r.body);
+    const char *sh[3] = {CI[0], CI[1], CI[2]};
+    rs_put_sink(S.port, name, stream, table, sh, nshards, extra, want, NULL);
 }
 
 static char *get_sink(const char *name) { return rs_get_sink(S.port, name); }

@@ -28,24 +28,7 @@ static char DATA[4300];
 
 static void put_def(const char *const *shards, int n, const char *extra, int want, const char *want_text)
 {
-    char body[4096], sh[2048] = "";
-    for (int i = 0; i < n; i++) {
-        char one[240];
-        snprintf(one, sizeof one, "%s\"%s\"", i ? "," : "", shards[i]);
-        strcat(sh, one);
-    }
-    snprintf(body, sizeof body,
-             "{\"stream\":\"s\",\"kind\":\"postgres\",\"batch\":{\"max_events\":200,\"max_wait_ms\":20},"
-             "\"retry\":{\"max_ms\":500},\"options\":{\"shards\":[%s],\"table\":\"ev\",\"columns\":{\"k\":\"$key\","
-             "\"p\":\"$partition\",\"o\":\"$offset\",\"i\":\"/i\"}%s%s}}",
-             sh, extra[0] ? "," : "", extra);
-    resp r = http_json(S.port, "PUT", "/v1/sinks/k", body);
-    if (r.status != want || (want_text && !strstr(r.body ? r.body : "", want_text)))
-        fprintf(stderr, "PUT %s: %d %s\n", body, r.status, r.body ? r.body : "");
-    CHECK_EQ(r.status, want);
-    if (want_text)
-        CHECK(r.body && strstr(r.body, want_text));
-    free(r.body);
+    rs_put_sink(S.port, "k", "s", "ev", shards, n, extra, want, want_text);
 }
 
 static char *get_sink(void) { return rs_get_sink(S.port, "k"); }

@@ -152,6 +152,9 @@ enum {
 
 /* postgres.c */
 void spw__pg_quote_ident(spw_buf *b, const char *s, size_t n);
+/* Appends p[0, n) escaped for COPY's text format (backslash, newline,
+ * carriage return, tab); pg_rows.c. */
+void spw__pg_copy_escape(spw_buf *b, const char *p, size_t n);
 
 /* pg_conn.c */
 void spw__pg_drop(pg *g, pg_shard *s);

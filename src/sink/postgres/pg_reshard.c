@@ -461,23 +461,6 @@ static int load_ranges(pg *g)
     return 0;
 }
 
-/* COPY text escaping of one value. */
-static void put_text(spw_buf *b, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char e = 0;
-        switch (p[i]) {
-        case '\\': e = '\\'; break;
-        case '\n': e = 'n'; break;
-        case '\r': e = 'r'; break;
-        case '\t': e = 't'; break;
-        default: spw_buf_put(b, p + i, 1); continue;
-        }
-        char two[2] = {'\\', e};
-        spw_buf_put(b, two, 2);
-    }
-}
-
 /* Appends the column list "a", "b", ... (as_text: "a"::text AS c0, ...:
  * renamed, so that ORDER BY "a" in the same statement means the table's
  * column, not the text output column of that name). */
@@ -586,7 +569,7 @@ static int copy_batch(pg *g, rs_range *x)
             if (PQgetisnull(r, i, (int)c))
                 spw_buf_puts(&rows, "\\N");
             else
-                put_text(&rows, PQgetvalue(r, i, (int)c), (size_t)PQgetlength(r, i, (int)c));
+                spw__pg_copy_escape(&rows, PQgetvalue(r, i, (int)c), (size_t)PQgetlength(r, i, (int)c));
         }
         spw_buf_puts(&rows, "\n");
     }

@@ -9,7 +9,7 @@
 
 /* ---- COPY rows ---- */
 
-static void put_escaped(spw_buf *b, const char *p, size_t n)
+void spw__pg_copy_escape(spw_buf *b, const char *p, size_t n)
 {
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
@@ -101,7 +101,7 @@ void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const sp
             const char *p;
             size_t n;
             if (col_text(g, col, r, &p, &n))
-                put_escaped(b, p, n);
+                spw__pg_copy_escape(b, p, n);
             else
                 spw_buf_puts(b, "\\N");
         }
