@@ -160,15 +160,38 @@ static char sync_gate[4096];
  * (tests/integration/test_stream_recreate.c holds the flusher there). */
 static char write_gate[4096];
 
-static void gate_wait(const char *gate)
+/* Creates gate.waiting: says a thread is at the gate. */
+static void gate_mark(const char *gate)
 {
     char w[4200];
     snprintf(w, sizeof w, "%s.waiting", gate);
     int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (wf >= 0)
         close(wf);
+}
+
+static void gate_wait(const char *gate)
+{
+    gate_mark(gate);
     while (access(gate, F_OK) == 0)
         usleep(2000);
+}
+
+/* Waits while the file gate exists ("" : no gate). */
+static void gate_pass(const char *gate)
+{
+    if (gate[0] && access(gate, F_OK) == 0)
+        gate_wait(gate);
+}
+
+/* Copies the environment's name into gate (cap bytes): 1 if it is set. */
+static int gate_env(const char *name, char *gate, size_t cap)
+{
+    const char *v = getenv(name);
+    if (!v || !*v || strlen(v) >= cap)
+        return 0;
+    strcpy(gate, v);
+    return 1;
 }
 
 /* SPW_TEST_RESET_GATE=PATH */
@@ -177,8 +200,7 @@ static char reset_gate[4096];
 static void reset_pause(const char *group)
 {
     (void)group;
-    if (access(reset_gate, F_OK) == 0)
-        gate_wait(reset_gate);
+    gate_pass(reset_gate);
 }
 
 /* SPW_TEST_DROP_GATE=PATH */
@@ -187,8 +209,7 @@ static char drop_gate[4096];
 static void drop_pause(const char *stream)
 {
     (void)stream;
-    if (access(drop_gate, F_OK) == 0)
-        gate_wait(drop_gate);
+    gate_pass(drop_gate);
 }
 
 /* SPW_TEST_RESHARD_GATE=PATH: sink/sink.h's spw_sink_test_hold at
@@ -202,11 +223,7 @@ static int sink_hold(const char *sink, const char *point)
     (void)sink;
     if (!reshard_gate[0] || strcmp(point, "reshard_cutover_deleted") != 0 || access(reshard_gate, F_OK) != 0)
         return 0;
-    char w[4200];
-    snprintf(w, sizeof w, "%s.waiting", reshard_gate);
-    int wf = open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (wf >= 0)
-        close(wf);
+    gate_mark(reshard_gate);
     return 1;
 }
 
@@ -504,30 +521,15 @@ __attribute__((constructor)) static void testhooks_install(void)
     spw_os.fsync = hook_fsync;
     spw_server_test_start = test_start;
     spw_api_debug_handler = debug_handler;
-    const char *gate = getenv("SPW_TEST_READ_GATE");
-    if (gate && strlen(gate) < sizeof read_gate)
-        strcpy(read_gate, gate);
-    const char *sgate = getenv("SPW_TEST_SYNC_GATE");
-    if (sgate && strlen(sgate) < sizeof sync_gate)
-        strcpy(sync_gate, sgate);
-    const char *wgate = getenv("SPW_TEST_WRITE_GATE");
-    if (wgate && strlen(wgate) < sizeof write_gate)
-        strcpy(write_gate, wgate);
-    const char *rgate = getenv("SPW_TEST_RESET_GATE");
-    if (rgate && *rgate && strlen(rgate) < sizeof reset_gate) {
-        strcpy(reset_gate, rgate);
+    gate_env("SPW_TEST_READ_GATE", read_gate, sizeof read_gate);
+    gate_env("SPW_TEST_SYNC_GATE", sync_gate, sizeof sync_gate);
+    gate_env("SPW_TEST_WRITE_GATE", write_gate, sizeof write_gate);
+    if (gate_env("SPW_TEST_RESET_GATE", reset_gate, sizeof reset_gate))
         spw_svc_group_reset_test_pause = reset_pause;
-    }
-    const char *dgate = getenv("SPW_TEST_DROP_GATE");
-    if (dgate && *dgate && strlen(dgate) < sizeof drop_gate) {
-        strcpy(drop_gate, dgate);
+    if (gate_env("SPW_TEST_DROP_GATE", drop_gate, sizeof drop_gate))
         spw_groups_test_drop_pause = drop_pause;
-    }
-    const char *shgate = getenv("SPW_TEST_RESHARD_GATE");
-    if (shgate && *shgate && strlen(shgate) < sizeof reshard_gate) {
-        strcpy(reshard_gate, shgate);
+    if (gate_env("SPW_TEST_RESHARD_GATE", reshard_gate, sizeof reshard_gate))
         spw_sink_test_hold = sink_hold;
-    }
     const char *off = getenv("SPW_TEST_WALL_OFFSET_S");
     if (off && *off)
         atomic_store(&spw_clock_wall_offset_ns, strtoll(off, NULL, 10) * 1000000000LL);
