@@ -424,8 +424,3 @@ int spw_stream_config_equal(const spw_stream_config *a, const spw_stream_config 
            a->compression == b->compression && strcmp(a->replicate_to, b->replicate_to) == 0 &&
            a->replication_timeout_ms == b->replication_timeout_ms && hot_equal(a, b);
 }
-
-uint32_t spw_stream_partition(const void *key, size_t len, uint32_t partitions)
-{
-    return (uint32_t)(spw_fnv1a64(SPW_FNV64_OFFSET, key, len) % partitions);
-}

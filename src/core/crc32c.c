@@ -87,31 +87,13 @@ static inline uint32_t shift_lane(uint32_t c)
            lane_shift[3][c >> 24];
 }
 
-__attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n)
+/* The register c (inverted) run over p[0..n): one chain, 32 bytes a turn
+ * (the loop's own instructions are what an unrolled loop saves: an
+ * event's value, a record's key), then 8, 4, 2 and 1. Inline: the long
+ * path below and the record's checksum (spw_crc32c_lens_key_value) share it. */
+__attribute__((target("sse4.2"))) static inline __attribute__((always_inline)) uint64_t
+crc_chain(uint64_t c, const uint8_t *p, size_t n)
 {
-    const uint8_t *p = buf;
-    uint64_t c = ~crc;
-    if (n >= 3 * LANE) {
-        /* built once, by the first caller; the others wait for it */
-        pthread_once(&lane_shift_once, build_lane_shift);
-        do {
-            uint64_t c1 = 0, c2 = 0;
-            for (size_t i = 0; i < LANE; i += 8) {
-                uint64_t w0, w1, w2;
-                memcpy(&w0, p + i, 8);
-                memcpy(&w1, p + LANE + i, 8);
-                memcpy(&w2, p + 2 * LANE + i, 8);
-                c = __builtin_ia32_crc32di(c, w0);
-                c1 = __builtin_ia32_crc32di(c1, w1);
-                c2 = __builtin_ia32_crc32di(c2, w2);
-            }
-            c = shift_lane(shift_lane((uint32_t)c) ^ (uint32_t)c1) ^ (uint32_t)c2;
-            p += 3 * LANE;
-            n -= 3 * LANE;
-        } while (n >= 3 * LANE);
-    }
-    /* 32 bytes a turn (one chain, so the loop's own instructions are what
-     * an unrolled loop saves: an event's value, a record's key). */
     while (n >= 32) {
         uint64_t w0, w1, w2, w3;
         memcpy(&w0, p, 8);
@@ -148,7 +130,33 @@ __attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const vo
     }
     if (n)
         c = __builtin_ia32_crc32qi((uint32_t)c, *p);
-    return ~(uint32_t)c;
+    return c;
+}
+
+__attribute__((target("sse4.2"))) uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    uint64_t c = ~crc;
+    if (n >= 3 * LANE) {
+        /* built once, by the first caller; the others wait for it */
+        pthread_once(&lane_shift_once, build_lane_shift);
+        do {
+            uint64_t c1 = 0, c2 = 0;
+            for (size_t i = 0; i < LANE; i += 8) {
+                uint64_t w0, w1, w2;
+                memcpy(&w0, p + i, 8);
+                memcpy(&w1, p + LANE + i, 8);
+                memcpy(&w2, p + 2 * LANE + i, 8);
+                c = __builtin_ia32_crc32di(c, w0);
+                c1 = __builtin_ia32_crc32di(c1, w1);
+                c2 = __builtin_ia32_crc32di(c2, w2);
+            }
+            c = shift_lane(shift_lane((uint32_t)c) ^ (uint32_t)c1) ^ (uint32_t)c2;
+            p += 3 * LANE;
+            n -= 3 * LANE;
+        } while (n >= 3 * LANE);
+    }
+    return ~(uint32_t)crc_chain(c, p, n);
 }
 
 /* Three little-endian 32-bit words (x86-64 is little-endian: a | b << 32 is
@@ -158,6 +166,17 @@ __attribute__((target("sse4.2"))) static uint32_t le32x3_hw(uint32_t crc, uint32
 {
     uint64_t r = __builtin_ia32_crc32di(~crc, (uint64_t)a | (uint64_t)b << 32);
     return ~__builtin_ia32_crc32si((uint32_t)r, c);
+}
+
+/* spw_crc32c_lens_key_value's instruction path: one function, no dispatch
+ * between its parts. */
+__attribute__((target("sse4.2"))) static uint32_t lkv_hw(uint32_t crc, uint32_t a, uint32_t b, uint32_t c,
+                                                         const void *k, size_t kn, const void *v, size_t vn)
+{
+    uint64_t r = __builtin_ia32_crc32di(~crc, (uint64_t)a | (uint64_t)b << 32);
+    r = __builtin_ia32_crc32si((uint32_t)r, c);
+    r = crc_chain(r, k, kn);
+    return ~(uint32_t)crc_chain(r, v, vn);
 }
 
 int spw__crc32c_hw_available(void)
@@ -199,4 +218,22 @@ uint32_t spw_crc32c_extend(uint32_t crc, const void *buf, size_t n)
         atomic_store_explicit(&impl, f, memory_order_relaxed);
     }
     return f(crc, buf, n);
+}
+
+uint32_t spw_crc32c_lens_key_value(uint32_t crc, uint32_t a, uint32_t b, uint32_t c, const void *k, size_t kn,
+                                   const void *v, size_t vn)
+{
+#if defined(__x86_64__)
+    static atomic_int hw = -1;
+    int h = atomic_load_explicit(&hw, memory_order_relaxed);
+    if (h < 0) {
+        h = spw__crc32c_hw_available();
+        atomic_store_explicit(&hw, h, memory_order_relaxed);
+    }
+    if (h)
+        return lkv_hw(crc, a, b, c, k, kn, v, vn);
+#endif
+    crc = spw_crc32c_le32x3(crc, a, b, c);
+    crc = spw_crc32c_extend(crc, k, kn);
+    return spw_crc32c_extend(crc, v, vn);
 }

@@ -20,6 +20,12 @@ static inline uint32_t spw_crc32c(const void *buf, size_t n) { return spw_crc32c
  * (a record's lengths in a dedupe fingerprint: one call per record). */
 uint32_t spw_crc32c_le32x3(uint32_t crc, uint32_t a, uint32_t b, uint32_t c);
 
+/* spw_crc32c_le32x3(crc, a, b, c), then spw_crc32c_extend over k[0..kn) and
+ * v[0..vn), in one call: a dedupe fingerprint's record without headers
+ * (its lengths, key and value). k and v may be NULL when their n is 0. */
+uint32_t spw_crc32c_lens_key_value(uint32_t crc, uint32_t a, uint32_t b, uint32_t c, const void *k, size_t kn,
+                                   const void *v, size_t vn);
+
 /* The two implementations, exposed so tests can compare them. */
 uint32_t spw__crc32c_sw(uint32_t crc, const void *buf, size_t n);
 uint32_t spw__crc32c_hw(uint32_t crc, const void *buf, size_t n); /* REQUIRES: spw__crc32c_hw_available() */

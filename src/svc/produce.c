@@ -220,7 +220,7 @@ static int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res 
      * encoded bytes (twice when compressed: the records, then the batch). */
     uint64_t bytes = (uint64_t)r->value_len + (r->key_len > 0 ? (uint64_t)r->key_len : 0);
     v->work_need += SPW_PRODUCE_WORK_PER_EVENT + bytes * (v->cfg->compression ? 2 : 1);
-    return work_to(v, v->work_need, res);
+    return v->work_need <= v->work_held ? 0 : work_to(v, v->work_need, res); /* counted a step ahead: mostly no call */
 }
 
 /* Validates one event and adds its record: 0, or -1 with res refused. */
@@ -253,12 +253,12 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
         spw_produce_refuse_at(res, SPW_SC_INVALID_JSON, ev, e.offset, "%s", e.msg);
         return -1;
     }
-    const char *start = spw_json_ws(p, end);
+    const char *start = p < end && *p == '{' ? p : spw_json_ws(p, end); /* no call without whitespace */
     if (*start != '{') {
         spw_produce_refuse_at(res, SPW_SC_NOT_AN_OBJECT, ev, (size_t)(start - p), "each event must be a JSON object");
         return -1;
     }
-    if (spw_json_ws(vend, end) != end) {
+    if (vend != end && spw_json_ws(vend, end) != end) {
         if (v->trailing == SPW_PRODUCE_TRAIL_LINE)
             spw_produce_refuse_at(res, SPW_SC_INVALID_JSON, ev, (size_t)(vend - p),
                                   "data after the event on the same line");

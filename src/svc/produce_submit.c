@@ -306,9 +306,19 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         return SPW_ENOMEM;
     uint32_t *counts = small_p ? counts_s : spw_xmalloc(P * sizeof *counts);
     memset(counts, 0, P * sizeof *counts);
-    for (uint32_t i = 0; i < n; i++) {
-        part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
-        counts[part_of[i]]++;
+    if (partition == UINT32_MAX && !s->hot) {
+        /* The common case, no named partition and no split keys: a keyed
+         * event's partition inline (spw__produce_route_mode's first rule). */
+        for (uint32_t i = 0; i < n; i++) {
+            part_of[i] = in[i].key_len >= 0 ? spw_stream_partition(in[i].key, (size_t)in[i].key_len, P)
+                                            : spw__produce_route_mode(s, &in[i], i, partition, po->idem_key, 1);
+            counts[part_of[i]]++;
+        }
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            part_of[i] = spw_produce_route(s, &in[i], i, partition, po->idem_key);
+            counts[part_of[i]]++;
+        }
     }
     if (s->hot) /* also events sent to a named partition: they are counted, not rerouted */
         spw__hot_observe(svc, s, in, n);

@@ -475,6 +475,26 @@ static void test_crc32c(void)
         CHECK(spw_crc32c_le32x3(seed, w3[0], w3[1], w3[2]) == crc_ref(seed, b12, 12));
     }
 
+    /* A record's lengths, key and value in one call equal the reference
+     * over the 12 bytes, the key and the value in turn: every key length
+     * 0..40 and value length 0..130 (each tail of the 32/8/4/2/1 steps on
+     * both sides of the seam between key and value), any alignment. */
+    {
+        uint8_t kv[256];
+        fill_rand(kv, sizeof kv);
+        for (size_t kn = 0; kn <= 40; kn++)
+            for (size_t vn = 0; vn <= 130; vn++) {
+                const uint8_t *k = kv + (kn + vn) % 7, *val = kv + 64 + vn % 13;
+                uint32_t seed = (uint32_t)rnd(), a = (uint32_t)kn, b = (uint32_t)vn, c = (uint32_t)rnd();
+                uint8_t b12[12];
+                uint32_t w3[3] = {a, b, c};
+                for (int i = 0; i < 12; i++)
+                    b12[i] = (uint8_t)(w3[i / 4] >> (8 * (i % 4)));
+                uint32_t want = crc_ref(crc_ref(crc_ref(seed, b12, 12), k, kn), val, vn);
+                CHECK(spw_crc32c_lens_key_value(seed, a, b, c, kn ? k : NULL, kn, val, vn) == want);
+            }
+    }
+
     /* Both paths (and the reference) agree on random data of every length
      * 0..300 and a few large ones, at every alignment 0..15, from any seed. */
     size_t cap = (1u << 16) + 64;

@@ -177,6 +177,13 @@ int main(void)
     CHECK_EQ(spw_stream_partition("a", 1, 1000), 0xaf63dc4c8601ec8cull % 1000);
     CHECK_EQ(spw_stream_partition("foobar", 6, 1000), 0x85944171f73967e8ull % 1000);
     CHECK_EQ(spw_fnv1a64(SPW_FNV64_OFFSET, "key-00000000123", 15), 0x7d34477adce7d69dull);
+    /* A power of two of partitions (the low bits, no division) gives the
+     * remainder, as every other count does. */
+    for (uint32_t P = 1; P <= 4096; P++) {
+        CHECK_EQ(spw_stream_partition("key-00000000123", 15, P), 0x7d34477adce7d69dull % P);
+        CHECK_EQ(spw_stream_partition("foobar", 6, P), 0x85944171f73967e8ull % P);
+    }
+    CHECK_EQ(spw_stream_partition("a", 1, 1u << 31), 0xaf63dc4c8601ec8cull % (1u << 31));
     /* Every length, four bytes a turn or not: the byte-at-a-time hash. */
     {
         unsigned char kb[40];
