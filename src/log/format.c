@@ -15,26 +15,40 @@
 #include "core/endian.h"
 #include "core/varint.h"
 
-size_t spw_batch_bound(const spw_record *recs, uint32_t n)
+/* One record's share of spw_batch_bound. In size_t: u32 lengths near
+ * UINT32_MAX must not wrap the bound. */
+static inline size_t record_bound(const spw_record *r)
 {
-    size_t total = SPW_BATCH_HEADER_LEN;
-    for (uint32_t i = 0; i < n; i++) {
-        const spw_record *r = &recs[i];
-        /* In size_t: u32 lengths near UINT32_MAX must not wrap the bound. */
-        total += 5 + 10 + 5 + 10 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
-        for (uint32_t k = 0; k < r->header_count; k++)
-            total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
-    }
+    size_t total = 5 + 10 + 5 + 10 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
+    for (uint32_t k = 0; k < r->header_count; k++)
+        total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
     return total;
 }
 
-static uint8_t *encode_records(uint8_t *p, const spw_record *recs, uint32_t n, int64_t first_ts,
-                               const spw_idgen *g, uint64_t first_ticket, const uint64_t *tickets, uint64_t base_id,
-                               int versioned)
+size_t spw_batch_bound(const spw_record *recs, uint32_t n)
 {
+    size_t total = SPW_BATCH_HEADER_LEN;
+    for (uint32_t i = 0; i < n; i++)
+        total += record_bound(&recs[i]);
+    return total;
+}
+
+/* Record i's ticket: given, or counted from the first (ticket_base +
+ * order[i] with an order: the caller's reservation). */
+static inline uint64_t ticket_of(uint32_t i, uint64_t first_ticket, const uint64_t *tickets, const uint32_t *order,
+                                 uint64_t ticket_base)
+{
+    return tickets ? tickets[i] : order ? ticket_base + order[i] : first_ticket + i;
+}
+
+static uint8_t *encode_records(uint8_t *p, const spw_record *recs, const uint32_t *order, uint32_t n, int64_t first_ts,
+                               const spw_idgen *g, uint64_t first_ticket, const spw_batch_opts *o, uint64_t base_id)
+{
+    const uint64_t *tickets = o->tickets;
+    int versioned = o->versioned;
     for (uint32_t i = 0; i < n; i++) {
-        const spw_record *r = &recs[i];
-        uint64_t id = g ? spw_id_from_ticket(g, tickets ? tickets[i] : first_ticket + i) : 0;
+        const spw_record *r = &recs[order ? order[i] : i];
+        uint64_t id = g ? spw_id_from_ticket(g, ticket_of(i, first_ticket, tickets, order, o->ticket_base)) : 0;
         /* The body's length comes first: the fields before the key go to
          * head, the rest is counted, then each byte is written once, in
          * place (no move of the body after its length). */
@@ -92,17 +106,20 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         return SPW_EINVAL;
     if (o->compression < SPW_COMPRESS_NONE || o->compression > SPW_COMPRESS_ZSTD)
         return SPW_EINVAL;
-    for (uint32_t i = 0; i < n; i++)
-        if (recs[i].version > SPW_VERSION_MAX || (recs[i].version && !o->versioned))
-            return SPW_EINVAL;
-    int64_t first_ts = recs[0].ts, max_ts = recs[0].ts;
+    const uint32_t *order = o->order;
+    /* One pass: each record's checks, the newest timestamp and the bound. */
+    int64_t first_ts = recs[order ? order[0] : 0].ts, max_ts = first_ts;
+    size_t bound = SPW_BATCH_HEADER_LEN;
     for (uint32_t i = 0; i < n; i++) {
-        if (recs[i].key_len < -1)
+        if (order && i > 0 && order[i] <= order[i - 1])
             return SPW_EINVAL;
-        if (recs[i].ts > max_ts)
-            max_ts = recs[i].ts;
+        const spw_record *r = &recs[order ? order[i] : i];
+        if (r->version > SPW_VERSION_MAX || (r->version && !o->versioned) || r->key_len < -1)
+            return SPW_EINVAL;
+        if (r->ts > max_ts)
+            max_ts = r->ts;
+        bound += record_bound(r);
     }
-    size_t bound = spw_batch_bound(recs, n);
     if (bound - SPW_BATCH_HEADER_LEN > SPW_BATCH_MAX_LEN * 2ull)
         return SPW_EMSGSIZE;
 
@@ -110,7 +127,10 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         for (uint32_t i = 1; i < n; i++)
             if (o->tickets[i] <= o->tickets[i - 1])
                 return SPW_EINVAL;
-    uint64_t first_ticket = !o->idgen ? 0 : o->tickets ? o->tickets[0] : spw_idgen_reserve(o->idgen, n);
+    uint64_t first_ticket = !o->idgen         ? 0
+                            : o->tickets      ? o->tickets[0]
+                            : order           ? o->ticket_base + order[0]
+                                              : spw_idgen_reserve(o->idgen, n);
     if (o->first_ticket)
         *o->first_ticket = first_ticket;
     uint64_t base_id = o->idgen ? spw_id_from_ticket(o->idgen, first_ticket) : 0;
@@ -120,13 +140,13 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     if (o->compression == SPW_COMPRESS_NONE) {
         if ((r = spw_buf_reserve(out, bound)))
             return r;
-        uint8_t *end = encode_records(out->p + SPW_BATCH_HEADER_LEN, recs, n, first_ts, o->idgen, first_ticket,
-                                      o->tickets, base_id, o->versioned);
+        uint8_t *end = encode_records(out->p + SPW_BATCH_HEADER_LEN, recs, order, n, first_ts, o->idgen, first_ticket,
+                                      o, base_id);
         records_len = stored_len = (size_t)(end - out->p) - SPW_BATCH_HEADER_LEN;
     } else {
         if ((r = spw_buf_reserve(scratch, bound)))
             return r;
-        uint8_t *end = encode_records(scratch->p, recs, n, first_ts, o->idgen, first_ticket, o->tickets, base_id, o->versioned);
+        uint8_t *end = encode_records(scratch->p, recs, order, n, first_ts, o->idgen, first_ticket, o, base_id);
         records_len = (size_t)(end - scratch->p);
         if (records_len > SPW_BATCH_MAX_LEN)
             return SPW_EMSGSIZE;

@@ -103,6 +103,12 @@ typedef struct spw_batch_opts {
      * (increasing; the caller reserved them) instead of fresh tickets. */
     const uint64_t *tickets;
     int versioned; /* write SPW_BATCH_ATTR_VERSIONED: every record's version is stored */
+    /* Optional: the batch's record j is recs[order[j]] (strictly
+     * increasing indexes: a request's records grouped by partition, not
+     * copied), and without tickets its id is spw_id_from_ticket(idgen,
+     * ticket_base + order[j]) (the caller reserved them). */
+    const uint32_t *order;
+    uint64_t ticket_base;
 } spw_batch_opts;
 
 /* Upper bound of the encoded size of n records (before compression). */

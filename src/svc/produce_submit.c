@@ -449,9 +449,12 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
                 es_assign(es, pr, &pr->slots[k], in, undo);
     }
 
-    /* Encode every batch, then reserve the budget for all of them. */
-    spw_record *recs = small_n ? recs_s : spw_try_malloc(n * sizeof *recs);
-    uint64_t *tickets = small_n ? tickets_s : spw_try_malloc(n * sizeof *tickets);
+    /* Encode every batch, then reserve the budget for all of them. A
+     * versioned stream's records are copied in partition order with their
+     * versions and tickets; any other's are encoded where they are, through
+     * the order (spw_batch_opts.order: the tickets follow from the first). */
+    spw_record *recs = !es ? NULL : small_n ? recs_s : spw_try_malloc(n * sizeof *recs);
+    uint64_t *tickets = !es ? NULL : small_n ? tickets_s : spw_try_malloc(n * sizeof *tickets);
     /* The encoded batches, one per partition: on the stack for a few
      * partitions (every single-event request), no allocation. */
     enum { SMALL_ENC = 8 };
@@ -461,33 +464,37 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         memset(enc_s, 0, used * sizeof *enc);
     spw_buf scratch = SPW_BUF_INIT;
     uint64_t total = 0;
-    int r = recs && tickets ? 0 : SPW_ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        pr->bytes += in[i].value_len;
+    int r = !es || (recs && tickets) ? 0 : SPW_ENOMEM;
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
-        for (uint32_t j = 0; j < sl->count; j++) {
-            uint32_t e = pr->order[sl->first_event + j];
-            recs[sl->first_event + j] = in[e];
-            recs[sl->first_event + j].version = pr->version_of ? pr->version_of[e] : 0;
-            tickets[sl->first_event + j] = pr->first_ticket + e;
-            pr->bytes += in[e].value_len;
-        }
+        if (es)
+            for (uint32_t j = 0; j < sl->count; j++) {
+                uint32_t e = pr->order[sl->first_event + j];
+                recs[sl->first_event + j] = in[e];
+                recs[sl->first_event + j].version = pr->version_of[e];
+                tickets[sl->first_event + j] = pr->first_ticket + e;
+            }
         if (sl->stored)
             continue;
         /* Every batch of a request carries the request's first sequence
          * number, its size and its dedupe key (docs/formats/log.md). */
         spw_batch_opts o = {.idgen = g,
                             .compression = s->cfg.compression,
-                            .tickets = tickets + sl->first_event,
+                            .tickets = es ? tickets + sl->first_event : NULL,
+                            .order = es ? NULL : pr->order + sl->first_event,
+                            .ticket_base = pr->first_ticket,
                             .producer_id = po->producer_id,
                             .producer_seq = po->producer_seq,
                             .request_count = po->idem_key ? n : 0,
                             .idem_hash = po->idem_key,
                             .versioned = s->cfg.versioned};
-        if ((r = spw_batch_encode(&enc[k], &scratch, recs + sl->first_event, sl->count, &o)))
+        if ((r = spw_batch_encode(&enc[k], &scratch, es ? recs + sl->first_event : in, sl->count, &o)))
             break;
         total += enc[k].len;
     }
-    if (!small_n) {
+    if (!small_n && es) {
         spw_free(recs);
         spw_free(tickets);
     }
