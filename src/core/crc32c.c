@@ -220,20 +220,29 @@ uint32_t spw_crc32c_extend(uint32_t crc, const void *buf, size_t n)
     return f(crc, buf, n);
 }
 
+/* The table path of spw_crc32c_lens_key_value. */
+static uint32_t lkv_sw(uint32_t crc, uint32_t a, uint32_t b, uint32_t c, const void *k, size_t kn, const void *v,
+                       size_t vn)
+{
+    crc = spw_crc32c_le32x3(crc, a, b, c);
+    crc = spw__crc32c_sw(crc, k, kn);
+    return spw__crc32c_sw(crc, v, vn);
+}
+
+typedef uint32_t (*lkv_fn)(uint32_t, uint32_t, uint32_t, uint32_t, const void *, size_t, const void *, size_t);
+static _Atomic(lkv_fn) lkv_impl;
+
 uint32_t spw_crc32c_lens_key_value(uint32_t crc, uint32_t a, uint32_t b, uint32_t c, const void *k, size_t kn,
                                    const void *v, size_t vn)
 {
+    lkv_fn f = atomic_load_explicit(&lkv_impl, memory_order_relaxed);
+    if (!f) {
 #if defined(__x86_64__)
-    static atomic_int hw = -1;
-    int h = atomic_load_explicit(&hw, memory_order_relaxed);
-    if (h < 0) {
-        h = spw__crc32c_hw_available();
-        atomic_store_explicit(&hw, h, memory_order_relaxed);
-    }
-    if (h)
-        return lkv_hw(crc, a, b, c, k, kn, v, vn);
+        f = spw__crc32c_hw_available() ? lkv_hw : lkv_sw;
+#else
+        f = lkv_sw;
 #endif
-    crc = spw_crc32c_le32x3(crc, a, b, c);
-    crc = spw_crc32c_extend(crc, k, kn);
-    return spw_crc32c_extend(crc, v, vn);
+        atomic_store_explicit(&lkv_impl, f, memory_order_relaxed);
+    }
+    return f(crc, a, b, c, k, kn, v, vn);
 }

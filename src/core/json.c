@@ -123,17 +123,20 @@ scan_string(const unsigned char *p, const unsigned char *end, int *escaped, cons
     *escaped = 0;
     for (;;) {
 #if defined(__SSE2__)
-        /* 16 bytes at a time (SSE2 is part of x86-64): one signed compare
-         * against 0x20 flags control characters and, as negative bytes,
-         * every non-ASCII byte; two equality compares flag '"' and '\\'.
+        /* 16 bytes at a time (SSE2 is part of x86-64): a signed compare
+         * flags control characters, '"' and, as negative bytes, every
+         * non-ASCII byte; an equality compare flags '\\'.
          * The lowest set mask bit is the first byte to look at. Fewer than
          * 16 bytes left: the 8-byte and byte loops below finish, so nothing
          * is read past end. */
         while (end - p >= 16) {
             __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i hit = _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
-                                       _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-                                                    _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+            /* x ^ 0x02 maps '"' (0x22) to 0x20 and each of 0x00..0x1f
+             * to another of them, and keeps the sign: one signed compare
+             * below 0x21 flags the quote, control characters and
+             * non-ASCII bytes, an equality compare flags '\\'. */
+            __m128i hit = _mm_or_si128(_mm_cmplt_epi8(_mm_xor_si128(x, _mm_set1_epi8(0x02)), _mm_set1_epi8(0x21)),
+                                       _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
             unsigned m = (unsigned)_mm_movemask_epi8(hit);
             if (m) {
                 p += __builtin_ctz(m);

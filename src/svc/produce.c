@@ -51,12 +51,23 @@ static const char *admit(spw_svc *svc, spw_stream *s, int priority, uint32_t *re
 
 int spw__key_text_ok(const uint8_t *p, size_t n)
 {
+    /* SWAR: x's bytes are all 0x20..0x7f when no high bit is set and no
+     * byte below 0x20 borrows. */
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    if (n >= 8 && n <= 16) {
+        /* The common key, 8 to 16 bytes: its first and last 8 (they may
+         * overlap) in two words; anything else goes the long way. */
+        uint64_t x, y;
+        memcpy(&x, p, 8);
+        memcpy(&y, p + n - 8, 8);
+        if (!((x | ((x - ones * 0x20) & ~x) | y | ((y - ones * 0x20) & ~y)) & highs))
+            return 1;
+    }
     size_t i = 0;
     for (;;) {
         /* Every event's key passes here: 8 bytes at a time while all are
-         * 0x20..0x7f (SWAR: a high bit, or a byte below 0x20 borrowing,
-         * stops it; the byte loop below then finds which). */
-        const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+         * 0x20..0x7f (a high bit, or a byte below 0x20 borrowing, stops
+         * it; the byte loop below then finds which). */
         while (n - i >= 8) {
             uint64_t x;
             memcpy(&x, p + i, 8);
