@@ -261,10 +261,16 @@ int spw__view_store_chain(spw_view *v, int bound);
 typedef struct fent {
     uint64_t h;
     size_t koff;
-    uint32_t klen;
+    uint16_t klen; /* at most 10 + VIEW_KEY_MAX */
+    /* a page entry: are its sub-buckets in the fold's sub-bucket hash
+     * table (view_fold.c sub_get)? */
+    uint16_t hashed;
     /* a page entry: its sub-buckets (fbkt index + 1; 0: none); a key's
      * 'A' entry: sub_head is its last page entry (fent index + 1), of start pstart */
     uint32_t sub_head, sub_last;
+    /* a page entry: its sub-buckets' highest index + 1 (0: none), how
+     * many it has, and the index of sub_last's */
+    uint32_t sub_end, nsubs, last_idx;
     int64_t pstart;
     union {
         struct { /* latest */
@@ -290,8 +296,8 @@ typedef struct fold {
     uint32_t n, cap;
     uint32_t *slot; /* index + 1; 0 empty */
     uint32_t nslot;
-    fbkt *sub; /* sub-buckets of page entries, and their hash table */
-    uint32_t nsub, subcap, *sslot, nsslot;
+    fbkt *sub; /* sub-buckets of page entries, and the hash table of those of hashed pages */
+    uint32_t nsub, subcap, *sslot, nsslot, nhashed;
     spw_buf arena;
     uint64_t bytes;
 } fold;
