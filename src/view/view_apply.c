@@ -662,6 +662,7 @@ static int cycle(spw_view *v, apply_ctx *ax, char *kbuf, uint32_t *rot)
             }
             r = spw_cursor_next(&v->cur, &rv);
             if (r == 1) {
+                spw__view_fold_ahead(&v->def, f, &v->cur);
                 spw__view_fold_record(&v->def, &v->meta, f, p, &rv, kbuf, 1);
                 mt->next[p] = rv.offset + 1;
                 mt->applied++;

@@ -28,6 +28,7 @@ void spw__view_fold_reset(fold *f)
         memset(f->slot, 0, f->nslot * sizeof *f->slot);
     f->nsub = 0;
     f->nhashed = 0;
+    memset(f->ahead, 0, sizeof f->ahead);
     if (f->sslot)
         memset(f->sslot, 0, f->nsslot * sizeof *f->sslot);
 }
@@ -111,14 +112,14 @@ static void sub_insert(fold *f, uint32_t i)
     f->sslot[s] = i + 1;
 }
 
-/* The hash table holds the sub-buckets of hashed pages only. */
+/* The hash table holds the sub-buckets of hashed pages only (each marked). */
 static void sub_rehash(fold *f, uint32_t nslot)
 {
     spw_free(f->sslot);
     f->nsslot = nslot;
     f->sslot = spw_xcalloc(nslot, sizeof *f->sslot);
     for (uint32_t i = 0; i < f->nsub; i++)
-        if (f->e[f->sub[i].key >> 32].hashed)
+        if (f->sub[i].hashed)
             sub_insert(f, i);
 }
 
@@ -128,7 +129,7 @@ static void sub_hashed_grow(fold *f, uint32_t more)
     if (f->nhashed * 2 > f->nsslot) {
         uint32_t ns = f->nsslot ? f->nsslot : 1024;
         while (f->nhashed * 2 > ns)
-            ns *= 2;
+            ns *= 4; /* fewer rehashes: each one walks every sub-bucket */
         sub_rehash(f, ns);
     }
 }
@@ -142,8 +143,10 @@ static void sub_hash_page(fold *f, fent *e)
 {
     sub_hashed_grow(f, e->nsubs); /* a rehash passes this page over: not hashed yet */
     e->hashed = 1;
-    for (uint32_t y = e->sub_head; y; y = f->sub[y - 1].next)
+    for (uint32_t y = e->sub_head; y; y = f->sub[y - 1].next) {
+        f->sub[y - 1].hashed = 1;
         sub_insert(f, y - 1);
+    }
 }
 
 /* The sub-bucket of index idx of page entry ei (made, zeroed, and put at
@@ -195,8 +198,10 @@ static fbkt *sub_get(fold *f, uint32_t ei, uint32_t idx)
     e->nsubs++;
     if (idx >= e->sub_end)
         e->sub_end = idx + 1;
-    if (e->hashed)
+    if (e->hashed) {
+        x->hashed = 1;
         sub_insert(f, i);
+    }
     return x;
 }
 
@@ -369,6 +374,53 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
         spw__view_agg_merge(&e->agg, &part);
     fbkt *sb = sub_get(f, (uint32_t)(e - f->e), (uint32_t)((s0 - ps) / w0));
     spw__view_agg_merge(&sb->agg, &part);
+}
+
+/* ---- the look ahead ---- */
+
+#define AHEAD_SLOT 12 /* records ahead: the slot of the key's hash */
+#define AHEAD_ENT 8   /* the entry the slot names */
+#define AHEAD_KEY 4   /* the entry's key bytes and the key's page entry */
+
+void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c)
+{
+    if (!d->by_key || !f->nslot)
+        return;
+    const spw_record_view *r = spw_cursor_ahead(c, AHEAD_SLOT);
+    if (r && r->key_len >= 0 && r->key_len <= VIEW_KEY_MAX) {
+        /* the store key's hash (spw__view_hash over prefix byte + key) */
+        uint8_t pfx = d->kind == VK_LATEST ? VIEW_P_LATEST : d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
+        uint64_t h = (1469598103934665603ull ^ pfx) * 1099511628211ull;
+        const uint8_t *b = (const uint8_t *)r->key;
+        for (int32_t i = 0; i < r->key_len; i++)
+            h = (h ^ b[i]) * 1099511628211ull;
+        h ^= h >> 29;
+        __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        *a = (__typeof__(*a)){.tag = r->offset + 1, .h = h};
+        __builtin_prefetch(&f->slot[(uint32_t)h & (f->nslot - 1)]);
+    }
+    if ((r = spw_cursor_ahead(c, AHEAD_ENT)) != NULL) {
+        __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        if (a->tag == r->offset + 1) {
+            uint32_t i = f->slot[(uint32_t)a->h & (f->nslot - 1)];
+            if (i && i <= f->n) {
+                a->ent = i;
+                __builtin_prefetch(&f->e[i - 1]);
+                __builtin_prefetch((const char *)&f->e[i - 1] + 64);
+            }
+        }
+    }
+    if ((r = spw_cursor_ahead(c, AHEAD_KEY)) != NULL) {
+        const __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        if (a->tag == r->offset + 1 && a->ent && a->ent <= f->n) {
+            const fent *e = &f->e[a->ent - 1];
+            if (e->h == a->h) {
+                __builtin_prefetch(f->arena.p + e->koff);
+                if (e->sub_head && e->sub_head <= f->n)
+                    __builtin_prefetch(&f->e[e->sub_head - 1]);
+            }
+        }
+    }
 }
 
 /* Rolls the page entries up into the windows above the page level: a

@@ -288,6 +288,7 @@ typedef struct fent {
 typedef struct fbkt {
     uint64_t key;  /* the page's fent index << 32 | the bucket's index in the page */
     uint32_t next; /* the page's next sub-bucket (index + 1; 0: none) */
+    uint32_t hashed; /* in the hash table (its page's are) */
     view_agg agg;
 } fbkt;
 
@@ -300,6 +301,12 @@ typedef struct fold {
     uint32_t nsub, subcap, *sslot, nsslot, nhashed;
     spw_buf arena;
     uint64_t bytes;
+    /* the look ahead (spw__view_fold_ahead): records ahead by their offset
+     * (tag), their store key's hash and, once read, their slot's entry */
+    struct {
+        uint64_t tag, h;
+        uint32_t ent; /* entry index + 1; 0: not read or none */
+    } ahead[16];
 } fold;
 
 void spw__view_fold_reset(fold *f);
@@ -314,6 +321,13 @@ int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts,
  * watermarks take every record). */
 void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv,
                            char *kbuf, uint32_t sample);
+/* Prefetches what folding the records ahead of the last one c returned
+ * will touch (their table slot, entry, key bytes and page entry, in three
+ * steps some records apart: each step's load is in cache when the next
+ * step reads it), so the fold's lookups do not wait on memory one after
+ * another. Views grouped by the record's key only; a hint, never a
+ * change to f's contents. */
+void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c);
 /* Rolls the page entries up into the windows above the page level; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);

@@ -510,6 +510,15 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_options_set_keep_log_file_num(v->opts, 2);
         rocksdb_options_set_write_buffer_size(v->opts, 32u << 20);
         rocksdb_options_set_max_background_jobs(v->opts, 2);
+        /* a batch's memtable is flushed and compacted into L1 soon after
+         * it is written: compressing those tables costs more CPU than the
+         * apply's own fold (snappy was the flush thread's largest item);
+         * the levels that keep data long are compressed with LZ4 */
+        static const int comp[7] = {rocksdb_no_compression, rocksdb_lz4_compression, rocksdb_lz4_compression,
+                                    rocksdb_lz4_compression, rocksdb_lz4_compression, rocksdb_lz4_compression,
+                                    rocksdb_lz4_compression};
+        rocksdb_options_set_num_levels(v->opts, 7);
+        rocksdb_options_set_compression_per_level(v->opts, comp, 7);
         /* point reads of entries a batch changes, most of them misses for
          * new keys: a bloom filter per table, and a block cache */
         rocksdb_block_based_table_options_t *bb = rocksdb_block_based_options_create();
