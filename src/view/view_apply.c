@@ -129,14 +129,16 @@ static void okey_sort(const fold *f, okey *v, size_t n)
 
 
 #define READ_CHUNK 512
+#define COMMIT_AHEAD 4 /* entries: a page's sub-buckets are prefetched this far before its value is made */
 
 /* The operand of entry e (its store key k) into val: a latest record, a
  * page's sub-buckets, or an aggregate. */
-static void operand(const view_def *d, const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
+static void operand(const view_def *d, const fold *f, const fent *e, const uint8_t *k, const uint64_t *subs,
+                    spw_buf *val)
 {
     val->len = 0;
     if (k[0] == VIEW_P_PAGE) {
-        spw__view_page_value(d, f, e, val);
+        spw__view_page_value(d, f, e, subs, val);
     } else if (k[0] == VIEW_P_LATEST) {
         uint8_t h[28];
         memcpy(h, &e->part, 4);
@@ -217,6 +219,15 @@ static void commit(spw_view *v, batch_job *j)
     okey_sort(f, ord, f->n);
     for (uint32_t i = 1; i < f->n; i++) /* the store keys are distinct */
         SPW_ASSERT(okey_cmp(f, &ord[i - 1], &ord[i]) < 0);
+    /* the pages' sub-buckets side by side; a page's are prefetched a few
+     * entries before its value is made (their loads overlap) */
+    uint32_t *pstart = NULL;
+    uint64_t *psubs = NULL;
+    if (f->nsub) {
+        pstart = spw_xmalloc(f->n * sizeof *pstart);
+        psubs = spw_xmalloc(f->nsub * sizeof *psubs);
+        spw__view_page_order(f, pstart, psubs);
+    }
     const char *keys[READ_CHUNK];
     size_t klens[READ_CHUNK], vlens[READ_CHUNK];
     char *vals[READ_CHUNK], *errs[READ_CHUNK];
@@ -225,12 +236,20 @@ static void commit(spw_view *v, batch_job *j)
         for (; i < f->n && nk < READ_CHUNK; i++) {
             fent *e = &f->e[ord[i].i];
             const uint8_t *k = f->arena.p + e->koff;
+            if (psubs && i + COMMIT_AHEAD < f->n) {
+                uint32_t a = ord[i + COMMIT_AHEAD].i;
+                for (uint32_t x = 0; x < f->e[a].nsubs; x++) {
+                    const fbkt *b = &f->sub[(uint32_t)psubs[pstart[a] + x]];
+                    __builtin_prefetch(b);
+                    __builtin_prefetch((const char *)b + 64);
+                }
+            }
             if (k[0] != VIEW_P_BUCKET && k[0] != VIEW_P_PAGE && !spw__view_kset_has(&v->known, k, e->klen)) {
                 keys[nk] = (const char *)k;
                 klens[nk++] = e->klen;
                 fresh[nfresh++] = ord[i].i;
             }
-            operand(&v->def, f, e, k, &j->val);
+            operand(&v->def, f, e, k, psubs ? psubs + pstart[ord[i].i] : NULL, &j->val);
             rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)j->val.p, j->val.len);
             writes++;
         }
@@ -250,6 +269,8 @@ static void commit(spw_view *v, batch_job *j)
         }
     }
     spw_free(ord);
+    spw_free(pstart);
+    spw_free(psubs);
     if (r == 0) {
         spw__view_meta_encode(&j->mt, &j->mb);
         rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)j->mb.p, j->mb.len);

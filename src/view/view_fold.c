@@ -461,16 +461,33 @@ static void put_sub(spw_buf *val, int level, uint32_t index, const view_agg *a)
     val->len += VIEW_SUB_LEN;
 }
 
-void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val)
+void spw__view_page_order(const fold *f, uint32_t *start, uint64_t *ord)
 {
-    uint32_t n = 0;
-    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
-        n++;
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < f->n; i++) {
+        start[i] = at;
+        at += f->e[i].nsubs;
+    }
+    for (uint32_t x = 0; x < f->nsub; x++) {
+        const fbkt *b = &f->sub[x];
+        ord[start[b->key >> 32]++] = (b->key & 0xffffffffu) << 32 | x;
+    }
+    for (uint32_t i = 0; i < f->n; i++)
+        start[i] -= f->e[i].nsubs; /* back to each page's start */
+}
+
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, const uint64_t *subs, spw_buf *val)
+{
+    uint32_t n = e->nsubs;
     /* the sub-buckets in index order: (index << 32 | fbkt index) sorted */
     uint64_t *ord = spw_xmalloc((n ? n : 1) * sizeof *ord);
-    n = 0;
-    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
-        ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
+    if (subs) {
+        memcpy(ord, subs, n * sizeof *ord);
+    } else {
+        n = 0;
+        for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
+            ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
+    }
     if (n > 32) {
         qsort(ord, n, sizeof *ord, u64_cmp);
     } else {

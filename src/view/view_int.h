@@ -331,9 +331,18 @@ void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c);
 /* Rolls the page entries up into the windows above the page level; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+/* Every page entry's sub-buckets side by side: ord (f->nsub) gets each
+ * sub-bucket as (index << 32 | fbkt index), page by page in entry
+ * order, and start (f->n) each entry's first place in it. One pass over
+ * the sub-buckets in their order in memory, so that the page values
+ * need not follow each page's list through memory (a cache miss a
+ * sub-bucket, each waiting on the one before). */
+void spw__view_page_order(const fold *f, uint32_t *start, uint64_t *ord);
 /* The page value of page entry e (its sub-buckets of every level up to
- * the page level, rolled up from the smallest) into val (replaced). */
-void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val);
+ * the page level, rolled up from the smallest) into val (replaced).
+ * subs: e's e->nsubs sub-buckets from spw__view_page_order, or NULL
+ * (its list is followed). */
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, const uint64_t *subs, spw_buf *val);
 
 int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);
