@@ -73,7 +73,16 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, const uint32_
          * the length took at most 5 of them. */
         memcpy(q, head, sizeof head);
         q += hl;
-        if (kl) {
+        if (kl >= 8 && kl <= 16) {
+            /* The common key: its first and last 8 bytes (they may
+             * overlap), two moves instead of a call. */
+            uint64_t a, b;
+            memcpy(&a, r->key, 8);
+            memcpy(&b, (const uint8_t *)r->key + kl - 8, 8);
+            memcpy(q, &a, 8);
+            memcpy(q + kl - 8, &b, 8);
+            q += kl;
+        } else if (kl) {
             memcpy(q, r->key, kl);
             q += kl;
         }

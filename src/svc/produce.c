@@ -146,6 +146,7 @@ typedef struct vreq {
     spw_record *recs_s;
     int32_t *off_s;
     spw_buf keys;
+    int arena_used; /* a record's key is in keys */
     const spw_produce_in *in;
     uint64_t work_need, work_held; /* working memory needed so far, and counted (spw_produce_in.work_add) */
     uint64_t work_max;             /* the request's cap; 0: none */
@@ -317,6 +318,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
             return -1;
         }
         off = (int32_t)v->keys.len;
+        v->arena_used = 1;
         r.key_len = (int32_t)kl;
         v->keys.len += (size_t)kl;
     }
@@ -1005,9 +1007,10 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         goto answered;
     }
     res->n_events = v.n;
-    for (uint32_t i = 0; i < v.n; i++) /* the arena is final: keys become pointers */
-        if (v.arena_off[i] >= 0)
-            v.recs[i].key = v.keys.p + v.arena_off[i];
+    if (v.arena_used) /* the arena is final: keys become pointers (none taken from JSON: nothing to do) */
+        for (uint32_t i = 0; i < v.n; i++)
+            if (v.arena_off[i] >= 0)
+                v.recs[i].key = v.keys.p + v.arena_off[i];
     /* A versioned stream: every event is of a key (an aggregate), routed
      * by its key (a key's versions are kept by its partition), and a
      * request with an expectation holds one key. */
