@@ -498,28 +498,36 @@ static inline __attribute__((always_inline)) const unsigned char *ws_at(const un
 static int scan_flat(const char *start, const char *stop, const char **value_end)
 {
     const unsigned char *end = (const unsigned char *)stop, *at;
-    const unsigned char *p = ws_at((const unsigned char *)start, end);
+    const unsigned char *p = (const unsigned char *)start;
     const char *msg;
     int esc;
-    if (p >= end || *p != '{')
-        return 0;
-    p++;
-    if (p < end && *p != '"')
+    /* Each expected byte is tested first; only another byte goes through
+     * the whitespace skip and the test again. */
+    if (p >= end || *p != '{') {
         p = ws_at(p, end);
-    if (p < end && *p == '}') {
-        *value_end = (const char *)p + 1;
-        return 1;
+        if (p >= end || *p != '{')
+            return 0;
     }
-    for (;;) {
+    p++;
+    if (p >= end || *p != '"') {
+        p = ws_at(p, end);
+        if (p < end && *p == '}') {
+            *value_end = (const char *)p + 1;
+            return 1;
+        }
         if (p >= end || *p != '"')
             return 0;
+    }
+    for (;;) {
+        /* here *p == '"': a member's name */
         p = scan_string(p, end, &esc, &msg, &at);
         if (!p)
             return 0;
-        if (p < end && *p != ':')
+        if (p >= end || *p != ':') {
             p = ws_at(p, end);
-        if (p >= end || *p != ':')
-            return 0;
+            if (p >= end || *p != ':')
+                return 0;
+        }
         p++;
         if (p < end && *p <= ' ')
             p = ws_at(p, end);
@@ -553,14 +561,18 @@ static int scan_flat(const char *start, const char *stop, const char **value_end
             if (!p)
                 return 0;
         }
-        if (p < end && *p <= ' ')
+        if (p >= end || (*p != ',' && *p != '}')) {
             p = ws_at(p, end);
-        if (p >= end)
-            return 0;
+            if (p >= end)
+                return 0;
+        }
         if (*p == ',') {
             p++;
-            if (p < end && *p != '"')
+            if (p >= end || *p != '"') {
                 p = ws_at(p, end);
+                if (p >= end || *p != '"')
+                    return 0;
+            }
             continue;
         }
         if (*p != '}')
