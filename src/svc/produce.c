@@ -49,25 +49,14 @@ static const char *admit(spw_svc *svc, spw_stream *s, int priority, uint32_t *re
 }
 
 
-int spw__key_text_ok(const uint8_t *p, size_t n)
+int spw__key_text_ok_long(const uint8_t *p, size_t n)
 {
-    /* SWAR: x's bytes are all 0x20..0x7f when no high bit is set and no
-     * byte below 0x20 borrows. */
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    if (n >= 8 && n <= 16) {
-        /* The common key, 8 to 16 bytes: its first and last 8 (they may
-         * overlap) in two words; anything else goes the long way. */
-        uint64_t x, y;
-        memcpy(&x, p, 8);
-        memcpy(&y, p + n - 8, 8);
-        if (!((x | ((x - ones * 0x20) & ~x) | y | ((y - ones * 0x20) & ~y)) & highs))
-            return 1;
-    }
     size_t i = 0;
     for (;;) {
-        /* Every event's key passes here: 8 bytes at a time while all are
-         * 0x20..0x7f (a high bit, or a byte below 0x20 borrowing, stops
-         * it; the byte loop below then finds which). */
+        /* A key the inline test (produce.h) did not take: 8 bytes at a
+         * time while all are 0x20..0x7f (a high bit, or a byte below 0x20
+         * borrowing, stops it; the byte loop below then finds which). */
         while (n - i >= 8) {
             uint64_t x;
             memcpy(&x, p + i, 8);
@@ -198,33 +187,40 @@ static void vreq_arrays_free(vreq *v)
     v->arena_off = NULL;
 }
 
-static int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res *res)
+/* Doubles v's record arrays (full): 0, or -1 with res refused. Apart
+ * from vreq_push, which is inline and most often has room. */
+static __attribute__((noinline)) int vreq_grow(vreq *v, spw_produce_res *res)
 {
-    if (v->n == v->cap) {
-        uint32_t cap = v->cap > VREQ_SMALL ? v->cap * 2 : 16;
-        int small = v->recs != NULL && v->recs == v->recs_s;
-        spw_record *nr = small ? spw_try_malloc(cap * sizeof *v->recs) : spw_try_realloc(v->recs, cap * sizeof *v->recs);
-        if (nr && small)
-            memcpy(nr, v->recs, v->n * sizeof *v->recs);
-        if (nr)
-            v->recs = nr;
-        int32_t *no = NULL;
-        if (nr) {
-            int osmall = v->arena_off != NULL && v->arena_off == v->off_s;
-            no = osmall ? spw_try_malloc(cap * sizeof *v->arena_off)
-                        : spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off);
-            if (no && osmall)
-                memcpy(no, v->arena_off, v->n * sizeof *v->arena_off);
-        }
-        if (no)
-            v->arena_off = no;
-        if (!nr || !no) {
-            res->retry_ms = 1000;
-            spw_produce_refuse_at(res, SPW_SC_OVERLOADED, NULL, SIZE_MAX, "out of memory (nothing was appended)");
-            return -1;
-        }
-        v->cap = cap;
+    uint32_t cap = v->cap > VREQ_SMALL ? v->cap * 2 : 16;
+    int small = v->recs != NULL && v->recs == v->recs_s;
+    spw_record *nr = small ? spw_try_malloc(cap * sizeof *v->recs) : spw_try_realloc(v->recs, cap * sizeof *v->recs);
+    if (nr && small)
+        memcpy(nr, v->recs, v->n * sizeof *v->recs);
+    if (nr)
+        v->recs = nr;
+    int32_t *no = NULL;
+    if (nr) {
+        int osmall = v->arena_off != NULL && v->arena_off == v->off_s;
+        no = osmall ? spw_try_malloc(cap * sizeof *v->arena_off)
+                    : spw_try_realloc(v->arena_off, cap * sizeof *v->arena_off);
+        if (no && osmall)
+            memcpy(no, v->arena_off, v->n * sizeof *v->arena_off);
     }
+    if (no)
+        v->arena_off = no;
+    if (!nr || !no) {
+        res->retry_ms = 1000;
+        spw_produce_refuse_at(res, SPW_SC_OVERLOADED, NULL, SIZE_MAX, "out of memory (nothing was appended)");
+        return -1;
+    }
+    v->cap = cap;
+    return 0;
+}
+
+static inline int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produce_res *res)
+{
+    if (v->n == v->cap && vreq_grow(v, res))
+        return -1;
     v->recs[v->n] = *r;
     v->arena_off[v->n] = off;
     v->n++;

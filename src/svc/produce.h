@@ -47,6 +47,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "log/log.h"
 #include "admit/dedupe.h"
@@ -318,8 +319,24 @@ uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint3
 uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v);
 
 /* Is a key valid UTF-8 without control characters (so reads can show it
- * as a JSON string)? Every produce requires it. */
-int spw__key_text_ok(const uint8_t *p, size_t n);
+ * as a JSON string)? Every produce requires it. Inline for the common
+ * key, 8 to 16 bytes of printable ASCII: its first and last 8 bytes (they
+ * may overlap) in two words (SWAR: all of a word's bytes are 0x20..0x7f
+ * when none has its high bit set and none below 0x20 borrows); anything
+ * else goes the long way (spw__key_text_ok_long). */
+int spw__key_text_ok_long(const uint8_t *p, size_t n);
+static inline int spw__key_text_ok(const uint8_t *p, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+        uint64_t x, y;
+        memcpy(&x, p, 8);
+        memcpy(&y, p + n - 8, 8);
+        if (!((x | ((x - ones * 0x20) & ~x) | y | ((y - ones * 0x20) & ~y)) & highs))
+            return 1;
+    }
+    return spw__key_text_ok_long(p, n);
+}
 
 /* Registers the produce service's metrics (events and bytes in, per
  * stream too, refusals by reason, duplicates, produce latency) and those
