@@ -359,8 +359,11 @@ static void conn_read(bconn *c)
                 return;
             }
         }
+        /* All the room there is: a frame reserved whole (conn_process)
+         * comes in with as few reads as the socket allows; a buffer that
+         * just grew has READ_CHUNK of room. */
         size_t room = c->in.cap - c->in.len;
-        ssize_t n = spw_netconn_recv(&c->nc, c->in.p + c->in.len, room < READ_CHUNK ? room : READ_CHUNK);
+        ssize_t n = spw_netconn_recv(&c->nc, c->in.p + c->in.len, room);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -381,7 +384,7 @@ static void conn_read(bconn *c)
         c->in.len += (size_t)n;
         c->last_active_ms = spw__bin_now_ms();
         conn_process(c);
-        if ((size_t)n < room && (size_t)n < READ_CHUNK)
+        if ((size_t)n < room)
             return;
     }
 }
