@@ -49,6 +49,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/crc32c.h"
 #include "log/log.h"
 #include "admit/dedupe.h"
 #include "admit/ratelimit.h"
@@ -314,9 +315,20 @@ void spw__produce_complete(spw_produce *pr);
 /* The partition of request event i (as spw_produce_submit routes it). */
 uint32_t spw_produce_route(spw_stream *s, const spw_record *v, uint32_t i, uint32_t partition, uint64_t idem_key);
 
+/* The headers' part of spw_produce_fingerprint (produce_dedupe.c). */
+uint32_t spw__produce_fingerprint_headers(uint32_t crc, const spw_record *v);
+
 /* The fingerprint of records (CRC32C over each one's key, value and
- * headers, lengths included; not the timestamp), continuing crc. */
-uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v);
+ * headers, lengths included; not the timestamp), continuing crc: over
+ * (key length, value length, header count), key, value, then each
+ * header's (key length, value length), key, value. Inline: it runs for
+ * every record of a keyed request, most without headers (one call). */
+static inline uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v)
+{
+    crc = spw_crc32c_lens_key_value(crc, (uint32_t)v->key_len, v->value_len, v->header_count, v->key,
+                                    v->key_len > 0 ? (size_t)v->key_len : 0, v->value, v->value_len);
+    return v->header_count ? spw__produce_fingerprint_headers(crc, v) : crc;
+}
 
 /* Is a key valid UTF-8 without control characters (so reads can show it
  * as a JSON string)? Every produce requires it. Inline for the common

@@ -36,13 +36,10 @@ static uint32_t fp_lens(uint32_t crc, uint32_t a, uint32_t b, uint32_t c)
     return spw_crc32c_le32x3(crc, a, b, c); /* the 12 bytes, little-endian */
 }
 
-/* CRC32C over (key length, value length, header count), key, value, then
- * each header's (key length, value length), key, value: one call for a
- * record without headers (this runs for every record of a keyed request). */
-uint32_t spw_produce_fingerprint(uint32_t crc, const spw_record *v)
+/* The rest of spw_produce_fingerprint (produce.h): each header's (key
+ * length, value length), key, value. */
+uint32_t spw__produce_fingerprint_headers(uint32_t crc, const spw_record *v)
 {
-    crc = spw_crc32c_lens_key_value(crc, (uint32_t)v->key_len, v->value_len, v->header_count, v->key,
-                                    v->key_len > 0 ? (size_t)v->key_len : 0, v->value, v->value_len);
     for (uint32_t i = 0; i < v->header_count; i++) {
         const spw_kv *h = &v->headers[i];
         crc = fp_lens(crc, h->key_len, h->value_len, 0);
