@@ -71,6 +71,7 @@ typedef struct bconn {
     size_t in_off;
     int held; /* a PRODUCE waits, unread, for pressure to fall below the low watermark */
     uint64_t frame_start_ms;
+    uint32_t last_whole; /* the last frame's size: the next one's buffer is reserved as large at once */
     char tenant[64]; /* set by authentication; "" when no tokens are configured */
     spw_auth_session auth; /* the AUTH login (svc/auth.h) */
     /* Answer bytes of FETCHes being built on the I/O workers: counted

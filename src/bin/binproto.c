@@ -282,6 +282,7 @@ static void conn_process(bconn *c)
             return;
         }
         size_t whole = 4 + (size_t)h.length;
+        c->last_whole = (uint32_t)whole;
         /* Authentication first (docs/protocol.md "AUTH"): with tokens, a
          * connection not logged in sends small frames only (AUTH, or
          * requests it is refused), so it never holds the buffer budget
@@ -348,7 +349,14 @@ static void conn_read(bconn *c)
         /* Into the room there is (a frame reserved whole reads to its end
          * without more of the budget); a full buffer grows by one read. */
         if (c->in.len == c->in.cap) {
-            int e = spw_netconn_in_room(&c->nc, &c->in);
+            /* A connection with no buffer (it was idle) whose last frame
+             * was large asks for that much at once: a producer of steady
+             * frames then reads each in as few recv calls as the socket
+             * allows, and its buffer does not grow (a copy) mid-frame.
+             * Without that much room in the budget: a read's worth. */
+            int e = c->in.cap == 0 && c->last_whole > READ_CHUNK ? in_reserve(c, c->last_whole) : -1;
+            if (e)
+                e = spw_netconn_in_room(&c->nc, &c->in);
             if (e == SPW_EAGAIN) {
                 wait_for_room(c);
                 conn_update_reading(c);
