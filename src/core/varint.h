@@ -13,6 +13,17 @@
 
 static inline size_t spw_varint_put(uint8_t *p, uint64_t v)
 {
+    /* One or two bytes (a record's lengths, offsets and deltas, most
+     * often) without the loop. */
+    if (v < 0x80) {
+        p[0] = (uint8_t)v;
+        return 1;
+    }
+    if (v < 0x4000) {
+        p[0] = (uint8_t)(v | 0x80);
+        p[1] = (uint8_t)(v >> 7);
+        return 2;
+    }
     size_t n = 0;
     while (v >= 0x80) {
         p[n++] = (uint8_t)(v | 0x80);
