@@ -445,8 +445,12 @@ static void request_answer(void *arg)
         res.n_vers = pr->n_vers;
         if (q->want_parts) {
             res.part_of = spw_xmalloc((pr->n_events ? pr->n_events : 1) * sizeof *res.part_of);
-            for (uint32_t i = 0; i < pr->n_events; i++) /* coalescing: what no slot lists was superseded */
-                res.part_of[i] = UINT32_MAX;
+            uint64_t listed = 0;
+            for (uint32_t k = 0; k < pr->n_slots; k++)
+                listed += pr->slots[k].count;
+            if (listed < pr->n_events) /* coalescing: what no slot lists was superseded */
+                for (uint32_t i = 0; i < pr->n_events; i++)
+                    res.part_of[i] = UINT32_MAX;
             for (uint32_t k = 0; k < pr->n_slots; k++)
                 for (uint32_t j = 0; j < pr->slots[k].count; j++)
                     res.part_of[pr->order[pr->slots[k].first_event + j]] = pr->slots[k].partition;
