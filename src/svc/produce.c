@@ -124,6 +124,7 @@ typedef struct vreq {
     spw_stream_config *cfg;
     spw_json_ptr ptrs[2];
     int nptrs, key_i, ts_i;
+    uint32_t bytes_mult; /* an event's bytes in the working memory: twice when compressed (records, then batch) */
     int trailing;
     int64_t now;
     spw_record *recs;
@@ -227,7 +228,7 @@ static inline int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produ
     /* Counted as it comes: the record, what the submit makes of it, and its
      * encoded bytes (twice when compressed: the records, then the batch). */
     uint64_t bytes = (uint64_t)r->value_len + (r->key_len > 0 ? (uint64_t)r->key_len : 0);
-    v->work_need += SPW_PRODUCE_WORK_PER_EVENT + bytes * (v->cfg->compression ? 2 : 1);
+    v->work_need += SPW_PRODUCE_WORK_PER_EVENT + bytes * v->bytes_mult;
     return v->work_need <= v->work_held ? 0 : work_to(v, v->work_need, res); /* counted a step ahead: mostly no call */
 }
 
@@ -895,8 +896,8 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     int prio = in->priority < 0 ? cfg->priority : in->priority;
     spw_record recs_s[VREQ_SMALL];
     int32_t off_s[VREQ_SMALL];
-    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .trailing = in->trailing, .now = spw_wall_ms(), .in = in,
-              .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
+    vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .bytes_mult = cfg->compression ? 2 : 1, .trailing = in->trailing,
+              .now = spw_wall_ms(), .in = in, .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
     spw_dd_result stored = {0};
     uint64_t current = 0;
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
