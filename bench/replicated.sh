@@ -24,6 +24,9 @@
 # exit; Spillway on free ports, stopped by its PID. Prints a table,
 # `BENCH replicated system=... events_per_s=... p50_us=... p99_us=...` lines
 #   BENCH replicated sink_transactions=T rows=R (the sink's COMMITs on the primary, by xmin)
+#   BENCH replicated phase=SYSTEM sink_transactions=T rows=R (the same, of one replicated run)
+# and, per run, how busy the machine's cores were (a run bound by the cores
+# or by waiting shows here, not in its latency).
 # and the two target lines:
 #   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
 #   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
@@ -119,6 +122,15 @@ echo "   PostgreSQL $pgver primary 127.0.0.1:$pport, synchronous standby 127.0.0
   "(fsync=$(sql 'SHOW fsync'), synchronous_commit=$(sql 'SHOW synchronous_commit'))"
 
 declare -A eps p50 p99
+# The machine's busy and total clock ticks so far (/proc/stat's cpu line:
+# everything but idle and iowait is busy): whether a phase was bound by
+# the cores, which a latency figure alone does not tell.
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+busy_since() { # BUSY0 TOTAL0: the busy share since then
+  local b1 t1
+  read -r b1 t1 < <(machine_ticks)
+  awk -v b=$((b1 - $1)) -v t=$((t1 - $2)) 'BEGIN { printf "%.0f%%", (t > 0 ? 100 * b / t : 0) }'
+}
 pct() { # FILE Q: the Q-quantile (0..1) of the numbers in FILE, one per line
   sort -n "$1" | awk -v q="$2" '{ a[NR] = $1 } END { i = int(NR * q + 0.5); if (i < 1) i = 1; print a[i] }'
 }
@@ -144,9 +156,11 @@ awk -v n="$rows" -v pad="$pad" 'BEGIN { for (i = 0; i < n; i++)
   printf "%d\tkey-%012d\t{\"c\":\"%04d\",\"s\":\"%010d\",\"v\":\"%s\"}\n", i, (i * 2654435761) % 1000, i % 4, i, pad }' \
   >"$work/rows.tsv"
 sql "CHECKPOINT" >/dev/null
+read -r mb0 mt0 < <(machine_ticks)
 t0=$(date +%s.%N)
 "${psqlc[@]}" -c "\\copy copied (id, k, v) FROM '$work/rows.tsv'" >/dev/null
 t1=$(date +%s.%N)
+echo "   machine busy: $(busy_since "$mb0" "$mt0") of $(nproc) cores"
 eps[copy]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", n / (b - a) + 0.5 }')
 p50[copy]=-
 p99[copy]=-
@@ -171,15 +185,26 @@ for i in $(seq 400); do
 done
 
 declare -A cpu
+# The sink's transactions and rows on the primary so far.
+sink_txns() { sql 'SELECT count(DISTINCT xmin::text), count(*) FROM bench' | tr '|' ' '; }
 run() { # SYSTEM PROTOCOL STREAM ACK BATCH
-  local out="$work/spw/$1.out" c0 c1 ev
+  local out="$work/spw/$1.out" c0 c1 ev b0 t0 x0 r0 x1 r1
   echo "== $1: spillway bench --protocol $2 --stream $3 --ack $4 --batch $5 --clients $clients --duration $seconds"
+  [ "$3" = repl ] && read -r x0 r0 < <(sink_txns)
+  read -r b0 t0 < <(machine_ticks)
   c0=$(cpu_ticks)
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   "$spw" bench --protocol "$2" "${where[@]}" --stream "$3" --ack "$4" --batch "$5" --clients "$clients" --size 100 \
     --keys 1000 --duration "$seconds" >"$out" 2>&1 || { cat "$out" >&2; echo "bench/replicated.sh: $1 failed" >&2; exit 1; }
   c1=$(cpu_ticks)
+  echo "   machine busy: $(busy_since "$b0" "$t0") of $(nproc) cores"
+  if [ "$3" = repl ]; then
+    read -r x1 r1 < <(sink_txns)
+    echo "   $1: sink transactions $((x1 - x0)), rows $((r1 - r0)), rows per transaction" \
+      "$(awk -v r=$((r1 - r0)) -v t=$((x1 - x0)) 'BEGIN { printf "%.1f", (t > 0 ? r / t : 0) }')"
+    echo "BENCH replicated phase=$1 sink_transactions=$((x1 - x0)) rows=$((r1 - r0))"
+  fi
   local line
   line=$(grep '^BENCH bench ' "$out" | tail -1)
   eps[$1]=$(sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p' <<<"$line")
