@@ -2,9 +2,11 @@
  * The postgres sink's delivery: a window, or a group of windows of several
  * partitions, is sent to every shard it touches (spw__pg_begin,
  * spw__pg_group_begin: per shard one message "BEGIN; progress rows'
- * upsert; COPY of its rows; COMMIT" and the rows) and the answers are read
- * later (spw__pg_end, spw__pg_group_end), so the shards parse in parallel
- * and one COMMIT per shard carries every partition of a group.
+ * upsert; COPY of its rows; COMMIT" and the rows, or below copy_min_rows
+ * rows "BEGIN; progress rows' upsert; INSERT of its rows; COMMIT" alone:
+ * one round trip) and the answers are read later (spw__pg_end,
+ * spw__pg_group_end), so the shards parse in parallel and one COMMIT per
+ * shard carries every partition of a group.
  * A failure is classified here: bad data (SQLSTATE classes 22, 23) rolls
  * back and answers REJECT, so the framework bisects to the record and
  * dead-letters it; anything else drops the connection and answers RETRY.
@@ -185,7 +187,10 @@ static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_wind
  *   rows, in COPY_PIECE pieces as they are formatted; end of data
  * The server runs the statements after COPY once the data ends, so the
  * answers of COPY and COMMIT come back together (shard_end): two round
- * trips per transaction, the first only for the COPY to start. The
+ * trips per transaction, the first only for the COPY to start. Fewer
+ * rows than copy_min_rows (put_insert) go as "...; INSERT INTO t (cols)
+ * VALUES (row), ...; COMMIT" in that one message instead: one round trip,
+ * which for a few rows is most of the transaction's cost. The
  * progress rows (one per window whose end passes the shard's; a window
  * with no row here still moves it: this shard holds all of its rows
  * below that end) commit with the rows or not at all. W_OK with
