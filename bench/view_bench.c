@@ -4,7 +4,9 @@
  * keys (4 partitions, fsynced), then, for each kind — latest, aggregate
  * with three windows (1s, 1m, 1h) and sum — a new view over it and the
  * time until it has applied all of it (events/s), while one reader thread
- * reads random keys and series (1m) the whole time (p50/p99 of each).
+ * reads random keys and series (1m) the whole time (p50/p99 of each),
+ * --read-rate times a second (default 2000; 0: as fast as it can, which
+ * takes about a core of the two the apply uses).
  * In process, through the same code as the server (src/view), so what is
  * measured is the apply loop and the store, not HTTP.
  *
@@ -36,6 +38,9 @@ static double fill_ops;
 static const char *only; /* --kind: run this kind alone */
 static uint64_t span_ms = 3600000; /* --span-ms: the events' times spread over this */
 static int no_reads;     /* --no-reads: apply alone (for profiles) */
+/* --read-rate: the reader's reads per second (a key read, and a series
+ * read on the aggregate view, each time); 0: as fast as it can */
+static uint64_t read_rate = 2000;
 static spw_views *views;
 static _Atomic int reading;
 static const char *cur_view;
@@ -62,7 +67,10 @@ static void *reader(void *arg)
     uint64_t r = 12345;
     spw_buf b = SPW_BUF_INIT;
     char err[300], key[32];
+    uint64_t t0 = spw_mono_ns(), i = 0;
     while (atomic_load(&reading) && !no_reads) {
+        if (read_rate) /* paced: a latency probe beside the apply, not a second load on its cores */
+            spw_sleep_until(t0 + i++ * 1000000000ull / read_rate);
         r = r * 6364136223846793005ull + 1442695040888963407ull;
         snprintf(key, sizeof key, "key%06" PRIu64, (r >> 33) % nkeys);
         b.len = 0;
@@ -186,6 +194,8 @@ int main(int argc, char **argv)
             span_ms = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--no-reads") == 0)
             no_reads = 1;
+        else if (i + 1 < argc && strcmp(argv[i], "--read-rate") == 0)
+            read_rate = strtoull(argv[++i], NULL, 10);
         else if (i + 1 < argc && strcmp(argv[i], "--batch-records") == 0) /* profiles of the commit pipeline */
             atomic_store(&spw__view_batch_records, (uint32_t)strtoul(argv[++i], NULL, 10));
         else if (i + 1 < argc && strcmp(argv[i], "--kind") == 0)
@@ -193,7 +203,7 @@ int main(int argc, char **argv)
         else if (i + 1 < argc && strcmp(argv[i], "--dir") == 0)
             dirbase = argv[++i];
         else {
-            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--kind K] [--span-ms MS] [--no-reads] [--batch-records N] [--dir D]\n");
+            fprintf(stderr, "usage: spw_view_bench [--events N] [--keys K] [--size B] [--fillrandom-ops X] [--kind K] [--span-ms MS] [--no-reads] [--read-rate R] [--batch-records N] [--dir D]\n");
             return 2;
         }
     }

@@ -295,7 +295,8 @@ static void view_build(view *v, const scrape *prev, const scrape *cur)
     v->repl_rate = counter_delta(prev, cur, "spillway_replicated_acked_total", NULL, NULL, &v->repl_acked) / secs;
     v->repl_timeouts_rate =
         counter_delta(prev, cur, "spillway_replicated_timeouts_total", NULL, NULL, &v->repl_timeouts) / secs;
-    v->has_repl = has_w && (v->repl_waiting > 0 || v->repl_acked > 0 || v->repl_timeouts > 0);
+    counter_delta(prev, cur, "spillway_replicated_rejected_total", NULL, NULL, &v->repl_rejected);
+    v->has_repl = has_w && (v->repl_waiting > 0 || v->repl_acked > 0 || v->repl_timeouts > 0 || v->repl_rejected > 0);
     hist_quantiles(prev, cur, "spillway_replicated_wait_seconds", &v->repl_p50, &v->repl_p99);
     double gcp50;
     hist_quantiles(prev, cur, "spillway_log_group_commit_appends", &gcp50, &v->gc_p99);

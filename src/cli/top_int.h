@@ -71,6 +71,7 @@ typedef struct view {
     /* ack=replicated (shown once the server has had any) */
     int has_repl;
     double repl_waiting, repl_acked, repl_rate, repl_timeouts, repl_timeouts_rate, repl_p50, repl_p99;
+    double repl_rejected; /* requests answered 422 replication_rejected (a total) */
     /* Rejections by reason, in the order the server lists them. */
     size_t nrej;
     struct {

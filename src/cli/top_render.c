@@ -127,6 +127,7 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
         kv_num(f, "replicated_total", v->repl_acked, 0);
         kv_num(f, "replication_timeouts_per_s", v->repl_timeouts_rate, 1);
         kv_num(f, "replication_timeouts_total", v->repl_timeouts, 0);
+        kv_num(f, "replication_rejected_total", v->repl_rejected, 0);
         kv_num(f, "replication_wait_p50_ms", v->repl_p50 * 1e3, 3);
         kv_num(f, "replication_wait_p99_ms", v->repl_p99 * 1e3, 3);
     }
@@ -283,8 +284,8 @@ void spw__top_render_head(FILE *f, const view *v, const scrape *cur, const char 
     fprintf(f, "produce      p50 %s  p99 %s\n", human_secs(v->prod_p50, a, sizeof a),
             human_secs(v->prod_p99, b, sizeof b));
     if (v->has_repl)
-        fprintf(f, "replicated   %s/s  waiting %.0f  timeouts %.0f  wait p50 %s  p99 %s\n",
-                human_num(v->repl_rate, c, sizeof c), v->repl_waiting, v->repl_timeouts,
+        fprintf(f, "replicated   %s/s  waiting %.0f  timeouts %.0f  rejected %.0f  wait p50 %s  p99 %s\n",
+                human_num(v->repl_rate, c, sizeof c), v->repl_waiting, v->repl_timeouts, v->repl_rejected,
                 human_secs(v->repl_p50, a, sizeof a), human_secs(v->repl_p99, b, sizeof b));
     fputc('\n', f);
 }

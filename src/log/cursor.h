@@ -94,6 +94,16 @@ int spw_cursor_next(spw_cursor *c, spw_record_view *rv);
  */
 int spw_cursor_next_batch(spw_cursor *c, const uint8_t **batch, const spw_batch_hdr **h);
 
+/* The record k places after the last one spw_cursor_next returned (k >=
+ * 1), if it is in the same batch, else NULL: a look ahead (to prefetch
+ * what it will need) that moves nothing; valid as that record is. */
+static inline const spw_record_view *spw_cursor_ahead(const spw_cursor *c, uint32_t k)
+{
+    if (!c->in_batch || k == 0 || c->vi + k - 1 >= c->nviews)
+        return NULL;
+    return (const spw_record_view *)c->views.p + c->vi + k - 1;
+}
+
 /* The header of the batch the last record returned came from (log bytes
  * per record, for read sizing). REQUIRES: spw_cursor_next returned 1. */
 static inline const spw_batch_hdr *spw_cursor_batch(const spw_cursor *c) { return &c->h; }

@@ -129,14 +129,16 @@ static void okey_sort(const fold *f, okey *v, size_t n)
 
 
 #define READ_CHUNK 512
+#define COMMIT_AHEAD 4 /* entries: a page's sub-buckets are prefetched this far before its value is made */
 
 /* The operand of entry e (its store key k) into val: a latest record, a
  * page's sub-buckets, or an aggregate. */
-static void operand(const view_def *d, const fold *f, const fent *e, const uint8_t *k, spw_buf *val)
+static void operand(const view_def *d, const fold *f, const fent *e, const uint8_t *k, const uint64_t *subs,
+                    spw_buf *val)
 {
     val->len = 0;
     if (k[0] == VIEW_P_PAGE) {
-        spw__view_page_value(d, f, e, val);
+        spw__view_page_value(d, f, e, subs, val);
     } else if (k[0] == VIEW_P_LATEST) {
         uint8_t h[28];
         memcpy(h, &e->part, 4);
@@ -169,7 +171,13 @@ typedef struct batch_job {
     /* commit's answer */
     int r;
     uint64_t writes;
-    uint32_t *fresh, nfresh; /* entries whose keys were new to the store */
+    uint32_t *fresh, nfresh; /* entries whose keys were new to the store (in freshb) */
+    /* commit's scratch, kept from batch to batch while the view catches
+     * up (a large batch's: megabytes, faulted in again if allocated anew
+     * each time); freed by job_scratch_free when it is caught up */
+    spw_buf ordb, freshb, pstartb, psubsb;
+    rocksdb_writebatch_t *wb; /* cleared for each batch: its buffer stays */
+    size_t wb_bytes;          /* the last batch's size */
     int flushed;             /* a flush of the store as the batch left it was asked for (not waited for) */
 } batch_job;
 
@@ -201,14 +209,37 @@ static int flush_db(spw_view *v, int wait)
  * thread while the apply thread folds the next batch, which touches
  * neither v->known nor the store until finish.
  */
+/* Room for n items of size sz in b (its contents dropped). */
+static void *scratch(spw_buf *b, size_t n, size_t sz)
+{
+    b->len = 0;
+    if (spw_buf_reserve(b, (n ? n : 1) * sz))
+        abort();
+    return b->p;
+}
+
+static void job_scratch_free(batch_job *j)
+{
+    spw_buf_fini(&j->ordb);
+    spw_buf_fini(&j->freshb);
+    spw_buf_fini(&j->pstartb);
+    spw_buf_fini(&j->psubsb);
+    if (j->wb)
+        rocksdb_writebatch_destroy(j->wb);
+    j->wb = NULL;
+}
+
 static void commit(spw_view *v, batch_job *j)
 {
     fold *f = j->f;
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    if (!j->wb)
+        j->wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_t *wb = j->wb;
+    rocksdb_writebatch_clear(wb);
     uint64_t writes = 0;
     int r = 0;
-    okey *ord = spw_xmalloc((f->n ? f->n : 1) * sizeof *ord);
-    uint32_t *fresh = spw_xmalloc((f->n ? f->n : 1) * sizeof *fresh), nfresh = 0;
+    okey *ord = scratch(&j->ordb, f->n, sizeof *ord);
+    uint32_t *fresh = scratch(&j->freshb, f->n, sizeof *fresh), nfresh = 0;
     for (uint32_t i = 0; i < f->n; i++) {
         const uint8_t *k = f->arena.p + f->e[i].koff;
         uint32_t kl = f->e[i].klen;
@@ -217,6 +248,15 @@ static void commit(spw_view *v, batch_job *j)
     okey_sort(f, ord, f->n);
     for (uint32_t i = 1; i < f->n; i++) /* the store keys are distinct */
         SPW_ASSERT(okey_cmp(f, &ord[i - 1], &ord[i]) < 0);
+    /* the pages' sub-buckets side by side; a page's are prefetched a few
+     * entries before its value is made (their loads overlap) */
+    uint32_t *pstart = NULL;
+    uint64_t *psubs = NULL;
+    if (f->nsub) {
+        pstart = scratch(&j->pstartb, f->n, sizeof *pstart);
+        psubs = scratch(&j->psubsb, f->nsub, sizeof *psubs);
+        spw__view_page_order(f, pstart, psubs);
+    }
     const char *keys[READ_CHUNK];
     size_t klens[READ_CHUNK], vlens[READ_CHUNK];
     char *vals[READ_CHUNK], *errs[READ_CHUNK];
@@ -225,12 +265,20 @@ static void commit(spw_view *v, batch_job *j)
         for (; i < f->n && nk < READ_CHUNK; i++) {
             fent *e = &f->e[ord[i].i];
             const uint8_t *k = f->arena.p + e->koff;
+            if (psubs && i + COMMIT_AHEAD < f->n) {
+                uint32_t a = ord[i + COMMIT_AHEAD].i;
+                for (uint32_t x = 0; x < f->e[a].nsubs; x++) {
+                    const fbkt *b = &f->sub[(uint32_t)psubs[pstart[a] + x]];
+                    __builtin_prefetch(b);
+                    __builtin_prefetch((const char *)b + 64);
+                }
+            }
             if (k[0] != VIEW_P_BUCKET && k[0] != VIEW_P_PAGE && !spw__view_kset_has(&v->known, k, e->klen)) {
                 keys[nk] = (const char *)k;
                 klens[nk++] = e->klen;
                 fresh[nfresh++] = ord[i].i;
             }
-            operand(&v->def, f, e, k, &j->val);
+            operand(&v->def, f, e, k, psubs ? psubs + pstart[ord[i].i] : NULL, &j->val);
             rocksdb_writebatch_merge(wb, (const char *)k, e->klen, (const char *)j->val.p, j->val.len);
             writes++;
         }
@@ -249,7 +297,6 @@ static void commit(spw_view *v, batch_job *j)
                 j->mt.keys++; /* a new key */
         }
     }
-    spw_free(ord);
     if (r == 0) {
         spw__view_meta_encode(&j->mt, &j->mb);
         rocksdb_writebatch_put(wb, VIEW_META_KEY, VIEW_META_KEY_LEN, (const char *)j->mb.p, j->mb.len);
@@ -261,7 +308,10 @@ static void commit(spw_view *v, batch_job *j)
             r = -EIO;
         }
     }
-    rocksdb_writebatch_destroy(wb);
+    size_t wbl = 0;
+    rocksdb_writebatch_data(wb, &wbl);
+    j->wb_bytes = wbl;
+    rocksdb_writebatch_clear(wb);
     j->r = r;
     j->writes = writes;
     j->fresh = fresh;
@@ -571,8 +621,7 @@ static int finish(spw_view *v, batch_job *j)
         v->meta = j->before; /* the store has none of it: read it again */
         set_error(v, "writing the store: %s", spw_strerror(r));
     }
-    spw_free(j->fresh);
-    j->fresh = NULL;
+    j->fresh = NULL; /* in j->freshb */
     j->nfresh = 0;
     return r;
 }
@@ -620,6 +669,7 @@ static void apply_ctx_fini(apply_ctx *ax)
     spw__view_fold_free(&ax->f[1]);
     spw_buf_fini(&ax->job.val);
     spw_buf_fini(&ax->job.mb);
+    job_scratch_free(&ax->job);
     pthread_mutex_destroy(&ax->mu);
     pthread_cond_destroy(&ax->cv);
 }
@@ -662,6 +712,7 @@ static int cycle(spw_view *v, apply_ctx *ax, char *kbuf, uint32_t *rot)
             }
             r = spw_cursor_next(&v->cur, &rv);
             if (r == 1) {
+                spw__view_fold_ahead(&v->def, f, &v->cur);
                 spw__view_fold_record(&v->def, &v->meta, f, p, &rv, kbuf, 1);
                 mt->next[p] = rv.offset + 1;
                 mt->applied++;
@@ -863,6 +914,8 @@ void *spw__view_apply_thread(void *arg)
         for (int i = 0; i < 2; i++)
             if (ax.f[i].cap > 65536 || ax.f[i].subcap > 65536)
                 spw__view_fold_free(&ax.f[i]);
+        if (ax.job.psubsb.cap > (1u << 20) || ax.job.ordb.cap > (1u << 20) || ax.job.wb_bytes > (4u << 20))
+            job_scratch_free(&ax.job);
         idle_wait(v, r < 0, fwd_retry_ms);
     }
     apply_ctx_fini(&ax); /* the batch in flight committed (or not) before the last flush */

@@ -27,6 +27,8 @@ void spw__view_fold_reset(fold *f)
     if (f->slot)
         memset(f->slot, 0, f->nslot * sizeof *f->slot);
     f->nsub = 0;
+    f->nhashed = 0;
+    memset(f->ahead, 0, sizeof f->ahead);
     if (f->sslot)
         memset(f->sslot, 0, f->nsslot * sizeof *f->sslot);
 }
@@ -86,7 +88,7 @@ fent *spw__view_fold_get(fold *f, const void *k, size_t kl, int *isnew)
     memset(e, 0, sizeof *e);
     e->h = h;
     e->koff = f->arena.len;
-    e->klen = (uint32_t)kl;
+    e->klen = (uint16_t)kl;
     if (spw_buf_put(&f->arena, k, kl))
         abort();
     f->slot[s] = ++f->n;
@@ -102,49 +104,104 @@ static uint32_t sub_hash(uint64_t k)
     return (uint32_t)(k >> 32);
 }
 
+static void sub_insert(fold *f, uint32_t i)
+{
+    uint32_t s = sub_hash(f->sub[i].key) & (f->nsslot - 1);
+    while (f->sslot[s])
+        s = (s + 1) & (f->nsslot - 1);
+    f->sslot[s] = i + 1;
+}
+
+/* The hash table holds the sub-buckets of hashed pages only (each marked). */
 static void sub_rehash(fold *f, uint32_t nslot)
 {
     spw_free(f->sslot);
     f->nsslot = nslot;
     f->sslot = spw_xcalloc(nslot, sizeof *f->sslot);
-    for (uint32_t i = 0; i < f->nsub; i++) {
-        uint32_t s = sub_hash(f->sub[i].key) & (nslot - 1);
-        while (f->sslot[s])
-            s = (s + 1) & (nslot - 1);
-        f->sslot[s] = i + 1;
+    for (uint32_t i = 0; i < f->nsub; i++)
+        if (f->sub[i].hashed)
+            sub_insert(f, i);
+}
+
+static void sub_hashed_grow(fold *f, uint32_t more)
+{
+    f->nhashed += more;
+    if (f->nhashed * 2 > f->nsslot) {
+        uint32_t ns = f->nsslot ? f->nsslot : 1024;
+        while (f->nhashed * 2 > ns)
+            ns *= 4; /* fewer rehashes: each one walks every sub-bucket */
+        sub_rehash(f, ns);
+    }
+}
+
+/* A page's sub-buckets are found by walking its list while it has at
+ * most this many, and in the hash table once it has more. */
+#define SUB_WALK_MAX 8
+
+/* Puts every sub-bucket of page entry e into the hash table. */
+static void sub_hash_page(fold *f, fent *e)
+{
+    sub_hashed_grow(f, e->nsubs); /* a rehash passes this page over: not hashed yet */
+    e->hashed = 1;
+    for (uint32_t y = e->sub_head; y; y = f->sub[y - 1].next) {
+        f->sub[y - 1].hashed = 1;
+        sub_insert(f, y - 1);
     }
 }
 
 /* The sub-bucket of index idx of page entry ei (made, zeroed, and put at
- * the head of the page's list when new). A page's last sub-bucket is
- * looked at first: a key's records mostly come in time order. */
+ * the head of the page's list when new). A key's records mostly come in
+ * time order, so the page's last sub-bucket is looked at first, and an
+ * index past every index the page has is new without a lookup. Else a
+ * short page walks its list; a long one (more than SUB_WALK_MAX) is put
+ * in the hash table at its first such lookup, and its sub-buckets made
+ * after that go in too: a page whose records come in order is never
+ * hashed. */
 static fbkt *sub_get(fold *f, uint32_t ei, uint32_t idx)
 {
     uint64_t key = (uint64_t)ei << 32 | idx;
     fent *e = &f->e[ei];
-    if (e->sub_last && f->sub[e->sub_last - 1].key == key)
+    if (e->sub_last && e->last_idx == idx)
         return &f->sub[e->sub_last - 1];
-    if ((f->nsub + 1) * 2 > f->nsslot)
-        sub_rehash(f, f->nsslot ? f->nsslot * 2 : 1024);
-    uint32_t s = sub_hash(key) & (f->nsslot - 1);
-    while (f->sslot[s]) {
-        fbkt *x = &f->sub[f->sslot[s] - 1];
-        if (x->key == key) {
-            e->sub_last = f->sslot[s];
-            return x;
+    if (idx < e->sub_end) {
+        if (!e->hashed && e->nsubs > SUB_WALK_MAX)
+            sub_hash_page(f, e);
+        uint32_t found = 0;
+        if (e->hashed) {
+            for (uint32_t s = sub_hash(key) & (f->nsslot - 1); f->sslot[s] && !found; s = (s + 1) & (f->nsslot - 1))
+                if (f->sub[f->sslot[s] - 1].key == key)
+                    found = f->sslot[s];
+        } else {
+            for (uint32_t x = e->sub_head; x && !found; x = f->sub[x - 1].next)
+                if (f->sub[x - 1].key == key)
+                    found = x;
         }
-        s = (s + 1) & (f->nsslot - 1);
+        if (found) {
+            e->sub_last = found;
+            e->last_idx = idx;
+            return &f->sub[found - 1];
+        }
     }
+    if (e->hashed)
+        sub_hashed_grow(f, 1); /* before the new one is made: a rehash would put it in too */
     if (f->nsub == f->subcap) {
         f->subcap = f->subcap ? f->subcap * 2 : 1024;
         f->sub = spw_xrealloc(f->sub, f->subcap * sizeof *f->sub);
     }
-    fbkt *x = &f->sub[f->nsub];
+    uint32_t i = f->nsub++;
+    fbkt *x = &f->sub[i];
     memset(x, 0, sizeof *x);
     x->key = key;
     x->next = e->sub_head;
-    f->sslot[s] = ++f->nsub;
-    e->sub_head = e->sub_last = f->nsub;
+    e->sub_head = e->sub_last = i + 1;
+    e->last_idx = idx;
+    e->nsubs++;
+    if (idx >= e->sub_end)
+        e->sub_end = idx + 1;
+    if (e->hashed) {
+        x->hashed = 1;
+        sub_insert(f, i);
+    }
     return x;
 }
 
@@ -319,6 +376,53 @@ void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p
     spw__view_agg_merge(&sb->agg, &part);
 }
 
+/* ---- the look ahead ---- */
+
+#define AHEAD_SLOT 12 /* records ahead: the slot of the key's hash */
+#define AHEAD_ENT 8   /* the entry the slot names */
+#define AHEAD_KEY 4   /* the entry's key bytes and the key's page entry */
+
+void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c)
+{
+    if (!d->by_key || !f->nslot)
+        return;
+    const spw_record_view *r = spw_cursor_ahead(c, AHEAD_SLOT);
+    if (r && r->key_len >= 0 && r->key_len <= VIEW_KEY_MAX) {
+        /* the store key's hash (spw__view_hash over prefix byte + key) */
+        uint8_t pfx = d->kind == VK_LATEST ? VIEW_P_LATEST : d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
+        uint64_t h = (1469598103934665603ull ^ pfx) * 1099511628211ull;
+        const uint8_t *b = (const uint8_t *)r->key;
+        for (int32_t i = 0; i < r->key_len; i++)
+            h = (h ^ b[i]) * 1099511628211ull;
+        h ^= h >> 29;
+        __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        *a = (__typeof__(*a)){.tag = r->offset + 1, .h = h};
+        __builtin_prefetch(&f->slot[(uint32_t)h & (f->nslot - 1)]);
+    }
+    if ((r = spw_cursor_ahead(c, AHEAD_ENT)) != NULL) {
+        __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        if (a->tag == r->offset + 1) {
+            uint32_t i = f->slot[(uint32_t)a->h & (f->nslot - 1)];
+            if (i && i <= f->n) {
+                a->ent = i;
+                __builtin_prefetch(&f->e[i - 1]);
+                __builtin_prefetch((const char *)&f->e[i - 1] + 64);
+            }
+        }
+    }
+    if ((r = spw_cursor_ahead(c, AHEAD_KEY)) != NULL) {
+        const __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
+        if (a->tag == r->offset + 1 && a->ent && a->ent <= f->n) {
+            const fent *e = &f->e[a->ent - 1];
+            if (e->h == a->h) {
+                __builtin_prefetch(f->arena.p + e->koff);
+                if (e->sub_head && e->sub_head <= f->n)
+                    __builtin_prefetch(&f->e[e->sub_head - 1]);
+            }
+        }
+    }
+}
+
 /* Rolls the page entries up into the windows above the page level: a
  * page is one bucket of the page level, its entry's aggregate the sum of
  * its sub-buckets. */
@@ -357,16 +461,33 @@ static void put_sub(spw_buf *val, int level, uint32_t index, const view_agg *a)
     val->len += VIEW_SUB_LEN;
 }
 
-void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val)
+void spw__view_page_order(const fold *f, uint32_t *start, uint64_t *ord)
 {
-    uint32_t n = 0;
-    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
-        n++;
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < f->n; i++) {
+        start[i] = at;
+        at += f->e[i].nsubs;
+    }
+    for (uint32_t x = 0; x < f->nsub; x++) {
+        const fbkt *b = &f->sub[x];
+        ord[start[b->key >> 32]++] = (b->key & 0xffffffffu) << 32 | x;
+    }
+    for (uint32_t i = 0; i < f->n; i++)
+        start[i] -= f->e[i].nsubs; /* back to each page's start */
+}
+
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, const uint64_t *subs, spw_buf *val)
+{
+    uint32_t n = e->nsubs;
     /* the sub-buckets in index order: (index << 32 | fbkt index) sorted */
     uint64_t *ord = spw_xmalloc((n ? n : 1) * sizeof *ord);
-    n = 0;
-    for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
-        ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
+    if (subs) {
+        memcpy(ord, subs, n * sizeof *ord);
+    } else {
+        n = 0;
+        for (uint32_t x = e->sub_head; x; x = f->sub[x - 1].next)
+            ord[n++] = (f->sub[x - 1].key & 0xffffffffu) << 32 | (x - 1);
+    }
     if (n > 32) {
         qsort(ord, n, sizeof *ord, u64_cmp);
     } else {

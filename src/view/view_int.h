@@ -261,10 +261,16 @@ int spw__view_store_chain(spw_view *v, int bound);
 typedef struct fent {
     uint64_t h;
     size_t koff;
-    uint32_t klen;
+    uint16_t klen; /* at most 10 + VIEW_KEY_MAX */
+    /* a page entry: are its sub-buckets in the fold's sub-bucket hash
+     * table (view_fold.c sub_get)? */
+    uint16_t hashed;
     /* a page entry: its sub-buckets (fbkt index + 1; 0: none); a key's
      * 'A' entry: sub_head is its last page entry (fent index + 1), of start pstart */
     uint32_t sub_head, sub_last;
+    /* a page entry: its sub-buckets' highest index + 1 (0: none), how
+     * many it has, and the index of sub_last's */
+    uint32_t sub_end, nsubs, last_idx;
     int64_t pstart;
     union {
         struct { /* latest */
@@ -282,6 +288,7 @@ typedef struct fent {
 typedef struct fbkt {
     uint64_t key;  /* the page's fent index << 32 | the bucket's index in the page */
     uint32_t next; /* the page's next sub-bucket (index + 1; 0: none) */
+    uint32_t hashed; /* in the hash table (its page's are) */
     view_agg agg;
 } fbkt;
 
@@ -290,10 +297,16 @@ typedef struct fold {
     uint32_t n, cap;
     uint32_t *slot; /* index + 1; 0 empty */
     uint32_t nslot;
-    fbkt *sub; /* sub-buckets of page entries, and their hash table */
-    uint32_t nsub, subcap, *sslot, nsslot;
+    fbkt *sub; /* sub-buckets of page entries, and the hash table of those of hashed pages */
+    uint32_t nsub, subcap, *sslot, nsslot, nhashed;
     spw_buf arena;
     uint64_t bytes;
+    /* the look ahead (spw__view_fold_ahead): records ahead by their offset
+     * (tag), their store key's hash and, once read, their slot's entry */
+    struct {
+        uint64_t tag, h;
+        uint32_t ent; /* entry index + 1; 0: not read or none */
+    } ahead[16];
 } fold;
 
 void spw__view_fold_reset(fold *f);
@@ -308,12 +321,28 @@ int spw__view_latest_after(int order_by, int64_t ats, uint64_t aid, int64_t bts,
  * watermarks take every record). */
 void spw__view_fold_record(const view_def *d, view_meta *mt, fold *f, uint32_t p, const spw_record_view *rv,
                            char *kbuf, uint32_t sample);
+/* Prefetches what folding the records ahead of the last one c returned
+ * will touch (their table slot, entry, key bytes and page entry, in three
+ * steps some records apart: each step's load is in cache when the next
+ * step reads it), so the fold's lookups do not wait on memory one after
+ * another. Views grouped by the record's key only; a hint, never a
+ * change to f's contents. */
+void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c);
 /* Rolls the page entries up into the windows above the page level; kb:
  * VIEW_KEY_MAX + 16 bytes of scratch. */
 void spw__view_rollup(const view_def *d, fold *f, uint8_t *kb);
+/* Every page entry's sub-buckets side by side: ord (f->nsub) gets each
+ * sub-bucket as (index << 32 | fbkt index), page by page in entry
+ * order, and start (f->n) each entry's first place in it. One pass over
+ * the sub-buckets in their order in memory, so that the page values
+ * need not follow each page's list through memory (a cache miss a
+ * sub-bucket, each waiting on the one before). */
+void spw__view_page_order(const fold *f, uint32_t *start, uint64_t *ord);
 /* The page value of page entry e (its sub-buckets of every level up to
- * the page level, rolled up from the smallest) into val (replaced). */
-void spw__view_page_value(const view_def *d, const fold *f, const fent *e, spw_buf *val);
+ * the page level, rolled up from the smallest) into val (replaced).
+ * subs: e's e->nsubs sub-buckets from spw__view_page_order, or NULL
+ * (its list is followed). */
+void spw__view_page_value(const view_def *d, const fold *f, const fent *e, const uint64_t *subs, spw_buf *val);
 
 int spw__view_kset_has(const view_kset *ks, const void *k, size_t kl);
 void spw__view_kset_add(view_kset *ks, const void *k, size_t kl);

@@ -403,11 +403,35 @@ static int msub_cmp(const void *x, const void *y)
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
+/* Appends sub-bucket p to out at *len, or merges it into the last one
+ * appended when that has p's (level, index) (*last_order). */
+static void merge_sub(uint8_t *out, size_t *len, uint64_t *last_order, const uint8_t *p)
+{
+    uint64_t o = sub_order(p);
+    if (*len && *last_order == o) {
+        view_agg a, b;
+        spw__view_agg_decode(out + *len - VIEW_SUB_LEN + 5, VIEW_AGG_LEN, &a);
+        spw__view_agg_decode(p + 5, VIEW_AGG_LEN, &b);
+        spw__view_agg_merge(&a, &b);
+        spw__view_agg_encode(&a, out + *len - VIEW_SUB_LEN + 5);
+        return;
+    }
+    memcpy(out + *len, p, VIEW_SUB_LEN);
+    *len += VIEW_SUB_LEN;
+    *last_order = o;
+}
+
+/* Inputs of a page merge up to which it walks them side by side (each is
+ * in (level, index) order), taking the smallest head, the earliest input
+ * on a tie; past it, one sort of all their sub-buckets. */
+#define PAGE_MERGE_WAYS 8
+
 /* A page entry ('P'): the union of the existing value's and the
  * operands' sub-buckets, those of one (level, index) merged in the
- * order they were written. One sort of all of them: a value with many
- * operands (a hot key's) costs what its sub-buckets do, not operands
- * times the value. */
+ * order they were written. A few inputs (a compaction's usual case: a
+ * value and an operand or two) are merged side by side; many (a hot
+ * key's chain) with one sort of all their sub-buckets: either costs
+ * what the sub-buckets do, not operands times the value. */
 static char *page_merge(const char *existing, size_t elen, const char *const *ops, const size_t *oplen, int n,
                         unsigned char *success, size_t *outlen)
 {
@@ -421,6 +445,33 @@ static char *page_merge(const char *existing, size_t elen, const char *const *op
         total += oplen[i];
     }
     size_t ns = total / VIEW_SUB_LEN, k = 0;
+    if (n + 1 <= PAGE_MERGE_WAYS) {
+        const uint8_t *at[PAGE_MERGE_WAYS], *end[PAGE_MERGE_WAYS];
+        int m = 0;
+        if (existing)
+            at[m] = (const uint8_t *)existing, end[m++] = (const uint8_t *)existing + elen;
+        for (int i = 0; i < n; i++)
+            at[m] = (const uint8_t *)ops[i], end[m++] = (const uint8_t *)ops[i] + oplen[i];
+        uint8_t *out = malloc(total ? total : 1);
+        if (!out)
+            return NULL;
+        size_t len = 0;
+        uint64_t last = 0;
+        for (;;) {
+            int best = -1;
+            uint64_t bo = 0;
+            for (int i = 0; i < m; i++)
+                if (at[i] < end[i] && (best < 0 || sub_order(at[i]) < bo))
+                    best = i, bo = sub_order(at[i]);
+            if (best < 0)
+                break;
+            merge_sub(out, &len, &last, at[best]);
+            at[best] += VIEW_SUB_LEN;
+        }
+        *outlen = len;
+        *success = 1;
+        return (char *)out;
+    }
     msub *v = malloc((ns ? ns : 1) * sizeof *v);
     uint8_t *out = malloc(total ? total : 1);
     if (!v || !out) {
@@ -434,24 +485,11 @@ static char *page_merge(const char *existing, size_t elen, const char *const *op
         for (size_t o = 0; o < len; o += VIEW_SUB_LEN, k++)
             v[k] = (msub){sub_order(p + o), (uint32_t)k, p + o};
     }
-    if (n > 1 || existing)
-        qsort(v, ns, sizeof *v, msub_cmp);
+    qsort(v, ns, sizeof *v, msub_cmp);
     size_t len = 0;
-    for (size_t i = 0; i < ns;) {
-        size_t j = i + 1;
-        memcpy(out + len, v[i].p, VIEW_SUB_LEN);
-        if (j < ns && v[j].order == v[i].order) {
-            view_agg a, b;
-            spw__view_agg_decode(v[i].p + 5, VIEW_AGG_LEN, &a);
-            for (; j < ns && v[j].order == v[i].order; j++) {
-                spw__view_agg_decode(v[j].p + 5, VIEW_AGG_LEN, &b);
-                spw__view_agg_merge(&a, &b);
-            }
-            spw__view_agg_encode(&a, out + len + 5);
-        }
-        len += VIEW_SUB_LEN;
-        i = j;
-    }
+    uint64_t last = 0;
+    for (size_t i = 0; i < ns; i++)
+        merge_sub(out, &len, &last, v[i].p);
     free(v);
     *outlen = len;
     *success = 1;
@@ -510,6 +548,15 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         rocksdb_options_set_keep_log_file_num(v->opts, 2);
         rocksdb_options_set_write_buffer_size(v->opts, 32u << 20);
         rocksdb_options_set_max_background_jobs(v->opts, 2);
+        /* a batch's memtable is flushed and compacted into L1 soon after
+         * it is written: compressing those tables costs more CPU than the
+         * apply's own fold (snappy was the flush thread's largest item);
+         * the levels that keep data long are compressed with LZ4 */
+        static const int comp[7] = {rocksdb_no_compression, rocksdb_lz4_compression, rocksdb_lz4_compression,
+                                    rocksdb_lz4_compression, rocksdb_lz4_compression, rocksdb_lz4_compression,
+                                    rocksdb_lz4_compression};
+        rocksdb_options_set_num_levels(v->opts, 7);
+        rocksdb_options_set_compression_per_level(v->opts, comp, 7);
         /* point reads of entries a batch changes, most of them misses for
          * new keys: a bloom filter per table, and a block cache */
         rocksdb_block_based_table_options_t *bb = rocksdb_block_based_options_create();

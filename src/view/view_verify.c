@@ -209,7 +209,7 @@ int spw_views_verify(spw_views *m, const char *name, uint32_t sample, spw_buf *o
                        memcmp(val.p + 28, f.arena.p + e->voff, e->vlen) == 0;
             }
         } else if (k[0] == VIEW_P_PAGE) {
-            spw__view_page_value(d, &f, e, &want);
+            spw__view_page_value(d, &f, e, NULL, &want);
             same = spw__view_page_check(val.p, val.len) == 0 && val.len == want.len;
             for (size_t i = 0; same && i < val.len / VIEW_SUB_LEN; i++) {
                 int la, lb;

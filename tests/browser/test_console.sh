@@ -60,7 +60,8 @@ code() { curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "$@"; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$u/")" = 200 ] || fail "GET / without a token"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$u/v1/streams")" = 401 ] || fail "the API without a token is not 401"
 
-[ "$(code -X PUT "${j[@]}" -d '{"partitions":3,"key":"/k"}' "$u/v1/streams/orders")" = 201 ] || fail "create orders"
+[ "$(code -X PUT "${j[@]}" -d '{"partitions":3,"key":"/k","hot_keys":{"split":2,"keys":["first"]}}' \
+  "$u/v1/streams/orders")" = 201 ] || fail "create orders"
 [ "$(code -X PUT "${j[@]}" -d '{"partitions":1}' "$u/v1/streams/copy")" = 201 ] || fail "create copy"
 [ "$(code "${j[@]}" -d '{"k":"first","v":1}' "$u/v1/streams/orders/events")" = 202 ] || fail "produce"
 [ "$(code -X POST -d '' "$u/v1/streams/orders/groups/billing/poll?max=1&member=m")" = 200 ] || fail "group poll"
@@ -86,6 +87,8 @@ charts_js='(() => { const o = {}; for (const c of document.querySelectorAll("can
   sinks: [...document.querySelectorAll("#t-sinks tbody tr")].map(r => [r.cells[0].textContent, r.cells[3].textContent]),
   groups: [...document.querySelectorAll("#t-groups tbody tr")].map(r => r.cells[1].textContent)}; })()'
 tail_js='({parts: document.querySelectorAll("#t-parts tbody tr").length,
+  hot: [...document.querySelectorAll("#t-hot tbody tr")].map(r => [r.cells[0].textContent, r.cells[1].textContent,
+    r.cells[4] ? r.cells[4].textContent : ""]),
   keys: [...document.querySelectorAll("#t-tail tbody tr")].map(r => r.cells[3].textContent),
   title: document.getElementById("s-title").textContent})'
 reload_js='(() => { const d = Chart.getChart(document.getElementById("c-events")).data.datasets
@@ -169,6 +172,10 @@ check(t["title"] == "Stream orders", "the stream page's title is %r" % t["title"
 check(t["parts"] == 3, "the stream page lists %d partitions, not 3" % t["parts"])
 check(len(t["keys"]) > 0 and all(k.startswith("k") or k == "first" for k in t["keys"]),
       "the tail's keys: %s" % t["keys"][:10])
+# hot keys: the listed split, and the bench's keys among the hottest of the last window, with their rate
+check(["first", "listed"] == t["hot"][0][:2] if t["hot"] else False, "the hot keys table: %s" % t["hot"])
+check(any(h[0].startswith("key-") and h[1] == "not split" and float(h[2] or 0) > 0 for h in t["hot"]),
+      "the hot keys table has no hottest key with a rate: %s" % t["hot"])
 r = json.load(open(tmp + "/reload.json"))
 check(r["n"] >= r["polls"] + 3, "after a reload the events chart has %d values after %d scrapes: the tab's history was not kept" % (r["n"], r["polls"]))
 for e in errors:

@@ -258,6 +258,14 @@ int main(int argc, char **argv)
     CHECK_EQ(bin_post_ev(s.binport, "rd", "{\"i\":3}"), 0);
     CHECK_EQ(pgsrv_num(&pri, "SELECT count(*) FROM t2"), 3);
     CHECK(srv_metric(s.port, "spillway_replicated_rejected_total") >= 3);
+    { /* spillway top shows them */
+        cli_out o = cli_run(BIN, "top --once --interval 300ms --server 127.0.0.1:%d", s.port);
+        CHECK_EQ(o.rc, 0);
+        const char *kv = strstr(o.text, " replication_rejected_total=");
+        CHECK(kv != NULL);
+        CHECK(atof(kv + 28) >= 3);
+        free(o.text);
+    }
     /* After a restart too: the sink reads its dead letters back from its
      * dlq stream, so the retry is not answered 202. */
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);

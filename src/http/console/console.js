@@ -464,6 +464,19 @@ async function streamPage(name) {
   const ps = s.partition_state || [];
   fillTable('t-parts', ps.map((p) => el('tr', {}, num(p.partition), num(p.start_offset), num(p.end_offset),
     num(p.durable_offset), el('td', { class: 'n' }, fmtBytes(p.bytes)), num(p.segments))), 'no partitions');
+  /* hot keys (docs/api.md "Hot keys"): the keys split now, then the
+   * hottest of the last complete window that are not */
+  const hk = s.hot_keys_state || { split: [], top: [] };
+  const rate = new Map((hk.top || []).map((t) => [t.key, t.per_s]));
+  const split = hk.split || [];
+  const rows = split.map((h) => el('tr', {}, el('td', { class: 'mono' }, h.key), el('td', {}, h.how),
+    num(h.split), el('td', { class: 'mono' }, (h.partitions || []).join(' ')),
+    el('td', { class: 'n' }, rate.has(h.key) ? rate.get(h.key).toFixed(1) : '')));
+  for (const t of hk.top || [])
+    if (!split.some((h) => h.key === t.key))
+      rows.push(el('tr', {}, el('td', { class: 'mono' }, t.key), el('td', {}, 'not split'), el('td', { class: 'n' }, ''),
+        el('td', {}, ''), el('td', { class: 'n' }, t.per_s.toFixed(1))));
+  fillTable('t-hot', rows, s.hot_keys ? 'no hot key in the last window' : 'hot keys are not counted on this stream');
   const reads = await Promise.all(ps.filter((p) => p.end_offset > p.start_offset).map(async (p) => {
     const from = Math.max(p.start_offset, p.end_offset - TAIL_PER_PARTITION);
     const r = await api(path + '/events?partition=' + p.partition + '&offset=' + from + '&limit=' + TAIL_PER_PARTITION,
