@@ -24,8 +24,11 @@
 # exit; Spillway on free ports, stopped by its PID. Prints a table,
 # `BENCH replicated system=... events_per_s=... p50_us=... p99_us=...` lines
 #   BENCH replicated sink_transactions=T rows=R (the sink's COMMITs on the primary, by xmin)
-#   BENCH replicated phase=SYSTEM sink_transactions=T rows=R pg_cpu_ns_per_row=C (the same, of one
-#     replicated run, and PostgreSQL's CPU per row: primary and standby, every process)
+#   BENCH replicated phase=SYSTEM sink_transactions=T rows=R pg_cpu_ns_per_row=C
+#     durable_to_replicated_p50_us=A durable_to_replicated_p99_us=B (the same, of one replicated
+#     run; PostgreSQL's CPU per row: primary and standby, every process; the part of the
+#     requests' latency from durable here to committed by the replica, by the server's
+#     histogram: the rest is before, the append and its fsync)
 #   BENCH replicated phase=copy rows=R pg_cpu_ns_per_row=C
 # and, per run, how busy the machine's cores were (a run bound by the cores
 # or by waiting shows here, not in its latency).
@@ -202,12 +205,27 @@ for i in $(seq 400); do
 done
 
 declare -A cpu
+# The server's histogram of replicated requests' wait from durable here to
+# committed by the replica (spillway_replicated_wait_seconds), cumulative
+# counts per bucket: "le count" lines.
+repl_hist() {
+  curl -s -m 10 "$url/metrics" | awk '/^spillway_replicated_wait_seconds_bucket/ {
+    match($0, /le="[^"]*"/); print substr($0, RSTART + 4, RLENGTH - 5), $NF }'
+}
+# FILE0 FILE1: "p50_us p99_us" of the requests counted between the two
+# (a bucket's upper bound: the histogram's resolution).
+hist_q() {
+  paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END { n = d[NR]
+    for (q = 1; q <= 2; q++) { want = (q == 1 ? 0.5 : 0.99) * n
+      for (i = 1; i <= NR; i++) if (d[i] >= want && n > 0) break
+      v = (i <= NR && le[i] != "+Inf" ? sprintf("%d", le[i] * 1e6) : "-"); printf "%s%s", v, (q == 1 ? " " : "\n") } }'
+}
 # The sink's transactions and rows on the primary so far.
 sink_txns() { sql 'SELECT count(DISTINCT xmin::text), count(*) FROM bench' | tr '|' ' '; }
 run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   local out="$work/spw/$1.out" c0 c1 ev b0 t0 x0 r0 x1 r1 pg0 pg1
   echo "== $1: spillway bench --protocol $2 --stream $3 --ack $4 --batch $5 --clients $clients --duration $seconds"
-  [ "$3" = repl ] && read -r x0 r0 < <(sink_txns)
+  [ "$3" = repl ] && read -r x0 r0 < <(sink_txns) && repl_hist >"$work/hist0"
   read -r b0 t0 < <(machine_ticks)
   pg0=$(pg_ticks)
   c0=$(cpu_ticks)
@@ -220,11 +238,16 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   echo "   machine busy: $(busy_since "$b0" "$t0") of $(nproc) cores"
   if [ "$3" = repl ]; then
     read -r x1 r1 < <(sink_txns)
+    local w50 w99
+    repl_hist >"$work/hist1"
+    read -r w50 w99 < <(hist_q "$work/hist0" "$work/hist1")
+    echo "   $1: from durable here to committed by the replica (the server's histogram): p50 ${w50} us, p99 ${w99} us"
     echo "   $1: sink transactions $((x1 - x0)), rows $((r1 - r0)), rows per transaction" \
       "$(awk -v r=$((r1 - r0)) -v t=$((x1 - x0)) 'BEGIN { printf "%.1f", (t > 0 ? r / t : 0) }');" \
       "PostgreSQL CPU $(ns_per $((pg1 - pg0)) $((r1 - r0))) ns per row"
     echo "BENCH replicated phase=$1 sink_transactions=$((x1 - x0)) rows=$((r1 - r0))" \
-      "pg_cpu_ns_per_row=$(ns_per $((pg1 - pg0)) $((r1 - r0)))"
+      "pg_cpu_ns_per_row=$(ns_per $((pg1 - pg0)) $((r1 - r0))) durable_to_replicated_p50_us=$w50" \
+      "durable_to_replicated_p99_us=$w99"
   fi
   local line
   line=$(grep '^BENCH bench ' "$out" | tail -1)
