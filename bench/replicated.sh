@@ -241,7 +241,7 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
     local w50 w99
     repl_hist >"$work/hist1"
     read -r w50 w99 < <(hist_q "$work/hist0" "$work/hist1")
-    echo "   $1: from durable here to committed by the replica (the server's histogram): p50 ${w50} us, p99 ${w99} us"
+    echo "   $1: from durable here to committed by the replica (the server's histogram, buckets of powers of 2): p50 <= ${w50} us, p99 <= ${w99} us"
     echo "   $1: sink transactions $((x1 - x0)), rows $((r1 - r0)), rows per transaction" \
       "$(awk -v r=$((r1 - r0)) -v t=$((x1 - x0)) 'BEGIN { printf "%.1f", (t > 0 ? r / t : 0) }');" \
       "PostgreSQL CPU $(ns_per $((pg1 - pg0)) $((r1 - r0))) ns per row"
