@@ -190,7 +190,7 @@ static const spw_opt pg_opts[] = {
     {.name = "statement_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(pg, statement_timeout_ms), .size = 4,
      .def = 60000, .min = 0, .max = 86400000,
      .help = "PostgreSQL's statement_timeout for the sink's statements (0: none); a statement past it is retried"},
-    {.name = "copy_min_rows", .type = SPW_OPT_INT, .off = offsetof(pg, copy_min_rows), .size = 4, .def = 32,
+    {.name = "copy_min_rows", .type = SPW_OPT_INT, .off = offsetof(pg, copy_min_rows), .size = 4, .def = 64,
      .min = 0, .max = 10000,
      .help = "a shard's share of a transaction with fewer rows (and at most 1 MiB) goes by INSERT in the same "
              "message as BEGIN and COMMIT: one round trip, not COPY's two (0: always COPY)"},
