@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh views: RocksDB's db_bench (Debian rocksdb-tools) fillrandom
-# and mergerandom with N operations of B-byte values and WAL off — the
+# and mergerandom with the log's key count and event count (--num K: the
+# keys, --writes N: the operations) of B-byte values and WAL off — the
 # store's own put and merge rates on this machine — then spw_view_bench
 # (bench/view_bench.c): the apply rate of latest, aggregate (three
 # windows) and sum views over a log of N events of B bytes over K keys,
@@ -41,14 +42,14 @@ base="${TMPDIR:-/var/tmp}"
 db=$(mktemp -d "$base/spw-dbbench-XXXXXX")
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$db"' EXIT
-echo "== db_bench fillrandom, mergerandom: $events ops, ${size} B values, WAL off"
-out=$(db_bench --benchmarks=fillrandom,mergerandom --num="$events" --value_size="$size" --key_size=16 \
+echo "== db_bench fillrandom, mergerandom: $events ops over $keys keys, ${size} B values, WAL off"
+out=$(db_bench --benchmarks=fillrandom,mergerandom --num="$keys" --writes="$events" --value_size="$size" --key_size=16 \
   --disable_wal=1 --merge_operator=uint64add --threads=1 --db="$db" 2>&1)
 fill=$(echo "$out" | awk '/^fillrandom/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^ops\/sec/) print $i }')
 merge=$(echo "$out" | awk '/^mergerandom/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^ops\/sec/) print $i }')
 echo "$out" | grep -E '^(fillrandom|mergerandom)'
-echo "BENCH views kind=db_bench_fillrandom ops=$events ops_per_s=${fill:-0}"
-echo "BENCH views kind=db_bench_mergerandom ops=$events ops_per_s=${merge:-0}"
+echo "BENCH views kind=db_bench_fillrandom ops=$events keys=$keys ops_per_s=${fill:-0}"
+echo "BENCH views kind=db_bench_mergerandom ops=$events keys=$keys ops_per_s=${merge:-0}"
 echo "== views over a log of $events events, $keys keys, ${size} B"
 "$build/spw_view_bench" --events "$events" --keys "$keys" --size "$size" --span-ms "$span_ms" \
   --fillrandom-ops "${fill:-0}" --dir "$base"
