@@ -24,6 +24,14 @@
 # exit; Spillway on free ports, stopped by its PID. Prints a table,
 # `BENCH replicated system=... events_per_s=... p50_us=... p99_us=...` lines
 #   BENCH replicated sink_transactions=T rows=R (the sink's COMMITs on the primary, by xmin)
+#   BENCH replicated phase=SYSTEM sink_transactions=T rows=R pg_cpu_ns_per_row=C
+#     durable_to_replicated_p50_us=A durable_to_replicated_p99_us=B (the same, of one replicated
+#     run; PostgreSQL's CPU per row: primary and standby, every process; the part of the
+#     requests' latency from durable here to committed by the replica, by the server's
+#     histogram: the rest is before, the append and its fsync)
+#   BENCH replicated phase=copy rows=R pg_cpu_ns_per_row=C
+# and, per run, how busy the machine's cores were (a run bound by the cores
+# or by waiting shows here, not in its latency).
 # and the two target lines:
 #   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
 #   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
@@ -119,6 +127,27 @@ echo "   PostgreSQL $pgver primary 127.0.0.1:$pport, synchronous standby 127.0.0
   "(fsync=$(sql 'SHOW fsync'), synchronous_commit=$(sql 'SHOW synchronous_commit'))"
 
 declare -A eps p50 p99
+# The machine's busy and total clock ticks so far (/proc/stat's cpu line:
+# everything but idle and iowait is busy): whether a phase was bound by
+# the cores, which a latency figure alone does not tell.
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+busy_since() { # BUSY0 TOTAL0: the busy share since then
+  local b1 t1
+  read -r b1 t1 < <(machine_ticks)
+  awk -v b=$((b1 - $1)) -v t=$((t1 - $2)) 'BEGIN { printf "%.0f%%", (t > 0 ? 100 * b / t : 0) }'
+}
+# PostgreSQL's CPU so far, both servers, in clock ticks: each postmaster's
+# own time and its exited children's, and its live children's
+# (/proc/PID/stat utime, stime, cutime, cstime). Per row loaded, beside
+# the rate: what a row costs PostgreSQL, which other work on the machine
+# does not change the way it changes a rate.
+pg_ticks() {
+  local pms=" $(head -1 "$pri/postmaster.pid") $(head -1 "$stb/postmaster.pid") "
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pms="$pms" '{ pid = $1; sub(/^.*\) /, "")
+    if (index(pms, " " pid " ")) t += $12 + $13 + $14 + $15; else if (index(pms, " " $2 " ")) t += $12 + $13 }
+    END { print t + 0 }'
+}
+ns_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }'; }
 pct() { # FILE Q: the Q-quantile (0..1) of the numbers in FILE, one per line
   sort -n "$1" | awk -v q="$2" '{ a[NR] = $1 } END { i = int(NR * q + 0.5); if (i < 1) i = 1; print a[i] }'
 }
@@ -144,9 +173,14 @@ awk -v n="$rows" -v pad="$pad" 'BEGIN { for (i = 0; i < n; i++)
   printf "%d\tkey-%012d\t{\"c\":\"%04d\",\"s\":\"%010d\",\"v\":\"%s\"}\n", i, (i * 2654435761) % 1000, i % 4, i, pad }' \
   >"$work/rows.tsv"
 sql "CHECKPOINT" >/dev/null
+read -r mb0 mt0 < <(machine_ticks)
+pg0=$(pg_ticks)
 t0=$(date +%s.%N)
 "${psqlc[@]}" -c "\\copy copied (id, k, v) FROM '$work/rows.tsv'" >/dev/null
 t1=$(date +%s.%N)
+pg1=$(pg_ticks)
+echo "   machine busy: $(busy_since "$mb0" "$mt0") of $(nproc) cores; PostgreSQL CPU $(ns_per $((pg1 - pg0)) "$rows") ns per row"
+echo "BENCH replicated phase=copy rows=$rows pg_cpu_ns_per_row=$(ns_per $((pg1 - pg0)) "$rows")"
 eps[copy]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", n / (b - a) + 0.5 }')
 p50[copy]=-
 p99[copy]=-
@@ -171,15 +205,50 @@ for i in $(seq 400); do
 done
 
 declare -A cpu
+# The server's histogram of replicated requests' wait from durable here to
+# committed by the replica (spillway_replicated_wait_seconds), cumulative
+# counts per bucket: "le count" lines.
+repl_hist() {
+  curl -s -m 10 "$url/metrics" | awk '/^spillway_replicated_wait_seconds_bucket/ {
+    match($0, /le="[^"]*"/); print substr($0, RSTART + 4, RLENGTH - 5), $NF }'
+}
+# FILE0 FILE1: "p50_us p99_us" of the requests counted between the two
+# (a bucket's upper bound: the histogram's resolution).
+hist_q() {
+  paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END { n = d[NR]
+    for (q = 1; q <= 2; q++) { want = (q == 1 ? 0.5 : 0.99) * n
+      for (i = 1; i <= NR; i++) if (d[i] >= want && n > 0) break
+      v = (i <= NR && le[i] != "+Inf" ? sprintf("%d", le[i] * 1e6) : "-"); printf "%s%s", v, (q == 1 ? " " : "\n") } }'
+}
+# The sink's transactions and rows on the primary so far.
+sink_txns() { sql 'SELECT count(DISTINCT xmin::text), count(*) FROM bench' | tr '|' ' '; }
 run() { # SYSTEM PROTOCOL STREAM ACK BATCH
-  local out="$work/spw/$1.out" c0 c1 ev
+  local out="$work/spw/$1.out" c0 c1 ev b0 t0 x0 r0 x1 r1 pg0 pg1
   echo "== $1: spillway bench --protocol $2 --stream $3 --ack $4 --batch $5 --clients $clients --duration $seconds"
+  [ "$3" = repl ] && read -r x0 r0 < <(sink_txns) && repl_hist >"$work/hist0"
+  read -r b0 t0 < <(machine_ticks)
+  pg0=$(pg_ticks)
   c0=$(cpu_ticks)
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   "$spw" bench --protocol "$2" "${where[@]}" --stream "$3" --ack "$4" --batch "$5" --clients "$clients" --size 100 \
     --keys 1000 --duration "$seconds" >"$out" 2>&1 || { cat "$out" >&2; echo "bench/replicated.sh: $1 failed" >&2; exit 1; }
   c1=$(cpu_ticks)
+  pg1=$(pg_ticks)
+  echo "   machine busy: $(busy_since "$b0" "$t0") of $(nproc) cores"
+  if [ "$3" = repl ]; then
+    read -r x1 r1 < <(sink_txns)
+    local w50 w99
+    repl_hist >"$work/hist1"
+    read -r w50 w99 < <(hist_q "$work/hist0" "$work/hist1")
+    echo "   $1: from durable here to committed by the replica (the server's histogram, buckets of powers of 2): p50 <= ${w50} us, p99 <= ${w99} us"
+    echo "   $1: sink transactions $((x1 - x0)), rows $((r1 - r0)), rows per transaction" \
+      "$(awk -v r=$((r1 - r0)) -v t=$((x1 - x0)) 'BEGIN { printf "%.1f", (t > 0 ? r / t : 0) }');" \
+      "PostgreSQL CPU $(ns_per $((pg1 - pg0)) $((r1 - r0))) ns per row"
+    echo "BENCH replicated phase=$1 sink_transactions=$((x1 - x0)) rows=$((r1 - r0))" \
+      "pg_cpu_ns_per_row=$(ns_per $((pg1 - pg0)) $((r1 - r0))) durable_to_replicated_p50_us=$w50" \
+      "durable_to_replicated_p99_us=$w99"
+  fi
   local line
   line=$(grep '^BENCH bench ' "$out" | tail -1)
   eps[$1]=$(sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p' <<<"$line")
@@ -188,9 +257,23 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   ev=$(awk -v e="${eps[$1]}" -v s="$seconds" 'BEGIN { printf "%d", e * s }')
   cpu[$1]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$ev" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }')
 }
+# The ack=fsync runs' stream goes after each of them (and is made again):
+# the gigabytes the binary run writes, kept in the page cache, made the
+# next run's PostgreSQL spend 2-5 times the kernel time per row on the
+# benchmark's machine (its replicated rate fell by about half; deleting
+# the stream gave it back). Every replicated run then starts, as COPY
+# did, without an earlier run's data in memory.
+fresh_plain() {
+  local code
+  code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X DELETE "$url/v1/streams/plain") || true
+  [ "$code" = 200 ] || [ "$code" = 204 ] || { echo "bench/replicated.sh: DELETE plain: HTTP $code" >&2; exit 1; }
+  put /v1/streams/plain "{\"partitions\":$partitions,\"key\":\"/k\"}"
+}
 run bin-fsync bin plain fsync 1000
+fresh_plain
 run bin-replicated bin repl replicated 1000
 run http-fsync http plain fsync 1
+fresh_plain
 run http-replicated http repl replicated 1
 
 # Every replicated event was committed in PostgreSQL (the warm-up events too).

@@ -459,5 +459,5 @@ void spw_repl_metrics_register(spw_repl *r, spw_metrics *m)
                         "its target refused it)",
                         SPW_METRIC_COUNTER, m_rejected, r);
     spw_metrics_add_hist(m, "spillway_replicated_wait_seconds",
-                         "ack=replicated: from durable here to committed by the replica", &r->latency, 1e-6);
+                         "ack=replicated: from durable here to committed by the replica", &r->latency, 1e6);
 }

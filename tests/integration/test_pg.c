@@ -16,9 +16,11 @@
  *     stream with PostgreSQL's error text; every other event is in the
  *     table.
  *   - COPY formats: the same events through a sink in binary format (a
- *     table whose every column allows it) and one in text format
- *     (copy_format "text") give identical rows, the same records refused,
- *     and each sink used the format it says (PostgreSQL's statement log).
+ *     table whose every column allows it), one in text format
+ *     (copy_format "text") and one writing INSERT ... VALUES instead of
+ *     COPY (copy_min_rows above its batch) give identical rows, the same
+ *     records refused, and each sink used the format it says
+ *     (PostgreSQL's statement log).
  *   - A postgres sink without "batch" gets the kind's defaults.
  */
 #include "pg.h"
@@ -231,13 +233,19 @@ static int produce_formats(int binport, const char *stream)
                  0);
         n++;
     }
-    /* refused by both formats: a value that is not JSON (jsonb column), a
+    /* refused by every sink: a value that is not JSON (jsonb column), a
      * timestamp past PostgreSQL's range (year 296,682) */
     CHECK_EQ(spillway_producer_send(p, stream, "bad", 3, "not json \\ \t at all", 19, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT,
                                NULL),
              0);
     CHECK_EQ(spillway_producer_send(p, stream, "bad", 3, "{\"i\":1000}", 10, INT64_C(9300000000000000),
                                SPILLWAY_ACK_LEVEL_DEFAULT, NULL),
+             0);
+    /* and a string field holding NUL (\u0000, unescaped for column s), which no text column takes; a
+     * statement cannot even carry it: the INSERT sink (copy_min_rows) sends that share by COPY */
+    static const char nul[] = "{\"i\":1001,\"s\":\"nul \\u0000 here\"}";
+    CHECK_EQ(spillway_producer_send(p, stream, "bad", 3, nul, sizeof nul - 1, SPILLWAY_TS_NOW, SPILLWAY_ACK_LEVEL_DEFAULT,
+                                    NULL),
              0);
     CHECK_EQ(spillway_producer_flush(p, 60000), 0);
     spillway_producer_close(p, 1000);
@@ -249,19 +257,53 @@ static const char *FMT_COLS = "id bigint, k text, part int, off bigint, ts times
                               "v jsonb, vj json, s text, sv varchar(200), n jsonb, o jsonb, miss text, nul text";
 static const char *FMT_SELECT = "SELECT id, k, part, off, ts, tsl, tsms, v, vj::text, s, sv, n, o, miss, nul FROM ";
 
-static void fmt_sink_body(char *b, size_t cap, const char *table, const char *format)
+/* copy_min_rows 0: every transaction by COPY; 10000: by INSERT (the batch is 64 records) */
+static void fmt_sink_body(char *b, size_t cap, const char *table, const char *format, int copy_min_rows)
 {
     snprintf(b, cap,
              "{\"stream\":\"fmt\",\"kind\":\"postgres\",\"dlq\":\"fdlq\",\"batch\":{\"max_events\":64,"
              "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
              "\"host=127.0.0.1 port=%d user=fmt dbname=postgres\",\"host=127.0.0.1 port=%d user=fmt dbname=postgres\"],"
-             "\"table\":\"%s\",\"copy_format\":\"%s\",\"columns\":{\"id\":\"$id\",\"k\":\"$key\",\"part\":\"$partition\","
+             "\"table\":\"%s\",\"copy_format\":\"%s\",\"copy_min_rows\":%d,\"columns\":{\"id\":\"$id\",\"k\":\"$key\",\"part\":\"$partition\","
              "\"off\":\"$offset\",\"ts\":\"$ts\",\"tsl\":\"$ts\",\"tsms\":\"$ts\",\"v\":\"$value\",\"vj\":\"$value\","
              "\"s\":\"/s\",\"sv\":\"/s\",\"n\":\"/n\",\"o\":\"/o\",\"miss\":\"/nope\",\"nul\":\"/nul\"}}}",
-             PG[0].port, PG[1].port, table, format);
+             PG[0].port, PG[1].port, table, format, copy_min_rows);
 }
 
-/* Binary and text COPY give the same rows and refuse the same records. */
+/* Did table get its rows by INSERT ... VALUES, in one message with BEGIN
+ * and COMMIT (at least once), and by COPY only what a statement cannot
+ * carry (the record with a NUL byte): every COPY into it was refused (its
+ * statement logged again with the error), and there was one? */
+static void check_insert_only(const char *log, const char *table)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "COPY \"%s\" (", table);
+    int sent = 0, refused = 0;
+    for (const char *p = strstr(log, pat); p; p = strstr(p + 1, pat)) {
+        const char *l = p;
+        while (l > log && l[-1] != '\n')
+            l--;
+        char *line = strndup(l, (size_t)(p - l));
+        sent += strstr(line, "statement: ") != NULL;
+        refused += strstr(line, "STATEMENT:  ") != NULL;
+        free(line);
+    }
+    snprintf(pat, sizeof pat, "; INSERT INTO \"%s\" (", table);
+    int inserts = 0;
+    for (const char *p = strstr(log, pat); p; p = strstr(p + 1, pat)) {
+        size_t line = strcspn(p, "\n");
+        char *l = strndup(p, line);
+        CHECK(strstr(l, ") VALUES (") != NULL);
+        free(l);
+        inserts++;
+    }
+    fprintf(stderr, "table %s: %d statements by INSERT, %d by COPY (%d refused)\n", table, inserts, sent, refused);
+    CHECK(inserts > 0);
+    CHECK_EQ(sent, refused);
+}
+
+/* Binary and text COPY, and INSERT (copy_min_rows), give the same rows
+ * and refuse the same records. */
 static void test_formats(int port, int binport)
 {
     char sql[1024], body[2048];
@@ -269,28 +311,38 @@ static void test_formats(int port, int binport)
         /* the sinks connect as fmt, whose statements the server logs */
         pg_exec(i, "CREATE ROLE fmt LOGIN SUPERUSER");
         pg_exec(i, "ALTER ROLE fmt SET log_statement = 'all'");
-        snprintf(sql, sizeof sql, "CREATE TABLE fmt_b (%s); CREATE TABLE fmt_t (%s)", FMT_COLS, FMT_COLS);
+        snprintf(sql, sizeof sql, "CREATE TABLE fmt_b (%s); CREATE TABLE fmt_t (%s); CREATE TABLE fmt_i (%s)",
+                 FMT_COLS, FMT_COLS, FMT_COLS);
         pg_exec(i, sql);
     }
     put_stream(port, "fmt", "{\"partitions\":2,\"format\":\"bytes\"}"); /* bytes: a value that is not JSON too */
     put_stream(port, "fdlq", "{\"partitions\":1}");
-    fmt_sink_body(body, sizeof body, "fmt_b", "auto");
+    fmt_sink_body(body, sizeof body, "fmt_b", "auto", 0);
     CHECK_EQ(req_status(port, "PUT", "/v1/sinks/fb", body), 201);
-    fmt_sink_body(body, sizeof body, "fmt_t", "text");
+    fmt_sink_body(body, sizeof body, "fmt_t", "text", 0);
     CHECK_EQ(req_status(port, "PUT", "/v1/sinks/ft", body), 201);
+    fmt_sink_body(body, sizeof body, "fmt_i", "auto", 10000);
+    CHECK_EQ(req_status(port, "PUT", "/v1/sinks/fi", body), 201);
     int n = produce_formats(binport, "fmt");
     wait_rows("fmt_b", n);
     wait_rows("fmt_t", n);
-    for (int i = 0; i < 600 && stream_count(binport, "fdlq") < 4; i++)
+    wait_rows("fmt_i", n);
+    for (int i = 0; i < 600 && stream_count(binport, "fdlq") < 9; i++)
         usleep(100000);
     usleep(300000); /* anything extra would show now */
-    CHECK_EQ(stream_count(binport, "fdlq"), 4); /* each sink refused the same two */
+    CHECK_EQ(stream_count(binport, "fdlq"), 9); /* each sink refused the same three */
+    static const char *const other[] = {"fmt_t", "fmt_i"};
     for (int i = 0; i < 2; i++) {
-        for (int dir = 0; dir < 2; dir++) {
-            snprintf(sql, sizeof sql, "SELECT count(*) FROM (%s%s EXCEPT ALL %s%s) x", FMT_SELECT,
-                     dir ? "fmt_t" : "fmt_b", FMT_SELECT, dir ? "fmt_b" : "fmt_t");
-            CHECK_EQ(pg_num(i, sql), 0);
-        }
+        for (int o = 0; o < 2; o++)
+            for (int dir = 0; dir < 2; dir++) {
+                snprintf(sql, sizeof sql, "SELECT count(*) FROM (%s%s EXCEPT ALL %s%s) x", FMT_SELECT,
+                         dir ? other[o] : "fmt_b", FMT_SELECT, dir ? "fmt_b" : other[o]);
+                long long d = pg_num(i, sql);
+                if (d != 0)
+                    fprintf(stderr, "shard %d: %lld rows of %s not in %s\n", i, d, dir ? other[o] : "fmt_b",
+                            dir ? "fmt_b" : other[o]);
+                CHECK_EQ(d, 0);
+            }
     }
     /* and the values are the ones sent (spot checks, on the union) */
     static const char *const zero[] = {
@@ -323,6 +375,7 @@ static void test_formats(int port, int binport)
         char *log = pg_log(i);
         check_copy_format(log, "fmt_b", 1);
         check_copy_format(log, "fmt_t", 0);
+        check_insert_only(log, "fmt_i"); /* the NUL record's shard went by COPY */
         free(log);
     }
 }

@@ -29,6 +29,9 @@
  *      waits; {3} is read meanwhile; record 4, appended while the COMMIT
  *      waits, goes into a third transaction (a sink that ended the cut
  *      group first would have read {3, 4} after it).
+ *      Those groups of a few rows go by INSERT ... VALUES, not COPY, each
+ *      in ONE message with its BEGIN, progress rows and COMMIT (below
+ *      copy_min_rows: one round trip, not two).
  *   4. A replicated request is answered once its commit is done, not after
  *      the bookkeeping that follows it: with the fsync of the sink's local
  *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
@@ -177,6 +180,25 @@ static void test_replica(srv *s, const char *tmp)
     CHECK(xmin_of(1) != xmin_of(2));
     CHECK_EQ(xmin_of(2), xmin_of(3));
     CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep"), 4);
+    {
+        /* groups of a few rows (below copy_min_rows) went by INSERT, each
+         * in one message with its BEGIN, progress rows and COMMIT: one
+         * round trip, no COPY */
+        char *log = read_log();
+        int copies = count_lines(log, "COPY \"rep\" (");
+        int one = 0;
+        const char *pat = "statement: BEGIN; INSERT INTO spillway_sink_progress";
+        for (const char *p = strstr(log, pat); p; p = strstr(p + 1, pat)) {
+            char *l = strndup(p, strcspn(p, "\n"));
+            one += strstr(l, "; INSERT INTO \"rep\" (\"id\", \"k\") VALUES (") != NULL &&
+                   strlen(l) > 8 && strcmp(l + strlen(l) - 8, "; COMMIT") == 0;
+            free(l);
+        }
+        fprintf(stderr, "rep: %d transactions in one message by INSERT, %d COPY statements\n", one, copies);
+        CHECK_EQ(copies, 0);
+        CHECK(one >= 3);
+        free(log);
+    }
 }
 
 static long long xmin_in(const char *table, int i)

@@ -2,8 +2,8 @@
  * The postgres sink against a statement that blocks (docs/api.md
  * "postgres sink", docs/operations.md "Stopping"), with a real PostgreSQL
  * server (pg.h):
- *  - another session holds LOCK TABLE on the targets, so the sinks' COPY
- *    waits for the lock: a sink with statement_timeout_ms 300 fails its
+ *  - another session holds LOCK TABLE on the targets, so the sinks' writes
+ *    (COPY, or INSERT for a few rows: copy_min_rows) wait for the lock: a sink with statement_timeout_ms 300 fails its
  *    statement ("statement timeout", in last_error) and retries; the one
  *    with the default (60 s) stays blocked;
  *  - the sinks' idle connections run TCP keepalives due within 30 s
@@ -14,7 +14,7 @@
  *    in each table exactly once (count = count(DISTINCT id) = produced);
  *  - the cancel request itself blackholed: the sink reaches PostgreSQL
  *    through a TCP proxy (in this test) that stops accepting connections
- *    once the sink's COPY waits on the lock, so PQcancel's own connection
+ *    once the sink's write waits on the lock, so PQcancel's own connection
  *    is taken by the kernel and never answered. SIGTERM still stops the
  *    server (the stop does not wait for the cancel past its bound, and
  *    says so in the log; the statement ends at its statement_timeout),
@@ -223,7 +223,7 @@ static void test_cancel_blackholed(const char *tmp, pgsrv *pg)
     long long waiting = 0;
     for (int i = 0; i < 600 && waiting < 1; i++) {
         waiting = pgsrv_num(pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                                "query LIKE '%COPY \"t_bh\"%'");
+                                "query LIKE '%\"t_bh\" (%'"); /* its COPY or INSERT */
         if (waiting < 1)
             usleep(50 * 1000);
     }
@@ -298,7 +298,7 @@ int main(int argc, char **argv)
     long long waiting = 0;
     for (int i = 0; i < 600 && waiting < 1; i++) {
         waiting = pgsrv_num(&pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                                 "query LIKE '%COPY \"t_slow\"%'");
+                                 "query LIKE '%\"t_slow\" (%'"); /* its COPY or INSERT */
         if (waiting < 1)
             usleep(50 * 1000);
     }

@@ -7,10 +7,13 @@
  * table), for a request of several partitions, and not for a neighbour
  * whose records were all delivered. The registry remembers the last
  * SPW_REPL_DEAD_KEPT dead letters, and forgets them when the sink drains
- * another stream.
+ * another stream. Its wait histogram is exported in seconds.
  */
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+#include "svc/metrics.h"
 #include "svc/replicate.h"
 #include "test.h"
 
@@ -115,6 +118,26 @@ int main(void)
     spw_repl_stats_get(r, &st);
     CHECK_EQ(st.rejected, 4);
     CHECK_EQ(st.waiting, 0);
+
+    /* the wait histogram is in seconds: its first bucket is 1 µs, and the
+     * waits above (microseconds each) sum to far below a second */
+    spw_metrics *m = spw_metrics_new();
+    spw_repl_metrics_register(r, m);
+    spw_buf out = SPW_BUF_INIT;
+    spw_metrics_render(m, &out, NULL);
+    spw_buf_put(&out, "", 1);
+    const char *text = (const char *)out.p;
+    CHECK(strstr(text, "spillway_replicated_wait_seconds_bucket{le=\"1e-06\"} ") != NULL);
+    const char *sum = strstr(text, "spillway_replicated_wait_seconds_sum ");
+    CHECK(sum != NULL);
+    double secs = strtod(sum + strlen("spillway_replicated_wait_seconds_sum "), NULL);
+    CHECK(secs >= 0 && secs < 1.0);
+    const char *count = strstr(text, "spillway_replicated_wait_seconds_count ");
+    CHECK(count != NULL);
+    CHECK(strtoull(count + strlen("spillway_replicated_wait_seconds_count "), NULL, 10) == st.acked);
+    CHECK(st.acked > 0);
+    spw_buf_fini(&out);
+    spw_metrics_free(m);
     spw_repl_free(r);
     printf("test_replicate: ok\n");
     return 0;

@@ -2,9 +2,11 @@
  * The postgres sink's delivery: a window, or a group of windows of several
  * partitions, is sent to every shard it touches (spw__pg_begin,
  * spw__pg_group_begin: per shard one message "BEGIN; progress rows'
- * upsert; COPY of its rows; COMMIT" and the rows) and the answers are read
- * later (spw__pg_end, spw__pg_group_end), so the shards parse in parallel
- * and one COMMIT per shard carries every partition of a group.
+ * upsert; COPY of its rows; COMMIT" and the rows, or below copy_min_rows
+ * rows "BEGIN; progress rows' upsert; INSERT of its rows; COMMIT" alone:
+ * one round trip) and the answers are read later (spw__pg_end,
+ * spw__pg_group_end), so the shards parse in parallel and one COMMIT per
+ * shard carries every partition of a group.
  * A failure is classified here: bad data (SQLSTATE classes 22, 23) rolls
  * back and answers REJECT, so the framework bisects to the record and
  * dead-letters it; anything else drops the connection and answers RETRY.
@@ -137,6 +139,45 @@ static inline int row_due(const pg *g, const pg_shard *s, uint32_t si, const spw
     return spw__pg_goes_to(g, g->woff[j] + i, si) && w[j].recs[i].offset >= s->next[w[j].partition];
 }
 
+/* At most this many bytes of rows go by INSERT (copy_min_rows): a
+ * statement is parsed whole before it runs, COPY's rows as they come. */
+#define INSERT_MAX_BYTES (1u << 20)
+
+/* Appends "INSERT INTO table (cols) VALUES (row), ...; COMMIT" and a NUL
+ * to q for the rows of windows w[0, nw) due on shard si (as shard_begin's
+ * COPY would send them). -1 (q as it was) when they pass
+ * INSERT_MAX_BYTES or a text holds a NUL byte: COPY then. */
+static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t nw, spw_buf *q)
+{
+    size_t len0 = q->len;
+    spw_buf_puts(q, "INSERT INTO ");
+    spw_buf_puts(q, g->qtable);
+    spw_buf_puts(q, " (");
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        if (c)
+            spw_buf_puts(q, ", ");
+        spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
+    }
+    spw_buf_puts(q, ") VALUES ");
+    size_t rows0 = q->len;
+    for (uint32_t j = 0; j < nw; j++) {
+        for (uint32_t i = 0; i < w[j].n; i++) {
+            if (!row_due(g, s, si, w, j, i))
+                continue;
+            if (q->len > rows0)
+                spw_buf_puts(q, ", ");
+            if (spw__pg_put_row_values(g, s, w[j].partition, &w[j].recs[i], q) < 0 ||
+                q->len - rows0 > INSERT_MAX_BYTES) {
+                q->len = len0;
+                return -1;
+            }
+        }
+    }
+    spw_buf_puts(q, "; COMMIT");
+    spw_buf_put(q, "", 1);
+    return 0;
+}
+
 /*
  * Sends the rows of windows w[0, nw) routed to shard si (not yet there)
  * and the shard's progress rows in one transaction, as one simple-query
@@ -146,7 +187,10 @@ static inline int row_due(const pg *g, const pg_shard *s, uint32_t si, const spw
  *   rows, in COPY_PIECE pieces as they are formatted; end of data
  * The server runs the statements after COPY once the data ends, so the
  * answers of COPY and COMMIT come back together (shard_end): two round
- * trips per transaction, the first only for the COPY to start. The
+ * trips per transaction, the first only for the COPY to start. Fewer
+ * rows than copy_min_rows (put_insert) go as "...; INSERT INTO t (cols)
+ * VALUES (row), ...; COMMIT" in that one message instead: one round trip,
+ * which for a few rows is most of the transaction's cost. The
  * progress rows (one per window whose end passes the shard's; a window
  * with no row here still moves it: this shard holds all of its rows
  * below that end) commit with the rows or not at all. W_OK with
@@ -197,7 +241,16 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
         s->if_end[s->nif] = end;
         s->nif++;
     }
-    spw_buf_puts(q, PROGRESS_ON_CONFLICT "; COPY ");
+    spw_buf_puts(q, PROGRESS_ON_CONFLICT "; ");
+    if (rows < g->copy_min_rows && put_insert(g, s, si, w, nw, q) == 0) {
+        /* One message, no COPY: the answers of all four statements come
+         * back together (shard_end), one round trip. */
+        if (!PQsendQuery(s->c, (const char *)q->p))
+            return fail(g, si, NULL, "sending BEGIN, progress and INSERT", err, cap);
+        s->inflight = PG_SENT_INSERT;
+        return W_OK;
+    }
+    spw_buf_puts(q, "COPY ");
     spw_buf_puts(q, g->qtable);
     spw_buf_puts(q, " (");
     for (uint32_t c = 0; c < g->ncols; c++) {
@@ -236,25 +289,30 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
     if ((g->copy.len && PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1) ||
         PQputCopyEnd(s->c, NULL) != 1)
         return fail(g, si, NULL, "COPY data", err, cap);
-    s->inflight = 1;
+    s->inflight = PG_SENT_COPY;
     return W_OK;
 }
 
 /* Reads the answers of what shard_begin sent: the COPY's, then the
- * COMMIT's (the same message ran it). */
+ * COMMIT's (the same message ran it); or for INSERT, those of BEGIN, the
+ * progress rows' upsert, the INSERT, then the COMMIT's. */
 static int shard_end(pg *g, uint32_t si, char *err, size_t cap)
 {
     pg_shard *s = &g->sh[si];
-    s->inflight = 0;
-    PGresult *r = PQgetResult(s->c);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        /* drain to the end of the message before rolling back */
-        PGresult *more;
-        while ((more = PQgetResult(s->c)))
-            PQclear(more);
-        return fail(g, si, r, "COPY", err, cap);
+    int sent = s->inflight;
+    s->inflight = PG_SENT_NONE;
+    PGresult *r;
+    for (int i = 0; i < (sent == PG_SENT_INSERT ? 3 : 1); i++) {
+        r = PQgetResult(s->c);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* drain to the end of the message before rolling back */
+            PGresult *more;
+            while ((more = PQgetResult(s->c)))
+                PQclear(more);
+            return fail(g, si, r, sent == PG_SENT_INSERT ? "BEGIN, progress and INSERT" : "COPY", err, cap);
+        }
+        PQclear(r);
     }
-    PQclear(r);
     r = PQgetResult(s->c);
     /* "COMMIT" answers a transaction that ended with it; anything else
      * (no answer, an error, "ROLLBACK"): the outcome is not known here */

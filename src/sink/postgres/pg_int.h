@@ -51,6 +51,10 @@ typedef struct pg_col {
     spw_json_ptr ptr;
 } pg_col;
 
+/* What shard_begin sent (pg_deliver.c): nothing, COPY (two round trips),
+ * or INSERT ... VALUES in one message with BEGIN and COMMIT (one). */
+enum { PG_SENT_NONE, PG_SENT_COPY, PG_SENT_INSERT };
+
 typedef struct pg_shard {
     char conninfo[PG_CONNINFO_MAX];
     PGconn *c;
@@ -58,7 +62,7 @@ typedef struct pg_shard {
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
     int checked; /* the user's table and columns were found */
     int binary;  /* COPY in binary format here (every column's type and source allow it) */
-    int inflight; /* a transaction was sent (shard_begin) and its answer waits for shard_end */
+    int inflight; /* a transaction was sent (shard_begin) and its answer waits for shard_end: PG_SENT_* */
     /* its progress rows: partition if_part[i] moves to if_end[i] once committed */
     uint32_t *if_part;
     uint64_t *if_end;
@@ -84,6 +88,7 @@ typedef struct pg {
     char qtable[620]; /* quoted */
     int text_only;    /* options.copy_format "text" */
     uint32_t statement_timeout_ms; /* options.statement_timeout_ms: every statement's bound (0: none) */
+    uint32_t copy_min_rows;        /* options.copy_min_rows: a shard's share with fewer rows goes by INSERT */
     pthread_mutex_t cancel_mu;     /* guards the shards' cancel handles */
     _Atomic int stopping;          /* interrupted (sink/sink.h): connect nothing more */
     pg_col cols[PG_COLS_MAX];
@@ -170,6 +175,10 @@ const char *spw__pg_position_error(void *st);
 /* pg_rows.c */
 void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
 void spw__pg_put_row_bin(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r);
+/* Appends "(v1, v2, ...)" to b: the row of record r as SQL literals for
+ * INSERT ... VALUES (the texts of COPY's text format, quoted). -1 (b cut
+ * back) when a text holds a NUL byte, which a statement cannot carry. */
+int spw__pg_put_row_values(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r, spw_buf *b);
 
 /* pg_deliver.c */
 int spw__pg_group_begin(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);

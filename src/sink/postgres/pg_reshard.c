@@ -1293,6 +1293,8 @@ static const char *same_but_shards(const pg *a, const pg *b)
         return "options.copy_format";
     if (a->statement_timeout_ms != b->statement_timeout_ms)
         return "options.statement_timeout_ms";
+    if (a->copy_min_rows != b->copy_min_rows)
+        return "options.copy_min_rows";
     return NULL;
 }
 

@@ -110,6 +110,58 @@ void spw__pg_put_row_text(pg *g, const pg_shard *s, uint32_t partition, const sp
     spw_buf_puts(b, "\n");
 }
 
+/* An escape-string literal E'...' of p[0, n): quotes and backslashes
+ * doubled (E'' reads backslashes as escapes whatever
+ * standard_conforming_strings says; the connection's client_encoding is
+ * UTF8, pg_conn.c, so no byte of a character is taken for either). -1 for
+ * a NUL byte. A literal of unknown type: INSERT converts it to the
+ * column's type by the type's text input, as COPY's text format does. */
+static int put_literal(spw_buf *b, const char *p, size_t n)
+{
+    if (memchr(p, 0, n))
+        return -1;
+    spw_buf_puts(b, "E'");
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\'' && p[i] != '\\')
+            continue;
+        spw_buf_put(b, p + run, i + 1 - run); /* the character, then itself again */
+        run = i;
+    }
+    spw_buf_put(b, p + run, n - run);
+    spw_buf_puts(b, "'");
+    return 0;
+}
+
+int spw__pg_put_row_values(pg *g, const pg_shard *s, uint32_t partition, const spw_sink_rec *r, spw_buf *b)
+{
+    size_t len0 = b->len;
+    spw_buf_puts(b, "(");
+    for (uint32_t c = 0; c < g->ncols; c++) {
+        const pg_col *col = &g->cols[c];
+        if (c)
+            spw_buf_puts(b, ", ");
+        switch (col->src) {
+        case SRC_TS: spw_buf_puts(b, "'"); put_ts(b, r->ts, s->is_time[c]); spw_buf_puts(b, "'"); break;
+        case SRC_ID: spw_buf_puts(b, "'"); put_u64(b, r->id); spw_buf_puts(b, "'"); break;
+        case SRC_PARTITION: spw_buf_puts(b, "'"); put_u64(b, partition); spw_buf_puts(b, "'"); break;
+        case SRC_OFFSET: spw_buf_puts(b, "'"); put_u64(b, r->offset); spw_buf_puts(b, "'"); break;
+        default: {
+            const char *p;
+            size_t n;
+            if (!col_text(g, col, r, &p, &n)) {
+                spw_buf_puts(b, "NULL");
+            } else if (put_literal(b, p, n) < 0) {
+                b->len = len0;
+                return -1;
+            }
+        }
+        }
+    }
+    spw_buf_puts(b, ")");
+    return 0;
+}
+
 /* COPY binary format (PostgreSQL's "Binary Format" of COPY; docs/api.md
  * "postgres sink"): a signature, flags and header-extension length; per
  * row an int16 field count, then per field an int32 length (-1: NULL) and

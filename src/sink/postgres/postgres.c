@@ -190,6 +190,10 @@ static const spw_opt pg_opts[] = {
     {.name = "statement_timeout_ms", .type = SPW_OPT_INT, .off = offsetof(pg, statement_timeout_ms), .size = 4,
      .def = 60000, .min = 0, .max = 86400000,
      .help = "PostgreSQL's statement_timeout for the sink's statements (0: none); a statement past it is retried"},
+    {.name = "copy_min_rows", .type = SPW_OPT_INT, .off = offsetof(pg, copy_min_rows), .size = 4, .def = 64,
+     .min = 0, .max = 10000,
+     .help = "a shard's share of a transaction with fewer rows (and at most 1 MiB) goes by INSERT in the same "
+             "message as BEGIN and COMMIT: one round trip, not COPY's two (0: always COPY)"},
     /* resharding (pg_reshard.c); these may change while a reshard runs */
     {.name = "reshard_rows_per_s", .type = SPW_OPT_INT, .off = offsetof(pg, rs_rows_per_s), .size = 4, .def = 10000,
      .min = 1, .max = 10000000, .help = "a reshard's backfill copies at most this many rows a second"},
