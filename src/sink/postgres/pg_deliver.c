@@ -147,10 +147,10 @@ static inline int row_due(const pg *g, const pg_shard *s, uint32_t si, const spw
  * to q for the rows of windows w[0, nw) due on shard si (as shard_begin's
  * COPY would send them). -1 (q as it was) when they pass
  * INSERT_MAX_BYTES or a text holds a NUL byte: COPY then. */
-static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t nw, spw_buf *q)
+/* Appends "VERB table (col, ...)" to q: the head of the INSERT and of the COPY. */
+static void put_table_cols(const pg *g, const char *verb, spw_buf *q)
 {
-    size_t len0 = q->len;
-    spw_buf_puts(q, "INSERT INTO ");
+    spw_buf_puts(q, verb);
     spw_buf_puts(q, g->qtable);
     spw_buf_puts(q, " (");
     for (uint32_t c = 0; c < g->ncols; c++) {
@@ -158,7 +158,14 @@ static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_wind
             spw_buf_puts(q, ", ");
         spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
     }
-    spw_buf_puts(q, ") VALUES ");
+    spw_buf_puts(q, ")");
+}
+
+static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t nw, spw_buf *q)
+{
+    size_t len0 = q->len;
+    put_table_cols(g, "INSERT INTO ", q);
+    spw_buf_puts(q, " VALUES ");
     size_t rows0 = q->len;
     for (uint32_t j = 0; j < nw; j++) {
         for (uint32_t i = 0; i < w[j].n; i++) {
@@ -250,15 +257,8 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
         s->inflight = PG_SENT_INSERT;
         return W_OK;
     }
-    spw_buf_puts(q, "COPY ");
-    spw_buf_puts(q, g->qtable);
-    spw_buf_puts(q, " (");
-    for (uint32_t c = 0; c < g->ncols; c++) {
-        if (c)
-            spw_buf_puts(q, ", ");
-        spw__pg_quote_ident(q, g->cols[c].name, strlen(g->cols[c].name));
-    }
-    spw_buf_puts(q, s->binary ? ") FROM STDIN (FORMAT binary); COMMIT" : ") FROM STDIN; COMMIT");
+    put_table_cols(g, "COPY ", q);
+    spw_buf_puts(q, s->binary ? " FROM STDIN (FORMAT binary); COMMIT" : " FROM STDIN; COMMIT");
     spw_buf_put(q, "", 1);
     /* One simple-query message: PQexec stops at the COPY (PGRES_COPY_IN),
      * or returns the first error (the statements after it are skipped). */
