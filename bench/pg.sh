@@ -95,15 +95,11 @@ done
 "$root/scripts/deps.sh" curl
 bench_build
 
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/pg.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
-runas=()
-[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)  # by path: PATH may lack /usr/sbin
+pg_find
 
 work="$(mktemp -d "$parent/spillway-pg.XXXXXX")"
 chmod 711 "$work"      # the postgres user reaches its directory inside
 pgdir="$work/pg"
-pg_up=""
 pid=""
 bpid=""
 cleanup() {
@@ -112,7 +108,7 @@ cleanup() {
   [ -n "${POLL_PID:-}" ] && stop_pid "$POLL_PID"
   [ -n "$bpid" ] && stop_pid "$bpid"
   [ -n "$pid" ] && stop_pid "$pid"
-  [ -n "$pg_up" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -m fast -w -t 60 stop >/dev/null 2>&1
+  pg_stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -121,16 +117,9 @@ trap 'exit 130' INT TERM
 
 # ---- PostgreSQL ----
 
-mkdir "$pgdir"
-[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pgdir"
-# Encoding and locale explicit: without LANG initdb makes a SQL_ASCII cluster.
-"${runas[@]}" "$pgbin/initdb" -D "$pgdir" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
-  { cat "$work/initdb.log" >&2; echo "bench/pg.sh: initdb failed" >&2; exit 1; }
+pg_init "$pgdir"
 pgport=$(free_port)
-"${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w -t 60 \
-  -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null ||
-  { cat "$pgdir/log" >&2; echo "bench/pg.sh: pg_ctl start failed" >&2; exit 1; }
-pg_up=1
+pg_start "$pgdir" "$pgport"
 psqlc=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres)
 sql() { "${psqlc[@]}" -Atc "$1"; }
 sql "CREATE TABLE bench (id bigint, k text, v jsonb)"

@@ -73,38 +73,27 @@ done
 "$root/scripts/deps.sh" curl
 bench_build
 
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench/replicated.sh: PostgreSQL's initdb is missing" >&2; exit 1; }
-runas=()
-[ "$(id -u)" -eq 0 ] && runas=(/usr/sbin/runuser -u postgres --)
+pg_find
 
 work="$(mktemp -d "$parent/spillway-repl.XXXXXX")"
 chmod 711 "$work"
 pri="$work/pri"
 stb="$work/stb"
-up=()
 pid=""
 cleanup() {
   trap '' PIPE INT TERM
   [ -n "$pid" ] && stop_pid "$pid"
-  local d
-  for d in "${up[@]}"; do "${runas[@]}" "$pgbin/pg_ctl" -D "$d" -m fast -w -t 60 stop >/dev/null 2>&1; done
+  pg_stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-pg_start() { # DIR PORT
-  "${runas[@]}" "$pgbin/pg_ctl" -D "$1" -l "$1/log" -w -t 60 -o "-p $2 -k $1 -c listen_addresses=127.0.0.1" start \
-    >/dev/null || { cat "$1/log" >&2; echo "bench/replicated.sh: pg_ctl start failed" >&2; exit 1; }
-  up+=("$1")
-}
 
 # ---- PostgreSQL: a primary and a synchronous standby ----
 
-mkdir -m 700 "$pri" "$stb"
-[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$pri" "$stb"
-"${runas[@]}" "$pgbin/initdb" -D "$pri" -U postgres -A trust --encoding=UTF8 --locale=C >"$work/initdb.log" 2>&1 ||
-  { cat "$work/initdb.log" >&2; echo "bench/replicated.sh: initdb failed" >&2; exit 1; }
+pg_init "$pri"
+mkdir -m 700 "$stb" # pg_basebackup's target: empty, the postgres user's
+[ ${#runas[@]} -gt 0 ] && chown postgres:postgres "$stb"
 pport=$(free_port)
 pg_start "$pri" "$pport"
 "${runas[@]}" "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$stb" -R -X stream >/dev/null 2>&1 ||
