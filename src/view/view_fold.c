@@ -43,14 +43,20 @@ void spw__view_fold_free(fold *f)
     memset(f, 0, sizeof *f);
 }
 
-uint64_t spw__view_hash(const void *p, size_t n)
+/* FNV-1a over p[0, n) from h; spw__view_hash starts it at the offset
+ * basis and mixes the high bits down at the end. */
+static inline uint64_t fnv_more(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *b = p;
-    uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ b[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    return h;
 }
+
+#define FNV_BASIS 1469598103934665603ull
+static inline uint64_t fnv_end(uint64_t h) { return h ^ (h >> 29); }
+
+uint64_t spw__view_hash(const void *p, size_t n) { return fnv_end(fnv_more(FNV_BASIS, p, n)); }
 
 static void rehash(fold *f, uint32_t nslot)
 {
@@ -388,13 +394,9 @@ void spw__view_fold_ahead(const view_def *d, fold *f, const spw_cursor *c)
         return;
     const spw_record_view *r = spw_cursor_ahead(c, AHEAD_SLOT);
     if (r && r->key_len >= 0 && r->key_len <= VIEW_KEY_MAX) {
-        /* the store key's hash (spw__view_hash over prefix byte + key) */
+        /* the store key's hash: spw__view_hash of prefix byte + key, without a copy */
         uint8_t pfx = d->kind == VK_LATEST ? VIEW_P_LATEST : d->kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
-        uint64_t h = (1469598103934665603ull ^ pfx) * 1099511628211ull;
-        const uint8_t *b = (const uint8_t *)r->key;
-        for (int32_t i = 0; i < r->key_len; i++)
-            h = (h ^ b[i]) * 1099511628211ull;
-        h ^= h >> 29;
+        uint64_t h = fnv_end(fnv_more(fnv_more(FNV_BASIS, &pfx, 1), r->key, (size_t)r->key_len));
         __typeof__(f->ahead[0]) *a = &f->ahead[r->offset & 15];
         *a = (__typeof__(*a)){.tag = r->offset + 1, .h = h};
         __builtin_prefetch(&f->slot[(uint32_t)h & (f->nslot - 1)]);
