@@ -36,6 +36,19 @@ static inline void rs_put_sink(int port, const char *name, const char *stream, c
     free(r.body);
 }
 
+/* The end of a resharding test: the server stopped (SIGTERM, exit 0),
+ * the PostgreSQL servers stopped, tmp removed, "NAME: ok". */
+static inline int rs_finish(srv *s, const char *tmp, const char *name)
+{
+    CHECK_EQ(srv_stop(s, SIGTERM), 0);
+    pgsrv_stop_all();
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    CHECK(system(cmd) == 0);
+    printf("%s: ok\n", name);
+    return 0;
+}
+
 /* GET /v1/sinks/name's body (malloc'ed). */
 static inline char *rs_get_sink(int port, const char *name)
 {

@@ -663,11 +663,5 @@ int main(int argc, char **argv)
     const char *ev = getenv("SPW_PG_RESHARD_EVENTS");
     test_abort();
     test_reshard(ev ? atoi(ev) : 3000);
-    CHECK_EQ(srv_stop(&S, SIGTERM), 0);
-    pgsrv_stop_all();
-    char cmd[4400];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", TMP);
-    CHECK(system(cmd) == 0);
-    printf("test_pg_reshard: ok\n");
-    return 0;
+    return rs_finish(&S, TMP, "test_pg_reshard");
 }

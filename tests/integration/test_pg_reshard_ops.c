@@ -161,11 +161,5 @@ int main(int argc, char **argv)
     CHECK_EQ(rs_num(b, "started_ms"), -1);
     free(b);
 
-    CHECK_EQ(srv_stop(&S, SIGTERM), 0);
-    pgsrv_stop_all();
-    char cmd[4400];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", TMP);
-    CHECK(system(cmd) == 0);
-    printf("test_pg_reshard_ops: ok\n");
-    return 0;
+    return rs_finish(&S, TMP, "test_pg_reshard_ops");
 }

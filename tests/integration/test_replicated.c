@@ -71,6 +71,34 @@ static int post_ev(int port, const char *stream, const char *key, const char *ev
     return r.status;
 }
 
+/* post of event i with ack=replicated, again while the answer is 503 (the
+ * sink still attaching; 400 tries, 25 ms apart): the last status. */
+static int post_attached(int port, const char *stream, int i)
+{
+    int st = 503;
+    for (int tries = 0; tries < 400 && st == 503; tries++) {
+        st = post(port, stream, "replicated", i, NULL);
+        if (st == 503)
+            usleep(25 * 1000);
+    }
+    return st;
+}
+
+/* post_ev, again while the answer is 503 (the sink still attaching; 400
+ * tries, 25 ms apart): the last status (its body in *body). */
+static int post_ev_attached(int port, const char *stream, const char *key, const char *ev, char **body)
+{
+    int st = 503;
+    for (int tries = 0; tries < 400 && st == 503; tries++) {
+        st = post_ev(port, stream, key, ev, body);
+        if (st == 503) {
+            free(*body);
+            usleep(25 * 1000);
+        }
+    }
+    return st;
+}
+
 /* One event ev to stream over the binary protocol with ack=replicated
  * (the client library's producer, producer id + sequence deduped): its
  * status. */
@@ -203,13 +231,8 @@ int main(int argc, char **argv)
 
     /* 2. Acknowledged once the standby holds it. The first requests may
      * meet the sink still attaching (503). */
-    int n = 1, st = 0;
-    for (int tries = 0; tries < 400 && st != 202; tries++) {
-        st = post(s.port, "r", "replicated", n, NULL);
-        if (st == 503)
-            usleep(25 * 1000);
-    }
-    CHECK_EQ(st, 202);
+    int n = 1, st;
+    CHECK_EQ(post_attached(s.port, "r", n), 202);
     acked[n] = appended[n] = 1;
     n++;
     for (; n < 200; n++) {
@@ -234,14 +257,8 @@ int main(int argc, char **argv)
              "\"columns\":{\"id\":\"/i\"}}}",
              pri.port);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/pgd", body), 201);
-    st = 0;
-    for (int tries = 0; tries < 400 && st != 202; tries++) {
-        st = post_ev(s.port, "rd", "good-1", "{\"i\":1}", &b);
-        free(b);
-        if (st == 503)
-            usleep(25 * 1000);
-    }
-    CHECK_EQ(st, 202);
+    CHECK_EQ(post_ev_attached(s.port, "rd", "good-1", "{\"i\":1}", &b), 202);
+    free(b);
     st = post_ev(s.port, "rd", "bad-1", "{\"i\":\"not a number\"}", &b);
     if (st != 422)
         fprintf(stderr, "a dead-lettered replicated request: %d %s\n", st, b);
@@ -270,25 +287,12 @@ int main(int argc, char **argv)
      * dlq stream, so the retry is not answered 202. */
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     srv_start(&s, BIN, data, NULL);
-    st = 503;
-    for (int tries = 0; tries < 400 && st == 503; tries++) {
-        st = post_ev(s.port, "rd", "bad-1", "{\"i\":\"not a number\"}", &b);
-        if (st == 503) {
-            free(b);
-            usleep(25 * 1000);
-        }
-    }
+    st = post_ev_attached(s.port, "rd", "bad-1", "{\"i\":\"not a number\"}", &b);
     if (st != 422)
         fprintf(stderr, "a dead-lettered replicated request retried after a restart: %d %s\n", st, b);
     CHECK_EQ(st, 422);
     free(b);
-    st = 503;
-    for (int tries = 0; tries < 400 && st == 503; tries++) { /* pgr attached again */
-        st = post(s.port, "r", "replicated", n, NULL);
-        if (st == 503)
-            usleep(25 * 1000);
-    }
-    CHECK_EQ(st, 202);
+    CHECK_EQ(post_attached(s.port, "r", n), 202); /* pgr attached again */
     acked[n] = appended[n] = 1;
     n++;
 
