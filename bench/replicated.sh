@@ -36,11 +36,12 @@
 #   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
 #   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
 #
-# usage: bench/replicated.sh [--seconds S] [--rows N] [--clients C] [--partitions P] [--dir DIR]
+# usage: bench/replicated.sh [--seconds S] [--rows N] [--clients C] [--partitions P] [--connections K] [--dir DIR]
 #   --seconds S    each Spillway run (default 10)
 #   --rows N       rows of the COPY run (default 1000000)
 #   --clients C    spillway bench clients (default 50)
 #   --partitions P partitions of the streams (default 4)
+#   --connections K the sink's options.connections (default 2)
 #   --dir DIR      parent of the temporary directory (default $TMPDIR or
 #                  /var/tmp: a real disk, not tmpfs)
 set -euo pipefail
@@ -51,6 +52,7 @@ seconds=10
 rows=1000000
 clients=50
 partitions=4
+connections=2
 parent="${TMPDIR:-/var/tmp}"
 usage() { bench_usage; }
 while [ $# -gt 0 ]; do
@@ -59,16 +61,17 @@ while [ $# -gt 0 ]; do
     --rows) rows=${2:?}; shift 2 ;;
     --clients) clients=${2:?}; shift 2 ;;
     --partitions) partitions=${2:?}; shift 2 ;;
+    --connections) connections=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/replicated.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-for v in "$seconds" "$rows" "$clients" "$partitions"; do
+for v in "$seconds" "$rows" "$clients" "$partitions" "$connections"; do
   [[ "$v" =~ ^[1-9][0-9]{0,8}$ ]] || { echo "bench/replicated.sh: not a positive number: $v" >&2; exit 2; }
 done
-[ "$seconds" -le 3600 ] && [ "$clients" -le 1024 ] && [ "$partitions" -le 1024 ] ||
-  { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024" >&2; exit 2; }
+[ "$seconds" -le 3600 ] && [ "$clients" -le 1024 ] && [ "$partitions" -le 1024 ] && [ "$connections" -le 16 ] ||
+  { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024, --connections <= 16" >&2; exit 2; }
 
 "$root/scripts/deps.sh" curl
 bench_build
@@ -182,7 +185,7 @@ url="http://127.0.0.1:$http_port"
 put /v1/streams/plain "{\"partitions\":$partitions,\"key\":\"/k\"}"
 put /v1/streams/repl "{\"partitions\":$partitions,\"key\":\"/k\",\"replicate_to\":\"pgr\",\"replication_timeout_ms\":30000}"
 put /v1/sinks/pgr "{\"stream\":\"repl\",\"kind\":\"postgres\",
-  \"options\":{\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
+  \"options\":{\"connections\":$connections,\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
   \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
 # until the sink has attached (replicated requests are 503 before)
 for i in $(seq 400); do

@@ -13,6 +13,12 @@
  *      records go to the dead-letter stream, every other row is in the
  *      table exactly once, and every partition's progress row reaches the
  *      partition's end.
+ *   2b. options.connections 2, on a stream of its own: records durable
+ *      before the sink exists go in exactly two transactions, one per
+ *      connection (partitions 0 and 2, 1 and 3), each with its partitions'
+ *      progress rows; refused records are dead-lettered and every other
+ *      row is there once; no transaction mixes the connections'
+ *      partitions; the sink holds two backends on the server.
  *   3. The replica of a stream (replicate_to, the primary now with a
  *      synchronous standby): records that become durable while the sink's
  *      COMMIT waits for the standby go into the very next transaction.
@@ -138,6 +144,61 @@ static long long xmin_of(int i)
     char q[96];
     snprintf(q, sizeof q, "SELECT xmin::text::bigint FROM rep WHERE id = %d", i);
     return num(q);
+}
+
+/* 2b. options.connections 2 (partitions 0 and 2 on one connection, 1 and
+ * 3 on the other), on a stream of its own: records durable before the
+ * sink exists go in exactly two transactions, one per connection, each
+ * with its two partitions' rows and progress rows; then a group holding
+ * refused records: every other row once, the bad ones dead-lettered,
+ * still no transaction mixing the connections' partitions; and the sink
+ * holds two backends on the server. */
+static void test_connections(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE ev2 (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0))");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"partitions\":%d}", NPART);
+    put_stream(s->port, "g2", body);
+    put_stream(s->port, "dlq2", "{\"partitions\":1}");
+    int N = 400, M = 600, bad = 0;
+    for (int i = N; i < N + M; i++)
+        bad += i % 53 == 0;
+    send_events(s->binport, "g2", 0, N, 0);
+    const char *backends = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'";
+    long long before = num(backends);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g2\",\"kind\":\"postgres\",\"dlq\":\"dlq2\",\"batch\":{\"max_events\":10000,"
+             "\"max_wait_ms\":300},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"connections\":2,"
+             "\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"ev2\",\"columns\":{"
+             "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl", body), 201);
+    wait_num("SELECT count(*) FROM ev2", N);
+    const char *mixed =
+        "SELECT count(*) FROM (SELECT xmin::text FROM ev2 GROUP BY 1 HAVING count(DISTINCT part % 2) > 1) x";
+    CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev2"), 2);
+    CHECK_EQ(num(mixed), 0);
+    CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev2 GROUP BY 1 HAVING count(DISTINCT part) = 2) x"), 2);
+    /* each partition's progress row committed with its connection's rows */
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N);
+    CHECK_EQ(num("SELECT count(*) FROM spillway_sink_progress p WHERE sink = 'gl' AND p.xmin::text IN (SELECT "
+                 "xmin::text FROM ev2 WHERE ev2.part = p.partition)"),
+             NPART);
+    long long during = num(backends);
+    if (during - before != 2)
+        fprintf(stderr, "client backends: %lld before the sink, %lld with it\n", before, during);
+    CHECK_EQ(during - before, 2);
+
+    send_events(s->binport, "g2", N, M, 53);
+    wait_num("SELECT count(*) FROM ev2", N + M - bad);
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM ev2"), N + M - bad);
+    CHECK_EQ(num("SELECT count(*) FROM ev2 WHERE v < 0"), 0);
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N + M);
+    CHECK_EQ(part_field(s->port, "/v1/streams/dlq2", 0, "end_offset"), (uint64_t)bad);
+    CHECK_EQ(num(mixed), 0);
+    fprintf(stderr, "connections 2: %d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
+            num("SELECT count(DISTINCT xmin::text) FROM ev2"));
+    CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
 }
 
 static void test_replica(srv *s, const char *tmp)
@@ -351,6 +412,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "%d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
+    test_connections(&s);
     test_replica(&s, tmp);
     test_replica_cut(&s);
     test_bookkeeping(&s);
