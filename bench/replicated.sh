@@ -6,6 +6,10 @@
 #                 client, one single-row INSERT per transaction (autocommit)
 #                 on the primary, whose commits wait for the standby; p50
 #                 and p99 from pgbench's per-transaction log
+#   pg-rtt-C      the same from --clients pgbench clients at once (as many
+#                 as the single-event HTTP runs' connections): what that
+#                 many clients committing straight into the replicated
+#                 primary see; not a target, beside it
 #   copy          psql `\copy` of --rows 100-byte rows into the primary (one
 #                 COPY, one transaction): the rate any loader of this
 #                 replicated PostgreSQL can reach
@@ -151,11 +155,21 @@ echo "INSERT INTO rtt VALUES (1);" >"$work/rtt.sql"
 chmod 644 "$work/rtt.sql"
 (cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c 1 -T 5 -f rtt.sql -l --log-prefix=rtt \
   postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
-cat "$work"/rtt.* | awk '{ print $3 }' >"$work/rtt.us"
+cat "$work"/rtt.[0-9]* | awk '{ print $3 }' >"$work/rtt.us"
 n_rtt=$(wc -l <"$work/rtt.us")
 eps[pg-rtt]=$((n_rtt / 5))
 p50[pg-rtt]=$(pct "$work/rtt.us" 0.5)
 p99[pg-rtt]=$(pct "$work/rtt.us" 0.99)
+rm -f "$work"/rtt.[0-9]*
+
+echo "== pg-rtt-$clients: pgbench, $clients clients, INSERT INTO rtt per transaction, 5 s"
+(cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c "$clients" -j 1 -T 5 -f rtt.sql -l \
+  --log-prefix=rttc postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
+cat "$work"/rttc.* | awk '{ print $3 }' >"$work/rttc.us"
+rm -f "$work"/rttc.[0-9]*
+eps[pg-rtt-c]=$(($(wc -l <"$work/rttc.us") / 5))
+p50[pg-rtt-c]=$(pct "$work/rttc.us" 0.5)
+p99[pg-rtt-c]=$(pct "$work/rttc.us" 0.99)
 
 # ---- 2. COPY into the replicated primary ----
 
@@ -187,6 +201,7 @@ put /v1/streams/repl "{\"partitions\":$partitions,\"key\":\"/k\",\"replicate_to\
 put /v1/sinks/pgr "{\"stream\":\"repl\",\"kind\":\"postgres\",
   \"options\":{\"connections\":$connections,\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
   \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+echo "   sink pgr: postgres into bench on the primary, options.connections $connections"
 # until the sink has attached (replicated requests are 503 before)
 for i in $(seq 400); do
   code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST "$url/v1/streams/repl/events?ack=replicated" \
@@ -280,9 +295,11 @@ echo "BENCH replicated sink_transactions=$txns rows=$rows_all"
 
 echo
 printf '%-16s %14s %10s %10s %16s\n' system events/s p50_us p99_us server_ns/event
-for s in pg-rtt copy bin-fsync bin-replicated http-fsync http-replicated; do
-  printf '%-16s %14s %10s %10s %16s\n' "$s" "${eps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]:--}"
-  echo "BENCH replicated system=$s events_per_s=${eps[$s]} p50_us=${p50[$s]} p99_us=${p99[$s]} cpu_ns_per_event=${cpu[$s]:--}"
+for s in pg-rtt pg-rtt-c copy bin-fsync bin-replicated http-fsync http-replicated; do
+  name=$s
+  [ "$s" = pg-rtt-c ] && name=pg-rtt-$clients
+  printf '%-16s %14s %10s %10s %16s\n' "$name" "${eps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]:--}"
+  echo "BENCH replicated system=$name events_per_s=${eps[$s]} p50_us=${p50[$s]} p99_us=${p99[$s]} cpu_ns_per_event=${cpu[$s]:--}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 r1=$(ratio "${eps[bin-replicated]}" "${eps[copy]}")
@@ -291,3 +308,4 @@ res1=$(awk -v r="$r1" 'BEGIN { print (r >= 0.8 ? "PASS" : "MISS") }')
 res2=$(awk -v r="$r2" 'BEGIN { print (r <= 3 ? "PASS" : "MISS") }')
 echo "BENCH replicated ratio=bin-replicated/copy value=$r1 target=0.8 result=$res1"
 echo "BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=$r2 target=3 result=$res2"
+echo "BENCH replicated ratio=http-replicated-p99/pg-rtt-$clients-p99 value=$(ratio "${p99[http-replicated]}" "${p99[pg-rtt-c]}") (not a target)"

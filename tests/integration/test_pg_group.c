@@ -38,6 +38,11 @@
  *      Those groups of a few rows go by INSERT ... VALUES, not COPY, each
  *      in ONE message with its BEGIN, progress rows and COMMIT (below
  *      copy_min_rows: one round trip, not two).
+ *   3c. A pending group of an eighth of the cap or more (3 records,
+ *      max_events 16) counts as cut: record 4, durable while {1, 2, 3}
+ *      is held at its COPY (a table lock), is read while {1, 2, 3}'s COMMIT
+ *      waits for the standby, and record 5, appended during that wait,
+ *      goes into a third transaction.
  *   4. A replicated request is answered once its commit is done, not after
  *      the bookkeeping that follows it: with the fsync of the sink's local
  *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
@@ -305,6 +310,60 @@ static void test_replica_cut(srv *s)
     CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep3"), 5);
 }
 
+/* 3c. A pending group not cut by the cap but of an eighth of it or more
+ * (3 records, max_events 16) is treated as cut: the next group is read
+ * while its COMMIT waits. {1, 2, 3} is held at its COPY (copy_min_rows 0:
+ * the sink waits for the COPY to start) by a table lock while record 4 is
+ * appended, then at its COMMIT by the standby being
+ * down: 4 is read meanwhile (its own transaction), and 5, appended while
+ * the COMMIT waits, goes into a third (a sink that ended {1, 2, 3} first
+ * would have read 4 and 5 together). */
+static void test_replica_big(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE rep4 (id bigint NOT NULL)");
+    put_stream(s->port, "r4", "{\"partitions\":1,\"replicate_to\":\"rs4\",\"replication_timeout_ms\":60000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r4\",\"kind\":\"postgres\",\"batch\":{\"max_events\":16},"
+             "\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"rep4\",\"copy_min_rows\":0,\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs4", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) {
+        st = post_one(s->port, "r4", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    PGconn *l = pgsrv_conn(&PG);
+    PGresult *r = PQexec(l, "BEGIN; LOCK TABLE rep4 IN SHARE MODE");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *three = "[{\"i\":1},{\"i\":2},{\"i\":3}]";
+    resp rr = http_ex(s->port, "POST", "/v1/streams/r4/events?ack=fsync", "application/json", NULL, three,
+                      strlen(three));
+    CHECK_EQ(rr.status, 202);
+    free(rr.body);
+    wait_sink_backend("wait_event_type = 'Lock'"); /* {1, 2, 3}'s COPY waits for the lock */
+    CHECK_EQ(post_one(s->port, "r4", "fsync", 4), 202);
+    pgsrv_stop_mode(&STB, "fast");
+    r = PQexec(l, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(l);
+    wait_sink_backend("wait_event = 'SyncRep'"); /* {1, 2, 3}'s COMMIT waits for the standby */
+    CHECK_EQ(post_one(s->port, "r4", "fsync", 5), 202);
+    pgsrv_start(&STB);
+    wait_num("SELECT count(*) FROM rep4", 6);
+    fprintf(stderr, "replica transactions (xmin) of records 1, 3, 4, 5 (cap 16): %lld %lld %lld %lld\n",
+            xmin_in("rep4", 1), xmin_in("rep4", 3), xmin_in("rep4", 4), xmin_in("rep4", 5));
+    CHECK_EQ(xmin_in("rep4", 1), xmin_in("rep4", 3));
+    CHECK(xmin_in("rep4", 3) != xmin_in("rep4", 4));
+    CHECK(xmin_in("rep4", 4) != xmin_in("rep4", 5));
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep4"), 6);
+}
+
 static void test_bookkeeping(srv *s)
 {
     pgsrv_exec(&PG, "CREATE TABLE rep2 (id bigint NOT NULL)");
@@ -415,6 +474,7 @@ int main(int argc, char **argv)
     test_connections(&s);
     test_replica(&s, tmp);
     test_replica_cut(&s);
+    test_replica_big(&s);
     test_bookkeeping(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     pgsrv_stop_mode(&STB, "fast");
