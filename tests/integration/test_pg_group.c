@@ -18,7 +18,9 @@
  *      connection (partitions 0 and 2, 1 and 3), each with its partitions'
  *      progress rows; refused records are dead-lettered and every other
  *      row is there once; no transaction mixes the connections'
- *      partitions; the sink holds two backends on the server.
+ *      partitions; the sink holds two backends on the server; changing
+ *      connections to 3 is an online change (202) and the rows after it
+ *      are there once each, in transactions of one connection's partitions.
  *   3. The replica of a stream (replicate_to, the primary now with a
  *      synchronous standby): records that become durable while the sink's
  *      COMMIT waits for the standby go into the very next transaction.
@@ -203,6 +205,18 @@ static void test_connections(srv *s)
     CHECK_EQ(num(mixed), 0);
     fprintf(stderr, "connections 2: %d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
             num("SELECT count(DISTINCT xmin::text) FROM ev2"));
+    /* connections is an online change (202): three now, and still once each */
+    char *c2 = strstr(body, "\"connections\":2");
+    CHECK(c2);
+    c2[strlen("\"connections\":")] = '3';
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl", body), 202);
+    send_events(s->binport, "g2", N + M, 300, 0);
+    wait_num("SELECT count(*) FROM ev2", N + M + 300 - bad);
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM ev2"), N + M + 300 - bad);
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N + M + 300);
+    CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev2 WHERE id >= 1000 GROUP BY 1 HAVING "
+                 "count(DISTINCT part % 3) > 1) x"),
+             0);
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
 }
 
