@@ -332,8 +332,9 @@ int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
         spw__pg_drop(g, s);
         return -1;
     }
-    for (uint32_t i = 0; i < s->nnext; i++)
-        s->next[i] = 0;
+    pg_shard *h = spw__pg_home(g, s); /* the shard's progress, whichever connection reads it */
+    for (uint32_t i = 0; i < h->nnext; i++)
+        h->next[i] = 0;
     for (int i = 0; i < PQntuples(r); i++) {
         long long p = atoll(PQgetvalue(r, i, 0)), n = atoll(PQgetvalue(r, i, 1));
         if (p < 0 || p >= 65536 || n < 0)
@@ -348,8 +349,8 @@ int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
                      g->sink, si, p, g->stream, inc, g->incarnation);
             n = 0;
         }
-        spw__pg_ensure_next(s, (uint32_t)p);
-        s->next[p] = (uint64_t)n;
+        spw__pg_ensure_next(h, (uint32_t)p);
+        h->next[p] = (uint64_t)n;
     }
     PQclear(r);
     if (atomic_load(&s->repl_unsure) && confirm_replicated(g, s, err, cap) < 0)
@@ -438,7 +439,7 @@ int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++) {
         char *err = g->pos_err;
-        pg_shard *s = spw__pg_conn(g, i, partition);
+        pg_shard *s = &g->sh[i];
         int r = spw__pg_ready(g, s, err, sizeof g->pos_err);
         if (r < 0) {
             spw_warn("sink %s: %s", g->sink, err);

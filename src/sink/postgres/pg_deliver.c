@@ -135,16 +135,17 @@ static void route(pg *g, const spw_sink_window *w, uint32_t nw)
     spw__pg_reshard_route(g, w, nw, total); /* before cutover: moving keys to their old shard too */
 }
 
-/* Does window j's partition go by connection s of its shard? */
+/* Does window j's partition go by connection s of its shard (in this group)? */
 static inline int lane_of(const pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t j)
 {
-    return w[j].partition % g->lanes == s->lane;
+    return w[j].partition % g->lanes_now == s->lane;
 }
 
 /* Is record i of window j (a window of s's lane) for s's shard and not there yet? */
 static inline int row_due(const pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t j, uint32_t i)
 {
-    return spw__pg_goes_to(g, g->woff[j] + i, s->si) && w[j].recs[i].offset >= s->next[w[j].partition];
+    return spw__pg_goes_to(g, g->woff[j] + i, s->si) &&
+           w[j].recs[i].offset >= g->sh[s->si].next[w[j].partition];
 }
 
 /* At most this many bytes of rows go by INSERT (copy_min_rows): a
@@ -217,13 +218,19 @@ static int put_insert(pg *g, const pg_shard *s, const spw_sink_window *w, uint32
  * in turn, so each one's backend parses while the others' rows are
  * formatted and sent).
  */
-static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+/* Connection s made ready for the group (connected, its shard's progress
+ * read, the table checked) before any connection's transaction is sent:
+ * making a connection ready alters the progress table, which waits for
+ * every open transaction that wrote it, such as another connection's of
+ * this group. Sets s->due, the rows it will send. */
+static int shard_prepare(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
 {
-    uint32_t mine = 0, nmine = 0;
+    pg_shard *h = spw__pg_home(g, s);
+    uint32_t mine = 0;
+    s->due = 0;
     for (uint32_t j = 0; j < nw; j++) {
         if (!lane_of(g, s, w, j))
             continue;
-        nmine++;
         for (uint32_t i = 0; i < w[j].n; i++)
             mine += spw__pg_goes_to(g, g->woff[j] + i, s->si);
     }
@@ -235,7 +242,7 @@ static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw
     for (uint32_t j = 0; j < nw; j++) {
         if (!lane_of(g, s, w, j))
             continue;
-        spw__pg_ensure_next(s, w[j].partition);
+        spw__pg_ensure_next(h, w[j].partition);
         for (uint32_t i = 0; i < w[j].n; i++)
             rows += row_due(g, s, w, j, i);
     }
@@ -243,6 +250,18 @@ static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw
         return W_OK;
     if (spw__pg_check_table(g, s, err, cap) < 0)
         return W_RETRY;
+    s->due = rows;
+    return W_OK;
+}
+
+static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+{
+    pg_shard *h = spw__pg_home(g, s);
+    uint32_t rows = s->due, nmine = 0;
+    if (rows == 0)
+        return W_OK;
+    for (uint32_t j = 0; j < nw; j++)
+        nmine += lane_of(g, s, w, j);
     if (s->if_cap < nmine) {
         s->if_cap = nmine;
         s->if_part = spw_xrealloc(s->if_part, (size_t)nmine * sizeof *s->if_part);
@@ -256,7 +275,7 @@ static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw
         if (!lane_of(g, s, w, j))
             continue;
         uint64_t end = w[j].recs[w[j].n - 1].offset + 1;
-        if (s->next[w[j].partition] >= end)
+        if (h->next[w[j].partition] >= end)
             continue;
         spw_buf_puts(q, s->nif ? ", (" : "(");
         if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
@@ -382,9 +401,10 @@ static int shard_end(pg *g, pg_shard *s, char *err, size_t cap)
     PQclear(r);
     while ((r = PQgetResult(s->c)))
         PQclear(r);
+    pg_shard *h = spw__pg_home(g, s);
     for (uint32_t i = 0; i < s->nif; i++)
-        if (s->next[s->if_part[i]] < s->if_end[i])
-            s->next[s->if_part[i]] = s->if_end[i];
+        if (h->next[s->if_part[i]] < s->if_end[i])
+            h->next[s->if_part[i]] = s->if_end[i];
     if (atomic_load(&s->repl_unsure)) {
         /* Committed here; the standby may lack it: not done until a later
          * commit's wait finishes (spw__pg_ready confirms on reconnect). */
@@ -417,7 +437,18 @@ static void begin_all(pg *g, const spw_sink_window *w, uint32_t nw)
     route(g, w, nw);
     g->res = W_OK;
     g->e1[0] = 0;
+    /* A group below copy_min_rows records goes by one connection per
+     * shard: one INSERT message and one commit, where more would only add
+     * commits (and waits for the standby) for rows parsed in no time. */
+    size_t total = 0;
+    for (uint32_t j = 0; j < nw; j++)
+        total += w[j].n;
+    g->lanes_now = total < g->copy_min_rows ? 1 : g->lanes;
     uint32_t nc = g->nshards * g->lanes, copying = 0;
+    for (uint32_t k = 0; k < nc; k++) {
+        char e[512] = "";
+        fold(g, shard_prepare(g, spw__pg_conn_at(g, k), w, nw, e, sizeof e), e);
+    }
     for (uint32_t k = 0; k < nc; k++) {
         char e[512] = "";
         pg_shard *s = spw__pg_conn_at(g, k);
@@ -485,11 +516,11 @@ int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t
     /* the delivered prefix: records every shard now holds */
     uint32_t d = 0;
     while (d < n) {
-        pg_shard *s = spw__pg_conn(g, g->shard_of[d], partition);
+        pg_shard *s = &g->sh[g->shard_of[d]];
         if (partition >= s->nnext || recs[d].offset >= s->next[partition])
             break;
         if (g->dual_now && g->old_of[d] != UINT32_MAX) {
-            pg_shard *o = spw__pg_conn(g, g->old_of[d], partition);
+            pg_shard *o = &g->sh[g->old_of[d]];
             if (partition >= o->nnext || recs[d].offset >= o->next[partition])
                 break;
         }
@@ -541,7 +572,7 @@ int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
 {
     pg *g = st;
     for (uint32_t si = 0; si < g->nshards; si++) {
-        pg_shard *s = spw__pg_conn(g, si, partition);
+        pg_shard *s = &g->sh[si];
         char err[512];
         int rr = shard_at(g, s, partition);
         if (rr < 0)
@@ -580,7 +611,7 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
     int moved = 0;
     spw__pg_reshard_attached(g); /* after every partition's position (sink.h) */
     for (uint32_t si = 0; si < g->nshards; si++) {
-        pg_shard *s = spw__pg_conn(g, si, partition);
+        pg_shard *s = &g->sh[si];
         char err[512];
         int rr = shard_at(g, s, partition);
         if (rr < 0)

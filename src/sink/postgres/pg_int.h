@@ -57,12 +57,15 @@ typedef struct pg_col {
 enum { PG_SENT_NONE, PG_SENT_COPY, PG_SENT_INSERT };
 
 /* One connection to a shard. A shard has options.connections of them
- * (its lanes): lane l carries the partitions p with p % connections == l,
- * in transactions of its own, so PostgreSQL parses a group's rows on
- * several backends at once and a partition's rows stay in order on one
- * connection. Lane 0 is g->sh[si]; what is per shard (its conninfo, the
- * reshard's statements, the replication check) uses it. Progress rows
- * are per (partition, shard): lane p % connections writes partition p's. */
+ * (its lanes). In a group of copy_min_rows records or more, lane l
+ * carries the partitions p with p % connections == l, in a transaction of
+ * its own, so PostgreSQL parses the group on several backends at once; a
+ * smaller group goes by lane 0 alone (one INSERT message, one commit).
+ * Groups never overlap (the next begins once every lane's transaction of
+ * this one has ended), so a partition's rows stay in order whichever lane
+ * carries them. Lane 0 is g->sh[si]: what is per shard uses it (its
+ * conninfo, the progress it holds (next), commit and rewind, the
+ * reshard's statements, the replication check). */
 typedef struct pg_shard {
     char conninfo[PG_CONNINFO_MAX];
     uint32_t si;   /* the shard */
@@ -87,12 +90,13 @@ typedef struct pg_shard {
      * then nothing this shard wrote counts as replicated
      * (docs/operations.md "Replication"). */
     _Atomic int repl_unsure;
-    uint64_t *next; /* per partition: what this shard holds (meaningful for this lane's partitions) */
+    uint64_t *next; /* per partition: what this shard holds (lane 0's; every lane reads and moves it) */
     uint32_t nnext;
     /* begin_all's COPY, sent a piece at a time to each lane in turn:
      * the next row is w[cj].recs[ci]; copying while rows are left */
     uint32_t cj, ci;
     int copying;
+    uint32_t due; /* begin_all: rows of the group for this connection (shard_prepare) */
 } pg_shard;
 
 typedef struct pg {
@@ -110,6 +114,7 @@ typedef struct pg {
     pg_shard *sh;    /* the shards (lane 0 of each) */
     uint32_t nshards;
     uint32_t lanes;  /* connections per shard (options.connections once ln is made; 1 before) */
+    uint32_t lanes_now; /* the lanes the group being written uses: lanes, or 1 below copy_min_rows records */
     uint32_t connections; /* options.connections as parsed */
     pg_shard *ln;    /* lanes 1.. of each shard: shard si's lane l is ln[si * (lanes - 1) + l - 1] */
     spw_ring ring;
@@ -150,8 +155,8 @@ static inline pg_shard *spw__pg_lane(pg *g, uint32_t si, uint32_t lane)
     return lane == 0 ? &g->sh[si] : &g->ln[si * (g->lanes - 1) + lane - 1];
 }
 
-/* The connection of shard si that carries partition p. */
-static inline pg_shard *spw__pg_conn(pg *g, uint32_t si, uint32_t p) { return spw__pg_lane(g, si, p % g->lanes); }
+/* Connection s's shard (its lane 0: the shard's progress, next). */
+static inline pg_shard *spw__pg_home(pg *g, const pg_shard *s) { return &g->sh[s->si]; }
 
 /* Every connection, k in [0, nshards * lanes). */
 static inline pg_shard *spw__pg_conn_at(pg *g, uint32_t k) { return spw__pg_lane(g, k / g->lanes, k % g->lanes); }

@@ -215,7 +215,7 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
                    size_t cap)
 {
     pg *g = spw_xcalloc(1, sizeof *g);
-    g->lanes = 1;
+    g->lanes = g->lanes_now = 1;
     pthread_mutex_init(&g->cancel_mu, NULL);
     snprintf(g->sink, sizeof g->sink, "%s", sink);
     snprintf(g->stream, sizeof g->stream, "%s", stream);
