@@ -20,8 +20,9 @@
 static inline size_t record_bound(const spw_record *r)
 {
     size_t total = 5 + 10 + 5 + 10 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
-    for (uint32_t k = 0; k < r->header_count; k++)
-        total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
+    if (__builtin_expect(r->header_count != 0, 0))
+        for (uint32_t k = 0; k < r->header_count; k++)
+            total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
     return total;
 }
 
@@ -116,17 +117,18 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     if (o->compression < SPW_COMPRESS_NONE || o->compression > SPW_COMPRESS_ZSTD)
         return SPW_EINVAL;
     const uint32_t *order = o->order;
-    /* One pass: each record's checks, the newest timestamp and the bound. */
+    /* One pass: each record's checks, the newest timestamp and the bound
+     * (a version above vmax: none is allowed outside a versioned batch). */
     int64_t first_ts = recs[order ? order[0] : 0].ts, max_ts = first_ts;
     size_t bound = SPW_BATCH_HEADER_LEN;
+    uint64_t vmax = o->versioned ? SPW_VERSION_MAX : 0;
     for (uint32_t i = 0; i < n; i++) {
         if (order && i > 0 && order[i] <= order[i - 1])
             return SPW_EINVAL;
         const spw_record *r = &recs[order ? order[i] : i];
-        if (r->version > SPW_VERSION_MAX || (r->version && !o->versioned) || r->key_len < -1)
+        if (r->version > vmax || r->key_len < -1)
             return SPW_EINVAL;
-        if (r->ts > max_ts)
-            max_ts = r->ts;
+        max_ts = r->ts > max_ts ? r->ts : max_ts;
         bound += record_bound(r);
     }
     if (bound - SPW_BATCH_HEADER_LEN > SPW_BATCH_MAX_LEN * 2ull)
