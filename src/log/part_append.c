@@ -223,7 +223,7 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     p->next_offset += h.record_count;
     pthread_mutex_unlock(&p->mu);
 
-    spw__log_enqueue(log, p);
+    spw__log_enqueue(log, p, len);
     if (res)
         *res = out;
     if (ack == SPW_ACK_NONE && cb)
