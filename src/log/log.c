@@ -14,7 +14,7 @@
  *      without a timer, so an append waits at most for the cycle in
  *      progress plus its own. After a cycle that completed K > 1 fsync
  *      waiters, first gather: wait briefly for K appends, writing (step 2
- *      without the fsync) what arrived whenever SPW__GATHER_WRITE_BYTES
+ *      alone) what arrived whenever SPW__GATHER_WRITE_BYTES
  *      came in, so the copy into the page cache overlaps the appends still
  *      being encoded instead of following the last of them.
  * A partition failed by a write or fsync error takes no part in 2-3; while
