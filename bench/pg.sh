@@ -38,6 +38,8 @@
 #   --insert-rows N   rows of the single-row INSERT run (default 10000)
 #   --clients C       `spillway bench` producers (default 4)
 #   --partitions P    partitions of Spillway's stream (default 4)
+#   --connections K   the sink's options.connections: connections to
+#                     PostgreSQL, each loading its own partitions (default 2)
 #   --sink-batch N    the sink's batch.max_events (default: none given, so
 #                     the postgres sink's own default, 50000 events or 8 MiB)
 #   --repeat R        copy and sink are run R times each, alternately
@@ -64,6 +66,7 @@ rows=1000000
 insert_rows=10000
 clients=4
 partitions=4
+connections=2
 sink_batch=
 repeat=3
 parent="${TMPDIR:-/var/tmp}"
@@ -74,6 +77,7 @@ while [ $# -gt 0 ]; do
     --insert-rows) insert_rows=${2:?}; shift 2 ;;
     --clients) clients=${2:?}; shift 2 ;;
     --partitions) partitions=${2:?}; shift 2 ;;
+    --connections) connections=${2:?}; shift 2 ;;
     --sink-batch) sink_batch=${2:?}; shift 2 ;;
     --repeat) repeat=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
@@ -82,13 +86,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 bad() { echo "bench/pg.sh: $*" >&2; exit 2; }
-for v in "$rows" "$insert_rows" "$clients" "$partitions" ${sink_batch:+"$sink_batch"} "$repeat"; do
+for v in "$rows" "$insert_rows" "$clients" "$partitions" "$connections" ${sink_batch:+"$sink_batch"} "$repeat"; do
   [[ "$v" =~ ^[1-9][0-9]{0,9}$ ]] || bad "not a positive number: $v"
 done
 [ "$rows" -le 100000000 ] || bad "--rows is at most 100000000"
 [ "$insert_rows" -le "$rows" ] || bad "--insert-rows is at most --rows ($rows)"
 [ "$clients" -le 1024 ] || bad "--clients is at most 1024"
 [ "$partitions" -le 1024 ] || bad "--partitions is at most 1024"
+[ "$connections" -le 16 ] || bad "--connections is at most 16"
 [ -z "$sink_batch" ] || [ "$sink_batch" -le 1000000 ] || bad "--sink-batch is at most 1000000"
 [ "$repeat" -le 20 ] || bad "--repeat is at most 20"
 
@@ -216,7 +221,7 @@ batch_json=""
 [ -n "$sink_batch" ] && batch_json="\"batch\":{\"max_events\":$sink_batch},"
 put_sink() { # NAME: a postgres sink from stream NAME into bench
   put "/v1/sinks/$1" "{\"stream\":\"$1\",\"kind\":\"postgres\",$batch_json
-    \"options\":{\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
+    \"options\":{\"connections\":$connections,\"shards\":[\"host=127.0.0.1 port=$pgport user=postgres dbname=postgres\"],\"table\":\"bench\",
     \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
 }
 produce() { # STREAM: `spillway bench` of $rows events into STREAM, in the background (sets bpid)
@@ -282,7 +287,7 @@ sink_run() { # R
   put_sink "$st"
   echo "== sink ($1/$repeat): spillway bench --protocol bin --events $rows --clients $clients --batch 1000" \
     "--size 100 --keys 1000 --ack fsync into a $partitions-partition stream; postgres sink" \
-    "(batch.max_events ${sink_batch:-default}) into bench; timed until all $rows are committed"
+    "(batch.max_events ${sink_batch:-default}, connections $connections) into bench; timed until all $rows are committed"
   produce_end=""
   at_produce_end=""
   t0=$(now)

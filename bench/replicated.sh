@@ -6,6 +6,10 @@
 #                 client, one single-row INSERT per transaction (autocommit)
 #                 on the primary, whose commits wait for the standby; p50
 #                 and p99 from pgbench's per-transaction log
+#   pg-rtt-C      the same from --clients pgbench clients at once (as many
+#                 as the single-event HTTP runs' connections): what that
+#                 many clients committing straight into the replicated
+#                 primary see; not a target, beside it
 #   copy          psql `\copy` of --rows 100-byte rows into the primary (one
 #                 COPY, one transaction): the rate any loader of this
 #                 replicated PostgreSQL can reach
@@ -36,11 +40,12 @@
 #   BENCH replicated ratio=bin-replicated/copy value=X target=0.8 result=PASS|MISS
 #   BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=X target=3 result=PASS|MISS
 #
-# usage: bench/replicated.sh [--seconds S] [--rows N] [--clients C] [--partitions P] [--dir DIR]
+# usage: bench/replicated.sh [--seconds S] [--rows N] [--clients C] [--partitions P] [--connections K] [--dir DIR]
 #   --seconds S    each Spillway run (default 10)
 #   --rows N       rows of the COPY run (default 1000000)
 #   --clients C    spillway bench clients (default 50)
 #   --partitions P partitions of the streams (default 4)
+#   --connections K the sink's options.connections (default 2)
 #   --dir DIR      parent of the temporary directory (default $TMPDIR or
 #                  /var/tmp: a real disk, not tmpfs)
 set -euo pipefail
@@ -51,6 +56,7 @@ seconds=10
 rows=1000000
 clients=50
 partitions=4
+connections=2
 parent="${TMPDIR:-/var/tmp}"
 usage() { bench_usage; }
 while [ $# -gt 0 ]; do
@@ -59,16 +65,17 @@ while [ $# -gt 0 ]; do
     --rows) rows=${2:?}; shift 2 ;;
     --clients) clients=${2:?}; shift 2 ;;
     --partitions) partitions=${2:?}; shift 2 ;;
+    --connections) connections=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/replicated.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-for v in "$seconds" "$rows" "$clients" "$partitions"; do
+for v in "$seconds" "$rows" "$clients" "$partitions" "$connections"; do
   [[ "$v" =~ ^[1-9][0-9]{0,8}$ ]] || { echo "bench/replicated.sh: not a positive number: $v" >&2; exit 2; }
 done
-[ "$seconds" -le 3600 ] && [ "$clients" -le 1024 ] && [ "$partitions" -le 1024 ] ||
-  { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024" >&2; exit 2; }
+[ "$seconds" -le 3600 ] && [ "$clients" -le 1024 ] && [ "$partitions" -le 1024 ] && [ "$connections" -le 16 ] ||
+  { echo "bench/replicated.sh: --seconds <= 3600, --clients <= 1024, --partitions <= 1024, --connections <= 16" >&2; exit 2; }
 
 "$root/scripts/deps.sh" curl
 bench_build
@@ -148,11 +155,21 @@ echo "INSERT INTO rtt VALUES (1);" >"$work/rtt.sql"
 chmod 644 "$work/rtt.sql"
 (cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c 1 -T 5 -f rtt.sql -l --log-prefix=rtt \
   postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
-cat "$work"/rtt.* | awk '{ print $3 }' >"$work/rtt.us"
+cat "$work"/rtt.[0-9]* | awk '{ print $3 }' >"$work/rtt.us"
 n_rtt=$(wc -l <"$work/rtt.us")
 eps[pg-rtt]=$((n_rtt / 5))
 p50[pg-rtt]=$(pct "$work/rtt.us" 0.5)
 p99[pg-rtt]=$(pct "$work/rtt.us" 0.99)
+rm -f "$work"/rtt.[0-9]*
+
+echo "== pg-rtt-$clients: pgbench, $clients clients, INSERT INTO rtt per transaction, 5 s"
+(cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c "$clients" -j 1 -T 5 -f rtt.sql -l \
+  --log-prefix=rttc postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
+cat "$work"/rttc.* | awk '{ print $3 }' >"$work/rttc.us"
+rm -f "$work"/rttc.[0-9]*
+eps[pg-rtt-c]=$(($(wc -l <"$work/rttc.us") / 5))
+p50[pg-rtt-c]=$(pct "$work/rttc.us" 0.5)
+p99[pg-rtt-c]=$(pct "$work/rttc.us" 0.99)
 
 # ---- 2. COPY into the replicated primary ----
 
@@ -182,8 +199,9 @@ url="http://127.0.0.1:$http_port"
 put /v1/streams/plain "{\"partitions\":$partitions,\"key\":\"/k\"}"
 put /v1/streams/repl "{\"partitions\":$partitions,\"key\":\"/k\",\"replicate_to\":\"pgr\",\"replication_timeout_ms\":30000}"
 put /v1/sinks/pgr "{\"stream\":\"repl\",\"kind\":\"postgres\",
-  \"options\":{\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
+  \"options\":{\"connections\":$connections,\"shards\":[\"host=127.0.0.1 port=$pport user=postgres dbname=postgres\"],\"table\":\"bench\",
   \"columns\":{\"id\":\"\$id\",\"k\":\"\$key\",\"v\":\"\$value\"}}}"
+echo "   sink pgr: postgres into bench on the primary, options.connections $connections"
 # until the sink has attached (replicated requests are 503 before)
 for i in $(seq 400); do
   code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST "$url/v1/streams/repl/events?ack=replicated" \
@@ -277,9 +295,11 @@ echo "BENCH replicated sink_transactions=$txns rows=$rows_all"
 
 echo
 printf '%-16s %14s %10s %10s %16s\n' system events/s p50_us p99_us server_ns/event
-for s in pg-rtt copy bin-fsync bin-replicated http-fsync http-replicated; do
-  printf '%-16s %14s %10s %10s %16s\n' "$s" "${eps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]:--}"
-  echo "BENCH replicated system=$s events_per_s=${eps[$s]} p50_us=${p50[$s]} p99_us=${p99[$s]} cpu_ns_per_event=${cpu[$s]:--}"
+for s in pg-rtt pg-rtt-c copy bin-fsync bin-replicated http-fsync http-replicated; do
+  name=$s
+  [ "$s" = pg-rtt-c ] && name=pg-rtt-$clients
+  printf '%-16s %14s %10s %10s %16s\n' "$name" "${eps[$s]}" "${p50[$s]}" "${p99[$s]}" "${cpu[$s]:--}"
+  echo "BENCH replicated system=$name events_per_s=${eps[$s]} p50_us=${p50[$s]} p99_us=${p99[$s]} cpu_ns_per_event=${cpu[$s]:--}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 r1=$(ratio "${eps[bin-replicated]}" "${eps[copy]}")
@@ -288,3 +308,4 @@ res1=$(awk -v r="$r1" 'BEGIN { print (r >= 0.8 ? "PASS" : "MISS") }')
 res2=$(awk -v r="$r2" 'BEGIN { print (r <= 3 ? "PASS" : "MISS") }')
 echo "BENCH replicated ratio=bin-replicated/copy value=$r1 target=0.8 result=$res1"
 echo "BENCH replicated ratio=http-replicated-p99/pg-rtt-p99 value=$r2 target=3 result=$res2"
+echo "BENCH replicated ratio=http-replicated-p99/pg-rtt-$clients-p99 value=$(ratio "${p99[http-replicated]}" "${p99[pg-rtt-c]}") (not a target)"

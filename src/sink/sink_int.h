@@ -122,7 +122,7 @@ typedef struct spw_sink {
     spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
     uint32_t grp_start;    /* group kinds: the partition the next group batch is read from first */
-    int pend_cut;          /* group kinds: the pending group was cut by max_events or max_bytes */
+    int pend_cut;          /* group kinds: the pending group was cut by max_events or max_bytes, or holds an eighth of either */
     spw_sink_window *gw;   /* group kinds: the windows handed to group_begin/group_end */
     uint32_t gw_cap;
 } spw_sink;

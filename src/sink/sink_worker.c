@@ -228,8 +228,9 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
          * into the very next group. Read before it ended (as below), that
          * next group would hold only what came in the moment between, and
          * the rest would wait for a third commit. Not so when the cap cut
-         * the pending group (more was waiting than one group takes): the
-         * next group is full either way, and reading it while the target
+         * the pending group (more was waiting than one group takes), or
+         * it holds an eighth of the cap or more (pend_cut): the next group
+         * is large either way, and reading it while the target parses and
          * commits overlaps the two, as for any other sink; ending first
          * would leave the target idle while the sink reads. */
         spw__sink_finish_pending(k);
@@ -296,9 +297,11 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     if (b->nwin == 0)
         return worked;
     spw__sink_deliver_group(k);
-    k->pend_cut = k->has_pend && cut;
     /* the group is k->pend now if it was begun (the buffers swapped), else still b */
     const sink_batch *g = k->has_pend ? &k->pend : b;
+    /* A group of an eighth of the caps or more counts as cut: the target
+     * parses it for long, and the next group read meanwhile is large. */
+    k->pend_cut = k->has_pend && (cut || g->nrecs * 8ull >= bc->max_events || g->bytes * 8 >= bc->max_bytes);
     for (uint32_t j = 0; j < g->nwin; j++) {
         const sink_win *w = &g->win[j];
         const spw_sink_rec *last = g->recs + w->first + w->n - 1;

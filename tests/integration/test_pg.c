@@ -76,16 +76,20 @@ static void wait_rows(const char *table, long long want)
 static const char *TABLE_SQL = "CREATE TABLE events (id bigint NOT NULL, k text, part int, off bigint, v int "
                                "CHECK (v >= 0), s text, ts timestamptz, eid bigint)";
 
-static void sink_body(char *b, size_t cap, const char *stream, const char *table, int max_events)
+/* connections: options.connections (0: left out, the default 1) */
+static void sink_body(char *b, size_t cap, const char *stream, const char *table, int max_events, int connections)
 {
+    char conns[48] = "";
+    if (connections)
+        snprintf(conns, sizeof conns, "\"connections\":%d,", connections);
     snprintf(b, cap,
              "{\"stream\":\"%s\",\"kind\":\"postgres\",\"dlq\":\"dlq\",\"batch\":{\"max_events\":%d,"
-             "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":["
+             "\"max_wait_ms\":20},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{%s\"shards\":["
              "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\","
              "\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{"
              "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\",\"s\":\"/s\","
              "\"ts\":\"$ts\",\"eid\":\"$id\"}}}",
-             stream, max_events, PG[0].port, PG[1].port, table);
+             stream, max_events, conns, PG[0].port, PG[1].port, table);
 }
 
 static void test_options(int port)
@@ -115,6 +119,15 @@ static void test_options(int port)
                         "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],"
                         "\"table\":\"t\",\"columns\":{\"a\":\"$key\"},\"copy_format\":\"binary\"}}"),
              400);
+    /* options.connections: 1 to 16 */
+    for (int bad = 0; bad < 3; bad++) {
+        char b[512];
+        snprintf(b, sizeof b,
+                 "{\"stream\":\"ev\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=x\"],\"table\":\"t\","
+                 "\"columns\":{\"a\":\"$key\"},\"connections\":%s}}",
+                 bad == 0 ? "0" : bad == 1 ? "17" : "\"2\"");
+        CHECK_EQ(req_status(port, "PUT", "/v1/sinks/x", b), 400);
+    }
     CHECK_EQ(req_status(port, "GET", "/v1/sinks/x", NULL), 404);
     /* without "batch": the postgres kind's defaults (50000 events, 8 MiB) */
     CHECK_EQ(req_status(port, "PUT", "/v1/sinks/d",
@@ -415,7 +428,7 @@ static void test_rewind(srv *s, const char *data)
         pg_exec(i, "CREATE TABLE rw (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0), "
                    "s text, ts timestamptz, eid bigint)");
     char body[2048];
-    sink_body(body, sizeof body, "rw", "rw", 100);
+    sink_body(body, sizeof body, "rw", "rw", 100, 0);
     CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rw", body), 201);
     pg_produce(s->binport, "rw", 0, 10, 10, 0);
     wait_rows("rw", 10);
@@ -607,7 +620,7 @@ int main(int argc, char **argv)
 
     /* a missing table: a clear error, retried; nothing lost once it exists */
     put_stream(s.port, "late", "{\"partitions\":2}");
-    sink_body(body, sizeof body, "late", "later", 100);
+    sink_body(body, sizeof body, "late", "later", 100, 0);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/late", body), 201);
     pg_produce(s.binport, "late", 0, 500, 50, 0);
     wait_sink_says(s.port, "late", "table later does not exist on shard");
@@ -618,8 +631,10 @@ int main(int argc, char **argv)
         pg_exec(i, "ALTER TABLE later ADD COLUMN ts timestamptz, ADD COLUMN eid bigint");
     wait_rows("later", 500);
 
-    /* exactly once through kill -9 and a shard outage */
-    sink_body(body, sizeof body, "ev", "events", 1000);
+    /* exactly once through kill -9 and a shard outage, with two
+     * connections per shard (partitions 0 and 2 on one, 1 and 3 on the
+     * other: each commits its own transactions and progress rows) */
+    sink_body(body, sizeof body, "ev", "events", 1000, 2);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/pg", body), 201);
     pg_produce(s.binport, "ev", 0, N, 1000, 0);
     for (int i = 0; i < 1200 && total("events") < N / 4; i++)
@@ -669,7 +684,7 @@ int main(int argc, char **argv)
 
     /* poison: every 97th event violates CHECK (v >= 0) */
     put_stream(s.port, "ps", "{\"partitions\":2}");
-    sink_body(body, sizeof body, "ps", "poison", 500);
+    sink_body(body, sizeof body, "ps", "poison", 500, 0);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/ps", body), 201);
     int P = 2000, bad = 0;
     for (int i = 0; i < P; i++)

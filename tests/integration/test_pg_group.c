@@ -13,6 +13,14 @@
  *      records go to the dead-letter stream, every other row is in the
  *      table exactly once, and every partition's progress row reaches the
  *      partition's end.
+ *   2b. options.connections 2, on a stream of its own: records durable
+ *      before the sink exists go in exactly two transactions, one per
+ *      connection (partitions 0 and 2, 1 and 3), each with its partitions'
+ *      progress rows; refused records are dead-lettered and every other
+ *      row is there once; no transaction mixes the connections'
+ *      partitions; the sink holds two backends on the server; changing
+ *      connections to 3 is an online change (202) and the rows after it
+ *      are there once each, in transactions of one connection's partitions.
  *   3. The replica of a stream (replicate_to, the primary now with a
  *      synchronous standby): records that become durable while the sink's
  *      COMMIT waits for the standby go into the very next transaction.
@@ -32,6 +40,11 @@
  *      Those groups of a few rows go by INSERT ... VALUES, not COPY, each
  *      in ONE message with its BEGIN, progress rows and COMMIT (below
  *      copy_min_rows: one round trip, not two).
+ *   3c. A pending group of an eighth of the cap or more (3 records,
+ *      max_events 16) counts as cut: record 4, durable while {1, 2, 3}
+ *      is held at its COPY (a table lock), is read while {1, 2, 3}'s COMMIT
+ *      waits for the standby, and record 5, appended during that wait,
+ *      goes into a third transaction.
  *   4. A replicated request is answered once its commit is done, not after
  *      the bookkeeping that follows it: with the fsync of the sink's local
  *      progress file held at a gate (spillway_test, SPW_TEST_SYNC_GATE), a
@@ -140,6 +153,73 @@ static long long xmin_of(int i)
     return num(q);
 }
 
+/* 2b. options.connections 2 (partitions 0 and 2 on one connection, 1 and
+ * 3 on the other), on a stream of its own: records durable before the
+ * sink exists go in exactly two transactions, one per connection, each
+ * with its two partitions' rows and progress rows; then a group holding
+ * refused records: every other row once, the bad ones dead-lettered,
+ * still no transaction mixing the connections' partitions; and the sink
+ * holds two backends on the server. */
+static void test_connections(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE ev2 (id bigint NOT NULL, k text, part int, off bigint, v int CHECK (v >= 0))");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"partitions\":%d}", NPART);
+    put_stream(s->port, "g2", body);
+    put_stream(s->port, "dlq2", "{\"partitions\":1}");
+    int N = 400, M = 600, bad = 0;
+    for (int i = N; i < N + M; i++)
+        bad += i % 53 == 0;
+    send_events(s->binport, "g2", 0, N, 0);
+    const char *backends = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'";
+    long long before = num(backends);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g2\",\"kind\":\"postgres\",\"dlq\":\"dlq2\",\"batch\":{\"max_events\":10000,"
+             "\"max_wait_ms\":300},\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"connections\":2,"
+             "\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"ev2\",\"columns\":{"
+             "\"id\":\"/i\",\"k\":\"$key\",\"part\":\"$partition\",\"off\":\"$offset\",\"v\":\"/v\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl", body), 201);
+    wait_num("SELECT count(*) FROM ev2", N);
+    const char *mixed =
+        "SELECT count(*) FROM (SELECT xmin::text FROM ev2 GROUP BY 1 HAVING count(DISTINCT part % 2) > 1) x";
+    CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev2"), 2);
+    CHECK_EQ(num(mixed), 0);
+    CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev2 GROUP BY 1 HAVING count(DISTINCT part) = 2) x"), 2);
+    /* each partition's progress row committed with its connection's rows */
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N);
+    CHECK_EQ(num("SELECT count(*) FROM spillway_sink_progress p WHERE sink = 'gl' AND p.xmin::text IN (SELECT "
+                 "xmin::text FROM ev2 WHERE ev2.part = p.partition)"),
+             NPART);
+    long long during = num(backends);
+    if (during - before != 2)
+        fprintf(stderr, "client backends: %lld before the sink, %lld with it\n", before, during);
+    CHECK_EQ(during - before, 2);
+
+    send_events(s->binport, "g2", N, M, 53);
+    wait_num("SELECT count(*) FROM ev2", N + M - bad);
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM ev2"), N + M - bad);
+    CHECK_EQ(num("SELECT count(*) FROM ev2 WHERE v < 0"), 0);
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N + M);
+    CHECK_EQ(part_field(s->port, "/v1/streams/dlq2", 0, "end_offset"), (uint64_t)bad);
+    CHECK_EQ(num(mixed), 0);
+    fprintf(stderr, "connections 2: %d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
+            num("SELECT count(DISTINCT xmin::text) FROM ev2"));
+    /* connections is an online change (202): three now, and still once each */
+    char *c2 = strstr(body, "\"connections\":2");
+    CHECK(c2);
+    c2[strlen("\"connections\":")] = '3';
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl", body), 202);
+    send_events(s->binport, "g2", N + M, 300, 0);
+    wait_num("SELECT count(*) FROM ev2", N + M + 300 - bad);
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM ev2"), N + M + 300 - bad);
+    wait_num("SELECT sum(next_offset) FROM spillway_sink_progress WHERE sink = 'gl'", N + M + 300);
+    CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev2 WHERE id >= 1000 GROUP BY 1 HAVING "
+                 "count(DISTINCT part % 3) > 1) x"),
+             0);
+    CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
+}
+
 static void test_replica(srv *s, const char *tmp)
 {
     pgsrv_standby(&STB, &PG, tmp, "stb");
@@ -242,6 +322,60 @@ static void test_replica_cut(srv *s)
     CHECK(xmin_in("rep3", 2) != xmin_in("rep3", 3));
     CHECK(xmin_in("rep3", 3) != xmin_in("rep3", 4));
     CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep3"), 5);
+}
+
+/* 3c. A pending group not cut by the cap but of an eighth of it or more
+ * (3 records, max_events 16) is treated as cut: the next group is read
+ * while its COMMIT waits. {1, 2, 3} is held at its COPY (copy_min_rows 0:
+ * the sink waits for the COPY to start) by a table lock while record 4 is
+ * appended, then at its COMMIT by the standby being
+ * down: 4 is read meanwhile (its own transaction), and 5, appended while
+ * the COMMIT waits, goes into a third (a sink that ended {1, 2, 3} first
+ * would have read 4 and 5 together). */
+static void test_replica_big(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE rep4 (id bigint NOT NULL)");
+    put_stream(s->port, "r4", "{\"partitions\":1,\"replicate_to\":\"rs4\",\"replication_timeout_ms\":60000}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"r4\",\"kind\":\"postgres\",\"batch\":{\"max_events\":16},"
+             "\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"rep4\",\"copy_min_rows\":0,\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs4", body), 201);
+    int st = 0;
+    for (int i = 0; i < 600 && st != 202; i++) {
+        st = post_one(s->port, "r4", "replicated", 0);
+        if (st != 202)
+            usleep(50000);
+    }
+    CHECK_EQ(st, 202);
+    PGconn *l = pgsrv_conn(&PG);
+    PGresult *r = PQexec(l, "BEGIN; LOCK TABLE rep4 IN SHARE MODE");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *three = "[{\"i\":1},{\"i\":2},{\"i\":3}]";
+    resp rr = http_ex(s->port, "POST", "/v1/streams/r4/events?ack=fsync", "application/json", NULL, three,
+                      strlen(three));
+    CHECK_EQ(rr.status, 202);
+    free(rr.body);
+    wait_sink_backend("wait_event_type = 'Lock'"); /* {1, 2, 3}'s COPY waits for the lock */
+    CHECK_EQ(post_one(s->port, "r4", "fsync", 4), 202);
+    pgsrv_stop_mode(&STB, "fast");
+    r = PQexec(l, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(l);
+    wait_sink_backend("wait_event = 'SyncRep'"); /* {1, 2, 3}'s COMMIT waits for the standby */
+    CHECK_EQ(post_one(s->port, "r4", "fsync", 5), 202);
+    pgsrv_start(&STB);
+    wait_num("SELECT count(*) FROM rep4", 6);
+    fprintf(stderr, "replica transactions (xmin) of records 1, 3, 4, 5 (cap 16): %lld %lld %lld %lld\n",
+            xmin_in("rep4", 1), xmin_in("rep4", 3), xmin_in("rep4", 4), xmin_in("rep4", 5));
+    CHECK_EQ(xmin_in("rep4", 1), xmin_in("rep4", 3));
+    CHECK(xmin_in("rep4", 3) != xmin_in("rep4", 4));
+    CHECK(xmin_in("rep4", 4) != xmin_in("rep4", 5));
+    CHECK_EQ(num("SELECT count(DISTINCT id) FROM rep4"), 6);
 }
 
 static void test_bookkeeping(srv *s)
@@ -351,8 +485,10 @@ int main(int argc, char **argv)
     fprintf(stderr, "%d rows, %d dead-lettered, in %lld transactions\n", N + M - bad, bad,
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
+    test_connections(&s);
     test_replica(&s, tmp);
     test_replica_cut(&s);
+    test_replica_big(&s);
     test_bookkeeping(&s);
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     pgsrv_stop_mode(&STB, "fast");

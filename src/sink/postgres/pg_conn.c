@@ -174,9 +174,9 @@ static void on_notice(void *arg, const PGresult *res)
  * and its COMMIT waits for the standby to hold WAL up to it, so once it
  * finishes without the warning everything committed before is on the
  * standby too. 0, or -2 (still unsure) with err. */
-static int confirm_replicated(pg *g, uint32_t si, char *err, size_t cap)
+static int confirm_replicated(pg *g, pg_shard *s, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
+    uint32_t si = s->si;
     atomic_store(&s->repl_unsure, 0);
     char pre[96];
     snprintf(pre, sizeof pre, "shard %u: confirming that the synchronous standby holds earlier commits", si);
@@ -194,7 +194,7 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
 {
     pg *g = st;
     for (uint32_t si = 0; si < g->nshards; si++) {
-        if (spw__pg_ready(g, si, why, cap) < 0)
+        if (spw__pg_ready(g, &g->sh[si], why, cap) < 0)
             return 0;
         PGresult *r = PQexec(g->sh[si].c, "SELECT current_setting('synchronous_commit'), "
                                           "current_setting('synchronous_standby_names')");
@@ -237,9 +237,9 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
 
 /* Connected, progress table there, this shard's progress loaded: 0, or
  * -2 (cannot connect) or -1 (a statement failed) with err. */
-int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
+int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
+    uint32_t si = s->si;
     if (s->c && PQstatus(s->c) != CONNECTION_OK)
         spw__pg_drop(g, s);
     if (s->spw__pg_ready)
@@ -352,7 +352,7 @@ int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap)
         s->next[p] = (uint64_t)n;
     }
     PQclear(r);
-    if (atomic_load(&s->repl_unsure) && confirm_replicated(g, si, err, cap) < 0)
+    if (atomic_load(&s->repl_unsure) && confirm_replicated(g, s, err, cap) < 0)
         return -2;
     s->spw__pg_ready = 1;
     return 0;
@@ -373,9 +373,9 @@ static int binary_ok(int src, uint32_t oid, int int_times)
 
 /* The user's table and every mapped column exist (their types, and so the
  * COPY format): 0, or -1 with err. */
-int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap)
+int spw__pg_check_table(pg *g, pg_shard *s, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
+    uint32_t si = s->si;
     if (s->checked)
         return 0;
     const char *params[] = {g->qtable};
@@ -432,20 +432,21 @@ int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_
     if (incarnation != g->incarnation) {
         /* Another stream of this name: reread every shard's rows against it. */
         g->incarnation = incarnation;
-        for (uint32_t i = 0; i < g->nshards; i++)
-            g->sh[i].spw__pg_ready = 0;
+        for (uint32_t k = 0; k < g->nshards * g->lanes; k++)
+            spw__pg_conn_at(g, k)->spw__pg_ready = 0;
     }
     uint64_t min = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++) {
         char *err = g->pos_err;
-        int r = spw__pg_ready(g, i, err, sizeof g->pos_err);
+        pg_shard *s = spw__pg_conn(g, i, partition);
+        int r = spw__pg_ready(g, s, err, sizeof g->pos_err);
         if (r < 0) {
             spw_warn("sink %s: %s", g->sink, err);
             return r == -2 ? -ECONNREFUSED : -EIO; /* the log line has PostgreSQL's words */
         }
-        spw__pg_ensure_next(&g->sh[i], partition);
-        if (g->sh[i].next[partition] < min)
-            min = g->sh[i].next[partition];
+        spw__pg_ensure_next(s, partition);
+        if (s->next[partition] < min)
+            min = s->next[partition];
     }
     if (g->from && spw__pg_reshard_seed(g, partition, &min) < 0)
         return -EIO; /* the warning is logged, the sentence in pos_err */
@@ -460,15 +461,17 @@ void spw__pg_interrupt(void *st)
     pg *g = st;
     atomic_store(&g->stopping, 1);
     spw__pg_reshard_stop(g);
-    pg_cancel_run *runs[PG_SHARDS_MAX];
-    uint32_t shard[PG_SHARDS_MAX], n = 0;
+    pg_cancel_run *runs[PG_SHARDS_MAX * PG_LANES_MAX];
+    uint32_t shard[PG_SHARDS_MAX * PG_LANES_MAX], n = 0;
     pthread_mutex_lock(&g->cancel_mu);
-    for (uint32_t i = 0; i < g->nshards && n < PG_SHARDS_MAX; i++)
+    for (uint32_t k = 0; k < g->nshards * g->lanes; k++) {
+        pg_shard *s = spw__pg_conn_at(g, k);
         /* a connection with nothing running ignores it */
-        if (g->sh[i].cancel && cancel_start(g->sh[i].cancel) == 0) {
-            runs[n] = g->sh[i].cancel;
-            shard[n++] = i;
+        if (s->cancel && cancel_start(s->cancel) == 0) {
+            runs[n] = s->cancel;
+            shard[n++] = s->si;
         }
+    }
     pthread_mutex_unlock(&g->cancel_mu);
     /* Not under cancel_mu: the worker may drop its connections meanwhile. */
     uint64_t until = spw_mono_ns() + (uint64_t)PG_CANCEL_WAIT_MS * 1000000u;

@@ -40,11 +40,14 @@ static int is_missing(const PGresult *r)
 }
 
 /* After a failed statement inside the transaction: W_REJECT (rolled back, connection kept) or W_RETRY. */
-static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, size_t cap)
+static int fail(pg *g, pg_shard *s, PGresult *r, const char *what, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
     char pre[96];
-    snprintf(pre, sizeof pre, "shard %u: %s", si, what);
+    s->copying = 0;
+    if (g->lanes > 1)
+        snprintf(pre, sizeof pre, "shard %u (connection %u): %s", s->si, s->lane, what);
+    else
+        snprintf(pre, sizeof pre, "shard %u: %s", s->si, what);
     spw__pg_pq_msg(err, cap, pre, r ? PQresultErrorMessage(r) : PQerrorMessage(s->c));
     int data = r && is_data_error(r);
     if (r && is_missing(r))
@@ -74,15 +77,15 @@ static int fail(pg *g, uint32_t si, PGresult *r, const char *what, char *err, si
     " incarnation = EXCLUDED.incarnation, updated_at = now()"
 
 /* Upserts (sink, stream, partition, shard) → next (its own statement). */
-static PGresult *put_progress(pg *g, uint32_t si, uint32_t partition, uint64_t next)
+static PGresult *put_progress(pg *g, pg_shard *s, uint32_t partition, uint64_t next)
 {
     char ps[16], sh[16], nx[24], inc[24];
     snprintf(ps, sizeof ps, "%u", partition);
-    snprintf(sh, sizeof sh, "%u", si);
+    snprintf(sh, sizeof sh, "%u", s->si);
     snprintf(nx, sizeof nx, "%" PRIu64, next);
     snprintf(inc, sizeof inc, "%" PRIu64, g->incarnation);
     const char *params[] = {g->sink, g->stream, ps, sh, nx, inc};
-    return PQexecParams(g->sh[si].c, PROGRESS_UPSERT "($1, $2, $3, $4, $5, $6)" PROGRESS_ON_CONFLICT, 6, NULL,
+    return PQexecParams(s->c, PROGRESS_UPSERT "($1, $2, $3, $4, $5, $6)" PROGRESS_ON_CONFLICT, 6, NULL,
                         params, NULL, NULL, 0);
 }
 
@@ -132,11 +135,16 @@ static void route(pg *g, const spw_sink_window *w, uint32_t nw)
     spw__pg_reshard_route(g, w, nw, total); /* before cutover: moving keys to their old shard too */
 }
 
-/* Is record i of window j for shard si and not there yet? */
-static inline int row_due(const pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t j,
-                          uint32_t i)
+/* Does window j's partition go by connection s of its shard? */
+static inline int lane_of(const pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t j)
 {
-    return spw__pg_goes_to(g, g->woff[j] + i, si) && w[j].recs[i].offset >= s->next[w[j].partition];
+    return w[j].partition % g->lanes == s->lane;
+}
+
+/* Is record i of window j (a window of s's lane) for s's shard and not there yet? */
+static inline int row_due(const pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t j, uint32_t i)
+{
+    return spw__pg_goes_to(g, g->woff[j] + i, s->si) && w[j].recs[i].offset >= s->next[w[j].partition];
 }
 
 /* At most this many bytes of rows go by INSERT (copy_min_rows): a
@@ -161,15 +169,17 @@ static void put_table_cols(const pg *g, const char *verb, spw_buf *q)
     spw_buf_puts(q, ")");
 }
 
-static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_window *w, uint32_t nw, spw_buf *q)
+static int put_insert(pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t nw, spw_buf *q)
 {
     size_t len0 = q->len;
     put_table_cols(g, "INSERT INTO ", q);
     spw_buf_puts(q, " VALUES ");
     size_t rows0 = q->len;
     for (uint32_t j = 0; j < nw; j++) {
+        if (!lane_of(g, s, w, j))
+            continue;
         for (uint32_t i = 0; i < w[j].n; i++) {
-            if (!row_due(g, s, si, w, j, i))
+            if (!row_due(g, s, w, j, i))
                 continue;
             if (q->len > rows0)
                 spw_buf_puts(q, ", ");
@@ -186,9 +196,9 @@ static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_wind
 }
 
 /*
- * Sends the rows of windows w[0, nw) routed to shard si (not yet there)
- * and the shard's progress rows in one transaction, as one simple-query
- * message and the rows' stream:
+ * Sends the rows of windows w[0, nw) routed to s's shard and carried by
+ * its lane (not yet there), and their progress rows, in one transaction,
+ * as one simple-query message and the rows' stream:
  *   "BEGIN; INSERT progress ... VALUES (window 1), (window 2) ... ON
  *    CONFLICT ...; COPY t (cols) FROM STDIN; COMMIT"
  *   rows, in COPY_PIECE pieces as they are formatted; end of data
@@ -200,48 +210,59 @@ static int put_insert(pg *g, const pg_shard *s, uint32_t si, const spw_sink_wind
  * which for a few rows is most of the transaction's cost. The
  * progress rows (one per window whose end passes the shard's; a window
  * with no row here still moves it: this shard holds all of its rows
- * below that end) commit with the rows or not at all. W_OK with
- * s->inflight set when shard_end must follow.
+ * below that end) commit with the rows or not at all.
+ * This sends the message only: W_OK with s->inflight set when shard_end
+ * must follow, and s->copying when the COPY's rows are to be sent
+ * (copy_start, then copy_piece: begin_all does so for every connection
+ * in turn, so each one's backend parses while the others' rows are
+ * formatted and sent).
  */
-static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
-    uint32_t mine = 0;
-    for (uint32_t j = 0; j < nw; j++)
+    uint32_t mine = 0, nmine = 0;
+    for (uint32_t j = 0; j < nw; j++) {
+        if (!lane_of(g, s, w, j))
+            continue;
+        nmine++;
         for (uint32_t i = 0; i < w[j].n; i++)
-            mine += spw__pg_goes_to(g, g->woff[j] + i, si);
+            mine += spw__pg_goes_to(g, g->woff[j] + i, s->si);
+    }
     if (mine == 0)
         return W_OK; /* nothing of these windows goes there: a shard that is down does not matter */
-    if (spw__pg_ready(g, si, err, cap) < 0)
+    if (spw__pg_ready(g, s, err, cap) < 0)
         return W_RETRY;
     uint32_t rows = 0;
     for (uint32_t j = 0; j < nw; j++) {
+        if (!lane_of(g, s, w, j))
+            continue;
         spw__pg_ensure_next(s, w[j].partition);
         for (uint32_t i = 0; i < w[j].n; i++)
-            rows += row_due(g, s, si, w, j, i);
+            rows += row_due(g, s, w, j, i);
     }
     if (rows == 0)
         return W_OK;
-    if (spw__pg_check_table(g, si, err, cap) < 0)
+    if (spw__pg_check_table(g, s, err, cap) < 0)
         return W_RETRY;
-    if (s->if_cap < nw) {
-        s->if_cap = nw;
-        s->if_part = spw_xrealloc(s->if_part, (size_t)nw * sizeof *s->if_part);
-        s->if_end = spw_xrealloc(s->if_end, (size_t)nw * sizeof *s->if_end);
+    if (s->if_cap < nmine) {
+        s->if_cap = nmine;
+        s->if_part = spw_xrealloc(s->if_part, (size_t)nmine * sizeof *s->if_part);
+        s->if_end = spw_xrealloc(s->if_end, (size_t)nmine * sizeof *s->if_end);
     }
     s->nif = 0;
     spw_buf *q = &g->sql;
     q->len = 0;
     spw_buf_puts(q, "BEGIN; " PROGRESS_UPSERT);
     for (uint32_t j = 0; j < nw; j++) {
+        if (!lane_of(g, s, w, j))
+            continue;
         uint64_t end = w[j].recs[w[j].n - 1].offset + 1;
         if (s->next[w[j].partition] >= end)
             continue;
         spw_buf_puts(q, s->nif ? ", (" : "(");
         if (put_literal(s->c, q, g->sink) < 0 || (spw_buf_puts(q, ", "), put_literal(s->c, q, g->stream)) < 0)
-            return fail(g, si, NULL, "quoting the progress row", err, cap);
+            return fail(g, s, NULL, "quoting the progress row", err, cap);
         char nums[96];
-        snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", w[j].partition, si, end,
+        snprintf(nums, sizeof nums, ", %u, %u, %" PRIu64 ", %" PRIu64 ")", w[j].partition, s->si, end,
                  g->incarnation);
         spw_buf_puts(q, nums);
         s->if_part[s->nif] = w[j].partition;
@@ -249,38 +270,66 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
         s->nif++;
     }
     spw_buf_puts(q, PROGRESS_ON_CONFLICT "; ");
-    if (rows < g->copy_min_rows && put_insert(g, s, si, w, nw, q) == 0) {
+    if (rows < g->copy_min_rows && put_insert(g, s, w, nw, q) == 0) {
         /* One message, no COPY: the answers of all four statements come
          * back together (shard_end), one round trip. */
         if (!PQsendQuery(s->c, (const char *)q->p))
-            return fail(g, si, NULL, "sending BEGIN, progress and INSERT", err, cap);
+            return fail(g, s, NULL, "sending BEGIN, progress and INSERT", err, cap);
         s->inflight = PG_SENT_INSERT;
         return W_OK;
     }
     put_table_cols(g, "COPY ", q);
     spw_buf_puts(q, s->binary ? " FROM STDIN (FORMAT binary); COMMIT" : " FROM STDIN; COMMIT");
     spw_buf_put(q, "", 1);
-    /* One simple-query message: PQexec stops at the COPY (PGRES_COPY_IN),
-     * or returns the first error (the statements after it are skipped). */
-    PGresult *r = PQexec(s->c, (const char *)q->p);
-    if (PQresultStatus(r) != PGRES_COPY_IN)
-        return fail(g, si, r, "BEGIN, progress and COPY", err, cap);
-    PQclear(r);
+    if (!PQsendQuery(s->c, (const char *)q->p))
+        return fail(g, s, NULL, "sending BEGIN, progress and COPY", err, cap);
+    s->copying = 2; /* copy_start reads the answer */
+    s->cj = s->ci = 0;
+    return W_OK;
+}
+
+/* Reads the answers shard_begin's COPY message gets until the COPY is
+ * ready for rows (PGRES_COPY_IN), or the first error (the statements
+ * after it are skipped, and the answers are read to their end). */
+static int copy_start(pg *g, pg_shard *s, char *err, size_t cap)
+{
+    PGresult *r;
+    while ((r = PQgetResult(s->c)) && PQresultStatus(r) == PGRES_COMMAND_OK)
+        PQclear(r);
+    if (r && PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        return W_OK;
+    }
+    PGresult *more;
+    while ((more = PQgetResult(s->c)))
+        PQclear(more);
+    return fail(g, s, r, "BEGIN, progress and COPY", err, cap);
+}
+
+/* Formats about COPY_PIECE bytes of s's next rows and hands them to
+ * libpq; after the last, the end of the data (s->inflight then set). */
+static int copy_piece(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
+{
     g->copy.len = 0;
-    if (s->binary)
+    if (s->copying == 2 && s->binary)
         spw_buf_put(&g->copy, copy_bin_header, sizeof copy_bin_header);
-    for (uint32_t j = 0; j < nw; j++) {
-        for (uint32_t i = 0; i < w[j].n; i++) {
-            if (!row_due(g, s, si, w, j, i))
+    s->copying = 1;
+    for (; s->cj < nw; s->cj++, s->ci = 0) {
+        uint32_t j = s->cj;
+        if (!lane_of(g, s, w, j))
+            continue;
+        for (; s->ci < w[j].n; s->ci++) {
+            if (!row_due(g, s, w, j, s->ci))
                 continue;
             if (s->binary)
-                spw__pg_put_row_bin(g, s, w[j].partition, &w[j].recs[i]);
+                spw__pg_put_row_bin(g, s, w[j].partition, &w[j].recs[s->ci]);
             else
-                spw__pg_put_row_text(g, s, w[j].partition, &w[j].recs[i]);
+                spw__pg_put_row_text(g, s, w[j].partition, &w[j].recs[s->ci]);
             if (g->copy.len >= COPY_PIECE) {
+                s->ci++;
                 if (PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1)
-                    return fail(g, si, NULL, "COPY data", err, cap);
-                g->copy.len = 0;
+                    return fail(g, s, NULL, "COPY data", err, cap);
+                return W_OK;
             }
         }
     }
@@ -288,7 +337,8 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
         spw_buf_put(&g->copy, copy_bin_trailer, sizeof copy_bin_trailer);
     if ((g->copy.len && PQputCopyData(s->c, (const char *)g->copy.p, (int)g->copy.len) != 1) ||
         PQputCopyEnd(s->c, NULL) != 1)
-        return fail(g, si, NULL, "COPY data", err, cap);
+        return fail(g, s, NULL, "COPY data", err, cap);
+    s->copying = 0;
     s->inflight = PG_SENT_COPY;
     return W_OK;
 }
@@ -296,9 +346,9 @@ static int shard_begin(pg *g, uint32_t si, const spw_sink_window *w, uint32_t nw
 /* Reads the answers of what shard_begin sent: the COPY's, then the
  * COMMIT's (the same message ran it); or for INSERT, those of BEGIN, the
  * progress rows' upsert, the INSERT, then the COMMIT's. */
-static int shard_end(pg *g, uint32_t si, char *err, size_t cap)
+static int shard_end(pg *g, pg_shard *s, char *err, size_t cap)
 {
-    pg_shard *s = &g->sh[si];
+    uint32_t si = s->si;
     int sent = s->inflight;
     s->inflight = PG_SENT_NONE;
     PGresult *r;
@@ -309,7 +359,7 @@ static int shard_end(pg *g, uint32_t si, char *err, size_t cap)
             PGresult *more;
             while ((more = PQgetResult(s->c)))
                 PQclear(more);
-            return fail(g, si, r, sent == PG_SENT_INSERT ? "BEGIN, progress and INSERT" : "COPY", err, cap);
+            return fail(g, s, r, sent == PG_SENT_INSERT ? "BEGIN, progress and INSERT" : "COPY", err, cap);
         }
         PQclear(r);
     }
@@ -327,7 +377,7 @@ static int shard_end(pg *g, uint32_t si, char *err, size_t cap)
             spw__pg_drop(g, s);
             return W_RETRY;
         }
-        return fail(g, si, r, "COMMIT", err, cap);
+        return fail(g, s, r, "COMMIT", err, cap);
     }
     PQclear(r);
     while ((r = PQgetResult(s->c)))
@@ -358,27 +408,50 @@ static void fold(pg *g, int r, const char *e)
     }
 }
 
-/* Sends windows w[0, nw) to every shard they touch (so the shards parse
- * in parallel, and the sink loop reads its next batch meanwhile). */
+/* Sends windows w[0, nw) to every connection of every shard they touch:
+ * the messages first, then their COPYs' starts, then the rows a piece
+ * per connection in turn, so the backends parse in parallel (and the
+ * sink loop reads its next batch while they commit). */
 static void begin_all(pg *g, const spw_sink_window *w, uint32_t nw)
 {
     route(g, w, nw);
     g->res = W_OK;
     g->e1[0] = 0;
-    for (uint32_t si = 0; si < g->nshards; si++) {
+    uint32_t nc = g->nshards * g->lanes, copying = 0;
+    for (uint32_t k = 0; k < nc; k++) {
         char e[512] = "";
-        fold(g, shard_begin(g, si, w, nw, e, sizeof e), e);
+        pg_shard *s = spw__pg_conn_at(g, k);
+        fold(g, shard_begin(g, s, w, nw, e, sizeof e), e);
+        copying += s->copying != 0;
+    }
+    for (uint32_t k = 0; k < nc && copying; k++) {
+        pg_shard *s = spw__pg_conn_at(g, k);
+        char e[512] = "";
+        if (s->copying)
+            fold(g, copy_start(g, s, e, sizeof e), e);
+    }
+    while (copying) {
+        copying = 0;
+        for (uint32_t k = 0; k < nc; k++) {
+            pg_shard *s = spw__pg_conn_at(g, k);
+            if (!s->copying)
+                continue;
+            char e[512] = "";
+            fold(g, copy_piece(g, s, w, nw, e, sizeof e), e);
+            copying += s->copying != 0;
+        }
     }
 }
 
-/* The answers of every shard begin_all sent to, folded into g->res. */
+/* The answers of every connection begin_all sent to, folded into g->res. */
 static void end_all(pg *g)
 {
-    for (uint32_t si = 0; si < g->nshards; si++) {
-        if (!g->sh[si].inflight)
+    for (uint32_t k = 0; k < g->nshards * g->lanes; k++) {
+        pg_shard *s = spw__pg_conn_at(g, k);
+        if (!s->inflight)
             continue;
         char e[512] = "";
-        fold(g, shard_end(g, si, e, sizeof e), e);
+        fold(g, shard_end(g, s, e, sizeof e), e);
     }
 }
 
@@ -412,11 +485,11 @@ int spw__pg_end(void *st, uint32_t partition, const spw_sink_rec *recs, uint32_t
     /* the delivered prefix: records every shard now holds */
     uint32_t d = 0;
     while (d < n) {
-        pg_shard *s = &g->sh[g->shard_of[d]];
+        pg_shard *s = spw__pg_conn(g, g->shard_of[d], partition);
         if (partition >= s->nnext || recs[d].offset >= s->next[partition])
             break;
         if (g->dual_now && g->old_of[d] != UINT32_MAX) {
-            pg_shard *o = &g->sh[g->old_of[d]];
+            pg_shard *o = spw__pg_conn(g, g->old_of[d], partition);
             if (partition >= o->nnext || recs[d].offset >= o->next[partition])
                 break;
         }
@@ -449,17 +522,17 @@ int spw__pg_group_end(void *st, const spw_sink_window *w, uint32_t nw, char *err
     return answer(g, err, cap);
 }
 
-/* Shard si connected and its position of partition known, for a
+/* Connection s connected and its position of partition known, for a
  * per-shard statement: 0, or -ECONNREFUSED / -EIO (said in a warning). */
-static int shard_at(pg *g, uint32_t si, uint32_t partition)
+static int shard_at(pg *g, pg_shard *s, uint32_t partition)
 {
     char err[512];
-    int rr = spw__pg_ready(g, si, err, sizeof err);
+    int rr = spw__pg_ready(g, s, err, sizeof err);
     if (rr < 0) {
         spw_warn("sink %s: %s", g->sink, err);
         return rr == -2 ? -ECONNREFUSED : -EIO;
     }
-    spw__pg_ensure_next(&g->sh[si], partition);
+    spw__pg_ensure_next(s, partition);
     return 0;
 }
 
@@ -468,14 +541,14 @@ int spw__pg_commit(void *st, uint32_t partition, uint64_t next)
 {
     pg *g = st;
     for (uint32_t si = 0; si < g->nshards; si++) {
-        pg_shard *s = &g->sh[si];
+        pg_shard *s = spw__pg_conn(g, si, partition);
         char err[512];
-        int rr = shard_at(g, si, partition);
+        int rr = shard_at(g, s, partition);
         if (rr < 0)
             return rr;
         if (s->next[partition] >= next)
             continue;
-        PGresult *r = put_progress(g, si, partition, next);
+        PGresult *r = put_progress(g, s, partition, next);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok)
             spw__pg_pq_msg(err, sizeof err, "saving progress", PQresultErrorMessage(r));
@@ -507,9 +580,9 @@ int spw__pg_rewind(void *st, uint32_t partition, uint64_t end)
     int moved = 0;
     spw__pg_reshard_attached(g); /* after every partition's position (sink.h) */
     for (uint32_t si = 0; si < g->nshards; si++) {
-        pg_shard *s = &g->sh[si];
+        pg_shard *s = spw__pg_conn(g, si, partition);
         char err[512];
-        int rr = shard_at(g, si, partition);
+        int rr = shard_at(g, s, partition);
         if (rr < 0)
             return rr;
         if (s->next[partition] <= end)

@@ -31,6 +31,7 @@
 
 #define PG_COLS_MAX 64
 #define PG_SHARDS_MAX 64
+#define PG_LANES_MAX 16
 #define PG_CONNINFO_MAX 1024
 #define PG_PROGRESS_TABLE "spillway_sink_progress"
 #define PG_PROGRESS_DDL                                                                                          \
@@ -55,8 +56,17 @@ typedef struct pg_col {
  * or INSERT ... VALUES in one message with BEGIN and COMMIT (one). */
 enum { PG_SENT_NONE, PG_SENT_COPY, PG_SENT_INSERT };
 
+/* One connection to a shard. A shard has options.connections of them
+ * (its lanes): lane l carries the partitions p with p % connections == l,
+ * in transactions of its own, so PostgreSQL parses a group's rows on
+ * several backends at once and a partition's rows stay in order on one
+ * connection. Lane 0 is g->sh[si]; what is per shard (its conninfo, the
+ * reshard's statements, the replication check) uses it. Progress rows
+ * are per (partition, shard): lane p % connections writes partition p's. */
 typedef struct pg_shard {
     char conninfo[PG_CONNINFO_MAX];
+    uint32_t si;   /* the shard */
+    uint32_t lane; /* which of its connections */
     PGconn *c;
     struct pg_cancel_run *cancel; /* c's cancel handle, for the stopping thread (under pg.cancel_mu) */
     int spw__pg_ready;   /* connected, progress table there, progress loaded */
@@ -77,8 +87,12 @@ typedef struct pg_shard {
      * then nothing this shard wrote counts as replicated
      * (docs/operations.md "Replication"). */
     _Atomic int repl_unsure;
-    uint64_t *next; /* per partition: what this shard holds */
+    uint64_t *next; /* per partition: what this shard holds (meaningful for this lane's partitions) */
     uint32_t nnext;
+    /* begin_all's COPY, sent a piece at a time to each lane in turn:
+     * the next row is w[cj].recs[ci]; copying while rows are left */
+    uint32_t cj, ci;
+    int copying;
 } pg_shard;
 
 typedef struct pg {
@@ -93,8 +107,11 @@ typedef struct pg {
     _Atomic int stopping;          /* interrupted (sink/sink.h): connect nothing more */
     pg_col cols[PG_COLS_MAX];
     uint32_t ncols;
-    pg_shard *sh;
+    pg_shard *sh;    /* the shards (lane 0 of each) */
     uint32_t nshards;
+    uint32_t lanes;  /* connections per shard (options.connections once ln is made; 1 before) */
+    uint32_t connections; /* options.connections as parsed */
+    pg_shard *ln;    /* lanes 1.. of each shard: shard si's lane l is ln[si * (lanes - 1) + l - 1] */
     spw_ring ring;
     spw_buf copy, sql;
     char *tmp; /* unescaped JSON strings */
@@ -126,6 +143,18 @@ typedef struct pg {
     int rs_pause;              /* options.reshard_pause_before: RS_* or 0 */
     struct pg_reshard *rs;     /* the reshard's thread and figures */
 } pg;
+
+/* Shard si's connection lane (0 <= lane < g->lanes). */
+static inline pg_shard *spw__pg_lane(pg *g, uint32_t si, uint32_t lane)
+{
+    return lane == 0 ? &g->sh[si] : &g->ln[si * (g->lanes - 1) + lane - 1];
+}
+
+/* The connection of shard si that carries partition p. */
+static inline pg_shard *spw__pg_conn(pg *g, uint32_t si, uint32_t p) { return spw__pg_lane(g, si, p % g->lanes); }
+
+/* Every connection, k in [0, nshards * lanes). */
+static inline pg_shard *spw__pg_conn_at(pg *g, uint32_t k) { return spw__pg_lane(g, k / g->lanes, k % g->lanes); }
 
 /* Reshard phases, in order (docs/formats/sink-reshard.md). */
 enum { RS_NONE, RS_DUAL_WRITE, RS_BACKFILL, RS_VERIFY, RS_CUTOVER, RS_DONE };
@@ -166,8 +195,8 @@ void spw__pg_drop(pg *g, pg_shard *s);
 void spw__pg_interrupt(void *st);
 void spw__pg_pq_msg(char *err, size_t cap, const char *prefix, const char *msg);
 int spw__pg_ensure_next(pg_shard *s, uint32_t partition);
-int spw__pg_ready(pg *g, uint32_t si, char *err, size_t cap);
-int spw__pg_check_table(pg *g, uint32_t si, char *err, size_t cap);
+int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap);
+int spw__pg_check_table(pg *g, pg_shard *s, char *err, size_t cap);
 int spw__pg_replicates(void *st, char *why, size_t cap);
 int spw__pg_position(void *st, uint64_t incarnation, uint32_t partition, uint64_t *next);
 const char *spw__pg_position_error(void *st);

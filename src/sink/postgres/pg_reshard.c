@@ -249,14 +249,14 @@ int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min)
         return 0;
     uint64_t b = UINT64_MAX;
     for (uint32_t os = 0; os < g->from; os++)
-        if (g->sh[os].next[partition] < b)
-            b = g->sh[os].next[partition];
+        if (spw__pg_conn(g, os, partition)->next[partition] < b)
+            b = spw__pg_conn(g, os, partition)->next[partition];
     char ps[16], nss[16], bs[24], inc[24];
     snprintf(ps, sizeof ps, "%u", partition);
     snprintf(bs, sizeof bs, "%" PRIu64, b);
     snprintf(inc, sizeof inc, "%" PRIu64, g->incarnation);
     for (uint32_t ns = g->from; ns < g->nshards; ns++) {
-        pg_shard *s = &g->sh[ns];
+        pg_shard *s = spw__pg_conn(g, ns, partition); /* readied by spw__pg_position */
         snprintf(nss, sizeof nss, "%u", ns);
         PGresult *r = PQexec(s->c, RESHARD_DDL);
         int bad = ok_or(r, PGRES_COMMAND_OK, g->pos_err, sizeof g->pos_err, "creating " PG_RESHARD_TABLE);
@@ -316,14 +316,15 @@ int spw__pg_reshard_seed(pg *g, uint32_t partition, uint64_t *min)
     }
     uint64_t m = UINT64_MAX;
     for (uint32_t i = 0; i < g->nshards; i++)
-        if (g->sh[i].next[partition] < m)
-            m = g->sh[i].next[partition];
+        if (spw__pg_conn(g, i, partition)->next[partition] < m)
+            m = spw__pg_conn(g, i, partition)->next[partition];
     *min = m;
     return 0;
 fail:
     spw_warn("sink %s: reshard: shard %u: %s", g->sink, g->from, g->pos_err);
     for (uint32_t ns = g->from; ns < g->nshards; ns++)
-        spw__pg_drop(g, &g->sh[ns]);
+        for (uint32_t l = 0; l < g->lanes; l++)
+            spw__pg_drop(g, spw__pg_lane(g, ns, l));
     return -1;
 }
 

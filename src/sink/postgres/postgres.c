@@ -111,14 +111,16 @@ static const char *parse_columns(void *st, const spw_json_span *obj, const spw_o
 static void pg_free(pg *g)
 {
     spw__pg_reshard_free(g); /* its thread first: it reads the shards' list */
-    for (uint32_t i = 0; i < g->nshards; i++) {
-        spw__pg_drop(g, &g->sh[i]);
-        spw_free(g->sh[i].next);
-        spw_free(g->sh[i].if_part);
-        spw_free(g->sh[i].if_end);
+    for (uint32_t k = 0; g->sh && k < g->nshards * g->lanes; k++) {
+        pg_shard *s = spw__pg_conn_at(g, k);
+        spw__pg_drop(g, s);
+        spw_free(s->next);
+        spw_free(s->if_part);
+        spw_free(s->if_end);
     }
     pthread_mutex_destroy(&g->cancel_mu);
     spw_free(g->sh);
+    spw_free(g->ln);
     if (g->ring.pts)
         spw_ring_free(&g->ring);
     spw_buf_fini(&g->copy);
@@ -194,6 +196,10 @@ static const spw_opt pg_opts[] = {
      .min = 0, .max = 10000,
      .help = "a shard's share of a transaction with fewer rows (and at most 1 MiB) goes by INSERT in the same "
              "message as BEGIN and COMMIT: one round trip, not COPY's two (0: always COPY)"},
+    {.name = "connections", .type = SPW_OPT_INT, .off = offsetof(pg, connections), .size = 4, .def = 1, .min = 1,
+     .max = PG_LANES_MAX,
+     .help = "connections per shard; partition p's rows go by connection p % connections, each in transactions "
+             "of its own, so PostgreSQL loads a batch on that many backends at once"},
     /* resharding (pg_reshard.c); these may change while a reshard runs */
     {.name = "reshard_rows_per_s", .type = SPW_OPT_INT, .off = offsetof(pg, rs_rows_per_s), .size = 4, .def = 10000,
      .min = 1, .max = 10000000, .help = "a reshard's backfill copies at most this many rows a second"},
@@ -209,6 +215,7 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
                    size_t cap)
 {
     pg *g = spw_xcalloc(1, sizeof *g);
+    g->lanes = 1;
     pthread_mutex_init(&g->cancel_mu, NULL);
     snprintf(g->sink, sizeof g->sink, "%s", sink);
     snprintf(g->stream, sizeof g->stream, "%s", stream);
@@ -230,6 +237,17 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
     snprintf(g->qtable, sizeof g->qtable, "%.*s", (int)q.len, (const char *)q.p);
     spw_buf_fini(&q);
     spw_ring_init(&g->ring, g->nshards);
+    if (g->connections > 1)
+        g->ln = spw_xcalloc((size_t)g->nshards * (g->connections - 1), sizeof *g->ln);
+    g->lanes = g->connections;
+    for (uint32_t si = 0; si < g->nshards; si++)
+        for (uint32_t l = 0; l < g->lanes; l++) {
+            pg_shard *s = spw__pg_lane(g, si, l);
+            if (l)
+                memcpy(s->conninfo, g->sh[si].conninfo, sizeof s->conninfo);
+            s->si = si;
+            s->lane = l;
+        }
     if (g->rs_pause)
         g->rs_pause += RS_DUAL_WRITE; /* none, backfill, verify, cutover → 0, RS_BACKFILL, ... */
     *st = g;
