@@ -121,6 +121,8 @@ spw_chunk *spw__chunk_get(spw_log *log, size_t need)
         if (!c)
             return NULL;
         c->cap = need;
+        c->data = c->mem;
+        c->lent = 0;
     }
     c->next = NULL;
     c->len = 0;
@@ -133,7 +135,7 @@ void spw__chain_put(spw_log *log, spw_chain *ch)
     while (c) {
         spw_chunk *next = c->next;
         pthread_mutex_lock(&log->chunk_mu);
-        if (c->cap == SPW__CHUNK_SIZE && log->nfree_chunks < log->max_free_chunks) {
+        if (!c->lent && c->cap == SPW__CHUNK_SIZE && log->nfree_chunks < log->max_free_chunks) {
             c->next = log->free_chunks;
             log->free_chunks = c;
             log->nfree_chunks++;

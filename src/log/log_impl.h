@@ -42,7 +42,12 @@ typedef struct spw_chunk {
     struct spw_chunk *next;
     uint64_t end_offset; /* offset after the chunk's last batch */
     size_t len, cap;
-    uint8_t data[];
+    /* mem, or a waiting caller's batch (lent: spw_part_append_wait, whose
+     * caller is blocked until the batch is written or dropped; the chunk
+     * frees only itself) */
+    uint8_t *data;
+    int lent;
+    uint8_t mem[];
 } spw_chunk;
 
 typedef struct spw_chain {
