@@ -165,7 +165,7 @@ rm -f "$work"/rtt.[0-9]*
 echo "== pg-rtt-$clients: pgbench, $clients clients, INSERT INTO rtt per transaction, 5 s"
 (cd "$work" && "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres -c "$clients" -j 1 -T 5 -f rtt.sql -l \
   --log-prefix=rttc postgres >"$work/pgbench.out" 2>&1) || { cat "$work/pgbench.out" >&2; echo "bench/replicated.sh: pgbench failed" >&2; exit 1; }
-cat "$work"/rttc.* | awk '{ print $3 }' >"$work/rttc.us"
+cat "$work"/rttc.[0-9]* | awk '{ print $3 }' >"$work/rttc.us"
 rm -f "$work"/rttc.[0-9]*
 eps[pg-rtt-c]=$(($(wc -l <"$work/rttc.us") / 5))
 p50[pg-rtt-c]=$(pct "$work/rttc.us" 0.5)
