@@ -35,6 +35,12 @@
  * mb_per_s counts encoded batch bytes (what reaches the segment files;
  * ~124 B per record plus an 80-byte header per append); MB = 10^6 bytes,
  * for the raw numbers too. ratio_to_raw = mb_per_s / write_fsync_mb_per_s.
+ * cpu_ns_per_record: the process's user + system time (getrusage: the
+ * producer threads and the log's flusher, fsync pool and checkpoint
+ * threads together) over the same interval, per completed record;
+ * ctxsw_per_append: its voluntary + involuntary context switches per
+ * completed append. Both are far steadier than the rates on a shared
+ * machine.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -263,6 +270,7 @@ typedef struct cell_res {
     double seconds;
     uint64_t appends, records, bytes;
     double records_per_s, mb_per_s, p50_us, p99_us, ratio;
+    double cpu_ns_per_record, ctxsw_per_append;
     spw_log_stats st;
     int error;
 } cell_res;
@@ -344,6 +352,16 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* The whole process's CPU time (user + system, ns) and context switches. */
+static void usage_now(double *cpu_ns, double *ctxsw)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *cpu_ns = ((double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec) * 1e9 +
+              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e3;
+    *ctxsw = (double)ru.ru_nvcsw + (double)ru.ru_nivcsw;
+}
+
 /* Encoded length of one append of n benchmark records. */
 static size_t batch_len(int n)
 {
@@ -422,6 +440,8 @@ static void run_cell(const char *root, int cell_no, double seconds, int part_opt
     }
     pthread_barrier_wait(&cx.start);
     double t0 = now_s();
+    double cpu0, cs0, cpu1, cs1;
+    usage_now(&cpu0, &cs0);
     while (!g_interrupted && now_s() < t0 + seconds) {
         double left = t0 + seconds - now_s();
         if (left > 0.05)
@@ -445,6 +465,7 @@ static void run_cell(const char *root, int cell_no, double seconds, int part_opt
             cr->error = w->error;
         h_merge(all, w->hist);
     }
+    usage_now(&cpu1, &cs1);
     spw_log_stats_get(log, &cr->st);
     size_t len = batch_len(B);
     cr->bytes = cr->appends * len;
@@ -453,6 +474,8 @@ static void run_cell(const char *root, int cell_no, double seconds, int part_opt
     cr->mb_per_s = (double)cr->bytes / MB / cr->seconds;
     cr->p50_us = h_quantile(all, 0.50) / 1000.0;
     cr->p99_us = h_quantile(all, 0.99) / 1000.0;
+    cr->cpu_ns_per_record = cr->records ? (cpu1 - cpu0) / (double)cr->records : 0;
+    cr->ctxsw_per_append = cr->appends ? (cs1 - cs0) / (double)cr->appends : 0;
     cr->ran = 1;
 
     for (int i = 0; i < P; i++)
@@ -685,10 +708,11 @@ int main(int argc, char **argv)
                 const spw_log_stats *s = &c->st;
                 printf("BENCH log ack=%s threads=%d batch=%d records_per_s=%.0f mb_per_s=%.1f p50_us=%.1f "
                        "p99_us=%.1f ratio_to_raw=%.3f partitions=%d fsyncs=%" PRIu64 " cycles=%" PRIu64
-                       " appends_per_fsync=%.1f%s%s\n",
+                       " appends_per_fsync=%.1f cpu_ns_per_record=%.0f ctxsw_per_append=%.2f%s%s\n",
                        spw_ack_name(c->ack), c->threads, c->batch, c->records_per_s, c->mb_per_s, c->p50_us,
                        c->p99_us, c->ratio, c->partitions, s->fsyncs, s->cycles,
-                       s->fsyncs ? (double)s->acks_fsync / (double)s->fsyncs : 0.0, c->error ? " error=" : "",
+                       s->fsyncs ? (double)s->acks_fsync / (double)s->fsyncs : 0.0, c->cpu_ns_per_record,
+                       c->ctxsw_per_append, c->error ? " error=" : "",
                        c->error ? spw_strerror(c->error) : "");
                 fflush(stdout);
                 k++;
@@ -696,23 +720,25 @@ int main(int argc, char **argv)
     ncells = k;
 
     /* The table. */
-    printf("\n%-7s %3s %5s %4s %12s %8s %9s %9s %6s | %7s %7s %7s %8s %8s %9s\n", "ack", "thr", "batch", "part",
-           "records/s", "MB/s", "p50 us", "p99 us", "x raw", "cycles", "writes", "fsyncs", "app/fsync",
-           "fsync ms", "KB/write");
+    printf("\n%-7s %3s %5s %4s %12s %8s %9s %9s %6s | %7s %7s %7s %8s %8s %9s | %8s %8s\n", "ack", "thr", "batch",
+           "part", "records/s", "MB/s", "p50 us", "p99 us", "x raw", "cycles", "writes", "fsyncs", "app/fsync",
+           "fsync ms", "KB/write", "cpu ns/r", "cs/app");
     for (int i = 0; i < ncells; i++) {
         cell_res *c = &cells[i];
         const spw_log_stats *s = &c->st;
         char rps[32];
         fmt_int(rps, sizeof rps, c->records_per_s);
         printf("%-7s %3d %5d %4d %12s %8.1f %9.1f %9.1f %6.3f | %7" PRIu64 " %7" PRIu64 " %7" PRIu64
-               " %8.1f %8.2f %9.1f\n",
+               " %8.1f %8.2f %9.1f | %8.0f %8.2f\n",
                spw_ack_name(c->ack), c->threads, c->batch, c->partitions, rps, c->mb_per_s, c->p50_us, c->p99_us,
                c->ratio, s->cycles, s->writes, s->fsyncs, s->fsyncs ? (double)s->acks_fsync / (double)s->fsyncs : 0,
                s->fsyncs ? (double)s->fsync_ns / (double)s->fsyncs / 1e6 : 0,
-               s->writes ? (double)s->bytes_written / (double)s->writes / 1024 : 0);
+               s->writes ? (double)s->bytes_written / (double)s->writes / 1024 : 0, c->cpu_ns_per_record,
+               c->ctxsw_per_append);
     }
     printf("(app/fsync: ack=fsync appends completed per fdatasync — group commit; fsync ms: mean fdatasync\n"
-           " round; cycles/writes/fsyncs: flush cycles, pwrite(v) calls and fdatasyncs of segment data.)\n");
+           " round; cycles/writes/fsyncs: flush cycles, pwrite(v) calls and fdatasyncs of segment data;\n"
+           " cpu ns/r: the process's user + system time per record; cs/app: its context switches per append.)\n");
 
     /* The targets. */
     printf("\ntargets (raw: fdatasync_per_s=%.0f, write_fsync_mb_per_s=%.1f):\n", rw.fdatasync_per_s,

@@ -20,8 +20,9 @@
 static inline size_t record_bound(const spw_record *r)
 {
     size_t total = 5 + 10 + 5 + 10 + 10 + 5 + 5 + 5 + (size_t)r->value_len + (r->key_len > 0 ? (size_t)r->key_len : 0);
-    for (uint32_t k = 0; k < r->header_count; k++)
-        total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
+    if (__builtin_expect(r->header_count != 0, 0))
+        for (uint32_t k = 0; k < r->header_count; k++)
+            total += 10 + (size_t)r->headers[k].key_len + (size_t)r->headers[k].value_len;
     return total;
 }
 
@@ -33,22 +34,19 @@ size_t spw_batch_bound(const spw_record *recs, uint32_t n)
     return total;
 }
 
-/* Record i's ticket: given, or counted from the first (ticket_base +
- * order[i] with an order: the caller's reservation). */
-static inline uint64_t ticket_of(uint32_t i, uint64_t first_ticket, const uint64_t *tickets, const uint32_t *order,
-                                 uint64_t ticket_base)
+static inline __attribute__((always_inline)) uint8_t *
+encode_records_t(uint8_t *p, const spw_record *recs, int has_order, const uint32_t *order, uint32_t n,
+                 int64_t first_ts, const spw_idgen *g, uint64_t first_ticket, const uint64_t *tickets, int versioned,
+                 const spw_batch_opts *o, uint64_t base_id)
 {
-    return tickets ? tickets[i] : order ? ticket_base + order[i] : first_ticket + i;
-}
-
-static uint8_t *encode_records(uint8_t *p, const spw_record *recs, const uint32_t *order, uint32_t n, int64_t first_ts,
-                               const spw_idgen *g, uint64_t first_ticket, const spw_batch_opts *o, uint64_t base_id)
-{
-    const uint64_t *tickets = o->tickets;
-    int versioned = o->versioned;
+    if (!has_order)
+        order = NULL;
     for (uint32_t i = 0; i < n; i++) {
-        const spw_record *r = &recs[order ? order[i] : i];
-        uint64_t id = g ? spw_id_from_ticket(g, ticket_of(i, first_ticket, tickets, order, o->ticket_base)) : 0;
+        const spw_record *r = &recs[has_order ? order[i] : i];
+        /* Record i's ticket: given, or counted from the first (ticket_base
+         * + order[i] with an order: the caller's reservation). */
+        uint64_t ticket = tickets ? tickets[i] : has_order ? o->ticket_base + order[i] : first_ticket + i;
+        uint64_t id = g ? spw_id_from_ticket(g, ticket) : 0;
         /* The body's length comes first: the fields before the key go to
          * head, the rest is counted, then each byte is written once, in
          * place (no move of the body after its length). */
@@ -106,6 +104,45 @@ static uint8_t *encode_records(uint8_t *p, const spw_record *recs, const uint32_
     return p;
 }
 
+/* The common cases (ids from counted tickets, no versions; the records in
+ * place, or through an order as a request's) compiled apart: no per-record
+ * test of the order, the tickets or the version. */
+static uint8_t *encode_records(uint8_t *p, const spw_record *recs, const uint32_t *order, uint32_t n, int64_t first_ts,
+                               const spw_idgen *g, uint64_t first_ticket, const spw_batch_opts *o, uint64_t base_id)
+{
+    if (!o->tickets && !o->versioned && g) {
+        if (order)
+            return encode_records_t(p, recs, 1, order, n, first_ts, g, first_ticket, NULL, 0, o, base_id);
+        return encode_records_t(p, recs, 0, NULL, n, first_ts, g, first_ticket, NULL, 0, o, base_id);
+    }
+    return encode_records_t(p, recs, order != NULL, order, n, first_ts, g, first_ticket, o->tickets, o->versioned, o,
+                            base_id);
+}
+
+/* Each record's checks, the newest timestamp and the bound (a version
+ * above vmax is refused: none is allowed outside a versioned batch).
+ * Inline, so a call without an order has no test of it per record. */
+static inline __attribute__((always_inline)) int check_records(const spw_record *recs, int has_order,
+                                                               const uint32_t *order, uint32_t n, int versioned,
+                                                               int64_t *max_ts, size_t *bound)
+{
+    uint64_t vmax = versioned ? SPW_VERSION_MAX : 0;
+    int64_t mx = *max_ts;
+    size_t b = *bound;
+    for (uint32_t i = 0; i < n; i++) {
+        if (has_order && i > 0 && order[i] <= order[i - 1])
+            return SPW_EINVAL;
+        const spw_record *r = &recs[has_order ? order[i] : i];
+        if (r->version > vmax || r->key_len < -1)
+            return SPW_EINVAL;
+        mx = r->ts > mx ? r->ts : mx;
+        b += record_bound(r);
+    }
+    *max_ts = mx;
+    *bound = b;
+    return 0;
+}
+
 int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uint32_t n, const spw_batch_opts *o)
 {
     static const spw_batch_opts defaults;
@@ -119,16 +156,10 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
     /* One pass: each record's checks, the newest timestamp and the bound. */
     int64_t first_ts = recs[order ? order[0] : 0].ts, max_ts = first_ts;
     size_t bound = SPW_BATCH_HEADER_LEN;
-    for (uint32_t i = 0; i < n; i++) {
-        if (order && i > 0 && order[i] <= order[i - 1])
-            return SPW_EINVAL;
-        const spw_record *r = &recs[order ? order[i] : i];
-        if (r->version > SPW_VERSION_MAX || (r->version && !o->versioned) || r->key_len < -1)
-            return SPW_EINVAL;
-        if (r->ts > max_ts)
-            max_ts = r->ts;
-        bound += record_bound(r);
-    }
+    int r = order ? check_records(recs, 1, order, n, o->versioned, &max_ts, &bound)
+                  : check_records(recs, 0, NULL, n, o->versioned, &max_ts, &bound);
+    if (r)
+        return r;
     if (bound - SPW_BATCH_HEADER_LEN > SPW_BATCH_MAX_LEN * 2ull)
         return SPW_EMSGSIZE;
 
@@ -144,7 +175,6 @@ int spw_batch_encode(spw_buf *out, spw_buf *scratch, const spw_record *recs, uin
         *o->first_ticket = first_ticket;
     uint64_t base_id = o->idgen ? spw_id_from_ticket(o->idgen, first_ticket) : 0;
 
-    int r;
     size_t records_len, stored_len;
     if (o->compression == SPW_COMPRESS_NONE) {
         if ((r = spw_buf_reserve(out, bound)))

@@ -1,7 +1,8 @@
 /*
  * The partition's append path. spw_part_append_batch assigns offsets under
  * p->mu and copies the batch into the fill chain, where the flusher takes
- * it (spw__part_take_fill); an append waiting for an ack sits in one of two
+ * it (spw__part_take_fill; spw_part_append_wait lends its batch instead of
+ * a copy, see append_batch); an append waiting for an ack sits in one of two
  * FIFO rings (written, fsynced) ordered by end offset, completed by the
  * flusher through spw__part_complete, or failed together by
  * spw__part_fail. Contracts: callbacks run on the flusher with no
@@ -163,8 +164,14 @@ void spw__part_fail(spw_part *p, int err)
 
 /* ---- append ---- */
 
-int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack ack, int flags, spw_append_cb cb,
-                          void *arg, spw_append_result *res)
+/* lend: batch stays the caller's, who waits for its completion at
+ * SPW_ACK_WRITTEN or SPW_ACK_FSYNC (spw_part_append_wait): the fill chain
+ * points at it instead of a copy. The flusher completes a waiter only after
+ * the write of its batch, or, on a failure, with the batch no longer read
+ * (written or dropped), so the batch is not touched once the caller has
+ * its answer. */
+static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t len, spw_ack ack, int flags,
+                        spw_append_cb cb, void *arg, spw_append_result *res)
 {
     spw_batch_hdr h;
     if (ack == SPW_ACK_REPLICATED)
@@ -194,7 +201,13 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
         goto refuse;
     }
     spw_chunk *t = p->fill.tail;
-    if (!t || t->cap - t->len < len) {
+    if (lend) {
+        if (!(t = spw_try_malloc(sizeof *t))) {
+            r = SPW_ENOMEM;
+            goto refuse;
+        }
+        *t = (spw_chunk){.data = lend, .cap = len, .lent = 1};
+    } else if (!t || t->cap - t->len < len) {
         if (!(t = spw__chunk_get(log, len))) {
             r = SPW_ENOMEM;
             goto refuse;
@@ -203,8 +216,11 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     spw_append_result out = {.base_offset = p->next_offset, .count = h.record_count, .base_id = h.base_id};
     if (ack != SPW_ACK_NONE && cb) {
         spw_waiter w = {.end = p->next_offset + h.record_count, .cb = cb, .arg = arg, .res = out};
-        if ((r = ring_push(&p->rings[ack == SPW_ACK_FSYNC ? SPW__RING_FSYNC : SPW__RING_WRITTEN], &w)))
+        if ((r = ring_push(&p->rings[ack == SPW_ACK_FSYNC ? SPW__RING_FSYNC : SPW__RING_WRITTEN], &w))) {
+            if (t != p->fill.tail && (lend || t->len == 0))
+                spw_free(t); /* not linked: a lent header, or a fresh chunk */
             goto refuse;
+        }
     }
     if (t != p->fill.tail) {
         if (p->fill.tail)
@@ -215,7 +231,8 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     }
     SPW_ASSERT(t->cap - t->len >= len); /* the chunk has room (spw__chunk_get) */
     uint8_t *dst = t->data + t->len;
-    memcpy(dst, batch, len);
+    if (!lend)
+        memcpy(dst, batch, len);
     spw_batch_set_base_offset(dst, p->next_offset);
     t->len += len;
     t->end_offset = p->next_offset + h.record_count;
@@ -223,7 +240,7 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     p->next_offset += h.record_count;
     pthread_mutex_unlock(&p->mu);
 
-    spw__log_enqueue(log, p);
+    spw__log_enqueue(log, p, len);
     if (res)
         *res = out;
     if (ack == SPW_ACK_NONE && cb)
@@ -235,6 +252,12 @@ refuse:
     if (!(flags & SPW_APPEND_RESERVED))
         spw__log_release(log, len);
     return r;
+}
+
+int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack ack, int flags, spw_append_cb cb,
+                          void *arg, spw_append_result *res)
+{
+    return append_batch(p, NULL, batch, len, ack, flags, cb, arg, res);
 }
 
 /* Per-thread encode buffers, freed when the thread exits. */
@@ -254,8 +277,8 @@ static void enc_free(void *v)
 
 static void enc_key_init(void) { pthread_key_create(&enc_key, enc_free); }
 
-int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack, int flags,
-                    spw_append_cb cb, void *arg, spw_append_result *res)
+/* Encodes the records into the calling thread's buffers (b). */
+static int encode_tls(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, enc_bufs **out)
 {
     pthread_once(&enc_once, enc_key_init);
     enc_bufs *b = pthread_getspecific(enc_key);
@@ -263,19 +286,30 @@ int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_b
         b = spw_xcalloc(1, sizeof *b);
         pthread_setspecific(enc_key, b);
     }
-    spw_buf *enc = &b->enc, *scratch = &b->scratch;
     spw_batch_opts opts = o ? *o : (spw_batch_opts){0};
     if (!opts.idgen)
         opts.idgen = &p->log->idgen;
-    int r = spw_batch_encode(enc, scratch, recs, n, &opts);
-    if (r)
-        return r;
-    r = spw_part_append_batch(p, enc->p, enc->len, ack, flags, cb, arg, res);
-    /* Do not let one huge batch pin its buffer in every thread forever. */
-    if (enc->cap > (8u << 20))
-        spw_buf_fini(enc);
-    if (scratch->cap > (8u << 20))
-        spw_buf_fini(scratch);
+    *out = b;
+    return spw_batch_encode(&b->enc, &b->scratch, recs, n, &opts);
+}
+
+/* Do not let one huge batch pin its buffer in every thread forever. */
+static void tls_trim(enc_bufs *b)
+{
+    if (b->enc.cap > (8u << 20))
+        spw_buf_fini(&b->enc);
+    if (b->scratch.cap > (8u << 20))
+        spw_buf_fini(&b->scratch);
+}
+
+int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack, int flags,
+                    spw_append_cb cb, void *arg, spw_append_result *res)
+{
+    enc_bufs *b;
+    int r = encode_tls(p, recs, n, o, &b);
+    if (r == 0)
+        r = append_batch(p, NULL, b->enc.p, b->enc.len, ack, flags, cb, arg, res);
+    tls_trim(b);
     return r;
 }
 
@@ -304,13 +338,21 @@ static void sync_wait_cb(void *arg, int status, const spw_append_result *r)
     sem_post(&w->sem); /* publishes status and res (release) */
 }
 
+/* The batch is encoded into the thread's buffer and, for a written or
+ * fsync ack, lent to the fill chain rather than copied (append_batch): this
+ * thread waits until the flusher is done with it. */
 int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
                          spw_append_result *res)
 {
     sync_wait w;
     if (sem_init(&w.sem, 0, 0) != 0)
         return -errno;
-    int r = spw_part_append(p, recs, n, o, ack, 0, sync_wait_cb, &w, NULL);
+    enc_bufs *b;
+    int r = encode_tls(p, recs, n, o, &b);
+    if (r == 0) {
+        int lend = ack == SPW_ACK_WRITTEN || ack == SPW_ACK_FSYNC;
+        r = append_batch(p, lend ? b->enc.p : NULL, b->enc.p, b->enc.len, ack, 0, sync_wait_cb, &w, NULL);
+    }
     if (r == 0) {
         while (sem_wait(&w.sem) != 0)
             ; /* EINTR */
@@ -318,6 +360,7 @@ int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const 
         if (res)
             *res = w.res;
     }
+    tls_trim(b);
     sem_destroy(&w.sem);
     return r;
 }

@@ -367,6 +367,127 @@ static void test_round_trips(void)
     spw_buf_fini(&scratch);
 }
 
+/* ---- the records section, byte by byte ---- */
+
+/* LEB128 a byte at a time, independent of core/varint.h. */
+static uint8_t *ref_var(uint8_t *p, uint64_t v)
+{
+    do {
+        uint8_t b = v & 0x7f;
+        v >>= 7;
+        *p++ = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    return p;
+}
+static uint8_t *ref_raw(uint8_t *p, const void *src, size_t n)
+{
+    if (n)
+        memcpy(p, src, n);
+    return p + n;
+}
+static uint64_t ref_zz(int64_t v) { return v < 0 ? ((uint64_t)(-(v + 1)) << 1) | 1 : (uint64_t)v << 1; }
+
+/* The records section as docs/formats/log.md defines it, written here
+ * field by field: body = ts delta, offset delta, id delta, [version],
+ * key length, key, value length, value, header count, headers; each body
+ * after its length. ids[i] is record i's id (base_id = ids[0]). */
+static size_t ref_section(uint8_t *out, const spw_record *recs, uint32_t n, const uint64_t *ids, int versioned)
+{
+    uint8_t *p = out;
+    static uint8_t body[300000];
+    for (uint32_t i = 0; i < n; i++) {
+        const spw_record *r = &recs[i];
+        uint8_t *q = body;
+        q = ref_var(q, ref_zz((int64_t)((uint64_t)r->ts - (uint64_t)recs[0].ts)));
+        q = ref_var(q, i);
+        q = ref_var(q, ids[i] - ids[0]);
+        if (versioned)
+            q = ref_var(q, r->version);
+        q = ref_var(q, ref_zz(r->key_len));
+        if (r->key_len > 0)
+            q = ref_raw(q, r->key, (size_t)r->key_len);
+        q = ref_var(q, r->value_len);
+        q = ref_raw(q, r->value, r->value_len);
+        q = ref_var(q, r->header_count);
+        for (uint32_t k = 0; k < r->header_count; k++) {
+            q = ref_var(q, r->headers[k].key_len);
+            q = ref_raw(q, r->headers[k].key, r->headers[k].key_len);
+            q = ref_var(q, r->headers[k].value_len);
+            q = ref_raw(q, r->headers[k].value, r->headers[k].value_len);
+        }
+        p = ref_var(p, (uint64_t)(q - body));
+        p = ref_raw(p, body, (size_t)(q - body));
+    }
+    return (size_t)(p - out);
+}
+
+/* The encoder's records section is the bytes ref_section writes, for
+ * records on both sides of every one- and two-byte varint boundary the
+ * encoder's common-record path tests (ts delta, offset, id delta, key and
+ * value lengths, the body's length), with and without headers, versions
+ * and ids that jump (tickets given). */
+static void test_section_bytes(void)
+{
+    enum { N = 20000 };
+    spw_record *recs = calloc(N, sizeof *recs);
+    uint64_t *tickets = calloc(N, sizeof *tickets), *ids = calloc(N, sizeof *ids);
+    static uint8_t blob[40000];
+    fill_rand(blob, sizeof blob);
+    spw_kv hdrs[2] = {{.key = "h", .key_len = 1, .value = "v", .value_len = 1},
+                      {.key = "", .key_len = 0, .value = blob, .value_len = 130}};
+    static const int64_t ts_steps[] = {0, 1, -1, 63, -64, 64, -65, 8191, -8192, 8192, -8193, 1000000};
+    static const uint32_t vlens[] = {0, 1, 100, 110, 111, 112, 113, 127, 128, 200, 16350, 16360, 16370, 16383, 16384, 30000};
+    spw_idgen g;
+    fake_ms = SPW_ID_EPOCH_MS + 86400000;
+    spw_idgen_init(&g, 5, fake_clock);
+    uint8_t *want = malloc(64u << 20);
+    spw_buf out = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
+    for (int round = 0; round < 12; round++) {
+        uint32_t n = round < 4 ? 200 : round < 8 ? 3000 : N; /* offsets past 127 and 16383 */
+        int versioned = round % 4 == 3;
+        int with_tickets = round % 3 == 1;
+        uint64_t t = 1000;
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t x = rnd();
+            spw_record *r = &recs[i];
+            *r = (spw_record){0};
+            r->key_len = (int32_t)(x % 23) - 1; /* -1..21 */
+            r->key = r->key_len >= 0 ? blob + (x >> 8) % 1000 : NULL;
+            r->value_len = x % 7 == 0 ? vlens[(x >> 16) % (sizeof vlens / sizeof *vlens)] : (uint32_t)((x >> 20) % 140);
+            if (n == N && r->value_len > 200)
+                r->value_len = 200; /* a bounded section */
+            r->value = blob + (x >> 32) % 1000;
+            r->ts = 1700000000000 + ts_steps[(x >> 40) % (sizeof ts_steps / sizeof *ts_steps)];
+            if (i == 0)
+                r->ts = 1700000000000;
+            if ((x >> 48) % 11 == 0) {
+                r->headers = hdrs;
+                r->header_count = 1 + (uint32_t)((x >> 52) % 2);
+            }
+            if (versioned)
+                r->version = (x >> 24) % 3 == 0 ? 0 : (x >> 24) % 300;
+            /* Tickets that jump by 1, by 128 and by 2^14 and more. */
+            t += (x >> 56) % 5 == 0 ? 1 + ((x >> 44) % 20000) : 1;
+            tickets[i] = t;
+        }
+        spw_batch_opts o = {.idgen = &g, .versioned = versioned, .tickets = with_tickets ? tickets : NULL};
+        uint64_t first = 0;
+        o.first_ticket = &first;
+        CHECK_EQ(spw_batch_encode(&out, &scratch, recs, n, &o), 0);
+        for (uint32_t i = 0; i < n; i++)
+            ids[i] = spw_id_from_ticket(&g, with_tickets ? tickets[i] : first + i);
+        size_t len = ref_section(want, recs, n, ids, versioned);
+        CHECK_EQ(out.len, SPW_BATCH_HEADER_LEN + len);
+        CHECK(memcmp(out.p + SPW_BATCH_HEADER_LEN, want, len) == 0);
+    }
+    spw_buf_fini(&out);
+    spw_buf_fini(&scratch);
+    free(want);
+    free(recs);
+    free(tickets);
+    free(ids);
+}
+
 /* ---- varints ---- */
 
 static void check_varint(uint64_t v)
@@ -1232,6 +1353,7 @@ int main(void)
     test_crc32c();
     test_round_trips();
     test_order();
+    test_section_bytes();
     test_versions();
     test_parse_rejects();
     test_records_rejects();
