@@ -296,30 +296,50 @@ static long long xmin_in(const char *table, int i)
     return num(q);
 }
 
-static void test_replica_cut(srv *s)
+/* Table TABLE (id), stream STREAM whose replica is sink SINK (batch.max_events
+ * max_events, options.copy_min_rows copy_min_rows) into it: made, and the
+ * sink attached (a replicated request of record 0 answered 202). */
+static void replica_sink(srv *s, const char *stream, const char *sink, const char *table, int max_events,
+                         int copy_min_rows)
 {
-    pgsrv_exec(&PG, "CREATE TABLE rep3 (id bigint NOT NULL)");
-    put_stream(s->port, "r3", "{\"partitions\":1,\"replicate_to\":\"rs3\",\"replication_timeout_ms\":60000}");
-    char body[1024];
+    char q[128], body[1024];
+    snprintf(q, sizeof q, "CREATE TABLE %s (id bigint NOT NULL)", table);
+    pgsrv_exec(&PG, q);
+    snprintf(body, sizeof body, "{\"partitions\":1,\"replicate_to\":\"%s\",\"replication_timeout_ms\":60000}", sink);
+    put_stream(s->port, stream, body);
     snprintf(body, sizeof body,
-             "{\"stream\":\"r3\",\"kind\":\"postgres\",\"batch\":{\"max_events\":2},"
+             "{\"stream\":\"%s\",\"kind\":\"postgres\",\"batch\":{\"max_events\":%d},"
              "\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
-             "user=postgres dbname=postgres\"],\"table\":\"rep3\",\"columns\":{\"id\":\"/i\"}}}",
-             PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs3", body), 201);
+             "user=postgres dbname=postgres\"],\"table\":\"%s\",\"copy_min_rows\":%d,\"columns\":{\"id\":\"/i\"}}}",
+             stream, max_events, PG.port, table, copy_min_rows);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/sinks/%s", sink);
+    CHECK_EQ(req_status(s->port, "PUT", path, body), 201);
     int st = 0;
     for (int i = 0; i < 600 && st != 202; i++) {
-        st = post_one(s->port, "r3", "replicated", 0);
+        st = post_one(s->port, stream, "replicated", 0);
         if (st != 202)
             usleep(50000);
     }
     CHECK_EQ(st, 202);
-    pgsrv_stop_mode(&STB, "fast");
+}
+
+/* Records 1, 2, 3 appended to stream in one request (ack=fsync). */
+static void post_three(srv *s, const char *stream)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/streams/%s/events?ack=fsync", stream);
     const char *three = "[{\"i\":1},{\"i\":2},{\"i\":3}]";
-    resp r = http_ex(s->port, "POST", "/v1/streams/r3/events?ack=fsync", "application/json", NULL, three,
-                     strlen(three));
+    resp r = http_ex(s->port, "POST", path, "application/json", NULL, three, strlen(three));
     CHECK_EQ(r.status, 202);
     free(r.body);
+}
+
+static void test_replica_cut(srv *s)
+{
+    replica_sink(s, "r3", "rs3", "rep3", 2, 64);
+    pgsrv_stop_mode(&STB, "fast");
+    post_three(s, "r3");
     wait_sink_backend("wait_event = 'SyncRep'"); /* {1, 2}'s COMMIT waits for the standby */
     CHECK_EQ(post_one(s->port, "r3", "fsync", 4), 202);
     pgsrv_start(&STB);
@@ -342,31 +362,12 @@ static void test_replica_cut(srv *s)
  * would have read 4 and 5 together). */
 static void test_replica_big(srv *s)
 {
-    pgsrv_exec(&PG, "CREATE TABLE rep4 (id bigint NOT NULL)");
-    put_stream(s->port, "r4", "{\"partitions\":1,\"replicate_to\":\"rs4\",\"replication_timeout_ms\":60000}");
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"stream\":\"r4\",\"kind\":\"postgres\",\"batch\":{\"max_events\":16},"
-             "\"retry\":{\"initial_ms\":50,\"max_ms\":500},\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
-             "user=postgres dbname=postgres\"],\"table\":\"rep4\",\"copy_min_rows\":0,\"columns\":{\"id\":\"/i\"}}}",
-             PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs4", body), 201);
-    int st = 0;
-    for (int i = 0; i < 600 && st != 202; i++) {
-        st = post_one(s->port, "r4", "replicated", 0);
-        if (st != 202)
-            usleep(50000);
-    }
-    CHECK_EQ(st, 202);
+    replica_sink(s, "r4", "rs4", "rep4", 16, 0);
     PGconn *l = pgsrv_conn(&PG);
     PGresult *r = PQexec(l, "BEGIN; LOCK TABLE rep4 IN SHARE MODE");
     CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
-    const char *three = "[{\"i\":1},{\"i\":2},{\"i\":3}]";
-    resp rr = http_ex(s->port, "POST", "/v1/streams/r4/events?ack=fsync", "application/json", NULL, three,
-                      strlen(three));
-    CHECK_EQ(rr.status, 202);
-    free(rr.body);
+    post_three(s, "r4");
     wait_sink_backend("wait_event_type = 'Lock'"); /* {1, 2, 3}'s COPY waits for the lock */
     CHECK_EQ(post_one(s->port, "r4", "fsync", 4), 202);
     pgsrv_stop_mode(&STB, "fast");

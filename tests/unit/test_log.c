@@ -18,13 +18,15 @@ static void make_value(char *buf, size_t n, uint64_t tag)
         buf[i] = (char)('a' + (tag * 31 + i * 7) % 26);
 }
 
-/* Reads every record in [from, to) and checks value tags (value = make_value(len, offset)). */
-static uint64_t verify_range(spw_part *p, uint64_t from, uint64_t to, int64_t ts_base)
+/* Reads every record in [from, to) in order (reads of read_max bytes),
+ * each handed to fn; the count. */
+static uint64_t each_record(spw_part *p, uint64_t from, uint64_t to, size_t read_max,
+                            void (*fn)(const spw_record_view *rv, void *arg), void *arg)
 {
     spw_buf buf = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
     uint64_t off = from, seen = 0;
     while (off < to) {
-        int n = spw_part_read(p, off, 1 << 16, &buf, NULL);
+        int n = spw_part_read(p, off, read_max, &buf, NULL);
         CHECK(n > 0);
         size_t pos = 0;
         for (int b = 0; b < n; b++) {
@@ -41,11 +43,7 @@ static uint64_t verify_range(spw_part *p, uint64_t from, uint64_t to, int64_t ts
                 if (rv.offset < off || rv.offset >= to)
                     continue;
                 CHECK_EQ(rv.offset, off);
-                char want[512];
-                CHECK(rv.value_len >= 8 && rv.value_len <= sizeof want);
-                make_value(want, rv.value_len, rv.offset);
-                CHECK(memcmp(want, rv.value, rv.value_len) == 0);
-                CHECK_EQ(rv.ts, ts_base + (int64_t)rv.offset);
+                fn(&rv, arg);
                 off++;
                 seen++;
             }
@@ -57,6 +55,23 @@ static uint64_t verify_range(spw_part *p, uint64_t from, uint64_t to, int64_t ts
     spw_buf_fini(&buf);
     spw_buf_fini(&scratch);
     return seen;
+}
+
+/* A record's value is make_value(len, offset) and its time ts_base + offset. */
+static void check_tagged(const spw_record_view *rv, void *arg)
+{
+    int64_t ts_base = *(const int64_t *)arg;
+    char want[512];
+    CHECK(rv->value_len >= 8 && rv->value_len <= sizeof want);
+    make_value(want, rv->value_len, rv->offset);
+    CHECK(memcmp(want, rv->value, rv->value_len) == 0);
+    CHECK_EQ(rv->ts, ts_base + (int64_t)rv->offset);
+}
+
+/* Reads every record in [from, to) and checks value tags (value = make_value(len, offset)). */
+static uint64_t verify_range(spw_part *p, uint64_t from, uint64_t to, int64_t ts_base)
+{
+    return each_record(p, from, to, 1 << 16, check_tagged, &ts_base);
 }
 
 /* Appends n records at offsets the partition will assign; values depend on the offset,
@@ -250,6 +265,15 @@ typedef struct gctx {
 
 enum { GATHER_THREADS = 3, GATHER_APPENDS = 100, GATHER_VALUE = 80000, GATHER_ROUNDS = 8 };
 
+/* A gather record: GATHER_VALUE bytes of one thread's letter. */
+static void check_gather(const spw_record_view *rv, void *arg)
+{
+    (void)arg;
+    CHECK_EQ(rv->value_len, GATHER_VALUE);
+    CHECK(rv->value[0] >= 'a' && rv->value[0] < 'a' + GATHER_THREADS);
+    CHECK(rv->value[GATHER_VALUE - 1] == rv->value[0]);
+}
+
 static void *gather_main(void *arg)
 {
     gctx *t = arg;
@@ -287,32 +311,7 @@ static void test_gather_write(const char *dir)
         CHECK_EQ(ps.next_offset, total);
         CHECK_EQ(ps.durable_offset, total);
         /* Every record back, each value one thread's bytes. */
-        spw_buf buf = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-        uint64_t off = 0;
-        while (off < total) {
-            int n = spw_part_read(p, off, 1 << 20, &buf, NULL);
-            CHECK(n > 0);
-            size_t pos = 0;
-            for (int b = 0; b < n; b++) {
-                spw_batch_hdr h;
-                CHECK_OK(spw_batch_check(buf.p + pos, buf.len - pos, &h));
-                const uint8_t *recs;
-                size_t len;
-                CHECK_OK(spw_batch_records(buf.p + pos, &h, &scratch, &recs, &len));
-                spw_rec_iter it;
-                spw_record_view rv;
-                spw_rec_iter_init(&it, &h, recs, len);
-                CHECK_EQ(spw_rec_next(&it, &rv), 1);
-                CHECK_EQ(rv.offset, off);
-                CHECK_EQ(rv.value_len, GATHER_VALUE);
-                CHECK(rv.value[0] >= 'a' && rv.value[0] < 'a' + GATHER_THREADS);
-                CHECK(rv.value[GATHER_VALUE - 1] == rv.value[0]);
-                off++;
-                pos += h.length;
-            }
-        }
-        spw_buf_fini(&buf);
-        spw_buf_fini(&scratch);
+        CHECK_EQ(each_record(p, 0, total, 1 << 20, check_gather, NULL), total);
         /* Read once the partition is closed: its last cycle has ended (the
          * waiters are completed before a cycle is counted). */
         spw_part_close(p);
