@@ -12,11 +12,7 @@
  *      SPW_ACK_FSYNC waiters;
  *   4. start again at once if anything was appended meanwhile: group commit
  *      without a timer, so an append waits at most for the cycle in
- *      progress plus its own. After a cycle that completed K > 1 fsync
- *      waiters, first gather: wait briefly for K appends, writing (step 2
- *      alone) what arrived whenever SPW__GATHER_WRITE_BYTES
- *      came in, so the copy into the page cache overlaps the appends still
- *      being encoded instead of following the last of them.
+ *      progress plus its own.
  * A partition failed by a write or fsync error takes no part in 2-3; while
  * any is failed the flusher also wakes every RECOVER_TICK_MS and, for each
  * failed one whose backoff allows, runs its recovery (part_recover.c,
@@ -243,23 +239,13 @@ static void dirty_add(spw_log *log, spw_part *p)
     pthread_mutex_unlock(&log->mu);
 }
 
-void spw__log_enqueue(spw_log *log, spw_part *p, size_t len)
+void spw__log_enqueue(spw_log *log, spw_part *p)
 {
     uint32_t target = atomic_load_explicit(&log->gather_target, memory_order_relaxed);
-    if (target) {
-        /* The K-th arrival ends the gather; before it, the arrival that
-         * brings SPW__GATHER_WRITE_BYTES wakes the flusher to write. Both
-         * are published before the signal, which is sent under log->mu
-         * as the flusher tests them under it: no wake-up is lost. */
-        uint32_t n = atomic_fetch_add(&log->arrivals, 1) + 1;
-        uint64_t before = len ? atomic_fetch_add(&log->gather_bytes, len) : 0;
-        if (n == target ||
-            (target != UINT32_MAX && n < target && before < SPW__GATHER_WRITE_BYTES &&
-             before + len >= SPW__GATHER_WRITE_BYTES)) {
-            pthread_mutex_lock(&log->mu);
-            pthread_cond_signal(&log->cv);
-            pthread_mutex_unlock(&log->mu);
-        }
+    if (target && atomic_fetch_add(&log->arrivals, 1) + 1 == target) {
+        pthread_mutex_lock(&log->mu);
+        pthread_cond_signal(&log->cv);
+        pthread_mutex_unlock(&log->mu);
     }
     /* Fast path without the global lock. Safe: the caller's batch went into
      * the fill buffer before this load, and the flusher clears queued before
@@ -404,9 +390,6 @@ static void sync_all(spw_log *log, spw_sync_job *jobs, size_t n)
 typedef struct cycle {
     spw_part **v;
     size_t n, cap;
-    int written; /* the gather wrote for this cycle already */
-    spw_part **w; /* the gather's write: the partitions it takes */
-    size_t wn, wcap;
     spw_sync_job *jobs;
     size_t jobs_cap;
 } cycle;
@@ -472,7 +455,6 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
     /* Phase 1: write. */
     for (size_t i = 0; i < c->n; i++)
         write_part(log, c->v[i], now, &did, &advanced);
-    did |= c->written;
     /* Phase 2: fdatasync what someone waits for (an fsync ack, or a reader
      * that asked with spw_part_sync_soon), or what is too old. */
     if (c->jobs_cap < c->n) {
@@ -505,7 +487,6 @@ static void flush_cycle(spw_log *log, cycle *c, int64_t now, int final)
     }
     /* Count the appends that these completions set off (see flusher_main). */
     atomic_store(&log->arrivals, 0);
-    atomic_store(&log->gather_bytes, 0);
     atomic_store(&log->gather_target, UINT32_MAX);
     size_t completed = 0;
     for (size_t i = 0; i < nj; i++) {
@@ -551,26 +532,17 @@ static int64_t next_wake(spw_log *log, int64_t next_timer, int64_t next_recover)
 }
 
 /* Moves the dirty list into c (a partition already in it is not added
- * twice) and, when taken is set, lists its partitions in c->w as well.
- * Clearing queued here means an append from now on re-enqueues, so
- * nothing can sit in a fill buffer without a cycle to come.
+ * twice). Clearing queued here means an append from now on re-enqueues,
+ * so nothing can sit in a fill buffer without a cycle to come.
  * REQUIRES: log->mu held. */
-static void take_dirty(spw_log *log, cycle *c, int taken)
+static void take_dirty(spw_log *log, cycle *c)
 {
-    c->wn = 0;
     for (spw_part *p = log->dirty_head; p; p = p->next_dirty) {
         if (!p->flusher_refs) {
             cycle_add(c, p);
             p->flusher_refs++;
         }
         p->queued = 0;
-        if (taken) {
-            if (c->wn == c->wcap) {
-                c->wcap = c->wcap ? c->wcap * 2 : 64;
-                c->w = spw_xrealloc(c->w, c->wcap * sizeof *c->w);
-            }
-            c->w[c->wn++] = p;
-        }
     }
     log->dirty_head = log->dirty_tail = NULL;
 }
@@ -603,37 +575,20 @@ static void *flusher_main(void *arg)
          * sized by measurement instead of configuration.
          */
         c.n = 0;
-        c.written = 0;
         uint32_t target = atomic_load(&log->gather_target);
         if (target > 1 && target != UINT32_MAX && !log->stop && atomic_load(&log->arrivals) < target) {
             uint64_t wait_ns = log->last_sync_ns / 2;
             if (wait_ns > 1000000)
                 wait_ns = 1000000;
             uint64_t until = spw_mono_ns() + wait_ns;
-            while (atomic_load(&log->arrivals) < target && !log->stop) {
-                /* Enough came in to be worth a write: write it now, while
-                 * the rest is still being encoded. The partitions join
-                 * this cycle, whose phase 2 syncs them. */
-                if (log->dirty_head && atomic_load(&log->gather_bytes) >= SPW__GATHER_WRITE_BYTES) {
-                    atomic_store(&log->gather_bytes, 0);
-                    take_dirty(log, &c, 1);
-                    pthread_mutex_unlock(&log->mu);
-                    int64_t now = mono_ms();
-                    int advanced = 0;
-                    for (size_t i = 0; i < c.wn; i++)
-                        if (!c.w[i]->failed) /* recovery is the cycle's */
-                            write_part(log, c.w[i], now, &c.written, &advanced);
-                    pthread_mutex_lock(&log->mu);
-                    continue;
-                }
+            while (atomic_load(&log->arrivals) < target && !log->stop)
                 if (spw_cond_wait_until(&log->cv, &log->mu, until) != 0)
                     break;
-            }
         }
         atomic_store(&log->gather_target, 0);
         int stop = log->stop;
         int timer = mono_ms() >= next_timer || stop;
-        take_dirty(log, &c, 0);
+        take_dirty(log, &c);
         if (timer) {
             /* Visit every partition so old unsynced data gets its fsync. */
             for (spw_part *p = log->all; p; p = p->next_all) {
@@ -667,7 +622,6 @@ static void *flusher_main(void *arg)
     }
     pthread_mutex_unlock(&log->mu);
     spw_free(c.v);
-    spw_free(c.w);
     spw_free(c.jobs);
     return NULL;
 }

@@ -179,10 +179,6 @@ struct spw_log {
      * the next cycle waits briefly for up to K appends to come back. */
     _Atomic uint32_t gather_target;
     _Atomic uint32_t arrivals;
-    /* Bytes appended since the gather began (or since the flusher's last
-     * write during it): at SPW__GATHER_WRITE_BYTES the flusher writes them
-     * while the other appends are still coming. */
-    _Atomic uint64_t gather_bytes;
     uint64_t last_sync_ns;
     /* Flusher-owned list of completions to run after a lock is dropped. */
     struct spw_waiter *done_v;
@@ -260,11 +256,7 @@ int spw__part_has_waiters(spw_part *p, int ring, uint64_t end);
 /* log.c, for partitions. */
 void spw__log_register(spw_log *log, spw_part *p);
 void spw__log_unregister(spw_log *log, spw_part *p); /* waits for the flusher to drop p */
-/* len: the bytes the caller appended (0 if none), counted by the gather. */
-void spw__log_enqueue(spw_log *log, spw_part *p, size_t len);
-/* During a gather, this many appended bytes wake the flusher to write them
- * before the gather ends (log.c, flusher_main). */
-#define SPW__GATHER_WRITE_BYTES (64u << 10)
+void spw__log_enqueue(spw_log *log, spw_part *p);
 spw_chunk *spw__chunk_get(spw_log *log, size_t need); /* NULL: out of memory */
 void spw__chain_put(spw_log *log, spw_chain *c);       /* returns chunks, empties c */
 int spw__log_reserve(spw_log *log, uint64_t n, int nowait);

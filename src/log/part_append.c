@@ -240,7 +240,7 @@ static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t
     p->next_offset += h.record_count;
     pthread_mutex_unlock(&p->mu);
 
-    spw__log_enqueue(log, p, len);
+    spw__log_enqueue(log, p);
     if (res)
         *res = out;
     if (ack == SPW_ACK_NONE && cb)

@@ -246,82 +246,6 @@ static void test_threads(const char *dir)
     spw_log_close(log);
 }
 
-/*
- * The gather writes early: threads append 80 KB at ack=fsync in a closed
- * loop, so a cycle that completes several is followed by a gather for as
- * many arrivals; the first (over SPW__GATHER_WRITE_BYTES) is written
- * before the others come. Then some cycle made two writes of its one
- * partition (the flush counters: writes > cycles; without a write during
- * the gather each cycle writes the partition once, and nothing here rolls
- * a segment or passes a write piece). Rounds until that is seen (the
- * threads may fall into step with one append per cycle, where no gather
- * happens), at most GATHER_ROUNDS. Every record is durable and reads back
- * whole.
- */
-typedef struct gctx {
-    spw_part *p;
-    int id;
-} gctx;
-
-enum { GATHER_THREADS = 3, GATHER_APPENDS = 100, GATHER_VALUE = 80000, GATHER_ROUNDS = 8 };
-
-/* A gather record: GATHER_VALUE bytes of one thread's letter. */
-static void check_gather(const spw_record_view *rv, void *arg)
-{
-    (void)arg;
-    CHECK_EQ(rv->value_len, GATHER_VALUE);
-    CHECK(rv->value[0] >= 'a' && rv->value[0] < 'a' + GATHER_THREADS);
-    CHECK(rv->value[GATHER_VALUE - 1] == rv->value[0]);
-}
-
-static void *gather_main(void *arg)
-{
-    gctx *t = arg;
-    char *val = malloc(GATHER_VALUE);
-    memset(val, 'a' + t->id, GATHER_VALUE);
-    spw_record r = {.key = &t->id, .key_len = sizeof t->id, .value = val, .value_len = GATHER_VALUE, .ts = 7};
-    for (int i = 0; i < GATHER_APPENDS; i++)
-        CHECK_OK(spw_part_append_wait(t->p, &r, 1, NULL, SPW_ACK_FSYNC, NULL));
-    free(val);
-    return NULL;
-}
-
-static void test_gather_write(const char *dir)
-{
-    spw_log *log;
-    CHECK_OK(spw_log_open(NULL, &log));
-    spw_log_stats st = {0};
-    uint64_t total = GATHER_THREADS * GATHER_APPENDS;
-    int round;
-    for (round = 0; round < GATHER_ROUNDS && st.writes <= st.cycles; round++) {
-        char d[4200];
-        snprintf(d, sizeof d, "%s/r%d", dir, round);
-        spw_part *p;
-        CHECK_OK(spw_part_open(log, d, NULL, &p, NULL));
-        gctx t[GATHER_THREADS];
-        pthread_t th[GATHER_THREADS];
-        for (int i = 0; i < GATHER_THREADS; i++) {
-            t[i] = (gctx){.p = p, .id = i};
-            CHECK_EQ(pthread_create(&th[i], NULL, gather_main, &t[i]), 0);
-        }
-        for (int i = 0; i < GATHER_THREADS; i++)
-            pthread_join(th[i], NULL);
-        spw_part_state ps;
-        spw_part_state_get(p, &ps);
-        CHECK_EQ(ps.next_offset, total);
-        CHECK_EQ(ps.durable_offset, total);
-        /* Every record back, each value one thread's bytes. */
-        CHECK_EQ(each_record(p, 0, total, 1 << 20, check_gather, NULL), total);
-        /* Read once the partition is closed: its last cycle has ended (the
-         * waiters are completed before a cycle is counted). */
-        spw_part_close(p);
-        spw_log_stats_get(log, &st);
-        CHECK_EQ(st.batches_written, (uint64_t)(round + 1) * total);
-    }
-    CHECK(st.writes > st.cycles);
-    spw_log_close(log);
-}
-
 /* Budget: NOWAIT refuses with SPW_EAGAIN; a batch larger than the budget is SPW_EMSGSIZE. */
 static void test_budget(const char *dir)
 {
@@ -426,8 +350,6 @@ int main(void)
     test_threads(d);
     snprintf(d, sizeof d, "%s/budget", dir);
     test_budget(d);
-    snprintf(d, sizeof d, "%s/gather", dir);
-    test_gather_write(d);
     snprintf(d, sizeof d, "%s/retention", dir);
     test_retention(d);
     spw_test_rmrf(dir);
