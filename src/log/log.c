@@ -407,7 +407,7 @@ static void cycle_add(cycle *c, spw_part *p)
 #define CYCLE_MAX_BYTES (64u << 20)
 
 /* Writes what p's fill chain holds and completes its SPW_ACK_WRITTEN
- * waiters (a cycle's phase 1, also run by the gather). */
+ * waiters (a cycle's phase 1, one partition). */
 static void write_part(spw_log *log, spw_part *p, int64_t now, int *did, int *advanced)
 {
     /* A failed partition has nothing to write (appends are refused):

@@ -152,10 +152,6 @@ static inline int row_due(const pg *g, const pg_shard *s, const spw_sink_window 
  * statement is parsed whole before it runs, COPY's rows as they come. */
 #define INSERT_MAX_BYTES (1u << 20)
 
-/* Appends "INSERT INTO table (cols) VALUES (row), ...; COMMIT" and a NUL
- * to q for the rows of windows w[0, nw) due on shard si (as shard_begin's
- * COPY would send them). -1 (q as it was) when they pass
- * INSERT_MAX_BYTES or a text holds a NUL byte: COPY then. */
 /* Appends "VERB table (col, ...)" to q: the head of the INSERT and of the COPY. */
 static void put_table_cols(const pg *g, const char *verb, spw_buf *q)
 {
@@ -170,6 +166,10 @@ static void put_table_cols(const pg *g, const char *verb, spw_buf *q)
     spw_buf_puts(q, ")");
 }
 
+/* Appends "INSERT INTO table (cols) VALUES (row), ...; COMMIT" and a NUL
+ * to q for the rows of windows w[0, nw) due on connection s (as shard_begin's
+ * COPY would send them). -1 (q as it was) when they pass
+ * INSERT_MAX_BYTES or a text holds a NUL byte: COPY then. */
 static int put_insert(pg *g, const pg_shard *s, const spw_sink_window *w, uint32_t nw, spw_buf *q)
 {
     size_t len0 = q->len;
@@ -196,28 +196,6 @@ static int put_insert(pg *g, const pg_shard *s, const spw_sink_window *w, uint32
     return 0;
 }
 
-/*
- * Sends the rows of windows w[0, nw) routed to s's shard and carried by
- * its lane (not yet there), and their progress rows, in one transaction,
- * as one simple-query message and the rows' stream:
- *   "BEGIN; INSERT progress ... VALUES (window 1), (window 2) ... ON
- *    CONFLICT ...; COPY t (cols) FROM STDIN; COMMIT"
- *   rows, in COPY_PIECE pieces as they are formatted; end of data
- * The server runs the statements after COPY once the data ends, so the
- * answers of COPY and COMMIT come back together (shard_end): two round
- * trips per transaction, the first only for the COPY to start. Fewer
- * rows than copy_min_rows (put_insert) go as "...; INSERT INTO t (cols)
- * VALUES (row), ...; COMMIT" in that one message instead: one round trip,
- * which for a few rows is most of the transaction's cost. The
- * progress rows (one per window whose end passes the shard's; a window
- * with no row here still moves it: this shard holds all of its rows
- * below that end) commit with the rows or not at all.
- * This sends the message only: W_OK with s->inflight set when shard_end
- * must follow, and s->copying when the COPY's rows are to be sent
- * (copy_start, then copy_piece: begin_all does so for every connection
- * in turn, so each one's backend parses while the others' rows are
- * formatted and sent).
- */
 /* Connection s made ready for the group (connected, its shard's progress
  * read, the table checked) before any connection's transaction is sent:
  * making a connection ready alters the progress table, which waits for
@@ -254,6 +232,28 @@ static int shard_prepare(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t 
     return W_OK;
 }
 
+/*
+ * Sends the rows of windows w[0, nw) routed to s's shard and carried by
+ * its lane (not yet there), and their progress rows, in one transaction,
+ * as one simple-query message and the rows' stream:
+ *   "BEGIN; INSERT progress ... VALUES (window 1), (window 2) ... ON
+ *    CONFLICT ...; COPY t (cols) FROM STDIN; COMMIT"
+ *   rows, in COPY_PIECE pieces as they are formatted; end of data
+ * The server runs the statements after COPY once the data ends, so the
+ * answers of COPY and COMMIT come back together (shard_end): two round
+ * trips per transaction, the first only for the COPY to start. Fewer
+ * rows than copy_min_rows (put_insert) go as "...; INSERT INTO t (cols)
+ * VALUES (row), ...; COMMIT" in that one message instead: one round trip,
+ * which for a few rows is most of the transaction's cost. The
+ * progress rows (one per window whose end passes the shard's; a window
+ * with no row here still moves it: this shard holds all of its rows
+ * below that end) commit with the rows or not at all.
+ * This sends the message only: W_OK with s->inflight set when shard_end
+ * must follow, and s->copying when the COPY's rows are to be sent
+ * (copy_start, then copy_piece: begin_all does so for every connection
+ * in turn, so each one's backend parses while the others' rows are
+ * formatted and sent).
+ */
 static int shard_begin(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
 {
     pg_shard *h = spw__pg_home(g, s);

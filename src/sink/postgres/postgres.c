@@ -198,8 +198,9 @@ static const spw_opt pg_opts[] = {
              "message as BEGIN and COMMIT: one round trip, not COPY's two (0: always COPY)"},
     {.name = "connections", .type = SPW_OPT_INT, .off = offsetof(pg, connections), .size = 4, .def = 1, .min = 1,
      .max = PG_LANES_MAX,
-     .help = "connections per shard; partition p's rows go by connection p % connections, each in transactions "
-             "of its own, so PostgreSQL loads a batch on that many backends at once"},
+     .help = "connections per shard; in a transaction of copy_min_rows records or more, partition p's rows go "
+             "by connection p % connections, each in a transaction of its own, so PostgreSQL loads a batch on "
+             "that many backends at once (a smaller one goes by one connection)"},
     /* resharding (pg_reshard.c); these may change while a reshard runs */
     {.name = "reshard_rows_per_s", .type = SPW_OPT_INT, .off = offsetof(pg, rs_rows_per_s), .size = 4, .def = 10000,
      .min = 1, .max = 10000000, .help = "a reshard's backfill copies at most this many rows a second"},
