@@ -118,7 +118,7 @@ spw_chunk *spw__chunk_get(spw_log *log, size_t need)
             return NULL;
         c->cap = need;
         c->data = c->mem;
-        c->lent = 0;
+        c->kind = SPW__CHUNK_POOL;
     }
     c->next = NULL;
     c->len = 0;
@@ -130,8 +130,13 @@ void spw__chain_put(spw_log *log, spw_chain *ch)
     spw_chunk *c = ch->head;
     while (c) {
         spw_chunk *next = c->next;
+        if (c->kind == SPW__CHUNK_GIVEN) {
+            spw_free(c->data); /* the header with it */
+            c = next;
+            continue;
+        }
         pthread_mutex_lock(&log->chunk_mu);
-        if (!c->lent && c->cap == SPW__CHUNK_SIZE && log->nfree_chunks < log->max_free_chunks) {
+        if (c->kind == SPW__CHUNK_POOL && c->cap == SPW__CHUNK_SIZE && log->nfree_chunks < log->max_free_chunks) {
             c->next = log->free_chunks;
             log->free_chunks = c;
             log->nfree_chunks++;

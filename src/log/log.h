@@ -182,8 +182,22 @@ void spw_log_release(spw_log *log, uint64_t n);
 int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack ack, int flags, spw_append_cb cb,
                           void *arg, spw_append_result *res);
 
+/*
+ * As spw_part_append_batch, but batch's block (batch->p, from the
+ * core/alloc.h allocator as an spw_buf's) is given to the log instead of
+ * copied: on 0 the log owns it, frees it once the batch was written or
+ * dropped, and *batch is emptied; on an error *batch stays the caller's
+ * (its block possibly moved: free it with spw_buf_fini). A batch under
+ * SPW_GIVE_MIN bytes is copied (a fill chunk holds many) and its block
+ * freed at once. The copy it saves (~125 KB for 1000 100-byte events) was
+ * made under the partition's lock.
+ */
+#define SPW_GIVE_MIN 4096
+int spw_part_append_give(spw_part *p, spw_buf *batch, spw_ack ack, int flags, spw_append_cb cb, void *arg,
+                         spw_append_result *res);
+
 /* Encodes recs with the log's id generator (and o's options, may be NULL)
- * into a per-thread buffer, then appends as above. */
+ * into a per-thread buffer, then appends as spw_part_append_batch. */
 int spw_part_append(spw_part *p, const spw_record *recs, uint32_t n, const spw_batch_opts *o, spw_ack ack,
                     int flags, spw_append_cb cb, void *arg, spw_append_result *res);
 

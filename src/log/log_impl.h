@@ -42,13 +42,21 @@ typedef struct spw_chunk {
     struct spw_chunk *next;
     uint64_t end_offset; /* offset after the chunk's last batch */
     size_t len, cap;
-    /* mem, or a waiting caller's batch (lent: spw_part_append_wait, whose
-     * caller is blocked until the batch is written or dropped; the chunk
-     * frees only itself) */
+    /* mem, or one batch the chunk does not hold in mem (see kind) */
     uint8_t *data;
-    int lent;
+    int kind; /* SPW__CHUNK_* */
     uint8_t mem[];
 } spw_chunk;
+
+enum {
+    SPW__CHUNK_POOL = 0, /* data = mem: the pool's (1 MiB) or a large batch's own */
+    /* data: a waiting caller's batch (spw_part_append_wait, blocked until
+     * the batch is written or dropped); the chunk frees only itself */
+    SPW__CHUNK_LENT = 1,
+    /* data: a heap block given to the log (spw_part_append_give), this
+     * header inside it after the batch: freeing data frees both */
+    SPW__CHUNK_GIVEN = 2,
+};
 
 typedef struct spw_chain {
     spw_chunk *head, *tail;

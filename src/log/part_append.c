@@ -2,7 +2,8 @@
  * The partition's append path. spw_part_append_batch assigns offsets under
  * p->mu and copies the batch into the fill chain, where the flusher takes
  * it (spw__part_take_fill; spw_part_append_wait lends its batch instead of
- * a copy, see append_batch); an append waiting for an ack sits in one of two
+ * a copy, and spw_part_append_give gives its heap block, which the chain
+ * frees after the write: see append_batch); an append waiting for an ack sits in one of two
  * FIFO rings (written, fsynced) ordered by end offset, completed by the
  * flusher through spw__part_complete, or failed together by
  * spw__part_fail. Contracts: callbacks run on the flusher with no
@@ -164,13 +165,16 @@ void spw__part_fail(spw_part *p, int err)
 
 /* ---- append ---- */
 
-/* lend: batch stays the caller's, who waits for its completion at
- * SPW_ACK_WRITTEN or SPW_ACK_FSYNC (spw_part_append_wait): the fill chain
- * points at it instead of a copy. The flusher completes a waiter only after
- * the write of its batch, or, on a failure, with the batch no longer read
- * (written or dropped), so the batch is not touched once the caller has
- * its answer. */
-static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t len, spw_ack ack, int flags,
+/* own: NULL to copy batch into the fill chain, or a chunk whose data is
+ * batch (len bytes, none used yet), linked into the fill chain instead of a
+ * copy: a lent one (spw_part_append_wait: the batch stays the caller's, who
+ * waits for its completion at SPW_ACK_WRITTEN or SPW_ACK_FSYNC; the flusher
+ * completes a waiter only after the write of its batch, or, on a failure,
+ * with the batch no longer read, written or dropped, so the batch is not
+ * touched once the caller has its answer) or a given one
+ * (spw_part_append_give: the chain frees it). On an error own is not
+ * linked and stays the caller's. */
+static int append_batch(spw_part *p, spw_chunk *own, const uint8_t *batch, size_t len, spw_ack ack, int flags,
                         spw_append_cb cb, void *arg, spw_append_result *res)
 {
     spw_batch_hdr h;
@@ -201,12 +205,8 @@ static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t
         goto refuse;
     }
     spw_chunk *t = p->fill.tail;
-    if (lend) {
-        if (!(t = spw_try_malloc(sizeof *t))) {
-            r = SPW_ENOMEM;
-            goto refuse;
-        }
-        *t = (spw_chunk){.data = lend, .cap = len, .lent = 1};
+    if (own) {
+        t = own;
     } else if (!t || t->cap - t->len < len) {
         if (!(t = spw__chunk_get(log, len))) {
             r = SPW_ENOMEM;
@@ -217,8 +217,8 @@ static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t
     if (ack != SPW_ACK_NONE && cb) {
         spw_waiter w = {.end = p->next_offset + h.record_count, .cb = cb, .arg = arg, .res = out};
         if ((r = ring_push(&p->rings[ack == SPW_ACK_FSYNC ? SPW__RING_FSYNC : SPW__RING_WRITTEN], &w))) {
-            if (t != p->fill.tail && (lend || t->len == 0))
-                spw_free(t); /* not linked: a lent header, or a fresh chunk */
+            if (t != p->fill.tail && !own)
+                spw_free(t); /* not linked: a fresh chunk */
             goto refuse;
         }
     }
@@ -231,7 +231,7 @@ static int append_batch(spw_part *p, uint8_t *lend, const uint8_t *batch, size_t
     }
     SPW_ASSERT(t->cap - t->len >= len); /* the chunk has room (spw__chunk_get) */
     uint8_t *dst = t->data + t->len;
-    if (!lend)
+    if (!own)
         memcpy(dst, batch, len);
     spw_batch_set_base_offset(dst, p->next_offset);
     t->len += len;
@@ -258,6 +258,40 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
                           void *arg, spw_append_result *res)
 {
     return append_batch(p, NULL, batch, len, ack, flags, cb, arg, res);
+}
+
+int spw_part_append_give(spw_part *p, spw_buf *batch, spw_ack ack, int flags, spw_append_cb cb, void *arg,
+                         spw_append_result *res)
+{
+    size_t len = batch->len;
+    /* The chunk's header goes after the batch, aligned, in the same block:
+     * one free for both. The block is cut (or, rarely, grown) to fit when
+     * its slack is more than an eighth of the batch: the budget counts the
+     * batch's bytes, and the block stays allocated until the write. */
+    size_t at = (len + _Alignof(spw_chunk) - 1) & ~(size_t)(_Alignof(spw_chunk) - 1);
+    size_t need = at + sizeof(spw_chunk);
+    int copy = len < SPW_GIVE_MIN;
+    if (!copy && (batch->cap < need || batch->cap - need > len / 8)) {
+        uint8_t *q = spw_try_realloc(batch->p, need);
+        if (q) {
+            batch->p = q;
+            batch->cap = need;
+        }
+        copy = batch->cap < need; /* out of memory to grow: copied */
+    }
+    int r;
+    if (copy) {
+        r = append_batch(p, NULL, batch->p, len, ack, flags, cb, arg, res);
+        if (r == 0)
+            spw_buf_fini(batch);
+        return r;
+    }
+    spw_chunk *c = (spw_chunk *)(batch->p + at);
+    *c = (spw_chunk){.data = batch->p, .cap = len, .kind = SPW__CHUNK_GIVEN};
+    r = append_batch(p, c, batch->p, len, ack, flags, cb, arg, res);
+    if (r == 0)
+        *batch = (spw_buf)SPW_BUF_INIT; /* the log's: freed after the write (spw__chain_put) */
+    return r;
 }
 
 /* Per-thread encode buffers, freed when the thread exits. */
@@ -350,8 +384,18 @@ int spw_part_append_wait(spw_part *p, const spw_record *recs, uint32_t n, const 
     enc_bufs *b;
     int r = encode_tls(p, recs, n, o, &b);
     if (r == 0) {
-        int lend = ack == SPW_ACK_WRITTEN || ack == SPW_ACK_FSYNC;
-        r = append_batch(p, lend ? b->enc.p : NULL, b->enc.p, b->enc.len, ack, 0, sync_wait_cb, &w, NULL);
+        /* The lent chunk's header, allocated before the partition's lock. */
+        spw_chunk *lent = NULL;
+        if (ack == SPW_ACK_WRITTEN || ack == SPW_ACK_FSYNC) {
+            if ((lent = spw_try_malloc(sizeof *lent)))
+                *lent = (spw_chunk){.data = b->enc.p, .cap = b->enc.len, .kind = SPW__CHUNK_LENT};
+            else
+                r = SPW_ENOMEM;
+        }
+        if (r == 0)
+            r = append_batch(p, lent, b->enc.p, b->enc.len, ack, 0, sync_wait_cb, &w, NULL);
+        if (r)
+            spw_free(lent); /* not linked */
     }
     if (r == 0) {
         while (sem_wait(&w.sem) != 0)

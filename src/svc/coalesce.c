@@ -263,10 +263,12 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_coalbuf_node *n, siz
     for (uint32_t k = 0; k < nspans; k++)
         atomic_fetch_add(&b->spans[k].q->left, 1);
     spw_append_result res = {0};
+    size_t enc_len = enc.len;
     if (r == 0) {
         spw_part *part = cs->s->parts[pi];
-        r = spw_part_append_batch(part, enc.p, enc.len, fsync ? SPW_ACK_FSYNC : SPW_ACK_WRITTEN, SPW_APPEND_RESERVED,
-                                  batch_cb, b, &res);
+        /* enc's block is given to the log (emptied) unless refused. */
+        r = spw_part_append_give(part, &enc, fsync ? SPW_ACK_FSYNC : SPW_ACK_WRITTEN, SPW_APPEND_RESERVED, batch_cb,
+                                 b, &res);
         if (r == SPW_EROFS) {
             /* Failed since the request was admitted: answer with what failed it. */
             int f = spw_part_failed(part);
@@ -283,7 +285,7 @@ static void flush_run(spw_coal_stream *cs, uint32_t pi, spw_coalbuf_node *n, siz
         settle_waiters(w_now, r, done);
         spw_free(b);
     } else {
-        spw_log_release(env->log, cost - enc.len);
+        spw_log_release(env->log, cost - enc_len);
         cp->inflight++;
         atomic_fetch_add(&co->inflight, 1);
         atomic_fetch_add(&co->batches, 1);

@@ -557,8 +557,10 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
             continue;
         size_t len = enc[k].len;
         spw_append_result ar = {0};
-        int e = spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, po->ack, SPW_APPEND_RESERVED,
-                                      produce_cb, sl, &ar);
+        /* The batch's block is given to the log, not copied (on an error
+         * it stays here and is freed below). */
+        int e = spw_part_append_give(s->parts[sl->partition], &enc[k], po->ack, SPW_APPEND_RESERVED, produce_cb,
+                                     sl, &ar);
         spw_buf_fini(&enc[k]);
         if (es) {
             /* The batch's offsets are known: the map's entries get them,
