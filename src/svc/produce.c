@@ -973,21 +973,28 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         if (cfg->timestamp[0] && spw_json_ptr_compile(&v.ptrs[v.nptrs], cfg->timestamp) == 0)
             v.ts_i = v.nptrs++;
     }
-    if (in->count_hint) {
+    /* A bound (blank lines are no events) only when its memory cannot
+     * refuse the request: else the records grow as they come, and a body
+     * of blank lines is still answered no_events. */
+    uint32_t count = in->count_hint;
+    if (!count && in->count_bound > VREQ_SMALL &&
+        (!v.work_max || (uint64_t)in->count_bound * SPW_PRODUCE_WORK_PER_EVENT <= v.work_max))
+        count = in->count_bound;
+    if (count) {
         /* The front end's count (bounded by the request's size): the
          * records are allocated at once, after their memory is taken. */
-        if (work_to(&v, (uint64_t)in->count_hint * SPW_PRODUCE_WORK_PER_EVENT, res)) {
+        if (work_to(&v, (uint64_t)count * SPW_PRODUCE_WORK_PER_EVENT, res)) {
             spw_svc_reject(svc, s, res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID);
             goto answered;
         }
-        v.recs = spw_try_malloc(in->count_hint * sizeof *v.recs);
-        v.arena_off = spw_try_malloc(in->count_hint * sizeof *v.arena_off);
+        v.recs = spw_try_malloc(count * sizeof *v.recs);
+        v.arena_off = spw_try_malloc(count * sizeof *v.arena_off);
         if (!v.recs || !v.arena_off) {
             res->retry_ms = 1000;
             refuse(res, SPW_SC_OVERLOADED, "out of memory (nothing was appended)");
             goto answered;
         }
-        v.cap = in->count_hint;
+        v.cap = count;
     } else {
         v.recs = v.recs_s = recs_s;
         v.arena_off = v.off_s = off_s;

@@ -96,6 +96,10 @@ typedef struct spw_produce_in {
     int ack;            /* a spw_ack, or -1: the stream's */
     uint32_t partition; /* a partition, or UINT32_MAX: route by key */
     uint32_t count_hint; /* events the request holds if known, else 0 */
+    /* else at most this many (an NDJSON body's lines), or 0: the records
+     * are allocated once for it when its working memory (counted as for
+     * count_hint) is within the request's cap, else as they come */
+    uint32_t count_bound;
     int trailing;        /* SPW_PRODUCE_TRAIL_* */
     spw_produce_next next;
     void *src;
