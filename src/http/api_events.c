@@ -188,20 +188,25 @@ static int body_value(body_src *x, spw_produce_ev *ev, spw_produce_res *res)
  * upper bound of its events, so the service allocates their records once
  * (spw_produce_in.count_bound). SSE2: each 16 bytes' matches (0xff) taken
  * from per-byte counters, summed (psadbw) before a counter can wrap. */
+#define NDJSON_COUNT_MIN 2048
 static uint32_t ndjson_lines(const char *p, size_t n)
 {
     uint64_t count = 0;
     size_t i = 0;
 #if defined(__SSE2__)
     const __m128i nl = _mm_set1_epi8('\n'), zero = _mm_setzero_si128();
-    while (i + 64 <= n) {
+    while (i + 16 <= n) {
         __m128i acc = zero;
-        for (int k = 0; k < 63 && i + 64 <= n; k++, i += 64) { /* at most 4 x 63 = 252 per byte */
+        /* at most 4 x 60 + 3 = 243 matches per byte counter */
+        for (int k = 0; k < 60 && i + 64 <= n; k++, i += 64) {
             acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), nl));
             acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 16)), nl));
             acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 32)), nl));
             acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + 48)), nl));
         }
+        if (i + 64 > n)
+            for (; i + 16 <= n; i += 16)
+                acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), nl));
         __m128i sum = _mm_sad_epu8(acc, zero);
         count += (uint64_t)_mm_cvtsi128_si32(sum) + (uint64_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(sum, sum));
     }
@@ -346,7 +351,10 @@ void spw__api_handle_produce(spw_api *api, spw_http_req *req, spw_stream *s)
                          .priority = prio,
                          .ack = (int)ack,
                          .partition = UINT32_MAX,
-                         .count_bound = kind == BODY_NDJSON ? ndjson_lines(body, req->body.len) : 0,
+                         /* a small body's few records grow at little cost */
+                         .count_bound = kind == BODY_NDJSON && req->body.len >= NDJSON_COUNT_MIN
+                                            ? ndjson_lines(body, req->body.len)
+                                            : 0,
                          .trailing = kind == BODY_NDJSON ? SPW_PRODUCE_TRAIL_LINE : SPW_PRODUCE_TRAIL_OBJECT,
                          .next = body_next,
                          .src = &src,

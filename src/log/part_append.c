@@ -260,35 +260,40 @@ int spw_part_append_batch(spw_part *p, const uint8_t *batch, size_t len, spw_ack
     return append_batch(p, NULL, batch, len, ack, flags, cb, arg, res);
 }
 
+/* spw_part_append_give's copy: the block freed once appended. */
+static int append_copy(spw_part *p, spw_buf *batch, spw_ack ack, int flags, spw_append_cb cb, void *arg,
+                       spw_append_result *res)
+{
+    int r = append_batch(p, NULL, batch->p, batch->len, ack, flags, cb, arg, res);
+    if (r == 0)
+        spw_buf_fini(batch);
+    return r;
+}
+
 int spw_part_append_give(spw_part *p, spw_buf *batch, spw_ack ack, int flags, spw_append_cb cb, void *arg,
                          spw_append_result *res)
 {
     size_t len = batch->len;
+    if (len < SPW_GIVE_MIN)
+        return append_copy(p, batch, ack, flags, cb, arg, res);
     /* The chunk's header goes after the batch, aligned, in the same block:
      * one free for both. The block is cut (or, rarely, grown) to fit when
      * its slack is more than an eighth of the batch: the budget counts the
      * batch's bytes, and the block stays allocated until the write. */
     size_t at = (len + _Alignof(spw_chunk) - 1) & ~(size_t)(_Alignof(spw_chunk) - 1);
     size_t need = at + sizeof(spw_chunk);
-    int copy = len < SPW_GIVE_MIN;
-    if (!copy && (batch->cap < need || batch->cap - need > len / 8)) {
+    if (batch->cap < need || batch->cap - need > len / 8) {
         uint8_t *q = spw_try_realloc(batch->p, need);
         if (q) {
             batch->p = q;
             batch->cap = need;
         }
-        copy = batch->cap < need; /* out of memory to grow: copied */
-    }
-    int r;
-    if (copy) {
-        r = append_batch(p, NULL, batch->p, len, ack, flags, cb, arg, res);
-        if (r == 0)
-            spw_buf_fini(batch);
-        return r;
+        if (batch->cap < need) /* out of memory to grow it */
+            return append_copy(p, batch, ack, flags, cb, arg, res);
     }
     spw_chunk *c = (spw_chunk *)(batch->p + at);
     *c = (spw_chunk){.data = batch->p, .cap = len, .kind = SPW__CHUNK_GIVEN};
-    r = append_batch(p, c, batch->p, len, ack, flags, cb, arg, res);
+    int r = append_batch(p, c, batch->p, len, ack, flags, cb, arg, res);
     if (r == 0)
         *batch = (spw_buf)SPW_BUF_INIT; /* the log's: freed after the write (spw__chain_put) */
     return r;
