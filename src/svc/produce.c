@@ -136,6 +136,7 @@ typedef struct vreq {
     spw_record *recs_s;
     int32_t *off_s;
     spw_buf keys;
+    uint8_t *keys_s; /* keys starts on the caller's stack (KEYS_SMALL bytes) */
     int arena_used; /* a record's key is in keys */
     const spw_produce_in *in;
     uint64_t work_need, work_held; /* working memory needed so far, and counted (spw_produce_in.work_add) */
@@ -232,6 +233,31 @@ static inline int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produ
     return v->work_need <= v->work_held ? 0 : work_to(v, v->work_need, res); /* counted a step ahead: mostly no call */
 }
 
+/* Room for need bytes of keys, moved off the stack when they outgrow it:
+ * 0 or SPW_ENOMEM. */
+#define KEYS_SMALL 64
+static int keys_reserve(vreq *v, size_t need)
+{
+    if (need <= v->keys.cap)
+        return 0;
+    if (v->keys.p != v->keys_s)
+        return spw_buf_reserve(&v->keys, need);
+    spw_buf b = SPW_BUF_INIT;
+    if (spw_buf_reserve(&b, need))
+        return SPW_ENOMEM;
+    memcpy(b.p, v->keys.p, v->keys.len);
+    b.len = v->keys.len;
+    v->keys = b;
+    return 0;
+}
+
+static void keys_fini(vreq *v)
+{
+    if (v->keys.p != v->keys_s)
+        spw_buf_fini(&v->keys);
+    v->keys = (spw_buf)SPW_BUF_INIT;
+}
+
 /* Validates one event and adds its record: 0, or -1 with res refused. */
 static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
 {
@@ -297,7 +323,7 @@ static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
                                   "the key %s must be a string or a number", cfg->key);
             return -1;
         }
-        if (spw_buf_reserve(&v->keys, v->keys.len + k->n)) {
+        if (keys_reserve(v, v->keys.len + k->n)) {
             res->retry_ms = 1000;
             spw_produce_refuse_at(res, SPW_SC_OVERLOADED, ev, SIZE_MAX, "out of memory (nothing was appended)");
             return -1;
@@ -414,6 +440,8 @@ static void repl_refuse(spw_produce_res *res, int outcome, const char *why, cons
 
 static void request_answer(void *arg)
 {
+    enum { SLOTS_SMALL = 8 };
+    spw_dd_slot slots_s[SLOTS_SMALL];
     preq *q = arg;
     spw_produce *pr = q->pr;
     spw_produce_res res = {.rl = q->rl, .n_events = pr->n_events};
@@ -431,7 +459,9 @@ static void request_answer(void *arg)
         repl_refuse(&res, q->repl_outcome, q->repl_why, &pr->s->cfg);
     } else {
         res.nslots = pr->n_slots;
-        res.slots = spw_xmalloc((pr->n_slots ? pr->n_slots : 1) * sizeof *res.slots);
+        /* A few partitions' slots on the stack (taken back before the
+         * res_fini below). */
+        res.slots = pr->n_slots <= SLOTS_SMALL ? slots_s : spw_xmalloc(pr->n_slots * sizeof *res.slots);
         for (uint32_t k = 0; k < pr->n_slots; k++)
             res.slots[k] = (spw_dd_slot){.partition = pr->slots[k].partition,
                                          .first_offset = pr->slots[k].first_offset,
@@ -458,6 +488,8 @@ static void request_answer(void *arg)
         }
     }
     q->done(&res, q->user);
+    if (res.slots == slots_s)
+        res.slots = NULL;
     spw_produce_res_fini(&res);
     spw_hist_add(&pr->svc->produce_latency, (spw_mono_ns() - pr->t0) / 1000);
     spw_produce_free(pr);
@@ -842,6 +874,7 @@ static int dd_park(spw_svc *svc, const spw_produce_in *in, vreq *v, spw_produce_
     p->v.recs_s = NULL;
     p->v.off_s = NULL;
     p->v.keys = (spw_buf)SPW_BUF_INIT;
+    p->v.keys_s = NULL;
     p->v.work_held = 0;
     p->po = *po;
     p->current = 0;
@@ -896,8 +929,10 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     int prio = in->priority < 0 ? cfg->priority : in->priority;
     spw_record recs_s[VREQ_SMALL];
     int32_t off_s[VREQ_SMALL];
+    uint8_t keys_s[KEYS_SMALL]; /* a single event's key taken from its JSON: no allocation */
     vreq v = {.cfg = cfg, .key_i = -1, .ts_i = -1, .bytes_mult = cfg->compression ? 2 : 1, .trailing = in->trailing,
-              .now = spw_wall_ms(), .in = in, .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR};
+              .now = spw_wall_ms(), .in = in, .work_max = svc->max_request_bytes * SPW_PRODUCE_WORK_FACTOR,
+              .keys = {.p = keys_s, .cap = sizeof keys_s}, .keys_s = keys_s};
     spw_dd_result stored = {0};
     uint64_t current = 0;
     spw_produce_opts po = {.partition = partition, .ack = ack, .producer_id = in->producer_id,
@@ -1039,7 +1074,7 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         if (spw__produce_dd_needs_disk(d, &stored) && dd_park(svc, in, &v, &po, d, &stored, is_http_key) == 0) {
             /* The parked request has its own copy, the dedupe entry and s. */
             vreq_arrays_free(&v);
-            spw_buf_fini(&v.keys);
+            keys_fini(&v);
             work_done(&v);
             return 0;
         }
@@ -1048,14 +1083,14 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
     if (request_tail(svc, in, &v, &po, &stored, d, is_http_key, res) == 0) {
         spw_dd_result_free(&stored);
         vreq_arrays_free(&v);
-        spw_buf_fini(&v.keys);
+        keys_fini(&v);
         work_done(&v);
         return 0; /* the stream reference belongs to the produce now */
     }
 answered:
     spw_dd_result_free(&stored);
     vreq_arrays_free(&v);
-    spw_buf_fini(&v.keys);
+    keys_fini(&v);
     work_done(&v);
     spw_stream_put(s);
     return 1;

@@ -253,7 +253,7 @@ struct spw_produce {
     uint64_t first_ticket; /* event i's id: spw_id_from_ticket(first_ticket + i) */
     int ids_unknown;       /* some partitions were stored by an earlier attempt */
     struct spw_dd_entry *dd; /* dedupe entry to finish, or NULL */
-    uint32_t *order;
+    uint32_t *order; /* in pr's own block, after slots */
     /* Coalesced requests (svc/coalesce.h): events replaced by newer
      * ones for their key before they were written. superseded is NULL,
      * or one byte per request event, 1 = superseded (no offset, no id);

@@ -11,6 +11,7 @@
 #include "svc/produce.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,46 @@
 #include "es/es.h"
 
 /* ---- submit ---- */
+
+/* A request of one small batch (every single-event request) is encoded
+ * into its thread's buffer, kept from request to request, which the log
+ * copies (it copies a batch under SPW_GIVE_MIN anyway): no allocation.
+ * Freed when the thread exits. */
+enum { SMALL_BATCH_BYTES = SPW_GIVE_MIN / 2, SMALL_BATCH_KEEP = 64 << 10 };
+static pthread_key_t small_key;
+static pthread_once_t small_once = PTHREAD_ONCE_INIT;
+
+static void small_free(void *v)
+{
+    spw_buf_fini(v);
+    spw_free(v);
+}
+
+static void small_init(void) { pthread_key_create(&small_key, small_free); }
+
+static spw_buf *small_buf(void)
+{
+    pthread_once(&small_once, small_init);
+    spw_buf *b = pthread_getspecific(small_key);
+    if (!b && (b = spw_try_malloc(sizeof *b))) {
+        *b = (spw_buf)SPW_BUF_INIT;
+        if (pthread_setspecific(small_key, b)) {
+            spw_free(b);
+            return NULL;
+        }
+    }
+    return b;
+}
+
+/* Takes the thread's buffer back from enc (emptied). */
+static void small_put(spw_buf *tls, spw_buf *enc)
+{
+    *tls = *enc;
+    tls->len = 0;
+    *enc = (spw_buf)SPW_BUF_INIT;
+    if (tls->cap > SMALL_BATCH_KEEP) /* headers made it large: not kept */
+        spw_buf_fini(tls);
+}
 
 /* pr's outcome as a dedupe result (slots point into a buffer of n). */
 static void pr_result(const spw_produce *pr, spw_dd_result *r, spw_dd_slot *slots)
@@ -56,9 +97,8 @@ void spw_produce_free(spw_produce *pr)
     spw_free(pr->version_of);
     spw_free(pr->vers);
     spw_free(pr->ver_keys);
-    spw_free(pr->order);
     spw_free(pr->superseded);
-    spw_free(pr);
+    spw_free(pr); /* order with it */
 }
 
 /* One of pr's counts is done; the last one finishes the request. */
@@ -325,7 +365,20 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     uint32_t used = 0;
     for (uint32_t p = 0; p < P; p++)
         used += counts[p] > 0;
-    spw_produce *pr = spw_xcalloc(1, sizeof *pr + used * sizeof(spw_produce_part));
+    /* The produce, its slots and its order in one block; n comes from a
+     * client, so it is tried (SPW_ENOMEM, 503), and only the produce and
+     * slots are zeroed. */
+    size_t head = sizeof(spw_produce) + used * sizeof(spw_produce_part);
+    head = (head + _Alignof(uint32_t) - 1) & ~(size_t)(_Alignof(uint32_t) - 1);
+    spw_produce *pr = spw_try_malloc(head + (size_t)n * sizeof(uint32_t));
+    if (!pr) {
+        if (!small_p)
+            spw_free(counts);
+        if (!small_n)
+            spw_free(part_of);
+        return SPW_ENOMEM;
+    }
+    memset(pr, 0, head);
     pr->svc = svc;
     pr->s = s;
     pr->n_events = n;
@@ -333,15 +386,7 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     pr->t0 = spw_mono_ns();
     pr->done = done;
     pr->user = user;
-    pr->order = spw_try_malloc(n * sizeof *pr->order);
-    if (!pr->order) {
-        if (!small_p)
-            spw_free(counts);
-        if (!small_n)
-            spw_free(part_of);
-        spw_free(pr);
-        return SPW_ENOMEM;
-    }
+    pr->order = (uint32_t *)((uint8_t *)pr + head);
     uint32_t *start = small_p ? start_s : spw_xmalloc(P * sizeof *start);
     for (uint32_t p = 0, k = 0, at = 0; p < P; p++) {
         start[p] = at;
@@ -374,7 +419,6 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     int cr = s->cfg.coalesce && !s->cfg.versioned && svc->coal ? spw_coalesce_produce(svc->coal, pr, in, po) : SPW_COALESCE_DIRECT;
     if (cr != SPW_COALESCE_DIRECT) {
         if (cr) {
-            spw_free(pr->order);
             spw_free(pr);
         }
         return cr;
@@ -405,7 +449,6 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     if (s->cfg.versioned) {
         int er = spw_es_of(s, &es);
         if (er) {
-            spw_free(pr->order);
             spw_free(pr);
             return er;
         }
@@ -418,7 +461,6 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
             if (f) {
                 for (uint32_t j = used; j-- > 0;)
                     spw_es_unlock(es, pr->slots[j].partition);
-                spw_free(pr->order);
                 spw_free(pr);
                 if (spw_sc_is_disk_error(f))
                     spw_svc_reject(svc, s, SPW_REJ_DISK);
@@ -437,7 +479,6 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
                     spw_es_unlock(es, pr->slots[k].partition);
                 if (po->current)
                     *po->current = cur;
-                spw_free(pr->order);
                 spw_free(pr);
                 return SPW_ECONFLICT;
             }
@@ -466,6 +507,11 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++)
         pr->bytes += in[i].value_len;
+    spw_buf *tls = used == 1 && n <= 4 && pr->bytes < SMALL_BATCH_BYTES ? small_buf() : NULL;
+    if (tls) { /* lent to enc[0] until the append */
+        enc[0] = *tls;
+        *tls = (spw_buf)SPW_BUF_INIT;
+    }
     int r = !es || (recs && tickets) ? 0 : SPW_ENOMEM;
     for (uint32_t k = 0; r == 0 && k < used; k++) {
         spw_produce_part *sl = &pr->slots[k];
@@ -524,6 +570,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
             spw_svc_reject(svc, s, SPW_REJ_INVALID);
         else if (spw_sc_is_disk_error(r))
             spw_svc_reject(svc, s, SPW_REJ_DISK);
+        if (tls)
+            small_put(tls, &enc[0]);
         for (uint32_t k = 0; k < used; k++)
             spw_buf_fini(&enc[k]);
         if (enc != enc_s)
@@ -537,7 +585,6 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
             spw_free(undo);
             spw_free(pr->version_of);
         }
-        spw_free(pr->order);
         spw_free(pr);
         return r;
     }
@@ -558,10 +605,13 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         size_t len = enc[k].len;
         spw_append_result ar = {0};
         /* The batch's block is given to the log, not copied (on an error
-         * it stays here and is freed below). */
-        int e = spw_part_append_give(s->parts[sl->partition], &enc[k], po->ack, SPW_APPEND_RESERVED, produce_cb,
-                                     sl, &ar);
-        spw_buf_fini(&enc[k]);
+         * it stays here and is freed below); the thread's is copied. */
+        int e = tls ? spw_part_append_batch(s->parts[sl->partition], enc[k].p, len, po->ack, SPW_APPEND_RESERVED,
+                                            produce_cb, sl, &ar)
+                    : spw_part_append_give(s->parts[sl->partition], &enc[k], po->ack, SPW_APPEND_RESERVED,
+                                           produce_cb, sl, &ar);
+        if (!tls)
+            spw_buf_fini(&enc[k]);
         if (es) {
             /* The batch's offsets are known: the map's entries get them,
              * or, not appended, the keys get back their versions. */
@@ -582,6 +632,8 @@ int spw_produce_submit_ex(spw_svc *svc, spw_stream *s, const spw_record *in, uin
         }
     }
     spw_log_release(svc->log, unused);
+    if (tls)
+        small_put(tls, &enc[0]);
     if (enc != enc_s)
         spw_free(enc);
     if (es) {
