@@ -105,17 +105,21 @@ typedef struct frame_src {
     uint32_t i;
 } frame_src;
 
-static int frame_next(void *arg, spw_produce_ev *ev, spw_produce_res *res)
+/* Up to max records at a time (spw_produce_next_many): the frame was
+ * decoded, so the records are read without checks. */
+static int frame_next(void *arg, spw_produce_ev *ev, uint32_t max, spw_produce_res *res)
 {
     (void)res;
     frame_src *x = arg;
     spw_frame_rec fr;
-    if (!spw_frame_rec_next(&x->it, &fr))
-        return 0;
-    *ev = (spw_produce_ev){.value = (const char *)fr.value, .len = fr.value_len, .key = fr.key,
-                           .key_len = fr.key_len, .has_ts = (fr.attrs & SPW_REC_HAS_TS) != 0, .ts = fr.ts,
-                           .index = x->i++};
-    return 1;
+    uint32_t n = 0;
+    while (n < max && spw_frame_rec_next(&x->it, &fr)) {
+        ev[n] = (spw_produce_ev){.value = (const char *)fr.value, .len = fr.value_len, .key = fr.key,
+                                 .key_len = fr.key_len, .has_ts = (fr.attrs & SPW_REC_HAS_TS) != 0, .ts = fr.ts,
+                                 .index = x->i++};
+        n++;
+    }
+    return (int)n;
 }
 
 void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *body, size_t len)
@@ -149,7 +153,7 @@ void spw__bin_handle_produce(bconn *c, const spw_frame_hdr *h, const uint8_t *bo
                          .partition = pq.partition == SPW_PARTITION_ANY ? UINT32_MAX : pq.partition,
                          .count_hint = pq.count,
                          .trailing = SPW_PRODUCE_TRAIL_OBJECT,
-                         .next = frame_next,
+                         .next_many = frame_next,
                          .src = &src,
                          .producer_id = pq.producer_id,
                          .producer_seq = pq.producer_seq,

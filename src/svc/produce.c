@@ -1035,11 +1035,24 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         v.arena_off = v.off_s = off_s;
         v.cap = VREQ_SMALL;
     }
-    spw_produce_ev ev;
+    /* more: 0 at the end, -1 the request does not decode, 1 an event was
+     * refused. One loop for both iterators (take_event inline once). */
+    spw_produce_ev evs[SPW_PRODUCE_EVS];
     int more;
-    while ((more = in->next(in->src, &ev, res)) == 1)
-        if (take_event(&v, &ev, res))
+    for (;;) {
+        int got = in->next_many ? in->next_many(in->src, evs, SPW_PRODUCE_EVS, res) : in->next(in->src, evs, res);
+        if (got <= 0) {
+            more = got;
             break;
+        }
+        int i = 0;
+        while (i < got && !take_event(&v, &evs[i], res))
+            i++;
+        if (i < got) {
+            more = 1;
+            break;
+        }
+    }
     if (more != 0) {
         spw_svc_reject(svc, s, res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID);
         goto answered;

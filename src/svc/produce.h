@@ -81,6 +81,12 @@ typedef struct spw_produce_res spw_produce_res;
  * or -1 when the request does not decode (res->code, msg and position
  * set, through spw_produce_refuse_at). */
 typedef int (*spw_produce_next)(void *src, spw_produce_ev *ev, spw_produce_res *res);
+/* Or several at a time: up to max events into ev[0..), their count; 0 at
+ * the end, or -1 as above. A front end whose events are decoded already
+ * (a PRODUCE frame's records) hands them out SPW_PRODUCE_EVS a call
+ * instead of one call through a pointer per event. */
+typedef int (*spw_produce_next_many)(void *src, spw_produce_ev *ev, uint32_t max, spw_produce_res *res);
+#define SPW_PRODUCE_EVS 64
 
 /* What may follow the JSON object in an event's value. */
 enum {
@@ -102,6 +108,7 @@ typedef struct spw_produce_in {
     uint32_t count_bound;
     int trailing;        /* SPW_PRODUCE_TRAIL_* */
     spw_produce_next next;
+    spw_produce_next_many next_many; /* used instead of next when set */
     void *src;
     /* dedupe: an Idempotency-Key (HTTP; keyed per tenant), or a producer
      * id and the request's first sequence (binary); neither: none */
