@@ -236,10 +236,8 @@ static inline int vreq_push(vreq *v, const spw_record *r, int32_t off, spw_produ
 /* Room for need bytes of keys, moved off the stack when they outgrow it:
  * 0 or SPW_ENOMEM. */
 #define KEYS_SMALL 64
-static int keys_reserve(vreq *v, size_t need)
+static __attribute__((noinline)) int keys_grow(vreq *v, size_t need)
 {
-    if (need <= v->keys.cap)
-        return 0;
     if (v->keys.p != v->keys_s)
         return spw_buf_reserve(&v->keys, need);
     spw_buf b = SPW_BUF_INIT;
@@ -251,6 +249,8 @@ static int keys_reserve(vreq *v, size_t need)
     return 0;
 }
 
+static inline int keys_reserve(vreq *v, size_t need) { return need <= v->keys.cap ? 0 : keys_grow(v, need); }
+
 static void keys_fini(vreq *v)
 {
     if (v->keys.p != v->keys_s)
@@ -259,7 +259,8 @@ static void keys_fini(vreq *v)
 }
 
 /* Validates one event and adds its record: 0, or -1 with res refused. */
-static int take_event(vreq *v, const spw_produce_ev *ev, spw_produce_res *res)
+static inline __attribute__((always_inline)) int take_event(vreq *v, const spw_produce_ev *ev,
+                                                             spw_produce_res *res)
 {
     spw_stream_config *cfg = v->cfg;
     spw_record r = {.key = ev->key, .key_len = ev->key_len, .value = ev->value, .value_len = ev->len,
@@ -1036,22 +1037,29 @@ int spw_produce_request(spw_svc *svc, const spw_produce_in *in, spw_produce_res 
         v.cap = VREQ_SMALL;
     }
     /* more: 0 at the end, -1 the request does not decode, 1 an event was
-     * refused. One loop for both iterators (take_event inline once). */
-    spw_produce_ev evs[SPW_PRODUCE_EVS];
+     * refused. take_event is inline in both loops. */
     int more;
-    for (;;) {
-        int got = in->next_many ? in->next_many(in->src, evs, SPW_PRODUCE_EVS, res) : in->next(in->src, evs, res);
-        if (got <= 0) {
-            more = got;
-            break;
+    if (in->next_many) {
+        spw_produce_ev evs[SPW_PRODUCE_EVS];
+        for (;;) {
+            int got = in->next_many(in->src, evs, SPW_PRODUCE_EVS, res);
+            if (got <= 0) {
+                more = got;
+                break;
+            }
+            int i = 0;
+            while (i < got && !take_event(&v, &evs[i], res))
+                i++;
+            if (i < got) {
+                more = 1;
+                break;
+            }
         }
-        int i = 0;
-        while (i < got && !take_event(&v, &evs[i], res))
-            i++;
-        if (i < got) {
-            more = 1;
-            break;
-        }
+    } else {
+        spw_produce_ev ev;
+        while ((more = in->next(in->src, &ev, res)) == 1)
+            if (take_event(&v, &ev, res))
+                break;
     }
     if (more != 0) {
         spw_svc_reject(svc, s, res->code == SPW_SC_OVERLOADED ? SPW_REJ_BACKPRESSURE : SPW_REJ_INVALID);
