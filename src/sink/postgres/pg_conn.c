@@ -237,6 +237,25 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
 
 /* Connected, progress table there, this shard's progress loaded: 0, or
  * -2 (cannot connect) or -1 (a statement failed) with err. */
+/*
+ * Does the progress table exist with every column this version writes?
+ * 1, 0, or -1 (the query failed). Asked before the DDL, which then runs
+ * only on a first connect or after an upgrade: ALTER TABLE takes an
+ * ACCESS EXCLUSIVE lock even when the column is there, so running it at
+ * every connect waited for any open transaction on the table (another
+ * sink's commit, a user's report) and failed for a role that may write
+ * the table but does not own it.
+ */
+static int progress_table_current(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+                            "pg_catalog.to_regclass('" PG_PROGRESS_TABLE "') AND attname = 'incarnation' "
+                            "AND NOT attisdropped");
+    int st = PQresultStatus(r), n = st == PGRES_TUPLES_OK ? PQntuples(r) : -1;
+    PQclear(r);
+    return n < 0 ? -1 : n > 0;
+}
+
 int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
 {
     uint32_t si = s->si;
@@ -311,10 +330,15 @@ int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
         }
     }
     char pre[64];
+    int have = progress_table_current(s->c);
+    if (have < 0) {
+        snprintf(pre, sizeof pre, "shard %u: looking up " PG_PROGRESS_TABLE, si);
+        spw__pg_pq_msg(err, cap, pre, PQerrorMessage(s->c));
+        spw__pg_drop(g, s);
+        return -1;
+    }
     snprintf(pre, sizeof pre, "shard %u: creating " PG_PROGRESS_TABLE, si);
-    if (exec_cmd(s->c,
-                 PG_PROGRESS_DDL,
-                 err, cap, pre)) {
+    if (!have && exec_cmd(s->c, PG_PROGRESS_DDL, err, cap, pre)) {
         spw__pg_drop(g, s);
         return -1;
     }
