@@ -170,17 +170,35 @@ static void on_notice(void *arg, const PGresult *res)
         atomic_store(&s->repl_unsure, 1);
 }
 
-/* After a cancelled wait (repl_unsure): a transaction with an id commits,
- * and its COMMIT waits for the standby to hold WAL up to it, so once it
- * finishes without the warning everything committed before is on the
- * standby too. 0, or -2 (still unsure) with err. */
+/*
+ * After a cancelled wait (repl_unsure): a transaction that writes WAL
+ * commits, and its COMMIT waits for the standby to hold WAL up to it, so
+ * once it finishes without the warning everything committed before is on
+ * the standby too. It must write WAL: PostgreSQL waits for the standby
+ * only at the commit of a transaction that did (an id alone, as
+ * pg_current_xact_id() takes, commits without waiting). So it rewrites one
+ * of this shard's progress rows as it is (one WAL record). With no row
+ * there, no transaction of this sink ever committed on this shard, and
+ * there is nothing to confirm. 0, or -2 (still unsure) with err.
+ */
 static int confirm_replicated(pg *g, pg_shard *s, char *err, size_t cap)
 {
     uint32_t si = s->si;
     atomic_store(&s->repl_unsure, 0);
-    char pre[96];
+    char pre[96], shard[16];
     snprintf(pre, sizeof pre, "shard %u: confirming that the synchronous standby holds earlier commits", si);
-    if (exec_cmd(s->c, "BEGIN; SELECT pg_current_xact_id(); COMMIT", err, cap, pre) || atomic_load(&s->repl_unsure)) {
+    snprintf(shard, sizeof shard, "%u", si);
+    const char *params[] = {g->sink, g->stream, shard};
+    PGresult *r = PQexecParams(s->c,
+                               "UPDATE " PG_PROGRESS_TABLE " SET next_offset = next_offset WHERE sink = $1 AND stream = $2 "
+                               "AND shard = $3 AND partition = (SELECT min(partition) FROM " PG_PROGRESS_TABLE
+                               " WHERE sink = $1 AND stream = $2 AND shard = $3)",
+                               3, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok || atomic_load(&s->repl_unsure)) {
         if (!err[0] || atomic_load(&s->repl_unsure))
             snprintf(err, cap, "%s: the commit's wait for the standby was cancelled again (is the standby down?)", pre);
         atomic_store(&s->repl_unsure, 1);
