@@ -19,8 +19,10 @@
 #
 # Prints a table, `BENCH cost workload=... events_per_s=... cpu_ns_per_event=...
 # user_ns_per_event=... sys_ns_per_event=... syscalls_per_event=...
-# ctx_switches_per_event=...` lines (user and sys: the same CPU time split
-# into user space and kernel), and the targets
+# ctx_switches_per_event=... client_cpu_ns_per_event=...` lines (user and
+# sys: the same CPU time split into user space and kernel; client: the
+# `spillway bench` process's CPU, user + system, on the same cores: with
+# the server's, what the events/s of 2 cores is bound by), and the targets
 # (benchmark, not test): bin-fsync <= 150 ns, http-fsync <= 500 ns,
 # single-fsync <= 5000 ns of server CPU per event; first run >= 0.85 of the
 # third.
@@ -85,11 +87,15 @@ ctx_switches() {
 # The server's user and system CPU time so far in clock ticks (/proc/PID/stat
 # fields 14 and 15), as "USER SYS".
 cpu_split() { awk '{ print $14, $15 }' "/proc/$pid/stat"; }
+# This shell's waited-for children's CPU time so far in clock ticks
+# (/proc/PID/stat fields 16 and 17): around a `spillway bench` run, that
+# client's (the few small commands between add a tick or two at most).
+child_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 
-declare -A eps cpu usr ker sys ctx
+declare -A eps cpu usr ker sys ctx cli
 order=()
 run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
-  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n u0 k0 u1 k1
+  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n u0 k0 u1 k1 b0 b1
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   echo "== $name: spillway bench --protocol $2 --ack $3 --batch $4 --events $5 --partitions $6 --clients $clients"
@@ -101,9 +107,11 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
     perf_pid=$!
     sleep 0.2
   fi
+  b0=$(child_ticks)
   "$spw" bench --protocol "$2" "${where[@]}" --stream "$7" --ack "$3" --batch "$4" --events "$5" \
     --partitions "$6" --clients "$clients" --size 100 --keys 1000 >"$out" 2>&1 ||
     { cat "$out" >&2; echo "bench/cost.sh: $name failed" >&2; exit 1; }
+  b1=$(child_ticks)
   c1=$(cpu_ticks)
   read -r u1 k1 < <(cpu_split)
   x1=$(ctx_switches)
@@ -118,6 +126,7 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
   usr[$name]=$(awk -v t=$((u1 - u0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
   ker[$name]=$(awk -v t=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
   ctx[$name]=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.3f", d / n }')
+  cli[$name]=$(awk -v t=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
   sys[$name]=-
   if [ -s "$work/$name.perf" ]; then
     local calls
@@ -144,13 +153,14 @@ run second http fsync 1000 "$events" 4 w2
 run third http fsync 1000 "$events" 4 w3
 
 echo
-printf '%-14s %12s %14s %10s %10s %14s %14s\n' workload events/s cpu_ns/event user_ns sys_ns syscalls/event \
-  ctx_sw/event
+printf '%-14s %12s %14s %10s %10s %14s %14s %14s\n' workload events/s cpu_ns/event user_ns sys_ns syscalls/event \
+  ctx_sw/event client_ns/event
 for w in "${order[@]}"; do
-  printf '%-14s %12s %14s %10s %10s %14s %14s\n' "$w" "${eps[$w]}" "${cpu[$w]}" "${usr[$w]}" "${ker[$w]}" "${sys[$w]}" \
-    "${ctx[$w]}"
+  printf '%-14s %12s %14s %10s %10s %14s %14s %14s\n' "$w" "${eps[$w]}" "${cpu[$w]}" "${usr[$w]}" "${ker[$w]}" \
+    "${sys[$w]}" "${ctx[$w]}" "${cli[$w]}"
   echo "BENCH cost workload=$w events_per_s=${eps[$w]} cpu_ns_per_event=${cpu[$w]} user_ns_per_event=${usr[$w]}" \
-    "sys_ns_per_event=${ker[$w]} syscalls_per_event=${sys[$w]} ctx_switches_per_event=${ctx[$w]}"
+    "sys_ns_per_event=${ker[$w]} syscalls_per_event=${sys[$w]} ctx_switches_per_event=${ctx[$w]}" \
+    "client_cpu_ns_per_event=${cli[$w]}"
 done
 target() { # NAME VALUE OP LIMIT
   local ok

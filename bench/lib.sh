@@ -58,6 +58,22 @@ spw_serve() {
 # fields 14 and 15; the command name has no spaces). PID defaults to $pid.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${1:-$pid}/stat"; }
 
+# PostgreSQL's CPU so far, in clock ticks, of the servers whose data
+# directories are given: each postmaster's own time and its exited
+# children's, and its live children's (/proc/PID/stat utime, stime,
+# cutime, cstime). Per row loaded, beside the rate: what a row costs
+# PostgreSQL, which other work on the machine does not change the way it
+# changes a rate.
+pg_ticks() { # DATADIR...
+  local pms=" " d
+  for d in "$@"; do pms="$pms$(head -1 "$d/postmaster.pid") "; done
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pms="$pms" '{ pid = $1; sub(/^.*\) /, "")
+    if (index(pms, " " pid " ")) t += $12 + $13 + $14 + $15; else if (index(pms, " " $2 " ")) t += $12 + $13 }
+    END { print t + 0 }'
+}
+# TICKS N: clock ticks per N, in ns.
+ns_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }'; }
+
 # PUT PATH BODY to the server at $url: 201 or 200, else the answer and exit 1.
 put() {
   local code out

@@ -132,18 +132,6 @@ busy_since() { # BUSY0 TOTAL0: the busy share since then
   read -r b1 t1 < <(machine_ticks)
   awk -v b=$((b1 - $1)) -v t=$((t1 - $2)) 'BEGIN { printf "%.0f%%", (t > 0 ? 100 * b / t : 0) }'
 }
-# PostgreSQL's CPU so far, both servers, in clock ticks: each postmaster's
-# own time and its exited children's, and its live children's
-# (/proc/PID/stat utime, stime, cutime, cstime). Per row loaded, beside
-# the rate: what a row costs PostgreSQL, which other work on the machine
-# does not change the way it changes a rate.
-pg_ticks() {
-  local pms=" $(head -1 "$pri/postmaster.pid") $(head -1 "$stb/postmaster.pid") "
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pms="$pms" '{ pid = $1; sub(/^.*\) /, "")
-    if (index(pms, " " pid " ")) t += $12 + $13 + $14 + $15; else if (index(pms, " " $2 " ")) t += $12 + $13 }
-    END { print t + 0 }'
-}
-ns_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }'; }
 pct() { # FILE Q: the Q-quantile (0..1) of the numbers in FILE, one per line
   sort -n "$1" | awk -v q="$2" '{ a[NR] = $1 } END { i = int(NR * q + 0.5); if (i < 1) i = 1; print a[i] }'
 }
@@ -180,11 +168,11 @@ awk -v n="$rows" -v pad="$pad" 'BEGIN { for (i = 0; i < n; i++)
   >"$work/rows.tsv"
 sql "CHECKPOINT" >/dev/null
 read -r mb0 mt0 < <(machine_ticks)
-pg0=$(pg_ticks)
+pg0=$(pg_ticks "$pri" "$stb")
 t0=$(date +%s.%N)
 "${psqlc[@]}" -c "\\copy copied (id, k, v) FROM '$work/rows.tsv'" >/dev/null
 t1=$(date +%s.%N)
-pg1=$(pg_ticks)
+pg1=$(pg_ticks "$pri" "$stb")
 echo "   machine busy: $(busy_since "$mb0" "$mt0") of $(nproc) cores; PostgreSQL CPU $(ns_per $((pg1 - pg0)) "$rows") ns per row"
 echo "BENCH replicated phase=copy rows=$rows pg_cpu_ns_per_row=$(ns_per $((pg1 - pg0)) "$rows")"
 eps[copy]=$(awk -v n="$rows" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", n / (b - a) + 0.5 }')
@@ -234,14 +222,14 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   echo "== $1: spillway bench --protocol $2 --stream $3 --ack $4 --batch $5 --clients $clients --duration $seconds"
   [ "$3" = repl ] && read -r x0 r0 < <(sink_txns) && repl_hist >"$work/hist0"
   read -r b0 t0 < <(machine_ticks)
-  pg0=$(pg_ticks)
+  pg0=$(pg_ticks "$pri" "$stb")
   c0=$(cpu_ticks)
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   "$spw" bench --protocol "$2" "${where[@]}" --stream "$3" --ack "$4" --batch "$5" --clients "$clients" --size 100 \
     --keys 1000 --duration "$seconds" >"$out" 2>&1 || { cat "$out" >&2; echo "bench/replicated.sh: $1 failed" >&2; exit 1; }
   c1=$(cpu_ticks)
-  pg1=$(pg_ticks)
+  pg1=$(pg_ticks "$pri" "$stb")
   echo "   machine busy: $(busy_since "$b0" "$t0") of $(nproc) cores"
   if [ "$3" = repl ]; then
     read -r x1 r1 < <(sink_txns)

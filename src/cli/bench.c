@@ -80,8 +80,22 @@ void spw__bench_lat_push(bench_lat *l, uint64_t us)
     l->v[l->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
+size_t spw__bench_dec_fixed(char *out, uint64_t v, size_t width)
+{
+    char t[20];
+    size_t n = spw_u64_dec(t, v), z = n < width ? width - n : 0;
+    memset(out, '0', z);
+    memcpy(out + z, t, n);
+    return z + n;
+}
+
+/* Written without printf: the load generator shares the server's cores,
+ * and a formatted print per event cost it more than the server spent on
+ * the event (docs/performance.md, "The client's share"). */
 void spw__bench_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first, uint32_t n, const char *pad)
 {
+    static const char k0[] = "{\"k\":\"key-", c0[] = "\",\"c\":", s0[] = ",\"seq\":", v0[] = ",\"v\":\"", e0[] = "\"}\n";
+    size_t padn = strlen(pad);
     b->len = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t seq = first + i;
@@ -90,10 +104,19 @@ void spw__bench_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first
             uint32_t node = spw__bench_node(c, id);
             key = c->node_keys[node][(seq * 2654435761u + id * 40503u) % c->node_nkeys[node]];
         }
-        if (spw_buf_reserve(b, b->len + c->size + 96))
+        if (spw_buf_reserve(b, b->len + padn + 96))
             abort();
-        b->len += (size_t)sprintf((char *)b->p + b->len, "{\"k\":\"key-%011u\",\"c\":%u,\"seq\":%" PRIu64 ",\"v\":\"%s\"}\n",
-                                  key, id, seq, pad);
+        char *o = (char *)b->p + b->len, *o0 = o;
+        memcpy(o, k0, sizeof k0 - 1), o += sizeof k0 - 1;
+        o += spw__bench_dec_fixed(o, key, 11);
+        memcpy(o, c0, sizeof c0 - 1), o += sizeof c0 - 1;
+        o += spw_u64_dec(o, id);
+        memcpy(o, s0, sizeof s0 - 1), o += sizeof s0 - 1;
+        o += spw_u64_dec(o, seq);
+        memcpy(o, v0, sizeof v0 - 1), o += sizeof v0 - 1;
+        memcpy(o, pad, padn), o += padn;
+        memcpy(o, e0, sizeof e0 - 1), o += sizeof e0 - 1;
+        b->len += (size_t)(o - o0);
     }
 }
 

@@ -128,10 +128,9 @@ void *spw__bench_bin_client_main(void *arg)
         for (uint32_t i = 0; i < n; i++) {
             uint64_t seq = sent + i;
             uint32_t key = (uint32_t)((seq * 2654435761u + cl->id * 40503u) % c->keys);
-            char k[24], digits[16];
-            snprintf(k, sizeof k, "key-%012u", key);
-            snprintf(digits, sizeof digits, "%010u", (uint32_t)seq);
-            memcpy(val + seq_at, digits, 10);
+            char k[24] = "key-"; /* key-%012u and the value's %010u, without printf (bench.c) */
+            spw__bench_dec_fixed(k + 4, key, 12);
+            spw__bench_dec_fixed(val + seq_at, (uint32_t)seq, 10);
             r = spillway_producer_send(p, c->stream, k, 16, val, vlen, SPILLWAY_TS_NOW, ack, NULL);
             if (r) {
                 snprintf(cl->last_error, sizeof cl->last_error, "send: %s", spillway_errstr(r));

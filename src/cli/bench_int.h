@@ -103,6 +103,10 @@ typedef struct client {
 
 void spw__bench_lat_push(bench_lat *l, uint64_t us);
 
+/* v in decimal at out, zero-padded to width digits (printf's %0*u);
+ * returns the length (room for max(width, 20) bytes). */
+size_t spw__bench_dec_fixed(char *out, uint64_t v, size_t width);
+
 /* The NDJSON body of one request: events [first, first + n) of client id,
  * each about c->size bytes (pad is the filler string). */
 void spw__bench_body(spw_buf *b, const bench_cfg *c, uint32_t id, uint64_t first, uint32_t n, const char *pad);

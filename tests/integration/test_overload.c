@@ -434,7 +434,13 @@ static void test_unsent_answers(const char *tmp)
         rss1 = rss_kib(s.pid);
     }
     printf("unsent answers: VmRSS %ld -> %ld KiB with %d reads of ~3 MB pipelined, none read\n", rss0, rss1, NREADS);
-    CHECK_RSS(rss1 - rss0 < 40 * 1024);
+    /* Without the pause all 40 answers (~130 MB) would be built. With it:
+     * 8 MiB unsent, the read in flight (its log bytes and its answer,
+     * ~6 MB) and what the allocator keeps of the I/O workers' freed
+     * buffers, which moves with how many workers the reads landed on
+     * (20-31 MB measured; 40 MB was passed once while other tests ran):
+     * half of what no pause would take. */
+    CHECK_RSS(rss1 - rss0 < 64 * 1024);
     size_t bcap = 16u << 20, have = 0;
     char *buf = malloc(bcap);
     size_t first_len = 0;

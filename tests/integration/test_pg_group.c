@@ -22,6 +22,12 @@
  *      connections to 3 is an online change (202) and the rows after it
  *      are there once each, in transactions of one connection's partitions;
  *      a group below copy_min_rows goes in one transaction (one connection).
+ *   2c. A sink connects while another session holds a transaction open on
+ *      the progress table (ROW EXCLUSIVE, as any sink's commit or a user's
+ *      UPDATE of it takes): the sink reads the catalog and, the table being
+ *      current, runs no DDL, so it loads its rows at once (an ALTER TABLE
+ *      at every connect waited for that transaction, up to
+ *      statement_timeout).
  *   3. The replica of a stream (replicate_to, the primary now with a
  *      synchronous standby): records that become durable while the sink's
  *      COMMIT waits for the standby go into the very next transaction.
@@ -226,6 +232,37 @@ static void test_connections(srv *s)
     CHECK(num("SELECT count(DISTINCT part) FROM ev2 WHERE id >= 1300") >= 2);
     CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev2 WHERE id >= 1300"), 1);
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
+}
+
+static void test_progress_locked(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE ev3 (id bigint NOT NULL)");
+    put_stream(s->port, "g3", "{\"partitions\":1}");
+    PGconn *hold = pgsrv_conn(&PG);
+    PGresult *r = PQexec(hold, "BEGIN; LOCK TABLE spillway_sink_progress IN ROW EXCLUSIVE MODE");
+    CHECK_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g3\",\"kind\":\"postgres\",\"batch\":{\"max_wait_ms\":50},\"options\":{"
+             "\"statement_timeout_ms\":120000,\"shards\":[\"host=127.0.0.1 port=%d user=postgres "
+             "dbname=postgres\"],\"table\":\"ev3\",\"columns\":{\"id\":\"/i\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl3", body), 201);
+    send_events(s->binport, "g3", 0, 5, 0);
+    long long n = -1;
+    for (int i = 0; i < 150 && n != 5; i++) { /* 15 s, well below the sink's statement_timeout */
+        n = num("SELECT count(*) FROM ev3");
+        if (n != 5)
+            usleep(100000);
+    }
+    fprintf(stderr, "rows loaded while the progress table was held: %lld of 5\n", n);
+    CHECK_EQ(n, 5);
+    r = PQexec(hold, "COMMIT");
+    CHECK_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(hold);
+    CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl3", NULL), 204);
 }
 
 static void test_replica(srv *s, const char *tmp)
@@ -495,6 +532,7 @@ int main(int argc, char **argv)
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
     test_connections(&s);
+    test_progress_locked(&s);
     test_replica(&s, tmp);
     test_replica_cut(&s);
     test_replica_big(&s);

@@ -170,17 +170,35 @@ static void on_notice(void *arg, const PGresult *res)
         atomic_store(&s->repl_unsure, 1);
 }
 
-/* After a cancelled wait (repl_unsure): a transaction with an id commits,
- * and its COMMIT waits for the standby to hold WAL up to it, so once it
- * finishes without the warning everything committed before is on the
- * standby too. 0, or -2 (still unsure) with err. */
+/*
+ * After a cancelled wait (repl_unsure): a transaction that writes WAL
+ * commits, and its COMMIT waits for the standby to hold WAL up to it, so
+ * once it finishes without the warning everything committed before is on
+ * the standby too. It must write WAL: PostgreSQL waits for the standby
+ * only at the commit of a transaction that did (an id alone, as
+ * pg_current_xact_id() takes, commits without waiting). So it rewrites one
+ * of this shard's progress rows as it is (one WAL record). With no row
+ * there, no transaction of this sink ever committed on this shard, and
+ * there is nothing to confirm. 0, or -2 (still unsure) with err.
+ */
 static int confirm_replicated(pg *g, pg_shard *s, char *err, size_t cap)
 {
     uint32_t si = s->si;
     atomic_store(&s->repl_unsure, 0);
-    char pre[96];
+    char pre[96], shard[16];
     snprintf(pre, sizeof pre, "shard %u: confirming that the synchronous standby holds earlier commits", si);
-    if (exec_cmd(s->c, "BEGIN; SELECT pg_current_xact_id(); COMMIT", err, cap, pre) || atomic_load(&s->repl_unsure)) {
+    snprintf(shard, sizeof shard, "%u", si);
+    const char *params[] = {g->sink, g->stream, shard};
+    PGresult *r = PQexecParams(s->c,
+                               "UPDATE " PG_PROGRESS_TABLE " SET next_offset = next_offset WHERE sink = $1 AND stream = $2 "
+                               "AND shard = $3 AND partition = (SELECT min(partition) FROM " PG_PROGRESS_TABLE
+                               " WHERE sink = $1 AND stream = $2 AND shard = $3)",
+                               3, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok || atomic_load(&s->repl_unsure)) {
         if (!err[0] || atomic_load(&s->repl_unsure))
             snprintf(err, cap, "%s: the commit's wait for the standby was cancelled again (is the standby down?)", pre);
         atomic_store(&s->repl_unsure, 1);
@@ -237,6 +255,25 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
 
 /* Connected, progress table there, this shard's progress loaded: 0, or
  * -2 (cannot connect) or -1 (a statement failed) with err. */
+/*
+ * Does the progress table exist with every column this version writes?
+ * 1, 0, or -1 (the query failed). Asked before the DDL, which then runs
+ * only on a first connect or after an upgrade: ALTER TABLE takes an
+ * ACCESS EXCLUSIVE lock even when the column is there, so running it at
+ * every connect waited for any open transaction on the table (another
+ * sink's commit, a user's report) and failed for a role that may write
+ * the table but does not own it.
+ */
+static int progress_table_current(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+                            "pg_catalog.to_regclass('" PG_PROGRESS_TABLE "') AND attname = 'incarnation' "
+                            "AND NOT attisdropped");
+    int st = PQresultStatus(r), n = st == PGRES_TUPLES_OK ? PQntuples(r) : -1;
+    PQclear(r);
+    return n < 0 ? -1 : n > 0;
+}
+
 int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
 {
     uint32_t si = s->si;
@@ -311,10 +348,15 @@ int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
         }
     }
     char pre[64];
+    int have = progress_table_current(s->c);
+    if (have < 0) {
+        snprintf(pre, sizeof pre, "shard %u: looking up " PG_PROGRESS_TABLE, si);
+        spw__pg_pq_msg(err, cap, pre, PQerrorMessage(s->c));
+        spw__pg_drop(g, s);
+        return -1;
+    }
     snprintf(pre, sizeof pre, "shard %u: creating " PG_PROGRESS_TABLE, si);
-    if (exec_cmd(s->c,
-                 PG_PROGRESS_DDL,
-                 err, cap, pre)) {
+    if (!have && exec_cmd(s->c, PG_PROGRESS_DDL, err, cap, pre)) {
         spw__pg_drop(g, s);
         return -1;
     }
