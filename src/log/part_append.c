@@ -3,10 +3,10 @@
  * p->mu and copies the batch into the fill chain, where the flusher takes
  * it (spw__part_take_fill; spw_part_append_wait lends its batch instead of
  * a copy, and spw_part_append_give gives its heap block, which the chain
- * frees after the write: see append_batch); an append waiting for an ack sits in one of two
- * FIFO rings (written, fsynced) ordered by end offset, completed by the
- * flusher through spw__part_complete, or failed together by
- * spw__part_fail. Contracts: callbacks run on the flusher with no
+ * frees after the write: see append_batch); an append waiting for an ack
+ * sits in one of two FIFO rings (written, fsynced) ordered by end offset,
+ * completed by the flusher through spw__part_complete, or failed together
+ * by spw__part_fail. Contracts: callbacks run on the flusher with no
  * partition lock held; a failed or closing partition refuses appends and
  * gives their budget back.
  */
