@@ -49,6 +49,22 @@ static int event(char *out, size_t cap, const char *raw, const char *key, int i)
     return snprintf(out, cap, "{\"k\":%s,\"i\":%d}", raw, i);
 }
 
+/* One NDJSON request of n events i = first.., keys of keylen bytes,
+ * answered with want in its body. */
+static void ndjson_keys(int first, int n, size_t keylen, const char *want)
+{
+    char body[16384], key[256], raw[300];
+    size_t len = 0;
+    for (int i = first; i < first + n; i++) {
+        make_key(key, keylen, i);
+        snprintf(raw, sizeof raw, "\"%s\"", key);
+        len += (size_t)event(body + len, sizeof body - len, raw, key, i);
+        body[len++] = '\n';
+    }
+    body[len] = 0;
+    post("application/x-ndjson", body, want);
+}
+
 static void singles(int base)
 {
     static const size_t lens[] = {10, 63, 64, 65, 200};
@@ -85,25 +101,8 @@ int main(int argc, char **argv)
     singles(0);
     /* NDJSON: 5 events of 30-byte keys (past 64 bytes at the third), then
      * 40 of 100-byte keys (the store grows several times). */
-    char body[16384], key[256], raw[300];
-    size_t n = 0;
-    for (int i = 10; i < 15; i++) {
-        make_key(key, 30, i);
-        snprintf(raw, sizeof raw, "\"%s\"", key);
-        n += (size_t)event(body + n, sizeof body - n, raw, key, i);
-        body[n++] = '\n';
-    }
-    body[n] = 0;
-    post("application/x-ndjson", body, "\"accepted\":5,");
-    n = 0;
-    for (int i = 20; i < 60; i++) {
-        make_key(key, 100, i);
-        snprintf(raw, sizeof raw, "\"%s\"", key);
-        n += (size_t)event(body + n, sizeof body - n, raw, key, i);
-        body[n++] = '\n';
-    }
-    body[n] = 0;
-    post("application/x-ndjson", body, "\"accepted\":40,");
+    ndjson_keys(10, 5, 30, "\"accepted\":5,");
+    ndjson_keys(20, 40, 100, "\"accepted\":40,");
     singles(100);
 
     /* Read back: each event after the one before, with its key. */
