@@ -99,7 +99,7 @@ for n in 1 2 3; do
   fi
   eps[$n]=$(sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p' <<<"$line")
   errs[$n]=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$line")
-  cpu[$n]=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$events" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  cpu[$n]=$(ns_per $((t1 - t0)) "$events")
   stop_all
 done
 

@@ -122,11 +122,11 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
   fi
   eps[$name]=$(grep '^BENCH bench ' "$out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
   n=$5
-  cpu[$name]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
-  usr[$name]=$(awk -v t=$((u1 - u0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
-  ker[$name]=$(awk -v t=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  cpu[$name]=$(ns_per $((c1 - c0)) "$n")
+  usr[$name]=$(ns_per $((u1 - u0)) "$n")
+  ker[$name]=$(ns_per $((k1 - k0)) "$n")
   ctx[$name]=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.3f", d / n }')
-  cli[$name]=$(awk -v t=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%d", t / hz * 1e9 / n }')
+  cli[$name]=$(ns_per $((b1 - b0)) "$n")
   sys[$name]=-
   if [ -s "$work/$name.perf" ]; then
     local calls

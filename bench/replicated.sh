@@ -250,7 +250,7 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   p50[$1]=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$line")
   p99[$1]=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
   ev=$(awk -v e="${eps[$1]}" -v s="$seconds" 'BEGIN { printf "%d", e * s }')
-  cpu[$1]=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$ev" 'BEGIN { printf "%d", (n > 0 ? t / hz * 1e9 / n : 0) }')
+  cpu[$1]=$(ns_per $((c1 - c0)) "$ev")
 }
 # The ack=fsync runs' stream goes after each of them (and is made again):
 # the gigabytes the binary run writes, kept in the page cache, made the
