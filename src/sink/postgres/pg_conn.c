@@ -253,8 +253,6 @@ int spw__pg_replicates(void *st, char *why, size_t cap)
     return 1;
 }
 
-/* Connected, progress table there, this shard's progress loaded: 0, or
- * -2 (cannot connect) or -1 (a statement failed) with err. */
 /*
  * Does the progress table exist with every column this version writes?
  * 1, 0, or -1 (the query failed). Asked before the DDL, which then runs
@@ -274,6 +272,8 @@ static int progress_table_current(PGconn *c)
     return n < 0 ? -1 : n > 0;
 }
 
+/* Connected, progress table there, this shard's progress loaded: 0, or
+ * -2 (cannot connect) or -1 (a statement failed) with err. */
 int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
 {
     uint32_t si = s->si;

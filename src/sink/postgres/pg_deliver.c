@@ -198,9 +198,9 @@ static int put_insert(pg *g, const pg_shard *s, const spw_sink_window *w, uint32
 
 /* Connection s made ready for the group (connected, its shard's progress
  * read, the table checked) before any connection's transaction is sent:
- * making a connection ready alters the progress table, which waits for
- * every open transaction that wrote it, such as another connection's of
- * this group. Sets s->due, the rows it will send. */
+ * a first connect may create or alter the progress table (spw__pg_ready),
+ * which waits for every open transaction that wrote it, such as another
+ * connection's of this group. Sets s->due, the rows it will send. */
 static int shard_prepare(pg *g, pg_shard *s, const spw_sink_window *w, uint32_t nw, char *err, size_t cap)
 {
     pg_shard *h = spw__pg_home(g, s);
