@@ -111,6 +111,7 @@ void *spw__bench_bin_client_main(void *arg)
         return NULL;
     }
     int ack = bin_ack(c->ack);
+    char k[24] = "key-"; /* the key: "key-" and 12 digits (bench.c, spw__bench_dec_fixed) */
     uint64_t sent = 0, t0 = spw_mono_ns();
     double ns_per_event = c->rate > 0 ? 1e9 * c->clients / c->rate : 0;
     while (sent < cl->events && !(end_ns && spw_mono_ns() >= end_ns)) {
@@ -128,8 +129,7 @@ void *spw__bench_bin_client_main(void *arg)
         for (uint32_t i = 0; i < n; i++) {
             uint64_t seq = sent + i;
             uint32_t key = (uint32_t)((seq * 2654435761u + cl->id * 40503u) % c->keys);
-            char k[24] = "key-"; /* key-%012u and the value's %010u, without printf (bench.c) */
-            spw__bench_dec_fixed(k + 4, key, 12);
+            spw__bench_dec_fixed(k + 4, key, 12); /* key-%012u and the value's %010u, without printf */
             spw__bench_dec_fixed(val + seq_at, (uint32_t)seq, 10);
             r = spillway_producer_send(p, c->stream, k, 16, val, vlen, SPILLWAY_TS_NOW, ack, NULL);
             if (r) {
