@@ -52,6 +52,7 @@
 static const char *BIN;
 static srv S;
 static char DATA[4200];
+static char LOG[4200]; /* the servers' log, on the real disk beside lossyfs's backing directory */
 static const char *const *EXTRA;
 static _Atomic int stop_http, stop_bin, stop_group, stop_lazy;
 static _Atomic int http_port;
@@ -460,6 +461,26 @@ static void check_pg(int port, const pgsrv *pg)
     printf("fusecut: PostgreSQL holds %ld rows\n", rows);
 }
 
+/* On a violation: what the servers' recoveries said of damage and cuts,
+ * and the dedupe table's rebuilds (their log is kept with the data). */
+static void print_recovery_log(void)
+{
+    FILE *f = fopen(LOG, "r");
+    if (!f)
+        return;
+    static const char *const words[] = {"damaged", "recovery cut", "lost data", "dedupe table", "read-only"};
+    char line[2048];
+    int shown = 0;
+    while (fgets(line, sizeof line, f) && shown < 80)
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+            if (strstr(line, words[i])) {
+                printf("server: %s", line);
+                shown++;
+                break;
+            }
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -487,7 +508,8 @@ int main(int argc, char **argv)
     m_group = simmodel_new("fusecut group");
     m_pg = simmodel_new("fusecut postgres");
     snprintf(DATA, sizeof DATA, "%s/data", mnt);
-    srv_start(&S, BIN, DATA, NULL);
+    snprintf(LOG, sizeof LOG, "%s/server.log", dir);
+    srv_start_log(&S, BIN, DATA, NULL, LOG);
     char lh[64], lb[64];
     snprintf(lh, sizeof lh, "127.0.0.1:%d", S.port);
     snprintf(lb, sizeof lb, "127.0.0.1:%d", S.binport);
@@ -495,7 +517,7 @@ int main(int argc, char **argv)
     EXTRA = extra;
     http_port = S.port;
     CHECK_EQ(srv_stop(&S, SIGTERM), 0); /* again with small segments, on these ports */
-    srv_start(&S, BIN, DATA, EXTRA);
+    srv_start_log(&S, BIN, DATA, EXTRA, LOG);
     put_stream(S.port, STREAM, "{\"partitions\":2,\"key\":\"/k\"}");
     pgsrv pg = {0};
     CHECK(pgsrv_find() == 0);
@@ -528,7 +550,7 @@ int main(int argc, char **argv)
         usleep((useconds_t)(150000 + rand() % 450000));
         CHECK_EQ(srv_stop(&S, SIGKILL), 128 + SIGKILL);
         lossy_cut(&fs);
-        srv_start(&S, BIN, DATA, EXTRA);
+        srv_start_log(&S, BIN, DATA, EXTRA, LOG);
     }
     usleep(200000);
     stop_http = 1;
@@ -585,7 +607,12 @@ int main(int argc, char **argv)
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     pgsrv_stop_all();
     lossy_stop(&fs);
-    spw_test_rmrf(dir);
+    if (violations) { /* the data and PostgreSQL's, for a look: spillway check */
+        print_recovery_log();
+        printf("fusecut: the data and the servers' log (%s) are kept in %s\n", LOG, dir);
+    }
+    else
+        spw_test_rmrf(dir);
     free(dir);
     return violations ? 1 : 0;
 }
