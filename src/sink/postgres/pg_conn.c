@@ -6,7 +6,8 @@
  * type, which decides text or binary COPY per shard (spw__pg_check_table,
  * binary_ok), and the resume position over every shard (spw__pg_position).
  * A connection whose state is unknown is dropped (spw__pg_drop) and made
- * again next time; its progress is then read again before it is written to.
+ * again next time; its progress is then read again before it is written to,
+ * once no backend of an earlier connection is left to commit (fence).
  *
  * Hangs: every connection has TCP keepalives (keepalives_idle 30 s,
  * interval 10 s, count 3) and tcp_user_timeout 60 s, so a peer that
@@ -31,6 +32,7 @@
 #include "sink/postgres/pg_int.h"
 
 #include "core/clock.h"
+#include "core/hash.h"
 
 /* ---- cancel requests ---- */
 
@@ -272,6 +274,127 @@ static int progress_table_current(PGconn *c)
     return n < 0 ? -1 : n > 0;
 }
 
+/*
+ * The fence against an earlier session's transaction (docs/api.md
+ * "Exactly once"): a group's transaction may still be running in the
+ * backend of a connection this sink no longer has (the server restarted
+ * after kill -9, or a connection was dropped with its outcome unknown),
+ * every statement of it sent, and commit after this session read the
+ * progress rows, which would then send its rows again. Every connection
+ * of the sink to a shard holds a shared session advisory lock on the
+ * shard's key (sink, stream, shard) as long as it lives; a new one takes
+ * it and waits until no backend holds it but the live connections of this
+ * shard, before reading the progress. A backend of an earlier session
+ * holds it until it exits, after its last transaction committed or rolled
+ * back. One still there after FENCE_GRACE_MS is terminated
+ * (pg_terminate_backend, allowed for backends of the same role: its
+ * transaction ends either way, which is all the wait is for); after
+ * statement_timeout the connect fails and is tried again.
+ */
+#define FENCE_GRACE_MS 1000
+#define FENCE_POLL_MS 10
+
+static uint64_t fence_key(const pg *g, uint32_t si)
+{
+    uint64_t h = spw_fnv1a64(14695981039346656037ull, g->sink, strlen(g->sink) + 1);
+    h = spw_fnv1a64(h, g->stream, strlen(g->stream) + 1);
+    uint8_t b[4] = {(uint8_t)si, (uint8_t)(si >> 8), (uint8_t)(si >> 16), (uint8_t)(si >> 24)};
+    return spw_fnv1a64(h, b, sizeof b);
+}
+
+/* Which backends other than this shard's live connections hold the key:
+ * their count (pids in pids[0..n), at most cap), or -1 (err set). */
+static int fence_others(pg *g, pg_shard *s, uint64_t key, int *pids, int cap, char *err, size_t errcap)
+{
+    char mine[16 * 12 + 8] = "{";
+    size_t at = 1;
+    for (uint32_t l = 0; l < g->lanes; l++) {
+        pg_shard *c = spw__pg_lane(g, s->si, l);
+        if (c->c && PQstatus(c->c) == CONNECTION_OK && at + 13 < sizeof mine)
+            at += (size_t)snprintf(mine + at, sizeof mine - at, "%s%d", at > 1 ? "," : "", PQbackendPID(c->c));
+    }
+    snprintf(mine + at, sizeof mine - at, "}");
+    char hi[16], lo[16];
+    snprintf(hi, sizeof hi, "%" PRIu32, (uint32_t)(key >> 32));
+    snprintf(lo, sizeof lo, "%" PRIu32, (uint32_t)key);
+    const char *params[] = {hi, lo, mine};
+    /* A bigint key shows as classid (high half), objid (low half), objsubid 1. */
+    PGresult *r = PQexecParams(s->c,
+                               "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+                               "AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = "
+                               "pg_catalog.current_database()) AND classid = $1::oid AND objid = $2::oid "
+                               "AND objsubid = 1 AND pid <> ALL ($3::int[])",
+                               3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char pre[64];
+        snprintf(pre, sizeof pre, "shard %u: looking for earlier connections (pg_locks)", s->si);
+        spw__pg_pq_msg(err, errcap, pre, PQresultErrorMessage(r));
+        PQclear(r);
+        return -1;
+    }
+    int n = PQntuples(r);
+    for (int i = 0; i < n && i < cap; i++)
+        pids[i] = atoi(PQgetvalue(r, i, 0));
+    PQclear(r);
+    return n;
+}
+
+/* Takes this new session's share of the fence and waits for the earlier
+ * sessions' backends to end: 0, or -1 with err. */
+static int fence(pg *g, pg_shard *s, char *err, size_t cap)
+{
+    uint64_t key = fence_key(g, s->si);
+    char k[24];
+    snprintf(k, sizeof k, "%" PRId64, (int64_t)key);
+    const char *params[] = {k};
+    PGresult *r = PQexecParams(s->c, "SELECT pg_catalog.pg_advisory_lock_shared($1::bigint)", 1, NULL, params, NULL,
+                               NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        char pre[64];
+        snprintf(pre, sizeof pre, "shard %u: taking the sink's advisory lock", s->si);
+        spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    if (!ok)
+        return -1;
+    uint64_t t0 = spw_mono_ms(), limit = g->statement_timeout_ms ? g->statement_timeout_ms : 60000;
+    int terminated = 0, pids[8];
+    for (;;) {
+        int n = fence_others(g, s, key, pids, 8, err, cap);
+        if (n <= 0)
+            return n;
+        uint64_t waited = spw_mono_ms() - t0;
+        if (atomic_load(&g->stopping)) {
+            snprintf(err, cap, "shard %u: the sink is stopping", s->si);
+            return -1;
+        }
+        if (waited >= limit) {
+            snprintf(err, cap,
+                     "shard %u: backend %d, of an earlier connection of this sink, has not ended after %" PRIu64
+                     " ms; its transaction may still commit, so the progress is not read before it ends (end it, "
+                     "or let this role terminate it: pg_signal_backend)",
+                     s->si, pids[0], waited);
+            return -1;
+        }
+        if (!terminated && waited >= FENCE_GRACE_MS) {
+            terminated = 1;
+            for (int i = 0; i < n && i < 8; i++) {
+                char pid[16];
+                snprintf(pid, sizeof pid, "%d", pids[i]);
+                const char *tp[] = {pid};
+                spw_warn("sink %s: shard %u: backend %d of an earlier connection of this sink is still running "
+                         "after %d ms; terminating it (its transaction commits or rolls back before the progress is "
+                         "read)",
+                         g->sink, s->si, pids[i], FENCE_GRACE_MS);
+                PQclear(PQexecParams(s->c, "SELECT pg_catalog.pg_terminate_backend($1::int)", 1, NULL, tp, NULL,
+                                     NULL, 0));
+            }
+        }
+        spw_sleep_until(spw_mono_ns() + FENCE_POLL_MS * 1000000ull);
+    }
+}
+
 /* Connected, progress table there, this shard's progress loaded: 0, or
  * -2 (cannot connect) or -1 (a statement failed) with err. */
 int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
@@ -342,7 +465,7 @@ int spw__pg_ready(pg *g, pg_shard *s, char *err, size_t cap)
             spw__pg_pq_msg(err, cap, pre, PQresultErrorMessage(r));
         }
         PQclear(r);
-        if (!ok) {
+        if (!ok || fence(g, s, err, cap) < 0) {
             spw__pg_drop(g, s);
             return -1;
         }
