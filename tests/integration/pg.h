@@ -216,6 +216,16 @@ static inline void pgsrv_conninfo(const pgsrv *s, char *out, size_t cap)
     snprintf(out, cap, "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->port);
 }
 
+/* Events {"i":i} for i in [from, to) into stream ev, one HTTP request each at ack=fsync. */
+static inline void pg_produce_http(int port, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char ev[64];
+        snprintf(ev, sizeof ev, "{\"i\":%d}", i);
+        CHECK(req_status(port, "POST", "/v1/streams/ev/events?ack=fsync", ev) / 100 == 2);
+    }
+}
+
 /* n events: key "k<i % keys>", value {"i":i,"v":v} with v = -1 when poison(i). */
 static inline void pg_produce(int binport, const char *stream, int first, int n, int keys, int poison_every)
 {

@@ -28,15 +28,6 @@
 
 static const char *BIN;
 
-static void produce_range(int port, int from, int to)
-{
-    for (int i = from; i < to; i++) {
-        char ev[64];
-        snprintf(ev, sizeof ev, "{\"i\":%d}", i);
-        CHECK(req_status(port, "POST", "/v1/streams/ev/events?ack=fsync", ev) / 100 == 2);
-    }
-}
-
 static void wait_rows(const pgsrv *pg, const char *table, long long want)
 {
     char q[200];
@@ -213,13 +204,13 @@ static void test_cancel_blackholed(const char *tmp, pgsrv *pg)
              "\"columns\":{\"id\":\"/i\"},\"statement_timeout_ms\":4000}}",
              x.port);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/bh", body), 201);
-    produce_range(s.port, 0, 10);
+    pg_produce_http(s.port, 0, 10);
     wait_rows(pg, "t_bh", 10);
     PGconn *lk = pgsrv_conn(pg);
     PGresult *r = PQexec(lk, "BEGIN; LOCK TABLE t_bh IN ACCESS EXCLUSIVE MODE");
     CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
-    produce_range(s.port, 10, 20);
+    pg_produce_http(s.port, 10, 20);
     long long waiting = 0;
     for (int i = 0; i < 600 && waiting < 1; i++) {
         waiting = pgsrv_num(pg, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
@@ -271,7 +262,7 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "/v1/sinks/%s", names[i]);
         CHECK_EQ(req_status(s.port, "PUT", path, body), 201);
     }
-    produce_range(s.port, 0, 100);
+    pg_produce_http(s.port, 0, 100);
     wait_rows(&pg, "t_slow", 100);
     wait_rows(&pg, "t_fast", 100);
 
@@ -286,7 +277,7 @@ int main(int argc, char **argv)
     PGresult *r = PQexec(lk, "BEGIN; LOCK TABLE t_slow, t_fast IN ACCESS EXCLUSIVE MODE");
     CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
-    produce_range(s.port, 100, 150);
+    pg_produce_http(s.port, 100, 150);
     /* the short timeout gives up and says so; the other waits on the lock */
     int said = 0;
     for (int i = 0; i < 600 && !said; i++) {

@@ -17,15 +17,6 @@
  */
 #include "pg.h"
 
-static void produce_range(int port, int from, int to)
-{
-    for (int i = from; i < to; i++) {
-        char ev[64];
-        snprintf(ev, sizeof ev, "{\"i\":%d}", i);
-        CHECK(req_status(port, "POST", "/v1/streams/ev/events?ack=fsync", ev) / 100 == 2);
-    }
-}
-
 /* Waits (bounded) until the table holds want rows; returns its count. */
 static long long wait_count(const pgsrv *pg, long long want)
 {
@@ -68,13 +59,13 @@ int main(int argc, char **argv)
              "\"columns\":{\"id\":\"/i\"}}}",
              pg.port);
     CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/z", body), 201);
-    produce_range(s.port, 0, 10);
+    pg_produce_http(s.port, 0, 10);
     CHECK_EQ(wait_count(&pg, 10), 10);
 
     /* The next group's transaction sleeps in its trigger: kill the server
      * under it and start it again. */
     pgsrv_exec(&pg, "INSERT INTO slow VALUES (1)");
-    produce_range(s.port, 10, 20);
+    pg_produce_http(s.port, 10, 20);
     long long z = 0;
     for (int i = 0; i < 400 && z == 0; i++) {
         z = sleeping(&pg);
