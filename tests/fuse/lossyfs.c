@@ -257,20 +257,29 @@ static int op_mkdir(const char *path, mode_t mode)
     return mkdir(p, mode) ? -errno : 0;
 }
 
+/*
+ * An unlink or a rename over a file drops that file's unsynced state,
+ * found by inode number. The number is free once BACKING's unlink or
+ * rename is done, and BACKING's file system may give it at once to a file
+ * created meanwhile (ext4 does; the kernel holds only the directories of
+ * the unlink or rename, so a file made in another one is not held up): a
+ * write to it must not come between, or the drop takes that file's pages
+ * instead, and its fsync then succeeds with nothing written
+ * (tests/fuse/test_lossyfs.c). Writes and truncations take mu, so mu is
+ * held from before the BACKING operation until the state is dropped.
+ */
 static int op_unlink(const char *path)
 {
     char p[PATH_MAX];
     bpath(p, path);
     struct stat st;
+    pthread_mutex_lock(&mu);
     int have = lstat(p, &st) == 0;
-    if (unlink(p) != 0)
-        return -errno;
-    if (have && st.st_nlink <= 1) {
-        pthread_mutex_lock(&mu);
+    int r = unlink(p) != 0 ? -errno : 0;
+    if (r == 0 && have && st.st_nlink <= 1)
         forget(st.st_ino);
-        pthread_mutex_unlock(&mu);
-    }
-    return 0;
+    pthread_mutex_unlock(&mu);
+    return r;
 }
 
 static int op_rmdir(const char *path)
@@ -280,6 +289,11 @@ static int op_rmdir(const char *path)
     return rmdir(p) ? -errno : 0;
 }
 
+/* tests/fuse/test_lossyfs.c: a pause between a rename's BACKING rename
+ * and what it does to the replaced file's unsynced state
+ * (LOSSYFS_TEST_RENAME_PAUSE_MS), to hold that window open. */
+static unsigned rename_pause_ms;
+
 static int op_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags)
@@ -288,15 +302,15 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
     bpath(a, from);
     bpath(b, to);
     struct stat st;
+    pthread_mutex_lock(&mu); /* as op_unlink */
     int have = lstat(b, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink <= 1;
-    if (rename(a, b) != 0)
-        return -errno;
-    if (have) {
-        pthread_mutex_lock(&mu);
+    int r = rename(a, b) != 0 ? -errno : 0;
+    if (r == 0 && rename_pause_ms)
+        usleep(rename_pause_ms * 1000u);
+    if (r == 0 && have)
         forget(st.st_ino);
-        pthread_mutex_unlock(&mu);
-    }
-    return 0;
+    pthread_mutex_unlock(&mu);
+    return r;
 }
 
 static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -554,6 +568,8 @@ int main(int argc, char **argv)
         return 1;
     }
     backing = real;
+    if (getenv("LOSSYFS_TEST_RENAME_PAUSE_MS"))
+        rename_pause_ms = (unsigned)strtoul(getenv("LOSSYFS_TEST_RENAME_PAUSE_MS"), NULL, 10);
     rng = argc > 3 ? strtoull(argv[3], NULL, 10) : (uint64_t)getpid();
     rng = rng * 0x9e3779b97f4a7c15ull + 1;
     /* SIGUSR1 is taken by the cutter thread alone. */
