@@ -306,11 +306,11 @@ static uint64_t fence_key(const pg *g, uint32_t si)
  * their count (pids in pids[0..n), at most cap), or -1 (err set). */
 static int fence_others(pg *g, pg_shard *s, uint64_t key, int *pids, int cap, char *err, size_t errcap)
 {
-    char mine[16 * 12 + 8] = "{";
+    char mine[PG_LANES_MAX * 12 + 8] = "{"; /* every lane's pid: ",%d" takes at most 12 */
     size_t at = 1;
     for (uint32_t l = 0; l < g->lanes; l++) {
         pg_shard *c = spw__pg_lane(g, s->si, l);
-        if (c->c && PQstatus(c->c) == CONNECTION_OK && at + 13 < sizeof mine)
+        if (c->c && PQstatus(c->c) == CONNECTION_OK)
             at += (size_t)snprintf(mine + at, sizeof mine - at, "%s%d", at > 1 ? "," : "", PQbackendPID(c->c));
     }
     snprintf(mine + at, sizeof mine - at, "}");
