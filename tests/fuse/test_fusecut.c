@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 
 #include "../integration/pg.h"
+#include "fuse/lossy.h"
 #include "sim/model.h"
 #include "spillway.h"
 
@@ -376,66 +377,6 @@ static uint64_t read_all(void)
     return total;
 }
 
-/* ---- the filesystem ---- */
-
-typedef struct lossy {
-    pid_t pid;
-    FILE *out;
-} lossy;
-
-static int lossy_start(lossy *l, const char *bin, const char *back, const char *mnt, unsigned seed)
-{
-    int pfd[2];
-    CHECK(pipe(pfd) == 0);
-    l->pid = fork();
-    CHECK(l->pid >= 0);
-    if (l->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        dup2(pfd[1], 1);
-        close(pfd[0]);
-        close(pfd[1]);
-        char s[32];
-        snprintf(s, sizeof s, "%u", seed);
-        execl(bin, bin, back, mnt, s, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    l->out = fdopen(pfd[0], "r");
-    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
-    char line[128];
-    if (poll(&p, 1, 10000) != 1 || !fgets(line, sizeof line, l->out) || strncmp(line, "ready", 5) != 0)
-        return -1;
-    return 0;
-}
-
-static void lossy_cut(lossy *l)
-{
-    CHECK(kill(l->pid, SIGUSR1) == 0);
-    char line[256];
-    struct pollfd p = {.fd = fileno(l->out), .events = POLLIN};
-    CHECK(poll(&p, 1, 10000) == 1);
-    CHECK(fgets(line, sizeof line, l->out) != NULL);
-    CHECK(strncmp(line, "cut ", 4) == 0);
-    if (getenv("SPW_TEST_VERBOSE"))
-        printf("%s", line);
-}
-
-static void lossy_stop(lossy *l)
-{
-    kill(l->pid, SIGTERM);
-    int st;
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(l->pid, &st, WNOHANG) == l->pid) {
-            fclose(l->out);
-            return;
-        }
-        usleep(10000);
-    }
-    kill(l->pid, SIGKILL);
-    waitpid(l->pid, &st, 0);
-    fclose(l->out);
-}
-
 /* The sink has delivered everything (bounded wait), then every row is checked. */
 static void check_pg(int port, const pgsrv *pg)
 {
@@ -497,7 +438,7 @@ int main(int argc, char **argv)
     snprintf(mnt, sizeof mnt, "%s/mnt", dir);
     CHECK(mkdir(back, 0755) == 0 && mkdir(mnt, 0755) == 0);
     lossy fs = {0};
-    if (access("/dev/fuse", R_OK | W_OK) != 0 || lossy_start(&fs, argv[2], back, mnt, seed) != 0) {
+    if (access("/dev/fuse", R_OK | W_OK) != 0 || lossy_start(&fs, argv[2], back, mnt, seed, 0) != 0) {
         printf("test_fusecut: skipped: cannot mount a FUSE filesystem here\n");
         if (fs.pid > 0)
             lossy_stop(&fs);

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "fuse/lossy.h"
 #include "test.h"
 
 #define PAUSE_MS 1500
@@ -42,48 +43,6 @@
 
 static char back[4200], mnt[4200];
 static _Atomic int renamed;
-
-static pid_t lossy_start(const char *bin)
-{
-    int pfd[2];
-    CHECK(pipe(pfd) == 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        dup2(pfd[1], 1);
-        close(pfd[0]);
-        close(pfd[1]);
-        char ms[16];
-        snprintf(ms, sizeof ms, "%d", PAUSE_MS);
-        setenv("LOSSYFS_TEST_RENAME_PAUSE_MS", ms, 1);
-        execl(bin, bin, back, mnt, "1", (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
-    char line[16] = "";
-    ssize_t n = poll(&p, 1, 10000) == 1 ? read(pfd[0], line, sizeof line - 1) : -1;
-    close(pfd[0]);
-    if (n < 5 || strncmp(line, "ready", 5) != 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return pid;
-}
-
-static void lossy_stop(pid_t pid)
-{
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 500; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            return;
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
 
 /* Writes a file through the mount and fsyncs it: durable, no unsynced state. */
 static void put_synced(const char *name, const char *text)
@@ -145,8 +104,8 @@ int main(int argc, char **argv)
     snprintf(back, sizeof back, "%s/back", dir);
     snprintf(mnt, sizeof mnt, "%s/mnt", dir);
     CHECK(mkdir(back, 0755) == 0 && mkdir(mnt, 0755) == 0);
-    pid_t fs = access("/dev/fuse", R_OK | W_OK) == 0 ? lossy_start(argv[1]) : -1;
-    if (fs < 0) {
+    lossy fs = {0};
+    if (access("/dev/fuse", R_OK | W_OK) != 0 || lossy_start(&fs, argv[1], back, mnt, 1, PAUSE_MS) != 0) {
         printf("test_lossyfs: skipped: cannot mount a FUSE filesystem here\n");
         spw_test_rmrf(dir);
         return 77;
@@ -166,9 +125,9 @@ int main(int argc, char **argv)
     put_synced("r/new", "the file renamed over it\n");
     ino_t old_ino = back_ino("r/old");
     CHECK(old_ino != 0);
-    for (int i = 0; i < 500 && lossy_holds(fs, "r/old"); i++)
+    for (int i = 0; i < 500 && lossy_holds(fs.pid, "r/old"); i++)
         usleep(10000);
-    CHECK(!lossy_holds(fs, "r/old"));
+    CHECK(!lossy_holds(fs.pid, "r/old"));
 
     pthread_t th;
     CHECK_EQ(pthread_create(&th, NULL, renamer, NULL), 0);
@@ -229,7 +188,7 @@ int main(int argc, char **argv)
         CHECK(memcmp(bgot, data, sizeof data) == 0);
     }
 
-    lossy_stop(fs);
+    lossy_stop(&fs);
     spw_test_rmrf(dir);
     free(dir);
     printf("test_lossyfs: ok\n");
