@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/msg.h"
+#include "log/cursor.h"
 #include "log/log.h"
 #include "os/os.h"
 #include "test.h"
@@ -104,34 +105,17 @@ static void check_read(spw_part *p, uint64_t off, uint32_t n, uint32_t tag)
         usleep(500);
     }
     CHECK(st.durable_offset >= off + n);
-    spw_buf b = SPW_BUF_INIT, scratch = SPW_BUF_INIT;
-    uint32_t seen = 0;
-    while (seen < n) {
-        int nb = spw_part_read(p, off + seen, 1 << 20, &b, NULL);
-        CHECK(nb > 0);
-        size_t pos = 0;
-        for (int k = 0; k < nb; k++) {
-            spw_batch_hdr h;
-            CHECK_OK(spw_batch_check(b.p + pos, b.len - pos, &h));
-            const uint8_t *recs;
-            size_t len;
-            CHECK_OK(spw_batch_records(b.p + pos, &h, &scratch, &recs, &len));
-            spw_rec_iter it;
-            spw_record_view rv;
-            spw_rec_iter_init(&it, &h, recs, len);
-            while (spw_rec_next(&it, &rv) == 1) {
-                if (rv.offset != off + seen || seen == n)
-                    continue;
-                CHECK_EQ(rv.value_len, 100);
-                CHECK_EQ(((const uint8_t *)rv.value)[0], 'a' + (tag + seen) % 26);
-                CHECK_EQ(((const uint8_t *)rv.value)[99], 'a' + (tag + seen) % 26);
-                seen++;
-            }
-            pos += h.length;
-        }
+    spw_cursor c;
+    spw_cursor_init(&c, p, off, 1 << 20);
+    spw_record_view rv;
+    for (uint32_t seen = 0; seen < n; seen++) {
+        CHECK_EQ(spw_cursor_next(&c, &rv), 1);
+        CHECK_EQ(rv.offset, off + seen);
+        CHECK_EQ(rv.value_len, 100);
+        CHECK_EQ(((const uint8_t *)rv.value)[0], 'a' + (tag + seen) % 26);
+        CHECK_EQ(((const uint8_t *)rv.value)[99], 'a' + (tag + seen) % 26);
     }
-    spw_buf_fini(&b);
-    spw_buf_fini(&scratch);
+    spw_cursor_fini(&c);
 }
 
 /* A refused give: the block is the caller's, as it was. */
