@@ -48,6 +48,7 @@ typedef struct sink_part {
     spw_hold *hold;
     uint64_t first_seen_ms; /* when records past next were first seen (0: none) */
     uint64_t checked_end;   /* written offset at the last read that was not due */
+    uint64_t grp_cycle;     /* group kinds: the cycle (spw_sink.grp_cycle) that last read a window of it */
 } sink_part;
 
 enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };
@@ -122,6 +123,7 @@ typedef struct spw_sink {
     spw_cursor cur;        /* collect's (log/cursor.h) */
     uint64_t log_per_rec;  /* log bytes per record in the last batch read (collect's read size) */
     uint32_t grp_start;    /* group kinds: the partition the next group batch is read from first */
+    uint64_t grp_cycle;    /* group kinds: cycles of cycle_group, counted from 1 */
     int pend_cut;          /* group kinds: the pending group was cut by max_events or max_bytes, or holds an eighth of either */
     spw_sink_window *gw;   /* group kinds: the windows handed to group_begin/group_end */
     uint32_t gw_cap;

@@ -166,9 +166,12 @@ static void update_rate(spw_sink *k, uint64_t now)
  * bytes either: nothing new since a read found it not due, or fewer
  * records than max_bytes of log holds (log bytes per record, as last
  * measured, exceed the key + value bytes the batch counts): no need to
- * read it yet. 1 with the durable end (*vend) and the oldest record's age
- * (*age), else 0.
+ * read it yet. WIN_DUE (worth reading) or WIN_WAITING (durable records, not
+ * due yet), each with the durable end (*vend) and the oldest record's age
+ * (*age); else WIN_NONE (nothing durable past `from`).
  */
+enum { WIN_NONE, WIN_WAITING, WIN_DUE };
+
 static int window_wanted(spw_sink *k, const spw_sink_batch_cfg *bc, uint32_t pi, uint64_t from, uint64_t now,
                          uint64_t *vend, uint64_t *age)
 {
@@ -178,7 +181,7 @@ static int window_wanted(spw_sink *k, const spw_sink_batch_cfg *bc, uint32_t pi,
     atomic_store(&sp->end, st.next_offset);
     if (st.written_offset <= from) {
         sp->first_seen_ms = 0;
-        return 0;
+        return WIN_NONE;
     }
     if (!sp->first_seen_ms)
         sp->first_seen_ms = now;
@@ -187,13 +190,13 @@ static int window_wanted(spw_sink *k, const spw_sink_batch_cfg *bc, uint32_t pi,
     if (*vend <= from) {
         if (*age >= bc->max_wait_ms)
             spw_part_sync_soon(k->s->parts[pi]);
-        return 0;
+        return WIN_NONE;
     }
     uint64_t avail = *vend - from;
     if (avail < bc->max_events && *age < bc->max_wait_ms &&
         (sp->checked_end == *vend || (k->log_per_rec && avail * k->log_per_rec < bc->max_bytes)))
-        return 0;
-    return 1;
+        return WIN_WAITING;
+    return WIN_DUE;
 }
 
 /* The pending group batch's window of partition pi, or NULL. */
@@ -208,7 +211,8 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
 /*
  * One cycle of a kind that writes groups (sink.h, group_begin): the due
  * windows of every partition (each as the per-partition cycle would read
- * it, from the position or after the pending group's window) go into one
+ * it, from the position or after the pending group's window) and, once one
+ * is due, the durable records of the partitions not due yet go into one
  * batch, up to max_events or max_bytes in all (a window that crosses
  * either is the last; the next cycle starts after it, so no partition
  * waits behind others), and are written as one unit while the next group
@@ -244,42 +248,60 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     b->arena.len = 0;
     b->nwin = 0;
     int cut = 0; /* the group stopped at max_events or max_bytes */
+    int due = 0; /* some window is due: the group goes */
     uint32_t np = k->nparts;
-    for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
-        uint32_t i = (k->grp_start + c) % np;
-        sink_part *sp = &k->parts[i];
-        const sink_win *pw = pend_win(k, i);
-        uint64_t from = pw ? k->pend.recs[pw->first + pw->n - 1].offset + 1 : atomic_load(&sp->next);
-        uint64_t vend, age;
-        if (!window_wanted(k, bc, i, from, now, &vend, &age))
-            continue;
-        uint32_t base = b->nrecs;
-        uint64_t bytes0 = b->bytes;
-        size_t arena0 = b->arena.len;
-        int n = collect_at(k, i, from, 1);
-        if (n < 0) {
-            spw__sink_set_error(k, "reading partition %u: %s", i, spw_strerror(n));
-            atomic_fetch_add(&k->errors, 1);
-            continue;
+    uint64_t cyc = ++k->grp_cycle;
+    /* Pass 0 reads the windows that may be due. Once one is, pass 1 adds
+     * what the partitions not due yet hold durable: it goes in the same
+     * commit instead of one commit each as they become due in turn (their
+     * records seen a poll apart, or just too few). */
+    for (int pass = 0; pass < 2 && !cut && (pass == 0 || due); pass++) {
+        for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
+            uint32_t i = (k->grp_start + c) % np;
+            sink_part *sp = &k->parts[i];
+            if (sp->grp_cycle == cyc)
+                continue;
+            const sink_win *pw = pend_win(k, i);
+            uint64_t from = pw ? k->pend.recs[pw->first + pw->n - 1].offset + 1 : atomic_load(&sp->next);
+            uint64_t vend, age;
+            if (window_wanted(k, bc, i, from, now, &vend, &age) != (pass == 0 ? WIN_DUE : WIN_WAITING))
+                continue;
+            uint32_t base = b->nrecs;
+            uint64_t bytes0 = b->bytes;
+            int n = collect_at(k, i, from, 1);
+            if (n < 0) {
+                spw__sink_set_error(k, "reading partition %u: %s", i, spw_strerror(n));
+                atomic_fetch_add(&k->errors, 1);
+                continue;
+            }
+            if (n == 0) {
+                sp->checked_end = vend;
+                continue;
+            }
+            sp->grp_cycle = cyc;
+            if (spw_sink_batch_due(bc, (uint32_t)n, b->bytes - bytes0, age))
+                due = 1;
+            if (b->nwin == b->win_cap) {
+                b->win_cap = b->win_cap ? b->win_cap * 2 : 8;
+                b->win = spw_xrealloc(b->win, (size_t)b->win_cap * sizeof *b->win);
+            }
+            b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
+            if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
+                k->grp_start = (i + 1) % np;
+                cut = due = 1;
+                break;
+            }
         }
-        if (n == 0 || !spw_sink_batch_due(bc, (uint32_t)n, b->bytes - bytes0, age)) {
-            b->nrecs = base;
-            b->bytes = bytes0;
-            b->arena.len = arena0;
-            sp->checked_end = vend;
-            continue;
-        }
-        sp->checked_end = 0;
-        if (b->nwin == b->win_cap) {
-            b->win_cap = b->win_cap ? b->win_cap * 2 : 8;
-            b->win = spw_xrealloc(b->win, (size_t)b->win_cap * sizeof *b->win);
-        }
-        b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
-        if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
-            k->grp_start = (i + 1) % np;
-            cut = 1;
-            break;
-        }
+    }
+    /* nothing due: what was read waits, and its partitions are not read
+     * again before they may be due (window_wanted) */
+    for (uint32_t j = 0; j < b->nwin; j++)
+        k->parts[b->win[j].part].checked_end = due ? 0 : b->win[j].vend;
+    if (!due) {
+        b->nrecs = 0;
+        b->bytes = 0;
+        b->arena.len = 0;
+        b->nwin = 0;
     }
     fix_pointers(k, 0);
     if (k->has_pend) {
@@ -363,7 +385,7 @@ void *spw__sink_worker(void *arg)
             /* reading goes on after the pending batch, if it is this partition's */
             uint64_t from = k->has_pend && k->pend.part == i ? spw__sink_pend_end(k) : atomic_load(&sp->next);
             uint64_t vend, age;
-            if (!window_wanted(k, &bc, i, from, now, &vend, &age))
+            if (window_wanted(k, &bc, i, from, now, &vend, &age) != WIN_DUE)
                 continue;
             int n = collect(k, i, from);
             if (n < 0) {

@@ -22,6 +22,11 @@
  *      connections to 3 is an online change (202) and the rows after it
  *      are there once each, in transactions of one connection's partitions;
  *      a group below copy_min_rows goes in one transaction (one connection).
+ *   2b'. Partitions that become due one after the other go together: one
+ *      record in one partition, and 700 ms later in the other (max_wait_ms
+ *      2000): when the first is due, the second, durable but not due yet,
+ *      goes along in the same transaction (one xmin), not 700 ms later in
+ *      a commit of its own.
  *   2c. A sink connects while another session holds a transaction open on
  *      the progress table (ROW EXCLUSIVE, as any sink's commit or a user's
  *      UPDATE of it takes): the sink reads the catalog and, the table being
@@ -232,6 +237,30 @@ static void test_connections(srv *s)
     CHECK(num("SELECT count(DISTINCT part) FROM ev2 WHERE id >= 1300") >= 2);
     CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev2 WHERE id >= 1300"), 1);
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
+}
+
+static void test_late_partition(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE ev4 (id bigint NOT NULL, part int)");
+    put_stream(s->port, "g4", "{\"partitions\":2}");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g4\",\"kind\":\"postgres\",\"batch\":{\"max_wait_ms\":2000},\"options\":{"
+             "\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"ev4\",\"columns\":{"
+             "\"id\":\"/i\",\"part\":\"$partition\"}}}",
+             PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/g4", body), 201);
+    send_events(s->binport, "g4", 0, 1, 0);
+    int first = part_field(s->port, "/v1/streams/g4", 0, "end_offset") ? 0 : 1;
+    usleep(700000);
+    int n = 1; /* one event at a time (ack=fsync) until one is in the other partition */
+    while (n < 40 && part_field(s->port, "/v1/streams/g4", 1 - first, "end_offset") == 0)
+        send_events(s->binport, "g4", n++, 1, 0);
+    CHECK_EQ(part_field(s->port, "/v1/streams/g4", 1 - first, "end_offset"), 1);
+    wait_num("SELECT count(*) FROM ev4", n);
+    CHECK_EQ(num("SELECT count(DISTINCT part) FROM ev4"), 2);
+    CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev4"), 1);
+    CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/g4", NULL), 204);
 }
 
 static void test_progress_locked(srv *s)
@@ -532,6 +561,7 @@ int main(int argc, char **argv)
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
     test_connections(&s);
+    test_late_partition(&s);
     test_progress_locked(&s);
     test_replica(&s, tmp);
     test_replica_cut(&s);
