@@ -132,8 +132,12 @@ int main(int argc, char **argv)
     pthread_t th;
     CHECK_EQ(pthread_create(&th, NULL, renamer, NULL), 0);
     /* The BACKING rename is done (lossyfs now pauses before it drops the
-     * replaced file's state)... */
-    for (int i = 0; i < 500 && back_ino("r/old") == old_ino; i++)
+     * replaced file's state)... Bounded by 10 s, not the pause: on a
+     * loaded machine the renamer thread and lossyfs may take longer than
+     * half a second to get there (then the loop below may find the pause
+     * over and make one file only: it passes without meeting the race, as
+     * on a file system that does not reuse inode numbers). */
+    for (int i = 0; i < 10000 && back_ino("r/old") == old_ino; i++)
         usleep(1000);
     CHECK(back_ino("r/old") != old_ino);
 
