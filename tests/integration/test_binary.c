@@ -545,7 +545,9 @@ static void test_drain(bsrv *a)
     pthread_t w, r;
     pthread_create(&w, NULL, drain_writer, &d);
     pthread_create(&r, NULL, drain_reader, &d);
-    for (int i = 0; i < 3000 && atomic_load(&d.answers) < 200; i++)
+    /* 200 answers at ack=fsync: bounded by 30 s, not 3 (under TSan on a
+     * loaded machine an fsync round can take long) */
+    for (int i = 0; i < 30000 && atomic_load(&d.answers) < 200; i++)
         usleep(1000);
     CHECK(atomic_load(&d.answers) >= 200);
     CHECK_EQ(srv_stop(&a->s, SIGTERM), 0);
@@ -731,7 +733,11 @@ static void test_client(const char *tmp)
     t.ok = calloc(t.n, 1);
     cfg.on_delivery = on_delivery;
     cfg.opaque = &t;
-    cfg.linger_ms = 5;
+    /* Frames are sealed by size (batch_bytes) or by age (linger_ms): with
+     * 5 ms, a send loop slowed to over 2.5 s (TSan on a loaded machine)
+     * seals a frame per server every 5 ms, over N / 100 in all; at 50 ms
+     * frames stay full unless it takes over 25 s. */
+    cfg.linger_ms = 50;
     cfg.batch_bytes = 64 << 10;
     CHECK_EQ(spillway_producer_new(servers, &cfg, &p), 0);
     CHECK_EQ(spillway_producer_send(p, "c", "k", 1, "{}", 2, SPILLWAY_TS_NOW, 9, NULL), SPILLWAY_ERR_INVALID);
