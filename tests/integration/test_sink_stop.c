@@ -83,8 +83,18 @@ static int test_delete_frees(const char *tmp)
     CHECK_EQ(st, 201);
     CHECK_EQ(req_status(s.port, "DELETE", "/v1/sinks/k", NULL), 204);
     CHECK(req_status(s.port, "POST", "/v1/streams/s/events", "{\"a\":1}") / 100 == 2);
-    usleep(300 * 1000);
+    /* The count before the cycles once it has settled (the first sink's
+     * stop runs in the background, the write may start threads): the same
+     * in three readings 100 ms apart, bounded (20 s). A single reading
+     * 300 ms after the delete could still count a thread of that stop on
+     * a loaded machine, and the count at the end was then below it. */
     int base = threads_of(s.pid);
+    for (int i = 0, same = 0; i < 200 && same < 3; i++) {
+        usleep(100 * 1000);
+        int n = threads_of(s.pid);
+        same = n == base ? same + 1 : 0;
+        base = n;
+    }
     for (int cycle = 0; cycle < 3; cycle++) {
         CHECK_EQ(req_status(s.port, "PUT", "/v1/sinks/k", body), 201);
         /* a write happened: the producer and its threads exist */
