@@ -832,8 +832,6 @@ static void idle_wait(spw_view *v, int failed, uint64_t fwd_retry_ms)
         until = fwd_retry_ms;
     if (!v->stop && !v->rebuild && !v->kicked && until > now)
         spw_cond_wait_ns(&v->cv, &v->mu, (until - now) * 1000000ull);
-    if (v->kicked)
-        atomic_fetch_add(&v->wake_durable, 1);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -855,7 +853,12 @@ void *spw__view_apply_thread(void *arg)
         pthread_mutex_lock(&v->mu);
         int stop = v->stop, rebuild = v->rebuild;
         v->rebuild = 0;
-        v->kicked = 0; /* the cycle below reads what is durable now */
+        /* the cycle below reads what is durable now; counted here, not when
+         * idle_wait returns: a kick after that (another waiter, or the
+         * timer, ended the wait) sets off this cycle too */
+        if (v->kicked)
+            atomic_fetch_add(&v->wake_durable, 1);
+        v->kicked = 0;
         pthread_mutex_unlock(&v->mu);
         int gone = v->s && atomic_load(&v->s->deleted);
         if (stop || rebuild || gone)

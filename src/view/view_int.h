@@ -182,7 +182,7 @@ typedef struct spw_view {
     view_kset known; /* keys known to be in the store */
     /* counters (atomic: /metrics) */
     _Atomic uint64_t store_writes, batches, flushes;
-    _Atomic uint64_t wake_durable; /* idle waits the log's durable hook ended or cut short */
+    _Atomic uint64_t wake_durable; /* cycles the log's durable hook set off */
     struct spw_view *next_dead;
 } spw_view;
 
