@@ -246,17 +246,27 @@ static void test_connections(srv *s)
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
 }
 
+/* PUT /v1/sinks/NAME: a postgres sink from stream into table of PG with
+ * the JSON members batch (e.g. "\"batch\":{...},", or "") before its
+ * options, opts (e.g. "\"connections\":2,", or "") first among them, and
+ * the columns' members. */
+static void put_pg_sink(srv *s, const char *name, const char *stream, const char *batch, const char *opts,
+                        const char *table, const char *columns)
+{
+    char path[128], body[2048];
+    snprintf(path, sizeof path, "/v1/sinks/%s", name);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"%s\",\"kind\":\"postgres\",%s\"options\":{%s\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{%s}}}",
+             stream, batch, opts, PG.port, table, columns);
+    CHECK_EQ(req_status(s->port, "PUT", path, body), 201);
+}
+
 static void test_late_partition(srv *s)
 {
     pgsrv_exec(&PG, "CREATE TABLE ev4 (id bigint NOT NULL, part int)");
     put_stream(s->port, "g4", "{\"partitions\":2}");
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"stream\":\"g4\",\"kind\":\"postgres\",\"batch\":{\"max_wait_ms\":5000},\"options\":{"
-             "\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],\"table\":\"ev4\",\"columns\":{"
-             "\"id\":\"/i\",\"part\":\"$partition\"}}}",
-             PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/g4", body), 201);
+    put_pg_sink(s, "g4", "g4", "\"batch\":{\"max_wait_ms\":5000},", "", "ev4", "\"id\":\"/i\",\"part\":\"$partition\"");
     send_events(s->binport, "g4", 0, 1, 0);
     int first = part_field(s->port, "/v1/streams/g4", 0, "end_offset") ? 0 : 1;
     usleep(700000);
@@ -278,13 +288,8 @@ static void test_progress_locked(srv *s)
     PGresult *r = PQexec(hold, "BEGIN; LOCK TABLE spillway_sink_progress IN ROW EXCLUSIVE MODE");
     CHECK_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"stream\":\"g3\",\"kind\":\"postgres\",\"batch\":{\"max_wait_ms\":50},\"options\":{"
-             "\"statement_timeout_ms\":120000,\"shards\":[\"host=127.0.0.1 port=%d user=postgres "
-             "dbname=postgres\"],\"table\":\"ev3\",\"columns\":{\"id\":\"/i\"}}}",
-             PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/gl3", body), 201);
+    put_pg_sink(s, "gl3", "g3", "\"batch\":{\"max_wait_ms\":50},", "\"statement_timeout_ms\":120000,", "ev3",
+                "\"id\":\"/i\"");
     send_events(s->binport, "g3", 0, 5, 0);
     long long n = -1;
     for (int i = 0; i < 150 && n != 5; i++) { /* 15 s, well below the sink's statement_timeout */
@@ -467,12 +472,7 @@ static void test_bookkeeping(srv *s)
      * save never gets 202; one answered at its commit gets it well within
      * that, even under TSan on a loaded machine (3 s left little room) */
     put_stream(s->port, "r2", "{\"partitions\":1,\"replicate_to\":\"rs2\",\"replication_timeout_ms\":10000}");
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"stream\":\"r2\",\"kind\":\"postgres\",\"options\":{\"shards\":[\"host=127.0.0.1 port=%d "
-             "user=postgres dbname=postgres\"],\"table\":\"rep2\",\"columns\":{\"id\":\"/i\"}}}",
-             PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/rs2", body), 201);
+    put_pg_sink(s, "rs2", "r2", "", "", "rep2", "\"id\":\"/i\"");
     int st = 0;
     for (int i = 0; i < 600 && st != 202; i++) {
         st = post_one(s->port, "r2", "replicated", 0);
