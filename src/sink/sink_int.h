@@ -48,7 +48,7 @@ typedef struct sink_part {
     spw_hold *hold;
     uint64_t first_seen_ms; /* when records past next were first seen (0: none) */
     uint64_t checked_end;   /* written offset at the last read that was not due */
-    uint64_t grp_cycle;     /* group kinds: the cycle (spw_sink.grp_cycle) that last read a window of it */
+    uint64_t grp_cycle;     /* group kinds: the cycle (spw_sink.grp_cycle) that last read it */
 } sink_part;
 
 enum { ST_RUNNING, ST_RETRYING, ST_NO_STREAM, ST_STOPPED };

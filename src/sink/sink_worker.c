@@ -266,6 +266,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
             uint64_t vend, age;
             if (window_wanted(k, bc, i, from, now, &vend, &age) != (pass == 0 ? WIN_DUE : WIN_WAITING))
                 continue;
+            sp->grp_cycle = cyc; /* read once a cycle, whatever the read gives */
             uint32_t base = b->nrecs;
             uint64_t bytes0 = b->bytes;
             int n = collect_at(k, i, from, 1);
@@ -278,7 +279,6 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
                 sp->checked_end = vend;
                 continue;
             }
-            sp->grp_cycle = cyc;
             if (spw_sink_batch_due(bc, (uint32_t)n, b->bytes - bytes0, age))
                 due = 1;
             if (b->nwin == b->win_cap) {
