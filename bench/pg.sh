@@ -8,16 +8,30 @@
 #   insert-1000   multi-value INSERTs of 1000 rows each, autocommit, one
 #                 psql session
 #   copy          psql `\copy ... FROM 'file'` of a prepared text file: one
-#                 COPY FROM STDIN, one transaction
+#                 COPY FROM STDIN, one transaction, sent on one psql session
+#                 kept open for the whole bench (as the sink keeps its
+#                 connections)
 #   sink          Spillway end to end: a server with a postgres sink into
 #                 the same table; N events produced over the binary protocol
 #                 (`spillway bench --protocol bin`, ack=fsync), timed from
 #                 just before the first produce until all N are committed
-#                 in PostgreSQL (polled every 50 ms; count(*) = N checked)
-#   sink-drain    not a target: the same sink created after N events were
+#                 in PostgreSQL (polled every 50 ms; count(*) = N checked).
+#                 One sink, made before the first run and kept, as a sink
+#                 runs in production: its connections' backends have warmed
+#                 up (below)
+#   sink-first    not a target: the first --warmup loads of N events of
+#                 that sink, the first of them timed as the sink runs are:
+#                 a new PostgreSQL backend faults in each page of shared
+#                 memory the first time it touches it, and a sink writing
+#                 one transaction after another touches every buffer of
+#                 shared_buffers (each COPY takes its own ring of buffers),
+#                 where one COPY keeps reusing its 16 MiB ring
+#                 (docs/performance.md "PostgreSQL's warm-up")
+#   sink-drain    not a target: a new sink created after N events were
 #                 produced into another stream, timed from its creation until
 #                 all are committed: the sink alone, without producing on the
-#                 same cores at the same time
+#                 same cores at the same time (its backends new, as in
+#                 sink-first)
 #
 # Every method loads the same rows into the same table
 #   bench (id bigint, k text, v jsonb)
@@ -30,7 +44,7 @@
 # of the sink to COPY, `BENCH pg method=...` lines (for each sink run also
 # `BENCH pg method=sink sink_transactions=T`: its COMMITs, by xmin), per
 # copy and sink run the CPU each row cost, steadier than the rates:
-#   BENCH pg method=copy.R|sink.R|sink-drain server_cpu_ns_per_row=S pg_cpu_ns_per_row=P
+#   BENCH pg method=copy.R|sink-first|sink-warmup.W|sink.R|sink-drain server_cpu_ns_per_row=S pg_cpu_ns_per_row=P
 # (S: Spillway's server, its ingest and the sink, "-" for copy; P: every
 # process of the PostgreSQL server), and
 #   BENCH pg ratio=sink/copy value=X target=0.9 result=PASS|MISS
@@ -46,6 +60,11 @@
 #                     PostgreSQL, each loading its own partitions (default 2)
 #   --sink-batch N    the sink's batch.max_events (default: none given, so
 #                     the postgres sink's own default, 50000 events or 8 MiB)
+#   --warmup W        loads of N events into the sink before its timed runs
+#                     (default 2: with PostgreSQL's default 128 MiB of
+#                     shared_buffers, about what it takes two backends to
+#                     have touched every buffer); the first is timed and
+#                     reported as sink-first
 #   --repeat R        copy and sink are run R times each, alternately
 #                     (copy, sink, copy, sink, ...), and the median of each
 #                     is reported and compared (default 3: this machine's
@@ -73,6 +92,7 @@ partitions=4
 connections=2
 sink_batch=
 repeat=3
+warmup=2
 parent="${TMPDIR:-/var/tmp}"
 usage() { bench_usage; }
 while [ $# -gt 0 ]; do
@@ -84,13 +104,14 @@ while [ $# -gt 0 ]; do
     --connections) connections=${2:?}; shift 2 ;;
     --sink-batch) sink_batch=${2:?}; shift 2 ;;
     --repeat) repeat=${2:?}; shift 2 ;;
+    --warmup) warmup=${2:?}; shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/pg.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 bad() { echo "bench/pg.sh: $*" >&2; exit 2; }
-for v in "$rows" "$insert_rows" "$clients" "$partitions" "$connections" ${sink_batch:+"$sink_batch"} "$repeat"; do
+for v in "$rows" "$insert_rows" "$clients" "$partitions" "$connections" ${sink_batch:+"$sink_batch"} "$repeat" "$warmup"; do
   [[ "$v" =~ ^[1-9][0-9]{0,9}$ ]] || bad "not a positive number: $v"
 done
 [ "$rows" -le 100000000 ] || bad "--rows is at most 100000000"
@@ -100,6 +121,7 @@ done
 [ "$connections" -le 16 ] || bad "--connections is at most 16"
 [ -z "$sink_batch" ] || [ "$sink_batch" -le 1000000 ] || bad "--sink-batch is at most 1000000"
 [ "$repeat" -le 20 ] || bad "--repeat is at most 20"
+[ "$warmup" -le 20 ] || bad "--warmup is at most 20"
 
 "$root/scripts/deps.sh" curl
 bench_build
@@ -132,13 +154,14 @@ pg_start "$pgdir" "$pgport"
 psqlc=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres)
 sql() { "${psqlc[@]}" -Atc "$1"; }
 sql "CREATE TABLE bench (id bigint, k text, v jsonb)"
-# One psql session kept for polling while the sink runs (a psql started
-# every 50 ms, and the backend forked for it, would take CPU from the run).
+# One psql session kept for polling while the sink runs and for the copy
+# runs (a psql started every 50 ms, and the backend forked for it, would
+# take CPU from the run).
 coproc POLL { psql -X -q -At -v VERBOSITY=terse -h 127.0.0.1 -p "$pgport" -U postgres -d postgres 2>&1; }
-poll() { # SQL: its one-line answer from the kept session (10 s at most)
+poll() { # SQL [SECONDS]: its one-line answer from the kept session (10 s at most unless SECONDS)
   local ans
   echo "$1;" >&"${POLL[1]}"
-  read -r -t 10 ans <&"${POLL[0]}" || { echo "bench/pg.sh: no answer from psql to: $1" >&2; exit 1; }
+  read -r -t "${2:-10}" ans <&"${POLL[0]}" || { echo "bench/pg.sh: no answer from psql to: $1" >&2; exit 1; }
   echo "$ans"
 }
 pgver=$(sql "SHOW server_version" | cut -d" " -f1)
@@ -242,13 +265,14 @@ produced() { # STREAM: waits for the `spillway bench` started by produce; sets p
     { cat "$work/spw/bench-$1.out" >&2; echo "bench/pg.sh: spillway bench failed (exit $rc)" >&2; exit 1; }
   produce_eps=$(grep '^BENCH bench ' "$work/spw/bench-$1.out" | tail -1 | sed -n 's/.* events_per_s=\([0-9]*\).*/\1/p')
 }
-# Waits (bounded) until the sink NAME has committed all $rows rows; sets
+# Waits (bounded) until the sink NAME has committed all $rows rows (the sum
+# of its progress rows' next offsets reached WANT); sets
 # t1 and, if the producer was still running, produce_end (seconds since
 # t0) and at_produce_end (rows committed then). Polled on the sink's
 # progress rows (committed in the same transaction as the rows they count;
 # the stream's offsets start at 0), cheaper than count(*) on a growing
 # table; count(*) is checked by record.
-drained() {
+drained() { # SINK WANT: WANT is the sum of its progress rows' next offsets when done
   local got deadline table=""
   deadline=$(awk -v t="$t0" -v n="$rows" 'BEGIN { printf "%d", t + 120 + n / 1000 }')
   while :; do
@@ -260,15 +284,15 @@ drained() {
       got=$(poll "SELECT coalesce(sum(next_offset), 0) FROM spillway_sink_progress WHERE sink = '$1'")
       [[ "$got" =~ ^[0-9]+$ ]] || { echo "bench/pg.sh: polling the sink's progress: $got" >&2; exit 1; }
     fi
-    [ "$got" -ge "$rows" ] && break
+    [ "$got" -ge "$2" ] && break
     if [ -n "$bpid" ] && [ -z "$produce_end" ] && ! kill -0 "$bpid" 2>/dev/null; then
       produce_end=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
-      at_produce_end=$got
+      at_produce_end=$((got - $2 + rows))
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
       curl -s -m 10 "$url/v1/sinks/$1" >&2 || true
       echo >&2
-      echo "bench/pg.sh: sink $1: $got of $rows rows committed in PostgreSQL after $((deadline - ${t0%.*})) s" >&2
+      echo "bench/pg.sh: sink $1: its offsets reached $got of $2 in PostgreSQL after $((deadline - ${t0%.*})) s" >&2
       exit 1
     fi
     sleep 0.05
@@ -288,38 +312,42 @@ cpu_per() {
 }
 copy_run() { # R
   fresh
-  echo "== copy ($1/$repeat): psql \\copy bench FROM '$work/rows.tsv' ($rows rows, one COPY FROM STDIN)"
-  local g0 g1
+  echo "== copy ($1/$repeat): psql \\copy bench FROM '$work/rows.tsv' ($rows rows, one COPY FROM STDIN) on the kept session"
+  local g0 g1 ans
   g0=$(pg_ticks "$pgdir")
   t0=$(now)
-  "${psqlc[@]}" -c "\\copy bench (id, k, v) FROM '$work/rows.tsv'" >/dev/null
+  echo "\\copy bench (id, k, v) FROM '$work/rows.tsv'" >&"${POLL[1]}"
+  ans=$(poll "SELECT 'copied'" $((120 + rows / 1000)))
   t1=$(now)
   g1=$(pg_ticks "$pgdir")
+  [ "$ans" = copied ] || { echo "bench/pg.sh: copy: $ans" >&2; exit 1; }
   record "copy.$1" "$rows" "$t0" "$t1"
   cpu_per "copy.$1" "" "$((g1 - g0))"
 }
-sink_run() { # R
-  local st="pg$1"
+# The one sink of the sink runs, on stream pg, made before the first.
+put "/v1/streams/pg" "{\"partitions\":$partitions}"
+put_sink pg
+loads=0
+sink_run() { # METHOD: a load of $rows events through the kept sink, timed and recorded as METHOD
   fresh
-  put "/v1/streams/$st" "{\"partitions\":$partitions}"
-  put_sink "$st"
-  echo "== sink ($1/$repeat): spillway bench --protocol bin --events $rows --clients $clients --batch 1000" \
+  loads=$((loads + 1))
+  echo "== $1: spillway bench --protocol bin --events $rows --clients $clients --batch 1000" \
     "--size 100 --keys 1000 --ack fsync into a $partitions-partition stream; postgres sink" \
-    "(batch.max_events ${sink_batch:-default}, connections $connections) into bench; timed until all $rows are committed"
+    "(batch.max_events ${sink_batch:-default}, connections $connections, load $loads of the sink) into bench;" \
+    "timed until all $rows are committed"
   produce_end=""
   at_produce_end=""
   local c0 c1 g0 g1
   c0=$(cpu_ticks)
   g0=$(pg_ticks "$pgdir")
   t0=$(now)
-  produce "$st"
-  drained "$st"
+  produce pg
+  drained pg $((loads * rows))
   c1=$(cpu_ticks)
   g1=$(pg_ticks "$pgdir")
-  produced "$st"
-  record "sink.$1" "$rows" "$t0" "$t1"
-  cpu_per "sink.$1" "$((c1 - c0))" "$((g1 - g0))"
-  curl -s -m 10 -o /dev/null -X DELETE "$url/v1/sinks/$st" || true
+  produced pg
+  record "$1" "$rows" "$t0" "$t1"
+  cpu_per "$1" "$((c1 - c0))" "$((g1 - g0))"
   if [ -n "$produce_end" ]; then
     echo "   produce ended after $produce_end s (${produce_eps:-?} events/s acked at fsync); $at_produce_end rows" \
       "were committed in PostgreSQL then"
@@ -337,9 +365,11 @@ median() { # METHOD: sets rps/secs/nrows[METHOD] to the run of median rate among
   runs[$m]=$(for r in $(seq "$repeat"); do printf '%s ' "${rps[$m.$r]}"; done)
 }
 declare -A runs
+sink_run sink-first
+for r in $(seq 2 "$warmup"); do sink_run "sink-warmup.$r"; done
 for r in $(seq "$repeat"); do
   copy_run "$r"
-  sink_run "$r"
+  sink_run "sink.$r"
 done
 median copy
 median sink
@@ -349,7 +379,7 @@ median sink
 # contention of producing on the same 2 cores.
 fresh
 put /v1/streams/pg-drain "{\"partitions\":$partitions}"
-echo "== sink-drain: $rows events produced first into stream pg-drain, then a postgres sink created on it;" \
+echo "== sink-drain: $rows events produced first into stream pg-drain, then a new postgres sink created on it;" \
   "timed from its PUT until all are committed"
 produce pg-drain
 produced pg-drain
@@ -360,7 +390,7 @@ c0=$(cpu_ticks)
 g0=$(pg_ticks "$pgdir")
 t0=$(now)
 put_sink pg-drain
-drained pg-drain
+drained pg-drain "$rows"
 c1=$(cpu_ticks)
 g1=$(pg_ticks "$pgdir")
 record sink-drain "$rows" "$t0" "$t1"
@@ -373,14 +403,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 echo "== pg: rows/s into one PostgreSQL $pgver (fsync on), same table and rows; ratio to single-row INSERT"
 printf '%-12s %10s %9s %11s %10s\n' method rows seconds rows_per_s x_insert
-for m in insert insert-1000 copy sink sink-drain; do
+for m in insert insert-1000 copy sink sink-first sink-drain; do
   printf '%-12s %10s %9s %11s %9sx\n' "$m" "${nrows[$m]}" "${secs[$m]}" "${rps[$m]}" "$(ratio "${rps[$m]}" "${rps[insert]}")"
 done
 echo "copy and sink: the median of $repeat alternate runs each (rows/s of every run: copy ${runs[copy]}; sink ${runs[sink]})"
 sc=$(ratio "${rps[sink]}" "${rps[copy]}")
-echo "sink / copy = $sc (target 0.9); sink-drain / copy = $(ratio "${rps[sink-drain]}" "${rps[copy]}") (not a target)"
+echo "sink / copy = $sc (target 0.9); sink-first / copy = $(ratio "${rps[sink-first]}" "${rps[copy]}")," \
+  "sink-drain / copy = $(ratio "${rps[sink-drain]}" "${rps[copy]}") (not targets)"
 echo
-for m in insert insert-1000 copy sink sink-drain; do
+for m in insert insert-1000 copy sink sink-first sink-drain; do
   echo "BENCH pg method=$m rows=${nrows[$m]} seconds=${secs[$m]} rows_per_s=${rps[$m]}" \
     "ratio_to_insert=$(ratio "${rps[$m]}" "${rps[insert]}")"
 done
