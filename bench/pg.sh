@@ -26,7 +26,8 @@
 #                 one transaction after another touches every buffer of
 #                 shared_buffers (each COPY takes its own ring of buffers),
 #                 where one COPY keeps reusing its 16 MiB ring
-#                 (docs/performance.md "PostgreSQL's warm-up")
+#                 (docs/performance.md "The postgres sink: PostgreSQL's
+#                 warm-up")
 #   sink-drain    not a target: a new sink created after N events were
 #                 produced into another stream, timed from its creation until
 #                 all are committed: the sink alone, without producing on the
