@@ -83,6 +83,12 @@ typedef struct spw_sink_kind {
      * did get there (as after a RETRY). */
     int (*group_begin)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
     int (*group_end)(void *st, const spw_sink_window *w, uint32_t nw, char *err, size_t cap);
+    /* Optional, with group_begin: how many lanes a group's windows go by
+     * at once (e.g. connections, each its own transaction), partition p's
+     * by lane p % lanes. The loop caps each lane's share of a group at
+     * max_events / max_bytes, not the whole group, so a backlog keeps
+     * every lane busy. NULL: 1. */
+    uint32_t (*group_lanes)(void *st);
     /* Optional. Non-NULL: the kind keeps progress in the target (e.g. in
      * the transaction that writes the rows): position gives partition's
      * next offset at start (0 or a negative error, then retried). The

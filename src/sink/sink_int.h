@@ -29,6 +29,7 @@
 #define OPTIONS_MAX 65536
 #define DEF_MAX (OPTIONS_MAX + 4096)
 #define POLL_MS 20
+#define SINK_MAX_LANES 64 /* a group kind's lanes (sink.h, group_lanes) the loop caps one by one */
 
 typedef struct sink_def {
     char name[SPW_STREAM_NAME_MAX + 1];

@@ -213,14 +213,17 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
  * windows of every partition (each as the per-partition cycle would read
  * it, from the position or after the pending group's window) and, once one
  * is due, the durable records of the partitions not due yet go into one
- * batch, up to max_events or max_bytes in all (a window that crosses
- * either is the last; the next cycle starts after it, so no partition
- * waits behind others), and are written as one unit while the next group
- * is read (the replica of a stream, replicate_to, ends it first unless
- * the cap cut it: see below). One commit then carries what several
- * partitions had waiting: for a replicated stream, the requests of every
- * partition wait for one round of the target's commit, not one round per
- * partition. Returns whether something was written or ended.
+ * batch, up to max_events or max_bytes for each of the kind's lanes
+ * (group_lanes: partition p by lane p % lanes; a window that crosses its
+ * lane's cap is that lane's last; the next cycle starts with a partition
+ * left out for its lane being full, or after the last one that filled a
+ * lane, so no partition waits behind others), and are written as one
+ * unit while the next group is read (the replica of a stream,
+ * replicate_to, ends it first unless the cap cut it: see below). One
+ * commit then carries what several partitions had waiting: for a
+ * replicated stream, the requests of every partition wait for one round
+ * of the target's commit, not one round per partition. Returns whether
+ * something was written or ended.
  */
 static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, int replica)
 {
@@ -247,20 +250,34 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
     b->bytes = 0;
     b->arena.len = 0;
     b->nwin = 0;
-    int cut = 0; /* the group stopped at max_events or max_bytes */
+    int cut = 0; /* a lane's share stopped at max_events or max_bytes */
     int due = 0; /* some window is due: the group goes */
     uint32_t np = k->nparts;
     uint64_t cyc = ++k->grp_cycle;
+    /* The kind's lanes (sink.h, group_lanes): partition p goes by lane
+     * p % nl, and each lane's share is capped by itself. */
+    uint32_t nl = k->def.kind->group_lanes ? k->def.kind->group_lanes(k->kst) : 1;
+    nl = nl < 1 ? 1 : nl > SINK_MAX_LANES ? SINK_MAX_LANES : nl;
+    uint32_t lane_n[SINK_MAX_LANES] = {0}, full = 0;
+    uint64_t lane_b[SINK_MAX_LANES] = {0};
+    int64_t skipped = -1; /* the first partition passed over for its lane being full */
+    uint32_t start = k->grp_start, next_start = start;
     /* Pass 0 reads the windows that may be due. Once one is, pass 1 adds
      * what the partitions not due yet hold durable: it goes in the same
      * commit instead of one commit each as they become due in turn (their
      * records seen a poll apart, or just too few). */
-    for (int pass = 0; pass < 2 && !cut && (pass == 0 || due); pass++) {
+    for (int pass = 0; pass < 2 && full < nl && (pass == 0 || due); pass++) {
         for (uint32_t c = 0; c < np && !spw__sink_stopping(k); c++) {
-            uint32_t i = (k->grp_start + c) % np;
+            uint32_t i = (start + c) % np;
             sink_part *sp = &k->parts[i];
             if (sp->grp_cycle == cyc)
                 continue;
+            uint32_t l = i % nl;
+            if (lane_n[l] >= bc->max_events || lane_b[l] >= bc->max_bytes) {
+                if (skipped < 0)
+                    skipped = i;
+                continue;
+            }
             const sink_win *pw = pend_win(k, i);
             uint64_t from = pw ? k->pend.recs[pw->first + pw->n - 1].offset + 1 : atomic_load(&sp->next);
             uint64_t vend, age;
@@ -286,13 +303,19 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
                 b->win = spw_xrealloc(b->win, (size_t)b->win_cap * sizeof *b->win);
             }
             b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
-            if (b->nrecs >= bc->max_events || b->bytes >= bc->max_bytes) {
-                k->grp_start = (i + 1) % np;
+            lane_n[l] += (uint32_t)n;
+            lane_b[l] += b->bytes - bytes0;
+            if (lane_n[l] >= bc->max_events || lane_b[l] >= bc->max_bytes) {
+                next_start = (i + 1) % np;
                 cut = due = 1;
-                break;
+                if (++full == nl)
+                    break;
             }
         }
     }
+    /* the next cycle starts after the last partition taken, or with one
+     * passed over because its lane was full, so none waits behind others */
+    k->grp_start = skipped >= 0 ? (uint32_t)skipped : next_start;
     /* nothing due: what was read waits, and its partitions are not read
      * again before they may be due (window_wanted) */
     for (uint32_t j = 0; j < b->nwin; j++)

@@ -22,6 +22,11 @@
  *      connections to 3 is an online change (202) and the rows after it
  *      are there once each, in transactions of one connection's partitions;
  *      a group below copy_min_rows goes in one transaction (one connection).
+ *   2b''. Each connection's share of a group is capped by max_events by
+ *      itself: a backlog of four partitions, each below the cap but the
+ *      first two together past it, goes in one group, one transaction per
+ *      connection with its two partitions (a cap on the whole group made
+ *      four transactions, one connection loading at a time).
  *   2b'. Partitions that become due one after the other go together: one
  *      record in one partition, and 700 ms later in the other (max_wait_ms
  *      5000: the second must be durable before the first is due, however
@@ -244,6 +249,44 @@ static void test_connections(srv *s)
     CHECK(num("SELECT count(DISTINCT part) FROM ev2 WHERE id >= 1300") >= 2);
     CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev2 WHERE id >= 1300"), 1);
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
+}
+
+/* 2b''. Each connection's share of a group is capped by itself, not the
+ * group: a backlog of four partitions, each below batch.max_events but
+ * the first two together at it or past, goes in ONE group of two
+ * transactions, one per connection, each with its two partitions. A cap
+ * on the whole group stopped after the first two partitions (four
+ * transactions of one partition each), so in a backlog one connection
+ * loaded while the other waited. */
+static void test_lane_cap(srv *s)
+{
+    pgsrv_exec(&PG, "CREATE TABLE ev5 (id bigint NOT NULL, part int)");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"partitions\":%d}", NPART);
+    put_stream(s->port, "g5", body);
+    int N = 240;
+    send_events(s->binport, "g5", 0, N, 0);
+    uint64_t c[NPART], most = 0;
+    for (int p = 0; p < NPART; p++) {
+        c[p] = part_field(s->port, "/v1/streams/g5", p, "end_offset");
+        most = c[p] > most ? c[p] : most;
+    }
+    uint64_t cap = most + 1; /* every partition below it */
+    fprintf(stderr, "lane cap: partitions %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 ", max_events %" PRIu64 "\n",
+            c[0], c[1], c[2], c[3], cap);
+    CHECK(c[0] + c[1] >= cap); /* the keys' spread (fixed) makes the case */
+    snprintf(body, sizeof body,
+             "{\"stream\":\"g5\",\"kind\":\"postgres\",\"batch\":{\"max_events\":%" PRIu64 ",\"max_wait_ms\":300},"
+             "\"options\":{\"connections\":2,\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],"
+             "\"table\":\"ev5\",\"columns\":{\"id\":\"/i\",\"part\":\"$partition\"}}}",
+             cap, PG.port);
+    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/g5", body), 201);
+    wait_num("SELECT count(*) FROM ev5", N);
+    CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev5"), 2);
+    CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev5 GROUP BY 1 HAVING count(DISTINCT part % 2) = 1 "
+                 "AND count(DISTINCT part) = 2) x"),
+             2);
+    CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/g5", NULL), 204);
 }
 
 /* PUT /v1/sinks/NAME: a postgres sink from stream into table of PG with
@@ -571,6 +614,7 @@ int main(int argc, char **argv)
             num("SELECT count(DISTINCT xmin::text) FROM ev"));
 
     test_connections(&s);
+    test_lane_cap(&s);
     test_late_partition(&s);
     test_progress_locked(&s);
     test_replica(&s, tmp);

@@ -258,6 +258,10 @@ static int pg_open(const char *sink, const char *stream, const char *options, si
 
 static void pg_close(void *st) { pg_free(st); }
 
+/* Each connection of a shard carries its partitions (p % connections) in
+ * a transaction of its own (pg_deliver.c, lane_of). */
+static uint32_t pg_group_lanes(void *st) { return ((pg *)st)->lanes; }
+
 const spw_sink_kind spw_sink_kind_postgres = {
     .name = "postgres",
     .open = pg_open,
@@ -267,6 +271,7 @@ const spw_sink_kind spw_sink_kind_postgres = {
     .write_end = spw__pg_end,
     .group_begin = spw__pg_group_begin,
     .group_end = spw__pg_group_end,
+    .group_lanes = pg_group_lanes,
     .position = spw__pg_position,
     .position_error = spw__pg_position_error,
     .commit = spw__pg_commit,
