@@ -155,13 +155,19 @@ static void read_your_writes(srv *s)
         if (i == 1)
             wakes1 = srv_metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}");
     }
-    /* each of those applies was set off by the log's durable hook, not by
-     * a timer: one wake-up per produce at least (each produce is durable
-     * only after the read before it was answered; the first one may come
-     * before the new view's thread first looks, so it is not counted) */
+    /* those applies were set off by the log's durable hook, not by a
+     * timer. The 202 goes out before the hook runs, so produce i's hook
+     * and produce i+1's can fold into one wake-up when the apply thread
+     * does not run between them (seen under load: 28 for 29); never three
+     * hooks: the read of the middle produce is answered by a cycle that
+     * starts after its records are durable, so after the first of the
+     * three hooks ran (the partition's flusher runs its hooks in order,
+     * before its next fsync). So at least one wake-up per two produces;
+     * none without the hook. (The first produce may come before the new
+     * view's thread first looks, so it is not counted.) */
     long long wakes = srv_metric(p, "spillway_view_durable_wakeups_total{view=\"bal\"}") - wakes1;
     fprintf(stderr, "read your writes: %lld wake-ups by the durable hook for 29 produces\n", wakes);
-    CHECK(wakes >= 29);
+    CHECK(wakes >= 15);
     /* an offset not yet written: 504 view_lag after wait_ms */
     resp r = http_json(p, "GET", "/v1/views/bal/keys/acct?min_offsets=0:999999&wait_ms=100", NULL);
     CHECK_EQ(r.status, 504);
