@@ -208,6 +208,12 @@ static const sink_win *pend_win(const spw_sink *k, uint32_t pi)
     return NULL;
 }
 
+/* Has a lane's share of a group (n records, bytes) reached the cap? */
+static inline int lane_full(const spw_sink_batch_cfg *bc, uint32_t n, uint64_t bytes)
+{
+    return n >= bc->max_events || bytes >= bc->max_bytes;
+}
+
 /*
  * One cycle of a kind that writes groups (sink.h, group_begin): the due
  * windows of every partition (each as the per-partition cycle would read
@@ -273,7 +279,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
             if (sp->grp_cycle == cyc)
                 continue;
             uint32_t l = i % nl;
-            if (lane_n[l] >= bc->max_events || lane_b[l] >= bc->max_bytes) {
+            if (lane_full(bc, lane_n[l], lane_b[l])) {
                 if (skipped < 0)
                     skipped = i;
                 continue;
@@ -305,7 +311,7 @@ static int cycle_group(spw_sink *k, const spw_sink_batch_cfg *bc, uint64_t now, 
             b->win[b->nwin++] = (sink_win){.part = i, .first = base, .n = (uint32_t)n, .from = from, .vend = vend};
             lane_n[l] += (uint32_t)n;
             lane_b[l] += b->bytes - bytes0;
-            if (lane_n[l] >= bc->max_events || lane_b[l] >= bc->max_bytes) {
+            if (lane_full(bc, lane_n[l], lane_b[l])) {
                 next_start = (i + 1) % np;
                 cut = due = 1;
                 if (++full == nl)
