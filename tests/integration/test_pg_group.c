@@ -251,6 +251,22 @@ static void test_connections(srv *s)
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/gl", NULL), 204);
 }
 
+/* PUT /v1/sinks/NAME: a postgres sink from stream into table of PG with
+ * the JSON members batch (e.g. "\"batch\":{...},", or "") before its
+ * options, opts (e.g. "\"connections\":2,", or "") first among them, and
+ * the columns' members. */
+static void put_pg_sink(srv *s, const char *name, const char *stream, const char *batch, const char *opts,
+                        const char *table, const char *columns)
+{
+    char path[128], body[2048];
+    snprintf(path, sizeof path, "/v1/sinks/%s", name);
+    snprintf(body, sizeof body,
+             "{\"stream\":\"%s\",\"kind\":\"postgres\",%s\"options\":{%s\"shards\":[\"host=127.0.0.1 port=%d "
+             "user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{%s}}}",
+             stream, batch, opts, PG.port, table, columns);
+    CHECK_EQ(req_status(s->port, "PUT", path, body), 201);
+}
+
 /* 2b''. Each connection's share of a group is capped by itself, not the
  * group: a backlog of four partitions, each below batch.max_events but
  * the first two together at it or past, goes in ONE group of two
@@ -275,34 +291,15 @@ static void test_lane_cap(srv *s)
     fprintf(stderr, "lane cap: partitions %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 ", max_events %" PRIu64 "\n",
             c[0], c[1], c[2], c[3], cap);
     CHECK(c[0] + c[1] >= cap); /* the keys' spread (fixed) makes the case */
-    snprintf(body, sizeof body,
-             "{\"stream\":\"g5\",\"kind\":\"postgres\",\"batch\":{\"max_events\":%" PRIu64 ",\"max_wait_ms\":300},"
-             "\"options\":{\"connections\":2,\"shards\":[\"host=127.0.0.1 port=%d user=postgres dbname=postgres\"],"
-             "\"table\":\"ev5\",\"columns\":{\"id\":\"/i\",\"part\":\"$partition\"}}}",
-             cap, PG.port);
-    CHECK_EQ(req_status(s->port, "PUT", "/v1/sinks/g5", body), 201);
+    char batch[96];
+    snprintf(batch, sizeof batch, "\"batch\":{\"max_events\":%" PRIu64 ",\"max_wait_ms\":300},", cap);
+    put_pg_sink(s, "g5", "g5", batch, "\"connections\":2,", "ev5", "\"id\":\"/i\",\"part\":\"$partition\"");
     wait_num("SELECT count(*) FROM ev5", N);
     CHECK_EQ(num("SELECT count(DISTINCT xmin::text) FROM ev5"), 2);
     CHECK_EQ(num("SELECT count(*) FROM (SELECT xmin::text FROM ev5 GROUP BY 1 HAVING count(DISTINCT part % 2) = 1 "
                  "AND count(DISTINCT part) = 2) x"),
              2);
     CHECK_EQ(req_status(s->port, "DELETE", "/v1/sinks/g5", NULL), 204);
-}
-
-/* PUT /v1/sinks/NAME: a postgres sink from stream into table of PG with
- * the JSON members batch (e.g. "\"batch\":{...},", or "") before its
- * options, opts (e.g. "\"connections\":2,", or "") first among them, and
- * the columns' members. */
-static void put_pg_sink(srv *s, const char *name, const char *stream, const char *batch, const char *opts,
-                        const char *table, const char *columns)
-{
-    char path[128], body[2048];
-    snprintf(path, sizeof path, "/v1/sinks/%s", name);
-    snprintf(body, sizeof body,
-             "{\"stream\":\"%s\",\"kind\":\"postgres\",%s\"options\":{%s\"shards\":[\"host=127.0.0.1 port=%d "
-             "user=postgres dbname=postgres\"],\"table\":\"%s\",\"columns\":{%s}}}",
-             stream, batch, opts, PG.port, table, columns);
-    CHECK_EQ(req_status(s->port, "PUT", path, body), 201);
 }
 
 static void test_late_partition(srv *s)
