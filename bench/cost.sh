@@ -22,7 +22,12 @@
 # ctx_switches_per_event=... client_cpu_ns_per_event=...` lines (user and
 # sys: the same CPU time split into user space and kernel; client: the
 # `spillway bench` process's CPU, user + system, on the same cores: with
-# the server's, what the events/s of 2 cores is bound by), and the targets
+# the server's, what the events/s of 2 cores is bound by), the server's
+# CPU per event by thread (docs/operations.md "Threads": loops = the
+# spw-http-N and spw-bin-N I/O loops, flusher, fsync = the spw-fsync-N
+# pool, other = every other thread), as a second table and
+# `BENCH cost workload=... loops_ns_per_event=... flusher_ns_per_event=...
+# fsync_ns_per_event=... other_ns_per_event=...` lines, and the targets
 # (benchmark, not test): bin-fsync <= 150 ns, http-fsync <= 500 ns,
 # single-fsync <= 5000 ns of server CPU per event; first run >= 0.85 of the
 # third.
@@ -84,6 +89,23 @@ ctx_switches() {
     awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 
+# The server's CPU time so far in ns by its threads' roles (their names,
+# docs/operations.md "Threads"; each thread's time on a CPU from
+# /proc/PID/task/TID/schedstat, exact where the clock ticks of .../stat
+# lose up to a tick per thread), as "LOOPS FLUSHER FSYNC OTHER". A thread
+# that ended since the last reading takes its time with it (none of these
+# do during a run).
+role_ns() {
+  local t name
+  for t in /proc/"$pid"/task/*; do
+    name=$(cat "$t/comm" 2>/dev/null) || continue
+    echo "$name $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
+  done | awk '{ n = $1; c = $2
+    if (n ~ /^spw-(http|bin)-[0-9]+$/) l += c; else if (n == "spw-flusher") f += c
+    else if (n ~ /^spw-fsync-[0-9]+$/) s += c; else o += c }
+    END { printf "%.0f %.0f %.0f %.0f\n", l, f, s, o }'
+}
+
 # The server's user and system CPU time so far in clock ticks (/proc/PID/stat
 # fields 14 and 15), as "USER SYS".
 cpu_split() { awk '{ print $14, $15 }' "/proc/$pid/stat"; }
@@ -92,15 +114,16 @@ cpu_split() { awk '{ print $14, $15 }' "/proc/$pid/stat"; }
 # client's (the few small commands between add a tick or two at most).
 child_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 
-declare -A eps cpu usr ker sys ctx cli
+declare -A eps cpu usr ker sys ctx cli roles
 order=()
 run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
-  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n u0 k0 u1 k1 b0 b1
+  local name=$1 out="$work/$1.out" c0 c1 x0 x1 n u0 k0 u1 k1 b0 b1 r0 r1 i
   local where=(--server "127.0.0.1:$http_port")
   [ "$2" = bin ] && where=(--server "127.0.0.1:$bin_port" --http "127.0.0.1:$http_port")
   echo "== $name: spillway bench --protocol $2 --ack $3 --batch $4 --events $5 --partitions $6 --clients $clients"
   c0=$(cpu_ticks)
   read -r u0 k0 < <(cpu_split)
+  read -r -a r0 < <(role_ns)
   x0=$(ctx_switches)
   if [ "$perf_ok" = 1 ]; then
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$work/$name.perf" &
@@ -114,6 +137,7 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
   b1=$(child_ticks)
   c1=$(cpu_ticks)
   read -r u1 k1 < <(cpu_split)
+  read -r -a r1 < <(role_ns)
   x1=$(ctx_switches)
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
@@ -127,6 +151,8 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
   ker[$name]=$(ns_per $((k1 - k0)) "$n")
   ctx[$name]=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.3f", d / n }')
   cli[$name]=$(ns_per $((b1 - b0)) "$n")
+  roles[$name]=""
+  for i in 0 1 2 3; do roles[$name]="${roles[$name]} $(awk -v d=$((r1[i] - r0[i])) -v n="$n" 'BEGIN { printf "%d", d / n }')"; done
   sys[$name]=-
   if [ -s "$work/$name.perf" ]; then
     local calls
@@ -161,6 +187,15 @@ for w in "${order[@]}"; do
   echo "BENCH cost workload=$w events_per_s=${eps[$w]} cpu_ns_per_event=${cpu[$w]} user_ns_per_event=${usr[$w]}" \
     "sys_ns_per_event=${ker[$w]} syscalls_per_event=${sys[$w]} ctx_switches_per_event=${ctx[$w]}" \
     "client_cpu_ns_per_event=${cli[$w]}"
+done
+echo
+echo "server CPU ns per event by thread (docs/operations.md \"Threads\"):"
+printf '%-14s %10s %10s %10s %10s\n' workload loops flusher fsync other
+for w in "${order[@]}"; do
+  read -r rl rf rs ro <<<"${roles[$w]}"
+  printf '%-14s %10s %10s %10s %10s\n' "$w" "$rl" "$rf" "$rs" "$ro"
+  echo "BENCH cost workload=$w loops_ns_per_event=$rl flusher_ns_per_event=$rf fsync_ns_per_event=$rs" \
+    "other_ns_per_event=$ro"
 done
 target() { # NAME VALUE OP LIMIT
   local ok

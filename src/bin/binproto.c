@@ -478,6 +478,7 @@ static void bin_stop_reading(spw_netconn *nc) { conn_update_reading(bc(nc)); }
 
 static const spw_netproto bin_proto = {
     .name = "binary protocol",
+    .thread = "spw-bin",
     .conn_size = sizeof(bconn),
     .loop_size = sizeof(bloop),
     .loop_init = bin_loop_init,

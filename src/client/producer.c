@@ -356,6 +356,7 @@ int spillway_producer_new(const char *servers, const spillway_producer_config *c
         free(p);
         return SPILLWAY_ERR_NOMEM;
     }
+    (void)pthread_setname_np(p->th, "spillway-prod"); /* what top -H and ps -L show */
     *out = p;
     return 0;
 }

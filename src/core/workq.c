@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/thread.h"
 
 typedef struct job {
     struct job *next;
@@ -50,7 +51,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-spw_workq *spw_workq_create(uint32_t threads, uint32_t max_queued)
+spw_workq *spw_workq_create(const char *name, uint32_t threads, uint32_t max_queued)
 {
     spw_workq *q = spw_xcalloc(1, sizeof *q);
     pthread_mutex_init(&q->mu, NULL);
@@ -60,6 +61,7 @@ spw_workq *spw_workq_create(uint32_t threads, uint32_t max_queued)
     for (uint32_t i = 0; i < (threads ? threads : 1); i++) {
         if (pthread_create(&q->th[i], NULL, worker, q) != 0)
             break;
+        spw_thread_name(q->th[i], "%s-%u", name, i);
         q->nthreads++;
     }
     if (q->nthreads == 0)

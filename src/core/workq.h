@@ -21,8 +21,8 @@
 
 typedef struct spw_workq spw_workq;
 
-/* threads >= 1, max_queued >= 1. */
-spw_workq *spw_workq_create(uint32_t threads, uint32_t max_queued);
+/* threads >= 1, max_queued >= 1; its threads are named NAME-0, NAME-1, ... (core/thread.h). */
+spw_workq *spw_workq_create(const char *name, uint32_t threads, uint32_t max_queued);
 /* Runs the jobs still queued, then joins the workers. REQUIRES: no submit
  * after or during it. */
 void spw_workq_destroy(spw_workq *q);

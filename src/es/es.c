@@ -44,6 +44,7 @@
 #include "core/hash.h"
 #include "core/invariant.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "log/cursor.h"
 #include "log/format.h"
 
@@ -1142,8 +1143,10 @@ int spw_es_of(spw_stream *s, spw_es **out)
         }
         if (r == 0 && pthread_create(&es->th, NULL, indexer_main, es) != 0)
             r = SPW_ENOMEM;
-        else if (r == 0)
+        else if (r == 0) {
             es->th_started = 1;
+            spw_thread_name(es->th, "spw-es-index");
+        }
         if (r) {
             spw_warn("stream %s: the version map could not be opened: %s", s->cfg.name, spw_strerror(r));
             es_free(es);

@@ -1029,6 +1029,7 @@ static void http_stop_reading(spw_netconn *nc)
 
 static const spw_netproto http_proto = {
     .name = "HTTP",
+    .thread = "spw-http",
     .conn_size = sizeof(spw_conn),
     .loop_size = sizeof(spw_http_loop),
     .loop_init = http_loop_init,

@@ -27,6 +27,7 @@
 
 #include "core/alloc.h"
 #include "core/name.h"
+#include "core/thread.h"
 #include "http/api_int.h"
 #include "svc/views.h"
 
@@ -111,6 +112,7 @@ static void verified_on_loop(void *arg)
 static void *verify_thread(void *arg)
 {
     vreq *v = arg;
+    spw_thread_name(pthread_self(), "spw-view-check"); /* detached: it names itself */
     int created;
     v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &created, v->err, sizeof v->err);
     atomic_fetch_sub(&verifies, 1);

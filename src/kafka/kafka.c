@@ -934,6 +934,7 @@ static void k_loop_tick(spw_netloop *nl)
 
 static const spw_netproto k_proto = {
     .name = "Kafka protocol",
+    .thread = "spw-kafka",
     .conn_size = sizeof(kconn),
     .loop_size = sizeof(kloop),
     .loop_init = k_loop_init,

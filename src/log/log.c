@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/invariant.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "log/log_impl.h"
 #include "os/os.h"
 
@@ -729,6 +730,7 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
     for (uint32_t i = 0; i < c.sync_threads; i++) {
         if (pthread_create(&log->pool[i], NULL, pool_main, log) != 0)
             break;
+        spw_thread_name(log->pool[i], "spw-fsync-%u", i);
         log->pool_n++;
     }
     pthread_mutex_init(&log->ckpt_mu, NULL);
@@ -740,6 +742,8 @@ int spw_log_open(const spw_log_config *cfg, spw_log **out)
         spw_log_close(log);
         return SPW_ENOMEM;
     }
+    spw_thread_name(log->ckpt_th, "spw-ckpt");
+    spw_thread_name(log->flusher, "spw-flusher");
     *out = log;
     return 0;
 }

@@ -65,6 +65,7 @@
 #include "core/alloc.h"
 #include "core/id.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "net/tls.h"
 
 uint64_t spw_net_now_ms(void) { return spw_mono_ns() / 1000000; }
@@ -785,7 +786,8 @@ int spw_netsrv_start(spw_netsrv *s, const spw_netproto *proto, const spw_netsrv_
             proto->loop_init(l, owner);
     }
     for (uint32_t i = 0; i < s->nloops; i++)
-        pthread_create(&loop_at(s, i)->b.th, NULL, loop_main, loop_at(s, i));
+        if (pthread_create(&loop_at(s, i)->b.th, NULL, loop_main, loop_at(s, i)) == 0)
+            spw_thread_name(loop_at(s, i)->b.th, "%s-%u", proto->thread ? proto->thread : "spw-loop", i);
     return 0;
 }
 

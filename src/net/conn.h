@@ -98,7 +98,8 @@ typedef struct spw_netloop {
 /* A protocol over the core. Every callback runs on the connection's (or
  * the loop's) thread; NULL ones are skipped. */
 typedef struct spw_netproto {
-    const char *name;  /* in log lines: "HTTP", "binary protocol" */
+    const char *name;   /* in log lines: "HTTP", "binary protocol" */
+    const char *thread; /* its loops' thread names: THREAD-0, THREAD-1, ... (core/thread.h) */
     size_t conn_size;  /* sizeof the protocol's connection struct */
     size_t loop_size;  /* sizeof its loop struct */
     void (*loop_init)(spw_netloop *l, void *owner); /* before the loop's thread starts */

@@ -21,6 +21,7 @@
 #include "core/id.h"
 #include "core/hostport.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "core/workq.h"
 #include "log/log.h"
 #include "bin/binproto.h"
@@ -333,6 +334,7 @@ static void stop_step_set(const char *step)
 static void *stop_watcher(void *arg)
 {
     (void)arg;
+    spw_thread_name(pthread_self(), "spw-stop-watch"); /* detached: it names itself */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -676,7 +678,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
         .unsent = &unsent,
     };
     /* Disk work of requests, off the I/O loops (core/workq.h). */
-    api.svc.io = spw_workq_create(SPW_IO_WORKERS, SPW_IO_QUEUE);
+    api.svc.io = spw_workq_create("spw-io", SPW_IO_WORKERS, SPW_IO_QUEUE);
     api.svc.repl = spw_repl_new();
     if (!api.svc.repl) {
         fprintf(stderr, "spillway serve: cannot start a thread\n");

@@ -36,6 +36,7 @@
 #include "core/opts.h"
 #include "core/sorted.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "log/cursor.h"
 #include "log/format.h"
 #include "os/os.h"
@@ -84,6 +85,8 @@ static int sink_start(spw_sink *k)
     int r = pthread_create(&k->th, NULL, worker_main, k);
     if (r)
         spw__sink_release_pre(k);
+    else
+        spw_thread_name(k->th, "sink:%s", k->def.name);
     return r ? -r : 0;
 }
 

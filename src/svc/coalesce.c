@@ -44,6 +44,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/id.h"
+#include "core/thread.h"
 #include "admit/coalbuf.h"
 
 /* A drain cuts batches at request boundaries past this size. */
@@ -631,6 +632,7 @@ spw_coalescer *spw_coalesce_new(const spw_coalesce_env *env)
     spw_cond_init(&co->idle_cv);
     if (pthread_create(&co->th, NULL, drain_main, co))
         abort(); /* like the log's threads: no server without it */
+    spw_thread_name(co->th, "spw-coalesce");
     return co;
 }
 

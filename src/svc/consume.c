@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/thread.h"
 #include "core/workq.h"
 #include "core/error.h"
 #include "core/id.h"
@@ -501,7 +502,9 @@ int spw_consume_start(const char *data_dir, spw_catalog *cat, spw_log *log, _Ato
     }
     pthread_mutex_init(&cs->mu, NULL);
     spw_cond_init(&cs->cv); /* the waiter's tick */
-    if ((r = pthread_create(&cs->th, NULL, waiter, cs)) != 0) {
+    if ((r = pthread_create(&cs->th, NULL, waiter, cs)) == 0)
+        spw_thread_name(cs->th, "spw-group-wait");
+    else {
         pthread_mutex_destroy(&cs->mu);
         pthread_cond_destroy(&cs->cv);
         spw_groups_close(cs->gs);

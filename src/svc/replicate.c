@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/hist.h"
+#include "core/thread.h"
 #include "svc/metrics.h"
 
 #define NAME_MAX_ 129
@@ -212,6 +213,7 @@ spw_repl *spw_repl_new(void)
         spw_free(r);
         return NULL;
     }
+    spw_thread_name(r->timer, "spw-repl-timer");
     return r;
 }
 

@@ -34,6 +34,7 @@
 #include "core/json.h"
 #include "core/msg.h"
 #include "core/sorted.h"
+#include "core/thread.h"
 #include "os/os.h"
 #include "view/view_int.h"
 
@@ -100,6 +101,8 @@ static int view_start(spw_view *v, char *err, size_t cap)
     if (spw__view_store_read_meta(v, &mt, &found) == 0 && found)
         v->shown = mt;
     r = pthread_create(&v->th, NULL, spw__view_apply_thread, v);
+    if (r == 0)
+        spw_thread_name(v->th, "view:%s", v->def.name);
     if (r) {
         snprintf(err, cap, "cannot start the view's thread: %s", spw_strerror(-r));
         return -r;

@@ -47,6 +47,7 @@
 #include "core/id.h"
 #include "core/invariant.h"
 #include "core/msg.h"
+#include "core/thread.h"
 #include "view/view_int.h"
 
 #define VIEW_BATCH_BYTES (64u << 20) /* value bytes folded into one batch at most */
@@ -645,6 +646,7 @@ static void submit(apply_ctx *ax)
     SPW_ASSERT(!ax->busy);
     if (!ax->started) {
         pthread_create(&ax->th, NULL, commit_thread, ax);
+        spw_thread_name(ax->th, "vcommit:%s", ax->v->def.name);
         ax->started = 1;
     }
     pthread_mutex_lock(&ax->mu);

@@ -45,7 +45,7 @@ static void *opener(void *arg)
 int main(void)
 {
     main_th = pthread_self();
-    spw_workq *q = spw_workq_create(2, 3);
+    spw_workq *q = spw_workq_create("test-workq", 2, 3);
     /* Both workers busy... */
     CHECK_OK(spw_workq_submit(q, blocker, NULL));
     CHECK_OK(spw_workq_submit(q, blocker, NULL));

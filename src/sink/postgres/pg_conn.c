@@ -33,6 +33,7 @@
 
 #include "core/clock.h"
 #include "core/hash.h"
+#include "core/thread.h"
 
 /* ---- cancel requests ---- */
 
@@ -72,6 +73,7 @@ static void cancel_run_put(pg_cancel_run *r)
 static void *cancel_main(void *arg)
 {
     pg_cancel_run *r = arg;
+    spw_thread_name(pthread_self(), "spw-pg-cancel"); /* detached: it names itself */
     char err[256] = "";
     int ok = PQcancel(r->cn, err, sizeof err);
     pthread_mutex_lock(&r->mu);

@@ -52,6 +52,7 @@
 #include "sink/postgres/pg_int.h"
 
 #include "core/clock.h"
+#include "core/thread.h"
 #include "os/os.h"
 
 #include <stdarg.h>
@@ -1239,8 +1240,10 @@ void spw__pg_set_dir(void *st, const char *dir)
     }
     g->from = s.from;
     spw_ring_init(&g->old_ring, g->from);
-    if (rs->kcol >= 0 && rs->pcol >= 0 && rs->ocol >= 0 && pthread_create(&rs->th, NULL, rs_main, g) == 0)
+    if (rs->kcol >= 0 && rs->pcol >= 0 && rs->ocol >= 0 && pthread_create(&rs->th, NULL, rs_main, g) == 0) {
         rs->started = 1;
+        spw_thread_name(rs->th, "spw-pg-reshard");
+    }
 }
 
 void spw__pg_reshard_attached(pg *g)
