@@ -253,11 +253,16 @@ run() { # SYSTEM PROTOCOL STREAM ACK BATCH
   cpu[$1]=$(ns_per $((c1 - c0)) "$ev")
 }
 # The ack=fsync runs' stream goes after each of them (and is made again):
-# the gigabytes the binary run writes, kept in the page cache, made the
-# next run's PostgreSQL spend 2-5 times the kernel time per row on the
+# with the gigabytes the binary run writes kept in the page cache, the
+# next run's PostgreSQL spent 2-5 times the kernel time per row on the
 # benchmark's machine (its replicated rate fell by about half; deleting
-# the stream gave it back). Every replicated run then starts, as COPY
-# did, without an earlier run's data in memory.
+# the stream gave it back). The cause is the virtual machine's: memory
+# the guest has left free for a few seconds goes back to its host, and
+# the first touch of such a page costs several microseconds more
+# (docs/performance.md "The machine's memory"); PostgreSQL's new pages
+# then came from there, and after the delete they come from the pages
+# just freed. Every replicated run then starts, as COPY did, without an
+# earlier run's data in memory.
 fresh_plain() {
   local code
   code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X DELETE "$url/v1/streams/plain") || true
