@@ -5,13 +5,17 @@
  * dashboards and alerts written for any exporter work. Each scrape reads
  * /proc/self: stat (CPU time, start time, virtual size) and statm
  * (resident pages); the fds are os/os.h's count and limit. Nothing is
- * kept between scrapes.
+ * kept between scrapes, except spillway_thread_cpu_seconds_total's
+ * table of the threads seen (below).
  */
+#include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/clock.h"
 #include "core/version.h"
 #include "os/os.h"
@@ -110,12 +114,175 @@ static void m_max_fds(void *ctx, spw_metrics_out *o, const char *name)
     spw_metrics_line(o, name, NULL, spw_os_fd_limit());
 }
 
+/*
+ * spillway_thread_cpu_seconds_total{role}: the CPU time of the server's
+ * threads by what they do, told by their names (core/thread.h;
+ * docs/operations.md "Threads"). Each thread's time on a CPU comes from
+ * /proc/self/task/TID/schedstat (ns; its stat's clock ticks where that is
+ * missing). A counter may not go down, and a thread's time leaves
+ * /proc with it (a deleted sink's worker, a view's), so every thread seen
+ * is kept in a table: one gone since the last scrape adds what it had
+ * then to its role's retired sum (what it ran after that scrape is not
+ * counted), and a thread that changed its name (named just after it
+ * started) or whose id came back for a new thread starts over from there.
+ */
+enum { R_HTTP, R_BIN, R_KAFKA, R_FLUSHER, R_FSYNC, R_IO, R_SINK, R_VIEW, R_OTHER, R_N };
+static const char *const role_name[R_N] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
+                                           "io_worker", "sink",     "view",       "other"};
+
+static int prefixed(const char *s, const char *pre) { return strncmp(s, pre, strlen(pre)) == 0; }
+
+static int role_of(const char *name)
+{
+    if (prefixed(name, "spw-http-"))
+        return R_HTTP;
+    if (prefixed(name, "spw-bin-"))
+        return R_BIN;
+    if (prefixed(name, "spw-kafka-"))
+        return R_KAFKA;
+    if (strcmp(name, "spw-flusher") == 0)
+        return R_FLUSHER;
+    if (prefixed(name, "spw-fsync-"))
+        return R_FSYNC;
+    if (prefixed(name, "spw-io-"))
+        return R_IO;
+    /* a sink's worker, its kind's threads (forward's producer, librdkafka's), a resharding copy */
+    if (prefixed(name, "sink:") || strcmp(name, "spillway-prod") == 0 || prefixed(name, "rdk:") ||
+        prefixed(name, "spw-pg-"))
+        return R_SINK;
+    if (prefixed(name, "view:") || prefixed(name, "vcommit:") || prefixed(name, "rocksdb:"))
+        return R_VIEW;
+    return R_OTHER;
+}
+
+typedef struct thr_seen {
+    long tid;
+    int role, seen;
+    uint64_t ns, base; /* its time so far; what of it counts for another role or thread (before) */
+} thr_seen;
+
+static struct {
+    pthread_mutex_t mu;
+    thr_seen *t;
+    uint32_t n, cap;
+    uint64_t retired[R_N]; /* ns of threads gone, and of roles threads left */
+} thr_tab = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Thread tid's name and CPU time so far (ns): 0, or -1 if it is gone. */
+static int thread_read(long tid, char *name, size_t cap, uint64_t *ns)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int ok = fgets(name, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok)
+        return -1;
+    name[strcspn(name, "\n")] = 0;
+    unsigned long long v = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", tid);
+    if ((f = fopen(path, "r"))) {
+        ok = fscanf(f, "%llu", &v) == 1;
+        fclose(f);
+        if (ok) {
+            *ns = v;
+            return 0;
+        }
+    }
+    char buf[1024];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    *ns = (ut + st) * 1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK);
+    return 0;
+}
+
+static void thread_seen(long tid, int role, uint64_t ns)
+{
+    for (uint32_t i = 0; i < thr_tab.n; i++) {
+        thr_seen *t = &thr_tab.t[i];
+        if (t->tid != tid)
+            continue;
+        if (ns < t->ns) { /* the id of a thread gone, for a new one */
+            thr_tab.retired[t->role] += t->ns - t->base;
+            *t = (thr_seen){.tid = tid, .role = role, .ns = ns};
+        } else if (role != t->role) { /* renamed: from now on the new role's */
+            thr_tab.retired[t->role] += t->ns - t->base;
+            t->role = role;
+            t->base = t->ns;
+        }
+        t->ns = ns;
+        t->seen = 1;
+        return;
+    }
+    if (thr_tab.n == thr_tab.cap) {
+        thr_tab.cap = thr_tab.cap ? thr_tab.cap * 2 : 64;
+        thr_tab.t = spw_xrealloc(thr_tab.t, (size_t)thr_tab.cap * sizeof *thr_tab.t);
+    }
+    thr_tab.t[thr_tab.n++] = (thr_seen){.tid = tid, .role = role, .ns = ns, .seen = 1};
+}
+
+static void m_threads(void *ctx, spw_metrics_out *o, const char *name)
+{
+    (void)ctx;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return;
+    pthread_mutex_lock(&thr_tab.mu);
+    for (uint32_t i = 0; i < thr_tab.n; i++)
+        thr_tab.t[i].seen = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long tid = strtol(e->d_name, &end, 10);
+        char comm[32];
+        uint64_t ns;
+        if (*end || tid <= 0 || thread_read(tid, comm, sizeof comm, &ns) < 0)
+            continue;
+        thread_seen(tid, role_of(comm), ns);
+    }
+    closedir(d);
+    uint64_t sum[R_N];
+    memcpy(sum, thr_tab.retired, sizeof sum);
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < thr_tab.n; i++) {
+        thr_seen *t = &thr_tab.t[i];
+        if (!t->seen) { /* gone: what it had at the last scrape stays counted */
+            thr_tab.retired[t->role] += t->ns - t->base;
+            sum[t->role] += t->ns - t->base;
+            continue;
+        }
+        sum[t->role] += t->ns - t->base;
+        thr_tab.t[keep++] = *t;
+    }
+    thr_tab.n = keep;
+    pthread_mutex_unlock(&thr_tab.mu);
+    for (int r = 0; r < R_N; r++) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "role=\"%s\"", role_name[r]);
+        spw_metrics_line_f(o, name, labels, (double)sum[r] / 1e9);
+    }
+}
+
 void spw_metrics_register_process(spw_metrics *m)
 {
     spw_metrics_add_family(m, "spillway_build_info", "the version and the git commit of this build (value 1)",
                            SPW_METRIC_GAUGE, m_build, NULL);
     spw_metrics_add_family(m, "process_cpu_seconds_total", "user and system CPU time of the server process",
                            SPW_METRIC_COUNTER, m_cpu, NULL);
+    spw_metrics_add_family(m, "spillway_thread_cpu_seconds_total",
+                           "CPU time of the server's threads by role (their names: I/O loops, flusher, fsync pool, "
+                           "I/O workers, sinks, views, other)",
+                           SPW_METRIC_COUNTER, m_threads, NULL);
     spw_metrics_add_family(m, "process_resident_memory_bytes", "resident memory of the server process",
                            SPW_METRIC_GAUGE, m_rss, NULL);
     spw_metrics_add_family(m, "process_virtual_memory_bytes", "virtual memory of the server process",

@@ -94,6 +94,7 @@ static const char *const WANT[] = {
     "spillway_stream_hot_key_events_per_second gauge",
     "spillway_stream_hot_keys_split gauge",
     "spillway_stream_rejected_total counter",
+    "spillway_thread_cpu_seconds_total counter",
     "spillway_unsent_bytes gauge",
     "spillway_unsent_peak_bytes gauge",
     "spillway_version_conflicts_total counter",

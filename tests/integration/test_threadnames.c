@@ -5,7 +5,10 @@
  * Read from /proc/PID/task/TID/comm of a running server with every
  * listener, a sink and a view: each expected name is there, a name longer
  * than Linux keeps is cut to 15 bytes, and no thread but the main one is
- * left with the program's name.
+ * left with the program's name. The same names give /metrics its
+ * spillway_thread_cpu_seconds_total{role}: every role is there, the loops,
+ * the flusher and the sink have used CPU, and a role whose threads ended
+ * (the sink deleted) keeps what they had: a counter never goes down.
  */
 #include <dirent.h>
 
@@ -65,6 +68,34 @@ static int wait_name(pid_t pid, const char *name, names *t)
     return 0;
 }
 
+/* spillway_thread_cpu_seconds_total{role="ROLE"} in seconds, -1 if absent. */
+static double role_cpu(const char *metrics, const char *role)
+{
+    char name[128];
+    int nl = snprintf(name, sizeof name, "spillway_thread_cpu_seconds_total{role=\"%s\"} ", role);
+    for (const char *p = metrics; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, (size_t)nl) == 0)
+            return strtod(p + nl, NULL);
+    return -1;
+}
+
+static const char *const ROLES[] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
+                                    "io_worker", "sink",     "view",       "other"};
+enum { NROLES = sizeof ROLES / sizeof ROLES[0] };
+
+static void scrape(int port, double *v)
+{
+    resp r = http(port, "GET", "/metrics", NULL, NULL, 0);
+    CHECK_EQ(r.status, 200);
+    for (int i = 0; i < NROLES; i++) {
+        v[i] = role_cpu(r.body, ROLES[i]);
+        if (v[i] < 0)
+            fprintf(stderr, "no spillway_thread_cpu_seconds_total for role %s\n", ROLES[i]);
+        CHECK(v[i] >= 0);
+    }
+    free(r.body);
+}
+
 int main(int argc, char **argv)
 {
     CHECK(argc >= 2);
@@ -98,6 +129,29 @@ int main(int argc, char **argv)
         for (int i = 0; i < t.n; i++)
             fprintf(stderr, "thread: %s\n", t.name[i]);
     CHECK_EQ(unnamed, 1);
+
+    /* the CPU of the threads by role */
+    double a[NROLES], b[NROLES];
+    scrape(s.port, a);
+    CHECK(a[0] > 0); /* http_loop */
+    CHECK(a[3] > 0); /* flusher */
+    CHECK(a[6] > 0); /* sink: its worker and the forward kind's producer delivered the event */
+    CHECK_EQ(req_status(s.port, "DELETE", "/v1/sinks/forwarder-of-ev", NULL), 204);
+    CHECK_EQ(req_status(s.port, "DELETE", "/v1/views/total", NULL), 204);
+    int gone = 0;
+    for (int i = 0; i < 500 && !gone; i++) { /* the sink's worker and producer end */
+        read_names(s.pid, &t);
+        gone = !count(&t, "sink:forwarder-") && !count(&t, "spillway-prod");
+        if (!gone)
+            usleep(10000);
+    }
+    CHECK(gone);
+    scrape(s.port, b);
+    for (int i = 0; i < NROLES; i++) {
+        if (b[i] < a[i])
+            fprintf(stderr, "role %s: %.9f s, then %.9f\n", ROLES[i], a[i], b[i]);
+        CHECK(b[i] >= a[i]);
+    }
 
     CHECK_EQ(srv_stop(&s, SIGTERM), 0);
     char cmd[4300];
