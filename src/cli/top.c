@@ -267,6 +267,21 @@ static krow *sink_rows(const spw_prom_set *m, size_t *n)
     return r;
 }
 
+const char *const spw__top_roles[SPW_TOP_ROLES] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
+                                                    "io_worker", "sink",     "view",       "other"};
+
+/* The server's CPU over the interval: in cores, per event in, and by its threads' roles. */
+static void cpu_build(view *v, const scrape *prev, const scrape *cur, double secs)
+{
+    v->has_cpu = spw_prom_find(&cur->m, "process_cpu_seconds_total", NULL, NULL) != NULL;
+    v->cpu_cores = counter_delta(prev, cur, "process_cpu_seconds_total", NULL, NULL, NULL) / secs;
+    v->cpu_ns_per_event = v->d_ev > 0 ? v->cpu_cores * secs * 1e9 / v->d_ev : NAN;
+    v->has_roles = spw_prom_find(&cur->m, "spillway_thread_cpu_seconds_total", NULL, NULL) != NULL;
+    for (int r = 0; r < SPW_TOP_ROLES; r++)
+        v->role_cores[r] =
+            counter_delta(prev, cur, "spillway_thread_cpu_seconds_total", "role", spw__top_roles[r], NULL) / secs;
+}
+
 static void view_build(view *v, const scrape *prev, const scrape *cur)
 {
     memset(v, 0, sizeof *v);
@@ -290,6 +305,7 @@ static void view_build(view *v, const scrape *prev, const scrape *cur)
     v->fsyncs_rate = counter_delta(prev, cur, "spillway_log_fsyncs_total", NULL, NULL, NULL) / secs;
     hist_quantiles(prev, cur, "spillway_log_fsync_seconds", &v->fsync_p50, &v->fsync_p99);
     hist_quantiles(prev, cur, "spillway_produce_seconds", &v->prod_p50, &v->prod_p99);
+    cpu_build(v, prev, cur, secs);
     int has_w = 0;
     v->repl_waiting = metric(m, "spillway_replicated_waiting", &has_w);
     v->repl_rate = counter_delta(prev, cur, "spillway_replicated_acked_total", NULL, NULL, &v->repl_acked) / secs;

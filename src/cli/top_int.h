@@ -54,6 +54,10 @@ typedef struct krow {
 } krow;
 
 /* What one frame shows, computed from two scrapes (prev may be NULL). */
+/* spillway_thread_cpu_seconds_total's roles, in the server's order (docs/operations.md "Metrics") */
+#define SPW_TOP_ROLES 9
+extern const char *const spw__top_roles[SPW_TOP_ROLES];
+
 typedef struct view {
     double secs; /* between the scrapes; 0 without prev */
     double ev, by, d_ev, d_by, ev_rate, by_rate;
@@ -68,6 +72,11 @@ typedef struct view {
     double fsync_p50, fsync_p99, fsyncs_rate; /* seconds; NaN when none in the interval */
     double gc_avg, gc_p99;                    /* appends per fsync round */
     double prod_p50, prod_p99;
+    /* the server's CPU over the interval, in cores (process_cpu_seconds_total), and per event in; by its
+     * threads' roles (spillway_thread_cpu_seconds_total) when the server has them */
+    int has_cpu, has_roles;
+    double cpu_cores, cpu_ns_per_event;
+    double role_cores[SPW_TOP_ROLES];
     /* ack=replicated (shown once the server has had any) */
     int has_repl;
     double repl_waiting, repl_acked, repl_rate, repl_timeouts, repl_timeouts_rate, repl_p50, repl_p99;

@@ -121,6 +121,15 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
     kv_num(f, "group_commit_p99", v->gc_p99, 1);
     kv_num(f, "produce_p50_ms", v->prod_p50 * 1e3, 3);
     kv_num(f, "produce_p99_ms", v->prod_p99 * 1e3, 3);
+    if (v->has_cpu) {
+        kv_num(f, "cpu_cores", v->cpu_cores, 3);
+        kv_num(f, "cpu_ns_per_event", v->cpu_ns_per_event, 0);
+    }
+    for (int r = 0; v->has_roles && r < SPW_TOP_ROLES; r++) {
+        char k[64];
+        snprintf(k, sizeof k, "cpu_cores_%s", spw__top_roles[r]);
+        kv_num(f, k, v->role_cores[r], 3);
+    }
     if (v->has_repl) {
         kv_num(f, "replicated_waiting", v->repl_waiting, 0);
         kv_num(f, "replicated_per_s", v->repl_rate, 1);
@@ -283,6 +292,19 @@ void spw__top_render_head(FILE *f, const view *v, const scrape *cur, const char 
             human_num(v->gc_p99, b, sizeof b));
     fprintf(f, "produce      p50 %s  p99 %s\n", human_secs(v->prod_p50, a, sizeof a),
             human_secs(v->prod_p99, b, sizeof b));
+    if (v->has_cpu && !isnan(v->cpu_cores)) {
+        fprintf(f, "cpu          %.2f cores", v->cpu_cores);
+        if (!isnan(v->cpu_ns_per_event))
+            fprintf(f, "  %s ns/event", human_num(v->cpu_ns_per_event, a, sizeof a));
+        /* the roles that used a hundredth of a core or more, as the server lists them */
+        const char *sep = "  (";
+        for (int r = 0; v->has_roles && r < SPW_TOP_ROLES; r++)
+            if (v->role_cores[r] >= 0.005) {
+                fprintf(f, "%s%s %.2f", sep, spw__top_roles[r], v->role_cores[r]);
+                sep = ", ";
+            }
+        fputs(*sep == ',' ? ")\n" : "\n", f);
+    }
     if (v->has_repl)
         fprintf(f, "replicated   %s/s  waiting %.0f  timeouts %.0f  rejected %.0f  wait p50 %s  p99 %s\n",
                 human_num(v->repl_rate, c, sizeof c), v->repl_waiting, v->repl_timeouts, v->repl_rejected,

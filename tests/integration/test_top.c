@@ -225,8 +225,11 @@ static void test_idle(srv *s)
     CHECK_EQ(kv(t, "top ", "rejected_total_disk"), 0);
     CHECK(kv(t, "top ", "connections") >= 1); /* top's own, at least */
     CHECK(kv(t, "top ", "http_connections") >= 1);
-    /* Nothing happened in the interval: no fsync latency to report. */
+    /* Nothing happened in the interval: no fsync latency to report, no CPU per event. */
     CHECK(isnan(kv(t, "top ", "fsync_p50_ms")));
+    CHECK(isnan(kv(t, "top ", "cpu_ns_per_event")));
+    CHECK(kv(t, "top ", "cpu_cores") >= 0);
+    CHECK(kv(t, "top ", "cpu_cores_flusher") >= 0);
     CHECK(isnan(kv(t, "top ", "group_commit_avg")));
     CHECK_EQ(kv(t, "stream name=gps ", "events_total"), 50);
     CHECK_EQ(kv(t, "stream name=clicks ", "events_total"), 30);
@@ -297,6 +300,10 @@ static void test_load(srv *s)
     CHECK(kv(t, "top ", "group_commit_avg") >= 1);
     CHECK(kv(t, "top ", "group_commit_p99") >= 1);
     CHECK(kv(t, "top ", "produce_p99_ms") >= kv(t, "top ", "produce_p50_ms"));
+    /* the server's CPU over the interval, and the HTTP loops' share of it */
+    CHECK(kv(t, "top ", "cpu_ns_per_event") > 0);
+    CHECK(kv(t, "top ", "cpu_cores_http_loop") > 0);
+    CHECK(kv(t, "top ", "cpu_cores_flusher") > 0);
     free(ch.text);
 }
 
@@ -339,9 +346,13 @@ static void fake_body(int n, char *body, size_t cap, size_t *len)
                           "spillway_log_fsync_seconds_sum 0.03\nspillway_log_fsync_seconds_count %d\n"
                           "spillway_log_group_commit_appends_bucket{le=\"4\"} %d\n"
                           "spillway_log_group_commit_appends_bucket{le=\"+Inf\"} %d\n"
-                          "spillway_log_group_commit_appends_sum %d\nspillway_log_group_commit_appends_count %d\n",
+                          "spillway_log_group_commit_appends_sum %d\nspillway_log_group_commit_appends_count %d\n"
+                          "process_cpu_seconds_total %.2f\n"
+                          "spillway_thread_cpu_seconds_total{role=\"bin_loop\"} %.2f\n"
+                          "spillway_thread_cpu_seconds_total{role=\"flusher\"} %.2f\n",
                           100 * n, 1000 * n, 100 * n, 1000 * n, 7 * n, 2 * n, 4 * n, 10 * (n - 1), 20 * (n - 1),
-                          20 * (n - 1), 20 * (n - 1), 20 * (n - 1), 20 * (n - 1), 60 * (n - 1), 20 * (n - 1));
+                          20 * (n - 1), 20 * (n - 1), 20 * (n - 1), 20 * (n - 1), 60 * (n - 1), 20 * (n - 1), 0.5 * n,
+                          0.3 * n, 0.2 * n);
     /* An over-long line that would otherwise set a family top shows. */
     k += (size_t)snprintf(body + k, cap - k, "spillway_duplicates_total{x=\"");
     while (k < LONG_LINE && k < cap - 64)
@@ -462,6 +473,12 @@ static void test_fake(void)
     CHECK(fabs(kv(t, "top ", "fsync_p99_ms") - 1.98) < 1e-6);
     CHECK(fabs(kv(t, "top ", "group_commit_avg") - 3) < 1e-6);
     CHECK_EQ(kv(t, "top ", "group_commit_p99"), 4);
+    /* CPU: 0.5 s of it for 100 events in the interval, 0.3 of it the binary loops', 0.2 the flusher's */
+    CHECK(fabs(kv(t, "top ", "cpu_cores") * secs - 0.5) < 0.01);
+    CHECK_EQ(kv(t, "top ", "cpu_ns_per_event"), 5000000);
+    CHECK(fabs(kv(t, "top ", "cpu_cores_bin_loop") * secs - 0.3) < 0.01);
+    CHECK(fabs(kv(t, "top ", "cpu_cores_flusher") * secs - 0.2) < 0.01);
+    CHECK_EQ(kv(t, "top ", "cpu_cores_sink"), 0); /* a role the server lists no sample of: none in the interval */
     /* The hostile stream name is printed as one word without control bytes. */
     CHECK(strstr(t, "stream name=we?ird?na?me events_per_s=") != NULL);
     CHECK_EQ(kv(t, "stream name=we?ird?na?me ", "events"), 100);
