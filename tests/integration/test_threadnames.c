@@ -123,12 +123,20 @@ int main(int argc, char **argv)
     CHECK_EQ(strlen("sink:forwarder-"), (size_t)15); /* cut where Linux cuts */
 
     read_names(s.pid, &t);
-    /* the main thread keeps the program's name; no other thread does */
+    /* the main thread keeps the program's name; no other thread does but,
+     * under ThreadSanitizer, its runtime's background thread, started from
+     * main. (A library's thread that names nothing carries its starter's
+     * name, as RocksDB's timer does: docs/operations.md "Threads".) */
+#if defined(__SANITIZE_THREAD__)
+    const int program_named = 2;
+#else
+    const int program_named = 1;
+#endif
     int unnamed = count(&t, "spillway");
-    if (unnamed != 1)
+    if (unnamed != program_named)
         for (int i = 0; i < t.n; i++)
             fprintf(stderr, "thread: %s\n", t.name[i]);
-    CHECK_EQ(unnamed, 1);
+    CHECK_EQ(unnamed, program_named);
 
     /* the CPU of the threads by role */
     double a[NROLES], b[NROLES];
