@@ -267,9 +267,6 @@ static krow *sink_rows(const spw_prom_set *m, size_t *n)
     return r;
 }
 
-const char *const spw__top_roles[SPW_TOP_ROLES] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
-                                                    "io_worker", "sink",     "view",       "other"};
-
 /* The server's CPU over the interval: in cores, per event in, and by its threads' roles. */
 static void cpu_build(view *v, const scrape *prev, const scrape *cur, double secs)
 {
@@ -277,9 +274,9 @@ static void cpu_build(view *v, const scrape *prev, const scrape *cur, double sec
     v->cpu_cores = counter_delta(prev, cur, "process_cpu_seconds_total", NULL, NULL, NULL) / secs;
     v->cpu_ns_per_event = v->d_ev > 0 ? v->cpu_cores * secs * 1e9 / v->d_ev : NAN;
     v->has_roles = spw_prom_find(&cur->m, "spillway_thread_cpu_seconds_total", NULL, NULL) != NULL;
-    for (int r = 0; r < SPW_TOP_ROLES; r++)
+    for (int r = 0; r < SPW_THREAD_ROLES; r++)
         v->role_cores[r] =
-            counter_delta(prev, cur, "spillway_thread_cpu_seconds_total", "role", spw__top_roles[r], NULL) / secs;
+            counter_delta(prev, cur, "spillway_thread_cpu_seconds_total", "role", spw_thread_roles[r], NULL) / secs;
 }
 
 static void view_build(view *v, const scrape *prev, const scrape *cur)

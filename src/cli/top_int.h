@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "cli/promtext.h"
+#include "svc/metrics.h" /* spw_thread_roles */
 
 /* Streams shown on a terminal at most (the rest are summed up in one line). */
 #define TOP_TTY_STREAMS_MAX 200
@@ -54,10 +55,6 @@ typedef struct krow {
 } krow;
 
 /* What one frame shows, computed from two scrapes (prev may be NULL). */
-/* spillway_thread_cpu_seconds_total's roles, in the server's order (docs/operations.md "Metrics") */
-#define SPW_TOP_ROLES 9
-extern const char *const spw__top_roles[SPW_TOP_ROLES];
-
 typedef struct view {
     double secs; /* between the scrapes; 0 without prev */
     double ev, by, d_ev, d_by, ev_rate, by_rate;
@@ -76,7 +73,7 @@ typedef struct view {
      * threads' roles (spillway_thread_cpu_seconds_total) when the server has them */
     int has_cpu, has_roles;
     double cpu_cores, cpu_ns_per_event;
-    double role_cores[SPW_TOP_ROLES];
+    double role_cores[SPW_THREAD_ROLES];
     /* ack=replicated (shown once the server has had any) */
     int has_repl;
     double repl_waiting, repl_acked, repl_rate, repl_timeouts, repl_timeouts_rate, repl_p50, repl_p99;

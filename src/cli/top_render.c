@@ -125,9 +125,9 @@ void spw__top_print_plain(FILE *f, const view *v, const scrape *cur, const char 
         kv_num(f, "cpu_cores", v->cpu_cores, 3);
         kv_num(f, "cpu_ns_per_event", v->cpu_ns_per_event, 0);
     }
-    for (int r = 0; v->has_roles && r < SPW_TOP_ROLES; r++) {
+    for (int r = 0; v->has_roles && r < SPW_THREAD_ROLES; r++) {
         char k[64];
-        snprintf(k, sizeof k, "cpu_cores_%s", spw__top_roles[r]);
+        snprintf(k, sizeof k, "cpu_cores_%s", spw_thread_roles[r]);
         kv_num(f, k, v->role_cores[r], 3);
     }
     if (v->has_repl) {
@@ -298,9 +298,9 @@ void spw__top_render_head(FILE *f, const view *v, const scrape *cur, const char 
             fprintf(f, "  %s ns/event", human_num(v->cpu_ns_per_event, a, sizeof a));
         /* the roles that used a hundredth of a core or more, as the server lists them */
         const char *sep = "  (";
-        for (int r = 0; v->has_roles && r < SPW_TOP_ROLES; r++)
+        for (int r = 0; v->has_roles && r < SPW_THREAD_ROLES; r++)
             if (v->role_cores[r] >= 0.005) {
-                fprintf(f, "%s%s %.2f", sep, spw__top_roles[r], v->role_cores[r]);
+                fprintf(f, "%s%s %.2f", sep, spw_thread_roles[r], v->role_cores[r]);
                 sep = ", ";
             }
         fputs(*sep == ',' ? ")\n" : "\n", f);

@@ -78,6 +78,9 @@ void spw_metrics_line_f(spw_metrics_out *o, const char *name, const char *labels
  * seconds, resident and virtual memory, open and maximum fds, start
  * time), read from /proc/self at each scrape. */
 void spw_metrics_register_process(spw_metrics *m);
+/* The roles of spillway_thread_cpu_seconds_total, in the order /metrics lists them (spillway top reads them). */
+#define SPW_THREAD_ROLES 9
+extern const char *const spw_thread_roles[SPW_THREAD_ROLES];
 
 /* Appends every family to b (who: the viewer, for spw_metrics_sees). */
 void spw_metrics_render(spw_metrics *m, spw_buf *b, const void *who);

@@ -35,10 +35,10 @@ typedef struct proc_stat {
     unsigned long long utime, stime, starttime, vsize;
 } proc_stat;
 
-static int read_stat(proc_stat *ps)
+static int read_stat_at(const char *path, proc_stat *ps)
 {
     char buf[1024];
-    FILE *f = fopen("/proc/self/stat", "r");
+    FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -57,6 +57,8 @@ static int read_stat(proc_stat *ps)
     *ps = (proc_stat){.utime = v[14], .stime = v[15], .starttime = v[22], .vsize = v[23]};
     return 0;
 }
+
+static int read_stat(proc_stat *ps) { return read_stat_at("/proc/self/stat", ps); }
 
 static void m_cpu(void *ctx, spw_metrics_out *o, const char *name)
 {
@@ -127,8 +129,9 @@ static void m_max_fds(void *ctx, spw_metrics_out *o, const char *name)
  * started) or whose id came back for a new thread starts over from there.
  */
 enum { R_HTTP, R_BIN, R_KAFKA, R_FLUSHER, R_FSYNC, R_IO, R_SINK, R_VIEW, R_OTHER, R_N };
-static const char *const role_name[R_N] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
-                                           "io_worker", "sink",     "view",       "other"};
+const char *const spw_thread_roles[SPW_THREAD_ROLES] = {"http_loop", "bin_loop", "kafka_loop", "flusher", "fsync",
+                                                        "io_worker", "sink",     "view",       "other"};
+_Static_assert(R_N == SPW_THREAD_ROLES, "a role for each name");
 
 static int prefixed(const char *s, const char *pre) { return strncmp(s, pre, strlen(pre)) == 0; }
 
@@ -191,18 +194,11 @@ static int thread_read(long tid, char *name, size_t cap, uint64_t *ns)
             return 0;
         }
     }
-    char buf[1024];
+    proc_stat ps; /* a thread's stat has the process's layout */
     snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
-    if (!(f = fopen(path, "r")))
+    if (read_stat_at(path, &ps) < 0)
         return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    *ns = (ut + st) * 1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK);
+    *ns = (ps.utime + ps.stime) * 1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK);
     return 0;
 }
 
@@ -251,24 +247,23 @@ static void m_threads(void *ctx, spw_metrics_out *o, const char *name)
         thread_seen(tid, role_of(comm), ns);
     }
     closedir(d);
-    uint64_t sum[R_N];
-    memcpy(sum, thr_tab.retired, sizeof sum);
     uint32_t keep = 0;
     for (uint32_t i = 0; i < thr_tab.n; i++) {
         thr_seen *t = &thr_tab.t[i];
-        if (!t->seen) { /* gone: what it had at the last scrape stays counted */
+        if (t->seen)
+            thr_tab.t[keep++] = *t;
+        else /* gone: what it had at the last scrape stays counted */
             thr_tab.retired[t->role] += t->ns - t->base;
-            sum[t->role] += t->ns - t->base;
-            continue;
-        }
-        sum[t->role] += t->ns - t->base;
-        thr_tab.t[keep++] = *t;
     }
     thr_tab.n = keep;
+    uint64_t sum[R_N];
+    memcpy(sum, thr_tab.retired, sizeof sum);
+    for (uint32_t i = 0; i < thr_tab.n; i++)
+        sum[thr_tab.t[i].role] += thr_tab.t[i].ns - thr_tab.t[i].base;
     pthread_mutex_unlock(&thr_tab.mu);
     for (int r = 0; r < R_N; r++) {
         char labels[48];
-        snprintf(labels, sizeof labels, "role=\"%s\"", role_name[r]);
+        snprintf(labels, sizeof labels, "role=\"%s\"", spw_thread_roles[r]);
         spw_metrics_line_f(o, name, labels, (double)sum[r] / 1e9);
     }
 }
