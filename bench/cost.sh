@@ -32,10 +32,13 @@
 # single-fsync <= 5000 ns of server CPU per event; first run >= 0.85 of the
 # third.
 #
-# usage: bench/cost.sh [--events N] [--single-events N] [--clients C] [--dir DIR]
+# usage: bench/cost.sh [--events N] [--single-events N] [--clients C] [--serve-opt OPT]... [--dir DIR]
 #   --events N         events of each batched run (default 2000000)
 #   --single-events N  events of the single-event run (default 200000)
 #   --clients C        clients (default 50)
+#   --serve-opt OPT    one more argument of both servers' `spillway serve`
+#                      (repeatable): `--serve-opt --io-uring --serve-opt
+#                      false` measures a setting against its default
 #   --dir DIR          parent of the temporary data directory (default
 #                      $TMPDIR or /var/tmp: a real disk, not tmpfs)
 set -euo pipefail
@@ -45,6 +48,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 events=2000000
 single=200000
 clients=50
+serve_opts=()
 parent="${TMPDIR:-/var/tmp}"
 usage() { bench_usage; }
 while [ $# -gt 0 ]; do
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
     --events) events=${2:?}; shift 2 ;;
     --single-events) single=${2:?}; shift 2 ;;
     --clients) clients=${2:?}; shift 2 ;;
+    --serve-opt) serve_opts+=("${2:?}"); shift 2 ;;
     --dir) parent=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench/cost.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -164,7 +169,8 @@ run() { # NAME PROTOCOL ACK BATCH EVENTS PARTITIONS STREAM
 
 echo "== cost: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start" \
   "(syscall counts: $([ "$perf_ok" = 1 ] && echo perf || echo 'not available'))"
-spw_serve "$work/a"
+[ ${#serve_opts[@]} -eq 0 ] || echo "   spillway serve ${serve_opts[*]}"
+spw_serve "$work/a" ${serve_opts[@]+"${serve_opts[@]}"}
 run bin-fsync bin fsync 1000 "$events" 4 s-bin
 run http-fsync http fsync 1000 "$events" 4 s-http
 run single-fsync http fsync 1 "$single" 1 s-single
@@ -173,7 +179,7 @@ stop_pid "$pid"
 pid=""
 
 # The warm-up: the same HTTP NDJSON run three times on a fresh server.
-spw_serve "$work/b"
+spw_serve "$work/b" ${serve_opts[@]+"${serve_opts[@]}"}
 run first http fsync 1000 "$events" 4 w1
 run second http fsync 1000 "$events" 4 w2
 run third http fsync 1000 "$events" 4 w3

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev make cmake curl liblz4-dev libzstd-dev libhttp-parser-dev librdkafka-dev)
+# the I/O loops send a round's answers in one io_uring submission
+pkgs+=(liburing-dev)
 # the postgres sink: libpq, and PostgreSQL's server binaries for its tests and bench/run.sh pg
 pkgs+=(libpq-dev postgresql)
 # the end-to-end power-cut test (tests/fuse): lossyfs is a FUSE filesystem

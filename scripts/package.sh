@@ -18,7 +18,7 @@ root=$stage/root
 gzip -9n "$root"/usr/share/man/man1/*.1
 version=$(cat VERSION)
 arch=$(dpkg --print-architecture)
-depends=$(for l in lz4 zstd http_parser rocksdb pq rdkafka; do
+depends=$(for l in lz4 zstd http_parser uring rocksdb pq rdkafka; do
             f=$(ldd "$root/usr/bin/spillway" | awk -v l="lib$l.so" 'index($1, l) == 1 {print $3; exit}')
             [ -n "$f" ] && dpkg -S "$(readlink -f "$f")" 2>/dev/null | head -1 | cut -d: -f1
           done | sort -u | paste -sd, | sed 's/,/, /g')

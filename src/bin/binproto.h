@@ -40,6 +40,7 @@ typedef struct spw_bin_config {
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
     struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
     uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
+    int io_uring; /* a round's answers in one io_uring submission where the kernel allows it (net/conn.h) */
     struct spw_tls *tls;           /* NULL: plain TCP; else TLS, handshake within request_timeout_ms (net/tls.h) */
 } spw_bin_config;
 
@@ -58,6 +59,8 @@ typedef struct spw_bin_stats {
     uint64_t connections_open, connections_total, requests, rejected_frames;
     uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
     uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
+    uint64_t uring_sends;   /* answers' sends submitted through io_uring (net/conn.h spw_netconn_send_many) */
+    uint32_t uring_loops;   /* loops whose io_uring is open */
 } spw_bin_stats;
 void spw_bin_stats_get(spw_bin_server *s, spw_bin_stats *st);
 

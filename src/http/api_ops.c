@@ -102,6 +102,14 @@ static uint64_t m_http_send_timeouts(void *a)
     spw_http_stats_get(API(a)->http, &st);
     return st.send_timeouts;
 }
+static uint64_t m_http_uring(void *a, int loops)
+{
+    spw_http_stats st;
+    spw_http_stats_get(API(a)->http, &st);
+    return loops ? st.uring_loops : st.uring_sends;
+}
+static uint64_t m_http_uring_sends(void *a) { return m_http_uring(a, 0); }
+static uint64_t m_http_uring_loops(void *a) { return m_http_uring(a, 1); }
 static uint64_t m_disk(void *a) { return spw_log_disk_bytes(API(a)->svc.log); }
 static uint64_t m_max_disk(void *a) { return API(a)->svc.max_disk_bytes; }
 static uint64_t m_failed(void *a) { return spw_log_failed_partitions(API(a)->svc.log); }
@@ -311,6 +319,12 @@ void spw_api_metrics_register(spw_api *api)
     spw_metrics_add_u64(m, "spillway_http_send_timeouts_total",
                         "HTTP connections closed because their answers did not move for send-timeout",
                         SPW_METRIC_COUNTER, m_http_send_timeouts, api);
+    spw_metrics_add_u64(m, "spillway_http_io_uring_sends_total",
+                        "HTTP answers' sends submitted through io_uring, a round's at once (io-uring)",
+                        SPW_METRIC_COUNTER, m_http_uring_sends, api);
+    spw_metrics_add_u64(m, "spillway_http_io_uring_loops",
+                        "HTTP I/O loops sending through io_uring (0: one send(2) each)", SPW_METRIC_GAUGE,
+                        m_http_uring_loops, api);
     if (api->svc.auth) {
         spw_metrics_add_family(m, "spillway_auth_refused_total",
                                "requests answered 401 (no or unknown token) and 403 (not allowed), both protocols",

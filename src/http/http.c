@@ -349,8 +349,8 @@ static void set_events(spw_conn *c) { spw_netconn_set_events(&c->nc); }
 
 static void conn_resume(spw_conn *c);
 
-/* Moves finished responses, in order, to out and writes what the socket takes. */
-static void conn_flush(spw_conn *c)
+/* Moves finished responses, in order, to out: 0 if that closed c. */
+static int conn_gather(spw_conn *c)
 {
     uint32_t cap = c->loop->srv->cfg.max_pipelined;
     while (c->s_len && c->slots[c->s_head].done) {
@@ -367,7 +367,7 @@ static void conn_flush(spw_conn *c)
             c->out.len += s->resp.len;
         } else {
             conn_close(c); /* an answer lost would shift every later one onto the wrong request */
-            return;
+            return 0;
         }
         s->resp.len = 0;
         if (s->resp.cap > (256u << 10))
@@ -376,7 +376,14 @@ static void conn_flush(spw_conn *c)
         c->s_head = (c->s_head + 1) % cap;
         c->s_len--;
     }
-    if (spw_netconn_send(&c->nc) != 1)
+    return 1;
+}
+
+/* After out was written (sent: spw_netconn_send's result). */
+static void conn_sent(spw_conn *c, int sent)
+{
+    uint32_t cap = c->loop->srv->cfg.max_pipelined;
+    if (sent != 1)
         return;
     if (c->close_after && c->s_len == 0) {
         conn_close(c);
@@ -384,6 +391,13 @@ static void conn_flush(spw_conn *c)
     }
     if (c->paused && c->s_len < cap)
         conn_resume(c);
+}
+
+/* Moves finished responses, in order, to out and writes what the socket takes. */
+static void conn_flush(spw_conn *c)
+{
+    if (conn_gather(c))
+        conn_sent(c, spw_netconn_send(&c->nc));
 }
 
 /* conn_flush after the loop's current round of events (http_after_events):
@@ -408,11 +422,22 @@ static void http_after_events(spw_netloop *nl)
 {
     spw_http_loop *l = (spw_http_loop *)nl;
     while (l->flush_head) {
-        spw_conn *c = l->flush_head;
-        l->flush_head = c->flush_next;
-        c->flush_pending = 0;
-        if (!c->closed)
-            conn_flush(c);
+        /* In batches, each written in one submission (net/conn.h
+         * spw_netconn_send_many); conn_sent may resume a connection, whose
+         * new answers join the list for the next batch. */
+        spw_netconn *cs[SPW_NET_SEND_BATCH];
+        int res[SPW_NET_SEND_BATCH];
+        uint32_t n = 0;
+        while (l->flush_head && n < SPW_NET_SEND_BATCH) {
+            spw_conn *c = l->flush_head;
+            l->flush_head = c->flush_next;
+            c->flush_pending = 0;
+            if (!c->closed && conn_gather(c))
+                cs[n++] = &c->nc;
+        }
+        spw_netconn_send_many(nl, cs, res, n);
+        for (uint32_t i = 0; i < n; i++)
+            conn_sent((spw_conn *)cs[i], res[i]);
     }
 }
 
@@ -1064,7 +1089,8 @@ int spw_http_start(const spw_http_config *cfg, spw_http_handler h, void *ctx, sp
     spw_netsrv_config nc = {.listen = cfg->listen, .threads = s->cfg.threads,
                             .max_connections = cfg->max_connections, .buffers = cfg->buffers,
                             .unsent = cfg->unsent, .send_timeout_ms = cfg->send_timeout_ms,
-                            .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms};
+                            .tls = cfg->tls, .tls_handshake_timeout_ms = cfg->request_timeout_ms,
+                            .io_uring = cfg->io_uring};
     int r = spw_netsrv_start(&s->ns, &http_proto, &nc, s);
     if (r < 0) {
         spw_free(s);
@@ -1094,4 +1120,6 @@ void spw_http_stats_get(spw_http_server *s, spw_http_stats *st)
     st->rejected_limits = atomic_load(&s->st_rejected) + atomic_load(&s->ns.refused);
     st->accept_fd_errors = atomic_load(&s->ns.fd_errors);
     st->send_timeouts = atomic_load(&s->ns.send_timeouts);
+    st->uring_sends = atomic_load(&s->ns.uring_sends);
+    st->uring_loops = atomic_load(&s->ns.uring_loops);
 }

@@ -93,6 +93,7 @@ typedef struct spw_http_config {
     struct spw_membudget *buffers; /* input memory of all connections (net/membudget.h); NULL: no limit */
     struct spw_membudget *unsent;  /* answers not yet written, all connections (net/conn.h); NULL: no limit */
     uint32_t send_timeout_ms;      /* close a connection whose unsent answers do not move for this long; 0: never */
+    int io_uring; /* a round's answers in one io_uring submission where the kernel allows it (net/conn.h) */
     /* May this request's body be kept? Called (with the handler's ctx) once
      * its headers are in, before any of its body is reserved: 0 means no
      * (its sender did not authenticate), and the body is read and dropped
@@ -179,6 +180,8 @@ typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
     uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
     uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
+    uint64_t uring_sends;   /* answers' sends submitted through io_uring (net/conn.h spw_netconn_send_many) */
+    uint32_t uring_loops;   /* loops whose io_uring is open */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);
 

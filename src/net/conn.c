@@ -59,11 +59,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <liburing.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "core/alloc.h"
 #include "core/id.h"
+#include "core/invariant.h"
 #include "core/msg.h"
 #include "core/thread.h"
 #include "net/tls.h"
@@ -573,13 +575,28 @@ static void sweep(spw_netloop *l, int all)
     }
 }
 
+/* What is in out beyond c->out_held (appended since) is held from now. */
+static void out_hold_unsent(spw_netconn *c)
+{
+    uint64_t unsent = c->out.len - c->out_off;
+    if (unsent > c->out_held)
+        spw_netconn_out_hold(c, unsent - c->out_held);
+}
+
+/* w bytes of out were written. */
+static void out_sent(spw_netconn *c, size_t w)
+{
+    c->out_off += w;
+    out_give(c, (uint64_t)w);
+    if (c->out_wait_ms)
+        c->out_wait_ms = spw_net_now_ms();
+}
+
 int spw_netconn_send(spw_netconn *c)
 {
     if (c->closed)
         return -1;
-    uint64_t unsent = c->out.len - c->out_off;
-    if (unsent > c->out_held) /* appended to out since: held from now */
-        spw_netconn_out_hold(c, unsent - c->out_held);
+    out_hold_unsent(c);
     while (c->out_off < c->out.len) {
         ssize_t w = c->ssl ? tls_send(c, c->out.p + c->out_off, c->out.len - c->out_off)
                            : send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
@@ -598,10 +615,7 @@ int spw_netconn_send(spw_netconn *c)
             spw_netconn_close(c);
             return -1;
         }
-        c->out_off += (size_t)w;
-        out_give(c, (uint64_t)w);
-        if (c->out_wait_ms)
-            c->out_wait_ms = spw_net_now_ms();
+        out_sent(c, (size_t)w);
     }
     c->out_wait_ms = 0;
     c->out.len = c->out_off = 0;
@@ -614,6 +628,113 @@ int spw_netconn_send(spw_netconn *c)
         spw_netconn_set_events(c);
     }
     return 1;
+}
+
+/* ---- a round's answers in one submission (conn.h spw_netconn_send_many) ---- */
+
+typedef struct spw_netring {
+    struct io_uring ring;
+} spw_netring;
+
+static _Atomic int g_uring_warned;
+
+/* On l's thread, when it starts: l->ring, or NULL where the kernel
+ * refuses io_uring (logged once per process). */
+static void ring_open(spw_netloop *l)
+{
+    if (!l->ns->cfg.io_uring)
+        return;
+    spw_netring *r = spw_xcalloc(1, sizeof *r);
+    /* Submitted and completed on this thread only: SINGLE_ISSUER (6.0+),
+     * else no flag. Twice the batch in completions: every round reaps all. */
+    struct io_uring_params p = {.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_CQSIZE,
+                                .cq_entries = 2 * SPW_NET_SEND_BATCH};
+    int e = io_uring_queue_init_params(SPW_NET_SEND_BATCH, &r->ring, &p);
+    if (e == -EINVAL) {
+        p = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE, .cq_entries = 2 * SPW_NET_SEND_BATCH};
+        e = io_uring_queue_init_params(SPW_NET_SEND_BATCH, &r->ring, &p);
+    }
+    if (e < 0) {
+        spw_free(r);
+        if (!atomic_exchange(&g_uring_warned, 1))
+            spw_info("io_uring is not available (%s): the I/O loops send each answer with send(2)", strerror(-e));
+        return;
+    }
+    l->ring = r;
+    atomic_fetch_add(&l->ns->uring_loops, 1);
+}
+
+static void ring_close(spw_netloop *l)
+{
+    if (!l->ring)
+        return;
+    io_uring_queue_exit(&l->ring->ring);
+    spw_free(l->ring);
+    l->ring = NULL;
+    atomic_fetch_sub(&l->ns->uring_loops, 1);
+}
+
+void spw_netconn_send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t n)
+{
+    SPW_ASSERT(n <= SPW_NET_SEND_BATCH);
+    uint8_t pending[SPW_NET_SEND_BATCH] = {0};
+    uint32_t queued = 0;
+    if (l->ring) {
+        struct io_uring *r = &l->ring->ring;
+        for (uint32_t i = 0; i < n; i++) {
+            spw_netconn *c = cs[i];
+            /* Waiting for EPOLLOUT already: the socket is full. */
+            if (c->closed || c->ssl || c->want_out || c->out_off == c->out.len)
+                continue;
+            struct io_uring_sqe *q = io_uring_get_sqe(r);
+            if (!q)
+                break;
+            out_hold_unsent(c);
+            io_uring_prep_send(q, c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            io_uring_sqe_set_data64(q, i);
+            pending[i] = 1;
+            queued++;
+        }
+    }
+    if (queued) {
+        struct io_uring *r = &l->ring->ring;
+        int sub = io_uring_submit(r);
+        /* Each send completes inside the submit (MSG_DONTWAIT); a result
+         * below 1 (EAGAIN, an error) is left to spw_netconn_send below,
+         * which meets it again and acts on it. */
+        uint32_t want = sub > 0 ? (uint32_t)sub : 0, got = 0;
+        while (got < want) {
+            struct io_uring_cqe *cqe;
+            int e = io_uring_wait_cqe(r, &cqe);
+            if (e == -EINTR || e == -EAGAIN)
+                continue;
+            if (e < 0)
+                break;
+            uint64_t i = io_uring_cqe_get_data64(cqe);
+            if (i < n && pending[i]) {
+                pending[i] = 0;
+                if (cqe->res > 0)
+                    out_sent(cs[i], (size_t)cqe->res);
+                got++;
+            }
+            io_uring_cqe_seen(r, cqe);
+        }
+        atomic_fetch_add(&l->ns->uring_sends, got);
+        if (got != queued) {
+            /* Sends the kernel did not take (the submission refused) must
+             * never go later, with out moved on, and one whose completion
+             * was not seen may or may not have gone: closing the ring drops
+             * the first, closing their connections settles the second. */
+            spw_warn("%s: io_uring submission failed (%s): the loop sends each answer with send(2) from now on",
+                     l->ns->proto->name, strerror(sub < 0 ? -sub : EIO));
+            for (uint32_t i = 0; i < n; i++)
+                if (pending[i] && got < want)
+                    spw_netconn_close(cs[i]);
+            ring_close(l);
+        }
+    }
+    for (uint32_t i = 0; i < n; i++)
+        res[i] = spw_netconn_send(cs[i]);
 }
 
 /* ---- the loop ---- */
@@ -711,6 +832,7 @@ static void *loop_main(void *arg)
     const spw_netproto *p = l->ns->proto;
     struct epoll_event evs[256];
     uint64_t next_tick = spw_net_now_ms() + SPW_NET_TICK_MS;
+    ring_open(l);
     for (;;) {
         int n = epoll_wait(l->b.epfd, evs, 256, l->tls_ready ? 0 : SPW_NET_TICK_MS);
         for (int i = 0; i < n; i++) {
@@ -752,6 +874,7 @@ static void *loop_main(void *arg)
         if (atomic_load(&l->ns->stop) == 2)
             break;
     }
+    ring_close(l);
     return NULL;
 }
 

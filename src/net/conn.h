@@ -89,7 +89,8 @@ typedef struct spw_netconn {
     int stopping; /* draining: no accepting, no new request read */                                                    \
     uint64_t accept_resume_ms; /* out of fds: not accepting until then (0: accepting) */                                  \
     uint32_t inflight; /* requests dispatched on this loop, not answered */                                      \
-    struct spw_netconn *tls_ready; /* TLS connections with decrypted input the socket no longer signals */
+    struct spw_netconn *tls_ready; /* TLS connections with decrypted input the socket no longer signals */           \
+    struct spw_netring *ring; /* io_uring of spw_netconn_send_many (NULL: one send(2) each) */
 
 typedef struct spw_netloop {
     SPW_NETLOOP_FIELDS
@@ -127,6 +128,7 @@ typedef struct spw_netsrv_config {
     uint32_t send_timeout_ms; /* close a connection whose unsent answers do not move for this long; 0: never */
     struct spw_tls *tls;      /* NULL: plain TCP; else every connection speaks TLS (net/tls.h) */
     uint32_t tls_handshake_timeout_ms; /* close a connection whose handshake is not done by then */
+    int io_uring; /* spw_netconn_send_many submits a round's sends at once (where the kernel allows io_uring) */
 } spw_netsrv_config;
 
 typedef struct spw_netsrv {
@@ -142,6 +144,8 @@ typedef struct spw_netsrv {
     _Atomic uint64_t last_fd_warn_ms;
     _Atomic uint64_t send_timeouts;     /* connections closed by send_timeout_ms */
     _Atomic uint64_t tls_handshake_failures; /* TLS handshakes failed or timed out */
+    _Atomic uint64_t uring_sends;        /* sends submitted through io_uring (spw_netconn_send_many) */
+    _Atomic uint32_t uring_loops;        /* loops whose io_uring is open */
     _Atomic int stop;
 } spw_netsrv;
 
@@ -220,6 +224,20 @@ uint64_t spw_net_tls_handshake_failures(void);
  * written (out emptied, EPOLLOUT off), 0 the rest waits for EPOLLOUT, -1
  * the connection failed and is closed. */
 int spw_netconn_send(spw_netconn *c);
+/*
+ * The answers of one round of a loop (a group commit's, posted together)
+ * to n connections of loop l: res[i] is spw_netconn_send's result for
+ * cs[i]. With cfg.io_uring and a kernel that allows it, the first send of
+ * every plain connection goes in one io_uring submission (MSG_DONTWAIT:
+ * a full socket answers EAGAIN at once, never waits), so n answers cost
+ * one system call instead of n; what a send left, and TLS connections,
+ * then go through spw_netconn_send. The loop opens its ring when it
+ * starts; a kernel that refuses io_uring (ENOSYS, a seccomp filter's
+ * EPERM) leaves it NULL, logged once, and every send is send(2). At most
+ * SPW_NET_SEND_BATCH connections at once. Loop thread.
+ */
+#define SPW_NET_SEND_BATCH 64
+void spw_netconn_send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t n);
 /*
  * The budget of unsent answers (docs/operations.md "Memory"): every byte of
  * an answer from when it is built until it is written to the socket is

@@ -98,6 +98,9 @@ const spw_cfg_entry spw_server_cfg_table[] = {
     CFG("request-timeout", SPW_CFG_DURATION, request_timeout_ms, "30s", 100, 86400000,
         "a request must arrive whole within"),
     CFG("max-pipelined", SPW_CFG_U32, max_pipelined, "64", 1, 4096, "requests in flight per connection"),
+    CFG("io-uring", SPW_CFG_BOOL, io_uring, "true", 0, 0,
+        "the HTTP and binary I/O loops send the answers of a round (a group commit's) in one io_uring "
+        "submission; false, or a kernel that refuses io_uring: one send(2) per connection"),
     CFG("fsync-interval", SPW_CFG_DURATION, fsync_interval_ms, "1s", 1, 3600000,
         "fsync data written at ack none/written at least this often"),
     CFG("retention-check", SPW_CFG_DURATION, retention_check_ms, "10s", 100, 86400000,
@@ -756,6 +759,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
         .buffers = &buffers,
         .unsent = &unsent,
         .send_timeout_ms = (uint32_t)c->send_timeout_ms,
+        .io_uring = c->io_uring,
         .body_allowed = spw_api_body_allowed,
         .tls = tls,
     };
@@ -781,6 +785,7 @@ static int serve(const spw_server_config *c, int ready_fd, spw_tls *tls)
             .buffers = &buffers,
             .unsent = &unsent,
             .send_timeout_ms = (uint32_t)c->send_timeout_ms,
+            .io_uring = c->io_uring,
             .tls = tls,
         };
         if ((r = spw_bin_start(&bc, &api.svc, &bin)) < 0) {

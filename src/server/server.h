@@ -28,6 +28,7 @@ typedef struct spw_server_config {
     char tls_cert[1024];    /* PEM certificate (chain) of every listener; "" = plain TCP */
     char tls_key[1024];     /* its PEM private key; both or neither */
     uint32_t io_threads;
+    int io_uring; /* the HTTP and binary loops send a round's answers in one io_uring submission */
     uint64_t max_pending_bytes;
     uint32_t high_watermark_pct, low_watermark_pct, shed3_pct, shed2_pct;
     uint32_t max_connections;
