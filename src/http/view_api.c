@@ -28,6 +28,7 @@
 #include "core/alloc.h"
 #include "core/name.h"
 #include "core/thread.h"
+#include "core/workq.h"
 #include "http/api_int.h"
 #include "svc/views.h"
 
@@ -44,9 +45,10 @@ typedef struct vreq {
     char window[32], by[16];
     char key[KEY_MAX];
     spw_sc wait_sc;
-    /* verify: the answer made on its thread */
+    /* verify, and PUT, DELETE, rebuild: the answer made on another thread */
     spw_buf out;
     spw_sc sc;
+    int created;
     char err[400];
 } vreq;
 
@@ -77,46 +79,61 @@ static long pct_decode(const char *s, size_t n, char *out, size_t cap)
     return (long)o;
 }
 
-static void serve(vreq *v)
+/* Answers v from what spw_view_serve gave (sc, out, err, created). */
+static void answer(vreq *v)
 {
-    spw_buf b = SPW_BUF_INIT;
-    char err[400];
-    int created = 0;
-    spw_sc sc = spw_view_serve(&v->api->svc, &v->r, &b, &created, err, sizeof err);
-    if (sc != SPW_SC_OK) {
-        spw_buf_fini(&b);
-        spw_http_answer(v->req, sc, NULL, "%s", err);
-    } else if (v->r.op == SPW_VIEW_DELETE) {
-        spw_buf_fini(&b);
+    if (v->sc != SPW_SC_OK)
+        spw_http_answer(v->req, v->sc, NULL, "%s", v->err);
+    else if (v->r.op == SPW_VIEW_DELETE)
         spw_http_respond(v->req, 204, NULL, NULL, NULL, 0);
-    } else if (v->r.op == SPW_VIEW_REBUILD) {
-        spw_buf_fini(&b);
+    else if (v->r.op == SPW_VIEW_REBUILD)
         spw_http_respond(v->req, 202, NULL, "application/json", "{\"state\":\"rebuilding\"}\n", 23);
-    } else {
-        spw__api_respond_json(v->req, created ? 201 : 200, &b);
-    }
+    else
+        spw__api_respond_json(v->req, v->created ? 201 : 200, &v->out);
+    spw_buf_fini(&v->out);
     spw_free(v);
 }
 
-static void verified_on_loop(void *arg)
+static void serve_now(vreq *v)
+{
+    v->out = (spw_buf)SPW_BUF_INIT;
+    v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &v->created, v->err, sizeof v->err);
+}
+
+static void serve(vreq *v)
+{
+    serve_now(v);
+    answer(v);
+}
+
+static void answer_on_loop(void *arg) { answer(arg); }
+
+static void manage_worker(void *arg)
 {
     vreq *v = arg;
-    if (v->sc == SPW_SC_OK)
-        spw__api_respond_json(v->req, 200, &v->out);
-    else
-        spw_http_answer(v->req, v->sc, NULL, "%s", v->err);
-    spw_buf_fini(&v->out);
-    spw_free(v);
+    serve_now(v);
+    spw_http_loop_post(v->req->loop, answer_on_loop, v);
+}
+
+/* PUT and DELETE open, stop, join and remove a view's store and threads
+ * (disk work, and a PUT waits for its first attach): on an I/O worker,
+ * never on the loop (here without workers, or with the queue full: at
+ * once). The request's body stays until it is answered. A rebuild only
+ * flags the apply thread: on the loop. */
+static void manage(vreq *v)
+{
+    if (v->api->svc.io && spw_workq_submit(v->api->svc.io, manage_worker, v) == 0)
+        return;
+    serve(v);
 }
 
 static void *verify_thread(void *arg)
 {
     vreq *v = arg;
     spw_thread_name(pthread_self(), "spw-view-check"); /* detached: it names itself */
-    int created;
-    v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &created, v->err, sizeof v->err);
+    v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &v->created, v->err, sizeof v->err);
     atomic_fetch_sub(&verifies, 1);
-    spw_http_loop_post(v->req->loop, verified_on_loop, v);
+    spw_http_loop_post(v->req->loop, answer_on_loop, v);
     return NULL;
 }
 
@@ -284,7 +301,7 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     if (v->r.op == SPW_VIEW_PUT) {
         v->r.body = (const char *)req->body.p;
         v->r.body_len = req->body.len;
-        serve(v);
+        manage(v);
         return 1;
     }
     if (spw__api_query_get(q, "window", v->window, sizeof v->window) < 0 ||
@@ -314,7 +331,12 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     }
     char *mo = spw_xmalloc(32 * SPW_VIEW_MIN_MAX);
     int g = spw__api_query_get(q, "min_offsets", mo, 32 * SPW_VIEW_MIN_MAX);
-    if (g == 0 || v->r.op == SPW_VIEW_REBUILD || v->r.op == SPW_VIEW_DELETE) {
+    if (v->r.op == SPW_VIEW_DELETE) {
+        spw_free(mo);
+        manage(v);
+        return 1;
+    }
+    if (g == 0 || v->r.op == SPW_VIEW_REBUILD) {
         spw_free(mo);
         serve(v);
         return 1;

@@ -43,6 +43,11 @@
  * (svc/group_admin.h spw_svc_group_reset_test_pause;
  * tests/integration/test_group_reset_kafka.c).
  *
+ * SPW_TEST_VIEW_OPEN_GATE=PATH: a view's store open (a PUT, a start, a
+ * rebuild) waits before RocksDB opens it while PATH exists, creating
+ * PATH.waiting first (view/view.h spw_view_test_open_pause;
+ * tests/integration/test_readloop.c).
+ *
  * SPW_TEST_DROP_GATE=PATH: a deleted stream's consumer groups are dropped
  * (catalog/groups.h spw_groups_test_drop_pause) once PATH is gone
  * (tests/integration/test_groups.c).
@@ -78,6 +83,7 @@
 #include "server/server.h"
 #include "svc/group_admin.h"
 #include "sink/sink.h"
+#include "view/view.h"
 
 #define FD_TRACK (1 << 16)
 #define COUNT_MAX 1000000000LL
@@ -201,6 +207,15 @@ static void reset_pause(const char *group)
 {
     (void)group;
     gate_pass(reset_gate);
+}
+
+/* SPW_TEST_VIEW_OPEN_GATE=PATH */
+static char view_open_gate[4096];
+
+static void view_open_pause(const char *view)
+{
+    (void)view;
+    gate_pass(view_open_gate);
 }
 
 /* SPW_TEST_DROP_GATE=PATH */
@@ -526,6 +541,8 @@ __attribute__((constructor)) static void testhooks_install(void)
     gate_env("SPW_TEST_WRITE_GATE", write_gate, sizeof write_gate);
     if (gate_env("SPW_TEST_RESET_GATE", reset_gate, sizeof reset_gate))
         spw_svc_group_reset_test_pause = reset_pause;
+    if (gate_env("SPW_TEST_VIEW_OPEN_GATE", view_open_gate, sizeof view_open_gate))
+        spw_view_test_open_pause = view_open_pause;
     if (gate_env("SPW_TEST_DROP_GATE", drop_gate, sizeof drop_gate))
         spw_groups_test_drop_pause = drop_pause;
     if (gate_env("SPW_TEST_RESHARD_GATE", reshard_gate, sizeof reshard_gate))

@@ -65,6 +65,9 @@ void spw_views_close(spw_views *m);
  * read at each batch; a small one makes a view's catch-up many batches
  * through the commit pipeline (view_apply.c). */
 extern _Atomic uint32_t spw__view_batch_records;
+/* Test builds only (server/testhooks.c): called by a view's store open
+ * (a PUT, a start, a rebuild) before RocksDB opens it; NULL otherwise. */
+extern void (*spw_view_test_open_pause)(const char *view);
 
 /* PUT: 1 created, 0 an identical one exists (canon gets the canonical
  * definition either way), or SPW_EINVAL, -ENOENT (no stream), -EEXIST,

@@ -536,6 +536,8 @@ static const char *merge_name(void *st)
  * not instrumented for ThreadSanitizer). */
 static int order_offset = VO_OFFSET, order_ts = VO_TS; /* never written */
 
+void (*spw_view_test_open_pause)(const char *view);
+
 int spw__view_store_open(spw_view *v, char *err, size_t cap)
 {
     char path[4400];
@@ -610,6 +612,8 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         }
         v->hinted = 1;
     }
+    if (spw_view_test_open_pause)
+        spw_view_test_open_pause(v->def.name);
     v->db = rocksdb_open(v->opts, path, &e);
     if (e) {
         snprintf(err, cap, "opening the store %s: %s", path, e);

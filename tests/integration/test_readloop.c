@@ -10,7 +10,8 @@
  * read at the gate, and a poll that creates its group, whose first save
  * waits at a gate on the fsyncs of small files (SPW_TEST_SYNC_GATE), and
  * a sink's PUT and DELETE, whose definition files and directories are
- * fsynced at that gate, and a keyed request's retry after a restart,
+ * fsynced at that gate, a view's PUT, whose store opens at a gate
+ * (SPW_TEST_VIEW_OPEN_GATE), and its DELETE (at the sync gate), and a keyed request's retry after a restart,
  * whose stored request is read back from the log (at the read gate) to
  * compare it.
  * Were the read or the save done on the loop, nothing else would be
@@ -65,9 +66,26 @@ static void *bg_sink_delete(void *arg)
     return NULL;
 }
 
-/* A sink's PUT, then its DELETE: each writes and fsyncs its files while
- * they are held at the sync gate, and the loop answers a produce. */
-static void sink_at_gate(int port, const char *sgate, const char *swaiting, void *(*fn)(void *), int want)
+static void *bg_view_put(void *arg)
+{
+    bg *b = arg;
+    b->r = http_json(b->port, "PUT", "/v1/views/vs", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static void *bg_view_delete(void *arg)
+{
+    bg *b = arg;
+    b->r = http_json(b->port, "DELETE", "/v1/views/vs", NULL);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* A request (fn) held at a gate — a sink's PUT or DELETE writing and
+ * fsyncing its files, a view's store opening — while the loop answers a
+ * produce. */
+static void held_at_gate(int port, const char *sgate, const char *swaiting, void *(*fn)(void *), int want)
 {
     unlink(swaiting);
     FILE *f = fopen(sgate, "w");
@@ -125,19 +143,23 @@ int main(int argc, char **argv)
     char tmpl[] = "/tmp/spw-readloop-XXXXXX";
     char *dir = mkdtemp(tmpl);
     CHECK(dir != NULL);
-    char data[4200], gate[4200], waiting[4300], sgate[4200], swaiting[4300];
+    char data[4200], gate[4200], waiting[4300], sgate[4200], swaiting[4300], vgate[4200], vwaiting[4300];
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(gate, sizeof gate, "%s/gate", dir);
     snprintf(waiting, sizeof waiting, "%s.waiting", gate);
     snprintf(sgate, sizeof sgate, "%s/sgate", dir);
     snprintf(swaiting, sizeof swaiting, "%s.waiting", sgate);
+    snprintf(vgate, sizeof vgate, "%s/vgate", dir);
+    snprintf(vwaiting, sizeof vwaiting, "%s.waiting", vgate);
     setenv("SPW_TEST_READ_GATE", gate, 1);
     setenv("SPW_TEST_SYNC_GATE", sgate, 1);
+    setenv("SPW_TEST_VIEW_OPEN_GATE", vgate, 1);
     srv s;
     const char *extra[] = {"--io-threads", "1", NULL};
     srv_start(&s, tbin, data, extra);
     unsetenv("SPW_TEST_READ_GATE");
     unsetenv("SPW_TEST_SYNC_GATE");
+    unsetenv("SPW_TEST_VIEW_OPEN_GATE");
     put_stream(s.port, "s", "{\"partitions\":1}");
     const char *body = "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
     resp r = http(s.port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
@@ -207,8 +229,13 @@ int main(int argc, char **argv)
 
     /* A sink's PUT and DELETE (the definition's file, its directory and
      * their fsyncs) held at the sync gate while the loop answers. */
-    sink_at_gate(s.port, sgate, swaiting, bg_sink_put, 201);
-    sink_at_gate(s.port, sgate, swaiting, bg_sink_delete, 204);
+    held_at_gate(s.port, sgate, swaiting, bg_sink_put, 201);
+    held_at_gate(s.port, sgate, swaiting, bg_sink_delete, 204);
+
+    /* A view's PUT, its store's open held at the view gate, and its
+     * DELETE (its definition's removal fsynced at the sync gate). */
+    held_at_gate(s.port, vgate, vwaiting, bg_view_put, 201);
+    held_at_gate(s.port, sgate, swaiting, bg_view_delete, 204);
 
     /* A keyed request's retry after a restart: the table rebuilt from the
      * log knows the key but not the stored request's fingerprint, which
