@@ -80,8 +80,6 @@ typedef struct bconn {
     size_t promised;
     /* an answer was added to out by a post of this round: flushed once,
      * after the round (bin_after_events), with every other one */
-    int flush_pending;
-    struct bconn *flush_next;
 } bconn;
 
 struct bloop {
@@ -94,7 +92,6 @@ struct bloop {
     spw_bin_server *srv;
     uint32_t nheld;    /* connections held by pressure */
     int in_group_call; /* a group poll/commit may answer inside the call: no flush there */
-    bconn *flush_head; /* connections with answers to send after this round (spw__bin_conn_flush_soon) */
 };
 
 struct spw_bin_server {

@@ -94,13 +94,6 @@ void spw__bin_conn_close(bconn *c) { spw_netconn_close(&c->nc); }
 static void bin_conn_free(spw_netconn *nc)
 {
     bconn *c = bc(nc);
-    /* Closed after it was queued for a flush: off the loop's list first. */
-    if (c->flush_pending)
-        for (bconn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
-            if (*pp == c) {
-                *pp = c->flush_next;
-                break;
-            }
     spw_auth_session_fini(&c->auth);
     in_free(c);
 }
@@ -170,6 +163,8 @@ static void conn_sent(bconn *c, int sent)
     }
     conn_update_reading(c);
 }
+
+static void bin_sent(spw_netconn *nc, int r) { conn_sent(bc(nc), r); }
 
 void spw__bin_conn_flush(bconn *c)
 {
@@ -439,11 +434,7 @@ void spw__bin_conn_flush_soon(bconn *c)
         spw__bin_conn_flush(c); /* closing after its answers: at once, as it always did */
         return;
     }
-    if (c->flush_pending || c->closed)
-        return;
-    c->flush_pending = 1;
-    c->flush_next = c->loop->flush_head;
-    c->loop->flush_head = c;
+    spw_netconn_flush_soon(&c->nc);
 }
 
 /* As soon as pressure falls, not a tick later; and the answers the
@@ -453,23 +444,7 @@ void spw__bin_conn_flush_soon(bconn *c)
 static void bin_after_events(spw_netloop *nl)
 {
     bloop *l = (bloop *)nl;
-    while (l->flush_head) {
-        /* In batches, each written in one submission (net/conn.h
-         * spw_netconn_send_many). */
-        spw_netconn *cs[SPW_NET_SEND_BATCH];
-        int res[SPW_NET_SEND_BATCH];
-        uint32_t n = 0;
-        while (l->flush_head && n < SPW_NET_SEND_BATCH) {
-            bconn *c = l->flush_head;
-            l->flush_head = c->flush_next;
-            c->flush_pending = 0;
-            if (!c->closed)
-                cs[n++] = &c->nc;
-        }
-        spw_netconn_send_many(nl, cs, res, n);
-        for (uint32_t i = 0; i < n; i++)
-            conn_sent((bconn *)cs[i], res[i]);
-    }
+    spw_netloop_flush(nl, NULL, bin_sent); /* in batches, each in one submission (net/conn.h) */
     if (l->nheld)
         release_held(l);
 }

@@ -102,9 +102,6 @@ struct spw_conn {
     int body_whole;       /* cur's body is reserved whole (its Content-Length) */
     int error_sent;
     uint64_t req_start_ms;
-    /* answered in this round of events: flushed once after it (conn_flush_soon) */
-    int flush_pending;
-    struct spw_conn *flush_next;
     /* The last answered request, kept for the next one (req_new): a
      * keep-alive connection then allocates no request struct (~1.8 KB,
      * zeroed) and no URL copy per request. Freed with the connection. */
@@ -120,7 +117,6 @@ struct spw_http_loop {
         };
     };
     spw_http_server *srv;
-    struct spw_conn *flush_head; /* connections to flush after this round (conn_flush_soon) */
 };
 
 struct spw_http_server {
@@ -289,14 +285,6 @@ static void req_done(spw_conn *c, spw_http_req *r)
 static void http_conn_free(spw_netconn *nc)
 {
     spw_conn *c = hc(nc);
-    /* Closed after it was queued for a flush (in a call between a round's
-     * flush and its sweep): off the loop's list before it is freed. */
-    if (c->flush_pending)
-        for (spw_conn **pp = &c->loop->flush_head; *pp; pp = &(*pp)->flush_next)
-            if (*pp == c) {
-                *pp = c->flush_next;
-                break;
-            }
     /* Every slot, not only the pending ones: a finished slot keeps its
      * buffer (or the one swapped in from out) for reuse. */
     for (uint32_t i = 0; i < c->loop->srv->cfg.max_pipelined; i++)
@@ -409,37 +397,18 @@ static void conn_flush_soon(spw_conn *c)
         conn_flush(c); /* closing after its answers (conn_fail, Connection: close): at once, as it always did */
         return;
     }
-    if (c->flush_pending || c->closed)
-        return;
-    c->flush_pending = 1;
-    c->flush_next = c->loop->flush_head;
-    c->loop->flush_head = c;
+    spw_netconn_flush_soon(&c->nc);
 }
 
 /* A connection closed in the round is a zombie until the sweep after
  * this: conn_flush of it sends nothing. */
-static void http_after_events(spw_netloop *nl)
-{
-    spw_http_loop *l = (spw_http_loop *)nl;
-    while (l->flush_head) {
-        /* In batches, each written in one submission (net/conn.h
-         * spw_netconn_send_many); conn_sent may resume a connection, whose
-         * new answers join the list for the next batch. */
-        spw_netconn *cs[SPW_NET_SEND_BATCH];
-        int res[SPW_NET_SEND_BATCH];
-        uint32_t n = 0;
-        while (l->flush_head && n < SPW_NET_SEND_BATCH) {
-            spw_conn *c = l->flush_head;
-            l->flush_head = c->flush_next;
-            c->flush_pending = 0;
-            if (!c->closed && conn_gather(c))
-                cs[n++] = &c->nc;
-        }
-        spw_netconn_send_many(nl, cs, res, n);
-        for (uint32_t i = 0; i < n; i++)
-            conn_sent((spw_conn *)cs[i], res[i]);
-    }
-}
+static int http_gather(spw_netconn *nc) { return conn_gather(hc(nc)); }
+static void http_sent(spw_netconn *nc, int r) { conn_sent(hc(nc), r); }
+
+/* In batches, each written in one submission (net/conn.h
+ * spw_netloop_flush); conn_sent may resume a connection, whose new
+ * answers go in a later batch. */
+static void http_after_events(spw_netloop *nl) { spw_netloop_flush(nl, http_gather, http_sent); }
 
 void spw_http_respond(spw_http_req *req, int status, const char *headers, const char *ctype, const void *body,
                       size_t len)

@@ -180,7 +180,7 @@ typedef struct spw_http_stats {
     uint64_t connections_open, connections_total, requests, rejected_limits;
     uint64_t accept_fd_errors; /* accepts that failed for want of an fd (net/conn.h) */
     uint64_t send_timeouts; /* connections closed because their answers did not move for send-timeout */
-    uint64_t uring_sends;   /* answers' sends submitted through io_uring (net/conn.h spw_netconn_send_many) */
+    uint64_t uring_sends;   /* answers' sends submitted through io_uring (net/conn.h spw_netloop_flush) */
     uint32_t uring_loops;   /* loops whose io_uring is open */
 } spw_http_stats;
 void spw_http_stats_get(spw_http_server *s, spw_http_stats *st);

@@ -554,6 +554,14 @@ void spw_netconn_close(spw_netconn *c)
 
 static void conn_free(spw_netconn *c)
 {
+    /* Closed after it was queued for a flush (in a call between a round's
+     * flush and its sweep): off the loop's list before it is freed. */
+    if (c->flush_pending)
+        for (spw_netconn **pp = &c->nl->flush_head; *pp; pp = &(*pp)->flush_next)
+            if (*pp == c) {
+                *pp = c->flush_next;
+                break;
+            }
     if (c->nl->ns->proto->conn_free)
         c->nl->ns->proto->conn_free(c);
     spw_buf_fini(&c->out);
@@ -630,7 +638,7 @@ int spw_netconn_send(spw_netconn *c)
     return 1;
 }
 
-/* ---- a round's answers in one submission (conn.h spw_netconn_send_many) ---- */
+/* ---- a round's answers in one submission (conn.h spw_netloop_flush) ---- */
 
 typedef struct spw_netring {
     struct io_uring ring;
@@ -674,7 +682,7 @@ static void ring_close(spw_netloop *l)
     atomic_fetch_sub(&l->ns->uring_loops, 1);
 }
 
-void spw_netconn_send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t n)
+static void send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t n)
 {
     SPW_ASSERT(n <= SPW_NET_SEND_BATCH);
     uint8_t pending[SPW_NET_SEND_BATCH] = {0};
@@ -735,6 +743,34 @@ void spw_netconn_send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t 
     }
     for (uint32_t i = 0; i < n; i++)
         res[i] = spw_netconn_send(cs[i]);
+}
+
+void spw_netconn_flush_soon(spw_netconn *c)
+{
+    if (c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    c->flush_next = c->nl->flush_head;
+    c->nl->flush_head = c;
+}
+
+void spw_netloop_flush(spw_netloop *l, int (*gather)(spw_netconn *c), void (*sent)(spw_netconn *c, int r))
+{
+    while (l->flush_head) {
+        spw_netconn *cs[SPW_NET_SEND_BATCH];
+        int res[SPW_NET_SEND_BATCH];
+        uint32_t n = 0;
+        while (l->flush_head && n < SPW_NET_SEND_BATCH) {
+            spw_netconn *c = l->flush_head;
+            l->flush_head = c->flush_next;
+            c->flush_pending = 0;
+            if (!c->closed && (!gather || gather(c)))
+                cs[n++] = c;
+        }
+        send_many(l, cs, res, n);
+        for (uint32_t i = 0; i < n; i++)
+            sent(cs[i], res[i]);
+    }
 }
 
 /* ---- the loop ---- */

@@ -72,7 +72,9 @@ struct ssl_st;
     uint8_t tls_wr;      /* the last write needs the socket readable */                                               \
     uint8_t tls_bad;     /* a fatal TLS error: no close_notify */                                                     \
     uint8_t tls_ready;   /* on the loop's tls_ready list */                                                           \
-    struct spw_netconn *tls_next; /* that list */
+    uint8_t flush_pending; /* on the loop's flush list (spw_netconn_flush_soon) */                                    \
+    struct spw_netconn *tls_next; /* that list */                                                                  \
+    struct spw_netconn *flush_next; /* the flush list */
 
 typedef struct spw_netconn {
     SPW_NETCONN_FIELDS
@@ -90,7 +92,8 @@ typedef struct spw_netconn {
     uint64_t accept_resume_ms; /* out of fds: not accepting until then (0: accepting) */                                  \
     uint32_t inflight; /* requests dispatched on this loop, not answered */                                      \
     struct spw_netconn *tls_ready; /* TLS connections with decrypted input the socket no longer signals */           \
-    struct spw_netring *ring; /* io_uring of spw_netconn_send_many (NULL: one send(2) each) */
+    struct spw_netring *ring; /* io_uring of spw_netloop_flush (NULL: one send(2) each) */                          \
+    struct spw_netconn *flush_head; /* connections to write after this round (spw_netconn_flush_soon) */
 
 typedef struct spw_netloop {
     SPW_NETLOOP_FIELDS
@@ -128,7 +131,7 @@ typedef struct spw_netsrv_config {
     uint32_t send_timeout_ms; /* close a connection whose unsent answers do not move for this long; 0: never */
     struct spw_tls *tls;      /* NULL: plain TCP; else every connection speaks TLS (net/tls.h) */
     uint32_t tls_handshake_timeout_ms; /* close a connection whose handshake is not done by then */
-    int io_uring; /* spw_netconn_send_many submits a round's sends at once (where the kernel allows io_uring) */
+    int io_uring; /* spw_netloop_flush submits a round's sends at once (where the kernel allows io_uring) */
 } spw_netsrv_config;
 
 typedef struct spw_netsrv {
@@ -144,7 +147,7 @@ typedef struct spw_netsrv {
     _Atomic uint64_t last_fd_warn_ms;
     _Atomic uint64_t send_timeouts;     /* connections closed by send_timeout_ms */
     _Atomic uint64_t tls_handshake_failures; /* TLS handshakes failed or timed out */
-    _Atomic uint64_t uring_sends;        /* sends submitted through io_uring (spw_netconn_send_many) */
+    _Atomic uint64_t uring_sends;        /* sends submitted through io_uring (spw_netloop_flush) */
     _Atomic uint32_t uring_loops;        /* loops whose io_uring is open */
     _Atomic int stop;
 } spw_netsrv;
@@ -225,19 +228,26 @@ uint64_t spw_net_tls_handshake_failures(void);
  * the connection failed and is closed. */
 int spw_netconn_send(spw_netconn *c);
 /*
- * The answers of one round of a loop (a group commit's, posted together)
- * to n connections of loop l: res[i] is spw_netconn_send's result for
- * cs[i]. With cfg.io_uring and a kernel that allows it, the first send of
- * every plain connection goes in one io_uring submission (MSG_DONTWAIT:
- * a full socket answers EAGAIN at once, never waits), so n answers cost
- * one system call instead of n; what a send left, and TLS connections,
- * then go through spw_netconn_send. The loop opens its ring when it
- * starts; a kernel that refuses io_uring (ENOSYS, a seccomp filter's
- * EPERM) leaves it NULL, logged once, and every send is send(2). At most
- * SPW_NET_SEND_BATCH connections at once. Loop thread.
+ * The answers of one round of a loop (a group commit's, posted together):
+ * spw_netconn_flush_soon puts c on its loop's flush list (once; not a
+ * closed one), and the protocol's after_events calls spw_netloop_flush,
+ * which takes the list in batches of up to SPW_NET_SEND_BATCH: for each
+ * connection gather(c) (NULL: none; 0 leaves it out: it closed), then
+ * the batch's sends, then sent(c, r) with spw_netconn_send's result r.
+ * With cfg.io_uring and a kernel that allows it, the first send of every
+ * plain connection of a batch goes in one io_uring submission
+ * (MSG_DONTWAIT: a full socket answers EAGAIN at once, never waits), so n
+ * answers cost one system call instead of n; what a send left, and TLS
+ * connections, then go through spw_netconn_send. The loop opens its ring
+ * when it starts; a kernel that refuses io_uring (ENOSYS, a seccomp
+ * filter's EPERM) leaves it NULL, logged once, and every send is send(2).
+ * sent may queue connections again (new answers): they go in a later
+ * batch of the same call. A connection freed while queued leaves the list
+ * first. Loop thread.
  */
 #define SPW_NET_SEND_BATCH 64
-void spw_netconn_send_many(spw_netloop *l, spw_netconn **cs, int *res, uint32_t n);
+void spw_netconn_flush_soon(spw_netconn *c);
+void spw_netloop_flush(spw_netloop *l, int (*gather)(spw_netconn *c), void (*sent)(spw_netconn *c, int r));
 /*
  * The budget of unsent answers (docs/operations.md "Memory"): every byte of
  * an answer from when it is built until it is written to the socket is

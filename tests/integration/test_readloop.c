@@ -26,6 +26,7 @@
 
 typedef struct bg {
     int port;
+    const char *method, *path, *body; /* bg_json's request */
     resp r;
     _Atomic int done;
 } bg;
@@ -48,55 +49,30 @@ static void *bg_poll(void *arg)
 
 static void wait_stuck(const char *waiting);
 
-static void *bg_sink_put(void *arg)
+/* A JSON request of b's method and path (body: NULL for none). */
+static void *bg_json(void *arg)
 {
     bg *b = arg;
-    const char *def = "{\"stream\":\"s\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:9\","
-                      "\"stream\":\"s\"}}";
-    b->r = http_json(b->port, "PUT", "/v1/sinks/fw", def);
+    b->r = http_json(b->port, b->method, b->path, b->body);
     atomic_store(&b->done, 1);
     return NULL;
 }
 
-static void *bg_sink_delete(void *arg)
-{
-    bg *b = arg;
-    b->r = http_json(b->port, "DELETE", "/v1/sinks/fw", NULL);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-static void *bg_view_put(void *arg)
-{
-    bg *b = arg;
-    b->r = http_json(b->port, "PUT", "/v1/views/vs", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}");
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-static void *bg_view_delete(void *arg)
-{
-    bg *b = arg;
-    b->r = http_json(b->port, "DELETE", "/v1/views/vs", NULL);
-    atomic_store(&b->done, 1);
-    return NULL;
-}
-
-/* A request (fn) held at a gate — a sink's PUT or DELETE writing and
- * fsyncing its files, a view's store opening — while the loop answers a
- * produce. */
-static void held_at_gate(int port, const char *sgate, const char *swaiting, void *(*fn)(void *), int want)
+/* A request held at a gate — a sink's PUT or DELETE writing and fsyncing
+ * its files, a view's store opening — while the loop answers a produce. */
+static void held_at_gate(int port, const char *sgate, const char *swaiting, const char *method, const char *path,
+                         const char *body, int want)
 {
     unlink(swaiting);
     FILE *f = fopen(sgate, "w");
     CHECK(f != NULL);
     fclose(f);
-    bg b = {.port = port};
+    bg b = {.port = port, .method = method, .path = path, .body = body};
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, fn, &b) == 0);
+    CHECK(pthread_create(&th, NULL, bg_json, &b) == 0);
     wait_stuck(swaiting);
-    const char *body = "{\"n\":1}\n";
-    resp r = http(port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", body, strlen(body));
+    const char *ev = "{\"n\":1}\n";
+    resp r = http(port, "POST", "/v1/streams/s/events?ack=fsync", "application/x-ndjson", ev, strlen(ev));
     CHECK_EQ(r.status, 202);
     free(r.body);
     CHECK_EQ(atomic_load(&b.done), 0);
@@ -229,13 +205,16 @@ int main(int argc, char **argv)
 
     /* A sink's PUT and DELETE (the definition's file, its directory and
      * their fsyncs) held at the sync gate while the loop answers. */
-    held_at_gate(s.port, sgate, swaiting, bg_sink_put, 201);
-    held_at_gate(s.port, sgate, swaiting, bg_sink_delete, 204);
+    held_at_gate(s.port, sgate, swaiting, "PUT", "/v1/sinks/fw",
+                 "{\"stream\":\"s\",\"kind\":\"forward\",\"options\":{\"address\":\"127.0.0.1:9\",\"stream\":\"s\"}}",
+                 201);
+    held_at_gate(s.port, sgate, swaiting, "DELETE", "/v1/sinks/fw", NULL, 204);
 
     /* A view's PUT, its store's open held at the view gate, and its
      * DELETE (its definition's removal fsynced at the sync gate). */
-    held_at_gate(s.port, vgate, vwaiting, bg_view_put, 201);
-    held_at_gate(s.port, sgate, swaiting, bg_view_delete, 204);
+    held_at_gate(s.port, vgate, vwaiting, "PUT", "/v1/views/vs", "{\"stream\":\"s\",\"kind\":\"sum\",\"field\":\"/n\"}",
+                 201);
+    held_at_gate(s.port, sgate, swaiting, "DELETE", "/v1/views/vs", NULL, 204);
 
     /* A keyed request's retry after a restart: the table rebuilt from the
      * log knows the key but not the stored request's fingerprint, which

@@ -1,6 +1,6 @@
 /*
  * A round's answers in one io_uring submission (docs/operations.md
- * "Configuration", io-uring; net/conn.h spw_netconn_send_many), and the
+ * "io_uring"; net/conn.h spw_netloop_flush), and the
  * send(2) path beside it: the same checks with io-uring true and false.
  *
  * 1. Many answers in one round: 40 connections each pipeline 10
