@@ -222,6 +222,9 @@ static inline int read_resp(int fd, resp *r, char *buf, size_t cap, size_t *have
         }
         CHECK(*have < cap);
         ssize_t n = recv(fd, buf + *have, cap - *have, 0);
+        if (n < 0 && errno == EINTR)
+            continue; /* not the peer: with SO_RCVTIMEO set, a stop and continue of this process, or task work
+                         queued to it (an io_uring's teardown), interrupts the call */
         if (n <= 0)
             return -1;
         *have += (size_t)n;
