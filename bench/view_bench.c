@@ -75,13 +75,13 @@ static void *reader(void *arg)
         snprintf(key, sizeof key, "key%06" PRIu64, (r >> 33) % nkeys);
         b.len = 0;
         uint64_t t = spw_mono_ns();
-        spw_views_read_key(views, cur_view, key, strlen(key), &b, err, sizeof err);
+        spw_views_read_key(views, cur_view, key, strlen(key), 0, &b, err, sizeof err);
         if (n_key < cap_lat)
             lat_key[n_key++] = (spw_mono_ns() - t) / 1000;
         if (strcmp(cur_view, "agg") == 0) {
             b.len = 0;
             t = spw_mono_ns();
-            spw_views_read_series(views, cur_view, key, strlen(key), "1m", T0, T0 + 3600000, &b, err, sizeof err);
+            spw_views_read_series(views, cur_view, key, strlen(key), "1m", T0, T0 + 3600000, 0, &b, err, sizeof err);
             if (n_series < cap_lat)
                 lat_series[n_series++] = (spw_mono_ns() - t) / 1000;
         }

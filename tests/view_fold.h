@@ -383,7 +383,7 @@ static inline void vf_check(vf_view *v, spw_views *m)
             continue;
         keys++;
         got.len = want.len = 0;
-        CHECK_OK(spw_views_read_key(m, v->name, e->key, strlen(e->key), &got, err, sizeof err));
+        CHECK_OK(spw_views_read_key(m, v->name, e->key, strlen(e->key), 0, &got, err, sizeof err));
         spw_buf_xprintf(&want, "{\"key\":\"%s\"", e->key);
         if (v->kind == 0)
             spw_buf_xprintf(&want,
@@ -409,7 +409,8 @@ static inline void vf_check(vf_view *v, spw_views *m)
             char wt[32];
             snprintf(wt, sizeof wt, "%" PRId64 "ms", v->win[l]);
             int64_t from = ns ? ser[0]->start : 0, to = ns ? ser[ns - 1]->start : 0;
-            int r = spw_views_read_series(m, v->name, e->key, strlen(e->key), wt, from, to, &got, err, sizeof err);
+            int r = spw_views_read_series(m, v->name, e->key, strlen(e->key), wt, from, to, 0, &got, err,
+                                          sizeof err);
             if (r < 0)
                 fprintf(stderr, "series: %s\n", err);
             CHECK_OK(r);
@@ -482,7 +483,7 @@ static inline void vf_check_top(vf_view *v, spw_views *m, int l, int64_t at, int
     spw_buf got = SPW_BUF_INIT, want = SPW_BUF_INIT;
     char err[300], wt[32];
     snprintf(wt, sizeof wt, "%" PRId64 "ms", v->win[l]);
-    CHECK_OK(spw_views_read_top(m, v->name, wt, at, by_sum ? "sum" : "count", n, &got, err, sizeof err));
+    CHECK_OK(spw_views_read_top(m, v->name, wt, at, by_sum ? "sum" : "count", n, 0, &got, err, sizeof err));
     spw_buf_put(&got, "", 1);
     const char *keys = strstr((const char *)got.p, "\"keys\":[");
     CHECK(keys != NULL);

@@ -10,8 +10,12 @@
  * the view has applied them, at most wait_ms, then answers view_lag; the
  * wait's end is posted back to the connection's loop, and the request
  * counts in flight meanwhile (like a PRODUCE), so the loop never waits.
+ * Nor for the disk: a read whose entries are in neither RocksDB's
+ * memtable nor its block cache is made on an I/O worker (svc/views.h
+ * spw_view_req.uncached), also counting in flight.
  */
 #include "bin/bin_int.h"
+#include "core/workq.h"
 #include "svc/views.h"
 
 /* A view read between its request and its answer (a copy of what the
@@ -21,28 +25,82 @@ typedef struct bview {
     uint64_t request_id;
     spw_sc wait_sc;
     spw_view_req r;
+    /* a read made on an I/O worker: its answer */
+    spw_svc *svc;
+    spw_sc sc;
+    spw_buf out;
+    char err[400];
     char name[SPW_STREAM_NAME_WIRE_MAX + 1];
     char window[SPW_VIEW_WORD_WIRE_MAX + 1], by[SPW_VIEW_WORD_WIRE_MAX + 1];
     uint8_t key[SPW_KEY_WIRE_MAX];
 } bview;
 
-static void serve(bconn *c, uint64_t id, const spw_view_req *r)
+/* Sends a view read's answer (sc, out, err: what spw_view_serve gave). */
+static void send_answer(bconn *c, uint64_t id, spw_sc sc, const spw_buf *out, const char *err)
 {
-    spw_buf out = SPW_BUF_INIT;
-    char err[400];
-    int created;
-    spw_sc sc = spw_view_serve(c->loop->srv->svc, r, &out, &created, err, sizeof err);
     if (sc != SPW_SC_OK) {
         spw__bin_send_sc(c, SPW_OP_VIEW_READ, id, sc, 0, "%s", err);
     } else if (!c->closed) {
         size_t start;
         if (spw_frame_begin(&c->out, SPW_OP_VIEW_READ, SPW_FLAG_RESPONSE, id, &start) || spw_answer_ok(&c->out) ||
-            spw_view_read_resp_encode(&c->out, out.p, (uint32_t)out.len))
+            spw_view_read_resp_encode(&c->out, out->p, (uint32_t)out->len))
             spw__bin_conn_close(c);
         else
             spw_frame_finish(&c->out, start);
     }
+}
+
+/* A read made on an I/O worker, answered on its connection's loop. */
+static void served_on_loop(void *arg)
+{
+    bview *v = arg;
+    bconn *c = v->c;
+    c->inflight--;
+    c->loop->inflight--;
+    if (!c->closed) {
+        send_answer(c, v->request_id, v->sc, &v->out, v->err);
+        spw__bin_conn_flush(c);
+    }
+    spw_buf_fini(&v->out);
+    spw_free(v);
+}
+
+static void worker_serve(void *arg)
+{
+    bview *v = arg;
+    int created;
+    v->out = (spw_buf)SPW_BUF_INIT;
+    v->sc = spw_view_serve(v->svc, &v->r, &v->out, &created, v->err, sizeof v->err);
+    spw__bin_loop_post(v->c->loop, served_on_loop, v);
+}
+
+/* Serves v on the loop from what RocksDB holds in memory; a read that
+ * would read a file of the view's store goes to an I/O worker instead
+ * (then 1: v is the worker's until it is answered; the request counts in
+ * flight meanwhile). */
+static int serve(bconn *c, bview *v)
+{
+    spw_svc *svc = c->loop->srv->svc;
+    spw_buf out = SPW_BUF_INIT;
+    char err[400];
+    int created, uncached = 0;
+    v->r.uncached = svc->io ? &uncached : NULL;
+    spw_sc sc = spw_view_serve(svc, &v->r, &out, &created, err, sizeof err);
+    v->r.uncached = NULL;
+    if (uncached) {
+        spw_buf_fini(&out);
+        v->svc = svc;
+        c->inflight++;
+        c->loop->inflight++;
+        if (spw_workq_submit(svc->io, worker_serve, v) == 0)
+            return 1;
+        c->inflight--; /* the queue is full: at once */
+        c->loop->inflight--;
+        sc = spw_view_serve(svc, &v->r, &out, &created, err, sizeof err);
+    }
+    send_answer(c, v->request_id, sc, &out, err);
     spw_buf_fini(&out);
+    return 0;
 }
 
 static void waited_on_loop(void *arg)
@@ -52,13 +110,15 @@ static void waited_on_loop(void *arg)
     c->inflight--;
     c->loop->inflight--;
     if (!c->closed) {
-        if (v->wait_sc == SPW_SC_OK)
-            serve(c, v->request_id, &v->r);
-        else if (v->wait_sc == SPW_SC_VIEW_LAG)
+        if (v->wait_sc == SPW_SC_OK) {
+            if (serve(c, v))
+                return;
+        } else if (v->wait_sc == SPW_SC_VIEW_LAG) {
             spw__bin_send_sc(c, SPW_OP_VIEW_READ, v->request_id, SPW_SC_VIEW_LAG, 0,
                              "view %s has not applied min_offsets within wait_ms", v->name);
-        else
+        } else {
             spw__bin_send_sc(c, SPW_OP_VIEW_READ, v->request_id, v->wait_sc, 0, "no view named %s", v->name);
+        }
         spw__bin_conn_flush(c);
     }
     spw_free(v);
@@ -111,8 +171,8 @@ void spw__bin_handle_view_read(bconn *c, const spw_frame_hdr *h, const uint8_t *
         return spw__bin_send_sc(c, h->opcode, h->request_id, sc, 0, "%s", msg);
     }
     if (q.nmin == 0) {
-        serve(c, h->request_id, &v->r);
-        spw_free(v);
+        if (!serve(c, v))
+            spw_free(v);
         return;
     }
     spw_view_min *min = spw_xmalloc(q.nmin * sizeof *min);

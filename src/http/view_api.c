@@ -100,32 +100,47 @@ static void serve_now(vreq *v)
     v->sc = spw_view_serve(&v->api->svc, &v->r, &v->out, &v->created, v->err, sizeof v->err);
 }
 
-static void serve(vreq *v)
-{
-    serve_now(v);
-    answer(v);
-}
-
 static void answer_on_loop(void *arg) { answer(arg); }
 
-static void manage_worker(void *arg)
+static void worker_serve(void *arg)
 {
     vreq *v = arg;
     serve_now(v);
     spw_http_loop_post(v->req->loop, answer_on_loop, v);
 }
 
-/* PUT and DELETE open, stop, join and remove a view's store and threads
- * (disk work, and a PUT waits for its first attach): on an I/O worker,
- * never on the loop (here without workers, or with the queue full: at
- * once). The request's body stays until it is answered. A rebuild only
- * flags the apply thread: on the loop. */
-static void manage(vreq *v)
+/* On an I/O worker (here without workers, or with the queue full: at
+ * once): PUT and DELETE, which open, stop, join and remove a view's store
+ * and threads (disk work, and a PUT waits for its first attach; a rebuild
+ * only flags the apply thread: on the loop), and the reads that need a
+ * file of the store. The request's body stays until it is answered. */
+static void to_worker(vreq *v)
 {
-    if (v->api->svc.io && spw_workq_submit(v->api->svc.io, manage_worker, v) == 0)
+    v->r.uncached = NULL;
+    if (v->api->svc.io && spw_workq_submit(v->api->svc.io, worker_serve, v) == 0)
         return;
-    serve(v);
+    serve_now(v);
+    answer(v);
 }
+
+/* On the loop; a read of a view's entries only from what RocksDB holds in
+ * memory (the memtable, the block cache), and one that would read a file
+ * of the store goes to an I/O worker instead. */
+static void serve(vreq *v)
+{
+    int uncached = 0;
+    int read = v->r.op == SPW_VIEW_KEY || v->r.op == SPW_VIEW_SERIES || v->r.op == SPW_VIEW_TOP;
+    v->r.uncached = read && v->api->svc.io ? &uncached : NULL;
+    serve_now(v);
+    v->r.uncached = NULL;
+    if (uncached) {
+        spw_buf_fini(&v->out);
+        to_worker(v);
+        return;
+    }
+    answer(v);
+}
+
 
 static void *verify_thread(void *arg)
 {
@@ -301,7 +316,7 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     if (v->r.op == SPW_VIEW_PUT) {
         v->r.body = (const char *)req->body.p;
         v->r.body_len = req->body.len;
-        manage(v);
+        to_worker(v);
         return 1;
     }
     if (spw__api_query_get(q, "window", v->window, sizeof v->window) < 0 ||
@@ -333,7 +348,7 @@ int spw_view_api_route(spw_api *api, spw_http_req *req, const spw_auth_req *ar)
     int g = spw__api_query_get(q, "min_offsets", mo, 32 * SPW_VIEW_MIN_MAX);
     if (v->r.op == SPW_VIEW_DELETE) {
         spw_free(mo);
-        manage(v);
+        to_worker(v);
         return 1;
     }
     if (g == 0 || v->r.op == SPW_VIEW_REBUILD) {

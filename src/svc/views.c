@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,9 @@ static spw_sc map_err(int r)
     default: return spw_sc_read(r);
     }
 }
+
+/* Reads from an I/O loop that needed a file of a store (spw_view_req.uncached). */
+static _Atomic uint64_t g_reads_uncached;
 
 spw_sc spw_view_serve(spw_svc *svc, const spw_view_req *r, spw_buf *out, int *created, char *err, size_t cap)
 {
@@ -70,14 +74,26 @@ spw_sc spw_view_serve(spw_svc *svc, const spw_view_req *r, spw_buf *out, int *cr
         }
         return SPW_SC_OK;
     case SPW_VIEW_KEY:
-        rc = spw_views_read_key(m, r->name, r->key, r->klen, out, err, cap);
-        break;
     case SPW_VIEW_SERIES:
-        rc = spw_views_read_series(m, r->name, r->key, r->klen, r->window, r->from, r->to, out, err, cap);
+    case SPW_VIEW_TOP: {
+        size_t len0 = out->len;
+        int cached = r->uncached != NULL;
+        if (r->op == SPW_VIEW_KEY)
+            rc = spw_views_read_key(m, r->name, r->key, r->klen, cached, out, err, cap);
+        else if (r->op == SPW_VIEW_SERIES)
+            rc = spw_views_read_series(m, r->name, r->key, r->klen, r->window, r->from, r->to, cached, out, err,
+                                       cap);
+        else
+            rc = spw_views_read_top(m, r->name, r->window, r->at, r->by, r->n ? r->n : 10, cached, out, err, cap);
+        if (rc == SPW_VIEW_EUNCACHED && cached) {
+            out->len = len0;
+            *r->uncached = 1;
+            atomic_fetch_add(&g_reads_uncached, 1);
+            snprintf(err, cap, "the read needs a file of the view's store");
+            return SPW_SC_UNAVAILABLE;
+        }
         break;
-    case SPW_VIEW_TOP:
-        rc = spw_views_read_top(m, r->name, r->window, r->at, r->by, r->n ? r->n : 10, out, err, cap);
-        break;
+    }
     case SPW_VIEW_VERIFY:
         rc = spw_views_verify(m, r->name, r->n, out, err, cap);
         if (rc == SPW_EINVAL)
@@ -158,4 +174,17 @@ static void m_views(void *ctx, spw_metrics_out *o)
         spw_views_metrics(svc->views, o->b, sees, o);
 }
 
-void spw_view_metrics_register(spw_svc *svc) { spw_metrics_add_block(svc->metrics, m_views, svc); }
+static uint64_t m_reads_uncached(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&g_reads_uncached);
+}
+
+void spw_view_metrics_register(spw_svc *svc)
+{
+    spw_metrics_add_block(svc->metrics, m_views, svc);
+    spw_metrics_add_u64(svc->metrics, "spillway_view_reads_uncached_total",
+                        "view reads (HTTP and binary) whose entries were in neither the memtable nor the block cache: "
+                        "made on an I/O worker, not the loop",
+                        SPW_METRIC_COUNTER, m_reads_uncached, NULL);
+}

@@ -42,6 +42,11 @@ typedef struct spw_view_req {
     int64_t from, to, at; /* INT64_MIN: the default */
     const char *by;       /* TOP: "count" or "sum" ("" or NULL: count) */
     uint32_t n;           /* TOP; VERIFY: the sample (1: every key) */
+    /* KEY, SERIES, TOP from an I/O loop: set, the read takes only what
+     * needs no file of the store (the memtable, the block cache); one that
+     * would read a file answers nothing, sets *uncached and is to be made
+     * again on an I/O worker with uncached NULL (view/view.h "cached") */
+    int *uncached;
 } spw_view_req;
 
 /*

@@ -75,6 +75,7 @@ static void view_free(spw_view *v)
         rocksdb_options_destroy(v->opts);
         rocksdb_writeoptions_destroy(v->wo);
         rocksdb_readoptions_destroy(v->ro);
+        rocksdb_readoptions_destroy(v->ro_cached);
     }
     spw_free(v->canon);
     pthread_mutex_destroy(&v->mu);

@@ -109,15 +109,21 @@ int spw_views_applied(spw_views *m, const char *name, const spw_view_min *min, u
 int spw_views_wait(spw_views *m, const char *name, const spw_view_min *min, uint32_t n, uint64_t deadline_ms,
                    void (*done)(void *arg, int r), void *arg);
 
-/* Reads (view_read.c). Each appends one JSON object to out. */
-int spw_views_read_key(spw_views *m, const char *name, const void *key, size_t klen, spw_buf *out, char *err,
-                       size_t cap);
+/* Reads (view_read.c). Each appends one JSON object to out. With cached
+ * set, a read that would have to read a file of the store (what it needs
+ * is in neither the memtable nor the block cache: RocksDB's read tier
+ * kBlockCacheTier) reads nothing and returns SPW_VIEW_EUNCACHED, out
+ * unchanged: an I/O loop then sends it to an I/O worker, where it runs
+ * again without cached. */
+#define SPW_VIEW_EUNCACHED (-EWOULDBLOCK)
+int spw_views_read_key(spw_views *m, const char *name, const void *key, size_t klen, int cached, spw_buf *out,
+                       char *err, size_t cap);
 /* window: its text ("1m"); from/to in ms (INT64_MIN: the default). */
 int spw_views_read_series(spw_views *m, const char *name, const void *key, size_t klen, const char *window,
-                          int64_t from, int64_t to, spw_buf *out, char *err, size_t cap);
+                          int64_t from, int64_t to, int cached, spw_buf *out, char *err, size_t cap);
 /* by: "count" or "sum"; at INT64_MIN: the newest bucket; n >= 1. */
 int spw_views_read_top(spw_views *m, const char *name, const char *window, int64_t at, const char *by, uint32_t n,
-                       spw_buf *out, char *err, size_t cap);
+                       int cached, spw_buf *out, char *err, size_t cap);
 
 /*
  * Verify (view_verify.c): recomputes the view from its log up to the

@@ -151,6 +151,7 @@ typedef struct spw_view {
     int hinted; /* opts insert with a hint per first key byte (view_store.c) */
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
+    rocksdb_readoptions_t *ro_cached; /* read tier: memtable and block cache only (view.h "cached") */
     pthread_t th;
     int started;
     pthread_mutex_t mu;
@@ -250,6 +251,9 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap);
 void spw__view_store_close(spw_view *v);
 int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t cap); /* one batch: all gone, fresh meta */
 int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val);
+/* A RocksDB read's error e (freed): SPW_VIEW_EUNCACHED for Incomplete (a
+ * read with the block cache's tier that needed a file), else logged, -EIO. */
+int spw__view_store_err(spw_view *v, char *e);
 int spw__view_store_read_meta(spw_view *v, view_meta *mt, int *found);
 /* Turns RocksDB's bound on merge chains (VIEW_CHAIN_MAX operands of a key
  * in the memtable) on (bound 1) or off: 0 or -EIO. Apply thread only. */

@@ -32,8 +32,8 @@ static void put_key(spw_buf *out, const void *key, size_t klen)
     spw_json_xput_str(out, key, klen);
 }
 
-int spw_views_read_key(spw_views *m, const char *name, const void *key, size_t klen, spw_buf *out, char *err,
-                       size_t cap)
+int spw_views_read_key(spw_views *m, const char *name, const void *key, size_t klen, int cached, spw_buf *out,
+                       char *err, size_t cap)
 {
     spw_view *v = spw__view_ref(m, name);
     if (!v) {
@@ -45,7 +45,7 @@ int spw_views_read_key(spw_views *m, const char *name, const void *key, size_t k
     uint8_t pfx = v->def.kind == VK_LATEST ? VIEW_P_LATEST : v->def.kind == VK_SUM ? VIEW_P_SUM : VIEW_P_ALL;
     if (spw_buf_put(&k, &pfx, 1) || spw_buf_put(&k, key, klen))
         FAIL(SPW_ENOMEM, "out of memory");
-    r = spw__view_store_get(v, NULL, k.p, k.len, &val);
+    r = spw__view_store_get(v, cached ? v->ro_cached : NULL, k.p, k.len, &val);
     if (r < 0)
         FAIL(r, "reading the view's store failed");
     if (r == 0)
@@ -92,11 +92,13 @@ typedef struct snap {
     view_meta mt;
 } snap;
 
-static int snap_open(spw_view *v, snap *sn)
+static int snap_open(spw_view *v, snap *sn, int cached)
 {
     sn->s = rocksdb_create_snapshot(v->db);
     sn->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(sn->ro, sn->s);
+    if (cached)
+        rocksdb_readoptions_set_read_tier(sn->ro, 1); /* kBlockCacheTier */
     spw_buf b = SPW_BUF_INIT;
     int r = spw__view_store_get(v, sn->ro, VIEW_META_KEY, VIEW_META_KEY_LEN, &b);
     if (r == 1)
@@ -138,7 +140,7 @@ static void bucket_json(spw_buf *out, int64_t start, const view_agg *a, int fina
 }
 
 int spw_views_read_series(spw_views *m, const char *name, const void *key, size_t klen, const char *window,
-                          int64_t from, int64_t to, spw_buf *out, char *err, size_t cap)
+                          int64_t from, int64_t to, int cached, spw_buf *out, char *err, size_t cap)
 {
     spw_view *v = spw__view_ref(m, name);
     if (!v) {
@@ -156,7 +158,7 @@ int spw_views_read_series(spw_views *m, const char *name, const void *key, size_
     if (level < 0)
         FAIL(SPW_EINVAL, "window must be one of the view's windows");
     int64_t w = d->win_ms[level];
-    if ((r = snap_open(v, &sn)) < 0)
+    if ((r = snap_open(v, &sn, cached)) < 0)
         FAIL(r, "reading the view's store failed");
     have_snap = 1;
     kb = spw_xmalloc(klen + 16);
@@ -256,7 +258,7 @@ static int top_above(const top_ent *a, const top_ent *b, int by_sum)
 }
 
 int spw_views_read_top(spw_views *m, const char *name, const char *window, int64_t at, const char *by, uint32_t n,
-                       spw_buf *out, char *err, size_t cap)
+                       int cached, spw_buf *out, char *err, size_t cap)
 {
     spw_view *v = spw__view_ref(m, name);
     if (!v) {
@@ -284,7 +286,7 @@ int spw_views_read_top(spw_views *m, const char *name, const char *window, int64
     } else if (window && window[0]) {
         FAIL(SPW_EINVAL, "sum views have no windows: leave window out");
     }
-    if ((r = snap_open(v, &sn)) < 0)
+    if ((r = snap_open(v, &sn, cached)) < 0)
         FAIL(r, "reading the view's store failed");
     have_snap = 1;
     uint8_t lo[10], hi[10];
@@ -350,10 +352,8 @@ int spw_views_read_top(spw_views *m, const char *name, const char *window, int64
     }
     char *ie = NULL;
     rocksdb_iter_get_error(it, &ie);
-    if (ie) {
-        rocksdb_free(ie);
-        FAIL(-EIO, "reading the view's store failed");
-    }
+    if (ie)
+        FAIL(spw__view_store_err(v, ie), "reading the view's store failed");
     spw_buf_xprintf(out, "{");
     if (level >= 0) {
         spw_buf_xprintf(out, "\"window\":");

@@ -584,6 +584,8 @@ int spw__view_store_open(spw_view *v, char *err, size_t cap)
         v->wo = rocksdb_writeoptions_create();
         rocksdb_writeoptions_disable_WAL(v->wo, 1);
         v->ro = rocksdb_readoptions_create();
+        v->ro_cached = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_read_tier(v->ro_cached, 1); /* kBlockCacheTier */
     }
     char *e = NULL;
     if (!v->hinted) {
@@ -693,17 +695,28 @@ int spw__view_store_wipe(spw_view *v, const view_meta *fresh, char *err, size_t 
     return 0;
 }
 
-/* 1 and *val (replaced) when found, 0 when not, or -EIO. */
+int spw__view_store_err(spw_view *v, char *e)
+{
+    /* Status::Incomplete ("Result incomplete: ..."): a read with the block
+     * cache's tier needed a file */
+    if (strncmp(e, "Result incomplete", 17) == 0) {
+        rocksdb_free(e);
+        return SPW_VIEW_EUNCACHED;
+    }
+    spw_error("view %s: store read: %s", v->def.name, e);
+    rocksdb_free(e);
+    return -EIO;
+}
+
+/* 1 and *val (replaced) when found, 0 when not, or -EIO (or
+ * SPW_VIEW_EUNCACHED with v->ro_cached's tier). */
 int spw__view_store_get(spw_view *v, const rocksdb_readoptions_t *ro, const void *k, size_t kl, spw_buf *val)
 {
     size_t n = 0;
     char *e = NULL;
     char *p = rocksdb_get(v->db, ro ? ro : v->ro, k, kl, &n, &e);
-    if (e) {
-        spw_error("view %s: store read: %s", v->def.name, e);
-        rocksdb_free(e);
-        return -EIO;
-    }
+    if (e)
+        return spw__view_store_err(v, e);
     if (!p)
         return 0;
     val->len = 0;

@@ -102,6 +102,7 @@ static const char *const WANT[] = {
     "spillway_unsent_bytes gauge",
     "spillway_unsent_peak_bytes gauge",
     "spillway_version_conflicts_total counter",
+    "spillway_view_reads_uncached_total counter",
 };
 #define NWANT (sizeof WANT / sizeof WANT[0])
 

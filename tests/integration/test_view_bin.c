@@ -138,8 +138,76 @@ int main(int argc, char **argv)
     CHECK(json == NULL);
     CHECK_EQ(spillway_client_view_get(c, "agg", "home", 4, all, nall, 1000, &json, &len), 0);
     same("/v1/views/agg/keys/home", json, len);
-
     spillway_client_close(c);
+
+    /* After a restart the stores' entries are in their files only (a stop
+     * flushes every store; the block cache starts empty): a read that
+     * needs a file goes from the loop to an I/O worker and gives the same
+     * answer, counted in spillway_view_reads_uncached_total; the same
+     * read again finds its block cached and is served on the loop. Each
+     * kind of read, each front end, on a fresh server. 3,000 more keys
+     * first, so the stores hold many blocks: the one a start reads (the
+     * view's meta entry) does not hold the keys read here. */
+    {
+        size_t cap = 3000 * 80, n = 0;
+        char *nd = malloc(cap);
+        CHECK(nd != NULL);
+        for (int i = 0; i < 3000; i++)
+            n += (size_t)snprintf(nd + n, cap - n, "{\"page\":\"p%04d\",\"n\":%d,\"ts\":%lld}\n", i, i % 7 + 1,
+                                  T0 + (i % 40) * 1000LL);
+        resp r = http(S.port, "POST", "/v1/streams/clicks/events", "application/x-ndjson", nd, n);
+        CHECK_EQ(r.status, 202);
+        free(r.body);
+        free(nd);
+        char q[200];
+        snprintf(q, sizeof q, "?min_offsets=0:%llu,1:%llu&wait_ms=20000",
+                 (unsigned long long)part_field(S.port, "/v1/streams/clicks", 0, "end_offset") - 1,
+                 (unsigned long long)part_field(S.port, "/v1/streams/clicks", 1, "end_offset") - 1);
+        char path[300];
+        snprintf(path, sizeof path, "/v1/views/agg/keys/p2999%s", q);
+        free(http_body(path));
+        snprintf(path, sizeof path, "/v1/views/last/keys/p2999%s", q);
+        free(http_body(path));
+    }
+    static const char *const paths[] = {"/v1/views/agg/keys/p1500",
+                                        "/v1/views/agg/top?window=1m&at=1700000000000&by=sum&n=3",
+                                        "/v1/views/agg/keys/p1700/series?window=10s&from=1700000000000&to=1700000039000",
+                                        "/v1/views/last/keys/p2000", "/v1/views/last/keys/p2500"};
+    char *before[5];
+    for (int i = 0; i < 5; i++)
+        before[i] = http_body(paths[i]);
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(srv_stop(&S, SIGTERM), 0);
+        srv_start(&S, argv[1], dir, NULL);
+        CHECK_EQ(srv_metric(S.port, "spillway_view_reads_uncached_total"), 0);
+        for (int round = 0; round < 2; round++) {
+            char *after;
+            if (i < 4) {
+                after = http_body(paths[i]);
+            } else { /* the binary protocol's VIEW_READ */
+                if (round == 0) {
+                    snprintf(addr, sizeof addr, "127.0.0.1:%d", S.binport);
+                    CHECK_EQ(spillway_client_connect(addr, 5000, &c), 0);
+                }
+                CHECK_EQ(spillway_client_view_get(c, "last", "p2500", 5, NULL, 0, 0, &json, &len), 0);
+                after = strdup(json);
+                spillway_view_json_free(json);
+                if (round == 1)
+                    spillway_client_close(c);
+            }
+            if (strcmp(after, before[i]) != 0)
+                fprintf(stderr, "%s after a restart:\n  %s\nbefore:\n  %s\n", paths[i], after, before[i]);
+            CHECK(strcmp(after, before[i]) == 0);
+            free(after);
+            /* the first read went to a worker, the second did not */
+            long long got = srv_metric(S.port, "spillway_view_reads_uncached_total");
+            if (got != 1)
+                fprintf(stderr, "%s, read %d after a restart: %lld reads uncached\n", paths[i], round + 1, got);
+            CHECK_EQ(got, 1);
+        }
+    }
+    for (int i = 0; i < 5; i++)
+        free(before[i]);
     CHECK_EQ(srv_stop(&S, SIGTERM), 0);
     spw_test_rmrf(dir);
     free(dir);

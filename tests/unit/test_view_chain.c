@@ -69,7 +69,7 @@ static void check_sum(spw_views *m, long count)
 {
     spw_buf b = SPW_BUF_INIT;
     char err[256], want[128];
-    CHECK_OK(spw_views_read_key(m, "v", "k", 1, &b, err, sizeof err));
+    CHECK_OK(spw_views_read_key(m, "v", "k", 1, 0, &b, err, sizeof err));
     spw_buf_put(&b, "", 1);
     snprintf(want, sizeof want, "\"count\":%ld,\"sum\":%ld", count, 2 * count);
     if (!strstr((const char *)b.p, want))

@@ -99,7 +99,7 @@ int main(void)
         spw_sleep_until(spw_mono_ns() + 1000000u);
     CHECK_EQ(spw_views_applied(m, "v", &min, 1), 1);
     b.len = 0;
-    CHECK_OK(spw_views_read_key(m, "v", "k", 1, &b, err, sizeof err));
+    CHECK_OK(spw_views_read_key(m, "v", "k", 1, 0, &b, err, sizeof err));
     spw_buf_put(&b, "", 1);
     CHECK(strcmp((const char *)b.p, "{\"key\":\"k\",\"count\":8,\"sum\":8}") == 0);
     b.len = 0;

@@ -72,7 +72,7 @@ int main(void)
     spw_catalog_retention(cat, spw_wall_ms() + 3600000);
     CHECK(start_of(s) > 0);
     b.len = 0;
-    CHECK_OK(spw_views_read_key(m, "v", "k", 1, &b, err, sizeof err));
+    CHECK_OK(spw_views_read_key(m, "v", "k", 1, 0, &b, err, sizeof err));
     spw_buf_put(&b, "", 1);
     CHECK(strstr((const char *)b.p, "\"count\":400,\"sum\":79800") != NULL);
     spw_buf_fini(&b);
