@@ -50,16 +50,22 @@ static void send_answer(bconn *c, uint64_t id, spw_sc sc, const spw_buf *out, co
     }
 }
 
+/* v's request, which counted in flight, is back on its connection's
+ * loop: 1 if the connection is still open. */
+static int back_on_loop(bview *v)
+{
+    v->c->inflight--;
+    v->c->loop->inflight--;
+    return !v->c->closed;
+}
+
 /* A read made on an I/O worker, answered on its connection's loop. */
 static void served_on_loop(void *arg)
 {
     bview *v = arg;
-    bconn *c = v->c;
-    c->inflight--;
-    c->loop->inflight--;
-    if (!c->closed) {
-        send_answer(c, v->request_id, v->sc, &v->out, v->err);
-        spw__bin_conn_flush(c);
+    if (back_on_loop(v)) {
+        send_answer(v->c, v->request_id, v->sc, &v->out, v->err);
+        spw__bin_conn_flush(v->c);
     }
     spw_buf_fini(&v->out);
     spw_free(v);
@@ -107,9 +113,7 @@ static void waited_on_loop(void *arg)
 {
     bview *v = arg;
     bconn *c = v->c;
-    c->inflight--;
-    c->loop->inflight--;
-    if (!c->closed) {
+    if (back_on_loop(v)) {
         if (v->wait_sc == SPW_SC_OK) {
             if (serve(c, v))
                 return;
