@@ -45,7 +45,7 @@ typedef struct vreq {
     char window[32], by[16];
     char key[KEY_MAX];
     spw_sc wait_sc;
-    /* verify, and PUT, DELETE, rebuild: the answer made on another thread */
+    /* verify, PUT, DELETE and the reads that need a file: the answer made on another thread */
     spw_buf out;
     spw_sc sc;
     int created;
@@ -140,7 +140,6 @@ static void serve(vreq *v)
     }
     answer(v);
 }
-
 
 static void *verify_thread(void *arg)
 {
